@@ -1,0 +1,714 @@
+//! The in-memory model of a saved process tree.
+//!
+//! These types mirror `schema/ckpt.capnp` one to one (same names in
+//! snake_case); `crate::codec` converts between them and the Cap'n Proto
+//! message. Capture fills them, restore and ckptfs read them. Page contents
+//! are not held here: [`MemoryRun`]s point into the container's frames, read
+//! through [`crate::ImageReader`].
+
+/// Root of the metadata: one dump.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Image {
+    pub format_major: u16,
+    pub format_minor: u16,
+    pub tool_version: String,
+    pub created_ns: i64,
+    pub host: HostInfo,
+    pub processes: Vec<Process>,
+    pub files: Vec<OpenFile>,
+    pub frames: Vec<Frame>,
+    pub root_pid: i32,
+    pub freeze_ns: u64,
+    pub generation: u32,
+    pub notes: Vec<Note>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Note {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub kernel_release: String,
+    pub arch: Arch,
+    pub page_size: u32,
+    pub cpu: CpuInfo,
+    pub boot_id: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Arch {
+    #[default]
+    Unknown,
+    X8664,
+    Aarch64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpuInfo {
+    pub vendor: String,
+    pub model_name: String,
+    pub family: u32,
+    pub model: u32,
+    pub stepping: u32,
+    pub flags: Vec<String>,
+    pub xcr0: u64,
+    pub xsave_size: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Process {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub state: String,
+    pub comm: Vec<u8>,
+    pub exe: FileIdentity,
+    pub cmdline: Vec<Vec<u8>>,
+    pub environ: Vec<Vec<u8>>,
+    pub cwd: Vec<u8>,
+    pub root: Vec<u8>,
+    pub umask: u32,
+    pub rlimits: Vec<Rlimit>,
+    pub creds: Credentials,
+    pub personality: u32,
+    pub mm: MmLayout,
+    pub vmas: Vec<Vma>,
+    pub memory: Vec<MemoryRun>,
+    /// One per signal 1..=64, index = signo - 1.
+    pub sigactions: Vec<SigAction>,
+    pub shared_pending: Vec<SigInfo>,
+    pub itimers: Vec<ITimer>,
+    pub posix_timers: Vec<PosixTimer>,
+    pub fds: Vec<Fd>,
+    pub threads: Vec<Thread>,
+    pub children: Vec<i32>,
+    pub oom_score_adj: i32,
+    pub dumpable: bool,
+    pub child_subreaper: bool,
+    pub parent_death_signal: i32,
+    pub exit_signal: i32,
+    pub login_uid: u32,
+    pub timer_slack_ns: u64,
+    pub thp_disabled: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileIdentity {
+    pub path: Vec<u8>,
+    pub dev: u64,
+    pub inode: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub mode: u32,
+    pub deleted: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Credentials {
+    pub ruid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub rgid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+    pub cap_inheritable: u64,
+    pub cap_permitted: u64,
+    pub cap_effective: u64,
+    pub cap_bounding: u64,
+    pub cap_ambient: u64,
+    pub securebits: u32,
+    pub no_new_privs: bool,
+    pub seccomp_mode: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MmLayout {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// (key, value) pairs, up to and including AT_NULL.
+    pub auxv: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Thread {
+    pub tid: i32,
+    pub comm: Vec<u8>,
+    pub state: String,
+    pub regs: Registers,
+    pub blocked: u64,
+    pub pending: Vec<SigInfo>,
+    pub altstack: SigAltStack,
+    pub clear_child_tid: u64,
+    pub robust_list: RobustList,
+    pub rseq: Rseq,
+    pub sched: Sched,
+    pub cpu_affinity: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SigAltStack {
+    pub sp: u64,
+    pub size: u64,
+    pub flags: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RobustList {
+    pub head: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rseq {
+    pub address: u64,
+    pub length: u32,
+    pub signature: u32,
+    pub flags: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sched {
+    pub policy: u32,
+    pub priority: u32,
+    pub nice: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Registers {
+    #[default]
+    None,
+    X8664(X8664Regs),
+}
+
+/// x86_64 general registers in `struct user_regs_struct` order, plus XSAVE.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct X8664Regs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub eflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+    pub xsave: Vec<u8>,
+    pub xfeatures: u64,
+}
+
+/// Names of the general registers, in `user_regs_struct` order.
+pub const X8664_GPR_NAMES: [&str; 27] = [
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+    "es", "fs", "gs",
+];
+
+impl X8664Regs {
+    /// The 27 general registers in `user_regs_struct` order.
+    pub fn gprs(&self) -> [u64; 27] {
+        [
+            self.r15,
+            self.r14,
+            self.r13,
+            self.r12,
+            self.rbp,
+            self.rbx,
+            self.r11,
+            self.r10,
+            self.r9,
+            self.r8,
+            self.rax,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.orig_rax,
+            self.rip,
+            self.cs,
+            self.eflags,
+            self.rsp,
+            self.ss,
+            self.fs_base,
+            self.gs_base,
+            self.ds,
+            self.es,
+            self.fs,
+            self.gs,
+        ]
+    }
+
+    /// Set the general registers from `user_regs_struct` order.
+    pub fn set_gprs(&mut self, v: &[u64; 27]) {
+        [
+            self.r15,
+            self.r14,
+            self.r13,
+            self.r12,
+            self.rbp,
+            self.rbx,
+            self.r11,
+            self.r10,
+            self.r9,
+            self.r8,
+            self.rax,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.orig_rax,
+            self.rip,
+            self.cs,
+            self.eflags,
+            self.rsp,
+            self.ss,
+            self.fs_base,
+            self.gs_base,
+            self.ds,
+            self.es,
+            self.fs,
+            self.gs,
+        ] = *v;
+    }
+
+    /// A general register by its name (as in [`X8664_GPR_NAMES`]).
+    pub fn get(&self, name: &str) -> Option<u64> {
+        let i = X8664_GPR_NAMES.iter().position(|n| *n == name)?;
+        Some(self.gprs()[i])
+    }
+
+    /// Set a general register by name; false if there is no such register.
+    pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let Some(i) = X8664_GPR_NAMES.iter().position(|n| *n == name) else {
+            return false;
+        };
+        let mut g = self.gprs();
+        g[i] = value;
+        self.set_gprs(&g);
+        true
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u32,
+    pub shared: bool,
+    pub grows_down: bool,
+    pub backing: VmaBacking,
+    pub madvise: u64,
+    pub vm_flags: Vec<String>,
+    pub name: Vec<u8>,
+}
+
+impl Vma {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+}
+
+pub const PROT_READ: u32 = 1;
+pub const PROT_WRITE: u32 = 2;
+pub const PROT_EXEC: u32 = 4;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum VmaBacking {
+    #[default]
+    Anonymous,
+    File(FileMapping),
+    SharedMemory(SharedMemory),
+    Special(SpecialMapping),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileMapping {
+    pub file: FileIdentity,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SharedMemory {
+    pub kind: ShmKind,
+    pub id: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub name: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShmKind {
+    #[default]
+    AnonymousShared,
+    Memfd,
+    SysvShm,
+    PosixShm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialMapping {
+    Heap,
+    Stack,
+    Vdso,
+    Vvar,
+    VvarVclock,
+    Vsyscall,
+    Uprobes,
+    Other,
+}
+
+/// Bit numbers of `Vma::madvise` (the schema's `MadviseFlag` ordinals).
+pub mod madvise {
+    pub const DONT_FORK: u32 = 0;
+    pub const DO_NOT_DUMP: u32 = 1;
+    pub const WIPE_ON_FORK: u32 = 2;
+    pub const HUGE_PAGE: u32 = 3;
+    pub const NO_HUGE_PAGE: u32 = 4;
+    pub const MERGEABLE: u32 = 5;
+    pub const SEQUENTIAL: u32 = 6;
+    pub const RANDOM: u32 = 7;
+    pub const LOCKED: u32 = 8;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryRun {
+    pub start: u64,
+    pub pages: u32,
+    pub kind: RunKind,
+    pub frame: u32,
+    pub frame_offset: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunKind {
+    #[default]
+    Data,
+    Zero,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub offset: u64,
+    pub stored_size: u32,
+    pub size: u32,
+    pub codec: Codec,
+    pub crc32: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Codec {
+    #[default]
+    None,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blob {
+    pub size: u64,
+    pub frames: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SigInfo {
+    pub signo: i32,
+    pub code: i32,
+    /// All 128 bytes of the kernel siginfo.
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ITimer {
+    pub which: u32,
+    pub interval_ns: u64,
+    pub value_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub notify: i32,
+    pub signo: i32,
+    pub value: u64,
+    pub notify_tid: i32,
+    pub interval_ns: u64,
+    pub value_ns: u64,
+    pub overrun: i32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fd {
+    pub fd: i32,
+    pub cloexec: bool,
+    /// `OpenFile::id`.
+    pub file: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenFile {
+    pub id: u32,
+    pub flags: u32,
+    pub position: u64,
+    pub path: Vec<u8>,
+    pub kind: FileKind,
+    pub owner: FileOwner,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileOwner {
+    pub pid: i32,
+    pub kind: i32,
+    pub signal: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileKind {
+    Regular(RegularFile),
+    Directory(FileIdentity),
+    Pipe(Pipe),
+    Fifo(Pipe),
+    UnixSocket(UnixSocket),
+    InetSocket(InetSocket),
+    Tty(Tty),
+    EventFd(EventFd),
+    Epoll(Epoll),
+    TimerFd(TimerFd),
+    SignalFd(SignalFd),
+    Inotify(Inotify),
+    MemFd(MemFd),
+    CharDevice(CharDevice),
+    Other(String),
+}
+
+impl Default for FileKind {
+    fn default() -> Self {
+        FileKind::Other(String::new())
+    }
+}
+
+impl FileKind {
+    /// Short lower-case name of the kind, as used by `ckpt show` and ckptfs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FileKind::Regular(_) => "regular",
+            FileKind::Directory(_) => "directory",
+            FileKind::Pipe(_) => "pipe",
+            FileKind::Fifo(_) => "fifo",
+            FileKind::UnixSocket(_) => "unix-socket",
+            FileKind::InetSocket(_) => "inet-socket",
+            FileKind::Tty(_) => "tty",
+            FileKind::EventFd(_) => "eventfd",
+            FileKind::Epoll(_) => "epoll",
+            FileKind::TimerFd(_) => "timerfd",
+            FileKind::SignalFd(_) => "signalfd",
+            FileKind::Inotify(_) => "inotify",
+            FileKind::MemFd(_) => "memfd",
+            FileKind::CharDevice(_) => "char-device",
+            FileKind::Other(_) => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RegularFile {
+    pub file: FileIdentity,
+    pub contents: Blob,
+    pub has_contents: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pipe {
+    pub id: u64,
+    pub end: PipeEnd,
+    pub data: Vec<u8>,
+    pub capacity: u32,
+    pub fifo_path: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PipeEnd {
+    #[default]
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnixSocket {
+    pub inode: u64,
+    pub sock_type: u32,
+    pub state: u32,
+    pub local_path: Vec<u8>,
+    pub peer_path: Vec<u8>,
+    pub peer_inode: u64,
+    pub listening: bool,
+    pub backlog: u32,
+    pub queued: Vec<u8>,
+    pub shutdown: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InetSocket {
+    pub family: u32,
+    pub sock_type: u32,
+    pub protocol: u32,
+    pub state: u32,
+    pub local_addr: Vec<u8>,
+    pub local_port: u16,
+    pub remote_addr: Vec<u8>,
+    pub remote_port: u16,
+    pub backlog: u32,
+    pub options: Vec<SockOpt>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SockOpt {
+    pub level: i32,
+    pub name: i32,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tty {
+    pub index: i32,
+    pub is_controller: bool,
+    pub termios: Vec<u8>,
+    pub win_rows: u16,
+    pub win_cols: u16,
+    pub foreground_pgrp: i32,
+    pub rdev: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFd {
+    pub count: u64,
+    pub semaphore: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Epoll {
+    pub targets: Vec<EpollTarget>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpollTarget {
+    pub fd: i32,
+    pub file: u32,
+    pub events: u32,
+    pub data: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimerFd {
+    pub clock: i32,
+    pub interval_ns: u64,
+    pub value_ns: u64,
+    pub ticks: u64,
+    pub settime_flags: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalFd {
+    pub mask: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inotify {
+    pub watches: Vec<InotifyWatch>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InotifyWatch {
+    pub wd: i32,
+    pub mask: u32,
+    pub path: Vec<u8>,
+    pub inode: u64,
+    pub dev: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemFd {
+    pub name: Vec<u8>,
+    pub id: u64,
+    pub size: u64,
+    pub seals: u32,
+    pub contents: Blob,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CharDevice {
+    pub rdev: u64,
+    pub path: Vec<u8>,
+}
+
+impl Image {
+    /// The process with this pid.
+    pub fn process(&self, pid: i32) -> Option<&Process> {
+        self.processes.iter().find(|p| p.pid == pid)
+    }
+    pub fn process_mut(&mut self, pid: i32) -> Option<&mut Process> {
+        self.processes.iter_mut().find(|p| p.pid == pid)
+    }
+    /// The open file description with this id.
+    pub fn file(&self, id: u32) -> Option<&OpenFile> {
+        self.files.iter().find(|f| f.id == id)
+    }
+}

@@ -1,0 +1,552 @@
+# ckpt image format, metadata schema.
+#
+# This file is the source of truth for the metadata message stored in every
+# `.ckpt` image (see spec/format.md for the container around it).
+#
+# Evolution rules (format major 1):
+#  * Fields and enumerants are only ever ADDED, with the next free ordinal.
+#  * Nothing is renamed in a way that changes its meaning, removed, or
+#    renumbered. A field that stops being written is marked "obsolete" in its
+#    comment and keeps its ordinal.
+#  * Adding fields bumps the format MINOR version. Readers ignore fields they
+#    do not know. Anything a reader must understand to restore correctly, and
+#    cannot be expressed as an additive field, needs a new MAJOR version.
+#
+# Units: addresses and sizes in bytes, times in nanoseconds since the Unix
+# epoch (UTC) unless a field says otherwise. Strings that come from the
+# kernel and may be arbitrary bytes (paths, argv, environ) are Data, not Text.
+
+@0xd4126db261fdabb5;
+
+$import "/capnp/c++.capnp".namespace("ckpt");
+
+# ---------------------------------------------------------------------------
+# Root
+# ---------------------------------------------------------------------------
+
+struct Image {
+  formatMajor @0 :UInt16;        # container major version this message was written for
+  formatMinor @1 :UInt16;        # schema minor version (fields known to the writer)
+  toolVersion @2 :Text;          # e.g. "ckpt 0.1.0"
+  createdNs @3 :Int64;           # dump time, ns since the epoch
+  host @4 :HostInfo;
+  processes @5 :List(Process);   # the saved tree; processes[0] is the root of the dump
+  files @6 :List(OpenFile);      # open file descriptions, shared by fds via OpenFile.id
+  frames @7 :List(Frame);        # page frames in the container (see MemoryRun)
+  rootPid @8 :Int32;             # pid of the process the dump was asked for
+  freezeNs @9 :UInt64;           # how long the tree was frozen while dumping
+  generation @10 :UInt32;        # 0 for a fresh dump, +1 for every committed edit
+  notes @11 :List(Note);         # free-form annotations (who edited what, ...)
+}
+
+struct Note {
+  key @0 :Text;
+  value @1 :Text;
+}
+
+struct HostInfo {
+  hostname @0 :Text;
+  kernelRelease @1 :Text;        # uname -r
+  arch @2 :Arch;
+  pageSize @3 :UInt32;
+  cpu @4 :CpuInfo;
+  bootId @5 :Text;               # /proc/sys/kernel/random/boot_id at dump time
+}
+
+enum Arch {
+  unknown @0;
+  x8664 @1;
+  aarch64 @2;
+}
+
+struct CpuInfo {
+  vendor @0 :Text;               # e.g. "AuthenticAMD", "GenuineIntel"
+  modelName @1 :Text;
+  family @2 :UInt32;
+  model @3 :UInt32;
+  stepping @4 :UInt32;
+  flags @5 :List(Text);          # /proc/cpuinfo "flags"
+  xcr0 @6 :UInt64;               # XSAVE feature mask enabled by the OS (x86_64)
+  xsaveSize @7 :UInt32;          # size of the XSAVE area for xcr0, bytes
+}
+
+# ---------------------------------------------------------------------------
+# Processes and threads
+# ---------------------------------------------------------------------------
+
+struct Process {
+  pid @0 :Int32;
+  ppid @1 :Int32;
+  pgid @2 :Int32;
+  sid @3 :Int32;
+  state @4 :Text;                # /proc/PID/stat state letter at freeze time
+  comm @5 :Data;
+  exe @6 :FileIdentity;          # /proc/PID/exe
+  cmdline @7 :List(Data);        # argv, without terminating NULs
+  environ @8 :List(Data);        # "KEY=VALUE" entries
+  cwd @9 :Data;
+  root @10 :Data;
+  umask @11 :UInt32;
+  rlimits @12 :List(Rlimit);
+  creds @13 :Credentials;
+  personality @14 :UInt32;
+  mm @15 :MmLayout;
+  vmas @16 :List(Vma);           # sorted by start address
+  memory @17 :List(MemoryRun);   # saved page contents, sorted by start address
+  sigactions @18 :List(SigAction);   # one per signal 1..64, index = signo - 1
+  sharedPending @19 :List(SigInfo);  # process-wide pending signals, queue order
+  itimers @20 :List(ITimer);     # ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
+  posixTimers @21 :List(PosixTimer);
+  fds @22 :List(Fd);             # sorted by fd number
+  threads @23 :List(Thread);     # threads[0] is the thread group leader
+  children @24 :List(Int32);     # pids of saved child processes
+  oomScoreAdj @25 :Int32;
+  dumpable @26 :Bool;            # prctl(PR_GET_DUMPABLE) != 0
+  childSubreaper @27 :Bool;
+  parentDeathSignal @28 :Int32;  # prctl(PR_GET_PDEATHSIG)
+  exitSignal @29 :Int32;         # signal sent to the parent on exit (usually 17)
+  loginUid @30 :UInt32;
+  timerSlackNs @31 :UInt64;
+  thpDisabled @32 :Bool;         # prctl(PR_GET_THP_DISABLE)
+}
+
+struct FileIdentity {
+  path @0 :Data;                 # absolute path as the kernel printed it
+  dev @1 :UInt64;                # st_dev (Linux encoding)
+  inode @2 :UInt64;
+  size @3 :UInt64;
+  mtimeNs @4 :Int64;
+  mode @5 :UInt32;               # st_mode
+  deleted @6 :Bool;              # the link said " (deleted)"
+  uid @7 :UInt32;
+  gid @8 :UInt32;
+}
+
+struct Rlimit {
+  resource @0 :UInt32;           # RLIMIT_* number
+  name @1 :Text;                 # e.g. "NOFILE", informative only
+  soft @2 :UInt64;               # 0xffffffffffffffff = unlimited
+  hard @3 :UInt64;
+}
+
+struct Credentials {
+  ruid @0 :UInt32;
+  euid @1 :UInt32;
+  suid @2 :UInt32;
+  fsuid @3 :UInt32;
+  rgid @4 :UInt32;
+  egid @5 :UInt32;
+  sgid @6 :UInt32;
+  fsgid @7 :UInt32;
+  groups @8 :List(UInt32);
+  capInheritable @9 :UInt64;
+  capPermitted @10 :UInt64;
+  capEffective @11 :UInt64;
+  capBounding @12 :UInt64;
+  capAmbient @13 :UInt64;
+  securebits @14 :UInt32;
+  noNewPrivs @15 :Bool;
+  seccompMode @16 :UInt32;       # 0 none, 1 strict, 2 filter (filters are not saved in v1.0)
+}
+
+struct MmLayout {
+  startCode @0 :UInt64;
+  endCode @1 :UInt64;
+  startData @2 :UInt64;
+  endData @3 :UInt64;
+  startBrk @4 :UInt64;
+  brk @5 :UInt64;
+  startStack @6 :UInt64;
+  argStart @7 :UInt64;
+  argEnd @8 :UInt64;
+  envStart @9 :UInt64;
+  envEnd @10 :UInt64;
+  auxv @11 :List(AuxEntry);      # /proc/PID/auxv, up to and including AT_NULL
+}
+
+struct AuxEntry {
+  key @0 :UInt64;
+  value @1 :UInt64;
+}
+
+struct Thread {
+  tid @0 :Int32;
+  comm @1 :Data;
+  state @2 :Text;
+  regs @3 :Registers;
+  blocked @4 :UInt64;            # blocked signal mask, bit (signo-1)
+  pending @5 :List(SigInfo);     # thread-private pending signals, queue order
+  altstack @6 :SigAltStack;
+  clearChildTid @7 :UInt64;      # set_tid_address() value
+  robustList @8 :RobustList;
+  rseq @9 :Rseq;
+  sched @10 :Sched;
+  cpuAffinity @11 :List(UInt64); # sched_getaffinity bitmap, 64 cpus per word
+}
+
+struct SigAltStack {
+  sp @0 :UInt64;
+  size @1 :UInt64;
+  flags @2 :UInt32;              # SS_ONSTACK, SS_DISABLE, SS_AUTODISARM
+}
+
+struct RobustList {
+  head @0 :UInt64;               # 0 when none is registered
+  len @1 :UInt64;
+}
+
+struct Rseq {
+  address @0 :UInt64;            # 0 when not registered
+  length @1 :UInt32;
+  signature @2 :UInt32;
+  flags @3 :UInt32;
+}
+
+struct Sched {
+  policy @0 :UInt32;             # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5
+  priority @1 :UInt32;           # rt priority
+  nice @2 :Int32;
+}
+
+# Architecture-specific register state. New architectures are new union
+# members (a minor version bump).
+struct Registers {
+  union {
+    none @0 :Void;
+    x8664 @1 :X8664Regs;
+  }
+}
+
+# Every general register of x86_64 as in struct user_regs_struct, by name,
+# plus the XSAVE area as returned by PTRACE_GETREGSET(NT_X86_XSTATE).
+struct X8664Regs {
+  r15 @0 :UInt64;
+  r14 @1 :UInt64;
+  r13 @2 :UInt64;
+  r12 @3 :UInt64;
+  rbp @4 :UInt64;
+  rbx @5 :UInt64;
+  r11 @6 :UInt64;
+  r10 @7 :UInt64;
+  r9 @8 :UInt64;
+  r8 @9 :UInt64;
+  rax @10 :UInt64;
+  rcx @11 :UInt64;
+  rdx @12 :UInt64;
+  rsi @13 :UInt64;
+  rdi @14 :UInt64;
+  origRax @15 :UInt64;           # syscall number when stopped in a syscall, else -1
+  rip @16 :UInt64;
+  cs @17 :UInt64;
+  eflags @18 :UInt64;
+  rsp @19 :UInt64;
+  ss @20 :UInt64;
+  fsBase @21 :UInt64;
+  gsBase @22 :UInt64;
+  ds @23 :UInt64;
+  es @24 :UInt64;
+  fs @25 :UInt64;
+  gs @26 :UInt64;
+  xsave @27 :Data;               # raw XSAVE area (legacy FXSAVE 512 B + header + components)
+  xfeatures @28 :UInt64;         # XSTATE_BV of the area (components present)
+}
+
+# ---------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------
+
+struct Vma {
+  start @0 :UInt64;
+  end @1 :UInt64;                # exclusive
+  prot @2 :UInt32;               # PROT_READ=1 | PROT_WRITE=2 | PROT_EXEC=4
+  shared @3 :Bool;               # MAP_SHARED (else MAP_PRIVATE)
+  growsDown @4 :Bool;
+  backing @5 :VmaBacking;
+  madvise @6 :UInt64;            # bit set of MadviseFlag ordinals, from smaps VmFlags
+  vmFlags @7 :List(Text);        # smaps VmFlags, verbatim (informative)
+  name @8 :Data;                 # the last field of /proc/PID/maps, verbatim
+}
+
+struct VmaBacking {
+  union {
+    anonymous @0 :Void;
+    file @1 :FileMapping;
+    sharedMemory @2 :SharedMemory;
+    special @3 :SpecialMapping;
+  }
+}
+
+struct FileMapping {
+  file @0 :FileIdentity;
+  offset @1 :UInt64;             # file offset of vma.start
+}
+
+struct SharedMemory {
+  kind @0 :ShmKind;
+  id @1 :UInt64;                 # inode of the shmem object; same id = same memory
+  offset @2 :UInt64;             # offset of vma.start into the object
+  size @3 :UInt64;               # size of the object
+  name @4 :Data;                 # e.g. "/dev/zero (deleted)", "/memfd:foo (deleted)"
+}
+
+enum ShmKind {
+  anonymousShared @0;            # mmap(MAP_SHARED|MAP_ANONYMOUS)
+  memfd @1;
+  sysvShm @2;
+  posixShm @3;                   # /dev/shm file
+}
+
+enum SpecialMapping {
+  heap @0;                       # [heap]: anonymous, restored at the same place
+  stack @1;                      # [stack]
+  vdso @2;
+  vvar @3;
+  vvarVclock @4;
+  vsyscall @5;
+  uprobes @6;
+  other @7;                      # an unknown [name]: see Vma.name
+}
+
+enum MadviseFlag {
+  dontFork @0;                   # "dc"
+  doNotDump @1;                  # "dd"
+  wipeOnFork @2;                 # "wf"
+  hugePage @3;                   # "hg"
+  noHugePage @4;                 # "nh"
+  mergeable @5;                  # "mg"
+  sequential @6;                 # "sr"
+  random @7;                     # "rr"
+  locked @8;                     # "lo"
+}
+
+# A run of consecutive pages of one process with saved contents.
+# Pages of a vma not covered by any run have the contents the vma's backing
+# gives them: zero for anonymous memory, the file's bytes for file mappings.
+struct MemoryRun {
+  start @0 :UInt64;              # page-aligned virtual address
+  pages @1 :UInt32;              # number of pages (host.pageSize each)
+  kind @2 :RunKind;
+  frame @3 :UInt32;              # index into Image.frames (kind == data)
+  frameOffset @4 :UInt32;        # byte offset of `start` in the uncompressed frame
+}
+
+enum RunKind {
+  data @0;                       # contents stored in a frame
+  zero @1;                       # all-zero pages, nothing stored
+}
+
+# A page frame record of the container: bytes of one or more runs, stored
+# independently so that any page can be read without the rest.
+struct Frame {
+  offset @0 :UInt64;             # file offset of the frame's payload
+  storedSize @1 :UInt32;         # bytes in the file
+  size @2 :UInt32;               # bytes once decoded
+  codec @3 :Codec;
+  crc32 @4 :UInt32;              # CRC-32 (IEEE) of the stored bytes
+}
+
+# A byte string stored in page frames rather than in the metadata (file
+# contents): the decoded frames, concatenated in order, truncated to size.
+struct Blob {
+  size @0 :UInt64;
+  frames @1 :List(UInt32);       # indices into Image.frames
+}
+
+enum Codec {
+  none @0;
+  zstd @1;                       # one zstd frame (RFC 8878)
+}
+
+# ---------------------------------------------------------------------------
+# Signals and timers
+# ---------------------------------------------------------------------------
+
+struct SigAction {
+  handler @0 :UInt64;            # SIG_DFL=0, SIG_IGN=1, else the address
+  flags @1 :UInt64;              # SA_* (kernel sa_flags)
+  restorer @2 :UInt64;
+  mask @3 :UInt64;
+}
+
+# A queued signal as the kernel's 128-byte siginfo_t.
+struct SigInfo {
+  signo @0 :Int32;
+  code @1 :Int32;
+  raw @2 :Data;                  # all 128 bytes
+}
+
+struct ITimer {
+  which @0 :UInt32;              # ITIMER_REAL=0, VIRTUAL=1, PROF=2
+  intervalNs @1 :UInt64;
+  valueNs @2 :UInt64;            # time to the next expiry; 0 = disarmed
+}
+
+struct PosixTimer {
+  id @0 :Int32;                  # kernel timer id as returned by timer_create
+  clock @1 :Int32;
+  notify @2 :Int32;              # SIGEV_SIGNAL=0, NONE=1, THREAD_ID=4
+  signo @3 :Int32;
+  value @4 :UInt64;              # sigev_value
+  notifyTid @5 :Int32;
+  intervalNs @6 :UInt64;
+  valueNs @7 :UInt64;            # time to next expiry; 0 = disarmed
+  overrun @8 :Int32;
+}
+
+# ---------------------------------------------------------------------------
+# File descriptors
+# ---------------------------------------------------------------------------
+
+struct Fd {
+  fd @0 :Int32;
+  cloexec @1 :Bool;
+  file @2 :UInt32;               # OpenFile.id
+}
+
+# An open file description. Several fds, in one process or several, share
+# one when they were dup()ed or inherited.
+struct OpenFile {
+  id @0 :UInt32;
+  flags @1 :UInt32;              # open flags as in /proc/PID/fdinfo (O_ACCMODE, O_APPEND, O_NONBLOCK, ...)
+  position @2 :UInt64;           # file offset
+  path @3 :Data;                 # /proc/PID/fd link target
+  kind :union {
+    regular @4 :RegularFile;
+    directory @5 :FileIdentity;
+    pipe @6 :Pipe;
+    fifo @7 :Pipe;
+    unixSocket @8 :UnixSocket;
+    inetSocket @9 :InetSocket;
+    tty @10 :Tty;
+    eventfd @11 :EventFd;
+    epoll @12 :Epoll;
+    timerfd @13 :TimerFd;
+    signalfd @14 :SignalFd;
+    inotify @15 :Inotify;
+    memfd @16 :MemFd;
+    charDevice @17 :CharDevice;
+    other @18 :Text;             # an object this version cannot restore (for inspection)
+  }
+  owner @19 :FileOwner;          # F_GETOWN_EX / F_GETSIG
+}
+
+struct FileOwner {
+  pid @0 :Int32;
+  kind @1 :Int32;                # F_OWNER_TID=0, PID=1, PGRP=2
+  signal @2 :Int32;
+}
+
+struct RegularFile {
+  file @0 :FileIdentity;
+  contents @1 :Blob;             # the whole file when it was deleted (or unreachable)
+  hasContents @2 :Bool;
+}
+
+struct Pipe {
+  id @0 :UInt64;                 # pipe inode; both ends of one pipe share it
+  end @1 :PipeEnd;
+  data @2 :Data;                 # bytes buffered in the pipe at dump time
+  capacity @3 :UInt32;           # F_GETPIPE_SZ
+  fifoPath @4 :Data;             # for FIFOs: the path of the node
+}
+
+enum PipeEnd {
+  read @0;
+  write @1;
+}
+
+struct UnixSocket {
+  inode @0 :UInt64;
+  type @1 :UInt32;               # SOCK_STREAM=1, DGRAM=2, SEQPACKET=5
+  state @2 :UInt32;
+  localPath @3 :Data;            # bound name ("\0abstract" for abstract)
+  peerPath @4 :Data;
+  peerInode @5 :UInt64;
+  listening @6 :Bool;
+  backlog @7 :UInt32;
+  queued @8 :Data;               # bytes queued for reading
+  shutdown @9 :UInt32;
+}
+
+struct InetSocket {
+  family @0 :UInt32;             # AF_INET=2, AF_INET6=10
+  type @1 :UInt32;
+  protocol @2 :UInt32;
+  state @3 :UInt32;              # TCP state numbers as in /proc/net/tcp
+  localAddr @4 :Data;            # 4 or 16 bytes
+  localPort @5 :UInt16;
+  remoteAddr @6 :Data;
+  remotePort @7 :UInt16;
+  backlog @8 :UInt32;
+  options @9 :List(SockOpt);
+}
+
+struct SockOpt {
+  level @0 :Int32;
+  name @1 :Int32;
+  value @2 :Data;
+}
+
+struct Tty {
+  index @0 :Int32;               # pts number, -1 when not a pty
+  isController @1 :Bool;         # the controlling terminal of the session
+  termios @2 :Data;              # struct termios2, raw
+  winRows @3 :UInt16;
+  winCols @4 :UInt16;
+  foregroundPgrp @5 :Int32;
+  rdev @6 :UInt64;
+}
+
+struct EventFd {
+  count @0 :UInt64;
+  semaphore @1 :Bool;
+}
+
+struct Epoll {
+  targets @0 :List(EpollTarget);
+}
+
+struct EpollTarget {
+  fd @0 :Int32;                  # fd number in the owning process at dump time
+  file @1 :UInt32;               # OpenFile.id of the watched file
+  events @2 :UInt32;
+  data @3 :UInt64;
+}
+
+struct TimerFd {
+  clock @0 :Int32;
+  intervalNs @1 :UInt64;
+  valueNs @2 :UInt64;            # time to next expiry; 0 = disarmed
+  ticks @3 :UInt64;              # expirations not yet read
+  settimeFlags @4 :UInt32;       # TFD_TIMER_ABSTIME, ...
+}
+
+struct SignalFd {
+  mask @0 :UInt64;
+}
+
+struct Inotify {
+  watches @0 :List(InotifyWatch);
+}
+
+struct InotifyWatch {
+  wd @0 :Int32;
+  mask @1 :UInt32;
+  path @2 :Data;
+  inode @3 :UInt64;
+  dev @4 :UInt64;
+}
+
+struct MemFd {
+  name @0 :Data;                 # without the "memfd:" prefix
+  id @1 :UInt64;                 # inode, matches SharedMemory.id of its mappings
+  size @2 :UInt64;
+  seals @3 :UInt32;
+  contents @4 :Blob;             # file contents
+  mode @5 :UInt32;
+}
+
+struct CharDevice {
+  rdev @0 :UInt64;               # st_rdev
+  path @1 :Data;
+}
