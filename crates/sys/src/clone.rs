@@ -1,0 +1,70 @@
+//! Creating a process with a chosen pid (clone3 with set_tid).
+
+use crate::{Error, Pid, Result};
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Which side of a fork we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// fork(), optionally with the child's pid chosen (`Some(pid)`: clone3 with
+/// set_tid, which needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN in the pid
+/// namespace). The pid being in use gives `EEXIST`.
+///
+/// In the child only async-signal-safe work is allowed if the caller has
+/// other threads; the child must end with `_exit` or exec, never return into
+/// the caller's normal flow.
+pub fn fork_with_pid(pid: Option<Pid>) -> Result<Forked> {
+    let tid_arr: [libc::pid_t; 1] = [pid.unwrap_or(0)];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if pid.is_some() {
+            tid_arr.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid.is_some()),
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork:
+    // the child gets a copy of the address space and continues here. `args`
+    // and `tid_arr` outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(Error::Os {
+            op: if pid.is_some() {
+                "clone3(set_tid)"
+            } else {
+                "clone3"
+            },
+            tid: pid.unwrap_or(0),
+            source: std::io::Error::last_os_error(),
+        }),
+        0 => Ok(Forked::Child),
+        child => Ok(Forked::Parent(child as Pid)),
+    }
+}

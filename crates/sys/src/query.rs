@@ -1,0 +1,1 @@
+//! Safe wrappers for capture-side queries that need `unsafe` (ioctls, prlimit, ...).

@@ -1,0 +1,1 @@
+//! Safe wrappers for restore-side setup that needs `unsafe`.

@@ -1,0 +1,82 @@
+//! ckpt-sys against real processes on the running kernel.
+
+use ckpt_sys::{inject, ptrace, remote, Injector, Stop};
+use std::process::{Child, Command};
+
+fn spawn_sleeper() -> Child {
+    Command::new("sleep").arg("30").spawn().expect("spawn sleep")
+}
+
+fn vdso_range(pid: i32) -> (u64, u64) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let line = maps.lines().find(|l| l.ends_with("[vdso]")).expect("no [vdso]");
+    let (a, b) = line.split_whitespace().next().unwrap().split_once('-').unwrap();
+    (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap())
+}
+
+#[test]
+fn seize_read_state_inject_and_release() {
+    let mut child = spawn_sleeper();
+    let pid = child.id() as i32;
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let deferred = ptrace::seize_and_stop(pid, ptrace::PTRACE_O_EXITKILL).expect("seize");
+    assert!(deferred.is_empty());
+
+    let regs = ptrace::get_regs(pid).unwrap();
+    // sleep(1) is blocked in clock_nanosleep: stopped inside a syscall.
+    assert_eq!(regs[ptrace::reg::ORIG_RAX], libc::SYS_clock_nanosleep as u64);
+    let xs = ptrace::get_xstate(pid).unwrap();
+    assert!(xs.len() >= 576, "xsave area too small: {}", xs.len());
+    let mask = ptrace::get_sigmask(pid).unwrap();
+    assert!(ptrace::peek_siginfo(pid, false).unwrap().is_empty());
+    assert!(ptrace::peek_siginfo(pid, true).unwrap().is_empty());
+    let _ = ptrace::get_rseq(pid).unwrap();
+    let _ = ptrace::get_robust_list(pid).unwrap();
+
+    let (vs, ve) = vdso_range(pid);
+    let code = remote::ProcMem::open(pid)
+        .unwrap()
+        .read_vec(vs, (ve - vs) as usize)
+        .unwrap();
+    let ip = vs + inject::find_syscall_insn(&code).expect("syscall insn in vdso") as u64;
+    let mut inj = Injector::new(pid, ip).unwrap();
+    assert_eq!(inj.syscall("getpid", libc::SYS_getpid, &[]).unwrap(), pid as u64);
+    // A failing call is reported with its errno.
+    let e = inj.syscall("close", libc::SYS_close, &[9999]).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EBADF));
+    assert!(inj.finish().unwrap().is_empty());
+    assert_eq!(ptrace::get_regs(pid).unwrap(), regs);
+    assert_eq!(ptrace::get_sigmask(pid).unwrap(), mask);
+
+    ptrace::detach(pid, 0).unwrap();
+    // Still alive and well after we let go.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn exiting_target_is_reported_not_hung() {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id() as i32;
+    child.wait().unwrap();
+    let e = ptrace::seize_and_stop(pid, 0).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::ESRCH), "{e}");
+    let _ = Stop::Exited(0);
+}
+
+#[test]
+fn read_vm_reads_remote_memory() {
+    let child = spawn_sleeper();
+    let pid = child.id() as i32;
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (vs, _) = vdso_range(pid);
+    let mut buf = vec![0u8; 4096];
+    let n = remote::read_vm(pid, &mut buf, &[remote::RemoteRange { addr: vs, len: 4096 }]).unwrap();
+    assert_eq!(n, 4096);
+    assert_eq!(&buf[..4], b"\x7fELF");
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
