@@ -1,7 +1,56 @@
-//! The `ckpt` command line. One file per subcommand under `commands/`.
+//! The `ckpt` command line: argument parsing here, one thin file per
+//! subcommand under `commands/`, all real work in the library crates.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ckpt", version, about = "Checkpoint and restore Linux processes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Freeze a process and save it into an image file.
+    Dump(commands::dump::Args),
+    /// Bring a saved process back to life.
+    Restore(commands::restore::Args),
+    /// Print what an image holds.
+    Show(commands::show::Args),
+}
 
 /// Entry point of the `ckpt` binary; returns the process exit code.
 pub fn main() -> i32 {
-    eprintln!("ckpt: not yet implemented");
-    2
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dump(a) => commands::dump::run(a),
+        Command::Restore(a) => commands::restore::run(a),
+        Command::Show(a) => commands::show::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ckpt: error: {}", chain(&e));
+            1
+        }
+    }
+}
+
+/// "outer: inner: innermost", skipping causes already spelled out by the outer message.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
 }

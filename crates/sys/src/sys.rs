@@ -117,3 +117,42 @@ fn xgetbv0() -> u64 {
         (u64::from(edx) << 32) | u64::from(eax)
     }
 }
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// Wait for a child process to end (not for stops), retrying on EINTR.
+pub fn wait_child_exit(pid: Pid) -> Result<ExitKind> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(crate::Error::Os {
+                op: "waitpid",
+                tid: pid,
+                source: e,
+            });
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(ExitKind::Exited(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(ExitKind::Signaled(libc::WTERMSIG(status)));
+        }
+    }
+}
+
+/// Whether `fd` of this process is a terminal.
+pub fn isatty(fd: i32) -> bool {
+    // SAFETY: isatty only inspects the fd number.
+    unsafe { libc::isatty(fd) == 1 }
+}

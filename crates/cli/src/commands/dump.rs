@@ -1,0 +1,55 @@
+//! `ckpt dump PID -o FILE`
+
+use super::{mib, ms, CompressArg};
+use anyhow::Context;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Process to save.
+    pid: i32,
+    /// Image file to write (created 0600; "-" writes to standard output).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Let the process go on after the dump instead of killing it.
+    #[arg(long)]
+    leave_running: bool,
+    /// Page compression.
+    #[arg(long, value_enum, default_value_t)]
+    compress: CompressArg,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let opts = ckpt_capture::DumpOptions {
+        leave_running: a.leave_running,
+        compression: a.compress.into(),
+        ..Default::default()
+    };
+    let stats = if a.output.as_os_str() == "-" {
+        let out = std::io::stdout().lock();
+        ckpt_capture::dump_to(a.pid, out, opts)
+            .with_context(|| format!("dump of pid {} failed", a.pid))?
+            .1
+    } else {
+        ckpt_capture::dump(a.pid, &a.output, opts)
+            .with_context(|| format!("dump of pid {} failed", a.pid))?
+    };
+    if !a.quiet {
+        eprintln!(
+            "ckpt: saved pid {} ({} thread{}) to {}: {} of memory, image {}, in {} (frozen {}){}",
+            a.pid,
+            stats.threads,
+            if stats.threads == 1 { "" } else { "s" },
+            a.output.display(),
+            mib(stats.pages_bytes),
+            mib(stats.image_bytes),
+            ms(stats.total),
+            ms(stats.freeze),
+            if a.leave_running { ", left running" } else { "" },
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,85 @@
+//! `ckpt restore IMAGE [--detach] [--new-pid]`
+
+use super::ms;
+use anyhow::{bail, Context};
+use ckpt_sys::sys::{self, ExitKind};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::iterator::SignalsInfo;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image file.
+    image: PathBuf,
+    /// Return as soon as the process runs, printing its pid.
+    #[arg(long)]
+    detach: bool,
+    /// Restore under a fresh pid when the saved one is taken (see README: glibc caches tids).
+    #[arg(long)]
+    new_pid: bool,
+    /// Only check that the image can be restored here; change nothing.
+    #[arg(long)]
+    check: bool,
+    /// Print timing details.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let reader = ckpt_image::ImageReader::open(&a.image)
+        .with_context(|| format!("cannot read image {}", a.image.display()))?;
+    let opts = ckpt_restore::RestoreOptions {
+        new_pid: a.new_pid,
+        ..Default::default()
+    };
+    let report = ckpt_restore::check(&reader, &opts);
+    for w in &report.warnings {
+        eprintln!("ckpt: warning: {w}");
+    }
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("ckpt: cannot restore: {e}");
+        }
+        bail!(
+            "{} cannot be restored here ({} problem{})",
+            a.image.display(),
+            report.errors.len(),
+            if report.errors.len() == 1 { "" } else { "s" }
+        );
+    }
+    if a.check {
+        eprintln!("ckpt: {} can be restored here", a.image.display());
+        return Ok(0);
+    }
+    // Catch the signals to forward before the process exists, so none is lost.
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    let restored = ckpt_restore::restore(&reader, &opts)
+        .with_context(|| format!("restore of {} failed", a.image.display()))?;
+    let pid = restored.pid;
+    if a.verbose {
+        eprintln!("ckpt: restored pid {pid} in {}", ms(restored.stats.total));
+    }
+    if a.detach {
+        println!("{pid}");
+        return Ok(0);
+    }
+    // Foreground: forward signals sent to us by other processes (terminal
+    // signals already reach the process: it is in our process group).
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for info in signals.forever() {
+            if info.process.is_some() {
+                let _ = sys::kill(pid, info.signal);
+            }
+        }
+    });
+    let status = sys::wait_child_exit(pid).context("waiting for the restored process")?;
+    handle.close();
+    let _ = forwarder.join();
+    Ok(match status {
+        ExitKind::Exited(c) => c,
+        ExitKind::Signaled(s) => 128 + s,
+    })
+}
