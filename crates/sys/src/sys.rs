@@ -156,3 +156,19 @@ pub fn isatty(fd: i32) -> bool {
     // SAFETY: isatty only inspects the fd number.
     unsafe { libc::isatty(fd) == 1 }
 }
+
+/// Make the calling process a child subreaper: orphaned descendants are
+/// reparented to it instead of init (tests use it to reap detached restores).
+pub fn set_child_subreaper() -> Result<()> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) };
+    check("prctl(PR_SET_CHILD_SUBREAPER)", r as libc::c_long).map(drop)
+}
+
+/// Reap any ended child without blocking; returns its pid.
+pub fn reap_any() -> Option<Pid> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (r > 0).then_some(r)
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `ckpt` binary against real processes on the
+//! running kernel. Needs root (ptrace of non-children, clone3 with set_tid);
+//! without it these tests fail, loudly, as they should.
+
+mod util;
+
+mod dump_restore;
+mod show;
