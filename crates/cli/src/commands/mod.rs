@@ -32,3 +32,34 @@ pub fn ms(d: std::time::Duration) -> String {
 pub fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
 }
+
+/// A progress callback drawing a bar on stderr, shown only when stderr is a
+/// terminal and the work has taken more than a second.
+pub fn progress_bar(what: &'static str) -> Option<Box<dyn FnMut(u64, u64) + Send>> {
+    if !ckpt_sys::sys::isatty(2) {
+        return None;
+    }
+    let start = std::time::Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    Some(Box::new(move |done, total| {
+        if bar.is_none() && start.elapsed() > std::time::Duration::from_secs(1) {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(what);
+            bar = Some(b);
+        }
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+            if done >= total {
+                b.finish_and_clear();
+            }
+        }
+    }))
+}
