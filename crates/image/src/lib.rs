@@ -2,35 +2,158 @@
 //! writer and reader, crash-safe in-place editing, JSON and text views.
 //!
 //! The byte layout is specified in `spec/format.md`; the metadata schema is
-//! `schema/ckpt.capnp`. This crate is pure: no `unsafe`, no libc.
+//! `schema/ckpt.capnp`. This crate is pure: no `unsafe`, no libc. Every
+//! reader entry point is meant to be safe on hostile input: it returns an
+//! [`Error`] naming what is wrong and where, and never panics, hangs or
+//! allocates more than a bounded multiple of the input size.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::io::Write;
-use std::path::Path;
 
 pub mod model;
 pub use model::*;
 
 #[allow(clippy::all, unused)]
+#[rustfmt::skip]
 pub mod ckpt_capnp;
+
+mod atomic;
+mod codec;
+pub mod container;
+mod editor;
+pub mod json;
+mod reader;
+mod store;
+pub mod summary;
+mod validate;
+mod writer;
+
+pub use atomic::AtomicFile;
+pub use editor::ImageEditor;
+pub use reader::ImageReader;
+pub use validate::validate;
+pub use writer::ImageWriter;
 
 /// Container format major version written by this crate (and the only one it reads).
 pub const FORMAT_MAJOR: u16 = 1;
 /// Container/schema minor version written by this crate.
 pub const FORMAT_MINOR: u16 = 0;
 
+/// Smallest and largest page size an image may declare.
+pub const MIN_PAGE_SIZE: u32 = 4096;
+pub const MAX_PAGE_SIZE: u32 = 65536;
+
 /// Everything that can go wrong reading or writing an image.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// An I/O operation failed (`context` says which and on what).
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Todo(String),
+    /// The file does not start with the `CKPTIMG\0` magic.
+    #[error("not a ckpt image: bad magic {found:02x?} at offset 0 (expected \"CKPTIMG\\0\")")]
+    BadMagic { found: [u8; 8] },
+    /// The image was written for a format major this crate cannot read.
+    #[error("image format {major}.{minor} is {} this ckpt (reads {supported}.x)",
+        if *major > *supported { "newer than" } else { "not supported by" })]
+    UnsupportedVersion {
+        major: u16,
+        minor: u16,
+        supported: u16,
+    },
+    /// Editing an image of a newer minor would drop the fields this version does not know.
+    #[error("image format {major}.{minor} is newer than this ckpt ({major}.{supported_minor}): it can be read but not edited")]
+    NewerMinor {
+        major: u16,
+        minor: u16,
+        supported_minor: u16,
+    },
+    /// The file ends before something it must contain.
+    #[error(
+        "truncated image: {what} at offset {offset} needs {need} bytes but the file has {len}"
+    )]
+    Truncated {
+        what: String,
+        offset: u64,
+        need: u64,
+        len: u64,
+    },
+    /// A CRC does not match.
+    #[error("checksum mismatch in {what} at offset {offset}: stored {stored:#010x}, computed {actual:#010x}")]
+    Checksum {
+        what: String,
+        offset: u64,
+        stored: u32,
+        actual: u32,
+    },
+    /// The container structure is broken at `offset`.
+    #[error("corrupt image at offset {offset}: {what}")]
+    Corrupt { offset: u64, what: String },
+    /// No complete commit record was found (the file was never finished).
+    #[error("no complete commit in the image ({len} bytes): {detail}")]
+    NoCommit { len: u64, detail: String },
+    /// The Cap'n Proto metadata message could not be decoded.
+    #[error("metadata: {context}: {source}")]
+    Metadata {
+        context: String,
+        #[source]
+        source: capnp::Error,
+    },
+    /// The metadata decoded but contradicts itself (`0` says which field of what).
+    #[error("invalid image metadata: {0}")]
+    Invalid(String),
+    /// A size or count beyond what a reader accepts.
+    #[error("{what} is {value} bytes, over the limit of {limit}")]
+    Limit {
+        what: String,
+        value: u64,
+        limit: u64,
+    },
+    /// A page frame cannot be decoded.
+    #[error("frame {index} (file offset {offset}): {what}")]
+    Frame {
+        index: u32,
+        offset: u64,
+        what: String,
+    },
+    /// Decompressing a page frame failed.
+    #[error("frame {index} (file offset {offset}): zstd: {source}")]
+    Decompress {
+        index: u32,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Compressing a page frame failed.
+    #[error("compressing a page frame: {source}")]
+    Compress {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image has no process with this pid.
+    #[error("no process with pid {pid} in the image")]
+    NoSuchProcess { pid: i32 },
+    /// The address is outside every VMA of the process.
+    #[error("pid {pid}: address {addr:#x} is not in any mapping")]
+    Unmapped { pid: i32, addr: u64 },
+    /// A page whose contents come from a file or another object and were not saved.
+    #[error("pid {pid}: the page at {addr:#x} is backed by a file or shared object and its contents were not saved in the image")]
+    NotSaved { pid: i32, addr: u64 },
+    /// A caller passed something this API cannot do.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -38,10 +161,24 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// How page frames are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Compression {
+    /// Store frames raw.
     None,
+    /// zstd at a fast level (the default).
     #[default]
     Fast,
+    /// zstd level 19: slow, smallest.
     Best,
+}
+
+impl Compression {
+    /// The zstd level used, None for no compression.
+    pub fn zstd_level(self) -> Option<i32> {
+        match self {
+            Compression::None => None,
+            Compression::Fast => Some(1),
+            Compression::Best => Some(19),
+        }
+    }
 }
 
 /// Options of [`ImageWriter`].
@@ -50,73 +187,26 @@ pub struct WriteOptions {
     pub compression: Compression,
     /// Page size of the saved processes (power of two, 4096..=65536).
     pub page_size: u32,
-    /// Target uncompressed size of a page frame (at most 64 MiB).
+    /// Target uncompressed size of a page frame (page_size..=64 MiB).
     pub frame_size: usize,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { compression: Compression::Fast, page_size: 4096, frame_size: 1 << 20 }
+        WriteOptions {
+            compression: Compression::Fast,
+            page_size: 4096,
+            frame_size: 1 << 20,
+        }
     }
 }
 
-/// Streaming writer: works on any Write (a pipe or socket too). Writes the header at new().
-pub struct ImageWriter<W: Write> {
-    w: W,
-}
-
-impl<W: Write> ImageWriter<W> {
-    pub fn new(w: W, opts: WriteOptions) -> Result<Self> {
-        let _ = opts;
-        Ok(ImageWriter { w })
-    }
-    /// Saved page contents of process `pid` at page-aligned `addr`; data.len() a multiple of page_size.
-    pub fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
-        let _ = (pid, addr, data);
-        todo!()
-    }
-    /// Store a byte string in frames; returns the Blob to put in the model.
-    pub fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
-        let _ = data;
-        todo!()
-    }
-    pub fn bytes_in(&self) -> u64 {
-        todo!()
-    }
-    pub fn bytes_out(&self) -> u64 {
-        todo!()
-    }
-    pub fn finish(self, image: Image) -> Result<W> {
-        let _ = image;
-        Ok(self.w)
-    }
-}
-
-/// Create `path` crash-safely.
-pub struct AtomicFile {
-    _f: File,
-}
-impl AtomicFile {
-    pub fn create(path: &Path) -> Result<Self> {
-        let _ = path;
-        todo!()
-    }
-    pub fn commit(self) -> Result<()> {
-        todo!()
-    }
-}
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self._f.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self._f.flush()
-    }
-}
-
-/// A source the reader can read at offsets.
+/// A source the reader can read at offsets: a File, or a `Vec<u8>`/`&[u8]`
+/// (for tests and fuzzing).
 pub trait ReadAt {
+    /// Length of the source in bytes.
     fn len(&self) -> Result<u64>;
+    /// Fill `buf` from offset `off`; an error if the source is shorter.
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()>;
     fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
@@ -125,102 +215,68 @@ pub trait ReadAt {
 
 impl ReadAt for File {
     fn len(&self) -> Result<u64> {
-        todo!()
+        Ok(self
+            .metadata()
+            .map_err(|e| Error::io("stat of the image file", e))?
+            .len())
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
-        let _ = (buf, off);
-        todo!()
+        use std::os::unix::fs::FileExt;
+        self.read_exact_at(buf, off).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::Truncated {
+                    what: "read".into(),
+                    offset: off,
+                    need: buf.len() as u64,
+                    len: ReadAt::len(self).unwrap_or(0),
+                }
+            } else {
+                Error::io(
+                    format!(
+                        "reading {} bytes at offset {off} of the image file",
+                        buf.len()
+                    ),
+                    e,
+                )
+            }
+        })
     }
 }
 
-/// A parsed image.
-pub struct ImageReader<R: ReadAt = File> {
-    src: R,
-    image: Image,
-}
-impl ImageReader<File> {
-    pub fn open(path: &Path) -> Result<Self> {
-        let _ = path;
-        todo!()
+impl ReadAt for [u8] {
+    fn len(&self) -> Result<u64> {
+        Ok(<[u8]>::len(self) as u64)
     }
-}
-impl<R: ReadAt> ImageReader<R> {
-    pub fn new(source: R) -> Result<Self> {
-        let _ = source;
-        todo!()
-    }
-    pub fn image(&self) -> &Image {
-        &self.image
-    }
-    pub fn format_version(&self) -> (u16, u16) {
-        todo!()
-    }
-    pub fn metadata_bytes(&self) -> &[u8] {
-        todo!()
-    }
-    pub fn read_memory(&self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<()> {
-        let _ = (pid, addr, buf, &self.src);
-        todo!()
-    }
-    pub fn read_frame(&self, index: u32) -> Result<Vec<u8>> {
-        let _ = index;
-        todo!()
-    }
-    pub fn read_blob(&self, blob: &Blob) -> Result<Vec<u8>> {
-        let _ = blob;
-        todo!()
-    }
-    pub fn for_each_run(
-        &self,
-        pid: i32,
-        f: impl FnMut(&MemoryRun, Option<&[u8]>) -> Result<()>,
-    ) -> Result<()> {
-        let _ = (pid, f);
-        todo!()
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        let total = <[u8]>::len(self) as u64;
+        let src = usize::try_from(off)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(buf.len())?))
+            .ok_or(Error::Truncated {
+                what: "read".into(),
+                offset: off,
+                need: buf.len() as u64,
+                len: total,
+            })?;
+        buf.copy_from_slice(src);
+        Ok(())
     }
 }
 
-/// Crash-safe in-place editing.
-pub struct ImageEditor {
-    image: Image,
-}
-impl ImageEditor {
-    pub fn open(path: &Path) -> Result<Self> {
-        let _ = path;
-        todo!()
+impl ReadAt for Vec<u8> {
+    fn len(&self) -> Result<u64> {
+        ReadAt::len(self.as_slice())
     }
-    pub fn image(&self) -> &Image {
-        &self.image
-    }
-    pub fn image_mut(&mut self) -> &mut Image {
-        &mut self.image
-    }
-    pub fn read_memory(&self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<()> {
-        let _ = (pid, addr, buf);
-        todo!()
-    }
-    pub fn write_memory(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
-        let _ = (pid, addr, data);
-        todo!()
-    }
-    pub fn commit(&mut self) -> Result<()> {
-        todo!()
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        self.as_slice().read_at(buf, off)
     }
 }
 
-pub mod json {
-    /// The whole metadata as JSON, driven by the schema.
-    pub fn metadata_to_json(message: &[u8]) -> crate::Result<serde_json::Value> {
-        let _ = message;
-        todo!()
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn len(&self) -> Result<u64> {
+        (**self).len()
     }
-}
-
-pub mod summary {
-    use crate::Image;
-    /// Human-readable text of `ckpt show`.
-    pub fn render(image: &Image) -> String {
-        let _ = image;
-        todo!()
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        (**self).read_at(buf, off)
     }
 }

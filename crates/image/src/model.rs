@@ -201,6 +201,7 @@ pub struct Sched {
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Registers {
     #[default]
     None,
@@ -243,9 +244,9 @@ pub struct X8664Regs {
 
 /// Names of the general registers, in `user_regs_struct` order.
 pub const X8664_GPR_NAMES: [&str; 27] = [
-    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
-    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
-    "es", "fs", "gs",
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi",
+    "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs",
+    "gs",
 ];
 
 impl X8664Regs {

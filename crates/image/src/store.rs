@@ -1,0 +1,288 @@
+//! Reading page frames, blobs and process memory, shared by the reader and
+//! the editor.
+
+use crate::container::MAX_FRAME;
+use crate::model::*;
+use crate::{Error, ReadAt, Result};
+use std::sync::{Arc, Mutex};
+
+/// Decoded frames kept for repeated small reads (bytes).
+const CACHE_BYTES: usize = 64 << 20;
+const CACHE_ENTRIES: usize = 16;
+
+/// A small LRU cache of decoded frames.
+#[derive(Default)]
+pub struct FrameCache {
+    entries: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
+}
+
+impl FrameCache {
+    fn get(&self, index: u32) -> Option<Arc<Vec<u8>>> {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let pos = e.iter().position(|(i, _)| *i == index)?;
+        let item = e.remove(pos);
+        let v = item.1.clone();
+        e.push(item);
+        Some(v)
+    }
+    fn put(&self, index: u32, data: Arc<Vec<u8>>) {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        e.retain(|(i, _)| *i != index);
+        e.push((index, data));
+        while e.len() > CACHE_ENTRIES
+            || (e.len() > 1 && e.iter().map(|(_, d)| d.len()).sum::<usize>() > CACHE_BYTES)
+        {
+            e.remove(0);
+        }
+    }
+}
+
+/// Decode frame `index`: read the stored bytes, check the CRC, decompress
+/// with the output bounded by `Frame.size`.
+pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Vec<u8>> {
+    let f = frames.get(index as usize).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "frame index {index} out of range (the image has {} frames)",
+            frames.len()
+        ))
+    })?;
+    let err = |what: String| Error::Frame {
+        index,
+        offset: f.offset,
+        what,
+    };
+    if u64::from(f.stored_size) > MAX_FRAME || u64::from(f.size) > MAX_FRAME {
+        return Err(err(format!(
+            "stored size {} / size {} over the frame limit of {MAX_FRAME}",
+            f.stored_size, f.size
+        )));
+    }
+    let mut stored = vec![0u8; f.stored_size as usize];
+    src.read_at(&mut stored, f.offset)?;
+    let actual = crc32fast::hash(&stored);
+    if actual != f.crc32 {
+        return Err(Error::Checksum {
+            what: format!("frame {index} ({} bytes stored)", f.stored_size),
+            offset: f.offset,
+            stored: f.crc32,
+            actual,
+        });
+    }
+    match f.codec {
+        Codec::None => {
+            if f.stored_size != f.size {
+                return Err(err(format!(
+                    "raw frame with stored size {} != size {}",
+                    f.stored_size, f.size
+                )));
+            }
+            Ok(stored)
+        }
+        Codec::Zstd => {
+            let mut out = Vec::with_capacity(f.size as usize);
+            let mut d = zstd::bulk::Decompressor::new().map_err(|e| Error::Decompress {
+                index,
+                offset: f.offset,
+                source: e,
+            })?;
+            d.decompress_to_buffer(&stored[..], &mut out)
+                .map_err(|e| Error::Decompress {
+                    index,
+                    offset: f.offset,
+                    source: e,
+                })?;
+            if out.len() != f.size as usize {
+                return Err(err(format!(
+                    "decoded to {} bytes, the metadata says {}",
+                    out.len(),
+                    f.size
+                )));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Frame decoding with the cache.
+pub fn cached_frame(
+    src: &dyn ReadAt,
+    frames: &[Frame],
+    cache: &FrameCache,
+    index: u32,
+) -> Result<Arc<Vec<u8>>> {
+    if let Some(d) = cache.get(index) {
+        return Ok(d);
+    }
+    let d = Arc::new(decode_frame(src, frames, index)?);
+    cache.put(index, d.clone());
+    Ok(d)
+}
+
+pub fn read_blob(src: &dyn ReadAt, frames: &[Frame], blob: &Blob) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for &i in &blob.frames {
+        if out.len() as u64 >= blob.size {
+            break;
+        }
+        let d = decode_frame(src, frames, i)?;
+        let want = (blob.size - out.len() as u64).min(d.len() as u64) as usize;
+        out.extend_from_slice(&d[..want]);
+    }
+    if (out.len() as u64) < blob.size {
+        return Err(Error::Invalid(format!(
+            "blob of {} bytes but its {} frames hold only {} bytes",
+            blob.size,
+            blob.frames.len(),
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+pub fn process(image: &Image, pid: i32) -> Result<&Process> {
+    image.process(pid).ok_or(Error::NoSuchProcess { pid })
+}
+
+/// The VMA containing `addr` (VMAs sorted by start).
+pub fn find_vma(p: &Process, addr: u64) -> Option<&Vma> {
+    let i = p.vmas.partition_point(|v| v.start <= addr);
+    let v = p.vmas.get(i.checked_sub(1)?)?;
+    v.contains(addr).then_some(v)
+}
+
+pub fn run_bytes(r: &MemoryRun, page_size: u32) -> u64 {
+    u64::from(r.pages) * u64::from(page_size)
+}
+
+/// Index of the run containing `addr`, or Err(index of the first run after it).
+pub fn find_run(p: &Process, addr: u64, page_size: u32) -> std::result::Result<usize, usize> {
+    let i = p.memory.partition_point(|r| r.start <= addr);
+    if i > 0 {
+        let r = &p.memory[i - 1];
+        if addr.wrapping_sub(r.start) < run_bytes(r, page_size) {
+            return Ok(i - 1);
+        }
+    }
+    Err(i)
+}
+
+/// Whether pages of this VMA that have no run read as zeros.
+pub fn unsaved_is_zero(v: &Vma) -> bool {
+    match &v.backing {
+        VmaBacking::Anonymous => true,
+        VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => true,
+        VmaBacking::SharedMemory(s) => s.kind == ShmKind::AnonymousShared,
+        VmaBacking::File(_) | VmaBacking::Special(_) => false,
+    }
+}
+
+/// Read saved memory of `pid` at `addr` (see `ImageReader::read_memory`).
+pub fn read_memory(
+    src: &dyn ReadAt,
+    image: &Image,
+    cache: &FrameCache,
+    pid: i32,
+    addr: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let p = process(image, pid)?;
+    let ps = image.host.page_size;
+    let mut done = 0usize;
+    while done < buf.len() {
+        let cur = addr.checked_add(done as u64).ok_or(Error::Unmapped {
+            pid,
+            addr: u64::MAX,
+        })?;
+        let vma = find_vma(p, cur).ok_or(Error::Unmapped { pid, addr: cur })?;
+        let left = (buf.len() - done) as u64;
+        let mut n = left.min(vma.end - cur);
+        let out_start = done;
+        match find_run(p, cur, ps) {
+            Ok(ri) => {
+                let r = &p.memory[ri];
+                let in_run = cur - r.start;
+                n = n.min(run_bytes(r, ps) - in_run);
+                let out = &mut buf[out_start..out_start + n as usize];
+                match r.kind {
+                    RunKind::Zero => out.fill(0),
+                    RunKind::Data => {
+                        let frame = cached_frame(src, &image.frames, cache, r.frame)?;
+                        let off = u64::from(r.frame_offset) + in_run;
+                        let data = usize::try_from(off)
+                            .ok()
+                            .and_then(|o| frame.get(o..o.checked_add(n as usize)?))
+                            .ok_or_else(|| {
+                                Error::Invalid(format!(
+                                    "pid {pid}: run at {:#x} reaches past the end of frame {} ({} bytes)",
+                                    r.start,
+                                    r.frame,
+                                    frame.len()
+                                ))
+                            })?;
+                        out.copy_from_slice(data);
+                    }
+                }
+            }
+            Err(next) => {
+                if let Some(r) = p.memory.get(next) {
+                    if r.start > cur {
+                        n = n.min(r.start - cur);
+                    }
+                }
+                if !unsaved_is_zero(vma) {
+                    return Err(Error::NotSaved { pid, addr: cur });
+                }
+                buf[out_start..out_start + n as usize].fill(0);
+            }
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Call `f` for every run of `pid` in address order with its bytes (None for
+/// Zero runs), decoding each frame once for consecutive runs.
+pub fn for_each_run(
+    src: &dyn ReadAt,
+    image: &Image,
+    cache: &FrameCache,
+    pid: i32,
+    mut f: impl FnMut(&MemoryRun, Option<&[u8]>) -> Result<()>,
+) -> Result<()> {
+    let p = process(image, pid)?;
+    let ps = image.host.page_size;
+    let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
+    for r in &p.memory {
+        match r.kind {
+            RunKind::Zero => f(r, None)?,
+            RunKind::Data => {
+                let frame = match &current {
+                    Some((i, d)) if *i == r.frame => d.clone(),
+                    _ => {
+                        // Sequential: decode without filling the cache.
+                        let d = match cache.get(r.frame) {
+                            Some(d) => d,
+                            None => Arc::new(decode_frame(src, &image.frames, r.frame)?),
+                        };
+                        current = Some((r.frame, d.clone()));
+                        d
+                    }
+                };
+                let start = u64::from(r.frame_offset);
+                let data = usize::try_from(start)
+                    .ok()
+                    .and_then(|s| {
+                        frame.get(s..s.checked_add(usize::try_from(run_bytes(r, ps)).ok()?)?)
+                    })
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "pid {pid}: run at {:#x} reaches past the end of frame {}",
+                            r.start, r.frame
+                        ))
+                    })?;
+                f(r, Some(data))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! The human-readable text of `ckpt show`.
+
+use crate::model::*;
+use std::fmt::Write;
+
+fn bytes_str(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Time in ns since the epoch as UTC ISO-8601 (`2024-01-02T03:04:05.123456789Z`).
+pub fn iso8601_utc(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let frac = ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (hh, mm, ss) = (tod / 3600, (tod / 60) % 60, tod % 60);
+    if frac == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{frac:09}Z")
+    }
+}
+
+/// Human-readable size: "12.3 MiB".
+pub fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// Name of a signal number (Linux x86_64).
+pub fn signal_name(signo: i32) -> String {
+    const N: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    match signo {
+        1..=31 => N[(signo - 1) as usize].to_string(),
+        32..=64 => format!("SIGRT{}", signo - 32),
+        _ => format!("signal {signo}"),
+    }
+}
+
+/// Saved and stored bytes of a process's memory: (bytes in Data runs, bytes
+/// in Zero runs, stored bytes of the frames its runs use, prorated).
+pub fn memory_sizes(image: &Image, p: &Process) -> (u64, u64, u64) {
+    let ps = u64::from(image.host.page_size);
+    let (mut data, mut zero, mut stored) = (0u64, 0u64, 0f64);
+    for r in &p.memory {
+        let n = u64::from(r.pages).saturating_mul(ps);
+        match r.kind {
+            RunKind::Zero => zero = zero.saturating_add(n),
+            RunKind::Data => {
+                data = data.saturating_add(n);
+                if let Some(f) = image.frames.get(r.frame as usize) {
+                    if f.size > 0 {
+                        stored += n as f64 * f64::from(f.stored_size) / f64::from(f.size);
+                    }
+                }
+            }
+        }
+    }
+    (data, zero, stored as u64)
+}
+
+/// A readable multi-line summary of an image.
+pub fn render(image: &Image) -> String {
+    let mut s = String::new();
+    let h = &image.host;
+    let _ = writeln!(
+        s,
+        "ckpt image, format {}.{}, generation {}",
+        image.format_major, image.format_minor, image.generation
+    );
+    let _ = writeln!(s, "  tool:      {}", image.tool_version);
+    let _ = writeln!(s, "  created:   {}", iso8601_utc(image.created_ns));
+    let _ = writeln!(s, "  frozen:    {:.3} ms", image.freeze_ns as f64 / 1e6);
+    let _ = writeln!(s, "  host:      {} ({:?})", h.hostname, h.arch);
+    let _ = writeln!(s, "  kernel:    {}", h.kernel_release);
+    let _ = writeln!(
+        s,
+        "  cpu:       {} {} (family {} model {} stepping {}), xcr0 {:#x}, xsave {} bytes",
+        h.cpu.vendor,
+        h.cpu.model_name,
+        h.cpu.family,
+        h.cpu.model,
+        h.cpu.stepping,
+        h.cpu.xcr0,
+        h.cpu.xsave_size
+    );
+    let _ = writeln!(s, "  page size: {}", h.page_size);
+    let stored: u64 = image.frames.iter().map(|f| u64::from(f.stored_size)).sum();
+    let size: u64 = image.frames.iter().map(|f| u64::from(f.size)).sum();
+    let _ = writeln!(
+        s,
+        "  frames:    {} ({} decoded, {} stored)",
+        image.frames.len(),
+        human_bytes(size),
+        human_bytes(stored)
+    );
+    let _ = writeln!(s, "  root pid:  {}", image.root_pid);
+    for n in &image.notes {
+        let _ = writeln!(s, "  note:      {} = {}", n.key, n.value);
+    }
+    for p in &image.processes {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "process {} (ppid {}, pgid {}, sid {}) {:?} state {}",
+            p.pid,
+            p.ppid,
+            p.pgid,
+            p.sid,
+            bytes_str(&p.comm),
+            p.state
+        );
+        let _ = writeln!(
+            s,
+            "  exe:     {}{}",
+            bytes_str(&p.exe.path),
+            if p.exe.deleted { " (deleted)" } else { "" }
+        );
+        let argv: Vec<String> = p
+            .cmdline
+            .iter()
+            .map(|a| format!("{:?}", bytes_str(a)))
+            .collect();
+        let _ = writeln!(s, "  cmdline: {}", argv.join(" "));
+        let _ = writeln!(s, "  cwd:     {}", bytes_str(&p.cwd));
+        let _ = writeln!(
+            s,
+            "  creds:   uid {}/{} gid {}/{}",
+            p.creds.ruid, p.creds.euid, p.creds.rgid, p.creds.egid
+        );
+        let _ = writeln!(s, "  threads: {}", p.threads.len());
+        for t in &p.threads {
+            let (rip, rsp) = match &t.regs {
+                Registers::X8664(r) => (format!("{:#018x}", r.rip), format!("{:#018x}", r.rsp)),
+                Registers::None => ("-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                s,
+                "    tid {:<8} {:<16} state {} rip {} rsp {}",
+                t.tid,
+                format!("{:?}", bytes_str(&t.comm)),
+                t.state,
+                rip,
+                rsp
+            );
+            for si in &t.pending {
+                let _ = writeln!(
+                    s,
+                    "      pending {} (code {})",
+                    signal_name(si.signo),
+                    si.code
+                );
+            }
+        }
+        let (data, zero, stored) = memory_sizes(image, p);
+        let vm: u64 = p.vmas.iter().map(|v| v.end.saturating_sub(v.start)).sum();
+        let _ = writeln!(
+            s,
+            "  memory:  {} vmas ({} mapped), {} runs, {} saved + {} zero, {} stored",
+            p.vmas.len(),
+            human_bytes(vm),
+            p.memory.len(),
+            human_bytes(data),
+            human_bytes(zero),
+            human_bytes(stored)
+        );
+        let _ = writeln!(s, "  fds:     {}", p.fds.len());
+        for fd in &p.fds {
+            match image.file(fd.file) {
+                Some(f) => {
+                    let _ = writeln!(
+                        s,
+                        "    {:>4}{} {:<12} {} (offset {})",
+                        fd.fd,
+                        if fd.cloexec { "e" } else { " " },
+                        f.kind.name(),
+                        bytes_str(&f.path),
+                        f.position
+                    );
+                }
+                None => {
+                    let _ = writeln!(s, "    {:>4}  <unknown file id {}>", fd.fd, fd.file);
+                }
+            }
+        }
+        let handled: Vec<String> = p
+            .sigactions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.handler != 0)
+            .map(|(i, a)| {
+                let signo = i as i32 + 1;
+                match a.handler {
+                    1 => format!("{} ignored", signal_name(signo)),
+                    h => format!("{} handler {h:#x}", signal_name(signo)),
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "  signals: {}",
+            if handled.is_empty() {
+                "all default".into()
+            } else {
+                String::new()
+            }
+        );
+        for h in handled {
+            let _ = writeln!(s, "    {h}");
+        }
+        for si in &p.shared_pending {
+            let _ = writeln!(
+                s,
+                "    pending {} (code {})",
+                signal_name(si.signo),
+                si.code
+            );
+        }
+    }
+    s
+}

@@ -1,0 +1,249 @@
+//! Semantic validation of decoded metadata: reject self-contradictory images
+//! with an error naming the field, process and address.
+
+use crate::container::{HEADER_LEN, MAX_FRAME, RECORD_HEADER_LEN};
+use crate::model::*;
+use crate::{Error, Result, FORMAT_MAJOR, MAX_PAGE_SIZE, MIN_PAGE_SIZE};
+use std::collections::{HashMap, HashSet};
+
+/// Largest number of sigactions (signals 1..=64).
+pub const MAX_SIGACTIONS: usize = 64;
+/// Largest siginfo (the kernel's is 128 bytes).
+pub const MAX_SIGINFO: usize = 128;
+
+fn bad(msg: String) -> Error {
+    Error::Invalid(msg)
+}
+
+/// Check that `image` is self-consistent and that every frame lies inside
+/// `frames_end` bytes of the file (the offset of the metadata record that
+/// describes it). The writer applies this before writing, the reader after
+/// decoding.
+pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
+    if image.format_major != FORMAT_MAJOR {
+        return Err(bad(format!(
+            "Image.formatMajor is {}, this ckpt reads {FORMAT_MAJOR}",
+            image.format_major
+        )));
+    }
+    let ps = image.host.page_size;
+    if !ps.is_power_of_two() || !(MIN_PAGE_SIZE..=MAX_PAGE_SIZE).contains(&ps) {
+        return Err(bad(format!(
+            "host.pageSize {ps} is not a power of two in {MIN_PAGE_SIZE}..={MAX_PAGE_SIZE}"
+        )));
+    }
+    let ps64 = u64::from(ps);
+
+    for (i, f) in image.frames.iter().enumerate() {
+        let end = f.offset.checked_add(u64::from(f.stored_size));
+        if f.offset < HEADER_LEN + RECORD_HEADER_LEN || end.is_none() || end > Some(frames_end) {
+            return Err(bad(format!(
+                "frames[{i}] at file offset {} ({} bytes) is outside the file's frame area {}..{frames_end}",
+                f.offset,
+                f.stored_size,
+                HEADER_LEN + RECORD_HEADER_LEN
+            )));
+        }
+        if u64::from(f.size) > MAX_FRAME || u64::from(f.stored_size) > MAX_FRAME {
+            return Err(bad(format!(
+                "frames[{i}]: size {} / stored size {} over the limit of {MAX_FRAME}",
+                f.size, f.stored_size
+            )));
+        }
+        if f.codec == Codec::None && f.size != f.stored_size {
+            return Err(bad(format!(
+                "frames[{i}]: raw frame with size {} != stored size {}",
+                f.size, f.stored_size
+            )));
+        }
+    }
+
+    let mut file_ids = HashSet::new();
+    for (i, f) in image.files.iter().enumerate() {
+        if !file_ids.insert(f.id) {
+            return Err(bad(format!("files[{i}]: duplicate open file id {}", f.id)));
+        }
+        let blob = match &f.kind {
+            FileKind::Regular(r) => Some(&r.contents),
+            FileKind::MemFd(m) => Some(&m.contents),
+            _ => None,
+        };
+        if let Some(b) = blob {
+            check_blob(image, b, &format!("files[{i}] (id {}) contents", f.id))?;
+        }
+    }
+
+    let mut pids = HashSet::new();
+    let mut tids: HashMap<i32, i32> = HashMap::new();
+    for (pi, p) in image.processes.iter().enumerate() {
+        let pid = p.pid;
+        let at = format!("processes[{pi}] (pid {pid})");
+        if !pids.insert(pid) {
+            return Err(bad(format!("{at}: duplicate pid {pid}")));
+        }
+        for t in &p.threads {
+            if let Some(other) = tids.insert(t.tid, pid) {
+                return Err(bad(format!(
+                    "{at}: duplicate tid {} (also a thread of pid {other})",
+                    t.tid
+                )));
+            }
+            if t.pending.len() > 1 << 16 {
+                return Err(bad(format!(
+                    "{at}: thread {} has {} pending signals",
+                    t.tid,
+                    t.pending.len()
+                )));
+            }
+            for s in &t.pending {
+                if s.raw.len() > MAX_SIGINFO {
+                    return Err(bad(format!(
+                        "{at}: thread {} pending siginfo of {} bytes (max {MAX_SIGINFO})",
+                        t.tid,
+                        s.raw.len()
+                    )));
+                }
+            }
+        }
+        if p.sigactions.len() > MAX_SIGACTIONS {
+            return Err(bad(format!(
+                "{at}: {} sigactions, at most {MAX_SIGACTIONS} (signals 1..=64)",
+                p.sigactions.len()
+            )));
+        }
+        for s in &p.shared_pending {
+            if s.raw.len() > MAX_SIGINFO {
+                return Err(bad(format!(
+                    "{at}: shared pending siginfo of {} bytes (max {MAX_SIGINFO})",
+                    s.raw.len()
+                )));
+            }
+        }
+        let mut prev_fd: Option<i32> = None;
+        for fd in &p.fds {
+            if fd.fd < 0 || prev_fd.is_some_and(|x| x >= fd.fd) {
+                return Err(bad(format!(
+                    "{at}: fds not sorted or duplicate at fd {}",
+                    fd.fd
+                )));
+            }
+            prev_fd = Some(fd.fd);
+            if !file_ids.contains(&fd.file) {
+                return Err(bad(format!(
+                    "{at}: fd {} refers to unknown open file id {}",
+                    fd.fd, fd.file
+                )));
+            }
+        }
+        // VMAs: sorted, non-overlapping, page-aligned, non-empty.
+        let mut prev_end = 0u64;
+        for (vi, v) in p.vmas.iter().enumerate() {
+            if v.start >= v.end {
+                return Err(bad(format!(
+                    "{at}: vmas[{vi}] start {:#x} >= end {:#x}",
+                    v.start, v.end
+                )));
+            }
+            if v.start % ps64 != 0 || v.end % ps64 != 0 {
+                return Err(bad(format!(
+                    "{at}: vmas[{vi}] {:#x}-{:#x} is not aligned to the page size {ps}",
+                    v.start, v.end
+                )));
+            }
+            if vi > 0 && v.start < prev_end {
+                return Err(bad(format!(
+                    "{at}: vmas[{vi}] at {:#x} overlaps or is before the previous vma ending at {prev_end:#x}",
+                    v.start
+                )));
+            }
+            prev_end = v.end;
+        }
+        // Runs: sorted, non-overlapping, inside the VMAs, inside their frames.
+        let mut prev_end: Option<u64> = None;
+        let mut vi = 0usize;
+        for (ri, r) in p.memory.iter().enumerate() {
+            let len = u64::from(r.pages) * ps64;
+            let what = || format!("{at}: memory[{ri}] at {:#x} ({} pages)", r.start, r.pages);
+            if r.pages == 0 {
+                return Err(bad(format!("{}: empty run", what())));
+            }
+            if r.start % ps64 != 0 {
+                return Err(bad(format!(
+                    "{}: start not aligned to the page size {ps}",
+                    what()
+                )));
+            }
+            let Some(end) = r.start.checked_add(len) else {
+                return Err(bad(format!("{}: end overflows the address space", what())));
+            };
+            if prev_end.is_some_and(|e| r.start < e) {
+                return Err(bad(format!(
+                    "{}: overlaps or is before the previous run",
+                    what()
+                )));
+            }
+            prev_end = Some(end);
+            // Covered by consecutive, contiguous VMAs.
+            while vi < p.vmas.len() && p.vmas[vi].end <= r.start {
+                vi += 1;
+            }
+            let mut covered = r.start;
+            let mut vj = vi;
+            while covered < end {
+                match p.vmas.get(vj) {
+                    Some(v) if v.start <= covered && covered < v.end => {
+                        covered = v.end;
+                        vj += 1;
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                        "{}: address {covered:#x} of the run is not inside a vma of the process",
+                        what()
+                    )))
+                    }
+                }
+            }
+            if r.kind == RunKind::Data {
+                let Some(f) = image.frames.get(r.frame as usize) else {
+                    return Err(bad(format!(
+                        "{}: frame index {} out of range (the image has {} frames)",
+                        what(),
+                        r.frame,
+                        image.frames.len()
+                    )));
+                };
+                if u64::from(r.frame_offset) + len > u64::from(f.size) {
+                    return Err(bad(format!(
+                        "{}: frameOffset {} + {len} bytes is beyond the size {} of frame {}",
+                        what(),
+                        r.frame_offset,
+                        f.size,
+                        r.frame
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_blob(image: &Image, b: &Blob, what: &str) -> Result<()> {
+    let mut total = 0u64;
+    for &i in &b.frames {
+        let Some(f) = image.frames.get(i as usize) else {
+            return Err(bad(format!(
+                "{what}: frame index {i} out of range (the image has {} frames)",
+                image.frames.len()
+            )));
+        };
+        total += u64::from(f.size);
+    }
+    if total < b.size {
+        return Err(bad(format!(
+            "{what}: blob of {} bytes but its {} frames hold {total} bytes",
+            b.size,
+            b.frames.len()
+        )));
+    }
+    Ok(())
+}
