@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# tests/interop.sh: read ckpt images with tools that are not ckpt.
+#
+# For every image it finds:
+#   (a) takes the metadata record out of the file with a few lines of Python
+#       that follow the container layout, and decodes it with the reference
+#       Cap'n Proto tool: `capnp decode schema/ckpt.capnp Image`;
+#   (b) reads it with examples/python/ckpt_read.py and checks what it prints
+#       (and, for images whose contents are known, every saved page);
+#   (c) damages copies of it (tests/interop_corrupt.py) and checks that
+#       ckpt_read.py rejects each with a message and its exit status, never a
+#       Python traceback, or reads it when the layout says it still can.
+# Images:
+#   made/*     written here by tests/interop_make_image.py (always there: the
+#              format written from Python, fresh, edited, torn);
+#   golden/*   tests/golden/*.ckpt, when there are some;
+#   dump/*     a counter fixture dumped with `ckpt dump`, once that works.
+# When `ckpt show` works it must also read the Python-written image.
+#
+# Environment: CKPT (the ckpt binary, default target/release/ckpt),
+# FIXTURE_DIR (default target/fixtures), and to turn "not there yet" into
+# failures: CKPT_INTEROP_REQUIRE_GOLDEN=1, CKPT_INTEROP_REQUIRE_DUMP=1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+CKPT=${CKPT:-$ROOT/target/release/ckpt}
+FIXTURE_DIR=${FIXTURE_DIR:-$ROOT/target/fixtures}
+READER=(python3 "$ROOT/examples/python/ckpt_read.py")
+SCHEMA=$ROOT/schema/ckpt.capnp
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-interop.XXXXXX")
+COUNTER_PID=
+
+cleanup() {
+    if [[ -n $COUNTER_PID ]]; then kill "$COUNTER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+pass=0
+fail=0
+tested=()
+notes=()
+ok() { echo "  ok    $*"; pass=$((pass + 1)); }
+bad() { echo "  FAIL  $*"; fail=$((fail + 1)); }
+# no_traceback FILE...: nothing that looks like an uncaught Python exception
+no_traceback() { ! grep -q 'Traceback (most recent call last)' "$@"; }
+# not_there_yet FILE: ckpt's output says the command does not exist yet
+not_there_yet() { grep -Eqi 'not (yet )?implemented|unimplemented|unrecognized subcommand|unknown (sub)?command' "$1"; }
+
+echo "interop: tools"
+missing=0
+command -v capnp >/dev/null || { bad "capnp (apt-get install capnproto) is not installed"; missing=1; }
+[[ -f /usr/include/capnp/c++.capnp ]] || { bad "/usr/include/capnp/c++.capnp (apt-get install libcapnp-dev) is missing"; missing=1; }
+python3 -c 'import capnp, zstandard' 2>/dev/null || { bad "python modules capnp and zstandard (pip install pycapnp zstandard) are missing"; missing=1; }
+if [[ $missing -ne 0 ]]; then
+    echo "interop: $pass passed, $fail failed"
+    exit 1
+fi
+ok "capnp $(capnp --version | awk '{print $NF}'), pycapnp $(python3 -c 'import capnp; print(capnp.__version__)'), zstandard $(python3 -c 'import zstandard; print(zstandard.__version__)')"
+
+# --- the metadata record, by the layout alone (fast path: the file ends with its commit)
+extract_metadata() {
+    python3 - "$1" <<'EOF'
+import struct, sys, zlib
+d = open(sys.argv[1], "rb").read()
+if d[:8] != b"CKPTIMG\0" or zlib.crc32(d[:28]) != struct.unpack_from("<I", d, 28)[0]:
+    sys.exit("bad file header")
+magic, kind, length, pcrc, hcrc = struct.unpack_from("<4sIQII", d, len(d) - 64)
+meta_off, meta_len, gen, end, cmagic = struct.unpack_from("<QQQQ8s", d, len(d) - 40)
+if magic != b"CKRC" or kind != 3 or cmagic != b"CKPTEND\0" or end != len(d):
+    sys.exit("the file does not end with a commit record")
+magic, kind, length, pcrc, hcrc = struct.unpack_from("<4sIQII", d, meta_off)
+payload = d[meta_off + 24:meta_off + 24 + length]
+if magic != b"CKRC" or kind != 2 or length != meta_len or zlib.crc32(d[meta_off:meta_off + 20]) != hcrc \
+        or zlib.crc32(payload) != pcrc:
+    sys.exit("bad metadata record at %d" % meta_off)
+sys.stdout.buffer.write(payload)
+EOF
+}
+
+# test_image LABEL PATH [EXPECT_JSON]
+test_image() {
+    local label=$1 img=$2 expect=${3:-} w=$WORK/$1 root=""
+    mkdir -p "$w"
+    echo "interop: $label ($(stat -c %s "$img") bytes)"
+    tested+=("$label")
+
+    # (a) capnp decode of the metadata record
+    if extract_metadata "$img" >"$w/meta.bin" 2>"$w/extract.err"; then
+        if capnp decode -I/usr/include "$SCHEMA" Image <"$w/meta.bin" >"$w/decode.txt" 2>"$w/decode.err"; then
+            local missing_fields=()
+            for f in 'formatMajor = 1' 'processes = \[' 'threads = \[' 'x8664 = \(' 'rip = [0-9]+' \
+                     'vmas = \[' 'rootPid = [0-9]+' 'host = \(' 'pageSize = [0-9]+'; do
+                grep -Eq "$f" "$w/decode.txt" || missing_fields+=("$f")
+            done
+            root=$(grep -Eo 'rootPid = -?[0-9]+' "$w/decode.txt" | head -1 | awk '{print $3}')
+            grep -Eq "[(, ]pid = $root," "$w/decode.txt" || missing_fields+=("a process with pid = rootPid ($root)")
+            if [[ -n $expect ]]; then
+                local pid rip0
+                pid=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pid"])' "$expect")
+                rip0=$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["rip"][0], 16))' "$expect")
+                grep -q "rip = $rip0," "$w/decode.txt" || missing_fields+=("rip = $rip0")
+                grep -q "pid = $pid," "$w/decode.txt" || missing_fields+=("pid = $pid")
+            fi
+            if [[ ${#missing_fields[@]} -eq 0 ]]; then
+                ok "capnp decode: $(stat -c %s "$w/meta.bin")-byte message, rootPid $root, $(grep -o 'tid = ' "$w/decode.txt" | wc -l) thread(s), $(grep -o 'start = ' "$w/decode.txt" | wc -l) vma/run starts"
+            else
+                bad "capnp decode output lacks: ${missing_fields[*]}"
+                head -30 "$w/decode.txt" | sed 's/^/        | /'
+            fi
+        else
+            bad "capnp decode failed: $(head -3 "$w/decode.err")"
+        fi
+    else
+        bad "could not extract the metadata record: $(cat "$w/extract.err")"
+    fi
+
+    # (b) ckpt_read.py
+    if "${READER[@]}" "$img" >"$w/read.txt" 2>"$w/read.err"; then
+        local problems=()
+        no_traceback "$w/read.txt" "$w/read.err" || problems+=("a traceback")
+        for p in '^process pid=-?[0-9]+ ' '^  thread tid=[0-9]+ ' 'rip= +0x[0-9a-f]{16}' 'rsp= +0x[0-9a-f]{16}' \
+                 'rax= +0x[0-9a-f]{16}' '^    [0-9a-f]{12,16}-[0-9a-f]{12,16} [r-][w-][x-][ps] [0-9a-f]{8} [0-9a-f]{2}:[0-9a-f]{2} ' \
+                 '^  memory runs [0-9]+: ' '^root pid +-?[0-9]+$' '^format +1\.'; do
+            grep -Eq -- "$p" "$w/read.txt" || problems+=("no line matching /$p/")
+        done
+        if [[ -n ${root:-} ]]; then
+            grep -Eq "^root pid +$root\$" "$w/read.txt" || problems+=("root pid differs from capnp decode's $root")
+        fi
+        if [[ -n $expect ]]; then
+            python3 - "$expect" "$w/read.txt" >"$w/expect.err" 2>&1 <<'EOF' || problems+=("$(cat "$w/expect.err")")
+import json, re, sys
+e = json.load(open(sys.argv[1]))
+out = open(sys.argv[2]).read()
+want = ["process pid=%d " % e["pid"], "comm=%s" % e["comm"], "cmdline   %s" % e["cmdline"],
+        "generation  %d" % e["generation"]]
+want += ["thread tid=%d " % t for t in e["tids"]]
+want += ["rip=     %s" % r for r in e["rip"]] + ["rsp=     %s" % r for r in e["rsp"]]
+want += e["maps"]
+miss = [w for w in want if w not in out]
+if miss:
+    sys.exit("missing: %s" % "; ".join(miss))
+EOF
+            if [[ -n $expect ]]; then
+                local addr sum
+                while read -r addr sum; do
+                    local got
+                    got=$("${READER[@]}" "$img" --page "$addr" --raw 2>"$w/page.err" | sha256sum | awk '{print $1}')
+                    [[ $got == "$sum" ]] || problems+=("page $addr: sha256 $got, expected $sum ($(cat "$w/page.err"))")
+                done < <(python3 -c 'import json,sys; [print(k, v) for k, v in json.load(open(sys.argv[1]))["pages"].items()]' "$expect")
+                local text
+                text=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stack_text"])' "$expect")
+                "${READER[@]}" "$img" --page 0x7ffd00000000 >"$w/page.txt" 2>&1 || problems+=("--page hexdump failed")
+                grep -q "|ckpt-interop sta|" "$w/page.txt" || problems+=("--page hexdump lacks the stack text")
+                "${READER[@]}" "$img" --page 0x7ffd00000000 --raw | head -c 64 | grep -q "$text" ||
+                    problems+=("stack page is not '$text'")
+            fi
+        fi
+        if [[ ${#problems[@]} -eq 0 ]]; then
+            ok "ckpt_read.py: $(grep -c '^process pid=' "$w/read.txt") process(es), $(grep -c '^  thread tid=' "$w/read.txt") thread(s), $(grep -Ec '^    [0-9a-f]{12,16}-' "$w/read.txt") vmas$([[ -n $expect ]] && echo ", every saved page as written")"
+        else
+            bad "ckpt_read.py output: ${problems[*]}"
+            head -40 "$w/read.txt" | sed 's/^/        | /'
+        fi
+    else
+        bad "ckpt_read.py failed (exit $?): $(head -5 "$w/read.err")"
+    fi
+
+    # (c) damaged copies
+    if python3 "$ROOT/tests/interop_corrupt.py" "$img" "$w/bad" 2>"$w/corrupt.err"; then
+        local cases=0 cbad=()
+        while IFS=$'\t' read -r name expect_ code match; do
+            cases=$((cases + 1))
+            local rc=0
+            "${READER[@]}" "$w/bad/$name.ckpt" >"$w/bad/$name.out" 2>"$w/bad/$name.err" || rc=$?
+            if ! no_traceback "$w/bad/$name.out" "$w/bad/$name.err"; then
+                cbad+=("$name: Python traceback")
+            elif [[ $expect_ == ok ]]; then
+                [[ $rc -eq 0 ]] || cbad+=("$name: should still be readable, exit $rc: $(head -1 "$w/bad/$name.err")")
+            elif [[ $rc -ne $code ]]; then
+                cbad+=("$name: exit $rc, expected $code ($(head -1 "$w/bad/$name.err"))")
+            elif ! grep -Eq "^ckpt_read: error: .*($match)" "$w/bad/$name.err"; then
+                cbad+=("$name: message '$(head -1 "$w/bad/$name.err")' does not match /$match/")
+            fi
+        done < <(python3 -c '
+import json, sys
+for c in json.load(open(sys.argv[1])):
+    print("\t".join([c["name"], c["expect"], str(c["code"]), c["match"] or "."]))' "$w/bad/manifest.json")
+        if [[ ${#cbad[@]} -eq 0 ]]; then
+            ok "ckpt_read.py on $cases damaged copies: each rejected with its message and exit status (or read, where the layout allows), no traceback"
+        else
+            for m in "${cbad[@]}"; do bad "damaged copy $m"; done
+        fi
+    else
+        bad "interop_corrupt.py failed: $(cat "$w/corrupt.err")"
+    fi
+}
+
+# --- images written from Python
+mkdir -p "$WORK/made"
+python3 tests/interop_make_image.py "$WORK/made/fresh.ckpt"
+python3 tests/interop_make_image.py "$WORK/made/raw.ckpt" --raw-only
+python3 tests/interop_make_image.py "$WORK/made/edited.ckpt" --edit
+python3 tests/interop_make_image.py "$WORK/made/torn.ckpt" --edit --torn
+for m in fresh raw edited; do
+    test_image "made/$m" "$WORK/made/$m.ckpt" "$WORK/made/$m.ckpt.expect.json"
+done
+# torn: no commit at the end, so no capnp-decode step by the fast path; ckpt_read must scan
+echo "interop: made/torn"
+tested+=("made/torn")
+if "${READER[@]}" "$WORK/made/torn.ckpt" >"$WORK/torn.txt" 2>&1 && grep -q '(scan, 2 commit(s) seen)' "$WORK/torn.txt" &&
+    grep -q '^generation  1$' "$WORK/torn.txt"; then
+    ok "ckpt_read.py finds generation 1 behind a torn append by scanning"
+else
+    bad "ckpt_read.py on a torn image: $(head -3 "$WORK/torn.txt")"
+fi
+
+# --- golden images
+shopt -s nullglob
+golden=("$ROOT"/tests/golden/*.ckpt)
+shopt -u nullglob
+if [[ ${#golden[@]} -eq 0 ]]; then
+    if [[ ${CKPT_INTEROP_REQUIRE_GOLDEN:-0} == 1 ]]; then
+        bad "no golden images in tests/golden/ (CKPT_INTEROP_REQUIRE_GOLDEN=1)"
+    fi
+    notes+=("golden: none yet in tests/golden/*.ckpt (still to come)")
+else
+    for g in "${golden[@]}"; do
+        test_image "golden/$(basename "$g")" "$g"
+    done
+fi
+
+# --- a fresh dump of the counter fixture
+dump_counter() {
+    if [[ ! -x $CKPT ]]; then
+        notes+=("dump: not tested, no ckpt binary at $CKPT")
+        return 1
+    fi
+    if [[ ! -x $FIXTURE_DIR/counter ]]; then
+        bad "no counter fixture at $FIXTURE_DIR/counter (make -C tests/fixtures)"
+        return 1
+    fi
+    "$FIXTURE_DIR/counter" 0 20 >"$WORK/counter.log" 2>&1 </dev/null &
+    COUNTER_PID=$!
+    local i
+    for i in $(seq 100); do
+        grep -q '^count=5$' "$WORK/counter.log" && break
+        sleep 0.05
+    done
+    local before after addr
+    addr=$(sed -n 's/^READY .*count_addr=\(0x[0-9a-f]*\).*/\1/p' "$WORK/counter.log")
+    before=$(grep -c '^count=' "$WORK/counter.log" || true)
+    local rc=0
+    timeout 120 "$CKPT" dump "$COUNTER_PID" -o "$WORK/counter.ckpt" >"$WORK/dump.out" 2>&1 </dev/null || rc=$?
+    after=$(grep -c '^count=' "$WORK/counter.log" || true)
+    kill "$COUNTER_PID" 2>/dev/null || true
+    wait "$COUNTER_PID" 2>/dev/null || true
+    COUNTER_PID=
+    if [[ $rc -ne 0 ]]; then
+        if not_there_yet "$WORK/dump.out" && [[ ${CKPT_INTEROP_REQUIRE_DUMP:-0} != 1 ]]; then
+            notes+=("dump: not tested, ckpt dump is not there yet: $(head -1 "$WORK/dump.out")")
+        else
+            bad "ckpt dump of the counter failed (exit $rc): $(head -5 "$WORK/dump.out")"
+        fi
+        return 1
+    fi
+    # the count in the image is the one the counter had when frozen
+    local got
+    got=$("${READER[@]}" "$WORK/counter.ckpt" --page "$addr" --raw 2>"$WORK/count.err" |
+          python3 -c 'import struct,sys; d=sys.stdin.buffer.read(); a=int(sys.argv[1],16); print(struct.unpack_from("<q", d, a % 4096)[0] if len(d) >= 4096 else "none")' "$addr")
+    # before/after count the lines printed: count=0..n-1, so the global is n,
+    # or n-1 if frozen between printing and incrementing
+    if [[ $got =~ ^[0-9]+$ ]] && ((got >= before - 1 && got <= after + 1)); then
+        ok "ckpt dump of the counter: the image holds count=$got at $addr (printed $before before the dump, $after after)"
+    else
+        bad "ckpt dump of the counter: count at $addr in the image is '$got' ($(cat "$WORK/count.err")), expected between $((before - 1)) and $((after + 1))"
+    fi
+    return 0
+}
+echo "interop: dump/counter"
+if dump_counter; then
+    test_image "dump/counter" "$WORK/counter.ckpt"
+    if ! grep -q 'comm=counter' "$WORK/dump/counter/read.txt" 2>/dev/null; then
+        bad "ckpt_read.py does not show comm=counter for the dumped counter"
+    fi
+fi
+
+# --- ckpt show reads the image written from Python
+echo "interop: ckpt show on made/fresh"
+if [[ -x $CKPT ]]; then
+    rc=0
+    "$CKPT" show "$WORK/made/fresh.ckpt" >"$WORK/show.out" 2>&1 </dev/null || rc=$?
+    if [[ $rc -ne 0 ]] && not_there_yet "$WORK/show.out"; then
+        notes+=("show: not tested, ckpt show is not there yet: $(head -1 "$WORK/show.out")")
+    elif [[ $rc -eq 0 ]] && grep -q 4242 "$WORK/show.out"; then
+        ok "ckpt show reads the Python-written image (pid 4242)"
+        rc=0
+        "$CKPT" show --json "$WORK/made/fresh.ckpt" >"$WORK/show.json" 2>"$WORK/show.err" </dev/null || rc=$?
+        if [[ $rc -eq 0 ]] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert "4242" in json.dumps(d)' "$WORK/show.json" 2>/dev/null; then
+            ok "ckpt show --json: valid JSON mentioning pid 4242"
+        else
+            bad "ckpt show --json on the Python-written image (exit $rc): $(head -c 300 "$WORK/show.json") $(head -3 "$WORK/show.err")"
+        fi
+        rc=0
+        "$CKPT" show "$WORK/made/fresh/bad/major-2.ckpt" >"$WORK/show2.out" 2>&1 </dev/null || rc=$?
+        if [[ $rc -ne 0 ]] && ! grep -q 'panicked' "$WORK/show2.out" && grep -q 2 "$WORK/show2.out"; then
+            ok "ckpt show refuses a major-2 image: $(head -1 "$WORK/show2.out")"
+        else
+            bad "ckpt show on a major-2 image (exit $rc): $(head -3 "$WORK/show2.out")"
+        fi
+    else
+        bad "ckpt show on the Python-written image (exit $rc): $(head -5 "$WORK/show.out")"
+    fi
+else
+    notes+=("show: not tested, no ckpt binary at $CKPT")
+fi
+
+echo
+echo "interop: images tested: ${tested[*]}"
+for n in "${notes[@]}"; do echo "interop: $n"; done
+if [[ ${#tested[@]} -eq 0 ]]; then
+    bad "no image was tested"
+fi
+echo "interop: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]
