@@ -1,7 +1,7 @@
 //! Reading page frames, blobs and process memory, shared by the reader and
 //! the editor.
 
-use crate::container::MAX_FRAME;
+use crate::container::{encode_record_header_crc, KIND_FRAME, MAX_FRAME, RECORD_HEADER_LEN};
 use crate::model::*;
 use crate::{Error, ReadAt, Result};
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,21 @@ pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Ve
         return Err(err(format!(
             "stored size {} / size {} over the frame limit of {MAX_FRAME}",
             f.stored_size, f.size
+        )));
+    }
+    // The frame's record header is read and checked with the payload, so
+    // that the metadata and the record agree.
+    let rec_off = f
+        .offset
+        .checked_sub(RECORD_HEADER_LEN)
+        .ok_or_else(|| err("offset is inside the file header".into()))?;
+    let mut header = [0u8; RECORD_HEADER_LEN as usize];
+    src.read_at(&mut header, rec_off)?;
+    let expected = encode_record_header_crc(KIND_FRAME, u64::from(f.stored_size), f.crc32);
+    if header != expected {
+        return Err(err(format!(
+            "the frame record header at offset {rec_off} does not match the metadata (kind 1, {} bytes, crc {:#010x})",
+            f.stored_size, f.crc32
         )));
     }
     let mut stored = vec![0u8; f.stored_size as usize];

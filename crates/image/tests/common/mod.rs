@@ -560,7 +560,10 @@ pub fn small_bytes() -> Vec<u8> {
         },
     )
     .unwrap();
-    let mut data = pattern(3, 3 * PS as usize);
+    // compressible pages 0 and 2, a zero page 1
+    let mut data: Vec<u8> = (0..3 * PS as usize)
+        .map(|i| (i / 97) as u8 ^ (i % 5) as u8)
+        .collect();
     data[PS as usize..2 * PS as usize].fill(0);
     w.add_pages(7, 0x1000, &data).unwrap();
     w.add_pages(7, 0x5000, &vec![0xAB; PS as usize]).unwrap();
