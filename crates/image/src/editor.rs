@@ -133,6 +133,19 @@ impl ImageEditor {
         Ok(index)
     }
 
+    /// Store a byte string in new frames (uncommitted until [`ImageEditor::commit`]);
+    /// returns the Blob to put in the model (e.g. new memfd contents).
+    pub fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
+        let mut blob = Blob {
+            size: data.len() as u64,
+            frames: Vec::new(),
+        };
+        for chunk in data.chunks(EDIT_FRAME) {
+            blob.frames.push(self.append_frame(chunk.to_vec())?);
+        }
+        Ok(blob)
+    }
+
     /// Overwrite saved memory of `pid` (any length, any alignment) inside its
     /// mapped VMAs: the touched pages are appended as new frames and the runs
     /// are split around them. A partial page of a file-backed mapping whose

@@ -21,6 +21,8 @@ mod atomic;
 mod codec;
 pub mod container;
 mod editor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod json;
 mod reader;
 mod store;

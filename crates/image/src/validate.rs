@@ -34,7 +34,16 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
     }
     let ps64 = u64::from(ps);
 
+    let mut prev_end = 0u64;
     for (i, f) in image.frames.iter().enumerate() {
+        // Frames are appended in order: each record lies after the previous one.
+        if f.offset < prev_end.saturating_add(RECORD_HEADER_LEN) {
+            return Err(bad(format!(
+                "frames[{i}] at file offset {} overlaps or precedes the previous frame (ending at {prev_end})",
+                f.offset
+            )));
+        }
+        prev_end = f.offset.saturating_add(u64::from(f.stored_size));
         let end = f.offset.checked_add(u64::from(f.stored_size));
         if f.offset < HEADER_LEN + RECORD_HEADER_LEN || end.is_none() || end > Some(frames_end) {
             return Err(bad(format!(
@@ -229,6 +238,11 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
 
 fn check_blob(image: &Image, b: &Blob, what: &str) -> Result<()> {
     let mut total = 0u64;
+    if b.frames.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(bad(format!(
+            "{what}: blob frame indices are not strictly increasing"
+        )));
+    }
     for &i in &b.frames {
         let Some(f) = image.frames.get(i as usize) else {
             return Err(bad(format!(
@@ -236,7 +250,7 @@ fn check_blob(image: &Image, b: &Blob, what: &str) -> Result<()> {
                 image.frames.len()
             )));
         };
-        total += u64::from(f.size);
+        total = total.saturating_add(u64::from(f.size));
     }
     if total < b.size {
         return Err(bad(format!(

@@ -176,7 +176,8 @@ fn hostile_counts() {
 
     // Giant fields in an otherwise valid model are refused by validation.
     let base = ImageReader::new(small_bytes()).unwrap().image().clone();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Image)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Image)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("frame size", Box::new(|i| i.frames[0].size = u32::MAX)),
         (
             "frame offset",
