@@ -172,3 +172,32 @@ pub fn reap_any() -> Option<Pid> {
     let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
     (r > 0).then_some(r)
 }
+
+/// Wait for a child to end and return how, with its peak resident set size
+/// in KiB (wait4's ru_maxrss), for benchmarks.
+pub fn wait_child_rusage(pid: Pid) -> Result<(ExitKind, u64)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: all-zero is a valid `rusage` (plain integers).
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: both out-pointers point at live locals of the right types.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(crate::Error::Os {
+                op: "wait4",
+                tid: pid,
+                source: e,
+            });
+        }
+        let kind = if libc::WIFSIGNALED(status) {
+            ExitKind::Signaled(libc::WTERMSIG(status))
+        } else {
+            ExitKind::Exited(libc::WEXITSTATUS(status))
+        };
+        return Ok((kind, ru.ru_maxrss as u64));
+    }
+}
