@@ -1,0 +1,131 @@
+//! The one error type of ckpt-capture.
+
+use ckpt_sys::Pid;
+
+/// Everything that can make a dump fail. Each message names what could not
+/// be saved (the process, thread, fd or memory area).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pid {pid} does not exist")]
+    NoSuchProcess { pid: Pid },
+    #[error("pid {pid} is this process itself; ckpt cannot dump itself")]
+    Ourselves { pid: Pid },
+    #[error("pid {pid} is a thread of process {tgid}; dump pid {tgid} instead")]
+    NotProcess { pid: Pid, tgid: Pid },
+    #[error("pid {pid} is already traced by pid {tracer}")]
+    AlreadyTraced { pid: Pid, tracer: Pid },
+    #[error("pid {pid} is a zombie")]
+    Zombie { pid: Pid },
+    #[error("pid {pid} is a kernel thread")]
+    KernelThread { pid: Pid },
+    #[error("pid {pid} exited while being dumped")]
+    Exited { pid: Pid },
+
+    /// A ptrace / injection / remote-memory operation failed.
+    #[error("pid {pid}: {what}: {source}")]
+    Sys {
+        pid: Pid,
+        what: String,
+        #[source]
+        source: ckpt_sys::Error,
+    },
+    /// Reading a /proc file (or another local file) failed.
+    #[error("pid {pid}: {what}: {source}")]
+    Io {
+        pid: Pid,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A /proc file did not have the expected format.
+    #[error("pid {pid}: cannot parse {file}: {what}")]
+    Parse {
+        pid: Pid,
+        file: String,
+        what: String,
+    },
+
+    /// An fd that cannot be saved (unsupported kind or failed query).
+    #[error("fd {fd}: {what}")]
+    Fd { fd: i32, what: String },
+    #[error("fd {fd}: {what}: {source}")]
+    FdIo {
+        fd: i32,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fd {fd}: {what}: {source}")]
+    FdSys {
+        fd: i32,
+        what: String,
+        #[source]
+        source: ckpt_sys::Error,
+    },
+
+    /// A memory area that cannot be saved.
+    #[error("pid {pid}: memory area {start:#x}-{end:#x} ({name}): {what}")]
+    Vma {
+        pid: Pid,
+        start: u64,
+        end: u64,
+        name: String,
+        what: String,
+    },
+
+    /// Creating, writing or committing the image failed.
+    #[error("writing the image: {source}")]
+    Image {
+        #[source]
+        source: ckpt_image::Error,
+    },
+    /// The output could not be written.
+    #[error("writing the image: {source}")]
+    Output {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process could not be killed or released after the dump.
+    #[error("pid {pid}: after the image was written: {what}")]
+    Release { pid: Pid, what: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<ckpt_image::Error> for Error {
+    fn from(source: ckpt_image::Error) -> Self {
+        Error::Image { source }
+    }
+}
+
+/// Attach a "pid N: what" context to sys errors.
+pub(crate) trait SysCtx<T> {
+    fn ctx(self, pid: Pid, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> SysCtx<T> for std::result::Result<T, ckpt_sys::Error> {
+    fn ctx(self, pid: Pid, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| match source {
+            ckpt_sys::Error::Gone { .. } => Error::Exited { pid },
+            source => Error::Sys {
+                pid,
+                what: what(),
+                source,
+            },
+        })
+    }
+}
+
+pub(crate) trait IoCtx<T> {
+    fn ctx(self, pid: Pid, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoCtx<T> for std::result::Result<T, std::io::Error> {
+    fn ctx(self, pid: Pid, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            pid,
+            what: what(),
+            source,
+        })
+    }
+}

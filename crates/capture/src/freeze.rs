@@ -1,0 +1,314 @@
+//! Freezing a process: checks, seizing every thread, and letting it go again
+//! (resumed as it was, or killed).
+
+use crate::error::{Error, Result, SysCtx};
+use crate::procfs::{self, Stat, Status};
+use ckpt_sys::{ptrace, query, Pid};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const PF_KTHREAD: u64 = 0x0020_0000;
+const SEIZE_OPTIONS: u32 = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACESYSGOOD;
+
+/// A seized thread.
+#[derive(Debug, Clone)]
+pub(crate) struct FrozenThread {
+    pub tid: Pid,
+    /// /proc state letter before we stopped it.
+    pub state_before: String,
+    /// Signals the kernel dequeued for delivery while we stopped the thread
+    /// (suppressed by us; they must be queued again).
+    pub deferred: Vec<[u8; ptrace::SIGINFO_SIZE]>,
+}
+
+/// All threads of a process in ptrace stops. Dropping it without
+/// [`Frozen::release`] or [`Frozen::kill`] detaches every thread (resumes it).
+pub(crate) struct Frozen {
+    pub pid: Pid,
+    /// Leader first, then by tid.
+    pub threads: Vec<FrozenThread>,
+    pub state_before: String,
+    pub started: Instant,
+    done: bool,
+}
+
+/// Refuse targets we must not or cannot dump, with a clear reason.
+pub(crate) fn check_target(pid: Pid) -> Result<()> {
+    if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(Error::NoSuchProcess { pid });
+    }
+    if pid == ckpt_sys::sys::getpid() {
+        return Err(Error::Ourselves { pid });
+    }
+    let status = match Status::read(pid, &format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        Err(Error::Exited { .. }) => return Err(Error::NoSuchProcess { pid }),
+        Err(e) => return Err(e),
+    };
+    let tgid: Pid = status.num("Tgid");
+    if tgid != 0 && tgid != pid {
+        if tgid == ckpt_sys::sys::getpid() {
+            return Err(Error::Ourselves { pid });
+        }
+        return Err(Error::NotProcess { pid, tgid });
+    }
+    let state = status.get("State").unwrap_or("");
+    if state.starts_with('Z') || state.starts_with('X') {
+        return Err(Error::Zombie { pid });
+    }
+    let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
+    if stat.num::<u64>(9) & PF_KTHREAD != 0 {
+        return Err(Error::KernelThread { pid });
+    }
+    let tracer: Pid = status.num("TracerPid");
+    if tracer != 0 {
+        return Err(Error::AlreadyTraced { pid, tracer });
+    }
+    Ok(())
+}
+
+fn thread_state(pid: Pid, tid: Pid) -> String {
+    Stat::read(pid, &format!("/proc/{pid}/task/{tid}/stat"))
+        .map(|s| s.state())
+        .unwrap_or_default()
+}
+
+impl Frozen {
+    /// Seize and stop every thread of `pid`, including threads created while
+    /// we are at it.
+    pub fn freeze(pid: Pid) -> Result<Frozen> {
+        let state_before = Stat::read(pid, &format!("/proc/{pid}/stat"))?.state();
+        let mut f = Frozen {
+            pid,
+            threads: Vec::new(),
+            state_before,
+            started: Instant::now(),
+            done: false,
+        };
+        let mut seized: BTreeMap<Pid, FrozenThread> = BTreeMap::new();
+        let mut rounds = 0;
+        loop {
+            let tids = match procfs::list_tids(pid) {
+                Ok(t) => t,
+                Err(Error::Exited { .. }) if seized.is_empty() => {
+                    return Err(Error::NoSuchProcess { pid })
+                }
+                Err(e) => return Err(e),
+            };
+            let new: Vec<Pid> = tids
+                .into_iter()
+                .filter(|t| !seized.contains_key(t))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            rounds += 1;
+            if rounds > 1000 {
+                return Err(Error::Sys {
+                    pid,
+                    what: "freezing".into(),
+                    source: ckpt_sys::Error::Unexpected {
+                        tid: pid,
+                        what: "threads keep appearing".into(),
+                    },
+                });
+            }
+            // Seize and interrupt all new threads first, then wait for each:
+            // the stops happen in parallel.
+            let mut pending = Vec::new();
+            for tid in new {
+                let state_before = thread_state(pid, tid);
+                match ptrace::seize(tid, SEIZE_OPTIONS) {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(libc::ESRCH) => {
+                        if tid == pid {
+                            return Err(Error::NoSuchProcess { pid });
+                        }
+                        continue; // the thread exited meanwhile
+                    }
+                    Err(e) if e.errno() == Some(libc::EPERM) => {
+                        // Somebody else may have attached between our check and now.
+                        let st = Status::read(pid, &format!("/proc/{pid}/task/{tid}/status"))
+                            .unwrap_or_default();
+                        let tracer: Pid = st.num("TracerPid");
+                        if tracer != 0 {
+                            return Err(Error::AlreadyTraced { pid, tracer });
+                        }
+                        return Err(e).ctx(pid, || format!("seizing thread {tid}"));
+                    }
+                    Err(e) => return Err(e).ctx(pid, || format!("seizing thread {tid}")),
+                }
+                // From here on, the thread is ours: record it so that a
+                // failure below releases it.
+                seized.insert(
+                    tid,
+                    FrozenThread {
+                        tid,
+                        state_before,
+                        deferred: Vec::new(),
+                    },
+                );
+                f.threads = seized.values().cloned().collect();
+                if let Err(e) = ptrace::interrupt(tid) {
+                    if e.errno() == Some(libc::ESRCH) && tid != pid {
+                        // Exited right after seize; the wait below sees it.
+                    } else {
+                        return Err(e).ctx(pid, || format!("interrupting thread {tid}"));
+                    }
+                }
+                pending.push(tid);
+            }
+            for tid in pending {
+                match ptrace::wait_interrupt_stop(tid) {
+                    Ok(deferred) => {
+                        if let Some(t) = seized.get_mut(&tid) {
+                            t.deferred = deferred;
+                        }
+                    }
+                    Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
+                        seized.remove(&tid);
+                    }
+                    Err(ckpt_sys::Error::Gone { .. }) => {
+                        f.threads = seized.values().cloned().collect();
+                        return Err(Error::Exited { pid });
+                    }
+                    Err(e) => {
+                        f.threads = seized.values().cloned().collect();
+                        return Err(e).ctx(pid, || format!("stopping thread {tid}"));
+                    }
+                }
+            }
+            f.threads = seized.values().cloned().collect();
+        }
+        // Leader first.
+        let mut threads: Vec<FrozenThread> = seized.into_values().collect();
+        threads.sort_by_key(|t| (t.tid != pid, t.tid));
+        if threads.first().map(|t| t.tid) != Some(pid) {
+            f.threads = threads;
+            return Err(Error::Exited { pid });
+        }
+        f.threads = threads;
+        Ok(f)
+    }
+
+    /// How long the process has been frozen so far.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The deferred signals of these threads have been queued again (in the
+    /// process itself), so they need no fallback at release.
+    pub fn mark_requeued(&mut self, tids: &[Pid]) {
+        for t in self.threads.iter_mut().filter(|t| tids.contains(&t.tid)) {
+            t.deferred.clear();
+        }
+    }
+
+    /// Let every thread go on exactly where it was (PTRACE_DETACH).
+    pub fn release(mut self) -> Result<Duration> {
+        self.done = true;
+        let mut first_err = None;
+        for t in &self.threads {
+            if let Err(e) = detach_thread(self.pid, t) {
+                if first_err.is_none() {
+                    first_err = Some(Error::Release {
+                        pid: self.pid,
+                        what: format!("detaching thread {}: {e}", t.tid),
+                    });
+                }
+            }
+        }
+        let d = self.started.elapsed();
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(d),
+        }
+    }
+
+    /// SIGKILL the process while we still hold it, and wait until it is dead
+    /// (gone or a zombie left for its parent to reap).
+    pub fn kill(mut self) -> Result<Duration> {
+        self.done = true;
+        let pid = self.pid;
+        let _ = ckpt_sys::sys::kill(pid, libc::SIGKILL);
+        let d = self.started.elapsed();
+        // Collect the exit of every traced thread: other threads first (the
+        // leader is reported only once the group is empty).
+        for t in self.threads.iter().filter(|t| t.tid != pid) {
+            loop {
+                match ptrace::wait(t.tid) {
+                    Ok(ptrace::Stop::Exited(_)) | Ok(ptrace::Stop::Killed(_)) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = ptrace::cont(t.tid, 0);
+                    }
+                }
+            }
+        }
+        let we_are_parent = Stat::read(pid, &format!("/proc/{pid}/stat"))
+            .map(|s| s.num::<Pid>(4) == ckpt_sys::sys::getpid())
+            .unwrap_or(false);
+        if we_are_parent {
+            // Do not reap our own child: the caller may want its status.
+            let _ = query::wait_exit_nowait(pid);
+        } else {
+            loop {
+                match ptrace::wait(pid) {
+                    Ok(ptrace::Stop::Exited(_)) | Ok(ptrace::Stop::Killed(_)) | Err(_) => break,
+                    Ok(_) => {
+                        let _ = ptrace::cont(pid, 0);
+                    }
+                }
+            }
+        }
+        // Dead means: no longer in /proc, or a zombie.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Stat::read(pid, &format!("/proc/{pid}/stat")) {
+                Err(_) => break,
+                Ok(s) if matches!(s.state().as_str(), "Z" | "X") => break,
+                Ok(_) if Instant::now() > deadline => {
+                    return Err(Error::Release {
+                        pid,
+                        what: "the process did not die after SIGKILL".into(),
+                    })
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Detach one thread. One that is not in a ptrace stop yet (interrupted but
+/// not waited for, after an error) is waited for first. Signals it had
+/// dequeued and that were not queued again are sent again (tgkill: the
+/// siginfo details are lost, the signal is not).
+fn detach_thread(pid: Pid, t: &FrozenThread) -> ckpt_sys::Result<()> {
+    let mut deferred = t.deferred.clone();
+    let r = match ptrace::detach(t.tid, 0) {
+        Err(e) if e.errno() == Some(libc::ESRCH) => match ptrace::wait_interrupt_stop(t.tid) {
+            Ok(more) => {
+                deferred.extend(more);
+                ptrace::detach(t.tid, 0)
+            }
+            // Gone, or not our tracee any more: nothing to detach.
+            Err(_) => Ok(()),
+        },
+        r => r,
+    };
+    for si in &deferred {
+        let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+        let _ = ckpt_sys::sys::tgkill(pid, t.tid, signo);
+    }
+    r
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.done {
+            for t in &self.threads {
+                let _ = detach_thread(self.pid, t);
+            }
+        }
+    }
+}

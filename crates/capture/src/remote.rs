@@ -1,0 +1,459 @@
+//! State only the process itself can tell: queried with system calls
+//! injected into its stopped threads (sigactions, sigaltstack, timers,
+//! prctl values, ...). Uses one scratch page mapped in the target for the
+//! duration of the queries; registers, signal mask and mappings are put back
+//! exactly as they were, on success and on failure.
+
+use crate::error::{Error, Result, SysCtx};
+use crate::freeze::Frozen;
+use ckpt_image::{FileOwner, ITimer, Rlimit, SigAction, SigAltStack};
+use ckpt_sys::{ptrace, Injector, Pid};
+use std::collections::BTreeMap;
+
+const SCRATCH_LEN: u64 = 4096;
+
+pub(crate) const RLIMIT_NAMES: [&str; 16] = [
+    "CPU",
+    "FSIZE",
+    "DATA",
+    "STACK",
+    "CORE",
+    "RSS",
+    "NPROC",
+    "NOFILE",
+    "MEMLOCK",
+    "AS",
+    "LOCKS",
+    "SIGPENDING",
+    "MSGQUEUE",
+    "NICE",
+    "RTPRIO",
+    "RTTIME",
+];
+
+const TCGETS2: u64 = 0x802c_542a;
+const TERMIOS2_SIZE: usize = 44;
+const TIOCGWINSZ: u64 = 0x5413;
+const TIOCGPGRP: u64 = 0x540f;
+const F_GETOWN_EX: u64 = 16;
+const F_GETSIG: u64 = 11;
+
+/// What to ask about besides the fixed set.
+#[derive(Debug, Default)]
+pub(crate) struct Queries {
+    /// POSIX timer ids (from /proc/PID/timers).
+    pub timer_ids: Vec<i32>,
+    /// Fds that are terminals.
+    pub tty_fds: Vec<i32>,
+    /// Fds whose owner (F_GETOWN_EX / F_GETSIG) to read.
+    pub owner_fds: Vec<i32>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ThreadRemote {
+    pub altstack: SigAltStack,
+    pub clear_child_tid: u64,
+    pub cpu_affinity: Vec<u64>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TtyRemote {
+    pub termios: Vec<u8>,
+    pub rows: u16,
+    pub cols: u16,
+    /// TIOCGPGRP, when the terminal is the process's controlling one.
+    pub pgrp: Option<i32>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RemoteInfo {
+    pub brk: u64,
+    pub sigactions: Vec<SigAction>,
+    pub itimers: Vec<ITimer>,
+    /// By id; clock/notify/signal come from /proc, times from here.
+    pub timer_times: BTreeMap<i32, (u64, u64, i32)>,
+    pub securebits: u32,
+    pub dumpable: bool,
+    pub child_subreaper: bool,
+    pub pdeathsig: i32,
+    pub thp_disabled: bool,
+    pub timer_slack_ns: u64,
+    pub rlimits: Vec<Rlimit>,
+    pub threads: BTreeMap<Pid, ThreadRemote>,
+    pub ttys: BTreeMap<i32, TtyRemote>,
+    pub owners: BTreeMap<i32, FileOwner>,
+    pub injected: u64,
+}
+
+/// Find a `syscall` instruction in the target's [vdso].
+pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
+    let maps = crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?;
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .ok_or_else(|| Error::Vma {
+            pid,
+            start: 0,
+            end: 0,
+            name: "[vdso]".into(),
+            what: "the process has no vdso; cannot run system calls in it".into(),
+        })?;
+    let range = line.split_whitespace().next().unwrap_or("");
+    let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
+    let start = u64::from_str_radix(a, 16).unwrap_or(0);
+    let end = u64::from_str_radix(b, 16).unwrap_or(0);
+    let mem = ckpt_sys::remote::ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
+    let code = mem
+        .read_vec(start, (end - start) as usize)
+        .ctx(pid, || "reading [vdso]".into())?;
+    let off = ckpt_sys::inject::find_syscall_insn(&code).ok_or_else(|| Error::Vma {
+        pid,
+        start,
+        end,
+        name: "[vdso]".into(),
+        what: "no syscall instruction in the vdso".into(),
+    })?;
+    Ok(start + off as u64)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+}
+
+/// Helper around one thread's injector with the shared scratch page.
+struct Remote<'a> {
+    pid: Pid,
+    inj: &'a mut Injector,
+    scratch: u64,
+}
+
+impl Remote<'_> {
+    fn call(&mut self, name: &str, nr: i64, args: &[u64]) -> Result<u64> {
+        let tid = self.inj.tid();
+        self.inj
+            .syscall(name, nr, args)
+            .ctx(self.pid, || format!("thread {tid}: querying {name}"))
+    }
+
+    fn call_raw(&mut self, name: &str, nr: i64, args: &[u64]) -> Result<i64> {
+        let tid = self.inj.tid();
+        self.inj
+            .syscall_raw(nr, args)
+            .ctx(self.pid, || format!("thread {tid}: querying {name}"))
+    }
+
+    fn read(&self, len: usize) -> Result<Vec<u8>> {
+        self.inj
+            .mem()
+            .read_vec(self.scratch, len)
+            .ctx(self.pid, || "reading the scratch page".into())
+    }
+
+    fn write(&self, data: &[u8]) -> Result<()> {
+        self.inj
+            .mem()
+            .write(self.scratch, data)
+            .ctx(self.pid, || "writing the scratch page".into())
+    }
+
+    /// Queue signals again in this thread (they were dequeued while we stopped it).
+    fn requeue(&mut self, sigs: &[[u8; ptrace::SIGINFO_SIZE]]) -> Result<()> {
+        let tid = self.inj.tid();
+        for si in sigs {
+            let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+            self.write(si)?;
+            self.call(
+                "rt_tgsigqueueinfo",
+                libc::SYS_rt_tgsigqueueinfo,
+                &[self.pid as u64, tid as u64, signo as u64, self.scratch],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Re-queue whatever the injector itself had to hold back.
+    fn requeue_injector_deferred(&mut self) -> Result<()> {
+        for _ in 0..16 {
+            let d = std::mem::take(&mut self.inj.deferred);
+            if d.is_empty() {
+                return Ok(());
+            }
+            self.requeue(&d)?;
+        }
+        Ok(())
+    }
+
+    fn thread_queries(&mut self) -> Result<ThreadRemote> {
+        let mut t = ThreadRemote::default();
+        self.call("sigaltstack", libc::SYS_sigaltstack, &[0, self.scratch])?;
+        let b = self.read(24)?;
+        t.altstack = SigAltStack {
+            sp: u64_at(&b, 0),
+            flags: u64_at(&b, 1) as u32,
+            size: u64_at(&b, 2),
+        };
+        self.call(
+            "prctl(PR_GET_TID_ADDRESS)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_TID_ADDRESS as u64, self.scratch],
+        )?;
+        t.clear_child_tid = u64_at(&self.read(8)?, 0);
+        let n = self.call(
+            "sched_getaffinity",
+            libc::SYS_sched_getaffinity,
+            &[0, 512, self.scratch],
+        )? as usize;
+        let b = self.read(n.min(512))?;
+        t.cpu_affinity = b.chunks_exact(8).map(|c| u64_at(c, 0)).collect();
+        Ok(t)
+    }
+
+    fn process_queries(&mut self, q: &Queries, out: &mut RemoteInfo) -> Result<()> {
+        out.brk = self.call("brk", libc::SYS_brk, &[0])?;
+        for sig in 1..=64u64 {
+            self.call(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                &[sig, 0, self.scratch, 8],
+            )?;
+            let b = self.read(32)?;
+            out.sigactions.push(SigAction {
+                handler: u64_at(&b, 0),
+                flags: u64_at(&b, 1),
+                restorer: u64_at(&b, 2),
+                mask: u64_at(&b, 3),
+            });
+        }
+        for which in 0..3u32 {
+            self.call(
+                "getitimer",
+                libc::SYS_getitimer,
+                &[which as u64, self.scratch],
+            )?;
+            let b = self.read(32)?;
+            let tv = |s: u64, us: u64| s.saturating_mul(1_000_000_000).saturating_add(us * 1000);
+            out.itimers.push(ITimer {
+                which,
+                interval_ns: tv(u64_at(&b, 0), u64_at(&b, 1)),
+                value_ns: tv(u64_at(&b, 2), u64_at(&b, 3)),
+            });
+        }
+        for &id in &q.timer_ids {
+            self.call(
+                "timer_gettime",
+                libc::SYS_timer_gettime,
+                &[id as u64, self.scratch],
+            )?;
+            let b = self.read(32)?;
+            let ts = |s: u64, ns: u64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+            let overrun =
+                self.call("timer_getoverrun", libc::SYS_timer_getoverrun, &[id as u64])?;
+            out.timer_times.insert(
+                id,
+                (
+                    ts(u64_at(&b, 0), u64_at(&b, 1)),
+                    ts(u64_at(&b, 2), u64_at(&b, 3)),
+                    overrun as i32,
+                ),
+            );
+        }
+        out.securebits = self.call(
+            "prctl(PR_GET_SECUREBITS)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_SECUREBITS as u64],
+        )? as u32;
+        out.dumpable = self.call(
+            "prctl(PR_GET_DUMPABLE)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_DUMPABLE as u64],
+        )? != 0;
+        self.write(&[0u8; 8])?;
+        self.call(
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_CHILD_SUBREAPER as u64, self.scratch],
+        )?;
+        out.child_subreaper = u64_at(&self.read(8)?, 0) as u32 != 0;
+        self.write(&[0u8; 8])?;
+        self.call(
+            "prctl(PR_GET_PDEATHSIG)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_PDEATHSIG as u64, self.scratch],
+        )?;
+        out.pdeathsig = u64_at(&self.read(8)?, 0) as i32;
+        out.thp_disabled = self.call(
+            "prctl(PR_GET_THP_DISABLE)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_THP_DISABLE as u64],
+        )? != 0;
+        out.timer_slack_ns = self.call(
+            "prctl(PR_GET_TIMERSLACK)",
+            libc::SYS_prctl,
+            &[libc::PR_GET_TIMERSLACK as u64],
+        )?;
+        for (res, name) in RLIMIT_NAMES.iter().enumerate() {
+            self.call(
+                "prlimit64",
+                libc::SYS_prlimit64,
+                &[0, res as u64, 0, self.scratch],
+            )?;
+            let b = self.read(16)?;
+            out.rlimits.push(Rlimit {
+                resource: res as u32,
+                name: (*name).to_string(),
+                soft: u64_at(&b, 0),
+                hard: u64_at(&b, 1),
+            });
+        }
+        for &fd in &q.tty_fds {
+            let mut t = TtyRemote::default();
+            self.call(
+                "ioctl(TCGETS2)",
+                libc::SYS_ioctl,
+                &[fd as u64, TCGETS2, self.scratch],
+            )
+            .map_err(|e| Error::Fd {
+                fd,
+                what: format!("reading the terminal settings: {e}"),
+            })?;
+            t.termios = self.read(TERMIOS2_SIZE)?;
+            if self.call_raw(
+                "ioctl(TIOCGWINSZ)",
+                libc::SYS_ioctl,
+                &[fd as u64, TIOCGWINSZ, self.scratch],
+            )? == 0
+            {
+                let b = self.read(4)?;
+                t.rows = u16::from_ne_bytes([b[0], b[1]]);
+                t.cols = u16::from_ne_bytes([b[2], b[3]]);
+            }
+            if self.call_raw(
+                "ioctl(TIOCGPGRP)",
+                libc::SYS_ioctl,
+                &[fd as u64, TIOCGPGRP, self.scratch],
+            )? == 0
+            {
+                let b = self.read(4)?;
+                t.pgrp = Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            out.ttys.insert(fd, t);
+        }
+        for &fd in &q.owner_fds {
+            self.write(&[0u8; 8])?;
+            let mut o = FileOwner::default();
+            if self.call_raw(
+                "fcntl(F_GETOWN_EX)",
+                libc::SYS_fcntl,
+                &[fd as u64, F_GETOWN_EX, self.scratch],
+            )? == 0
+            {
+                let b = self.read(8)?;
+                o.kind = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                o.pid = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+            }
+            let sig = self.call_raw("fcntl(F_GETSIG)", libc::SYS_fcntl, &[fd as u64, F_GETSIG])?;
+            o.signal = sig.max(0) as i32;
+            out.owners.insert(fd, o);
+        }
+        Ok(())
+    }
+}
+
+/// Run all queries. Deferred signals of each thread (dequeued while it was
+/// being stopped) are queued again in that thread first, so that they are
+/// pending again: the pending lists read afterwards contain them, and a
+/// process that goes on running receives them.
+pub(crate) fn query(frozen: &mut Frozen, syscall_ip: u64, q: &Queries) -> Result<RemoteInfo> {
+    let pid = frozen.pid;
+    let mut out = RemoteInfo::default();
+    let mut leader =
+        Injector::new(pid, syscall_ip).ctx(pid, || "preparing system call injection".into())?;
+    let mapped = leader.syscall(
+        "mmap",
+        libc::SYS_mmap,
+        &[
+            0,
+            SCRATCH_LEN,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    );
+    let scratch = match mapped {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = leader.finish();
+            return Err(e).ctx(pid, || "mapping a scratch page".into());
+        }
+    };
+    let mut requeued: Vec<Pid> = Vec::new();
+    let result = (|| -> Result<()> {
+        let deferred: BTreeMap<Pid, _> = frozen
+            .threads
+            .iter()
+            .map(|t| (t.tid, t.deferred.clone()))
+            .collect();
+        {
+            let mut r = Remote {
+                pid,
+                inj: &mut leader,
+                scratch,
+            };
+            r.requeue(&deferred[&pid])?;
+            requeued.push(pid);
+            r.process_queries(q, &mut out)?;
+            let t = r.thread_queries()?;
+            r.requeue_injector_deferred()?;
+            out.threads.insert(pid, t);
+        }
+        for t in frozen.threads.iter().filter(|t| t.tid != pid) {
+            let tid = t.tid;
+            let mut inj = Injector::new(tid, syscall_ip).ctx(pid, || {
+                format!("thread {tid}: preparing system call injection")
+            })?;
+            let res = (|| -> Result<ThreadRemote> {
+                let mut r = Remote {
+                    pid,
+                    inj: &mut inj,
+                    scratch,
+                };
+                r.requeue(&deferred[&tid])?;
+                requeued.push(tid);
+                let tr = r.thread_queries()?;
+                r.requeue_injector_deferred()?;
+                Ok(tr)
+            })();
+            out.injected += inj.count();
+            let fin = inj.finish();
+            let tr = res?;
+            let left = fin.ctx(pid, || format!("thread {tid}: restoring registers"))?;
+            if !left.is_empty() {
+                // Signals caught between the last check and finish: keep them
+                // by sending them again (without their details).
+                for si in left {
+                    let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+                    let _ = ckpt_sys::sys::tgkill(pid, tid, signo);
+                }
+            }
+            out.threads.insert(tid, tr);
+        }
+        Ok(())
+    })();
+    // Always unmap the scratch page and put the leader back.
+    let unmap = leader.syscall("munmap", libc::SYS_munmap, &[scratch, SCRATCH_LEN]);
+    out.injected += leader.count();
+    let fin = leader.finish();
+    frozen.mark_requeued(&requeued);
+    if let Ok(left) = &fin {
+        // Caught after the scratch page was gone: send them again (without details).
+        for si in left {
+            let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+        }
+    }
+    result?;
+    unmap.ctx(pid, || "unmapping the scratch page".into())?;
+    fin.ctx(pid, || "restoring the registers of the main thread".into())?;
+    Ok(out)
+}
