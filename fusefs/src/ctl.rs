@@ -1,0 +1,192 @@
+//! The `ctl` files: command parsing, image names and usage texts (pure).
+
+/// A command written to `/ctl`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RootCmd {
+    /// `checkpoint PID [NAME] [--leave-running]`
+    Checkpoint { pid: i32, name: Option<String>, leave_running: bool },
+}
+
+/// A command written to `/NAME/ctl`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImageCmd {
+    /// `restore [--new-pid]`
+    Restore { new_pid: bool },
+}
+
+pub const ROOT_USAGE: &str = "\
+usage: echo 'COMMAND' > ctl
+  checkpoint PID [NAME] [--leave-running]
+      dump process PID into STORE/NAME.ckpt (default NAME: PID-YYYYmmdd-HHMMSS);
+      it appears as NAME/. The process is killed unless --leave-running.
+";
+
+pub const IMAGE_USAGE: &str = "\
+usage: echo 'COMMAND' > ctl
+  restore [--new-pid]
+      restore the (possibly edited) image; the process runs as a child of ckptfs.
+";
+
+/// The one command of a write: the text with surrounding blank space
+/// removed; more than one non-empty line is an error.
+fn one_line(text: &[u8]) -> Result<&str, String> {
+    let s = std::str::from_utf8(text).map_err(|_| "command is not UTF-8".to_string())?;
+    let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().ok_or("empty command")?;
+    if lines.next().is_some() {
+        return Err("one command per write".into());
+    }
+    Ok(first)
+}
+
+pub fn parse_root(text: &[u8]) -> Result<RootCmd, String> {
+    let line = one_line(text)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words[0] {
+        "checkpoint" | "dump" => {
+            let mut pid = None;
+            let mut name = None;
+            let mut leave_running = false;
+            for w in &words[1..] {
+                match *w {
+                    "--leave-running" => leave_running = true,
+                    w if w.starts_with('-') => return Err(format!("unknown option '{w}'")),
+                    w if pid.is_none() => {
+                        let p: i32 = w.parse().map_err(|_| format!("bad pid '{w}'"))?;
+                        if p <= 0 {
+                            return Err(format!("bad pid '{w}'"));
+                        }
+                        pid = Some(p);
+                    }
+                    w if name.is_none() => {
+                        check_name(w)?;
+                        name = Some(w.to_string());
+                    }
+                    w => return Err(format!("unexpected argument '{w}'")),
+                }
+            }
+            let pid = pid.ok_or("checkpoint needs a PID")?;
+            Ok(RootCmd::Checkpoint { pid, name, leave_running })
+        }
+        w => Err(format!("unknown command '{w}' (commands: checkpoint)")),
+    }
+}
+
+pub fn parse_image(text: &[u8]) -> Result<ImageCmd, String> {
+    let line = one_line(text)?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words[0] {
+        "restore" => {
+            let mut new_pid = false;
+            for w in &words[1..] {
+                match *w {
+                    "--new-pid" => new_pid = true,
+                    w => return Err(format!("unexpected argument '{w}' (restore [--new-pid])")),
+                }
+            }
+            Ok(ImageCmd::Restore { new_pid })
+        }
+        w => Err(format!("unknown command '{w}' (commands: restore)")),
+    }
+}
+
+/// Whether `name` may name an image: 1..=200 bytes of letters, digits and
+/// `._-+@`, not starting with `.` or `-`, not `ctl`, and not looking like
+/// a temp file of an image being written.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 200 {
+        return Err(format!("bad image name '{name}': 1 to 200 characters"));
+    }
+    if name.starts_with('.') || name.starts_with('-') {
+        return Err(format!("bad image name '{name}': must not start with '.' or '-'"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@".contains(c)) {
+        return Err(format!("bad image name '{name}': use letters, digits and ._-+@"));
+    }
+    if name == "ctl" || name.ends_with(".ckpt") || name.contains(".ckpt.tmp.") {
+        return Err(format!("bad image name '{name}': reserved"));
+    }
+    Ok(())
+}
+
+/// `PID-YYYYmmdd-HHMMSS` for `secs` seconds since the epoch in local time.
+pub fn default_name(pid: i32, secs: i64) -> String {
+    let mut tm: libc::tm = unsafe_zeroed_tm();
+    let t: libc::time_t = secs as libc::time_t;
+    // SAFETY: both pointers point to live, properly aligned values.
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if !ok {
+        return format!("{pid}-{secs}");
+    }
+    format!(
+        "{pid}-{:04}{:02}{:02}-{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+fn unsafe_zeroed_tm() -> libc::tm {
+    // SAFETY: libc::tm is a plain C struct of integers and a pointer; all
+    // zeros is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_commands() {
+        assert_eq!(
+            parse_root(b"checkpoint 123\n"),
+            Ok(RootCmd::Checkpoint { pid: 123, name: None, leave_running: false })
+        );
+        assert_eq!(
+            parse_root(b"  checkpoint 5 web-1 --leave-running"),
+            Ok(RootCmd::Checkpoint { pid: 5, name: Some("web-1".into()), leave_running: true })
+        );
+        assert_eq!(
+            parse_root(b"checkpoint --leave-running 5"),
+            Ok(RootCmd::Checkpoint { pid: 5, name: None, leave_running: true })
+        );
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"checkpoint",
+            b"checkpoint x",
+            b"checkpoint -3",
+            b"checkpoint 3 a b",
+            b"checkpoint 3 --now",
+            b"checkpoint 3 ../etc",
+            b"checkpoint 3 ctl",
+            b"restore",
+            b"checkpoint 1\ncheckpoint 2",
+        ] {
+            assert!(parse_root(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn image_commands() {
+        assert_eq!(parse_image(b"restore\n"), Ok(ImageCmd::Restore { new_pid: false }));
+        assert_eq!(parse_image(b"restore --new-pid"), Ok(ImageCmd::Restore { new_pid: true }));
+        assert!(parse_image(b"restore --x").is_err());
+        assert!(parse_image(b"checkpoint 1").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("123-20250101-120000").is_ok());
+        assert!(check_name("a.b_c+d@e").is_ok());
+        for bad in ["", ".hidden", "-x", "a/b", "ctl", "x.ckpt", "a b", "é"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        let n = default_name(42, 1_700_000_000);
+        assert!(n.starts_with("42-2023111"), "{n}");
+        assert_eq!(n.len(), "42-20231114-221320".len());
+    }
+}

@@ -1,0 +1,123 @@
+//! Checkpoint and restore behind the ctl files, and reaping the processes
+//! ckptfs restored (they are its children).
+//!
+//! Dumps and restores ptrace and wait for their own tasks, so they run one
+//! at a time, and the reaper only waits for the pids it restored, and only
+//! while no dump or restore is running (a wait could otherwise take a
+//! ptrace stop meant for them).
+
+use crate::tree::ImgId;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What checkpoint and restore do; the real one calls ckpt-capture and
+/// ckpt-restore, tests may use another.
+pub trait Backend: Send + Sync {
+    /// Dump `pid` into a new image file `out`.
+    fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String>;
+    /// Restore the image at `image`; the process must end up as a child of
+    /// the caller. Returns its pid.
+    fn restore(&self, image: &Path, new_pid: bool) -> Result<i32, String>;
+}
+
+/// ckpt-capture and ckpt-restore.
+pub struct Real;
+
+/// "outer: inner: innermost" without repeating causes already spelled out.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+impl Backend for Real {
+    fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
+        let opts = ckpt_capture::DumpOptions { leave_running, ..Default::default() };
+        ckpt_capture::dump(pid, out, opts).map(drop).map_err(|e| chain(&e))
+    }
+
+    fn restore(&self, image: &Path, new_pid: bool) -> Result<i32, String> {
+        let _ = (image, new_pid);
+        Err("restore is not available in this build".into())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checkpoint/restore, serialized, and the restored children.
+pub struct Ops {
+    backend: Box<dyn Backend>,
+    busy: Mutex<()>,
+    children: Mutex<HashMap<i32, ImgId>>,
+}
+
+impl Ops {
+    pub fn new(backend: Box<dyn Backend>) -> Arc<Ops> {
+        Arc::new(Ops { backend, busy: Mutex::new(()), children: Mutex::default() })
+    }
+
+    pub fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
+        let _g = lock(&self.busy);
+        self.backend.checkpoint(pid, out, leave_running)
+    }
+
+    pub fn restore(&self, id: ImgId, image: &Path, new_pid: bool) -> Result<i32, String> {
+        let _g = lock(&self.busy);
+        let pid = self.backend.restore(image, new_pid)?;
+        lock(&self.children).insert(pid, id);
+        Ok(pid)
+    }
+
+    /// Reap restored children that ended: (pid, image, how it ended).
+    pub fn reap(&self) -> Vec<(i32, ImgId, String)> {
+        let Ok(_g) = self.busy.try_lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        let mut children = lock(&self.children);
+        children.retain(|&pid, &mut id| match wait_nohang(pid) {
+            Some(how) => {
+                out.push((pid, id, how));
+                false
+            }
+            None => true,
+        });
+        out
+    }
+}
+
+/// waitpid(pid, WNOHANG) for an exit: None while it runs; Some(description)
+/// once reaped (or when it is not our child any more).
+fn wait_nohang(pid: i32) -> Option<String> {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r == 0 {
+        return None;
+    }
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::Interrupted {
+            return None;
+        }
+        return Some(format!("is gone ({e})"));
+    }
+    Some(if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("was killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("ended (wait status {status:#x})")
+    })
+}
