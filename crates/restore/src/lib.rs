@@ -1,1 +1,116 @@
-//! placeholder
+//! ckpt-restore: recreate a saved process from an image.
+//!
+//! [`check`] finds, without touching anything, every reason a restore
+//! could not work here. [`restore`] builds the process as a direct child of
+//! the caller and lets it run:
+//!
+//! 1. **Plan** (pure, [`plan`]): the stub's fd table, the mappings and page
+//!    writes, where the trampoline goes and how the vdso moves.
+//! 2. **Stub**: a child forked at the saved pid (clone3 `set_tid`) sets up
+//!    the saved fds with plain system calls, closes everything else and
+//!    waits in `pause()`.
+//! 3. The caller seizes it and, by system calls injected through a
+//!    trampoline page, replaces its address space with the image's (keeping
+//!    and moving the kernel's vdso), writes the pages, restores mm fields,
+//!    /proc/PID/exe, handlers, timers, limits and credentials, creates the
+//!    other threads at their saved tids and gives each its kernel state,
+//!    pending signals, registers and FPU state; then detaches.
+//!
+//! On any failure the half-built process is killed and reaped; the image is
+//! only read.
+//!
+//! # Same pid, and why it is the default
+//! glibc caches each thread's tid in its `struct pthread` (used by
+//! `pthread_self()`-based calls such as `raise()`, `pthread_kill()` and
+//! robust/PI mutexes). Restoring under other ids leaves those caches stale,
+//! and this crate does not patch libc memory. So the saved pid and tids are
+//! required by default; [`RestoreOptions::new_pid`] allows fresh ids when
+//! the saved ones are taken, with that caveat.
+
+mod check;
+mod error;
+mod exec;
+mod pages;
+pub mod plan;
+mod remote;
+mod stub;
+
+pub use check::check;
+pub use error::{Error, Result};
+
+use ckpt_image::{ImageReader, ReadAt};
+use std::time::Duration;
+
+/// How long a restore waits for a zombie holding the saved pid to be reaped
+/// by its parent (e.g. the dumped process, killed, whose parent is slow).
+pub(crate) const ZOMBIE_WAIT: Duration = Duration::from_secs(2);
+
+/// Options of [`check`] and [`restore`].
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// When the saved pid (or a saved tid) is taken, restore under fresh
+    /// ids instead of failing. The saved ids are still used when free.
+    /// See the crate documentation for what fresh ids break.
+    pub new_pid: bool,
+}
+
+/// What [`check`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Reasons the restore cannot work here.
+    pub errors: Vec<String>,
+    /// Things that will differ after the restore, or may go wrong.
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// No errors.
+    pub fn is_ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.errors {
+            writeln!(f, "error: {e}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Numbers of one restore.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreStats {
+    /// From the call to the process running.
+    pub total: Duration,
+    /// Bytes of saved pages written into the process.
+    pub page_bytes: u64,
+    /// System calls injected into the process while building it.
+    pub injected_syscalls: u64,
+    /// Time since the start at the end of each phase.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+/// A restored, running process.
+#[derive(Clone, Debug)]
+pub struct Restored {
+    /// Its pid: a child of the caller, no longer traced.
+    pub pid: i32,
+    /// Its threads' tids, the leader first (the image's order).
+    pub tids: Vec<i32>,
+    pub stats: RestoreStats,
+}
+
+/// Recreate the image's process as a child of the calling process, with all
+/// its threads, and let it run. The calling thread must stay alive while
+/// this runs (the stub dies with it). On failure nothing is left running.
+pub fn restore<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+) -> Result<Restored> {
+    exec::restore(reader, opts)
+}

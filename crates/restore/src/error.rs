@@ -1,0 +1,86 @@
+//! The one error type of ckpt-restore.
+
+use crate::Report;
+
+/// Everything that can make a restore fail. Each message names what failed
+/// (the fd, the thread, the mapping, the pid) and why.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// [`crate::check`] found problems: nothing was started.
+    #[error("the image cannot be restored here: {}", .0.errors.join("; "))]
+    Check(Report),
+
+    /// The saved pid (or a tid) is taken by another task.
+    #[error("pid {pid} is in use by {holder}")]
+    PidInUse { pid: i32, holder: String },
+
+    /// Reading the image failed.
+    #[error("{context}: {source}")]
+    Image {
+        context: String,
+        #[source]
+        source: ckpt_image::Error,
+    },
+
+    /// Setting up one fd of the stub failed (`what` is e.g. `fd 3: /tmp/x`).
+    #[error("{what}: {source}")]
+    Fd {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A system call (direct, or injected into the restored process) failed.
+    #[error("{context}: {source}")]
+    Sys {
+        context: String,
+        #[source]
+        source: ckpt_sys::Error,
+    },
+
+    /// A local I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The restore stub or the process being built went away or misbehaved.
+    #[error("restore stub (pid {pid}): {what}")]
+    Stub { pid: i32, what: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Attach a context to ckpt-sys errors.
+pub(crate) trait SysContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> SysContext<T> for std::result::Result<T, ckpt_sys::Error> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Sys {
+            context: context(),
+            source,
+        })
+    }
+}
+
+impl<T> SysContext<T> for std::result::Result<T, ckpt_image::Error> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Image {
+            context: context(),
+            source,
+        })
+    }
+}
+
+impl<T> SysContext<T> for std::result::Result<T, std::io::Error> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,401 @@
+//! The restore stub: a child forked at the saved pid that builds the saved
+//! fd table with plain system calls, then waits (in pause()) to be seized
+//! and turned into the saved process.
+//!
+//! The child may be forked from a multi-threaded restorer, so it only does
+//! async-signal-safe work: every path, buffer and slot it uses was allocated
+//! before the fork, and it reports failure as (op index, errno) on the
+//! readiness pipe instead of formatting messages.
+
+use crate::error::{Error, Result};
+use crate::plan::fds::{FdOp, FdPlan};
+use ckpt_sys::clone::{fork_with_pid, Forked};
+use ckpt_sys::{setup, sys};
+use std::ffi::CStr;
+use std::time::{Duration, Instant};
+
+/// Failure codes beyond op indices.
+const CODE_STD: u32 = 0xffff_ff00; // + k: the restorer's fd k
+const CODE_SETUP: u32 = 0xffff_ffff;
+
+type ChildResult<T> = std::result::Result<T, (u32, i32)>;
+
+fn errno_of(e: &ckpt_sys::Error) -> i32 {
+    e.errno().unwrap_or(libc::EIO)
+}
+
+/// "/proc/self/fd/N" in a stack buffer.
+fn proc_fd_path(fd: i32, buf: &mut [u8; 40]) -> &CStr {
+    const PREFIX: &[u8] = b"/proc/self/fd/";
+    buf[..PREFIX.len()].copy_from_slice(PREFIX);
+    let mut digits = [0u8; 12];
+    let mut n = fd.max(0) as u32;
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let d = &digits[i..];
+    buf[PREFIX.len()..PREFIX.len() + d.len()].copy_from_slice(d);
+    buf[PREFIX.len() + d.len()] = 0;
+    CStr::from_bytes_with_nul(&buf[..PREFIX.len() + d.len() + 1]).unwrap_or(c"/")
+}
+
+struct Child<'a> {
+    plan: &'a FdPlan,
+    slots: &'a mut [i32],
+    std_high: [i32; 3],
+}
+
+impl Child<'_> {
+    /// Move a fresh fd up into the staging area.
+    fn stage(&self, fd: i32) -> ckpt_sys::Result<i32> {
+        if fd >= self.plan.stage {
+            return Ok(fd);
+        }
+        let n = setup::dup_at_least(fd, self.plan.stage)?;
+        setup::close(fd)?;
+        Ok(n)
+    }
+
+    fn run(&mut self, op: &FdOp) -> ckpt_sys::Result<()> {
+        let mut buf = [0u8; 40];
+        match op {
+            FdOp::Open {
+                slot,
+                path,
+                flags,
+                mode,
+            } => {
+                let fd = setup::open(path, *flags, *mode)?;
+                self.slots[*slot] = self.stage(fd)?;
+            }
+            FdOp::Reopen { slot, from, flags } => {
+                let p = proc_fd_path(self.slots[*from], &mut buf);
+                let fd = setup::open(p, *flags, 0)?;
+                self.slots[*slot] = self.stage(fd)?;
+            }
+            FdOp::ReopenStd { slot, std, flags } => {
+                let p = proc_fd_path(self.std_high[*std], &mut buf);
+                let fd = setup::open(p, *flags, 0)?;
+                self.slots[*slot] = self.stage(fd)?;
+            }
+            FdOp::InheritStd { slot, std } => {
+                self.slots[*slot] = self.std_high[*std];
+            }
+            FdOp::TmpFile {
+                slot,
+                dirs,
+                mode,
+                contents,
+            } => {
+                let mut last = None;
+                let mut fd = -1;
+                for d in dirs {
+                    match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, *mode) {
+                        Ok(f) => {
+                            fd = f;
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if fd < 0 {
+                    return Err(last.unwrap_or_else(|| ckpt_sys::Error::Os {
+                        op: "open(O_TMPFILE)",
+                        tid: 0,
+                        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                    }));
+                }
+                let fd = self.stage(fd)?;
+                self.slots[*slot] = fd;
+                setup::pwrite_all(fd, contents, 0)?;
+            }
+            FdOp::Pipe {
+                read,
+                write,
+                capacity,
+                data,
+            } => {
+                let (r, w) = setup::pipe2(0)?;
+                let r = self.stage(r)?;
+                let w = self.stage(w)?;
+                self.slots[*read] = r;
+                self.slots[*write] = w;
+                if *capacity != 0 && setup::pipe_size(w)? != *capacity {
+                    setup::set_pipe_size(w, *capacity)?;
+                }
+                if !data.is_empty() {
+                    sys::write_fd(w, data)?;
+                }
+            }
+            FdOp::EventFd { slot, count, flags } => {
+                let fd = self.stage(setup::eventfd(*flags)?)?;
+                self.slots[*slot] = fd;
+                if *count != 0 {
+                    sys::write_fd(fd, &count.to_ne_bytes())?;
+                }
+            }
+            FdOp::TimerFd {
+                slot,
+                clock,
+                flags,
+                value_ns,
+                interval_ns,
+                ticks,
+            } => {
+                let fd = self.stage(setup::timerfd_create(*clock, *flags)?)?;
+                self.slots[*slot] = fd;
+                if *value_ns != 0 {
+                    setup::timerfd_settime(fd, 0, *value_ns, *interval_ns)?;
+                }
+                if *ticks != 0 {
+                    setup::timerfd_set_ticks(fd, *ticks)?;
+                }
+            }
+            FdOp::SignalFd { slot, mask, flags } => {
+                self.slots[*slot] = self.stage(setup::signalfd(*mask, *flags)?)?;
+            }
+            FdOp::Epoll { slot } => {
+                self.slots[*slot] = self.stage(setup::epoll_create1(0)?)?;
+            }
+            FdOp::MemFd {
+                slot,
+                name,
+                flags,
+                mode,
+                size,
+                contents,
+                seals,
+            } => {
+                let fd = self.stage(setup::memfd_create(name, *flags)?)?;
+                self.slots[*slot] = fd;
+                if *mode != 0 {
+                    setup::fchmod(fd, *mode)?;
+                }
+                setup::ftruncate(fd, *size)?;
+                let n = contents.len().min(*size as usize);
+                setup::pwrite_all(fd, &contents[..n], 0)?;
+                if *seals != 0 {
+                    setup::add_seals(fd, *seals)?;
+                }
+            }
+            FdOp::Write { slot, data } => sys::write_fd(self.slots[*slot], data)?,
+            FdOp::SetFl { slot, flags } => {
+                let cur = setup::get_fl(self.slots[*slot])?;
+                let mask = crate::plan::fds::SETFL_MASK;
+                if cur & mask != flags & mask {
+                    setup::set_fl(self.slots[*slot], (cur & !mask) | (flags & mask))?;
+                }
+            }
+            FdOp::Seek { slot, pos } => setup::seek(self.slots[*slot], *pos)?,
+            FdOp::Place { slot, fd, cloexec } => setup::dup3(self.slots[*slot], *fd, *cloexec)?,
+            FdOp::EpollAdd {
+                epfd,
+                fd,
+                events,
+                data,
+            } => setup::epoll_add(*epfd, *fd, *events, *data)?,
+        }
+        Ok(())
+    }
+}
+
+/// Everything the child does; returns its readiness fd.
+fn child_setup(
+    plan: &FdPlan,
+    slots: &mut [i32],
+    ready_w: i32,
+    parent: i32,
+    report_fd: &mut i32,
+) -> ChildResult<i32> {
+    let setup_err = |e: ckpt_sys::Error| (CODE_SETUP, errno_of(&e));
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
+    if setup::getppid() != parent {
+        // The restorer is gone already.
+        sys::exit_now(1);
+    }
+    // Room for the staging fds above the target numbers.
+    if let Ok((soft, hard)) = setup::prlimit(0, libc::RLIMIT_NOFILE, None) {
+        if soft < hard {
+            let _ = setup::prlimit(0, libc::RLIMIT_NOFILE, Some((hard, hard)));
+        }
+    }
+    let ready = setup::dup_at_least(ready_w, plan.stage).map_err(setup_err)?;
+    *report_fd = ready;
+    let mut std_high = [-1i32; 3];
+    for (k, hi) in std_high.iter_mut().enumerate() {
+        if plan.needs_std[k] {
+            *hi = setup::dup_at_least(k as i32, plan.stage)
+                .map_err(|e| (CODE_STD + k as u32, errno_of(&e)))?;
+        }
+    }
+    sys::close_range(0, plan.stage as u32 - 1).map_err(setup_err)?;
+    let mut c = Child {
+        plan,
+        slots,
+        std_high,
+    };
+    for (i, op) in plan.ops.iter().enumerate() {
+        c.run(op).map_err(|e| (i as u32, errno_of(&e)))?;
+    }
+    // Close everything but the target fds and the readiness pipe.
+    if ready > plan.stage {
+        sys::close_range(plan.stage as u32, ready as u32 - 1).map_err(setup_err)?;
+    }
+    sys::close_range(ready as u32 + 1, u32::MAX).map_err(setup_err)?;
+    Ok(ready)
+}
+
+fn child_main(plan: &FdPlan, slots: &mut [i32], ready_w: i32, parent: i32) -> ! {
+    let mut report_fd = ready_w;
+    match child_setup(plan, slots, ready_w, parent, &mut report_fd) {
+        Ok(ready) => {
+            let _ = sys::write_fd(ready, &[0]);
+            let _ = setup::close(ready);
+            loop {
+                sys::pause();
+            }
+        }
+        Err((code, errno)) => {
+            let mut rec = [0u8; 9];
+            rec[0] = 1;
+            rec[1..5].copy_from_slice(&code.to_le_bytes());
+            rec[5..9].copy_from_slice(&errno.to_le_bytes());
+            let _ = sys::write_fd(report_fd, &rec);
+            sys::exit_now(1);
+        }
+    }
+}
+
+/// Who holds `pid`: `"bash" (pid 1234)`, a thread, or a zombie. `None` if
+/// it is gone by now. The bool is true for a zombie.
+pub fn holder_of(pid: i32) -> Option<(String, bool)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let name = field("Name:");
+    let tgid: i32 = field("Tgid:").parse().unwrap_or(pid);
+    let ppid = field("PPid:");
+    let zombie = field("State:").starts_with('Z');
+    let s = if zombie {
+        format!("a zombie of \"{name}\" that its parent (pid {ppid}) has not reaped")
+    } else if tgid != pid {
+        let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).unwrap_or_default();
+        format!("thread \"{name}\" of \"{}\" (pid {tgid})", comm.trim())
+    } else {
+        format!("\"{name}\" (pid {pid})")
+    };
+    Some((s, zombie))
+}
+
+/// Fork the stub (at `pid`, or anywhere with None), let it build its fds,
+/// and return its pid once it waits in pause(). On failure nothing is left
+/// running.
+pub fn spawn(plan: &FdPlan, pid: Option<i32>, zombie_wait: Duration) -> Result<i32> {
+    let (r, w) = setup::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
+        context: "creating the stub's readiness pipe".into(),
+        source,
+    })?;
+    let mut slots = vec![-1i32; plan.slots];
+    let parent = sys::getpid();
+    let t0 = Instant::now();
+    let child = loop {
+        match fork_with_pid(pid) {
+            Ok(Forked::Child) => {
+                let _ = setup::close(r);
+                child_main(plan, &mut slots, w, parent)
+            }
+            Ok(Forked::Parent(c)) => break c,
+            Err(e) if e.errno() == Some(libc::EEXIST) && pid.is_some() => {
+                let p = pid.unwrap_or(0);
+                match holder_of(p) {
+                    None => continue,
+                    Some((_, true)) if t0.elapsed() < zombie_wait => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    Some((holder, _)) => {
+                        let _ = setup::close(r);
+                        let _ = setup::close(w);
+                        return Err(Error::PidInUse { pid: p, holder });
+                    }
+                }
+            }
+            Err(source) => {
+                let _ = setup::close(r);
+                let _ = setup::close(w);
+                let context = match (pid, source.errno()) {
+                    (Some(p), Some(libc::EPERM)) => format!(
+                        "creating the process at pid {p} (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; or restore with a new pid)"
+                    ),
+                    (Some(p), _) => format!("creating the process at pid {p}"),
+                    (None, _) => "creating the process".to_string(),
+                };
+                return Err(Error::Sys { context, source });
+            }
+        }
+    };
+    let _ = setup::close(w);
+    let mut rec = [0u8; 9];
+    let mut got = 0;
+    while got < rec.len() {
+        match setup::read(r, &mut rec[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if rec[0] == 0 {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = setup::close(r);
+    if got >= 1 && rec[0] == 0 {
+        return Ok(child);
+    }
+    // The stub failed or died: make sure it is gone, then say why.
+    let _ = sys::kill(child, libc::SIGKILL);
+    setup::reap_blocking(child);
+    if got < rec.len() {
+        return Err(Error::Stub {
+            pid: child,
+            what: "died while setting up its files".into(),
+        });
+    }
+    let code = u32::from_le_bytes(rec[1..5].try_into().expect("4 bytes"));
+    let errno = i32::from_le_bytes(rec[5..9].try_into().expect("4 bytes"));
+    let source = std::io::Error::from_raw_os_error(errno);
+    let what = if (code as usize) < plan.what.len() {
+        plan.what[code as usize].clone()
+    } else if (CODE_STD..CODE_STD + 3).contains(&code) {
+        format!("the restorer's own fd {}", code - CODE_STD)
+    } else {
+        "setting up the stub".to_string()
+    };
+    Err(Error::Fd { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fd_paths() {
+        let mut b = [0u8; 40];
+        assert_eq!(proc_fd_path(0, &mut b).to_bytes(), b"/proc/self/fd/0");
+        assert_eq!(
+            proc_fd_path(1234567, &mut b).to_bytes(),
+            b"/proc/self/fd/1234567"
+        );
+    }
+}
