@@ -235,3 +235,45 @@ pub fn runs_binary(bin: &Path) -> Vec<i32> {
     }
     pids
 }
+
+/// Compile one of the project's fixture programs (tests/fixtures/NAME.c).
+pub fn fixture(dir: &TempDir, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let bin = dir.join(name);
+    let out = Command::new("cc")
+        .args(["-O1", "-g", "-pthread", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(src.join(format!("{name}.c")))
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc {name}.c failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Spawn, wait for READY and `warmup` more lines, dump (killing it), reap,
+/// restore at the same pid; checks that it goes on without starting over.
+/// Returns the restored process and the number of lines before the dump.
+pub fn roundtrip(dir: &TempDir, bin: &Path, args: &[&str], warmup: usize) -> (Proc, usize) {
+    let mut p = Proc::spawn(dir, bin, args);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_more(warmup);
+    let image = dump_kill(&mut p, dir);
+    let before = p.lines();
+    let r = restore(&image, &RestoreOptions::default()).unwrap_or_else(|e| panic!("restore: {e}"));
+    assert_eq!(r.pid, p.pid, "restored at another pid");
+    let q = Proc::restored(&r, &p.out);
+    q.wait_more(3);
+    let out = q.output();
+    assert_eq!(
+        out.matches("READY").count(),
+        1,
+        "started over:\n{}",
+        tail(&out)
+    );
+    assert!(!out.contains("ERROR"), "{}", tail(&out));
+    (q, before)
+}
