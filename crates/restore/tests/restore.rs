@@ -139,3 +139,167 @@ fn avx_registers_survive() {
         let _ = std::fs::remove_file(dir.join("out.txt"));
     }
 }
+
+fn last_count(p: &Proc) -> i64 {
+    *values(&p.output(), "count=").last().unwrap()
+}
+
+#[test]
+fn one_image_restores_twice() {
+    let dir = TempDir::new("twice");
+    let bin = compile(&dir, "counter", COUNTER);
+    let mut p = Proc::spawn(&dir, &bin, &[]);
+    p.wait_more(5);
+    let image = dump_kill(&mut p, &dir);
+    let last = last_count(&p);
+    for round in 0..2 {
+        let start = p.lines();
+        let r = restore(&image, &RestoreOptions::default())
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(r.pid, p.pid);
+        let mut q = Proc::restored(&r, &p.out);
+        let l = q.wait_line_after(start, |l| l.starts_with("count="));
+        assert_eq!(values(&l, "count="), vec![last + 1], "round {round}");
+        q.wait_more(3);
+        q.kill();
+    }
+}
+
+#[test]
+fn taken_pid_is_reported_and_new_pid_works() {
+    let dir = TempDir::new("newpid");
+    let bin = compile(&dir, "counter", COUNTER);
+    let mut p = Proc::spawn(&dir, &bin, &[]);
+    p.wait_more(5);
+    let image = dump_kill(&mut p, &dir);
+    let last = last_count(&p);
+    let first = restore(&image, &RestoreOptions::default()).unwrap();
+    let q1 = Proc::restored(&first, &p.out);
+    q1.wait_more(2);
+
+    // The pid is now taken by the first copy.
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    let report = ckpt_restore::check(&reader, &RestoreOptions::default());
+    let want = format!("pid {} is in use by \"counter\" (pid {})", p.pid, p.pid);
+    assert!(report.errors.iter().any(|e| e.contains(&want)), "{report}");
+    let e = restore(&image, &RestoreOptions::default()).unwrap_err();
+    assert!(e.to_string().contains(&want), "{e}");
+    assert_eq!(
+        runs_binary(&bin),
+        vec![p.pid],
+        "a failed restore left a process behind"
+    );
+
+    // With new_pid: a second copy under another pid, going on from the dump.
+    let opts = RestoreOptions { new_pid: true };
+    let report = ckpt_restore::check(&reader, &opts);
+    assert!(report.is_ok(), "{report}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("new ids")),
+        "{report}"
+    );
+    let start = q1.lines();
+    let second = restore(&image, &opts).unwrap();
+    assert_ne!(second.pid, p.pid);
+    let mut q2 = Proc::restored(&second, &p.out);
+    let pid_tag = format!("pid={}", second.pid);
+    // glibc's getpid() is a real system call: the new pid shows.
+    let l = q2.wait_line_after(start, |l| l.contains(&pid_tag));
+    assert!(values(&l, "count=")[0] >= last + 1, "{l}");
+    q2.kill();
+    drop(q1);
+}
+
+/// Opens `log` for appending, maps `data` privately, counts.
+const MAPPER: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int log = open("log", O_WRONLY | O_APPEND | O_CREAT, 0644);
+    int d = open("data", O_RDONLY);
+    char *m = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, d, 0);
+    close(d);
+    if (log < 0 || m == MAP_FAILED) { printf("ERROR setup\n"); return 1; }
+    printf("READY pid=%d\n", getpid());
+    for (long i = 0;; i++) {
+        dprintf(log, "%ld\n", i);
+        printf("count=%ld data=%c\n", i, m[0]);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+#[test]
+fn failed_restores_leave_nothing_behind() {
+    let dir = TempDir::new("fail");
+    let bin = compile(&dir, "mapper", MAPPER);
+    std::fs::write(dir.join("data"), vec![b'x'; 4096]).unwrap();
+    let mut p = Proc::spawn(&dir, &bin, &[]);
+    p.wait_more(3);
+    let image = dump_kill(&mut p, &dir);
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    assert!(ckpt_restore::check(&reader, &RestoreOptions::default()).is_ok());
+    let gone = |what: &str| {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{}", p.pid)).exists(),
+            "{what}: pid {} exists",
+            p.pid
+        );
+        assert!(
+            runs_binary(&bin).is_empty(),
+            "{what}: a process runs {}",
+            bin.display()
+        );
+    };
+
+    // A missing file is found by check(), before anything starts.
+    std::fs::rename(dir.join("log"), dir.join("log.away")).unwrap();
+    let report = ckpt_restore::check(&reader, &RestoreOptions::default());
+    let log = dir.join("log");
+    let want = format!("{}: No such file or directory", log.display());
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.contains(&want) && e.starts_with("fd 3: ")),
+        "{report}"
+    );
+    let e = restore(&image, &RestoreOptions::default()).unwrap_err();
+    assert!(e.to_string().contains(&want), "{e}");
+    gone("missing file");
+
+    // A file that exists but cannot be opened as saved fails in the stub.
+    std::fs::create_dir(&log).unwrap();
+    let e = restore(&image, &RestoreOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("fd 3: {}: Is a directory (os error 21)", log.display())
+    );
+    gone("stub failure");
+    std::fs::remove_dir(&log).unwrap();
+    std::fs::rename(dir.join("log.away"), &log).unwrap();
+
+    // A mapped file replaced by a directory fails while the process is built.
+    std::fs::rename(dir.join("data"), dir.join("data.away")).unwrap();
+    std::fs::create_dir(dir.join("data")).unwrap();
+    let e = restore(&image, &RestoreOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("mmap of vma") && msg.contains("/data"),
+        "{msg}"
+    );
+    gone("injection failure");
+    std::fs::remove_dir(dir.join("data")).unwrap();
+    std::fs::rename(dir.join("data.away"), dir.join("data")).unwrap();
+
+    // And with everything back, it restores.
+    let r = restore(&image, &RestoreOptions::default()).unwrap();
+    let q = Proc::restored(&r, &p.out);
+    q.wait_more(3);
+    assert!(q.output().contains("data=x"));
+}
