@@ -34,7 +34,7 @@ pub use atomic::AtomicFile;
 pub use editor::ImageEditor;
 pub use reader::ImageReader;
 pub use validate::validate;
-pub use writer::ImageWriter;
+pub use writer::{is_zero as is_zero_page, ImageWriter};
 
 /// Container format major version written by this crate (and the only one it reads).
 pub const FORMAT_MAJOR: u16 = 1;
