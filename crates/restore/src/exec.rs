@@ -25,7 +25,6 @@ const PROT_EXEC: u64 = 4;
 const MREMAP_MAYMOVE: u64 = 1;
 const MREMAP_FIXED: u64 = 2;
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
-const MADV_POPULATE_WRITE: u64 = 23;
 const PR_SET_VMA: u64 = 0x5356_4d41;
 const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
@@ -425,14 +424,6 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                     "prctl(PR_SET_VMA_ANON_NAME)",
                     libc::SYS_prctl,
                     &[PR_SET_VMA, 0, s.start, s.len, scratch],
-                )?;
-            }
-            for &(a, n) in &s.populate {
-                // Prefaulting only speeds up the page writes.
-                let _ = main.raw(
-                    "madvise(MADV_POPULATE_WRITE)",
-                    libc::SYS_madvise,
-                    &[a, n, MADV_POPULATE_WRITE],
                 )?;
             }
         }

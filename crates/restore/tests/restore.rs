@@ -303,3 +303,89 @@ fn failed_restores_leave_nothing_behind() {
     q.wait_more(3);
     assert!(q.output().contains("data=x"));
 }
+
+/// Fills MiB of memory with a pattern, then checks it and counts.
+const BIG: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    size_t mb = atol(argv[1]), n = mb << 20;
+    unsigned char *b = malloc(n);
+    for (size_t i = 0; i < n; i++) b[i] = (unsigned char)(i * 7 + (i >> 20));
+    printf("READY pid=%d\n", getpid());
+    for (long t = 0;; t++) {
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i += 4093) bad += b[i] != (unsigned char)(i * 7 + (i >> 20));
+        printf("tick=%ld bad=%zu\n", t, bad);
+        if (bad) { printf("ERROR pattern broken\n"); return 1; }
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+fn timed_roundtrip(tag: &str, mb: &str) -> ckpt_restore::RestoreStats {
+    let dir = TempDir::new(tag);
+    let bin = compile(&dir, "big", BIG);
+    let mut p = Proc::spawn(&dir, &bin, &[mb]);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_more(2);
+    let image = dump_kill(&mut p, &dir);
+    let before = p.lines();
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
+    let q = Proc::restored(&r, &p.out);
+    q.wait_line_after(before, |l| l.starts_with("tick="));
+    q.wait_more(2);
+    eprintln!(
+        "{tag}: restore of {} MiB touched: {:?} total, {} bytes of pages, {} injected syscalls; phases {:?}",
+        mb, r.stats.total, r.stats.page_bytes, r.stats.injected_syscalls, r.stats.phases
+    );
+    r.stats
+}
+
+#[test]
+fn restore_of_a_tiny_process_is_fast() {
+    let s = timed_roundtrip("tiny", "0");
+    // Generous bound (debug build, shared machine); see the report for real numbers.
+    assert!(s.total < std::time::Duration::from_secs(1), "{s:?}");
+    assert!(s.injected_syscalls < 400, "{s:?}");
+}
+
+/// 1 GiB of touched memory: `cargo test --release -- --ignored big_memory`.
+#[test]
+#[ignore]
+fn big_memory_restore() {
+    let s = timed_roundtrip("big", "1024");
+    assert!(s.page_bytes >= 1 << 30, "{s:?}");
+}
+
+#[test]
+fn interpreters_keep_their_state() {
+    for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
+        let Ok(path) = which(interp) else {
+            eprintln!("skipping {interp}: not installed");
+            continue;
+        };
+        let dir = TempDir::new(interp);
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures")
+            .join(script);
+        let (q, before) = roundtrip(&dir, &path, &[src.to_str().unwrap()], 5);
+        q.wait_more(5);
+        assert!(q.lines() > before + 5, "{interp}");
+    }
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+        .ok_or(())
+}

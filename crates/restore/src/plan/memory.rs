@@ -307,8 +307,6 @@ pub struct MapStep {
     pub advice: Vec<i32>,
     /// prctl(PR_SET_VMA_ANON_NAME) for "[anon:NAME]" mappings.
     pub anon_name: Option<CString>,
-    /// Ranges to prefault for writing (MADV_POPULATE_WRITE).
-    pub populate: Vec<(u64, u64)>,
     /// For messages: "vma 7f..-7f.. /usr/lib/libc.so.6".
     pub what: String,
 }
@@ -538,7 +536,6 @@ pub fn plan_memory(image: &Image, proc: &Process, page: u64) -> MemPlan {
                 backing,
                 advice: advice_of(v.madvise),
                 anon_name,
-                populate: Vec::new(),
                 what,
             });
         }
@@ -575,10 +572,6 @@ pub fn plan_memory(image: &Image, proc: &Process, page: u64) -> MemPlan {
             };
             let step = &mut plan.steps[si];
             step.map_prot |= PROT_WRITE;
-            match step.populate.last_mut() {
-                Some(last) if last.0 + last.1 == s => last.1 += e - s,
-                _ => step.populate.push((s, e - s)),
-            }
             plan.writes.push(PageWrite {
                 addr: s,
                 len: e - s,
@@ -822,7 +815,6 @@ mod tests {
         assert_eq!(plan.steps[0].map_prot, 3);
         assert_eq!(plan.steps[1].map_prot, 1 | PROT_WRITE);
         assert_eq!(plan.steps[1].prot, 1);
-        assert_eq!(plan.steps[1].populate, vec![(0x20000, 0x2000)]);
         assert_eq!(plan.steps[2].map_prot, 1);
         match &plan.steps[1].backing {
             Backing::File {
