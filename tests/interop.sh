@@ -257,6 +257,16 @@ EOF
                 bad "ckpt_read.py vs $(basename "${g%.ckpt}.json"): $(cat "$WORK/golden.err")"
             fi
         fi
+        # spec/format.md's worked example: minimal.ckpt's first page starts 00 01 02 ... 0f
+        if [[ $(basename "$g") == minimal.ckpt ]]; then
+            first=$(grep -Eo '^    [0-9a-f]+-' "$WORK/golden/minimal.ckpt/read.txt" | head -1 | tr -d ' -')
+            got=$("${READER[@]}" "$g" --page "$first" --raw 2>&1 | head -c 16 | od -An -tx1 | tr -d ' \n')
+            if [[ $got == 000102030405060708090a0b0c0d0e0f ]]; then
+                ok "ckpt_read.py --page $first on minimal.ckpt: 000102...0f, as spec/format.md says"
+            else
+                bad "ckpt_read.py --page $first on minimal.ckpt gives $got, spec/format.md says 000102030405060708090a0b0c0d0e0f"
+            fi
+        fi
     done
 fi
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """interop_corrupt.py IMAGE OUTDIR: damaged copies of a ckpt image.
 
-Works from the container layout alone (spec/CONTAINER-DRAFT.md), with no
+Works from the container layout alone (spec/format.md), with no
 schema, so it applies to any image. Writes OUTDIR/<name>.ckpt for each case
 and OUTDIR/manifest.json: a list of {name, expect: "ok"|"fail", code, match},
 where code is the exit status a reader must give and match a regular

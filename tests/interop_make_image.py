@@ -2,7 +2,7 @@
 """interop_make_image.py: write a small, valid ckpt image from Python.
 
 Written only from schema/ckpt.capnp and the container layout
-(spec/CONTAINER-DRAFT.md), with pycapnp, zlib.crc32 and zstandard: it shows
+(spec/format.md), with pycapnp, zlib.crc32 and zstandard: it shows
 the format can be written from another language, and gives tests/interop.sh
 an image to read even before `ckpt dump` works.
 

@@ -2,7 +2,7 @@
 """ckpt_read.py: read a ckpt image without ckpt.
 
 Written only from schema/ckpt.capnp (the metadata) and the container byte
-layout (spec/CONTAINER-DRAFT.md, to become spec/format.md), as a check that
+layout (spec/format.md; first written from its draft), as a check that
 the format can be read from another language, and as an example.
 
     python3 examples/python/ckpt_read.py IMAGE
@@ -36,6 +36,8 @@ RECORD = struct.Struct("<4sIQII")
 # commit payload: metadata record offset, metadata length, generation, end offset, magic
 COMMIT = struct.Struct("<QQQQ8s")
 assert HEADER.size == 32 and RECORD.size == 24 and COMMIT.size == 40
+
+MAX_FRAME = 64 << 20
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCHEMA = os.path.join(HERE, "..", "..", "schema", "ckpt.capnp")
@@ -168,7 +170,7 @@ class Container:
 
     def _read_metadata(self):
         meta_off, meta_len, _gen, _end = self.commit
-        h = self.record_header(meta_off) if meta_off >= HEADER.size else None
+        h = self.record_header(meta_off) if meta_off >= HEADER.size and meta_off % 8 == 0 else None
         if h is None:
             raise ImageError("commit at offset %d points at offset %d, where there is no valid record"
                              % (self.commit_offset, meta_off))
@@ -292,18 +294,49 @@ class Reader:
         self.c = container
         self.out = out
         self.capnp, schema = load_schema(schema_path)
-        words = max(len(container.metadata) // 8, 1)
+        # Bounded by a multiple of the message size (spec/format.md section 9
+        # uses 4x + 1024 words; pycapnp charges again for every re-read of a
+        # list or struct, and printing re-reads some, hence 16x).
+        words = len(container.metadata) // 8
         self._ctx = schema.Image.from_bytes(
             container.metadata,
-            traversal_limit_in_words=max(64 * words, 8 << 20),
+            traversal_limit_in_words=16 * words + (1 << 16),
             nesting_limit=64)
         try:
             self.img = self._ctx.__enter__()
         except Exception as e:
             raise ImageError("cannot decode the metadata message: %s" % first_line(e))
         self.frames = list(self.img.frames)
-        self.page_size = self.img.host.pageSize or 4096
+        self.page_size = self.img.host.pageSize
         self._frame_cache = {}
+        self.validate()
+
+    def validate(self):
+        """The container-level checks of spec/format.md section 8."""
+        img = self.img
+        if img.formatMajor != SUPPORTED_MAJOR:
+            raise UnsupportedVersion("the metadata says format %d.%d: this reader supports format "
+                                     "major version %d only" % (img.formatMajor, img.formatMinor,
+                                                                 SUPPORTED_MAJOR))
+        ps = self.page_size
+        if ps < 4096 or ps > 65536 or ps & (ps - 1):
+            raise ImageError("host.pageSize %d is not a power of two in 4096..65536" % ps)
+        end = HEADER.size + RECORD.size
+        for i, f in enumerate(self.frames):
+            if f.offset < end:
+                raise ImageError("frame %d at offset %d is out of file order or overlaps the one before"
+                                 % (i, f.offset))
+            end = f.offset + f.storedSize
+            if end > self.c.metadata_offset:
+                raise ImageError("frame %d (offset %d, %d bytes) does not lie before the metadata record"
+                                 % (i, f.offset, f.storedSize))
+            if f.storedSize > MAX_FRAME or f.size > MAX_FRAME:
+                raise ImageError("frame %d is larger than 64 MiB" % i)
+            if str(f.codec) == "none" and f.size != f.storedSize:
+                raise ImageError("raw frame %d: size %d != storedSize %d" % (i, f.size, f.storedSize))
+            end += RECORD.size      # the next frame's payload follows at least a record header
+        for p in img.processes:
+            self.check_runs(p)
 
     def p(self, *parts):
         print(*parts, file=self.out)
@@ -315,15 +348,47 @@ class Reader:
             self._frame_cache = {i: self.c.frame_bytes(i, self.frames[i])}
         return self._frame_cache[i]
 
+    def blob(self, b):
+        """A Blob: its frames decoded, concatenated, cut to size."""
+        out = bytearray()
+        last = -1
+        for i in b.frames:
+            if i <= last:
+                raise ImageError("blob frame indices do not strictly increase")
+            last = i
+            out += self.frame(i)
+        if len(out) < b.size:
+            raise ImageError("blob of %d bytes: its frames hold only %d" % (b.size, len(out)))
+        return bytes(out[:b.size])
+
     def verify_frames(self):
         for i, fr in enumerate(self.frames):
             self.c.frame_bytes(i, fr)
 
     def check_runs(self, proc):
+        """Runs: page aligned, sorted, not overlapping, inside the vmas, inside their frames."""
         ps = self.page_size
+        spans = []                      # the vmas, adjacent ones merged
+        for v in proc.vmas:
+            if v.start >= v.end or v.start % ps or v.end % ps:
+                raise ImageError("pid %d: bad vma 0x%x-0x%x" % (proc.pid, v.start, v.end))
+            if spans and v.start < spans[-1][1]:
+                raise ImageError("pid %d: vma 0x%x-0x%x overlaps or precedes the one before"
+                                 % (proc.pid, v.start, v.end))
+            if spans and v.start == spans[-1][1]:
+                spans[-1][1] = v.end
+            else:
+                spans.append([v.start, v.end])
+        prev_end = 0
         for run in proc.memory:
-            if run.start % ps:
-                raise ImageError("pid %d: memory run at 0x%x is not page aligned" % (proc.pid, run.start))
+            end = run.start + run.pages * ps
+            if run.pages == 0 or run.start % ps or run.start < prev_end or end > 1 << 64:
+                raise ImageError("pid %d: memory run at 0x%x (%d pages) is empty, unaligned, "
+                                 "out of order or overlapping" % (proc.pid, run.start, run.pages))
+            prev_end = end
+            if not any(a <= run.start and end <= b for a, b in spans):
+                raise ImageError("pid %d: memory run 0x%x-0x%x is not inside the vmas"
+                                 % (proc.pid, run.start, end))
             if str(run.kind) == "data":
                 if run.frame >= len(self.frames):
                     raise ImageError("pid %d: run at 0x%x refers to frame %d of %d"
@@ -421,7 +486,6 @@ class Reader:
         ps = self.page_size
         vmas = list(proc.vmas)
         runs = list(proc.memory)
-        self.check_runs(proc)
         self.p("  memory map (%d vmas; saved = bytes stored in frames, zero = all-zero pages not stored)" % len(vmas))
         covered = 0
         for v in vmas:
@@ -487,7 +551,6 @@ class Reader:
         """(description, bytes or None) of the page holding addr."""
         ps = self.page_size
         base = addr - addr % ps
-        self.check_runs(proc)
         for run in proc.memory:
             if run.start <= base < run.start + run.pages * ps:
                 if str(run.kind) != "data":
@@ -498,8 +561,28 @@ class Reader:
                         data[off:off + ps])
         for v in proc.vmas:
             if v.start <= base < v.end:
-                return ("not saved: the contents come from the mapping's backing (%s)"
-                        % v.backing.which(), None)
+                b = v.backing
+                kind = b.which()
+                if kind == "anonymous" or (kind == "special" and str(b.special) in ("heap", "stack")) or \
+                        (kind == "sharedMemory" and str(b.sharedMemory.kind) == "anonymousShared"):
+                    return "no run: zero (anonymous memory never touched, or dropped as zero)", bytes(ps)
+                if kind == "file":
+                    return ("no run: the bytes of %s at offset %d (not in the image)"
+                            % (text(b.file.file.path), b.file.offset + (base - v.start)), None)
+                if kind == "sharedMemory":
+                    shm = b.sharedMemory
+                    off = shm.offset + (base - v.start)
+                    if str(shm.kind) == "memfd":
+                        for f in self.img.files:
+                            if f.kind.which() == "memfd" and f.kind.memfd.id == shm.id:
+                                data = self.blob(f.kind.memfd.contents)
+                                page = data[off:off + ps]
+                                return ("no run: memfd %s (id %d) contents at offset %d"
+                                        % (text(f.kind.memfd.name), shm.id, off),
+                                        page + bytes(ps - len(page)))
+                    return ("no run: %s shared memory id %d at offset %d, not in the image"
+                            % (shm.kind, shm.id, off), None)
+                return "no run: provided by the kernel at restore (%s), never saved" % b.special, None
         raise UsageError("0x%x is not mapped in process %d" % (addr, proc.pid))
 
 
