@@ -26,7 +26,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
         compression: a.compress.into(),
-        progress: (!a.quiet).then(super::progress_bar("dumping")).flatten(),
+        progress: if a.quiet { None } else { super::progress_bar("dumping") },
     };
     let stats = if a.output.as_os_str() == "-" {
         let out = std::io::stdout().lock();
