@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 
-const ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
 
 /// Write `data` at `addr` of `pid`.
 fn put(pid: i32, mem: &ProcMem, addr: u64, data: &[u8]) -> Result<()> {

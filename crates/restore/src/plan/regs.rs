@@ -52,7 +52,7 @@ pub fn restart_fixup(gprs: &mut [u64; 27], handler: Option<&SigAction>) {
         let rax = gprs[idx::RAX] as i64;
         let restart = match rax {
             ERESTARTNOINTR => true,
-            ERESTARTSYS => handler.map_or(true, |h| h.flags & SA_RESTART != 0),
+            ERESTARTSYS => handler.is_none_or(|h| h.flags & SA_RESTART != 0),
             ERESTARTNOHAND | ERESTART_RESTARTBLOCK => handler.is_none(),
             _ => {
                 gprs[idx::ORIG_RAX] = u64::MAX;
