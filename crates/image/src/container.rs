@@ -398,3 +398,59 @@ pub fn find_commit(src: &dyn ReadAt, file_len: u64) -> Result<Found> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout() {
+        let h = encode_header(1, 0);
+        assert_eq!(&h[..8], b"CKPTIMG\0");
+        assert_eq!(&h[8..12], &[1, 0, 0, 0]);
+        assert!(h[12..28].iter().all(|&b| b == 0));
+        assert_eq!(
+            u32::from_le_bytes(h[28..32].try_into().unwrap()),
+            crc32fast::hash(&h[..28])
+        );
+        assert_eq!(parse_header(&&h[..], 32).unwrap(), (1, 0));
+        assert!(matches!(
+            parse_header(&encode_header(2, 3).to_vec(), 32),
+            Err(Error::UnsupportedVersion {
+                major: 2,
+                minor: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn record_and_commit_layout() {
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        let h = encode_record_header(KIND_METADATA, b"abc");
+        assert_eq!(&h[..4], b"CKRC");
+        assert_eq!(u32::from_le_bytes(h[4..8].try_into().unwrap()), 2);
+        assert_eq!(u64::from_le_bytes(h[8..16].try_into().unwrap()), 3);
+        assert_eq!(
+            u32::from_le_bytes(h[16..20].try_into().unwrap()),
+            crc32fast::hash(b"abc")
+        );
+        assert_eq!(
+            u32::from_le_bytes(h[20..24].try_into().unwrap()),
+            crc32fast::hash(&h[..20])
+        );
+        let c = Commit {
+            metadata_offset: 32,
+            metadata_len: 3,
+            generation: 5,
+            end: 128,
+        };
+        let r = encode_commit_record(&c);
+        assert_eq!(&r[56..64], b"CKPTEND\0");
+        assert_eq!(u64::from_le_bytes(r[48..56].try_into().unwrap()), 128);
+        assert_eq!(
+            (0..17).map(pad8).collect::<Vec<_>>(),
+            [0, 7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0]
+        );
+    }
+}

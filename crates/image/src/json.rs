@@ -112,3 +112,33 @@ pub fn base64(d: &[u8]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+        assert_eq!(base64(&[0xff, 0xfe]), "//4=");
+    }
+
+    #[test]
+    fn data_as_text_or_base64() {
+        assert_eq!(data(b"a\tb\n"), Value::String("a\tb\n".into()));
+        assert_eq!(data(b"\xe2\x9c\x93"), Value::String("\u{2713}".into()));
+        assert_eq!(data(b"a\0"), serde_json::json!({"base64": "YQA="}));
+        assert_eq!(data(b"\r"), serde_json::json!({"base64": "DQ=="}));
+        assert_eq!(data(b"\xff"), serde_json::json!({"base64": "/w=="}));
+    }
+}

@@ -62,15 +62,15 @@ impl FrameCoder {
     pub fn encode(&mut self, input: Vec<u8>, mut out: Vec<u8>) -> Encoded {
         let size = input.len() as u32;
         if let Some(z) = &mut self.zstd {
-            out.clear();
-            // Capacity below the input: zstd fails when it would not shrink.
-            out.reserve(input.len().saturating_sub(1));
+            // Room for one byte less than the input: zstd fails when the
+            // result would not be smaller, and the frame is stored raw.
             let cap = input.len().saturating_sub(1);
-            if out.capacity() > cap {
-                out.shrink_to(cap);
-            }
-            if let Ok(n) = z.compress_to_buffer(&input[..], &mut out) {
+            out.clear();
+            out.reserve_exact(input.len()); // reusable as a page buffer later
+            out.resize(cap, 0);
+            if let Ok(n) = z.compress_to_buffer(&input[..], &mut out[..]) {
                 if n < input.len() {
+                    out.truncate(n);
                     let crc32 = crc32fast::hash(&out);
                     return Encoded {
                         stored: out,
@@ -208,7 +208,7 @@ impl<W: Write> ImageWriter<W> {
         });
         // Keep two buffers for reuse.
         for mut b in [e.stored, e.input] {
-            if self.spare.len() < 4 && b.capacity() >= self.opts.frame_size {
+            if self.spare.len() < 4 && b.capacity() >= self.opts.frame_size / 2 {
                 b.clear();
                 self.spare.push(b);
             }
@@ -465,5 +465,61 @@ impl<W: Write> ImageWriter<W> {
                 let _ = h.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0u8; 4096]));
+        for i in [0usize, 1, 15, 16, 63, 64, 100, 4095] {
+            let mut p = vec![0u8; 4096];
+            p[i] = 1;
+            assert!(!is_zero(&p), "byte {i}");
+        }
+        let mut odd = vec![0u8; 70];
+        assert!(is_zero(&odd));
+        odd[69] = 0x80;
+        assert!(!is_zero(&odd));
+    }
+
+    #[test]
+    fn frames_are_raw_unless_smaller() {
+        let mut c = FrameCoder::new(Compression::Fast).unwrap();
+        let e = c.encode(vec![7u8; 8192], Vec::new());
+        assert_eq!(e.codec, Codec::Zstd);
+        assert!(e.stored.len() < 100);
+        assert_eq!(e.size, 8192);
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let e = c.encode(random.clone(), e.input);
+        assert_eq!(e.codec, Codec::None);
+        assert_eq!(e.stored, random);
+        assert_eq!(e.crc32, crc32fast::hash(&random));
+        let mut none = FrameCoder::new(Compression::None).unwrap();
+        assert_eq!(none.encode(vec![0u8; 4096], Vec::new()).codec, Codec::None);
+    }
+
+    #[test]
+    fn writer_types_are_send() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<ImageWriter<std::fs::File>>();
+        send::<crate::ImageReader<std::fs::File>>();
+        sync::<crate::ImageReader<std::fs::File>>();
+        sync::<crate::ImageReader<Vec<u8>>>();
+        send::<crate::ImageEditor>();
+        send::<crate::AtomicFile>();
     }
 }
