@@ -35,6 +35,13 @@ fn counter_continues_at_the_same_pid() {
     assert_eq!(r.pid, p.pid);
     let q = Proc::restored(&r, &p.out);
     q.wait_line_after(before, |l| l.starts_with("count="));
+    // A direct child of ours, no longer traced.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid)).unwrap();
+    assert!(status.contains("\nTracerPid:\t0\n"), "{status}");
+    assert!(
+        status.contains(&format!("\nPPid:\t{}\n", std::process::id())),
+        "{status}"
+    );
     q.wait_more(5);
     let out = q.output();
     let counts = values(&out, "count=");
@@ -388,4 +395,187 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.exists())
         .ok_or(())
+}
+
+/// Kernel state of many kinds, checked every tick.
+const STATE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHECK(c, ...) do { if (!(c)) { printf("ERROR " __VA_ARGS__); printf("\n"); exit(1); } } while (0)
+static volatile long rt_hits, alrm_hits;
+static void on_rt(int s) { (void)s; rt_hits++; }
+static void on_alrm(int s) { (void)s; alrm_hits++; }
+
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int *sh = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int *alias = mremap(sh, 0, 8192, MREMAP_MAYMOVE);
+    CHECK(sh != MAP_FAILED && alias != MAP_FAILED, "shared mmap");
+    sh[0] = 4242;
+    int mfd = memfd_create("ckptmem", MFD_ALLOW_SEALING);
+    CHECK(ftruncate(mfd, 8192) == 0, "ftruncate");
+    char *mm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    strcpy(mm, "memfd-data");
+    CHECK(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK) == 0, "seal");
+    int m2 = memfd_create("gone", 0);
+    CHECK(ftruncate(m2, 4096) == 0, "ftruncate 2");
+    char *g = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m2, 0);
+    strcpy(g, "closed-memfd");
+    close(m2);
+    char *named = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* needs CONFIG_ANON_VMA_NAME */
+    int can_name = prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, named, 8192, "ckpt-named") == 0;
+    named[100] = 'n';
+    struct rlimit rl; getrlimit(RLIMIT_NOFILE, &rl); rl.rlim_cur = 200; setrlimit(RLIMIT_NOFILE, &rl);
+    umask(027);
+    mkdir("sub", 0755);
+    CHECK(chdir("sub") == 0, "chdir");
+    CHECK(setpriority(PRIO_PROCESS, 0, 5) == 0, "nice");
+    prctl(PR_SET_NAME, "ckpt-state");
+    sigset_t m; sigemptyset(&m); sigaddset(&m, SIGUSR2);
+    sigprocmask(SIG_BLOCK, &m, NULL);
+    int sfd = signalfd(-1, &m, SFD_NONBLOCK);
+    signal(SIGRTMIN + 1, on_rt);
+    signal(SIGALRM, on_alrm);
+    timer_t tid;
+    struct sigevent sev = { .sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN + 1 };
+    CHECK(timer_create(CLOCK_MONOTONIC, &sev, &tid) == 0, "timer_create");
+    timer_t tid2;
+    CHECK(timer_create(CLOCK_MONOTONIC, &sev, &tid2) == 0, "timer_create 2");
+    timer_delete(tid);   /* a gap in the ids */
+    struct itimerspec its = { { 0, 10000000 }, { 0, 10000000 } };
+    CHECK(timer_settime(tid2, 0, &its, NULL) == 0, "timer_settime");
+    struct itimerval itv = { { 0, 15000 }, { 0, 15000 } };
+    setitimer(ITIMER_REAL, &itv, NULL);
+    kill(getpid(), SIGUSR2);   /* pending, read through the signalfd later */
+    printf("READY pid=%d\n", getpid());
+    long last_rt = -1, last_alrm = -1;
+    for (long t = 0;; t++) {
+        alias[1]++;
+        CHECK(sh[0] == 4242 && sh[1] == alias[1], "shared memory not shared: %d %d %d", sh[0], sh[1], alias[1]);
+        char buf[16] = {0};
+        CHECK(pread(mfd, buf, 10, 0) == 10 && !strcmp(buf, "memfd-data"), "memfd contents '%s'", buf);
+        mm[20] = (char)t; CHECK(pread(mfd, buf, 1, 20) == 1 && buf[0] == (char)t, "memfd mapping not shared with its fd");
+        CHECK(fcntl(mfd, F_GET_SEALS) == F_SEAL_SHRINK, "seals %d", fcntl(mfd, F_GET_SEALS));
+        CHECK(!strcmp(g, "closed-memfd"), "closed memfd '%s'", g);
+        CHECK(named[100] == 'n', "named");
+        getrlimit(RLIMIT_NOFILE, &rl); CHECK(rl.rlim_cur == 200, "rlimit %ld", (long)rl.rlim_cur);
+        mode_t u = umask(027); CHECK(u == 027, "umask %o", u);
+        char cwd[4096]; CHECK(getcwd(cwd, sizeof cwd) && strstr(cwd, "/sub"), "cwd %s", cwd);
+        errno = 0; CHECK(getpriority(PRIO_PROCESS, 0) == 5, "nice %d", getpriority(PRIO_PROCESS, 0));
+        char comm[32] = {0}; prctl(PR_GET_NAME, comm); CHECK(!strcmp(comm, "ckpt-state"), "comm %s", comm);
+        CHECK(timer_getoverrun(tid2) >= 0, "timer id lost");
+        struct itimerspec cur; timer_gettime(tid2, &cur);
+        CHECK(cur.it_interval.tv_nsec == 10000000, "timer interval");
+        int have = 0;
+        FILE *f = fopen("/proc/self/maps", "r"); char line[512];
+        while (fgets(line, sizeof line, f)) if (strstr(line, "[anon:ckpt-named]")) have = 1;
+        fclose(f);
+        CHECK(have || !can_name, "vma name lost");
+        sigset_t p; sigpending(&p); CHECK(sigismember(&p, SIGUSR2), "SIGUSR2 no longer pending");
+        printf("tick=%ld rt=%ld alrm=%ld\n", t, rt_hits, alrm_hits);
+        if (t % 10 == 9) {
+            CHECK(rt_hits > last_rt && alrm_hits > last_alrm, "timers stopped: rt %ld alrm %ld", rt_hits, alrm_hits);
+            last_rt = rt_hits; last_alrm = alrm_hits;
+        }
+        struct timespec ts = { 0, 20000000 };
+        while (nanosleep(&ts, &ts) && errno == EINTR) ;
+    }
+    (void)sfd;
+}
+"#;
+
+#[test]
+fn kernel_state_of_many_kinds() {
+    let dir = TempDir::new("state");
+    let bin = compile(&dir, "state", STATE);
+    let (q, before) = roundtrip(&dir, &bin, &[], 12);
+    q.wait_more(25);
+    assert!(q.lines() > before + 20);
+}
+
+const NOBODY: &str = r#"
+#define _GNU_SOURCE
+#include <grp.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    gid_t g[] = { 65534, 100 };
+    if (setgroups(2, g) || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)) {
+        printf("ERROR dropping privileges\n");
+        return 1;
+    }
+    printf("READY pid=%d\n", getpid());
+    for (long i = 0;; i++) {
+        uid_t r, e, s;
+        getresuid(&r, &e, &s);
+        gid_t gs[8];
+        int n = getgroups(8, gs);
+        printf("count=%ld uid=%d/%d/%d gid=%d groups=%d\n", i, r, e, s, getegid(), n);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+#[test]
+fn credentials_are_restored() {
+    let dir = TempDir::new("creds");
+    let bin = compile(&dir, "nobody", NOBODY);
+    let (q, before) = roundtrip(&dir, &bin, &[], 3);
+    let l = q.wait_line_after(before, |l| l.starts_with("count="));
+    assert!(
+        l.ends_with("uid=65534/65534/65534 gid=65534 groups=2"),
+        "{l}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", q.pid)).unwrap();
+    assert!(
+        status.contains("Uid:\t65534\t65534\t65534\t65534"),
+        "{status}"
+    );
+}
+
+#[test]
+fn restore_waits_for_a_zombie_holding_the_pid() {
+    let dir = TempDir::new("zombie");
+    let bin = compile(&dir, "counter", COUNTER);
+    let mut p = Proc::spawn(&dir, &bin, &[]);
+    p.wait_more(3);
+    let image = dir.join("img.ckpt");
+    ckpt_capture::dump(p.pid, &image, ckpt_capture::DumpOptions::default()).unwrap();
+    // Killed but not reaped: a zombie holds the pid for a while.
+    let pid = p.pid;
+    let reaper = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = ckpt_sys::sys::wait_child_exit(pid);
+    });
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    let report = ckpt_restore::check(&reader, &RestoreOptions::default());
+    assert!(report.is_ok(), "{report}");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("zombie")),
+        "{report}"
+    );
+    let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
+    reaper.join().unwrap();
+    std::mem::forget(p);
+    assert_eq!(r.pid, pid);
+    let q = Proc::restored(&r, &dir.join("out.txt"));
+    q.wait_more(3);
 }
