@@ -555,7 +555,7 @@ fn credentials_are_restored() {
 fn restore_waits_for_a_zombie_holding_the_pid() {
     let dir = TempDir::new("zombie");
     let bin = compile(&dir, "counter", COUNTER);
-    let mut p = Proc::spawn(&dir, &bin, &[]);
+    let p = Proc::spawn(&dir, &bin, &[]);
     p.wait_more(3);
     let image = dir.join("img.ckpt");
     ckpt_capture::dump(p.pid, &image, ckpt_capture::DumpOptions::default()).unwrap();
