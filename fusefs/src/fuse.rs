@@ -23,6 +23,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// every edit and images come and go in the store.
 const TTL: Duration = Duration::ZERO;
 
+thread_local! {
+    static MEM_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -548,10 +552,24 @@ impl Filesystem for CkptFs {
             Node::ImageCtl(id) => reply.data(&slice(&self.image_ctl_text(id))),
             Node::ProcFile(id, pid, ProcFile::Mem) => {
                 let Some(l) = self.store.load(id) else { return reply.error(Errno::ENOENT) };
-                match self.store.read_mem(&l, pid, offset, size as usize) {
-                    Ok(d) => reply.data(&d),
-                    Err(e) => reply.error(errno(e.errno)),
-                }
+                MEM_BUF.with_borrow_mut(|buf| {
+                    // Reused per thread: no allocation or zeroing per read.
+                    if buf.len() < size as usize {
+                        buf.resize(size as usize, 0);
+                    }
+                    let out = &mut buf[..size as usize];
+                    match self.store.read_mem_into(&l, pid, offset, out) {
+                        Ok(n) => {
+                            if n == size as usize && size >= (128 << 10) {
+                                // Streaming: decode the next reads' frames meanwhile.
+                                let end = offset + n as u64;
+                                self.store.prefetch(&l, pid, end, end + 2 * u64::from(size));
+                            }
+                            reply.data(&out[..n])
+                        }
+                        Err(e) => reply.error(errno(e.errno)),
+                    }
+                })
             }
             _ => match snapshot {
                 Some(s) => {
@@ -625,6 +643,22 @@ impl Filesystem for CkptFs {
                 }
                 e.data[pos..end].copy_from_slice(data);
                 e.dirty = true;
+                // Check the complete lines now, so that a bad edit fails the
+                // write itself (shells ignore errors of close()).
+                let complete = e.data.iter().rposition(|&b| b == b'\n').map(|i| e.data[..=i].to_vec());
+                drop(hs);
+                if let Some(text) = complete {
+                    if let Err(f) = self.store.check_edit(node, &text) {
+                        if let Some(e) = lock(&self.handles).get_mut(&fh.0).and_then(|h| h.edit.as_mut()) {
+                            e.data.clear();
+                            e.base = None;
+                            e.dirty = false;
+                        }
+                        let id = node.image().expect("edit nodes belong to an image");
+                        self.store.set_status(id, format!("error: edit of {}: {}", self.path_of(node), f.msg));
+                        return reply.error(errno(f.errno));
+                    }
+                }
                 reply.written(n)
             }
         }

@@ -7,6 +7,7 @@
 //! - [`ctl`]: the ctl commands (pure);
 //! - [`store`]: the store directory, lazy loading with a cache keyed by
 //!   the file's identity, memory reads, crash-safe edits;
+//! - [`memio`]: fast memory reads (shared frame cache, read-ahead);
 //! - [`ops`]: checkpoint and restore, and reaping restored children;
 //! - [`fuse`]: the thin fuser adapter;
 //! - [`mount()`]: mounting, signals and unmounting.
@@ -14,6 +15,7 @@
 pub mod ctl;
 pub mod edit;
 pub mod fuse;
+pub mod memio;
 pub mod ops;
 pub mod render;
 pub mod store;

@@ -4,12 +4,13 @@
 //! [`ImageEditor`]. No FUSE here: everything is testable on a plain
 //! directory.
 
+use crate::memio::{FrameCache, Prefetch};
 use crate::render;
 use crate::tree::{ImageState, ImgId, Node, ProcFile};
-use ckpt_image::{Error as ImgError, Image, ImageEditor, ImageReader, Vma, VmaBacking};
+use ckpt_image::{Error as ImgError, Image, ImageEditor, ImageReader, Vma};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::Metadata;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const LOADED_CACHE: usize = 64;
 
 /// Identity of one version of an image file: changes with every commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileKey {
     pub ino: u64,
     pub size: u64,
@@ -69,6 +70,7 @@ pub fn errno_of(e: &ImgError) -> i32 {
 
 /// One loaded version of an image.
 pub struct Loaded {
+    pub id: ImgId,
     pub key: FileKey,
     pub path: PathBuf,
     /// Mode, owner and mtime of the image file.
@@ -113,6 +115,8 @@ pub struct Store {
     editors: Mutex<HashMap<ImgId, EditorSlot>>,
     statuses: Mutex<HashMap<ImgId, String>>,
     root_status: Mutex<String>,
+    prefetch: Mutex<Option<std::sync::mpsc::SyncSender<Prefetch>>>,
+    frames: Arc<FrameCache>,
     /// Times an image was (re)loaded, for tests and `info`.
     pub loads: std::sync::atomic::AtomicU64,
 }
@@ -133,6 +137,8 @@ impl Store {
             editors: Mutex::default(),
             statuses: Mutex::default(),
             root_status: Mutex::default(),
+            prefetch: Mutex::default(),
+            frames: Arc::default(),
             loads: Default::default(),
         }
     }
@@ -248,6 +254,7 @@ impl Store {
         // The file may have changed while it was read: key it by what was
         // there before; a later stat that differs loads it again.
         let l = Arc::new(Loaded {
+            id,
             key,
             path,
             mode: meta.mode(),
@@ -326,71 +333,36 @@ impl Store {
     /// is unchanged. A read at offset 0 is end of file (address 0 is never
     /// mapped), so tools that copy the file from the start copy nothing.
     pub fn read_mem(&self, l: &Loaded, pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, Failure> {
-        if addr == 0 {
-            return Ok(Vec::new());
-        }
-        let r = l.reader.as_ref().map_err(|e| Failure::new(libc::EIO, e.clone()))?;
-        let img = r.image();
-        let p = img.process(pid).ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
-        let ps = u64::from(img.host.page_size.max(1));
         let mut out = vec![0u8; len];
-        let mut done = 0usize;
-        while done < len {
-            let cur = addr + done as u64;
-            let Some(vma) = find_vma(&p.vmas, cur) else { break };
-            let n = ((len - done) as u64).min(vma.end - cur) as usize;
-            let buf = &mut out[done..done + n];
-            let res = match r.read_memory(pid, cur, buf) {
-                Err(ImgError::NotSaved { addr: a, .. }) if a >= cur => {
-                    // [cur, a) is filled; go on page by page.
-                    let mut pos = a;
-                    let end = cur + n as u64;
-                    let mut res = Ok(());
-                    while pos < end {
-                        let page_end = ((pos / ps + 1) * ps).min(end);
-                        let s = &mut buf[(pos - cur) as usize..(page_end - cur) as usize];
-                        match r.read_memory(pid, pos, s) {
-                            Ok(()) => {}
-                            Err(ImgError::NotSaved { .. }) => {
-                                if let Err(e) = read_backing(vma, pos, s) {
-                                    res = Err(Failure::new(
-                                        libc::EIO,
-                                        format!("pid {pid}: page at {pos:#x} was not saved and {e}"),
-                                    ));
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                res = Err(Failure::new(errno_of(&e), e.to_string()));
-                                break;
-                            }
-                        }
-                        pos = page_end;
-                    }
-                    if res.is_err() {
-                        // Keep what was read before the failing page.
-                        let got = (pos - cur) as usize;
-                        if done + got > 0 {
-                            done += got;
-                            break;
-                        }
-                    }
-                    res
-                }
-                Err(e) => Err(Failure::new(errno_of(&e), e.to_string())),
-                Ok(()) => Ok(()),
-            };
-            match res {
-                Ok(()) => done += n,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        if done == 0 && len > 0 {
-            return Err(Failure::new(libc::EIO, format!("pid {pid}: address {addr:#x} is not mapped")));
-        }
-        out.truncate(done);
+        let n = self.read_mem_into(l, pid, addr, &mut out)?;
+        out.truncate(n);
         Ok(out)
+    }
+
+    /// [`Store::read_mem`] into `out` (its whole length is asked for);
+    /// returns how many bytes were read.
+    pub fn read_mem_into(&self, l: &Loaded, pid: i32, addr: u64, out: &mut [u8]) -> Result<usize, Failure> {
+        crate::memio::read(&self.frames, l, pid, addr, out)
+    }
+
+    /// Decode the frames of `[from, to)` of `pid` in the background, so a
+    /// sequential reader finds them decoded.
+    pub fn prefetch(&self, l: &Arc<Loaded>, pid: i32, from: u64, to: u64) {
+        let mut tx = lock(&self.prefetch);
+        if tx.is_none() {
+            let (s, r) = std::sync::mpsc::sync_channel::<Prefetch>(1);
+            let cache = self.frames.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ckptfs-prefetch".into())
+                .spawn(move || crate::memio::prefetcher(cache, r));
+            if spawned.is_err() {
+                return;
+            }
+            *tx = Some(s);
+        }
+        if let Some(tx) = tx.as_ref() {
+            let _ = tx.try_send(Prefetch { loaded: l.clone(), pid, from, to });
+        }
     }
 
     fn editor_slot(&self, id: ImgId) -> EditorSlot {
@@ -453,6 +425,15 @@ impl Store {
         })
     }
 
+    /// Whether `data` would be accepted as an edit of `node` (parsed
+    /// against a copy of the current image; nothing is written).
+    pub fn check_edit(&self, node: Node, data: &[u8]) -> Result<(), Failure> {
+        let id = node.image().ok_or_else(|| Failure::new(libc::EINVAL, "not an image file"))?;
+        let l = self.load(id).ok_or_else(|| Failure::new(libc::ENOENT, "the image is gone"))?;
+        let mut img = l.image().ok_or_else(|| Failure::new(libc::EIO, "the image cannot be read"))?.clone();
+        crate::edit::apply(node, &mut img, data).map(drop).map_err(|m| Failure::new(libc::EINVAL, m))
+    }
+
     /// Write saved memory of `pid` at `addr` and commit. Writes as much of
     /// `data` as lies in consecutive mapped memory; EIO when `addr` itself is
     /// not mapped or a partial page of an unsaved file mapping is touched.
@@ -493,39 +474,6 @@ pub fn find_vma(vmas: &[Vma], addr: u64) -> Option<&Vma> {
     let i = vmas.partition_point(|v| v.start <= addr);
     let v = vmas.get(i.checked_sub(1)?)?;
     v.contains(addr).then_some(v)
-}
-
-/// Fill `buf` with the bytes at `addr` of a file mapping from the mapped
-/// file, if it is still the file that was mapped (same device, inode, size
-/// and modification time). Bytes past the end of the file read as zero.
-fn read_backing(vma: &Vma, addr: u64, buf: &mut [u8]) -> Result<(), String> {
-    let VmaBacking::File(fm) = &vma.backing else {
-        return Err("it is not a file mapping".into());
-    };
-    let path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&fm.file.path));
-    let f = std::fs::File::open(path).map_err(|e| format!("the mapped file cannot be opened: {e}"))?;
-    let m = f.metadata().map_err(|e| e.to_string())?;
-    let mtime_ns = m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128;
-    if fm.file.deleted
-        || m.ino() != fm.file.inode
-        || m.dev() != fm.file.dev
-        || m.size() != fm.file.size
-        || (fm.file.mtime_ns != 0 && mtime_ns != i128::from(fm.file.mtime_ns))
-    {
-        return Err(format!("{} changed since the dump", path.display()));
-    }
-    let off = fm.offset + (addr - vma.start);
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => break,
-            Ok(k) => done += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    buf[done..].fill(0);
-    Ok(())
 }
 
 /// Whether `node` is `mem`.
