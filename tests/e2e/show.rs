@@ -33,7 +33,7 @@ fn broken_images_are_rejected_with_a_reason() {
             b[0] ^= 0xff;
             b
         }),
-        ("garbage", (0..5000u32).map(|i| (i * 2654435761u32 >> 13) as u8).collect()),
+        ("garbage", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
         ("flipped", {
             let mut b = good.clone();
             let n = b.len();

@@ -83,6 +83,9 @@ pub struct Proc {
     pub pid: i32,
     pub out: PathBuf,
     child: Option<Child>,
+    /// False once the process is known dead: its pid may be reused (by a
+    /// restore of it), and we must not kill that one on drop.
+    owned: bool,
 }
 
 impl Proc {
@@ -108,6 +111,7 @@ impl Proc {
             pid: child.id() as i32,
             out,
             child: Some(child),
+            owned: true,
         }
     }
 
@@ -117,6 +121,7 @@ impl Proc {
             pid,
             out: out.to_path_buf(),
             child: None,
+            owned: true,
         }
     }
 
@@ -138,8 +143,9 @@ impl Proc {
             }
             if t.elapsed() > TIMEOUT {
                 panic!(
-                    "pid {}: timed out waiting for a line\noutput:\n{}",
+                    "pid {}: timed out waiting for a line ({})\noutput:\n{}",
                     self.pid,
+                    proc_state(self.pid),
                     tail(&out)
                 );
             }
@@ -162,8 +168,9 @@ impl Proc {
         while self.line_count() < have + n {
             assert!(
                 t.elapsed() < TIMEOUT,
-                "pid {}: no progress\n{}",
+                "pid {}: no progress ({})\n{}",
                 self.pid,
+                proc_state(self.pid),
                 tail(&self.output())
             );
             std::thread::sleep(Duration::from_millis(5));
@@ -179,6 +186,7 @@ impl Proc {
 
     /// After `ckpt dump` killed it: reap it so its pid is free again.
     pub fn reap(&mut self) {
+        self.owned = false;
         if let Some(mut c) = self.child.take() {
             let st = c.wait().unwrap();
             assert!(!st.success(), "the dumped process should have been killed");
@@ -188,8 +196,11 @@ impl Proc {
     }
 
     pub fn kill(&mut self) {
-        let _ = ckpt_sys::sys::kill(self.pid, 9);
-        self.reap_quiet();
+        if self.owned {
+            let _ = ckpt_sys::sys::kill(self.pid, 9);
+            self.reap_quiet();
+        }
+        self.owned = false;
     }
 
     fn reap_quiet(&mut self) {
@@ -204,10 +215,7 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if self.alive() {
-            let _ = ckpt_sys::sys::kill(self.pid, 9);
-        }
-        self.reap_quiet();
+        self.kill();
     }
 }
 
@@ -215,7 +223,7 @@ impl Drop for Proc {
 pub fn wait_gone(pid: i32) {
     let t = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
-        while ckpt_sys::sys::reap_any().is_some() {}
+        ckpt_sys::sys::try_reap(pid);
         if t.elapsed() > TIMEOUT {
             panic!("pid {pid} does not go away");
         }
@@ -256,4 +264,15 @@ pub fn values(out: &str, key: &str) -> Vec<i64> {
 #[allow(dead_code)]
 pub fn file(p: &Path) -> File {
     File::open(p).unwrap()
+}
+
+/// What a process is doing, for failure messages.
+pub fn proc_state(pid: i32) -> String {
+    let rd = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_else(|e| format!("({e})"));
+    let status = rd("status");
+    let pick: Vec<&str> = status
+        .lines()
+        .filter(|l| ["State", "SigBlk", "SigPnd", "ShdPnd", "PPid", "TracerPid"].iter().any(|k| l.starts_with(k)))
+        .collect();
+    format!("{}; wchan {}; syscall {}", pick.join(", ").replace('\t', " "), rd("wchan"), rd("syscall").trim())
 }

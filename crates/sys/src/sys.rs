@@ -201,3 +201,12 @@ pub fn wait_child_rusage(pid: Pid) -> Result<(ExitKind, u64)> {
         return Ok((kind, ru.ru_maxrss as u64));
     }
 }
+
+/// Reap child `pid` if it has ended, without blocking; true if it was reaped
+/// (or is not our child at all).
+pub fn try_reap(pid: Pid) -> bool {
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+    r == pid || r < 0
+}
