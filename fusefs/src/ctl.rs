@@ -4,7 +4,11 @@
 #[derive(Debug, PartialEq, Eq)]
 pub enum RootCmd {
     /// `checkpoint PID [NAME] [--leave-running]`
-    Checkpoint { pid: i32, name: Option<String>, leave_running: bool },
+    Checkpoint {
+        pid: i32,
+        name: Option<String>,
+        leave_running: bool,
+    },
 }
 
 /// A command written to `/NAME/ctl`.
@@ -66,7 +70,11 @@ pub fn parse_root(text: &[u8]) -> Result<RootCmd, String> {
                 }
             }
             let pid = pid.ok_or("checkpoint needs a PID")?;
-            Ok(RootCmd::Checkpoint { pid, name, leave_running })
+            Ok(RootCmd::Checkpoint {
+                pid,
+                name,
+                leave_running,
+            })
         }
         w => Err(format!("unknown command '{w}' (commands: checkpoint)")),
     }
@@ -98,10 +106,17 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("bad image name '{name}': 1 to 200 characters"));
     }
     if name.starts_with('.') || name.starts_with('-') {
-        return Err(format!("bad image name '{name}': must not start with '.' or '-'"));
+        return Err(format!(
+            "bad image name '{name}': must not start with '.' or '-'"
+        ));
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-+@".contains(c)) {
-        return Err(format!("bad image name '{name}': use letters, digits and ._-+@"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-+@".contains(c))
+    {
+        return Err(format!(
+            "bad image name '{name}': use letters, digits and ._-+@"
+        ));
     }
     if name == "ctl" || name.ends_with(".ckpt") || name.contains(".ckpt.tmp.") {
         return Err(format!("bad image name '{name}': reserved"));
@@ -143,15 +158,27 @@ mod tests {
     fn root_commands() {
         assert_eq!(
             parse_root(b"checkpoint 123\n"),
-            Ok(RootCmd::Checkpoint { pid: 123, name: None, leave_running: false })
+            Ok(RootCmd::Checkpoint {
+                pid: 123,
+                name: None,
+                leave_running: false
+            })
         );
         assert_eq!(
             parse_root(b"  checkpoint 5 web-1 --leave-running"),
-            Ok(RootCmd::Checkpoint { pid: 5, name: Some("web-1".into()), leave_running: true })
+            Ok(RootCmd::Checkpoint {
+                pid: 5,
+                name: Some("web-1".into()),
+                leave_running: true
+            })
         );
         assert_eq!(
             parse_root(b"checkpoint --leave-running 5"),
-            Ok(RootCmd::Checkpoint { pid: 5, name: None, leave_running: true })
+            Ok(RootCmd::Checkpoint {
+                pid: 5,
+                name: None,
+                leave_running: true
+            })
         );
         for bad in [
             &b""[..],
@@ -172,8 +199,14 @@ mod tests {
 
     #[test]
     fn image_commands() {
-        assert_eq!(parse_image(b"restore\n"), Ok(ImageCmd::Restore { new_pid: false }));
-        assert_eq!(parse_image(b"restore --new-pid"), Ok(ImageCmd::Restore { new_pid: true }));
+        assert_eq!(
+            parse_image(b"restore\n"),
+            Ok(ImageCmd::Restore { new_pid: false })
+        );
+        assert_eq!(
+            parse_image(b"restore --new-pid"),
+            Ok(ImageCmd::Restore { new_pid: true })
+        );
         assert!(parse_image(b"restore --x").is_err());
         assert!(parse_image(b"checkpoint 1").is_err());
     }

@@ -15,7 +15,11 @@ pub fn apply(node: Node, img: &mut Image, data: &[u8]) -> Result<Option<String>,
     let text = std::str::from_utf8(data).map_err(|_| "the text is not UTF-8".to_string());
     match node {
         Node::ProcFile(_, pid, ProcFile::Regs) => {
-            let tid = img.process(pid).and_then(|p| p.threads.first()).map(|t| t.tid).ok_or("no main thread")?;
+            let tid = img
+                .process(pid)
+                .and_then(|p| p.threads.first())
+                .map(|t| t.tid)
+                .ok_or("no main thread")?;
             regs(img, pid, tid, text?)
         }
         Node::TaskFile(_, pid, tid, TaskFile::Regs) => regs(img, pid, tid, text?),
@@ -53,7 +57,10 @@ pub fn parse_u64(s: &str) -> Result<u64, String> {
 
 /// Lines that carry something: trimmed, without blank lines and `#` comments.
 fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
 }
 
 fn regs(img: &mut Image, pid: i32, tid: i32, text: &str) -> Result<Option<String>, String> {
@@ -61,9 +68,15 @@ fn regs(img: &mut Image, pid: i32, tid: i32, text: &str) -> Result<Option<String
     for (n, l) in lines(text) {
         let mut it = l.splitn(2, |c: char| c.is_whitespace() || c == ':' || c == '=');
         let name = it.next().unwrap_or_default();
-        let value = it.next().map(|v| v.trim_start_matches([':', '=']).trim()).unwrap_or_default();
+        let value = it
+            .next()
+            .map(|v| v.trim_start_matches([':', '=']).trim())
+            .unwrap_or_default();
         let Some(&reg) = X8664_GPR_NAMES.iter().find(|r| **r == name) else {
-            return Err(format!("line {n}: unknown register '{name}' (known: {})", X8664_GPR_NAMES.join(" ")));
+            return Err(format!(
+                "line {n}: unknown register '{name}' (known: {})",
+                X8664_GPR_NAMES.join(" ")
+            ));
         };
         if value.is_empty() {
             return Err(format!("line {n}: no value for {reg}"));
@@ -90,13 +103,26 @@ fn regs(img: &mut Image, pid: i32, tid: i32, text: &str) -> Result<Option<String
     }
     Ok(Some(format!(
         "regs of tid {tid}: {}",
-        if changed.is_empty() { "unchanged".to_string() } else { changed.join(" ") }
+        if changed.is_empty() {
+            "unchanged".to_string()
+        } else {
+            changed.join(" ")
+        }
     )))
 }
 
 enum SigEdit {
-    Action { signo: i32, handler: Option<u64>, flags: Option<u64>, mask: Option<u64>, restorer: Option<u64> },
-    Blocked { tid: Option<i32>, mask: u64 },
+    Action {
+        signo: i32,
+        handler: Option<u64>,
+        flags: Option<u64>,
+        mask: Option<u64>,
+        restorer: Option<u64>,
+    },
+    Blocked {
+        tid: Option<i32>,
+        mask: u64,
+    },
 }
 
 fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, String> {
@@ -108,16 +134,26 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
             "blocked" => {
                 let (tid, mask) = match words.len() {
                     2 => (None, words[1]),
-                    3 => (Some(words[1].parse::<i32>().map_err(|_| format!("line {n}: bad tid '{}'", words[1]))?), words[2]),
+                    3 => (
+                        Some(
+                            words[1]
+                                .parse::<i32>()
+                                .map_err(|_| format!("line {n}: bad tid '{}'", words[1]))?,
+                        ),
+                        words[2],
+                    ),
                     _ => return Err(format!("line {n}: expected 'blocked [TID] MASK'")),
                 };
                 let mask = parse_u64(mask).map_err(|e| format!("line {n}: {e}"))?;
                 edits.push(SigEdit::Blocked { tid, mask });
             }
             name => {
-                let signo = parse_sig(name).ok_or_else(|| format!("line {n}: unknown signal or keyword '{name}'"))?;
+                let signo = parse_sig(name)
+                    .ok_or_else(|| format!("line {n}: unknown signal or keyword '{name}'"))?;
                 if words.len() % 2 != 1 || words.len() < 3 {
-                    return Err(format!("line {n}: expected '{name} [handler H] [flags F] [mask M] [restorer R]'"));
+                    return Err(format!(
+                        "line {n}: expected '{name} [handler H] [flags F] [mask M] [restorer R]'"
+                    ));
                 }
                 let (mut handler, mut flags, mut mask, mut restorer) = (None, None, None, None);
                 for kv in words[1..].chunks(2) {
@@ -127,20 +163,35 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
                         "flags" => flags = Some(v),
                         "mask" => mask = Some(v),
                         "restorer" => restorer = Some(v),
-                        k => return Err(format!("line {n}: unknown field '{k}' (handler, flags, mask, restorer)")),
+                        k => {
+                            return Err(format!(
+                                "line {n}: unknown field '{k}' (handler, flags, mask, restorer)"
+                            ))
+                        }
                     }
                 }
                 if (signo == 9 || signo == 19) && handler.is_some_and(|h| h != 0) {
-                    return Err(format!("line {n}: the action of {} cannot be changed", render::sig_name(signo)));
+                    return Err(format!(
+                        "line {n}: the action of {} cannot be changed",
+                        render::sig_name(signo)
+                    ));
                 }
-                edits.push(SigEdit::Action { signo, handler, flags, mask, restorer });
+                edits.push(SigEdit::Action {
+                    signo,
+                    handler,
+                    flags,
+                    mask,
+                    restorer,
+                });
             }
         }
     }
     if edits.is_empty() {
         return Ok(None);
     }
-    let p = img.process_mut(pid).ok_or_else(|| format!("no process {pid}"))?;
+    let p = img
+        .process_mut(pid)
+        .ok_or_else(|| format!("no process {pid}"))?;
     // Validate thread ids before changing anything.
     for e in &edits {
         if let SigEdit::Blocked { tid: Some(tid), .. } = e {
@@ -155,7 +206,13 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
     let mut changed = Vec::new();
     for e in edits {
         match e {
-            SigEdit::Action { signo, handler, flags, mask, restorer } => {
+            SigEdit::Action {
+                signo,
+                handler,
+                flags,
+                mask,
+                restorer,
+            } => {
                 let a = &mut p.sigactions[(signo - 1) as usize];
                 let before = *a;
                 a.handler = handler.unwrap_or(a.handler);
@@ -171,7 +228,11 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
                 let mask = mask & !((1 << 8) | (1 << 18));
                 let t = match tid {
                     None => p.threads.first_mut().ok_or("no main thread")?,
-                    Some(tid) => p.threads.iter_mut().find(|t| t.tid == tid).ok_or("no such thread")?,
+                    Some(tid) => p
+                        .threads
+                        .iter_mut()
+                        .find(|t| t.tid == tid)
+                        .ok_or("no such thread")?,
                 };
                 if t.blocked != mask {
                     t.blocked = mask;
@@ -182,7 +243,11 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
     }
     Ok(Some(format!(
         "signals of pid {pid}: {}",
-        if changed.is_empty() { "unchanged".to_string() } else { changed.join(" ") }
+        if changed.is_empty() {
+            "unchanged".to_string()
+        } else {
+            changed.join(" ")
+        }
     )))
 }
 
@@ -197,9 +262,14 @@ fn cwd(img: &mut Image, pid: i32, data: &[u8]) -> Result<Option<String>, String>
     if path.contains(&0) || path.contains(&b'\n') {
         return Err("cwd must be one line without NUL bytes".into());
     }
-    let p = img.process_mut(pid).ok_or_else(|| format!("no process {pid}"))?;
+    let p = img
+        .process_mut(pid)
+        .ok_or_else(|| format!("no process {pid}"))?;
     p.cwd = path.to_vec();
-    Ok(Some(format!("cwd of pid {pid}: {}", String::from_utf8_lossy(path))))
+    Ok(Some(format!(
+        "cwd of pid {pid}: {}",
+        String::from_utf8_lossy(path)
+    )))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -211,8 +281,14 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<String>, String> {
-    let p = img.process(pid).ok_or_else(|| format!("no process {pid}"))?;
-    let entry = *p.fds.iter().find(|f| f.fd == fd).ok_or_else(|| format!("no fd {fd} in pid {pid}"))?;
+    let p = img
+        .process(pid)
+        .ok_or_else(|| format!("no process {pid}"))?;
+    let entry = *p
+        .fds
+        .iter()
+        .find(|f| f.fd == fd)
+        .ok_or_else(|| format!("no fd {fd} in pid {pid}"))?;
     let current = render::fd_text(img, &entry);
     let (mut path, mut offset, mut flags, mut cloexec) = (None, None, None, None);
     for (n, l) in text.lines().enumerate() {
@@ -235,13 +311,21 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
                 }
                 path = Some(raw.as_bytes().to_vec());
             }
-            "offset" => offset = Some(parse_u64(value).map_err(|e| format!("line {n}: offset: {e}"))?),
+            "offset" => {
+                offset = Some(parse_u64(value).map_err(|e| format!("line {n}: offset: {e}"))?)
+            }
             "flags" => {
                 let v = parse_u64(value).map_err(|e| format!("line {n}: flags: {e}"))?;
-                flags = Some(u32::try_from(v).map_err(|_| format!("line {n}: flags {value} out of range"))?);
+                flags = Some(
+                    u32::try_from(v)
+                        .map_err(|_| format!("line {n}: flags {value} out of range"))?,
+                );
             }
             "cloexec" => {
-                cloexec = Some(parse_bool(value).ok_or_else(|| format!("line {n}: cloexec: expected yes or no"))?)
+                cloexec = Some(
+                    parse_bool(value)
+                        .ok_or_else(|| format!("line {n}: cloexec: expected yes or no"))?,
+                )
             }
             _ => {
                 if !current.lines().any(|c| c.trim_end() == l.trim_end()) {
@@ -265,9 +349,16 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
         }
     }
     if path.is_some() || offset.is_some() || flags.is_some() {
-        let file = img.files.iter_mut().find(|f| f.id == entry.file).ok_or_else(|| {
-            format!("fd {fd} refers to open file {} which is not in the image", entry.file)
-        })?;
+        let file = img
+            .files
+            .iter_mut()
+            .find(|f| f.id == entry.file)
+            .ok_or_else(|| {
+                format!(
+                    "fd {fd} refers to open file {} which is not in the image",
+                    entry.file
+                )
+            })?;
         if let Some(pth) = path {
             if file.path != pth {
                 match &mut file.kind {
@@ -294,7 +385,11 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
     }
     Ok(Some(format!(
         "fd {fd} of pid {pid}: {}",
-        if changed.is_empty() { "unchanged".to_string() } else { changed.join(" ") }
+        if changed.is_empty() {
+            "unchanged".to_string()
+        } else {
+            changed.join(" ")
+        }
     )))
 }
 
@@ -320,7 +415,9 @@ mod tests {
     }
 
     fn get(img: &Image, reg: &str) -> u64 {
-        let Registers::X8664(x) = &img.processes[0].threads[0].regs else { panic!() };
+        let Registers::X8664(x) = &img.processes[0].threads[0].regs else {
+            panic!()
+        };
         x.get(reg).unwrap()
     }
 
@@ -328,7 +425,9 @@ mod tests {
     fn regs_lines_and_whole_file() {
         let mut img = sample();
         let node = Node::ProcFile(I, 100, ProcFile::Regs);
-        assert!(apply(node, &mut img, b"rax 5\nrip 0x401010\n").unwrap().is_some());
+        assert!(apply(node, &mut img, b"rax 5\nrip 0x401010\n")
+            .unwrap()
+            .is_some());
         assert_eq!(get(&img, "rax"), 5);
         assert_eq!(get(&img, "rip"), 0x401010);
         // Writing the rendered file back is a no-op.
@@ -337,12 +436,19 @@ mod tests {
         apply(node, &mut img, &whole).unwrap();
         assert_eq!(img, before);
         // A whole file with one change.
-        let edited = String::from_utf8(whole).unwrap().replace("rbx 0x0000000000000000", "rbx 0x77");
+        let edited = String::from_utf8(whole)
+            .unwrap()
+            .replace("rbx 0x0000000000000000", "rbx 0x77");
         apply(node, &mut img, edited.as_bytes()).unwrap();
         assert_eq!(get(&img, "rbx"), 0x77);
         assert_eq!(apply(node, &mut img, b"").unwrap(), None);
         assert_eq!(apply(node, &mut img, b"\n\n").unwrap(), None);
-        apply(Node::TaskFile(I, 100, 100, TaskFile::Regs), &mut img, b"r12=-2").unwrap();
+        apply(
+            Node::TaskFile(I, 100, 100, TaskFile::Regs),
+            &mut img,
+            b"r12=-2",
+        )
+        .unwrap();
         assert_eq!(get(&img, "r12"), u64::MAX - 1);
     }
 
@@ -353,10 +459,19 @@ mod tests {
         let node = Node::ProcFile(I, 100, ProcFile::Regs);
         let e = apply(node, &mut img, b"rax 5\nfoo 1\n").unwrap_err();
         assert!(e.contains("unknown register 'foo'"), "{e}");
-        assert!(apply(node, &mut img, b"rax 5\nrbx 0xzz\n").unwrap_err().contains("bad number"));
-        assert!(apply(node, &mut img, b"rax\n").unwrap_err().contains("no value"));
+        assert!(apply(node, &mut img, b"rax 5\nrbx 0xzz\n")
+            .unwrap_err()
+            .contains("bad number"));
+        assert!(apply(node, &mut img, b"rax\n")
+            .unwrap_err()
+            .contains("no value"));
         assert!(apply(node, &mut img, b"rax 1 2\n").is_err());
-        assert!(apply(Node::TaskFile(I, 100, 555, TaskFile::Regs), &mut img, b"rax 1").is_err());
+        assert!(apply(
+            Node::TaskFile(I, 100, 555, TaskFile::Regs),
+            &mut img,
+            b"rax 1"
+        )
+        .is_err());
         assert_eq!(img, before);
     }
 
@@ -368,7 +483,12 @@ mod tests {
         let whole = render(node, &img).unwrap();
         apply(node, &mut img, &whole).unwrap();
         assert_eq!(img, before);
-        apply(node, &mut img, b"SIGUSR2 handler 0x1 flags 0x4\nusr1 mask 0x400\nblocked 0x2\n").unwrap();
+        apply(
+            node,
+            &mut img,
+            b"SIGUSR2 handler 0x1 flags 0x4\nusr1 mask 0x400\nblocked 0x2\n",
+        )
+        .unwrap();
         let p = &img.processes[0];
         assert_eq!(p.sigactions[11].handler, 1);
         assert_eq!(p.sigactions[11].flags, 4);
@@ -376,7 +496,10 @@ mod tests {
         assert_eq!(p.sigactions[9].handler, 0x401234);
         assert_eq!(p.threads[0].blocked, 2);
         apply(node, &mut img, b"blocked 100 0xffffffffffffffff").unwrap();
-        assert_eq!(img.processes[0].threads[0].blocked, !((1u64 << 8) | (1 << 18)));
+        assert_eq!(
+            img.processes[0].threads[0].blocked,
+            !((1u64 << 8) | (1 << 18))
+        );
         let before = img.clone();
         for bad in [
             &b"SIGFOO handler 0"[..],
@@ -387,7 +510,11 @@ mod tests {
             b"blocked",
             b"SIGUSR1 handler 0x1\nSIGUSR2 mask zz",
         ] {
-            assert!(apply(node, &mut img, bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                apply(node, &mut img, bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(img, before);
     }
@@ -400,13 +527,20 @@ mod tests {
         let whole = render(node, &img).unwrap();
         apply(node, &mut img, &whole).unwrap();
         assert_eq!(img, before);
-        apply(node, &mut img, b"offset: 7\npath: /tmp/other file\nflags: 0o2\ncloexec: yes\n").unwrap();
+        apply(
+            node,
+            &mut img,
+            b"offset: 7\npath: /tmp/other file\nflags: 0o2\ncloexec: yes\n",
+        )
+        .unwrap();
         assert_eq!(img.files[0].position, 7);
         assert_eq!(img.files[0].path, b"/tmp/other file");
         assert_eq!(img.files[0].flags, 2);
         assert!(img.processes[0].fds[0].cloexec);
         let before = img.clone();
-        assert!(apply(node, &mut img, b"kind: pipe\n").unwrap_err().contains("read-only"));
+        assert!(apply(node, &mut img, b"kind: pipe\n")
+            .unwrap_err()
+            .contains("read-only"));
         assert!(apply(node, &mut img, b"offset: x\n").is_err());
         assert!(apply(node, &mut img, b"garbage\n").is_err());
         assert!(apply(node, &mut img, b"flags: 0x1ffffffff\n").is_err());

@@ -9,9 +9,9 @@ use crate::ops::Ops;
 use crate::store::{Failure, Loaded, Store};
 use crate::tree::{perm, ImageState, ImgId, Kind, Node, ProcFile};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -122,7 +122,10 @@ impl CkptFs {
 
     fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
         let t = lock(&self.inodes);
-        t.nodes.get((ino.0 as usize).wrapping_sub(1)).copied().ok_or(Errno::ENOENT)
+        t.nodes
+            .get((ino.0 as usize).wrapping_sub(1))
+            .copied()
+            .ok_or(Errno::ENOENT)
     }
 
     fn root_ctl_text(&self) -> Vec<u8> {
@@ -198,7 +201,15 @@ impl CkptFs {
             Node::Root => return Ok(self.dir_attr(ino, 0o755, uid, gid, self.mounted)),
             Node::RootCtl => {
                 let size = self.root_ctl_text().len() as u64;
-                return Ok(self.make_attr(ino, FileType::RegularFile, size, 0o644, uid, gid, self.mounted));
+                return Ok(self.make_attr(
+                    ino,
+                    FileType::RegularFile,
+                    size,
+                    0o644,
+                    uid,
+                    gid,
+                    self.mounted,
+                ));
             }
             Node::Image(id) => {
                 let (_, m) = self.store.stat(id).ok_or(Errno::ENOENT)?;
@@ -219,12 +230,19 @@ impl CkptFs {
         let size = match (kind, node) {
             (Kind::Dir, _) => 0,
             (Kind::Symlink, Node::ProcFile(_, pid, ProcFile::Exe)) => {
-                let p = l.image().and_then(|i| i.process(pid)).ok_or(Errno::ENOENT)?;
+                let p = l
+                    .image()
+                    .and_then(|i| i.process(pid))
+                    .ok_or(Errno::ENOENT)?;
                 crate::render::exe_target(p).len() as u64
             }
             (_, Node::ImageCtl(id)) => self.image_ctl_text(id).len() as u64,
             (_, n) if n.is_mem() => 0,
-            (_, n) => self.store.content(n, &l).map(|c| c.len() as u64).unwrap_or(0),
+            (_, n) => self
+                .store
+                .content(n, &l)
+                .map(|c| c.len() as u64)
+                .unwrap_or(0),
         };
         Ok(self.make_attr(ino, file_type(kind), size, p, l.uid, l.gid, mtime))
     }
@@ -250,7 +268,11 @@ impl CkptFs {
         let ino = self.ino(node);
         let mut out = vec![
             (ino, FileType::Directory, ".".to_string()),
-            (self.ino(node.parent()), FileType::Directory, "..".to_string()),
+            (
+                self.ino(node.parent()),
+                FileType::Directory,
+                "..".to_string(),
+            ),
         ];
         if node == Node::Root {
             out.push((self.ino(Node::RootCtl), FileType::RegularFile, "ctl".into()));
@@ -284,20 +306,33 @@ impl CkptFs {
 
     fn run_root_ctl(&self, uid: u32, data: &[u8]) -> Result<(), Failure> {
         if !self.privileged(uid) {
-            return Err(Failure::new(libc::EACCES, "only the owner of the mount may checkpoint"));
+            return Err(Failure::new(
+                libc::EACCES,
+                "only the owner of the mount may checkpoint",
+            ));
         }
         let cmd = ctl::parse_root(data).map_err(|m| Failure::new(libc::EINVAL, m))?;
         match cmd {
-            RootCmd::Checkpoint { pid, name, leave_running } => {
+            RootCmd::Checkpoint {
+                pid,
+                name,
+                leave_running,
+            } => {
                 let name = match name {
                     Some(n) => {
                         if self.store.name_taken(&n) {
-                            return Err(Failure::new(libc::EEXIST, format!("an image named {n} exists")));
+                            return Err(Failure::new(
+                                libc::EEXIST,
+                                format!("an image named {n} exists"),
+                            ));
                         }
                         n
                     }
                     None => {
-                        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                        let secs = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
                         let base = ctl::default_name(pid, secs as i64);
                         let mut n = base.clone();
                         let mut k = 2;
@@ -309,13 +344,17 @@ impl CkptFs {
                     }
                 };
                 if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(Failure::new(libc::ESRCH, format!("checkpoint {pid}: no such process")));
+                    return Err(Failure::new(
+                        libc::ESRCH,
+                        format!("checkpoint {pid}: no such process"),
+                    ));
                 }
                 let path = self.store.new_image_path(&name);
                 self.ops
                     .checkpoint(pid, &path, leave_running)
                     .map_err(|m| Failure::new(libc::EIO, format!("checkpoint {pid}: {m}")))?;
-                self.store.set_root_status(format!("ok checkpoint {name} pid={pid}"));
+                self.store
+                    .set_root_status(format!("ok checkpoint {name} pid={pid}"));
                 Ok(())
             }
         }
@@ -325,9 +364,18 @@ impl CkptFs {
         let cmd = ctl::parse_image(data).map_err(|m| Failure::new(libc::EINVAL, m))?;
         match cmd {
             ImageCmd::Restore { new_pid } => {
-                let l = self.store.load(id).ok_or_else(|| Failure::new(libc::ENOENT, "the image is gone"))?;
+                let l = self
+                    .store
+                    .load(id)
+                    .ok_or_else(|| Failure::new(libc::ENOENT, "the image is gone"))?;
                 let img = l.image().ok_or_else(|| {
-                    Failure::new(libc::EIO, format!("cannot restore: {}", l.reader.as_ref().err().cloned().unwrap_or_default()))
+                    Failure::new(
+                        libc::EIO,
+                        format!(
+                            "cannot restore: {}",
+                            l.reader.as_ref().err().cloned().unwrap_or_default()
+                        ),
+                    )
                 })?;
                 if !self.privileged(uid) && !runs_as(img, uid) {
                     return Err(Failure::new(
@@ -335,11 +383,15 @@ impl CkptFs {
                         format!("uid {uid} may only restore images of processes running as uid {uid} without capabilities"),
                     ));
                 }
-                let pid = self
+                let (pid, warnings) = self
                     .ops
                     .restore(id, &l.path, new_pid)
                     .map_err(|m| Failure::new(libc::EIO, format!("restore failed: {m}")))?;
-                self.store.set_status(id, format!("restored pid {pid}"));
+                let mut s = format!("restored pid {pid}");
+                for w in warnings {
+                    s.push_str(&format!("\nwarning: {w}"));
+                }
+                self.store.set_status(id, s);
                 Ok(())
             }
         }
@@ -351,12 +403,16 @@ impl CkptFs {
         let path = self.path_of(node);
         match self.store.edit(node, data) {
             Ok(Some((what, generation))) => {
-                self.store.set_status(id, format!("ok edit {path}: {what} (generation {generation})"));
+                self.store.set_status(
+                    id,
+                    format!("ok edit {path}: {what} (generation {generation})"),
+                );
                 Ok(())
             }
             Ok(None) => Ok(()),
             Err(e) => {
-                self.store.set_status(id, format!("error: edit of {path}: {}", e.msg));
+                self.store
+                    .set_status(id, format!("error: edit of {path}: {}", e.msg));
                 Err(e)
             }
         }
@@ -377,7 +433,9 @@ impl CkptFs {
     fn flush_handle(&self, fh: u64) -> Result<(), Failure> {
         let pending = {
             let mut hs = lock(&self.handles);
-            let Some(h) = hs.get_mut(&fh) else { return Ok(()) };
+            let Some(h) = hs.get_mut(&fh) else {
+                return Ok(());
+            };
             let node = h.node;
             match h.edit.as_mut() {
                 Some(e) if e.dirty => {
@@ -399,7 +457,9 @@ impl CkptFs {
 fn runs_as(img: &ckpt_image::Image, uid: u32) -> bool {
     img.processes.iter().all(|p| {
         let c = &p.creds;
-        [c.ruid, c.euid, c.suid, c.fsuid].iter().all(|&u| u == uid) && c.cap_permitted == 0 && c.cap_effective == 0
+        [c.ruid, c.euid, c.suid, c.fsuid].iter().all(|&u| u == uid)
+            && c.cap_permitted == 0
+            && c.cap_effective == 0
     })
 }
 
@@ -411,8 +471,13 @@ impl Filesystem for CkptFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let Some(name) = name.to_str() else { return reply.error(Errno::ENOENT) };
-        let r = self.node(parent).and_then(|p| self.lookup_node(p, name)).and_then(|n| self.attr(n));
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::ENOENT);
+        };
+        let r = self
+            .node(parent)
+            .and_then(|p| self.lookup_node(p, name))
+            .and_then(|n| self.attr(n));
         match r {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -460,7 +525,10 @@ impl Filesystem for CkptFs {
             }
             // Truncation (the shell's `>`): start the collected text over.
             if let Some(fh) = fh {
-                if let Some(e) = lock(&self.handles).get_mut(&fh.0).and_then(|h| h.edit.as_mut()) {
+                if let Some(e) = lock(&self.handles)
+                    .get_mut(&fh.0)
+                    .and_then(|h| h.edit.as_mut())
+                {
                     e.data.clear();
                     e.base = None;
                 }
@@ -476,7 +544,10 @@ impl Filesystem for CkptFs {
         let r = self.node(ino).and_then(|n| match n {
             Node::ProcFile(_, pid, ProcFile::Exe) => {
                 let l = self.loaded(n)?;
-                let p = l.image().and_then(|i| i.process(pid)).ok_or(Errno::ENOENT)?;
+                let p = l
+                    .image()
+                    .and_then(|i| i.process(pid))
+                    .ok_or(Errno::ENOENT)?;
                 Ok(crate::render::exe_target(p))
             }
             _ => Err(Errno::EINVAL),
@@ -507,7 +578,12 @@ impl Filesystem for CkptFs {
                 return reply.error(Errno::EACCES);
             }
         }
-        let mut h = Handle { node, snapshot: None, edit: None, dir: None };
+        let mut h = Handle {
+            node,
+            snapshot: None,
+            edit: None,
+            dir: None,
+        };
         match node {
             Node::RootCtl => {}
             n => {
@@ -519,7 +595,11 @@ impl Filesystem for CkptFs {
                     h.snapshot = self.store.content(n, &l);
                 }
                 if write && n.is_edit() && !n.is_mem() {
-                    h.edit = Some(EditBuf { data: Vec::new(), base: None, dirty: false });
+                    h.edit = Some(EditBuf {
+                        data: Vec::new(),
+                        base: None,
+                        dirty: false,
+                    });
                 }
             }
         }
@@ -551,7 +631,9 @@ impl Filesystem for CkptFs {
             Node::RootCtl => reply.data(&slice(&self.root_ctl_text())),
             Node::ImageCtl(id) => reply.data(&slice(&self.image_ctl_text(id))),
             Node::ProcFile(id, pid, ProcFile::Mem) => {
-                let Some(l) = self.store.load(id) else { return reply.error(Errno::ENOENT) };
+                let Some(l) = self.store.load(id) else {
+                    return reply.error(Errno::ENOENT);
+                };
                 MEM_BUF.with_borrow_mut(|buf| {
                     // Reused per thread: no allocation or zeroing per read.
                     if buf.len() < size as usize {
@@ -614,26 +696,34 @@ impl Filesystem for CkptFs {
                     reply.error(errno(e.errno))
                 }
             },
-            Node::ProcFile(id, pid, ProcFile::Mem) => match self.store.write_mem(id, pid, offset, data) {
-                Ok((written, generation)) => {
-                    self.store.set_status(
+            Node::ProcFile(id, pid, ProcFile::Mem) => {
+                match self.store.write_mem(id, pid, offset, data) {
+                    Ok((written, generation)) => {
+                        self.store.set_status(
                         id,
                         format!("ok edit {pid}/mem: {written} bytes at {offset:#x} (generation {generation})"),
                     );
-                    reply.written(written as u32)
+                        reply.written(written as u32)
+                    }
+                    Err(e) => {
+                        self.store.set_status(
+                            id,
+                            format!("error: edit of {pid}/mem at {offset:#x}: {}", e.msg),
+                        );
+                        reply.error(errno(e.errno))
+                    }
                 }
-                Err(e) => {
-                    self.store.set_status(id, format!("error: edit of {pid}/mem at {offset:#x}: {}", e.msg));
-                    reply.error(errno(e.errno))
-                }
-            },
+            }
             _ => {
                 let mut hs = lock(&self.handles);
                 let Some(e) = hs.get_mut(&fh.0).and_then(|h| h.edit.as_mut()) else {
                     return reply.error(Errno::EBADF);
                 };
                 let base = *e.base.get_or_insert(offset);
-                let pos = offset.checked_sub(base).map(|p| p as usize).unwrap_or(e.data.len());
+                let pos = offset
+                    .checked_sub(base)
+                    .map(|p| p as usize)
+                    .unwrap_or(e.data.len());
                 if pos > (16 << 20) {
                     return reply.error(Errno::EFBIG);
                 }
@@ -645,17 +735,27 @@ impl Filesystem for CkptFs {
                 e.dirty = true;
                 // Check the complete lines now, so that a bad edit fails the
                 // write itself (shells ignore errors of close()).
-                let complete = e.data.iter().rposition(|&b| b == b'\n').map(|i| e.data[..=i].to_vec());
+                let complete = e
+                    .data
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map(|i| e.data[..=i].to_vec());
                 drop(hs);
                 if let Some(text) = complete {
                     if let Err(f) = self.store.check_edit(node, &text) {
-                        if let Some(e) = lock(&self.handles).get_mut(&fh.0).and_then(|h| h.edit.as_mut()) {
+                        if let Some(e) = lock(&self.handles)
+                            .get_mut(&fh.0)
+                            .and_then(|h| h.edit.as_mut())
+                        {
                             e.data.clear();
                             e.base = None;
                             e.dirty = false;
                         }
                         let id = node.image().expect("edit nodes belong to an image");
-                        self.store.set_status(id, format!("error: edit of {}: {}", self.path_of(node), f.msg));
+                        self.store.set_status(
+                            id,
+                            format!("error: edit of {}: {}", self.path_of(node), f.msg),
+                        );
                         return reply.error(errno(f.errno));
                     }
                 }
@@ -664,7 +764,14 @@ impl Filesystem for CkptFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         match self.flush_handle(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e.errno)),
@@ -687,7 +794,14 @@ impl Filesystem for CkptFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.flush_handle(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e.errno)),
@@ -698,14 +812,26 @@ impl Filesystem for CkptFs {
         let r = self.node(ino).and_then(|n| Ok((n, self.list_dir(n)?)));
         match r {
             Ok((node, list)) => {
-                let fh = self.new_handle(Handle { node, snapshot: None, edit: None, dir: Some(list) });
+                let fh = self.new_handle(Handle {
+                    node,
+                    snapshot: None,
+                    edit: None,
+                    dir: Some(list),
+                });
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Err(e) => reply.error(e),
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let hs = lock(&self.handles);
         let Some(list) = hs.get(&fh.0).and_then(|h| h.dir.as_ref()) else {
             return reply.error(Errno::EBADF);
@@ -718,14 +844,23 @@ impl Filesystem for CkptFs {
         reply.ok();
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         lock(&self.handles).remove(&fh.0);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(self.store.dir().as_os_str()))
-            .unwrap_or_default();
+        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+            self.store.dir().as_os_str(),
+        ))
+        .unwrap_or_default();
         // SAFETY: an all-zero statvfs is valid; `c` is NUL-terminated and `s` a valid out-pointer.
         let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::statvfs(c.as_ptr(), &mut s) };

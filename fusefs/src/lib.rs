@@ -42,7 +42,11 @@ pub struct MountOptions {
 
 impl Default for MountOptions {
     fn default() -> Self {
-        MountOptions { allow_other: false, read_only: false, threads: 4 }
+        MountOptions {
+            allow_other: false,
+            read_only: false,
+            threads: 4,
+        }
     }
 }
 
@@ -56,7 +60,9 @@ pub fn default_store() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return PathBuf::from(x).join("ckpt");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/ckpt")
 }
 
@@ -72,7 +78,9 @@ pub fn prepare_store(dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot chmod the store {}", dir.display()))?;
     }
-    let c = dir.canonicalize().with_context(|| format!("store {}", dir.display()))?;
+    let c = dir
+        .canonicalize()
+        .with_context(|| format!("store {}", dir.display()))?;
     if !c.is_dir() {
         bail!("store {} is not a directory", c.display());
     }
@@ -106,7 +114,12 @@ pub fn mount_with(
     let ops = ops::Ops::new(backend);
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let cfg = fuse::FsConfig { read_only: opts.read_only, allow_other: opts.allow_other, uid, gid };
+    let cfg = fuse::FsConfig {
+        read_only: opts.read_only,
+        allow_other: opts.allow_other,
+        uid,
+        gid,
+    };
     let fs = fuse::CkptFs::new(st.clone(), ops.clone(), cfg);
 
     let mut config = fuser::Config::default();
@@ -115,14 +128,23 @@ pub fn mount_with(
         fuser::MountOption::Subtype("ckptfs".into()),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
-        if opts.read_only { fuser::MountOption::RO } else { fuser::MountOption::RW },
+        if opts.read_only {
+            fuser::MountOption::RO
+        } else {
+            fuser::MountOption::RW
+        },
     ];
-    config.acl = if opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     config.n_threads = Some(opts.threads.max(1));
 
     // Catch the signals before mounting, so none is lost.
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
-        .context("installing signal handlers")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])
+            .context("installing signal handlers")?;
     let session = fuser::spawn_mount(fs, &mp, &config)
         .with_context(|| format!("cannot mount {} on {}", store_dir.display(), mp.display()))?;
     ready(&mp);
@@ -130,14 +152,16 @@ pub fn mount_with(
     let stop = Arc::new(AtomicBool::new(false));
     let reaper = {
         let (stop, ops, st) = (stop.clone(), ops.clone(), st.clone());
-        std::thread::Builder::new().name("ckptfs-reaper".into()).spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-                for (pid, id, how) in ops.reap() {
-                    st.add_status(id, &format!("pid {pid} {how}"));
+        std::thread::Builder::new()
+            .name("ckptfs-reaper".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    for (pid, id, how) in ops.reap() {
+                        st.add_status(id, &format!("pid {pid} {how}"));
+                    }
                 }
-            }
-        })?
+            })?
     };
 
     let mut unmounting = false;
@@ -170,7 +194,10 @@ pub fn unmount(mp: &Path) -> std::io::Result<()> {
     }
     let e = std::io::Error::last_os_error();
     if e.raw_os_error() == Some(libc::EBUSY) {
-        eprintln!("ckptfs: {} is busy: detaching it; it goes away when its files are closed", mp.display());
+        eprintln!(
+            "ckptfs: {} is busy: detaching it; it goes away when its files are closed",
+            mp.display()
+        );
         // SAFETY: as above.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
             return Ok(());

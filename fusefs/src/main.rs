@@ -34,7 +34,11 @@ struct Args {
     background: bool,
 }
 
-fn apply_opts(list: &str, a: &mut ckptfs::MountOptions, store: &mut Option<PathBuf>) -> anyhow::Result<()> {
+fn apply_opts(
+    list: &str,
+    a: &mut ckptfs::MountOptions,
+    store: &mut Option<PathBuf>,
+) -> anyhow::Result<()> {
     for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         let (k, v) = match o.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -46,13 +50,43 @@ fn apply_opts(list: &str, a: &mut ckptfs::MountOptions, store: &mut Option<PathB
             ("rw", None) => a.read_only = false,
             ("store", Some(d)) => *store = Some(PathBuf::from(d)),
             ("threads", Some(n)) => {
-                a.threads = n.parse().ok().filter(|&n| (1..=64).contains(&n)).context("threads=N: 1 to 64")?
+                a.threads = n
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=64).contains(&n))
+                    .context("threads=N: 1 to 64")?
             }
             (
-                "default_permissions" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "atime" | "noatime"
-                | "relatime" | "strictatime" | "nodiratime" | "diratime" | "sync" | "async" | "dirsync" | "auto"
-                | "noauto" | "user" | "users" | "nouser" | "owner" | "group" | "_netdev" | "nofail" | "defaults"
-                | "lazytime" | "nolazytime" | "silent" | "loud",
+                "default_permissions"
+                | "dev"
+                | "nodev"
+                | "suid"
+                | "nosuid"
+                | "exec"
+                | "noexec"
+                | "atime"
+                | "noatime"
+                | "relatime"
+                | "strictatime"
+                | "nodiratime"
+                | "diratime"
+                | "sync"
+                | "async"
+                | "dirsync"
+                | "auto"
+                | "noauto"
+                | "user"
+                | "users"
+                | "nouser"
+                | "owner"
+                | "group"
+                | "_netdev"
+                | "nofail"
+                | "defaults"
+                | "lazytime"
+                | "nolazytime"
+                | "silent"
+                | "loud",
                 None,
             ) => {}
             ("fsname" | "subtype" | "comment" | "source", Some(_)) => {}
@@ -83,8 +117,16 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
             "-f" | "--foreground" => foreground = true,
             "--background" => background = true,
             "-s" => {} // libfuse's single-threaded flag: meaningless here
-            "--store" => store = Some(PathBuf::from(it.next().context("--store needs a directory")?)),
-            "-o" => apply_opts(&it.next().context("-o needs options")?, &mut opts, &mut store)?,
+            "--store" => {
+                store = Some(PathBuf::from(
+                    it.next().context("--store needs a directory")?,
+                ))
+            }
+            "-o" => apply_opts(
+                &it.next().context("-o needs options")?,
+                &mut opts,
+                &mut store,
+            )?,
             s if s.starts_with("--store=") => store = Some(PathBuf::from(&s[8..])),
             s if s.starts_with("-o") => apply_opts(&s[2..], &mut opts, &mut store)?,
             s if s.starts_with('-') && s.len() > 1 => bail!("unknown argument '{s}'\n\n{USAGE}"),
@@ -204,7 +246,10 @@ fn main() {
     let notify = if args.background {
         // Resolve paths before the child leaves the working directory.
         let r = ckptfs::prepare_store(&store).and_then(|s| {
-            let mp = args.mountpoint.canonicalize().with_context(|| format!("mountpoint {}", args.mountpoint.display()))?;
+            let mp = args
+                .mountpoint
+                .canonicalize()
+                .with_context(|| format!("mountpoint {}", args.mountpoint.display()))?;
             Ok((s, mp))
         });
         match r {
@@ -224,13 +269,19 @@ fn main() {
     } else {
         None
     };
-    let r = ckptfs::mount_with(&store, &args.mountpoint, args.opts, Box::new(ckptfs::ops::Real), |mp| match notify {
-        Some(fd) => {
-            report(fd, "ok");
-            detach_stdio();
-        }
-        None => eprintln!("ckptfs: {} mounted on {}", store.display(), mp.display()),
-    });
+    let r = ckptfs::mount_with(
+        &store,
+        &args.mountpoint,
+        args.opts,
+        Box::new(ckptfs::ops::Real),
+        |mp| match notify {
+            Some(fd) => {
+                report(fd, "ok");
+                detach_stdio();
+            }
+            None => eprintln!("ckptfs: {} mounted on {}", store.display(), mp.display()),
+        },
+    );
     match r {
         Ok(()) => {}
         Err(e) => {

@@ -101,25 +101,42 @@ fn run_end(r: &MemoryRun, ps: u64) -> u64 {
 
 /// Read `out.len()` bytes of `pid` at `addr`: stops at the first unmapped
 /// or unreadable address; an error only when nothing could be read.
-pub fn read(cache: &FrameCache, l: &Loaded, pid: i32, addr: u64, out: &mut [u8]) -> Result<usize, Failure> {
+pub fn read(
+    cache: &FrameCache,
+    l: &Loaded,
+    pid: i32,
+    addr: u64,
+    out: &mut [u8],
+) -> Result<usize, Failure> {
     if addr == 0 || out.is_empty() {
         return Ok(0); // address 0 is never mapped: end of file
     }
-    let r = l.reader.as_ref().map_err(|e| Failure::new(libc::EIO, e.clone()))?;
+    let r = l
+        .reader
+        .as_ref()
+        .map_err(|e| Failure::new(libc::EIO, e.clone()))?;
     let img = r.image();
-    let p = img.process(pid).ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
+    let p = img
+        .process(pid)
+        .ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
     let ps = u64::from(img.host.page_size.max(1));
     let mut done = 0usize;
     let mut err = None;
     while done < out.len() {
         let a = addr + done as u64;
         let Some(vma) = find_vma(&p.vmas, a) else {
-            err = Some(Failure::new(libc::EIO, format!("pid {pid}: address {a:#x} is not mapped")));
+            err = Some(Failure::new(
+                libc::EIO,
+                format!("pid {pid}: address {a:#x} is not mapped"),
+            ));
             break;
         };
         let limit = ((out.len() - done) as u64).min(vma.end - a) as usize;
         let i = p.memory.partition_point(|m| m.start <= a);
-        let covering = i.checked_sub(1).map(|j| &p.memory[j]).filter(|m| a < run_end(m, ps));
+        let covering = i
+            .checked_sub(1)
+            .map(|j| &p.memory[j])
+            .filter(|m| a < run_end(m, ps));
         let res = match covering {
             Some(m) if m.kind == RunKind::Data => {
                 let n = limit.min((run_end(m, ps) - a) as usize);
@@ -158,7 +175,9 @@ fn copy_from_frame(
     a: u64,
     out: &mut [u8],
 ) -> Result<(), Failure> {
-    let frame = cache.get(l, r, m.frame).map_err(|e| Failure::new(errno_of(&e), e.to_string()))?;
+    let frame = cache
+        .get(l, r, m.frame)
+        .map_err(|e| Failure::new(errno_of(&e), e.to_string()))?;
     let off = u64::from(m.frame_offset) + (a - m.start);
     let src = usize::try_from(off)
         .ok()
@@ -166,7 +185,10 @@ fn copy_from_frame(
         .ok_or_else(|| {
             Failure::new(
                 libc::EIO,
-                format!("pid {pid}: run at {:#x} reaches past the end of frame {}", m.start, m.frame),
+                format!(
+                    "pid {pid}: run at {:#x} reaches past the end of frame {}",
+                    m.start, m.frame
+                ),
             )
         })?;
     out.copy_from_slice(src);
@@ -198,12 +220,20 @@ fn slow_read(
         let s = &mut out[(pos - a) as usize..(page_end - a) as usize];
         let res = match r.read_memory(pid, pos, s) {
             Ok(()) => Ok(()),
-            Err(ImgError::NotSaved { .. }) => read_backing(vma, pos, s)
-                .map_err(|e| Failure::new(libc::EIO, format!("pid {pid}: page at {pos:#x} was not saved and {e}"))),
+            Err(ImgError::NotSaved { .. }) => read_backing(vma, pos, s).map_err(|e| {
+                Failure::new(
+                    libc::EIO,
+                    format!("pid {pid}: page at {pos:#x} was not saved and {e}"),
+                )
+            }),
             Err(e) => Err(Failure::new(errno_of(&e), e.to_string())),
         };
         if let Err(e) = res {
-            return if pos > a { Ok((pos - a) as usize) } else { Err(e) };
+            return if pos > a {
+                Ok((pos - a) as usize)
+            } else {
+                Err(e)
+            };
         }
         pos = page_end;
     }
@@ -217,8 +247,10 @@ fn read_backing(vma: &Vma, addr: u64, buf: &mut [u8]) -> Result<(), String> {
     let VmaBacking::File(fm) = &vma.backing else {
         return Err("it is not a file mapping".into());
     };
-    let path = Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&fm.file.path));
-    let f = std::fs::File::open(path).map_err(|e| format!("the mapped file cannot be opened: {e}"))?;
+    let path =
+        Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&fm.file.path));
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("the mapped file cannot be opened: {e}"))?;
     let m = f.metadata().map_err(|e| e.to_string())?;
     let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
     if fm.file.deleted
@@ -254,9 +286,13 @@ pub struct Prefetch {
 /// The read-ahead thread.
 pub fn prefetcher(cache: Arc<FrameCache>, rx: std::sync::mpsc::Receiver<Prefetch>) {
     while let Ok(p) = rx.recv() {
-        let Ok(r) = p.loaded.reader.as_ref() else { continue };
+        let Ok(r) = p.loaded.reader.as_ref() else {
+            continue;
+        };
         let img = r.image();
-        let Some(proc_) = img.process(p.pid) else { continue };
+        let Some(proc_) = img.process(p.pid) else {
+            continue;
+        };
         let ps = u64::from(img.host.page_size.max(1));
         let first = proc_.memory.partition_point(|m| run_end(m, ps) <= p.from);
         let mut last_frame = None;

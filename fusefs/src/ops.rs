@@ -17,8 +17,8 @@ pub trait Backend: Send + Sync {
     /// Dump `pid` into a new image file `out`.
     fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String>;
     /// Restore the image at `image`; the process must end up as a child of
-    /// the caller. Returns its pid.
-    fn restore(&self, image: &Path, new_pid: bool) -> Result<i32, String>;
+    /// the caller. Returns its pid and warnings about the restore.
+    fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String>;
 }
 
 /// ckpt-capture and ckpt-restore.
@@ -43,13 +43,27 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Backend for Real {
     fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
-        let opts = ckpt_capture::DumpOptions { leave_running, ..Default::default() };
-        ckpt_capture::dump(pid, out, opts).map(drop).map_err(|e| chain(&e))
+        let opts = ckpt_capture::DumpOptions {
+            leave_running,
+            ..Default::default()
+        };
+        ckpt_capture::dump(pid, out, opts)
+            .map(drop)
+            .map_err(|e| chain(&e))
     }
 
-    fn restore(&self, image: &Path, new_pid: bool) -> Result<i32, String> {
-        let _ = (image, new_pid);
-        Err("restore is not available in this build".into())
+    fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String> {
+        let reader = ckpt_image::ImageReader::open(image).map_err(|e| chain(&e))?;
+        let opts = ckpt_restore::RestoreOptions { new_pid };
+        let report = ckpt_restore::check(&reader, &opts);
+        if !report.errors.is_empty() {
+            return Err(format!(
+                "cannot be restored here: {}",
+                report.errors.join("; ")
+            ));
+        }
+        let r = ckpt_restore::restore(&reader, &opts).map_err(|e| chain(&e))?;
+        Ok((r.pid, report.warnings))
     }
 }
 
@@ -66,7 +80,11 @@ pub struct Ops {
 
 impl Ops {
     pub fn new(backend: Box<dyn Backend>) -> Arc<Ops> {
-        Arc::new(Ops { backend, busy: Mutex::new(()), children: Mutex::default() })
+        Arc::new(Ops {
+            backend,
+            busy: Mutex::new(()),
+            children: Mutex::default(),
+        })
     }
 
     pub fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
@@ -74,16 +92,23 @@ impl Ops {
         self.backend.checkpoint(pid, out, leave_running)
     }
 
-    pub fn restore(&self, id: ImgId, image: &Path, new_pid: bool) -> Result<i32, String> {
+    pub fn restore(
+        &self,
+        id: ImgId,
+        image: &Path,
+        new_pid: bool,
+    ) -> Result<(i32, Vec<String>), String> {
         let _g = lock(&self.busy);
-        let pid = self.backend.restore(image, new_pid)?;
+        let (pid, warnings) = self.backend.restore(image, new_pid)?;
         lock(&self.children).insert(pid, id);
-        Ok(pid)
+        Ok((pid, warnings))
     }
 
     /// Reap restored children that ended: (pid, image, how it ended).
     pub fn reap(&self) -> Vec<(i32, ImgId, String)> {
-        let Ok(_g) = self.busy.try_lock() else { return Vec::new() };
+        let Ok(_g) = self.busy.try_lock() else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
         let mut children = lock(&self.children);
         children.retain(|&pid, &mut id| match wait_nohang(pid) {

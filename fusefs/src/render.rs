@@ -100,10 +100,19 @@ const RLIMIT_NAMES: [(&str, &str); 16] = [
 
 /// Like /proc/PID/limits (same columns as the kernel's format).
 pub fn limits(p: &Process) -> String {
-    let mut s = format!("{:<25} {:<20} {:<20} {:<10}\n", "Limit", "Soft Limit", "Hard Limit", "Units");
+    let mut s = format!(
+        "{:<25} {:<20} {:<20} {:<10}\n",
+        "Limit", "Soft Limit", "Hard Limit", "Units"
+    );
     let mut rl: Vec<&Rlimit> = p.rlimits.iter().collect();
     rl.sort_by_key(|r| r.resource);
-    let val = |v: u64| if v == u64::MAX { "unlimited".to_string() } else { v.to_string() };
+    let val = |v: u64| {
+        if v == u64::MAX {
+            "unlimited".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     for r in rl {
         let (name, unit) = match RLIMIT_NAMES.get(r.resource as usize) {
             Some(&(n, u)) => (n.to_string(), u),
@@ -135,7 +144,9 @@ fn state_name(state: &str) -> String {
 }
 
 fn pending_mask(q: &[SigInfo]) -> u64 {
-    q.iter().filter(|s| (1..=64).contains(&s.signo)).fold(0, |m, s| m | 1u64 << (s.signo - 1))
+    q.iter()
+        .filter(|s| (1..=64).contains(&s.signo))
+        .fold(0, |m, s| m | 1u64 << (s.signo - 1))
 }
 
 /// Like /proc/PID/status (and /proc/PID/task/TID/status for `t`).
@@ -166,13 +177,25 @@ pub fn status(img: &Image, p: &Process, t: Option<&Thread>) -> String {
         .map(|v| v.len())
         .sum();
     let ps = u64::from(img.host.page_size);
-    let saved: u64 = p.memory.iter().filter(|r| r.kind == RunKind::Data).map(|r| u64::from(r.pages) * ps).sum();
+    let saved: u64 = p
+        .memory
+        .iter()
+        .filter(|r| r.kind == RunKind::Data)
+        .map(|r| u64::from(r.pages) * ps)
+        .sum();
     let _ = writeln!(s, "VmSize:\t{}", kb(vm_size));
     let _ = writeln!(s, "VmSaved:\t{}", kb(saved));
-    let _ = writeln!(s, "VmExe:\t{}", kb(p.mm.end_code.saturating_sub(p.mm.start_code)));
+    let _ = writeln!(
+        s,
+        "VmExe:\t{}",
+        kb(p.mm.end_code.saturating_sub(p.mm.start_code))
+    );
     let _ = writeln!(s, "VmStk:\t{}", kb(stack));
     let _ = writeln!(s, "Threads:\t{}", p.threads.len());
-    let private = t.or(p.threads.first()).map(|t| pending_mask(&t.pending)).unwrap_or(0);
+    let private = t
+        .or(p.threads.first())
+        .map(|t| pending_mask(&t.pending))
+        .unwrap_or(0);
     let blocked = t.or(p.threads.first()).map(|t| t.blocked).unwrap_or(0);
     let (mut ign, mut cgt) = (0u64, 0u64);
     for (i, a) in p.sigactions.iter().enumerate().take(64) {
@@ -259,9 +282,36 @@ fn xstate(r: &Registers) -> Option<Vec<u8>> {
 }
 
 const SIG_NAMES: [&str; 31] = [
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
-    "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP",
-    "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
     "SIGSYS",
 ];
 
@@ -284,7 +334,11 @@ pub fn parse_sig(s: &str) -> Option<i32> {
         return (1..=64).contains(&n).then_some(n);
     }
     let up = s.to_ascii_uppercase();
-    let full = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     (1..=64).find(|&n| sig_name(n) == full)
 }
 
@@ -376,7 +430,15 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
         FileKind::Directory(d) => ident(&mut s, d),
         FileKind::Pipe(p) | FileKind::Fifo(p) => {
             let _ = writeln!(s, "pipe: {}", p.id);
-            let _ = writeln!(s, "end: {}", if p.end == PipeEnd::Read { "read" } else { "write" });
+            let _ = writeln!(
+                s,
+                "end: {}",
+                if p.end == PipeEnd::Read {
+                    "read"
+                } else {
+                    "write"
+                }
+            );
             let _ = writeln!(s, "buffered: {} bytes", p.data.len());
             let _ = writeln!(s, "capacity: {}", p.capacity);
             if !p.fifo_path.is_empty() {
@@ -429,7 +491,11 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
         }
         FileKind::Epoll(e) => {
             for t in &e.targets {
-                let _ = writeln!(s, "target: fd {} file {} events {:#x} data {:#x}", t.fd, t.file, t.events, t.data);
+                let _ = writeln!(
+                    s,
+                    "target: fd {} file {} events {:#x} data {:#x}",
+                    t.fd, t.file, t.events, t.data
+                );
             }
         }
         FileKind::TimerFd(t) => {
@@ -444,7 +510,14 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
         }
         FileKind::Inotify(i) => {
             for w in &i.watches {
-                let _ = writeln!(s, "watch: wd {} mask {:#x} inode {} path {}", w.wd, w.mask, w.inode, lossy(&w.path));
+                let _ = writeln!(
+                    s,
+                    "watch: wd {} mask {:#x} inode {} path {}",
+                    w.wd,
+                    w.mask,
+                    w.inode,
+                    lossy(&w.path)
+                );
             }
         }
         FileKind::MemFd(m) => {
@@ -463,7 +536,11 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
         }
     }
     if f.owner != FileOwner::default() {
-        let _ = writeln!(s, "owner: pid {} kind {} signal {}", f.owner.pid, f.owner.kind, f.owner.signal);
+        let _ = writeln!(
+            s,
+            "owner: pid {} kind {} signal {}",
+            f.owner.pid, f.owner.kind, f.owner.signal
+        );
     }
     s
 }
@@ -474,13 +551,31 @@ pub(crate) mod tests {
     use crate::tree::ImgId;
 
     pub fn sample() -> Image {
-        let mut x = X8664Regs { rax: 0x1c, rip: 0x401000, rsp: 0x7ffc0000, orig_rax: u64::MAX, ..Default::default() };
+        let mut x = X8664Regs {
+            rax: 0x1c,
+            rip: 0x401000,
+            rsp: 0x7ffc0000,
+            orig_rax: u64::MAX,
+            ..Default::default()
+        };
         x.xsave = vec![7u8; 576];
         let mut sigactions = vec![SigAction::default(); 64];
-        sigactions[9] = SigAction { handler: 0x401234, flags: 0x4000000, restorer: 0x401300, mask: 0 };
-        sigactions[12] = SigAction { handler: 1, ..Default::default() };
+        sigactions[9] = SigAction {
+            handler: 0x401234,
+            flags: 0x4000000,
+            restorer: 0x401300,
+            mask: 0,
+        };
+        sigactions[12] = SigAction {
+            handler: 1,
+            ..Default::default()
+        };
         Image {
-            host: HostInfo { page_size: 4096, arch: Arch::X8664, ..Default::default() },
+            host: HostInfo {
+                page_size: 4096,
+                arch: Arch::X8664,
+                ..Default::default()
+            },
             files: vec![OpenFile {
                 id: 1,
                 flags: 0o100002,
@@ -497,10 +592,23 @@ pub(crate) mod tests {
                 cmdline: vec![b"./counter".to_vec(), b"0".to_vec()],
                 environ: vec![b"A=1".to_vec()],
                 cwd: b"/tmp".to_vec(),
-                exe: FileIdentity { path: b"/usr/bin/counter".to_vec(), ..Default::default() },
+                exe: FileIdentity {
+                    path: b"/usr/bin/counter".to_vec(),
+                    ..Default::default()
+                },
                 rlimits: vec![
-                    Rlimit { resource: 7, name: "NOFILE".into(), soft: 1024, hard: 4096 },
-                    Rlimit { resource: 0, name: "CPU".into(), soft: u64::MAX, hard: u64::MAX },
+                    Rlimit {
+                        resource: 7,
+                        name: "NOFILE".into(),
+                        soft: 1024,
+                        hard: 4096,
+                    },
+                    Rlimit {
+                        resource: 0,
+                        name: "CPU".into(),
+                        soft: u64::MAX,
+                        hard: u64::MAX,
+                    },
                 ],
                 vmas: vec![
                     Vma {
@@ -508,23 +616,40 @@ pub(crate) mod tests {
                         end: 0x401000,
                         prot: PROT_READ | PROT_EXEC,
                         backing: VmaBacking::File(FileMapping {
-                            file: FileIdentity { dev: 0x801, inode: 1234, ..Default::default() },
+                            file: FileIdentity {
+                                dev: 0x801,
+                                inode: 1234,
+                                ..Default::default()
+                            },
                             offset: 0,
                         }),
                         name: b"/usr/bin/counter".to_vec(),
                         ..Default::default()
                     },
-                    Vma { start: 0x600000, end: 0x602000, prot: PROT_READ | PROT_WRITE, ..Default::default() },
+                    Vma {
+                        start: 0x600000,
+                        end: 0x602000,
+                        prot: PROT_READ | PROT_WRITE,
+                        ..Default::default()
+                    },
                 ],
                 sigactions,
-                fds: vec![Fd { fd: 1, cloexec: false, file: 1 }],
+                fds: vec![Fd {
+                    fd: 1,
+                    cloexec: false,
+                    file: 1,
+                }],
                 threads: vec![Thread {
                     tid: 100,
                     comm: b"counter".to_vec(),
                     state: "S".into(),
                     regs: Registers::X8664(x),
                     blocked: 1 << 9,
-                    pending: vec![SigInfo { signo: 12, code: -6, raw: vec![0; 128] }],
+                    pending: vec![SigInfo {
+                        signo: 12,
+                        code: -6,
+                        raw: vec![0; 128],
+                    }],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -541,17 +666,38 @@ pub(crate) mod tests {
     fn proc_like_files() {
         let img = sample();
         let i = ImgId(0);
-        assert_eq!(render(Node::ProcFile(i, 100, ProcFile::Cmdline), &img).unwrap(), b"./counter\x000\x00");
-        assert_eq!(text(Node::ProcFile(i, 100, ProcFile::Comm), &img), "counter\n");
+        assert_eq!(
+            render(Node::ProcFile(i, 100, ProcFile::Cmdline), &img).unwrap(),
+            b"./counter\x000\x00"
+        );
+        assert_eq!(
+            text(Node::ProcFile(i, 100, ProcFile::Comm), &img),
+            "counter\n"
+        );
         let maps = text(Node::ProcFile(i, 100, ProcFile::Maps), &img);
         let first = maps.lines().next().unwrap();
-        assert!(first.starts_with("00400000-00401000 r-xp 00000000 08:01 1234 "), "{first}");
+        assert!(
+            first.starts_with("00400000-00401000 r-xp 00000000 08:01 1234 "),
+            "{first}"
+        );
         assert_eq!(first.find("/usr/bin/counter"), Some(73), "{first:?}");
-        assert_eq!(maps.lines().nth(1).unwrap(), "00600000-00602000 rw-p 00000000 00:00 0");
+        assert_eq!(
+            maps.lines().nth(1).unwrap(),
+            "00600000-00602000 rw-p 00000000 00:00 0"
+        );
         let limits = text(Node::ProcFile(i, 100, ProcFile::Limits), &img);
-        assert!(limits.starts_with("Limit                     Soft Limit           Hard Limit           Units"));
-        assert!(limits.contains("Max open files            1024                 4096                 files"), "{limits}");
-        assert!(limits.contains("Max cpu time              unlimited            unlimited            seconds"));
+        assert!(limits.starts_with(
+            "Limit                     Soft Limit           Hard Limit           Units"
+        ));
+        assert!(
+            limits.contains(
+                "Max open files            1024                 4096                 files"
+            ),
+            "{limits}"
+        );
+        assert!(limits.contains(
+            "Max cpu time              unlimited            unlimited            seconds"
+        ));
         let st = text(Node::ProcFile(i, 100, ProcFile::Status), &img);
         assert!(st.contains("Name:\tcounter\n"), "{st}");
         assert!(st.contains("State:\tS (sleeping)\n"));
@@ -560,8 +706,16 @@ pub(crate) mod tests {
         assert!(st.contains("SigCgt:\t0000000000000200\n"));
         assert!(st.contains("SigPnd:\t0000000000000800\n"));
         assert!(st.contains("VmSize:\t      12 kB\n"), "{st}");
-        assert_eq!(render(Node::ProcFile(i, 100, ProcFile::Exe), &img).unwrap(), b"/usr/bin/counter");
-        assert_eq!(render(Node::ProcFile(i, 100, ProcFile::Xstate), &img).unwrap().len(), 576);
+        assert_eq!(
+            render(Node::ProcFile(i, 100, ProcFile::Exe), &img).unwrap(),
+            b"/usr/bin/counter"
+        );
+        assert_eq!(
+            render(Node::ProcFile(i, 100, ProcFile::Xstate), &img)
+                .unwrap()
+                .len(),
+            576
+        );
         assert!(render(Node::ProcFile(i, 100, ProcFile::Mem), &img).is_none());
     }
 
@@ -577,7 +731,12 @@ pub(crate) mod tests {
         assert_eq!(lines[15], "orig_rax 0xffffffffffffffff");
         assert_eq!(text(Node::TaskFile(i, 100, 100, TaskFile::Regs), &img), r);
         let s = text(Node::ProcFile(i, 100, ProcFile::Signals), &img);
-        assert!(s.contains("SIGUSR1      handler 0x401234 flags 0x4000000 mask 0x0 restorer 0x401300\n"), "{s}");
+        assert!(
+            s.contains(
+                "SIGUSR1      handler 0x401234 flags 0x4000000 mask 0x0 restorer 0x401300\n"
+            ),
+            "{s}"
+        );
         assert!(s.contains("SIGRTMIN+1   handler 0x0"), "{s}");
         assert!(s.contains("blocked 0x200\n"));
         assert!(s.contains("pending 100 SIGUSR2 code -6\n"));
@@ -599,7 +758,12 @@ pub(crate) mod tests {
     fn fd_file() {
         let img = sample();
         let t = text(Node::Fd(ImgId(0), 100, 1), &img);
-        assert!(t.starts_with("kind: regular\npath: /tmp/out.txt\nflags: 0o100002\noffset: 42\ncloexec: no\n"), "{t}");
+        assert!(
+            t.starts_with(
+                "kind: regular\npath: /tmp/out.txt\nflags: 0o100002\noffset: 42\ncloexec: no\n"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(errno: i32, msg: impl Into<String>) -> Failure {
-        Failure { errno, msg: msg.into() }
+        Failure {
+            errno,
+            msg: msg.into(),
+        }
     }
 }
 
@@ -160,14 +163,23 @@ impl Store {
     }
 
     pub fn name(&self, id: ImgId) -> String {
-        lock(&self.names).list.get(id.0 as usize).cloned().unwrap_or_default()
+        lock(&self.names)
+            .list
+            .get(id.0 as usize)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Path of the image file that shows as `/NAME/`, when it exists:
     /// `STORE/NAME.ckpt`, or a foreign file `STORE/NAME` (not hidden, not
     /// ending in `.ckpt`, no `NAME.ckpt` beside it).
     pub fn file_of(&self, name: &str) -> Option<(PathBuf, Metadata)> {
-        if name.is_empty() || name == "ctl" || name.starts_with('.') || name.contains('/') || is_temp(name) {
+        if name.is_empty()
+            || name == "ctl"
+            || name.starts_with('.')
+            || name.contains('/')
+            || is_temp(name)
+        {
             return None;
         }
         let p = self.dir.join(format!("{name}.ckpt"));
@@ -189,7 +201,11 @@ impl Store {
 
     /// Whether `name` is taken by an image or another file of the store.
     pub fn name_taken(&self, name: &str) -> bool {
-        self.dir.join(format!("{name}.ckpt")).symlink_metadata().is_ok() || self.file_of(name).is_some()
+        self.dir
+            .join(format!("{name}.ckpt"))
+            .symlink_metadata()
+            .is_ok()
+            || self.file_of(name).is_some()
     }
 
     /// The images of the store, sorted by name: every regular, non-hidden
@@ -199,13 +215,17 @@ impl Store {
         let mut names: BTreeMap<String, bool> = BTreeMap::new();
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
-                let Ok(fname) = e.file_name().into_string() else { continue };
+                let Ok(fname) = e.file_name().into_string() else {
+                    continue;
+                };
                 if fname.starts_with('.') || is_temp(&fname) {
                     continue;
                 }
                 let is_file = match e.file_type() {
                     Ok(t) if t.is_file() => true,
-                    Ok(t) if t.is_symlink() => std::fs::metadata(e.path()).map(|m| m.is_file()).unwrap_or(false),
+                    Ok(t) if t.is_symlink() => std::fs::metadata(e.path())
+                        .map(|m| m.is_file())
+                        .unwrap_or(false),
                     _ => false,
                 };
                 if !is_file {
@@ -222,10 +242,13 @@ impl Store {
                 *e |= is_ckpt;
             }
         }
-        names.into_keys().map(|n| {
-            let id = self.intern(&n);
-            (n, id)
-        }).collect()
+        names
+            .into_keys()
+            .map(|n| {
+                let id = self.intern(&n);
+                (n, id)
+            })
+            .collect()
     }
 
     /// Stat of the image file behind `id`.
@@ -249,7 +272,8 @@ impl Store {
                 }
             }
         }
-        self.loads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reader = ImageReader::open(&path).map_err(|e| e.to_string());
         // The file may have changed while it was read: key it by what was
         // there before; a later stat that differs loads it again.
@@ -281,22 +305,25 @@ impl Store {
             return Some(c.clone());
         }
         let bytes = match (&l.reader, node) {
-            (Err(e), Node::Info(id)) => format!(
-                "{}: cannot read {}: {e}\n",
-                self.name(id),
-                l.path.display()
-            )
-            .into_bytes(),
+            (Err(e), Node::Info(id)) => {
+                format!("{}: cannot read {}: {e}\n", self.name(id), l.path.display()).into_bytes()
+            }
             (Err(_), _) => return None,
             (Ok(r), Node::Info(_)) => ckpt_image::summary::render(r.image()).into_bytes(),
-            (Ok(r), Node::Json(_)) => match ckpt_image::json::metadata_to_json(r.metadata_bytes()) {
-                Ok(v) => {
-                    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
-                    s.push('\n');
-                    s.into_bytes()
+            (Ok(r), Node::Json(_)) => {
+                match ckpt_image::json::metadata_to_json(r.metadata_bytes()) {
+                    Ok(v) => {
+                        let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+                        s.push('\n');
+                        s.into_bytes()
+                    }
+                    Err(e) => format!(
+                        "{{\"error\": {}}}\n",
+                        serde_json::Value::String(e.to_string())
+                    )
+                    .into_bytes(),
                 }
-                Err(e) => format!("{{\"error\": {}}}\n", serde_json::Value::String(e.to_string())).into_bytes(),
-            },
+            }
             (Ok(r), n) => render::render(n, r.image())?,
         };
         let bytes = Arc::new(bytes);
@@ -332,7 +359,13 @@ impl Store {
     /// file mappings that were not saved come from the mapped file when it
     /// is unchanged. A read at offset 0 is end of file (address 0 is never
     /// mapped), so tools that copy the file from the start copy nothing.
-    pub fn read_mem(&self, l: &Loaded, pid: i32, addr: u64, len: usize) -> Result<Vec<u8>, Failure> {
+    pub fn read_mem(
+        &self,
+        l: &Loaded,
+        pid: i32,
+        addr: u64,
+        len: usize,
+    ) -> Result<Vec<u8>, Failure> {
         let mut out = vec![0u8; len];
         let n = self.read_mem_into(l, pid, addr, &mut out)?;
         out.truncate(n);
@@ -341,7 +374,13 @@ impl Store {
 
     /// [`Store::read_mem`] into `out` (its whole length is asked for);
     /// returns how many bytes were read.
-    pub fn read_mem_into(&self, l: &Loaded, pid: i32, addr: u64, out: &mut [u8]) -> Result<usize, Failure> {
+    pub fn read_mem_into(
+        &self,
+        l: &Loaded,
+        pid: i32,
+        addr: u64,
+        out: &mut [u8],
+    ) -> Result<usize, Failure> {
         crate::memio::read(&self.frames, l, pid, addr, out)
     }
 
@@ -361,7 +400,12 @@ impl Store {
             *tx = Some(s);
         }
         if let Some(tx) = tx.as_ref() {
-            let _ = tx.try_send(Prefetch { loaded: l.clone(), pid, from, to });
+            let _ = tx.try_send(Prefetch {
+                loaded: l.clone(),
+                pid,
+                from,
+                to,
+            });
         }
     }
 
@@ -379,15 +423,16 @@ impl Store {
     ) -> Result<Option<(T, u32)>, Failure> {
         let slot = self.editor_slot(id);
         let mut slot = lock(&slot);
-        let (path, meta) = self
-            .stat(id)
-            .ok_or_else(|| Failure::new(libc::ENOENT, format!("image {} is gone", self.name(id))))?;
+        let (path, meta) = self.stat(id).ok_or_else(|| {
+            Failure::new(libc::ENOENT, format!("image {} is gone", self.name(id)))
+        })?;
         let key = FileKey::of(&meta);
         let fresh = !matches!(&*slot, Some((k, _)) if *k == key);
         if fresh {
             *slot = None;
-            let ed = ImageEditor::open(&path)
-                .map_err(|e| Failure::new(errno_of(&e), format!("cannot edit {}: {e}", path.display())))?;
+            let ed = ImageEditor::open(&path).map_err(|e| {
+                Failure::new(errno_of(&e), format!("cannot edit {}: {e}", path.display()))
+            })?;
             *slot = Some((key, ed));
         }
         let (_, ed) = slot.as_mut().expect("editor just set");
@@ -419,30 +464,51 @@ impl Store {
     /// what changed and the new generation; `Ok(None)` when the text held
     /// no edit.
     pub fn edit(&self, node: Node, data: &[u8]) -> Result<Option<(String, u32)>, Failure> {
-        let id = node.image().ok_or_else(|| Failure::new(libc::EINVAL, "not an image file"))?;
+        let id = node
+            .image()
+            .ok_or_else(|| Failure::new(libc::EINVAL, "not an image file"))?;
         self.with_editor(id, |ed| {
-            crate::edit::apply(node, ed.image_mut(), data).map_err(|m| Failure::new(libc::EINVAL, m))
+            crate::edit::apply(node, ed.image_mut(), data)
+                .map_err(|m| Failure::new(libc::EINVAL, m))
         })
     }
 
     /// Whether `data` would be accepted as an edit of `node` (parsed
     /// against a copy of the current image; nothing is written).
     pub fn check_edit(&self, node: Node, data: &[u8]) -> Result<(), Failure> {
-        let id = node.image().ok_or_else(|| Failure::new(libc::EINVAL, "not an image file"))?;
-        let l = self.load(id).ok_or_else(|| Failure::new(libc::ENOENT, "the image is gone"))?;
-        let mut img = l.image().ok_or_else(|| Failure::new(libc::EIO, "the image cannot be read"))?.clone();
-        crate::edit::apply(node, &mut img, data).map(drop).map_err(|m| Failure::new(libc::EINVAL, m))
+        let id = node
+            .image()
+            .ok_or_else(|| Failure::new(libc::EINVAL, "not an image file"))?;
+        let l = self
+            .load(id)
+            .ok_or_else(|| Failure::new(libc::ENOENT, "the image is gone"))?;
+        let mut img = l
+            .image()
+            .ok_or_else(|| Failure::new(libc::EIO, "the image cannot be read"))?
+            .clone();
+        crate::edit::apply(node, &mut img, data)
+            .map(drop)
+            .map_err(|m| Failure::new(libc::EINVAL, m))
     }
 
     /// Write saved memory of `pid` at `addr` and commit. Writes as much of
     /// `data` as lies in consecutive mapped memory; EIO when `addr` itself is
     /// not mapped or a partial page of an unsaved file mapping is touched.
-    pub fn write_mem(&self, id: ImgId, pid: i32, addr: u64, data: &[u8]) -> Result<(usize, u32), Failure> {
+    pub fn write_mem(
+        &self,
+        id: ImgId,
+        pid: i32,
+        addr: u64,
+        data: &[u8],
+    ) -> Result<(usize, u32), Failure> {
         if data.is_empty() {
             return Ok((0, 0));
         }
         let r = self.with_editor(id, |ed| {
-            let p = ed.image().process(pid).ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
+            let p = ed
+                .image()
+                .process(pid)
+                .ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
             // The mapped prefix of [addr, addr+len).
             let mut cur = addr;
             let end = addr.saturating_add(data.len() as u64);
@@ -454,10 +520,14 @@ impl Store {
             }
             let n = (cur - addr) as usize;
             if n == 0 {
-                return Err(Failure::new(libc::EIO, format!("pid {pid}: address {addr:#x} is not mapped")));
+                return Err(Failure::new(
+                    libc::EIO,
+                    format!("pid {pid}: address {addr:#x} is not mapped"),
+                ));
             }
-            ed.write_memory(pid, addr, &data[..n])
-                .map_err(|e| Failure::new(errno_of(&e), format!("writing {n} bytes at {addr:#x}: {e}")))?;
+            ed.write_memory(pid, addr, &data[..n]).map_err(|e| {
+                Failure::new(errno_of(&e), format!("writing {n} bytes at {addr:#x}: {e}"))
+            })?;
             Ok(Some(n))
         })?;
         Ok(r.unwrap_or((0, 0)))

@@ -74,7 +74,12 @@ pub enum TaskFile {
 }
 
 impl TaskFile {
-    pub const ALL: [TaskFile; 4] = [TaskFile::Comm, TaskFile::Regs, TaskFile::Status, TaskFile::Xstate];
+    pub const ALL: [TaskFile; 4] = [
+        TaskFile::Comm,
+        TaskFile::Regs,
+        TaskFile::Status,
+        TaskFile::Xstate,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             TaskFile::Comm => "comm",
@@ -156,9 +161,12 @@ impl Node {
 
     pub fn kind(self) -> Kind {
         match self {
-            Node::Root | Node::Image(_) | Node::Proc(..) | Node::Tasks(..) | Node::Task(..) | Node::Fds(..) => {
-                Kind::Dir
-            }
+            Node::Root
+            | Node::Image(_)
+            | Node::Proc(..)
+            | Node::Tasks(..)
+            | Node::Task(..)
+            | Node::Fds(..) => Kind::Dir,
             Node::ProcFile(_, _, ProcFile::Exe) => Kind::Symlink,
             _ => Kind::File,
         }
@@ -170,7 +178,11 @@ impl Node {
             self,
             Node::RootCtl
                 | Node::ImageCtl(_)
-                | Node::ProcFile(_, _, ProcFile::Mem | ProcFile::Regs | ProcFile::Signals | ProcFile::Cwd)
+                | Node::ProcFile(
+                    _,
+                    _,
+                    ProcFile::Mem | ProcFile::Regs | ProcFile::Signals | ProcFile::Cwd
+                )
                 | Node::TaskFile(_, _, _, TaskFile::Regs)
                 | Node::Fd(..)
         )
@@ -225,8 +237,15 @@ impl Node {
             ImageState::Ok(img) => *img,
         };
         match self {
-            Node::Root | Node::RootCtl | Node::Image(_) | Node::Info(_) | Node::Json(_) | Node::ImageCtl(_) => true,
-            Node::Proc(_, pid) | Node::Tasks(_, pid) | Node::Fds(_, pid) => img.process(pid).is_some(),
+            Node::Root
+            | Node::RootCtl
+            | Node::Image(_)
+            | Node::Info(_)
+            | Node::Json(_)
+            | Node::ImageCtl(_) => true,
+            Node::Proc(_, pid) | Node::Tasks(_, pid) | Node::Fds(_, pid) => {
+                img.process(pid).is_some()
+            }
             Node::ProcFile(_, pid, f) => match img.process(pid) {
                 None => false,
                 Some(p) => match f {
@@ -245,7 +264,9 @@ impl Node {
                     _ => true,
                 },
             },
-            Node::Fd(_, pid, fd) => img.process(pid).is_some_and(|p| p.fds.iter().any(|f| f.fd == fd)),
+            Node::Fd(_, pid, fd) => img
+                .process(pid)
+                .is_some_and(|p| p.fds.iter().any(|f| f.fd == fd)),
         }
     }
 
@@ -282,7 +303,12 @@ impl Node {
             }
             Node::Tasks(i, pid) => img
                 .process(pid)
-                .map(|p| p.threads.iter().map(|t| Node::Task(i, pid, t.tid)).collect())
+                .map(|p| {
+                    p.threads
+                        .iter()
+                        .map(|t| Node::Task(i, pid, t.tid))
+                        .collect()
+                })
                 .unwrap_or_default(),
             Node::Task(i, pid, tid) => TaskFile::ALL
                 .into_iter()
@@ -367,10 +393,29 @@ mod tests {
             processes: vec![Process {
                 pid: 100,
                 threads: vec![
-                    Thread { tid: 100, regs: Registers::X8664(X8664Regs::default()), ..Default::default() },
-                    Thread { tid: 101, regs: Registers::X8664(X8664Regs::default()), ..Default::default() },
+                    Thread {
+                        tid: 100,
+                        regs: Registers::X8664(X8664Regs::default()),
+                        ..Default::default()
+                    },
+                    Thread {
+                        tid: 101,
+                        regs: Registers::X8664(X8664Regs::default()),
+                        ..Default::default()
+                    },
                 ],
-                fds: vec![Fd { fd: 0, cloexec: false, file: 1 }, Fd { fd: 3, cloexec: true, file: 2 }],
+                fds: vec![
+                    Fd {
+                        fd: 0,
+                        cloexec: false,
+                        file: 1,
+                    },
+                    Fd {
+                        fd: 3,
+                        cloexec: true,
+                        file: 2,
+                    },
+                ],
                 ..Default::default()
             }],
             ..Default::default()
@@ -389,13 +434,21 @@ mod tests {
         assert!(p.contains(&Node::ProcFile(i, 100, ProcFile::Mem)));
         assert!(p.contains(&Node::Fds(i, 100)));
         assert_eq!(Node::Tasks(i, 100).children(&st).len(), 2);
-        assert_eq!(Node::Fds(i, 100).children(&st), vec![Node::Fd(i, 100, 0), Node::Fd(i, 100, 3)]);
-        assert_eq!(Node::Fds(i, 100).lookup("3", &st), Some(Node::Fd(i, 100, 3)));
+        assert_eq!(
+            Node::Fds(i, 100).children(&st),
+            vec![Node::Fd(i, 100, 0), Node::Fd(i, 100, 3)]
+        );
+        assert_eq!(
+            Node::Fds(i, 100).lookup("3", &st),
+            Some(Node::Fd(i, 100, 3))
+        );
         assert_eq!(Node::Fds(i, 100).lookup("03", &st), None);
         assert_eq!(Node::Fds(i, 100).lookup("4", &st), None);
         assert_eq!(Node::Image(i).lookup("101", &st), None);
         assert_eq!(
-            Node::Tasks(i, 100).lookup("101", &st).and_then(|t| t.lookup("regs", &st)),
+            Node::Tasks(i, 100)
+                .lookup("101", &st)
+                .and_then(|t| t.lookup("regs", &st)),
             Some(Node::TaskFile(i, 100, 101, TaskFile::Regs))
         );
         for n in top {
@@ -407,9 +460,15 @@ mod tests {
     #[test]
     fn broken_image_has_only_info() {
         let i = ImgId(3);
-        assert_eq!(Node::Image(i).children(&ImageState::Broken), vec![Node::Info(i)]);
+        assert_eq!(
+            Node::Image(i).children(&ImageState::Broken),
+            vec![Node::Info(i)]
+        );
         assert_eq!(Node::Image(i).lookup("ctl", &ImageState::Broken), None);
-        assert_eq!(Node::Image(i).lookup("info", &ImageState::Broken), Some(Node::Info(i)));
+        assert_eq!(
+            Node::Image(i).lookup("info", &ImageState::Broken),
+            Some(Node::Info(i))
+        );
     }
 
     #[test]

@@ -32,7 +32,10 @@ fn errno(e: &std::io::Error) -> i32 {
 fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::fd::IntoRawFd;
-    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(p)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(p)?;
     f.write_all(data)?;
     let fd = f.into_raw_fd();
     // SAFETY: fd is ours and closed once.
@@ -55,28 +58,57 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn reads_every_file_of_an_image() {
     let (_dir, _store, m) = setup("read", &Synth::default());
-    let mut top: Vec<String> =
-        std::fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut top: Vec<String> = std::fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     top.sort();
     assert_eq!(top, ["ctl", "syn"]);
 
     let mut all = Vec::new();
     walk(&m.path("syn"), &mut all);
-    let names: Vec<String> =
-        all.iter().map(|p| p.strip_prefix(m.path("syn")).unwrap().display().to_string()).collect();
+    let names: Vec<String> = all
+        .iter()
+        .map(|p| p.strip_prefix(m.path("syn")).unwrap().display().to_string())
+        .collect();
     for want in [
-        "info", "image.json", "ctl", "4242", "4242/maps", "4242/mem", "4242/regs", "4242/xstate", "4242/status",
-        "4242/limits", "4242/cmdline", "4242/comm", "4242/environ", "4242/exe", "4242/cwd", "4242/signals",
-        "4242/fds/0", "4242/fds/1", "4242/task/4242/regs", "4242/task/4243/regs", "4242/task/4243/status",
-        "4242/task/4243/comm", "4242/task/4243/xstate",
+        "info",
+        "image.json",
+        "ctl",
+        "4242",
+        "4242/maps",
+        "4242/mem",
+        "4242/regs",
+        "4242/xstate",
+        "4242/status",
+        "4242/limits",
+        "4242/cmdline",
+        "4242/comm",
+        "4242/environ",
+        "4242/exe",
+        "4242/cwd",
+        "4242/signals",
+        "4242/fds/0",
+        "4242/fds/1",
+        "4242/task/4242/regs",
+        "4242/task/4243/regs",
+        "4242/task/4243/status",
+        "4242/task/4243/comm",
+        "4242/task/4243/xstate",
     ] {
-        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
     }
     // Every file reads (cat-style) with exactly its listed size; times are the dump time.
     for p in &all {
         let md = std::fs::symlink_metadata(p).unwrap();
         if md.file_type().is_symlink() {
-            assert_eq!(std::fs::read_link(p).unwrap(), Path::new("/nonexistent/synthetic"));
+            assert_eq!(
+                std::fs::read_link(p).unwrap(),
+                Path::new("/nonexistent/synthetic")
+            );
             continue;
         }
         assert_eq!(md.mtime(), CREATED_NS / 1_000_000_000, "{}", p.display());
@@ -92,7 +124,13 @@ fn reads_every_file_of_an_image() {
         }
     }
     // Permissions follow the 0600 image: r-x dirs, r-- files, rw- editable files.
-    let mode = |rel: &str| std::fs::symlink_metadata(m.path(rel)).unwrap().permissions().mode() & 0o777;
+    let mode = |rel: &str| {
+        std::fs::symlink_metadata(m.path(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("syn"), 0o500);
     assert_eq!(mode("syn/info"), 0o400);
     assert_eq!(mode("syn/4242/maps"), 0o400);
@@ -103,28 +141,52 @@ fn reads_every_file_of_an_image() {
     let maps = read(&m.path("syn/4242/maps"));
     let lines: Vec<&str> = maps.lines().collect();
     assert_eq!(lines.len(), 4);
-    assert!(lines[0].starts_with("00400000-00402000 r-xp 00000000 08:01 99 "), "{maps}");
+    assert!(
+        lines[0].starts_with("00400000-00402000 r-xp 00000000 08:01 99 "),
+        "{maps}"
+    );
     assert!(lines[0].ends_with(" /nonexistent/synthetic"));
     assert_eq!(lines[1], "10000000-10040000 rw-p 00000000 00:00 0");
     assert!(lines[3].ends_with("[stack]"));
     let regs = read(&m.path("syn/4242/regs"));
     assert_eq!(regs.lines().count(), 27);
-    assert!(regs.contains("rax 0x000000000000001c\n") && regs.contains("r12 0x000000000000000c\n"), "{regs}");
+    assert!(
+        regs.contains("rax 0x000000000000001c\n") && regs.contains("r12 0x000000000000000c\n"),
+        "{regs}"
+    );
     assert!(read(&m.path("syn/4242/task/4243/regs")).contains("rip 0x0000000000401800\n"));
-    assert_eq!(std::fs::read(m.path("syn/4242/xstate")).unwrap(), (0..576u32).map(|i| i as u8).collect::<Vec<_>>());
-    assert_eq!(std::fs::read(m.path("syn/4242/cmdline")).unwrap(), b"/nonexistent/synthetic\0--flag\0");
-    assert_eq!(std::fs::read(m.path("syn/4242/environ")).unwrap(), b"HOME=/root\0LANG=C\0");
+    assert_eq!(
+        std::fs::read(m.path("syn/4242/xstate")).unwrap(),
+        (0..576u32).map(|i| i as u8).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read(m.path("syn/4242/cmdline")).unwrap(),
+        b"/nonexistent/synthetic\0--flag\0"
+    );
+    assert_eq!(
+        std::fs::read(m.path("syn/4242/environ")).unwrap(),
+        b"HOME=/root\0LANG=C\0"
+    );
     assert_eq!(read(&m.path("syn/4242/comm")), "synthetic\n");
     assert_eq!(read(&m.path("syn/4242/task/4243/comm")), "worker\n");
     assert_eq!(read(&m.path("syn/4242/cwd")), "/tmp\n");
     let status = read(&m.path("syn/4242/status"));
-    assert!(status.contains("Threads:\t2\n") && status.contains("SigBlk:\t0000000000000200\n"), "{status}");
+    assert!(
+        status.contains("Threads:\t2\n") && status.contains("SigBlk:\t0000000000000200\n"),
+        "{status}"
+    );
     assert!(read(&m.path("syn/4242/task/4243/status")).contains("Pid:\t4243\n"));
-    assert!(read(&m.path("syn/4242/limits")).contains("Max open files            1024                 4096"));
+    assert!(read(&m.path("syn/4242/limits"))
+        .contains("Max open files            1024                 4096"));
     let fd1 = read(&m.path("syn/4242/fds/1"));
-    assert!(fd1.starts_with("kind: regular\npath: /tmp/synthetic-out.txt\nflags: 0o100001\noffset: 5\ncloexec: no\n"));
+    assert!(fd1.starts_with(
+        "kind: regular\npath: /tmp/synthetic-out.txt\nflags: 0o100001\noffset: 5\ncloexec: no\n"
+    ));
     let sig = read(&m.path("syn/4242/signals"));
-    assert!(sig.contains("SIGUSR1      handler 0x401000 flags 0x4000000 mask 0x2 restorer 0x401100\n"), "{sig}");
+    assert!(
+        sig.contains("SIGUSR1      handler 0x401000 flags 0x4000000 mask 0x2 restorer 0x401100\n"),
+        "{sig}"
+    );
     assert!(sig.contains("blocked 0x200\n"));
     assert!(read(&m.path("syn/info")).contains("synthetic"));
     let json: serde_json::Value = serde_json::from_str(&read(&m.path("syn/image.json"))).unwrap();
@@ -138,12 +200,27 @@ fn reads_every_file_of_an_image() {
     assert_eq!(buf, (5000..5100).map(data_byte).collect::<Vec<_>>());
     let mut big = vec![0u8; 3 << 20];
     let n = mem.read_at(&mut big, DATA_ADDR).unwrap();
-    assert_eq!(n, DATA_PAGES * 4096, "a read stops at the end of the mapping");
+    assert_eq!(
+        n,
+        DATA_PAGES * 4096,
+        "a read stops at the end of the mapping"
+    );
     assert!(big[..n].iter().enumerate().all(|(i, &b)| b == data_byte(i)));
     mem.read_exact_at(&mut buf, ZERO_ADDR + 10).unwrap();
-    assert!(buf.iter().all(|&b| b == 0), "anonymous memory without saved pages reads as zeros");
-    assert_eq!(errno(&mem.read_at(&mut buf, 0x1000).unwrap_err()), libc::EIO, "unmapped");
-    assert_eq!(errno(&mem.read_at(&mut buf, 0x40_0000).unwrap_err()), libc::EIO, "unsaved file page, file gone");
+    assert!(
+        buf.iter().all(|&b| b == 0),
+        "anonymous memory without saved pages reads as zeros"
+    );
+    assert_eq!(
+        errno(&mem.read_at(&mut buf, 0x1000).unwrap_err()),
+        libc::EIO,
+        "unmapped"
+    );
+    assert_eq!(
+        errno(&mem.read_at(&mut buf, 0x40_0000).unwrap_err()),
+        libc::EIO,
+        "unsaved file page, file gone"
+    );
     drop(mem);
     assert!(read(&m.path("syn/ctl")).contains("restore"));
     m.stop();
@@ -154,44 +231,81 @@ fn edits_are_committed_and_survive_remount() {
     let (dir, store, m) = setup("edit", &Synth::default());
     let img = store.join("syn.ckpt");
     let p = |rel: &str| m.path(&format!("syn/4242/{rel}"));
-    let mem = std::fs::OpenOptions::new().write(true).open(p("mem")).unwrap();
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p("mem"))
+        .unwrap();
     assert_eq!(mem.write_at(b"HELLO", DATA_ADDR + 100).unwrap(), 5);
     drop(mem);
-    assert!(read(&m.path("syn/ctl")).starts_with("ok edit 4242/mem: 5 bytes at 0x10000064 (generation 1)"));
+    assert!(read(&m.path("syn/ctl"))
+        .starts_with("ok edit 4242/mem: 5 bytes at 0x10000064 (generation 1)"));
     write_close(&p("regs"), b"rax 0x42\nr12 99\n").unwrap();
     write_close(&p("task/4243/regs"), b"rip 0x401900\n").unwrap();
     write_close(&p("signals"), b"SIGUSR2 handler 0x1\nblocked 0x4\n").unwrap();
     write_close(&p("fds/1"), b"offset: 77\npath: /tmp/elsewhere\n").unwrap();
     write_close(&p("cwd"), b"/var\n").unwrap();
     // The shell's way: O_TRUNC + write + close, and appending.
-    let sh = |cmd: &str| Command::new("sh").arg("-c").arg(cmd).current_dir(p("")).status().unwrap();
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(p(""))
+            .status()
+            .unwrap()
+    };
     assert!(sh("echo 'rbx 0x55' > regs").success());
     assert!(sh("echo 'rdx 0x66' >> regs").success());
     let ctl = read(&m.path("syn/ctl"));
-    assert!(ctl.starts_with("ok edit 4242/regs: regs of tid 4242: rdx=0x66 (generation 8)"), "{ctl}");
+    assert!(
+        ctl.starts_with("ok edit 4242/regs: regs of tid 4242: rdx=0x66 (generation 8)"),
+        "{ctl}"
+    );
 
     let check = |where_: &str, mnt: &Path| {
         let p = |rel: &str| mnt.join(format!("syn/4242/{rel}"));
         let regs = read(&p("regs"));
-        for l in ["rax 0x0000000000000042", "r12 0x0000000000000063", "rbx 0x0000000000000055", "rdx 0x0000000000000066"] {
+        for l in [
+            "rax 0x0000000000000042",
+            "r12 0x0000000000000063",
+            "rbx 0x0000000000000055",
+            "rdx 0x0000000000000066",
+        ] {
             assert!(regs.contains(l), "{where_}: {l} missing:\n{regs}");
         }
-        assert!(read(&p("task/4243/regs")).contains("rip 0x0000000000401900"), "{where_}");
+        assert!(
+            read(&p("task/4243/regs")).contains("rip 0x0000000000401900"),
+            "{where_}"
+        );
         let sig = read(&p("signals"));
-        assert!(sig.contains("SIGUSR2      handler 0x1 ") && sig.contains("blocked 0x4\n"), "{where_}: {sig}");
+        assert!(
+            sig.contains("SIGUSR2      handler 0x1 ") && sig.contains("blocked 0x4\n"),
+            "{where_}: {sig}"
+        );
         let fd = read(&p("fds/1"));
-        assert!(fd.contains("path: /tmp/elsewhere\n") && fd.contains("offset: 77\n"), "{where_}: {fd}");
+        assert!(
+            fd.contains("path: /tmp/elsewhere\n") && fd.contains("offset: 77\n"),
+            "{where_}: {fd}"
+        );
         assert_eq!(read(&p("cwd")), "/var\n");
         let mut b = [0u8; 7];
-        std::fs::File::open(p("mem")).unwrap().read_exact_at(&mut b, DATA_ADDR + 99).unwrap();
-        assert_eq!(&b, &[data_byte(99), b'H', b'E', b'L', b'L', b'O', data_byte(105)], "{where_}");
+        std::fs::File::open(p("mem"))
+            .unwrap()
+            .read_exact_at(&mut b, DATA_ADDR + 99)
+            .unwrap();
+        assert_eq!(
+            &b,
+            &[data_byte(99), b'H', b'E', b'L', b'L', b'O', data_byte(105)],
+            "{where_}"
+        );
     };
     check("mounted", &m.mnt);
 
     // What the image file says, through the image crate.
     let r = ImageReader::open(&img).unwrap();
     assert_eq!(r.image().generation, 8);
-    let Registers::X8664(x) = &r.image().processes[0].threads[0].regs else { panic!() };
+    let Registers::X8664(x) = &r.image().processes[0].threads[0].regs else {
+        panic!()
+    };
     assert_eq!((x.rax, x.r12, x.rbx), (0x42, 99, 0x55));
     let mut b = [0u8; 5];
     r.read_memory(PID, DATA_ADDR + 100, &mut b).unwrap();
@@ -216,36 +330,83 @@ fn bad_edits_and_commands_are_rejected_with_a_reason() {
     let p = |rel: &str| m.path(&format!("syn/4242/{rel}"));
     let e = write_close(&p("regs"), b"bogus 1\n").unwrap_err();
     assert_eq!(errno(&e), libc::EINVAL);
-    assert!(read(&m.path("syn/ctl")).starts_with("error: edit of 4242/regs: line 1: unknown register 'bogus'"));
+    assert!(read(&m.path("syn/ctl"))
+        .starts_with("error: edit of 4242/regs: line 1: unknown register 'bogus'"));
     // Without a newline the text is checked at close(), which fails.
     let e = write_close(&p("regs"), b"rax zz").unwrap_err();
     assert_eq!(errno(&e), libc::EINVAL);
     assert!(read(&m.path("syn/ctl")).contains("bad number 'zz'"));
     // The shell sees the failed write.
-    let o = Command::new("sh").arg("-c").arg("echo 'rax 1 2' > regs").current_dir(p("")).output().unwrap();
-    assert!(!o.status.success(), "shell redirection of a bad edit succeeded");
-    assert_eq!(errno(&write_close(&p("fds/1"), b"kind: pipe\n").unwrap_err()), libc::EINVAL);
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("echo 'rax 1 2' > regs")
+        .current_dir(p(""))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "shell redirection of a bad edit succeeded"
+    );
+    assert_eq!(
+        errno(&write_close(&p("fds/1"), b"kind: pipe\n").unwrap_err()),
+        libc::EINVAL
+    );
     assert!(read(&m.path("syn/ctl")).contains("'kind' is read-only"));
-    assert_eq!(errno(&write_close(&p("signals"), b"SIGKILL handler 0x5\n").unwrap_err()), libc::EINVAL);
-    assert_eq!(errno(&write_close(&p("cwd"), b"relative\n").unwrap_err()), libc::EINVAL);
-    assert_eq!(errno(&write_close(&p("task/4243/regs"), b"xmm0 1\n").unwrap_err()), libc::EINVAL);
+    assert_eq!(
+        errno(&write_close(&p("signals"), b"SIGKILL handler 0x5\n").unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(&write_close(&p("cwd"), b"relative\n").unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(&write_close(&p("task/4243/regs"), b"xmm0 1\n").unwrap_err()),
+        libc::EINVAL
+    );
     // mem outside the mappings.
-    let mem = std::fs::OpenOptions::new().write(true).open(p("mem")).unwrap();
+    let mem = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p("mem"))
+        .unwrap();
     assert_eq!(errno(&mem.write_at(b"x", 0x5000).unwrap_err()), libc::EIO);
     assert!(read(&m.path("syn/ctl")).contains("not mapped"));
     drop(mem);
     // Nothing was committed.
     assert_eq!(ImageReader::open(&img).unwrap().image().generation, 0);
     // Read-only files cannot be opened for writing.
-    assert_eq!(errno(&std::fs::OpenOptions::new().write(true).open(p("maps")).unwrap_err()), libc::EACCES);
+    assert_eq!(
+        errno(
+            &std::fs::OpenOptions::new()
+                .write(true)
+                .open(p("maps"))
+                .unwrap_err()
+        ),
+        libc::EACCES
+    );
     // ctl commands.
-    assert_eq!(errno(&write_close(&m.path("ctl"), b"frobnicate\n").unwrap_err()), libc::EINVAL);
+    assert_eq!(
+        errno(&write_close(&m.path("ctl"), b"frobnicate\n").unwrap_err()),
+        libc::EINVAL
+    );
     assert!(read(&m.path("ctl")).starts_with("error: unknown command 'frobnicate'"));
-    assert_eq!(errno(&write_close(&m.path("ctl"), b"checkpoint abc\n").unwrap_err()), libc::EINVAL);
-    assert_eq!(errno(&write_close(&m.path("ctl"), b"checkpoint 1 syn\n").unwrap_err()), libc::EEXIST);
+    assert_eq!(
+        errno(&write_close(&m.path("ctl"), b"checkpoint abc\n").unwrap_err()),
+        libc::EINVAL
+    );
+    assert_eq!(
+        errno(&write_close(&m.path("ctl"), b"checkpoint 1 syn\n").unwrap_err()),
+        libc::EEXIST
+    );
     assert!(read(&m.path("ctl")).contains("an image named syn exists"));
-    assert_eq!(errno(&write_close(&m.path("ctl"), b"checkpoint 999999999 x\n").unwrap_err()), libc::ESRCH);
-    assert_eq!(errno(&write_close(&m.path("syn/ctl"), b"restore --bogus\n").unwrap_err()), libc::EINVAL);
+    assert_eq!(
+        errno(&write_close(&m.path("ctl"), b"checkpoint 999999999 x\n").unwrap_err()),
+        libc::ESRCH
+    );
+    assert_eq!(
+        errno(&write_close(&m.path("syn/ctl"), b"restore --bogus\n").unwrap_err()),
+        libc::EINVAL
+    );
     assert!(read(&m.path("syn/ctl")).contains("unexpected argument '--bogus'"));
     m.stop();
 }
@@ -258,17 +419,28 @@ fn broken_and_foreign_files_show_their_error_in_info() {
     write_synthetic(&store.join("good.ckpt"), &Synth::default());
     let good = std::fs::read(store.join("good.ckpt")).unwrap();
     std::fs::write(store.join("truncated.ckpt"), &good[..good.len() / 2]).unwrap();
-    std::fs::write(store.join("garbage.ckpt"), (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    std::fs::write(
+        store.join("garbage.ckpt"),
+        (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     std::fs::write(store.join("empty.ckpt"), b"").unwrap();
     std::fs::write(store.join("README"), b"not an image\n").unwrap();
     std::fs::write(store.join(".hidden"), b"x").unwrap();
     std::fs::write(store.join("x.ckpt.tmp.1.0"), b"being written").unwrap();
     std::fs::create_dir(store.join("subdir")).unwrap();
     let m = Mount::start(&store, &dir.join("mnt"), &[]);
-    let mut top: Vec<String> =
-        std::fs::read_dir(&m.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut top: Vec<String> = std::fs::read_dir(&m.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     top.sort();
-    assert_eq!(top, ["README", "ctl", "empty", "garbage", "good", "truncated"]);
+    assert_eq!(
+        top,
+        ["README", "ctl", "empty", "garbage", "good", "truncated"]
+    );
     for (name, want) in [
         ("garbage", "not a ckpt image"),
         ("truncated", ""),
@@ -281,7 +453,10 @@ fn broken_and_foreign_files_show_their_error_in_info() {
             .collect();
         assert_eq!(entries, ["info"], "{name}");
         let info = read(&m.path(&format!("{name}/info")));
-        assert!(info.starts_with(&format!("{name}: cannot read ")), "{name}: {info}");
+        assert!(
+            info.starts_with(&format!("{name}: cannot read ")),
+            "{name}: {info}"
+        );
         assert!(info.contains(want), "{name}: {info}");
         assert!(!m.path(&format!("{name}/ctl")).exists());
     }
@@ -305,14 +480,23 @@ fn listing_1000_images_reads_no_page_data() {
     }
     for i in 0..1000 {
         std::fs::write(store.join(format!("img{i:04}.ckpt")), &bytes).unwrap();
-        std::fs::set_permissions(store.join(format!("img{i:04}.ckpt")), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(
+            store.join(format!("img{i:04}.ckpt")),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
     }
     let m = Mount::start(&store, &dir.join("mnt"), &[]);
     let t0 = Instant::now();
     let o = Command::new("ls").arg("-l").arg(&m.mnt).output().unwrap();
     assert!(o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains(" img")).count(), 1000);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains(" img"))
+            .count(),
+        1000
+    );
     let ls = t0.elapsed();
     let t1 = Instant::now();
     for i in 0..1000 {
@@ -323,11 +507,20 @@ fn listing_1000_images_reads_no_page_data() {
     }
     let meta = t1.elapsed();
     eprintln!("ls -l of 1000 images: {ls:?}; info+maps+stat of each: {meta:?}");
-    assert!(ls < Duration::from_secs(5), "ls -l of the store took {ls:?}");
-    assert!(meta < Duration::from_secs(60), "reading metadata of 1000 images took {meta:?}");
+    assert!(
+        ls < Duration::from_secs(5),
+        "ls -l of the store took {ls:?}"
+    );
+    assert!(
+        meta < Duration::from_secs(60),
+        "reading metadata of 1000 images took {meta:?}"
+    );
     // The page data really is broken: only a mem read notices.
     let mem = std::fs::File::open(m.path("img0007/4242/mem")).unwrap();
-    assert_eq!(errno(&mem.read_at(&mut [0u8; 16], DATA_ADDR).unwrap_err()), libc::EIO);
+    assert_eq!(
+        errno(&mem.read_at(&mut [0u8; 16], DATA_ADDR).unwrap_err()),
+        libc::EIO
+    );
     drop(mem);
     m.stop();
 }
@@ -336,9 +529,26 @@ fn listing_1000_images_reads_no_page_data() {
 fn cp_r_copies_an_image_directory() {
     let (dir, _store, m) = setup("cp", &Synth::default());
     let dest = dir.join("copy");
-    let o = Command::new("cp").arg("-r").arg(m.path("syn")).arg(&dest).output().unwrap();
-    assert!(o.status.success(), "cp -r failed: {}", String::from_utf8_lossy(&o.stderr));
-    for rel in ["info", "image.json", "4242/maps", "4242/regs", "4242/status", "4242/fds/1", "4242/task/4243/regs"] {
+    let o = Command::new("cp")
+        .arg("-r")
+        .arg(m.path("syn"))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cp -r failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for rel in [
+        "info",
+        "image.json",
+        "4242/maps",
+        "4242/regs",
+        "4242/status",
+        "4242/fds/1",
+        "4242/task/4243/regs",
+    ] {
         assert_eq!(
             std::fs::read(dest.join(rel)).unwrap(),
             std::fs::read(m.path(&format!("syn/{rel}"))).unwrap(),
@@ -351,7 +561,13 @@ fn cp_r_copies_an_image_directory() {
 
 #[test]
 fn ls_r_of_thousands_of_mappings_is_quick() {
-    let (_dir, _store, m) = setup("lsr", &Synth { extra_vmas: 5000, ..Default::default() });
+    let (_dir, _store, m) = setup(
+        "lsr",
+        &Synth {
+            extra_vmas: 5000,
+            ..Default::default()
+        },
+    );
     let t0 = Instant::now();
     let o = Command::new("ls").arg("-lR").arg(&m.mnt).output().unwrap();
     let took = t0.elapsed();
@@ -379,7 +595,9 @@ fn kill_9_during_edits_leaves_a_readable_image() {
                     break;
                 }
                 mem_try = i;
-                let Ok(f) = std::fs::OpenOptions::new().write(true).open(&mem_path) else { break };
+                let Ok(f) = std::fs::OpenOptions::new().write(true).open(&mem_path) else {
+                    break;
+                };
                 if f.write_at(&i.to_le_bytes(), DATA_ADDR + 4096).is_err() {
                     break;
                 }
@@ -406,11 +624,23 @@ fn kill_9_during_edits_leaves_a_readable_image() {
     let mut b = [0u8; 8];
     r.read_memory(PID, DATA_ADDR + 4096, &mut b).unwrap();
     let v = u64::from_le_bytes(b);
-    assert!(v == mem_ok || v == mem_try, "mem holds {v}, acknowledged {mem_ok}, attempted {mem_try}");
-    let Registers::X8664(x) = &r.image().processes[0].threads[0].regs else { panic!() };
+    assert!(
+        v == mem_ok || v == mem_try,
+        "mem holds {v}, acknowledged {mem_ok}, attempted {mem_try}"
+    );
+    let Registers::X8664(x) = &r.image().processes[0].threads[0].regs else {
+        panic!()
+    };
     let rax_before = if rax_ok == 0 { 0x1c } else { rax_ok };
-    assert!(x.rax == rax_before || x.rax == rax_try, "rax {}, acknowledged {rax_ok}, attempted {rax_try}", x.rax);
-    eprintln!("killed after {mem_ok} mem and {rax_ok} regs edits; generation {}", r.image().generation);
+    assert!(
+        x.rax == rax_before || x.rax == rax_try,
+        "rax {}, acknowledged {rax_ok}, attempted {rax_try}",
+        x.rax
+    );
+    eprintln!(
+        "killed after {mem_ok} mem and {rax_ok} regs edits; generation {}",
+        r.image().generation
+    );
     // It can be mounted and edited again.
     drop(m);
     let m2 = Mount::start(&store, &dir.join("mnt"), &[]);
@@ -427,7 +657,8 @@ fn sigterm_and_umount_end_ckptfs_cleanly() {
     let mut m = Mount::start(&store, &dir.join("mnt"), &[]);
     let st = Command::new("umount").arg(&m.mnt).status().unwrap();
     assert!(st.success());
-    let st = wait_timeout(m.child.as_mut().unwrap(), Duration::from_secs(10)).expect("ckptfs did not exit after umount");
+    let st = wait_timeout(m.child.as_mut().unwrap(), Duration::from_secs(10))
+        .expect("ckptfs did not exit after umount");
     assert!(st.success(), "{st}: {}", m.log_text());
     m.child = None;
     // SIGTERM while a file is open: detached lazily, exits once it is closed.
@@ -435,13 +666,20 @@ fn sigterm_and_umount_end_ckptfs_cleanly() {
     let f = std::fs::File::open(m.path("syn/4242/regs")).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(m.pid(), libc::SIGTERM) };
-    assert!(wait_for(Duration::from_secs(10), || !mounted(&m.mnt)), "not detached");
+    assert!(
+        wait_for(Duration::from_secs(10), || !mounted(&m.mnt)),
+        "not detached"
+    );
     let mut s = String::new();
     use std::io::Read;
     (&f).read_to_string(&mut s).unwrap();
-    assert!(s.contains("rax"), "the open file still reads after the detach");
+    assert!(
+        s.contains("rax"),
+        "the open file still reads after the detach"
+    );
     drop(f);
-    let st = wait_timeout(m.child.as_mut().unwrap(), Duration::from_secs(10)).expect("no exit after the last close");
+    let st = wait_timeout(m.child.as_mut().unwrap(), Duration::from_secs(10))
+        .expect("no exit after the last close");
     assert!(st.success());
     m.child = None;
 }
@@ -464,7 +702,11 @@ fn mount_helper_form_works() {
         .args(["-o", "allow_other,nosuid,nodev,noatime"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "mount failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "mount failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(t0.elapsed() < Duration::from_secs(20));
     assert!(mounted(&mnt), "mount returned but nothing is mounted");
     assert!(read(&mnt.join("syn/4242/maps")).contains("[stack]"));
@@ -484,7 +726,11 @@ fn mount_helper_form_works() {
     });
     assert!(gone, "the background ckptfs did not exit after umount");
     // Errors reach the caller of the helper form.
-    let o = Command::new(ckptfs_bin()).arg(&store).arg(dir.join("nonexistent")).output().unwrap();
+    let o = Command::new(ckptfs_bin())
+        .arg(&store)
+        .arg(dir.join("nonexistent"))
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("mountpoint"));
 }
@@ -504,17 +750,27 @@ fn permissions_follow_the_image_file_with_allow_other() {
     assert_eq!(md("syn").permissions().mode() & 0o777, 0o550);
     assert_eq!(md("syn/info").permissions().mode() & 0o777, 0o440);
     assert_eq!(md("syn/4242/regs").permissions().mode() & 0o777, 0o640);
-    assert_eq!((md("syn/4242/regs").uid(), md("syn/4242/regs").gid()), (1234, 1234));
+    assert_eq!(
+        (md("syn/4242/regs").uid(), md("syn/4242/regs").gid()),
+        (1234, 1234)
+    );
     let mnt = m.mnt.clone();
     let cat_as = |uid: u32, rel: &str| {
         Command::new("setpriv")
-            .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()])
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+            ])
             .arg("cat")
             .arg(mnt.join(rel))
             .output()
             .unwrap()
     };
-    assert!(cat_as(1234, "syn/4242/maps").status.success(), "the image's owner can read it");
+    assert!(
+        cat_as(1234, "syn/4242/maps").status.success(),
+        "the image's owner can read it"
+    );
     assert!(cat_as(1234, "ctl").status.success());
     let o = cat_as(2000, "syn/4242/maps");
     assert!(!o.status.success(), "another user read a 0640 image");
@@ -541,9 +797,15 @@ fn read_only_mount_refuses_edits() {
     write_synthetic(&store.join("syn.ckpt"), &Synth::default());
     let m = Mount::start(&store, &dir.join("mnt"), &["-o", "ro"]);
     assert!(read(&m.path("syn/4242/regs")).contains("rax"));
-    let e = std::fs::OpenOptions::new().write(true).open(m.path("syn/4242/regs")).unwrap_err();
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("syn/4242/regs"))
+        .unwrap_err();
     assert_eq!(errno(&e), libc::EROFS);
-    let e = std::fs::OpenOptions::new().write(true).open(m.path("ctl")).unwrap_err();
+    let e = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("ctl"))
+        .unwrap_err();
     assert_eq!(errno(&e), libc::EROFS);
     m.stop();
 }
@@ -551,7 +813,13 @@ fn read_only_mount_refuses_edits() {
 #[test]
 fn mem_sequential_reads_are_fast() {
     let pages = 16384; // 64 MiB
-    let (_dir, _store, m) = setup("speed", &Synth { data_pages: pages, ..Default::default() });
+    let (_dir, _store, m) = setup(
+        "speed",
+        &Synth {
+            data_pages: pages,
+            ..Default::default()
+        },
+    );
     let f = std::fs::File::open(m.path("syn/4242/mem")).unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let total = pages as u64 * 4096;
@@ -570,7 +838,14 @@ fn mem_sequential_reads_are_fast() {
         best = best.min(t0.elapsed().as_secs_f64());
     }
     let mbps = total as f64 / best / 1e6;
-    eprintln!("mem sequential read: {mbps:.0} MB/s ({} build)", if cfg!(debug_assertions) { "debug" } else { "release" });
+    eprintln!(
+        "mem sequential read: {mbps:.0} MB/s ({} build)",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
+    );
     // A low bar that holds for debug builds on a loaded machine; the
     // release figure is in spec/fusefs.md.
     assert!(mbps > 50.0, "{mbps:.0} MB/s");

@@ -14,8 +14,14 @@ use std::time::{Duration, Instant};
 pub fn require_root_and_fuse() {
     // SAFETY: geteuid cannot fail.
     let uid = unsafe { libc::geteuid() };
-    assert_eq!(uid, 0, "the ckptfs tests mount real FUSE filesystems and must run as root");
-    assert!(Path::new("/dev/fuse").exists(), "/dev/fuse is missing: the ckptfs tests need FUSE");
+    assert_eq!(
+        uid, 0,
+        "the ckptfs tests mount real FUSE filesystems and must run as root"
+    );
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "/dev/fuse is missing: the ckptfs tests need FUSE"
+    );
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -56,14 +62,21 @@ pub fn ckptfs_bin() -> &'static str {
 
 /// Whether `mp` is a mount point (listed in /proc/self/mountinfo).
 pub fn mounted(mp: &Path) -> bool {
-    let Ok(c) = mp.canonicalize() else { return false };
+    let Ok(c) = mp.canonicalize() else {
+        return false;
+    };
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let want = c.to_string_lossy().replace(' ', "\\040");
-    info.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
 pub fn lazy_umount(mp: &Path) {
-    let _ = Command::new("umount").arg("-l").arg(mp).stderr(Stdio::null()).status();
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(mp)
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A running ckptfs; dropping it unmounts (SIGTERM, then `umount -l`) and
@@ -90,7 +103,12 @@ impl Mount {
             .stderr(out)
             .spawn()
             .expect("cannot run ckptfs");
-        let mut m = Mount { child: Some(child), mnt: mnt.to_path_buf(), store: store.to_path_buf(), log };
+        let mut m = Mount {
+            child: Some(child),
+            mnt: mnt.to_path_buf(),
+            store: store.to_path_buf(),
+            log,
+        };
         m.wait_mounted();
         m
     }
@@ -101,7 +119,11 @@ impl Mount {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("ckptfs exited ({st}) before mounting:\n{}", self.log_text());
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "ckptfs did not mount in 20 s:\n{}", self.log_text());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "ckptfs did not mount in 20 s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -123,8 +145,13 @@ impl Mount {
         let mut c = self.child.take().unwrap();
         // SAFETY: signalling our own child.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let st = wait_timeout(&mut c, Duration::from_secs(20)).expect("ckptfs did not exit after SIGTERM");
-        assert!(st.success(), "ckptfs exited with {st} after SIGTERM:\n{}", self.log_text());
+        let st = wait_timeout(&mut c, Duration::from_secs(20))
+            .expect("ckptfs did not exit after SIGTERM");
+        assert!(
+            st.success(),
+            "ckptfs exited with {st} after SIGTERM:\n{}",
+            self.log_text()
+        );
         assert!(!mounted(&self.mnt), "still mounted after SIGTERM");
     }
 }
@@ -195,7 +222,11 @@ pub struct Synth {
 
 impl Default for Synth {
     fn default() -> Self {
-        Synth { extra_vmas: 0, data_pages: DATA_PAGES, compression: Compression::Fast }
+        Synth {
+            extra_vmas: 0,
+            data_pages: DATA_PAGES,
+            compression: Compression::Fast,
+        }
     }
 }
 
@@ -221,7 +252,11 @@ pub fn regs(rip: u64) -> Registers {
 pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
     let mut w = ImageWriter::new(
         Vec::new(),
-        WriteOptions { compression: s.compression, page_size: 4096, frame_size: 1 << 20 },
+        WriteOptions {
+            compression: s.compression,
+            page_size: 4096,
+            frame_size: 1 << 20,
+        },
     )
     .unwrap();
     let data: Vec<u8> = (0..s.data_pages * 4096).map(data_byte).collect();
@@ -249,11 +284,21 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             prot: PROT_READ | PROT_WRITE,
             ..Default::default()
         },
-        Vma { start: ZERO_ADDR, end: ZERO_ADDR + 4 * 4096, prot: PROT_READ | PROT_WRITE, ..Default::default() },
+        Vma {
+            start: ZERO_ADDR,
+            end: ZERO_ADDR + 4 * 4096,
+            prot: PROT_READ | PROT_WRITE,
+            ..Default::default()
+        },
     ];
     for i in 0..s.extra_vmas as u64 {
         let start = 0x3000_0000 + i * 0x2000;
-        vmas.push(Vma { start, end: start + 0x1000, prot: PROT_READ, ..Default::default() });
+        vmas.push(Vma {
+            start,
+            end: start + 0x1000,
+            prot: PROT_READ,
+            ..Default::default()
+        });
     }
     vmas.push(Vma {
         start: 0x7ffc_0000_0000,
@@ -265,14 +310,23 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
         ..Default::default()
     });
     let mut sigactions = vec![SigAction::default(); 64];
-    sigactions[9] = SigAction { handler: 0x40_1000, flags: 0x0400_0000, restorer: 0x40_1100, mask: 1 << 1 };
+    sigactions[9] = SigAction {
+        handler: 0x40_1000,
+        flags: 0x0400_0000,
+        restorer: 0x40_1100,
+        mask: 1 << 1,
+    };
     let out_file = OpenFile {
         id: 2,
         flags: 0o100001,
         position: 5,
         path: b"/tmp/synthetic-out.txt".to_vec(),
         kind: FileKind::Regular(RegularFile {
-            file: FileIdentity { path: b"/tmp/synthetic-out.txt".to_vec(), mode: 0o100644, ..Default::default() },
+            file: FileIdentity {
+                path: b"/tmp/synthetic-out.txt".to_vec(),
+                mode: 0o100644,
+                ..Default::default()
+            },
             ..Default::default()
         }),
         owner: FileOwner::default(),
@@ -282,13 +336,21 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
         flags: 0o100000,
         position: 0,
         path: b"/dev/null".to_vec(),
-        kind: FileKind::CharDevice(CharDevice { rdev: 0x103, path: b"/dev/null".to_vec() }),
+        kind: FileKind::CharDevice(CharDevice {
+            rdev: 0x103,
+            path: b"/dev/null".to_vec(),
+        }),
         owner: FileOwner::default(),
     };
     let image = Image {
         tool_version: "ckptfs-test".into(),
         created_ns: CREATED_NS,
-        host: HostInfo { hostname: "test".into(), arch: Arch::X8664, page_size: 4096, ..Default::default() },
+        host: HostInfo {
+            hostname: "test".into(),
+            arch: Arch::X8664,
+            page_size: 4096,
+            ..Default::default()
+        },
         root_pid: PID,
         files: vec![null, out_file],
         processes: vec![Process {
@@ -298,19 +360,51 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             sid: PID,
             state: "S".into(),
             comm: b"synthetic".to_vec(),
-            exe: FileIdentity { path: b"/nonexistent/synthetic".to_vec(), ..Default::default() },
+            exe: FileIdentity {
+                path: b"/nonexistent/synthetic".to_vec(),
+                ..Default::default()
+            },
             cmdline: vec![b"/nonexistent/synthetic".to_vec(), b"--flag".to_vec()],
             environ: vec![b"HOME=/root".to_vec(), b"LANG=C".to_vec()],
             cwd: b"/tmp".to_vec(),
             root: b"/".to_vec(),
             umask: 0o22,
-            rlimits: vec![Rlimit { resource: 7, name: "NOFILE".into(), soft: 1024, hard: 4096 }],
+            rlimits: vec![Rlimit {
+                resource: 7,
+                name: "NOFILE".into(),
+                soft: 1024,
+                hard: 4096,
+            }],
             vmas,
             sigactions,
-            fds: vec![Fd { fd: 0, cloexec: false, file: 1 }, Fd { fd: 1, cloexec: false, file: 2 }],
+            fds: vec![
+                Fd {
+                    fd: 0,
+                    cloexec: false,
+                    file: 1,
+                },
+                Fd {
+                    fd: 1,
+                    cloexec: false,
+                    file: 2,
+                },
+            ],
             threads: vec![
-                Thread { tid: PID, comm: b"synthetic".to_vec(), state: "S".into(), regs: regs(0x40_1000), blocked: 1 << 9, ..Default::default() },
-                Thread { tid: PID + 1, comm: b"worker".to_vec(), state: "S".into(), regs: regs(0x40_1800), ..Default::default() },
+                Thread {
+                    tid: PID,
+                    comm: b"synthetic".to_vec(),
+                    state: "S".into(),
+                    regs: regs(0x40_1000),
+                    blocked: 1 << 9,
+                    ..Default::default()
+                },
+                Thread {
+                    tid: PID + 1,
+                    comm: b"worker".to_vec(),
+                    state: "S".into(),
+                    regs: regs(0x40_1800),
+                    ..Default::default()
+                },
             ],
             exit_signal: 17,
             ..Default::default()
@@ -359,12 +453,18 @@ int main(void) {
 pub fn fixture() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ckptfs-fixture-{}", std::process::id()));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("ckptfs-fixture-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("fixture.c");
         std::fs::write(&src, FIXTURE_C).unwrap();
         let bin = dir.join("ckptfs-fixture");
-        let st = Command::new("cc").args(["-O1", "-o"]).arg(&bin).arg(&src).status().expect("cc is needed");
+        let st = Command::new("cc")
+            .args(["-O1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status()
+            .expect("cc is needed");
         assert!(st.success(), "compiling the fixture failed");
         bin
     })
@@ -383,11 +483,29 @@ impl Proc {
     pub fn spawn(dir: &Path) -> Proc {
         let out = dir.join("fixture.out");
         let f = std::fs::File::create(&out).unwrap();
-        let child = Command::new(fixture()).stdout(f).stderr(Stdio::null()).stdin(Stdio::null()).spawn().unwrap();
+        let child = Command::new(fixture())
+            .stdout(f)
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = child.id() as i32;
-        let mut p = Proc { child, pid, out, addr: 0 };
-        assert!(wait_for(Duration::from_secs(10), || p.output().contains("value=")), "fixture did not start");
-        let ready = p.output().lines().find(|l| l.starts_with("READY")).unwrap().to_string();
+        let mut p = Proc {
+            child,
+            pid,
+            out,
+            addr: 0,
+        };
+        assert!(
+            wait_for(Duration::from_secs(10), || p.output().contains("value=")),
+            "fixture did not start"
+        );
+        let ready = p
+            .output()
+            .lines()
+            .find(|l| l.starts_with("READY"))
+            .unwrap()
+            .to_string();
         let a = ready.split("addr=0x").nth(1).unwrap();
         p.addr = u64::from_str_radix(a.trim(), 16).unwrap();
         p
