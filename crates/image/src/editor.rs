@@ -155,6 +155,11 @@ impl ImageEditor {
             return Ok(());
         }
         let ps = u64::from(self.image.host.page_size);
+        if !ps.is_power_of_two() {
+            return Err(Error::Invalid(format!(
+                "host.pageSize {ps} is not a power of two"
+            )));
+        }
         let p = store::process(&self.image, pid)?;
         let end = addr.checked_add(data.len() as u64).ok_or(Error::Unmapped {
             pid,
@@ -259,7 +264,7 @@ impl ImageEditor {
         let mut out = Vec::with_capacity(p.memory.len() + new_runs.len() + 2);
         let mut inserted = false;
         for r in p.memory.drain(..) {
-            let r_end = r.start + u64::from(r.pages) * ps;
+            let r_end = r.start.saturating_add(u64::from(r.pages) * ps);
             if r_end <= first {
                 out.push(r);
                 continue;
@@ -288,7 +293,7 @@ impl ImageEditor {
                 right.start = last;
                 right.pages = ((r_end - last) / ps) as u32;
                 if right.kind == RunKind::Data {
-                    right.frame_offset = r.frame_offset + skip as u32;
+                    right.frame_offset = r.frame_offset.wrapping_add(skip as u32);
                 }
                 out.push(right);
             }

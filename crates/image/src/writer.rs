@@ -222,7 +222,10 @@ impl<W: Write> ImageWriter<W> {
 
     /// Hand the current frame buffer to the coder; it gets index `submitted`.
     fn submit(&mut self, data: Vec<u8>) -> Result<()> {
-        self.submitted += 1;
+        self.submitted = self
+            .submitted
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidArgument("more than 2^32 frames in one image".into()))?;
         let out = self.take_spare();
         match &mut self.coder {
             Coder::Inline(c) => {
