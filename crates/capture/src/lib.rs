@@ -35,22 +35,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How to dump.
+#[derive(Default)]
 pub struct DumpOptions {
     /// Let the process go on after the dump (default: kill it).
     pub leave_running: bool,
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
-}
-
-impl Default for DumpOptions {
-    fn default() -> Self {
-        DumpOptions {
-            leave_running: false,
-            compression: ckpt_image::Compression::default(),
-            progress: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for DumpOptions {
@@ -290,13 +281,19 @@ fn capture_with(
         process.vmas.push(vma);
         areas.push((e, policy));
     }
+    let tp = Instant::now();
     let ranges = memory::plan(pid, &areas, page)?;
+    let t_plan = tp.elapsed();
     let mut noop = |_: u64, _: u64| {};
     let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
+    let tp = Instant::now();
     let pages_bytes = memory::save(pid, &areas, &ranges, page, sink, progress)?;
+    if std::env::var_os("CKPT_TRACE").is_some() {
+        eprintln!("ckpt-capture: frozen for {:?} before memory; pagemap {t_plan:?}; pages {:?} ({} ranges)", frozen.elapsed(), tp.elapsed(), ranges.len());
+    }
 
     // Files.
     let (fds, files) = files::build(pid, &raw_fds, &rinfo, &stat, sink)?;

@@ -103,7 +103,8 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
 }
 
 /// Read every planned page and hand contiguous runs to the sink, in order.
-/// Returns the number of bytes saved.
+/// Returns the number of bytes saved. A reader thread fills one buffer
+/// while the sink consumes the other.
 pub(crate) fn save(
     pid: Pid,
     areas: &[(MapEntry, Policy)],
@@ -118,55 +119,93 @@ pub(crate) fn save(
         return Ok(0);
     }
     let mem = ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
-    let mut buf = vec![0u8; BATCH.min(total as usize)];
-    let mut done = 0u64;
-    let mut saved = 0u64;
     // Split the ranges into batches of at most BATCH bytes.
-    let mut batch: Vec<Range> = Vec::new();
-    let mut batch_len = 0usize;
-    let mut flush =
-        |batch: &mut Vec<Range>, batch_len: &mut usize, buf: &mut Vec<u8>| -> Result<()> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            saved += read_batch(pid, areas, &mem, batch, &mut buf[..*batch_len], page, sink)?;
-            done += *batch_len as u64;
-            progress(done, total);
-            batch.clear();
-            *batch_len = 0;
-            Ok(())
-        };
+    let mut batches: Vec<(Vec<Range>, usize)> = vec![(Vec::new(), 0)];
     for r in ranges {
         let mut a = r.start;
         while a < r.end {
-            let room = BATCH - batch_len;
-            let n = ((r.end - a) as usize).min(room);
+            let (batch, len) = batches.last_mut().expect("one batch");
+            let n = ((r.end - a) as usize).min(BATCH - *len);
             batch.push(Range {
                 start: a,
                 end: a + n as u64,
                 ..*r
             });
-            batch_len += n;
+            *len += n;
             a += n as u64;
-            if batch_len == BATCH {
-                flush(&mut batch, &mut batch_len, &mut buf)?;
+            if *len == BATCH {
+                batches.push((Vec::new(), 0));
             }
         }
     }
-    flush(&mut batch, &mut batch_len, &mut buf)?;
+    batches.retain(|(b, _)| !b.is_empty());
+    let buf_len = BATCH.min(total as usize);
+    let mut done = 0u64;
+    let mut saved = 0u64;
+    let mut emit = |buf: &[u8], pieces: &[Piece], len: usize| -> Result<()> {
+        for &(addr, off, n) in pieces {
+            sink.add_pages(pid, addr, &buf[off..off + n])?;
+            saved += n as u64;
+        }
+        done += len as u64;
+        progress(done, total);
+        Ok(())
+    };
+    if batches.len() == 1 {
+        let mut buf = vec![0u8; buf_len];
+        let (batch, len) = &batches[0];
+        let pieces = fill(pid, areas, &mem, batch, &mut buf[..*len], page)?;
+        emit(&buf, &pieces, *len)?;
+        return Ok(saved);
+    }
+    type Filled = Result<(Vec<u8>, Vec<Piece>, usize)>;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Filled>(1);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        free_tx.send(vec![0u8; buf_len]).expect("receiver alive");
+    }
+    std::thread::scope(|s| {
+        // Owned by this closure: dropped when it returns (also on an error),
+        // before the scope joins the reader, which then stops.
+        let full_rx = full_rx;
+        let free_tx = free_tx;
+        let batches = &batches;
+        let mem = &mem;
+        s.spawn(move || {
+            for (batch, len) in batches {
+                let Ok(mut buf) = free_rx.recv() else { return };
+                let r =
+                    fill(pid, areas, mem, batch, &mut buf[..*len], page).map(|p| (buf, p, *len));
+                let failed = r.is_err();
+                if full_tx.send(r).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        for _ in 0..batches.len() {
+            let (buf, pieces, len) = full_rx.recv().expect("reader sends every batch")?;
+            emit(&buf, &pieces, len)?;
+            let _ = free_tx.send(buf);
+        }
+        Ok::<(), Error>(())
+        // On an error, dropping full_rx/free_tx makes the reader stop.
+    })?;
     Ok(saved)
 }
 
-/// Read one batch into `buf` and emit it. Returns bytes emitted.
-fn read_batch(
+/// A contiguous piece of a filled buffer: (address, offset in buffer, bytes).
+type Piece = (u64, usize, usize);
+
+/// Read one batch into `buf`; returns the readable pieces, merged where
+/// contiguous, in address order.
+fn fill(
     pid: Pid,
     areas: &[(MapEntry, Policy)],
     mem: &ProcMem,
     batch: &[Range],
     buf: &mut [u8],
     page: u64,
-    sink: &mut dyn PageSink,
-) -> Result<u64> {
+) -> Result<Vec<Piece>> {
     let remote: Vec<RemoteRange> = batch
         .iter()
         .map(|r| RemoteRange {
@@ -219,19 +258,13 @@ fn read_batch(
         }
         off += len;
     }
-    // Merge adjacent pieces (contiguous in memory and in buf) and emit.
-    let mut emitted = 0u64;
-    let mut i = 0;
-    while i < pieces.len() {
-        let (addr, boff, mut len) = pieces[i];
-        let mut j = i + 1;
-        while j < pieces.len() && pieces[j].0 == addr + len as u64 && pieces[j].1 == boff + len {
-            len += pieces[j].2;
-            j += 1;
+    // Merge adjacent pieces (contiguous in memory and in buf).
+    let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match merged.last_mut() {
+            Some(m) if m.0 + m.2 as u64 == p.0 && m.1 + m.2 == p.1 => m.2 += p.2,
+            _ => merged.push(p),
         }
-        sink.add_pages(pid, addr, &buf[boff..boff + len])?;
-        emitted += len as u64;
-        i = j;
     }
-    Ok(emitted)
+    Ok(merged)
 }

