@@ -3,8 +3,24 @@
 use crate::model::*;
 use std::fmt::Write;
 
-fn bytes_str(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Bytes as text: valid UTF-8 as is, control characters and invalid bytes
+/// escaped (`\n`, `\x00`, `\xff`).
+pub fn bytes_str(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    out
 }
 
 /// Time in ns since the epoch as UTC ISO-8601 (`2024-01-02T03:04:05.123456789Z`).
@@ -154,7 +170,7 @@ pub fn render(image: &Image) -> String {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "process {} (ppid {}, pgid {}, sid {}) {:?} state {}",
+            "process {} (ppid {}, pgid {}, sid {}) \"{}\" state {}",
             p.pid,
             p.ppid,
             p.pgid,
@@ -190,7 +206,7 @@ pub fn render(image: &Image) -> String {
                 s,
                 "    tid {:<8} {:<16} state {} rip {} rsp {}",
                 t.tid,
-                format!("{:?}", bytes_str(&t.comm)),
+                format!("\"{}\"", bytes_str(&t.comm)),
                 t.state,
                 rip,
                 rsp
@@ -222,12 +238,12 @@ pub fn render(image: &Image) -> String {
                 Some(f) => {
                     let _ = writeln!(
                         s,
-                        "    {:>4}{} {:<12} {} (offset {})",
+                        "    {:>4}  {:<12} {}  offset {}{}",
                         fd.fd,
-                        if fd.cloexec { "e" } else { " " },
                         f.kind.name(),
                         bytes_str(&f.path),
-                        f.position
+                        f.position,
+                        if fd.cloexec { "  cloexec" } else { "" }
                     );
                 }
                 None => {
@@ -250,11 +266,11 @@ pub fn render(image: &Image) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "  signals: {}",
+            "  signals:{}",
             if handled.is_empty() {
-                "all default".into()
+                " all default"
             } else {
-                String::new()
+                ""
             }
         );
         for h in handled {
@@ -263,7 +279,7 @@ pub fn render(image: &Image) -> String {
         for si in &p.shared_pending {
             let _ = writeln!(
                 s,
-                "    pending {} (code {})",
+                "    pending {} (code {}, process-wide)",
                 signal_name(si.signo),
                 si.code
             );
