@@ -187,7 +187,14 @@ pub fn render(image: &Image) -> String {
         let argv: Vec<String> = p
             .cmdline
             .iter()
-            .map(|a| format!("{:?}", bytes_str(a)))
+            .map(|a| {
+                let t = bytes_str(a);
+                if t.is_empty() || t.contains([' ', '\'', '"']) {
+                    format!("'{}'", t.replace('\'', "\\'"))
+                } else {
+                    t
+                }
+            })
             .collect();
         let _ = writeln!(s, "  cmdline: {}", argv.join(" "));
         let _ = writeln!(s, "  cwd:     {}", bytes_str(&p.cwd));
