@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 const PF_KTHREAD: u64 = 0x0020_0000;
 const SEIZE_OPTIONS: u32 = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACESYSGOOD;
+/// Seccomp filters (and strict mode) do not apply to the tracee while we
+/// hold it: our injected system calls must not be refused or kill it.
+/// Needs CAP_SYS_ADMIN.
+const PTRACE_O_SUSPEND_SECCOMP: u32 = 1 << 21;
 
 /// A seized thread.
 #[derive(Debug, Clone)]
@@ -85,6 +89,12 @@ impl Frozen {
             started: Instant::now(),
             done: false,
         };
+        let seccomp = Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp") != 0;
+        let options = if seccomp {
+            SEIZE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
+        } else {
+            SEIZE_OPTIONS
+        };
         let mut seized: BTreeMap<Pid, FrozenThread> = BTreeMap::new();
         let mut rounds = 0;
         loop {
@@ -118,7 +128,7 @@ impl Frozen {
             let mut pending = Vec::new();
             for tid in new {
                 let state_before = thread_state(pid, tid);
-                match ptrace::seize(tid, SEIZE_OPTIONS) {
+                match ptrace::seize(tid, options) {
                     Ok(()) => {}
                     Err(e) if e.errno() == Some(libc::ESRCH) => {
                         if tid == pid {
@@ -133,6 +143,14 @@ impl Frozen {
                         let tracer: Pid = st.num("TracerPid");
                         if tracer != 0 {
                             return Err(Error::AlreadyTraced { pid, tracer });
+                        }
+                        if seccomp {
+                            return Err(e).ctx(pid, || {
+                                format!(
+                                    "seizing thread {tid} with seccomp suspended \
+                                     (the process uses seccomp; this needs CAP_SYS_ADMIN)"
+                                )
+                            });
                         }
                         return Err(e).ctx(pid, || format!("seizing thread {tid}"));
                     }

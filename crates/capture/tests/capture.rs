@@ -687,3 +687,85 @@ fn unsupported_fd_is_refused_and_process_resumed() {
     // No scratch mapping left behind either.
     assert!(p.alive());
 }
+
+const SECCOMP_C: &str = r#"
+#define _GNU_SOURCE
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    /* getitimer (which ckpt injects) kills the process. */
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getitimer, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {4, f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        printf("ERROR seccomp\n");
+        return 1;
+    }
+    printf("READY\n");
+    for (long i = 1;; i++) {
+        printf("tick=%ld\n", i);
+        struct timespec ts = {0, 3000000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+#[test]
+fn seccomp_filtered_process_survives_injection() {
+    let dir = TempDir::new("seccomp");
+    let bin = compile(dir.path(), "seccomp", SECCOMP_C);
+    let mut p = Proc::spawn(&mut Command::new(&bin));
+    p.wait_for("READY");
+    let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+    let creds = cap.image().processes[0].creds.clone();
+    assert_eq!(cap.image().processes[0].itimers.len(), 3);
+    cap.release().unwrap();
+    assert_eq!(creds.seccomp_mode, 2);
+    assert!(creds.no_new_privs);
+    let a: i64 = field(&p.wait_for("tick="), "tick").parse().unwrap();
+    let b: i64 = field(&p.wait_for("tick="), "tick").parse().unwrap();
+    assert_eq!(b, a + 1);
+    assert!(p.alive());
+}
+
+#[test]
+fn stopped_process_stays_stopped() {
+    let mut child = Command::new("sleep").arg("100").spawn().unwrap();
+    let pid = child.id() as i32;
+    ckpt_sys::sys::kill(pid, libc::SIGSTOP).unwrap();
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    wait_until("stopped", Duration::from_secs(5), || state() == "T");
+    let cap = capture(pid, &mut opts(), &mut NullSink::default()).expect("capture");
+    assert_eq!(cap.image().processes[0].state, "T");
+    cap.release().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(state(), "T", "still stopped after the dump");
+    ckpt_sys::sys::kill(pid, libc::SIGCONT).unwrap();
+    wait_until("running again", Duration::from_secs(5), || state() == "S");
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
