@@ -216,6 +216,43 @@ fn socket_kind(pid: Pid, fd: i32, ino: u64) -> String {
     "socket".to_string()
 }
 
+/// Best effort: the path of an inotify watch, from the file handle in its
+/// fdinfo line, opened on a mount of the same filesystem (ours).
+fn inotify_path(dev: u64, line: &str) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let ty = i32::from_str_radix(token_after(line, "fhandle-type")?, 16).ok()?;
+    let hexs = token_after(line, "f_handle")?;
+    let handle: Vec<u8> = (0..hexs.len() / 2)
+        .map(|i| u8::from_str_radix(&hexs[2 * i..2 * i + 2], 16))
+        .collect::<std::result::Result<_, _>>()
+        .ok()?;
+    // A mount of that filesystem, preferring one of its root.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(bool, String)> = None;
+    for l in mountinfo.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let Some((ma, mi)) = f.get(2).and_then(|d| d.split_once(':')) else { continue };
+        let (Ok(ma), Ok(mi)) = (ma.parse::<u64>(), mi.parse::<u64>()) else { continue };
+        if procfs::makedev(ma, mi) != dev {
+            continue;
+        }
+        let whole = f.get(3) == Some(&"/");
+        if best.as_ref().is_none_or(|(w, _)| whole && !w) {
+            best = Some((whole, f.get(4)?.replace("\\040", " ")));
+        }
+    }
+    let (_, mnt) = best?;
+    let m = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(&mnt)
+        .ok()?;
+    let fd = query::open_by_handle(m.as_fd(), ty, &handle).ok()?;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+}
+
 /// The tables: fds sorted by number, open files sorted by id.
 pub(crate) fn build(
     pid: Pid,
@@ -477,7 +514,7 @@ pub(crate) fn build(
                 watches.push(InotifyWatch {
                     wd: hex("wd") as i32,
                     mask: hex("mask") as u32,
-                    path: Vec::new(),
+                    path: inotify_path(dev, l).unwrap_or_default(),
                     inode: hex("ino"),
                     dev,
                 });

@@ -92,6 +92,7 @@ const FILES_C: &str = r#"
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -135,6 +136,8 @@ int main(int argc, char **argv) {
     write(mf, "memfd data", 10);
     fcntl(mf, F_ADD_SEALS, F_SEAL_SHRINK);
     int dn = open("/dev/null", O_WRONLY);
+    int in = inotify_init1(IN_NONBLOCK);
+    inotify_add_watch(in, dir, IN_CREATE | IN_DELETE);
     signal(SIGUSR1, on_usr1);
     /* SIGUSR1 is blocked except inside sigsuspend: one sent early is not lost. */
     sigset_t usr1, wait_mask;
@@ -142,8 +145,8 @@ int main(int argc, char **argv) {
     sigaddset(&usr1, SIGUSR1);
     sigprocmask(SIG_BLOCK, &usr1, &wait_mask);
     sigdelset(&wait_mask, SIGUSR1);
-    printf("READY pipe_r=%d pipe_w=%d file=%d dup=%d gone=%d eventfd=%d epoll=%d timerfd=%d signalfd=%d memfd=%d null=%d\n",
-           p[0], p[1], f, fdup, g, e, ep, t, s, mf, dn);
+    printf("READY pipe_r=%d pipe_w=%d file=%d dup=%d gone=%d eventfd=%d epoll=%d timerfd=%d signalfd=%d memfd=%d null=%d inotify=%d\n",
+           p[0], p[1], f, fdup, g, e, ep, t, s, mf, dn, in);
     for (;;) {
         sigsuspend(&wait_mask);
         if (go) {
@@ -504,6 +507,16 @@ fn fds_of_every_supported_kind() {
     assert_eq!(mf.size, 10);
     assert_eq!(mf.seals, libc::F_SEAL_SHRINK as u32);
     assert_eq!(sink.blob(&mf.contents), b"memfd data");
+
+    let (_, ino) = file_of(num("inotify"));
+    let FileKind::Inotify(ino) = &ino.kind else { panic!("{ino:?}") };
+    assert_eq!(ino.watches.len(), 1);
+    let w = &ino.watches[0];
+    assert_eq!(w.mask & (libc::IN_CREATE | libc::IN_DELETE), libc::IN_CREATE | libc::IN_DELETE);
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir.path()).unwrap();
+    assert_eq!((w.inode, w.dev), (md.ino(), md.dev()));
+    assert_eq!(w.path, dir.path().as_os_str().as_encoded_bytes());
 
     let (_, n) = file_of(num("null"));
     assert!(matches!(&n.kind, FileKind::CharDevice(c) if c.path == b"/dev/null"));

@@ -190,3 +190,39 @@ pub fn getxattr(path: &std::path::Path, name: &str) -> Result<Vec<u8>> {
     buf.truncate(r as usize);
     Ok(buf)
 }
+
+/// open_by_handle_at(2) with O_PATH: the file a handle from
+/// /proc/PID/fdinfo (inotify "f_handle:") refers to, on the filesystem of
+/// `mount` (any fd on that filesystem, not O_PATH). Needs CAP_DAC_READ_SEARCH.
+pub fn open_by_handle(mount: BorrowedFd<'_>, handle_type: i32, handle: &[u8]) -> Result<OwnedFd> {
+    // struct file_handle { u32 handle_bytes; int handle_type; u8 f_handle[]; },
+    // built in a u32 buffer so that the header fields are aligned.
+    let words = 2 + handle.len().div_ceil(4);
+    let mut buf = vec![0u32; words];
+    buf[0] = handle.len() as u32;
+    buf[1] = handle_type as u32;
+    // SAFETY: `buf` has room for 8 header bytes plus handle.len() bytes; we
+    // copy exactly that many bytes into it, after the header.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            handle.as_ptr(),
+            buf.as_mut_ptr().add(2).cast::<u8>(),
+            handle.len(),
+        );
+    }
+    // SAFETY: `buf` holds a valid struct file_handle for the duration of the
+    // call; the kernel only reads it. The fd is borrowed, hence open.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            buf.as_mut_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        return Err(last_os("open_by_handle_at", 0));
+    }
+    // SAFETY: the call succeeded and returned a new fd that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
+}
