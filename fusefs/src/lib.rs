@@ -219,3 +219,37 @@ fn raise_nofile() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_is_created_private() {
+        let base = std::env::temp_dir().join(format!("ckptfs-store-test-{}", std::process::id()));
+        let dir = base.join("a/b");
+        let c = prepare_store(&dir).unwrap();
+        assert_eq!(
+            std::fs::metadata(&c).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // An existing directory is used as it is.
+        std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o750)).unwrap();
+        prepare_store(&dir).unwrap();
+        assert_eq!(
+            std::fs::metadata(&c).unwrap().permissions().mode() & 0o777,
+            0o750
+        );
+        std::fs::write(base.join("file"), b"").unwrap();
+        assert!(prepare_store(&base.join("file")).is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn default_store_of_root() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            assert_eq!(default_store(), PathBuf::from("/var/lib/ckpt"));
+        }
+    }
+}
