@@ -231,8 +231,12 @@ fn inotify_path(dev: u64, line: &str) -> Option<Vec<u8>> {
     let mut best: Option<(bool, String)> = None;
     for l in mountinfo.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
-        let Some((ma, mi)) = f.get(2).and_then(|d| d.split_once(':')) else { continue };
-        let (Ok(ma), Ok(mi)) = (ma.parse::<u64>(), mi.parse::<u64>()) else { continue };
+        let Some((ma, mi)) = f.get(2).and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(ma), Ok(mi)) = (ma.parse::<u64>(), mi.parse::<u64>()) else {
+            continue;
+        };
         if procfs::makedev(ma, mi) != dev {
             continue;
         }

@@ -20,12 +20,14 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 const BATCH: usize = 16 << 20;
 
 /// A range of pages to save. `may_skip`: pages that cannot be read are left
-/// out instead of failing (beyond the end of a shared object).
+/// out instead of failing (beyond the end of a shared object). `zero`: known
+/// zero (a hole of a shared memory object): saved as zeros, not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Range {
     pub start: u64,
     pub end: u64,
     pub may_skip: bool,
+    pub zero: bool,
     /// Index of the vma, for error messages.
     pub vma: usize,
 }
@@ -44,8 +46,13 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
                     start: e.start,
                     end: e.end,
                     may_skip: true,
+                    zero: false,
                     vma: idx,
                 });
+                continue;
+            }
+            Policy::Shmem => {
+                shmem_ranges(pid, idx, e, page, &mut out);
                 continue;
             }
             Policy::Anon => |pm| pm & (PM_PRESENT | PM_SWAPPED) != 0,
@@ -81,6 +88,7 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
                             start: s,
                             end: addr,
                             may_skip: false,
+                            zero: false,
                             vma: idx,
                         });
                         run = None;
@@ -95,11 +103,85 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
                 start: s,
                 end: e.end,
                 may_skip: false,
+                zero: false,
                 vma: idx,
             });
         }
     }
     Ok(out)
+}
+
+/// The pages of a shared memory mapping: data ranges of the object (found
+/// with SEEK_DATA/SEEK_HOLE on it through /proc/PID/map_files) are read,
+/// holes are zeros. Without access to the object, the whole range is read.
+fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &mut Vec<Range>) {
+    use std::os::fd::AsFd;
+    let whole = Range {
+        start: e.start,
+        end: e.end,
+        may_skip: true,
+        zero: false,
+        vma: idx,
+    };
+    let Ok(f) = File::open(crate::vmas::map_files_path(pid, e)) else {
+        out.push(whole);
+        return;
+    };
+    let (obj_start, obj_end) = (e.offset, e.offset + (e.end - e.start));
+    let size = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let to_addr = |off: u64| e.start + (off - obj_start);
+    let mut found = Vec::new();
+    let mut pos = obj_start;
+    while pos < obj_end.min(size) {
+        let data = match ckpt_sys::query::seek_data_or_hole(f.as_fd(), pos, false) {
+            Ok(Some(d)) => d / page * page,
+            Ok(None) => break,
+            Err(_) => {
+                out.push(whole);
+                return;
+            }
+        };
+        if data >= obj_end {
+            break;
+        }
+        let hole = match ckpt_sys::query::seek_data_or_hole(f.as_fd(), data.max(pos), true) {
+            Ok(Some(h)) => h.div_ceil(page) * page,
+            _ => obj_end,
+        };
+        let (a, b) = (data.max(pos), hole.min(obj_end));
+        if a < b {
+            found.push((to_addr(a), to_addr(b)));
+        }
+        pos = b.max(pos + page);
+    }
+    // Data ranges as read ranges, the rest (up to the object's end) as zeros.
+    let size_end = size.checked_next_multiple_of(page).unwrap_or(u64::MAX);
+    let end = to_addr(obj_end.min(size_end).max(obj_start));
+    let mut cur = e.start;
+    for (a, b) in found {
+        if cur < a {
+            out.push(Range {
+                start: cur,
+                end: a,
+                zero: true,
+                ..whole
+            });
+        }
+        out.push(Range {
+            start: a,
+            end: b,
+            ..whole
+        });
+        cur = b;
+    }
+    if cur < end {
+        out.push(Range {
+            start: cur,
+            end,
+            zero: true,
+            ..whole
+        });
+    }
 }
 
 /// Read every planned page and hand contiguous runs to the sink, in order.
@@ -206,57 +288,74 @@ fn fill(
     buf: &mut [u8],
     page: u64,
 ) -> Result<Vec<Piece>> {
-    let remote: Vec<RemoteRange> = batch
-        .iter()
-        .map(|r| RemoteRange {
-            addr: r.start,
-            len: (r.end - r.start) as usize,
-        })
-        .collect();
-    // A failure of the very first page makes the whole call fail: treat as 0 read.
-    let got = read_vm(pid, buf, &remote).unwrap_or(0);
+    let page = page as usize;
     // Pieces that are valid in `buf`: (addr, offset in buf, len).
-    let mut pieces: Vec<(u64, usize, usize)> = Vec::with_capacity(batch.len());
+    let mut pieces: Vec<Piece> = Vec::with_capacity(batch.len());
     let mut off = 0usize;
-    for r in batch {
-        let len = (r.end - r.start) as usize;
-        let ok = got.saturating_sub(off).min(len) / page as usize * page as usize;
-        if ok > 0 {
-            pieces.push((r.start, off, ok));
+    let mut i = 0usize;
+    while i < batch.len() {
+        if batch[i].zero {
+            let len = (batch[i].end - batch[i].start) as usize;
+            buf[off..off + len].fill(0);
+            pieces.push((batch[i].start, off, len));
+            off += len;
+            i += 1;
+            continue;
         }
-        if ok < len {
-            // Through /proc/PID/mem (ignores protections), page by page where
-            // a bigger read fails.
-            let rest_addr = r.start + ok as u64;
-            let rest = &mut buf[off + ok..off + len];
-            if mem.read(rest_addr, rest).is_ok() {
-                pieces.push((rest_addr, off + ok, len - ok));
-            } else {
-                let mut p = 0usize;
-                while p < rest.len() {
-                    let chunk = &mut rest[p..p + page as usize];
-                    let addr = rest_addr + p as u64;
-                    match mem.read(addr, chunk) {
-                        Ok(()) => pieces.push((addr, off + ok + p, page as usize)),
-                        Err(e) if r.may_skip => {
-                            let _ = e;
-                        }
-                        Err(e) => {
-                            let (me, _) = &areas[r.vma];
-                            return Err(Error::Vma {
-                                pid,
-                                start: me.start,
-                                end: me.end,
-                                name: String::from_utf8_lossy(&me.name).into_owned(),
-                                what: format!("cannot read the page at {addr:#x}: {e}"),
-                            });
+        // A segment of ranges to read: one process_vm_readv series.
+        let k = (i..batch.len())
+            .find(|&k| batch[k].zero)
+            .unwrap_or(batch.len());
+        let seg = &batch[i..k];
+        let remote: Vec<RemoteRange> = seg
+            .iter()
+            .map(|r| RemoteRange {
+                addr: r.start,
+                len: (r.end - r.start) as usize,
+            })
+            .collect();
+        let seg_len: usize = remote.iter().map(|r| r.len).sum();
+        // A failure of the very first page makes the call fail: 0 bytes read.
+        let got = read_vm(pid, &mut buf[off..off + seg_len], &remote).unwrap_or(0);
+        let mut soff = 0usize;
+        for r in seg {
+            let len = (r.end - r.start) as usize;
+            let ok = got.saturating_sub(soff).min(len) / page * page;
+            let at = off + soff;
+            if ok > 0 {
+                pieces.push((r.start, at, ok));
+            }
+            if ok < len {
+                // Through /proc/PID/mem (ignores protections), page by page
+                // where a bigger read fails.
+                let rest_addr = r.start + ok as u64;
+                let rest = &mut buf[at + ok..at + len];
+                if mem.read(rest_addr, rest).is_ok() {
+                    pieces.push((rest_addr, at + ok, len - ok));
+                } else {
+                    for p in (0..rest.len()).step_by(page) {
+                        let addr = rest_addr + p as u64;
+                        match mem.read(addr, &mut rest[p..p + page]) {
+                            Ok(()) => pieces.push((addr, at + ok + p, page)),
+                            Err(_) if r.may_skip => {}
+                            Err(e) => {
+                                let (me, _) = &areas[r.vma];
+                                return Err(Error::Vma {
+                                    pid,
+                                    start: me.start,
+                                    end: me.end,
+                                    name: String::from_utf8_lossy(&me.name).into_owned(),
+                                    what: format!("cannot read the page at {addr:#x}: {e}"),
+                                });
+                            }
                         }
                     }
-                    p += page as usize;
                 }
             }
+            soff += len;
         }
-        off += len;
+        off += seg_len;
+        i = k;
     }
     // Merge adjacent pieces (contiguous in memory and in buf).
     let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());

@@ -19,9 +19,14 @@ pub(crate) enum Policy {
     /// Private file mapping: pages that are no longer the file's (COW'd:
     /// present and not a file page, or swapped).
     PrivateFile,
-    /// Every page of the area (shared memory, deleted files). Pages that
-    /// cannot be read (beyond the end of the object) are left out.
+    /// Every page of the area (deleted files, private memfd mappings).
+    /// Pages that cannot be read (beyond the end of the object) are left out.
     Whole,
+    /// Every page of a shared memory object mapped shared: the object's data
+    /// ranges (SEEK_DATA) are read, its holes saved as zero pages without
+    /// touching them (reading would allocate them). Pages beyond the end of
+    /// the object are left out.
+    Shmem,
 }
 
 /// One line of /proc/PID/smaps with the fields we use.
@@ -233,13 +238,13 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
         if shared {
             // A shared anonymous area always has a shmem name; be safe anyway.
             vma.backing = shm(ShmKind::AnonymousShared);
-            Policy::Whole
+            Policy::Shmem
         } else {
             Policy::Anon
         }
     } else if name.starts_with(b"[anon_shmem:") {
         vma.backing = shm(ShmKind::AnonymousShared);
-        Policy::Whole
+        Policy::Shmem
     } else if name.starts_with(b"[") {
         let (sp, policy) = match name {
             b"[heap]" => (SpecialMapping::Heap, Policy::Anon),
@@ -258,19 +263,23 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
         if path == b"/dev/zero" {
             if shared {
                 vma.backing = shm(ShmKind::AnonymousShared);
-                Policy::Whole
+                Policy::Shmem
             } else {
                 Policy::Anon
             }
         } else if path.starts_with(b"/SYSV") && deleted {
             vma.backing = shm(ShmKind::SysvShm);
-            Policy::Whole
+            Policy::Shmem
         } else if path.starts_with(b"/memfd:") {
             vma.backing = shm(ShmKind::Memfd);
-            Policy::Whole
+            if shared {
+                Policy::Shmem
+            } else {
+                Policy::Whole
+            }
         } else if path.starts_with(b"/dev/shm/") && shared && !deleted {
             vma.backing = shm(ShmKind::PosixShm);
-            Policy::Whole
+            Policy::Shmem
         } else {
             let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
                 if deleted {
@@ -315,7 +324,7 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
     Ok((vma, policy))
 }
 
-fn map_files_path(pid: Pid, e: &MapEntry) -> String {
+pub(crate) fn map_files_path(pid: Pid, e: &MapEntry) -> String {
     format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end)
 }
 

@@ -509,10 +509,15 @@ fn fds_of_every_supported_kind() {
     assert_eq!(sink.blob(&mf.contents), b"memfd data");
 
     let (_, ino) = file_of(num("inotify"));
-    let FileKind::Inotify(ino) = &ino.kind else { panic!("{ino:?}") };
+    let FileKind::Inotify(ino) = &ino.kind else {
+        panic!("{ino:?}")
+    };
     assert_eq!(ino.watches.len(), 1);
     let w = &ino.watches[0];
-    assert_eq!(w.mask & (libc::IN_CREATE | libc::IN_DELETE), libc::IN_CREATE | libc::IN_DELETE);
+    assert_eq!(
+        w.mask & (libc::IN_CREATE | libc::IN_DELETE),
+        libc::IN_CREATE | libc::IN_DELETE
+    );
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(dir.path()).unwrap();
     assert_eq!((w.inode, w.dev), (md.ino(), md.dev()));
@@ -781,4 +786,108 @@ fn stopped_process_stays_stopped() {
     assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+const SHM_C: &str = r#"
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    size_t big = 256UL << 20;
+    char *sh = mmap(NULL, big, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    strcpy(sh + 4096, "page one");
+    strcpy(sh + 1000 * 4096, "page thousand");
+    int mfd = memfd_create("shm3", 0);
+    ftruncate(mfd, 3 * 4096);
+    char *m = mmap(NULL, 4 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    strcpy(m + 2 * 4096, "memfd page two");
+    int id = shmget(IPC_PRIVATE, 8192, IPC_CREAT | 0600);
+    char *sv = shmat(id, NULL, 0);
+    shmctl(id, IPC_RMID, NULL);
+    strcpy(sv + 4096, "sysv");
+    printf("READY sh=%p m=%p sv=%p shmid=%d\n", sh, m, sv, id);
+    for (;;) pause();
+}
+"#;
+
+fn rss_kb_of(pid: i32, start: u64) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut inside = false;
+    for l in smaps.lines() {
+        if let Some((range, _)) = l.split_once(' ') {
+            if let Some((a, _)) = range.split_once('-') {
+                if let Ok(a) = u64::from_str_radix(a, 16) {
+                    inside = a == start;
+                    continue;
+                }
+            }
+        }
+        if inside && l.starts_with("Rss:") {
+            return l.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no vma at {start:#x}");
+}
+
+#[test]
+fn shared_memory_holes_are_not_touched() {
+    let dir = TempDir::new("shm");
+    let bin = compile(dir.path(), "shm", SHM_C);
+    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let ready = p.wait_for("READY");
+    let (sh, m, sv) = (
+        hex_field(&ready, "sh"),
+        hex_field(&ready, "m"),
+        hex_field(&ready, "sv"),
+    );
+    let shm_before = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap();
+    let mut sink = MemSink::default();
+    let cap = capture(p.pid, &mut opts(), &mut sink).expect("capture");
+    let img = cap.image().clone();
+    cap.release().unwrap();
+    let proc_ = &img.processes[0];
+    let vma = |a: u64| proc_.vmas.iter().find(|v| v.start == a).unwrap();
+    let VmaBacking::SharedMemory(s) = &vma(sh).backing else {
+        panic!("{:?}", vma(sh))
+    };
+    assert_eq!(s.kind, ckpt_image::ShmKind::AnonymousShared);
+    assert_eq!(s.size, 256 << 20);
+    assert_eq!(&sink.read(sh + 4096, 8).unwrap(), b"page one");
+    assert_eq!(&sink.read(sh + 1000 * 4096, 13).unwrap(), b"page thousand");
+    // Holes are saved as zeros, without being read (which would allocate them).
+    assert_eq!(sink.read(sh + 500 * 4096, 4096).unwrap(), vec![0u8; 4096]);
+    assert!(sink.read(sh + (256 << 20) - 4096, 4096).is_some());
+    assert!(
+        rss_kb_of(p.pid, sh) <= 8,
+        "holes were touched: Rss {} kB",
+        rss_kb_of(p.pid, sh)
+    );
+    let shm_after = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap();
+    let rss_shmem = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("RssShmem"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(rss_shmem(&shm_before), rss_shmem(&shm_after));
+
+    // memfd mapped past its end: the pages beyond are left out.
+    let VmaBacking::SharedMemory(s) = &vma(m).backing else {
+        panic!()
+    };
+    assert_eq!((s.kind, s.size), (ckpt_image::ShmKind::Memfd, 3 * 4096));
+    assert_eq!(&sink.read(m + 2 * 4096, 14).unwrap(), b"memfd page two");
+    assert!(sink.read(m + 3 * 4096, 8).is_none());
+
+    let VmaBacking::SharedMemory(s) = &vma(sv).backing else {
+        panic!()
+    };
+    assert_eq!(s.kind, ckpt_image::ShmKind::SysvShm);
+    assert_eq!(s.id, field(&ready, "shmid").parse::<u64>().unwrap());
+    assert_eq!(&sink.read(sv + 4096, 4).unwrap(), b"sysv");
+    assert!(p.alive());
 }

@@ -226,3 +226,28 @@ pub fn open_by_handle(mount: BorrowedFd<'_>, handle_type: i32, handle: &[u8]) ->
     // SAFETY: the call succeeded and returned a new fd that nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
 }
+
+/// lseek(2) with SEEK_DATA (`hole == false`) or SEEK_HOLE: the next offset
+/// at or after `off` that holds data (or is a hole). `None` when there is no
+/// more data (ENXIO: at or past the end).
+pub fn seek_data_or_hole(fd: BorrowedFd<'_>, off: u64, hole: bool) -> Result<Option<u64>> {
+    let whence = if hole {
+        libc::SEEK_HOLE
+    } else {
+        libc::SEEK_DATA
+    };
+    // SAFETY: integer arguments only; the fd is borrowed, hence open.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off as libc::off_t, whence) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(crate::Error::Os {
+            op: "lseek(SEEK_DATA/SEEK_HOLE)",
+            tid: 0,
+            source: e,
+        });
+    }
+    Ok(Some(r as u64))
+}
