@@ -281,19 +281,13 @@ fn capture_with(
         process.vmas.push(vma);
         areas.push((e, policy));
     }
-    let tp = Instant::now();
     let ranges = memory::plan(pid, &areas, page)?;
-    let t_plan = tp.elapsed();
     let mut noop = |_: u64, _: u64| {};
     let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let tp = Instant::now();
     let pages_bytes = memory::save(pid, &areas, &ranges, page, sink, progress)?;
-    if std::env::var_os("CKPT_TRACE").is_some() {
-        eprintln!("ckpt-capture: frozen for {:?} before memory; pagemap {t_plan:?}; pages {:?} ({} ranges)", frozen.elapsed(), tp.elapsed(), ranges.len());
-    }
 
     // Files.
     let (fds, files) = files::build(pid, &raw_fds, &rinfo, &stat, sink)?;

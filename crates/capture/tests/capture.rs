@@ -891,3 +891,118 @@ fn shared_memory_holes_are_not_touched() {
     assert_eq!(&sink.read(sv + 4096, 4).unwrap(), b"sysv");
     assert!(p.alive());
 }
+
+const RECEIVER_C: &str = r#"
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+static volatile long count, sum;
+static void h(int s, siginfo_t *si, void *u) { (void)s; (void)u; count++; sum += si->si_value.sival_int; }
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = h;
+    sa.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigaction(SIGRTMIN, &sa, NULL);
+    printf("READY\n");
+    for (;;) {
+        printf("count=%ld sum=%ld\n", count, sum);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+const SENDER_C: &str = r#"
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    pid_t pid = atoi(argv[1]);
+    int n = atoi(argv[2]);
+    for (int i = 1; i <= n; i++) {
+        union sigval v = {.sival_int = i};
+        while (sigqueue(pid, SIGRTMIN, v) != 0) usleep(100);
+        if (i % 4 == 0) usleep(200);
+    }
+    return 0;
+}
+"#;
+
+#[test]
+fn no_signal_is_lost_across_repeated_captures() {
+    let dir = TempDir::new("sigstorm");
+    let recv = compile(dir.path(), "receiver", RECEIVER_C);
+    let send = compile(dir.path(), "sender", SENDER_C);
+    let mut p = Proc::spawn(&mut Command::new(&recv));
+    p.wait_for("READY");
+    let n = 3000i64;
+    let mut sender = Command::new(&send)
+        .args([p.pid.to_string(), n.to_string()])
+        .spawn()
+        .unwrap();
+    let mut captures = 0;
+    let mut pending_seen = 0;
+    while sender.try_wait().unwrap().is_none() {
+        let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+        let pr = &cap.image().processes[0];
+        pending_seen += pr.shared_pending.len() + pr.threads[0].pending.len();
+        cap.release().unwrap();
+        captures += 1;
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert!(sender.wait().unwrap().success());
+    let want = format!("count={n} sum={}", n * (n + 1) / 2);
+    let t = Instant::now();
+    loop {
+        let l = p.wait_for("count=");
+        if l == want {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "last: {l}, want {want}"
+        );
+    }
+    eprintln!("{captures} captures during the storm, {pending_seen} pending signals seen");
+    assert!(captures > 3);
+}
+
+const CHURN_C: &str = r#"
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+static void *quick(void *a) { return a; }
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("READY\n");
+    for (long i = 1;; i++) {
+        pthread_t t[4];
+        for (int k = 0; k < 4; k++) pthread_create(&t[k], NULL, quick, NULL);
+        for (int k = 0; k < 4; k++) pthread_join(t[k], NULL);
+        if (i % 200 == 0) printf("rounds=%ld\n", i);
+    }
+}
+"#;
+
+#[test]
+fn threads_coming_and_going_while_freezing() {
+    let dir = TempDir::new("churn");
+    let bin = compile(dir.path(), "churn", CHURN_C);
+    let mut p = Proc::spawn(&mut Command::new(&bin));
+    p.wait_for("READY");
+    for _ in 0..20 {
+        let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+        let threads = &cap.image().processes[0].threads;
+        assert_eq!(threads[0].tid, p.pid);
+        assert!(threads.len() <= 5);
+        cap.release().unwrap();
+        p.wait_for("rounds=");
+    }
+    assert!(p.alive());
+}
