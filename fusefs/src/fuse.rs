@@ -244,7 +244,12 @@ impl CkptFs {
                 .map(|c| c.len() as u64)
                 .unwrap_or(0),
         };
-        Ok(self.make_attr(ino, file_type(kind), size, p, l.uid, l.gid, mtime))
+        let mut a = self.make_attr(ino, file_type(kind), size, p, l.uid, l.gid, mtime);
+        if node.is_mem() {
+            // Tools size their buffers by st_blksize: big reads are faster.
+            a.blksize = 1 << 20;
+        }
+        Ok(a)
     }
 
     fn lookup_node(&self, parent: Node, name: &str) -> Result<Node, Errno> {

@@ -193,6 +193,10 @@ fn reads_every_file_of_an_image() {
     assert_eq!(json["rootPid"], PID);
     assert_eq!(json["processes"][0]["threads"][1]["tid"], PID + 1);
 
+    assert_eq!(
+        std::fs::metadata(m.path("syn/4242/mem")).unwrap().blksize(),
+        1 << 20
+    );
     // mem: a read at an address is the saved byte at that address.
     let mem = std::fs::File::open(m.path("syn/4242/mem")).unwrap();
     let mut buf = vec![0u8; 100];
