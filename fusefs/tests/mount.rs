@@ -729,6 +729,34 @@ fn mount_helper_form_works() {
         })
     });
     assert!(gone, "the background ckptfs did not exit after umount");
+    // `-t fuse.ckptfs`: mount(8) runs `mount.fuse3 STORE MNT -o OPTS -t
+    // fuse.ckptfs` with a fixed PATH; run it the same way with ours.
+    let bindir = Path::new(ckptfs_bin()).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bindir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let helper = ["/sbin/mount.fuse3", "/usr/sbin/mount.fuse3"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let helper = helper.expect("mount.fuse3 (package fuse3) is needed");
+    let o = Command::new(helper)
+        .arg(&store)
+        .arg(&mnt)
+        .args(["-o", "rw,nosuid,nodev", "-t", "fuse.ckptfs"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mount.fuse3 failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(mounted(&mnt));
+    assert!(read(&mnt.join("syn/4242/comm")).contains("synthetic"));
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    assert!(wait_for(Duration::from_secs(10), || !mounted(&mnt)));
     // Errors reach the caller of the helper form.
     let o = Command::new(ckptfs_bin())
         .arg(&store)
