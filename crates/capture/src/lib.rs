@@ -10,6 +10,27 @@
 //! registers and signal mask are put back, the scratch page we mapped in it
 //! is unmapped, signals we dequeued while stopping it are queued again, and
 //! every thread is detached.
+//!
+//! # What the model holds (beyond the schema comments)
+//!
+//! - Signals the kernel dequeued while a thread was being stopped are queued
+//!   again in that thread (injected `rt_tgsigqueueinfo`) before the pending
+//!   queues are read: they appear in `Thread.pending` with their siginfo.
+//! - Registers are those at the stop: a thread stopped in a system call keeps
+//!   `orig_rax` = the call and `rax` = -ERESTART*; restore applies the fixup.
+//! - `FileIdentity.path` is without the kernel's " (deleted)" suffix;
+//!   `deleted` says it was there (or the file has no links left).
+//! - Memory runs: private anonymous memory (heap, stack too): present and
+//!   swapped pages. Private file mappings: the pages no longer the file's
+//!   (COW'd). Shared memory mapped shared (shared anonymous, memfd, SysV,
+//!   /dev/shm): every page up to the object's end, holes as zero pages.
+//!   Deleted files mapped, and memfds mapped private: every readable page.
+//!   Shared mappings of existing files, vdso/vvar/vsyscall/uprobes: none.
+//! - Pipes: buffered bytes are on the read end's OpenFile only (once per
+//!   pipe); a write end alone carries no data.
+//! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
+//!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
+//!   file handles when possible, else empty.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -146,13 +167,18 @@ fn run<W: Write, R>(
     // Any error from here on drops `cap`, which lets the process go on.
     let counting = writer.finish(image)?;
     let image_bytes = counting.n;
-    let r = commit(counting.inner)?;
     let mut stats = cap.stats.clone();
     stats.image_bytes = image_bytes;
-    stats.freeze = if opts.leave_running {
-        cap.release()?
+    let r = if opts.leave_running {
+        // Everything is captured: let the process go before the (slow)
+        // commit; if the commit fails, the process is as it was anyway.
+        stats.freeze = cap.release()?;
+        commit(counting.inner)?
     } else {
-        cap.kill()?
+        // The image must be safe before the process is killed.
+        let r = commit(counting.inner)?;
+        stats.freeze = cap.kill()?;
+        r
     };
     stats.total = t0.elapsed();
     Ok((r, stats))
