@@ -1006,3 +1006,44 @@ fn threads_coming_and_going_while_freezing() {
     }
     assert!(p.alive());
 }
+
+#[test]
+fn terminal_fds_are_ttys() {
+    // python's pty.fork: the child runs on a new pseudo-terminal, its controlling one.
+    let script = "import os, pty, sys, time, fcntl, termios, struct\n\
+pid, fd = pty.fork()\n\
+if pid == 0:\n    time.sleep(100)\n    os._exit(0)\n\
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 101, 0, 0))\n\
+print('READY child=%d' % pid, flush=True)\n\
+while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        time.sleep(0.01)\n";
+    let mut p = Proc::spawn(Command::new("python3").args(["-c", script]));
+    let ready = p.wait_for("READY");
+    let child: i32 = field(&ready, "child").parse().unwrap();
+    let link = || {
+        std::fs::read_link(format!("/proc/{child}/fd/0"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    wait_until("the child on its pty", Duration::from_secs(5), || {
+        link().starts_with("/dev/pts/")
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let index: i32 = link().trim_start_matches("/dev/pts/").parse().unwrap();
+    let cap = capture(child, &mut opts(), &mut NullSink::default()).expect("capture");
+    let img = cap.image().clone();
+    cap.release().unwrap();
+    let proc_ = &img.processes[0];
+    let f0 = img.file(proc_.fds[0].file).unwrap();
+    let FileKind::Tty(t) = &f0.kind else {
+        panic!("{f0:?}")
+    };
+    assert_eq!(t.index, index);
+    assert!(t.is_controller);
+    assert_eq!(t.termios.len(), 44);
+    assert_eq!((t.win_rows, t.win_cols), (33, 101));
+    assert_eq!(t.foreground_pgrp, proc_.pgid);
+    assert_eq!(proc_.sid, child);
+    // 0, 1, 2: one open file (dup'ed by pty.fork).
+    assert_eq!(proc_.fds[1].file, proc_.fds[0].file);
+    ckpt_sys::sys::kill(child, libc::SIGKILL).unwrap();
+}
