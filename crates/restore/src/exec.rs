@@ -6,7 +6,7 @@ use crate::error::{Error, Result, SysContext};
 use crate::pages::write_pages;
 use crate::plan::fds::{plan_fds, FdEnv};
 use crate::plan::memory::{parse_maps, plan_layout, plan_memory, Backing, Layout, MemPlan};
-use crate::plan::regs::{first_handler, fit_xsave, restart_fixup};
+use crate::plan::regs::{first_handler, fit_xsave, itimer_setting, restart_fixup};
 use crate::remote::Remote;
 use crate::{stub, Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
 use ckpt_image::{ImageReader, Process, ReadAt, Registers, Thread, PROT_READ, PROT_WRITE};
@@ -513,9 +513,26 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             .flat_map(|a| [a.handler, a.flags, a.restorer, a.mask])
             .collect();
         main.write(scratch, &u64s(&acts))?;
-        for (i, _) in p.sigactions.iter().enumerate().take(64) {
+        // Signals the stub has at their default (neither caught nor ignored:
+        // an all-zero action, as after exec) need no call when the image's
+        // action is all-zero too.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ctx(|| format!("reading /proc/{pid}/status"))?;
+        let mask_of = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(u64::MAX)
+        };
+        let not_default = mask_of("SigCgt:") | mask_of("SigIgn:");
+        for (i, a) in p.sigactions.iter().enumerate().take(64) {
             let sig = i as u64 + 1;
             if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
+                continue;
+            }
+            let zero = a.handler == 0 && a.flags == 0 && a.restorer == 0 && a.mask == 0;
+            if zero && not_default & (1 << i) == 0 {
                 continue;
             }
             main.call(
@@ -525,12 +542,12 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             )?;
         }
         for t in &p.itimers {
-            if t.value_ns == 0 {
+            let Some((value, interval)) = itimer_setting(p, t) else {
                 continue;
-            }
+            };
             let tv = |ns: u64| [ns / 1_000_000_000, (ns % 1_000_000_000).div_ceil(1000)];
-            let mut v = tv(t.interval_ns).to_vec();
-            v.extend(tv(t.value_ns));
+            let mut v = tv(interval).to_vec();
+            v.extend(tv(value));
             main.write(scratch, &u64s(&v))?;
             main.call(
                 &format!("setitimer({})", t.which),

@@ -579,3 +579,51 @@ fn restore_waits_for_a_zombie_holding_the_pid() {
     let q = Proc::restored(&r, &dir.join("out.txt"));
     q.wait_more(3);
 }
+
+/// A periodic ITIMER_REAL whose SIGALRM is blocked (so pending, and the
+/// timer not re-armed) until a marker file appears.
+const ALARM: &str = r#"
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+static volatile long hits;
+static void on_alrm(int s) { (void)s; hits++; }
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGALRM, on_alrm);
+    sigset_t m; sigemptyset(&m); sigaddset(&m, SIGALRM);
+    sigprocmask(SIG_BLOCK, &m, NULL);
+    struct itimerval itv = { { 0, 10000 }, { 0, 10000 } };
+    setitimer(ITIMER_REAL, &itv, NULL);
+    struct timespec ts = { 0, 30000000 };
+    nanosleep(&ts, NULL);
+    printf("READY pid=%d\n", getpid());
+    int released = 0;
+    for (long t = 0;; t++) {
+        struct stat st;
+        if (!released && stat(argv[1], &st) == 0) {
+            released = 1;
+            sigprocmask(SIG_UNBLOCK, &m, NULL);
+        }
+        printf("tick=%ld alarms=%ld\n", t, hits);
+        struct timespec d = { 0, 20000000 };
+        nanosleep(&d, NULL);
+    }
+}
+"#;
+
+#[test]
+fn a_fired_interval_timer_keeps_firing() {
+    let dir = TempDir::new("alarm");
+    let bin = compile(&dir, "alarm", ALARM);
+    let marker = dir.join("go");
+    let (q, before) = roundtrip(&dir, &bin, &[marker.to_str().unwrap()], 3);
+    std::fs::write(&marker, b"").unwrap();
+    let l = q.wait_line_after(before, |l| {
+        values(l, "alarms=").first().is_some_and(|&n| n >= 5)
+    });
+    assert!(l.contains("alarms="), "{l}");
+}

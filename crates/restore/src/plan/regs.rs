@@ -184,3 +184,47 @@ mod tests {
         assert_eq!(first_handler(&p, &t).unwrap().handler, 0x200);
     }
 }
+
+/// The (value, interval) to arm an interval timer with, or None to leave it
+/// disarmed. ITIMER_REAL is re-armed by the kernel only when its SIGALRM is
+/// dequeued: a periodic one that fired and whose SIGALRM is still pending
+/// reads as value 0. The new process's kernel does not know to re-arm it
+/// when the re-queued SIGALRM is delivered, so arm it one period ahead.
+pub fn itimer_setting(p: &Process, t: &ckpt_image::ITimer) -> Option<(u64, u64)> {
+    if t.value_ns != 0 {
+        return Some((t.value_ns, t.interval_ns));
+    }
+    let alrm_pending = p.shared_pending.iter().any(|s| s.signo == libc::SIGALRM);
+    (t.which == 0 && t.interval_ns != 0 && alrm_pending).then_some((t.interval_ns, t.interval_ns))
+}
+
+#[cfg(test)]
+mod itimer_tests {
+    use super::*;
+    use ckpt_image::*;
+
+    #[test]
+    fn a_fired_periodic_real_timer_is_rearmed() {
+        let mut p = Process::default();
+        let t = ITimer {
+            which: 0,
+            interval_ns: 15_000_000,
+            value_ns: 0,
+        };
+        assert_eq!(
+            itimer_setting(&p, &t),
+            None,
+            "disarmed (interval kept by setitimer)"
+        );
+        p.shared_pending.push(SigInfo {
+            signo: libc::SIGALRM,
+            code: 0x80,
+            raw: vec![0; 128],
+        });
+        assert_eq!(itimer_setting(&p, &t), Some((15_000_000, 15_000_000)));
+        let virt = ITimer { which: 1, ..t };
+        assert_eq!(itimer_setting(&p, &virt), None);
+        let armed = ITimer { value_ns: 5, ..t };
+        assert_eq!(itimer_setting(&p, &armed), Some((5, 15_000_000)));
+    }
+}
