@@ -627,3 +627,78 @@ fn a_fired_interval_timer_keeps_firing() {
     });
     assert!(l.contains("alarms="), "{l}");
 }
+
+/// Counts into the file argv[1]; its fds 0-2 are whatever it was started with.
+const TTYPROG: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_WRONLY | O_APPEND | O_CREAT, 0644);
+    dprintf(fd, "READY pid=%d tty=%d\n", getpid(), isatty(0));
+    for (long i = 0;; i++) {
+        dprintf(fd, "count=%ld\n", i);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+#[test]
+fn terminals_attach_to_the_restorers_or_fail_clearly() {
+    let dir = TempDir::new("tty");
+    let bin = compile(&dir, "ttyprog", TTYPROG);
+    let out = dir.join("out.txt");
+    // `script` runs it on a fresh pty; its pid is found through the output.
+    let mut script = std::process::Command::new("script")
+        .args([
+            "-qfc",
+            &format!("{} {}", bin.display(), out.display()),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("script(1)");
+    let p = Proc {
+        pid: 0,
+        out: out.clone(),
+        reaped: true,
+    };
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    assert!(ready.ends_with("tty=1"), "{ready}");
+    let pid: i32 = values(&ready, "pid=")[0] as i32;
+    p.wait_more(3);
+    let image = dir.join("img.ckpt");
+    ckpt_capture::dump(pid, &image, ckpt_capture::DumpOptions::default()).unwrap();
+    let _ = script.kill();
+    let _ = script.wait();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    let report = ckpt_restore::check(&reader, &RestoreOptions::default());
+    let have_tty = (0..3).any(ckpt_sys::sys::isatty) || std::fs::File::open("/dev/tty").is_ok();
+    if have_tty {
+        // Run from a terminal: the process is attached to it.
+        assert!(report.is_ok(), "{report}");
+        let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
+        let q = Proc::restored(&r, &out);
+        q.wait_more(3);
+    } else {
+        let e = report
+            .errors
+            .iter()
+            .find(|e| e.starts_with("fd 0: /dev/pts/"))
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(e.contains("a terminal, but the restorer has none"), "{e}");
+        let err = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a terminal, but the restorer has none"),
+            "{err}"
+        );
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+}

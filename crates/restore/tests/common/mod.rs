@@ -64,7 +64,7 @@ pub fn compile(dir: &TempDir, name: &str, src: &str) -> PathBuf {
 pub struct Proc {
     pub pid: i32,
     pub out: PathBuf,
-    reaped: bool,
+    pub reaped: bool,
 }
 
 impl Proc {
