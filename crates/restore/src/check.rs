@@ -1,6 +1,7 @@
 //! check(): everything that would stop a restore here, found before
 //! anything is touched.
 
+use crate::error::os_msg;
 use crate::plan::fds::{plan_fds, FdEnv};
 use crate::plan::memory::{pair_vdso, parse_maps, plan_memory};
 use crate::stub::holder_of;
@@ -86,7 +87,9 @@ pub(crate) fn creds_differ(p: &Process, own: &OwnCreds) -> bool {
 fn file_state(what: &str, id: &FileIdentity, report: &mut Report) {
     let path = String::from_utf8_lossy(crate::plan::fds::strip_deleted(&id.path)).into_owned();
     match std::fs::metadata(&path) {
-        Err(e) => report.errors.push(format!("{what}: {path}: {e}")),
+        Err(e) => report
+            .errors
+            .push(format!("{what}: {path}: {}", os_msg(&e))),
         Ok(m) => {
             if id.size == 0 && id.mtime_ns == 0 {
                 return;
@@ -264,7 +267,7 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
     for (what, path) in &fds.opens {
         let path = String::from_utf8_lossy(path);
         if let Err(e) = std::fs::metadata(&*path) {
-            r.errors.push(format!("{what}: {e}"));
+            r.errors.push(format!("{what}: {}", os_msg(&e)));
         }
     }
     if !p.cwd.is_empty() {
@@ -274,7 +277,9 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
             Ok(_) => r
                 .errors
                 .push(format!("working directory {cwd}: not a directory")),
-            Err(e) => r.errors.push(format!("working directory {cwd}: {e}")),
+            Err(e) => r
+                .errors
+                .push(format!("working directory {cwd}: {}", os_msg(&e))),
         }
     }
     if !p.root.is_empty() && p.root != b"/" {

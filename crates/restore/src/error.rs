@@ -23,7 +23,7 @@ pub enum Error {
     },
 
     /// Setting up one fd of the stub failed (`what` is e.g. `fd 3: /tmp/x`).
-    #[error("{what}: {source}")]
+    #[error("{what}: {}", os_msg(.source))]
     Fd {
         what: String,
         #[source]
@@ -38,8 +38,9 @@ pub enum Error {
         source: ckpt_sys::Error,
     },
 
-    /// A local I/O operation failed.
-    #[error("{context}: {source}")]
+    /// A local I/O operation, or a system call injected into the process
+    /// being built, failed.
+    #[error("{context}: {}", os_msg(.source))]
     Io {
         context: String,
         #[source]
@@ -52,6 +53,15 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An OS error's text without std's " (os error N)" suffix.
+pub(crate) fn os_msg(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match (e.raw_os_error(), s.rfind(" (os error ")) {
+        (Some(_), Some(i)) => s[..i].to_string(),
+        _ => s,
+    }
+}
 
 /// Attach a context to ckpt-sys errors.
 pub(crate) trait SysContext<T> {

@@ -285,7 +285,7 @@ fn failed_restores_leave_nothing_behind() {
     let e = restore(&image, &RestoreOptions::default()).unwrap_err();
     assert_eq!(
         e.to_string(),
-        format!("fd 3: {}: Is a directory (os error 21)", log.display())
+        format!("fd 3: {}: Is a directory", log.display())
     );
     gone("stub failure");
     std::fs::remove_dir(&log).unwrap();
