@@ -702,3 +702,63 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 }
+
+/// Three threads counting under one mutex; no tid checks.
+const WORKERS: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static long total;
+static void *work(void *a) {
+    for (;;) {
+        pthread_mutex_lock(&mu);
+        printf("thread=%ld total=%ld pid=%d\n", (long)a, ++total, getpid());
+        pthread_mutex_unlock(&mu);
+        struct timespec ts = {0, 15 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++) pthread_create(&t[i], NULL, work, (void *)i);
+    printf("READY pid=%d\n", getpid());
+    pthread_join(t[0], NULL);
+}
+"#;
+
+#[test]
+fn threads_get_fresh_tids_with_new_pid() {
+    let dir = TempDir::new("workers");
+    let bin = compile(&dir, "workers", WORKERS);
+    let mut p = Proc::spawn(&dir, &bin, &[]);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_more(6);
+    let image = dump_kill(&mut p, &dir);
+    let first = restore(&image, &RestoreOptions::default()).unwrap();
+    assert_eq!(first.tids.len(), 4);
+    let _q1 = Proc::restored(&first, &p.out);
+    let second = restore(&image, &RestoreOptions { new_pid: true }).unwrap();
+    assert_ne!(second.pid, first.pid);
+    assert_eq!(second.tids.len(), 4);
+    for t in &second.tids {
+        assert!(
+            !first.tids.contains(t),
+            "{:?} vs {:?}",
+            second.tids,
+            first.tids
+        );
+        let st = std::fs::read_to_string(format!("/proc/{}/task/{t}/status", second.pid)).unwrap();
+        assert!(st.contains(&format!("Tgid:\t{}\n", second.pid)), "{st}");
+    }
+    let q2 = Proc::restored(&second, &p.out);
+    let tag = format!("pid={}", second.pid);
+    let start = q2.lines();
+    for k in 0..3 {
+        let want = format!("thread={k} ");
+        q2.wait_line_after(start, |l| l.starts_with(&want) && l.ends_with(&tag));
+    }
+}
