@@ -762,3 +762,45 @@ fn threads_get_fresh_tids_with_new_pid() {
         q2.wait_line_after(start, |l| l.starts_with(&want) && l.ends_with(&tag));
     }
 }
+
+/// A FIFO with buffered data (both ends held) and a directory fd.
+const FIFO: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    mkfifo("node", 0600);
+    int rd = open("node", O_RDONLY | O_NONBLOCK);
+    int wr = open("node", O_WRONLY);
+    if (rd < 0 || wr < 0 || write(wr, "fifo-data", 9) != 9) { printf("ERROR fifo setup\n"); return 1; }
+    int dfd = open(".", O_DIRECTORY | O_RDONLY);
+    printf("READY pid=%d\n", getpid());
+    for (long t = 0;; t++) {
+        struct stat st;
+        if (fstatat(dfd, "go", &st, 0) == 0) {
+            char buf[32] = {0};
+            ssize_t n = read(rd, buf, sizeof buf);
+            if (n != 9 || memcmp(buf, "fifo-data", 9)) { printf("ERROR fifo read %zd '%s'\n", n, buf); return 1; }
+            if (write(wr, "again", 5) != 5 || read(rd, buf, 5) != 5) { printf("ERROR fifo reuse\n"); return 1; }
+            printf("fifo_ok\n");
+            unlinkat(dfd, "go", 0);
+        }
+        printf("tick=%ld\n", t);
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+"#;
+
+#[test]
+fn fifo_and_directory_fds() {
+    let dir = TempDir::new("fifo");
+    let bin = compile(&dir, "fifo", FIFO);
+    let (q, before) = roundtrip(&dir, &bin, &[], 3);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    q.wait_line_after(before, |l| l == "fifo_ok");
+}
