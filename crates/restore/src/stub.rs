@@ -318,7 +318,16 @@ pub fn spawn(plan: &FdPlan, pid: Option<i32>, zombie_wait: Duration) -> Result<i
             Err(e) if e.errno() == Some(libc::EEXIST) && pid.is_some() => {
                 let p = pid.unwrap_or(0);
                 match holder_of(p) {
-                    None => continue,
+                    // Gone meanwhile: try again (bounded, in case /proc hides it).
+                    None if t0.elapsed() < zombie_wait.max(Duration::from_millis(100)) => continue,
+                    None => {
+                        let _ = setup::close(r);
+                        let _ = setup::close(w);
+                        return Err(Error::PidInUse {
+                            pid: p,
+                            holder: "a task this restorer cannot see".into(),
+                        });
+                    }
                     Some((_, true)) if t0.elapsed() < zombie_wait => {
                         std::thread::sleep(Duration::from_millis(10));
                         continue;
