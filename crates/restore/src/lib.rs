@@ -26,6 +26,29 @@
 //! and this crate does not patch libc memory. So the saved pid and tids are
 //! required by default; [`RestoreOptions::new_pid`] allows fresh ids when
 //! the saved ones are taken, with that caveat.
+//!
+//! # Syscall restart
+//! A thread stopped inside a system call resumes by re-executing it, as the
+//! kernel would (or gets EINTR where a pending handler would run first and
+//! the call may not be restarted across it). ERESTART_RESTARTBLOCK calls
+//! (nanosleep, poll, futex with a timeout) are re-executed rather than sent
+//! to `restart_syscall`, whose state lived in the old task: their timeout
+//! starts over.
+//!
+//! # Not restored (check() says so, as an error or a warning)
+//! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
+//! - More than one process per image; a chroot; a seccomp filter (not in
+//!   v1 images; restoring without it would drop the sandbox): errors.
+//! - The process joins the restorer's session and process group; terminals
+//!   are the restorer's (reopened), their termios is left alone.
+//! - A pipe end whose other end was outside the image: the restorer's own
+//!   fd 0/1/2 when it was one of those, else a new pipe whose other end is
+//!   closed (buffered data is refilled where the read end is ours).
+//! - mlock()ed ranges come back unlocked; timer overrun counts are lost;
+//!   timerfds are re-armed relative to now (TFD_TIMER_ABSTIME and
+//!   CANCEL_ON_SET are not kept); a job-control stop is not re-applied.
+//! - Capability sets are what the kernel leaves after setting the saved
+//!   uids/gids (they are set only when they differ from the restorer's).
 
 mod check;
 mod error;
