@@ -119,7 +119,7 @@ pub struct Layout {
     pub tramp_len: u64,
     /// Ranges to munmap in the stub: everything but the trampoline and the vdso-likes.
     pub unmap: Vec<(u64, u64)>,
-    /// mremaps of [vvar], [vvar_vclock], [vdso] to the image's addresses, in order.
+    /// mremaps of `[vvar]`, `[vvar_vclock]`, `[vdso]` to the image's addresses, in order.
     pub moves: Vec<Move>,
     /// Temporary address of each shared anonymous object (by id), and its size.
     pub shm_temp: BTreeMap<u64, (u64, u64)>,
@@ -305,7 +305,7 @@ pub struct MapStep {
     pub backing: Backing,
     /// madvise() advice values to apply.
     pub advice: Vec<i32>,
-    /// prctl(PR_SET_VMA_ANON_NAME) for "[anon:NAME]" mappings.
+    /// prctl(PR_SET_VMA_ANON_NAME) for `[anon:NAME]` mappings.
     pub anon_name: Option<CString>,
     /// For messages: "vma 7f..-7f.. /usr/lib/libc.so.6".
     pub what: String,
