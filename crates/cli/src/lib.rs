@@ -20,6 +20,8 @@ enum Command {
     Restore(commands::restore::Args),
     /// Print what an image holds.
     Show(commands::show::Args),
+    /// Mount a store of images as a filesystem (ckptfs).
+    Mount(commands::mount::Args),
 }
 
 /// Entry point of the `ckpt` binary; returns the process exit code.
@@ -29,6 +31,7 @@ pub fn main() -> i32 {
         Command::Dump(a) => commands::dump::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Show(a) => commands::show::run(a),
+        Command::Mount(a) => commands::mount::run(a),
     };
     match result {
         Ok(code) => code,
