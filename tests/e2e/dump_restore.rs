@@ -57,8 +57,20 @@ fn image_is_private_and_restorable_twice() {
         let start = p.line_count();
         let mut r = restore_detached(&image, &p.out, p.pid);
         r.wait_line_after(start, |l| l.starts_with("count="));
-        let first = values(&r.output().lines().skip(start).collect::<Vec<_>>().join("\n"), "count=")[0];
-        assert_eq!(first, last + 1, "round {round}: restored counter did not resume at {}", last + 1);
+        let first = values(
+            &r.output()
+                .lines()
+                .skip(start)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "count=",
+        )[0];
+        assert_eq!(
+            first,
+            last + 1,
+            "round {round}: restored counter did not resume at {}",
+            last + 1
+        );
         r.kill();
         let _ = out;
     }
@@ -71,12 +83,22 @@ fn leave_running_does_not_disturb() {
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
-    ckpt_ok(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap(), "--leave-running"]);
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+    ]);
     p.wait_more_lines(10);
     assert!(p.alive());
     let counts = values(&p.output(), "count=");
     for w in counts.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "count sequence broken by the dump: {counts:?}");
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "count sequence broken by the dump: {counts:?}"
+        );
     }
     assert!(image.exists());
 }
@@ -101,7 +123,11 @@ fn signals_handlers_altstack_and_pending() {
     std::fs::write(&marker, b"").unwrap();
     r.wait_line(|l| l.starts_with("signals_ok"));
     let out = r.output();
-    assert!(out.contains("usr2_delivered si_code=-1 si_value=24301"), "{}", tail(&out));
+    assert!(
+        out.contains("usr2_delivered si_code=-1 si_value=24301"),
+        "{}",
+        tail(&out)
+    );
     assert!(out.contains("on_altstack=1"), "{}", tail(&out));
 }
 
@@ -152,7 +178,11 @@ fn sleeping_syscalls_restart() {
 fn python_and_perl_keep_their_state() {
     for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
         let dir = TempDir::new(interp);
-        let mut p = Proc::spawn(&dir, std::path::Path::new(interp), &[fixture(script).to_str().unwrap()]);
+        let mut p = Proc::spawn(
+            &dir,
+            std::path::Path::new(interp),
+            &[fixture(script).to_str().unwrap()],
+        );
         p.wait_line(|l| l.starts_with("READY"));
         p.wait_more_lines(5);
         let image = dir.join("img.ckpt");

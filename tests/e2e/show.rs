@@ -8,11 +8,18 @@ fn show_text_and_json_of_a_real_dump() {
     let p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
-    ckpt_ok(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap(), "--leave-running"]);
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+    ]);
     let text = ckpt_ok(&["show", image.to_str().unwrap()]);
     assert!(text.contains(&p.pid.to_string()), "{text}");
     assert!(text.contains("counter"), "{text}");
-    let json: serde_json::Value = serde_json::from_str(&ckpt_ok(&["show", "--json", image.to_str().unwrap()])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ckpt_ok(&["show", "--json", image.to_str().unwrap()])).unwrap();
     assert_eq!(json["rootPid"], p.pid);
     assert_eq!(json["processes"][0]["pid"], p.pid);
 }
@@ -23,7 +30,13 @@ fn broken_images_are_rejected_with_a_reason() {
     let p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
-    ckpt_ok(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap(), "--leave-running"]);
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+    ]);
     let good = std::fs::read(&image).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", vec![]),
@@ -33,7 +46,12 @@ fn broken_images_are_rejected_with_a_reason() {
             b[0] ^= 0xff;
             b
         }),
-        ("garbage", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        (
+            "garbage",
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
         ("flipped", {
             let mut b = good.clone();
             let n = b.len();
@@ -44,7 +62,11 @@ fn broken_images_are_rejected_with_a_reason() {
     for (name, bytes) in cases {
         let f = dir.join(&format!("{name}.ckpt"));
         std::fs::write(&f, bytes).unwrap();
-        for args in [vec!["show"], vec!["show", "--json"], vec!["restore", "--check"]] {
+        for args in [
+            vec!["show"],
+            vec!["show", "--json"],
+            vec!["restore", "--check"],
+        ] {
             let mut a = args.clone();
             a.push(f.to_str().unwrap());
             let o = ckpt_run(&a);

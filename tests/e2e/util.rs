@@ -38,7 +38,11 @@ pub fn ckpt() -> Command {
 
 /// Run ckpt with args; returns its output (no assertion).
 pub fn ckpt_run(args: &[&str]) -> Output {
-    ckpt().args(args).stdin(Stdio::null()).output().expect("run ckpt")
+    ckpt()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ckpt")
 }
 
 /// Run ckpt with args and require success.
@@ -179,7 +183,12 @@ impl Proc {
 
     pub fn alive(&self) -> bool {
         match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+            Ok(s) => !s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
             Err(_) => false,
         }
     }
@@ -245,7 +254,10 @@ pub fn dump_kill(p: &mut Proc, image: &Path) {
 /// `ckpt restore --detach`; returns the restored process, checked to be at the saved pid.
 pub fn restore_detached(image: &Path, out: &Path, expect_pid: i32) -> Proc {
     let s = ckpt_ok(&["restore", "--detach", image.to_str().unwrap()]);
-    let pid: i32 = s.trim().parse().unwrap_or_else(|_| panic!("restore printed {s:?}"));
+    let pid: i32 = s
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("restore printed {s:?}"));
     assert_eq!(pid, expect_pid, "restored at another pid");
     Proc::adopt(pid, out)
 }
@@ -268,11 +280,22 @@ pub fn file(p: &Path) -> File {
 
 /// What a process is doing, for failure messages.
 pub fn proc_state(pid: i32) -> String {
-    let rd = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_else(|e| format!("({e})"));
+    let rd = |f: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_else(|e| format!("({e})"))
+    };
     let status = rd("status");
     let pick: Vec<&str> = status
         .lines()
-        .filter(|l| ["State", "SigBlk", "SigPnd", "ShdPnd", "PPid", "TracerPid"].iter().any(|k| l.starts_with(k)))
+        .filter(|l| {
+            ["State", "SigBlk", "SigPnd", "ShdPnd", "PPid", "TracerPid"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
         .collect();
-    format!("{}; wchan {}; syscall {}", pick.join(", ").replace('\t', " "), rd("wchan"), rd("syscall").trim())
+    format!(
+        "{}; wchan {}; syscall {}",
+        pick.join(", ").replace('\t', " "),
+        rd("wchan"),
+        rd("syscall").trim()
+    )
 }

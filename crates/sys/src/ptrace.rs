@@ -63,16 +63,19 @@ fn ptrace_raw(
     // SAFETY: the caller guarantees that `addr`/`data` are either plain
     // integers or pointers to memory valid for this request for the duration
     // of the call. ptrace never retains the pointers.
-    let r = unsafe { libc::ptrace(req, tid, addr as *mut libc::c_void, data as *mut libc::c_void) };
+    let r = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
     if r == -1 {
         let e = std::io::Error::last_os_error();
         // PEEK* requests may legitimately return -1 with errno 0; none of the
         // requests used here are PEEKDATA-style, so -1 is always an error.
-        return Err(Error::Os {
-            op,
-            tid,
-            source: e,
-        });
+        return Err(Error::Os { op, tid, source: e });
     }
     Ok(r)
 }
@@ -104,7 +107,14 @@ pub fn singlestep(tid: Pid) -> Result<()> {
 
 /// Set ptrace options on an attached thread.
 pub fn set_options(tid: Pid, options: u32) -> Result<()> {
-    ptrace_raw("PTRACE_SETOPTIONS", libc::PTRACE_SETOPTIONS, tid, 0, options as usize).map(drop)
+    ptrace_raw(
+        "PTRACE_SETOPTIONS",
+        libc::PTRACE_SETOPTIONS,
+        tid,
+        0,
+        options as usize,
+    )
+    .map(drop)
 }
 
 /// The message of the last ptrace event (the new tid for PTRACE_EVENT_CLONE).

@@ -128,7 +128,8 @@ pub fn write_vm(pid: Pid, local: &[u8], remote: &[RemoteRange]) -> Result<usize>
         };
         // SAFETY: the local iovec covers `want` bytes inside `local`, which the
         // kernel only reads; remote addresses are validated by the kernel.
-        let n = unsafe { libc::process_vm_writev(pid, &liov, 1, riov.as_ptr(), riov.len() as _, 0) };
+        let n =
+            unsafe { libc::process_vm_writev(pid, &liov, 1, riov.as_ptr(), riov.len() as _, 0) };
         if n < 0 {
             return Err(Error::Os {
                 op: "process_vm_writev",

@@ -4,14 +4,28 @@ use ckpt_sys::{inject, ptrace, remote, Injector, Stop};
 use std::process::{Child, Command};
 
 fn spawn_sleeper() -> Child {
-    Command::new("sleep").arg("30").spawn().expect("spawn sleep")
+    Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn sleep")
 }
 
 fn vdso_range(pid: i32) -> (u64, u64) {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let line = maps.lines().find(|l| l.ends_with("[vdso]")).expect("no [vdso]");
-    let (a, b) = line.split_whitespace().next().unwrap().split_once('-').unwrap();
-    (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap())
+    let line = maps
+        .lines()
+        .find(|l| l.ends_with("[vdso]"))
+        .expect("no [vdso]");
+    let (a, b) = line
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .split_once('-')
+        .unwrap();
+    (
+        u64::from_str_radix(a, 16).unwrap(),
+        u64::from_str_radix(b, 16).unwrap(),
+    )
 }
 
 #[test]
@@ -24,7 +38,10 @@ fn seize_read_state_inject_and_release() {
 
     let regs = ptrace::get_regs(pid).unwrap();
     // sleep(1) is blocked in clock_nanosleep: stopped inside a syscall.
-    assert_eq!(regs[ptrace::reg::ORIG_RAX], libc::SYS_clock_nanosleep as u64);
+    assert_eq!(
+        regs[ptrace::reg::ORIG_RAX],
+        libc::SYS_clock_nanosleep as u64
+    );
     let xs = ptrace::get_xstate(pid).unwrap();
     assert!(xs.len() >= 576, "xsave area too small: {}", xs.len());
     let mask = ptrace::get_sigmask(pid).unwrap();
@@ -40,7 +57,10 @@ fn seize_read_state_inject_and_release() {
         .unwrap();
     let ip = vs + inject::find_syscall_insn(&code).expect("syscall insn in vdso") as u64;
     let mut inj = Injector::new(pid, ip).unwrap();
-    assert_eq!(inj.syscall("getpid", libc::SYS_getpid, &[]).unwrap(), pid as u64);
+    assert_eq!(
+        inj.syscall("getpid", libc::SYS_getpid, &[]).unwrap(),
+        pid as u64
+    );
     // A failing call is reported with its errno.
     let e = inj.syscall("close", libc::SYS_close, &[9999]).unwrap_err();
     assert_eq!(e.errno(), Some(libc::EBADF));
@@ -73,7 +93,15 @@ fn read_vm_reads_remote_memory() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let (vs, _) = vdso_range(pid);
     let mut buf = vec![0u8; 4096];
-    let n = remote::read_vm(pid, &mut buf, &[remote::RemoteRange { addr: vs, len: 4096 }]).unwrap();
+    let n = remote::read_vm(
+        pid,
+        &mut buf,
+        &[remote::RemoteRange {
+            addr: vs,
+            len: 4096,
+        }],
+    )
+    .unwrap();
     assert_eq!(n, 4096);
     assert_eq!(&buf[..4], b"\x7fELF");
     let mut child = child;
