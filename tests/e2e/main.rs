@@ -5,4 +5,5 @@
 mod util;
 
 mod dump_restore;
+mod pipes;
 mod show;

@@ -35,15 +35,38 @@
 //! to `restart_syscall`, whose state lived in the old task: their timeout
 //! starts over.
 //!
+//! # External pipes
+//! A pipe end whose other end is not in the image (a shell pipeline, a
+//! parent reading the process's stdout through `subprocess.PIPE`, a test
+//! harness) is reconnected to the same pipe when some live process still
+//! holds it: /proc/\*/fd is searched for `pipe:[INODE]` (the saved parent
+//! first, then the restorer, then every process, stopping at the first
+//! hit) and the pipe is opened again through `/proc/HOLDER/fd/N` with the
+//! saved access mode and status flags. The restored process thus writes
+//! into (or reads from) the pipe its peer still holds, and never holds the
+//! restorer's own stdout, so `$(ckpt restore --detach IMG)` returns.
+//!
+//! Data buffered in such a pipe at the dump is *not* written again: the
+//! pipe never went away, so the bytes are still in it, unless the peer
+//! read them meanwhile (then they were delivered, once). Between the dump
+//! and the restore the pipe has no process at the saved end: a reader of
+//! the peer's end sees end-of-file if it reads then (and no other writer
+//! exists), a writer gets EPIPE/SIGPIPE. Only when no live holder is left
+//! does the fallback below apply (with the restorer's fd 0-2 being what
+//! the user of `ckpt restore` asked for). FIFOs are reopened by path as
+//! before; their saved data is refilled only when no live process holds
+//! the FIFO (else it is still in the pipe).
+//!
 //! # Not restored (check() says so, as an error or a warning)
 //! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
 //! - More than one process per image; a chroot; a seccomp filter (not in
 //!   v1 images; restoring without it would drop the sandbox): errors.
 //! - The process joins the restorer's session and process group; terminals
 //!   are the restorer's (reopened), their termios is left alone.
-//! - A pipe end whose other end was outside the image: the restorer's own
-//!   fd 0/1/2 when it was one of those, else a new pipe whose other end is
-//!   closed (buffered data is refilled where the read end is ours).
+//! - A pipe end whose other end was outside the image, when no live process
+//!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
+//!   of those, else a new pipe whose other end is closed (buffered data is
+//!   refilled where the read end is ours). See [External pipes](#external-pipes).
 //! - mlock()ed ranges come back unlocked; timer overrun counts are lost;
 //!   timerfds are re-armed relative to now (TFD_TIMER_ABSTIME and
 //!   CANCEL_ON_SET are not kept); a job-control stop is not re-applied.
@@ -53,6 +76,7 @@
 mod check;
 mod error;
 mod exec;
+mod live;
 mod pages;
 pub mod plan;
 mod remote;

@@ -84,6 +84,22 @@ impl Child<'_> {
                 let fd = setup::open(p, *flags, 0)?;
                 self.slots[*slot] = self.stage(fd)?;
             }
+            FdOp::OpenPipe { slot, path, flags } => {
+                let nb = flags | libc::O_NONBLOCK;
+                let fd = match setup::open(path, nb, 0) {
+                    Ok(fd) => fd,
+                    // A write end with no reader: be the reader meanwhile.
+                    Err(e) if e.errno() == Some(libc::ENXIO) => {
+                        let tmp = setup::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?;
+                        let p = proc_fd_path(tmp, &mut buf);
+                        let r = setup::open(p, nb, 0);
+                        setup::close(tmp)?;
+                        r?
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.slots[*slot] = self.stage(fd)?;
+            }
             FdOp::InheritStd { slot, std } => {
                 self.slots[*slot] = self.std_high[*std];
             }

@@ -42,6 +42,15 @@ pub enum FdOp {
         std: usize,
         flags: i32,
     },
+    /// A new description of a live pipe (or FIFO) held by another process,
+    /// opened through `path` (`/proc/HOLDER/fd/N`) without blocking: with
+    /// O_NONBLOCK, and for a write end with no reader through a temporary
+    /// O_RDWR open. The saved status flags are set afterwards (SetFl).
+    OpenPipe {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
     /// The restorer's own fd `std` itself (the same description, dup()ed).
     InheritStd {
         slot: usize,
@@ -121,6 +130,26 @@ pub enum FdOp {
     },
 }
 
+/// A pipe or FIFO the planner wants a live holder of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeQuery<'a> {
+    /// The pipe inode (`pipe:[INODE]`), or the FIFO node's inode.
+    pub ino: u64,
+    /// Empty for a pipe; the FIFO's path for a FIFO.
+    pub fifo_path: &'a [u8],
+}
+
+/// A live process holding a pipe: `/proc/PID/fd/FD` opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeHolder {
+    pub pid: i32,
+    pub fd: i32,
+}
+
+/// Finds a live holder of each queried pipe (`None` where there is none).
+/// The `i32`s are pids worth looking at first.
+pub type FindPipes = fn(&[PipeQuery<'_>], &[i32]) -> Vec<Option<PipeHolder>>;
+
 /// What the restorer has to offer the stub.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FdEnv {
@@ -130,6 +159,9 @@ pub struct FdEnv {
     pub std_tty: [bool; 3],
     /// /dev/tty can be opened (there is a controlling terminal).
     pub dev_tty: bool,
+    /// How to find live holders of pipes whose other end is outside the
+    /// image (None: there are none).
+    pub find_pipes: Option<FindPipes>,
 }
 
 impl FdEnv {
@@ -145,6 +177,7 @@ impl FdEnv {
             .read(true)
             .open("/dev/tty")
             .is_ok();
+        e.find_pipes = Some(crate::live::find_pipe_holders);
         e
     }
 }
@@ -239,6 +272,48 @@ pub fn plan_fds(
     }
     let mut group_slot: Vec<Option<usize>> = vec![None; groups.len()];
     let mut inherited: Vec<bool> = vec![false; groups.len()];
+
+    // Live holders of pipes whose other end is outside the image (found
+    // in one pass over /proc), and of FIFOs whose saved data may still be
+    // in the live pipe.
+    let mut queries: Vec<PipeQuery> = Vec::new();
+    for (id, ends) in &pipes {
+        if ends[0].is_empty() || ends[1].is_empty() {
+            queries.push(PipeQuery {
+                ino: *id,
+                fifo_path: &[],
+            });
+        }
+    }
+    for (f, _) in &groups {
+        if let FileKind::Fifo(p) = &f.kind {
+            if !p.data.is_empty() {
+                let path: &[u8] = if p.fifo_path.is_empty() {
+                    &f.path
+                } else {
+                    &p.fifo_path
+                };
+                queries.push(PipeQuery {
+                    ino: p.id,
+                    fifo_path: path,
+                });
+            }
+        }
+    }
+    let mut live_pipes: HashMap<u64, PipeHolder> = HashMap::new();
+    let mut live_fifos: HashMap<u64, PipeHolder> = HashMap::new();
+    if let (Some(find), false) = (env.find_pipes, queries.is_empty()) {
+        let hints = [proc.ppid];
+        for (q, h) in queries.iter().zip(find(&queries, &hints)) {
+            if let Some(h) = h {
+                if q.fifo_path.is_empty() {
+                    live_pipes.insert(q.ino, h);
+                } else {
+                    live_fifos.insert(q.ino, h);
+                }
+            }
+        }
+    }
     let what_of = |g: usize| -> String {
         let (f, fds) = &groups[g];
         let path = lossy(&f.path);
@@ -277,8 +352,32 @@ pub fn plan_fds(
             ));
         }
         let both = !ends[0].is_empty() && !ends[1].is_empty();
+        if let (false, Some(h)) = (both, live_pipes.get(id)) {
+            // The other end was outside the saved process and the pipe is
+            // still alive: reconnect every end to it. Its buffered data is
+            // still in it (or was read by the holder): not written again.
+            let path = CString::new(format!("/proc/{}/fd/{}", h.pid, h.fd)).expect("no NUL");
+            for &g in ends.iter().flatten() {
+                let s = b.slot();
+                b.op(
+                    &format!(
+                        "{} (reconnecting to the live pipe through {})",
+                        what_of(g),
+                        path.to_string_lossy()
+                    ),
+                    FdOp::OpenPipe {
+                        slot: s,
+                        path: path.clone(),
+                        flags: (groups[g].0.flags as i32) & !(CREATE_FLAGS | libc::O_CLOEXEC),
+                    },
+                );
+                group_slot[g] = Some(s);
+            }
+            continue;
+        }
         if !both {
-            // The other end was outside the saved process.
+            // The other end was outside the saved process and no live
+            // process holds the pipe any more.
             let g = first;
             let std = groups[g]
                 .1
@@ -307,7 +406,7 @@ pub fn plan_fds(
                 continue;
             }
             b.plan.warnings.push(format!(
-                "pipe {id} ({what}): its other end was outside the image; a new pipe is made whose other end is closed"
+                "pipe {id} ({what}): its other end was outside the image and no live process holds the pipe; a new pipe is made whose other end is closed"
             ));
         }
         let (r, w) = (b.slot(), b.slot());
@@ -541,7 +640,9 @@ pub fn plan_fds(
                 };
                 b.plan.opens.push((what.clone(), path.clone()));
                 // A holder opened read-write keeps both ends alive, so that
-                // opening either end does not block, and refills the data.
+                // opening either end does not block, and refills the data
+                // unless a live process still holds the FIFO (then its pipe,
+                // with the data, never went away).
                 let holder = match fifo_holders.get(&p.id) {
                     Some(&h) => h,
                     None => {
@@ -555,7 +656,7 @@ pub fn plan_fds(
                                 mode: 0,
                             },
                         );
-                        if !p.data.is_empty() {
+                        if !p.data.is_empty() && !live_fifos.contains_key(&p.id) {
                             b.op(
                                 &what,
                                 FdOp::Write {
@@ -952,6 +1053,102 @@ mod tests {
         assert!(plan.errors[0].contains("fd 1"), "{:?}", plan.errors);
     }
 
+    fn holder_of_9(q: &[PipeQuery<'_>], first: &[i32]) -> Vec<Option<PipeHolder>> {
+        assert_eq!(first, &[77]);
+        q.iter()
+            .map(|q| (q.ino == 9).then_some(PipeHolder { pid: 42, fd: 5 }))
+            .collect()
+    }
+
+    #[test]
+    fn external_pipe_with_a_live_holder_is_reconnected_without_its_data() {
+        let mut img = Image::default();
+        // stdin: the read end, with data; stdout/stderr: one write end.
+        img.files.push(file(
+            1,
+            libc::O_RDONLY as u32,
+            pipe(9, PipeEnd::Read, b"queued"),
+        ));
+        img.files.push(file(
+            2,
+            (libc::O_WRONLY | libc::O_NONBLOCK) as u32,
+            pipe(8, PipeEnd::Write, b""),
+        ));
+        let p = Process {
+            ppid: 77,
+            fds: vec![fd(0, 1), fd(1, 2), fd(2, 2)],
+            ..Default::default()
+        };
+        let env = FdEnv {
+            std_open: [true; 3],
+            find_pipes: Some(holder_of_9),
+            ..Default::default()
+        };
+        let plan = plan_fds(&img, &p, &env, &mut none);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        // Pipe 9 is reconnected; pipe 8 (no holder) falls back to fd 1.
+        assert_eq!(
+            plan.ops[0],
+            FdOp::InheritStd { slot: 0, std: 1 },
+            "{:?}",
+            plan.ops
+        );
+        assert_eq!(
+            plan.ops[1],
+            FdOp::OpenPipe {
+                slot: 1,
+                path: CString::new("/proc/42/fd/5").unwrap(),
+                flags: libc::O_RDONLY
+            }
+        );
+        assert!(plan.what[1].contains("reconnecting"), "{}", plan.what[1]);
+        assert!(plan.ops.contains(&FdOp::SetFl { slot: 1, flags: 0 }));
+        assert!(!plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, FdOp::Pipe { .. } | FdOp::Write { .. })));
+        assert_eq!(plan.needs_std, [false, true, false]);
+        assert_eq!(plan.warnings.len(), 0, "{:?}", plan.warnings);
+        assert!(plan.ops.contains(&FdOp::Place {
+            slot: 1,
+            fd: 0,
+            cloexec: false
+        }));
+    }
+
+    #[test]
+    fn fifo_data_is_refilled_only_without_a_live_holder() {
+        let mut img = Image::default();
+        let mut f = file(1, libc::O_RDONLY as u32, pipe(9, PipeEnd::Read, b"abc"));
+        f.kind = match f.kind {
+            FileKind::Pipe(mut p) => {
+                p.fifo_path = b"/tmp/f".to_vec();
+                FileKind::Fifo(p)
+            }
+            k => k,
+        };
+        img.files.push(f);
+        let p = Process {
+            ppid: 77,
+            fds: vec![fd(3, 1)],
+            ..Default::default()
+        };
+        let writes = |plan: &FdPlan| {
+            plan.ops
+                .iter()
+                .filter(|o| matches!(o, FdOp::Write { .. }))
+                .count()
+        };
+        let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
+        assert_eq!(writes(&plan), 1, "{:?}", plan.ops);
+        let env = FdEnv {
+            find_pipes: Some(holder_of_9),
+            ..Default::default()
+        };
+        let plan = plan_fds(&img, &p, &env, &mut none);
+        assert_eq!(writes(&plan), 0, "{:?}", plan.ops);
+    }
+
     #[test]
     fn tty_needs_a_terminal() {
         let mut img = Image::default();
@@ -972,6 +1169,7 @@ mod tests {
             std_open: [true; 3],
             std_tty: [false, false, true],
             dev_tty: true,
+            ..Default::default()
         };
         let plan = plan_fds(&img, &p, &env, &mut none);
         assert!(plan.errors.is_empty());
