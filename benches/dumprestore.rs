@@ -1,87 +1,155 @@
-//! Dump/restore benchmark (issue 5): `cargo bench --bench dumprestore`.
+//! Dump/restore benchmark (issue 5): `cargo build --release && cargo bench --bench dumprestore`.
 //!
 //! For each size x data kind it starts benches/memhog.c, dumps it with the
-//! real `ckpt` binary (once with --leave-running to see the freeze time, once
-//! killing it), restores it, checks the restored memory's checksum, and
-//! prints dump/restore/freeze times, image size and ckpt's peak RSS, with
-//! ratios to baselines measured in the same run: memcpy of the same amount
-//! of memory and `dd conv=fsync` writing it to the same disk as the images.
+//! real `ckpt` binary (`--reps` times with --leave-running, which gives the
+//! freeze time, then once killing it), restores it, checks the restored
+//! memory's checksum, reads the big mapping back through ckptfs `mem`, and
+//! prints dump/restore/freeze times, image size, ckpt's peak RSS and the
+//! ckptfs read speed, with ratios to baselines measured in the same run:
+//! memcpy of the same amount of memory and `dd conv=fsync` writing it to the
+//! same disk as the images. BENCHMARKS.md explains every column.
 //!
-//! Options: --quick (16 MiB only, for CI), --sizes 16,256,1024,
-//! --kinds random,mixed,zeros, --dir DIR (where images go; default target/bench),
-//! --compress none|fast|best.
+//! Options: --quick (16 MiB only, one repetition: the CI smoke check),
+//! --sizes 16,256,1024, --kinds random,mixed,zeros, --reps N (leave-running
+//! dumps per cell, default 3), --dir DIR (where images go; default
+//! target/bench), --compress none|fast|best, --no-fs (skip ckptfs).
+//!
+//! memhog writes its "READY sum=" and "sum=" lines to a file (its third
+//! argument) and runs with stdout/stderr on /dev/null; ckpt's own output
+//! goes to files too. So no pipe is shared between the benchmark, ckpt and
+//! the restored process, whatever restore does with standard descriptors.
 
 use ckpt_sys::sys::{self, ExitKind};
-use std::io::{BufRead, BufReader};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+const SIGUSR1: i32 = 10;
+const SIGTERM: i32 = 15;
+const SIGKILL: i32 = 9;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn ckpt_bin() -> PathBuf {
-    // cargo bench builds the bin target in the same profile dir.
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let p = dir.join("ckpt");
-    assert!(p.exists(), "{} missing: run `cargo build --release` first", p.display());
+    // cargo builds the package's binaries for its benches.
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_ckpt"));
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release` first",
+        p.display()
+    );
     p
+}
+
+/// target/release/ckptfs (another package: built by `cargo build --release`).
+fn ckptfs_bin() -> Option<PathBuf> {
+    let p = ckpt_bin().parent()?.join("ckptfs");
+    p.exists().then_some(p)
+}
+
+/// Wait until `path` has a line starting with `prefix` at or after byte
+/// `from`; returns the line and the offset after it.
+fn wait_line(path: &Path, prefix: &str, from: usize, timeout: Duration) -> (String, usize) {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut off = from.min(text.len());
+        for line in text[off..].split_inclusive('\n') {
+            off += line.len();
+            if line.ends_with('\n') && line.starts_with(prefix) {
+                return (line.trim().to_string(), off);
+            }
+        }
+        assert!(
+            t.elapsed() < timeout,
+            "no {prefix:?} line in {} after {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 struct Hog {
     child: Child,
-    out: BufReader<ChildStdout>,
+    out: PathBuf,
     sum: String,
+    addr: u64,
 }
 
 impl Hog {
-    fn start(bin: &Path, mib: u64, kind: &str) -> Hog {
-        let mut child = Command::new(bin)
+    fn start(bin: &Path, dir: &Path, mib: u64, kind: &str) -> Hog {
+        let out = dir.join(format!("memhog-{mib}-{kind}.out"));
+        let _ = std::fs::remove_file(&out);
+        let child = Command::new(bin)
             .args([mib.to_string(), kind.to_string()])
-            .stdout(Stdio::piped())
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start memhog");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let sum = line.trim().strip_prefix("READY sum=").expect("memhog READY").to_string();
-        Hog { child, out, sum }
+        let (line, _) = wait_line(&out, "READY sum=", 0, Duration::from_secs(120));
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("memhog: no {k} in {line:?}"))
+                .to_string()
+        };
+        let sum = field("sum=");
+        let addr = u64::from_str_radix(field("addr=").trim_start_matches("0x"), 16).unwrap();
+        Hog {
+            child,
+            out,
+            sum,
+            addr,
+        }
     }
     fn pid(&self) -> i32 {
         self.child.id() as i32
     }
+    /// SIGUSR1 to `pid` (this hog or its restored copy) and the checksum it prints.
+    fn ask_sum(&self, pid: i32) -> String {
+        let from = std::fs::metadata(&self.out).map_or(0, |m| m.len() as usize);
+        sys::kill(pid, SIGUSR1).unwrap();
+        let (line, _) = wait_line(&self.out, "sum=", from, Duration::from_secs(60));
+        line["sum=".len()..].to_string()
+    }
 }
 
-/// Run ckpt, returning wall time, peak RSS (KiB) and stderr.
-fn run_ckpt(args: &[&str]) -> (Duration, u64, String, String) {
+/// What a ckpt run cost.
+struct Run {
+    wall: Duration,
+    /// Peak RSS of the ckpt process, KiB.
+    rss: u64,
+    out: String,
+    err: String,
+}
+
+/// Run ckpt with stdout/stderr to files (no pipe a restored process could keep open).
+fn run_ckpt(dir: &Path, args: &[&str]) -> Run {
+    let (so, se) = (dir.join("ckpt.stdout"), dir.join("ckpt.stderr"));
     let t = Instant::now();
     let child = Command::new(ckpt_bin())
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdin(Stdio::null())
+        .stdout(File::create(&so).unwrap())
+        .stderr(File::create(&se).unwrap())
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
-    // Read output on threads so a chatty child cannot block.
-    let mut so = child.stdout.unwrap();
-    let mut se = child.stderr.unwrap();
-    let ho = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut so, &mut s).ok();
-        s
-    });
-    let he = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut se, &mut s).ok();
-        s
-    });
-    let (kind, rss) = sys::wait_child_rusage(pid).unwrap();
-    let el = t.elapsed();
-    let (out, err) = (ho.join().unwrap(), he.join().unwrap());
+    let (kind, rss) = sys::wait_child_rusage(child.id() as i32).unwrap();
+    let wall = t.elapsed();
+    let out = std::fs::read_to_string(&so).unwrap_or_default();
+    let err = std::fs::read_to_string(&se).unwrap_or_default();
     assert_eq!(kind, ExitKind::Exited(0), "ckpt {args:?} failed: {err}");
-    (el, rss, out, err)
+    Run {
+        wall,
+        rss,
+        out,
+        err,
+    }
 }
 
 fn memcpy_time(bytes: usize) -> Duration {
@@ -118,9 +186,104 @@ fn dd_time(dir: &Path, mib: u64) -> Duration {
     el
 }
 
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 fn parse_frozen(stderr: &str) -> Option<f64> {
     let i = stderr.find("frozen ")?;
     stderr[i + 7..].split_whitespace().next()?.parse().ok()
+}
+
+/// A ckptfs mount of the image store, unmounted (SIGTERM) on drop.
+struct Fs {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Fs {
+    fn mount(bin: &Path, store: &Path, mnt: &Path) -> Option<Fs> {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(mnt)
+            .stderr(Stdio::null())
+            .status();
+        std::fs::create_dir_all(mnt).ok()?;
+        let mut child = Command::new(bin)
+            .arg("--store")
+            .arg(store)
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let m = mnt.to_str()?;
+            if mounts.lines().any(|l| l.split(' ').nth(4) == Some(m)) {
+                return Some(Fs {
+                    child,
+                    mnt: mnt.to_path_buf(),
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Read `mib` MiB of `pid`'s memory at `addr` from image `name` with dd; seconds.
+    fn read_mem(&self, name: &str, pid: i32, addr: u64, mib: u64) -> Option<f64> {
+        let mem = self.mnt.join(name).join(pid.to_string()).join("mem");
+        let t = Instant::now();
+        let out = Command::new("dd")
+            .arg(format!("if={}", mem.display()))
+            .args([
+                "of=/dev/null".to_string(),
+                "bs=1M".into(),
+                "iflag=skip_bytes,fullblock".into(),
+                format!("skip={addr}"),
+                format!("count={mib}"),
+            ])
+            .output()
+            .ok()?;
+        let el = t.elapsed().as_secs_f64();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("{} bytes", mib << 20);
+        (out.status.success() && err.contains(&want)).then_some(el)
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        let _ = sys::kill(self.child.id() as i32, SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kill a restored process (our descendant: we are a subreaper) and reap it.
+fn kill_restored(rpid: i32) {
+    let _ = sys::kill(rpid, SIGKILL);
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{rpid}")).exists() && t.elapsed() < Duration::from_secs(10) {
+        sys::reap_any();
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 fn main() {
@@ -137,9 +300,15 @@ fn main() {
     let kinds: Vec<String> = opt("--kinds")
         .map(|s| s.split(',').map(String::from).collect())
         .unwrap_or(vec!["random".into(), "mixed".into(), "zeros".into()]);
+    let reps: usize = opt("--reps")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(if quick { 1 } else { 3 })
+        .max(1);
     let compress = opt("--compress").unwrap_or("fast".into());
-    let dir = PathBuf::from(opt("--dir").unwrap_or(repo().join("target/bench").display().to_string()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir =
+        PathBuf::from(opt("--dir").unwrap_or(repo().join("target/bench").display().to_string()));
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
     let hog = dir.join("memhog");
     let st = Command::new("gcc")
         .args(["-O2", "-o"])
@@ -149,91 +318,149 @@ fn main() {
         .expect("gcc");
     assert!(st.success());
     sys::set_child_subreaper().unwrap();
+    let fs = if args.iter().any(|a| a == "--no-fs") {
+        None
+    } else {
+        match ckptfs_bin() {
+            Some(bin) => {
+                let fs = Fs::mount(&bin, &store, &dir.join("mnt"));
+                if fs.is_none() {
+                    println!("(ckptfs could not be mounted: no mem read column)");
+                }
+                fs
+            }
+            None => {
+                println!("(no target/release/ckptfs: `cargo build --release` builds it; no mem read column)");
+                None
+            }
+        }
+    };
 
-    println!("ckpt dump/restore benchmark (compress={compress}, images in {})", dir.display());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{:>6} {:>7} | {:>9} {:>9} {:>9} | {:>9} {:>7} | {:>8} {:>8} | {:>8} {:>8} {:>8}",
-        "MiB", "data", "dump ms", "restr ms", "frozen ms", "image MiB", "ratio", "dump RSS", "rest RSS",
-        "dump/dd", "rest/dd", "dump/cpy"
+        "ckpt dump/restore benchmark (compress={compress}, {reps} leave-running dump(s) per cell, images in {}, load {})",
+        store.display(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    println!(
+        "{:>5} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>6} | {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>8}",
+        "MiB",
+        "data",
+        "dump ms",
+        "frozen",
+        "restore",
+        "img MiB",
+        "ratio",
+        "dumpRSS",
+        "restRSS",
+        "dump/dd",
+        "dump/cp",
+        "rest/dd",
+        "fs MB/s"
     );
     for &mib in &sizes {
         let cpy = memcpy_time((mib as usize) << 20);
-        let dd = dd_time(&dir, mib);
+        let dd = median((0..3).map(|_| dd_time(&dir, mib)).collect());
         for kind in &kinds {
-            let image = dir.join(format!("bench-{mib}-{kind}.ckpt"));
-            let mut h = Hog::start(&hog, mib, kind);
-            let pid = h.pid().to_string();
+            let name = format!("bench-{mib}-{kind}");
+            let image = store.join(format!("{name}.ckpt"));
             let img = image.to_str().unwrap();
-            let (_, _, _, err) = run_ckpt(&["dump", &pid, "-o", img, "--leave-running", "--compress", &compress]);
-            let frozen = parse_frozen(&err).unwrap_or(f64::NAN);
-            let (t_dump, rss_dump, _, _) = run_ckpt(&["dump", &pid, "-o", img, "--compress", &compress]);
+            let mut h = Hog::start(&hog, &dir, mib, kind);
+            let pid = h.pid().to_string();
+            let mut walls = Vec::new();
+            let mut frozen = Vec::new();
+            let mut rss = 0;
+            for _ in 0..reps {
+                let r = run_ckpt(
+                    &dir,
+                    &[
+                        "dump",
+                        &pid,
+                        "-o",
+                        img,
+                        "--leave-running",
+                        "--compress",
+                        &compress,
+                    ],
+                );
+                frozen.push(Duration::from_secs_f64(
+                    parse_frozen(&r.err).unwrap_or(f64::NAN) / 1e3,
+                ));
+                walls.push(r.wall);
+                rss = rss.max(r.rss);
+            }
+            let r = run_ckpt(&dir, &["dump", &pid, "-o", img, "--compress", &compress]);
+            walls.push(r.wall);
+            rss = rss.max(r.rss);
             let _ = h.child.wait();
+            let t_dump = median(walls);
+            let frozen = median(frozen);
             let size = std::fs::metadata(&image).unwrap().len();
-            let (t_rest, rss_rest, out, _) = run_ckpt(&["restore", "--detach", img]);
-            let rpid: i32 = out.trim().parse().unwrap();
-            // Check the restored memory: ask for the checksum. Its stdout is
-            // the pipe we still hold.
-            sys::kill(rpid, libc_sigusr1()).unwrap();
-            let mut line = String::new();
-            let t = Instant::now();
-            while !line.starts_with("sum=") && t.elapsed() < Duration::from_secs(20) {
-                line.clear();
-                h.out.read_line(&mut line).unwrap();
-            }
-            assert_eq!(line.trim(), format!("sum={}", h.sum), "restored memory differs ({mib} MiB {kind})");
-            sys::kill(rpid, 9).unwrap();
-            while Path::new(&format!("/proc/{rpid}")).exists() {
-                sys::reap_any();
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            let fs_secs = fs
+                .as_ref()
+                .and_then(|fs| fs.read_mem(&name, h.pid(), h.addr, mib));
+            let rest = run_ckpt(&dir, &["restore", "--detach", img]);
+            let rpid: i32 = rest.out.trim().parse().unwrap();
+            let sum = h.ask_sum(rpid);
+            kill_restored(rpid);
+            assert_eq!(sum, h.sum, "restored memory differs ({mib} MiB {kind})");
+            let dd_s = dd.as_secs_f64();
             println!(
-                "{:>6} {:>7} | {:>9.1} {:>9.1} {:>9.1} | {:>9.1} {:>7.3} | {:>7}M {:>7}M | {:>8.2} {:>8.2} {:>8.2}",
+                "{:>5} {:>6} | {:>8.1} {:>8.1} {:>8.1} | {:>8.1} {:>6.3} | {:>6}M {:>6}M | {:>7.2} {:>7.2} {:>7.2} | {:>8}",
                 mib,
                 kind,
                 t_dump.as_secs_f64() * 1e3,
-                t_rest.as_secs_f64() * 1e3,
-                frozen,
+                frozen.as_secs_f64() * 1e3,
+                rest.wall.as_secs_f64() * 1e3,
                 size as f64 / 1048576.0,
                 size as f64 / (mib << 20) as f64,
-                rss_dump / 1024,
-                rss_rest / 1024,
-                t_dump.as_secs_f64() / dd.as_secs_f64(),
-                t_rest.as_secs_f64() / dd.as_secs_f64(),
+                rss / 1024,
+                rest.rss / 1024,
+                t_dump.as_secs_f64() / dd_s,
                 t_dump.as_secs_f64() / cpy.as_secs_f64(),
+                rest.wall.as_secs_f64() / dd_s,
+                fs_secs.map_or("-".into(), |s| format!("{:.0}", (mib << 20) as f64 / s / 1e6)),
             );
             let _ = std::fs::remove_file(&image);
+            let _ = std::fs::remove_file(&h.out);
         }
         println!(
-            "{:>6} baselines: memcpy {:.1} ms, dd conv=fsync {:.1} ms",
+            "{:>5} baselines: memcpy {:.1} ms, dd conv=fsync {:.1} ms (median of 3)",
             mib,
             cpy.as_secs_f64() * 1e3,
             dd.as_secs_f64() * 1e3
         );
     }
+    drop(fs);
+
     // A tiny process: the fixed cost of dump and restore.
-    let mut h = Hog::start(&hog, 1, "zeros");
-    let image = dir.join("bench-tiny.ckpt");
+    let h = Hog::start(&hog, &dir, 1, "zeros");
+    let image = store.join("bench-tiny.ckpt");
     let img = image.to_str().unwrap();
     let pid = h.pid().to_string();
     let mut dumps = vec![];
-    for _ in 0..5 {
-        dumps.push(run_ckpt(&["dump", &pid, "-o", img, "--leave-running"]).0);
+    let mut rss = 0;
+    let n = if quick { 3 } else { 9 };
+    for _ in 0..n {
+        let r = run_ckpt(&dir, &["dump", &pid, "-o", img, "--leave-running"]);
+        dumps.push(r.wall);
+        rss = rss.max(r.rss);
     }
-    let (t_dump, _, _, _) = run_ckpt(&["dump", &pid, "-o", img]);
+    let mut h = h;
+    let kill_dump = run_ckpt(&dir, &["dump", &pid, "-o", img]);
     let _ = h.child.wait();
-    let (t_rest, _, out, _) = run_ckpt(&["restore", "--detach", img]);
-    let rpid: i32 = out.trim().parse().unwrap();
-    sys::kill(rpid, 9).unwrap();
-    dumps.sort();
+    let rest = run_ckpt(&dir, &["restore", "--detach", img]);
+    let rpid: i32 = rest.out.trim().parse().unwrap();
+    let sum = h.ask_sum(rpid);
+    kill_restored(rpid);
+    assert_eq!(sum, h.sum, "restored memory differs (tiny)");
     println!(
-        "tiny process: dump {:.1} ms (median of 5 leave-running: {:.1} ms), restore {:.1} ms (wall time of the ckpt command)",
-        t_dump.as_secs_f64() * 1e3,
-        dumps[2].as_secs_f64() * 1e3,
-        t_rest.as_secs_f64() * 1e3
+        "tiny process (1 MiB): dump {:.1} ms (median of {n} leave-running: {:.1} ms, peak RSS {} KiB), restore {:.1} ms (wall time of the ckpt command)",
+        kill_dump.wall.as_secs_f64() * 1e3,
+        median(dumps).as_secs_f64() * 1e3,
+        rss,
+        rest.wall.as_secs_f64() * 1e3
     );
     let _ = std::fs::remove_file(&image);
-}
-
-fn libc_sigusr1() -> i32 {
-    10
+    let _ = std::fs::remove_file(&h.out);
 }

@@ -1,14 +1,21 @@
-/* memhog SIZE_MIB KIND
+/* memhog SIZE_MIB KIND [OUTFILE]
  *
  * Touches SIZE_MIB MiB of anonymous memory filled with KIND data:
  *   random  xorshift bytes (incompressible)
  *   zeros   zero bytes, but every page written (present in memory)
  *   mixed   per 4 MiB block: 1/2 random, 1/4 text, 1/4 zeros
- * prints "READY sum=<checksum>", then idles. On SIGUSR1 it recomputes the
- * checksum and prints "sum=<checksum>", so a benchmark can verify that a
- * restored copy holds exactly the same bytes.
+ * prints "READY sum=<checksum> addr=<address> len=<bytes>", then idles. On
+ * SIGUSR1 it recomputes the checksum and prints "sum=<checksum>", so a
+ * benchmark can verify that a restored copy holds exactly the same bytes.
+ *
+ * The lines go to OUTFILE when given (opened O_APPEND, written with one
+ * write(2) per line, so nothing is buffered in the process), else to
+ * stdout. With OUTFILE the benchmark can leave stdout/stderr on /dev/null:
+ * a restored copy writes its lines to the same file, whatever restore does
+ * with its standard descriptors.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -20,6 +27,7 @@
 static uint8_t *mem;
 static size_t len;
 static volatile sig_atomic_t want_sum;
+static int out_fd = 1;
 
 static uint64_t checksum(void)
 {
@@ -61,8 +69,14 @@ static void on_usr1(int sig) { (void)sig; want_sum = 1; }
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) { fprintf(stderr, "usage: memhog SIZE_MIB random|zeros|mixed\n"); return 2; }
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: memhog SIZE_MIB random|zeros|mixed [OUTFILE]\n");
+        return 2;
+    }
+    if (argc == 4) {
+        out_fd = open(argv[3], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+        if (out_fd < 0) { perror(argv[3]); return 1; }
+    }
     len = (size_t)atol(argv[1]) << 20;
     const char *kind = argv[2];
     mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -84,11 +98,12 @@ int main(int argc, char **argv)
         }
     }
     signal(SIGUSR1, on_usr1);
-    printf("READY sum=%016llx\n", (unsigned long long)checksum());
+    dprintf(out_fd, "READY sum=%016llx addr=%#llx len=%llu\n", (unsigned long long)checksum(),
+            (unsigned long long)(uintptr_t)mem, (unsigned long long)len);
     for (;;) {
         if (want_sum) {
             want_sum = 0;
-            printf("sum=%016llx\n", (unsigned long long)checksum());
+            dprintf(out_fd, "sum=%016llx\n", (unsigned long long)checksum());
         }
         usleep(2000);
     }
