@@ -5,5 +5,6 @@
 mod util;
 
 mod dump_restore;
+mod faults;
 mod pipes;
 mod show;

@@ -299,3 +299,244 @@ pub fn proc_state(pid: i32) -> String {
         rd("syscall").trim()
     )
 }
+
+// ---------------------------------------------------------------------
+// Helpers of the fault, hostile-input and security tests.
+
+/// A small C program given as source, compiled once per test run into
+/// target/fixtures-extra/NAME (with tests/fixtures/fixture.h on the include path).
+pub fn c_fixture(name: &str, src: &str) -> PathBuf {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let _ = fixture("counter"); // the subreaper setting, and make's fixtures
+    let dir = repo().join("target/fixtures-extra");
+    let bin = dir.join(name);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if built.contains(name) {
+        return bin;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{name}.{}.c", std::process::id()));
+    std::fs::write(&c, src).unwrap();
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let o = Command::new("gcc")
+        .args(["-O1", "-g", "-pthread", "-Wall", "-o"])
+        .arg(&tmp)
+        .arg(&c)
+        .arg("-I")
+        .arg(repo().join("tests/fixtures"))
+        .output()
+        .expect("running gcc (is gcc installed?)");
+    assert!(
+        o.status.success(),
+        "compiling {name} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::rename(&tmp, &bin).unwrap();
+    let _ = std::fs::remove_file(&c);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    built.insert(name.to_string());
+    bin
+}
+
+/// `target [MIB] [INTERVAL_MS] [EXIT_AFTER_MS] [DUMPABLE]`: a counter like
+/// tests/fixtures/counter.c ("count=N" lines, no gap, no repeat) that also
+/// holds MIB MiB of incompressible heap whose checksum it re-checks every
+/// line ("ERROR" if it changes), counts SIGUSR1s in a handler ("usr1=N" on
+/// each line), exits 0 after EXIT_AFTER_MS ms when that is > 0, and calls
+/// prctl(PR_SET_DUMPABLE, 0) when DUMPABLE is 0.
+pub fn target_fixture() -> PathBuf {
+    c_fixture(
+        "target",
+        r#"
+#include "fixture.h"
+#include <signal.h>
+#include <sys/prctl.h>
+
+volatile long count;
+volatile sig_atomic_t usr1;
+
+static void on_usr1(int s) { (void)s; usr1++; }
+
+static uint64_t checksum(const unsigned char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i += 512)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
+int main(int argc, char **argv)
+{
+    fx_init();
+    long mib = arg_long(argc, argv, 1, 0);
+    long interval = arg_long(argc, argv, 2, 20);
+    long exit_ms = arg_long(argc, argv, 3, 0);
+    long dumpable = arg_long(argc, argv, 4, 1);
+    struct sigaction sa = { 0 };
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    if (!dumpable && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        fail("prctl: %s", strerror(errno));
+    size_t n = (size_t)mib << 20;
+    unsigned char *mem = n ? malloc(n) : NULL;
+    uint64_t x = 88172645463325252ULL ^ (uint64_t)getpid();
+    for (size_t i = 0; i + 8 <= n; i += 8) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        memcpy(mem + i, &x, 8);
+    }
+    uint64_t sum = checksum(mem, n);
+    int64_t start = mono_ns();
+    long last = -1;
+    say("READY pid=%d uid=%d mib=%ld", getpid(), (int)getuid(), mib);
+    for (;;) {
+        if (count != last + 1)
+            fail("count jumped from %ld to %ld", last, count);
+        if (n && checksum(mem, n) != sum)
+            fail("memory changed");
+        say("count=%ld usr1=%ld", count, (long)usr1);
+        last = count;
+        count++;
+        if (exit_ms > 0 && mono_ns() - start > exit_ms * 1000000LL)
+            exit(0);
+        msleep(interval);
+    }
+}
+"#,
+    )
+}
+
+/// A field of /proc/PID/status ("State", "TracerPid", "Uid", ...), trimmed.
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(':')))
+        .map(|v| v.trim().to_string())
+}
+
+/// The process runs freely: not stopped (State T/t) and not traced.
+pub fn assert_free(pid: i32, what: &str) {
+    // A thread that was just detached can take a moment to leave the stop.
+    let t = Instant::now();
+    loop {
+        let state = status_field(pid, "State").unwrap_or_default();
+        let tracer = status_field(pid, "TracerPid").unwrap_or_default();
+        let stopped = state.starts_with('T') || state.starts_with('t');
+        if !stopped && tracer == "0" {
+            return;
+        }
+        if t.elapsed() > Duration::from_secs(2) {
+            panic!(
+                "{what}: pid {pid} left {state}, TracerPid {tracer} ({})",
+                proc_state(pid)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run `cmd` to completion with a deadline: a hang is killed and fails the test.
+pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
+    // Drain the pipes in threads so a chatty child cannot block.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut so, &mut v);
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut se, &mut v);
+        v
+    });
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{desc} hung (killed after {limit:?})");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: to.join().unwrap(),
+        stderr: te.join().unwrap(),
+    }
+}
+
+/// ckpt with args, under a deadline.
+pub fn ckpt_timeout(args: &[&str], limit: Duration) -> Output {
+    run_timeout(ckpt().args(args), limit)
+}
+
+#[allow(dead_code)]
+/// A command run as user nobody (uid/gid 65534, no supplementary groups).
+pub fn as_nobody(prog: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(prog);
+    c
+}
+
+#[allow(dead_code)]
+/// Make `p` owned by nobody.
+pub fn chown_nobody(p: &Path) {
+    let st = Command::new("chown")
+        .arg("65534:65534")
+        .arg(p)
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown nobody {}", p.display());
+}
+
+/// stderr of an output, lossy.
+pub fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The output must be a clean failure: non-zero exit, a message, no panic.
+pub fn assert_clean_failure(o: &Output, what: &str) -> String {
+    let err = stderr_of(o);
+    assert!(
+        !o.status.success(),
+        "{what}: succeeded\nstdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(!err.contains("panicked"), "{what}: panicked: {err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "{what}: panicked: {err}");
+    assert!(!err.trim().is_empty(), "{what}: failed without a message");
+    assert!(
+        o.status.code().is_some(),
+        "{what}: killed by a signal ({})\n{err}",
+        o.status
+    );
+    err
+}
+
+/// Files in `dir` whose name starts with `prefix`.
+pub fn files_starting(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -88,6 +88,16 @@ pub enum Error {
     /// The process could not be killed or released after the dump.
     #[error("pid {pid}: after the image was written: {what}")]
     Release { pid: Pid, what: String },
+
+    /// The process that asked for the dump went away while its worker ran
+    /// it (see [`crate::dump`]): the dump was abandoned, no image written,
+    /// and the target let go as it was.
+    #[error("pid {pid}: dump abandoned: the ckpt process that started it is gone")]
+    Abandoned { pid: Pid },
+    /// The dump ran in a worker process (see [`crate::dump`]) and failed
+    /// there with this message; or the worker itself died.
+    #[error("{message}")]
+    Worker { message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const PF_KTHREAD: u64 = 0x0020_0000;
-const SEIZE_OPTIONS: u32 = ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACESYSGOOD;
+/// No PTRACE_O_EXITKILL: if we die while only reading the process (most of
+/// a dump), the kernel lets it go on untouched, which is what it should do.
+/// It is set only around system call injection ([`Frozen::set_exit_kill`]),
+/// where dying would leave the process running with foreign registers.
+const SEIZE_OPTIONS: u32 = ptrace::PTRACE_O_TRACESYSGOOD;
 /// Seccomp filters (and strict mode) do not apply to the tracee while we
 /// hold it: our injected system calls must not be refused or kill it.
 /// Needs CAP_SYS_ADMIN.
@@ -34,6 +38,8 @@ pub(crate) struct Frozen {
     pub state_before: String,
     pub started: Instant,
     done: bool,
+    /// Seized with PTRACE_O_SUSPEND_SECCOMP.
+    seccomp: bool,
 }
 
 /// Refuse targets we must not or cannot dump, with a clear reason.
@@ -88,8 +94,10 @@ impl Frozen {
             state_before,
             started: Instant::now(),
             done: false,
+            seccomp: false,
         };
         let seccomp = Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp") != 0;
+        f.seccomp = seccomp;
         let options = if seccomp {
             SEIZE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
         } else {
@@ -207,6 +215,25 @@ impl Frozen {
         }
         f.threads = threads;
         Ok(f)
+    }
+
+    /// Whether our death kills the process (PTRACE_O_EXITKILL) rather than
+    /// letting it go: on while its registers are not its own.
+    pub fn set_exit_kill(&mut self, on: bool) -> Result<()> {
+        let mut options = if on {
+            SEIZE_OPTIONS | ptrace::PTRACE_O_EXITKILL
+        } else {
+            SEIZE_OPTIONS
+        };
+        if self.seccomp {
+            options |= PTRACE_O_SUSPEND_SECCOMP;
+        }
+        for t in &self.threads {
+            ptrace::set_options(t.tid, options).ctx(self.pid, || {
+                format!("thread {}: setting ptrace options", t.tid)
+            })?;
+        }
+        Ok(())
     }
 
     /// How long the process has been frozen so far.

@@ -41,6 +41,7 @@ mod memory;
 mod procfs;
 mod remote;
 mod vmas;
+mod worker;
 
 pub use error::{Error, Result};
 
@@ -112,9 +113,22 @@ impl<W: Write> PageSink for ImageWriter<W> {
 /// temp file 0600, fsync, rename), then kill the process (default) or let it
 /// go on exactly as it was (leave_running). On ANY error the process is
 /// resumed untouched and no file appears under `out`.
+///
+/// Called from a single-threaded process (the `ckpt` command), the dump
+/// runs in a forked worker process, so that the caller being killed at any
+/// point (SIGKILL included) abandons the dump cleanly: the target goes on
+/// as it was, no image appears and the temp file is removed. See the
+/// `worker` module; errors from the worker keep their message.
 pub fn dump(pid: i32, out: &Path, opts: DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     freeze::check_target(pid)?;
+    if worker::single_threaded() {
+        return worker::run_in_worker(pid, || dump_here(pid, out, opts, t0));
+    }
+    dump_here(pid, out, opts, t0)
+}
+
+fn dump_here(pid: i32, out: &Path, opts: DumpOptions, t0: Instant) -> Result<DumpStats> {
     let file = ckpt_image::AtomicFile::create(out)?;
     let ((), stats) = run(pid, file, opts, t0, |f| f.commit().map_err(Error::from))?;
     Ok(stats)
@@ -169,10 +183,14 @@ fn run<W: Write, R>(
     let image_bytes = counting.n;
     let mut stats = cap.stats.clone();
     stats.image_bytes = image_bytes;
+    worker::test_delay();
+    worker::check(pid)?;
     let r = if opts.leave_running {
         // Everything is captured: let the process go before the (slow)
         // commit; if the commit fails, the process is as it was anyway.
         stats.freeze = cap.release()?;
+        worker::test_delay();
+        worker::check(pid)?;
         commit(counting.inner)?
     } else {
         // The image must be safe before the process is killed.
@@ -231,19 +249,27 @@ fn capture_with(
     sink: &mut dyn PageSink,
 ) -> Result<Captured> {
     let page = u64::from(host.page_size);
+    worker::check(pid)?;
     let mut frozen = freeze::Frozen::freeze(pid)?;
+    worker::test_delay();
+    worker::check(pid)?;
 
     // Per-thread state from outside, before anything is injected.
     let mut threads = Vec::with_capacity(frozen.threads.len());
     for t in &frozen.threads {
         threads.push(thread_state(pid, t.tid, &t.state_before)?);
     }
+    worker::test_delay();
+    worker::check(pid)?;
 
     let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
     let raw_fds = files::list(pid)?;
     let timers = read_posix_timers(pid)?;
     let (tty_fds, owner_fds) = files::remote_needs(&raw_fds);
     let ip = remote::find_syscall_ip(pid)?;
+    // While system calls are injected, our death must kill the process
+    // rather than let it run on with the injector's registers.
+    frozen.set_exit_kill(true)?;
     let rinfo = remote::query(
         &mut frozen,
         ip,
@@ -252,7 +278,11 @@ fn capture_with(
             tty_fds,
             owner_fds,
         },
-    )?;
+    );
+    frozen.set_exit_kill(false)?;
+    let rinfo = rinfo?;
+    worker::test_delay();
+    worker::check(pid)?;
 
     // Pending signals (after the re-queue of the ones we dequeued).
     for t in &mut threads {
@@ -313,10 +343,16 @@ fn capture_with(
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let pages_bytes = memory::save(pid, &areas, &ranges, page, sink, progress)?;
+    worker::test_delay();
+    let mut watched = Watched { pid, sink };
+    let pages_bytes = memory::save(pid, &areas, &ranges, page, &mut watched, progress)?;
+    worker::test_delay();
+    worker::check(pid)?;
 
     // Files.
-    let (fds, files) = files::build(pid, &raw_fds, &rinfo, &stat, sink)?;
+    let (fds, files) = files::build(pid, &raw_fds, &rinfo, &stat, &mut watched)?;
+    worker::test_delay();
+    worker::check(pid)?;
     process.fds = fds;
     process.threads = threads;
 
@@ -349,6 +385,23 @@ fn capture_with(
         frozen,
         stats,
     })
+}
+
+/// A sink that first checks the dump was not abandoned ([`worker::check`]).
+struct Watched<'a> {
+    pid: Pid,
+    sink: &'a mut dyn PageSink,
+}
+
+impl PageSink for Watched<'_> {
+    fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+        worker::check(self.pid)?;
+        self.sink.add_pages(pid, addr, data)
+    }
+    fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
+        worker::check(self.pid)?;
+        self.sink.add_blob(data)
+    }
 }
 
 fn siginfo(raw: &[u8; ptrace::SIGINFO_SIZE]) -> SigInfo {

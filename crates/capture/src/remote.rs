@@ -403,6 +403,8 @@ pub(crate) fn query(frozen: &mut Frozen, syscall_ip: u64, q: &Queries) -> Result
             r.requeue(&deferred[&pid])?;
             requeued.push(pid);
             r.process_queries(q, &mut out)?;
+            // Test hook: a pause while the registers are the injector's.
+            crate::worker::test_delay();
             let t = r.thread_queries()?;
             r.requeue_injector_deferred()?;
             out.threads.insert(pid, t);

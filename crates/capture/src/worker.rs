@@ -1,0 +1,230 @@
+//! Dumps that survive the death of the process that asked for them.
+//!
+//! While a process is frozen, ckpt holds it by ptrace: if the tracer died
+//! at an arbitrary point the kernel would let the target go on with whatever
+//! state it had at that instant (in the middle of an injected system call:
+//! foreign registers, every signal blocked, a scratch page mapped). So
+//! [`crate::dump`], when called from a single-threaded process (the `ckpt`
+//! command), forks a **worker** that does the whole dump and reports the
+//! result on a pipe; the caller only waits for it. If the caller is killed
+//! (even with SIGKILL), the worker notices at its next check (its parent
+//! changed), abandons the dump the way any error does (registers, mask and
+//! mappings put back, every thread detached, the temp file removed) and
+//! exits: the target goes on as it was and no image appears.
+//!
+//! Checks happen between the phases of the capture and before every block
+//! of pages written; the injected queries (a few ms) run to their end
+//! first. Only a caller that is a single-threaded process forks (forking a
+//! multi-threaded one, e.g. ckptfs, is not safe); other callers run the
+//! dump in-process.
+//!
+//! Test hook: `CKPT_TEST_DELAY_MS=N` (N ≤ 10000) sleeps N ms at each phase
+//! boundary, and once in the middle of the injected queries while the
+//! target's registers are the injector's, so that tests can kill or
+//! disturb a dump at every phase deterministically. It changes nothing else.
+
+use crate::error::{Error, Result};
+use ckpt_sys::clone::{fork_with_pid, Forked};
+use ckpt_sys::{setup, sys, Pid};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// In a worker: the pid of the process that forked it; 0 elsewhere.
+static PARENT: AtomicI32 = AtomicI32::new(0);
+
+/// Whether this process has only one thread (then forking is safe).
+pub(crate) fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .map(|v| v.trim() == "1")
+        })
+        .unwrap_or(false)
+}
+
+/// In a worker whose caller is gone: [`Error::Abandoned`].
+pub(crate) fn check(pid: Pid) -> Result<()> {
+    let parent = PARENT.load(Ordering::Relaxed);
+    if parent != 0 && setup::getppid() != parent {
+        return Err(Error::Abandoned { pid });
+    }
+    Ok(())
+}
+
+/// The test hook (see the module doc): sleep `CKPT_TEST_DELAY_MS` ms.
+pub(crate) fn test_delay() {
+    static MS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let ms = *MS.get_or_init(|| {
+        std::env::var("CKPT_TEST_DELAY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .min(10_000)
+    });
+    if ms > 0 {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// Run `work` in a forked worker and return its result here. The stats
+/// travel back as numbers, an error as its message ([`Error::Worker`]),
+/// except the few kinds callers match on, which keep their variant.
+pub(crate) fn run_in_worker(
+    pid: Pid,
+    work: impl FnOnce() -> Result<crate::DumpStats>,
+) -> Result<crate::DumpStats> {
+    let (r, w) = ckpt_sys::query::pipe_nonblock().map_err(|source| Error::Sys {
+        pid,
+        what: "creating the worker's pipe".into(),
+        source,
+    })?;
+    let parent = sys::getpid();
+    match fork_with_pid(None) {
+        Ok(Forked::Child) => {
+            drop(r);
+            PARENT.store(parent, Ordering::Relaxed);
+            let msg = encode(&work());
+            let mut w = std::fs::File::from(w);
+            let _ = w.write_all(&msg);
+            drop(w);
+            sys::exit_now(0);
+        }
+        Ok(Forked::Parent(child)) => {
+            drop(w);
+            let exit = sys::wait_child_exit(child).map_err(|source| Error::Sys {
+                pid,
+                what: "waiting for the dump worker".into(),
+                source,
+            })?;
+            let mut buf = Vec::new();
+            let _ = std::fs::File::from(r).read_to_end(&mut buf);
+            decode(pid, &buf).unwrap_or_else(|| {
+                Err(Error::Worker {
+                    message: format!("the dump worker (pid {child}) died: {exit:?}"),
+                })
+            })
+        }
+        Err(source) => Err(Error::Sys {
+            pid,
+            what: "forking the dump worker".into(),
+            source,
+        }),
+    }
+}
+
+/// At most this much of a message goes through the pipe (its buffer is
+/// larger, so the worker never blocks on it).
+const MAX_MSG: usize = 16 * 1024;
+
+fn encode(r: &Result<crate::DumpStats>) -> Vec<u8> {
+    let s = match r {
+        Ok(s) => format!(
+            "ok {} {} {} {} {} {}",
+            s.freeze.as_nanos(),
+            s.total.as_nanos(),
+            s.pages_bytes,
+            s.image_bytes,
+            s.threads,
+            s.injected_syscalls
+        ),
+        Err(e) => {
+            let kind = match e {
+                Error::NoSuchProcess { .. } => "nosuch".to_string(),
+                Error::Exited { .. } => "exited".to_string(),
+                Error::Zombie { .. } => "zombie".to_string(),
+                Error::AlreadyTraced { tracer, .. } => format!("traced:{tracer}"),
+                _ => "other".to_string(),
+            };
+            let mut m = e.to_string();
+            if m.len() > MAX_MSG {
+                let mut cut = MAX_MSG;
+                while !m.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                m.truncate(cut);
+            }
+            format!("err {kind} {m}")
+        }
+    };
+    s.into_bytes()
+}
+
+fn decode(pid: Pid, b: &[u8]) -> Option<Result<crate::DumpStats>> {
+    let s = String::from_utf8_lossy(b);
+    if let Some(rest) = s.strip_prefix("ok ") {
+        let n: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        if n.len() != 6 {
+            return None;
+        }
+        return Some(Ok(crate::DumpStats {
+            freeze: Duration::from_nanos(n[0]),
+            total: Duration::from_nanos(n[1]),
+            pages_bytes: n[2],
+            image_bytes: n[3],
+            threads: n[4] as usize,
+            injected_syscalls: n[5],
+        }));
+    }
+    let rest = s.strip_prefix("err ")?;
+    let (kind, message) = rest.split_once(' ').unwrap_or((rest, ""));
+    Some(Err(match kind {
+        "nosuch" => Error::NoSuchProcess { pid },
+        "exited" => Error::Exited { pid },
+        "zombie" => Error::Zombie { pid },
+        k => match k.strip_prefix("traced:").and_then(|t| t.parse().ok()) {
+            Some(tracer) => Error::AlreadyTraced { pid, tracer },
+            None => Error::Worker {
+                message: message.to_string(),
+            },
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_travel() {
+        let s = crate::DumpStats {
+            freeze: Duration::from_nanos(5),
+            total: Duration::from_nanos(7),
+            pages_bytes: 4096,
+            image_bytes: 9000,
+            threads: 3,
+            injected_syscalls: 42,
+        };
+        let back = decode(1, &encode(&Ok(s))).unwrap().unwrap();
+        assert_eq!(back.image_bytes, 9000);
+        assert_eq!(back.threads, 3);
+        assert_eq!(back.freeze, Duration::from_nanos(5));
+        let e = decode(
+            9,
+            &encode(&Err(Error::AlreadyTraced { pid: 9, tracer: 77 })),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(
+            matches!(e, Error::AlreadyTraced { pid: 9, tracer: 77 }),
+            "{e}"
+        );
+        let e = decode(
+            9,
+            &encode(&Err(Error::Fd {
+                fd: 3,
+                what: "x y".into(),
+            })),
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "fd 3: x y");
+        assert!(decode(9, b"").is_none());
+        assert!(decode(9, b"ok 1 2").is_none());
+    }
+}

@@ -1,0 +1,656 @@
+//! Faults during a dump or a restore: the target exiting or being
+//! signalled mid-dump, `ckpt dump` / `ckpt restore` killed at every point,
+//! a full disk, concurrent dumps, a debugger already attached, a restore
+//! racing for its pid. Whatever happens: a clear error or a correct
+//! result, never a hang, never a target left stopped, traced or changed,
+//! never a half-restored process or a partial image.
+
+use crate::util::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// Spawn the target fixture and wait until it counts.
+fn start_target(dir: &TempDir, mib: u32, interval_ms: u32, exit_ms: u32) -> Proc {
+    let p = Proc::spawn(
+        dir,
+        &target_fixture(),
+        &[
+            &mib.to_string(),
+            &interval_ms.to_string(),
+            &exit_ms.to_string(),
+            "1",
+        ],
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    p
+}
+
+/// The target goes on as before: free, counting, no ERROR from its own
+/// checks (count sequence and memory checksum).
+fn assert_goes_on(p: &Proc, what: &str) {
+    assert!(p.alive(), "{what}: the target died:\n{}", tail(&p.output()));
+    assert_free(p.pid, what);
+    p.wait_more_lines(3);
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
+    let counts = values(&out, "count=");
+    for w in counts.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{what}: count sequence broken");
+    }
+}
+
+/// No temp file of `name` is left in `dir` (the worker of a killed dump
+/// removes its temp file shortly after its caller died).
+fn assert_no_temp(dir: &Path, name: &str, what: &str) {
+    let prefix = format!("{name}.tmp.");
+    let t = Instant::now();
+    loop {
+        let left = files_starting(dir, &prefix);
+        if left.is_empty() {
+            return;
+        }
+        if t.elapsed() > Duration::from_secs(5) {
+            panic!("{what}: temp files left: {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An image that exists must be whole: `ckpt show` reads it.
+fn assert_valid_image(image: &Path, what: &str) {
+    let o = ckpt_timeout(&["show", image.to_str().unwrap()], LIMIT);
+    assert!(
+        o.status.success(),
+        "{what}: the image is not valid: {}",
+        stderr_of(&o)
+    );
+}
+
+fn sigkill(pid: u32) {
+    let _ = ckpt_sys::sys::kill(pid as i32, libc::SIGKILL);
+}
+
+#[test]
+fn target_exits_during_dump() {
+    // The target exits on its own after 0..~60 ms while dumps of it run
+    // (slowed down by the test hook so that the exit falls inside them).
+    for round in 0..16u32 {
+        let dir = TempDir::new("exits");
+        let exit_ms = (round * 37) % 61;
+        let mut p = Proc::spawn(
+            &dir,
+            &target_fixture(),
+            &["2", "5", &exit_ms.to_string(), "1"],
+        );
+        let image = dir.join("img.ckpt");
+        let mut args = vec![
+            "dump".to_string(),
+            p.pid.to_string(),
+            "-o".into(),
+            image.display().to_string(),
+        ];
+        if round % 2 == 0 {
+            args.push("--leave-running".into());
+        }
+        let o = run_timeout(
+            ckpt()
+                .args(&args)
+                .env("CKPT_TEST_DELAY_MS", (round % 4 * 5).to_string()),
+            LIMIT,
+        );
+        let what = format!("round {round} (exit after {exit_ms} ms)");
+        if o.status.success() {
+            assert_valid_image(&image, &what);
+        } else {
+            let err = assert_clean_failure(&o, &what);
+            assert!(err.contains(&p.pid.to_string()), "{what}: {err}");
+            assert!(!image.exists(), "{what}: failed but left an image");
+        }
+        assert_no_temp(dir.path(), "img.ckpt", &what);
+        // It exits (by itself, or killed by the dump): never stopped on the way.
+        if p.alive() {
+            assert_free(p.pid, &what);
+        }
+        p.kill();
+    }
+}
+
+#[test]
+fn target_killed_or_signalled_during_dump() {
+    for round in 0..12u32 {
+        let dir = TempDir::new("sigdump");
+        let mut p = start_target(&dir, 2, 5, 0);
+        let pid = p.pid;
+        let image = dir.join("img.ckpt");
+        let sig = [libc::SIGKILL, libc::SIGTERM, libc::SIGSEGV][round as usize % 3];
+        let delay = Duration::from_millis(u64::from(round * 7 % 40));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let _ = ckpt_sys::sys::kill(pid, sig);
+        });
+        let o = run_timeout(
+            ckpt()
+                .args([
+                    "dump",
+                    &pid.to_string(),
+                    "-o",
+                    image.to_str().unwrap(),
+                    "--leave-running",
+                ])
+                .env("CKPT_TEST_DELAY_MS", "5"),
+            LIMIT,
+        );
+        killer.join().unwrap();
+        let what = format!("round {round} (signal {sig} after {delay:?})");
+        if o.status.success() {
+            assert_valid_image(&image, &what);
+        } else {
+            let err = assert_clean_failure(&o, &what);
+            assert!(err.contains(&pid.to_string()), "{what}: {err}");
+            assert!(!image.exists(), "{what}: failed but left an image");
+        }
+        assert_no_temp(dir.path(), "img.ckpt", &what);
+        // The signal kills it (it has no handler for these), once let go.
+        let t = Instant::now();
+        while p.alive() {
+            assert_free(pid, &what);
+            assert!(t.elapsed() < LIMIT, "{what}: still alive after {sig}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        p.kill();
+    }
+}
+
+#[test]
+fn sigusr1_storm_during_dumps() {
+    let dir = TempDir::new("storm");
+    let p = start_target(&dir, 4, 5, 0);
+    let pid = p.pid;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let storm = std::thread::spawn(move || {
+        let mut n = 0u64;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let _ = ckpt_sys::sys::kill(pid, libc::SIGUSR1);
+            n += 1;
+            if n & 63 == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        n
+    });
+    let mut ok = 0;
+    for round in 0..10 {
+        let image = dir.join(&format!("img{round}.ckpt"));
+        let o = ckpt_timeout(
+            &[
+                "dump",
+                &pid.to_string(),
+                "-o",
+                image.to_str().unwrap(),
+                "--leave-running",
+            ],
+            LIMIT,
+        );
+        let what = format!("round {round}");
+        if o.status.success() {
+            ok += 1;
+            assert_valid_image(&image, &what);
+        } else {
+            assert_clean_failure(&o, &what);
+            assert!(!image.exists());
+        }
+        assert_free(pid, &what);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = storm.join().unwrap();
+    assert!(sent > 100, "the storm sent only {sent} signals");
+    assert_goes_on(&p, "after the storm");
+    let usr1 = values(&p.output(), "usr1=");
+    assert!(
+        usr1.last().copied().unwrap_or(0) > 0,
+        "no SIGUSR1 was handled"
+    );
+    eprintln!("sigusr1_storm_during_dumps: {sent} signals, {ok} of 10 dumps succeeded");
+    // A storm must not make every dump fail.
+    assert!(
+        ok >= 5,
+        "only {ok} of 10 dumps under a SIGUSR1 storm succeeded"
+    );
+}
+
+/// Kill `ckpt dump` at `delay` after its start; check the target and the
+/// output directory. Returns whether the dump had completed.
+fn kill_dump_at(
+    p: &Proc,
+    dir: &TempDir,
+    delay: Duration,
+    hook_ms: u64,
+    leave_running: bool,
+) -> bool {
+    let image = dir.join("k.ckpt");
+    let _ = std::fs::remove_file(&image);
+    let mut cmd = ckpt();
+    cmd.args([
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "-q",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if leave_running {
+        cmd.arg("--leave-running");
+    }
+    if hook_ms > 0 {
+        cmd.env("CKPT_TEST_DELAY_MS", hook_ms.to_string());
+    }
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(delay);
+    sigkill(child.id());
+    let st = child.wait().unwrap();
+    let what =
+        format!("dump killed after {delay:?} (hook {hook_ms} ms, leave_running {leave_running})");
+    assert_no_temp(dir.path(), "k.ckpt", &what);
+    if image.exists() {
+        // It got as far as the commit: the image must be whole, and the
+        // process killed unless --leave-running.
+        assert_valid_image(&image, &what);
+        if !leave_running {
+            let t = Instant::now();
+            while p.alive() {
+                assert!(
+                    t.elapsed() < LIMIT,
+                    "{what}: image committed, process not killed"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return true;
+        }
+        assert_goes_on(p, &what);
+        return true;
+    }
+    assert!(
+        !st.success(),
+        "{what}: ckpt dump succeeded without an image"
+    );
+    assert_goes_on(p, &what);
+    false
+}
+
+#[test]
+fn dump_killed_at_every_point() {
+    let dir = TempDir::new("killdump");
+    // With the phase hook: every phase boundary and the middle of the
+    // injected queries are hit (7 pauses of 25 ms).
+    let mut p = start_target(&dir, 8, 5, 0);
+    let mut completed = 0;
+    for ms in (0..=220).step_by(11) {
+        if kill_dump_at(&p, &dir, Duration::from_millis(ms), 25, true) {
+            completed += 1;
+        }
+    }
+    // Without the hook, at every 2 ms over the whole dump.
+    for ms in (0..=80).step_by(2) {
+        if kill_dump_at(&p, &dir, Duration::from_millis(ms), 0, true) {
+            completed += 1;
+        }
+    }
+    eprintln!("dump_killed_at_every_point: {completed} of 63 killed dumps had completed");
+    assert!(
+        completed > 0,
+        "no dump ever completed: the sweep did not cover the whole dump"
+    );
+    assert!(
+        completed < 40,
+        "most dumps completed before the kill: the sweep is too slow"
+    );
+    // Default mode (kill after the commit): killed before the commit, the
+    // process must go on; after it, it is gone and the image is whole.
+    for ms in (0..=220).step_by(20) {
+        if kill_dump_at(&p, &dir, Duration::from_millis(ms), 25, false) {
+            p.reap();
+            p = start_target(&dir, 8, 5, 0);
+        }
+    }
+}
+
+/// Kill `ckpt restore --detach` at `delay`; returns whether it restored.
+fn kill_restore_at(image: &Path, out: &Path, pid: i32, delay: Duration) -> bool {
+    let mut child = ckpt()
+        .args(["restore", "--detach", image.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    sigkill(child.id());
+    let _ = child.wait();
+    let what = format!("restore killed after {delay:?}");
+    // Either nothing is left at the pid (a stub or a half-built process is
+    // killed with its restorer), or the whole process runs and counts on.
+    let t = Instant::now();
+    loop {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return false;
+        }
+        ckpt_sys::sys::try_reap(pid);
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let state = status_field(pid, "State").unwrap_or_default();
+        if comm.trim() == "target" && !state.starts_with('Z') {
+            // Restored (or about to be detached): it must count on.
+            let r = Proc::adopt(pid, out);
+            let before = r.line_count();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while r.line_count() < before + 3 {
+                if !r.alive() {
+                    // Killed with its restorer before it was let go.
+                    wait_gone(pid);
+                    return false;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: a half-restored process is left at pid {pid}: {}",
+                    proc_state(pid)
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_free(pid, &what);
+            assert!(
+                !r.output().contains("ERROR"),
+                "{what}: {}",
+                tail(&r.output())
+            );
+            drop(r); // kills and reaps it: the pid is free for the next round
+            return true;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{what}: pid {pid} held by {comm:?} ({})",
+            proc_state(pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn restore_killed_at_every_point() {
+    let dir = TempDir::new("killrestore");
+    let mut p = start_target(&dir, 16, 5, 0);
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    let bytes = std::fs::read(&image).unwrap();
+    let mtime = std::fs::metadata(&image).unwrap().modified().unwrap();
+    let mut restored = 0;
+    // Every 250 µs over the first 15 ms (the restore of 16 MiB takes a
+    // few ms), then coarser.
+    let delays = (0..60u64).map(|i| i * 250).chain(
+        [20u64, 40, 60, 80, 100, 150, 250, 400]
+            .into_iter()
+            .map(|ms| ms * 1000),
+    );
+    for us in delays {
+        let ms = us as f64 / 1000.0;
+        if kill_restore_at(&image, &p.out, p.pid, Duration::from_micros(us)) {
+            restored += 1;
+        }
+        assert!(
+            std::fs::read(&image).unwrap() == bytes,
+            "the image changed (restore killed after {ms} ms)"
+        );
+        assert_eq!(
+            std::fs::metadata(&image).unwrap().modified().unwrap(),
+            mtime
+        );
+    }
+    eprintln!("restore_killed_at_every_point: {restored} of 68 killed restores had completed");
+    assert!(
+        restored > 0,
+        "no restore ever completed: the sweep did not cover the whole restore"
+    );
+    assert!(
+        restored < 55,
+        "most restores completed before the kill: the sweep is too slow"
+    );
+    // And the image still restores.
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+}
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("mount");
+        assert!(o.status.success(), "mount tmpfs: {}", stderr_of(&o));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_during_dump() {
+    let dir = TempDir::new("diskfull");
+    let mnt = dir.join("small");
+    let _fs = Tmpfs::mount(&mnt, "1m");
+    let p = start_target(&dir, 8, 5, 0);
+    for leave in [true, false] {
+        let image = mnt.join("img.ckpt");
+        let mut args = vec![
+            "dump".to_string(),
+            p.pid.to_string(),
+            "-o".into(),
+            image.display().to_string(),
+        ];
+        if leave {
+            args.push("--leave-running".into());
+        }
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = ckpt_timeout(&a, LIMIT);
+        let what = format!("dump into a 1 MiB tmpfs (leave_running {leave})");
+        let err = assert_clean_failure(&o, &what);
+        assert!(err.contains("No space left on device"), "{what}: {err}");
+        let left = files_starting(&mnt, "");
+        assert!(left.is_empty(), "{what}: files left: {left:?}");
+        assert_goes_on(&p, &what);
+    }
+}
+
+#[test]
+fn two_dumps_at_once() {
+    let dir = TempDir::new("twodumps");
+    let p = start_target(&dir, 2, 5, 0);
+    let a = dir.join("a.ckpt");
+    let b = dir.join("b.ckpt");
+    // The first dump is slowed down (50 ms per phase) so the second one
+    // certainly starts while it holds the process.
+    let first = ckpt()
+        .args([
+            "dump",
+            &p.pid.to_string(),
+            "-o",
+            a.to_str().unwrap(),
+            "--leave-running",
+        ])
+        .env("CKPT_TEST_DELAY_MS", "50")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while status_field(p.pid, "TracerPid").as_deref() == Some("0") {
+        assert!(t.elapsed() < LIMIT, "the first dump never attached");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let o = ckpt_timeout(
+        &[
+            "dump",
+            &p.pid.to_string(),
+            "-o",
+            b.to_str().unwrap(),
+            "--leave-running",
+        ],
+        LIMIT,
+    );
+    let err = assert_clean_failure(&o, "second dump");
+    assert!(err.contains("already traced"), "{err}");
+    assert!(!b.exists());
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "first dump: {}", stderr_of(&first));
+    assert_valid_image(&a, "first dump");
+    assert_goes_on(&p, "after two dumps");
+}
+
+#[test]
+fn dump_of_a_process_under_gdb() {
+    let dir = TempDir::new("gdb");
+    let p = start_target(&dir, 1, 5, 0);
+    let gdb = Command::new("gdb")
+        .args([
+            "-q",
+            "-nx",
+            "-batch",
+            "-p",
+            &p.pid.to_string(),
+            "-ex",
+            "shell sleep 3",
+            "-ex",
+            "info inferiors",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gdb (apt-get install gdb)");
+    let gdb_pid = gdb.id().to_string();
+    let t = Instant::now();
+    while status_field(p.pid, "TracerPid").as_deref() != Some(gdb_pid.as_str()) {
+        assert!(
+            t.elapsed() < LIMIT,
+            "gdb never attached: {}",
+            proc_state(p.pid)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let image = dir.join("img.ckpt");
+    let o = ckpt_timeout(
+        &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+        LIMIT,
+    );
+    let err = assert_clean_failure(&o, "dump under gdb");
+    assert!(
+        err.contains(&format!("already traced by pid {gdb_pid}")),
+        "{err}"
+    );
+    assert!(!image.exists());
+    // gdb's session is unaffected: it still holds the process, and ends normally.
+    assert_eq!(
+        status_field(p.pid, "TracerPid").as_deref(),
+        Some(gdb_pid.as_str())
+    );
+    let g = gdb.wait_with_output().unwrap();
+    let gout = String::from_utf8_lossy(&g.stdout).to_string() + &String::from_utf8_lossy(&g.stderr);
+    assert!(g.status.success(), "gdb: {gout}");
+    assert!(
+        gout.contains(&format!("process {}", p.pid)),
+        "gdb lost its inferior: {gout}"
+    );
+    assert_goes_on(&p, "after gdb detached");
+}
+
+/// Start `sleep 30` at exactly `pid` (via ns_last_pid; retried, since other
+/// processes may take it first). None if it could not be had.
+fn occupy_pid(pid: i32) -> Option<std::process::Child> {
+    for _ in 0..200 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).is_err() {
+            return None;
+        }
+        let c = Command::new("sleep").arg("30").spawn().unwrap();
+        if c.id() as i32 == pid {
+            return Some(c);
+        }
+        let mut c = c;
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    None
+}
+
+#[test]
+fn restore_racing_for_its_pid() {
+    let dir = TempDir::new("pidrace");
+    let mut p = start_target(&dir, 1, 5, 0);
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    let pid = p.pid;
+
+    // Another process takes the pid first: a clear error, nothing built.
+    let mut holder = occupy_pid(pid).expect("could not start a process at the saved pid");
+    let o = ckpt_timeout(&["restore", "--detach", image.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "restore onto a taken pid");
+    assert!(
+        err.contains(&format!("pid {pid} is in use by \"sleep\"")),
+        "{err}"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    wait_gone(pid);
+
+    // Two restores at once: one wins, the other fails clearly; only one
+    // process, whole.
+    for round in 0..3 {
+        let spawn = || {
+            ckpt()
+                .args(["restore", "--detach", image.to_str().unwrap()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let (a, b) = (spawn(), spawn());
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let wins: Vec<_> = [&a, &b]
+            .into_iter()
+            .filter(|o| o.status.success())
+            .collect();
+        assert_eq!(
+            wins.len(),
+            1,
+            "round {round}: {} restores succeeded:\n{}\n{}",
+            wins.len(),
+            stderr_of(&a),
+            stderr_of(&b)
+        );
+        let loser = if a.status.success() { &b } else { &a };
+        let err = assert_clean_failure(loser, "the losing restore");
+        assert!(err.contains(&pid.to_string()), "{err}");
+        let mut r = Proc::adopt(pid, &p.out);
+        r.wait_more_lines(3);
+        assert_free(pid, "the winning restore");
+        assert!(!r.output().contains("ERROR"), "{}", tail(&r.output()));
+        r.kill();
+    }
+}
