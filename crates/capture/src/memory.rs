@@ -16,8 +16,11 @@ const PM_FILE: u64 = 1 << 61;
 
 /// Pagemap entries read at once (8 bytes each).
 const PAGEMAP_CHUNK: usize = 64 * 1024;
-/// Bytes read from the target per process_vm_readv batch.
-const BATCH: usize = 16 << 20;
+/// Bytes read from the target per batch (a process_vm_readv series): small
+/// enough that the sink finds a batch still in the CPU caches.
+const BATCH: usize = 2 << 20;
+/// Batch buffers: one being filled, the others read ahead or being consumed.
+const BUFFERS: usize = 4;
 
 /// A range of pages to save. `may_skip`: pages that cannot be read are left
 /// out instead of failing (beyond the end of a shared object). `zero`: known
@@ -62,6 +65,18 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
         };
         if e.rss_kb == 0 && e.swap_kb == 0 {
             continue; // nothing resident or swapped: nothing to save
+        }
+        if matches!(pol, Policy::Anon) && (e.rss_kb + e.swap_kb) * 1024 >= e.end - e.start {
+            // Every page resident or swapped: all of it, without reading
+            // its pagemap (which walks every page table entry).
+            out.push(Range {
+                start: e.start,
+                end: e.end,
+                may_skip: false,
+                zero: false,
+                vma: idx,
+            });
+            continue;
         }
         let pm = match &pagemap {
             Some(f) => f,
@@ -185,8 +200,8 @@ fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &mut Vec<Ran
 }
 
 /// Read every planned page and hand contiguous runs to the sink, in order.
-/// Returns the number of bytes saved. A reader thread fills one buffer
-/// while the sink consumes the other.
+/// Returns the number of bytes saved. A reader thread fills buffers ahead
+/// while the sink consumes them.
 pub(crate) fn save(
     pid: Pid,
     areas: &[(MapEntry, Policy)],
@@ -241,9 +256,9 @@ pub(crate) fn save(
         return Ok(saved);
     }
     type Filled = Result<(Vec<u8>, Vec<Piece>, usize)>;
-    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Filled>(1);
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Filled>(BUFFERS);
     let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    for _ in 0..2 {
+    for _ in 0..BUFFERS.min(batches.len()) {
         free_tx.send(vec![0u8; buf_len]).expect("receiver alive");
     }
     std::thread::scope(|s| {

@@ -10,8 +10,6 @@ use crate::{
 };
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::thread::JoinHandle;
 
 /// True when every byte of `b` is zero. Compares 64-byte blocks as u128
 /// words (vectorised by the compiler) and exits at the first non-zero block.
@@ -31,19 +29,89 @@ pub fn is_zero(b: &[u8]) -> bool {
     chunks.remainder().iter().all(|&x| x == 0)
 }
 
-/// A frame encoded for storage.
+mod pool;
+
+/// Bytes kept free in front of a frame's payload for its record header, so
+/// that header, payload and padding go out in one write.
+const HEAD: usize = RECORD_HEADER_LEN as usize;
+
+/// A frame encoded for storage (the editor's interface).
 pub(crate) struct Encoded {
     pub stored: Vec<u8>,
     pub codec: Codec,
     pub size: u32,
     pub crc32: u32,
-    /// The input buffer, returned for reuse.
-    pub input: Vec<u8>,
 }
 
-/// Compresses frames; `compress` falls back to raw when zstd does not shrink.
+/// A frame record ready to be written: header, payload and padding are
+/// `bytes()`, in `frame` (stored raw) or in `out` (compressed). Both buffers
+/// come back for reuse, each in its role.
+pub(crate) struct Record {
+    frame: Vec<u8>,
+    out: Vec<u8>,
+    compressed: bool,
+    len: usize,
+    size: u32,
+    stored_size: u32,
+    crc32: u32,
+}
+
+impl Record {
+    fn bytes(&self) -> &[u8] {
+        if self.compressed {
+            &self.out[..self.len]
+        } else {
+            &self.frame[..self.len]
+        }
+    }
+}
+
+/// Sample pages compressed to decide whether a frame is worth compressing.
+const PROBE_PAGES: usize = 8;
+const PROBE_PAGE: usize = 4096;
+/// Frames smaller than this are compressed without probing.
+const PROBE_MIN: usize = 16 * PROBE_PAGES * PROBE_PAGE;
+
+/// Tells cheaply whether a frame is worth compressing: compresses a sample
+/// of evenly spread pages (matches between them count too) and says no when
+/// it does not shrink to 7/8.
+struct Probe {
+    z: zstd::bulk::Compressor<'static>,
+    sample: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl Probe {
+    fn new() -> Result<Self> {
+        Ok(Probe {
+            z: zstd::bulk::Compressor::new(1).map_err(|e| Error::Compress { source: e })?,
+            sample: Vec::with_capacity(PROBE_PAGES * PROBE_PAGE),
+            out: vec![0u8; PROBE_PAGES * PROBE_PAGE],
+        })
+    }
+
+    fn worth_compressing(&mut self, data: &[u8]) -> bool {
+        if data.len() < PROBE_MIN {
+            return true;
+        }
+        self.sample.clear();
+        let step = (data.len() - PROBE_PAGE) / (PROBE_PAGES - 1);
+        for i in 0..PROBE_PAGES {
+            let at = i * step;
+            self.sample.extend_from_slice(&data[at..at + PROBE_PAGE]);
+        }
+        let cap = self.sample.len() / 8 * 7;
+        self.z
+            .compress_to_buffer(&self.sample[..], &mut self.out[..cap])
+            .is_ok()
+    }
+}
+
+/// Compresses frames; falls back to raw when zstd does not shrink them (or,
+/// for Fast, when a sample says they will not shrink).
 pub(crate) struct FrameCoder {
     zstd: Option<zstd::bulk::Compressor<'static>>,
+    probe: Option<Probe>,
 }
 
 impl FrameCoder {
@@ -54,63 +122,105 @@ impl FrameCoder {
                 zstd::bulk::Compressor::new(level).map_err(|e| Error::Compress { source: e })?,
             ),
         };
-        Ok(FrameCoder { zstd })
+        let probe = match c {
+            Compression::Fast => Some(Probe::new()?),
+            _ => None,
+        };
+        Ok(FrameCoder { zstd, probe })
     }
 
-    /// Encode `input` (whose bytes are kept in `Encoded::input` when stored
-    /// compressed, or moved to `stored` when raw).
-    pub fn encode(&mut self, input: Vec<u8>, mut out: Vec<u8>) -> Encoded {
-        let size = input.len() as u32;
-        if let Some(z) = &mut self.zstd {
-            // Room for one byte less than the input: zstd fails when the
-            // result would not be smaller, and the frame is stored raw.
-            let cap = input.len().saturating_sub(1);
-            out.clear();
-            out.reserve_exact(input.len()); // reusable as a page buffer later
-            out.resize(cap, 0);
-            if let Ok(n) = z.compress_to_buffer(&input[..], &mut out[..]) {
-                if n < input.len() {
-                    out.truncate(n);
-                    let crc32 = crc32fast::hash(&out);
-                    return Encoded {
-                        stored: out,
-                        codec: Codec::Zstd,
-                        size,
-                        crc32,
-                        input,
-                    };
-                }
+    /// Compress `data` into `out[at..]`; the compressed length, or None when
+    /// the frame is to be stored raw (not compressing, or not smaller).
+    /// `out` keeps its length (zero-filled only when it grows).
+    fn compress(&mut self, data: &[u8], out: &mut Vec<u8>, at: usize) -> Option<usize> {
+        let z = self.zstd.as_mut()?;
+        if let Some(p) = &mut self.probe {
+            if !p.worth_compressing(data) {
+                return None;
             }
         }
+        // Room for one byte less than the input: zstd fails when the result
+        // would not be smaller, and the frame is stored raw.
+        let cap = data.len().checked_sub(1).filter(|&c| c > 0)?;
+        if out.len() < at + cap {
+            out.resize(at + cap, 0);
+        }
+        match z.compress_to_buffer(data, &mut out[at..at + cap]) {
+            Ok(n) if n < data.len() => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Encode `input` (moved to `stored` when stored raw); `out` is a buffer
+    /// for the compressed bytes.
+    pub fn encode(&mut self, input: Vec<u8>, mut out: Vec<u8>) -> Encoded {
+        let size = input.len() as u32;
+        if let Some(n) = self.compress(&input, &mut out, 0) {
+            out.truncate(n);
+            let crc32 = crc32fast::hash(&out);
+            return Encoded {
+                stored: out,
+                codec: Codec::Zstd,
+                size,
+                crc32,
+            };
+        }
         let crc32 = crc32fast::hash(&input);
-        out.clear();
         Encoded {
             stored: input,
             codec: Codec::None,
             size,
             crc32,
-            input: out,
+        }
+    }
+
+    /// Encode the payload `frame[HEAD..]` into a complete frame record.
+    pub fn encode_record(&mut self, mut frame: Vec<u8>, mut out: Vec<u8>) -> Record {
+        let size = frame.len() - HEAD;
+        let compressed = self.compress(&frame[HEAD..], &mut out, HEAD);
+        let stored = compressed.unwrap_or(size);
+        let buf = if compressed.is_some() {
+            &mut out
+        } else {
+            &mut frame
+        };
+        let crc32 = crc32fast::hash(&buf[HEAD..HEAD + stored]);
+        buf[..HEAD].copy_from_slice(&encode_record_header_crc(KIND_FRAME, stored as u64, crc32));
+        let len = HEAD + stored + pad8(stored as u64) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        buf[HEAD + stored..len].fill(0);
+        Record {
+            frame,
+            out,
+            compressed: compressed.is_some(),
+            len,
+            size: size as u32,
+            stored_size: stored as u32,
+            crc32,
         }
     }
 }
 
-/// Where frames get encoded: inline, or on a worker thread.
+/// Where frames get encoded: inline, or by a pool of workers (started at
+/// the first frame).
 enum Coder {
     Inline(FrameCoder),
-    Thread {
-        tx: Option<SyncSender<(Vec<u8>, Vec<u8>)>>,
-        rx: Receiver<Encoded>,
-        handle: Option<JoinHandle<()>>,
-        in_flight: usize,
+    Pool {
+        compression: Compression,
+        threads: usize,
+        pool: Option<pool::Pool>,
+        /// Encoded frames that arrived before an earlier one, by number.
+        ready: BTreeMap<u32, Record>,
     },
 }
 
-/// Frames handed to the worker and not yet written, at most.
-const MAX_IN_FLIGHT: usize = 2;
-
 /// Streaming writer: works on any Write (a pipe or socket too). Writes the
 /// header at [`ImageWriter::new`], frames as they fill, and the metadata and
-/// commit record at [`ImageWriter::finish`].
+/// commit record at [`ImageWriter::finish`]. Frames are encoded by a worker
+/// per CPU (when compressing and there is more than one), at most
+/// [`ImageWriter::in_flight_limit`] at a time, and written in order.
 pub struct ImageWriter<W: Write> {
     out: W,
     opts: WriteOptions,
@@ -119,11 +229,18 @@ pub struct ImageWriter<W: Write> {
     frames: Vec<Frame>,
     /// Frames submitted for encoding (written or in flight).
     submitted: u32,
+    /// The frame being filled: HEAD bytes of room, then the payload.
     buf: Vec<u8>,
-    spare: Vec<Vec<u8>>,
+    /// Buffers for reuse: frame buffers and compression buffers.
+    spare_frames: Vec<Vec<u8>>,
+    spare_outs: Vec<Vec<u8>>,
     runs: BTreeMap<i32, Vec<MemoryRun>>,
     coder: Coder,
+    max_in_flight: usize,
 }
+
+/// Compression workers at most (one per CPU up to this).
+const MAX_THREADS: usize = 8;
 
 fn pad_bytes(n: u64) -> &'static [u8] {
     &[0u8; 8][..pad8(n) as usize]
@@ -143,45 +260,44 @@ impl<W: Write> ImageWriter<W> {
                 opts.frame_size
             )));
         }
-        let threaded = opts.compression != Compression::None
-            && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
-        let coder = if threaded {
-            let mut fc = FrameCoder::new(opts.compression)?;
-            let (tx, wrx) = sync_channel::<(Vec<u8>, Vec<u8>)>(MAX_IN_FLIGHT);
-            let (wtx, rx) = sync_channel::<Encoded>(MAX_IN_FLIGHT + 1);
-            let handle = std::thread::Builder::new()
-                .name("ckpt-compress".into())
-                .spawn(move || {
-                    while let Ok((input, out)) = wrx.recv() {
-                        if wtx.send(fc.encode(input, out)).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .map_err(|e| Error::io("starting the compression thread", e))?;
-            Coder::Thread {
-                tx: Some(tx),
-                rx,
-                handle: Some(handle),
-                in_flight: 0,
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = cpus.min(MAX_THREADS);
+        // Raw frames need only a CRC: worth a thread too, with a CPU to spare.
+        let coder = if threads > 1 {
+            Coder::Pool {
+                compression: opts.compression,
+                threads,
+                pool: None,
+                ready: BTreeMap::new(),
             }
         } else {
             Coder::Inline(FrameCoder::new(opts.compression)?)
         };
+        let max_in_flight = if threads > 1 { 2 * threads + 2 } else { 1 };
+        // Frames of at most 1 MiB... 64 MiB: in flight, at most ~2 x 16 MiB.
+        let max_in_flight = max_in_flight.min(((32 << 20) / opts.frame_size).max(2));
         let mut w = ImageWriter {
             out: w,
             pos: 0,
             bytes_in: 0,
             frames: Vec::new(),
             submitted: 0,
-            buf: Vec::with_capacity(opts.frame_size),
-            spare: Vec::new(),
+            buf: Vec::new(),
+            spare_frames: Vec::new(),
+            spare_outs: Vec::new(),
             runs: BTreeMap::new(),
             coder,
+            max_in_flight,
             opts,
         };
+        w.buf = w.take_frame();
         w.write(&encode_header(FORMAT_MAJOR, FORMAT_MINOR))?;
         Ok(w)
+    }
+
+    /// Most frames handed to the encoders and not yet written.
+    pub fn in_flight_limit(&self) -> usize {
+        self.max_in_flight
     }
 
     fn write(&mut self, b: &[u8]) -> Result<()> {
@@ -192,82 +308,104 @@ impl<W: Write> ImageWriter<W> {
         Ok(())
     }
 
-    fn write_encoded(&mut self, e: Encoded) -> Result<()> {
-        let len = e.stored.len() as u64;
-        let header = encode_record_header_crc(KIND_FRAME, len, e.crc32);
+    fn write_record(&mut self, r: Record) -> Result<()> {
         let offset = self.pos + RECORD_HEADER_LEN;
-        self.write(&header)?;
-        self.write(&e.stored)?;
-        self.write(pad_bytes(len))?;
+        self.write(r.bytes())?;
         self.frames.push(Frame {
             offset,
-            stored_size: len as u32,
-            size: e.size,
-            codec: e.codec,
-            crc32: e.crc32,
+            stored_size: r.stored_size,
+            size: r.size,
+            codec: if r.compressed {
+                Codec::Zstd
+            } else {
+                Codec::None
+            },
+            crc32: r.crc32,
         });
-        // Keep two buffers for reuse.
-        for mut b in [e.stored, e.input] {
-            if self.spare.len() < 4 && b.capacity() >= self.opts.frame_size / 2 {
-                b.clear();
-                self.spare.push(b);
-            }
+        // Keep a few buffers of each kind for reuse.
+        let keep = self.max_in_flight + 1;
+        if self.spare_frames.len() < keep {
+            self.spare_frames.push(r.frame);
+        }
+        if self.spare_outs.len() < keep && !r.out.is_empty() {
+            self.spare_outs.push(r.out);
         }
         Ok(())
     }
 
-    fn take_spare(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
+    /// An empty frame buffer (HEAD bytes of room, no payload).
+    fn take_frame(&mut self) -> Vec<u8> {
+        let mut b = self
+            .spare_frames
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(HEAD + self.opts.frame_size + 8));
+        b.clear();
+        b.resize(HEAD, 0);
+        b
     }
 
-    /// Hand the current frame buffer to the coder; it gets index `submitted`.
-    fn submit(&mut self, data: Vec<u8>) -> Result<()> {
-        self.submitted = self
-            .submitted
+    /// Hand a frame buffer to the coder; it gets index `submitted`.
+    fn submit(&mut self, frame: Vec<u8>) -> Result<()> {
+        let seq = self.submitted;
+        self.submitted = seq
             .checked_add(1)
             .ok_or_else(|| Error::InvalidArgument("more than 2^32 frames in one image".into()))?;
-        let out = self.take_spare();
+        let out = self.spare_outs.pop().unwrap_or_default();
         match &mut self.coder {
             Coder::Inline(c) => {
-                let e = c.encode(data, out);
-                self.write_encoded(e)
+                let r = c.encode_record(frame, out);
+                self.write_record(r)
             }
-            Coder::Thread { tx, in_flight, .. } => {
-                let sent = tx.as_ref().is_some_and(|t| t.send((data, out)).is_ok());
-                if !sent {
-                    return Err(Error::Compress {
-                        source: std::io::Error::other("the compression thread stopped"),
-                    });
+            Coder::Pool {
+                compression,
+                threads,
+                pool,
+                ..
+            } => {
+                if pool.is_none() {
+                    *pool = Some(pool::Pool::new(*threads, *compression, self.max_in_flight)?);
                 }
-                *in_flight += 1;
-                self.drain(MAX_IN_FLIGHT)
+                pool.as_ref().expect("started").submit(seq, frame, out)?;
+                self.pump(self.max_in_flight)
             }
         }
     }
 
-    /// Write encoded frames until at most `keep` are in flight.
-    fn drain(&mut self, keep: usize) -> Result<()> {
+    /// Write the encoded frames that are next in order; wait for more until
+    /// at most `keep` frames are in flight.
+    fn pump(&mut self, keep: usize) -> Result<()> {
         loop {
-            let e = match &mut self.coder {
-                Coder::Thread { rx, in_flight, .. } if *in_flight > keep => {
-                    let e = rx.recv().map_err(|_| Error::Compress {
-                        source: std::io::Error::other("the compression thread stopped"),
-                    })?;
-                    *in_flight -= 1;
-                    e
-                }
-                _ => return Ok(()),
+            let written = self.frames.len() as u32;
+            let Coder::Pool { pool, ready, .. } = &mut self.coder else {
+                return Ok(());
             };
-            self.write_encoded(e)?;
+            let Some(p) = pool.as_ref() else {
+                return Ok(());
+            };
+            if let Some(r) = ready.remove(&written) {
+                self.write_record(r)?;
+                continue;
+            }
+            let in_flight = (self.submitted - written) as usize;
+            let got = if in_flight > keep {
+                Some(p.recv()?)
+            } else {
+                p.try_recv()?
+            };
+            match got {
+                Some((seq, r)) => {
+                    ready.insert(seq, r);
+                }
+                None => return Ok(()),
+            }
         }
     }
 
     fn flush_frame(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.buf.len() == HEAD {
             return Ok(());
         }
-        let mut next = self.take_spare();
-        next.reserve(self.opts.frame_size);
+        let next = self.take_frame();
         let data = std::mem::replace(&mut self.buf, next);
         self.submit(data)
     }
@@ -353,7 +491,7 @@ impl<W: Write> ImageWriter<W> {
             } else {
                 let mut s = i;
                 while s < j {
-                    let room = self.opts.frame_size - self.buf.len();
+                    let room = self.opts.frame_size - (self.buf.len() - HEAD);
                     let n = ((j - s).min(room) / ps) * ps;
                     if n == 0 {
                         self.flush_frame()?;
@@ -364,12 +502,12 @@ impl<W: Write> ImageWriter<W> {
                         pages: (n / ps) as u32,
                         kind: RunKind::Data,
                         frame: self.submitted,
-                        frame_offset: self.buf.len() as u32,
+                        frame_offset: (self.buf.len() - HEAD) as u32,
                     };
                     self.buf.extend_from_slice(&data[s..s + n]);
                     self.push_run(pid, run);
                     s += n;
-                    if self.buf.len() + ps > self.opts.frame_size {
+                    if self.buf.len() - HEAD + ps > self.opts.frame_size {
                         self.flush_frame()?;
                     }
                 }
@@ -389,7 +527,7 @@ impl<W: Write> ImageWriter<W> {
         };
         for chunk in data.chunks(self.opts.frame_size) {
             blob.frames.push(self.submitted);
-            let mut b = self.take_spare();
+            let mut b = self.take_frame();
             b.extend_from_slice(chunk);
             self.submit(b)?;
         }
@@ -411,8 +549,11 @@ impl<W: Write> ImageWriter<W> {
     /// write metadata + commit, flush. Returns the output.
     pub fn finish(mut self, mut image: Image) -> Result<W> {
         self.flush_frame()?;
-        self.drain(0)?;
-        self.stop_thread();
+        self.pump(0)?;
+        // The workers are done: let them go.
+        if let Coder::Pool { pool, .. } = &mut self.coder {
+            pool.take();
+        }
         image.format_major = FORMAT_MAJOR;
         image.format_minor = FORMAT_MINOR;
         if image.host.page_size == 0 {
@@ -457,17 +598,7 @@ impl<W: Write> ImageWriter<W> {
         self.out
             .flush()
             .map_err(|e| Error::io("flushing the image", e))?;
-        self.stop_thread();
         Ok(self.out)
-    }
-
-    fn stop_thread(&mut self) {
-        if let Coder::Thread { tx, handle, .. } = &mut self.coder {
-            tx.take();
-            if let Some(h) = handle.take() {
-                let _ = h.join();
-            }
-        }
     }
 }
 
@@ -506,12 +637,139 @@ mod tests {
                 x as u8
             })
             .collect();
-        let e = c.encode(random.clone(), e.input);
+        let e = c.encode(random.clone(), e.stored);
         assert_eq!(e.codec, Codec::None);
         assert_eq!(e.stored, random);
         assert_eq!(e.crc32, crc32fast::hash(&random));
         let mut none = FrameCoder::new(Compression::None).unwrap();
         assert_eq!(none.encode(vec![0u8; 4096], Vec::new()).codec, Codec::None);
+    }
+
+    fn xorshift(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn text(n: usize, seed: u64) -> Vec<u8> {
+        let words: [&[u8]; 6] = [b"page ", b"frame ", b"the ", b"of ", b"memory ", b"\n"];
+        let mut out = Vec::with_capacity(n + 8);
+        for r in xorshift(n, seed) {
+            if out.len() >= n {
+                break;
+            }
+            out.extend_from_slice(words[r as usize % 6]);
+        }
+        out.resize(n, b' ');
+        out
+    }
+
+    #[test]
+    fn probe_skips_incompressible_frames() {
+        let mut c = FrameCoder::new(Compression::Fast).unwrap();
+        let mut p = Probe::new().unwrap();
+        let random = xorshift(1 << 20, 7);
+        let words = text(1 << 20, 7);
+        assert!(!p.worth_compressing(&random));
+        assert!(p.worth_compressing(&words));
+        // Half and half (pages interleaved): compressed.
+        let mixed: Vec<u8> = random
+            .chunks(4096)
+            .zip(words.chunks(4096))
+            .enumerate()
+            .flat_map(|(i, (r, t))| if i % 2 == 0 { r } else { t })
+            .copied()
+            .collect();
+        assert!(p.worth_compressing(&mixed));
+        // The same random page repeated compresses across pages.
+        let repeated: Vec<u8> = random[..4096].repeat(256);
+        assert!(p.worth_compressing(&repeated));
+        for (data, codec) in [
+            (&random, Codec::None),
+            (&words, Codec::Zstd),
+            (&mixed, Codec::Zstd),
+        ] {
+            let mut frame = vec![0u8; HEAD];
+            frame.extend_from_slice(data);
+            let r = c.encode_record(frame, Vec::new());
+            assert_eq!(r.compressed, codec == Codec::Zstd);
+            let b = r.bytes();
+            assert_eq!(b.len() % 8, 0);
+            let stored = &b[HEAD..HEAD + r.stored_size as usize];
+            assert_eq!(
+                b[..HEAD],
+                encode_record_header_crc(KIND_FRAME, stored.len() as u64, r.crc32)
+            );
+            assert_eq!(crc32fast::hash(stored), r.crc32);
+            assert!(b[HEAD + stored.len()..].iter().all(|&x| x == 0));
+            let decoded = match codec {
+                Codec::None => stored.to_vec(),
+                Codec::Zstd => zstd::bulk::decompress(stored, data.len()).unwrap(),
+            };
+            assert_eq!(&decoded, data);
+        }
+    }
+
+    #[test]
+    fn many_frames_in_order_through_the_pool() {
+        // Frames of very different costs (random, text, raw-only) complete
+        // out of order in the pool; the file must have them in order.
+        for compression in [Compression::Fast, Compression::None] {
+            let ps = 4096usize;
+            let opts = WriteOptions {
+                compression,
+                page_size: ps as u32,
+                frame_size: 16 * ps,
+            };
+            let mut w = ImageWriter::new(Vec::new(), opts).unwrap();
+            let base = 0x10_0000_0000u64;
+            let mut mem = Vec::new();
+            for i in 0..120u64 {
+                let chunk = match i % 4 {
+                    0 => xorshift(37 * ps, i),
+                    1 => text(29 * ps, i),
+                    2 => vec![0u8; 11 * ps],
+                    _ => [xorshift(5 * ps, i), vec![0u8; ps], text(7 * ps, i)].concat(),
+                };
+                w.add_pages(1, base + mem.len() as u64, &chunk).unwrap();
+                mem.extend_from_slice(&chunk);
+            }
+            let blob_data = text(300_000, 99);
+            let blob = w.add_blob(&blob_data).unwrap();
+            let image = Image {
+                processes: vec![Process {
+                    pid: 1,
+                    vmas: vec![Vma {
+                        start: base,
+                        end: base + mem.len() as u64,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            let out = w.finish(image).unwrap();
+            let r = crate::ImageReader::new(out).unwrap();
+            let frames = &r.image().frames;
+            assert!(frames.len() > 100);
+            assert!(frames.windows(2).all(|f| f[0].offset < f[1].offset));
+            if compression == Compression::Fast {
+                assert!(frames.iter().any(|f| f.codec == Codec::Zstd));
+                assert!(frames.iter().any(|f| f.codec == Codec::None));
+            } else {
+                assert!(frames.iter().all(|f| f.codec == Codec::None));
+            }
+            let mut back = vec![0u8; mem.len()];
+            r.read_memory(1, base, &mut back).unwrap();
+            assert!(back == mem, "{compression:?}: memory differs");
+            assert_eq!(r.read_blob(&blob).unwrap(), blob_data);
+        }
     }
 
     #[test]
