@@ -122,28 +122,56 @@ impl Hog {
 /// What a ckpt run cost.
 struct Run {
     wall: Duration,
-    /// Peak RSS of the ckpt process, KiB.
+    /// Peak RSS of the ckpt process, KiB (0: not measured).
     rss: u64,
     out: String,
     err: String,
 }
 
-/// Run ckpt with stdout/stderr to files (no pipe a restored process could keep open).
-fn run_ckpt(dir: &Path, args: &[&str]) -> Run {
-    let (so, se) = (dir.join("ckpt.stdout"), dir.join("ckpt.stderr"));
+/// GNU time, to measure ckpt's peak RSS: wait4's ru_maxrss of a process
+/// started by this (big) benchmark counts the benchmark's own peak too (exec
+/// records the peak of the memory it replaces, and a spawned child starts
+/// sharing or copying ours), while /usr/bin/time is small and forks ckpt.
+const TIME: &str = "/usr/bin/time";
+
+/// Run ckpt with stdout/stderr to files (no pipe a restored process could
+/// keep open); with `rss`, through /usr/bin/time for its peak RSS (when
+/// installed; else wait4's, an upper bound).
+fn run_ckpt(dir: &Path, args: &[&str], rss: bool) -> Run {
+    let (so, se, sr) = (
+        dir.join("ckpt.stdout"),
+        dir.join("ckpt.stderr"),
+        dir.join("ckpt.rss"),
+    );
+    let via_time = rss && Path::new(TIME).exists();
+    let mut cmd = if via_time {
+        let mut c = Command::new(TIME);
+        c.arg("-f").arg("%M").arg("-o").arg(&sr).arg(ckpt_bin());
+        c
+    } else {
+        Command::new(ckpt_bin())
+    };
     let t = Instant::now();
-    let child = Command::new(ckpt_bin())
+    let child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(File::create(&so).unwrap())
         .stderr(File::create(&se).unwrap())
         .spawn()
         .unwrap();
-    let (kind, rss) = sys::wait_child_rusage(child.id() as i32).unwrap();
+    let (kind, wait_rss) = sys::wait_child_rusage(child.id() as i32).unwrap();
     let wall = t.elapsed();
     let out = std::fs::read_to_string(&so).unwrap_or_default();
     let err = std::fs::read_to_string(&se).unwrap_or_default();
     assert_eq!(kind, ExitKind::Exited(0), "ckpt {args:?} failed: {err}");
+    let rss = match (rss, via_time) {
+        (false, _) => 0,
+        (true, false) => wait_rss,
+        (true, true) => std::fs::read_to_string(&sr)
+            .ok()
+            .and_then(|s| s.lines().last()?.trim().parse().ok())
+            .expect("/usr/bin/time -f %M output"),
+    };
     Run {
         wall,
         rss,
@@ -152,7 +180,19 @@ fn run_ckpt(dir: &Path, args: &[&str]) -> Run {
     }
 }
 
-fn memcpy_time(bytes: usize) -> Duration {
+/// Best of 3 memcpy of `mib` MiB, in a child process (`--memcpy MIB`) so
+/// that this process stays small (see TIME).
+fn memcpy_time(mib: u64) -> Duration {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--memcpy", &mib.to_string()])
+        .output()
+        .expect("memcpy baseline");
+    assert!(out.status.success());
+    let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    Duration::from_nanos(ns)
+}
+
+fn memcpy_child(bytes: usize) -> Duration {
     let src = vec![1u8; bytes];
     let mut dst = vec![0u8; bytes];
     dst.copy_from_slice(&src); // fault the pages in first
@@ -288,6 +328,13 @@ fn kill_restored(rpid: i32) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, mib] = &args[..] {
+        if flag == "--memcpy" {
+            let d = memcpy_child(mib.parse::<usize>().unwrap() << 20);
+            println!("{}", d.as_nanos());
+            return;
+        }
+    }
     let opt = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -359,7 +406,7 @@ fn main() {
         "fs MB/s"
     );
     for &mib in &sizes {
-        let cpy = memcpy_time((mib as usize) << 20);
+        let cpy = memcpy_time(mib);
         let dd = median((0..3).map(|_| dd_time(&dir, mib)).collect());
         for kind in &kinds {
             let name = format!("bench-{mib}-{kind}");
@@ -371,6 +418,9 @@ fn main() {
             let mut frozen = Vec::new();
             let mut rss = 0;
             for _ in 0..reps {
+                // A fresh path each time: replacing an image would add the
+                // freeing of the old one (its page cache, its blocks) to the dump.
+                let _ = std::fs::remove_file(&image);
                 let r = run_ckpt(
                     &dir,
                     &[
@@ -382,6 +432,7 @@ fn main() {
                         "--compress",
                         &compress,
                     ],
+                    true,
                 );
                 frozen.push(Duration::from_secs_f64(
                     parse_frozen(&r.err).unwrap_or(f64::NAN) / 1e3,
@@ -389,7 +440,12 @@ fn main() {
                 walls.push(r.wall);
                 rss = rss.max(r.rss);
             }
-            let r = run_ckpt(&dir, &["dump", &pid, "-o", img, "--compress", &compress]);
+            let _ = std::fs::remove_file(&image);
+            let r = run_ckpt(
+                &dir,
+                &["dump", &pid, "-o", img, "--compress", &compress],
+                true,
+            );
             walls.push(r.wall);
             rss = rss.max(r.rss);
             let _ = h.child.wait();
@@ -399,7 +455,7 @@ fn main() {
             let fs_secs = fs
                 .as_ref()
                 .and_then(|fs| fs.read_mem(&name, h.pid(), h.addr, mib));
-            let rest = run_ckpt(&dir, &["restore", "--detach", img]);
+            let rest = run_ckpt(&dir, &["restore", "--detach", img], true);
             let rpid: i32 = rest.out.trim().parse().unwrap();
             let sum = h.ask_sum(rpid);
             kill_restored(rpid);
@@ -442,14 +498,18 @@ fn main() {
     let mut rss = 0;
     let n = if quick { 3 } else { 9 };
     for _ in 0..n {
-        let r = run_ckpt(&dir, &["dump", &pid, "-o", img, "--leave-running"]);
+        let _ = std::fs::remove_file(&image);
+        let r = run_ckpt(&dir, &["dump", &pid, "-o", img, "--leave-running"], false);
         dumps.push(r.wall);
-        rss = rss.max(r.rss);
     }
+    // Its peak RSS: the baseline of the big dumps' RSS.
+    let _ = std::fs::remove_file(&image);
+    rss = rss.max(run_ckpt(&dir, &["dump", &pid, "-o", img, "--leave-running"], true).rss);
     let mut h = h;
-    let kill_dump = run_ckpt(&dir, &["dump", &pid, "-o", img]);
+    let _ = std::fs::remove_file(&image);
+    let kill_dump = run_ckpt(&dir, &["dump", &pid, "-o", img], false);
     let _ = h.child.wait();
-    let rest = run_ckpt(&dir, &["restore", "--detach", img]);
+    let rest = run_ckpt(&dir, &["restore", "--detach", img], false);
     let rpid: i32 = rest.out.trim().parse().unwrap();
     let sum = h.ask_sum(rpid);
     kill_restored(rpid);
