@@ -1,7 +1,7 @@
 //! Page contents: which pages to save (pagemap), and reading them fast
 //! (process_vm_readv in big batches, /proc/PID/mem where that fails).
 
-use crate::error::{Error, Result, SysCtx};
+use crate::error::{Error, IoCtx, Result, SysCtx};
 use crate::procfs;
 use crate::vmas::{MapEntry, Policy};
 use crate::PageSink;
@@ -268,17 +268,20 @@ pub(crate) fn save(
         let free_tx = free_tx;
         let batches = &batches;
         let mem = &mem;
-        s.spawn(move || {
-            for (batch, len) in batches {
-                let Ok(mut buf) = free_rx.recv() else { return };
-                let r =
-                    fill(pid, areas, mem, batch, &mut buf[..*len], page).map(|p| (buf, p, *len));
-                let failed = r.is_err();
-                if full_tx.send(r).is_err() || failed {
-                    return;
+        std::thread::Builder::new()
+            .name("ckpt-read".into())
+            .spawn_scoped(s, move || {
+                for (batch, len) in batches {
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let r = fill(pid, areas, mem, batch, &mut buf[..*len], page)
+                        .map(|p| (buf, p, *len));
+                    let failed = r.is_err();
+                    if full_tx.send(r).is_err() || failed {
+                        return;
+                    }
                 }
-            }
-        });
+            })
+            .ctx(pid, || "starting the memory reader thread".into())?;
         for _ in 0..batches.len() {
             let (buf, pieces, len) = full_rx.recv().expect("reader sends every batch")?;
             emit(&buf, &pieces, len)?;

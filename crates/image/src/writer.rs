@@ -204,7 +204,7 @@ impl FrameCoder {
 }
 
 /// Where frames get encoded: inline, or by a pool of workers (started at
-/// the first frame).
+/// the second frame).
 enum Coder {
     Inline(FrameCoder),
     Pool {
@@ -241,6 +241,12 @@ pub struct ImageWriter<W: Write> {
 
 /// Compression workers at most (one per CPU up to this).
 const MAX_THREADS: usize = 8;
+
+/// The output is flushed after every this many bytes of frames, so that an
+/// output which starts writing back its dirty pages on flush can overlap
+/// the disk with the rest of the dump instead of leaving it all to the
+/// final fsync (measured: that fsync is a third of a 1 GiB dump).
+const FLUSH_EVERY: u64 = 64 << 20;
 
 fn pad_bytes(n: u64) -> &'static [u8] {
     &[0u8; 8][..pad8(n) as usize]
@@ -311,6 +317,13 @@ impl<W: Write> ImageWriter<W> {
     fn write_record(&mut self, r: Record) -> Result<()> {
         let offset = self.pos + RECORD_HEADER_LEN;
         self.write(r.bytes())?;
+        if self.pos / FLUSH_EVERY != (offset - RECORD_HEADER_LEN) / FLUSH_EVERY {
+            // A hint for outputs that can start writing back what they
+            // have (see FLUSH_EVERY); a plain File ignores it.
+            self.out
+                .flush()
+                .map_err(|e| Error::io(format!("flushing the image at offset {}", self.pos), e))?;
+        }
         self.frames.push(Frame {
             offset,
             stored_size: r.stored_size,
@@ -363,6 +376,12 @@ impl<W: Write> ImageWriter<W> {
                 ..
             } => {
                 if pool.is_none() {
+                    if seq == 0 {
+                        // The first frame inline: a small image (most have
+                        // one frame) needs no threads.
+                        let r = FrameCoder::new(*compression)?.encode_record(frame, out);
+                        return self.write_record(r);
+                    }
                     *pool = Some(pool::Pool::new(*threads, *compression, self.max_in_flight)?);
                 }
                 pool.as_ref().expect("started").submit(seq, frame, out)?;
