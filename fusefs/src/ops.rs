@@ -54,7 +54,10 @@ impl Backend for Real {
 
     fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String> {
         let reader = ckpt_image::ImageReader::open(image).map_err(|e| chain(&e))?;
-        let opts = ckpt_restore::RestoreOptions { new_pid };
+        let opts = ckpt_restore::RestoreOptions {
+            new_pid,
+            ..Default::default()
+        };
         let report = ckpt_restore::check(&reader, &opts);
         if !report.errors.is_empty() {
             return Err(format!(

@@ -92,13 +92,56 @@ use std::time::Duration;
 /// by its parent (e.g. the dumped process, killed, whose parent is slow).
 pub(crate) const ZOMBIE_WAIT: Duration = Duration::from_secs(2);
 
-/// Options of [`check`] and [`restore`].
-#[derive(Clone, Debug, Default)]
+/// Options of [`check`] and [`restore`]. Build it with
+/// `RestoreOptions { new_pid: true, ..Default::default() }`.
+#[derive(Default)]
 pub struct RestoreOptions {
     /// When the saved pid (or a saved tid) is taken, restore under fresh
     /// ids instead of failing. The saved ids are still used when free.
     /// See the crate documentation for what fresh ids break.
     pub new_pid: bool,
+    /// Called with (bytes of pages written, bytes to write) while the
+    /// pages are written, from the calling thread. Only called when
+    /// [`restore`] is given the options as `&mut`.
+    pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// Write large anonymous mappings through transparent huge pages
+    /// (then moved into place with UFFDIO_MOVE, the mappings keeping their
+    /// saved flags): `Some(true)` whenever THP is in madvise mode,
+    /// `Some(false)` never, `None` (the default) as the environment
+    /// variable CKPT_HUGE_FILL=1/0 says, else unless free huge pages are
+    /// reported to a hypervisor (there a fresh huge page costs a host fault
+    /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
+    /// dumped process just freed).
+    pub huge_fill: Option<bool>,
+}
+
+impl std::fmt::Debug for RestoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreOptions")
+            .field("new_pid", &self.new_pid)
+            .field("progress", &self.progress.is_some())
+            .field("huge_fill", &self.huge_fill)
+            .finish()
+    }
+}
+
+/// The options [`restore`] takes: `&RestoreOptions`, or `&mut
+/// RestoreOptions` to have its progress callback called.
+pub enum OptionsRef<'a> {
+    Shared(&'a RestoreOptions),
+    Mut(&'a mut RestoreOptions),
+}
+
+impl<'a> From<&'a RestoreOptions> for OptionsRef<'a> {
+    fn from(o: &'a RestoreOptions) -> Self {
+        OptionsRef::Shared(o)
+    }
+}
+
+impl<'a> From<&'a mut RestoreOptions> for OptionsRef<'a> {
+    fn from(o: &'a mut RestoreOptions) -> Self {
+        OptionsRef::Mut(o)
+    }
 }
 
 /// What [`check`] found.
@@ -155,9 +198,20 @@ pub struct Restored {
 /// Recreate the image's process as a child of the calling process, with all
 /// its threads, and let it run. The calling thread must stay alive while
 /// this runs (the stub dies with it). On failure nothing is left running.
-pub fn restore<R: ReadAt + Sync>(
+pub fn restore<'o, R: ReadAt + Sync>(
     reader: &ImageReader<R>,
-    opts: &RestoreOptions,
+    opts: impl Into<OptionsRef<'o>>,
 ) -> Result<Restored> {
-    exec::restore(reader, opts)
+    match opts.into() {
+        OptionsRef::Shared(o) => exec::restore(reader, o, &mut |_, _| {}),
+        OptionsRef::Mut(o) => {
+            let mut cb = o.progress.take();
+            let r = match cb.as_mut() {
+                Some(f) => exec::restore(reader, o, &mut |d, t| f(d, t)),
+                None => exec::restore(reader, o, &mut |_, _| {}),
+            };
+            o.progress = cb;
+            r
+        }
+    }
 }

@@ -51,13 +51,40 @@ fn scan_pid(pid: i32, wanted: &[PipeQuery<'_>], found: &mut [Option<PipeHolder>]
     false
 }
 
+/// Whether a process running as `uid` could open the fds of `pid` through
+/// /proc (roughly: it is `uid`'s own process), or the restorer opens them
+/// for its own user.
+fn reachable_as(pid: i32, uid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if uid == unsafe { libc::geteuid() } {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|v| {
+            v.split_whitespace()
+                .all(|x| x.parse::<u32>().ok() == Some(uid))
+        })
+}
+
 /// A live holder of each queried pipe: the pids in `first` are looked at
 /// first, then this process, then every other process in /proc; the search
 /// stops when all are found. Opening `/proc/PID/fd/N` of the holder gives
 /// a new open file description of the same pipe, which does not depend on
 /// the holder staying alive (so this process counts as a holder too: a
-/// library caller may hold the other end itself).
-pub fn find_pipe_holders(wanted: &[PipeQuery<'_>], first: &[i32]) -> Vec<Option<PipeHolder>> {
+/// library caller may hold the other end itself). When the restored
+/// process runs as another `uid` than ours, only that user's processes
+/// count: it could not have reached another user's pipe itself, and an
+/// image must not connect it to one.
+pub fn find_pipe_holders(
+    wanted: &[PipeQuery<'_>],
+    first: &[i32],
+    uid: u32,
+) -> Vec<Option<PipeHolder>> {
     let mut found = vec![None; wanted.len()];
     if wanted.is_empty() {
         return found;
@@ -65,7 +92,11 @@ pub fn find_pipe_holders(wanted: &[PipeQuery<'_>], first: &[i32]) -> Vec<Option<
     let mut seen: HashSet<i32> = HashSet::new();
     let me = std::process::id() as i32;
     for &pid in first.iter().chain(std::iter::once(&me)) {
-        if pid > 0 && seen.insert(pid) && scan_pid(pid, wanted, &mut found) {
+        if pid > 0
+            && seen.insert(pid)
+            && reachable_as(pid, uid)
+            && scan_pid(pid, wanted, &mut found)
+        {
             return found;
         }
     }
@@ -76,7 +107,7 @@ pub fn find_pipe_holders(wanted: &[PipeQuery<'_>], first: &[i32]) -> Vec<Option<
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if seen.insert(pid) && scan_pid(pid, wanted, &mut found) {
+        if seen.insert(pid) && reachable_as(pid, uid) && scan_pid(pid, wanted, &mut found) {
             break;
         }
     }
@@ -110,13 +141,19 @@ mod tests {
                 fifo_path: &[],
             },
         ];
-        let got = find_pipe_holders(&q, &[]);
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let got = find_pipe_holders(&q, &[], me);
         let h = got[0].expect("our pipe is found");
         assert_eq!(h.pid, std::process::id() as i32);
         // Another test's fds may come and go; ours are r and w.
         let link = std::fs::read_link(format!("/proc/self/fd/{}", h.fd)).unwrap();
         assert_eq!(link.to_string_lossy(), format!("pipe:[{ino}]"));
         assert_eq!(got[1], None);
+        // Another user's process could not reach ours.
+        if me == 0 {
+            assert_eq!(find_pipe_holders(&q, &[], 65534)[0], None);
+        }
         ckpt_sys::setup::close(r).unwrap();
         ckpt_sys::setup::close(w).unwrap();
     }

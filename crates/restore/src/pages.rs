@@ -1,28 +1,97 @@
-//! Writing saved pages into the target: frames are decoded in a worker
-//! thread while the calling thread writes the previous ones with
-//! process_vm_writev (falling back to /proc/PID/mem where that fails).
+//! Writing saved pages into the target.
+//!
+//! Frames are independent, so each of a few workers (one per core, the
+//! calling thread being one) takes the next frame not yet taken, decodes
+//! it into its own reused buffers (read, CRC check, zstd with a reused
+//! context) and writes its pieces straight from there with
+//! process_vm_writev, up to IOV_MAX pieces a call (falling back to
+//! /proc/PID/mem where that fails). The target's page faults thus happen on
+//! every core, there is no copy between decoding and writing, and memory
+//! use is two frame-sized buffers a worker.
 
 use crate::error::{Error, Result, SysContext};
 use crate::plan::memory::PageWrite;
-use ckpt_image::{ImageReader, MemoryRun, ReadAt};
-use ckpt_sys::remote::{write_vm, ProcMem, RemoteRange};
-use std::collections::HashMap;
-use std::sync::mpsc::sync_channel;
-use std::sync::Arc;
+use ckpt_image::container::{encode_record_header_crc, KIND_FRAME, MAX_FRAME, RECORD_HEADER_LEN};
+use ckpt_image::{Codec, Frame, ImageReader, MemoryRun, ReadAt};
+use ckpt_sys::remote::ProcMem;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+const IOV_MAX: usize = 1024;
+/// Most workers used (each holds two frame-sized buffers).
+const MAX_WORKERS: usize = 4;
+
+/// A range of the target that receives bytes of a frame.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    addr: u64,
+    len: usize,
+    /// Offset in the decoded frame.
+    off: usize,
+}
+
+/// One frame and where its bytes go.
+struct FrameWork {
+    frame: u32,
+    pieces: Vec<Piece>,
+}
+
+/// Where the bytes for an address are written: saved addresses inside a
+/// temporary fill area go to that area instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirect {
+    pub start: u64,
+    pub end: u64,
+    /// Address the bytes of `start` are written to.
+    pub to: u64,
+}
+
+/// Where the bytes for `addr` go, and how many of the following bytes
+/// (up to `len`) go there contiguously.
+fn redirect(r: &[Redirect], addr: u64, len: u64) -> (u64, u64) {
+    let i = r.partition_point(|x| x.end <= addr);
+    match r.get(i) {
+        Some(x) if x.start <= addr => (addr - x.start + x.to, len.min(x.end - addr)),
+        Some(x) => (addr, len.min(x.start - addr)),
+        None => (addr, len),
+    }
+}
+
+/// process_vm_writev of local slices to remote ranges of equal total
+/// length. Returns the bytes written (short when a remote page fails).
+fn writev(pid: i32, local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
+    // SAFETY: every local iovec points into a live buffer the caller
+    // borrows for the call and the kernel only reads; remote addresses are
+    // validated by the kernel.
+    let n = unsafe {
+        libc::process_vm_writev(
+            pid,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    n.max(0) as usize
+}
 
 /// Write `data` at `addr` of `pid`.
 fn put(pid: i32, mem: &ProcMem, addr: u64, data: &[u8]) -> Result<()> {
-    let done = write_vm(
-        pid,
-        data,
-        &[RemoteRange {
-            addr,
-            len: data.len(),
-        }],
-    )
-    .unwrap_or(0);
+    let local = [libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    }];
+    let remote = [libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: data.len(),
+    }];
+    let done = if data.is_empty() {
+        0
+    } else {
+        writev(pid, &local, &remote)
+    };
     if done < data.len() {
         let a = addr + done as u64;
         mem.write(a, &data[done..])
@@ -31,92 +100,350 @@ fn put(pid: i32, mem: &ProcMem, addr: u64, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Write every planned piece. Returns the number of bytes written.
+/// Write the pieces of one decoded frame, IOV_MAX at a time.
+fn put_pieces(pid: i32, mem: &ProcMem, data: &[u8], pieces: &[Piece]) -> Result<()> {
+    let mut local: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOV_MAX));
+    let mut remote: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOV_MAX));
+    for batch in pieces.chunks(IOV_MAX) {
+        local.clear();
+        remote.clear();
+        for p in batch {
+            local.push(libc::iovec {
+                iov_base: data[p.off..p.off + p.len].as_ptr() as *mut libc::c_void,
+                iov_len: p.len,
+            });
+            remote.push(libc::iovec {
+                iov_base: p.addr as *mut libc::c_void,
+                iov_len: p.len,
+            });
+        }
+        let mut done = writev(pid, &local, &remote);
+        // Short: finish piece by piece (put falls back to /proc/PID/mem).
+        for p in batch {
+            if done >= p.len {
+                done -= p.len;
+                continue;
+            }
+            let d = done;
+            done = 0;
+            put(pid, mem, p.addr + d as u64, &data[p.off + d..p.off + p.len])?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes frames into buffers it keeps.
+struct Decoder {
+    stored: Vec<u8>,
+    out: Vec<u8>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+impl Decoder {
+    fn new() -> Decoder {
+        Decoder {
+            stored: Vec::new(),
+            out: Vec::new(),
+            zstd: None,
+        }
+    }
+
+    /// The decoded bytes of frame `index`, with the checks of
+    /// `ImageReader::read_frame` (record header, CRC, size).
+    fn decode<R: ReadAt>(
+        &mut self,
+        src: &R,
+        frames: &[Frame],
+        index: u32,
+    ) -> std::result::Result<&[u8], ckpt_image::Error> {
+        use ckpt_image::Error as E;
+        let f = frames.get(index as usize).ok_or_else(|| {
+            E::InvalidArgument(format!(
+                "frame index {index} out of range (the image has {} frames)",
+                frames.len()
+            ))
+        })?;
+        let err = |what: String| E::Frame {
+            index,
+            offset: f.offset,
+            what,
+        };
+        if u64::from(f.stored_size) > MAX_FRAME || u64::from(f.size) > MAX_FRAME {
+            return Err(err(format!(
+                "stored size {} / size {} over the frame limit of {MAX_FRAME}",
+                f.stored_size, f.size
+            )));
+        }
+        let rec_off = f
+            .offset
+            .checked_sub(RECORD_HEADER_LEN)
+            .ok_or_else(|| err("offset is inside the file header".into()))?;
+        // Header and payload in one read.
+        let hl = RECORD_HEADER_LEN as usize;
+        self.stored.resize(hl + f.stored_size as usize, 0);
+        src.read_at(&mut self.stored, rec_off)?;
+        let expected = encode_record_header_crc(KIND_FRAME, u64::from(f.stored_size), f.crc32);
+        if self.stored[..hl] != expected {
+            return Err(err(format!(
+                "the frame record header at offset {rec_off} does not match the metadata (kind 1, {} bytes, crc {:#010x})",
+                f.stored_size, f.crc32
+            )));
+        }
+        let stored = &self.stored[hl..];
+        let actual = crc32fast::hash(stored);
+        if actual != f.crc32 {
+            return Err(E::Checksum {
+                what: format!("frame {index} ({} bytes stored)", f.stored_size),
+                offset: f.offset,
+                stored: f.crc32,
+                actual,
+            });
+        }
+        match f.codec {
+            Codec::None => {
+                if f.stored_size != f.size {
+                    return Err(err(format!(
+                        "raw frame with stored size {} != size {}",
+                        f.stored_size, f.size
+                    )));
+                }
+                Ok(stored)
+            }
+            Codec::Zstd => {
+                let dec_err = |source| E::Decompress {
+                    index,
+                    offset: f.offset,
+                    source,
+                };
+                if self.zstd.is_none() {
+                    self.zstd = Some(zstd::bulk::Decompressor::new().map_err(dec_err)?);
+                }
+                let d = self.zstd.as_mut().expect("just made");
+                self.out.clear();
+                self.out.reserve(f.size as usize);
+                d.decompress_to_buffer(stored, &mut self.out)
+                    .map_err(dec_err)?;
+                if self.out.len() != f.size as usize {
+                    return Err(err(format!(
+                        "decoded to {} bytes, the metadata says {}",
+                        self.out.len(),
+                        f.size
+                    )));
+                }
+                Ok(&self.out)
+            }
+        }
+    }
+}
+
+/// Number of workers: one per core, at most MAX_WORKERS and the frames.
+fn workers(frames: usize) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    cores.clamp(1, MAX_WORKERS).min(frames.max(1))
+}
+
+/// Write every planned piece (to its redirected address). Returns the
+/// number of bytes written. `progress` gets (bytes written, total).
 pub fn write_pages<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     runs: &[MemoryRun],
     writes: &[PageWrite],
+    redirects: &[Redirect],
     pid: i32,
     mem: &ProcMem,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
-    // Frames in the order they are first needed, and how often.
-    let mut order: Vec<u32> = Vec::new();
-    let mut uses: HashMap<u32, usize> = HashMap::new();
-    for w in writes.iter().filter(|w| !w.zero) {
-        let f = runs[w.run].frame;
-        let n = uses.entry(f).or_insert(0);
-        if *n == 0 {
-            order.push(f);
-        }
-        *n += 1;
-    }
+    let frames_meta = &reader.image().frames;
+    // Frames in the order they are first needed, with their pieces.
+    let mut work: Vec<FrameWork> = Vec::new();
+    let mut slot: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let mut zeros: Vec<(u64, u64)> = Vec::new();
     let mut total = 0u64;
-    std::thread::scope(|s| -> Result<()> {
-        let (tx, rx) = sync_channel::<std::result::Result<(u32, Arc<Vec<u8>>), Error>>(2);
-        let order = &order;
-        s.spawn(move || {
-            for &f in order {
-                let r = reader
-                    .read_frame(f)
-                    .map(|d| (f, Arc::new(d)))
-                    .ctx(|| format!("reading page frame {f} of the image"));
-                let stop = r.is_err();
-                if tx.send(r).is_err() || stop {
-                    return;
-                }
-            }
-        });
-        let mut cache: HashMap<u32, Arc<Vec<u8>>> = HashMap::new();
-        for w in writes {
-            if w.zero {
-                let mut a = w.addr;
-                let end = w.addr + w.len;
-                while a < end {
-                    let n = ((end - a) as usize).min(ZEROS.len());
-                    put(pid, mem, a, &ZEROS[..n])?;
-                    a += n as u64;
-                }
-                total += w.len;
-                continue;
-            }
-            let run = &runs[w.run];
-            let f = run.frame;
-            while !cache.contains_key(&f) {
-                match rx.recv() {
-                    Ok(Ok((i, d))) => {
-                        cache.insert(i, d);
-                    }
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => {
-                        return Err(Error::Stub {
-                            pid,
-                            what: format!("page frame {f} was never decoded"),
-                        })
-                    }
-                }
-            }
-            let frame = cache[&f].clone();
-            let off = run.frame_offset as u64 + (w.addr - run.start);
-            let end = off + w.len;
-            if end > frame.len() as u64 {
-                return Err(Error::Stub {
-                    pid,
-                    what: format!(
-                        "the image is inconsistent: pages at {:#x} lie past the end of frame {f} ({} bytes)",
-                        w.addr,
-                        frame.len()
-                    ),
-                });
-            }
-            put(pid, mem, w.addr, &frame[off as usize..end as usize])?;
-            total += w.len;
-            let n = uses.get_mut(&f).expect("counted");
-            *n -= 1;
-            if *n == 0 {
-                cache.remove(&f);
-            }
+    // Pieces cut where a redirect starts or ends.
+    let mut cut: Vec<PageWrite> = Vec::with_capacity(writes.len());
+    for w in writes {
+        let mut a = w.addr;
+        while a < w.addr + w.len {
+            let (_, n) = redirect(redirects, a, w.addr + w.len - a);
+            cut.push(PageWrite {
+                addr: a,
+                len: n,
+                ..*w
+            });
+            a += n;
         }
-        Ok(())
-    })?;
-    Ok(total)
+    }
+    for w in &cut {
+        total += w.len;
+        let to = redirect(redirects, w.addr, w.len).0;
+        if w.zero {
+            zeros.push((to, w.len));
+            continue;
+        }
+        let run = &runs[w.run];
+        let f = run.frame;
+        let off = run.frame_offset as u64 + (w.addr - run.start);
+        let size = frames_meta.get(f as usize).map(|m| m.size).unwrap_or(0);
+        if off + w.len > u64::from(size) {
+            return Err(Error::Stub {
+                pid,
+                what: format!(
+                    "the image is inconsistent: pages at {:#x} lie past the end of frame {f} ({size} bytes)",
+                    w.addr
+                ),
+            });
+        }
+        let i = *slot.entry(f).or_insert_with(|| {
+            work.push(FrameWork {
+                frame: f,
+                pieces: Vec::new(),
+            });
+            work.len() - 1
+        });
+        work[i].pieces.push(Piece {
+            addr: to,
+            len: w.len as usize,
+            off: off as usize,
+        });
+    }
+    progress(0, total);
+
+    let done = AtomicU64::new(0);
+    for &(addr, len) in &zeros {
+        let mut a = addr;
+        let end = addr + len;
+        while a < end {
+            let n = ((end - a) as usize).min(ZEROS.len());
+            put(pid, mem, a, &ZEROS[..n])?;
+            a += n as u64;
+        }
+        done.fetch_add(len, Ordering::Relaxed);
+    }
+
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<Error>> = Mutex::new(None);
+    let src = reader.source();
+    let run_worker = |after_frame: &mut dyn FnMut()| {
+        let mut dec = Decoder::new();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(fw) = work.get(i) else {
+                return;
+            };
+            let r = dec
+                .decode(src, frames_meta, fw.frame)
+                .ctx(|| format!("reading page frame {} of the image", fw.frame))
+                .and_then(|data| put_pieces(pid, mem, data, &fw.pieces));
+            if let Err(e) = r {
+                stop.store(true, Ordering::Relaxed);
+                let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                f.get_or_insert(e);
+                return;
+            }
+            let n: usize = fw.pieces.iter().map(|p| p.len).sum();
+            done.fetch_add(n as u64, Ordering::Relaxed);
+            after_frame();
+        }
+    };
+    let n = workers(work.len());
+    std::thread::scope(|s| {
+        for _ in 1..n {
+            s.spawn(|| run_worker(&mut || {}));
+        }
+        run_worker(&mut || progress(done.load(Ordering::Relaxed), total));
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let written = done.load(Ordering::Relaxed);
+    progress(written, total);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_only_inside_their_range() {
+        let r = [
+            Redirect {
+                start: 0x1000,
+                end: 0x3000,
+                to: 0x10_0000,
+            },
+            Redirect {
+                start: 0x5000,
+                end: 0x6000,
+                to: 0x20_0000,
+            },
+        ];
+        assert_eq!(redirect(&r, 0x0, 0x800), (0x0, 0x800));
+        assert_eq!(redirect(&r, 0x0, 0x8000), (0x0, 0x1000));
+        assert_eq!(redirect(&r, 0x1000, 0x8000), (0x10_0000, 0x2000));
+        assert_eq!(redirect(&r, 0x2fff, 1), (0x10_1fff, 1));
+        assert_eq!(redirect(&r, 0x3000, 0x8000), (0x3000, 0x2000));
+        assert_eq!(redirect(&r, 0x5800, 0x8000), (0x20_0800, 0x800));
+        assert_eq!(redirect(&r, 0x6000, 0x8000), (0x6000, 0x8000));
+        assert_eq!(redirect(&[], 0x6000, 5), (0x6000, 5));
+    }
+
+    #[test]
+    fn decoder_matches_read_frame() {
+        use ckpt_image::{Image, ImageWriter, Process, Vma, WriteOptions};
+        let mut w = ImageWriter::new(Vec::new(), WriteOptions::default()).unwrap();
+        // Compressible text and incompressible bytes: both codecs.
+        let text: Vec<u8> = b"checkpoint restore "
+            .iter()
+            .copied()
+            .cycle()
+            .take(1 << 20)
+            .collect();
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        w.add_pages(1, 0x10_0000, &text).unwrap();
+        w.add_pages(1, 0x20_0000, &random).unwrap();
+        let img = Image {
+            processes: vec![Process {
+                pid: 1,
+                vmas: vec![Vma {
+                    start: 0x10_0000,
+                    end: 0x30_0000,
+                    prot: 3,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bytes = w.finish(img).unwrap();
+        let reader = ImageReader::new(bytes.clone()).unwrap();
+        let frames = &reader.image().frames;
+        assert!(frames.iter().any(|f| f.codec == Codec::Zstd));
+        assert!(frames.iter().any(|f| f.codec == Codec::None));
+        let mut d = Decoder::new();
+        for i in 0..frames.len() as u32 {
+            let want = reader.read_frame(i).unwrap();
+            assert_eq!(d.decode(&bytes, frames, i).unwrap(), &want[..], "frame {i}");
+        }
+        assert!(d.decode(&bytes, frames, frames.len() as u32).is_err());
+        // A flipped byte is a checksum error.
+        let mut bad = bytes.clone();
+        bad[frames[0].offset as usize] ^= 1;
+        let e = d.decode(&bad, frames, 0).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+    }
 }

@@ -198,7 +198,10 @@ fn taken_pid_is_reported_and_new_pid_works() {
     );
 
     // With new_pid: a second copy under another pid, going on from the dump.
-    let opts = RestoreOptions { new_pid: true };
+    let opts = RestoreOptions {
+        new_pid: true,
+        ..Default::default()
+    };
     let report = ckpt_restore::check(&reader, &opts);
     assert!(report.is_ok(), "{report}");
     assert!(
@@ -741,7 +744,14 @@ fn threads_get_fresh_tids_with_new_pid() {
     let first = restore(&image, &RestoreOptions::default()).unwrap();
     assert_eq!(first.tids.len(), 4);
     let _q1 = Proc::restored(&first, &p.out);
-    let second = restore(&image, &RestoreOptions { new_pid: true }).unwrap();
+    let second = restore(
+        &image,
+        &RestoreOptions {
+            new_pid: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_ne!(second.pid, first.pid);
     assert_eq!(second.tids.len(), 4);
     for t in &second.tids {
@@ -803,4 +813,110 @@ fn fifo_and_directory_fds() {
     let (q, before) = roundtrip(&dir, &bin, &[], 3);
     std::fs::write(dir.join("go"), b"").unwrap();
     q.wait_line_after(before, |l| l == "fifo_ok");
+}
+
+/// benches/memhog.c with 1 GiB of mixed data (the issue 5 benchmark),
+/// restored in-process with the phases printed, its checksum verified:
+/// `cargo test --release -p ckpt-restore --test restore -- --ignored memhog --nocapture`.
+/// MEMHOG_MIB and MEMHOG_KIND override the size and data kind.
+#[test]
+#[ignore]
+fn memhog_restore() {
+    let mib = std::env::var("MEMHOG_MIB").unwrap_or_else(|_| "1024".into());
+    let kind = std::env::var("MEMHOG_KIND").unwrap_or_else(|_| "mixed".into());
+    let dir = TempDir::new("memhog");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/memhog.c");
+    let bin = compile(&dir, "memhog", &std::fs::read_to_string(src).unwrap());
+    let mut p = Proc::spawn(&dir, &bin, &[&mib, &kind]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let sum = ready.split_whitespace().nth(1).unwrap().to_string();
+    let image = dump_kill(&mut p, &dir);
+    let before = p.lines();
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
+    eprintln!(
+        "memhog {mib} MiB {kind}: restore {:?}, {} bytes of pages, {} injected syscalls",
+        r.stats.total, r.stats.page_bytes, r.stats.injected_syscalls
+    );
+    let mut prev = std::time::Duration::ZERO;
+    for (name, t) in &r.stats.phases {
+        eprintln!("  {name:>14}: {:>8.1} ms", (*t - prev).as_secs_f64() * 1e3);
+        prev = *t;
+    }
+    let q = Proc::restored(&r, &p.out);
+    ckpt_sys::sys::kill(q.pid, libc::SIGUSR1).unwrap();
+    let got = q.wait_line_after(before, |l| l.starts_with("sum="));
+    assert_eq!(
+        got.split_whitespace().next().unwrap(),
+        sum,
+        "restored memory differs"
+    );
+}
+
+/// Pages of a big anonymous mapping written through huge pages and moved
+/// into place (where THP is in madvise mode): same bytes, the mapping
+/// keeps its own flags (no `hg`); the progress callback sees every byte.
+#[test]
+fn huge_page_fill_and_progress() {
+    let dir = TempDir::new("hugefill");
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/memhog.c");
+    let bin = compile(&dir, "memhog", &std::fs::read_to_string(src).unwrap());
+    let mut p = Proc::spawn(&dir, &bin, &["64", "mixed"]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let sum = ready.split_whitespace().nth(1).unwrap().to_string();
+    let addr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr=0x"))
+        .map(|a| u64::from_str_radix(a, 16).unwrap());
+    let image = dump_kill(&mut p, &dir);
+    let before = p.lines();
+    let reader = ckpt_image::ImageReader::open(&image).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let mut opts = RestoreOptions {
+        huge_fill: Some(true),
+        progress: Some(Box::new(move |d, t| s2.lock().unwrap().push((d, t)))),
+        ..Default::default()
+    };
+    let r = ckpt_restore::restore(&reader, &mut opts).unwrap_or_else(|e| panic!("restore: {e}"));
+    assert!(opts.progress.is_some(), "the callback is given back");
+    let q = Proc::restored(&r, &p.out);
+    ckpt_sys::sys::kill(q.pid, libc::SIGUSR1).unwrap();
+    let got = q.wait_line_after(before, |l| l.starts_with("sum="));
+    assert_eq!(got.split_whitespace().next().unwrap(), sum);
+    let seen = seen.lock().unwrap().clone();
+    let (d, t) = *seen.last().unwrap();
+    assert_eq!((d, t), (r.stats.page_bytes, r.stats.page_bytes), "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+    // The mapping's flags are the saved ones.
+    if let Some(addr) = addr {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", q.pid)).unwrap();
+        // Header lines are "start-end perms ..."; the fields follow.
+        let range = |l: &str| {
+            let (a, rest) = l.split_once('-')?;
+            let e = rest.split(' ').next()?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(e, 16).ok()?,
+            ))
+        };
+        let mut lines = smaps.lines();
+        let head = lines
+            .by_ref()
+            .find(|l| range(l).is_some_and(|(a, e)| a <= addr && addr < e))
+            .expect("the mapping is there")
+            .to_string();
+        let block: Vec<&str> = lines.take_while(|l| range(l).is_none()).collect();
+        let field = |k: &str| {
+            block
+                .iter()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let (flags, huge) = (field("VmFlags:"), field("AnonHugePages:"));
+        eprintln!("{head}: AnonHugePages {huge}, VmFlags {flags}");
+        assert!(!flags.contains("hg"), "{head}: {flags}");
+    }
 }

@@ -29,8 +29,9 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
-    let opts = ckpt_restore::RestoreOptions {
+    let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
+        progress: super::progress_bar("restoring"),
         ..Default::default()
     };
     let report = ckpt_restore::check(&reader, &opts);
@@ -55,7 +56,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // Catch the signals to forward before the process exists, so none is lost.
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
-    let restored = ckpt_restore::restore(&reader, &opts)
+    let restored = ckpt_restore::restore(&reader, &mut opts)
         .with_context(|| format!("restore of {} failed", a.image.display()))?;
     let pid = restored.pid;
     if a.verbose {

@@ -147,8 +147,10 @@ pub struct PipeHolder {
 }
 
 /// Finds a live holder of each queried pipe (`None` where there is none).
-/// The `i32`s are pids worth looking at first.
-pub type FindPipes = fn(&[PipeQuery<'_>], &[i32]) -> Vec<Option<PipeHolder>>;
+/// The `i32`s are pids worth looking at first; the `u32` is the uid the
+/// restored process opens files as (holders it could not open the pipe
+/// of through /proc are skipped).
+pub type FindPipes = fn(&[PipeQuery<'_>], &[i32], u32) -> Vec<Option<PipeHolder>>;
 
 /// What the restorer has to offer the stub.
 #[derive(Debug, Clone, Copy, Default)]
@@ -304,7 +306,7 @@ pub fn plan_fds(
     let mut live_fifos: HashMap<u64, PipeHolder> = HashMap::new();
     if let (Some(find), false) = (env.find_pipes, queries.is_empty()) {
         let hints = [proc.ppid];
-        for (q, h) in queries.iter().zip(find(&queries, &hints)) {
+        for (q, h) in queries.iter().zip(find(&queries, &hints, proc.creds.fsuid)) {
             if let Some(h) = h {
                 if q.fifo_path.is_empty() {
                     live_pipes.insert(q.ino, h);
@@ -1053,7 +1055,7 @@ mod tests {
         assert!(plan.errors[0].contains("fd 1"), "{:?}", plan.errors);
     }
 
-    fn holder_of_9(q: &[PipeQuery<'_>], first: &[i32]) -> Vec<Option<PipeHolder>> {
+    fn holder_of_9(q: &[PipeQuery<'_>], first: &[i32], _uid: u32) -> Vec<Option<PipeHolder>> {
         assert_eq!(first, &[77]);
         q.iter()
             .map(|q| (q.ino == 9).then_some(PipeHolder { pid: 42, fd: 5 }))

@@ -123,6 +123,9 @@ pub struct Layout {
     pub moves: Vec<Move>,
     /// Temporary address of each shared anonymous object (by id), and its size.
     pub shm_temp: BTreeMap<u64, (u64, u64)>,
+    /// Temporary address (2 MiB-aligned) of each huge-page fill area, in
+    /// the order of the `huge` lengths given to [`plan_layout`].
+    pub huge_temp: Vec<u64>,
 }
 
 /// Pair the image's vdso-like mappings with the stub's (the same kernel's
@@ -181,12 +184,14 @@ pub fn pair_vdso<'a>(
     Ok(out)
 }
 
-/// Plan the stub's address space.
+/// Plan the stub's address space; `huge` are the lengths of the
+/// temporary huge-page fill areas to place (see [`plan_huge_fills`]).
 pub fn plan_layout(
     proc: &Process,
     stub: &[MapsEntry],
     scratch_len: u64,
     page: u64,
+    huge: &[u64],
 ) -> Result<Layout, String> {
     let pairs = pair_vdso(&proc.vmas, stub)?;
     let mut space = FreeSpace::new(
@@ -260,13 +265,140 @@ pub fn plan_layout(
             }
         }
     }
+    let mut huge_temp = Vec::with_capacity(huge.len());
+    for &len in huge {
+        huge_temp.push(
+            space
+                .alloc(len)
+                .ok_or("no free address range for a temporary huge-page area")?,
+        );
+    }
     Ok(Layout {
         tramp,
         tramp_len,
         unmap,
         moves,
         shm_temp,
+        huge_temp,
     })
+}
+
+/// Size of a transparent huge page (x86_64 PMD).
+pub const HUGE: u64 = 2 << 20;
+/// At most this many huge-page fill areas (each costs a few injected calls).
+const MAX_HUGE_FILLS: usize = 64;
+
+/// /sys/kernel/mm/transparent_hugepage/enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThpMode {
+    Always,
+    Madvise,
+    Never,
+}
+
+impl ThpMode {
+    /// Parse "always [madvise] never".
+    pub fn parse(s: &str) -> ThpMode {
+        match s.split('[').nth(1).and_then(|r| r.split(']').next()) {
+            Some("always") => ThpMode::Always,
+            Some("madvise") => ThpMode::Madvise,
+            _ => ThpMode::Never,
+        }
+    }
+}
+
+/// A range of 2 MiB blocks of an anonymous mapping whose saved pages are
+/// written into a temporary MADV_HUGEPAGE area (faulted in as huge pages,
+/// 512 times fewer faults) and then moved into the mapping with
+/// UFFDIO_MOVE, which moves whole huge pages and leaves the mapping's own
+/// flags as saved (no VM_HUGEPAGE for khugepaged to act on later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugeFill {
+    /// Index into MemPlan::steps of the mapping.
+    pub step: usize,
+    /// 2 MiB-aligned range inside it.
+    pub start: u64,
+    pub len: u64,
+}
+
+/// Where huge pages pay: with THP in madvise mode (in "always" mode the
+/// mapping gets them anyway, in "never" mode not at all), private
+/// anonymous mappings that do not say otherwise (no MADV_HUGEPAGE: it is
+/// applied to the mapping itself and they fill directly; no
+/// MADV_NOHUGEPAGE or KSM; no THP-disabled process; no stack), in whole
+/// 2 MiB blocks with saved data that the saved runs cover at least half of
+/// (so huge pages do not make a sparse mapping use much more memory).
+pub fn plan_huge_fills(plan: &MemPlan, proc: &Process, page: u64, mode: ThpMode) -> Vec<HugeFill> {
+    let mut out = Vec::new();
+    if mode != ThpMode::Madvise || proc.thp_disabled {
+        return out;
+    }
+    // Bytes per block: (data written, covered by any run).
+    let mut blocks: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut add = |s: u64, e: u64, data: bool| {
+        let mut a = s;
+        while a < e {
+            let b = a & !(HUGE - 1);
+            let n = e.min(b + HUGE) - a;
+            let v = blocks.entry(b).or_default();
+            if data {
+                v.0 += n;
+            }
+            v.1 += n;
+            a += n;
+        }
+    };
+    for w in plan.writes.iter().filter(|w| !w.zero) {
+        add(w.addr, w.addr + w.len, true);
+    }
+    for r in proc.memory.iter().filter(|r| r.kind == RunKind::Zero) {
+        let (s, e) = run_range(r, page);
+        add(s, e, false);
+    }
+    for (i, st) in plan.steps.iter().enumerate() {
+        let eligible = st.backing == Backing::Anon
+            && !st.shared
+            && !st.grows_down
+            && st.map_prot & PROT_WRITE != 0
+            && !st.advice.iter().any(|&a| {
+                matches!(
+                    a,
+                    libc::MADV_HUGEPAGE | libc::MADV_NOHUGEPAGE | libc::MADV_MERGEABLE
+                )
+            });
+        if !eligible {
+            continue;
+        }
+        let first = (st.start + HUGE - 1) & !(HUGE - 1);
+        let end = (st.start + st.len) & !(HUGE - 1);
+        // Runs of dense blocks, looking only at blocks that have pages.
+        let mut cur: Option<(u64, u64)> = None;
+        for (&b, &(data, covered)) in blocks.range(first..end.max(first)) {
+            let dense = data > 0 && covered * 2 >= HUGE;
+            cur = match cur {
+                Some((s0, e0)) if dense && e0 == b => Some((s0, b + HUGE)),
+                prev => {
+                    if let Some((s0, e0)) = prev {
+                        out.push(HugeFill {
+                            step: i,
+                            start: s0,
+                            len: e0 - s0,
+                        });
+                    }
+                    dense.then_some((b, b + HUGE))
+                }
+            };
+        }
+        if let Some((s0, e0)) = cur {
+            out.push(HugeFill {
+                step: i,
+                start: s0,
+                len: e0 - s0,
+            });
+        }
+    }
+    out.truncate(MAX_HUGE_FILLS);
+    out
 }
 
 /// How one mapping is made.
@@ -681,7 +813,7 @@ mod tests {
             (0x7ffe_0000_5000, 0x7ffe_0000_7000, "[vdso]"),
             (0x5555_0000_0000, 0x5555_0001_0000, "/bin/stub"),
         ]);
-        let l = plan_layout(&p, &stub, 0x10000, 4096).unwrap();
+        let l = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap();
         assert_eq!(l.moves.len(), 3);
         assert_eq!(l.moves[2].to, 0x7fff_0000_5000);
         assert_eq!(l.tramp_len, 0x11000);
@@ -700,7 +832,7 @@ mod tests {
             (0x7fff_0000_6000, 0x7fff_0000_7000, "[vvar_vclock]"),
             (0x7fff_0000_7000, 0x7fff_0000_9000, "[vdso]"),
         ]);
-        let l = plan_layout(&p, &stub, 0x10000, 4096).unwrap();
+        let l = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap();
         assert_eq!(l.moves.len(), 6);
         assert_eq!(l.moves[3].from, l.moves[0].to);
         assert_eq!(l.moves[3].to, 0x7fff_0000_0000);
@@ -710,7 +842,7 @@ mod tests {
             (0x7fff_0000_4000, 0x7fff_0000_5000, "[vvar_vclock]"),
             (0x7fff_0000_5000, 0x7fff_0000_7000, "[vdso]"),
         ]);
-        assert!(plan_layout(&p, &stub, 0x10000, 4096)
+        assert!(plan_layout(&p, &stub, 0x10000, 4096, &[])
             .unwrap()
             .moves
             .is_empty());
@@ -723,7 +855,7 @@ mod tests {
             (0x7ffe_0000_0000, 0x7ffe_0000_4000, "[vvar]"),
             (0x7ffe_0000_4000, 0x7ffe_0000_6000, "[vdso]"),
         ]);
-        let e = plan_layout(&p, &stub, 0x10000, 4096).unwrap_err();
+        let e = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap_err();
         assert!(e.contains("vdso layout differs"), "{e}");
         assert!(e.contains("[vvar_vclock] 4 KiB"), "{e}");
     }
@@ -853,5 +985,56 @@ mod tests {
         assert_eq!(plan.errors.len(), 2, "{:?}", plan.errors);
         assert!(plan.errors[0].contains("System V"));
         assert!(plan.errors[1].contains("50000-51000"));
+    }
+
+    #[test]
+    fn huge_fills_cover_dense_aligned_blocks_of_plain_anonymous_memory() {
+        let run = |start: u64, pages: u32, kind: RunKind| MemoryRun {
+            start,
+            pages,
+            kind,
+            frame: 0,
+            frame_offset: 0,
+        };
+        let mut p = Process {
+            // Unaligned start: the first whole block is at 0x200000.
+            vmas: vec![vma(0x1ff000, 0xa00000, 3, VmaBacking::Anonymous)],
+            memory: vec![
+                run(0x1ff000, 0x401, RunKind::Data), // 0x1ff000..0x600000
+                run(0x600000, 0x100, RunKind::Zero), // half of block 0x600000
+                run(0x700000, 0x100, RunKind::Data), // and its other half
+                run(0x800000, 1, RunKind::Data),     // one page: sparse
+            ],
+            ..Default::default()
+        };
+        let img = Image::default();
+        let plan = plan_memory(&img, &p, 4096);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let fills = plan_huge_fills(&plan, &p, 4096, ThpMode::Madvise);
+        assert_eq!(
+            fills,
+            vec![HugeFill {
+                step: 0,
+                start: 0x200000,
+                len: 0x600000
+            }]
+        );
+        assert!(plan_huge_fills(&plan, &p, 4096, ThpMode::Always).is_empty());
+        assert!(plan_huge_fills(&plan, &p, 4096, ThpMode::Never).is_empty());
+        p.vmas[0].madvise = 1 << madvise::NO_HUGE_PAGE;
+        let plan = plan_memory(&img, &p, 4096);
+        assert!(plan_huge_fills(&plan, &p, 4096, ThpMode::Madvise).is_empty());
+        p.vmas[0].madvise = 0;
+        p.thp_disabled = true;
+        let plan = plan_memory(&img, &p, 4096);
+        assert!(plan_huge_fills(&plan, &p, 4096, ThpMode::Madvise).is_empty());
+    }
+
+    #[test]
+    fn thp_modes_parse() {
+        assert_eq!(ThpMode::parse("always [madvise] never\n"), ThpMode::Madvise);
+        assert_eq!(ThpMode::parse("[always] madvise never"), ThpMode::Always);
+        assert_eq!(ThpMode::parse("always madvise [never]"), ThpMode::Never);
+        assert_eq!(ThpMode::parse(""), ThpMode::Never);
     }
 }
