@@ -1,13 +1,14 @@
 //! Writing saved pages into the target.
 //!
 //! Frames are independent, so each of a few workers (one per core, the
-//! calling thread being one) takes the next frame not yet taken, decodes
-//! it into its own reused buffers (read, CRC check, zstd with a reused
-//! context) and writes its pieces straight from there with
+//! calling thread being one) takes the next batch of neighbouring frames
+//! not yet taken (read with one large read, up to 8 MiB), decodes each
+//! into its own reused buffers (CRC check, zstd with a reused context)
+//! and writes its pieces straight from there with
 //! process_vm_writev, up to IOV_MAX pieces a call (falling back to
 //! /proc/PID/mem where that fails). The target's page faults thus happen on
 //! every core, there is no copy between decoding and writing, and memory
-//! use is two frame-sized buffers a worker.
+//! use is a batch and a frame buffer a worker.
 
 use crate::error::{Error, Result, SysContext};
 use crate::plan::memory::PageWrite;
@@ -132,9 +133,13 @@ fn put_pieces(pid: i32, mem: &ProcMem, data: &[u8], pieces: &[Piece]) -> Result<
     Ok(())
 }
 
-/// Decodes frames into buffers it keeps.
+/// Decodes frames into buffers it keeps. Frames are read in batches of
+/// neighbours (one large read: sequential for the kernel's readahead when
+/// the image is not in the page cache), or one by one.
 struct Decoder {
-    stored: Vec<u8>,
+    /// Bytes of the image at `[loaded, loaded + read.len())`.
+    read: Vec<u8>,
+    loaded: u64,
     out: Vec<u8>,
     zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
@@ -142,9 +147,20 @@ struct Decoder {
 impl Decoder {
     fn new() -> Decoder {
         Decoder {
-            stored: Vec::new(),
+            read: Vec::new(),
+            loaded: 0,
             out: Vec::new(),
             zstd: None,
+        }
+    }
+
+    /// Read `[start, end)` of the image. On failure nothing is loaded (each
+    /// frame is then read alone, and its error is the frame's).
+    fn load<R: ReadAt>(&mut self, src: &R, start: u64, end: u64) {
+        self.read.resize((end - start) as usize, 0);
+        self.loaded = start;
+        if src.read_at(&mut self.read, start).is_err() {
+            self.read.clear();
         }
     }
 
@@ -178,18 +194,26 @@ impl Decoder {
             .offset
             .checked_sub(RECORD_HEADER_LEN)
             .ok_or_else(|| err("offset is inside the file header".into()))?;
-        // Header and payload in one read.
+        // Header and payload, from the loaded batch or read now.
         let hl = RECORD_HEADER_LEN as usize;
-        self.stored.resize(hl + f.stored_size as usize, 0);
-        src.read_at(&mut self.stored, rec_off)?;
+        let end = f.offset + u64::from(f.stored_size);
+        if rec_off < self.loaded || end > self.loaded + self.read.len() as u64 {
+            self.read.resize(hl + f.stored_size as usize, 0);
+            self.loaded = rec_off;
+            if let Err(e) = src.read_at(&mut self.read, rec_off) {
+                self.read.clear();
+                return Err(e);
+            }
+        }
+        let rec = &self.read[(rec_off - self.loaded) as usize..(end - self.loaded) as usize];
         let expected = encode_record_header_crc(KIND_FRAME, u64::from(f.stored_size), f.crc32);
-        if self.stored[..hl] != expected {
+        if rec[..hl] != expected {
             return Err(err(format!(
                 "the frame record header at offset {rec_off} does not match the metadata (kind 1, {} bytes, crc {:#010x})",
                 f.stored_size, f.crc32
             )));
         }
-        let stored = &self.stored[hl..];
+        let stored = &rec[hl..];
         let actual = crc32fast::hash(stored);
         if actual != f.crc32 {
             return Err(E::Checksum {
@@ -234,6 +258,50 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Frames taken and read together: `work[items]`, whose records lie in
+/// `[start, end)` of the image (empty: read each alone).
+struct Batch {
+    items: std::ops::Range<usize>,
+    start: u64,
+    end: u64,
+}
+
+/// Most bytes read at once, and the most bytes between two frames read
+/// through rather than in two reads.
+const BATCH_BYTES: u64 = 8 << 20;
+const BATCH_GAP: u64 = 64 << 10;
+
+/// Group neighbouring frames (in the order of `work`) into batches.
+fn batches(work: &[FrameWork], frames: &[Frame]) -> Vec<Batch> {
+    let range = |w: &FrameWork| {
+        let f = frames.get(w.frame as usize)?;
+        if u64::from(f.stored_size) > MAX_FRAME {
+            return None;
+        }
+        let s = f.offset.checked_sub(RECORD_HEADER_LEN)?;
+        Some((s, f.offset.checked_add(u64::from(f.stored_size))?))
+    };
+    let mut out: Vec<Batch> = Vec::new();
+    for (i, w) in work.iter().enumerate() {
+        let r = range(w);
+        if let (Some(b), Some((s, e))) = (out.last_mut(), r) {
+            if b.end > b.start && s >= b.end && s - b.end <= BATCH_GAP && e - b.start <= BATCH_BYTES
+            {
+                b.items.end = i + 1;
+                b.end = e;
+                continue;
+            }
+        }
+        let (start, end) = r.unwrap_or((0, 0));
+        out.push(Batch {
+            items: i..i + 1,
+            start,
+            end,
+        });
+    }
+    out
 }
 
 /// Number of workers: one per core, at most MAX_WORKERS and the frames.
@@ -326,6 +394,7 @@ pub fn write_pages<R: ReadAt + Sync>(
     let stop = AtomicBool::new(false);
     let failed: Mutex<Option<Error>> = Mutex::new(None);
     let src = reader.source();
+    let batches = batches(&work, frames_meta);
     let run_worker = |after_frame: &mut dyn FnMut()| {
         let mut dec = Decoder::new();
         loop {
@@ -333,25 +402,30 @@ pub fn write_pages<R: ReadAt + Sync>(
                 return;
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(fw) = work.get(i) else {
+            let Some(b) = batches.get(i) else {
                 return;
             };
-            let r = dec
-                .decode(src, frames_meta, fw.frame)
-                .ctx(|| format!("reading page frame {} of the image", fw.frame))
-                .and_then(|data| put_pieces(pid, mem, data, &fw.pieces));
-            if let Err(e) = r {
-                stop.store(true, Ordering::Relaxed);
-                let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
-                f.get_or_insert(e);
-                return;
+            if b.end > b.start {
+                dec.load(src, b.start, b.end);
             }
-            let n: usize = fw.pieces.iter().map(|p| p.len).sum();
-            done.fetch_add(n as u64, Ordering::Relaxed);
-            after_frame();
+            for fw in &work[b.items.clone()] {
+                let r = dec
+                    .decode(src, frames_meta, fw.frame)
+                    .ctx(|| format!("reading page frame {} of the image", fw.frame))
+                    .and_then(|data| put_pieces(pid, mem, data, &fw.pieces));
+                if let Err(e) = r {
+                    stop.store(true, Ordering::Relaxed);
+                    let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                    f.get_or_insert(e);
+                    return;
+                }
+                let n: usize = fw.pieces.iter().map(|p| p.len).sum();
+                done.fetch_add(n as u64, Ordering::Relaxed);
+                after_frame();
+            }
         }
     };
-    let n = workers(work.len());
+    let n = workers(batches.len());
     std::thread::scope(|s| {
         for _ in 1..n {
             s.spawn(|| run_worker(&mut || {}));
@@ -439,6 +513,28 @@ mod tests {
             let want = reader.read_frame(i).unwrap();
             assert_eq!(d.decode(&bytes, frames, i).unwrap(), &want[..], "frame {i}");
         }
+        // Read as one batch.
+        let work: Vec<FrameWork> = (0..frames.len() as u32)
+            .map(|frame| FrameWork {
+                frame,
+                pieces: Vec::new(),
+            })
+            .collect();
+        let b = batches(&work, frames);
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].items, 0..frames.len());
+        let mut d = Decoder::new();
+        d.load(&bytes, b[0].start, b[0].end);
+        assert_eq!(d.read.len() as u64, b[0].end - b[0].start);
+        for i in 0..frames.len() as u32 {
+            let want = reader.read_frame(i).unwrap();
+            assert_eq!(d.decode(&bytes, frames, i).unwrap(), &want[..], "frame {i}");
+        }
+        // A batch that cannot be read falls back to frame by frame.
+        d.load(&bytes, b[0].start, bytes.len() as u64 + 1);
+        assert!(d.read.is_empty());
+        let want = reader.read_frame(1).unwrap();
+        assert_eq!(d.decode(&bytes, frames, 1).unwrap(), &want[..]);
         assert!(d.decode(&bytes, frames, frames.len() as u32).is_err());
         // A flipped byte is a checksum error.
         let mut bad = bytes.clone();
