@@ -35,6 +35,29 @@
 //! to `restart_syscall`, whose state lived in the old task: their timeout
 //! starts over.
 //!
+//! # Writing the pages
+//! Saved frames are independent: one worker per core (at most 4, the
+//! calling thread being one) takes the next batch of neighbouring frames,
+//! reads it with one large read (up to 8 MiB: sequential for readahead on
+//! a cold page cache), checks and decodes each frame into buffers it
+//! reuses, and writes the pieces straight from there with
+//! process_vm_writev, up to IOV_MAX ranges a call. The target's page faults
+//! are taken on every core; peak memory is about 10 MiB a worker.
+//!
+//! Fresh anonymous memory costs a page fault per 4 KiB. Where THP is in
+//! madvise mode, large private anonymous mappings can be filled through a
+//! temporary MADV_HUGEPAGE area instead (one fault per 2 MiB) whose pages
+//! are then moved into the mapping with UFFDIO_MOVE (Linux 6.8): the
+//! mapping keeps exactly its saved flags (no VM_HUGEPAGE left behind for
+//! khugepaged to act on, no MADV_NOHUGEPAGE that was not there), only dense
+//! 2 MiB blocks are used (at least half covered by saved pages), and
+//! mappings saved with MADV_NOHUGEPAGE, KSM or a THP-disabled process are
+//! left alone. It is off by default where free huge pages are reported to
+//! a hypervisor (virtio-balloon free page reporting): there a fresh huge
+//! page is backed by the host 4 KiB at a time as it is cleared, which made
+//! the fill 2-3 times slower than 4 KiB faults on the pages the dumped
+//! process had just freed. See [`RestoreOptions::huge_fill`].
+//!
 //! # External pipes
 //! A pipe end whose other end is not in the image (a shell pipeline, a
 //! parent reading the process's stdout through `subprocess.PIPE`, a test

@@ -415,6 +415,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn open_pipe_reaches_ends_without_blocking() {
+        let plan = FdPlan {
+            slots: 2,
+            ..Default::default()
+        };
+        let mut slots = vec![-1i32; 2];
+        let mut c = Child {
+            plan: &plan,
+            slots: &mut slots,
+            std_high: [-1; 3],
+        };
+        // A pipe whose only end left is the write end: opening another
+        // write end would fail (ENXIO, no reader) without the detour.
+        let (r, w) = setup::pipe2(libc::O_CLOEXEC).unwrap();
+        setup::close(r).unwrap();
+        let path = std::ffi::CString::new(format!("/proc/self/fd/{w}")).unwrap();
+        c.run(&FdOp::OpenPipe {
+            slot: 0,
+            path: path.clone(),
+            flags: libc::O_WRONLY,
+        })
+        .unwrap();
+        // And a read end of it, which has no writer but ours.
+        c.run(&FdOp::OpenPipe {
+            slot: 1,
+            path,
+            flags: libc::O_RDONLY,
+        })
+        .unwrap();
+        let (nw, nr) = (slots[0], slots[1]);
+        assert_eq!(setup::get_fl(nw).unwrap() & libc::O_ACCMODE, libc::O_WRONLY);
+        assert_eq!(setup::get_fl(nr).unwrap() & libc::O_ACCMODE, libc::O_RDONLY);
+        sys::write_fd(w, b"hi").unwrap();
+        let mut b = [0u8; 2];
+        assert_eq!(setup::read(nr, &mut b).unwrap(), 2);
+        assert_eq!(&b, b"hi");
+        for fd in [w, nw, nr] {
+            setup::close(fd).unwrap();
+        }
+    }
+
+    #[test]
     fn proc_fd_paths() {
         let mut b = [0u8; 40];
         assert_eq!(proc_fd_path(0, &mut b).to_bytes(), b"/proc/self/fd/0");
