@@ -283,37 +283,66 @@ fn kill_dump_at(
     false
 }
 
+/// How long a whole `ckpt dump --leave-running` of `p` takes here and now.
+fn dump_time(p: &Proc, dir: &TempDir, hook_ms: u64) -> Duration {
+    let image = dir.join("timing.ckpt");
+    let t = Instant::now();
+    let o = run_timeout(
+        ckpt()
+            .args([
+                "dump",
+                &p.pid.to_string(),
+                "-o",
+                image.to_str().unwrap(),
+                "--leave-running",
+                "-q",
+            ])
+            .env("CKPT_TEST_DELAY_MS", hook_ms.to_string()),
+        LIMIT,
+    );
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let _ = std::fs::remove_file(&image);
+    t.elapsed()
+}
+
+/// `n` delays evenly over 0..1.2 × `whole`, then 2 × and 4 × `whole`
+/// (which certainly see the dump through).
+fn sweep(whole: Duration, n: u32) -> Vec<Duration> {
+    let mut v: Vec<Duration> = (0..n).map(|i| whole * 6 * i / (5 * n)).collect();
+    v.push(whole * 2);
+    v.push(whole * 4);
+    v
+}
+
 #[test]
 fn dump_killed_at_every_point() {
     let dir = TempDir::new("killdump");
-    // With the phase hook: every phase boundary and the middle of the
-    // injected queries are hit (7 pauses of 25 ms).
     let mut p = start_target(&dir, 8, 5, 0);
     let mut completed = 0;
-    for ms in (0..=220).step_by(11) {
-        if kill_dump_at(&p, &dir, Duration::from_millis(ms), 25, true) {
-            completed += 1;
+    let mut total = 0;
+    // With the phase hook: every phase boundary and the middle of the
+    // injected queries are hit (7 pauses of 25 ms); then without it, over
+    // the whole dump. The sweeps are measured here, as the machine is now.
+    for hook in [25, 0] {
+        let whole = (0..3).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+        for d in sweep(whole, 30) {
+            total += 1;
+            if kill_dump_at(&p, &dir, d, hook, true) {
+                completed += 1;
+            }
         }
     }
-    // Without the hook, at every 2 ms over the whole dump.
-    for ms in (0..=80).step_by(2) {
-        if kill_dump_at(&p, &dir, Duration::from_millis(ms), 0, true) {
-            completed += 1;
-        }
-    }
-    eprintln!("dump_killed_at_every_point: {completed} of 63 killed dumps had completed");
+    eprintln!("dump_killed_at_every_point: {completed} of {total} killed dumps had completed");
+    assert!(completed >= 2, "the sweeps did not cover the whole dump");
     assert!(
-        completed > 0,
-        "no dump ever completed: the sweep did not cover the whole dump"
-    );
-    assert!(
-        completed < 40,
+        completed <= total * 3 / 4,
         "most dumps completed before the kill: the sweep is too slow"
     );
     // Default mode (kill after the commit): killed before the commit, the
     // process must go on; after it, it is gone and the image is whole.
-    for ms in (0..=220).step_by(20) {
-        if kill_dump_at(&p, &dir, Duration::from_millis(ms), 25, false) {
+    let whole = dump_time(&p, &dir, 25);
+    for d in sweep(whole, 10) {
+        if kill_dump_at(&p, &dir, d, 25, false) {
             p.reap();
             p = start_target(&dir, 8, 5, 0);
         }
@@ -387,35 +416,33 @@ fn restore_killed_at_every_point() {
     dump_kill(&mut p, &image);
     let bytes = std::fs::read(&image).unwrap();
     let mtime = std::fs::metadata(&image).unwrap().modified().unwrap();
+    // How long a whole restore takes here and now.
+    let t = Instant::now();
+    let mut r = restore_detached(&image, &p.out, p.pid);
+    let whole = t.elapsed();
+    r.kill();
+    let delays = sweep(whole, 40);
     let mut restored = 0;
-    // Every 250 µs over the first 15 ms (the restore of 16 MiB takes a
-    // few ms), then coarser.
-    let delays = (0..60u64).map(|i| i * 250).chain(
-        [20u64, 40, 60, 80, 100, 150, 250, 400]
-            .into_iter()
-            .map(|ms| ms * 1000),
-    );
-    for us in delays {
-        let ms = us as f64 / 1000.0;
-        if kill_restore_at(&image, &p.out, p.pid, Duration::from_micros(us)) {
+    for d in &delays {
+        if kill_restore_at(&image, &p.out, p.pid, *d) {
             restored += 1;
         }
         assert!(
             std::fs::read(&image).unwrap() == bytes,
-            "the image changed (restore killed after {ms} ms)"
+            "the image changed (restore killed after {d:?})"
         );
         assert_eq!(
             std::fs::metadata(&image).unwrap().modified().unwrap(),
             mtime
         );
     }
-    eprintln!("restore_killed_at_every_point: {restored} of 68 killed restores had completed");
-    assert!(
-        restored > 0,
-        "no restore ever completed: the sweep did not cover the whole restore"
+    eprintln!(
+        "restore_killed_at_every_point: {restored} of {} killed restores (of {whole:?}) had completed",
+        delays.len()
     );
+    assert!(restored >= 2, "the sweep did not cover the whole restore");
     assert!(
-        restored < 55,
+        restored < delays.len() / 2,
         "most restores completed before the kill: the sweep is too slow"
     );
     // And the image still restores.

@@ -6,5 +6,7 @@ mod util;
 
 mod dump_restore;
 mod faults;
+mod hostile;
 mod pipes;
+mod security;
 mod show;

@@ -20,6 +20,9 @@ pub enum Error {
     KernelThread { pid: Pid },
     #[error("pid {pid} exited while being dumped")]
     Exited { pid: Pid },
+    /// The caller may not dump this process (see `check_target`).
+    #[error("pid {pid} {why}")]
+    NotPermitted { pid: Pid, why: String },
 
     /// A ptrace / injection / remote-memory operation failed.
     #[error("pid {pid}: {what}: {source}")]

@@ -74,6 +74,57 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
     if tracer != 0 {
         return Err(Error::AlreadyTraced { pid, tracer });
     }
+    check_permission(pid, &status)
+}
+
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// The kernel's ptrace rule (ptrace_may_access), said clearly before we try:
+/// without CAP_SYS_PTRACE a caller may dump only processes whose real,
+/// effective and saved uids and gids are all its own, and which are
+/// dumpable. A process stops being dumpable when it changes its ids (a
+/// setuid program) or says so (PR_SET_DUMPABLE 0): it may hold what its
+/// user must not read. /proc would still show some of it, so we check this
+/// ourselves rather than rely on a later ptrace failing.
+fn check_permission(pid: Pid, status: &Status) -> Result<()> {
+    let me = Status::read(pid, "/proc/self/status")?;
+    let caps = u64::from_str_radix(me.get("CapEff").unwrap_or("0").trim(), 16).unwrap_or(0);
+    if caps & (1 << CAP_SYS_PTRACE) != 0 {
+        return Ok(());
+    }
+    let my_uid = me.nums::<u32>("Uid").get(1).copied().unwrap_or(u32::MAX);
+    let my_gid = me.nums::<u32>("Gid").get(1).copied().unwrap_or(u32::MAX);
+    let uids: Vec<u32> = status.nums("Uid");
+    let gids: Vec<u32> = status.nums("Gid");
+    let three = |v: &[u32]| {
+        v.iter()
+            .take(3)
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    if uids.iter().take(3).any(|&u| u != my_uid) || gids.iter().take(3).any(|&g| g != my_gid) {
+        let owner = uids.get(1).copied().unwrap_or(0);
+        return Err(Error::NotPermitted {
+            pid,
+            why: format!(
+                "belongs to uid {owner} (uids {}, gids {} real/effective/saved); uid {my_uid} may dump only its own processes (or needs CAP_SYS_PTRACE)",
+                three(&uids),
+                three(&gids)
+            ),
+        });
+    }
+    // A non-dumpable process's /proc/PID files (not the directory) belong to root.
+    let path = format!("/proc/{pid}/status");
+    let proc_uid = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .map_err(|e| procfs::io_err(pid, &path, e))?;
+    if proc_uid != my_uid {
+        return Err(Error::NotPermitted {
+            pid,
+            why: "is not dumpable (it set PR_SET_DUMPABLE to 0, or changed its ids like a setuid program): only a caller with CAP_SYS_PTRACE may dump it".into(),
+        });
+    }
     Ok(())
 }
 

@@ -11,9 +11,13 @@ use ckpt_sys::{setup, sys};
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 
+/// Capabilities a restorer needs to restore another user's process (which
+/// it then opens the files of with that user's rights, see [`AccessCheck`]).
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
 const CAP_SYS_RESOURCE: u32 = 24;
+/// Resources prlimit knows (RLIM_NLIMITS).
+const RLIM_NLIMITS: u32 = 16;
 
 /// The process an image restores: the root of the dump.
 pub fn root_process(image: &Image) -> Result<&Process, String> {
@@ -32,6 +36,7 @@ pub(crate) struct OwnCreds {
     pub gids: [u32; 4],
     pub groups: Vec<u32>,
     pub cap_eff: u64,
+    pub cap_prm: u64,
 }
 
 pub(crate) fn own_creds() -> OwnCreds {
@@ -54,22 +59,38 @@ pub(crate) fn own_creds() -> OwnCreds {
         }
         a
     };
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
+    let cap = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let cap_eff = cap("CapEff:");
+    let cap_prm = cap("CapPrm:");
     OwnCreds {
         uids: four(nums("Uid:")),
         gids: four(nums("Gid:")),
         groups: nums("Groups:").into_iter().map(|g| g as u32).collect(),
         cap_eff,
+        cap_prm,
     }
 }
 
 impl OwnCreds {
     pub fn has_cap(&self, cap: u32) -> bool {
         self.cap_eff & (1u64 << cap) != 0
+    }
+    /// The bounding set (CapBnd), read when needed.
+    pub fn cap_bounding(&self) -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -253,8 +274,8 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
         file_state("executable", &p.exe, &mut r);
     }
     let mem = plan_memory(image, p, page);
-    r.errors.extend(mem.errors);
-    r.warnings.extend(mem.warnings);
+    r.errors.extend(mem.errors.iter().cloned());
+    r.warnings.extend(mem.warnings.iter().cloned());
     let mut seen = BTreeSet::new();
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
@@ -262,8 +283,8 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
         }
     }
     let fds = plan_fds(image, p, &FdEnv::current(), &mut |_| Ok(Vec::new()));
-    r.errors.extend(fds.errors);
-    r.warnings.extend(fds.warnings);
+    r.errors.extend(fds.errors.iter().cloned());
+    r.warnings.extend(fds.warnings.iter().cloned());
     for (what, path) in &fds.opens {
         let path = String::from_utf8_lossy(path);
         if let Err(e) = std::fs::metadata(&*path) {
@@ -317,6 +338,13 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
     let own = own_creds();
     let can_raise = own.has_cap(CAP_SYS_RESOURCE);
     for l in &p.rlimits {
+        if l.resource >= RLIM_NLIMITS {
+            r.errors.push(format!(
+                "resource {}: not a resource limit this kernel knows (0..{RLIM_NLIMITS})",
+                l.resource
+            ));
+            continue;
+        }
         let name = if l.name.is_empty() {
             format!("resource {}", l.resource)
         } else {
@@ -344,6 +372,8 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
             c.euid, c.egid, c.groups, own.uids[1], own.gids[1]
         ));
     }
+    let restorers_own = image_is_restorers_own(reader, &own);
+    security(image, p, &own, &fds, &mem, restorers_own, &mut r);
     if p.creds.seccomp_mode != 0 {
         r.errors.push(format!(
             "the process runs under seccomp (mode {}); its filters are not in the image and it would run unconfined",
@@ -351,6 +381,417 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
         ));
     }
     r
+}
+
+/// What an image may not ask for, whoever restores it: the image is data
+/// anyone with write access to it could have written (spec/security.md).
+fn security(
+    image: &Image,
+    p: &Process,
+    own: &OwnCreds,
+    fds: &crate::plan::fds::FdPlan,
+    mem: &crate::plan::memory::MemPlan,
+    restorers_own: bool,
+    r: &mut Report,
+) {
+    let _ = image;
+    // Ids: real pids, not 0, negative or past pid_max.
+    let pid_max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304);
+    let ids =
+        std::iter::once(("pid", p.pid)).chain(p.threads.iter().skip(1).map(|t| ("tid", t.tid)));
+    for (kind, id) in ids {
+        if id <= 0 || i64::from(id) > pid_max {
+            r.errors
+                .push(format!("{kind} {id} is not a valid id (1..={pid_max})"));
+        }
+    }
+
+    // Paths restore opens: absolute and canonical, as the kernel reports
+    // them (an image with `..` or relative paths was crafted).
+    let mut paths: Vec<(String, &[u8])> = Vec::new();
+    if !p.exe.path.is_empty() && !p.exe.deleted {
+        paths.push(("the executable".into(), &p.exe.path));
+    }
+    if !p.cwd.is_empty() {
+        paths.push(("working directory".into(), &p.cwd));
+    }
+    for (what, path) in &fds.opens {
+        paths.push((what.clone(), path));
+    }
+    for (what, id) in &mem.files {
+        paths.push((what.clone(), crate::plan::fds::strip_deleted(&id.path)));
+    }
+    for (what, path) in &paths {
+        if let Some(why) = path_problem(path) {
+            r.errors.push(format!(
+                "{what}: {}: {why}",
+                String::from_utf8_lossy(path).replace('\0', "\\0")
+            ));
+        }
+    }
+    // The planner never creates or truncates files (defense in depth
+    // against saved flags such as O_CREAT|O_TRUNC).
+    const CREATING: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | O_TMPFILE_BIT;
+    for (op, what) in fds.ops.iter().zip(&fds.what) {
+        if let crate::plan::fds::FdOp::Open { flags, .. } = op {
+            if flags & CREATING != 0 {
+                r.errors.push(format!(
+                    "{what}: would be opened with creating flags {flags:#o}"
+                ));
+            }
+        }
+    }
+
+    // Capabilities: never more than the restorer holds.
+    let c = &p.creds;
+    let wanted = c.cap_permitted | c.cap_effective | c.cap_inheritable | c.cap_ambient;
+    let extra = wanted & !own.cap_prm;
+    if extra != 0 {
+        r.errors.push(format!(
+            "the process had capabilities {} ({extra:#x}) that the restorer does not have",
+            cap_names(extra)
+        ));
+    }
+    let bnd_lost = c.cap_bounding & !own.cap_bounding();
+    if bnd_lost != 0 && extra == 0 {
+        r.warnings.push(format!(
+            "the restorer's capability bounding set lacks {} that the process's had",
+            cap_names(bnd_lost)
+        ));
+    }
+
+    // Files are opened with the rights of the user the process ran as:
+    // - another user's process from an image the restorer did not write
+    //   itself: a child takes that user's ids and checks each file (the
+    //   restore itself opens them as the restorer, who could open more);
+    // - a restorer without privileges: its own rights (what the restore
+    //   will run into anyway, said before anything starts).
+    let c = &p.creds;
+    let other_user = creds_differ(p, own) && own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID);
+    let check_other = other_user && !restorers_own;
+    let check_own = !creds_differ(p, own) && own.uids[1] != 0;
+    if check_other || check_own {
+        let mut items: Vec<(String, std::ffi::CString, i32)> = Vec::new();
+        let cstr = |b: &[u8]| std::ffi::CString::new(b.to_vec()).ok();
+        let mode_of = |flags: i32| {
+            if flags & libc::O_PATH != 0 {
+                libc::F_OK
+            } else {
+                match flags & libc::O_ACCMODE {
+                    libc::O_WRONLY => libc::W_OK,
+                    libc::O_RDWR => libc::R_OK | libc::W_OK,
+                    _ => libc::R_OK,
+                }
+            }
+        };
+        if !p.exe.path.is_empty() && !p.exe.deleted {
+            if let Some(cs) = cstr(&p.exe.path) {
+                items.push(("the executable".into(), cs, libc::R_OK | libc::X_OK));
+            }
+        }
+        if !p.cwd.is_empty() {
+            if let Some(cs) = cstr(&p.cwd) {
+                items.push(("working directory".into(), cs, libc::X_OK));
+            }
+        }
+        for (op, what) in fds.ops.iter().zip(&fds.what) {
+            use crate::plan::fds::FdOp;
+            match op {
+                FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
+                    items.push((what.clone(), path.clone(), mode_of(*flags)));
+                }
+                // An unlinked copy: created by the restorer, so never with
+                // set-id bits for another user's process.
+                FdOp::TmpFile { mode, .. } if check_other && mode & 0o6000 != 0 => {
+                    r.errors.push(format!(
+                        "{what}: its unlinked copy would be created set-user/group-id (mode {mode:#o}) by the restorer"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for s in &mem.steps {
+            if let crate::plan::memory::Backing::File { path, flags, .. } = &s.backing {
+                items.push((s.what.clone(), path.clone(), mode_of(*flags)));
+            }
+        }
+        let result = if check_other {
+            access_as(c, &items)
+        } else {
+            Ok(access_here(&items))
+        };
+        match result {
+            Ok(denied) => {
+                for (i, errno) in denied {
+                    let (what, path, mode) = &items[i];
+                    r.errors.push(format!(
+                        "{what}: {}: uid {} gid {} may not {} it ({}){}",
+                        path.to_string_lossy(),
+                        c.fsuid,
+                        c.fsgid,
+                        mode_name(*mode),
+                        os_msg(&std::io::Error::from_raw_os_error(errno)),
+                        if check_other {
+                            "; restoring another user's process only opens what that user could"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+            Err(e) => r.errors.push(format!(
+                "cannot check the files of uid {} with its own rights: {e}",
+                c.fsuid
+            )),
+        }
+    }
+}
+
+/// access(2) of each item with this process's own (real) ids.
+fn access_here(items: &[(String, std::ffi::CString, i32)]) -> Vec<(usize, i32)> {
+    let mut denied = Vec::new();
+    for (i, (_, path, mode)) in items.iter().enumerate() {
+        // SAFETY: `path` is a valid C string.
+        if unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), *mode, 0) } != 0 {
+            let errno = std::io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EACCES);
+            denied.push((i, errno));
+        }
+    }
+    denied
+}
+
+const O_TMPFILE_BIT: i32 = 0o20_000_000;
+
+/// Whether the image being read is a file of the restorer's own: owned by
+/// its effective uid and writable by nobody else. Then the restorer wrote
+/// it (e.g. dumped the process itself) and vouches for its contents; any
+/// other image is only data that its writer could have crafted.
+///
+/// The reader does not say which file it reads, so the restorer's open
+/// files are searched for one with the same length and the same trailing
+/// commit record and metadata (an identical copy is equally trustworthy).
+/// Readers of memory buffers are never the restorer's own.
+fn image_is_restorers_own<R: ReadAt>(reader: &ImageReader<R>, own: &OwnCreds) -> bool {
+    use std::os::unix::fs::FileExt;
+    let src = reader.source();
+    let Ok(len) = src.len() else { return false };
+    let tail_len = len.min(64) as usize;
+    let mut tail = vec![0u8; tail_len];
+    if src.read_at(&mut tail, len - tail_len as u64).is_err() {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    for e in dir.flatten() {
+        let path = e.path();
+        // stat first: opening a pipe or a device could block.
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() && m.len() == len => {}
+            _ => continue,
+        }
+        let Ok(f) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let Ok(m) = f.metadata() else { continue };
+        if !m.is_file() || m.len() != len {
+            continue;
+        }
+        let mut t = vec![0u8; tail_len];
+        if f.read_exact_at(&mut t, len - tail_len as u64).is_err() || t != tail {
+            continue;
+        }
+        let meta = reader.metadata_bytes();
+        // Same commit record (it holds the metadata's offset, length and
+        // generation) and same metadata bytes at that offset.
+        let c_off = u64::from_le_bytes(
+            tail[tail_len.saturating_sub(40)..][..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        let mut mb = vec![0u8; meta.len()];
+        if f.read_exact_at(&mut mb, c_off + 24).is_err() || mb != meta {
+            continue;
+        }
+        if m.uid() == own.uids[1] && m.mode() & 0o022 == 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// Why `path` is not one the kernel would report for an open file.
+pub(crate) fn path_problem(path: &[u8]) -> Option<&'static str> {
+    if path.contains(&0) {
+        return Some("has a NUL byte");
+    }
+    if !path.starts_with(b"/") {
+        return Some("not an absolute path");
+    }
+    if path.split(|&b| b == b'/').any(|c| c == b"." || c == b"..") {
+        return Some("has '.' or '..' components (not a canonical path)");
+    }
+    None
+}
+
+fn mode_name(mode: i32) -> &'static str {
+    match mode {
+        m if m == libc::R_OK | libc::W_OK => "read and write",
+        m if m == libc::W_OK | libc::X_OK => "create files in",
+        m if m == libc::R_OK | libc::X_OK => "read and execute",
+        m if m == libc::W_OK => "write",
+        m if m == libc::X_OK => "enter",
+        m if m == libc::F_OK => "reach",
+        _ => "read",
+    }
+}
+
+const CAP_NAMES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+fn cap_names(bits: u64) -> String {
+    (0..64)
+        .filter(|i| bits & (1u64 << i) != 0)
+        .map(|i| match CAP_NAMES.get(i) {
+            Some(n) => format!("cap_{n}"),
+            None => format!("cap_{i}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Which of `items` (what, path, access(2) mode) the user of `c` may not
+/// access: a child takes `c`'s fs ids and groups and asks access(2).
+/// Returns (index, errno) of each denied one.
+fn access_as(
+    c: &ckpt_image::Credentials,
+    items: &[(String, std::ffi::CString, i32)],
+) -> Result<Vec<(usize, i32)>, String> {
+    use ckpt_sys::clone::{fork_with_pid, Forked};
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (rfd, wfd) = setup::pipe2(libc::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let groups: Vec<libc::gid_t> = c.groups.clone();
+    let (uid, gid) = (c.fsuid, c.fsgid);
+    match fork_with_pid(None) {
+        Ok(Forked::Child) => {
+            // Only async-signal-safe calls here: the caller may have threads.
+            let _ = setup::close(rfd);
+            let fail = |errno: i32| {
+                let mut rec = [0u8; 8];
+                rec[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+                rec[4..].copy_from_slice(&errno.to_le_bytes());
+                let _ = sys::write_fd(wfd, &rec);
+                sys::exit_now(1)
+            };
+            // Raw system calls, not libc's wrappers: after a raw clone3 in a
+            // process with threads, glibc's setxid would wait for threads
+            // that do not exist here. The ids are this thread's only, which
+            // is all that access(2) looks at.
+            // SAFETY: plain system calls on memory allocated before the fork.
+            unsafe {
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                    || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+                {
+                    fail(*libc::__errno_location());
+                }
+            }
+            for (i, (_, path, mode)) in items.iter().enumerate() {
+                // SAFETY: `path` is a valid C string.
+                let rc = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), *mode, 0) };
+                if rc != 0 {
+                    // SAFETY: errno of this thread.
+                    let errno = unsafe { *libc::__errno_location() };
+                    let mut rec = [0u8; 8];
+                    rec[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                    rec[4..].copy_from_slice(&errno.to_le_bytes());
+                    let _ = sys::write_fd(wfd, &rec);
+                }
+            }
+            sys::exit_now(0)
+        }
+        Ok(Forked::Parent(child)) => {
+            let _ = setup::close(wfd);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                match setup::read(rfd, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.errno() == Some(libc::EINTR) => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = setup::close(rfd);
+            setup::reap_blocking(child);
+            let mut denied = Vec::new();
+            for rec in buf.chunks_exact(8) {
+                let i = u32::from_le_bytes(rec[..4].try_into().expect("4 bytes"));
+                let errno = i32::from_le_bytes(rec[4..].try_into().expect("4 bytes"));
+                if i == u32::MAX {
+                    return Err(format!(
+                        "taking uid {uid} gid {gid}: {}",
+                        os_msg(&std::io::Error::from_raw_os_error(errno))
+                    ));
+                }
+                denied.push((i as usize, errno));
+            }
+            Ok(denied)
+        }
+        Err(e) => {
+            let _ = setup::close(rfd);
+            let _ = setup::close(wfd);
+            Err(e.to_string())
+        }
+    }
 }
 
 fn fmt_limit(v: u64) -> String {

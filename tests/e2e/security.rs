@@ -1,0 +1,489 @@
+//! Security: images are private, a dump by a user holds nothing that user
+//! could not read, a restore never gives more privilege than the restoring
+//! user has, paths in images are not trusted, ckptfs keeps other users out.
+//! See spec/security.md.
+
+use crate::util::*;
+use ckpt_image::ImageEditor;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A change to an image's model.
+type Edit = Box<dyn Fn(&mut ckpt_image::Image)>;
+
+/// The target fixture run as nobody; its output file is nobody's too (a
+/// process of nobody's could have opened it).
+fn nobody_target(dir: &TempDir, dumpable: bool) -> Proc {
+    let p = Proc::spawn_cmd(
+        dir,
+        as_nobody(&target_fixture()).args(["1", "10", "0", if dumpable { "1" } else { "0" }]),
+    );
+    chown_nobody(&p.out);
+    // (The output file is shared by the processes of a TempDir.)
+    let ready = format!("READY pid={} uid=65534", p.pid);
+    p.wait_line(|l| l.starts_with(&ready));
+    assert_eq!(
+        status_field(p.pid, "Uid").as_deref(),
+        Some("65534\t65534\t65534\t65534")
+    );
+    p
+}
+
+/// A directory nobody can write into.
+fn nobody_dir(dir: &TempDir, name: &str) -> std::path::PathBuf {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    chown_nobody(&d);
+    d
+}
+
+/// `ckpt ARGS` as nobody.
+fn ckpt_as_nobody(args: &[&str]) -> std::process::Output {
+    run_timeout(
+        as_nobody(Path::new(env!("CARGO_BIN_EXE_ckpt"))).args(args),
+        LIMIT,
+    )
+}
+
+fn mode_of(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn images_are_created_private() {
+    let dir = TempDir::new("private");
+    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    // With umask 000 the image is still 0600.
+    let image = dir.join("img.ckpt");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "umask 000; exec '{}' dump {} -o '{}' --leave-running -q",
+            env!("CARGO_BIN_EXE_ckpt"),
+            p.pid,
+            image.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(mode_of(&image), 0o600);
+    // Replacing a world-readable file gives a private one.
+    let old = dir.join("old.ckpt");
+    std::fs::write(&old, b"x").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o666)).unwrap();
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        old.to_str().unwrap(),
+        "--leave-running",
+        "-q",
+    ]);
+    assert_eq!(mode_of(&old), 0o600);
+    // A user's own dump is that user's, 0600.
+    let q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "nobody-out");
+    let mine = out.join("mine.ckpt");
+    let o = ckpt_as_nobody(&[
+        "dump",
+        &q.pid.to_string(),
+        "-o",
+        mine.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(
+        o.status.success(),
+        "nobody dumping its own process: {}",
+        stderr_of(&o)
+    );
+    assert_eq!(mode_of(&mine), 0o600);
+    assert_eq!(std::fs::metadata(&mine).unwrap().uid(), 65534);
+    q.wait_more_lines(2);
+}
+
+#[test]
+fn unprivileged_dump_of_another_users_process_fails() {
+    let dir = TempDir::new("otheruser");
+    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let out = nobody_dir(&dir, "out");
+    let image = out.join("x.ckpt");
+    let o = ckpt_as_nobody(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
+    let err = assert_clean_failure(&o, "nobody dumping root's process");
+    assert!(err.contains(&p.pid.to_string()), "{err}");
+    assert!(
+        err.contains("belongs to uid 0") || err.contains("Operation not permitted"),
+        "the reason is not given: {err}"
+    );
+    assert!(
+        files_starting(&out, "").is_empty(),
+        "files left: {:?}",
+        files_starting(&out, "")
+    );
+    assert_free(p.pid, "after the refused dump");
+    p.wait_more_lines(3);
+}
+
+#[test]
+fn unprivileged_dump_of_a_non_dumpable_process_is_refused() {
+    let dir = TempDir::new("nondumpable");
+    let p = nobody_target(&dir, false);
+    let out = nobody_dir(&dir, "out");
+    let image = out.join("x.ckpt");
+    let o = ckpt_as_nobody(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
+    let err = assert_clean_failure(&o, "nobody dumping its non-dumpable process");
+    assert!(err.contains("not dumpable"), "{err}");
+    assert!(files_starting(&out, "").is_empty());
+    assert_free(p.pid, "after the refused dump");
+    p.wait_more_lines(2);
+    // Root (CAP_SYS_PTRACE) may.
+    let image = dir.join("root.ckpt");
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+        "-q",
+    ]);
+    p.wait_more_lines(2);
+}
+
+#[test]
+fn unprivileged_dump_of_a_setuid_process_is_refused() {
+    let dir = TempDir::new("setuid");
+    let suid = dir.join("suid-target");
+    std::fs::copy(target_fixture(), &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let p = Proc::spawn_cmd(&dir, as_nobody(&suid).args(["1", "10"]));
+    p.wait_line(|l| l.starts_with("READY"));
+    let uid = status_field(p.pid, "Uid").unwrap();
+    assert!(
+        uid.starts_with("65534\t0\t0"),
+        "the setuid bit did not apply (nosuid mount?): Uid {uid}"
+    );
+    let out = nobody_dir(&dir, "out");
+    let image = out.join("x.ckpt");
+    let o = ckpt_as_nobody(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
+    let err = assert_clean_failure(&o, "nobody dumping a setuid process it started");
+    assert!(err.contains(&p.pid.to_string()), "{err}");
+    assert!(files_starting(&out, "").is_empty());
+    assert_free(p.pid, "after the refused dump");
+    p.wait_more_lines(2);
+}
+
+const CRED_FIELDS: [&str; 9] = [
+    "Uid",
+    "Gid",
+    "Groups",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+];
+
+#[test]
+fn restore_by_root_keeps_unprivileged_credentials() {
+    let dir = TempDir::new("keepcreds");
+    let mut p = nobody_target(&dir, true);
+    let before: Vec<Option<String>> = CRED_FIELDS.iter().map(|k| status_field(p.pid, k)).collect();
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+    for (k, b) in CRED_FIELDS.iter().zip(&before) {
+        assert_eq!(&status_field(r.pid, k), b, "{k} differs after the restore");
+    }
+    let out = r.output();
+    let last = out.lines().rfind(|l| l.starts_with("READY")).unwrap();
+    assert!(last.contains("uid=65534"), "{last}");
+}
+
+/// A copy of `image` with its model edited, owned by `uid`, mode 0600.
+fn edited_copy(image: &Path, to: &Path, uid: u32, f: impl FnOnce(&mut ckpt_image::Image)) {
+    std::fs::copy(image, to).unwrap();
+    let mut ed = ImageEditor::open(to).unwrap();
+    f(ed.image_mut());
+    ed.commit().unwrap();
+    drop(ed);
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let st = Command::new("chown")
+        .arg(format!("{uid}:{uid}"))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn check_refused(o: &std::process::Output, what: &str, needle: &str) {
+    let err = assert_clean_failure(o, what);
+    assert!(
+        err.contains(needle),
+        "{what}: the error does not say '{needle}':\n{err}"
+    );
+}
+
+#[test]
+fn images_asking_for_more_than_the_restorer_has_are_refused() {
+    let dir = TempDir::new("moreprivs");
+    // An image of root's process, checked by nobody.
+    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let root_img = dir.join("root.ckpt");
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        root_img.to_str().unwrap(),
+        "--leave-running",
+        "-q",
+    ]);
+    let copy = dir.join("root-copy.ckpt");
+    edited_copy(&root_img, &copy, 65534, |_| {});
+    check_refused(
+        &ckpt_as_nobody(&["restore", "--check", copy.to_str().unwrap()]),
+        "root's image",
+        "cannot switch",
+    );
+
+    // Images of nobody's own process, edited to ask for more.
+    let q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&[
+        "dump",
+        &q.pid.to_string(),
+        "-o",
+        own.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "capabilities",
+            "capabilities cap_chown",
+            Box::new(|i| {
+                let c = &mut i.processes[0].creds;
+                c.cap_permitted = 0x1ff_ffff_ffff;
+                c.cap_effective = 0x1ff_ffff_ffff;
+            }),
+        ),
+        (
+            "ambient capability",
+            "cap_sys_admin",
+            Box::new(|i| i.processes[0].creds.cap_ambient = 1 << 21),
+        ),
+        (
+            "groups",
+            "cannot switch",
+            Box::new(|i| i.processes[0].creds.groups = vec![0]),
+        ),
+        (
+            "uid",
+            "cannot switch",
+            Box::new(|i| i.processes[0].creds.euid = 0),
+        ),
+        (
+            "rlimit",
+            "RLIMIT_NOFILE",
+            Box::new(|i| {
+                for l in &mut i.processes[0].rlimits {
+                    if l.resource == libc::RLIMIT_NOFILE {
+                        l.hard = 1 << 30;
+                        l.soft = 1 << 30;
+                    }
+                }
+            }),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{name}.ckpt"));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_as_nobody(&["restore", "--check", img.to_str().unwrap()]),
+            name,
+            needle,
+        );
+    }
+    q.wait_more_lines(2);
+}
+
+#[test]
+fn crafted_paths_are_checked_with_the_saved_users_rights() {
+    let dir = TempDir::new("paths");
+    let mut q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    // nobody dumps its own process (and kills it): an image nobody wrote.
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    // As it is, root may restore it.
+    let o = ckpt_timeout(&["restore", "--check", own.to_str().unwrap()], LIMIT);
+    assert!(
+        o.status.success(),
+        "the unmodified image is refused: {}",
+        stderr_of(&o)
+    );
+
+    let link = out.join("link");
+    std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    let shadow_mtime = std::fs::metadata("/etc/shadow").unwrap().mtime();
+    let set_fd1 = |path: Vec<u8>| {
+        move |i: &mut ckpt_image::Image| {
+            let file = i.processes[0].fds.iter().find(|f| f.fd == 1).unwrap().file;
+            let f = i.files.iter_mut().find(|f| f.id == file).unwrap();
+            f.path = path.clone();
+            if let ckpt_image::FileKind::Regular(r) = &mut f.kind {
+                r.file.path = path.clone();
+            }
+        }
+    };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "fd-shadow",
+            "/etc/shadow: uid 65534 gid 65534 may not write it",
+            Box::new(set_fd1(b"/etc/shadow".to_vec())),
+        ),
+        (
+            "fd-symlink",
+            "may not write it (Permission denied)",
+            Box::new(set_fd1(link.to_str().unwrap().as_bytes().to_vec())),
+        ),
+        (
+            "exe-shadow",
+            "may not read and execute it",
+            Box::new(|i| i.processes[0].exe.path = b"/etc/shadow".to_vec()),
+        ),
+        (
+            "cwd-root",
+            "/root: uid 65534 gid 65534 may not enter it",
+            Box::new(|i| i.processes[0].cwd = b"/root".to_vec()),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{name}.ckpt"));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+        check_refused(
+            &ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+        wait_gone(q.pid);
+    }
+    assert_eq!(
+        std::fs::metadata("/etc/shadow").unwrap().mtime(),
+        shadow_mtime
+    );
+    // An image of root's own (0600, written by root) is vouched for by root.
+    let img = dir.join("root-owned.ckpt");
+    edited_copy(&own, &img, 0, set_fd1(b"/etc/shadow".to_vec()));
+    let o = ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT);
+    assert!(
+        o.status.success(),
+        "root's own image is refused: {}",
+        stderr_of(&o)
+    );
+}
+
+#[test]
+fn saved_creating_flags_are_not_applied() {
+    let dir = TempDir::new("oflags");
+    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious\n").unwrap();
+    let absent = dir.join("absent.txt");
+    for (name, path) in [("victim", &victim), ("absent", &absent)] {
+        let img = dir.join(&format!("{name}.ckpt"));
+        let path = path.to_str().unwrap().as_bytes().to_vec();
+        edited_copy(&image, &img, 0, move |i| {
+            let file = i.processes[0].fds.iter().find(|f| f.fd == 1).unwrap().file;
+            let f = i.files.iter_mut().find(|f| f.id == file).unwrap();
+            f.path = path.clone();
+            f.flags = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL) as u32;
+            if let ckpt_image::FileKind::Regular(r) = &mut f.kind {
+                r.file.path = path;
+            }
+        });
+        let o = ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT);
+        if o.status.success() {
+            let mut r = Proc::adopt(p.pid, &victim);
+            std::thread::sleep(Duration::from_millis(100));
+            r.kill();
+        } else {
+            assert_clean_failure(&o, name);
+        }
+        wait_gone(p.pid);
+    }
+    // Not truncated (the restored process appends to it), not created.
+    let v = std::fs::read_to_string(&victim).unwrap();
+    assert!(v.starts_with("precious\n"), "the file was truncated: {v:?}");
+    assert!(!absent.exists(), "restore created {}", absent.display());
+}
+
+#[test]
+fn ckptfs_keeps_other_users_out() {
+    let dir = TempDir::new("fsusers");
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut child = ckpt()
+        .args(["mount", "--store"])
+        .arg(&store)
+        .arg(&mnt)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+    {
+        assert!(t.elapsed() < LIMIT, "ckptfs did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Root (the owner) gets in; nobody does not.
+    assert!(std::fs::read_dir(&mnt).is_ok());
+    let results: Vec<(String, std::process::Output)> = [
+        vec!["ls", mnt.to_str().unwrap()],
+        vec!["cat", &format!("{}/ctl", mnt.display())],
+    ]
+    .into_iter()
+    .map(|a| {
+        let o = run_timeout(
+            Command::new("runuser")
+                .args(["-u", "nobody", "--"])
+                .args(&a),
+            LIMIT,
+        );
+        (a.join(" "), o)
+    })
+    .collect();
+    let _ = ckpt_sys::sys::kill(child.id() as i32, libc::SIGTERM);
+    let _ = child.wait();
+    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+    for (what, o) in results {
+        assert!(!o.status.success(), "nobody could run {what}");
+        let err = stderr_of(&o);
+        assert!(err.contains("Permission denied"), "{what}: {err}");
+    }
+}
