@@ -38,11 +38,10 @@
 //! # Writing the pages
 //! Saved frames are independent: one worker per core (at most 4, the
 //! calling thread being one) takes the next batch of neighbouring frames,
-//! reads it with one large read (up to 8 MiB: sequential for readahead on
-//! a cold page cache), checks and decodes each frame into buffers it
-//! reuses, and writes the pieces straight from there with
+//! reads it with one read (up to 2 MiB), checks and decodes each frame
+//! into buffers it reuses, and writes the pieces straight from there with
 //! process_vm_writev, up to IOV_MAX ranges a call. The target's page faults
-//! are taken on every core; peak memory is about 10 MiB a worker.
+//! are taken on every core; peak memory is a few MiB a worker.
 //!
 //! Fresh anonymous memory costs a page fault per 4 KiB. Where THP is in
 //! madvise mode, large private anonymous mappings can be filled through a
