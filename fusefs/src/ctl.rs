@@ -150,6 +150,33 @@ fn unsafe_zeroed_tm() -> libc::tm {
     unsafe { std::mem::zeroed() }
 }
 
+/// The body of the `ctl` fuzz target (fuzz/) and of the stable mutation
+/// test below: the parsers never panic, and what they accept is sane.
+#[doc(hidden)]
+pub fn fuzz_body(data: &[u8]) {
+    match parse_root(data) {
+        Ok(RootCmd::Checkpoint { pid, name, .. }) => {
+            assert!(pid > 0, "accepted pid {pid}");
+            if let Some(n) = name {
+                assert!(check_name(&n).is_ok(), "accepted name {n:?}");
+                assert!(
+                    !n.contains('/') && !n.starts_with('.'),
+                    "accepted name {n:?}"
+                );
+            }
+        }
+        Err(e) => assert!(!e.is_empty()),
+    }
+    if let Err(e) = parse_image(data) {
+        assert!(!e.is_empty());
+    }
+    if let Ok(s) = std::str::from_utf8(data) {
+        if check_name(s).is_ok() {
+            assert!(!s.is_empty() && s.len() <= 200 && !s.contains('/') && s != "." && s != "..");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +248,66 @@ mod tests {
         let n = default_name(42, 1_700_000_000);
         assert!(n.starts_with("42-2023111"), "{n}");
         assert_eq!(n.len(), "42-20231114-221320".len());
+    }
+}
+
+/// Stable-Rust stand-in for the `ctl` fuzz target (see edit.rs's).
+#[cfg(test)]
+mod mutation {
+    use super::fuzz_body;
+    use crate::edit::mutation_support::{budget, mutate, Rng};
+
+    const DICT: &[&[u8]] = &[
+        b" ",
+        b"\n",
+        b"\t",
+        b"checkpoint",
+        b"dump",
+        b"restore",
+        b"--leave-running",
+        b"--new-pid",
+        b"--",
+        b"-",
+        b"0",
+        b"-1",
+        b"2147483647",
+        b"2147483648",
+        b"+5",
+        b"ctl",
+        b".ckpt",
+        b".ckpt.tmp.",
+        b"..",
+        b"/",
+        b".",
+        b"a",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\x00",
+        b"@",
+        b"+",
+    ];
+
+    #[test]
+    fn ctl_parsers_under_mutation() {
+        let seeds: &[&[u8]] = &[
+            b"checkpoint 123\n",
+            b"checkpoint 5 web-1 --leave-running",
+            b"dump --leave-running 5 x.y",
+            b"restore\n",
+            b"restore --new-pid",
+            b"123-20250101-120000",
+        ];
+        let mut rng = Rng(0xc7c7_0000_1111_2222);
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < budget() {
+            let seed = seeds[rng.below(seeds.len())];
+            fuzz_body(&mutate(&mut rng, seed, DICT));
+            n += 1;
+        }
+        eprintln!(
+            "ctl_parsers_under_mutation: {n} inputs in {:?}",
+            t.elapsed()
+        );
     }
 }

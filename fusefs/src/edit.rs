@@ -296,6 +296,12 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
         if l.trim().is_empty() || l.starts_with('#') {
             continue;
         }
+        // A line as the file shows it now changes nothing (so the file can
+        // be written back whole, even where it shows a path lossily or an
+        // empty one).
+        if current.lines().any(|c| c.trim_end() == l.trim_end()) {
+            continue;
+        }
         let Some((key, value)) = l.split_once(':') else {
             return Err(format!("line {n}: expected 'key: value'"));
         };
@@ -308,6 +314,12 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
             "path" => {
                 if raw.is_empty() {
                     return Err(format!("line {n}: empty path"));
+                }
+                if !raw.starts_with('/') {
+                    return Err(format!("line {n}: the path must be absolute"));
+                }
+                if raw.contains('\0') {
+                    return Err(format!("line {n}: the path has a NUL byte"));
                 }
                 path = Some(raw.as_bytes().to_vec());
             }
@@ -328,11 +340,9 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
                 )
             }
             _ => {
-                if !current.lines().any(|c| c.trim_end() == l.trim_end()) {
-                    return Err(format!(
-                        "line {n}: '{key}' is read-only (editable: path, offset, flags, cloexec)"
-                    ));
-                }
+                return Err(format!(
+                    "line {n}: '{key}' is read-only (editable: path, offset, flags, cloexec)"
+                ));
             }
         }
     }
@@ -391,6 +401,92 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
             changed.join(" ")
         }
     )))
+}
+
+/// The bodies of the `edit` fuzz target (fuzz/) and of the stable
+/// mutation test below.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::apply;
+    use crate::render::render;
+    use crate::tree::{ImgId, Node, ProcFile, TaskFile};
+    use ckpt_image::{FileKind, Image, RegularFile};
+
+    /// The image edits are tried on: the image crate's sample (pid 7) with a
+    /// second thread (tid 8) and an fd 1 on a named file.
+    pub fn base() -> &'static Image {
+        static BASE: std::sync::OnceLock<Image> = std::sync::OnceLock::new();
+        BASE.get_or_init(|| {
+            let bytes = ckpt_image::fuzzing::sample_image();
+            let mut img = ckpt_image::ImageReader::new(bytes)
+                .expect("the sample image reads")
+                .image()
+                .clone();
+            let p = &mut img.processes[0];
+            let mut t = p.threads[0].clone();
+            t.tid = 8;
+            p.threads.push(t);
+            p.fds.push(ckpt_image::Fd {
+                fd: 1,
+                cloexec: true,
+                file: 2,
+            });
+            p.cwd = b"/tmp".to_vec();
+            let mut rf = RegularFile::default();
+            rf.file.path = b"/var/log/x.log".to_vec();
+            img.files.push(ckpt_image::OpenFile {
+                id: 2,
+                flags: 0o2001,
+                position: 77,
+                path: b"/var/log/x.log".to_vec(),
+                kind: FileKind::Regular(rf),
+                owner: Default::default(),
+            });
+            img
+        })
+    }
+
+    /// The editable files, selected by the first input byte.
+    pub const NODES: [Node; 7] = [
+        Node::ProcFile(ImgId(0), 7, ProcFile::Regs),
+        Node::TaskFile(ImgId(0), 7, 8, TaskFile::Regs),
+        Node::ProcFile(ImgId(0), 7, ProcFile::Signals),
+        Node::Fd(ImgId(0), 7, 0),
+        Node::Fd(ImgId(0), 7, 1),
+        Node::ProcFile(ImgId(0), 7, ProcFile::Cwd),
+        Node::ProcFile(ImgId(0), 7, ProcFile::Maps),
+    ];
+
+    /// `data[0]` picks a file, the rest is written to it. Must never panic;
+    /// a rejected (or empty) edit leaves the image as it was; an accepted
+    /// one leaves an image that still validates and whose re-rendered file,
+    /// written back, changes nothing.
+    pub fn edit_body(data: &[u8]) {
+        let Some((&sel, text)) = data.split_first() else {
+            return;
+        };
+        let node = NODES[sel as usize % NODES.len()];
+        let base = base();
+        let mut img = base.clone();
+        match apply(node, &mut img, text) {
+            Err(e) => {
+                assert!(!e.is_empty());
+                assert!(img == *base, "a rejected edit changed the image: {e}");
+            }
+            Ok(None) => assert!(img == *base, "an empty edit changed the image"),
+            Ok(Some(_)) => {
+                if let Err(e) = ckpt_image::validate(&img, u64::MAX) {
+                    panic!("an accepted edit left an invalid image: {e}");
+                }
+                let shown = render(node, &img).expect("an edited file renders");
+                let mut again = img.clone();
+                match apply(node, &mut again, &shown) {
+                    Ok(_) => assert!(again == img, "writing the file back changed the image"),
+                    Err(e) => panic!("the file as shown cannot be written back: {e}"),
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -558,5 +654,189 @@ mod tests {
     fn read_only_files_reject_edits() {
         let mut img = sample();
         assert!(apply(Node::ProcFile(I, 100, ProcFile::Maps), &mut img, b"x").is_err());
+    }
+}
+
+/// Stable-Rust stand-in for the `edit` fuzz target: mutations of the files
+/// as rendered and of grammar snippets, for `CKPT_FUZZ_SECS` seconds
+/// (default 2). Inputs it once crashed on are kept in `REGRESSIONS`.
+#[cfg(test)]
+pub(crate) mod mutation_support {
+    pub(crate) use super::mutation::{budget, mutate, Rng};
+}
+
+#[cfg(test)]
+mod mutation {
+    use super::fuzzing::{base, edit_body, NODES};
+    use crate::render::render;
+
+    /// Inputs fuzzing found bugs with (first byte: the file, see NODES).
+    const REGRESSIONS: &[&[u8]] = &[
+        // fd 0 of the sample has an empty path: its file as shown could not be written back.
+        b"\x03offset: 5\n",
+        // A relative path and one with a NUL were accepted.
+        b"\x04path: tmp/x\n",
+        b"\x04path: /tmp/\x00x\n",
+    ];
+
+    pub(crate) struct Rng(pub u64);
+    impl Rng {
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        pub fn below(&mut self, n: usize) -> usize {
+            if n == 0 {
+                0
+            } else {
+                (self.next() % n as u64) as usize
+            }
+        }
+    }
+
+    /// Byte-level and token-level mutations.
+    pub(crate) fn mutate(rng: &mut Rng, input: &[u8], dict: &[&[u8]]) -> Vec<u8> {
+        let mut b = input.to_vec();
+        for _ in 0..1 + rng.below(4) {
+            if b.is_empty() {
+                b.push(b'a');
+            }
+            let i = rng.below(b.len());
+            match rng.below(8) {
+                0 => b[i] ^= 1 << rng.below(8),
+                1 => b[i] = rng.next() as u8,
+                2 => {
+                    let n = rng.below(b.len() - i + 1);
+                    b.drain(i..i + n.min(b.len() - i));
+                }
+                3 => {
+                    let t = dict[rng.below(dict.len())];
+                    b.splice(i..i, t.iter().copied());
+                }
+                4 => {
+                    // replace a token (up to the next space or newline)
+                    let end = b[i..]
+                        .iter()
+                        .position(|&c| c == b' ' || c == b'\n')
+                        .map_or(b.len(), |p| i + p);
+                    let t = dict[rng.below(dict.len())];
+                    b.splice(i..end, t.iter().copied());
+                }
+                5 => {
+                    // duplicate a slice
+                    let n = rng.below(64).min(b.len() - i);
+                    let s: Vec<u8> = b[i..i + n].to_vec();
+                    let j = rng.below(b.len() + 1);
+                    b.splice(j..j, s);
+                }
+                6 => b.truncate(i),
+                _ => {
+                    let digits = format!("{}", rng.next() >> rng.below(64));
+                    b.splice(i..i, digits.bytes());
+                }
+            }
+        }
+        b
+    }
+
+    pub(crate) fn budget() -> std::time::Duration {
+        let secs = std::env::var("CKPT_FUZZ_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(2.0);
+        std::time::Duration::from_secs_f64(secs)
+    }
+
+    const DICT: &[&[u8]] = &[
+        b" ",
+        b"\n",
+        b":",
+        b"=",
+        b"-",
+        b"#",
+        b"0x",
+        b"0o",
+        b"0b",
+        b"_",
+        b"-1",
+        b"18446744073709551615",
+        b"18446744073709551616",
+        b"4294967296",
+        b"2147483648",
+        b"rax",
+        b"rip",
+        b"orig_rax",
+        b"fs_base",
+        b"eflags",
+        b"blocked",
+        b"pending",
+        b"handler",
+        b"flags",
+        b"mask",
+        b"restorer",
+        b"SIGKILL",
+        b"SIGSTOP",
+        b"SIGRTMAX",
+        b"64",
+        b"65",
+        b"0",
+        b"9",
+        b"19",
+        b"kill",
+        b"usr1",
+        b"path: ",
+        b"offset: ",
+        b"flags: ",
+        b"cloexec: ",
+        b"yes",
+        b"no",
+        b"kind: pipe",
+        b"/",
+        b"/..",
+        b"\x00",
+        b"\xc3\xa9",
+        b"\xff",
+        b"\r",
+        b"\t",
+        b"8",
+        b"7",
+        b"9999",
+    ];
+
+    #[test]
+    fn edit_parsers_under_mutation() {
+        for r in REGRESSIONS {
+            edit_body(r);
+        }
+        let mut seeds: Vec<Vec<u8>> = Vec::new();
+        for (i, node) in NODES.iter().enumerate() {
+            let mut s = vec![i as u8];
+            s.extend(render(*node, base()).unwrap_or_default());
+            seeds.push(s);
+        }
+        for snippet in [
+            &b"\x00rax 5\nrip 0x401010\n"[..],
+            b"\x01r12=-2\n",
+            b"\x02SIGUSR2 handler 0x1 flags 0x4\nusr1 mask 0x400\nblocked 0x2\nblocked 8 0x3\n",
+            b"\x04offset: 7\npath: /tmp/other file\nflags: 0o2\ncloexec: yes\n",
+            b"\x05/var/tmp\n",
+        ] {
+            seeds.push(snippet.to_vec());
+        }
+        let mut rng = Rng(0x5eed_1234_abcd_0001);
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < budget() {
+            let seed = &seeds[rng.below(seeds.len())];
+            let input = mutate(&mut rng, seed, DICT);
+            edit_body(&input);
+            n += 1;
+        }
+        eprintln!(
+            "edit_parsers_under_mutation: {n} inputs in {:?}",
+            t.elapsed()
+        );
     }
 }
