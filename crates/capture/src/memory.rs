@@ -17,10 +17,13 @@ const PM_FILE: u64 = 1 << 61;
 /// Pagemap entries read at once (8 bytes each).
 const PAGEMAP_CHUNK: usize = 64 * 1024;
 /// Bytes read from the target per batch (a process_vm_readv series): small
-/// enough that the sink finds a batch still in the CPU caches.
-const BATCH: usize = 2 << 20;
+/// enough to stay in the L2 cache, which makes the kernel's copy much
+/// cheaper (measured on 1 GiB: 0.55-0.65 s of system time with 256 KiB
+/// batches, 0.86-0.90 s with 2 MiB, 0.93 s with 16 MiB) and lets the sink
+/// find the batch still cached.
+const BATCH: usize = 256 << 10;
 /// Batch buffers: one being filled, the others read ahead or being consumed.
-const BUFFERS: usize = 4;
+const BUFFERS: usize = 8;
 
 /// A range of pages to save. `may_skip`: pages that cannot be read are left
 /// out instead of failing (beyond the end of a shared object). `zero`: known
