@@ -6,7 +6,11 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ckpt", version, about = "Checkpoint and restore Linux processes")]
+#[command(
+    name = "ckpt",
+    version,
+    about = "Checkpoint and restore Linux processes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -26,7 +26,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
         compression: a.compress.into(),
-        progress: if a.quiet { None } else { super::progress_bar("dumping") },
+        progress: if a.quiet {
+            None
+        } else {
+            super::progress_bar("dumping")
+        },
     };
     let stats = if a.output.as_os_str() == "-" {
         let out = std::io::stdout().lock();
@@ -48,7 +52,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             mib(stats.image_bytes),
             ms(stats.total),
             ms(stats.freeze),
-            if a.leave_running { ", left running" } else { "" },
+            if a.leave_running {
+                ", left running"
+            } else {
+                ""
+            },
         );
     }
     Ok(0)
