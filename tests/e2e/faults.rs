@@ -441,9 +441,13 @@ fn restore_killed_at_every_point() {
         delays.len()
     );
     assert!(restored >= 2, "the sweep did not cover the whole restore");
+    // Coverage, not speed: at least a few restores must really have been
+    // cut short (on a loaded machine more of them finish first, which is fine).
     assert!(
-        restored < delays.len() / 2,
-        "most restores completed before the kill: the sweep is too slow"
+        delays.len() - restored >= 3,
+        "only {} of {} killed restores were cut short: the sweep missed the restore",
+        delays.len() - restored,
+        delays.len()
     );
     // And the image still restores.
     let r = restore_detached(&image, &p.out, p.pid);
