@@ -334,9 +334,11 @@ fn dump_killed_at_every_point() {
     }
     eprintln!("dump_killed_at_every_point: {completed} of {total} killed dumps had completed");
     assert!(completed >= 2, "the sweeps did not cover the whole dump");
+    // Coverage, not speed: some dumps must really have been cut short.
     assert!(
-        completed <= total * 3 / 4,
-        "most dumps completed before the kill: the sweep is too slow"
+        total - completed >= 3,
+        "only {} of {total} killed dumps were cut short: the sweep missed the dump",
+        total - completed
     );
     // Default mode (kill after the commit): killed before the commit, the
     // process must go on; after it, it is gone and the image is whole.
