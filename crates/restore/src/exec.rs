@@ -4,7 +4,7 @@
 use crate::check::{creds_differ, own_creds, root_process, taken_ids};
 use crate::error::{Error, Result, SysContext};
 use crate::pages::write_pages;
-use crate::pages::Redirect;
+use crate::pages::{CopyTarget, Redirect, Target};
 use crate::plan::fds::{plan_fds, FdEnv};
 use crate::plan::memory::{
     parse_maps, plan_huge_fills, plan_layout, plan_memory, Backing, HugeFill, Layout, MemPlan,
@@ -18,6 +18,7 @@ use ckpt_sys::inject::{find_syscall_insn, TRAMPOLINE_CODE};
 use ckpt_sys::ptrace::{self, Stop};
 use ckpt_sys::{setup, sys};
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// Scratch memory after the trampoline page: arguments for injected calls.
@@ -50,6 +51,7 @@ const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
 const UFFDIO_MOVE: u64 = 0xc028_aa05;
 const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
 const UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: u64 = 2;
+const UFFD_FEATURE_SIGBUS: u64 = 1 << 7;
 const SS_AUTODISARM: u32 = 1 << 31;
 
 /// Kills and reaps the half-built process unless disarmed.
@@ -234,15 +236,30 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         self.phase("mappings");
         let scratch = layout.tramp + self.page;
         let (redirects, uffd) = self.huge_setup(&mut main, &layout, &huge, scratch)?;
+        let copy = if uffd.is_none() {
+            self.copy_setup(&mut main, scratch)?
+        } else {
+            None
+        };
+        let target = Target {
+            pid,
+            mem: &mem,
+            redirects: &redirects,
+            copy: copy.as_ref().map(|c| CopyTarget {
+                fd: c.ours.as_raw_fd(),
+                ranges: &c.ranges,
+            }),
+        };
         self.page_bytes = write_pages(
             self.reader,
             &self.p.memory,
             &self.mem.writes,
-            &redirects,
-            pid,
-            &mem,
+            &target,
             self.progress,
         )?;
+        if let Some(c) = copy {
+            self.copy_finish(&mut main, c, scratch)?;
+        }
         if let Some(uffd) = uffd {
             self.huge_finish(&mut main, &layout, &huge, uffd, scratch)?;
         }
@@ -261,6 +278,92 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         let tids = self.threads(main, &layout, scratch)?;
         self.phase("threads");
         Ok(tids)
+    }
+
+    /// A userfaultfd of the target with its anonymous mappings that get
+    /// pages registered, duplicated into this process, for UFFDIO_COPY
+    /// (see [`CopyTarget`]). None where that is not possible (older
+    /// kernel, no permission): the pages are written with
+    /// process_vm_writev.
+    fn copy_setup(&mut self, main: &mut Remote, scratch: u64) -> Result<Option<CopyFd>> {
+        if std::env::var("CKPT_UFFD_COPY").as_deref() == Ok("0") {
+            return Ok(None);
+        }
+        // Private anonymous mappings (not stacks) that get data.
+        let steps = &self.mem.steps;
+        let mut want = vec![false; steps.len()];
+        for w in &self.mem.writes {
+            let i = steps.partition_point(|s| s.start + s.len <= w.addr);
+            if let Some(s) = steps.get(i) {
+                if s.start <= w.addr
+                    && s.backing == Backing::Anon
+                    && !s.shared
+                    && !s.grows_down
+                    && s.map_prot & PROT_WRITE != 0
+                {
+                    want[i] = true;
+                }
+            }
+        }
+        if !want.contains(&true) {
+            return Ok(None);
+        }
+        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+        let fd = main.raw("userfaultfd", libc::SYS_userfaultfd, &[flags])?;
+        if fd < 0 {
+            return Ok(None);
+        }
+        let theirs = fd as u64;
+        main.write(scratch, &u64s(&[UFFD_API, UFFD_FEATURE_SIGBUS, 0]))?;
+        let api = main.raw(
+            "ioctl(UFFDIO_API)",
+            libc::SYS_ioctl,
+            &[theirs, UFFDIO_API, scratch],
+        )?;
+        let ours = if api == 0 {
+            dup_fd_of(self.pid, theirs as i32)
+        } else {
+            None
+        };
+        let Some(ours) = ours else {
+            main.call("close", libc::SYS_close, &[theirs])?;
+            return Ok(None);
+        };
+        let mut ranges = Vec::new();
+        for (s, _) in steps.iter().zip(&want).filter(|(_, &w)| w) {
+            main.write(
+                scratch,
+                &u64s(&[s.start, s.len, UFFDIO_REGISTER_MODE_MISSING, 0]),
+            )?;
+            let r = main.raw(
+                &format!("ioctl(UFFDIO_REGISTER) of {}", s.what),
+                libc::SYS_ioctl,
+                &[theirs, UFFDIO_REGISTER, scratch],
+            )?;
+            if r == 0 {
+                ranges.push((s.start, s.start + s.len));
+            }
+        }
+        Ok(Some(CopyFd {
+            ours,
+            theirs,
+            ranges,
+        }))
+    }
+
+    /// Unregister the mappings (they keep their flags) and close the
+    /// userfaultfd in the target.
+    fn copy_finish(&mut self, main: &mut Remote, c: CopyFd, scratch: u64) -> Result<()> {
+        for &(start, end) in &c.ranges {
+            main.write(scratch, &u64s(&[start, end - start]))?;
+            main.call(
+                &format!("ioctl(UFFDIO_UNREGISTER) of {start:#x}..{end:#x}"),
+                libc::SYS_ioctl,
+                &[c.theirs, UFFDIO_UNREGISTER, scratch],
+            )?;
+        }
+        main.call("close of the userfaultfd", libc::SYS_close, &[c.theirs])?;
+        Ok(())
     }
 
     /// Temporary huge-page areas for the `huge` fills, and a userfaultfd
@@ -1096,6 +1199,30 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             main.call("timer_delete", libc::SYS_timer_delete, &[d as u64])?;
         }
         Ok(())
+    }
+}
+
+/// A userfaultfd of the target for UFFDIO_COPY: its number there, our
+/// duplicate, the registered ranges.
+struct CopyFd {
+    ours: std::os::fd::OwnedFd,
+    theirs: u64,
+    ranges: Vec<(u64, u64)>,
+}
+
+/// A duplicate of fd `fd` of `pid` (pidfd_getfd), or None.
+fn dup_fd_of(pid: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system calls on integers; each fd returned is new and
+    // owned here.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return None;
+        }
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        (got >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(got as i32))
     }
 }
 

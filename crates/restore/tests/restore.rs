@@ -854,8 +854,9 @@ fn memhog_restore() {
 }
 
 /// Pages of a big anonymous mapping written through huge pages and moved
-/// into place (where THP is in madvise mode): same bytes, the mapping
-/// keeps its own flags (no `hg`); the progress callback sees every byte.
+/// into place (where THP is in madvise mode), or with UFFDIO_COPY: same
+/// bytes, the mapping keeps its own flags (no `hg`, no userfaultfd `um`);
+/// the progress callback sees every byte.
 #[test]
 fn huge_page_fill_and_progress() {
     let dir = TempDir::new("hugefill");
@@ -869,54 +870,61 @@ fn huge_page_fill_and_progress() {
         .find_map(|w| w.strip_prefix("addr=0x"))
         .map(|a| u64::from_str_radix(a, 16).unwrap());
     let image = dump_kill(&mut p, &dir);
-    let before = p.lines();
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let mut opts = RestoreOptions {
-        huge_fill: Some(true),
-        progress: Some(Box::new(move |d, t| s2.lock().unwrap().push((d, t)))),
-        ..Default::default()
-    };
-    let r = ckpt_restore::restore(&reader, &mut opts).unwrap_or_else(|e| panic!("restore: {e}"));
-    assert!(opts.progress.is_some(), "the callback is given back");
-    let q = Proc::restored(&r, &p.out);
-    ckpt_sys::sys::kill(q.pid, libc::SIGUSR1).unwrap();
-    let got = q.wait_line_after(before, |l| l.starts_with("sum="));
-    assert_eq!(got.split_whitespace().next().unwrap(), sum);
-    let seen = seen.lock().unwrap().clone();
-    let (d, t) = *seen.last().unwrap();
-    assert_eq!((d, t), (r.stats.page_bytes, r.stats.page_bytes), "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
-    // The mapping's flags are the saved ones.
-    if let Some(addr) = addr {
-        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", q.pid)).unwrap();
-        // Header lines are "start-end perms ..."; the fields follow.
-        let range = |l: &str| {
-            let (a, rest) = l.split_once('-')?;
-            let e = rest.split(' ').next()?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(e, 16).ok()?,
-            ))
+    // Through huge pages moved into place, then with UFFDIO_COPY (or
+    // process_vm_writev where that is not available).
+    for huge_fill in [Some(true), Some(false)] {
+        let before = p.lines();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let mut opts = RestoreOptions {
+            huge_fill,
+            progress: Some(Box::new(move |d, t| s2.lock().unwrap().push((d, t)))),
+            ..Default::default()
         };
-        let mut lines = smaps.lines();
-        let head = lines
-            .by_ref()
-            .find(|l| range(l).is_some_and(|(a, e)| a <= addr && addr < e))
-            .expect("the mapping is there")
-            .to_string();
-        let block: Vec<&str> = lines.take_while(|l| range(l).is_none()).collect();
-        let field = |k: &str| {
-            block
-                .iter()
-                .find_map(|l| l.strip_prefix(k))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        };
-        let (flags, huge) = (field("VmFlags:"), field("AnonHugePages:"));
-        eprintln!("{head}: AnonHugePages {huge}, VmFlags {flags}");
-        assert!(!flags.contains("hg"), "{head}: {flags}");
+        let r =
+            ckpt_restore::restore(&reader, &mut opts).unwrap_or_else(|e| panic!("restore: {e}"));
+        assert!(opts.progress.is_some(), "the callback is given back");
+        let mut q = Proc::restored(&r, &p.out);
+        ckpt_sys::sys::kill(q.pid, libc::SIGUSR1).unwrap();
+        let got = q.wait_line_after(before, |l| l.starts_with("sum="));
+        assert_eq!(got.split_whitespace().next().unwrap(), sum);
+        let seen = seen.lock().unwrap().clone();
+        let (d, t) = *seen.last().unwrap();
+        assert_eq!((d, t), (r.stats.page_bytes, r.stats.page_bytes), "{seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+        // The mapping's flags are the saved ones.
+        if let Some(addr) = addr {
+            let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", q.pid)).unwrap();
+            // Header lines are "start-end perms ..."; the fields follow.
+            let range = |l: &str| {
+                let (a, rest) = l.split_once('-')?;
+                let e = rest.split(' ').next()?;
+                Some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(e, 16).ok()?,
+                ))
+            };
+            let mut lines = smaps.lines();
+            let head = lines
+                .by_ref()
+                .find(|l| range(l).is_some_and(|(a, e)| a <= addr && addr < e))
+                .expect("the mapping is there")
+                .to_string();
+            let block: Vec<&str> = lines.take_while(|l| range(l).is_none()).collect();
+            let field = |k: &str| {
+                block
+                    .iter()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            let (flags, huge) = (field("VmFlags:"), field("AnonHugePages:"));
+            eprintln!("{head}: AnonHugePages {huge}, VmFlags {flags}");
+            assert!(!flags.contains("hg"), "{head}: {flags}");
+            assert!(!flags.contains("um"), "{head}: {flags}");
+        }
+        q.kill();
     }
 }
