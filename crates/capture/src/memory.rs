@@ -24,6 +24,8 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 const BATCH: usize = 256 << 10;
 /// Batch buffers: one being filled, the others read ahead or being consumed.
 const BUFFERS: usize = 8;
+/// Up to this many bytes, memory is read without a reader thread.
+const INLINE_MAX: usize = 4 << 20;
 
 /// A range of pages to save. `may_skip`: pages that cannot be read are left
 /// out instead of failing (beyond the end of a shared object). `zero`: known
@@ -251,11 +253,13 @@ pub(crate) fn save(
         progress(done, total);
         Ok(())
     };
-    if batches.len() == 1 {
+    if total <= INLINE_MAX as u64 {
+        // Little to read: no reader thread (starting one costs more).
         let mut buf = vec![0u8; buf_len];
-        let (batch, len) = &batches[0];
-        let pieces = fill(pid, areas, &mem, batch, &mut buf[..*len], page)?;
-        emit(&buf, &pieces, *len)?;
+        for (batch, len) in &batches {
+            let pieces = fill(pid, areas, &mem, batch, &mut buf[..*len], page)?;
+            emit(&buf, &pieces, *len)?;
+        }
         return Ok(saved);
     }
     type Filled = Result<(Vec<u8>, Vec<Piece>, usize)>;
@@ -387,4 +391,101 @@ fn fill(
         }
     }
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ckpt_image::Blob;
+
+    /// Keeps every add_pages call.
+    #[derive(Default)]
+    struct Collect {
+        pages: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl PageSink for Collect {
+        fn add_pages(&mut self, _pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+            self.pages.push((addr, data.to_vec()));
+            Ok(())
+        }
+        fn add_blob(&mut self, _data: &[u8]) -> Result<Blob> {
+            unreachable!("no blobs here")
+        }
+    }
+
+    /// save() over `bytes` of this process's own memory: data, a known-zero
+    /// range (saved as zeros, not read), data.
+    fn save_own_memory(bytes: usize) {
+        let page = 4096usize;
+        let mut v = vec![0u8; bytes + page];
+        let off = (page - v.as_ptr() as usize % page) % page;
+        let region = &mut v[off..off + bytes];
+        for (i, p) in region.chunks_mut(page).enumerate() {
+            if i % 3 != 0 {
+                p.fill((i % 251) as u8 + 1);
+                p[0] = i as u8;
+            }
+        }
+        let region = &*region;
+        let start = region.as_ptr() as u64;
+        let end = start + bytes as u64;
+        let entry = MapEntry {
+            start,
+            end,
+            perms: *b"rw-p",
+            ..Default::default()
+        };
+        let areas = vec![(entry, Policy::Anon)];
+        let third = (bytes / 3 / page * page) as u64;
+        let range = |a: u64, b: u64, zero: bool| Range {
+            start: a,
+            end: b,
+            may_skip: false,
+            zero,
+            vma: 0,
+        };
+        let ranges = [
+            range(start, start + third, false),
+            range(start + third, start + 2 * third, true),
+            range(start + 2 * third, end, false),
+        ];
+        let mut sink = Collect::default();
+        let mut last = 0;
+        let saved = save(
+            std::process::id() as Pid,
+            &areas,
+            &ranges,
+            page as u64,
+            &mut sink,
+            &mut |done, total| {
+                assert!(done >= last && done <= total && total == bytes as u64);
+                last = done;
+            },
+        )
+        .unwrap();
+        assert_eq!(saved, bytes as u64);
+        assert_eq!(last, bytes as u64);
+        let mut expect = region.to_vec();
+        expect[third as usize..2 * third as usize].fill(0);
+        let mut at = start;
+        let mut got = Vec::with_capacity(bytes);
+        for (a, d) in &sink.pages {
+            assert_eq!(*a, at, "pieces in address order, contiguous");
+            at += d.len() as u64;
+            got.extend_from_slice(d);
+        }
+        assert!(got == expect, "saved bytes differ");
+    }
+
+    #[test]
+    fn save_small_inline() {
+        save_own_memory(1 << 20);
+    }
+
+    #[test]
+    fn save_big_through_the_reader_thread() {
+        assert!(12 << 20 > INLINE_MAX);
+        save_own_memory(12 << 20);
+    }
 }
