@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn save_big_through_the_reader_thread() {
-        assert!(12 << 20 > INLINE_MAX);
+        const { assert!(12 << 20 > INLINE_MAX) };
         save_own_memory(12 << 20);
     }
 }
