@@ -470,6 +470,10 @@ fn hostile_images_at_every_ckpt_entry_point() {
                 Class::Any => false,
             };
             if must_fail {
+                if o.out.status.success() && args[1] == "--detach" {
+                    // Do not leave it running when the test fails.
+                    drop(Proc::adopt(p.pid, &p.out));
+                }
                 assert!(
                     !o.out.status.success(),
                     "{what}: succeeded: {}",
