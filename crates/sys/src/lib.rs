@@ -10,6 +10,8 @@
 //! thread it was applied to.
 
 pub mod clone;
+/// Credentials of the calling thread: fs ids switched to another user's, access(2) with them. Used by restore.
+pub mod creds;
 pub mod inject;
 pub mod ptrace;
 pub mod remote;

@@ -420,3 +420,108 @@ pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize> {
         return Ok(r as usize);
     }
 }
+
+/// A duplicate of fd `fd` of process `pid` in this process
+/// (pidfd_open + pidfd_getfd; needs ptrace access to `pid`).
+pub fn fd_of(pid: Pid, fd: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let err = |op| Error::Os {
+        op,
+        tid: pid,
+        source: std::io::Error::last_os_error(),
+    };
+    // SAFETY: integer arguments only.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(err("pidfd_open"));
+    }
+    // SAFETY: the fd was just returned to us and is owned by nothing else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: integer arguments only.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        return Err(err("pidfd_getfd"));
+    }
+    // SAFETY: a new fd, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as i32) })
+}
+
+/// A range of another process's memory, laid out as a `struct iovec`
+/// (the remote side of [`vm_writev`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteIov {
+    pub addr: u64,
+    pub len: usize,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<RemoteIov>() == std::mem::size_of::<libc::iovec>());
+    assert!(std::mem::align_of::<RemoteIov>() == std::mem::align_of::<libc::iovec>());
+};
+
+/// process_vm_writev(2) of the local slices to the remote ranges of `pid`
+/// (at most IOV_MAX of each; the lengths need not match piece by piece).
+/// Returns the bytes written, short when a remote page fails.
+pub fn vm_writev(pid: Pid, local: &[std::io::IoSlice<'_>], remote: &[RemoteIov]) -> Result<usize> {
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix and
+    // each points into a live buffer the caller borrows for the call, which
+    // the kernel only reads; `RemoteIov` has the layout of `struct iovec`
+    // (checked above) and names addresses of the other process, which the
+    // kernel validates.
+    let n = unsafe {
+        libc::process_vm_writev(
+            pid,
+            local.as_ptr().cast::<libc::iovec>(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr().cast::<libc::iovec>(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(Error::Os {
+            op: "process_vm_writev",
+            tid: pid,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(n as usize)
+}
+
+/// UFFDIO_COPY_MODE_DONTWAKE: do not wake threads waiting on the range.
+pub const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1;
+
+/// ioctl(UFFDIO_COPY) on userfaultfd `fd`: copy `src` to `dst` in the
+/// address space the userfaultfd belongs to (`dst` and the length
+/// page-aligned, the range registered with it). Returns the bytes copied
+/// (the kernel may copy part of it, even on failure) and the result of the
+/// call (EAGAIN: try the rest again).
+pub fn uffd_copy(fd: i32, dst: u64, src: &[u8], mode: u64) -> (u64, Result<()>) {
+    const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+    #[repr(C)]
+    struct UffdioCopy {
+        dst: u64,
+        src: u64,
+        len: u64,
+        mode: u64,
+        copy: i64,
+    }
+    let mut c = UffdioCopy {
+        dst,
+        src: src.as_ptr() as u64,
+        len: src.len() as u64,
+        mode,
+        copy: 0,
+    };
+    // SAFETY: `c` is a valid uffdio_copy the kernel reads and updates; its
+    // source range is `src`, a live slice the kernel only reads; `dst` is
+    // in the userfaultfd's address space, validated by the kernel.
+    let r = unsafe { libc::ioctl(fd, UFFDIO_COPY, &mut c as *mut UffdioCopy) };
+    let result = if r < 0 {
+        Err(os("ioctl(UFFDIO_COPY)"))
+    } else {
+        Ok(())
+    };
+    (c.copy.max(0) as u64, result)
+}
