@@ -7,6 +7,7 @@ use crate::plan::memory::{pair_vdso, parse_maps, plan_memory};
 use crate::stub::holder_of;
 use crate::{Report, RestoreOptions};
 use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers};
+use ckpt_sys::creds::{self, FsIds, FsSwitch};
 use ckpt_sys::{setup, sys};
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
@@ -156,13 +157,22 @@ pub(crate) fn taken_ids(p: &Process) -> Vec<(i32, &'static str, String, bool)> {
 }
 
 pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Report {
+    check_and_open_as(reader, opts).0
+}
+
+/// [`check`], and the ids the restore is to open the image's paths with
+/// (see [`open_as`]).
+pub(crate) fn check_and_open_as<R: ReadAt>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+) -> (Report, Option<FsIds>) {
     let mut r = Report::default();
     let image = reader.image();
     let p = match root_process(image) {
         Ok(p) => p,
         Err(e) => {
             r.errors.push(e);
-            return r;
+            return (r, None);
         }
     };
 
@@ -372,15 +382,37 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
             c.euid, c.egid, c.groups, own.uids[1], own.gids[1]
         ));
     }
-    let restorers_own = image_is_restorers_own(reader, &own);
-    security(image, p, &own, &fds, &mem, restorers_own, &mut r);
+    let as_saved = open_as(p, &own, || image_is_restorers_own(reader, &own));
+    security(image, p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
     if p.creds.seccomp_mode != 0 {
         r.errors.push(format!(
             "the process runs under seccomp (mode {}); its filters are not in the image and it would run unconfined",
             p.creds.seccomp_mode
         ));
     }
-    r
+    (r, as_saved)
+}
+
+/// The ids the restore opens the image's paths with (files, mapped files,
+/// the executable, the working directory), where they are not the
+/// restorer's own: the saved process's fs uid, fs gid and groups when it
+/// ran as another user (and the restorer may switch to them) and the image
+/// is not the restorer's own (`restorers_own`, asked only then: see
+/// [`image_is_restorers_own`]). None: the restorer's own ids, for its own
+/// process, for an image it wrote itself and vouches for, and for a
+/// restorer without privileges (which cannot restore another user's
+/// process at all). spec/security.md, section 3.
+fn open_as(p: &Process, own: &OwnCreds, restorers_own: impl FnOnce() -> bool) -> Option<FsIds> {
+    let other_user = creds_differ(p, own) && own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID);
+    if !other_user || restorers_own() {
+        return None;
+    }
+    let c = &p.creds;
+    Some(FsIds {
+        uid: c.fsuid,
+        gid: c.fsgid,
+        groups: c.groups.clone(),
+    })
 }
 
 /// What an image may not ask for, whoever restores it: the image is data
@@ -391,7 +423,7 @@ fn security(
     own: &OwnCreds,
     fds: &crate::plan::fds::FdPlan,
     mem: &crate::plan::memory::MemPlan,
-    restorers_own: bool,
+    as_saved: Option<&FsIds>,
     r: &mut Report,
 ) {
     let _ = image;
@@ -465,13 +497,13 @@ fn security(
 
     // Files are opened with the rights of the user the process ran as:
     // - another user's process from an image the restorer did not write
-    //   itself: a child takes that user's ids and checks each file (the
-    //   restore itself opens them as the restorer, who could open more);
+    //   itself: a child takes that user's fs ids and checks each file (the
+    //   restore then opens them with those ids too, so that a path changed
+    //   since gives nothing more);
     // - a restorer without privileges: its own rights (what the restore
     //   will run into anyway, said before anything starts).
     let c = &p.creds;
-    let other_user = creds_differ(p, own) && own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID);
-    let check_other = other_user && !restorers_own;
+    let check_other = as_saved.is_some();
     let check_own = !creds_differ(p, own) && own.uids[1] != 0;
     if check_other || check_own {
         let mut items: Vec<(String, std::ffi::CString, i32)> = Vec::new();
@@ -518,8 +550,8 @@ fn security(
                 items.push((s.what.clone(), path.clone(), mode_of(*flags)));
             }
         }
-        let result = if check_other {
-            access_as(c, &items)
+        let result = if let Some(ids) = as_saved {
+            access_as(ids, &items)
         } else {
             Ok(access_here(&items))
         };
@@ -554,12 +586,8 @@ fn security(
 fn access_here(items: &[(String, std::ffi::CString, i32)]) -> Vec<(usize, i32)> {
     let mut denied = Vec::new();
     for (i, (_, path, mode)) in items.iter().enumerate() {
-        // SAFETY: `path` is a valid C string.
-        if unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), *mode, 0) } != 0 {
-            let errno = std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EACCES);
-            denied.push((i, errno));
+        if let Err(e) = creds::access(path, *mode) {
+            denied.push((i, e.errno().unwrap_or(libc::EACCES)));
         }
     }
     denied
@@ -706,56 +734,45 @@ fn cap_names(bits: u64) -> String {
         .join(",")
 }
 
-/// Which of `items` (what, path, access(2) mode) the user of `c` may not
-/// access: a child takes `c`'s fs ids and groups and asks access(2).
+/// Which of `items` (what, path, access(2) mode) the user of `ids` may
+/// not access: a child takes those fs ids and groups, as the restore does
+/// to open them ([`FsSwitch`]), and asks access(2) with them.
 /// Returns (index, errno) of each denied one.
 fn access_as(
-    c: &ckpt_image::Credentials,
+    ids: &FsIds,
     items: &[(String, std::ffi::CString, i32)],
 ) -> Result<Vec<(usize, i32)>, String> {
     use ckpt_sys::clone::{fork_with_pid, Forked};
     if items.is_empty() {
         return Ok(Vec::new());
     }
+    /// The record that ends the child's answer.
+    const DONE: u32 = u32::MAX - 1;
+    let switch = FsSwitch::new(ids.clone()).map_err(|e| e.to_string())?;
+    let (uid, gid) = (ids.uid, ids.gid);
     let (rfd, wfd) = setup::pipe2(libc::O_CLOEXEC).map_err(|e| e.to_string())?;
-    let groups: Vec<libc::gid_t> = c.groups.clone();
-    let (uid, gid) = (c.fsuid, c.fsgid);
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
             // Only async-signal-safe calls here: the caller may have threads.
             let _ = setup::close(rfd);
-            let fail = |errno: i32| {
+            let report = |i: u32, e: &ckpt_sys::Error| {
                 let mut rec = [0u8; 8];
-                rec[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-                rec[4..].copy_from_slice(&errno.to_le_bytes());
+                rec[..4].copy_from_slice(&i.to_le_bytes());
+                rec[4..].copy_from_slice(&e.errno().unwrap_or(libc::EACCES).to_le_bytes());
                 let _ = sys::write_fd(wfd, &rec);
-                sys::exit_now(1)
             };
-            // Raw system calls, not libc's wrappers: after a raw clone3 in a
-            // process with threads, glibc's setxid would wait for threads
-            // that do not exist here. The ids are this thread's only, which
-            // is all that access(2) looks at.
-            // SAFETY: plain system calls on memory allocated before the fork.
-            unsafe {
-                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-                    || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
-                    || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
-                {
-                    fail(*libc::__errno_location());
-                }
+            if let Err(e) = switch.enter() {
+                report(u32::MAX, &e);
+                sys::exit_now(1)
             }
             for (i, (_, path, mode)) in items.iter().enumerate() {
-                // SAFETY: `path` is a valid C string.
-                let rc = unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), *mode, 0) };
-                if rc != 0 {
-                    // SAFETY: errno of this thread.
-                    let errno = unsafe { *libc::__errno_location() };
-                    let mut rec = [0u8; 8];
-                    rec[..4].copy_from_slice(&(i as u32).to_le_bytes());
-                    rec[4..].copy_from_slice(&errno.to_le_bytes());
-                    let _ = sys::write_fd(wfd, &rec);
+                if let Err(e) = creds::eaccess(path, *mode) {
+                    report(i as u32, &e);
                 }
             }
+            let mut rec = [0u8; 8];
+            rec[..4].copy_from_slice(&DONE.to_le_bytes());
+            let _ = sys::write_fd(wfd, &rec);
             sys::exit_now(0)
         }
         Ok(Forked::Parent(child)) => {
@@ -782,9 +799,15 @@ fn access_as(
                         os_msg(&std::io::Error::from_raw_os_error(errno))
                     ));
                 }
+                if i == DONE {
+                    return Ok(denied);
+                }
                 denied.push((i as usize, errno));
             }
-            Ok(denied)
+            // Killed before the end: the rest was not checked.
+            Err(format!(
+                "the child checking as uid {uid} gid {gid} ended before it was done"
+            ))
         }
         Err(e) => {
             let _ = setup::close(rfd);
@@ -807,4 +830,88 @@ pub(crate) fn kernel_release() -> String {
         .unwrap_or_default()
         .trim()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> OwnCreds {
+        OwnCreds {
+            uids: [0; 4],
+            gids: [0; 4],
+            groups: vec![0],
+            cap_eff: u64::MAX >> 23,
+            cap_prm: u64::MAX >> 23,
+        }
+    }
+
+    fn nobodys() -> Process {
+        let mut p = Process::default();
+        let c = &mut p.creds;
+        (c.ruid, c.euid, c.suid, c.fsuid) = (65534, 65534, 65534, 65534);
+        (c.rgid, c.egid, c.sgid, c.fsgid) = (65534, 65534, 65534, 65534);
+        c.groups = vec![65534, 100];
+        p
+    }
+
+    #[test]
+    fn paths_are_opened_as_the_saved_user_only_for_others_untrusted_images() {
+        let own = root();
+        let nobody = nobodys();
+        let ids = FsIds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534, 100],
+        };
+        assert_eq!(open_as(&nobody, &own, || false), Some(ids));
+        // The restorer's own image: vouched for.
+        assert_eq!(open_as(&nobody, &own, || true), None);
+        // Its own process: its own rights, and the image is not looked at.
+        let mut mine = Process::default();
+        mine.creds.groups = vec![0];
+        assert_eq!(open_as(&mine, &own, || panic!("asked")), None);
+        // A restorer that cannot switch (check refuses such an image).
+        let weak = OwnCreds {
+            cap_eff: 0,
+            ..root()
+        };
+        assert_eq!(open_as(&nobody, &weak, || false), None);
+    }
+
+    #[test]
+    fn access_as_answers_with_the_users_rights() {
+        if creds::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let item = |p: &std::ffi::CStr, mode| (String::new(), p.to_owned(), mode);
+        let items = [
+            item(c"/etc/shadow", libc::R_OK),
+            item(c"/tmp", libc::W_OK | libc::X_OK),
+            item(c"/etc/passwd", libc::R_OK),
+            item(c"/etc/passwd", libc::W_OK),
+            item(c"/nonexistent/x", libc::F_OK),
+        ];
+        let ids = FsIds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        };
+        assert_eq!(
+            access_as(&ids, &items),
+            Ok(vec![
+                (0, libc::EACCES),
+                (3, libc::EACCES),
+                (4, libc::ENOENT)
+            ])
+        );
+        // Root itself may.
+        let root = FsIds {
+            uid: 0,
+            gid: 0,
+            groups: vec![],
+        };
+        assert_eq!(access_as(&root, &items[..4]), Ok(vec![]));
+    }
 }

@@ -1,7 +1,7 @@
 //! Executing a restore: the stub is seized and turned, by system calls
 //! injected into it, into the saved process.
 
-use crate::check::{creds_differ, own_creds, root_process, taken_ids};
+use crate::check::{check_and_open_as, creds_differ, own_creds, root_process, taken_ids};
 use crate::error::{Error, Result, SysContext};
 use crate::pages::write_pages;
 use crate::pages::{CopyTarget, Redirect, Target};
@@ -14,6 +14,7 @@ use crate::plan::regs::{first_handler, fit_xsave, itimer_setting, restart_fixup}
 use crate::remote::Remote;
 use crate::{stub, Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
 use ckpt_image::{ImageReader, Process, ReadAt, Registers, Thread, PROT_READ, PROT_WRITE};
+use ckpt_sys::creds::{FsIds, FsSwitch};
 use ckpt_sys::inject::{find_syscall_insn, TRAMPOLINE_CODE};
 use ckpt_sys::ptrace::{self, Stop};
 use ckpt_sys::{setup, sys};
@@ -91,7 +92,7 @@ pub fn restore<R: ReadAt + Sync>(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored> {
     let t0 = Instant::now();
-    let report = crate::check(reader, opts);
+    let (report, as_saved) = check_and_open_as(reader, opts);
     if !report.errors.is_empty() {
         return Err(Error::Check(report));
     }
@@ -117,12 +118,27 @@ pub fn restore<R: ReadAt + Sync>(
     }
     let mut phases = vec![("plan", t0.elapsed())];
 
+    // Paths of the image are opened with the saved user's fs ids where
+    // check says so: by the stub around each of its opens, and by the
+    // process being built from the start of its mappings (see `run`).
+    let switch = match &as_saved {
+        Some(ids) => Some(FsSwitch::new(ids.clone()).map_err(|source| Error::Sys {
+            context: "reading the restorer's own file access ids".into(),
+            source,
+        })?),
+        None => None,
+    };
     // The stub, at the saved pid (or, with new_pid, anywhere when it is taken).
     let keep_ids = !opts.new_pid || taken_ids(p).is_empty();
-    let spawned = stub::spawn(&fdplan, keep_ids.then_some(p.pid), ZOMBIE_WAIT);
+    let spawned = stub::spawn(
+        &fdplan,
+        switch.as_ref(),
+        keep_ids.then_some(p.pid),
+        ZOMBIE_WAIT,
+    );
     let pid = match spawned {
         Err(Error::PidInUse { .. }) | Err(Error::Sys { .. }) if opts.new_pid && keep_ids => {
-            stub::spawn(&fdplan, None, Duration::ZERO)?
+            stub::spawn(&fdplan, switch.as_ref(), None, Duration::ZERO)?
         }
         r => r?,
     };
@@ -146,6 +162,7 @@ pub fn restore<R: ReadAt + Sync>(
         t0,
         progress,
         huge_fill: opts.huge_fill,
+        as_saved: as_saved.as_ref(),
     };
     let tids = b.run()?;
     let stats = RestoreStats {
@@ -172,6 +189,9 @@ struct Build<'a, R: ReadAt> {
     t0: Instant,
     progress: &'a mut dyn FnMut(u64, u64),
     huge_fill: Option<bool>,
+    /// The fs ids the process opens the image's paths with (None: the
+    /// restorer's, inherited by the stub).
+    as_saved: Option<&'a FsIds>,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -232,6 +252,12 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         self.address_space(&mut main, &layout)?;
         self.phase("address space");
+        if let Some(ids) = self.as_saved {
+            // Before the first open of a path of the image (mapped files,
+            // then the executable and the working directory): the process
+            // keeps these fs ids until its own credentials are set.
+            take_fs_ids(&mut main, ids, layout.tramp + self.page)?;
+        }
         self.mappings(&mut main, &layout)?;
         self.phase("mappings");
         let scratch = layout.tramp + self.page;
@@ -1003,12 +1029,14 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                 set_thread_creds(r, p, scratch)?;
             }
         }
-        // Credential changes reset these two: set them last.
-        if !p.dumpable {
+        // Credential changes reset these two: set them last. (A change of
+        // ids leaves the process dumpable only if fs.suid_dumpable says so:
+        // a process saved dumpable is made so again.)
+        if !p.dumpable || set_creds {
             main.call(
                 "prctl(PR_SET_DUMPABLE)",
                 libc::SYS_prctl,
-                &[libc::PR_SET_DUMPABLE as u64, 0],
+                &[libc::PR_SET_DUMPABLE as u64, u64::from(p.dumpable)],
             )?;
         }
         main.call(
@@ -1222,18 +1250,7 @@ struct CopyFd {
 
 /// A duplicate of fd `fd` of `pid` (pidfd_getfd), or None.
 fn dup_fd_of(pid: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain system calls on integers; each fd returned is new and
-    // owned here.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        if pidfd < 0 {
-            return None;
-        }
-        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
-        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        (got >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(got as i32))
-    }
+    setup::fd_of(pid, fd).ok()
 }
 
 /// The THP mode huge-page fills are planned for: the system's, unless
@@ -1283,6 +1300,49 @@ fn free_huge_pages_reported() -> bool {
     })
 }
 
+/// setfsuid/setfsgid in the thread, checked: they return the previous id
+/// whether they worked or not, so a second call with an invalid id (which
+/// changes nothing and returns the current one) tells.
+fn set_fs_id(r: &mut Remote, name: &str, nr: i64, id: u32) -> Result<()> {
+    r.raw(name, nr, &[id.into()])?;
+    let now = r.raw(name, nr, &[u32::MAX.into()])? as u32;
+    if now != id {
+        return Err(Error::Io {
+            context: format!("thread {}: {name}({id}) left it at {now}", r.tid),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        });
+    }
+    Ok(())
+}
+
+/// Give the thread `ids` as its fs uid, fs gid and groups: the rights it
+/// opens files with from then on. The dumpable flag, which the kernel
+/// resets on such a change, is put back.
+fn take_fs_ids(r: &mut Remote, ids: &FsIds, scratch: u64) -> Result<()> {
+    let dumpable = r.call(
+        "prctl(PR_GET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0],
+    )?;
+    let groups: Vec<u8> = ids.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    r.write(scratch, &groups)?;
+    r.call(
+        "setgroups",
+        libc::SYS_setgroups,
+        &[ids.groups.len() as u64, scratch],
+    )?;
+    set_fs_id(r, "setfsgid", libc::SYS_setfsgid, ids.gid)?;
+    set_fs_id(r, "setfsuid", libc::SYS_setfsuid, ids.uid)?;
+    if dumpable <= 1 {
+        r.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, dumpable, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
 /// uids, gids and groups of one thread (credentials are per thread in the kernel).
 fn set_thread_creds(r: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
     let c = &p.creds;
@@ -1298,13 +1358,13 @@ fn set_thread_creds(r: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
         libc::SYS_setresgid,
         &[c.rgid.into(), c.egid.into(), c.sgid.into()],
     )?;
-    r.raw("setfsgid", libc::SYS_setfsgid, &[c.fsgid.into()])?;
+    set_fs_id(r, "setfsgid", libc::SYS_setfsgid, c.fsgid)?;
     r.call(
         "setresuid",
         libc::SYS_setresuid,
         &[c.ruid.into(), c.euid.into(), c.suid.into()],
     )?;
-    r.raw("setfsuid", libc::SYS_setfsuid, &[c.fsuid.into()])?;
+    set_fs_id(r, "setfsuid", libc::SYS_setfsuid, c.fsuid)?;
     Ok(())
 }
 

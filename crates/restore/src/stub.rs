@@ -6,16 +6,28 @@
 //! async-signal-safe work: every path, buffer and slot it uses was allocated
 //! before the fork, and it reports failure as (op index, errno) on the
 //! readiness pipe instead of formatting messages.
+//!
+//! Paths of the image (files, FIFOs, live pipes reached through
+//! /proc/HOLDER/fd/N, the directories unlinked files are recreated in) are
+//! opened with the saved user's fs ids when the restore takes them (another
+//! user's process from an image that is not the restorer's own, see
+//! `check::open_as`): the child switches its fs uid, fs gid and groups
+//! around each such open ([`FsSwitch`]), so that the kernel applies that
+//! user's rights at the open itself, whatever the path leads to by then.
+//! The restorer's own things (its fds 0-2, its terminal, the stub's own
+//! fds reopened through /proc/self/fd) are opened with the restorer's ids.
 
 use crate::error::{Error, Result};
 use crate::plan::fds::{FdOp, FdPlan};
 use ckpt_sys::clone::{fork_with_pid, Forked};
+use ckpt_sys::creds::{self, FsSwitch};
 use ckpt_sys::{setup, sys};
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
 /// Failure codes beyond op indices.
 const CODE_STD: u32 = 0xffff_ff00; // + k: the restorer's fd k
+const CODE_CREDS: u32 = 0xffff_fffe; // switching the fs ids
 const CODE_SETUP: u32 = 0xffff_ffff;
 
 type ChildResult<T> = std::result::Result<T, (u32, i32)>;
@@ -49,9 +61,36 @@ struct Child<'a> {
     plan: &'a FdPlan,
     slots: &'a mut [i32],
     std_high: [i32; 3],
+    /// The saved user's fs ids, taken around each open of a path of the
+    /// image; None: the restorer's own are used.
+    as_saved: Option<&'a FsSwitch>,
+    /// Set when switching the fs ids failed (the op's error is then that).
+    switch_failed: bool,
 }
 
 impl Child<'_> {
+    /// Run `f` (opens of paths of the image) with the saved user's fs ids,
+    /// and take the restorer's back after.
+    fn as_saved<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> ckpt_sys::Result<T>,
+    ) -> ckpt_sys::Result<T> {
+        let Some(switch) = self.as_saved else {
+            return f(self);
+        };
+        if let Err(e) = switch.enter() {
+            self.switch_failed = true;
+            return Err(e);
+        }
+        let r = f(self);
+        if let Err(e) = switch.leave() {
+            // Never go on with the wrong ids.
+            self.switch_failed = true;
+            return Err(e);
+        }
+        r
+    }
+
     /// Move a fresh fd up into the staging area.
     fn stage(&self, fd: i32) -> ckpt_sys::Result<i32> {
         if fd >= self.plan.stage {
@@ -71,7 +110,11 @@ impl Child<'_> {
                 flags,
                 mode,
             } => {
-                let fd = setup::open(path, *flags, *mode)?;
+                let fd = self.as_saved(|_| setup::open(path, *flags, *mode))?;
+                self.slots[*slot] = self.stage(fd)?;
+            }
+            FdOp::OpenTty { slot, flags } => {
+                let fd = setup::open(c"/dev/tty", *flags, 0)?;
                 self.slots[*slot] = self.stage(fd)?;
             }
             FdOp::Reopen { slot, from, flags } => {
@@ -86,18 +129,18 @@ impl Child<'_> {
             }
             FdOp::OpenPipe { slot, path, flags } => {
                 let nb = flags | libc::O_NONBLOCK;
-                let fd = match setup::open(path, nb, 0) {
-                    Ok(fd) => fd,
+                let fd = self.as_saved(|_| match setup::open(path, nb, 0) {
+                    Ok(fd) => Ok(fd),
                     // A write end with no reader: be the reader meanwhile.
                     Err(e) if e.errno() == Some(libc::ENXIO) => {
                         let tmp = setup::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?;
                         let p = proc_fd_path(tmp, &mut buf);
                         let r = setup::open(p, nb, 0);
                         setup::close(tmp)?;
-                        r?
+                        r
                     }
-                    Err(e) => return Err(e),
-                };
+                    Err(e) => Err(e),
+                })?;
                 self.slots[*slot] = self.stage(fd)?;
             }
             FdOp::InheritStd { slot, std } => {
@@ -109,24 +152,23 @@ impl Child<'_> {
                 mode,
                 contents,
             } => {
-                let mut last = None;
-                let mut fd = -1;
-                for d in dirs {
-                    match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, *mode) {
-                        Ok(f) => {
-                            fd = f;
-                            break;
+                // Created with the saved user's ids where the restore
+                // takes them: the file then belongs to that user, in a
+                // directory that user may write to.
+                let fd = self.as_saved(|_| {
+                    let mut last = None;
+                    for d in dirs {
+                        match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, *mode) {
+                            Ok(f) => return Ok(f),
+                            Err(e) => last = Some(e),
                         }
-                        Err(e) => last = Some(e),
                     }
-                }
-                if fd < 0 {
-                    return Err(last.unwrap_or_else(|| ckpt_sys::Error::Os {
+                    Err(last.unwrap_or_else(|| ckpt_sys::Error::Os {
                         op: "open(O_TMPFILE)",
                         tid: 0,
                         source: std::io::Error::from_raw_os_error(libc::ENOENT),
-                    }));
-                }
+                    }))
+                })?;
                 let fd = self.stage(fd)?;
                 self.slots[*slot] = fd;
                 setup::pwrite_all(fd, contents, 0)?;
@@ -225,6 +267,7 @@ impl Child<'_> {
 fn child_setup(
     plan: &FdPlan,
     slots: &mut [i32],
+    as_saved: Option<&FsSwitch>,
     ready_w: i32,
     parent: i32,
     report_fd: &mut i32,
@@ -251,13 +294,35 @@ fn child_setup(
         }
     }
     sys::close_range(0, plan.stage as u32 - 1).map_err(setup_err)?;
+    let dumpable = creds::dumpable().map_err(setup_err)?;
     let mut c = Child {
         plan,
         slots,
         std_high,
+        as_saved,
+        switch_failed: false,
     };
     for (i, op) in plan.ops.iter().enumerate() {
-        c.run(op).map_err(|e| (i as u32, errno_of(&e)))?;
+        c.run(op).map_err(|e| {
+            let code = if c.switch_failed {
+                CODE_CREDS
+            } else {
+                i as u32
+            };
+            (code, errno_of(&e))
+        })?;
+    }
+    if as_saved.is_some() {
+        // Each change of the fs ids cleared the parent-death signal and
+        // reset the dumpable flag: set them again, and make sure the
+        // restorer did not die while there was no signal to say so.
+        sys::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
+        if setup::getppid() != parent {
+            sys::exit_now(1);
+        }
+        if dumpable <= 1 && creds::dumpable().map_err(setup_err)? != dumpable {
+            creds::set_dumpable(dumpable).map_err(setup_err)?;
+        }
     }
     // Close everything but the target fds and the readiness pipe.
     if ready > plan.stage {
@@ -267,9 +332,15 @@ fn child_setup(
     Ok(ready)
 }
 
-fn child_main(plan: &FdPlan, slots: &mut [i32], ready_w: i32, parent: i32) -> ! {
+fn child_main(
+    plan: &FdPlan,
+    slots: &mut [i32],
+    as_saved: Option<&FsSwitch>,
+    ready_w: i32,
+    parent: i32,
+) -> ! {
     let mut report_fd = ready_w;
-    match child_setup(plan, slots, ready_w, parent, &mut report_fd) {
+    match child_setup(plan, slots, as_saved, ready_w, parent, &mut report_fd) {
         Ok(ready) => {
             let _ = sys::write_fd(ready, &[0]);
             let _ = setup::close(ready);
@@ -314,9 +385,15 @@ pub fn holder_of(pid: i32) -> Option<(String, bool)> {
 }
 
 /// Fork the stub (at `pid`, or anywhere with None), let it build its fds,
-/// and return its pid once it waits in pause(). On failure nothing is left
+/// and return its pid once it waits in pause(). With `as_saved`, paths of
+/// the image are opened with those fs ids. On failure nothing is left
 /// running.
-pub fn spawn(plan: &FdPlan, pid: Option<i32>, zombie_wait: Duration) -> Result<i32> {
+pub fn spawn(
+    plan: &FdPlan,
+    as_saved: Option<&FsSwitch>,
+    pid: Option<i32>,
+    zombie_wait: Duration,
+) -> Result<i32> {
     let (r, w) = setup::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
         context: "creating the stub's readiness pipe".into(),
         source,
@@ -328,7 +405,7 @@ pub fn spawn(plan: &FdPlan, pid: Option<i32>, zombie_wait: Duration) -> Result<i
         match fork_with_pid(pid) {
             Ok(Forked::Child) => {
                 let _ = setup::close(r);
-                child_main(plan, &mut slots, w, parent)
+                child_main(plan, &mut slots, as_saved, w, parent)
             }
             Ok(Forked::Parent(c)) => break c,
             Err(e) if e.errno() == Some(libc::EEXIST) && pid.is_some() => {
@@ -404,6 +481,12 @@ pub fn spawn(plan: &FdPlan, pid: Option<i32>, zombie_wait: Duration) -> Result<i
         plan.what[code as usize].clone()
     } else if (CODE_STD..CODE_STD + 3).contains(&code) {
         format!("the restorer's own fd {}", code - CODE_STD)
+    } else if let (CODE_CREDS, Some(sw)) = (code, as_saved) {
+        let ids = sw.ids();
+        format!(
+            "switching to the saved user's file access ids (fs uid {} gid {}, groups {:?}) and back",
+            ids.uid, ids.gid, ids.groups
+        )
     } else {
         "setting up the stub".to_string()
     };
@@ -425,6 +508,8 @@ mod tests {
             plan: &plan,
             slots: &mut slots,
             std_high: [-1; 3],
+            as_saved: None,
+            switch_failed: false,
         };
         // A pipe whose only end left is the write end: opening another
         // write end would fail (ENXIO, no reader) without the detour.
@@ -454,6 +539,71 @@ mod tests {
         for fd in [w, nw, nr] {
             setup::close(fd).unwrap();
         }
+    }
+
+    #[test]
+    fn image_paths_are_opened_with_the_saved_users_ids() {
+        use ckpt_sys::creds::FsIds;
+        use std::os::unix::fs::MetadataExt;
+        if creds::geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let own = FsIds::current().unwrap();
+        let switch = FsSwitch::new(FsIds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![65534],
+        })
+        .unwrap();
+        let plan = FdPlan {
+            slots: 3,
+            ..Default::default()
+        };
+        let mut slots = vec![-1i32; 3];
+        let mut c = Child {
+            plan: &plan,
+            slots: &mut slots,
+            std_high: [-1; 3],
+            as_saved: Some(&switch),
+            switch_failed: false,
+        };
+        // A file nobody may not read: refused at the open, which root
+        // alone could have done; and root's ids are back after.
+        let e = c
+            .run(&FdOp::Open {
+                slot: 0,
+                path: c"/etc/shadow".to_owned(),
+                flags: libc::O_RDONLY,
+                mode: 0,
+            })
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EACCES));
+        assert!(!c.switch_failed);
+        assert_eq!(FsIds::current().unwrap(), own);
+        // An unlinked copy is created as nobody, and the stub's own fd is
+        // reopened through /proc/self/fd with the restorer's rights.
+        c.run(&FdOp::TmpFile {
+            slot: 1,
+            dirs: vec![c"/tmp".to_owned()],
+            mode: 0o400,
+            contents: b"saved".to_vec(),
+        })
+        .unwrap();
+        c.run(&FdOp::Reopen {
+            slot: 2,
+            from: 1,
+            flags: libc::O_RDONLY,
+        })
+        .unwrap();
+        assert_eq!(FsIds::current().unwrap(), own);
+        let m = std::fs::metadata(format!("/proc/self/fd/{}", slots[1])).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o400));
+        let mut b = [0u8; 5];
+        assert_eq!(setup::read(slots[2], &mut b).unwrap(), 5);
+        assert_eq!(&b, b"saved");
+        setup::close(slots[1]).unwrap();
+        setup::close(slots[2]).unwrap();
     }
 
     #[test]

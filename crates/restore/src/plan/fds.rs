@@ -23,7 +23,8 @@ const MFD_ALLOW_SEALING: u32 = 2;
 /// final number.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FdOp {
-    /// open(path, flags, mode).
+    /// open(path, flags, mode) of a path of the image (with the saved
+    /// user's fs ids where the restore takes them, see `stub.rs`).
     Open {
         slot: usize,
         path: CString,
@@ -34,6 +35,12 @@ pub enum FdOp {
     Reopen {
         slot: usize,
         from: usize,
+        flags: i32,
+    },
+    /// The restorer's controlling terminal (open of /dev/tty): the
+    /// restorer's own, not a path of the image.
+    OpenTty {
+        slot: usize,
         flags: i32,
     },
     /// A new description of the restorer's own fd `std` (0, 1 or 2), e.g. its terminal.
@@ -717,11 +724,9 @@ pub fn plan_fds(
                     None if env.dev_tty => {
                         b.op(
                             &what,
-                            FdOp::Open {
+                            FdOp::OpenTty {
                                 slot: s,
-                                path: CString::new("/dev/tty").expect("no NUL"),
                                 flags: flags | libc::O_NOCTTY,
-                                mode: 0,
                             },
                         );
                     }
