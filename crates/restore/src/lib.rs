@@ -103,6 +103,8 @@
 //! - Capability sets are what the kernel leaves after setting the saved
 //!   uids/gids (they are set only when they differ from the restorer's).
 
+#![forbid(unsafe_code)]
+
 mod check;
 mod error;
 mod exec;

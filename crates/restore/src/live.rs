@@ -55,8 +55,7 @@ fn scan_pid(pid: i32, wanted: &[PipeQuery<'_>], found: &mut [Option<PipeHolder>]
 /// /proc (roughly: it is `uid`'s own process), or the restorer opens them
 /// for its own user.
 fn reachable_as(pid: i32, uid: u32) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if uid == unsafe { libc::geteuid() } {
+    if uid == ckpt_sys::creds::geteuid() {
         return true;
     }
     let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
@@ -141,8 +140,7 @@ mod tests {
                 fifo_path: &[],
             },
         ];
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = ckpt_sys::creds::geteuid();
         let got = find_pipe_holders(&q, &[], me);
         let h = got[0].expect("our pipe is found");
         assert_eq!(h.pid, std::process::id() as i32);

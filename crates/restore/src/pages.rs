@@ -16,6 +16,8 @@ use crate::plan::memory::PageWrite;
 use ckpt_image::container::{encode_record_header_crc, KIND_FRAME, MAX_FRAME, RECORD_HEADER_LEN};
 use ckpt_image::{Codec, Frame, ImageReader, MemoryRun, ReadAt};
 use ckpt_sys::remote::ProcMem;
+use ckpt_sys::setup::{self, RemoteIov};
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -62,32 +64,16 @@ fn redirect(r: &[Redirect], addr: u64, len: u64) -> (u64, u64) {
 
 /// process_vm_writev of local slices to remote ranges of equal total
 /// length. Returns the bytes written (short when a remote page fails).
-fn writev(pid: i32, local: &[libc::iovec], remote: &[libc::iovec]) -> usize {
-    // SAFETY: every local iovec points into a live buffer the caller
-    // borrows for the call and the kernel only reads; remote addresses are
-    // validated by the kernel.
-    let n = unsafe {
-        libc::process_vm_writev(
-            pid,
-            local.as_ptr(),
-            local.len() as libc::c_ulong,
-            remote.as_ptr(),
-            remote.len() as libc::c_ulong,
-            0,
-        )
-    };
-    n.max(0) as usize
+fn writev(pid: i32, local: &[IoSlice<'_>], remote: &[RemoteIov]) -> usize {
+    setup::vm_writev(pid, local, remote).unwrap_or(0)
 }
 
 /// Write `data` at `addr` of `pid`.
 fn put(pid: i32, mem: &ProcMem, addr: u64, data: &[u8]) -> Result<()> {
-    let local = [libc::iovec {
-        iov_base: data.as_ptr() as *mut libc::c_void,
-        iov_len: data.len(),
-    }];
-    let remote = [libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: data.len(),
+    let local = [IoSlice::new(data)];
+    let remote = [RemoteIov {
+        addr,
+        len: data.len(),
     }];
     let done = if data.is_empty() {
         0
@@ -121,47 +107,28 @@ impl CopyTarget<'_> {
     }
 }
 
-const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
-const UFFDIO_COPY_MODE_DONTWAKE: u64 = 1;
-
-#[repr(C)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-
 /// UFFDIO_COPY of `data` to `addr` (page-aligned, whole pages).
 fn uffd_copy(fd: i32, addr: u64, data: &[u8]) -> Result<()> {
     let mut done = 0usize;
     while done < data.len() {
-        let mut c = UffdioCopy {
-            dst: addr + done as u64,
-            src: data[done..].as_ptr() as u64,
-            len: (data.len() - done) as u64,
-            mode: UFFDIO_COPY_MODE_DONTWAKE,
-            copy: 0,
-        };
-        // SAFETY: `c` is a valid uffdio_copy for the call; the source range
-        // lies in `data`, which the kernel only reads.
-        let r = unsafe { libc::ioctl(fd, UFFDIO_COPY, &mut c as *mut UffdioCopy) };
-        let err = std::io::Error::last_os_error();
-        if c.copy > 0 {
-            done += c.copy as usize;
+        let dst = addr + done as u64;
+        let (copied, r) =
+            setup::uffd_copy(fd, dst, &data[done..], setup::UFFDIO_COPY_MODE_DONTWAKE);
+        done += copied as usize;
+        match r {
+            Ok(()) => continue,
+            Err(e) if e.errno() == Some(libc::EAGAIN) => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!(
+                        "UFFDIO_COPY of saved pages at {:#x} ({} bytes)",
+                        addr + done as u64,
+                        data.len() - done
+                    ),
+                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
+                })
+            }
         }
-        if r == 0 || err.raw_os_error() == Some(libc::EAGAIN) {
-            continue;
-        }
-        return Err(Error::Io {
-            context: format!(
-                "UFFDIO_COPY of saved pages at {:#x} ({} bytes)",
-                addr + done as u64,
-                data.len() - done
-            ),
-            source: err,
-        });
     }
     Ok(())
 }
@@ -189,19 +156,16 @@ fn put_pieces(
         }
         None => pieces,
     };
-    let mut local: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOV_MAX));
-    let mut remote: Vec<libc::iovec> = Vec::with_capacity(pieces.len().min(IOV_MAX));
+    let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len().min(IOV_MAX));
+    let mut remote: Vec<RemoteIov> = Vec::with_capacity(pieces.len().min(IOV_MAX));
     for batch in pieces.chunks(IOV_MAX) {
         local.clear();
         remote.clear();
         for p in batch {
-            local.push(libc::iovec {
-                iov_base: data[p.off..p.off + p.len].as_ptr() as *mut libc::c_void,
-                iov_len: p.len,
-            });
-            remote.push(libc::iovec {
-                iov_base: p.addr as *mut libc::c_void,
-                iov_len: p.len,
+            local.push(IoSlice::new(&data[p.off..p.off + p.len]));
+            remote.push(RemoteIov {
+                addr: p.addr,
+                len: p.len,
             });
         }
         let mut done = writev(pid, &local, &remote);
