@@ -573,6 +573,7 @@ fn another_users_image_is_restored_with_that_users_rights() {
     let dir = TempDir::new("asuser");
     let mut q = nobody_target(&dir, true);
     let before: Vec<Option<String>> = CRED_FIELDS.iter().map(|k| status_field(q.pid, k)).collect();
+    let fds_before = fds_of(q.pid);
     let out = nobody_dir(&dir, "out");
     let own = out.join("own.ckpt");
     let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
@@ -584,6 +585,13 @@ fn another_users_image_is_restored_with_that_users_rights() {
     for (k, b) in CRED_FIELDS.iter().zip(&before) {
         assert_eq!(&status_field(r.pid, k), b, "{k} differs after the restore");
     }
+    // Nothing of the restorer's is left open in it (the stub's readiness
+    // pipe was, when it was seized before closing it).
+    assert_eq!(
+        fds_of(r.pid),
+        fds_before,
+        "open fds differ after the restore"
+    );
     let again = out.join("again.ckpt");
     let o = ckpt_as_nobody(&[
         "dump",
@@ -599,4 +607,14 @@ fn another_users_image_is_restored_with_that_users_rights() {
     );
     r.wait_more_lines(2);
     r.kill();
+}
+
+/// The open fd numbers of `pid`, sorted.
+fn fds_of(pid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
 }

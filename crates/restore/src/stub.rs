@@ -461,10 +461,21 @@ pub fn spawn(
             Err(_) => break,
         }
     }
-    let _ = setup::close(r);
     if got >= 1 && rec[0] == 0 {
+        // The stub closes its end right after saying it is ready: wait for
+        // that (end of file). Seized before, it would keep the fd for good
+        // (its code is replaced), a pipe of the restorer's in the restored
+        // process at a number the saved process may use next.
+        let mut rest = [0u8; 16];
+        while let Ok(n) = setup::read(r, &mut rest) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = setup::close(r);
         return Ok(child);
     }
+    let _ = setup::close(r);
     // The stub failed or died: make sure it is gone, then say why.
     let _ = sys::kill(child, libc::SIGKILL);
     setup::reap_blocking(child);
