@@ -11,6 +11,9 @@
 //! with another user's fs ids opens files exactly as that user would, and
 //! keeps the other capabilities it has (`CAP_SETUID`, `CAP_SYS_PTRACE`...).
 //!
+//! [`FsSwitch`] also drops every effective capability while switched, so
+//! that what is opened is exactly what the user could open.
+//!
 //! Everything here makes raw system calls, which act on the calling
 //! thread only (glibc's `setgroups`/`setfsuid` wrappers signal every
 //! thread of the process to change them all, and would wait for threads
@@ -129,22 +132,120 @@ pub fn set_fsgid(gid: u32) -> Result<()> {
     Ok(())
 }
 
-/// Switches the calling thread's fs ids and groups to another user's
-/// ([`enter`](FsSwitch::enter)) and back to the ones it had when the
-/// switch was made ([`leave`](FsSwitch::leave)). Needs `CAP_SETUID` and
-/// `CAP_SETGID` (unless the ids are the thread's own).
+/// capget/capset ABI version 3 (64-bit sets, in two 32-bit halves).
+const CAP_V3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The capability sets of a thread (bit n: capability n).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+impl Caps {
+    /// The calling thread's (capget(2)).
+    pub fn current() -> Result<Caps> {
+        let mut h = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let mut d = [CapData::default(); 2];
+        // SAFETY: a valid version 3 header and room for the two data
+        // structs version 3 writes.
+        let r =
+            unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut CapHeader, d.as_mut_ptr()) };
+        if r < 0 {
+            return Err(os("capget"));
+        }
+        let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+        Ok(Caps {
+            effective: join(d[0].effective, d[1].effective),
+            permitted: join(d[0].permitted, d[1].permitted),
+            inheritable: join(d[0].inheritable, d[1].inheritable),
+        })
+    }
+
+    /// Make these the calling thread's (capset(2)): effective within
+    /// permitted, neither above what the thread has.
+    pub fn set(&self) -> Result<()> {
+        let mut h = CapHeader {
+            version: CAP_V3,
+            pid: 0,
+        };
+        let half = |hi: bool| {
+            let f = |v: u64| if hi { (v >> 32) as u32 } else { v as u32 };
+            CapData {
+                effective: f(self.effective),
+                permitted: f(self.permitted),
+                inheritable: f(self.inheritable),
+            }
+        };
+        let d = [half(false), half(true)];
+        // SAFETY: a valid version 3 header and the two data structs the
+        // kernel reads.
+        let r = unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut CapHeader, d.as_ptr()) };
+        if r < 0 {
+            return Err(os("capset"));
+        }
+        Ok(())
+    }
+
+    /// The arguments of capset(2) for these sets, as the kernel reads them:
+    /// the header (version 3, pid 0: the calling thread) in the first 8
+    /// bytes, the two data structs in the next 24 (for a capset injected
+    /// into another process: `capset(at, at + 8)`).
+    pub fn capset_args(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&CAP_V3.to_ne_bytes());
+        for (i, v) in [self.effective, self.permitted, self.inheritable]
+            .into_iter()
+            .enumerate()
+        {
+            b[8 + 4 * i..][..4].copy_from_slice(&(v as u32).to_ne_bytes());
+            b[20 + 4 * i..][..4].copy_from_slice(&((v >> 32) as u32).to_ne_bytes());
+        }
+        b
+    }
+}
+
+/// Switches the calling thread to another user's rights for file access
+/// ([`enter`](FsSwitch::enter)): that user's fs uid, fs gid and groups,
+/// and **no** effective capabilities, not only the filesystem ones the
+/// kernel drops with the fsuid (`CAP_SYS_PTRACE`, say, would still reach
+/// other processes' `/proc/PID/fd/N`, and a restorer that is not root but
+/// holds `CAP_DAC_OVERRIDE` would keep it); and back to what the thread had
+/// when the switch was made ([`leave`](FsSwitch::leave)). Needs
+/// `CAP_SETUID` and `CAP_SETGID` (unless the ids are the thread's own).
 #[derive(Clone, Debug)]
 pub struct FsSwitch {
     to: FsIds,
     back: FsIds,
+    caps: Caps,
 }
 
 impl FsSwitch {
-    /// A switch from the calling thread's current fs ids to `to`.
+    /// A switch from the calling thread's current fs ids and capabilities
+    /// to `to`.
     pub fn new(to: FsIds) -> Result<FsSwitch> {
         Ok(FsSwitch {
             to,
             back: FsIds::current()?,
+            caps: Caps::current()?,
         })
     }
 
@@ -153,21 +254,45 @@ impl FsSwitch {
         &self.to
     }
 
-    /// Take the other user's fs ids: groups, fsgid, fsuid (each checked).
-    /// On failure the thread may be left between the two sets: call
-    /// [`leave`](FsSwitch::leave), or give up the thread.
+    /// The ids [`leave`](FsSwitch::leave) takes back: the thread's own.
+    pub fn own_ids(&self) -> &FsIds {
+        &self.back
+    }
+
+    /// The capabilities [`leave`](FsSwitch::leave) gives back: the thread's own.
+    pub fn own_caps(&self) -> Caps {
+        self.caps
+    }
+
+    /// The capabilities while switched: none effective, the others kept
+    /// (so that they can be raised again).
+    pub fn switched_caps(&self) -> Caps {
+        Caps {
+            effective: 0,
+            ..self.caps
+        }
+    }
+
+    /// Take the other user's rights: groups, fsgid, fsuid (each checked),
+    /// then drop the effective capabilities. On failure the thread may be
+    /// left between the two: call [`leave`](FsSwitch::leave), or give up
+    /// the thread.
     pub fn enter(&self) -> Result<()> {
         set_groups(&self.to.groups)?;
         set_fsgid(self.to.gid)?;
-        set_fsuid(self.to.uid)
+        set_fsuid(self.to.uid)?;
+        self.switched_caps().set()
     }
 
-    /// Back to the thread's own fs ids: fsuid (with it the filesystem
-    /// capabilities), fsgid, groups.
+    /// Back to the thread's own: effective capabilities (needed for the
+    /// rest), fsuid, fsgid, groups, and the capabilities once more (a fsuid
+    /// going back to 0 raises the filesystem ones in any case).
     pub fn leave(&self) -> Result<()> {
+        self.caps.set()?;
         set_fsuid(self.back.uid)?;
         set_fsgid(self.back.gid)?;
-        set_groups(&self.back.groups)
+        set_groups(&self.back.groups)?;
+        self.caps.set()
     }
 }
 
@@ -300,6 +425,9 @@ mod tests {
             if (fsuid(), fsgid()) != (sw.back.uid, sw.back.gid) || buf[..n] != sw.back.groups[..] {
                 return 17;
             }
+            if Caps::current().ok() != Some(sw.own_caps()) {
+                return 22;
+            }
             match crate::setup::open(shadow, libc::O_RDONLY, 0) {
                 Ok(fd) => {
                     let _ = crate::setup::close(fd);
@@ -309,6 +437,67 @@ mod tests {
             }
         });
         assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn switched_threads_have_no_capabilities() {
+        if geteuid() != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let sw = FsSwitch::new(FsIds {
+            uid: 65534,
+            gid: 65534,
+            groups: vec![],
+        })
+        .unwrap();
+        // This (root's) process, seen from the child: its root directory is
+        // reachable through /proc with CAP_SYS_PTRACE (not a filesystem
+        // capability), never by nobody.
+        let path = std::ffi::CString::new(format!("/proc/{}/root/", std::process::id())).unwrap();
+        let code = in_child(|| {
+            let other_root = path.as_c_str();
+            if eaccess(other_root, libc::X_OK).is_err() {
+                return 30;
+            }
+            if sw.enter().is_err() {
+                return 31;
+            }
+            match Caps::current() {
+                Ok(c) if c.effective == 0 && c == sw.switched_caps() => {}
+                _ => return 32,
+            }
+            match eaccess(other_root, libc::X_OK) {
+                Err(e) if e.errno() == Some(libc::EACCES) => {}
+                _ => return 33,
+            }
+            if sw.leave().is_err() || Caps::current().ok() != Some(sw.own_caps()) {
+                return 34;
+            }
+            0
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn capset_args_are_the_kernels_layout() {
+        let c = Caps {
+            effective: 0x1_0000_0002,
+            permitted: 0x3_0000_0004,
+            inheritable: 0x5_0000_0006,
+        };
+        let b = c.capset_args();
+        let w = |i: usize| u32::from_ne_bytes(b[4 * i..][..4].try_into().unwrap());
+        assert_eq!((w(0), w(1)), (CAP_V3, 0));
+        assert_eq!((w(2), w(3), w(4)), (2, 4, 6));
+        assert_eq!((w(5), w(6), w(7)), (1, 3, 5));
+        // And capset reads them so: the calling thread's own, unchanged.
+        let own = Caps::current().unwrap();
+        let b = own.capset_args();
+        // SAFETY: the header and data structs in `b`, laid out as above.
+        let r = unsafe { libc::syscall(libc::SYS_capset, b.as_ptr(), b[8..].as_ptr()) };
+        assert_eq!(r, 0);
+        assert_eq!(Caps::current().unwrap(), own);
     }
 
     #[test]
