@@ -335,6 +335,12 @@ fn crafted_paths_are_checked_with_the_saved_users_rights() {
 
     let link = out.join("link");
     std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    // A file nobody may write, reached through root's /proc/PID/root (only
+    // root may follow that link: CAP_SYS_PTRACE, kept by a mere fsuid switch).
+    let writable = out.join("writable");
+    std::fs::write(&writable, b"").unwrap();
+    chown_nobody(&writable);
+    let through_proc = format!("/proc/{}/root{}", std::process::id(), writable.display());
     let shadow_mtime = std::fs::metadata("/etc/shadow").unwrap().mtime();
     let set_fd1 = |path: Vec<u8>| {
         move |i: &mut ckpt_image::Image| {
@@ -356,6 +362,11 @@ fn crafted_paths_are_checked_with_the_saved_users_rights() {
             "fd-symlink",
             "may not write it (Permission denied)",
             Box::new(set_fd1(link.to_str().unwrap().as_bytes().to_vec())),
+        ),
+        (
+            "fd-proc-root",
+            "may not write it (Permission denied)",
+            Box::new(set_fd1(through_proc.into_bytes())),
         ),
         (
             "exe-shadow",

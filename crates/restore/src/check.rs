@@ -735,8 +735,9 @@ fn cap_names(bits: u64) -> String {
 }
 
 /// Which of `items` (what, path, access(2) mode) the user of `ids` may
-/// not access: a child takes those fs ids and groups, as the restore does
-/// to open them ([`FsSwitch`]), and asks access(2) with them.
+/// not access: a child takes those fs ids and groups and drops its
+/// capabilities, as the restore does to open them ([`FsSwitch`]), and asks
+/// access(2) with them.
 /// Returns (index, errno) of each denied one.
 fn access_as(
     ids: &FsIds,

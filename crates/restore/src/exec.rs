@@ -14,7 +14,7 @@ use crate::plan::regs::{first_handler, fit_xsave, itimer_setting, restart_fixup}
 use crate::remote::Remote;
 use crate::{stub, Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
 use ckpt_image::{ImageReader, Process, ReadAt, Registers, Thread, PROT_READ, PROT_WRITE};
-use ckpt_sys::creds::{FsIds, FsSwitch};
+use ckpt_sys::creds::{Caps, FsIds, FsSwitch};
 use ckpt_sys::inject::{find_syscall_insn, TRAMPOLINE_CODE};
 use ckpt_sys::ptrace::{self, Stop};
 use ckpt_sys::{setup, sys};
@@ -118,9 +118,9 @@ pub fn restore<R: ReadAt + Sync>(
     }
     let mut phases = vec![("plan", t0.elapsed())];
 
-    // Paths of the image are opened with the saved user's fs ids where
-    // check says so: by the stub around each of its opens, and by the
-    // process being built from the start of its mappings (see `run`).
+    // Paths of the image are opened with the saved user's rights where
+    // check says so: by the stub and by the process being built, around
+    // each of their opens of such paths.
     let switch = match &as_saved {
         Some(ids) => Some(FsSwitch::new(ids.clone()).map_err(|source| Error::Sys {
             context: "reading the restorer's own file access ids".into(),
@@ -162,7 +162,7 @@ pub fn restore<R: ReadAt + Sync>(
         t0,
         progress,
         huge_fill: opts.huge_fill,
-        as_saved: as_saved.as_ref(),
+        as_saved: switch.as_ref(),
     };
     let tids = b.run()?;
     let stats = RestoreStats {
@@ -189,9 +189,9 @@ struct Build<'a, R: ReadAt> {
     t0: Instant,
     progress: &'a mut dyn FnMut(u64, u64),
     huge_fill: Option<bool>,
-    /// The fs ids the process opens the image's paths with (None: the
-    /// restorer's, inherited by the stub).
-    as_saved: Option<&'a FsIds>,
+    /// The saved user's rights, which the process takes around its opens
+    /// of the image's paths (None: it keeps the restorer's).
+    as_saved: Option<&'a FsSwitch>,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -252,12 +252,6 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         self.address_space(&mut main, &layout)?;
         self.phase("address space");
-        if let Some(ids) = self.as_saved {
-            // Before the first open of a path of the image (mapped files,
-            // then the executable and the working directory): the process
-            // keeps these fs ids until its own credentials are set.
-            take_fs_ids(&mut main, ids, layout.tramp + self.page)?;
-        }
         self.mappings(&mut main, &layout)?;
         self.phase("mappings");
         let scratch = layout.tramp + self.page;
@@ -582,7 +576,38 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     /// Every mapping of the image, writable where pages will be written.
     fn mappings(&mut self, main: &mut Remote, l: &Layout) -> Result<()> {
         let scratch = l.tramp + self.page;
+        // The mapped files, each (path, flags) opened once, all together:
+        // with the saved user's rights where the restore takes them.
         let mut files: BTreeMap<(Vec<u8>, i32), u64> = BTreeMap::new();
+        let steps = &self.mem.steps;
+        if steps
+            .iter()
+            .any(|s| matches!(s.backing, Backing::File { .. }))
+        {
+            with_rights(main, self.as_saved, scratch, |main| {
+                for s in steps {
+                    let Backing::File { path, flags, .. } = &s.backing else {
+                        continue;
+                    };
+                    let key = (path.as_bytes().to_vec(), *flags);
+                    if files.contains_key(&key) {
+                        continue;
+                    }
+                    main.write_cstr(scratch, path.as_bytes())?;
+                    let fd = main.call(
+                        &format!("open of {} for {}", path.to_string_lossy(), s.what),
+                        libc::SYS_openat,
+                        &[
+                            libc::AT_FDCWD as u64,
+                            scratch,
+                            (*flags | libc::O_CLOEXEC) as u64,
+                        ],
+                    )?;
+                    files.insert(key, fd);
+                }
+                Ok(())
+            })?;
+        }
         let mut memfds: BTreeMap<u64, u64> = BTreeMap::new();
         let mut shm_made: BTreeMap<u64, u64> = BTreeMap::new();
         for s in &self.mem.steps {
@@ -612,23 +637,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                     offset,
                 } => {
                     let key = (path.as_bytes().to_vec(), *flags);
-                    let fd = match files.get(&key) {
-                        Some(&fd) => fd,
-                        None => {
-                            main.write_cstr(scratch, path.as_bytes())?;
-                            let fd = main.call(
-                                &format!("open of {} for {}", path.to_string_lossy(), s.what),
-                                libc::SYS_openat,
-                                &[
-                                    libc::AT_FDCWD as u64,
-                                    scratch,
-                                    (*flags | libc::O_CLOEXEC) as u64,
-                                ],
-                            )?;
-                            files.insert(key, fd);
-                            fd
-                        }
-                    };
+                    let fd = *files.get(&key).ok_or_else(|| {
+                        self.stub_err(format!("{}: its file was not opened", s.what))
+                    })?;
                     main.call(
                         &what,
                         libc::SYS_mmap,
@@ -754,22 +765,38 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     fn process_state(&mut self, main: &mut Remote, scratch: u64) -> Result<()> {
         let p = self.p;
         let pid = self.pid;
-        // /proc/PID/exe: an fd of the executable, opened in the target.
+        // /proc/PID/exe: an fd of the executable, opened in the target;
+        // and the working directory. Both with the saved user's rights
+        // where the restore takes them.
         let mut exe_fd = u64::from(u32::MAX);
-        if !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path) {
-            main.write_cstr(scratch, &p.exe.path)?;
-            exe_fd = main.call(
-                &format!(
-                    "open of the executable {}",
-                    String::from_utf8_lossy(&p.exe.path)
-                ),
-                libc::SYS_openat,
-                &[
-                    libc::AT_FDCWD as u64,
-                    scratch,
-                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                ],
-            )?;
+        let open_exe = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
+        if open_exe || !p.cwd.is_empty() {
+            with_rights(main, self.as_saved, scratch, |main| {
+                if open_exe {
+                    main.write_cstr(scratch, &p.exe.path)?;
+                    exe_fd = main.call(
+                        &format!(
+                            "open of the executable {}",
+                            String::from_utf8_lossy(&p.exe.path)
+                        ),
+                        libc::SYS_openat,
+                        &[
+                            libc::AT_FDCWD as u64,
+                            scratch,
+                            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                        ],
+                    )?;
+                }
+                if !p.cwd.is_empty() {
+                    main.write_cstr(scratch, &p.cwd)?;
+                    main.call(
+                        &format!("chdir to {}", String::from_utf8_lossy(&p.cwd)),
+                        libc::SYS_chdir,
+                        &[scratch],
+                    )?;
+                }
+                Ok(())
+            })?;
         }
         let m = &p.mm;
         let auxv: Vec<u64> = m.auxv.iter().flat_map(|&(k, v)| [k, v]).collect();
@@ -801,14 +828,6 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             main.call("close", libc::SYS_close, &[exe_fd])?;
         }
 
-        if !p.cwd.is_empty() {
-            main.write_cstr(scratch, &p.cwd)?;
-            main.call(
-                &format!("chdir to {}", String::from_utf8_lossy(&p.cwd)),
-                libc::SYS_chdir,
-                &[scratch],
-            )?;
-        }
         main.call("umask", libc::SYS_umask, &[u64::from(p.umask)])?;
         main.call(
             "personality",
@@ -1315,15 +1334,8 @@ fn set_fs_id(r: &mut Remote, name: &str, nr: i64, id: u32) -> Result<()> {
     Ok(())
 }
 
-/// Give the thread `ids` as its fs uid, fs gid and groups: the rights it
-/// opens files with from then on. The dumpable flag, which the kernel
-/// resets on such a change, is put back.
-fn take_fs_ids(r: &mut Remote, ids: &FsIds, scratch: u64) -> Result<()> {
-    let dumpable = r.call(
-        "prctl(PR_GET_DUMPABLE)",
-        libc::SYS_prctl,
-        &[libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0],
-    )?;
+/// Give the thread `ids` as its groups, fs gid and fs uid (each checked).
+fn set_fs_ids(r: &mut Remote, ids: &FsIds, scratch: u64) -> Result<()> {
     let groups: Vec<u8> = ids.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
     r.write(scratch, &groups)?;
     r.call(
@@ -1332,7 +1344,41 @@ fn take_fs_ids(r: &mut Remote, ids: &FsIds, scratch: u64) -> Result<()> {
         &[ids.groups.len() as u64, scratch],
     )?;
     set_fs_id(r, "setfsgid", libc::SYS_setfsgid, ids.gid)?;
-    set_fs_id(r, "setfsuid", libc::SYS_setfsuid, ids.uid)?;
+    set_fs_id(r, "setfsuid", libc::SYS_setfsuid, ids.uid)
+}
+
+/// capset(2) of the thread.
+fn set_caps(r: &mut Remote, caps: Caps, scratch: u64) -> Result<()> {
+    r.write(scratch, &caps.capset_args())?;
+    r.call("capset", libc::SYS_capset, &[scratch, scratch + 8])?;
+    Ok(())
+}
+
+/// Run `f` (opens of paths of the image by the thread) with the saved
+/// user's rights, the way the stub opens its files ([`FsSwitch`]): that
+/// user's groups, fs gid and fs uid and no effective capabilities; then
+/// the restorer's back, and the dumpable flag the kernel reset meanwhile.
+/// Without `switch`, just `f`.
+fn with_rights<T>(
+    r: &mut Remote,
+    switch: Option<&FsSwitch>,
+    scratch: u64,
+    f: impl FnOnce(&mut Remote) -> Result<T>,
+) -> Result<T> {
+    let Some(sw) = switch else {
+        return f(r);
+    };
+    let dumpable = r.call(
+        "prctl(PR_GET_DUMPABLE)",
+        libc::SYS_prctl,
+        &[libc::PR_GET_DUMPABLE as u64, 0, 0, 0, 0],
+    )?;
+    set_fs_ids(r, sw.ids(), scratch)?;
+    set_caps(r, sw.switched_caps(), scratch)?;
+    let t = f(r)?;
+    set_caps(r, sw.own_caps(), scratch)?;
+    set_fs_ids(r, sw.own_ids(), scratch)?;
+    set_caps(r, sw.own_caps(), scratch)?;
     if dumpable <= 1 {
         r.call(
             "prctl(PR_SET_DUMPABLE)",
@@ -1340,7 +1386,7 @@ fn take_fs_ids(r: &mut Remote, ids: &FsIds, scratch: u64) -> Result<()> {
             &[libc::PR_SET_DUMPABLE as u64, dumpable, 0, 0, 0],
         )?;
     }
-    Ok(())
+    Ok(t)
 }
 
 /// uids, gids and groups of one thread (credentials are per thread in the kernel).

@@ -11,9 +11,10 @@
 //! /proc/HOLDER/fd/N, the directories unlinked files are recreated in) are
 //! opened with the saved user's fs ids when the restore takes them (another
 //! user's process from an image that is not the restorer's own, see
-//! `check::open_as`): the child switches its fs uid, fs gid and groups
-//! around each such open ([`FsSwitch`]), so that the kernel applies that
-//! user's rights at the open itself, whatever the path leads to by then.
+//! `check::open_as`): the child takes that user's fs uid, fs gid and
+//! groups, without effective capabilities, around each such open
+//! ([`FsSwitch`]), so that the kernel applies that user's rights at the
+//! open itself, whatever the path leads to by then.
 //! The restorer's own things (its fds 0-2, its terminal, the stub's own
 //! fds reopened through /proc/self/fd) are opened with the restorer's ids.
 
