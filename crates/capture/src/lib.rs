@@ -130,8 +130,89 @@ pub fn dump(pid: i32, out: &Path, opts: DumpOptions) -> Result<DumpStats> {
 
 fn dump_here(pid: i32, out: &Path, opts: DumpOptions, t0: Instant) -> Result<DumpStats> {
     let file = ckpt_image::AtomicFile::create(out)?;
-    let ((), stats) = run(pid, file, opts, t0, |f| f.commit().map_err(Error::from))?;
+    let file = Writeback::new(file);
+    let ((), stats) = run(pid, file, opts, t0, |w| w.commit())?;
     Ok(stats)
+}
+
+/// The image file, which starts the disk writing what has been written so
+/// far at every flush (the image writer flushes every few tens of MiB).
+/// Without it every byte would wait in the page cache for the final fsync,
+/// which then alone takes as long as writing the whole image; with it the
+/// disk writes while the dump goes on and the fsync has only the tail left.
+///
+/// sync_file_range blocks while the disk's queue is full, so it is called
+/// from a thread of its own: the dump never waits for the disk before the
+/// final fsync.
+struct Writeback {
+    file: ckpt_image::AtomicFile,
+    /// Bytes written.
+    pos: u64,
+    /// Writeback requested up to here.
+    started: u64,
+    tx: Option<std::sync::mpsc::Sender<(u64, u64)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    fn new(file: ckpt_image::AtomicFile) -> Self {
+        use std::os::fd::AsFd;
+        let mut w = Writeback {
+            file,
+            pos: 0,
+            started: 0,
+            tx: None,
+            thread: None,
+        };
+        // Without a second descriptor or a thread, the hint is simply not given.
+        if let Ok(fd) = w.file.as_fd().try_clone_to_owned() {
+            let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+            let spawned = std::thread::Builder::new()
+                .name("ckpt-writeback".into())
+                .spawn(move || {
+                    for (off, len) in rx {
+                        // Only a hint: a failure shows up at the fsync anyway.
+                        let _ = ckpt_sys::sys::start_writeback(fd.as_fd(), off, len);
+                    }
+                });
+            if let Ok(t) = spawned {
+                w.tx = Some(tx);
+                w.thread = Some(t);
+            }
+        }
+        w
+    }
+
+    fn stop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn commit(mut self) -> Result<()> {
+        // Dropped without commit, the thread ends by itself when the
+        // sender goes.
+        self.stop();
+        self.file.commit().map_err(Error::from)
+    }
+}
+
+impl Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.pos > self.started {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send((self.started, self.pos - self.started));
+            }
+            self.started = self.pos;
+        }
+        Ok(())
+    }
 }
 
 /// Same, streaming the image into any Write (pipe/socket).

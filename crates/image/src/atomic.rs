@@ -101,6 +101,17 @@ impl Write for AtomicFile {
     }
 }
 
+impl std::os::fd::AsFd for AtomicFile {
+    /// The temp file's descriptor (for hints such as starting writeback).
+    /// Panics after commit, which consumes the AtomicFile anyway.
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file
+            .as_ref()
+            .expect("file present until commit")
+            .as_fd()
+    }
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {

@@ -210,3 +210,22 @@ pub fn try_reap(pid: Pid) -> bool {
     let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
     r == pid || r < 0
 }
+
+/// Start writing back the dirty pages of `fd` in `offset..offset+len`
+/// (sync_file_range(2) with SYNC_FILE_RANGE_WRITE): the disk works while
+/// the caller goes on, so a later fsync has little left to wait for. Does
+/// not wait for the writes, and guarantees nothing about durability.
+pub fn start_writeback(fd: std::os::fd::BorrowedFd<'_>, offset: u64, len: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: integer arguments only; `fd` is a live descriptor for the
+    // duration of the call.
+    let r = unsafe {
+        libc::sync_file_range(
+            fd.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    check("sync_file_range", r as libc::c_long).map(drop)
+}
