@@ -355,6 +355,7 @@ struct Blob {
 enum Codec {
   none @0;
   zstd @1;                       # one zstd frame (RFC 8878)
+  lz4 @2;                        # one LZ4 block, no frame header (since 1.1)
 }
 
 # ---------------------------------------------------------------------------

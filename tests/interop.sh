@@ -52,12 +52,12 @@ echo "interop: tools"
 missing=0
 command -v capnp >/dev/null || { bad "capnp (apt-get install capnproto) is not installed"; missing=1; }
 [[ -f /usr/include/capnp/c++.capnp ]] || { bad "/usr/include/capnp/c++.capnp (apt-get install libcapnp-dev) is missing"; missing=1; }
-python3 -c 'import capnp, zstandard' 2>/dev/null || { bad "python modules capnp and zstandard (pip install pycapnp zstandard) are missing"; missing=1; }
+python3 -c 'import capnp, zstandard, lz4.block' 2>/dev/null || { bad "python modules capnp, zstandard and lz4 (pip install pycapnp zstandard lz4) are missing"; missing=1; }
 if [[ $missing -ne 0 ]]; then
     echo "interop: $pass passed, $fail failed"
     exit 1
 fi
-ok "capnp $(capnp --version | awk '{print $NF}'), pycapnp $(python3 -c 'import capnp; print(capnp.__version__)'), zstandard $(python3 -c 'import zstandard; print(zstandard.__version__)')"
+ok "capnp $(capnp --version | awk '{print $NF}'), pycapnp $(python3 -c 'import capnp; print(capnp.__version__)'), zstandard $(python3 -c 'import zstandard; print(zstandard.__version__)'), lz4 $(python3 -c 'import lz4; print(lz4.version.version)')"
 
 # --- the metadata record, by the layout alone (fast path: the file ends with its commit)
 extract_metadata() {

@@ -8,7 +8,7 @@ the format can be read from another language, and as an example.
     python3 examples/python/ckpt_read.py IMAGE
     python3 examples/python/ckpt_read.py IMAGE --page 0x7ffd12345000 [--pid PID]
 
-Needs pycapnp (and zstandard for zstd-compressed page frames).
+Needs pycapnp (and zstandard / lz4 for zstd- / LZ4-compressed page frames).
 Exit status: 0 ok, 1 bad or unreadable image, 2 unsupported format major
 version or bad usage.
 """
@@ -220,6 +220,16 @@ class Container:
                 data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=frame.size)
             except zstandard.ZstdError as e:
                 raise ImageError("frame %d: zstd: %s" % (index, e))
+        elif codec == "lz4":
+            try:
+                import lz4.block
+            except ImportError:
+                raise ImageError("frame %d is LZ4-compressed: the python module 'lz4' is needed "
+                                 "(pip install lz4)" % index)
+            try:
+                data = lz4.block.decompress(stored, uncompressed_size=frame.size)
+            except lz4.block.LZ4BlockError as e:
+                raise ImageError("frame %d: lz4: %s" % (index, e))
         else:
             raise ImageError("frame %d: unknown codec %s" % (index, codec))
         if len(data) != frame.size:

@@ -65,6 +65,7 @@ fn enc_image(m: &Image, mut b: c::image::Builder) {
             x.set_codec(match f.codec {
                 Codec::None => c::Codec::None,
                 Codec::Zstd => c::Codec::Zstd,
+                Codec::Lz4 => c::Codec::Lz4,
             });
             x.set_crc32(f.crc32);
         }
@@ -664,6 +665,7 @@ fn dec_image(r: c::image::Reader) -> Result<Image> {
             codec: match f.get_codec() {
                 Ok(c::Codec::None) => Codec::None,
                 Ok(c::Codec::Zstd) => Codec::Zstd,
+                Ok(c::Codec::Lz4) => Codec::Lz4,
                 Err(e) => return Err(bad_enum(format!("frames[{i}].codec"), e)),
             },
             crc32: f.get_crc32(),

@@ -60,13 +60,20 @@ impl ImageEditor {
                     )
                 })?;
         }
+        // Edited pages of a 1.0 image are stored with zstd, which 1.0
+        // readers know: an edit does not make an image unreadable to them.
+        let compression = if image.format_minor == 0 {
+            Compression::Zstd
+        } else {
+            Compression::Fast
+        };
         Ok(ImageEditor {
+            coder: FrameCoder::new(compression)?,
             file,
             path: path.to_path_buf(),
             image,
             append_pos: committed,
             cache: FrameCache::default(),
-            coder: FrameCoder::new(Compression::Fast)?,
         })
     }
 

@@ -451,6 +451,8 @@ pub enum Codec {
     #[default]
     None,
     Zstd,
+    /// One LZ4 block (format 1.1).
+    Lz4,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -83,38 +83,78 @@ pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Ve
             actual,
         });
     }
-    match f.codec {
-        Codec::None => {
-            if f.stored_size != f.size {
-                return Err(err(format!(
-                    "raw frame with stored size {} != size {}",
-                    f.stored_size, f.size
-                )));
+    if f.codec == Codec::None {
+        PayloadDecoder::default().decode(index, f, &stored)?;
+        return Ok(stored);
+    }
+    let mut d = PayloadDecoder::default();
+    d.decode(index, f, &stored)?;
+    Ok(d.out)
+}
+
+/// Decodes the stored bytes of frames (their CRC already checked) and
+/// checks that they decode to the size the metadata gives. Keeps its zstd
+/// context and output buffer from one frame to the next.
+#[derive(Default)]
+pub struct PayloadDecoder {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    out: Vec<u8>,
+}
+
+impl PayloadDecoder {
+    /// The decoded bytes of frame `index` (described by `f`) from its
+    /// stored bytes: `stored` itself for a raw frame, else a buffer of the
+    /// decoder's.
+    pub fn decode<'a>(&'a mut self, index: u32, f: &Frame, stored: &'a [u8]) -> Result<&'a [u8]> {
+        let err = |what: String| Error::Frame {
+            index,
+            offset: f.offset,
+            what,
+        };
+        let dec_err = |source| Error::Decompress {
+            index,
+            offset: f.offset,
+            source,
+        };
+        let size = f.size as usize;
+        match f.codec {
+            Codec::None => {
+                if f.stored_size != f.size || stored.len() != size {
+                    return Err(err(format!(
+                        "raw frame with stored size {} != size {}",
+                        f.stored_size, f.size
+                    )));
+                }
+                return Ok(stored);
             }
-            Ok(stored)
-        }
-        Codec::Zstd => {
-            let mut out = Vec::with_capacity(f.size as usize);
-            let mut d = zstd::bulk::Decompressor::new().map_err(|e| Error::Decompress {
-                index,
-                offset: f.offset,
-                source: e,
-            })?;
-            d.decompress_to_buffer(&stored[..], &mut out)
-                .map_err(|e| Error::Decompress {
-                    index,
-                    offset: f.offset,
-                    source: e,
-                })?;
-            if out.len() != f.size as usize {
-                return Err(err(format!(
-                    "decoded to {} bytes, the metadata says {}",
-                    out.len(),
-                    f.size
-                )));
+            Codec::Zstd => {
+                if self.zstd.is_none() {
+                    self.zstd = Some(zstd::bulk::Decompressor::new().map_err(dec_err)?);
+                }
+                let d = self.zstd.as_mut().expect("just made");
+                self.out.clear();
+                self.out.reserve(size);
+                d.decompress_to_buffer(stored, &mut self.out)
+                    .map_err(dec_err)?;
             }
-            Ok(out)
+            Codec::Lz4 => {
+                // Room for exactly the size the metadata gives: a block that
+                // decodes to more fails instead of growing the buffer.
+                self.out.clear();
+                self.out.resize(size, 0);
+                let n = lz4_flex::block::decompress_into(stored, &mut self.out)
+                    .map_err(|e| dec_err(std::io::Error::other(format!("lz4: {e}"))))?;
+                self.out.truncate(n);
+            }
         }
+        if self.out.len() != size {
+            return Err(err(format!(
+                "decoded to {} bytes, the metadata says {}",
+                self.out.len(),
+                f.size
+            )));
+        }
+        Ok(&self.out)
     }
 }
 

@@ -49,7 +49,8 @@ pub(crate) struct Encoded {
 pub(crate) struct Record {
     frame: Vec<u8>,
     out: Vec<u8>,
-    compressed: bool,
+    /// None: stored raw, in `frame`.
+    codec: Codec,
     len: usize,
     size: u32,
     stored_size: u32,
@@ -58,7 +59,7 @@ pub(crate) struct Record {
 
 impl Record {
     fn bytes(&self) -> &[u8] {
-        if self.compressed {
+        if self.codec != Codec::None {
             &self.out[..self.len]
         } else {
             &self.frame[..self.len]
@@ -73,19 +74,25 @@ const PROBE_PAGE: usize = 4096;
 const PROBE_MIN: usize = 16 * PROBE_PAGES * PROBE_PAGE;
 
 /// Tells cheaply whether a frame is worth compressing: compresses a sample
-/// of evenly spread pages at level 1 (matches between them count too) and
-/// says no when it does not shrink to `keep_32ths`/32.
+/// of evenly spread pages with the fastest codec at hand (matches between
+/// them count too) and says no when it does not shrink to `keep_32ths`/32.
 struct Probe {
-    z: zstd::bulk::Compressor<'static>,
+    z: Engine,
     sample: Vec<u8>,
     out: Vec<u8>,
     keep_32ths: usize,
 }
 
 impl Probe {
-    fn new(keep_32ths: usize) -> Result<Self> {
+    fn new(keep_32ths: usize, lz4: bool) -> Result<Self> {
         Ok(Probe {
-            z: zstd::bulk::Compressor::new(1).map_err(|e| Error::Compress { source: e })?,
+            z: if lz4 {
+                Engine::Lz4
+            } else {
+                Engine::Zstd(
+                    zstd::bulk::Compressor::new(1).map_err(|e| Error::Compress { source: e })?,
+                )
+            },
             sample: Vec::with_capacity(PROBE_PAGES * PROBE_PAGE),
             out: vec![0u8; PROBE_PAGES * PROBE_PAGE],
             keep_32ths,
@@ -104,57 +111,97 @@ impl Probe {
         }
         let cap = self.sample.len() / 32 * self.keep_32ths;
         self.z
-            .compress_to_buffer(&self.sample[..], &mut self.out[..cap])
-            .is_ok()
+            .compress(&self.sample, &mut self.out, 0, cap)
+            .is_some()
     }
 }
 
-/// Compresses frames; falls back to raw when zstd does not shrink them, or
-/// when a sample says they will not shrink (enough).
+/// A compressor.
+enum Engine {
+    Zstd(zstd::bulk::Compressor<'static>),
+    Lz4,
+}
+
+impl Engine {
+    /// Compress `data` into `out[at..]`; the compressed length, or None
+    /// when it is more than `cap`. `out` keeps its length, or grows
+    /// (zero-filled) to what the codec needs.
+    fn compress(&mut self, data: &[u8], out: &mut Vec<u8>, at: usize, cap: usize) -> Option<usize> {
+        // zstd stops when the output does not fit; LZ4 insists on room for
+        // its worst case and is checked after.
+        let room = match self {
+            Engine::Zstd(_) => cap,
+            Engine::Lz4 => lz4_flex::block::get_maximum_output_size(data.len()),
+        };
+        if out.len() < at + room {
+            out.resize(at + room, 0);
+        }
+        let n = match self {
+            Engine::Zstd(z) => z.compress_to_buffer(data, &mut out[at..at + room]).ok()?,
+            Engine::Lz4 => lz4_flex::block::compress_into(data, &mut out[at..at + room]).ok()?,
+        };
+        (n <= cap).then_some(n)
+    }
+
+    fn codec(&self) -> Codec {
+        match self {
+            Engine::Zstd(_) => Codec::Zstd,
+            Engine::Lz4 => Codec::Lz4,
+        }
+    }
+}
+
+/// Compresses frames; falls back to raw when the codec does not shrink
+/// them, or when a sample says they will not shrink (enough).
 pub(crate) struct FrameCoder {
-    zstd: Option<zstd::bulk::Compressor<'static>>,
+    engine: Option<Engine>,
     probe: Option<Probe>,
 }
 
 impl FrameCoder {
     pub fn new(c: Compression) -> Result<Self> {
-        let zstd = match c.zstd_level() {
-            None => None,
-            Some(level) => Some(
-                zstd::bulk::Compressor::new(level).map_err(|e| Error::Compress { source: e })?,
-            ),
+        let engine = match c {
+            Compression::None => None,
+            Compression::Fast => Some(Engine::Lz4),
+            Compression::Zstd | Compression::Best => {
+                let level = c.zstd_level().expect("a zstd level");
+                Some(Engine::Zstd(
+                    zstd::bulk::Compressor::new(level)
+                        .map_err(|e| Error::Compress { source: e })?,
+                ))
+            }
         };
-        // Fast: not worth compressing unless the sample shrinks to 7/8.
-        // Best (level 19 is slow on everything, ~2 MB/s on random data):
-        // skip only frames whose sample does not shrink at all.
+        // Fast and zstd: not worth compressing unless the sample shrinks to
+        // 7/8. Best (level 19 is slow on everything, ~2 MB/s on random
+        // data): skip only frames whose sample does not shrink at all.
         let probe = match c {
             Compression::None => None,
-            Compression::Fast => Some(Probe::new(28)?),
-            Compression::Best => Some(Probe::new(31)?),
+            Compression::Fast => Some(Probe::new(28, true)?),
+            Compression::Zstd => Some(Probe::new(28, false)?),
+            Compression::Best => Some(Probe::new(31, false)?),
         };
-        Ok(FrameCoder { zstd, probe })
+        Ok(FrameCoder { engine, probe })
+    }
+
+    /// The codec of the frames this coder compresses.
+    fn codec(&self) -> Codec {
+        self.engine.as_ref().map_or(Codec::None, Engine::codec)
     }
 
     /// Compress `data` into `out[at..]`; the compressed length, or None when
     /// the frame is to be stored raw (not compressing, or not smaller).
     /// `out` keeps its length (zero-filled only when it grows).
     fn compress(&mut self, data: &[u8], out: &mut Vec<u8>, at: usize) -> Option<usize> {
-        let z = self.zstd.as_mut()?;
+        let z = self.engine.as_mut()?;
         if let Some(p) = &mut self.probe {
             if !p.worth_compressing(data) {
                 return None;
             }
         }
-        // Room for one byte less than the input: zstd fails when the result
-        // would not be smaller, and the frame is stored raw.
+        // Room for one byte less than the input: the codec fails when the
+        // result would not be smaller, and the frame is stored raw.
         let cap = data.len().checked_sub(1).filter(|&c| c > 0)?;
-        if out.len() < at + cap {
-            out.resize(at + cap, 0);
-        }
-        match z.compress_to_buffer(data, &mut out[at..at + cap]) {
-            Ok(n) if n < data.len() => Some(n),
-            _ => None,
-        }
+        z.compress(data, out, at, cap)
     }
 
     /// Encode `input` (moved to `stored` when stored raw); `out` is a buffer
@@ -166,7 +213,7 @@ impl FrameCoder {
             let crc32 = crc32fast::hash(&out);
             return Encoded {
                 stored: out,
-                codec: Codec::Zstd,
+                codec: self.codec(),
                 size,
                 crc32,
             };
@@ -200,7 +247,11 @@ impl FrameCoder {
         Record {
             frame,
             out,
-            compressed: compressed.is_some(),
+            codec: if compressed.is_some() {
+                self.codec()
+            } else {
+                Codec::None
+            },
             len,
             size: size as u32,
             stored_size: stored as u32,
@@ -252,7 +303,7 @@ const MAX_THREADS: usize = 8;
 /// output which starts writing back its dirty pages on flush can overlap
 /// the disk with the rest of the dump instead of leaving it all to the
 /// final fsync (measured: that fsync is a third of a 1 GiB dump).
-const FLUSH_EVERY: u64 = 64 << 20;
+const FLUSH_EVERY: u64 = 16 << 20;
 
 fn pad_bytes(n: u64) -> &'static [u8] {
     &[0u8; 8][..pad8(n) as usize]
@@ -334,11 +385,7 @@ impl<W: Write> ImageWriter<W> {
             offset,
             stored_size: r.stored_size,
             size: r.size,
-            codec: if r.compressed {
-                Codec::Zstd
-            } else {
-                Codec::None
-            },
+            codec: r.codec,
             crc32: r.crc32,
         });
         // Keep a few buffers of each kind for reuse.
@@ -648,9 +695,14 @@ mod tests {
 
     #[test]
     fn frames_are_raw_unless_smaller() {
+        let e = FrameCoder::new(Compression::Zstd)
+            .unwrap()
+            .encode(vec![7u8; 8192], Vec::new());
+        assert_eq!(e.codec, Codec::Zstd);
+        assert!(e.stored.len() < 100);
         let mut c = FrameCoder::new(Compression::Fast).unwrap();
         let e = c.encode(vec![7u8; 8192], Vec::new());
-        assert_eq!(e.codec, Codec::Zstd);
+        assert_eq!(e.codec, Codec::Lz4);
         assert!(e.stored.len() < 100);
         assert_eq!(e.size, 8192);
         let mut x = 1u64;
@@ -697,47 +749,49 @@ mod tests {
 
     #[test]
     fn probe_skips_incompressible_frames() {
-        let mut c = FrameCoder::new(Compression::Fast).unwrap();
-        let mut p = Probe::new(28).unwrap();
-        let random = xorshift(1 << 20, 7);
-        let words = text(1 << 20, 7);
-        assert!(!p.worth_compressing(&random));
-        assert!(p.worth_compressing(&words));
-        // Half and half (pages interleaved): compressed.
-        let mixed: Vec<u8> = random
-            .chunks(4096)
-            .zip(words.chunks(4096))
-            .enumerate()
-            .flat_map(|(i, (r, t))| if i % 2 == 0 { r } else { t })
-            .copied()
-            .collect();
-        assert!(p.worth_compressing(&mixed));
-        // The same random page repeated compresses across pages.
-        let repeated: Vec<u8> = random[..4096].repeat(256);
-        assert!(p.worth_compressing(&repeated));
-        for (data, codec) in [
-            (&random, Codec::None),
-            (&words, Codec::Zstd),
-            (&mixed, Codec::Zstd),
+        for (compression, want) in [
+            (Compression::Fast, Codec::Lz4),
+            (Compression::Zstd, Codec::Zstd),
         ] {
-            let mut frame = vec![0u8; HEAD];
-            frame.extend_from_slice(data);
-            let r = c.encode_record(frame, Vec::new());
-            assert_eq!(r.compressed, codec == Codec::Zstd);
-            let b = r.bytes();
-            assert_eq!(b.len() % 8, 0);
-            let stored = &b[HEAD..HEAD + r.stored_size as usize];
-            assert_eq!(
-                b[..HEAD],
-                encode_record_header_crc(KIND_FRAME, stored.len() as u64, r.crc32)
-            );
-            assert_eq!(crc32fast::hash(stored), r.crc32);
-            assert!(b[HEAD + stored.len()..].iter().all(|&x| x == 0));
-            let decoded = match codec {
-                Codec::None => stored.to_vec(),
-                Codec::Zstd => zstd::bulk::decompress(stored, data.len()).unwrap(),
-            };
-            assert_eq!(&decoded, data);
+            let mut c = FrameCoder::new(compression).unwrap();
+            let mut p = Probe::new(28, want == Codec::Lz4).unwrap();
+            let random = xorshift(1 << 20, 7);
+            let words = text(1 << 20, 7);
+            assert!(!p.worth_compressing(&random));
+            assert!(p.worth_compressing(&words));
+            // Half and half (pages interleaved): compressed.
+            let mixed: Vec<u8> = random
+                .chunks(4096)
+                .zip(words.chunks(4096))
+                .enumerate()
+                .flat_map(|(i, (r, t))| if i % 2 == 0 { r } else { t })
+                .copied()
+                .collect();
+            assert!(p.worth_compressing(&mixed));
+            // The same random page repeated compresses across pages.
+            let repeated: Vec<u8> = random[..4096].repeat(256);
+            assert!(p.worth_compressing(&repeated));
+            for (data, codec) in [(&random, Codec::None), (&words, want), (&mixed, want)] {
+                let mut frame = vec![0u8; HEAD];
+                frame.extend_from_slice(data);
+                let r = c.encode_record(frame, Vec::new());
+                assert_eq!(r.codec, codec);
+                let b = r.bytes();
+                assert_eq!(b.len() % 8, 0);
+                let stored = &b[HEAD..HEAD + r.stored_size as usize];
+                assert_eq!(
+                    b[..HEAD],
+                    encode_record_header_crc(KIND_FRAME, stored.len() as u64, r.crc32)
+                );
+                assert_eq!(crc32fast::hash(stored), r.crc32);
+                assert!(b[HEAD + stored.len()..].iter().all(|&x| x == 0));
+                let decoded = match codec {
+                    Codec::None => stored.to_vec(),
+                    Codec::Zstd => zstd::bulk::decompress(stored, data.len()).unwrap(),
+                    Codec::Lz4 => lz4_flex::block::decompress(stored, data.len()).unwrap(),
+                };
+                assert_eq!(&decoded, data);
+            }
         }
     }
 
@@ -745,7 +799,7 @@ mod tests {
     fn many_frames_in_order_through_the_pool() {
         // Frames of very different costs (random, text, raw-only) complete
         // out of order in the pool; the file must have them in order.
-        for compression in [Compression::Fast, Compression::None] {
+        for compression in [Compression::Fast, Compression::Zstd, Compression::None] {
             let ps = 4096usize;
             let opts = WriteOptions {
                 compression,
@@ -784,9 +838,17 @@ mod tests {
             let frames = &r.image().frames;
             assert!(frames.len() > 100);
             assert!(frames.windows(2).all(|f| f[0].offset < f[1].offset));
-            if compression == Compression::Fast {
-                assert!(frames.iter().any(|f| f.codec == Codec::Zstd));
+            if compression != Compression::None {
+                let want = if compression == Compression::Fast {
+                    Codec::Lz4
+                } else {
+                    Codec::Zstd
+                };
+                assert!(frames.iter().any(|f| f.codec == want));
                 assert!(frames.iter().any(|f| f.codec == Codec::None));
+                assert!(frames
+                    .iter()
+                    .all(|f| f.codec == want || f.codec == Codec::None));
             } else {
                 assert!(frames.iter().all(|f| f.codec == Codec::None));
             }

@@ -14,7 +14,7 @@
 use crate::error::{Error, Result, SysContext};
 use crate::plan::memory::PageWrite;
 use ckpt_image::container::{encode_record_header_crc, KIND_FRAME, MAX_FRAME, RECORD_HEADER_LEN};
-use ckpt_image::{Codec, Frame, ImageReader, MemoryRun, ReadAt};
+use ckpt_image::{Frame, ImageReader, MemoryRun, ReadAt};
 use ckpt_sys::remote::ProcMem;
 use ckpt_sys::setup::{self, RemoteIov};
 use std::io::IoSlice;
@@ -190,8 +190,7 @@ struct Decoder {
     /// Bytes of the image at `[loaded, loaded + read.len())`.
     read: Vec<u8>,
     loaded: u64,
-    out: Vec<u8>,
-    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    payload: ckpt_image::PayloadDecoder,
 }
 
 impl Decoder {
@@ -199,8 +198,7 @@ impl Decoder {
         Decoder {
             read: Vec::new(),
             loaded: 0,
-            out: Vec::new(),
-            zstd: None,
+            payload: ckpt_image::PayloadDecoder::default(),
         }
     }
 
@@ -273,40 +271,7 @@ impl Decoder {
                 actual,
             });
         }
-        match f.codec {
-            Codec::None => {
-                if f.stored_size != f.size {
-                    return Err(err(format!(
-                        "raw frame with stored size {} != size {}",
-                        f.stored_size, f.size
-                    )));
-                }
-                Ok(stored)
-            }
-            Codec::Zstd => {
-                let dec_err = |source| E::Decompress {
-                    index,
-                    offset: f.offset,
-                    source,
-                };
-                if self.zstd.is_none() {
-                    self.zstd = Some(zstd::bulk::Decompressor::new().map_err(dec_err)?);
-                }
-                let d = self.zstd.as_mut().expect("just made");
-                self.out.clear();
-                self.out.reserve(f.size as usize);
-                d.decompress_to_buffer(stored, &mut self.out)
-                    .map_err(dec_err)?;
-                if self.out.len() != f.size as usize {
-                    return Err(err(format!(
-                        "decoded to {} bytes, the metadata says {}",
-                        self.out.len(),
-                        f.size
-                    )));
-                }
-                Ok(&self.out)
-            }
-        }
+        self.payload.decode(index, f, stored)
     }
 }
 
@@ -506,6 +471,7 @@ pub fn write_pages<R: ReadAt + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ckpt_image::Codec;
 
     #[test]
     fn redirects_only_inside_their_range() {
@@ -533,8 +499,22 @@ mod tests {
 
     #[test]
     fn decoder_matches_read_frame() {
+        use ckpt_image::Compression;
+        for (c, codec) in [
+            (Compression::Fast, Codec::Lz4),
+            (Compression::Zstd, Codec::Zstd),
+        ] {
+            decoder_matches_read_frame_with(c, codec);
+        }
+    }
+
+    fn decoder_matches_read_frame_with(compression: ckpt_image::Compression, codec: Codec) {
         use ckpt_image::{Image, ImageWriter, Process, Vma, WriteOptions};
-        let mut w = ImageWriter::new(Vec::new(), WriteOptions::default()).unwrap();
+        let opts = WriteOptions {
+            compression,
+            ..Default::default()
+        };
+        let mut w = ImageWriter::new(Vec::new(), opts).unwrap();
         // Compressible text and incompressible bytes: both codecs.
         let text: Vec<u8> = b"checkpoint restore "
             .iter()
@@ -569,7 +549,7 @@ mod tests {
         let bytes = w.finish(img).unwrap();
         let reader = ImageReader::new(bytes.clone()).unwrap();
         let frames = &reader.image().frames;
-        assert!(frames.iter().any(|f| f.codec == Codec::Zstd));
+        assert!(frames.iter().any(|f| f.codec == codec));
         assert!(frames.iter().any(|f| f.codec == Codec::None));
         let mut d = Decoder::new();
         for i in 0..frames.len() as u32 {
