@@ -135,22 +135,28 @@ fn dump_here(pid: i32, out: &Path, opts: DumpOptions, t0: Instant) -> Result<Dum
     Ok(stats)
 }
 
-/// The image file, which starts the disk writing what has been written so
-/// far at every flush (the image writer flushes every few tens of MiB).
-/// Without it every byte would wait in the page cache for the final fsync,
-/// which then alone takes as long as writing the whole image; with it the
-/// disk writes while the dump goes on and the fsync has only the tail left.
+/// The image file, made durable while it is written: at every flush (the
+/// image writer flushes every 16 MiB) a thread of its own starts the
+/// writeback of what was written (sync_file_range) and waits for it to be
+/// on stable storage (fdatasync).
 ///
-/// sync_file_range blocks while the disk's queue is full, so it is called
-/// from a thread of its own: the dump never waits for the disk before the
-/// final fsync.
+/// Without it every byte waits in the page cache for the final fsync, which
+/// then alone takes as long as the disk needs for the whole image; worse, a
+/// virtual disk with a cache on the host acknowledges the writes quickly
+/// and does the real work in the flush at the end. Measured on this kind
+/// of machine (1 GiB of mixed data, 607 MiB image): 1.5 s with one fsync at
+/// the end, 1.2 s with writeback started every 16 MiB and synced every
+/// 16 MiB; `dd conv=fsync` of 1 GiB took 2.3-2.6 s in the same runs.
+///
+/// The thread never holds the dump up: it coalesces the flushes that came
+/// while it waited, so a slow disk means fewer, larger syncs.
 struct Writeback {
     file: ckpt_image::AtomicFile,
     /// Bytes written.
     pos: u64,
     /// Writeback requested up to here.
     started: u64,
-    tx: Option<std::sync::mpsc::Sender<(u64, u64)>>,
+    tx: Option<std::sync::mpsc::Sender<u64>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -164,15 +170,25 @@ impl Writeback {
             tx: None,
             thread: None,
         };
-        // Without a second descriptor or a thread, the hint is simply not given.
+        // Without a second descriptor or a thread, everything waits for the
+        // final fsync, as it would anyway.
         if let Ok(fd) = w.file.as_fd().try_clone_to_owned() {
-            let (tx, rx) = std::sync::mpsc::channel::<(u64, u64)>();
+            let (tx, rx) = std::sync::mpsc::channel::<u64>();
             let spawned = std::thread::Builder::new()
                 .name("ckpt-writeback".into())
                 .spawn(move || {
-                    for (off, len) in rx {
-                        // Only a hint: a failure shows up at the fsync anyway.
-                        let _ = ckpt_sys::sys::start_writeback(fd.as_fd(), off, len);
+                    let file = std::fs::File::from(fd);
+                    let mut synced = 0u64;
+                    while let Ok(mut end) = rx.recv() {
+                        // The flushes that came while the last sync ran.
+                        while let Ok(e) = rx.try_recv() {
+                            end = e;
+                        }
+                        // Failures are not reported here: the final fsync
+                        // sees them (and fails the dump).
+                        let _ = ckpt_sys::sys::start_writeback(file.as_fd(), synced, end - synced);
+                        let _ = file.sync_data();
+                        synced = end;
                     }
                 });
             if let Ok(t) = spawned {
@@ -207,7 +223,7 @@ impl Write for Writeback {
     fn flush(&mut self) -> std::io::Result<()> {
         if self.pos > self.started {
             if let Some(tx) = &self.tx {
-                let _ = tx.send((self.started, self.pos - self.started));
+                let _ = tx.send(self.pos);
             }
             self.started = self.pos;
         }
