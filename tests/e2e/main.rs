@@ -10,3 +10,4 @@ mod hostile;
 mod pipes;
 mod security;
 mod show;
+mod sockets;

@@ -7,8 +7,8 @@ use crate::remote::RemoteInfo;
 use crate::vmas::{identity, strip_deleted};
 use crate::PageSink;
 use ckpt_image::{
-    CharDevice, Epoll, EpollTarget, EventFd, Fd, FileKind, Inotify, InotifyWatch, MemFd, OpenFile,
-    Pipe, PipeEnd, RegularFile, SignalFd, TimerFd, Tty,
+    CharDevice, Epoll, EpollTarget, EventFd, Fd, FileKind, InetSocket, Inotify, InotifyWatch,
+    MemFd, OpenFile, Pipe, PipeEnd, RegularFile, SignalFd, TimerFd, Tty,
 };
 use ckpt_sys::{query, Pid};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -165,6 +165,83 @@ fn unsupported(fd: i32, what: impl Into<String>) -> Error {
         fd,
         what: what.into(),
     }
+}
+
+/// TCP state number of a listening socket (as in /proc/net/tcp).
+const TCP_LISTEN: u32 = 10;
+
+fn tcp_state_name(state: u32) -> &'static str {
+    match state {
+        1 => "established",
+        2 => "SYN sent",
+        3 => "SYN received",
+        4 => "FIN wait 1",
+        5 => "FIN wait 2",
+        6 => "TIME wait",
+        7 => "closed",
+        8 => "close wait",
+        9 => "last ACK",
+        10 => "listening",
+        11 => "closing",
+        _ => "unknown state",
+    }
+}
+
+/// An address of /proc/net/tcp{,6}: groups of 8 hex digits, each the
+/// native-endian u32 of 4 bytes of the address in network order.
+fn proc_net_addr(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() != 8 && hex.len() != 32 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(hex.len() / 2);
+    for i in (0..hex.len()).step_by(8) {
+        let w = u32::from_str_radix(hex.get(i..i + 8)?, 16).ok()?;
+        out.extend_from_slice(&w.to_ne_bytes());
+    }
+    Some(out)
+}
+
+/// One line of /proc/net/tcp{,6} parsed for the socket of inode `ino`.
+fn parse_tcp_line(line: &str, ino: u64, family: u32) -> Option<InetSocket> {
+    let t: Vec<&str> = line.split_whitespace().collect();
+    if t.len() < 10 || t[9].parse::<u64>().ok()? != ino {
+        return None;
+    }
+    let (la, lp) = t[1].split_once(':')?;
+    let (ra, rp) = t[2].split_once(':')?;
+    let state = u32::from_str_radix(t[3], 16).ok()?;
+    Some(InetSocket {
+        family,
+        sock_type: libc::SOCK_STREAM as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        state,
+        local_addr: proc_net_addr(la)?,
+        local_port: u16::from_str_radix(lp, 16).ok()?,
+        remote_addr: proc_net_addr(ra)?,
+        remote_port: u16::from_str_radix(rp, 16).ok()?,
+        // Not in /proc/net/tcp (its rx_queue of a listening socket is the
+        // current accept queue, not the limit): 0, "not known".
+        backlog: 0,
+        options: Vec::new(),
+    })
+}
+
+/// The TCP socket of inode `ino`, from the target's network namespace
+/// (/proc/PID/net/tcp and tcp6). None when it is not a TCP socket.
+fn tcp_socket(pid: Pid, ino: u64) -> Option<InetSocket> {
+    for (file, family) in [("tcp", libc::AF_INET), ("tcp6", libc::AF_INET6)] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
+            continue;
+        };
+        if let Some(s) = text
+            .lines()
+            .skip(1)
+            .find_map(|l| parse_tcp_line(l, ino, family as u32))
+        {
+            return Some(s);
+        }
+    }
+    None
 }
 
 /// What kind of socket an fd is (for the error message): the socket's
@@ -436,10 +513,25 @@ pub(crate) fn build(
             })
         } else if link.starts_with(b"socket:[") {
             let ino = f.md.as_ref().map(|m| m.ino()).unwrap_or(f.info.ino);
-            return Err(unsupported(
-                fd,
-                format!("{} is not supported yet", socket_kind(pid, fd, ino)),
-            ));
+            match tcp_socket(pid, ino) {
+                Some(s) if s.state == TCP_LISTEN => FileKind::InetSocket(s),
+                Some(s) => {
+                    return Err(unsupported(
+                        fd,
+                        format!(
+                        "TCP socket {} ({}) is not supported yet: only listening TCP sockets are",
+                        s.describe(),
+                        tcp_state_name(s.state)
+                    ),
+                    ))
+                }
+                None => {
+                    return Err(unsupported(
+                        fd,
+                        format!("{} is not supported yet", socket_kind(pid, fd, ino)),
+                    ))
+                }
+            }
         } else if link == b"anon_inode:[eventfd]" {
             let count = f
                 .info
@@ -548,4 +640,33 @@ pub(crate) fn build(
         })
         .collect();
     Ok((out_fds, files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_tcp_lines() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0";
+        let s = parse_tcp_line(v4, 31337, libc::AF_INET as u32).unwrap();
+        assert_eq!(s.local_addr, vec![127, 0, 0, 1]);
+        assert_eq!(s.local_port, 8080);
+        assert_eq!(s.state, TCP_LISTEN);
+        assert_eq!(s.describe(), "127.0.0.1:8080");
+        assert!(parse_tcp_line(v4, 31338, libc::AF_INET as u32).is_none());
+        let v4b = "   1: 0100007F:1F90 0200000A:15B3 01 00000000:00000000 00:00000000 00000000     0        0 4242 1";
+        let s = parse_tcp_line(v4b, 4242, libc::AF_INET as u32).unwrap();
+        assert_eq!(s.describe(), "127.0.0.1:8080 -> 10.0.0.2:5555");
+        assert_eq!(s.backlog, 0);
+        let v6 = "   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000080 00:00000000 00000000     0        0 777 1";
+        let s = parse_tcp_line(v6, 777, libc::AF_INET6 as u32).unwrap();
+        assert_eq!(s.local_addr, vec![0u8; 16]);
+        assert_eq!(s.describe(), "[::]:80");
+        let lo6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000080 00:00000000 00000000     0        0 778 1";
+        let s = parse_tcp_line(lo6, 778, libc::AF_INET6 as u32).unwrap();
+        assert_eq!(s.describe(), "[::1]:80");
+        assert!(parse_tcp_line("garbage", 1, 2).is_none());
+        assert!(parse_tcp_line("0: zz:zz zz:zz 0A 0:0 0 0 0 0 1", 1, 2).is_none());
+    }
 }

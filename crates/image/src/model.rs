@@ -621,6 +621,25 @@ pub struct InetSocket {
     pub options: Vec<SockOpt>,
 }
 
+impl InetSocket {
+    /// "127.0.0.1:80 -> 10.0.0.2:5555", "[::]:8080".
+    pub fn describe(&self) -> String {
+        let one = |addr: &[u8], port: u16| match <[u8; 4]>::try_from(addr) {
+            Ok(a) => format!("{}:{port}", std::net::Ipv4Addr::from(a)),
+            Err(_) => match <[u8; 16]>::try_from(addr) {
+                Ok(a) => format!("[{}]:{port}", std::net::Ipv6Addr::from(a)),
+                Err(_) => format!("?:{port}"),
+            },
+        };
+        let local = one(&self.local_addr, self.local_port);
+        if self.remote_port == 0 {
+            local
+        } else {
+            format!("{local} -> {}", one(&self.remote_addr, self.remote_port))
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SockOpt {
     pub level: i32,

@@ -243,12 +243,20 @@ pub fn render(image: &Image) -> String {
         for fd in &p.fds {
             match image.file(fd.file) {
                 Some(f) => {
+                    let what = match &f.kind {
+                        crate::FileKind::InetSocket(n) => format!(
+                            "{}{}",
+                            n.describe(),
+                            if n.state == 10 { " (listening)" } else { "" }
+                        ),
+                        _ => bytes_str(&f.path),
+                    };
                     let _ = writeln!(
                         s,
                         "    {:>4}  {:<12} {}  offset {}{}",
                         fd.fd,
                         f.kind.name(),
-                        bytes_str(&f.path),
+                        what,
                         f.position,
                         if fd.cloexec { "  cloexec" } else { "" }
                     );

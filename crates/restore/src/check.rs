@@ -542,6 +542,19 @@ fn security(
                         "{what}: its unlinked copy would be created set-user/group-id (mode {mode:#o}) by the restorer"
                     ));
                 }
+                // A privileged port is bound by the restorer: only for a
+                // process that could bind it itself.
+                FdOp::TcpListen { port, .. }
+                    if check_other
+                        && *port != 0
+                        && u32::from(*port) < unprivileged_port_start()
+                        && c.cap_effective & (1 << CAP_NET_BIND_SERVICE) == 0 =>
+                {
+                    r.errors.push(format!(
+                        "{what}: port {port} is privileged and uid {} had no CAP_NET_BIND_SERVICE to bind it",
+                        c.euid
+                    ));
+                }
                 _ => {}
             }
         }
@@ -580,6 +593,17 @@ fn security(
             )),
         }
     }
+}
+
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// The first port an unprivileged process may bind (sysctl
+/// net.ipv4.ip_unprivileged_port_start, 1024 when unreadable).
+fn unprivileged_port_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
 }
 
 /// access(2) of each item with this process's own (real) ids.

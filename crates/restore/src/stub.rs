@@ -192,6 +192,16 @@ impl Child<'_> {
                     sys::write_fd(w, data)?;
                 }
             }
+            FdOp::TcpListen {
+                slot,
+                addr,
+                port,
+                backlog,
+                flags,
+            } => {
+                let fd = self.stage(setup::tcp_listen(addr, *port, *backlog, *flags)?)?;
+                self.slots[*slot] = fd;
+            }
             FdOp::EventFd { slot, count, flags } => {
                 let fd = self.stage(setup::eventfd(*flags)?)?;
                 self.slots[*slot] = fd;

@@ -189,6 +189,84 @@ pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> Result<()> {
     check_fd("epoll_ctl(EPOLL_CTL_ADD)", r as libc::c_long).map(drop)
 }
 
+/// A listening TCP socket on `addr` (4 bytes: IPv4, 16: IPv6, network
+/// order) and `port`: socket(2) with `flags` (SOCK_NONBLOCK...),
+/// SO_REUSEADDR (the saved process's socket may have left connections in
+/// TIME_WAIT), bind(2), listen(2). The fd, or the first failing step's
+/// error (e.g. bind: EADDRINUSE).
+pub fn tcp_listen(addr: &[u8], port: u16, backlog: u32, flags: i32) -> Result<i32> {
+    let family = match addr.len() {
+        4 => libc::AF_INET,
+        16 => libc::AF_INET6,
+        _ => {
+            return Err(Error::Os {
+                op: "socket",
+                tid: 0,
+                source: std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT),
+            })
+        }
+    };
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | flags, libc::IPPROTO_TCP) };
+    let fd = check_fd("socket", fd as libc::c_long)?;
+    let fail = |op| {
+        let e = os(op);
+        let _ = close(fd);
+        Err(e)
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the length given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return fail("setsockopt(SO_REUSEADDR)");
+    }
+    let r = if family == libc::AF_INET {
+        // SAFETY: sockaddr_in is plain data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = port.to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes(addr.try_into().expect("4 bytes"));
+        // SAFETY: `sa` is a valid sockaddr_in for the length given.
+        unsafe {
+            libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+    } else {
+        // SAFETY: sockaddr_in6 is plain data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr.copy_from_slice(addr);
+        // SAFETY: `sa` is a valid sockaddr_in6 for the length given.
+        unsafe {
+            libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    };
+    if r < 0 {
+        return fail("bind");
+    }
+    // SAFETY: integer arguments only.
+    if unsafe { libc::listen(fd, backlog.min(i32::MAX as u32) as i32) } < 0 {
+        return fail("listen");
+    }
+    Ok(fd)
+}
+
 /// memfd_create(2).
 pub fn memfd_create(name: &CStr, flags: u32) -> Result<i32> {
     // SAFETY: `name` is NUL-terminated.

@@ -98,6 +98,14 @@ pub enum FdOp {
     Epoll {
         slot: usize,
     },
+    /// A listening TCP socket bound to `addr`:`port` (see ckpt_sys::setup::tcp_listen).
+    TcpListen {
+        slot: usize,
+        addr: Vec<u8>,
+        port: u16,
+        backlog: u32,
+        flags: i32,
+    },
     MemFd {
         slot: usize,
         name: CString,
@@ -847,6 +855,33 @@ pub fn plan_fds(
                         },
                     );
                 }
+                group_slot[g] = Some(s);
+            }
+            FileKind::InetSocket(n)
+                if n.state == 10
+                    && n.sock_type == libc::SOCK_STREAM as u32
+                    && matches!(
+                        (n.family as i32, n.local_addr.len()),
+                        (libc::AF_INET, 4) | (libc::AF_INET6, 16)
+                    ) =>
+            {
+                let s = b.slot();
+                b.op(
+                    &what,
+                    FdOp::TcpListen {
+                        slot: s,
+                        addr: n.local_addr.clone(),
+                        port: n.local_port,
+                        // Not known (0): the system's limit (listen()
+                        // caps it at net.core.somaxconn).
+                        backlog: if n.backlog == 0 {
+                            i32::MAX as u32
+                        } else {
+                            n.backlog
+                        },
+                        flags: flags & libc::O_NONBLOCK,
+                    },
+                );
                 group_slot[g] = Some(s);
             }
             FileKind::UnixSocket(_)
