@@ -58,7 +58,7 @@ def main():
     case("garbage", bytes((i * 131 + 7) & 0xFF for i in range(8192)), "fail", 1, "bad magic")
     case("bad-magic", flip(d, 3), "fail", 1, "bad magic")
     hdr = bytearray(d[:32])
-    struct.pack_into("<H", hdr, 8, 2)
+    struct.pack_into("<HH", hdr, 8, 2, 0)
     struct.pack_into("<I", hdr, 28, crc(bytes(hdr[:28])))
     case("major-2", bytes(hdr) + d[32:], "fail", 2, r"version 2\.0.*major version 1")
     hdr = bytearray(d[:32])
