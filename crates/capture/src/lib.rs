@@ -158,21 +158,30 @@ struct Writeback {
     started: u64,
     tx: Option<std::sync::mpsc::Sender<u64>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Whether starting the thread was tried.
+    tried: bool,
 }
 
 impl Writeback {
     fn new(file: ckpt_image::AtomicFile) -> Self {
-        use std::os::fd::AsFd;
-        let mut w = Writeback {
+        Writeback {
             file,
             pos: 0,
             started: 0,
             tx: None,
             thread: None,
-        };
-        // Without a second descriptor or a thread, everything waits for the
-        // final fsync, as it would anyway.
-        if let Ok(fd) = w.file.as_fd().try_clone_to_owned() {
+            tried: false,
+        }
+    }
+
+    /// The sync thread, started at the first flush worth it (a small image
+    /// needs none). Without a second descriptor or a thread, everything
+    /// waits for the final fsync, as it would anyway.
+    fn sender(&mut self) -> Option<&std::sync::mpsc::Sender<u64>> {
+        use std::os::fd::AsFd;
+        if !self.tried {
+            self.tried = true;
+            let fd = self.file.as_fd().try_clone_to_owned().ok()?;
             let (tx, rx) = std::sync::mpsc::channel::<u64>();
             let spawned = std::thread::Builder::new()
                 .name("ckpt-writeback".into())
@@ -192,11 +201,11 @@ impl Writeback {
                     }
                 });
             if let Ok(t) = spawned {
-                w.tx = Some(tx);
-                w.thread = Some(t);
+                self.tx = Some(tx);
+                self.thread = Some(t);
             }
         }
-        w
+        self.tx.as_ref()
     }
 
     fn stop(&mut self) {
@@ -221,11 +230,15 @@ impl Write for Writeback {
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        if self.pos > self.started {
-            if let Some(tx) = &self.tx {
-                let _ = tx.send(self.pos);
+        // Less than this is left to the final fsync (a small image is
+        // synced once).
+        const MIN_SYNC: u64 = 1 << 20;
+        if self.pos >= self.started + MIN_SYNC {
+            let pos = self.pos;
+            if let Some(tx) = self.sender() {
+                let _ = tx.send(pos);
             }
-            self.started = self.pos;
+            self.started = pos;
         }
         Ok(())
     }
