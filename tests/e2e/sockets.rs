@@ -101,3 +101,32 @@ fn connected_sockets_are_refused_by_name() {
     assert!(p.alive());
     assert!(!image.exists());
 }
+
+#[test]
+fn unix_socketpairs_and_asyncio_survive() {
+    let dir = TempDir::new("unix-pair");
+    let mut p = Proc::spawn(
+        &dir,
+        std::path::Path::new("python3"),
+        &[fixture("unixsock.py").to_str().unwrap()],
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_more_lines(3);
+    let image = dir.join("u.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(before + 2);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("accepted="));
+    let out = r.output();
+    assert!(out.contains("got=queued-before-dump"), "{}", tail(&out));
+    assert!(out.contains("back=pong"), "{}", tail(&out));
+    assert!(out.contains("accepted=via-listener"), "{}", tail(&out));
+    assert_eq!(
+        out.matches("READY").count(),
+        1,
+        "started over: {}",
+        tail(&out)
+    );
+}

@@ -8,7 +8,7 @@ use crate::vmas::{identity, strip_deleted};
 use crate::PageSink;
 use ckpt_image::{
     CharDevice, Epoll, EpollTarget, EventFd, Fd, FileKind, InetSocket, Inotify, InotifyWatch,
-    MemFd, OpenFile, Pipe, PipeEnd, RegularFile, SignalFd, TimerFd, Tty,
+    MemFd, OpenFile, Pipe, PipeEnd, RegularFile, SignalFd, TimerFd, Tty, UnixSocket,
 };
 use ckpt_sys::{query, Pid};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -242,6 +242,62 @@ fn tcp_socket(pid: Pid, ino: u64) -> Option<InetSocket> {
         }
     }
     None
+}
+
+/// Most bytes saved from a unix stream socket's receive queue.
+const MAX_UNIX_QUEUE: u32 = 128 << 10;
+
+/// The unix socket of inode `ino` (fd `fd` of `pid`), from sock_diag; its
+/// queued bytes (stream sockets) are peeked, not taken. None when the
+/// inode is not a unix socket of our network namespace.
+fn unix_socket(pid: Pid, fd: i32, ino: u64) -> Result<Option<UnixSocket>> {
+    let Ok(d) = query::unix_diag(ino) else {
+        return Ok(None);
+    };
+    let stream = i32::from(d.sock_type) == libc::SOCK_STREAM;
+    let listening = d.state == 10;
+    let mut queued = Vec::new();
+    if !listening && d.rqueue > 0 {
+        if !stream {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "unix {} socket with {} datagram(s) queued is not supported yet",
+                    if i32::from(d.sock_type) == libc::SOCK_DGRAM {
+                        "datagram"
+                    } else {
+                        "seqpacket"
+                    },
+                    d.rqueue
+                ),
+            ));
+        }
+        if d.rqueue > MAX_UNIX_QUEUE {
+            return Err(unsupported(
+                fd,
+                format!(
+                    "unix socket with {} bytes queued (over {MAX_UNIX_QUEUE})",
+                    d.rqueue
+                ),
+            ));
+        }
+        let dup = ckpt_sys::setup::fd_of(pid, fd)
+            .map_err(|e| unsupported(fd, format!("unix socket: reading its queued bytes: {e}")))?;
+        queued = query::peek_stream(dup.as_fd(), d.rqueue as usize + 1)
+            .map_err(|e| unsupported(fd, format!("unix socket: reading its queued bytes: {e}")))?;
+    }
+    Ok(Some(UnixSocket {
+        inode: ino,
+        sock_type: u32::from(d.sock_type),
+        state: u32::from(d.state),
+        local_path: d.name,
+        peer_path: Vec::new(),
+        peer_inode: d.peer,
+        listening,
+        backlog: if listening { d.wqueue } else { 0 },
+        queued,
+        shutdown: u32::from(d.shutdown),
+    }))
 }
 
 /// What kind of socket an fd is (for the error message): the socket's
@@ -525,12 +581,15 @@ pub(crate) fn build(
                     ),
                     ))
                 }
-                None => {
-                    return Err(unsupported(
-                        fd,
-                        format!("{} is not supported yet", socket_kind(pid, fd, ino)),
-                    ))
-                }
+                None => match unix_socket(pid, fd, ino)? {
+                    Some(u) => FileKind::UnixSocket(u),
+                    None => {
+                        return Err(unsupported(
+                            fd,
+                            format!("{} is not supported yet", socket_kind(pid, fd, ino)),
+                        ))
+                    }
+                },
             }
         } else if link == b"anon_inode:[eventfd]" {
             let count = f

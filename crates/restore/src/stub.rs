@@ -192,6 +192,22 @@ impl Child<'_> {
                     sys::write_fd(w, data)?;
                 }
             }
+            FdOp::SocketPair { a, b, sock_type } => {
+                let (x, y) = setup::socketpair(*sock_type)?;
+                let x = self.stage(x)?;
+                self.slots[*a] = x;
+                let y = self.stage(y)?;
+                self.slots[*b] = y;
+            }
+            FdOp::UnixSocket {
+                slot,
+                sock_type,
+                name,
+                backlog,
+            } => {
+                let fd = self.stage(setup::unix_socket(*sock_type, name, *backlog)?)?;
+                self.slots[*slot] = fd;
+            }
             FdOp::TcpListen {
                 slot,
                 addr,

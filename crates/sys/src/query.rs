@@ -251,3 +251,163 @@ pub fn seek_data_or_hole(fd: BorrowedFd<'_>, off: u64, hole: bool) -> Result<Opt
     }
     Ok(Some(r as u64))
 }
+
+/// What the kernel's sock_diag tells about a unix socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnixDiag {
+    /// SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET.
+    pub sock_type: u8,
+    /// TCP-like state: 1 established, 7 unconnected, 10 listening.
+    pub state: u8,
+    /// Bound name (empty when unbound; a leading NUL byte: abstract).
+    pub name: Vec<u8>,
+    /// Inode of the peer socket (0: none).
+    pub peer: u64,
+    /// Bytes (stream) or datagrams queued for reading; for a listening
+    /// socket, connections waiting in the accept queue.
+    pub rqueue: u32,
+    /// Send queue; for a listening socket, the listen() backlog.
+    pub wqueue: u32,
+    /// Shutdown bits (1: no more reading, 2: no more writing).
+    pub shutdown: u8,
+}
+
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
+
+/// sock_diag of the unix socket of inode `ino` in the caller's network
+/// namespace (NETLINK_SOCK_DIAG, one exact lookup).
+pub fn unix_diag(ino: u64) -> Result<UnixDiag> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const UDIAG_SHOW_NAME: u32 = 1;
+    const UDIAG_SHOW_PEER: u32 = 4;
+    const UDIAG_SHOW_RQLEN: u32 = 0x10;
+    let ino32 = u32::try_from(ino).map_err(|_| crate::Error::Os {
+        op: "sock_diag",
+        tid: 0,
+        source: std::io::Error::from_raw_os_error(libc::EOVERFLOW),
+    })?;
+    // SAFETY: integer arguments only.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os("socket(NETLINK_SOCK_DIAG)", 0));
+    }
+    // SAFETY: a new fd, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = Vec::with_capacity(40);
+    req.extend_from_slice(&40u32.to_ne_bytes()); // nlmsg_len
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(libc::AF_UNIX as u8); // sdiag_family
+    req.push(0); // sdiag_protocol
+    req.extend_from_slice(&0u16.to_ne_bytes());
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
+    req.extend_from_slice(&ino32.to_ne_bytes());
+    req.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    req.extend_from_slice(&[0xff; 8]); // no cookie
+                                       // SAFETY: `req` is a live buffer of the length given.
+    let n = unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
+    if n < 0 {
+        return Err(last_os("send(sock_diag)", 0));
+    }
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: `buf` is a live buffer of the length given.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(last_os("recv(sock_diag)", 0));
+    }
+    parse_unix_diag(&buf[..n as usize])
+}
+
+fn diag_err(errno: i32) -> crate::Error {
+    crate::Error::Os {
+        op: "sock_diag",
+        tid: 0,
+        source: std::io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// The reply to [`unix_diag`]: one netlink message (or an error message).
+fn parse_unix_diag(b: &[u8]) -> Result<UnixDiag> {
+    let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let len = u32_at(0).ok_or_else(|| diag_err(libc::EPROTO))? as usize;
+    let ty = u16_at(4).ok_or_else(|| diag_err(libc::EPROTO))?;
+    if len > b.len() || len < 16 {
+        return Err(diag_err(libc::EPROTO));
+    }
+    if ty == libc::NLMSG_ERROR as u16 {
+        let e = u32_at(16).ok_or_else(|| diag_err(libc::EPROTO))? as i32;
+        return Err(diag_err(if e < 0 { -e } else { libc::EPROTO }));
+    }
+    // unix_diag_msg: family, type, state, pad, ino, cookie[2].
+    let m = 16;
+    if len < m + 16 {
+        return Err(diag_err(libc::EPROTO));
+    }
+    let mut d = UnixDiag {
+        sock_type: b[m + 1],
+        state: b[m + 2],
+        ..Default::default()
+    };
+    let mut o = m + 16;
+    while o + 4 <= len {
+        let alen = u16_at(o).unwrap_or(0) as usize;
+        let aty = u16_at(o + 2).unwrap_or(0) & 0x3fff;
+        if alen < 4 || o + alen > len {
+            break;
+        }
+        let data = &b[o + 4..o + alen];
+        match aty {
+            UNIX_DIAG_NAME => d.name = data.to_vec(),
+            UNIX_DIAG_PEER if data.len() >= 4 => {
+                d.peer = u64::from(u32::from_ne_bytes([data[0], data[1], data[2], data[3]]))
+            }
+            UNIX_DIAG_RQLEN if data.len() >= 8 => {
+                d.rqueue = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]);
+                d.wqueue = u32::from_ne_bytes([data[4], data[5], data[6], data[7]]);
+            }
+            UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
+            _ => {}
+        }
+        o += (alen + 3) & !3;
+    }
+    Ok(d)
+}
+
+/// The bytes queued for reading on a stream socket, without taking them
+/// (recv with MSG_PEEK | MSG_DONTWAIT), at most `max`.
+pub fn peek_stream(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; max];
+    // SAFETY: `buf` is a live buffer of the length given.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EAGAIN) {
+            return Ok(Vec::new());
+        }
+        return Err(last_os("recv(MSG_PEEK)", 0));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}

@@ -189,6 +189,70 @@ pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> Result<()> {
     check_fd("epoll_ctl(EPOLL_CTL_ADD)", r as libc::c_long).map(drop)
 }
 
+/// socketpair(AF_UNIX, `sock_type`), close-on-exec.
+pub fn socketpair(sock_type: i32) -> Result<(i32, i32)> {
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` has room for the two fds.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            sock_type | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    check_fd("socketpair", r as libc::c_long)?;
+    Ok((fds[0], fds[1]))
+}
+
+/// A unix socket of `sock_type`; with a `name` (abstract: a leading NUL
+/// byte) bound to it, and listening when `backlog` > 0.
+pub fn unix_socket(sock_type: i32, name: &[u8], backlog: u32) -> Result<i32> {
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, sock_type | libc::SOCK_CLOEXEC, 0) };
+    let fd = check_fd("socket", fd as libc::c_long)?;
+    let fail = |op| {
+        let e = os(op);
+        let _ = close(fd);
+        Err(e)
+    };
+    if !name.is_empty() {
+        // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+        let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        if name.len() > sa.sun_path.len() {
+            let _ = close(fd);
+            return Err(Error::Os {
+                op: "bind",
+                tid: 0,
+                source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+            });
+        }
+        for (d, s) in sa.sun_path.iter_mut().zip(name) {
+            *d = *s as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+        // SAFETY: `sa` is a valid sockaddr_un; `len` covers the family and the name.
+        let r = unsafe {
+            libc::bind(
+                fd,
+                (&sa as *const libc::sockaddr_un).cast(),
+                len as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return fail("bind");
+        }
+    }
+    if backlog > 0 {
+        // SAFETY: integer arguments only.
+        if unsafe { libc::listen(fd, backlog.min(i32::MAX as u32) as i32) } < 0 {
+            return fail("listen");
+        }
+    }
+    Ok(fd)
+}
+
 /// A listening TCP socket on `addr` (4 bytes: IPv4, 16: IPv6, network
 /// order) and `port`: socket(2) with `flags` (SOCK_NONBLOCK...),
 /// SO_REUSEADDR (the saved process's socket may have left connections in

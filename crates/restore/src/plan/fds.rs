@@ -98,6 +98,20 @@ pub enum FdOp {
     Epoll {
         slot: usize,
     },
+    /// A connected pair of unix sockets (socketpair(2)).
+    SocketPair {
+        a: usize,
+        b: usize,
+        sock_type: i32,
+    },
+    /// A unix socket, unconnected; bound to the abstract `name` and
+    /// listening when `backlog` > 0.
+    UnixSocket {
+        slot: usize,
+        sock_type: i32,
+        name: Vec<u8>,
+        backlog: u32,
+    },
     /// A listening TCP socket bound to `addr`:`port` (see ckpt_sys::setup::tcp_listen).
     TcpListen {
         slot: usize,
@@ -455,6 +469,64 @@ pub fn plan_fds(
                 group_slot[g] = Some(s);
             }
         }
+    }
+
+    // Unix sockets connected to each other (socketpair, or both ends of a
+    // connection held in the image): one socketpair per pair; the bytes
+    // queued for reading at one end are written into the other.
+    let unix_groups: HashMap<u64, usize> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(g, (f, _))| match &f.kind {
+            FileKind::UnixSocket(u) => Some((u.inode, g)),
+            _ => None,
+        })
+        .collect();
+    for (g, (f, _)) in groups.iter().enumerate() {
+        let FileKind::UnixSocket(u) = &f.kind else {
+            continue;
+        };
+        if group_slot[g].is_some() || u.listening || u.peer_inode == 0 {
+            continue;
+        }
+        let Some(&pg) = unix_groups.get(&u.peer_inode) else {
+            continue; // reported below
+        };
+        let FileKind::UnixSocket(pu) = &groups[pg].0.kind else {
+            continue;
+        };
+        if pg == g || pu.peer_inode != u.inode || pu.sock_type != u.sock_type {
+            continue; // reported below
+        }
+        let (a, bslot) = (b.slot(), b.slot());
+        b.op(
+            &what_of(g),
+            FdOp::SocketPair {
+                a,
+                b: bslot,
+                sock_type: u.sock_type as i32,
+            },
+        );
+        if !u.queued.is_empty() {
+            b.op(
+                &what_of(g),
+                FdOp::Write {
+                    slot: bslot,
+                    data: u.queued.clone(),
+                },
+            );
+        }
+        if !pu.queued.is_empty() {
+            b.op(
+                &what_of(pg),
+                FdOp::Write {
+                    slot: a,
+                    data: pu.queued.clone(),
+                },
+            );
+        }
+        group_slot[g] = Some(a);
+        group_slot[pg] = Some(bslot);
     }
 
     let mut fifo_holders: HashMap<u64, usize> = HashMap::new();
@@ -884,10 +956,74 @@ pub fn plan_fds(
                 );
                 group_slot[g] = Some(s);
             }
-            FileKind::UnixSocket(_)
-            | FileKind::InetSocket(_)
-            | FileKind::Inotify(_)
-            | FileKind::Other(_) => {
+            FileKind::UnixSocket(u) => {
+                if let Some(s) = group_slot[g] {
+                    // One end of a pair made above.
+                    b.op(
+                        &what,
+                        FdOp::SetFl {
+                            slot: s,
+                            flags: setfl,
+                        },
+                    );
+                    continue;
+                }
+                let st = u.sock_type as i32;
+                if !matches!(
+                    st,
+                    libc::SOCK_STREAM | libc::SOCK_DGRAM | libc::SOCK_SEQPACKET
+                ) {
+                    b.plan
+                        .errors
+                        .push(format!("{what}: unix socket of unknown type {st}"));
+                    continue;
+                }
+                let abstract_name = u.local_path.first() == Some(&0);
+                if u.listening && !abstract_name {
+                    b.plan.errors.push(format!(
+                        "{what}: a unix socket listening on {} cannot be restored by this version (only abstract names)",
+                        String::from_utf8_lossy(&u.local_path)
+                    ));
+                    continue;
+                }
+                if u.peer_inode != 0 {
+                    b.plan.errors.push(format!(
+                        "{what}: a unix socket connected to a socket outside the image (peer inode {}) cannot be restored",
+                        u.peer_inode
+                    ));
+                    continue;
+                }
+                if !u.local_path.is_empty() && !u.listening {
+                    b.plan.errors.push(format!(
+                        "{what}: a unix socket bound to {} cannot be restored by this version",
+                        String::from_utf8_lossy(&u.local_path)
+                    ));
+                    continue;
+                }
+                let s = b.slot();
+                b.op(
+                    &what,
+                    FdOp::UnixSocket {
+                        slot: s,
+                        sock_type: st,
+                        name: if u.listening {
+                            u.local_path.clone()
+                        } else {
+                            Vec::new()
+                        },
+                        backlog: if u.listening { u.backlog.max(1) } else { 0 },
+                    },
+                );
+                b.op(
+                    &what,
+                    FdOp::SetFl {
+                        slot: s,
+                        flags: setfl,
+                    },
+                );
+                group_slot[g] = Some(s);
+            }
+            FileKind::InetSocket(_) | FileKind::Inotify(_) | FileKind::Other(_) => {
                 let detail = match &f.kind {
                     FileKind::Other(t) if !t.is_empty() => format!(" ({t})"),
                     _ => String::new(),
