@@ -218,3 +218,36 @@ fn failed_dump_leaves_process_running() {
     p.wait_more_lines(5);
     assert!(p.alive());
 }
+
+#[test]
+fn tail_follow_keeps_following() {
+    // `tail -f` follows with inotify (a watch on the file) and keeps the
+    // file open at its offset: both must come back.
+    let dir = TempDir::new("tail-f");
+    let log = dir.join("log.txt");
+    std::fs::write(&log, b"line-1\n").unwrap();
+    let mut p = Proc::spawn(
+        &dir,
+        std::path::Path::new("tail"),
+        &["-n", "+1", "-f", log.to_str().unwrap()],
+    );
+    p.wait_line(|l| l == "line-1");
+    let fdinfo = (0..8)
+        .filter_map(|fd| std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", p.pid)).ok())
+        .any(|s| s.contains("inotify wd:"));
+    assert!(
+        fdinfo,
+        "tail does not use inotify here: the test shows nothing"
+    );
+    let image = dir.join("tail.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"line-2\n").unwrap();
+    }
+    r.wait_line(|l| l == "line-2");
+    let out = r.output();
+    assert_eq!(out.matches("line-1").count(), 1, "{}", tail(&out));
+}

@@ -535,6 +535,10 @@ fn security(
                 FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
                     items.push((what.clone(), path.clone(), mode_of(*flags)));
                 }
+                // inotify_add_watch needs read permission on the path.
+                FdOp::InotifyWatch { path, .. } => {
+                    items.push((what.clone(), path.clone(), libc::R_OK));
+                }
                 // An unlinked copy: created by the restorer, so never with
                 // set-id bits for another user's process.
                 FdOp::TmpFile { mode, .. } if check_other && mode & 0o6000 != 0 => {

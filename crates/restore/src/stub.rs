@@ -192,6 +192,26 @@ impl Child<'_> {
                     sys::write_fd(w, data)?;
                 }
             }
+            FdOp::Inotify { slot, flags } => {
+                let fd = self.stage(setup::inotify_init1(*flags)?)?;
+                self.slots[*slot] = fd;
+            }
+            FdOp::InotifyWatch {
+                slot,
+                path,
+                mask,
+                wd,
+            } => {
+                let fd = self.slots[*slot];
+                let got = self.as_saved(|_| setup::inotify_add_watch(fd, path, *mask))?;
+                if got != *wd {
+                    return Err(ckpt_sys::Error::Os {
+                        op: "inotify_add_watch (another watch number)",
+                        tid: 0,
+                        source: std::io::Error::from_raw_os_error(libc::EEXIST),
+                    });
+                }
+            }
             FdOp::SocketPair { a, b, sock_type } => {
                 let (x, y) = setup::socketpair(*sock_type)?;
                 let x = self.stage(x)?;

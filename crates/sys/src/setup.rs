@@ -189,6 +189,20 @@ pub fn epoll_add(epfd: i32, fd: i32, events: u32, data: u64) -> Result<()> {
     check_fd("epoll_ctl(EPOLL_CTL_ADD)", r as libc::c_long).map(drop)
 }
 
+/// inotify_init1(2).
+pub fn inotify_init1(flags: i32) -> Result<i32> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::inotify_init1(flags) };
+    check_fd("inotify_init1", r as libc::c_long)
+}
+
+/// inotify_add_watch(2): the watch descriptor.
+pub fn inotify_add_watch(fd: i32, path: &CStr, mask: u32) -> Result<i32> {
+    // SAFETY: `path` is a valid NUL-terminated string for the call.
+    let r = unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) };
+    check_fd("inotify_add_watch", r as libc::c_long)
+}
+
 /// socketpair(AF_UNIX, `sock_type`), close-on-exec.
 pub fn socketpair(sock_type: i32) -> Result<(i32, i32)> {
     let mut fds = [-1i32; 2];

@@ -98,6 +98,19 @@ pub enum FdOp {
     Epoll {
         slot: usize,
     },
+    /// An inotify instance (its watches are added by InotifyWatch).
+    Inotify {
+        slot: usize,
+        flags: i32,
+    },
+    /// inotify_add_watch of a path of the image (with the saved user's
+    /// rights); the kernel must give it watch descriptor `wd` again.
+    InotifyWatch {
+        slot: usize,
+        path: CString,
+        mask: u32,
+        wd: i32,
+    },
     /// A connected pair of unix sockets (socketpair(2)).
     SocketPair {
         a: usize,
@@ -1023,7 +1036,63 @@ pub fn plan_fds(
                 );
                 group_slot[g] = Some(s);
             }
-            FileKind::InetSocket(_) | FileKind::Inotify(_) | FileKind::Other(_) => {
+            FileKind::Inotify(ino) => {
+                let mut watches: Vec<_> = ino.watches.iter().collect();
+                watches.sort_by_key(|w| w.wd);
+                if let Some(w) = watches.iter().find(|w| w.path.is_empty()) {
+                    b.plan.errors.push(format!(
+                        "{what}: the path of inotify watch {} (inode {}) is not known",
+                        w.wd, w.inode
+                    ));
+                    continue;
+                }
+                // Watch descriptors are handed out in increasing order from
+                // 1; a gap (a watch removed) could not be made again.
+                if let Some((i, w)) = watches
+                    .iter()
+                    .enumerate()
+                    .find(|(i, w)| w.wd != *i as i32 + 1)
+                {
+                    b.plan.errors.push(format!(
+                        "{what}: inotify watch descriptors must be 1, 2, 3...; watch {} is number {}",
+                        w.wd,
+                        i + 1
+                    ));
+                    continue;
+                }
+                let s = b.slot();
+                b.op(
+                    &what,
+                    FdOp::Inotify {
+                        slot: s,
+                        flags: flags & libc::O_NONBLOCK,
+                    },
+                );
+                let mut bad = false;
+                for w in watches {
+                    let Some(path) = cpath(&w.path) else {
+                        bad = true;
+                        break;
+                    };
+                    b.op(
+                        &what,
+                        FdOp::InotifyWatch {
+                            slot: s,
+                            path,
+                            mask: w.mask,
+                            wd: w.wd,
+                        },
+                    );
+                }
+                if bad {
+                    b.plan
+                        .errors
+                        .push(format!("{what}: an inotify watch path holds a NUL byte"));
+                    continue;
+                }
+                group_slot[g] = Some(s);
+            }
+            FileKind::InetSocket(_) | FileKind::Other(_) => {
                 let detail = match &f.kind {
                     FileKind::Other(t) if !t.is_empty() => format!(" ({t})"),
                     _ => String::new(),
