@@ -352,6 +352,33 @@ pub fn capture(pid: i32, opts: &mut DumpOptions, sink: &mut dyn PageSink) -> Res
     capture_with(pid, host::host_info(), opts, sink)
 }
 
+/// The signals whose action the process must be asked for: the caught and
+/// the ignored ones (/proc/PID/status), and SIGCHLD (whose flags matter
+/// even at its default action). All of them when the status is unreadable.
+fn signals_to_query(pid: Pid) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return u64::MAX;
+    };
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    match (mask("SigCgt:"), mask("SigIgn:")) {
+        (Some(c), Some(i)) => c | i | (1 << (libc::SIGCHLD - 1)),
+        _ => u64::MAX,
+    }
+}
+
+/// Every resource limit of `pid`, read with prlimit from outside; None
+/// when any cannot be (then the process is asked).
+fn rlimits_from_outside(pid: Pid) -> Option<Vec<(u64, u64)>> {
+    (0..remote::RLIMIT_NAMES.len() as u32)
+        .map(|res| ckpt_sys::setup::prlimit(pid, res, None).ok())
+        .collect()
+}
+
 fn capture_with(
     pid: Pid,
     host: ckpt_image::HostInfo,
@@ -387,6 +414,8 @@ fn capture_with(
             timer_ids: timers.iter().map(|t| t.id).collect(),
             tty_fds,
             owner_fds,
+            sig_mask: signals_to_query(pid),
+            rlimits: rlimits_from_outside(pid),
         },
     );
     frozen.set_exit_kill(false)?;

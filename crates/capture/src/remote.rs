@@ -47,6 +47,13 @@ pub(crate) struct Queries {
     pub tty_fds: Vec<i32>,
     /// Fds whose owner (F_GETOWN_EX / F_GETSIG) to read.
     pub owner_fds: Vec<i32>,
+    /// Signals whose action to read (bit `sig - 1`); the others are at
+    /// their default action with no flags (from /proc/PID/status: neither
+    /// caught nor ignored; SIGCHLD is always read, for its flags).
+    pub sig_mask: u64,
+    /// The resource limits, when read from outside (prlimit of the pid);
+    /// None: read by the process itself.
+    pub rlimits: Option<Vec<(u64, u64)>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -211,6 +218,10 @@ impl Remote<'_> {
     fn process_queries(&mut self, q: &Queries, out: &mut RemoteInfo) -> Result<()> {
         out.brk = self.call("brk", libc::SYS_brk, &[0])?;
         for sig in 1..=64u64 {
+            if q.sig_mask & (1 << (sig - 1)) == 0 {
+                out.sigactions.push(SigAction::default());
+                continue;
+            }
             self.call(
                 "rt_sigaction",
                 libc::SYS_rt_sigaction,
@@ -292,6 +303,15 @@ impl Remote<'_> {
             &[libc::PR_GET_TIMERSLACK as u64],
         )?;
         for (res, name) in RLIMIT_NAMES.iter().enumerate() {
+            if let Some(&(soft, hard)) = q.rlimits.as_ref().and_then(|l| l.get(res)) {
+                out.rlimits.push(Rlimit {
+                    resource: res as u32,
+                    name: (*name).to_string(),
+                    soft,
+                    hard,
+                });
+                continue;
+            }
             self.call(
                 "prlimit64",
                 libc::SYS_prlimit64,
