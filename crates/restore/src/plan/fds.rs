@@ -1439,7 +1439,14 @@ mod tests {
         img.files.push(file(
             2,
             libc::O_RDWR as u32,
-            FileKind::UnixSocket(UnixSocket::default()),
+            // Connected to a socket outside the image.
+            FileKind::UnixSocket(UnixSocket {
+                sock_type: libc::SOCK_STREAM as u32,
+                state: 1,
+                inode: 100,
+                peer_inode: 200,
+                ..Default::default()
+            }),
         ));
         let p = Process {
             fds: vec![fd(3, 1), fd(4, 2)],
@@ -1449,7 +1456,8 @@ mod tests {
         assert_eq!(plan.errors.len(), 2, "{:?}", plan.errors);
         assert!(plan.errors[0].contains("deleted"));
         assert!(
-            plan.errors[1].starts_with("fd 4: /x: unix-socket"),
+            plan.errors[1]
+                .starts_with("fd 4: /x: a unix socket connected to a socket outside the image"),
             "{}",
             plan.errors[1]
         );
