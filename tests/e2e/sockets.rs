@@ -130,3 +130,50 @@ fn unix_socketpairs_and_asyncio_survive() {
         tail(&out)
     );
 }
+
+fn ask_unix(path: &std::path::Path) -> String {
+    let mut c = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    s
+}
+
+#[test]
+fn unix_listener_on_a_path_listens_again() {
+    let dir = TempDir::new("unix-path");
+    let sock = dir.join("srv.sock");
+    let mut p = Proc::spawn(
+        &dir,
+        std::path::Path::new("python3"),
+        &[
+            fixture("unixserver.py").to_str().unwrap(),
+            sock.to_str().unwrap(),
+        ],
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    assert_eq!(ask_unix(&sock), "hi 1\n");
+    let image = dir.join("u.ckpt");
+
+    // While the server runs, a second copy must not take its socket away.
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    let o = ckpt_run(&["restore", "--new-pid", "--detach", image.to_str().unwrap()]);
+    let err = assert_clean_failure(&o, "restore while the socket is in use");
+    assert!(err.contains("Address already in use"), "{err}");
+    assert_eq!(ask_unix(&sock), "hi 2\n");
+
+    // Dumped and killed: the socket file stays behind, stale; the restore
+    // replaces it and listens again.
+    dump_kill(&mut p, &image);
+    assert!(sock.exists());
+    let mut r = restore_detached(&image, &p.out, p.pid);
+    assert_eq!(ask_unix(&sock), "hi 3\n");
+    r.kill();
+}

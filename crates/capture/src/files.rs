@@ -286,11 +286,20 @@ fn unix_socket(pid: Pid, fd: i32, ino: u64) -> Result<Option<UnixSocket>> {
         queued = query::peek_stream(dup.as_fd(), d.rqueue as usize + 1)
             .map_err(|e| unsupported(fd, format!("unix socket: reading its queued bytes: {e}")))?;
     }
+    // A path name comes with its terminating NUL (the kernel keeps the
+    // address length given to bind); an abstract one starts with NUL and
+    // is taken whole.
+    let mut name = d.name;
+    if name.first().is_some_and(|&c| c != 0) {
+        if let Some(end) = name.iter().position(|&c| c == 0) {
+            name.truncate(end);
+        }
+    }
     Ok(Some(UnixSocket {
         inode: ino,
         sock_type: u32::from(d.sock_type),
         state: u32::from(d.state),
-        local_path: d.name,
+        local_path: name,
         peer_path: Vec::new(),
         peer_inode: d.peer,
         listening,

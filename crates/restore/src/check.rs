@@ -502,6 +502,22 @@ fn security(
     //   since gives nothing more);
     // - a restorer without privileges: its own rights (what the restore
     //   will run into anyway, said before anything starts).
+    // A unix socket to be bound where a live one listens: the restore
+    // would take its name away (whoever restores).
+    for (op, what) in fds.ops.iter().zip(&fds.what) {
+        if let crate::plan::fds::FdOp::UnixSocket {
+            path: Some(path), ..
+        } = op
+        {
+            if unix_path_in_use(path.to_bytes()) {
+                r.errors.push(format!(
+                    "{what}: {}: Address already in use (a process listens on this unix socket)",
+                    path.to_string_lossy()
+                ));
+            }
+        }
+    }
+
     let c = &p.creds;
     let check_other = as_saved.is_some();
     let check_own = !creds_differ(p, own) && own.uids[1] != 0;
@@ -600,6 +616,22 @@ fn security(
 }
 
 const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// Whether a listening unix socket of this network namespace is bound to
+/// `path` (/proc/net/unix: flags 00010000 = listening; the path is the
+/// last column).
+fn unix_path_in_use(path: &[u8]) -> bool {
+    let Ok(text) = std::fs::read("/proc/net/unix") else {
+        return false;
+    };
+    text.split(|&c| c == b'\n').skip(1).any(|l| {
+        let cols: Vec<&[u8]> = l
+            .split(|&c| c == b' ')
+            .filter(|c| !<[u8]>::is_empty(c))
+            .collect();
+        cols.len() >= 8 && cols[3] == b"00010000" && cols[7..].join(&b' ') == path
+    })
+}
 
 /// The first port an unprivileged process may bind (sysctl
 /// net.ipv4.ip_unprivileged_port_start, 1024 when unreadable).

@@ -223,9 +223,18 @@ impl Child<'_> {
                 slot,
                 sock_type,
                 name,
+                path,
                 backlog,
             } => {
-                let fd = self.stage(setup::unix_socket(*sock_type, name, *backlog)?)?;
+                let fd = match path {
+                    None => setup::unix_socket(*sock_type, name, *backlog)?,
+                    // A path: cleared and bound like an open of the image's path.
+                    Some(path) => self.as_saved(|_| {
+                        setup::clear_stale_socket(path)?;
+                        setup::unix_socket(*sock_type, name, *backlog)
+                    })?,
+                };
+                let fd = self.stage(fd)?;
                 self.slots[*slot] = fd;
             }
             FdOp::TcpListen {

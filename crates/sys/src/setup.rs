@@ -219,6 +219,54 @@ pub fn socketpair(sock_type: i32) -> Result<(i32, i32)> {
     Ok((fds[0], fds[1]))
 }
 
+fn sockaddr_un(name: &[u8]) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if name.len() > sa.sun_path.len() {
+        return Err(Error::Os {
+            op: "bind",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
+        });
+    }
+    for (d, s) in sa.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
+    Ok((sa, len as libc::socklen_t))
+}
+
+/// Make room for a unix socket to be bound at `path`: a socket file there
+/// is removed (the caller made sure nobody listens on it: see the
+/// restore's check). Nothing there: nothing to do. Fails with EEXIST when
+/// it is not a socket.
+pub fn clear_stale_socket(path: &CStr) -> Result<()> {
+    // SAFETY: stat is plain data; all-zero is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated, `st` a valid out buffer.
+    if unsafe { libc::lstat(path.as_ptr(), &mut st) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(());
+        }
+        return Err(os("lstat"));
+    }
+    let err = |errno| Error::Os {
+        op: "bind",
+        tid: 0,
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(err(libc::EEXIST));
+    }
+    // SAFETY: `path` is NUL-terminated.
+    if unsafe { libc::unlink(path.as_ptr()) } < 0 {
+        return Err(os("unlink"));
+    }
+    Ok(())
+}
+
 /// A unix socket of `sock_type`; with a `name` (abstract: a leading NUL
 /// byte) bound to it, and listening when `backlog` > 0.
 pub fn unix_socket(sock_type: i32, name: &[u8], backlog: u32) -> Result<i32> {
@@ -231,29 +279,15 @@ pub fn unix_socket(sock_type: i32, name: &[u8], backlog: u32) -> Result<i32> {
         Err(e)
     };
     if !name.is_empty() {
-        // SAFETY: sockaddr_un is plain data; all-zero is a valid value.
-        let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
-        if name.len() > sa.sun_path.len() {
-            let _ = close(fd);
-            return Err(Error::Os {
-                op: "bind",
-                tid: 0,
-                source: std::io::Error::from_raw_os_error(libc::ENAMETOOLONG),
-            });
-        }
-        for (d, s) in sa.sun_path.iter_mut().zip(name) {
-            *d = *s as libc::c_char;
-        }
-        let len = std::mem::size_of::<libc::sa_family_t>() + name.len();
-        // SAFETY: `sa` is a valid sockaddr_un; `len` covers the family and the name.
-        let r = unsafe {
-            libc::bind(
-                fd,
-                (&sa as *const libc::sockaddr_un).cast(),
-                len as libc::socklen_t,
-            )
+        let (sa, len) = match sockaddr_un(name) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = close(fd);
+                return Err(e);
+            }
         };
+        // SAFETY: `sa` is a valid sockaddr_un; `len` covers the family and the name.
+        let r = unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_un).cast(), len) };
         if r < 0 {
             return fail("bind");
         }

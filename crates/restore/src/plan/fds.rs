@@ -117,12 +117,15 @@ pub enum FdOp {
         b: usize,
         sock_type: i32,
     },
-    /// A unix socket, unconnected; bound to the abstract `name` and
-    /// listening when `backlog` > 0.
+    /// A unix socket, unconnected; bound to `name` (abstract, or a path
+    /// of the image: then with the saved user's rights, after removing a
+    /// stale socket file nobody listens on) and listening when `backlog` > 0.
     UnixSocket {
         slot: usize,
         sock_type: i32,
         name: Vec<u8>,
+        /// `name` as a path (None: unbound or abstract).
+        path: Option<CString>,
         backlog: u32,
     },
     /// A listening TCP socket bound to `addr`:`port` (see ckpt_sys::setup::tcp_listen).
@@ -992,10 +995,9 @@ pub fn plan_fds(
                     continue;
                 }
                 let abstract_name = u.local_path.first() == Some(&0);
-                if u.listening && !abstract_name {
+                if u.listening && !abstract_name && cpath(&u.local_path).is_none() {
                     b.plan.errors.push(format!(
-                        "{what}: a unix socket listening on {} cannot be restored by this version (only abstract names)",
-                        String::from_utf8_lossy(&u.local_path)
+                        "{what}: a unix socket listening on a path with a NUL byte"
                     ));
                     continue;
                 }
@@ -1023,6 +1025,11 @@ pub fn plan_fds(
                             u.local_path.clone()
                         } else {
                             Vec::new()
+                        },
+                        path: if u.listening && !abstract_name {
+                            cpath(&u.local_path)
+                        } else {
+                            None
                         },
                         backlog: if u.listening { u.backlog.max(1) } else { 0 },
                     },
