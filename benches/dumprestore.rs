@@ -152,6 +152,8 @@ fn run_ckpt(dir: &Path, args: &[&str], rss: bool) -> Run {
         Command::new(ckpt_bin())
     };
     let t = Instant::now();
+    // Reaped below with wait4 (for its rusage), not Child::wait.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .args(args)
         .stdin(Stdio::null())
