@@ -247,6 +247,10 @@ pub struct FdPlan {
     pub warnings: Vec<String>,
 }
 
+/// Most bytes queued in one direction of a unix socket pair that a restore
+/// puts back (what a dump saves at most).
+const MAX_SOCKET_QUEUED: usize = 128 << 10;
+
 /// A path as a C string (paths never hold NUL; refuse if one does).
 fn cpath(p: &[u8]) -> Option<CString> {
     CString::new(p.to_vec()).ok()
@@ -498,11 +502,13 @@ pub fn plan_fds(
             _ => None,
         })
         .collect();
+    let mut unix_refused: std::collections::HashSet<usize> = std::collections::HashSet::new();
     for (g, (f, _)) in groups.iter().enumerate() {
         let FileKind::UnixSocket(u) = &f.kind else {
             continue;
         };
-        if group_slot[g].is_some() || u.listening || u.peer_inode == 0 {
+        if group_slot[g].is_some() || unix_refused.contains(&g) || u.listening || u.peer_inode == 0
+        {
             continue;
         }
         let Some(&pg) = unix_groups.get(&u.peer_inode) else {
@@ -513,6 +519,18 @@ pub fn plan_fds(
         };
         if pg == g || pu.peer_inode != u.inode || pu.sock_type != u.sock_type {
             continue; // reported below
+        }
+        // The queued bytes are written into the new pair before anything
+        // reads it: more than a socket buffer holds would block the restore.
+        if let Some(big) = [u, pu].iter().find(|s| s.queued.len() > MAX_SOCKET_QUEUED) {
+            b.plan.errors.push(format!(
+                "{}: {} bytes queued in a unix socket; at most {MAX_SOCKET_QUEUED} can be put back",
+                what_of(if big.inode == u.inode { g } else { pg }),
+                big.queued.len()
+            ));
+            unix_refused.insert(g);
+            unix_refused.insert(pg);
+            continue;
         }
         let (a, bslot) = (b.slot(), b.slot());
         b.op(
@@ -973,6 +991,9 @@ pub fn plan_fds(
                 group_slot[g] = Some(s);
             }
             FileKind::UnixSocket(u) => {
+                if unix_refused.contains(&g) {
+                    continue; // said above
+                }
                 if let Some(s) = group_slot[g] {
                     // One end of a pair made above.
                     b.op(
@@ -1428,6 +1449,54 @@ mod tests {
         let plan = plan_fds(&img, &p, &env, &mut none);
         assert!(plan.errors.is_empty());
         assert!(matches!(plan.ops[0], FdOp::ReopenStd { std: 2, .. }));
+    }
+
+    #[test]
+    fn socketpairs_and_their_queued_bytes() {
+        let mut img = Image::default();
+        let end = |inode, peer, queued: usize| {
+            FileKind::UnixSocket(UnixSocket {
+                sock_type: libc::SOCK_STREAM as u32,
+                state: 1,
+                inode,
+                peer_inode: peer,
+                queued: vec![7u8; queued],
+                ..Default::default()
+            })
+        };
+        img.files.push(file(1, libc::O_RDWR as u32, end(10, 11, 5)));
+        img.files.push(file(2, libc::O_RDWR as u32, end(11, 10, 0)));
+        let p = Process {
+            fds: vec![fd(3, 1), fd(4, 2)],
+            ..Default::default()
+        };
+        let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let pairs: Vec<_> = plan
+            .ops
+            .iter()
+            .filter(|o| matches!(o, FdOp::SocketPair { .. }))
+            .collect();
+        assert_eq!(pairs.len(), 1, "{:?}", plan.ops);
+        // Bytes queued at fd 3's end were written by the other end.
+        let FdOp::SocketPair { b: other, .. } = pairs[0] else {
+            unreachable!()
+        };
+        assert!(plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, FdOp::Write { slot, data } if slot == other && data.len() == 5)));
+
+        // A hostile image: more queued than a socket holds is refused (the
+        // write would block the restore).
+        img.files[0].kind = end(10, 11, MAX_SOCKET_QUEUED + 1);
+        let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
+        assert_eq!(plan.errors.len(), 1, "{:?}", plan.errors);
+        assert!(
+            plan.errors[0].contains("bytes queued"),
+            "{}",
+            plan.errors[0]
+        );
     }
 
     #[test]
