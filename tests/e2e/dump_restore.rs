@@ -251,3 +251,52 @@ fn tail_follow_keeps_following() {
     let out = r.output();
     assert_eq!(out.matches("line-1").count(), 1, "{}", tail(&out));
 }
+
+/// Pages of file mappings: the ones written to (an initialized global in
+/// the executable's .data, a private writable mapping of a file) are the
+/// process's own and must come back; the others come from the file.
+const COW_DATA: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static char msg[64] = "initial value in .data";
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int fd = open(argv[1], O_RDONLY);
+    char *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) { perror("mmap"); return 1; }
+    strcpy(msg, "changed at run time");
+    memcpy(m, "COPIED", 6);
+    printf("READY\n");
+    for (long n = 0;; n++) {
+        printf("n=%ld msg=%s map=%.12s\n", n, msg, m);
+        usleep(20000);
+    }
+}
+"#;
+
+#[test]
+fn written_pages_of_file_mappings_come_back() {
+    let dir = TempDir::new("cow");
+    let data = dir.join("data.txt");
+    std::fs::write(&data, "file contents here, untouched".repeat(200)).unwrap();
+    let bin = c_fixture("cow_data", COW_DATA);
+    let mut p = Proc::spawn(&dir, &bin, &[data.to_str().unwrap()]);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_more_lines(3);
+    let image = dir.join("cow.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(before + 3);
+    let out = r.output();
+    let last = out.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.contains("msg=changed at run time map=COPIEDontent"),
+        "{}",
+        tail(&out)
+    );
+    assert_eq!(std::fs::read(&data).unwrap()[..6], *b"file c");
+}

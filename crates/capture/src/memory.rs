@@ -71,6 +71,11 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
         if e.rss_kb == 0 && e.swap_kb == 0 {
             continue; // nothing resident or swapped: nothing to save
         }
+        if matches!(pol, Policy::PrivateFile) && e.anon_kb == Some(0) && e.swap_kb == 0 {
+            // A file mapping never written to: all its pages are the
+            // file's, nothing to save (and no pagemap to walk).
+            continue;
+        }
         if matches!(pol, Policy::Anon) && (e.rss_kb + e.swap_kb) * 1024 >= e.end - e.start {
             // Every page resident or swapped: all of it, without reading
             // its pagemap (which walks every page table entry).

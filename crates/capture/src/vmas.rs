@@ -42,6 +42,9 @@ pub(crate) struct MapEntry {
     pub vm_flags: Vec<String>,
     pub rss_kb: u64,
     pub swap_kb: u64,
+    /// smaps "Anonymous": anonymous (for a file mapping: copied on write)
+    /// pages; None when the kernel does not say.
+    pub anon_kb: Option<u64>,
 }
 
 impl MapEntry {
@@ -134,6 +137,7 @@ pub(crate) fn parse_smaps(pid: Pid, text: &[u8]) -> Result<Vec<MapEntry>> {
         match k {
             "Rss" => cur.rss_kb = kb(),
             "Swap" => cur.swap_kb = kb(),
+            "Anonymous" => cur.anon_kb = Some(kb()),
             "VmFlags" => cur.vm_flags = v.split_whitespace().map(str::to_string).collect(),
             _ => {}
         }
