@@ -226,9 +226,29 @@ fn parse_tcp_line(line: &str, ino: u64, family: u32) -> Option<InetSocket> {
     })
 }
 
-/// The TCP socket of inode `ino`, from the target's network namespace
-/// (/proc/PID/net/tcp and tcp6). None when it is not a TCP socket.
+/// The TCP socket of inode `ino`: a listening one from sock_diag (cheap),
+/// else from the target's network namespace (/proc/PID/net/tcp and tcp6,
+/// which walk every connection of the system). None when it is not a TCP
+/// socket.
 fn tcp_socket(pid: Pid, ino: u64) -> Option<InetSocket> {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        if let Ok(ls) = query::tcp_listeners(family) {
+            if let Some(l) = ls.into_iter().find(|l| l.inode == ino) {
+                return Some(InetSocket {
+                    family: family as u32,
+                    sock_type: libc::SOCK_STREAM as u32,
+                    protocol: libc::IPPROTO_TCP as u32,
+                    state: TCP_LISTEN,
+                    local_addr: l.addr,
+                    local_port: l.port,
+                    remote_addr: vec![0; if family == libc::AF_INET { 4 } else { 16 }],
+                    remote_port: 0,
+                    backlog: l.backlog,
+                    options: Vec::new(),
+                });
+            }
+        }
+    }
     for (file, family) in [("tcp", libc::AF_INET), ("tcp6", libc::AF_INET6)] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
             continue;

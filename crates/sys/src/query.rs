@@ -411,3 +411,116 @@ pub fn peek_stream(fd: BorrowedFd<'_>, max: usize) -> Result<Vec<u8>> {
     buf.truncate(n as usize);
     Ok(buf)
 }
+
+/// A listening TCP socket as sock_diag reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpListener {
+    pub inode: u64,
+    /// AF_INET or AF_INET6.
+    pub family: u8,
+    /// 4 or 16 bytes, network order.
+    pub addr: Vec<u8>,
+    pub port: u16,
+    /// The listen() backlog.
+    pub backlog: u32,
+}
+
+/// Every listening TCP socket of `family` (AF_INET, AF_INET6) in the
+/// caller's network namespace (NETLINK_SOCK_DIAG dump of the listening
+/// state only: it does not walk the established connections, unlike
+/// /proc/net/tcp).
+pub fn tcp_listeners(family: i32) -> Result<Vec<TcpListener>> {
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const TCP_LISTEN: u32 = 10;
+    // SAFETY: integer arguments only.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os("socket(NETLINK_SOCK_DIAG)", 0));
+    }
+    // SAFETY: a new fd, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes()); // nlmsg_len: 16 + 56
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    req.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    req.push(family as u8);
+    req.push(libc::IPPROTO_TCP as u8);
+    req.push(0); // no extensions
+    req.push(0);
+    req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
+    req.extend_from_slice(&[0u8; 48]); // any socket id
+                                       // SAFETY: `req` is a live buffer of the length given.
+    if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
+        return Err(last_os("send(sock_diag)", 0));
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        // SAFETY: `buf` is a live buffer of the length given.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(last_os("recv(sock_diag)", 0));
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        if parse_tcp_listeners(&buf[..n as usize], &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+/// One datagram of a sock_diag dump; true at its end (NLMSG_DONE).
+fn parse_tcp_listeners(b: &[u8], out: &mut Vec<TcpListener>) -> Result<bool> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+    };
+    let mut o = 0;
+    while o + 16 <= b.len() {
+        let len = u32_at(o).unwrap_or(0) as usize;
+        let ty = u16::from_ne_bytes([b[o + 4], b[o + 5]]);
+        if len < 16 || o + len > b.len() {
+            return Err(diag_err(libc::EPROTO));
+        }
+        match ty as i32 {
+            libc::NLMSG_DONE => return Ok(true),
+            libc::NLMSG_ERROR => {
+                let e = u32_at(o + 16).unwrap_or(0) as i32;
+                return Err(diag_err(if e < 0 { -e } else { libc::EPROTO }));
+            }
+            _ => {
+                // inet_diag_msg: family, state, timer, retrans, sockid (48:
+                // sport, dport big-endian, src[16], dst[16], if, cookie[2]),
+                // expires, rqueue, wqueue, uid, inode.
+                let m = o + 16;
+                if len >= 16 + 72 {
+                    let family = b[m];
+                    let sport = u16::from_be_bytes([b[m + 4], b[m + 5]]);
+                    let addr_len = if i32::from(family) == libc::AF_INET {
+                        4
+                    } else {
+                        16
+                    };
+                    out.push(TcpListener {
+                        inode: u64::from(u32_at(m + 68).unwrap_or(0)),
+                        family,
+                        addr: b[m + 8..m + 8 + addr_len].to_vec(),
+                        port: sport,
+                        backlog: u32_at(m + 60).unwrap_or(0),
+                    });
+                }
+            }
+        }
+        o += (len + 3) & !3;
+    }
+    Ok(false)
+}
