@@ -684,7 +684,7 @@ fn sigterm_and_umount_end_ckptfs_cleanly() {
     drop(f);
     let st = wait_timeout(m.child.as_mut().unwrap(), Duration::from_secs(10))
         .expect("no exit after the last close");
-    assert!(st.success());
+    assert!(st.success(), "{st}: {}", m.log_text());
     m.child = None;
 }
 
