@@ -33,7 +33,7 @@ mod writer;
 pub use atomic::AtomicFile;
 pub use editor::ImageEditor;
 pub use reader::ImageReader;
-pub use store::PayloadDecoder;
+pub use store::{check_frame_record, frame_record, PayloadDecoder};
 pub use validate::validate;
 pub use writer::{is_zero as is_zero_page, ImageWriter};
 

@@ -37,9 +37,11 @@ impl FrameCache {
     }
 }
 
-/// Decode frame `index`: read the stored bytes, check the CRC, decompress
-/// with the output bounded by `Frame.size`.
-pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Vec<u8>> {
+/// Where the record of frame `index` lies in the image: the frame, the
+/// record's offset (its header) and its end (end of the stored bytes).
+/// Fails on an index out of range, sizes over the frame limit, or an offset
+/// inside the file header.
+pub fn frame_record(frames: &[Frame], index: u32) -> Result<(&Frame, u64, u64)> {
     let f = frames.get(index as usize).ok_or_else(|| {
         Error::InvalidArgument(format!(
             "frame index {index} out of range (the image has {} frames)",
@@ -57,24 +59,36 @@ pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Ve
             f.stored_size, f.size
         )));
     }
-    // The frame's record header is read and checked with the payload, so
-    // that the metadata and the record agree.
     let rec_off = f
         .offset
         .checked_sub(RECORD_HEADER_LEN)
         .ok_or_else(|| err("offset is inside the file header".into()))?;
-    let mut header = [0u8; RECORD_HEADER_LEN as usize];
-    src.read_at(&mut header, rec_off)?;
+    Ok((f, rec_off, f.offset + u64::from(f.stored_size)))
+}
+
+/// The stored bytes of frame `index` (`f`) from its whole record `rec`
+/// (header and payload, as read at `rec_off`), once the record header
+/// agrees with the metadata and the payload with its CRC.
+pub fn check_frame_record<'a>(
+    f: &Frame,
+    index: u32,
+    rec_off: u64,
+    rec: &'a [u8],
+) -> Result<&'a [u8]> {
+    let hl = RECORD_HEADER_LEN as usize;
     let expected = encode_record_header_crc(KIND_FRAME, u64::from(f.stored_size), f.crc32);
-    if header != expected {
-        return Err(err(format!(
-            "the frame record header at offset {rec_off} does not match the metadata (kind 1, {} bytes, crc {:#010x})",
-            f.stored_size, f.crc32
-        )));
+    if rec.len() != hl + f.stored_size as usize || rec[..hl] != expected {
+        return Err(Error::Frame {
+            index,
+            offset: f.offset,
+            what: format!(
+                "the frame record header at offset {rec_off} does not match the metadata (kind 1, {} bytes, crc {:#010x})",
+                f.stored_size, f.crc32
+            ),
+        });
     }
-    let mut stored = vec![0u8; f.stored_size as usize];
-    src.read_at(&mut stored, f.offset)?;
-    let actual = crc32fast::hash(&stored);
+    let stored = &rec[hl..];
+    let actual = crc32fast::hash(stored);
     if actual != f.crc32 {
         return Err(Error::Checksum {
             what: format!("frame {index} ({} bytes stored)", f.stored_size),
@@ -83,12 +97,23 @@ pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Ve
             actual,
         });
     }
-    if f.codec == Codec::None {
-        PayloadDecoder::default().decode(index, f, &stored)?;
-        return Ok(stored);
-    }
+    Ok(stored)
+}
+
+/// Decode frame `index`: read its record (header and stored bytes, in one
+/// read), check both, decompress with the output bounded by `Frame.size`.
+pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Vec<u8>> {
+    let (f, rec_off, end) = frame_record(frames, index)?;
+    let mut rec = vec![0u8; (end - rec_off) as usize];
+    src.read_at(&mut rec, rec_off)?;
     let mut d = PayloadDecoder::default();
-    d.decode(index, f, &stored)?;
+    let stored = check_frame_record(f, index, rec_off, &rec)?;
+    d.decode(index, f, stored)?;
+    if f.codec == Codec::None {
+        // The payload itself: drop the record header in place.
+        rec.drain(..RECORD_HEADER_LEN as usize);
+        return Ok(rec);
+    }
     Ok(d.out)
 }
 

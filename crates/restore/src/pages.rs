@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result, SysContext};
 use crate::plan::memory::PageWrite;
-use ckpt_image::container::{encode_record_header_crc, KIND_FRAME, MAX_FRAME, RECORD_HEADER_LEN};
+use ckpt_image::container::{MAX_FRAME, RECORD_HEADER_LEN};
 use ckpt_image::{Frame, ImageReader, MemoryRun, ReadAt};
 use ckpt_sys::remote::ProcMem;
 use ckpt_sys::setup::{self, RemoteIov};
@@ -220,33 +220,10 @@ impl Decoder {
         frames: &[Frame],
         index: u32,
     ) -> std::result::Result<&[u8], ckpt_image::Error> {
-        use ckpt_image::Error as E;
-        let f = frames.get(index as usize).ok_or_else(|| {
-            E::InvalidArgument(format!(
-                "frame index {index} out of range (the image has {} frames)",
-                frames.len()
-            ))
-        })?;
-        let err = |what: String| E::Frame {
-            index,
-            offset: f.offset,
-            what,
-        };
-        if u64::from(f.stored_size) > MAX_FRAME || u64::from(f.size) > MAX_FRAME {
-            return Err(err(format!(
-                "stored size {} / size {} over the frame limit of {MAX_FRAME}",
-                f.stored_size, f.size
-            )));
-        }
-        let rec_off = f
-            .offset
-            .checked_sub(RECORD_HEADER_LEN)
-            .ok_or_else(|| err("offset is inside the file header".into()))?;
-        // Header and payload, from the loaded batch or read now.
-        let hl = RECORD_HEADER_LEN as usize;
-        let end = f.offset + u64::from(f.stored_size);
+        let (f, rec_off, end) = ckpt_image::frame_record(frames, index)?;
+        // The record, from the loaded batch or read now.
         if rec_off < self.loaded || end > self.loaded + self.read.len() as u64 {
-            self.read.resize(hl + f.stored_size as usize, 0);
+            self.read.resize((end - rec_off) as usize, 0);
             self.loaded = rec_off;
             if let Err(e) = src.read_at(&mut self.read, rec_off) {
                 self.read.clear();
@@ -254,23 +231,7 @@ impl Decoder {
             }
         }
         let rec = &self.read[(rec_off - self.loaded) as usize..(end - self.loaded) as usize];
-        let expected = encode_record_header_crc(KIND_FRAME, u64::from(f.stored_size), f.crc32);
-        if rec[..hl] != expected {
-            return Err(err(format!(
-                "the frame record header at offset {rec_off} does not match the metadata (kind 1, {} bytes, crc {:#010x})",
-                f.stored_size, f.crc32
-            )));
-        }
-        let stored = &rec[hl..];
-        let actual = crc32fast::hash(stored);
-        if actual != f.crc32 {
-            return Err(E::Checksum {
-                what: format!("frame {index} ({} bytes stored)", f.stored_size),
-                offset: f.offset,
-                stored: f.crc32,
-                actual,
-            });
-        }
+        let stored = ckpt_image::check_frame_record(f, index, rec_off, rec)?;
         self.payload.decode(index, f, stored)
     }
 }
