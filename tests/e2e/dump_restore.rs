@@ -83,13 +83,7 @@ fn leave_running_does_not_disturb() {
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
-    ckpt_ok(&[
-        "dump",
-        &p.pid.to_string(),
-        "-o",
-        image.to_str().unwrap(),
-        "--leave-running",
-    ]);
+    dump_leave_running(p.pid, &image);
     p.wait_more_lines(10);
     assert!(p.alive());
     let counts = values(&p.output(), "count=");

@@ -8,13 +8,7 @@ fn show_text_and_json_of_a_real_dump() {
     let p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
-    ckpt_ok(&[
-        "dump",
-        &p.pid.to_string(),
-        "-o",
-        image.to_str().unwrap(),
-        "--leave-running",
-    ]);
+    dump_leave_running(p.pid, &image);
     let text = ckpt_ok(&["show", image.to_str().unwrap()]);
     assert!(text.contains(&p.pid.to_string()), "{text}");
     assert!(text.contains("counter"), "{text}");
@@ -30,13 +24,7 @@ fn broken_images_are_rejected_with_a_reason() {
     let p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
-    ckpt_ok(&[
-        "dump",
-        &p.pid.to_string(),
-        "-o",
-        image.to_str().unwrap(),
-        "--leave-running",
-    ]);
+    dump_leave_running(p.pid, &image);
     let good = std::fs::read(&image).unwrap();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", vec![]),

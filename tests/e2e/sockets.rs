@@ -6,6 +6,14 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// A Python fixture script of tests/fixtures, started with `args`.
+fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
+    let path = fixture(script);
+    let mut all = vec![path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Proc::spawn(dir, std::path::Path::new("python3"), &all)
+}
+
 fn ask(addr: &str) -> String {
     let mut last = None;
     // The restored server may take a moment to be scheduled; connecting
@@ -28,11 +36,7 @@ fn ask(addr: &str) -> String {
 #[test]
 fn listening_tcp_sockets_listen_again() {
     let dir = TempDir::new("tcp-listen");
-    let mut p = Proc::spawn(
-        &dir,
-        std::path::Path::new("python3"),
-        &[fixture("server.py").to_str().unwrap()],
-    );
+    let mut p = python_fixture(&dir, "server.py", &[]);
     let ready = p.wait_line(|l| l.starts_with("READY"));
     let port4 = values(&ready, "port4=")[0];
     let port6 = values(&ready, "port6=")[0];
@@ -56,21 +60,11 @@ fn listening_tcp_sockets_listen_again() {
 #[test]
 fn restore_reports_a_port_in_use() {
     let dir = TempDir::new("tcp-busy");
-    let p = Proc::spawn(
-        &dir,
-        std::path::Path::new("python3"),
-        &[fixture("server.py").to_str().unwrap()],
-    );
+    let p = python_fixture(&dir, "server.py", &[]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("srv.ckpt");
     // Left running: it still holds its ports.
-    ckpt_ok(&[
-        "dump",
-        &p.pid.to_string(),
-        "-o",
-        image.to_str().unwrap(),
-        "--leave-running",
-    ]);
+    dump_leave_running(p.pid, &image);
     let o = ckpt_run(&["restore", "--new-pid", "--detach", image.to_str().unwrap()]);
     let err = assert_clean_failure(&o, "restore while the ports are taken");
     assert!(
@@ -105,11 +99,7 @@ fn connected_sockets_are_refused_by_name() {
 #[test]
 fn unix_socketpairs_and_asyncio_survive() {
     let dir = TempDir::new("unix-pair");
-    let mut p = Proc::spawn(
-        &dir,
-        std::path::Path::new("python3"),
-        &[fixture("unixsock.py").to_str().unwrap()],
-    );
+    let mut p = python_fixture(&dir, "unixsock.py", &[]);
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("u.ckpt");
@@ -144,26 +134,13 @@ fn ask_unix(path: &std::path::Path) -> String {
 fn unix_listener_on_a_path_listens_again() {
     let dir = TempDir::new("unix-path");
     let sock = dir.join("srv.sock");
-    let mut p = Proc::spawn(
-        &dir,
-        std::path::Path::new("python3"),
-        &[
-            fixture("unixserver.py").to_str().unwrap(),
-            sock.to_str().unwrap(),
-        ],
-    );
+    let mut p = python_fixture(&dir, "unixserver.py", &[sock.to_str().unwrap()]);
     p.wait_line(|l| l.starts_with("READY"));
     assert_eq!(ask_unix(&sock), "hi 1\n");
     let image = dir.join("u.ckpt");
 
     // While the server runs, a second copy must not take its socket away.
-    ckpt_ok(&[
-        "dump",
-        &p.pid.to_string(),
-        "-o",
-        image.to_str().unwrap(),
-        "--leave-running",
-    ]);
+    dump_leave_running(p.pid, &image);
     let o = ckpt_run(&["restore", "--new-pid", "--detach", image.to_str().unwrap()]);
     let err = assert_clean_failure(&o, "restore while the socket is in use");
     assert!(err.contains("Address already in use"), "{err}");

@@ -251,6 +251,17 @@ pub fn dump_kill(p: &mut Proc, image: &Path) {
     p.reap();
 }
 
+/// `ckpt dump --leave-running` to `image`, which must succeed; its stdout.
+pub fn dump_leave_running(pid: i32, image: &Path) -> String {
+    ckpt_ok(&[
+        "dump",
+        &pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+    ])
+}
+
 /// `ckpt restore --detach`; returns the restored process, checked to be at the saved pid.
 pub fn restore_detached(image: &Path, out: &Path, expect_pid: i32) -> Proc {
     let s = ckpt_ok(&["restore", "--detach", image.to_str().unwrap()]);
