@@ -338,19 +338,10 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         if total < 4 << 20 {
             return Ok(None);
         }
-        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
-        let fd = main.raw("userfaultfd", libc::SYS_userfaultfd, &[flags])?;
-        if fd < 0 {
+        let Some((theirs, api_ok)) = remote_userfaultfd(main, scratch, UFFD_FEATURE_SIGBUS)? else {
             return Ok(None);
-        }
-        let theirs = fd as u64;
-        main.write(scratch, &u64s(&[UFFD_API, UFFD_FEATURE_SIGBUS, 0]))?;
-        let api = main.raw(
-            "ioctl(UFFDIO_API)",
-            libc::SYS_ioctl,
-            &[theirs, UFFDIO_API, scratch],
-        )?;
-        let ours = if api == 0 {
+        };
+        let ours = if api_ok {
             dup_fd_of(self.pid, theirs as i32)
         } else {
             None
@@ -409,20 +400,11 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         if huge.is_empty() {
             return Ok((Vec::new(), None));
         }
-        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
-        let fd = main.raw("userfaultfd", libc::SYS_userfaultfd, &[flags])?;
-        if fd < 0 {
+        let Some((fd, api_ok)) = remote_userfaultfd(main, scratch, UFFD_FEATURE_MOVE)? else {
             return Ok((Vec::new(), None));
-        }
-        let fd = fd as u64;
-        main.write(scratch, &u64s(&[UFFD_API, UFFD_FEATURE_MOVE, 0]))?;
-        let r = main.raw(
-            "ioctl(UFFDIO_API)",
-            libc::SYS_ioctl,
-            &[fd, UFFDIO_API, scratch],
-        )?;
+        };
         let mut made = Vec::new();
-        let mut ok = r == 0;
+        let mut ok = api_ok;
         for (h, &tmp) in huge.iter().zip(&l.huge_temp) {
             if !ok {
                 break;
@@ -1279,6 +1261,30 @@ fn dup_fd_of(pid: i32, fd: i32) -> Option<std::os::fd::OwnedFd> {
 /// host fault per 4 KiB, which made huge-page fills 2-3 times slower than
 /// 4 KiB faults on pages the dumped process just freed (measured on such a
 /// VM); on bare metal they cut the fault cost by far.
+/// A userfaultfd made in the process being built (user faults only,
+/// close-on-exec, non-blocking) and its UFFDIO_API handshake asking for
+/// `features`: the fd and whether the handshake succeeded; None when the
+/// kernel refuses userfaultfd.
+fn remote_userfaultfd(
+    main: &mut Remote,
+    scratch: u64,
+    features: u64,
+) -> Result<Option<(u64, bool)>> {
+    let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
+    let fd = main.raw("userfaultfd", libc::SYS_userfaultfd, &[flags])?;
+    if fd < 0 {
+        return Ok(None);
+    }
+    let fd = fd as u64;
+    main.write(scratch, &u64s(&[UFFD_API, features, 0]))?;
+    let api = main.raw(
+        "ioctl(UFFDIO_API)",
+        libc::SYS_ioctl,
+        &[fd, UFFDIO_API, scratch],
+    )?;
+    Ok(Some((fd, api == 0)))
+}
+
 fn huge_fill_mode(opt: Option<bool>) -> ThpMode {
     let sys = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .map(|s| ThpMode::parse(&s))
