@@ -561,4 +561,5 @@ fn summary(
         ratio(tree_ckpt, tree_criu, |t| ms(t.dump)),
         ratio(tree_ckpt, tree_criu, |t| ms(t.restore)),
     );
+    println!("load at the end: {}", load_average());
 }
