@@ -78,7 +78,9 @@ impl Tool<'_> {
         let logs = self.opts().dir.join("criu-logs");
         std::fs::create_dir_all(&logs).unwrap();
         let tag = dest.file_name().unwrap().to_string_lossy();
-        logs.join(format!("{tag}-{what}.log"))
+        let log = logs.join(format!("{tag}-{what}.log"));
+        let _ = std::fs::remove_file(&log);
+        log
     }
 
     /// Dump `pid` (and, for a tool that saves trees, its descendants) to
@@ -130,12 +132,15 @@ impl Tool<'_> {
     }
 }
 
-/// CRIU's stderr says little when it fails: put the first error of its log
-/// in front, for the row's note.
+/// CRIU's stderr says little when it fails: put the last error of its log
+/// before the final "... FAILED." in front, for the row's note (the first
+/// one can be a harmless complaint, such as not being allowed to raise its
+/// own RLIMIT_NOFILE).
 fn criu_errors(mut r: Run, log: &Path) -> Run {
     if !r.ok() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.starts_with("Error")) {
+        let mut errors = text.lines().filter(|l| l.starts_with("Error"));
+        if let Some(line) = errors.rfind(|l| !l.contains("FAILED")) {
             r.err = format!("{}\n{}", line.trim(), r.err);
         }
     }
