@@ -32,19 +32,11 @@ use nix::unistd::{AccessFlags, Gid, Uid};
 use std::ffi::CStr;
 
 fn os(op: &'static str) -> Error {
-    Error::Os {
-        op,
-        tid: 0,
-        source: std::io::Error::last_os_error(),
-    }
+    crate::last_os(op, 0)
 }
 
 fn denied(op: &'static str) -> Error {
-    Error::Os {
-        op,
-        tid: 0,
-        source: std::io::Error::from_raw_os_error(libc::EPERM),
-    }
+    crate::os_errno(op, 0, libc::EPERM)
 }
 
 /// The ids file access is checked against.

@@ -10,7 +10,7 @@ pub mod pidfd;
 pub mod sched;
 pub mod wait;
 
-use crate::{last_os, Error, OsResult, Pid, Result};
+use crate::{last_os, OsResult, Pid, Result};
 
 /// getpid(2). (glibc keeps no pid cache, so this is right in a child
 /// made by a raw clone3 too.)
@@ -93,11 +93,7 @@ pub fn prlimit(pid: Pid, resource: u32, new: Option<Limit>) -> Result<Limit> {
     // SAFETY: both pointers are null or point at live rlimit64 values.
     let r = unsafe { libc::prlimit64(pid, resource as _, newp, &mut old) };
     if r < 0 {
-        return Err(Error::Os {
-            op: "prlimit",
-            tid: pid,
-            source: std::io::Error::last_os_error(),
-        });
+        return Err(last_os("prlimit", pid));
     }
     Ok((old.rlim_cur, old.rlim_max))
 }

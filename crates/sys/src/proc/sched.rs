@@ -4,11 +4,7 @@
 //! getpriority, and its affinity calls use a fixed 1024-CPU set and drop
 //! the size the kernel reports (which the saved mask keeps).
 
-use crate::{Error, Pid, Result};
-
-fn os(op: &'static str, tid: Pid) -> Error {
-    crate::last_os(op, tid)
-}
+use crate::{last_os, Pid, Result};
 
 /// sched_setaffinity(2) of a thread; `mask` is a bitmap, 64 cpus per word.
 pub fn sched_setaffinity(tid: Pid, mask: &[u64]) -> Result<()> {
@@ -22,7 +18,7 @@ pub fn sched_setaffinity(tid: Pid, mask: &[u64]) -> Result<()> {
         )
     };
     if r < 0 {
-        return Err(os("sched_setaffinity", tid));
+        return Err(last_os("sched_setaffinity", tid));
     }
     Ok(())
 }
@@ -41,7 +37,7 @@ pub fn sched_getaffinity(tid: Pid) -> Result<Vec<u64>> {
         )
     };
     if r < 0 {
-        return Err(os("sched_getaffinity", tid));
+        return Err(last_os("sched_getaffinity", tid));
     }
     mask.truncate((r as usize).div_ceil(8));
     Ok(mask)
@@ -55,7 +51,7 @@ pub fn sched_setscheduler(tid: Pid, policy: u32, priority: u32) -> Result<()> {
     // SAFETY: `p` is a valid sched_param.
     let r = unsafe { libc::sched_setscheduler(tid, policy as i32, &p) };
     if r < 0 {
-        return Err(os("sched_setscheduler", tid));
+        return Err(last_os("sched_setscheduler", tid));
     }
     Ok(())
 }
@@ -68,7 +64,7 @@ pub fn sched_getscheduler(tid: Pid) -> Result<(u32, u32)> {
     // SAFETY: `p` is a valid out-pointer.
     let r = unsafe { libc::sched_getparam(tid, &mut p) };
     if pol < 0 || r < 0 {
-        return Err(os("sched_getscheduler", tid));
+        return Err(last_os("sched_getscheduler", tid));
     }
     Ok((pol as u32, p.sched_priority as u32))
 }
@@ -78,7 +74,7 @@ pub fn set_nice(tid: Pid, nice: i32) -> Result<()> {
     // SAFETY: integer arguments only.
     let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) };
     if r < 0 {
-        return Err(os("setpriority", tid));
+        return Err(last_os("setpriority", tid));
     }
     Ok(())
 }
@@ -90,7 +86,7 @@ pub fn get_nice(tid: Pid) -> Result<i32> {
     // SAFETY: integer arguments only.
     let r = unsafe { libc::syscall(libc::SYS_getpriority, libc::PRIO_PROCESS, tid) };
     if r < 0 {
-        return Err(os("getpriority", tid));
+        return Err(last_os("getpriority", tid));
     }
     Ok(20 - r as i32)
 }
