@@ -496,19 +496,12 @@ pub fn ckpt_timeout(args: &[&str], limit: Duration) -> Output {
 
 /// A command run as user nobody (uid/gid 65534, no supplementary groups).
 pub fn as_nobody(prog: &Path) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut c = Command::new("setpriv");
     c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(prog);
     // Only fds 0-2: the test harness may leak others (a pipe of root's
     // that nobody's process could not even reopen).
-    // SAFETY: close_range is async-signal-safe and touches no memory.
-    unsafe {
-        c.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
+    ckpt_sys::proc::close_fds_before_exec(&mut c, 3);
     c
 }
 

@@ -1,6 +1,8 @@
 //! The `ckpt` command line: argument parsing here, one thin file per
 //! subcommand under `commands/`, all real work in the library crates.
 
+#![forbid(unsafe_code)]
+
 mod commands;
 
 use clap::{Parser, Subcommand};

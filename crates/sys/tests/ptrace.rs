@@ -1,6 +1,6 @@
 //! ckpt-sys against real processes on the running kernel.
 
-use ckpt_sys::{inject, ptrace, remote, Injector, Stop};
+use ckpt_sys::{inject, mm, ptrace, Injector, Stop};
 use std::process::{Child, Command};
 
 fn spawn_sleeper() -> Child {
@@ -47,11 +47,11 @@ fn seize_read_state_inject_and_release() {
     let mask = ptrace::get_sigmask(pid).unwrap();
     assert!(ptrace::peek_siginfo(pid, false).unwrap().is_empty());
     assert!(ptrace::peek_siginfo(pid, true).unwrap().is_empty());
-    let _ = ptrace::get_rseq(pid).unwrap();
-    let _ = ptrace::get_robust_list(pid).unwrap();
+    let _ = ckpt_sys::rseq::get_rseq(pid).unwrap();
+    let _ = ckpt_sys::proc::get_robust_list(pid).unwrap();
 
     let (vs, ve) = vdso_range(pid);
-    let code = remote::ProcMem::open(pid)
+    let code = mm::ProcMem::open(pid)
         .unwrap()
         .read_vec(vs, (ve - vs) as usize)
         .unwrap();
@@ -93,10 +93,10 @@ fn read_vm_reads_remote_memory() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let (vs, _) = vdso_range(pid);
     let mut buf = vec![0u8; 4096];
-    let n = remote::read_vm(
+    let n = mm::read_vm(
         pid,
         &mut buf,
-        &[remote::RemoteRange {
+        &[mm::RemoteRange {
             addr: vs,
             len: 4096,
         }],
