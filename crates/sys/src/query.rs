@@ -30,6 +30,36 @@ pub fn kcmp_same_file(pid1: Pid, pid2: Pid, fd1: i32, fd2: i32) -> Result<bool> 
     Ok(r == 0)
 }
 
+/// kcmp(KCMP_FILE) as an ordering of open file descriptions: `Equal` when
+/// fd `fd1` of `pid1` and fd `fd2` of `pid2` are the same description, else
+/// a total order the kernel keeps stable while both files stay open (it
+/// compares the descriptions' obfuscated addresses), so descriptions can be
+/// sorted with it. Needs ptrace access to both processes; an `ENOSYS` error
+/// means the kernel has no kcmp.
+pub fn kcmp_file_order(pid1: Pid, pid2: Pid, fd1: i32, fd2: i32) -> Result<std::cmp::Ordering> {
+    // SAFETY: kcmp takes only integer arguments and touches no user memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_FILE as libc::c_long,
+            fd1 as libc::c_long,
+            fd2 as libc::c_long,
+        )
+    };
+    match r {
+        0 => Ok(std::cmp::Ordering::Equal),
+        1 => Ok(std::cmp::Ordering::Less),
+        2 => Ok(std::cmp::Ordering::Greater),
+        r if r < 0 => Err(last_os("kcmp(KCMP_FILE)", pid1)),
+        r => Err(crate::Error::Unexpected {
+            tid: pid1,
+            what: format!("kcmp(KCMP_FILE) returned {r}"),
+        }),
+    }
+}
+
 /// A new pipe, both ends O_NONBLOCK | O_CLOEXEC: (read end, write end).
 pub fn pipe_nonblock() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
