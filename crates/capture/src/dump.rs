@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-/// Dump to a file, crash-safely (see [`crate::dump`]).
+/// Dump to a file, crash-safely (see [`crate::dump()`]).
 pub(crate) fn dump_here(pid: Pid, out: &Path, opts: DumpOptions, t0: Instant) -> Result<DumpStats> {
     let file = ckpt_image::AtomicFile::create(out)?;
     let file = Writeback::new(file);

@@ -96,11 +96,11 @@ pub enum Error {
     Release { pid: Pid, what: String },
 
     /// The process that asked for the dump went away while its worker ran
-    /// it (see [`crate::dump`]): the dump was abandoned, no image written,
+    /// it (see [`crate::dump()`]): the dump was abandoned, no image written,
     /// and the target let go as it was.
     #[error("pid {pid}: dump abandoned: the ckpt process that started it is gone")]
     Abandoned { pid: Pid },
-    /// The dump ran in a worker process (see [`crate::dump`]) and failed
+    /// The dump ran in a worker process (see [`crate::dump()`]) and failed
     /// there with this message; or the worker itself died.
     #[error("{message}")]
     Worker { message: String },

@@ -1,7 +1,7 @@
 //! ckpt-capture: freeze a running process, capture its whole state into the
 //! image model, write the image, then kill the process or let it go on.
 //!
-//! Entry points: [`dump`] (to a file, crash-safely) and [`dump_to`] (to any
+//! Entry points: [`dump()`] (to a file, crash-safely) and [`dump_to`] (to any
 //! writer). [`capture`] is the lower level: it freezes and captures into any
 //! [`PageSink`], and hands back a [`Captured`] that must then be released or
 //! killed.

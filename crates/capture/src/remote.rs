@@ -74,7 +74,7 @@ pub(crate) struct RemoteInfo {
     pub injected: u64,
 }
 
-/// Find a `syscall` instruction in the target's [vdso].
+/// Find a `syscall` instruction in the target's `[vdso]`.
 pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
     let path = format!("/proc/{pid}/maps");
     let maps = crate::procfs::read_string(pid, &path)?;
