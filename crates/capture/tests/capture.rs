@@ -1047,3 +1047,120 @@ while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        t
     assert_eq!(proc_.fds[1].file, proc_.fds[0].file);
     ckpt_sys::sys::kill(child, libc::SIGKILL).unwrap();
 }
+
+/// 10,000 fds on one file: separate open()s (different flags, some at the
+/// same position) and dup()s of earlier ones, interleaved. Which fds share
+/// an open file description is decided in n log n kcmp calls (it used to
+/// take n^2/2: 66 s frozen for this many).
+const MANY_FDS_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#define N 10000
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    if (rl.rlim_max < N + 64 || setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        printf("ERROR RLIMIT_NOFILE hard limit %lu is below %d\n", (unsigned long)rl.rlim_max, N + 64);
+        return 1;
+    }
+    close_range(3, ~0U, 0); /* fds inherited from the test harness */
+    int first = open(argv[1], O_RDWR | O_CREAT, 0600);
+    if (first < 0 || write(first, "0123456789", 10) != 10) { printf("ERROR create\n"); return 1; }
+    for (int i = 1; i < N; i++) {
+        int fd;
+        if (i % 5 == 0 || i % 7 == 3) {
+            fd = open(argv[1], (i % 2 ? O_RDWR : O_RDONLY) | (i % 4 == 0 ? O_APPEND : 0));
+            if (fd >= 0) lseek(fd, i % 3, SEEK_SET);
+        } else {
+            int src = i - 1 - i % 4;
+            fd = dup(first + (src < 0 ? 0 : src));
+        }
+        if (fd != first + i) { printf("ERROR fd %d is not %d\n", fd, first + i); return 1; }
+    }
+    lseek(first, 3, SEEK_SET);
+    printf("READY first=%d\n", first);
+    for (;;) pause();
+}
+"#;
+
+#[test]
+fn ten_thousand_fds_on_one_file_are_grouped_fast() {
+    const N: usize = 10_000;
+    let dir = TempDir::new("manyfds");
+    let bin = compile(dir.path(), "manyfds", MANY_FDS_C);
+    let mut p = Proc::spawn(Command::new(&bin).arg(dir.path().join("f")));
+    let ready = p.wait_for("READY");
+    let first: i32 = field(&ready, "first").parse().unwrap();
+    // The program's pattern: description of fd first + i, with its flags
+    // and position.
+    let mut desc = vec![0usize; N];
+    let mut opens: Vec<(u32, u64)> = vec![(libc::O_RDWR as u32, 3)];
+    for i in 1..N {
+        if i % 5 == 0 || i % 7 == 3 {
+            let acc = if i % 2 == 1 {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
+            let append = if i % 4 == 0 { libc::O_APPEND } else { 0 };
+            desc[i] = opens.len();
+            opens.push(((acc | append) as u32, (i % 3) as u64));
+        } else {
+            desc[i] = desc[(i - 1).saturating_sub(i % 4)];
+        }
+    }
+
+    let t = Instant::now();
+    let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+    let took = t.elapsed();
+    let frozen = cap.release().unwrap();
+    eprintln!("10,000 fds: capture {took:?}, frozen {frozen:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "capturing 10,000 fds took {took:?}"
+    );
+    assert!(p.alive());
+
+    let (img, _) = {
+        let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+        cap.into_image().unwrap()
+    };
+    let proc_ = &img.processes[0];
+    let mut file_of_desc: Vec<Option<u32>> = vec![None; opens.len()];
+    let mut ids = std::collections::HashSet::new();
+    for (i, &d) in desc.iter().enumerate() {
+        let fd = first + i as i32;
+        let f = proc_.fds.iter().find(|f| f.fd == fd).expect("fd saved");
+        match file_of_desc[d] {
+            None => {
+                assert!(ids.insert(f.file), "fd {fd}: open file {} reused", f.file);
+                file_of_desc[d] = Some(f.file);
+                let of = img.file(f.file).unwrap();
+                let (flags, pos) = opens[d];
+                let mask = (libc::O_ACCMODE | libc::O_APPEND) as u32;
+                assert_eq!(of.flags & mask, flags, "fd {fd}");
+                assert_eq!(of.position, pos, "fd {fd}");
+                assert!(matches!(of.kind, FileKind::Regular(_)), "{of:?}");
+            }
+            Some(id) => assert_eq!(f.file, id, "fd {fd} shares an earlier fd's description"),
+        }
+    }
+    assert_eq!(ids.len(), opens.len());
+    // Open files are numbered in the order of their lowest fd.
+    let mut seen = Vec::new();
+    for f in &proc_.fds {
+        if !seen.contains(&f.file) {
+            seen.push(f.file);
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "ids in order of lowest fd"
+    );
+}

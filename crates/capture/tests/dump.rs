@@ -224,3 +224,68 @@ fn big_dump_timing() {
     p.wait_for("count=");
     let _ = Duration::ZERO;
 }
+
+/// Keeps the message and fields of every event of this thread.
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0 += &format!("{}={v:?} ", f.name());
+            }
+        }
+        let mut fields = Fields(format!("{} ", e.metadata().level()));
+        e.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn dump_logs_each_step_with_its_duration() {
+    let dir = TempDir::new("logs");
+    let bin = compile(dir.path(), "prog", PROG_C);
+    let mut p = Proc::spawn(&mut Command::new(&bin));
+    p.wait_for("READY");
+    let events = Events::default();
+    let out = dir.path().join("img");
+    let opts = DumpOptions {
+        leave_running: true,
+        ..Default::default()
+    };
+    tracing::subscriber::with_default(events.clone(), || dump(p.pid, &out, opts)).unwrap();
+    let log = events.0.lock().unwrap().clone();
+    for step in [
+        "freeze",
+        "memory",
+        "fds",
+        "write",
+        "released",
+        "fsync",
+        "dump done",
+    ] {
+        let line = log
+            .iter()
+            .find(|l| l.starts_with("INFO message=") && l.contains(&format!("message={step} ")))
+            .unwrap_or_else(|| panic!("no {step:?} step in {log:#?}"));
+        assert!(
+            line.contains("elapsed=") || line.contains("frozen="),
+            "{line}"
+        );
+    }
+    let memory = log.iter().find(|l| l.contains("message=memory ")).unwrap();
+    assert!(memory.contains("bytes="), "{memory}");
+    assert!(p.alive());
+}

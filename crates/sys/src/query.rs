@@ -5,7 +5,7 @@ use crate::Result;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 /// Moved to [`crate::kcmp`]; shim kept while callers migrate.
-pub use crate::kcmp::kcmp_same_file;
+pub use crate::kcmp::{kcmp_file_order, kcmp_same_file};
 
 /// Moved to [`crate::fds::pipe`]; shim kept while callers migrate.
 pub use crate::fds::pipe::{bytes_readable, tee};

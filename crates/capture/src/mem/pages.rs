@@ -1,9 +1,10 @@
 //! Page contents: which pages to save (pagemap), and reading them fast
 //! (process_vm_readv in big batches, /proc/PID/mem where that fails).
 
+use super::shmem::shmem_ranges;
+use super::vmas::{MapEntry, Policy};
 use crate::error::{Error, IoCtx, Result, SysCtx};
 use crate::procfs;
-use crate::vmas::{MapEntry, Policy};
 use crate::PageSink;
 use ckpt_sys::remote::{read_vm, ProcMem, RemoteRange};
 use ckpt_sys::Pid;
@@ -134,79 +135,6 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
         }
     }
     Ok(out)
-}
-
-/// The pages of a shared memory mapping: data ranges of the object (found
-/// with SEEK_DATA/SEEK_HOLE on it through /proc/PID/map_files) are read,
-/// holes are zeros. Without access to the object, the whole range is read.
-fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &mut Vec<Range>) {
-    use std::os::fd::AsFd;
-    let whole = Range {
-        start: e.start,
-        end: e.end,
-        may_skip: true,
-        zero: false,
-        vma: idx,
-    };
-    let Ok(f) = File::open(crate::vmas::map_files_path(pid, e)) else {
-        out.push(whole);
-        return;
-    };
-    let (obj_start, obj_end) = (e.offset, e.offset + (e.end - e.start));
-    let size = f.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-    let to_addr = |off: u64| e.start + (off - obj_start);
-    let mut found = Vec::new();
-    let mut pos = obj_start;
-    while pos < obj_end.min(size) {
-        let data = match ckpt_sys::query::seek_data_or_hole(f.as_fd(), pos, false) {
-            Ok(Some(d)) => d / page * page,
-            Ok(None) => break,
-            Err(_) => {
-                out.push(whole);
-                return;
-            }
-        };
-        if data >= obj_end {
-            break;
-        }
-        let hole = match ckpt_sys::query::seek_data_or_hole(f.as_fd(), data.max(pos), true) {
-            Ok(Some(h)) => h.div_ceil(page) * page,
-            _ => obj_end,
-        };
-        let (a, b) = (data.max(pos), hole.min(obj_end));
-        if a < b {
-            found.push((to_addr(a), to_addr(b)));
-        }
-        pos = b.max(pos + page);
-    }
-    // Data ranges as read ranges, the rest (up to the object's end) as zeros.
-    let size_end = size.checked_next_multiple_of(page).unwrap_or(u64::MAX);
-    let end = to_addr(obj_end.min(size_end).max(obj_start));
-    let mut cur = e.start;
-    for (a, b) in found {
-        if cur < a {
-            out.push(Range {
-                start: cur,
-                end: a,
-                zero: true,
-                ..whole
-            });
-        }
-        out.push(Range {
-            start: a,
-            end: b,
-            ..whole
-        });
-        cur = b;
-    }
-    if cur < end {
-        out.push(Range {
-            start: cur,
-            end,
-            zero: true,
-            ..whole
-        });
-    }
 }
 
 /// Read every planned page and hand contiguous runs to the sink, in order.

@@ -2,6 +2,7 @@
 //! the policy that says which of its pages must be saved.
 
 use crate::error::{Error, Result};
+use crate::fds::{identity, strip_deleted};
 use crate::procfs::{self, makedev};
 use ckpt_image::{
     madvise, FileIdentity, FileMapping, SharedMemory, ShmKind, SpecialMapping, Vma, VmaBacking,
@@ -105,39 +106,40 @@ fn is_header(line: &[u8]) -> bool {
     }
 }
 
+/// Parse /proc/PID/smaps (read as bytes: a file name may be any bytes).
+/// Every line is a mapping's header or a "Key: value" line of it; the
+/// values we use must parse.
 pub(crate) fn parse_smaps(pid: Pid, text: &[u8]) -> Result<Vec<MapEntry>> {
     let file = format!("/proc/{pid}/smaps");
     let mut out: Vec<MapEntry> = Vec::new();
-    for line in text.split(|&c| c == b'\n') {
+    for (i, line) in text.split(|&c| c == b'\n').enumerate() {
+        let bad = |what: String| procfs::parse_err(pid, &file, i + 1, what);
         if line.is_empty() {
             continue;
         }
         if is_header(line) {
-            let e = parse_header(line).ok_or_else(|| {
-                procfs::parse_err(
-                    pid,
-                    &file,
-                    format!("bad line {:?}", String::from_utf8_lossy(line)),
-                )
-            })?;
+            let e = parse_header(line)
+                .ok_or_else(|| bad(format!("bad line {:?}", String::from_utf8_lossy(line))))?;
             out.push(e);
             continue;
         }
-        let Some(cur) = out.last_mut() else { continue };
         let l = String::from_utf8_lossy(line);
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
+        let (Some(cur), Some((k, v))) = (out.last_mut(), l.split_once(':')) else {
+            return Err(bad(format!(
+                "{l:?} is neither a mapping nor a \"Key: value\" line"
+            )));
         };
         let kb = || {
-            v.split_whitespace()
-                .next()
-                .and_then(|x| x.parse().ok())
-                .unwrap_or(0)
+            match v.split_whitespace().collect::<Vec<_>>()[..] {
+                [n, "kB"] => n.parse::<u64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("{k}: {:?} is not \"N kB\"", v.trim())))
         };
         match k {
-            "Rss" => cur.rss_kb = kb(),
-            "Swap" => cur.swap_kb = kb(),
-            "Anonymous" => cur.anon_kb = Some(kb()),
+            "Rss" => cur.rss_kb = kb()?,
+            "Swap" => cur.swap_kb = kb()?,
+            "Anonymous" => cur.anon_kb = Some(kb()?),
             "VmFlags" => cur.vm_flags = v.split_whitespace().map(str::to_string).collect(),
             _ => {}
         }
@@ -165,32 +167,6 @@ fn madvise_bits(flags: &[String]) -> u64 {
     m
 }
 
-/// Identity of a file from its metadata.
-pub(crate) fn identity(path: &[u8], md: &std::fs::Metadata, deleted: bool) -> FileIdentity {
-    FileIdentity {
-        path: path.to_vec(),
-        dev: md.dev(),
-        inode: md.ino(),
-        size: md.size(),
-        mtime_ns: md
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(md.mtime_nsec()),
-        mode: md.mode(),
-        deleted,
-        uid: md.uid(),
-        gid: md.gid(),
-    }
-}
-
-/// Strip the kernel's " (deleted)" suffix; true if it was there.
-pub(crate) fn strip_deleted(name: &[u8]) -> (&[u8], bool) {
-    match name.strip_suffix(b" (deleted)") {
-        Some(n) => (n, true),
-        None => (name, false),
-    }
-}
-
 /// Turn a smaps entry into a model Vma and the policy for its pages.
 pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
     let bit = |i: usize, c: u8, v: u32| if e.perms[i] == c { v } else { 0 };
@@ -199,56 +175,69 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
         | bit(2, b'x', ckpt_image::PROT_EXEC);
     let shared = e.perms[3] == b's';
     let has = |f: &str| e.vm_flags.iter().any(|x| x == f);
-    let reject = |what: &str| Error::Vma {
-        pid,
-        start: e.start,
-        end: e.end,
-        name: e.name_str(),
-        what: what.to_string(),
-    };
     if has("ht") {
-        return Err(reject("hugetlb memory is not supported"));
+        return Err(reject(pid, e, "hugetlb memory is not supported"));
     }
     let special_name = e.name.starts_with(b"[") && !e.name.starts_with(b"[anon");
     if (has("io") || has("pf")) && !special_name {
         // ([vvar] and friends are PFN maps too; they are recreated, not copied.)
-        return Err(reject("device (I/O or PFN) mappings are not supported"));
+        return Err(reject(
+            pid,
+            e,
+            "device (I/O or PFN) mappings are not supported",
+        ));
     }
-    let mut vma = Vma {
+    let (backing, policy) = backing(pid, e, shared)?;
+    let vma = Vma {
         start: e.start,
         end: e.end,
         prot,
         shared,
         grows_down: has("gd"),
-        backing: VmaBacking::Anonymous,
+        backing,
         madvise: madvise_bits(&e.vm_flags),
         vm_flags: e.vm_flags.clone(),
         name: e.name.clone(),
     };
+    Ok((vma, policy))
+}
+
+fn reject(pid: Pid, e: &MapEntry, what: &str) -> Error {
+    Error::Vma {
+        pid,
+        start: e.start,
+        end: e.end,
+        name: e.name_str(),
+        what: what.to_string(),
+    }
+}
+
+/// A shared memory object mapped by `e`.
+fn shm(pid: Pid, e: &MapEntry, kind: ShmKind) -> VmaBacking {
+    let size = std::fs::metadata(map_files_path(pid, e))
+        .map(|m| m.size())
+        .unwrap_or(0);
+    VmaBacking::SharedMemory(SharedMemory {
+        kind,
+        id: e.inode,
+        offset: e.offset,
+        size,
+        name: e.name.clone(),
+    })
+}
+
+/// What backs an area, by its name, and which of its pages to save.
+fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
     let name = e.name.as_slice();
-    let shm = |kind: ShmKind| -> VmaBacking {
-        let size = std::fs::metadata(map_files_path(pid, e))
-            .map(|m| m.size())
-            .unwrap_or(0);
-        VmaBacking::SharedMemory(SharedMemory {
-            kind,
-            id: e.inode,
-            offset: e.offset,
-            size,
-            name: e.name.clone(),
-        })
-    };
-    let policy = if name.is_empty() || name.starts_with(b"[anon:") {
-        if shared {
+    if name.is_empty() || name.starts_with(b"[anon:") {
+        Ok(if shared {
             // A shared anonymous area always has a shmem name; be safe anyway.
-            vma.backing = shm(ShmKind::AnonymousShared);
-            Policy::Shmem
+            (shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem)
         } else {
-            Policy::Anon
-        }
+            (VmaBacking::Anonymous, Policy::Anon)
+        })
     } else if name.starts_with(b"[anon_shmem:") {
-        vma.backing = shm(ShmKind::AnonymousShared);
-        Policy::Shmem
+        Ok((shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem))
     } else if name.starts_with(b"[") {
         let (sp, policy) = match name {
             b"[heap]" => (SpecialMapping::Heap, Policy::Anon),
@@ -258,74 +247,80 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
             b"[vvar_vclock]" => (SpecialMapping::VvarVclock, Policy::Nothing),
             b"[vsyscall]" => (SpecialMapping::Vsyscall, Policy::Nothing),
             b"[uprobes]" => (SpecialMapping::Uprobes, Policy::Nothing),
-            _ => return Err(reject("this special mapping is not supported")),
+            _ => return Err(reject(pid, e, "this special mapping is not supported")),
         };
-        vma.backing = VmaBacking::Special(sp);
-        policy
+        Ok((VmaBacking::Special(sp), policy))
     } else if name.starts_with(b"/") {
-        let (path, deleted) = strip_deleted(name);
-        if path == b"/dev/zero" {
-            if shared {
-                vma.backing = shm(ShmKind::AnonymousShared);
-                Policy::Shmem
-            } else {
-                Policy::Anon
-            }
-        } else if path.starts_with(b"/SYSV") && deleted {
-            vma.backing = shm(ShmKind::SysvShm);
-            Policy::Shmem
-        } else if path.starts_with(b"/memfd:") {
-            vma.backing = shm(ShmKind::Memfd);
-            if shared {
-                Policy::Shmem
-            } else {
-                Policy::Whole
-            }
-        } else if path.starts_with(b"/dev/shm/") && shared && !deleted {
-            vma.backing = shm(ShmKind::PosixShm);
-            Policy::Shmem
-        } else {
-            let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
-                if deleted {
-                    Err(std::io::Error::from_raw_os_error(libc::ENOENT))
-                } else {
-                    std::fs::metadata(bytes_path(path))
-                }
-            });
-            let file = match md {
-                Ok(md) => {
-                    let ft = md.file_type();
-                    use std::os::unix::fs::FileTypeExt;
-                    if ft.is_char_device() || ft.is_block_device() {
-                        return Err(reject("device mappings are not supported"));
-                    }
-                    identity(path, &md, deleted)
-                }
-                Err(_) => FileIdentity {
-                    path: path.to_vec(),
-                    dev: e.dev,
-                    inode: e.inode,
-                    deleted,
-                    ..Default::default()
-                },
-            };
-            vma.backing = VmaBacking::File(FileMapping {
-                file,
-                offset: e.offset,
-            });
-            if deleted {
-                // The file is gone: its pages can only come from the image.
-                Policy::Whole
-            } else if shared {
-                Policy::Nothing
-            } else {
-                Policy::PrivateFile
-            }
-        }
+        path_backing(pid, e, shared)
     } else {
-        return Err(reject("mappings of this kind of object are not supported"));
+        Err(reject(
+            pid,
+            e,
+            "mappings of this kind of object are not supported",
+        ))
+    }
+}
+
+/// The backing of an area whose name is a path: shared memory under a
+/// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
+fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
+    let (path, deleted) = strip_deleted(&e.name);
+    if path == b"/dev/zero" {
+        return Ok(if shared {
+            (shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem)
+        } else {
+            (VmaBacking::Anonymous, Policy::Anon)
+        });
+    }
+    if path.starts_with(b"/SYSV") && deleted {
+        return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Shmem));
+    }
+    if path.starts_with(b"/memfd:") {
+        let policy = if shared { Policy::Shmem } else { Policy::Whole };
+        return Ok((shm(pid, e, ShmKind::Memfd), policy));
+    }
+    if path.starts_with(b"/dev/shm/") && shared && !deleted {
+        return Ok((shm(pid, e, ShmKind::PosixShm), Policy::Shmem));
+    }
+    let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
+        if deleted {
+            Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+        } else {
+            std::fs::metadata(bytes_path(path))
+        }
+    });
+    let file = match md {
+        Ok(md) => {
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_char_device() || ft.is_block_device() {
+                return Err(reject(pid, e, "device mappings are not supported"));
+            }
+            identity(path, &md, deleted)
+        }
+        Err(_) => FileIdentity {
+            path: path.to_vec(),
+            dev: e.dev,
+            inode: e.inode,
+            deleted,
+            ..Default::default()
+        },
     };
-    Ok((vma, policy))
+    let policy = if deleted {
+        // The file is gone: its pages can only come from the image.
+        Policy::Whole
+    } else if shared {
+        Policy::Nothing
+    } else {
+        Policy::PrivateFile
+    };
+    Ok((
+        VmaBacking::File(FileMapping {
+            file,
+            offset: e.offset,
+        }),
+        policy,
+    ))
 }
 
 pub(crate) fn map_files_path(pid: Pid, e: &MapEntry) -> String {
