@@ -2,9 +2,9 @@
 //!
 //! Frames are independent, so each of a few workers (one per core, the
 //! calling thread being one) takes the next batch of neighbouring frames
-//! not yet taken (read with one read, up to 2 MiB), decodes each
-//! into its own reused buffers (CRC check, zstd with a reused context)
-//! and writes its pieces straight from there: with UFFDIO_COPY into
+//! not yet taken and has ckpt-image's [`ckpt_image::FrameBatchReader`]
+//! read it with one read (up to 2 MiB) and check and decode each frame
+//! into its own reused buffers; it writes its pieces straight from there: with UFFDIO_COPY into
 //! private anonymous mappings registered for it (see [`CopyTarget`]), else
 //! with process_vm_writev, up to IOV_MAX pieces a call (falling back to
 //! /proc/PID/mem where that fails). The target's page faults thus happen on
@@ -13,8 +13,7 @@
 
 use crate::error::{Error, Result, SysContext};
 use crate::plan::memory::PageWrite;
-use ckpt_image::container::{MAX_FRAME, RECORD_HEADER_LEN};
-use ckpt_image::{Frame, ImageReader, MemoryRun, ReadAt};
+use ckpt_image::{ImageReader, MemoryRun, ReadAt};
 use ckpt_sys::remote::ProcMem;
 use ckpt_sys::setup::{self, RemoteIov};
 use std::io::IoSlice;
@@ -183,105 +182,6 @@ fn put_pieces(
     Ok(())
 }
 
-/// Decodes frames into buffers it keeps. Frames are read in batches of
-/// neighbours (one large read: sequential for the kernel's readahead when
-/// the image is not in the page cache), or one by one.
-struct Decoder {
-    /// Bytes of the image at `[loaded, loaded + read.len())`.
-    read: Vec<u8>,
-    loaded: u64,
-    payload: ckpt_image::PayloadDecoder,
-}
-
-impl Decoder {
-    fn new() -> Decoder {
-        Decoder {
-            read: Vec::new(),
-            loaded: 0,
-            payload: ckpt_image::PayloadDecoder::default(),
-        }
-    }
-
-    /// Read `[start, end)` of the image. On failure nothing is loaded (each
-    /// frame is then read alone, and its error is the frame's).
-    fn load<R: ReadAt>(&mut self, src: &R, start: u64, end: u64) {
-        self.read.resize((end - start) as usize, 0);
-        self.loaded = start;
-        if src.read_at(&mut self.read, start).is_err() {
-            self.read.clear();
-        }
-    }
-
-    /// The decoded bytes of frame `index`, with the checks of
-    /// `ImageReader::read_frame` (record header, CRC, size).
-    fn decode<R: ReadAt>(
-        &mut self,
-        src: &R,
-        frames: &[Frame],
-        index: u32,
-    ) -> std::result::Result<&[u8], ckpt_image::Error> {
-        let (f, rec_off, end) = ckpt_image::frame_record(frames, index)?;
-        // The record, from the loaded batch or read now.
-        if rec_off < self.loaded || end > self.loaded + self.read.len() as u64 {
-            self.read.resize((end - rec_off) as usize, 0);
-            self.loaded = rec_off;
-            if let Err(e) = src.read_at(&mut self.read, rec_off) {
-                self.read.clear();
-                return Err(e);
-            }
-        }
-        let rec = &self.read[(rec_off - self.loaded) as usize..(end - self.loaded) as usize];
-        let stored = ckpt_image::check_frame_record(f, index, rec_off, rec)?;
-        self.payload.decode(index, f, stored)
-    }
-}
-
-/// Frames taken and read together: `work[items]`, whose records lie in
-/// `[start, end)` of the image (empty: read each alone).
-struct Batch {
-    items: std::ops::Range<usize>,
-    start: u64,
-    end: u64,
-}
-
-/// Most bytes read at once (larger batches fall out of the caches before
-/// they are decoded and written: 8 MiB cost 25% more CPU than 2 MiB, and
-/// did not read a cold image faster), and the most bytes between two
-/// frames read through rather than in two reads.
-const BATCH_BYTES: u64 = 2 << 20;
-const BATCH_GAP: u64 = 64 << 10;
-
-/// Group neighbouring frames (in the order of `work`) into batches.
-fn batches(work: &[FrameWork], frames: &[Frame]) -> Vec<Batch> {
-    let range = |w: &FrameWork| {
-        let f = frames.get(w.frame as usize)?;
-        if u64::from(f.stored_size) > MAX_FRAME {
-            return None;
-        }
-        let s = f.offset.checked_sub(RECORD_HEADER_LEN)?;
-        Some((s, f.offset.checked_add(u64::from(f.stored_size))?))
-    };
-    let mut out: Vec<Batch> = Vec::new();
-    for (i, w) in work.iter().enumerate() {
-        let r = range(w);
-        if let (Some(b), Some((s, e))) = (out.last_mut(), r) {
-            if b.end > b.start && s >= b.end && s - b.end <= BATCH_GAP && e - b.start <= BATCH_BYTES
-            {
-                b.items.end = i + 1;
-                b.end = e;
-                continue;
-            }
-        }
-        let (start, end) = r.unwrap_or((0, 0));
-        out.push(Batch {
-            items: i..i + 1,
-            start,
-            end,
-        });
-    }
-    out
-}
-
 /// Number of workers: one per core, at most MAX_WORKERS and the frames.
 fn workers(frames: usize) -> usize {
     let cores = std::thread::available_parallelism()
@@ -382,10 +282,10 @@ pub fn write_pages<R: ReadAt + Sync>(
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failed: Mutex<Option<Error>> = Mutex::new(None);
-    let src = reader.source();
-    let batches = batches(&work, frames_meta);
+    let order: Vec<u32> = work.iter().map(|w| w.frame).collect();
+    let batches = reader.frame_batches(&order);
     let run_worker = |after_frame: &mut dyn FnMut()| {
-        let mut dec = Decoder::new();
+        let mut frames = reader.frame_batch_reader();
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -394,12 +294,10 @@ pub fn write_pages<R: ReadAt + Sync>(
             let Some(b) = batches.get(i) else {
                 return;
             };
-            if b.end > b.start {
-                dec.load(src, b.start, b.end);
-            }
-            for fw in &work[b.items.clone()] {
-                let r = dec
-                    .decode(src, frames_meta, fw.frame)
+            frames.load(b);
+            for fw in &work[b.items()] {
+                let r = frames
+                    .frame(fw.frame)
                     .ctx(|| format!("reading page frame {} of the image", fw.frame))
                     .and_then(|data| put_pieces(pid, mem, copy, data, &fw.pieces));
                 if let Err(e) = r {
@@ -432,7 +330,6 @@ pub fn write_pages<R: ReadAt + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ckpt_image::Codec;
 
     #[test]
     fn redirects_only_inside_their_range() {
@@ -456,94 +353,5 @@ mod tests {
         assert_eq!(redirect(&r, 0x5800, 0x8000), (0x20_0800, 0x800));
         assert_eq!(redirect(&r, 0x6000, 0x8000), (0x6000, 0x8000));
         assert_eq!(redirect(&[], 0x6000, 5), (0x6000, 5));
-    }
-
-    #[test]
-    fn decoder_matches_read_frame() {
-        use ckpt_image::Compression;
-        for (c, codec) in [
-            (Compression::Fast, Codec::Lz4),
-            (Compression::Zstd, Codec::Zstd),
-        ] {
-            decoder_matches_read_frame_with(c, codec);
-        }
-    }
-
-    fn decoder_matches_read_frame_with(compression: ckpt_image::Compression, codec: Codec) {
-        use ckpt_image::{Image, ImageWriter, Process, Vma, WriteOptions};
-        let opts = WriteOptions {
-            compression,
-            ..Default::default()
-        };
-        let mut w = ImageWriter::new(Vec::new(), opts).unwrap();
-        // Compressible text and incompressible bytes: both codecs.
-        let text: Vec<u8> = b"checkpoint restore "
-            .iter()
-            .copied()
-            .cycle()
-            .take(1 << 20)
-            .collect();
-        let mut x = 1u64;
-        let random: Vec<u8> = (0..(1 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        w.add_pages(1, 0x10_0000, &text).unwrap();
-        w.add_pages(1, 0x20_0000, &random).unwrap();
-        let img = Image {
-            processes: vec![Process {
-                pid: 1,
-                vmas: vec![Vma {
-                    start: 0x10_0000,
-                    end: 0x30_0000,
-                    prot: 3,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let bytes = w.finish(img).unwrap();
-        let reader = ImageReader::new(bytes.clone()).unwrap();
-        let frames = &reader.image().frames;
-        assert!(frames.iter().any(|f| f.codec == codec));
-        assert!(frames.iter().any(|f| f.codec == Codec::None));
-        let mut d = Decoder::new();
-        for i in 0..frames.len() as u32 {
-            let want = reader.read_frame(i).unwrap();
-            assert_eq!(d.decode(&bytes, frames, i).unwrap(), &want[..], "frame {i}");
-        }
-        // Read as one batch.
-        let work: Vec<FrameWork> = (0..frames.len() as u32)
-            .map(|frame| FrameWork {
-                frame,
-                pieces: Vec::new(),
-            })
-            .collect();
-        let b = batches(&work, frames);
-        assert_eq!(b.len(), 1);
-        assert_eq!(b[0].items, 0..frames.len());
-        let mut d = Decoder::new();
-        d.load(&bytes, b[0].start, b[0].end);
-        assert_eq!(d.read.len() as u64, b[0].end - b[0].start);
-        for i in 0..frames.len() as u32 {
-            let want = reader.read_frame(i).unwrap();
-            assert_eq!(d.decode(&bytes, frames, i).unwrap(), &want[..], "frame {i}");
-        }
-        // A batch that cannot be read falls back to frame by frame.
-        d.load(&bytes, b[0].start, bytes.len() as u64 + 1);
-        assert!(d.read.is_empty());
-        let want = reader.read_frame(1).unwrap();
-        assert_eq!(d.decode(&bytes, frames, 1).unwrap(), &want[..]);
-        assert!(d.decode(&bytes, frames, frames.len() as u32).is_err());
-        // A flipped byte is a checksum error.
-        let mut bad = bytes.clone();
-        bad[frames[0].offset as usize] ^= 1;
-        let e = d.decode(&bad, frames, 0).unwrap_err().to_string();
-        assert!(e.contains("checksum"), "{e}");
     }
 }
