@@ -105,12 +105,13 @@
 
 #![forbid(unsafe_code)]
 
+mod build;
 mod check;
 mod error;
-mod exec;
-mod live;
-mod pages;
+mod fds;
+mod mem;
 pub mod plan;
+mod process;
 mod remote;
 mod stub;
 
@@ -235,12 +236,12 @@ pub fn restore<'o, R: ReadAt + Sync>(
     opts: impl Into<OptionsRef<'o>>,
 ) -> Result<Restored> {
     match opts.into() {
-        OptionsRef::Shared(o) => exec::restore(reader, o, &mut |_, _| {}),
+        OptionsRef::Shared(o) => build::restore(reader, o, &mut |_, _| {}),
         OptionsRef::Mut(o) => {
             let mut cb = o.progress.take();
             let r = match cb.as_mut() {
-                Some(f) => exec::restore(reader, o, &mut |d, t| f(d, t)),
-                None => exec::restore(reader, o, &mut |_, _| {}),
+                Some(f) => build::restore(reader, o, &mut |d, t| f(d, t)),
+                None => build::restore(reader, o, &mut |_, _| {}),
             };
             o.progress = cb;
             r

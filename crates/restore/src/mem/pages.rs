@@ -1,19 +1,24 @@
-//! Writing saved pages into the target.
+//! The saved pages: which pieces of the saved runs are written where
+//! (planned here, pure), and writing them into the target.
 //!
 //! Frames are independent, so each of a few workers (one per core, the
 //! calling thread being one) takes the next batch of neighbouring frames
 //! not yet taken and has ckpt-image's [`ckpt_image::FrameBatchReader`]
 //! read it with one read (up to 2 MiB) and check and decode each frame
 //! into its own reused buffers; it writes its pieces straight from there: with UFFDIO_COPY into
-//! private anonymous mappings registered for it (see [`CopyTarget`]), else
+//! private anonymous mappings registered for it (see [`CopyTarget`],
+//! mem/uffd.rs), else
 //! with process_vm_writev, up to IOV_MAX pieces a call (falling back to
 //! /proc/PID/mem where that fails). The target's page faults thus happen on
 //! every core, there is no copy between decoding and writing, and memory
 //! use is a batch and a frame buffer a worker.
 
+use super::run_range;
+use super::uffd::{uffd_copy, CopyTarget};
+use super::vmas::PageRule;
+use super::MemPlan;
 use crate::error::{Error, Result, SysContext};
-use crate::plan::memory::PageWrite;
-use ckpt_image::{ImageReader, MemoryRun, ReadAt};
+use ckpt_image::{ImageReader, MemoryRun, Process, ReadAt, RunKind, PROT_WRITE};
 use ckpt_sys::remote::ProcMem;
 use ckpt_sys::setup::{self, RemoteIov};
 use std::io::IoSlice;
@@ -24,6 +29,66 @@ static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
 const IOV_MAX: usize = 1024;
 /// Most workers used (each holds two frame-sized buffers).
 const MAX_WORKERS: usize = 4;
+
+/// A piece of a saved run to write into the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageWrite {
+    pub addr: u64,
+    pub len: u64,
+    /// Index into Process::memory.
+    pub run: usize,
+    /// Write zeros (a Zero run over a private file mapping).
+    pub zero: bool,
+}
+
+/// The page writes of `proc` (into `plan`, whose steps are made): each
+/// run cut at vma boundaries, kept where `rules` (one per vma) say its
+/// pages are written; the mappings they go to are made writable meanwhile.
+pub(super) fn plan_writes(proc: &Process, page: u64, rules: &[PageRule], plan: &mut MemPlan) {
+    let step_of: std::collections::BTreeMap<u64, usize> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.start, i))
+        .collect();
+    for (ri, run) in proc.memory.iter().enumerate() {
+        let (rs, re) = run_range(run, page);
+        let mut covered = 0u64;
+        let first = proc.vmas.partition_point(|v| v.end <= rs);
+        for (vi, v) in proc.vmas.iter().enumerate().skip(first) {
+            if v.start >= re {
+                break;
+            }
+            let (s, e) = (rs.max(v.start), re.min(v.end));
+            covered += e - s;
+            let zero = run.kind == RunKind::Zero;
+            let write = match rules[vi] {
+                PageRule::Nothing => false,
+                PageRule::DataOnly => !zero,
+                PageRule::All => true,
+            };
+            if !write {
+                continue;
+            }
+            let Some(&si) = step_of.get(&v.start) else {
+                continue;
+            };
+            let step = &mut plan.steps[si];
+            step.map_prot |= PROT_WRITE;
+            plan.writes.push(PageWrite {
+                addr: s,
+                len: e - s,
+                run: ri,
+                zero,
+            });
+        }
+        if covered < re - rs {
+            plan.errors.push(format!(
+                "saved pages at {rs:x}-{re:x} lie outside every mapping of the image"
+            ));
+        }
+    }
+}
 
 /// A range of the target that receives bytes of a frame.
 #[derive(Debug, Clone, Copy)]
@@ -83,51 +148,6 @@ fn put(pid: i32, mem: &ProcMem, addr: u64, data: &[u8]) -> Result<()> {
         let a = addr + done as u64;
         mem.write(a, &data[done..])
             .ctx(|| format!("writing saved pages at {a:#x}"))?;
-    }
-    Ok(())
-}
-
-/// A userfaultfd of the target, duplicated into this process, with
-/// `ranges` (sorted, disjoint: whole anonymous mappings) registered for
-/// missing pages. Pages there are filled with UFFDIO_COPY: the kernel
-/// allocates each page and copies into it, without the page fault,
-/// clearing and pinning of a process_vm_writev into fresh memory (a third
-/// less CPU for the fill, measured). It is created with
-/// UFFD_FEATURE_SIGBUS, so a stray access there fails instead of waiting.
-pub struct CopyTarget<'a> {
-    pub fd: i32,
-    pub ranges: &'a [(u64, u64)],
-}
-
-impl CopyTarget<'_> {
-    fn covers(&self, addr: u64) -> bool {
-        let i = self.ranges.partition_point(|r| r.1 <= addr);
-        self.ranges.get(i).is_some_and(|r| r.0 <= addr)
-    }
-}
-
-/// UFFDIO_COPY of `data` to `addr` (page-aligned, whole pages).
-fn uffd_copy(fd: i32, addr: u64, data: &[u8]) -> Result<()> {
-    let mut done = 0usize;
-    while done < data.len() {
-        let dst = addr + done as u64;
-        let (copied, r) =
-            setup::uffd_copy(fd, dst, &data[done..], setup::UFFDIO_COPY_MODE_DONTWAKE);
-        done += copied as usize;
-        match r {
-            Ok(()) => continue,
-            Err(e) if e.errno() == Some(libc::EAGAIN) => continue,
-            Err(e) => {
-                return Err(Error::Io {
-                    context: format!(
-                        "UFFDIO_COPY of saved pages at {:#x} ({} bytes)",
-                        addr + done as u64,
-                        data.len() - done
-                    ),
-                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
-                })
-            }
-        }
     }
     Ok(())
 }
@@ -199,22 +219,29 @@ pub struct Target<'a> {
     pub copy: Option<CopyTarget<'a>>,
 }
 
-/// Write every planned piece (to its redirected address). Returns the
-/// number of bytes written. `progress` gets (bytes written, total).
-pub fn write_pages<R: ReadAt + Sync>(
-    reader: &ImageReader<R>,
+/// The pieces to write: frames in the order they are first needed, each
+/// with its pieces (at their redirected addresses), the zero ranges, and
+/// the bytes in all.
+struct Work {
+    frames: Vec<FrameWork>,
+    zeros: Vec<(u64, u64)>,
+    total: u64,
+}
+
+/// Cut the writes where a redirect starts or ends and sort them by frame.
+fn plan_work(
+    pid: i32,
+    frames_meta: &[ckpt_image::Frame],
     runs: &[MemoryRun],
     writes: &[PageWrite],
-    to: &Target<'_>,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<u64> {
-    let (pid, mem, redirects, copy) = (to.pid, to.mem, to.redirects, to.copy.as_ref());
-    let frames_meta = &reader.image().frames;
-    // Frames in the order they are first needed, with their pieces.
-    let mut work: Vec<FrameWork> = Vec::new();
+    redirects: &[Redirect],
+) -> Result<Work> {
+    let mut work = Work {
+        frames: Vec::new(),
+        zeros: Vec::new(),
+        total: 0,
+    };
     let mut slot: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
-    let mut zeros: Vec<(u64, u64)> = Vec::new();
-    let mut total = 0u64;
     // Pieces cut where a redirect starts or ends.
     let mut cut: Vec<PageWrite> = Vec::with_capacity(writes.len());
     for w in writes {
@@ -230,10 +257,10 @@ pub fn write_pages<R: ReadAt + Sync>(
         }
     }
     for w in &cut {
-        total += w.len;
+        work.total += w.len;
         let to = redirect(redirects, w.addr, w.len).0;
         if w.zero {
-            zeros.push((to, w.len));
+            work.zeros.push((to, w.len));
             continue;
         }
         let run = &runs[w.run];
@@ -250,39 +277,59 @@ pub fn write_pages<R: ReadAt + Sync>(
             });
         }
         let i = *slot.entry(f).or_insert_with(|| {
-            work.push(FrameWork {
+            work.frames.push(FrameWork {
                 frame: f,
                 pieces: Vec::new(),
             });
-            work.len() - 1
+            work.frames.len() - 1
         });
-        work[i].pieces.push(Piece {
+        work.frames[i].pieces.push(Piece {
             addr: to,
             len: w.len as usize,
             off: off as usize,
         });
     }
-    progress(0, total);
+    Ok(work)
+}
 
-    let done = AtomicU64::new(0);
-    for &(addr, len) in &zeros {
+/// Write zeros over `zeros` (a zero run over a private file mapping).
+fn write_zeros(to: &Target<'_>, zeros: &[(u64, u64)], done: &AtomicU64) -> Result<()> {
+    for &(addr, len) in zeros {
         let mut a = addr;
         let end = addr + len;
         while a < end {
             let n = ((end - a) as usize).min(ZEROS.len());
-            match copy {
+            match &to.copy {
                 Some(c) if c.covers(a) => uffd_copy(c.fd, a, &ZEROS[..n])?,
-                _ => put(pid, mem, a, &ZEROS[..n])?,
+                _ => put(to.pid, to.mem, a, &ZEROS[..n])?,
             }
             a += n as u64;
         }
         done.fetch_add(len, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+/// Write every planned piece (to its redirected address). Returns the
+/// number of bytes written. `progress` gets (bytes written, total).
+pub fn write_pages<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    runs: &[MemoryRun],
+    writes: &[PageWrite],
+    to: &Target<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let (pid, mem, copy) = (to.pid, to.mem, to.copy.as_ref());
+    let work = plan_work(pid, &reader.image().frames, runs, writes, to.redirects)?;
+    let total = work.total;
+    progress(0, total);
+    let done = AtomicU64::new(0);
+    write_zeros(to, &work.zeros, &done)?;
 
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failed: Mutex<Option<Error>> = Mutex::new(None);
-    let order: Vec<u32> = work.iter().map(|w| w.frame).collect();
+    let order: Vec<u32> = work.frames.iter().map(|w| w.frame).collect();
     let batches = reader.frame_batches(&order);
     let run_worker = |after_frame: &mut dyn FnMut()| {
         let mut frames = reader.frame_batch_reader();
@@ -295,7 +342,7 @@ pub fn write_pages<R: ReadAt + Sync>(
                 return;
             };
             frames.load(b);
-            for fw in &work[b.items()] {
+            for fw in &work.frames[b.items()] {
                 let r = frames
                     .frame(fw.frame)
                     .ctx(|| format!("reading page frame {} of the image", fw.frame))
@@ -313,6 +360,13 @@ pub fn write_pages<R: ReadAt + Sync>(
         }
     };
     let n = workers(batches.len());
+    tracing::debug!(
+        frames = work.frames.len(),
+        batches = batches.len(),
+        workers = n,
+        bytes = total,
+        "writing pages"
+    );
     std::thread::scope(|s| {
         for _ in 1..n {
             s.spawn(|| run_worker(&mut || {}));
