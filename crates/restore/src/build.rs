@@ -70,6 +70,12 @@ impl Step {
         self.done = true;
         tracing::info!(elapsed = ?self.t.elapsed(), "{}", self.name);
     }
+
+    /// `done` of a step that wrote `bytes`.
+    fn done_bytes(mut self, bytes: u64) {
+        self.done = true;
+        tracing::info!(elapsed = ?self.t.elapsed(), bytes, "{}", self.name);
+    }
 }
 
 impl Drop for Step {
@@ -263,8 +269,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
 
         let step = Step::begin("pages");
         self.pages(&mut main, &mem, &layout, &huge, scratch)?;
-        tracing::info!(bytes = self.page_bytes, "pages written");
-        step.done();
+        step.done_bytes(self.page_bytes);
         self.phase("pages");
 
         let step = Step::begin("process state");

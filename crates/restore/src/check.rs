@@ -100,7 +100,7 @@ pub(crate) fn taken_ids(p: &Process) -> Vec<(i32, &'static str, String, bool)> {
     out
 }
 
-/// Check the image can be restored here (see [`crate::check`]).
+/// Check the image can be restored here (see [`crate::check()`]).
 pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Report {
     check_and_open_as(reader, opts).0
 }

@@ -32,7 +32,7 @@ pub enum ThpMode {
 }
 
 impl ThpMode {
-    /// Parse "always [madvise] never".
+    /// Parse "always \[madvise\] never".
     pub fn parse(s: &str) -> ThpMode {
         match s.split('[').nth(1).and_then(|r| r.split(']').next()) {
             Some("always") => ThpMode::Always,
