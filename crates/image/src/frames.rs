@@ -139,7 +139,7 @@ impl<R: ReadAt> ImageReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Codec, Compression, Image, ImageWriter, Process, Vma, WriteOptions};
+    use crate::{Codec, Compression, Frame, Image, ImageWriter, Process, Vma, WriteOptions};
 
     #[test]
     fn decoder_matches_read_frame() {
@@ -225,5 +225,25 @@ mod tests {
         let mut d = FrameBatchReader::new(&bad, frames);
         let e = d.frame(0).unwrap_err().to_string();
         assert!(e.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn decode_errors_name_their_codec() {
+        let mut d = PayloadDecoder::default();
+        for (codec, name) in [(Codec::Lz4, "lz4"), (Codec::Zstd, "zstd")] {
+            let f = Frame {
+                codec,
+                size: 4096,
+                stored_size: 4,
+                ..Default::default()
+            };
+            let e = d.decode(3, &f, &[0xff; 4]).unwrap_err().to_string();
+            assert!(e.starts_with("frame 3 "), "{e}");
+            assert!(e.contains(&format!(": {name}: ")), "{e}");
+            assert!(
+                !e.contains(if name == "lz4" { "zstd" } else { "lz4" }),
+                "{e}"
+            );
+        }
     }
 }

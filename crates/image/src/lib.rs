@@ -123,11 +123,12 @@ pub enum Error {
         offset: u64,
         what: String,
     },
-    /// Decompressing a page frame failed.
-    #[error("frame {index} (file offset {offset}): zstd: {source}")]
+    /// Decompressing a page frame failed (`codec` names the codec).
+    #[error("frame {index} (file offset {offset}): {codec}: {source}")]
     Decompress {
         index: u32,
         offset: u64,
+        codec: &'static str,
         #[source]
         source: std::io::Error,
     },
