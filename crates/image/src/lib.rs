@@ -21,6 +21,7 @@ mod atomic;
 mod codec;
 pub mod container;
 mod editor;
+mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json;
@@ -32,8 +33,8 @@ mod writer;
 
 pub use atomic::AtomicFile;
 pub use editor::ImageEditor;
+pub use frames::{FrameBatch, FrameBatchReader};
 pub use reader::ImageReader;
-pub use store::{check_frame_record, frame_record, PayloadDecoder};
 pub use validate::validate;
 pub use writer::{is_zero as is_zero_page, ImageWriter};
 
@@ -122,11 +123,12 @@ pub enum Error {
         offset: u64,
         what: String,
     },
-    /// Decompressing a page frame failed.
-    #[error("frame {index} (file offset {offset}): zstd: {source}")]
+    /// Decompressing a page frame failed (`codec` names the codec).
+    #[error("frame {index} (file offset {offset}): {codec}: {source}")]
     Decompress {
         index: u32,
         offset: u64,
+        codec: &'static str,
         #[source]
         source: std::io::Error,
     },

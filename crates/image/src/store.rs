@@ -136,9 +136,10 @@ impl PayloadDecoder {
             offset: f.offset,
             what,
         };
-        let dec_err = |source| Error::Decompress {
+        let dec_err = |codec, source| Error::Decompress {
             index,
             offset: f.offset,
+            codec,
             source,
         };
         let size = f.size as usize;
@@ -154,13 +155,14 @@ impl PayloadDecoder {
             }
             Codec::Zstd => {
                 if self.zstd.is_none() {
-                    self.zstd = Some(zstd::bulk::Decompressor::new().map_err(dec_err)?);
+                    self.zstd =
+                        Some(zstd::bulk::Decompressor::new().map_err(|e| dec_err("zstd", e))?);
                 }
                 let d = self.zstd.as_mut().expect("just made");
                 self.out.clear();
                 self.out.reserve(size);
                 d.decompress_to_buffer(stored, &mut self.out)
-                    .map_err(dec_err)?;
+                    .map_err(|e| dec_err("zstd", e))?;
             }
             Codec::Lz4 => {
                 // Room for exactly the size the metadata gives: a block that
@@ -168,7 +170,7 @@ impl PayloadDecoder {
                 self.out.clear();
                 self.out.resize(size, 0);
                 let n = lz4_flex::block::decompress_into(stored, &mut self.out)
-                    .map_err(|e| dec_err(std::io::Error::other(format!("lz4: {e}"))))?;
+                    .map_err(|e| dec_err("lz4", std::io::Error::other(e)))?;
                 self.out.truncate(n);
             }
         }
