@@ -41,7 +41,7 @@ pub use writer::{is_zero as is_zero_page, ImageWriter};
 /// Container format major version written by this crate (and the only one it reads).
 pub const FORMAT_MAJOR: u16 = 1;
 /// Container/schema minor version written by this crate.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 
 /// Smallest and largest page size an image may declare.
 pub const MIN_PAGE_SIZE: u32 = 4096;

@@ -287,6 +287,17 @@ pub fn read_memory(
                 let out = &mut buf[out_start..out_start + n as usize];
                 match r.kind {
                     RunKind::Zero => out.fill(0),
+                    RunKind::Guard | RunKind::Parent => {
+                        return Err(Error::Invalid(format!(
+                            "pid {pid}: {:#x} is {}",
+                            cur,
+                            if r.kind == RunKind::Guard {
+                                "a guard page (MADV_GUARD_INSTALL): reading it faults"
+                            } else {
+                                "saved in the parent image, which this reader does not open"
+                            }
+                        )))
+                    }
                     RunKind::Data => {
                         let frame = cached_frame(src, &image.frames, cache, r.frame)?;
                         let off = u64::from(r.frame_offset) + in_run;
@@ -336,7 +347,13 @@ pub fn for_each_run(
     let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
     for r in &p.memory {
         match r.kind {
-            RunKind::Zero => f(r, None)?,
+            RunKind::Zero | RunKind::Guard => f(r, None)?,
+            RunKind::Parent => {
+                return Err(Error::Invalid(format!(
+                    "pid {pid}: run at {:#x} is saved in the parent image, which this reader does not open",
+                    r.start
+                )))
+            }
             RunKind::Data => {
                 let frame = match &current {
                     Some((i, d)) if *i == r.frame => d.clone(),

@@ -338,7 +338,7 @@ fn summary_mentions_everything() {
     let r = reader(&bytes);
     let s = summary::render(r.image());
     for needle in [
-        "format 1.1",
+        "format 1.2",
         "ckpt 0.1.0 (test)",
         "2023-11-14T22:13:20Z",
         "testhost",
