@@ -259,6 +259,7 @@ fn new_image(
         freeze_ns: frozen.elapsed().as_nanos() as u64,
         generation: 0,
         notes: Vec::new(),
+        ..Default::default()
     }
 }
 

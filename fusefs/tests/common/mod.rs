@@ -274,6 +274,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
                     ..Default::default()
                 },
                 offset: 0,
+                ..Default::default()
             }),
             name: b"/nonexistent/synthetic".to_vec(),
             ..Default::default()

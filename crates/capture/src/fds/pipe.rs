@@ -33,6 +33,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         data,
         capacity,
         fifo_path: Vec::new(),
+        fifo: Default::default(),
     };
     if f.link.starts_with(b"pipe:[") {
         return Ok(Some(FileKind::Pipe(p)));

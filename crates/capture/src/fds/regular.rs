@@ -49,6 +49,15 @@ pub(crate) fn identity(path: &[u8], md: &std::fs::Metadata, deleted: bool) -> Fi
         deleted,
         uid: md.uid(),
         gid: md.gid(),
+        ctime_ns: md
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(md.ctime_nsec()),
+        atime_ns: md
+            .atime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(md.atime_nsec()),
+        ..Default::default()
     }
 }
 

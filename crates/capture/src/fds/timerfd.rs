@@ -24,5 +24,6 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         settime_flags: f.info.num("settime flags", 8)? as u32,
         value_ns: time("it_value")?,
         interval_ns: time("it_interval")?,
+        ..Default::default()
     })))
 }

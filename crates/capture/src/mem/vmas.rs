@@ -318,6 +318,7 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         VmaBacking::File(FileMapping {
             file,
             offset: e.offset,
+            ..Default::default()
         }),
         policy,
     ))

@@ -53,5 +53,7 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
             nice: i32::try_from(nice).map_err(|_| st.bad(format!("nice {nice}")))?,
         },
         cpu_affinity: Vec::new(),
+        creds: None,
+        seccomp_filter: 0,
     })
 }

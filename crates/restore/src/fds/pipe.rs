@@ -491,6 +491,7 @@ mod tests {
             data: data.to_vec(),
             capacity: 65536,
             fifo_path: vec![],
+            ..Default::default()
         })
     }
 

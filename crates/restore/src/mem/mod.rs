@@ -69,6 +69,7 @@ pub(crate) mod tests {
                         ..Default::default()
                     },
                     offset: 0x1000,
+                    ..Default::default()
                 }),
             );
             v.shared = shared;
