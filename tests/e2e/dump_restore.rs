@@ -7,7 +7,7 @@ use crate::util::*;
 /// the same pid without starting over. Returns the restored process and the
 /// number of output lines before the dump.
 fn roundtrip(dir: &TempDir, prog: &str, args: &[&str], warmup: usize) -> (Proc, usize) {
-    let mut p = Proc::spawn(dir, &fixture(prog), args);
+    let mut p = Proc::spawn(dir, fixture(prog), args);
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(warmup);
     let image = dir.join("img.ckpt");
@@ -41,7 +41,7 @@ fn counter_continues_at_the_same_pid() {
 #[test]
 fn image_is_private_and_restorable_twice() {
     let dir = TempDir::new("twice");
-    let mut p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
+    let mut p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
@@ -51,7 +51,7 @@ fn image_is_private_and_restorable_twice() {
     assert_eq!(mode, 0o600, "image mode {mode:o}");
     let last = *values(&p.output(), "count=").last().unwrap();
     for round in 0..2 {
-        let out = dir.join(&format!("after-{round}.txt"));
+        let out = dir.join(format!("after-{round}.txt"));
         // The restored process reopens the original output file (appending);
         // remember where this round starts in it.
         let start = p.line_count();
@@ -79,7 +79,7 @@ fn image_is_private_and_restorable_twice() {
 #[test]
 fn leave_running_does_not_disturb() {
     let dir = TempDir::new("leave");
-    let p = Proc::spawn(&dir, &fixture("counter"), &["0", "5"]);
+    let p = Proc::spawn(&dir, fixture("counter"), &["0", "5"]);
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
@@ -172,11 +172,7 @@ fn sleeping_syscalls_restart() {
 fn python_and_perl_keep_their_state() {
     for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
         let dir = TempDir::new(interp);
-        let mut p = Proc::spawn(
-            &dir,
-            std::path::Path::new(interp),
-            &[fixture(script).to_str().unwrap()],
-        );
+        let mut p = Proc::spawn(&dir, interp, &[fixture(script).to_str().unwrap()]);
         p.wait_line(|l| l.starts_with("READY"));
         p.wait_more_lines(5);
         let image = dir.join("img.ckpt");
@@ -205,7 +201,7 @@ fn dump_of_missing_pid_fails_clearly() {
 #[test]
 fn failed_dump_leaves_process_running() {
     let dir = TempDir::new("faildump");
-    let p = Proc::spawn(&dir, &fixture("counter"), &["0", "5"]);
+    let p = Proc::spawn(&dir, fixture("counter"), &["0", "5"]);
     p.wait_line(|l| l.starts_with("READY"));
     let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", "/nonexistent-dir/x.ckpt"]);
     assert!(!o.status.success());
@@ -220,11 +216,7 @@ fn tail_follow_keeps_following() {
     let dir = TempDir::new("tail-f");
     let log = dir.join("log.txt");
     std::fs::write(&log, b"line-1\n").unwrap();
-    let mut p = Proc::spawn(
-        &dir,
-        std::path::Path::new("tail"),
-        &["-n", "+1", "-f", log.to_str().unwrap()],
-    );
+    let mut p = Proc::spawn(&dir, "tail", &["-n", "+1", "-f", log.to_str().unwrap()]);
     p.wait_line(|l| l == "line-1");
     let fdinfo = (0..8)
         .filter_map(|fd| std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", p.pid)).ok())

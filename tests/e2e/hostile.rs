@@ -74,7 +74,7 @@ fn run_measured(cmd: &mut Command) -> Measured {
         while !d2.load(std::sync::atomic::Ordering::SeqCst) {
             if t.elapsed() > LIMIT {
                 h2.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = ckpt_sys::sys::kill(pid, libc::SIGKILL);
+                let _ = signal(pid, libc::SIGKILL);
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -137,7 +137,7 @@ fn edited(
     name: &str,
     f: impl FnOnce(&mut ckpt_image::Image),
 ) -> Vec<u8> {
-    let p = dir.join(&format!("edit-{name}.ckpt"));
+    let p = dir.join(format!("edit-{name}.ckpt"));
     std::fs::write(&p, good).unwrap();
     let mut ed = ImageEditor::open(&p).unwrap();
     f(ed.image_mut());
@@ -411,7 +411,7 @@ fn corpus(dir: &TempDir, good: &[u8]) -> Vec<Case> {
 
 /// The real image the corpus is made from: a target dumped (and killed).
 fn real_image(dir: &TempDir) -> (Vec<u8>, Proc) {
-    let mut p = Proc::spawn(dir, &target_fixture(), &["2", "10", "0", "1"]);
+    let mut p = Proc::spawn(dir, target_fixture(), &["2", "10", "0", "1"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("good.ckpt");
     dump_kill(&mut p, &image);
@@ -441,7 +441,7 @@ fn hostile_images_at_every_ckpt_entry_point() {
     let cases = corpus(&dir, &good);
     eprintln!("hostile: {} cases", cases.len());
     for c in &cases {
-        let f = dir.join(&format!("{}.ckpt", c.name));
+        let f = dir.join(format!("{}.ckpt", c.name));
         std::fs::write(&f, &c.bytes).unwrap();
         let fs = f.to_str().unwrap();
         let readers: [&[&str]; 2] = [&["show", fs], &["show", "--json", fs]];
@@ -504,9 +504,9 @@ fn hostile_images_at_every_ckpt_entry_point() {
 fn hostile_images_in_the_python_reader() {
     let dir = TempDir::new("hostile-py");
     let (good, _p) = real_image(&dir);
-    let reader = repo().join("examples/python/ckpt_read.py");
+    let reader = repo_root().join("examples/python/ckpt_read.py");
     for c in corpus(&dir, &good) {
-        let f = dir.join(&format!("{}.ckpt", c.name));
+        let f = dir.join(format!("{}.ckpt", c.name));
         std::fs::write(&f, &c.bytes).unwrap();
         let o = run_measured(Command::new("python3").arg(&reader).arg(&f));
         let what = format!("{}: ckpt_read.py", c.name);
@@ -576,7 +576,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = ckpt_sys::sys::kill(self.child.id() as i32, libc::SIGTERM);
+        let _ = signal(self.child.id() as i32, libc::SIGTERM);
         let t = Instant::now();
         while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5)
         {
