@@ -52,6 +52,7 @@ fn test_name() -> String {
 
 /// Apply the policy to `check`: true when the test can go on; false (after
 /// a loud message) when it is to be skipped; a panic under `CI=true`.
+#[track_caller]
 pub fn available(check: Check) -> bool {
     let Err(m) = check else { return true };
     let name = test_name();
