@@ -23,7 +23,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Every wait fails at once, showing the output, when the output has a
 /// line starting with `ERROR` (the fixtures' convention for a broken
 /// invariant) or when the process has exited; only a process that is alive
-/// and silent runs into [`TIMEOUT`].
+/// and silent runs into [`TIMEOUT`]. (For a child, that check is a
+/// waitpid(WNOHANG): do not wait on a child while this process ptraces it,
+/// or the check could take a ptrace stop meant for the tracer.)
 pub struct Proc {
     pub pid: i32,
     /// The output file.
