@@ -174,6 +174,10 @@ fn sleeping_syscalls_restart() {
 
 #[test]
 fn python_and_perl_keep_their_state() {
+    require!(
+        require::tool("python3", "apt-get install python3"),
+        require::tool("perl", "apt-get install perl")
+    );
     for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
         let dir = TempDir::new(interp);
         let mut p = Proc::spawn(&dir, interp, &[fixture(script).to_str().unwrap()]);
@@ -188,6 +192,7 @@ fn python_and_perl_keep_their_state() {
         assert_eq!(out.matches("READY").count(), 1, "{interp} started over");
         assert!(!out.contains("ERROR"), "{interp}: {}", tail(&out));
         assert!(out.lines().count() > before);
+        checks::assert_interpreter_state_kept(&r, before, interp);
     }
 }
 

@@ -558,6 +558,7 @@ fn two_dumps_at_once() {
 
 #[test]
 fn dump_of_a_process_under_gdb() {
+    require!(require::tool("gdb", "apt-get install gdb"));
     let dir = TempDir::new("gdb");
     let p = start_target(&dir, 1, 5, 0);
     let gdb = Command::new("gdb")

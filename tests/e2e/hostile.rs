@@ -502,6 +502,10 @@ fn hostile_images_at_every_ckpt_entry_point() {
 
 #[test]
 fn hostile_images_in_the_python_reader() {
+    require!(require::python_modules(
+        &["capnp", "zstandard", "lz4.block"],
+        "scripts/install-deps"
+    ));
     let dir = TempDir::new("hostile-py");
     let (good, _p) = real_image(&dir);
     let reader = repo_root().join("examples/python/ckpt_read.py");
@@ -623,6 +627,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn hostile_images_in_ckptfs() {
+    require!(require::path(
+        "/dev/fuse",
+        "the ckptfs tests mount FUSE filesystems"
+    ));
     let dir = TempDir::new("hostile-fs");
     let (good, _p) = real_image(&dir);
     let store = dir.join("store");

@@ -449,6 +449,10 @@ fn saved_creating_flags_are_not_applied() {
 
 #[test]
 fn ckptfs_keeps_other_users_out() {
+    require!(
+        require::path("/dev/fuse", "the ckptfs tests mount FUSE filesystems"),
+        require::tool("runuser", "apt-get install util-linux")
+    );
     let dir = TempDir::new("fsusers");
     let store = dir.join("store");
     std::fs::create_dir_all(&store).unwrap();

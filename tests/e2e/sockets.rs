@@ -8,6 +8,7 @@ use std::time::Duration;
 
 /// A Python fixture script of tests/fixtures, started with `args`.
 fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
+    need(require::tool("python3", "apt-get install python3"));
     let path = fixture(script);
     let mut all = vec![path.to_str().unwrap()];
     all.extend_from_slice(args);

@@ -380,28 +380,17 @@ fn big_memory_restore() {
 
 #[test]
 fn interpreters_keep_their_state() {
+    require!(
+        require::tool("python3", "apt-get install python3"),
+        require::tool("perl", "apt-get install perl")
+    );
     for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
-        let Ok(path) = which(interp) else {
-            eprintln!("skipping {interp}: not installed");
-            continue;
-        };
         let dir = TempDir::new(interp);
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures")
-            .join(script);
-        let (q, before) = roundtrip(&dir, &path, &[src.to_str().unwrap()], 5);
+        let (q, before) = roundtrip(&dir, interp, &[fixture(script).to_str().unwrap()], 5);
         q.wait_more_lines(5);
         assert!(q.line_count() > before + 5, "{interp}");
+        checks::assert_interpreter_state_kept(&q, before, interp);
     }
-}
-
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.exists())
-        .ok_or(())
 }
 
 /// Kernel state of many kinds, checked every tick.
@@ -654,6 +643,7 @@ int main(int argc, char **argv) {
 
 #[test]
 fn terminals_attach_to_the_restorers_or_fail_clearly() {
+    require!(require::tool("script", "apt-get install bsdutils"));
     let dir = TempDir::new("tty");
     let bin = compile_c("ttyprog", TTYPROG);
     let out = dir.join("out.txt");

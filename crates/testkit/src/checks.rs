@@ -1,6 +1,7 @@
 //! What the output of a fixture of tests/fixtures must show after a
 //! restore, where more than one test checks the same fixture.
 
+use crate::proc::Proc;
 use crate::text::{assert_steps, tail};
 
 /// The output of `fileoffset FILE` (FILE `file_len` bytes long) whose
@@ -47,6 +48,26 @@ pub fn assert_fileoffset_continues(out: &str, before: usize, file_len: i64) {
             &format!("{what} across the restore (after line {before})"),
         );
     }
+}
+
+/// A restored `state.py` / `state.pl` (whose first `before` lines came
+/// before the dump) kept its heap: its tick counter `n=` goes on by one
+/// across the restore, and after it the interpreter re-checked its whole
+/// dict against the running checksum ("verified n=N", within 20 ticks).
+#[track_caller]
+pub fn assert_interpreter_state_kept(p: &Proc, before: usize, what: &str) {
+    p.wait_line_after(before, |l| l.starts_with("verified n="));
+    let out = p.output();
+    let ticks: Vec<i64> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("n=")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_steps(
+        &ticks,
+        1,
+        None,
+        &format!("{what}: ticks across the restore"),
+    );
 }
 
 #[cfg(test)]

@@ -47,7 +47,12 @@ pub fn runs_binary(bin: &Path) -> Vec<i32> {
 /// Spawn, wait for READY and `warmup` more lines, dump (killing it), reap,
 /// restore at the same pid; checks that it goes on without starting over.
 /// Returns the restored process and the number of lines before the dump.
-pub fn roundtrip(dir: &TempDir, bin: &Path, args: &[&str], warmup: usize) -> (Proc, usize) {
+pub fn roundtrip(
+    dir: &TempDir,
+    bin: impl AsRef<Path>,
+    args: &[&str],
+    warmup: usize,
+) -> (Proc, usize) {
     need(require::root());
     let mut p = Proc::spawn(dir, bin, args);
     p.wait_line(|l| l.starts_with("READY"));
