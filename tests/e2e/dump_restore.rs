@@ -128,8 +128,8 @@ fn signals_handlers_altstack_and_pending() {
 #[test]
 fn pipe_keeps_buffered_data() {
     let dir = TempDir::new("pipe");
-    let (r, _) = roundtrip(&dir, "pipe", &["30", "10"], 5);
-    let l = r.wait_line(|l| l.starts_with("pipe_data="));
+    let (r, before) = roundtrip(&dir, "pipe", &["30", "10"], 5);
+    let l = r.wait_line_after(before, |l| l.starts_with("pipe_data="));
     assert!(l.ends_with(" ok"), "{l}");
 }
 
@@ -151,8 +151,12 @@ fn file_offsets_and_deleted_files() {
 #[test]
 fn eventfd_epoll_timerfd() {
     let dir = TempDir::new("fdkinds");
-    let (r, _) = roundtrip(&dir, "fdkinds", &[], 5);
+    let (r, before) = roundtrip(&dir, "fdkinds", &[], 5);
+    // Each tick checks the eventfd count, the epoll ready set and the
+    // timerfd period; a drain (every 10th tick) checks what the eventfd
+    // and the pipe held.
     r.wait_more_lines(10);
+    r.wait_line_after(before, |l| l.starts_with("drained"));
 }
 
 #[test]
@@ -167,8 +171,9 @@ fn avx_registers_survive() {
 fn sleeping_syscalls_restart() {
     for mode in ["sleep", "read", "poll", "futex"] {
         let dir = TempDir::new(&format!("sleep-{mode}"));
-        let (r, _) = roundtrip(&dir, "sleeper", &[mode], 2);
-        r.wait_more_lines(3);
+        let (r, before) = roundtrip(&dir, "sleeper", &[mode], 2);
+        // A wake-up after the restore, not too early (the fixture checks).
+        r.wait_line_after(before, |l| l.starts_with("wake"));
     }
 }
 

@@ -90,8 +90,8 @@ fn sleeping_syscalls_restart() {
 fn pipe_keeps_buffered_data() {
     let dir = TempDir::new("pipe");
     let bin = fixture("pipe");
-    let (q, _) = roundtrip(&dir, &bin, &["30", "10"], 5);
-    let l = q.wait_line(|l| l.starts_with("pipe_data="));
+    let (q, before) = roundtrip(&dir, &bin, &["30", "10"], 5);
+    let l = q.wait_line_after(before, |l| l.starts_with("pipe_data="));
     assert!(l.ends_with(" ok"), "{l}");
 }
 
