@@ -2,28 +2,9 @@
 
 use crate::util::*;
 
-/// Spawn `prog args`, wait for READY and `warmup` more lines, dump it
-/// (killing it), reap it, restore it detached, and check it keeps going at
-/// the same pid without starting over. Returns the restored process and the
-/// number of output lines before the dump.
+/// `scenarios::roundtrip` through the ckpt binary, on a fixture.
 fn roundtrip(dir: &TempDir, prog: &str, args: &[&str], warmup: usize) -> (Proc, usize) {
-    let mut p = Proc::spawn(dir, fixture(prog), args);
-    p.wait_line(|l| l.starts_with("READY"));
-    p.wait_more_lines(warmup);
-    let image = dir.join("img.ckpt");
-    dump_kill(&mut p, &image);
-    let before = p.line_count();
-    let r = restore_detached(&image, &p.out, p.pid);
-    r.wait_more_lines(3);
-    let out = r.output();
-    assert_eq!(
-        out.matches("READY").count(),
-        1,
-        "the restored process started over:\n{}",
-        tail(&out)
-    );
-    assert!(!out.contains("ERROR"), "{}", tail(&out));
-    (r, before)
+    scenarios::roundtrip(&Binary, dir, fixture(prog), args, warmup)
 }
 
 #[test]
@@ -99,106 +80,42 @@ fn leave_running_does_not_disturb() {
 
 #[test]
 fn threads_keep_their_tids_and_locks() {
-    let dir = TempDir::new("threads");
-    let (r, before) = roundtrip(&dir, "threads", &["5"], 12);
-    r.wait_more_lines(12);
-    let totals = values(&r.output(), "total=");
-    assert!(totals.len() > before + 8);
-    for w in totals.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "token passing broken: {totals:?}");
-    }
+    scenarios::threads(&Binary);
 }
 
 #[test]
 fn signals_handlers_altstack_and_pending() {
-    let dir = TempDir::new("signals");
-    let marker = dir.join("unblock");
-    let (r, _) = roundtrip(&dir, "signals", &["0", marker.to_str().unwrap(), "10"], 12);
-    std::fs::write(&marker, b"").unwrap();
-    r.wait_line(|l| l.starts_with("signals_ok"));
-    let out = r.output();
-    assert!(
-        out.contains("usr2_delivered si_code=-1 si_value=24301"),
-        "{}",
-        tail(&out)
-    );
-    assert!(out.contains("on_altstack=1"), "{}", tail(&out));
+    scenarios::signals(&Binary);
 }
 
 #[test]
 fn pipe_keeps_buffered_data() {
-    let dir = TempDir::new("pipe");
-    let (r, before) = roundtrip(&dir, "pipe", &["30", "10"], 5);
-    let l = r.wait_line_after(before, |l| l.starts_with("pipe_data="));
-    assert!(l.ends_with(" ok"), "{l}");
+    scenarios::pipe_buffer(&Binary);
 }
 
 #[test]
 fn file_offsets_and_deleted_files() {
-    let dir = TempDir::new("files");
-    let data = dir.join("data.txt");
-    let text: String = (0..200).map(|i| format!("line{i:04}|")).collect();
-    std::fs::write(&data, &text).unwrap();
-    let (r, before) = roundtrip(&dir, "fileoffset", &[data.to_str().unwrap(), "3", "10"], 10);
-    // Two reads of each fd after the restore: the fixture checks each read
-    // against where the one before left the fd.
-    let second = |l: &str| l.starts_with("deleted_data=");
-    let n = r.wait_line_after(before, second);
-    r.wait_line_after(r.output().lines().position(|l| l == n).unwrap() + 1, second);
-    checks::assert_fileoffset_continues(&r.output(), before, text.len() as i64);
+    scenarios::file_offsets(&Binary);
 }
 
 #[test]
 fn eventfd_epoll_timerfd() {
-    let dir = TempDir::new("fdkinds");
-    let (r, before) = roundtrip(&dir, "fdkinds", &[], 5);
-    // Each tick checks the eventfd count, the epoll ready set and the
-    // timerfd period; a drain (every 10th tick) checks what the eventfd
-    // and the pipe held.
-    r.wait_more_lines(10);
-    r.wait_line_after(before, |l| l.starts_with("drained"));
+    scenarios::fd_kinds(&Binary);
 }
 
 #[test]
 fn avx_registers_survive() {
-    let dir = TempDir::new("avx");
-    let (r, before) = roundtrip(&dir, "avx", &[], 3);
-    r.wait_line_after(before, |l| l.starts_with("avx_ok"));
-    assert!(!r.output().contains("avx_mismatch"));
+    scenarios::avx(&Binary);
 }
 
 #[test]
 fn sleeping_syscalls_restart() {
-    for mode in ["sleep", "read", "poll", "futex"] {
-        let dir = TempDir::new(&format!("sleep-{mode}"));
-        let (r, before) = roundtrip(&dir, "sleeper", &[mode], 2);
-        // A wake-up after the restore, not too early (the fixture checks).
-        r.wait_line_after(before, |l| l.starts_with("wake"));
-    }
+    scenarios::sleepers(&Binary);
 }
 
 #[test]
 fn python_and_perl_keep_their_state() {
-    require!(
-        require::tool("python3", "apt-get install python3"),
-        require::tool("perl", "apt-get install perl")
-    );
-    for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
-        let dir = TempDir::new(interp);
-        let mut p = Proc::spawn(&dir, interp, &[fixture(script).to_str().unwrap()]);
-        p.wait_line(|l| l.starts_with("READY"));
-        p.wait_more_lines(5);
-        let image = dir.join("img.ckpt");
-        dump_kill(&mut p, &image);
-        let before = p.line_count();
-        let r = restore_detached(&image, &p.out, p.pid);
-        r.wait_more_lines(5);
-        let out = r.output();
-        assert_eq!(out.matches("READY").count(), 1, "{interp} started over");
-        assert!(!out.contains("ERROR"), "{interp}: {}", tail(&out));
-        assert!(out.lines().count() > before);
-        checks::assert_interpreter_state_kept(&r, before, interp);
-    }
+    scenarios::interpreters(&Binary);
 }
 
 #[test]

@@ -81,6 +81,19 @@ pub fn dump_leave_running(pid: i32, image: &Path) -> String {
     ])
 }
 
+/// Dump and restore through the ckpt binary (`ckpt dump`, `ckpt restore
+/// --detach`), for testkit's scenarios.
+pub struct Binary;
+
+impl scenarios::DumpRestore for Binary {
+    fn dump(&self, p: &mut Proc, image: &Path) {
+        dump_kill(p, image);
+    }
+    fn restore(&self, image: &Path, p: &Proc) -> Proc {
+        restore_detached(image, &p.out, p.pid)
+    }
+}
+
 /// `ckpt restore --detach`; returns the restored process, checked to be at the saved pid.
 pub fn restore_detached(image: &Path, out: &Path, expect_pid: i32) -> Proc {
     let s = ckpt_ok(&["restore", "--detach", image.to_str().unwrap()]);

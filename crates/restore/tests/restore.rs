@@ -58,97 +58,37 @@ fn counter_continues_at_the_same_pid() {
 
 #[test]
 fn threads_keep_their_tids_and_locks() {
-    let dir = TempDir::new("threads");
-    let bin = fixture("threads");
-    let (q, before) = roundtrip(&dir, &bin, &["5"], 12);
-    q.wait_more_lines(12);
-    let totals = values(&q.output(), "total=");
-    assert!(totals.len() > before + 8);
-    for w in totals.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "token passing broken: {totals:?}");
-    }
+    scenarios::threads(&Library);
 }
 
 #[test]
 fn sleeping_syscalls_restart() {
-    for mode in ["sleep", "read", "poll", "futex"] {
-        let dir = TempDir::new(&format!("sleep-{mode}"));
-        let bin = fixture("sleeper");
-        let (q, before) = roundtrip(&dir, &bin, &[mode, "40"], 2);
-        q.wait_more_lines(3);
-        let out = q.output();
-        let after: Vec<&str> = out.lines().skip(before).collect();
-        assert!(
-            after.iter().any(|l| l.starts_with("wake")),
-            "{mode}: {}",
-            tail(&out)
-        );
-    }
+    scenarios::sleepers(&Library);
 }
 
 #[test]
 fn pipe_keeps_buffered_data() {
-    let dir = TempDir::new("pipe");
-    let bin = fixture("pipe");
-    let (q, before) = roundtrip(&dir, &bin, &["30", "10"], 5);
-    let l = q.wait_line_after(before, |l| l.starts_with("pipe_data="));
-    assert!(l.ends_with(" ok"), "{l}");
+    scenarios::pipe_buffer(&Library);
 }
 
 #[test]
 fn file_offsets_and_deleted_files() {
-    let dir = TempDir::new("files");
-    let bin = fixture("fileoffset");
-    let data = dir.join("data.txt");
-    let text: String = (0..200).map(|i| format!("line{i:04}|")).collect();
-    std::fs::write(&data, &text).unwrap();
-    let (q, before) = roundtrip(&dir, &bin, &[data.to_str().unwrap(), "3", "10"], 10);
-    // Two reads of each fd after the restore: the fixture checks each read
-    // against where the one before left the fd.
-    let second = |l: &str| l.starts_with("deleted_data=");
-    let n = q.wait_line_after(before, second);
-    q.wait_line_after(q.output().lines().position(|l| l == n).unwrap() + 1, second);
-    checks::assert_fileoffset_continues(&q.output(), before, text.len() as i64);
+    scenarios::file_offsets(&Library);
 }
 
 #[test]
 fn eventfd_epoll_timerfd() {
-    let dir = TempDir::new("fdkinds");
-    let bin = fixture("fdkinds");
-    let (q, before) = roundtrip(&dir, &bin, &["20"], 12);
-    q.wait_more_lines(15);
-    q.wait_line_after(before, |l| l.starts_with("drained"));
+    scenarios::fd_kinds(&Library);
 }
 
 #[test]
 fn signals_handlers_altstack_and_pending() {
-    let dir = TempDir::new("signals");
-    let bin = fixture("signals");
-    let marker = dir.join("unblock");
-    let (q, _) = roundtrip(&dir, &bin, &["0", marker.to_str().unwrap(), "10"], 12);
-    std::fs::write(&marker, b"").unwrap();
-    q.wait_line(|l| l.starts_with("signals_ok"));
-    let out = q.output();
-    assert!(
-        out.contains("usr2_delivered si_code=-1 si_value=24301"),
-        "{}",
-        tail(&out)
-    );
-    assert!(out.contains("on_altstack=1"), "{}", tail(&out));
+    scenarios::signals(&Library);
 }
 
 #[test]
 fn avx_registers_survive() {
-    let dir = TempDir::new("avx");
-    let bin = fixture("avx");
-    for args in [&["200000", "25", "ymm"][..], &["3000000", "0"][..]] {
-        let (q, before) = roundtrip(&dir, &bin, args, 3);
-        q.wait_line_after(before, |l| l.starts_with("avx_ok"));
-        q.wait_more_lines(3);
-        assert!(!q.output().contains("avx_mismatch"));
-        drop(q);
-        let _ = std::fs::remove_file(dir.join("out.txt"));
-    }
+    scenarios::avx(&Library);
 }
 
 fn last_count(p: &Proc) -> i64 {
@@ -380,17 +320,7 @@ fn big_memory_restore() {
 
 #[test]
 fn interpreters_keep_their_state() {
-    require!(
-        require::tool("python3", "apt-get install python3"),
-        require::tool("perl", "apt-get install perl")
-    );
-    for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
-        let dir = TempDir::new(interp);
-        let (q, before) = roundtrip(&dir, interp, &[fixture(script).to_str().unwrap()], 5);
-        q.wait_more_lines(5);
-        assert!(q.line_count() > before + 5, "{interp}");
-        checks::assert_interpreter_state_kept(&q, before, interp);
-    }
+    scenarios::interpreters(&Library);
 }
 
 /// Kernel state of many kinds, checked every tick.

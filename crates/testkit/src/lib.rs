@@ -10,6 +10,8 @@
 //! - [`require!`] and [`need`]: one skip policy for missing privileges and
 //!   tools: under `CI=true` (or `CKPT_TEST_STRICT=1`) a missing one fails
 //!   the test; elsewhere the test may skip, with a loud message.
+//! - [`scenarios`]: the fixtures dumped and restored, with what each must
+//!   show after, run through the binary (e2e) or the libraries (restore).
 //! - [`run_timeout`], [`assert_clean_failure`]: run a command under a
 //!   deadline; check that a failure is a clean one.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ mod feed;
 mod fixtures;
 mod proc;
 pub mod require;
+pub mod scenarios;
 mod temp;
 mod text;
 

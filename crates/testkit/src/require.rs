@@ -172,6 +172,21 @@ pub fn capability(bit: u32, name: &str) -> Check {
     }
 }
 
+/// The CPU has `flag` (as /proc/cpuinfo names it: "avx", "avx512f", ...).
+pub fn cpu_flag(flag: &str) -> Check {
+    let info = std::fs::read_to_string("/proc/cpuinfo")
+        .map_err(|e| Missing(format!("cannot read /proc/cpuinfo: {e}")))?;
+    let has = info
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|w| w == flag));
+    if has {
+        Ok(())
+    } else {
+        Err(Missing(format!("the CPU has no {flag}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +200,8 @@ mod tests {
             "the `no-such-tool-ckpt` tool is not on PATH (apt-get install nothing)"
         );
         assert!(path("/proc/self", "").is_ok());
+        assert!(cpu_flag("fpu").is_ok());
+        assert!(cpu_flag("no-such-flag").is_err());
         assert!(path("/no/such/path", "why").unwrap_err().0.contains("why"));
     }
 

@@ -17,9 +17,7 @@ pub fn restored(r: &Restored, out: &Path) -> Proc {
 /// Dump `p` into `dir/img.ckpt`, killing it, and reap it.
 pub fn dump_kill(p: &mut Proc, dir: &TempDir) -> PathBuf {
     let image = dir.join("img.ckpt");
-    ckpt_capture::dump(p.pid, &image, ckpt_capture::DumpOptions::default())
-        .unwrap_or_else(|e| panic!("dump of pid {} failed: {e}", p.pid));
-    p.reap();
+    scenarios::DumpRestore::dump(&Library, p, &image);
     image
 }
 
@@ -44,32 +42,30 @@ pub fn runs_binary(bin: &Path) -> Vec<i32> {
     pids
 }
 
-/// Spawn, wait for READY and `warmup` more lines, dump (killing it), reap,
-/// restore at the same pid; checks that it goes on without starting over.
-/// Returns the restored process and the number of lines before the dump.
+/// Dump with ckpt-capture and restore with ckpt-restore (default
+/// options), for testkit's scenarios.
+pub struct Library;
+
+impl scenarios::DumpRestore for Library {
+    fn dump(&self, p: &mut Proc, image: &Path) {
+        need(require::root());
+        ckpt_capture::dump(p.pid, image, ckpt_capture::DumpOptions::default())
+            .unwrap_or_else(|e| panic!("dump of pid {} failed: {e}", p.pid));
+        p.reap();
+    }
+    fn restore(&self, image: &Path, p: &Proc) -> Proc {
+        let r =
+            restore(image, &RestoreOptions::default()).unwrap_or_else(|e| panic!("restore: {e}"));
+        restored(&r, &p.out)
+    }
+}
+
+/// `scenarios::roundtrip` through the libraries.
 pub fn roundtrip(
     dir: &TempDir,
     bin: impl AsRef<Path>,
     args: &[&str],
     warmup: usize,
 ) -> (Proc, usize) {
-    need(require::root());
-    let mut p = Proc::spawn(dir, bin, args);
-    p.wait_line(|l| l.starts_with("READY"));
-    p.wait_more_lines(warmup);
-    let image = dump_kill(&mut p, dir);
-    let before = p.line_count();
-    let r = restore(&image, &RestoreOptions::default()).unwrap_or_else(|e| panic!("restore: {e}"));
-    assert_eq!(r.pid, p.pid, "restored at another pid");
-    let q = restored(&r, &p.out);
-    q.wait_more_lines(3);
-    let out = q.output();
-    assert_eq!(
-        out.matches("READY").count(),
-        1,
-        "started over:\n{}",
-        tail(&out)
-    );
-    assert!(!out.contains("ERROR"), "{}", tail(&out));
-    (q, before)
+    scenarios::roundtrip(&Library, dir, bin, args, warmup)
 }
