@@ -46,25 +46,8 @@ struct Measured {
 /// Run under a deadline, measuring the peak RSS (wait4).
 fn run_measured(cmd: &mut Command) -> Measured {
     let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{desc}: {e}"));
-    let pid = child.id() as i32;
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut so, &mut v);
-        v
-    });
-    let te = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut se, &mut v);
-        v
-    });
+    let piped = spawn_piped(cmd);
+    let pid = piped.child.id() as i32;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let d2 = done.clone();
     let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -83,7 +66,6 @@ fn run_measured(cmd: &mut Command) -> Measured {
     let (kind, rss_kib) = ckpt_sys::sys::wait_child_rusage(pid).expect("wait4");
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     dog.join().unwrap();
-    std::mem::forget(child); // reaped above
     assert!(
         !hung.load(std::sync::atomic::Ordering::SeqCst),
         "{desc} hung (killed after {LIMIT:?})"
@@ -93,12 +75,9 @@ fn run_measured(cmd: &mut Command) -> Measured {
         ckpt_sys::sys::ExitKind::Exited(c) => std::process::ExitStatus::from_raw(c << 8),
         ckpt_sys::sys::ExitKind::Signaled(s) => std::process::ExitStatus::from_raw(s),
     };
+    // Reaped above: the Child handle is only dropped.
     let m = Measured {
-        out: std::process::Output {
-            status,
-            stdout: to.join().unwrap(),
-            stderr: te.join().unwrap(),
-        },
+        out: piped.output(status),
         rss_kib,
     };
     assert!(

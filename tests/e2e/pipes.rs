@@ -16,8 +16,7 @@ fn tick(l: &str) -> Option<i64> {
 #[test]
 fn pipes_to_the_parent_survive_and_detach_returns() {
     let dir = TempDir::new("pipes");
-    let src = repo_root().join("crates/restore/tests/pipes_echo.c");
-    let bin = c_fixture("pipes_echo", &std::fs::read_to_string(src).unwrap());
+    let bin = fixture("pipes_echo");
     let mut child = Command::new(&bin)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -70,22 +69,10 @@ fn pipes_to_the_parent_survive_and_detach_returns() {
     // with its unread line still in it (exactly once).
     let l = feed.next_matching(|l| tick(l).is_some());
     assert_eq!(tick(&l), Some(last + 1), "{}", feed.seen.join("\n"));
-    signal(pid, 10).unwrap();
-    let from = feed.seen.len();
-    feed.next_matching(|l| l == "drained");
-    let got: Vec<&String> = feed.seen[from..]
-        .iter()
-        .filter(|l| l.starts_with("got="))
-        .collect();
-    assert_eq!(got, ["got=one"], "{}", feed.seen.join("\n"));
+    let got = scenarios::echoed(&mut feed, pid);
+    assert_eq!(got, ["one"], "{}", feed.seen.join("\n"));
     stdin.write_all(b"two\n").unwrap();
-    signal(pid, 10).unwrap();
-    let from = feed.seen.len();
-    feed.next_matching(|l| l == "drained");
-    let got: Vec<&String> = feed.seen[from..]
-        .iter()
-        .filter(|l| l.starts_with("got="))
-        .collect();
-    assert_eq!(got, ["got=two"], "{}", feed.seen.join("\n"));
+    let got = scenarios::echoed(&mut feed, pid);
+    assert_eq!(got, ["two"], "{}", feed.seen.join("\n"));
     r.kill();
 }

@@ -9,12 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The test program (see the file): ticks on stdout, echoes stdin on SIGUSR1.
-fn echo_bin() -> std::path::PathBuf {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pipes_echo.c");
-    compile_c("pipes_echo", &std::fs::read_to_string(src).unwrap())
-}
-
 fn tick(l: &str) -> Option<i64> {
     l.strip_prefix("tick=").and_then(|v| v.parse().ok())
 }
@@ -28,7 +22,7 @@ fn pipe_ino(pid: i32, fd: i32) -> u64 {
 #[test]
 fn stdin_and_stdout_pipes_of_the_parent_are_reconnected() {
     let dir = TempDir::new("pipes");
-    let bin = echo_bin();
+    let bin = fixture("pipes_echo");
     let mut child = Command::new(&bin)
         .current_dir(dir.path())
         .stdin(Stdio::piped())
@@ -71,24 +65,12 @@ fn stdin_and_stdout_pipes_of_the_parent_are_reconnected() {
     let l = feed.next_matching(|l| tick(l).is_some());
     assert_eq!(tick(&l), Some(last + 1), "{}", feed.seen.join("\n"));
 
-    signal(pid, libc::SIGUSR1).unwrap();
-    let from = feed.seen.len();
-    feed.next_matching(|l| l == "drained");
-    let got: Vec<&String> = feed.seen[from..]
-        .iter()
-        .filter(|l| l.starts_with("got="))
-        .collect();
-    assert_eq!(got, ["got=one", "got=two"], "{}", feed.seen.join("\n"));
+    let got = scenarios::echoed(&mut feed, pid);
+    assert_eq!(got, ["one", "two"], "{}", feed.seen.join("\n"));
     // And the parent can go on writing to it.
     stdin.write_all(b"three\n").unwrap();
-    signal(pid, libc::SIGUSR1).unwrap();
-    let from = feed.seen.len();
-    feed.next_matching(|l| l == "drained");
-    let got: Vec<&String> = feed.seen[from..]
-        .iter()
-        .filter(|l| l.starts_with("got="))
-        .collect();
-    assert_eq!(got, ["got=three"], "{}", feed.seen.join("\n"));
+    let got = scenarios::echoed(&mut feed, pid);
+    assert_eq!(got, ["three"], "{}", feed.seen.join("\n"));
     let before = feed.seen.iter().filter_map(|l| tick(l)).max().unwrap();
     feed.next_matching(|l| tick(l) == Some(before + 3));
     q.kill();
@@ -97,7 +79,7 @@ fn stdin_and_stdout_pipes_of_the_parent_are_reconnected() {
 #[test]
 fn external_pipe_without_a_holder_falls_back() {
     let dir = TempDir::new("pipes-gone");
-    let bin = echo_bin();
+    let bin = fixture("pipes_echo");
     let mut child = Command::new(&bin)
         .current_dir(dir.path())
         .stdin(Stdio::null())

@@ -1,20 +1,26 @@
 //! Commands run to completion under a deadline.
 
 use std::io::Read;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Run `cmd` to completion with a deadline: a hang is killed and fails the
-/// test. Its stdin is /dev/null; stdout and stderr are collected.
-pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    let desc = format!("{cmd:?}");
+/// A running child whose stdout and stderr are drained on threads, so
+/// that a chatty child cannot block on a full pipe.
+pub struct Piped {
+    pub child: Child,
+    out: JoinHandle<Vec<u8>>,
+    err: JoinHandle<Vec<u8>>,
+}
+
+/// Spawn `cmd` with stdin /dev/null and stdout, stderr collected.
+pub fn spawn_piped(cmd: &mut Command) -> Piped {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {desc}: {e}"));
-    // Drain the pipes in threads so a chatty child cannot block.
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -22,25 +28,40 @@ pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Output {
             v
         })
     };
-    let to = drain(Box::new(child.stdout.take().unwrap()));
-    let te = drain(Box::new(child.stderr.take().unwrap()));
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    Piped { child, out, err }
+}
+
+impl Piped {
+    /// Its output, once it has exited with `status` (however it was waited for).
+    pub fn output(self, status: ExitStatus) -> Output {
+        Output {
+            status,
+            stdout: self.out.join().unwrap(),
+            stderr: self.err.join().unwrap(),
+        }
+    }
+}
+
+/// Run `cmd` to completion with a deadline: a hang is killed and fails the
+/// test. Its stdin is /dev/null; stdout and stderr are collected.
+pub fn run_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    let desc = format!("{cmd:?}");
+    let mut p = spawn_piped(cmd);
     let t = Instant::now();
     let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
+        if let Some(st) = p.child.try_wait().unwrap() {
             break st;
         }
         if t.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = p.child.kill();
+            let _ = p.child.wait();
             panic!("{desc} hung (killed after {limit:?})");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Output {
-        status,
-        stdout: to.join().unwrap(),
-        stderr: te.join().unwrap(),
-    }
+    p.output(status)
 }
 
 /// stderr of an output, lossy.

@@ -64,6 +64,14 @@ impl LineFeed {
         }
     }
 
+    /// The lines received from now up to the first that satisfies `pred`,
+    /// that one included (see [`LineFeed::next_matching`]).
+    pub fn until(&mut self, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let from = self.seen.len();
+        self.next_matching(pred);
+        self.seen[from..].to_vec()
+    }
+
     /// Take into `seen` the lines that have arrived, waiting `settle` first.
     pub fn drain(&mut self, settle: Duration) {
         std::thread::sleep(settle);
@@ -80,7 +88,7 @@ mod tests {
     #[test]
     fn lines_in_order_and_across_eof() {
         let mut f = LineFeed::new(&b"a\nb\nc\n"[..]);
-        assert_eq!(f.next_matching(|l| l == "b"), "b");
+        assert_eq!(f.until(|l| l == "b"), ["a", "b"]);
         f.drain(Duration::from_millis(20));
         assert_eq!(f.seen, ["a", "b", "c"]);
     }

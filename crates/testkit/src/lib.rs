@@ -26,7 +26,7 @@ pub mod scenarios;
 mod temp;
 mod text;
 
-pub use cmd::{assert_clean_failure, run_timeout, stderr_of, stdout_of};
+pub use cmd::{assert_clean_failure, run_timeout, spawn_piped, stderr_of, stdout_of, Piped};
 pub use feed::LineFeed;
 pub use fixtures::{compile_c, compile_c_in, fixture, fixture_dir, repo_root, target_dir};
 pub use proc::{

@@ -4,8 +4,9 @@
 //! passes its own [`DumpRestore`].
 
 use crate::checks::{assert_fileoffset_continues, assert_interpreter_state_kept};
+use crate::feed::LineFeed;
 use crate::fixtures::fixture;
-use crate::proc::Proc;
+use crate::proc::{signal, Proc};
 use crate::require;
 use crate::temp::TempDir;
 use crate::text::{assert_steps, tail, values};
@@ -158,4 +159,14 @@ pub fn interpreters(via: &dyn DumpRestore) {
         assert!(r.line_count() > before + 5, "{interp}");
         assert_interpreter_state_kept(&r, before, interp);
     }
+}
+
+/// What the `pipes_echo` fixture at `pid`, its stdout read by `feed`,
+/// finds in its stdin now: the `got=` lines it prints on SIGUSR1.
+pub fn echoed(feed: &mut LineFeed, pid: i32) -> Vec<String> {
+    signal(pid, nix::sys::signal::Signal::SIGUSR1 as i32).expect("SIGUSR1 to pipes_echo");
+    feed.until(|l| l == "drained")
+        .into_iter()
+        .filter_map(|l| l.strip_prefix("got=").map(str::to_string))
+        .collect()
 }
