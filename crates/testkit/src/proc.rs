@@ -236,15 +236,18 @@ impl Proc {
         st
     }
 
+    fn take_child(&mut self) -> Option<Child> {
+        self.child
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     /// After it was killed (by `ckpt dump`): reap it so its pid is free
     /// again; it must not have exited successfully.
     pub fn reap(&mut self) {
         self.owned = false;
-        let child = self
-            .child
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let child = self.take_child();
         if let Some(mut c) = child {
             let st = c.wait().unwrap();
             assert!(!st.success(), "the dumped process should have been killed");
@@ -259,11 +262,7 @@ impl Proc {
             return;
         }
         self.owned = false;
-        let child = self
-            .child
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let child = self.take_child();
         if let Some(mut c) = child {
             let _ = c.kill();
             let _ = c.wait();
