@@ -18,6 +18,7 @@ pub use model::*;
 pub mod ckpt_capnp;
 
 mod atomic;
+pub mod chain;
 mod codec;
 pub mod container;
 mod editor;
@@ -150,6 +151,10 @@ pub enum Error {
     /// A caller passed something this API cannot do.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An incremental image whose chain of parents cannot be used (`0`
+    /// says which image and why).
+    #[error("{0}")]
+    Chain(String),
 }
 
 impl Error {
@@ -278,6 +283,15 @@ impl ReadAt for Vec<u8> {
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         self.as_slice().read_at(buf, off)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
+    fn len(&self) -> Result<u64> {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
+        (**self).read_at(buf, off)
     }
 }
 

@@ -13,11 +13,16 @@ const CACHE_ENTRIES: usize = 16;
 /// A small LRU cache of decoded frames.
 #[derive(Default)]
 pub struct FrameCache {
-    entries: Mutex<Vec<(u32, Arc<Vec<u8>>)>>,
+    entries: Mutex<Vec<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// The cache key of frame `index` of the image `level` steps up a chain.
+fn key(level: usize, index: u32) -> u64 {
+    (level as u64) << 32 | u64::from(index)
 }
 
 impl FrameCache {
-    fn get(&self, index: u32) -> Option<Arc<Vec<u8>>> {
+    fn get(&self, index: u64) -> Option<Arc<Vec<u8>>> {
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let pos = e.iter().position(|(i, _)| *i == index)?;
         let item = e.remove(pos);
@@ -25,7 +30,7 @@ impl FrameCache {
         e.push(item);
         Some(v)
     }
-    fn put(&self, index: u32, data: Arc<Vec<u8>>) {
+    fn put(&self, index: u64, data: Arc<Vec<u8>>) {
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         e.retain(|(i, _)| *i != index);
         e.push((index, data));
@@ -185,19 +190,58 @@ impl PayloadDecoder {
     }
 }
 
-/// Frame decoding with the cache.
+/// Frame decoding with the cache (`level`: where the image is in its
+/// chain, 0 for the image itself).
 pub fn cached_frame(
     src: &dyn ReadAt,
     frames: &[Frame],
     cache: &FrameCache,
+    level: usize,
     index: u32,
 ) -> Result<Arc<Vec<u8>>> {
-    if let Some(d) = cache.get(index) {
+    if let Some(d) = cache.get(key(level, index)) {
         return Ok(d);
     }
     let d = Arc::new(decode_frame(src, frames, index)?);
-    cache.put(index, d.clone());
+    cache.put(key(level, index), d.clone());
     Ok(d)
+}
+
+/// The images of a chain, from an image (level 0) through its parents:
+/// where pages of `parent` runs are found.
+pub trait Chain {
+    /// The image `level` steps up the chain and its source, or why it is
+    /// not available.
+    fn level(&self, level: usize) -> std::result::Result<(&dyn ReadAt, &Image), String>;
+    /// Decoded frames of every level.
+    fn cache(&self) -> &FrameCache;
+}
+
+/// One image on its own: `parent` runs cannot be read.
+pub struct Single<'a> {
+    pub src: &'a dyn ReadAt,
+    pub image: &'a Image,
+    pub cache: &'a FrameCache,
+}
+
+impl Chain for Single<'_> {
+    fn level(&self, level: usize) -> std::result::Result<(&dyn ReadAt, &Image), String> {
+        if level == 0 {
+            Ok((self.src, self.image))
+        } else {
+            Err("the parent image is not open here".into())
+        }
+    }
+    fn cache(&self) -> &FrameCache {
+        self.cache
+    }
+}
+
+/// The error for pages of a `parent` run whose parent is not available.
+pub fn parent_error(pid: i32, addr: u64, why: &str) -> Error {
+    Error::Chain(format!(
+        "pid {pid}: the page at {addr:#x} is saved in the parent image, which cannot be read: {why}"
+    ))
 }
 
 pub fn read_blob(src: &dyn ReadAt, frames: &[Frame], blob: &Blob) -> Result<Vec<u8>> {
@@ -258,7 +302,8 @@ pub fn unsaved_is_zero(v: &Vma) -> bool {
     }
 }
 
-/// Read saved memory of `pid` at `addr` (see `ImageReader::read_memory`).
+/// Read saved memory of `pid` at `addr` (see `ImageReader::read_memory`),
+/// of one image on its own.
 pub fn read_memory(
     src: &dyn ReadAt,
     image: &Image,
@@ -267,6 +312,22 @@ pub fn read_memory(
     addr: u64,
     buf: &mut [u8],
 ) -> Result<()> {
+    let one = Single { src, image, cache };
+    read_memory_chain(&one, 0, pid, addr, buf)
+}
+
+/// Read saved memory of `pid` at `addr` from the image `level` of `chain`,
+/// pages of `parent` runs from the levels above.
+pub fn read_memory_chain(
+    chain: &dyn Chain,
+    level: usize,
+    pid: i32,
+    addr: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    let (src, image) = chain
+        .level(level)
+        .map_err(|why| parent_error(pid, addr, &why))?;
     let p = process(image, pid)?;
     let ps = image.host.page_size;
     let mut done = 0usize;
@@ -287,19 +348,20 @@ pub fn read_memory(
                 let out = &mut buf[out_start..out_start + n as usize];
                 match r.kind {
                     RunKind::Zero => out.fill(0),
-                    RunKind::Guard | RunKind::Parent => {
+                    RunKind::Guard => {
                         return Err(Error::Invalid(format!(
-                            "pid {pid}: {:#x} is {}",
-                            cur,
-                            if r.kind == RunKind::Guard {
-                                "a guard page (MADV_GUARD_INSTALL): reading it faults"
-                            } else {
-                                "saved in the parent image, which this reader does not open"
-                            }
+                            "pid {pid}: {cur:#x} is a guard page (MADV_GUARD_INSTALL): reading it faults"
                         )))
                     }
+                    RunKind::Parent => {
+                        chain
+                            .level(level + 1)
+                            .map_err(|why| parent_error(pid, cur, &why))?;
+                        read_memory_chain(chain, level + 1, pid, cur, out)?;
+                    }
                     RunKind::Data => {
-                        let frame = cached_frame(src, &image.frames, cache, r.frame)?;
+                        let frame =
+                            cached_frame(src, &image.frames, chain.cache(), level, r.frame)?;
                         let off = u64::from(r.frame_offset) + in_run;
                         let data = usize::try_from(off)
                             .ok()
@@ -359,7 +421,7 @@ pub fn for_each_run(
                     Some((i, d)) if *i == r.frame => d.clone(),
                     _ => {
                         // Sequential: decode without filling the cache.
-                        let d = match cache.get(r.frame) {
+                        let d = match cache.get(key(0, r.frame)) {
                             Some(d) => d,
                             None => Arc::new(decode_frame(src, &image.frames, r.frame)?),
                         };

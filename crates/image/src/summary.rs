@@ -164,6 +164,18 @@ pub fn render(image: &Image) -> String {
         human_bytes(stored)
     );
     let _ = writeln!(s, "  root pid:  {}", image.root_pid);
+    if !image.image_id.is_empty() {
+        let _ = writeln!(s, "  image id:  {}", crate::chain::id_hex(&image.image_id));
+    }
+    if !image.parent.image_id.is_empty() {
+        let _ = writeln!(
+            s,
+            "  parent:    {} (at {}, created {}): incremental",
+            crate::chain::id_hex(&image.parent.image_id),
+            bytes_str(&image.parent.path),
+            iso8601_utc(image.parent.created_ns)
+        );
+    }
     for n in &image.notes {
         let _ = writeln!(s, "  note:      {} = {}", n.key, n.value);
     }
@@ -230,15 +242,26 @@ pub fn render(image: &Image) -> String {
         }
         let (data, zero, stored) = memory_sizes(image, p);
         let vm: u64 = p.vmas.iter().map(|v| v.end.saturating_sub(v.start)).sum();
+        let in_parent: u64 = p
+            .memory
+            .iter()
+            .filter(|r| r.kind == RunKind::Parent)
+            .map(|r| u64::from(r.pages).saturating_mul(u64::from(h.page_size)))
+            .sum();
         let _ = writeln!(
             s,
-            "  memory:  {} vmas ({} mapped), {} runs, {} saved + {} zero, {} stored",
+            "  memory:  {} vmas ({} mapped), {} runs, {} saved + {} zero, {} stored{}",
             p.vmas.len(),
             human_bytes(vm),
             p.memory.len(),
             human_bytes(data),
             human_bytes(zero),
-            human_bytes(stored)
+            human_bytes(stored),
+            if in_parent > 0 {
+                format!(", {} in the parent image", human_bytes(in_parent))
+            } else {
+                String::new()
+            }
         );
         let _ = writeln!(s, "  fds:     {}", p.fds.len());
         for fd in &p.fds {
@@ -300,6 +323,56 @@ pub fn render(image: &Image) -> String {
                 si.code
             );
         }
+    }
+    s
+}
+
+/// [`render`] of the image of `r`, then, for an incremental image, its
+/// chain of parents: each image found (its path is not known here: its id
+/// and creation time), or why the chain stops.
+pub fn render_reader<R: crate::ReadAt>(r: &crate::ImageReader<R>) -> String {
+    let mut s = render(r.image());
+    if r.image().parent.image_id.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "chain: {} image{} found{}",
+        r.ancestors().len() + 1,
+        if r.ancestors().is_empty() { "" } else { "s" },
+        if r.chain_error().is_none() {
+            " (complete)"
+        } else {
+            ""
+        }
+    );
+    for (i, a) in r.ancestors().iter().enumerate() {
+        let img = a.image();
+        let ps = u64::from(img.host.page_size);
+        let data: u64 = img
+            .processes
+            .iter()
+            .flat_map(|p| &p.memory)
+            .filter(|m| m.kind == RunKind::Data)
+            .map(|m| u64::from(m.pages).saturating_mul(ps))
+            .sum();
+        let _ = writeln!(
+            s,
+            "  {}: image {} created {}, {} saved{}",
+            i + 1,
+            crate::chain::id_hex(&img.image_id),
+            iso8601_utc(img.created_ns),
+            human_bytes(data),
+            if img.parent.image_id.is_empty() {
+                " (full dump)"
+            } else {
+                " (incremental)"
+            }
+        );
+    }
+    if let Some(e) = r.chain_error() {
+        let _ = writeln!(s, "  incomplete: {e}");
     }
     s
 }

@@ -249,6 +249,27 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
 
 /// The fields added in 1.2: indices and references that must resolve.
 fn validate_1_2(image: &Image, file_ids: &HashSet<u32>, pids: &HashSet<i32>) -> Result<()> {
+    for (what, id) in [
+        ("imageId", &image.image_id),
+        ("parent.imageId", &image.parent.image_id),
+    ] {
+        if id.len() > 64 {
+            return Err(bad(format!("{what} is {} bytes (at most 64)", id.len())));
+        }
+    }
+    if !image.parent.image_id.is_empty() && image.parent.image_id == image.image_id {
+        return Err(bad("parent.imageId is the image's own imageId".into()));
+    }
+    if image.parent.image_id.is_empty() {
+        for p in &image.processes {
+            if let Some(r) = p.memory.iter().find(|r| r.kind == RunKind::Parent) {
+                return Err(bad(format!(
+                    "process {}: run at {:#x} is saved in the parent image, but the image has no parent",
+                    p.pid, r.start
+                )));
+            }
+        }
+    }
     let nfilters = image.seccomp_filters.len();
     for (i, f) in image.seccomp_filters.iter().enumerate() {
         // A parent is always an earlier entry: chains cannot loop.

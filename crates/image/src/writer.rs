@@ -291,7 +291,7 @@ pub struct ImageWriter<W: Write> {
     /// Buffers for reuse: frame buffers and compression buffers.
     spare_frames: Vec<Vec<u8>>,
     spare_outs: Vec<Vec<u8>>,
-    runs: BTreeMap<i32, Vec<MemoryRun>>,
+    runs: BTreeMap<i32, PidRuns>,
     coder: Coder,
     max_in_flight: usize,
 }
@@ -304,6 +304,113 @@ const MAX_THREADS: usize = 8;
 /// the disk with the rest of the dump instead of leaving it all to the
 /// final fsync (measured: that fsync is a third of a 1 GiB dump).
 const FLUSH_EVERY: u64 = 16 << 20;
+
+/// The runs of one process as they were added, and for each whether it
+/// came from [`ImageWriter::replace_pages`].
+#[derive(Default)]
+struct PidRuns {
+    runs: Vec<MemoryRun>,
+    flags: Vec<bool>,
+    /// Pages being added now replace older ones.
+    replacing: bool,
+}
+
+/// Extend `last` by `run` when it continues it (same kind, contiguous,
+/// and for data the next bytes of the same frame).
+fn merge_into(last: &mut MemoryRun, run: &MemoryRun, ps: u64) -> bool {
+    let contiguous = last.start + u64::from(last.pages) * ps == run.start;
+    let same_place = match (last.kind, run.kind) {
+        (RunKind::Zero, RunKind::Zero) | (RunKind::Parent, RunKind::Parent) => true,
+        (RunKind::Data, RunKind::Data) => {
+            last.frame == run.frame
+                && u64::from(last.frame_offset) + u64::from(last.pages) * ps
+                    == u64::from(run.frame_offset)
+        }
+        _ => false,
+    };
+    if contiguous && same_place {
+        if let Some(p) = last.pages.checked_add(run.pages) {
+            last.pages = p;
+            return true;
+        }
+    }
+    false
+}
+
+/// `r` cut to the pages `[from, to)` (inside it).
+fn cut_run(r: &MemoryRun, from: u64, to: u64, ps: u64) -> MemoryRun {
+    let skip = (from - r.start) / ps;
+    MemoryRun {
+        start: from,
+        pages: ((to - from) / ps) as u32,
+        frame_offset: if r.kind == RunKind::Data {
+            r.frame_offset + (skip * ps) as u32
+        } else {
+            r.frame_offset
+        },
+        ..*r
+    }
+}
+
+impl PidRuns {
+    /// The runs sorted by address, later replacements winning over what
+    /// they overlap, neighbours merged. Pages added twice otherwise are an
+    /// error.
+    fn resolve(self, pid: i32, ps: u64) -> Result<Vec<MemoryRun>> {
+        let end = |r: &MemoryRun| r.start + u64::from(r.pages) * ps;
+        let mut order: Vec<usize> = (0..self.runs.len()).collect();
+        order.sort_by_key(|&i| (self.runs[i].start, i));
+        let overlapping = order
+            .windows(2)
+            .any(|w| end(&self.runs[w[0]]) > self.runs[w[1]].start);
+        let mut kept: Vec<MemoryRun> = if !overlapping {
+            order.iter().map(|&i| self.runs[i]).collect()
+        } else {
+            // Latest first: each run keeps the pages no later run took.
+            let mut covered: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
+            let mut out = Vec::with_capacity(self.runs.len());
+            for i in (0..self.runs.len()).rev() {
+                let r = &self.runs[i];
+                let (s, e) = (r.start, end(r));
+                let mut taken: Vec<(u64, u64)> = Vec::new();
+                for (&cs, &(ce, replace)) in covered.range(..e).rev() {
+                    if ce <= s {
+                        break;
+                    }
+                    if !replace {
+                        return Err(Error::InvalidArgument(format!(
+                            "pid {pid}: pages at {:#x}..{:#x} were added twice",
+                            cs.max(s),
+                            ce.min(e)
+                        )));
+                    }
+                    taken.push((cs.max(s), ce.min(e)));
+                }
+                taken.sort_unstable();
+                let mut at = s;
+                for (a, b) in taken.into_iter().chain([(e, e)]) {
+                    if a > at {
+                        out.push(cut_run(r, at, a, ps));
+                        covered.insert(at, (a, self.flags[i]));
+                    }
+                    at = at.max(b);
+                }
+            }
+            out.sort_by_key(|r| r.start);
+            out
+        };
+        let mut merged: Vec<MemoryRun> = Vec::with_capacity(kept.len());
+        for r in kept.drain(..) {
+            let joined = merged
+                .last_mut()
+                .is_some_and(|last| merge_into(last, &r, ps));
+            if !joined {
+                merged.push(r);
+            }
+        }
+        Ok(merged)
+    }
+}
 
 fn pad_bytes(n: u64) -> &'static [u8] {
     &[0u8; 8][..pad8(n) as usize]
@@ -484,56 +591,79 @@ impl<W: Write> ImageWriter<W> {
 
     fn push_run(&mut self, pid: i32, run: MemoryRun) {
         let ps = u64::from(self.opts.page_size);
-        let runs = self.runs.entry(pid).or_default();
-        if let Some(last) = runs.last_mut() {
-            let contiguous = last.start + u64::from(last.pages) * ps == run.start;
-            let same_place = match (last.kind, run.kind) {
-                (RunKind::Zero, RunKind::Zero) => true,
-                (RunKind::Data, RunKind::Data) => {
-                    last.frame == run.frame
-                        && u64::from(last.frame_offset) + u64::from(last.pages) * ps
-                            == u64::from(run.frame_offset)
-                }
-                _ => false,
-            };
-            if contiguous && same_place {
-                if let Some(p) = last.pages.checked_add(run.pages) {
-                    last.pages = p;
-                    return;
-                }
+        let pr = self.runs.entry(pid).or_default();
+        if let Some(last) = pr.runs.last_mut() {
+            if pr.flags.last() == Some(&pr.replacing) && merge_into(last, &run, ps) {
+                return;
             }
         }
-        runs.push(run);
+        pr.runs.push(run);
+        pr.flags.push(pr.replacing);
+    }
+
+    /// Check `addr` and `len` (page multiples, no overflow).
+    fn check_range(&self, what: &str, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let ps = u64::from(self.opts.page_size);
+        if addr % ps != 0 || len % ps != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{what}(pid {pid}, {addr:#x}, {len} bytes): address and length must be multiples of the page size {ps}"
+            )));
+        }
+        if addr.checked_add(len).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "{what}(pid {pid}, {addr:#x}, {len} bytes): range overflows the address space"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Like [`ImageWriter::add_pages`], but these pages replace whatever
+    /// was added before for the same addresses (a page copied again
+    /// because it changed since: the bytes stored for the older copy stay
+    /// in their frame, unreferenced).
+    pub fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+        self.runs.entry(pid).or_default().replacing = true;
+        let r = self.add_pages(pid, addr, data);
+        self.runs.entry(pid).or_default().replacing = false;
+        r
+    }
+
+    /// `pages` pages of `pid` at `addr` whose contents are those of the
+    /// same pages in the parent image (an incremental dump; the image's
+    /// `parent` must name that image). Nothing is stored.
+    pub fn add_parent_run(&mut self, pid: i32, addr: u64, pages: u64) -> Result<()> {
+        let ps = u64::from(self.opts.page_size);
+        self.check_range("add_parent_run", pid, addr, pages.saturating_mul(ps))?;
+        let mut left = pages;
+        let mut at = addr;
+        while left > 0 {
+            let n = left.min(u64::from(u32::MAX));
+            self.push_run(
+                pid,
+                MemoryRun {
+                    start: at,
+                    pages: n as u32,
+                    kind: RunKind::Parent,
+                    frame: 0,
+                    frame_offset: 0,
+                },
+            );
+            at += n * ps;
+            left -= n;
+        }
+        Ok(())
     }
 
     /// Saved page contents of process `pid` at page-aligned `addr`;
     /// `data.len()` a multiple of the page size. All-zero pages become Zero
     /// runs (stored nowhere); the rest is packed into frames of about
     /// `frame_size`, compressed per the options (stored raw when compression
-    /// does not shrink them). Calls for one pid come in increasing address
-    /// order.
+    /// does not shrink them). Calls may come in any address order; pages
+    /// added twice are an error at [`ImageWriter::finish`] (unless the
+    /// later ones came through [`ImageWriter::replace_pages`]).
     pub fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
         let ps = self.opts.page_size as usize;
-        if addr % ps as u64 != 0 || data.len() % ps != 0 {
-            return Err(Error::InvalidArgument(format!(
-                "add_pages(pid {pid}, {addr:#x}, {} bytes): address and length must be multiples of the page size {ps}",
-                data.len()
-            )));
-        }
-        if addr.checked_add(data.len() as u64).is_none() {
-            return Err(Error::InvalidArgument(format!(
-                "add_pages(pid {pid}, {addr:#x}, {} bytes): range overflows the address space",
-                data.len()
-            )));
-        }
-        if let Some(last) = self.runs.get(&pid).and_then(|r| r.last()) {
-            let end = last.start + u64::from(last.pages) * ps as u64;
-            if addr < end {
-                return Err(Error::InvalidArgument(format!(
-                    "add_pages(pid {pid}, {addr:#x}): pages must be added in increasing address order (already have pages up to {end:#x})"
-                )));
-            }
-        }
+        self.check_range("add_pages", pid, addr, data.len() as u64)?;
         self.bytes_in += data.len() as u64;
         let mut i = 0usize;
         while i < data.len() {
@@ -606,6 +736,46 @@ impl<W: Write> ImageWriter<W> {
         Ok(blob)
     }
 
+    /// Copy frame `index` of another image (`src`, whose frames are
+    /// `frames`) into this one as it is stored: the record is read,
+    /// checked (header, CRC) and written unchanged. Returns its index
+    /// here. Pages added so far are written out first.
+    pub fn copy_frame(
+        &mut self,
+        src: &dyn crate::ReadAt,
+        frames: &[Frame],
+        index: u32,
+    ) -> Result<u32> {
+        use crate::store::{check_frame_record, frame_record};
+        self.flush_frame()?;
+        self.pump(0)?;
+        let (f, rec_off, end) = frame_record(frames, index)?;
+        let mut rec = vec![0u8; (end - rec_off) as usize];
+        src.read_at(&mut rec, rec_off)?;
+        check_frame_record(f, index, rec_off, &rec)?;
+        let seq = self.submitted;
+        self.submitted = seq
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidArgument("more than 2^32 frames in one image".into()))?;
+        let offset = self.pos + RECORD_HEADER_LEN;
+        self.write(&rec)?;
+        self.write(pad_bytes(rec.len() as u64))?;
+        self.frames.push(Frame { offset, ..*f });
+        Ok(seq)
+    }
+
+    /// A run as it is (its frame, for data, one of this image's): used
+    /// with [`ImageWriter::copy_frame`]. Runs may overlap nothing else.
+    pub fn add_run(&mut self, pid: i32, run: MemoryRun) -> Result<()> {
+        let ps = u64::from(self.opts.page_size);
+        self.check_range("add_run", pid, run.start, u64::from(run.pages) * ps)?;
+        if run.pages == 0 {
+            return Ok(());
+        }
+        self.push_run(pid, run);
+        Ok(())
+    }
+
     /// Bytes of page data given so far (before compression).
     pub fn bytes_in(&self) -> u64 {
         self.bytes_in
@@ -638,8 +808,12 @@ impl<W: Write> ImageWriter<W> {
         }
         image.frames = std::mem::take(&mut self.frames);
         let mut runs = std::mem::take(&mut self.runs);
+        let ps = u64::from(self.opts.page_size);
         for p in &mut image.processes {
-            p.memory = runs.remove(&p.pid).unwrap_or_default();
+            p.memory = match runs.remove(&p.pid) {
+                Some(r) => r.resolve(p.pid, ps)?,
+                None => Vec::new(),
+            };
         }
         if let Some(pid) = runs.keys().next() {
             return Err(Error::InvalidArgument(format!(

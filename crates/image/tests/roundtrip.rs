@@ -273,11 +273,9 @@ fn writer_rejects_bad_input() {
     assert!(w.add_pages(1, 0x1001, &[0u8; 4096]).is_err());
     assert!(w.add_pages(1, 0x1000, &[0u8; 100]).is_err());
     w.add_pages(1, 0x2000, &[1u8; 4096]).unwrap();
-    assert!(matches!(
-        w.add_pages(1, 0x1000, &[1u8; 4096]),
-        Err(Error::InvalidArgument(_))
-    ));
-    assert_eq!(w.bytes_in(), 4096);
+    // Any order is fine; the same page twice is not (at finish).
+    w.add_pages(1, 0x1000, &[1u8; 4096]).unwrap();
+    assert_eq!(w.bytes_in(), 8192);
     assert!(w.bytes_out() >= 32);
     // pages of a pid that is not in the image
     let e = w.finish(Image::default()).unwrap_err();

@@ -145,3 +145,148 @@ pub fn vm_writev(pid: Pid, local: &[IoSlice<'_>], remote: &[RemoteRange]) -> Res
     nix::sys::uio::process_vm_writev(nix_pid(pid), local, as_remote_iovecs(remote))
         .op_tid("process_vm_writev", pid)
 }
+
+/// PAGEMAP_SCAN page categories (linux/fs.h, Linux 6.7+).
+pub mod page_is {
+    /// In a VMA registered with an async write-protecting userfaultfd.
+    pub const WPALLOWED: u64 = 1 << 0;
+    /// Written since it was last write-protected (async userfaultfd only).
+    pub const WRITTEN: u64 = 1 << 1;
+    /// A page of a file (page cache; shared memory too).
+    pub const FILE: u64 = 1 << 2;
+    pub const PRESENT: u64 = 1 << 3;
+    pub const SWAPPED: u64 = 1 << 4;
+    /// The shared zero page.
+    pub const PFNZERO: u64 = 1 << 5;
+    pub const HUGE: u64 = 1 << 6;
+    pub const GUARD: u64 = 1 << 8;
+}
+
+/// PAGEMAP_SCAN flags: write-protect the matching pages in the same walk
+/// (re-arms dirty tracking), and fail with EPERM when part of the range is
+/// not in an async write-protected VMA.
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+
+const PAGEMAP_SCAN: u64 = 0xC060_6610;
+
+/// A run of pages with the same categories (struct page_region).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageRegion {
+    pub start: u64,
+    pub end: u64,
+    /// The categories asked for in the return mask.
+    pub categories: u64,
+}
+
+#[repr(C)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<PageRegion>() == 24);
+    assert!(std::mem::size_of::<PmScanArg>() == 96);
+};
+
+/// What one PAGEMAP_SCAN asks for. A page matches when
+/// `((categories ^ inverted) & mask) == mask` and, if `anyof` is not 0,
+/// `(categories ^ inverted) & anyof != 0`; `returned` are the categories
+/// reported for each region.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanQuery {
+    pub flags: u64,
+    pub inverted: u64,
+    pub mask: u64,
+    pub anyof: u64,
+    pub returned: u64,
+}
+
+/// /proc/PID/pagemap of a process, for PAGEMAP_SCAN.
+pub struct Pagemap {
+    pid: Pid,
+    file: File,
+}
+
+impl Pagemap {
+    pub fn open(pid: Pid) -> Result<Pagemap> {
+        let file = File::open(format!("/proc/{pid}/pagemap")).map_err(|source| Error::Os {
+            op: "open /proc/PID/pagemap",
+            tid: pid,
+            source,
+        })?;
+        Ok(Pagemap { pid, file })
+    }
+
+    /// The regions of `[start, end)` matching `q`, appended to `out` in
+    /// address order (adjacent pages with equal categories merged by the
+    /// kernel). EPERM with [`PM_SCAN_CHECK_WPASYNC`] when part of the range
+    /// is not tracked; EINVAL from a kernel without PAGEMAP_SCAN (< 6.7).
+    pub fn scan(
+        &self,
+        start: u64,
+        end: u64,
+        q: &ScanQuery,
+        out: &mut Vec<PageRegion>,
+    ) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut vec = vec![PageRegion::default(); 1024];
+        let mut at = start;
+        while at < end {
+            let mut a = PmScanArg {
+                size: std::mem::size_of::<PmScanArg>() as u64,
+                flags: q.flags,
+                start: at,
+                end,
+                walk_end: 0,
+                vec: vec.as_mut_ptr() as u64,
+                vec_len: vec.len() as u64,
+                max_pages: 0,
+                category_inverted: q.inverted,
+                category_mask: q.mask,
+                category_anyof_mask: q.anyof,
+                return_mask: q.returned,
+            };
+            // SAFETY: `a` is a pm_scan_arg whose `vec` points to `vec`, a
+            // live, writable array of `vec_len` page_regions, which the
+            // kernel fills during the call only.
+            let r = unsafe {
+                libc::ioctl(
+                    self.file.as_raw_fd(),
+                    PAGEMAP_SCAN as libc::c_ulong,
+                    &mut a as *mut PmScanArg,
+                )
+            };
+            if r < 0 {
+                return Err(crate::last_os("ioctl(PAGEMAP_SCAN)", self.pid));
+            }
+            let n = (r as usize).min(vec.len());
+            // A region split by a full vector continues in the next call.
+            for reg in &vec[..n] {
+                match out.last_mut() {
+                    Some(l) if l.end == reg.start && l.categories == reg.categories => {
+                        l.end = reg.end
+                    }
+                    _ => out.push(*reg),
+                }
+            }
+            if a.walk_end <= at || a.walk_end >= end {
+                break;
+            }
+            at = a.walk_end;
+        }
+        Ok(())
+    }
+}
