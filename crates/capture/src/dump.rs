@@ -19,12 +19,26 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-/// Dump to a file, crash-safely (see [`crate::dump()`]).
-pub(crate) fn dump_here(pid: Pid, out: &Path, opts: DumpOptions, t0: Instant) -> Result<DumpStats> {
-    let file = ckpt_image::AtomicFile::create(out)?;
-    let file = Writeback::new(file);
-    let ((), stats) = run(pid, file, opts, t0, |w| w.commit())?;
-    Ok(stats)
+/// Dump to a file, crash-safely (see [`crate::dump()`]). A copy-on-write
+/// snapshot that fails (the process unmapped or discarded pages before
+/// they were copied) is tried again as a dump that copies in the freeze.
+pub(crate) fn dump_here(
+    pid: Pid,
+    out: &Path,
+    mut opts: DumpOptions,
+    t0: Instant,
+) -> Result<DumpStats> {
+    loop {
+        let file = ckpt_image::AtomicFile::create(out)?;
+        let file = Writeback::new(file);
+        match run(pid, file, &mut opts, t0, |w| w.commit()) {
+            Err(e @ crate::Error::Snapshot { .. }) if !opts.no_snapshot => {
+                tracing::warn!("{e}; dumping again with the memory copied in the freeze");
+                opts.no_snapshot = true;
+            }
+            r => return r.map(|((), stats)| stats),
+        }
+    }
 }
 
 /// Counts the bytes written through it.
@@ -49,7 +63,7 @@ impl<W: Write> Write for Counting<W> {
 pub(crate) fn run<W: Write, R>(
     pid: Pid,
     w: W,
-    mut opts: DumpOptions,
+    opts: &mut DumpOptions,
     t0: Instant,
     commit: impl FnOnce(W) -> Result<R>,
 ) -> Result<(R, DumpStats)> {
@@ -61,9 +75,15 @@ pub(crate) fn run<W: Write, R>(
         ..Default::default()
     };
     let mut writer = ImageWriter::new(Counting { inner: w, n: 0 }, wopts)?;
-    let mut cap = capture_with(pid, host, &mut opts, &mut writer)?;
+    // Memory, before the freeze (mem/mod.rs: snapshot, pre-copy, ...).
+    let prep = mem::prepare(pid, u64::from(host.page_size), opts, &mut writer)?;
+    let mut cap = capture_with(pid, host, opts, &mut writer, prep)?;
     cap.image.freeze_ns = cap.frozen.elapsed().as_nanos() as u64;
     let image = std::mem::take(&mut cap.image);
+    if let Some(pending) = cap.pending.take() {
+        return finish_snapshot(pid, cap, pending, image, writer, opts, t0, commit);
+    }
+    let image_id = image.image_id.clone();
     // Any error from here on drops `cap`, which lets the process go on.
     let t = Instant::now();
     let counting = writer.finish(image)?;
@@ -76,11 +96,16 @@ pub(crate) fn run<W: Write, R>(
     let r = if opts.leave_running {
         // Everything is captured: let the process go before the (slow)
         // commit; if the commit fails, the process is as it was anyway.
+        let prep = cap.prep.take();
         stats.freeze = cap.release()?;
         tracing::info!(frozen = ?stats.freeze, "released");
         worker::test_delay();
         worker::check(pid)?;
-        commit(counting.inner)?
+        let r = commit(counting.inner)?;
+        if let Some(p) = &prep {
+            mem::committed(p, &image_id)?;
+        }
+        r
     } else {
         // The image must be safe before the process is killed.
         let r = commit(counting.inner)?;
@@ -93,6 +118,52 @@ pub(crate) fn run<W: Write, R>(
     Ok((r, stats))
 }
 
+/// The end of a leave-running dump whose memory is a copy-on-write
+/// snapshot: let the process go, copy the pages, write and commit.
+#[allow(clippy::too_many_arguments)]
+fn finish_snapshot<W: Write, R>(
+    pid: Pid,
+    mut cap: Captured,
+    pending: mem::snapcopy::Pending,
+    image: Image,
+    mut writer: ImageWriter<Counting<W>>,
+    opts: &mut DumpOptions,
+    t0: Instant,
+    commit: impl FnOnce(W) -> Result<R>,
+) -> Result<(R, DumpStats)> {
+    worker::test_delay();
+    worker::check(pid)?;
+    let mut stats = cap.stats.clone();
+    cap.prep.take();
+    stats.freeze = cap.release()?;
+    tracing::info!(frozen = ?stats.freeze, "released");
+    let mut noop = |_: u64, _: u64| {};
+    let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
+        Some(p) => p.as_mut(),
+        None => &mut noop,
+    };
+    let t = Instant::now();
+    let copied = pending.copy(
+        &mut Watched {
+            pid,
+            sink: &mut writer,
+        },
+        progress,
+    )?;
+    stats.pages_bytes += copied;
+    tracing::info!(bytes = copied, elapsed = ?t.elapsed(), "memory copied");
+    let t = Instant::now();
+    let counting = writer.finish(image)?;
+    stats.image_bytes = counting.n;
+    tracing::info!(bytes = stats.image_bytes, elapsed = ?t.elapsed(), "write");
+    worker::test_delay();
+    worker::check(pid)?;
+    let r = commit(counting.inner)?;
+    stats.total = t0.elapsed();
+    tracing::info!(elapsed = ?stats.total, pages_bytes = stats.pages_bytes, image_bytes = stats.image_bytes, "dump done");
+    Ok((r, stats))
+}
+
 /// Freeze `pid` and capture everything into the model; page contents and
 /// blobs go to `sink`.
 pub(crate) fn capture_with(
@@ -100,6 +171,7 @@ pub(crate) fn capture_with(
     host: HostInfo,
     opts: &mut DumpOptions,
     sink: &mut dyn PageSink,
+    mut prep: mem::Prepared,
 ) -> Result<Captured> {
     let _span = tracing::info_span!("process", pid).entered();
     let t0 = Instant::now();
@@ -121,7 +193,9 @@ pub(crate) fn capture_with(
 
     let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
     let status = Status::read(pid, &format!("/proc/{pid}/status"))?;
-    let raw_fds = fds::list(pid)?;
+    let mut raw_fds = fds::list(pid)?;
+    // ckpt's own fds (dirty tracking) are not the process's.
+    raw_fds.retain(|f| !prep.own_fds.contains(&f.fd));
     let posix_timers = timers::read_posix_timers(pid)?;
     let rinfo = ask_process(&mut frozen, &raw_fds, &posix_timers, &status)?;
     worker::test_delay();
@@ -134,7 +208,8 @@ pub(crate) fn capture_with(
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
 
     let mut watched = Watched { pid, sink };
-    let pages_bytes = save_memory(pid, page, opts, &mut watched, &mut process)?;
+    let (pages_bytes, pending) =
+        save_memory(pid, page, opts, &mut prep, &mut watched, &mut process)?;
     worker::test_delay();
     worker::check(pid)?;
 
@@ -143,19 +218,30 @@ pub(crate) fn capture_with(
     worker::check(pid)?;
     process.threads = threads;
 
-    let image = new_image(host, process, files, pid, &frozen);
+    let mut image = new_image(host, process, files, pid, &frozen);
+    image.parent = prep.parent.clone().unwrap_or_default();
+    if let Some(n) = &prep.note {
+        image.notes.push(ckpt_image::Note {
+            key: "ckpt.dump".into(),
+            value: n.clone(),
+        });
+    }
     let stats = DumpStats {
         freeze: frozen.elapsed(),
-        pages_bytes,
+        pages_bytes: pages_bytes + prep.bytes,
         threads: frozen.threads.len(),
         injected_syscalls: rinfo.injected,
+        mode: prep.mode,
+        note: prep.note.clone(),
         ..Default::default()
     };
-    tracing::info!(elapsed = ?t0.elapsed(), "process captured");
+    tracing::info!(elapsed = ?t0.elapsed(), mode = prep.mode.name(), "process captured");
     Ok(Captured {
         image,
         frozen,
         stats,
+        pending,
+        prep: Some(prep),
     })
 }
 
@@ -200,24 +286,26 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
     Ok(())
 }
 
-/// The memory step: areas into `process`, pages to `sink`; bytes saved.
+/// The memory step: areas into `process`, pages to `sink` (or, for a
+/// snapshot, the copy to finish after the freeze); bytes saved.
 fn save_memory(
     pid: Pid,
     page: u64,
     opts: &mut DumpOptions,
+    prep: &mut mem::Prepared,
     sink: &mut dyn PageSink,
     process: &mut Process,
-) -> Result<u64> {
+) -> Result<(u64, Option<mem::snapcopy::Pending>)> {
     let t = Instant::now();
     let mut noop = |_: u64, _: u64| {};
     let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let (vmas, bytes) = mem::save(pid, page, sink, progress)?;
+    let (vmas, bytes, pending) = mem::save_frozen(pid, page, prep, sink, progress)?;
     tracing::info!(areas = vmas.len(), bytes, elapsed = ?t.elapsed(), "memory");
     process.vmas = vmas;
-    Ok(bytes)
+    Ok((bytes, pending))
 }
 
 /// The fds step: the fd table into `process`; the open files.
@@ -259,8 +347,34 @@ fn new_image(
         freeze_ns: frozen.elapsed().as_nanos() as u64,
         generation: 0,
         notes: Vec::new(),
+        image_id: random_id(),
         ..Default::default()
     }
+}
+
+/// 16 random bytes naming a dump (Image.imageId).
+fn random_id() -> Vec<u8> {
+    let mut id = vec![0u8; 16];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id))
+        .is_ok();
+    if !ok {
+        // Unique enough without /dev/urandom: the time and our pid, hashed.
+        use std::hash::{BuildHasher, Hasher};
+        for (i, chunk) in id.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            h.write_u32(std::process::id());
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_ne_bytes());
+        }
+    }
+    id
 }
 
 /// A sink that first checks the dump was not abandoned ([`worker::check`]).
@@ -277,5 +391,15 @@ impl PageSink for Watched<'_> {
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         worker::check(self.pid)?;
         self.sink.add_blob(data)
+    }
+    fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+        worker::check(self.pid)?;
+        self.sink.replace_pages(pid, addr, data)
+    }
+    fn drop_pages(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        self.sink.drop_pages(pid, addr, len)
+    }
+    fn add_parent_run(&mut self, pid: i32, addr: u64, pages: u64) -> Result<()> {
+        self.sink.add_parent_run(pid, addr, pages)
     }
 }

@@ -79,6 +79,15 @@ pub enum Error {
         what: String,
     },
 
+    /// The copy-on-write snapshot of a running process could not be
+    /// completed (pages unmapped or discarded by the process before they
+    /// were copied, ...): `what` says which.
+    #[error("pid {pid}: the memory snapshot failed: {what}")]
+    Snapshot { pid: Pid, what: String },
+    /// The parent image of an incremental dump cannot be used.
+    #[error("parent image {path}: {what}")]
+    Parent { path: String, what: String },
+
     /// Creating, writing or committing the image failed.
     #[error("writing the image: {source}")]
     Image {

@@ -89,6 +89,19 @@ pub struct DumpOptions {
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// An incremental dump against this image: only the pages written
+    /// since it was taken are saved, when the process's pages have been
+    /// tracked since (see [`DumpOptions::track`]); otherwise a full dump
+    /// (with tracking), and [`DumpStats::note`] says why.
+    pub parent: Option<std::path::PathBuf>,
+    /// With `leave_running`: track the process's writes from this dump on,
+    /// so that a later dump with `parent` = this image is incremental
+    /// (its pages are then copied while it runs, a pre-copy).
+    pub track: bool,
+    /// Copy the memory in the freeze, as a dump that kills the process
+    /// does, rather than protecting it and copying it after (the freeze
+    /// then grows with memory).
+    pub no_snapshot: bool,
 }
 
 impl std::fmt::Debug for DumpOptions {
@@ -97,7 +110,46 @@ impl std::fmt::Debug for DumpOptions {
             .field("leave_running", &self.leave_running)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
+            .field("parent", &self.parent)
+            .field("track", &self.track)
+            .field("no_snapshot", &self.no_snapshot)
             .finish()
+    }
+}
+
+/// How a dump took the pages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DumpMode {
+    /// All read while the process was stopped.
+    #[default]
+    Frozen,
+    /// Write-protected in the freeze, copied after it (leave-running).
+    Snapshot,
+    /// Copied while the process ran, the last written ones in the freeze;
+    /// the process's writes are tracked for the next (incremental) dump.
+    PreCopy,
+    /// Only the pages written since the parent image.
+    Incremental,
+}
+
+impl DumpMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            DumpMode::Frozen => "frozen",
+            DumpMode::Snapshot => "snapshot",
+            DumpMode::PreCopy => "pre-copy",
+            DumpMode::Incremental => "incremental",
+        }
+    }
+    fn from_name(s: &str) -> Option<DumpMode> {
+        [
+            DumpMode::Frozen,
+            DumpMode::Snapshot,
+            DumpMode::PreCopy,
+            DumpMode::Incremental,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
     }
 }
 
@@ -114,15 +166,47 @@ pub struct DumpStats {
     pub image_bytes: u64,
     pub threads: usize,
     pub injected_syscalls: u64,
+    /// How the pages were taken.
+    pub mode: DumpMode,
+    /// Why the dump is not what was asked for (a full dump instead of an
+    /// incremental one, ...).
+    pub note: Option<String>,
 }
 
 /// Where captured page contents and blobs go: the image writer, or anything
 /// else (tests keep them in memory).
+///
+/// Pages may come in any address order. The dumps that copy pages while
+/// the process runs (pre-copy, incremental) also replace pages copied
+/// earlier, drop pages of areas that went away, and mark pages held by
+/// the parent image; a sink that keeps only full dumps need not implement
+/// those (the defaults refuse).
 pub trait PageSink {
     /// Saved pages of process `pid` at page-aligned `addr` (whole pages).
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()>;
     /// A byte string (file contents); returns the Blob for the model.
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob>;
+    /// Like `add_pages`, replacing what was added for these pages before.
+    fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+        let _ = (pid, addr, data);
+        Err(Error::Worker {
+            message: "this page sink cannot replace pages".into(),
+        })
+    }
+    /// Forget what was added for `len` bytes at `addr`.
+    fn drop_pages(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let _ = (pid, addr, len);
+        Err(Error::Worker {
+            message: "this page sink cannot drop pages".into(),
+        })
+    }
+    /// `pages` pages at `addr` are those of the parent image.
+    fn add_parent_run(&mut self, pid: i32, addr: u64, pages: u64) -> Result<()> {
+        let _ = (pid, addr, pages);
+        Err(Error::Worker {
+            message: "this page sink cannot hold incremental dumps".into(),
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -131,6 +215,15 @@ impl<W: Write> PageSink for ImageWriter<W> {
     }
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         ImageWriter::add_blob(self, data).map_err(Error::from)
+    }
+    fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+        ImageWriter::replace_pages(self, pid, addr, data).map_err(Error::from)
+    }
+    fn drop_pages(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        ImageWriter::drop_pages(self, pid, addr, len).map_err(Error::from)
+    }
+    fn add_parent_run(&mut self, pid: i32, addr: u64, pages: u64) -> Result<()> {
+        ImageWriter::add_parent_run(self, pid, addr, pages).map_err(Error::from)
     }
 }
 
@@ -154,10 +247,10 @@ pub fn dump(pid: i32, out: &Path, opts: DumpOptions) -> Result<DumpStats> {
 }
 
 /// Same, streaming the image into any Write (pipe/socket).
-pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpStats)> {
+pub fn dump_to<W: Write>(pid: i32, w: W, mut opts: DumpOptions) -> Result<(W, DumpStats)> {
     let t0 = Instant::now();
     freeze::check_target(pid)?;
-    dump::run(pid, w, opts, t0, |mut w| {
+    dump::run(pid, w, &mut opts, t0, |mut w| {
         w.flush().map_err(|source| Error::Output { source })?;
         Ok(w)
     })
@@ -168,6 +261,10 @@ pub struct Captured {
     image: Image,
     frozen: freeze::Frozen,
     stats: DumpStats,
+    /// The pages of a copy-on-write snapshot, copied after the freeze.
+    pending: Option<mem::snapcopy::Pending>,
+    /// How the memory was taken (tracking to update after the commit).
+    prep: Option<mem::Prepared>,
 }
 
 impl Captured {
@@ -200,5 +297,6 @@ impl Captured {
 /// killed or dropped.
 pub fn capture(pid: i32, opts: &mut DumpOptions, sink: &mut dyn PageSink) -> Result<Captured> {
     freeze::check_target(pid)?;
-    dump::capture_with(pid, host::host_info(pid)?, opts, sink)
+    let prep = mem::Prepared::frozen(pid)?;
+    dump::capture_with(pid, host::host_info(pid)?, opts, sink, prep)
 }

@@ -122,13 +122,15 @@ const MAX_MSG: usize = 16 * 1024;
 fn encode(r: &Result<crate::DumpStats>) -> Vec<u8> {
     let s = match r {
         Ok(s) => format!(
-            "ok {} {} {} {} {} {}",
+            "ok {} {} {} {} {} {} {} {}",
             s.freeze.as_nanos(),
             s.total.as_nanos(),
             s.pages_bytes,
             s.image_bytes,
             s.threads,
-            s.injected_syscalls
+            s.injected_syscalls,
+            s.mode.name(),
+            s.note.as_deref().unwrap_or("")
         ),
         Err(e) => {
             let kind = match e {
@@ -155,13 +157,17 @@ fn encode(r: &Result<crate::DumpStats>) -> Vec<u8> {
 fn decode(pid: Pid, b: &[u8]) -> Option<Result<crate::DumpStats>> {
     let s = String::from_utf8_lossy(b);
     if let Some(rest) = s.strip_prefix("ok ") {
-        let n: Vec<u64> = rest
-            .split_whitespace()
+        let mut words = rest.splitn(8, ' ');
+        let n: Vec<u64> = words
+            .by_ref()
+            .take(6)
             .map(|x| x.parse().ok())
             .collect::<Option<_>>()?;
         if n.len() != 6 {
             return None;
         }
+        let mode = crate::DumpMode::from_name(words.next()?)?;
+        let note = words.next().filter(|n| !n.is_empty()).map(str::to_string);
         return Some(Ok(crate::DumpStats {
             freeze: Duration::from_nanos(n[0]),
             total: Duration::from_nanos(n[1]),
@@ -169,6 +175,8 @@ fn decode(pid: Pid, b: &[u8]) -> Option<Result<crate::DumpStats>> {
             image_bytes: n[3],
             threads: n[4] as usize,
             injected_syscalls: n[5],
+            mode,
+            note,
         }));
     }
     let rest = s.strip_prefix("err ")?;
@@ -199,11 +207,15 @@ mod tests {
             image_bytes: 9000,
             threads: 3,
             injected_syscalls: 42,
+            mode: crate::DumpMode::Incremental,
+            note: Some("a full dump: because".into()),
         };
         let back = decode(1, &encode(&Ok(s))).unwrap().unwrap();
         assert_eq!(back.image_bytes, 9000);
         assert_eq!(back.threads, 3);
         assert_eq!(back.freeze, Duration::from_nanos(5));
+        assert_eq!(back.mode, crate::DumpMode::Incremental);
+        assert_eq!(back.note.as_deref(), Some("a full dump: because"));
         let e = decode(
             9,
             &encode(&Err(Error::AlreadyTraced { pid: 9, tracer: 77 })),

@@ -31,6 +31,8 @@ enum Command {
     Restore(commands::restore::Args),
     /// Print what an image holds.
     Show(commands::show::Args),
+    /// Merge an incremental image and its parents into one image.
+    Flatten(commands::flatten::Args),
     /// Mount a store of images as a filesystem (ckptfs).
     Mount(commands::mount::Args),
 }
@@ -43,6 +45,7 @@ pub fn main() -> i32 {
         Command::Dump(a) => commands::dump::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Show(a) => commands::show::run(a),
+        Command::Flatten(a) => commands::flatten::run(a),
         Command::Mount(a) => commands::mount::run(a),
     };
     match result {

@@ -310,10 +310,16 @@ const FLUSH_EVERY: u64 = 16 << 20;
 #[derive(Default)]
 struct PidRuns {
     runs: Vec<MemoryRun>,
-    flags: Vec<bool>,
-    /// Pages being added now replace older ones.
-    replacing: bool,
+    /// REPLACE, DROP bits of each run.
+    flags: Vec<u8>,
+    /// Flags of the pages being added now.
+    replacing: u8,
 }
+
+/// The run replaces what was added before over its pages.
+const REPLACE: u8 = 1;
+/// The run only removes what was added before (it holds nothing).
+const DROP: u8 = 2;
 
 /// Extend `last` by `run` when it continues it (same kind, contiguous,
 /// and for data the next bytes of the same frame).
@@ -364,7 +370,11 @@ impl PidRuns {
             .windows(2)
             .any(|w| end(&self.runs[w[0]]) > self.runs[w[1]].start);
         let mut kept: Vec<MemoryRun> = if !overlapping {
-            order.iter().map(|&i| self.runs[i]).collect()
+            order
+                .iter()
+                .filter(|&&i| self.flags[i] & DROP == 0)
+                .map(|&i| self.runs[i])
+                .collect()
         } else {
             // Latest first: each run keeps the pages no later run took.
             let mut covered: BTreeMap<u64, (u64, bool)> = BTreeMap::new();
@@ -390,8 +400,10 @@ impl PidRuns {
                 let mut at = s;
                 for (a, b) in taken.into_iter().chain([(e, e)]) {
                     if a > at {
-                        out.push(cut_run(r, at, a, ps));
-                        covered.insert(at, (a, self.flags[i]));
+                        if self.flags[i] & DROP == 0 {
+                            out.push(cut_run(r, at, a, ps));
+                        }
+                        covered.insert(at, (a, self.flags[i] & REPLACE != 0));
                     }
                     at = at.max(b);
                 }
@@ -622,10 +634,34 @@ impl<W: Write> ImageWriter<W> {
     /// because it changed since: the bytes stored for the older copy stay
     /// in their frame, unreferenced).
     pub fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
-        self.runs.entry(pid).or_default().replacing = true;
+        self.runs.entry(pid).or_default().replacing = REPLACE;
         let r = self.add_pages(pid, addr, data);
-        self.runs.entry(pid).or_default().replacing = false;
+        self.runs.entry(pid).or_default().replacing = 0;
         r
+    }
+
+    /// Forget the pages added so far for `len` bytes at `addr` (an area
+    /// that went away since they were copied).
+    pub fn drop_pages(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let ps = u64::from(self.opts.page_size);
+        self.check_range("drop_pages", pid, addr, len)?;
+        let mut left = len / ps;
+        let mut at = addr;
+        while left > 0 {
+            let n = left.min(u64::from(u32::MAX));
+            let pr = self.runs.entry(pid).or_default();
+            pr.runs.push(MemoryRun {
+                start: at,
+                pages: n as u32,
+                kind: RunKind::Zero,
+                frame: 0,
+                frame_offset: 0,
+            });
+            pr.flags.push(REPLACE | DROP);
+            at += n * ps;
+            left -= n;
+        }
+        Ok(())
     }
 
     /// `pages` pages of `pid` at `addr` whose contents are those of the

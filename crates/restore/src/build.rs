@@ -9,8 +9,8 @@ use crate::error::{Error, Result, SysContext};
 use crate::fds::{plan_fds, FdEnv, FdPlan};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
-use crate::mem::pages::{write_pages, Target};
-use crate::mem::{plan_memory, uffd, vmas, MemPlan};
+use crate::mem::pages::Target;
+use crate::mem::{chain, plan_memory, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
 use crate::process::{signals, thread, timers};
 use crate::remote::Remote;
@@ -108,6 +108,15 @@ pub fn restore<R: ReadAt + Sync>(
     }
     step.done();
     let p = root_process(reader.image()).map_err(check_error)?;
+    // An incremental image: its runs resolved through its parents.
+    let runs = chain::Runs::of(reader, p)?;
+    let resolved;
+    let p = if runs.single() {
+        p
+    } else {
+        resolved = runs.process(p);
+        &resolved
+    };
     let page = setup::page_size();
     let step = Step::begin("plan");
     let (fdplan, mem) = plan(reader, p, page)?;
@@ -141,6 +150,7 @@ pub fn restore<R: ReadAt + Sync>(
         same_ids: pid == p.pid,
         page,
         mem: &mem,
+        runs: &runs,
         guard: &mut guard,
         injected: 0,
         page_bytes: 0,
@@ -233,6 +243,8 @@ struct Build<'a, R: ReadAt> {
     same_ids: bool,
     page: u64,
     mem: &'a MemPlan,
+    /// The runs with the level of the image holding each (chain.rs).
+    runs: &'a chain::Runs,
     guard: &'a mut Guard,
     injected: u64,
     page_bytes: u64,
@@ -336,9 +348,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             redirects: &redirects,
             copy: copy.as_ref().map(|c| c.target()),
         };
-        self.page_bytes = write_pages(
+        self.page_bytes = chain::write_chain(
             self.reader,
-            &self.p.memory,
+            self.runs,
             &self.mem.writes,
             &target,
             self.progress,

@@ -9,7 +9,7 @@ use crate::process::creds::{creds_differ, own_creds, OwnCreds};
 use crate::process::{rlimits, timers};
 use crate::stub::holder_of;
 use crate::{Report, RestoreOptions};
-use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers};
+use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers, RunKind};
 use ckpt_sys::creds::{self, FsIds, FsSwitch};
 use ckpt_sys::{setup, sys};
 use std::collections::BTreeSet;
@@ -121,6 +121,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         }
     };
     check_machine(image, p, &mut r);
+    check_chain(reader, p, &mut r);
     check_vdso(reader, p, &mut r);
     let (fds, mem) = check_files(image, p, &mut r);
     check_ids(p, opts, &mut r);
@@ -150,6 +151,16 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         "checked"
     );
     (r, as_saved)
+}
+
+/// An incremental image needs its chain of parent images.
+fn check_chain<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
+    let in_parent = p.memory.iter().any(|m| m.kind == RunKind::Parent);
+    if let (true, Some(e)) = (in_parent, reader.chain_error()) {
+        r.errors.push(format!(
+            "the image is incremental and its parent images cannot be read: {e}"
+        ));
+    }
 }
 
 /// The machine: architecture, page size, XSAVE features, CPU flags.

@@ -1,15 +1,36 @@
 //! Memory: the areas of the process (vmas.rs: /proc/PID/smaps into the
 //! model's `Vma`s) and the contents of the pages that must be saved
-//! (pages.rs: pagemap, then fast reads; shmem.rs: shared memory objects,
-//! holes left untouched).
+//! (pages.rs: which pages, then fast reads; shmem.rs: shared memory
+//! objects, holes left untouched; present.rs: the same found fast enough
+//! for a short freeze).
+//!
+//! How the pages are taken ([`prepare`] decides, before the freeze):
+//!
+//! - **frozen**: everything read while the process is stopped (a dump
+//!   that kills the process, or where nothing better works);
+//! - **snapshot** (`--leave-running`): write-protected before the freeze
+//!   and copied after it, each page before its first write (snapshot.rs,
+//!   snapcopy.rs): the freeze does not grow with memory;
+//! - **pre-copy** (`--track`, or a process whose pages are tracked):
+//!   copied while the process runs, the pages written meanwhile copied
+//!   again, the last ones in the freeze, and the tracking kept for the
+//!   next, incremental, dump (tracking.rs, precopy.rs);
+//! - **incremental** (`--parent` of the dump the tracking started from):
+//!   only the pages written since, the others `parent` runs.
 
+mod intervals;
 mod pages;
+pub(crate) mod precopy;
+mod present;
 mod shmem;
+pub(crate) mod snapcopy;
+mod snapshot;
+pub(crate) mod tracking;
 mod vmas;
 
-use crate::error::Result;
-use crate::{procfs, worker, PageSink};
-use ckpt_image::Vma;
+use crate::error::{Error, Result};
+use crate::{procfs, worker, DumpMode, DumpOptions, PageSink};
+use ckpt_image::{ImageReader, ParentRef, Vma};
 use ckpt_sys::Pid;
 use std::time::Instant;
 
@@ -45,4 +66,213 @@ pub(crate) fn save(
     let bytes = pages::save(pid, &areas, &ranges, page, sink, progress)?;
     tracing::debug!(bytes, elapsed = ?t.elapsed(), "pages read and written");
     Ok((out, bytes))
+}
+
+/// How the pages of a dump are taken (see the module doc).
+pub(crate) enum Plan {
+    Frozen,
+    Snapshot(snapshot::Armed),
+    PreCopy(precopy::PreCopy),
+}
+
+/// What is decided and done before the freeze.
+pub(crate) struct Prepared {
+    pub plan: Plan,
+    pub mode: DumpMode,
+    /// ckpt's own fds in the process (dirty tracking): never saved.
+    pub own_fds: Vec<i32>,
+    /// The parent of an incremental dump.
+    pub parent: Option<ParentRef>,
+    /// Why the dump is not what was asked for (a full dump instead of an
+    /// incremental one, no tracking, ...).
+    pub note: Option<String>,
+    /// Bytes of pages copied before the freeze.
+    pub bytes: u64,
+}
+
+impl Prepared {
+    /// Everything in the freeze.
+    pub fn frozen(pid: Pid) -> Result<Prepared> {
+        let found = tracking::find(pid)?;
+        Ok(Prepared {
+            plan: Plan::Frozen,
+            mode: DumpMode::Frozen,
+            own_fds: tracking::own_fds(&found),
+            parent: None,
+            note: None,
+            bytes: 0,
+        })
+    }
+}
+
+/// `CKPT_SNAPSHOT=frozen` makes every dump copy its memory in the freeze
+/// (for comparisons and tests); `CKPT_SNAPSHOT=precopy` makes a
+/// leave-running dump a pre-copy (with tracking) when it would be a
+/// snapshot.
+fn env_mode() -> Option<String> {
+    std::env::var("CKPT_SNAPSHOT").ok()
+}
+
+/// Decide how the pages of `pid` are taken and do what comes before the
+/// freeze: arm a snapshot, or copy while the process runs (to `sink`).
+pub(crate) fn prepare(
+    pid: Pid,
+    page: u64,
+    opts: &mut DumpOptions,
+    sink: &mut dyn PageSink,
+) -> Result<Prepared> {
+    let mut prep = Prepared::frozen(pid)?;
+    let env = env_mode();
+    if env.as_deref() == Some("frozen") || (opts.no_snapshot && opts.parent.is_none()) {
+        return Ok(prep);
+    }
+    let found = tracking::find(pid)?;
+    let usable = found.as_ref().filter(|f| f.since.is_some());
+    let mut noop = |_: u64, _: u64| {};
+    let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
+        Some(p) => p.as_mut(),
+        None => &mut noop,
+    };
+    // An incremental dump, if the tracking goes back to the parent.
+    if let Some(path) = &opts.parent {
+        let (parent_ref, runs) = read_parent(pid, path)?;
+        let since = usable.and_then(|f| f.since.as_ref());
+        match precopy::usable_since(since, &parent_ref.image_id) {
+            Ok(()) => {
+                let t = tracking::Tracking::open(pid, usable.expect("usable tracking"))?;
+                let pc = precopy::PreCopy::start(pid, page, t, Some(&runs), sink, progress)?;
+                prep.bytes = pc.bytes;
+                prep.plan = Plan::PreCopy(pc);
+                prep.mode = DumpMode::Incremental;
+                prep.parent = Some(parent_ref);
+                return Ok(prep);
+            }
+            Err(why) => prep.note = Some(format!("a full dump, not an incremental one: {why}")),
+        }
+    }
+    if !opts.leave_running {
+        return Ok(prep); // the process dies: nothing to track, nothing to protect
+    }
+    let want_tracking = opts.track
+        || opts.parent.is_some()
+        || usable.is_some()
+        || env.as_deref() == Some("precopy");
+    if want_tracking {
+        match start_tracking(pid, usable, found.as_ref()) {
+            Ok(t) => {
+                let pc = precopy::PreCopy::start(pid, page, t, None, sink, progress)?;
+                prep.bytes = pc.bytes;
+                prep.plan = Plan::PreCopy(pc);
+                prep.mode = DumpMode::PreCopy;
+                prep.own_fds = tracking::own_fds(&tracking::find(pid)?);
+                return Ok(prep);
+            }
+            Err(e) => {
+                let why = format!("no dirty tracking: {e}");
+                prep.note = Some(match prep.note.take() {
+                    Some(n) => format!("{n}; {why}"),
+                    None => why,
+                });
+            }
+        }
+    }
+    if usable.is_none() && !opts.no_snapshot {
+        if let Some(armed) = snapshot::arm(pid, page)? {
+            prep.plan = Plan::Snapshot(armed);
+            prep.mode = DumpMode::Snapshot;
+        }
+    }
+    Ok(prep)
+}
+
+/// The tracking of `pid`: the one it has, or a new one (a short stop).
+fn start_tracking(
+    pid: Pid,
+    usable: Option<&tracking::Found>,
+    found: Option<&tracking::Found>,
+) -> Result<tracking::Tracking> {
+    if let Some(f) = usable {
+        return tracking::Tracking::open(pid, f);
+    }
+    if !present::scan_works(pid) {
+        return Err(Error::Worker {
+            message: "this kernel has no PAGEMAP_SCAN (Linux 6.7+)".into(),
+        });
+    }
+    let mut frozen = crate::freeze::Frozen::freeze(pid)?;
+    let t = tracking::Tracking::arm(&mut frozen, found);
+    frozen.release()?;
+    t
+}
+
+/// The parent image at `path`: its reference for the new image, and its
+/// runs of `pid`.
+fn read_parent(
+    pid: Pid,
+    path: &std::path::Path,
+) -> Result<(ParentRef, Vec<ckpt_image::MemoryRun>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = |what: String| Error::Parent {
+        path: path.display().to_string(),
+        what,
+    };
+    let r = ImageReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let img = r.image();
+    if img.image_id.is_empty() {
+        return Err(bad(
+            "the image has no id (written by an older ckpt): it cannot be a parent".into(),
+        ));
+    }
+    let Some(p) = img.process(pid) else {
+        return Err(bad(format!(
+            "the image is not of pid {pid} (it holds pid {})",
+            img.root_pid
+        )));
+    };
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    Ok((
+        ParentRef {
+            image_id: img.image_id.clone(),
+            path: abs.as_os_str().as_bytes().to_vec(),
+            created_ns: img.created_ns,
+        },
+        p.memory.clone(),
+    ))
+}
+
+/// The memory step in the freeze: the model's areas, the bytes saved in
+/// the freeze, and, for a snapshot, the copy to finish once the process
+/// runs again.
+pub(crate) fn save_frozen(
+    pid: Pid,
+    page: u64,
+    prep: &mut Prepared,
+    sink: &mut dyn PageSink,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Vec<Vma>, u64, Option<snapcopy::Pending>)> {
+    match std::mem::replace(&mut prep.plan, Plan::Frozen) {
+        Plan::Frozen => {
+            let (v, b) = save(pid, page, sink, progress)?;
+            Ok((v, b, None))
+        }
+        Plan::Snapshot(armed) => {
+            let (v, b, pending) = armed.freeze_phase(sink, progress)?;
+            Ok((v, b, Some(pending)))
+        }
+        Plan::PreCopy(mut pc) => {
+            let r = pc.finish_frozen(sink, progress);
+            prep.plan = Plan::PreCopy(pc);
+            let (v, b) = r?;
+            Ok((v, b, None))
+        }
+    }
+}
+
+/// After the image was committed and the process let go: the tracking
+/// now goes back to this image.
+pub(crate) fn committed(prep: &Prepared, image_id: &[u8]) -> Result<()> {
+    if let Plan::PreCopy(pc) = &prep.plan {
+        pc.tracking.set_state(Some(image_id))?;
+    }
+    Ok(())
 }

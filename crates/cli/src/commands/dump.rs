@@ -17,12 +17,31 @@ pub struct Args {
     /// Page compression.
     #[arg(long, value_enum, default_value_t)]
     compress: CompressArg,
+    /// Incremental dump: save only the pages written since the dump PARENT
+    /// (the process must have been tracked since: see --track; otherwise a
+    /// full dump is made, and said so). The new image names PARENT; keep
+    /// it (restore, show and ckptfs read the chain; `ckpt flatten` merges it).
+    #[arg(long, value_name = "PARENT")]
+    parent: Option<PathBuf>,
+    /// With --leave-running: track the process's writes from this dump on,
+    /// so that the next `dump --parent` of this image is incremental (the
+    /// pages are copied while the process runs; two hidden fds of ckpt's
+    /// stay in the process).
+    #[arg(long)]
+    track: bool,
+    /// With --leave-running: copy the memory while the process is stopped
+    /// (no copy-on-write snapshot; the process is stopped longer).
+    #[arg(long)]
+    no_snapshot: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    if a.track && !a.leave_running {
+        anyhow::bail!("--track needs --leave-running (a killed process has nothing to track)");
+    }
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
         compression: a.compress.into(),
@@ -31,6 +50,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         } else {
             super::progress_bar("dumping")
         },
+        parent: a.parent.clone(),
+        track: a.track,
+        no_snapshot: a.no_snapshot,
     };
     let stats = if a.output.as_os_str() == "-" {
         let out = std::io::stdout().lock();
@@ -41,14 +63,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         ckpt_capture::dump(a.pid, &a.output, opts)
             .with_context(|| format!("dump of pid {} failed", a.pid))?
     };
+    if let Some(n) = &stats.note {
+        eprintln!("ckpt: note: {n}");
+    }
     if !a.quiet {
         eprintln!(
-            "ckpt: saved pid {} ({} thread{}) to {}: {} of memory, image {}, in {} (frozen {}){}",
+            "ckpt: saved pid {} ({} thread{}) to {}: {} of memory ({}), image {}, in {} (frozen {}){}",
             a.pid,
             stats.threads,
             if stats.threads == 1 { "" } else { "s" },
             a.output.display(),
             mib(stats.pages_bytes),
+            stats.mode.name(),
             mib(stats.image_bytes),
             ms(stats.total),
             ms(stats.freeze),

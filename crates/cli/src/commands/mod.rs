@@ -1,4 +1,5 @@
 pub mod dump;
+pub mod flatten;
 pub mod mount;
 pub mod restore;
 pub mod show;

@@ -23,7 +23,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         s.push('\n');
         s
     } else {
-        ckpt_image::summary::render(reader.image())
+        ckpt_image::summary::render_reader(&reader)
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {

@@ -6,6 +6,7 @@
 //! (uffd.rs) or through huge pages (hugefill.rs), then the final
 //! protections set.
 
+pub(crate) mod chain;
 pub(crate) mod hugefill;
 pub(crate) mod layout;
 pub(crate) mod pages;
