@@ -10,7 +10,7 @@ use crate::fds::{plan_fds, FdEnv, FdPlan};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::Target;
-use crate::mem::{chain, plan_memory, uffd, vmas, MemPlan};
+use crate::mem::{chain, lazy, plan_memory, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
 use crate::process::{signals, thread, timers};
 use crate::remote::Remote;
@@ -99,6 +99,18 @@ pub fn restore<R: ReadAt + Sync>(
     opts: &RestoreOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored> {
+    restore_with(reader, opts, progress, None).map(|(r, _)| r)
+}
+
+/// [`restore`], or with `lazy` (the same image, shared with the lazy
+/// server) a lazy one: the process is left stopped and traced, its
+/// anonymous pages to be filled by the returned server (mem/lazy.rs).
+pub fn restore_with<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+    lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
+) -> Result<(Restored, Option<lazy::Server>)> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore").entered();
     let step = Step::begin("check");
@@ -159,8 +171,11 @@ pub fn restore<R: ReadAt + Sync>(
         progress,
         huge_fill: opts.huge_fill,
         as_saved: switch.as_ref(),
+        lazy,
+        server: None,
     };
     let tids = b.run()?;
+    let server = b.server.take();
     let stats = RestoreStats {
         total: t0.elapsed(),
         page_bytes: b.page_bytes,
@@ -176,7 +191,7 @@ pub fn restore<R: ReadAt + Sync>(
         elapsed = ?stats.total,
         "restored"
     );
-    Ok(Restored { pid, tids, stats })
+    Ok((Restored { pid, tids, stats }, server))
 }
 
 /// The fd plan and the memory plan; their errors refuse the restore.
@@ -255,6 +270,9 @@ struct Build<'a, R: ReadAt> {
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
+    /// A lazy restore: where its pages come from, and its server once made.
+    lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
+    server: Option<lazy::Server>,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -336,6 +354,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         scratch: u64,
     ) -> Result<()> {
         let steps = &self.mem.steps;
+        if let Some(source) = self.lazy.clone() {
+            return self.lazy_pages(main, mem, source, scratch);
+        }
         let (redirects, huge_fd) = hugefill::huge_setup(main, steps, layout, huge, scratch)?;
         let copy = if huge_fd.is_none() {
             uffd::copy_setup(main, steps, &self.mem.writes, scratch)?
@@ -362,6 +383,42 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             hugefill::huge_finish(main, steps, layout, huge, fd, scratch)?;
         }
         vmas::protect(main, steps)
+    }
+
+    /// A lazy restore's pages: the anonymous ones registered with the
+    /// server (which answers faults from now on), the others written.
+    fn lazy_pages(
+        &mut self,
+        main: &mut Remote,
+        mem: &ProcMem,
+        source: std::sync::Arc<dyn lazy::FrameSource>,
+        _scratch: u64,
+    ) -> Result<()> {
+        let nofile = self
+            .p
+            .rlimits
+            .iter()
+            .find(|r| r.resource == libc::RLIMIT_NOFILE)
+            .map_or(1024, |r| r.soft);
+        let (server, eager) = lazy::setup(
+            main,
+            source,
+            self.runs,
+            &self.mem.steps,
+            &self.mem.writes,
+            self.page,
+            nofile,
+        )?;
+        self.server = Some(server);
+        let target = Target {
+            pid: self.pid,
+            mem,
+            redirects: &[],
+            copy: None,
+        };
+        self.page_bytes =
+            chain::write_chain(self.reader, self.runs, &eager, &target, self.progress)?;
+        vmas::protect(main, &self.mem.steps)
     }
 
     /// Create the other threads, then give every thread its state, and let go.
@@ -410,7 +467,12 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         crate::process::finish(&mut main, p, l, set_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
-        thread::set_registers_and_detach(self.pid, p, &tids)?;
+        if self.server.is_some() {
+            // Lazy: still stopped; the server lets the threads run.
+            thread::set_registers(self.pid, p, &tids)?;
+        } else {
+            thread::set_registers_and_detach(self.pid, p, &tids)?;
+        }
         Ok(tids)
     }
 }

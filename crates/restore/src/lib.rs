@@ -246,6 +246,34 @@ pub struct Restored {
     pub stats: RestoreStats,
 }
 
+pub use mem::lazy::{FrameSource, LazyEnd, Server as LazyServer};
+
+/// A lazy restore: as [`restore`], but the process's anonymous memory is
+/// not written before it runs; it is filled on demand and in the
+/// background by the returned server, which must then be run with
+/// [`LazyServer::serve`] on this same thread (it is the process's ptrace
+/// tracer until every page is in: see `mem/lazy.rs` for what happens if it
+/// dies or the image cannot be read). The process runs once `serve` is
+/// called.
+pub fn restore_lazy<R: ReadAt + Send + Sync + 'static>(
+    reader: std::sync::Arc<ImageReader<R>>,
+    opts: &mut RestoreOptions,
+) -> Result<(Restored, LazyServer)> {
+    let mut cb = opts.progress.take();
+    let source: std::sync::Arc<dyn FrameSource> = reader.clone();
+    let r = match cb.as_mut() {
+        Some(f) => build::restore_with(&*reader, opts, &mut |d, t| f(d, t), Some(source)),
+        None => build::restore_with(&*reader, opts, &mut |_, _| {}, Some(source)),
+    };
+    opts.progress = cb;
+    let (restored, server) = r?;
+    let server = server.ok_or_else(|| Error::Stub {
+        pid: restored.pid,
+        what: "the lazy restore did not start".into(),
+    })?;
+    Ok((restored, server))
+}
+
 /// Recreate the image's process as a child of the calling process, with all
 /// its threads, and let it run. The calling thread must stay alive while
 /// this runs (the stub dies with it). On failure nothing is left running.

@@ -336,6 +336,50 @@ impl Uffd {
     }
 }
 
+impl Uffd {
+    /// The userfaultfd of a child announced by a UFFD_EVENT_FORK message
+    /// read from a userfaultfd of ours (the kernel put it in our fd table
+    /// for us); `pid` names the child's process in errors when known.
+    pub fn from_fork_event(msg: &UffdMsg, pid: Pid) -> Option<Uffd> {
+        if msg.event != UFFD_EVENT_FORK {
+            return None;
+        }
+        let fd = msg.arg[0] as u32 as i32;
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: for a FORK message the kernel installed this new fd in
+        // this process's table (as part of the read that returned `msg`);
+        // nothing else refers to it, so we own it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Some(Uffd { fd, pid })
+    }
+}
+
+/// Wait until one of `uffds` has a message pending or `timeout_ms` passed:
+/// for each, whether it has (or failed: gone).
+pub fn poll_many(uffds: &[&Uffd], timeout_ms: i32) -> Result<Vec<bool>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds: Vec<PollFd<'_>> = uffds
+        .iter()
+        .map(|u| PollFd::new(u.fd.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let t = PollTimeout::try_from(timeout_ms.max(0)).unwrap_or(PollTimeout::MAX);
+    match nix::poll::poll(&mut fds, t) {
+        Ok(_) => Ok(fds
+            .iter()
+            .map(|f| {
+                f.revents().is_some_and(|r| {
+                    r.intersects(PollFlags::POLLIN | PollFlags::POLLERR | PollFlags::POLLHUP)
+                })
+            })
+            .collect()),
+        Err(nix::errno::Errno::EINTR) => Ok(vec![false; uffds.len()]),
+        Err(e) => Err(crate::os_errno("poll of userfaultfds", 0, e as i32)),
+    }
+}
+
 impl AsRawFd for Uffd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

@@ -9,6 +9,7 @@
 pub(crate) mod chain;
 pub(crate) mod hugefill;
 pub(crate) mod layout;
+pub(crate) mod lazy;
 pub(crate) mod pages;
 pub(crate) mod uffd;
 pub(crate) mod vmas;

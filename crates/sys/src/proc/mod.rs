@@ -137,3 +137,15 @@ pub fn close_fds_before_exec(
         })
     }
 }
+
+/// Ignore signal `sig` from now on (SIG_IGN), in this process: a daemon
+/// that must outlive its terminal's SIGHUP and SIGINT.
+pub fn ignore_signal(sig: i32) -> Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(sig)
+        .map_err(|e| crate::os_errno("sigaction", 0, e as i32))?;
+    // SAFETY: SIG_IGN installs no handler, so nothing of ours runs in
+    // signal context.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
+        .map(drop)
+        .map_err(|e| crate::os_errno("sigaction", 0, e as i32))
+}

@@ -29,7 +29,12 @@ pub const PTRACE_O_TRACESYSGOOD: u32 = libc::PTRACE_O_TRACESYSGOOD as u32;
 pub const PTRACE_O_TRACECLONE: u32 = libc::PTRACE_O_TRACECLONE as u32;
 pub const PTRACE_O_EXITKILL: u32 = libc::PTRACE_O_EXITKILL as u32;
 
+pub const PTRACE_O_TRACEFORK: u32 = libc::PTRACE_O_TRACEFORK as u32;
+pub const PTRACE_O_TRACEVFORK: u32 = libc::PTRACE_O_TRACEVFORK as u32;
+
 pub const PTRACE_EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
+pub const PTRACE_EVENT_FORK: i32 = libc::PTRACE_EVENT_FORK;
+pub const PTRACE_EVENT_VFORK: i32 = libc::PTRACE_EVENT_VFORK;
 pub const PTRACE_EVENT_STOP: i32 = libc::PTRACE_EVENT_STOP;
 
 /// What `waitpid` reported for a traced thread.
@@ -101,6 +106,13 @@ pub fn cont(tid: Pid, sig: i32) -> Result<()> {
     unsafe { ptrace_raw("PTRACE_CONT", libc::PTRACE_CONT, tid, 0, sig as usize) }.map(drop)
 }
 
+/// Let a thread in a group-stop stay stopped, but report what happens to
+/// it (PTRACE_LISTEN): it goes on at SIGCONT like an untraced one.
+pub fn listen(tid: Pid) -> Result<()> {
+    // SAFETY: PTRACE_LISTEN takes no address and no data.
+    unsafe { ptrace_raw("PTRACE_LISTEN", libc::PTRACE_LISTEN, tid, 0, 0) }.map(drop)
+}
+
 /// Execute one instruction.
 pub fn singlestep(tid: Pid) -> Result<()> {
     nix::sys::ptrace::step(nix_pid(tid), None).op_tid("PTRACE_SINGLESTEP", tid)
@@ -128,6 +140,23 @@ pub fn try_wait(tid: Pid) -> Result<Option<Stop>> {
     wait_flags(tid, libc::WNOHANG)
 }
 
+/// The next state change of any traced thread or child, without waiting:
+/// (its tid, what happened), or None.
+pub fn try_wait_any() -> Result<Option<(Pid, Stop)>> {
+    let (r, status) =
+        crate::proc::wait::waitpid(-1, libc::__WALL | libc::WNOHANG).map_err(|source| {
+            Error::Os {
+                op: "waitpid",
+                tid: -1,
+                source,
+            }
+        })?;
+    if r == 0 {
+        return Ok(None);
+    }
+    Ok(Some((r, decode_status(r, status)?)))
+}
+
 fn wait_flags(tid: Pid, flags: i32) -> Result<Option<Stop>> {
     let (r, status) =
         crate::proc::wait::waitpid(tid, libc::__WALL | flags).map_err(|source| Error::Os {
@@ -138,6 +167,10 @@ fn wait_flags(tid: Pid, flags: i32) -> Result<Option<Stop>> {
     if r == 0 {
         return Ok(None);
     }
+    decode_status(tid, status).map(Some)
+}
+
+fn decode_status(tid: Pid, status: i32) -> Result<Stop> {
     let s = if libc::WIFEXITED(status) {
         Stop::Exited(libc::WEXITSTATUS(status))
     } else if libc::WIFSIGNALED(status) {
@@ -156,7 +189,7 @@ fn wait_flags(tid: Pid, flags: i32) -> Result<Option<Stop>> {
             what: format!("unknown wait status {status:#x}"),
         });
     };
-    Ok(Some(s))
+    Ok(s)
 }
 
 /// Seize a thread and bring it to a ptrace stop.
