@@ -191,6 +191,10 @@ impl Pending {
                             sink.add_pages(pid, addr, &buf[off..off + len])?;
                             done += len as u64;
                         }
+                        if p == a.start && ai == 0 {
+                            // Test hook: a pause in the middle of the copy.
+                            crate::worker::test_delay();
+                        }
                         p += n * page;
                     }
                     // An event is pending: the handler reads it; again.

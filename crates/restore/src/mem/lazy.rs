@@ -559,6 +559,17 @@ impl Shared {
 
     /// Fill every saved page of every space, in image order.
     fn prefetch(&self) {
+        // Test hook: CKPT_TEST_DELAY_MS=N (N <= 10000) delays the prefetch
+        // by N ms, so that tests can act while pages are still missing.
+        if let Some(ms) = std::env::var("CKPT_TEST_DELAY_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            let until = Instant::now() + Duration::from_millis(ms.min(10_000));
+            while Instant::now() < until && !self.stop.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         // Pieces grouped by frame, each frame decoded once.
         let mut order: Vec<usize> = (0..self.pieces.len()).collect();
         order.sort_by_key(|&i| {
@@ -753,11 +764,23 @@ impl Server {
                 let _ = s.uffd.unregister(g.cur, g.len);
             }
         }
-        if let Err(e) = self.close_theirs() {
-            tracing::warn!("lazy restore: could not close the process's userfaultfd: {e}");
+        // The main thread is left stopped by close_theirs; every thread
+        // is detached from a stop.
+        let main = match self.close_theirs() {
+            Ok(sig) => sig,
+            Err(e) => {
+                tracing::warn!("lazy restore: could not close the process's userfaultfd: {e}");
+                None
+            }
+        };
+        for &t in traced.iter().filter(|&&t| t != self.pid) {
+            detach_running(t);
         }
-        for &t in traced {
-            let _ = ptrace::detach(t, 0);
+        match main {
+            Some(sig) => {
+                let _ = ptrace::detach(self.pid, sig);
+            }
+            None => detach_running(self.pid),
         }
         let end = LazyEnd::Filled {
             elapsed: self.started.elapsed(),
@@ -768,26 +791,14 @@ impl Server {
         Ok(end)
     }
 
-    /// Inject close() of the process's copy of the userfaultfd.
-    fn close_theirs(&mut self) -> Result<()> {
+    /// Inject close() of the process's copy of the userfaultfd: its main
+    /// thread is stopped for it and left stopped (Some: the signal to
+    /// deliver when it is let go; None: it is gone).
+    fn close_theirs(&mut self) -> Result<Option<i32>> {
         let pid = self.pid;
-        ptrace::interrupt(pid).ctx(|| format!("pid {pid}: stopping it"))?;
-        // Other stops may come first: pass them on until ours.
-        loop {
-            match ptrace::wait(pid).ctx(|| format!("pid {pid}: stopping it"))? {
-                Stop::Event { event, sig }
-                    if event == ptrace::PTRACE_EVENT_STOP && sig == libc::SIGTRAP =>
-                {
-                    break
-                }
-                Stop::Signal(sig) => {
-                    // Keep it pending: deliver it after our stop.
-                    ptrace::cont(pid, sig).ctx(|| "passing a signal on".into())?;
-                }
-                Stop::Exited(_) | Stop::Killed(_) => return Ok(()),
-                _ => ptrace::cont(pid, 0).ctx(|| "passing a stop on".into())?,
-            }
-        }
+        let Some(pending) = stop_thread(pid) else {
+            return Ok(None);
+        };
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .ctx(|| format!("reading /proc/{pid}/maps"))?;
         let mem =
@@ -798,13 +809,13 @@ impl Server {
         let left = inj
             .finish()
             .ctx(|| format!("pid {pid}: restoring its registers"))?;
+        for si in left {
+            // Dequeued while we injected: send it again.
+            let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+        }
         r.ctx(|| format!("pid {pid}: closing its userfaultfd"))?;
-        let sig = left
-            .first()
-            .map(|si| i32::from_ne_bytes([si[0], si[1], si[2], si[3]]))
-            .unwrap_or(0);
-        ptrace::cont(pid, sig).ctx(|| format!("pid {pid}: letting it go on"))?;
-        Ok(())
+        Ok(Some(pending))
     }
 
     /// The process was killed: collect its threads.
@@ -819,6 +830,50 @@ impl Server {
                 Ok(None) => std::thread::sleep(Duration::from_millis(1)),
                 Err(_) => break,
             }
+        }
+    }
+}
+
+/// Bring a traced thread to an interrupt stop (signals met on the way are
+/// held back: the last one is returned, to deliver when it is let go);
+/// None when it is gone.
+fn stop_thread(tid: Pid) -> Option<i32> {
+    if ptrace::interrupt(tid).is_err() {
+        return None;
+    }
+    let mut pending = 0;
+    loop {
+        match ptrace::wait(tid) {
+            // Our interrupt, or a group stop it re-trapped: stopped now.
+            Ok(Stop::Event { event, .. }) if event == ptrace::PTRACE_EVENT_STOP => {
+                return Some(pending)
+            }
+            Ok(Stop::Signal(sig)) => {
+                if pending != 0 {
+                    let _ = ckpt_sys::sys::kill(tid, pending);
+                }
+                pending = sig;
+                if ptrace::cont(tid, 0).is_err() {
+                    return None;
+                }
+            }
+            Ok(Stop::Exited(_) | Stop::Killed(_)) | Err(_) => return None,
+            // Another event (a clone, a fork): our interrupt comes next.
+            Ok(_) => {
+                if ptrace::cont(tid, 0).is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Detach a traced thread, stopped or running (PTRACE_DETACH needs a
+/// stop: a running one is stopped first).
+fn detach_running(tid: Pid) {
+    if ptrace::detach(tid, 0).is_err() {
+        if let Some(sig) = stop_thread(tid) {
+            let _ = ptrace::detach(tid, sig);
         }
     }
 }
