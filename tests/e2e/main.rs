@@ -10,6 +10,7 @@ mod faults;
 mod hostile;
 mod logging;
 mod pipes;
+mod scale;
 mod security;
 mod show;
 mod sockets;

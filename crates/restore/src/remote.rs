@@ -8,13 +8,34 @@ use ckpt_sys::{Injector, Pid};
 pub struct Remote {
     pub tid: Pid,
     pub inj: Injector,
+    /// Where batches of calls run: (batch code, scratch, scratch bytes).
+    batch: Option<(u64, u64, u64)>,
 }
 
 impl Remote {
     pub fn new(tid: Pid, syscall_ip: u64) -> Result<Remote> {
         let inj =
             Injector::new(tid, syscall_ip).ctx(|| format!("thread {tid}: preparing injection"))?;
-        Ok(Remote { tid, inj })
+        Ok(Remote {
+            tid,
+            inj,
+            batch: None,
+        })
+    }
+
+    /// From now on [`Remote::batcher`] runs calls many at a time through
+    /// the batch code at `code`, with `len` bytes of scratch at `scratch`.
+    pub fn enable_batch(&mut self, code: u64, scratch: u64, len: u64) {
+        self.batch = Some((code, scratch, len));
+    }
+
+    /// A batcher of calls for this thread (one call at a time until
+    /// [`Remote::enable_batch`]).
+    pub fn batcher(&self) -> Batcher {
+        match self.batch {
+            Some((code, scratch, len)) => Batcher::new(code, scratch, len),
+            None => Batcher::direct(),
+        }
     }
 
     /// Run a system call in the thread; a failure names the thread and `name`.
@@ -72,4 +93,182 @@ impl Remote {
 /// Native-endian bytes of `v` (arguments of injected calls, in memory).
 pub(crate) fn u64s(v: &[u64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}
+
+/// Which failures of a batched call are fine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Allow {
+    /// None: a failure fails the batch (and stops it).
+    Nothing,
+    /// This errno.
+    Errno(i32),
+    /// Any.
+    Any,
+}
+
+/// System calls injected many at a time: collected, then run in one ptrace
+/// round trip through the batch code of the trampoline page (a restore of
+/// 10,000 mappings makes 20,000-50,000 calls: one round trip each took
+/// seconds). The table and the strings the calls point to live in the
+/// scratch area: nothing else may use it until [`Batcher::flush`].
+pub(crate) struct Batcher {
+    code: u64,
+    table: u64,
+    cap: usize,
+    strings_at: u64,
+    strings_cap: usize,
+    calls: Vec<ckpt_sys::inject::BatchCall>,
+    names: Vec<String>,
+    allow: Vec<Allow>,
+    strings: Vec<u8>,
+    /// No batch code: each call runs at once.
+    direct: bool,
+}
+
+impl Batcher {
+    /// Calls made one by one (no batch code in the process yet).
+    pub fn direct() -> Batcher {
+        let mut b = Batcher::new(0, 0, 0);
+        b.direct = true;
+        b
+    }
+
+    /// Batches run by the code at `code`, with `len` bytes of scratch at
+    /// `scratch` for their table and strings.
+    pub fn new(code: u64, scratch: u64, len: u64) -> Batcher {
+        let table_bytes = len * 3 / 4;
+        let cap = (table_bytes as usize / ckpt_sys::inject::BATCH_ENTRY).saturating_sub(1);
+        Batcher {
+            code,
+            table: scratch,
+            cap,
+            strings_at: scratch + table_bytes,
+            strings_cap: (len - table_bytes) as usize,
+            calls: Vec::new(),
+            names: Vec::new(),
+            allow: Vec::new(),
+            strings: Vec::new(),
+            direct: false,
+        }
+    }
+
+    /// Add a call (run at the next flush, or now when the batch is full).
+    pub fn push(
+        &mut self,
+        main: &mut Remote,
+        name: String,
+        nr: i64,
+        args: &[u64],
+        allow: Allow,
+    ) -> Result<()> {
+        if self.direct {
+            let r = main.raw(&name, nr, args)?;
+            let ok = !(-4095..0).contains(&r)
+                || match allow {
+                    Allow::Nothing => false,
+                    Allow::Errno(e) => -r == i64::from(e),
+                    Allow::Any => true,
+                };
+            if !ok {
+                return Err(Error::Io {
+                    context: format!("thread {}: {name}", main.tid),
+                    source: std::io::Error::from_raw_os_error(-r as i32),
+                });
+            }
+            return Ok(());
+        }
+        if self.calls.len() >= self.cap {
+            self.flush(main)?;
+        }
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        self.calls.push(ckpt_sys::inject::BatchCall {
+            nr,
+            args: a,
+            may_fail: allow != Allow::Nothing,
+        });
+        self.names.push(name);
+        self.allow.push(allow);
+        Ok(())
+    }
+
+    /// A NUL-terminated string for a call of this batch: its address.
+    pub fn string(&mut self, main: &mut Remote, s: &[u8]) -> Result<u64> {
+        if self.direct {
+            return Err(Error::Stub {
+                pid: main.tid,
+                what: "strings for injected calls need the batch scratch area".into(),
+            });
+        }
+        // Flushed now, not by the push of the call that uses the string
+        // (that flush would free the string before its call runs).
+        if self.strings.len() + s.len() + 1 > self.strings_cap || self.calls.len() >= self.cap {
+            self.flush(main)?;
+        }
+        if s.len() + 1 > self.strings_cap {
+            return Err(Error::Stub {
+                pid: main.tid,
+                what: format!(
+                    "a string of {} bytes for an injected call is too long",
+                    s.len()
+                ),
+            });
+        }
+        let at = self.strings_at + self.strings.len() as u64;
+        self.strings.extend_from_slice(s);
+        self.strings.push(0);
+        Ok(at)
+    }
+
+    /// Run the calls collected; the first failure not allowed is the error.
+    pub fn flush(&mut self, main: &mut Remote) -> Result<()> {
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        let tid = main.tid;
+        if !self.strings.is_empty() {
+            main.write(self.strings_at, &self.strings)?;
+        }
+        let results = main
+            .inj
+            .syscall_batch(self.code, self.table, &self.calls)
+            .ctx(|| {
+                format!(
+                    "thread {tid}: a batch of {} injected calls",
+                    self.calls.len()
+                )
+            })?;
+        let calls = std::mem::take(&mut self.calls);
+        let names = std::mem::take(&mut self.names);
+        let allow = std::mem::take(&mut self.allow);
+        self.strings.clear();
+        for (i, &r) in results.iter().enumerate() {
+            if !(-4095..0).contains(&r) {
+                continue;
+            }
+            let ok = match allow[i] {
+                Allow::Nothing => false,
+                Allow::Errno(e) => -r == i64::from(e),
+                Allow::Any => true,
+            };
+            if !ok {
+                return Err(Error::Io {
+                    context: format!("thread {tid}: {}", names[i]),
+                    source: std::io::Error::from_raw_os_error(-r as i32),
+                });
+            }
+        }
+        if results.len() < calls.len() {
+            return Err(Error::Stub {
+                pid: tid,
+                what: format!(
+                    "a batch of injected calls stopped after {} of {} calls ({})",
+                    results.len(),
+                    calls.len(),
+                    names.get(results.len()).map(String::as_str).unwrap_or("")
+                ),
+            });
+        }
+        Ok(())
+    }
 }

@@ -16,6 +16,43 @@ use crate::{Error, Pid, Result};
 /// The bytes of `syscall; int3`, for a trampoline page.
 pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
 
+/// Code that runs a table of system calls in the stopped thread, for many
+/// calls in one ptrace round trip (see [`Injector::syscall_batch`]). With
+/// `rbx` = the table: entries of 8 words `[nr | flags << 32, a0..a5,
+/// result]`, ended by an entry whose first word is negative. For each it
+/// loads the arguments, makes the call, stores the result, and goes on;
+/// after a failing call (-4095..-1) it stops unless the entry's flags are
+/// not 0 (errors allowed). It ends on `int3`.
+///
+/// ```text
+/// 0:  mov rax,[rbx]; test rax,rax; js end
+/// 8:  mov r12,rax; shr r12,32; mov eax,eax
+/// 17: mov rdi,[rbx+8]; mov rsi,[rbx+16]; mov rdx,[rbx+24]
+///     mov r10,[rbx+32]; mov r8,[rbx+40]; mov r9,[rbx+48]
+/// 41: syscall; mov [rbx+56],rax; add rbx,64
+/// 51: test r12,r12; jnz 0; cmp rax,-4095; jb 0
+/// 64: end: int3
+/// ```
+pub const BATCH_CODE: [u8; 65] = [
+    0x48, 0x8b, 0x03, 0x48, 0x85, 0xc0, 0x78, 0x38, 0x49, 0x89, 0xc4, 0x49, 0xc1, 0xec, 0x20, 0x89,
+    0xc0, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53,
+    0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48,
+    0x83, 0xc3, 0x40, 0x4d, 0x85, 0xe4, 0x75, 0xc8, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0xc0,
+    0xcc,
+];
+
+/// Bytes of one entry of a batch table.
+pub const BATCH_ENTRY: usize = 64;
+
+/// One call of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCall {
+    pub nr: i64,
+    pub args: [u64; 6],
+    /// A failure does not stop the batch (the caller looks at the result).
+    pub may_fail: bool,
+}
+
 /// Offset of the first `syscall` instruction (0f 05) in `code`.
 pub fn find_syscall_insn(code: &[u8]) -> Option<usize> {
     code.windows(2).position(|w| w == [0x0f, 0x05])
@@ -136,6 +173,76 @@ impl Injector {
         }
         self.count += 1;
         Ok(ptrace::get_regs(self.tid)?[reg::RAX] as i64)
+    }
+
+    /// Run `calls` in one go through [`BATCH_CODE`] placed at `code` in
+    /// the thread's address space, with the table written at `table`
+    /// (writable, `(calls.len() + 1) * BATCH_ENTRY` bytes). Returns the
+    /// results of the calls made, in order: all of them, or up to and
+    /// including the first failing one that may not fail.
+    pub fn syscall_batch(
+        &mut self,
+        code: u64,
+        table: u64,
+        calls: &[BatchCall],
+    ) -> Result<Vec<i64>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Results not written yet read as this (no call returns it).
+        const NOT_RUN: u64 = 0x8000_0000_0000_0000;
+        let mut t = Vec::with_capacity((calls.len() + 1) * BATCH_ENTRY);
+        for c in calls {
+            let flags = u64::from(c.may_fail) << 32;
+            t.extend_from_slice(&((c.nr as u64 & 0xffff_ffff) | flags).to_ne_bytes());
+            for a in c.args {
+                t.extend_from_slice(&a.to_ne_bytes());
+            }
+            t.extend_from_slice(&NOT_RUN.to_ne_bytes());
+        }
+        t.extend_from_slice(&u64::MAX.to_ne_bytes());
+        t.resize((calls.len() + 1) * BATCH_ENTRY, 0);
+        self.mem.write(table, &t)?;
+        let mut r = self.saved_regs;
+        r[reg::RIP] = code;
+        r[reg::RBX] = table;
+        r[reg::ORIG_RAX] = u64::MAX;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::cont(self.tid, 0)?;
+        loop {
+            match ptrace::wait(self.tid)? {
+                Stop::Signal(libc::SIGTRAP) => break,
+                Stop::Signal(_) => {
+                    // Only unblockable signals get here: keep them.
+                    self.deferred.push(ptrace::get_siginfo(self.tid)?);
+                    ptrace::cont(self.tid, 0)?;
+                }
+                Stop::Event { .. } => ptrace::cont(self.tid, 0)?,
+                Stop::Exited(c) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("exit status {c} during a batch of injected calls"),
+                    })
+                }
+                Stop::Killed(s) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("killed by signal {s} during a batch of injected calls"),
+                    })
+                }
+            }
+        }
+        let back = self.mem.read_vec(table, calls.len() * BATCH_ENTRY)?;
+        let mut out = Vec::with_capacity(calls.len());
+        for e in back.chunks_exact(BATCH_ENTRY) {
+            let v = u64::from_ne_bytes(e[56..64].try_into().expect("8 bytes"));
+            if v == NOT_RUN {
+                break;
+            }
+            out.push(v as i64);
+        }
+        self.count += out.len() as u64;
+        Ok(out)
     }
 
     /// Run one system call; a failure becomes [`Error::Injected`] naming it.

@@ -113,3 +113,63 @@ fn read_vm_reads_remote_memory() {
     assert_eq!(&buf[..4], b"\x7fELF");
     drop(child);
 }
+
+#[test]
+fn a_batch_of_injected_calls_runs_in_one_go() {
+    let child = spawn_sleeper();
+    let pid = child.pid;
+    ptrace::seize_and_stop(pid, ptrace::PTRACE_O_EXITKILL).expect("seize");
+    let regs = ptrace::get_regs(pid).unwrap();
+    let (vs, ve) = vdso_range(pid);
+    let mem = mm::ProcMem::open(pid).unwrap();
+    let code = mem.read_vec(vs, (ve - vs) as usize).unwrap();
+    let ip = vs + inject::find_syscall_insn(&code).unwrap() as u64;
+    let mut inj = Injector::new(pid, ip).unwrap();
+    // A page for the code and the table.
+    let page = inj
+        .syscall(
+            "mmap",
+            libc::SYS_mmap,
+            &[
+                0,
+                8192,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .unwrap();
+    mem.write(page, &inject::BATCH_CODE).unwrap();
+    let call = |nr: i64, args: &[u64], may_fail: bool| {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        inject::BatchCall {
+            nr,
+            args: a,
+            may_fail,
+        }
+    };
+    let calls = [
+        call(libc::SYS_getpid, &[], false),
+        call(libc::SYS_close, &[9999], true),
+        call(libc::SYS_getppid, &[], false),
+        call(libc::SYS_close, &[9998], false),
+        call(libc::SYS_getpid, &[], false),
+    ];
+    let r = inj.syscall_batch(page, page + 4096, &calls).unwrap();
+    // The fourth fails and may not: the batch stops there.
+    assert_eq!(r.len(), 4, "{r:?}");
+    assert_eq!(r[0], i64::from(pid));
+    assert_eq!(r[1], -i64::from(libc::EBADF));
+    assert_eq!(r[2], i64::from(std::process::id() as i32));
+    assert_eq!(r[3], -i64::from(libc::EBADF));
+    assert_eq!(inj.count(), 5);
+    inj.syscall("munmap", libc::SYS_munmap, &[page, 8192])
+        .unwrap();
+    assert!(inj.finish().unwrap().is_empty());
+    assert_eq!(ptrace::get_regs(pid).unwrap(), regs);
+    ptrace::detach(pid, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(child.alive());
+}

@@ -314,11 +314,19 @@ impl Armed {
         let mut wp = vec![false; areas.len()];
         let mut changed: Vec<(u64, u64)> = pre.uncertain.clone();
         changed.extend(of_pages(pre.dirty.iter().copied(), page));
-        for (i, (e, _)) in areas.iter().enumerate() {
-            if !protectable(pid, e) {
-                continue;
-            }
-            let new = minus(&[(e.start, e.end)], &armed);
+        // The parts of the areas not armed before (one sweep for all).
+        let candidates: Vec<usize> = (0..areas.len())
+            .filter(|&i| protectable(pid, &areas[i].0))
+            .collect();
+        let spans: Vec<(u64, u64)> = candidates
+            .iter()
+            .map(|&i| (areas[i].0.start, areas[i].0.end))
+            .collect();
+        let new_parts = minus(&norm(spans), &armed);
+        for i in candidates {
+            let e = &areas[i].0;
+            let k = new_parts.partition_point(|r| r.1 <= e.start);
+            let new = inter(&new_parts[k..], &[(e.start, e.end)]);
             if !new.is_empty()
                 && self
                     .uffd

@@ -66,40 +66,66 @@ fn is_vdso_like(name: &str) -> bool {
 /// Address ranges in use, to find room for temporary mappings.
 #[derive(Debug, Clone, Default)]
 pub struct FreeSpace {
+    /// Sorted by start.
     used: Vec<(u64, u64)>,
+    /// Where the last range was found: the next search starts there (the
+    /// temporary areas are placed one after the other), then from the
+    /// bottom when nothing fits above it.
+    hint: u64,
 }
 
 impl FreeSpace {
     pub fn new(used: impl IntoIterator<Item = (u64, u64)>) -> FreeSpace {
-        let mut f = FreeSpace {
-            used: used.into_iter().collect(),
-        };
-        f.used.sort();
-        f
+        let mut v: Vec<(u64, u64)> = used.into_iter().collect();
+        v.sort();
+        // Overlapping ranges merged: ends then grow with starts.
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+        for (a, b) in v {
+            match merged.last_mut() {
+                Some(l) if a <= l.1 => l.1 = l.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        FreeSpace {
+            used: merged,
+            hint: 0,
+        }
+    }
+
+    /// The first 2 MiB-aligned range of `len` bytes at least GUARD away
+    /// from everything in use, at or above `lo`.
+    fn find(&self, lo: u64, len: u64) -> Option<(u64, usize)> {
+        let align = |a: u64| a.checked_add(GUARD - 1).map(|x| x & !(GUARD - 1));
+        let mut cand = align(lo)?;
+        // The ranges that end (with their guard) after the candidate.
+        let mut j = self
+            .used
+            .partition_point(|&(_, e)| e.saturating_add(GUARD) <= cand);
+        loop {
+            let end = cand.checked_add(len)?.checked_add(GUARD)?;
+            if end > TASK_SIZE {
+                return None;
+            }
+            match self.used.get(j) {
+                Some(&(s, e)) if s < end => {
+                    cand = align(cand.max(e.saturating_add(GUARD)))?;
+                    j += 1;
+                }
+                _ => return Some((cand, j)),
+            }
+        }
     }
 
     /// A 2 MiB-aligned range of `len` bytes at least GUARD away from
     /// everything in use; it is in use from now on.
     pub fn alloc(&mut self, len: u64) -> Option<u64> {
-        let align = |a: u64| (a + GUARD - 1) & !(GUARD - 1);
-        for lo in [LOW, 1 << 24] {
-            let mut cand = align(lo);
-            loop {
-                if cand + len + GUARD > TASK_SIZE {
-                    break;
-                }
-                let clash = self
-                    .used
-                    .iter()
-                    .find(|&&(s, e)| cand < e + GUARD && s < cand + len + GUARD);
-                match clash {
-                    Some(&(_, e)) => cand = align(e + GUARD),
-                    None => {
-                        self.used.push((cand, cand + len));
-                        self.used.sort();
-                        return Some(cand);
-                    }
-                }
+        let mut starts = vec![self.hint.max(LOW), LOW, 1 << 24];
+        starts.dedup();
+        for lo in starts {
+            if let Some((at, j)) = self.find(lo, len) {
+                self.used.insert(j, (at, at + len));
+                self.hint = at + len;
+                return Some(at);
             }
         }
         None
@@ -130,6 +156,13 @@ pub struct Layout {
     /// Temporary address (2 MiB-aligned) of each huge-page fill area, in
     /// the order of the `huge` lengths given to [`plan_layout`].
     pub huge_temp: Vec<u64>,
+}
+
+impl Layout {
+    /// Where the batch code is (after `syscall; int3` in the trampoline page).
+    pub fn batch_ip(&self) -> u64 {
+        self.tramp + 16
+    }
 }
 
 /// Pair the image's vdso-like mappings with the stub's (the same kernel's
@@ -329,6 +362,8 @@ pub(crate) fn address_space(main: &mut Remote, l: &Layout, page: u64) -> crate::
         )));
     }
     main.write(l.tramp, &TRAMPOLINE_CODE)?;
+    main.write(l.batch_ip(), &ckpt_sys::inject::BATCH_CODE)?;
+    main.enable_batch(l.batch_ip(), l.tramp + page, l.tramp_len - page);
     main.call(
         "mprotect of the trampoline",
         libc::SYS_mprotect,

@@ -9,7 +9,7 @@ use super::MemPlan;
 use crate::error::{Error, Result};
 use crate::fds::strip_deleted;
 use crate::process::creds::with_rights;
-use crate::remote::Remote;
+use crate::remote::{Allow, Batcher, Remote};
 use ckpt_image::{
     madvise, FileKind, FileMapping, Image, Process, SharedMemory, ShmKind, SpecialMapping, Vma,
     VmaBacking, PROT_READ, PROT_WRITE,
@@ -348,20 +348,25 @@ pub(crate) fn map_all(
         files: open_files(main, steps, scratch, as_saved)?,
         ..Default::default()
     };
+    // The calls go in batches (remote.rs): one round trip for hundreds.
+    let mut b = main.batcher();
     for s in steps {
-        map_one(main, s, l, scratch, &mut made)?;
-        advise(main, s, scratch)?;
+        map_one(main, &mut b, s, l, scratch, &mut made)?;
+        advise(main, &mut b, s)?;
     }
     for fd in made.files.into_values().chain(made.memfds.into_values()) {
-        main.call("close", libc::SYS_close, &[fd])?;
+        b.push(main, "close".into(), libc::SYS_close, &[fd], Allow::Nothing)?;
     }
     for (id, tmp) in made.shm {
-        main.call(
-            "munmap of a temporary shared mapping",
+        b.push(
+            main,
+            "munmap of a temporary shared mapping".into(),
             libc::SYS_munmap,
             &[tmp, l.shm_temp[&id].1],
+            Allow::Nothing,
         )?;
     }
+    b.flush(main)?;
     tracing::debug!(mappings = steps.len(), "mappings made");
     Ok(())
 }
@@ -410,6 +415,7 @@ fn open_files(
 /// The mmap (or mremap) of one mapping.
 fn map_one(
     main: &mut Remote,
+    b: &mut Batcher,
     s: &MapStep,
     l: &Layout,
     scratch: u64,
@@ -429,10 +435,12 @@ fn map_one(
             if s.grows_down {
                 flags |= libc::MAP_GROWSDOWN as u64;
             }
-            main.call(
-                &what,
+            b.push(
+                main,
+                what,
                 libc::SYS_mmap,
                 &[s.start, s.len, prot, flags, u64::MAX, 0],
+                Allow::Nothing,
             )?;
         }
         Backing::File {
@@ -445,14 +453,16 @@ fn map_one(
                 pid: main.tid,
                 what: format!("{}: its file was not opened", s.what),
             })?;
-            main.call(
-                &what,
+            b.push(
+                main,
+                what,
                 libc::SYS_mmap,
                 &[s.start, s.len, prot, share | fixed, fd, *offset],
+                Allow::Nothing,
             )?;
         }
         Backing::SharedAnon { id, offset } => {
-            map_shared_anon(main, s, l, (*id, *offset), made)?;
+            map_shared_anon(main, b, s, l, (*id, *offset), made)?;
         }
         Backing::NewMemfd {
             id,
@@ -463,13 +473,16 @@ fn map_one(
             let fd = match made.memfds.get(id) {
                 Some(&fd) => fd,
                 None => {
+                    // Its fd is needed now: what came before first.
+                    b.flush(main)?;
                     let fd = new_memfd(main, s, name, *size, scratch)?;
                     made.memfds.insert(*id, fd);
                     fd
                 }
             };
-            main.call(
-                &what,
+            b.push(
+                main,
+                what,
                 libc::SYS_mmap,
                 &[
                     s.start,
@@ -479,6 +492,7 @@ fn map_one(
                     fd,
                     *offset,
                 ],
+                Allow::Nothing,
             )?;
         }
     }
@@ -490,6 +504,7 @@ fn map_one(
 /// range at `offset` there.
 fn map_shared_anon(
     main: &mut Remote,
+    b: &mut Batcher,
     s: &MapStep,
     l: &Layout,
     (id, offset): (u64, u64),
@@ -498,8 +513,9 @@ fn map_shared_anon(
     let (tmp, size) = l.shm_temp[&id];
     if let Entry::Vacant(e) = made.shm.entry(id) {
         let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
-        main.call(
-            &format!("mmap of shared memory {id}"),
+        b.push(
+            main,
+            format!("mmap of shared memory {id}"),
             libc::SYS_mmap,
             &[
                 tmp,
@@ -509,11 +525,13 @@ fn map_shared_anon(
                 u64::MAX,
                 0,
             ],
+            Allow::Nothing,
         )?;
         e.insert(tmp);
     }
-    main.call(
-        &format!("mmap of {}", s.what),
+    b.push(
+        main,
+        format!("mmap of {}", s.what),
         libc::SYS_mremap,
         &[
             tmp + offset,
@@ -522,13 +540,15 @@ fn map_shared_anon(
             MREMAP_MAYMOVE | MREMAP_FIXED,
             s.start,
         ],
+        Allow::Nothing,
     )?;
-    main.call(
-        &format!("mprotect of {}", s.what),
+    b.push(
+        main,
+        format!("mprotect of {}", s.what),
         libc::SYS_mprotect,
         &[s.start, s.len, u64::from(s.map_prot)],
-    )?;
-    Ok(())
+        Allow::Nothing,
+    )
 }
 
 /// A memfd that no fd holds any more, made in the target: its fd there.
@@ -554,31 +574,36 @@ fn new_memfd(
 }
 
 /// The mapping's madvise() advice and its `[anon:NAME]`.
-fn advise(main: &mut Remote, s: &MapStep, scratch: u64) -> Result<()> {
+fn advise(main: &mut Remote, b: &mut Batcher, s: &MapStep) -> Result<()> {
     for &adv in &s.advice {
-        let r = main.raw(
-            &format!("madvise({adv}) of {}", s.what),
-            libc::SYS_madvise,
-            &[s.start, s.len, adv as u64],
-        )?;
         let optional = matches!(
             adv,
             libc::MADV_MERGEABLE | libc::MADV_HUGEPAGE | libc::MADV_NOHUGEPAGE
         );
-        if r < 0 && !(optional && r == -(libc::EINVAL as i64)) {
-            return Err(Error::Io {
-                context: format!("thread {}: madvise({adv}) of {}", main.tid, s.what),
-                source: std::io::Error::from_raw_os_error(-r as i32),
-            });
-        }
+        b.push(
+            main,
+            format!("madvise({adv}) of {}", s.what),
+            libc::SYS_madvise,
+            &[s.start, s.len, adv as u64],
+            if optional {
+                Allow::Errno(libc::EINVAL)
+            } else {
+                Allow::Nothing
+            },
+        )?;
     }
     if let Some(name) = &s.anon_name {
-        main.write_cstr(scratch, name.as_bytes())?;
         // Naming is cosmetic (needs CONFIG_ANON_VMA_NAME): errors are ignored.
-        let _ = main.raw(
-            "prctl(PR_SET_VMA_ANON_NAME)",
+        let at = match b.string(main, name.as_bytes()) {
+            Ok(at) => at,
+            Err(_) => return Ok(()),
+        };
+        b.push(
+            main,
+            "prctl(PR_SET_VMA_ANON_NAME)".into(),
             libc::SYS_prctl,
-            &[PR_SET_VMA, 0, s.start, s.len, scratch],
+            &[PR_SET_VMA, 0, s.start, s.len, at],
+            Allow::Any,
         )?;
     }
     Ok(())
@@ -587,14 +612,17 @@ fn advise(main: &mut Remote, s: &MapStep, scratch: u64) -> Result<()> {
 /// The final protections, where pages were written through added
 /// PROT_WRITE.
 pub(crate) fn protect(main: &mut Remote, steps: &[MapStep]) -> Result<()> {
+    let mut b = main.batcher();
     for s in steps {
         if s.map_prot != s.prot {
-            main.call(
-                &format!("mprotect of {}", s.what),
+            b.push(
+                main,
+                format!("mprotect of {}", s.what),
                 libc::SYS_mprotect,
                 &[s.start, s.len, u64::from(s.prot)],
+                Allow::Nothing,
             )?;
         }
     }
-    Ok(())
+    b.flush(main)
 }
