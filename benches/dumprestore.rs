@@ -25,6 +25,8 @@
 //! goes to files too. So no pipe is shared between the benchmark, ckpt and
 //! the restored process, whatever restore does with standard descriptors.
 
+#[path = "dumprestore/incr_lazy.rs"]
+mod incr_lazy;
 #[path = "dumprestore/vs_criu.rs"]
 mod vs_criu;
 
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+const SIGHUP: i32 = 1;
 const SIGUSR1: i32 = 10;
 const SIGUSR2: i32 = 12;
 const SIGTERM: i32 = 15;

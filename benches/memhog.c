@@ -15,6 +15,10 @@
  * the checksum is computed), alone on SIGUSR2 as "gap_us=<gap>
  * wall_gap_us=<gap>". An idle process reports a little over 1000.
  *
+ * On SIGHUP it rewrites 1% of its pages (every 100th, with new random
+ * bytes) and prints "touched sum=<checksum> pages=<n>": the change between
+ * a dump and an incremental one (issue 16).
+ *
  * wall_gap_us is the same from CLOCK_REALTIME readings: a restored copy
  * carries its last reading over, so its first gap spans dump, kill and
  * restore. CLOCK_MONOTONIC cannot show that for every tool: CRIU restores
@@ -40,7 +44,7 @@
 
 static uint8_t *mem;
 static size_t len;
-static volatile sig_atomic_t want_sum, want_gap;
+static volatile sig_atomic_t want_sum, want_gap, want_touch;
 static int out_fd = 1;
 
 static uint64_t checksum(void)
@@ -81,6 +85,16 @@ static void fill_text(uint8_t *p, size_t n, uint64_t *s)
 
 static void on_usr1(int sig) { (void)sig; want_sum = 1; }
 static void on_usr2(int sig) { (void)sig; want_gap = 1; }
+static void on_hup(int sig) { (void)sig; want_touch = 1; }
+
+/* Rewrite every 100th page with new random bytes; returns how many. */
+static size_t touch_one_percent(uint64_t *s)
+{
+    size_t n = 0;
+    for (size_t off = 0; off + 4096 <= len; off += 100 * 4096, n++)
+        fill_random(mem + off, 4096, s);
+    return n;
+}
 
 static uint64_t now_ns(clockid_t clock)
 {
@@ -121,6 +135,7 @@ int main(int argc, char **argv)
     }
     signal(SIGUSR1, on_usr1);
     signal(SIGUSR2, on_usr2);
+    signal(SIGHUP, on_hup);
     dprintf(out_fd, "READY sum=%016llx addr=%#llx len=%llu\n", (unsigned long long)checksum(),
             (unsigned long long)(uintptr_t)mem, (unsigned long long)len);
     uint64_t last = now_ns(CLOCK_MONOTONIC), max_gap = 0;
@@ -138,6 +153,13 @@ int main(int argc, char **argv)
             dprintf(out_fd, "gap_us=%llu wall_gap_us=%llu\n", (unsigned long long)(max_gap / 1000),
                     (unsigned long long)(wall_max / 1000));
             max_gap = wall_max = 0;
+        }
+        if (want_touch) {
+            want_touch = 0;
+            size_t n = touch_one_percent(&s);
+            dprintf(out_fd, "touched sum=%016llx pages=%zu\n", (unsigned long long)checksum(), n);
+            last = now_ns(CLOCK_MONOTONIC);
+            wall_last = now_ns(CLOCK_REALTIME);
         }
         if (want_sum) {
             want_sum = 0;

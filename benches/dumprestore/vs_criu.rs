@@ -21,6 +21,7 @@
 //! must have every pid back, alive, with the children under the parent.
 //! A tool that refuses or fails gets its first error line in the row.
 
+use super::incr_lazy::IncrLazy;
 use super::{
     kill_restored, load_average, median, parse_frozen, run_tool, wait_line, Hog, Opts, Run, SIGKILL,
 };
@@ -535,7 +536,37 @@ pub(crate) fn compare(o: &Opts, criu: &Path, hog: &Path, tree: &Path) {
         "-"
     );
     notes(&a, &b);
-    summary(&rows, &a, &b, &idle);
+    settle();
+    let extra = o
+        .criu_sizes
+        .last()
+        .map(|&size| (size, super::incr_lazy::measure(o, hog, size)));
+    if let Some((size, x)) = &extra {
+        print_incr_lazy(*size, x, rows.last().and_then(|r| r.1.as_ref().ok()));
+    }
+    summary(&rows, &a, &b, &idle, extra.as_ref());
+}
+
+/// The lines of the incremental dump and the lazy restore (ckpt alone).
+fn print_incr_lazy(size: u64, x: &Outcome<IncrLazy>, full: Option<&Mem>) {
+    match x {
+        Ok(x) => {
+            println!(
+                "{size} MiB mixed, ckpt alone: incremental dump after 1% of the pages were rewritten: {:.1} MiB vs the base's {:.1} MiB ({:.3}); dump {:.1} ms, restore of the chain {:.1} ms",
+                mib(x.inc),
+                mib(x.base),
+                x.ratio(),
+                ms(x.inc_dump),
+                ms(x.chain_restore)
+            );
+            println!(
+                "{size} MiB mixed, ckpt alone: restore --lazy: running after {:.1} ms (regular restore above: {})",
+                ms(x.lazy),
+                full.map_or("-".into(), |m| format!("{:.1} ms", ms(m.restore)))
+            );
+        }
+        Err(e) => println!("{size} MiB mixed, ckpt alone: incremental dump and lazy restore: {e}"),
+    }
 }
 
 /// The floor of the `seen` columns, and the targets of issues 16 and 12 as
@@ -545,6 +576,7 @@ fn summary(
     tree_ckpt: &Outcome<TreeRow>,
     tree_criu: &Outcome<TreeRow>,
     idle: &[Duration],
+    extra: Option<&(u64, Outcome<IncrLazy>)>,
 ) {
     if let (Some(lo), Some(hi)) = (idle.iter().min(), idle.iter().max()) {
         println!(
@@ -559,6 +591,18 @@ fn summary(
             ratio(a, b, |m| ms(m.seen)),
             ratio(a, b, |m| ms(m.dump)),
             ratio(a, b, |m| ms(m.restore)),
+        );
+    }
+    if let Some((size, x)) = extra {
+        let (inc, lazy) = match x {
+            Ok(x) => (
+                format!("{:.3}", x.ratio()),
+                format!("{:.2}", ms(x.lazy) / 50.0),
+            ),
+            Err(_) => ("failed".into(), "failed".into()),
+        };
+        println!(
+            "targets, ckpt alone at {size} MiB (issue 16): incremental/base with 1% rewritten <= 0.05: {inc}; lazy restore / 50 ms <= 1: {lazy}"
         );
     }
     println!(
