@@ -336,7 +336,50 @@ impl Uffd {
     }
 }
 
+/// Wakes a thread waiting in [`Uffd::poll_or_wake`] (an eventfd), so that
+/// a handler thread can wait long for faults and still stop at once.
+#[derive(Debug)]
+pub struct Waker(nix::sys::eventfd::EventFd);
+
+impl Waker {
+    pub fn new() -> Result<Waker> {
+        let fd = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(|e| crate::os_errno("eventfd for a userfaultfd handler", 0, e as i32))?;
+        Ok(Waker(fd))
+    }
+
+    /// Wake the waiter (now, or at its next wait: the wake stays).
+    pub fn wake(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
 impl Uffd {
+    /// Wait up to `timeout_ms` for a message or for `waker`: whether the
+    /// userfaultfd is readable (false on a wake or a timeout).
+    pub fn poll_or_wake(&self, waker: &Waker, timeout_ms: i32) -> Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [
+            PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(waker.0.as_fd(), PollFlags::POLLIN),
+        ];
+        let t = PollTimeout::try_from(timeout_ms.max(0)).unwrap_or(PollTimeout::MAX);
+        match nix::poll::poll(&mut fds, t) {
+            Ok(_) => Ok(fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLERR))),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(crate::os_errno(
+                "poll of the userfaultfd",
+                self.pid,
+                e as i32,
+            )),
+        }
+    }
+
     /// The userfaultfd of a child announced by a UFFD_EVENT_FORK message
     /// read from a userfaultfd of ours (the kernel put it in our fd table
     /// for us); `pid` names the child's process in errors when known.

@@ -17,7 +17,7 @@
 //! protection and wakes every waiting thread. The process never hangs.
 
 use super::snapshot::{retry_eagain, snapshot_err};
-use crate::error::{IoCtx, Result};
+use crate::error::{IoCtx, Result, SysCtx};
 use crate::PageSink;
 use ckpt_sys::mm::{read_vm, RemoteRange};
 use ckpt_sys::userfaultfd::*;
@@ -83,6 +83,8 @@ struct Shared {
     segs: RwLock<Vec<Seg>>,
     lost: Mutex<Vec<String>>,
     done: AtomicBool,
+    /// Wakes the handler from its wait once `done` is set.
+    waker: Waker,
     faults: AtomicU64,
     fault_pages: AtomicU64,
 }
@@ -98,6 +100,7 @@ pub(crate) struct Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         self.sh.done.store(true, Ordering::Release);
+        self.sh.waker.wake();
         // The handler may wait to hand over a copy: let it go.
         self.rx.take();
         if let Some(h) = self.handler.take() {
@@ -125,6 +128,7 @@ impl Pending {
             segs: RwLock::new(segs),
             lost: Mutex::new(Vec::new()),
             done: AtomicBool::new(false),
+            waker: Waker::new().ctx(pid, || "starting the snapshot's fault handler".into())?,
             faults: AtomicU64::new(0),
             fault_pages: AtomicU64::new(0),
         });
@@ -220,6 +224,7 @@ impl Pending {
             std::thread::sleep(Duration::from_millis(1));
         }
         sh.done.store(true, Ordering::Release);
+        sh.waker.wake();
         while self.handler.as_ref().is_some_and(|h| !h.is_finished()) {
             drain(sink, &mut done)?;
             std::thread::sleep(Duration::from_millis(1));
@@ -490,7 +495,9 @@ fn handler(sh: &Shared, tx: &SyncSender<(u64, Vec<u8>)>) {
     let mut msgs = [UffdMsg::default(); 64];
     let mut deferred: Vec<u64> = Vec::new();
     loop {
-        let readable = match sh.uffd.poll(if deferred.is_empty() { 20 } else { 1 }) {
+        // Long waits: the copier wakes us when it is done.
+        let wait = if deferred.is_empty() { 1000 } else { 1 };
+        let readable = match sh.uffd.poll_or_wake(&sh.waker, wait) {
             Ok(r) => r,
             Err(e) => {
                 sh.lost(format!("waiting for faults: {e}"));

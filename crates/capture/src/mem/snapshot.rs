@@ -95,12 +95,15 @@ pub(crate) struct Armed {
     armed: Vec<(u64, u64)>,
     pre: Arc<Mutex<Pre>>,
     stop: Arc<AtomicBool>,
+    /// Wakes the handler from its wait once `stop` is set.
+    waker: Arc<Waker>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -137,6 +140,7 @@ pub(crate) fn arm(pid: Pid, page: u64) -> Result<Option<Armed>> {
         armed: Vec::new(),
         pre: Arc::new(Mutex::new(Pre::default())),
         stop: Arc::new(AtomicBool::new(false)),
+        waker: Arc::new(Waker::new().ctx(pid, || "starting the write-protect handler".into())?),
         thread: None,
     };
     armed.start_handler()?;
@@ -247,15 +251,16 @@ fn scan(pm: &Pagemap, pid: Pid, start: u64, end: u64, anyof: u64) -> Result<Vec<
 
 impl Armed {
     fn start_handler(&mut self) -> Result<()> {
-        let (u, stop, pre, page) = (
+        let (u, stop, waker, pre, page) = (
             self.uffd.clone(),
             self.stop.clone(),
+            self.waker.clone(),
             self.pre.clone(),
             self.page,
         );
         let t = std::thread::Builder::new()
             .name("ckpt-wp-arm".into())
-            .spawn(move || pre_handler(&u, &stop, &pre, page))
+            .spawn(move || pre_handler(&u, (&stop, &waker), &pre, page))
             .ctx(self.pid, || "starting the write-protect handler".into())?;
         self.thread = Some(t);
         Ok(())
@@ -294,6 +299,7 @@ impl Armed {
         let (pid, page) = (self.pid, self.page);
         let t = Instant::now();
         self.stop.store(true, Ordering::Release);
+        self.waker.wake();
         if let Some(th) = self.thread.take() {
             let _ = th.join();
         }
@@ -393,11 +399,13 @@ pub(super) fn snapshot_err(pid: Pid, what: String) -> crate::Error {
 /// Phase 1's handler: a fault lifts the protection of its page (the
 /// snapshot has not been taken yet: its later contents are what counts)
 /// and makes it dirty; events update the armed ranges.
-fn pre_handler(uffd: &Uffd, stop: &AtomicBool, pre: &Mutex<Pre>, page: u64) {
+fn pre_handler(uffd: &Uffd, (stop, waker): (&AtomicBool, &Waker), pre: &Mutex<Pre>, page: u64) {
     let mut msgs = [UffdMsg::default(); 64];
     let mut deferred: Vec<u64> = Vec::new();
     loop {
-        let readable = match uffd.poll(if deferred.is_empty() { 5 } else { 1 }) {
+        // Long waits: the freeze wakes us.
+        let wait = if deferred.is_empty() { 1000 } else { 1 };
+        let readable = match uffd.poll_or_wake(waker, wait) {
             Ok(r) => r,
             Err(e) => {
                 lock(pre).failed = Some(format!("waiting for faults: {e}"));
