@@ -35,8 +35,10 @@ const ABSENT: u8 = 4;
 
 /// Pages copied per fault (an aligned block around the page).
 const BLOCK_PAGES: u64 = 16;
-/// Pages read at once by the calling thread.
+/// Pages read at once by the reader thread.
 const CHUNK_PAGES: u64 = 64;
+/// Chunks the reader may have read ahead of the sink.
+const READ_AHEAD: usize = 8;
 
 /// One protected area of the snapshot: a state per page.
 pub(crate) struct CopyArea {
@@ -182,33 +184,33 @@ impl Pending {
             }
             Ok(())
         };
-        let mut buf = vec![0u8; (CHUNK_PAGES * page) as usize];
-        for ai in 0..sh.areas.len() {
-            let a = &sh.areas[ai];
-            let mut p = a.start;
-            while p < a.end {
-                let n = CHUNK_PAGES.min((a.end - p) / page);
-                let got = sh.copy_run(ai, p, n, &mut buf);
-                match got {
-                    Ok(pieces) => {
-                        for (addr, off, len) in pieces {
-                            sink.add_pages(pid, addr, &buf[off..off + len])?;
-                            done += len as u64;
-                        }
-                        if p == a.start && ai == 0 {
-                            // Test hook: a pause in the middle of the copy.
-                            crate::worker::test_delay();
-                        }
-                        p += n * page;
-                    }
-                    // An event is pending: the handler reads it; again.
-                    Err(true) => std::thread::sleep(Duration::from_micros(100)),
-                    Err(false) => p += n * page,
+        // A reader thread copies the chunks ahead (read, un-protect) while
+        // this one hands them to the sink (compression, writing).
+        let (full_tx, full_rx) = sync_channel::<(Vec<u8>, Pieces)>(READ_AHEAD);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..READ_AHEAD + 2 {
+            let _ = free_tx.send(vec![0u8; (CHUNK_PAGES * page) as usize]);
+        }
+        std::thread::scope(|s| {
+            // Dropped when this closure returns (also on an error): the
+            // reader then stops at its next send or receive.
+            let (full_rx, free_tx) = (full_rx, free_tx);
+            let sh2 = &sh;
+            std::thread::Builder::new()
+                .name("ckpt-snap-read".into())
+                .spawn_scoped(s, move || read_chunks(sh2, &free_rx, &full_tx))
+                .ctx(pid, || "starting the snapshot reader thread".into())?;
+            for (buf, pieces) in full_rx.iter() {
+                for &(addr, off, len) in &pieces {
+                    sink.add_pages(pid, addr, &buf[off..off + len])?;
+                    done += len as u64;
                 }
+                let _ = free_tx.send(buf);
                 drain(sink, &mut done)?;
                 progress(done, total);
             }
-        }
+            Ok::<(), crate::Error>(())
+        })?;
         // Pages the handler claimed: wait until it has handed them over.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -254,6 +256,44 @@ impl Pending {
             ));
         }
         Ok(done)
+    }
+}
+
+/// The snapshot reader: every chunk of every area copied (read, then
+/// un-protected) into a free buffer and sent, in address order. Stops when
+/// the receiver is gone.
+fn read_chunks(sh: &Shared, free: &Receiver<Vec<u8>>, full: &SyncSender<(Vec<u8>, Pieces)>) {
+    let page = sh.page;
+    for (ai, a) in sh.areas.iter().enumerate() {
+        let mut p = a.start;
+        while p < a.end {
+            let n = CHUNK_PAGES.min((a.end - p) / page);
+            let Ok(mut buf) = free.recv() else { return };
+            let pieces = match sh.copy_run(ai, p, n, &mut buf) {
+                Ok(pieces) => {
+                    if p == a.start && ai == 0 {
+                        // Test hook: a pause in the middle of the copy.
+                        crate::worker::test_delay();
+                    }
+                    p += n * page;
+                    pieces
+                }
+                // An event is pending: the handler reads it; again.
+                Err(true) => {
+                    std::thread::sleep(Duration::from_micros(100));
+                    Vec::new()
+                }
+                Err(false) => {
+                    p += n * page;
+                    Vec::new()
+                }
+            };
+            // Sent even when empty: the sink's side gives the buffer back
+            // and hands over what the fault handler copied meanwhile.
+            if full.send((buf, pieces)).is_err() {
+                return;
+            }
+        }
     }
 }
 
