@@ -16,33 +16,36 @@ use crate::{Error, Pid, Result};
 /// The bytes of `syscall; int3`, for a trampoline page.
 pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
 
-/// Code that runs a table of system calls in the stopped thread, for many
-/// calls in one ptrace round trip (see [`Injector::syscall_batch`]). With
-/// `rbx` = the table: entries of 8 words `[nr | flags << 32, a0..a5,
-/// result]`, ended by an entry whose first word is negative. For each it
-/// loads the arguments, makes the call, stores the result, and goes on;
-/// after a failing call (-4095..-1) it stops unless the entry's flags are
-/// not 0 (errors allowed). It ends on `int3`.
+/// Code that runs a table of system calls in one stop of the thread
+/// ([`Injector::batch`], [`Injector::syscall_batch`]). With r15 at the
+/// table of 64-byte entries `[number, a0..a5, result]` (a negative number
+/// ends it), each call's result is stored in its entry, then the thread
+/// stops on `int3`. The result word holds a flag before the call: 0 goes
+/// on whatever the call returned; not 0 stops after a failing call
+/// (-4095..-1).
 ///
 /// ```text
-/// 0:  mov rax,[rbx]; test rax,rax; js end
-/// 8:  mov r12,rax; shr r12,32; mov eax,eax
-/// 17: mov rdi,[rbx+8]; mov rsi,[rbx+16]; mov rdx,[rbx+24]
-///     mov r10,[rbx+32]; mov r8,[rbx+40]; mov r9,[rbx+48]
-/// 41: syscall; mov [rbx+56],rax; add rbx,64
-/// 51: test r12,r12; jnz 0; cmp rax,-4095; jb 0
-/// 64: end: int3
+/// 0:  mov rax,[r15]; test rax,rax; js end
+/// 8:  mov rdi/rsi/rdx/r10/r8/r9,[r15+8..48]; mov r12,[r15+56]
+/// 36: syscall; mov [r15+56],rax; add r15,64
+/// 46: test r12,r12; jz 0; cmp rax,-4095; jb 0
+/// 59: end: int3
 /// ```
-pub const BATCH_CODE: [u8; 65] = [
-    0x48, 0x8b, 0x03, 0x48, 0x85, 0xc0, 0x78, 0x38, 0x49, 0x89, 0xc4, 0x49, 0xc1, 0xec, 0x20, 0x89,
-    0xc0, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10, 0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53,
-    0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30, 0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48,
-    0x83, 0xc3, 0x40, 0x4d, 0x85, 0xe4, 0x75, 0xc8, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0xc0,
-    0xcc,
+pub const BATCH_CODE: [u8; 60] = [
+    0x49, 0x8b, 0x07, 0x48, 0x85, 0xc0, 0x78, 0x33, 0x49, 0x8b, 0x7f, 0x08, 0x49, 0x8b, 0x77, 0x10,
+    0x49, 0x8b, 0x57, 0x18, 0x4d, 0x8b, 0x57, 0x20, 0x4d, 0x8b, 0x47, 0x28, 0x4d, 0x8b, 0x4f, 0x30,
+    0x4d, 0x8b, 0x67, 0x38, 0x0f, 0x05, 0x49, 0x89, 0x47, 0x38, 0x49, 0x83, 0xc7, 0x40, 0x4d, 0x85,
+    0xe4, 0x74, 0xcd, 0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff, 0x72, 0xc5, 0xcc,
 ];
 
 /// Bytes of one entry of a batch table.
 pub const BATCH_ENTRY: usize = 64;
+
+/// Bytes [`Injector::batch`] needs at its address for `n` calls: the code
+/// (padded to 64 bytes), then the table.
+pub fn batch_len(n: usize) -> u64 {
+    64 + BATCH_ENTRY as u64 * (n as u64 + 1)
+}
 
 /// One call of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +54,19 @@ pub struct BatchCall {
     pub args: [u64; 6],
     /// A failure does not stop the batch (the caller looks at the result).
     pub may_fail: bool,
+}
+
+/// The table of `calls` (and its end), each entry's flag word `stop` or 0.
+fn batch_table(calls: impl Iterator<Item = (i64, [u64; 6], bool)>, out: &mut Vec<u8>) {
+    for (nr, args, stop) in calls {
+        out.extend_from_slice(&nr.to_ne_bytes());
+        for a in args {
+            out.extend_from_slice(&a.to_ne_bytes());
+        }
+        out.extend_from_slice(&u64::from(stop).to_ne_bytes());
+    }
+    out.extend_from_slice(&(-1i64).to_ne_bytes());
+    out.resize(out.len() + BATCH_ENTRY - 8, 0);
 }
 
 /// Offset of the first `syscall` instruction (0f 05) in `code`.
@@ -175,11 +191,30 @@ impl Injector {
         Ok(ptrace::get_regs(self.tid)?[reg::RAX] as i64)
     }
 
-    /// Run `calls` in one go through [`BATCH_CODE`] placed at `code` in
-    /// the thread's address space, with the table written at `table`
-    /// (writable, `(calls.len() + 1) * BATCH_ENTRY` bytes). Returns the
-    /// results of the calls made, in order: all of them, or up to and
-    /// including the first failing one that may not fail.
+    /// Run `calls` (number, arguments) one after the other in one stop of
+    /// the thread, and return their raw results (negative errno on
+    /// failure). `at` is where the code and the table go: [`batch_len`]
+    /// bytes of memory the thread may execute and write (the results are
+    /// stored in the table). The calls must not block; each runs whatever
+    /// the others returned. A fault while it runs is an error.
+    pub fn batch(&mut self, at: u64, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut buf = Vec::with_capacity(batch_len(calls.len()) as usize);
+        buf.extend_from_slice(&BATCH_CODE);
+        buf.resize(64, 0xcc);
+        batch_table(calls.iter().map(|&(nr, a)| (nr, a, false)), &mut buf);
+        self.mem.write(at, &buf)?;
+        self.run_batch(at, at + 64, calls.len())
+    }
+
+    /// Run `calls` in one go through [`BATCH_CODE`] already placed at
+    /// `code` in the thread's address space (executable), with the table
+    /// written at `table` (writable, `(calls.len() + 1) * BATCH_ENTRY`
+    /// bytes). Returns the results of the calls made, in order: all of
+    /// them, or up to and including the first failing one that may not
+    /// fail (the batch stops there).
     pub fn syscall_batch(
         &mut self,
         code: u64,
@@ -189,31 +224,60 @@ impl Injector {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        // Results not written yet read as this (no call returns it).
-        const NOT_RUN: u64 = 0x8000_0000_0000_0000;
         let mut t = Vec::with_capacity((calls.len() + 1) * BATCH_ENTRY);
-        for c in calls {
-            let flags = u64::from(c.may_fail) << 32;
-            t.extend_from_slice(&((c.nr as u64 & 0xffff_ffff) | flags).to_ne_bytes());
-            for a in c.args {
-                t.extend_from_slice(&a.to_ne_bytes());
-            }
-            t.extend_from_slice(&NOT_RUN.to_ne_bytes());
-        }
-        t.extend_from_slice(&u64::MAX.to_ne_bytes());
-        t.resize((calls.len() + 1) * BATCH_ENTRY, 0);
+        batch_table(calls.iter().map(|c| (c.nr, c.args, !c.may_fail)), &mut t);
         self.mem.write(table, &t)?;
+        let mut out = self.run_batch(code, table, calls.len())?;
+        // The calls after a failing one that may not fail did not run.
+        if let Some(i) = out
+            .iter()
+            .zip(calls)
+            .position(|(&r, c)| !c.may_fail && (-4095..0).contains(&r))
+        {
+            out.truncate(i + 1);
+        }
+        self.count -= (calls.len() - out.len()) as u64;
+        Ok(out)
+    }
+
+    /// Run the batch code at `code` over the `n` calls of the table at
+    /// `table` (written): the result words of the table.
+    fn run_batch(&mut self, code: u64, table: u64, n: usize) -> Result<Vec<i64>> {
         let mut r = self.saved_regs;
         r[reg::RIP] = code;
-        r[reg::RBX] = table;
+        r[reg::R15] = table;
         r[reg::ORIG_RAX] = u64::MAX;
         ptrace::set_regs(self.tid, &r)?;
         ptrace::cont(self.tid, 0)?;
-        loop {
+        let end = code + BATCH_CODE.len() as u64;
+        for stops in 0.. {
+            if stops > 1000 {
+                return Err(Error::Unexpected {
+                    tid: self.tid,
+                    what: "injected system calls: the thread keeps stopping".into(),
+                });
+            }
             match ptrace::wait(self.tid)? {
-                Stop::Signal(libc::SIGTRAP) => break,
+                Stop::Signal(libc::SIGTRAP) if ptrace::get_regs(self.tid)?[reg::RIP] == end => {
+                    break
+                }
+                Stop::Signal(
+                    sig @ (libc::SIGSEGV
+                    | libc::SIGBUS
+                    | libc::SIGILL
+                    | libc::SIGFPE
+                    | libc::SIGTRAP),
+                ) => {
+                    let rip = ptrace::get_regs(self.tid)?[reg::RIP];
+                    return Err(Error::Unexpected {
+                        tid: self.tid,
+                        what: format!(
+                            "injected system calls: signal {sig} at {rip:#x} (code at {code:#x})"
+                        ),
+                    });
+                }
                 Stop::Signal(_) => {
-                    // Only unblockable signals get here: keep them.
+                    // A signal we could not block: keep it for later.
                     self.deferred.push(ptrace::get_siginfo(self.tid)?);
                     ptrace::cont(self.tid, 0)?;
                 }
@@ -221,28 +285,23 @@ impl Injector {
                 Stop::Exited(c) => {
                     return Err(Error::Gone {
                         tid: self.tid,
-                        how: format!("exit status {c} during a batch of injected calls"),
+                        how: format!("exit status {c} during injected system calls"),
                     })
                 }
                 Stop::Killed(s) => {
                     return Err(Error::Gone {
                         tid: self.tid,
-                        how: format!("killed by signal {s} during a batch of injected calls"),
+                        how: format!("killed by signal {s} during injected system calls"),
                     })
                 }
             }
         }
-        let back = self.mem.read_vec(table, calls.len() * BATCH_ENTRY)?;
-        let mut out = Vec::with_capacity(calls.len());
-        for e in back.chunks_exact(BATCH_ENTRY) {
-            let v = u64::from_ne_bytes(e[56..64].try_into().expect("8 bytes"));
-            if v == NOT_RUN {
-                break;
-            }
-            out.push(v as i64);
-        }
-        self.count += out.len() as u64;
-        Ok(out)
+        let back = self.mem.read_vec(table, BATCH_ENTRY * n)?;
+        self.count += n as u64;
+        Ok(back
+            .chunks_exact(BATCH_ENTRY)
+            .map(|e| i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect())
     }
 
     /// Run one system call; a failure becomes [`Error::Injected`] naming it.

@@ -165,6 +165,33 @@ fn a_batch_of_injected_calls_runs_in_one_go() {
     assert_eq!(r[2], i64::from(std::process::id() as i32));
     assert_eq!(r[3], -i64::from(libc::EBADF));
     assert_eq!(inj.count(), 5);
+    // Code and table together, every call run whatever it returns.
+    let r = inj
+        .batch(
+            page + 4096,
+            &[
+                (libc::SYS_close, [9999, 0, 0, 0, 0, 0]),
+                (libc::SYS_getpid, [0; 6]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r, [-i64::from(libc::EBADF), i64::from(pid)]);
+    assert_eq!(inj.count(), 7);
+    // Not writable: the fault is an error, not a hang.
+    inj.syscall(
+        "mprotect",
+        libc::SYS_mprotect,
+        &[
+            page + 4096,
+            4096,
+            (libc::PROT_READ | libc::PROT_EXEC) as u64,
+        ],
+    )
+    .unwrap();
+    let e = inj
+        .batch(page + 4096, &[(libc::SYS_getpid, [0; 6])])
+        .unwrap_err();
+    assert!(e.to_string().contains("signal 11"), "{e}");
     inj.syscall("munmap", libc::SYS_munmap, &[page, 8192])
         .unwrap();
     assert!(inj.finish().unwrap().is_empty());
