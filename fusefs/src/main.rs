@@ -220,18 +220,7 @@ fn detach_stdio() {
 }
 
 fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for c in e.chain() {
-        let s = c.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    ckpt_image::chain(e.chain())
 }
 
 fn main() {

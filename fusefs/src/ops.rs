@@ -24,23 +24,6 @@ pub trait Backend: Send + Sync {
 /// ckpt-capture and ckpt-restore.
 pub struct Real;
 
-/// "outer: inner: innermost" without repeating causes already spelled out.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = String::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
-
 impl Backend for Real {
     fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
         let opts = ckpt_capture::DumpOptions {
@@ -49,11 +32,12 @@ impl Backend for Real {
         };
         ckpt_capture::dump(pid, out, opts)
             .map(drop)
-            .map_err(|e| chain(&e))
+            .map_err(|e| ckpt_image::error_chain(&e))
     }
 
     fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String> {
-        let reader = ckpt_image::ImageReader::open(image).map_err(|e| chain(&e))?;
+        let reader =
+            ckpt_image::ImageReader::open(image).map_err(|e| ckpt_image::error_chain(&e))?;
         let opts = ckpt_restore::RestoreOptions {
             new_pid,
             ..Default::default()
@@ -65,7 +49,7 @@ impl Backend for Real {
                 report.errors.join("; ")
             ));
         }
-        let r = ckpt_restore::restore(&reader, &opts).map_err(|e| chain(&e))?;
+        let r = ckpt_restore::restore(&reader, &opts).map_err(|e| ckpt_image::error_chain(&e))?;
         Ok((r.pid, report.warnings))
     }
 }

@@ -46,18 +46,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// "outer: inner: innermost", skipping causes already spelled out by the outer message.
+/// "outer: inner: innermost", each message once.
 fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    ckpt_image::chain(e.chain())
 }

@@ -18,6 +18,7 @@ pub use model::*;
 pub mod ckpt_capnp;
 
 mod atomic;
+mod chain;
 mod codec;
 pub mod container;
 mod editor;
@@ -25,12 +26,14 @@ mod editor;
 pub mod fuzzing;
 pub mod json;
 mod reader;
+pub mod signal;
 mod store;
 pub mod summary;
 mod validate;
 mod writer;
 
 pub use atomic::AtomicFile;
+pub use chain::{chain, error_chain};
 pub use editor::ImageEditor;
 pub use reader::ImageReader;
 pub use store::{check_frame_record, frame_record, PayloadDecoder};

@@ -63,48 +63,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Name of a signal number (Linux x86_64).
-pub fn signal_name(signo: i32) -> String {
-    const N: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match signo {
-        1..=31 => N[(signo - 1) as usize].to_string(),
-        32..=64 => format!("SIGRT{}", signo - 32),
-        _ => format!("signal {signo}"),
-    }
-}
-
 /// Saved and stored bytes of a process's memory: (bytes in Data runs, bytes
 /// in Zero runs, stored bytes of the frames its runs use, prorated).
 pub fn memory_sizes(image: &Image, p: &Process) -> (u64, u64, u64) {
@@ -222,7 +180,7 @@ pub fn render(image: &Image) -> String {
                 let _ = writeln!(
                     s,
                     "      pending {} (code {})",
-                    signal_name(si.signo),
+                    crate::signal::name(si.signo),
                     si.code
                 );
             }
@@ -274,8 +232,8 @@ pub fn render(image: &Image) -> String {
             .map(|(i, a)| {
                 let signo = i as i32 + 1;
                 match a.handler {
-                    1 => format!("{} ignored", signal_name(signo)),
-                    h => format!("{} handler {h:#x}", signal_name(signo)),
+                    1 => format!("{} ignored", crate::signal::name(signo)),
+                    h => format!("{} handler {h:#x}", crate::signal::name(signo)),
                 }
             })
             .collect();
@@ -295,7 +253,7 @@ pub fn render(image: &Image) -> String {
             let _ = writeln!(
                 s,
                 "    pending {} (code {}, process-wide)",
-                signal_name(si.signo),
+                crate::signal::name(si.signo),
                 si.code
             );
         }
