@@ -24,6 +24,9 @@ enum Command {
     Restore(commands::restore::Args),
     /// Print what an image holds.
     Show(commands::show::Args),
+    /// Rewrite an image keeping only its live generation (drops the dead
+    /// space earlier edits left).
+    Compact(commands::compact::Args),
     /// Mount a store of images as a filesystem (ckptfs).
     Mount(commands::mount::Args),
 }
@@ -35,6 +38,7 @@ pub fn main() -> i32 {
         Command::Dump(a) => commands::dump::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Show(a) => commands::show::run(a),
+        Command::Compact(a) => commands::compact::run(a),
         Command::Mount(a) => commands::mount::run(a),
     };
     match result {

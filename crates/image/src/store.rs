@@ -310,7 +310,11 @@ pub fn read_memory(
                     }
                 }
                 if !unsaved_is_zero(vma) {
-                    return Err(Error::NotSaved { pid, addr: cur });
+                    return Err(Error::NotSaved {
+                        pid,
+                        addr: cur,
+                        why: vma.unsaved_reason(),
+                    });
                 }
                 buf[out_start..out_start + n as usize].fill(0);
             }

@@ -1,0 +1,199 @@
+//! Dead space, compaction, the generation check and NotSaved reasons.
+
+mod common;
+
+use ckpt_image::compact::{compact, usage};
+use ckpt_image::container::{encode_commit_record, Commit, COMMIT_RECORD_LEN};
+use ckpt_image::*;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// Every saved byte a reader can see: anonymous memory of 100, the
+/// heap, the stack, pid 200's shared memory, and the two blobs.
+fn contents(path: &Path) -> Vec<Vec<u8>> {
+    let r = ImageReader::open(path).unwrap();
+    let mut out = Vec::new();
+    for (pid, addr, len) in [
+        (100, ANON, 16 * PS),
+        (100, HEAP, 4 * PS),
+        (100, STACK, PS),
+        (200, ANON, 8 * PS),
+        (100, FILEMAP + PS, PS),
+    ] {
+        let mut b = vec![0u8; len as usize];
+        r.read_memory(pid, addr, &mut b).unwrap();
+        out.push(b);
+    }
+    for f in &r.image().files {
+        match &f.kind {
+            FileKind::Regular(x) if x.has_contents => out.push(r.read_blob(&x.contents).unwrap()),
+            FileKind::MemFd(m) => out.push(r.read_blob(&m.contents).unwrap()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn compaction_keeps_the_live_generation_only() {
+    let dir = temp_dir("compact");
+    let path = dir.join("c.ckpt");
+    std::fs::write(&path, rich_bytes(Compression::Fast)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let u0 = usage(&ImageReader::open(&path).unwrap()).unwrap();
+    assert_eq!(u0.dead(), 0, "a fresh image has no dead space: {u0:?}");
+    // 30 edits, each a generation with new frames and a new metadata record.
+    for i in 0..30u32 {
+        let mut ed = ImageEditor::open(&path).unwrap();
+        ed.write_memory(100, ANON + u64::from(i % 16) * PS + 7, &i.to_le_bytes())
+            .unwrap();
+        ed.commit().unwrap();
+    }
+    let before = contents(&path);
+    let r = ImageReader::open(&path).unwrap();
+    let u = usage(&r).unwrap();
+    let meta_before = r.image().clone();
+    drop(r);
+    assert!(u.dead() > 0 && u.frames_live < u.frames, "{u:?}");
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert_eq!(u.file_len, len);
+
+    let c = compact(&path).unwrap();
+    assert_eq!(c.before, len);
+    // The live part, less the dropped frames' entries in the metadata.
+    assert!(c.after <= u.live && c.after > u.live - 2048, "{c:?} {u:?}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), c.after);
+    assert_eq!(c.generation, 30);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o640,
+        "the mode is kept"
+    );
+    let r = ImageReader::open(&path).unwrap();
+    let u2 = usage(&r).unwrap();
+    assert_eq!(u2.dead(), 0, "{u2:?}");
+    assert_eq!(u2.frames, u2.frames_live);
+    assert_eq!(r.image().generation, 30);
+    assert_eq!(
+        r.image().processes,
+        meta_before
+            .processes
+            .iter()
+            .map(|p| {
+                // only frame numbers and offsets may differ
+                let mut p = p.clone();
+                for (m, n) in p
+                    .memory
+                    .iter_mut()
+                    .zip(&r.image().process(p.pid).unwrap().memory)
+                {
+                    m.frame = n.frame;
+                }
+                p
+            })
+            .collect::<Vec<_>>()
+    );
+    drop(r);
+    assert_eq!(contents(&path), before, "every byte reads the same");
+    // No temp file is left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // It edits on.
+    let mut ed = ImageEditor::open(&path).unwrap();
+    ed.write_memory(100, ANON, b"after").unwrap();
+    ed.commit().unwrap();
+    assert_eq!(ed.image().generation, 31);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_dead_space_and_compaction_drops_it() {
+    let dir = temp_dir("compact-torn");
+    let path = dir.join("t.ckpt");
+    let mut bytes = rich_bytes(Compression::Zstd);
+    let good = bytes.len() as u64;
+    bytes.extend_from_slice(&[0xab; 1000]);
+    std::fs::write(&path, &bytes).unwrap();
+    let u = usage(&ImageReader::open(&path).unwrap()).unwrap();
+    assert_eq!(u.dead(), 1000);
+    let before = contents(&path);
+    let c = compact(&path).unwrap();
+    assert_eq!(c.after, good);
+    assert_eq!(contents(&path), before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn show_reports_dead_space_and_the_greater_minor() {
+    let dir = temp_dir("compact-show");
+    let path = dir.join("s.ckpt");
+    std::fs::write(&path, rich_bytes(Compression::Fast)).unwrap();
+    let mut ed = ImageEditor::open(&path).unwrap();
+    ed.write_memory(100, ANON, &[1; 5000]).unwrap();
+    ed.commit().unwrap();
+    drop(ed);
+    let r = ImageReader::open(&path).unwrap();
+    let facts = summary::file_facts(&r).unwrap();
+    let text = summary::render_file(r.image(), &facts);
+    let first: Vec<&str> = text.lines().take(2).collect();
+    assert_eq!(first[0], "ckpt image, format 1.1, generation 1", "{text}");
+    assert!(
+        first[1].starts_with("  file:      ") && first[1].contains("dead space"),
+        "{text}"
+    );
+    let mut img = r.image().clone();
+    img.format_minor = 7;
+    assert_eq!(summary::reported_version(&img, (1, 1)), (1, 7));
+    assert_eq!(summary::reported_version(r.image(), (1, 3)), (1, 3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_generation_must_match_the_commit_record() {
+    let mut bytes = rich_bytes(Compression::Fast);
+    let n = bytes.len();
+    let off = n - COMMIT_RECORD_LEN as usize;
+    let payload = &bytes[off + 24..off + 64];
+    let le = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().unwrap());
+    let c = Commit {
+        metadata_offset: le(0),
+        metadata_len: le(8),
+        generation: 5,
+        end: le(24),
+    };
+    bytes[off..].copy_from_slice(&encode_commit_record(&c));
+    let e = ImageReader::new(bytes.clone())
+        .err()
+        .expect("a mismatch is refused");
+    assert!(
+        e.to_string()
+            .contains("the commit record says generation 5 but its metadata says 0"),
+        "{e}"
+    );
+    // Over 2^32 - 1 it cannot match the UInt32 field either.
+    let c = Commit {
+        generation: 1 << 32,
+        ..c
+    };
+    bytes[off..].copy_from_slice(&encode_commit_record(&c));
+    assert!(ImageReader::new(bytes).is_err());
+}
+
+#[test]
+fn unsaved_pages_say_why() {
+    let r = ImageReader::new(rich_bytes(Compression::Fast)).unwrap();
+    let mut b = [0u8; 8];
+    let e = r.read_memory(100, VDSO, &mut b).unwrap_err().to_string();
+    assert!(
+        e.contains("[vdso] is provided by the kernel, never saved in an image"),
+        "{e}"
+    );
+    assert!(!e.contains("backed by a file"), "{e}");
+    let e = r.read_memory(100, FILEMAP, &mut b).unwrap_err().to_string();
+    assert!(e.contains("left to the file by the dump"), "{e}");
+}
