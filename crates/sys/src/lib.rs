@@ -12,6 +12,8 @@
 pub mod clone;
 /// Credentials of the calling thread: fs ids switched to another user's, access(2) with them. Used by restore.
 pub mod creds;
+/// libc calls the ckptfs daemon needs (local time).
+pub mod daemon;
 pub mod inject;
 pub mod ptrace;
 pub mod remote;
