@@ -164,9 +164,10 @@ impl PayloadDecoder {
             }
             Codec::Lz4 => {
                 // Room for exactly the size the metadata gives: a block that
-                // decodes to more fails instead of growing the buffer.
-                self.out.clear();
+                // decodes to more fails instead of growing the buffer. (The
+                // old bytes are overwritten: no need to zero them first.)
                 self.out.resize(size, 0);
+                self.out.truncate(size);
                 let n = lz4_flex::block::decompress_into(stored, &mut self.out)
                     .map_err(|e| dec_err(std::io::Error::other(format!("lz4: {e}"))))?;
                 self.out.truncate(n);
