@@ -113,13 +113,23 @@ fn reads_every_file_of_an_image() {
         }
         assert_eq!(md.mtime(), CREATED_NS / 1_000_000_000, "{}", p.display());
         if md.is_file() {
+            if p.ends_with("map_files/400000-402000") {
+                // Its pages were left to a file that does not exist.
+                let e = std::fs::read(p).unwrap_err();
+                assert_eq!(errno(&e), libc::EIO, "{}", p.display());
+                continue;
+            }
             let data = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             if p.ends_with("mem") {
                 assert!(data.is_empty(), "mem reads as an empty file from offset 0");
                 assert_eq!(md.len(), 0);
             } else {
                 assert_eq!(data.len() as u64, md.len(), "size of {}", p.display());
-                assert!(!data.is_empty(), "{} is empty", p.display());
+                assert!(
+                    !data.is_empty() || p.ends_with("errors"),
+                    "{} is empty",
+                    p.display()
+                );
             }
         }
     }
@@ -531,7 +541,15 @@ fn listing_1000_images_reads_no_page_data() {
 
 #[test]
 fn cp_r_copies_an_image_directory() {
-    let (dir, _store, m) = setup("cp", &Synth::default());
+    require_root_and_fuse();
+    let dir = TempDir::new("cp");
+    let store = dir.mkdir("store");
+    let synth = Synth {
+        backing: Some(dir.join("text.bin")),
+        ..Default::default()
+    };
+    write_synthetic(&store.join("syn.ckpt"), &synth);
+    let m = Mount::start(&store, &dir.join("mnt"), &[]);
     let dest = dir.join("copy");
     let o = Command::new("cp")
         .arg("-r")
@@ -552,6 +570,8 @@ fn cp_r_copies_an_image_directory() {
         "4242/status",
         "4242/fds/1",
         "4242/task/4243/regs",
+        "4242/map_files/10000000-10040000",
+        "4242/map_files/400000-402000",
     ] {
         assert_eq!(
             std::fs::read(dest.join(rel)).unwrap(),
@@ -559,7 +579,10 @@ fn cp_r_copies_an_image_directory() {
             "{rel}"
         );
     }
+    // mem stays empty: the copy holds the memory in map_files/.
     assert_eq!(std::fs::metadata(dest.join("4242/mem")).unwrap().len(), 0);
+    let data = std::fs::read(dest.join("4242/map_files/10000000-10040000")).unwrap();
+    assert!(data.iter().enumerate().all(|(i, &b)| b == data_byte(i)));
     m.stop();
 }
 

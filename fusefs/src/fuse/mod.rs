@@ -1,17 +1,30 @@
-//! The thin fuser adapter: translates FUSE requests into calls on the tree
-//! model ([`crate::tree`]), the store ([`crate::store`]) and the ctl
-//! commands; errors carry an errno. All files are opened with
-//! FOPEN_DIRECT_IO, so the kernel neither caches nor clips reads to the
-//! size it last saw: every read reaches the current image.
+//! The fuser adapter: translates FUSE requests into calls on the tree
+//! model ([`crate::tree`]), the store ([`crate::store`]), the scratch files
+//! ([`crate::scratch`]) and the ctl commands; errors carry an errno, and
+//! every refused read or write is noted with its reason in the image's
+//! `errors` file and the log.
+//!
+//! Caching: attributes and entries are kept by the kernel for [`TTL`]
+//! (edits made through ckptfs invalidate what they change at once, see
+//! [`inval`]). Text files, `mem` and files being written use
+//! FOPEN_DIRECT_IO; `map_files/*` and `fds/N.data` opened read-only go
+//! through the page cache, kept from one open to the next while the image
+//! is unchanged (FOPEN_KEEP_CACHE).
 
-use crate::ctl::{self, ImageCmd, RootCmd};
+mod ctlcmd;
+mod inval;
+mod io;
+mod names;
+
 use crate::ops::Ops;
-use crate::store::{Failure, Loaded, Store};
+use crate::pages::PendingPages;
+use crate::store::{Failure, FileKey, Loaded, Store};
 use crate::tree::{perm, ImageState, ImgId, Kind, Node, ProcFile};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -19,12 +32,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Attributes and entries are not cached by the kernel: sizes change with
-/// every edit and images come and go in the store.
-const TTL: Duration = Duration::ZERO;
+pub use inval::NotifierSlot;
 
-thread_local! {
-    static MEM_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// How long the kernel may keep attributes and entries. Edits through
+/// ckptfs invalidate what they change; a change from outside (an image
+/// added, removed or rewritten in the store) shows within this time.
+pub const TTL: Duration = Duration::from_secs(1);
+
+/// The ctl and errors files change without an edit, scratch files with
+/// every write: their attributes are not cached.
+fn ttl_of(node: Node) -> Duration {
+    match node {
+        Node::RootCtl | Node::ImageCtl(_) | Node::Errors(_) | Node::Scratch(..) => Duration::ZERO,
+        _ => TTL,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,12 +71,37 @@ struct EditBuf {
     dirty: bool,
 }
 
+/// A directory entry of an open directory.
+#[derive(Clone)]
+struct Entry {
+    ino: u64,
+    node: Node,
+    kind: FileType,
+    name: String,
+}
+
 struct Handle {
     node: Node,
     /// The file as it was at open (consistent reads of one version).
     snapshot: Option<Arc<Vec<u8>>>,
+    /// The image version a read-only map file or fd data file was opened on.
+    loaded: Option<Arc<Loaded>>,
     edit: Option<EditBuf>,
-    dir: Option<Vec<(u64, FileType, String)>>,
+    pages: Option<Arc<Mutex<PendingPages>>>,
+    dir: Option<Vec<Entry>>,
+}
+
+impl Handle {
+    fn new(node: Node) -> Handle {
+        Handle {
+            node,
+            snapshot: None,
+            loaded: None,
+            edit: None,
+            pages: None,
+            dir: None,
+        }
+    }
 }
 
 /// Settings of a mount the filesystem needs.
@@ -76,6 +122,10 @@ pub struct CkptFs {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     mounted: SystemTime,
+    scratch: Mutex<crate::scratch::Scratch>,
+    /// The image version each cached file's page cache holds.
+    cache_keys: Mutex<HashMap<u64, FileKey>>,
+    inval: inval::Invalidator,
 }
 
 fn to_time(ns: i64) -> SystemTime {
@@ -94,8 +144,37 @@ fn file_type(k: Kind) -> FileType {
     }
 }
 
+fn attr_of(
+    ino: u64,
+    kind: FileType,
+    size: u64,
+    perm: u16,
+    owner: (u32, u32),
+    mtime: SystemTime,
+) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: owner.0,
+        gid: owner.1,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
 impl CkptFs {
-    pub fn new(store: Arc<Store>, ops: Arc<Ops>, cfg: FsConfig) -> CkptFs {
+    /// The filesystem; `notifier` is filled in once the session runs (it
+    /// lets edits drop what the kernel cached of the files they change).
+    pub fn new(store: Arc<Store>, ops: Arc<Ops>, cfg: FsConfig, notifier: NotifierSlot) -> CkptFs {
         let fs = CkptFs {
             store,
             ops,
@@ -104,6 +183,9 @@ impl CkptFs {
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mounted: SystemTime::now(),
+            scratch: Mutex::default(),
+            cache_keys: Mutex::default(),
+            inval: inval::Invalidator::start(notifier),
         };
         fs.ino(Node::Root);
         fs
@@ -128,86 +210,42 @@ impl CkptFs {
             .ok_or(Errno::ENOENT)
     }
 
-    fn root_ctl_text(&self) -> Vec<u8> {
-        let last = self.store.root_status();
-        let mut s = String::new();
-        if !last.is_empty() {
-            s.push_str(&last);
-            s.push_str("\n\n");
-        }
-        s.push_str(ctl::ROOT_USAGE);
-        s.into_bytes()
-    }
-
-    fn image_ctl_text(&self, id: ImgId) -> Vec<u8> {
-        let last = self.store.status(id);
-        let mut s = String::new();
-        if !last.is_empty() {
-            s.push_str(&last);
-            s.push_str("\n\n");
-        }
-        s.push_str(ctl::IMAGE_USAGE);
-        s.into_bytes()
-    }
-
     /// The loaded image of a node below `/NAME/`, checking that the node exists.
     fn loaded(&self, node: Node) -> Result<Arc<Loaded>, Errno> {
         let id = node.image().ok_or(Errno::ENOENT)?;
         let l = self.store.load(id).ok_or(Errno::ENOENT)?;
+        if let Node::Scratch(_, n) = node {
+            lock(&self.scratch).get(n).ok_or(Errno::ENOENT)?;
+            return Ok(l);
+        }
         if !node.exists_in(&l.state()) {
             return Err(Errno::ENOENT);
         }
         Ok(l)
     }
 
-    fn dir_attr(&self, ino: u64, perm: u16, uid: u32, gid: u32, mtime: SystemTime) -> FileAttr {
-        self.make_attr(ino, FileType::Directory, 0, perm, uid, gid, mtime)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn make_attr(
-        &self,
-        ino: u64,
-        kind: FileType,
-        size: u64,
-        perm: u16,
-        uid: u32,
-        gid: u32,
-        mtime: SystemTime,
-    ) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: mtime,
-            mtime,
-            ctime: mtime,
-            crtime: mtime,
-            kind,
-            perm,
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid,
-            gid,
-            rdev: 0,
-            flags: 0,
-            blksize: 4096,
-        }
-    }
-
     fn attr(&self, node: Node) -> Result<FileAttr, Errno> {
         let ino = self.ino(node);
-        let (uid, gid) = (self.cfg.uid, self.cfg.gid);
+        let me = (self.cfg.uid, self.cfg.gid);
         match node {
-            Node::Root => return Ok(self.dir_attr(ino, 0o755, uid, gid, self.mounted)),
+            Node::Root => {
+                return Ok(attr_of(
+                    ino,
+                    FileType::Directory,
+                    0,
+                    0o755,
+                    me,
+                    self.mounted,
+                ))
+            }
             Node::RootCtl => {
-                let size = self.root_ctl_text().len() as u64;
-                return Ok(self.make_attr(
+                let size = ctlcmd::root_text(&self.store).len() as u64;
+                return Ok(attr_of(
                     ino,
                     FileType::RegularFile,
                     size,
                     0o644,
-                    uid,
-                    gid,
+                    me,
                     self.mounted,
                 ));
             }
@@ -216,35 +254,47 @@ impl CkptFs {
                 use std::os::unix::fs::MetadataExt;
                 let p = perm(Kind::Dir, false, m.mode());
                 let mtime = to_time(m.mtime() * 1_000_000_000 + m.mtime_nsec());
-                return Ok(self.dir_attr(ino, p, m.uid(), m.gid(), mtime));
+                return Ok(attr_of(
+                    ino,
+                    FileType::Directory,
+                    0,
+                    p,
+                    (m.uid(), m.gid()),
+                    mtime,
+                ));
+            }
+            Node::Scratch(_, n) => {
+                let s = lock(&self.scratch);
+                let f = s.get(n).ok_or(Errno::ENOENT)?;
+                let size = f.data.len() as u64;
+                return Ok(attr_of(
+                    ino,
+                    FileType::RegularFile,
+                    size,
+                    f.mode,
+                    (f.uid, f.gid),
+                    f.mtime,
+                ));
             }
             _ => {}
         }
         let l = self.loaded(node)?;
         let kind = node.kind();
-        let p = perm(kind, node.writable(), l.mode);
+        let writable = if kind == Kind::Dir {
+            node.allows_scratch()
+        } else {
+            node.writable()
+        };
+        let p = perm(kind, writable, l.mode);
         let mtime = match l.image() {
             Some(img) => to_time(img.created_ns),
             None => to_time(l.mtime_ns),
         };
-        let size = match (kind, node) {
-            (Kind::Dir, _) => 0,
-            (Kind::Symlink, Node::ProcFile(_, pid, ProcFile::Exe)) => {
-                let p = l
-                    .image()
-                    .and_then(|i| i.process(pid))
-                    .ok_or(Errno::ENOENT)?;
-                crate::render::exe_target(p).len() as u64
-            }
-            (_, Node::ImageCtl(id)) => self.image_ctl_text(id).len() as u64,
-            (_, n) if n.is_mem() => 0,
-            (_, n) => self
-                .store
-                .content(n, &l)
-                .map(|c| c.len() as u64)
-                .unwrap_or(0),
-        };
-        let mut a = self.make_attr(ino, file_type(kind), size, p, l.uid, l.gid, mtime);
+        let (size, stored) = self.size_of(node, &l)?;
+        let mut a = attr_of(ino, file_type(kind), size, p, (l.uid, l.gid), mtime);
+        if let Some(s) = stored {
+            a.blocks = s.div_ceil(512);
+        }
         if node.is_mem() {
             // Tools size their buffers by st_blksize: big reads are faster.
             a.blksize = 1 << 20;
@@ -252,6 +302,47 @@ impl CkptFs {
         Ok(a)
     }
 
+    /// The size of a node of a loaded image, and the bytes it has stored
+    /// when that differs (st_blocks of map files: their saved pages).
+    fn size_of(&self, node: Node, l: &Loaded) -> Result<(u64, Option<u64>), Errno> {
+        Ok(match node {
+            n if n.kind() == Kind::Dir => (0, None),
+            Node::ProcFile(_, pid, ProcFile::Exe) => {
+                let p = l
+                    .image()
+                    .and_then(|i| i.process(pid))
+                    .ok_or(Errno::ENOENT)?;
+                (crate::render::exe_target(p).len() as u64, None)
+            }
+            Node::ImageCtl(id) => (ctlcmd::image_text(&self.store, id).len() as u64, None),
+            Node::Errors(id) => (self.store.errors_text(id).len() as u64, None),
+            Node::ProcFile(_, _, ProcFile::Mem) => (0, None),
+            Node::MapFile(_, pid, start, end) => {
+                let stored = l.index(pid).and_then(|ix| ix.stored.get(&start).copied());
+                (end - start, Some(stored.unwrap_or(0)))
+            }
+            Node::FdData(_, pid, fd) => {
+                let img = l.image().ok_or(Errno::ENOENT)?;
+                let len = img
+                    .process(pid)
+                    .and_then(|p| p.fds.iter().find(|f| f.fd == fd))
+                    .and_then(|f| img.file(f.file))
+                    .and_then(|f| crate::tree::fd_data(img, &f.kind))
+                    .map(|d| d.len())
+                    .ok_or(Errno::ENOENT)?;
+                (len, None)
+            }
+            n => (
+                self.store
+                    .content(n, l)
+                    .map(|c| c.len() as u64)
+                    .unwrap_or(0),
+                None,
+            ),
+        })
+    }
+
+    /// The real (not scratch) child `name` of `parent`.
     fn lookup_node(&self, parent: Node, name: &str) -> Result<Node, Errno> {
         match parent {
             Node::Root => {
@@ -269,20 +360,35 @@ impl CkptFs {
         }
     }
 
-    fn list_dir(&self, node: Node) -> Result<Vec<(u64, FileType, String)>, Errno> {
-        let ino = self.ino(node);
+    /// The child `name` of `parent`: a real node, else a scratch file.
+    fn child(&self, parent: Node, name: &str) -> Result<Node, Errno> {
+        match self.lookup_node(parent, name) {
+            Err(Errno::ENOENT) if parent.allows_scratch() => {
+                let n = lock(&self.scratch)
+                    .lookup(parent, name)
+                    .ok_or(Errno::ENOENT)?;
+                let id = parent.image().ok_or(Errno::ENOENT)?;
+                Ok(Node::Scratch(id, n))
+            }
+            r => r,
+        }
+    }
+
+    fn list_dir(&self, node: Node) -> Result<Vec<Entry>, Errno> {
+        let entry = |node: Node, kind: FileType, name: String| Entry {
+            ino: self.ino(node),
+            node,
+            kind,
+            name,
+        };
         let mut out = vec![
-            (ino, FileType::Directory, ".".to_string()),
-            (
-                self.ino(node.parent()),
-                FileType::Directory,
-                "..".to_string(),
-            ),
+            entry(node, FileType::Directory, ".".into()),
+            entry(node.parent(), FileType::Directory, "..".into()),
         ];
         if node == Node::Root {
-            out.push((self.ino(Node::RootCtl), FileType::RegularFile, "ctl".into()));
+            out.push(entry(Node::RootCtl, FileType::RegularFile, "ctl".into()));
             for (name, id) in self.store.list() {
-                out.push((self.ino(Node::Image(id)), FileType::Directory, name));
+                out.push(entry(Node::Image(id), FileType::Directory, name));
             }
             return Ok(out);
         }
@@ -293,7 +399,13 @@ impl CkptFs {
         let state: ImageState = l.state();
         for c in node.children(&state) {
             let name = c.name(|id| self.store.name(id));
-            out.push((self.ino(c), file_type(c.kind()), name));
+            out.push(entry(c, file_type(c.kind()), name));
+        }
+        if node.allows_scratch() {
+            let id = node.image().ok_or(Errno::ENOENT)?;
+            for (n, name) in lock(&self.scratch).list(node) {
+                out.push(entry(Node::Scratch(id, n), FileType::RegularFile, name));
+            }
         }
         Ok(out)
     }
@@ -309,124 +421,19 @@ impl CkptFs {
         uid == 0 || uid == self.cfg.uid
     }
 
-    fn run_root_ctl(&self, uid: u32, data: &[u8]) -> Result<(), Failure> {
-        if !self.privileged(uid) {
-            return Err(Failure::new(
-                libc::EACCES,
-                "only the owner of the mount may checkpoint",
-            ));
-        }
-        let cmd = ctl::parse_root(data).map_err(|m| Failure::new(libc::EINVAL, m))?;
-        match cmd {
-            RootCmd::Checkpoint {
-                pid,
-                name,
-                leave_running,
-            } => {
-                let name = match name {
-                    Some(n) => {
-                        if self.store.name_taken(&n) {
-                            return Err(Failure::new(
-                                libc::EEXIST,
-                                format!("an image named {n} exists"),
-                            ));
-                        }
-                        n
-                    }
-                    None => {
-                        let secs = SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0);
-                        let base = ctl::default_name(pid, secs as i64);
-                        let mut n = base.clone();
-                        let mut k = 2;
-                        while self.store.name_taken(&n) {
-                            n = format!("{base}-{k}");
-                            k += 1;
-                        }
-                        n
-                    }
-                };
-                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(Failure::new(
-                        libc::ESRCH,
-                        format!("checkpoint {pid}: no such process"),
-                    ));
-                }
-                let path = self.store.new_image_path(&name);
-                self.ops
-                    .checkpoint(pid, &path, leave_running)
-                    .map_err(|m| Failure::new(libc::EIO, format!("checkpoint {pid}: {m}")))?;
-                self.store
-                    .set_root_status(format!("ok checkpoint {name} pid={pid}"));
-                Ok(())
-            }
-        }
-    }
-
-    fn run_image_ctl(&self, id: ImgId, uid: u32, data: &[u8]) -> Result<(), Failure> {
-        let cmd = ctl::parse_image(data).map_err(|m| Failure::new(libc::EINVAL, m))?;
-        match cmd {
-            ImageCmd::Restore { new_pid } => {
-                let l = self
-                    .store
-                    .load(id)
-                    .ok_or_else(|| Failure::new(libc::ENOENT, "the image is gone"))?;
-                let img = l.image().ok_or_else(|| {
-                    Failure::new(
-                        libc::EIO,
-                        format!(
-                            "cannot restore: {}",
-                            l.reader.as_ref().err().cloned().unwrap_or_default()
-                        ),
-                    )
-                })?;
-                if !self.privileged(uid) && !runs_as(img, uid) {
-                    return Err(Failure::new(
-                        libc::EACCES,
-                        format!("uid {uid} may only restore images of processes running as uid {uid} without capabilities"),
-                    ));
-                }
-                let (pid, warnings) = self
-                    .ops
-                    .restore(id, &l.path, new_pid)
-                    .map_err(|m| Failure::new(libc::EIO, format!("restore failed: {m}")))?;
-                let mut s = format!("restored pid {pid}");
-                for w in warnings {
-                    s.push_str(&format!("\nwarning: {w}"));
-                }
-                self.store.set_status(id, s);
-                Ok(())
-            }
-        }
-    }
-
-    /// Apply the text collected by an edit handle.
-    fn apply_edit(&self, node: Node, data: &[u8]) -> Result<(), Failure> {
-        let id = node.image().expect("edit nodes belong to an image");
-        let path = self.path_of(node);
-        match self.store.edit(node, data) {
-            Ok(Some((what, generation))) => {
-                self.store.set_status(
-                    id,
-                    format!("ok edit {path}: {what} (generation {generation})"),
-                );
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                self.store
-                    .set_status(id, format!("error: edit of {path}: {}", e.msg));
-                Err(e)
-            }
-        }
-    }
-
     /// The path of a node relative to the image directory, for messages.
     fn path_of(&self, node: Node) -> String {
         let mut parts = Vec::new();
         let mut n = node;
+        if let Node::Scratch(_, s) = node {
+            match lock(&self.scratch).get(s) {
+                Some(f) => {
+                    parts.push(f.name.clone());
+                    n = f.parent;
+                }
+                None => return format!("scratch file {s}"),
+            }
+        }
         while !matches!(n, Node::Root | Node::Image(_)) {
             parts.push(n.name(|id| self.store.name(id)));
             n = n.parent();
@@ -435,43 +442,59 @@ impl CkptFs {
         parts.join("/")
     }
 
-    fn flush_handle(&self, fh: u64) -> Result<(), Failure> {
-        let pending = {
-            let mut hs = lock(&self.handles);
-            let Some(h) = hs.get_mut(&fh) else {
-                return Ok(());
-            };
-            let node = h.node;
-            match h.edit.as_mut() {
-                Some(e) if e.dirty => {
-                    e.dirty = false;
-                    e.base = None;
-                    Some((node, std::mem::take(&mut e.data)))
-                }
-                _ => None,
-            }
-        };
-        match pending {
-            Some((node, data)) => self.apply_edit(node, &data),
-            None => Ok(()),
+    /// Note why an operation on `node` was refused (the image's `errors`
+    /// file and the log) and give its errno.
+    fn refuse(&self, node: Node, what: &str, f: &Failure) -> Errno {
+        match node.image() {
+            Some(id) => self.store.record_error(id, what, &f.msg),
+            None => tracing::warn!("{what}: {}", f.msg),
         }
+        errno(f.errno)
     }
-}
 
-/// Whether every process of the image runs as `uid` with no capabilities.
-fn runs_as(img: &ckpt_image::Image, uid: u32) -> bool {
-    img.processes.iter().all(|p| {
-        let c = &p.creds;
-        [c.ruid, c.euid, c.suid, c.fsuid].iter().all(|&u| u == uid)
-            && c.cap_permitted == 0
-            && c.cap_effective == 0
-    })
+    /// After a commit to image `id`: drop what the kernel cached of it.
+    fn changed(&self, id: ImgId) {
+        let t = lock(&self.inodes);
+        let list: Vec<(u64, Node)> = t
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.image() == Some(id))
+            .map(|(i, n)| (i as u64 + 1, *n))
+            .collect();
+        drop(t);
+        let mut keys = lock(&self.cache_keys);
+        let mut inval = Vec::with_capacity(list.len());
+        for (ino, n) in list {
+            match n {
+                Node::MapFile(..) | Node::FdData(..) => {
+                    keys.remove(&ino);
+                    inval.push(inval::Inval::Inode(ino, 0));
+                }
+                n if n.kind() == Kind::Dir => {}
+                _ => inval.push(inval::Inval::Inode(ino, -1)),
+            }
+        }
+        drop(keys);
+        self.inval.send(inval);
+    }
 }
 
 impl Filesystem for CkptFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        use fuser::InitFlags as F;
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        for f in [
+            F::FUSE_DO_READDIRPLUS,
+            F::FUSE_READDIRPLUS_AUTO,
+            F::FUSE_PARALLEL_DIROPS,
+            F::FUSE_CACHE_SYMLINKS,
+        ] {
+            if config.add_capabilities(f).is_err() {
+                tracing::debug!("the kernel does not offer {f:?}");
+            }
+        }
         Ok(())
     }
 
@@ -481,31 +504,31 @@ impl Filesystem for CkptFs {
         };
         let r = self
             .node(parent)
-            .and_then(|p| self.lookup_node(p, name))
-            .and_then(|n| self.attr(n));
+            .and_then(|p| self.child(p, name))
+            .and_then(|n| Ok((n, self.attr(n)?)));
         match r {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok((n, a)) => reply.entry(&ttl_of(n), &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino).and_then(|n| self.attr(n)) {
-            Ok(a) => reply.attr(&TTL, &a),
+        match self.node(ino).and_then(|n| Ok((n, self.attr(n)?))) {
+            Ok((n, a)) => reply.attr(&ttl_of(n), &a),
             Err(e) => reply.error(e),
         }
     }
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -514,33 +537,19 @@ impl Filesystem for CkptFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let node = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
+        let ch = names::AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
         };
-        if mode.is_some() || uid.is_some() || gid.is_some() {
-            return reply.error(Errno::EPERM);
-        }
-        if size.is_some() {
-            if !node.writable() {
-                return reply.error(Errno::EACCES);
-            }
-            if self.cfg.read_only {
-                return reply.error(Errno::EROFS);
-            }
-            // Truncation (the shell's `>`): start the collected text over.
-            if let Some(fh) = fh {
-                if let Some(e) = lock(&self.handles)
-                    .get_mut(&fh.0)
-                    .and_then(|h| h.edit.as_mut())
-                {
-                    e.data.clear();
-                    e.base = None;
-                }
-            }
-        }
-        match self.attr(node) {
-            Ok(a) => reply.attr(&TTL, &a),
+        let r = self.node(ino).and_then(|n| {
+            self.do_setattr(req, n, fh.map(|f| f.0), &ch)
+                .map(|a| (n, a))
+        });
+        match r {
+            Ok((n, a)) => reply.attr(&ttl_of(n), &a),
             Err(e) => reply.error(e),
         }
     }
@@ -563,53 +572,94 @@ impl Filesystem for CkptFs {
         }
     }
 
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        match self.make_scratch(req, parent, name, mode & !umask) {
+            Ok((n, a)) => reply.entry(&ttl_of(n), &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.not_here(parent, name, "make a directory"));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_unlink(parent, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.not_here(parent, name, "remove a directory"));
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.not_here(parent, link_name, "make a symlink"));
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_rename(req, (parent, name), (newparent, newname), flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(self.not_here(newparent, newname, "make a hard link"));
+    }
+
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let node = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        if node.kind() == Kind::Dir {
-            return reply.error(Errno::EISDIR);
+        match self
+            .node(ino)
+            .and_then(|n| self.do_open(req, ino.0, n, flags))
+        {
+            Ok((fh, f)) => reply.opened(FileHandle(fh), f),
+            Err(e) => reply.error(e),
         }
-        if write {
-            if !node.writable() {
-                return reply.error(Errno::EACCES);
-            }
-            if self.cfg.read_only {
-                return reply.error(Errno::EROFS);
-            }
-            if node == Node::RootCtl && !self.privileged(req.uid()) {
-                return reply.error(Errno::EACCES);
-            }
-        }
-        let mut h = Handle {
-            node,
-            snapshot: None,
-            edit: None,
-            dir: None,
-        };
-        match node {
-            Node::RootCtl => {}
-            n => {
-                let l = match self.loaded(n) {
-                    Ok(l) => l,
-                    Err(e) => return reply.error(e),
-                };
-                if !n.is_mem() && !matches!(n, Node::ImageCtl(_)) {
-                    h.snapshot = self.store.content(n, &l);
-                }
-                if write && n.is_edit() && !n.is_mem() {
-                    h.edit = Some(EditBuf {
-                        data: Vec::new(),
-                        base: None,
-                        dirty: false,
-                    });
-                }
-            }
-        }
-        let fh = self.new_handle(h);
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     fn read(
@@ -623,50 +673,7 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let (node, snapshot) = match lock(&self.handles).get(&fh.0) {
-            Some(h) => (h.node, h.snapshot.clone()),
-            None => return reply.error(Errno::EBADF),
-        };
-        let slice = |b: &[u8]| -> Vec<u8> {
-            let start = (offset.min(b.len() as u64)) as usize;
-            let end = start.saturating_add(size as usize).min(b.len());
-            b[start..end].to_vec()
-        };
-        match node {
-            Node::RootCtl => reply.data(&slice(&self.root_ctl_text())),
-            Node::ImageCtl(id) => reply.data(&slice(&self.image_ctl_text(id))),
-            Node::ProcFile(id, pid, ProcFile::Mem) => {
-                let Some(l) = self.store.load(id) else {
-                    return reply.error(Errno::ENOENT);
-                };
-                MEM_BUF.with_borrow_mut(|buf| {
-                    // Reused per thread: no allocation or zeroing per read.
-                    if buf.len() < size as usize {
-                        buf.resize(size as usize, 0);
-                    }
-                    let out = &mut buf[..size as usize];
-                    match self.store.read_mem_into(&l, pid, offset, out) {
-                        Ok(n) => {
-                            if n == size as usize && size >= (128 << 10) {
-                                // Streaming: decode the next reads' frames meanwhile.
-                                let end = offset + n as u64;
-                                self.store.prefetch(&l, pid, end, end + 2 * u64::from(size));
-                            }
-                            reply.data(&out[..n])
-                        }
-                        Err(e) => reply.error(errno(e.errno)),
-                    }
-                })
-            }
-            _ => match snapshot {
-                Some(s) => {
-                    let start = (offset.min(s.len() as u64)) as usize;
-                    let end = start.saturating_add(size as usize).min(s.len());
-                    reply.data(&s[start..end])
-                }
-                None => reply.error(Errno::EIO),
-            },
-        }
+        self.do_read(fh.0, offset, size, reply)
     }
 
     fn write(
@@ -681,91 +688,9 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let node = match lock(&self.handles).get(&fh.0) {
-            Some(h) => h.node,
-            None => return reply.error(Errno::EBADF),
-        };
-        let n = data.len() as u32;
-        match node {
-            Node::RootCtl => match self.run_root_ctl(req.uid(), data) {
-                Ok(()) => reply.written(n),
-                Err(e) => {
-                    self.store.set_root_status(format!("error: {}", e.msg));
-                    reply.error(errno(e.errno))
-                }
-            },
-            Node::ImageCtl(id) => match self.run_image_ctl(id, req.uid(), data) {
-                Ok(()) => reply.written(n),
-                Err(e) => {
-                    self.store.set_status(id, format!("error: {}", e.msg));
-                    reply.error(errno(e.errno))
-                }
-            },
-            Node::ProcFile(id, pid, ProcFile::Mem) => {
-                match self.store.write_mem(id, pid, offset, data) {
-                    Ok((written, generation)) => {
-                        self.store.set_status(
-                        id,
-                        format!("ok edit {pid}/mem: {written} bytes at {offset:#x} (generation {generation})"),
-                    );
-                        reply.written(written as u32)
-                    }
-                    Err(e) => {
-                        self.store.set_status(
-                            id,
-                            format!("error: edit of {pid}/mem at {offset:#x}: {}", e.msg),
-                        );
-                        reply.error(errno(e.errno))
-                    }
-                }
-            }
-            _ => {
-                let mut hs = lock(&self.handles);
-                let Some(e) = hs.get_mut(&fh.0).and_then(|h| h.edit.as_mut()) else {
-                    return reply.error(Errno::EBADF);
-                };
-                let base = *e.base.get_or_insert(offset);
-                let pos = offset
-                    .checked_sub(base)
-                    .map(|p| p as usize)
-                    .unwrap_or(e.data.len());
-                if pos > (16 << 20) {
-                    return reply.error(Errno::EFBIG);
-                }
-                let end = pos + data.len();
-                if e.data.len() < end {
-                    e.data.resize(end, 0);
-                }
-                e.data[pos..end].copy_from_slice(data);
-                e.dirty = true;
-                // Check the complete lines now, so that a bad edit fails the
-                // write itself (shells ignore errors of close()).
-                let complete = e
-                    .data
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map(|i| e.data[..=i].to_vec());
-                drop(hs);
-                if let Some(text) = complete {
-                    if let Err(f) = self.store.check_edit(node, &text) {
-                        if let Some(e) = lock(&self.handles)
-                            .get_mut(&fh.0)
-                            .and_then(|h| h.edit.as_mut())
-                        {
-                            e.data.clear();
-                            e.base = None;
-                            e.dirty = false;
-                        }
-                        let id = node.image().expect("edit nodes belong to an image");
-                        self.store.set_status(
-                            id,
-                            format!("error: edit of {}: {}", self.path_of(node), f.msg),
-                        );
-                        return reply.error(errno(f.errno));
-                    }
-                }
-                reply.written(n)
-            }
+        match self.do_write(req, fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -779,7 +704,7 @@ impl Filesystem for CkptFs {
     ) {
         match self.flush_handle(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e.errno)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -793,7 +718,7 @@ impl Filesystem for CkptFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        // Errors here cannot reach close(); they are readable from ctl.
+        // Errors here cannot reach close(); they are in ctl and errors.
         let _ = self.flush_handle(fh.0);
         lock(&self.handles).remove(&fh.0);
         reply.ok();
@@ -809,7 +734,7 @@ impl Filesystem for CkptFs {
     ) {
         match self.flush_handle(fh.0) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e.errno)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -817,12 +742,9 @@ impl Filesystem for CkptFs {
         let r = self.node(ino).and_then(|n| Ok((n, self.list_dir(n)?)));
         match r {
             Ok((node, list)) => {
-                let fh = self.new_handle(Handle {
-                    node,
-                    snapshot: None,
-                    edit: None,
-                    dir: Some(list),
-                });
+                let mut h = Handle::new(node);
+                h.dir = Some(list);
+                let fh = self.new_handle(h);
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
             Err(e) => reply.error(e),
@@ -841,8 +763,37 @@ impl Filesystem for CkptFs {
         let Some(list) = hs.get(&fh.0).and_then(|h| h.dir.as_ref()) else {
             return reply.error(Errno::EBADF);
         };
-        for (i, (ino, kind, name)) in list.iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
+        for (i, e) in list.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(e.ino), (i + 1) as u64, e.kind, &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match lock(&self.handles).get(&fh.0).and_then(|h| h.dir.clone()) {
+            Some(l) => l,
+            None => return reply.error(Errno::EBADF),
+        };
+        for (i, e) in list.iter().enumerate().skip(offset as usize) {
+            // An entry gone meanwhile is left out.
+            let Ok(a) = self.attr(e.node) else { continue };
+            if reply.add(
+                INodeNo(e.ino),
+                (i + 1) as u64,
+                &e.name,
+                &ttl_of(e.node),
+                &a,
+                Generation(0),
+            ) {
                 break;
             }
         }
@@ -862,32 +813,100 @@ impl Filesystem for CkptFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
-            self.store.dir().as_os_str(),
-        ))
-        .unwrap_or_default();
-        // SAFETY: an all-zero statvfs is valid; `c` is NUL-terminated and `s` a valid out-pointer.
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-        if r != 0 {
-            return reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        match nix::sys::statvfs::statvfs(self.store.dir()) {
+            Ok(s) => reply.statfs(
+                s.blocks(),
+                s.blocks_free(),
+                s.blocks_available(),
+                s.files(),
+                s.files_free(),
+                s.block_size() as u32,
+                255,
+                s.fragment_size() as u32,
+            ),
+            Err(_) => reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096),
         }
-        reply.statfs(
-            s.f_blocks,
-            s.f_bfree,
-            s.f_bavail,
-            s.f_files,
-            s.f_ffree,
-            s.f_bsize as u32,
-            255,
-            s.f_frsize as u32,
-        );
+    }
+
+    /// Extended attributes are not supported: ENOSYS makes the kernel
+    /// stop asking (it answers every later call itself), so `ls -l`'s
+    /// ACL and security-label probes cost no round trip.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Permission bits are checked by the kernel (default_permissions).
         match self.node(ino).and_then(|n| self.attr(n)) {
             Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .make_scratch(req, parent, name, mode & !umask)
+            .map(|(n, a)| (n, a, self.new_handle(Handle::new(n))));
+        match r {
+            Ok((n, a, fh)) => reply.created(
+                &ttl_of(n),
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.do_lseek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
         }
     }
