@@ -1,9 +1,8 @@
-//! Dead space, compaction, the generation check and NotSaved reasons.
+//! Dead space and compaction.
 
 mod common;
 
 use ckpt_image::compact::{compact, usage};
-use ckpt_image::container::{encode_commit_record, Commit, COMMIT_RECORD_LEN};
 use ckpt_image::*;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
@@ -151,49 +150,4 @@ fn show_reports_dead_space_and_the_greater_minor() {
     assert_eq!(summary::reported_version(&img, (1, 1)), (1, 7));
     assert_eq!(summary::reported_version(r.image(), (1, 3)), (1, 3));
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn the_generation_must_match_the_commit_record() {
-    let mut bytes = rich_bytes(Compression::Fast);
-    let n = bytes.len();
-    let off = n - COMMIT_RECORD_LEN as usize;
-    let payload = &bytes[off + 24..off + 64];
-    let le = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().unwrap());
-    let c = Commit {
-        metadata_offset: le(0),
-        metadata_len: le(8),
-        generation: 5,
-        end: le(24),
-    };
-    bytes[off..].copy_from_slice(&encode_commit_record(&c));
-    let e = ImageReader::new(bytes.clone())
-        .err()
-        .expect("a mismatch is refused");
-    assert!(
-        e.to_string()
-            .contains("the commit record says generation 5 but its metadata says 0"),
-        "{e}"
-    );
-    // Over 2^32 - 1 it cannot match the UInt32 field either.
-    let c = Commit {
-        generation: 1 << 32,
-        ..c
-    };
-    bytes[off..].copy_from_slice(&encode_commit_record(&c));
-    assert!(ImageReader::new(bytes).is_err());
-}
-
-#[test]
-fn unsaved_pages_say_why() {
-    let r = ImageReader::new(rich_bytes(Compression::Fast)).unwrap();
-    let mut b = [0u8; 8];
-    let e = r.read_memory(100, VDSO, &mut b).unwrap_err().to_string();
-    assert!(
-        e.contains("[vdso] is provided by the kernel, never saved in an image"),
-        "{e}"
-    );
-    assert!(!e.contains("backed by a file"), "{e}");
-    let e = r.read_memory(100, FILEMAP, &mut b).unwrap_err().to_string();
-    assert!(e.contains("left to the file by the dump"), "{e}");
 }
