@@ -39,6 +39,35 @@ struct Inner {
     map: HashMap<Key, Slot>,
     bytes: usize,
     tick: u64,
+    /// Buffers of evicted frames, reused for the next ones (no allocation,
+    /// page faults or zeroing per frame).
+    free: Vec<Vec<u8>>,
+}
+
+/// How many evicted frame buffers are kept for reuse.
+const FREE_BUFFERS: usize = 16;
+
+thread_local! {
+    /// Per thread: the record bytes read, and a decoder (its output buffer
+    /// and zstd context reused from one frame to the next).
+    static DECODE: std::cell::RefCell<(Vec<u8>, ckpt_image::PayloadDecoder)> =
+        std::cell::RefCell::new((Vec::new(), ckpt_image::PayloadDecoder::default()));
+}
+
+/// Decode frame `index` (record header and CRC checked by the image crate's
+/// rules) into `out`.
+fn decode_into(r: &ImageReader, index: u32, out: &mut Vec<u8>) -> Result<(), ImgError> {
+    use ckpt_image::ReadAt;
+    let (f, rec_off, end) = ckpt_image::frame_record(&r.image().frames, index)?;
+    DECODE.with_borrow_mut(|(rec, dec)| {
+        rec.resize((end - rec_off) as usize, 0);
+        ReadAt::read_at(r.source(), rec, rec_off)?;
+        let stored = ckpt_image::check_frame_record(f, index, rec_off, rec)?;
+        let d = dec.decode(index, f, stored)?;
+        out.clear();
+        out.extend_from_slice(d);
+        Ok(())
+    })
 }
 
 /// Decoded frames of all images, least recently used dropped first.
@@ -70,8 +99,9 @@ impl FrameCache {
             }
         }
         g.map.insert(key, Slot::Decoding);
+        let mut buf = g.free.pop().unwrap_or_default();
         drop(g);
-        let res = r.read_frame(index).map(Arc::new);
+        let res = decode_into(r, index, &mut buf).map(|()| Arc::new(buf));
         let mut g = lock(&self.inner);
         match &res {
             Ok(d) => {
@@ -103,7 +133,13 @@ fn evict(g: &mut Inner, keep: Key) {
             })
             .min_by_key(|(t, _, _)| *t);
         let Some((_, k, n)) = oldest else { break };
-        g.map.remove(&k);
+        if let Some(Slot::Ready(d, _)) = g.map.remove(&k) {
+            if g.free.len() < FREE_BUFFERS {
+                if let Ok(v) = Arc::try_unwrap(d) {
+                    g.free.push(v);
+                }
+            }
+        }
         g.bytes -= n;
     }
 }
