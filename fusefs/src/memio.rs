@@ -7,7 +7,7 @@
 //! section 6: its run (data from its frame, or zeros), else by its
 //! mapping's backing: zeros for anonymous memory, the mapped file's bytes
 //! when the file is unchanged since the dump, a memfd's saved contents.
-//! Kernel-provided mappings ([vdso], [vvar], ...) are never in an image.
+//! Kernel-provided mappings (`[vdso]`, `[vvar]`, ...) are never in an image.
 //!
 //! Per loaded image and process, a [`ProcIndex`] says where the data is
 //! (for SEEK_DATA/SEEK_HOLE) and how much of each mapping is stored (for

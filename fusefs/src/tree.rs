@@ -464,7 +464,7 @@ pub fn find_vma(vmas: &[Vma], addr: u64) -> Option<&Vma> {
 }
 
 /// Whether a mapping's contents can be in an image at all: not the ones
-/// the kernel provides at restore ([vdso], [vvar], [vsyscall], ...).
+/// the kernel provides at restore (`[vdso]`, `[vvar]`, `[vsyscall]`, ...).
 pub fn kernel_provided(v: &Vma) -> bool {
     matches!(
         v.backing,

@@ -31,12 +31,17 @@ fn errno(e: &std::io::Error) -> i32 {
 /// Open, write, and close explicitly, returning the close() error too.
 fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::fd::IntoRawFd;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
         .open(p)?;
     f.write_all(data)?;
+    close(f)
+}
+
+/// close() a file, returning its error (drop ignores it).
+fn close(f: std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::IntoRawFd;
     let fd = f.into_raw_fd();
     // SAFETY: fd is ours and closed once.
     if unsafe { libc::close(fd) } != 0 {
@@ -628,8 +633,11 @@ fn kill_9_during_edits_leaves_a_readable_image() {
                 if f.write_at(&i.to_le_bytes(), DATA_ADDR + 4096).is_err() {
                     break;
                 }
+                // A write to mem is committed (acknowledged) by close().
+                if close(f).is_err() {
+                    break;
+                }
                 mem_ok = i;
-                drop(f);
                 rax_try = i;
                 if write_close(&regs_path, format!("rax {i}\n").as_bytes()).is_err() {
                     break;

@@ -147,7 +147,7 @@ pub enum Error {
     #[error("pid {pid}: address {addr:#x} is not in any mapping")]
     Unmapped { pid: i32, addr: u64 },
     /// A page whose contents are not in the image (a file's page the dump
-    /// left to the file, kernel-provided mappings such as [vvar], ...);
+    /// left to the file, kernel-provided mappings such as `[vvar]`, ...);
     /// `why` says which (from [`Vma::unsaved_reason`]).
     #[error("pid {pid}: the page at {addr:#x} is not in the image: {why}")]
     NotSaved { pid: i32, addr: u64, why: String },

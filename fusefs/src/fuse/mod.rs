@@ -6,7 +6,7 @@
 //!
 //! Caching: attributes and entries are kept by the kernel for [`TTL`]
 //! (edits made through ckptfs invalidate what they change at once, see
-//! [`inval`]). Text files, `mem` and files being written use
+//! `inval.rs`). Text files, `mem` and files being written use
 //! FOPEN_DIRECT_IO; `map_files/*` and `fds/N.data` opened read-only go
 //! through the page cache, kept from one open to the next while the image
 //! is unchanged (FOPEN_KEEP_CACHE).
