@@ -14,10 +14,19 @@
 //! dumps per cell, default 3), --dir DIR (where images go; default
 //! target/bench), --compress none|fast|best, --no-fs (skip ckptfs).
 //!
+//! With --criu PATH it then compares ckpt with that CRIU binary in the same
+//! run (dumprestore/vs_criu.rs): mixed data at --criu-sizes (default
+//! 1,256,1024; 1 with --quick) and a tree of --tree N processes (default
+//! 100, benches/proctree.c), with ckpt/CRIU ratios. --criu-only skips the
+//! ckpt-only matrix and tiny line.
+//!
 //! memhog writes its "READY sum=" and "sum=" lines to a file (its third
 //! argument) and runs with stdout/stderr on /dev/null; ckpt's own output
 //! goes to files too. So no pipe is shared between the benchmark, ckpt and
 //! the restored process, whatever restore does with standard descriptors.
+
+#[path = "dumprestore/vs_criu.rs"]
+mod vs_criu;
 
 use ckpt_sys::sys::{self, ExitKind};
 use std::fs::File;
@@ -26,6 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SIGUSR1: i32 = 10;
+const SIGUSR2: i32 = 12;
 const SIGTERM: i32 = 15;
 const SIGKILL: i32 = 9;
 
@@ -92,14 +102,8 @@ impl Hog {
             .spawn()
             .expect("start memhog");
         let (line, _) = wait_line(&out, "READY sum=", 0, Duration::from_secs(120));
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .unwrap_or_else(|| panic!("memhog: no {k} in {line:?}"))
-                .to_string()
-        };
-        let sum = field("sum=");
-        let addr = u64::from_str_radix(field("addr=").trim_start_matches("0x"), 16).unwrap();
+        let sum = field(&line, "sum=").to_string();
+        let addr = u64::from_str_radix(field(&line, "addr=").trim_start_matches("0x"), 16).unwrap();
         Hog {
             child,
             out,
@@ -110,22 +114,70 @@ impl Hog {
     fn pid(&self) -> i32 {
         self.child.id() as i32
     }
-    /// SIGUSR1 to `pid` (this hog or its restored copy) and the checksum it prints.
-    fn ask_sum(&self, pid: i32) -> String {
+    /// SIGUSR1 to `pid` (this hog or its restored copy): the checksum it
+    /// prints, and the longest gaps its idle loop saw since the last report.
+    fn ask_sum(&self, pid: i32) -> (String, Gaps) {
+        let line = self.ask(pid, SIGUSR1, "sum=");
+        (field(&line, "sum=").to_string(), Gaps::of(&line))
+    }
+    /// SIGUSR2 to `pid`: the longest gaps its idle loop saw since the last
+    /// report (the freeze of a dump in between, as the process saw it).
+    fn ask_gap(&self, pid: i32) -> Gaps {
+        Gaps::of(&self.ask(pid, SIGUSR2, "gap_us="))
+    }
+    fn ask(&self, pid: i32, sig: i32, prefix: &str) -> String {
         let from = std::fs::metadata(&self.out).map_or(0, |m| m.len() as usize);
-        sys::kill(pid, SIGUSR1).unwrap();
-        let (line, _) = wait_line(&self.out, "sum=", from, Duration::from_secs(60));
-        line["sum=".len()..].to_string()
+        sys::kill(pid, sig).unwrap();
+        wait_line(&self.out, prefix, from, Duration::from_secs(60)).0
     }
 }
 
-/// What a ckpt run cost.
+/// The longest gaps between two readings of memhog's 1 ms idle loop.
+struct Gaps {
+    /// Of CLOCK_MONOTONIC: how long a dump stopped the process.
+    mono: Duration,
+    /// Of CLOCK_REALTIME: also across a restore (CRIU gives a restored
+    /// process a time namespace whose monotonic clock hides the downtime).
+    wall: Duration,
+}
+
+impl Gaps {
+    fn of(line: &str) -> Gaps {
+        let us = |k: &str| Duration::from_micros(field(line, k).parse().expect("a gap in µs"));
+        Gaps {
+            mono: us("gap_us="),
+            wall: us("wall_gap_us="),
+        }
+    }
+}
+
+/// The value of `key` (e.g. "sum=") among the words of `line`.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// What a ckpt (or CRIU) run cost.
 struct Run {
     wall: Duration,
     /// Peak RSS of the ckpt process, KiB (0: not measured).
     rss: u64,
     out: String,
     err: String,
+    /// How the command ended.
+    exit: ExitKind,
+}
+
+impl Run {
+    fn ok(&self) -> bool {
+        self.exit == ExitKind::Exited(0)
+    }
+    /// The first line of stderr that says something (for a failure's cell).
+    fn first_err_line(&self) -> String {
+        let line = self.err.lines().map(str::trim).find(|l| !l.is_empty());
+        line.map_or_else(|| format!("{:?}, no message", self.exit), String::from)
+    }
 }
 
 /// GNU time, to measure ckpt's peak RSS: wait4's ru_maxrss of a process
@@ -134,22 +186,29 @@ struct Run {
 /// sharing or copying ours), while /usr/bin/time is small and forks ckpt.
 const TIME: &str = "/usr/bin/time";
 
-/// Run ckpt with stdout/stderr to files (no pipe a restored process could
+/// Run ckpt; panics if it fails.
+fn run_ckpt(dir: &Path, args: &[&str], rss: bool) -> Run {
+    let r = run_tool(dir, &ckpt_bin(), args, rss);
+    assert!(r.ok(), "ckpt {args:?} failed ({:?}): {}", r.exit, r.err);
+    r
+}
+
+/// Run `bin` with stdout/stderr to files (no pipe a restored process could
 /// keep open); with `rss`, through /usr/bin/time for its peak RSS (when
 /// installed; else wait4's, an upper bound).
-fn run_ckpt(dir: &Path, args: &[&str], rss: bool) -> Run {
+fn run_tool(dir: &Path, bin: &Path, args: &[&str], rss: bool) -> Run {
     let (so, se, sr) = (
-        dir.join("ckpt.stdout"),
-        dir.join("ckpt.stderr"),
-        dir.join("ckpt.rss"),
+        dir.join("tool.stdout"),
+        dir.join("tool.stderr"),
+        dir.join("tool.rss"),
     );
     let via_time = rss && Path::new(TIME).exists();
     let mut cmd = if via_time {
         let mut c = Command::new(TIME);
-        c.arg("-f").arg("%M").arg("-o").arg(&sr).arg(ckpt_bin());
+        c.arg("-f").arg("%M").arg("-o").arg(&sr).arg(bin);
         c
     } else {
-        Command::new(ckpt_bin())
+        Command::new(bin)
     };
     let t = Instant::now();
     // Reaped below with wait4 (for its rusage), not Child::wait.
@@ -160,25 +219,25 @@ fn run_ckpt(dir: &Path, args: &[&str], rss: bool) -> Run {
         .stdout(File::create(&so).unwrap())
         .stderr(File::create(&se).unwrap())
         .spawn()
-        .unwrap();
-    let (kind, wait_rss) = sys::wait_child_rusage(child.id() as i32).unwrap();
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let (exit, wait_rss) = sys::wait_child_rusage(child.id() as i32).unwrap();
     let wall = t.elapsed();
     let out = std::fs::read_to_string(&so).unwrap_or_default();
     let err = std::fs::read_to_string(&se).unwrap_or_default();
-    assert_eq!(kind, ExitKind::Exited(0), "ckpt {args:?} failed: {err}");
     let rss = match (rss, via_time) {
         (false, _) => 0,
         (true, false) => wait_rss,
         (true, true) => std::fs::read_to_string(&sr)
             .ok()
             .and_then(|s| s.lines().last()?.trim().parse().ok())
-            .expect("/usr/bin/time -f %M output"),
+            .unwrap_or(0),
     };
     Run {
         wall,
         rss,
         out,
         err,
+        exit,
     }
 }
 
@@ -328,6 +387,93 @@ fn kill_restored(rpid: i32) {
     }
 }
 
+/// The command line (after `--`).
+struct Opts {
+    quick: bool,
+    sizes: Vec<u64>,
+    kinds: Vec<String>,
+    reps: usize,
+    compress: String,
+    dir: PathBuf,
+    store: PathBuf,
+    no_fs: bool,
+    /// `--criu PATH`: compare with this CRIU binary.
+    criu: Option<PathBuf>,
+    /// `--criu-sizes`: the mixed-data sizes of the comparison, MiB.
+    criu_sizes: Vec<u64>,
+    /// `--tree N`: processes in the tree row of the comparison.
+    tree: usize,
+    /// `--criu-only`: skip the ckpt-only matrix and tiny line.
+    criu_only: bool,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Opts {
+        let opt = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1).cloned())
+        };
+        let flag = |name: &str| args.iter().any(|a| a == name);
+        let list = |s: String| -> Vec<u64> {
+            s.split(',')
+                .map(|x| x.parse().expect("a list of MiB like 16,256"))
+                .collect()
+        };
+        let quick = flag("--quick");
+        let dir = opt("--dir").map_or_else(|| repo().join("target/bench"), PathBuf::from);
+        Opts {
+            quick,
+            sizes: opt("--sizes").map(list).unwrap_or(if quick {
+                vec![16]
+            } else {
+                vec![16, 256, 1024]
+            }),
+            kinds: opt("--kinds")
+                .map(|s| s.split(',').map(String::from).collect())
+                .unwrap_or(vec!["random".into(), "mixed".into(), "zeros".into()]),
+            reps: opt("--reps")
+                .map(|s| s.parse().unwrap())
+                .unwrap_or(if quick { 1 } else { 3 })
+                .max(1),
+            compress: opt("--compress").unwrap_or("fast".into()),
+            store: dir.join("store"),
+            dir,
+            no_fs: flag("--no-fs"),
+            criu: opt("--criu").map(PathBuf::from),
+            criu_sizes: opt("--criu-sizes").map(list).unwrap_or(if quick {
+                vec![1]
+            } else {
+                vec![1, 256, 1024]
+            }),
+            tree: opt("--tree").map_or(100, |s| s.parse().expect("--tree N")),
+            criu_only: flag("--criu-only"),
+        }
+    }
+}
+
+/// Compile one of the C fixtures in benches/ into the scratch directory.
+fn compile(dir: &Path, name: &str) -> PathBuf {
+    let bin = dir.join(name);
+    let st = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&bin)
+        .arg(repo().join(format!("benches/{name}.c")))
+        .status()
+        .expect("gcc");
+    assert!(st.success(), "gcc benches/{name}.c failed");
+    bin
+}
+
+/// "1.12 1.75 1.98": the load average, to print next to the numbers.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, mib] = &args[..] {
@@ -337,59 +483,47 @@ fn main() {
             return;
         }
     }
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let quick = args.iter().any(|a| a == "--quick");
-    let sizes: Vec<u64> = opt("--sizes")
-        .map(|s| s.split(',').map(|x| x.parse().unwrap()).collect())
-        .unwrap_or(if quick { vec![16] } else { vec![16, 256, 1024] });
-    let kinds: Vec<String> = opt("--kinds")
-        .map(|s| s.split(',').map(String::from).collect())
-        .unwrap_or(vec!["random".into(), "mixed".into(), "zeros".into()]);
-    let reps: usize = opt("--reps")
-        .map(|s| s.parse().unwrap())
-        .unwrap_or(if quick { 1 } else { 3 })
-        .max(1);
-    let compress = opt("--compress").unwrap_or("fast".into());
-    let dir =
-        PathBuf::from(opt("--dir").unwrap_or(repo().join("target/bench").display().to_string()));
-    let store = dir.join("store");
-    std::fs::create_dir_all(&store).unwrap();
-    let hog = dir.join("memhog");
-    let st = Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&hog)
-        .arg(repo().join("benches/memhog.c"))
-        .status()
-        .expect("gcc");
-    assert!(st.success());
+    let o = Opts::parse(&args);
+    std::fs::create_dir_all(&o.store).unwrap();
+    let hog = compile(&o.dir, "memhog");
     sys::set_child_subreaper().unwrap();
-    let fs = if args.iter().any(|a| a == "--no-fs") {
-        None
-    } else {
-        match ckptfs_bin() {
-            Some(bin) => {
-                let fs = Fs::mount(&bin, &store, &dir.join("mnt"));
-                if fs.is_none() {
-                    println!("(ckptfs could not be mounted: no mem read column)");
-                }
-                fs
-            }
-            None => {
-                println!("(no target/release/ckptfs: `cargo build --release` builds it; no mem read column)");
-                None
-            }
-        }
-    };
+    if !o.criu_only {
+        matrix(&o, &hog);
+        tiny(&o, &hog);
+    }
+    if let Some(criu) = &o.criu {
+        let tree = compile(&o.dir, "proctree");
+        vs_criu::compare(&o, criu, &hog, &tree);
+    }
+}
 
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+/// The ckptfs mount for the `fs MB/s` column, unless --no-fs or unavailable.
+fn mount_fs(o: &Opts) -> Option<Fs> {
+    if o.no_fs {
+        return None;
+    }
+    let Some(bin) = ckptfs_bin() else {
+        println!(
+            "(no target/release/ckptfs: `cargo build --release` builds it; no mem read column)"
+        );
+        return None;
+    };
+    let fs = Fs::mount(&bin, &o.store, &o.dir.join("mnt"));
+    if fs.is_none() {
+        println!("(ckptfs could not be mounted: no mem read column)");
+    }
+    fs
+}
+
+/// The ckpt-only matrix: sizes x kinds, with the memcpy and dd baselines.
+fn matrix(o: &Opts, hog: &Path) {
+    let fs = mount_fs(o);
     println!(
-        "ckpt dump/restore benchmark (compress={compress}, {reps} leave-running dump(s) per cell, images in {}, load {})",
-        store.display(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        "ckpt dump/restore benchmark (compress={}, {} leave-running dump(s) per cell, images in {}, load {})",
+        o.compress,
+        o.reps,
+        o.store.display(),
+        load_average()
     );
     println!(
         "{:>5} {:>6} | {:>8} {:>8} {:>8} | {:>8} {:>6} | {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>8}",
@@ -407,80 +541,11 @@ fn main() {
         "rest/dd",
         "fs MB/s"
     );
-    for &mib in &sizes {
+    for &mib in &o.sizes {
         let cpy = memcpy_time(mib);
-        let dd = median((0..3).map(|_| dd_time(&dir, mib)).collect());
-        for kind in &kinds {
-            let name = format!("bench-{mib}-{kind}");
-            let image = store.join(format!("{name}.ckpt"));
-            let img = image.to_str().unwrap();
-            let mut h = Hog::start(&hog, &dir, mib, kind);
-            let pid = h.pid().to_string();
-            let mut walls = Vec::new();
-            let mut frozen = Vec::new();
-            let mut rss = 0;
-            for _ in 0..reps {
-                // A fresh path each time: replacing an image would add the
-                // freeing of the old one (its page cache, its blocks) to the dump.
-                let _ = std::fs::remove_file(&image);
-                let r = run_ckpt(
-                    &dir,
-                    &[
-                        "dump",
-                        &pid,
-                        "-o",
-                        img,
-                        "--leave-running",
-                        "--compress",
-                        &compress,
-                    ],
-                    true,
-                );
-                frozen.push(Duration::from_secs_f64(
-                    parse_frozen(&r.err).unwrap_or(f64::NAN) / 1e3,
-                ));
-                walls.push(r.wall);
-                rss = rss.max(r.rss);
-            }
-            let _ = std::fs::remove_file(&image);
-            let r = run_ckpt(
-                &dir,
-                &["dump", &pid, "-o", img, "--compress", &compress],
-                true,
-            );
-            walls.push(r.wall);
-            rss = rss.max(r.rss);
-            let _ = h.child.wait();
-            let t_dump = median(walls);
-            let frozen = median(frozen);
-            let size = std::fs::metadata(&image).unwrap().len();
-            let fs_secs = fs
-                .as_ref()
-                .and_then(|fs| fs.read_mem(&name, h.pid(), h.addr, mib));
-            let rest = run_ckpt(&dir, &["restore", "--detach", img], true);
-            let rpid: i32 = rest.out.trim().parse().unwrap();
-            let sum = h.ask_sum(rpid);
-            kill_restored(rpid);
-            assert_eq!(sum, h.sum, "restored memory differs ({mib} MiB {kind})");
-            let dd_s = dd.as_secs_f64();
-            println!(
-                "{:>5} {:>6} | {:>8.1} {:>8.1} {:>8.1} | {:>8.1} {:>6.3} | {:>6}M {:>6}M | {:>7.2} {:>7.2} {:>7.2} | {:>8}",
-                mib,
-                kind,
-                t_dump.as_secs_f64() * 1e3,
-                frozen.as_secs_f64() * 1e3,
-                rest.wall.as_secs_f64() * 1e3,
-                size as f64 / 1048576.0,
-                size as f64 / (mib << 20) as f64,
-                rss / 1024,
-                rest.rss / 1024,
-                t_dump.as_secs_f64() / dd_s,
-                t_dump.as_secs_f64() / cpy.as_secs_f64(),
-                rest.wall.as_secs_f64() / dd_s,
-                fs_secs.map_or("-".into(), |s| format!("{:.0}", (mib << 20) as f64 / s / 1e6)),
-            );
-            let _ = std::fs::remove_file(&image);
-            let _ = std::fs::remove_file(&h.out);
+        let dd = median((0..3).map(|_| dd_time(&o.dir, mib)).collect());
+        for kind in &o.kinds {
+            matrix_cell(o, hog, fs.as_ref(), mib, kind, (cpy, dd));
         }
         println!(
             "{:>5} baselines: memcpy {:.1} ms, dd conv=fsync {:.1} ms (median of 3)",
@@ -489,31 +554,109 @@ fn main() {
             dd.as_secs_f64() * 1e3
         );
     }
-    drop(fs);
+}
 
-    // A tiny process: the fixed cost of dump and restore.
-    let h = Hog::start(&hog, &dir, 1, "zeros");
-    let image = store.join("bench-tiny.ckpt");
+/// One line of the matrix; `base` is (memcpy, dd) of this size.
+fn matrix_cell(
+    o: &Opts,
+    hog: &Path,
+    fs: Option<&Fs>,
+    mib: u64,
+    kind: &str,
+    base: (Duration, Duration),
+) {
+    let (cpy, dd) = base;
+    let compress = o.compress.as_str();
+    let name = format!("bench-{mib}-{kind}");
+    let image = o.store.join(format!("{name}.ckpt"));
+    let img = image.to_str().unwrap();
+    let mut h = Hog::start(hog, &o.dir, mib, kind);
+    let pid = h.pid().to_string();
+    let mut walls = Vec::new();
+    let mut frozen = Vec::new();
+    let mut rss = 0;
+    for _ in 0..o.reps {
+        // A fresh path each time: replacing an image would add the
+        // freeing of the old one (its page cache, its blocks) to the dump.
+        let _ = std::fs::remove_file(&image);
+        let args = [
+            "dump",
+            &pid,
+            "-o",
+            img,
+            "--leave-running",
+            "--compress",
+            compress,
+        ];
+        let r = run_ckpt(&o.dir, &args, true);
+        frozen.push(Duration::from_secs_f64(
+            parse_frozen(&r.err).unwrap_or(f64::NAN) / 1e3,
+        ));
+        walls.push(r.wall);
+        rss = rss.max(r.rss);
+    }
+    let _ = std::fs::remove_file(&image);
+    let r = run_ckpt(
+        &o.dir,
+        &["dump", &pid, "-o", img, "--compress", compress],
+        true,
+    );
+    walls.push(r.wall);
+    rss = rss.max(r.rss);
+    let _ = h.child.wait();
+    let t_dump = median(walls);
+    let frozen = median(frozen);
+    let size = std::fs::metadata(&image).unwrap().len();
+    let fs_secs = fs.and_then(|fs| fs.read_mem(&name, h.pid(), h.addr, mib));
+    let rest = run_ckpt(&o.dir, &["restore", "--detach", img], true);
+    let rpid: i32 = rest.out.trim().parse().unwrap();
+    let (sum, _) = h.ask_sum(rpid);
+    kill_restored(rpid);
+    assert_eq!(sum, h.sum, "restored memory differs ({mib} MiB {kind})");
+    let dd_s = dd.as_secs_f64();
+    println!(
+        "{:>5} {:>6} | {:>8.1} {:>8.1} {:>8.1} | {:>8.1} {:>6.3} | {:>6}M {:>6}M | {:>7.2} {:>7.2} {:>7.2} | {:>8}",
+        mib,
+        kind,
+        t_dump.as_secs_f64() * 1e3,
+        frozen.as_secs_f64() * 1e3,
+        rest.wall.as_secs_f64() * 1e3,
+        size as f64 / 1048576.0,
+        size as f64 / (mib << 20) as f64,
+        rss / 1024,
+        rest.rss / 1024,
+        t_dump.as_secs_f64() / dd_s,
+        t_dump.as_secs_f64() / cpy.as_secs_f64(),
+        rest.wall.as_secs_f64() / dd_s,
+        fs_secs.map_or("-".into(), |s| format!("{:.0}", (mib << 20) as f64 / s / 1e6)),
+    );
+    let _ = std::fs::remove_file(&image);
+    let _ = std::fs::remove_file(&h.out);
+}
+
+/// A tiny process: the fixed cost of dump and restore.
+fn tiny(o: &Opts, hog: &Path) {
+    let dir = o.dir.as_path();
+    let mut h = Hog::start(hog, dir, 1, "zeros");
+    let image = o.store.join("bench-tiny.ckpt");
     let img = image.to_str().unwrap();
     let pid = h.pid().to_string();
     let mut dumps = vec![];
-    let mut rss = 0;
-    let n = if quick { 3 } else { 9 };
+    let n = if o.quick { 3 } else { 9 };
     for _ in 0..n {
         let _ = std::fs::remove_file(&image);
-        let r = run_ckpt(&dir, &["dump", &pid, "-o", img, "--leave-running"], false);
+        let r = run_ckpt(dir, &["dump", &pid, "-o", img, "--leave-running"], false);
         dumps.push(r.wall);
     }
     // Its peak RSS: the baseline of the big dumps' RSS.
     let _ = std::fs::remove_file(&image);
-    rss = rss.max(run_ckpt(&dir, &["dump", &pid, "-o", img, "--leave-running"], true).rss);
-    let mut h = h;
+    let rss = run_ckpt(dir, &["dump", &pid, "-o", img, "--leave-running"], true).rss;
     let _ = std::fs::remove_file(&image);
-    let kill_dump = run_ckpt(&dir, &["dump", &pid, "-o", img], false);
+    let kill_dump = run_ckpt(dir, &["dump", &pid, "-o", img], false);
     let _ = h.child.wait();
-    let rest = run_ckpt(&dir, &["restore", "--detach", img], false);
+    let rest = run_ckpt(dir, &["restore", "--detach", img], false);
     let rpid: i32 = rest.out.trim().parse().unwrap();
-    let sum = h.ask_sum(rpid);
+    let (sum, _) = h.ask_sum(rpid);
     kill_restored(rpid);
     assert_eq!(sum, h.sum, "restored memory differs (tiny)");
     println!(

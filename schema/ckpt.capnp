@@ -37,6 +37,21 @@ struct Image {
   freezeNs @9 :UInt64;           # how long the tree was frozen while dumping
   generation @10 :UInt32;        # 0 for a fresh dump, +1 for every committed edit; equals the commit record's
   notes @11 :List(Note);         # free-form annotations (ckpt and ckptfs write none)
+  # Since 1.2:
+  locks @12 :List(FileLock);     # file locks and leases held by the saved processes
+  seccompFilters @13 :List(SeccompFilter);  # every seccomp filter of the tree, once (see Thread.seccompFilter)
+  sysvShm @14 :List(SysvShm);    # SysV shared memory segments the tree uses
+  sysvSem @15 :List(SysvSem);    # SysV semaphore sets the tree uses
+  sysvMsg @16 :List(SysvMsgQueue); # SysV message queues the tree uses
+  imageId @17 :Data;             # 16 random bytes naming this dump (kept by edits); empty before 1.2
+  parent @18 :ParentRef;         # incremental dump: the image holding the pages of runs of kind `parent`
+}
+
+# The image an incremental dump was taken against (since 1.2).
+struct ParentRef {
+  imageId @0 :Data;              # the parent's Image.imageId; empty = no parent
+  path @1 :Data;                 # where the parent was when this dump was taken (a hint, may be relative)
+  createdNs @2 :Int64;           # the parent's createdNs
 }
 
 struct Note {
@@ -108,6 +123,24 @@ struct Process {
   loginUid @30 :UInt32;
   timerSlackNs @31 :UInt64;
   thpDisabled @32 :Bool;         # prctl(PR_GET_THP_DISABLE)
+  # Since 1.2:
+  exitStatus @33 :Int32;         # a zombie (state "Z"): the wait status its parent's wait() returns
+  shares @34 :SharedTables;      # kernel tables this process shares with another saved process
+  cgroup @35 :Data;              # cgroup v2 path ("0::" line of /proc/PID/cgroup); empty = unknown
+  membarrier @36 :UInt32;        # MEMBARRIER_CMD_GET_REGISTRATIONS bits
+  cwdIdentity @37 :FileIdentity; # the current directory (deleted ones are recreated); path = cwd
+  controllingTty @38 :UInt64;    # st_rdev of the controlling terminal (stat tty_nr); 0 = none
+  ckptUffdFd @39 :Int32 = -1;    # fd ckpt left in the process for dirty-page tracking (not restored); -1 none
+}
+
+# Which saved process's kernel table a process shares (clone flags). 0: its
+# own. The pid named is the one whose entry holds the table's contents.
+struct SharedTables {
+  files @0 :Int32;               # fd table (CLONE_FILES)
+  fs @1 :Int32;                  # cwd, root, umask (CLONE_FS)
+  sighand @2 :Int32;             # signal handlers (CLONE_SIGHAND)
+  vm @3 :Int32;                  # address space (CLONE_VM without CLONE_THREAD; vfork)
+  sysvsem @4 :Int32;             # SysV semaphore undo list (CLONE_SYSVSEM)
 }
 
 struct FileIdentity {
@@ -120,6 +153,12 @@ struct FileIdentity {
   deleted @6 :Bool;              # the link said " (deleted)"
   uid @7 :UInt32;
   gid @8 :UInt32;
+  # Since 1.2:
+  ctimeNs @9 :Int64;             # st_ctime: changes with any change of the contents (cannot be set)
+  generation @10 :UInt64;        # inode generation (FS_IOC_GETVERSION), when hasGeneration
+  hasGeneration @11 :Bool;
+  atimeNs @12 :Int64;
+  contentHash @13 :Data;         # SHA-256 of the contents when computed; empty otherwise
 }
 
 struct Rlimit {
@@ -182,6 +221,19 @@ struct Thread {
   rseq @9 :Rseq;
   sched @10 :Sched;
   cpuAffinity @11 :List(UInt64); # sched_getaffinity bitmap, 64 cpus per word
+  # Since 1.2:
+  creds @12 :Credentials;        # the thread's own credentials, when hasCreds (they differ from the process's)
+  hasCreds @13 :Bool;
+  seccompFilter @14 :UInt32;     # 1 + index into Image.seccompFilters of the newest filter; 0 = none
+}
+
+# One seccomp filter (since 1.2). Filters form chains: a thread runs its
+# newest filter, then that filter's parent, and so on. Threads and
+# processes that inherited the same chain point to the same entries.
+struct SeccompFilter {
+  parent @0 :UInt32;             # 1 + index of the filter installed before this one; 0 = none
+  program @1 :Data;              # classic BPF: struct sock_filter[] as PTRACE_SECCOMP_GET_FILTER gives it
+  flags @2 :UInt64;              # PTRACE_SECCOMP_GET_METADATA flags (SECCOMP_FILTER_FLAG_LOG, ...)
 }
 
 struct SigAltStack {
@@ -279,6 +331,9 @@ struct VmaBacking {
 struct FileMapping {
   file @0 :FileIdentity;
   offset @1 :UInt64;             # file offset of vma.start
+  # Since 1.2:
+  contents @2 :Blob;             # the whole file, when hasContents (a deleted file)
+  hasContents @3 :Bool;
 }
 
 struct SharedMemory {
@@ -317,6 +372,7 @@ enum MadviseFlag {
   sequential @6;                 # "sr"
   random @7;                     # "rr"
   locked @8;                     # "lo"
+  lockOnFault @9;                # "lf" (mlock2 MLOCK_ONFAULT), since 1.2
 }
 
 # A run of consecutive pages of one process with saved contents.
@@ -333,6 +389,8 @@ struct MemoryRun {
 enum RunKind {
   data @0;                       # contents stored in a frame
   zero @1;                       # all-zero pages, nothing stored
+  guard @2;                      # guard pages (MADV_GUARD_INSTALL): no contents, access faults (since 1.2)
+  parent @3;                     # contents are those of the same pages in the parent image (since 1.2)
 }
 
 # A page frame record of the container: bytes of one or more runs, stored
@@ -427,8 +485,114 @@ struct OpenFile {
     memfd @16 :MemFd;
     charDevice @17 :CharDevice;
     other @18 :Text;             # an object this version cannot restore (for inspection)
+    # Since 1.2:
+    pidfd @20 :Pidfd;
+    fanotify @21 :Fanotify;
+    opath @22 :OPath;            # an O_PATH descriptor (on any kind of file, symlinks included)
+    nsfs @23 :NsFile;            # a namespace file (/proc/PID/ns/*)
+    netlinkSocket @24 :NetlinkSocket;
+    packetSocket @25 :PacketSocket;
   }
   owner @19 :FileOwner;          # F_GETOWN_EX / F_GETSIG
+}
+
+struct Pidfd {
+  pid @0 :Int32;                 # the process it refers to
+  dead @1 :Bool;                 # that process had exited and was reaped
+  thread @2 :Bool;               # PIDFD_THREAD
+}
+
+struct Fanotify {
+  initFlags @0 :UInt32;          # fanotify_init flags
+  eventFlags @1 :UInt32;         # fanotify_init event_f_flags
+  marks @2 :List(FanotifyMark);
+}
+
+struct FanotifyMark {
+  type @0 :UInt32;               # FAN_MARK_INODE=0, FAN_MARK_MOUNT=0x10, FAN_MARK_FILESYSTEM=0x100
+  mask @1 :UInt64;
+  ignoredMask @2 :UInt64;
+  flags @3 :UInt32;              # FAN_MARK_* flags as fdinfo shows them
+  path @4 :Data;                 # the marked object
+  dev @5 :UInt64;
+  inode @6 :UInt64;
+}
+
+struct OPath {
+  file @0 :FileIdentity;
+  symlink @1 :Bool;              # opened with O_PATH|O_NOFOLLOW on a symlink
+}
+
+struct NsFile {
+  kind @0 :Text;                 # "net", "mnt", "pid", "uts", "ipc", "user", "cgroup", "time"
+  inode @1 :UInt64;
+  pid @2 :Int32;                 # a saved process in that namespace; 0 = none
+}
+
+struct NetlinkSocket {
+  protocol @0 :UInt32;           # NETLINK_ROUTE=0, ...
+}
+
+struct PacketSocket {
+  type @0 :UInt32;               # SOCK_RAW=3, SOCK_DGRAM=2
+  protocol @1 :UInt16;           # ethertype, network order
+}
+
+# A file lock or lease (since 1.2).
+struct FileLock {
+  kind @0 :LockKind;
+  type @1 :LockType;
+  start @2 :UInt64;
+  length @3 :UInt64;             # 0 = to the end of the file
+  pid @4 :Int32;                 # POSIX: the owning process; others: a saved process holding `file`
+  file @5 :UInt32;               # OpenFile.id it was taken through (flock, OFD, lease) or on (POSIX)
+  fd @6 :Int32;                  # that fd's number in `pid`
+}
+
+enum LockKind {
+  flock @0;
+  posix @1;
+  ofd @2;
+  lease @3;
+}
+
+enum LockType {
+  read @0;
+  write @1;
+}
+
+# SysV IPC objects (since 1.2).
+struct IpcPerm {
+  key @0 :Int32;
+  id @1 :Int32;
+  mode @2 :UInt32;
+  uid @3 :UInt32;
+  gid @4 :UInt32;
+  cuid @5 :UInt32;
+  cgid @6 :UInt32;
+}
+
+struct SysvShm {
+  perm @0 :IpcPerm;
+  size @1 :UInt64;
+  contents @2 :Blob;
+  removed @3 :Bool;              # IPC_RMID done: gone once nothing attaches it
+}
+
+struct SysvSem {
+  perm @0 :IpcPerm;
+  values @1 :List(UInt16);
+}
+
+struct SysvMsgQueue {
+  perm @0 :IpcPerm;
+  qbytes @1 :UInt64;
+  messages @2 :List(SysvMsg);
+}
+
+struct SysvMsg {
+  mtype @0 :Int64;
+  data @1 :Data;
 }
 
 struct FileOwner {
@@ -441,6 +605,12 @@ struct RegularFile {
   file @0 :FileIdentity;
   contents @1 :Blob;             # the whole file when it was deleted (or unreachable)
   hasContents @2 :Bool;
+  extents @3 :List(FileExtent);  # since 1.2: when not empty, contents holds only these ranges, in order; the rest are holes
+}
+
+struct FileExtent {
+  offset @0 :UInt64;
+  length @1 :UInt64;
 }
 
 struct Pipe {
@@ -449,6 +619,7 @@ struct Pipe {
   data @2 :Data;                 # bytes buffered in the pipe at dump time
   capacity @3 :UInt32;           # F_GETPIPE_SZ
   fifoPath @4 :Data;             # for FIFOs: the path of the node
+  fifo @5 :FileIdentity;         # since 1.2: the FIFO node (deleted, mode, owner)
 }
 
 enum PipeEnd {
@@ -520,6 +691,7 @@ struct TimerFd {
   valueNs @2 :UInt64;            # time to next expiry; 0 = disarmed
   ticks @3 :UInt64;              # expirations not yet read
   settimeFlags @4 :UInt32;       # TFD_TIMER_ABSTIME, ...
+  expiryNs @5 :Int64;            # since 1.2: the next expiry as an absolute time of `clock`; 0 = disarmed
 }
 
 struct SignalFd {

@@ -16,6 +16,7 @@
 
 #include "ckpt.capnp.h"
 
+#include <capnp/dynamic.h>
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
@@ -324,8 +325,9 @@ struct VmaInfo {
 struct RunInfo {
   uint64_t start;
   uint32_t pages;
-  bool data;
+  ckpt::RunKind kind;
   uint32_t frame, frame_offset;
+  bool data() const { return kind == ckpt::RunKind::DATA; }
 };
 
 struct ThreadInfo {
@@ -373,6 +375,7 @@ struct Model {
   std::string tool;
   int64_t created_ns;
   uint32_t generation;
+  std::string parent_path;
   int32_t root_pid;
   uint64_t freeze_ns;
   std::string hostname, kernel, arch, boot_id, vendor, model_name;
@@ -468,30 +471,16 @@ void copy_process(ckpt::Process::Reader p, ProcInfo& o) {
   for (auto t : p.getThreads()) { o.threads.emplace_back(); copy_thread(t, o.threads.back()); }
   for (auto v : p.getVmas()) { o.vmas.emplace_back(); copy_vma(v, o.vmas.back()); }
   for (auto r : p.getMemory())
-    o.runs.push_back(RunInfo{r.getStart(), r.getPages(), r.getKind() == ckpt::RunKind::DATA, r.getFrame(),
-                             r.getFrameOffset()});
+    o.runs.push_back(RunInfo{r.getStart(), r.getPages(), r.getKind(), r.getFrame(), r.getFrameOffset()});
   for (auto f : p.getFds()) o.fds.push_back(FdInfo{f.getFd(), f.getCloexec(), f.getFile()});
 }
 
-const char* kind_name(ckpt::OpenFile::Kind::Which w) {
-  using K = ckpt::OpenFile::Kind;
-  switch (w) {
-    case K::REGULAR: return "regular";
-    case K::DIRECTORY: return "directory";
-    case K::PIPE: return "pipe";
-    case K::FIFO: return "fifo";
-    case K::UNIX_SOCKET: return "unixSocket";
-    case K::INET_SOCKET: return "inetSocket";
-    case K::TTY: return "tty";
-    case K::EVENTFD: return "eventfd";
-    case K::EPOLL: return "epoll";
-    case K::TIMERFD: return "timerfd";
-    case K::SIGNALFD: return "signalfd";
-    case K::INOTIFY: return "inotify";
-    case K::MEMFD: return "memfd";
-    case K::CHAR_DEVICE: return "charDevice";
-    case K::OTHER: return "other";
-  }
+// The name of the open file's kind as the schema spells it ("regular",
+// "unixSocket", ...), by reflection: kinds added by later minors print
+// their own names.
+std::string kind_name(ckpt::OpenFile::Reader f) {
+  auto kind = capnp::toDynamic(f).get("kind").as<capnp::DynamicStruct>();
+  KJ_IF_MAYBE(field, kind.which()) { return std::string(field->getProto().getName().cStr()); }
   return "unknown";
 }
 
@@ -501,7 +490,7 @@ void copy_file(ckpt::OpenFile::Reader f, FileInfo& o) {
   o.position = f.getPosition();
   o.path = text(f.getPath());
   auto k = f.getKind();
-  o.kind = kind_name(k.which());
+  o.kind = kind_name(f);
   char b[128];
   auto blob = [&](ckpt::Blob::Reader bl) {
     o.blob_size = bl.getSize();
@@ -591,6 +580,7 @@ Model decode(const Container& c) {
   m.tool = text(img.getToolVersion());
   m.created_ns = img.getCreatedNs();
   m.generation = img.getGeneration();
+  m.parent_path = text(img.getParent().getPath());
   m.root_pid = img.getRootPid();
   m.freeze_ns = img.getFreezeNs();
   auto h = img.getHost();
@@ -671,7 +661,7 @@ class Reader {
       bool inside = std::any_of(spans.begin(), spans.end(),
                                 [&](auto& s) { return s.first <= r.start && end <= s.second; });
       if (!inside) fail(1, "pid %d: memory run 0x%" PRIx64 "-0x%" PRIx64 " is not inside the vmas", p.pid, r.start, end);
-      if (r.data) {
+      if (r.data()) {
         if (r.frame >= m_.frames.size())
           fail(1, "pid %d: run at 0x%" PRIx64 " refers to frame %u of %zu", p.pid, r.start, r.frame, m_.frames.size());
         if (uint64_t(r.frame_offset) + len > m_.frames[r.frame].size)
@@ -874,12 +864,14 @@ void Reader::print_maps(const ProcInfo& p) {
   uint64_t ps = m_.page_size, covered = 0, total = 0, data_pages = 0, zero_pages = 0;
   printf("  memory map (%zu vmas; saved = bytes stored in frames, zero = all-zero pages not stored)\n", p.vmas.size());
   for (const auto& v : p.vmas) {
-    uint64_t data = 0, zero = 0;
+    uint64_t data = 0, zero = 0, other = 0;
     for (const auto& r : p.runs) {
       uint64_t lo = std::max(v.start, r.start), hi = std::min(v.end, r.start + uint64_t(r.pages) * ps);
-      if (lo < hi) (r.data ? data : zero) += hi - lo;
+      if (lo >= hi) continue;
+      // guard pages and pages in the parent image (1.2) are neither
+      (r.kind == ckpt::RunKind::DATA ? data : r.kind == ckpt::RunKind::ZERO ? zero : other) += hi - lo;
     }
-    covered += data + zero;
+    covered += data + zero + other;
     char perms[5] = {v.prot & 1 ? 'r' : '-', v.prot & 2 ? 'w' : '-', v.prot & 4 ? 'x' : '-', v.shared ? 's' : 'p', 0};
     std::string name = v.name.empty() && v.kind == ckpt::VmaBacking::FILE ? v.file_path : v.name;
     std::string line = fmt("%012" PRIx64 "-%012" PRIx64 " %s %08" PRIx64 " %s %-8" PRIu64 " ", v.start, v.end,
@@ -887,12 +879,22 @@ void Reader::print_maps(const ProcInfo& p) {
     if (line.size() < 100) line.resize(100, ' ');
     put("    " + line + fmt(" saved %" PRIu64 " zero %" PRIu64, data, zero));
   }
+  uint64_t guard_pages = 0, parent_pages = 0;
   for (const auto& r : p.runs) {
     total += uint64_t(r.pages) * ps;
-    (r.data ? data_pages : zero_pages) += r.pages;
+    switch (r.kind) {
+      case ckpt::RunKind::DATA: data_pages += r.pages; break;
+      case ckpt::RunKind::ZERO: zero_pages += r.pages; break;
+      case ckpt::RunKind::GUARD: guard_pages += r.pages; break;
+      case ckpt::RunKind::PARENT: parent_pages += r.pages; break;
+      default: break;  // a kind of a later minor
+    }
   }
-  printf("  memory runs %zu: %" PRIu64 " data pages (%" PRIu64 " bytes), %" PRIu64 " zero pages\n", p.runs.size(),
-         data_pages, data_pages * ps, zero_pages);
+  std::string more;
+  if (guard_pages) more += fmt(", %" PRIu64 " guard pages", guard_pages);
+  if (parent_pages) more += fmt(", %" PRIu64 " pages in the parent image", parent_pages);
+  printf("  memory runs %zu: %" PRIu64 " data pages (%" PRIu64 " bytes), %" PRIu64 " zero pages%s\n", p.runs.size(),
+         data_pages, data_pages * ps, zero_pages, more.c_str());
   if (covered != total) printf("  warning: %" PRIu64 " bytes of memory runs lie outside every vma\n", total - covered);
 }
 
@@ -929,7 +931,11 @@ std::pair<std::string, std::optional<std::vector<uint8_t>>> Reader::page(const P
   char b[512];
   for (const auto& r : p.runs) {
     if (r.start <= base && base < r.start + uint64_t(r.pages) * ps) {
-      if (!r.data) return {"zero page (not stored)", std::vector<uint8_t>(ps)};
+      if (r.kind == ckpt::RunKind::ZERO) return {"zero page (not stored)", std::vector<uint8_t>(ps)};
+      if (r.kind == ckpt::RunKind::GUARD)
+        return {"guard page (MADV_GUARD_INSTALL): no contents, reading it faults", std::nullopt};
+      if (r.kind == ckpt::RunKind::PARENT)
+        return {"saved in the parent image " + m_.parent_path + ", not in this file", std::nullopt};
       const auto& d = frame(r.frame);
       uint64_t off = r.frame_offset + (base - r.start);
       snprintf(b, sizeof b, "stored in frame %u (%s) at offset %" PRIu64, r.frame,

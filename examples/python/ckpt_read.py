@@ -535,21 +535,28 @@ class Reader:
         self.p("  memory map (%d vmas; saved = bytes stored in frames, zero = all-zero pages not stored)" % len(vmas))
         covered = 0
         for v in vmas:
-            data = zero = 0
+            data = zero = other = 0
             for run in runs:
                 lo, hi = max(v.start, run.start), min(v.end, run.start + run.pages * ps)
                 if lo < hi:
-                    if str(run.kind) == "data":
+                    kind = str(run.kind)
+                    if kind == "data":
                         data += hi - lo
-                    else:
+                    elif kind == "zero":
                         zero += hi - lo
-            covered += data + zero
+                    else:               # guard pages, pages in the parent image (1.2)
+                        other += hi - lo
+            covered += data + zero + other
             self.p("    %-100s saved %d zero %d" % (self.vma_line(v), data, zero))
         total = sum(r.pages * ps for r in runs)
         data_pages = sum(r.pages for r in runs if str(r.kind) == "data")
-        zero_pages = sum(r.pages for r in runs if str(r.kind) != "data")
-        self.p("  memory runs %d: %d data pages (%d bytes), %d zero pages"
-               % (len(runs), data_pages, data_pages * ps, zero_pages))
+        zero_pages = sum(r.pages for r in runs if str(r.kind) == "zero")
+        guard_pages = sum(r.pages for r in runs if str(r.kind) == "guard")
+        parent_pages = sum(r.pages for r in runs if str(r.kind) == "parent")
+        self.p("  memory runs %d: %d data pages (%d bytes), %d zero pages%s%s"
+               % (len(runs), data_pages, data_pages * ps, zero_pages,
+                  ", %d guard pages" % guard_pages if guard_pages else "",
+                  ", %d pages in the parent image" % parent_pages if parent_pages else ""))
         if covered != total:
             self.p("  warning: %d bytes of memory runs lie outside every vma" % (total - covered))
 
@@ -600,8 +607,16 @@ class Reader:
         base = addr - addr % ps
         for run in proc.memory:
             if run.start <= base < run.start + run.pages * ps:
-                if str(run.kind) != "data":
+                kind = str(run.kind)
+                if kind == "zero":
                     return "zero page (not stored)", bytes(ps)
+                if kind == "guard":
+                    return "guard page (MADV_GUARD_INSTALL): no contents, reading it faults", None
+                if kind == "parent":
+                    return ("saved in the parent image %s, not in this file"
+                            % text(self.img.parent.path), None)
+                if kind != "data":
+                    return "run of kind %s, unknown to this reader" % kind, None
                 data = self.frame(run.frame)
                 off = run.frameOffset + (base - run.start)
                 return ("stored in frame %d (%s) at offset %d" % (run.frame, self.frames[run.frame].codec, off),

@@ -39,35 +39,6 @@ struct Inner {
     map: HashMap<Key, Slot>,
     bytes: usize,
     tick: u64,
-    /// Buffers of evicted frames, reused for the next ones (no allocation,
-    /// page faults or zeroing per frame).
-    free: Vec<Vec<u8>>,
-}
-
-/// How many evicted frame buffers are kept for reuse.
-const FREE_BUFFERS: usize = 16;
-
-thread_local! {
-    /// Per thread: the record bytes read, and a decoder (its output buffer
-    /// and zstd context reused from one frame to the next).
-    static DECODE: std::cell::RefCell<(Vec<u8>, ckpt_image::PayloadDecoder)> =
-        std::cell::RefCell::new((Vec::new(), ckpt_image::PayloadDecoder::default()));
-}
-
-/// Decode frame `index` (record header and CRC checked by the image crate's
-/// rules) into `out`.
-fn decode_into(r: &ImageReader, index: u32, out: &mut Vec<u8>) -> Result<(), ImgError> {
-    use ckpt_image::ReadAt;
-    let (f, rec_off, end) = ckpt_image::frame_record(&r.image().frames, index)?;
-    DECODE.with_borrow_mut(|(rec, dec)| {
-        rec.resize((end - rec_off) as usize, 0);
-        ReadAt::read_at(r.source(), rec, rec_off)?;
-        let stored = ckpt_image::check_frame_record(f, index, rec_off, rec)?;
-        let d = dec.decode(index, f, stored)?;
-        out.clear();
-        out.extend_from_slice(d);
-        Ok(())
-    })
 }
 
 /// Decoded frames of all images, least recently used dropped first.
@@ -99,9 +70,8 @@ impl FrameCache {
             }
         }
         g.map.insert(key, Slot::Decoding);
-        let mut buf = g.free.pop().unwrap_or_default();
         drop(g);
-        let res = decode_into(r, index, &mut buf).map(|()| Arc::new(buf));
+        let res = r.read_frame(index).map(Arc::new);
         let mut g = lock(&self.inner);
         match &res {
             Ok(d) => {
@@ -133,13 +103,7 @@ fn evict(g: &mut Inner, keep: Key) {
             })
             .min_by_key(|(t, _, _)| *t);
         let Some((_, k, n)) = oldest else { break };
-        if let Some(Slot::Ready(d, _)) = g.map.remove(&k) {
-            if g.free.len() < FREE_BUFFERS {
-                if let Ok(v) = Arc::try_unwrap(d) {
-                    g.free.push(v);
-                }
-            }
-        }
+        g.map.remove(&k);
         g.bytes -= n;
     }
 }
@@ -259,7 +223,17 @@ fn read_chunk(
         let n = limit.min((run_end(m, ps) - a) as usize);
         match m.kind {
             RunKind::Data => copy_from_frame(cache, l, r, pid, m, a, &mut out[..n])?,
-            RunKind::Zero => out[..n].fill(0),
+            // Guard pages (MADV_GUARD_INSTALL) hold nothing: a hole.
+            RunKind::Zero | RunKind::Guard => out[..n].fill(0),
+            RunKind::Parent => {
+                let hint = String::from_utf8_lossy(&r.image().parent.path);
+                return Err(Failure::new(
+                    libc::EIO,
+                    format!(
+                        "pid {pid}: the page at {a:#x} was saved in the parent image ({hint}), which ckptfs does not read"
+                    ),
+                ));
+            }
         }
         return Ok(n);
     }
@@ -513,6 +487,8 @@ impl ProcIndex {
                 }
                 if m.kind == RunKind::Data {
                     stored += e - s;
+                }
+                if matches!(m.kind, RunKind::Data | RunKind::Parent) {
                     push(s, e);
                 }
                 cur = e;

@@ -484,6 +484,38 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
         FileKind::Other(what) => {
             let _ = writeln!(s, "description: {what}");
         }
+        FileKind::Pidfd(p) => {
+            let _ = writeln!(s, "pid: {}", p.pid);
+            let _ = writeln!(s, "dead: {}", yes(p.dead));
+            let _ = writeln!(s, "thread: {}", yes(p.thread));
+        }
+        FileKind::Fanotify(fa) => {
+            let _ = writeln!(s, "init_flags: {:#x}", fa.init_flags);
+            for m in &fa.marks {
+                let _ = writeln!(
+                    s,
+                    "mark: type {:#x} mask {:#x} ignored {:#x} path {}",
+                    m.mark_type,
+                    m.mask,
+                    m.ignored_mask,
+                    lossy(&m.path)
+                );
+            }
+        }
+        FileKind::OPath(o) => {
+            ident(&mut s, &o.file);
+            let _ = writeln!(s, "symlink: {}", yes(o.symlink));
+        }
+        FileKind::Nsfs(n) => {
+            let _ = writeln!(s, "namespace: {} {}", n.kind, n.inode);
+        }
+        FileKind::NetlinkSocket(n) => {
+            let _ = writeln!(s, "protocol: {}", n.protocol);
+        }
+        FileKind::PacketSocket(p) => {
+            let _ = writeln!(s, "type: {}", p.sock_type);
+            let _ = writeln!(s, "protocol: {:#06x}", u16::from_be(p.protocol));
+        }
     }
     if f.owner != FileOwner::default() {
         let _ = writeln!(
@@ -572,6 +604,7 @@ pub(crate) mod tests {
                                 ..Default::default()
                             },
                             offset: 0,
+                            ..Default::default()
                         }),
                         name: b"/usr/bin/counter".to_vec(),
                         ..Default::default()

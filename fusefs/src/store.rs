@@ -524,6 +524,26 @@ impl Store {
                 Ok(n)
             }
             FdData::Blob(b) => memio::read_blob(&self.frames, l, r, b, off, out),
+            FdData::Sparse {
+                blob,
+                extents,
+                size,
+            } => {
+                let n = out.len().min(size.saturating_sub(off) as usize);
+                let out = &mut out[..n];
+                out.fill(0);
+                let end = off + n as u64;
+                let mut at = 0u64; // blob offset of the current extent
+                for e in extents {
+                    let (s, t) = (e.offset.max(off), (e.offset + e.length).min(end));
+                    if s < t {
+                        let dst = &mut out[(s - off) as usize..(t - off) as usize];
+                        memio::read_blob(&self.frames, l, r, blob, at + (s - e.offset), dst)?;
+                    }
+                    at += e.length;
+                }
+                Ok(n)
+            }
         }
     }
 

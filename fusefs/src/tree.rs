@@ -491,6 +491,11 @@ pub fn has_map_file(v: &Vma) -> bool {
 /// file), the bytes queued on a unix socket. None: the kind has none.
 pub fn fd_data<'a>(img: &'a Image, kind: &'a FileKind) -> Option<FdData<'a>> {
     match kind {
+        FileKind::Regular(r) if r.has_contents && !r.extents.is_empty() => Some(FdData::Sparse {
+            blob: &r.contents,
+            extents: &r.extents,
+            size: r.file.size,
+        }),
         FileKind::Regular(r) if r.has_contents => Some(FdData::Blob(&r.contents)),
         FileKind::MemFd(m) => Some(FdData::Blob(&m.contents)),
         FileKind::Pipe(p) | FileKind::Fifo(p) => {
@@ -511,6 +516,13 @@ pub fn fd_data<'a>(img: &'a Image, kind: &'a FileKind) -> Option<FdData<'a>> {
 pub enum FdData<'a> {
     /// Stored in frames.
     Blob(&'a ckpt_image::Blob),
+    /// A sparse file of `size` bytes: the blob holds the `extents` one
+    /// after the other; the rest is holes (zeros).
+    Sparse {
+        blob: &'a ckpt_image::Blob,
+        extents: &'a [ckpt_image::FileExtent],
+        size: u64,
+    },
     /// Kept in the metadata.
     Bytes(&'a [u8]),
 }
@@ -519,6 +531,7 @@ impl FdData<'_> {
     pub fn len(&self) -> u64 {
         match self {
             FdData::Blob(b) => b.size,
+            FdData::Sparse { size, .. } => *size,
             FdData::Bytes(b) => b.len() as u64,
         }
     }

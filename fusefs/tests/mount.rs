@@ -41,13 +41,7 @@ fn write_close(p: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// close() a file, returning its error (drop ignores it).
 fn close(f: std::fs::File) -> std::io::Result<()> {
-    use std::os::fd::IntoRawFd;
-    let fd = f.into_raw_fd();
-    // SAFETY: fd is ours and closed once.
-    if unsafe { libc::close(fd) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    nix::unistd::close(f).map_err(std::io::Error::from)
 }
 
 fn walk(p: &Path, out: &mut Vec<PathBuf>) {
@@ -648,8 +642,7 @@ fn kill_9_during_edits_leaves_a_readable_image() {
         })
     };
     std::thread::sleep(Duration::from_millis(700));
-    // SAFETY: killing our own child.
-    unsafe { libc::kill(m.pid(), libc::SIGKILL) };
+    signal(m.pid(), nix::sys::signal::Signal::SIGKILL);
     let _ = m.child.as_mut().unwrap().wait();
     lazy_umount(&m.mnt);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -699,8 +692,7 @@ fn sigterm_and_umount_end_ckptfs_cleanly() {
     // SIGTERM while a file is open: detached lazily, exits once it is closed.
     let mut m = Mount::start(&store, &dir.join("mnt"), &[]);
     let f = std::fs::File::open(m.path("syn/4242/regs")).unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(m.pid(), libc::SIGTERM) };
+    signal(m.pid(), nix::sys::signal::Signal::SIGTERM);
     assert!(
         wait_for(Duration::from_secs(10), || !mounted(&m.mnt)),
         "not detached"

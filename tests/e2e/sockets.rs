@@ -8,10 +8,11 @@ use std::time::Duration;
 
 /// A Python fixture script of tests/fixtures, started with `args`.
 fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
+    need(require::tool("python3", "apt-get install python3"));
     let path = fixture(script);
     let mut all = vec![path.to_str().unwrap()];
     all.extend_from_slice(args);
-    Proc::spawn(dir, std::path::Path::new("python3"), &all)
+    Proc::spawn(dir, "python3", &all)
 }
 
 fn ask(addr: &str) -> String {
@@ -82,7 +83,7 @@ fn connected_sockets_are_refused_by_name() {
     let script = format!(
         "import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nprint('READY',flush=True)\ntime.sleep(600)\n"
     );
-    let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", &script]);
+    let p = Proc::spawn(&dir, "python3", &["-c", &script]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("c.ckpt");
     let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);

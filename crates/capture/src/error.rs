@@ -40,11 +40,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// A /proc file did not have the expected format.
-    #[error("pid {pid}: cannot parse {file}: {what}")]
+    /// A /proc file did not have the expected format: `line` (1-based) is
+    /// the line that could not be parsed, 0 when the file as a whole is
+    /// wrong (a line missing, say).
+    #[error("pid {pid}: cannot parse {file}{}: {what}", at_line(*line))]
     Parse {
         pid: Pid,
         file: String,
+        line: usize,
         what: String,
     },
 
@@ -93,17 +96,25 @@ pub enum Error {
     Release { pid: Pid, what: String },
 
     /// The process that asked for the dump went away while its worker ran
-    /// it (see [`crate::dump`]): the dump was abandoned, no image written,
+    /// it (see [`crate::dump()`]): the dump was abandoned, no image written,
     /// and the target let go as it was.
     #[error("pid {pid}: dump abandoned: the ckpt process that started it is gone")]
     Abandoned { pid: Pid },
-    /// The dump ran in a worker process (see [`crate::dump`]) and failed
+    /// The dump ran in a worker process (see [`crate::dump()`]) and failed
     /// there with this message; or the worker itself died.
     #[error("{message}")]
     Worker { message: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" line {line}")
+    }
+}
 
 impl From<ckpt_image::Error> for Error {
     fn from(source: ckpt_image::Error) -> Self {

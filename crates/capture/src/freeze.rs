@@ -55,22 +55,22 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
         Err(Error::Exited { .. }) => return Err(Error::NoSuchProcess { pid }),
         Err(e) => return Err(e),
     };
-    let tgid: Pid = status.num("Tgid");
+    let tgid: Pid = status.num("Tgid")?;
     if tgid != 0 && tgid != pid {
         if tgid == ckpt_sys::sys::getpid() {
             return Err(Error::Ourselves { pid });
         }
         return Err(Error::NotProcess { pid, tgid });
     }
-    let state = status.get("State").unwrap_or("");
+    let (_, state) = status.get("State")?;
     if state.starts_with('Z') || state.starts_with('X') {
         return Err(Error::Zombie { pid });
     }
     let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
-    if stat.num::<u64>(9) & PF_KTHREAD != 0 {
+    if u64::from(stat.stat.flags) & PF_KTHREAD != 0 {
         return Err(Error::KernelThread { pid });
     }
-    let tracer: Pid = status.num("TracerPid");
+    let tracer: Pid = status.num("TracerPid")?;
     if tracer != 0 {
         return Err(Error::AlreadyTraced { pid, tracer });
     }
@@ -88,14 +88,14 @@ const CAP_SYS_PTRACE: u32 = 19;
 /// ourselves rather than rely on a later ptrace failing.
 fn check_permission(pid: Pid, status: &Status) -> Result<()> {
     let me = Status::read(pid, "/proc/self/status")?;
-    let caps = u64::from_str_radix(me.get("CapEff").unwrap_or("0").trim(), 16).unwrap_or(0);
+    let caps = me.radix("CapEff", 16)?;
     if caps & (1 << CAP_SYS_PTRACE) != 0 {
         return Ok(());
     }
-    let my_uid = me.nums::<u32>("Uid").get(1).copied().unwrap_or(u32::MAX);
-    let my_gid = me.nums::<u32>("Gid").get(1).copied().unwrap_or(u32::MAX);
-    let uids: Vec<u32> = status.nums("Uid");
-    let gids: Vec<u32> = status.nums("Gid");
+    let my_uid = me.ids("Uid")?[1];
+    let my_gid = me.ids("Gid")?[1];
+    let uids = status.ids("Uid")?;
+    let gids = status.ids("Gid")?;
     let three = |v: &[u32]| {
         v.iter()
             .take(3)
@@ -104,7 +104,7 @@ fn check_permission(pid: Pid, status: &Status) -> Result<()> {
             .join("/")
     };
     if uids.iter().take(3).any(|&u| u != my_uid) || gids.iter().take(3).any(|&g| g != my_gid) {
-        let owner = uids.get(1).copied().unwrap_or(0);
+        let owner = uids[1];
         return Err(Error::NotPermitted {
             pid,
             why: format!(
@@ -128,10 +128,14 @@ fn check_permission(pid: Pid, status: &Status) -> Result<()> {
     Ok(())
 }
 
-fn thread_state(pid: Pid, tid: Pid) -> String {
-    Stat::read(pid, &format!("/proc/{pid}/task/{tid}/stat"))
-        .map(|s| s.state())
-        .unwrap_or_default()
+/// The state letter of a thread before we stop it; empty when it cannot
+/// be read (the thread exited: seizing it fails, and it is skipped).
+fn thread_state(pid: Pid, tid: Pid) -> Result<String> {
+    let path = format!("/proc/{pid}/task/{tid}/stat");
+    match std::fs::read(&path) {
+        Ok(raw) => Ok(Stat::parse(pid, &path, &raw)?.state()),
+        Err(_) => Ok(String::new()),
+    }
 }
 
 impl Frozen {
@@ -147,13 +151,7 @@ impl Frozen {
             done: false,
             seccomp: false,
         };
-        let seccomp = Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp") != 0;
-        f.seccomp = seccomp;
-        let options = if seccomp {
-            SEIZE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
-        } else {
-            SEIZE_OPTIONS
-        };
+        f.seccomp = Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp")? != 0;
         let mut seized: BTreeMap<Pid, FrozenThread> = BTreeMap::new();
         let mut rounds = 0;
         loop {
@@ -182,90 +180,108 @@ impl Frozen {
                     },
                 });
             }
-            // Seize and interrupt all new threads first, then wait for each:
-            // the stops happen in parallel.
-            let mut pending = Vec::new();
-            for tid in new {
-                let state_before = thread_state(pid, tid);
-                match ptrace::seize(tid, options) {
-                    Ok(()) => {}
-                    Err(e) if e.errno() == Some(libc::ESRCH) => {
-                        if tid == pid {
-                            return Err(Error::NoSuchProcess { pid });
-                        }
-                        continue; // the thread exited meanwhile
-                    }
-                    Err(e) if e.errno() == Some(libc::EPERM) => {
-                        // Somebody else may have attached between our check and now.
-                        let st = Status::read(pid, &format!("/proc/{pid}/task/{tid}/status"))
-                            .unwrap_or_default();
-                        let tracer: Pid = st.num("TracerPid");
-                        if tracer != 0 {
-                            return Err(Error::AlreadyTraced { pid, tracer });
-                        }
-                        if seccomp {
-                            return Err(e).ctx(pid, || {
-                                format!(
-                                    "seizing thread {tid} with seccomp suspended \
-                                     (the process uses seccomp; this needs CAP_SYS_ADMIN)"
-                                )
-                            });
-                        }
-                        return Err(e).ctx(pid, || format!("seizing thread {tid}"));
-                    }
-                    Err(e) => return Err(e).ctx(pid, || format!("seizing thread {tid}")),
-                }
-                // From here on, the thread is ours: record it so that a
-                // failure below releases it.
-                seized.insert(
-                    tid,
-                    FrozenThread {
-                        tid,
-                        state_before,
-                        deferred: Vec::new(),
-                    },
-                );
-                f.threads = seized.values().cloned().collect();
-                if let Err(e) = ptrace::interrupt(tid) {
-                    if e.errno() == Some(libc::ESRCH) && tid != pid {
-                        // Exited right after seize; the wait below sees it.
-                    } else {
-                        return Err(e).ctx(pid, || format!("interrupting thread {tid}"));
-                    }
-                }
-                pending.push(tid);
-            }
-            for tid in pending {
-                match ptrace::wait_interrupt_stop(tid) {
-                    Ok(deferred) => {
-                        if let Some(t) = seized.get_mut(&tid) {
-                            t.deferred = deferred;
-                        }
-                    }
-                    Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
-                        seized.remove(&tid);
-                    }
-                    Err(ckpt_sys::Error::Gone { .. }) => {
-                        f.threads = seized.values().cloned().collect();
-                        return Err(Error::Exited { pid });
-                    }
-                    Err(e) => {
-                        f.threads = seized.values().cloned().collect();
-                        return Err(e).ctx(pid, || format!("stopping thread {tid}"));
-                    }
-                }
-            }
+            let r = f.seize_round(&mut seized, new);
             f.threads = seized.values().cloned().collect();
+            r?;
         }
+        tracing::debug!(pid, threads = seized.len(), rounds, "threads seized");
         // Leader first.
         let mut threads: Vec<FrozenThread> = seized.into_values().collect();
         threads.sort_by_key(|t| (t.tid != pid, t.tid));
-        if threads.first().map(|t| t.tid) != Some(pid) {
-            f.threads = threads;
+        let leader_first = threads.first().map(|t| t.tid) == Some(pid);
+        f.threads = threads;
+        if !leader_first {
             return Err(Error::Exited { pid });
         }
-        f.threads = threads;
         Ok(f)
+    }
+
+    /// Seize and interrupt all `new` threads first, then wait for each: the
+    /// stops happen in parallel. A thread is in `seized` from the moment it
+    /// is ours (so that a failure releases it) until it turns out gone.
+    fn seize_round(
+        &mut self,
+        seized: &mut BTreeMap<Pid, FrozenThread>,
+        new: Vec<Pid>,
+    ) -> Result<()> {
+        let pid = self.pid;
+        let mut pending = Vec::new();
+        for tid in new {
+            let state_before = thread_state(pid, tid)?;
+            if !self.seize(tid)? {
+                continue; // the thread exited meanwhile
+            }
+            seized.insert(
+                tid,
+                FrozenThread {
+                    tid,
+                    state_before,
+                    deferred: Vec::new(),
+                },
+            );
+            if let Err(e) = ptrace::interrupt(tid) {
+                if e.errno() == Some(libc::ESRCH) && tid != pid {
+                    // Exited right after seize; the wait below sees it.
+                } else {
+                    return Err(e).ctx(pid, || format!("interrupting thread {tid}"));
+                }
+            }
+            pending.push(tid);
+        }
+        for tid in pending {
+            match ptrace::wait_interrupt_stop(tid) {
+                Ok(deferred) => {
+                    if let Some(t) = seized.get_mut(&tid) {
+                        t.deferred = deferred;
+                    }
+                }
+                Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
+                    seized.remove(&tid);
+                }
+                Err(ckpt_sys::Error::Gone { .. }) => return Err(Error::Exited { pid }),
+                Err(e) => return Err(e).ctx(pid, || format!("stopping thread {tid}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// PTRACE_SEIZE one thread; false when it has exited (a thread other
+    /// than the leader).
+    fn seize(&self, tid: Pid) -> Result<bool> {
+        let pid = self.pid;
+        let options = if self.seccomp {
+            SEIZE_OPTIONS | PTRACE_O_SUSPEND_SECCOMP
+        } else {
+            SEIZE_OPTIONS
+        };
+        match ptrace::seize(tid, options) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ESRCH) => {
+                if tid == pid {
+                    return Err(Error::NoSuchProcess { pid });
+                }
+                Ok(false)
+            }
+            Err(e) if e.errno() == Some(libc::EPERM) => {
+                // Somebody else may have attached between our check and now.
+                if let Ok(st) = Status::read(pid, &format!("/proc/{pid}/task/{tid}/status")) {
+                    let tracer: Pid = st.num("TracerPid")?;
+                    if tracer != 0 {
+                        return Err(Error::AlreadyTraced { pid, tracer });
+                    }
+                }
+                if self.seccomp {
+                    return Err(e).ctx(pid, || {
+                        format!(
+                            "seizing thread {tid} with seccomp suspended \
+                             (the process uses seccomp; this needs CAP_SYS_ADMIN)"
+                        )
+                    });
+                }
+                Err(e).ctx(pid, || format!("seizing thread {tid}"))
+            }
+            Err(e) => Err(e).ctx(pid, || format!("seizing thread {tid}")),
+        }
     }
 
     /// Whether our death kills the process (PTRACE_O_EXITKILL) rather than
@@ -340,9 +356,17 @@ impl Frozen {
                 }
             }
         }
-        let we_are_parent = Stat::read(pid, &format!("/proc/{pid}/stat"))
-            .map(|s| s.num::<Pid>(4) == ckpt_sys::sys::getpid())
-            .unwrap_or(false);
+        // Unreadable: the process is gone already.
+        let we_are_parent = match Stat::read(pid, &format!("/proc/{pid}/stat")) {
+            Ok(s) => s.stat.ppid == ckpt_sys::sys::getpid(),
+            Err(e @ Error::Parse { .. }) => {
+                return Err(Error::Release {
+                    pid,
+                    what: e.to_string(),
+                })
+            }
+            Err(_) => false,
+        };
         if we_are_parent {
             // Do not reap our own child: the caller may want its status.
             let _ = query::wait_exit_nowait(pid);
@@ -360,6 +384,12 @@ impl Frozen {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match Stat::read(pid, &format!("/proc/{pid}/stat")) {
+                Err(e @ Error::Parse { .. }) => {
+                    return Err(Error::Release {
+                        pid,
+                        what: e.to_string(),
+                    })
+                }
                 Err(_) => break,
                 Ok(s) if matches!(s.state().as_str(), "Z" | "X") => break,
                 Ok(_) if Instant::now() > deadline => {

@@ -1,5 +1,6 @@
 //! The machine the dump is taken on.
 
+use crate::error::{Error, Result};
 use ckpt_image::{Arch, CpuInfo, HostInfo};
 
 fn read_trim(path: &str) -> String {
@@ -8,8 +9,10 @@ fn read_trim(path: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Host facts; missing /proc files leave fields empty rather than failing.
-pub(crate) fn host_info() -> HostInfo {
+/// Host facts. Missing /proc files and lines leave fields empty (other
+/// architectures lack some); a number that cannot be parsed is an error
+/// (reported for the dump of `pid`).
+pub(crate) fn host_info(pid: ckpt_sys::Pid) -> Result<HostInfo> {
     let (xcr0, xsave_size) = ckpt_sys::sys::xsave_info();
     let mut cpu = CpuInfo {
         xcr0,
@@ -18,25 +21,33 @@ pub(crate) fn host_info() -> HostInfo {
     };
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     // The first processor's block.
-    for line in cpuinfo.lines() {
+    for (i, line) in cpuinfo.lines().enumerate() {
         if line.trim().is_empty() {
             break;
         }
         let Some((k, v)) = line.split_once(':') else {
             continue;
         };
-        let v = v.trim();
-        match k.trim() {
+        let (k, v) = (k.trim(), v.trim());
+        let num = || {
+            v.parse().map_err(|_| Error::Parse {
+                pid,
+                file: "/proc/cpuinfo".into(),
+                line: i + 1,
+                what: format!("{k}: {v:?} is not a number"),
+            })
+        };
+        match k {
             "vendor_id" => cpu.vendor = v.to_string(),
             "model name" => cpu.model_name = v.to_string(),
-            "cpu family" => cpu.family = v.parse().unwrap_or(0),
-            "model" => cpu.model = v.parse().unwrap_or(0),
-            "stepping" => cpu.stepping = v.parse().unwrap_or(0),
+            "cpu family" => cpu.family = num()?,
+            "model" => cpu.model = num()?,
+            "stepping" => cpu.stepping = num()?,
             "flags" => cpu.flags = v.split_whitespace().map(str::to_string).collect(),
             _ => {}
         }
     }
-    HostInfo {
+    Ok(HostInfo {
         hostname: read_trim("/proc/sys/kernel/hostname"),
         kernel_release: read_trim("/proc/sys/kernel/osrelease"),
         arch: if cfg!(target_arch = "x86_64") {
@@ -49,5 +60,5 @@ pub(crate) fn host_info() -> HostInfo {
         page_size: ckpt_sys::query::page_size(),
         cpu,
         boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
-    }
+    })
 }

@@ -6,30 +6,12 @@
 
 use crate::error::{Error, Result, SysCtx};
 use crate::freeze::Frozen;
+use crate::process::rlimits::RLIMIT_NAMES;
 use ckpt_image::{FileOwner, ITimer, Rlimit, SigAction, SigAltStack};
 use ckpt_sys::{ptrace, Injector, Pid};
 use std::collections::BTreeMap;
 
 const SCRATCH_LEN: u64 = 4096;
-
-pub(crate) const RLIMIT_NAMES: [&str; 16] = [
-    "CPU",
-    "FSIZE",
-    "DATA",
-    "STACK",
-    "CORE",
-    "RSS",
-    "NPROC",
-    "NOFILE",
-    "MEMLOCK",
-    "AS",
-    "LOCKS",
-    "SIGPENDING",
-    "MSGQUEUE",
-    "NICE",
-    "RTPRIO",
-    "RTTIME",
-];
 
 const TCGETS2: u64 = 0x802c_542a;
 const TERMIOS2_SIZE: usize = 44;
@@ -92,12 +74,14 @@ pub(crate) struct RemoteInfo {
     pub injected: u64,
 }
 
-/// Find a `syscall` instruction in the target's [vdso].
+/// Find a `syscall` instruction in the target's `[vdso]`.
 pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
-    let maps = crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?;
-    let line = maps
+    let path = format!("/proc/{pid}/maps");
+    let maps = crate::procfs::read_string(pid, &path)?;
+    let (n, line) = maps
         .lines()
-        .find(|l| l.ends_with("[vdso]"))
+        .enumerate()
+        .find(|(_, l)| l.ends_with("[vdso]"))
         .ok_or_else(|| Error::Vma {
             pid,
             start: 0,
@@ -106,9 +90,23 @@ pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
             what: "the process has no vdso; cannot run system calls in it".into(),
         })?;
     let range = line.split_whitespace().next().unwrap_or("");
-    let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
-    let start = u64::from_str_radix(a, 16).unwrap_or(0);
-    let end = u64::from_str_radix(b, 16).unwrap_or(0);
+    let (start, end) = range
+        .split_once('-')
+        .and_then(|(a, b)| {
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .filter(|(a, b)| a < b)
+        .ok_or_else(|| {
+            crate::procfs::parse_err(
+                pid,
+                &path,
+                n + 1,
+                format!("{range:?} is not an address range"),
+            )
+        })?;
     let mem = ckpt_sys::remote::ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
     let code = mem
         .read_vec(start, (end - start) as usize)
@@ -215,10 +213,22 @@ impl Remote<'_> {
         Ok(t)
     }
 
+    /// The process-wide values.
     fn process_queries(&mut self, q: &Queries, out: &mut RemoteInfo) -> Result<()> {
         out.brk = self.call("brk", libc::SYS_brk, &[0])?;
+        self.sigactions(q.sig_mask, out)?;
+        self.timers(&q.timer_ids, out)?;
+        self.prctls(out)?;
+        self.rlimits(q.rlimits.as_deref(), out)?;
+        self.ttys(&q.tty_fds, out)?;
+        self.owners(&q.owner_fds, out)?;
+        Ok(())
+    }
+
+    /// The action of every signal in `mask` (bit `sig - 1`); the others are default.
+    fn sigactions(&mut self, mask: u64, out: &mut RemoteInfo) -> Result<()> {
         for sig in 1..=64u64 {
-            if q.sig_mask & (1 << (sig - 1)) == 0 {
+            if mask & (1 << (sig - 1)) == 0 {
                 out.sigactions.push(SigAction::default());
                 continue;
             }
@@ -235,6 +245,11 @@ impl Remote<'_> {
                 mask: u64_at(&b, 3),
             });
         }
+        Ok(())
+    }
+
+    /// Interval timers, and the times of the POSIX timers `ids`.
+    fn timers(&mut self, ids: &[i32], out: &mut RemoteInfo) -> Result<()> {
         for which in 0..3u32 {
             self.call(
                 "getitimer",
@@ -249,7 +264,7 @@ impl Remote<'_> {
                 value_ns: tv(u64_at(&b, 2), u64_at(&b, 3)),
             });
         }
-        for &id in &q.timer_ids {
+        for &id in ids {
             self.call(
                 "timer_gettime",
                 libc::SYS_timer_gettime,
@@ -268,6 +283,11 @@ impl Remote<'_> {
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// securebits, dumpable, child subreaper, parent death signal, THP, timer slack.
+    fn prctls(&mut self, out: &mut RemoteInfo) -> Result<()> {
         out.securebits = self.call(
             "prctl(PR_GET_SECUREBITS)",
             libc::SYS_prctl,
@@ -302,8 +322,13 @@ impl Remote<'_> {
             libc::SYS_prctl,
             &[libc::PR_GET_TIMERSLACK as u64],
         )?;
+        Ok(())
+    }
+
+    /// Resource limits: those read from `outside`, else asked.
+    fn rlimits(&mut self, outside: Option<&[(u64, u64)]>, out: &mut RemoteInfo) -> Result<()> {
         for (res, name) in RLIMIT_NAMES.iter().enumerate() {
-            if let Some(&(soft, hard)) = q.rlimits.as_ref().and_then(|l| l.get(res)) {
+            if let Some(&(soft, hard)) = outside.and_then(|l| l.get(res)) {
                 out.rlimits.push(Rlimit {
                     resource: res as u32,
                     name: (*name).to_string(),
@@ -325,7 +350,12 @@ impl Remote<'_> {
                 hard: u64_at(&b, 1),
             });
         }
-        for &fd in &q.tty_fds {
+        Ok(())
+    }
+
+    /// Settings, window size and foreground group of terminal fds.
+    fn ttys(&mut self, fds: &[i32], out: &mut RemoteInfo) -> Result<()> {
+        for &fd in fds {
             let mut t = TtyRemote::default();
             self.call(
                 "ioctl(TCGETS2)",
@@ -358,7 +388,12 @@ impl Remote<'_> {
             }
             out.ttys.insert(fd, t);
         }
-        for &fd in &q.owner_fds {
+        Ok(())
+    }
+
+    /// The owner (F_GETOWN_EX) and signal (F_GETSIG) of O_ASYNC fds.
+    fn owners(&mut self, fds: &[i32], out: &mut RemoteInfo) -> Result<()> {
+        for &fd in fds {
             self.write(&[0u8; 8])?;
             let mut o = FileOwner::default();
             if self.call_raw(

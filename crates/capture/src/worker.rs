@@ -4,7 +4,7 @@
 //! at an arbitrary point the kernel would let the target go on with whatever
 //! state it had at that instant (in the middle of an injected system call:
 //! foreign registers, every signal blocked, a scratch page mapped). So
-//! [`crate::dump`], when called from a single-threaded process (the `ckpt`
+//! [`crate::dump()`], when called from a single-threaded process (the `ckpt`
 //! command), forks a **worker** that does the whole dump and reports the
 //! result on a pipe; the caller only waits for it. If the caller is killed
 //! (even with SIGKILL), the worker notices at its next check (its parent

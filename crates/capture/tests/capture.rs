@@ -242,9 +242,8 @@ fn opts() -> DumpOptions {
 
 #[test]
 fn counter_keeps_counting_after_leave_running_capture() {
-    let dir = TempDir::new("counter");
-    let bin = compile(dir.path(), "counter", COUNTER_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("counter", COUNTER_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     let magic_addr = hex_field(&ready, "magic");
     let counter_addr = hex_field(&ready, "counter");
@@ -345,9 +344,8 @@ fn counter_keeps_counting_after_leave_running_capture() {
 
 #[test]
 fn four_threads_are_all_captured_and_keep_running() {
-    let dir = TempDir::new("threads");
-    let bin = compile(dir.path(), "threads", THREADS_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("threads", THREADS_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     let tids: Vec<i32> = field(&ready, "tids")
         .split(',')
@@ -400,8 +398,8 @@ fn four_threads_are_all_captured_and_keep_running() {
 #[test]
 fn fds_of_every_supported_kind() {
     let dir = TempDir::new("files");
-    let bin = compile(dir.path(), "files", FILES_C);
-    let mut p = Proc::spawn(Command::new(&bin).arg(dir.path()));
+    let bin = compile_c("files", FILES_C);
+    let p = Proc::start(Command::new(&bin).arg(dir.path()));
     let ready = p.wait_for("READY");
     let num = |k: &str| field(&ready, k).parse::<i32>().unwrap();
     let mut sink = MemSink::default();
@@ -535,9 +533,9 @@ fn fds_of_every_supported_kind() {
 #[test]
 fn signals_handlers_pending_and_timers() {
     let dir = TempDir::new("signals");
-    let bin = compile(dir.path(), "signals", SIGNALS_C);
+    let bin = compile_c("signals", SIGNALS_C);
     let marker = dir.path().join("go");
-    let mut p = Proc::spawn(Command::new(&bin).arg(&marker));
+    let p = Proc::start(Command::new(&bin).arg(&marker));
     let ready = p.wait_for("READY");
     let handler = hex_field(&ready, "handler");
     let altstack = hex_field(&ready, "altstack");
@@ -663,11 +661,10 @@ fn refuses_missing_zombie_traced_and_self() {
     assert!(matches!(e, Error::Ourselves { .. }), "{e}");
 
     // Traced by someone else.
-    let dir = TempDir::new("tracer");
-    let tracer_bin = compile(dir.path(), "tracer", TRACER_C);
+    let tracer_bin = compile_c("tracer", TRACER_C);
     let mut target = Command::new("sleep").arg("100").spawn().unwrap();
     let tpid = target.id() as i32;
-    let mut tracer = Proc::spawn(Command::new(&tracer_bin).arg(tpid.to_string()));
+    let tracer = Proc::start(Command::new(&tracer_bin).arg(tpid.to_string()));
     tracer.wait_for("ATTACHED");
     let e = capture(tpid, &mut opts(), &mut NullSink::default())
         .err()
@@ -684,7 +681,7 @@ fn refuses_missing_zombie_traced_and_self() {
 
 #[test]
 fn unsupported_fd_is_refused_and_process_resumed() {
-    let mut p = Proc::spawn(Command::new("python3").args([
+    let p = Proc::start(Command::new("python3").args([
         "-c",
         "import socket,time,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nprint('READY fd=%d' % s.fileno(), flush=True)\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
@@ -741,9 +738,8 @@ int main(void) {
 
 #[test]
 fn seccomp_filtered_process_survives_injection() {
-    let dir = TempDir::new("seccomp");
-    let bin = compile(dir.path(), "seccomp", SECCOMP_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("seccomp", SECCOMP_C);
+    let p = Proc::start(&mut Command::new(&bin));
     p.wait_for("READY");
     let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
     let creds = cap.image().processes[0].creds.clone();
@@ -835,9 +831,8 @@ fn rss_kb_of(pid: i32, start: u64) -> u64 {
 
 #[test]
 fn shared_memory_holes_are_not_touched() {
-    let dir = TempDir::new("shm");
-    let bin = compile(dir.path(), "shm", SHM_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("shm", SHM_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     let (sh, m, sv) = (
         hex_field(&ready, "sh"),
@@ -936,10 +931,9 @@ int main(int argc, char **argv) {
 
 #[test]
 fn no_signal_is_lost_across_repeated_captures() {
-    let dir = TempDir::new("sigstorm");
-    let recv = compile(dir.path(), "receiver", RECEIVER_C);
-    let send = compile(dir.path(), "sender", SENDER_C);
-    let mut p = Proc::spawn(&mut Command::new(&recv));
+    let recv = compile_c("receiver", RECEIVER_C);
+    let send = compile_c("sender", SENDER_C);
+    let p = Proc::start(&mut Command::new(&recv));
     p.wait_for("READY");
     let n = 3000i64;
     let mut sender = Command::new(&send)
@@ -992,9 +986,8 @@ int main(void) {
 
 #[test]
 fn threads_coming_and_going_while_freezing() {
-    let dir = TempDir::new("churn");
-    let bin = compile(dir.path(), "churn", CHURN_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("churn", CHURN_C);
+    let p = Proc::start(&mut Command::new(&bin));
     p.wait_for("READY");
     for _ in 0..20 {
         let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
@@ -1016,7 +1009,7 @@ if pid == 0:\n    time.sleep(100)\n    os._exit(0)\n\
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 101, 0, 0))\n\
 print('READY child=%d' % pid, flush=True)\n\
 while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        time.sleep(0.01)\n";
-    let mut p = Proc::spawn(Command::new("python3").args(["-c", script]));
+    let p = Proc::start(Command::new("python3").args(["-c", script]));
     let ready = p.wait_for("READY");
     let child: i32 = field(&ready, "child").parse().unwrap();
     let link = || {
@@ -1046,4 +1039,122 @@ while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        t
     // 0, 1, 2: one open file (dup'ed by pty.fork).
     assert_eq!(proc_.fds[1].file, proc_.fds[0].file);
     ckpt_sys::sys::kill(child, libc::SIGKILL).unwrap();
+}
+
+/// 10,000 fds on one file: separate open()s (different flags, some at the
+/// same position) and dup()s of earlier ones, interleaved. Which fds share
+/// an open file description is decided in n log n kcmp calls (it used to
+/// take n^2/2: 66 s frozen for this many).
+const MANY_FDS_C: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#define N 10000
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    if (rl.rlim_max < N + 64 || setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        printf("ERROR RLIMIT_NOFILE hard limit %lu is below %d\n", (unsigned long)rl.rlim_max, N + 64);
+        return 1;
+    }
+    close_range(3, ~0U, 0); /* fds inherited from the test harness */
+    int first = open(argv[1], O_RDWR | O_CREAT, 0600);
+    if (first < 0 || write(first, "0123456789", 10) != 10) { printf("ERROR create\n"); return 1; }
+    for (int i = 1; i < N; i++) {
+        int fd;
+        if (i % 5 == 0 || i % 7 == 3) {
+            fd = open(argv[1], (i % 2 ? O_RDWR : O_RDONLY) | (i % 4 == 0 ? O_APPEND : 0));
+            if (fd >= 0) lseek(fd, i % 3, SEEK_SET);
+        } else {
+            int src = i - 1 - i % 4;
+            fd = dup(first + (src < 0 ? 0 : src));
+        }
+        if (fd != first + i) { printf("ERROR fd %d is not %d\n", fd, first + i); return 1; }
+    }
+    lseek(first, 3, SEEK_SET);
+    printf("READY first=%d\n", first);
+    for (;;) pause();
+}
+"#;
+
+#[test]
+fn ten_thousand_fds_on_one_file_are_grouped_fast() {
+    const N: usize = 10_000;
+    let dir = TempDir::new("manyfds");
+    let bin = ckpt_testkit::compile_c_in(&dir, "manyfds", MANY_FDS_C);
+    let f = dir.path().join("f");
+    let p = Proc::spawn(&dir, &bin, &[f.to_str().unwrap()]);
+    let ready = p.wait_for("READY");
+    let first: i32 = field(&ready, "first").parse().unwrap();
+    // The program's pattern: description of fd first + i, with its flags
+    // and position.
+    let mut desc = vec![0usize; N];
+    let mut opens: Vec<(u32, u64)> = vec![(libc::O_RDWR as u32, 3)];
+    for i in 1..N {
+        if i % 5 == 0 || i % 7 == 3 {
+            let acc = if i % 2 == 1 {
+                libc::O_RDWR
+            } else {
+                libc::O_RDONLY
+            };
+            let append = if i % 4 == 0 { libc::O_APPEND } else { 0 };
+            desc[i] = opens.len();
+            opens.push(((acc | append) as u32, (i % 3) as u64));
+        } else {
+            desc[i] = desc[(i - 1).saturating_sub(i % 4)];
+        }
+    }
+
+    let t = Instant::now();
+    let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+    let took = t.elapsed();
+    let frozen = cap.release().unwrap();
+    eprintln!("10,000 fds: capture {took:?}, frozen {frozen:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "capturing 10,000 fds took {took:?}"
+    );
+    assert!(p.alive());
+
+    let (img, _) = {
+        let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+        cap.into_image().unwrap()
+    };
+    let proc_ = &img.processes[0];
+    let mut file_of_desc: Vec<Option<u32>> = vec![None; opens.len()];
+    let mut ids = std::collections::HashSet::new();
+    for (i, &d) in desc.iter().enumerate() {
+        let fd = first + i as i32;
+        let f = proc_.fds.iter().find(|f| f.fd == fd).expect("fd saved");
+        match file_of_desc[d] {
+            None => {
+                assert!(ids.insert(f.file), "fd {fd}: open file {} reused", f.file);
+                file_of_desc[d] = Some(f.file);
+                let of = img.file(f.file).unwrap();
+                let (flags, pos) = opens[d];
+                let mask = (libc::O_ACCMODE | libc::O_APPEND) as u32;
+                assert_eq!(of.flags & mask, flags, "fd {fd}");
+                assert_eq!(of.position, pos, "fd {fd}");
+                assert!(matches!(of.kind, FileKind::Regular(_)), "{of:?}");
+            }
+            Some(id) => assert_eq!(f.file, id, "fd {fd} shares an earlier fd's description"),
+        }
+    }
+    assert_eq!(ids.len(), opens.len());
+    // Open files are numbered in the order of their lowest fd.
+    let mut seen = Vec::new();
+    for f in &proc_.fds {
+        if !seen.contains(&f.file) {
+            seen.push(f.file);
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "ids in order of lowest fd"
+    );
 }

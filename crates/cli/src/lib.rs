@@ -1,7 +1,10 @@
 //! The `ckpt` command line: argument parsing here, one thin file per
 //! subcommand under `commands/`, all real work in the library crates.
 
+#![forbid(unsafe_code)]
+
 mod commands;
+mod logging;
 
 use clap::{Parser, Subcommand};
 
@@ -12,6 +15,10 @@ use clap::{Parser, Subcommand};
     about = "Checkpoint and restore Linux processes"
 )]
 struct Cli {
+    /// Log each step with its duration (-v), debug details (-vv), everything
+    /// (-vvv), on stderr; RUST_LOG takes per-module directives too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +41,7 @@ enum Command {
 /// Entry point of the `ckpt` binary; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     let result = match cli.command {
         Command::Dump(a) => commands::dump::run(a),
         Command::Restore(a) => commands::restore::run(a),

@@ -73,12 +73,98 @@ fn enc_image(m: &Image, mut b: c::image::Builder) {
     b.set_root_pid(m.root_pid);
     b.set_freeze_ns(m.freeze_ns);
     b.set_generation(m.generation);
-    let mut l = b.init_notes(len32(m.notes.len()));
-    for (i, n) in m.notes.iter().enumerate() {
-        let mut x = l.reborrow().get(i as u32);
-        x.set_key(n.key.as_str());
-        x.set_value(n.value.as_str());
+    {
+        let mut l = b.reborrow().init_notes(len32(m.notes.len()));
+        for (i, n) in m.notes.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            x.set_key(n.key.as_str());
+            x.set_value(n.value.as_str());
+        }
     }
+    enc_image_1_2(m, b);
+}
+
+/// The fields of Image added in 1.2.
+fn enc_image_1_2(m: &Image, mut b: c::image::Builder) {
+    {
+        let mut l = b.reborrow().init_locks(len32(m.locks.len()));
+        for (i, k) in m.locks.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            x.set_kind(match k.kind {
+                LockKind::Flock => c::LockKind::Flock,
+                LockKind::Posix => c::LockKind::Posix,
+                LockKind::Ofd => c::LockKind::Ofd,
+                LockKind::Lease => c::LockKind::Lease,
+            });
+            x.set_type(match k.lock_type {
+                LockType::Read => c::LockType::Read,
+                LockType::Write => c::LockType::Write,
+            });
+            x.set_start(k.start);
+            x.set_length(k.length);
+            x.set_pid(k.pid);
+            x.set_file(k.file);
+            x.set_fd(k.fd);
+        }
+    }
+    {
+        let mut l = b
+            .reborrow()
+            .init_seccomp_filters(len32(m.seccomp_filters.len()));
+        for (i, f) in m.seccomp_filters.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            x.set_parent(f.parent);
+            x.set_program(&f.program);
+            x.set_flags(f.flags);
+        }
+    }
+    {
+        let mut l = b.reborrow().init_sysv_shm(len32(m.sysv_shm.len()));
+        for (i, o) in m.sysv_shm.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            enc_ipc_perm(&o.perm, x.reborrow().init_perm());
+            x.set_size(o.size);
+            x.set_removed(o.removed);
+            enc_blob(&o.contents, x.init_contents());
+        }
+    }
+    {
+        let mut l = b.reborrow().init_sysv_sem(len32(m.sysv_sem.len()));
+        for (i, o) in m.sysv_sem.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            enc_ipc_perm(&o.perm, x.reborrow().init_perm());
+            enc_prims(&o.values, x.init_values(len32(o.values.len())));
+        }
+    }
+    {
+        let mut l = b.reborrow().init_sysv_msg(len32(m.sysv_msg.len()));
+        for (i, o) in m.sysv_msg.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            enc_ipc_perm(&o.perm, x.reborrow().init_perm());
+            x.set_qbytes(o.qbytes);
+            let mut ml = x.init_messages(len32(o.messages.len()));
+            for (j, msg) in o.messages.iter().enumerate() {
+                let mut y = ml.reborrow().get(j as u32);
+                y.set_mtype(msg.mtype);
+                y.set_data(&msg.data);
+            }
+        }
+    }
+    b.set_image_id(&m.image_id);
+    let mut p = b.init_parent();
+    p.set_image_id(&m.parent.image_id);
+    p.set_path(&m.parent.path);
+    p.set_created_ns(m.parent.created_ns);
+}
+
+fn enc_ipc_perm(m: &IpcPerm, mut b: c::ipc_perm::Builder) {
+    b.set_key(m.key);
+    b.set_id(m.id);
+    b.set_mode(m.mode);
+    b.set_uid(m.uid);
+    b.set_gid(m.gid);
+    b.set_cuid(m.cuid);
+    b.set_cgid(m.cgid);
 }
 
 fn enc_host(m: &HostInfo, mut b: c::host_info::Builder) {
@@ -134,6 +220,11 @@ fn enc_identity(m: &FileIdentity, mut b: c::file_identity::Builder) {
     b.set_deleted(m.deleted);
     b.set_uid(m.uid);
     b.set_gid(m.gid);
+    b.set_ctime_ns(m.ctime_ns);
+    b.set_generation(m.generation.unwrap_or(0));
+    b.set_has_generation(m.generation.is_some());
+    b.set_atime_ns(m.atime_ns);
+    b.set_content_hash(&m.content_hash);
 }
 
 fn enc_siginfos(v: &[SigInfo], mut l: capnp::struct_list::Builder<c::sig_info::Owned>) {
@@ -174,9 +265,13 @@ fn enc_process(m: &Process, mut b: c::process::Builder) {
             x.set_hard(r.hard);
         }
     }
+    enc_creds(&m.creds, b.reborrow().init_creds());
+    b.set_personality(m.personality);
+    enc_process_rest(m, b);
+}
+
+fn enc_creds(cr: &Credentials, mut x: c::credentials::Builder) {
     {
-        let cr = &m.creds;
-        let mut x = b.reborrow().init_creds();
         x.set_ruid(cr.ruid);
         x.set_euid(cr.euid);
         x.set_suid(cr.suid);
@@ -195,7 +290,9 @@ fn enc_process(m: &Process, mut b: c::process::Builder) {
         x.set_seccomp_mode(cr.seccomp_mode);
         enc_prims(&cr.groups, x.init_groups(len32(cr.groups.len())));
     }
-    b.set_personality(m.personality);
+}
+
+fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
     {
         let mm = &m.mm;
         let mut x = b.reborrow().init_mm();
@@ -232,6 +329,8 @@ fn enc_process(m: &Process, mut b: c::process::Builder) {
             x.set_kind(match r.kind {
                 RunKind::Data => c::RunKind::Data,
                 RunKind::Zero => c::RunKind::Zero,
+                RunKind::Guard => c::RunKind::Guard,
+                RunKind::Parent => c::RunKind::Parent,
             });
             x.set_frame(r.frame);
             x.set_frame_offset(r.frame_offset);
@@ -303,6 +402,20 @@ fn enc_process(m: &Process, mut b: c::process::Builder) {
     b.set_login_uid(m.login_uid);
     b.set_timer_slack_ns(m.timer_slack_ns);
     b.set_thp_disabled(m.thp_disabled);
+    b.set_exit_status(m.exit_status);
+    {
+        let mut x = b.reborrow().init_shares();
+        x.set_files(m.shares.files);
+        x.set_fs(m.shares.fs);
+        x.set_sighand(m.shares.sighand);
+        x.set_vm(m.shares.vm);
+        x.set_sysvsem(m.shares.sysvsem);
+    }
+    b.set_cgroup(&m.cgroup);
+    b.set_membarrier(m.membarrier);
+    enc_identity(&m.cwd_identity, b.reborrow().init_cwd_identity());
+    b.set_controlling_tty(m.controlling_tty);
+    b.set_ckpt_uffd_fd(m.ckpt_uffd_fd.unwrap_or(-1));
 }
 
 fn enc_thread(m: &Thread, mut b: c::thread::Builder) {
@@ -379,8 +492,13 @@ fn enc_thread(m: &Thread, mut b: c::thread::Builder) {
     }
     enc_prims(
         &m.cpu_affinity,
-        b.init_cpu_affinity(len32(m.cpu_affinity.len())),
+        b.reborrow().init_cpu_affinity(len32(m.cpu_affinity.len())),
     );
+    if let Some(cr) = &m.creds {
+        enc_creds(cr, b.reborrow().init_creds());
+    }
+    b.set_has_creds(m.creds.is_some());
+    b.set_seccomp_filter(m.seccomp_filter);
 }
 
 fn enc_vma(m: &Vma, mut b: c::vma::Builder) {
@@ -401,6 +519,8 @@ fn enc_vma(m: &Vma, mut b: c::vma::Builder) {
         VmaBacking::File(f) => {
             let mut x = bk.init_file();
             x.set_offset(f.offset);
+            x.set_has_contents(f.has_contents);
+            enc_blob(&f.contents, x.reborrow().init_contents());
             enc_identity(&f.file, x.init_file());
         }
         VmaBacking::SharedMemory(s) => {
@@ -443,6 +563,7 @@ fn enc_pipe(m: &Pipe, mut b: c::pipe::Builder) {
     b.set_data(&m.data);
     b.set_capacity(m.capacity);
     b.set_fifo_path(&m.fifo_path);
+    enc_identity(&m.fifo, b.init_fifo());
 }
 
 fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
@@ -462,7 +583,13 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             let mut x = k.init_regular();
             x.set_has_contents(r.has_contents);
             enc_identity(&r.file, x.reborrow().init_file());
-            enc_blob(&r.contents, x.init_contents());
+            enc_blob(&r.contents, x.reborrow().init_contents());
+            let mut l = x.init_extents(len32(r.extents.len()));
+            for (i, e) in r.extents.iter().enumerate() {
+                let mut y = l.reborrow().get(i as u32);
+                y.set_offset(e.offset);
+                y.set_length(e.length);
+            }
         }
         FileKind::Directory(d) => enc_identity(d, k.init_directory()),
         FileKind::Pipe(p) => enc_pipe(p, k.init_pipe()),
@@ -532,6 +659,7 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_value_ns(t.value_ns);
             x.set_ticks(t.ticks);
             x.set_settime_flags(t.settime_flags);
+            x.set_expiry_ns(t.expiry_ns);
         }
         FileKind::SignalFd(s) => k.init_signalfd().set_mask(s.mask),
         FileKind::Inotify(n) => {
@@ -561,6 +689,45 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_path(&d.path);
         }
         FileKind::Other(s) => k.set_other(s.as_str()),
+        FileKind::Pidfd(p) => {
+            let mut x = k.init_pidfd();
+            x.set_pid(p.pid);
+            x.set_dead(p.dead);
+            x.set_thread(p.thread);
+        }
+        FileKind::Fanotify(f) => {
+            let mut x = k.init_fanotify();
+            x.set_init_flags(f.init_flags);
+            x.set_event_flags(f.event_flags);
+            let mut l = x.init_marks(len32(f.marks.len()));
+            for (i, mk) in f.marks.iter().enumerate() {
+                let mut y = l.reborrow().get(i as u32);
+                y.set_type(mk.mark_type);
+                y.set_mask(mk.mask);
+                y.set_ignored_mask(mk.ignored_mask);
+                y.set_flags(mk.flags);
+                y.set_path(&mk.path);
+                y.set_dev(mk.dev);
+                y.set_inode(mk.inode);
+            }
+        }
+        FileKind::OPath(o) => {
+            let mut x = k.init_opath();
+            x.set_symlink(o.symlink);
+            enc_identity(&o.file, x.init_file());
+        }
+        FileKind::Nsfs(n) => {
+            let mut x = k.init_nsfs();
+            x.set_kind(n.kind.as_str());
+            x.set_inode(n.inode);
+            x.set_pid(n.pid);
+        }
+        FileKind::NetlinkSocket(n) => k.init_netlink_socket().set_protocol(n.protocol),
+        FileKind::PacketSocket(p) => {
+            let mut x = k.init_packet_socket();
+            x.set_type(p.sock_type);
+            x.set_protocol(p.protocol);
+        }
     }
 }
 
@@ -691,7 +858,115 @@ fn dec_image(r: c::image::Reader) -> Result<Image> {
             value: text(n.get_value(), &s("Note.value"))?,
         });
     }
+    dec_image_1_2(r, &mut m)?;
     Ok(m)
+}
+
+/// The fields of Image added in 1.2 (empty in older images).
+fn dec_image_1_2(r: c::image::Reader, m: &mut Image) -> Result<()> {
+    for (i, k) in r
+        .get_locks()
+        .ctx(&|| "Image.locks".into())?
+        .iter()
+        .enumerate()
+    {
+        let w = || format!("locks[{i}]");
+        m.locks.push(FileLock {
+            kind: match k.get_kind() {
+                Ok(c::LockKind::Flock) => LockKind::Flock,
+                Ok(c::LockKind::Posix) => LockKind::Posix,
+                Ok(c::LockKind::Ofd) => LockKind::Ofd,
+                Ok(c::LockKind::Lease) => LockKind::Lease,
+                Err(e) => return Err(bad_enum(format!("{}.kind", w()), e)),
+            },
+            lock_type: match k.get_type() {
+                Ok(c::LockType::Read) => LockType::Read,
+                Ok(c::LockType::Write) => LockType::Write,
+                Err(e) => return Err(bad_enum(format!("{}.type", w()), e)),
+            },
+            start: k.get_start(),
+            length: k.get_length(),
+            pid: k.get_pid(),
+            file: k.get_file(),
+            fd: k.get_fd(),
+        });
+    }
+    let sf = r
+        .get_seccomp_filters()
+        .ctx(&|| "Image.seccompFilters".into())?;
+    for (i, f) in sf.iter().enumerate() {
+        m.seccomp_filters.push(SeccompFilter {
+            parent: f.get_parent(),
+            program: data(f.get_program(), &|| format!("seccompFilters[{i}].program"))?,
+            flags: f.get_flags(),
+        });
+    }
+    for (i, o) in r
+        .get_sysv_shm()
+        .ctx(&|| "Image.sysvShm".into())?
+        .iter()
+        .enumerate()
+    {
+        let w = move || format!("sysvShm[{i}]");
+        m.sysv_shm.push(SysvShm {
+            perm: dec_ipc_perm(o.get_perm().ctx(&w)?),
+            size: o.get_size(),
+            contents: dec_blob(o.get_contents().ctx(&w)?, &w)?,
+            removed: o.get_removed(),
+        });
+    }
+    for (i, o) in r
+        .get_sysv_sem()
+        .ctx(&|| "Image.sysvSem".into())?
+        .iter()
+        .enumerate()
+    {
+        let w = move || format!("sysvSem[{i}]");
+        m.sysv_sem.push(SysvSem {
+            perm: dec_ipc_perm(o.get_perm().ctx(&w)?),
+            values: prims(o.get_values(), &w)?,
+        });
+    }
+    for (i, o) in r
+        .get_sysv_msg()
+        .ctx(&|| "Image.sysvMsg".into())?
+        .iter()
+        .enumerate()
+    {
+        let w = move || format!("sysvMsg[{i}]");
+        let mut messages = Vec::new();
+        for x in o.get_messages().ctx(&w)?.iter() {
+            messages.push(SysvMsg {
+                mtype: x.get_mtype(),
+                data: data(x.get_data(), &w)?,
+            });
+        }
+        m.sysv_msg.push(SysvMsgQueue {
+            perm: dec_ipc_perm(o.get_perm().ctx(&w)?),
+            qbytes: o.get_qbytes(),
+            messages,
+        });
+    }
+    m.image_id = data(r.get_image_id(), &|| "Image.imageId".into())?;
+    let p = r.get_parent().ctx(&|| "Image.parent".into())?;
+    m.parent = ParentRef {
+        image_id: data(p.get_image_id(), &|| "Image.parent.imageId".into())?,
+        path: data(p.get_path(), &|| "Image.parent.path".into())?,
+        created_ns: p.get_created_ns(),
+    };
+    Ok(())
+}
+
+fn dec_ipc_perm(r: c::ipc_perm::Reader) -> IpcPerm {
+    IpcPerm {
+        key: r.get_key(),
+        id: r.get_id(),
+        mode: r.get_mode(),
+        uid: r.get_uid(),
+        gid: r.get_gid(),
+        cuid: r.get_cuid(),
+        cgid: r.get_cgid(),
+    }
 }
 
 fn dec_host(r: c::host_info::Reader) -> Result<HostInfo> {
@@ -732,6 +1007,10 @@ fn dec_identity(r: c::file_identity::Reader, what: &dyn Fn() -> String) -> Resul
         deleted: r.get_deleted(),
         uid: r.get_uid(),
         gid: r.get_gid(),
+        ctime_ns: r.get_ctime_ns(),
+        generation: r.get_has_generation().then(|| r.get_generation()),
+        atime_ns: r.get_atime_ns(),
+        content_hash: data(r.get_content_hash(), what)?,
     })
 }
 
@@ -769,25 +1048,7 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         root: data(r.get_root(), &f("root"))?,
         umask: r.get_umask(),
         personality: r.get_personality(),
-        creds: Credentials {
-            ruid: creds.get_ruid(),
-            euid: creds.get_euid(),
-            suid: creds.get_suid(),
-            fsuid: creds.get_fsuid(),
-            rgid: creds.get_rgid(),
-            egid: creds.get_egid(),
-            sgid: creds.get_sgid(),
-            fsgid: creds.get_fsgid(),
-            groups: prims(creds.get_groups(), &f("creds.groups"))?,
-            cap_inheritable: creds.get_cap_inheritable(),
-            cap_permitted: creds.get_cap_permitted(),
-            cap_effective: creds.get_cap_effective(),
-            cap_bounding: creds.get_cap_bounding(),
-            cap_ambient: creds.get_cap_ambient(),
-            securebits: creds.get_securebits(),
-            no_new_privs: creds.get_no_new_privs(),
-            seccomp_mode: creds.get_seccomp_mode(),
-        },
+        creds: dec_creds(creds, &f("creds"))?,
         mm: MmLayout {
             start_code: mm.get_start_code(),
             end_code: mm.get_end_code(),
@@ -817,7 +1078,24 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         login_uid: r.get_login_uid(),
         timer_slack_ns: r.get_timer_slack_ns(),
         thp_disabled: r.get_thp_disabled(),
+        exit_status: r.get_exit_status(),
+        cgroup: data(r.get_cgroup(), &f("cgroup"))?,
+        membarrier: r.get_membarrier(),
+        cwd_identity: dec_identity(
+            r.get_cwd_identity().ctx(&f("cwdIdentity"))?,
+            &f("cwdIdentity"),
+        )?,
+        controlling_tty: r.get_controlling_tty(),
+        ckpt_uffd_fd: Some(r.get_ckpt_uffd_fd()).filter(|&fd| fd >= 0),
         ..Default::default()
+    };
+    let sh = r.get_shares().ctx(&f("shares"))?;
+    p.shares = SharedTables {
+        files: sh.get_files(),
+        fs: sh.get_fs(),
+        sighand: sh.get_sighand(),
+        vm: sh.get_vm(),
+        sysvsem: sh.get_sysvsem(),
     };
     for x in r.get_rlimits().ctx(&f("rlimits"))?.iter() {
         p.rlimits.push(Rlimit {
@@ -839,6 +1117,8 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
             kind: match x.get_kind() {
                 Ok(c::RunKind::Data) => RunKind::Data,
                 Ok(c::RunKind::Zero) => RunKind::Zero,
+                Ok(c::RunKind::Guard) => RunKind::Guard,
+                Ok(c::RunKind::Parent) => RunKind::Parent,
                 Err(e) => {
                     return Err(bad_enum(
                         format!("processes[{i}] (pid {pid}).memory[{j}].kind"),
@@ -891,6 +1171,28 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         })?);
     }
     Ok(p)
+}
+
+fn dec_creds(creds: c::credentials::Reader, what: &dyn Fn() -> String) -> Result<Credentials> {
+    Ok(Credentials {
+        ruid: creds.get_ruid(),
+        euid: creds.get_euid(),
+        suid: creds.get_suid(),
+        fsuid: creds.get_fsuid(),
+        rgid: creds.get_rgid(),
+        egid: creds.get_egid(),
+        sgid: creds.get_sgid(),
+        fsgid: creds.get_fsgid(),
+        groups: prims(creds.get_groups(), what)?,
+        cap_inheritable: creds.get_cap_inheritable(),
+        cap_permitted: creds.get_cap_permitted(),
+        cap_effective: creds.get_cap_effective(),
+        cap_bounding: creds.get_cap_bounding(),
+        cap_ambient: creds.get_cap_ambient(),
+        securebits: creds.get_securebits(),
+        no_new_privs: creds.get_no_new_privs(),
+        seccomp_mode: creds.get_seccomp_mode(),
+    })
 }
 
 fn dec_thread(r: c::thread::Reader, what: &dyn Fn() -> String) -> Result<Thread> {
@@ -966,6 +1268,11 @@ fn dec_thread(r: c::thread::Reader, what: &dyn Fn() -> String) -> Result<Thread>
             nice: sc.get_nice(),
         },
         cpu_affinity: prims(r.get_cpu_affinity(), what)?,
+        creds: match r.get_has_creds() {
+            true => Some(dec_creds(r.get_creds().ctx(what)?, what)?),
+            false => None,
+        },
+        seccomp_filter: r.get_seccomp_filter(),
     })
 }
 
@@ -977,6 +1284,8 @@ fn dec_vma(r: c::vma::Reader, what: &dyn Fn() -> String) -> Result<Vma> {
             VmaBacking::File(FileMapping {
                 file: dec_identity(fm.get_file().ctx(what)?, what)?,
                 offset: fm.get_offset(),
+                contents: dec_blob(fm.get_contents().ctx(what)?, what)?,
+                has_contents: fm.get_has_contents(),
             })
         }
         Ok(c::vma_backing::SharedMemory(s)) => {
@@ -1047,6 +1356,7 @@ fn dec_pipe(r: c::pipe::Reader, what: &dyn Fn() -> String) -> Result<Pipe> {
         data: data(r.get_data(), what)?,
         capacity: r.get_capacity(),
         fifo_path: data(r.get_fifo_path(), what)?,
+        fifo: dec_identity(r.get_fifo().ctx(what)?, what)?,
     })
 }
 
@@ -1062,6 +1372,15 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 file: dec_identity(x.get_file().ctx(what)?, what)?,
                 contents: dec_blob(x.get_contents().ctx(what)?, what)?,
                 has_contents: x.get_has_contents(),
+                extents: x
+                    .get_extents()
+                    .ctx(what)?
+                    .iter()
+                    .map(|e| FileExtent {
+                        offset: e.get_offset(),
+                        length: e.get_length(),
+                    })
+                    .collect(),
             })
         }
         Ok(K::Directory(x)) => FileKind::Directory(dec_identity(x.ctx(what)?, what)?),
@@ -1145,6 +1464,7 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 value_ns: x.get_value_ns(),
                 ticks: x.get_ticks(),
                 settime_flags: x.get_settime_flags(),
+                expiry_ns: x.get_expiry_ns(),
             })
         }
         Ok(K::Signalfd(x)) => FileKind::SignalFd(SignalFd {
@@ -1183,6 +1503,59 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
             })
         }
         Ok(K::Other(x)) => FileKind::Other(text(x, what)?),
+        Ok(K::Pidfd(x)) => {
+            let x = x.ctx(what)?;
+            FileKind::Pidfd(Pidfd {
+                pid: x.get_pid(),
+                dead: x.get_dead(),
+                thread: x.get_thread(),
+            })
+        }
+        Ok(K::Fanotify(x)) => {
+            let x = x.ctx(what)?;
+            let mut marks = Vec::new();
+            for mk in x.get_marks().ctx(what)?.iter() {
+                marks.push(FanotifyMark {
+                    mark_type: mk.get_type(),
+                    mask: mk.get_mask(),
+                    ignored_mask: mk.get_ignored_mask(),
+                    flags: mk.get_flags(),
+                    path: data(mk.get_path(), what)?,
+                    dev: mk.get_dev(),
+                    inode: mk.get_inode(),
+                });
+            }
+            FileKind::Fanotify(Fanotify {
+                init_flags: x.get_init_flags(),
+                event_flags: x.get_event_flags(),
+                marks,
+            })
+        }
+        Ok(K::Opath(x)) => {
+            let x = x.ctx(what)?;
+            FileKind::OPath(OPath {
+                file: dec_identity(x.get_file().ctx(what)?, what)?,
+                symlink: x.get_symlink(),
+            })
+        }
+        Ok(K::Nsfs(x)) => {
+            let x = x.ctx(what)?;
+            FileKind::Nsfs(NsFile {
+                kind: text(x.get_kind(), what)?,
+                inode: x.get_inode(),
+                pid: x.get_pid(),
+            })
+        }
+        Ok(K::NetlinkSocket(x)) => FileKind::NetlinkSocket(NetlinkSocket {
+            protocol: x.ctx(what)?.get_protocol(),
+        }),
+        Ok(K::PacketSocket(x)) => {
+            let x = x.ctx(what)?;
+            FileKind::PacketSocket(PacketSocket {
+                sock_type: x.get_type(),
+                protocol: x.get_protocol(),
+            })
+        }
         // A kind added by a newer minor: keep it inspectable.
         Err(e) => FileKind::Other(format!(
             "unknown file kind {} (written by a newer ckpt)",

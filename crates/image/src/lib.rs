@@ -23,6 +23,7 @@ mod codec;
 pub mod compact;
 pub mod container;
 mod editor;
+mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json;
@@ -36,15 +37,15 @@ mod writer;
 pub use atomic::AtomicFile;
 pub use chain::{chain, error_chain};
 pub use editor::ImageEditor;
+pub use frames::{FrameBatch, FrameBatchReader};
 pub use reader::ImageReader;
-pub use store::{check_frame_record, frame_record, PayloadDecoder};
 pub use validate::validate;
 pub use writer::{is_zero as is_zero_page, ImageWriter};
 
 /// Container format major version written by this crate (and the only one it reads).
 pub const FORMAT_MAJOR: u16 = 1;
 /// Container/schema minor version written by this crate.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 
 /// Smallest and largest page size an image may declare.
 pub const MIN_PAGE_SIZE: u32 = 4096;
@@ -126,11 +127,12 @@ pub enum Error {
         offset: u64,
         what: String,
     },
-    /// Decompressing a page frame failed.
-    #[error("frame {index} (file offset {offset}): zstd: {source}")]
+    /// Decompressing a page frame failed (`codec` names the codec).
+    #[error("frame {index} (file offset {offset}): {codec}: {source}")]
     Decompress {
         index: u32,
         offset: u64,
+        codec: &'static str,
         #[source]
         source: std::io::Error,
     },

@@ -21,6 +21,26 @@ pub struct Image {
     pub freeze_ns: u64,
     pub generation: u32,
     pub notes: Vec<Note>,
+    /// File locks and leases (since 1.2).
+    pub locks: Vec<FileLock>,
+    /// Every seccomp filter of the tree, once (since 1.2).
+    pub seccomp_filters: Vec<SeccompFilter>,
+    pub sysv_shm: Vec<SysvShm>,
+    pub sysv_sem: Vec<SysvSem>,
+    pub sysv_msg: Vec<SysvMsgQueue>,
+    /// 16 random bytes naming this dump; empty before 1.2.
+    pub image_id: Vec<u8>,
+    /// Incremental dump: the image that holds the pages of `RunKind::Parent` runs.
+    pub parent: ParentRef,
+}
+
+/// The image an incremental dump was taken against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParentRef {
+    /// The parent's `Image::image_id`; empty = no parent.
+    pub image_id: Vec<u8>,
+    pub path: Vec<u8>,
+    pub created_ns: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,6 +115,28 @@ pub struct Process {
     pub login_uid: u32,
     pub timer_slack_ns: u64,
     pub thp_disabled: bool,
+    /// A zombie's wait status (since 1.2).
+    pub exit_status: i32,
+    pub shares: SharedTables,
+    /// cgroup v2 path; empty = unknown.
+    pub cgroup: Vec<u8>,
+    pub membarrier: u32,
+    /// The current directory (path = `cwd`); deleted ones are recreated.
+    pub cwd_identity: FileIdentity,
+    /// st_rdev of the controlling terminal; 0 = none.
+    pub controlling_tty: u64,
+    /// The fd ckpt left in the process for dirty-page tracking (not restored).
+    pub ckpt_uffd_fd: Option<i32>,
+}
+
+/// Which saved process's kernel table a process shares; 0 = its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedTables {
+    pub files: i32,
+    pub fs: i32,
+    pub sighand: i32,
+    pub vm: i32,
+    pub sysvsem: i32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -108,6 +150,13 @@ pub struct FileIdentity {
     pub deleted: bool,
     pub uid: u32,
     pub gid: u32,
+    /// Since 1.2.
+    pub ctime_ns: i64,
+    /// Inode generation (FS_IOC_GETVERSION), when the filesystem has one.
+    pub generation: Option<u64>,
+    pub atime_ns: i64,
+    /// SHA-256 of the contents when computed; empty otherwise.
+    pub content_hash: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -170,6 +219,19 @@ pub struct Thread {
     pub rseq: Rseq,
     pub sched: Sched,
     pub cpu_affinity: Vec<u64>,
+    /// The thread's own credentials, when they differ from its process's (since 1.2).
+    pub creds: Option<Credentials>,
+    /// 1 + index into `Image::seccomp_filters` of the newest filter; 0 = none.
+    pub seccomp_filter: u32,
+}
+
+/// One seccomp filter; `parent` is 1 + the index of the filter below it (0 = none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeccompFilter {
+    pub parent: u32,
+    /// struct sock_filter[] as PTRACE_SECCOMP_GET_FILTER gives it.
+    pub program: Vec<u8>,
+    pub flags: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -412,6 +474,9 @@ pub enum VmaBacking {
 pub struct FileMapping {
     pub file: FileIdentity,
     pub offset: u64,
+    /// The whole file, when `has_contents` (a deleted file; since 1.2).
+    pub contents: Blob,
+    pub has_contents: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -455,6 +520,7 @@ pub mod madvise {
     pub const SEQUENTIAL: u32 = 6;
     pub const RANDOM: u32 = 7;
     pub const LOCKED: u32 = 8;
+    pub const LOCK_ON_FAULT: u32 = 9;
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -471,6 +537,10 @@ pub enum RunKind {
     #[default]
     Data,
     Zero,
+    /// Guard pages (MADV_GUARD_INSTALL), since 1.2.
+    Guard,
+    /// Pages whose contents are in the parent image, since 1.2.
+    Parent,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -575,6 +645,12 @@ pub enum FileKind {
     MemFd(MemFd),
     CharDevice(CharDevice),
     Other(String),
+    Pidfd(Pidfd),
+    Fanotify(Fanotify),
+    OPath(OPath),
+    Nsfs(NsFile),
+    NetlinkSocket(NetlinkSocket),
+    PacketSocket(PacketSocket),
 }
 
 impl Default for FileKind {
@@ -602,6 +678,12 @@ impl FileKind {
             FileKind::MemFd(_) => "memfd",
             FileKind::CharDevice(_) => "char-device",
             FileKind::Other(_) => "other",
+            FileKind::Pidfd(_) => "pidfd",
+            FileKind::Fanotify(_) => "fanotify",
+            FileKind::OPath(_) => "o-path",
+            FileKind::Nsfs(_) => "nsfs",
+            FileKind::NetlinkSocket(_) => "netlink-socket",
+            FileKind::PacketSocket(_) => "packet-socket",
         }
     }
 }
@@ -611,6 +693,14 @@ pub struct RegularFile {
     pub file: FileIdentity,
     pub contents: Blob,
     pub has_contents: bool,
+    /// When not empty, `contents` holds only these ranges, in order; the rest are holes.
+    pub extents: Vec<FileExtent>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileExtent {
+    pub offset: u64,
+    pub length: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -620,6 +710,8 @@ pub struct Pipe {
     pub data: Vec<u8>,
     pub capacity: u32,
     pub fifo_path: Vec<u8>,
+    /// The FIFO node (since 1.2).
+    pub fifo: FileIdentity,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -720,6 +812,8 @@ pub struct TimerFd {
     pub value_ns: u64,
     pub ticks: u64,
     pub settime_flags: u32,
+    /// The next expiry, absolute on `clock`; 0 = disarmed (since 1.2).
+    pub expiry_ns: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -755,6 +849,123 @@ pub struct MemFd {
 pub struct CharDevice {
     pub rdev: u64,
     pub path: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pidfd {
+    pub pid: i32,
+    pub dead: bool,
+    pub thread: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fanotify {
+    pub init_flags: u32,
+    pub event_flags: u32,
+    pub marks: Vec<FanotifyMark>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FanotifyMark {
+    pub mark_type: u32,
+    pub mask: u64,
+    pub ignored_mask: u64,
+    pub flags: u32,
+    pub path: Vec<u8>,
+    pub dev: u64,
+    pub inode: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OPath {
+    pub file: FileIdentity,
+    pub symlink: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsFile {
+    pub kind: String,
+    pub inode: u64,
+    pub pid: i32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetlinkSocket {
+    pub protocol: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacketSocket {
+    pub sock_type: u32,
+    pub protocol: u16,
+}
+
+/// A file lock or lease.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileLock {
+    pub kind: LockKind,
+    pub lock_type: LockType,
+    pub start: u64,
+    /// 0 = to the end of the file.
+    pub length: u64,
+    pub pid: i32,
+    /// `OpenFile::id`.
+    pub file: u32,
+    pub fd: i32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockKind {
+    #[default]
+    Flock,
+    Posix,
+    Ofd,
+    Lease,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LockType {
+    #[default]
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IpcPerm {
+    pub key: i32,
+    pub id: i32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cuid: u32,
+    pub cgid: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysvShm {
+    pub perm: IpcPerm,
+    pub size: u64,
+    pub contents: Blob,
+    pub removed: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysvSem {
+    pub perm: IpcPerm,
+    pub values: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysvMsgQueue {
+    pub perm: IpcPerm,
+    pub qbytes: u64,
+    pub messages: Vec<SysvMsg>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysvMsg {
+    pub mtype: i64,
+    pub data: Vec<u8>,
 }
 
 impl Image {

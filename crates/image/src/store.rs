@@ -136,9 +136,10 @@ impl PayloadDecoder {
             offset: f.offset,
             what,
         };
-        let dec_err = |source| Error::Decompress {
+        let dec_err = |codec, source| Error::Decompress {
             index,
             offset: f.offset,
+            codec,
             source,
         };
         let size = f.size as usize;
@@ -154,13 +155,14 @@ impl PayloadDecoder {
             }
             Codec::Zstd => {
                 if self.zstd.is_none() {
-                    self.zstd = Some(zstd::bulk::Decompressor::new().map_err(dec_err)?);
+                    self.zstd =
+                        Some(zstd::bulk::Decompressor::new().map_err(|e| dec_err("zstd", e))?);
                 }
                 let d = self.zstd.as_mut().expect("just made");
                 self.out.clear();
                 self.out.reserve(size);
                 d.decompress_to_buffer(stored, &mut self.out)
-                    .map_err(dec_err)?;
+                    .map_err(|e| dec_err("zstd", e))?;
             }
             Codec::Lz4 => {
                 // Room for exactly the size the metadata gives: a block that
@@ -169,7 +171,7 @@ impl PayloadDecoder {
                 self.out.resize(size, 0);
                 self.out.truncate(size);
                 let n = lz4_flex::block::decompress_into(stored, &mut self.out)
-                    .map_err(|e| dec_err(std::io::Error::other(format!("lz4: {e}"))))?;
+                    .map_err(|e| dec_err("lz4", std::io::Error::other(e)))?;
                 self.out.truncate(n);
             }
         }
@@ -286,6 +288,17 @@ pub fn read_memory(
                 let out = &mut buf[out_start..out_start + n as usize];
                 match r.kind {
                     RunKind::Zero => out.fill(0),
+                    RunKind::Guard | RunKind::Parent => {
+                        return Err(Error::Invalid(format!(
+                            "pid {pid}: {:#x} is {}",
+                            cur,
+                            if r.kind == RunKind::Guard {
+                                "a guard page (MADV_GUARD_INSTALL): reading it faults"
+                            } else {
+                                "saved in the parent image, which this reader does not open"
+                            }
+                        )))
+                    }
                     RunKind::Data => {
                         let frame = cached_frame(src, &image.frames, cache, r.frame)?;
                         let off = u64::from(r.frame_offset) + in_run;
@@ -339,7 +352,13 @@ pub fn for_each_run(
     let mut current: Option<(u32, Arc<Vec<u8>>)> = None;
     for r in &p.memory {
         match r.kind {
-            RunKind::Zero => f(r, None)?,
+            RunKind::Zero | RunKind::Guard => f(r, None)?,
+            RunKind::Parent => {
+                return Err(Error::Invalid(format!(
+                    "pid {pid}: run at {:#x} is saved in the parent image, which this reader does not open",
+                    r.start
+                )))
+            }
             RunKind::Data => {
                 let frame = match &current {
                     Some((i, d)) if *i == r.frame => d.clone(),

@@ -72,6 +72,7 @@ pub fn memory_sizes(image: &Image, p: &Process) -> (u64, u64, u64) {
         let n = u64::from(r.pages).saturating_mul(ps);
         match r.kind {
             RunKind::Zero => zero = zero.saturating_add(n),
+            RunKind::Guard | RunKind::Parent => {}
             RunKind::Data => {
                 data = data.saturating_add(n);
                 if let Some(f) = image.frames.get(r.frame as usize) {

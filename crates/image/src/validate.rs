@@ -248,6 +248,103 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
                 }
             }
         }
+        for (vi, v) in p.vmas.iter().enumerate() {
+            if let VmaBacking::File(fm) = &v.backing {
+                if fm.has_contents {
+                    check_blob(
+                        image,
+                        &fm.contents,
+                        &format!("{at}: vmas[{vi}] file contents"),
+                    )?;
+                }
+            }
+        }
+    }
+    validate_1_2(image, &file_ids, &pids)
+}
+
+/// The fields added in 1.2: indices and references that must resolve.
+fn validate_1_2(image: &Image, file_ids: &HashSet<u32>, pids: &HashSet<i32>) -> Result<()> {
+    let nfilters = image.seccomp_filters.len();
+    for (i, f) in image.seccomp_filters.iter().enumerate() {
+        // A parent is always an earlier entry: chains cannot loop.
+        if f.parent as usize > i {
+            return Err(bad(format!(
+                "seccompFilters[{i}]: parent {} is not an earlier filter",
+                f.parent
+            )));
+        }
+        if f.program.is_empty() || f.program.len() % 8 != 0 || f.program.len() > 4096 * 8 {
+            return Err(bad(format!(
+                "seccompFilters[{i}]: program of {} bytes is not 1..=4096 instructions of 8 bytes",
+                f.program.len()
+            )));
+        }
+    }
+    for p in &image.processes {
+        let at = format!("process {}", p.pid);
+        for t in &p.threads {
+            if t.seccomp_filter as usize > nfilters {
+                return Err(bad(format!(
+                    "{at}: thread {} seccompFilter {} out of range ({nfilters} filters)",
+                    t.tid, t.seccomp_filter
+                )));
+            }
+        }
+        let sh = &p.shares;
+        for (name, other) in [
+            ("files", sh.files),
+            ("fs", sh.fs),
+            ("sighand", sh.sighand),
+            ("vm", sh.vm),
+            ("sysvsem", sh.sysvsem),
+        ] {
+            if other != 0 && (other == p.pid || !pids.contains(&other)) {
+                return Err(bad(format!(
+                    "{at}: shares.{name} names pid {other}, which is not another saved process"
+                )));
+            }
+        }
+    }
+    for (i, l) in image.locks.iter().enumerate() {
+        if !file_ids.contains(&l.file) {
+            return Err(bad(format!("locks[{i}]: unknown open file id {}", l.file)));
+        }
+        if !pids.contains(&l.pid) {
+            return Err(bad(format!(
+                "locks[{i}]: pid {} is not a saved process",
+                l.pid
+            )));
+        }
+        if l.start.checked_add(l.length).is_none() {
+            return Err(bad(format!("locks[{i}]: start + length overflows")));
+        }
+    }
+    for f in &image.files {
+        if let FileKind::Regular(r) = &f.kind {
+            let mut end = 0u64;
+            let mut total = 0u64;
+            for (j, e) in r.extents.iter().enumerate() {
+                let stop = e.offset.checked_add(e.length);
+                if e.offset < end || stop.is_none() || stop > Some(r.file.size) {
+                    return Err(bad(format!(
+                        "files (id {}): extents[{j}] at {} ({} bytes) is out of order or past the file size {}",
+                        f.id, e.offset, e.length, r.file.size
+                    )));
+                }
+                end = stop.unwrap_or(u64::MAX);
+                total = total.saturating_add(e.length);
+            }
+            if !r.extents.is_empty() && total != r.contents.size {
+                return Err(bad(format!(
+                    "files (id {}): extents hold {total} bytes, contents {}",
+                    f.id, r.contents.size
+                )));
+            }
+        }
+    }
+    for (i, o) in image.sysv_shm.iter().enumerate() {
+        check_blob(image, &o.contents, &format!("sysvShm[{i}] contents"))?;
     }
     Ok(())
 }

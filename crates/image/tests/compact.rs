@@ -36,7 +36,7 @@ fn contents(path: &Path) -> Vec<Vec<u8>> {
 
 #[test]
 fn compaction_keeps_the_live_generation_only() {
-    let dir = temp_dir("compact");
+    let dir = TempDir::new("compact");
     let path = dir.join("c.ckpt");
     std::fs::write(&path, rich_bytes(Compression::Fast)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -96,7 +96,7 @@ fn compaction_keeps_the_live_generation_only() {
     drop(r);
     assert_eq!(contents(&path), before, "every byte reads the same");
     // No temp file is left behind.
-    let names: Vec<_> = std::fs::read_dir(&dir)
+    let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
         .map(|e| e.file_name())
@@ -107,12 +107,11 @@ fn compaction_keeps_the_live_generation_only() {
     ed.write_memory(100, ANON, b"after").unwrap();
     ed.commit().unwrap();
     assert_eq!(ed.image().generation, 31);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_torn_tail_is_dead_space_and_compaction_drops_it() {
-    let dir = temp_dir("compact-torn");
+    let dir = TempDir::new("compact-torn");
     let path = dir.join("t.ckpt");
     let mut bytes = rich_bytes(Compression::Zstd);
     let good = bytes.len() as u64;
@@ -124,12 +123,11 @@ fn a_torn_tail_is_dead_space_and_compaction_drops_it() {
     let c = compact(&path).unwrap();
     assert_eq!(c.after, good);
     assert_eq!(contents(&path), before);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn show_reports_dead_space_and_the_greater_minor() {
-    let dir = temp_dir("compact-show");
+    let dir = TempDir::new("compact-show");
     let path = dir.join("s.ckpt");
     std::fs::write(&path, rich_bytes(Compression::Fast)).unwrap();
     let mut ed = ImageEditor::open(&path).unwrap();
@@ -140,7 +138,11 @@ fn show_reports_dead_space_and_the_greater_minor() {
     let facts = summary::file_facts(&r).unwrap();
     let text = summary::render_file(r.image(), &facts);
     let first: Vec<&str> = text.lines().take(2).collect();
-    assert_eq!(first[0], "ckpt image, format 1.1, generation 1", "{text}");
+    assert_eq!(
+        first[0],
+        format!("ckpt image, format 1.{FORMAT_MINOR}, generation 1"),
+        "{text}"
+    );
     assert!(
         first[1].starts_with("  file:      ") && first[1].contains("dead space"),
         "{text}"
@@ -149,5 +151,4 @@ fn show_reports_dead_space_and_the_greater_minor() {
     img.format_minor = 7;
     assert_eq!(summary::reported_version(&img, (1, 1)), (1, 7));
     assert_eq!(summary::reported_version(r.image(), (1, 3)), (1, 3));
-    std::fs::remove_dir_all(&dir).unwrap();
 }

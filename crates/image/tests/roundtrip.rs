@@ -310,7 +310,7 @@ fn writer_rejects_bad_input() {
 fn atomic_file_commit_and_drop() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let dir = temp_dir("atomic");
+    let dir = TempDir::new("atomic");
     let path = dir.join("a.ckpt");
     let mut f = AtomicFile::create(&path).unwrap();
     f.write_all(b"partial").unwrap();
@@ -329,7 +329,6 @@ fn atomic_file_commit_and_drop() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let r = ImageReader::open(&path).unwrap();
     assert_eq!(r.image().root_pid, 100);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -338,7 +337,7 @@ fn summary_mentions_everything() {
     let r = reader(&bytes);
     let s = summary::render(r.image());
     for needle in [
-        "format 1.1",
+        "format 1.2",
         "ckpt 0.1.0 (test)",
         "2023-11-14T22:13:20Z",
         "testhost",

@@ -2,23 +2,41 @@
 //! anything is touched.
 
 use crate::error::os_msg;
-use crate::plan::fds::{plan_fds, FdEnv};
-use crate::plan::memory::{pair_vdso, parse_maps, plan_memory};
+use crate::fds::{self, plan_fds, strip_deleted, FdEnv, FdPlan};
+use crate::mem::layout::{pair_vdso, parse_maps};
+use crate::mem::{plan_memory, vmas::Backing, MemPlan};
+use crate::process::creds::{creds_differ, own_creds, OwnCreds};
+use crate::process::{rlimits, timers};
 use crate::stub::holder_of;
 use crate::{Report, RestoreOptions};
 use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers};
 use ckpt_sys::creds::{self, FsIds, FsSwitch};
 use ckpt_sys::{setup, sys};
 use std::collections::BTreeSet;
+use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 
 /// Capabilities a restorer needs to restore another user's process (which
-/// it then opens the files of with that user's rights, see [`AccessCheck`]).
+/// it then opens the files of with that user's rights, see [`open_as`]).
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
-const CAP_SYS_RESOURCE: u32 = 24;
-/// Resources prlimit knows (RLIM_NLIMITS).
-const RLIM_NLIMITS: u32 = 16;
+
+/// A path the restore opens, for the access check: (what, path, access(2)
+/// mode).
+pub(crate) type AccessItem = (String, CString, i32);
+
+/// The access(2) mode an open with `flags` needs.
+pub(crate) fn access_mode(flags: i32) -> i32 {
+    if flags & libc::O_PATH != 0 {
+        libc::F_OK
+    } else {
+        match flags & libc::O_ACCMODE {
+            libc::O_WRONLY => libc::W_OK,
+            libc::O_RDWR => libc::R_OK | libc::W_OK,
+            _ => libc::R_OK,
+        }
+    }
+}
 
 /// The process an image restores: the root of the dump.
 pub fn root_process(image: &Image) -> Result<&Process, String> {
@@ -31,83 +49,9 @@ pub fn root_process(image: &Image) -> Result<&Process, String> {
     }
 }
 
-/// Credentials of the calling process, from /proc/self/status.
-pub(crate) struct OwnCreds {
-    pub uids: [u32; 4],
-    pub gids: [u32; 4],
-    pub groups: Vec<u32>,
-    pub cap_eff: u64,
-    pub cap_prm: u64,
-}
-
-pub(crate) fn own_creds() -> OwnCreds {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let nums = |k: &str| -> Vec<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let four = |v: Vec<u64>| -> [u32; 4] {
-        let mut a = [0u32; 4];
-        for (i, x) in v.into_iter().take(4).enumerate() {
-            a[i] = x as u32;
-        }
-        a
-    };
-    let cap = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap_or(0)
-    };
-    let cap_eff = cap("CapEff:");
-    let cap_prm = cap("CapPrm:");
-    OwnCreds {
-        uids: four(nums("Uid:")),
-        gids: four(nums("Gid:")),
-        groups: nums("Groups:").into_iter().map(|g| g as u32).collect(),
-        cap_eff,
-        cap_prm,
-    }
-}
-
-impl OwnCreds {
-    pub fn has_cap(&self, cap: u32) -> bool {
-        self.cap_eff & (1u64 << cap) != 0
-    }
-    /// The bounding set (CapBnd), read when needed.
-    pub fn cap_bounding(&self) -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapBnd:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .unwrap_or(u64::MAX)
-    }
-}
-
-/// Whether the image's credentials differ from the restorer's.
-pub(crate) fn creds_differ(p: &Process, own: &OwnCreds) -> bool {
-    let c = &p.creds;
-    let mine: BTreeSet<u32> = own.groups.iter().copied().collect();
-    let theirs: BTreeSet<u32> = c.groups.iter().copied().collect();
-    [c.ruid, c.euid, c.suid, c.fsuid] != own.uids
-        || [c.rgid, c.egid, c.sgid, c.fsgid] != own.gids
-        || mine != theirs
-}
-
 /// Compare a saved file identity with the file now at its path.
 fn file_state(what: &str, id: &FileIdentity, report: &mut Report) {
-    let path = String::from_utf8_lossy(crate::plan::fds::strip_deleted(&id.path)).into_owned();
+    let path = String::from_utf8_lossy(strip_deleted(&id.path)).into_owned();
     match std::fs::metadata(&path) {
         Err(e) => report
             .errors
@@ -156,6 +100,7 @@ pub(crate) fn taken_ids(p: &Process) -> Vec<(i32, &'static str, String, bool)> {
     out
 }
 
+/// Check the image can be restored here (see [`crate::check()`]).
 pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Report {
     check_and_open_as(reader, opts).0
 }
@@ -175,8 +120,40 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             return (r, None);
         }
     };
+    check_machine(image, p, &mut r);
+    check_vdso(reader, p, &mut r);
+    let (fds, mem) = check_files(image, p, &mut r);
+    check_ids(p, opts, &mut r);
+    timers::check(p, &mut r);
 
-    // Machine.
+    // Limits and credentials.
+    let own = own_creds();
+    rlimits::check(p, &own, &mut r);
+    if creds_differ(p, &own) && !(own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID)) {
+        let c = &p.creds;
+        r.errors.push(format!(
+            "the process ran as uid {} gid {} (groups {:?}); the restorer (uid {} gid {}) cannot switch to them",
+            c.euid, c.egid, c.groups, own.uids[1], own.gids[1]
+        ));
+    }
+    let as_saved = open_as(p, &own, || image_is_restorers_own(reader, &own));
+    security(p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
+    if p.creds.seccomp_mode != 0 {
+        r.errors.push(format!(
+            "the process runs under seccomp (mode {}); its filters are not in the image and it would run unconfined",
+            p.creds.seccomp_mode
+        ));
+    }
+    tracing::debug!(
+        errors = r.errors.len(),
+        warnings = r.warnings.len(),
+        "checked"
+    );
+    (r, as_saved)
+}
+
+/// The machine: architecture, page size, XSAVE features, CPU flags.
+fn check_machine(image: &Image, p: &Process, r: &mut Report) {
     if image.host.arch != Arch::X8664 {
         r.errors.push(format!(
             "the image is for {:?}; this machine is x86_64",
@@ -217,29 +194,35 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     if p.threads.is_empty() {
         r.errors.push(format!("pid {}: no threads saved", p.pid));
     }
-    if !image.host.cpu.flags.is_empty() {
-        let local = local_cpu_flags();
-        if !local.is_empty() {
-            let miss: Vec<&String> = image
-                .host
-                .cpu
-                .flags
-                .iter()
-                .filter(|f| !local.contains(*f))
-                .collect();
-            if !miss.is_empty() {
-                r.warnings.push(format!(
-                    "this CPU lacks flags the dump's CPU had: {}",
-                    miss.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ));
-            }
-        }
+    if image.host.cpu.flags.is_empty() {
+        return;
     }
+    let local = local_cpu_flags();
+    if local.is_empty() {
+        return;
+    }
+    let miss: Vec<&String> = image
+        .host
+        .cpu
+        .flags
+        .iter()
+        .filter(|f| !local.contains(*f))
+        .collect();
+    if !miss.is_empty() {
+        r.warnings.push(format!(
+            "this CPU lacks flags the dump's CPU had: {}",
+            miss.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+}
 
-    // vdso: same layout as ours (the stub is a fork of us), same code if saved.
+/// The vdso: same layout as ours (the stub is a fork of us), same code if
+/// saved; and the kernel release.
+fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
+    let image = reader.image();
     let own_maps = parse_maps(&std::fs::read_to_string("/proc/self/maps").unwrap_or_default());
     match pair_vdso(&p.vmas, &own_maps) {
         Err(e) => r.errors.push(e),
@@ -270,8 +253,12 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             kernel_release()
         ));
     }
+}
 
-    // Files.
+/// The files: the executable, mapped files, the fds' plan (its refusals,
+/// and that the paths it opens exist), the working directory, the root.
+/// Returns the fd and memory plans for the security checks.
+fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) {
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -281,15 +268,15 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, &mut r);
+        file_state("executable", &p.exe, r);
     }
-    let mem = plan_memory(image, p, page);
+    let mem = plan_memory(image, p, setup::page_size());
     r.errors.extend(mem.errors.iter().cloned());
     r.warnings.extend(mem.warnings.iter().cloned());
     let mut seen = BTreeSet::new();
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
-            file_state(what, id, &mut r);
+            file_state(what, id, r);
         }
     }
     let fds = plan_fds(image, p, &FdEnv::current(), &mut |_| Ok(Vec::new()));
@@ -319,8 +306,11 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             String::from_utf8_lossy(&p.root)
         ));
     }
+    (fds, mem)
+}
 
-    // Ids.
+/// The saved pid and tids: free, held by a zombie about to go, or taken.
+fn check_ids(p: &Process, opts: &RestoreOptions, r: &mut Report) {
     for (id, kind, holder, zombie) in taken_ids(p) {
         if opts.new_pid {
             r.warnings.push(format!(
@@ -335,62 +325,6 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             r.errors.push(format!("{kind} {id} is in use by {holder}"));
         }
     }
-    for t in &p.posix_timers {
-        if t.notify == 4 && !p.threads.iter().any(|th| th.tid == t.notify_tid) {
-            r.errors.push(format!(
-                "POSIX timer {} signals thread {}, which is not in the image",
-                t.id, t.notify_tid
-            ));
-        }
-    }
-
-    // Limits and credentials.
-    let own = own_creds();
-    let can_raise = own.has_cap(CAP_SYS_RESOURCE);
-    for l in &p.rlimits {
-        if l.resource >= RLIM_NLIMITS {
-            r.errors.push(format!(
-                "resource {}: not a resource limit this kernel knows (0..{RLIM_NLIMITS})",
-                l.resource
-            ));
-            continue;
-        }
-        let name = if l.name.is_empty() {
-            format!("resource {}", l.resource)
-        } else {
-            format!("RLIMIT_{}", l.name.trim_start_matches("RLIMIT_"))
-        };
-        match setup::prlimit(0, l.resource, None) {
-            Ok((_, hard)) => {
-                if l.hard > hard && !can_raise {
-                    r.errors.push(format!(
-                        "{name}: the saved hard limit {} is above this user's {} (raising it needs CAP_SYS_RESOURCE)",
-                        fmt_limit(l.hard),
-                        fmt_limit(hard)
-                    ));
-                }
-            }
-            Err(e) => r
-                .warnings
-                .push(format!("{name}: cannot read the current limit: {e}")),
-        }
-    }
-    if creds_differ(p, &own) && !(own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID)) {
-        let c = &p.creds;
-        r.errors.push(format!(
-            "the process ran as uid {} gid {} (groups {:?}); the restorer (uid {} gid {}) cannot switch to them",
-            c.euid, c.egid, c.groups, own.uids[1], own.gids[1]
-        ));
-    }
-    let as_saved = open_as(p, &own, || image_is_restorers_own(reader, &own));
-    security(image, p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
-    if p.creds.seccomp_mode != 0 {
-        r.errors.push(format!(
-            "the process runs under seccomp (mode {}); its filters are not in the image and it would run unconfined",
-            p.creds.seccomp_mode
-        ));
-    }
-    (r, as_saved)
 }
 
 /// The ids the restore opens the image's paths with (files, mapped files,
@@ -418,16 +352,36 @@ fn open_as(p: &Process, own: &OwnCreds, restorers_own: impl FnOnce() -> bool) ->
 /// What an image may not ask for, whoever restores it: the image is data
 /// anyone with write access to it could have written (spec/security.md).
 fn security(
-    image: &Image,
     p: &Process,
     own: &OwnCreds,
-    fds: &crate::plan::fds::FdPlan,
-    mem: &crate::plan::memory::MemPlan,
+    fds: &FdPlan,
+    mem: &MemPlan,
     as_saved: Option<&FsIds>,
     r: &mut Report,
 ) {
-    let _ = image;
-    // Ids: real pids, not 0, negative or past pid_max.
+    check_id_values(p, r);
+    check_paths(p, fds, mem, r);
+    fds::check_creating(fds, r);
+    check_caps(p, own, r);
+    // A unix socket to be bound where a live one listens: the restore
+    // would take its name away (whoever restores).
+    fds::check_names(fds, r);
+    // Files are opened with the rights of the user the process ran as:
+    // - another user's process from an image the restorer did not write
+    //   itself: a child takes that user's fs ids and checks each file (the
+    //   restore then opens them with those ids too, so that a path changed
+    //   since gives nothing more);
+    // - a restorer without privileges: its own rights (what the restore
+    //   will run into anyway, said before anything starts).
+    let check_other = as_saved.is_some();
+    let check_own = !creds_differ(p, own) && own.uids[1] != 0;
+    if check_other || check_own {
+        check_access(p, fds, mem, as_saved, r);
+    }
+}
+
+/// Ids: real pids, not 0, negative or past pid_max.
+fn check_id_values(p: &Process, r: &mut Report) {
     let pid_max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -440,9 +394,11 @@ fn security(
                 .push(format!("{kind} {id} is not a valid id (1..={pid_max})"));
         }
     }
+}
 
-    // Paths restore opens: absolute and canonical, as the kernel reports
-    // them (an image with `..` or relative paths was crafted).
+/// Paths restore opens: absolute and canonical, as the kernel reports
+/// them (an image with `..` or relative paths was crafted).
+fn check_paths(p: &Process, fds: &FdPlan, mem: &MemPlan, r: &mut Report) {
     let mut paths: Vec<(String, &[u8])> = Vec::new();
     if !p.exe.path.is_empty() && !p.exe.deleted {
         paths.push(("the executable".into(), &p.exe.path));
@@ -454,7 +410,7 @@ fn security(
         paths.push((what.clone(), path));
     }
     for (what, id) in &mem.files {
-        paths.push((what.clone(), crate::plan::fds::strip_deleted(&id.path)));
+        paths.push((what.clone(), strip_deleted(&id.path)));
     }
     for (what, path) in &paths {
         if let Some(why) = path_problem(path) {
@@ -464,20 +420,10 @@ fn security(
             ));
         }
     }
-    // The planner never creates or truncates files (defense in depth
-    // against saved flags such as O_CREAT|O_TRUNC).
-    const CREATING: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | O_TMPFILE_BIT;
-    for (op, what) in fds.ops.iter().zip(&fds.what) {
-        if let crate::plan::fds::FdOp::Open { flags, .. } = op {
-            if flags & CREATING != 0 {
-                r.errors.push(format!(
-                    "{what}: would be opened with creating flags {flags:#o}"
-                ));
-            }
-        }
-    }
+}
 
-    // Capabilities: never more than the restorer holds.
+/// Capabilities: never more than the restorer holds.
+fn check_caps(p: &Process, own: &OwnCreds, r: &mut Report) {
     let c = &p.creds;
     let wanted = c.cap_permitted | c.cap_effective | c.cap_inheritable | c.cap_ambient;
     let extra = wanted & !own.cap_prm;
@@ -494,156 +440,70 @@ fn security(
             cap_names(bnd_lost)
         ));
     }
+}
 
-    // Files are opened with the rights of the user the process ran as:
-    // - another user's process from an image the restorer did not write
-    //   itself: a child takes that user's fs ids and checks each file (the
-    //   restore then opens them with those ids too, so that a path changed
-    //   since gives nothing more);
-    // - a restorer without privileges: its own rights (what the restore
-    //   will run into anyway, said before anything starts).
-    // A unix socket to be bound where a live one listens: the restore
-    // would take its name away (whoever restores).
-    for (op, what) in fds.ops.iter().zip(&fds.what) {
-        if let crate::plan::fds::FdOp::UnixSocket {
-            path: Some(path), ..
-        } = op
-        {
-            if unix_path_in_use(path.to_bytes()) {
+/// Whether the saved user may open every path the restore opens (with
+/// that user's ids when `as_saved`, else the restorer's own).
+fn check_access(
+    p: &Process,
+    fds: &FdPlan,
+    mem: &MemPlan,
+    as_saved: Option<&FsIds>,
+    r: &mut Report,
+) {
+    let c = &p.creds;
+    let check_other = as_saved.is_some();
+    let mut items: Vec<AccessItem> = Vec::new();
+    let cstr = |b: &[u8]| CString::new(b.to_vec()).ok();
+    if !p.exe.path.is_empty() && !p.exe.deleted {
+        if let Some(cs) = cstr(&p.exe.path) {
+            items.push(("the executable".into(), cs, libc::R_OK | libc::X_OK));
+        }
+    }
+    if !p.cwd.is_empty() {
+        if let Some(cs) = cstr(&p.cwd) {
+            items.push(("working directory".into(), cs, libc::X_OK));
+        }
+    }
+    fds::access_items(fds, c, check_other, &mut items, r);
+    for s in &mem.steps {
+        if let Backing::File { path, flags, .. } = &s.backing {
+            items.push((s.what.clone(), path.clone(), access_mode(*flags)));
+        }
+    }
+    let result = if let Some(ids) = as_saved {
+        access_as(ids, &items)
+    } else {
+        Ok(access_here(&items))
+    };
+    match result {
+        Ok(denied) => {
+            for (i, errno) in denied {
+                let (what, path, mode) = &items[i];
                 r.errors.push(format!(
-                    "{what}: {}: Address already in use (a process listens on this unix socket)",
-                    path.to_string_lossy()
+                    "{what}: {}: uid {} gid {} may not {} it ({}){}",
+                    path.to_string_lossy(),
+                    c.fsuid,
+                    c.fsgid,
+                    mode_name(*mode),
+                    os_msg(&std::io::Error::from_raw_os_error(errno)),
+                    if check_other {
+                        "; restoring another user's process only opens what that user could"
+                    } else {
+                        ""
+                    }
                 ));
             }
         }
+        Err(e) => r.errors.push(format!(
+            "cannot check the files of uid {} with its own rights: {e}",
+            c.fsuid
+        )),
     }
-
-    let c = &p.creds;
-    let check_other = as_saved.is_some();
-    let check_own = !creds_differ(p, own) && own.uids[1] != 0;
-    if check_other || check_own {
-        let mut items: Vec<(String, std::ffi::CString, i32)> = Vec::new();
-        let cstr = |b: &[u8]| std::ffi::CString::new(b.to_vec()).ok();
-        let mode_of = |flags: i32| {
-            if flags & libc::O_PATH != 0 {
-                libc::F_OK
-            } else {
-                match flags & libc::O_ACCMODE {
-                    libc::O_WRONLY => libc::W_OK,
-                    libc::O_RDWR => libc::R_OK | libc::W_OK,
-                    _ => libc::R_OK,
-                }
-            }
-        };
-        if !p.exe.path.is_empty() && !p.exe.deleted {
-            if let Some(cs) = cstr(&p.exe.path) {
-                items.push(("the executable".into(), cs, libc::R_OK | libc::X_OK));
-            }
-        }
-        if !p.cwd.is_empty() {
-            if let Some(cs) = cstr(&p.cwd) {
-                items.push(("working directory".into(), cs, libc::X_OK));
-            }
-        }
-        for (op, what) in fds.ops.iter().zip(&fds.what) {
-            use crate::plan::fds::FdOp;
-            match op {
-                FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
-                    items.push((what.clone(), path.clone(), mode_of(*flags)));
-                }
-                // inotify_add_watch needs read permission on the path.
-                FdOp::InotifyWatch { path, .. } => {
-                    items.push((what.clone(), path.clone(), libc::R_OK));
-                }
-                // An unlinked copy: created by the restorer, so never with
-                // set-id bits for another user's process.
-                FdOp::TmpFile { mode, .. } if check_other && mode & 0o6000 != 0 => {
-                    r.errors.push(format!(
-                        "{what}: its unlinked copy would be created set-user/group-id (mode {mode:#o}) by the restorer"
-                    ));
-                }
-                // A privileged port is bound by the restorer: only for a
-                // process that could bind it itself.
-                FdOp::TcpListen { port, .. }
-                    if check_other
-                        && *port != 0
-                        && u32::from(*port) < unprivileged_port_start()
-                        && c.cap_effective & (1 << CAP_NET_BIND_SERVICE) == 0 =>
-                {
-                    r.errors.push(format!(
-                        "{what}: port {port} is privileged and uid {} had no CAP_NET_BIND_SERVICE to bind it",
-                        c.euid
-                    ));
-                }
-                _ => {}
-            }
-        }
-        for s in &mem.steps {
-            if let crate::plan::memory::Backing::File { path, flags, .. } = &s.backing {
-                items.push((s.what.clone(), path.clone(), mode_of(*flags)));
-            }
-        }
-        let result = if let Some(ids) = as_saved {
-            access_as(ids, &items)
-        } else {
-            Ok(access_here(&items))
-        };
-        match result {
-            Ok(denied) => {
-                for (i, errno) in denied {
-                    let (what, path, mode) = &items[i];
-                    r.errors.push(format!(
-                        "{what}: {}: uid {} gid {} may not {} it ({}){}",
-                        path.to_string_lossy(),
-                        c.fsuid,
-                        c.fsgid,
-                        mode_name(*mode),
-                        os_msg(&std::io::Error::from_raw_os_error(errno)),
-                        if check_other {
-                            "; restoring another user's process only opens what that user could"
-                        } else {
-                            ""
-                        }
-                    ));
-                }
-            }
-            Err(e) => r.errors.push(format!(
-                "cannot check the files of uid {} with its own rights: {e}",
-                c.fsuid
-            )),
-        }
-    }
-}
-
-const CAP_NET_BIND_SERVICE: u32 = 10;
-
-/// Whether a listening unix socket of this network namespace is bound to
-/// `path` (/proc/net/unix: flags 00010000 = listening; the path is the
-/// last column).
-fn unix_path_in_use(path: &[u8]) -> bool {
-    let Ok(text) = std::fs::read("/proc/net/unix") else {
-        return false;
-    };
-    text.split(|&c| c == b'\n').skip(1).any(|l| {
-        let cols: Vec<&[u8]> = l
-            .split(|&c| c == b' ')
-            .filter(|c| !<[u8]>::is_empty(c))
-            .collect();
-        cols.len() >= 8 && cols[3] == b"00010000" && cols[7..].join(&b' ') == path
-    })
-}
-
-/// The first port an unprivileged process may bind (sysctl
-/// net.ipv4.ip_unprivileged_port_start, 1024 when unreadable).
-fn unprivileged_port_start() -> u32 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1024)
 }
 
 /// access(2) of each item with this process's own (real) ids.
-fn access_here(items: &[(String, std::ffi::CString, i32)]) -> Vec<(usize, i32)> {
+fn access_here(items: &[AccessItem]) -> Vec<(usize, i32)> {
     let mut denied = Vec::new();
     for (i, (_, path, mode)) in items.iter().enumerate() {
         if let Err(e) = creds::access(path, *mode) {
@@ -652,8 +512,6 @@ fn access_here(items: &[(String, std::ffi::CString, i32)]) -> Vec<(usize, i32)> 
     }
     denied
 }
-
-const O_TMPFILE_BIT: i32 = 0o20_000_000;
 
 /// Whether the image being read is a file of the restorer's own: owned by
 /// its effective uid and writable by nobody else. Then the restorer wrote
@@ -799,10 +657,7 @@ fn cap_names(bits: u64) -> String {
 /// capabilities, as the restore does to open them ([`FsSwitch`]), and asks
 /// access(2) with them.
 /// Returns (index, errno) of each denied one.
-fn access_as(
-    ids: &FsIds,
-    items: &[(String, std::ffi::CString, i32)],
-) -> Result<Vec<(usize, i32)>, String> {
+fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, String> {
     use ckpt_sys::clone::{fork_with_pid, Forked};
     if items.is_empty() {
         return Ok(Vec::new());
@@ -875,14 +730,6 @@ fn access_as(
             let _ = setup::close(wfd);
             Err(e.to_string())
         }
-    }
-}
-
-fn fmt_limit(v: u64) -> String {
-    if v == u64::MAX {
-        "unlimited".into()
-    } else {
-        v.to_string()
     }
 }
 

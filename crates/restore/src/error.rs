@@ -6,7 +6,7 @@ use crate::Report;
 /// (the fd, the thread, the mapping, the pid) and why.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// [`crate::check`] found problems: nothing was started.
+    /// [`crate::check()`] found problems: nothing was started.
     #[error("the image cannot be restored here: {}", .0.errors.join("; "))]
     Check(Report),
 

@@ -1,6 +1,6 @@
 //! ckpt-restore: recreate a saved process from an image.
 //!
-//! [`check`] finds, without touching anything, every reason a restore
+//! [`check()`] finds, without touching anything, every reason a restore
 //! could not work here. [`restore`] builds the process as a direct child of
 //! the caller and lets it run:
 //!
@@ -18,6 +18,24 @@
 //!
 //! On any failure the half-built process is killed and reaped; the image is
 //! only read.
+//!
+//! # Where things are
+//! One module per kind of saved object, named as in ckpt-capture; each
+//! holds that kind's checks, its (pure) planning and its execution:
+//! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
+//!   description, gives each a slot, dispatches to the kind modules and
+//!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
+//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
+//!   [`plan::fds::FdOp`]s of their kind and run them in the stub.
+//! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
+//!   space), `vmas` (mappings), `pages` (page writes), `uffd`
+//!   (UFFDIO_COPY), `hugefill` (huge-page fills).
+//! - `process/`: `creds`, `signals`, `timers`, `rlimits`, `thread`
+//!   (threads, per-thread state, registers), and the rest of the process
+//!   state in `process/mod.rs`.
+//! - `check.rs` (what [`check()`] looks at), `stub.rs` (the forked stub
+//!   running the fd ops), `build.rs` (the steps of [`restore`], each logged
+//!   with `tracing` with its duration).
 //!
 //! # Same pid, and why it is the default
 //! glibc caches each thread's tid in its `struct pthread` (used by
@@ -105,12 +123,13 @@
 
 #![forbid(unsafe_code)]
 
+mod build;
 mod check;
 mod error;
-mod exec;
-mod live;
-mod pages;
+mod fds;
+mod mem;
 pub mod plan;
+mod process;
 mod remote;
 mod stub;
 
@@ -124,7 +143,7 @@ use std::time::Duration;
 /// by its parent (e.g. the dumped process, killed, whose parent is slow).
 pub(crate) const ZOMBIE_WAIT: Duration = Duration::from_secs(2);
 
-/// Options of [`check`] and [`restore`]. Build it with
+/// Options of [`check()`] and [`restore`]. Build it with
 /// `RestoreOptions { new_pid: true, ..Default::default() }`.
 #[derive(Default)]
 pub struct RestoreOptions {
@@ -176,7 +195,7 @@ impl<'a> From<&'a mut RestoreOptions> for OptionsRef<'a> {
     }
 }
 
-/// What [`check`] found.
+/// What [`check()`] found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     /// Reasons the restore cannot work here.
@@ -235,12 +254,12 @@ pub fn restore<'o, R: ReadAt + Sync>(
     opts: impl Into<OptionsRef<'o>>,
 ) -> Result<Restored> {
     match opts.into() {
-        OptionsRef::Shared(o) => exec::restore(reader, o, &mut |_, _| {}),
+        OptionsRef::Shared(o) => build::restore(reader, o, &mut |_, _| {}),
         OptionsRef::Mut(o) => {
             let mut cb = o.progress.take();
             let r = match cb.as_mut() {
-                Some(f) => exec::restore(reader, o, &mut |d, t| f(d, t)),
-                None => exec::restore(reader, o, &mut |_, _| {}),
+                Some(f) => build::restore(reader, o, &mut |d, t| f(d, t)),
+                None => build::restore(reader, o, &mut |_, _| {}),
             };
             o.progress = cb;
             r

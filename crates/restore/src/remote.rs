@@ -68,3 +68,8 @@ impl Remote {
         self.inj.count()
     }
 }
+
+/// Native-endian bytes of `v` (arguments of injected calls, in memory).
+pub(crate) fn u64s(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+}

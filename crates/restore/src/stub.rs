@@ -19,7 +19,7 @@
 //! fds reopened through /proc/self/fd) are opened with the restorer's ids.
 
 use crate::error::{Error, Result};
-use crate::plan::fds::{FdOp, FdPlan};
+use crate::fds::{self, FdOp, FdPlan};
 use ckpt_sys::clone::{fork_with_pid, Forked};
 use ckpt_sys::creds::{self, FsSwitch};
 use ckpt_sys::{setup, sys};
@@ -38,7 +38,7 @@ fn errno_of(e: &ckpt_sys::Error) -> i32 {
 }
 
 /// "/proc/self/fd/N" in a stack buffer.
-fn proc_fd_path(fd: i32, buf: &mut [u8; 40]) -> &CStr {
+pub(crate) fn proc_fd_path(fd: i32, buf: &mut [u8; 40]) -> &CStr {
     const PREFIX: &[u8] = b"/proc/self/fd/";
     buf[..PREFIX.len()].copy_from_slice(PREFIX);
     let mut digits = [0u8; 12];
@@ -58,7 +58,10 @@ fn proc_fd_path(fd: i32, buf: &mut [u8; 40]) -> &CStr {
     CStr::from_bytes_with_nul(&buf[..PREFIX.len() + d.len() + 1]).unwrap_or(c"/")
 }
 
-struct Child<'a> {
+/// The stub child's fd table while it runs the plan: the staging slots,
+/// the restorer's fds 0-2 moved up, and the saved user's fs ids. The kind
+/// modules' exec functions (`fds::exec`) work through it.
+pub(crate) struct Child<'a> {
     plan: &'a FdPlan,
     slots: &'a mut [i32],
     std_high: [i32; 3],
@@ -72,7 +75,7 @@ struct Child<'a> {
 impl Child<'_> {
     /// Run `f` (opens of paths of the image) with the saved user's fs ids,
     /// and take the restorer's back after.
-    fn as_saved<T>(
+    pub fn as_saved<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> ckpt_sys::Result<T>,
     ) -> ckpt_sys::Result<T> {
@@ -102,220 +105,31 @@ impl Child<'_> {
         Ok(n)
     }
 
+    /// A fresh fd becomes slot `slot` (moved up into the staging area);
+    /// returns its number there.
+    pub fn new_fd(&mut self, slot: usize, fd: i32) -> ckpt_sys::Result<i32> {
+        let fd = self.stage(fd)?;
+        self.slots[slot] = fd;
+        Ok(fd)
+    }
+
+    /// The fd of slot `slot`.
+    pub fn slot(&self, slot: usize) -> i32 {
+        self.slots[slot]
+    }
+
+    /// Slot `slot` is `fd` (already in the staging area).
+    pub fn set_slot(&mut self, slot: usize, fd: i32) {
+        self.slots[slot] = fd;
+    }
+
+    /// The restorer's fd `k` (0, 1 or 2), moved up into the staging area.
+    pub fn std_fd(&self, k: usize) -> i32 {
+        self.std_high[k]
+    }
+
     fn run(&mut self, op: &FdOp) -> ckpt_sys::Result<()> {
-        let mut buf = [0u8; 40];
-        match op {
-            FdOp::Open {
-                slot,
-                path,
-                flags,
-                mode,
-            } => {
-                let fd = self.as_saved(|_| setup::open(path, *flags, *mode))?;
-                self.slots[*slot] = self.stage(fd)?;
-            }
-            FdOp::OpenTty { slot, flags } => {
-                let fd = setup::open(c"/dev/tty", *flags, 0)?;
-                self.slots[*slot] = self.stage(fd)?;
-            }
-            FdOp::Reopen { slot, from, flags } => {
-                let p = proc_fd_path(self.slots[*from], &mut buf);
-                let fd = setup::open(p, *flags, 0)?;
-                self.slots[*slot] = self.stage(fd)?;
-            }
-            FdOp::ReopenStd { slot, std, flags } => {
-                let p = proc_fd_path(self.std_high[*std], &mut buf);
-                let fd = setup::open(p, *flags, 0)?;
-                self.slots[*slot] = self.stage(fd)?;
-            }
-            FdOp::OpenPipe { slot, path, flags } => {
-                let nb = flags | libc::O_NONBLOCK;
-                let fd = self.as_saved(|_| match setup::open(path, nb, 0) {
-                    Ok(fd) => Ok(fd),
-                    // A write end with no reader: be the reader meanwhile.
-                    Err(e) if e.errno() == Some(libc::ENXIO) => {
-                        let tmp = setup::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?;
-                        let p = proc_fd_path(tmp, &mut buf);
-                        let r = setup::open(p, nb, 0);
-                        setup::close(tmp)?;
-                        r
-                    }
-                    Err(e) => Err(e),
-                })?;
-                self.slots[*slot] = self.stage(fd)?;
-            }
-            FdOp::InheritStd { slot, std } => {
-                self.slots[*slot] = self.std_high[*std];
-            }
-            FdOp::TmpFile {
-                slot,
-                dirs,
-                mode,
-                contents,
-            } => {
-                // Created with the saved user's ids where the restore
-                // takes them: the file then belongs to that user, in a
-                // directory that user may write to.
-                let fd = self.as_saved(|_| {
-                    let mut last = None;
-                    for d in dirs {
-                        match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, *mode) {
-                            Ok(f) => return Ok(f),
-                            Err(e) => last = Some(e),
-                        }
-                    }
-                    Err(last.unwrap_or_else(|| ckpt_sys::Error::Os {
-                        op: "open(O_TMPFILE)",
-                        tid: 0,
-                        source: std::io::Error::from_raw_os_error(libc::ENOENT),
-                    }))
-                })?;
-                let fd = self.stage(fd)?;
-                self.slots[*slot] = fd;
-                setup::pwrite_all(fd, contents, 0)?;
-            }
-            FdOp::Pipe {
-                read,
-                write,
-                capacity,
-                data,
-            } => {
-                let (r, w) = setup::pipe2(0)?;
-                let r = self.stage(r)?;
-                let w = self.stage(w)?;
-                self.slots[*read] = r;
-                self.slots[*write] = w;
-                if *capacity != 0 && setup::pipe_size(w)? != *capacity {
-                    setup::set_pipe_size(w, *capacity)?;
-                }
-                if !data.is_empty() {
-                    sys::write_fd(w, data)?;
-                }
-            }
-            FdOp::Inotify { slot, flags } => {
-                let fd = self.stage(setup::inotify_init1(*flags)?)?;
-                self.slots[*slot] = fd;
-            }
-            FdOp::InotifyWatch {
-                slot,
-                path,
-                mask,
-                wd,
-            } => {
-                let fd = self.slots[*slot];
-                let got = self.as_saved(|_| setup::inotify_add_watch(fd, path, *mask))?;
-                if got != *wd {
-                    return Err(ckpt_sys::Error::Os {
-                        op: "inotify_add_watch (another watch number)",
-                        tid: 0,
-                        source: std::io::Error::from_raw_os_error(libc::EEXIST),
-                    });
-                }
-            }
-            FdOp::SocketPair { a, b, sock_type } => {
-                let (x, y) = setup::socketpair(*sock_type)?;
-                let x = self.stage(x)?;
-                self.slots[*a] = x;
-                let y = self.stage(y)?;
-                self.slots[*b] = y;
-            }
-            FdOp::UnixSocket {
-                slot,
-                sock_type,
-                name,
-                path,
-                backlog,
-            } => {
-                let fd = match path {
-                    None => setup::unix_socket(*sock_type, name, *backlog)?,
-                    // A path: cleared and bound like an open of the image's path.
-                    Some(path) => self.as_saved(|_| {
-                        setup::clear_stale_socket(path)?;
-                        setup::unix_socket(*sock_type, name, *backlog)
-                    })?,
-                };
-                let fd = self.stage(fd)?;
-                self.slots[*slot] = fd;
-            }
-            FdOp::TcpListen {
-                slot,
-                addr,
-                port,
-                backlog,
-                flags,
-            } => {
-                let fd = self.stage(setup::tcp_listen(addr, *port, *backlog, *flags)?)?;
-                self.slots[*slot] = fd;
-            }
-            FdOp::EventFd { slot, count, flags } => {
-                let fd = self.stage(setup::eventfd(*flags)?)?;
-                self.slots[*slot] = fd;
-                if *count != 0 {
-                    sys::write_fd(fd, &count.to_ne_bytes())?;
-                }
-            }
-            FdOp::TimerFd {
-                slot,
-                clock,
-                flags,
-                value_ns,
-                interval_ns,
-                ticks,
-            } => {
-                let fd = self.stage(setup::timerfd_create(*clock, *flags)?)?;
-                self.slots[*slot] = fd;
-                if *value_ns != 0 {
-                    setup::timerfd_settime(fd, 0, *value_ns, *interval_ns)?;
-                }
-                if *ticks != 0 {
-                    setup::timerfd_set_ticks(fd, *ticks)?;
-                }
-            }
-            FdOp::SignalFd { slot, mask, flags } => {
-                self.slots[*slot] = self.stage(setup::signalfd(*mask, *flags)?)?;
-            }
-            FdOp::Epoll { slot } => {
-                self.slots[*slot] = self.stage(setup::epoll_create1(0)?)?;
-            }
-            FdOp::MemFd {
-                slot,
-                name,
-                flags,
-                mode,
-                size,
-                contents,
-                seals,
-            } => {
-                let fd = self.stage(setup::memfd_create(name, *flags)?)?;
-                self.slots[*slot] = fd;
-                if *mode != 0 {
-                    setup::fchmod(fd, *mode)?;
-                }
-                setup::ftruncate(fd, *size)?;
-                let n = contents.len().min(*size as usize);
-                setup::pwrite_all(fd, &contents[..n], 0)?;
-                if *seals != 0 {
-                    setup::add_seals(fd, *seals)?;
-                }
-            }
-            FdOp::Write { slot, data } => sys::write_fd(self.slots[*slot], data)?,
-            FdOp::SetFl { slot, flags } => {
-                let cur = setup::get_fl(self.slots[*slot])?;
-                let mask = crate::plan::fds::SETFL_MASK;
-                if cur & mask != flags & mask {
-                    setup::set_fl(self.slots[*slot], (cur & !mask) | (flags & mask))?;
-                }
-            }
-            FdOp::Seek { slot, pos } => setup::seek(self.slots[*slot], *pos)?,
-            FdOp::Place { slot, fd, cloexec } => setup::dup3(self.slots[*slot], *fd, *cloexec)?,
-            FdOp::EpollAdd {
-                epfd,
-                fd,
-                events,
-                data,
-            } => setup::epoll_add(*epfd, *fd, *events, *data)?,
-        }
-        Ok(())
+        fds::exec(self, op)
     }
 }
 
@@ -503,6 +317,14 @@ pub fn spawn(
         }
     };
     let _ = setup::close(w);
+    let ready = wait_ready(r, child, plan, as_saved);
+    let _ = setup::close(r);
+    ready.map(|()| child)
+}
+
+/// Read the stub's answer on the readiness pipe `r`: ready, or the op that
+/// failed and why (the stub is then killed and reaped).
+fn wait_ready(r: i32, child: i32, plan: &FdPlan, as_saved: Option<&FsSwitch>) -> Result<()> {
     let mut rec = [0u8; 9];
     let mut got = 0;
     while got < rec.len() {
@@ -528,10 +350,8 @@ pub fn spawn(
                 break;
             }
         }
-        let _ = setup::close(r);
-        return Ok(child);
+        return Ok(());
     }
-    let _ = setup::close(r);
     // The stub failed or died: make sure it is gone, then say why.
     let _ = sys::kill(child, libc::SIGKILL);
     setup::reap_blocking(child);

@@ -14,35 +14,29 @@
 //! [`FsSwitch`] also drops every effective capability while switched, so
 //! that what is opened is exactly what the user could open.
 //!
-//! Everything here makes raw system calls, which act on the calling
-//! thread only (glibc's `setgroups`/`setfsuid` wrappers signal every
-//! thread of the process to change them all, and would wait for threads
-//! that do not exist in a child made by a raw clone3), and an [`FsSwitch`]
-//! allocates nothing once made: it can be used in a child forked from a
-//! multi-threaded process.
+//! Everything here acts on the calling thread only: setfsuid/setfsgid
+//! (nix's, plain system calls in glibc too) and raw setgroups/getgroups,
+//! capget/capset system calls (glibc's `setgroups`, which nix's calls,
+//! signals every thread of the process to change them all, and would wait
+//! for threads that do not exist in a child made by a raw clone3; nix has
+//! no capabilities). An [`FsSwitch`] allocates nothing once made: it can
+//! be used in a child forked from a multi-threaded process.
 //!
 //! Every change of the fs ids is a change of credentials for the kernel,
 //! which then also clears the thread's parent-death signal and sets the
 //! process's dumpable flag to `fs.suid_dumpable` (commit_creds); callers
 //! that care restore them ([`dumpable`], [`set_dumpable`]).
 
-use crate::{Error, Result};
+use crate::{Error, OsResult, Result};
+use nix::unistd::{AccessFlags, Gid, Uid};
 use std::ffi::CStr;
 
 fn os(op: &'static str) -> Error {
-    Error::Os {
-        op,
-        tid: 0,
-        source: std::io::Error::last_os_error(),
-    }
+    crate::last_os(op, 0)
 }
 
 fn denied(op: &'static str) -> Error {
-    Error::Os {
-        op,
-        tid: 0,
-        source: std::io::Error::from_raw_os_error(libc::EPERM),
-    }
+    crate::os_errno(op, 0, libc::EPERM)
 }
 
 /// The ids file access is checked against.
@@ -83,20 +77,18 @@ const NO_ID: u32 = u32::MAX;
 
 /// The calling thread's fsuid.
 pub fn fsuid() -> u32 {
-    // SAFETY: integer argument; an invalid id changes nothing.
-    unsafe { libc::syscall(libc::SYS_setfsuid, NO_ID) as u32 }
+    // An invalid id changes nothing; the call returns the current one.
+    nix::unistd::setfsuid(Uid::from_raw(NO_ID)).as_raw()
 }
 
 /// The calling thread's fsgid.
 pub fn fsgid() -> u32 {
-    // SAFETY: integer argument; an invalid id changes nothing.
-    unsafe { libc::syscall(libc::SYS_setfsgid, NO_ID) as u32 }
+    nix::unistd::setfsgid(Gid::from_raw(NO_ID)).as_raw()
 }
 
 /// geteuid(2).
 pub fn geteuid() -> u32 {
-    // SAFETY: no arguments; cannot fail.
-    unsafe { libc::geteuid() }
+    nix::unistd::geteuid().as_raw()
 }
 
 /// setgroups(2) of the calling thread only.
@@ -114,8 +106,7 @@ pub fn set_groups(groups: &[u32]) -> Result<()> {
 /// (with an invalid id, which changes nothing) tells: EPERM when the
 /// fsuid is not `uid` afterwards.
 pub fn set_fsuid(uid: u32) -> Result<()> {
-    // SAFETY: integer argument.
-    unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+    nix::unistd::setfsuid(Uid::from_raw(uid));
     if fsuid() != uid {
         return Err(denied("setfsuid"));
     }
@@ -124,8 +115,7 @@ pub fn set_fsuid(uid: u32) -> Result<()> {
 
 /// setfsgid(2) of the calling thread, checked like [`set_fsuid`].
 pub fn set_fsgid(gid: u32) -> Result<()> {
-    // SAFETY: integer argument.
-    unsafe { libc::syscall(libc::SYS_setfsgid, gid) };
+    nix::unistd::setfsgid(Gid::from_raw(gid));
     if fsgid() != gid {
         return Err(denied("setfsgid"));
     }
@@ -299,12 +289,7 @@ impl FsSwitch {
 /// access(2) of `path` for `mode` (`R_OK`, `W_OK`, `X_OK`, `F_OK`) with
 /// the process's **real** uid and gid, following symlinks.
 pub fn access(path: &CStr, mode: i32) -> Result<()> {
-    // SAFETY: `path` is NUL-terminated.
-    let r = unsafe { libc::syscall(libc::SYS_faccessat, libc::AT_FDCWD, path.as_ptr(), mode) };
-    if r < 0 {
-        return Err(os("access"));
-    }
-    Ok(())
+    nix::unistd::access(path, AccessFlags::from_bits_retain(mode)).op("access")
 }
 
 /// faccessat2(path, mode, AT_EACCESS): access(2) with the calling thread's
@@ -330,6 +315,7 @@ pub fn eaccess(path: &CStr, mode: i32) -> Result<()> {
 }
 
 /// prctl(PR_GET_DUMPABLE): 0, 1 (SUID_DUMP_USER) or 2 (SUID_DUMP_ROOT).
+/// By hand: nix's `get_dumpable` says only yes or no.
 pub fn dumpable() -> Result<i32> {
     // SAFETY: integer arguments only.
     let r = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
@@ -339,14 +325,15 @@ pub fn dumpable() -> Result<i32> {
     Ok(r as i32)
 }
 
-/// prctl(PR_SET_DUMPABLE): 0 or 1.
+/// prctl(PR_SET_DUMPABLE): 0 or 1 (another value is EINVAL, as the
+/// kernel says).
 pub fn set_dumpable(value: i32) -> Result<()> {
-    // SAFETY: integer arguments only.
-    let r = unsafe { libc::syscall(libc::SYS_prctl, libc::PR_SET_DUMPABLE, value, 0, 0, 0) };
-    if r < 0 {
-        return Err(os("prctl(PR_SET_DUMPABLE)"));
-    }
-    Ok(())
+    let on = match value {
+        0 => false,
+        1 => true,
+        _ => return Err(crate::os_errno("prctl(PR_SET_DUMPABLE)", 0, libc::EINVAL)),
+    };
+    nix::sys::prctl::set_dumpable(on).op("prctl(PR_SET_DUMPABLE)")
 }
 
 #[cfg(test)]
@@ -358,9 +345,9 @@ mod tests {
     /// result is the child's exit code.
     fn in_child(f: impl FnOnce() -> i32) -> i32 {
         match fork_with_pid(None).unwrap() {
-            Forked::Child => crate::sys::exit_now(f()),
-            Forked::Parent(pid) => match crate::sys::wait_child_exit(pid).unwrap() {
-                crate::sys::ExitKind::Exited(c) => c,
+            Forked::Child => crate::proc::exit_now(f()),
+            Forked::Parent(pid) => match crate::proc::wait::wait_child_exit(pid).unwrap() {
+                crate::proc::wait::ExitKind::Exited(c) => c,
                 other => panic!("child: {other:?}"),
             },
         }
@@ -369,8 +356,8 @@ mod tests {
     #[test]
     fn current_ids_are_the_processs() {
         let ids = FsIds::current().unwrap();
-        // SAFETY: no preconditions.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+        let (uid, gid) = (uid.as_raw(), gid.as_raw());
         assert_eq!((ids.uid, ids.gid), (uid, gid));
         assert_eq!(fsuid(), uid);
         assert_eq!(geteuid(), uid);
@@ -415,7 +402,7 @@ mod tests {
                 Err(e) if e.errno() == Some(libc::EACCES) => {}
                 _ => return 14, // nobody may not, even with euid 0
             }
-            if crate::setup::open(shadow, libc::O_RDONLY, 0).is_ok() {
+            if crate::fds::open(shadow, libc::O_RDONLY, 0).is_ok() {
                 return 15;
             }
             if sw.leave().is_err() {
@@ -428,11 +415,8 @@ mod tests {
             if Caps::current().ok() != Some(sw.own_caps()) {
                 return 22;
             }
-            match crate::setup::open(shadow, libc::O_RDONLY, 0) {
-                Ok(fd) => {
-                    let _ = crate::setup::close(fd);
-                    0
-                }
+            match crate::fds::open(shadow, libc::O_RDONLY, 0) {
+                Ok(_fd) => 0,
                 Err(_) => 18, // the capabilities came back
             }
         });

@@ -9,8 +9,8 @@
 //! blockable signal is blocked (PTRACE_SETSIGMASK) so that no handler runs in
 //! the middle; the original mask and registers come back with [`Injector::finish`].
 
+use crate::mm::ProcMem;
 use crate::ptrace::{self, reg, Regs, Stop};
-use crate::remote::ProcMem;
 use crate::{Error, Pid, Result};
 
 /// The bytes of `syscall; int3`, for a trampoline page.

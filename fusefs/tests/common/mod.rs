@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Fail loudly (never skip) when the tests cannot run here.
 pub fn require_root_and_fuse() {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     assert_eq!(
         uid, 0,
         "the ckptfs tests mount real FUSE filesystems and must run as root"
@@ -143,8 +142,7 @@ impl Mount {
     /// SIGTERM and wait for a clean exit (panics if it is not clean).
     pub fn stop(mut self) {
         let mut c = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
         let st = wait_timeout(&mut c, Duration::from_secs(20))
             .expect("ckptfs did not exit after SIGTERM");
         assert!(
@@ -159,8 +157,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
             if wait_timeout(&mut c, Duration::from_secs(10)).is_none() {
                 let _ = c.kill();
                 let _ = c.wait();
@@ -183,6 +180,11 @@ pub fn wait_timeout(c: &mut Child, t: Duration) -> Option<std::process::ExitStat
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// kill(2), ignoring errors (the process may be gone).
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 /// Wait until `f` holds, up to `t`.
@@ -344,6 +346,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             backing: VmaBacking::File(FileMapping {
                 file: text_file,
                 offset: 0,
+                ..Default::default()
             }),
             ..Default::default()
         },
@@ -489,7 +492,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
                 end: PipeEnd::Read,
                 data: PIPE_DATA.to_vec(),
                 capacity: 65536,
-                fifo_path: Vec::new(),
+                ..Default::default()
             }),
         ));
         files.push(file(
@@ -516,6 +519,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
                 },
                 contents: deleted_blob,
                 has_contents: true,
+                ..Default::default()
             }),
         ));
         for fd in 3..=6 {
@@ -700,8 +704,7 @@ impl Drop for Proc {
 
 /// Kill a process that is not our child (a restored one) and wait until it is gone.
 pub fn kill_pid(pid: i32) {
-    // SAFETY: plain kill.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
     wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| s.contains(") Z ") || s.is_empty())

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use ckpt_image::*;
-use std::path::PathBuf;
+#[allow(unused_imports)] // not every test binary writes files
+pub use ckpt_testkit::TempDir;
 
 pub const PS: u64 = 4096;
 
@@ -45,6 +46,10 @@ pub fn identity(path: &str) -> FileIdentity {
         deleted: false,
         uid: 1000,
         gid: 1000,
+        ctime_ns: 1_700_000_000_223_456_789,
+        generation: Some(77),
+        atime_ns: 1_700_000_000_323_456_789,
+        content_hash: vec![0xab; 32],
     }
 }
 
@@ -113,6 +118,13 @@ fn thread(tid: i32, xsave_len: usize) -> Thread {
             nice: -2,
         },
         cpu_affinity: vec![0b11, u64::MAX],
+        creds: (tid % 2 == 1).then(|| Credentials {
+            ruid: 1000,
+            euid: 1001,
+            groups: vec![5, 6],
+            ..Default::default()
+        }),
+        seccomp_filter: 1,
     }
 }
 
@@ -187,6 +199,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
                 VmaBacking::File(FileMapping {
                     file: identity("/usr/bin/rich"),
                     offset: 0,
+                    ..Default::default()
                 }),
                 "/usr/bin/rich",
             ),
@@ -276,6 +289,13 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
         login_uid: u32::MAX,
         timer_slack_ns: 50_000,
         thp_disabled: false,
+        exit_status: 0,
+        shares: SharedTables::default(),
+        cgroup: b"/user.slice/rich".to_vec(),
+        membarrier: 1 << 3,
+        cwd_identity: identity("/home/rich"),
+        controlling_tty: 0x8801,
+        ckpt_uffd_fd: Some(900),
     };
     let p200 = Process {
         pid: 200,
@@ -334,6 +354,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             },
             contents: deleted_blob,
             has_contents: true,
+            extents: vec![],
         }),
         FileKind::Pipe(Pipe {
             id: 5555,
@@ -341,6 +362,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             data: b"buffered\n".to_vec(),
             capacity: 65536,
             fifo_path: vec![],
+            fifo: FileIdentity::default(),
         }),
         FileKind::Pipe(Pipe {
             id: 5555,
@@ -348,6 +370,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             data: vec![],
             capacity: 65536,
             fifo_path: vec![],
+            fifo: FileIdentity::default(),
         }),
         FileKind::Directory(identity("/tmp")),
         FileKind::Fifo(Pipe {
@@ -356,6 +379,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             data: vec![0, 1, 2],
             capacity: 4096,
             fifo_path: b"/tmp/fifo".to_vec(),
+            fifo: identity("/tmp/fifo"),
         }),
         FileKind::UnixSocket(UnixSocket {
             inode: 77,
@@ -403,6 +427,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             value_ns: 20,
             ticks: 2,
             settime_flags: 1,
+            expiry_ns: 1_700_000_001_000_000_000,
         }),
         FileKind::SignalFd(SignalFd { mask: 1 << 1 }),
         FileKind::Inotify(Inotify {
@@ -476,6 +501,45 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             key: "test".into(),
             value: "rich".into(),
         }],
+        locks: vec![FileLock {
+            kind: LockKind::Posix,
+            lock_type: LockType::Write,
+            start: 10,
+            length: 0,
+            pid: 100,
+            file: 1,
+            fd: 3,
+        }],
+        seccomp_filters: vec![SeccompFilter {
+            parent: 0,
+            program: vec![6, 0, 0, 0, 0, 0, 0xff, 0x7f],
+            flags: 0,
+        }],
+        sysv_shm: vec![],
+        sysv_sem: vec![SysvSem {
+            perm: IpcPerm {
+                key: 0x1234,
+                id: 5,
+                mode: 0o600,
+                ..Default::default()
+            },
+            values: vec![1, 0, 7],
+        }],
+        sysv_msg: vec![SysvMsgQueue {
+            perm: IpcPerm {
+                key: 0x4321,
+                id: 6,
+                mode: 0o600,
+                ..Default::default()
+            },
+            qbytes: 16384,
+            messages: vec![SysvMsg {
+                mtype: 1,
+                data: b"hello".to_vec(),
+            }],
+        }],
+        image_id: vec![7; 16],
+        parent: ParentRef::default(),
     }
 }
 
@@ -533,20 +597,6 @@ pub fn rich_bytes(compression: Compression) -> Vec<u8> {
             frame_size: 4 * PS as usize,
         },
     )
-}
-
-/// A fresh temporary directory (removed by the caller or left in /tmp).
-pub fn temp_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ckpt-image-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A small image: one process, a few pages (for exhaustive corruption tests).

@@ -1,0 +1,39 @@
+//! Character devices that are the same on every machine (/dev/null, zero,
+//! full, random, urandom); others are refused by name.
+
+use super::{unsupported, Ctx, RawFd};
+use crate::error::Result;
+use crate::procfs::{major, minor};
+use ckpt_image::{CharDevice, FileKind};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+pub(super) fn matches(f: &RawFd) -> bool {
+    f.path_type().is_some_and(|t| t.is_char_device())
+}
+
+pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
+    let Some(md) = &f.md else { return Ok(None) };
+    let rdev = md.rdev();
+    let (ma, mi) = (major(rdev), minor(rdev));
+    if ma == 5 && mi == 2 {
+        return Err(unsupported(
+            f.fd,
+            "pseudo-terminal master (/dev/ptmx) is not supported",
+        ));
+    }
+    // mem devices: null, zero, full, random, urandom.
+    if ma == 1 && matches!(mi, 3 | 5 | 7 | 8 | 9) {
+        let (path, _) = super::strip_deleted(&f.link);
+        return Ok(Some(FileKind::CharDevice(CharDevice {
+            rdev,
+            path: path.to_vec(),
+        })));
+    }
+    Err(unsupported(
+        f.fd,
+        format!(
+            "character device {} ({ma}:{mi}) is not supported",
+            f.link_str()
+        ),
+    ))
+}

@@ -1,0 +1,292 @@
+//! File descriptors: /proc/PID/fd + fdinfo into the model's Fd and OpenFile
+//! tables.
+//!
+//! [`list`] reads every fd; [`descriptions`] groups them into open file
+//! descriptions; [`build`] saves each description once, through the
+//! module of its kind chosen by the [`KINDS`] table.
+//!
+//! Adding a kind: read its part of the schema (`FileKind`), write
+//! `fds/<kind>.rs` with a `matches` (cheap, from the /proc link and stat)
+//! and a `save`, and add one line to [`KINDS`].
+
+mod chardev;
+mod descriptions;
+mod epoll;
+mod eventfd;
+mod fdinfo;
+mod inet;
+mod inotify;
+mod memfd;
+mod pipe;
+mod regular;
+mod signalfd;
+mod timerfd;
+mod tty;
+mod unix;
+
+pub(crate) use fdinfo::FdInfo;
+pub(crate) use regular::{identity, strip_deleted};
+
+use crate::error::{Error, Result};
+use crate::procfs;
+use crate::remote::RemoteInfo;
+use crate::PageSink;
+use ckpt_image::{Fd, FileKind, OpenFile};
+use ckpt_sys::Pid;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::time::Instant;
+
+pub(crate) const O_CLOEXEC: u32 = 0o2000000;
+const O_ACCMODE: u32 = 0o3;
+const O_ASYNC: u32 = 0o20000;
+
+/// One fd as /proc shows it.
+#[derive(Debug)]
+pub(crate) struct RawFd {
+    pub fd: i32,
+    pub link: Vec<u8>,
+    pub info: FdInfo,
+    /// stat of /proc/PID/fd/N (follows to the open file).
+    pub md: Option<Metadata>,
+}
+
+impl RawFd {
+    fn link_str(&self) -> String {
+        String::from_utf8_lossy(&self.link).into_owned()
+    }
+
+    /// The inode: of the open file when it can be stat'ed, else fdinfo's.
+    fn ino(&self) -> u64 {
+        self.md.as_ref().map(|m| m.ino()).unwrap_or(self.info.ino)
+    }
+
+    /// A path name (not "pipe:[...]", "anon_inode:...").
+    fn is_path(&self) -> bool {
+        self.link.starts_with(b"/")
+    }
+
+    /// The file type when it is a path that could be stat'ed.
+    fn path_type(&self) -> Option<std::fs::FileType> {
+        self.md
+            .as_ref()
+            .filter(|_| self.is_path())
+            .map(|m| m.file_type())
+    }
+
+    fn write_only(&self) -> bool {
+        self.info.flags & O_ACCMODE == libc::O_WRONLY as u32
+    }
+}
+
+/// One kind of open file: which fds it takes and how to save one.
+struct Kind {
+    /// For logs.
+    name: &'static str,
+    /// Cheap test from the /proc link and stat.
+    matches: fn(&RawFd) -> bool,
+    /// The kind's state; `None`: not of this kind after all (a socket of
+    /// another family), the next matching kind is asked.
+    save: fn(&mut Ctx<'_>, &RawFd) -> Result<Option<FileKind>>,
+}
+
+/// Every kind of open file, first match wins (memfd before regular, tty
+/// before chardev, inet before unix).
+#[rustfmt::skip]
+const KINDS: &[Kind] = &[
+    Kind { name: "memfd", matches: memfd::matches, save: memfd::save },
+    Kind { name: "regular", matches: regular::matches, save: regular::save },
+    Kind { name: "pipe", matches: pipe::matches, save: pipe::save },
+    Kind { name: "tty", matches: tty::matches, save: tty::save },
+    Kind { name: "chardev", matches: chardev::matches, save: chardev::save },
+    Kind { name: "inet", matches: inet::matches, save: inet::save },
+    Kind { name: "unix", matches: unix::matches, save: unix::save },
+    Kind { name: "eventfd", matches: eventfd::matches, save: eventfd::save },
+    Kind { name: "epoll", matches: epoll::matches, save: epoll::save },
+    Kind { name: "timerfd", matches: timerfd::matches, save: timerfd::save },
+    Kind { name: "signalfd", matches: signalfd::matches, save: signalfd::save },
+    Kind { name: "inotify", matches: inotify::matches, save: inotify::save },
+];
+
+/// What the kind modules may use besides the fd itself.
+pub(crate) struct Ctx<'a> {
+    pid: Pid,
+    /// Every fd of the process.
+    fds: &'a [RawFd],
+    /// fd number -> id of its open file description.
+    file_ids: &'a BTreeMap<i32, u32>,
+    remote: &'a RemoteInfo,
+    /// The process's controlling terminal (stat field 7, dev_t) and its
+    /// foreground process group (field 8).
+    tty_nr: u64,
+    tpgid: i32,
+    /// Pipes whose buffered data was already saved (on a read end).
+    pipes_with_data: HashSet<u64>,
+    sink: &'a mut dyn PageSink,
+}
+
+fn fd_path(pid: Pid, fd: i32) -> String {
+    format!("/proc/{pid}/fd/{fd}")
+}
+
+/// Every fd of the process, sorted by number.
+pub(crate) fn list(pid: Pid) -> Result<Vec<RawFd>> {
+    let t = Instant::now();
+    let fds = procfs::list_numbered(pid, &format!("/proc/{pid}/fd"))?;
+    let mut out = Vec::with_capacity(fds.len());
+    for fd in fds {
+        let path = fd_path(pid, fd);
+        let link = procfs::readlink(pid, &path)?;
+        let info_path = format!("/proc/{pid}/fdinfo/{fd}");
+        let info = FdInfo::parse(pid, &info_path, procfs::read_string(pid, &info_path)?)?;
+        let md = std::fs::metadata(&path).ok();
+        out.push(RawFd { fd, link, info, md });
+    }
+    tracing::debug!(fds = out.len(), elapsed = ?t.elapsed(), "fds listed");
+    Ok(out)
+}
+
+/// Fds that need injected queries: terminals, and fds with an owner (O_ASYNC).
+pub(crate) fn remote_needs(fds: &[RawFd]) -> (Vec<i32>, Vec<i32>) {
+    let ttys = fds
+        .iter()
+        .filter(|f| tty::matches(f))
+        .map(|f| f.fd)
+        .collect();
+    let owners = fds
+        .iter()
+        .filter(|f| f.info.flags & O_ASYNC != 0)
+        .map(|f| f.fd)
+        .collect();
+    (ttys, owners)
+}
+
+/// The tables: fds sorted by number, open files sorted by id (ids number
+/// the descriptions in the order of their lowest fd, from 1).
+pub(crate) fn build(
+    pid: Pid,
+    fds: &[RawFd],
+    remote: &RemoteInfo,
+    stat: &procfs::Stat,
+    sink: &mut dyn PageSink,
+) -> Result<(Vec<Fd>, Vec<OpenFile>)> {
+    let t = Instant::now();
+    let desc = descriptions::group(pid, fds)?;
+    tracing::debug!(
+        fds = fds.len(),
+        descriptions = desc.count,
+        elapsed = ?t.elapsed(),
+        "fds grouped into open file descriptions"
+    );
+    let id_of = |d: usize| d as u32 + 1;
+    let file_ids: BTreeMap<i32, u32> = fds
+        .iter()
+        .zip(&desc.of_fd)
+        .map(|(f, &d)| (f.fd, id_of(d)))
+        .collect();
+    let mut cx = Ctx {
+        pid,
+        fds,
+        file_ids: &file_ids,
+        remote,
+        tty_nr: stat.stat.tty_nr as u32 as u64,
+        tpgid: stat.stat.tpgid,
+        pipes_with_data: HashSet::new(),
+        sink,
+    };
+    let mut files = Vec::with_capacity(desc.count);
+    for (d, &first) in desc.first_fd.iter().enumerate() {
+        let f = &fds[first];
+        files.push(OpenFile {
+            id: id_of(d),
+            flags: f.info.flags & !O_CLOEXEC,
+            position: f.info.pos,
+            path: f.link.clone(),
+            kind: save_kind(&mut cx, f)?,
+            owner: remote.owners.get(&f.fd).copied().unwrap_or_default(),
+        });
+    }
+    let out_fds = fds
+        .iter()
+        .map(|f| Fd {
+            fd: f.fd,
+            cloexec: f.info.flags & O_CLOEXEC != 0,
+            file: file_ids[&f.fd],
+        })
+        .collect();
+    Ok((out_fds, files))
+}
+
+/// The state of one open file description, by the first kind that takes it.
+fn save_kind(cx: &mut Ctx<'_>, f: &RawFd) -> Result<FileKind> {
+    for k in KINDS.iter().filter(|k| (k.matches)(f)) {
+        if let Some(kind) = (k.save)(cx, f)? {
+            tracing::debug!(fd = f.fd, kind = k.name, "saved");
+            return Ok(kind);
+        }
+    }
+    Err(unsupported(f.fd, not_supported(cx.pid, f)))
+}
+
+/// Why no kind took `f`.
+fn not_supported(pid: Pid, f: &RawFd) -> String {
+    if f.is_path() {
+        match &f.md {
+            None => format!("cannot stat {}", f.link_str()),
+            Some(md) if md.file_type().is_socket() => "socket is not supported yet".into(),
+            Some(_) => format!(
+                "{} (block device or unknown type) is not supported",
+                f.link_str()
+            ),
+        }
+    } else if f.link.starts_with(b"socket:[") {
+        format!(
+            "{} is not supported yet",
+            inet::socket_kind(pid, f.fd, f.ino())
+        )
+    } else {
+        format!("{} is not supported", f.link_str())
+    }
+}
+
+fn unsupported(fd: i32, what: impl Into<String>) -> Error {
+    Error::Fd {
+        fd,
+        what: what.into(),
+    }
+}
+
+fn open_via_proc(pid: Pid, fd: i32) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(fd_path(pid, fd))
+}
+
+fn fd_io(fd: i32, what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::FdIo {
+        fd,
+        what: what.to_string(),
+        source,
+    }
+}
+
+fn fd_sys(fd: i32, what: &str) -> impl FnOnce(ckpt_sys::Error) -> Error + '_ {
+    move |source| Error::FdSys {
+        fd,
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The whole contents of a file the process has open (a deleted file, a memfd).
+fn read_all(pid: Pid, fd: i32) -> Result<Vec<u8>> {
+    let mut f = open_via_proc(pid, fd).map_err(fd_io(fd, "opening it to save its contents"))?;
+    // Clear O_NONBLOCK's effect: regular/shmem files never block anyway.
+    let mut v = Vec::new();
+    f.read_to_end(&mut v)
+        .map_err(fd_io(fd, "reading its contents"))?;
+    Ok(v)
+}

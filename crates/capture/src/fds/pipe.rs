@@ -1,0 +1,78 @@
+//! Pipes and FIFOs: which end, the capacity, and the bytes buffered (saved
+//! once per pipe, on the first read end; a write end alone carries none).
+
+use super::{fd_io, fd_sys, open_via_proc, strip_deleted, Ctx, RawFd};
+use crate::error::{Error, Result};
+use ckpt_image::{FileKind, Pipe, PipeEnd};
+use ckpt_sys::{query, Pid};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
+
+pub(super) fn matches(f: &RawFd) -> bool {
+    f.link.starts_with(b"pipe:[") || f.path_type().is_some_and(|t| t.is_fifo())
+}
+
+pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
+    let end = if f.write_only() {
+        PipeEnd::Write
+    } else {
+        PipeEnd::Read
+    };
+    let id = f.ino();
+    let (data, capacity) = pipe_data(cx.pid, f.fd)?;
+    let data = if end == PipeEnd::Read && cx.pipes_with_data.insert(id) {
+        data
+    } else {
+        Vec::new()
+    };
+    let mut p = Pipe {
+        id,
+        end,
+        data,
+        capacity,
+        fifo_path: Vec::new(),
+        fifo: Default::default(),
+    };
+    if f.link.starts_with(b"pipe:[") {
+        return Ok(Some(FileKind::Pipe(p)));
+    }
+    p.fifo_path = strip_deleted(&f.link).0.to_vec();
+    Ok(Some(FileKind::Fifo(p)))
+}
+
+/// Bytes buffered in a pipe, without consuming them (tee into a pipe of
+/// ours), and its capacity.
+fn pipe_data(pid: Pid, fd: i32) -> Result<(Vec<u8>, u32)> {
+    let theirs =
+        open_via_proc(pid, fd).map_err(fd_io(fd, "opening the pipe to read its buffer"))?;
+    let cap =
+        query::pipe_capacity(theirs.as_fd()).map_err(fd_sys(fd, "reading the pipe capacity"))?;
+    let n =
+        query::bytes_readable(theirs.as_fd()).map_err(fd_sys(fd, "reading the pipe fill level"))?;
+    if n == 0 {
+        return Ok((Vec::new(), cap as u32));
+    }
+    let (our_r, our_w) = query::pipe_nonblock().map_err(fd_sys(fd, "making a pipe"))?;
+    let our_cap = query::pipe_capacity(our_w.as_fd()).map_err(fd_sys(fd, "making a pipe"))?;
+    if our_cap < cap {
+        query::set_pipe_capacity(our_w.as_fd(), cap).map_err(fd_sys(fd, "growing a pipe"))?;
+    }
+    // tee never consumes, so one call must take everything (our pipe is as
+    // big as theirs).
+    let k =
+        query::tee(theirs.as_fd(), our_w.as_fd(), n).map_err(fd_sys(fd, "tee from the pipe"))?;
+    if k != n {
+        return Err(Error::Fd {
+            fd,
+            what: format!("could copy only {k} of the {n} bytes buffered in the pipe"),
+        });
+    }
+    drop(our_w);
+    let mut data = Vec::with_capacity(n);
+    File::from(our_r)
+        .read_to_end(&mut data)
+        .map_err(fd_io(fd, "reading the pipe copy"))?;
+    Ok((data, cap as u32))
+}

@@ -1,0 +1,373 @@
+//! Memory areas: /proc/PID/smaps parsed into the model's `Vma`s, each with
+//! the policy that says which of its pages must be saved.
+
+use crate::error::{Error, Result};
+use crate::fds::{identity, strip_deleted};
+use crate::procfs::{self, makedev};
+use ckpt_image::{
+    madvise, FileIdentity, FileMapping, SharedMemory, ShmKind, SpecialMapping, Vma, VmaBacking,
+};
+use ckpt_sys::Pid;
+use std::os::unix::fs::MetadataExt;
+
+/// Which pages of an area to save.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    /// None: the backing provides every page (shared file, vdso, ...).
+    Nothing,
+    /// Private anonymous memory: present or swapped pages.
+    Anon,
+    /// Private file mapping: pages that are no longer the file's (COW'd:
+    /// present and not a file page, or swapped).
+    PrivateFile,
+    /// Every page of the area (deleted files, private memfd mappings).
+    /// Pages that cannot be read (beyond the end of the object) are left out.
+    Whole,
+    /// Every page of a shared memory object mapped shared: the object's data
+    /// ranges (SEEK_DATA) are read, its holes saved as zero pages without
+    /// touching them (reading would allocate them). Pages beyond the end of
+    /// the object are left out.
+    Shmem,
+}
+
+/// One line of /proc/PID/smaps with the fields we use.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: [u8; 4],
+    pub offset: u64,
+    pub dev: u64,
+    pub inode: u64,
+    pub name: Vec<u8>,
+    pub vm_flags: Vec<String>,
+    pub rss_kb: u64,
+    pub swap_kb: u64,
+    /// smaps "Anonymous": anonymous (for a file mapping: copied on write)
+    /// pages; None when the kernel does not say.
+    pub anon_kb: Option<u64>,
+}
+
+impl MapEntry {
+    fn name_str(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// Parse a maps/smaps header line: "start-end perms offset maj:min inode   name".
+fn parse_header(line: &[u8]) -> Option<MapEntry> {
+    let s = line;
+    let mut fields = Vec::new();
+    let mut i = 0;
+    for _ in 0..5 {
+        while i < s.len() && s[i] == b' ' {
+            i += 1;
+        }
+        let st = i;
+        while i < s.len() && s[i] != b' ' {
+            i += 1;
+        }
+        if st == i {
+            return None;
+        }
+        fields.push(std::str::from_utf8(&s[st..i]).ok()?);
+    }
+    while i < s.len() && s[i] == b' ' {
+        i += 1;
+    }
+    let name = s[i..].to_vec();
+    let (a, b) = fields[0].split_once('-')?;
+    let perms: [u8; 4] = fields[1].as_bytes().try_into().ok()?;
+    let (maj, min) = fields[3].split_once(':')?;
+    Some(MapEntry {
+        start: u64::from_str_radix(a, 16).ok()?,
+        end: u64::from_str_radix(b, 16).ok()?,
+        perms,
+        offset: u64::from_str_radix(fields[2], 16).ok()?,
+        dev: makedev(
+            u64::from_str_radix(maj, 16).ok()?,
+            u64::from_str_radix(min, 16).ok()?,
+        ),
+        inode: fields[4].parse().ok()?,
+        name,
+        ..Default::default()
+    })
+}
+
+fn is_header(line: &[u8]) -> bool {
+    let tok = line.split(|&c| c == b' ').next().unwrap_or(b"");
+    match tok.iter().position(|&c| c == b'-') {
+        Some(p) => {
+            p > 0
+                && tok[..p].iter().all(u8::is_ascii_hexdigit)
+                && tok[p + 1..].iter().all(u8::is_ascii_hexdigit)
+        }
+        None => false,
+    }
+}
+
+/// Parse /proc/PID/smaps (read as bytes: a file name may be any bytes).
+/// Every line is a mapping's header or a "Key: value" line of it; the
+/// values we use must parse.
+pub(crate) fn parse_smaps(pid: Pid, text: &[u8]) -> Result<Vec<MapEntry>> {
+    let file = format!("/proc/{pid}/smaps");
+    let mut out: Vec<MapEntry> = Vec::new();
+    for (i, line) in text.split(|&c| c == b'\n').enumerate() {
+        let bad = |what: String| procfs::parse_err(pid, &file, i + 1, what);
+        if line.is_empty() {
+            continue;
+        }
+        if is_header(line) {
+            let e = parse_header(line)
+                .ok_or_else(|| bad(format!("bad line {:?}", String::from_utf8_lossy(line))))?;
+            out.push(e);
+            continue;
+        }
+        let l = String::from_utf8_lossy(line);
+        let (Some(cur), Some((k, v))) = (out.last_mut(), l.split_once(':')) else {
+            return Err(bad(format!(
+                "{l:?} is neither a mapping nor a \"Key: value\" line"
+            )));
+        };
+        let kb = || {
+            match v.split_whitespace().collect::<Vec<_>>()[..] {
+                [n, "kB"] => n.parse::<u64>().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("{k}: {:?} is not \"N kB\"", v.trim())))
+        };
+        match k {
+            "Rss" => cur.rss_kb = kb()?,
+            "Swap" => cur.swap_kb = kb()?,
+            "Anonymous" => cur.anon_kb = Some(kb()?),
+            "VmFlags" => cur.vm_flags = v.split_whitespace().map(str::to_string).collect(),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn madvise_bits(flags: &[String]) -> u64 {
+    let mut m = 0u64;
+    for f in flags {
+        let bit = match f.as_str() {
+            "dc" => madvise::DONT_FORK,
+            "dd" => madvise::DO_NOT_DUMP,
+            "wf" => madvise::WIPE_ON_FORK,
+            "hg" => madvise::HUGE_PAGE,
+            "nh" => madvise::NO_HUGE_PAGE,
+            "mg" => madvise::MERGEABLE,
+            "sr" => madvise::SEQUENTIAL,
+            "rr" => madvise::RANDOM,
+            "lo" => madvise::LOCKED,
+            _ => continue,
+        };
+        m |= 1 << bit;
+    }
+    m
+}
+
+/// Turn a smaps entry into a model Vma and the policy for its pages.
+pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
+    let bit = |i: usize, c: u8, v: u32| if e.perms[i] == c { v } else { 0 };
+    let prot = bit(0, b'r', ckpt_image::PROT_READ)
+        | bit(1, b'w', ckpt_image::PROT_WRITE)
+        | bit(2, b'x', ckpt_image::PROT_EXEC);
+    let shared = e.perms[3] == b's';
+    let has = |f: &str| e.vm_flags.iter().any(|x| x == f);
+    if has("ht") {
+        return Err(reject(pid, e, "hugetlb memory is not supported"));
+    }
+    let special_name = e.name.starts_with(b"[") && !e.name.starts_with(b"[anon");
+    if (has("io") || has("pf")) && !special_name {
+        // ([vvar] and friends are PFN maps too; they are recreated, not copied.)
+        return Err(reject(
+            pid,
+            e,
+            "device (I/O or PFN) mappings are not supported",
+        ));
+    }
+    let (backing, policy) = backing(pid, e, shared)?;
+    let vma = Vma {
+        start: e.start,
+        end: e.end,
+        prot,
+        shared,
+        grows_down: has("gd"),
+        backing,
+        madvise: madvise_bits(&e.vm_flags),
+        vm_flags: e.vm_flags.clone(),
+        name: e.name.clone(),
+    };
+    Ok((vma, policy))
+}
+
+fn reject(pid: Pid, e: &MapEntry, what: &str) -> Error {
+    Error::Vma {
+        pid,
+        start: e.start,
+        end: e.end,
+        name: e.name_str(),
+        what: what.to_string(),
+    }
+}
+
+/// A shared memory object mapped by `e`.
+fn shm(pid: Pid, e: &MapEntry, kind: ShmKind) -> VmaBacking {
+    let size = std::fs::metadata(map_files_path(pid, e))
+        .map(|m| m.size())
+        .unwrap_or(0);
+    VmaBacking::SharedMemory(SharedMemory {
+        kind,
+        id: e.inode,
+        offset: e.offset,
+        size,
+        name: e.name.clone(),
+    })
+}
+
+/// What backs an area, by its name, and which of its pages to save.
+fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
+    let name = e.name.as_slice();
+    if name.is_empty() || name.starts_with(b"[anon:") {
+        Ok(if shared {
+            // A shared anonymous area always has a shmem name; be safe anyway.
+            (shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem)
+        } else {
+            (VmaBacking::Anonymous, Policy::Anon)
+        })
+    } else if name.starts_with(b"[anon_shmem:") {
+        Ok((shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem))
+    } else if name.starts_with(b"[") {
+        let (sp, policy) = match name {
+            b"[heap]" => (SpecialMapping::Heap, Policy::Anon),
+            b"[stack]" => (SpecialMapping::Stack, Policy::Anon),
+            b"[vdso]" => (SpecialMapping::Vdso, Policy::Nothing),
+            b"[vvar]" => (SpecialMapping::Vvar, Policy::Nothing),
+            b"[vvar_vclock]" => (SpecialMapping::VvarVclock, Policy::Nothing),
+            b"[vsyscall]" => (SpecialMapping::Vsyscall, Policy::Nothing),
+            b"[uprobes]" => (SpecialMapping::Uprobes, Policy::Nothing),
+            _ => return Err(reject(pid, e, "this special mapping is not supported")),
+        };
+        Ok((VmaBacking::Special(sp), policy))
+    } else if name.starts_with(b"/") {
+        path_backing(pid, e, shared)
+    } else {
+        Err(reject(
+            pid,
+            e,
+            "mappings of this kind of object are not supported",
+        ))
+    }
+}
+
+/// The backing of an area whose name is a path: shared memory under a
+/// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
+fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
+    let (path, deleted) = strip_deleted(&e.name);
+    if path == b"/dev/zero" {
+        return Ok(if shared {
+            (shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem)
+        } else {
+            (VmaBacking::Anonymous, Policy::Anon)
+        });
+    }
+    if path.starts_with(b"/SYSV") && deleted {
+        return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Shmem));
+    }
+    if path.starts_with(b"/memfd:") {
+        let policy = if shared { Policy::Shmem } else { Policy::Whole };
+        return Ok((shm(pid, e, ShmKind::Memfd), policy));
+    }
+    if path.starts_with(b"/dev/shm/") && shared && !deleted {
+        return Ok((shm(pid, e, ShmKind::PosixShm), Policy::Shmem));
+    }
+    let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
+        if deleted {
+            Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+        } else {
+            std::fs::metadata(bytes_path(path))
+        }
+    });
+    let file = match md {
+        Ok(md) => {
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            if ft.is_char_device() || ft.is_block_device() {
+                return Err(reject(pid, e, "device mappings are not supported"));
+            }
+            identity(path, &md, deleted)
+        }
+        Err(_) => FileIdentity {
+            path: path.to_vec(),
+            dev: e.dev,
+            inode: e.inode,
+            deleted,
+            ..Default::default()
+        },
+    };
+    let policy = if deleted {
+        // The file is gone: its pages can only come from the image.
+        Policy::Whole
+    } else if shared {
+        Policy::Nothing
+    } else {
+        Policy::PrivateFile
+    };
+    Ok((
+        VmaBacking::File(FileMapping {
+            file,
+            offset: e.offset,
+            ..Default::default()
+        }),
+        policy,
+    ))
+}
+
+pub(crate) fn map_files_path(pid: Pid, e: &MapEntry) -> String {
+    format!("/proc/{pid}/map_files/{:x}-{:x}", e.start, e.end)
+}
+
+pub(crate) fn bytes_path(b: &[u8]) -> &std::path::Path {
+    use std::os::unix::ffi::OsStrExt;
+    std::path::Path::new(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smaps_parsing() {
+        let text = b"55d0c0a00000-55d0c0a02000 r--p 00000000 08:01 1234                       /usr/bin/cat with space\n\
+Size:                  8 kB\n\
+Rss:                   8 kB\n\
+Anonymous:             0 kB\n\
+Swap:                  0 kB\n\
+VmFlags: rd mr mw me dw sd\n\
+7ffd1000-7ffd3000 rw-p 00000000 00:00 0                          [stack]\n\
+Rss:                   4 kB\n\
+VmFlags: rd wr mr mw me gd ac dd lo\n\
+7ffd5000-7ffd6000 rw-s 00000000 00:01 99 \n\
+VmFlags: rd wr sh\n";
+        let v = parse_smaps(1, text).unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].start, 0x55d0c0a00000);
+        assert_eq!(v[0].name, b"/usr/bin/cat with space");
+        assert_eq!(v[0].dev, 0x801);
+        assert_eq!(v[0].inode, 1234);
+        assert_eq!(v[0].rss_kb, 8);
+        assert_eq!(v[1].name, b"[stack]");
+        assert_eq!(v[1].vm_flags.len(), 9);
+        let (vma, pol) = classify(1, &v[1]).unwrap();
+        assert!(vma.grows_down);
+        assert_eq!(vma.backing, VmaBacking::Special(SpecialMapping::Stack));
+        assert_eq!(pol, Policy::Anon);
+        assert_eq!(
+            vma.madvise,
+            1 << madvise::DO_NOT_DUMP | 1 << madvise::LOCKED
+        );
+        assert_eq!(vma.prot, 3);
+        assert_eq!(v[2].name, b"");
+    }
+}

@@ -1,0 +1,67 @@
+//! memfds held by an fd: made again with their name, mode, size, contents
+//! and seals. (A memfd only mapped is made by the mappings, mem/vmas.rs.)
+
+use super::{cpath, Builder, FdOp};
+use crate::stub::Child;
+use ckpt_image::MemFd;
+use ckpt_sys::setup;
+use std::ffi::{CStr, CString};
+
+const F_SEAL_SEAL: u32 = 1;
+const MFD_CLOEXEC: u32 = 1;
+const MFD_ALLOW_SEALING: u32 = 2;
+
+pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
+    let (what, flags) = (b.what(g), b.flags(g));
+    let contents = if m.contents.size > 0 {
+        match b.load(&m.contents) {
+            Ok(c) => c,
+            Err(e) => {
+                b.error(format!("{what}: reading its saved contents: {e}"));
+                return;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let name = cpath(&m.name).unwrap_or_else(|| CString::new("ckpt").expect("no NUL"));
+    let sealing = m.seals != F_SEAL_SEAL;
+    let s = b.slot();
+    b.op(
+        &what,
+        FdOp::MemFd {
+            slot: s,
+            name,
+            flags: MFD_CLOEXEC | if sealing { MFD_ALLOW_SEALING } else { 0 },
+            mode: m.mode & 0o7777,
+            size: m.size,
+            contents,
+            seals: if sealing { m.seals } else { 0 },
+        },
+    );
+    let s = b.reopen_unless_rdwr(&what, s, flags);
+    b.seek(&what, s, b.groups[g].file.position);
+    b.slot_of[g] = Some(s);
+}
+
+/// FdOp::MemFd: `[flags, mode, seals]` of memfd_create, fchmod, F_ADD_SEALS.
+pub(super) fn make(
+    c: &mut Child<'_>,
+    slot: usize,
+    name: &CStr,
+    [flags, mode, seals]: [u32; 3],
+    size: u64,
+    contents: &[u8],
+) -> ckpt_sys::Result<()> {
+    let fd = c.new_fd(slot, setup::memfd_create(name, flags)?)?;
+    if mode != 0 {
+        setup::fchmod(fd, mode)?;
+    }
+    setup::ftruncate(fd, size)?;
+    let n = contents.len().min(size as usize);
+    setup::pwrite_all(fd, &contents[..n], 0)?;
+    if seals != 0 {
+        setup::add_seals(fd, seals)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,691 @@
+//! File descriptors: the stub's fd table, planned here (pure) as a list of
+//! [`FdOp`]s that the stub child runs with plain system calls (`stub.rs`).
+//!
+//! [`plan_fds`] groups the process's fds by open file description and gives
+//! each description a staging slot (a temporary fd above every saved
+//! number); the module of the description's kind emits the ops that make
+//! it (the dispatch in `plan_group`); then every fd is placed at its number
+//! and epoll registrations are added on the final numbers. Each kind module
+//! holds, for its kind, the planning, the refusals found while planning,
+//! what `check()` looks at in its ops, and the stub-side execution of its
+//! ops (called from [`exec`]: async-signal-safe, no allocation, every path
+//! and buffer comes from the plan).
+//!
+//! A new kind: a module here (plan, exec, checks), an arm in `plan_group`,
+//! and, if it needs system calls of its own, an [`FdOp`] variant with an
+//! arm in [`exec`].
+
+mod chardev;
+mod epoll;
+mod eventfd;
+mod inet;
+mod inotify;
+mod memfd;
+mod pipe;
+mod regular;
+mod signalfd;
+mod timerfd;
+mod tty;
+mod unix;
+
+pub use pipe::{FindPipes, PipeHolder, PipeQuery};
+
+use crate::check::{access_mode, AccessItem};
+use crate::stub::{proc_fd_path, Child};
+use crate::Report;
+use ckpt_image::{Blob, Credentials, Fd, FileKind, Image, OpenFile, Process};
+use ckpt_sys::{setup, sys};
+use std::collections::HashMap;
+use std::ffi::CString;
+
+/// Flags that only matter when a file is created; dropped when reopening.
+const CREATE_FLAGS: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
+/// `__O_TMPFILE` without O_DIRECTORY.
+pub(crate) const O_TMPFILE_BIT: i32 = 0o20000000;
+/// Status flags F_SETFL can change.
+pub const SETFL_MASK: i32 =
+    libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+
+/// One step of the stub's fd setup. Slots are indices into a table of
+/// temporary ("staging") fds; `Place` puts a slot's description at its
+/// final number. The generic steps (Open, Reopen, Write, SetFl, Seek,
+/// Place) run here; the others in the module of their kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FdOp {
+    /// open(path, flags, mode) of a path of the image (with the saved
+    /// user's fs ids where the restore takes them, see `stub.rs`).
+    Open {
+        slot: usize,
+        path: CString,
+        flags: i32,
+        mode: u32,
+    },
+    /// A new description of the file open in `from` (open of /proc/self/fd/N).
+    Reopen {
+        slot: usize,
+        from: usize,
+        flags: i32,
+    },
+    /// The restorer's controlling terminal (open of /dev/tty): the
+    /// restorer's own, not a path of the image. (tty.rs)
+    OpenTty { slot: usize, flags: i32 },
+    /// A new description of the restorer's own fd `std` (0, 1 or 2), e.g.
+    /// its terminal. (tty.rs)
+    ReopenStd { slot: usize, std: usize, flags: i32 },
+    /// A new description of a live pipe (or FIFO) held by another process,
+    /// opened through `path` (`/proc/HOLDER/fd/N`) without blocking: with
+    /// O_NONBLOCK, and for a write end with no reader through a temporary
+    /// O_RDWR open. The saved status flags are set afterwards (SetFl).
+    /// (pipe.rs)
+    OpenPipe {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// The restorer's own fd `std` itself (the same description, dup()ed).
+    /// (pipe.rs)
+    InheritStd { slot: usize, std: usize },
+    /// An unlinked file (O_TMPFILE in the first directory that allows it)
+    /// with `contents`. (regular.rs)
+    TmpFile {
+        slot: usize,
+        dirs: Vec<CString>,
+        mode: u32,
+        contents: Vec<u8>,
+    },
+    /// A pipe with `data` buffered in it. (pipe.rs)
+    Pipe {
+        read: usize,
+        write: usize,
+        capacity: u32,
+        data: Vec<u8>,
+    },
+    /// (eventfd.rs)
+    EventFd { slot: usize, count: u64, flags: i32 },
+    /// (timerfd.rs)
+    TimerFd {
+        slot: usize,
+        clock: i32,
+        flags: i32,
+        value_ns: u64,
+        interval_ns: u64,
+        ticks: u64,
+    },
+    /// (signalfd.rs)
+    SignalFd { slot: usize, mask: u64, flags: i32 },
+    /// (epoll.rs)
+    Epoll { slot: usize },
+    /// An inotify instance (its watches are added by InotifyWatch). (inotify.rs)
+    Inotify { slot: usize, flags: i32 },
+    /// inotify_add_watch of a path of the image (with the saved user's
+    /// rights); the kernel must give it watch descriptor `wd` again.
+    /// (inotify.rs)
+    InotifyWatch {
+        slot: usize,
+        path: CString,
+        mask: u32,
+        wd: i32,
+    },
+    /// A connected pair of unix sockets (socketpair(2)). (unix.rs)
+    SocketPair { a: usize, b: usize, sock_type: i32 },
+    /// A unix socket, unconnected; bound to `name` (abstract, or a path
+    /// of the image: then with the saved user's rights, after removing a
+    /// stale socket file nobody listens on) and listening when `backlog` > 0.
+    /// (unix.rs)
+    UnixSocket {
+        slot: usize,
+        sock_type: i32,
+        name: Vec<u8>,
+        /// `name` as a path (None: unbound or abstract).
+        path: Option<CString>,
+        backlog: u32,
+    },
+    /// A listening TCP socket bound to `addr`:`port` (see
+    /// ckpt_sys::setup::tcp_listen). (inet.rs)
+    TcpListen {
+        slot: usize,
+        addr: Vec<u8>,
+        port: u16,
+        backlog: u32,
+        flags: i32,
+    },
+    /// (memfd.rs)
+    MemFd {
+        slot: usize,
+        name: CString,
+        flags: u32,
+        mode: u32,
+        size: u64,
+        contents: Vec<u8>,
+        seals: u32,
+    },
+    /// write(2) `data` to the slot (refilling a FIFO, a socket's queue).
+    Write { slot: usize, data: Vec<u8> },
+    /// fcntl(F_SETFL).
+    SetFl { slot: usize, flags: i32 },
+    /// lseek(SEEK_SET).
+    Seek { slot: usize, pos: u64 },
+    /// dup3 the slot to its final number.
+    Place { slot: usize, fd: i32, cloexec: bool },
+    /// EPOLL_CTL_ADD on final numbers (after every Place). (epoll.rs)
+    EpollAdd {
+        epfd: i32,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
+}
+
+/// What the restorer has to offer the stub.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FdEnv {
+    /// The restorer's fds 0, 1, 2 are open.
+    pub std_open: [bool; 3],
+    /// ... and are terminals.
+    pub std_tty: [bool; 3],
+    /// /dev/tty can be opened (there is a controlling terminal).
+    pub dev_tty: bool,
+    /// How to find live holders of pipes whose other end is outside the
+    /// image (None: there are none).
+    pub find_pipes: Option<FindPipes>,
+}
+
+impl FdEnv {
+    /// The environment of the calling process.
+    pub fn current() -> FdEnv {
+        let mut e = FdEnv::default();
+        for fd in 0..3 {
+            e.std_open[fd] = std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok()
+                || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok();
+            e.std_tty[fd] = e.std_open[fd] && ckpt_sys::sys::isatty(fd as i32);
+        }
+        e.dev_tty = std::fs::OpenOptions::new()
+            .read(true)
+            .open("/dev/tty")
+            .is_ok();
+        e.find_pipes = Some(pipe::find_pipe_holders);
+        e
+    }
+}
+
+/// The stub's fd setup.
+#[derive(Debug, Default)]
+pub struct FdPlan {
+    pub ops: Vec<FdOp>,
+    /// For each op, what it sets up (for error messages: "fd 3: /tmp/x").
+    pub what: Vec<String>,
+    /// Number of staging slots.
+    pub slots: usize,
+    /// Staging fds live at or above this number (above every target fd).
+    pub stage: i32,
+    /// Which of the restorer's fds 0..2 the ops use.
+    pub needs_std: [bool; 3],
+    /// Regular files, directories and devices the ops open by path: (what, path).
+    pub opens: Vec<(String, Vec<u8>)>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// A path as a C string (paths never hold NUL; refuse if one does).
+pub(crate) fn cpath(p: &[u8]) -> Option<CString> {
+    CString::new(p.to_vec()).ok()
+}
+
+/// The path of a file that was deleted, without the " (deleted)" suffix.
+pub fn strip_deleted(p: &[u8]) -> &[u8] {
+    p.strip_suffix(b" (deleted)").unwrap_or(p)
+}
+
+/// One open file description of the process, and its fds (first fd first).
+pub(crate) struct Group<'a> {
+    pub file: &'a OpenFile,
+    pub fds: Vec<&'a Fd>,
+}
+
+/// What the kinds plan with: the process's descriptions, the slot each
+/// one ends in, and the plan being built.
+pub(crate) struct Builder<'a> {
+    pub proc: &'a Process,
+    pub env: &'a FdEnv,
+    pub groups: Vec<Group<'a>>,
+    /// The staging slot each group is set up in (None: not set up).
+    pub slot_of: Vec<Option<usize>>,
+    pub plan: FdPlan,
+    load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
+}
+
+impl Builder<'_> {
+    /// A new staging slot.
+    pub fn slot(&mut self) -> usize {
+        self.plan.slots += 1;
+        self.plan.slots - 1
+    }
+
+    /// Append an op; `what` names it in error messages.
+    pub fn op(&mut self, what: &str, op: FdOp) {
+        self.plan.ops.push(op);
+        self.plan.what.push(what.to_string());
+    }
+
+    pub fn error(&mut self, e: String) {
+        self.plan.errors.push(e);
+    }
+
+    pub fn warning(&mut self, w: String) {
+        self.plan.warnings.push(w);
+    }
+
+    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`.
+    pub fn what(&self, g: usize) -> String {
+        let Group { file: f, fds } = &self.groups[g];
+        let path = String::from_utf8_lossy(&f.path);
+        if path.is_empty() {
+            format!("fd {}: {}", fds[0].fd, f.kind.name())
+        } else {
+            format!("fd {}: {}", fds[0].fd, path)
+        }
+    }
+
+    /// The saved status and access flags of group `g`, without the flags
+    /// that create files and O_CLOEXEC (a property of each fd).
+    pub fn flags(&self, g: usize) -> i32 {
+        (self.groups[g].file.flags as i32) & !(CREATE_FLAGS | libc::O_CLOEXEC)
+    }
+
+    /// The saved contents of a blob (deleted files, memfds).
+    pub fn load(&mut self, blob: &Blob) -> Result<Vec<u8>, String> {
+        (self.load)(blob)
+    }
+
+    /// Seek the slot to the saved file position, if any.
+    pub fn seek(&mut self, what: &str, slot: usize, pos: u64) {
+        if pos != 0 {
+            self.op(what, FdOp::Seek { slot, pos });
+        }
+    }
+
+    /// The status flags of the slot, as saved.
+    pub fn set_fl(&mut self, what: &str, slot: usize, flags: i32) {
+        self.op(
+            what,
+            FdOp::SetFl {
+                slot,
+                flags: flags & SETFL_MASK,
+            },
+        );
+    }
+
+    /// A new description of `from` with the access mode of `flags` when it
+    /// is not read-write, else `from` itself with the status flags: the
+    /// slot to place. (Unlinked files and memfds are made read-write.)
+    pub fn reopen_unless_rdwr(&mut self, what: &str, from: usize, flags: i32) -> usize {
+        if flags & libc::O_ACCMODE != libc::O_RDWR {
+            let s = self.slot();
+            self.op(
+                what,
+                FdOp::Reopen {
+                    slot: s,
+                    from,
+                    flags,
+                },
+            );
+            s
+        } else {
+            self.set_fl(what, from, flags);
+            from
+        }
+    }
+
+    /// Open a path of the image (checked by check(): it exists, and the
+    /// saved user may open it) into a new slot.
+    pub fn open_path(&mut self, what: &str, path: &[u8], flags: i32) -> Option<usize> {
+        let Some(cp) = cpath(path) else {
+            self.error(format!("{what}: path holds a NUL byte"));
+            return None;
+        };
+        let s = self.slot();
+        self.plan.opens.push((what.to_string(), path.to_vec()));
+        self.op(
+            what,
+            FdOp::Open {
+                slot: s,
+                path: cp,
+                flags,
+                mode: 0,
+            },
+        );
+        Some(s)
+    }
+
+    /// A kind this version cannot restore.
+    pub fn refuse(&mut self, g: usize) {
+        let what = self.what(g);
+        let f = self.groups[g].file;
+        let detail = match &f.kind {
+            FileKind::Other(t) if !t.is_empty() => format!(" ({t})"),
+            _ => String::new(),
+        };
+        self.error(format!(
+            "{what}: {} files{detail} cannot be restored by this version",
+            f.kind.name()
+        ));
+    }
+}
+
+/// Plan the fd table of `proc`. `load` returns the contents of a blob
+/// (deleted files, memfds); check() passes one that returns nothing.
+pub fn plan_fds(
+    image: &Image,
+    proc: &Process,
+    env: &FdEnv,
+    load: &mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
+) -> FdPlan {
+    let mut plan = FdPlan::default();
+    let max_fd = proc.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
+    plan.stage = (max_fd + 1).max(3);
+
+    // Group fds by open file description, in order of their first fd.
+    let mut groups: Vec<Group> = Vec::new();
+    let mut by_id: HashMap<u32, usize> = HashMap::new();
+    for fd in &proc.fds {
+        match by_id.get(&fd.file) {
+            Some(&g) => groups[g].fds.push(fd),
+            None => match image.file(fd.file) {
+                Some(file) => {
+                    by_id.insert(fd.file, groups.len());
+                    groups.push(Group {
+                        file,
+                        fds: vec![fd],
+                    });
+                }
+                None => plan.errors.push(format!(
+                    "fd {}: refers to open file {} which is not in the image",
+                    fd.fd, fd.file
+                )),
+            },
+        }
+    }
+    let mut b = Builder {
+        proc,
+        env,
+        slot_of: vec![None; groups.len()],
+        groups,
+        plan,
+        load,
+    };
+
+    // Kinds whose descriptions are made together: both ends of a pipe,
+    // both ends of a unix socket pair.
+    let mut pipes = pipe::plan_pipes(&mut b);
+    let unix = unix::plan_pairs(&mut b);
+    for g in 0..b.groups.len() {
+        plan_group(&mut b, g, &mut pipes, &unix);
+    }
+    place(&mut b);
+    // Epoll registrations, by final fd numbers.
+    epoll::plan_targets(&mut b);
+    b.plan
+}
+
+/// The ops that set up description `g`, by its kind.
+fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::State) {
+    let f = b.groups[g].file;
+    match &f.kind {
+        FileKind::Pipe(_) => pipe::plan_pipe_flags(b, g, pipes),
+        FileKind::Fifo(p) => pipe::plan_fifo(b, g, p, pipes),
+        FileKind::Regular(rf) => regular::plan_file(b, g, rf),
+        FileKind::Directory(fi) => regular::plan_directory(b, g, fi),
+        FileKind::CharDevice(cd) => chardev::plan(b, g, cd),
+        FileKind::Tty(_) => tty::plan(b, g),
+        FileKind::EventFd(e) => eventfd::plan(b, g, e),
+        FileKind::TimerFd(t) => timerfd::plan(b, g, t),
+        FileKind::SignalFd(s) => signalfd::plan(b, g, s),
+        FileKind::Epoll(_) => epoll::plan(b, g),
+        FileKind::MemFd(m) => memfd::plan(b, g, m),
+        FileKind::InetSocket(n) => inet::plan(b, g, n),
+        FileKind::UnixSocket(u) => unix::plan(b, g, u, unix),
+        FileKind::Inotify(i) => inotify::plan(b, g, i),
+        _ => b.refuse(g),
+    }
+}
+
+/// Place every fd at its number, in the order of the numbers.
+fn place(b: &mut Builder) {
+    let mut places: Vec<(i32, usize, bool, String)> = Vec::new();
+    for (g, group) in b.groups.iter().enumerate() {
+        if let Some(s) = b.slot_of[g] {
+            for fd in &group.fds {
+                places.push((fd.fd, s, fd.cloexec, b.what(g)));
+            }
+        }
+    }
+    places.sort_by_key(|p| p.0);
+    for (fd, slot, cloexec, what) in places {
+        b.op(&what, FdOp::Place { slot, fd, cloexec });
+    }
+}
+
+/// Run one op in the stub child (async-signal-safe: no allocation).
+pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::Open {
+            slot,
+            path,
+            flags,
+            mode,
+        } => {
+            let fd = c.as_saved(|_| setup::open(path, *flags, *mode))?;
+            c.new_fd(*slot, fd)?;
+        }
+        FdOp::Reopen { slot, from, flags } => {
+            let mut buf = [0u8; 40];
+            let fd = setup::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?;
+            c.new_fd(*slot, fd)?;
+        }
+        FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
+        FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
+        FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
+        FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
+        FdOp::TmpFile {
+            slot,
+            dirs,
+            mode,
+            contents,
+        } => regular::tmpfile(c, *slot, dirs, *mode, contents)?,
+        FdOp::Pipe {
+            read,
+            write,
+            capacity,
+            data,
+        } => pipe::make(c, [*read, *write], *capacity, data)?,
+        FdOp::EventFd { slot, count, flags } => eventfd::make(c, *slot, *count, *flags)?,
+        FdOp::TimerFd {
+            slot,
+            clock,
+            flags,
+            value_ns,
+            interval_ns,
+            ticks,
+        } => timerfd::make(c, *slot, *clock, *flags, [*value_ns, *interval_ns, *ticks])?,
+        FdOp::SignalFd { slot, mask, flags } => signalfd::make(c, *slot, *mask, *flags)?,
+        FdOp::Epoll { slot } => epoll::make(c, *slot)?,
+        FdOp::EpollAdd {
+            epfd,
+            fd,
+            events,
+            data,
+        } => setup::epoll_add(*epfd, *fd, *events, *data)?,
+        FdOp::Inotify { slot, flags } => inotify::make(c, *slot, *flags)?,
+        FdOp::InotifyWatch {
+            slot,
+            path,
+            mask,
+            wd,
+        } => inotify::add_watch(c, *slot, path, *mask, *wd)?,
+        FdOp::SocketPair { a, b, sock_type } => unix::make_pair(c, [*a, *b], *sock_type)?,
+        FdOp::UnixSocket {
+            slot,
+            sock_type,
+            name,
+            path,
+            backlog,
+        } => unix::make(c, *slot, *sock_type, name, path.as_deref(), *backlog)?,
+        FdOp::TcpListen {
+            slot,
+            addr,
+            port,
+            backlog,
+            flags,
+        } => inet::listen(c, *slot, addr, *port, *backlog, *flags)?,
+        FdOp::MemFd {
+            slot,
+            name,
+            flags,
+            mode,
+            size,
+            contents,
+            seals,
+        } => memfd::make(c, *slot, name, [*flags, *mode, *seals], *size, contents)?,
+        FdOp::Write { slot, data } => sys::write_fd(c.slot(*slot), data)?,
+        FdOp::SetFl { slot, flags } => {
+            let fd = c.slot(*slot);
+            let cur = setup::get_fl(fd)?;
+            if cur & SETFL_MASK != flags & SETFL_MASK {
+                setup::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
+            }
+        }
+        FdOp::Seek { slot, pos } => setup::seek(c.slot(*slot), *pos)?,
+        FdOp::Place { slot, fd, cloexec } => setup::dup3(c.slot(*slot), *fd, *cloexec)?,
+    }
+    Ok(())
+}
+
+/// The fd ops that check() refuses whoever restores: opens with flags that
+/// create or truncate (the planner never asks for them: defense in depth
+/// against saved flags such as O_CREAT|O_TRUNC).
+pub(crate) fn check_creating(plan: &FdPlan, r: &mut Report) {
+    const CREATING: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | O_TMPFILE_BIT;
+    for (op, what) in plan.ops.iter().zip(&plan.what) {
+        if let FdOp::Open { flags, .. } = op {
+            if flags & CREATING != 0 {
+                r.errors.push(format!(
+                    "{what}: would be opened with creating flags {flags:#o}"
+                ));
+            }
+        }
+    }
+}
+
+/// Names the ops would take from live processes (a unix socket path where
+/// one listens).
+pub(crate) fn check_names(plan: &FdPlan, r: &mut Report) {
+    for (op, what) in plan.ops.iter().zip(&plan.what) {
+        if let FdOp::UnixSocket { path: Some(p), .. } = op {
+            unix::check_path_free(what, p, r);
+        }
+    }
+}
+
+/// The paths the ops open (with the access each needs), for check() to ask
+/// whether the saved user may; and what only a process of its own may
+/// ask of the restorer (`other_user`: the process is another user's, its
+/// ids are `creds`).
+pub(crate) fn access_items(
+    plan: &FdPlan,
+    creds: &Credentials,
+    other_user: bool,
+    items: &mut Vec<AccessItem>,
+    r: &mut Report,
+) {
+    for (op, what) in plan.ops.iter().zip(&plan.what) {
+        match op {
+            FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
+                items.push((what.clone(), path.clone(), access_mode(*flags)));
+            }
+            FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
+            FdOp::TmpFile { mode, .. } if other_user => regular::check_tmpfile(what, *mode, r),
+            FdOp::TcpListen { port, .. } if other_user => inet::check_port(what, *port, creds, r),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ckpt_image::*;
+
+    pub(super) fn file(id: u32, flags: u32, kind: FileKind) -> OpenFile {
+        OpenFile {
+            id,
+            flags,
+            position: 0,
+            path: b"/x".to_vec(),
+            kind,
+            owner: FileOwner::default(),
+        }
+    }
+    pub(super) fn fd(fd: i32, file: u32) -> Fd {
+        Fd {
+            fd,
+            cloexec: false,
+            file,
+        }
+    }
+    pub(super) fn none(_: &Blob) -> std::result::Result<Vec<u8>, String> {
+        Ok(Vec::new())
+    }
+
+    #[test]
+    fn shared_descriptions_are_created_once_and_placed_twice() {
+        let mut img = Image::default();
+        let mut f = file(
+            1,
+            libc::O_RDONLY as u32,
+            FileKind::Regular(RegularFile::default()),
+        );
+        f.position = 16;
+        img.files.push(f);
+        let p = Process {
+            fds: vec![
+                fd(3, 1),
+                Fd {
+                    fd: 7,
+                    cloexec: true,
+                    file: 1,
+                },
+            ],
+            ..Default::default()
+        };
+        let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        assert_eq!(plan.stage, 8);
+        assert_eq!(plan.slots, 1);
+        assert!(matches!(
+            &plan.ops[0],
+            FdOp::Open {
+                slot: 0,
+                flags: 0,
+                ..
+            }
+        ));
+        assert_eq!(plan.ops[1], FdOp::Seek { slot: 0, pos: 16 });
+        assert_eq!(
+            plan.ops[2],
+            FdOp::Place {
+                slot: 0,
+                fd: 3,
+                cloexec: false
+            }
+        );
+        assert_eq!(
+            plan.ops[3],
+            FdOp::Place {
+                slot: 0,
+                fd: 7,
+                cloexec: true
+            }
+        );
+        assert_eq!(plan.what[0], "fd 3: /x");
+    }
+}

@@ -1,0 +1,492 @@
+//! The address space of the stub before the image's mappings are made:
+//! where the trampoline (and its scratch pages) and the temporary areas go,
+//! how the kernel's vdso is moved to the saved address (planned here,
+//! pure), and the injected calls that do it.
+
+use crate::error::{Error, SysContext};
+use crate::remote::Remote;
+use ckpt_image::{Process, ShmKind, SpecialMapping, Vma, VmaBacking, PROT_READ, PROT_WRITE};
+use ckpt_sys::inject::{find_syscall_insn, TRAMPOLINE_CODE};
+use std::collections::BTreeMap;
+
+const PROT_EXEC: u64 = 4;
+pub(crate) const MREMAP_MAYMOVE: u64 = 1;
+pub(crate) const MREMAP_FIXED: u64 = 2;
+
+/// End of the user address space with 4-level paging (x86_64).
+pub const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// Distance kept between our temporary mappings and anything else.
+const GUARD: u64 = 2 << 20;
+/// Our temporary mappings go above this address when there is room.
+const LOW: u64 = 1 << 32;
+
+/// One line of /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapsEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub name: String,
+}
+
+/// Parse /proc/PID/maps.
+pub fn parse_maps(text: &str) -> Vec<MapsEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(6, ' ');
+            let range = it.next()?;
+            let perms = it.next()?.to_string();
+            let (_off, _dev, _ino) = (it.next()?, it.next()?, it.next()?);
+            let name = it.next().unwrap_or("").trim_start().to_string();
+            let (a, b) = range.split_once('-')?;
+            Some(MapsEntry {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                perms,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// The vdso-like specials the kernel maps into every process, by name.
+pub fn special_name(kind: SpecialMapping) -> Option<&'static str> {
+    match kind {
+        SpecialMapping::Vdso => Some("[vdso]"),
+        SpecialMapping::Vvar => Some("[vvar]"),
+        SpecialMapping::VvarVclock => Some("[vvar_vclock]"),
+        _ => None,
+    }
+}
+
+fn is_vdso_like(name: &str) -> bool {
+    matches!(name, "[vdso]" | "[vvar]" | "[vvar_vclock]")
+}
+
+/// Address ranges in use, to find room for temporary mappings.
+#[derive(Debug, Clone, Default)]
+pub struct FreeSpace {
+    used: Vec<(u64, u64)>,
+}
+
+impl FreeSpace {
+    pub fn new(used: impl IntoIterator<Item = (u64, u64)>) -> FreeSpace {
+        let mut f = FreeSpace {
+            used: used.into_iter().collect(),
+        };
+        f.used.sort();
+        f
+    }
+
+    /// A 2 MiB-aligned range of `len` bytes at least GUARD away from
+    /// everything in use; it is in use from now on.
+    pub fn alloc(&mut self, len: u64) -> Option<u64> {
+        let align = |a: u64| (a + GUARD - 1) & !(GUARD - 1);
+        for lo in [LOW, 1 << 24] {
+            let mut cand = align(lo);
+            loop {
+                if cand + len + GUARD > TASK_SIZE {
+                    break;
+                }
+                let clash = self
+                    .used
+                    .iter()
+                    .find(|&&(s, e)| cand < e + GUARD && s < cand + len + GUARD);
+                match clash {
+                    Some(&(_, e)) => cand = align(e + GUARD),
+                    None => {
+                        self.used.push((cand, cand + len));
+                        self.used.sort();
+                        return Some(cand);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A move of one vdso-like mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub name: String,
+    pub from: u64,
+    pub len: u64,
+    pub to: u64,
+}
+
+/// Where things go in the stub before the image's mappings are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Trampoline page (`syscall; int3`), followed by scratch pages.
+    pub tramp: u64,
+    pub tramp_len: u64,
+    /// Ranges to munmap in the stub: everything but the trampoline and the vdso-likes.
+    pub unmap: Vec<(u64, u64)>,
+    /// mremaps of `[vvar]`, `[vvar_vclock]`, `[vdso]` to the image's addresses, in order.
+    pub moves: Vec<Move>,
+    /// Temporary address of each shared anonymous object (by id), and its size.
+    pub shm_temp: BTreeMap<u64, (u64, u64)>,
+    /// Temporary address (2 MiB-aligned) of each huge-page fill area, in
+    /// the order of the `huge` lengths given to [`plan_layout`].
+    pub huge_temp: Vec<u64>,
+}
+
+/// Pair the image's vdso-like mappings with the stub's (the same kernel's
+/// as ours): same names, sizes and relative layout, or an error saying how
+/// they differ.
+pub fn pair_vdso<'a>(
+    image_vmas: &'a [Vma],
+    stub: &'a [MapsEntry],
+) -> Result<Vec<(&'a MapsEntry, &'a Vma)>, String> {
+    let img: Vec<&Vma> = image_vmas
+        .iter()
+        .filter(|v| matches!(&v.backing, VmaBacking::Special(k) if special_name(*k).is_some()))
+        .collect();
+    let here: Vec<&MapsEntry> = stub.iter().filter(|m| is_vdso_like(&m.name)).collect();
+    let describe_img = |v: &[&Vma]| -> String {
+        v.iter()
+            .map(|v| match &v.backing {
+                VmaBacking::Special(k) => {
+                    format!("{} {} KiB", special_name(*k).unwrap_or("?"), v.len() / 1024)
+                }
+                _ => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let describe_here = |v: &[&MapsEntry]| -> String {
+        v.iter()
+            .map(|m| format!("{} {} KiB", m.name, (m.end - m.start) / 1024))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mismatch = || {
+        format!(
+            "vdso layout differs: the image has [{}], this kernel maps [{}]",
+            describe_img(&img),
+            describe_here(&here)
+        )
+    };
+    if img.len() != here.len() {
+        return Err(mismatch());
+    }
+    let mut out = Vec::new();
+    for (h, v) in here.iter().zip(img.iter()) {
+        let name = match &v.backing {
+            VmaBacking::Special(k) => special_name(*k).unwrap_or(""),
+            _ => "",
+        };
+        if name != h.name
+            || h.end - h.start != v.len()
+            || h.start - here[0].start != v.start - img[0].start
+        {
+            return Err(mismatch());
+        }
+        out.push((*h, *v));
+    }
+    Ok(out)
+}
+
+/// Plan the stub's address space; `huge` are the lengths of the
+/// temporary huge-page fill areas to place (see [`super::hugefill::plan_huge_fills`]).
+pub fn plan_layout(
+    proc: &Process,
+    stub: &[MapsEntry],
+    scratch_len: u64,
+    page: u64,
+    huge: &[u64],
+) -> Result<Layout, String> {
+    let pairs = pair_vdso(&proc.vmas, stub)?;
+    let mut space = FreeSpace::new(
+        proc.vmas.iter().map(|v| (v.start, v.end)).chain(
+            stub.iter()
+                .filter(|m| is_vdso_like(&m.name))
+                .map(|m| (m.start, m.end)),
+        ),
+    );
+    let tramp_len = page + scratch_len.div_ceil(page) * page;
+    let tramp = space
+        .alloc(tramp_len)
+        .ok_or("no free address range for the trampoline")?;
+
+    let mut keep: Vec<(u64, u64)> = vec![(tramp, tramp + tramp_len)];
+    keep.extend(pairs.iter().map(|(h, _)| (h.start, h.end)));
+    keep.sort();
+    let mut unmap = Vec::new();
+    let mut at = 0u64;
+    for (s, e) in &keep {
+        if *s > at {
+            unmap.push((at, *s - at));
+        }
+        at = at.max(*e);
+    }
+    if at < TASK_SIZE {
+        unmap.push((at, TASK_SIZE - at));
+    }
+
+    let mut moves = Vec::new();
+    if let (Some(first), Some(last)) = (pairs.first(), pairs.last()) {
+        let (s0, s1) = (first.0.start, last.0.end);
+        let (i0, i1) = (first.1.start, last.1.end);
+        if s0 != i0 {
+            let mut cur: Vec<u64> = pairs.iter().map(|(h, _)| h.start).collect();
+            if s0 < i1 && i0 < s1 {
+                let tmp = space
+                    .alloc(s1 - s0)
+                    .ok_or("no free address range to move the vdso through")?;
+                for (i, (h, _)) in pairs.iter().enumerate() {
+                    let to = tmp + (h.start - s0);
+                    moves.push(Move {
+                        name: h.name.clone(),
+                        from: cur[i],
+                        len: h.end - h.start,
+                        to,
+                    });
+                    cur[i] = to;
+                }
+            }
+            for (i, (h, v)) in pairs.iter().enumerate() {
+                moves.push(Move {
+                    name: h.name.clone(),
+                    from: cur[i],
+                    len: h.end - h.start,
+                    to: v.start,
+                });
+            }
+        }
+    }
+
+    let mut shm_temp = BTreeMap::new();
+    for v in &proc.vmas {
+        if let VmaBacking::SharedMemory(sm) = &v.backing {
+            if sm.kind == ShmKind::AnonymousShared && !shm_temp.contains_key(&sm.id) {
+                let size = sm.size.max(sm.offset + v.len()).div_ceil(page) * page;
+                let at = space
+                    .alloc(size)
+                    .ok_or("no free address range for a shared memory object")?;
+                shm_temp.insert(sm.id, (at, size));
+            }
+        }
+    }
+    let mut huge_temp = Vec::with_capacity(huge.len());
+    for &len in huge {
+        huge_temp.push(
+            space
+                .alloc(len)
+                .ok_or("no free address range for a temporary huge-page area")?,
+        );
+    }
+    Ok(Layout {
+        tramp,
+        tramp_len,
+        unmap,
+        moves,
+        shm_temp,
+        huge_temp,
+    })
+}
+
+/// The address of a `syscall` instruction in the stub's vdso, to inject
+/// the first system calls through (before the trampoline exists).
+pub(crate) fn syscall_ip(
+    pid: i32,
+    mem: &ckpt_sys::remote::ProcMem,
+    stub: &[MapsEntry],
+) -> crate::Result<u64> {
+    let stub_err = |what: &str| Error::Stub {
+        pid,
+        what: what.into(),
+    };
+    let vdso = stub
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .ok_or_else(|| stub_err("has no [vdso] to run system calls from"))?;
+    let code = mem
+        .read_vec(vdso.start, (vdso.end - vdso.start) as usize)
+        .ctx(|| format!("pid {pid}: reading its vdso"))?;
+    let at =
+        find_syscall_insn(&code).ok_or_else(|| stub_err("no syscall instruction in the vdso"))?;
+    Ok(vdso.start + at as u64)
+}
+
+/// Map the trampoline and switch injection to it, unmap the stub's
+/// memory, move the vdso.
+pub(crate) fn address_space(main: &mut Remote, l: &Layout, page: u64) -> crate::Result<()> {
+    let pid = main.tid;
+    let stub_err = |what: String| Error::Stub { pid, what };
+    let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+    let rw = u64::from(PROT_READ | PROT_WRITE);
+    let got = main.call(
+        "mmap of the trampoline",
+        libc::SYS_mmap,
+        &[l.tramp, l.tramp_len, rw, flags, u64::MAX, 0],
+    )?;
+    if got != l.tramp {
+        return Err(stub_err(format!(
+            "trampoline mapped at {got:#x}, not {:#x}",
+            l.tramp
+        )));
+    }
+    main.write(l.tramp, &TRAMPOLINE_CODE)?;
+    main.call(
+        "mprotect of the trampoline",
+        libc::SYS_mprotect,
+        &[l.tramp, page, u64::from(PROT_READ) | PROT_EXEC],
+    )?;
+    main.inj.set_syscall_ip(l.tramp);
+    for &(start, len) in &l.unmap {
+        main.call(
+            "munmap of the stub's memory",
+            libc::SYS_munmap,
+            &[start, len],
+        )?;
+    }
+    for m in &l.moves {
+        let got = main.call(
+            &format!("mremap of {} to {:#x}", m.name, m.to),
+            libc::SYS_mremap,
+            &[m.from, m.len, m.len, MREMAP_MAYMOVE | MREMAP_FIXED, m.to],
+        )?;
+        if got != m.to {
+            return Err(stub_err(format!(
+                "{} moved to {got:#x}, not {:#x}",
+                m.name, m.to
+            )));
+        }
+    }
+    tracing::debug!(
+        trampoline = format_args!("{:#x}", l.tramp),
+        unmapped = l.unmap.len(),
+        vdso_moves = l.moves.len(),
+        "address space ready"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::vma;
+    use super::*;
+
+    fn maps(entries: &[(u64, u64, &str)]) -> Vec<MapsEntry> {
+        entries
+            .iter()
+            .map(|&(s, e, n)| MapsEntry {
+                start: s,
+                end: e,
+                perms: "r--p".into(),
+                name: n.into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_maps_lines() {
+        let m = parse_maps(
+            "55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]\n\
+             7ffd1e5f0000-7ffd1e5f4000 r--p 00000000 00:00 0                          [vvar]\n\
+             7f0000000000-7f0000001000 r-xp 00001000 08:01 1234                       /usr/lib/x y.so\n\
+             7f0000002000-7f0000003000 rw-p 00000000 00:00 0 \n",
+        );
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].name, "[heap]");
+        assert_eq!(m[1].start, 0x7ffd1e5f0000);
+        assert_eq!(m[2].name, "/usr/lib/x y.so");
+        assert_eq!(m[3].name, "");
+    }
+
+    #[test]
+    fn free_space_avoids_used_ranges_with_a_guard() {
+        let mut f = FreeSpace::new([(LOW, LOW + 0x1000)]);
+        let a = f.alloc(0x3000).unwrap();
+        assert!(a >= LOW + 0x1000 + GUARD);
+        assert_eq!(a % GUARD, 0);
+        let b = f.alloc(0x1000).unwrap();
+        assert!(b >= a + 0x3000 + GUARD);
+    }
+
+    fn image_with_vdso(base: u64) -> Process {
+        Process {
+            vmas: vec![
+                vma(0x400000, 0x401000, 5, VmaBacking::Anonymous),
+                vma(
+                    base,
+                    base + 0x4000,
+                    1,
+                    VmaBacking::Special(SpecialMapping::Vvar),
+                ),
+                vma(
+                    base + 0x4000,
+                    base + 0x5000,
+                    1,
+                    VmaBacking::Special(SpecialMapping::VvarVclock),
+                ),
+                vma(
+                    base + 0x5000,
+                    base + 0x7000,
+                    5,
+                    VmaBacking::Special(SpecialMapping::Vdso),
+                ),
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vdso_moves_directly_or_through_a_temporary_place() {
+        let p = image_with_vdso(0x7fff_0000_0000);
+        // Far apart: three direct moves.
+        let stub = maps(&[
+            (0x7ffe_0000_0000, 0x7ffe_0000_4000, "[vvar]"),
+            (0x7ffe_0000_4000, 0x7ffe_0000_5000, "[vvar_vclock]"),
+            (0x7ffe_0000_5000, 0x7ffe_0000_7000, "[vdso]"),
+            (0x5555_0000_0000, 0x5555_0001_0000, "/bin/stub"),
+        ]);
+        let l = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap();
+        assert_eq!(l.moves.len(), 3);
+        assert_eq!(l.moves[2].to, 0x7fff_0000_5000);
+        assert_eq!(l.tramp_len, 0x11000);
+        // The stub's own binary is unmapped, the trampoline and vdso kept.
+        assert!(l
+            .unmap
+            .iter()
+            .any(|&(s, n)| s <= 0x5555_0000_0000 && s + n >= 0x5555_0001_0000));
+        for &(s, n) in &l.unmap {
+            assert!(s + n <= l.tramp || s >= l.tramp + l.tramp_len);
+            assert!(s + n <= 0x7ffe_0000_0000 || s >= 0x7ffe_0000_7000);
+        }
+        // Overlapping: through a temporary place.
+        let stub = maps(&[
+            (0x7fff_0000_2000, 0x7fff_0000_6000, "[vvar]"),
+            (0x7fff_0000_6000, 0x7fff_0000_7000, "[vvar_vclock]"),
+            (0x7fff_0000_7000, 0x7fff_0000_9000, "[vdso]"),
+        ]);
+        let l = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap();
+        assert_eq!(l.moves.len(), 6);
+        assert_eq!(l.moves[3].from, l.moves[0].to);
+        assert_eq!(l.moves[3].to, 0x7fff_0000_0000);
+        // Same place: nothing to move.
+        let stub = maps(&[
+            (0x7fff_0000_0000, 0x7fff_0000_4000, "[vvar]"),
+            (0x7fff_0000_4000, 0x7fff_0000_5000, "[vvar_vclock]"),
+            (0x7fff_0000_5000, 0x7fff_0000_7000, "[vdso]"),
+        ]);
+        assert!(plan_layout(&p, &stub, 0x10000, 4096, &[])
+            .unwrap()
+            .moves
+            .is_empty());
+    }
+
+    #[test]
+    fn vdso_layout_mismatch_is_explained() {
+        let p = image_with_vdso(0x7fff_0000_0000);
+        let stub = maps(&[
+            (0x7ffe_0000_0000, 0x7ffe_0000_4000, "[vvar]"),
+            (0x7ffe_0000_4000, 0x7ffe_0000_6000, "[vdso]"),
+        ]);
+        let e = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap_err();
+        assert!(e.contains("vdso layout differs"), "{e}");
+        assert!(e.contains("[vvar_vclock] 4 KiB"), "{e}");
+    }
+}

@@ -1,0 +1,186 @@
+//! Memory: the address space is planned here (pure: which mappings to
+//! make, which pages to write, where the temporary areas go) and built by
+//! system calls injected into the stub: the stub's memory is replaced by
+//! the trampoline and the kernel's vdso moved (layout.rs), the mappings are
+//! made (vmas.rs), the saved pages written (pages.rs) with UFFDIO_COPY
+//! (uffd.rs) or through huge pages (hugefill.rs), then the final
+//! protections set.
+
+pub(crate) mod hugefill;
+pub(crate) mod layout;
+pub(crate) mod pages;
+pub(crate) mod uffd;
+pub(crate) mod vmas;
+
+pub use pages::PageWrite;
+pub use vmas::{Backing, MapStep};
+
+use ckpt_image::{Image, MemoryRun, Process};
+
+/// The mappings and page writes of a process.
+#[derive(Debug, Default)]
+pub struct MemPlan {
+    pub steps: Vec<MapStep>,
+    pub writes: Vec<PageWrite>,
+    /// Files mapped by path: (what, identity) for existence checks.
+    pub files: Vec<(String, ckpt_image::FileIdentity)>,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Plan the mappings and page writes of `proc`.
+pub fn plan_memory(image: &Image, proc: &Process, page: u64) -> MemPlan {
+    let mut plan = MemPlan::default();
+    let rules = vmas::plan_vmas(image, proc, &mut plan);
+    pages::plan_writes(proc, page, &rules, &mut plan);
+    plan
+}
+
+/// [start, end) of a run.
+pub fn run_range(run: &MemoryRun, page: u64) -> (u64, u64) {
+    (run.start, run.start + u64::from(run.pages) * page)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ckpt_image::*;
+
+    pub(crate) fn vma(start: u64, end: u64, prot: u32, backing: VmaBacking) -> Vma {
+        Vma {
+            start,
+            end,
+            prot,
+            backing,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pages_are_written_where_the_backing_does_not_hold_them() {
+        let file = |shared| {
+            let mut v = vma(
+                0x20000,
+                0x24000,
+                1,
+                VmaBacking::File(FileMapping {
+                    file: FileIdentity {
+                        path: b"/lib/x.so".to_vec(),
+                        ..Default::default()
+                    },
+                    offset: 0x1000,
+                    ..Default::default()
+                }),
+            );
+            v.shared = shared;
+            v
+        };
+        let p = Process {
+            vmas: vec![
+                vma(0x10000, 0x14000, 3, VmaBacking::Anonymous),
+                file(false),
+                {
+                    let mut v = file(true);
+                    v.start = 0x30000;
+                    v.end = 0x31000;
+                    v
+                },
+            ],
+            memory: vec![
+                // data across two vmas? no: the first run covers anon pages 0-1
+                MemoryRun {
+                    start: 0x10000,
+                    pages: 2,
+                    kind: RunKind::Data,
+                    frame: 0,
+                    frame_offset: 0,
+                },
+                MemoryRun {
+                    start: 0x12000,
+                    pages: 2,
+                    kind: RunKind::Zero,
+                    frame: 0,
+                    frame_offset: 0,
+                },
+                MemoryRun {
+                    start: 0x20000,
+                    pages: 1,
+                    kind: RunKind::Zero,
+                    frame: 0,
+                    frame_offset: 0,
+                },
+                MemoryRun {
+                    start: 0x21000,
+                    pages: 1,
+                    kind: RunKind::Data,
+                    frame: 0,
+                    frame_offset: 0x2000,
+                },
+                MemoryRun {
+                    start: 0x30000,
+                    pages: 1,
+                    kind: RunKind::Data,
+                    frame: 0,
+                    frame_offset: 0x3000,
+                },
+            ],
+            ..Default::default()
+        };
+        let plan = plan_memory(&Image::default(), &p, 4096);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        let w: Vec<(u64, u64, bool)> = plan
+            .writes
+            .iter()
+            .map(|w| (w.addr, w.len, w.zero))
+            .collect();
+        assert_eq!(
+            w,
+            vec![
+                (0x10000, 0x2000, false),
+                (0x20000, 0x1000, true),
+                (0x21000, 0x1000, false)
+            ]
+        );
+        assert_eq!(plan.steps[0].map_prot, 3);
+        assert_eq!(plan.steps[1].map_prot, 1 | PROT_WRITE);
+        assert_eq!(plan.steps[1].prot, 1);
+        assert_eq!(plan.steps[2].map_prot, 1);
+        match &plan.steps[1].backing {
+            Backing::File {
+                path,
+                flags,
+                offset,
+            } => {
+                assert_eq!(path.as_bytes(), b"/lib/x.so");
+                assert_eq!(*flags, libc::O_RDONLY);
+                assert_eq!(*offset, 0x1000);
+            }
+            b => panic!("{b:?}"),
+        }
+    }
+
+    #[test]
+    fn runs_outside_vmas_and_sysv_shm_are_errors() {
+        let p = Process {
+            vmas: vec![vma(
+                0x10000,
+                0x11000,
+                3,
+                VmaBacking::SharedMemory(SharedMemory {
+                    kind: ShmKind::SysvShm,
+                    ..Default::default()
+                }),
+            )],
+            memory: vec![MemoryRun {
+                start: 0x50000,
+                pages: 1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let plan = plan_memory(&Image::default(), &p, 4096);
+        assert_eq!(plan.errors.len(), 2, "{:?}", plan.errors);
+        assert!(plan.errors[0].contains("System V"));
+        assert!(plan.errors[1].contains("50000-51000"));
+    }
+}

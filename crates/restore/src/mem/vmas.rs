@@ -1,0 +1,600 @@
+//! The mappings of the image: how each one is made (planned here, pure:
+//! anonymous memory, a file by path or through an fd of the process, shared
+//! anonymous memory, a memfd) and the injected calls that make them, with
+//! their advice and names; their final protections are set once the pages
+//! are written.
+
+use super::layout::{Layout, MREMAP_FIXED, MREMAP_MAYMOVE};
+use super::MemPlan;
+use crate::error::{Error, Result};
+use crate::fds::strip_deleted;
+use crate::process::creds::with_rights;
+use crate::remote::Remote;
+use ckpt_image::{
+    madvise, FileKind, FileMapping, Image, Process, SharedMemory, ShmKind, SpecialMapping, Vma,
+    VmaBacking, PROT_READ, PROT_WRITE,
+};
+use ckpt_sys::creds::FsSwitch;
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+
+const PR_SET_VMA: u64 = 0x5356_4d41;
+
+/// How one mapping is made.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backing {
+    /// Private (or MAP_SHARED|MAP_ANONYMOUS handled as SharedAnon) anonymous memory.
+    Anon,
+    /// A file opened by path in the target (may be /proc/self/fd/N).
+    File {
+        path: CString,
+        flags: i32,
+        offset: u64,
+    },
+    /// A MAP_SHARED|MAP_ANONYMOUS object, duplicated from its temporary mapping.
+    SharedAnon { id: u64, offset: u64 },
+    /// A memfd no fd holds any more: created in the target.
+    NewMemfd {
+        id: u64,
+        name: CString,
+        size: u64,
+        offset: u64,
+    },
+}
+
+/// One mapping to create, in address order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapStep {
+    pub start: u64,
+    pub len: u64,
+    /// Final protection.
+    pub prot: u32,
+    /// Protection while pages are written (adds PROT_WRITE where needed).
+    pub map_prot: u32,
+    pub shared: bool,
+    pub grows_down: bool,
+    pub backing: Backing,
+    /// madvise() advice values to apply.
+    pub advice: Vec<i32>,
+    /// prctl(PR_SET_VMA_ANON_NAME) for `[anon:NAME]` mappings.
+    pub anon_name: Option<CString>,
+    /// For messages: "vma 7f..-7f.. /usr/lib/libc.so.6".
+    pub what: String,
+}
+
+/// What happens to saved pages over a vma.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum PageRule {
+    /// Data runs are written, zero runs need nothing (fresh anonymous memory).
+    DataOnly,
+    /// Data and zero runs are written (private file mappings).
+    All,
+    /// Nothing is written (shared file mappings: the file holds the data; specials).
+    Nothing,
+}
+
+fn advice_of(bits: u64) -> Vec<i32> {
+    let mut v = Vec::new();
+    for (bit, adv) in [
+        (madvise::DONT_FORK, libc::MADV_DONTFORK),
+        (madvise::DO_NOT_DUMP, libc::MADV_DONTDUMP),
+        (madvise::WIPE_ON_FORK, 18),
+        (madvise::HUGE_PAGE, libc::MADV_HUGEPAGE),
+        (madvise::NO_HUGE_PAGE, libc::MADV_NOHUGEPAGE),
+        (madvise::MERGEABLE, libc::MADV_MERGEABLE),
+        (madvise::SEQUENTIAL, libc::MADV_SEQUENTIAL),
+        (madvise::RANDOM, libc::MADV_RANDOM),
+    ] {
+        if bits & (1 << bit) != 0 {
+            v.push(adv);
+        }
+    }
+    v
+}
+
+fn vma_what(v: &Vma) -> String {
+    let name = String::from_utf8_lossy(&v.name);
+    if name.is_empty() {
+        format!("vma {:x}-{:x}", v.start, v.end)
+    } else {
+        format!("vma {:x}-{:x} {name}", v.start, v.end)
+    }
+}
+
+/// fds of the process that hold a file the mappings may need: a deleted
+/// file with saved contents by (dev, inode), a memfd by id.
+struct HeldFiles {
+    deleted: BTreeMap<(u64, u64), i32>,
+    memfds: BTreeMap<u64, i32>,
+}
+
+impl HeldFiles {
+    fn of(image: &Image, proc: &Process) -> HeldFiles {
+        let mut h = HeldFiles {
+            deleted: BTreeMap::new(),
+            memfds: BTreeMap::new(),
+        };
+        for fd in &proc.fds {
+            match image.file(fd.file).map(|f| &f.kind) {
+                Some(FileKind::Regular(rf)) if rf.has_contents => {
+                    h.deleted
+                        .entry((rf.file.dev, rf.file.inode))
+                        .or_insert(fd.fd);
+                }
+                Some(FileKind::MemFd(m)) => {
+                    h.memfds.entry(m.id).or_insert(fd.fd);
+                }
+                _ => {}
+            }
+        }
+        h
+    }
+}
+
+/// `/proc/self/fd/N`: a file the process itself holds at fd N.
+fn own_fd_path(fd: i32) -> CString {
+    CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL")
+}
+
+/// The mapping steps of `proc` (into `plan`), and what happens to the
+/// saved pages over each of its vmas.
+pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Vec<PageRule> {
+    let held = HeldFiles::of(image, proc);
+    let mut rules = Vec::with_capacity(proc.vmas.len());
+    for v in &proc.vmas {
+        let what = vma_what(v);
+        let (backing, rule) = backing_of(v, &what, &held, plan);
+        if v.madvise & (1 << madvise::LOCKED) != 0 {
+            plan.warnings
+                .push(format!("{what}: was mlock()ed; restored unlocked"));
+        }
+        rules.push(rule);
+        let Some(backing) = backing else {
+            continue;
+        };
+        let anon_name = if matches!(backing, Backing::Anon) {
+            v.name
+                .strip_prefix(b"[anon:")
+                .and_then(|n| n.strip_suffix(b"]"))
+                .and_then(|n| CString::new(n.to_vec()).ok())
+        } else {
+            None
+        };
+        let grows_down =
+            v.grows_down || matches!(v.backing, VmaBacking::Special(SpecialMapping::Stack));
+        plan.steps.push(MapStep {
+            start: v.start,
+            len: v.len(),
+            prot: v.prot,
+            map_prot: v.prot,
+            shared: v.shared,
+            grows_down,
+            backing,
+            advice: advice_of(v.madvise),
+            anon_name,
+            what,
+        });
+    }
+    rules
+}
+
+/// How vma `v` is made (None: it is not, the kernel's own or refused),
+/// and what happens to its saved pages.
+fn backing_of(
+    v: &Vma,
+    what: &str,
+    held: &HeldFiles,
+    plan: &mut MemPlan,
+) -> (Option<Backing>, PageRule) {
+    match &v.backing {
+        VmaBacking::Anonymous => (Some(Backing::Anon), PageRule::DataOnly),
+        VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => {
+            (Some(Backing::Anon), PageRule::DataOnly)
+        }
+        VmaBacking::Special(SpecialMapping::Other) => {
+            plan.errors.push(format!(
+                "{what}: an unknown special mapping cannot be restored"
+            ));
+            (None, PageRule::DataOnly)
+        }
+        VmaBacking::Special(_) => (None, PageRule::Nothing),
+        VmaBacking::File(fm) => {
+            let rule = if v.shared {
+                PageRule::Nothing
+            } else {
+                PageRule::All
+            };
+            (file_backing(v, fm, what, held, plan), rule)
+        }
+        VmaBacking::SharedMemory(sm) => shm_backing(v, sm, what, held, plan),
+    }
+}
+
+/// Read-write for a writable shared mapping, else read-only.
+fn access_of(v: &Vma) -> i32 {
+    if v.shared && v.prot & PROT_WRITE != 0 {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    }
+}
+
+/// A file mapping: the file by path, or a deleted one through the fd of
+/// the process that holds its saved contents.
+fn file_backing(
+    v: &Vma,
+    fm: &FileMapping,
+    what: &str,
+    held: &HeldFiles,
+    plan: &mut MemPlan,
+) -> Option<Backing> {
+    if fm.file.deleted {
+        return match held.deleted.get(&(fm.file.dev, fm.file.inode)) {
+            Some(&fd) => Some(Backing::File {
+                path: own_fd_path(fd),
+                flags: access_of(v),
+                offset: fm.offset,
+            }),
+            None => {
+                plan.errors.push(format!(
+                    "{what}: maps a deleted file whose contents are not in the image"
+                ));
+                None
+            }
+        };
+    }
+    match CString::new(strip_deleted(&fm.file.path).to_vec()) {
+        Ok(path) => {
+            plan.files.push((what.to_string(), fm.file.clone()));
+            Some(Backing::File {
+                path,
+                flags: access_of(v),
+                offset: fm.offset,
+            })
+        }
+        Err(_) => {
+            plan.errors.push(format!("{what}: path holds a NUL byte"));
+            None
+        }
+    }
+}
+
+/// Shared memory: anonymous, a memfd (through the fd of the process that
+/// holds it, else made again), POSIX shm by path; System V is refused.
+fn shm_backing(
+    v: &Vma,
+    sm: &SharedMemory,
+    what: &str,
+    held: &HeldFiles,
+    plan: &mut MemPlan,
+) -> (Option<Backing>, PageRule) {
+    let anon = Backing::SharedAnon {
+        id: sm.id,
+        offset: sm.offset,
+    };
+    let backing = match sm.kind {
+        ShmKind::AnonymousShared => anon,
+        ShmKind::Memfd => match held.memfds.get(&sm.id) {
+            Some(&fd) => Backing::File {
+                path: own_fd_path(fd),
+                flags: libc::O_RDWR,
+                offset: sm.offset,
+            },
+            None => {
+                let raw = strip_deleted(&sm.name);
+                let name = raw.strip_prefix(b"/memfd:").unwrap_or(raw);
+                Backing::NewMemfd {
+                    id: sm.id,
+                    name: CString::new(name.to_vec())
+                        .unwrap_or_else(|_| CString::new("ckpt").expect("no NUL")),
+                    size: sm.size.max(sm.offset + v.len()),
+                    offset: sm.offset,
+                }
+            }
+        },
+        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => {
+            plan.warnings.push(format!(
+                "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
+            ));
+            anon
+        }
+        ShmKind::PosixShm => {
+            let path = strip_deleted(&sm.name).to_vec();
+            plan.files.push((
+                what.to_string(),
+                ckpt_image::FileIdentity {
+                    path: path.clone(),
+                    ..Default::default()
+                },
+            ));
+            let b = Backing::File {
+                path: CString::new(path).unwrap_or_default(),
+                flags: access_of(v),
+                offset: sm.offset,
+            };
+            return (Some(b), PageRule::Nothing);
+        }
+        _ => {
+            plan.errors.push(format!(
+                "{what}: System V shared memory cannot be restored by this version"
+            ));
+            return (None, PageRule::DataOnly);
+        }
+    };
+    (Some(backing), PageRule::DataOnly)
+}
+
+/// Objects made while mapping, closed or unmapped at the end.
+#[derive(Default)]
+struct Made {
+    /// The mapped files by (path, flags): their fd in the target.
+    files: BTreeMap<(Vec<u8>, i32), u64>,
+    /// Memfds made again, by id: their fd in the target.
+    memfds: BTreeMap<u64, u64>,
+    /// Shared anonymous objects, by id: their temporary address.
+    shm: BTreeMap<u64, u64>,
+}
+
+/// Make every mapping of the image, writable where pages will be written.
+pub(crate) fn map_all(
+    main: &mut Remote,
+    steps: &[MapStep],
+    l: &Layout,
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+) -> Result<()> {
+    let mut made = Made {
+        files: open_files(main, steps, scratch, as_saved)?,
+        ..Default::default()
+    };
+    for s in steps {
+        map_one(main, s, l, scratch, &mut made)?;
+        advise(main, s, scratch)?;
+    }
+    for fd in made.files.into_values().chain(made.memfds.into_values()) {
+        main.call("close", libc::SYS_close, &[fd])?;
+    }
+    for (id, tmp) in made.shm {
+        main.call(
+            "munmap of a temporary shared mapping",
+            libc::SYS_munmap,
+            &[tmp, l.shm_temp[&id].1],
+        )?;
+    }
+    tracing::debug!(mappings = steps.len(), "mappings made");
+    Ok(())
+}
+
+/// The mapped files, each (path, flags) opened once, all together: with
+/// the saved user's rights where the restore takes them.
+fn open_files(
+    main: &mut Remote,
+    steps: &[MapStep],
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+) -> Result<BTreeMap<(Vec<u8>, i32), u64>> {
+    let mut files: BTreeMap<(Vec<u8>, i32), u64> = BTreeMap::new();
+    if !steps
+        .iter()
+        .any(|s| matches!(s.backing, Backing::File { .. }))
+    {
+        return Ok(files);
+    }
+    with_rights(main, as_saved, scratch, |main| {
+        for s in steps {
+            let Backing::File { path, flags, .. } = &s.backing else {
+                continue;
+            };
+            let key = (path.as_bytes().to_vec(), *flags);
+            if files.contains_key(&key) {
+                continue;
+            }
+            main.write_cstr(scratch, path.as_bytes())?;
+            let fd = main.call(
+                &format!("open of {} for {}", path.to_string_lossy(), s.what),
+                libc::SYS_openat,
+                &[
+                    libc::AT_FDCWD as u64,
+                    scratch,
+                    (*flags | libc::O_CLOEXEC) as u64,
+                ],
+            )?;
+            files.insert(key, fd);
+        }
+        Ok(())
+    })?;
+    Ok(files)
+}
+
+/// The mmap (or mremap) of one mapping.
+fn map_one(
+    main: &mut Remote,
+    s: &MapStep,
+    l: &Layout,
+    scratch: u64,
+    made: &mut Made,
+) -> Result<()> {
+    let prot = u64::from(s.map_prot);
+    let share = if s.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    } as u64;
+    let fixed = libc::MAP_FIXED as u64;
+    let what = format!("mmap of {}", s.what);
+    match &s.backing {
+        Backing::Anon => {
+            let mut flags = share | fixed | libc::MAP_ANONYMOUS as u64;
+            if s.grows_down {
+                flags |= libc::MAP_GROWSDOWN as u64;
+            }
+            main.call(
+                &what,
+                libc::SYS_mmap,
+                &[s.start, s.len, prot, flags, u64::MAX, 0],
+            )?;
+        }
+        Backing::File {
+            path,
+            flags,
+            offset,
+        } => {
+            let key = (path.as_bytes().to_vec(), *flags);
+            let fd = *made.files.get(&key).ok_or_else(|| Error::Stub {
+                pid: main.tid,
+                what: format!("{}: its file was not opened", s.what),
+            })?;
+            main.call(
+                &what,
+                libc::SYS_mmap,
+                &[s.start, s.len, prot, share | fixed, fd, *offset],
+            )?;
+        }
+        Backing::SharedAnon { id, offset } => {
+            map_shared_anon(main, s, l, (*id, *offset), made)?;
+        }
+        Backing::NewMemfd {
+            id,
+            name,
+            size,
+            offset,
+        } => {
+            let fd = match made.memfds.get(id) {
+                Some(&fd) => fd,
+                None => {
+                    let fd = new_memfd(main, s, name, *size, scratch)?;
+                    made.memfds.insert(*id, fd);
+                    fd
+                }
+            };
+            main.call(
+                &what,
+                libc::SYS_mmap,
+                &[
+                    s.start,
+                    s.len,
+                    prot,
+                    libc::MAP_SHARED as u64 | fixed,
+                    fd,
+                    *offset,
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A shared anonymous mapping: its object is mapped once at a temporary
+/// address, each of its mappings is a duplicate (mremap of size 0) of the
+/// range at `offset` there.
+fn map_shared_anon(
+    main: &mut Remote,
+    s: &MapStep,
+    l: &Layout,
+    (id, offset): (u64, u64),
+    made: &mut Made,
+) -> Result<()> {
+    let (tmp, size) = l.shm_temp[&id];
+    if let Entry::Vacant(e) = made.shm.entry(id) {
+        let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
+        main.call(
+            &format!("mmap of shared memory {id}"),
+            libc::SYS_mmap,
+            &[
+                tmp,
+                size,
+                u64::from(PROT_READ | PROT_WRITE),
+                flags,
+                u64::MAX,
+                0,
+            ],
+        )?;
+        e.insert(tmp);
+    }
+    main.call(
+        &format!("mmap of {}", s.what),
+        libc::SYS_mremap,
+        &[
+            tmp + offset,
+            0,
+            s.len,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            s.start,
+        ],
+    )?;
+    main.call(
+        &format!("mprotect of {}", s.what),
+        libc::SYS_mprotect,
+        &[s.start, s.len, u64::from(s.map_prot)],
+    )?;
+    Ok(())
+}
+
+/// A memfd that no fd holds any more, made in the target: its fd there.
+fn new_memfd(
+    main: &mut Remote,
+    s: &MapStep,
+    name: &std::ffi::CStr,
+    size: u64,
+    scratch: u64,
+) -> Result<u64> {
+    main.write_cstr(scratch, name.to_bytes())?;
+    let fd = main.call(
+        &format!("memfd_create for {}", s.what),
+        libc::SYS_memfd_create,
+        &[scratch, libc::MFD_CLOEXEC as u64],
+    )?;
+    main.call(
+        &format!("ftruncate of memfd for {}", s.what),
+        libc::SYS_ftruncate,
+        &[fd, size],
+    )?;
+    Ok(fd)
+}
+
+/// The mapping's madvise() advice and its `[anon:NAME]`.
+fn advise(main: &mut Remote, s: &MapStep, scratch: u64) -> Result<()> {
+    for &adv in &s.advice {
+        let r = main.raw(
+            &format!("madvise({adv}) of {}", s.what),
+            libc::SYS_madvise,
+            &[s.start, s.len, adv as u64],
+        )?;
+        let optional = matches!(
+            adv,
+            libc::MADV_MERGEABLE | libc::MADV_HUGEPAGE | libc::MADV_NOHUGEPAGE
+        );
+        if r < 0 && !(optional && r == -(libc::EINVAL as i64)) {
+            return Err(Error::Io {
+                context: format!("thread {}: madvise({adv}) of {}", main.tid, s.what),
+                source: std::io::Error::from_raw_os_error(-r as i32),
+            });
+        }
+    }
+    if let Some(name) = &s.anon_name {
+        main.write_cstr(scratch, name.as_bytes())?;
+        // Naming is cosmetic (needs CONFIG_ANON_VMA_NAME): errors are ignored.
+        let _ = main.raw(
+            "prctl(PR_SET_VMA_ANON_NAME)",
+            libc::SYS_prctl,
+            &[PR_SET_VMA, 0, s.start, s.len, scratch],
+        )?;
+    }
+    Ok(())
+}
+
+/// The final protections, where pages were written through added
+/// PROT_WRITE.
+pub(crate) fn protect(main: &mut Remote, steps: &[MapStep]) -> Result<()> {
+    for s in steps {
+        if s.map_prot != s.prot {
+            main.call(
+                &format!("mprotect of {}", s.what),
+                libc::SYS_mprotect,
+                &[s.start, s.len, u64::from(s.prot)],
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Process state, set by system calls injected into the process being
+//! built once its memory is in place: /proc/PID/exe and the mm fields,
+//! working directory, umask, personality, per-process prctls (here);
+//! credentials (creds.rs), signal handlers and pending signals
+//! (signals.rs), interval and POSIX timers (timers.rs), resource limits
+//! (rlimits.rs), and the threads with their state and registers
+//! (thread.rs).
+
+pub(crate) mod creds;
+pub(crate) mod rlimits;
+pub(crate) mod signals;
+pub(crate) mod thread;
+pub(crate) mod timers;
+
+use crate::error::Result;
+use crate::mem::layout::Layout;
+use crate::remote::{u64s, Remote};
+use ckpt_image::Process;
+use ckpt_sys::creds::FsSwitch;
+
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+
+/// mm, exe, cwd, umask, personality, handlers, itimers, limits, prctls.
+pub(crate) fn set_state(
+    main: &mut Remote,
+    p: &Process,
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+) -> Result<()> {
+    let pid = main.tid;
+    let exe_fd = open_exe_and_chdir(main, p, scratch, as_saved)?;
+    set_mm(main, p, scratch, exe_fd)?;
+    if exe_fd != u64::from(u32::MAX) {
+        main.call("close", libc::SYS_close, &[exe_fd])?;
+    }
+    main.call("umask", libc::SYS_umask, &[u64::from(p.umask)])?;
+    main.call(
+        "personality",
+        libc::SYS_personality,
+        &[u64::from(p.personality)],
+    )?;
+    signals::set_handlers(main, p, scratch)?;
+    timers::set_itimers(main, p, scratch)?;
+    set_prctls(main, p)?;
+    // Limits, from outside, only where they differ.
+    rlimits::set_limits(pid, p)?;
+    rlimits::set_oom_score_adj(pid, p);
+    Ok(())
+}
+
+/// /proc/PID/exe: an fd of the executable, opened in the target (u32::MAX
+/// for none); and the working directory. Both with the saved user's rights
+/// where the restore takes them.
+fn open_exe_and_chdir(
+    main: &mut Remote,
+    p: &Process,
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+) -> Result<u64> {
+    let mut exe_fd = u64::from(u32::MAX);
+    let open_exe = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
+    if !open_exe && p.cwd.is_empty() {
+        return Ok(exe_fd);
+    }
+    creds::with_rights(main, as_saved, scratch, |main| {
+        if open_exe {
+            main.write_cstr(scratch, &p.exe.path)?;
+            exe_fd = main.call(
+                &format!(
+                    "open of the executable {}",
+                    String::from_utf8_lossy(&p.exe.path)
+                ),
+                libc::SYS_openat,
+                &[
+                    libc::AT_FDCWD as u64,
+                    scratch,
+                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+                ],
+            )?;
+        }
+        if !p.cwd.is_empty() {
+            main.write_cstr(scratch, &p.cwd)?;
+            main.call(
+                &format!("chdir to {}", String::from_utf8_lossy(&p.cwd)),
+                libc::SYS_chdir,
+                &[scratch],
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(exe_fd)
+}
+
+/// The mm fields (code, data, brk, stack, arguments, environment, auxv)
+/// and /proc/PID/exe, with PR_SET_MM_MAP.
+fn set_mm(main: &mut Remote, p: &Process, scratch: u64, exe_fd: u64) -> Result<()> {
+    let m = &p.mm;
+    let auxv: Vec<u64> = m.auxv.iter().flat_map(|&(k, v)| [k, v]).collect();
+    let auxv_at = scratch + 0x1000;
+    main.write(auxv_at, &u64s(&auxv))?;
+    let mut map = u64s(&[
+        m.start_code,
+        m.end_code,
+        m.start_data,
+        m.end_data,
+        m.start_brk,
+        m.brk,
+        m.start_stack,
+        m.arg_start,
+        m.arg_end,
+        m.env_start,
+        m.env_end,
+        if auxv.is_empty() { 0 } else { auxv_at },
+    ]);
+    map.extend_from_slice(&((auxv.len() * 8) as u32).to_ne_bytes());
+    map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
+    main.write(scratch, &map)?;
+    main.call(
+        "prctl(PR_SET_MM_MAP)",
+        libc::SYS_prctl,
+        &[PR_SET_MM, PR_SET_MM_MAP, scratch, map.len() as u64, 0],
+    )?;
+    Ok(())
+}
+
+/// Per-process prctls that threads inherit or share.
+fn set_prctls(main: &mut Remote, p: &Process) -> Result<()> {
+    if p.timer_slack_ns != 0 {
+        main.call(
+            "prctl(PR_SET_TIMERSLACK)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_TIMERSLACK as u64, p.timer_slack_ns],
+        )?;
+    }
+    if p.child_subreaper {
+        main.call(
+            "prctl(PR_SET_CHILD_SUBREAPER)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
+        )?;
+    }
+    if p.thp_disabled {
+        main.call(
+            "prctl(PR_SET_THP_DISABLE)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0],
+        )?;
+    }
+    if p.creds.no_new_privs {
+        main.call(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// What is set last, once every thread has its credentials: the dumpable
+/// flag and the parent-death signal (credential changes reset both; a
+/// change of ids leaves the process dumpable only if fs.suid_dumpable
+/// says so: a process saved dumpable is made so again); then the
+/// trampoline goes.
+pub(crate) fn finish(main: &mut Remote, p: &Process, l: &Layout, set_creds: bool) -> Result<()> {
+    if !p.dumpable || set_creds {
+        main.call(
+            "prctl(PR_SET_DUMPABLE)",
+            libc::SYS_prctl,
+            &[libc::PR_SET_DUMPABLE as u64, u64::from(p.dumpable)],
+        )?;
+    }
+    main.call(
+        "prctl(PR_SET_PDEATHSIG)",
+        libc::SYS_prctl,
+        &[libc::PR_SET_PDEATHSIG as u64, p.parent_death_signal as u64],
+    )?;
+    main.call(
+        "munmap of the trampoline",
+        libc::SYS_munmap,
+        &[l.tramp, l.tramp_len],
+    )?;
+    Ok(())
+}
+
+/// Whether `path` is the restorer's own executable (then /proc/PID/exe is
+/// already right and PR_SET_MM_MAP could not replace it while it is mapped).
+fn same_file_as_ours(path: &[u8]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let p = String::from_utf8_lossy(path);
+    match (std::fs::metadata(&*p), std::fs::metadata("/proc/self/exe")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}

@@ -1,0 +1,87 @@
+//! Resource limits (set from outside with prlimit, only where they differ)
+//! and the OOM score adjustment.
+
+use super::creds::OwnCreds;
+use crate::error::{Result, SysContext};
+use crate::Report;
+use ckpt_image::Process;
+use ckpt_sys::setup;
+
+const CAP_SYS_RESOURCE: u32 = 24;
+/// Resources prlimit knows (RLIM_NLIMITS).
+const RLIM_NLIMITS: u32 = 16;
+
+/// The saved limits, where they differ from the stub's.
+pub(crate) fn set_limits(pid: i32, p: &Process) -> Result<()> {
+    let mut set = 0;
+    for l in &p.rlimits {
+        let cur = setup::prlimit(pid, l.resource, None)
+            .ctx(|| format!("pid {pid}: reading RLIMIT_{}", l.name))?;
+        if cur != (l.soft, l.hard) {
+            setup::prlimit(pid, l.resource, Some((l.soft, l.hard))).ctx(|| {
+                format!(
+                    "pid {pid}: setting RLIMIT_{} to soft {} hard {}",
+                    l.name, l.soft, l.hard
+                )
+            })?;
+            set += 1;
+        }
+    }
+    tracing::debug!(changed = set, "resource limits set");
+    Ok(())
+}
+
+/// /proc/PID/oom_score_adj, best effort: lowering it needs CAP_SYS_RESOURCE.
+pub(crate) fn set_oom_score_adj(pid: i32, p: &Process) {
+    let oom = format!("/proc/{pid}/oom_score_adj");
+    let cur = std::fs::read_to_string(&oom)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if cur != Some(p.oom_score_adj) {
+        if let Err(e) = std::fs::write(&oom, p.oom_score_adj.to_string()) {
+            tracing::debug!(error = %e, value = p.oom_score_adj, "oom_score_adj not set");
+        }
+    }
+}
+
+/// Limits this kernel does not know, and hard limits above the restorer's
+/// that it may not raise.
+pub(crate) fn check(p: &Process, own: &OwnCreds, r: &mut Report) {
+    let can_raise = own.has_cap(CAP_SYS_RESOURCE);
+    for l in &p.rlimits {
+        if l.resource >= RLIM_NLIMITS {
+            r.errors.push(format!(
+                "resource {}: not a resource limit this kernel knows (0..{RLIM_NLIMITS})",
+                l.resource
+            ));
+            continue;
+        }
+        let name = if l.name.is_empty() {
+            format!("resource {}", l.resource)
+        } else {
+            format!("RLIMIT_{}", l.name.trim_start_matches("RLIMIT_"))
+        };
+        match setup::prlimit(0, l.resource, None) {
+            Ok((_, hard)) => {
+                if l.hard > hard && !can_raise {
+                    r.errors.push(format!(
+                        "{name}: the saved hard limit {} is above this user's {} (raising it needs CAP_SYS_RESOURCE)",
+                        fmt_limit(l.hard),
+                        fmt_limit(hard)
+                    ));
+                }
+            }
+            Err(e) => r
+                .warnings
+                .push(format!("{name}: cannot read the current limit: {e}")),
+        }
+    }
+}
+
+fn fmt_limit(v: u64) -> String {
+    if v == u64::MAX {
+        "unlimited".into()
+    } else {
+        v.to_string()
+    }
+}

@@ -1,0 +1,139 @@
+//! Processes and threads by pid: ids, signals, the parent-death signal,
+//! subreaping, resource limits, robust futex lists; [`wait`] for waiting
+//! and reaping, [`sched`] for scheduling, [`pidfd`] for another process's
+//! fds.
+//!
+//! Calls that take a signal number are made by hand: nix's `Signal` enum
+//! has no realtime signals, and ckpt forwards and re-queues any signal.
+
+pub mod pidfd;
+pub mod sched;
+pub mod wait;
+
+use crate::{last_os, OsResult, Pid, Result};
+
+/// getpid(2). (glibc keeps no pid cache, so this is right in a child
+/// made by a raw clone3 too.)
+pub fn getpid() -> Pid {
+    nix::unistd::getpid().as_raw()
+}
+
+/// getppid(2).
+pub fn getppid() -> Pid {
+    nix::unistd::getppid().as_raw()
+}
+
+/// kill(2) with any signal number (0: only check).
+pub fn kill(pid: Pid, sig: i32) -> Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::kill(pid, sig) };
+    if r < 0 {
+        return Err(last_os("kill", pid));
+    }
+    Ok(())
+}
+
+/// tgkill(2): a signal to one thread (by hand: nix lacks it).
+pub fn tgkill(tgid: Pid, tid: Pid, sig: i32) -> Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, sig) };
+    if r < 0 {
+        return Err(last_os("tgkill", tid));
+    }
+    Ok(())
+}
+
+/// Sleep until a signal arrives (pause(2)).
+pub fn pause() {
+    nix::unistd::pause();
+}
+
+/// _exit(2): leave at once, without running atexit handlers or destructors
+/// (the right way out of a forked child). By hand: nix lacks it.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: terminates the calling process; nothing of ours is left to
+    // be used.
+    unsafe { libc::_exit(code) }
+}
+
+/// prctl(PR_SET_PDEATHSIG) with any signal number.
+pub fn set_parent_death_signal(sig: i32) -> Result<()> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if r < 0 {
+        return Err(last_os("prctl(PR_SET_PDEATHSIG)", 0));
+    }
+    Ok(())
+}
+
+/// Make the calling process a child subreaper: orphaned descendants are
+/// reparented to it instead of init (tests use it to reap detached restores).
+pub fn set_child_subreaper() -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).op("prctl(PR_SET_CHILD_SUBREAPER)")
+}
+
+/// A resource limit: (soft, hard); `u64::MAX` is unlimited.
+pub type Limit = (u64, u64);
+
+/// prlimit(2) of another process (pid 0: the caller): read the limit and,
+/// with `new`, set it. Returns the old limit. By hand: nix's rlimit calls
+/// are for the calling process only.
+pub fn prlimit(pid: Pid, resource: u32, new: Option<Limit>) -> Result<Limit> {
+    let newl = new.map(|(s, h)| libc::rlimit64 {
+        rlim_cur: s,
+        rlim_max: h,
+    });
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let newp = newl
+        .as_ref()
+        .map_or(std::ptr::null(), |l| l as *const libc::rlimit64);
+    // SAFETY: both pointers are null or point at live rlimit64 values.
+    let r = unsafe { libc::prlimit64(pid, resource as _, newp, &mut old) };
+    if r < 0 {
+        return Err(last_os("prlimit", pid));
+    }
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// The robust futex list of a thread: (head, len). Works from outside. By
+/// hand: nix lacks it.
+pub fn get_robust_list(tid: Pid) -> Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: both out-pointers point at live locals of the right size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    if r < 0 {
+        return Err(last_os("get_robust_list", tid));
+    }
+    Ok((head, len as u64))
+}
+
+/// Have the child of `cmd` close every fd from `first` up just before it
+/// execs (close_range(2) in a pre_exec hook), so that it inherits only
+/// fds `0..first`. Errors of close_range are ignored, as the exec goes on
+/// either way.
+pub fn close_fds_before_exec(
+    cmd: &mut std::process::Command,
+    first: u32,
+) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe work is allowed: it makes one system call and
+    // allocates nothing (an error is built from errno alone, then dropped).
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = crate::fds::close_range(first, u32::MAX);
+            Ok(())
+        })
+    }
+}
