@@ -612,5 +612,17 @@ mod tests {
         assert_eq!(ix.next_hole(0x11000), 0x12000);
         assert_eq!(ix.next_hole(0x12000), 0x12000);
         assert_eq!(ix.next_hole(0x13800), 0x16000);
+        // Guard pages are holes; pages in the parent image are data.
+        let p = Process {
+            vmas: vec![vma(0x30000, 0x34000, VmaBacking::Anonymous)],
+            memory: vec![
+                run(0x30000, 1, RunKind::Guard),
+                run(0x31000, 2, RunKind::Parent),
+            ],
+            ..Default::default()
+        };
+        let ix = ProcIndex::build(&img, &p);
+        assert_eq!(ix.extents, vec![(0x31000, 0x33000)]);
+        assert_eq!(ix.stored[&0x30000], 0);
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::store::Failure;
 use crate::tree::{find_vma, kernel_provided};
-use ckpt_image::Process;
+use ckpt_image::{Process, RunKind};
 use std::collections::BTreeMap;
 
 /// Pending writes are committed early (one generation) past this many bytes.
@@ -113,11 +113,31 @@ impl PendingPages {
 }
 
 /// How many bytes of a write of `len` at `addr` can go into the image:
-/// the part in consecutive mappings an image can hold. An error, with the
-/// reason, when not even the first byte can.
-pub fn writable_prefix(p: &Process, addr: u64, len: u64) -> Result<u64, Failure> {
+/// the part in consecutive mappings an image can hold, before any guard
+/// page (`page_size` is the image's). An error, with the reason, when not
+/// even the first byte can.
+pub fn writable_prefix(p: &Process, addr: u64, len: u64, page_size: u64) -> Result<u64, Failure> {
     let pid = p.pid;
-    let end = addr.saturating_add(len);
+    let mut end = addr.saturating_add(len);
+    // Guard pages (MADV_GUARD_INSTALL) hold no bytes.
+    let i = p
+        .memory
+        .partition_point(|m| m.start + u64::from(m.pages) * page_size <= addr);
+    if let Some(g) = p.memory[i..]
+        .iter()
+        .take_while(|m| m.start < end)
+        .find(|m| m.kind == RunKind::Guard)
+    {
+        if g.start <= addr {
+            return Err(Failure::new(
+                libc::EIO,
+                format!(
+                    "pid {pid}: {addr:#x} is a guard page (MADV_GUARD_INSTALL): it holds no bytes"
+                ),
+            ));
+        }
+        end = g.start;
+    }
     let mut cur = addr;
     while cur < end {
         let Some(v) = find_vma(&p.vmas, cur) else {
@@ -208,16 +228,27 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(writable_prefix(&p, 0x1000, 0x10).unwrap(), 0x10);
-        assert_eq!(writable_prefix(&p, 0x2ff0, 0x2000).unwrap(), 0x1010);
-        let e = writable_prefix(&p, 0x4000, 1).unwrap_err();
+        assert_eq!(writable_prefix(&p, 0x1000, 0x10, 4096).unwrap(), 0x10);
+        assert_eq!(writable_prefix(&p, 0x2ff0, 0x2000, 4096).unwrap(), 0x1010);
+        let e = writable_prefix(&p, 0x4000, 1, 4096).unwrap_err();
         assert!(
             e.msg.contains("[vvar]") && e.msg.contains("kernel provides"),
             "{}",
             e.msg
         );
         assert!(!e.msg.contains("backed by a file"));
-        let e = writable_prefix(&p, 0x9000, 1).unwrap_err();
+        let e = writable_prefix(&p, 0x9000, 1, 4096).unwrap_err();
         assert!(e.msg.contains("not mapped"), "{}", e.msg);
+        // A guard page stops a write, or refuses it.
+        let mut p = p;
+        p.memory.push(ckpt_image::MemoryRun {
+            start: 0x2000,
+            pages: 1,
+            kind: RunKind::Guard,
+            ..Default::default()
+        });
+        assert_eq!(writable_prefix(&p, 0x1800, 0x2000, 4096).unwrap(), 0x800);
+        let e = writable_prefix(&p, 0x2010, 1, 4096).unwrap_err();
+        assert!(e.msg.contains("guard page"), "{}", e.msg);
     }
 }

@@ -278,7 +278,11 @@ impl CkptFs {
                 .image()
                 .and_then(|i| i.process(pid))
                 .ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
-            let mut n = writable_prefix(p, addr, data.len() as u64)?;
+            let ps = l
+                .image()
+                .map(|i| u64::from(i.host.page_size))
+                .unwrap_or(4096);
+            let mut n = writable_prefix(p, addr, data.len() as u64, ps)?;
             if let Some(end) = limit {
                 n = n.min(end - addr);
             }
