@@ -178,9 +178,9 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
 fn init_logging(log: Option<&PathBuf>, debug: bool) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let default = if debug {
-        "ckptfs=debug,fuser=info"
+        "ckptfs=debug,fuser=debug"
     } else {
-        "ckptfs=info,fuser=warn"
+        "ckptfs=info,fuser=error"
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
