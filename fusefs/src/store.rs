@@ -202,8 +202,10 @@ fn stamped(what: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0);
-    let t = ckpt_image::summary::iso8601_utc(ns - ns % 1_000_000);
-    format!("{t} {what}")
+    // "2026-12-06T23:11:42Z" -> "2026-12-06T23:11:42.973Z"
+    let secs = ckpt_image::summary::iso8601_utc(ns - ns % 1_000_000_000);
+    let ms = ns % 1_000_000_000 / 1_000_000;
+    format!("{}.{ms:03}Z {what}", secs.trim_end_matches('Z'))
 }
 
 impl Store {
