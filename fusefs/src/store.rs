@@ -149,6 +149,9 @@ pub struct Store {
     tick: std::sync::atomic::AtomicU64,
     editors: Mutex<HashMap<ImgId, EditorSlot>>,
     statuses: Mutex<HashMap<ImgId, String>>,
+    /// The result of the last edit of each image (shown after the ctl
+    /// answer, never in its place).
+    edit_statuses: Mutex<HashMap<ImgId, String>>,
     errors: Mutex<HashMap<ImgId, VecDeque<String>>>,
     root_status: Mutex<String>,
     prefetch: Mutex<Option<std::sync::mpsc::SyncSender<Prefetch>>>,
@@ -217,6 +220,7 @@ impl Store {
             tick: Default::default(),
             editors: Mutex::default(),
             statuses: Mutex::default(),
+            edit_statuses: Mutex::default(),
             errors: Mutex::default(),
             root_status: Mutex::default(),
             prefetch: Mutex::default(),
@@ -431,6 +435,16 @@ impl Store {
     }
     pub fn set_status(&self, id: ImgId, s: String) {
         lock(&self.statuses).insert(id, s);
+    }
+    /// Result of the last edit, shown by `/NAME/ctl` after the last command's.
+    pub fn edit_status(&self, id: ImgId) -> String {
+        lock(&self.edit_statuses)
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+    pub fn set_edit_status(&self, id: ImgId, s: String) {
+        lock(&self.edit_statuses).insert(id, s);
     }
     pub fn add_status(&self, id: ImgId, s: &str) {
         let mut st = lock(&self.statuses);

@@ -251,7 +251,7 @@ fn edits_are_committed_and_survive_remount() {
     assert_eq!(mem.write_at(b"HELLO", DATA_ADDR + 100).unwrap(), 5);
     drop(mem);
     assert!(read(&m.path("syn/ctl"))
-        .starts_with("ok edit 4242/mem: 5 bytes at 0x10000064 (generation 1)"));
+        .starts_with("last edit: ok edit 4242/mem: 5 bytes at 0x10000064 (generation 1)"));
     write_close(&p("regs"), b"rax 0x42\nr12 99\n").unwrap();
     write_close(&p("task/4243/regs"), b"rip 0x401900\n").unwrap();
     write_close(&p("signals"), b"SIGUSR2 handler 0x1\nblocked 0x4\n").unwrap();
@@ -270,7 +270,7 @@ fn edits_are_committed_and_survive_remount() {
     assert!(sh("echo 'rdx 0x66' >> regs").success());
     let ctl = read(&m.path("syn/ctl"));
     assert!(
-        ctl.starts_with("ok edit 4242/regs: regs of tid 4242: rdx=0x66 (generation 8)"),
+        ctl.starts_with("last edit: ok edit 4242/regs: regs of tid 4242: rdx=0x66 (generation 8)"),
         "{ctl}"
     );
 
@@ -344,7 +344,7 @@ fn bad_edits_and_commands_are_rejected_with_a_reason() {
     let e = write_close(&p("regs"), b"bogus 1\n").unwrap_err();
     assert_eq!(errno(&e), libc::EINVAL);
     assert!(read(&m.path("syn/ctl"))
-        .starts_with("error: edit of 4242/regs: line 1: unknown register 'bogus'"));
+        .starts_with("last edit: error: edit of 4242/regs: line 1: unknown register 'bogus'"));
     // Without a newline the text is checked at close(), which fails.
     let e = write_close(&p("regs"), b"rax zz").unwrap_err();
     assert_eq!(errno(&e), libc::EINVAL);

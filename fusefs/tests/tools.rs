@@ -457,7 +457,7 @@ for name, new in (("cwd", "/srv/app\n"), ("fds/1", "offset: 99\n")):
     assert!(!o.status.success(), "a bad sed -i edit succeeded");
     assert_eq!(r.generation(), 5);
     assert!(text(&r.m.path("syn/errors")).contains("bad number 'zz'"));
-    assert!(text(&r.m.path("syn/ctl")).starts_with("error: edit of 4242/regs"));
+    assert!(text(&r.m.path("syn/ctl")).starts_with("last edit: error: edit of 4242/regs"));
     for e in std::fs::read_dir(&dir).unwrap() {
         let n = e.unwrap().file_name().into_string().unwrap();
         if n.starts_with("sed") {
@@ -523,8 +523,9 @@ fn one_generation_per_close_or_fsync() {
     rd.read_memory(PID, DATA_ADDR + 8192, &mut b).unwrap();
     assert_eq!(b.to_vec(), (1..=50u8).collect::<Vec<_>>());
     drop(rd);
-    assert!(text(&r.m.path("syn/ctl"))
-        .starts_with("ok edit 4242/mem: 20 bytes at 0x10000064 in 20 writes (generation 3)"));
+    assert!(text(&r.m.path("syn/ctl")).starts_with(
+        "last edit: ok edit 4242/mem: 20 bytes at 0x10000064 in 20 writes (generation 3)"
+    ));
     r.m.stop();
 }
 
@@ -562,6 +563,43 @@ fn compact_through_ctl_keeps_the_live_generation() {
         "sed -i",
     );
     assert_eq!(r.generation(), 21);
+    r.m.stop();
+}
+
+/// The answer to a ctl command reaches the one who asked: the file
+/// descriptor that wrote it reads its own answer whatever runs meanwhile,
+/// and an edit never takes the command's place in the ctl file.
+#[test]
+fn ctl_answers_reach_the_one_who_asked() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let r = rich("answers");
+    let ctl = r.m.path("syn/ctl");
+    let mut asker = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&ctl)
+        .unwrap();
+    asker.write_all(b"compact\n").unwrap();
+    // Meanwhile: an edit, and another command that fails.
+    ok(
+        &run("sed", &["-i", "s/^rax .*/rax 0x7/", "regs"], Some(&r.p(""))),
+        "sed -i",
+    );
+    let e = std::fs::write(&ctl, "bogus\n").unwrap_err();
+    assert_eq!(errno(&e), libc::EINVAL);
+    // The asker reads its own answer, at its offset and from 0.
+    let mut own = String::new();
+    asker.read_to_string(&mut own).unwrap();
+    assert!(own.starts_with("ok compact: "), "{own}");
+    asker.seek(SeekFrom::Start(0)).unwrap();
+    let mut again = String::new();
+    asker.read_to_string(&mut again).unwrap();
+    assert_eq!(own, again);
+    // Anyone else sees the last command's answer first, the edit after it.
+    let shared = text(&ctl);
+    assert!(shared.starts_with("error: "), "{shared}");
+    assert!(shared.contains("\nlast edit: ok edit "), "{shared}");
+    drop(asker);
     r.m.stop();
 }
 

@@ -21,9 +21,18 @@ pub fn root_text(store: &Store) -> Vec<u8> {
     with_usage(store.root_status(), ctl::ROOT_USAGE)
 }
 
-/// `/NAME/ctl`: the last result, then the usage.
+/// `/NAME/ctl`: the last command's result, the last edit's, then the usage.
 pub fn image_text(store: &Store, id: ImgId) -> Vec<u8> {
-    with_usage(store.status(id), ctl::IMAGE_USAGE)
+    let mut last = store.status(id);
+    let edit = store.edit_status(id);
+    if !edit.is_empty() {
+        if !last.is_empty() {
+            last.push('\n');
+        }
+        last.push_str("last edit: ");
+        last.push_str(&edit);
+    }
+    with_usage(last, ctl::IMAGE_USAGE)
 }
 
 /// Whether every process of the image runs as `uid` with no capabilities.
@@ -37,7 +46,8 @@ fn runs_as(img: &ckpt_image::Image, uid: u32) -> bool {
 }
 
 impl CkptFs {
-    pub(super) fn run_root_ctl(&self, uid: u32, data: &[u8]) -> Result<(), Failure> {
+    /// Run a command written to `/ctl`; its answer line on success.
+    pub(super) fn run_root_ctl(&self, uid: u32, data: &[u8]) -> Result<String, Failure> {
         if !self.privileged(uid) {
             return Err(Failure::new(
                 libc::EACCES,
@@ -74,9 +84,7 @@ impl CkptFs {
                 self.ops
                     .checkpoint(pid, &path, leave_running)
                     .map_err(|m| Failure::new(libc::EIO, format!("checkpoint {pid}: {m}")))?;
-                self.store
-                    .set_root_status(format!("ok checkpoint {name} pid={pid}"));
-                Ok(())
+                Ok(format!("ok checkpoint {name} pid={pid}"))
             }
         }
     }
@@ -97,7 +105,13 @@ impl CkptFs {
         n
     }
 
-    pub(super) fn run_image_ctl(&self, id: ImgId, uid: u32, data: &[u8]) -> Result<(), Failure> {
+    /// Run a command written to `/NAME/ctl`; its answer on success.
+    pub(super) fn run_image_ctl(
+        &self,
+        id: ImgId,
+        uid: u32,
+        data: &[u8],
+    ) -> Result<String, Failure> {
         let cmd = ctl::parse_image(data).map_err(|m| Failure::new(libc::EINVAL, m))?;
         tracing::info!(image = %self.store.name(id), uid, "ctl: {cmd:?}");
         match cmd {
@@ -108,23 +122,19 @@ impl CkptFs {
                 }
                 let c = self.store.compact(id)?;
                 self.changed(id);
-                self.store.set_status(
-                    id,
-                    format!(
-                        "ok compact: {} -> {} ({} of {} frames kept, generation {})",
-                        ckpt_image::summary::human_bytes(c.before),
-                        ckpt_image::summary::human_bytes(c.after),
-                        c.frames_kept,
-                        c.frames_kept + c.frames_dropped,
-                        c.generation
-                    ),
-                );
-                Ok(())
+                Ok(format!(
+                    "ok compact: {} -> {} ({} of {} frames kept, generation {})",
+                    ckpt_image::summary::human_bytes(c.before),
+                    ckpt_image::summary::human_bytes(c.after),
+                    c.frames_kept,
+                    c.frames_kept + c.frames_dropped,
+                    c.generation
+                ))
             }
         }
     }
 
-    fn restore(&self, id: ImgId, uid: u32, new_pid: bool) -> Result<(), Failure> {
+    fn restore(&self, id: ImgId, uid: u32, new_pid: bool) -> Result<String, Failure> {
         let l = self
             .store
             .load(id)
@@ -152,7 +162,6 @@ impl CkptFs {
         for w in warnings {
             s.push_str(&format!("\nwarning: {w}"));
         }
-        self.store.set_status(id, s);
-        Ok(())
+        Ok(s)
     }
 }

@@ -92,15 +92,20 @@ impl CkptFs {
     }
 
     pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32, reply: ReplyData) {
-        let (node, snapshot, loaded, pages) = match lock(&self.handles).get(&fh) {
+        let (node, snapshot, loaded, pages, answer) = match lock(&self.handles).get_mut(&fh) {
             Some(h) => (
                 h.node,
                 h.snapshot.clone(),
                 h.loaded.clone(),
                 h.pages.clone(),
+                // A ctl file this handle wrote a command to: its own answer.
+                h.answer.as_mut().map(|a| a.next(offset, size)),
             ),
             None => return reply.error(Errno::EBADF),
         };
+        if let Some(bytes) = answer {
+            return reply.data(&bytes);
+        }
         match node {
             Node::RootCtl => {
                 reply.data(slice(&super::ctlcmd::root_text(&self.store), offset, size))
@@ -209,20 +214,33 @@ impl CkptFs {
         };
         let n = data.len() as u32;
         match node {
-            Node::RootCtl => match self.run_root_ctl(req.uid(), data) {
-                Ok(()) => Ok(n),
-                Err(e) => {
-                    self.store.set_root_status(format!("error: {}", e.msg));
-                    Err(self.refuse(node, "ctl command", &e))
+            Node::RootCtl | Node::ImageCtl(_) => {
+                let r = match node {
+                    Node::RootCtl => self.run_root_ctl(req.uid(), data),
+                    Node::ImageCtl(id) => self.run_image_ctl(id, req.uid(), data),
+                    _ => unreachable!(),
+                };
+                let answer = match &r {
+                    Ok(msg) => msg.clone(),
+                    Err(e) => format!("error: {}", e.msg),
+                };
+                match node {
+                    Node::RootCtl => self.store.set_root_status(answer.clone()),
+                    Node::ImageCtl(id) => self.store.set_status(id, answer.clone()),
+                    _ => {}
                 }
-            },
-            Node::ImageCtl(id) => match self.run_image_ctl(id, req.uid(), data) {
-                Ok(()) => Ok(n),
-                Err(e) => {
-                    self.store.set_status(id, format!("error: {}", e.msg));
-                    Err(self.refuse(node, "ctl command", &e))
+                if let Some(h) = lock(&self.handles).get_mut(&fh) {
+                    h.answer = Some(super::Answer {
+                        base: offset + data.len() as u64,
+                        text: (answer + "\n").into_bytes(),
+                        read: 0,
+                    });
                 }
-            },
+                match r {
+                    Ok(_) => Ok(n),
+                    Err(e) => Err(self.refuse(node, "ctl command", &e)),
+                }
+            }
             Node::Scratch(_, s) => {
                 let mut sc = lock(&self.scratch);
                 let f = sc.get_mut(s).ok_or(Errno::ENOENT)?;
@@ -255,7 +273,7 @@ impl CkptFs {
         let path = self.path_of(node);
         if let Some(id) = node.image() {
             self.store
-                .set_status(id, format!("error: edit of {path} at {at:#x}: {}", f.msg));
+                .set_edit_status(id, format!("error: edit of {path} at {at:#x}: {}", f.msg));
         }
         self.refuse(node, &format!("write {path} at {at:#x} ({len} bytes)"), f)
     }
@@ -333,12 +351,12 @@ impl CkptFs {
                     "ok edit {path}: {written} bytes at {first:#x}{many} (generation {generation})"
                 );
                 tracing::info!(image = %self.store.name(id), ms = crate::ops::ms(t), "{}", &msg[3..]);
-                self.store.set_status(id, msg);
+                self.store.set_edit_status(id, msg);
                 self.changed(id);
                 Ok(())
             }
             Err(e) => {
-                self.store.set_status(
+                self.store.set_edit_status(
                     id,
                     format!("error: edit of {path} at {first:#x}: {}", e.msg),
                 );
@@ -393,7 +411,7 @@ impl CkptFs {
                 let path = self.path_of(node);
                 let id = node.image().expect("edit nodes belong to an image");
                 self.store
-                    .set_status(id, format!("error: edit of {path}: {}", f.msg));
+                    .set_edit_status(id, format!("error: edit of {path}: {}", f.msg));
                 return Err(self.refuse(node, &format!("edit of {path}"), &f));
             }
         }
@@ -409,7 +427,7 @@ impl CkptFs {
         match self.store.edit(node, data) {
             Ok(Some((what, generation))) => {
                 tracing::info!(image = %self.store.name(id), ms = crate::ops::ms(t), "edit {path}: {what} (generation {generation})");
-                self.store.set_status(
+                self.store.set_edit_status(
                     id,
                     format!("ok edit {path}: {what} (generation {generation})"),
                 );
@@ -419,7 +437,7 @@ impl CkptFs {
             Ok(None) => Ok(()),
             Err(e) => {
                 self.store
-                    .set_status(id, format!("error: edit of {path}: {}", e.msg));
+                    .set_edit_status(id, format!("error: edit of {path}: {}", e.msg));
                 self.store
                     .record_error(id, &format!("edit of {path}"), &e.msg);
                 Err(e)

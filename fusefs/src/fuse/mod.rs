@@ -89,6 +89,34 @@ struct Handle {
     edit: Option<EditBuf>,
     pages: Option<Arc<Mutex<PendingPages>>>,
     dir: Option<Vec<Entry>>,
+    /// A ctl file: the answer to the last command written through this
+    /// open file, so that the one who asked reads its own answer whatever
+    /// others do meanwhile. Read sequentially from where the write ended,
+    /// or from offset 0 (either starts it over).
+    answer: Option<Answer>,
+}
+
+/// The answer a ctl handle reads (see [`Handle::answer`]).
+#[derive(Debug, Clone)]
+struct Answer {
+    /// The offset just past the write that asked.
+    base: u64,
+    text: Vec<u8>,
+    /// How much of `text` this handle has read.
+    read: usize,
+}
+
+impl Answer {
+    /// The next `size` bytes for a read at `offset`.
+    fn next(&mut self, offset: u64, size: u32) -> Vec<u8> {
+        if offset == 0 || offset == self.base {
+            self.read = 0;
+        }
+        let start = self.read.min(self.text.len());
+        let end = start.saturating_add(size as usize).min(self.text.len());
+        self.read = end;
+        self.text[start..end].to_vec()
+    }
 }
 
 impl Handle {
@@ -100,6 +128,7 @@ impl Handle {
             edit: None,
             pages: None,
             dir: None,
+            answer: None,
         }
     }
 }
