@@ -63,3 +63,16 @@ pub fn timerfd_set_ticks(fd: impl AsRawFd, ticks: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// clock_gettime(2) of `clock` in nanoseconds (CLOCK_REALTIME,
+/// CLOCK_MONOTONIC, CLOCK_BOOTTIME and their alarm variants, whose time
+/// is that of their base clock). Allocates nothing.
+pub fn clock_now_ns(clock: i32) -> Result<i64> {
+    let base = match clock {
+        libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
+        libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
+        c => c,
+    };
+    let ts = nix::time::clock_gettime(nix::time::ClockId::from_raw(base)).op("clock_gettime")?;
+    Ok(ts.tv_sec() as i64 * 1_000_000_000 + ts.tv_nsec() as i64)
+}
