@@ -26,6 +26,9 @@
 //!   /dev/shm): every page up to the object's end, holes as zero pages.
 //!   Deleted files mapped, and memfds mapped private: every readable page.
 //!   Shared mappings of existing files, vdso/vvar/vsyscall/uprobes: none.
+//!   Guard regions (MADV_GUARD_INSTALL) are runs of kind `guard`, never
+//!   read. SysV shared memory: its contents are saved once, with the
+//!   segment (`Image.sysvShm`), not with each mapping.
 //! - Pipes: buffered bytes are on the read end's OpenFile only (once per
 //!   pipe); a write end alone carries no data.
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
@@ -123,6 +126,15 @@ pub trait PageSink {
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()>;
     /// A byte string (file contents); returns the Blob for the model.
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob>;
+    /// Guard pages (MADV_GUARD_INSTALL) of process `pid`: `len` bytes at
+    /// page-aligned `addr`, with no contents. In any order relative to
+    /// `add_pages`.
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let _ = (addr, len);
+        Err(Error::Worker {
+            message: format!("pid {pid}: this page sink cannot hold guard pages"),
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -131,6 +143,9 @@ impl<W: Write> PageSink for ImageWriter<W> {
     }
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         ImageWriter::add_blob(self, data).map_err(Error::from)
+    }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        ImageWriter::add_guard(self, pid, addr, len).map_err(Error::from)
     }
 }
 

@@ -160,6 +160,7 @@ fn madvise_bits(flags: &[String]) -> u64 {
             "sr" => madvise::SEQUENTIAL,
             "rr" => madvise::RANDOM,
             "lo" => madvise::LOCKED,
+            "lf" => madvise::LOCK_ON_FAULT,
             _ => continue,
         };
         m |= 1 << bit;
@@ -273,7 +274,9 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         });
     }
     if path.starts_with(b"/SYSV") && deleted {
-        return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Shmem));
+        // The segment's contents are saved once, with the segment
+        // (process/sysv.rs), not with each mapping of it.
+        return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Nothing));
     }
     if path.starts_with(b"/memfd:") {
         let policy = if shared { Policy::Shmem } else { Policy::Whole };
