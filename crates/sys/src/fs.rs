@@ -120,3 +120,9 @@ pub fn owner_of(fd: impl std::os::fd::AsRawFd) -> Result<(u32, u32, u32)> {
     let st = nix::sys::stat::fstat(&*fd).op("fstat")?;
     Ok((st.st_uid, st.st_gid, st.st_mode))
 }
+
+/// lstat(2) of `path`: (uid, gid, mode).
+pub fn owner_of_path(path: &CStr) -> Result<(u32, u32, u32)> {
+    let st = nix::sys::stat::lstat(path).op("lstat")?;
+    Ok((st.st_uid, st.st_gid, st.st_mode))
+}

@@ -51,7 +51,8 @@ pub(crate) fn save(
     Ok(())
 }
 
-/// The filters of thread `tid`, newest first.
+/// The filters of thread `tid`, newest first (the kernel numbers them
+/// from the oldest).
 fn read_chain(pid: Pid, tid: Pid) -> Result<Vec<SeccompFilter>> {
     let mut chain = Vec::new();
     for index in 0.. {
@@ -68,6 +69,7 @@ fn read_chain(pid: Pid, tid: Pid) -> Result<Vec<SeccompFilter>> {
         });
     }
     tracing::debug!(pid, tid, filters = chain.len(), "seccomp filters");
+    chain.reverse();
     Ok(chain)
 }
 

@@ -1,9 +1,13 @@
 //! epoll instances: made empty with the other descriptions, their targets
-//! registered once every fd is at its final number.
+//! registered once every fd is at its final number. A watch is keyed by
+//! (file, fd number): a watch whose fd number now holds another file (or
+//! none: the fd was closed while a dup of it stays open) is added before
+//! the fds are placed, with the watched description put at that number
+//! for the time of the EPOLL_CTL_ADD (see [`plan_detached`]).
 
 use super::{Builder, FdOp};
 use crate::stub::Child;
-use ckpt_image::FileKind;
+use ckpt_image::{FileKind, Image, Process};
 use ckpt_sys::setup;
 
 pub(super) fn plan(b: &mut Builder, g: usize) {
@@ -11,6 +15,74 @@ pub(super) fn plan(b: &mut Builder, g: usize) {
     let s = b.slot();
     b.op(&what, FdOp::Epoll { slot: s });
     b.slot_of[g] = Some(s);
+}
+
+/// Whether the watch of `t` finds its file at its fd number in `proc`.
+fn attached(proc: &Process, fd: i32, file: u32) -> bool {
+    proc.fds.iter().any(|x| x.fd == fd && x.file == file)
+}
+
+/// The highest fd number an epoll watch of `proc` is added under whose fd
+/// holds another file now (-1: none): the stub's staging fds must lie
+/// above it.
+pub(super) fn max_target_fd(image: &Image, proc: &Process) -> i32 {
+    let mut max = -1;
+    for fd in &proc.fds {
+        if let Some(FileKind::Epoll(ep)) = image.file(fd.file).map(|f| &f.kind) {
+            for t in &ep.targets {
+                if !attached(proc, t.fd, t.file) {
+                    max = max.max(t.fd);
+                }
+            }
+        }
+    }
+    max
+}
+
+/// The watches whose fd number holds another file now (or none): each
+/// added under that number, before any fd is placed, with the watched
+/// description (held by the process at another fd) put there meanwhile.
+pub(super) fn plan_detached(b: &mut Builder) {
+    for g in 0..b.groups.len() {
+        let FileKind::Epoll(ep) = &b.groups[g].file.kind else {
+            continue;
+        };
+        let Some(ep_slot) = b.slot_of[g] else {
+            continue;
+        };
+        for t in &ep.targets {
+            if attached(b.proc, t.fd, t.file) {
+                continue;
+            }
+            let what = format!(
+                "{} (watching fd {}, now closed or another file)",
+                b.what(g),
+                t.fd
+            );
+            let held = b.groups.iter().position(|h| h.file.id == t.file);
+            let Some(file_slot) = held.and_then(|h| b.slot_of[h]) else {
+                b.error(format!(
+                    "{what}: the watched file (open file {}) is not held by the process at any fd",
+                    t.file
+                ));
+                continue;
+            };
+            if t.fd < 0 {
+                b.error(format!("{what}: fd number {} is not valid", t.fd));
+                continue;
+            }
+            b.op(
+                &what,
+                FdOp::EpollAddVia {
+                    ep: ep_slot,
+                    file: file_slot,
+                    fd: t.fd,
+                    events: t.events,
+                    data: t.data,
+                },
+            );
+        }
+    }
 }
 
 /// Each epoll instance's targets, by final fd numbers (after every Place).
@@ -22,15 +94,8 @@ pub(super) fn plan_targets(b: &mut Builder) {
         };
         let epfd = b.groups[g].fds[0].fd;
         for t in &ep.targets {
-            let ok = b.proc.fds.iter().any(|x| x.fd == t.fd && x.file == t.file);
-            if !ok {
-                b.error(format!(
-                    "{}: watches fd {} (open file {}) which is not open at that number any more",
-                    b.what(g),
-                    t.fd,
-                    t.file
-                ));
-                continue;
+            if !attached(b.proc, t.fd, t.file) {
+                continue; // plan_detached
             }
             b.op(
                 &format!("{} (watching fd {})", b.what(g), t.fd),
@@ -49,6 +114,21 @@ pub(super) fn plan_targets(b: &mut Builder) {
 pub(super) fn make(c: &mut Child<'_>, slot: usize) -> ckpt_sys::Result<()> {
     c.new_fd(slot, setup::epoll_create1(0)?)?;
     Ok(())
+}
+
+/// FdOp::EpollAddVia: `[ep, file]` slots; fd number `fd` is free (no fd
+/// is placed yet, and the staging fds lie above it).
+pub(super) fn add_via(
+    c: &mut Child<'_>,
+    [ep, file]: [usize; 2],
+    fd: i32,
+    events: u32,
+    data: u64,
+) -> ckpt_sys::Result<()> {
+    setup::dup3(c.slot(file), fd, true)?;
+    let r = setup::epoll_add(c.slot(ep), fd, events, data);
+    setup::close(fd)?;
+    r
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 /// Bytes of one classic BPF instruction (struct sock_filter).
 pub const SOCK_FILTER_SIZE: usize = 8;
 
-/// The program of filter `index` of thread `tid` (0: the newest, then
-/// the one installed before it, ...), as struct sock_filter[] bytes.
+/// The program of filter `index` of thread `tid` (0: the oldest, the
+/// first installed; then the one installed after it, ...), as struct
+/// sock_filter[] bytes.
 /// `None` past the oldest filter (ENOENT).
 pub fn get_filter(tid: Pid, index: u64) -> Result<Option<Vec<u8>>> {
     // SAFETY: a null data pointer asks only for the number of instructions.
