@@ -270,12 +270,12 @@ pub fn plan_layout(
                 ShmKind::SysvShm => &mut sysv_temp,
                 _ => continue,
             };
-            if !temp.contains_key(&sm.id) {
+            if let std::collections::btree_map::Entry::Vacant(e) = temp.entry(sm.id) {
                 let size = sm.size.max(sm.offset + v.len()).div_ceil(page) * page;
                 let at = space
                     .alloc(size)
                     .ok_or("no free address range for a shared memory object")?;
-                temp.insert(sm.id, (at, size));
+                e.insert((at, size));
             }
         }
     }

@@ -155,12 +155,11 @@ pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Ve
     for v in &proc.vmas {
         let what = vma_what(v);
         let (backing, rule) = backing_of(image, v, &what, &held, plan);
-        let lock = (v.madvise & (1 << madvise::LOCKED) != 0).then(|| {
-            if v.madvise & (1 << madvise::LOCK_ON_FAULT) != 0 {
-                MLOCK_ONFAULT
-            } else {
-                0
-            }
+        let onfault = v.madvise & (1 << madvise::LOCK_ON_FAULT) != 0;
+        let lock = (v.madvise & (1 << madvise::LOCKED) != 0).then_some(if onfault {
+            MLOCK_ONFAULT
+        } else {
+            0
         });
         rules.push(rule);
         let Some(backing) = backing else {
