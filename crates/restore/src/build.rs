@@ -397,7 +397,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             thread::set_state(r, p, t, scratch)?;
         }
         timers::posix_timers(&mut main, p, scratch, &tid_map)?;
-        crate::fds::pidfd::late(&mut main, self.late, &tid_map)?;
+        crate::fds::pidfd::late(&mut main, self.late, &tid_map, scratch)?;
         {
             // Filters apply once the threads are let go (seccomp is
             // suspended for them while they are traced).

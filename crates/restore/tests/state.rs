@@ -150,7 +150,9 @@ fn sysv_ipc_comes_back_with_its_ids_and_contents() {
 const FILES: &str = r#"
 #include "fixture.h"
 #include <fcntl.h>
+#include <semaphore.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -179,8 +181,17 @@ int main(int argc, char **argv) {
     int ns = open("/proc/self/ns/net", O_RDONLY);
     int uts = open("/proc/self/ns/uts", O_RDONLY);
     if (ns < 0 || uts < 0) fail("ns");
+    /* POSIX shared memory, deleted (shm_unlink) and mapped; a named
+       semaphore (argv[2]) whose value lives in /dev/shm. */
+    char name[64];
+    snprintf(name, sizeof name, "/ckpt-state-%d", getpid());
+    int pshm = shm_open(name, O_RDWR | O_CREAT, 0640);
+    if (pshm < 0 || ftruncate(pshm, 8192) || pwrite(pshm, "posix", 5, 4096) != 5 || shm_unlink(name)) fail("shm_open");
+    char *pm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, pshm, 0);
+    sem_t *sem = sem_open(argv[2], O_CREAT, 0600, 5);
+    if (pm == MAP_FAILED || sem == SEM_FAILED) fail("sem_open: %s", strerror(errno));
     if (mkdir("cwd", 0750) || chdir("cwd") || rmdir("../cwd")) fail("cwd");
-    say("READY f=%d d=%d fifo=%d lnk=%d sock=%d ns=%d uts=%d", f, d, ff, l, sp, ns, uts);
+    say("READY f=%d d=%d fifo=%d lnk=%d sock=%d ns=%d uts=%d pshm=%d", f, d, ff, l, sp, ns, uts, pshm);
     for (long t = 1;; t++) {
         struct stat st;
         if (fstat(f, &st) || st.st_size != 2 * MIB || (st.st_mode & 07777) != 0641 ||
@@ -207,6 +218,11 @@ int main(int argc, char **argv) {
         char cwd[256];
         if (getcwd(cwd, sizeof cwd) || errno != ENOENT) fail("cwd is not deleted");
         if (stat(".", &st) || (st.st_mode & 07777) != 0750 || st.st_nlink != 0) fail("cwd mode %o", st.st_mode);
+        if (pread(pshm, b, 5, 4096) != 5 || memcmp(b, "posix", 5) || memcmp(pm + 4096, "posix", 5)) fail("posix shm");
+        pm[100] = (char)t; /* the mapping and the fd are one object */
+        if (pread(pshm, b, 1, 100) != 1 || b[0] != (char)t) fail("posix shm mapping and fd differ");
+        int v = 0;
+        if (sem_getvalue(sem, &v) || v != 5) fail("semaphore value %d", v);
         say("tick=%ld", t);
         msleep(20);
     }
@@ -218,7 +234,15 @@ fn deleted_files_nodes_o_path_and_namespace_fds() {
     let dir = TempDir::new("deleted");
     let bin = compile_c("deleted", FILES);
     let work = dir.mkdir("work");
-    let (mut p, ready) = start(&dir, &bin, &[work.to_str().unwrap()]);
+    let sem = format!("/ckpt-state-sem-{}", std::process::id());
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _sem = Unlink(format!("/dev/shm/sem.{}", &sem[1..]));
+    let (mut p, ready) = start(&dir, &bin, &[work.to_str().unwrap(), &sem]);
     let image = dump_kill(&mut p, &dir);
     let img = ckpt_image::ImageReader::open(&image).unwrap();
     let sparse = img
@@ -226,20 +250,29 @@ fn deleted_files_nodes_o_path_and_namespace_fds() {
         .files
         .iter()
         .find_map(|f| match &f.kind {
-            ckpt_image::FileKind::Regular(r) if r.has_contents => Some(r.clone()),
+            ckpt_image::FileKind::Regular(r) if r.has_contents && r.file.size == 2 << 20 => {
+                Some(r.clone())
+            }
             _ => None,
         })
         .expect("the deleted file");
     assert_eq!(sparse.contents.size, 4096 + 4096, "{sparse:?}");
     assert_eq!(sparse.extents.len(), 2, "{sparse:?}");
     let q = restore_and_tick(&image, &p);
-    let fd = field(&ready, "f");
-    let link = std::fs::read_link(format!("/proc/{}/fd/{fd}", q.pid)).unwrap();
+    let link = |fd: &str| {
+        std::fs::read_link(format!("/proc/{}/fd/{}", q.pid, field(&ready, fd)))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let f = link("f");
+    assert!(f.starts_with(work.to_str().unwrap()), "{f}");
+    assert!(f.ends_with(" (deleted)"), "{f}");
+    let pshm = link("pshm");
     assert!(
-        link.to_string_lossy().starts_with(work.to_str().unwrap()),
-        "{link:?}"
+        pshm.starts_with("/dev/shm/") && pshm.ends_with(" (deleted)"),
+        "{pshm}"
     );
-    assert!(link.to_string_lossy().ends_with(" (deleted)"), "{link:?}");
     // Nothing left behind where the nodes were made again.
     let left: Vec<_> = std::fs::read_dir(&work)
         .unwrap()
@@ -289,6 +322,8 @@ int main(int argc, char **argv) {
     if (epoll_ctl(ep, EPOLL_CTL_ADD, e, &ev)) fail("epoll_ctl");
     close(e);
     int nul = open("/dev/null", O_RDONLY); /* takes e's number */
+    struct epoll_event pev = {.events = EPOLLIN, .data.u64 = 0x5e1f};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, self, &pev)) fail("epoll_ctl pidfd");
     int fan = fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK, O_RDONLY);
     if (fan < 0 || fanotify_mark(fan, FAN_MARK_ADD, FAN_CLOSE_WRITE | FAN_EVENT_ON_CHILD, AT_FDCWD, argv[1]))
         fail("fanotify: %s", strerror(errno));

@@ -36,12 +36,18 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         let toff = seen.entry(tfd).or_default();
         let off = *toff;
         *toff += 1;
-        let Some(file) = watched_file(cx, f.fd, tfd, off, tino) else {
+        let Some((at, file)) = watched_file(cx, f.fd, tfd, off, tino) else {
             return Err(unsupported(
                 f.fd,
                 format!("epoll watches fd {tfd}, whose file the process no longer holds at any fd (closed, or held only elsewhere); not supported"),
             ));
         };
+        if at != tfd && super::pidfd::matches(&cx.fds[at_index(cx, at)]) {
+            return Err(unsupported(
+                f.fd,
+                format!("epoll watches a pidfd under fd {tfd}, which the process now holds at fd {at}; not supported"),
+            ));
+        }
         targets.push(EpollTarget {
             fd: tfd,
             file,
@@ -52,10 +58,21 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     Ok(Some(FileKind::Epoll(Epoll { targets })))
 }
 
-/// The id of the description epoll `epfd` watches under fd number `tfd`
-/// (the `toff`th such watch), among the process's fds: the one at `tfd`
-/// first, then any other fd of the same inode.
-fn watched_file(cx: &Ctx<'_>, epfd: i32, tfd: i32, toff: u32, tino: Option<u64>) -> Option<u32> {
+/// The index in `cx.fds` of fd `fd`.
+fn at_index(cx: &Ctx<'_>, fd: i32) -> usize {
+    cx.fds.iter().position(|x| x.fd == fd).unwrap_or(0)
+}
+
+/// The fd and the id of the description epoll `epfd` watches under fd
+/// number `tfd` (the `toff`th such watch), among the process's fds: the
+/// one at `tfd` first, then any other fd of the same inode.
+fn watched_file(
+    cx: &Ctx<'_>,
+    epfd: i32,
+    tfd: i32,
+    toff: u32,
+    tino: Option<u64>,
+) -> Option<(i32, u32)> {
     let ino = |x: &RawFd| x.md.as_ref().map(|m| m.ino()).unwrap_or(x.info.ino);
     let mut candidates: Vec<&RawFd> = cx
         .fds
@@ -65,11 +82,11 @@ fn watched_file(cx: &Ctx<'_>, epfd: i32, tfd: i32, toff: u32, tino: Option<u64>)
     candidates.sort_by_key(|x| x.fd != tfd);
     for x in candidates {
         match ckpt_sys::kcmp::kcmp_epoll_target(cx.pid, x.fd, cx.pid, epfd, tfd, toff) {
-            Ok(Ordering::Equal) => return Some(cx.file_ids[&x.fd]),
+            Ok(Ordering::Equal) => return Some((x.fd, cx.file_ids[&x.fd])),
             Ok(_) => continue,
             Err(e) if e.errno() == Some(libc::ENOSYS) => {
                 // No kcmp: the fd at that number, if it is the same inode.
-                return (x.fd == tfd).then(|| cx.file_ids[&x.fd]);
+                return (x.fd == tfd).then(|| (x.fd, cx.file_ids[&x.fd]));
             }
             Err(e) => {
                 tracing::debug!(epfd, tfd, error = %e, "kcmp(KCMP_EPOLL_TFD)");

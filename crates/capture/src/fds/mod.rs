@@ -29,7 +29,7 @@ mod tty;
 mod unix;
 
 pub(crate) use fdinfo::FdInfo;
-pub(crate) use regular::{identity, strip_deleted};
+pub(crate) use regular::{identity, relinked, strip_deleted};
 
 use crate::error::{Error, Result};
 use crate::procfs;

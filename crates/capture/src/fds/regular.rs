@@ -5,7 +5,7 @@
 use super::{fd_io, fd_sys, open_via_proc, Ctx, RawFd};
 use crate::error::Result;
 use ckpt_image::{FileExtent, FileIdentity, FileKind, RegularFile};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 
 pub(super) fn matches(f: &RawFd) -> bool {
     f.path_type().is_some_and(|t| t.is_file() || t.is_dir())
@@ -14,6 +14,15 @@ pub(super) fn matches(f: &RawFd) -> bool {
 pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let Some(md) = &f.md else { return Ok(None) };
     let (path, deleted_suffix) = strip_deleted(&f.link);
+    // Unlinked under this name, linked under another (a file written under
+    // a temporary name, then linked or renamed: glibc's sem_open).
+    let live = (deleted_suffix && md.nlink() > 0 && !md.is_dir())
+        .then(|| relinked(path, md.dev(), md.ino()))
+        .flatten();
+    let (path, deleted_suffix) = match &live {
+        Some(p) => (p.as_slice(), false),
+        None => (path, deleted_suffix),
+    };
     if md.is_dir() {
         return Ok(Some(FileKind::Directory(identity(
             path,
@@ -75,6 +84,31 @@ fn read_data(pid: i32, fd: i32, size: u64) -> Result<(Vec<u8>, Vec<FileExtent>)>
         extents.clear();
     }
     Ok((data, extents))
+}
+
+/// The most entries of a directory [`relinked`] looks through.
+const RELINK_SCAN: usize = 10_000;
+
+/// Another name of the file (`dev`, `ino`) whose name `path` was unlinked,
+/// in the same directory: the file is not deleted, it moved (a file made
+/// under a temporary name, then linked under its real one, as glibc's
+/// sem_open does in /dev/shm). None when there is none (among the first
+/// entries of a big directory).
+pub(crate) fn relinked(path: &[u8], dev: u64, ino: u64) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cut = path.iter().rposition(|&c| c == b'/')?;
+    let dir = if cut == 0 { &b"/"[..] } else { &path[..cut] };
+    let entries = std::fs::read_dir(std::ffi::OsStr::from_bytes(dir)).ok()?;
+    for e in entries.take(RELINK_SCAN).flatten() {
+        if e.ino() != ino {
+            continue;
+        }
+        let p = e.path();
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+            return Some(p.as_os_str().as_bytes().to_vec());
+        }
+    }
+    None
 }
 
 /// Identity of a file from its metadata.

@@ -60,6 +60,12 @@ pub(super) fn plan_detached(b: &mut Builder) {
                 t.fd
             );
             let held = b.groups.iter().position(|h| h.file.id == t.file);
+            if held.is_some_and(|h| b.late[h]) {
+                b.error(format!(
+                    "{what}: a pidfd watched under another fd number than its own cannot be restored by this version"
+                ));
+                continue;
+            }
             let Some(file_slot) = held.and_then(|h| b.slot_of[h]) else {
                 b.error(format!(
                     "{what}: the watched file (open file {}) is not held by the process at any fd",
@@ -96,6 +102,24 @@ pub(super) fn plan_targets(b: &mut Builder) {
         for t in &ep.targets {
             if !attached(b.proc, t.fd, t.file) {
                 continue; // plan_detached
+            }
+            let late = b
+                .groups
+                .iter()
+                .position(|h| h.file.id == t.file)
+                .is_some_and(|h| b.late[h]);
+            if late {
+                // Its fd exists once the process has its threads.
+                b.plan.late.push(super::LateFd {
+                    what: format!("{} (watching fd {})", b.what(g), t.fd),
+                    op: super::LateOp::EpollAdd {
+                        epfd,
+                        fd: t.fd,
+                        events: t.events,
+                        data: t.data,
+                    },
+                });
+                continue;
             }
             b.op(
                 &format!("{} (watching fd {})", b.what(g), t.fd),

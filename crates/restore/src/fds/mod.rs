@@ -32,7 +32,7 @@ mod timerfd;
 mod tty;
 mod unix;
 
-pub use pidfd::LateFd;
+pub use pidfd::{LateFd, LateOp};
 pub use pipe::{FindPipes, PipeHolder, PipeQuery};
 pub(crate) use regular::temp_names;
 pub use regular::NodeMeta;
@@ -317,6 +317,8 @@ pub(crate) struct Builder<'a> {
     pub groups: Vec<Group<'a>>,
     /// The staging slot each group is set up in (None: not set up).
     pub slot_of: Vec<Option<usize>>,
+    /// Groups made once the process has its threads (see [`LateFd`]).
+    pub late: Vec<bool>,
     pub plan: FdPlan,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
@@ -479,6 +481,7 @@ pub fn plan_fds(
         proc,
         env,
         slot_of: vec![None; groups.len()],
+        late: vec![false; groups.len()],
         groups,
         plan,
         load,

@@ -17,16 +17,33 @@ use std::os::fd::IntoRawFd;
 /// PIDFD_THREAD (O_EXCL) and PIDFD_NONBLOCK (O_NONBLOCK).
 const PIDFD_THREAD: i32 = libc::O_EXCL;
 
-/// An fd made by system calls injected into the restored process once it
-/// has its threads: a pidfd of `pid` (a saved id: the process's own, one of
-/// its threads', or a process outside the image) with `flags`, placed at
-/// each of `fds` (number, close-on-exec).
+/// What is done by system calls injected into the restored process once
+/// it has its threads, in order (after the stub's fds are all placed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LateFd {
+    /// For error messages ("fd 4: anon_inode:[pidfd]").
     pub what: String,
-    pub pid: i32,
-    pub flags: u32,
-    pub fds: Vec<(i32, bool)>,
+    pub op: LateOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LateOp {
+    /// A pidfd of `pid` (a saved id: the process's own, one of its
+    /// threads', or a process outside the image) with `flags`
+    /// (PIDFD_NONBLOCK, PIDFD_THREAD), placed at each of `fds` (number,
+    /// close-on-exec).
+    Pidfd {
+        pid: i32,
+        flags: u32,
+        fds: Vec<(i32, bool)>,
+    },
+    /// EPOLL_CTL_ADD of fd `fd` (made late) to epoll fd `epfd`.
+    EpollAdd {
+        epfd: i32,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
 }
 
 pub(super) fn plan(b: &mut Builder, g: usize, p: &Pidfd) {
@@ -65,11 +82,14 @@ pub(super) fn plan(b: &mut Builder, g: usize, p: &Pidfd) {
     let fds = b.groups[g].fds.iter().map(|f| (f.fd, f.cloexec)).collect();
     b.plan.late.push(LateFd {
         what,
-        pid: p.pid,
-        // (b.flags() drops O_EXCL, which is PIDFD_THREAD here.)
-        flags: (b.groups[g].file.flags as i32 & (libc::O_NONBLOCK | PIDFD_THREAD)) as u32,
-        fds,
+        op: LateOp::Pidfd {
+            pid: p.pid,
+            // (b.flags() drops O_EXCL, which is PIDFD_THREAD here.)
+            flags: (b.groups[g].file.flags as i32 & (libc::O_NONBLOCK | PIDFD_THREAD)) as u32,
+            fds,
+        },
     });
+    b.late[g] = true;
     // Not placed by the stub: `late` does it.
 }
 
@@ -92,15 +112,32 @@ pub(super) fn dead(
 
 /// The late fds of the process (see [`LateFd`]), injected through its
 /// main thread; `ids` maps saved pids and tids to the restored ones.
-pub(crate) fn late(main: &mut Remote, late: &[LateFd], ids: &BTreeMap<i32, i32>) -> Result<()> {
+pub(crate) fn late(
+    main: &mut Remote,
+    late: &[LateFd],
+    ids: &BTreeMap<i32, i32>,
+    scratch: u64,
+) -> Result<()> {
     for l in late {
-        let pid = ids.get(&l.pid).copied().unwrap_or(l.pid);
+        let (pid, flags, fds) = match &l.op {
+            LateOp::Pidfd { pid, flags, fds } => (*pid, *flags, fds),
+            LateOp::EpollAdd {
+                epfd,
+                fd,
+                events,
+                data,
+            } => {
+                epoll_add(main, &l.what, [*epfd, *fd], (*events, *data), scratch)?;
+                continue;
+            }
+        };
+        let pid = ids.get(&pid).copied().unwrap_or(pid);
         let fd = main.call(
             &format!("{}: pidfd_open({pid})", l.what),
             libc::SYS_pidfd_open,
-            &[pid as u64, u64::from(l.flags)],
+            &[pid as u64, u64::from(flags)],
         )?;
-        for &(n, cloexec) in &l.fds {
+        for &(n, cloexec) in fds {
             if n as u64 == fd {
                 // pidfd_open's fds are close-on-exec.
                 let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
@@ -121,9 +158,29 @@ pub(crate) fn late(main: &mut Remote, late: &[LateFd], ids: &BTreeMap<i32, i32>)
                 ],
             )?;
         }
-        if !l.fds.iter().any(|&(n, _)| n as u64 == fd) {
+        if !fds.iter().any(|&(n, _)| n as u64 == fd) {
             main.call("close", libc::SYS_close, &[fd])?;
         }
     }
+    Ok(())
+}
+
+/// epoll_ctl(EPOLL_CTL_ADD) injected, the struct epoll_event at `scratch`.
+fn epoll_add(
+    main: &mut Remote,
+    what: &str,
+    [epfd, fd]: [i32; 2],
+    (events, data): (u32, u64),
+    at: u64,
+) -> Result<()> {
+    // struct epoll_event is packed on x86_64: u32 events, u64 data.
+    let mut ev = events.to_ne_bytes().to_vec();
+    ev.extend_from_slice(&data.to_ne_bytes());
+    main.write(at, &ev)?;
+    main.call(
+        &format!("{what}: epoll_ctl(EPOLL_CTL_ADD) of fd {fd}"),
+        libc::SYS_epoll_ctl,
+        &[epfd as u64, libc::EPOLL_CTL_ADD as u64, fd as u64, at],
+    )?;
     Ok(())
 }
