@@ -34,6 +34,24 @@
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
+//! - Deleted files held open: their data ranges only (`RegularFile.extents`
+//!   from SEEK_DATA/SEEK_HOLE, none when the file is all data), with size,
+//!   mode, owner and times in the identity. A name unlinked while the file
+//!   is linked under another name in the same directory (glibc's
+//!   `sem_open`) is that other name, not deleted. Deleted directories
+//!   (fds and the cwd, `Process.cwdIdentity`), FIFOs (`Pipe.fifo`) and
+//!   O_PATH fds on FIFOs and socket files are saved for a restore to make
+//!   them again; O_PATH fds on deleted symlinks or device nodes are refused.
+//! - `TimerFd.expiryNs`: the next expiry on the timer's clock, read again
+//!   (with the time left and the ticks) between two clock reads at the
+//!   time it is saved. `Pidfd.pid` is 0 for a dead process.
+//! - Epoll watches whose fd number was closed or reused are matched to
+//!   the description they watch with kcmp(KCMP_EPOLL_TFD).
+//! - `Image.seccompFilters`: each thread's chain (PTRACE_SECCOMP_GET_FILTER,
+//!   which needs CAP_SYS_ADMIN), chains equal from their oldest filter up
+//!   sharing entries; seccomp strict mode is refused.
+//! - SysV IPC: see `process/sysv.rs` for which objects of the IPC namespace
+//!   are the process's (those it maps, created, or last used).
 //!
 //! # Layout
 //!
@@ -43,15 +61,18 @@
 //!   write, release or kill); `writeback.rs`: the image file synced while
 //!   it is written; `worker.rs`: the forked worker that survives its
 //!   caller's death; `freeze.rs`: checks, seizing every thread, letting go.
-//! - `process/`: `mod.rs` (identity, memory layout, cwd, ...), `creds.rs`,
-//!   `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`; `remote.rs` asks
-//!   the process what only it can tell (injected system calls).
+//! - `process/`: `mod.rs` (identity, memory layout, cwd, cgroup, ...),
+//!   `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
+//!   `seccomp.rs` (filter chains), `sysv.rs` (SysV IPC objects);
+//!   `remote.rs` asks the process what only it can tell (injected system
+//!   calls: also its membarrier registrations).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
 //! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
 //!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//!   module per kind: `regular`, `opath`, `nsfs`, `pidfd`, `fanotify`,
+//!   `pipe`, `unix`, `inet`, `tty`, `eventfd`, `epoll`, `timerfd`,
+//!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!

@@ -21,7 +21,7 @@ const KINDS: [&str; 10] = [
     "time_for_children",
 ];
 
-/// "net:[4026531833]" -> ("net", 4026531833).
+/// `net:[4026531833]` -> ("net", 4026531833).
 fn parse(link: &[u8]) -> Option<(&str, u64)> {
     let s = std::str::from_utf8(link).ok()?;
     let (kind, rest) = s.split_once(":[")?;

@@ -21,7 +21,7 @@ const PIDFD_THREAD: i32 = libc::O_EXCL;
 /// it has its threads, in order (after the stub's fds are all placed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LateFd {
-    /// For error messages ("fd 4: anon_inode:[pidfd]").
+    /// For error messages (`fd 4: anon_inode:[pidfd]`).
     pub what: String,
     pub op: LateOp,
 }

@@ -187,7 +187,7 @@ fn shm_same<R: ReadAt>(reader: &ImageReader<R>, s: &SysvShm) -> Result<bool> {
     Ok(now == saved)
 }
 
-/// The objects made here: removed on drop unless [`Made::finish`]ed.
+/// The objects made here: removed on drop unless [`Made::keep`] was called.
 #[derive(Default)]
 pub(crate) struct Made {
     made: Vec<(Kind, i32)>,
