@@ -565,38 +565,13 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
-        FdOp::TmpFile {
-            slot,
-            dirs,
-            mode,
-            contents,
-            extents,
-            meta,
-        } => regular::tmpfile(c, *slot, dirs, *mode, (contents, extents), meta)?,
-        FdOp::TmpNode {
-            slot,
-            paths,
-            mode,
-            flags,
-            meta,
-        } => regular::tmpnode(c, *slot, paths, *mode, *flags, meta)?,
-        FdOp::OpenOwn { slot, path, flags } => nsfs::open_own(c, *slot, path, *flags)?,
-        FdOp::DeadPidfd {
-            slot,
-            pid,
-            nonblock,
-        } => pidfd::dead(c, *slot, *pid, *nonblock)?,
-        FdOp::Fanotify {
-            slot,
-            flags,
-            event_flags,
-        } => fanotify::make(c, *slot, *flags, *event_flags)?,
-        FdOp::FanotifyMark {
-            slot,
-            flags,
-            mask,
-            path,
-        } => fanotify::mark(c, *slot, *flags, *mask, path)?,
+        FdOp::TmpFile { .. }
+        | FdOp::TmpNode { .. }
+        | FdOp::OpenOwn { .. }
+        | FdOp::DeadPidfd { .. }
+        | FdOp::Fanotify { .. }
+        | FdOp::FanotifyMark { .. }
+        | FdOp::EpollAddVia { .. } => exec_nodes_and_handles(c, op)?,
         FdOp::Pipe {
             read,
             write,
@@ -618,13 +593,6 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             events,
             data,
         } => setup::epoll_add(*epfd, *fd, *events, *data)?,
-        FdOp::EpollAddVia {
-            ep,
-            file,
-            fd,
-            events,
-            data,
-        } => epoll::add_via(c, [*ep, *file], *fd, *events, *data)?,
         FdOp::Inotify { slot, flags } => inotify::make(c, *slot, *flags)?,
         FdOp::InotifyWatch {
             slot,
@@ -668,6 +636,59 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::Place { slot, fd, cloexec } => setup::dup3(c.slot(*slot), *fd, *cloexec)?,
     }
     Ok(())
+}
+
+/// The ops of [`exec`] that make deleted files and nodes again, and
+/// handles onto the kernel's objects (namespaces, dead processes,
+/// fanotify groups, epoll watches of other fd numbers).
+fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::TmpFile {
+            slot,
+            dirs,
+            mode,
+            contents,
+            extents,
+            meta,
+        } => regular::tmpfile(c, *slot, dirs, *mode, (contents, extents), meta),
+        FdOp::TmpNode {
+            slot,
+            paths,
+            mode,
+            flags,
+            meta,
+        } => regular::tmpnode(c, *slot, paths, *mode, *flags, meta),
+        FdOp::OpenOwn { slot, path, flags } => nsfs::open_own(c, *slot, path, *flags),
+        FdOp::DeadPidfd {
+            slot,
+            pid,
+            nonblock,
+        } => pidfd::dead(c, *slot, *pid, *nonblock),
+        FdOp::Fanotify {
+            slot,
+            flags,
+            event_flags,
+        } => fanotify::make(c, *slot, *flags, *event_flags),
+        FdOp::FanotifyMark {
+            slot,
+            flags,
+            mask,
+            path,
+        } => fanotify::mark(c, *slot, *flags, *mask, path),
+        FdOp::EpollAddVia {
+            ep,
+            file,
+            fd,
+            events,
+            data,
+        } => epoll::add_via(c, [*ep, *file], *fd, *events, *data),
+        // exec() gives this function no other op.
+        _ => Err(ckpt_sys::Error::Os {
+            op: "fd op",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
 }
 
 /// The fd ops that check() refuses whoever restores: opens with flags that
