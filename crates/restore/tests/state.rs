@@ -39,9 +39,17 @@ const SYSV: &str = r#"
 #include <sys/shm.h>
 #define SIZE (3 * 4096 + 100)
 struct msg { long t; char d[32]; };
+static int ids[3] = {-1, -1, -1};
+/* A failing run removes what it made (a dump kills it: nothing runs). */
+static void cleanup(void) {
+    if (ids[0] >= 0) shmctl(ids[0], IPC_RMID, NULL);
+    if (ids[1] >= 0) semctl(ids[1], 0, IPC_RMID);
+    if (ids[2] >= 0) msgctl(ids[2], IPC_RMID, NULL);
+}
 int main(void) {
     fx_init();
-    int shm = shmget(IPC_PRIVATE, SIZE, 0640);
+    atexit(cleanup);
+    int shm = ids[0] = shmget(IPC_PRIVATE, SIZE, 0640);
     char *a = shmat(shm, NULL, 0);
     char *a2 = shmat(shm, NULL, SHM_RDONLY);
     if (shm < 0 || a == (void *)-1 || a2 == (void *)-1) fail("shm: %s", strerror(errno));
@@ -51,11 +59,11 @@ int main(void) {
     if (rm < 0 || r == (void *)-1) fail("rm: %s", strerror(errno));
     memset(r + 4096, 0x5a, 4096);
     shmctl(rm, IPC_RMID, NULL);
-    int sem = semget(IPC_PRIVATE, 2, 0600);
+    int sem = ids[1] = semget(IPC_PRIVATE, 2, 0600);
     unsigned short v[2] = {3, 7};
     struct sembuf op[2] = {{0, 1, 0}, {0, -1, 0}};
     if (sem < 0 || semctl(sem, 0, SETALL, v) || semop(sem, op, 2)) fail("sem: %s", strerror(errno));
-    int q = msgget(IPC_PRIVATE, 0600);
+    int q = ids[2] = msgget(IPC_PRIVATE, 0600);
     struct msg m = {5, "first"};
     if (q < 0 || msgsnd(q, &m, 6, 0)) fail("msg: %s", strerror(errno));
     m.t = 9;

@@ -83,8 +83,14 @@ pub(crate) fn save(
     }
     for row in table(pid, Kind::Sem)? {
         let id = row.get("semid")?;
-        let set =
-            ipc::sem_read(id).map_err(sys_err(pid, format!("reading SysV semaphore set {id}")))?;
+        let set = match ipc::sem_read(id) {
+            // Another user's set we may not read: not one the processes
+            // (which run as us, or we could not dump them) can use either.
+            Err(e) if matches!(e.errno(), Some(libc::EACCES | libc::EPERM)) => continue,
+            // Removed meanwhile.
+            Err(e) if matches!(e.errno(), Some(libc::EINVAL | libc::EIDRM)) => continue,
+            r => r.map_err(sys_err(pid, format!("reading SysV semaphore set {id}")))?,
+        };
         if set.pids.iter().any(|p| ours.contains(p)) {
             out.sem.push(SysvSem {
                 perm: perm(&set.perm),

@@ -63,7 +63,11 @@ pub(super) fn plan(b: &mut Builder, g: usize, p: &Pidfd) {
         b.slot_of[g] = Some(s);
         return;
     }
-    let own = p.pid == b.proc.pid || b.proc.threads.iter().any(|t| t.tid == p.pid);
+    let own = b
+        .image
+        .processes
+        .iter()
+        .any(|q| q.pid == p.pid || q.threads.iter().any(|t| t.tid == p.pid));
     if !own {
         match std::fs::metadata(format!("/proc/{}", p.pid)) {
             Ok(_) => b.warning(format!(
