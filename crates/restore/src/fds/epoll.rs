@@ -201,4 +201,77 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn watches_of_closed_fds_are_added_under_their_number_before_placement() {
+        let mut img = Image::default();
+        img.files
+            .push(file(1, 0, FileKind::EventFd(EventFd::default())));
+        img.files.push(file(
+            2,
+            0,
+            FileKind::Epoll(Epoll {
+                targets: vec![
+                    // fd 9 was closed; the eventfd stays open at fd 3.
+                    EpollTarget {
+                        fd: 9,
+                        file: 1,
+                        events: 1,
+                        data: 7,
+                    },
+                    // A pidfd (made late) watched at its own number.
+                    EpollTarget {
+                        fd: 5,
+                        file: 3,
+                        events: 1,
+                        data: 8,
+                    },
+                ],
+            }),
+        ));
+        img.files.push(file(
+            3,
+            0,
+            FileKind::Pidfd(Pidfd {
+                pid: 42,
+                ..Default::default()
+            }),
+        ));
+        let p = Process {
+            pid: 42,
+            fds: vec![fd(3, 1), fd(4, 2), fd(5, 3)],
+            ..Default::default()
+        };
+        img.processes.push(p.clone());
+        let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        // Staging fds lie above fd 9.
+        assert_eq!(plan.stage, 10);
+        let via = plan
+            .ops
+            .iter()
+            .position(|o| matches!(o, FdOp::EpollAddVia { fd: 9, data: 7, .. }))
+            .expect("the watch of fd 9");
+        let first_place = plan
+            .ops
+            .iter()
+            .position(|o| matches!(o, FdOp::Place { .. }))
+            .unwrap();
+        assert!(via < first_place, "{:?}", plan.ops);
+        // The pidfd and its watch come once the process has its threads.
+        assert!(!plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, FdOp::Place { fd: 5, .. })));
+        assert_eq!(plan.late.len(), 2, "{:?}", plan.late);
+        assert_eq!(
+            plan.late[1].op,
+            super::super::LateOp::EpollAdd {
+                epfd: 4,
+                fd: 5,
+                events: 1,
+                data: 8
+            }
+        );
+    }
 }
