@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::fds::{self, RawFd};
 use crate::freeze::Frozen;
-use crate::process::{self, rlimits, signals, thread, timers};
+use crate::process::{self, rlimits, seccomp, signals, sysv, thread, timers};
 use crate::procfs::{Stat, Status};
 use crate::remote::{self, RemoteInfo};
 use crate::writeback::Writeback;
@@ -129,6 +129,13 @@ pub(crate) fn capture_with(
 
     // Pending signals (after the re-queue of the ones we dequeued).
     merge_threads(pid, &mut threads, &rinfo)?;
+    let mut seccomp_filters = Vec::new();
+    seccomp::save(
+        pid,
+        status.num("Seccomp")?,
+        &mut threads,
+        &mut seccomp_filters,
+    )?;
     let shared_pending = signals::pending(pid, pid, true)?;
     let mut process = process::process_state(pid, &stat, &status, frozen.state_before.clone())?;
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
@@ -137,13 +144,16 @@ pub(crate) fn capture_with(
     let pages_bytes = save_memory(pid, page, opts, &mut watched, &mut process)?;
     worker::test_delay();
     worker::check(pid)?;
+    let ipc = sysv::save(&[pid], &sysv_attached(&process), page, &mut watched)?;
 
     let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
     worker::test_delay();
     worker::check(pid)?;
     process.threads = threads;
 
-    let image = new_image(host, process, files, pid, &frozen);
+    let mut image = new_image(host, process, files, pid, &frozen);
+    image.seccomp_filters = seccomp_filters;
+    (image.sysv_shm, image.sysv_sem, image.sysv_msg) = (ipc.shm, ipc.sem, ipc.msg);
     let stats = DumpStats {
         freeze: frozen.elapsed(),
         pages_bytes,
@@ -220,6 +230,20 @@ fn save_memory(
     Ok(bytes)
 }
 
+/// The ids of the SysV shared memory segments `process` maps.
+pub(crate) fn sysv_attached(process: &Process) -> std::collections::BTreeSet<i32> {
+    process
+        .vmas
+        .iter()
+        .filter_map(|v| match &v.backing {
+            ckpt_image::VmaBacking::SharedMemory(s) if s.kind == ckpt_image::ShmKind::SysvShm => {
+                i32::try_from(s.id).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The fds step: the fd table into `process`; the open files.
 fn save_fds(
     pid: Pid,
@@ -277,5 +301,8 @@ impl PageSink for Watched<'_> {
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         worker::check(self.pid)?;
         self.sink.add_blob(data)
+    }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        self.sink.add_guard(pid, addr, len)
     }
 }

@@ -26,11 +26,32 @@
 //!   /dev/shm): every page up to the object's end, holes as zero pages.
 //!   Deleted files mapped, and memfds mapped private: every readable page.
 //!   Shared mappings of existing files, vdso/vvar/vsyscall/uprobes: none.
+//!   Guard regions (MADV_GUARD_INSTALL) are runs of kind `guard`, never
+//!   read. SysV shared memory: its contents are saved once, with the
+//!   segment (`Image.sysvShm`), not with each mapping.
 //! - Pipes: buffered bytes are on the read end's OpenFile only (once per
 //!   pipe); a write end alone carries no data.
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
+//! - Deleted files held open: their data ranges only (`RegularFile.extents`
+//!   from SEEK_DATA/SEEK_HOLE, none when the file is all data), with size,
+//!   mode, owner and times in the identity. A name unlinked while the file
+//!   is linked under another name in the same directory (glibc's
+//!   `sem_open`) is that other name, not deleted. Deleted directories
+//!   (fds and the cwd, `Process.cwdIdentity`), FIFOs (`Pipe.fifo`) and
+//!   O_PATH fds on FIFOs and socket files are saved for a restore to make
+//!   them again; O_PATH fds on deleted symlinks or device nodes are refused.
+//! - `TimerFd.expiryNs`: the next expiry on the timer's clock, read again
+//!   (with the time left and the ticks) between two clock reads at the
+//!   time it is saved. `Pidfd.pid` is 0 for a dead process.
+//! - Epoll watches whose fd number was closed or reused are matched to
+//!   the description they watch with kcmp(KCMP_EPOLL_TFD).
+//! - `Image.seccompFilters`: each thread's chain (PTRACE_SECCOMP_GET_FILTER,
+//!   which needs CAP_SYS_ADMIN), chains equal from their oldest filter up
+//!   sharing entries; seccomp strict mode is refused.
+//! - SysV IPC: see `process/sysv.rs` for which objects of the IPC namespace
+//!   are the process's (those it maps, created, or last used).
 //!
 //! # Layout
 //!
@@ -40,15 +61,18 @@
 //!   write, release or kill); `writeback.rs`: the image file synced while
 //!   it is written; `worker.rs`: the forked worker that survives its
 //!   caller's death; `freeze.rs`: checks, seizing every thread, letting go.
-//! - `process/`: `mod.rs` (identity, memory layout, cwd, ...), `creds.rs`,
-//!   `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`; `remote.rs` asks
-//!   the process what only it can tell (injected system calls).
+//! - `process/`: `mod.rs` (identity, memory layout, cwd, cgroup, ...),
+//!   `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
+//!   `seccomp.rs` (filter chains), `sysv.rs` (SysV IPC objects);
+//!   `remote.rs` asks the process what only it can tell (injected system
+//!   calls: also its membarrier registrations).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
 //! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
 //!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//!   module per kind: `regular`, `opath`, `nsfs`, `pidfd`, `fanotify`,
+//!   `pipe`, `unix`, `inet`, `tty`, `eventfd`, `epoll`, `timerfd`,
+//!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!
@@ -123,6 +147,15 @@ pub trait PageSink {
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()>;
     /// A byte string (file contents); returns the Blob for the model.
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob>;
+    /// Guard pages (MADV_GUARD_INSTALL) of process `pid`: `len` bytes at
+    /// page-aligned `addr`, with no contents. In any order relative to
+    /// `add_pages`.
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let _ = (addr, len);
+        Err(Error::Worker {
+            message: format!("pid {pid}: this page sink cannot hold guard pages"),
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -131,6 +164,9 @@ impl<W: Write> PageSink for ImageWriter<W> {
     }
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         ImageWriter::add_blob(self, data).map_err(Error::from)
+    }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        ImageWriter::add_guard(self, pid, addr, len).map_err(Error::from)
     }
 }
 

@@ -882,8 +882,15 @@ fn shared_memory_holes_are_not_touched() {
         panic!()
     };
     assert_eq!(s.kind, ckpt_image::ShmKind::SysvShm);
-    assert_eq!(s.id, field(&ready, "shmid").parse::<u64>().unwrap());
-    assert_eq!(&sink.read(sv + 4096, 4).unwrap(), b"sysv");
+    let shmid = field(&ready, "shmid").parse::<i32>().unwrap();
+    assert_eq!(s.id, shmid as u64);
+    // The segment's contents are saved once, with the segment (removed:
+    // IPC_RMID was done), not with the mapping.
+    assert!(sink.read(sv + 4096, 4).is_none());
+    let seg = img.sysv_shm.iter().find(|x| x.perm.id == shmid).unwrap();
+    assert!(seg.removed);
+    assert_eq!(seg.size, 8192);
+    assert_eq!(&sink.blob(&seg.contents)[4096..4100], b"sysv");
     assert!(p.alive());
 }
 

@@ -6,13 +6,13 @@
 
 use crate::check::{check_and_open_as, root_process, taken_ids};
 use crate::error::{Error, Result, SysContext};
-use crate::fds::{plan_fds, FdEnv, FdPlan};
+use crate::fds::{plan_fds, FdEnv, FdPlan, LateFd};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::{write_pages, Target};
 use crate::mem::{plan_memory, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
-use crate::process::{signals, thread, timers};
+use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::Remote;
 use crate::stub;
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
@@ -124,16 +124,20 @@ pub fn restore<R: ReadAt + Sync>(
         })?),
         None => None,
     };
+    // SysV IPC objects, with their saved ids, before anything else uses
+    // ids (removed again if the restore fails).
+    let ipc = sysv::restore(reader)?;
     let step = Step::begin("stub");
     let pid = spawn_stub(&fdplan, switch.as_ref(), p, opts)?;
     tracing::debug!(pid, fd_ops = fdplan.ops.len(), "stub ready with its fds");
-    step.done();
-    phases.push(("stub", t0.elapsed()));
     let mut guard = Guard {
         pid,
         tids: vec![pid],
         armed: true,
     };
+    cgroup::join(pid, p)?;
+    step.done();
+    phases.push(("stub", t0.elapsed()));
     let mut b = Build {
         reader,
         p,
@@ -149,8 +153,11 @@ pub fn restore<R: ReadAt + Sync>(
         progress,
         huge_fill: opts.huge_fill,
         as_saved: switch.as_ref(),
+        late: &fdplan.late,
+        ipc,
     };
     let tids = b.run()?;
+    b.ipc.keep();
     let stats = RestoreStats {
         total: t0.elapsed(),
         page_bytes: b.page_bytes,
@@ -243,6 +250,10 @@ struct Build<'a, R: ReadAt> {
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
+    /// Fds made once the threads exist (pidfds).
+    late: &'a [LateFd],
+    /// The SysV objects made for the process (removed on failure).
+    ipc: sysv::Made,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -264,6 +275,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         let step = Step::begin("mappings");
         let scratch = layout.tramp + self.page;
         vmas::map_all(&mut main, &self.mem.steps, &layout, scratch, self.as_saved)?;
+        // Segments removed at the dump go again once attached.
+        self.ipc.remove_removed()?;
         step.done();
         self.phase("mappings");
 
@@ -349,7 +362,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         if let Some(fd) = huge_fd {
             hugefill::huge_finish(main, steps, layout, huge, fd, scratch)?;
         }
-        vmas::protect(main, steps)
+        vmas::finish(main, steps, &self.mem.guards)
     }
 
     /// Create the other threads, then give every thread its state, and let go.
@@ -384,6 +397,15 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             thread::set_state(r, p, t, scratch)?;
         }
         timers::posix_timers(&mut main, p, scratch, &tid_map)?;
+        crate::fds::pidfd::late(&mut main, self.late, &tid_map, scratch)?;
+        {
+            // Filters apply once the threads are let go (seccomp is
+            // suspended for them while they are traced).
+            let mut all: Vec<&mut Remote> = std::iter::once(&mut main)
+                .chain(others.iter_mut())
+                .collect();
+            seccomp::install(&mut all, self.reader.image(), p, scratch)?;
+        }
         signals::queue_shared(&mut main, p, scratch)?;
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {

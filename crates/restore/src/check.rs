@@ -138,12 +138,9 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     }
     let as_saved = open_as(p, &own, || image_is_restorers_own(reader, &own));
     security(p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
-    if p.creds.seccomp_mode != 0 {
-        r.errors.push(format!(
-            "the process runs under seccomp (mode {}); its filters are not in the image and it would run unconfined",
-            p.creds.seccomp_mode
-        ));
-    }
+    crate::process::seccomp::check(image, p, &mut r);
+    crate::process::cgroup::check(p, &mut r);
+    crate::process::sysv::check(reader, &mut r);
     tracing::debug!(
         errors = r.errors.len(),
         warnings = r.warnings.len(),
@@ -288,7 +285,7 @@ fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) 
             r.errors.push(format!("{what}: {}", os_msg(&e)));
         }
     }
-    if !p.cwd.is_empty() {
+    if !p.cwd.is_empty() && !p.cwd_identity.deleted {
         let cwd = String::from_utf8_lossy(&p.cwd);
         match std::fs::metadata(&*cwd) {
             Ok(m) if m.is_dir() => {}
@@ -403,7 +400,7 @@ fn check_paths(p: &Process, fds: &FdPlan, mem: &MemPlan, r: &mut Report) {
     if !p.exe.path.is_empty() && !p.exe.deleted {
         paths.push(("the executable".into(), &p.exe.path));
     }
-    if !p.cwd.is_empty() {
+    if !p.cwd.is_empty() && !p.cwd_identity.deleted {
         paths.push(("working directory".into(), &p.cwd));
     }
     for (what, path) in &fds.opens {
@@ -460,7 +457,7 @@ fn check_access(
             items.push(("the executable".into(), cs, libc::R_OK | libc::X_OK));
         }
     }
-    if !p.cwd.is_empty() {
+    if !p.cwd.is_empty() && !p.cwd_identity.deleted {
         if let Some(cs) = cstr(&p.cwd) {
             items.push(("working directory".into(), cs, libc::X_OK));
         }
@@ -731,6 +728,14 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
             Err(e.to_string())
         }
     }
+}
+
+/// This boot's id (/proc/sys/kernel/random/boot_id).
+pub(crate) fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 pub(crate) fn kernel_release() -> String {

@@ -24,15 +24,22 @@
 //! holds that kind's checks, its (pure) planning and its execution:
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
-//!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
-//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
-//!   [`plan::fds::FdOp`]s of their kind and run them in the stub.
+//!   places the fds; `fds/<kind>.rs` (regular, opath, nsfs, pidfd,
+//!   fanotify, pipe, unix, inet, tty, eventfd, epoll, timerfd, signalfd,
+//!   inotify, memfd, chardev) plan the [`plan::fds::FdOp`]s of their kind
+//!   and run them in the stub. Fds that need the process's threads
+//!   (pidfds of live tasks, and their epoll watches) are made by injection
+//!   once the threads exist ([`plan::fds::LateFd`]).
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
 //! - `process/`: `creds`, `signals`, `timers`, `rlimits`, `thread`
-//!   (threads, per-thread state, registers), and the rest of the process
-//!   state in `process/mod.rs`.
+//!   (threads, per-thread state, registers), `seccomp` (filters, installed
+//!   last, shared between threads as saved), `cgroup` (the stub joins the
+//!   saved cgroup v2 group), `sysv` (SysV IPC objects made again with
+//!   their ids before the stub, or reused when unchanged), and the rest
+//!   of the process state in `process/mod.rs` (with the deleted cwd,
+//!   membarrier registrations, the login uid).
 //! - `check.rs` (what [`check()`] looks at), `stub.rs` (the forked stub
 //!   running the fd ops), `build.rs` (the steps of [`restore`], each logged
 //!   with `tracing` with its duration).
@@ -106,18 +113,27 @@
 //! the FIFO (else it is still in the pipe).
 //!
 //! # Not restored (check() says so, as an error or a warning)
-//! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
-//! - More than one process per image; a chroot; a seccomp filter (not in
-//!   v1 images; restoring without it would drop the sandbox): errors.
+//! - Sockets (but the kinds fds/unix.rs and fds/inet.rs take), unknown
+//!   special mappings: errors.
+//! - More than one process per image; a chroot; seccomp strict mode, or a
+//!   seccomp filter of an image that does not hold it (before 1.2;
+//!   restoring without it would drop the sandbox): errors.
+//! - SysV IPC: an object whose id or key is taken by another object, or
+//!   that changed since the dump: an error (remove it with ipcrm). SysV
+//!   semaphore undo values (SEM_UNDO) are not saved.
+//! - A timerfd whose clock is not comparable across boots (monotonic,
+//!   boot time) restored on another boot is re-armed with the time it had
+//!   left (a warning); fanotify and inotify events not read at the dump
+//!   are lost.
 //! - The process joins the restorer's session and process group; terminals
 //!   are the restorer's (reopened), their termios is left alone.
 //! - A pipe end whose other end was outside the image, when no live process
 //!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
 //!   of those, else a new pipe whose other end is closed (buffered data is
 //!   refilled where the read end is ours). See [External pipes](#external-pipes).
-//! - mlock()ed ranges come back unlocked; timer overrun counts are lost;
-//!   timerfds are re-armed relative to now (TFD_TIMER_ABSTIME and
-//!   CANCEL_ON_SET are not kept); a job-control stop is not re-applied.
+//! - Timer overrun counts are lost; a job-control stop is not re-applied.
+//! - Namespaces are not made: nsfs fds name the namespaces the restored
+//!   process runs in (the restorer's).
 //! - Capability sets are what the kernel leaves after setting the saved
 //!   uids/gids (they are set only when they differ from the restorer's).
 

@@ -475,6 +475,11 @@ mod tests {
             dirs: vec![c"/tmp".to_owned()],
             mode: 0o400,
             contents: b"saved".to_vec(),
+            extents: Vec::new(),
+            meta: crate::fds::NodeMeta {
+                size: 5,
+                ..Default::default()
+            },
         })
         .unwrap();
         c.run(&FdOp::Reopen {

@@ -26,3 +26,103 @@ pub fn getxattr(path: &std::path::Path, name: &str) -> Result<Vec<u8>> {
     buf.truncate(r as usize);
     Ok(buf)
 }
+
+/// A file type to create with [`mknod`] (S_IFIFO, S_IFSOCK, S_IFCHR,
+/// S_IFBLK, S_IFREG in the `mode` bits) or a directory (S_IFDIR, made
+/// with mkdir). The permission bits are those of `mode` (the umask
+/// applies; see [`chmod_nofollow`]).
+pub fn mknod(path: &CStr, mode: u32, rdev: u64) -> Result<()> {
+    use nix::sys::stat::{Mode, SFlag};
+    let kind = mode & libc::S_IFMT;
+    let perm = Mode::from_bits_retain((mode & 0o7777) as libc::mode_t);
+    if kind == libc::S_IFDIR {
+        return nix::unistd::mkdir(path, perm).op("mkdir");
+    }
+    nix::sys::stat::mknod(path, SFlag::from_bits_retain(kind), perm, rdev).op("mknod")
+}
+
+/// Remove the directory entry `path`: rmdir for a directory (`dir`),
+/// unlink for anything else.
+pub fn remove_entry(path: &CStr, dir: bool) -> Result<()> {
+    use nix::unistd::UnlinkatFlags;
+    let flag = if dir {
+        UnlinkatFlags::RemoveDir
+    } else {
+        UnlinkatFlags::NoRemoveDir
+    };
+    nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, path, flag).op("unlinkat")
+}
+
+/// lchown(2): owner and group of `path` itself (not what a symlink
+/// points to).
+pub fn chown_nofollow(path: &CStr, uid: u32, gid: u32) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .op("lchown")
+}
+
+/// chmod(2) of `path` (after a chown, which clears set-id bits).
+pub fn chmod_nofollow(path: &CStr, mode: u32) -> Result<()> {
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        nix::sys::stat::Mode::from_bits_retain((mode & 0o7777) as libc::mode_t),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .op("chmod")
+}
+
+fn timespec(ns: i64) -> nix::sys::time::TimeSpec {
+    nix::sys::time::TimeSpec::new(
+        ns.div_euclid(1_000_000_000) as libc::time_t,
+        ns.rem_euclid(1_000_000_000) as libc::c_long,
+    )
+}
+
+/// utimensat(2) of `path` itself: access and modification times in
+/// nanoseconds since the epoch.
+pub fn set_times_nofollow(path: &CStr, atime_ns: i64, mtime_ns: i64) -> Result<()> {
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &timespec(atime_ns),
+        &timespec(mtime_ns),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .op("utimensat")
+}
+
+/// futimens(2): access and modification times of an open file.
+pub fn set_times(fd: impl std::os::fd::AsRawFd, atime_ns: i64, mtime_ns: i64) -> Result<()> {
+    let fd = crate::fds::borrow("futimens", fd)?;
+    nix::sys::stat::futimens(&*fd, &timespec(atime_ns), &timespec(mtime_ns)).op("futimens")
+}
+
+/// fchown(2) of an open file.
+pub fn fchown(fd: impl std::os::fd::AsRawFd, uid: u32, gid: u32) -> Result<()> {
+    let fd = crate::fds::borrow("fchown", fd)?;
+    nix::unistd::fchown(
+        &*fd,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .op("fchown")
+}
+
+/// fstat(2) of an open file: (uid, gid, mode).
+pub fn owner_of(fd: impl std::os::fd::AsRawFd) -> Result<(u32, u32, u32)> {
+    let fd = crate::fds::borrow("fstat", fd)?;
+    let st = nix::sys::stat::fstat(&*fd).op("fstat")?;
+    Ok((st.st_uid, st.st_gid, st.st_mode))
+}
+
+/// lstat(2) of `path`: (uid, gid, mode).
+pub fn owner_of_path(path: &CStr) -> Result<(u32, u32, u32)> {
+    let st = nix::sys::stat::lstat(path).op("lstat")?;
+    Ok((st.st_uid, st.st_gid, st.st_mode))
+}

@@ -17,7 +17,8 @@
 //!   [`fds::tty`], [`fds::regular`]) and the calls common to all of them;
 //!   [`fs`] for paths.
 //! - [`creds`] (fs ids, capabilities), [`sock_diag`] (NETLINK_SOCK_DIAG),
-//!   [`userfaultfd`], [`clone`] (clone3 with set_tid), [`kcmp`].
+//!   [`userfaultfd`], [`clone`] (clone3 with set_tid), [`kcmp`], [`ipc`]
+//!   (System V shared memory, semaphores and message queues).
 //!
 //! Where the `nix` crate has the call, the wrapper is built on it; the
 //! system calls nix lacks are made here by hand (see each module).
@@ -47,6 +48,7 @@ pub mod daemon;
 pub mod fds;
 pub mod fs;
 pub mod inject;
+pub mod ipc;
 pub mod kcmp;
 pub mod mm;
 pub mod proc;

@@ -13,10 +13,14 @@ mod chardev;
 mod descriptions;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fdinfo;
 mod inet;
 mod inotify;
 mod memfd;
+mod nsfs;
+mod opath;
+mod pidfd;
 mod pipe;
 mod regular;
 mod signalfd;
@@ -25,7 +29,7 @@ mod tty;
 mod unix;
 
 pub(crate) use fdinfo::FdInfo;
-pub(crate) use regular::{identity, strip_deleted};
+pub(crate) use regular::{identity, relinked, strip_deleted};
 
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -93,11 +97,16 @@ struct Kind {
 }
 
 /// Every kind of open file, first match wins (memfd before regular, tty
-/// before chardev, inet before unix).
+/// before chardev, inet before unix, O_PATH fds before the kinds that
+/// would open them).
 #[rustfmt::skip]
 const KINDS: &[Kind] = &[
     Kind { name: "memfd", matches: memfd::matches, save: memfd::save },
     Kind { name: "regular", matches: regular::matches, save: regular::save },
+    Kind { name: "o_path", matches: opath::matches, save: opath::save },
+    Kind { name: "nsfs", matches: nsfs::matches, save: nsfs::save },
+    Kind { name: "pidfd", matches: pidfd::matches, save: pidfd::save },
+    Kind { name: "fanotify", matches: fanotify::matches, save: fanotify::save },
     Kind { name: "pipe", matches: pipe::matches, save: pipe::save },
     Kind { name: "tty", matches: tty::matches, save: tty::save },
     Kind { name: "chardev", matches: chardev::matches, save: chardev::save },

@@ -1,7 +1,8 @@
 //! Memory: the areas of the process (vmas.rs: /proc/PID/smaps into the
 //! model's `Vma`s) and the contents of the pages that must be saved
 //! (pages.rs: pagemap, then fast reads; shmem.rs: shared memory objects,
-//! holes left untouched).
+//! holes left untouched). Guard regions (MADV_GUARD_INSTALL, found with
+//! PAGEMAP_SCAN) are saved as runs of kind `guard` and never read.
 
 mod pages;
 mod shmem;
@@ -32,7 +33,15 @@ pub(crate) fn save(
         out.push(vma);
         areas.push((e, policy));
     }
-    let ranges = pages::plan(pid, &areas, page)?;
+    let guards = ckpt_sys::mm::guard_regions(pid).map_err(|source| crate::Error::Sys {
+        pid,
+        what: "finding its guard regions (PAGEMAP_SCAN)".into(),
+        source,
+    })?;
+    let ranges = pages::cut_guards(pages::plan(pid, &areas, page)?, &guards);
+    for &(start, end) in &guards {
+        sink.add_guard(pid, start, end - start)?;
+    }
     tracing::debug!(
         areas = areas.len(),
         ranges = ranges.len(),

@@ -18,9 +18,13 @@
 mod chardev;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inet;
 mod inotify;
 mod memfd;
+mod nsfs;
+mod opath;
+pub(crate) mod pidfd;
 mod pipe;
 mod regular;
 mod signalfd;
@@ -28,7 +32,10 @@ mod timerfd;
 mod tty;
 mod unix;
 
+pub use pidfd::{LateFd, LateOp};
 pub use pipe::{FindPipes, PipeHolder, PipeQuery};
+pub(crate) use regular::temp_names;
+pub use regular::NodeMeta;
 
 use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
@@ -86,12 +93,56 @@ pub enum FdOp {
     /// (pipe.rs)
     InheritStd { slot: usize, std: usize },
     /// An unlinked file (O_TMPFILE in the first directory that allows it)
-    /// with `contents`. (regular.rs)
+    /// with `contents` (at the offsets of `extents`, when given: the rest
+    /// are holes), `meta.size` bytes long, with the saved owner, mode and
+    /// times. (regular.rs)
     TmpFile {
         slot: usize,
         dirs: Vec<CString>,
         mode: u32,
         contents: Vec<u8>,
+        extents: Vec<(u64, u64)>,
+        meta: NodeMeta,
+    },
+    /// A node other than a regular file (directory, FIFO, socket file)
+    /// made at the first free name of `paths`, given the saved owner, mode
+    /// and times, opened with `flags`, then unlinked: an fd on a deleted
+    /// node, as saved. (regular.rs)
+    TmpNode {
+        slot: usize,
+        paths: Vec<CString>,
+        /// S_IFMT bits and permission bits.
+        mode: u32,
+        flags: i32,
+        meta: NodeMeta,
+    },
+    /// Open a file of the stub itself (`/proc/self/ns/net`), with the
+    /// restorer's rights: not a path of the image. (nsfs.rs)
+    OpenOwn {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// A pidfd of a process that has exited and been reaped (a child at
+    /// `pid` when it is free, that exits at once). (pidfd.rs)
+    DeadPidfd {
+        slot: usize,
+        pid: Option<i32>,
+        nonblock: bool,
+    },
+    /// (fanotify.rs)
+    Fanotify {
+        slot: usize,
+        flags: u32,
+        event_flags: u32,
+    },
+    /// fanotify_mark(FAN_MARK_ADD | flags) of a path of the image (with
+    /// the saved user's rights). (fanotify.rs)
+    FanotifyMark {
+        slot: usize,
+        flags: u32,
+        mask: u64,
+        path: CString,
     },
     /// A pipe with `data` buffered in it. (pipe.rs)
     Pipe {
@@ -102,14 +153,15 @@ pub enum FdOp {
     },
     /// (eventfd.rs)
     EventFd { slot: usize, count: u64, flags: i32 },
-    /// (timerfd.rs)
+    /// A timerfd with its unread ticks, armed to expire at `expiry_ns` of
+    /// its clock when `absolute` (the same boot, or a real-time clock),
+    /// else `value_ns` from now; expirations missed meanwhile are added
+    /// to the ticks. `settime` are the saved settime flags. (timerfd.rs)
     TimerFd {
         slot: usize,
         clock: i32,
         flags: i32,
-        value_ns: u64,
-        interval_ns: u64,
-        ticks: u64,
+        timer: timerfd::Arm,
     },
     /// (signalfd.rs)
     SignalFd { slot: usize, mask: u64, flags: i32 },
@@ -174,6 +226,17 @@ pub enum FdOp {
         events: u32,
         data: u64,
     },
+    /// EPOLL_CTL_ADD of the description in slot `file` under fd number
+    /// `fd` (before any Place: the number is free then), which is closed
+    /// again: a watch whose fd was closed or given to another file since.
+    /// (epoll.rs)
+    EpollAddVia {
+        ep: usize,
+        file: usize,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
 }
 
 /// What the restorer has to offer the stub.
@@ -222,6 +285,9 @@ pub struct FdPlan {
     pub needs_std: [bool; 3],
     /// Regular files, directories and devices the ops open by path: (what, path).
     pub opens: Vec<(String, Vec<u8>)>,
+    /// Fds made once the process has its threads, by system calls
+    /// injected into it (pidfds of its threads and of live processes).
+    pub late: Vec<LateFd>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -245,11 +311,14 @@ pub(crate) struct Group<'a> {
 /// What the kinds plan with: the process's descriptions, the slot each
 /// one ends in, and the plan being built.
 pub(crate) struct Builder<'a> {
+    pub image: &'a Image,
     pub proc: &'a Process,
     pub env: &'a FdEnv,
     pub groups: Vec<Group<'a>>,
     /// The staging slot each group is set up in (None: not set up).
     pub slot_of: Vec<Option<usize>>,
+    /// Groups made once the process has its threads (see [`LateFd`]).
+    pub late: Vec<bool>,
     pub plan: FdPlan,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
@@ -382,6 +451,8 @@ pub fn plan_fds(
 ) -> FdPlan {
     let mut plan = FdPlan::default();
     let max_fd = proc.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
+    // (Epoll watches of closed fds are added at their numbers too.)
+    let max_fd = max_fd.max(epoll::max_target_fd(image, proc));
     plan.stage = (max_fd + 1).max(3);
 
     // Group fds by open file description, in order of their first fd.
@@ -406,9 +477,11 @@ pub fn plan_fds(
         }
     }
     let mut b = Builder {
+        image,
         proc,
         env,
         slot_of: vec![None; groups.len()],
+        late: vec![false; groups.len()],
         groups,
         plan,
         load,
@@ -421,6 +494,8 @@ pub fn plan_fds(
     for g in 0..b.groups.len() {
         plan_group(&mut b, g, &mut pipes, &unix);
     }
+    // Epoll watches of fd numbers that hold another file now.
+    epoll::plan_detached(&mut b);
     place(&mut b);
     // Epoll registrations, by final fd numbers.
     epoll::plan_targets(&mut b);
@@ -445,6 +520,10 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::S
         FileKind::InetSocket(n) => inet::plan(b, g, n),
         FileKind::UnixSocket(u) => unix::plan(b, g, u, unix),
         FileKind::Inotify(i) => inotify::plan(b, g, i),
+        FileKind::OPath(o) => opath::plan(b, g, o),
+        FileKind::Nsfs(n) => nsfs::plan(b, g, n),
+        FileKind::Pidfd(p) => pidfd::plan(b, g, p),
+        FileKind::Fanotify(f) => fanotify::plan(b, g, f),
         _ => b.refuse(g),
     }
 }
@@ -486,12 +565,13 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
-        FdOp::TmpFile {
-            slot,
-            dirs,
-            mode,
-            contents,
-        } => regular::tmpfile(c, *slot, dirs, *mode, contents)?,
+        FdOp::TmpFile { .. }
+        | FdOp::TmpNode { .. }
+        | FdOp::OpenOwn { .. }
+        | FdOp::DeadPidfd { .. }
+        | FdOp::Fanotify { .. }
+        | FdOp::FanotifyMark { .. }
+        | FdOp::EpollAddVia { .. } => exec_nodes_and_handles(c, op)?,
         FdOp::Pipe {
             read,
             write,
@@ -503,10 +583,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             slot,
             clock,
             flags,
-            value_ns,
-            interval_ns,
-            ticks,
-        } => timerfd::make(c, *slot, *clock, *flags, [*value_ns, *interval_ns, *ticks])?,
+            timer,
+        } => timerfd::make(c, *slot, *clock, *flags, timer)?,
         FdOp::SignalFd { slot, mask, flags } => signalfd::make(c, *slot, *mask, *flags)?,
         FdOp::Epoll { slot } => epoll::make(c, *slot)?,
         FdOp::EpollAdd {
@@ -560,6 +638,59 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
     Ok(())
 }
 
+/// The ops of [`exec`] that make deleted files and nodes again, and
+/// handles onto the kernel's objects (namespaces, dead processes,
+/// fanotify groups, epoll watches of other fd numbers).
+fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::TmpFile {
+            slot,
+            dirs,
+            mode,
+            contents,
+            extents,
+            meta,
+        } => regular::tmpfile(c, *slot, dirs, *mode, (contents, extents), meta),
+        FdOp::TmpNode {
+            slot,
+            paths,
+            mode,
+            flags,
+            meta,
+        } => regular::tmpnode(c, *slot, paths, *mode, *flags, meta),
+        FdOp::OpenOwn { slot, path, flags } => nsfs::open_own(c, *slot, path, *flags),
+        FdOp::DeadPidfd {
+            slot,
+            pid,
+            nonblock,
+        } => pidfd::dead(c, *slot, *pid, *nonblock),
+        FdOp::Fanotify {
+            slot,
+            flags,
+            event_flags,
+        } => fanotify::make(c, *slot, *flags, *event_flags),
+        FdOp::FanotifyMark {
+            slot,
+            flags,
+            mask,
+            path,
+        } => fanotify::mark(c, *slot, *flags, *mask, path),
+        FdOp::EpollAddVia {
+            ep,
+            file,
+            fd,
+            events,
+            data,
+        } => epoll::add_via(c, [*ep, *file], *fd, *events, *data),
+        // exec() gives this function no other op.
+        _ => Err(ckpt_sys::Error::Os {
+            op: "fd op",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
+}
+
 /// The fd ops that check() refuses whoever restores: opens with flags that
 /// create or truncate (the planner never asks for them: defense in depth
 /// against saved flags such as O_CREAT|O_TRUNC).
@@ -603,7 +734,10 @@ pub(crate) fn access_items(
                 items.push((what.clone(), path.clone(), access_mode(*flags)));
             }
             FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
-            FdOp::TmpFile { mode, .. } if other_user => regular::check_tmpfile(what, *mode, r),
+            FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
+            FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
+                regular::check_tmpfile(what, *mode & 0o7777, r)
+            }
             FdOp::TcpListen { port, .. } if other_user => inet::check_port(what, *port, creds, r),
             _ => {}
         }

@@ -22,6 +22,8 @@ use ckpt_image::{Image, MemoryRun, Process};
 pub struct MemPlan {
     pub steps: Vec<MapStep>,
     pub writes: Vec<PageWrite>,
+    /// Guard regions (MADV_GUARD_INSTALL) to install: [start, end).
+    pub guards: Vec<(u64, u64)>,
     /// Files mapped by path: (what, identity) for existence checks.
     pub files: Vec<(String, ckpt_image::FileIdentity)>,
     pub errors: Vec<String>,
@@ -160,7 +162,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn runs_outside_vmas_and_sysv_shm_are_errors() {
+    fn runs_outside_vmas_and_unknown_sysv_shm_are_errors() {
         let p = Process {
             vmas: vec![vma(
                 0x10000,
@@ -180,7 +182,7 @@ pub(crate) mod tests {
         };
         let plan = plan_memory(&Image::default(), &p, 4096);
         assert_eq!(plan.errors.len(), 2, "{:?}", plan.errors);
-        assert!(plan.errors[0].contains("System V"));
+        assert!(plan.errors[0].contains("SysV"), "{:?}", plan.errors);
         assert!(plan.errors[1].contains("50000-51000"));
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod inet;
 pub mod inotify;
 pub mod memfd;
