@@ -1525,7 +1525,7 @@ fn dec_inet(
     }
     let mut pending = Vec::new();
     let pl = x.get_pending().ctx(what)?;
-    if depth > 0 && pl.len() > 0 {
+    if depth > 0 && !pl.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: a pending connection has pending connections of its own",
             what()
