@@ -120,11 +120,6 @@ fn nft(args: &[&str], input: &str) -> Result<String> {
 /// The nft script that makes the lock `tag` (pure).
 pub fn lock_script(tag: &str, conns: &[Conn], listen_ports: &[u16], timeout: u64) -> String {
     let t = table(tag);
-    let to = if timeout > 0 {
-        format!(" timeout {timeout}s")
-    } else {
-        String::new()
-    };
     let flags = if timeout > 0 { " flags timeout;" } else { "" };
     let mut s = format!("add table {t}\n");
     s += &format!(
@@ -145,6 +140,18 @@ pub fn lock_script(tag: &str, conns: &[Conn], listen_ports: &[u16], timeout: u64
         );
     }
     s += &format!("add rule {t} input tcp dport @lp tcp flags & (syn | ack) == syn drop\n");
+    s + &elements_script(tag, conns, listen_ports, timeout)
+}
+
+/// The nft script adding `conns` and `listen_ports` to the lock `tag`.
+pub fn elements_script(tag: &str, conns: &[Conn], listen_ports: &[u16], timeout: u64) -> String {
+    let t = table(tag);
+    let to = if timeout > 0 {
+        format!(" timeout {timeout}s")
+    } else {
+        String::new()
+    };
+    let mut s = String::new();
     for p in listen_ports {
         s += &format!("add element {t} lp {{ {p}{to} }}\n");
     }
@@ -164,11 +171,17 @@ pub fn lock_script(tag: &str, conns: &[Conn], listen_ports: &[u16], timeout: u64
 
 /// Lock `conns` and new connections to `listen_ports` under `tag`.
 pub fn lock(tag: &str, conns: &[Conn], listen_ports: &[u16]) -> Result<()> {
-    nft(
-        &["-f", "-"],
-        &lock_script(tag, conns, listen_ports, timeout_secs()),
-    )
-    .map(drop)
+    let script = lock_script(tag, conns, listen_ports, timeout_secs());
+    nft(&["-f", "-"], &script).map(drop)
+}
+
+/// Add `conns` and `listen_ports` to the existing lock `tag`.
+pub fn add(tag: &str, conns: &[Conn], listen_ports: &[u16]) -> Result<()> {
+    if conns.is_empty() && listen_ports.is_empty() {
+        return Ok(());
+    }
+    let script = elements_script(tag, conns, listen_ports, timeout_secs());
+    nft(&["-f", "-"], &script).map(drop)
 }
 
 /// Remove the lock `tag`; a lock that is not there is no error.

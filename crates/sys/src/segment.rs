@@ -132,7 +132,7 @@ fn wrap_ip(
 /// The segment as an IP packet (IPv4 or IPv6, from the addresses).
 pub fn tcp(seg: &Segment) -> Option<Vec<u8>> {
     let mut opts = seg.options.clone();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let mut t = Vec::with_capacity(20 + opts.len() + seg.payload.len());

@@ -467,7 +467,7 @@ pub fn get_filter(fd: impl AsRawFd) -> Result<Vec<u8>> {
 
 /// Attach a classic BPF program (`struct sock_filter` instructions).
 pub fn attach_filter(fd: impl AsRawFd, insns: &[u8]) -> Result<()> {
-    if insns.is_empty() || insns.len() % 8 != 0 || insns.len() / 8 > u16::MAX as usize {
+    if insns.is_empty() || !insns.len().is_multiple_of(8) || insns.len() / 8 > u16::MAX as usize {
         return Err(os_errno("setsockopt(SO_ATTACH_FILTER)", 0, libc::EINVAL));
     }
     let prog = libc::sock_fprog {

@@ -274,3 +274,550 @@ pub fn fill_queue(fd: impl AsRawFd + Copy, data: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A connection that waited in a listener's accept queue, to be put back
+/// into the accept queue of a listener on its address ([`replay_accept`]).
+#[derive(Debug, Clone)]
+pub struct Pending<'a> {
+    /// AF_INET or AF_INET6 (of the listener).
+    pub family: i32,
+    /// The listener's side of the connection, and the client's.
+    pub local: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
+    /// The server's and the client's initial sequence numbers.
+    pub server_isn: u32,
+    pub client_isn: u32,
+    /// What the client sent that the server had not read.
+    pub data: &'a [u8],
+    /// The client had closed its side (its FIN came after `data`).
+    pub fin: bool,
+    pub mss: u32,
+    pub sack: bool,
+    /// The client's window scale, when negotiated.
+    pub client_wscale: Option<u8>,
+    /// The client's window (unscaled).
+    pub client_window: u32,
+}
+
+/// Put a saved pending connection back into the accept queue of the
+/// listener bound to its local address, with its original sequence
+/// numbers: the only way into an accept queue is a handshake, and the
+/// server's ISN is its own to choose, except when the SYN meets a
+/// TIME-WAIT socket of the same 4-tuple (the listener then takes the
+/// TIME-WAIT's snd_nxt + 65537). So: a TIME-WAIT socket is built with
+/// TCP_REPAIR (its FIN acknowledged by an injected segment), then the
+/// client's SYN, its ACK with the unread data and its FIN are injected.
+/// The connection's packets must be locked (the listener's SYN-ACK and
+/// ACKs are dropped); the injected ones carry `tx`'s mark. The new
+/// connection has no TCP timestamps (a guessed value would make the
+/// server drop the client's segments).
+pub fn replay_accept(p: &Pending<'_>, tx: &mut crate::segment::RawSender) -> Result<()> {
+    use crate::segment::{self, Segment, TH_ACK, TH_FIN, TH_PSH, TH_SYN};
+    let seg = |seq, ack, flags, window, options, payload| Segment {
+        src: p.peer,
+        dst: p.local,
+        seq,
+        ack,
+        flags,
+        window,
+        options,
+        payload,
+    };
+    let mut send = |s: Segment| -> Result<()> {
+        let pkt =
+            segment::tcp(&s).ok_or_else(|| crate::os_errno("replay", 0, libc::EAFNOSUPPORT))?;
+        tx.send(&pkt, s.dst.ip())
+    };
+    plant_timewait(p, &mut send)?;
+    let mss = p.mss.clamp(536, 65535) as u16;
+    send(seg(
+        p.client_isn,
+        0,
+        TH_SYN,
+        p.client_window.min(65535) as u16,
+        segment::syn_options(mss, p.sack, p.client_wscale),
+        Vec::new(),
+    ))?;
+    let window = (p.client_window >> p.client_wscale.unwrap_or(0)).min(65535) as u16;
+    let ack = p.server_isn.wrapping_add(1);
+    let mut seq = p.client_isn.wrapping_add(1);
+    let mut rest = p.data;
+    loop {
+        let n = rest.len().min(usize::from(mss));
+        let flags = if n > 0 { TH_ACK | TH_PSH } else { TH_ACK };
+        send(seg(seq, ack, flags, window, Vec::new(), rest[..n].to_vec()))?;
+        seq = seq.wrapping_add(n as u32);
+        rest = &rest[n..];
+        if rest.is_empty() {
+            break;
+        }
+    }
+    if p.fin {
+        send(seg(
+            seq,
+            ack,
+            TH_FIN | TH_ACK,
+            window,
+            Vec::new(),
+            Vec::new(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// The TIME-WAIT socket whose snd_nxt makes the listener choose
+/// `p.server_isn` for the next SYN of the 4-tuple.
+fn plant_timewait(
+    p: &Pending<'_>,
+    send: &mut impl FnMut(crate::segment::Segment) -> Result<()>,
+) -> Result<()> {
+    use super::socket::{self, sockaddr_inet};
+    use crate::segment::{Segment, TH_ACK, TH_FIN};
+    use std::os::fd::AsRawFd;
+    let t = socket::socket(p.family, libc::SOCK_STREAM, 0)?;
+    let fd = t.as_raw_fd();
+    set_repair(fd, Repair::On)?;
+    socket::bind_raw(fd, &sockaddr_inet(&p.local))?;
+    // Its receive side well before the client's ISN; its FIN one before
+    // server_isn - 65537.
+    let r = p.client_isn.wrapping_sub(1000);
+    let w = p.server_isn.wrapping_sub(65535 + 2 + 1);
+    set_queue(fd, Queue::Recv)?;
+    set_queue_seq(fd, r)?;
+    set_queue(fd, Queue::Send)?;
+    set_queue_seq(fd, w)?;
+    set_queue(fd, Queue::None)?;
+    socket::connect_raw(fd, &sockaddr_inet(&p.peer))?;
+    // Our FIN, counted as sent.
+    set_queue(fd, Queue::Send)?;
+    socket::shutdown(fd, libc::SHUT_WR)?;
+    set_queue(fd, Queue::None)?;
+    // The client's FIN acknowledging ours: FIN-WAIT-1 -> TIME-WAIT.
+    send(Segment {
+        src: p.peer,
+        dst: p.local,
+        seq: r,
+        ack: w.wrapping_add(1),
+        flags: TH_FIN | TH_ACK,
+        window: 1024,
+        options: Vec::new(),
+        payload: Vec::new(),
+    })?;
+    // Delivery through the loopback is asynchronous: wait for the state.
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = tcp_info(fd)?.state;
+        if st == TCP_CLOSE {
+            return Ok(());
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(2) {
+            return Err(crate::Error::Unexpected {
+                tid: 0,
+                what: format!(
+                    "building a TIME-WAIT for {} -> {}: the socket stayed in state {st}",
+                    p.local, p.peer
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+/// Our FIN is in the send queue (sent or not) in `state`.
+pub fn fin_sent(state: u8) -> bool {
+    matches!(
+        state,
+        TCP_FIN_WAIT1 | TCP_FIN_WAIT2 | TCP_CLOSING | TCP_LAST_ACK
+    )
+}
+
+/// The peer's FIN was received (it ends the receive queue) in `state`.
+pub fn fin_received(state: u8) -> bool {
+    matches!(state, TCP_CLOSE_WAIT | TCP_LAST_ACK | TCP_CLOSING)
+}
+
+/// The states a connection is saved and restored in.
+pub fn is_connection(state: u8) -> bool {
+    matches!(
+        state,
+        TCP_ESTABLISHED
+            | TCP_SYN_SENT
+            | TCP_FIN_WAIT1
+            | TCP_FIN_WAIT2
+            | TCP_CLOSE_WAIT
+            | TCP_LAST_ACK
+            | TCP_CLOSING
+    )
+}
+
+/// A connection's state, as repair mode reads it. Sequence numbers
+/// without SYN and FINs (the state says which FINs there are).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Saved {
+    pub state: u8,
+    /// One past the last byte written (SYN-SENT: the ISN).
+    pub send_seq: u32,
+    /// One past the last byte received.
+    pub recv_seq: u32,
+    /// Written, not acknowledged: the sent part, then `unsent` bytes.
+    pub send_queue: Vec<u8>,
+    pub unsent: u32,
+    /// Received, not read.
+    pub recv_queue: Vec<u8>,
+    pub negotiated: Negotiated,
+    /// The timestamp clock, when timestamps were negotiated.
+    pub ts_clock: Option<u32>,
+    pub window: Option<Window>,
+}
+
+/// Save a connection: turns repair mode on and leaves it on (closing the
+/// socket then makes it vanish without a FIN or RST; [`finish`] takes
+/// repair mode off again). Its packets must be locked meanwhile.
+pub fn save(fd: impl AsRawFd + Copy) -> Result<Saved> {
+    let info = tcp_info(fd)?;
+    let state = info.state;
+    set_repair(fd, Repair::On)?;
+    let (mut outq, mut unsent, inq) = queue_lengths(fd)?;
+    if fin_sent(state) {
+        // Our FIN takes a sequence number in the send queue, no data.
+        outq = outq.saturating_sub(1);
+        unsent = unsent.saturating_sub(1);
+    }
+    let negotiated = negotiated(fd, &info)?;
+    let ts_clock = if negotiated.timestamps {
+        Some(timestamp(fd)?)
+    } else {
+        None
+    };
+    let window = if state == TCP_SYN_SENT {
+        None
+    } else {
+        Some(self::window(fd)?)
+    };
+    set_queue(fd, Queue::Recv)?;
+    let mut recv_seq = queue_seq(fd)?;
+    let recv_queue = peek_queue(fd, inq as usize)?;
+    set_queue(fd, Queue::Send)?;
+    let mut send_seq = queue_seq(fd)?;
+    let send_queue = peek_queue(fd, outq as usize)?;
+    set_queue(fd, Queue::None)?;
+    if fin_received(state) {
+        recv_seq = recv_seq.wrapping_sub(1);
+    }
+    if fin_sent(state) {
+        send_seq = send_seq.wrapping_sub(1);
+    }
+    if state == TCP_SYN_SENT {
+        // write_seq already counts the SYN.
+        send_seq = send_seq.wrapping_sub(1);
+    }
+    Ok(Saved {
+        state,
+        send_seq,
+        recv_seq,
+        send_queue,
+        unsent: unsent.min(outq),
+        recv_queue,
+        negotiated,
+        ts_clock,
+        window,
+    })
+}
+
+/// Leave repair mode (with a window probe: the peer answers at once) and
+/// put SO_REUSEADDR back (leaving repair mode clears it).
+pub fn finish(fd: impl AsRawFd + Copy, reuseaddr: bool) -> Result<()> {
+    set_repair(fd, Repair::Off)?;
+    super::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr as i32)
+}
+
+/// The window as saved, made acceptable while the peer's FIN is not back
+/// in the receive queue (rcv_wup may not be past rcv_nxt).
+fn window_for_restore(s: &Saved) -> Option<Window> {
+    let mut w = s.window?;
+    let ahead = w.rcv_wup.wrapping_sub(s.recv_seq) as i32;
+    if ahead > 0 {
+        w.rcv_wup = s.recv_seq;
+        w.rcv_wnd = w.rcv_wnd.wrapping_add(ahead as u32);
+    }
+    Some(w)
+}
+
+/// A segment "from the peer" that the restored socket accepts.
+fn from_peer(
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    s: &Saved,
+    flags: u8,
+    ack: u32,
+) -> crate::segment::Segment {
+    let wnd = s.window.map_or(65535, |w| w.snd_wnd);
+    let shift = s.negotiated.wscale.map_or(0, |(snd, _)| snd);
+    crate::segment::Segment {
+        src: peer,
+        dst: local,
+        seq: s.recv_seq,
+        ack,
+        flags,
+        window: (wnd >> shift).min(65535) as u16,
+        options: Vec::new(),
+        payload: Vec::new(),
+    }
+}
+
+/// Queue our FIN (shutdown in repair mode); with the send queue selected
+/// it counts as sent.
+fn queue_fin(fd: impl AsRawFd + Copy, as_sent: bool) -> Result<()> {
+    if as_sent {
+        set_queue(fd, Queue::Send)?;
+    }
+    super::socket::shutdown(fd, libc::SHUT_WR)?;
+    set_queue(fd, Queue::None)
+}
+
+/// Put the FINs back where they were, for the half-closed states.
+fn restore_fins(
+    fd: impl AsRawFd + Copy,
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    s: &Saved,
+    tx: &mut crate::segment::RawSender,
+) -> Result<()> {
+    use crate::segment::{TH_ACK, TH_FIN};
+    let mut inject = |flags, ack| -> Result<()> {
+        let seg = from_peer(local, peer, s, flags, ack);
+        let pkt = crate::segment::tcp(&seg)
+            .ok_or_else(|| crate::os_errno("inject", 0, libc::EAFNOSUPPORT))?;
+        tx.send(&pkt, local.ip())
+    };
+    let snd_una = s.send_seq.wrapping_sub(s.send_queue.len() as u32);
+    match s.state {
+        TCP_FIN_WAIT1 => queue_fin(fd, false)?,
+        TCP_FIN_WAIT2 => {
+            // Our FIN counted as sent, then the peer's ACK of it.
+            queue_fin(fd, true)?;
+            inject(TH_ACK, s.send_seq.wrapping_add(1))?;
+        }
+        TCP_CLOSE_WAIT => inject(TH_FIN | TH_ACK, snd_una)?,
+        TCP_LAST_ACK => {
+            inject(TH_FIN | TH_ACK, snd_una)?;
+            wait_state(fd, TCP_CLOSE_WAIT)?;
+            queue_fin(fd, false)?;
+        }
+        TCP_CLOSING => {
+            queue_fin(fd, false)?;
+            // The peer's FIN, not acknowledging ours.
+            inject(TH_FIN | TH_ACK, snd_una)?;
+        }
+        _ => return Ok(()),
+    }
+    wait_state(fd, s.state)
+}
+
+/// Wait (a moment: loopback delivery is asynchronous) for `state`.
+fn wait_state(fd: impl AsRawFd + Copy, state: u8) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = tcp_info(fd)?.state;
+        if st == state {
+            return Ok(());
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(2) {
+            return Err(crate::Error::Unexpected {
+                tid: 0,
+                what: format!("restored TCP connection in state {st}, not {state}"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
+/// Rebuild connection `s` between `local` and `peer` on the new TCP
+/// socket `fd` (its options before bind already set). Leaves it in
+/// repair mode: call [`finish`] once its packets are no longer locked.
+/// Segments it needs from the peer (a FIN, the ACK of ours) are injected
+/// through `tx`.
+pub fn restore(
+    fd: impl AsRawFd + Copy,
+    local: std::net::SocketAddr,
+    peer: std::net::SocketAddr,
+    s: &Saved,
+    tx: &mut crate::segment::RawSender,
+) -> Result<()> {
+    use super::socket::{self, sockaddr_inet};
+    set_repair(fd, Repair::On)?;
+    socket::bind_raw(fd, &sockaddr_inet(&local))?;
+    if s.state == TCP_SYN_SENT {
+        return restore_syn_sent(fd, peer, s);
+    }
+    set_queue(fd, Queue::Recv)?;
+    set_queue_seq(fd, s.recv_seq.wrapping_sub(s.recv_queue.len() as u32))?;
+    set_queue(fd, Queue::Send)?;
+    set_queue_seq(fd, s.send_seq.wrapping_sub(s.send_queue.len() as u32))?;
+    set_queue(fd, Queue::None)?;
+    // In repair mode: no SYN, ESTABLISHED at once.
+    socket::connect_raw(fd, &sockaddr_inet(&peer))?;
+    set_negotiated(fd, &s.negotiated)?;
+    if let Some(ts) = s.ts_clock {
+        set_timestamp(fd, ts)?;
+    }
+    // Room for the queues (the sizes the user fixed are set afterwards).
+    let room = |n: usize| (2 * n + 65536).min(i32::MAX as usize) as i32;
+    socket::setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_RCVBUFFORCE,
+        room(s.recv_queue.len()),
+    )?;
+    socket::setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        room(s.send_queue.len()),
+    )?;
+    let sent = s.send_queue.len() - (s.unsent as usize).min(s.send_queue.len());
+    if !s.recv_queue.is_empty() {
+        set_queue(fd, Queue::Recv)?;
+        fill_queue(fd, &s.recv_queue)?;
+    }
+    if sent > 0 {
+        // Marked sent, not transmitted: the retransmission timer resends it.
+        set_queue(fd, Queue::Send)?;
+        fill_queue(fd, &s.send_queue[..sent])?;
+    }
+    set_queue(fd, Queue::None)?;
+    if let Some(w) = window_for_restore(s) {
+        set_window(fd, &w)?;
+    }
+    if sent < s.send_queue.len() {
+        // Never sent: ordinary data, written with repair mode off.
+        set_repair(fd, Repair::OffNoProbe)?;
+        let r = fill_queue(fd, &s.send_queue[sent..]);
+        set_repair(fd, Repair::On)?;
+        r?;
+    }
+    restore_fins(fd, local, peer, s, tx)?;
+    // Sizes back to autotuning (the saved options fix them if the user did).
+    let _ = socket::setsockopt_int(fd, libc::SOL_SOCKET, super::socket::SO_BUF_LOCK, 0);
+    Ok(())
+}
+
+/// SYN-SENT: the same ISN; the kernel sends the SYN itself (dropped while
+/// locked, retransmitted after).
+fn restore_syn_sent(fd: impl AsRawFd + Copy, peer: std::net::SocketAddr, s: &Saved) -> Result<()> {
+    use super::socket::{self, sockaddr_inet};
+    set_queue(fd, Queue::Send)?;
+    set_queue_seq(fd, s.send_seq)?;
+    set_queue(fd, Queue::None)?;
+    let fl = super::get_fl(fd)?;
+    super::set_fl(fd, fl | libc::O_NONBLOCK)?;
+    set_repair(fd, Repair::OffNoProbe)?;
+    let r = socket::connect_raw(fd, &sockaddr_inet(&peer));
+    set_repair(fd, Repair::On)?;
+    super::set_fl(fd, fl)?;
+    r.map(drop)
+}
+
+/// A TCP socket that was connected and is not any more, as after the
+/// connection was aborted: reading and writing fail (ECONNABORTED once,
+/// then end of file and EPIPE), poll says POLLHUP. Made in repair mode
+/// (connect without a SYN, then a disconnect that sends nothing) from
+/// the socket's own address to the peer's.
+pub fn make_aborted(fd: impl AsRawFd + Copy, peer: std::net::SocketAddr) -> Result<()> {
+    use super::socket::{self, sockaddr_inet};
+    set_repair(fd, Repair::On)?;
+    socket::connect_raw(fd, &sockaddr_inet(&peer))?;
+    // connect(AF_UNSPEC): disconnect.
+    socket::connect_raw(fd, &(libc::AF_UNSPEC as u16).to_ne_bytes())?;
+    set_repair(fd, Repair::Off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fds::socket::{self, inet_addr, peer_name, sock_name};
+    use crate::netlock;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    /// A connected pair over `addr` (the loopback of a family), both ends
+    /// with data queued: `a` has unread bytes from `b`, and unsent bytes.
+    fn pair(addr: &str) -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind(addr).unwrap();
+        let b = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        (a, b)
+    }
+
+    /// Save `a` under a lock, close it silently, restore it, unlock,
+    /// finish: the conversation goes on, nothing lost or repeated.
+    fn round_trip(addr: &str) {
+        let (a, mut b) = pair(addr);
+        let into_a = pattern(300_000, 1);
+        let from_a = pattern(100_000, 2);
+        // b writes a lot into a (a does not read); a writes to b.
+        b.set_nonblocking(true).unwrap();
+        let mut sent_b = 0;
+        while sent_b < into_a.len() {
+            match b.write(&into_a[sent_b..]) {
+                Ok(n) => sent_b += n,
+                Err(_) => break,
+            }
+        }
+        b.set_nonblocking(false).unwrap();
+        (&a).write_all(&from_a).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let local = inet_addr(&sock_name(a.as_raw_fd()).unwrap()).unwrap();
+        let peer = inet_addr(&peer_name(a.as_raw_fd()).unwrap().unwrap()).unwrap();
+        let tag = netlock::new_tag();
+        netlock::lock(&tag, &[netlock::Conn::new(local, peer)], &[]).unwrap();
+        let fd = a.as_raw_fd();
+        let s = save(fd).unwrap();
+        assert_eq!(s.state, TCP_ESTABLISHED);
+        assert!(s.recv_queue.len() > 1000, "{}", s.recv_queue.len());
+        assert_eq!(&into_a[..s.recv_queue.len()], &s.recv_queue[..]);
+        drop(a); // in repair mode: gone without a FIN or RST
+        let family = if local.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let n = socket::socket(family, libc::SOCK_STREAM, 0).unwrap();
+        let mut tx = crate::segment::RawSender::new(netlock::LOCK_MARK);
+        restore(n.as_raw_fd(), local, peer, &s, &mut tx).unwrap();
+        netlock::unlock(&tag).unwrap();
+        finish(n.as_raw_fd(), false).unwrap();
+        let mut a = TcpStream::from(n);
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // a reads everything b wrote, in order; b reads all a wrote.
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0u8; from_a.len()];
+            b.read_exact(&mut got).unwrap();
+            assert!(got == from_a, "b read something else");
+            b.write_all(&pattern(1000, 9)[sent_b % 1000..]).unwrap();
+            b
+        });
+        let mut got = vec![0u8; sent_b];
+        a.read_exact(&mut got).unwrap();
+        assert!(got == into_a[..sent_b], "a read something else");
+        drop(reader.join().unwrap());
+    }
+
+    #[test]
+    fn established_connections_continue_ipv4_and_ipv6() {
+        if crate::creds::geteuid() != 0 {
+            panic!("needs root (TCP_REPAIR, nft)");
+        }
+        round_trip("127.0.0.1:0");
+        round_trip("[::1]:0");
+    }
+}
