@@ -138,7 +138,16 @@ pub(crate) fn capture_with(
     worker::test_delay();
     worker::check(pid)?;
 
-    let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
+    let mut sockets = fds::net::Sockets::new(opts.sockets);
+    let files = save_fds(
+        pid,
+        &raw_fds,
+        &rinfo,
+        &stat,
+        &mut watched,
+        &mut process,
+        &mut sockets,
+    )?;
     worker::test_delay();
     worker::check(pid)?;
     process.threads = threads;
@@ -154,6 +163,7 @@ pub(crate) fn capture_with(
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
     Ok(Captured {
         image,
+        sockets,
         frozen,
         stats,
     })
@@ -228,9 +238,10 @@ fn save_fds(
     stat: &Stat,
     sink: &mut dyn PageSink,
     process: &mut Process,
+    sockets: &mut fds::net::Sockets,
 ) -> Result<Vec<OpenFile>> {
     let t = Instant::now();
-    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
+    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink, sockets)?;
     tracing::info!(fds = fds.len(), files = files.len(), elapsed = ?t.elapsed(), "fds");
     process.fds = fds;
     Ok(files)

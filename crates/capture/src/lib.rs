@@ -89,7 +89,12 @@ pub struct DumpOptions {
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// Live sockets: TCP connections (refused by default, naming them),
+    /// unix sockets whose peer is outside the dump (refused by default).
+    pub sockets: SocketOptions,
 }
+
+pub use fds::net::SocketOptions;
 
 impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,6 +102,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("leave_running", &self.leave_running)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
+            .field("sockets", &self.sockets)
             .finish()
     }
 }
@@ -166,6 +172,9 @@ pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpSt
 /// A frozen process and its captured state. Dropping it resumes the process.
 pub struct Captured {
     image: Image,
+    /// Dropped before `frozen`: sockets in repair mode are let go while the
+    /// process is still stopped.
+    sockets: fds::net::Sockets,
     frozen: freeze::Frozen,
     stats: DumpStats,
 }
@@ -181,16 +190,24 @@ impl Captured {
     }
     /// Let the process go on exactly as it was. Returns how long it was frozen.
     pub fn release(self) -> Result<Duration> {
-        self.frozen.release()
+        let sockets = self.sockets.release();
+        let d = self.frozen.release()?;
+        sockets?;
+        Ok(d)
     }
     /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
-    /// Returns how long it was frozen.
+    /// Returns how long it was frozen. Locked TCP connections stay locked
+    /// for their restore.
     pub fn kill(self) -> Result<Duration> {
-        self.frozen.kill()
+        let d = self.frozen.kill()?;
+        self.sockets.dumped();
+        Ok(d)
     }
     /// The model, and the process let go.
     pub fn into_image(self) -> Result<(Image, Duration)> {
+        let sockets = self.sockets.release();
         let d = self.frozen.release()?;
+        sockets?;
         Ok((self.image, d))
     }
 }

@@ -164,6 +164,10 @@ pub struct RestoreOptions {
     /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
     /// dumped process just freed).
     pub huge_fill: Option<bool>,
+    /// Restore live TCP connections of the image closed (aborted: the
+    /// process's next read or write on them fails) instead of live, and
+    /// remove the dump's connection lock (their peers get a reset).
+    pub tcp_close: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -172,6 +176,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("new_pid", &self.new_pid)
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
+            .field("tcp_close", &self.tcp_close)
             .finish()
     }
 }

@@ -42,7 +42,7 @@ pub const STATE_DIR: &str = "/run/ckpt/locks";
 const DEFAULT_TIMEOUT: u64 = 3600;
 
 /// One connection as the wire sees it (v4-mapped addresses unwrapped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conn {
     pub local: SocketAddr,
     pub peer: SocketAddr,

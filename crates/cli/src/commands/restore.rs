@@ -24,6 +24,10 @@ pub struct Args {
     /// Print timing details.
     #[arg(short, long)]
     verbose: bool,
+    /// Restore the image's live TCP connections closed (the process finds
+    /// them aborted) and remove the dump's connection lock.
+    #[arg(long)]
+    tcp_close: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -31,6 +35,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
+        tcp_close: a.tcp_close,
         progress: super::progress_bar("restoring"),
         ..Default::default()
     };

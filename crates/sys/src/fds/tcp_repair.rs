@@ -299,6 +299,34 @@ pub struct Pending<'a> {
     pub client_window: u32,
 }
 
+impl<'a> Pending<'a> {
+    /// A waiting connection saved with [`save`] (its state seen from the
+    /// listener's side), as a replay of its handshake.
+    pub fn of_saved(
+        family: i32,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+        s: &'a Saved,
+    ) -> Pending<'a> {
+        Pending {
+            family,
+            local,
+            peer,
+            server_isn: s.send_seq.wrapping_sub(1),
+            client_isn: s
+                .recv_seq
+                .wrapping_sub(s.recv_queue.len() as u32)
+                .wrapping_sub(1),
+            data: &s.recv_queue,
+            fin: fin_received(s.state),
+            mss: s.negotiated.mss_clamp,
+            sack: s.negotiated.sack,
+            client_wscale: s.negotiated.wscale.map(|(snd, _)| snd),
+            client_window: s.window.map_or(65535, |w| w.snd_wnd),
+        }
+    }
+}
+
 /// Put a saved pending connection back into the accept queue of the
 /// listener bound to its local address, with its original sequence
 /// numbers: the only way into an accept queue is a handshake, and the
