@@ -4,6 +4,7 @@
 
 mod util;
 
+mod connections;
 mod dump_restore;
 mod faults;
 mod hostile;

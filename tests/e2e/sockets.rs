@@ -1,18 +1,14 @@
-//! Sockets: listening TCP sockets are re-made (bound and listening again)
-//! at restore; other sockets are refused by name at dump.
+//! Sockets: listening TCP sockets listen again; unix sockets (pairs,
+//! listeners, queued messages with fds and credentials); UDP with queued
+//! datagrams; raw sockets (`ping`); netlink (`ip monitor`). Live TCP
+//! connections: connections.rs.
 
 use crate::util::*;
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A Python fixture script of tests/fixtures, started with `args`.
-fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
-    let path = fixture(script);
-    let mut all = vec![path.to_str().unwrap()];
-    all.extend_from_slice(args);
-    Proc::spawn(dir, std::path::Path::new("python3"), &all)
-}
+use crate::connections::{need, python_fixture};
 
 fn ask(addr: &str) -> String {
     let mut last = None;
@@ -75,28 +71,6 @@ fn restore_reports_a_port_in_use() {
 }
 
 #[test]
-fn connected_sockets_are_refused_by_name() {
-    let dir = TempDir::new("tcp-conn");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let script = format!(
-        "import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nprint('READY',flush=True)\ntime.sleep(600)\n"
-    );
-    let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", &script]);
-    p.wait_line(|l| l.starts_with("READY"));
-    let image = dir.join("c.ckpt");
-    let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
-    let err = assert_clean_failure(&o, "dump of a connected socket");
-    assert!(
-        err.contains("TCP socket") && err.contains("established"),
-        "{err}"
-    );
-    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert!(p.alive());
-    assert!(!image.exists());
-}
-
-#[test]
 fn unix_socketpairs_and_asyncio_survive() {
     let dir = TempDir::new("unix-pair");
     let mut p = python_fixture(&dir, "unixsock.py", &[]);
@@ -153,4 +127,141 @@ fn unix_listener_on_a_path_listens_again() {
     let mut r = restore_detached(&image, &p.out, p.pid);
     assert_eq!(ask_unix(&sock), "hi 3\n");
     r.kill();
+}
+
+#[test]
+fn udp_sockets_keep_their_queued_datagrams() {
+    use std::net::UdpSocket;
+    let dir = TempDir::new("udp");
+    let mut p = python_fixture(&dir, "udpserver.py", &[]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let (p4, p6, pl) = (
+        values(&ready, "port4=")[0],
+        values(&ready, "port6=")[0],
+        values(&ready, "portlite=")[0],
+    );
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let u6 = UdpSocket::bind("[::1]:0").unwrap();
+    let sizes = [0usize, 10, 30000, 1, 500];
+    for (i, n) in sizes.iter().enumerate() {
+        let d: Vec<u8> = (0..*n).map(|k| ((i + k) % 256) as u8).collect();
+        u.send_to(&d, format!("127.0.0.1:{p4}")).unwrap();
+    }
+    for i in 0..3 {
+        u6.send_to(format!("six {i}").as_bytes(), format!("[::1]:{p6}"))
+            .unwrap();
+    }
+    // To the dual-stack socket over IPv4: a v4-mapped source.
+    u.send_to(b"mapped", format!("127.0.0.1:{p6}")).unwrap();
+    // UDP-Lite, from a raw-free sender: a UDP-Lite socket of ours.
+    let lite = ckpt_sys::fds::socket::socket(libc::AF_INET, libc::SOCK_DGRAM, 136).unwrap();
+    let to = ckpt_sys::fds::socket::sockaddr_inet(&format!("127.0.0.1:{pl}").parse().unwrap());
+    use std::os::fd::AsRawFd;
+    ckpt_sys::fds::socket::send_to(lite.as_raw_fd(), b"lite!", &to).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let image = dir.join("udp.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("DONE"));
+    let out = r.output();
+    let got: Vec<&str> = out.lines().filter(|l| l.starts_with("got ")).collect();
+    let port = u.local_addr().unwrap().port();
+    let port6 = u6.local_addr().unwrap().port();
+    for (i, n) in sizes.iter().enumerate() {
+        let sum: usize = (0..*n).map(|k| (i + k) % 256).sum::<usize>() % 65536;
+        let want = format!("got sock=s4 n={i} from=127.0.0.1:{port} len={n} sum={sum}");
+        assert_eq!(got.get(i).copied(), Some(want.as_str()), "{}", tail(&out));
+    }
+    // Then what the connected socket sent after the restore.
+    assert!(
+        got[5].starts_with("got sock=s4 n=5") && got[5].contains("len=14"),
+        "{}",
+        tail(&out)
+    );
+    for i in 0..3 {
+        assert!(
+            out.contains(&format!("got sock=s6 n={i} from=::1:{port6} len=5")),
+            "{}",
+            tail(&out)
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "got sock=s6 n=3 from=::ffff:127.0.0.1:{port} len=6"
+        )),
+        "{}",
+        tail(&out)
+    );
+    assert!(out.contains("got sock=lite n=0"), "{}", tail(&out));
+}
+
+#[test]
+fn unix_messages_keep_their_fds_credentials_and_senders() {
+    let dir = TempDir::new("unixmsgs");
+    let mut p = python_fixture(&dir, "unixmsgs.py", &[]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("um.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("ALL OK"));
+    let out = r.output();
+    for what in ["seqpacket ok", "dgram ok", "stream ok"] {
+        assert!(out.contains(what), "{}", tail(&out));
+    }
+}
+
+#[test]
+fn ping_keeps_pinging() {
+    need("ping");
+    let dir = TempDir::new("ping");
+    let mut p = Proc::spawn(
+        &dir,
+        std::path::Path::new("ping"),
+        &["-i", "0.05", "127.0.0.1"],
+    );
+    p.wait_line(|l| l.contains("icmp_seq=5 "));
+    let image = dir.join("ping.ckpt");
+    dump_kill(&mut p, &image);
+    let seq_before = *values(&p.output().replace("icmp_seq=", " icmp_seq="), "icmp_seq=")
+        .last()
+        .unwrap();
+    let r = restore_detached(&image, &p.out, p.pid);
+    let want = seq_before + 10;
+    r.wait_line(|l| l.contains(&format!("icmp_seq={want} ")));
+    let out = r.output().replace("icmp_seq=", " icmp_seq=");
+    let seqs = values(&out, "icmp_seq=");
+    // Replies go on where they were: at most one lost at the dump.
+    let lost = (seqs[0]..=want).filter(|s| !seqs.contains(s)).count();
+    assert!(lost <= 1, "{lost} replies lost: {}", tail(&out));
+    assert_eq!(out.matches("PING ").count(), 1, "started over");
+}
+
+#[test]
+fn ip_monitor_keeps_listening() {
+    need("ip");
+    let dir = TempDir::new("ipmon");
+    let mut p = Proc::spawn(&dir, std::path::Path::new("ip"), &["monitor", "address"]);
+    // Give it a moment to join its groups.
+    std::thread::sleep(Duration::from_millis(300));
+    let image = dir.join("ipmon.ckpt");
+    dump_kill(&mut p, &image);
+    let show = ckpt_ok(&["show", image.to_str().unwrap()]);
+    assert!(show.contains("netlink-socket"), "{show}");
+    let r = restore_detached(&image, &p.out, p.pid);
+    // An event after the restore reaches it (a loopback address of this
+    // test's own, added and removed).
+    let addr = format!("127.0.{}.{}/32", std::process::id() % 250 + 1, 77);
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["addr", "add", &addr, "dev", "lo"]);
+    ip(&["addr", "del", &addr, "dev", "lo"]);
+    let bare = addr.trim_end_matches("/32").to_string();
+    r.wait_line(|l| l.contains("Deleted") && l.contains(&bare));
 }

@@ -85,6 +85,9 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
                     .map_err(|e| sys_fd(f.fd, "reading SO_REUSEADDR", e))?;
             let saved = tcp_repair::save(fd)
                 .map_err(|e| sys_fd(f.fd, "saving the TCP connection (TCP_REPAIR)", e))?;
+            // Out of repair mode until the process is killed (see net.rs).
+            tcp_repair::pause(fd, reuseaddr != 0)
+                .map_err(|e| sys_fd(f.fd, "leaving repair mode", e))?;
             cx.net.hold(sock, reuseaddr != 0);
             s.state = u32::from(saved.state);
             s.lock_tag = cx.net.lock_tag().unwrap_or_default().to_string();

@@ -8,11 +8,15 @@
 //! queues. Without an option they are refused, by address. With
 //! `--tcp-established` they are locked (ckpt_sys::netlock: nothing is
 //! answered or lost while they are saved), checked to be held by no
-//! process outside the dump, and then saved with TCP_REPAIR, which leaves
-//! them in repair mode. At the end:
-//! - the process is killed ([`Sockets::dumped`]): our duplicates are
-//!   closed (in repair mode they vanish without a FIN or RST) and the lock
-//!   stays, recorded as `dumped`, until the restore removes it;
+//! process outside the dump, and then saved with TCP_REPAIR; they leave
+//! repair mode again at once, without sending anything, so that if the
+//! dump worker died the process would go on with working sockets (only
+//! the lock to remove: `ckpt_sys::netlock::cleanup_stale`, which the
+//! `ckpt` process runs as soon as its worker dies). At the end:
+//! - the process is killed ([`Sockets::dumped`]): our duplicates (which
+//!   keep the sockets open) go into repair mode and are closed, so the
+//!   connections vanish without a FIN or RST, and the lock stays,
+//!   recorded as `dumped`, until the restore removes it;
 //! - the process goes on (`--leave-running`, or any failure:
 //!   [`Sockets::release`], also on drop): connections taken out of an
 //!   accept queue are put back into it, the lock goes, and the sockets
@@ -365,8 +369,12 @@ impl Sockets {
                 return Err(unsupported(fd, "a waiting connection without addresses"));
             };
             self.ensure_locked(local, peer)?;
+            let reuse =
+                ckpt_sys::fds::socket::getsockopt_int(cfd, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+                    .map_err(sys("reading SO_REUSEADDR"))?;
             let s =
                 tcp_repair::save(cfd).map_err(sys("saving a waiting connection (TCP_REPAIR)"))?;
+            tcp_repair::pause(cfd, reuse != 0).map_err(sys("leaving repair mode"))?;
             d.conns.push((c, local, peer, s));
         }
         Ok(())
@@ -377,12 +385,24 @@ impl Sockets {
         self.held.push(Held { fd, reuseaddr });
     }
 
-    /// The process was killed: close our duplicates (silently, in repair
-    /// mode) and keep the lock for the restore.
+    /// The process was killed: close our duplicates silently (in repair
+    /// mode: no FIN or RST, and the 4-tuples are free at once for the
+    /// restore) and keep the lock for the restore.
     pub fn dumped(mut self) {
         self.finished = true;
-        self.held.clear();
-        self.drained.clear();
+        let quiet = |fd: &OwnedFd| {
+            if let Err(e) = tcp_repair::set_repair(fd.as_raw_fd(), tcp_repair::Repair::On) {
+                tracing::warn!(error = %e, "a saved connection could not be closed silently");
+            }
+        };
+        for h in self.held.drain(..) {
+            quiet(&h.fd);
+        }
+        for d in self.drained.drain(..) {
+            for (c, ..) in &d.conns {
+                quiet(c);
+            }
+        }
         if let Some(l) = self.lock.as_mut() {
             l.record.status = "dumped".into();
             if let Err(e) = l.record.write(Path::new(netlock::STATE_DIR)) {
@@ -414,7 +434,9 @@ impl Sockets {
             .unwrap_or(libc::AF_INET);
             let mut saved = Vec::new();
             for (c, local, peer, s) in d.conns {
-                drop(c); // in repair mode: the 4-tuple is free again, silently
+                // Closed in repair mode: silently, the 4-tuple free again.
+                let _ = tcp_repair::set_repair(c.as_raw_fd(), tcp_repair::Repair::On);
+                drop(c);
                 saved.push((local, peer, s));
             }
             for (local, peer, s) in &saved {

@@ -111,9 +111,11 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         for passed in p.fds {
             files.push(cx.inflight(passed)?);
         }
+        // Pid 0: the kernel recorded no credentials (no SO_PASSCRED at
+        // either end when it was sent).
         let (has_creds, (pid, uid, gid)) = match p.creds {
-            Some(c) => (true, c),
-            None => (false, (0, 0, 0)),
+            Some(c) if c.0 != 0 => (true, c),
+            _ => (false, (0, 0, 0)),
         };
         u.messages.push(UnixMessage {
             data: p.data,
@@ -165,21 +167,19 @@ fn socket_file(
     };
     let mut path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&u.local_path));
     if path.is_relative() {
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
-        let abs = cwd.join(&path);
-        match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.ino() == u64::from(ino) => path = abs,
-            _ => {
-                return Err(unsupported(
-                    fd,
-                    format!(
-                        "unix socket bound to the relative path {}, not found from the working directory",
-                        show(&u.local_path)
-                    ),
-                ))
-            }
-        }
-        u.local_path = path.as_os_str().as_encoded_bytes().to_vec();
+        // Relative to the working directory at bind time: taken as the
+        // present one (where the file is, unless it was deleted).
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| {
+            unsupported(
+                fd,
+                format!(
+                    "unix socket bound to the relative path {}: reading the working directory: {e}",
+                    show(&u.local_path)
+                ),
+            )
+        })?;
+        path = cwd.join(&path);
+        u.local_path = path.as_os_str().as_bytes().to_vec();
     }
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.ino() == u64::from(ino) && m.file_type().is_socket() => {

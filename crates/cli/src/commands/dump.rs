@@ -42,6 +42,8 @@ pub enum UnixExternalArg {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    // Connection locks left by a dump whose processes were all killed.
+    ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
         compression: a.compress.into(),

@@ -75,16 +75,10 @@ pub(super) fn addr(bytes: &[u8], port: u16) -> Option<SocketAddr> {
 }
 
 fn saved_of(b: &mut Builder, what: &str, n: &InetSocket, t: &TcpConnection) -> Option<Saved> {
+    // (check() plans with a loader that gives nothing: the reader checks
+    // blob sizes when it reads them for real.)
     let mut load = |blob: &Blob, which: &str| match b.load(blob) {
-        Ok(v) if v.len() as u64 == blob.size => Some(v),
-        Ok(v) => {
-            b.error(format!(
-                "{what}: the {which} queue holds {} bytes, not {}",
-                v.len(),
-                blob.size
-            ));
-            None
-        }
+        Ok(v) => Some(v),
         Err(e) => {
             b.error(format!("{what}: reading the {which} queue: {e}"));
             None

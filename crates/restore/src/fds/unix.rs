@@ -14,13 +14,13 @@
 //! 3. connections: datagram sockets to their receiver, waiting clients to
 //!    their listener in the saved order (they wait in its accept queue
 //!    again), sockets whose peer was outside the image to the peer's name
-//!    (`--unix-external=reconnect`); then socket files that were deleted
-//!    are removed again;
+//!    (`--unix-external=reconnect`);
 //! 4. queued messages, each sent again by the peer (or, for a datagram
 //!    receiver, by the saved sender when it is in the image, else by an
 //!    unnamed socket) with its fds (SCM_RIGHTS: the files in flight are
 //!    descriptions of the image too, made in phase 2 like the others and
-//!    placed nowhere) and its credentials (SCM_CREDENTIALS);
+//!    placed nowhere) and its credentials (SCM_CREDENTIALS); then socket
+//!    files that were deleted are removed again;
 //! 5. shutdown bits, then the options (SO_PEEK_OFF, SO_PASSCRED, ...).
 //!
 //! A socket whose peer has gone (`--unix-external=close`, or one whose
@@ -96,6 +96,7 @@ pub(super) fn plan_all(b: &mut Builder) {
     for &g in &groups {
         messages(b, &cx, g);
     }
+    unlink_deleted(b, &cx, &groups);
     for &g in &groups {
         finish(b, &cx, g);
     }
@@ -144,7 +145,7 @@ fn make_socket(b: &mut Builder, cx: &mut Ctx, g: usize) -> usize {
             slot: s,
             sock_type: u.sock_type as i32,
             name: u.local_path.clone(),
-            path: if abstract_name {
+            path: if abstract_name || u.local_path.is_empty() {
                 None
             } else {
                 cpath(&u.local_path)
@@ -324,9 +325,14 @@ fn connect_phase(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
             connect_to(b, g, &u.peer_path);
         }
     }
+}
+
+/// Socket files deleted at the dump go again (once nothing needs their
+/// name any more).
+fn unlink_deleted(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
     for &g in groups {
         let u = cx.sock[&g];
-        if u.deleted && u.local_path.first().is_some_and(|&c| c != 0) {
+        if u.deleted && b.slot_of[g].is_some() && u.local_path.first().is_some_and(|&c| c != 0) {
             if let Some(path) = cpath(&u.local_path) {
                 b.op(&b.what(g), FdOp::UnixUnlink { path });
             }

@@ -120,6 +120,9 @@ fn udplite(k: &SockKind) -> bool {
 fn dgram_or_raw(k: &SockKind) -> bool {
     k.udp() || k.raw() || (k.inet() && k.ty == libc::SOCK_DGRAM)
 }
+fn v6_dgram(k: &SockKind) -> bool {
+    k.v6() && k.ty != libc::SOCK_STREAM
+}
 fn raw4(k: &SockKind) -> bool {
     k.raw() && k.v4()
 }
@@ -214,8 +217,8 @@ pub const TABLE: &[OptSpec] = &[
     opt!(IP, libc::IP_NODEFRAG, "IP_NODEFRAG", Int, raw4),
     // IPv6.
     opt!(IP6, libc::IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", Int, v6),
-    opt!(IP6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", Int, v6),
-    opt!(IP6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", Int, v6),
+    opt!(IP6, libc::IPV6_MULTICAST_HOPS, "IPV6_MULTICAST_HOPS", Int, v6_dgram),
+    opt!(IP6, libc::IPV6_MULTICAST_LOOP, "IPV6_MULTICAST_LOOP", Int, v6_dgram),
     opt!(IP6, libc::IPV6_TCLASS, "IPV6_TCLASS", Int, v6),
     opt!(IP6, libc::IPV6_RECVTCLASS, "IPV6_RECVTCLASS", Int, v6),
     opt!(IP6, libc::IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", Int, v6),
@@ -368,11 +371,19 @@ pub fn apply(
         if (phase == Phase::PreBind) != pre {
             continue;
         }
-        let r = match (*level, *name) {
-            FILTER | SNDBUF | RCVBUF | BUF_LOCK => continue,
-            _ => setsockopt_bytes(fd, *level, *name, v),
-        };
-        r.map_err(|e| (i, e))?;
+        if matches!((*level, *name), FILTER | SNDBUF | RCVBUF | BUF_LOCK) {
+            continue;
+        }
+        // Already so (a default that differed from the reference socket's
+        // only where the dump ran): nothing to set.
+        let mut cur = [0u8; 64];
+        if v.len() <= cur.len()
+            && getsockopt_into(fd, *level, *name, &mut cur).ok() == Some(v.len())
+            && cur[..v.len()] == v[..]
+        {
+            continue;
+        }
+        setsockopt_bytes(fd, *level, *name, v).map_err(|e| (i, e))?;
     }
     if phase == Phase::PreBind {
         return Ok(());

@@ -559,6 +559,14 @@ pub fn finish(fd: impl AsRawFd + Copy, reuseaddr: bool) -> Result<()> {
     super::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr as i32)
 }
 
+/// Leave repair mode without sending anything (a saved connection whose
+/// process is still stopped: were the dumper to die, the process would go
+/// on with a working socket), SO_REUSEADDR put back.
+pub fn pause(fd: impl AsRawFd + Copy, reuseaddr: bool) -> Result<()> {
+    set_repair(fd, Repair::OffNoProbe)?;
+    super::socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr as i32)
+}
+
 /// The window as saved, made acceptable while the peer's FIN is not back
 /// in the receive queue (rcv_wup may not be past rcv_nxt).
 fn window_for_restore(s: &Saved) -> Option<Window> {
