@@ -182,6 +182,7 @@ fn connections_with_both_ends_and_queued_data_both_ways() {
         assert!(out.contains(&format!("pair={name} ok")), "{}", tail(&out));
     }
     assert!(out.contains("halfclosed ok"), "{}", tail(&out));
+    assert!(out.contains("options ok"), "{}", tail(&out));
     eprintln!("tcp pairs: dump {dumped:?}, restore {restored:?}");
 }
 

@@ -165,6 +165,11 @@ fn udp_sockets_keep_their_queued_datagrams() {
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l.starts_with("DONE"));
     let out = r.output();
+    assert!(
+        out.contains("options broadcast=1 ttl=5 tos=16 nonblock=1 owner=1 async=1"),
+        "{}",
+        tail(&out)
+    );
     let got: Vec<&str> = out.lines().filter(|l| l.starts_with("got ")).collect();
     let port = u.local_addr().unwrap().port();
     let port6 = u6.local_addr().unwrap().port();

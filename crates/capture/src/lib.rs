@@ -31,6 +31,15 @@
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
+//! - Sockets (see `fds/net.rs`): live TCP connections and accept queues
+//!   are refused unless [`SocketOptions`] says otherwise; with
+//!   `tcp_established` they are locked (nft) and saved with TCP_REPAIR,
+//!   the lock staying for the restore once the process is killed (the
+//!   tag is `InetSocket.lockTag`). Queued unix messages are peeked with
+//!   the files they carry, which become open files of the image
+//!   (`UnixMessage.files`; ids after the process's own descriptions).
+//!   Queued datagrams of raw, ping, netlink and packet sockets are not
+//!   saved (`droppedQueue` says how much, and a warning is logged).
 //!
 //! # Layout
 //!
@@ -45,10 +54,13 @@
 //!   the process what only it can tell (injected system calls).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
-//! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
-//!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//! - `fds/`: `mod.rs` (listing, the kind table, files in flight in unix
+//!   messages), `fdinfo.rs`, `descriptions.rs` (which fds share an open
+//!   file description), `net.rs` (what the socket kinds share: options,
+//!   the connection lock, sockets in repair mode), and one module per
+//!   kind: `regular`, `pipe`, `unix`, `inet` (TCP), `udp`, `raw` (raw and
+//!   ping), `netlink`, `packet`, `tty`, `eventfd`, `epoll`, `timerfd`,
+//!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!

@@ -826,6 +826,59 @@ impl InetSocket {
             format!("{local} -> {}", one(&self.remote_addr, self.remote_port))
         }
     }
+
+    /// For `ckpt show`: protocol, addresses and what was saved with it
+    /// ("TCP 127.0.0.1:80 -> 10.0.0.2:5555 (established, live)",
+    /// "UDP [::]:53, 3 datagrams queued", "raw ICMP", ...).
+    pub fn summary(&self) -> String {
+        const STATES: [&str; 12] = [
+            "?",
+            "established",
+            "SYN sent",
+            "SYN received",
+            "FIN wait 1",
+            "FIN wait 2",
+            "TIME wait",
+            "closed",
+            "close wait",
+            "last ACK",
+            "listening",
+            "closing",
+        ];
+        let addrs = if self.local_addr.is_empty() && self.remote_port == 0 {
+            "unbound".to_string()
+        } else {
+            self.describe()
+        };
+        match (self.sock_type as i32, self.protocol as i32) {
+            (1, _) => {
+                let state = STATES.get(self.state as usize).copied().unwrap_or("?");
+                let how = if self.tcp.is_some() {
+                    ", live"
+                } else if self.closed {
+                    ", restored closed"
+                } else {
+                    ""
+                };
+                let pending = if self.pending.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} waiting to be accepted", self.pending.len())
+                };
+                format!("TCP {addrs} ({state}{how}{pending})")
+            }
+            (2, 1) | (2, 58) => format!("ping {addrs}"),
+            (2, p) => {
+                let name = if p == 136 { "UDP-Lite" } else { "UDP" };
+                match self.datagrams.len() {
+                    0 => format!("{name} {addrs}"),
+                    n => format!("{name} {addrs}, {n} datagram(s) queued"),
+                }
+            }
+            (3, p) => format!("raw protocol {p}"),
+            (t, p) => format!("type {t} protocol {p} {addrs}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

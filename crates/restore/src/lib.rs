@@ -24,9 +24,13 @@
 //! holds that kind's checks, its (pure) planning and its execution:
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
-//!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
-//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
-//!   [`plan::fds::FdOp`]s of their kind and run them in the stub.
+//!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, udp,
+//!   raw, netlink, packet, tty, eventfd, epoll, timerfd, signalfd,
+//!   inotify, memfd, chardev) plan the [`plan::fds::FdOp`]s of their kind
+//!   and run them in the stub. `fds/sockets.rs`: the sockets the restorer
+//!   builds itself before forking the stub (TCP with TCP_REPAIR, UDP,
+//!   raw, netlink, packet), which the stub inherits, and the connection
+//!   locks lifted just before the process runs.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
@@ -105,8 +109,27 @@
 //! before; their saved data is refilled only when no live process holds
 //! the FIFO (else it is still in the pipe).
 //!
+//! # Sockets
+//! Internet, netlink and packet sockets are made by the restorer (so that
+//! repairing a TCP connection, which needs CAP_NET_ADMIN, and injecting
+//! the packets a restore needs — a peer's FIN, an accept queue's
+//! handshakes, queued datagrams — happen in a normal Rust process); the
+//! stub inherits them and places them (`FdOp::Prebuilt`). Restored
+//! connections stay in repair mode, their packets dropped by the dump's
+//! lock, until [`restore`] is about to let the process run: then the lock
+//! goes and they leave repair mode with a window probe, which resyncs
+//! both sides at once. A restore that fails before closes them in repair
+//! mode (silently) and leaves the lock, so it can be tried again.
+//! [`RestoreOptions::tcp_close`] restores them aborted instead. Unix
+//! sockets are made by the stub (see `fds/unix.rs`), so that their
+//! credentials and paths are the process's.
+//!
 //! # Not restored (check() says so, as an error or a warning)
-//! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
+//! - Unknown socket kinds, inotify, SysV shared memory, unknown special
+//!   mappings: errors.
+//! - Queued packets of raw, ping, netlink and packet sockets (dropped at
+//!   the dump), sender names of queued unix datagrams whose sender is not
+//!   in the image: warnings.
 //! - More than one process per image; a chroot; a seccomp filter (not in
 //!   v1 images; restoring without it would drop the sandbox): errors.
 //! - The process joins the restorer's session and process group; terminals

@@ -103,30 +103,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
             ),
         ));
     }
-    let shut_rd = d.shutdown & 1 != 0;
-    let peeked = peek_messages(fd, stream.then_some(d.rqueue as usize), shut_rd)
-        .map_err(|e| sys_fd(f.fd, "reading its queued messages", e))?;
-    for p in peeked {
-        let mut files = Vec::with_capacity(p.fds.len());
-        for passed in p.fds {
-            files.push(cx.inflight(passed)?);
-        }
-        // Pid 0: the kernel recorded no credentials (no SO_PASSCRED at
-        // either end when it was sent).
-        let (has_creds, (pid, uid, gid)) = match p.creds {
-            Some(c) if c.0 != 0 => (true, c),
-            _ => (false, (0, 0, 0)),
-        };
-        u.messages.push(UnixMessage {
-            data: p.data,
-            files,
-            has_creds,
-            pid,
-            uid,
-            gid,
-            sender: p.sender,
-        });
-    }
+    u.messages = queued_messages(cx, f, fd, &d, stream)?;
     let total: usize = u.messages.iter().map(|m| m.data.len()).sum();
     if ty == libc::SOCK_STREAM
         && total <= MAX_COMPAT_QUEUE
@@ -146,6 +123,43 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         "unix socket saved"
     );
     Ok(Some(FileKind::UnixSocket(u)))
+}
+
+/// Everything queued for reading on `fd` (our duplicate of `f`), peeked,
+/// with the files the messages carry saved as open files of the image.
+fn queued_messages(
+    cx: &mut Ctx<'_>,
+    f: &RawFd,
+    fd: i32,
+    d: &ckpt_sys::sock_diag::UnixDiag,
+    stream: bool,
+) -> Result<Vec<UnixMessage>> {
+    let mut out = Vec::new();
+    let shut_rd = d.shutdown & 1 != 0;
+    let peeked = peek_messages(fd, stream.then_some(d.rqueue as usize), shut_rd)
+        .map_err(|e| sys_fd(f.fd, "reading its queued messages", e))?;
+    for p in peeked {
+        let mut files = Vec::with_capacity(p.fds.len());
+        for passed in p.fds {
+            files.push(cx.inflight(passed)?);
+        }
+        // Pid 0: the kernel recorded no credentials (no SO_PASSCRED at
+        // either end when it was sent).
+        let (has_creds, (pid, uid, gid)) = match p.creds {
+            Some(c) if c.0 != 0 => (true, c),
+            _ => (false, (0, 0, 0)),
+        };
+        out.push(UnixMessage {
+            data: p.data,
+            files,
+            has_creds,
+            pid,
+            uid,
+            gid,
+            sender: p.sender,
+        });
+    }
+    Ok(out)
 }
 
 /// The socket file of a path name: its mode and owner, or that it is gone

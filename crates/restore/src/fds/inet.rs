@@ -118,6 +118,48 @@ fn reuseaddr(opts: &[SockOpt]) -> bool {
     })
 }
 
+/// A listener's saved accept queue (None: refused, said in the plan).
+fn pending_of(
+    b: &mut Builder,
+    what: &str,
+    n: &InetSocket,
+) -> Option<Vec<(SocketAddr, SocketAddr, Saved)>> {
+    let mut pending = Vec::new();
+    if b.env.tcp_close && !n.pending.is_empty() {
+        b.warning(format!(
+            "{what}: {} connection(s) of its accept queue are not restored (--tcp-close)",
+            n.pending.len()
+        ));
+    } else {
+        for p in &n.pending {
+            if !p.lock_tag.is_empty() {
+                b.plan.net.lock_tags.insert(p.lock_tag.clone());
+            }
+            let (Some(l), Some(r), Some(t)) = (
+                addr(&p.local_addr, p.local_port),
+                addr(&p.remote_addr, p.remote_port),
+                &p.tcp,
+            ) else {
+                b.error(format!(
+                    "{what}: a connection of its accept queue without addresses or state"
+                ));
+                return None;
+            };
+            let s = saved_of(b, what, p, t)?;
+            if !matches!(
+                s.state,
+                tcp_repair::TCP_ESTABLISHED | tcp_repair::TCP_CLOSE_WAIT
+            ) || !s.send_queue.is_empty()
+            {
+                b.error(format!("{what}: a connection of its accept queue in state {} with data to send cannot be put back", s.state));
+                return None;
+            }
+            pending.push((l, r, s));
+        }
+    }
+    Some(pending)
+}
+
 fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
     let what = b.what(g);
     let family = n.family as i32;
@@ -137,41 +179,9 @@ fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
                 b.error(format!("{what}: a listening TCP socket without an address"));
                 return;
             };
-            let mut pending = Vec::new();
-            if b.env.tcp_close && !n.pending.is_empty() {
-                b.warning(format!(
-                    "{what}: {} connection(s) of its accept queue are not restored (--tcp-close)",
-                    n.pending.len()
-                ));
-            } else {
-                for p in &n.pending {
-                    if !p.lock_tag.is_empty() {
-                        b.plan.net.lock_tags.insert(p.lock_tag.clone());
-                    }
-                    let (Some(l), Some(r), Some(t)) = (
-                        addr(&p.local_addr, p.local_port),
-                        addr(&p.remote_addr, p.remote_port),
-                        &p.tcp,
-                    ) else {
-                        b.error(format!(
-                            "{what}: a connection of its accept queue without addresses or state"
-                        ));
-                        return;
-                    };
-                    let Some(s) = saved_of(b, &what, p, t) else {
-                        return;
-                    };
-                    if !matches!(
-                        s.state,
-                        tcp_repair::TCP_ESTABLISHED | tcp_repair::TCP_CLOSE_WAIT
-                    ) || !s.send_queue.is_empty()
-                    {
-                        b.error(format!("{what}: a connection of its accept queue in state {} with data to send cannot be put back", s.state));
-                        return;
-                    }
-                    pending.push((l, r, s));
-                }
-            }
+            let Some(pending) = pending_of(b, &what, n) else {
+                return;
+            };
             // 0: not known (the system's limit).
             let backlog = if n.backlog == 0 {
                 i32::MAX as u32
