@@ -373,3 +373,43 @@ fn worker_of(caller: i32) -> i32 {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+#[test]
+fn a_connection_in_syn_sent_completes_after_the_restore() {
+    need("nft");
+    let dir = TempDir::new("syn-sent");
+    // A listener whose accept queue is full drops new SYNs: a client
+    // connecting to it stays in SYN-SENT, retrying.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    ckpt_sys::fds::socket::listen(fd, 0).unwrap();
+    let filler = TcpStream::connect(addr).unwrap();
+    let script = format!(
+        "import os,socket,time,errno\ns=socket.socket()\ns.setblocking(False)\nr=s.connect_ex(('127.0.0.1',{}))\nprint('READY', r, flush=True)\ns.setblocking(True)\ns.settimeout(30)\nwhile not os.path.exists('go'): time.sleep(0.02)\ns.sendall(b'hello from syn-sent')\nprint('sent', flush=True)\nprint('got', s.recv(100).decode(), flush=True)\ntime.sleep(600)\n",
+        addr.port()
+    );
+    let mut p = Proc::spawn(&dir, Path::new("python3"), &["-c", &script]);
+    p.wait_line(|l| l.starts_with("READY"));
+    std::thread::sleep(Duration::from_millis(200));
+    let image = dir.join("syn.ckpt");
+    dump_with(&mut p, &image, &["--tcp-established"]);
+    let show = ckpt_ok(&["show", image.to_str().unwrap()]);
+    assert!(show.contains("SYN sent"), "{show}");
+    // Room in the accept queue: the restored SYN's first retransmission
+    // (a second after the restore) gets in.
+    let (_filled, _) = listener.accept().unwrap();
+    drop(filler);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let t = Instant::now();
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut b = [0u8; 19];
+    conn.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"hello from syn-sent");
+    eprintln!("syn-sent: connected {:?} after the restore", t.elapsed());
+    conn.write_all(b"welcome").unwrap();
+    r.wait_line(|l| l.starts_with("got welcome"));
+}

@@ -270,3 +270,140 @@ fn ip_monitor_keeps_listening() {
     let bare = addr.trim_end_matches("/32").to_string();
     r.wait_line(|l| l.contains("Deleted") && l.contains(&bare));
 }
+
+#[test]
+fn unix_peers_outside_the_dump_need_an_option() {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    let dir = TempDir::new("unix-ext");
+    let path = dir.join("outside.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let script = format!(
+        "import os,socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\nprint('READY',flush=True)\nwhile not os.path.exists('go'): time.sleep(0.02)\ntry:\n    s.sendall(b'after')\nexcept OSError as e:\n    print('send errno', e.errno, flush=True)\nprint('read', s.recv(100), flush=True)\ntime.sleep(600)\n",
+        path.to_str().unwrap()
+    );
+    // Each process in a directory of its own (its own output file).
+    let spawn = |d: &TempDir| {
+        let p = Proc::spawn(d, std::path::Path::new("python3"), &["-c", &script]);
+        p.wait_line(|l| l.starts_with("READY"));
+        p
+    };
+    // Refused without the option, naming the peer.
+    let mut p = spawn(&dir);
+    let (mut first, _) = l.accept().unwrap();
+    let image = dir.join("ext.ckpt");
+    let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
+    let err = assert_clean_failure(&o, "dump of a unix socket connected outside");
+    assert!(
+        err.contains("--unix-external") && err.contains("outside the dump"),
+        "{err}"
+    );
+    assert!(p.alive());
+    // close: the restored socket's peer has gone.
+    first.write_all(b"before").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--unix-external=close",
+    ]);
+    p.reap();
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    // It reads what was queued, then end of file.
+    r.wait_line(|l| l.starts_with("read b'before'"));
+    drop(r);
+    // reconnect: a new connection to the same name.
+    let dir2 = TempDir::new("unix-ext2");
+    let mut p = spawn(&dir2);
+    let (_second, _) = l.accept().unwrap();
+    let image2 = dir2.join("ext2.ckpt");
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image2.to_str().unwrap(),
+        "--unix-external=reconnect",
+    ]);
+    p.reap();
+    let r = restore_detached(&image2, &p.out, p.pid);
+    let (mut third, _) = l.accept().unwrap();
+    std::fs::write(dir2.join("go"), b"").unwrap();
+    let mut b = [0u8; 5];
+    use std::io::Read;
+    third.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"after");
+    third.write_all(b"hi").unwrap();
+    r.wait_line(|l| l.starts_with("read b'hi'"));
+}
+
+#[test]
+fn packet_sockets_keep_receiving_and_rings_are_refused() {
+    let dir = TempDir::new("packet");
+    // A packet socket bound to lo for UDP to one port; prints what it
+    // reads once "go" exists.
+    let script = r#"
+import os, socket, struct, time
+ETH_P_IP = 0x0800
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+s.bind(("lo", ETH_P_IP))
+print("READY", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.02)
+s.settimeout(10)
+while True:
+    data = s.recv(65536)
+    if b"packet-probe" in data:
+        print("seen probe", flush=True)
+        break
+time.sleep(600)
+"#;
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("pkt.ckpt");
+    dump_kill(&mut p, &image);
+    let show = ckpt_ok(&["show", image.to_str().unwrap()]);
+    assert!(show.contains("packet-socket"), "{show}");
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t = std::time::Instant::now();
+    while !r.output().contains("seen probe") {
+        u.send_to(b"packet-probe", "127.0.0.1:9").unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            tail(&r.output())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A socket with a mapped receive ring is refused by name.
+    let ring = r#"
+import mmap, socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+# PACKET_RX_RING (5): tp_block_size, tp_block_nr, tp_frame_size, tp_frame_nr
+s.setsockopt(263, 5, struct.pack("IIII", 4096, 4, 2048, 8))
+m = mmap.mmap(s.fileno(), 4096 * 4)
+print("READY", flush=True)
+time.sleep(600)
+"#;
+    let dir2 = TempDir::new("packet-ring");
+    let p = Proc::spawn(&dir2, std::path::Path::new("python3"), &["-c", ring]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let o = ckpt_run(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        dir2.join("ring.ckpt").to_str().unwrap(),
+    ]);
+    let err = assert_clean_failure(&o, "dump of a packet socket with a ring");
+    // Refused by its mapping (the memory step comes first) or by the socket.
+    assert!(
+        err.contains("PACKET_RX_RING") || err.contains("(socket:["),
+        "{err}"
+    );
+    assert!(p.alive());
+}
