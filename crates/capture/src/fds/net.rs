@@ -100,12 +100,6 @@ impl Sockets {
         }
     }
 
-    /// Processes of the dump besides those prepared so far (a process
-    /// tree: a socket shared with one of them is not held "outside").
-    pub fn include(&mut self, pids: impl IntoIterator<Item = Pid>) {
-        self.pids.extend(pids);
-    }
-
     /// The lock's tag, if connections are locked.
     pub fn lock_tag(&self) -> Option<&str> {
         self.lock.as_ref().map(|l| l.tag.as_str())
