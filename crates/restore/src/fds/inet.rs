@@ -249,16 +249,13 @@ pub(super) fn make(s: &TcpSpec, m: &mut Maker) -> Result<(OwnedFd, Option<bool>)
     let mut repaired = None;
     match &s.shape {
         TcpShape::Unbound => {}
-        TcpShape::Bound(a) => {
-            socket::bind_raw(fd, &sockaddr_inet(a)).map_err(|e| format!("binding to {a}: {e}"))?
-        }
+        TcpShape::Bound(a) => bind_again(fd, a, &s.opts)?,
         TcpShape::Listen {
             local,
             backlog,
             pending,
         } => {
-            socket::bind_raw(fd, &sockaddr_inet(local))
-                .map_err(|e| format!("binding to {local}: {e}"))?;
+            bind_again(fd, local, &s.opts)?;
             socket::listen(fd, *backlog).map_err(|e| format!("listening on {local}: {e}"))?;
             replay(s.family, fd, local, pending, m)?;
         }
@@ -280,6 +277,22 @@ pub(super) fn make(s: &TcpSpec, m: &mut Maker) -> Result<(OwnedFd, Option<bool>)
     }
     apply_opts(fd, &s.opts, Phase::Post)?;
     Ok((sock, repaired))
+}
+
+/// Bind to the saved address again, with SO_REUSEADDR for the bind
+/// (connections of the saved socket may have left TIME-WAIT sockets on
+/// its port), then the saved value.
+fn bind_again(fd: i32, a: &SocketAddr, opts: &[SockOpt]) -> Result<(), String> {
+    socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
+        .map_err(|e| e.to_string())?;
+    socket::bind_raw(fd, &sockaddr_inet(a)).map_err(|e| format!("binding to {a}: {e}"))?;
+    socket::setsockopt_int(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        reuseaddr(opts) as i32,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Put the saved accept queue back into the new listener `fd`.
