@@ -848,6 +848,110 @@ mod tests {
         drop(reader.join().unwrap());
     }
 
+    /// Save `a` (in `want` state, its packets locked under `tag`), close
+    /// it silently, restore it, unlock, finish: the new socket.
+    fn save_restore(a: TcpStream, tag: &str, want: u8) -> TcpStream {
+        let fd = a.as_raw_fd();
+        let local = inet_addr(&sock_name(fd).unwrap()).unwrap();
+        let peer = inet_addr(&peer_name(fd).unwrap().unwrap()).unwrap();
+        let s = save(fd).unwrap();
+        assert_eq!(s.state, want);
+        drop(a);
+        let n = socket::socket(libc::AF_INET, libc::SOCK_STREAM, 0).unwrap();
+        let mut tx = crate::segment::RawSender::new(netlock::LOCK_MARK);
+        restore(n.as_raw_fd(), local, peer, &s, &mut tx).unwrap();
+        assert_eq!(tcp_info(n.as_raw_fd()).unwrap().state, want);
+        netlock::unlock(tag).unwrap();
+        finish(n.as_raw_fd(), false).unwrap();
+        TcpStream::from(n)
+    }
+
+    fn lock_pair(a: &TcpStream) -> String {
+        let fd = a.as_raw_fd();
+        let local = inet_addr(&sock_name(fd).unwrap()).unwrap();
+        let peer = inet_addr(&peer_name(fd).unwrap().unwrap()).unwrap();
+        let tag = netlock::new_tag();
+        netlock::lock(&tag, &[netlock::Conn::new(local, peer)], &[]).unwrap();
+        tag
+    }
+
+    #[test]
+    fn fin_wait_1_last_ack_and_closing_continue() {
+        if crate::creds::geteuid() != 0 {
+            panic!("needs root (TCP_REPAIR, nft)");
+        }
+        // FIN-WAIT-1: data and our FIN written while locked (not sent).
+        let (mut a, mut b) = pair("127.0.0.1:0");
+        let tag = lock_pair(&a);
+        a.write_all(b"last words").unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut a = save_restore(a, &tag, TCP_FIN_WAIT1);
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"last words");
+        b.write_all(b"reply").unwrap();
+        drop(b);
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut back = Vec::new();
+        a.read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"reply");
+
+        // LAST-ACK: the peer closed first, then we write and close, locked.
+        let (a, mut b) = pair("127.0.0.1:0");
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let tag = lock_pair(&a);
+        (&a).write_all(b"after your FIN").unwrap();
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        let a = save_restore(a, &tag, TCP_LAST_ACK);
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"after your FIN");
+        drop(a);
+
+        // CLOSING: both FINs crossed (written while locked); the peer's
+        // reaches us (its direction let through a moment), ours not.
+        let (a, mut b) = pair("127.0.0.1:0");
+        let tag = lock_pair(&a);
+        a.shutdown(std::net::Shutdown::Write).unwrap();
+        b.shutdown(std::net::Shutdown::Write).unwrap();
+        let fd = a.as_raw_fd();
+        let local = inet_addr(&sock_name(fd).unwrap()).unwrap();
+        let peer = inet_addr(&peer_name(fd).unwrap().unwrap()).unwrap();
+        let elem = format!(
+            "inet ckpt_lock_{tag} c4 {{ {} . {} . {} . {} }}",
+            peer.ip(),
+            peer.port(),
+            local.ip(),
+            local.port()
+        );
+        let nft = |verb: &str| {
+            let st = std::process::Command::new("nft")
+                .args([verb, "element"])
+                .args(elem.split(' '))
+                .status()
+                .unwrap();
+            assert!(st.success(), "nft {verb} element {elem}");
+        };
+        nft("delete");
+        // The peer's FIN is retransmitted (its first one was dropped).
+        let t0 = std::time::Instant::now();
+        while tcp_info(fd).unwrap().state != TCP_CLOSING {
+            assert!(t0.elapsed() < Duration::from_secs(5), "not CLOSING");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        nft("add");
+        let a = save_restore(a, &tag, TCP_CLOSING);
+        // Our FIN goes out again: the peer sees the end of our data.
+        b.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert!(got.is_empty());
+        drop(a);
+    }
+
     #[test]
     fn established_connections_continue_ipv4_and_ipv6() {
         if crate::creds::geteuid() != 0 {
