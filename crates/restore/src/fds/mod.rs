@@ -505,6 +505,7 @@ pub fn plan_fds(
         }
     }
     inflight_groups(image, &mut groups, &mut by_id);
+    plan.net.tcp_close = env.tcp_close;
     let mut b = Builder {
         proc,
         env,

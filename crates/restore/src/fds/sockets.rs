@@ -47,6 +47,9 @@ pub struct NetPlan {
     pub sockets: Vec<(String, Prebuilt)>,
     /// Connection locks (netlock tags) of the image.
     pub lock_tags: BTreeSet<String>,
+    /// The connections are restored closed (`--tcp-close`): a lock that
+    /// cannot be removed is only a warning.
+    pub tcp_close: bool,
 }
 
 /// A socket's options as the image keeps them, in the form ckpt-sys takes.
@@ -86,6 +89,7 @@ pub struct NetGuard {
     /// Restored connections in repair mode: (index into `fds`, SO_REUSEADDR).
     repaired: Vec<(usize, bool)>,
     lock_tags: BTreeSet<String>,
+    tcp_close: bool,
     done: bool,
 }
 
@@ -97,11 +101,18 @@ impl NetGuard {
         let t = std::time::Instant::now();
         let dir = std::path::Path::new(netlock::STATE_DIR);
         for tag in &self.lock_tags {
-            netlock::unlock(tag).map_err(|source| crate::Error::Sys {
-                context: format!("removing the connection lock {tag}"),
-                source,
-            })?;
-            netlock::remove_record(dir, tag);
+            match netlock::unlock(tag) {
+                Ok(()) => netlock::remove_record(dir, tag),
+                Err(e) if self.tcp_close => {
+                    tracing::warn!(tag = %tag, error = %e, "the dump's connection lock could not be removed")
+                }
+                Err(source) => {
+                    return Err(crate::Error::Sys {
+                        context: format!("removing the connection lock {tag}"),
+                        source,
+                    })
+                }
+            }
         }
         for &(i, reuseaddr) in &self.repaired {
             ckpt_sys::fds::tcp_repair::finish(self.fds[i].as_raw_fd(), reuseaddr).map_err(
@@ -141,6 +152,7 @@ pub(crate) struct Maker {
 pub fn prebuild(plan: &mut FdPlan) -> crate::Result<NetGuard> {
     let mut g = NetGuard::default();
     g.lock_tags = plan.net.lock_tags.clone();
+    g.tcp_close = plan.net.tcp_close;
     if plan.net.sockets.is_empty() {
         return Ok(g);
     }
