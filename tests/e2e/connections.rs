@@ -4,7 +4,7 @@
 //! both ways, IPv4, IPv6, v4-mapped, half-closed states), a listener's
 //! accept queue, `--tcp-close`, and the lock cleaned up after a killed
 //! dump. Needs root and nft (package nftables): without them these tests
-//! fail, loudly.
+//! are skipped loudly, or fail under CI=true.
 
 use crate::util::*;
 use std::io::{Read, Write};
@@ -13,25 +13,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A tool the test needs: fails loudly when it is missing.
-pub fn need(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
-        || Path::new("/usr/sbin").join(tool).is_file()
-        || Path::new("/sbin").join(tool).is_file();
-    assert!(
-        found,
-        "this test needs `{tool}` (scripts/install-deps installs it)"
-    );
-}
+pub(crate) use crate::sockets::python_fixture;
 
-/// A Python fixture script of tests/fixtures, started with `args`.
-pub fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
-    let path = fixture(script);
-    let mut all = vec![path.to_str().unwrap()];
-    all.extend_from_slice(args);
-    Proc::spawn(dir, Path::new("python3"), &all)
+/// The nft tool: live connections are locked with it.
+fn nft() -> ckpt_testkit::require::Check {
+    require::tool("nft", "apt-get install nftables")
 }
 
 /// `ckpt dump PID -o IMAGE ARGS...` (the process is killed), timed.
@@ -93,7 +79,7 @@ fn get(c: &mut TcpStream, path: &str) -> Vec<u8> {
 
 #[test]
 fn http_client_keeps_its_connection_with_a_large_response_in_flight() {
-    need("nft");
+    ckpt_testkit::require!(require::root(), nft());
     let dir = TempDir::new("http");
     let mut p = python_fixture(&dir, "httpserver.py", &[]);
     let ready = p.wait_line(|l| l.starts_with("READY"));
@@ -164,7 +150,7 @@ fn lock_count_for(image: &Path) -> usize {
 
 #[test]
 fn connections_with_both_ends_and_queued_data_both_ways() {
-    need("nft");
+    ckpt_testkit::require!(require::root(), nft());
     let dir = TempDir::new("tcppair");
     let mut p = python_fixture(&dir, "tcppair.py", &[]);
     p.wait_line(|l| l.starts_with("READY"));
@@ -210,7 +196,7 @@ fn live_connections_are_refused_without_an_option() {
 
 #[test]
 fn a_listeners_accept_queue_is_put_back() {
-    need("nft");
+    ckpt_testkit::require!(require::root(), nft());
     let dir = TempDir::new("accept-queue");
     // A server that accepts only once "go" exists; three clients wait in
     // its accept queue, two having sent a request, one having closed.
@@ -268,6 +254,7 @@ time.sleep(600)
 
 #[test]
 fn tcp_close_restores_connections_aborted() {
+    ckpt_testkit::require!(require::root(), nft());
     let dir = TempDir::new("tcp-close");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -292,7 +279,7 @@ fn tcp_close_restores_connections_aborted() {
 
 #[test]
 fn a_killed_dump_leaves_no_lock_and_the_connection_works() {
-    need("nft");
+    ckpt_testkit::require!(require::root(), nft());
     let dir = TempDir::new("tcp-killed-dump");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -376,7 +363,7 @@ fn worker_of(caller: i32) -> i32 {
 
 #[test]
 fn a_connection_in_syn_sent_completes_after_the_restore() {
-    need("nft");
+    ckpt_testkit::require!(require::root(), nft());
     let dir = TempDir::new("syn-sent");
     // A listener whose accept queue is full drops new SYNs: a client
     // connecting to it stays in SYN-SENT, retrying.

@@ -56,7 +56,7 @@ fn mode_of(p: &Path) -> u32 {
 #[test]
 fn images_are_created_private() {
     let dir = TempDir::new("private");
-    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     // With umask 000 the image is still 0600.
     let image = dir.join("img.ckpt");
@@ -109,7 +109,7 @@ fn images_are_created_private() {
 #[test]
 fn unprivileged_dump_of_another_users_process_fails() {
     let dir = TempDir::new("otheruser");
-    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let out = nobody_dir(&dir, "out");
     let image = out.join("x.ckpt");
@@ -234,7 +234,7 @@ fn check_refused(o: &std::process::Output, what: &str, needle: &str) {
 fn images_asking_for_more_than_the_restorer_has_are_refused() {
     let dir = TempDir::new("moreprivs");
     // An image of root's process, checked by nobody.
-    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let root_img = dir.join("root.ckpt");
     ckpt_ok(&[
@@ -412,7 +412,7 @@ fn crafted_paths_are_checked_with_the_saved_users_rights() {
 #[test]
 fn saved_creating_flags_are_not_applied() {
     let dir = TempDir::new("oflags");
-    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let mut p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
     dump_kill(&mut p, &image);
@@ -420,7 +420,7 @@ fn saved_creating_flags_are_not_applied() {
     std::fs::write(&victim, b"precious\n").unwrap();
     let absent = dir.join("absent.txt");
     for (name, path) in [("victim", &victim), ("absent", &absent)] {
-        let img = dir.join(&format!("{name}.ckpt"));
+        let img = dir.join(format!("{name}.ckpt"));
         let path = path.to_str().unwrap().as_bytes().to_vec();
         edited_copy(&image, &img, 0, move |i| {
             let file = i.processes[0].fds.iter().find(|f| f.fd == 1).unwrap().file;
@@ -449,6 +449,10 @@ fn saved_creating_flags_are_not_applied() {
 
 #[test]
 fn ckptfs_keeps_other_users_out() {
+    require!(
+        require::path("/dev/fuse", "the ckptfs tests mount FUSE filesystems"),
+        require::tool("runuser", "apt-get install util-linux")
+    );
     let dir = TempDir::new("fsusers");
     let store = dir.join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -489,7 +493,7 @@ fn ckptfs_keeps_other_users_out() {
         (a.join(" "), o)
     })
     .collect();
-    let _ = ckpt_sys::sys::kill(child.id() as i32, libc::SIGTERM);
+    let _ = signal(child.id() as i32, libc::SIGTERM);
     let _ = child.wait();
     let _ = Command::new("umount").arg("-l").arg(&mnt).status();
     for (what, o) in results {

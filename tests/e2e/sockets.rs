@@ -8,7 +8,14 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::connections::{need, python_fixture};
+/// A Python fixture script of tests/fixtures, started with `args`.
+pub(crate) fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
+    need(require::tool("python3", "apt-get install python3"));
+    let path = fixture(script);
+    let mut all = vec![path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Proc::spawn(dir, "python3", &all)
+}
 
 fn ask(addr: &str) -> String {
     let mut last = None;
@@ -219,7 +226,7 @@ fn unix_messages_keep_their_fds_credentials_and_senders() {
 
 #[test]
 fn ping_keeps_pinging() {
-    need("ping");
+    ckpt_testkit::require!(require::tool("ping", "apt-get install iputils-ping"));
     let dir = TempDir::new("ping");
     let mut p = Proc::spawn(
         &dir,
@@ -245,7 +252,7 @@ fn ping_keeps_pinging() {
 
 #[test]
 fn ip_monitor_keeps_listening() {
-    need("ip");
+    ckpt_testkit::require!(require::tool("ip", "apt-get install iproute2"));
     let dir = TempDir::new("ipmon");
     let mut p = Proc::spawn(&dir, std::path::Path::new("ip"), &["monitor", "address"]);
     // Give it a moment to join its groups.

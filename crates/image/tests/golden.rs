@@ -209,7 +209,7 @@ fn generate_golden() {
     let rich = rich_bytes(Compression::Fast);
     write(&dir, "rich", &rich);
     // rich-edited: one committed edit (generation 1) appended to rich.
-    let tmp = temp_dir("golden");
+    let tmp = TempDir::new("golden");
     let p = tmp.join("e.ckpt");
     std::fs::write(&p, &rich).unwrap();
     let mut ed = ImageEditor::open(&p).unwrap();
@@ -221,5 +221,4 @@ fn generate_golden() {
     ed.commit().unwrap();
     drop(ed);
     write(&dir, "rich-edited", &std::fs::read(&p).unwrap());
-    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -1,13 +1,24 @@
 //! ckpt-sys against real processes on the running kernel.
 
 use ckpt_sys::{inject, mm, ptrace, Injector, Stop};
-use std::process::{Child, Command};
+use ckpt_testkit::{wait_until, Proc};
+use std::process::Command;
+use std::time::Duration;
 
-fn spawn_sleeper() -> Child {
-    Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep")
+/// `sleep 30`, once it sleeps in clock_nanosleep (not a fixed pause that a
+/// loaded machine outruns); killed and reaped on drop, even on failure.
+fn spawn_sleeper() -> Proc {
+    let p = Proc::start(Command::new("sleep").arg("30"));
+    let nr = libc::SYS_clock_nanosleep.to_string();
+    wait_until(
+        "sleep(1) to block in clock_nanosleep",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{}/syscall", p.pid))
+                .is_ok_and(|s| s.split_whitespace().next() == Some(nr.as_str()))
+        },
+    );
+    p
 }
 
 fn vdso_range(pid: i32) -> (u64, u64) {
@@ -30,9 +41,8 @@ fn vdso_range(pid: i32) -> (u64, u64) {
 
 #[test]
 fn seize_read_state_inject_and_release() {
-    let mut child = spawn_sleeper();
-    let pid = child.id() as i32;
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let child = spawn_sleeper();
+    let pid = child.pid;
     let deferred = ptrace::seize_and_stop(pid, ptrace::PTRACE_O_EXITKILL).expect("seize");
     assert!(deferred.is_empty());
 
@@ -70,10 +80,8 @@ fn seize_read_state_inject_and_release() {
 
     ptrace::detach(pid, 0).unwrap();
     // Still alive and well after we let go.
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    assert!(child.try_wait().unwrap().is_none());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(child.alive());
 }
 
 #[test]
@@ -89,8 +97,7 @@ fn exiting_target_is_reported_not_hung() {
 #[test]
 fn read_vm_reads_remote_memory() {
     let child = spawn_sleeper();
-    let pid = child.id() as i32;
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pid = child.pid;
     let (vs, _) = vdso_range(pid);
     let mut buf = vec![0u8; 4096];
     let n = mm::read_vm(
@@ -104,7 +111,5 @@ fn read_vm_reads_remote_memory() {
     .unwrap();
     assert_eq!(n, 4096);
     assert_eq!(&buf[..4], b"\x7fELF");
-    let mut child = child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }

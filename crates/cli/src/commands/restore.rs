@@ -21,9 +21,6 @@ pub struct Args {
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
-    /// Print timing details.
-    #[arg(short, long)]
-    verbose: bool,
     /// Restore the image's live TCP connections closed (the process finds
     /// them aborted) and remove the dump's connection lock.
     #[arg(long)]
@@ -66,7 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let restored = ckpt_restore::restore(&reader, &mut opts)
         .with_context(|| format!("restore of {} failed", a.image.display()))?;
     let pid = restored.pid;
-    if a.verbose {
+    if crate::logging::verbosity() > 0 {
         eprintln!("ckpt: restored pid {pid} in {}", ms(restored.stats.total));
     }
     if a.detach {

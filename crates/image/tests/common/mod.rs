@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use ckpt_image::*;
-use std::path::PathBuf;
+#[allow(unused_imports)] // not every test binary writes files
+pub use ckpt_testkit::TempDir;
 
 pub const PS: u64 = 4096;
 
@@ -692,20 +693,6 @@ pub fn rich_bytes(compression: Compression) -> Vec<u8> {
             frame_size: 4 * PS as usize,
         },
     )
-}
-
-/// A fresh temporary directory (removed by the caller or left in /tmp).
-pub fn temp_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ckpt-image-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A small image: one process, a few pages (for exhaustive corruption tests).
