@@ -877,9 +877,10 @@ mod tests {
 
     #[test]
     fn fin_wait_1_last_ack_and_closing_continue() {
-        if crate::creds::geteuid() != 0 {
-            panic!("needs root (TCP_REPAIR, nft)");
-        }
+        ckpt_testkit::require!(
+            ckpt_testkit::require::root(),
+            ckpt_testkit::require::tool("nft", "apt-get install nftables")
+        );
         // FIN-WAIT-1: data and our FIN written while locked (not sent).
         let (mut a, mut b) = pair("127.0.0.1:0");
         let tag = lock_pair(&a);
@@ -954,9 +955,10 @@ mod tests {
 
     #[test]
     fn established_connections_continue_ipv4_and_ipv6() {
-        if crate::creds::geteuid() != 0 {
-            panic!("needs root (TCP_REPAIR, nft)");
-        }
+        ckpt_testkit::require!(
+            ckpt_testkit::require::root(),
+            ckpt_testkit::require::tool("nft", "apt-get install nftables")
+        );
         round_trip("127.0.0.1:0");
         round_trip("[::1]:0");
     }
