@@ -294,7 +294,7 @@ fn a_killed_dump_leaves_no_lock_and_the_connection_works() {
     // The caller first: the worker notices and lets everything go; then
     // the worker itself: the caller removes what it left.
     for victim in ["caller", "worker"] {
-        let image = dir.join(&format!("k-{victim}.ckpt"));
+        let image = dir.join(format!("k-{victim}.ckpt"));
         let mut child = ckpt()
             .args([
                 "dump",
