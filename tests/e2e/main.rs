@@ -5,6 +5,7 @@
 
 mod util;
 
+mod connections;
 mod dump_restore;
 mod faults;
 mod hostile;

@@ -146,7 +146,16 @@ pub(crate) fn capture_with(
     worker::check(pid)?;
     let ipc = sysv::save(&[pid], &sysv_attached(&process), page, &mut watched)?;
 
-    let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
+    let mut sockets = fds::net::Sockets::new(opts.sockets);
+    let files = save_fds(
+        pid,
+        &raw_fds,
+        &rinfo,
+        &stat,
+        &mut watched,
+        &mut process,
+        &mut sockets,
+    )?;
     worker::test_delay();
     worker::check(pid)?;
     process.threads = threads;
@@ -164,6 +173,7 @@ pub(crate) fn capture_with(
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
     Ok(Captured {
         image,
+        sockets,
         frozen,
         stats,
     })
@@ -252,9 +262,10 @@ fn save_fds(
     stat: &Stat,
     sink: &mut dyn PageSink,
     process: &mut Process,
+    sockets: &mut fds::net::Sockets,
 ) -> Result<Vec<OpenFile>> {
     let t = Instant::now();
-    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
+    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink, sockets)?;
     tracing::info!(fds = fds.len(), files = files.len(), elapsed = ?t.elapsed(), "fds");
     process.fds = fds;
     Ok(files)

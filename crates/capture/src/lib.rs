@@ -52,6 +52,15 @@
 //!   sharing entries; seccomp strict mode is refused.
 //! - SysV IPC: see `process/sysv.rs` for which objects of the IPC namespace
 //!   are the process's (those it maps, created, or last used).
+//! - Sockets (see `fds/net.rs`): live TCP connections and accept queues
+//!   are refused unless [`SocketOptions`] says otherwise; with
+//!   `tcp_established` they are locked (nft) and saved with TCP_REPAIR,
+//!   the lock staying for the restore once the process is killed (the
+//!   tag is `InetSocket.lockTag`). Queued unix messages are peeked with
+//!   the files they carry, which become open files of the image
+//!   (`UnixMessage.files`; ids after the process's own descriptions).
+//!   Queued datagrams of raw, ping, netlink and packet sockets are not
+//!   saved (`droppedQueue` says how much, and a warning is logged).
 //!
 //! # Layout
 //!
@@ -68,10 +77,13 @@
 //!   calls: also its membarrier registrations).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
-//! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
-//!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `opath`, `nsfs`, `pidfd`, `fanotify`,
-//!   `pipe`, `unix`, `inet`, `tty`, `eventfd`, `epoll`, `timerfd`,
+//! - `fds/`: `mod.rs` (listing, the kind table, files in flight in unix
+//!   messages), `fdinfo.rs`, `descriptions.rs` (which fds share an open
+//!   file description), `net.rs` (what the socket kinds share: options,
+//!   the connection lock, sockets in repair mode), and one module per
+//!   kind: `regular`, `opath`, `nsfs`, `pidfd`, `fanotify`, `pipe`,
+//!   `unix`, `inet` (TCP), `udp`, `raw` (raw and ping), `netlink`,
+//!   `packet`, `tty`, `eventfd`, `epoll`, `timerfd`,
 //!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
@@ -113,7 +125,12 @@ pub struct DumpOptions {
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// Live sockets: TCP connections (refused by default, naming them),
+    /// unix sockets whose peer is outside the dump (refused by default).
+    pub sockets: SocketOptions,
 }
+
+pub use fds::net::SocketOptions;
 
 impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +138,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("leave_running", &self.leave_running)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
+            .field("sockets", &self.sockets)
             .finish()
     }
 }
@@ -202,6 +220,9 @@ pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpSt
 /// A frozen process and its captured state. Dropping it resumes the process.
 pub struct Captured {
     image: Image,
+    /// Dropped before `frozen`: sockets in repair mode are let go while the
+    /// process is still stopped.
+    sockets: fds::net::Sockets,
     frozen: freeze::Frozen,
     stats: DumpStats,
 }
@@ -217,16 +238,24 @@ impl Captured {
     }
     /// Let the process go on exactly as it was. Returns how long it was frozen.
     pub fn release(self) -> Result<Duration> {
-        self.frozen.release()
+        let sockets = self.sockets.release();
+        let d = self.frozen.release()?;
+        sockets?;
+        Ok(d)
     }
     /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
-    /// Returns how long it was frozen.
+    /// Returns how long it was frozen. Locked TCP connections stay locked
+    /// for their restore.
     pub fn kill(self) -> Result<Duration> {
-        self.frozen.kill()
+        let d = self.frozen.kill()?;
+        self.sockets.dumped();
+        Ok(d)
     }
     /// The model, and the process let go.
     pub fn into_image(self) -> Result<(Image, Duration)> {
+        let sockets = self.sockets.release();
         let d = self.frozen.release()?;
+        sockets?;
         Ok((self.image, d))
     }
 }

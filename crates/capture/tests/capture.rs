@@ -683,7 +683,8 @@ fn refuses_missing_zombie_traced_and_self() {
 fn unsupported_fd_is_refused_and_process_resumed() {
     let p = Proc::start(Command::new("python3").args([
         "-c",
-        "import socket,time,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nprint('READY fd=%d' % s.fileno(), flush=True)\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
+        // An MPTCP socket (protocol 262): a kind ckpt does not save.
+        "import socket,time,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\nprint('READY fd=%d' % s.fileno(), flush=True)\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
     let ready = p.wait_for("READY");
     let fd: i32 = field(&ready, "fd").parse().unwrap();
@@ -692,7 +693,7 @@ fn unsupported_fd_is_refused_and_process_resumed() {
         .expect("error");
     assert_eq!(
         e.to_string(),
-        format!("fd {fd}: UDP socket is not supported yet")
+        format!("fd {fd}: MPTCP socket is not supported yet")
     );
     // Resumed: ticks go on, and no tracer is left.
     p.wait_for("tick=");

@@ -268,10 +268,15 @@ fn process(s: &mut String, image: &Image, p: &Process) {
         match image.file(fd.file) {
             Some(f) => {
                 let what = match &f.kind {
-                    crate::FileKind::InetSocket(n) => format!(
+                    crate::FileKind::InetSocket(n) => n.summary(),
+                    crate::FileKind::NetlinkSocket(n) => format!(
+                        "protocol {}, port id {}, groups {:?}",
+                        n.protocol, n.port_id, n.groups
+                    ),
+                    crate::FileKind::UnixSocket(u) if !u.local_path.is_empty() => format!(
                         "{}{}",
-                        n.describe(),
-                        if n.state == 10 { " (listening)" } else { "" }
+                        bytes_str(&u.local_path).replace('\0', "@"),
+                        if u.listening { " (listening)" } else { "" }
                     ),
                     _ => bytes_str(&f.path),
                 };

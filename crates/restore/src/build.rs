@@ -110,8 +110,11 @@ pub fn restore<R: ReadAt + Sync>(
     let p = root_process(reader.image()).map_err(check_error)?;
     let page = setup::page_size();
     let step = Step::begin("plan");
-    let (fdplan, mem) = plan(reader, p, page)?;
+    let (mut fdplan, mem) = plan(reader, p, page, opts.tcp_close)?;
     step.done();
+    // Sockets the restorer builds itself (TCP_REPAIR, injected packets);
+    // the stub inherits them. Their locks go just before the process runs.
+    let mut net = crate::fds::sockets::prebuild(&mut fdplan)?;
     let mut phases = vec![("plan", t0.elapsed())];
 
     // Paths of the image are opened with the saved user's rights where
@@ -155,6 +158,7 @@ pub fn restore<R: ReadAt + Sync>(
         as_saved: switch.as_ref(),
         late: &fdplan.late,
         ipc,
+        net: &mut net,
     };
     let tids = b.run()?;
     b.ipc.keep();
@@ -177,9 +181,18 @@ pub fn restore<R: ReadAt + Sync>(
 }
 
 /// The fd plan and the memory plan; their errors refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, p: &Process, page: u64) -> Result<(FdPlan, MemPlan)> {
+fn plan<R: ReadAt>(
+    reader: &ImageReader<R>,
+    p: &Process,
+    page: u64,
+    tcp_close: bool,
+) -> Result<(FdPlan, MemPlan)> {
     let image = reader.image();
-    let fdplan = plan_fds(image, p, &FdEnv::current(), &mut |b| {
+    let env = FdEnv {
+        tcp_close,
+        ..FdEnv::current()
+    };
+    let fdplan = plan_fds(image, p, &env, &mut |b| {
         reader.read_blob(b).map_err(|e| e.to_string())
     });
     if !fdplan.errors.is_empty() {
@@ -254,6 +267,8 @@ struct Build<'a, R: ReadAt> {
     late: &'a [LateFd],
     /// The SysV objects made for the process (removed on failure).
     ipc: sysv::Made,
+    /// The restorer's sockets: locks lifted just before the process runs.
+    net: &'a mut crate::fds::NetGuard,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -420,6 +435,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         crate::process::finish(&mut main, p, l, set_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
+        // The last step before it runs: its saved connections live again.
+        self.net.go()?;
         thread::set_registers_and_detach(self.pid, p, &tids)?;
         Ok(tids)
     }

@@ -25,11 +25,15 @@
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
 //!   places the fds; `fds/<kind>.rs` (regular, opath, nsfs, pidfd,
-//!   fanotify, pipe, unix, inet, tty, eventfd, epoll, timerfd, signalfd,
-//!   inotify, memfd, chardev) plan the [`plan::fds::FdOp`]s of their kind
-//!   and run them in the stub. Fds that need the process's threads
-//!   (pidfds of live tasks, and their epoll watches) are made by injection
-//!   once the threads exist ([`plan::fds::LateFd`]).
+//!   fanotify, pipe, unix, inet, udp, raw, netlink, packet, tty, eventfd,
+//!   epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
+//!   [`plan::fds::FdOp`]s of their kind and run them in the stub. Fds
+//!   that need the process's threads (pidfds of live tasks, and their
+//!   epoll watches) are made by injection once the threads exist
+//!   ([`plan::fds::LateFd`]). `fds/sockets.rs`: the sockets the restorer
+//!   builds itself before forking the stub (TCP with TCP_REPAIR, UDP,
+//!   raw, netlink, packet), which the stub inherits, and the connection
+//!   locks lifted just before the process runs.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
@@ -112,9 +116,26 @@
 //! before; their saved data is refilled only when no live process holds
 //! the FIFO (else it is still in the pipe).
 //!
+//! # Sockets
+//! Internet, netlink and packet sockets are made by the restorer (so that
+//! repairing a TCP connection, which needs CAP_NET_ADMIN, and injecting
+//! the packets a restore needs — a peer's FIN, an accept queue's
+//! handshakes, queued datagrams — happen in a normal Rust process); the
+//! stub inherits them and places them (`FdOp::Prebuilt`). Restored
+//! connections stay in repair mode, their packets dropped by the dump's
+//! lock, until [`restore`] is about to let the process run: then the lock
+//! goes and they leave repair mode with a window probe, which resyncs
+//! both sides at once. A restore that fails before closes them in repair
+//! mode (silently) and leaves the lock, so it can be tried again.
+//! [`RestoreOptions::tcp_close`] restores them aborted instead. Unix
+//! sockets are made by the stub (see `fds/unix.rs`), so that their
+//! credentials and paths are the process's.
+//!
 //! # Not restored (check() says so, as an error or a warning)
-//! - Sockets (but the kinds fds/unix.rs and fds/inet.rs take), unknown
-//!   special mappings: errors.
+//! - Unknown socket kinds, unknown special mappings: errors.
+//! - Queued packets of raw, ping, netlink and packet sockets (dropped at
+//!   the dump), sender names of queued unix datagrams whose sender is not
+//!   in the image: warnings.
 //! - More than one process per image; a chroot; seccomp strict mode, or a
 //!   seccomp filter of an image that does not hold it (before 1.2;
 //!   restoring without it would drop the sandbox): errors.
@@ -180,6 +201,10 @@ pub struct RestoreOptions {
     /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
     /// dumped process just freed).
     pub huge_fill: Option<bool>,
+    /// Restore live TCP connections of the image closed (aborted: the
+    /// process's next read or write on them fails) instead of live, and
+    /// remove the dump's connection lock (their peers get a reset).
+    pub tcp_close: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -188,6 +213,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("new_pid", &self.new_pid)
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
+            .field("tcp_close", &self.tcp_close)
             .finish()
     }
 }

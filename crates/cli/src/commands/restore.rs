@@ -21,13 +21,20 @@ pub struct Args {
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
+    /// Restore the image's live TCP connections closed (the process finds
+    /// them aborted) and remove the dump's connection lock.
+    #[arg(long)]
+    tcp_close: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    // Connection locks left by a dump whose processes were all killed.
+    ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
+        tcp_close: a.tcp_close,
         progress: super::progress_bar("restoring"),
         ..Default::default()
     };

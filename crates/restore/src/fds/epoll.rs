@@ -98,7 +98,13 @@ pub(super) fn plan_targets(b: &mut Builder) {
         let FileKind::Epoll(ep) = &file.kind else {
             continue;
         };
-        let epfd = b.groups[g].fds[0].fd;
+        let Some(epfd) = b.groups[g].fds.first().map(|f| f.fd) else {
+            b.error(format!(
+                "{}: an epoll instance in flight in a unix socket cannot be restored",
+                b.what(g)
+            ));
+            continue;
+        };
         for t in &ep.targets {
             if !attached(b.proc, t.fd, t.file) {
                 continue; // plan_detached

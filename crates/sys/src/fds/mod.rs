@@ -14,6 +14,8 @@ pub mod pipe;
 pub mod regular;
 pub mod signalfd;
 pub mod socket;
+pub mod sockopt;
+pub mod tcp_repair;
 pub mod timerfd;
 pub mod tty;
 pub mod unix;
