@@ -3,14 +3,16 @@
 //! fds, write the image, then let the process go or kill it. Each step is
 //! logged (tracing, info level) with its duration.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fds::{self, RawFd};
 use crate::freeze::Frozen;
-use crate::process::{self, rlimits, signals, thread, timers};
+use crate::mem::{self, TreeMemory};
+use crate::process::{self, creds, rlimits, shares, signals, thread, timers};
 use crate::procfs::{Stat, Status};
 use crate::remote::{self, RemoteInfo};
+use crate::tree::{self, FrozenTree};
 use crate::writeback::Writeback;
-use crate::{host, mem, worker, Captured, DumpOptions, DumpStats, PageSink};
+use crate::{host, worker, Captured, DumpOptions, DumpStats, PageSink};
 use ckpt_image::{
     Blob, HostInfo, Image, ImageWriter, OpenFile, PosixTimer, Process, Thread, WriteOptions,
 };
@@ -93,23 +95,100 @@ pub(crate) fn run<W: Write, R>(
     Ok((r, stats))
 }
 
-/// Freeze `pid` and capture everything into the model; page contents and
-/// blobs go to `sink`.
+/// One process of the tree, captured but for its fds (saved for the whole
+/// tree at the end).
+struct Part {
+    process: Process,
+    raw_fds: Vec<RawFd>,
+    rinfo: RemoteInfo,
+    stat: Stat,
+}
+
+/// Freeze `root` (and its descendants unless `opts.no_tree`) and capture
+/// everything into the model; page contents and blobs go to `sink`.
 pub(crate) fn capture_with(
-    pid: Pid,
+    root: Pid,
     host: HostInfo,
     opts: &mut DumpOptions,
     sink: &mut dyn PageSink,
 ) -> Result<Captured> {
-    let _span = tracing::info_span!("process", pid).entered();
     let t0 = Instant::now();
     let page = u64::from(host.page_size);
-    worker::check(pid)?;
-    let mut frozen = Frozen::freeze(pid)?;
-    tracing::info!(threads = frozen.threads.len(), elapsed = ?frozen.elapsed(), "freeze");
+    worker::check(root)?;
+    let whole_tree = !opts.no_tree;
+    tree::check(root, whole_tree)?;
+    let mut frozen = FrozenTree::freeze(root, whole_tree)?;
+    tracing::info!(
+        processes = frozen.members.len(),
+        threads = frozen.threads(),
+        elapsed = ?frozen.elapsed(),
+        "freeze"
+    );
     worker::test_delay();
-    worker::check(pid)?;
+    worker::check(root)?;
 
+    let mut mem_tree = TreeMemory::default();
+    let mut parts: Vec<Option<Part>> = Vec::new();
+    let mut processes = Vec::new();
+    let (mut pages_bytes, mut injected) = (0, 0);
+    for m in frozen.members.clone() {
+        let _span = tracing::info_span!("process", pid = m.pid).entered();
+        if let Some(status) = m.zombie {
+            processes.push(process::zombie_state(m.pid, status)?);
+            parts.push(None);
+            continue;
+        }
+        let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
+        let (part, bytes) =
+            capture_process(f, m.parent, page, opts, &mut mem_tree, sink).map_err(|e| {
+                if m.pid == root {
+                    e
+                } else {
+                    e.of_process(m.pid)
+                }
+            })?;
+        pages_bytes += bytes;
+        injected += part.rinfo.injected;
+        processes.push(part.process.clone());
+        parts.push(Some(part));
+    }
+
+    let files = save_fds(&parts, &mut processes, sink)?;
+    worker::test_delay();
+    worker::check(root)?;
+    shares::detect(&frozen.members, &mut processes)?;
+    for (p, m) in processes.iter_mut().zip(&frozen.members) {
+        p.children = m.children.clone();
+    }
+    let image = new_image(host, processes, files, root, frozen.elapsed());
+    let stats = DumpStats {
+        freeze: frozen.elapsed(),
+        pages_bytes,
+        threads: frozen.threads(),
+        processes: frozen.members.len(),
+        injected_syscalls: injected,
+        ..Default::default()
+    };
+    tracing::info!(elapsed = ?t0.elapsed(), "captured");
+    Ok(Captured {
+        image,
+        frozen,
+        stats,
+    })
+}
+
+/// Everything of one frozen process but its fds: its threads, what /proc
+/// and the process itself tell, its memory. Returns the bytes of pages saved.
+fn capture_process(
+    frozen: &mut Frozen,
+    parent: Pid,
+    page: u64,
+    opts: &mut DumpOptions,
+    mem_tree: &mut TreeMemory,
+    sink: &mut dyn PageSink,
+) -> Result<(Part, u64)> {
+    let pid = frozen.pid;
+    let t0 = Instant::now();
     // Per-thread state from outside, before anything is injected.
     let mut threads = frozen
         .threads
@@ -123,7 +202,7 @@ pub(crate) fn capture_with(
     let status = Status::read(pid, &format!("/proc/{pid}/status"))?;
     let raw_fds = fds::list(pid)?;
     let posix_timers = timers::read_posix_timers(pid)?;
-    let rinfo = ask_process(&mut frozen, &raw_fds, &posix_timers, &status)?;
+    let rinfo = ask_process(frozen, &raw_fds, &posix_timers, &status)?;
     worker::test_delay();
     worker::check(pid)?;
 
@@ -132,31 +211,31 @@ pub(crate) fn capture_with(
     let shared_pending = signals::pending(pid, pid, true)?;
     let mut process = process::process_state(pid, &stat, &status, frozen.state_before.clone())?;
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
+    creds::thread_creds(pid, &process.creds, &mut threads)?;
 
     let mut watched = Watched { pid, sink };
-    let pages_bytes = save_memory(pid, page, opts, &mut watched, &mut process)?;
-    worker::test_delay();
-    worker::check(pid)?;
-
-    let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
+    let bytes = save_memory(
+        pid,
+        parent,
+        page,
+        opts,
+        mem_tree,
+        &mut watched,
+        &mut process,
+    )?;
     worker::test_delay();
     worker::check(pid)?;
     process.threads = threads;
-
-    let image = new_image(host, process, files, pid, &frozen);
-    let stats = DumpStats {
-        freeze: frozen.elapsed(),
-        pages_bytes,
-        threads: frozen.threads.len(),
-        injected_syscalls: rinfo.injected,
-        ..Default::default()
-    };
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
-    Ok(Captured {
-        image,
-        frozen,
-        stats,
-    })
+    Ok((
+        Part {
+            process,
+            raw_fds,
+            rinfo,
+            stat,
+        },
+        bytes,
+    ))
 }
 
 /// What only the process can tell, asked with injected system calls.
@@ -203,8 +282,10 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
 /// The memory step: areas into `process`, pages to `sink`; bytes saved.
 fn save_memory(
     pid: Pid,
+    parent: Pid,
     page: u64,
     opts: &mut DumpOptions,
+    mem_tree: &mut TreeMemory,
     sink: &mut dyn PageSink,
     process: &mut Process,
 ) -> Result<u64> {
@@ -214,34 +295,55 @@ fn save_memory(
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let (vmas, bytes) = mem::save(pid, page, sink, progress)?;
+    let (vmas, bytes) = mem::save(pid, parent, page, mem_tree, sink, progress)?;
     tracing::info!(areas = vmas.len(), bytes, elapsed = ?t.elapsed(), "memory");
     process.vmas = vmas;
     Ok(bytes)
 }
 
-/// The fds step: the fd table into `process`; the open files.
+/// The fds step, for the whole tree: each process's fd table into its
+/// model (`processes`, in the order of `parts`; zombies have no part);
+/// the open files.
 fn save_fds(
-    pid: Pid,
-    raw_fds: &[RawFd],
-    rinfo: &RemoteInfo,
-    stat: &Stat,
+    parts: &[Option<Part>],
+    processes: &mut [Process],
     sink: &mut dyn PageSink,
-    process: &mut Process,
 ) -> Result<Vec<OpenFile>> {
     let t = Instant::now();
-    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
-    tracing::info!(fds = fds.len(), files = files.len(), elapsed = ?t.elapsed(), "fds");
-    process.fds = fds;
+    let live: Vec<(usize, fds::ProcFds)> = parts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.as_ref().map(|p| {
+                (
+                    i,
+                    fds::ProcFds {
+                        pid: p.process.pid,
+                        fds: &p.raw_fds,
+                        remote: &p.rinfo,
+                        stat: &p.stat,
+                    },
+                )
+            })
+        })
+        .collect();
+    let procs: Vec<fds::ProcFds> = live.iter().map(|(_, p)| *p).collect();
+    let (tables, files) = fds::build(&procs, sink)?;
+    let mut n = 0;
+    for ((i, _), table) in live.iter().zip(tables) {
+        n += table.len();
+        processes[*i].fds = table;
+    }
+    tracing::info!(fds = n, files = files.len(), elapsed = ?t.elapsed(), "fds");
     Ok(files)
 }
 
 fn new_image(
     host: HostInfo,
-    process: Process,
+    processes: Vec<Process>,
     files: Vec<OpenFile>,
-    pid: Pid,
-    frozen: &Frozen,
+    root: Pid,
+    frozen: std::time::Duration,
 ) -> Image {
     Image {
         format_major: ckpt_image::FORMAT_MAJOR,
@@ -252,11 +354,11 @@ fn new_image(
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0),
         host,
-        processes: vec![process],
+        processes,
         files,
         frames: Vec::new(),
-        root_pid: pid,
-        freeze_ns: frozen.elapsed().as_nanos() as u64,
+        root_pid: root,
+        freeze_ns: frozen.as_nanos() as u64,
         generation: 0,
         notes: Vec::new(),
         ..Default::default()

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const PF_KTHREAD: u64 = 0x0020_0000;
+/// How long a thread may take to reach its stop once asked to: longer, and
+/// the dump is refused (a thread in uninterruptible sleep: a vfork parent,
+/// a hung file system).
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// No PTRACE_O_EXITKILL: if we die while only reading the process (most of
 /// a dump), the kernel lets it go on untouched, which is what it should do.
 /// It is set only around system call injection ([`Frozen::set_exit_kill`]),
@@ -128,6 +132,32 @@ fn check_permission(pid: Pid, status: &Status) -> Result<()> {
     Ok(())
 }
 
+/// "state D (disk sleep), in wait_for_vfork_done": what a thread is doing,
+/// for messages.
+pub(crate) fn describe_thread(pid: Pid, tid: Pid) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    let name = match state.as_str() {
+        "R" => "running",
+        "S" => "sleeping",
+        "D" => "disk sleep",
+        "T" => "stopped",
+        "t" => "tracing stop",
+        "Z" => "zombie",
+        _ => "?",
+    };
+    let wchan =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).unwrap_or_default();
+    match wchan.trim() {
+        "" | "0" => format!("state {state} ({name})"),
+        w => format!("state {state} ({name}), in {w}"),
+    }
+}
+
 /// The state letter of a thread before we stop it; empty when it cannot
 /// be read (the thread exited: seizing it fails, and it is skipped).
 fn thread_state(pid: Pid, tid: Pid) -> Result<String> {
@@ -228,18 +258,60 @@ impl Frozen {
             }
             pending.push(tid);
         }
-        for tid in pending {
-            match ptrace::wait_interrupt_stop(tid) {
-                Ok(deferred) => {
-                    if let Some(t) = seized.get_mut(&tid) {
-                        t.deferred = deferred;
+        self.wait_stops(seized, pending)
+    }
+
+    /// Wait (at most [`STOP_TIMEOUT`]) until every thread of `pending`
+    /// reaches its interrupt stop; signals dequeued on the way are kept in
+    /// its `deferred`. A thread that exits meanwhile is dropped (the leader
+    /// exiting is the process exiting).
+    fn wait_stops(
+        &mut self,
+        seized: &mut BTreeMap<Pid, FrozenThread>,
+        mut pending: Vec<Pid>,
+    ) -> Result<()> {
+        let pid = self.pid;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut rounds = 0u32;
+        while !pending.is_empty() {
+            let mut i = 0;
+            while i < pending.len() {
+                let tid = pending[i];
+                let mut deferred = Vec::new();
+                let r = ptrace::poll_interrupt_stop(tid, &mut deferred);
+                if let Some(t) = seized.get_mut(&tid) {
+                    t.deferred.extend(deferred);
+                }
+                match r {
+                    Ok(true) => {
+                        pending.swap_remove(i);
                     }
+                    Ok(false) => i += 1,
+                    Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
+                        seized.remove(&tid);
+                        pending.swap_remove(i);
+                    }
+                    Err(ckpt_sys::Error::Gone { .. }) => return Err(Error::Exited { pid }),
+                    Err(e) => return Err(e).ctx(pid, || format!("stopping thread {tid}")),
                 }
-                Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
-                    seized.remove(&tid);
-                }
-                Err(ckpt_sys::Error::Gone { .. }) => return Err(Error::Exited { pid }),
-                Err(e) => return Err(e).ctx(pid, || format!("stopping thread {tid}")),
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let tid = pending[0];
+                return Err(Error::WontStop {
+                    pid,
+                    tid,
+                    secs: STOP_TIMEOUT.as_secs(),
+                    state: describe_thread(pid, tid),
+                });
+            }
+            rounds += 1;
+            if rounds < 50 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
             }
         }
         Ok(())
@@ -301,11 +373,6 @@ impl Frozen {
             })?;
         }
         Ok(())
-    }
-
-    /// How long the process has been frozen so far.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// The deferred signals of these threads have been queued again (in the
@@ -412,14 +479,22 @@ impl Frozen {
 fn detach_thread(pid: Pid, t: &FrozenThread) -> ckpt_sys::Result<()> {
     let mut deferred = t.deferred.clone();
     let r = match ptrace::detach(t.tid, 0) {
-        Err(e) if e.errno() == Some(libc::ESRCH) => match ptrace::wait_interrupt_stop(t.tid) {
-            Ok(more) => {
-                deferred.extend(more);
-                ptrace::detach(t.tid, 0)
+        Err(e) if e.errno() == Some(libc::ESRCH) => {
+            // Not in a stop yet: wait for it, a bounded time (a thread that
+            // never stops stays ours until we exit, when the kernel lets it
+            // go).
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                match ptrace::poll_interrupt_stop(t.tid, &mut deferred) {
+                    Ok(true) => break ptrace::detach(t.tid, 0),
+                    Ok(false) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_micros(200))
+                    }
+                    // Gone, not ours any more, or not stopping.
+                    _ => break Ok(()),
+                }
             }
-            // Gone, or not our tracee any more: nothing to detach.
-            Err(_) => Ok(()),
-        },
+        }
         r => r,
     };
     for si in &deferred {

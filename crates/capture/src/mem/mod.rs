@@ -2,6 +2,12 @@
 //! model's `Vma`s) and the contents of the pages that must be saved
 //! (pages.rs: pagemap, then fast reads; shmem.rs: shared memory objects,
 //! holes left untouched).
+//!
+//! Across a tree ([`TreeMemory`]): the pages of a shared memory object are
+//! saved by the first process that maps them, not again by the others; a
+//! child's private pages that are still the very pages of its parent at the
+//! same address (same page frame in both pagemaps: not written since the
+//! fork) are stored once, the child's runs pointing at the parent's.
 
 mod pages;
 mod shmem;
@@ -11,14 +17,27 @@ use crate::error::Result;
 use crate::{procfs, worker, PageSink};
 use ckpt_image::Vma;
 use ckpt_sys::Pid;
+use std::collections::HashMap;
 use std::time::Instant;
+
+/// What the processes of a tree saved so far, for the ones after them.
+#[derive(Default)]
+pub(crate) struct TreeMemory {
+    /// Ranges [start, end) of shared memory objects (by inode) already saved.
+    shm_saved: HashMap<u64, Vec<(u64, u64)>>,
+    /// Each saved process's areas (for its children's copy-on-write pages).
+    areas: HashMap<Pid, Vec<(vmas::MapEntry, vmas::Policy)>>,
+}
 
 /// Every memory area of `pid`, with its saved pages written to `sink`
 /// (`progress` is called with bytes saved so far and bytes to save).
-/// Returns the model's areas and the bytes of pages saved.
+/// `parent`: its parent in the tree, saved before (0: none). Returns the
+/// model's areas and the bytes of pages saved.
 pub(crate) fn save(
     pid: Pid,
+    parent: Pid,
     page: u64,
+    tree: &mut TreeMemory,
     sink: &mut dyn PageSink,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<Vma>, u64)> {
@@ -32,11 +51,19 @@ pub(crate) fn save(
         out.push(vma);
         areas.push((e, policy));
     }
-    let ranges = pages::plan(pid, &areas, page)?;
+    let cow = match tree.areas.get(&parent) {
+        Some(a) if sink.shares_pages() => Some(pages::Cow {
+            parent,
+            areas: a.as_slice(),
+        }),
+        _ => None,
+    };
+    let ranges = pages::plan(pid, &areas, page, cow.as_ref(), &mut tree.shm_saved)?;
     tracing::debug!(
         areas = areas.len(),
         ranges = ranges.len(),
-        bytes = ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+        bytes = ranges.iter().filter(|r| r.parent == 0).map(|r| r.end - r.start).sum::<u64>(),
+        from_parent = ranges.iter().filter(|r| r.parent != 0).map(|r| r.end - r.start).sum::<u64>(),
         elapsed = ?t.elapsed(),
         "pages to save"
     );
@@ -44,5 +71,6 @@ pub(crate) fn save(
     let t = Instant::now();
     let bytes = pages::save(pid, &areas, &ranges, page, sink, progress)?;
     tracing::debug!(bytes, elapsed = ?t.elapsed(), "pages read and written");
+    tree.areas.insert(pid, areas);
     Ok((out, bytes))
 }
