@@ -4,48 +4,30 @@
 //! in a tracing span and ends with an info event giving its duration
 //! (`RestoreStats::phases` has the same times); details are debug events.
 
-use crate::check::{check_and_open_as, root_process, taken_ids};
+use crate::check::{check_and_open_as, taken_ids};
 use crate::error::{Error, Result, SysContext};
-use crate::fds::{plan_fds, FdEnv, FdPlan};
+use crate::fds::place::{self, Scratch};
+use crate::fds::{plan_tree as plan_tree_fds, FdEnv, FdPlan};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::{write_pages, Target};
-use crate::mem::{plan_memory, uffd, vmas, MemPlan};
+use crate::mem::{plan_memory_shared, shared_objects, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
 use crate::process::{signals, thread, timers};
 use crate::remote::Remote;
-use crate::stub;
+use crate::stub::{self, Shared, Stubs, Work};
+use crate::tree::{plan_tree, TreePlan};
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
-use ckpt_image::{ImageReader, Process, ReadAt};
+use ckpt_image::{Image, ImageReader, Process, ReadAt};
 use ckpt_sys::creds::FsSwitch;
+use ckpt_sys::mm::{self, ProcMem};
+use ckpt_sys::proc::{self, group};
 use ckpt_sys::ptrace;
-use ckpt_sys::remote::ProcMem;
-use ckpt_sys::{setup, sys};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Scratch memory after the trampoline page: arguments for injected calls.
 const SCRATCH_LEN: u64 = 64 * 1024;
-
-/// Kills and reaps the half-built process unless disarmed.
-struct Guard {
-    pid: i32,
-    tids: Vec<i32>,
-    armed: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let _ = sys::kill(self.pid, libc::SIGKILL);
-        for &t in self.tids.iter().filter(|&&t| t != self.pid) {
-            setup::reap_blocking(t);
-        }
-        setup::reap_blocking(self.pid);
-    }
-}
 
 /// One step of the restore: its span is entered until it ends; `done`
 /// logs its duration (a step left by an error logs that at debug level).
@@ -86,14 +68,18 @@ impl Drop for Step {
     }
 }
 
-fn check_error(e: String) -> Error {
-    Error::Check(Report {
-        errors: vec![e],
-        warnings: Vec::new(),
-    })
+/// Everything planned before anything is touched.
+struct Planned {
+    tree: TreePlan,
+    fds: FdPlan,
+    /// By creation index; None for zombies.
+    mems: Vec<Option<MemPlan>>,
+    /// Creation index of the last process built of each fd table's
+    /// processes: it closes the kept memory objects' fds.
+    closes_keep: Vec<bool>,
 }
 
-/// Restore the image's process (see [`crate::restore`]).
+/// Restore the image's processes (see [`crate::restore`]).
 pub fn restore<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
@@ -107,16 +93,15 @@ pub fn restore<R: ReadAt + Sync>(
         return Err(Error::Check(report));
     }
     step.done();
-    let p = root_process(reader.image()).map_err(check_error)?;
-    let page = setup::page_size();
+    let page = mm::page_size();
     let step = Step::begin("plan");
-    let (fdplan, mem) = plan(reader, p, page)?;
+    let planned = plan(reader, page)?;
     step.done();
     let mut phases = vec![("plan", t0.elapsed())];
 
     // Paths of the image are opened with the saved user's rights where
-    // check says so: by the stub and by the process being built, around
-    // each of their opens of such paths.
+    // check says so: by the stubs and by the processes being built,
+    // around each of their opens of such paths.
     let switch = match &as_saved {
         Some(ids) => Some(FsSwitch::new(ids.clone()).map_err(|source| Error::Sys {
             context: "reading the restorer's own file access ids".into(),
@@ -124,95 +109,250 @@ pub fn restore<R: ReadAt + Sync>(
         })?),
         None => None,
     };
-    let step = Step::begin("stub");
-    let pid = spawn_stub(&fdplan, switch.as_ref(), p, opts)?;
-    tracing::debug!(pid, fd_ops = fdplan.ops.len(), "stub ready with its fds");
+    let step = Step::begin("stubs");
+    let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts)?;
     step.done();
-    phases.push(("stub", t0.elapsed()));
-    let mut guard = Guard {
-        pid,
-        tids: vec![pid],
-        armed: true,
-    };
-    let mut b = Build {
-        reader,
-        p,
-        pid,
-        same_ids: pid == p.pid,
-        page,
-        mem: &mem,
-        guard: &mut guard,
-        injected: 0,
-        page_bytes: 0,
-        phases,
-        t0,
-        progress,
-        huge_fill: opts.huge_fill,
-        as_saved: switch.as_ref(),
-    };
-    let tids = b.run()?;
+    phases.push(("stubs", t0.elapsed()));
+
+    let image = reader.image();
+    let total: u64 = planned
+        .mems
+        .iter()
+        .flatten()
+        .flat_map(|m| &m.writes)
+        .filter(|w| !w.zero)
+        .map(|w| w.len)
+        .sum();
+    let mut done_before = 0u64;
+    let mut built: Vec<(usize, Vec<i32>)> = Vec::new();
+    let (mut injected, mut page_bytes) = (0, 0);
+    for (c, node) in planned.tree.nodes.iter().enumerate() {
+        let Some(mem) = &planned.mems[c] else {
+            continue; // a zombie: it exited with its status already
+        };
+        let pid = stubs.pid(c);
+        let p = &image.processes[node.image];
+        let _span = tracing::info_span!("process", pid, saved_pid = p.pid).entered();
+        let mut each = |d: u64, _t: u64| progress(done_before + d, total);
+        let mut b = Build {
+            reader,
+            p,
+            pid,
+            same_ids: pid == p.pid,
+            page,
+            mem,
+            stubs: &mut stubs,
+            injected: 0,
+            page_bytes: 0,
+            phases: std::mem::take(&mut phases),
+            t0,
+            progress: &mut each,
+            huge_fill: opts.huge_fill,
+            as_saved: switch.as_ref(),
+            keep: keep_range(&planned, c),
+        };
+        let tids = b.run()?;
+        phases = std::mem::take(&mut b.phases);
+        injected += b.injected;
+        page_bytes += b.page_bytes;
+        done_before += b.page_bytes;
+        built.push((c, tids));
+    }
+    let step = Step::begin("run");
+    let_go(image, &planned.tree, &built, &stubs)?;
+    step.done();
+    stubs.disarm();
+    let pids: Vec<(i32, i32)> = planned
+        .tree
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(c, n)| (n.pid, stubs.pid(c)))
+        .collect();
     let stats = RestoreStats {
         total: t0.elapsed(),
-        page_bytes: b.page_bytes,
-        injected_syscalls: b.injected,
-        phases: b.phases,
+        page_bytes,
+        injected_syscalls: injected,
+        phases,
     };
-    guard.armed = false;
+    let root = stubs.pid(0);
+    let tids = built.first().map(|(_, t)| t.clone()).unwrap_or_default();
     tracing::info!(
-        pid,
-        threads = tids.len(),
+        pid = root,
+        processes = pids.len(),
         page_bytes = stats.page_bytes,
         injected_syscalls = stats.injected_syscalls,
         elapsed = ?stats.total,
         "restored"
     );
-    Ok(Restored { pid, tids, stats })
+    Ok(Restored {
+        pid: root,
+        tids,
+        stats,
+        pids,
+    })
 }
 
-/// The fd plan and the memory plan; their errors refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, p: &Process, page: u64) -> Result<(FdPlan, MemPlan)> {
+/// The kept memory objects' fds a process closes once its mappings are
+/// made (the last built of the processes sharing its fd table), as a
+/// range of fd numbers.
+fn keep_range(planned: &Planned, c: usize) -> Option<(u64, u64)> {
+    let n = planned.fds.keep.len() as u64;
+    if n == 0 || !planned.closes_keep[c] {
+        return None;
+    }
+    let first = (planned.fds.stage + place::CTL_KEEP) as u64;
+    Some((first, first + n - 1))
+}
+
+/// The tree, the fd plan and each process's memory plan; their errors
+/// refuse the restore.
+fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64) -> Result<Planned> {
     let image = reader.image();
-    let fdplan = plan_fds(image, p, &FdEnv::current(), &mut |b| {
-        reader.read_blob(b).map_err(|e| e.to_string())
-    });
+    let tree = plan_tree(image);
+    if !tree.errors.is_empty() {
+        return Err(Error::Check(Report {
+            errors: tree.errors,
+            warnings: tree.warnings,
+        }));
+    }
+    let procs: Vec<&Process> = image.processes.iter().collect();
+    let keep = shared_objects(image);
+    let fdplan = plan_tree_fds(
+        image,
+        &procs,
+        &tree.table_owners(),
+        &keep,
+        &FdEnv::current(),
+        &mut |b| reader.read_blob(b).map_err(|e| e.to_string()),
+    );
     if !fdplan.errors.is_empty() {
         return Err(Error::Check(Report {
             errors: fdplan.errors,
             warnings: fdplan.warnings,
         }));
     }
-    let mem = plan_memory(image, p, page);
-    if !mem.errors.is_empty() {
+    let shared: BTreeMap<u64, i32> = fdplan
+        .keep
+        .iter()
+        .enumerate()
+        .map(|(j, &(_, id))| (id, fdplan.stage + place::CTL_KEEP + j as i32))
+        .collect();
+    let mut mems = Vec::with_capacity(tree.nodes.len());
+    let mut errors = Vec::new();
+    for n in &tree.nodes {
+        if n.zombie.is_some() {
+            mems.push(None);
+            continue;
+        }
+        let m = plan_memory_shared(image, &image.processes[n.image], page, &shared);
+        errors.extend(m.errors.iter().cloned());
+        mems.push(Some(m));
+    }
+    if !errors.is_empty() {
         return Err(Error::Check(Report {
-            errors: mem.errors,
-            warnings: mem.warnings,
+            errors,
+            warnings: Vec::new(),
         }));
     }
+    // The last process built of each fd table closes the kept fds.
+    let mut closes_keep = vec![false; tree.nodes.len()];
+    let mut last: BTreeMap<usize, usize> = BTreeMap::new();
+    for (c, n) in tree.nodes.iter().enumerate() {
+        if n.zombie.is_none() {
+            last.insert(n.table, c);
+        }
+    }
+    for c in last.into_values() {
+        closes_keep[c] = true;
+    }
     tracing::debug!(
+        processes = tree.nodes.len(),
         fd_ops = fdplan.ops.len(),
-        mappings = mem.steps.len(),
-        page_writes = mem.writes.len(),
+        kept = fdplan.keep.len(),
         "planned"
     );
-    Ok((fdplan, mem))
+    Ok(Planned {
+        tree,
+        fds: fdplan,
+        mems,
+        closes_keep,
+    })
 }
 
-/// The stub, at the saved pid (or, with new_pid, anywhere when it is taken).
-fn spawn_stub(
-    fdplan: &FdPlan,
+/// The stubs of the whole tree, each at its saved pid (or, with new_pid,
+/// anywhere when its ids are taken), with their fds.
+fn spawn_stubs(
+    image: &Image,
+    planned: &Planned,
     switch: Option<&FsSwitch>,
-    p: &Process,
     opts: &RestoreOptions,
-) -> Result<i32> {
-    let keep_ids = !opts.new_pid || taken_ids(p).is_empty();
-    let spawned = stub::spawn(fdplan, switch, keep_ids.then_some(p.pid), ZOMBIE_WAIT);
-    match spawned {
-        Err(Error::PidInUse { .. }) | Err(Error::Sys { .. }) if opts.new_pid && keep_ids => {
-            tracing::debug!(pid = p.pid, "the saved pid is taken: a new one");
-            stub::spawn(fdplan, switch, None, Duration::ZERO)
+) -> Result<Stubs> {
+    let tree = &planned.tree;
+    let want: Vec<Option<i32>> = tree
+        .nodes
+        .iter()
+        .map(|n| {
+            let p = &image.processes[n.image];
+            let free = !opts.new_pid || taken_ids(p).is_empty();
+            free.then_some(p.pid)
+        })
+        .collect();
+    let stubs = Stubs::new(tree.nodes.len())?;
+    let mut slots = vec![-1i32; planned.fds.slots];
+    let mut scratch = Scratch::new(&planned.fds);
+    let mut child_pipes = vec![-1i32; tree.nodes.len()];
+    let sh = Shared {
+        plan: &planned.fds,
+        tree,
+        pids: &stubs.pids,
+        want: &want,
+        new_pid: opts.new_pid,
+        zombie_wait: if opts.new_pid {
+            Duration::ZERO
+        } else {
+            ZOMBIE_WAIT
+        },
+        restorer: proc::getpid(),
+        restorer_pgid: group::getpgid(0).unwrap_or(0),
+        as_saved: switch,
+    };
+    let mut w = Work {
+        slots: &mut slots,
+        scratch: &mut scratch,
+        child_pipes: &mut child_pipes,
+    };
+    stub::spawn_tree(&sh, &mut w, &stubs)?;
+    tracing::debug!(
+        processes = tree.nodes.len(),
+        fd_ops = planned.fds.ops.len(),
+        "stubs ready with their fds"
+    );
+    Ok(stubs)
+}
+
+/// Let every process go, all together once all are built: registers were
+/// set; a process that was stopped gets SIGSTOP first (it stops as soon as
+/// it runs); then every thread is detached, the leaders last.
+fn let_go(
+    image: &Image,
+    tree: &TreePlan,
+    built: &[(usize, Vec<i32>)],
+    stubs: &Stubs,
+) -> Result<()> {
+    for (c, _) in built {
+        let n = &tree.nodes[*c];
+        if n.stopped {
+            let pid = stubs.pid(*c);
+            proc::kill(pid, libc::SIGSTOP)
+                .ctx(|| format!("pid {pid}: stopping it again (it was stopped when dumped)"))?;
         }
-        r => r,
     }
+    for (_, tids) in built {
+        thread::detach_all(tids)?;
+    }
+    let _ = image;
+    Ok(())
 }
 
 /// The stub with its address space ready for the mappings: the main
@@ -233,7 +373,7 @@ struct Build<'a, R: ReadAt> {
     same_ids: bool,
     page: u64,
     mem: &'a MemPlan,
-    guard: &'a mut Guard,
+    stubs: &'a mut Stubs,
     injected: u64,
     page_bytes: u64,
     phases: Vec<(&'static str, Duration)>,
@@ -243,6 +383,8 @@ struct Build<'a, R: ReadAt> {
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
+    /// The kept memory objects' fds it closes once its mappings are made.
+    keep: Option<(u64, u64)>,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -264,6 +406,13 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         let step = Step::begin("mappings");
         let scratch = layout.tramp + self.page;
         vmas::map_all(&mut main, &self.mem.steps, &layout, scratch, self.as_saved)?;
+        if let Some((first, last)) = self.keep {
+            main.call(
+                "close_range of the kept memory objects' fds",
+                libc::SYS_close_range,
+                &[first, last, 0],
+            )?;
+        }
         step.done();
         self.phase("mappings");
 
@@ -352,7 +501,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         vmas::protect(main, steps)
     }
 
-    /// Create the other threads, then give every thread its state, and let go.
+    /// Create the other threads, then give every thread its state and its
+    /// registers (they are let go with the rest of the tree).
     fn threads(&mut self, mut main: Remote, l: &Layout, scratch: u64) -> Result<Vec<i32>> {
         let p = self.p;
         let tids = thread::create(
@@ -361,7 +511,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             l,
             scratch,
             self.same_ids,
-            &mut self.guard.tids,
+            &mut self.stubs.tids,
         )?;
         let tid_map: BTreeMap<i32, i32> = p
             .threads
@@ -375,6 +525,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             others.push(Remote::new(tid, l.tramp)?);
         }
         let set_creds = creds_differ(p, &own_creds());
+        let thread_creds = p.threads.iter().any(|t| t.creds.is_some());
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {
                 &mut main
@@ -392,13 +543,13 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                 &mut others[i - 1]
             };
             signals::queue_thread(r, self.pid, t, scratch)?;
-            if set_creds {
-                set_thread_creds(r, p, scratch)?;
+            if set_creds || thread_creds {
+                set_thread_creds(r, t.creds.as_ref().unwrap_or(&p.creds), scratch)?;
             }
         }
-        crate::process::finish(&mut main, p, l, set_creds)?;
+        crate::process::finish(&mut main, p, l, set_creds || thread_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
-        thread::set_registers_and_detach(self.pid, p, &tids)?;
+        thread::set_registers(self.pid, p, &tids)?;
         Ok(tids)
     }
 }

@@ -128,6 +128,14 @@ pub fn seek(fd: impl AsRawFd, off: u64) -> Result<()> {
         .map(drop)
 }
 
+/// The file position of `fd` (lseek(fd, 0, SEEK_CUR)).
+pub fn position(fd: impl AsRawFd) -> Result<u64> {
+    let fd = borrow("lseek", fd)?;
+    nix::unistd::lseek(&*fd, 0, Whence::SeekCur)
+        .op("lseek")
+        .map(|p| p as u64)
+}
+
 /// read(2) into `buf`, retrying on EINTR; 0 at end of file.
 pub fn read(fd: impl AsRawFd, buf: &mut [u8]) -> Result<usize> {
     let fd = borrow("read", fd)?;
