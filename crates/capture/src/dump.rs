@@ -102,6 +102,7 @@ struct Part {
     raw_fds: Vec<RawFd>,
     rinfo: RemoteInfo,
     stat: Stat,
+    memory: mem::Planned,
 }
 
 /// Freeze `root` (and its descendants unless `opts.no_tree`) and capture
@@ -130,7 +131,8 @@ pub(crate) fn capture_with(
     let mut mem_tree = TreeMemory::default();
     let mut parts: Vec<Option<Part>> = Vec::new();
     let mut processes = Vec::new();
-    let (mut pages_bytes, mut injected) = (0, 0);
+    let mut injected = 0;
+    let shares_pages = sink.shares_pages();
     for m in frozen.members.clone() {
         let _span = tracing::info_span!("process", pid = m.pid).entered();
         if let Some(status) = m.zombie {
@@ -139,21 +141,20 @@ pub(crate) fn capture_with(
             continue;
         }
         let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
-        let (part, bytes) =
-            capture_process(f, m.parent, page, opts, &mut mem_tree, sink).map_err(|e| {
-                if m.pid == root {
-                    e
-                } else {
-                    e.of_process(m.pid)
-                }
-            })?;
-        pages_bytes += bytes;
+        let part = capture_process(f, m.parent, page, shares_pages, &mut mem_tree)
+            .map_err(|e| in_process(root, m.pid, e))?;
         injected += part.rinfo.injected;
-        processes.push(part.process.clone());
         parts.push(Some(part));
+        processes.push(Process::default());
     }
-
-    let files = save_fds(&parts, &mut processes, sink)?;
+    // Pages only once every process is planned (see mem::plan).
+    let pages_bytes = save_memory(&parts, page, opts, sink, root)?;
+    let files = save_fds(&mut parts, sink)?;
+    for (p, part) in processes.iter_mut().zip(&mut parts) {
+        if let Some(part) = part {
+            *p = std::mem::take(&mut part.process);
+        }
+    }
     worker::test_delay();
     worker::check(root)?;
     shares::detect(&frozen.members, &mut processes)?;
@@ -177,16 +178,16 @@ pub(crate) fn capture_with(
     })
 }
 
-/// Everything of one frozen process but its fds: its threads, what /proc
-/// and the process itself tell, its memory. Returns the bytes of pages saved.
+/// Everything of one frozen process but its fds and its pages: its
+/// threads, what /proc and the process itself tell, its memory areas and
+/// which pages to save.
 fn capture_process(
     frozen: &mut Frozen,
     parent: Pid,
     page: u64,
-    opts: &mut DumpOptions,
+    shares_pages: bool,
     mem_tree: &mut TreeMemory,
-    sink: &mut dyn PageSink,
-) -> Result<(Part, u64)> {
+) -> Result<Part> {
     let pid = frozen.pid;
     let t0 = Instant::now();
     // Per-thread state from outside, before anything is injected.
@@ -213,29 +214,27 @@ fn capture_process(
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
 
-    let mut watched = Watched { pid, sink };
-    let bytes = save_memory(
-        pid,
-        parent,
-        page,
-        opts,
-        mem_tree,
-        &mut watched,
-        &mut process,
-    )?;
-    worker::test_delay();
-    worker::check(pid)?;
+    let memory = mem::plan(pid, parent, page, mem_tree, shares_pages)?;
+    process.vmas = memory.vmas.clone();
     process.threads = threads;
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
-    Ok((
-        Part {
-            process,
-            raw_fds,
-            rinfo,
-            stat,
-        },
-        bytes,
-    ))
+    Ok(Part {
+        process,
+        raw_fds,
+        rinfo,
+        stat,
+        memory,
+    })
+}
+
+/// An error of process `pid` of the tree, with its pid where it does not
+/// say it (not for the root).
+fn in_process(root: Pid, pid: Pid, e: Error) -> Error {
+    if pid == root {
+        e
+    } else {
+        e.of_process(pid)
+    }
 }
 
 /// What only the process can tell, asked with injected system calls.
@@ -279,36 +278,41 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
     Ok(())
 }
 
-/// The memory step: areas into `process`, pages to `sink`; bytes saved.
+/// The memory step: every process's pages to `sink`, in the tree's
+/// order (a parent's before its children's); bytes saved.
 fn save_memory(
-    pid: Pid,
-    parent: Pid,
+    parts: &[Option<Part>],
     page: u64,
     opts: &mut DumpOptions,
-    mem_tree: &mut TreeMemory,
     sink: &mut dyn PageSink,
-    process: &mut Process,
+    root: Pid,
 ) -> Result<u64> {
     let t = Instant::now();
+    let total: u64 = parts.iter().flatten().map(|p| p.memory.bytes()).sum();
     let mut noop = |_: u64, _: u64| {};
     let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let (vmas, bytes) = mem::save(pid, parent, page, mem_tree, sink, progress)?;
-    tracing::info!(areas = vmas.len(), bytes, elapsed = ?t.elapsed(), "memory");
-    process.vmas = vmas;
-    Ok(bytes)
+    let mut done = 0u64;
+    let mut areas = 0;
+    for part in parts.iter().flatten() {
+        let pid = part.process.pid;
+        let mut each = |d: u64, _: u64| progress(done + d, total);
+        let mut watched = Watched { pid: root, sink };
+        let bytes = mem::save(pid, &part.memory, page, &mut watched, &mut each)
+            .map_err(|e| in_process(root, pid, e))?;
+        done += bytes;
+        areas += part.memory.vmas.len();
+        worker::check(root)?;
+    }
+    tracing::info!(areas, bytes = done, elapsed = ?t.elapsed(), "memory");
+    Ok(done)
 }
 
 /// The fds step, for the whole tree: each process's fd table into its
-/// model (`processes`, in the order of `parts`; zombies have no part);
-/// the open files.
-fn save_fds(
-    parts: &[Option<Part>],
-    processes: &mut [Process],
-    sink: &mut dyn PageSink,
-) -> Result<Vec<OpenFile>> {
+/// model (zombies have no part); the open files.
+fn save_fds(parts: &mut [Option<Part>], sink: &mut dyn PageSink) -> Result<Vec<OpenFile>> {
     let t = Instant::now();
     let live: Vec<(usize, fds::ProcFds)> = parts
         .iter()
@@ -329,10 +333,13 @@ fn save_fds(
         .collect();
     let procs: Vec<fds::ProcFds> = live.iter().map(|(_, p)| *p).collect();
     let (tables, files) = fds::build(&procs, sink)?;
+    let at: Vec<usize> = live.iter().map(|(i, _)| *i).collect();
     let mut n = 0;
-    for ((i, _), table) in live.iter().zip(tables) {
+    for (i, table) in at.into_iter().zip(tables) {
         n += table.len();
-        processes[*i].fds = table;
+        if let Some(p) = &mut parts[i] {
+            p.process.fds = table;
+        }
     }
     tracing::info!(fds = n, files = files.len(), elapsed = ?t.elapsed(), "fds");
     Ok(files)
@@ -379,5 +386,12 @@ impl PageSink for Watched<'_> {
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         worker::check(self.pid)?;
         self.sink.add_blob(data)
+    }
+    fn shares_pages(&self) -> bool {
+        self.sink.shares_pages()
+    }
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        worker::check(self.pid)?;
+        self.sink.add_parent_pages(pid, addr, len, parent)
     }
 }

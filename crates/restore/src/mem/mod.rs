@@ -64,7 +64,10 @@ pub fn shared_objects(image: &Image) -> Vec<KeepReq> {
             let VmaBacking::SharedMemory(sm) = &v.backing else {
                 continue;
             };
-            if !v.shared || !matches!(sm.kind, ShmKind::AnonymousShared | ShmKind::Memfd) {
+            let unlinked_posix = sm.kind == ShmKind::PosixShm && sm.name.ends_with(b" (deleted)");
+            if !v.shared
+                || !(matches!(sm.kind, ShmKind::AnonymousShared | ShmKind::Memfd) || unlinked_posix)
+            {
                 continue;
             }
             let e = objs

@@ -307,12 +307,16 @@ fn shm_backing(
                 }
             }
         },
-        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => {
-            plan.warnings.push(format!(
-                "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
-            ));
-            anon
-        }
+        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => match kept {
+            // Mapped by several processes: one object for all of them.
+            Some(fd) => through(fd),
+            None => {
+                plan.warnings.push(format!(
+                    "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
+                ));
+                anon
+            }
+        },
         ShmKind::PosixShm => {
             let path = strip_deleted(&sm.name).to_vec();
             plan.files.push((
