@@ -385,6 +385,7 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
         sfds::write_fd(parent_w, &[1]).map_err(setup_err)?;
     }
     if let Some(status) = n.zombie {
+        let _ = pg::set_name(&n.comm);
         pg::exit_with_status(status);
     }
     Ok(())

@@ -61,6 +61,8 @@ pub struct Node {
     pub group_late: bool,
     /// A zombie: the wait status it exits with.
     pub zombie: Option<i32>,
+    /// Its command name (what a zombie shows).
+    pub comm: Vec<u8>,
     /// Stopped (job control) when it was dumped.
     pub stopped: bool,
 }
@@ -150,6 +152,7 @@ fn order(image: &Image, index: &HashMap<i32, usize>, t: &mut TreePlan) {
             group: Group::Inherit,
             group_late: false,
             zombie: None,
+            comm: p.comm.clone(),
             stopped: false,
         });
         let mut kids: Vec<usize> = Vec::new();

@@ -15,7 +15,8 @@ pub struct Args {
     /// Return as soon as the process runs, printing its pid.
     #[arg(long)]
     detach: bool,
-    /// Restore under a fresh pid when the saved one is taken (see README: glibc caches tids).
+    /// Restore under fresh pids where the saved ones are taken (see README:
+    /// glibc caches tids); each new pid is printed as "pid SAVED -> NEW".
     #[arg(long)]
     new_pid: bool,
     /// Only check that the image can be restored here; change nothing.
@@ -59,8 +60,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let restored = ckpt_restore::restore(&reader, &mut opts)
         .with_context(|| format!("restore of {} failed", a.image.display()))?;
     let pid = restored.pid;
+    // Processes that got new pids (--new-pid): saved -> now.
+    for (saved, now) in restored.pids.iter().filter(|(s, n)| s != n) {
+        eprintln!("ckpt: pid {saved} -> {now}");
+    }
     if a.verbose {
-        eprintln!("ckpt: restored pid {pid} in {}", ms(restored.stats.total));
+        let n = restored.pids.len();
+        let what = if n == 1 {
+            format!("pid {pid}")
+        } else {
+            format!("pid {pid} and {} descendants", n - 1)
+        };
+        eprintln!("ckpt: restored {what} in {}", ms(restored.stats.total));
     }
     if a.detach {
         println!("{pid}");

@@ -68,6 +68,20 @@ pub fn unblock_all_signals() -> Result<()> {
     Ok(())
 }
 
+/// Set the calling thread's name (prctl(PR_SET_NAME), at most 15 bytes,
+/// cut at a NUL). Allocates nothing.
+pub fn set_name(name: &[u8]) -> Result<()> {
+    let mut buf = [0u8; 16];
+    let n = name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(name.len())
+        .min(15);
+    buf[..n].copy_from_slice(&name[..n]);
+    let c = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap_or(c"");
+    nix::sys::prctl::set_name(c).op("prctl(PR_SET_NAME)")
+}
+
 /// End the calling process so that its parent's wait() reports the wait
 /// status `status`: `exit_group(code)` for a normal exit, else death by the
 /// signal in its low 7 bits (its default action restored and unblocked,
