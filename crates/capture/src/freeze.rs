@@ -39,6 +39,8 @@ pub(crate) struct Frozen {
     pub pid: Pid,
     /// Leader first, then by tid.
     pub threads: Vec<FrozenThread>,
+    /// Threads asked to stop and not waited for yet (see [`Frozen::begin`]).
+    pending: Vec<Pid>,
     pub state_before: String,
     pub started: Instant,
     done: bool,
@@ -169,29 +171,48 @@ fn thread_state(pid: Pid, tid: Pid) -> Result<String> {
 }
 
 impl Frozen {
-    /// Seize and stop every thread of `pid`, including threads created while
-    /// we are at it.
-    pub fn freeze(pid: Pid) -> Result<Frozen> {
+    /// Seize every thread of `pid` there is now and ask each to stop,
+    /// without waiting for the stops ([`Frozen::complete`] does): a tree's
+    /// processes are all asked before any is waited for.
+    pub fn begin(pid: Pid) -> Result<Frozen> {
         let state_before = Stat::read(pid, &format!("/proc/{pid}/stat"))?.state();
         let mut f = Frozen {
             pid,
             threads: Vec::new(),
+            pending: Vec::new(),
             state_before,
             started: Instant::now(),
             done: false,
             seccomp: false,
         };
         f.seccomp = Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp")? != 0;
-        let mut seized: BTreeMap<Pid, FrozenThread> = BTreeMap::new();
-        let mut rounds = 0;
+        let tids = match procfs::list_tids(pid) {
+            Ok(t) => t,
+            Err(Error::Exited { .. }) => return Err(Error::NoSuchProcess { pid }),
+            Err(e) => return Err(e),
+        };
+        let mut seized = BTreeMap::new();
+        let r = f.seize_only(&mut seized, tids);
+        f.threads = seized.into_values().collect();
+        r.map(|pending| {
+            f.pending = pending;
+            f
+        })
+    }
+
+    /// Wait for the stops asked by [`Frozen::begin`], then seize the
+    /// threads created meanwhile, until no new one appears.
+    pub fn complete(&mut self) -> Result<()> {
+        let pid = self.pid;
+        let mut seized: BTreeMap<Pid, FrozenThread> =
+            self.threads.drain(..).map(|t| (t.tid, t)).collect();
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.wait_stops(&mut seized, pending);
+        self.threads = seized.values().cloned().collect();
+        r?;
+        let mut rounds = 1;
         loop {
-            let tids = match procfs::list_tids(pid) {
-                Ok(t) => t,
-                Err(Error::Exited { .. }) if seized.is_empty() => {
-                    return Err(Error::NoSuchProcess { pid })
-                }
-                Err(e) => return Err(e),
-            };
+            let tids = procfs::list_tids(pid)?;
             let new: Vec<Pid> = tids
                 .into_iter()
                 .filter(|t| !seized.contains_key(t))
@@ -210,8 +231,8 @@ impl Frozen {
                     },
                 });
             }
-            let r = f.seize_round(&mut seized, new);
-            f.threads = seized.values().cloned().collect();
+            let r = self.seize_round(&mut seized, new);
+            self.threads = seized.values().cloned().collect();
             r?;
         }
         tracing::debug!(pid, threads = seized.len(), rounds, "threads seized");
@@ -219,11 +240,11 @@ impl Frozen {
         let mut threads: Vec<FrozenThread> = seized.into_values().collect();
         threads.sort_by_key(|t| (t.tid != pid, t.tid));
         let leader_first = threads.first().map(|t| t.tid) == Some(pid);
-        f.threads = threads;
+        self.threads = threads;
         if !leader_first {
             return Err(Error::Exited { pid });
         }
-        Ok(f)
+        Ok(())
     }
 
     /// Seize and interrupt all `new` threads first, then wait for each: the
@@ -234,6 +255,16 @@ impl Frozen {
         seized: &mut BTreeMap<Pid, FrozenThread>,
         new: Vec<Pid>,
     ) -> Result<()> {
+        let pending = self.seize_only(seized, new)?;
+        self.wait_stops(seized, pending)
+    }
+
+    /// Seize and interrupt the `new` threads; the ones to wait for.
+    fn seize_only(
+        &mut self,
+        seized: &mut BTreeMap<Pid, FrozenThread>,
+        new: Vec<Pid>,
+    ) -> Result<Vec<Pid>> {
         let pid = self.pid;
         let mut pending = Vec::new();
         for tid in new {
@@ -258,7 +289,7 @@ impl Frozen {
             }
             pending.push(tid);
         }
-        self.wait_stops(seized, pending)
+        Ok(pending)
     }
 
     /// Wait (at most [`STOP_TIMEOUT`]) until every thread of `pending`

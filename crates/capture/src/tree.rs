@@ -214,6 +214,9 @@ impl FrozenTree {
         Ok(t)
     }
 
+    /// Rounds of: walk the tree; ask every process not frozen yet to stop
+    /// (all of them before waiting for any); wait for the stops. Done when
+    /// a walk finds nothing new (a frozen process cannot fork).
     fn freeze_rounds(
         &mut self,
         root: Pid,
@@ -221,41 +224,40 @@ impl FrozenTree {
         frozen: &mut BTreeMap<Pid, Frozen>,
     ) -> Result<()> {
         for _ in 0..MAX_ROUNDS {
-            let mut changed = false;
-            let mut members: Vec<Member> = Vec::new();
-            let mut stack = vec![(root, 0)];
-            while let Some((pid, parent)) = stack.pop() {
-                if !frozen.contains_key(&pid) && self.freeze_one(pid, root, frozen)? {
-                    changed = true;
+            let found = if whole_tree {
+                walk(root)?
+            } else {
+                walk(root)?.into_iter().take(1).collect()
+            };
+            let mut begun: Vec<Pid> = Vec::new();
+            for m in found.iter().filter(|m| m.zombie.is_none()) {
+                if frozen.contains_key(&m.pid) {
+                    continue;
                 }
-                let m = match frozen.get(&pid) {
-                    Some(_) => Member {
-                        pid,
-                        parent,
-                        children: if whole_tree {
-                            procfs::list_children(pid)?
-                        } else {
-                            Vec::new()
-                        },
-                        zombie: None,
-                    },
-                    None => match state_of(pid) {
-                        Some((s, code)) if s == "Z" || s == "X" => Member {
-                            pid,
-                            parent,
-                            children: Vec::new(),
-                            zombie: Some(code),
-                        },
-                        _ => continue, // gone
-                    },
-                };
-                for &c in m.children.iter().rev() {
-                    stack.push((c, pid));
+                if let Some(f) = self.begin_one(m.pid, root)? {
+                    frozen.insert(m.pid, f);
+                    begun.push(m.pid);
                 }
-                members.push(m);
             }
-            self.members = members;
-            if !changed {
+            for pid in &begun {
+                let f = frozen.get_mut(pid).expect("just begun");
+                match f.complete() {
+                    Ok(()) => {}
+                    Err(Error::NoSuchProcess { .. }) | Err(Error::Exited { .. })
+                        if *pid != root =>
+                    {
+                        frozen.remove(pid); // gone meanwhile: let go
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if begun.is_empty() {
+                let mut members = found;
+                if !whole_tree {
+                    members.truncate(1);
+                    members[0].children.clear();
+                }
+                self.members = members;
                 return Ok(());
             }
         }
@@ -269,28 +271,23 @@ impl FrozenTree {
         })
     }
 
-    /// Freeze one process found by the walk: true when it was frozen,
-    /// false when it is a zombie or gone (not an error, but for the root).
-    fn freeze_one(&self, pid: Pid, root: Pid, frozen: &mut BTreeMap<Pid, Frozen>) -> Result<bool> {
+    /// Start freezing one process found by the walk: None when it is a
+    /// zombie or gone by now (not an error, but for the root).
+    fn begin_one(&self, pid: Pid, root: Pid) -> Result<Option<Frozen>> {
         if pid != root {
             match state_of(pid) {
-                None => return Ok(false),
-                Some((s, _)) if s == "Z" || s == "X" => return Ok(false),
+                None => return Ok(None),
+                Some((s, _)) if s == "Z" || s == "X" => return Ok(None),
                 Some(_) => {}
             }
             match check_target(pid) {
-                Err(Error::NoSuchProcess { .. }) | Err(Error::Zombie { .. }) => return Ok(false),
+                Err(Error::NoSuchProcess { .. }) | Err(Error::Zombie { .. }) => return Ok(None),
                 r => r?,
             }
         }
-        match Frozen::freeze(pid) {
-            Ok(f) => {
-                frozen.insert(pid, f);
-                Ok(true)
-            }
-            Err(Error::NoSuchProcess { .. }) | Err(Error::Exited { .. }) if pid != root => {
-                Ok(false)
-            }
+        match Frozen::begin(pid) {
+            Ok(f) => Ok(Some(f)),
+            Err(Error::NoSuchProcess { .. }) | Err(Error::Exited { .. }) if pid != root => Ok(None),
             Err(e) => Err(e),
         }
     }

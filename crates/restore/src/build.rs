@@ -24,6 +24,8 @@ use ckpt_sys::mm::{self, ProcMem};
 use ckpt_sys::proc::{self, group};
 use ckpt_sys::ptrace;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// Scratch memory after the trampoline page: arguments for injected calls.
@@ -114,53 +116,35 @@ pub fn restore<R: ReadAt + Sync>(
     step.done();
     phases.push(("stubs", t0.elapsed()));
 
-    let image = reader.image();
-    let total: u64 = planned
-        .mems
-        .iter()
-        .flatten()
-        .flat_map(|m| &m.writes)
-        .filter(|w| !w.zero)
-        .map(|w| w.len)
-        .sum();
-    let mut done_before = 0u64;
-    let mut built: Vec<(usize, Vec<i32>)> = Vec::new();
-    let (mut injected, mut page_bytes) = (0, 0);
-    for (c, node) in planned.tree.nodes.iter().enumerate() {
-        let Some(mem) = &planned.mems[c] else {
-            continue; // a zombie: it exited with its status already
-        };
-        let pid = stubs.pid(c);
-        let p = &image.processes[node.image];
-        let _span = tracing::info_span!("process", pid, saved_pid = p.pid).entered();
-        let mut each = |d: u64, _t: u64| progress(done_before + d, total);
-        let mut b = Build {
-            reader,
-            p,
-            pid,
-            same_ids: pid == p.pid,
-            page,
-            mem,
-            stubs: &mut stubs,
-            injected: 0,
-            page_bytes: 0,
-            phases: std::mem::take(&mut phases),
-            t0,
-            progress: &mut each,
-            huge_fill: opts.huge_fill,
-            as_saved: switch.as_ref(),
-            keep: keep_range(&planned, c),
-        };
-        let tids = b.run()?;
-        phases = std::mem::take(&mut b.phases);
-        injected += b.injected;
-        page_bytes += b.page_bytes;
-        done_before += b.page_bytes;
-        built.push((c, tids));
-    }
-    let step = Step::begin("run");
-    let_go(image, &planned.tree, &built, &stubs)?;
+    let step = Step::begin("processes");
+    let b = Builders {
+        reader,
+        planned: &planned,
+        stubs: &stubs,
+        page,
+        huge_fill: opts.huge_fill,
+        switch: switch.as_ref(),
+        t0,
+        next: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        done_bytes: AtomicU64::new(0),
+        total: planned
+            .mems
+            .iter()
+            .flatten()
+            .flat_map(|m| &m.writes)
+            .filter(|w| !w.zero)
+            .map(|w| w.len)
+            .sum(),
+    };
+    let out = b.build_all(progress)?;
     step.done();
+    let (built, injected, page_bytes) = (out.procs, out.injected, out.page_bytes);
+    if out.phases.is_empty() {
+        phases.push(("processes", t0.elapsed()));
+    } else {
+        phases.extend(out.phases);
+    }
     stubs.disarm();
     let pids: Vec<(i32, i32)> = planned
         .tree
@@ -331,18 +315,184 @@ fn spawn_stubs(
     Ok(stubs)
 }
 
-/// Let every process go, all together once all are built: registers were
-/// set; a process that was stopped gets SIGSTOP first (it stops as soon as
-/// it runs); then every thread is detached, the leaders last.
-fn let_go(
-    image: &Image,
-    tree: &TreePlan,
-    built: &[(usize, Vec<i32>)],
-    stubs: &Stubs,
-) -> Result<()> {
+/// Most threads building processes at once. Building is mostly waiting
+/// for the process to run each injected call (a ptrace round trip): several
+/// processes are built at once on few cores.
+const MAX_BUILDERS: usize = 8;
+
+/// What the threads building the processes share.
+struct Builders<'a, R: ReadAt> {
+    reader: &'a ImageReader<R>,
+    planned: &'a Planned,
+    stubs: &'a Stubs,
+    page: u64,
+    huge_fill: Option<bool>,
+    switch: Option<&'a FsSwitch>,
+    t0: Instant,
+    /// The next group of processes to build (index into `groups`).
+    next: AtomicUsize,
+    /// A builder failed: the others stop.
+    failed: AtomicBool,
+    done_bytes: AtomicU64,
+    total: u64,
+}
+
+/// What the builders did.
+#[derive(Default)]
+struct BuiltAll {
+    /// (creation index, tids) of each process built.
+    procs: Vec<(usize, Vec<i32>)>,
+    injected: u64,
+    page_bytes: u64,
+    /// Phases of the only process, when there is one.
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl<R: ReadAt + Sync> Builders<'_, R> {
+    /// Build every live process, several at once, then let them all go
+    /// together (each builder lets go of the processes it built, as only
+    /// the thread that traces a process may).
+    fn build_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<BuiltAll> {
+        // Processes sharing an fd table are built by one builder, in order
+        // (the last one closes the kept fds they share).
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (c, n) in self.planned.tree.nodes.iter().enumerate() {
+            if n.zombie.is_none() {
+                groups.entry(n.table).or_default().push(c);
+            }
+        }
+        let groups: Vec<Vec<usize>> = groups.into_values().collect();
+        let n = groups.len().clamp(1, MAX_BUILDERS);
+        let barrier = Barrier::new(n);
+        let results: Vec<(BuiltAll, Option<Error>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..n)
+                .map(|_| s.spawn(|| self.builder(&groups, &barrier, &mut |_, _| {})))
+                .collect();
+            let mine = self.builder(&groups, &barrier, progress);
+            let mut all = vec![mine];
+            for h in handles {
+                all.push(h.join().unwrap_or_else(|_| {
+                    (
+                        BuiltAll::default(),
+                        Some(Error::Stub {
+                            pid: 0,
+                            what: "a builder thread panicked".into(),
+                        }),
+                    )
+                }));
+            }
+            all
+        });
+        let mut out = BuiltAll::default();
+        let mut first: Option<Error> = None;
+        for (b, e) in results {
+            out.procs.extend(b.procs);
+            out.injected += b.injected;
+            out.page_bytes += b.page_bytes;
+            out.phases.extend(b.phases);
+            if first.is_none() {
+                first = e;
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        out.procs.sort_by_key(|(c, _)| *c);
+        if out.procs.len() > 1 {
+            out.phases.clear();
+        }
+        Ok(out)
+    }
+
+    /// One builder: groups of processes until none is left (or one
+    /// failed), then, once every builder is done, let its own go.
+    fn builder(
+        &self,
+        groups: &[Vec<usize>],
+        barrier: &Barrier,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> (BuiltAll, Option<Error>) {
+        let mut out = BuiltAll::default();
+        let mut err = None;
+        'all: while !self.failed.load(Ordering::Relaxed) {
+            let g = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(group) = groups.get(g) else { break };
+            for &c in group {
+                match self.build_one(c, &mut out, progress) {
+                    Ok(tids) => out.procs.push((c, tids)),
+                    Err(e) => {
+                        self.failed.store(true, Ordering::Relaxed);
+                        err = Some(e);
+                        break 'all;
+                    }
+                }
+            }
+        }
+        barrier.wait();
+        if err.is_none() && !self.failed.load(Ordering::Relaxed) {
+            if let Err(e) = let_go(&self.planned.tree, &out.procs, self.stubs) {
+                err = Some(e);
+            }
+        }
+        (out, err)
+    }
+
+    /// Turn the stub of process `c` into the saved process (left stopped).
+    fn build_one(
+        &self,
+        c: usize,
+        out: &mut BuiltAll,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<i32>> {
+        let node = &self.planned.tree.nodes[c];
+        let mem = self.planned.mems[c].as_ref().expect("a live process");
+        let pid = self.stubs.pid(c);
+        let p = &self.reader.image().processes[node.image];
+        let _span = tracing::info_span!("process", pid, saved_pid = p.pid).entered();
+        let (done, total) = (&self.done_bytes, self.total);
+        let mut last = 0u64;
+        let mut each = |d: u64, _t: u64| {
+            let all = done.fetch_add(d - last.min(d), Ordering::Relaxed) + d - last.min(d);
+            last = d;
+            progress(all, total);
+        };
+        let mut made = Vec::new();
+        let mut b = Build {
+            reader: self.reader,
+            p,
+            pid,
+            same_ids: pid == p.pid,
+            page: self.page,
+            mem,
+            made: &mut made,
+            injected: 0,
+            page_bytes: 0,
+            phases: Vec::new(),
+            t0: self.t0,
+            progress: &mut each,
+            huge_fill: self.huge_fill,
+            as_saved: self.switch,
+            keep: keep_range(self.planned, c),
+        };
+        let r = b.run();
+        out.injected += b.injected;
+        out.page_bytes += b.page_bytes;
+        out.phases.append(&mut b.phases);
+        self.stubs
+            .tids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(made);
+        r
+    }
+}
+
+/// Let processes go once all are built: their registers were set; a
+/// process that was stopped gets SIGSTOP first (it stops as soon as it
+/// runs); then every thread is detached, the leaders last.
+fn let_go(tree: &TreePlan, built: &[(usize, Vec<i32>)], stubs: &Stubs) -> Result<()> {
     for (c, _) in built {
-        let n = &tree.nodes[*c];
-        if n.stopped {
+        if tree.nodes[*c].stopped {
             let pid = stubs.pid(*c);
             proc::kill(pid, libc::SIGSTOP)
                 .ctx(|| format!("pid {pid}: stopping it again (it was stopped when dumped)"))?;
@@ -351,7 +501,6 @@ fn let_go(
     for (_, tids) in built {
         thread::detach_all(tids)?;
     }
-    let _ = image;
     Ok(())
 }
 
@@ -373,7 +522,8 @@ struct Build<'a, R: ReadAt> {
     same_ids: bool,
     page: u64,
     mem: &'a MemPlan,
-    stubs: &'a mut Stubs,
+    /// Threads made in it (to reap after a failure).
+    made: &'a mut Vec<i32>,
     injected: u64,
     page_bytes: u64,
     phases: Vec<(&'static str, Duration)>,
@@ -505,14 +655,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     /// registers (they are let go with the rest of the tree).
     fn threads(&mut self, mut main: Remote, l: &Layout, scratch: u64) -> Result<Vec<i32>> {
         let p = self.p;
-        let tids = thread::create(
-            &mut main,
-            p,
-            l,
-            scratch,
-            self.same_ids,
-            &mut self.stubs.tids,
-        )?;
+        let tids = thread::create(&mut main, p, l, scratch, self.same_ids, self.made)?;
         let tid_map: BTreeMap<i32, i32> = p
             .threads
             .iter()

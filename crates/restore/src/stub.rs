@@ -491,7 +491,7 @@ pub(crate) struct Stubs {
     /// Their pids, by creation index (0: not made yet).
     pub pids: SharedWords,
     /// Threads made by injection, to reap after a failure.
-    pub tids: Vec<i32>,
+    pub tids: std::sync::Mutex<Vec<i32>>,
     armed: bool,
     /// We made ourselves a child subreaper (orphaned stubs come to us and
     /// are reaped); undone when the restore ends.
@@ -508,7 +508,7 @@ impl Stubs {
             !pg::is_child_subreaper().unwrap_or(true) && pg::set_child_subreaper_to(true).is_ok();
         Ok(Stubs {
             pids,
-            tids: Vec::new(),
+            tids: std::sync::Mutex::new(Vec::new()),
             armed: true,
             made_subreaper,
         })
@@ -544,7 +544,8 @@ impl Drop for Stubs {
         // Reap what is ours (our child, our tracees, orphans that came to
         // us) until each is gone, a bounded time.
         let deadline = Instant::now() + Duration::from_secs(5);
-        for &t in self.tids.iter().chain(&pids) {
+        let tids = std::mem::take(self.tids.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for &t in tids.iter().chain(&pids) {
             loop {
                 let reaped = proc::wait::reap_nohang(t);
                 let gone = !std::path::Path::new(&format!("/proc/{t}")).exists();

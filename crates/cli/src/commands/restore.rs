@@ -71,7 +71,25 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         } else {
             format!("pid {pid} and {} descendants", n - 1)
         };
-        eprintln!("ckpt: restored {what} in {}", ms(restored.stats.total));
+        eprintln!(
+            "ckpt: restored {what} in {} ({} system calls injected, {} of pages)",
+            ms(restored.stats.total),
+            restored.stats.injected_syscalls,
+            super::mib(restored.stats.page_bytes)
+        );
+        // Time spent in each phase (a tree repeats the per-process ones).
+        let mut sums: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut prev = std::time::Duration::ZERO;
+        for &(name, t) in &restored.stats.phases {
+            match sums.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, d)) => *d += t - prev,
+                None => sums.push((name, t - prev)),
+            }
+            prev = t;
+        }
+        for (name, d) in sums {
+            eprintln!("ckpt:   {name:>14}: {}", ms(d));
+        }
     }
     if a.detach {
         println!("{pid}");
