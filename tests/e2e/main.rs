@@ -4,6 +4,7 @@
 
 mod util;
 
+mod apps;
 mod dump_restore;
 mod faults;
 mod hostile;
