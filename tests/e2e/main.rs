@@ -5,6 +5,7 @@
 
 mod util;
 
+mod apps;
 mod connections;
 mod dump_restore;
 mod faults;
@@ -14,3 +15,4 @@ mod pipes;
 mod security;
 mod show;
 mod sockets;
+mod tree;
