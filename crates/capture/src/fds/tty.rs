@@ -48,5 +48,6 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
             r.pgrp.unwrap_or(0)
         },
         rdev,
+        ..Default::default()
     })))
 }
