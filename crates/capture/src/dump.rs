@@ -138,12 +138,15 @@ pub(crate) fn capture_with(
     worker::test_delay();
     worker::check(pid)?;
 
-    let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
+    // From here on, an error drops `ptys` first, which puts the bytes it
+    // took from pty pairs back before `frozen` lets the process go.
+    let (files, ptys) = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
     worker::test_delay();
     worker::check(pid)?;
     process.threads = threads;
 
-    let image = new_image(host, process, files, pid, &frozen);
+    let mut image = new_image(host, process, files, pid, &frozen);
+    image.ptys = ptys.pairs.clone();
     let stats = DumpStats {
         freeze: frozen.elapsed(),
         pages_bytes,
@@ -154,6 +157,7 @@ pub(crate) fn capture_with(
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
     Ok(Captured {
         image,
+        ptys,
         frozen,
         stats,
     })
@@ -168,11 +172,10 @@ fn ask_process(
 ) -> Result<RemoteInfo> {
     let pid = frozen.pid;
     let t = Instant::now();
-    let (tty_fds, owner_fds) = fds::remote_needs(raw_fds);
+    let owner_fds = fds::remote_needs(raw_fds);
     let ip = remote::find_syscall_ip(pid)?;
     let queries = remote::Queries {
         timer_ids: posix_timers.iter().map(|t| t.id).collect(),
-        tty_fds,
         owner_fds,
         sig_mask: signals::to_query(status)?,
         rlimits: rlimits::from_outside(pid),
@@ -220,7 +223,9 @@ fn save_memory(
     Ok(bytes)
 }
 
-/// The fds step: the fd table into `process`; the open files.
+/// The fds step: the fd table into `process`; the open files, and the pty
+/// pairs (their buffered bytes taken, to be put back unless the process is
+/// killed).
 fn save_fds(
     pid: Pid,
     raw_fds: &[RawFd],
@@ -228,12 +233,13 @@ fn save_fds(
     stat: &Stat,
     sink: &mut dyn PageSink,
     process: &mut Process,
-) -> Result<Vec<OpenFile>> {
+) -> Result<(Vec<OpenFile>, fds::Ptys)> {
     let t = Instant::now();
-    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
-    tracing::info!(fds = fds.len(), files = files.len(), elapsed = ?t.elapsed(), "fds");
+    let (fds, files, ptys) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
+    tracing::info!(fds = fds.len(), files = files.len(), ptys = ptys.pairs.len(), elapsed = ?t.elapsed(), "fds");
     process.fds = fds;
-    Ok(files)
+    process.controlling_tty = fds::tty_dev(stat.stat.tty_nr);
+    Ok((files, ptys))
 }
 
 fn new_image(

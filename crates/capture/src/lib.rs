@@ -31,6 +31,14 @@
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
+//! - Terminals are read through the process's own open file descriptions
+//!   (pidfd_getfd), never reopened. A pty pair whose master a saved process
+//!   holds is in `Image.ptys` with the bytes buffered both ways: they are
+//!   taken while the process is frozen and put back exactly before it runs
+//!   again (a dump that lets it go on, or fails); its slave open in a
+//!   process outside the image is refused by name. Other terminals (the
+//!   shell's, /dev/tty, /dev/console, /dev/ttyN) keep their settings and
+//!   window size; `Process.controllingTty` is stat's tty_nr.
 //!
 //! # Layout
 //!
@@ -47,8 +55,9 @@
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
 //! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
 //!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `pty` (pty
+//!   pairs and their buffered bytes), `eventfd`, `epoll`, `timerfd`,
+//!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!
@@ -166,6 +175,9 @@ pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpSt
 /// A frozen process and its captured state. Dropping it resumes the process.
 pub struct Captured {
     image: Image,
+    /// Declared before `frozen`: dropped first, it puts the bytes taken
+    /// from pty pairs back before the process runs again.
+    ptys: fds::Ptys,
     frozen: freeze::Frozen,
     stats: DumpStats,
 }
@@ -180,16 +192,21 @@ impl Captured {
         &self.stats
     }
     /// Let the process go on exactly as it was. Returns how long it was frozen.
-    pub fn release(self) -> Result<Duration> {
+    pub fn release(mut self) -> Result<Duration> {
+        // The bytes taken from its ptys go back first; if some cannot (the
+        // kernel has less room than before), the process goes on anyway.
+        let _ = self.ptys.put_back();
         self.frozen.release()
     }
     /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
     /// Returns how long it was frozen.
-    pub fn kill(self) -> Result<Duration> {
+    pub fn kill(mut self) -> Result<Duration> {
+        self.ptys.discard();
         self.frozen.kill()
     }
     /// The model, and the process let go.
-    pub fn into_image(self) -> Result<(Image, Duration)> {
+    pub fn into_image(mut self) -> Result<(Image, Duration)> {
+        let _ = self.ptys.put_back();
         let d = self.frozen.release()?;
         Ok((self.image, d))
     }

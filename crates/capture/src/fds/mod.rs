@@ -18,6 +18,7 @@ mod inet;
 mod inotify;
 mod memfd;
 mod pipe;
+mod pty;
 mod regular;
 mod signalfd;
 mod timerfd;
@@ -25,6 +26,7 @@ mod tty;
 mod unix;
 
 pub(crate) use fdinfo::FdInfo;
+pub(crate) use pty::Ptys;
 pub(crate) use regular::{identity, strip_deleted};
 
 use crate::error::{Error, Result};
@@ -117,11 +119,13 @@ pub(crate) struct Ctx<'a> {
     fds: &'a [RawFd],
     /// fd number -> id of its open file description.
     file_ids: &'a BTreeMap<i32, u32>,
-    remote: &'a RemoteInfo,
-    /// The process's controlling terminal (stat field 7, dev_t) and its
-    /// foreground process group (field 8).
+    /// The process's controlling terminal (stat field 7, dev_t), its
+    /// foreground process group (field 8) and the session (field 6).
     tty_nr: u64,
     tpgid: i32,
+    sid: i32,
+    /// The pty pairs whose master is in the image.
+    ptys: &'a mut Ptys,
     /// Pipes whose buffered data was already saved (on a read end).
     pipes_with_data: HashSet<u64>,
     sink: &'a mut dyn PageSink,
@@ -148,31 +152,27 @@ pub(crate) fn list(pid: Pid) -> Result<Vec<RawFd>> {
     Ok(out)
 }
 
-/// Fds that need injected queries: terminals, and fds with an owner (O_ASYNC).
-pub(crate) fn remote_needs(fds: &[RawFd]) -> (Vec<i32>, Vec<i32>) {
-    let ttys = fds
-        .iter()
-        .filter(|f| tty::matches(f))
-        .map(|f| f.fd)
-        .collect();
-    let owners = fds
-        .iter()
+/// Fds that need injected queries: fds with an owner (O_ASYNC).
+pub(crate) fn remote_needs(fds: &[RawFd]) -> Vec<i32> {
+    fds.iter()
         .filter(|f| f.info.flags & O_ASYNC != 0)
         .map(|f| f.fd)
-        .collect();
-    (ttys, owners)
+        .collect()
 }
 
 /// The tables: fds sorted by number, open files sorted by id (ids number
-/// the descriptions in the order of their lowest fd, from 1).
+/// the descriptions in the order of their lowest fd, from 1); and the pty
+/// pairs whose master the process holds, with their buffered bytes taken
+/// (put back when the result is dropped, see [`Ptys`]).
 pub(crate) fn build(
     pid: Pid,
     fds: &[RawFd],
     remote: &RemoteInfo,
     stat: &procfs::Stat,
     sink: &mut dyn PageSink,
-) -> Result<(Vec<Fd>, Vec<OpenFile>)> {
+) -> Result<(Vec<Fd>, Vec<OpenFile>, Ptys)> {
     let t = Instant::now();
+    let mut ptys = Ptys::scan(&[(pid, fds)])?;
     let desc = descriptions::group(pid, fds)?;
     tracing::debug!(
         fds = fds.len(),
@@ -190,9 +190,10 @@ pub(crate) fn build(
         pid,
         fds,
         file_ids: &file_ids,
-        remote,
-        tty_nr: stat.stat.tty_nr as u32 as u64,
+        tty_nr: tty_dev(stat.stat.tty_nr),
         tpgid: stat.stat.tpgid,
+        sid: stat.stat.session,
+        ptys: &mut ptys,
         pipes_with_data: HashSet::new(),
         sink,
     };
@@ -216,7 +217,15 @@ pub(crate) fn build(
             file: file_ids[&f.fd],
         })
         .collect();
-    Ok((out_fds, files))
+    Ok((out_fds, files, ptys))
+}
+
+/// /proc/PID/stat's tty_nr (the kernel's new_encode_dev) as a dev_t.
+pub(crate) fn tty_dev(tty_nr: i32) -> u64 {
+    let nr = tty_nr as u32 as u64;
+    let major = (nr >> 8) & 0xfff;
+    let minor = (nr & 0xff) | ((nr >> 12) & 0xfff00);
+    procfs::makedev(major, minor)
 }
 
 /// The state of one open file description, by the first kind that takes it.

@@ -434,6 +434,216 @@ pub fn read_now(fd: impl AsRawFd, buf: &mut [u8]) -> Result<Option<usize>> {
     }
 }
 
+/// How to give a pty's slave side its pending input back: with the slave
+/// in `termios` (None: as it is), push `sti` with TIOCSTI on a slave
+/// description, then write `write` to the master.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputPutBack {
+    pub termios: Option<Termios>,
+    pub sti: Vec<u8>,
+    pub write: Vec<u8>,
+}
+
+/// Whether the slave's input processing leaves bytes untouched
+/// (non-canonical, no echo, no signals, no input mapping or flow
+/// control): then bytes written to the master arrive as they are, and any
+/// amount can go back that way.
+pub fn transparent(t: &Termios) -> bool {
+    let l = libc::ICANON | libc::ECHO | libc::ISIG;
+    let i = libc::ICRNL | libc::INLCR | libc::IGNCR | libc::IUCLC | libc::ISTRIP | libc::IXON;
+    t.lflag & l == 0 && t.iflag & i == 0
+}
+
+/// The settings under which pushed input is stored as it is: no echo (it
+/// was echoed when typed), no signals, no input mapping or flow control;
+/// in canonical mode with IEXTEN and a VLNEXT to escape special bytes.
+pub fn put_back_termios(t: &Termios) -> Termios {
+    let mut w = *t;
+    w.lflag &= !(libc::ECHO
+        | libc::ECHOE
+        | libc::ECHOK
+        | libc::ECHONL
+        | libc::ECHOCTL
+        | libc::ECHOPRT
+        | libc::ECHOKE
+        | libc::ISIG
+        | libc::FLUSHO
+        | libc::PENDIN);
+    w.iflag &= !(libc::ICRNL
+        | libc::INLCR
+        | libc::IGNCR
+        | libc::IUCLC
+        | libc::ISTRIP
+        | libc::IXON
+        | libc::IXOFF
+        | libc::PARMRK);
+    if w.lflag & libc::ICANON != 0 {
+        w.lflag |= libc::IEXTEN;
+        if w.cc[libc::VLNEXT] == 0 {
+            w.cc[libc::VLNEXT] = 0x16;
+        }
+    } else {
+        w.lflag &= !libc::IEXTEN;
+    }
+    w
+}
+
+/// The bytes to push, under `w` (canonical mode), for a reader to find
+/// the same lines: bytes the line discipline would act on are escaped with
+/// VLNEXT, line ends stay as they are, a line that ended with VEOF gets
+/// VEOF again (an empty one is an end of file), the unfinished line last.
+fn canonical_stream(lines: &[Vec<u8>], pending: &[u8], w: &Termios) -> Vec<u8> {
+    let cc = |i: usize| w.cc[i];
+    let lnext = cc(libc::VLNEXT);
+    let specials = [
+        cc(libc::VERASE),
+        cc(libc::VKILL),
+        cc(libc::VWERASE),
+        cc(libc::VREPRINT),
+        lnext,
+        cc(libc::VEOF),
+        cc(libc::VEOL),
+        cc(libc::VEOL2),
+        b'\n',
+    ];
+    let is_end = |b: u8| b == b'\n' || (b != 0 && (b == cc(libc::VEOL) || b == cc(libc::VEOL2)));
+    let mut s = Vec::new();
+    let literal = |s: &mut Vec<u8>, body: &[u8]| {
+        for &b in body {
+            if specials.contains(&b) {
+                s.push(lnext);
+            }
+            s.push(b);
+        }
+    };
+    for line in lines {
+        match line.last() {
+            Some(&b) if is_end(b) => {
+                literal(&mut s, &line[..line.len() - 1]);
+                s.push(b);
+            }
+            _ => {
+                literal(&mut s, line);
+                s.push(cc(libc::VEOF));
+            }
+        }
+    }
+    literal(&mut s, pending);
+    s
+}
+
+/// How to put back a slave's pending input (`lines` complete lines in
+/// canonical mode, then `pending`), taken while its settings were `t`.
+/// Err says why it cannot be exact: more than the line discipline holds in
+/// a mode that processes input.
+pub fn plan_input_put_back(
+    lines: &[Vec<u8>],
+    pending: &[u8],
+    t: &Termios,
+) -> std::result::Result<InputPutBack, String> {
+    let all = || {
+        let mut v: Vec<u8> = lines.concat();
+        v.extend_from_slice(pending);
+        v
+    };
+    if lines.is_empty() && pending.is_empty() {
+        return Ok(InputPutBack::default());
+    }
+    if transparent(t) {
+        let v = all();
+        let head = v.len().min(LDISC_ROOM);
+        return Ok(InputPutBack {
+            termios: None,
+            sti: v[..head].to_vec(),
+            write: v[head..].to_vec(),
+        });
+    }
+    let w = put_back_termios(t);
+    let stream = if t.lflag & libc::ICANON != 0 {
+        canonical_stream(lines, pending, &w)
+    } else {
+        all()
+    };
+    if stream.len() > LDISC_ROOM {
+        return Err(format!(
+            "{} bytes of pending input in a mode that processes input: more than the {LDISC_ROOM} the line discipline holds",
+            stream.len()
+        ));
+    }
+    Ok(InputPutBack {
+        termios: Some(w),
+        sti: stream,
+        write: Vec::new(),
+    })
+}
+
+/// Bytes per write when data goes back through the tty flip buffer (small
+/// writes fit the most of it).
+const FLIP_CHUNK: usize = 1024;
+
+/// Write `data` in FLIP_CHUNK pieces, waiting for room up to half a second
+/// at a time: the bytes written.
+fn write_chunked(fd: i32, data: &[u8]) -> Result<usize> {
+    let mut done = 0;
+    for c in data.chunks(FLIP_CHUNK) {
+        let n = write_waiting(fd, c, 500)?;
+        done += n;
+        if n < c.len() {
+            break;
+        }
+    }
+    Ok(done)
+}
+
+/// Put a pair's output back for its master to read: the first
+/// [`LDISC_ROOM`] bytes with TIOCSTI on the master (its line discipline is
+/// raw: stored as they are), the rest written to `slave` (a non-blocking
+/// slave description) with output processing off for the moment. Returns
+/// how many bytes went back (all, unless the kernel had no room).
+pub fn put_back_output(master: impl AsRawFd, slave: Option<i32>, data: &[u8]) -> Result<usize> {
+    let head = data.len().min(LDISC_ROOM);
+    push_input(master.as_raw_fd(), &data[..head])?;
+    let rest = &data[head..];
+    let Some(slave) = slave.filter(|_| !rest.is_empty()) else {
+        return Ok(head);
+    };
+    let t0 = tcgets2(slave)?;
+    let mut t = t0;
+    t.oflag &= !libc::OPOST;
+    tcsets2(slave, &t)?;
+    let n = write_chunked(slave, rest);
+    let back = tcsets2(slave, &t0);
+    let n = n?;
+    back?;
+    Ok(head + n)
+}
+
+/// Put a slave's pending input back as `plan` says (the slave's settings
+/// are `saved` afterwards). Returns how many bytes went back.
+pub fn put_back_input(
+    master: impl AsRawFd,
+    slave: impl AsRawFd,
+    saved: &Termios,
+    during: Option<&Termios>,
+    sti: &[u8],
+    write: &[u8],
+) -> Result<usize> {
+    let slave = slave.as_raw_fd();
+    if let Some(w) = during {
+        tcsets2(slave, w)?;
+    }
+    let pushed = push_input(slave, sti);
+    let back = if during.is_some() {
+        tcsets2(slave, saved)
+    } else {
+        Ok(())
+    };
+    pushed?;
+    back?;
+    let n = write_chunked(master.as_raw_fd(), write)?;
+    Ok(sti.len() + n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +660,59 @@ mod tests {
         assert_eq!(t.to_bytes(), b);
         assert!(Termios::from_bytes(&b[..43]).is_none());
         assert_eq!(std::mem::size_of::<libc::termios2>(), TERMIOS2_SIZE);
+    }
+
+    fn cooked() -> Termios {
+        let mut t = Termios {
+            iflag: libc::ICRNL | libc::IXON,
+            oflag: libc::OPOST | libc::ONLCR,
+            lflag: libc::ISIG | libc::ICANON | libc::ECHO | libc::ECHOE | libc::IEXTEN,
+            ..Default::default()
+        };
+        t.cc[libc::VERASE] = 0x7f;
+        t.cc[libc::VKILL] = 0x15;
+        t.cc[libc::VEOF] = 0x04;
+        t.cc[libc::VLNEXT] = 0x16;
+        t
+    }
+
+    #[test]
+    fn canonical_input_is_escaped_and_keeps_its_line_ends() {
+        let t = cooked();
+        let p = plan_input_put_back(
+            &[b"a\x7fb\n".to_vec(), b"eof".to_vec(), Vec::new()],
+            b"un\x15",
+            &t,
+        )
+        .unwrap();
+        let w = p.termios.unwrap();
+        assert_eq!(w.lflag & (libc::ECHO | libc::ISIG), 0);
+        assert_eq!(w.iflag & libc::ICRNL, 0);
+        assert_eq!(
+            p.sti,
+            b"a\x16\x7fb\neof\x04\x04un\x16\x15".to_vec(),
+            "{:?}",
+            p.sti
+        );
+        assert!(p.write.is_empty());
+        // Too much for the line discipline in a processing mode.
+        let big = vec![b'x'; LDISC_ROOM + 1];
+        assert!(plan_input_put_back(&[], &big, &t).is_err());
+    }
+
+    #[test]
+    fn raw_input_goes_back_as_it_is_beyond_the_line_discipline() {
+        let mut t = cooked();
+        t.lflag = 0;
+        t.iflag = 0;
+        let big: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
+        let p = plan_input_put_back(&[], &big, &t).unwrap();
+        assert!(p.termios.is_none());
+        assert_eq!(p.sti.len(), LDISC_ROOM);
+        assert_eq!([p.sti, p.write].concat(), big);
+        assert_eq!(
+            plan_input_put_back(&[], &[], &t).unwrap(),
+            InputPutBack::default()
+        );
     }
 }
