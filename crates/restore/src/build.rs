@@ -6,7 +6,7 @@
 
 use crate::check::{check_and_open_as, root_process, taken_ids};
 use crate::error::{Error, Result, SysContext};
-use crate::fds::{plan_fds, FdEnv, FdPlan};
+use crate::fds::{self, plan_fds, FdEnv, FdPlan, Handover, JobTerminal};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::{write_pages, Target};
@@ -15,7 +15,7 @@ use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
 use crate::process::{signals, thread, timers};
 use crate::remote::Remote;
 use crate::stub;
-use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
+use crate::{Report, RestoreOptions, RestoreStats, Restored, Terminal, ZOMBIE_WAIT};
 use ckpt_image::{ImageReader, Process, ReadAt};
 use ckpt_sys::creds::FsSwitch;
 use ckpt_sys::ptrace;
@@ -110,7 +110,7 @@ pub fn restore<R: ReadAt + Sync>(
     let p = root_process(reader.image()).map_err(check_error)?;
     let page = setup::page_size();
     let step = Step::begin("plan");
-    let (fdplan, mem) = plan(reader, p, page)?;
+    let (fdplan, mem) = plan(reader, p, page, opts)?;
     step.done();
     let mut phases = vec![("plan", t0.elapsed())];
 
@@ -149,8 +149,12 @@ pub fn restore<R: ReadAt + Sync>(
         progress,
         huge_fill: opts.huge_fill,
         as_saved: switch.as_ref(),
+        job_terminal: fdplan.job_terminal.as_ref(),
+        terminal: &opts.terminal,
+        handover: None,
     };
     let tids = b.run()?;
+    let terminal = b.handover.take();
     let stats = RestoreStats {
         total: t0.elapsed(),
         page_bytes: b.page_bytes,
@@ -166,13 +170,23 @@ pub fn restore<R: ReadAt + Sync>(
         elapsed = ?stats.total,
         "restored"
     );
-    Ok(Restored { pid, tids, stats })
+    Ok(Restored {
+        pid,
+        tids,
+        stats,
+        terminal,
+    })
 }
 
 /// The fd plan and the memory plan; their errors refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, p: &Process, page: u64) -> Result<(FdPlan, MemPlan)> {
+fn plan<R: ReadAt>(
+    reader: &ImageReader<R>,
+    p: &Process,
+    page: u64,
+    opts: &RestoreOptions,
+) -> Result<(FdPlan, MemPlan)> {
     let image = reader.image();
-    let fdplan = plan_fds(image, p, &FdEnv::current(), &mut |b| {
+    let fdplan = plan_fds(image, p, &FdEnv::for_restore(opts), &mut |b| {
         reader.read_blob(b).map_err(|e| e.to_string())
     });
     if !fdplan.errors.is_empty() {
@@ -243,6 +257,11 @@ struct Build<'a, R: ReadAt> {
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
+    /// The restorer's terminal the process is attached to, if any.
+    job_terminal: Option<&'a JobTerminal>,
+    terminal: &'a Terminal,
+    /// What was done with the terminal, just before the process ran.
+    handover: Option<Handover>,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -398,6 +417,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         crate::process::finish(&mut main, p, l, set_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
+        // The terminal goes to the process just before it runs (a job in
+        // the background would stop at its first read otherwise).
+        self.handover = fds::hand_over(self.job_terminal, self.terminal, self.pid)?;
         thread::set_registers_and_detach(self.pid, p, &tids)?;
         Ok(tids)
     }

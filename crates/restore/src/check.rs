@@ -122,7 +122,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     };
     check_machine(image, p, &mut r);
     check_vdso(reader, p, &mut r);
-    let (fds, mem) = check_files(image, p, &mut r);
+    let (fds, mem) = check_files(image, p, opts, &mut r);
     check_ids(p, opts, &mut r);
     timers::check(p, &mut r);
 
@@ -258,7 +258,12 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
 /// The files: the executable, mapped files, the fds' plan (its refusals,
 /// and that the paths it opens exist), the working directory, the root.
 /// Returns the fd and memory plans for the security checks.
-fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) {
+fn check_files(
+    image: &Image,
+    p: &Process,
+    opts: &RestoreOptions,
+    r: &mut Report,
+) -> (FdPlan, MemPlan) {
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -279,7 +284,8 @@ fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) 
             file_state(what, id, r);
         }
     }
-    let fds = plan_fds(image, p, &FdEnv::current(), &mut |_| Ok(Vec::new()));
+    let fds = plan_fds(image, p, &FdEnv::for_restore(opts), &mut |_| Ok(Vec::new()));
+    fds::check_terminals(image, p, opts, r);
     r.errors.extend(fds.errors.iter().cloned());
     r.warnings.extend(fds.warnings.iter().cloned());
     for (what, path) in &fds.opens {

@@ -135,6 +135,7 @@ mod stub;
 
 pub use check::check;
 pub use error::{Error, Result};
+pub use fds::Handover;
 
 use ckpt_image::{ImageReader, ReadAt};
 use std::time::Duration;
@@ -164,6 +165,30 @@ pub struct RestoreOptions {
     /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
     /// dumped process just freed).
     pub huge_fill: Option<bool>,
+    /// What terminals from outside the image (the shell's) are attached
+    /// to, and whether the process comes back as a job of the caller's.
+    pub terminal: Terminal,
+}
+
+/// Where a restored process's terminals from outside the image go (see
+/// [`RestoreOptions::terminal`] and the crate documentation, "Terminals").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Terminal {
+    /// The caller's terminal (one of its fds 0-2 that is one, else
+    /// /dev/tty), reopened; the process joins the caller's session and,
+    /// unless it led its group, its group. Nothing is handed over.
+    #[default]
+    Caller,
+    /// The same terminal, the process as a shell job of the caller's: it
+    /// leads its own group in the caller's session, and before it runs it
+    /// gets the terminal with its saved settings (when the caller holds
+    /// the terminal): see [`Restored::terminal`]. The caller then acts
+    /// for it towards its own shell (`ckpt restore`'s job control).
+    Job,
+    /// This terminal: the process leads a new session with it as its
+    /// controlling terminal, with its saved settings. It must be no
+    /// session's controlling terminal.
+    Path(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -172,6 +197,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("new_pid", &self.new_pid)
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
+            .field("terminal", &self.terminal)
             .finish()
     }
 }
@@ -244,6 +270,9 @@ pub struct Restored {
     /// Its threads' tids, the leader first (the image's order).
     pub tids: Vec<i32>,
     pub stats: RestoreStats,
+    /// The terminal handed over to it (with `Terminal::Job` or
+    /// `Terminal::Path`).
+    pub terminal: Option<Handover>,
 }
 
 /// Recreate the image's process as a child of the calling process, with all

@@ -19,15 +19,17 @@
 //! fds reopened through /proc/self/fd) are opened with the restorer's ids.
 
 use crate::error::{Error, Result};
-use crate::fds::{self, FdOp, FdPlan};
+use crate::fds::{self, FdOp, FdPlan, Session};
 use ckpt_sys::clone::{fork_with_pid, Forked};
 use ckpt_sys::creds::{self, FsSwitch};
+use ckpt_sys::proc::job;
 use ckpt_sys::{setup, sys};
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
 /// Failure codes beyond op indices.
 const CODE_STD: u32 = 0xffff_ff00; // + k: the restorer's fd k
+const CODE_SESSION: u32 = 0xffff_fffd; // its session or process group
 const CODE_CREDS: u32 = 0xffff_fffe; // switching the fs ids
 const CODE_SETUP: u32 = 0xffff_ffff;
 
@@ -148,6 +150,14 @@ fn child_setup(
         // The restorer is gone already.
         sys::exit_now(1);
     }
+    // Its session and group first: the fd ops may make a terminal its
+    // controlling one (setsid before TIOCSCTTY).
+    let session = match plan.session {
+        Session::Inherit => Ok(()),
+        Session::OwnGroup => job::setpgid(0, 0),
+        Session::Setsid => job::setsid().map(drop),
+    };
+    session.map_err(|e| (CODE_SESSION, errno_of(&e)))?;
     // Room for the staging fds above the target numbers.
     if let Ok((soft, hard)) = setup::prlimit(0, libc::RLIMIT_NOFILE, None) {
         if soft < hard {
@@ -366,6 +376,8 @@ fn wait_ready(r: i32, child: i32, plan: &FdPlan, as_saved: Option<&FsSwitch>) ->
     let source = std::io::Error::from_raw_os_error(errno);
     let what = if (code as usize) < plan.what.len() {
         plan.what[code as usize].clone()
+    } else if code == CODE_SESSION {
+        format!("making its {:?} (session and process group)", plan.session)
     } else if (CODE_STD..CODE_STD + 3).contains(&code) {
         format!("the restorer's own fd {}", code - CODE_STD)
     } else if let (CODE_CREDS, Some(sw)) = (code, as_saved) {

@@ -22,6 +22,7 @@ mod inet;
 mod inotify;
 mod memfd;
 mod pipe;
+mod pty;
 mod regular;
 mod signalfd;
 mod timerfd;
@@ -29,6 +30,9 @@ mod tty;
 mod unix;
 
 pub use pipe::{FindPipes, PipeHolder, PipeQuery};
+pub use pty::PtySetup;
+pub(crate) use tty::hand_over;
+pub use tty::{Handover, JobTerminal, Session, TtyTarget};
 
 use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
@@ -69,6 +73,33 @@ pub enum FdOp {
     /// The restorer's controlling terminal (open of /dev/tty): the
     /// restorer's own, not a path of the image. (tty.rs)
     OpenTty { slot: usize, flags: i32 },
+    /// The terminal the restore was given by path, opened with the
+    /// restorer's rights. (tty.rs)
+    OpenTerminal {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// TIOCSCTTY: the slot's terminal becomes the controlling terminal of
+    /// the stub's new session. (tty.rs)
+    SetCtty { slot: usize },
+    /// A pty master at its saved index, with its pair's settings and
+    /// buffered bytes. (pty.rs)
+    PtyMaster { slot: usize, setup: Box<PtySetup> },
+    /// A slave description of the pair of master slot `master`. (pty.rs)
+    PtySlave {
+        slot: usize,
+        master: usize,
+        flags: i32,
+    },
+    /// Packet mode, the slave's exclusive flag and the lock of a pair,
+    /// once its slaves are open. (pty.rs)
+    PtyFinish {
+        master: usize,
+        packet: bool,
+        locked: bool,
+        exclusive: Option<usize>,
+    },
     /// A new description of the restorer's own fd `std` (0, 1 or 2), e.g.
     /// its terminal. (tty.rs)
     ReopenStd { slot: usize, std: usize, flags: i32 },
@@ -177,7 +208,7 @@ pub enum FdOp {
 }
 
 /// What the restorer has to offer the stub.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FdEnv {
     /// The restorer's fds 0, 1, 2 are open.
     pub std_open: [bool; 3],
@@ -188,6 +219,11 @@ pub struct FdEnv {
     /// How to find live holders of pipes whose other end is outside the
     /// image (None: there are none).
     pub find_pipes: Option<FindPipes>,
+    /// The terminal that terminals from outside the image are attached to.
+    pub terminal: TtyTarget,
+    /// The process is restored as a job of the restorer's: it leads its own
+    /// process group.
+    pub job: bool,
 }
 
 impl FdEnv {
@@ -204,6 +240,22 @@ impl FdEnv {
             .open("/dev/tty")
             .is_ok();
         e.find_pipes = Some(pipe::find_pipe_holders);
+        e
+    }
+
+    /// The environment of the calling process, for a restore with `opts`.
+    pub fn for_restore(opts: &crate::RestoreOptions) -> FdEnv {
+        let mut e = FdEnv::current();
+        match &opts.terminal {
+            crate::Terminal::Caller => {}
+            crate::Terminal::Job => e.job = true,
+            crate::Terminal::Path(p) => {
+                e.terminal = TtyTarget::Path(
+                    CString::new(p.as_os_str().as_encoded_bytes().to_vec())
+                        .unwrap_or_else(|_| c"/".to_owned()),
+                );
+            }
+        }
         e
     }
 }
@@ -224,6 +276,11 @@ pub struct FdPlan {
     pub opens: Vec<(String, Vec<u8>)>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// The process's session and group, made before its fds.
+    pub session: Session,
+    /// The process is attached to the restorer's terminal (or the one
+    /// given): what handing it over needs.
+    pub job_terminal: Option<JobTerminal>,
 }
 
 /// A path as a C string (paths never hold NUL; refuse if one does).
@@ -245,6 +302,7 @@ pub(crate) struct Group<'a> {
 /// What the kinds plan with: the process's descriptions, the slot each
 /// one ends in, and the plan being built.
 pub(crate) struct Builder<'a> {
+    pub image: &'a Image,
     pub proc: &'a Process,
     pub env: &'a FdEnv,
     pub groups: Vec<Group<'a>>,
@@ -406,6 +464,7 @@ pub fn plan_fds(
         }
     }
     let mut b = Builder {
+        image,
         proc,
         env,
         slot_of: vec![None; groups.len()],
@@ -418,9 +477,14 @@ pub fn plan_fds(
     // both ends of a unix socket pair.
     let mut pipes = pipe::plan_pipes(&mut b);
     let unix = unix::plan_pairs(&mut b);
+    // Pty pairs, then the session (which may take one as its terminal),
+    // before descriptions that may open /dev/tty.
+    let ptys = pty::plan_pairs(&mut b);
+    tty::plan_session(&mut b, &ptys);
     for g in 0..b.groups.len() {
         plan_group(&mut b, g, &mut pipes, &unix);
     }
+    pty::finish(&mut b, ptys);
     place(&mut b);
     // Epoll registrations, by final fd numbers.
     epoll::plan_targets(&mut b);
@@ -436,7 +500,7 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::S
         FileKind::Regular(rf) => regular::plan_file(b, g, rf),
         FileKind::Directory(fi) => regular::plan_directory(b, g, fi),
         FileKind::CharDevice(cd) => chardev::plan(b, g, cd),
-        FileKind::Tty(_) => tty::plan(b, g),
+        FileKind::Tty(t) => tty::plan(b, g, t),
         FileKind::EventFd(e) => eventfd::plan(b, g, e),
         FileKind::TimerFd(t) => timerfd::plan(b, g, t),
         FileKind::SignalFd(s) => signalfd::plan(b, g, s),
@@ -483,6 +547,20 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
+        FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags)?,
+        FdOp::SetCtty { slot } => tty::set_ctty(c, *slot)?,
+        FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup)?,
+        FdOp::PtySlave {
+            slot,
+            master,
+            flags,
+        } => pty::make_slave(c, *slot, *master, *flags)?,
+        FdOp::PtyFinish {
+            master,
+            packet,
+            locked,
+            exclusive,
+        } => pty::finish_pair(c, *master, *packet, *locked, *exclusive)?,
         FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
@@ -574,6 +652,22 @@ pub(crate) fn check_creating(plan: &FdPlan, r: &mut Report) {
             }
         }
     }
+}
+
+/// What check() says about the process's terminals: devices reopened by
+/// path are the same, pty bytes can be put back, the terminal given by
+/// path is free.
+pub(crate) fn check_terminals(
+    image: &Image,
+    p: &Process,
+    opts: &crate::RestoreOptions,
+    r: &mut Report,
+) {
+    const CAP_SYS_ADMIN: u32 = 21;
+    tty::check(image, p, r);
+    tty::check_target(&opts.terminal, r);
+    let admin = crate::process::creds::own_creds().has_cap(CAP_SYS_ADMIN);
+    pty::check(image, admin, r);
 }
 
 /// Names the ops would take from live processes (a unix socket path where
