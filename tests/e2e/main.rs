@@ -13,3 +13,4 @@ mod pipes;
 mod security;
 mod show;
 mod sockets;
+mod terminals;
