@@ -35,8 +35,8 @@ struct Image {
   frames @7 :List(Frame);        # page frames in the container (see MemoryRun)
   rootPid @8 :Int32;             # pid of the process the dump was asked for
   freezeNs @9 :UInt64;           # how long the tree was frozen while dumping
-  generation @10 :UInt32;        # 0 for a fresh dump, +1 for every committed edit
-  notes @11 :List(Note);         # free-form annotations (who edited what, ...)
+  generation @10 :UInt32;        # 0 for a fresh dump, +1 for every committed edit; equals the commit record's
+  notes @11 :List(Note);         # free-form annotations (ckpt and ckptfs write none)
   # Since 1.2:
   locks @12 :List(FileLock);     # file locks and leases held by the saved processes
   seccompFilters @13 :List(SeccompFilter);  # every seccomp filter of the tree, once (see Thread.seccompFilter)
@@ -146,7 +146,7 @@ struct SharedTables {
 
 struct FileIdentity {
   path @0 :Data;                 # absolute path as the kernel printed it
-  dev @1 :UInt64;                # st_dev (Linux encoding)
+  dev @1 :UInt64;                # st_dev as glibc's stat gives it (gnu_dev_makedev; spec/format.md section 7)
   inode @2 :UInt64;
   size @3 :UInt64;
   mtimeNs @4 :Int64;

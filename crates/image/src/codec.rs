@@ -785,9 +785,23 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
 /// Decode and convert a metadata message (no semantic validation: see
 /// `crate::validate`).
 pub fn decode(bytes: &[u8]) -> Result<Image> {
+    // The payload is exactly one message: whole words, nothing after it
+    // (spec/format.md, section 3).
+    if bytes.len() % 8 != 0 {
+        return Err(Error::Invalid(format!(
+            "the metadata payload is {} bytes, not a whole number of 8-byte words",
+            bytes.len()
+        )));
+    }
     let mut slice = bytes;
     let msg = serialize::read_message_from_flat_slice(&mut slice, reader_options(bytes.len()))
         .map_err(|e| capnp_err("metadata message framing", e))?;
+    if !slice.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} bytes follow the metadata message in its record",
+            slice.len()
+        )));
+    }
     let root: c::image::Reader = msg.get_root().map_err(|e| capnp_err("metadata root", e))?;
     dec_image(root)
 }

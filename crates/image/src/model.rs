@@ -421,6 +421,42 @@ impl Vma {
     pub fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
     }
+
+    /// Why a page of this mapping that no run covers is not in the image
+    /// (for [`crate::Error::NotSaved`]); spec/format.md section 6.
+    pub fn unsaved_reason(&self) -> String {
+        let name = String::from_utf8_lossy(&self.name);
+        match &self.backing {
+            VmaBacking::Anonymous => "anonymous memory without a run reads as zeros".into(),
+            VmaBacking::File(f) => format!(
+                "it is a page of {}, left to the file by the dump (not copied)",
+                String::from_utf8_lossy(&f.file.path)
+            ),
+            VmaBacking::SharedMemory(m) => match m.kind {
+                ShmKind::Memfd => format!("the page is the memfd {name}'s and was not saved"),
+                ShmKind::SysvShm => format!("System V shared memory ({name}) is not saved"),
+                ShmKind::PosixShm => {
+                    format!("the page is the POSIX shared memory file {name}'s and was not saved")
+                }
+                ShmKind::AnonymousShared => {
+                    "shared anonymous memory without a run reads as zeros".into()
+                }
+            },
+            VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => {
+                format!("{name} memory without a run reads as zeros")
+            }
+            VmaBacking::Special(
+                SpecialMapping::Vdso
+                | SpecialMapping::Vvar
+                | SpecialMapping::VvarVclock
+                | SpecialMapping::Vsyscall
+                | SpecialMapping::Uprobes,
+            ) => format!("{name} is provided by the kernel, never saved in an image"),
+            VmaBacking::Special(SpecialMapping::Other) => {
+                format!("the special mapping {name} is not saved")
+            }
+        }
+    }
 }
 
 pub const PROT_READ: u32 = 1;

@@ -19,6 +19,22 @@ fn bad(msg: String) -> Error {
 /// `frames_end` bytes of the file (the offset of the metadata record that
 /// describes it). The writer applies this before writing, the reader after
 /// decoding.
+/// The metadata's `generation` (UInt32) must equal the generation of the
+/// commit record that names it (8 bytes; a value over 2^32 - 1 cannot
+/// match). `commit_offset` is the commit record's file offset.
+pub fn check_generation(image: &Image, commit_generation: u64, commit_offset: u64) -> Result<()> {
+    if u64::from(image.generation) != commit_generation {
+        return Err(crate::Error::Corrupt {
+            offset: commit_offset + 24 + 16,
+            what: format!(
+                "the commit record says generation {commit_generation} but its metadata says {}",
+                image.generation
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
     if image.format_major != FORMAT_MAJOR {
         return Err(bad(format!(

@@ -42,6 +42,8 @@
 
 pub mod clone;
 pub mod creds;
+/// libc calls the ckptfs daemon needs (local time).
+pub mod daemon;
 pub mod fds;
 pub mod fs;
 pub mod inject;

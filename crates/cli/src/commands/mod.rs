@@ -1,3 +1,4 @@
+pub mod compact;
 pub mod dump;
 pub mod mount;
 pub mod restore;
