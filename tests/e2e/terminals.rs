@@ -80,6 +80,8 @@ fn vim_restored_into_a_new_pane_redraws_takes_keys_and_writes() {
     t.text("t", "ihello before the dump");
     t.keys("t", &["Escape"]);
     t.wait_screen("t", "hello before the dump");
+    // Past vim's wait for the rest of an escape sequence.
+    std::thread::sleep(Duration::from_millis(1500));
     let pid = t.process_on("t", "vim");
     let image = dir.join("vim.ckpt");
     dump(pid, &image);
@@ -120,6 +122,56 @@ fn vim_restored_into_a_new_pane_redraws_takes_keys_and_writes() {
     // The shell has its terminal back in line mode.
     t.line(&w, "stty -a | grep -o -- '-\\?icanon' | head -1");
     t.wait_for(&w, "\nicanon");
+}
+
+#[test]
+fn started_in_the_background_it_takes_the_terminal_at_fg() {
+    require!(require::tool("vim", "apt-get install vim"));
+    let dir = TempDir::new("tty-bg");
+    let t = Tmux::start("bg", SHELL, 100, 30);
+    t.wait_prompt("t");
+    t.line("t", "vim -u NONE -N -n");
+    t.wait_screen("t", "~");
+    t.text("t", "iwaiting in the background");
+    t.keys("t", &["Escape"]);
+    t.wait_screen("t", "waiting in the background");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = t.process_on("t", "vim");
+    let image = dir.join("vim.ckpt");
+    dump(pid, &image);
+
+    let w = shell_window(&t, "restored");
+    t.line(&w, &format!("{} restore {} &", ckpt_bin(), image.display()));
+    t.wait_for(&w, "[1] ");
+    wait_until("the restored vim", TIMEOUT, || stat_line(pid).is_some());
+    // Running, not stopped, without the terminal: the shell has it.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = stat_line(pid).unwrap();
+    assert_ne!(s.tpgid, pid, "{s:?}");
+    assert_ne!(s.state, 'T', "{s:?}");
+    // vim polls the terminal in the background too: the "fg" typed may
+    // wake it into a read, which stops it (SIGTTIN) and the restorer with
+    // it, as for any background job; then `fg` again. Stopped inside a
+    // read, it redraws at the next key (Ctrl-L).
+    t.line(&w, "fg");
+    for _ in 0..5 {
+        if wait_until_or("vim redrawn", Duration::from_secs(3), || {
+            t.screen(&w).contains("waiting in the background")
+        }) {
+            break;
+        }
+        if t.at_prompt(&w) {
+            t.line(&w, "fg");
+        } else {
+            t.keys(&w, &["C-l"]);
+        }
+    }
+    t.wait_screen(&w, "waiting in the background");
+    assert_foreground_job(&t, &w, pid);
+    t.line(&w, ":q!");
+    t.wait_prompt(&w);
+    t.line(&w, "echo status=$?");
+    t.wait_for(&w, "status=0");
 }
 
 /// Like `wait_until`, without failing: whether `f` came true in time.

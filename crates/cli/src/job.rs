@@ -167,9 +167,10 @@ impl Job {
             let timeout = (self.tty.is_some() && !self.handed).then_some(FG_POLL);
             let sig = job::wait_signal(mask(&WAITED), timeout).context("waiting for signals")?;
             if self.tty.is_some() && !self.handed && self.in_foreground() {
-                // `fg` of the restorer while the job ran without the terminal.
+                // `fg` of the restorer while the job ran without the
+                // terminal (running: no SIGCONT, as a shell does; vim, for
+                // one, takes a SIGCONT for a resume and waits for a key).
                 self.give();
-                let _ = ckpt_sys::proc::kill(-self.pgrp, libc::SIGCONT);
                 self.winch();
             }
             match sig {

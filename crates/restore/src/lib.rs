@@ -25,7 +25,7 @@
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
 //!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
-//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
+//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev, pty) plan the
 //!   [`plan::fds::FdOp`]s of their kind and run them in the stub.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
@@ -105,12 +105,30 @@
 //! before; their saved data is refilled only when no live process holds
 //! the FIFO (else it is still in the pipe).
 //!
+//! # Terminals
+//! See [`RestoreOptions::terminal`]. A terminal from outside the image
+//! (the shell's pty, /dev/tty) becomes a new description of the
+//! restorer's terminal (its fd 0-2 that is one, else /dev/tty), or of the
+//! terminal given by path. With [`Terminal::Job`] the process leads its own
+//! process group in the restorer's session and, just before it runs, gets
+//! the terminal as its foreground with its saved settings (when the
+//! restorer holds it); [`Restored::terminal`] tells the caller, which does
+//! the job control. With [`Terminal::Path`] it leads a new session with that
+//! terminal as its controlling terminal. /dev/console, /dev/ttyN and serial
+//! lines are reopened by path and must be the same device. Pty pairs whose
+//! master is in the image are made again at their index with their
+//! settings, size, packet mode, lock and buffered bytes (TIOCSTI: needs
+//! CAP_SYS_ADMIN); a session leader whose controlling terminal is one of
+//! them gets it back.
+//!
 //! # Not restored (check() says so, as an error or a warning)
 //! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
 //! - More than one process per image; a chroot; a seccomp filter (not in
 //!   v1 images; restoring without it would drop the sandbox): errors.
-//! - The process joins the restorer's session and process group; terminals
-//!   are the restorer's (reopened), their termios is left alone.
+//! - A terminal from outside the image is attached to the restorer's (or
+//!   the one given, see [Terminals](#terminals)); its window size is the
+//!   new terminal's. A process that led its session with such a terminal
+//!   comes back as a job in the restorer's session (getsid() differs).
 //! - A pipe end whose other end was outside the image, when no live process
 //!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
 //!   of those, else a new pipe whose other end is closed (buffered data is

@@ -69,7 +69,7 @@ impl Tmux {
 
     /// A new window `name` running `cmd` (target "t:NAME").
     pub fn window(&self, name: &str, cmd: &str) -> String {
-        self.ok(&["new-window", "-d", "-t", "t", "-n", name, cmd]);
+        self.ok(&["new-window", "-d", "-t", "t:", "-n", name, cmd]);
         format!("t:{name}")
     }
 
