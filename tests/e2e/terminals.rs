@@ -29,7 +29,7 @@ fn dump(pid: i32, image: &Path) {
 /// Wait until `pid` is gone (or a zombie its parent has yet to reap).
 fn wait_gone(pid: i32) {
     wait_until("the dumped process to go", TIMEOUT, || {
-        stat_line(pid).map_or(true, |s| s.state == 'Z')
+        stat_line(pid).is_none_or(|s| s.state == 'Z')
     });
 }
 
