@@ -273,6 +273,9 @@ fn process(s: &mut String, image: &Image, p: &Process) {
                         n.describe(),
                         if n.state == 10 { " (listening)" } else { "" }
                     ),
+                    crate::FileKind::Tty(t) if t.pair != 0 => {
+                        format!("{} (pty {} of the image)", bytes_str(&f.path), t.index)
+                    }
                     _ => bytes_str(&f.path),
                 };
                 let _ = writeln!(

@@ -288,7 +288,9 @@ pub(crate) fn check(image: &Image, p: &Process, r: &mut Report) {
         }
         let path = String::from_utf8_lossy(&f.path);
         match std::fs::metadata(&*path) {
-            Ok(m) if m.file_type().is_char_device() && m.rdev() == t.rdev => {}
+            Ok(m) if m.file_type().is_char_device() && m.rdev() == t.rdev => {
+                console_moved(fd.fd, &path, t, r)
+            }
             Ok(m) => r.errors.push(format!(
                 "fd {}: {path}: now device {}:{}, not the terminal {}:{} it was",
                 fd.fd,
@@ -301,6 +303,29 @@ pub(crate) fn check(image: &Image, p: &Process, r: &mut Report) {
                 .errors
                 .push(format!("fd {}: {path}: {}", fd.fd, os_msg(&e))),
         }
+    }
+}
+
+/// /dev/console (and /dev/tty0) lead to another terminal than at the
+/// dump: a warning (the process writes to whatever is the console now).
+fn console_moved(fd: i32, path: &str, t: &Tty, r: &mut Report) {
+    if t.real_rdev == 0 || t.real_rdev == t.rdev {
+        return;
+    }
+    let now = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(path)
+        .ok()
+        .and_then(|f| systty::real_device(f.as_raw_fd()).ok());
+    if let Some(now) = now.filter(|&n| n != t.real_rdev) {
+        r.warnings.push(format!(
+            "fd {fd}: {path} is terminal {}:{} now, not {}:{} as at the dump",
+            libc::major(now),
+            libc::minor(now),
+            libc::major(t.real_rdev),
+            libc::minor(t.real_rdev)
+        ));
     }
 }
 
