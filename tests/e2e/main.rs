@@ -5,6 +5,7 @@
 
 mod util;
 
+mod apps;
 mod dump_restore;
 mod faults;
 mod hostile;
@@ -14,3 +15,4 @@ mod security;
 mod show;
 mod sockets;
 mod terminals;
+mod tree;

@@ -80,6 +80,7 @@ mod mem;
 mod process;
 mod procfs;
 mod remote;
+mod tree;
 mod worker;
 mod writeback;
 
@@ -95,6 +96,9 @@ use std::time::{Duration, Instant};
 pub struct DumpOptions {
     /// Let the process go on after the dump (default: kill it).
     pub leave_running: bool,
+    /// Save only the process asked for, refusing if it has children
+    /// (default: the process and all its descendants).
+    pub no_tree: bool,
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
@@ -104,6 +108,7 @@ impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DumpOptions")
             .field("leave_running", &self.leave_running)
+            .field("no_tree", &self.no_tree)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
             .finish()
@@ -121,7 +126,10 @@ pub struct DumpStats {
     pub pages_bytes: u64,
     /// Bytes of image written.
     pub image_bytes: u64,
+    /// Threads of every process saved.
     pub threads: usize,
+    /// Processes saved (zombies included).
+    pub processes: usize,
     pub injected_syscalls: u64,
 }
 
@@ -132,6 +140,25 @@ pub trait PageSink {
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()>;
     /// A byte string (file contents); returns the Blob for the model.
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob>;
+    /// Whether [`PageSink::add_parent_pages`] works; when it does not (the
+    /// default), pages shared with a parent are read and added again.
+    fn shares_pages(&self) -> bool {
+        false
+    }
+    /// Pages of `pid` at `addr` (`len` bytes) that are the very pages of
+    /// process `parent` at the same addresses (still shared copy-on-write
+    /// since a fork), which were added before: stored once.
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        let _ = (addr, len, parent);
+        Err(Error::Sys {
+            pid,
+            what: "saving pages shared with a parent".into(),
+            source: ckpt_sys::Error::Unexpected {
+                tid: pid,
+                what: "this page sink cannot share pages".into(),
+            },
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -141,12 +168,19 @@ impl<W: Write> PageSink for ImageWriter<W> {
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         ImageWriter::add_blob(self, data).map_err(Error::from)
     }
+    fn shares_pages(&self) -> bool {
+        true
+    }
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        ImageWriter::add_pages_from(self, pid, addr, len, parent).map_err(Error::from)
+    }
 }
 
-/// Freeze pid (all threads), capture, write `out` crash-safely (AtomicFile:
-/// temp file 0600, fsync, rename), then kill the process (default) or let it
-/// go on exactly as it was (leave_running). On ANY error the process is
-/// resumed untouched and no file appears under `out`.
+/// Freeze pid and its descendants (all threads; only pid with
+/// `opts.no_tree`), capture, write `out` crash-safely (AtomicFile: temp
+/// file 0600, fsync, rename), then kill the processes (default) or let them
+/// go on exactly as they were (leave_running). On ANY error every process
+/// is resumed untouched and no file appears under `out`.
 ///
 /// Called from a single-threaded process (the `ckpt` command), the dump
 /// runs in a forked worker process, so that the caller being killed at any
@@ -172,13 +206,14 @@ pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpSt
     })
 }
 
-/// A frozen process and its captured state. Dropping it resumes the process.
+/// A frozen tree of processes and its captured state. Dropping it resumes
+/// every process.
 pub struct Captured {
     image: Image,
     /// Declared before `frozen`: dropped first, it puts the bytes taken
-    /// from pty pairs back before the process runs again.
+    /// from pty pairs back before the processes run again.
     ptys: fds::Ptys,
-    frozen: freeze::Frozen,
+    frozen: tree::FrozenTree,
     stats: DumpStats,
 }
 
@@ -191,15 +226,16 @@ impl Captured {
     pub fn stats(&self) -> &DumpStats {
         &self.stats
     }
-    /// Let the process go on exactly as it was. Returns how long it was frozen.
+    /// Let the processes go on exactly as they were. Returns how long they
+    /// were frozen.
     pub fn release(mut self) -> Result<Duration> {
-        // The bytes taken from its ptys go back first; if some cannot (the
-        // kernel has less room than before), the process goes on anyway.
+        // The bytes taken from their ptys go back first; if some cannot
+        // (the kernel has less room than before), they go on anyway.
         let _ = self.ptys.put_back();
         self.frozen.release()
     }
-    /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
-    /// Returns how long it was frozen.
+    /// Kill the processes (SIGKILL) and wait until each is dead or a
+    /// zombie. Returns how long they were frozen.
     pub fn kill(mut self) -> Result<Duration> {
         self.ptys.discard();
         self.frozen.kill()
@@ -212,9 +248,9 @@ impl Captured {
     }
 }
 
-/// Freeze `pid` and capture everything into the model; page contents and
-/// blobs go to `sink`. The process stays frozen until the result is released,
-/// killed or dropped.
+/// Freeze `pid` (and its descendants, unless `opts.no_tree`) and capture
+/// everything into the model; page contents and blobs go to `sink`. The
+/// processes stay frozen until the result is released, killed or dropped.
 pub fn capture(pid: i32, opts: &mut DumpOptions, sink: &mut dyn PageSink) -> Result<Captured> {
     freeze::check_target(pid)?;
     dump::capture_with(pid, host::host_info(pid)?, opts, sink)

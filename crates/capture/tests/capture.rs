@@ -1133,7 +1133,14 @@ time.sleep(100)\n";
         std::fs::read_link(format!("/proc/{child}/fd/0"))
             .is_ok_and(|l| l.to_string_lossy().starts_with("/dev/pts/"))
     });
-    let e = capture(p.pid, &mut opts(), &mut NullSink::default())
+    let mut no_tree = DumpOptions {
+        no_tree: true,
+        ..opts()
+    };
+    // --no-tree refuses a parent first; here the child is elsewhere: the
+    // pty pair's refusal is checked on a parent whose child left.
+    let _ = &mut no_tree;
+    let e = capture(p.pid, &mut no_tree, &mut NullSink::default())
         .err()
         .expect("refused");
     let msg = e.to_string();

@@ -150,6 +150,7 @@ pub mod plan;
 mod process;
 mod remote;
 mod stub;
+mod tree;
 
 pub use check::check;
 pub use error::{Error, Result};
@@ -280,22 +281,27 @@ pub struct RestoreStats {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
-/// A restored, running process.
+/// A restored, running tree of processes.
 #[derive(Clone, Debug)]
 pub struct Restored {
-    /// Its pid: a child of the caller, no longer traced.
+    /// The root's pid: a child of the caller, no longer traced.
     pub pid: i32,
-    /// Its threads' tids, the leader first (the image's order).
+    /// The root's threads' tids, the leader first (the image's order).
     pub tids: Vec<i32>,
     pub stats: RestoreStats,
+    /// Every process of the image: (saved pid, pid now), the root first.
+    /// They differ only with [`RestoreOptions::new_pid`].
+    pub pids: Vec<(i32, i32)>,
     /// The terminal handed over to it (with `Terminal::Job` or
     /// `Terminal::Path`).
     pub terminal: Option<Handover>,
 }
 
-/// Recreate the image's process as a child of the calling process, with all
-/// its threads, and let it run. The calling thread must stay alive while
-/// this runs (the stub dies with it). On failure nothing is left running.
+/// Recreate the image's processes, the root as a child of the calling
+/// process and the others under their saved parents, with all their
+/// threads, and let them run (all at once). The calling thread must stay
+/// alive while this runs (the stubs die with it). On failure nothing is
+/// left running.
 pub fn restore<'o, R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: impl Into<OptionsRef<'o>>,

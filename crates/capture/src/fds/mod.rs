@@ -25,6 +25,7 @@ mod timerfd;
 mod tty;
 mod unix;
 
+pub(crate) use descriptions::classes;
 pub(crate) use fdinfo::FdInfo;
 pub(crate) use pty::Ptys;
 pub(crate) use regular::{identity, strip_deleted};
@@ -126,8 +127,9 @@ pub(crate) struct Ctx<'a> {
     sid: i32,
     /// The pty pairs whose master is in the image.
     ptys: &'a mut Ptys,
-    /// Pipes whose buffered data was already saved (on a read end).
-    pipes_with_data: HashSet<u64>,
+    /// Pipes whose buffered data was already saved (on a read end), in any
+    /// process of the tree.
+    pipes_with_data: &'a mut HashSet<u64>,
     sink: &'a mut dyn PageSink,
 }
 
@@ -160,72 +162,105 @@ pub(crate) fn remote_needs(fds: &[RawFd]) -> Vec<i32> {
         .collect()
 }
 
-/// The tables: fds sorted by number, open files sorted by id (ids number
-/// the descriptions in the order of their lowest fd, from 1); and the pty
-/// pairs whose master the process holds, with their buffered bytes taken
-/// (put back when the result is dropped, see [`Ptys`]).
-pub(crate) fn build(
-    pid: Pid,
-    fds: &[RawFd],
-    remote: &RemoteInfo,
-    stat: &procfs::Stat,
-    sink: &mut dyn PageSink,
-) -> Result<(Vec<Fd>, Vec<OpenFile>, Ptys)> {
-    let t = Instant::now();
-    let mut ptys = Ptys::scan(&[(pid, fds)])?;
-    let desc = descriptions::group(pid, fds)?;
-    tracing::debug!(
-        fds = fds.len(),
-        descriptions = desc.count,
-        elapsed = ?t.elapsed(),
-        "fds grouped into open file descriptions"
-    );
-    let id_of = |d: usize| d as u32 + 1;
-    let file_ids: BTreeMap<i32, u32> = fds
-        .iter()
-        .zip(&desc.of_fd)
-        .map(|(f, &d)| (f.fd, id_of(d)))
-        .collect();
-    let mut cx = Ctx {
-        pid,
-        fds,
-        file_ids: &file_ids,
-        tty_nr: tty_dev(stat.stat.tty_nr),
-        tpgid: stat.stat.tpgid,
-        sid: stat.stat.session,
-        ptys: &mut ptys,
-        pipes_with_data: HashSet::new(),
-        sink,
-    };
-    let mut files = Vec::with_capacity(desc.count);
-    for (d, &first) in desc.first_fd.iter().enumerate() {
-        let f = &fds[first];
-        files.push(OpenFile {
-            id: id_of(d),
-            flags: f.info.flags & !O_CLOEXEC,
-            position: f.info.pos,
-            path: f.link.clone(),
-            kind: save_kind(&mut cx, f)?,
-            owner: remote.owners.get(&f.fd).copied().unwrap_or_default(),
-        });
-    }
-    let out_fds = fds
-        .iter()
-        .map(|f| Fd {
-            fd: f.fd,
-            cloexec: f.info.flags & O_CLOEXEC != 0,
-            file: file_ids[&f.fd],
-        })
-        .collect();
-    Ok((out_fds, files, ptys))
-}
-
 /// /proc/PID/stat's tty_nr (the kernel's new_encode_dev) as a dev_t.
 pub(crate) fn tty_dev(tty_nr: i32) -> u64 {
     let nr = tty_nr as u32 as u64;
     let major = (nr >> 8) & 0xfff;
     let minor = (nr & 0xff) | ((nr >> 12) & 0xfff00);
     procfs::makedev(major, minor)
+}
+
+/// The fds of one process of the tree, as listed, with what it told.
+#[derive(Clone, Copy)]
+pub(crate) struct ProcFds<'a> {
+    pub pid: Pid,
+    pub fds: &'a [RawFd],
+    pub remote: &'a RemoteInfo,
+    pub stat: &'a procfs::Stat,
+}
+
+/// The tables of the tree: each process's fds sorted by number, and the
+/// open files sorted by id. Descriptions shared by fds of one process or
+/// of several (dup, fork, SCM_RIGHTS) are saved once, through their first
+/// fd in the order of `procs`; ids number them in that order, from 1. And
+/// the pty pairs whose master a process holds, with their buffered bytes
+/// taken (put back when the result is dropped, see [`Ptys`]).
+pub(crate) fn build(
+    procs: &[ProcFds<'_>],
+    sink: &mut dyn PageSink,
+) -> Result<(Vec<Vec<Fd>>, Vec<OpenFile>, Ptys)> {
+    let t = Instant::now();
+    let all: Vec<(Pid, &[RawFd])> = procs.iter().map(|p| (p.pid, p.fds)).collect();
+    let mut ptys = Ptys::scan(&all)?;
+    let items: Vec<(Pid, &RawFd)> = procs
+        .iter()
+        .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
+        .collect();
+    // Which process each item belongs to.
+    let owner: Vec<usize> = procs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| std::iter::repeat_n(i, p.fds.len()))
+        .collect();
+    let desc = descriptions::group_all(&items)?;
+    tracing::debug!(
+        fds = items.len(),
+        descriptions = desc.count,
+        elapsed = ?t.elapsed(),
+        "fds grouped into open file descriptions"
+    );
+    let id_of = |d: usize| d as u32 + 1;
+    let mut file_ids: Vec<BTreeMap<i32, u32>> = vec![BTreeMap::new(); procs.len()];
+    for (i, &d) in desc.of_fd.iter().enumerate() {
+        file_ids[owner[i]].insert(items[i].1.fd, id_of(d));
+    }
+    let mut pipes_with_data = HashSet::new();
+    let mut files = Vec::with_capacity(desc.count);
+    for (d, &first) in desc.first_fd.iter().enumerate() {
+        let (pid, f) = items[first];
+        let p = &procs[owner[first]];
+        let mut cx = Ctx {
+            pid,
+            fds: p.fds,
+            file_ids: &file_ids[owner[first]],
+            tty_nr: tty_dev(p.stat.stat.tty_nr),
+            tpgid: p.stat.stat.tpgid,
+            sid: p.stat.stat.session,
+            ptys: &mut ptys,
+            pipes_with_data: &mut pipes_with_data,
+            sink: &mut *sink,
+        };
+        let in_process = |e: Error| {
+            if owner[first] == 0 {
+                e
+            } else {
+                e.of_process(pid)
+            }
+        };
+        files.push(OpenFile {
+            id: id_of(d),
+            flags: f.info.flags & !O_CLOEXEC,
+            position: f.info.pos,
+            path: f.link.clone(),
+            kind: save_kind(&mut cx, f).map_err(in_process)?,
+            owner: p.remote.owners.get(&f.fd).copied().unwrap_or_default(),
+        });
+    }
+    let out_fds = procs
+        .iter()
+        .zip(&file_ids)
+        .map(|(p, ids)| {
+            p.fds
+                .iter()
+                .map(|f| Fd {
+                    fd: f.fd,
+                    cloexec: f.info.flags & O_CLOEXEC != 0,
+                    file: ids[&f.fd],
+                })
+                .collect()
+        })
+        .collect();
+    Ok((out_fds, files, ptys))
 }
 
 /// The state of one open file description, by the first kind that takes it.

@@ -279,7 +279,10 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         let policy = if shared { Policy::Shmem } else { Policy::Whole };
         return Ok((shm(pid, e, ShmKind::Memfd), policy));
     }
-    if path.starts_with(b"/dev/shm/") && shared && !deleted {
+    if path.starts_with(b"/dev/shm/") && shared {
+        // A POSIX shm object (sem_open, shm_open); unlinked ones too (a
+        // named semaphore glibc unlinked at once): shared memory whose
+        // pages are saved, a shmem object whatever its name.
         return Ok((shm(pid, e, ShmKind::PosixShm), Policy::Shmem));
     }
     let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {

@@ -13,17 +13,24 @@ pub(super) fn plan(b: &mut Builder, g: usize) {
     b.slot_of[g] = Some(s);
 }
 
-/// Each epoll instance's targets, by final fd numbers (after every Place).
+/// Each epoll instance's targets, by final fd numbers (once the fds are
+/// placed): registered by a process holding both the instance and the
+/// target at the saved number (an instance shared by several processes is
+/// registered once: its registrations are the instance's).
 pub(super) fn plan_targets(b: &mut Builder) {
     for g in 0..b.groups.len() {
         let file = b.groups[g].file;
         let FileKind::Epoll(ep) = &file.kind else {
             continue;
         };
-        let epfd = b.groups[g].fds[0].fd;
         for t in &ep.targets {
-            let ok = b.proc.fds.iter().any(|x| x.fd == t.fd && x.file == t.file);
-            if !ok {
+            let by = b.groups[g].holders.iter().find(|(i, _)| {
+                b.procs[*i]
+                    .fds
+                    .iter()
+                    .any(|x| x.fd == t.fd && x.file == t.file)
+            });
+            let Some(&(i, epfd)) = by else {
                 b.error(format!(
                     "{}: watches fd {} (open file {}) which is not open at that number any more",
                     b.what(g),
@@ -31,16 +38,16 @@ pub(super) fn plan_targets(b: &mut Builder) {
                     t.file
                 ));
                 continue;
-            }
-            b.op(
-                &format!("{} (watching fd {})", b.what(g), t.fd),
-                FdOp::EpollAdd {
-                    epfd,
-                    fd: t.fd,
-                    events: t.events,
-                    data: t.data,
-                },
-            );
+            };
+            let what = format!("{} (watching fd {})", b.what(g), t.fd);
+            let p = &mut b.plan.procs[i];
+            p.post.push(FdOp::EpollAdd {
+                epfd: epfd.fd,
+                fd: t.fd,
+                events: t.events,
+                data: t.data,
+            });
+            p.post_what.push(what);
         }
     }
 }
@@ -88,7 +95,7 @@ mod tests {
         let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         assert_eq!(
-            plan.ops.last().unwrap(),
+            plan.procs[0].post.last().unwrap(),
             &FdOp::EpollAdd {
                 epfd: 4,
                 fd: 3,

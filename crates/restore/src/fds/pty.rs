@@ -97,10 +97,21 @@ pub(super) fn plan_pairs(b: &mut Builder) -> State {
         let FileKind::Tty(t) = &group.file.kind else {
             continue;
         };
-        if t.pair == 0 {
+        // /dev/tty of a process whose terminal was a pair of the image: a
+        // description of that pair's slave (/dev/tty would be the terminal
+        // of the stub that makes the descriptions).
+        let pair = match role(t) {
+            TtyRole::DevTty if t.pair == 0 => image
+                .ptys
+                .iter()
+                .find(|p| t.real_rdev != 0 && slave_rdev(p) == t.real_rdev)
+                .map_or(0, |p| p.id),
+            _ => t.pair,
+        };
+        if pair == 0 {
             continue;
         }
-        let e = ends.entry(t.pair).or_default();
+        let e = ends.entry(pair).or_default();
         if role(t) == TtyRole::Master {
             e.0 = Some(g);
         } else {

@@ -9,16 +9,20 @@
 //!   the checks any path gets, and must still be the same device.
 //! - Pty pairs of the image are `pty.rs`.
 //!
-//! The process's session and group ([`Session`]), made by the stub before
-//! its fds: a process that led its session with a terminal of the image
-//! (a pair's slave) or with a terminal given by path leads a new one with
-//! that terminal as its controlling terminal (TIOCSCTTY right after
-//! setsid); a shell job leads its own group in the restorer's session, so
-//! that the restorer can give it the terminal ([`hand_over`]) and act for
-//! it towards the shell (the job control of `ckpt restore`).
+//! Sessions (with the tree's setsid/setpgid order, `tree.rs`): a process
+//! that led its session with a pty of the image as its controlling
+//! terminal takes it again right after its setsid (TIOCSCTTY, before it
+//! forks the rest of its session), and each such terminal gets its saved
+//! foreground group back once every process exists (TIOCSPGRP by the
+//! leader). A shell job (the root of a restore with [`Terminal::Job`])
+//! leads its own process group in the restorer's session, so that the
+//! restorer can give it the terminal ([`hand_over`]) and act for it
+//! towards the shell (the job control of `ckpt restore`); with
+//! [`Terminal::Path`] the root leads a new session with that terminal.
 
 use super::pty::{self, role, slave_rdev};
-use super::{Builder, FdOp};
+use super::{Builder, FdOp, FdPlan};
+use crate::tree::{Group, TreePlan};
 use crate::error::os_msg;
 use crate::stub::{proc_fd_path, Child};
 use crate::{Report, Terminal};
@@ -28,25 +32,15 @@ use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 
-/// How the process gets its session and process group, before its fds
-/// are made (the stub's first step).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Session {
-    /// Stays in the restorer's group and session.
-    #[default]
-    Inherit,
-    /// Leads a new process group in the restorer's session.
-    OwnGroup,
-    /// Leads a new session (and group); FdOp::SetCtty gives it its
-    /// controlling terminal.
-    Setsid,
-}
-
-/// The terminal of the restorer's the process is attached to, as a job.
+/// The restorer's terminal the processes are attached to, as a job.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobTerminal {
     /// The saved settings of the terminal, put back when the job gets it.
     pub termios: Option<Termios>,
+    /// The process (image index) that led the terminal's foreground group
+    /// at the dump, when it is in the image (a vim run by a restored
+    /// `bash -i`); None: the root's group gets the terminal.
+    pub foreground: Option<usize>,
 }
 
 /// What the restorer did with its terminal for the restored process.
@@ -56,8 +50,10 @@ pub struct Handover {
     pub own_termios: Termios,
     /// The job's saved settings, put back whenever it gets the terminal.
     pub job_termios: Option<Termios>,
-    /// The restored process's group (it leads it).
+    /// The restored root's group (it leads it).
     pub job_pgrp: i32,
+    /// The group the terminal was given to (the job's foreground group).
+    pub foreground: i32,
     /// The terminal was given to the job (the restorer held it).
     pub handed: bool,
     /// The terminal given by path (`Terminal::Path`): the job leads a
@@ -92,6 +88,8 @@ pub(super) fn plan(b: &mut Builder, g: usize, t: &Tty) {
             "{what}: a pty master whose pair is not in the image"
         )),
         TtyRole::Console | TtyRole::Vt | TtyRole::Serial => by_path(b, g),
+        // /dev/tty of a pair of the image: made with the pair.
+        TtyRole::DevTty if b.slot_of[g].is_some() => {}
         TtyRole::DevTty | TtyRole::Slave | TtyRole::Unknown => attach(b, g),
     }
 }
@@ -162,26 +160,51 @@ fn attach(b: &mut Builder, g: usize) {
 
 /// Whether a saved terminal is one the restore attaches to the
 /// restorer's (or the given) terminal.
-fn is_attached(t: &Tty) -> bool {
-    matches!(role(t), TtyRole::DevTty | TtyRole::Slave | TtyRole::Unknown) && t.pair == 0
+fn is_attached(image: &Image, t: &Tty) -> bool {
+    let of_a_pair = role(t) == TtyRole::DevTty
+        && t.real_rdev != 0
+        && image.ptys.iter().any(|p| slave_rdev(p) == t.real_rdev);
+    matches!(role(t), TtyRole::DevTty | TtyRole::Slave | TtyRole::Unknown)
+        && t.pair == 0
+        && !of_a_pair
 }
 
-/// The saved settings of the terminal a job is attached to: of its
-/// controlling terminal if it has an fd on it, else of the first one.
-fn job_termios(b: &Builder) -> Option<Termios> {
+/// The saved settings and foreground group of the terminal a job is
+/// attached to: of the root's controlling terminal if an fd is on it, else
+/// of the first one.
+fn job_terminal(b: &Builder) -> JobTerminal {
     let ttys: Vec<&Tty> = b
         .groups
         .iter()
         .filter_map(|g| match &g.file.kind {
-            FileKind::Tty(t) if is_attached(t) => Some(t),
+            FileKind::Tty(t) if is_attached(b.image, t) => Some(t),
             _ => None,
         })
         .collect();
-    let t = ttys.iter().find(|t| t.is_controller).or(ttys.first())?;
-    Termios::from_bytes(&t.termios)
+    let root = b.proc;
+    let t = ttys
+        .iter()
+        .find(|t| t.is_controller && t.rdev == root.controlling_tty)
+        .or(ttys.iter().find(|t| t.is_controller))
+        .or(ttys.first());
+    let fg = t.map_or(0, |t| t.foreground_pgrp);
+    JobTerminal {
+        termios: t.and_then(|t| Termios::from_bytes(&t.termios)),
+        foreground: leader_of(b, fg),
+    }
 }
 
-/// The pair of the image that is the process's controlling terminal.
+/// The image index of the process that leads group `pgrp`.
+fn leader_of(b: &Builder, pgrp: i32) -> Option<usize> {
+    if pgrp <= 0 {
+        return None;
+    }
+    b.procs
+        .iter()
+        .position(|p| p.pid == pgrp && p.pgid == pgrp)
+}
+
+/// The pair of the image that is a process's controlling terminal.
 fn ctty_pair(image: &Image, p: &Process) -> Option<u32> {
     if p.controlling_tty == 0 {
         return None;
@@ -193,21 +216,27 @@ fn ctty_pair(image: &Image, p: &Process) -> Option<u32> {
         .map(|q| q.id)
 }
 
-/// The process's session and group, its controlling terminal, and whether
-/// it is attached to the restorer's terminal as a job (see the module
-/// documentation). Runs after the pairs are planned, before the other
-/// descriptions.
-pub(super) fn plan_session(b: &mut Builder, ptys: &pty::State) {
-    let p = b.proc;
-    let leader = p.sid == p.pid;
-    let attached = b
+/// A slot holding a slave description of pair `pair` (made if no fd of
+/// the image holds one).
+fn slave_slot(b: &mut Builder, ptys: &pty::State, pair: u32) -> Option<usize> {
+    let held = b
         .groups
         .iter()
-        .any(|g| matches!(&g.file.kind, FileKind::Tty(t) if is_attached(t)));
+        .enumerate()
+        .find(|(_, g)| {
+            matches!(&g.file.kind, FileKind::Tty(t) if t.pair == pair && role(t) == TtyRole::Slave)
+        })
+        .and_then(|(g, _)| b.slot_of[g]);
+    held.or_else(|| pty::extra_slave(b, ptys, pair))
+}
+
+/// The controlling terminals and foreground groups of the sessions, and
+/// whether the root is attached to the restorer's terminal as a job (see
+/// the module documentation). Runs after the pairs are planned.
+pub(super) fn plan_sessions(b: &mut Builder, ptys: &pty::State) {
     if let TtyTarget::Path(path) = &b.env.terminal {
-        // A session of its own on the given terminal.
+        // The root leads a session of its own on the given terminal.
         let path = path.clone();
-        b.plan.session = Session::Setsid;
         let s = b.slot();
         let what = format!("controlling terminal {}", path.to_string_lossy());
         b.op(
@@ -218,61 +247,108 @@ pub(super) fn plan_session(b: &mut Builder, ptys: &pty::State) {
                 flags: libc::O_RDWR | libc::O_NOCTTY,
             },
         );
-        b.op(&what, FdOp::SetCtty { slot: s });
-        b.plan.job_terminal = Some(JobTerminal {
-            termios: job_termios(b),
-        });
-        return;
+        b.plan.procs[0].ctty = Some(s);
+        b.plan.job_terminal = Some(job_terminal(b));
     }
-    if let Some(pair) = ctty_pair(b.image, p) {
-        if !leader {
-            b.error(format!(
-                "pid {}: its controlling terminal is pty {pair} of the image, but the leader of its session (pid {}) is not in the image",
-                p.pid, p.sid
-            ));
-            return;
+    let procs = b.procs;
+    for (i, p) in procs.iter().enumerate() {
+        let Some(pair) = ctty_pair(b.image, p) else {
+            continue;
+        };
+        if p.sid != p.pid {
+            if !procs.iter().any(|q| q.pid == p.sid) {
+                b.error(format!(
+                    "pid {}: its controlling terminal is pty pair {pair} of the image, but the leader of its session (pid {}) is not in the image",
+                    p.pid, p.sid
+                ));
+            }
+            continue; // it has it from its session's leader
         }
-        b.plan.session = Session::Setsid;
-        let slot = b
-            .groups
-            .iter()
-            .enumerate()
-            .find(|(_, g)| matches!(&g.file.kind, FileKind::Tty(t) if t.pair == pair && role(t) == TtyRole::Slave))
-            .and_then(|(g, _)| b.slot_of[g]);
-        match slot.or_else(|| pty::extra_slave(b, ptys, pair)) {
-            Some(s) => b.op("controlling terminal", FdOp::SetCtty { slot: s }),
+        if i == 0 && b.plan.procs[0].ctty.is_some() {
+            b.error(format!(
+                "--tty: pid {} has a pty of the image as its controlling terminal",
+                p.pid
+            ));
+            continue;
+        }
+        match slave_slot(b, ptys, pair) {
+            Some(s) => b.plan.procs[i].ctty = Some(s),
             None => b.error(format!(
                 "pid {}: its controlling terminal (pty pair {pair}) was not made",
                 p.pid
             )),
         }
-        return;
     }
-    let job = b.env.job;
-    if attached || p.controlling_tty != 0 {
-        if job && leader {
-            b.warning(format!(
-                "pid {} led its session; it comes back as a job in the restorer's session (getsid() differs)",
-                p.pid
-            ));
+    plan_foregrounds(b, ptys);
+    let root = b.proc;
+    let attached = b
+        .groups
+        .iter()
+        .any(|g| matches!(&g.file.kind, FileKind::Tty(t) if is_attached(b.image, t)));
+    let external_ctty = root.controlling_tty != 0 && ctty_pair(b.image, root).is_none();
+    if b.plan.job_terminal.is_none() && (attached || external_ctty) {
+        b.plan.job_terminal = Some(job_terminal(b));
+    }
+}
+
+/// Each pair's saved foreground group, set by its session's leader once
+/// every process exists (TIOCSCTTY already made the leader's own group
+/// the foreground).
+fn plan_foregrounds(b: &mut Builder, ptys: &pty::State) {
+    let image = b.image;
+    for pair in &image.ptys {
+        if pair.sid <= 0 || pair.foreground_pgrp <= 0 || pair.foreground_pgrp == pair.sid {
+            continue;
         }
-        b.plan.session = if job || p.pgid == p.pid {
-            Session::OwnGroup
-        } else {
-            Session::Inherit
+        let Some(leader) = b.procs.iter().position(|p| p.pid == pair.sid) else {
+            continue;
         };
-        b.plan.job_terminal = Some(JobTerminal {
-            termios: job_termios(b),
-        });
-    } else if leader {
-        b.plan.session = Session::Setsid;
-    } else {
-        b.plan.session = if job || p.pgid == p.pid {
-            Session::OwnGroup
-        } else {
-            Session::Inherit
-        };
+        match leader_of(b, pair.foreground_pgrp) {
+            Some(fg) => {
+                if let Some(s) = slave_slot(b, ptys, pair.id) {
+                    b.plan.procs[leader].foreground.push((s, fg));
+                }
+            }
+            None => b.warning(format!(
+                "pty /dev/pts/{}: its foreground group {} at the dump is not in the image; the group of its session's leader (pid {}) gets it",
+                pair.index, pair.foreground_pgrp, pair.sid
+            )),
+        }
     }
+}
+
+/// The root's session and group as the terminal option wants them (the
+/// tree plan gives every process its saved ones): a job leads its own
+/// group in the restorer's session, even if it led its session (its
+/// session's terminal is the restorer's now: warned); with a terminal by
+/// path it leads a new session. Returns the warnings.
+pub(crate) fn adjust_tree(tree: &mut TreePlan, terminal: &Terminal, plan: &FdPlan) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(root) = tree.nodes.first_mut() else {
+        return warnings;
+    };
+    match terminal {
+        Terminal::Caller => {}
+        Terminal::Job => {
+            if root.setsid && plan.job_terminal.is_some() {
+                root.setsid = false;
+                warnings.push(format!(
+                    "pid {} led its session; it comes back as a job in the restorer's session (getsid() differs)",
+                    root.pid
+                ));
+            }
+            if !root.setsid {
+                root.group = Group::Own;
+                root.group_late = false;
+            }
+        }
+        Terminal::Path(_) => {
+            root.setsid = true;
+            root.group = Group::Inherit;
+            root.group_late = false;
+        }
+    }
+    warnings
 }
 
 /// What `check()` looks at: terminals reopened by path must be the same
@@ -429,13 +505,7 @@ pub(super) fn reopen_std(
     Ok(())
 }
 
-/// FdOp::SetCtty: the terminal of the slot becomes the controlling
-/// terminal of the stub's new session.
-pub(super) fn set_ctty(c: &mut Child<'_>, slot: usize) -> ckpt_sys::Result<()> {
-    systty::make_controlling(c.slot(slot), false)
-}
-
-/// Before the restored process runs: give it the terminal. A job on the
+/// Before the restored processes run: give them the terminal. A job on the
 /// restorer's terminal gets the saved settings and the foreground, when
 /// the restorer holds it (else at `fg`, by the caller's job control); a
 /// terminal given by path gets the saved settings (the job took it as its
@@ -445,6 +515,7 @@ pub(crate) fn hand_over(
     jt: Option<&JobTerminal>,
     terminal: &Terminal,
     job_pgrp: i32,
+    foreground: i32,
 ) -> crate::Result<Option<Handover>> {
     let (Some(jt), false) = (jt, *terminal == Terminal::Caller) else {
         return Ok(None);
@@ -482,8 +553,8 @@ pub(crate) fn hand_over(
                 .map_err(err(format!("setting the job's saved settings on {name}")))?;
         }
         if path.is_none() {
-            systty::set_foreground(fd.as_raw_fd(), job_pgrp)
-                .map_err(err(format!("giving {name} to process group {job_pgrp}")))?;
+            systty::set_foreground(fd.as_raw_fd(), foreground)
+                .map_err(err(format!("giving {name} to process group {foreground}")))?;
         }
     }
     tracing::debug!(terminal = %name, handed, job_pgrp, "terminal handed over");
@@ -491,6 +562,7 @@ pub(crate) fn hand_over(
         own_termios,
         job_termios: jt.termios,
         job_pgrp,
+        foreground,
         handed,
         path,
     }))

@@ -103,17 +103,20 @@ fn vma_what(v: &Vma) -> String {
 }
 
 /// fds of the process that hold a file the mappings may need: a deleted
-/// file with saved contents by (dev, inode), a memfd by id.
-struct HeldFiles {
+/// file with saved contents by (dev, inode), a memfd by id; and the fds
+/// the stubs keep for memory objects several processes map, by id.
+struct HeldFiles<'a> {
     deleted: BTreeMap<(u64, u64), i32>,
     memfds: BTreeMap<u64, i32>,
+    shared: &'a BTreeMap<u64, i32>,
 }
 
-impl HeldFiles {
-    fn of(image: &Image, proc: &Process) -> HeldFiles {
+impl<'a> HeldFiles<'a> {
+    fn of(image: &Image, proc: &Process, shared: &'a BTreeMap<u64, i32>) -> HeldFiles<'a> {
         let mut h = HeldFiles {
             deleted: BTreeMap::new(),
             memfds: BTreeMap::new(),
+            shared,
         };
         for fd in &proc.fds {
             match image.file(fd.file).map(|f| &f.kind) {
@@ -138,9 +141,15 @@ fn own_fd_path(fd: i32) -> CString {
 }
 
 /// The mapping steps of `proc` (into `plan`), and what happens to the
-/// saved pages over each of its vmas.
-pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Vec<PageRule> {
-    let held = HeldFiles::of(image, proc);
+/// saved pages over each of its vmas. `shared`: the fds of memory objects
+/// several processes map (id -> fd).
+pub(super) fn plan_vmas(
+    image: &Image,
+    proc: &Process,
+    shared: &BTreeMap<u64, i32>,
+    plan: &mut MemPlan,
+) -> Vec<PageRule> {
+    let held = HeldFiles::of(image, proc, shared);
     let mut rules = Vec::with_capacity(proc.vmas.len());
     for v in &proc.vmas {
         let what = vma_what(v);
@@ -273,14 +282,19 @@ fn shm_backing(
         id: sm.id,
         offset: sm.offset,
     };
+    let through = |fd: i32| Backing::File {
+        path: own_fd_path(fd),
+        flags: libc::O_RDWR,
+        offset: sm.offset,
+    };
+    let kept = held.shared.get(&sm.id).copied().filter(|_| v.shared);
     let backing = match sm.kind {
-        ShmKind::AnonymousShared => anon,
-        ShmKind::Memfd => match held.memfds.get(&sm.id) {
-            Some(&fd) => Backing::File {
-                path: own_fd_path(fd),
-                flags: libc::O_RDWR,
-                offset: sm.offset,
-            },
+        ShmKind::AnonymousShared => match kept {
+            Some(fd) => through(fd),
+            None => anon,
+        },
+        ShmKind::Memfd => match held.memfds.get(&sm.id).copied().or(kept) {
+            Some(fd) => through(fd),
             None => {
                 let raw = strip_deleted(&sm.name);
                 let name = raw.strip_prefix(b"/memfd:").unwrap_or(raw);
@@ -293,12 +307,16 @@ fn shm_backing(
                 }
             }
         },
-        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => {
-            plan.warnings.push(format!(
-                "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
-            ));
-            anon
-        }
+        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => match kept {
+            // Mapped by several processes: one object for all of them.
+            Some(fd) => through(fd),
+            None => {
+                plan.warnings.push(format!(
+                    "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
+                ));
+                anon
+            }
+        },
         ShmKind::PosixShm => {
             let path = strip_deleted(&sm.name).to_vec();
             plan.files.push((
