@@ -1120,36 +1120,33 @@ fn pty_pair_with_buffered_bytes_is_saved_and_put_back() {
 
 #[test]
 fn pty_master_whose_slave_is_outside_is_refused_by_name() {
-    // pty.fork: the parent holds the master, its child the slave.
-    let script = "import os, pty, time\n\
-pid, fd = pty.fork()\n\
-if pid == 0:\n    time.sleep(100)\n    os._exit(0)\n\
-print('READY child=%d' % pid, flush=True)\n\
+    // The master here, its slave in a process that is not a descendant
+    // (forked twice: its parent exited).
+    let script = "import os, time\n\
+m, s = os.openpty()\n\
+if os.fork() == 0:\n    if os.fork() == 0:\n        print('HOLDER pid=%d' % os.getpid(), flush=True)\n        time.sleep(100)\n    os._exit(0)\n\
+os.wait()\n\
+os.close(s)\n\
+print('READY', flush=True)\n\
 time.sleep(100)\n";
     let p = Proc::start(Command::new("python3").args(["-c", script]));
-    let ready = p.wait_for("READY");
-    let child: i32 = field(&ready, "child").parse().unwrap();
-    wait_until("the child on its pty", Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{child}/fd/0"))
-            .is_ok_and(|l| l.to_string_lossy().starts_with("/dev/pts/"))
+    wait_until("READY and HOLDER", Duration::from_secs(10), || {
+        let o = p.output();
+        o.contains("READY") && o.contains("HOLDER pid=")
     });
-    let mut no_tree = DumpOptions {
-        no_tree: true,
-        ..opts()
-    };
-    // --no-tree refuses a parent first; here the child is elsewhere: the
-    // pty pair's refusal is checked on a parent whose child left.
-    let _ = &mut no_tree;
-    let e = capture(p.pid, &mut no_tree, &mut NullSink::default())
+    let out = p.output();
+    let line = out.lines().find(|l| l.starts_with("HOLDER")).unwrap();
+    let holder: i32 = field(line, "pid").parse().unwrap();
+    let e = capture(p.pid, &mut opts(), &mut NullSink::default())
         .err()
         .expect("refused");
     let msg = e.to_string();
     assert!(
-        msg.contains(&format!("its slave is open in pid {child} (python3)")),
+        msg.contains(&format!("its slave is open in pid {holder} (python3)")),
         "{msg}"
     );
     assert!(p.alive());
-    ckpt_sys::proc::kill(child, libc::SIGKILL).unwrap();
+    ckpt_sys::proc::kill(holder, libc::SIGKILL).unwrap();
 }
 
 /// 10,000 fds on one file: separate open()s (different flags, some at the

@@ -22,9 +22,9 @@
 
 use super::pty::{self, role, slave_rdev};
 use super::{Builder, FdOp, FdPlan};
-use crate::tree::{Group, TreePlan};
 use crate::error::os_msg;
 use crate::stub::{proc_fd_path, Child};
+use crate::tree::{Group, TreePlan};
 use crate::{Report, Terminal};
 use ckpt_image::{FileKind, Image, Process, Tty, TtyRole};
 use ckpt_sys::fds::tty::{self as systty, Termios};
@@ -199,9 +199,7 @@ fn leader_of(b: &Builder, pgrp: i32) -> Option<usize> {
     if pgrp <= 0 {
         return None;
     }
-    b.procs
-        .iter()
-        .position(|p| p.pid == pgrp && p.pgid == pgrp)
+    b.procs.iter().position(|p| p.pid == pgrp && p.pgid == pgrp)
 }
 
 /// The pair of the image that is a process's controlling terminal.
