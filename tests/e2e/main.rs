@@ -15,4 +15,5 @@ mod pipes;
 mod security;
 mod show;
 mod sockets;
+mod terminals;
 mod tree;

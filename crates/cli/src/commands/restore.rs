@@ -1,24 +1,32 @@
-//! `ckpt restore IMAGE [--detach] [--new-pid]`
+//! `ckpt restore IMAGE [--detach] [--new-pid] [--tty PATH] [--check]`
+//!
+//! Run in a terminal, the restored process comes back as a job of the
+//! shell's (see `job.rs`): it gets the terminal with its saved settings,
+//! a SIGWINCH to redraw, and Ctrl-Z, `fg` and Ctrl-C work on it through
+//! the restorer, which ends the way it ends.
 
 use super::ms;
+use crate::job::{self, Job};
 use anyhow::{bail, Context};
-use ckpt_sys::sys::{self, ExitKind};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::exfiltrator::WithOrigin;
-use signal_hook::iterator::SignalsInfo;
+use ckpt_restore::Terminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Image file.
     image: PathBuf,
-    /// Return as soon as the process runs, printing its pid.
+    /// Return as soon as the process runs, printing its pid (no job
+    /// control: the process stays in the background of the terminal).
     #[arg(long)]
     detach: bool,
     /// Restore under fresh pids where the saved ones are taken (see README:
     /// glibc caches tids); each new pid is printed as "pid SAVED -> NEW".
     #[arg(long)]
     new_pid: bool,
+    /// Attach the process's terminal to this one (a terminal no session
+    /// has, e.g. a new pty): the process leads a new session there.
+    #[arg(long, value_name = "PATH")]
+    tty: Option<PathBuf>,
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
@@ -31,12 +39,22 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     // Connection locks left by a dump whose processes were all killed.
     ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
+    let terminal = match (&a.tty, a.detach) {
+        (Some(p), _) => Terminal::Path(p.clone()),
+        (None, true) => Terminal::Caller,
+        (None, false) => Terminal::Job,
+    };
+    if !a.detach && !a.check {
+        // Before any thread exists: every thread then has them blocked.
+        job::block_signals()?;
+    }
     let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
         tcp_close: a.tcp_close,
         progress: super::progress_bar("restoring"),
+        terminal,
         ..Default::default()
     };
     let report = ckpt_restore::check(&reader, &opts);
@@ -58,9 +76,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: {} can be restored here", a.image.display());
         return Ok(0);
     }
-    // Catch the signals to forward before the process exists, so none is lost.
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
     let restored = ckpt_restore::restore(&reader, &mut opts)
         .with_context(|| format!("restore of {} failed", a.image.display()))?;
     let pid = restored.pid;
@@ -99,21 +114,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("{pid}");
         return Ok(0);
     }
-    // Foreground: forward signals sent to us by other processes (terminal
-    // signals already reach the process: it is in our process group).
-    let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        for info in signals.forever() {
-            if info.process.is_some() {
-                let _ = sys::kill(pid, info.signal);
-            }
+    let mut j = Job::new(pid, restored.terminal.as_ref());
+    if let Some(h) = &restored.terminal {
+        if h.handed {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            eprintln!("ckpt: restored pid {pid} ({})", comm.trim());
+            j.winch();
         }
-    });
-    let status = sys::wait_child_exit(pid).context("waiting for the restored process")?;
-    handle.close();
-    let _ = forwarder.join();
-    Ok(match status {
-        ExitKind::Exited(c) => c,
-        ExitKind::Signaled(s) => 128 + s,
-    })
+    }
+    let end = j.run()?;
+    tracing::debug!(?end, "the restored process ended");
+    Ok(job::exit_like(end))
 }
