@@ -5,6 +5,8 @@
 
 mod util;
 
+mod apps;
+mod connections;
 mod dump_restore;
 mod faults;
 mod hostile;
@@ -15,3 +17,5 @@ mod security;
 mod show;
 mod sockets;
 mod speed;
+mod terminals;
+mod tree;

@@ -633,3 +633,110 @@ fn fds_of(pid: i32) -> Vec<i32> {
     v.sort_unstable();
     v
 }
+
+#[test]
+fn another_users_sockets_get_only_that_users_rights() {
+    use ckpt_image::{Fd, FileKind, InetSocket, OpenFile, SockOpt, TcpConnection};
+    let dir = TempDir::new("socketrights");
+    let q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&[
+        "dump",
+        &q.pid.to_string(),
+        "-o",
+        own.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    // Root checks nobody's image (not root's own): each socket may get
+    // only what nobody's process could have made itself.
+    let sock = |s: InetSocket| {
+        Box::new(move |i: &mut ckpt_image::Image| {
+            let id = i.files.iter().map(|f| f.id).max().unwrap_or(0) + 1;
+            i.files.push(OpenFile {
+                id,
+                flags: libc::O_RDWR as u32,
+                path: b"socket:[1]".to_vec(),
+                kind: FileKind::InetSocket(s.clone()),
+                ..Default::default()
+            });
+            let fd = i.processes[0].fds.iter().map(|f| f.fd).max().unwrap_or(0) + 1;
+            i.processes[0].fds.push(Fd {
+                fd,
+                cloexec: false,
+                file: id,
+            });
+        }) as Edit
+    };
+    let tcp = |state: u32, port: u16| InetSocket {
+        family: libc::AF_INET as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        state,
+        local_addr: vec![127, 0, 0, 1],
+        local_port: port,
+        ..Default::default()
+    };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "privileged port",
+            "port 80 is privileged",
+            sock(tcp(10, 80)),
+        ),
+        (
+            "live connection",
+            "TCP_REPAIR",
+            sock(InetSocket {
+                remote_addr: vec![127, 0, 0, 1],
+                remote_port: 5,
+                tcp: Some(TcpConnection::default()),
+                ..tcp(1, 40000)
+            }),
+        ),
+        (
+            "raw socket",
+            "a raw socket needs",
+            sock(InetSocket {
+                family: libc::AF_INET as u32,
+                sock_type: libc::SOCK_RAW as u32,
+                protocol: libc::IPPROTO_ICMP as u32,
+                ..Default::default()
+            }),
+        ),
+        (
+            "SO_MARK",
+            "SO_MARK needs",
+            sock(InetSocket {
+                options: vec![SockOpt {
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_MARK,
+                    value: 7i32.to_ne_bytes().to_vec(),
+                }],
+                ..tcp(7, 0)
+            }),
+        ),
+        (
+            "unknown option",
+            "not an option ckpt restores",
+            sock(InetSocket {
+                options: vec![SockOpt {
+                    level: 12345,
+                    name: 1,
+                    value: vec![1],
+                }],
+                ..tcp(7, 0)
+            }),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{name}.ckpt"));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+    }
+    q.wait_more_lines(2);
+}

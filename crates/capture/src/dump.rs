@@ -3,14 +3,16 @@
 //! fds, write the image, then let the process go or kill it. Each step is
 //! logged (tracing, info level) with its duration.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fds::{self, RawFd};
 use crate::freeze::Frozen;
-use crate::process::{self, rlimits, signals, thread, timers};
+use crate::mem::{self, TreeMemory};
+use crate::process::{self, creds, rlimits, seccomp, shares, signals, sysv, thread, timers};
 use crate::procfs::{Stat, Status};
 use crate::remote::{self, RemoteInfo};
+use crate::tree::{self, FrozenTree};
 use crate::writeback::Writeback;
-use crate::{host, mem, worker, Captured, DumpOptions, DumpStats, PageSink};
+use crate::{host, worker, Captured, DumpOptions, DumpStats, PageSink};
 use ckpt_image::{
     Blob, HostInfo, Image, ImageWriter, OpenFile, PosixTimer, Process, Thread, WriteOptions,
 };
@@ -21,7 +23,8 @@ use std::time::Instant;
 
 /// Dump to a file, crash-safely (see [`crate::dump()`]). A copy-on-write
 /// snapshot that fails (the process unmapped or discarded pages before
-/// they were copied) is tried again as a dump that copies in the freeze.
+/// they were copied, or started a child) is tried again as a dump that
+/// copies in the freeze.
 pub(crate) fn dump_here(
     pid: Pid,
     out: &Path,
@@ -32,7 +35,7 @@ pub(crate) fn dump_here(
         let file = ckpt_image::AtomicFile::create(out)?;
         let file = Writeback::new(file);
         match run(pid, file, &mut opts, t0, |w| w.commit()) {
-            Err(e @ crate::Error::Snapshot { .. }) if !opts.no_snapshot => {
+            Err(e @ Error::Snapshot { .. }) if !opts.no_snapshot => {
                 tracing::warn!("{e}; dumping again with the memory copied in the freeze");
                 opts.no_snapshot = true;
             }
@@ -164,24 +167,171 @@ fn finish_snapshot<W: Write, R>(
     Ok((r, stats))
 }
 
-/// Freeze `pid` and capture everything into the model; page contents and
-/// blobs go to `sink`.
+/// One process of the tree, captured but for its fds (saved for the whole
+/// tree at the end).
+struct Part {
+    process: Process,
+    raw_fds: Vec<RawFd>,
+    rinfo: RemoteInfo,
+    stat: Stat,
+    /// Its pages, planned; None for the root when they are taken as
+    /// `prep` says (snapshot, pre-copy: one process only).
+    memory: Option<mem::Planned>,
+}
+
+/// Freeze `root` (and its descendants unless `opts.no_tree`) and capture
+/// everything into the model; page contents and blobs go to `sink`. The
+/// root's pages are taken as `prep` (mem::prepare) says.
 pub(crate) fn capture_with(
-    pid: Pid,
+    root: Pid,
     host: HostInfo,
     opts: &mut DumpOptions,
     sink: &mut dyn PageSink,
     mut prep: mem::Prepared,
 ) -> Result<Captured> {
-    let _span = tracing::info_span!("process", pid).entered();
     let t0 = Instant::now();
     let page = u64::from(host.page_size);
-    worker::check(pid)?;
-    let mut frozen = Frozen::freeze(pid)?;
-    tracing::info!(threads = frozen.threads.len(), elapsed = ?frozen.elapsed(), "freeze");
+    worker::check(root)?;
+    let whole_tree = !opts.no_tree;
+    let mut frozen = freeze_tree(root, whole_tree)?;
+    tracing::info!(
+        processes = frozen.members.len(),
+        threads = frozen.threads(),
+        elapsed = ?frozen.elapsed(),
+        "freeze"
+    );
     worker::test_delay();
-    worker::check(pid)?;
+    worker::check(root)?;
+    if !prep.is_frozen() && frozen.members.len() > 1 {
+        // A child started since mem::prepare looked: the snapshot and the
+        // pre-copy are of one process.
+        return Err(Error::Snapshot {
+            pid: root,
+            what: "the process started a child during the dump".into(),
+        });
+    }
 
+    let mut mem_tree = TreeMemory::default();
+    let mut parts: Vec<Option<Part>> = Vec::new();
+    let mut processes = Vec::new();
+    let mut injected = 0;
+    let mut seccomp_filters = Vec::new();
+    let shares_pages = sink.shares_pages();
+    let frozen_prep = mem::Prepared::frozen_only();
+    for m in frozen.members.clone() {
+        let _span = tracing::info_span!("process", pid = m.pid).entered();
+        if let Some(status) = m.zombie {
+            processes.push(process::zombie_state(m.pid, status)?);
+            parts.push(None);
+            continue;
+        }
+        let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
+        let own = if m.pid == root { &prep } else { &frozen_prep };
+        let part = capture_process(
+            f,
+            m.parent,
+            page,
+            (shares_pages, own),
+            &mut mem_tree,
+            &mut seccomp_filters,
+        )
+        .map_err(|e| in_process(root, m.pid, e))?;
+        injected += part.rinfo.injected;
+        parts.push(Some(part));
+        processes.push(Process::default());
+    }
+    // Pages only once every process is planned (see mem::plan).
+    let (pages_bytes, pending) = save_memory(&mut parts, page, opts, &mut prep, sink, root)?;
+    let pids: Vec<Pid> = parts.iter().flatten().map(|p| p.process.pid).collect();
+    let attached = parts
+        .iter()
+        .flatten()
+        .flat_map(|p| sysv_attached(&p.process))
+        .collect();
+    let ipc = {
+        let mut watched = Watched { pid: root, sink };
+        sysv::save(&pids, &attached, page, &mut watched)?
+    };
+    worker::test_delay();
+    worker::check(root)?;
+    let mut sockets = fds::net::Sockets::new(opts.sockets);
+    // From here on, an error drops `ptys` first, which puts the bytes it
+    // took from pty pairs back before `frozen` lets the processes go.
+    let (files, ptys) = save_fds(&mut parts, sink, &mut sockets)?;
+    for (p, part) in processes.iter_mut().zip(&mut parts) {
+        if let Some(part) = part {
+            *p = std::mem::take(&mut part.process);
+        }
+    }
+    worker::test_delay();
+    worker::check(root)?;
+    shares::detect(&frozen.members, &mut processes)?;
+    for (p, m) in processes.iter_mut().zip(&frozen.members) {
+        p.children = m.children.clone();
+    }
+    let mut image = new_image(host, processes, files, root, frozen.elapsed());
+    image.parent = prep.parent.clone().unwrap_or_default();
+    if let Some(n) = &prep.note {
+        image.notes.push(ckpt_image::Note {
+            key: "ckpt.dump".into(),
+            value: n.clone(),
+        });
+    }
+    image.seccomp_filters = seccomp_filters;
+    (image.sysv_shm, image.sysv_sem, image.sysv_msg) = (ipc.shm, ipc.sem, ipc.msg);
+    image.ptys = ptys.pairs.clone();
+    let stats = DumpStats {
+        freeze: frozen.elapsed(),
+        pages_bytes: pages_bytes + prep.bytes,
+        threads: frozen.threads(),
+        processes: frozen.members.len(),
+        injected_syscalls: injected,
+        mode: prep.mode,
+        note: prep.note.clone(),
+        ..Default::default()
+    };
+    tracing::info!(elapsed = ?t0.elapsed(), mode = prep.mode.name(), "captured");
+    Ok(Captured {
+        image,
+        sockets,
+        ptys,
+        frozen,
+        stats,
+        pending,
+        prep: Some(prep),
+    })
+}
+
+/// Check and freeze the tree. A vfork that began between the check and
+/// the freeze (its parent cannot stop until the child execs, and the
+/// child may be frozen first) is tried again, a few times.
+fn freeze_tree(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
+    let mut tries = 0;
+    loop {
+        tree::check(root, whole_tree)?;
+        match FrozenTree::freeze(root, whole_tree) {
+            Err(Error::WontStop { ref state, .. }) if tries < 3 && state.contains("vfork") => {
+                tries += 1;
+                tracing::info!(tries, "a vfork in progress: freezing again");
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Everything of one frozen process but its fds and its pages: its
+/// threads, what /proc and the process itself tell, its memory areas and
+/// which pages to save.
+fn capture_process(
+    frozen: &mut Frozen,
+    parent: Pid,
+    page: u64,
+    (shares_pages, prep): (bool, &mem::Prepared),
+    mem_tree: &mut TreeMemory,
+    seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
+) -> Result<Part> {
+    let pid = frozen.pid;
+    let t0 = Instant::now();
     // Per-thread state from outside, before anything is injected.
     let mut threads = frozen
         .threads
@@ -197,52 +347,45 @@ pub(crate) fn capture_with(
     // ckpt's own fds (dirty tracking) are not the process's.
     raw_fds.retain(|f| !prep.own_fds.contains(&f.fd));
     let posix_timers = timers::read_posix_timers(pid)?;
-    let rinfo = ask_process(&mut frozen, &raw_fds, &posix_timers, &status)?;
+    let rinfo = ask_process(frozen, &raw_fds, &posix_timers, &status)?;
     worker::test_delay();
     worker::check(pid)?;
 
     // Pending signals (after the re-queue of the ones we dequeued).
     merge_threads(pid, &mut threads, &rinfo)?;
+    seccomp::save(pid, status.num("Seccomp")?, &mut threads, seccomp_filters)?;
     let shared_pending = signals::pending(pid, pid, true)?;
     let mut process = process::process_state(pid, &stat, &status, frozen.state_before.clone())?;
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
+    creds::thread_creds(pid, &process.creds, &mut threads)?;
 
-    let mut watched = Watched { pid, sink };
-    let (pages_bytes, pending) =
-        save_memory(pid, page, opts, &mut prep, &mut watched, &mut process)?;
-    worker::test_delay();
-    worker::check(pid)?;
-
-    let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
-    worker::test_delay();
-    worker::check(pid)?;
-    process.threads = threads;
-
-    let mut image = new_image(host, process, files, pid, &frozen);
-    image.parent = prep.parent.clone().unwrap_or_default();
-    if let Some(n) = &prep.note {
-        image.notes.push(ckpt_image::Note {
-            key: "ckpt.dump".into(),
-            value: n.clone(),
-        });
-    }
-    let stats = DumpStats {
-        freeze: frozen.elapsed(),
-        pages_bytes: pages_bytes + prep.bytes,
-        threads: frozen.threads.len(),
-        injected_syscalls: rinfo.injected,
-        mode: prep.mode,
-        note: prep.note.clone(),
-        ..Default::default()
+    // Pages taken another way (snapshot, pre-copy) are planned later.
+    let memory = if prep.is_frozen() {
+        let m = mem::plan(pid, parent, page, mem_tree, shares_pages)?;
+        process.vmas = m.vmas.clone();
+        Some(m)
+    } else {
+        None
     };
-    tracing::info!(elapsed = ?t0.elapsed(), mode = prep.mode.name(), "process captured");
-    Ok(Captured {
-        image,
-        frozen,
-        stats,
-        pending,
-        prep: Some(prep),
+    process.threads = threads;
+    tracing::info!(elapsed = ?t0.elapsed(), "process captured");
+    Ok(Part {
+        process,
+        raw_fds,
+        rinfo,
+        stat,
+        memory,
     })
+}
+
+/// An error of process `pid` of the tree, with its pid where it does not
+/// say it (not for the root).
+fn in_process(root: Pid, pid: Pid, e: Error) -> Error {
+    if pid == root {
+        e
+    } else {
+        e.of_process(pid)
+    }
 }
 
 /// What only the process can tell, asked with injected system calls.
@@ -254,11 +397,10 @@ fn ask_process(
 ) -> Result<RemoteInfo> {
     let pid = frozen.pid;
     let t = Instant::now();
-    let (tty_fds, owner_fds) = fds::remote_needs(raw_fds);
+    let owner_fds = fds::remote_needs(raw_fds);
     let ip = remote::find_syscall_ip(pid)?;
     let queries = remote::Queries {
         timer_ids: posix_timers.iter().map(|t| t.id).collect(),
-        tty_fds,
         owner_fds,
         sig_mask: signals::to_query(status)?,
         rlimits: rlimits::from_outside(pid),
@@ -286,50 +428,119 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
     Ok(())
 }
 
-/// The memory step: areas into `process`, pages to `sink` (or, for a
-/// snapshot, the copy to finish after the freeze); bytes saved.
+/// The memory step: every process's pages to `sink`, in the tree's
+/// order (a parent's before its children's), the root's as `prep` says
+/// (for a snapshot: the copy to finish after the freeze); bytes saved.
 fn save_memory(
-    pid: Pid,
+    parts: &mut [Option<Part>],
     page: u64,
     opts: &mut DumpOptions,
     prep: &mut mem::Prepared,
     sink: &mut dyn PageSink,
-    process: &mut Process,
+    root: Pid,
 ) -> Result<(u64, Option<mem::snapcopy::Pending>)> {
     let t = Instant::now();
+    let total: u64 = parts
+        .iter()
+        .flatten()
+        .filter_map(|p| p.memory.as_ref())
+        .map(|m| m.bytes())
+        .sum();
     let mut noop = |_: u64, _: u64| {};
     let progress: &mut dyn FnMut(u64, u64) = match opts.progress.as_mut() {
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let (vmas, bytes, pending) = mem::save_frozen(pid, page, prep, sink, progress)?;
-    tracing::info!(areas = vmas.len(), bytes, elapsed = ?t.elapsed(), "memory");
-    process.vmas = vmas;
-    Ok((bytes, pending))
+    let mut done = 0u64;
+    let mut areas = 0;
+    let mut pending = None;
+    for part in parts.iter_mut().flatten() {
+        let pid = part.process.pid;
+        let mut watched = Watched { pid: root, sink };
+        let bytes = match &part.memory {
+            Some(m) => {
+                let mut each = |d: u64, _: u64| progress(done + d, total);
+                areas += m.vmas.len();
+                mem::save(pid, m, page, &mut watched, &mut each)
+            }
+            None => {
+                let (vmas, bytes, p) = mem::save_frozen(pid, page, prep, &mut watched, progress)?;
+                areas += vmas.len();
+                part.process.vmas = vmas;
+                pending = p;
+                Ok(bytes)
+            }
+        }
+        .map_err(|e| in_process(root, pid, e))?;
+        done += bytes;
+        worker::check(root)?;
+    }
+    tracing::info!(areas, bytes = done, elapsed = ?t.elapsed(), "memory");
+    Ok((done, pending))
 }
 
-/// The fds step: the fd table into `process`; the open files.
+/// The ids of the SysV shared memory segments `process` maps.
+pub(crate) fn sysv_attached(process: &Process) -> std::collections::BTreeSet<i32> {
+    process
+        .vmas
+        .iter()
+        .filter_map(|v| match &v.backing {
+            ckpt_image::VmaBacking::SharedMemory(s) if s.kind == ckpt_image::ShmKind::SysvShm => {
+                i32::try_from(s.id).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The fds step, for the whole tree: each process's fd table and
+/// controlling terminal into its model (zombies have no part); the open
+/// files, and the pty pairs (their buffered bytes taken, to be put back
+/// unless the processes are killed).
 fn save_fds(
-    pid: Pid,
-    raw_fds: &[RawFd],
-    rinfo: &RemoteInfo,
-    stat: &Stat,
+    parts: &mut [Option<Part>],
     sink: &mut dyn PageSink,
-    process: &mut Process,
-) -> Result<Vec<OpenFile>> {
+    sockets: &mut fds::net::Sockets,
+) -> Result<(Vec<OpenFile>, fds::Ptys)> {
     let t = Instant::now();
-    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
-    tracing::info!(fds = fds.len(), files = files.len(), elapsed = ?t.elapsed(), "fds");
-    process.fds = fds;
-    Ok(files)
+    let live: Vec<(usize, fds::ProcFds)> = parts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.as_ref().map(|p| {
+                (
+                    i,
+                    fds::ProcFds {
+                        pid: p.process.pid,
+                        fds: &p.raw_fds,
+                        remote: &p.rinfo,
+                        stat: &p.stat,
+                    },
+                )
+            })
+        })
+        .collect();
+    let procs: Vec<fds::ProcFds> = live.iter().map(|(_, p)| *p).collect();
+    let (tables, files, ptys) = fds::build(&procs, sink, sockets)?;
+    let at: Vec<usize> = live.iter().map(|(i, _)| *i).collect();
+    let mut n = 0;
+    for (i, table) in at.into_iter().zip(tables) {
+        n += table.len();
+        if let Some(p) = &mut parts[i] {
+            p.process.fds = table;
+            p.process.controlling_tty = fds::tty_dev(p.stat.stat.tty_nr);
+        }
+    }
+    tracing::info!(fds = n, files = files.len(), ptys = ptys.pairs.len(), elapsed = ?t.elapsed(), "fds");
+    Ok((files, ptys))
 }
 
 fn new_image(
     host: HostInfo,
-    process: Process,
+    processes: Vec<Process>,
     files: Vec<OpenFile>,
-    pid: Pid,
-    frozen: &Frozen,
+    root: Pid,
+    frozen: std::time::Duration,
 ) -> Image {
     Image {
         format_major: ckpt_image::FORMAT_MAJOR,
@@ -340,11 +551,11 @@ fn new_image(
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0),
         host,
-        processes: vec![process],
+        processes,
         files,
         frames: Vec::new(),
-        root_pid: pid,
-        freeze_ns: frozen.elapsed().as_nanos() as u64,
+        root_pid: root,
+        freeze_ns: frozen.as_nanos() as u64,
         generation: 0,
         notes: Vec::new(),
         image_id: random_id(),
@@ -391,6 +602,16 @@ impl PageSink for Watched<'_> {
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         worker::check(self.pid)?;
         self.sink.add_blob(data)
+    }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        self.sink.add_guard(pid, addr, len)
+    }
+    fn shares_pages(&self) -> bool {
+        self.sink.shares_pages()
+    }
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        worker::check(self.pid)?;
+        self.sink.add_parent_pages(pid, addr, len, parent)
     }
     fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
         worker::check(self.pid)?;

@@ -26,11 +26,49 @@
 //!   /dev/shm): every page up to the object's end, holes as zero pages.
 //!   Deleted files mapped, and memfds mapped private: every readable page.
 //!   Shared mappings of existing files, vdso/vvar/vsyscall/uprobes: none.
+//!   Guard regions (MADV_GUARD_INSTALL) are runs of kind `guard`, never
+//!   read. SysV shared memory: its contents are saved once, with the
+//!   segment (`Image.sysvShm`), not with each mapping.
 //! - Pipes: buffered bytes are on the read end's OpenFile only (once per
 //!   pipe); a write end alone carries no data.
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
+//! - Deleted files held open: their data ranges only (`RegularFile.extents`
+//!   from SEEK_DATA/SEEK_HOLE, none when the file is all data), with size,
+//!   mode, owner and times in the identity. A name unlinked while the file
+//!   is linked under another name in the same directory (glibc's
+//!   `sem_open`) is that other name, not deleted. Deleted directories
+//!   (fds and the cwd, `Process.cwdIdentity`), FIFOs (`Pipe.fifo`) and
+//!   O_PATH fds on FIFOs and socket files are saved for a restore to make
+//!   them again; O_PATH fds on deleted symlinks or device nodes are refused.
+//! - `TimerFd.expiryNs`: the next expiry on the timer's clock, read again
+//!   (with the time left and the ticks) between two clock reads at the
+//!   time it is saved. `Pidfd.pid` is 0 for a dead process.
+//! - Epoll watches whose fd number was closed or reused are matched to
+//!   the description they watch with kcmp(KCMP_EPOLL_TFD).
+//! - `Image.seccompFilters`: each thread's chain (PTRACE_SECCOMP_GET_FILTER,
+//!   which needs CAP_SYS_ADMIN), chains equal from their oldest filter up
+//!   sharing entries; seccomp strict mode is refused.
+//! - SysV IPC: see `process/sysv.rs` for which objects of the IPC namespace
+//!   are the process's (those it maps, created, or last used).
+//! - Sockets (see `fds/net.rs`): live TCP connections and accept queues
+//!   are refused unless [`SocketOptions`] says otherwise; with
+//!   `tcp_established` they are locked (nft) and saved with TCP_REPAIR,
+//!   the lock staying for the restore once the process is killed (the
+//!   tag is `InetSocket.lockTag`). Queued unix messages are peeked with
+//!   the files they carry, which become open files of the image
+//!   (`UnixMessage.files`; ids after the process's own descriptions).
+//!   Queued datagrams of raw, ping, netlink and packet sockets are not
+//!   saved (`droppedQueue` says how much, and a warning is logged).
+//! - Terminals are read through the process's own open file descriptions
+//!   (pidfd_getfd), never reopened. A pty pair whose master a saved process
+//!   holds is in `Image.ptys` with the bytes buffered both ways: they are
+//!   taken while the process is frozen and put back exactly before it runs
+//!   again (a dump that lets it go on, or fails); its slave open in a
+//!   process outside the image is refused by name. Other terminals (the
+//!   shell's, /dev/tty, /dev/console, /dev/ttyN) keep their settings and
+//!   window size; `Process.controllingTty` is stat's tty_nr.
 //!
 //! # Layout
 //!
@@ -40,15 +78,22 @@
 //!   write, release or kill); `writeback.rs`: the image file synced while
 //!   it is written; `worker.rs`: the forked worker that survives its
 //!   caller's death; `freeze.rs`: checks, seizing every thread, letting go.
-//! - `process/`: `mod.rs` (identity, memory layout, cwd, ...), `creds.rs`,
-//!   `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`; `remote.rs` asks
-//!   the process what only it can tell (injected system calls).
+//! - `process/`: `mod.rs` (identity, memory layout, cwd, cgroup, ...),
+//!   `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
+//!   `seccomp.rs` (filter chains), `sysv.rs` (SysV IPC objects);
+//!   `remote.rs` asks the process what only it can tell (injected system
+//!   calls: also its membarrier registrations).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
-//! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
-//!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//! - `fds/`: `mod.rs` (listing, the kind table, files in flight in unix
+//!   messages), `fdinfo.rs`, `descriptions.rs` (which fds share an open
+//!   file description), `net.rs` (what the socket kinds share: options,
+//!   the connection lock, sockets in repair mode), and one module per
+//!   kind: `regular`, `opath`, `nsfs`, `pidfd`, `fanotify`, `pipe`,
+//!   `unix`, `inet` (TCP), `udp`, `raw` (raw and ping), `netlink`,
+//!   `packet`, `tty`, `pty` (pty pairs and their buffered bytes),
+//!   `eventfd`, `epoll`, `timerfd`,
+//!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!
@@ -71,6 +116,7 @@ mod mem;
 mod process;
 mod procfs;
 mod remote;
+mod tree;
 mod worker;
 mod writeback;
 
@@ -86,6 +132,9 @@ use std::time::{Duration, Instant};
 pub struct DumpOptions {
     /// Let the process go on after the dump (default: kill it).
     pub leave_running: bool,
+    /// Save only the process asked for, refusing if it has children
+    /// (default: the process and all its descendants).
+    pub no_tree: bool,
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
@@ -102,17 +151,24 @@ pub struct DumpOptions {
     /// does, rather than protecting it and copying it after (the freeze
     /// then grows with memory).
     pub no_snapshot: bool,
+    /// Live sockets: TCP connections (refused by default, naming them),
+    /// unix sockets whose peer is outside the dump (refused by default).
+    pub sockets: SocketOptions,
 }
+
+pub use fds::net::SocketOptions;
 
 impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DumpOptions")
             .field("leave_running", &self.leave_running)
+            .field("no_tree", &self.no_tree)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
             .field("parent", &self.parent)
             .field("track", &self.track)
             .field("no_snapshot", &self.no_snapshot)
+            .field("sockets", &self.sockets)
             .finish()
     }
 }
@@ -164,7 +220,10 @@ pub struct DumpStats {
     pub pages_bytes: u64,
     /// Bytes of image written.
     pub image_bytes: u64,
+    /// Threads of every process saved.
     pub threads: usize,
+    /// Processes saved (zombies included).
+    pub processes: usize,
     pub injected_syscalls: u64,
     /// How the pages were taken.
     pub mode: DumpMode,
@@ -207,6 +266,34 @@ pub trait PageSink {
             message: "this page sink cannot hold incremental dumps".into(),
         })
     }
+    /// Guard pages (MADV_GUARD_INSTALL) of process `pid`: `len` bytes at
+    /// page-aligned `addr`, with no contents. In any order relative to
+    /// `add_pages`.
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let _ = (addr, len);
+        Err(Error::Worker {
+            message: format!("pid {pid}: this page sink cannot hold guard pages"),
+        })
+    }
+    /// Whether [`PageSink::add_parent_pages`] works; when it does not (the
+    /// default), pages shared with a parent are read and added again.
+    fn shares_pages(&self) -> bool {
+        false
+    }
+    /// Pages of `pid` at `addr` (`len` bytes) that are the very pages of
+    /// process `parent` at the same addresses (still shared copy-on-write
+    /// since a fork), which were added before: stored once.
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        let _ = (addr, len, parent);
+        Err(Error::Sys {
+            pid,
+            what: "saving pages shared with a parent".into(),
+            source: ckpt_sys::Error::Unexpected {
+                tid: pid,
+                what: "this page sink cannot share pages".into(),
+            },
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -225,12 +312,22 @@ impl<W: Write> PageSink for ImageWriter<W> {
     fn add_parent_run(&mut self, pid: i32, addr: u64, pages: u64) -> Result<()> {
         ImageWriter::add_parent_run(self, pid, addr, pages).map_err(Error::from)
     }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        ImageWriter::add_guard(self, pid, addr, len).map_err(Error::from)
+    }
+    fn shares_pages(&self) -> bool {
+        true
+    }
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        ImageWriter::add_pages_from(self, pid, addr, len, parent).map_err(Error::from)
+    }
 }
 
-/// Freeze pid (all threads), capture, write `out` crash-safely (AtomicFile:
-/// temp file 0600, fsync, rename), then kill the process (default) or let it
-/// go on exactly as it was (leave_running). On ANY error the process is
-/// resumed untouched and no file appears under `out`.
+/// Freeze pid and its descendants (all threads; only pid with
+/// `opts.no_tree`), capture, write `out` crash-safely (AtomicFile: temp
+/// file 0600, fsync, rename), then kill the processes (default) or let them
+/// go on exactly as they were (leave_running). On ANY error every process
+/// is resumed untouched and no file appears under `out`.
 ///
 /// Called from a single-threaded process (the `ckpt` command), the dump
 /// runs in a forked worker process, so that the caller being killed at any
@@ -256,10 +353,17 @@ pub fn dump_to<W: Write>(pid: i32, w: W, mut opts: DumpOptions) -> Result<(W, Du
     })
 }
 
-/// A frozen process and its captured state. Dropping it resumes the process.
+/// A frozen tree of processes and its captured state. Dropping it resumes
+/// every process.
 pub struct Captured {
     image: Image,
-    frozen: freeze::Frozen,
+    /// Dropped before `frozen`: sockets in repair mode are let go while the
+    /// process is still stopped.
+    sockets: fds::net::Sockets,
+    /// Declared before `frozen`: dropped first, it puts the bytes taken
+    /// from pty pairs back before the processes run again.
+    ptys: fds::Ptys,
+    frozen: tree::FrozenTree,
     stats: DumpStats,
     /// The pages of a copy-on-write snapshot, copied after the freeze.
     pending: Option<mem::snapcopy::Pending>,
@@ -276,25 +380,39 @@ impl Captured {
     pub fn stats(&self) -> &DumpStats {
         &self.stats
     }
-    /// Let the process go on exactly as it was. Returns how long it was frozen.
-    pub fn release(self) -> Result<Duration> {
-        self.frozen.release()
+    /// Let the processes go on exactly as they were. Returns how long they
+    /// were frozen.
+    pub fn release(mut self) -> Result<Duration> {
+        // The bytes taken from their ptys go back first; if some cannot
+        // (the kernel has less room than before), they go on anyway.
+        let _ = self.ptys.put_back();
+        let sockets = self.sockets.release();
+        let d = self.frozen.release()?;
+        sockets?;
+        Ok(d)
     }
-    /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
-    /// Returns how long it was frozen.
-    pub fn kill(self) -> Result<Duration> {
-        self.frozen.kill()
+    /// Kill the processes (SIGKILL) and wait until each is dead or a
+    /// zombie. Returns how long they were frozen. Locked TCP connections
+    /// stay locked for their restore.
+    pub fn kill(mut self) -> Result<Duration> {
+        self.ptys.discard();
+        let d = self.frozen.kill()?;
+        self.sockets.dumped();
+        Ok(d)
     }
     /// The model, and the process let go.
-    pub fn into_image(self) -> Result<(Image, Duration)> {
+    pub fn into_image(mut self) -> Result<(Image, Duration)> {
+        let _ = self.ptys.put_back();
+        let sockets = self.sockets.release();
         let d = self.frozen.release()?;
+        sockets?;
         Ok((self.image, d))
     }
 }
 
-/// Freeze `pid` and capture everything into the model; page contents and
-/// blobs go to `sink`. The process stays frozen until the result is released,
-/// killed or dropped.
+/// Freeze `pid` (and its descendants, unless `opts.no_tree`) and capture
+/// everything into the model; page contents and blobs go to `sink`. The
+/// processes stay frozen until the result is released, killed or dropped.
 pub fn capture(pid: i32, opts: &mut DumpOptions, sink: &mut dyn PageSink) -> Result<Captured> {
     freeze::check_target(pid)?;
     let prep = mem::Prepared::frozen(pid)?;

@@ -216,6 +216,29 @@ pub(crate) fn list_tids(pid: Pid) -> Result<Vec<Pid>> {
     list_numbered(pid, &path)
 }
 
+/// The children of every thread of a process (/proc/PID/task/*/children),
+/// ascending. A thread that exits meanwhile is skipped.
+pub(crate) fn list_children(pid: Pid) -> Result<Vec<Pid>> {
+    let mut v = Vec::new();
+    for tid in list_tids(pid)? {
+        let path = format!("/proc/{pid}/task/{tid}/children");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(io_err(pid, &path, e)),
+        };
+        for w in text.split_whitespace() {
+            let c = w
+                .parse()
+                .map_err(|_| parse_err(pid, &path, 1, format!("{w:?} is not a pid")))?;
+            v.push(c);
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
 /// The numeric entries of a /proc directory (task, fd), ascending.
 pub(crate) fn list_numbered(pid: Pid, path: &str) -> Result<Vec<i32>> {
     let mut v = Vec::new();
@@ -250,15 +273,6 @@ pub(crate) fn major(dev: u64) -> u64 {
 
 pub(crate) fn minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
-}
-
-/// Parse "(sec, nsec)" into nanoseconds.
-pub(crate) fn parse_timespec_pair(s: &str) -> Option<u64> {
-    let s = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    let (a, b) = s.split_once(',')?;
-    let sec: u64 = a.trim().parse().ok()?;
-    let nsec: u64 = b.trim().parse().ok()?;
-    Some(sec.saturating_mul(1_000_000_000).saturating_add(nsec))
 }
 
 /// The value of `key` in a line of "key: value" / "key:value" tokens, such
@@ -374,6 +388,5 @@ mod tests {
         let l = "inotify wd:2 ino:83d sdev:800001 mask:fce ignored_mask:0 fhandle-bytes:8";
         assert_eq!(token_after(l, "mask"), Some("fce"));
         assert_eq!(token_after(l, "wd"), Some("2"));
-        assert_eq!(parse_timespec_pair("(1, 500)"), Some(1_000_000_500));
     }
 }

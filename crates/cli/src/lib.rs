@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod job;
 mod logging;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     Restore(commands::restore::Args),
     /// Print what an image holds.
     Show(commands::show::Args),
+    /// Rewrite an image keeping only its live generation (drops the dead
+    /// space earlier edits left).
+    Compact(commands::compact::Args),
     /// Merge an incremental image and its parents into one image.
     Flatten(commands::flatten::Args),
     /// Mount a store of images as a filesystem (ckptfs).
@@ -45,6 +49,7 @@ pub fn main() -> i32 {
         Command::Dump(a) => commands::dump::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Show(a) => commands::show::run(a),
+        Command::Compact(a) => commands::compact::run(a),
         Command::Flatten(a) => commands::flatten::run(a),
         Command::Mount(a) => commands::mount::run(a),
     };
@@ -57,18 +62,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// "outer: inner: innermost", skipping causes already spelled out by the outer message.
+/// "outer: inner: innermost", each message once.
 fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    ckpt_image::chain(e.chain())
 }

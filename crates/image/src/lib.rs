@@ -20,13 +20,16 @@ pub mod ckpt_capnp;
 mod atomic;
 pub mod chain;
 mod codec;
+pub mod compact;
 pub mod container;
 mod editor;
+mod error_text;
 mod frames;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod json;
 mod reader;
+pub mod signal;
 mod store;
 pub mod summary;
 mod validate;
@@ -34,6 +37,7 @@ mod writer;
 
 pub use atomic::AtomicFile;
 pub use editor::ImageEditor;
+pub use error_text::{chain, error_chain};
 pub use frames::{FrameBatch, FrameBatchReader};
 pub use reader::ImageReader;
 pub use validate::validate;
@@ -145,9 +149,11 @@ pub enum Error {
     /// The address is outside every VMA of the process.
     #[error("pid {pid}: address {addr:#x} is not in any mapping")]
     Unmapped { pid: i32, addr: u64 },
-    /// A page whose contents come from a file or another object and were not saved.
-    #[error("pid {pid}: the page at {addr:#x} is backed by a file or shared object and its contents were not saved in the image")]
-    NotSaved { pid: i32, addr: u64 },
+    /// A page whose contents are not in the image (a file's page the dump
+    /// left to the file, kernel-provided mappings such as `[vvar]`, ...);
+    /// `why` says which (from [`Vma::unsaved_reason`]).
+    #[error("pid {pid}: the page at {addr:#x} is not in the image: {why}")]
+    NotSaved { pid: i32, addr: u64, why: String },
     /// A caller passed something this API cannot do.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

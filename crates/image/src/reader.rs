@@ -4,7 +4,7 @@ use crate::chain::{self, AnyReader, ResolvedRun};
 use crate::container::{find_commit, parse_header};
 use crate::model::*;
 use crate::store::{self, Chain, FrameCache};
-use crate::validate::validate;
+use crate::validate::{check_generation, validate};
 use crate::{codec, Error, ReadAt, Result};
 use std::fs::File;
 use std::path::Path;
@@ -66,6 +66,8 @@ pub(crate) fn parse(src: &dyn ReadAt) -> Result<Parsed> {
     let found = find_commit(src, len)?;
     let image = codec::decode(&found.metadata)?;
     validate(&image, found.commit.metadata_offset)?;
+    let commit_offset = found.commit.end - crate::container::COMMIT_RECORD_LEN;
+    check_generation(&image, found.commit.generation, commit_offset)?;
     Ok(Parsed {
         version,
         metadata: found.metadata,
@@ -163,6 +165,13 @@ impl<R: ReadAt> ImageReader<R> {
     /// them ([`Error::Chain`] when they are missing).
     pub fn read_memory(&self, pid: i32, addr: u64, buf: &mut [u8]) -> Result<()> {
         store::read_memory_chain(self, 0, pid, addr, buf)
+    }
+
+    /// Decoded contents of frame `index`, kept in a small cache shared by
+    /// every caller (for frames many small readers take a part of: the
+    /// processes of a tree restored one by one).
+    pub fn cached_frame(&self, index: u32) -> Result<std::sync::Arc<Vec<u8>>> {
+        store::cached_frame(&self.src, &self.image.frames, &self.cache, 0, index)
     }
 
     /// Decoded contents of frame `index` (CRC-checked, bounded by `Frame.size`).

@@ -146,7 +146,7 @@ fn read_memory_errors() {
     }
     // file-backed page that was not saved
     match r.read_memory(100, FILEMAP + 2 * PS + 5, &mut b) {
-        Err(e @ Error::NotSaved { pid: 100, addr }) => {
+        Err(e @ Error::NotSaved { pid: 100, addr, .. }) => {
             assert_eq!(addr, FILEMAP + 2 * PS + 5);
             assert!(e.to_string().contains("0x42005"), "{e}");
         }

@@ -24,15 +24,26 @@
 //! holds that kind's checks, its (pure) planning and its execution:
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
-//!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
-//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
-//!   [`plan::fds::FdOp`]s of their kind and run them in the stub.
+//!   places the fds; `fds/<kind>.rs` (regular, opath, nsfs, pidfd,
+//!   fanotify, pipe, unix, inet, udp, raw, netlink, packet, tty, pty, eventfd,
+//!   epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
+//!   [`plan::fds::FdOp`]s of their kind and run them in the stub. Fds
+//!   that need the process's threads (pidfds of live tasks, and their
+//!   epoll watches) are made by injection once the threads exist
+//!   ([`plan::fds::LateFd`]). `fds/sockets.rs`: the sockets the restorer
+//!   builds itself before forking the stub (TCP with TCP_REPAIR, UDP,
+//!   raw, netlink, packet), which the stub inherits, and the connection
+//!   locks lifted just before the process runs.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
 //! - `process/`: `creds`, `signals`, `timers`, `rlimits`, `thread`
-//!   (threads, per-thread state, registers), and the rest of the process
-//!   state in `process/mod.rs`.
+//!   (threads, per-thread state, registers), `seccomp` (filters, installed
+//!   last, shared between threads as saved), `cgroup` (the stub joins the
+//!   saved cgroup v2 group), `sysv` (SysV IPC objects made again with
+//!   their ids before the stub, or reused when unchanged), and the rest
+//!   of the process state in `process/mod.rs` (with the deleted cwd,
+//!   membarrier registrations, the login uid).
 //! - `check.rs` (what [`check()`] looks at), `stub.rs` (the forked stub
 //!   running the fd ops), `build.rs` (the steps of [`restore`], each logged
 //!   with `tracing` with its duration).
@@ -105,19 +116,63 @@
 //! before; their saved data is refilled only when no live process holds
 //! the FIFO (else it is still in the pipe).
 //!
+//! # Sockets
+//! Internet, netlink and packet sockets are made by the restorer (so that
+//! repairing a TCP connection, which needs CAP_NET_ADMIN, and injecting
+//! the packets a restore needs — a peer's FIN, an accept queue's
+//! handshakes, queued datagrams — happen in a normal Rust process); the
+//! stub inherits them and places them (`FdOp::Prebuilt`). Restored
+//! connections stay in repair mode, their packets dropped by the dump's
+//! lock, until [`restore`] is about to let the process run: then the lock
+//! goes and they leave repair mode with a window probe, which resyncs
+//! both sides at once. A restore that fails before closes them in repair
+//! mode (silently) and leaves the lock, so it can be tried again.
+//! [`RestoreOptions::tcp_close`] restores them aborted instead. Unix
+//! sockets are made by the stub (see `fds/unix.rs`), so that their
+//! credentials and paths are the process's.
+//!
+//! # Terminals
+//! See [`RestoreOptions::terminal`]. A terminal from outside the image
+//! (the shell's pty, /dev/tty) becomes a new description of the
+//! restorer's terminal (its fd 0-2 that is one, else /dev/tty), or of the
+//! terminal given by path. With [`Terminal::Job`] the process leads its own
+//! process group in the restorer's session and, just before it runs, gets
+//! the terminal as its foreground with its saved settings (when the
+//! restorer holds it); [`Restored::terminal`] tells the caller, which does
+//! the job control. With [`Terminal::Path`] it leads a new session with that
+//! terminal as its controlling terminal. /dev/console, /dev/ttyN and serial
+//! lines are reopened by path and must be the same device. Pty pairs whose
+//! master is in the image are made again at their index with their
+//! settings, size, packet mode, lock and buffered bytes (TIOCSTI: needs
+//! CAP_SYS_ADMIN); a session leader whose controlling terminal is one of
+//! them gets it back.
+//!
 //! # Not restored (check() says so, as an error or a warning)
-//! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
-//! - More than one process per image; a chroot; a seccomp filter (not in
-//!   v1 images; restoring without it would drop the sandbox): errors.
-//! - The process joins the restorer's session and process group; terminals
-//!   are the restorer's (reopened), their termios is left alone.
+//! - Unknown socket kinds, unknown special mappings: errors.
+//! - Queued packets of raw, ping, netlink and packet sockets (dropped at
+//!   the dump), sender names of queued unix datagrams whose sender is not
+//!   in the image: warnings.
+//! - A chroot; seccomp strict mode, or a
+//!   seccomp filter of an image that does not hold it (before 1.2;
+//!   restoring without it would drop the sandbox): errors.
+//! - SysV IPC: an object whose id or key is taken by another object, or
+//!   that changed since the dump: an error (remove it with ipcrm). SysV
+//!   semaphore undo values (SEM_UNDO) are not saved.
+//! - A timerfd whose clock is not comparable across boots (monotonic,
+//!   boot time) restored on another boot is re-armed with the time it had
+//!   left (a warning); fanotify and inotify events not read at the dump
+//!   are lost.
+//! - A terminal from outside the image is attached to the restorer's (or
+//!   the one given, see [Terminals](#terminals)); its window size is the
+//!   new terminal's. A process that led its session with such a terminal
+//!   comes back as a job in the restorer's session (getsid() differs).
 //! - A pipe end whose other end was outside the image, when no live process
 //!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
 //!   of those, else a new pipe whose other end is closed (buffered data is
 //!   refilled where the read end is ours). See [External pipes](#external-pipes).
-//! - mlock()ed ranges come back unlocked; timer overrun counts are lost;
-//!   timerfds are re-armed relative to now (TFD_TIMER_ABSTIME and
-//!   CANCEL_ON_SET are not kept); a job-control stop is not re-applied.
+//! - Timer overrun counts are lost; a job-control stop is not re-applied.
+//! - Namespaces are not made: nsfs fds name the namespaces the restored
+//!   process runs in (the restorer's).
 //! - Capability sets are what the kernel leaves after setting the saved
 //!   uids/gids (they are set only when they differ from the restorer's).
 
@@ -132,9 +187,11 @@ pub mod plan;
 mod process;
 mod remote;
 mod stub;
+mod tree;
 
 pub use check::check;
 pub use error::{Error, Result};
+pub use fds::Handover;
 
 use ckpt_image::{ImageReader, ReadAt};
 use std::time::Duration;
@@ -164,6 +221,34 @@ pub struct RestoreOptions {
     /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
     /// dumped process just freed).
     pub huge_fill: Option<bool>,
+    /// Restore live TCP connections of the image closed (aborted: the
+    /// process's next read or write on them fails) instead of live, and
+    /// remove the dump's connection lock (their peers get a reset).
+    pub tcp_close: bool,
+    /// What terminals from outside the image (the shell's) are attached
+    /// to, and whether the process comes back as a job of the caller's.
+    pub terminal: Terminal,
+}
+
+/// Where a restored process's terminals from outside the image go (see
+/// [`RestoreOptions::terminal`] and the crate documentation, "Terminals").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Terminal {
+    /// The caller's terminal (one of its fds 0-2 that is one, else
+    /// /dev/tty), reopened; the process joins the caller's session and,
+    /// unless it led its group, its group. Nothing is handed over.
+    #[default]
+    Caller,
+    /// The same terminal, the process as a shell job of the caller's: it
+    /// leads its own group in the caller's session, and before it runs it
+    /// gets the terminal with its saved settings (when the caller holds
+    /// the terminal): see [`Restored::terminal`]. The caller then acts
+    /// for it towards its own shell (`ckpt restore`'s job control).
+    Job,
+    /// This terminal: the process leads a new session with it as its
+    /// controlling terminal, with its saved settings. It must be no
+    /// session's controlling terminal.
+    Path(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -172,6 +257,8 @@ impl std::fmt::Debug for RestoreOptions {
             .field("new_pid", &self.new_pid)
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
+            .field("tcp_close", &self.tcp_close)
+            .field("terminal", &self.terminal)
             .finish()
     }
 }
@@ -236,14 +323,20 @@ pub struct RestoreStats {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
-/// A restored, running process.
+/// A restored, running tree of processes.
 #[derive(Clone, Debug)]
 pub struct Restored {
-    /// Its pid: a child of the caller, no longer traced.
+    /// The root's pid: a child of the caller, no longer traced.
     pub pid: i32,
-    /// Its threads' tids, the leader first (the image's order).
+    /// The root's threads' tids, the leader first (the image's order).
     pub tids: Vec<i32>,
     pub stats: RestoreStats,
+    /// Every process of the image: (saved pid, pid now), the root first.
+    /// They differ only with [`RestoreOptions::new_pid`].
+    pub pids: Vec<(i32, i32)>,
+    /// The terminal handed over to it (with `Terminal::Job` or
+    /// `Terminal::Path`).
+    pub terminal: Option<Handover>,
 }
 
 pub use mem::lazy::{FrameSource, LazyEnd, Server as LazyServer};
@@ -274,9 +367,11 @@ pub fn restore_lazy<R: ReadAt + Send + Sync + 'static>(
     Ok((restored, server))
 }
 
-/// Recreate the image's process as a child of the calling process, with all
-/// its threads, and let it run. The calling thread must stay alive while
-/// this runs (the stub dies with it). On failure nothing is left running.
+/// Recreate the image's processes, the root as a child of the calling
+/// process and the others under their saved parents, with all their
+/// threads, and let them run (all at once). The calling thread must stay
+/// alive while this runs (the stubs die with it). On failure nothing is
+/// left running.
 pub fn restore<'o, R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: impl Into<OptionsRef<'o>>,

@@ -14,6 +14,8 @@
 //!   show after, run through the binary (e2e) or the libraries (restore).
 //! - [`run_timeout`], [`assert_clean_failure`]: run a command under a
 //!   deadline; check that a failure is a clean one.
+//! - [`tmux`]: a private tmux server driven with send-keys and
+//!   capture-pane, for the terminal tests.
 #![forbid(unsafe_code)]
 
 pub mod checks;
@@ -25,6 +27,7 @@ pub mod require;
 pub mod scenarios;
 mod temp;
 mod text;
+pub mod tmux;
 
 pub use cmd::{assert_clean_failure, run_timeout, spawn_piped, stderr_of, stdout_of, Piped};
 pub use feed::LineFeed;

@@ -13,19 +13,31 @@ mod chardev;
 mod descriptions;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fdinfo;
 mod inet;
 mod inotify;
 mod memfd;
+pub(crate) mod net;
+mod netlink;
+mod nsfs;
+mod opath;
+mod packet;
+mod pidfd;
 mod pipe;
+mod pty;
+mod raw;
 mod regular;
 mod signalfd;
 mod timerfd;
 mod tty;
+mod udp;
 mod unix;
 
+pub(crate) use descriptions::classes;
 pub(crate) use fdinfo::FdInfo;
-pub(crate) use regular::{identity, strip_deleted};
+pub(crate) use pty::Ptys;
+pub(crate) use regular::{identity, relinked, strip_deleted};
 
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -93,15 +105,24 @@ struct Kind {
 }
 
 /// Every kind of open file, first match wins (memfd before regular, tty
-/// before chardev, inet before unix).
+/// before chardev, inet before unix, O_PATH fds before the kinds that
+/// would open them).
 #[rustfmt::skip]
 const KINDS: &[Kind] = &[
     Kind { name: "memfd", matches: memfd::matches, save: memfd::save },
     Kind { name: "regular", matches: regular::matches, save: regular::save },
+    Kind { name: "o_path", matches: opath::matches, save: opath::save },
+    Kind { name: "nsfs", matches: nsfs::matches, save: nsfs::save },
+    Kind { name: "pidfd", matches: pidfd::matches, save: pidfd::save },
+    Kind { name: "fanotify", matches: fanotify::matches, save: fanotify::save },
     Kind { name: "pipe", matches: pipe::matches, save: pipe::save },
     Kind { name: "tty", matches: tty::matches, save: tty::save },
     Kind { name: "chardev", matches: chardev::matches, save: chardev::save },
     Kind { name: "inet", matches: inet::matches, save: inet::save },
+    Kind { name: "udp", matches: udp::matches, save: udp::save },
+    Kind { name: "raw", matches: raw::matches, save: raw::save },
+    Kind { name: "netlink", matches: netlink::matches, save: netlink::save },
+    Kind { name: "packet", matches: packet::matches, save: packet::save },
     Kind { name: "unix", matches: unix::matches, save: unix::save },
     Kind { name: "eventfd", matches: eventfd::matches, save: eventfd::save },
     Kind { name: "epoll", matches: epoll::matches, save: epoll::save },
@@ -117,14 +138,35 @@ pub(crate) struct Ctx<'a> {
     fds: &'a [RawFd],
     /// fd number -> id of its open file description.
     file_ids: &'a BTreeMap<i32, u32>,
-    remote: &'a RemoteInfo,
-    /// The process's controlling terminal (stat field 7, dev_t) and its
-    /// foreground process group (field 8).
+    /// The process's controlling terminal (stat field 7, dev_t), its
+    /// foreground process group (field 8) and the session (field 6).
     tty_nr: u64,
     tpgid: i32,
-    /// Pipes whose buffered data was already saved (on a read end).
-    pipes_with_data: HashSet<u64>,
+    sid: i32,
+    /// The pty pairs whose master is in the image.
+    ptys: &'a mut Ptys,
+    /// Pipes whose buffered data was already saved (on a read end), in any
+    /// process of the tree.
+    pipes_with_data: &'a mut HashSet<u64>,
     sink: &'a mut dyn PageSink,
+    /// What the socket kinds share (options, the connection lock).
+    net: &'a mut net::Sockets,
+    /// Files passed in queued unix messages and open nowhere else in the
+    /// process: saved from our copies, with ids after the process's own.
+    inflight: &'a mut Inflight,
+}
+
+/// Files in flight (in queued SCM_RIGHTS messages): our copies and the
+/// open files saved from them.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    /// The next free OpenFile id.
+    next_id: u32,
+    /// Our copies (kept open: later ones are compared with them) and ids.
+    held: Vec<(std::os::fd::OwnedFd, u32)>,
+    files: Vec<OpenFile>,
+    /// Saving an in-flight file (one in flight inside it is refused).
+    nested: bool,
 }
 
 fn fd_path(pid: Pid, fd: i32) -> String {
@@ -148,75 +190,127 @@ pub(crate) fn list(pid: Pid) -> Result<Vec<RawFd>> {
     Ok(out)
 }
 
-/// Fds that need injected queries: terminals, and fds with an owner (O_ASYNC).
-pub(crate) fn remote_needs(fds: &[RawFd]) -> (Vec<i32>, Vec<i32>) {
-    let ttys = fds
-        .iter()
-        .filter(|f| tty::matches(f))
-        .map(|f| f.fd)
-        .collect();
-    let owners = fds
-        .iter()
+/// Fds that need injected queries: fds with an owner (O_ASYNC).
+pub(crate) fn remote_needs(fds: &[RawFd]) -> Vec<i32> {
+    fds.iter()
         .filter(|f| f.info.flags & O_ASYNC != 0)
         .map(|f| f.fd)
-        .collect();
-    (ttys, owners)
+        .collect()
 }
 
-/// The tables: fds sorted by number, open files sorted by id (ids number
-/// the descriptions in the order of their lowest fd, from 1).
+/// /proc/PID/stat's tty_nr (the kernel's new_encode_dev) as a dev_t.
+pub(crate) fn tty_dev(tty_nr: i32) -> u64 {
+    let nr = tty_nr as u32 as u64;
+    let major = (nr >> 8) & 0xfff;
+    let minor = (nr & 0xff) | ((nr >> 12) & 0xfff00);
+    procfs::makedev(major, minor)
+}
+
+/// The fds of one process of the tree, as listed, with what it told.
+#[derive(Clone, Copy)]
+pub(crate) struct ProcFds<'a> {
+    pub pid: Pid,
+    pub fds: &'a [RawFd],
+    pub remote: &'a RemoteInfo,
+    pub stat: &'a procfs::Stat,
+}
+
+/// The tables of the tree: each process's fds sorted by number, and the
+/// open files sorted by id. Descriptions shared by fds of one process or
+/// of several (dup, fork, SCM_RIGHTS) are saved once, through their first
+/// fd in the order of `procs`; ids number them in that order, from 1. And
+/// the pty pairs whose master a process holds, with their buffered bytes
+/// taken (put back when the result is dropped, see [`Ptys`]).
 pub(crate) fn build(
-    pid: Pid,
-    fds: &[RawFd],
-    remote: &RemoteInfo,
-    stat: &procfs::Stat,
+    procs: &[ProcFds<'_>],
     sink: &mut dyn PageSink,
-) -> Result<(Vec<Fd>, Vec<OpenFile>)> {
+    sockets: &mut net::Sockets,
+) -> Result<(Vec<Vec<Fd>>, Vec<OpenFile>, Ptys)> {
     let t = Instant::now();
-    let desc = descriptions::group(pid, fds)?;
+    let all: Vec<(Pid, &[RawFd])> = procs.iter().map(|p| (p.pid, p.fds)).collect();
+    let mut ptys = Ptys::scan(&all)?;
+    let items: Vec<(Pid, &RawFd)> = procs
+        .iter()
+        .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
+        .collect();
+    // Which process each item belongs to.
+    let owner: Vec<usize> = procs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| std::iter::repeat_n(i, p.fds.len()))
+        .collect();
+    // Live connections are found, refused or locked before anything is saved.
+    sockets.dumping(procs.iter().map(|p| p.pid));
+    for p in procs {
+        sockets.prepare(p.pid, p.fds)?;
+    }
+    let desc = descriptions::group_all(&items)?;
     tracing::debug!(
-        fds = fds.len(),
+        fds = items.len(),
         descriptions = desc.count,
         elapsed = ?t.elapsed(),
         "fds grouped into open file descriptions"
     );
     let id_of = |d: usize| d as u32 + 1;
-    let file_ids: BTreeMap<i32, u32> = fds
-        .iter()
-        .zip(&desc.of_fd)
-        .map(|(f, &d)| (f.fd, id_of(d)))
-        .collect();
-    let mut cx = Ctx {
-        pid,
-        fds,
-        file_ids: &file_ids,
-        remote,
-        tty_nr: stat.stat.tty_nr as u32 as u64,
-        tpgid: stat.stat.tpgid,
-        pipes_with_data: HashSet::new(),
-        sink,
+    let mut file_ids: Vec<BTreeMap<i32, u32>> = vec![BTreeMap::new(); procs.len()];
+    for (i, &d) in desc.of_fd.iter().enumerate() {
+        file_ids[owner[i]].insert(items[i].1.fd, id_of(d));
+    }
+    let mut pipes_with_data = HashSet::new();
+    let mut inflight = Inflight {
+        next_id: id_of(desc.count),
+        ..Default::default()
     };
     let mut files = Vec::with_capacity(desc.count);
     for (d, &first) in desc.first_fd.iter().enumerate() {
-        let f = &fds[first];
+        let (pid, f) = items[first];
+        let p = &procs[owner[first]];
+        let mut cx = Ctx {
+            pid,
+            fds: p.fds,
+            file_ids: &file_ids[owner[first]],
+            tty_nr: tty_dev(p.stat.stat.tty_nr),
+            tpgid: p.stat.stat.tpgid,
+            sid: p.stat.stat.session,
+            ptys: &mut ptys,
+            pipes_with_data: &mut pipes_with_data,
+            sink: &mut *sink,
+            net: &mut *sockets,
+            inflight: &mut inflight,
+        };
+        let in_process = |e: Error| {
+            if owner[first] == 0 {
+                e
+            } else {
+                e.of_process(pid)
+            }
+        };
         files.push(OpenFile {
             id: id_of(d),
             flags: f.info.flags & !O_CLOEXEC,
             position: f.info.pos,
             path: f.link.clone(),
-            kind: save_kind(&mut cx, f)?,
-            owner: remote.owners.get(&f.fd).copied().unwrap_or_default(),
+            kind: save_kind(&mut cx, f).map_err(in_process)?,
+            owner: p.remote.owners.get(&f.fd).copied().unwrap_or_default(),
         });
     }
-    let out_fds = fds
+    files.append(&mut inflight.files);
+    unix::check_peers(&mut files, &sockets.opts)?;
+    let out_fds = procs
         .iter()
-        .map(|f| Fd {
-            fd: f.fd,
-            cloexec: f.info.flags & O_CLOEXEC != 0,
-            file: file_ids[&f.fd],
+        .zip(&file_ids)
+        .map(|(p, ids)| {
+            p.fds
+                .iter()
+                .map(|f| Fd {
+                    fd: f.fd,
+                    cloexec: f.info.flags & O_CLOEXEC != 0,
+                    file: ids[&f.fd],
+                })
+                .collect()
         })
         .collect();
-    Ok((out_fds, files))
+    Ok((out_fds, files, ptys))
 }
 
 /// The state of one open file description, by the first kind that takes it.
@@ -228,6 +322,86 @@ fn save_kind(cx: &mut Ctx<'_>, f: &RawFd) -> Result<FileKind> {
         }
     }
     Err(unsupported(f.fd, not_supported(cx.pid, f)))
+}
+
+impl Ctx<'_> {
+    /// The OpenFile id of a file passed in a queued message, which we hold
+    /// as `fd`: the process's own description of it when it has one
+    /// (kcmp), one saved before, or a new OpenFile saved from our copy.
+    pub(crate) fn inflight(&mut self, fd: std::os::fd::OwnedFd) -> Result<u32> {
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as Pid;
+        let raw = fd.as_raw_fd();
+        let md = std::fs::metadata(format!("/proc/self/fd/{raw}")).ok();
+        let same_inode = |m: &Option<Metadata>| match (m, &md) {
+            (Some(a), Some(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        let same = |pid: Pid, other: i32| {
+            ckpt_sys::kcmp::kcmp_file_order(pid, me, other, raw).ok()
+                == Some(std::cmp::Ordering::Equal)
+        };
+        for f in self.fds.iter().filter(|f| same_inode(&f.md)) {
+            if same(self.pid, f.fd) {
+                return Ok(self.file_ids[&f.fd]);
+            }
+        }
+        for (held, id) in &self.inflight.held {
+            if same(me, held.as_raw_fd()) {
+                return Ok(*id);
+            }
+        }
+        if self.inflight.nested {
+            return Err(unsupported(
+                -1,
+                "a file in flight in a unix socket that is itself in flight (passed in a message)",
+            ));
+        }
+        let path = format!("/proc/self/fd/{raw}");
+        let rf = RawFd {
+            fd: raw,
+            link: procfs::readlink(me, &path)?,
+            info: FdInfo::parse(
+                me,
+                &format!("/proc/self/fdinfo/{raw}"),
+                procfs::read_string(me, &format!("/proc/self/fdinfo/{raw}"))?,
+            )?,
+            md,
+        };
+        let id = self.inflight.next_id;
+        self.inflight.next_id += 1;
+        let ids: BTreeMap<i32, u32> = [(raw, id)].into_iter().collect();
+        self.inflight.nested = true;
+        let kind = {
+            let mut sub = Ctx {
+                pid: me,
+                fds: std::slice::from_ref(&rf),
+                file_ids: &ids,
+                tty_nr: 0,
+                tpgid: 0,
+                sid: 0,
+                ptys: &mut *self.ptys,
+                pipes_with_data: &mut *self.pipes_with_data,
+                sink: &mut *self.sink,
+                net: &mut *self.net,
+                inflight: &mut *self.inflight,
+            };
+            save_kind(&mut sub, &rf)
+        };
+        self.inflight.nested = false;
+        let kind = kind?;
+        tracing::debug!(id, link = %rf.link_str(), "saved a file in flight");
+        self.inflight.files.push(OpenFile {
+            id,
+            flags: rf.info.flags & !O_CLOEXEC,
+            position: rf.info.pos,
+            path: rf.link.clone(),
+            kind,
+            owner: Default::default(),
+        });
+        self.inflight.held.push((fd, id));
+        Ok(id)
+    }
 }
 
 /// Why no kind took `f`.

@@ -2,12 +2,21 @@
 //! model's `Vma`s) and the contents of the pages that must be saved
 //! (pages.rs: which pages, then fast reads; shmem.rs: shared memory
 //! objects, holes left untouched; present.rs: the same found fast enough
-//! for a short freeze).
+//! for a short freeze). Guard regions (MADV_GUARD_INSTALL, found with
+//! PAGEMAP_SCAN) are saved as runs of kind `guard` and never read.
 //!
-//! How the pages are taken ([`prepare`] decides, before the freeze):
+//! Across a tree ([`TreeMemory`]): the pages of a shared memory object are
+//! saved by the first process that maps them, not again by the others; a
+//! child's private pages that are still the very pages of its parent at the
+//! same address (same page frame in both pagemaps: not written since the
+//! fork) are stored once, the child's runs pointing at the parent's.
+//!
+//! How the pages of one process are taken ([`prepare`] decides, before
+//! the freeze):
 //!
 //! - **frozen**: everything read while the process is stopped (a dump
-//!   that kills the process, or where nothing better works);
+//!   that kills the process, a tree of processes, or where nothing better
+//!   works);
 //! - **snapshot** (`--leave-running`): write-protected before the freeze
 //!   and copied after it, each page before its first write (snapshot.rs,
 //!   snapcopy.rs): the freeze does not grow with memory;
@@ -32,17 +41,54 @@ use crate::error::{Error, Result};
 use crate::{procfs, worker, DumpMode, DumpOptions, PageSink};
 use ckpt_image::{ImageReader, ParentRef, Vma};
 use ckpt_sys::Pid;
+use std::collections::HashMap;
 use std::time::Instant;
 
-/// Every memory area of `pid`, with its saved pages written to `sink`
-/// (`progress` is called with bytes saved so far and bytes to save).
-/// Returns the model's areas and the bytes of pages saved.
-pub(crate) fn save(
+/// What the processes of a tree saved so far, for the ones after them.
+#[derive(Default)]
+pub(crate) struct TreeMemory {
+    /// Ranges [start, end) of shared memory objects (by inode) already saved.
+    shm_saved: HashMap<u64, Vec<(u64, u64)>>,
+    /// Each saved process's areas (for its children's copy-on-write pages).
+    areas: HashMap<Pid, Vec<(vmas::MapEntry, vmas::Policy)>>,
+}
+
+/// The memory of one process, planned: its areas for the model, and the
+/// ranges of pages to save.
+pub(crate) struct Planned {
+    pub vmas: Vec<Vma>,
+    areas: Vec<(vmas::MapEntry, vmas::Policy)>,
+    ranges: Vec<pages::Range>,
+    /// Guard regions (MADV_GUARD_INSTALL): saved as runs, never read.
+    guards: Vec<(u64, u64)>,
+}
+
+impl Planned {
+    /// Bytes of pages to read (not counting those shared with the parent).
+    pub fn bytes(&self) -> u64 {
+        self.ranges
+            .iter()
+            .filter(|r| r.parent == 0)
+            .map(|r| r.end - r.start)
+            .sum()
+    }
+}
+
+/// Every memory area of `pid` and which of its pages to save. `parent`:
+/// its parent in the tree, planned before (0: none); `shares_pages`: the
+/// sink can store pages shared with it once.
+///
+/// Every process of a tree is planned before any page is read: reading
+/// another process's memory (process_vm_readv pins the pages) makes the
+/// kernel unshare its copy-on-write pages, which would hide the pages a
+/// parent and its child still share.
+pub(crate) fn plan(
     pid: Pid,
+    parent: Pid,
     page: u64,
-    sink: &mut dyn PageSink,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<(Vec<Vma>, u64)> {
+    tree: &mut TreeMemory,
+    shares_pages: bool,
+) -> Result<Planned> {
     let t = Instant::now();
     let smaps = procfs::read(pid, &format!("/proc/{pid}/smaps"))?;
     let entries = vmas::parse_smaps(pid, &smaps)?;
@@ -53,19 +99,59 @@ pub(crate) fn save(
         out.push(vma);
         areas.push((e, policy));
     }
-    let ranges = pages::plan(pid, &areas, page)?;
+    let guards = present::guard_regions(pid)?;
+    let cow = match tree.areas.get(&parent) {
+        Some(a) if shares_pages => Some(pages::Cow {
+            parent,
+            areas: a.as_slice(),
+        }),
+        _ => None,
+    };
+    let ranges = pages::cut_guards(
+        pages::plan(pid, &areas, page, cow.as_ref(), &mut tree.shm_saved)?,
+        &guards,
+    );
+    tree.areas.insert(pid, areas.clone());
+    let planned = Planned {
+        vmas: out,
+        areas,
+        ranges,
+        guards,
+    };
     tracing::debug!(
-        areas = areas.len(),
-        ranges = ranges.len(),
-        bytes = ranges.iter().map(|r| r.end - r.start).sum::<u64>(),
+        areas = planned.areas.len(),
+        ranges = planned.ranges.len(),
+        bytes = planned.bytes(),
+        from_parent = planned
+            .ranges
+            .iter()
+            .filter(|r| r.parent != 0)
+            .map(|r| r.end - r.start)
+            .sum::<u64>(),
         elapsed = ?t.elapsed(),
         "pages to save"
     );
+    Ok(planned)
+}
+
+/// Read the planned pages of `pid` and write them to `sink` (`progress`
+/// is called with bytes saved so far and bytes to save). Returns the bytes
+/// of pages saved.
+pub(crate) fn save(
+    pid: Pid,
+    planned: &Planned,
+    page: u64,
+    sink: &mut dyn PageSink,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
     worker::test_delay();
+    for &(start, end) in &planned.guards {
+        sink.add_guard(pid, start, end - start)?;
+    }
     let t = Instant::now();
-    let bytes = pages::save(pid, &areas, &ranges, page, sink, progress)?;
+    let bytes = pages::save(pid, &planned.areas, &planned.ranges, page, sink, progress)?;
     tracing::debug!(bytes, elapsed = ?t.elapsed(), "pages read and written");
-    Ok((out, bytes))
+    Ok(bytes)
 }
 
 /// How the pages of a dump are taken (see the module doc).
@@ -95,13 +181,27 @@ impl Prepared {
     pub fn frozen(pid: Pid) -> Result<Prepared> {
         let found = tracking::find(pid)?;
         Ok(Prepared {
+            own_fds: tracking::own_fds(&found),
+            ..Prepared::frozen_only()
+        })
+    }
+
+    /// Everything in the freeze, with no fds of ckpt's to leave out (a
+    /// process of a tree other than its root).
+    pub fn frozen_only() -> Prepared {
+        Prepared {
             plan: Plan::Frozen,
             mode: DumpMode::Frozen,
-            own_fds: tracking::own_fds(&found),
+            own_fds: Vec::new(),
             parent: None,
             note: None,
             bytes: 0,
-        })
+        }
+    }
+
+    /// Whether the pages are all read in the freeze (mem::plan, mem::save).
+    pub fn is_frozen(&self) -> bool {
+        matches!(self.plan, Plan::Frozen)
     }
 }
 
@@ -124,6 +224,17 @@ pub(crate) fn prepare(
     let mut prep = Prepared::frozen(pid)?;
     let env = env_mode();
     if env.as_deref() == Some("frozen") || (opts.no_snapshot && opts.parent.is_none()) {
+        return Ok(prep);
+    }
+    if !opts.no_tree && !procfs::list_children(pid)?.is_empty() {
+        // A tree: its processes' pages are planned together and read in
+        // the freeze (pages a child shares with its parent stored once).
+        if opts.parent.is_some() || opts.track {
+            prep.note = Some(
+                "a full dump copied in the freeze: dirty tracking and incremental dumps are of one process, and this one has children"
+                    .into(),
+            );
+        }
         return Ok(prep);
     }
     let found = tracking::find(pid)?;
@@ -252,9 +363,28 @@ pub(crate) fn save_frozen(
 ) -> Result<(Vec<Vma>, u64, Option<snapcopy::Pending>)> {
     match std::mem::replace(&mut prep.plan, Plan::Frozen) {
         Plan::Frozen => {
-            let (v, b) = save(pid, page, sink, progress)?;
-            Ok((v, b, None))
+            let planned = plan(pid, 0, page, &mut TreeMemory::default(), false)?;
+            let b = save(pid, &planned, page, sink, progress)?;
+            Ok((planned.vmas, b, None))
         }
+        plan => {
+            for (start, end) in present::guard_regions(pid)? {
+                sink.add_guard(pid, start, end - start)?;
+            }
+            save_unfrozen(plan, prep, sink, progress)
+        }
+    }
+}
+
+/// [`save_frozen`] of a snapshot or a pre-copy.
+fn save_unfrozen(
+    plan: Plan,
+    prep: &mut Prepared,
+    sink: &mut dyn PageSink,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Vec<Vma>, u64, Option<snapcopy::Pending>)> {
+    match plan {
+        Plan::Frozen => Ok((Vec::new(), 0, None)),
         Plan::Snapshot(armed) => {
             let (v, b, pending) = armed.freeze_phase(sink, progress)?;
             Ok((v, b, Some(pending)))

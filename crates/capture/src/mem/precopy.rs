@@ -59,6 +59,7 @@ fn written_ranges(regs: &[PageRegion], idx: usize) -> Vec<Range> {
             may_skip: false,
             zero: r.categories & (page_is::PRESENT | page_is::SWAPPED) == 0
                 || r.categories & page_is::PFNZERO != 0,
+            parent: 0,
             vma: idx,
         })
         .collect()
@@ -134,6 +135,7 @@ impl PreCopy {
                             end: b,
                             may_skip: false,
                             zero: false,
+                            parent: 0,
                             vma: idx,
                         });
                     }
@@ -157,6 +159,9 @@ impl PreCopy {
     ) -> Result<()> {
         let mut rep = Replacing(sink);
         let base = self.bytes;
+        // Guard pages look swapped out (PTE markers): never read.
+        let guards = present::guard_regions(self.pid)?;
+        let ranges = &pages::cut_guards(ranges.to_vec(), &guards);
         let n = pages::save(self.pid, areas, ranges, self.page, &mut rep, &mut |d, t| {
             progress(base + d, base + t)
         })?;
@@ -269,7 +274,9 @@ fn emit_parent_runs(
     sink: &mut dyn PageSink,
 ) -> Result<()> {
     let first = runs.partition_point(|r| r.start + u64::from(r.pages) * page <= start);
-    for r in runs[first..].iter().take_while(|r| r.start < end) {
+    // Guard runs are saved anew (mod.rs), not taken from the parent.
+    let runs = runs[first..].iter().take_while(|r| r.start < end);
+    for r in runs.filter(|r| r.kind != ckpt_image::RunKind::Guard) {
         let (a, b) = (
             r.start.max(start),
             (r.start + u64::from(r.pages) * page).min(end),

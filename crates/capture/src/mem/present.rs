@@ -122,6 +122,7 @@ pub(crate) fn plan(
             end,
             may_skip,
             zero: false,
+            parent: 0,
             vma: idx,
         };
         match pol {
@@ -135,5 +136,15 @@ pub(crate) fn plan(
             }
         }
     }
-    Ok(out)
+    // Guard pages are saved as guard runs (mod.rs), never read.
+    Ok(super::pages::cut_guards(out, &guard_regions(pid)?))
+}
+
+/// The guard regions (MADV_GUARD_INSTALL) of `pid`.
+pub(crate) fn guard_regions(pid: Pid) -> Result<Vec<(u64, u64)>> {
+    ckpt_sys::mm::guard_regions(pid).map_err(|source| crate::Error::Sys {
+        pid,
+        what: "finding its guard regions (PAGEMAP_SCAN)".into(),
+        source,
+    })
 }

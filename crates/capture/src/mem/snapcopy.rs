@@ -343,20 +343,18 @@ impl Shared {
             return Ok(Vec::new());
         }
         let cur = seg.cur + (orig - seg.orig);
-        let len = (n * page) as usize;
-        // WP does not stop reads. A short read: pages unmapped under us.
-        let got = read_vm(self.pid, &mut buf[..len], &[RemoteRange { addr: cur, len }]).unwrap_or(0)
-            as u64
-            / page;
+        // WP does not stop reads. Only the claimed pages are read: others
+        // may be absent or guard pages, which fail a read.
+        let read = self.read_claimed(cur, &mine, buf);
         let mut pieces = Vec::new();
         let mut i = 0usize;
         while i < n as usize {
-            if !mine[i] || i as u64 >= got {
+            if !mine[i] || !read[i] {
                 i += 1;
                 continue;
             }
             let j = (i..n as usize)
-                .find(|&j| !mine[j] || j as u64 >= got)
+                .find(|&j| !mine[j] || !read[j])
                 .unwrap_or(n as usize);
             let (at, bytes) = (cur + i as u64 * page, (j - i) as u64 * page);
             match self.uffd.writeprotect(at, bytes, false) {
@@ -394,7 +392,7 @@ impl Shared {
             i = j;
         }
         for (i, &m) in mine.iter().enumerate() {
-            if m && i as u64 >= got
+            if m && !read[i]
                 && a.state[p0 + i]
                     .compare_exchange(CLAIMED, LOST, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
@@ -407,6 +405,47 @@ impl Shared {
             }
         }
         Ok(pieces)
+    }
+
+    /// Read the pages of `mine` (a chunk at current address `cur`) into
+    /// `buf` at their offsets: whether each was read. The span of the
+    /// claimed pages is read at once; after a short read (a guard page in
+    /// between, which fails a read, or a page unmapped under us) the rest
+    /// is read run by run, then page by page.
+    fn read_claimed(&self, cur: u64, mine: &[bool], buf: &mut [u8]) -> Vec<bool> {
+        let page = self.page as usize;
+        let at = |k: usize| cur + (k * page) as u64;
+        let read_at = |k: usize, n: usize, buf: &mut [u8]| {
+            let r = RemoteRange {
+                addr: at(k),
+                len: n * page,
+            };
+            read_vm(self.pid, &mut buf[k * page..(k + n) * page], &[r]).unwrap_or(0) / page
+        };
+        let mut read = vec![false; mine.len()];
+        let (Some(first), Some(last)) =
+            (mine.iter().position(|&m| m), mine.iter().rposition(|&m| m))
+        else {
+            return read;
+        };
+        let got = read_at(first, last + 1 - first, buf);
+        for r in &mut read[first..first + got] {
+            *r = true;
+        }
+        let mut i = first + got;
+        while i <= last {
+            if !mine[i] {
+                i += 1;
+                continue;
+            }
+            let j = (i..=last).find(|&j| !mine[j]).unwrap_or(last + 1);
+            let got = read_at(i, j - i, buf);
+            for (k, r) in read.iter_mut().enumerate().take(j).skip(i) {
+                *r = k < i + got || read_at(k, 1, buf) == 1;
+            }
+            i = j;
+        }
+        read
     }
 
     /// (area index, address at the freeze) of current address `cur`.

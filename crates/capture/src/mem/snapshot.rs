@@ -364,7 +364,9 @@ impl Armed {
         for &(a, b) in &changed {
             present.extend(scan(&pm, pid, a, b, page_is::PRESENT | page_is::SWAPPED)?);
         }
-        let present = inter(&norm(present), &wp_ranges);
+        // Guard pages look swapped out (PTE markers): never copied.
+        let guards = norm(present::guard_regions(pid)?);
+        let present = minus(&inter(&norm(present), &wp_ranges), &guards);
         let protected = t.elapsed();
         // The rest, now.
         let ranges: Vec<Range> = present::plan(pid, &areas, page, &|i| wp[i])?;

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 pub struct MemSink {
     pub pages: BTreeMap<u64, Vec<u8>>,
     pub blobs: Vec<Vec<u8>>,
+    /// Guard regions: (address, length).
+    pub guards: Vec<(u64, u64)>,
     pub calls: usize,
     pub last_addr: Option<u64>,
 }
@@ -54,6 +56,10 @@ impl PageSink for MemSink {
             frames: vec![self.blobs.len() as u32 - 1],
         })
     }
+    fn add_guard(&mut self, _pid: i32, addr: u64, len: u64) -> Result<()> {
+        self.guards.push((addr, len));
+        Ok(())
+    }
 }
 
 /// A sink that drops everything (for timing).
@@ -72,5 +78,8 @@ impl PageSink for NullSink {
             size: data.len() as u64,
             frames: vec![],
         })
+    }
+    fn add_guard(&mut self, _pid: i32, _addr: u64, _len: u64) -> Result<()> {
+        Ok(())
     }
 }

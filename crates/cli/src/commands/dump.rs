@@ -1,4 +1,4 @@
-//! `ckpt dump PID -o FILE`
+//! `ckpt dump PID -o FILE [--no-tree]`
 
 use super::{mib, ms, CompressArg};
 use anyhow::Context;
@@ -11,9 +11,12 @@ pub struct Args {
     /// Image file to write (created 0600; "-" writes to standard output).
     #[arg(short, long)]
     output: PathBuf,
-    /// Let the process go on after the dump instead of killing it.
+    /// Let the processes go on after the dump instead of killing them.
     #[arg(long)]
     leave_running: bool,
+    /// Save only PID, not its descendants (refused if it has children).
+    #[arg(long)]
+    no_tree: bool,
     /// Page compression.
     #[arg(long, value_enum, default_value_t)]
     compress: CompressArg,
@@ -36,14 +39,36 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Save live TCP connections (and connections waiting in accept
+    /// queues); a netfilter lock (nft) holds them frozen until restored.
+    #[arg(long, conflicts_with = "tcp_close")]
+    tcp_established: bool,
+    /// Save live TCP connections as closed: the restored process finds
+    /// them aborted.
+    #[arg(long)]
+    tcp_close: bool,
+    /// A unix socket whose peer is outside the dump: connect it again to
+    /// the peer's name at restore (reconnect), or restore it as a socket
+    /// whose peer has gone (close). Without it such sockets are refused.
+    #[arg(long, value_enum)]
+    unix_external: Option<UnixExternalArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum UnixExternalArg {
+    Reconnect,
+    Close,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.track && !a.leave_running {
         anyhow::bail!("--track needs --leave-running (a killed process has nothing to track)");
     }
+    // Connection locks left by a dump whose processes were all killed.
+    ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
+        no_tree: a.no_tree,
         compression: a.compress.into(),
         progress: if a.quiet {
             None
@@ -53,6 +78,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         parent: a.parent.clone(),
         track: a.track,
         no_snapshot: a.no_snapshot,
+        sockets: ckpt_capture::SocketOptions {
+            tcp_established: a.tcp_established,
+            tcp_close: a.tcp_close,
+            unix_external: match a.unix_external {
+                None => ckpt_image::UnixExternal::None,
+                Some(UnixExternalArg::Reconnect) => ckpt_image::UnixExternal::Reconnect,
+                Some(UnixExternalArg::Close) => ckpt_image::UnixExternal::Close,
+            },
+        },
     };
     let stats = if a.output.as_os_str() == "-" {
         let out = std::io::stdout().lock();
@@ -67,9 +101,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: note: {n}");
     }
     if !a.quiet {
+        let others = stats.processes.saturating_sub(1);
+        let what = if others == 0 {
+            format!("pid {}", a.pid)
+        } else {
+            format!(
+                "pid {} and {others} descendant{}",
+                a.pid,
+                if others == 1 { "" } else { "s" }
+            )
+        };
         eprintln!(
-            "ckpt: saved pid {} ({} thread{}) to {}: {} of memory ({}), image {}, in {} (frozen {}){}",
-            a.pid,
+            "ckpt: saved {what} ({} thread{}) to {}: {} of memory ({}), image {}, in {} (frozen {}){}",
             stats.threads,
             if stats.threads == 1 { "" } else { "s" },
             a.output.display(),

@@ -1,3 +1,4 @@
+pub mod compact;
 pub mod dump;
 pub mod flatten;
 pub mod mount;

@@ -1,12 +1,15 @@
-//! `ckpt restore IMAGE [--detach] [--new-pid] [--lazy]`
+//! `ckpt restore IMAGE [--detach] [--new-pid] [--tty PATH] [--check] [--lazy]`
+//!
+//! Run in a terminal, the restored process comes back as a job of the
+//! shell's (see `job.rs`): it gets the terminal with its saved settings,
+//! a SIGWINCH to redraw, and Ctrl-Z, `fg` and Ctrl-C work on it through
+//! the restorer, which ends the way it ends.
 
 use super::ms;
+use crate::job::{self, Job};
 use anyhow::{bail, Context};
 use ckpt_image::ImageReader;
-use ckpt_sys::sys::{self, ExitKind};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::exfiltrator::WithOrigin;
-use signal_hook::iterator::SignalsInfo;
+use ckpt_restore::Terminal;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,35 +18,58 @@ use std::sync::Arc;
 pub struct Args {
     /// Image file.
     image: PathBuf,
-    /// Return as soon as the process runs, printing its pid.
+    /// Return as soon as the process runs, printing its pid (no job
+    /// control: the process stays in the background of the terminal).
     #[arg(long)]
     detach: bool,
-    /// Restore under a fresh pid when the saved one is taken (see README: glibc caches tids).
+    /// Restore under fresh pids where the saved ones are taken (see README:
+    /// glibc caches tids); each new pid is printed as "pid SAVED -> NEW".
     #[arg(long)]
     new_pid: bool,
+    /// Attach the process's terminal to this one (a terminal no session
+    /// has, e.g. a new pty): the process leads a new session there.
+    #[arg(long, value_name = "PATH")]
+    tty: Option<PathBuf>,
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
+    /// Restore the image's live TCP connections closed (the process finds
+    /// them aborted) and remove the dump's connection lock.
+    #[arg(long)]
+    tcp_close: bool,
     /// Let the process run before its memory is written: pages are filled
     /// when it touches them and in the background, from the image (kept
     /// open). Until the last page is in, ckpt stays the process's tracer
     /// (with --detach, a background ckpt does): if it dies, the process is
     /// killed; if the image cannot be read, the process is killed and the
-    /// error reported. It never runs on missing pages.
+    /// error reported. It never runs on missing pages. One process only.
     #[arg(long)]
     lazy: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    let reader = ImageReader::open(&a.image)
+    // Connection locks left by a dump whose processes were all killed.
+    ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
+    let terminal = match (&a.tty, a.detach) {
+        (Some(p), _) => Terminal::Path(p.clone()),
+        (None, true) => Terminal::Caller,
+        (None, false) => Terminal::Job,
+    };
+    if !a.detach && !a.check {
+        // Before any thread exists: every thread then has them blocked.
+        job::block_signals()?;
+    }
+    let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
+        tcp_close: a.tcp_close,
         progress: if a.lazy {
             None
         } else {
             super::progress_bar("restoring")
         },
+        terminal,
         ..Default::default()
     };
     let report = ckpt_restore::check(&reader, &opts);
@@ -68,63 +94,95 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.lazy && a.detach {
         return detached_lazy(&a, reader, &mut opts);
     }
-    // Catch the signals to forward before the process exists, so none is lost.
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
-    let pid = if a.lazy {
-        let reader = Arc::new(reader);
-        let (restored, server) = ckpt_restore::restore_lazy(reader, &mut opts)
-            .with_context(|| format!("restore of {} failed", a.image.display()))?;
-        if crate::logging::verbosity() > 0 {
-            eprintln!(
-                "ckpt: restored pid {} in {} (lazy)",
-                restored.pid,
-                ms(restored.stats.total)
-            );
+    if a.lazy {
+        return lazy(&a, reader, &mut opts);
+    }
+    let restored = ckpt_restore::restore(&reader, &mut opts)
+        .with_context(|| format!("restore of {} failed", a.image.display()))?;
+    let pid = restored.pid;
+    // Processes that got new pids (--new-pid): saved -> now.
+    for (saved, now) in restored.pids.iter().filter(|(s, n)| s != n) {
+        eprintln!("ckpt: pid {saved} -> {now}");
+    }
+    if crate::logging::verbosity() > 0 {
+        let n = restored.pids.len();
+        let what = if n == 1 {
+            format!("pid {pid}")
+        } else {
+            format!("pid {pid} and {} descendants", n - 1)
+        };
+        eprintln!(
+            "ckpt: restored {what} in {} ({} system calls injected, {} of pages)",
+            ms(restored.stats.total),
+            restored.stats.injected_syscalls,
+            super::mib(restored.stats.page_bytes)
+        );
+        // Time spent in each phase (a tree repeats the per-process ones).
+        let mut sums: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut prev = std::time::Duration::ZERO;
+        for &(name, t) in &restored.stats.phases {
+            match sums.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, d)) => *d += t - prev,
+                None => sums.push((name, t - prev)),
+            }
+            prev = t;
         }
-        match server
-            .serve(&restored.tids)
-            .with_context(|| format!("lazy restore of {} failed", a.image.display()))?
-        {
-            ckpt_restore::LazyEnd::Exited(status) => return Ok(exit_code(status)),
-            ckpt_restore::LazyEnd::Filled { .. } => restored.pid,
+        for (name, d) in sums {
+            eprintln!("ckpt:   {name:>14}: {}", ms(d));
         }
-    } else {
-        let restored = ckpt_restore::restore(&reader, &mut opts)
-            .with_context(|| format!("restore of {} failed", a.image.display()))?;
-        if crate::logging::verbosity() > 0 {
-            eprintln!(
-                "ckpt: restored pid {} in {}",
-                restored.pid,
-                ms(restored.stats.total)
-            );
-        }
-        restored.pid
-    };
+    }
     if a.detach {
         println!("{pid}");
         return Ok(0);
     }
-    // Foreground: forward signals sent to us by other processes (terminal
-    // signals already reach the process: it is in our process group).
-    let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        for info in signals.forever() {
-            if info.process.is_some() {
-                let _ = sys::kill(pid, info.signal);
-            }
-        }
-    });
-    let status = sys::wait_child_exit(pid).context("waiting for the restored process")?;
-    handle.close();
-    let _ = forwarder.join();
-    Ok(exit_code(status))
+    run_job(&restored)
 }
 
-fn exit_code(status: ExitKind) -> i32 {
+/// The restored process as a job of the shell's, until it ends.
+fn run_job(restored: &ckpt_restore::Restored) -> anyhow::Result<i32> {
+    let pid = restored.pid;
+    let mut j = Job::new(pid, restored.terminal.as_ref());
+    if let Some(h) = &restored.terminal {
+        if h.handed {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            eprintln!("ckpt: restored pid {pid} ({})", comm.trim());
+            j.winch();
+        }
+    }
+    let end = j.run()?;
+    tracing::debug!(?end, "the restored process ended");
+    Ok(job::exit_like(end))
+}
+
+/// `--lazy` (not detached): restore, serve the pages until every one is in
+/// (the process runs meanwhile), then the job as usual.
+fn lazy(
+    a: &Args,
+    reader: ImageReader,
+    opts: &mut ckpt_restore::RestoreOptions,
+) -> anyhow::Result<i32> {
+    let (restored, server) = ckpt_restore::restore_lazy(Arc::new(reader), opts)
+        .with_context(|| format!("restore of {} failed", a.image.display()))?;
+    if crate::logging::verbosity() > 0 {
+        eprintln!(
+            "ckpt: restored pid {} in {} (lazy)",
+            restored.pid,
+            ms(restored.stats.total)
+        );
+    }
+    match server
+        .serve(&restored.tids)
+        .with_context(|| format!("lazy restore of {} failed", a.image.display()))?
+    {
+        ckpt_restore::LazyEnd::Exited(status) => Ok(exit_code(status)),
+        ckpt_restore::LazyEnd::Filled { .. } => run_job(&restored),
+    }
+}
+
+fn exit_code(status: ckpt_sys::proc::wait::ExitKind) -> i32 {
     match status {
-        ExitKind::Exited(c) => c,
-        ExitKind::Signaled(s) => 128 + s,
+        ckpt_sys::proc::wait::ExitKind::Exited(c) => c,
+        ckpt_sys::proc::wait::ExitKind::Signaled(s) => 128 + s,
     }
 }
 
@@ -155,24 +213,23 @@ fn detached_lazy(
             // The server outlives this command: the terminal's signals are
             // the process's (same process group), not ours; our stdout is
             // not kept (so that `$(ckpt restore --detach --lazy)` returns).
-            for sig in [
-                SIGHUP,
-                SIGINT,
-                signal_hook::consts::SIGQUIT,
-                signal_hook::consts::SIGPIPE,
-            ] {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
                 let _ = ckpt_sys::proc::ignore_signal(sig);
             }
             if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
                 let _ = ckpt_sys::fds::dup3(std::os::fd::AsRawFd::as_raw_fd(&null), 1, false);
             }
-            let reader = Arc::new(reader);
-            let r = ckpt_restore::restore_lazy(reader, opts);
+            let r = ckpt_restore::restore_lazy(Arc::new(reader), opts);
             let (restored, server) = match r {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = writeln!(tx, "restore of {} failed: {e}", a.image.display());
-                    sys::exit_now(1);
+                    let _ = writeln!(
+                        tx,
+                        "restore of {} failed: {}",
+                        a.image.display(),
+                        ckpt_image::error_chain(&e)
+                    );
+                    ckpt_sys::proc::exit_now(1);
                 }
             };
             let _ = writeln!(tx, "pid {}", restored.pid);
@@ -180,11 +237,15 @@ fn detached_lazy(
             let code = match server.serve(&restored.tids) {
                 Ok(_) => 0,
                 Err(e) => {
-                    eprintln!("ckpt: lazy restore of {} failed: {e}", a.image.display());
+                    eprintln!(
+                        "ckpt: lazy restore of {} failed: {}",
+                        a.image.display(),
+                        ckpt_image::error_chain(&e)
+                    );
                     1
                 }
             };
-            sys::exit_now(code);
+            ckpt_sys::proc::exit_now(code);
         }
     }
 }

@@ -23,7 +23,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         s.push('\n');
         s
     } else {
-        ckpt_image::summary::render_reader(&reader)
+        let facts = ckpt_image::summary::file_facts(&reader)
+            .with_context(|| format!("cannot stat {}", a.image.display()))?;
+        let mut s = ckpt_image::summary::render_file(reader.image(), &facts);
+        s.push_str(&ckpt_image::summary::chain_lines(&reader));
+        s
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {

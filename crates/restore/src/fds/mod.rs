@@ -1,11 +1,17 @@
-//! File descriptors: the stub's fd table, planned here (pure) as a list of
-//! [`FdOp`]s that the stub child runs with plain system calls (`stub.rs`).
+//! File descriptors: the stubs' fd tables, planned here (pure) as a list of
+//! [`FdOp`]s that the root stub runs with plain system calls (`stub.rs`),
+//! and for each process the numbers its descriptions go to.
 //!
-//! [`plan_fds`] groups the process's fds by open file description and gives
-//! each description a staging slot (a temporary fd above every saved
-//! number); the module of the description's kind emits the ops that make
-//! it (the dispatch in `plan_group`); then every fd is placed at its number
-//! and epoll registrations are added on the final numbers. Each kind module
+//! [`plan_tree`] groups the fds of every process of the image by open file
+//! description and gives each description a staging slot (a temporary fd,
+//! wherever the kernel puts it); the module of the description's kind
+//! emits the ops that make it (the dispatch in `plan_group`). The root stub
+//! makes every description once, then the tree is forked: each stub
+//! inherits them all, so descriptions shared between processes (one
+//! offset, pipes, socket pairs) come out shared. Each stub then puts its
+//! own at their numbers ([`ProcFds::places`], done by `place.rs` without
+//! needing room for a second copy of its table) and registers its epoll
+//! targets on the final numbers ([`ProcFds::post`]). Each kind module
 //! holds, for its kind, the planning, the refusals found while planning,
 //! what `check()` looks at in its ops, and the stub-side execution of its
 //! ops (called from [`exec`]: async-signal-safe, no allocation, every path
@@ -18,25 +24,44 @@
 mod chardev;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inet;
 mod inotify;
 mod memfd;
+mod netlink;
+mod nsfs;
+mod opath;
+mod packet;
+pub(crate) mod pidfd;
 mod pipe;
+pub(crate) mod place;
+mod pty;
+mod raw;
 mod regular;
 mod signalfd;
+pub(crate) mod sockets;
 mod timerfd;
 mod tty;
+mod udp;
 mod unix;
 
+pub use pidfd::{LateFd, LateOp};
 pub use pipe::{FindPipes, PipeHolder, PipeQuery};
+pub use pty::PtySetup;
+pub(crate) use regular::temp_names;
+pub use regular::NodeMeta;
+pub use sockets::{NetGuard, NetPlan, Prebuilt};
+pub(crate) use tty::{adjust_tree, hand_over};
+pub use tty::{Handover, JobTerminal, TtyTarget};
 
 use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
 use crate::Report;
 use ckpt_image::{Blob, Credentials, Fd, FileKind, Image, OpenFile, Process};
-use ckpt_sys::{setup, sys};
+use ckpt_sys::{fds, mm, setup, sys};
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::os::fd::IntoRawFd;
 
 /// Flags that only matter when a file is created; dropped when reopening.
 const CREATE_FLAGS: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
@@ -47,9 +72,9 @@ pub const SETFL_MASK: i32 =
     libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
 
 /// One step of the stub's fd setup. Slots are indices into a table of
-/// temporary ("staging") fds; `Place` puts a slot's description at its
-/// final number. The generic steps (Open, Reopen, Write, SetFl, Seek,
-/// Place) run here; the others in the module of their kind.
+/// temporary ("staging") fds, put at their final numbers afterwards
+/// ([`ProcFds::places`]). The generic steps (Open, Reopen, Write, SetFl,
+/// Seek, SharedAnon) run here; the others in the module of their kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FdOp {
     /// open(path, flags, mode) of a path of the image (with the saved
@@ -69,6 +94,30 @@ pub enum FdOp {
     /// The restorer's controlling terminal (open of /dev/tty): the
     /// restorer's own, not a path of the image. (tty.rs)
     OpenTty { slot: usize, flags: i32 },
+    /// The terminal the restore was given by path, opened with the
+    /// restorer's rights. (tty.rs)
+    OpenTerminal {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// A pty master at its saved index, with its pair's settings and
+    /// buffered bytes. (pty.rs)
+    PtyMaster { slot: usize, setup: Box<PtySetup> },
+    /// A slave description of the pair of master slot `master`. (pty.rs)
+    PtySlave {
+        slot: usize,
+        master: usize,
+        flags: i32,
+    },
+    /// Packet mode, the slave's exclusive flag and the lock of a pair,
+    /// once its slaves are open. (pty.rs)
+    PtyFinish {
+        master: usize,
+        packet: bool,
+        locked: bool,
+        exclusive: Option<usize>,
+    },
     /// A new description of the restorer's own fd `std` (0, 1 or 2), e.g.
     /// its terminal. (tty.rs)
     ReopenStd { slot: usize, std: usize, flags: i32 },
@@ -86,12 +135,56 @@ pub enum FdOp {
     /// (pipe.rs)
     InheritStd { slot: usize, std: usize },
     /// An unlinked file (O_TMPFILE in the first directory that allows it)
-    /// with `contents`. (regular.rs)
+    /// with `contents` (at the offsets of `extents`, when given: the rest
+    /// are holes), `meta.size` bytes long, with the saved owner, mode and
+    /// times. (regular.rs)
     TmpFile {
         slot: usize,
         dirs: Vec<CString>,
         mode: u32,
         contents: Vec<u8>,
+        extents: Vec<(u64, u64)>,
+        meta: NodeMeta,
+    },
+    /// A node other than a regular file (directory, FIFO, socket file)
+    /// made at the first free name of `paths`, given the saved owner, mode
+    /// and times, opened with `flags`, then unlinked: an fd on a deleted
+    /// node, as saved. (regular.rs)
+    TmpNode {
+        slot: usize,
+        paths: Vec<CString>,
+        /// S_IFMT bits and permission bits.
+        mode: u32,
+        flags: i32,
+        meta: NodeMeta,
+    },
+    /// Open a file of the stub itself (`/proc/self/ns/net`), with the
+    /// restorer's rights: not a path of the image. (nsfs.rs)
+    OpenOwn {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// A pidfd of a process that has exited and been reaped (a child at
+    /// `pid` when it is free, that exits at once). (pidfd.rs)
+    DeadPidfd {
+        slot: usize,
+        pid: Option<i32>,
+        nonblock: bool,
+    },
+    /// (fanotify.rs)
+    Fanotify {
+        slot: usize,
+        flags: u32,
+        event_flags: u32,
+    },
+    /// fanotify_mark(FAN_MARK_ADD | flags) of a path of the image (with
+    /// the saved user's rights). (fanotify.rs)
+    FanotifyMark {
+        slot: usize,
+        flags: u32,
+        mask: u64,
+        path: CString,
     },
     /// A pipe with `data` buffered in it. (pipe.rs)
     Pipe {
@@ -102,14 +195,15 @@ pub enum FdOp {
     },
     /// (eventfd.rs)
     EventFd { slot: usize, count: u64, flags: i32 },
-    /// (timerfd.rs)
+    /// A timerfd with its unread ticks, armed to expire at `expiry_ns` of
+    /// its clock when `absolute` (the same boot, or a real-time clock),
+    /// else `value_ns` from now; expirations missed meanwhile are added
+    /// to the ticks. `settime` are the saved settime flags. (timerfd.rs)
     TimerFd {
         slot: usize,
         clock: i32,
         flags: i32,
-        value_ns: u64,
-        interval_ns: u64,
-        ticks: u64,
+        timer: timerfd::Arm,
     },
     /// (signalfd.rs)
     SignalFd { slot: usize, mask: u64, flags: i32 },
@@ -140,14 +234,54 @@ pub enum FdOp {
         path: Option<CString>,
         backlog: u32,
     },
-    /// A listening TCP socket bound to `addr`:`port` (see
-    /// ckpt_sys::setup::tcp_listen). (inet.rs)
-    TcpListen {
+    /// A socket the restorer built (`FdPlan::net`), inherited by the stub:
+    /// `FdPlan::prebuilt[index]`. (sockets.rs)
+    Prebuilt { slot: usize, index: usize },
+    /// connect(2) a unix socket to a raw `sockaddr_un` (a path: with the
+    /// saved user's rights). (unix.rs)
+    UnixConnect {
         slot: usize,
         addr: Vec<u8>,
-        port: u16,
-        backlog: u32,
-        flags: i32,
+        path: bool,
+    },
+    /// accept(2) on the listener's slot into `slot`. (unix.rs)
+    UnixAccept { listener: usize, slot: usize },
+    /// sendmsg(2) of one queued message from `slot`, with the files of
+    /// `fds` (slots, SCM_RIGHTS) and credentials (pid, uid, gid:
+    /// SCM_CREDENTIALS), to `to` (raw sockaddr; empty: the peer). (unix.rs)
+    UnixSend {
+        slot: usize,
+        data: Vec<u8>,
+        fds: Vec<usize>,
+        creds: Option<(i32, u32, u32)>,
+        to: Vec<u8>,
+    },
+    /// The mode and owner of a socket file (saved user's rights). (unix.rs)
+    UnixFileMode {
+        path: CString,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Remove a socket file that was deleted at the dump (saved user's
+    /// rights). (unix.rs)
+    UnixUnlink { path: CString },
+    /// Socket options (level, name, value), each with the table of
+    /// ckpt_sys::fds::sockopt. (unix.rs)
+    SockOpts {
+        slot: usize,
+        opts: Vec<(i32, i32, Vec<u8>)>,
+        phase: ckpt_sys::fds::sockopt::Phase,
+    },
+    /// shutdown(2); ENOTCONN is no error (the bits are set).
+    Shutdown { slot: usize, how: i32 },
+    /// F_SETOWN_EX and F_SETSIG; `pid` 0: the stub itself (the restored
+    /// process).
+    SetOwner {
+        slot: usize,
+        kind: i32,
+        pid: i32,
+        signal: i32,
     },
     /// (memfd.rs)
     MemFd {
@@ -165,11 +299,23 @@ pub enum FdOp {
     SetFl { slot: usize, flags: i32 },
     /// lseek(SEEK_SET).
     Seek { slot: usize, pos: u64 },
-    /// dup3 the slot to its final number.
-    Place { slot: usize, fd: i32, cloexec: bool },
-    /// EPOLL_CTL_ADD on final numbers (after every Place). (epoll.rs)
+    /// A shared anonymous memory object of `size` bytes, mapped by several
+    /// processes (see ckpt_sys::mm::shared_anon_fd).
+    SharedAnon { slot: usize, size: u64 },
+    /// EPOLL_CTL_ADD on final numbers (after the fds are placed). (epoll.rs)
     EpollAdd {
         epfd: i32,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
+    /// EPOLL_CTL_ADD of the description in slot `file` under fd number
+    /// `fd` (before any Place: the number is free then), which is closed
+    /// again: a watch whose fd was closed or given to another file since.
+    /// (epoll.rs)
+    EpollAddVia {
+        ep: usize,
+        file: usize,
         fd: i32,
         events: u32,
         data: u64,
@@ -177,7 +323,7 @@ pub enum FdOp {
 }
 
 /// What the restorer has to offer the stub.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FdEnv {
     /// The restorer's fds 0, 1, 2 are open.
     pub std_open: [bool; 3],
@@ -188,6 +334,13 @@ pub struct FdEnv {
     /// How to find live holders of pipes whose other end is outside the
     /// image (None: there are none).
     pub find_pipes: Option<FindPipes>,
+    /// Restore live TCP connections closed (`--tcp-close`).
+    pub tcp_close: bool,
+    /// The terminal that terminals from outside the image are attached to.
+    pub terminal: TtyTarget,
+    /// The process is restored as a job of the restorer's: it leads its own
+    /// process group.
+    pub job: bool,
 }
 
 impl FdEnv {
@@ -206,24 +359,102 @@ impl FdEnv {
         e.find_pipes = Some(pipe::find_pipe_holders);
         e
     }
+
+    /// The environment of the calling process, for a restore with `opts`.
+    pub fn for_restore(opts: &crate::RestoreOptions) -> FdEnv {
+        let mut e = FdEnv::current();
+        match &opts.terminal {
+            crate::Terminal::Caller => {}
+            crate::Terminal::Job => e.job = true,
+            crate::Terminal::Path(p) => {
+                e.terminal = TtyTarget::Path(
+                    CString::new(p.as_os_str().as_encoded_bytes().to_vec())
+                        .unwrap_or_else(|_| c"/".to_owned()),
+                );
+            }
+        }
+        e
+    }
 }
 
-/// The stub's fd setup.
+/// The stubs' fd setup.
 #[derive(Debug, Default)]
 pub struct FdPlan {
+    /// What the root stub makes, before it forks the other processes.
     pub ops: Vec<FdOp>,
     /// For each op, what it sets up (for error messages: "fd 3: /tmp/x").
     pub what: Vec<String>,
     /// Number of staging slots.
     pub slots: usize,
-    /// Staging fds live at or above this number (above every target fd).
+    /// One above every saved fd number of every process: the stubs' own
+    /// fds (their pipes to the restorer, the kept slots) live from here.
     pub stage: i32,
+    /// For each process of the image (in its order): its fds. Empty for a
+    /// process that shares another's fd table (that one places them) and
+    /// for zombies.
+    pub procs: Vec<ProcFds>,
+    /// Slots kept open in every stub at `stage + place::CTL_KEEP + i` until
+    /// the mappings are made (memory objects several processes map):
+    /// (slot, shared memory id).
+    pub keep: Vec<(usize, u64)>,
     /// Which of the restorer's fds 0..2 the ops use.
     pub needs_std: [bool; 3],
     /// Regular files, directories and devices the ops open by path: (what, path).
     pub opens: Vec<(String, Vec<u8>)>,
+    /// Fds made once the process has its threads, by system calls
+    /// injected into it (pidfds of its threads and of live processes).
+    pub late: Vec<LateFd>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Sockets the restorer builds before the stub (sockets.rs).
+    pub net: NetPlan,
+    /// Their fd numbers, filled by `sockets::prebuild` (FdOp::Prebuilt).
+    pub prebuilt: Vec<i32>,
+    /// The same, sorted (the root stub keeps them open, closing the rest).
+    pub prebuilt_sorted: Vec<i32>,
+    /// The root is attached to the restorer's terminal (or the one
+    /// given): what handing it over needs.
+    pub job_terminal: Option<JobTerminal>,
+}
+
+/// One fd of a process at its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub slot: usize,
+    pub fd: i32,
+    pub cloexec: bool,
+}
+
+/// Where one process's descriptions go, and what is done on its final
+/// numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcFds {
+    pub pid: i32,
+    /// Sorted by fd.
+    pub places: Vec<Place>,
+    /// Run once every fd is placed (epoll registrations), with what each
+    /// sets up.
+    pub post: Vec<FdOp>,
+    pub post_what: Vec<String>,
+    /// The slot whose terminal becomes its controlling terminal right
+    /// after its setsid (tty.rs).
+    pub ctty: Option<usize>,
+    /// Foreground groups it gives its session's terminals once every
+    /// process exists: (slot of the terminal, image index of the process
+    /// that leads the group) (tty.rs).
+    pub foreground: Vec<(usize, usize)>,
+}
+
+/// A memory object several processes map, which the stubs make or keep
+/// for them (see [`FdPlan::keep`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepReq {
+    /// A description held by a process (a memfd): its slot is kept.
+    File { file: u32, id: u64 },
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS).
+    SharedAnon { id: u64, size: u64 },
+    /// A memfd no process holds an fd of any more.
+    NewMemfd { id: u64, name: CString, size: u64 },
 }
 
 /// A path as a C string (paths never hold NUL; refuse if one does).
@@ -236,20 +467,29 @@ pub fn strip_deleted(p: &[u8]) -> &[u8] {
     p.strip_suffix(b" (deleted)").unwrap_or(p)
 }
 
-/// One open file description of the process, and its fds (first fd first).
+/// One open file description of the image, and its fds.
 pub(crate) struct Group<'a> {
     pub file: &'a OpenFile,
+    /// The fds of its first holder (first fd first).
     pub fds: Vec<&'a Fd>,
+    /// Every fd holding it: (index of the process in the plan's list, fd).
+    pub holders: Vec<(usize, &'a Fd)>,
 }
 
-/// What the kinds plan with: the process's descriptions, the slot each
-/// one ends in, and the plan being built.
+/// What the kinds plan with: the image's descriptions, the slot each one
+/// ends in, and the plan being built.
 pub(crate) struct Builder<'a> {
+    pub image: &'a Image,
+    /// The root process (the first of the list).
     pub proc: &'a Process,
+    /// The processes whose fds are planned.
+    pub procs: &'a [&'a Process],
     pub env: &'a FdEnv,
     pub groups: Vec<Group<'a>>,
     /// The staging slot each group is set up in (None: not set up).
     pub slot_of: Vec<Option<usize>>,
+    /// Groups made once the process has its threads (see [`LateFd`]).
+    pub late: Vec<bool>,
     pub plan: FdPlan,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
@@ -275,14 +515,80 @@ impl Builder<'_> {
         self.plan.warnings.push(w);
     }
 
-    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`.
+    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`; with
+    /// the pid of its first holder ("pid 12 fd 3: /tmp/x") in a tree; a
+    /// file in flight (passed in a queued message, at no fd) is "open file
+    /// N".
     pub fn what(&self, g: usize) -> String {
-        let Group { file: f, fds } = &self.groups[g];
+        let Group {
+            file: f,
+            fds,
+            holders,
+        } = &self.groups[g];
         let path = String::from_utf8_lossy(&f.path);
+        let who = match holders.first() {
+            Some(h) if self.procs.len() > 1 => format!("pid {} ", self.procs[h.0].pid),
+            _ => String::new(),
+        };
+        let at = match fds.first() {
+            Some(fd) => format!("{who}fd {}", fd.fd),
+            None => format!("open file {} (in flight)", f.id),
+        };
         if path.is_empty() {
-            format!("fd {}: {}", fds[0].fd, f.kind.name())
+            format!("{at}: {}", f.kind.name())
         } else {
-            format!("fd {}: {}", fds[0].fd, path)
+            format!("{at}: {path}")
+        }
+    }
+
+    /// Group `g` is a socket the restorer builds (`p`): a slot that takes
+    /// it, its status flags and owner.
+    pub fn prebuilt(&mut self, g: usize, p: Prebuilt) {
+        let (what, flags) = (self.what(g), self.flags(g));
+        let index = self.plan.net.sockets.len();
+        self.plan.net.sockets.push((what.clone(), p));
+        let s = self.slot();
+        self.op(&what, FdOp::Prebuilt { slot: s, index });
+        self.set_fl(&what, s, flags);
+        self.set_owner(g, s);
+        self.slot_of[g] = Some(s);
+    }
+
+    /// The saved owner of group `g`'s SIGIO (F_SETOWN), when it is the
+    /// process itself; another owner is said in a warning.
+    pub fn set_owner(&mut self, g: usize, slot: usize) {
+        let o = self.groups[g].file.owner;
+        if o.pid == 0 {
+            return;
+        }
+        let what = self.what(g);
+        // The process that makes the description (the first holder).
+        let holder = match self.groups[g].holders.first() {
+            Some(h) => self.procs[h.0],
+            None => self.proc,
+        };
+        // The root stub makes every description, before the other
+        // processes exist: only the root's own can be set.
+        let root = std::ptr::eq(holder, self.proc);
+        if root
+            && (o.pid == holder.pid
+                || (o.kind == 0 && holder.threads.iter().any(|t| t.tid == o.pid)))
+        {
+            let pid = if o.pid == holder.pid { 0 } else { o.pid };
+            self.op(
+                &what,
+                FdOp::SetOwner {
+                    slot,
+                    kind: o.kind,
+                    pid,
+                    signal: o.signal,
+                },
+            );
+        } else {
+            self.warning(format!(
+                "{what}: its SIGIO owner (pid {}, kind {}) is not the root process; it is not set",
+                o.pid, o.kind
+            ));
         }
     }
 
@@ -372,63 +678,197 @@ impl Builder<'_> {
     }
 }
 
-/// Plan the fd table of `proc`. `load` returns the contents of a blob
-/// (deleted files, memfds); check() passes one that returns nothing.
+/// Plan the fd table of `proc` alone. `load` returns the contents of a
+/// blob (deleted files, memfds); check() passes one that returns nothing.
 pub fn plan_fds(
     image: &Image,
     proc: &Process,
     env: &FdEnv,
     load: &mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 ) -> FdPlan {
+    plan_tree(image, &[proc], &[0], &[], env, load)
+}
+
+/// Plan the fd tables of `procs` (the image's processes, the root first):
+/// every description once, and where each process's go. `owners[i]` is the
+/// index of the process whose fd table process `i` uses (itself, or the
+/// one it shares it with: then it has no places of its own); `keep`: the
+/// memory objects to keep for the mappings (see [`FdPlan::keep`]).
+pub fn plan_tree(
+    image: &Image,
+    procs: &[&Process],
+    owners: &[usize],
+    keep: &[KeepReq],
+    env: &FdEnv,
+    load: &mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
+) -> FdPlan {
     let mut plan = FdPlan::default();
-    let max_fd = proc.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
+    let max_fd = procs
+        .iter()
+        .flat_map(|p| p.fds.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(-1);
+    // (Epoll watches of closed fds are added at their numbers too.)
+    let max_fd = procs
+        .iter()
+        .map(|p| epoll::max_target_fd(image, p))
+        .fold(max_fd, i32::max);
     plan.stage = (max_fd + 1).max(3);
+    plan.procs = procs
+        .iter()
+        .map(|p| ProcFds {
+            pid: p.pid,
+            ..Default::default()
+        })
+        .collect();
 
     // Group fds by open file description, in order of their first fd.
     let mut groups: Vec<Group> = Vec::new();
     let mut by_id: HashMap<u32, usize> = HashMap::new();
-    for fd in &proc.fds {
-        match by_id.get(&fd.file) {
-            Some(&g) => groups[g].fds.push(fd),
-            None => match image.file(fd.file) {
-                Some(file) => {
-                    by_id.insert(fd.file, groups.len());
-                    groups.push(Group {
-                        file,
-                        fds: vec![fd],
-                    });
+    for (i, p) in procs.iter().enumerate() {
+        if owners.get(i).copied().unwrap_or(i) != i {
+            continue; // its table is another's
+        }
+        for fd in &p.fds {
+            match by_id.get(&fd.file) {
+                Some(&g) => {
+                    let gr = &mut groups[g];
+                    if gr.holders[0].0 == i {
+                        gr.fds.push(fd);
+                    }
+                    gr.holders.push((i, fd));
                 }
-                None => plan.errors.push(format!(
-                    "fd {}: refers to open file {} which is not in the image",
-                    fd.fd, fd.file
-                )),
-            },
+                None => match image.file(fd.file) {
+                    Some(file) => {
+                        by_id.insert(fd.file, groups.len());
+                        groups.push(Group {
+                            file,
+                            fds: vec![fd],
+                            holders: vec![(i, fd)],
+                        });
+                    }
+                    None => plan.errors.push(format!(
+                        "{}fd {}: refers to open file {} which is not in the image",
+                        if procs.len() > 1 {
+                            format!("pid {} ", p.pid)
+                        } else {
+                            String::new()
+                        },
+                        fd.fd,
+                        fd.file
+                    )),
+                },
+            }
         }
     }
+    inflight_groups(image, &mut groups, &mut by_id);
+    plan.net.tcp_close = env.tcp_close;
     let mut b = Builder {
-        proc,
+        image,
+        proc: procs[0],
+        procs,
         env,
         slot_of: vec![None; groups.len()],
+        late: vec![false; groups.len()],
         groups,
         plan,
         load,
     };
 
-    // Kinds whose descriptions are made together: both ends of a pipe,
-    // both ends of a unix socket pair.
+    // Kinds whose descriptions are made together: both ends of a pipe;
+    // unix sockets (pairs, listeners and their clients, queued messages
+    // with the files in flight they carry) after every other kind.
     let mut pipes = pipe::plan_pipes(&mut b);
-    let unix = unix::plan_pairs(&mut b);
+    // Pty pairs, then the session (which may take one as its terminal),
+    // before descriptions that may open /dev/tty.
+    let ptys = pty::plan_pairs(&mut b);
+    tty::plan_sessions(&mut b, &ptys);
     for g in 0..b.groups.len() {
-        plan_group(&mut b, g, &mut pipes, &unix);
+        plan_group(&mut b, g, &mut pipes);
     }
+    unix::plan_all(&mut b);
+    // Epoll watches of fd numbers that hold another file now.
+    epoll::plan_detached(&mut b);
+    pty::finish(&mut b, ptys);
+    plan_keep(&mut b, keep, &by_id);
     place(&mut b);
     // Epoll registrations, by final fd numbers.
     epoll::plan_targets(&mut b);
     b.plan
 }
 
+/// Files passed in queued unix messages that no fd of the process holds
+/// (in flight): groups of their own, placed at no number.
+fn inflight_groups<'a>(
+    image: &'a Image,
+    groups: &mut Vec<Group<'a>>,
+    by_id: &mut HashMap<u32, usize>,
+) {
+    let mut i = 0;
+    while i < groups.len() {
+        if let FileKind::UnixSocket(u) = &groups[i].file.kind {
+            for id in u.messages.iter().flat_map(|m| m.files.iter()) {
+                if by_id.contains_key(id) {
+                    continue;
+                }
+                if let Some(file) = image.file(*id) {
+                    by_id.insert(*id, groups.len());
+                    groups.push(Group {
+                        file,
+                        fds: Vec::new(),
+                        holders: Vec::new(),
+                    });
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
+/// The memory objects kept for the mappings: a description's slot, or a
+/// new object made for them.
+fn plan_keep(b: &mut Builder, keep: &[KeepReq], by_id: &HashMap<u32, usize>) {
+    for k in keep {
+        match k {
+            KeepReq::File { file, id } => match by_id.get(file).and_then(|&g| b.slot_of[g]) {
+                Some(s) => b.plan.keep.push((s, *id)),
+                None => b.error(format!(
+                    "shared memory {id}: the open file {file} that holds it is not restored"
+                )),
+            },
+            KeepReq::SharedAnon { id, size } => {
+                let s = b.slot();
+                b.op(
+                    &format!("shared memory {id} ({size} bytes)"),
+                    FdOp::SharedAnon {
+                        slot: s,
+                        size: *size,
+                    },
+                );
+                b.plan.keep.push((s, *id));
+            }
+            KeepReq::NewMemfd { id, name, size } => {
+                let s = b.slot();
+                b.op(
+                    &format!("memfd {} (shared memory {id})", name.to_string_lossy()),
+                    FdOp::MemFd {
+                        slot: s,
+                        name: name.clone(),
+                        flags: libc::MFD_CLOEXEC,
+                        mode: 0,
+                        size: *size,
+                        contents: Vec::new(),
+                        seals: 0,
+                    },
+                );
+                b.plan.keep.push((s, *id));
+            }
+        }
+    }
+}
+
 /// The ops that set up description `g`, by its kind.
-fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::State) {
+fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State) {
     let f = b.groups[g].file;
     match &f.kind {
         FileKind::Pipe(_) => pipe::plan_pipe_flags(b, g, pipes),
@@ -436,32 +876,41 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::S
         FileKind::Regular(rf) => regular::plan_file(b, g, rf),
         FileKind::Directory(fi) => regular::plan_directory(b, g, fi),
         FileKind::CharDevice(cd) => chardev::plan(b, g, cd),
-        FileKind::Tty(_) => tty::plan(b, g),
+        FileKind::Tty(t) => tty::plan(b, g, t),
         FileKind::EventFd(e) => eventfd::plan(b, g, e),
         FileKind::TimerFd(t) => timerfd::plan(b, g, t),
         FileKind::SignalFd(s) => signalfd::plan(b, g, s),
         FileKind::Epoll(_) => epoll::plan(b, g),
         FileKind::MemFd(m) => memfd::plan(b, g, m),
         FileKind::InetSocket(n) => inet::plan(b, g, n),
-        FileKind::UnixSocket(u) => unix::plan(b, g, u, unix),
+        FileKind::NetlinkSocket(n) => netlink::plan(b, g, n),
+        FileKind::PacketSocket(p) => packet::plan(b, g, p),
+        // Planned together after the other kinds (unix.rs).
+        FileKind::UnixSocket(_) => {}
         FileKind::Inotify(i) => inotify::plan(b, g, i),
+        FileKind::OPath(o) => opath::plan(b, g, o),
+        FileKind::Nsfs(n) => nsfs::plan(b, g, n),
+        FileKind::Pidfd(p) => pidfd::plan(b, g, p),
+        FileKind::Fanotify(f) => fanotify::plan(b, g, f),
         _ => b.refuse(g),
     }
 }
 
-/// Place every fd at its number, in the order of the numbers.
+/// Where every fd of every process goes, in the order of the numbers.
 fn place(b: &mut Builder) {
-    let mut places: Vec<(i32, usize, bool, String)> = Vec::new();
     for (g, group) in b.groups.iter().enumerate() {
-        if let Some(s) = b.slot_of[g] {
-            for fd in &group.fds {
-                places.push((fd.fd, s, fd.cloexec, b.what(g)));
+        if let Some(slot) = b.slot_of[g] {
+            for &(i, fd) in &group.holders {
+                b.plan.procs[i].places.push(Place {
+                    slot,
+                    fd: fd.fd,
+                    cloexec: fd.cloexec,
+                });
             }
         }
     }
-    places.sort_by_key(|p| p.0);
-    for (fd, slot, cloexec, what) in places {
-        b.op(&what, FdOp::Place { slot, fd, cloexec });
+    for p in &mut b.plan.procs {
+        p.places.sort_by_key(|p| p.fd);
     }
 }
 
@@ -483,15 +932,29 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
+        FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags)?,
+        FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup)?,
+        FdOp::PtySlave {
+            slot,
+            master,
+            flags,
+        } => pty::make_slave(c, *slot, *master, *flags)?,
+        FdOp::PtyFinish {
+            master,
+            packet,
+            locked,
+            exclusive,
+        } => pty::finish_pair(c, *master, *packet, *locked, *exclusive)?,
         FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
-        FdOp::TmpFile {
-            slot,
-            dirs,
-            mode,
-            contents,
-        } => regular::tmpfile(c, *slot, dirs, *mode, contents)?,
+        FdOp::TmpFile { .. }
+        | FdOp::TmpNode { .. }
+        | FdOp::OpenOwn { .. }
+        | FdOp::DeadPidfd { .. }
+        | FdOp::Fanotify { .. }
+        | FdOp::FanotifyMark { .. }
+        | FdOp::EpollAddVia { .. } => exec_nodes_and_handles(c, op)?,
         FdOp::Pipe {
             read,
             write,
@@ -503,10 +966,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             slot,
             clock,
             flags,
-            value_ns,
-            interval_ns,
-            ticks,
-        } => timerfd::make(c, *slot, *clock, *flags, [*value_ns, *interval_ns, *ticks])?,
+            timer,
+        } => timerfd::make(c, *slot, *clock, *flags, timer)?,
         FdOp::SignalFd { slot, mask, flags } => signalfd::make(c, *slot, *mask, *flags)?,
         FdOp::Epoll { slot } => epoll::make(c, *slot)?,
         FdOp::EpollAdd {
@@ -530,13 +991,43 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             path,
             backlog,
         } => unix::make(c, *slot, *sock_type, name, path.as_deref(), *backlog)?,
-        FdOp::TcpListen {
+        FdOp::Prebuilt { slot, index } => c.set_slot(*slot, c.prebuilt(*index)),
+        FdOp::UnixConnect { slot, addr, path } => unix::connect(c, *slot, addr, *path)?,
+        FdOp::UnixAccept { listener, slot } => unix::accept(c, *listener, *slot)?,
+        FdOp::UnixSend {
             slot,
-            addr,
-            port,
-            backlog,
-            flags,
-        } => inet::listen(c, *slot, addr, *port, *backlog, *flags)?,
+            data,
+            fds,
+            creds,
+            to,
+        } => unix::send(c, *slot, data, fds, *creds, to)?,
+        FdOp::UnixFileMode {
+            path,
+            mode,
+            uid,
+            gid,
+        } => unix::file_mode(c, path, *mode, *uid, *gid)?,
+        FdOp::UnixUnlink { path } => unix::unlink(c, path)?,
+        FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase)?,
+        FdOp::Shutdown { slot, how } => {
+            match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
+                Err(e) if e.errno() != Some(libc::ENOTCONN) => return Err(e),
+                _ => {}
+            }
+        }
+        FdOp::SetOwner {
+            slot,
+            kind,
+            pid,
+            signal,
+        } => {
+            let pid = if *pid == 0 {
+                ckpt_sys::proc::getpid()
+            } else {
+                *pid
+            };
+            ckpt_sys::fs::set_owner(c.slot(*slot), *kind, pid, *signal)?
+        }
         FdOp::MemFd {
             slot,
             name,
@@ -554,10 +1045,66 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
                 setup::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
             }
         }
-        FdOp::Seek { slot, pos } => setup::seek(c.slot(*slot), *pos)?,
-        FdOp::Place { slot, fd, cloexec } => setup::dup3(c.slot(*slot), *fd, *cloexec)?,
+        FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,
+        FdOp::SharedAnon { slot, size } => {
+            let fd = mm::shared_anon_fd(*size)?;
+            c.new_fd(*slot, fd.into_raw_fd())?;
+        }
     }
     Ok(())
+}
+
+/// The ops of [`exec`] that make deleted files and nodes again, and
+/// handles onto the kernel's objects (namespaces, dead processes,
+/// fanotify groups, epoll watches of other fd numbers).
+fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::TmpFile {
+            slot,
+            dirs,
+            mode,
+            contents,
+            extents,
+            meta,
+        } => regular::tmpfile(c, *slot, dirs, *mode, (contents, extents), meta),
+        FdOp::TmpNode {
+            slot,
+            paths,
+            mode,
+            flags,
+            meta,
+        } => regular::tmpnode(c, *slot, paths, *mode, *flags, meta),
+        FdOp::OpenOwn { slot, path, flags } => nsfs::open_own(c, *slot, path, *flags),
+        FdOp::DeadPidfd {
+            slot,
+            pid,
+            nonblock,
+        } => pidfd::dead(c, *slot, *pid, *nonblock),
+        FdOp::Fanotify {
+            slot,
+            flags,
+            event_flags,
+        } => fanotify::make(c, *slot, *flags, *event_flags),
+        FdOp::FanotifyMark {
+            slot,
+            flags,
+            mask,
+            path,
+        } => fanotify::mark(c, *slot, *flags, *mask, path),
+        FdOp::EpollAddVia {
+            ep,
+            file,
+            fd,
+            events,
+            data,
+        } => epoll::add_via(c, [*ep, *file], *fd, *events, *data),
+        // exec() gives this function no other op.
+        _ => Err(ckpt_sys::Error::Os {
+            op: "fd op",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
 }
 
 /// The fd ops that check() refuses whoever restores: opens with flags that
@@ -574,6 +1121,22 @@ pub(crate) fn check_creating(plan: &FdPlan, r: &mut Report) {
             }
         }
     }
+}
+
+/// What check() says about the process's terminals: devices reopened by
+/// path are the same, pty bytes can be put back, the terminal given by
+/// path is free.
+pub(crate) fn check_terminals(
+    image: &Image,
+    p: &Process,
+    opts: &crate::RestoreOptions,
+    r: &mut Report,
+) {
+    const CAP_SYS_ADMIN: u32 = 21;
+    tty::check(image, p, r);
+    tty::check_target(&opts.terminal, r);
+    let admin = crate::process::creds::own_creds().has_cap(CAP_SYS_ADMIN);
+    pty::check(image, admin, r);
 }
 
 /// Names the ops would take from live processes (a unix socket path where
@@ -603,11 +1166,22 @@ pub(crate) fn access_items(
                 items.push((what.clone(), path.clone(), access_mode(*flags)));
             }
             FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
-            FdOp::TmpFile { mode, .. } if other_user => regular::check_tmpfile(what, *mode, r),
-            FdOp::TcpListen { port, .. } if other_user => inet::check_port(what, *port, creds, r),
+            FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
+            FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
+                regular::check_tmpfile(what, *mode & 0o7777, r)
+            }
             _ => {}
         }
     }
+    for (what, p) in &plan.net.sockets {
+        inet::check(what, p, creds, other_user, r);
+    }
+}
+
+/// What the sockets of the plan need here: the connection locks of the
+/// image (a warning when one is gone), 4-tuples and ports free.
+pub(crate) fn check_net(plan: &FdPlan, r: &mut Report) {
+    inet::check_locks(&plan.net.lock_tags, r);
 }
 
 #[cfg(test)]
@@ -670,21 +1244,21 @@ mod tests {
             }
         ));
         assert_eq!(plan.ops[1], FdOp::Seek { slot: 0, pos: 16 });
+        assert_eq!(plan.ops.len(), 2);
         assert_eq!(
-            plan.ops[2],
-            FdOp::Place {
-                slot: 0,
-                fd: 3,
-                cloexec: false
-            }
-        );
-        assert_eq!(
-            plan.ops[3],
-            FdOp::Place {
-                slot: 0,
-                fd: 7,
-                cloexec: true
-            }
+            plan.procs[0].places,
+            [
+                Place {
+                    slot: 0,
+                    fd: 3,
+                    cloexec: false
+                },
+                Place {
+                    slot: 0,
+                    fd: 7,
+                    cloexec: true
+                }
+            ]
         );
         assert_eq!(plan.what[0], "fd 3: /x");
     }

@@ -265,7 +265,8 @@ pub(super) fn plan_pipe_flags(b: &mut Builder, g: usize, st: &State) {
     }
 }
 
-/// A FIFO, reopened by path.
+/// A FIFO, reopened by path; a deleted one made again (see
+/// [`plan_deleted_fifo`]).
 pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
     let f = b.groups[g].file;
     let (what, flags) = (b.what(g), b.flags(g));
@@ -274,6 +275,10 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
     } else {
         p.fifo_path.clone()
     };
+    if p.fifo.deleted || f.path.ends_with(b" (deleted)") {
+        plan_deleted_fifo(b, g, p, super::strip_deleted(&path), st);
+        return;
+    }
     let Some(cp) = super::cpath(&path) else {
         b.error(format!("{what}: path holds a NUL byte"));
         return;
@@ -313,6 +318,57 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
             path: cp,
             flags: flags | libc::O_NONBLOCK,
             mode: 0,
+        },
+    );
+    b.set_fl(&what, s, flags);
+    b.slot_of[g] = Some(s);
+}
+
+/// A FIFO whose node was unlinked: made again under a free name next to
+/// where it was (with its owner, mode and times), opened read-write as
+/// the holder (refilled with the saved data) and unlinked; each end is a
+/// new description of it through /proc/self/fd.
+fn plan_deleted_fifo(b: &mut Builder, g: usize, p: &Pipe, path: &[u8], st: &mut State) {
+    let (what, flags) = (b.what(g), b.flags(g));
+    let h = match st.fifo_holders.get(&p.id) {
+        Some(&h) => h,
+        None => {
+            let h = b.slot();
+            let mode = if p.fifo.mode & libc::S_IFMT == libc::S_IFIFO {
+                p.fifo.mode
+            } else {
+                libc::S_IFIFO | 0o600
+            };
+            b.op(
+                &what,
+                FdOp::TmpNode {
+                    slot: h,
+                    paths: super::regular::temp_names(path, p.id),
+                    mode,
+                    flags: libc::O_RDWR | libc::O_NONBLOCK,
+                    meta: super::regular::NodeMeta::of(&p.fifo),
+                },
+            );
+            if !p.data.is_empty() {
+                b.op(
+                    &what,
+                    FdOp::Write {
+                        slot: h,
+                        data: p.data.clone(),
+                    },
+                );
+            }
+            st.fifo_holders.insert(p.id, h);
+            h
+        }
+    };
+    let s = b.slot();
+    b.op(
+        &what,
+        FdOp::Reopen {
+            slot: s,
+            from: h,
+            flags: flags | libc::O_NONBLOCK,
         },
     );
     b.set_fl(&what, s, flags);
@@ -524,12 +580,12 @@ mod tests {
             slot: 0,
             flags: libc::O_NONBLOCK
         }));
-        assert!(plan.ops.contains(&FdOp::Place {
+        assert!(plan.procs[0].places.contains(&super::super::Place {
             slot: 0,
             fd: 3,
             cloexec: false
         }));
-        assert!(plan.ops.contains(&FdOp::Place {
+        assert!(plan.procs[0].places.contains(&super::super::Place {
             slot: 1,
             fd: 4,
             cloexec: false
@@ -615,7 +671,7 @@ mod tests {
             .any(|o| matches!(o, FdOp::Pipe { .. } | FdOp::Write { .. })));
         assert_eq!(plan.needs_std, [false, true, false]);
         assert_eq!(plan.warnings.len(), 0, "{:?}", plan.warnings);
-        assert!(plan.ops.contains(&FdOp::Place {
+        assert!(plan.procs[0].places.contains(&super::super::Place {
             slot: 1,
             fd: 0,
             cloexec: false

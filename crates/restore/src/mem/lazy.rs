@@ -158,6 +158,9 @@ fn lazy_steps(steps: &[MapStep], writes: &[PageWrite]) -> Vec<bool> {
                 && s.backing == Backing::Anon
                 && !s.shared
                 && s.map_prot & PROT_WRITE != 0
+                // Locked memory is filled now: mlock2 faults it in before
+                // the server runs.
+                && s.lock.is_none()
             {
                 want[i] = true;
             }

@@ -9,6 +9,7 @@
 //! them).
 
 mod regs;
+pub mod seccomp;
 mod siginfo;
 mod xstate;
 
@@ -28,6 +29,9 @@ use nix::sys::ptrace::Options;
 pub const PTRACE_O_TRACESYSGOOD: u32 = libc::PTRACE_O_TRACESYSGOOD as u32;
 pub const PTRACE_O_TRACECLONE: u32 = libc::PTRACE_O_TRACECLONE as u32;
 pub const PTRACE_O_EXITKILL: u32 = libc::PTRACE_O_EXITKILL as u32;
+/// Seccomp filters do not apply to the tracee while it is traced with this
+/// option (needs CAP_SYS_ADMIN).
+pub const PTRACE_O_SUSPEND_SECCOMP: u32 = 1 << 21;
 
 pub const PTRACE_O_TRACEFORK: u32 = libc::PTRACE_O_TRACEFORK as u32;
 pub const PTRACE_O_TRACEVFORK: u32 = libc::PTRACE_O_TRACEVFORK as u32;
@@ -202,6 +206,38 @@ pub fn seize_and_stop(tid: Pid, options: u32) -> Result<Vec<[u8; SIGINFO_SIZE]>>
     seize(tid, options)?;
     interrupt(tid)?;
     wait_interrupt_stop(tid)
+}
+
+/// After `interrupt`, one look (without blocking) at whether the thread
+/// reached its interrupt stop: `Ok(true)` when it did, `Ok(false)` when not
+/// yet. What happens on the way is handled as [`wait_interrupt_stop`] does
+/// (signals held back into `deferred`, other events resumed), so callers
+/// can bound the wait: a thread that never stops (uninterruptible sleep)
+/// is then seen, not waited for forever.
+pub fn poll_interrupt_stop(tid: Pid, deferred: &mut Vec<[u8; SIGINFO_SIZE]>) -> Result<bool> {
+    loop {
+        match try_wait(tid)? {
+            None => return Ok(false),
+            Some(Stop::Event { event, .. }) if event == PTRACE_EVENT_STOP => return Ok(true),
+            Some(Stop::Event { .. }) => cont(tid, 0)?,
+            Some(Stop::Signal(_)) => {
+                deferred.push(get_siginfo(tid)?);
+                cont(tid, 0)?;
+            }
+            Some(Stop::Exited(c)) => {
+                return Err(Error::Gone {
+                    tid,
+                    how: format!("exit status {c}"),
+                })
+            }
+            Some(Stop::Killed(s)) => {
+                return Err(Error::Gone {
+                    tid,
+                    how: format!("killed by signal {s}"),
+                })
+            }
+        }
+    }
 }
 
 /// After `interrupt`, wait for the interrupt stop. Signals whose delivery
