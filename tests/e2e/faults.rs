@@ -687,3 +687,166 @@ fn restore_racing_for_its_pid() {
         r.kill();
     }
 }
+
+/// A small deterministic generator for the moments of the signals.
+struct Rand(u64);
+impl Rand {
+    fn new() -> Rand {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        eprintln!("seed {seed}");
+        Rand(seed | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// `ckpt dump --leave-running` of `p` in a process group of its own
+/// (with the phase hook `hook_ms`), started.
+fn dump_in_own_group(p: &Proc, image: &Path, hook_ms: u64) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = ckpt();
+    cmd.args([
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+        "-q",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    if hook_ms > 0 {
+        cmd.env("CKPT_TEST_DELAY_MS", hook_ms.to_string());
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Wait for a child with a time limit (then kill it and fail).
+fn wait_limited(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("{what}: ckpt did not end");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP sent to the process group of a `ckpt dump
+/// --leave-running` of a 300 MB process at random moments (what Ctrl-C,
+/// `timeout` or a service manager do): the dump is cancelled cleanly
+/// (exit 128 + signal, no image, no temp file) or had completed (exit 0,
+/// a whole image); the target always goes on untouched.
+#[test]
+fn signals_to_the_dumps_process_group_cancel_it_cleanly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("groupsig");
+    let p = start_target(&dir, 300, 5, 0);
+    let image = dir.join("g.ckpt");
+    let mut rnd = Rand::new();
+    let (mut cancelled, mut completed) = (0, 0);
+    for hook in [20u64, 0] {
+        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+        for round in 0..12u64 {
+            let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+            let _ = std::fs::remove_file(&image);
+            let mut child = dump_in_own_group(&p, &image, hook);
+            let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
+            std::thread::sleep(delay);
+            let _ = ckpt_sys::sys::kill(-(child.id() as i32), sig);
+            let what = format!("signal {sig} to the group after {delay:?} (hook {hook} ms)");
+            let st = wait_limited(&mut child, &what);
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert_no_temp(dir.path(), "g.ckpt", &what);
+            match st.code() {
+                Some(0) => {
+                    assert_valid_image(&image, &what);
+                    completed += 1;
+                }
+                Some(c) if c == 128 + sig => {
+                    assert!(!image.exists(), "{what}: cancelled, yet an image exists");
+                    assert!(err.contains("cancelled"), "{what}: {err}");
+                    cancelled += 1;
+                }
+                _ => panic!(
+                    "{what}: ckpt ended with {st:?} (signal {:?}): {err}",
+                    st.signal()
+                ),
+            }
+            assert_goes_on(&p, &what);
+        }
+    }
+    eprintln!("{cancelled} dumps cancelled, {completed} completed");
+    assert!(
+        cancelled >= 6,
+        "only {cancelled} of 24 signals cancelled a dump"
+    );
+}
+
+/// The dump worker killed with SIGKILL at random moments (the injected
+/// queries included, with the phase hook): the target is never killed,
+/// stopped or changed, and no temp file is left.
+#[test]
+fn sigkill_of_the_dump_worker_never_harms_the_target() {
+    let dir = TempDir::new("killworker");
+    let p = start_target(&dir, 300, 5, 0);
+    let image = dir.join("w.ckpt");
+    let mut rnd = Rand::new();
+    let mut cut = 0;
+    for hook in [20u64, 0] {
+        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+        for _ in 0..10 {
+            let _ = std::fs::remove_file(&image);
+            let mut child = dump_in_own_group(&p, &image, hook);
+            let ckpt_pid = child.id();
+            // The worker: ckpt's child.
+            let t = Instant::now();
+            let worker = loop {
+                let kids =
+                    std::fs::read_to_string(format!("/proc/{ckpt_pid}/task/{ckpt_pid}/children"))
+                        .unwrap_or_default();
+                if let Some(w) = kids.split_whitespace().next() {
+                    break w.parse::<i32>().ok();
+                }
+                if t.elapsed() > LIMIT || child.try_wait().unwrap().is_some() {
+                    break None;
+                }
+                std::thread::yield_now();
+            };
+            let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
+            std::thread::sleep(delay);
+            if let Some(w) = worker {
+                let _ = ckpt_sys::sys::kill(w, libc::SIGKILL);
+            }
+            let what = format!("worker killed after {delay:?} (hook {hook} ms)");
+            let st = wait_limited(&mut child, &what);
+            assert_no_temp(dir.path(), "w.ckpt", &what);
+            if !st.success() {
+                assert!(!image.exists(), "{what}");
+                cut += 1;
+            }
+            assert_goes_on(&p, &what);
+        }
+    }
+    assert!(cut >= 5, "only {cut} of 20 dumps were cut short");
+}

@@ -169,7 +169,6 @@ fn ask_process(
     let pid = frozen.pid;
     let t = Instant::now();
     let (tty_fds, owner_fds) = fds::remote_needs(raw_fds);
-    let ip = remote::find_syscall_ip(pid)?;
     let queries = remote::Queries {
         timer_ids: posix_timers.iter().map(|t| t.id).collect(),
         tty_fds,
@@ -177,12 +176,7 @@ fn ask_process(
         sig_mask: signals::to_query(status)?,
         rlimits: rlimits::from_outside(pid),
     };
-    // While system calls are injected, our death must kill the process
-    // rather than let it run on with the injector's registers.
-    frozen.set_exit_kill(true)?;
-    let rinfo = remote::query(frozen, ip, &queries);
-    frozen.set_exit_kill(false)?;
-    let rinfo = rinfo?;
+    let rinfo = remote::query(frozen, &queries)?;
     tracing::debug!(injected = rinfo.injected, elapsed = ?t.elapsed(), "asked the process");
     Ok(rinfo)
 }

@@ -142,15 +142,43 @@ impl<W: Write> PageSink for ImageWriter<W> {
 /// Called from a single-threaded process (the `ckpt` command), the dump
 /// runs in a forked worker process, so that the caller being killed at any
 /// point (SIGKILL included) abandons the dump cleanly: the target goes on
-/// as it was, no image appears and the temp file is removed. See the
+/// as it was, no image appears and the temp file is removed. SIGINT,
+/// SIGTERM and SIGHUP cancel it the same way ([`Error::Cancelled`]); a
+/// worker killed with SIGKILL leaves the target as it was too. See the
 /// `worker` module; errors from the worker keep their message.
 pub fn dump(pid: i32, out: &Path, opts: DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     freeze::check_target(pid)?;
     if worker::single_threaded() {
-        return worker::run_in_worker(pid, || dump::dump_here(pid, out, opts, t0));
+        return worker::run_in_worker(
+            pid,
+            || dump::dump_here(pid, out, opts, t0),
+            |worker| remove_temp_files(out, worker),
+        );
     }
     dump::dump_here(pid, out, opts, t0)
+}
+
+/// Remove the temp files a dump worker that died left (AtomicFile names
+/// them NAME.tmp.PID.N after its creator).
+fn remove_temp_files(out: &Path, worker: i32) {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp.{worker}.", name.to_string_lossy());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                tracing::debug!(file = ?e.path(), "removing the dead worker's temp file");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Same, streaming the image into any Write (pipe/socket).

@@ -1,13 +1,14 @@
 //! Processes and threads by pid: ids, signals, the parent-death signal,
 //! subreaping, resource limits, robust futex lists; [`wait`] for waiting
 //! and reaping, [`sched`] for scheduling, [`pidfd`] for another process's
-//! fds.
+//! fds, [`signals`] for this process's own signal mask.
 //!
 //! Calls that take a signal number are made by hand: nix's `Signal` enum
 //! has no realtime signals, and ckpt forwards and re-queues any signal.
 
 pub mod pidfd;
 pub mod sched;
+pub mod signals;
 pub mod wait;
 
 use crate::{last_os, OsResult, Pid, Result};

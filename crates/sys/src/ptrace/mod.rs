@@ -106,6 +106,16 @@ pub fn singlestep(tid: Pid) -> Result<()> {
     nix::sys::ptrace::step(nix_pid(tid), None).op_tid("PTRACE_SINGLESTEP", tid)
 }
 
+/// Resume a stopped thread until its next system call entry or exit
+/// (PTRACE_SYSCALL), without delivering a signal.
+pub fn syscall_resume(tid: Pid) -> Result<()> {
+    nix::sys::ptrace::syscall(nix_pid(tid), None).op_tid("PTRACE_SYSCALL", tid)
+}
+
+/// The stop status of a system call entry or exit stop, with
+/// PTRACE_O_TRACESYSGOOD.
+pub const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
+
 /// Set ptrace options on an attached thread.
 pub fn set_options(tid: Pid, options: u32) -> Result<()> {
     let options = Options::from_bits_retain(options as libc::c_int);
