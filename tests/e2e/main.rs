@@ -11,3 +11,4 @@ mod pipes;
 mod security;
 mod show;
 mod sockets;
+mod trust;

@@ -134,7 +134,8 @@ pub(crate) fn capture_with(
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
 
     let mut watched = Watched { pid, sink };
-    let pages_bytes = save_memory(pid, page, opts, &mut watched, &mut process)?;
+    let held = fds::deleted_files(&raw_fds);
+    let pages_bytes = save_memory(pid, page, &held, opts, &mut watched, &mut process)?;
     worker::test_delay();
     worker::check(pid)?;
 
@@ -198,6 +199,7 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
 fn save_memory(
     pid: Pid,
     page: u64,
+    held: &std::collections::HashSet<(u64, u64)>,
     opts: &mut DumpOptions,
     sink: &mut dyn PageSink,
     process: &mut Process,
@@ -208,7 +210,7 @@ fn save_memory(
         Some(p) => p.as_mut(),
         None => &mut noop,
     };
-    let (vmas, bytes) = mem::save(pid, page, sink, progress)?;
+    let (vmas, bytes) = mem::save(pid, page, held, sink, progress)?;
     tracing::info!(areas = vmas.len(), bytes, elapsed = ?t.elapsed(), "memory");
     process.vmas = vmas;
     Ok(bytes)

@@ -113,6 +113,15 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// An OS error's text without std's " (os error N)" suffix.
+pub(crate) fn os_msg(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match (e.raw_os_error(), s.rfind(" (os error ")) {
+        (Some(_), Some(i)) => s[..i].to_string(),
+        _ => s,
+    }
+}
+
 /// "SIGTERM" for 15.
 pub(crate) fn signal_name(sig: i32) -> String {
     match sig {

@@ -24,8 +24,12 @@
 //!   swapped pages. Private file mappings: the pages no longer the file's
 //!   (COW'd). Shared memory mapped shared (shared anonymous, memfd, SysV,
 //!   /dev/shm): every page up to the object's end, holes as zero pages.
-//!   Deleted files mapped, and memfds mapped private: every readable page.
-//!   Shared mappings of existing files, vdso/vvar/vsyscall/uprobes: none.
+//!   Memfds mapped private: every readable page. Shared mappings of
+//!   files, vdso/vvar/vsyscall/uprobes: none.
+//! - Deleted files mapped: their whole contents once per file in
+//!   `FileMapping.contents` (every mapping of the file has the same blob),
+//!   unless an fd of the process holds the file (then its `RegularFile`
+//!   has them); a dump that cannot read them refuses.
 //! - Pipes: buffered bytes are on the read end's OpenFile only (once per
 //!   pipe); a write end alone carries no data.
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read

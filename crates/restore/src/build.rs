@@ -263,7 +263,26 @@ impl<R: ReadAt + Sync> Build<'_, R> {
 
         let step = Step::begin("mappings");
         let scratch = layout.tramp + self.page;
-        vmas::map_all(&mut main, &self.mem.steps, &layout, scratch, self.as_saved)?;
+        let reader = self.reader;
+        let recreated = vmas::recreate_files(
+            &mut main,
+            &self.mem.recreate,
+            scratch,
+            self.as_saved,
+            &mut |b| {
+                reader
+                    .read_blob(b)
+                    .ctx(|| "reading a deleted file's saved contents".into())
+            },
+        )?;
+        vmas::map_all(
+            &mut main,
+            &self.mem.steps,
+            &recreated,
+            &layout,
+            scratch,
+            self.as_saved,
+        )?;
         step.done();
         self.phase("mappings");
 

@@ -412,6 +412,9 @@ fn check_paths(p: &Process, fds: &FdPlan, mem: &MemPlan, r: &mut Report) {
     for (what, id) in &mem.files {
         paths.push((what.clone(), strip_deleted(&id.path)));
     }
+    for f in &mem.recreate {
+        paths.push((f.what.clone(), f.path.as_bytes()));
+    }
     for (what, path) in &paths {
         if let Some(why) = path_problem(path) {
             r.errors.push(format!(

@@ -105,6 +105,15 @@
 //! before; their saved data is refilled only when no live process holds
 //! the FIFO (else it is still in the pipe).
 //!
+//! # Deleted files
+//! A deleted file behind an fd, or mapped with no fd left, is made again
+//! from its saved contents: created at its old path when that is free and
+//! unlinked at once (so that /proc/PID/fd and /proc/PID/maps name it as
+//! before), else as an O_TMPFILE file in its directory (else /tmp); with
+//! the saved user's rights where the restore takes them. Mappings of one
+//! such file share one new file (made by the process being built,
+//! `mem/vmas.rs`; filled by the restorer through /proc/PID/fd).
+//!
 //! # Not restored (check() says so, as an error or a warning)
 //! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
 //! - More than one process per image; a chroot; a seccomp filter (not in

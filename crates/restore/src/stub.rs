@@ -472,6 +472,7 @@ mod tests {
         // reopened through /proc/self/fd with the restorer's rights.
         c.run(&FdOp::TmpFile {
             slot: 1,
+            name: None,
             dirs: vec![c"/tmp".to_owned()],
             mode: 0o400,
             contents: b"saved".to_vec(),

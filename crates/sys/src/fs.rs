@@ -1,4 +1,5 @@
-//! Paths: the working directory, extended attributes.
+//! Paths: the working directory, extended attributes, unlinking a name
+//! only while it is still a given file.
 
 use crate::{last_os, os_errno, OsResult, Result};
 use std::ffi::CStr;
@@ -6,6 +7,24 @@ use std::ffi::CStr;
 /// chdir(2).
 pub fn chdir(path: &CStr) -> Result<()> {
     nix::unistd::chdir(path).op("chdir")
+}
+
+/// Unlink `path` if it is still the file open in `fd` (same device and
+/// inode; a symlink there is not followed): true when it was. Allocates
+/// nothing (the stub calls it after its fork).
+pub fn unlink_if_same(path: &CStr, fd: impl std::os::fd::AsRawFd) -> Result<bool> {
+    let fd = crate::fds::borrow("fstat", fd)?;
+    let ours = nix::sys::stat::fstat(&*fd).op("fstat")?;
+    let there = match nix::sys::stat::lstat(path) {
+        Ok(st) => st,
+        Err(nix::errno::Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(os_errno("lstat", 0, e as i32)),
+    };
+    if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino) {
+        return Ok(false);
+    }
+    nix::unistd::unlink(path).op("unlink")?;
+    Ok(true)
 }
 
 /// getxattr(2) on a path (following symlinks), e.g. "system.sockprotoname"

@@ -148,6 +148,19 @@ pub(crate) fn list(pid: Pid) -> Result<Vec<RawFd>> {
     Ok(out)
 }
 
+/// (dev, inode) of the deleted regular files the fds hold (saved with
+/// their contents by the fds step).
+pub(crate) fn deleted_files(fds: &[RawFd]) -> HashSet<(u64, u64)> {
+    fds.iter()
+        .filter(|f| regular::matches(f) && !memfd::matches(f))
+        .filter_map(|f| {
+            let md = f.md.as_ref()?;
+            let deleted = strip_deleted(&f.link).1 || md.nlink() == 0;
+            (md.is_file() && deleted).then(|| (md.dev(), md.ino()))
+        })
+        .collect()
+}
+
 /// Fds that need injected queries: terminals, and fds with an owner (O_ASYNC).
 pub(crate) fn remote_needs(fds: &[RawFd]) -> (Vec<i32>, Vec<i32>) {
     let ttys = fds

@@ -1,8 +1,9 @@
 //! Memory: the areas of the process (vmas.rs: /proc/PID/smaps into the
 //! model's `Vma`s) and the contents of the pages that must be saved
 //! (pages.rs: pagemap, then fast reads; shmem.rs: shared memory objects,
-//! holes left untouched).
+//! holes left untouched); deleted files it maps, whole (deleted.rs).
 
+mod deleted;
 mod pages;
 mod shmem;
 mod vmas;
@@ -11,14 +12,18 @@ use crate::error::Result;
 use crate::{procfs, worker, PageSink};
 use ckpt_image::Vma;
 use ckpt_sys::Pid;
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// Every memory area of `pid`, with its saved pages written to `sink`
-/// (`progress` is called with bytes saved so far and bytes to save).
+/// (`progress` is called with bytes saved so far and bytes to save), and
+/// the contents of the deleted files it maps that no fd of it holds
+/// (`held`: (dev, inode) of the deleted files its fds hold).
 /// Returns the model's areas and the bytes of pages saved.
 pub(crate) fn save(
     pid: Pid,
     page: u64,
+    held: &HashSet<(u64, u64)>,
     sink: &mut dyn PageSink,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(Vec<Vma>, u64)> {
@@ -32,6 +37,8 @@ pub(crate) fn save(
         out.push(vma);
         areas.push((e, policy));
     }
+    let entries: Vec<vmas::MapEntry> = areas.iter().map(|(e, _)| e.clone()).collect();
+    deleted::save(pid, &entries, &mut out, held, sink)?;
     let ranges = pages::plan(pid, &areas, page)?;
     tracing::debug!(
         areas = areas.len(),

@@ -85,10 +85,12 @@ pub enum FdOp {
     /// The restorer's own fd `std` itself (the same description, dup()ed).
     /// (pipe.rs)
     InheritStd { slot: usize, std: usize },
-    /// An unlinked file (O_TMPFILE in the first directory that allows it)
-    /// with `contents`. (regular.rs)
+    /// An unlinked file with `contents`: created at its old `name` and
+    /// unlinked when that is free, else O_TMPFILE in the first directory
+    /// that allows it. (regular.rs)
     TmpFile {
         slot: usize,
+        name: Option<CString>,
         dirs: Vec<CString>,
         mode: u32,
         contents: Vec<u8>,
@@ -488,10 +490,11 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
         FdOp::TmpFile {
             slot,
+            name,
             dirs,
             mode,
             contents,
-        } => regular::tmpfile(c, *slot, dirs, *mode, contents)?,
+        } => regular::tmpfile(c, *slot, name.as_deref(), dirs, *mode, contents)?,
         FdOp::Pipe {
             read,
             write,

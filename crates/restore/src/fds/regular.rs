@@ -7,7 +7,8 @@ use crate::stub::Child;
 use crate::Report;
 use ckpt_image::{FileIdentity, RegularFile};
 use ckpt_sys::setup;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, IntoRawFd};
 
 /// A regular file: reopened by path, or made again when it was deleted.
 pub(super) fn plan_file(b: &mut Builder, g: usize, rf: &RegularFile) {
@@ -70,6 +71,7 @@ fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
         &what,
         FdOp::TmpFile {
             slot: s,
+            name: cpath(path),
             dirs,
             mode,
             contents,
@@ -104,15 +106,26 @@ pub(super) fn plan_directory(b: &mut Builder, g: usize, fi: &FileIdentity) {
 
 /// FdOp::TmpFile: created with the saved user's ids where the restore
 /// takes them (the file then belongs to that user, in a directory that
-/// user may write to), then filled.
+/// user may write to), then filled. At its old `name` when that is free,
+/// unlinked at once (so that /proc/PID/fd names it as before), else
+/// O_TMPFILE in one of `dirs`.
 pub(super) fn tmpfile(
     c: &mut Child<'_>,
     slot: usize,
+    name: Option<&CStr>,
     dirs: &[CString],
     mode: u32,
     contents: &[u8],
 ) -> ckpt_sys::Result<()> {
     let fd = c.as_saved(|_| {
+        if let Some(name) = name {
+            let excl = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            if let Ok(fd) = ckpt_sys::fds::open(name, excl, mode) {
+                if ckpt_sys::fs::unlink_if_same(name, fd.as_raw_fd()).unwrap_or(false) {
+                    return Ok(fd.into_raw_fd());
+                }
+            }
+        }
         let mut last = None;
         for d in dirs {
             match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, mode) {
@@ -199,7 +212,13 @@ mod tests {
         let plan = plan_fds(&img, &p, &FdEnv::default(), &mut |_| Ok(b"abc".to_vec()));
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         match &plan.ops[0] {
-            FdOp::TmpFile { dirs, contents, .. } => {
+            FdOp::TmpFile {
+                name,
+                dirs,
+                contents,
+                ..
+            } => {
+                assert_eq!(name.as_deref(), Some(c"/d/f"));
                 assert_eq!(dirs[0].as_bytes(), b"/d");
                 assert_eq!(contents, b"abc");
             }

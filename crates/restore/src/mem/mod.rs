@@ -13,7 +13,7 @@ pub(crate) mod uffd;
 pub(crate) mod vmas;
 
 pub use pages::PageWrite;
-pub use vmas::{Backing, MapStep};
+pub use vmas::{Backing, MapStep, RecreatedFile};
 
 use ckpt_image::{Image, MemoryRun, Process};
 
@@ -22,6 +22,8 @@ use ckpt_image::{Image, MemoryRun, Process};
 pub struct MemPlan {
     pub steps: Vec<MapStep>,
     pub writes: Vec<PageWrite>,
+    /// Deleted files made again for their mappings.
+    pub recreate: Vec<RecreatedFile>,
     /// Files mapped by path: (what, identity) for existence checks.
     pub files: Vec<(String, ckpt_image::FileIdentity)>,
     pub errors: Vec<String>,

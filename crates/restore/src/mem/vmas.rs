@@ -41,6 +41,29 @@ pub enum Backing {
         size: u64,
         offset: u64,
     },
+    /// A deleted file no fd holds, made again from its saved contents:
+    /// `MemPlan::recreate[file]`.
+    Recreated { file: usize, offset: u64 },
+}
+
+/// A deleted file that mappings need, made again by the process being
+/// built: created at its old path (when that is free) and unlinked, so
+/// that /proc/PID/maps names it as before, else as an O_TMPFILE file in
+/// its directory (else /tmp); filled with its saved contents by the
+/// restorer through /proc/PID/fd; one file for all its mappings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecreatedFile {
+    /// Its (dev, inode) at the dump.
+    pub key: (u64, u64),
+    /// Its old path (without " (deleted)").
+    pub path: CString,
+    /// Where an O_TMPFILE copy may go: its directory, then /tmp.
+    pub dirs: Vec<CString>,
+    /// Permission bits (without set-id bits).
+    pub mode: u32,
+    pub contents: ckpt_image::Blob,
+    /// For messages: the first mapping of it.
+    pub what: String,
 }
 
 /// One mapping to create, in address order.
@@ -221,7 +244,8 @@ fn access_of(v: &Vma) -> i32 {
 }
 
 /// A file mapping: the file by path, or a deleted one through the fd of
-/// the process that holds its saved contents.
+/// the process that holds its saved contents, or made again from the
+/// contents saved with the mapping.
 fn file_backing(
     v: &Vma,
     fm: &FileMapping,
@@ -230,19 +254,24 @@ fn file_backing(
     plan: &mut MemPlan,
 ) -> Option<Backing> {
     if fm.file.deleted {
-        return match held.deleted.get(&(fm.file.dev, fm.file.inode)) {
-            Some(&fd) => Some(Backing::File {
+        let key = (fm.file.dev, fm.file.inode);
+        if let Some(&fd) = held.deleted.get(&key) {
+            return Some(Backing::File {
                 path: own_fd_path(fd),
                 flags: access_of(v),
                 offset: fm.offset,
-            }),
-            None => {
-                plan.errors.push(format!(
-                    "{what}: maps a deleted file whose contents are not in the image"
-                ));
-                None
-            }
-        };
+            });
+        }
+        if !fm.has_contents {
+            plan.errors.push(format!(
+                "{what}: maps a deleted file whose contents are not in the image"
+            ));
+            return None;
+        }
+        return recreated(fm, what, plan).map(|file| Backing::Recreated {
+            file,
+            offset: fm.offset,
+        });
     }
     match CString::new(strip_deleted(&fm.file.path).to_vec()) {
         Ok(path) => {
@@ -258,6 +287,39 @@ fn file_backing(
             None
         }
     }
+}
+
+/// The index in `plan.recreate` of the deleted file of `fm` (added on its
+/// first mapping).
+fn recreated(fm: &FileMapping, what: &str, plan: &mut MemPlan) -> Option<usize> {
+    let key = (fm.file.dev, fm.file.inode);
+    if let Some(i) = plan.recreate.iter().position(|r| r.key == key) {
+        return Some(i);
+    }
+    let raw = strip_deleted(&fm.file.path);
+    let Some(path) = CString::new(raw.to_vec()).ok() else {
+        plan.errors.push(format!("{what}: path holds a NUL byte"));
+        return None;
+    };
+    let mut dirs = Vec::new();
+    if let Some(pos) = raw.iter().rposition(|&c| c == b'/') {
+        let d = if pos == 0 { &raw[..1] } else { &raw[..pos] };
+        dirs.extend(CString::new(d.to_vec()).ok());
+    }
+    dirs.push(CString::new("/tmp").expect("no NUL"));
+    let mode = match fm.file.mode & 0o777 {
+        0 => 0o600,
+        m => m,
+    };
+    plan.recreate.push(RecreatedFile {
+        key,
+        path,
+        dirs,
+        mode,
+        contents: fm.contents.clone(),
+        what: what.to_string(),
+    });
+    Some(plan.recreate.len() - 1)
 }
 
 /// Shared memory: anonymous, a memfd (through the fd of the process that
@@ -337,9 +399,12 @@ struct Made {
 }
 
 /// Make every mapping of the image, writable where pages will be written.
+/// `recreated`: the fds in the target of the deleted files it maps
+/// ([`recreate_files`]), closed here.
 pub(crate) fn map_all(
     main: &mut Remote,
     steps: &[MapStep],
+    recreated: &[u64],
     l: &Layout,
     scratch: u64,
     as_saved: Option<&FsSwitch>,
@@ -349,10 +414,11 @@ pub(crate) fn map_all(
         ..Default::default()
     };
     for s in steps {
-        map_one(main, s, l, scratch, &mut made)?;
+        map_one(main, s, l, scratch, recreated, &mut made)?;
         advise(main, s, scratch)?;
     }
-    for fd in made.files.into_values().chain(made.memfds.into_values()) {
+    let made_fds = made.files.into_values().chain(made.memfds.into_values());
+    for fd in made_fds.chain(recreated.iter().copied()) {
         main.call("close", libc::SYS_close, &[fd])?;
     }
     for (id, tmp) in made.shm {
@@ -364,6 +430,133 @@ pub(crate) fn map_all(
     }
     tracing::debug!(mappings = steps.len(), "mappings made");
     Ok(())
+}
+
+/// Make again, in the target, each deleted file its mappings need (see
+/// [`RecreatedFile`]), with the saved user's rights where the restore
+/// takes them; `load` reads a file's saved contents. Returns their fds in
+/// the target, by index.
+pub(crate) fn recreate_files(
+    main: &mut Remote,
+    files: &[RecreatedFile],
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+    load: &mut dyn FnMut(&ckpt_image::Blob) -> Result<Vec<u8>>,
+) -> Result<Vec<u64>> {
+    let mut fds = Vec::with_capacity(files.len());
+    if files.is_empty() {
+        return Ok(fds);
+    }
+    let pid = main.tid;
+    let made = with_rights(main, as_saved, scratch, |main| {
+        for f in files {
+            fds.push(create_unlinked(main, f, scratch)?);
+        }
+        Ok(())
+    });
+    let filled = made.and_then(|()| {
+        for (f, &fd) in files.iter().zip(&fds) {
+            let contents = load(&f.contents)?;
+            fill(pid, fd, &contents).map_err(|source| Error::Io {
+                context: format!(
+                    "{}: writing the saved contents of {} ({} bytes)",
+                    f.what,
+                    f.path.to_string_lossy(),
+                    contents.len()
+                ),
+                source,
+            })?;
+            main.call(
+                &format!("fchmod of the copy of {}", f.path.to_string_lossy()),
+                libc::SYS_fchmod,
+                &[fd, u64::from(f.mode)],
+            )?;
+        }
+        Ok(())
+    });
+    if let Err(e) = filled {
+        for &fd in &fds {
+            let _ = main.raw("close", libc::SYS_close, &[fd]);
+        }
+        return Err(e);
+    }
+    tracing::debug!(files = files.len(), "deleted mapped files made again");
+    Ok(fds)
+}
+
+/// The file of `f`, created unlinked in the target: at its old path
+/// (O_EXCL) then unlinked when the path is free, else O_TMPFILE in one of
+/// its directories. Its fd there.
+fn create_unlinked(main: &mut Remote, f: &RecreatedFile, scratch: u64) -> Result<u64> {
+    let pid = main.tid;
+    let name = f.path.to_string_lossy().into_owned();
+    main.write_cstr(scratch, f.path.as_bytes())?;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    let r = main.raw(
+        &format!("creating {name}"),
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, scratch, flags as u64, 0o600],
+    )?;
+    if r >= 0 {
+        let fd = r as u64;
+        // Unlink the name only if it is still ours.
+        let ours = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok();
+        let there = std::fs::symlink_metadata(&name).ok();
+        use std::os::unix::fs::MetadataExt;
+        let same = matches!((&ours, &there), (Some(a), Some(b)) if a.dev() == b.dev() && a.ino() == b.ino());
+        if same {
+            main.write_cstr(scratch, f.path.as_bytes())?;
+            if main.raw(
+                &format!("unlink of {name}"),
+                libc::SYS_unlinkat,
+                &[libc::AT_FDCWD as u64, scratch, 0],
+            )? == 0
+            {
+                return Ok(fd);
+            }
+        }
+        main.call("close", libc::SYS_close, &[fd])?;
+    }
+    let mut last = -r;
+    for d in &f.dirs {
+        main.write_cstr(scratch, d.as_bytes())?;
+        let r = main.raw(
+            &format!("O_TMPFILE in {}", d.to_string_lossy()),
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as u64,
+                scratch,
+                (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                0o600,
+            ],
+        )?;
+        if r >= 0 {
+            return Ok(r as u64);
+        }
+        last = -r;
+    }
+    Err(Error::Io {
+        context: format!(
+            "{}: making the deleted file {name} again (at its path, or unlinked in {})",
+            f.what,
+            f.dirs
+                .iter()
+                .map(|d| d.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        source: std::io::Error::from_raw_os_error(last as i32),
+    })
+}
+
+/// Write `contents` into fd `fd` of process `pid`, from here.
+fn fill(pid: i32, fd: u64, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/fd/{fd}"))?;
+    f.write_all_at(contents, 0)?;
+    f.set_len(contents.len() as u64)
 }
 
 /// The mapped files, each (path, flags) opened once, all together: with
@@ -413,6 +606,7 @@ fn map_one(
     s: &MapStep,
     l: &Layout,
     scratch: u64,
+    recreated: &[u64],
     made: &mut Made,
 ) -> Result<()> {
     let prot = u64::from(s.map_prot);
@@ -454,6 +648,17 @@ fn map_one(
         Backing::SharedAnon { id, offset } => {
             map_shared_anon(main, s, l, (*id, *offset), made)?;
         }
+        Backing::Recreated { file, offset } => {
+            let fd = *recreated.get(*file).ok_or_else(|| Error::Stub {
+                pid: main.tid,
+                what: format!("{}: its deleted file was not made again", s.what),
+            })?;
+            main.call(
+                &what,
+                libc::SYS_mmap,
+                &[s.start, s.len, prot, share | fixed, fd, *offset],
+            )?;
+        }
         Backing::NewMemfd {
             id,
             name,
@@ -471,14 +676,7 @@ fn map_one(
             main.call(
                 &what,
                 libc::SYS_mmap,
-                &[
-                    s.start,
-                    s.len,
-                    prot,
-                    libc::MAP_SHARED as u64 | fixed,
-                    fd,
-                    *offset,
-                ],
+                &[s.start, s.len, prot, share | fixed, fd, *offset],
             )?;
         }
     }

@@ -1,0 +1,85 @@
+//! Deleted files the process maps: their whole contents, saved once per
+//! file (`FileMapping.contents`, the same blob for every mapping of it),
+//! so that restore can make the file again and map it; pages of the
+//! mappings are then saved like those of any file (shared: none; private:
+//! the ones copied on write). A deleted file that an fd of the process
+//! also holds is saved with that fd (restore maps it through the fd), not
+//! twice.
+//!
+//! What cannot be read (reading /proc/PID/map_files needs
+//! CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN) is refused here, by name: a
+//! dump never succeeds with what the restore would then refuse.
+
+use super::vmas::{map_files_path, MapEntry};
+use crate::error::{Error, Result};
+use crate::PageSink;
+use ckpt_image::{Blob, Vma, VmaBacking};
+use ckpt_sys::Pid;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+/// Fill `contents` of the mappings of deleted files that no fd in `held`
+/// (dev, inode) holds.
+pub(super) fn save(
+    pid: Pid,
+    entries: &[MapEntry],
+    vmas: &mut [Vma],
+    held: &HashSet<(u64, u64)>,
+    sink: &mut dyn PageSink,
+) -> Result<()> {
+    let mut saved: HashMap<(u64, u64), Blob> = HashMap::new();
+    for (e, v) in entries.iter().zip(vmas.iter_mut()) {
+        let VmaBacking::File(fm) = &mut v.backing else {
+            continue;
+        };
+        if !fm.file.deleted {
+            continue;
+        }
+        let key = (fm.file.dev, fm.file.inode);
+        if held.contains(&key) {
+            continue;
+        }
+        let blob = match saved.get(&key) {
+            Some(b) => b.clone(),
+            None => {
+                let data = read(pid, e)?;
+                let b = sink.add_blob(&data)?;
+                tracing::debug!(
+                    file = %String::from_utf8_lossy(&fm.file.path),
+                    bytes = data.len(),
+                    "deleted mapped file saved"
+                );
+                saved.insert(key, b.clone());
+                b
+            }
+        };
+        fm.contents = blob;
+        fm.has_contents = true;
+    }
+    Ok(())
+}
+
+/// The whole contents of the deleted file mapped by `e`.
+fn read(pid: Pid, e: &MapEntry) -> Result<Vec<u8>> {
+    let path = map_files_path(pid, e);
+    let fail = |err: std::io::Error| Error::Vma {
+        pid,
+        start: e.start,
+        end: e.end,
+        name: String::from_utf8_lossy(&e.name).into_owned(),
+        what: format!(
+            "maps a deleted file whose contents cannot be read to save them ({}: {}{})",
+            path,
+            crate::error::os_msg(&err),
+            if err.raw_os_error() == Some(libc::EPERM) {
+                "; reading it needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN"
+            } else {
+                ""
+            }
+        ),
+    };
+    let mut f = std::fs::File::open(&path).map_err(fail)?;
+    let mut v = Vec::new();
+    f.read_to_end(&mut v).map_err(fail)?;
+    Ok(v)
+}

@@ -1,0 +1,152 @@
+//! Issue 11: what a dump accepts, the restore brings back (deleted-file
+//! mappings, file locks, process state); what the restore would fail on,
+//! `--check` says first; the restore ends in bounded time. See
+//! spec/security.md.
+
+use crate::util::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A Python script written into `dir` (the fixtures are C or installed
+/// scripts; these are the tests' own).
+fn py_script(dir: &TempDir, name: &str, src: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, src).unwrap();
+    p
+}
+
+fn python(script: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("python3");
+    c.arg("-u").arg(script).args(args);
+    c
+}
+
+/// Lines of /proc/PID/maps naming deleted files, without addresses.
+fn deleted_maps(pid: i32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let mut v: Vec<String> = maps
+        .lines()
+        .filter(|l| l.ends_with("(deleted)"))
+        .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" "))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+const DELETED_MAPS_PY: &str = r#"
+import ctypes, mmap, multiprocessing, os, sys, tempfile, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+def raw_map(fd, size, flags):
+    # Python's mmap keeps a dup of the fd: this one keeps none.
+    a = libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, flags, fd, 0)
+    assert a and a != ctypes.c_void_p(-1).value
+    return (ctypes.c_char * size).from_address(a)
+lock = multiprocessing.Lock()            # a POSIX semaphore: /dev/shm/sem.* mapped, unlinked
+lock.acquire()
+fd, path = tempfile.mkstemp(dir=sys.argv[1])
+os.write(fd, b"deleted-temp " * 1000)
+tmp = raw_map(fd, 13000, mmap.MAP_SHARED)  # a deleted temp file mapped shared, no fd
+os.close(fd); os.unlink(path)
+fd, path = tempfile.mkstemp(dir=sys.argv[1])
+os.write(fd, b"private " * 2000)
+priv = raw_map(fd, 16000, mmap.MAP_PRIVATE)  # and one mapped private, then written
+priv[:7] = b"changed"
+os.close(fd); os.unlink(path)
+fd, path = tempfile.mkstemp(dir=sys.argv[1])
+os.write(fd, b"held " * 100)
+held_map = mmap.mmap(fd, 0)              # one an fd (mmap's own dup) still holds
+os.close(fd); os.unlink(path)
+mf = os.memfd_create("ckpt-test")
+os.ftruncate(mf, 8192)
+shm = raw_map(mf, 8192, mmap.MAP_SHARED)  # a memfd mapped, its fd closed
+shm[:5] = b"memfd"
+os.close(mf)
+print("READY pid=%d" % os.getpid(), flush=True)
+n = 0
+while True:
+    n += 1
+    ok = (tmp[:13] == b"deleted-temp " and tmp[12987:13000] == b"deleted-temp "
+          and priv[:7] == b"changed" and priv[7:15] == b" private"
+          and held_map[:5] == b"held " and shm[:5] == b"memfd")
+    held = not lock.acquire(False)
+    tmp[13:20] = b"%07d" % (n % 10000000)
+    print("tick n=%d ok=%d held=%d" % (n, ok, held), flush=True)
+    if not ok:
+        print("ERROR contents changed", flush=True)
+    time.sleep(0.03)
+"#;
+
+/// A multiprocessing.Lock (a POSIX semaphore in a deleted /dev/shm file),
+/// deleted temp files mapped shared and private, and a memfd whose fd was
+/// closed: the dump saves their contents, the restore makes the files
+/// again (at their old names, unlinked: /proc/PID/maps reads the same)
+/// and the process finds everything as it was, the lock still held.
+#[test]
+fn deleted_file_mappings_are_saved_and_made_again() {
+    let dir = TempDir::new("delmaps");
+    let script = py_script(&dir, "delmaps.py", DELETED_MAPS_PY);
+    let mut p = Proc::spawn_cmd(&dir, &mut python(&script, &[dir.path().to_str().unwrap()]));
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_line(|l| l.contains("ok=1 held=1"));
+    let before = deleted_maps(p.pid);
+    assert!(
+        before.iter().any(|m| m.starts_with("/dev/shm/sem.")),
+        "no semaphore mapping: {before:?}"
+    );
+    let image = dir.join("delmaps.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    let n = r.line_count();
+    r.wait_more_lines(3);
+    let out = r.output();
+    for l in out.lines().skip(n) {
+        assert!(
+            l.contains("ok=1 held=1"),
+            "after the restore: {l}\n{}",
+            tail(&out)
+        );
+    }
+    assert_eq!(
+        deleted_maps(r.pid),
+        before,
+        "the mappings are named differently"
+    );
+}
+
+/// A dump that cannot read a mapped deleted file (nobody's: reading
+/// /proc/PID/map_files needs CAP_CHECKPOINT_RESTORE) refuses by name, and
+/// the process goes on: never "dump succeeds, restore refuses".
+#[test]
+fn unreadable_deleted_mapping_is_refused_at_dump() {
+    let dir = TempDir::new("delmaps-nobody");
+    chown_nobody(dir.path());
+    let script = py_script(&dir, "delmaps.py", DELETED_MAPS_PY);
+    let mut cmd = as_nobody(Path::new("/usr/bin/python3"));
+    cmd.arg("-u").arg(&script).arg(dir.path());
+    let p = Proc::spawn_cmd(&dir, &mut cmd);
+    chown_nobody(&p.out);
+    p.wait_line(|l| l.contains("ok=1 held=1"));
+    let image = dir.join("nobody.ckpt");
+    let o = run_timeout(
+        as_nobody(Path::new(env!("CARGO_BIN_EXE_ckpt"))).args([
+            "dump",
+            &p.pid.to_string(),
+            "-o",
+            image.to_str().unwrap(),
+        ]),
+        LIMIT,
+    );
+    let err = assert_clean_failure(&o, "nobody's dump of deleted mappings");
+    assert!(
+        err.contains("maps a deleted file") && err.contains("CAP_CHECKPOINT_RESTORE"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    assert!(p.alive());
+    p.wait_more_lines(2);
+}
