@@ -150,3 +150,79 @@ fn unreadable_deleted_mapping_is_refused_at_dump() {
     assert!(p.alive());
     p.wait_more_lines(2);
 }
+
+/// Set `p`'s modification time (seconds, nanoseconds) back.
+fn set_mtime(p: &Path, mtime: (i64, i64)) {
+    let st = std::process::Command::new("touch")
+        .arg("-m")
+        .arg("-d")
+        .arg(format!("@{}.{:09}", mtime.0, mtime.1))
+        .arg(p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The executable replaced in place with the same size and mtime, or by
+/// another file (rename): the restore refuses naming it, unless
+/// --force-files, which says so loudly.
+#[test]
+fn a_replaced_executable_is_refused_unless_forced() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = TempDir::new("replaced-exe");
+    let exe = dir.join("target-copy");
+    std::fs::copy(target_fixture(), &exe).unwrap();
+    let mut p = Proc::spawn(&dir, &exe, &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("exe.ckpt");
+    dump_kill(&mut p, &image);
+    let md = std::fs::metadata(&exe).unwrap();
+    let mtime = (md.mtime(), md.mtime_nsec());
+
+    // In place: the last byte (section headers, not loaded) changed; same
+    // size, mtime set back.
+    let mut bytes = std::fs::read(&exe).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&exe)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    set_mtime(&exe, mtime);
+    let o = ckpt_timeout(&["restore", "--check", image.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "replaced in place");
+    assert!(
+        err.contains(&format!(
+            "executable: {} is not the file that was saved",
+            exe.display()
+        )) && err.contains("change time")
+            && err.contains("--force-files"),
+        "{err}"
+    );
+
+    // Replaced by another file with the same contents and times.
+    let other = dir.join("other");
+    std::fs::copy(&exe, &other).unwrap();
+    std::fs::rename(&other, &exe).unwrap();
+    set_mtime(&exe, mtime);
+    let o = ckpt_timeout(&["restore", "--check", image.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "replaced by rename");
+    assert!(err.contains("another file"), "{err}");
+
+    // Forced: restored, loudly.
+    let o = ckpt_timeout(
+        &[
+            "restore",
+            "--force-files",
+            "--detach",
+            image.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("WARNING: --force-files: executable"), "{err}");
+    let r = Proc::adopt(p.pid, &p.out);
+    r.wait_more_lines(2);
+}

@@ -49,28 +49,72 @@ pub fn root_process(image: &Image) -> Result<&Process, String> {
     }
 }
 
-/// Compare a saved file identity with the file now at its path.
-fn file_state(what: &str, id: &FileIdentity, report: &mut Report) {
+/// How a changed file is taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    /// Refused (the executable, a file mapped private).
+    Refuse,
+    /// Refused unless --force-files, then a loud warning.
+    Forced,
+    /// A warning: mapped shared only, the file is where its data lives.
+    Shared,
+}
+
+/// Compare a saved file identity with the file now at its path: what
+/// identifies its contents (size, mtime, ctime, which no one can set,
+/// inode and its generation) must be the same, else the restored process
+/// would run other code or data than it had.
+fn file_state(what: &str, id: &FileIdentity, how: Changed, report: &mut Report) {
     let path = String::from_utf8_lossy(strip_deleted(&id.path)).into_owned();
-    match std::fs::metadata(&path) {
-        Err(e) => report
-            .errors
-            .push(format!("{what}: {path}: {}", os_msg(&e))),
-        Ok(m) => {
-            if id.size == 0 && id.mtime_ns == 0 {
-                return;
-            }
-            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
-            if m.size() != id.size || mtime != id.mtime_ns {
-                report.warnings.push(format!(
-                    "{what}: {path} changed since the dump (size {} -> {}, mtime {} -> {})",
-                    id.size,
-                    m.size(),
-                    id.mtime_ns,
-                    mtime
-                ));
-            }
+    let m = match std::fs::metadata(&path) {
+        Err(e) => {
+            report
+                .errors
+                .push(format!("{what}: {path}: {}", os_msg(&e)));
+            return;
         }
+        Ok(m) => m,
+    };
+    if id.size == 0 && id.mtime_ns == 0 && id.ctime_ns == 0 {
+        return; // nothing saved to compare with
+    }
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    let mut diffs = Vec::new();
+    if m.size() != id.size {
+        diffs.push(format!("size {} -> {}", id.size, m.size()));
+    }
+    if ns(m.mtime(), m.mtime_nsec()) != id.mtime_ns {
+        diffs.push("modification time".to_string());
+    }
+    if id.ctime_ns != 0 && ns(m.ctime(), m.ctime_nsec()) != id.ctime_ns {
+        diffs.push("change time (written or replaced in place)".to_string());
+    }
+    if id.inode != 0 && m.ino() != id.inode {
+        diffs.push(format!("inode {} -> {} (another file)", id.inode, m.ino()));
+    } else if let Some(g) = id.generation {
+        let now = std::fs::File::open(&path)
+            .ok()
+            .and_then(|f| ckpt_sys::fs::inode_generation(std::os::fd::AsRawFd::as_raw_fd(&f)).ok());
+        if now.is_some_and(|n| n != g) {
+            diffs.push("inode generation (another file)".to_string());
+        }
+    }
+    if diffs.is_empty() {
+        return;
+    }
+    let msg = format!(
+        "{what}: {path} is not the file that was saved ({}): the restored process would run with other code or data",
+        diffs.join(", ")
+    );
+    match how {
+        Changed::Forced => report.warnings.push(format!("--force-files: {msg}")),
+        Changed::Refuse => report
+            .errors
+            .push(format!("{msg}; --force-files restores with it anyway")),
+        Changed::Shared => report.warnings.push(format!(
+            "{what}: {path} changed since the dump ({}); it is mapped shared: the process sees it as it is now",
+            diffs.join(", ")
+        )),
     }
 }
 
@@ -122,7 +166,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     };
     check_machine(image, p, &mut r);
     check_vdso(reader, p, &mut r);
-    let (fds, mem) = check_files(image, p, &mut r);
+    let (fds, mem) = check_files(image, p, opts.force_files, &mut r);
     check_ids(p, opts, &mut r);
     timers::check(p, &mut r);
 
@@ -258,7 +302,12 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
 /// The files: the executable, mapped files, the fds' plan (its refusals,
 /// and that the paths it opens exist), the working directory, the root.
 /// Returns the fd and memory plans for the security checks.
-fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) {
+fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPlan, MemPlan) {
+    let strict = if force {
+        Changed::Forced
+    } else {
+        Changed::Refuse
+    };
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -268,7 +317,7 @@ fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) 
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, r);
+        file_state("executable", &p.exe, strict, r);
     }
     let mem = plan_memory(image, p, setup::page_size());
     r.errors.extend(mem.errors.iter().cloned());
@@ -276,7 +325,12 @@ fn check_files(image: &Image, p: &Process, r: &mut Report) -> (FdPlan, MemPlan) 
     let mut seen = BTreeSet::new();
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
-            file_state(what, id, r);
+            let how = if mem.private_files.contains(&id.path) {
+                strict
+            } else {
+                Changed::Shared
+            };
+            file_state(what, id, how, r);
         }
     }
     let fds = plan_fds(image, p, &FdEnv::current(), &mut |_| Ok(Vec::new()));

@@ -173,6 +173,11 @@ pub struct RestoreOptions {
     /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
     /// dumped process just freed).
     pub huge_fill: Option<bool>,
+    /// Restore even when the executable or a mapped file whose pages are
+    /// not in the image is not the file that was saved (its size, times,
+    /// inode or inode generation differ): check() then warns, each warning
+    /// starting with "--force-files: ", instead of refusing.
+    pub force_files: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -181,6 +186,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("new_pid", &self.new_pid)
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
+            .field("force_files", &self.force_files)
             .finish()
     }
 }

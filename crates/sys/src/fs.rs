@@ -27,6 +27,28 @@ pub fn unlink_if_same(path: &CStr, fd: impl std::os::fd::AsRawFd) -> Result<bool
     Ok(true)
 }
 
+/// The inode generation of the file open in `fd` (ioctl
+/// FS_IOC_GETVERSION: ext2/3/4, btrfs, xfs, ...). By hand: nix's ioctl
+/// macros make unsafe functions of their own. ENOTTY where the filesystem
+/// has none (tmpfs, overlayfs, ...).
+pub fn inode_generation(fd: impl std::os::fd::AsRawFd) -> Result<u64> {
+    const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+    let mut v: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one long at the pointer, a live
+    // local of that type.
+    let r = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            FS_IOC_GETVERSION,
+            &mut v as *mut libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(last_os("ioctl(FS_IOC_GETVERSION)", 0));
+    }
+    Ok(v as u32 as u64)
+}
+
 /// getxattr(2) on a path (following symlinks), e.g. "system.sockprotoname"
 /// of /proc/PID/fd/N, which names a socket's protocol ("TCP", "UNIX", ...).
 /// At most 256 bytes. By hand: nix has no extended attributes.

@@ -25,7 +25,7 @@ mod tty;
 mod unix;
 
 pub(crate) use fdinfo::FdInfo;
-pub(crate) use regular::{identity, strip_deleted};
+pub(crate) use regular::{add_generation, identity, strip_deleted};
 
 use crate::error::{Error, Result};
 use crate::procfs;

@@ -59,6 +59,40 @@ pub(super) fn save(
     Ok(())
 }
 
+/// The inode generation of every file mapped (not deleted), once per file:
+/// opened through /proc/PID/map_files, else by its path when that is
+/// still the same inode.
+pub(super) fn generations(pid: Pid, entries: &[MapEntry], vmas: &mut [Vma]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: HashMap<(u64, u64), Option<u64>> = HashMap::new();
+    for (e, v) in entries.iter().zip(vmas.iter_mut()) {
+        let VmaBacking::File(fm) = &mut v.backing else {
+            continue;
+        };
+        if fm.file.deleted {
+            continue;
+        }
+        let key = (fm.file.dev, fm.file.inode);
+        let g = *seen.entry(key).or_insert_with(|| {
+            let f = std::fs::File::open(map_files_path(pid, e)).or_else(|_| {
+                let f = std::fs::File::open(super::vmas::bytes_path(&fm.file.path))?;
+                let md = f.metadata()?;
+                if (md.dev(), md.ino()) == key {
+                    Ok(f)
+                } else {
+                    Err(std::io::Error::from_raw_os_error(libc::ESTALE))
+                }
+            });
+            let mut id = ckpt_image::FileIdentity::default();
+            if let Ok(f) = f {
+                crate::fds::add_generation(&mut id, &f);
+            }
+            id.generation
+        });
+        fm.file.generation = g;
+    }
+}
+
 /// The whole contents of the deleted file mapped by `e`.
 fn read(pid: Pid, e: &MapEntry) -> Result<Vec<u8>> {
     let path = map_files_path(pid, e);

@@ -39,6 +39,7 @@ pub(crate) fn save(
     }
     let entries: Vec<vmas::MapEntry> = areas.iter().map(|(e, _)| e.clone()).collect();
     deleted::save(pid, &entries, &mut out, held, sink)?;
+    deleted::generations(pid, &entries, &mut out);
     let ranges = pages::plan(pid, &areas, page)?;
     tracing::debug!(
         areas = areas.len(),

@@ -21,6 +21,10 @@ pub struct Args {
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
+    /// Restore even if the executable or a mapped file is not the file that
+    /// was saved (the process then runs other code or data than it had).
+    #[arg(long)]
+    force_files: bool,
     /// Print timing details.
     #[arg(short, long)]
     verbose: bool,
@@ -31,12 +35,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
+        force_files: a.force_files,
         progress: super::progress_bar("restoring"),
         ..Default::default()
     };
     let report = ckpt_restore::check(&reader, &opts);
     for w in &report.warnings {
-        eprintln!("ckpt: warning: {w}");
+        match w.strip_prefix("--force-files: ") {
+            Some(w) => eprintln!("ckpt: WARNING: --force-files: {w}"),
+            None => eprintln!("ckpt: warning: {w}"),
+        }
     }
     if !report.errors.is_empty() {
         for e in &report.errors {

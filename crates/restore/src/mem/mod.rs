@@ -26,6 +26,9 @@ pub struct MemPlan {
     pub recreate: Vec<RecreatedFile>,
     /// Files mapped by path: (what, identity) for existence checks.
     pub files: Vec<(String, ckpt_image::FileIdentity)>,
+    /// The paths of those mapped private somewhere (their pages that are
+    /// not in the image come from the file: it must be the saved one).
+    pub private_files: std::collections::BTreeSet<Vec<u8>>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
 }

@@ -276,6 +276,9 @@ fn file_backing(
     match CString::new(strip_deleted(&fm.file.path).to_vec()) {
         Ok(path) => {
             plan.files.push((what.to_string(), fm.file.clone()));
+            if !v.shared {
+                plan.private_files.insert(fm.file.path.clone());
+            }
             Some(Backing::File {
                 path,
                 flags: access_of(v),
