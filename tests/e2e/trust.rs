@@ -226,3 +226,166 @@ fn a_replaced_executable_is_refused_unless_forced() {
     let r = Proc::adopt(p.pid, &p.out);
     r.wait_more_lines(2);
 }
+
+const SQLITE_PY: &str = r#"
+import os, signal, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+db.execute("create table if not exists t(x)")
+db.execute("BEGIN IMMEDIATE")            # the write transaction: fcntl locks on the database
+db.execute("insert into t values (42)")
+commit = []
+signal.signal(signal.SIGUSR1, lambda *a: commit.append(1))
+print("READY pid=%d" % os.getpid(), flush=True)
+n = 0
+while True:
+    n += 1
+    if commit:
+        db.execute("COMMIT")
+        commit.clear()
+        print("committed", flush=True)
+    print("tick n=%d" % n, flush=True)
+    time.sleep(0.03)
+"#;
+
+/// Whether another process can begin a write transaction on `db` now.
+fn other_writer_can_begin(db: &Path) -> bool {
+    let o = run_timeout(
+        std::process::Command::new("python3").args([
+            "-c",
+            "import sqlite3,sys\n\
+             db=sqlite3.connect(sys.argv[1],timeout=0,isolation_level=None)\n\
+             try:\n    db.execute('BEGIN IMMEDIATE'); print('began')\n\
+             except sqlite3.OperationalError as e: print('refused', e)",
+            db.to_str().unwrap(),
+        ]),
+        LIMIT,
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.starts_with("began") || out.contains("locked"),
+        "{out} {}",
+        stderr_of(&o)
+    );
+    out.starts_with("began")
+}
+
+/// sqlite3 in a write transaction: its fcntl locks come back with it, so
+/// that another writer still cannot begin one, and it can commit.
+/// (Nothing touches the database between the dump and the restore: a
+/// writer would roll the killed transaction's hot journal back.)
+#[test]
+fn sqlite_write_transaction_keeps_its_locks() {
+    let dir = TempDir::new("sqlite");
+    let db = dir.join("x.sqlite");
+    let script = py_script(&dir, "sqlite.py", SQLITE_PY);
+    let mut p = Proc::spawn_cmd(&dir, &mut python(&script, &[db.to_str().unwrap()]));
+    p.wait_line(|l| l.starts_with("READY"));
+    assert!(
+        !other_writer_can_begin(&db),
+        "the transaction holds no lock"
+    );
+    let image = dir.join("sqlite.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(2);
+    assert!(
+        !other_writer_can_begin(&db),
+        "after the restore another writer began a transaction"
+    );
+    // The restored process can still commit what it wrote.
+    ckpt_sys::sys::kill(r.pid, libc::SIGUSR1).unwrap();
+    r.wait_line(|l| l == "committed");
+    assert!(other_writer_can_begin(&db));
+    let o = run_timeout(
+        std::process::Command::new("python3").args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select x from t').fetchall())",
+            db.to_str().unwrap(),
+        ]),
+        LIMIT,
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[(42,)]");
+}
+
+const LOCKS_PY: &str = r#"
+import fcntl, os, struct, sys, time
+d = sys.argv[1]
+fl = open(os.path.join(d, "flock"), "w")
+fcntl.flock(fl, fcntl.LOCK_EX)                         # flock
+px = open(os.path.join(d, "posix"), "r+")
+fcntl.lockf(px, fcntl.LOCK_SH, 10, 5)                  # POSIX read lock on bytes 5-14
+ofd = os.open(os.path.join(d, "ofd"), os.O_RDWR)
+fcntl.fcntl(ofd, 37, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))  # OFD write lock
+print("READY pid=%d" % os.getpid(), flush=True)
+while True:
+    print("tick", flush=True)
+    time.sleep(0.03)
+"#;
+
+/// What another process can take now: flock exclusive, a POSIX write
+/// lock on bytes 5-14, an OFD read lock.
+fn others_can_lock(dir: &TempDir) -> (bool, bool, bool) {
+    let o = run_timeout(
+        std::process::Command::new("python3").args([
+            "-c",
+            "import fcntl,os,struct,sys\n\
+             d=sys.argv[1]\n\
+             def t(f):\n    try:\n        f(); return '1'\n    except OSError: return '0'\n\
+             a=t(lambda: fcntl.flock(open(os.path.join(d,'flock')), fcntl.LOCK_EX|fcntl.LOCK_NB))\n\
+             b=t(lambda: fcntl.lockf(open(os.path.join(d,'posix'),'r+'), fcntl.LOCK_EX|fcntl.LOCK_NB, 10, 5))\n\
+             c=t(lambda: fcntl.fcntl(os.open(os.path.join(d,'ofd'),os.O_RDONLY), 37, struct.pack('hhqqi4x', fcntl.F_RDLCK, 0, 0, 0, 0)))\n\
+             print(a+b+c)",
+            dir.path().to_str().unwrap(),
+        ]),
+        LIMIT,
+    );
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let b: Vec<bool> = s.chars().map(|c| c == '1').collect();
+    assert_eq!(b.len(), 3, "{s} {}", stderr_of(&o));
+    (b[0], b[1], b[2])
+}
+
+/// flock, POSIX and OFD locks come back after a restore; one that another
+/// process took meanwhile makes the restore refuse, naming the file and
+/// the holder.
+#[test]
+fn flock_posix_and_ofd_locks_come_back() {
+    let dir = TempDir::new("locks");
+    for f in ["flock", "posix", "ofd"] {
+        std::fs::write(dir.join(f), vec![b'x'; 100]).unwrap();
+    }
+    let script = py_script(&dir, "locks.py", LOCKS_PY);
+    let mut p = Proc::spawn_cmd(&dir, &mut python(&script, &[dir.path().to_str().unwrap()]));
+    p.wait_line(|l| l.starts_with("READY"));
+    assert_eq!(others_can_lock(&dir), (false, false, false));
+    let image = dir.join("locks.ckpt");
+    dump_kill(&mut p, &image);
+    assert_eq!(others_can_lock(&dir), (true, true, true));
+
+    let mut holder = Proc::spawn_cmd(
+        &dir,
+        std::process::Command::new("python3").args([
+            "-c",
+            "import fcntl,sys,time\n\
+             f=open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_SH)\n\
+             print('HOLDING', flush=True); time.sleep(60)",
+            dir.join("flock").to_str().unwrap(),
+        ]),
+    );
+    holder.wait_line(|l| l == "HOLDING");
+    let o = ckpt_timeout(&["restore", "--check", image.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "a lock held by another process");
+    assert!(
+        err.contains(&format!(
+            "{}: a read flock is held now by pid {}",
+            dir.join("flock").display(),
+            holder.pid
+        )) && err.contains("could not take back a write flock"),
+        "{err}"
+    );
+    holder.kill();
+
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(2);
+    assert_eq!(others_can_lock(&dir), (false, false, false));
+}

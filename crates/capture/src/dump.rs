@@ -140,11 +140,13 @@ pub(crate) fn capture_with(
     worker::check(pid)?;
 
     let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
+    let locks = fds::locks(pid, &raw_fds, &process.fds)?;
     worker::test_delay();
     worker::check(pid)?;
     process.threads = threads;
 
-    let image = new_image(host, process, files, pid, &frozen);
+    let mut image = new_image(host, process, files, pid, &frozen);
+    image.locks = locks;
     let stats = DumpStats {
         freeze: frozen.elapsed(),
         pages_bytes,

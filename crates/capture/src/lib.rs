@@ -32,6 +32,9 @@
 //!   has them); a dump that cannot read them refuses.
 //! - Pipes: buffered bytes are on the read end's OpenFile only (once per
 //!   pipe); a write end alone carries no data.
+//! - File locks and leases (`Image.locks`): flock, OFD locks and leases
+//!   once per open file description; POSIX locks once, through an fd of
+//!   the file whose access mode allows taking them again.
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.

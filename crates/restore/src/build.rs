@@ -403,6 +403,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             thread::set_state(r, p, t, scratch)?;
         }
         timers::posix_timers(&mut main, p, scratch, &tid_map)?;
+        // Every fd is final and no more are opened or closed: locks now.
+        crate::fds::locks::take(&mut main, self.reader.image(), p, scratch)?;
         signals::queue_shared(&mut main, p, scratch)?;
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {

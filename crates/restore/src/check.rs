@@ -169,6 +169,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     let (fds, mem) = check_files(image, p, opts.force_files, &mut r);
     check_ids(p, opts, &mut r);
     timers::check(p, &mut r);
+    fds::locks::check(image, p, &mut r);
 
     // Limits and credentials.
     let own = own_creds();

@@ -16,6 +16,7 @@ mod eventfd;
 mod fdinfo;
 mod inet;
 mod inotify;
+mod locks;
 mod memfd;
 mod pipe;
 mod regular;
@@ -146,6 +147,11 @@ pub(crate) fn list(pid: Pid) -> Result<Vec<RawFd>> {
     }
     tracing::debug!(fds = out.len(), elapsed = ?t.elapsed(), "fds listed");
     Ok(out)
+}
+
+/// The file locks and leases the process holds (`fds`: its saved fd table).
+pub(crate) fn locks(pid: Pid, raw: &[RawFd], fds: &[Fd]) -> Result<Vec<ckpt_image::FileLock>> {
+    locks::save(pid, raw, fds)
 }
 
 /// (dev, inode) of the deleted regular files the fds hold (saved with

@@ -20,6 +20,7 @@ mod epoll;
 mod eventfd;
 mod inet;
 mod inotify;
+pub(crate) mod locks;
 mod memfd;
 mod pipe;
 mod regular;
