@@ -122,10 +122,7 @@ pub(crate) fn save(pid: Pid, raw: &[RawFd], fds: &[Fd]) -> Result<Vec<FileLock>>
     }
     // A POSIX lock: through an fd of its file whose access mode allows it.
     for (line, first) in posix {
-        let ino = |f: &RawFd| {
-            f.md.as_ref()
-                .map(|m| std::os::unix::fs::MetadataExt::ino(m))
-        };
+        let ino = |f: &RawFd| f.md.as_ref().map(std::os::unix::fs::MetadataExt::ino);
         let fd = raw
             .iter()
             .filter(|f| ino(f) == Some(line.inode) && access_fits(f, line.lock_type))
