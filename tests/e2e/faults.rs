@@ -850,3 +850,78 @@ fn sigkill_of_the_dump_worker_never_harms_the_target() {
     }
     assert!(cut >= 5, "only {cut} of 20 dumps were cut short");
 }
+
+/// SIGTERM, SIGINT or SIGHUP to the process group of a `ckpt restore
+/// --detach` of a 300 MB process at random moments: the restore is
+/// cancelled (exit 128 + signal, nothing left at the pid) or had
+/// completed (exit 0, the process runs); never a hang, never a
+/// half-built process; the image is unchanged.
+#[test]
+fn signals_cancel_a_restore_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("sigrestore");
+    let mut p = start_target(&dir, 300, 5, 0);
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    let bytes = std::fs::read(&image).unwrap();
+    let t = Instant::now();
+    let mut r = restore_detached(&image, &p.out, p.pid);
+    let whole = t.elapsed();
+    r.kill();
+    let mut rnd = Rand::new();
+    let (mut cancelled, mut completed) = (0, 0);
+    for round in 0..16u64 {
+        let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+        let mut child = ckpt()
+            .args(["restore", "--detach", image.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
+        std::thread::sleep(delay);
+        let _ = ckpt_sys::sys::kill(-(child.id() as i32), sig);
+        let what = format!("signal {sig} to the restore's group after {delay:?}");
+        let st = wait_limited(&mut child, &what);
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        match st.code() {
+            Some(0) => {
+                completed += 1;
+                let mut q = Proc::adopt(p.pid, &p.out);
+                q.kill();
+            }
+            Some(c) if c == 128 + sig => {
+                assert!(err.contains("cancelled"), "{what}: {err}");
+                cancelled += 1;
+            }
+            _ => panic!("{what}: ckpt restore ended with {st:?}: {err}"),
+        }
+        // Nothing left at the pid (a cancelled one is killed and reaped).
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{}", p.pid)).exists() {
+            ckpt_sys::sys::try_reap(p.pid);
+            assert!(t.elapsed() < LIMIT, "{what}: pid {} left", p.pid);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            std::fs::read(&image).unwrap() == bytes,
+            "{what}: the image changed"
+        );
+    }
+    eprintln!("{cancelled} restores cancelled, {completed} completed");
+    assert!(
+        cancelled >= 4,
+        "only {cancelled} of 16 signals cancelled a restore"
+    );
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+}

@@ -389,3 +389,208 @@ fn flock_posix_and_ofd_locks_come_back() {
     r.wait_more_lines(2);
     assert_eq!(others_can_lock(&dir), (false, false, false));
 }
+
+/// A copy of `image` with its model edited (owned by root, 0600).
+fn crafted(image: &Path, to: &Path, f: impl FnOnce(&mut ckpt_image::Image)) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::copy(image, to).unwrap();
+    let mut ed = ckpt_image::ImageEditor::open(to).unwrap();
+    f(ed.image_mut());
+    ed.commit().unwrap();
+    drop(ed);
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `ckpt restore --check` of `image` fails, saying `needle`.
+fn check_says(image: &Path, what: &str, needle: &str) -> String {
+    let o = ckpt_timeout(&["restore", "--check", image.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, what);
+    assert!(
+        err.contains(needle),
+        "{what}: the check does not say '{needle}':\n{err}"
+    );
+    err
+}
+
+const PIPE_SOCKET_PY: &str = r#"
+import os, socket, sys, time
+r, w = os.pipe()
+os.write(w, b"queued" * 100)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(os.path.join(sys.argv[1], "s.sock"))
+s.listen(4)
+print("READY pid=%d" % os.getpid(), flush=True)
+while True:
+    print("tick", flush=True)
+    time.sleep(0.05)
+"#;
+
+/// Crafted images: everything the restore would fail on, `--check` says
+/// first (fd numbers above the limit, mappings outside the user address
+/// space, segment selectors and XSAVE areas the kernel refuses, pipe
+/// capacities it refuses or that cannot hold the data, a unix socket path
+/// that cannot be bound); the untouched image passes.
+#[test]
+fn check_predicts_what_the_restore_would_fail_on() {
+    let dir = TempDir::new("predict");
+    let script = py_script(&dir, "ps.py", PIPE_SOCKET_PY);
+    let mut p = Proc::spawn_cmd(&dir, &mut python(&script, &[dir.path().to_str().unwrap()]));
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("base.ckpt");
+    dump_kill(&mut p, &image);
+    let o = ckpt_timeout(&["restore", "--check", image.to_str().unwrap()], LIMIT);
+    assert!(o.status.success(), "the untouched image: {}", stderr_of(&o));
+
+    type Edit = Box<dyn Fn(&mut ckpt_image::Image)>;
+    let pipe = |f: Box<dyn Fn(&mut ckpt_image::Pipe)>| -> Edit {
+        Box::new(move |i: &mut ckpt_image::Image| {
+            for file in &mut i.files {
+                if let ckpt_image::FileKind::Pipe(p) = &mut file.kind {
+                    if !p.data.is_empty() {
+                        f(p);
+                    }
+                }
+            }
+        })
+    };
+    let regs = |f: Box<dyn Fn(&mut ckpt_image::X8664Regs)>| -> Edit {
+        Box::new(move |i: &mut ckpt_image::Image| {
+            if let ckpt_image::Registers::X8664(x) = &mut i.processes[0].threads[0].regs {
+                f(x);
+            }
+        })
+    };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "fd above the limit",
+            "fd 100000: above the limit of open files",
+            Box::new(|i| i.processes[0].fds.last_mut().unwrap().fd = 100_000),
+        ),
+        (
+            "vma above the user address space",
+            "not inside the user address space",
+            Box::new(|i| {
+                let v = &mut i.processes[0].vmas;
+                let at = v.iter().position(|x| x.start >= 1 << 47).unwrap_or(v.len());
+                v.insert(
+                    at,
+                    ckpt_image::Vma {
+                        start: 1 << 47,
+                        end: (1 << 47) + 4096,
+                        prot: 3,
+                        ..Default::default()
+                    },
+                );
+            }),
+        ),
+        ("code segment", "code segment 0x43", regs(Box::new(|x| x.cs = 0x43))),
+        ("stack segment", "stack segment 0x0", regs(Box::new(|x| x.ss = 0))),
+        ("data segment", "fs selector 0x10", regs(Box::new(|x| x.fs = 0x10))),
+        ("FS base", "FS base", regs(Box::new(|x| x.fs_base = 1 << 60))),
+        (
+            "compacted XSAVE",
+            "compacted format",
+            regs(Box::new(|x| x.xsave[527] = 0x80)),
+        ),
+        (
+            "XSAVE reserved bytes",
+            "reserved header bytes",
+            regs(Box::new(|x| x.xsave[540] = 0xff)),
+        ),
+        (
+            "MXCSR",
+            "reserved MXCSR bits",
+            regs(Box::new(|x| {
+                x.xsave[512] |= 2;
+                x.xsave[26] = 0xff;
+            })),
+        ),
+        (
+            "pipe capacity",
+            "above fs.pipe-max-size",
+            pipe(Box::new(|p| p.capacity = 1 << 30)),
+        ),
+        (
+            "8 MiB queued in a pipe of capacity 0",
+            "8388608 bytes buffered in a pipe that holds 65536",
+            pipe(Box::new(|p| {
+                p.capacity = 0;
+                p.data = vec![7; 8 << 20];
+            })),
+        ),
+        (
+            "unix socket in a missing directory",
+            "/nonexistent-ckpt-dir/s.sock: its directory /nonexistent-ckpt-dir: No such file or directory",
+            Box::new(|i| {
+                for f in &mut i.files {
+                    if let ckpt_image::FileKind::UnixSocket(u) = &mut f.kind {
+                        u.local_path = b"/nonexistent-ckpt-dir/s.sock".to_vec();
+                        f.path = u.local_path.clone();
+                    }
+                }
+            }),
+        ),
+        (
+            "unix socket name too long",
+            "longer than a unix socket address holds",
+            Box::new(|i| {
+                for f in &mut i.files {
+                    if let ckpt_image::FileKind::UnixSocket(u) = &mut f.kind {
+                        u.local_path = format!("/tmp/{}", "x".repeat(120)).into_bytes();
+                    }
+                }
+            }),
+        ),
+    ];
+    for (i, (what, needle, f)) in cases.into_iter().enumerate() {
+        let img = dir.join(&format!("crafted-{i}.ckpt"));
+        crafted(&image, &img, f);
+        check_says(&img, what, needle);
+    }
+}
+
+/// The crafted pipe of the issue (8 MiB queued, capacity 0): the restore
+/// itself refuses at once instead of hanging in a pipe write.
+#[test]
+fn a_crafted_pipe_does_not_hang_the_restore() {
+    let dir = TempDir::new("pipehang");
+    let script = py_script(&dir, "ps.py", PIPE_SOCKET_PY);
+    let mut p = Proc::spawn_cmd(&dir, &mut python(&script, &[dir.path().to_str().unwrap()]));
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("base.ckpt");
+    dump_kill(&mut p, &image);
+    let img = dir.join("crafted.ckpt");
+    crafted(&image, &img, |i| {
+        for f in &mut i.files {
+            if let ckpt_image::FileKind::Pipe(p) = &mut f.kind {
+                if !p.data.is_empty() {
+                    p.capacity = 0;
+                    p.data = vec![7; 8 << 20];
+                }
+            }
+        }
+    });
+    let t = std::time::Instant::now();
+    let o = ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "crafted pipe");
+    assert!(err.contains("bytes buffered in a pipe that holds"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_free_pid(p.pid);
+}
+
+/// Nothing runs at `pid` (no half-built process left).
+fn assert_free_pid(pid: i32) {
+    let t = std::time::Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        ckpt_sys::sys::try_reap(pid);
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "pid {pid} is still there"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

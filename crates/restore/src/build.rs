@@ -93,10 +93,34 @@ fn check_error(e: String) -> Error {
     })
 }
 
-/// Restore the image's process (see [`crate::restore`]).
+/// Restore the image's process (see [`crate::restore`]); stopped by
+/// `opts.cancel` at the next step, or at once where it waits on the
+/// child (which is killed).
 pub fn restore<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Restored> {
+    let cancel = opts.cancel.clone().unwrap_or_default();
+    let r = cancel
+        .check()
+        .and_then(|()| restore_steps(reader, opts, &cancel, progress));
+    match (cancel.finish(), r) {
+        (Some(signal), Ok(done)) => {
+            // Cancelled as it ended: it was killed.
+            let _ = sys::kill(done.pid, libc::SIGKILL);
+            setup::reap_blocking(done.pid);
+            Err(Error::Cancelled { signal })
+        }
+        (Some(signal), Err(_)) => Err(Error::Cancelled { signal }),
+        (None, r) => r,
+    }
+}
+
+fn restore_steps<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    cancel: &crate::Cancel,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored> {
     let t0 = Instant::now();
@@ -112,6 +136,7 @@ pub fn restore<R: ReadAt + Sync>(
     let step = Step::begin("plan");
     let (fdplan, mem) = plan(reader, p, page)?;
     step.done();
+    cancel.check()?;
     let mut phases = vec![("plan", t0.elapsed())];
 
     // Paths of the image are opened with the saved user's rights where
@@ -125,7 +150,7 @@ pub fn restore<R: ReadAt + Sync>(
         None => None,
     };
     let step = Step::begin("stub");
-    let pid = spawn_stub(&fdplan, switch.as_ref(), p, opts)?;
+    let pid = spawn_stub(&fdplan, switch.as_ref(), p, opts, cancel)?;
     tracing::debug!(pid, fd_ops = fdplan.ops.len(), "stub ready with its fds");
     step.done();
     phases.push(("stub", t0.elapsed()));
@@ -149,6 +174,7 @@ pub fn restore<R: ReadAt + Sync>(
         progress,
         huge_fill: opts.huge_fill,
         as_saved: switch.as_ref(),
+        cancel,
     };
     let tids = b.run()?;
     let stats = RestoreStats {
@@ -203,13 +229,21 @@ fn spawn_stub(
     switch: Option<&FsSwitch>,
     p: &Process,
     opts: &RestoreOptions,
+    cancel: &crate::Cancel,
 ) -> Result<i32> {
     let keep_ids = !opts.new_pid || taken_ids(p).is_empty();
-    let spawned = stub::spawn(fdplan, switch, keep_ids.then_some(p.pid), ZOMBIE_WAIT);
+    let watch = |pid| cancel.watch(pid);
+    let spawned = stub::spawn(
+        fdplan,
+        switch,
+        keep_ids.then_some(p.pid),
+        ZOMBIE_WAIT,
+        &watch,
+    );
     match spawned {
         Err(Error::PidInUse { .. }) | Err(Error::Sys { .. }) if opts.new_pid && keep_ids => {
             tracing::debug!(pid = p.pid, "the saved pid is taken: a new one");
-            stub::spawn(fdplan, switch, None, Duration::ZERO)
+            stub::spawn(fdplan, switch, None, Duration::ZERO, &watch)
         }
         r => r,
     }
@@ -243,6 +277,7 @@ struct Build<'a, R: ReadAt> {
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
+    cancel: &'a crate::Cancel,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -260,6 +295,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         } = self.address_space()?;
         step.done();
         self.phase("address space");
+        self.cancel.check()?;
 
         let step = Step::begin("mappings");
         let scratch = layout.tramp + self.page;
@@ -285,16 +321,19 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         )?;
         step.done();
         self.phase("mappings");
+        self.cancel.check()?;
 
         let step = Step::begin("pages");
         self.pages(&mut main, &mem, &layout, &huge, scratch)?;
         step.done_bytes(self.page_bytes);
         self.phase("pages");
+        self.cancel.check()?;
 
         let step = Step::begin("process state");
         crate::process::set_state(&mut main, self.p, scratch, self.as_saved)?;
         step.done();
         self.phase("process");
+        self.cancel.check()?;
 
         let step = Step::begin("threads");
         let tids = self.threads(main, &layout, scratch)?;
@@ -419,6 +458,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         crate::process::finish(&mut main, p, l, set_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
+        self.cancel.check()?;
         thread::set_registers_and_detach(self.pid, p, &tids)?;
         Ok(tids)
     }

@@ -20,6 +20,7 @@ use std::os::unix::fs::MetadataExt;
 /// it then opens the files of with that user's rights, see [`open_as`]).
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
+const CAP_SYS_RAWIO: u32 = 17;
 
 /// A path the restore opens, for the access check: (what, path, access(2)
 /// mode).
@@ -49,22 +50,14 @@ pub fn root_process(image: &Image) -> Result<&Process, String> {
     }
 }
 
-/// How a changed file is taken.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Changed {
-    /// Refused (the executable, a file mapped private).
-    Refuse,
-    /// Refused unless --force-files, then a loud warning.
-    Forced,
-    /// A warning: mapped shared only, the file is where its data lives.
-    Shared,
-}
-
 /// Compare a saved file identity with the file now at its path: what
 /// identifies its contents (size, mtime, ctime, which no one can set,
 /// inode and its generation) must be the same, else the restored process
 /// would run other code or data than it had.
-fn file_state(what: &str, id: &FileIdentity, how: Changed, report: &mut Report) {
+/// A file mapped only shared (`private` false) holds its own data: a
+/// change is a warning, unless it is no regular file any more. Refusals
+/// become loud warnings with `force`.
+fn file_state(what: &str, id: &FileIdentity, private: bool, force: bool, report: &mut Report) {
     let path = String::from_utf8_lossy(strip_deleted(&id.path)).into_owned();
     let m = match std::fs::metadata(&path) {
         Err(e) => {
@@ -75,11 +68,15 @@ fn file_state(what: &str, id: &FileIdentity, how: Changed, report: &mut Report) 
         }
         Ok(m) => m,
     };
-    if id.size == 0 && id.mtime_ns == 0 && id.ctime_ns == 0 {
+    let mut diffs = Vec::new();
+    let mut strict = private;
+    if !m.is_file() {
+        diffs.push("not a regular file now".to_string());
+        strict = true;
+    } else if id.size == 0 && id.mtime_ns == 0 && id.ctime_ns == 0 {
         return; // nothing saved to compare with
     }
     let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
-    let mut diffs = Vec::new();
     if m.size() != id.size {
         diffs.push(format!("size {} -> {}", id.size, m.size()));
     }
@@ -106,15 +103,17 @@ fn file_state(what: &str, id: &FileIdentity, how: Changed, report: &mut Report) 
         "{what}: {path} is not the file that was saved ({}): the restored process would run with other code or data",
         diffs.join(", ")
     );
-    match how {
-        Changed::Forced => report.warnings.push(format!("--force-files: {msg}")),
-        Changed::Refuse => report
-            .errors
-            .push(format!("{msg}; --force-files restores with it anyway")),
-        Changed::Shared => report.warnings.push(format!(
+    if !strict {
+        report.warnings.push(format!(
             "{what}: {path} changed since the dump ({}); it is mapped shared: the process sees it as it is now",
             diffs.join(", ")
-        )),
+        ));
+    } else if force {
+        report.warnings.push(format!("--force-files: {msg}"));
+    } else {
+        report
+            .errors
+            .push(format!("{msg}; --force-files restores with it anyway"));
     }
 }
 
@@ -168,6 +167,14 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     check_vdso(reader, p, &mut r);
     let (fds, mem) = check_files(image, p, opts.force_files, &mut r);
     check_ids(p, opts, &mut r);
+    check_fd_numbers(p, &mut r);
+    crate::mem::vmas::check_addresses(
+        p,
+        task_size(),
+        mmap_min_addr(),
+        own_creds().has_cap(CAP_SYS_RAWIO),
+        &mut r,
+    );
     timers::check(p, &mut r);
     fds::locks::check(image, p, &mut r);
 
@@ -220,7 +227,9 @@ fn check_machine(image: &Image, p: &Process, r: &mut Report) {
             missing, image.host.cpu.xcr0
         ));
     }
+    let task_size = task_size();
     for t in &p.threads {
+        crate::process::thread::check_registers(t, xcr0, task_size, &mut r.errors);
         match &t.regs {
             Registers::X8664(x) => {
                 if x.xfeatures & !xcr0 != 0 {
@@ -260,6 +269,41 @@ fn check_machine(image: &Image, p: &Process, r: &mut Report) {
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
                 .join(" ")
+        ));
+    }
+}
+
+/// The end of the user address space (TASK_SIZE_MAX): 47 bits, or 56
+/// with 5-level paging (the kernel leaves the CPU's la57 flag only then).
+pub(crate) fn task_size() -> u64 {
+    let page = setup::page_size();
+    if local_cpu_flags().contains("la57") {
+        (1u64 << 56) - page
+    } else {
+        (1u64 << 47) - page
+    }
+}
+
+/// vm.mmap_min_addr: mappings below it need CAP_SYS_RAWIO.
+pub(crate) fn mmap_min_addr() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65536)
+}
+
+/// Fd numbers the stub cannot make: at or above the restorer's hard limit
+/// of open files (the stub raises its soft limit to it).
+fn check_fd_numbers(p: &Process, r: &mut Report) {
+    let Some(max) = p.fds.iter().map(|f| f.fd).max() else {
+        return;
+    };
+    let hard = setup::prlimit(0, libc::RLIMIT_NOFILE, None)
+        .map(|(_, h)| h)
+        .unwrap_or(u64::MAX);
+    if max < 0 || max as u64 >= hard {
+        r.errors.push(format!(
+            "fd {max}: above the limit of open files here (RLIMIT_NOFILE hard limit {hard})"
         ));
     }
 }
@@ -304,11 +348,6 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
 /// and that the paths it opens exist), the working directory, the root.
 /// Returns the fd and memory plans for the security checks.
 fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPlan, MemPlan) {
-    let strict = if force {
-        Changed::Forced
-    } else {
-        Changed::Refuse
-    };
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -318,7 +357,7 @@ fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPl
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, strict, r);
+        file_state("executable", &p.exe, true, force, r);
     }
     let mem = plan_memory(image, p, setup::page_size());
     r.errors.extend(mem.errors.iter().cloned());
@@ -326,12 +365,8 @@ fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPl
     let mut seen = BTreeSet::new();
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
-            let how = if mem.private_files.contains(&id.path) {
-                strict
-            } else {
-                Changed::Shared
-            };
-            file_state(what, id, how, r);
+            let private = mem.private_files.contains(&id.path);
+            file_state(what, id, private, force, r);
         }
     }
     let fds = plan_fds(image, p, &FdEnv::current(), &mut |_| Ok(Vec::new()));

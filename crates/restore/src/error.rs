@@ -47,12 +47,27 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The restore was stopped ([`crate::Cancel`], e.g. on SIGTERM): what
+    /// was built is gone.
+    #[error("restore cancelled by {}; nothing was left running", signal_name(*signal))]
+    Cancelled { signal: i32 },
+
     /// The restore stub or the process being built went away or misbehaved.
     #[error("restore stub (pid {pid}): {what}")]
     Stub { pid: i32, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// "SIGTERM" for 15.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        s => format!("signal {s}"),
+    }
+}
 
 /// An OS error's text without std's " (os error N)" suffix.
 pub(crate) fn os_msg(e: &std::io::Error) -> String {

@@ -146,6 +146,7 @@ pub use check::check;
 pub use error::{Error, Result};
 
 use ckpt_image::{ImageReader, ReadAt};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a restore waits for a zombie holding the saved pid to be reaped
@@ -178,6 +179,8 @@ pub struct RestoreOptions {
     /// inode or inode generation differ): check() then warns, each warning
     /// starting with "--force-files: ", instead of refusing.
     pub force_files: bool,
+    /// Lets another thread stop the restore ([`Cancel::cancel`]).
+    pub cancel: Option<Cancel>,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -187,7 +190,87 @@ impl std::fmt::Debug for RestoreOptions {
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
             .field("force_files", &self.force_files)
+            .field("cancel", &self.cancel.as_ref().and_then(|c| c.signal()))
             .finish()
+    }
+}
+
+/// A handle that stops a running [`restore`] from another thread (the
+/// `ckpt` command's, on SIGINT, SIGTERM or SIGHUP): the stub or the
+/// process being built is killed, which ends whatever step waits on it,
+/// and the restore cleans up and returns [`Error::Cancelled`]. Clones
+/// share the request.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<Mutex<CancelState>>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    /// The signal that asked for it (0: not asked).
+    signal: i32,
+    /// The child being built (0: none yet).
+    victim: i32,
+    /// The restore is over (done or failed): nothing to stop any more.
+    over: bool,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CancelState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stop the restore (`signal` names why in the error). False when it
+    /// was over already (the process, if restored, runs: the caller may
+    /// pass the signal on to it).
+    pub fn cancel(&self, signal: i32) -> bool {
+        let mut s = self.state();
+        if s.over {
+            return false;
+        }
+        if s.signal == 0 {
+            s.signal = signal.max(1);
+        }
+        if s.victim > 0 {
+            let _ = ckpt_sys::proc::kill(s.victim, libc::SIGKILL);
+        }
+        true
+    }
+
+    /// The signal that cancelled it, if it was.
+    pub fn signal(&self) -> Option<i32> {
+        match self.state().signal {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// `pid` is being built: killed if cancelled, now or later.
+    pub(crate) fn watch(&self, pid: i32) {
+        let mut s = self.state();
+        s.victim = pid;
+        if pid > 0 && s.signal != 0 {
+            let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Err(Cancelled) once cancelled.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.signal() {
+            Some(signal) => Err(Error::Cancelled { signal }),
+            None => Ok(()),
+        }
+    }
+
+    /// The restore is over; the signal that cancelled it, if one did
+    /// before (then its victim was killed).
+    pub(crate) fn finish(&self) -> Option<i32> {
+        let mut s = self.state();
+        s.over = true;
+        s.victim = 0;
+        (s.signal != 0).then_some(s.signal)
     }
 }
 

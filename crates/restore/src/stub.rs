@@ -143,6 +143,10 @@ fn child_setup(
     report_fd: &mut i32,
 ) -> ChildResult<i32> {
     let setup_err = |e: ckpt_sys::Error| (CODE_SETUP, errno_of(&e));
+    // The restorer's signal handlers (e.g. the ckpt command's, which write
+    // to a pipe of its own) must not run here, where its fd numbers are
+    // the saved process's files: SIGINT or SIGTERM now just end the stub.
+    ckpt_sys::proc::signals::reset_handlers().map_err(setup_err)?;
     sys::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
     if setup::getppid() != parent {
         // The restorer is gone already.
@@ -256,13 +260,15 @@ pub fn holder_of(pid: i32) -> Option<(String, bool)> {
 
 /// Fork the stub (at `pid`, or anywhere with None), let it build its fds,
 /// and return its pid once it waits in pause(). With `as_saved`, paths of
-/// the image are opened with those fs ids. On failure nothing is left
-/// running.
+/// the image are opened with those fs ids. `watch` is told the stub's pid
+/// as soon as it exists (a cancelled restore kills it). On failure
+/// nothing is left running.
 pub fn spawn(
     plan: &FdPlan,
     as_saved: Option<&FsSwitch>,
     pid: Option<i32>,
     zombie_wait: Duration,
+    watch: &dyn Fn(i32),
 ) -> Result<i32> {
     let (r, w) = setup::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
         context: "creating the stub's readiness pipe".into(),
@@ -277,7 +283,10 @@ pub fn spawn(
                 let _ = setup::close(r);
                 child_main(plan, &mut slots, as_saved, w, parent)
             }
-            Ok(Forked::Parent(c)) => break c,
+            Ok(Forked::Parent(c)) => {
+                watch(c);
+                break c;
+            }
             Err(e) if e.errno() == Some(libc::EEXIST) && pid.is_some() => {
                 let p = pid.unwrap_or(0);
                 match holder_of(p) {
@@ -492,6 +501,56 @@ mod tests {
         assert_eq!(&b, b"saved");
         setup::close(slots[1]).unwrap();
         setup::close(slots[2]).unwrap();
+    }
+
+    #[test]
+    fn a_pipe_too_small_for_its_data_fails_instead_of_blocking() {
+        let plan = FdPlan {
+            slots: 2,
+            ..Default::default()
+        };
+        let mut slots = vec![-1i32; 2];
+        let mut c = Child {
+            plan: &plan,
+            slots: &mut slots,
+            std_high: [-1; 3],
+            as_saved: None,
+            switch_failed: false,
+        };
+        let e = c
+            .run(&FdOp::Pipe {
+                read: 0,
+                write: 1,
+                capacity: 4096,
+                data: vec![1; 1 << 20],
+            })
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EAGAIN), "{e}");
+        for fd in slots.iter().filter(|&&f| f >= 0) {
+            setup::close(*fd).unwrap();
+        }
+        // What fits goes in, and the ends are blocking again.
+        let mut slots = vec![-1i32; 2];
+        let mut c = Child {
+            plan: &plan,
+            slots: &mut slots,
+            std_high: [-1; 3],
+            as_saved: None,
+            switch_failed: false,
+        };
+        c.run(&FdOp::Pipe {
+            read: 0,
+            write: 1,
+            capacity: 0,
+            data: b"abc".to_vec(),
+        })
+        .unwrap();
+        assert_eq!(setup::get_fl(slots[1]).unwrap() & libc::O_NONBLOCK, 0);
+        let mut b = [0u8; 3];
+        assert_eq!(setup::read(slots[0], &mut b).unwrap(), 3);
+        for fd in slots {
+            setup::close(fd).unwrap();
+        }
     }
 
     #[test]

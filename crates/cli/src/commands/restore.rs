@@ -7,6 +7,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::iterator::SignalsInfo;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,12 +63,41 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: {} can be restored here", a.image.display());
         return Ok(0);
     }
-    // Catch the signals to forward before the process exists, so none is lost.
+    // SIGINT, SIGTERM and SIGHUP: while the restore runs they cancel it
+    // (what was built is killed, exit 128 + signal); once the process
+    // runs they are passed on to it (in the foreground; terminal signals
+    // reach it anyway: it is in our process group).
     let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
-    let restored = ckpt_restore::restore(&reader, &mut opts)
-        .with_context(|| format!("restore of {} failed", a.image.display()))?;
+    let cancel = ckpt_restore::Cancel::new();
+    opts.cancel = Some(cancel.clone());
+    let restored_pid = Arc::new(AtomicI32::new(0));
+    let handle = signals.handle();
+    let forwarder = {
+        let restored_pid = restored_pid.clone();
+        std::thread::spawn(move || {
+            for info in signals.forever() {
+                if cancel.cancel(info.signal) {
+                    continue;
+                }
+                let pid = restored_pid.load(Ordering::SeqCst);
+                if pid > 0 && info.process.is_some() {
+                    let _ = sys::kill(pid, info.signal);
+                }
+            }
+        })
+    };
+    let restored = match ckpt_restore::restore(&reader, &mut opts) {
+        Err(e @ ckpt_restore::Error::Cancelled { signal }) => {
+            eprintln!("ckpt: {e}");
+            handle.close();
+            let _ = forwarder.join();
+            return Ok(128 + signal);
+        }
+        r => r.with_context(|| format!("restore of {} failed", a.image.display()))?,
+    };
     let pid = restored.pid;
+    restored_pid.store(pid, Ordering::SeqCst);
     if a.verbose {
         eprintln!("ckpt: restored pid {pid} in {}", ms(restored.stats.total));
     }
@@ -74,16 +105,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("{pid}");
         return Ok(0);
     }
-    // Foreground: forward signals sent to us by other processes (terminal
-    // signals already reach the process: it is in our process group).
-    let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        for info in signals.forever() {
-            if info.process.is_some() {
-                let _ = sys::kill(pid, info.signal);
-            }
-        }
-    });
     let status = sys::wait_child_exit(pid).context("waiting for the restored process")?;
     handle.close();
     let _ = forwarder.join();

@@ -586,6 +586,7 @@ pub(crate) fn check_names(plan: &FdPlan, r: &mut Report) {
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         if let FdOp::UnixSocket { path: Some(p), .. } = op {
             unix::check_path_free(what, p, r);
+            unix::check_bindable(what, p, r);
         }
     }
 }
@@ -607,6 +608,7 @@ pub(crate) fn access_items(
                 items.push((what.clone(), path.clone(), access_mode(*flags)));
             }
             FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
+            FdOp::UnixSocket { path: Some(p), .. } => unix::access_item(what, p, items),
             FdOp::TmpFile { mode, .. } if other_user => regular::check_tmpfile(what, *mode, r),
             FdOp::TcpListen { port, .. } if other_user => inet::check_port(what, *port, creds, r),
             _ => {}

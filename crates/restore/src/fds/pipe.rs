@@ -147,11 +147,8 @@ fn plan_pipe(
         .unwrap_or(0);
     let first = *ends.iter().flatten().next().expect("pipe group");
     let what = b.what(first);
-    if capacity != 0 && data.len() > capacity as usize {
-        b.error(format!(
-            "{what}: {} bytes buffered in a pipe of capacity {capacity}",
-            data.len()
-        ));
+    if let Err(e) = check_capacity(capacity, data.len()) {
+        b.error(format!("{what}: {e}"));
     }
     let both = !ends[0].is_empty() && !ends[1].is_empty();
     if let (false, Some(h)) = (both, live) {
@@ -198,6 +195,44 @@ fn plan_pipe(
             b.slot_of[g] = Some(s);
         }
     }
+}
+
+/// A new pipe's default capacity (16 pages).
+const DEFAULT_CAPACITY: u64 = 16 * 4096;
+const CAP_SYS_RESOURCE: u64 = 1 << 24;
+
+/// Whether a pipe of `capacity` (0: the default) can be made here with
+/// `queued` bytes in it: F_SETPIPE_SZ refuses more than 2^31, and more
+/// than fs.pipe-max-size without CAP_SYS_RESOURCE; the data must fit in
+/// the capacity the kernel gives (rounded up to a power of two pages).
+fn check_capacity(capacity: u32, queued: usize) -> Result<(), String> {
+    let page = 4096u64;
+    let cap = u64::from(capacity);
+    let max: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let privileged = crate::process::creds::own_creds().cap_eff & CAP_SYS_RESOURCE != 0;
+    if cap > 1 << 31 {
+        return Err(format!(
+            "pipe capacity {cap} is more than the kernel allows (2 GiB)"
+        ));
+    }
+    if cap > max && cap > DEFAULT_CAPACITY && !privileged {
+        return Err(format!(
+            "pipe capacity {cap} is above fs.pipe-max-size ({max}); setting it needs CAP_SYS_RESOURCE"
+        ));
+    }
+    let effective = match cap {
+        0 => DEFAULT_CAPACITY,
+        c => c.max(page).next_power_of_two(),
+    };
+    if queued as u64 > effective {
+        return Err(format!(
+            "{queued} bytes buffered in a pipe that holds {effective} (capacity {cap})"
+        ));
+    }
+    Ok(())
 }
 
 /// The other end was outside the saved process and the pipe is still
@@ -295,6 +330,10 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
             },
         );
         if !p.data.is_empty() && !st.live_fifos.contains_key(&p.id) {
+            // Refilled into the FIFO as the kernel makes it (default size).
+            if let Err(e) = check_capacity(0, p.data.len()) {
+                b.error(format!("{what}: {e}"));
+            }
             b.op(
                 &what,
                 FdOp::Write {
@@ -327,7 +366,10 @@ pub(super) fn make(
     capacity: u32,
     data: &[u8],
 ) -> ckpt_sys::Result<()> {
-    let (r, w) = setup::pipe2(0)?;
+    // Non-blocking while it is filled: data that does not fit fails
+    // (EAGAIN) instead of blocking the stub for good. The saved status
+    // flags are set afterwards (SetFl).
+    let (r, w) = setup::pipe2(libc::O_NONBLOCK)?;
     c.new_fd(slots[0], r)?;
     let w = c.new_fd(slots[1], w)?;
     if capacity != 0 && setup::pipe_size(w)? != capacity {
@@ -335,6 +377,11 @@ pub(super) fn make(
     }
     if !data.is_empty() {
         sys::write_fd(w, data)?;
+    }
+    // Both ends blocking again, as pipe(2) makes them.
+    for fd in [c.slot(slots[0]), w] {
+        let fl = setup::get_fl(fd)?;
+        setup::set_fl(fd, fl & !libc::O_NONBLOCK)?;
     }
     Ok(())
 }

@@ -292,6 +292,43 @@ fn file_backing(
     }
 }
 
+/// Mappings the kernel would refuse to make here: ending above the user
+/// address limit `task_size`, or starting below vm.mmap_min_addr without
+/// CAP_SYS_RAWIO (`rawio`). The kernel's own (vdso, vvar, vsyscall) are
+/// not made.
+pub(crate) fn check_addresses(
+    p: &Process,
+    task_size: u64,
+    mmap_min: u64,
+    rawio: bool,
+    r: &mut crate::Report,
+) {
+    for v in &p.vmas {
+        if matches!(
+            v.backing,
+            VmaBacking::Special(
+                SpecialMapping::Vdso
+                    | SpecialMapping::Vvar
+                    | SpecialMapping::VvarVclock
+                    | SpecialMapping::Vsyscall
+                    | SpecialMapping::Uprobes
+            )
+        ) {
+            continue;
+        }
+        let what = vma_what(v);
+        if v.end > task_size || v.start >= v.end {
+            r.errors.push(format!(
+                "{what}: not inside the user address space (it ends at {task_size:#x} here)"
+            ));
+        } else if v.start < mmap_min && !rawio {
+            r.errors.push(format!(
+                "{what}: below vm.mmap_min_addr ({mmap_min:#x}); mapping it needs CAP_SYS_RAWIO"
+            ));
+        }
+    }
+}
+
 /// The index in `plan.recreate` of the deleted file of `fm` (added on its
 /// first mapping).
 fn recreated(fm: &FileMapping, what: &str, plan: &mut MemPlan) -> Option<usize> {

@@ -86,6 +86,53 @@ pub fn take_pending(mask: u64) -> Option<i32> {
     (r > 0).then_some(r as i32)
 }
 
+/// Every caught signal back to its default action (rt_sigaction), in a
+/// freshly forked child whose parent's handlers must not run in it (they
+/// would write to fds of the parent's that are now other files).
+/// Allocates nothing.
+pub fn reset_handlers() -> Result<()> {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        let mut old = [0u64; 4];
+        // SAFETY: reads the current action into `old`, a live local of the
+        // size of the kernel's struct sigaction (handler, flags, restorer,
+        // mask); no new action (NULL).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::null::<u64>(),
+                old.as_mut_ptr(),
+                8usize,
+            )
+        };
+        if r < 0 {
+            continue; // a number the kernel does not take
+        }
+        let (dfl, ign) = (libc::SIG_DFL as u64, libc::SIG_IGN as u64);
+        if old[0] != dfl && old[0] != ign {
+            let new = [dfl, 0u64, 0, 0];
+            // SAFETY: the kernel reads the new action from `new`, a live
+            // local of the size of its struct sigaction.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    new.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                )
+            };
+            if r < 0 {
+                return Err(last_os("rt_sigaction", 0));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What [`wait_child_or_signal`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Woken {
