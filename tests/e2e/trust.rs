@@ -594,3 +594,110 @@ fn assert_free_pid(pid: i32) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A saved oom_score_adj comes back; one the restorer may not set (below
+/// its own, without CAP_SYS_RESOURCE) is a warning, said before.
+#[test]
+fn oom_score_adj_comes_back_or_is_warned_about() {
+    let dir = TempDir::new("oom");
+    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("oom.ckpt");
+    dump_kill(&mut p, &image);
+    let raised = dir.join("raised.ckpt");
+    crafted(&image, &raised, |i| i.processes[0].oom_score_adj = 700);
+    let r = restore_detached(&raised, &p.out, p.pid);
+    let v = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", r.pid)).unwrap();
+    assert_eq!(v.trim(), "700");
+    let mut r = r;
+    r.kill();
+
+    let own: i32 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let caps = status_field(std::process::id() as i32, "CapEff").unwrap();
+    let can_lower = u64::from_str_radix(&caps, 16).unwrap() & (1 << 24) != 0;
+    let lowered = dir.join("lowered.ckpt");
+    crafted(&image, &lowered, |i| i.processes[0].oom_score_adj = -500);
+    let o = ckpt_timeout(&["restore", "--detach", lowered.to_str().unwrap()], LIMIT);
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    let r = Proc::adopt(p.pid, &p.out);
+    let v = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", r.pid)).unwrap();
+    if can_lower {
+        assert_eq!(v.trim(), "-500");
+    } else {
+        assert!(
+            err.contains(&format!(
+                "warning: oom_score_adj -500 cannot be restored: lowering it below the restorer's {own} needs CAP_SYS_RESOURCE"
+            )),
+            "{err}"
+        );
+        assert_eq!(v.trim(), own.to_string());
+    }
+}
+
+/// A saved pid that is the process group (or session) of live processes
+/// whose leader is gone: refused at once, naming them (no busy loop).
+#[test]
+fn a_taken_pid_names_what_holds_it() {
+    let dir = TempDir::new("takenpid");
+    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    // A session leader that leaves a member behind: its pid stays taken.
+    let o = run_timeout(
+        std::process::Command::new("setsid").args([
+            "-f",
+            "sh",
+            "-c",
+            "sleep 30 </dev/null >/dev/null 2>&1 & echo $$",
+        ]),
+        LIMIT,
+    );
+    let leader: i32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let t = std::time::Instant::now();
+    while Path::new(&format!("/proc/{leader}")).exists() {
+        ckpt_sys::sys::try_reap(leader);
+        assert!(t.elapsed() < LIMIT, "the leader {leader} does not go");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let member: i32 = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(") ")
+                        .map(|x| x.1.split(' ').nth(2) == Some(&leader.to_string()))
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false)
+        })
+        .expect("the member of the group");
+    let img = dir.join("at-leader.ckpt");
+    crafted(&image, &img, |i| {
+        i.root_pid = leader;
+        i.processes[0].pid = leader;
+        i.processes[0].threads[0].tid = leader;
+    });
+    let t = std::time::Instant::now();
+    let o = ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "a pid held by a process group");
+    assert!(
+        err.contains(&format!(
+            "pid {leader} is in use by the process group of \"sleep\" (pid {member})"
+        )),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    let _ = ckpt_sys::sys::kill(member, libc::SIGKILL);
+}

@@ -233,10 +233,14 @@ fn child_main(
     }
 }
 
-/// Who holds `pid`: `"bash" (pid 1234)`, a thread, or a zombie. `None` if
-/// it is gone by now. The bool is true for a zombie.
+/// Who holds `pid`: `"bash" (pid 1234)`, a thread, a zombie, or the
+/// process group or session of live processes (a number stays taken while
+/// a group or session of that id has members, after its leader is gone).
+/// `None` if nothing seems to hold it by now. The bool is true for a zombie.
 pub fn holder_of(pid: i32) -> Option<(String, bool)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return group_or_session_of(pid).map(|s| (s, false));
+    };
     let field = |k: &str| {
         status
             .lines()
@@ -258,6 +262,51 @@ pub fn holder_of(pid: i32) -> Option<(String, bool)> {
     Some((s, zombie))
 }
 
+/// "the process group of \"bash\" (pid 12) and 2 other live processes",
+/// when `id` is the process group or session id of live processes.
+fn group_or_session_of(id: i32) -> Option<String> {
+    let mut group = Vec::new();
+    let mut session = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let comm = head.split_once(" (").map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = rest.split(' ').collect();
+        let (pgrp, sid) = (
+            f.get(2).and_then(|v| v.parse().ok()),
+            f.get(3).and_then(|v| v.parse().ok()),
+        );
+        if pgrp == Some(id) {
+            group.push((pid, comm.to_string()));
+        } else if sid == Some(id) {
+            session.push((pid, comm.to_string()));
+        }
+    }
+    let (what, members) = if !group.is_empty() {
+        ("process group", group)
+    } else if !session.is_empty() {
+        ("session", session)
+    } else {
+        return None;
+    };
+    let (first, comm) = &members[0];
+    let more = match members.len() - 1 {
+        0 => String::new(),
+        1 => " and 1 other live process".to_string(),
+        n => format!(" and {n} other live processes"),
+    };
+    Some(format!(
+        "the {what} of \"{comm}\" (pid {first}){more}, whose leader is gone"
+    ))
+}
+
 /// Fork the stub (at `pid`, or anywhere with None), let it build its fds,
 /// and return its pid once it waits in pause(). With `as_saved`, paths of
 /// the image are opened with those fs ids. `watch` is told the stub's pid
@@ -277,6 +326,7 @@ pub fn spawn(
     let mut slots = vec![-1i32; plan.slots];
     let parent = sys::getpid();
     let t0 = Instant::now();
+    let mut backoff = Duration::from_millis(1);
     let child = loop {
         match fork_with_pid(pid) {
             Ok(Forked::Child) => {
@@ -289,27 +339,27 @@ pub fn spawn(
             }
             Err(e) if e.errno() == Some(libc::EEXIST) && pid.is_some() => {
                 let p = pid.unwrap_or(0);
-                match holder_of(p) {
-                    // Gone meanwhile: try again (bounded, in case /proc hides it).
-                    None if t0.elapsed() < zombie_wait.max(Duration::from_millis(100)) => continue,
-                    None => {
-                        let _ = setup::close(r);
-                        let _ = setup::close(w);
-                        return Err(Error::PidInUse {
-                            pid: p,
-                            holder: "a task this restorer cannot see".into(),
-                        });
-                    }
-                    Some((_, true)) if t0.elapsed() < zombie_wait => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                    Some((holder, _)) => {
-                        let _ = setup::close(r);
-                        let _ = setup::close(w);
-                        return Err(Error::PidInUse { pid: p, holder });
-                    }
+                let waited = t0.elapsed();
+                let holder = holder_of(p);
+                // A zombie about to be reaped, or a holder /proc does not
+                // show yet (or any more): try again a little later, for a
+                // bounded time, without spinning.
+                let retry = match &holder {
+                    Some((_, true)) => waited < zombie_wait,
+                    None => waited < zombie_wait.max(Duration::from_millis(100)),
+                    Some((_, false)) => false,
+                };
+                if retry {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    continue;
                 }
+                let _ = setup::close(r);
+                let _ = setup::close(w);
+                let holder = holder.map(|h| h.0).unwrap_or_else(|| {
+                    "a task this restorer cannot see (another pid namespace?)".into()
+                });
+                return Err(Error::PidInUse { pid: p, holder });
             }
             Err(source) => {
                 let _ = setup::close(r);
