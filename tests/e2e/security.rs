@@ -629,3 +629,196 @@ fn fds_of(pid: i32) -> Vec<i32> {
     v.sort_unstable();
     v
 }
+
+/// Root restoring an image owned by nobody (nobody dumped its own
+/// process): the process may hold only what nobody could. Every field
+/// that asks for more is refused, by name; as it is, the image passes.
+#[test]
+fn root_restores_only_what_the_images_owner_could_hold() {
+    let dir = TempDir::new("owner");
+    let mut q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    let o = ckpt_timeout(&["restore", "--check", own.to_str().unwrap()], LIMIT);
+    assert!(
+        o.status.success(),
+        "the unmodified image: {}",
+        stderr_of(&o)
+    );
+    // An executable only root may run, and a set-user-ID copy of one.
+    let private_exe = dir.join("private-exe");
+    std::fs::copy(target_fixture(), &private_exe).unwrap();
+    std::fs::set_permissions(&private_exe, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let setuid_exe = dir.join("setuid-exe");
+    std::fs::copy(target_fixture(), &setuid_exe).unwrap();
+    std::fs::set_permissions(&setuid_exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let exe_at = |p: std::path::PathBuf| {
+        move |i: &mut ckpt_image::Image| {
+            i.processes[0].exe.path = p.to_str().unwrap().as_bytes().to_vec();
+        }
+    };
+    let creds = |f: fn(&mut ckpt_image::Credentials)| -> Edit {
+        Box::new(move |i: &mut ckpt_image::Image| f(&mut i.processes[0].creds))
+    };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "uid 0",
+            "the process: its uid 0 is not uid 65534",
+            creds(|c| {
+                (c.ruid, c.euid, c.suid, c.fsuid) = (0, 0, 0, 0);
+            }),
+        ),
+        (
+            "saved uid 0",
+            "its saved uid 0 is not uid 65534",
+            creds(|c| c.suid = 0),
+        ),
+        (
+            "filesystem uid",
+            "its filesystem uid 0 is not uid 65534",
+            creds(|c| c.fsuid = 0),
+        ),
+        (
+            "effective gid",
+            "its effective gid 0 is not one of uid 65534's",
+            creds(|c| c.egid = 0),
+        ),
+        (
+            "shadow group",
+            "its supplementary group 42 is not one of uid 65534's",
+            creds(|c| c.groups = vec![42]),
+        ),
+        (
+            "capabilities",
+            "it has capabilities",
+            creds(|c| c.cap_effective = 1 << 21),
+        ),
+        (
+            "ambient capability",
+            "it has capabilities",
+            creds(|c| c.cap_ambient = 1 << 12),
+        ),
+        (
+            "thread credentials",
+            "its effective uid 0 is not uid 65534",
+            Box::new(|i| {
+                let mut c = i.processes[0].creds.clone();
+                c.euid = 0;
+                let t = &mut i.processes[0].threads[0];
+                t.creds = Some(c);
+            }),
+        ),
+        (
+            "mapping below mmap_min_addr",
+            "is below vm.mmap_min_addr",
+            Box::new(|i| {
+                i.processes[0].vmas.insert(
+                    0,
+                    ckpt_image::Vma {
+                        start: 0,
+                        end: 0x1000,
+                        prot: 3,
+                        ..Default::default()
+                    },
+                )
+            }),
+        ),
+        (
+            "SCHED_FIFO",
+            "real-time priority 10 (SCHED_FIFO) is above uid 65534's RLIMIT_RTPRIO",
+            Box::new(|i| {
+                let s = &mut i.processes[0].threads[0].sched;
+                (s.policy, s.priority) = (1, 10);
+            }),
+        ),
+        (
+            "negative nice",
+            "nice -5 is below what uid 65534's RLIMIT_NICE",
+            Box::new(|i| i.processes[0].threads[0].sched.nice = -5),
+        ),
+        (
+            "oom_score_adj",
+            "oom_score_adj -100 is below the restorer's",
+            Box::new(|i| i.processes[0].oom_score_adj = -100),
+        ),
+        (
+            "set-user-ID executable",
+            "is set-user-ID or set-group-ID",
+            Box::new(exe_at(setuid_exe)),
+        ),
+        (
+            "root's executable",
+            "may not read and execute it",
+            Box::new(exe_at(private_exe)),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{}.ckpt", name.replace(' ', "-")));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+        check_refused(
+            &ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+        wait_gone(q.pid);
+    }
+    // An image others may write: nobody answers for it.
+    let img = out.join("group-writable.ckpt");
+    edited_copy(&own, &img, 65534, |_| {});
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o660)).unwrap();
+    check_refused(
+        &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+        "group-writable image",
+        "is writable by group or others",
+    );
+}
+
+/// A unix socket that nobody's process listened on, moved by the image to
+/// a directory nobody may not create files in: refused before anything
+/// starts (the bind would fail with nobody's rights).
+#[test]
+fn a_socket_path_the_saved_user_cannot_write_is_refused() {
+    let dir = TempDir::new("sockpath");
+    let out = nobody_dir(&dir, "out");
+    let script = dir.join("srv.py");
+    std::fs::write(
+        &script,
+        "import os,socket,sys,time\n\
+         s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)\n\
+         print('READY', flush=True)\n\
+         while True: time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let sock = out.join("s.sock");
+    let mut cmd = as_nobody(Path::new("/usr/bin/python3"));
+    cmd.arg("-u").arg(&script).arg(&sock);
+    let mut q = Proc::spawn_cmd(&dir, &mut cmd);
+    chown_nobody(&q.out);
+    q.wait_line(|l| l == "READY");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    let img = out.join("moved.ckpt");
+    edited_copy(&own, &img, 65534, |i| {
+        for f in &mut i.files {
+            if let ckpt_image::FileKind::UnixSocket(u) = &mut f.kind {
+                u.local_path = b"/root/ckpt-e2e.sock".to_vec();
+                f.path = u.local_path.clone();
+            }
+        }
+    });
+    check_refused(
+        &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+        "socket in /root",
+        "/root: uid 65534 gid 65534 may not create files in it",
+    );
+}

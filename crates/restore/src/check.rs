@@ -188,7 +188,9 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             c.euid, c.egid, c.groups, own.uids[1], own.gids[1]
         ));
     }
-    let as_saved = open_as(p, &own, || image_is_restorers_own(reader, &own));
+    let who = requester(reader, opts, &own);
+    crate::process::creds::check_requester(p, &who, &own, &mut r);
+    let as_saved = open_as(p, &own, || who == Requester::Restorer);
     security(p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
     if p.creds.seccomp_mode != 0 {
         r.errors.push(format!(
@@ -422,7 +424,7 @@ fn check_ids(p: &Process, opts: &RestoreOptions, r: &mut Report) {
 /// restorer's own: the saved process's fs uid, fs gid and groups when it
 /// ran as another user (and the restorer may switch to them) and the image
 /// is not the restorer's own (`restorers_own`, asked only then: see
-/// [`image_is_restorers_own`]). None: the restorer's own ids, for its own
+/// [`Requester`]). None: the restorer's own ids, for its own
 /// process, for an image it wrote itself and vouches for, and for a
 /// restorer without privileges (which cannot restore another user's
 /// process at all). spec/security.md, section 3.
@@ -606,28 +608,20 @@ fn access_here(items: &[AccessItem]) -> Vec<(usize, i32)> {
     denied
 }
 
-/// Whether the image being read is a file of the restorer's own: owned by
-/// its effective uid and writable by nobody else. Then the restorer wrote
-/// it (e.g. dumped the process itself) and vouches for its contents; any
-/// other image is only data that its writer could have crafted.
+/// The owner and mode of the image file being read, when it is one.
 ///
 /// The reader does not say which file it reads, so the restorer's open
 /// files are searched for one with the same length and the same trailing
 /// commit record and metadata (an identical copy is equally trustworthy).
-/// Readers of memory buffers are never the restorer's own.
-fn image_is_restorers_own<R: ReadAt>(reader: &ImageReader<R>, own: &OwnCreds) -> bool {
+/// Readers of memory buffers have no file.
+fn image_file<R: ReadAt>(reader: &ImageReader<R>) -> Option<(u32, u32)> {
     use std::os::unix::fs::FileExt;
     let src = reader.source();
-    let Ok(len) = src.len() else { return false };
+    let len = src.len().ok()?;
     let tail_len = len.min(64) as usize;
     let mut tail = vec![0u8; tail_len];
-    if src.read_at(&mut tail, len - tail_len as u64).is_err() {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return false;
-    };
-    for e in dir.flatten() {
+    src.read_at(&mut tail, len - tail_len as u64).ok()?;
+    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
         let path = e.path();
         // stat first: opening a pipe or a device could block.
         match std::fs::metadata(&path) {
@@ -657,11 +651,41 @@ fn image_is_restorers_own<R: ReadAt>(reader: &ImageReader<R>, own: &OwnCreds) ->
         if f.read_exact_at(&mut mb, c_off + 24).is_err() || mb != meta {
             continue;
         }
-        if m.uid() == own.uids[1] && m.mode() & 0o022 == 0 {
-            return true;
-        }
+        return Some((m.uid(), m.mode()));
     }
-    false
+    None
+}
+
+/// Who a restore is for: whose rights bound what the image may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Requester {
+    /// The restorer itself: an image file of its own (owned by its
+    /// effective uid, writable by nobody else: it wrote it and vouches for
+    /// it), or an image its caller gave as bytes.
+    Restorer,
+    /// User `uid`: the owner of the image file, or the user a restore is
+    /// made for ([`RestoreOptions::requester`], ckptfs's caller).
+    User(u32),
+    /// An image file others may have written (group- or world-writable):
+    /// nobody answers for it.
+    Nobody { uid: u32, mode: u32 },
+}
+
+/// Who the restore of `reader` is for (see [`Requester`]).
+pub(crate) fn requester<R: ReadAt>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    own: &OwnCreds,
+) -> Requester {
+    if let Some(uid) = opts.requester {
+        return Requester::User(uid);
+    }
+    match image_file(reader) {
+        None => Requester::Restorer,
+        Some((uid, mode)) if mode & 0o022 != 0 => Requester::Nobody { uid, mode },
+        Some((uid, _)) if uid == own.uids[1] => Requester::Restorer,
+        Some((uid, _)) => Requester::User(uid),
+    }
 }
 
 /// Why `path` is not one the kernel would report for an open file.
@@ -878,6 +902,24 @@ mod tests {
             ..root()
         };
         assert_eq!(open_as(&nobody, &weak, || false), None);
+    }
+
+    #[test]
+    fn the_requester_is_the_option_or_the_image_files_owner() {
+        let bytes = ckpt_image::fuzzing::sample_image();
+        let reader = ImageReader::new(bytes.as_slice()).unwrap();
+        let own = root();
+        // Bytes of the caller's: the caller answers for them.
+        assert_eq!(
+            requester(&reader, &RestoreOptions::default(), &own),
+            Requester::Restorer
+        );
+        // ckptfs says for whom.
+        let opts = RestoreOptions {
+            requester: Some(65534),
+            ..Default::default()
+        };
+        assert_eq!(requester(&reader, &opts, &own), Requester::User(65534));
     }
 
     #[test]

@@ -181,6 +181,10 @@ pub struct RestoreOptions {
     pub force_files: bool,
     /// Lets another thread stop the restore ([`Cancel::cancel`]).
     pub cancel: Option<Cancel>,
+    /// The user the restore is made for, when it is not the owner of the
+    /// image file (ckptfs: the user who asked): the process may hold only
+    /// credentials and rights that user could (spec/security.md).
+    pub requester: Option<u32>,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -191,6 +195,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("huge_fill", &self.huge_fill)
             .field("force_files", &self.force_files)
             .field("cancel", &self.cancel.as_ref().and_then(|c| c.signal()))
+            .field("requester", &self.requester)
             .finish()
     }
 }

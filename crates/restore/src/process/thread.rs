@@ -164,6 +164,54 @@ fn xsave_problem(xs: &[u8], xcr0: u64) -> Option<String> {
     None
 }
 
+const SCHED_FIFO: u32 = 1;
+const SCHED_RR: u32 = 2;
+const SCHED_DEADLINE: u32 = 6;
+
+/// Scheduling that only privilege gives, for a process of uid `u` (not
+/// root): a real-time priority above U's RLIMIT_RTPRIO, a nice value
+/// below what U's RLIMIT_NICE allows (20 - limit), SCHED_DEADLINE. U's
+/// limits: the saved hard limits, at most the restorer's (what the
+/// restored process could raise itself to).
+pub(crate) fn check_priorities(p: &Process, u: u32, bad: &mut dyn FnMut(String)) {
+    let limit = |res: u32| {
+        let saved = p
+            .rlimits
+            .iter()
+            .find(|l| l.resource == res)
+            .map(|l| l.hard)
+            .unwrap_or(u64::MAX);
+        let mine = setup::prlimit(0, res, None).map(|(_, h)| h).unwrap_or(0);
+        saved.min(mine)
+    };
+    let (rtprio, nice) = (
+        limit(libc::RLIMIT_RTPRIO),
+        limit(libc::RLIMIT_NICE),
+    );
+    for t in &p.threads {
+        let s = &t.sched;
+        let tid = t.tid;
+        match s.policy {
+            SCHED_FIFO | SCHED_RR if u64::from(s.priority) > rtprio => bad(format!(
+                "thread {tid}: real-time priority {} ({}) is above uid {u}'s RLIMIT_RTPRIO ({rtprio})",
+                s.priority,
+                if s.policy == SCHED_FIFO { "SCHED_FIFO" } else { "SCHED_RR" }
+            )),
+            SCHED_DEADLINE => bad(format!(
+                "thread {tid}: SCHED_DEADLINE needs CAP_SYS_NICE"
+            )),
+            _ => {}
+        }
+        if s.nice < 0 && (20 - i64::from(s.nice)) as u64 > nice {
+            bad(format!(
+                "thread {tid}: nice {} is below what uid {u}'s RLIMIT_NICE ({nice}) allows ({})",
+                s.nice,
+                20 - nice.min(40) as i64
+            ));
+        }
+    }
+}
+
 /// Fit a saved XSAVE area to the size this kernel's regset has: pad with
 /// zeros (components the image lacks are in their init state) or cut bytes
 /// past the end (check() made sure the image uses no component we lack).
