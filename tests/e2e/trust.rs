@@ -701,3 +701,30 @@ fn a_taken_pid_names_what_holds_it() {
     );
     let _ = ckpt_sys::sys::kill(member, libc::SIGKILL);
 }
+
+/// A restore that fails on an fd's file says why once, naming the fd
+/// and the file: no "Is a directory: Is a directory (os error 21)".
+#[test]
+fn messages_say_each_thing_once() {
+    let dir = TempDir::new("messages");
+    let log = dir.join("app.log");
+    let script = py_script(
+        &dir,
+        "log.py",
+        "import sys,time\nf=open(sys.argv[1],'a')\nprint('READY',flush=True)\nwhile True: time.sleep(0.05)\n",
+    );
+    let mut p = Proc::spawn_cmd(&dir, &mut python(&script, &[log.to_str().unwrap()]));
+    p.wait_line(|l| l == "READY");
+    let image = dir.join("m.ckpt");
+    dump_kill(&mut p, &image);
+    std::fs::remove_file(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    let o = ckpt_timeout(&["restore", "--detach", image.to_str().unwrap()], LIMIT);
+    let err = assert_clean_failure(&o, "a directory in place of the log");
+    assert!(
+        err.contains(&format!(": {}: Is a directory", log.display())),
+        "{err}"
+    );
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
+    assert!(!err.contains("(os error"), "{err}");
+}

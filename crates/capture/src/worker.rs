@@ -140,8 +140,16 @@ pub(crate) fn run_in_worker(
             let _ = std::fs::File::from(r).read_to_end(&mut buf);
             let result = decode(pid, &buf).unwrap_or_else(|| {
                 died(child);
+                let how = match exit {
+                    wait::ExitKind::Exited(c) => format!("exited with status {c}"),
+                    wait::ExitKind::Signaled(s) => {
+                        format!("was killed by {}", crate::error::signal_name(s))
+                    }
+                };
                 Err(Error::Worker {
-                    message: format!("the dump worker (pid {child}) died: {exit:?}"),
+                    message: format!(
+                        "pid {pid}: the dump worker (pid {child}) {how} before it finished; no image was written and the process goes on as it was"
+                    ),
                 })
             });
             match (result, cancelled.or(late)) {

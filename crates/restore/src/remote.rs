@@ -23,7 +23,7 @@ impl Remote {
         if (-4095..0).contains(&r) {
             return Err(Error::Io {
                 context: format!("thread {}: {name}", self.tid),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
         Ok(r as u64)

@@ -436,7 +436,10 @@ fn wait_ready(r: i32, child: i32, plan: &FdPlan, as_saved: Option<&FsSwitch>) ->
     } else {
         "setting up the stub".to_string()
     };
-    Err(Error::Fd { what, source })
+    Err(Error::Fd {
+        what,
+        error: source,
+    })
 }
 
 #[cfg(test)]

@@ -205,7 +205,7 @@ pub(super) fn uffd_copy(fd: i32, addr: u64, data: &[u8]) -> Result<()> {
                         addr + done as u64,
                         data.len() - done
                     ),
-                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
+                    error: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
                 })
             }
         }

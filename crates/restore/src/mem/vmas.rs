@@ -504,7 +504,7 @@ pub(crate) fn recreate_files(
                     f.path.to_string_lossy(),
                     contents.len()
                 ),
-                source,
+                error: source,
             })?;
             main.call(
                 &format!("fchmod of the copy of {}", f.path.to_string_lossy()),
@@ -585,7 +585,7 @@ fn create_unlinked(main: &mut Remote, f: &RecreatedFile, scratch: u64) -> Result
                 .collect::<Vec<_>>()
                 .join(" or ")
         ),
-        source: std::io::Error::from_raw_os_error(last as i32),
+        error: std::io::Error::from_raw_os_error(last as i32),
     })
 }
 
@@ -806,7 +806,7 @@ fn advise(main: &mut Remote, s: &MapStep, scratch: u64) -> Result<()> {
         if r < 0 && !(optional && r == -(libc::EINVAL as i64)) {
             return Err(Error::Io {
                 context: format!("thread {}: madvise({adv}) of {}", main.tid, s.what),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
     }

@@ -207,7 +207,7 @@ fn set_fs_id(r: &mut Remote, name: &str, nr: i64, id: u32) -> Result<()> {
     if now != id {
         return Err(Error::Io {
             context: format!("thread {}: {name}({id}) left it at {now}", r.tid),
-            source: std::io::Error::from_raw_os_error(libc::EPERM),
+            error: std::io::Error::from_raw_os_error(libc::EPERM),
         });
     }
     Ok(())

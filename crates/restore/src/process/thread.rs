@@ -184,10 +184,7 @@ pub(crate) fn check_priorities(p: &Process, u: u32, bad: &mut dyn FnMut(String))
         let mine = setup::prlimit(0, res, None).map(|(_, h)| h).unwrap_or(0);
         saved.min(mine)
     };
-    let (rtprio, nice) = (
-        limit(libc::RLIMIT_RTPRIO),
-        limit(libc::RLIMIT_NICE),
-    );
+    let (rtprio, nice) = (limit(libc::RLIMIT_RTPRIO), limit(libc::RLIMIT_NICE));
     for t in &p.threads {
         let s = &t.sched;
         let tid = t.tid;
@@ -287,7 +284,7 @@ pub(crate) fn create(
         if r < 0 {
             return Err(Error::Io {
                 context: format!("thread {pid}: clone3 of thread {}", t.tid),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
         let tid = r as i32;
