@@ -316,6 +316,8 @@ px = open(os.path.join(d, "posix"), "r+")
 fcntl.lockf(px, fcntl.LOCK_SH, 10, 5)                  # POSIX read lock on bytes 5-14
 ofd = os.open(os.path.join(d, "ofd"), os.O_RDWR)
 fcntl.fcntl(ofd, 37, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))  # OFD write lock
+ls = os.open(os.path.join(d, "lease"), os.O_RDONLY)
+fcntl.fcntl(ls, 1024, fcntl.F_RDLCK)                   # a read lease
 print("READY pid=%d" % os.getpid(), flush=True)
 while True:
     print("tick", flush=True)
@@ -351,7 +353,7 @@ fn others_can_lock(dir: &TempDir) -> (bool, bool, bool) {
 #[test]
 fn flock_posix_and_ofd_locks_come_back() {
     let dir = TempDir::new("locks");
-    for f in ["flock", "posix", "ofd"] {
+    for f in ["flock", "posix", "ofd", "lease"] {
         std::fs::write(dir.join(f), vec![b'x'; 100]).unwrap();
     }
     let script = py_script(&dir, "locks.py", LOCKS_PY);
@@ -388,6 +390,18 @@ fn flock_posix_and_ofd_locks_come_back() {
     let r = restore_detached(&image, &p.out, p.pid);
     r.wait_more_lines(2);
     assert_eq!(others_can_lock(&dir), (false, false, false));
+    // And its lease.
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(dir.join("lease")).unwrap().ino();
+    let locks = std::fs::read_to_string("/proc/locks").unwrap();
+    assert!(
+        locks.lines().any(|l| l.contains("LEASE")
+            && l.contains("READ")
+            && l.contains(&format!(" {} ", r.pid))
+            && l.contains(&format!(":{ino} "))),
+        "no read lease of pid {} on inode {ino}:\n{locks}",
+        r.pid
+    );
 }
 
 /// A copy of `image` with its model edited (owned by root, 0600).

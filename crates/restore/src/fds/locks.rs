@@ -127,9 +127,10 @@ fn conflicts(l: &FileLock, dev: (u64, u64), inode: u64, held: &Held) -> bool {
             (write || held.write) && l.start <= held.end && held.start <= end
         }
         (LockKind::Flock, LockKind::Flock) => write || held.write,
-        // A lease is refused while anyone else has the file open; a held
-        // lease is at least that.
-        (LockKind::Lease, _) | (_, LockKind::Lease) => true,
+        // Leases see leases (a write lease is also refused while anyone
+        // else has the file open, which /proc/locks does not show: the
+        // restore says so if it happens).
+        (LockKind::Lease, LockKind::Lease) => write || held.write,
         _ => false,
     }
 }
