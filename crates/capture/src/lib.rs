@@ -49,13 +49,19 @@
 //!   caller's death; `freeze.rs`: checks, seizing every thread, letting go.
 //! - `process/`: `mod.rs` (identity, memory layout, cwd, ...), `creds.rs`,
 //!   `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`; `remote.rs` asks
-//!   the process what only it can tell (injected system calls).
+//!   the process what only it can tell (injected system calls, made so
+//!   that the process survives our death at any instant: at a syscall stop
+//!   of its libc's `rt_sigreturn`, with a signal frame of its own state on
+//!   its stack).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
-//!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
+//!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes),
+//!   `deleted.rs` (deleted files mapped, whole; inode generations of the
+//!   mapped files).
 //! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
 //!   `descriptions.rs` (which fds share an open file description), and one
 //!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`;
+//!   `locks.rs` (file locks and leases, from fdinfo).
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!

@@ -17,7 +17,24 @@
 //!    pending signals, registers and FPU state; then detaches.
 //!
 //! On any failure the half-built process is killed and reaped; the image is
-//! only read.
+//! only read. A [`Cancel`] handle (the `ckpt` command's, on SIGINT,
+//! SIGTERM, SIGHUP) stops a restore from another thread: the stub or the
+//! process being built is killed, which ends whatever step waits on it,
+//! and [`restore`] returns [`Error::Cancelled`].
+//!
+//! # Who the restore is for
+//! [`check()`] bounds what the image may ask by its requester: the owner
+//! of the image file, or [`RestoreOptions::requester`] (ckptfs's caller).
+//! For a requester other than root and the restorer itself, every saved
+//! uid must be the requester's, every gid and group one of its groups,
+//! no capability, and no other right only root has (spec/security.md §3,
+//! `check::Requester`, `process::creds::check_requester`).
+//!
+//! # File locks
+//! flock, POSIX, OFD locks and leases (`Image.locks`) are taken again by
+//! the process being built once its fds are final (`fds/locks.rs`), never
+//! waiting: a lock someone else holds now is refused by check() (from
+//! /proc/locks), naming the file.
 //!
 //! # Where things are
 //! One module per kind of saved object, named as in ckpt-capture; each
@@ -26,7 +43,8 @@
 //!   description, gives each a slot, dispatches to the kind modules and
 //!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
 //!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
-//!   [`plan::fds::FdOp`]s of their kind and run them in the stub.
+//!   [`plan::fds::FdOp`]s of their kind and run them in the stub;
+//!   `fds/locks.rs` checks and takes back file locks.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
@@ -124,6 +142,8 @@
 //!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
 //!   of those, else a new pipe whose other end is closed (buffered data is
 //!   refilled where the read end is ours). See [External pipes](#external-pipes).
+//! - An `oom_score_adj` below the restorer's cannot be set without
+//!   CAP_SYS_RESOURCE: a warning.
 //! - mlock()ed ranges come back unlocked; timer overrun counts are lost;
 //!   timerfds are re-armed relative to now (TFD_TIMER_ABSTIME and
 //!   CANCEL_ON_SET are not kept); a job-control stop is not re-applied.
