@@ -33,12 +33,37 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    // SIGINT, SIGTERM and SIGHUP: while the restore runs they cancel it
+    // (what was built is killed, exit 128 + signal); once the process
+    // runs they are passed on to it (in the foreground; terminal signals
+    // reach it anyway: it is in our process group).
+    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
+        .context("installing signal handlers")?;
+    let cancel = ckpt_restore::Cancel::new();
+    let restored_pid = Arc::new(AtomicI32::new(0));
+    let handle = signals.handle();
+    let forwarder = {
+        let restored_pid = restored_pid.clone();
+        let cancel = cancel.clone();
+        std::thread::spawn(move || {
+            for info in signals.forever() {
+                if cancel.cancel(info.signal) {
+                    continue;
+                }
+                let pid = restored_pid.load(Ordering::SeqCst);
+                if pid > 0 && info.process.is_some() {
+                    let _ = sys::kill(pid, info.signal);
+                }
+            }
+        })
+    };
     let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
         force_files: a.force_files,
         progress: super::progress_bar("restoring"),
+        cancel: Some(cancel.clone()),
         ..Default::default()
     };
     let report = ckpt_restore::check(&reader, &opts);
@@ -63,30 +88,6 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: {} can be restored here", a.image.display());
         return Ok(0);
     }
-    // SIGINT, SIGTERM and SIGHUP: while the restore runs they cancel it
-    // (what was built is killed, exit 128 + signal); once the process
-    // runs they are passed on to it (in the foreground; terminal signals
-    // reach it anyway: it is in our process group).
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
-    let cancel = ckpt_restore::Cancel::new();
-    opts.cancel = Some(cancel.clone());
-    let restored_pid = Arc::new(AtomicI32::new(0));
-    let handle = signals.handle();
-    let forwarder = {
-        let restored_pid = restored_pid.clone();
-        std::thread::spawn(move || {
-            for info in signals.forever() {
-                if cancel.cancel(info.signal) {
-                    continue;
-                }
-                let pid = restored_pid.load(Ordering::SeqCst);
-                if pid > 0 && info.process.is_some() {
-                    let _ = sys::kill(pid, info.signal);
-                }
-            }
-        })
-    };
     let restored = match ckpt_restore::restore(&reader, &mut opts) {
         Err(e @ ckpt_restore::Error::Cancelled { signal }) => {
             eprintln!("ckpt: {e}");
