@@ -163,13 +163,37 @@ pub fn dump(pid: i32, out: &Path, opts: DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     freeze::check_target(pid)?;
     if worker::single_threaded() {
+        let before = file_id(out);
+        let leave_running = opts.leave_running;
         return worker::run_in_worker(
             pid,
             || dump::dump_here(pid, out, opts, t0),
-            |worker| remove_temp_files(out, worker),
+            |worker| {
+                remove_temp_files(out, worker);
+                // Killed after its commit: the image is whole; finish what
+                // was asked of the process (killed, or let go by the kernel).
+                let id = file_id(out).filter(|&id| Some(id) != before)?;
+                if !leave_running {
+                    let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
+                }
+                tracing::info!(worker, "the dump worker died after its commit");
+                Some(DumpStats {
+                    total: t0.elapsed(),
+                    image_bytes: id.2,
+                    ..Default::default()
+                })
+            },
         );
     }
     dump::dump_here(pid, out, opts, t0)
+}
+
+/// (device, inode, size) of the file at `p`, if any.
+fn file_id(p: &Path) -> Option<(u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size()))
 }
 
 /// Remove the temp files a dump worker that died left (AtomicFile names

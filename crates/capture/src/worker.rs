@@ -105,11 +105,12 @@ pub(crate) fn test_delay() {
 /// except the few kinds callers match on, which keep their variant.
 /// SIGINT, SIGTERM and SIGHUP are blocked meanwhile and passed on to the
 /// worker (see the module doc). `died` is called with the worker's pid if
-/// it dies without an answer.
+/// it dies without an answer; it says whether the dump was complete
+/// nonetheless (killed between its commit and its answer).
 pub(crate) fn run_in_worker(
     pid: Pid,
     work: impl FnOnce() -> Result<crate::DumpStats>,
-    died: impl FnOnce(Pid),
+    died: impl FnOnce(Pid) -> Option<crate::DumpStats>,
 ) -> Result<crate::DumpStats> {
     let sys_err = |what: &str| {
         let what = what.to_string();
@@ -139,7 +140,9 @@ pub(crate) fn run_in_worker(
             let mut buf = Vec::new();
             let _ = std::fs::File::from(r).read_to_end(&mut buf);
             let result = decode(pid, &buf).unwrap_or_else(|| {
-                died(child);
+                if let Some(stats) = died(child) {
+                    return Ok(stats);
+                }
                 let how = match exit {
                     wait::ExitKind::Exited(c) => format!("exited with status {c}"),
                     wait::ExitKind::Signaled(s) => {
