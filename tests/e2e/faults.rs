@@ -73,7 +73,7 @@ fn assert_valid_image(image: &Path, what: &str) {
 }
 
 fn sigkill(pid: u32) {
-    let _ = ckpt_sys::sys::kill(pid as i32, libc::SIGKILL);
+    let _ = ckpt_sys::proc::kill(pid as i32, libc::SIGKILL);
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn target_killed_or_signalled_during_dump() {
         let delay = Duration::from_millis(u64::from(round * 7 % 40));
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
-            let _ = ckpt_sys::sys::kill(pid, sig);
+            let _ = ckpt_sys::proc::kill(pid, sig);
         });
         let o = run_timeout(
             ckpt()
@@ -177,7 +177,7 @@ fn sigusr1_storm_during_dumps() {
     let storm = std::thread::spawn(move || {
         let mut n = 0u64;
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = ckpt_sys::sys::kill(pid, libc::SIGUSR1);
+            let _ = ckpt_sys::proc::kill(pid, libc::SIGUSR1);
             n += 1;
             if n & 63 == 0 {
                 std::thread::sleep(Duration::from_micros(200));
@@ -375,7 +375,7 @@ fn kill_restore_at(image: &Path, out: &Path, pid: i32, delay: Duration) -> bool 
         if !Path::new(&format!("/proc/{pid}")).exists() {
             return false;
         }
-        ckpt_sys::sys::try_reap(pid);
+        ckpt_sys::proc::wait::try_reap(pid);
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         let state = status_field(pid, "State").unwrap_or_default();
         if comm.trim() == "target" && !state.starts_with('Z') {
@@ -772,7 +772,7 @@ fn signals_to_the_dumps_process_group_cancel_it_cleanly() {
             let mut child = dump_in_own_group(&p, &image, hook);
             let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
             std::thread::sleep(delay);
-            let _ = ckpt_sys::sys::kill(-(child.id() as i32), sig);
+            let _ = ckpt_sys::proc::kill(-(child.id() as i32), sig);
             let what = format!("signal {sig} to the group after {delay:?} (hook {hook} ms)");
             let st = wait_limited(&mut child, &what);
             let mut err = String::new();
@@ -843,7 +843,7 @@ fn sigkill_of_the_dump_worker_never_harms_the_target() {
             let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
             std::thread::sleep(delay);
             if let Some(w) = worker {
-                let _ = ckpt_sys::sys::kill(w, libc::SIGKILL);
+                let _ = ckpt_sys::proc::kill(w, libc::SIGKILL);
             }
             let what = format!("worker killed after {delay:?} (hook {hook} ms)");
             let st = wait_limited(&mut child, &what);
@@ -899,7 +899,7 @@ fn signals_cancel_a_restore_cleanly() {
             .unwrap();
         let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
         std::thread::sleep(delay);
-        let _ = ckpt_sys::sys::kill(-(child.id() as i32), sig);
+        let _ = ckpt_sys::proc::kill(-(child.id() as i32), sig);
         let what = format!("signal {sig} to the restore's group after {delay:?}");
         let st = wait_limited(&mut child, &what);
         let mut err = String::new();
@@ -927,7 +927,7 @@ fn signals_cancel_a_restore_cleanly() {
         // Nothing left at the pid (a cancelled one is killed and reaped).
         let t = Instant::now();
         while Path::new(&format!("/proc/{}", p.pid)).exists() {
-            ckpt_sys::sys::try_reap(p.pid);
+            ckpt_sys::proc::wait::try_reap(p.pid);
             assert!(t.elapsed() < LIMIT, "{what}: pid {} left", p.pid);
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -489,7 +489,7 @@ fn ckptfs_keeps_other_users_out() {
         (a.join(" "), o)
     })
     .collect();
-    let _ = ckpt_sys::sys::kill(child.id() as i32, libc::SIGTERM);
+    let _ = ckpt_sys::proc::kill(child.id() as i32, libc::SIGTERM);
     let _ = child.wait();
     let _ = Command::new("umount").arg("-l").arg(&mnt).status();
     for (what, o) in results {

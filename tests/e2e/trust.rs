@@ -293,7 +293,7 @@ fn sqlite_write_transaction_keeps_its_locks() {
         "after the restore another writer began a transaction"
     );
     // The restored process can still commit what it wrote.
-    ckpt_sys::sys::kill(r.pid, libc::SIGUSR1).unwrap();
+    ckpt_sys::proc::kill(r.pid, libc::SIGUSR1).unwrap();
     r.wait_line(|l| l == "committed");
     assert!(other_writer_can_begin(&db));
     let o = run_timeout(
@@ -600,7 +600,7 @@ fn a_crafted_pipe_does_not_hang_the_restore() {
 fn assert_free_pid(pid: i32) {
     let t = std::time::Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
-        ckpt_sys::sys::try_reap(pid);
+        ckpt_sys::proc::wait::try_reap(pid);
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "pid {pid} is still there"
@@ -675,7 +675,7 @@ fn a_taken_pid_names_what_holds_it() {
     let leader: i32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
     let t = std::time::Instant::now();
     while Path::new(&format!("/proc/{leader}")).exists() {
-        ckpt_sys::sys::try_reap(leader);
+        ckpt_sys::proc::wait::try_reap(leader);
         assert!(t.elapsed() < LIMIT, "the leader {leader} does not go");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -713,7 +713,7 @@ fn a_taken_pid_names_what_holds_it() {
         "took {:?}",
         t.elapsed()
     );
-    let _ = ckpt_sys::sys::kill(member, libc::SIGKILL);
+    let _ = ckpt_sys::proc::kill(member, libc::SIGKILL);
 }
 
 /// A restore that fails on an fd's file says why once, naming the fd

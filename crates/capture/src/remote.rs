@@ -639,7 +639,7 @@ fn query_threads(
         // sending them again (without their details).
         for si in left {
             let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-            let _ = ckpt_sys::sys::tgkill(pid, tid, signo);
+            let _ = ckpt_sys::proc::tgkill(pid, tid, signo);
         }
         if result.is_err() {
             break;

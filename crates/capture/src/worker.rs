@@ -37,7 +37,7 @@
 use crate::error::{Error, Result};
 use ckpt_sys::clone::{fork_with_pid, Forked};
 use ckpt_sys::proc::signals::{self, Woken};
-use ckpt_sys::proc::{self as sys, wait};
+use ckpt_sys::proc::{self, wait};
 use ckpt_sys::Pid;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -75,7 +75,7 @@ pub(crate) fn check(pid: Pid) -> Result<()> {
     if parent == 0 {
         return Ok(());
     }
-    if sys::getppid() != parent {
+    if proc::getppid() != parent {
         return Err(Error::Abandoned { pid });
     }
     let pending = signals::pending().unwrap_or(0) & cancel_mask();
@@ -119,7 +119,7 @@ pub(crate) fn run_in_worker(
     let (r, w) = ckpt_sys::fds::pipe::pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK)
         .map_err(sys_err("creating the worker's pipe"))?;
     let blocked = signals::block(cancel_mask()).map_err(sys_err("blocking SIGINT and SIGTERM"))?;
-    let parent = sys::getpid();
+    let parent = proc::getpid();
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
             drop(r);
@@ -128,7 +128,7 @@ pub(crate) fn run_in_worker(
             let mut w = std::fs::File::from(w);
             let _ = w.write_all(&msg);
             drop(w);
-            sys::exit_now(0);
+            proc::exit_now(0);
         }
         Ok(Forked::Parent(child)) => {
             drop(w);
@@ -188,7 +188,7 @@ fn wait_worker(pid: Pid, child: Pid) -> Result<(wait::ExitKind, Option<i32>)> {
     {
         tracing::info!(signal = s, "cancelling the dump");
         cancelled.get_or_insert(s);
-        let _ = sys::kill(child, s);
+        let _ = proc::kill(child, s);
     }
     let exit = wait::wait_child_exit(child).map_err(sys_err("waiting for the dump worker"))?;
     Ok((exit, cancelled))

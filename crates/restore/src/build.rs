@@ -108,8 +108,8 @@ pub fn restore<R: ReadAt + Sync>(
     match (cancel.finish(), r) {
         (Some(signal), Ok(done)) => {
             // Cancelled as it ended: it was killed.
-            let _ = sys::kill(done.pid, libc::SIGKILL);
-            setup::reap_blocking(done.pid);
+            let _ = ckpt_sys::proc::kill(done.pid, libc::SIGKILL);
+            ckpt_sys::proc::wait::reap_blocking(done.pid);
             Err(Error::Cancelled { signal })
         }
         (Some(signal), Err(_)) => Err(Error::Cancelled { signal }),

@@ -300,7 +300,7 @@ fn check_fd_numbers(p: &Process, r: &mut Report) {
     let Some(max) = p.fds.iter().map(|f| f.fd).max() else {
         return;
     };
-    let hard = setup::prlimit(0, libc::RLIMIT_NOFILE, None)
+    let hard = ckpt_sys::proc::prlimit(0, libc::RLIMIT_NOFILE, None)
         .map(|(_, h)| h)
         .unwrap_or(u64::MAX);
     if max < 0 || max as u64 >= hard {

@@ -580,7 +580,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.errno(), Some(libc::EAGAIN), "{e}");
         for fd in slots.iter().filter(|&&f| f >= 0) {
-            setup::close(*fd).unwrap();
+            ckpt_sys::fds::close(*fd).unwrap();
         }
         // What fits goes in, and the ends are blocking again.
         let mut slots = vec![-1i32; 2];
@@ -598,11 +598,14 @@ mod tests {
             data: b"abc".to_vec(),
         })
         .unwrap();
-        assert_eq!(setup::get_fl(slots[1]).unwrap() & libc::O_NONBLOCK, 0);
+        assert_eq!(
+            ckpt_sys::fds::get_fl(slots[1]).unwrap() & libc::O_NONBLOCK,
+            0
+        );
         let mut b = [0u8; 3];
-        assert_eq!(setup::read(slots[0], &mut b).unwrap(), 3);
+        assert_eq!(ckpt_sys::fds::read(slots[0], &mut b).unwrap(), 3);
         for fd in slots {
-            setup::close(fd).unwrap();
+            ckpt_sys::fds::close(fd).unwrap();
         }
     }
 

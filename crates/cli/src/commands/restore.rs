@@ -52,7 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 }
                 let pid = restored_pid.load(Ordering::SeqCst);
                 if pid > 0 && info.process.is_some() {
-                    let _ = sys::kill(pid, info.signal);
+                    let _ = ckpt_sys::proc::kill(pid, info.signal);
                 }
             }
         })

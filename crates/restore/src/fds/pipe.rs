@@ -380,8 +380,8 @@ pub(super) fn make(
     }
     // Both ends blocking again, as pipe(2) makes them.
     for fd in [c.slot(slots[0]), w] {
-        let fl = setup::get_fl(fd)?;
-        setup::set_fl(fd, fl & !libc::O_NONBLOCK)?;
+        let fl = ckpt_sys::fds::get_fl(fd)?;
+        ckpt_sys::fds::set_fl(fd, fl & !libc::O_NONBLOCK)?;
     }
     Ok(())
 }

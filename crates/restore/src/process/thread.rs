@@ -181,7 +181,9 @@ pub(crate) fn check_priorities(p: &Process, u: u32, bad: &mut dyn FnMut(String))
             .find(|l| l.resource == res)
             .map(|l| l.hard)
             .unwrap_or(u64::MAX);
-        let mine = setup::prlimit(0, res, None).map(|(_, h)| h).unwrap_or(0);
+        let mine = ckpt_sys::proc::prlimit(0, res, None)
+            .map(|(_, h)| h)
+            .unwrap_or(0);
         saved.min(mine)
     };
     let (rtprio, nice) = (limit(libc::RLIMIT_RTPRIO), limit(libc::RLIMIT_NICE));
