@@ -35,8 +35,8 @@ struct Image {
   frames @7 :List(Frame);        # page frames in the container (see MemoryRun)
   rootPid @8 :Int32;             # pid of the process the dump was asked for
   freezeNs @9 :UInt64;           # how long the tree was frozen while dumping
-  generation @10 :UInt32;        # 0 for a fresh dump, +1 for every committed edit
-  notes @11 :List(Note);         # free-form annotations (who edited what, ...)
+  generation @10 :UInt32;        # 0 for a fresh dump, +1 for every committed edit; equals the commit record's
+  notes @11 :List(Note);         # free-form annotations (ckpt and ckptfs write none)
   # Since 1.2:
   locks @12 :List(FileLock);     # file locks and leases held by the saved processes
   seccompFilters @13 :List(SeccompFilter);  # every seccomp filter of the tree, once (see Thread.seccompFilter)
@@ -145,7 +145,7 @@ struct SharedTables {
 
 struct FileIdentity {
   path @0 :Data;                 # absolute path as the kernel printed it
-  dev @1 :UInt64;                # st_dev (Linux encoding)
+  dev @1 :UInt64;                # st_dev as glibc's stat gives it (gnu_dev_makedev; spec/format.md section 7)
   inode @2 :UInt64;
   size @3 :UInt64;
   mtimeNs @4 :Int64;
@@ -531,11 +531,30 @@ struct NsFile {
 
 struct NetlinkSocket {
   protocol @0 :UInt32;           # NETLINK_ROUTE=0, ...
+  type @1 :UInt32;               # SOCK_RAW=3, SOCK_DGRAM=2
+  portId @2 :UInt32;             # bound port id (nl_pid), 0 = unbound
+  groups @3 :List(UInt32);       # multicast groups joined, by number
+  dstPortId @4 :UInt32;          # connected destination
+  dstGroup @5 :UInt32;
+  options @6 :List(SockOpt);     # SOL_NETLINK options set (NETLINK_PKTINFO, NETLINK_EXT_ACK, ...)
+  droppedQueue @7 :UInt32;       # bytes of messages queued for reading at the dump, not saved
 }
 
 struct PacketSocket {
   type @0 :UInt32;               # SOCK_RAW=3, SOCK_DGRAM=2
   protocol @1 :UInt16;           # ethertype, network order
+  ifindex @2 :Int32;             # bound interface, 0 = all
+  version @3 :UInt32;            # PACKET_VERSION
+  fanout @4 :UInt32;             # PACKET_FANOUT (id | type << 16), 0 = none
+  memberships @5 :List(PacketMembership);
+  options @6 :List(SockOpt);     # SOL_PACKET and socket options set
+  droppedQueue @7 :UInt32;       # bytes of packets queued for reading at the dump, not saved
+}
+
+struct PacketMembership {
+  ifindex @0 :Int32;
+  type @1 :UInt16;               # PACKET_MR_MULTICAST=0, PROMISC=1, ALLMULTI=2, UNICAST=3
+  address @2 :Data;
 }
 
 # A file lock or lease (since 1.2).
@@ -638,6 +657,34 @@ struct UnixSocket {
   backlog @7 :UInt32;
   queued @8 :Data;               # bytes queued for reading
   shutdown @9 :UInt32;
+  # Since 1.2:
+  messages @10 :List(UnixMessage);  # what is queued for reading, in order, with its fds and credentials (supersedes `queued` when not empty)
+  fileMode @11 :UInt32;          # the socket file of a path name: st_mode (type and permission bits); 0 = not known
+  fileUid @12 :UInt32;           # its owner
+  fileGid @13 :UInt32;
+  deleted @14 :Bool;             # the socket file of the path name was removed (or is another file now)
+  pending @15 :List(UInt64);     # listening: inodes of the clients whose connections wait in the accept queue, in order
+  external @16 :UnixExternal;    # the peer is outside the image: what a restore makes of the socket
+  options @17 :List(SockOpt);    # options that differ from a new socket's (SO_PASSCRED, SO_RCVBUF, ...)
+}
+
+# One message (datagram, seqpacket record, or for a stream socket a run of
+# bytes from one writer) queued for reading on a unix socket (since 1.2).
+struct UnixMessage {
+  data @0 :Data;
+  files @1 :List(UInt32);        # OpenFile.id of each fd passed with it (SCM_RIGHTS), in order
+  hasCreds @2 :Bool;             # the sender's credentials are known (SCM_CREDENTIALS)
+  pid @3 :Int32;
+  uid @4 :UInt32;
+  gid @5 :UInt32;
+  sender @6 :Data;               # datagram: the sender's bound name; empty = unnamed
+}
+
+# What a restore makes of a unix socket connected to one outside the image (since 1.2).
+enum UnixExternal {
+  none @0;                       # the peer is in the image (or there is none)
+  reconnect @1;                  # connect again to the peer's name (`peerPath`)
+  close @2;                      # a socket whose peer has gone: queued data, then end of file
 }
 
 struct InetSocket {
@@ -651,6 +698,46 @@ struct InetSocket {
   remotePort @7 :UInt16;
   backlog @8 :UInt32;
   options @9 :List(SockOpt);
+  # Since 1.2:
+  shutdown @10 :UInt32;          # sk_shutdown: 1 = no more receiving, 2 = no more sending
+  tcp @11 :TcpConnection;        # hasTcp: a TCP connection saved with TCP_REPAIR
+  hasTcp @12 :Bool;
+  pending @13 :List(InetSocket); # listening TCP: connections that waited in the accept queue, in order
+  datagrams @14 :List(Datagram); # UDP / UDP-Lite: queued datagrams, in order
+  lockTag @15 :Text;             # the netfilter lock (nft table inet ckpt_lock_<tag>) holding this connection
+  closed @16 :Bool;              # a live connection saved without its state (--tcp-close): restored closed
+  droppedQueue @17 :UInt32;      # bytes queued for reading that were not saved (raw and ping sockets)
+}
+
+# A TCP connection as TCP_REPAIR reads it (since 1.2). Sequence numbers
+# leave out the SYN and FINs; the state (InetSocket.state) says which FINs.
+struct TcpConnection {
+  sendSeq @0 :UInt32;            # one past the last byte the process wrote
+  recvSeq @1 :UInt32;            # one past the last byte received
+  sendQueue @2 :Blob;            # written but not acknowledged: the sent part, then `unsent` bytes never sent
+  unsent @3 :UInt32;
+  recvQueue @4 :Blob;            # received but not read
+  mssClamp @5 :UInt32;
+  sndWscale @6 :UInt8;
+  rcvWscale @7 :UInt8;
+  wscale @8 :Bool;               # window scaling was negotiated
+  sack @9 :Bool;
+  timestamps @10 :Bool;
+  tsClock @11 :UInt32;           # the connection's TCP timestamp clock at the dump
+  hasWindow @12 :Bool;           # the window fields below were read (TCP_REPAIR_WINDOW)
+  sndWl1 @13 :UInt32;
+  sndWnd @14 :UInt32;
+  maxWindow @15 :UInt32;
+  rcvWnd @16 :UInt32;
+  rcvWup @17 :UInt32;
+}
+
+# A datagram queued on a UDP socket (since 1.2).
+struct Datagram {
+  srcAddr @0 :Data;              # 4 or 16 bytes
+  srcPort @1 :UInt16;
+  dstAddr @2 :Data;              # the address it was sent to (a socket bound to a wildcard); empty: the socket's own
+  data @3 :Data;
 }
 
 struct SockOpt {

@@ -5,11 +5,14 @@
 #   (a) takes the metadata record out of the file with a few lines of Python
 #       that follow the container layout, and decodes it with the reference
 #       Cap'n Proto tool: `capnp decode schema/ckpt.capnp Image`;
-#   (b) reads it with examples/python/ckpt_read.py and checks what it prints
-#       (and, for images whose contents are known, every saved page);
-#   (c) damages copies of it (tests/interop_corrupt.py) and checks that
-#       ckpt_read.py rejects each with a message and its exit status, never a
-#       Python traceback, or reads it when the layout says it still can.
+#   (b) reads it with each example reader, examples/python/ckpt_read.py and
+#       examples/cpp (built here with g++, libcapnp-dev and `capnp compile` of
+#       the schema), and checks what they print (and, for images whose
+#       contents are known, every saved page); the two must print the same;
+#   (c) damages copies of it (tests/interop_corrupt.py) and checks that each
+#       reader rejects each with a message and its exit status, never a
+#       Python traceback or a crash, or reads it when the layout says it
+#       still can.
 # Images:
 #   made/*     written here by tests/interop_make_image.py (always there: the
 #              format written from Python, fresh, edited, torn);
@@ -27,8 +30,19 @@ cd "$ROOT"
 CKPT=${CKPT:-$ROOT/target/release/ckpt}
 FIXTURE_DIR=${FIXTURE_DIR:-$ROOT/target/fixtures}
 READER=(python3 "$ROOT/examples/python/ckpt_read.py")
+READERS=(python cpp)
 SCHEMA=$ROOT/schema/ckpt.capnp
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ckpt-interop.XXXXXX")
+CPP_READER=$WORK/cpp/ckpt_read
+# run_reader python|cpp ARGS...: one of the example readers
+run_reader() {
+    local r=$1
+    shift
+    case $r in
+        python) "${READER[@]}" "$@" ;;
+        cpp) "$CPP_READER" "$@" ;;
+    esac
+}
 COUNTER_PID=
 
 cleanup() {
@@ -53,7 +67,18 @@ missing=0
 command -v capnp >/dev/null || { bad "capnp (apt-get install capnproto) is not installed"; missing=1; }
 [[ -f /usr/include/capnp/c++.capnp ]] || { bad "/usr/include/capnp/c++.capnp (apt-get install libcapnp-dev) is missing"; missing=1; }
 python3 -c 'import capnp, zstandard, lz4.block' 2>/dev/null || { bad "python modules capnp, zstandard and lz4 (pip install pycapnp zstandard lz4) are missing"; missing=1; }
+command -v g++ >/dev/null || { bad "g++ (apt-get install g++) is not installed"; missing=1; }
+for h in lz4.h zstd.h capnp/serialize.h; do
+    [[ -f /usr/include/$h ]] || { bad "/usr/include/$h is missing (apt-get install liblz4-dev libzstd-dev libcapnp-dev)"; missing=1; }
+done
 if [[ $missing -ne 0 ]]; then
+    echo "interop: $pass passed, $fail failed"
+    exit 1
+fi
+if make -s -C "$ROOT/examples/cpp" BUILD="$WORK/cpp" >"$WORK/cpp-build.log" 2>&1 && [[ -x $CPP_READER ]]; then
+    ok "examples/cpp built with $(g++ --version | head -1) and libcapnp $(pkg-config --modversion capnp)"
+else
+    bad "building examples/cpp failed: $(tail -20 "$WORK/cpp-build.log")"
     echo "interop: $pass passed, $fail failed"
     exit 1
 fi
@@ -116,20 +141,23 @@ test_image() {
         bad "could not extract the metadata record: $(cat "$w/extract.err")"
     fi
 
-    # (b) ckpt_read.py
-    if "${READER[@]}" "$img" >"$w/read.txt" 2>"$w/read.err"; then
-        local problems=()
-        no_traceback "$w/read.txt" "$w/read.err" || problems+=("a traceback")
-        for p in '^process pid=-?[0-9]+ ' '^  thread tid=[0-9]+ ' 'rip= +0x[0-9a-f]{16}' 'rsp= +0x[0-9a-f]{16}' \
-                 'rax= +0x[0-9a-f]{16}' '^    [0-9a-f]{12,16}-[0-9a-f]{12,16} [r-][w-][x-][ps] [0-9a-f]{8} [0-9a-f]{2}:[0-9a-f]{2} ' \
-                 '^  memory runs [0-9]+: ' '^root pid +-?[0-9]+$' '^format +1\.'; do
-            grep -Eq -- "$p" "$w/read.txt" || problems+=("no line matching /$p/")
-        done
-        if [[ -n ${root:-} ]]; then
-            grep -Eq "^root pid +$root\$" "$w/read.txt" || problems+=("root pid differs from capnp decode's $root")
-        fi
-        if [[ -n $expect ]]; then
-            python3 - "$expect" "$w/read.txt" >"$w/expect.err" 2>&1 <<'EOF' || problems+=("$(cat "$w/expect.err")")
+    # (b) each reader
+    local r rname out
+    for r in "${READERS[@]}"; do
+        if [[ $r == python ]]; then rname=ckpt_read.py; out=read; else rname="examples/cpp ckpt_read"; out=read-cpp; fi
+        if run_reader "$r" "$img" >"$w/$out.txt" 2>"$w/$out.err"; then
+            local problems=()
+            no_traceback "$w/$out.txt" "$w/$out.err" || problems+=("a traceback")
+            for p in '^process pid=-?[0-9]+ ' '^  thread tid=[0-9]+ ' 'rip= +0x[0-9a-f]{16}' 'rsp= +0x[0-9a-f]{16}' \
+                     'rax= +0x[0-9a-f]{16}' '^    [0-9a-f]{12,16}-[0-9a-f]{12,16} [r-][w-][x-][ps] [0-9a-f]{8} [0-9a-f]{2}:[0-9a-f]{2} ' \
+                     '^  memory runs [0-9]+: ' '^root pid +-?[0-9]+$' '^format +1\.'; do
+                grep -Eq -- "$p" "$w/$out.txt" || problems+=("no line matching /$p/")
+            done
+            if [[ -n ${root:-} ]]; then
+                grep -Eq "^root pid +$root\$" "$w/$out.txt" || problems+=("root pid differs from capnp decode's $root")
+            fi
+            if [[ -n $expect ]]; then
+                python3 - "$expect" "$w/$out.txt" >"$w/expect-$r.err" 2>&1 <<'EOF' || problems+=("$(cat "$w/expect-$r.err")")
 import json, re, sys
 e = json.load(open(sys.argv[1]))
 out = open(sys.argv[2]).read()
@@ -142,56 +170,68 @@ miss = [w for w in want if w not in out]
 if miss:
     sys.exit("missing: %s" % "; ".join(miss))
 EOF
-            if [[ -n $expect ]]; then
-                local addr sum
-                while read -r addr sum; do
-                    local got
-                    got=$("${READER[@]}" "$img" --page "$addr" --raw 2>"$w/page.err" | sha256sum | awk '{print $1}')
-                    [[ $got == "$sum" ]] || problems+=("page $addr: sha256 $got, expected $sum ($(cat "$w/page.err"))")
-                done < <(python3 -c 'import json,sys; [print(k, v) for k, v in json.load(open(sys.argv[1]))["pages"].items()]' "$expect")
-                local text
-                text=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stack_text"])' "$expect")
-                "${READER[@]}" "$img" --page 0x7ffd00000000 >"$w/page.txt" 2>&1 || problems+=("--page hexdump failed")
-                grep -q "|ckpt-interop sta|" "$w/page.txt" || problems+=("--page hexdump lacks the stack text")
-                "${READER[@]}" "$img" --page 0x7ffd00000000 --raw | head -c 64 | grep -q "$text" ||
-                    problems+=("stack page is not '$text'")
+                if [[ -n $expect ]]; then
+                    local addr sum
+                    while read -r addr sum; do
+                        local got
+                        got=$(run_reader "$r" "$img" --page "$addr" --raw 2>"$w/page-$r.err" | sha256sum | awk '{print $1}')
+                        [[ $got == "$sum" ]] || problems+=("page $addr: sha256 $got, expected $sum ($(cat "$w/page-$r.err"))")
+                    done < <(python3 -c 'import json,sys; [print(k, v) for k, v in json.load(open(sys.argv[1]))["pages"].items()]' "$expect")
+                    local text
+                    text=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stack_text"])' "$expect")
+                    run_reader "$r" "$img" --page 0x7ffd00000000 >"$w/page-$r.txt" 2>&1 || problems+=("--page hexdump failed")
+                    grep -q "|ckpt-interop sta|" "$w/page-$r.txt" || problems+=("--page hexdump lacks the stack text")
+                    run_reader "$r" "$img" --page 0x7ffd00000000 --raw | head -c 64 | grep -q "$text" ||
+                        problems+=("stack page is not '$text'")
+                fi
             fi
-        fi
-        if [[ ${#problems[@]} -eq 0 ]]; then
-            ok "ckpt_read.py: $(grep -c '^process pid=' "$w/read.txt") process(es), $(grep -c '^  thread tid=' "$w/read.txt") thread(s), $(grep -Ec '^    [0-9a-f]{12,16}-' "$w/read.txt") vmas$([[ -n $expect ]] && echo ", every saved page as written")"
+            if [[ ${#problems[@]} -eq 0 ]]; then
+                ok "$rname: $(grep -c '^process pid=' "$w/$out.txt") process(es), $(grep -c '^  thread tid=' "$w/$out.txt") thread(s), $(grep -Ec '^    [0-9a-f]{12,16}-' "$w/$out.txt") vmas$([[ -n $expect ]] && echo ", every saved page as written")"
+            else
+                bad "$rname output: ${problems[*]}"
+                head -40 "$w/$out.txt" | sed 's/^/        | /'
+            fi
         else
-            bad "ckpt_read.py output: ${problems[*]}"
-            head -40 "$w/read.txt" | sed 's/^/        | /'
+            bad "$rname failed (exit $?): $(head -5 "$w/$out.err")"
         fi
+    done
+    if cmp -s "$w/read.txt" "$w/read-cpp.txt"; then
+        ok "the C++ and Python readers print the same ($(wc -l <"$w/read.txt") lines)"
     else
-        bad "ckpt_read.py failed (exit $?): $(head -5 "$w/read.err")"
+        bad "the C++ and Python readers differ: $(diff "$w/read.txt" "$w/read-cpp.txt" | head -6 | tr '\n' ' ')"
     fi
 
     # (c) damaged copies
     if python3 "$ROOT/tests/interop_corrupt.py" "$img" "$w/bad" 2>"$w/corrupt.err"; then
-        local cases=0 cbad=()
-        while IFS=$'\t' read -r name expect_ code match; do
-            cases=$((cases + 1))
-            local rc=0
-            "${READER[@]}" "$w/bad/$name.ckpt" >"$w/bad/$name.out" 2>"$w/bad/$name.err" || rc=$?
-            if ! no_traceback "$w/bad/$name.out" "$w/bad/$name.err"; then
-                cbad+=("$name: Python traceback")
-            elif [[ $expect_ == ok ]]; then
-                [[ $rc -eq 0 ]] || cbad+=("$name: should still be readable, exit $rc: $(head -1 "$w/bad/$name.err")")
-            elif [[ $rc -ne $code ]]; then
-                cbad+=("$name: exit $rc, expected $code ($(head -1 "$w/bad/$name.err"))")
-            elif ! grep -Eq "^ckpt_read: error: .*($match)" "$w/bad/$name.err"; then
-                cbad+=("$name: message '$(head -1 "$w/bad/$name.err")' does not match /$match/")
-            fi
-        done < <(python3 -c '
+        local cases cbad
+        for r in "${READERS[@]}"; do
+            cases=0
+            cbad=()
+            while IFS=$'\t' read -r name expect_ code match; do
+                cases=$((cases + 1))
+                local rc=0
+                run_reader "$r" "$w/bad/$name.ckpt" >"$w/bad/$name.$r.out" 2>"$w/bad/$name.$r.err" || rc=$?
+                if ! no_traceback "$w/bad/$name.$r.out" "$w/bad/$name.$r.err"; then
+                    cbad+=("$name: Python traceback")
+                elif ((rc > 2)); then
+                    cbad+=("$name: exit $rc (a crash?): $(head -1 "$w/bad/$name.$r.err")")
+                elif [[ $expect_ == ok ]]; then
+                    [[ $rc -eq 0 ]] || cbad+=("$name: should still be readable, exit $rc: $(head -1 "$w/bad/$name.$r.err")")
+                elif [[ $rc -ne $code ]]; then
+                    cbad+=("$name: exit $rc, expected $code ($(head -1 "$w/bad/$name.$r.err"))")
+                elif ! grep -Eq "^ckpt_read: error: .*($match)" "$w/bad/$name.$r.err"; then
+                    cbad+=("$name: message '$(head -1 "$w/bad/$name.$r.err")' does not match /$match/")
+                fi
+            done < <(python3 -c '
 import json, sys
 for c in json.load(open(sys.argv[1])):
     print("\t".join([c["name"], c["expect"], str(c["code"]), c["match"] or "."]))' "$w/bad/manifest.json")
-        if [[ ${#cbad[@]} -eq 0 ]]; then
-            ok "ckpt_read.py on $cases damaged copies: each rejected with its message and exit status (or read, where the layout allows), no traceback"
-        else
-            for m in "${cbad[@]}"; do bad "damaged copy $m"; done
-        fi
+            if [[ ${#cbad[@]} -eq 0 ]]; then
+                ok "$r reader on $cases damaged copies: each rejected with its message and exit status (or read, where the layout allows), no traceback or crash"
+            else
+                for m in "${cbad[@]}"; do bad "$r reader, damaged copy $m"; done
+            fi
+        done
     else
         bad "interop_corrupt.py failed: $(cat "$w/corrupt.err")"
     fi
@@ -209,12 +249,14 @@ done
 # torn: no commit at the end, so no capnp-decode step by the fast path; ckpt_read must scan
 echo "interop: made/torn"
 tested+=("made/torn")
-if "${READER[@]}" "$WORK/made/torn.ckpt" >"$WORK/torn.txt" 2>&1 && grep -q '(scan, 2 commit(s) seen)' "$WORK/torn.txt" &&
-    grep -q '^generation  1$' "$WORK/torn.txt"; then
-    ok "ckpt_read.py finds generation 1 behind a torn append by scanning"
-else
-    bad "ckpt_read.py on a torn image: $(head -3 "$WORK/torn.txt")"
-fi
+for r in "${READERS[@]}"; do
+    if run_reader "$r" "$WORK/made/torn.ckpt" >"$WORK/torn.txt" 2>&1 && grep -q '(scan, 2 commit(s) seen)' "$WORK/torn.txt" &&
+        grep -q '^generation  1$' "$WORK/torn.txt"; then
+        ok "$r reader finds generation 1 behind a torn append by scanning"
+    else
+        bad "$r reader on a torn image: $(head -3 "$WORK/torn.txt")"
+    fi
+done
 
 # --- golden images
 shopt -s nullglob
@@ -356,6 +398,30 @@ if [[ -x $CKPT ]]; then
     fi
 else
     notes+=("show: not tested, no ckpt binary at $CKPT")
+fi
+
+# --- ckpt show's dead space and ckpt compact, then both readers on the result
+echo "interop: ckpt compact of made/edited"
+if [[ -x $CKPT ]]; then
+    cp "$WORK/made/edited.ckpt" "$WORK/made/compacted.ckpt"
+    cp "$WORK/made/edited.ckpt.expect.json" "$WORK/made/compacted.ckpt.expect.json"
+    "$CKPT" show "$WORK/made/compacted.ckpt" >"$WORK/show-edited.out" 2>&1 || true
+    if grep -q 'dead space from earlier generations' "$WORK/show-edited.out"; then
+        ok "ckpt show: $(grep '^  file:' "$WORK/show-edited.out" | sed 's/^ *//')"
+    else
+        bad "ckpt show does not report the dead space of an edited image: $(head -3 "$WORK/show-edited.out")"
+    fi
+    before=$(stat -c %s "$WORK/made/compacted.ckpt")
+    if "$CKPT" compact "$WORK/made/compacted.ckpt" >"$WORK/compact.out" 2>&1 &&
+        (( $(stat -c %s "$WORK/made/compacted.ckpt") < before )) &&
+        "$CKPT" show "$WORK/made/compacted.ckpt" | grep -q 'no dead space'; then
+        ok "ckpt compact: $before -> $(stat -c %s "$WORK/made/compacted.ckpt") bytes, no dead space left"
+        test_image "made/compacted" "$WORK/made/compacted.ckpt" "$WORK/made/compacted.ckpt.expect.json"
+    else
+        bad "ckpt compact of the edited image: $(cat "$WORK/compact.out")"
+    fi
+else
+    notes+=("compact: not tested, no ckpt binary at $CKPT")
 fi
 
 echo

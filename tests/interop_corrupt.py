@@ -81,6 +81,28 @@ def main():
     h = struct.pack("<4sIQI", b"CKRC", 1, len(junk), crc(junk))
     case("torn-append", d + h + struct.pack("<I", crc(h)) + junk[:300], "ok")
     case("trailing-zeros", d + bytes(100), "ok")
+    if fast:
+        # the commit's generation differs from the metadata's (CRCs made right)
+        c = bytearray(d[last_commit:])
+        gen = struct.unpack_from("<Q", c, 24 + 16)[0]
+        struct.pack_into("<Q", c, 24 + 16, gen + 7)
+        struct.pack_into("<I", c, 16, crc(bytes(c[24:64])))
+        struct.pack_into("<I", c, 20, crc(bytes(c[:20])))
+        case("generation-mismatch", d[:last_commit] + bytes(c), "fail", 1, "generation")
+        # the metadata record holds more than its one message: a new
+        # metadata record and commit appended (as an edit would)
+        meta_len = struct.unpack_from("<Q", d, last_commit + 24 + 8)[0]
+        gen = struct.unpack_from("<Q", d, last_commit + 24 + 16)[0]
+        payload = d[meta_off + 24:meta_off + 24 + meta_len]
+        for name, extra, match in (("metadata-trailing-bytes", bytes(8), "follow the metadata message"),
+                                   ("metadata-partial-word", bytes(3), "whole number of 8-byte words")):
+            p = payload + extra
+            h = struct.pack("<4sIQI", b"CKRC", 2, len(p), crc(p))
+            rec = h + struct.pack("<I", crc(h)) + p + bytes((8 - len(p) % 8) % 8)
+            at = len(d)
+            cp = struct.pack("<QQQQ8s", at, len(p), gen, at + len(rec) + 64, b"CKPTEND\0")
+            ch = struct.pack("<4sIQI", b"CKRC", 3, 40, crc(cp))
+            case(name, d + rec + ch + struct.pack("<I", crc(ch)) + cp, "fail", 1, match)
     # a stored page frame damaged: a fresh image (one commit) references every frame it holds
     frames = [r for r in recs if r[1] == 1]
     if frames and len(commits) == 1:

@@ -186,6 +186,7 @@ class Container:
         want = crc32(payload)
         if want != pcrc:
             raise ImageError("metadata CRC mismatch: stored 0x%08x, computed 0x%08x" % (pcrc, want))
+        check_one_message(payload)
         self.metadata_offset = meta_off
         self.metadata = payload
 
@@ -235,6 +236,27 @@ class Container:
         if len(data) != frame.size:
             raise ImageError("frame %d: decodes to %d bytes, metadata says %d" % (index, len(data), frame.size))
         return data
+
+
+def check_one_message(payload):
+    """The metadata payload is exactly one message: whole words, and as long
+    as its segment table says (spec/format.md section 3)."""
+    if len(payload) % 8:
+        raise ImageError("the metadata payload is %d bytes, not a whole number of 8-byte words"
+                         % len(payload))
+    if len(payload) < 8:
+        raise ImageError("the metadata payload is empty")
+    count = struct.unpack_from("<I", payload, 0)[0] + 1
+    header_words = count // 2 + 1
+    if count > 512 or header_words * 8 > len(payload):
+        raise ImageError("the metadata message's segment table (%d segments) does not fit" % count)
+    sizes = struct.unpack_from("<%dI" % count, payload, 4)
+    words = header_words + sum(sizes)
+    if words * 8 < len(payload):
+        raise ImageError("%d bytes follow the metadata message in its record" % (len(payload) - words * 8))
+    if words * 8 > len(payload):
+        raise ImageError("the metadata message needs %d bytes, its record holds %d"
+                         % (words * 8, len(payload)))
 
 
 # ---------------------------------------------------------------------------
@@ -303,27 +325,39 @@ class Reader:
     def __init__(self, container, schema_path, out):
         self.c = container
         self.out = out
-        self.capnp, schema = load_schema(schema_path)
-        # Bounded by a multiple of the message size (spec/format.md section 9
-        # uses 4x + 1024 words; pycapnp charges again for every re-read of a
-        # list or struct, and printing re-reads some, hence 16x).
-        words = len(container.metadata) // 8
-        self._ctx = schema.Image.from_bytes(
-            container.metadata,
-            traversal_limit_in_words=16 * words + (1 << 16),
-            nesting_limit=64)
-        try:
-            self.img = self._ctx.__enter__()
-        except Exception as e:
-            raise ImageError("cannot decode the metadata message: %s" % first_line(e))
+        self.capnp, self.schema = load_schema(schema_path)
+        self._contexts = []
+        self.img = self.walk()
         self.frames = list(self.img.frames)
         self.page_size = self.img.host.pageSize
         self._frame_cache = {}
         self.validate()
 
+    def walk(self):
+        """A fresh reader of the metadata for one walk of it.
+
+        The traversal limit of spec/format.md section 9 (4 x words + 1024) is
+        a budget for one walk: pycapnp charges every list or struct each time
+        it is read. This reader walks the message a few times (checks, the
+        summary, a page), each with a reader of its own."""
+        words = len(self.c.metadata) // 8
+        ctx = self.schema.Image.from_bytes(
+            self.c.metadata,
+            traversal_limit_in_words=4 * words + 1024,
+            nesting_limit=64)
+        try:
+            img = ctx.__enter__()
+        except Exception as e:
+            raise ImageError("cannot decode the metadata message: %s" % first_line(e))
+        self._contexts.append(ctx)
+        return img
+
     def validate(self):
         """The container-level checks of spec/format.md section 8."""
         img = self.img
+        if img.generation != self.c.commit[2]:
+            raise ImageError("the commit record says generation %d but its metadata says %d"
+                             % (self.c.commit[2], img.generation))
         if img.formatMajor != SUPPORTED_MAJOR:
             raise UnsupportedVersion("the metadata says format %d.%d: this reader supports format "
                                      "major version %d only" % (img.formatMajor, img.formatMinor,
@@ -410,10 +444,12 @@ class Reader:
     # -- summary ------------------------------------------------------------
 
     def print_all(self):
-        c, img = self.c, self.img
+        c, img = self.c, self.walk()
         self.p("image       %s (%d bytes)" % (c.path, c.size))
-        self.p("format      %d.%d (flags 0x%x); metadata written for %d.%d"
-               % (c.major, c.minor, c.flags, img.formatMajor, img.formatMinor))
+        # The version to report: the greater minor (spec/format.md section 10).
+        self.p("format      %d.%d (header %d.%d, flags 0x%x; metadata written for %d.%d)"
+               % (c.major, max(c.minor, img.formatMinor), c.major, c.minor, c.flags,
+                  img.formatMajor, img.formatMinor))
         self.p("commit      generation %d at offset %d (%s%s); metadata record at %d, %d bytes"
                % (c.commit[2], c.commit_offset, c.commit_path,
                   ", %d commit(s) seen" % c.commits_seen if c.commit_path == "scan" else "",
@@ -499,21 +535,28 @@ class Reader:
         self.p("  memory map (%d vmas; saved = bytes stored in frames, zero = all-zero pages not stored)" % len(vmas))
         covered = 0
         for v in vmas:
-            data = zero = 0
+            data = zero = other = 0
             for run in runs:
                 lo, hi = max(v.start, run.start), min(v.end, run.start + run.pages * ps)
                 if lo < hi:
-                    if str(run.kind) == "data":
+                    kind = str(run.kind)
+                    if kind == "data":
                         data += hi - lo
-                    else:
+                    elif kind == "zero":
                         zero += hi - lo
-            covered += data + zero
+                    else:               # guard pages, pages in the parent image (1.2)
+                        other += hi - lo
+            covered += data + zero + other
             self.p("    %-100s saved %d zero %d" % (self.vma_line(v), data, zero))
         total = sum(r.pages * ps for r in runs)
         data_pages = sum(r.pages for r in runs if str(r.kind) == "data")
-        zero_pages = sum(r.pages for r in runs if str(r.kind) != "data")
-        self.p("  memory runs %d: %d data pages (%d bytes), %d zero pages"
-               % (len(runs), data_pages, data_pages * ps, zero_pages))
+        zero_pages = sum(r.pages for r in runs if str(r.kind) == "zero")
+        guard_pages = sum(r.pages for r in runs if str(r.kind) == "guard")
+        parent_pages = sum(r.pages for r in runs if str(r.kind) == "parent")
+        self.p("  memory runs %d: %d data pages (%d bytes), %d zero pages%s%s"
+               % (len(runs), data_pages, data_pages * ps, zero_pages,
+                  ", %d guard pages" % guard_pages if guard_pages else "",
+                  ", %d pages in the parent image" % parent_pages if parent_pages else ""))
         if covered != total:
             self.p("  warning: %d bytes of memory runs lie outside every vma" % (total - covered))
 
@@ -543,6 +586,7 @@ class Reader:
     # -- one page -------------------------------------------------------------
 
     def find_process(self, pid):
+        self.img = self.walk()
         procs = list(self.img.processes)
         if not procs:
             raise ImageError("the image holds no process")
@@ -563,8 +607,16 @@ class Reader:
         base = addr - addr % ps
         for run in proc.memory:
             if run.start <= base < run.start + run.pages * ps:
-                if str(run.kind) != "data":
+                kind = str(run.kind)
+                if kind == "zero":
                     return "zero page (not stored)", bytes(ps)
+                if kind == "guard":
+                    return "guard page (MADV_GUARD_INSTALL): no contents, reading it faults", None
+                if kind == "parent":
+                    return ("saved in the parent image %s, not in this file"
+                            % text(self.img.parent.path), None)
+                if kind != "data":
+                    return "run of kind %s, unknown to this reader" % kind, None
                 data = self.frame(run.frame)
                 off = run.frameOffset + (base - run.start)
                 return ("stored in frame %d (%s) at offset %d" % (run.frame, self.frames[run.frame].codec, off),

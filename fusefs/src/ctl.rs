@@ -16,6 +16,8 @@ pub enum RootCmd {
 pub enum ImageCmd {
     /// `restore [--new-pid]`
     Restore { new_pid: bool },
+    /// `compact`: rewrite the image keeping only its live generation.
+    Compact,
 }
 
 pub const ROOT_USAGE: &str = "\
@@ -29,6 +31,9 @@ pub const IMAGE_USAGE: &str = "\
 usage: echo 'COMMAND' > ctl
   restore [--new-pid]
       restore the (possibly edited) image; the process runs as a child of ckptfs.
+  compact
+      rewrite the image keeping only its live generation (drops what earlier
+      edits left behind); crash-safe, like `ckpt compact`.
 ";
 
 /// The one command of a write: the text with surrounding blank space
@@ -94,7 +99,13 @@ pub fn parse_image(text: &[u8]) -> Result<ImageCmd, String> {
             }
             Ok(ImageCmd::Restore { new_pid })
         }
-        w => Err(format!("unknown command '{w}' (commands: restore)")),
+        "compact" => match words.get(1) {
+            None => Ok(ImageCmd::Compact),
+            Some(w) => Err(format!("unexpected argument '{w}' (compact takes none)")),
+        },
+        w => Err(format!(
+            "unknown command '{w}' (commands: restore, compact)"
+        )),
     }
 }
 
@@ -126,28 +137,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// `PID-YYYYmmdd-HHMMSS` for `secs` seconds since the epoch in local time.
 pub fn default_name(pid: i32, secs: i64) -> String {
-    let mut tm: libc::tm = unsafe_zeroed_tm();
-    let t: libc::time_t = secs as libc::time_t;
-    // SAFETY: both pointers point to live, properly aligned values.
-    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
-    if !ok {
-        return format!("{pid}-{secs}");
+    match ckpt_sys::daemon::local_time(secs) {
+        Some(t) => format!(
+            "{pid}-{:04}{:02}{:02}-{:02}{:02}{:02}",
+            t.year, t.month, t.day, t.hour, t.minute, t.second
+        ),
+        None => format!("{pid}-{secs}"),
     }
-    format!(
-        "{pid}-{:04}{:02}{:02}-{:02}{:02}{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
-}
-
-fn unsafe_zeroed_tm() -> libc::tm {
-    // SAFETY: libc::tm is a plain C struct of integers and a pointer; all
-    // zeros is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// The body of the `ctl` fuzz target (fuzz/) and of the stable mutation
@@ -235,6 +231,8 @@ mod tests {
             Ok(ImageCmd::Restore { new_pid: true })
         );
         assert!(parse_image(b"restore --x").is_err());
+        assert_eq!(parse_image(b"compact\n"), Ok(ImageCmd::Compact));
+        assert!(parse_image(b"compact now").is_err());
         assert!(parse_image(b"checkpoint 1").is_err());
     }
 
@@ -264,6 +262,7 @@ mod mutation {
         b"checkpoint",
         b"dump",
         b"restore",
+        b"compact",
         b"--leave-running",
         b"--new-pid",
         b"--",

@@ -4,8 +4,9 @@
 //! model, so a rejected edit leaves the image untouched. The grammars are
 //! documented in spec/fusefs.md.
 
-use crate::render::{self, parse_sig};
+use crate::render;
 use crate::tree::{Node, ProcFile, TaskFile};
+use ckpt_image::signal;
 use ckpt_image::{FileKind, Image, Registers, X8664_GPR_NAMES};
 
 /// Apply the text written to `node` to `img`. Returns a short description
@@ -148,7 +149,7 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
                 edits.push(SigEdit::Blocked { tid, mask });
             }
             name => {
-                let signo = parse_sig(name)
+                let signo = signal::parse(name)
                     .ok_or_else(|| format!("line {n}: unknown signal or keyword '{name}'"))?;
                 if words.len() % 2 != 1 || words.len() < 3 {
                     return Err(format!(
@@ -173,7 +174,7 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
                 if (signo == 9 || signo == 19) && handler.is_some_and(|h| h != 0) {
                     return Err(format!(
                         "line {n}: the action of {} cannot be changed",
-                        render::sig_name(signo)
+                        signal::name(signo)
                     ));
                 }
                 edits.push(SigEdit::Action {
@@ -220,7 +221,7 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
                 a.mask = mask.unwrap_or(a.mask);
                 a.restorer = restorer.unwrap_or(a.restorer);
                 if *a != before {
-                    changed.push(render::sig_name(signo));
+                    changed.push(signal::name(signo));
                 }
             }
             SigEdit::Blocked { tid, mask } => {

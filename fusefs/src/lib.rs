@@ -7,17 +7,26 @@
 //! - [`ctl`]: the ctl commands (pure);
 //! - [`store`]: the store directory, lazy loading with a cache keyed by
 //!   the file's identity, memory reads, crash-safe edits;
-//! - [`memio`]: fast memory reads (shared frame cache, read-ahead);
+//! - [`memio`]: fast memory reads (shared frame cache, read-ahead), with
+//!   the reason when a page cannot be read; where the data is (SEEK_DATA);
+//! - [`pages`] and [`scratch`]: writes collected until close, editors'
+//!   temp files (pure);
 //! - [`ops`]: checkpoint and restore, and reaping restored children;
 //! - [`fuse`]: the thin fuser adapter;
 //! - [`mount()`]: mounting, signals and unmounting.
+//!
+//! Logs go through `tracing` (operations at debug level, edits, commands
+//! and every refused edit or failed read, with its reason, above).
+#![forbid(unsafe_code)]
 
 pub mod ctl;
 pub mod edit;
 pub mod fuse;
 pub mod memio;
 pub mod ops;
+pub mod pages;
 pub mod render;
+pub mod scratch;
 pub mod store;
 pub mod tree;
 
@@ -36,6 +45,9 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Read-only mount (`-o ro`): no edits, no ctl commands.
     pub read_only: bool,
+    /// Create the store (mode 0700) when it does not exist (`-o create`);
+    /// otherwise a missing store is an error.
+    pub create: bool,
     /// Threads serving requests (a dump or restore blocks one).
     pub threads: usize,
 }
@@ -45,6 +57,7 @@ impl Default for MountOptions {
         MountOptions {
             allow_other: false,
             read_only: false,
+            create: false,
             threads: 4,
         }
     }
@@ -53,8 +66,7 @@ impl Default for MountOptions {
 /// The default store: /var/lib/ckpt for root, else $XDG_DATA_HOME/ckpt or
 /// ~/.local/share/ckpt.
 pub fn default_store() -> PathBuf {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/var/lib/ckpt");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
@@ -66,9 +78,16 @@ pub fn default_store() -> PathBuf {
     home.join(".local/share/ckpt")
 }
 
-/// Create the store (mode 0700) if it does not exist; return its canonical path.
-pub fn prepare_store(dir: &Path) -> anyhow::Result<PathBuf> {
+/// The store's canonical path. A missing store is an error, unless
+/// `create` asks to create it (mode 0700, with its parents).
+pub fn prepare_store(dir: &Path, create: bool) -> anyhow::Result<PathBuf> {
     if !dir.exists() {
+        if !create {
+            bail!(
+                "the store {} does not exist (create it, or mount with -o create)",
+                dir.display()
+            );
+        }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -77,6 +96,7 @@ pub fn prepare_store(dir: &Path) -> anyhow::Result<PathBuf> {
         // The umask may have taken bits away; 0700 is what we want.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot chmod the store {}", dir.display()))?;
+        tracing::info!(store = %dir.display(), "created the store");
     }
     let c = dir
         .canonicalize()
@@ -102,7 +122,7 @@ pub fn mount_with(
     backend: Box<dyn ops::Backend>,
     ready: impl FnOnce(&Path),
 ) -> anyhow::Result<()> {
-    let store_dir = prepare_store(store)?;
+    let store_dir = prepare_store(store, opts.create)?;
     let mp = mountpoint
         .canonicalize()
         .with_context(|| format!("mountpoint {}", mountpoint.display()))?;
@@ -112,15 +132,18 @@ pub fn mount_with(
     raise_nofile();
     let st = Arc::new(store::Store::new(&store_dir));
     let ops = ops::Ops::new(backend);
-    // SAFETY: getuid/getgid cannot fail.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     let cfg = fuse::FsConfig {
         read_only: opts.read_only,
         allow_other: opts.allow_other,
         uid,
         gid,
     };
-    let fs = fuse::CkptFs::new(st.clone(), ops.clone(), cfg);
+    let notifier = fuse::NotifierSlot::default();
+    let fs = fuse::CkptFs::new(st.clone(), ops.clone(), cfg, notifier.clone());
 
     let mut config = fuser::Config::default();
     config.mount_options = vec![
@@ -147,6 +170,7 @@ pub fn mount_with(
             .context("installing signal handlers")?;
     let session = fuser::spawn_mount(fs, &mp, &config)
         .with_context(|| format!("cannot mount {} on {}", store_dir.display(), mp.display()))?;
+    let _ = notifier.set(session.notifier());
     ready(&mp);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -168,12 +192,13 @@ pub fn mount_with(
     while !session.guard.is_finished() {
         if let Some(sig) = signals.pending().next() {
             if unmounting {
-                eprintln!("ckptfs: signal {sig} again: exiting without waiting for open files");
+                tracing::warn!("signal {sig} again: exiting without waiting for open files");
                 std::process::exit(1);
             }
             unmounting = true;
+            tracing::info!(signal = sig, mountpoint = %mp.display(), "unmounting");
             if let Err(e) = unmount(&mp) {
-                eprintln!("ckptfs: unmounting {}: {e}", mp.display());
+                tracing::error!("unmounting {}: {e}", mp.display());
             }
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -186,7 +211,7 @@ pub fn mount_with(
         // once, or at the last close after a lazy detach) may end the
         // session threads with an error; the filesystem is gone as asked.
         if let Err(e) = r {
-            eprintln!("ckptfs: the FUSE session ended after the unmount: {e}");
+            tracing::info!("the FUSE session ended after the unmount: {e}");
         }
         return Ok(());
     }
@@ -196,35 +221,29 @@ pub fn mount_with(
 /// Unmount `mp`; when it is busy, detach it lazily (it goes away once the
 /// last open file is closed).
 pub fn unmount(mp: &Path) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(mp.as_os_str()))?;
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EBUSY) {
-        eprintln!(
-            "ckptfs: {} is busy: detaching it; it goes away when its files are closed",
-            mp.display()
-        );
-        // SAFETY: as above.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-            return Ok(());
+    use nix::mount::{umount2, MntFlags};
+    match umount2(mp, MntFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => {
+            tracing::warn!(
+                mountpoint = %mp.display(),
+                "busy: detaching it; it goes away when its files are closed"
+            );
+            umount2(mp, MntFlags::MNT_DETACH).map_err(std::io::Error::from)
         }
-        return Err(std::io::Error::last_os_error());
+        Err(e) => Err(e.into()),
     }
-    Err(e)
 }
 
 /// Raise the soft limit of open files to the hard limit (loaded images keep
 /// their file open).
 fn raise_nofile() {
-    // SAFETY: `r` is a valid out-pointer, then a valid in-pointer.
-    unsafe {
-        let mut r: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("cannot raise RLIMIT_NOFILE to {hard}: {e}");
+            }
         }
     }
 }
@@ -234,30 +253,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_is_created_private() {
+    fn store_is_created_private_only_when_asked() {
         let base = std::env::temp_dir().join(format!("ckptfs-store-test-{}", std::process::id()));
         let dir = base.join("a/b");
-        let c = prepare_store(&dir).unwrap();
+        let e = prepare_store(&dir, false).unwrap_err().to_string();
+        assert!(
+            e.contains("does not exist") && e.contains("-o create"),
+            "{e}"
+        );
+        assert!(!dir.exists(), "nothing is created without -o create");
+        let c = prepare_store(&dir, true).unwrap();
         assert_eq!(
             std::fs::metadata(&c).unwrap().permissions().mode() & 0o777,
             0o700
         );
         // An existing directory is used as it is.
         std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o750)).unwrap();
-        prepare_store(&dir).unwrap();
+        prepare_store(&dir, false).unwrap();
         assert_eq!(
             std::fs::metadata(&c).unwrap().permissions().mode() & 0o777,
             0o750
         );
         std::fs::write(base.join("file"), b"").unwrap();
-        assert!(prepare_store(&base.join("file")).is_err());
+        assert!(prepare_store(&base.join("file"), true).is_err());
         std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
     fn default_store_of_root() {
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().is_root() {
             assert_eq!(default_store(), PathBuf::from("/var/lib/ckpt"));
         }
     }

@@ -1,7 +1,9 @@
 //! `ckptfs [--store DIR] MOUNTPOINT [-o OPTS]` and the mount helper form
 //! `ckptfs STORE MOUNTPOINT -o OPTS` (what `mount -t fuse.ckptfs` runs).
+#![forbid(unsafe_code)]
 
 use anyhow::{bail, Context};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 const USAGE: &str = "\
@@ -20,25 +22,37 @@ options (-o, comma separated):
   ro                   read-only: no edits, no ctl commands
   store=DIR            the store (default: /var/lib/ckpt for root, else
                        $XDG_DATA_HOME/ckpt or ~/.local/share/ckpt)
+  create               create the store (mode 0700) if it does not exist;
+                       without it a missing store is an error
   threads=N            request threads (default 4)
+  log=FILE             append the log to FILE (default: standard error,
+                       which a background ckptfs does not keep)
+  debug                log every request (RUST_LOG=ckptfs=debug does too)
   rw, default_permissions, dev, nodev, suid, nosuid, exec, noexec, atime,
   noatime, relatime, nodiratime, sync, async, auto, noauto, user, users,
   nouser, _netdev, nofail, defaults, fsname=, subtype=, comment=, x-*:
                        accepted and ignored
 ";
 
+/// Set in the environment of the background child (see [`daemonize`]).
+const CHILD_ENV: &str = "CKPTFS_BACKGROUND_CHILD";
+
 struct Args {
     store: Option<PathBuf>,
     mountpoint: PathBuf,
     opts: ckptfs::MountOptions,
     background: bool,
+    log: Option<PathBuf>,
+    debug: bool,
 }
 
-fn apply_opts(
-    list: &str,
-    a: &mut ckptfs::MountOptions,
-    store: &mut Option<PathBuf>,
-) -> anyhow::Result<()> {
+struct Extra {
+    store: Option<PathBuf>,
+    log: Option<PathBuf>,
+    debug: bool,
+}
+
+fn apply_opts(list: &str, a: &mut ckptfs::MountOptions, x: &mut Extra) -> anyhow::Result<()> {
     for o in list.split(',').map(str::trim).filter(|o| !o.is_empty()) {
         let (k, v) = match o.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -48,7 +62,10 @@ fn apply_opts(
             ("allow_other", None) => a.allow_other = true,
             ("ro", None) => a.read_only = true,
             ("rw", None) => a.read_only = false,
-            ("store", Some(d)) => *store = Some(PathBuf::from(d)),
+            ("create", None) => a.create = true,
+            ("debug", None) => x.debug = true,
+            ("store", Some(d)) => x.store = Some(PathBuf::from(d)),
+            ("log", Some(f)) if !f.is_empty() => x.log = Some(PathBuf::from(f)),
             ("threads", Some(n)) => {
                 a.threads = n
                     .parse()
@@ -99,7 +116,11 @@ fn apply_opts(
 
 fn parse(args: Vec<String>) -> anyhow::Result<Args> {
     let mut opts = ckptfs::MountOptions::default();
-    let mut store = None;
+    let mut x = Extra {
+        store: None,
+        log: None,
+        debug: false,
+    };
     let mut positional = Vec::new();
     let mut foreground = false;
     let mut background = false;
@@ -117,18 +138,15 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
             "-f" | "--foreground" => foreground = true,
             "--background" => background = true,
             "-s" => {} // libfuse's single-threaded flag: meaningless here
+            "-d" => x.debug = true,
             "--store" => {
-                store = Some(PathBuf::from(
+                x.store = Some(PathBuf::from(
                     it.next().context("--store needs a directory")?,
                 ))
             }
-            "-o" => apply_opts(
-                &it.next().context("-o needs options")?,
-                &mut opts,
-                &mut store,
-            )?,
-            s if s.starts_with("--store=") => store = Some(PathBuf::from(&s[8..])),
-            s if s.starts_with("-o") => apply_opts(&s[2..], &mut opts, &mut store)?,
+            "-o" => apply_opts(&it.next().context("-o needs options")?, &mut opts, &mut x)?,
+            s if s.starts_with("--store=") => x.store = Some(PathBuf::from(&s[8..])),
+            s if s.starts_with("-o") => apply_opts(&s[2..], &mut opts, &mut x)?,
             s if s.starts_with('-') && s.len() > 1 => bail!("unknown argument '{s}'\n\n{USAGE}"),
             _ => positional.push(a),
         }
@@ -142,96 +160,104 @@ fn parse(args: Vec<String>) -> anyhow::Result<Args> {
         0 => bail!("no mountpoint given\n\n{USAGE}"),
         _ => bail!("too many arguments\n\n{USAGE}"),
     };
-    if pos_store.is_some() && store.is_some() {
+    if pos_store.is_some() && x.store.is_some() {
         bail!("the store is given twice (positional and --store/-o store=)");
     }
     Ok(Args {
-        store: pos_store.or(store),
+        store: pos_store.or(x.store),
         mountpoint: PathBuf::from(mountpoint),
         opts,
         background: (helper_form || background) && !foreground,
+        log: x.log,
+        debug: x.debug,
     })
 }
 
-/// Fork: the parent waits until the child reports the mount (or its
-/// failure) through a pipe and exits accordingly; the child returns the
-/// pipe's write end. Must run before any thread is started.
-fn daemonize() -> anyhow::Result<i32> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid array of two ints.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("pipe");
-    }
-    // SAFETY: single-threaded here (no thread started yet).
-    match unsafe { libc::fork() } {
-        -1 => Err(std::io::Error::last_os_error()).context("fork"),
-        0 => {
-            // SAFETY: plain syscalls on our own fds.
-            unsafe {
-                libc::close(fds[0]);
-                libc::setsid();
-            }
-            Ok(fds[1])
+/// Log to standard error, or appending to `log`; `RUST_LOG` overrides the
+/// level (default: info for ckptfs, warnings of the FUSE library).
+fn init_logging(log: Option<&PathBuf>, debug: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let default = if debug {
+        "ckptfs=debug,fuser=debug"
+    } else {
+        "ckptfs=info,fuser=error"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let r = match log {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open the log file {}", p.display()))?;
+            b.with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init()
         }
-        _ => {
-            // SAFETY: closing our copy of the write end.
-            unsafe { libc::close(fds[1]) };
-            use std::io::Read;
-            use std::os::fd::FromRawFd;
-            // SAFETY: fds[0] is an open fd that nothing else owns.
-            let mut f = unsafe { std::fs::File::from_raw_fd(fds[0]) };
-            let mut msg = String::new();
-            let _ = f.read_to_string(&mut msg);
-            if msg == "ok" {
-                std::process::exit(0);
-            }
-            if msg.is_empty() {
-                msg = "ckptfs: error: the background process died before mounting".into();
-            }
-            eprintln!("{msg}");
+        None => b.with_writer(std::io::stderr).try_init(),
+    };
+    r.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+/// Go to the background: run this program again as a child in its own
+/// session (the parent keeps no thread or FUSE state, so no fork is
+/// needed) with its standard output on a pipe, and wait until the child
+/// reports the mount ("ok") or its error there; exit accordingly.
+fn daemonize() -> ! {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let child = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ckptfs: error: cannot start the background process: {e}");
             std::process::exit(1);
         }
+    };
+    let mut msg = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_string(&mut msg);
     }
+    if msg == "ok" {
+        std::process::exit(0);
+    }
+    let _ = child.wait();
+    if msg.is_empty() {
+        msg = "ckptfs: error: the background process died before mounting".into();
+    }
+    eprintln!("{msg}");
+    std::process::exit(1);
 }
 
-fn report(fd: i32, msg: &str) {
-    // SAFETY: fd is the pipe's write end owned by us.
-    unsafe {
-        libc::write(fd, msg.as_ptr().cast(), msg.len());
-        libc::close(fd);
-    }
-}
-
-/// Point stdin/stdout/stderr at /dev/null (a daemon keeps no terminal).
-fn detach_stdio() {
-    let null = c"/dev/null";
-    // SAFETY: plain syscalls; dup2 onto 0..2 is what a daemon does.
-    unsafe {
-        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
-        if fd >= 0 {
-            libc::dup2(fd, 0);
-            libc::dup2(fd, 1);
-            libc::dup2(fd, 2);
-            if fd > 2 {
-                libc::close(fd);
-            }
+/// In the background child: tell the parent (our standard output) how the
+/// mount went; on success, leave the terminal (stdio to /dev/null).
+fn report(msg: &str, ok: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(msg.as_bytes());
+    let _ = out.flush();
+    drop(out);
+    if ok {
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            let _ = nix::unistd::dup2_stderr(&null);
         }
     }
 }
 
 fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for c in e.chain() {
-        let s = c.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    ckpt_image::chain(e.chain())
 }
 
 fn main() {
@@ -243,55 +269,56 @@ fn main() {
         }
     };
     let store = args.store.clone().unwrap_or_else(ckptfs::default_store);
-    let notify = if args.background {
-        // Resolve paths before the child leaves the working directory.
-        let r = ckptfs::prepare_store(&store).and_then(|s| {
-            let mp = args
-                .mountpoint
+    let child = std::env::var_os(CHILD_ENV).is_some();
+    if args.background && !child {
+        // Check what can be checked before going to the background.
+        let r = ckptfs::prepare_store(&store, args.opts.create).and_then(|_| {
+            args.mountpoint
                 .canonicalize()
-                .with_context(|| format!("mountpoint {}", args.mountpoint.display()))?;
-            Ok((s, mp))
+                .with_context(|| format!("mountpoint {}", args.mountpoint.display()))
         });
-        match r {
-            Ok(_) => {}
-            Err(e) => {
-                eprintln!("ckptfs: error: {}", chain(&e));
-                std::process::exit(1);
-            }
+        if let Err(e) = r {
+            eprintln!("ckptfs: error: {}", chain(&e));
+            std::process::exit(1);
         }
-        match daemonize() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                eprintln!("ckptfs: error: {}", chain(&e));
-                std::process::exit(1);
-            }
+        daemonize();
+    }
+    let background = args.background && child;
+    if background {
+        let _ = nix::unistd::setsid();
+    }
+    if let Err(e) = init_logging(args.log.as_ref(), args.debug) {
+        let msg = format!("ckptfs: error: {}", chain(&e));
+        if background {
+            report(&msg, false);
+        } else {
+            eprintln!("{msg}");
         }
-    } else {
-        None
-    };
+        std::process::exit(1);
+    }
     let r = ckptfs::mount_with(
         &store,
         &args.mountpoint,
         args.opts,
         Box::new(ckptfs::ops::Real),
-        |mp| match notify {
-            Some(fd) => {
-                report(fd, "ok");
-                detach_stdio();
+        |mp| {
+            if background {
+                report("ok", true);
+            } else {
+                eprintln!("ckptfs: {} mounted on {}", store.display(), mp.display());
             }
-            None => eprintln!("ckptfs: {} mounted on {}", store.display(), mp.display()),
+            tracing::info!(store = %store.display(), mountpoint = %mp.display(), "mounted");
         },
     );
-    match r {
-        Ok(()) => {}
-        Err(e) => {
-            let msg = format!("ckptfs: error: {}", chain(&e));
-            match notify {
-                Some(fd) => report(fd, &msg),
-                None => eprintln!("{msg}"),
-            }
-            std::process::exit(1);
+    if let Err(e) = r {
+        let msg = format!("ckptfs: error: {}", chain(&e));
+        tracing::error!("{}", chain(&e));
+        if background {
+            report(&msg, false);
+        } else {
+            eprintln!("{msg}");
         }
+        std::process::exit(1);
     }
 }
 
@@ -307,18 +334,21 @@ mod tests {
     fn forms() {
         let a = p(&["/mnt"]).unwrap();
         assert_eq!(a.mountpoint, PathBuf::from("/mnt"));
-        assert!(a.store.is_none() && !a.background);
-        let a = p(&["--store", "/s", "/mnt", "-o", "allow_other,ro"]).unwrap();
+        assert!(a.store.is_none() && !a.background && !a.opts.create);
+        let a = p(&["--store", "/s", "/mnt", "-o", "allow_other,ro,create"]).unwrap();
         assert_eq!(a.store, Some(PathBuf::from("/s")));
-        assert!(a.opts.allow_other && a.opts.read_only);
+        assert!(a.opts.allow_other && a.opts.read_only && a.opts.create);
         let a = p(&["/s", "/mnt", "-o", "rw,nosuid,nodev,relatime,x-gvfs-hide"]).unwrap();
         assert_eq!(a.store, Some(PathBuf::from("/s")));
         assert!(a.background && !a.opts.read_only);
         assert!(!p(&["/s", "/mnt", "-f"]).unwrap().background);
-        let a = p(&["/mnt", "-ostore=/x,threads=2"]).unwrap();
+        let a = p(&["/mnt", "-ostore=/x,threads=2,log=/tmp/l,debug"]).unwrap();
         assert_eq!(a.store, Some(PathBuf::from("/x")));
         assert_eq!(a.opts.threads, 2);
+        assert_eq!(a.log, Some(PathBuf::from("/tmp/l")));
+        assert!(a.debug);
         assert!(p(&["/mnt", "-o", "bogus"]).is_err());
+        assert!(p(&["/mnt", "-o", "log="]).is_err());
         assert!(p(&[]).is_err());
         assert!(p(&["a", "b", "c"]).is_err());
         assert!(p(&["/s", "/mnt", "-o", "store=/t"]).is_err());

@@ -24,23 +24,6 @@ pub trait Backend: Send + Sync {
 /// ckpt-capture and ckpt-restore.
 pub struct Real;
 
-/// "outer: inner: innermost" without repeating causes already spelled out.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = String::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
-}
-
 impl Backend for Real {
     fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
         let opts = ckpt_capture::DumpOptions {
@@ -49,11 +32,12 @@ impl Backend for Real {
         };
         ckpt_capture::dump(pid, out, opts)
             .map(drop)
-            .map_err(|e| chain(&e))
+            .map_err(|e| ckpt_image::error_chain(&e))
     }
 
     fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String> {
-        let reader = ckpt_image::ImageReader::open(image).map_err(|e| chain(&e))?;
+        let reader =
+            ckpt_image::ImageReader::open(image).map_err(|e| ckpt_image::error_chain(&e))?;
         let opts = ckpt_restore::RestoreOptions {
             new_pid,
             ..Default::default()
@@ -65,9 +49,14 @@ impl Backend for Real {
                 report.errors.join("; ")
             ));
         }
-        let r = ckpt_restore::restore(&reader, &opts).map_err(|e| chain(&e))?;
+        let r = ckpt_restore::restore(&reader, &opts).map_err(|e| ckpt_image::error_chain(&e))?;
         Ok((r.pid, report.warnings))
     }
+}
+
+/// Milliseconds since `t`, for logs.
+pub(crate) fn ms(t: std::time::Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e4).round() / 10.0
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,7 +81,14 @@ impl Ops {
 
     pub fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String> {
         let _g = lock(&self.busy);
-        self.backend.checkpoint(pid, out, leave_running)
+        let _span = tracing::info_span!("checkpoint", pid, image = %out.display()).entered();
+        let t = std::time::Instant::now();
+        let r = self.backend.checkpoint(pid, out, leave_running);
+        match &r {
+            Ok(()) => tracing::info!(ms = ms(t), leave_running, "checkpoint done"),
+            Err(e) => tracing::warn!(ms = ms(t), "checkpoint failed: {e}"),
+        }
+        r
     }
 
     pub fn restore(
@@ -102,7 +98,12 @@ impl Ops {
         new_pid: bool,
     ) -> Result<(i32, Vec<String>), String> {
         let _g = lock(&self.busy);
-        let (pid, warnings) = self.backend.restore(image, new_pid)?;
+        let _span = tracing::info_span!("restore", image = %image.display(), new_pid).entered();
+        let t = std::time::Instant::now();
+        let (pid, warnings) = self.backend.restore(image, new_pid).inspect_err(|e| {
+            tracing::warn!(ms = ms(t), "restore failed: {e}");
+        })?;
+        tracing::info!(ms = ms(t), pid, warnings = warnings.len(), "restored");
         lock(&self.children).insert(pid, id);
         Ok((pid, warnings))
     }
@@ -128,24 +129,12 @@ impl Ops {
 /// waitpid(pid, WNOHANG) for an exit: None while it runs; Some(description)
 /// once reaped (or when it is not our child any more).
 fn wait_nohang(pid: i32) -> Option<String> {
-    let mut status = 0;
-    // SAFETY: `status` is a valid out-pointer; WNOHANG never blocks.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-    if r == 0 {
-        return None;
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => None,
+        Ok(WaitStatus::Exited(_, code)) => Some(format!("exited with status {code}")),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(format!("was killed by signal {}", sig as i32)),
+        Ok(other) => Some(format!("ended ({other:?})")),
+        Err(e) => Some(format!("is gone ({})", std::io::Error::from(e))),
     }
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() == std::io::ErrorKind::Interrupted {
-            return None;
-        }
-        return Some(format!("is gone ({e})"));
-    }
-    Some(if libc::WIFEXITED(status) {
-        format!("exited with status {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("was killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("ended (wait status {status:#x})")
-    })
 }

@@ -281,67 +281,6 @@ fn xstate(r: &Registers) -> Option<Vec<u8>> {
     Some(x.xsave.clone())
 }
 
-const SIG_NAMES: [&str; 31] = [
-    "SIGHUP",
-    "SIGINT",
-    "SIGQUIT",
-    "SIGILL",
-    "SIGTRAP",
-    "SIGABRT",
-    "SIGBUS",
-    "SIGFPE",
-    "SIGKILL",
-    "SIGUSR1",
-    "SIGSEGV",
-    "SIGUSR2",
-    "SIGPIPE",
-    "SIGALRM",
-    "SIGTERM",
-    "SIGSTKFLT",
-    "SIGCHLD",
-    "SIGCONT",
-    "SIGSTOP",
-    "SIGTSTP",
-    "SIGTTIN",
-    "SIGTTOU",
-    "SIGURG",
-    "SIGXCPU",
-    "SIGXFSZ",
-    "SIGVTALRM",
-    "SIGPROF",
-    "SIGWINCH",
-    "SIGIO",
-    "SIGPWR",
-    "SIGSYS",
-];
-
-/// The name of signal `signo` (1..=64): SIGHUP.., then SIGRTMIN (32),
-/// SIGRTMIN+1 .. SIGRTMAX (64), kernel numbering.
-pub fn sig_name(signo: i32) -> String {
-    match signo {
-        1..=31 => SIG_NAMES[(signo - 1) as usize].to_string(),
-        32 => "SIGRTMIN".into(),
-        64 => "SIGRTMAX".into(),
-        33..=63 => format!("SIGRTMIN+{}", signo - 32),
-        _ => format!("SIG{signo}"),
-    }
-}
-
-/// Parse a signal: a name as [`sig_name`] prints it, with or without the
-/// SIG prefix, any case, or a number 1..=64.
-pub fn parse_sig(s: &str) -> Option<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let up = s.to_ascii_uppercase();
-    let full = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    (1..=64).find(|&n| sig_name(n) == full)
-}
-
 /// The `signals` file: one line per signal with its action, then the
 /// blocked masks, then the pending queues (see spec/fusefs.md).
 pub fn signals(p: &Process) -> String {
@@ -350,7 +289,7 @@ pub fn signals(p: &Process) -> String {
         let _ = writeln!(
             s,
             "{:<12} handler {:#x} flags {:#x} mask {:#x} restorer {:#x}",
-            sig_name(i as i32 + 1),
+            signal::name(i as i32 + 1),
             a.handler,
             a.flags,
             a.mask,
@@ -365,11 +304,22 @@ pub fn signals(p: &Process) -> String {
         }
     }
     for q in &p.shared_pending {
-        let _ = writeln!(s, "pending shared {} code {}", sig_name(q.signo), q.code);
+        let _ = writeln!(
+            s,
+            "pending shared {} code {}",
+            signal::name(q.signo),
+            q.code
+        );
     }
     for t in &p.threads {
         for q in &t.pending {
-            let _ = writeln!(s, "pending {} {} code {}", t.tid, sig_name(q.signo), q.code);
+            let _ = writeln!(
+                s,
+                "pending {} {} code {}",
+                t.tid,
+                signal::name(q.signo),
+                q.code
+            );
         }
     }
     s
@@ -774,17 +724,6 @@ pub(crate) mod tests {
         assert!(s.contains("blocked 0x200\n"));
         assert!(s.contains("pending 100 SIGUSR2 code -6\n"));
         assert_eq!(s.lines().count(), 64 + 1 + 1);
-    }
-
-    #[test]
-    fn signal_names_round_trip() {
-        for n in 1..=64 {
-            assert_eq!(parse_sig(&sig_name(n)), Some(n));
-        }
-        assert_eq!(parse_sig("usr1"), Some(10));
-        assert_eq!(parse_sig("10"), Some(10));
-        assert_eq!(parse_sig("SIGFOO"), None);
-        assert_eq!(parse_sig("65"), None);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! The store directory: which images exist, loading them lazily (header and
 //! metadata only, cached by the file's identity), rendering and caching
-//! their files, reading memory, and crash-safe edits through
-//! [`ImageEditor`]. No FUSE here: everything is testable on a plain
-//! directory.
+//! their files, reading memory and saved contents, crash-safe edits
+//! through [`ImageEditor`] and compaction, and the `errors` log of each
+//! image. No FUSE here: everything is testable on a plain directory.
 
-use crate::memio::{FrameCache, Prefetch};
+use crate::memio::{self, Backing, FrameCache, Prefetch, ProcIndex};
 use crate::render;
-use crate::tree::{ImageState, ImgId, Node, ProcFile};
-use ckpt_image::{Error as ImgError, Image, ImageEditor, ImageReader, Vma};
-use std::collections::{BTreeMap, HashMap};
+use crate::tree::{fd_data, FdData, ImageState, ImgId, Node};
+use ckpt_image::{Error as ImgError, Image, ImageEditor, ImageReader};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How many loaded images (metadata + rendered files) are kept.
 const LOADED_CACHE: usize = 64;
+/// How many lines `/NAME/errors` keeps.
+const ERRORS_KEPT: usize = 200;
 
 /// Identity of one version of an image file: changes with every commit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,6 +73,13 @@ pub fn errno_of(e: &ImgError) -> i32 {
     }
 }
 
+fn img_failure(e: &ImgError, what: impl std::fmt::Display) -> Failure {
+    Failure::new(
+        errno_of(e),
+        format!("{what}: {}", ckpt_image::error_chain(e)),
+    )
+}
+
 /// One loaded version of an image.
 pub struct Loaded {
     pub id: ImgId,
@@ -83,6 +92,8 @@ pub struct Loaded {
     pub mtime_ns: i64,
     pub reader: Result<ImageReader, String>,
     rendered: Mutex<HashMap<Node, Arc<Vec<u8>>>>,
+    indexes: Mutex<HashMap<i32, Arc<ProcIndex>>>,
+    backings: Mutex<HashMap<(i32, u64), Backing>>,
 }
 
 impl Loaded {
@@ -94,6 +105,27 @@ impl Loaded {
             Some(i) => ImageState::Ok(i),
             None => ImageState::Broken,
         }
+    }
+
+    /// Where the data of `pid` is and how much is stored (built once).
+    pub fn index(&self, pid: i32) -> Option<Arc<ProcIndex>> {
+        let img = self.image()?;
+        let p = img.process(pid)?;
+        let mut m = lock(&self.indexes);
+        Some(
+            m.entry(pid)
+                .or_insert_with(|| Arc::new(ProcIndex::build(img, p)))
+                .clone(),
+        )
+    }
+
+    /// The mapped file of the file mapping of `pid` at `start` (opened and
+    /// checked once per loaded version).
+    pub fn backing(&self, pid: i32, start: u64, open: impl FnOnce() -> Backing) -> Backing {
+        lock(&self.backings)
+            .entry((pid, start))
+            .or_insert_with(open)
+            .clone()
     }
 }
 
@@ -117,6 +149,10 @@ pub struct Store {
     tick: std::sync::atomic::AtomicU64,
     editors: Mutex<HashMap<ImgId, EditorSlot>>,
     statuses: Mutex<HashMap<ImgId, String>>,
+    /// The result of the last edit of each image (shown after the ctl
+    /// answer, never in its place).
+    edit_statuses: Mutex<HashMap<ImgId, String>>,
+    errors: Mutex<HashMap<ImgId, VecDeque<String>>>,
     root_status: Mutex<String>,
     prefetch: Mutex<Option<std::sync::mpsc::SyncSender<Prefetch>>>,
     frames: Arc<FrameCache>,
@@ -130,6 +166,51 @@ fn is_temp(name: &str) -> bool {
     name.contains(".ckpt.tmp.")
 }
 
+/// A lock on an image file that keeps `ckpt compact` (and other ckptfs
+/// mounts) out while an edit or a compaction runs.
+struct FileLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+/// Take the exclusive lock of the image file at `path`, making sure the
+/// lock is on the file that is at `path` once it is held (a compaction
+/// replaces the file). Returns its stat.
+fn lock_file(path: &Path) -> Result<(FileLock, Metadata), Failure> {
+    loop {
+        let f = std::fs::File::open(path).map_err(|e| {
+            Failure::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                format!("opening {}: {e}", path.display()),
+            )
+        })?;
+        let l = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| Failure::new(e as i32, format!("locking {}: {e}", path.display())))?;
+        let held = l
+            .metadata()
+            .map_err(|e| Failure::new(libc::EIO, format!("stat of {}: {e}", path.display())))?;
+        match std::fs::metadata(path) {
+            Ok(m) if m.ino() == held.ino() && m.dev() == held.dev() => return Ok((FileLock(l), m)),
+            Ok(_) => continue, // replaced meanwhile: lock the new one
+            Err(e) => {
+                return Err(Failure::new(
+                    libc::ENOENT,
+                    format!("{} is gone: {e}", path.display()),
+                ))
+            }
+        }
+    }
+}
+
+/// One line of an `errors` file: UTC time, then what.
+fn stamped(what: &str) -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    // "2026-12-06T23:11:42Z" -> "2026-12-06T23:11:42.973Z"
+    let secs = ckpt_image::summary::iso8601_utc(ns - ns % 1_000_000_000);
+    let ms = ns % 1_000_000_000 / 1_000_000;
+    format!("{}.{ms:03}Z {what}", secs.trim_end_matches('Z'))
+}
+
 impl Store {
     pub fn new(dir: &Path) -> Store {
         Store {
@@ -139,6 +220,8 @@ impl Store {
             tick: Default::default(),
             editors: Mutex::default(),
             statuses: Mutex::default(),
+            edit_statuses: Mutex::default(),
+            errors: Mutex::default(),
             root_status: Mutex::default(),
             prefetch: Mutex::default(),
             frames: Arc::default(),
@@ -274,7 +357,17 @@ impl Store {
         }
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let reader = ImageReader::open(&path).map_err(|e| e.to_string());
+        let t = std::time::Instant::now();
+        let reader = ImageReader::open(&path).map_err(|e| ckpt_image::error_chain(&e));
+        match &reader {
+            Ok(r) => tracing::debug!(
+                image = %self.name(id),
+                generation = r.image().generation,
+                ms = crate::ops::ms(t),
+                "loaded"
+            ),
+            Err(e) => tracing::warn!(image = %self.name(id), "cannot be read: {e}"),
+        }
         // The file may have changed while it was read: key it by what was
         // there before; a later stat that differs loads it again.
         let l = Arc::new(Loaded {
@@ -287,6 +380,8 @@ impl Store {
             mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
             reader,
             rendered: Mutex::default(),
+            indexes: Mutex::default(),
+            backings: Mutex::default(),
         });
         let mut c = lock(&self.loaded);
         c.insert(id, (l.clone(), tick));
@@ -298,8 +393,8 @@ impl Store {
         Some(l)
     }
 
-    /// The contents of a file node (not `mem`, not the ctl files), rendered
-    /// once per version of the image.
+    /// The contents of a file node (not `mem`, not the map files, not the
+    /// ctl and errors files), rendered once per version of the image.
     pub fn content(&self, node: Node, l: &Loaded) -> Option<Arc<Vec<u8>>> {
         if let Some(c) = lock(&l.rendered).get(&node) {
             return Some(c.clone());
@@ -309,7 +404,10 @@ impl Store {
                 format!("{}: cannot read {}: {e}\n", self.name(id), l.path.display()).into_bytes()
             }
             (Err(_), _) => return None,
-            (Ok(r), Node::Info(_)) => ckpt_image::summary::render(r.image()).into_bytes(),
+            (Ok(r), Node::Info(_)) => match ckpt_image::summary::file_facts(r) {
+                Ok(f) => ckpt_image::summary::render_file(r.image(), &f).into_bytes(),
+                Err(_) => ckpt_image::summary::render(r.image()).into_bytes(),
+            },
             (Ok(r), Node::Json(_)) => {
                 match ckpt_image::json::metadata_to_json(r.metadata_bytes()) {
                     Ok(v) => {
@@ -338,6 +436,16 @@ impl Store {
     pub fn set_status(&self, id: ImgId, s: String) {
         lock(&self.statuses).insert(id, s);
     }
+    /// Result of the last edit, shown by `/NAME/ctl` after the last command's.
+    pub fn edit_status(&self, id: ImgId) -> String {
+        lock(&self.edit_statuses)
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+    pub fn set_edit_status(&self, id: ImgId, s: String) {
+        lock(&self.edit_statuses).insert(id, s);
+    }
     pub fn add_status(&self, id: ImgId, s: &str) {
         let mut st = lock(&self.statuses);
         let e = st.entry(id).or_default();
@@ -354,34 +462,105 @@ impl Store {
         *lock(&self.root_status) = s;
     }
 
-    /// Read `len` bytes of saved memory of `pid` at `addr`. Reads stop at
-    /// the first unmapped address (EIO if that is `addr` itself); pages of
-    /// file mappings that were not saved come from the mapped file when it
-    /// is unchanged. A read at offset 0 is end of file (address 0 is never
-    /// mapped), so tools that copy the file from the start copy nothing.
-    pub fn read_mem(
-        &self,
-        l: &Loaded,
-        pid: i32,
-        addr: u64,
-        len: usize,
-    ) -> Result<Vec<u8>, Failure> {
-        let mut out = vec![0u8; len];
-        let n = self.read_mem_into(l, pid, addr, &mut out)?;
-        out.truncate(n);
-        Ok(out)
+    /// Note a refused read or write of image `id` in its `errors` file and
+    /// in the log. `what` says what was tried on which file (`read 42/mem
+    /// at 0x1000 (4096 bytes)`), `why` why it failed.
+    pub fn record_error(&self, id: ImgId, what: &str, why: &str) {
+        let image = self.name(id);
+        tracing::warn!(image = %image, "{what}: {why}");
+        let mut e = lock(&self.errors);
+        let q = e.entry(id).or_default();
+        if q.len() >= ERRORS_KEPT {
+            q.pop_front();
+        }
+        q.push_back(stamped(&format!("{what}: {why}")));
     }
 
-    /// [`Store::read_mem`] into `out` (its whole length is asked for);
-    /// returns how many bytes were read.
+    /// The text of `/NAME/errors`.
+    pub fn errors_text(&self, id: ImgId) -> Vec<u8> {
+        let e = lock(&self.errors);
+        let mut s = String::new();
+        for l in e.get(&id).into_iter().flatten() {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    /// Read `out.len()` bytes of saved memory of `pid` at `addr` (see
+    /// [`memio::read`]).
     pub fn read_mem_into(
         &self,
         l: &Loaded,
         pid: i32,
         addr: u64,
         out: &mut [u8],
+        short_ok: bool,
     ) -> Result<usize, Failure> {
-        crate::memio::read(&self.frames, l, pid, addr, out)
+        memio::read(&self.frames, l, pid, addr, out, short_ok)
+    }
+
+    /// See [`memio::in_one_frame`].
+    pub fn in_one_frame(
+        &self,
+        l: &Loaded,
+        pid: i32,
+        addr: u64,
+        len: u64,
+    ) -> Option<(Arc<Vec<u8>>, usize)> {
+        memio::in_one_frame(&self.frames, l, pid, addr, len)
+    }
+
+    /// The saved contents behind fd `fd` of `pid` (`fds/N.data`): how many
+    /// bytes, and a read at `off` into `out` when `out` is given.
+    pub fn read_fd_data(
+        &self,
+        l: &Loaded,
+        pid: i32,
+        fd: i32,
+        off: u64,
+        out: &mut [u8],
+    ) -> Result<usize, Failure> {
+        let r = l
+            .reader
+            .as_ref()
+            .map_err(|e| Failure::new(libc::EIO, e.clone()))?;
+        let img = r.image();
+        let data = img
+            .process(pid)
+            .and_then(|p| p.fds.iter().find(|f| f.fd == fd))
+            .and_then(|f| img.file(f.file))
+            .and_then(|f| fd_data(img, &f.kind))
+            .ok_or_else(|| Failure::new(libc::ENOENT, format!("fd {fd} has no saved contents")))?;
+        match data {
+            FdData::Bytes(b) => {
+                let s = (off.min(b.len() as u64)) as usize;
+                let n = out.len().min(b.len() - s);
+                out[..n].copy_from_slice(&b[s..s + n]);
+                Ok(n)
+            }
+            FdData::Blob(b) => memio::read_blob(&self.frames, l, r, b, off, out),
+            FdData::Sparse {
+                blob,
+                extents,
+                size,
+            } => {
+                let n = out.len().min(size.saturating_sub(off) as usize);
+                let out = &mut out[..n];
+                out.fill(0);
+                let end = off + n as u64;
+                let mut at = 0u64; // blob offset of the current extent
+                for e in extents {
+                    let (s, t) = (e.offset.max(off), (e.offset + e.length).min(end));
+                    if s < t {
+                        let dst = &mut out[(s - off) as usize..(t - off) as usize];
+                        memio::read_blob(&self.frames, l, r, blob, at + (s - e.offset), dst)?;
+                    }
+                    at += e.length;
+                }
+                Ok(n)
+            }
+        }
     }
 
     /// Decode the frames of `[from, to)` of `pid` in the background, so a
@@ -393,7 +572,7 @@ impl Store {
             let cache = self.frames.clone();
             let spawned = std::thread::Builder::new()
                 .name("ckptfs-prefetch".into())
-                .spawn(move || crate::memio::prefetcher(cache, r));
+                .spawn(move || memio::prefetcher(cache, r));
             if spawned.is_err() {
                 return;
             }
@@ -414,8 +593,9 @@ impl Store {
     }
 
     /// Run `f` on an editor of image `id` (reused while the file is
-    /// unchanged) and commit when it returns `Ok(Some(_))`. Any error drops
-    /// the editor so the next edit starts from the committed state.
+    /// unchanged), holding the file's lock, and commit when it returns
+    /// `Ok(Some(_))`. Any error drops the editor so the next edit starts
+    /// from the committed state.
     fn with_editor<T>(
         &self,
         id: ImgId,
@@ -423,16 +603,16 @@ impl Store {
     ) -> Result<Option<(T, u32)>, Failure> {
         let slot = self.editor_slot(id);
         let mut slot = lock(&slot);
-        let (path, meta) = self.stat(id).ok_or_else(|| {
+        let (path, _) = self.stat(id).ok_or_else(|| {
             Failure::new(libc::ENOENT, format!("image {} is gone", self.name(id)))
         })?;
+        let (_flock, meta) = lock_file(&path)?;
         let key = FileKey::of(&meta);
         let fresh = !matches!(&*slot, Some((k, _)) if *k == key);
         if fresh {
             *slot = None;
-            let ed = ImageEditor::open(&path).map_err(|e| {
-                Failure::new(errno_of(&e), format!("cannot edit {}: {e}", path.display()))
-            })?;
+            let ed = ImageEditor::open(&path)
+                .map_err(|e| img_failure(&e, format_args!("cannot edit {}", path.display())))?;
             *slot = Some((key, ed));
         }
         let (_, ed) = slot.as_mut().expect("editor just set");
@@ -444,11 +624,13 @@ impl Store {
                 return Err(e);
             }
         };
+        let t = std::time::Instant::now();
         if let Err(e) = ed.commit() {
             *slot = None;
-            return Err(Failure::new(errno_of(&e), format!("commit failed: {e}")));
+            return Err(img_failure(&e, "commit failed"));
         }
         let generation = ed.image().generation;
+        tracing::debug!(image = %self.name(id), generation, ms = crate::ops::ms(t), "committed");
         match std::fs::metadata(&path) {
             Ok(m) => {
                 if let Some((k, _)) = slot.as_mut() {
@@ -491,62 +673,59 @@ impl Store {
             .map_err(|m| Failure::new(libc::EINVAL, m))
     }
 
-    /// Write saved memory of `pid` at `addr` and commit. Writes as much of
-    /// `data` as lies in consecutive mapped memory; EIO when `addr` itself is
-    /// not mapped or a partial page of an unsaved file mapping is touched.
-    pub fn write_mem(
+    /// Write whole pages of `pid` (contiguous ranges of page-aligned
+    /// bytes, already checked to lie in mappings an image can hold) and
+    /// commit them as one generation. Returns the bytes written and the
+    /// generation.
+    pub fn write_pages(
         &self,
         id: ImgId,
         pid: i32,
-        addr: u64,
-        data: &[u8],
-    ) -> Result<(usize, u32), Failure> {
-        if data.is_empty() {
+        ranges: &[(u64, Vec<u8>)],
+    ) -> Result<(u64, u32), Failure> {
+        let total: u64 = ranges.iter().map(|(_, d)| d.len() as u64).sum();
+        if total == 0 {
             return Ok((0, 0));
         }
         let r = self.with_editor(id, |ed| {
-            let p = ed
-                .image()
-                .process(pid)
-                .ok_or_else(|| Failure::new(libc::ENOENT, format!("no pid {pid}")))?;
-            // The mapped prefix of [addr, addr+len).
-            let mut cur = addr;
-            let end = addr.saturating_add(data.len() as u64);
-            while cur < end {
-                match find_vma(&p.vmas, cur) {
-                    Some(v) => cur = v.end.min(end),
-                    None => break,
-                }
+            for (addr, data) in ranges {
+                ed.write_memory(pid, *addr, data).map_err(|e| {
+                    img_failure(
+                        &e,
+                        format_args!("writing {} bytes at {addr:#x}", data.len()),
+                    )
+                })?;
             }
-            let n = (cur - addr) as usize;
-            if n == 0 {
-                return Err(Failure::new(
-                    libc::EIO,
-                    format!("pid {pid}: address {addr:#x} is not mapped"),
-                ));
-            }
-            ed.write_memory(pid, addr, &data[..n]).map_err(|e| {
-                Failure::new(errno_of(&e), format!("writing {n} bytes at {addr:#x}: {e}"))
-            })?;
-            Ok(Some(n))
+            Ok(Some(()))
         })?;
-        Ok(r.unwrap_or((0, 0)))
+        Ok((total, r.map(|(_, g)| g).unwrap_or(0)))
+    }
+
+    /// Rewrite image `id` keeping only its live generation (the ctl
+    /// `compact` command), with its editor and lock held.
+    pub fn compact(&self, id: ImgId) -> Result<ckpt_image::compact::Compacted, Failure> {
+        let slot = self.editor_slot(id);
+        let mut slot = lock(&slot);
+        let (path, _) = self.stat(id).ok_or_else(|| {
+            Failure::new(libc::ENOENT, format!("image {} is gone", self.name(id)))
+        })?;
+        let (_flock, _) = lock_file(&path)?;
+        *slot = None;
+        let t = std::time::Instant::now();
+        let c = ckpt_image::compact::compact(&path)
+            .map_err(|e| img_failure(&e, format_args!("cannot compact {}", path.display())))?;
+        tracing::info!(
+            image = %self.name(id),
+            before = c.before,
+            after = c.after,
+            ms = crate::ops::ms(t),
+            "compacted"
+        );
+        Ok(c)
     }
 
     /// Forget cached state of an image (after an outside change).
     pub fn forget(&self, id: ImgId) {
         lock(&self.loaded).remove(&id);
     }
-}
-
-/// The VMA containing `addr` (VMAs sorted by start).
-pub fn find_vma(vmas: &[Vma], addr: u64) -> Option<&Vma> {
-    let i = vmas.partition_point(|v| v.start <= addr);
-    let v = vmas.get(i.checked_sub(1)?)?;
-    v.contains(addr).then_some(v)
-}
-
-/// Whether `node` is `mem`.
-pub fn is_mem(node: Node) -> bool {
-    matches!(node, Node::ProcFile(_, _, ProcFile::Mem))
 }

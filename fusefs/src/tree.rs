@@ -5,7 +5,7 @@
 //! A node is a small `Copy` value naming a place in the tree; images are
 //! referred to by an [`ImgId`] that the store interns for each image name.
 
-use ckpt_image::{Image, Registers};
+use ckpt_image::{FileKind, Image, Registers, SpecialMapping, Vma, VmaBacking};
 
 /// An interned image name (index into the store's name table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -122,6 +122,18 @@ pub enum Node {
     Fds(ImgId, i32),
     /// `/NAME/PID/fds/N`
     Fd(ImgId, i32, i32),
+    /// `/NAME/PID/fds/N.data`: the saved contents behind fd N (a deleted
+    /// file's or a memfd's contents, bytes queued in a pipe or socket).
+    FdData(ImgId, i32, i32),
+    /// `/NAME/errors`: the refused reads and writes of the image, with why.
+    Errors(ImgId),
+    /// `/NAME/PID/map_files/`
+    MapDir(ImgId, i32),
+    /// `/NAME/PID/map_files/START-END`: the bytes of the mapping [START, END).
+    MapFile(ImgId, i32, u64, u64),
+    /// A scratch file made in a directory of the image (an editor's temp
+    /// file); the fs layer knows its name and parent.
+    Scratch(ImgId, u32),
 }
 
 /// What kind of inode a node is.
@@ -155,7 +167,12 @@ impl Node {
             | Node::Task(i, _, _)
             | Node::TaskFile(i, _, _, _)
             | Node::Fds(i, _)
-            | Node::Fd(i, _, _) => Some(i),
+            | Node::Fd(i, _, _)
+            | Node::FdData(i, _, _)
+            | Node::Errors(i)
+            | Node::MapDir(i, _)
+            | Node::MapFile(i, _, _, _)
+            | Node::Scratch(i, _) => Some(i),
         }
     }
 
@@ -166,7 +183,8 @@ impl Node {
             | Node::Proc(..)
             | Node::Tasks(..)
             | Node::Task(..)
-            | Node::Fds(..) => Kind::Dir,
+            | Node::Fds(..)
+            | Node::MapDir(..) => Kind::Dir,
             Node::ProcFile(_, _, ProcFile::Exe) => Kind::Symlink,
             _ => Kind::File,
         }
@@ -185,18 +203,36 @@ impl Node {
                 )
                 | Node::TaskFile(_, _, _, TaskFile::Regs)
                 | Node::Fd(..)
+                | Node::MapFile(..)
+                | Node::Scratch(..)
         )
     }
 
-    /// Whether a write edits the image (as opposed to a ctl command).
+    /// Whether a write edits the image (as opposed to a ctl command or a
+    /// scratch file).
     pub fn is_edit(self) -> bool {
-        self.writable() && !matches!(self, Node::RootCtl | Node::ImageCtl(_))
+        self.writable() && !matches!(self, Node::RootCtl | Node::ImageCtl(_) | Node::Scratch(..))
     }
 
-    /// Whether the node's contents depend on more than the metadata model
-    /// (so [`crate::render::render`] does not produce them).
+    /// Whether the node shows saved memory (`mem`, `map_files/*`): read and
+    /// written by address, not rendered from the metadata.
     pub fn is_mem(self) -> bool {
-        matches!(self, Node::ProcFile(_, _, ProcFile::Mem))
+        matches!(
+            self,
+            Node::ProcFile(_, _, ProcFile::Mem) | Node::MapFile(..)
+        )
+    }
+
+    /// Whether the node is a text file whose whole contents are an edit
+    /// (written back whole, or replaced by a rename onto it).
+    pub fn is_text_edit(self) -> bool {
+        self.is_edit() && !self.is_mem()
+    }
+
+    /// Whether scratch files (an editor's temp files) may be made in this
+    /// directory: the ones that hold text files that can be edited.
+    pub fn allows_scratch(self) -> bool {
+        matches!(self, Node::Proc(..) | Node::Fds(..) | Node::Task(..))
     }
 
     /// The node's name in its parent directory ("" for the root). `image_name`
@@ -215,6 +251,11 @@ impl Node {
             Node::TaskFile(_, _, _, f) => f.name().into(),
             Node::Fds(..) => "fds".into(),
             Node::Fd(_, _, fd) => fd.to_string(),
+            Node::FdData(_, _, fd) => format!("{fd}.data"),
+            Node::Errors(_) => "errors".into(),
+            Node::MapDir(..) => "map_files".into(),
+            Node::MapFile(_, _, start, end) => format!("{start:x}-{end:x}"),
+            Node::Scratch(_, n) => format!("scratch-{n}"),
         }
     }
 
@@ -222,11 +263,19 @@ impl Node {
     pub fn parent(self) -> Node {
         match self {
             Node::Root | Node::RootCtl | Node::Image(_) => Node::Root,
-            Node::Info(i) | Node::Json(i) | Node::ImageCtl(i) | Node::Proc(i, _) => Node::Image(i),
-            Node::ProcFile(i, p, _) | Node::Tasks(i, p) | Node::Fds(i, p) => Node::Proc(i, p),
+            Node::Info(i)
+            | Node::Json(i)
+            | Node::ImageCtl(i)
+            | Node::Errors(i)
+            | Node::Proc(i, _)
+            | Node::Scratch(i, _) => Node::Image(i),
+            Node::ProcFile(i, p, _) | Node::Tasks(i, p) | Node::Fds(i, p) | Node::MapDir(i, p) => {
+                Node::Proc(i, p)
+            }
             Node::Task(i, p, _) => Node::Tasks(i, p),
             Node::TaskFile(i, p, t, _) => Node::Task(i, p, t),
-            Node::Fd(i, p, _) => Node::Fds(i, p),
+            Node::Fd(i, p, _) | Node::FdData(i, p, _) => Node::Fds(i, p),
+            Node::MapFile(i, p, _, _) => Node::MapDir(i, p),
         }
     }
 
@@ -242,10 +291,22 @@ impl Node {
             | Node::Image(_)
             | Node::Info(_)
             | Node::Json(_)
-            | Node::ImageCtl(_) => true,
-            Node::Proc(_, pid) | Node::Tasks(_, pid) | Node::Fds(_, pid) => {
+            | Node::ImageCtl(_)
+            | Node::Errors(_) => true,
+            // Scratch files are the fs layer's to know.
+            Node::Scratch(..) => true,
+            Node::Proc(_, pid) | Node::Tasks(_, pid) | Node::Fds(_, pid) | Node::MapDir(_, pid) => {
                 img.process(pid).is_some()
             }
+            Node::MapFile(_, pid, start, end) => img.process(pid).is_some_and(|p| {
+                find_vma(&p.vmas, start)
+                    .is_some_and(|v| v.start == start && v.end == end && has_map_file(v))
+            }),
+            Node::FdData(_, pid, fd) => img
+                .process(pid)
+                .and_then(|p| p.fds.iter().find(|f| f.fd == fd))
+                .and_then(|f| img.file(f.file))
+                .is_some_and(|f| fd_data(img, &f.kind).is_some()),
             Node::ProcFile(_, pid, f) => match img.process(pid) {
                 None => false,
                 Some(p) => match f {
@@ -287,7 +348,12 @@ impl Node {
         }
         match self {
             Node::Image(i) => {
-                let mut v = vec![Node::ImageCtl(i), Node::Info(i), Node::Json(i)];
+                let mut v = vec![
+                    Node::ImageCtl(i),
+                    Node::Errors(i),
+                    Node::Info(i),
+                    Node::Json(i),
+                ];
                 v.extend(img.processes.iter().map(|p| Node::Proc(i, p.pid)));
                 v
             }
@@ -298,9 +364,20 @@ impl Node {
                     .filter(|n| n.exists_in(state))
                     .collect();
                 v.push(Node::Fds(i, pid));
+                v.push(Node::MapDir(i, pid));
                 v.push(Node::Tasks(i, pid));
                 v
             }
+            Node::MapDir(i, pid) => img
+                .process(pid)
+                .map(|p| {
+                    p.vmas
+                        .iter()
+                        .filter(|v| has_map_file(v))
+                        .map(|v| Node::MapFile(i, pid, v.start, v.end))
+                        .collect()
+                })
+                .unwrap_or_default(),
             Node::Tasks(i, pid) => img
                 .process(pid)
                 .map(|p| {
@@ -317,7 +394,17 @@ impl Node {
                 .collect(),
             Node::Fds(i, pid) => img
                 .process(pid)
-                .map(|p| p.fds.iter().map(|f| Node::Fd(i, pid, f.fd)).collect())
+                .map(|p| {
+                    let mut v = Vec::with_capacity(p.fds.len() * 2);
+                    for f in &p.fds {
+                        v.push(Node::Fd(i, pid, f.fd));
+                        let data = Node::FdData(i, pid, f.fd);
+                        if data.exists_in(state) {
+                            v.push(data);
+                        }
+                    }
+                    v
+                })
                 .unwrap_or_default(),
             _ => Vec::new(),
         }
@@ -330,16 +417,26 @@ impl Node {
                 "info" => Node::Info(i),
                 "image.json" => Node::Json(i),
                 "ctl" => Node::ImageCtl(i),
+                "errors" => Node::Errors(i),
                 _ => Node::Proc(i, parse_id(name)?),
             },
             Node::Proc(i, pid) => match name {
                 "task" => Node::Tasks(i, pid),
                 "fds" => Node::Fds(i, pid),
+                "map_files" => Node::MapDir(i, pid),
                 _ => Node::ProcFile(i, pid, ProcFile::from_name(name)?),
             },
             Node::Tasks(i, pid) => Node::Task(i, pid, parse_id(name)?),
             Node::Task(i, pid, tid) => Node::TaskFile(i, pid, tid, TaskFile::from_name(name)?),
-            Node::Fds(i, pid) => Node::Fd(i, pid, parse_id(name)?),
+            Node::Fds(i, pid) => match name.strip_suffix(".data") {
+                Some(n) => Node::FdData(i, pid, parse_id(n)?),
+                None => Node::Fd(i, pid, parse_id(name)?),
+            },
+            Node::MapDir(i, pid) => {
+                let (a, b) = name.split_once('-')?;
+                let (start, end) = (parse_hex(a)?, parse_hex(b)?);
+                Node::MapFile(i, pid, start, end)
+            }
             _ => return None,
         };
         n.exists_in(state).then_some(n)
@@ -350,6 +447,97 @@ impl Node {
 fn parse_id(s: &str) -> Option<i32> {
     let v: i32 = s.parse().ok()?;
     (v >= 0 && v.to_string() == s).then_some(v)
+}
+
+/// An address written the way /proc's map_files names write it: lowercase
+/// hex without `0x` or leading zeros.
+fn parse_hex(s: &str) -> Option<u64> {
+    let v = u64::from_str_radix(s, 16).ok()?;
+    (format!("{v:x}") == s).then_some(v)
+}
+
+/// The VMA containing `addr` (VMAs sorted by start).
+pub fn find_vma(vmas: &[Vma], addr: u64) -> Option<&Vma> {
+    let i = vmas.partition_point(|v| v.start <= addr);
+    let v = vmas.get(i.checked_sub(1)?)?;
+    v.contains(addr).then_some(v)
+}
+
+/// Whether a mapping's contents can be in an image at all: not the ones
+/// the kernel provides at restore (`[vdso]`, `[vvar]`, `[vsyscall]`, ...).
+pub fn kernel_provided(v: &Vma) -> bool {
+    matches!(
+        v.backing,
+        VmaBacking::Special(
+            SpecialMapping::Vdso
+                | SpecialMapping::Vvar
+                | SpecialMapping::VvarVclock
+                | SpecialMapping::Vsyscall
+                | SpecialMapping::Uprobes
+                | SpecialMapping::Other
+        )
+    )
+}
+
+/// Whether a mapping gets a file in `map_files/`: every one whose bytes
+/// an image can hold.
+pub fn has_map_file(v: &Vma) -> bool {
+    !kernel_provided(v)
+}
+
+/// What `fds/N.data` shows for an open file of this kind: the saved
+/// contents of a deleted (or unreachable) regular file or of a memfd
+/// (a blob), the bytes buffered in a pipe (kept on its read end's open
+/// file), the bytes queued on a unix socket. None: the kind has none.
+pub fn fd_data<'a>(img: &'a Image, kind: &'a FileKind) -> Option<FdData<'a>> {
+    match kind {
+        FileKind::Regular(r) if r.has_contents && !r.extents.is_empty() => Some(FdData::Sparse {
+            blob: &r.contents,
+            extents: &r.extents,
+            size: r.file.size,
+        }),
+        FileKind::Regular(r) if r.has_contents => Some(FdData::Blob(&r.contents)),
+        FileKind::MemFd(m) => Some(FdData::Blob(&m.contents)),
+        FileKind::Pipe(p) | FileKind::Fifo(p) => {
+            let buffered = img.files.iter().find_map(|f| match &f.kind {
+                FileKind::Pipe(q) | FileKind::Fifo(q) if q.id == p.id && !q.data.is_empty() => {
+                    Some(&q.data[..])
+                }
+                _ => None,
+            });
+            Some(FdData::Bytes(buffered.unwrap_or(&p.data)))
+        }
+        FileKind::UnixSocket(u) => Some(FdData::Bytes(&u.queued)),
+        _ => None,
+    }
+}
+
+/// The saved contents behind an fd.
+pub enum FdData<'a> {
+    /// Stored in frames.
+    Blob(&'a ckpt_image::Blob),
+    /// A sparse file of `size` bytes: the blob holds the `extents` one
+    /// after the other; the rest is holes (zeros).
+    Sparse {
+        blob: &'a ckpt_image::Blob,
+        extents: &'a [ckpt_image::FileExtent],
+        size: u64,
+    },
+    /// Kept in the metadata.
+    Bytes(&'a [u8]),
+}
+
+impl FdData<'_> {
+    pub fn len(&self) -> u64 {
+        match self {
+            FdData::Blob(b) => b.size,
+            FdData::Sparse { size, .. } => *size,
+            FdData::Bytes(b) => b.len() as u64,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Thread `tid` of process `pid`.
@@ -368,6 +556,8 @@ pub fn perm(kind: Kind, writable: bool, image_mode: u32) -> u16 {
             continue;
         }
         let bits = match kind {
+            // Directories with editable files take an editor's temp files.
+            Kind::Dir if writable && class & 2 != 0 => 7,
             Kind::Dir => 5,
             Kind::Symlink => 7,
             Kind::File => {

@@ -2,28 +2,9 @@
 
 use crate::util::*;
 
-/// Spawn `prog args`, wait for READY and `warmup` more lines, dump it
-/// (killing it), reap it, restore it detached, and check it keeps going at
-/// the same pid without starting over. Returns the restored process and the
-/// number of output lines before the dump.
+/// `scenarios::roundtrip` through the ckpt binary, on a fixture.
 fn roundtrip(dir: &TempDir, prog: &str, args: &[&str], warmup: usize) -> (Proc, usize) {
-    let mut p = Proc::spawn(dir, &fixture(prog), args);
-    p.wait_line(|l| l.starts_with("READY"));
-    p.wait_more_lines(warmup);
-    let image = dir.join("img.ckpt");
-    dump_kill(&mut p, &image);
-    let before = p.line_count();
-    let r = restore_detached(&image, &p.out, p.pid);
-    r.wait_more_lines(3);
-    let out = r.output();
-    assert_eq!(
-        out.matches("READY").count(),
-        1,
-        "the restored process started over:\n{}",
-        tail(&out)
-    );
-    assert!(!out.contains("ERROR"), "{}", tail(&out));
-    (r, before)
+    scenarios::roundtrip(&Binary, dir, fixture(prog), args, warmup)
 }
 
 #[test]
@@ -41,7 +22,7 @@ fn counter_continues_at_the_same_pid() {
 #[test]
 fn image_is_private_and_restorable_twice() {
     let dir = TempDir::new("twice");
-    let mut p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
+    let mut p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
@@ -51,7 +32,7 @@ fn image_is_private_and_restorable_twice() {
     assert_eq!(mode, 0o600, "image mode {mode:o}");
     let last = *values(&p.output(), "count=").last().unwrap();
     for round in 0..2 {
-        let out = dir.join(&format!("after-{round}.txt"));
+        let out = dir.join(format!("after-{round}.txt"));
         // The restored process reopens the original output file (appending);
         // remember where this round starts in it.
         let start = p.line_count();
@@ -79,7 +60,7 @@ fn image_is_private_and_restorable_twice() {
 #[test]
 fn leave_running_does_not_disturb() {
     let dir = TempDir::new("leave");
-    let p = Proc::spawn(&dir, &fixture("counter"), &["0", "5"]);
+    let p = Proc::spawn(&dir, fixture("counter"), &["0", "5"]);
     p.wait_line(|l| l.starts_with("READY"));
     p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
@@ -99,96 +80,42 @@ fn leave_running_does_not_disturb() {
 
 #[test]
 fn threads_keep_their_tids_and_locks() {
-    let dir = TempDir::new("threads");
-    let (r, before) = roundtrip(&dir, "threads", &["5"], 12);
-    r.wait_more_lines(12);
-    let totals = values(&r.output(), "total=");
-    assert!(totals.len() > before + 8);
-    for w in totals.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "token passing broken: {totals:?}");
-    }
+    scenarios::threads(&Binary);
 }
 
 #[test]
 fn signals_handlers_altstack_and_pending() {
-    let dir = TempDir::new("signals");
-    let marker = dir.join("unblock");
-    let (r, _) = roundtrip(&dir, "signals", &["0", marker.to_str().unwrap(), "10"], 12);
-    std::fs::write(&marker, b"").unwrap();
-    r.wait_line(|l| l.starts_with("signals_ok"));
-    let out = r.output();
-    assert!(
-        out.contains("usr2_delivered si_code=-1 si_value=24301"),
-        "{}",
-        tail(&out)
-    );
-    assert!(out.contains("on_altstack=1"), "{}", tail(&out));
+    scenarios::signals(&Binary);
 }
 
 #[test]
 fn pipe_keeps_buffered_data() {
-    let dir = TempDir::new("pipe");
-    let (r, _) = roundtrip(&dir, "pipe", &["30", "10"], 5);
-    let l = r.wait_line(|l| l.starts_with("pipe_data="));
-    assert!(l.ends_with(" ok"), "{l}");
+    scenarios::pipe_buffer(&Binary);
 }
 
 #[test]
 fn file_offsets_and_deleted_files() {
-    let dir = TempDir::new("files");
-    let data = dir.join("data.txt");
-    let text: String = (0..200).map(|i| format!("line{i:04}|")).collect();
-    std::fs::write(&data, text).unwrap();
-    let (r, before) = roundtrip(&dir, "fileoffset", &[data.to_str().unwrap(), "3", "10"], 10);
-    r.wait_line_after(before, |l| l.starts_with("offset="));
-    r.wait_line_after(before, |l| l.starts_with("deleted_data="));
+    scenarios::file_offsets(&Binary);
 }
 
 #[test]
 fn eventfd_epoll_timerfd() {
-    let dir = TempDir::new("fdkinds");
-    let (r, _) = roundtrip(&dir, "fdkinds", &[], 5);
-    r.wait_more_lines(10);
+    scenarios::fd_kinds(&Binary);
 }
 
 #[test]
 fn avx_registers_survive() {
-    let dir = TempDir::new("avx");
-    let (r, before) = roundtrip(&dir, "avx", &[], 3);
-    r.wait_line_after(before, |l| l.starts_with("avx_ok"));
-    assert!(!r.output().contains("avx_mismatch"));
+    scenarios::avx(&Binary);
 }
 
 #[test]
 fn sleeping_syscalls_restart() {
-    for mode in ["sleep", "read", "poll", "futex"] {
-        let dir = TempDir::new(&format!("sleep-{mode}"));
-        let (r, _) = roundtrip(&dir, "sleeper", &[mode], 2);
-        r.wait_more_lines(3);
-    }
+    scenarios::sleepers(&Binary);
 }
 
 #[test]
 fn python_and_perl_keep_their_state() {
-    for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
-        let dir = TempDir::new(interp);
-        let mut p = Proc::spawn(
-            &dir,
-            std::path::Path::new(interp),
-            &[fixture(script).to_str().unwrap()],
-        );
-        p.wait_line(|l| l.starts_with("READY"));
-        p.wait_more_lines(5);
-        let image = dir.join("img.ckpt");
-        dump_kill(&mut p, &image);
-        let before = p.line_count();
-        let r = restore_detached(&image, &p.out, p.pid);
-        r.wait_more_lines(5);
-        let out = r.output();
-        assert_eq!(out.matches("READY").count(), 1, "{interp} started over");
-        assert!(!out.contains("ERROR"), "{interp}: {}", tail(&out));
-        assert!(out.lines().count() > before);
-    }
+    scenarios::interpreters(&Binary);
 }
 
 #[test]
@@ -205,7 +132,7 @@ fn dump_of_missing_pid_fails_clearly() {
 #[test]
 fn failed_dump_leaves_process_running() {
     let dir = TempDir::new("faildump");
-    let p = Proc::spawn(&dir, &fixture("counter"), &["0", "5"]);
+    let p = Proc::spawn(&dir, fixture("counter"), &["0", "5"]);
     p.wait_line(|l| l.starts_with("READY"));
     let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", "/nonexistent-dir/x.ckpt"]);
     assert!(!o.status.success());
@@ -220,11 +147,7 @@ fn tail_follow_keeps_following() {
     let dir = TempDir::new("tail-f");
     let log = dir.join("log.txt");
     std::fs::write(&log, b"line-1\n").unwrap();
-    let mut p = Proc::spawn(
-        &dir,
-        std::path::Path::new("tail"),
-        &["-n", "+1", "-f", log.to_str().unwrap()],
-    );
+    let mut p = Proc::spawn(&dir, "tail", &["-n", "+1", "-f", log.to_str().unwrap()]);
     p.wait_line(|l| l == "line-1");
     let fdinfo = (0..8)
         .filter_map(|fd| std::fs::read_to_string(format!("/proc/{}/fdinfo/{fd}", p.pid)).ok())

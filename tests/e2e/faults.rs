@@ -16,7 +16,7 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn start_target(dir: &TempDir, mib: u32, interval_ms: u32, exit_ms: u32) -> Proc {
     let p = Proc::spawn(
         dir,
-        &target_fixture(),
+        target_fixture(),
         &[
             &mib.to_string(),
             &interval_ms.to_string(),
@@ -73,7 +73,7 @@ fn assert_valid_image(image: &Path, what: &str) {
 }
 
 fn sigkill(pid: u32) {
-    let _ = ckpt_sys::proc::kill(pid as i32, libc::SIGKILL);
+    let _ = signal(pid as i32, libc::SIGKILL);
 }
 
 #[test]
@@ -85,7 +85,7 @@ fn target_exits_during_dump() {
         let exit_ms = (round * 37) % 61;
         let mut p = Proc::spawn(
             &dir,
-            &target_fixture(),
+            target_fixture(),
             &["2", "5", &exit_ms.to_string(), "1"],
         );
         let image = dir.join("img.ckpt");
@@ -132,7 +132,7 @@ fn target_killed_or_signalled_during_dump() {
         let delay = Duration::from_millis(u64::from(round * 7 % 40));
         let killer = std::thread::spawn(move || {
             std::thread::sleep(delay);
-            let _ = ckpt_sys::proc::kill(pid, sig);
+            let _ = signal(pid, sig);
         });
         let o = run_timeout(
             ckpt()
@@ -177,7 +177,7 @@ fn sigusr1_storm_during_dumps() {
     let storm = std::thread::spawn(move || {
         let mut n = 0u64;
         while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let _ = ckpt_sys::proc::kill(pid, libc::SIGUSR1);
+            let _ = signal(pid, libc::SIGUSR1);
             n += 1;
             if n & 63 == 0 {
                 std::thread::sleep(Duration::from_micros(200));
@@ -187,7 +187,7 @@ fn sigusr1_storm_during_dumps() {
     });
     let mut ok = 0;
     for round in 0..10 {
-        let image = dir.join(&format!("img{round}.ckpt"));
+        let image = dir.join(format!("img{round}.ckpt"));
         let o = ckpt_timeout(
             &[
                 "dump",
@@ -375,7 +375,7 @@ fn kill_restore_at(image: &Path, out: &Path, pid: i32, delay: Duration) -> bool 
         if !Path::new(&format!("/proc/{pid}")).exists() {
             return false;
         }
-        ckpt_sys::proc::wait::try_reap(pid);
+        try_reap(pid);
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         let state = status_field(pid, "State").unwrap_or_default();
         if comm.trim() == "target" && !state.starts_with('Z') {
@@ -563,6 +563,7 @@ fn two_dumps_at_once() {
 
 #[test]
 fn dump_of_a_process_under_gdb() {
+    require!(require::tool("gdb", "apt-get install gdb"));
     let dir = TempDir::new("gdb");
     let p = start_target(&dir, 1, 5, 0);
     let gdb = Command::new("gdb")

@@ -46,25 +46,8 @@ struct Measured {
 /// Run under a deadline, measuring the peak RSS (wait4).
 fn run_measured(cmd: &mut Command) -> Measured {
     let desc = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{desc}: {e}"));
-    let pid = child.id() as i32;
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut so, &mut v);
-        v
-    });
-    let te = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut se, &mut v);
-        v
-    });
+    let piped = spawn_piped(cmd);
+    let pid = piped.child.id() as i32;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let d2 = done.clone();
     let hung = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -74,7 +57,7 @@ fn run_measured(cmd: &mut Command) -> Measured {
         while !d2.load(std::sync::atomic::Ordering::SeqCst) {
             if t.elapsed() > LIMIT {
                 h2.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = ckpt_sys::sys::kill(pid, libc::SIGKILL);
+                let _ = signal(pid, libc::SIGKILL);
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -83,7 +66,6 @@ fn run_measured(cmd: &mut Command) -> Measured {
     let (kind, rss_kib) = ckpt_sys::sys::wait_child_rusage(pid).expect("wait4");
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     dog.join().unwrap();
-    std::mem::forget(child); // reaped above
     assert!(
         !hung.load(std::sync::atomic::Ordering::SeqCst),
         "{desc} hung (killed after {LIMIT:?})"
@@ -93,12 +75,9 @@ fn run_measured(cmd: &mut Command) -> Measured {
         ckpt_sys::sys::ExitKind::Exited(c) => std::process::ExitStatus::from_raw(c << 8),
         ckpt_sys::sys::ExitKind::Signaled(s) => std::process::ExitStatus::from_raw(s),
     };
+    // Reaped above: the Child handle is only dropped.
     let m = Measured {
-        out: std::process::Output {
-            status,
-            stdout: to.join().unwrap(),
-            stderr: te.join().unwrap(),
-        },
+        out: piped.output(status),
         rss_kib,
     };
     assert!(
@@ -137,7 +116,7 @@ fn edited(
     name: &str,
     f: impl FnOnce(&mut ckpt_image::Image),
 ) -> Vec<u8> {
-    let p = dir.join(&format!("edit-{name}.ckpt"));
+    let p = dir.join(format!("edit-{name}.ckpt"));
     std::fs::write(&p, good).unwrap();
     let mut ed = ImageEditor::open(&p).unwrap();
     f(ed.image_mut());
@@ -411,7 +390,7 @@ fn corpus(dir: &TempDir, good: &[u8]) -> Vec<Case> {
 
 /// The real image the corpus is made from: a target dumped (and killed).
 fn real_image(dir: &TempDir) -> (Vec<u8>, Proc) {
-    let mut p = Proc::spawn(dir, &target_fixture(), &["2", "10", "0", "1"]);
+    let mut p = Proc::spawn(dir, target_fixture(), &["2", "10", "0", "1"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("good.ckpt");
     dump_kill(&mut p, &image);
@@ -441,7 +420,7 @@ fn hostile_images_at_every_ckpt_entry_point() {
     let cases = corpus(&dir, &good);
     eprintln!("hostile: {} cases", cases.len());
     for c in &cases {
-        let f = dir.join(&format!("{}.ckpt", c.name));
+        let f = dir.join(format!("{}.ckpt", c.name));
         std::fs::write(&f, &c.bytes).unwrap();
         let fs = f.to_str().unwrap();
         let readers: [&[&str]; 2] = [&["show", fs], &["show", "--json", fs]];
@@ -502,11 +481,15 @@ fn hostile_images_at_every_ckpt_entry_point() {
 
 #[test]
 fn hostile_images_in_the_python_reader() {
+    require!(require::python_modules(
+        &["capnp", "zstandard", "lz4.block"],
+        "scripts/install-deps"
+    ));
     let dir = TempDir::new("hostile-py");
     let (good, _p) = real_image(&dir);
-    let reader = repo().join("examples/python/ckpt_read.py");
+    let reader = repo_root().join("examples/python/ckpt_read.py");
     for c in corpus(&dir, &good) {
-        let f = dir.join(&format!("{}.ckpt", c.name));
+        let f = dir.join(format!("{}.ckpt", c.name));
         std::fs::write(&f, &c.bytes).unwrap();
         let o = run_measured(Command::new("python3").arg(&reader).arg(&f));
         let what = format!("{}: ckpt_read.py", c.name);
@@ -576,7 +559,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = ckpt_sys::sys::kill(self.child.id() as i32, libc::SIGTERM);
+        let _ = signal(self.child.id() as i32, libc::SIGTERM);
         let t = Instant::now();
         while self.child.try_wait().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(5)
         {
@@ -623,6 +606,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn hostile_images_in_ckptfs() {
+    require!(require::path(
+        "/dev/fuse",
+        "the ckptfs tests mount FUSE filesystems"
+    ));
     let dir = TempDir::new("hostile-fs");
     let (good, _p) = real_image(&dir);
     let store = dir.join("store");

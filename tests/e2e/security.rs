@@ -56,7 +56,7 @@ fn mode_of(p: &Path) -> u32 {
 #[test]
 fn images_are_created_private() {
     let dir = TempDir::new("private");
-    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     // With umask 000 the image is still 0600.
     let image = dir.join("img.ckpt");
@@ -109,7 +109,7 @@ fn images_are_created_private() {
 #[test]
 fn unprivileged_dump_of_another_users_process_fails() {
     let dir = TempDir::new("otheruser");
-    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let out = nobody_dir(&dir, "out");
     let image = out.join("x.ckpt");
@@ -234,7 +234,7 @@ fn check_refused(o: &std::process::Output, what: &str, needle: &str) {
 fn images_asking_for_more_than_the_restorer_has_are_refused() {
     let dir = TempDir::new("moreprivs");
     // An image of root's process, checked by nobody.
-    let p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let root_img = dir.join("root.ckpt");
     ckpt_ok(&[
@@ -412,7 +412,7 @@ fn crafted_paths_are_checked_with_the_saved_users_rights() {
 #[test]
 fn saved_creating_flags_are_not_applied() {
     let dir = TempDir::new("oflags");
-    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let mut p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
     dump_kill(&mut p, &image);
@@ -420,7 +420,7 @@ fn saved_creating_flags_are_not_applied() {
     std::fs::write(&victim, b"precious\n").unwrap();
     let absent = dir.join("absent.txt");
     for (name, path) in [("victim", &victim), ("absent", &absent)] {
-        let img = dir.join(&format!("{name}.ckpt"));
+        let img = dir.join(format!("{name}.ckpt"));
         let path = path.to_str().unwrap().as_bytes().to_vec();
         edited_copy(&image, &img, 0, move |i| {
             let file = i.processes[0].fds.iter().find(|f| f.fd == 1).unwrap().file;
@@ -449,6 +449,10 @@ fn saved_creating_flags_are_not_applied() {
 
 #[test]
 fn ckptfs_keeps_other_users_out() {
+    require!(
+        require::path("/dev/fuse", "the ckptfs tests mount FUSE filesystems"),
+        require::tool("runuser", "apt-get install util-linux")
+    );
     let dir = TempDir::new("fsusers");
     let store = dir.join("store");
     std::fs::create_dir_all(&store).unwrap();
@@ -489,7 +493,7 @@ fn ckptfs_keeps_other_users_out() {
         (a.join(" "), o)
     })
     .collect();
-    let _ = ckpt_sys::proc::kill(child.id() as i32, libc::SIGTERM);
+    let _ = signal(child.id() as i32, libc::SIGTERM);
     let _ = child.wait();
     let _ = Command::new("umount").arg("-l").arg(&mnt).status();
     for (what, o) in results {
@@ -821,4 +825,111 @@ fn a_socket_path_the_saved_user_cannot_write_is_refused() {
         "socket in /root",
         "/root: uid 65534 gid 65534 may not create files in it",
     );
+}
+
+#[test]
+fn another_users_sockets_get_only_that_users_rights() {
+    use ckpt_image::{Fd, FileKind, InetSocket, OpenFile, SockOpt, TcpConnection};
+    let dir = TempDir::new("socketrights");
+    let q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&[
+        "dump",
+        &q.pid.to_string(),
+        "-o",
+        own.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    // Root checks nobody's image (not root's own): each socket may get
+    // only what nobody's process could have made itself.
+    let sock = |s: InetSocket| {
+        Box::new(move |i: &mut ckpt_image::Image| {
+            let id = i.files.iter().map(|f| f.id).max().unwrap_or(0) + 1;
+            i.files.push(OpenFile {
+                id,
+                flags: libc::O_RDWR as u32,
+                path: b"socket:[1]".to_vec(),
+                kind: FileKind::InetSocket(s.clone()),
+                ..Default::default()
+            });
+            let fd = i.processes[0].fds.iter().map(|f| f.fd).max().unwrap_or(0) + 1;
+            i.processes[0].fds.push(Fd {
+                fd,
+                cloexec: false,
+                file: id,
+            });
+        }) as Edit
+    };
+    let tcp = |state: u32, port: u16| InetSocket {
+        family: libc::AF_INET as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        state,
+        local_addr: vec![127, 0, 0, 1],
+        local_port: port,
+        ..Default::default()
+    };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "privileged port",
+            "port 80 is privileged",
+            sock(tcp(10, 80)),
+        ),
+        (
+            "live connection",
+            "TCP_REPAIR",
+            sock(InetSocket {
+                remote_addr: vec![127, 0, 0, 1],
+                remote_port: 5,
+                tcp: Some(TcpConnection::default()),
+                ..tcp(1, 40000)
+            }),
+        ),
+        (
+            "raw socket",
+            "a raw socket needs",
+            sock(InetSocket {
+                family: libc::AF_INET as u32,
+                sock_type: libc::SOCK_RAW as u32,
+                protocol: libc::IPPROTO_ICMP as u32,
+                ..Default::default()
+            }),
+        ),
+        (
+            "SO_MARK",
+            "SO_MARK needs",
+            sock(InetSocket {
+                options: vec![SockOpt {
+                    level: libc::SOL_SOCKET,
+                    name: libc::SO_MARK,
+                    value: 7i32.to_ne_bytes().to_vec(),
+                }],
+                ..tcp(7, 0)
+            }),
+        ),
+        (
+            "unknown option",
+            "not an option ckpt restores",
+            sock(InetSocket {
+                options: vec![SockOpt {
+                    level: 12345,
+                    name: 1,
+                    value: vec![1],
+                }],
+                ..tcp(7, 0)
+            }),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{name}.ckpt"));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+    }
+    q.wait_more_lines(2);
 }

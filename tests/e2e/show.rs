@@ -5,7 +5,7 @@ use crate::util::*;
 #[test]
 fn show_text_and_json_of_a_real_dump() {
     let dir = TempDir::new("show");
-    let p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
+    let p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
     dump_leave_running(p.pid, &image);
@@ -21,7 +21,7 @@ fn show_text_and_json_of_a_real_dump() {
 #[test]
 fn broken_images_are_rejected_with_a_reason() {
     let dir = TempDir::new("broken");
-    let p = Proc::spawn(&dir, &fixture("counter"), &["0", "10"]);
+    let p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
     dump_leave_running(p.pid, &image);
@@ -48,7 +48,7 @@ fn broken_images_are_rejected_with_a_reason() {
         }),
     ];
     for (name, bytes) in cases {
-        let f = dir.join(&format!("{name}.ckpt"));
+        let f = dir.join(format!("{name}.ckpt"));
         std::fs::write(&f, bytes).unwrap();
         for args in [
             vec!["show"],

@@ -1,5 +1,7 @@
-//! Sockets: listening TCP sockets are re-made (bound and listening again)
-//! at restore; other sockets are refused by name at dump.
+//! Sockets: listening TCP sockets listen again; unix sockets (pairs,
+//! listeners, queued messages with fds and credentials); UDP with queued
+//! datagrams; raw sockets (`ping`); netlink (`ip monitor`). Live TCP
+//! connections: connections.rs.
 
 use crate::util::*;
 use std::io::Read;
@@ -7,11 +9,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 /// A Python fixture script of tests/fixtures, started with `args`.
-fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
+pub(crate) fn python_fixture(dir: &TempDir, script: &str, args: &[&str]) -> Proc {
+    need(require::tool("python3", "apt-get install python3"));
     let path = fixture(script);
     let mut all = vec![path.to_str().unwrap()];
     all.extend_from_slice(args);
-    Proc::spawn(dir, std::path::Path::new("python3"), &all)
+    Proc::spawn(dir, "python3", &all)
 }
 
 fn ask(addr: &str) -> String {
@@ -75,28 +78,6 @@ fn restore_reports_a_port_in_use() {
 }
 
 #[test]
-fn connected_sockets_are_refused_by_name() {
-    let dir = TempDir::new("tcp-conn");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let script = format!(
-        "import socket,time\ns=socket.create_connection(('127.0.0.1',{port}))\nprint('READY',flush=True)\ntime.sleep(600)\n"
-    );
-    let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", &script]);
-    p.wait_line(|l| l.starts_with("READY"));
-    let image = dir.join("c.ckpt");
-    let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
-    let err = assert_clean_failure(&o, "dump of a connected socket");
-    assert!(
-        err.contains("TCP socket") && err.contains("established"),
-        "{err}"
-    );
-    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-    assert!(p.alive());
-    assert!(!image.exists());
-}
-
-#[test]
 fn unix_socketpairs_and_asyncio_survive() {
     let dir = TempDir::new("unix-pair");
     let mut p = python_fixture(&dir, "unixsock.py", &[]);
@@ -153,4 +134,283 @@ fn unix_listener_on_a_path_listens_again() {
     let mut r = restore_detached(&image, &p.out, p.pid);
     assert_eq!(ask_unix(&sock), "hi 3\n");
     r.kill();
+}
+
+#[test]
+fn udp_sockets_keep_their_queued_datagrams() {
+    use std::net::UdpSocket;
+    let dir = TempDir::new("udp");
+    let mut p = python_fixture(&dir, "udpserver.py", &[]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let (p4, p6, pl) = (
+        values(&ready, "port4=")[0],
+        values(&ready, "port6=")[0],
+        values(&ready, "portlite=")[0],
+    );
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let u6 = UdpSocket::bind("[::1]:0").unwrap();
+    let sizes = [0usize, 10, 30000, 1, 500];
+    for (i, n) in sizes.iter().enumerate() {
+        let d: Vec<u8> = (0..*n).map(|k| ((i + k) % 256) as u8).collect();
+        u.send_to(&d, format!("127.0.0.1:{p4}")).unwrap();
+    }
+    for i in 0..3 {
+        u6.send_to(format!("six {i}").as_bytes(), format!("[::1]:{p6}"))
+            .unwrap();
+    }
+    // To the dual-stack socket over IPv4: a v4-mapped source.
+    u.send_to(b"mapped", format!("127.0.0.1:{p6}")).unwrap();
+    // UDP-Lite, from a raw-free sender: a UDP-Lite socket of ours.
+    let lite = ckpt_sys::fds::socket::socket(libc::AF_INET, libc::SOCK_DGRAM, 136).unwrap();
+    let to = ckpt_sys::fds::socket::sockaddr_inet(&format!("127.0.0.1:{pl}").parse().unwrap());
+    use std::os::fd::AsRawFd;
+    ckpt_sys::fds::socket::send_to(lite.as_raw_fd(), b"lite!", &to).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let image = dir.join("udp.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("DONE"));
+    let out = r.output();
+    assert!(
+        out.contains("options broadcast=1 ttl=5 tos=16 nonblock=1 owner=1 async=1"),
+        "{}",
+        tail(&out)
+    );
+    let got: Vec<&str> = out.lines().filter(|l| l.starts_with("got ")).collect();
+    let port = u.local_addr().unwrap().port();
+    let port6 = u6.local_addr().unwrap().port();
+    for (i, n) in sizes.iter().enumerate() {
+        let sum: usize = (0..*n).map(|k| (i + k) % 256).sum::<usize>() % 65536;
+        let want = format!("got sock=s4 n={i} from=127.0.0.1:{port} len={n} sum={sum}");
+        assert_eq!(got.get(i).copied(), Some(want.as_str()), "{}", tail(&out));
+    }
+    // Then what the connected socket sent after the restore.
+    assert!(
+        got[5].starts_with("got sock=s4 n=5") && got[5].contains("len=14"),
+        "{}",
+        tail(&out)
+    );
+    for i in 0..3 {
+        assert!(
+            out.contains(&format!("got sock=s6 n={i} from=::1:{port6} len=5")),
+            "{}",
+            tail(&out)
+        );
+    }
+    assert!(
+        out.contains(&format!(
+            "got sock=s6 n=3 from=::ffff:127.0.0.1:{port} len=6"
+        )),
+        "{}",
+        tail(&out)
+    );
+    assert!(out.contains("got sock=lite n=0"), "{}", tail(&out));
+}
+
+#[test]
+fn unix_messages_keep_their_fds_credentials_and_senders() {
+    let dir = TempDir::new("unixmsgs");
+    let mut p = python_fixture(&dir, "unixmsgs.py", &[]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("um.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("ALL OK"));
+    let out = r.output();
+    for what in ["seqpacket ok", "dgram ok", "stream ok"] {
+        assert!(out.contains(what), "{}", tail(&out));
+    }
+}
+
+#[test]
+fn ping_keeps_pinging() {
+    ckpt_testkit::require!(require::tool("ping", "apt-get install iputils-ping"));
+    let dir = TempDir::new("ping");
+    let mut p = Proc::spawn(
+        &dir,
+        std::path::Path::new("ping"),
+        &["-i", "0.05", "127.0.0.1"],
+    );
+    p.wait_line(|l| l.contains("icmp_seq=5 "));
+    let image = dir.join("ping.ckpt");
+    dump_kill(&mut p, &image);
+    let seq_before = *values(&p.output().replace("icmp_seq=", " icmp_seq="), "icmp_seq=")
+        .last()
+        .unwrap();
+    let r = restore_detached(&image, &p.out, p.pid);
+    let want = seq_before + 10;
+    r.wait_line(|l| l.contains(&format!("icmp_seq={want} ")));
+    let out = r.output().replace("icmp_seq=", " icmp_seq=");
+    let seqs = values(&out, "icmp_seq=");
+    // Replies go on where they were: at most one lost at the dump.
+    let lost = (seqs[0]..=want).filter(|s| !seqs.contains(s)).count();
+    assert!(lost <= 1, "{lost} replies lost: {}", tail(&out));
+    assert_eq!(out.matches("PING ").count(), 1, "started over");
+}
+
+#[test]
+fn ip_monitor_keeps_listening() {
+    ckpt_testkit::require!(require::tool("ip", "apt-get install iproute2"));
+    let dir = TempDir::new("ipmon");
+    let mut p = Proc::spawn(&dir, std::path::Path::new("ip"), &["monitor", "address"]);
+    // Give it a moment to join its groups.
+    std::thread::sleep(Duration::from_millis(300));
+    let image = dir.join("ipmon.ckpt");
+    dump_kill(&mut p, &image);
+    let show = ckpt_ok(&["show", image.to_str().unwrap()]);
+    assert!(show.contains("netlink-socket"), "{show}");
+    let r = restore_detached(&image, &p.out, p.pid);
+    // An event after the restore reaches it (a loopback address of this
+    // test's own, added and removed).
+    let addr = format!("127.0.{}.{}/32", std::process::id() % 250 + 1, 77);
+    let ip = |args: &[&str]| {
+        let st = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip {args:?}");
+    };
+    ip(&["addr", "add", &addr, "dev", "lo"]);
+    ip(&["addr", "del", &addr, "dev", "lo"]);
+    let bare = addr.trim_end_matches("/32").to_string();
+    r.wait_line(|l| l.contains("Deleted") && l.contains(&bare));
+}
+
+#[test]
+fn unix_peers_outside_the_dump_need_an_option() {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    let dir = TempDir::new("unix-ext");
+    let path = dir.join("outside.sock");
+    let l = UnixListener::bind(&path).unwrap();
+    let script = format!(
+        "import os,socket,time\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\nprint('READY',flush=True)\nwhile not os.path.exists('go'): time.sleep(0.02)\ntry:\n    s.sendall(b'after')\nexcept OSError as e:\n    print('send errno', e.errno, flush=True)\nprint('read', s.recv(100), flush=True)\ntime.sleep(600)\n",
+        path.to_str().unwrap()
+    );
+    // Each process in a directory of its own (its own output file).
+    let spawn = |d: &TempDir| {
+        let p = Proc::spawn(d, std::path::Path::new("python3"), &["-c", &script]);
+        p.wait_line(|l| l.starts_with("READY"));
+        p
+    };
+    // Refused without the option, naming the peer.
+    let mut p = spawn(&dir);
+    let (mut first, _) = l.accept().unwrap();
+    let image = dir.join("ext.ckpt");
+    let o = ckpt_run(&["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()]);
+    let err = assert_clean_failure(&o, "dump of a unix socket connected outside");
+    assert!(
+        err.contains("--unix-external") && err.contains("outside the dump"),
+        "{err}"
+    );
+    assert!(p.alive());
+    // close: the restored socket's peer has gone.
+    first.write_all(b"before").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--unix-external=close",
+    ]);
+    p.reap();
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    // It reads what was queued, then end of file.
+    r.wait_line(|l| l.starts_with("read b'before'"));
+    drop(r);
+    // reconnect: a new connection to the same name.
+    let dir2 = TempDir::new("unix-ext2");
+    let mut p = spawn(&dir2);
+    let (_second, _) = l.accept().unwrap();
+    let image2 = dir2.join("ext2.ckpt");
+    ckpt_ok(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image2.to_str().unwrap(),
+        "--unix-external=reconnect",
+    ]);
+    p.reap();
+    let r = restore_detached(&image2, &p.out, p.pid);
+    let (mut third, _) = l.accept().unwrap();
+    std::fs::write(dir2.join("go"), b"").unwrap();
+    let mut b = [0u8; 5];
+    use std::io::Read;
+    third.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"after");
+    third.write_all(b"hi").unwrap();
+    r.wait_line(|l| l.starts_with("read b'hi'"));
+}
+
+#[test]
+fn packet_sockets_keep_receiving_and_rings_are_refused() {
+    let dir = TempDir::new("packet");
+    // A packet socket bound to lo for UDP to one port; prints what it
+    // reads once "go" exists.
+    let script = r#"
+import os, socket, struct, time
+ETH_P_IP = 0x0800
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+s.bind(("lo", ETH_P_IP))
+print("READY", flush=True)
+while not os.path.exists("go"):
+    time.sleep(0.02)
+s.settimeout(10)
+while True:
+    data = s.recv(65536)
+    if b"packet-probe" in data:
+        print("seen probe", flush=True)
+        break
+time.sleep(600)
+"#;
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("pkt.ckpt");
+    dump_kill(&mut p, &image);
+    let show = ckpt_ok(&["show", image.to_str().unwrap()]);
+    assert!(show.contains("packet-socket"), "{show}");
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t = std::time::Instant::now();
+    while !r.output().contains("seen probe") {
+        u.send_to(b"packet-probe", "127.0.0.1:9").unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            tail(&r.output())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A socket with a mapped receive ring is refused by name.
+    let ring = r#"
+import mmap, socket, struct, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+# PACKET_RX_RING (5): tp_block_size, tp_block_nr, tp_frame_size, tp_frame_nr
+s.setsockopt(263, 5, struct.pack("IIII", 4096, 4, 2048, 8))
+m = mmap.mmap(s.fileno(), 4096 * 4)
+print("READY", flush=True)
+time.sleep(600)
+"#;
+    let dir2 = TempDir::new("packet-ring");
+    let p = Proc::spawn(&dir2, std::path::Path::new("python3"), &["-c", ring]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let o = ckpt_run(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        dir2.join("ring.ckpt").to_str().unwrap(),
+    ]);
+    let err = assert_clean_failure(&o, "dump of a packet socket with a ring");
+    // Refused by its mapping (the memory step comes first) or by the socket.
+    assert!(
+        err.contains("PACKET_RX_RING") || err.contains("(socket:["),
+        "{err}"
+    );
+    assert!(p.alive());
 }

@@ -423,6 +423,11 @@ fn check_says(image: &Path, what: &str, needle: &str) -> String {
         err.contains(needle),
         "{what}: the check does not say '{needle}':\n{err}"
     );
+    let mut lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    let n = lines.len();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), n, "{what}: a line is said twice:\n{err}");
     err
 }
 
@@ -546,7 +551,7 @@ fn check_predicts_what_the_restore_would_fail_on() {
         ),
         (
             "unix socket name too long",
-            "longer than a unix socket address holds",
+            "a unix socket name longer than 108 bytes",
             Box::new(|i| {
                 for f in &mut i.files {
                     if let ckpt_image::FileKind::UnixSocket(u) = &mut f.kind {
@@ -557,7 +562,7 @@ fn check_predicts_what_the_restore_would_fail_on() {
         ),
     ];
     for (i, (what, needle, f)) in cases.into_iter().enumerate() {
-        let img = dir.join(&format!("crafted-{i}.ckpt"));
+        let img = dir.join(format!("crafted-{i}.ckpt"));
         crafted(&image, &img, f);
         check_says(&img, what, needle);
     }
@@ -614,7 +619,7 @@ fn assert_free_pid(pid: i32) {
 #[test]
 fn oom_score_adj_comes_back_or_is_warned_about() {
     let dir = TempDir::new("oom");
-    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let mut p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("oom.ckpt");
     dump_kill(&mut p, &image);
@@ -658,7 +663,7 @@ fn oom_score_adj_comes_back_or_is_warned_about() {
 #[test]
 fn a_taken_pid_names_what_holds_it() {
     let dir = TempDir::new("takenpid");
-    let mut p = Proc::spawn(&dir, &target_fixture(), &["1", "10"]);
+    let mut p = Proc::spawn(&dir, target_fixture(), &["1", "10"]);
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("img.ckpt");
     dump_kill(&mut p, &image);

@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::fds::{self, RawFd};
 use crate::freeze::Frozen;
-use crate::process::{self, rlimits, signals, thread, timers};
+use crate::process::{self, rlimits, seccomp, signals, sysv, thread, timers};
 use crate::procfs::{Stat, Status};
 use crate::remote::{self, RemoteInfo};
 use crate::writeback::Writeback;
@@ -129,6 +129,13 @@ pub(crate) fn capture_with(
 
     // Pending signals (after the re-queue of the ones we dequeued).
     merge_threads(pid, &mut threads, &rinfo)?;
+    let mut seccomp_filters = Vec::new();
+    seccomp::save(
+        pid,
+        status.num("Seccomp")?,
+        &mut threads,
+        &mut seccomp_filters,
+    )?;
     let shared_pending = signals::pending(pid, pid, true)?;
     let mut process = process::process_state(pid, &stat, &status, frozen.state_before.clone())?;
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
@@ -138,8 +145,18 @@ pub(crate) fn capture_with(
     let pages_bytes = save_memory(pid, page, &held, opts, &mut watched, &mut process)?;
     worker::test_delay();
     worker::check(pid)?;
+    let ipc = sysv::save(&[pid], &sysv_attached(&process), page, &mut watched)?;
 
-    let files = save_fds(pid, &raw_fds, &rinfo, &stat, &mut watched, &mut process)?;
+    let mut sockets = fds::net::Sockets::new(opts.sockets);
+    let files = save_fds(
+        pid,
+        &raw_fds,
+        &rinfo,
+        &stat,
+        &mut watched,
+        &mut process,
+        &mut sockets,
+    )?;
     let locks = fds::locks(pid, &raw_fds, &process.fds)?;
     worker::test_delay();
     worker::check(pid)?;
@@ -147,6 +164,8 @@ pub(crate) fn capture_with(
 
     let mut image = new_image(host, process, files, pid, &frozen);
     image.locks = locks;
+    image.seccomp_filters = seccomp_filters;
+    (image.sysv_shm, image.sysv_sem, image.sysv_msg) = (ipc.shm, ipc.sem, ipc.msg);
     let stats = DumpStats {
         freeze: frozen.elapsed(),
         pages_bytes,
@@ -157,6 +176,7 @@ pub(crate) fn capture_with(
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
     Ok(Captured {
         image,
+        sockets,
         frozen,
         stats,
     })
@@ -218,6 +238,20 @@ fn save_memory(
     Ok(bytes)
 }
 
+/// The ids of the SysV shared memory segments `process` maps.
+pub(crate) fn sysv_attached(process: &Process) -> std::collections::BTreeSet<i32> {
+    process
+        .vmas
+        .iter()
+        .filter_map(|v| match &v.backing {
+            ckpt_image::VmaBacking::SharedMemory(s) if s.kind == ckpt_image::ShmKind::SysvShm => {
+                i32::try_from(s.id).ok()
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// The fds step: the fd table into `process`; the open files.
 fn save_fds(
     pid: Pid,
@@ -226,9 +260,10 @@ fn save_fds(
     stat: &Stat,
     sink: &mut dyn PageSink,
     process: &mut Process,
+    sockets: &mut fds::net::Sockets,
 ) -> Result<Vec<OpenFile>> {
     let t = Instant::now();
-    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink)?;
+    let (fds, files) = fds::build(pid, raw_fds, rinfo, stat, sink, sockets)?;
     tracing::info!(fds = fds.len(), files = files.len(), elapsed = ?t.elapsed(), "fds");
     process.fds = fds;
     Ok(files)
@@ -275,5 +310,8 @@ impl PageSink for Watched<'_> {
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         worker::check(self.pid)?;
         self.sink.add_blob(data)
+    }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        self.sink.add_guard(pid, addr, len)
     }
 }

@@ -138,6 +138,22 @@ fn thread_state(pid: Pid, tid: Pid) -> Result<String> {
     }
 }
 
+/// Whether a thread of `pid` runs under seccomp (a thread may have
+/// filters of its own that the leader does not).
+fn any_seccomp(pid: Pid) -> Result<bool> {
+    if Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp")? != 0 {
+        return Ok(true);
+    }
+    for tid in procfs::list_tids(pid)? {
+        if let Ok(st) = Status::read(pid, &format!("/proc/{pid}/task/{tid}/status")) {
+            if st.num::<u32>("Seccomp")? != 0 {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 impl Frozen {
     /// Seize and stop every thread of `pid`, including threads created while
     /// we are at it.
@@ -151,7 +167,7 @@ impl Frozen {
             done: false,
             seccomp: false,
         };
-        f.seccomp = Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp")? != 0;
+        f.seccomp = any_seccomp(pid)?;
         let mut seized: BTreeMap<Pid, FrozenThread> = BTreeMap::new();
         let mut rounds = 0;
         loop {

@@ -25,7 +25,10 @@
 //!   (COW'd). Shared memory mapped shared (shared anonymous, memfd, SysV,
 //!   /dev/shm): every page up to the object's end, holes as zero pages.
 //!   Memfds mapped private: every readable page. Shared mappings of
-//!   files, vdso/vvar/vsyscall/uprobes: none.
+//!   existing files, vdso/vvar/vsyscall/uprobes: none. Guard regions
+//!   (MADV_GUARD_INSTALL) are runs of kind `guard`, never read. SysV
+//!   shared memory: its contents are saved once, with the segment
+//!   (`Image.sysvShm`), not with each mapping.
 //! - Deleted files mapped: their whole contents once per file in
 //!   `FileMapping.contents` (every mapping of the file has the same blob),
 //!   unless an fd of the process holds the file (then its `RegularFile`
@@ -38,6 +41,33 @@
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
+//! - Deleted files held open: their data ranges only (`RegularFile.extents`
+//!   from SEEK_DATA/SEEK_HOLE, none when the file is all data), with size,
+//!   mode, owner and times in the identity. A name unlinked while the file
+//!   is linked under another name in the same directory (glibc's
+//!   `sem_open`) is that other name, not deleted. Deleted directories
+//!   (fds and the cwd, `Process.cwdIdentity`), FIFOs (`Pipe.fifo`) and
+//!   O_PATH fds on FIFOs and socket files are saved for a restore to make
+//!   them again; O_PATH fds on deleted symlinks or device nodes are refused.
+//! - `TimerFd.expiryNs`: the next expiry on the timer's clock, read again
+//!   (with the time left and the ticks) between two clock reads at the
+//!   time it is saved. `Pidfd.pid` is 0 for a dead process.
+//! - Epoll watches whose fd number was closed or reused are matched to
+//!   the description they watch with kcmp(KCMP_EPOLL_TFD).
+//! - `Image.seccompFilters`: each thread's chain (PTRACE_SECCOMP_GET_FILTER,
+//!   which needs CAP_SYS_ADMIN), chains equal from their oldest filter up
+//!   sharing entries; seccomp strict mode is refused.
+//! - SysV IPC: see `process/sysv.rs` for which objects of the IPC namespace
+//!   are the process's (those it maps, created, or last used).
+//! - Sockets (see `fds/net.rs`): live TCP connections and accept queues
+//!   are refused unless [`SocketOptions`] says otherwise; with
+//!   `tcp_established` they are locked (nft) and saved with TCP_REPAIR,
+//!   the lock staying for the restore once the process is killed (the
+//!   tag is `InetSocket.lockTag`). Queued unix messages are peeked with
+//!   the files they carry, which become open files of the image
+//!   (`UnixMessage.files`; ids after the process's own descriptions).
+//!   Queued datagrams of raw, ping, netlink and packet sockets are not
+//!   saved (`droppedQueue` says how much, and a warning is logged).
 //!
 //! # Layout
 //!
@@ -47,21 +77,25 @@
 //!   write, release or kill); `writeback.rs`: the image file synced while
 //!   it is written; `worker.rs`: the forked worker that survives its
 //!   caller's death; `freeze.rs`: checks, seizing every thread, letting go.
-//! - `process/`: `mod.rs` (identity, memory layout, cwd, ...), `creds.rs`,
-//!   `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`; `remote.rs` asks
-//!   the process what only it can tell (injected system calls, made so
-//!   that the process survives our death at any instant: at a syscall stop
-//!   of its libc's `rt_sigreturn`, with a signal frame of its own state on
-//!   its stack).
+//! - `process/`: `mod.rs` (identity, memory layout, cwd, cgroup, ...),
+//!   `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
+//!   `seccomp.rs` (filter chains), `sysv.rs` (SysV IPC objects);
+//!   `remote.rs` asks the process what only it can tell (injected system
+//!   calls, made so that the process survives our death at any instant:
+//!   at a syscall stop of its libc's `rt_sigreturn`, with a signal frame
+//!   of its own state on its stack; also its membarrier registrations).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
 //!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes),
 //!   `deleted.rs` (deleted files mapped, whole; inode generations of the
 //!   mapped files).
-//! - `fds/`: `mod.rs` (listing, the kind table), `fdinfo.rs`,
-//!   `descriptions.rs` (which fds share an open file description), and one
-//!   module per kind: `regular`, `pipe`, `unix`, `inet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`;
-//!   `locks.rs` (file locks and leases, from fdinfo).
+//! - `fds/`: `mod.rs` (listing, the kind table, files in flight in unix
+//!   messages), `fdinfo.rs`, `descriptions.rs` (which fds share an open
+//!   file description), `net.rs` (what the socket kinds share: options,
+//!   the connection lock, sockets in repair mode), `locks.rs` (file locks
+//!   and leases, from fdinfo), and one module per kind: `regular`,
+//!   `opath`, `nsfs`, `pidfd`, `fanotify`, `pipe`, `unix`, `inet` (TCP),
+//!   `udp`, `raw` (raw and ping), `netlink`, `packet`, `tty`, `eventfd`,
+//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!
@@ -102,7 +136,12 @@ pub struct DumpOptions {
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
+    /// Live sockets: TCP connections (refused by default, naming them),
+    /// unix sockets whose peer is outside the dump (refused by default).
+    pub sockets: SocketOptions,
 }
+
+pub use fds::net::SocketOptions;
 
 impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,6 +149,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("leave_running", &self.leave_running)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
+            .field("sockets", &self.sockets)
             .finish()
     }
 }
@@ -136,6 +176,15 @@ pub trait PageSink {
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()>;
     /// A byte string (file contents); returns the Blob for the model.
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob>;
+    /// Guard pages (MADV_GUARD_INSTALL) of process `pid`: `len` bytes at
+    /// page-aligned `addr`, with no contents. In any order relative to
+    /// `add_pages`.
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let _ = (addr, len);
+        Err(Error::Worker {
+            message: format!("pid {pid}: this page sink cannot hold guard pages"),
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -144,6 +193,9 @@ impl<W: Write> PageSink for ImageWriter<W> {
     }
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         ImageWriter::add_blob(self, data).map_err(Error::from)
+    }
+    fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        ImageWriter::add_guard(self, pid, addr, len).map_err(Error::from)
     }
 }
 
@@ -231,6 +283,9 @@ pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpSt
 /// A frozen process and its captured state. Dropping it resumes the process.
 pub struct Captured {
     image: Image,
+    /// Dropped before `frozen`: sockets in repair mode are let go while the
+    /// process is still stopped.
+    sockets: fds::net::Sockets,
     frozen: freeze::Frozen,
     stats: DumpStats,
 }
@@ -246,16 +301,24 @@ impl Captured {
     }
     /// Let the process go on exactly as it was. Returns how long it was frozen.
     pub fn release(self) -> Result<Duration> {
-        self.frozen.release()
+        let sockets = self.sockets.release();
+        let d = self.frozen.release()?;
+        sockets?;
+        Ok(d)
     }
     /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
-    /// Returns how long it was frozen.
+    /// Returns how long it was frozen. Locked TCP connections stay locked
+    /// for their restore.
     pub fn kill(self) -> Result<Duration> {
-        self.frozen.kill()
+        let d = self.frozen.kill()?;
+        self.sockets.dumped();
+        Ok(d)
     }
     /// The model, and the process let go.
     pub fn into_image(self) -> Result<(Image, Duration)> {
+        let sockets = self.sockets.release();
         let d = self.frozen.release()?;
+        sockets?;
         Ok((self.image, d))
     }
 }

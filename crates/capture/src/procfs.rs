@@ -252,15 +252,6 @@ pub(crate) fn minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0xff)
 }
 
-/// Parse "(sec, nsec)" into nanoseconds.
-pub(crate) fn parse_timespec_pair(s: &str) -> Option<u64> {
-    let s = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    let (a, b) = s.split_once(',')?;
-    let sec: u64 = a.trim().parse().ok()?;
-    let nsec: u64 = b.trim().parse().ok()?;
-    Some(sec.saturating_mul(1_000_000_000).saturating_add(nsec))
-}
-
 /// The value of `key` in a line of "key: value" / "key:value" tokens, such
 /// as "tfd:        5 events:       19 data: ..." or "inotify wd:1 ino:83d ...".
 pub(crate) fn token_after<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -374,6 +365,5 @@ mod tests {
         let l = "inotify wd:2 ino:83d sdev:800001 mask:fce ignored_mask:0 fhandle-bytes:8";
         assert_eq!(token_after(l, "mask"), Some("fce"));
         assert_eq!(token_after(l, "wd"), Some("2"));
-        assert_eq!(parse_timespec_pair("(1, 500)"), Some(1_000_000_500));
     }
 }

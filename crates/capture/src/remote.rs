@@ -30,6 +30,7 @@ const TIOCGWINSZ: u64 = 0x5413;
 const TIOCGPGRP: u64 = 0x540f;
 const F_GETOWN_EX: u64 = 16;
 const F_GETSIG: u64 = 11;
+const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 
 /// What to ask about besides the fixed set.
 #[derive(Debug, Default)]
@@ -78,6 +79,8 @@ pub(crate) struct RemoteInfo {
     pub pdeathsig: i32,
     pub thp_disabled: bool,
     pub timer_slack_ns: u64,
+    /// MEMBARRIER_CMD_GET_REGISTRATIONS (0 on a kernel without it).
+    pub membarrier: u32,
     pub rlimits: Vec<Rlimit>,
     pub threads: BTreeMap<Pid, ThreadRemote>,
     pub ttys: BTreeMap<i32, TtyRemote>,
@@ -406,7 +409,8 @@ impl Remote<'_> {
         Ok(())
     }
 
-    /// securebits, dumpable, child subreaper, parent death signal, THP, timer slack.
+    /// securebits, dumpable, child subreaper, parent death signal, THP, timer
+    /// slack, membarrier registrations.
     fn prctls(&mut self, out: &mut RemoteInfo) -> Result<()> {
         out.securebits = self.call(
             "prctl(PR_GET_SECUREBITS)",
@@ -442,6 +446,13 @@ impl Remote<'_> {
             libc::SYS_prctl,
             &[libc::PR_GET_TIMERSLACK as u64],
         )?;
+        // Linux 6.3+; before, EINVAL: no registrations can be told.
+        let r = self.call_raw(
+            "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+        )?;
+        out.membarrier = u32::try_from(r).unwrap_or(0);
         Ok(())
     }
 

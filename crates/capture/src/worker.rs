@@ -139,6 +139,13 @@ pub(crate) fn run_in_worker(
             drop(blocked);
             let mut buf = Vec::new();
             let _ = std::fs::File::from(r).read_to_end(&mut buf);
+            if buf.is_empty() {
+                // The worker died mid-dump: undo a connection lock it left
+                // (sockets in repair mode, netfilter rules).
+                ckpt_sys::netlock::cleanup_stale(std::path::Path::new(
+                    ckpt_sys::netlock::STATE_DIR,
+                ));
+            }
             let result = decode(pid, &buf).unwrap_or_else(|| {
                 if let Some(stats) = died(child) {
                     return Ok(stats);

@@ -242,9 +242,8 @@ fn opts() -> DumpOptions {
 
 #[test]
 fn counter_keeps_counting_after_leave_running_capture() {
-    let dir = TempDir::new("counter");
-    let bin = compile(dir.path(), "counter", COUNTER_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("counter", COUNTER_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     let magic_addr = hex_field(&ready, "magic");
     let counter_addr = hex_field(&ready, "counter");
@@ -345,9 +344,8 @@ fn counter_keeps_counting_after_leave_running_capture() {
 
 #[test]
 fn four_threads_are_all_captured_and_keep_running() {
-    let dir = TempDir::new("threads");
-    let bin = compile(dir.path(), "threads", THREADS_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("threads", THREADS_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     let tids: Vec<i32> = field(&ready, "tids")
         .split(',')
@@ -400,8 +398,8 @@ fn four_threads_are_all_captured_and_keep_running() {
 #[test]
 fn fds_of_every_supported_kind() {
     let dir = TempDir::new("files");
-    let bin = compile(dir.path(), "files", FILES_C);
-    let mut p = Proc::spawn(Command::new(&bin).arg(dir.path()));
+    let bin = compile_c("files", FILES_C);
+    let p = Proc::start(Command::new(&bin).arg(dir.path()));
     let ready = p.wait_for("READY");
     let num = |k: &str| field(&ready, k).parse::<i32>().unwrap();
     let mut sink = MemSink::default();
@@ -535,9 +533,9 @@ fn fds_of_every_supported_kind() {
 #[test]
 fn signals_handlers_pending_and_timers() {
     let dir = TempDir::new("signals");
-    let bin = compile(dir.path(), "signals", SIGNALS_C);
+    let bin = compile_c("signals", SIGNALS_C);
     let marker = dir.path().join("go");
-    let mut p = Proc::spawn(Command::new(&bin).arg(&marker));
+    let p = Proc::start(Command::new(&bin).arg(&marker));
     let ready = p.wait_for("READY");
     let handler = hex_field(&ready, "handler");
     let altstack = hex_field(&ready, "altstack");
@@ -663,11 +661,10 @@ fn refuses_missing_zombie_traced_and_self() {
     assert!(matches!(e, Error::Ourselves { .. }), "{e}");
 
     // Traced by someone else.
-    let dir = TempDir::new("tracer");
-    let tracer_bin = compile(dir.path(), "tracer", TRACER_C);
+    let tracer_bin = compile_c("tracer", TRACER_C);
     let mut target = Command::new("sleep").arg("100").spawn().unwrap();
     let tpid = target.id() as i32;
-    let mut tracer = Proc::spawn(Command::new(&tracer_bin).arg(tpid.to_string()));
+    let tracer = Proc::start(Command::new(&tracer_bin).arg(tpid.to_string()));
     tracer.wait_for("ATTACHED");
     let e = capture(tpid, &mut opts(), &mut NullSink::default())
         .err()
@@ -684,9 +681,10 @@ fn refuses_missing_zombie_traced_and_self() {
 
 #[test]
 fn unsupported_fd_is_refused_and_process_resumed() {
-    let mut p = Proc::spawn(Command::new("python3").args([
+    let p = Proc::start(Command::new("python3").args([
         "-c",
-        "import socket,time,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nprint('READY fd=%d' % s.fileno(), flush=True)\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
+        // An MPTCP socket (protocol 262): a kind ckpt does not save.
+        "import socket,time,sys\ns=socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)\nprint('READY fd=%d' % s.fileno(), flush=True)\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
     let ready = p.wait_for("READY");
     let fd: i32 = field(&ready, "fd").parse().unwrap();
@@ -695,7 +693,7 @@ fn unsupported_fd_is_refused_and_process_resumed() {
         .expect("error");
     assert_eq!(
         e.to_string(),
-        format!("fd {fd}: UDP socket is not supported yet")
+        format!("fd {fd}: MPTCP socket is not supported yet")
     );
     // Resumed: ticks go on, and no tracer is left.
     p.wait_for("tick=");
@@ -741,9 +739,8 @@ int main(void) {
 
 #[test]
 fn seccomp_filtered_process_survives_injection() {
-    let dir = TempDir::new("seccomp");
-    let bin = compile(dir.path(), "seccomp", SECCOMP_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("seccomp", SECCOMP_C);
+    let p = Proc::start(&mut Command::new(&bin));
     p.wait_for("READY");
     let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
     let creds = cap.image().processes[0].creds.clone();
@@ -835,9 +832,8 @@ fn rss_kb_of(pid: i32, start: u64) -> u64 {
 
 #[test]
 fn shared_memory_holes_are_not_touched() {
-    let dir = TempDir::new("shm");
-    let bin = compile(dir.path(), "shm", SHM_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("shm", SHM_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     let (sh, m, sv) = (
         hex_field(&ready, "sh"),
@@ -887,8 +883,15 @@ fn shared_memory_holes_are_not_touched() {
         panic!()
     };
     assert_eq!(s.kind, ckpt_image::ShmKind::SysvShm);
-    assert_eq!(s.id, field(&ready, "shmid").parse::<u64>().unwrap());
-    assert_eq!(&sink.read(sv + 4096, 4).unwrap(), b"sysv");
+    let shmid = field(&ready, "shmid").parse::<i32>().unwrap();
+    assert_eq!(s.id, shmid as u64);
+    // The segment's contents are saved once, with the segment (removed:
+    // IPC_RMID was done), not with the mapping.
+    assert!(sink.read(sv + 4096, 4).is_none());
+    let seg = img.sysv_shm.iter().find(|x| x.perm.id == shmid).unwrap();
+    assert!(seg.removed);
+    assert_eq!(seg.size, 8192);
+    assert_eq!(&sink.blob(&seg.contents)[4096..4100], b"sysv");
     assert!(p.alive());
 }
 
@@ -936,10 +939,9 @@ int main(int argc, char **argv) {
 
 #[test]
 fn no_signal_is_lost_across_repeated_captures() {
-    let dir = TempDir::new("sigstorm");
-    let recv = compile(dir.path(), "receiver", RECEIVER_C);
-    let send = compile(dir.path(), "sender", SENDER_C);
-    let mut p = Proc::spawn(&mut Command::new(&recv));
+    let recv = compile_c("receiver", RECEIVER_C);
+    let send = compile_c("sender", SENDER_C);
+    let p = Proc::start(&mut Command::new(&recv));
     p.wait_for("READY");
     let n = 3000i64;
     let mut sender = Command::new(&send)
@@ -992,9 +994,8 @@ int main(void) {
 
 #[test]
 fn threads_coming_and_going_while_freezing() {
-    let dir = TempDir::new("churn");
-    let bin = compile(dir.path(), "churn", CHURN_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("churn", CHURN_C);
+    let p = Proc::start(&mut Command::new(&bin));
     p.wait_for("READY");
     for _ in 0..20 {
         let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
@@ -1016,7 +1017,7 @@ if pid == 0:\n    time.sleep(100)\n    os._exit(0)\n\
 fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', 33, 101, 0, 0))\n\
 print('READY child=%d' % pid, flush=True)\n\
 while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        time.sleep(0.01)\n";
-    let mut p = Proc::spawn(Command::new("python3").args(["-c", script]));
+    let p = Proc::start(Command::new("python3").args(["-c", script]));
     let ready = p.wait_for("READY");
     let child: i32 = field(&ready, "child").parse().unwrap();
     let link = || {
@@ -1093,8 +1094,9 @@ int main(int argc, char **argv) {
 fn ten_thousand_fds_on_one_file_are_grouped_fast() {
     const N: usize = 10_000;
     let dir = TempDir::new("manyfds");
-    let bin = compile(dir.path(), "manyfds", MANY_FDS_C);
-    let mut p = Proc::spawn(Command::new(&bin).arg(dir.path().join("f")));
+    let bin = ckpt_testkit::compile_c_in(&dir, "manyfds", MANY_FDS_C);
+    let f = dir.path().join("f");
+    let p = Proc::spawn(&dir, &bin, &[f.to_str().unwrap()]);
     let ready = p.wait_for("READY");
     let first: i32 = field(&ready, "first").parse().unwrap();
     // The program's pattern: description of fd first + i, with its flags

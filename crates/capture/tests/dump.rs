@@ -58,8 +58,8 @@ fn read_u64(r: &ImageReader, pid: i32, addr: u64) -> u64 {
 #[test]
 fn dump_leave_running_then_read_back() {
     let dir = TempDir::new("dump");
-    let bin = compile(dir.path(), "prog", PROG_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("prog", PROG_C);
+    let p = Proc::start(&mut Command::new(&bin));
     let ready = p.wait_for("READY");
     p.wait_for("count=");
     let out = dir.path().join("img.ckpt");
@@ -122,13 +122,12 @@ fn dump_leave_running_then_read_back() {
 
 #[test]
 fn dump_kills_by_default_and_dump_to_streams() {
-    let dir = TempDir::new("kill");
-    let bin = compile(dir.path(), "prog", PROG_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = compile_c("prog", PROG_C);
+    let mut p = Proc::start(&mut Command::new(&bin));
     p.wait_for("READY");
     let (buf, stats) = dump_to(p.pid, Vec::new(), DumpOptions::default()).expect("dump_to");
     assert_eq!(buf.len() as u64, stats.image_bytes);
-    let st = p.child.try_wait().unwrap().expect("killed and not reaped");
+    let st = p.try_wait().expect("killed and not reaped");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(libc::SIGKILL));
     let r = ImageReader::new(buf).expect("read streamed image");
@@ -137,7 +136,7 @@ fn dump_kills_by_default_and_dump_to_streams() {
 
 #[test]
 fn dump_into_missing_directory_fails_cleanly() {
-    let mut p = Proc::spawn(Command::new("python3").args([
+    let p = Proc::start(Command::new("python3").args([
         "-c",
         "import time\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
@@ -156,7 +155,7 @@ fn dump_into_missing_directory_fails_cleanly() {
 #[test]
 fn failed_dump_leaves_no_file_and_process_running() {
     let dir = TempDir::new("fail");
-    let mut p = Proc::spawn(Command::new("python3").args([
+    let p = Proc::start(Command::new("python3").args([
         "-c",
         "import socket,time\ns=socket.socket()\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
@@ -182,12 +181,12 @@ fn failed_dump_leaves_no_file_and_process_running() {
 #[ignore]
 fn big_dump_timing() {
     let dir = TempDir::new("big");
-    let bin = compile(dir.path(), "prog", PROG_C);
+    let bin = compile_c("prog", PROG_C);
     let mb = std::env::var("CKPT_BIG_MB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024u64);
-    let mut p = Proc::spawn(Command::new(&bin).arg(mb.to_string()));
+    let p = Proc::start(Command::new(&bin).arg(mb.to_string()));
     p.wait_for("READY");
     let out = dir.path().join("big.ckpt");
     for compression in [ckpt_image::Compression::None, ckpt_image::Compression::Fast] {
@@ -256,8 +255,8 @@ impl tracing::Subscriber for Events {
 #[test]
 fn dump_logs_each_step_with_its_duration() {
     let dir = TempDir::new("logs");
-    let bin = compile(dir.path(), "prog", PROG_C);
-    let mut p = Proc::spawn(&mut Command::new(&bin));
+    let bin = ckpt_testkit::compile_c_in(&dir, "prog", PROG_C);
+    let p = Proc::spawn(&dir, &bin, &[]);
     p.wait_for("READY");
     let events = Events::default();
     let out = dir.path().join("img");

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod logging;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +15,10 @@ use clap::{Parser, Subcommand};
     about = "Checkpoint and restore Linux processes"
 )]
 struct Cli {
+    /// Log each step with its duration (-v), debug details (-vv), everything
+    /// (-vvv), on stderr; RUST_LOG takes per-module directives too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,6 +31,9 @@ enum Command {
     Restore(commands::restore::Args),
     /// Print what an image holds.
     Show(commands::show::Args),
+    /// Rewrite an image keeping only its live generation (drops the dead
+    /// space earlier edits left).
+    Compact(commands::compact::Args),
     /// Mount a store of images as a filesystem (ckptfs).
     Mount(commands::mount::Args),
 }
@@ -33,10 +41,12 @@ enum Command {
 /// Entry point of the `ckpt` binary; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    logging::init(cli.verbose);
     let result = match cli.command {
         Command::Dump(a) => commands::dump::run(a),
         Command::Restore(a) => commands::restore::run(a),
         Command::Show(a) => commands::show::run(a),
+        Command::Compact(a) => commands::compact::run(a),
         Command::Mount(a) => commands::mount::run(a),
     };
     match result {
@@ -48,18 +58,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// "outer: inner: innermost", skipping causes already spelled out by the outer message.
+/// "outer: inner: innermost", each message once.
 fn chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if out.contains(&s) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&s);
-    }
-    out
+    ckpt_image::chain(e.chain())
 }

@@ -56,6 +56,21 @@ impl AtomicFile {
         }
     }
 
+    /// Give the temp file this mode and owner (before [`AtomicFile::commit`]
+    /// makes it the file at the final path): a rewrite keeps the
+    /// original's.
+    pub fn set_mode_and_owner(&mut self, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = self.tmp.display().to_string();
+        let f = self
+            .file()
+            .map_err(|e| Error::io(format!("chmod of {tmp}"), e))?;
+        std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("chown of {tmp} to {uid}:{gid}"), e))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("chmod of {tmp} to {mode:o}"), e))
+    }
+
     /// The final path.
     pub fn path(&self) -> &Path {
         &self.path

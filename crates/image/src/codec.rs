@@ -606,26 +606,9 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_backlog(u.backlog);
             x.set_queued(&u.queued);
             x.set_shutdown(u.shutdown);
+            enc_unix_1_2(u, x);
         }
-        FileKind::InetSocket(s) => {
-            let mut x = k.init_inet_socket();
-            x.set_family(s.family);
-            x.set_type(s.sock_type);
-            x.set_protocol(s.protocol);
-            x.set_state(s.state);
-            x.set_local_addr(&s.local_addr);
-            x.set_local_port(s.local_port);
-            x.set_remote_addr(&s.remote_addr);
-            x.set_remote_port(s.remote_port);
-            x.set_backlog(s.backlog);
-            let mut l = x.init_options(len32(s.options.len()));
-            for (i, o) in s.options.iter().enumerate() {
-                let mut e = l.reborrow().get(i as u32);
-                e.set_level(o.level);
-                e.set_name(o.name);
-                e.set_value(&o.value);
-            }
-        }
+        FileKind::InetSocket(s) => enc_inet(s, k.init_inet_socket()),
         FileKind::Tty(t) => {
             let mut x = k.init_tty();
             x.set_index(t.index);
@@ -722,12 +705,151 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_inode(n.inode);
             x.set_pid(n.pid);
         }
-        FileKind::NetlinkSocket(n) => k.init_netlink_socket().set_protocol(n.protocol),
-        FileKind::PacketSocket(p) => {
-            let mut x = k.init_packet_socket();
-            x.set_type(p.sock_type);
-            x.set_protocol(p.protocol);
+        FileKind::NetlinkSocket(n) => enc_netlink(n, k.init_netlink_socket()),
+        FileKind::PacketSocket(p) => enc_packet(p, k.init_packet_socket()),
+    }
+}
+
+fn enc_sockopts(opts: &[SockOpt], mut l: capnp::struct_list::Builder<c::sock_opt::Owned>) {
+    for (i, o) in opts.iter().enumerate() {
+        let mut e = l.reborrow().get(i as u32);
+        e.set_level(o.level);
+        e.set_name(o.name);
+        e.set_value(&o.value);
+    }
+}
+
+fn enc_unix_1_2(u: &UnixSocket, mut x: c::unix_socket::Builder) {
+    x.set_file_mode(u.file_mode);
+    x.set_file_uid(u.file_uid);
+    x.set_file_gid(u.file_gid);
+    x.set_deleted(u.deleted);
+    x.set_external(match u.external {
+        UnixExternal::None => c::UnixExternal::None,
+        UnixExternal::Reconnect => c::UnixExternal::Reconnect,
+        UnixExternal::Close => c::UnixExternal::Close,
+    });
+    {
+        let mut l = x.reborrow().init_pending(len32(u.pending.len()));
+        for (i, p) in u.pending.iter().enumerate() {
+            l.set(i as u32, *p);
         }
+    }
+    enc_sockopts(
+        &u.options,
+        x.reborrow().init_options(len32(u.options.len())),
+    );
+    let mut l = x.init_messages(len32(u.messages.len()));
+    for (i, m) in u.messages.iter().enumerate() {
+        let mut y = l.reborrow().get(i as u32);
+        y.set_data(&m.data);
+        y.set_has_creds(m.has_creds);
+        y.set_pid(m.pid);
+        y.set_uid(m.uid);
+        y.set_gid(m.gid);
+        y.set_sender(&m.sender);
+        let mut f = y.init_files(len32(m.files.len()));
+        for (j, id) in m.files.iter().enumerate() {
+            f.set(j as u32, *id);
+        }
+    }
+}
+
+fn enc_inet(s: &InetSocket, mut x: c::inet_socket::Builder) {
+    x.set_family(s.family);
+    x.set_type(s.sock_type);
+    x.set_protocol(s.protocol);
+    x.set_state(s.state);
+    x.set_local_addr(&s.local_addr);
+    x.set_local_port(s.local_port);
+    x.set_remote_addr(&s.remote_addr);
+    x.set_remote_port(s.remote_port);
+    x.set_backlog(s.backlog);
+    enc_sockopts(
+        &s.options,
+        x.reborrow().init_options(len32(s.options.len())),
+    );
+    x.set_shutdown(s.shutdown);
+    x.set_lock_tag(s.lock_tag.as_str());
+    x.set_closed(s.closed);
+    x.set_dropped_queue(s.dropped_queue);
+    x.set_has_tcp(s.tcp.is_some());
+    if let Some(t) = &s.tcp {
+        enc_tcp(t, x.reborrow().init_tcp());
+    }
+    {
+        let mut l = x.reborrow().init_datagrams(len32(s.datagrams.len()));
+        for (i, d) in s.datagrams.iter().enumerate() {
+            let mut y = l.reborrow().get(i as u32);
+            y.set_src_addr(&d.src_addr);
+            y.set_src_port(d.src_port);
+            y.set_dst_addr(&d.dst_addr);
+            y.set_data(&d.data);
+        }
+    }
+    let mut l = x.init_pending(len32(s.pending.len()));
+    for (i, p) in s.pending.iter().enumerate() {
+        enc_inet(p, l.reborrow().get(i as u32));
+    }
+}
+
+fn enc_tcp(t: &TcpConnection, mut x: c::tcp_connection::Builder) {
+    x.set_send_seq(t.send_seq);
+    x.set_recv_seq(t.recv_seq);
+    enc_blob(&t.send_queue, x.reborrow().init_send_queue());
+    x.set_unsent(t.unsent);
+    enc_blob(&t.recv_queue, x.reborrow().init_recv_queue());
+    x.set_mss_clamp(t.mss_clamp);
+    x.set_snd_wscale(t.snd_wscale);
+    x.set_rcv_wscale(t.rcv_wscale);
+    x.set_wscale(t.wscale);
+    x.set_sack(t.sack);
+    x.set_timestamps(t.timestamps);
+    x.set_ts_clock(t.ts_clock);
+    x.set_has_window(t.window.is_some());
+    if let Some(w) = &t.window {
+        x.set_snd_wl1(w.snd_wl1);
+        x.set_snd_wnd(w.snd_wnd);
+        x.set_max_window(w.max_window);
+        x.set_rcv_wnd(w.rcv_wnd);
+        x.set_rcv_wup(w.rcv_wup);
+    }
+}
+
+fn enc_netlink(n: &NetlinkSocket, mut x: c::netlink_socket::Builder) {
+    x.set_protocol(n.protocol);
+    x.set_type(n.sock_type);
+    x.set_port_id(n.port_id);
+    x.set_dst_port_id(n.dst_port_id);
+    x.set_dst_group(n.dst_group);
+    x.set_dropped_queue(n.dropped_queue);
+    enc_sockopts(
+        &n.options,
+        x.reborrow().init_options(len32(n.options.len())),
+    );
+    let mut l = x.init_groups(len32(n.groups.len()));
+    for (i, g) in n.groups.iter().enumerate() {
+        l.set(i as u32, *g);
+    }
+}
+
+fn enc_packet(p: &PacketSocket, mut x: c::packet_socket::Builder) {
+    x.set_type(p.sock_type);
+    x.set_protocol(p.protocol);
+    x.set_ifindex(p.ifindex);
+    x.set_version(p.version);
+    x.set_fanout(p.fanout);
+    x.set_dropped_queue(p.dropped_queue);
+    enc_sockopts(
+        &p.options,
+        x.reborrow().init_options(len32(p.options.len())),
+    );
+    let mut l = x.init_memberships(len32(p.memberships.len()));
+    for (i, m) in p.memberships.iter().enumerate() {
+        let mut y = l.reborrow().get(i as u32);
+        y.set_ifindex(m.ifindex);
+        y.set_type(m.mr_type);
+        y.set_address(&m.address);
     }
 }
 
@@ -738,9 +860,23 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
 /// Decode and convert a metadata message (no semantic validation: see
 /// `crate::validate`).
 pub fn decode(bytes: &[u8]) -> Result<Image> {
+    // The payload is exactly one message: whole words, nothing after it
+    // (spec/format.md, section 3).
+    if bytes.len() % 8 != 0 {
+        return Err(Error::Invalid(format!(
+            "the metadata payload is {} bytes, not a whole number of 8-byte words",
+            bytes.len()
+        )));
+    }
     let mut slice = bytes;
     let msg = serialize::read_message_from_flat_slice(&mut slice, reader_options(bytes.len()))
         .map_err(|e| capnp_err("metadata message framing", e))?;
+    if !slice.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} bytes follow the metadata message in its record",
+            slice.len()
+        )));
+    }
     let root: c::image::Reader = msg.get_root().map_err(|e| capnp_err("metadata root", e))?;
     dec_image(root)
 }
@@ -1346,6 +1482,117 @@ fn dec_pipe(r: c::pipe::Reader, what: &dyn Fn() -> String) -> Result<Pipe> {
     })
 }
 
+fn dec_sockopts(
+    l: capnp::struct_list::Reader<c::sock_opt::Owned>,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<SockOpt>> {
+    let mut out = Vec::with_capacity(l.len() as usize);
+    for o in l.iter() {
+        out.push(SockOpt {
+            level: o.get_level(),
+            name: o.get_name(),
+            value: data(o.get_value(), what)?,
+        });
+    }
+    Ok(out)
+}
+
+fn dec_unix_messages(
+    x: c::unix_socket::Reader,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<UnixMessage>> {
+    let mut out = Vec::new();
+    for m in x.get_messages().ctx(what)?.iter() {
+        out.push(UnixMessage {
+            data: data(m.get_data(), what)?,
+            files: m.get_files().ctx(what)?.iter().collect(),
+            has_creds: m.get_has_creds(),
+            pid: m.get_pid(),
+            uid: m.get_uid(),
+            gid: m.get_gid(),
+            sender: data(m.get_sender(), what)?,
+        });
+    }
+    Ok(out)
+}
+
+/// An inet socket; `depth` counts the nesting of pending connections
+/// (a pending connection has none of its own).
+fn dec_inet(
+    x: c::inet_socket::Reader,
+    what: &dyn Fn() -> String,
+    depth: u32,
+) -> Result<InetSocket> {
+    let tcp = if x.get_has_tcp() {
+        Some(dec_tcp(x.get_tcp().ctx(what)?, what)?)
+    } else {
+        None
+    };
+    let mut datagrams = Vec::new();
+    for d in x.get_datagrams().ctx(what)?.iter() {
+        datagrams.push(Datagram {
+            src_addr: data(d.get_src_addr(), what)?,
+            src_port: d.get_src_port(),
+            dst_addr: data(d.get_dst_addr(), what)?,
+            data: data(d.get_data(), what)?,
+        });
+    }
+    let mut pending = Vec::new();
+    let pl = x.get_pending().ctx(what)?;
+    if depth > 0 && !pl.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: a pending connection has pending connections of its own",
+            what()
+        )));
+    }
+    for p in pl.iter() {
+        pending.push(dec_inet(p, what, depth + 1)?);
+    }
+    Ok(InetSocket {
+        family: x.get_family(),
+        sock_type: x.get_type(),
+        protocol: x.get_protocol(),
+        state: x.get_state(),
+        local_addr: data(x.get_local_addr(), what)?,
+        local_port: x.get_local_port(),
+        remote_addr: data(x.get_remote_addr(), what)?,
+        remote_port: x.get_remote_port(),
+        backlog: x.get_backlog(),
+        options: dec_sockopts(x.get_options().ctx(what)?, what)?,
+        shutdown: x.get_shutdown(),
+        tcp,
+        pending,
+        datagrams,
+        lock_tag: text(x.get_lock_tag(), what)?,
+        closed: x.get_closed(),
+        dropped_queue: x.get_dropped_queue(),
+    })
+}
+
+fn dec_tcp(x: c::tcp_connection::Reader, what: &dyn Fn() -> String) -> Result<TcpConnection> {
+    Ok(TcpConnection {
+        send_seq: x.get_send_seq(),
+        recv_seq: x.get_recv_seq(),
+        send_queue: dec_blob(x.get_send_queue().ctx(what)?, what)?,
+        unsent: x.get_unsent(),
+        recv_queue: dec_blob(x.get_recv_queue().ctx(what)?, what)?,
+        mss_clamp: x.get_mss_clamp(),
+        snd_wscale: x.get_snd_wscale(),
+        rcv_wscale: x.get_rcv_wscale(),
+        wscale: x.get_wscale(),
+        sack: x.get_sack(),
+        timestamps: x.get_timestamps(),
+        ts_clock: x.get_ts_clock(),
+        window: x.get_has_window().then(|| TcpWindow {
+            snd_wl1: x.get_snd_wl1(),
+            snd_wnd: x.get_snd_wnd(),
+            max_window: x.get_max_window(),
+            rcv_wnd: x.get_rcv_wnd(),
+            rcv_wup: x.get_rcv_wup(),
+        }),
+    })
+}
+
 fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
     let id = r.get_id();
     let w = move || format!("files[{i}] (id {id})");
@@ -1385,31 +1632,22 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 backlog: x.get_backlog(),
                 queued: data(x.get_queued(), what)?,
                 shutdown: x.get_shutdown(),
+                messages: dec_unix_messages(x, what)?,
+                file_mode: x.get_file_mode(),
+                file_uid: x.get_file_uid(),
+                file_gid: x.get_file_gid(),
+                deleted: x.get_deleted(),
+                pending: x.get_pending().ctx(what)?.iter().collect(),
+                external: match x.get_external() {
+                    Ok(c::UnixExternal::None) => UnixExternal::None,
+                    Ok(c::UnixExternal::Reconnect) => UnixExternal::Reconnect,
+                    Ok(c::UnixExternal::Close) => UnixExternal::Close,
+                    Err(e) => return Err(bad_enum(format!("{}.external", what()), e)),
+                },
+                options: dec_sockopts(x.get_options().ctx(what)?, what)?,
             })
         }
-        Ok(K::InetSocket(x)) => {
-            let x = x.ctx(what)?;
-            let mut options = Vec::new();
-            for o in x.get_options().ctx(what)?.iter() {
-                options.push(SockOpt {
-                    level: o.get_level(),
-                    name: o.get_name(),
-                    value: data(o.get_value(), what)?,
-                });
-            }
-            FileKind::InetSocket(InetSocket {
-                family: x.get_family(),
-                sock_type: x.get_type(),
-                protocol: x.get_protocol(),
-                state: x.get_state(),
-                local_addr: data(x.get_local_addr(), what)?,
-                local_port: x.get_local_port(),
-                remote_addr: data(x.get_remote_addr(), what)?,
-                remote_port: x.get_remote_port(),
-                backlog: x.get_backlog(),
-                options,
-            })
-        }
+        Ok(K::InetSocket(x)) => FileKind::InetSocket(dec_inet(x.ctx(what)?, what, 0)?),
         Ok(K::Tty(x)) => {
             let x = x.ctx(what)?;
             FileKind::Tty(Tty {
@@ -1532,14 +1770,38 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 pid: x.get_pid(),
             })
         }
-        Ok(K::NetlinkSocket(x)) => FileKind::NetlinkSocket(NetlinkSocket {
-            protocol: x.ctx(what)?.get_protocol(),
-        }),
+        Ok(K::NetlinkSocket(x)) => {
+            let x = x.ctx(what)?;
+            FileKind::NetlinkSocket(NetlinkSocket {
+                protocol: x.get_protocol(),
+                sock_type: x.get_type(),
+                port_id: x.get_port_id(),
+                groups: x.get_groups().ctx(what)?.iter().collect(),
+                dst_port_id: x.get_dst_port_id(),
+                dst_group: x.get_dst_group(),
+                options: dec_sockopts(x.get_options().ctx(what)?, what)?,
+                dropped_queue: x.get_dropped_queue(),
+            })
+        }
         Ok(K::PacketSocket(x)) => {
             let x = x.ctx(what)?;
+            let mut memberships = Vec::new();
+            for m in x.get_memberships().ctx(what)?.iter() {
+                memberships.push(PacketMembership {
+                    ifindex: m.get_ifindex(),
+                    mr_type: m.get_type(),
+                    address: data(m.get_address(), what)?,
+                });
+            }
             FileKind::PacketSocket(PacketSocket {
                 sock_type: x.get_type(),
                 protocol: x.get_protocol(),
+                ifindex: x.get_ifindex(),
+                version: x.get_version(),
+                fanout: x.get_fanout(),
+                memberships,
+                options: dec_sockopts(x.get_options().ctx(what)?, what)?,
+                dropped_queue: x.get_dropped_queue(),
             })
         }
         // A kind added by a newer minor: keep it inspectable.

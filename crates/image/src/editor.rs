@@ -317,7 +317,12 @@ impl ImageEditor {
     /// the old state.
     pub fn commit(&mut self) -> Result<()> {
         let old_generation = self.image.generation;
-        self.image.generation = old_generation.wrapping_add(1);
+        self.image.generation = old_generation.checked_add(1).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{} is at generation {old_generation}, the last one the format can count",
+                self.path.display()
+            ))
+        })?;
         let r = self.commit_inner();
         if r.is_err() {
             self.image.generation = old_generation;

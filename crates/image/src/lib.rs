@@ -18,7 +18,9 @@ pub use model::*;
 pub mod ckpt_capnp;
 
 mod atomic;
+mod chain;
 mod codec;
+pub mod compact;
 pub mod container;
 mod editor;
 mod frames;
@@ -26,12 +28,14 @@ mod frames;
 pub mod fuzzing;
 pub mod json;
 mod reader;
+pub mod signal;
 mod store;
 pub mod summary;
 mod validate;
 mod writer;
 
 pub use atomic::AtomicFile;
+pub use chain::{chain, error_chain};
 pub use editor::ImageEditor;
 pub use frames::{FrameBatch, FrameBatchReader};
 pub use reader::ImageReader;
@@ -144,9 +148,11 @@ pub enum Error {
     /// The address is outside every VMA of the process.
     #[error("pid {pid}: address {addr:#x} is not in any mapping")]
     Unmapped { pid: i32, addr: u64 },
-    /// A page whose contents come from a file or another object and were not saved.
-    #[error("pid {pid}: the page at {addr:#x} is backed by a file or shared object and its contents were not saved in the image")]
-    NotSaved { pid: i32, addr: u64 },
+    /// A page whose contents are not in the image (a file's page the dump
+    /// left to the file, kernel-provided mappings such as `[vvar]`, ...);
+    /// `why` says which (from [`Vma::unsaved_reason`]).
+    #[error("pid {pid}: the page at {addr:#x} is not in the image: {why}")]
+    NotSaved { pid: i32, addr: u64, why: String },
     /// A caller passed something this API cannot do.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

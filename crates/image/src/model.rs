@@ -419,6 +419,42 @@ impl Vma {
     pub fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
     }
+
+    /// Why a page of this mapping that no run covers is not in the image
+    /// (for [`crate::Error::NotSaved`]); spec/format.md section 6.
+    pub fn unsaved_reason(&self) -> String {
+        let name = String::from_utf8_lossy(&self.name);
+        match &self.backing {
+            VmaBacking::Anonymous => "anonymous memory without a run reads as zeros".into(),
+            VmaBacking::File(f) => format!(
+                "it is a page of {}, left to the file by the dump (not copied)",
+                String::from_utf8_lossy(&f.file.path)
+            ),
+            VmaBacking::SharedMemory(m) => match m.kind {
+                ShmKind::Memfd => format!("the page is the memfd {name}'s and was not saved"),
+                ShmKind::SysvShm => format!("System V shared memory ({name}) is not saved"),
+                ShmKind::PosixShm => {
+                    format!("the page is the POSIX shared memory file {name}'s and was not saved")
+                }
+                ShmKind::AnonymousShared => {
+                    "shared anonymous memory without a run reads as zeros".into()
+                }
+            },
+            VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => {
+                format!("{name} memory without a run reads as zeros")
+            }
+            VmaBacking::Special(
+                SpecialMapping::Vdso
+                | SpecialMapping::Vvar
+                | SpecialMapping::VvarVclock
+                | SpecialMapping::Vsyscall
+                | SpecialMapping::Uprobes,
+            ) => format!("{name} is provided by the kernel, never saved in an image"),
+            VmaBacking::Special(SpecialMapping::Other) => {
+                format!("the special mapping {name} is not saved")
+            }
+        }
+    }
 }
 
 pub const PROT_READ: u32 = 1;
@@ -697,6 +733,47 @@ pub struct UnixSocket {
     pub backlog: u32,
     pub queued: Vec<u8>,
     pub shutdown: u32,
+    /// What is queued for reading, in order, with fds and credentials
+    /// (since 1.2; supersedes `queued` when not empty).
+    pub messages: Vec<UnixMessage>,
+    /// The socket file of a path name: st_mode, owner (0 mode: not known).
+    pub file_mode: u32,
+    pub file_uid: u32,
+    pub file_gid: u32,
+    /// The socket file of the path name was removed (or is another file).
+    pub deleted: bool,
+    /// Listening: inodes of the clients waiting in the accept queue, in order.
+    pub pending: Vec<u64>,
+    /// The peer is outside the image: what a restore makes of the socket.
+    pub external: UnixExternal,
+    pub options: Vec<SockOpt>,
+}
+
+/// One message queued on a unix socket (a stream socket's: a run of bytes
+/// from one writer, up to an fd-carrying boundary).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnixMessage {
+    pub data: Vec<u8>,
+    /// `OpenFile::id` of each fd passed with it (SCM_RIGHTS), in order.
+    pub files: Vec<u32>,
+    pub has_creds: bool,
+    pub pid: i32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Datagram: the sender's bound name (empty: unnamed).
+    pub sender: Vec<u8>,
+}
+
+/// What a restore makes of a unix socket whose peer is outside the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnixExternal {
+    /// The peer is in the image, or there is none.
+    #[default]
+    None,
+    /// Connect again to the peer's name.
+    Reconnect,
+    /// A socket whose peer has gone.
+    Close,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -711,6 +788,61 @@ pub struct InetSocket {
     pub remote_port: u16,
     pub backlog: u32,
     pub options: Vec<SockOpt>,
+    /// sk_shutdown bits (since 1.2): 1 no more receiving, 2 no more sending.
+    pub shutdown: u32,
+    /// A TCP connection saved with TCP_REPAIR.
+    pub tcp: Option<TcpConnection>,
+    /// Listening TCP: the connections that waited in the accept queue.
+    pub pending: Vec<InetSocket>,
+    /// UDP / UDP-Lite: queued datagrams, in order.
+    pub datagrams: Vec<Datagram>,
+    /// The netfilter lock holding this connection (empty: none).
+    pub lock_tag: String,
+    /// A live connection saved without its state: restored closed.
+    pub closed: bool,
+    /// Bytes queued for reading that were not saved.
+    pub dropped_queue: u32,
+}
+
+/// A TCP connection as TCP_REPAIR reads it (sequence numbers without SYN
+/// and FINs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpConnection {
+    pub send_seq: u32,
+    pub recv_seq: u32,
+    /// Written but not acknowledged: the sent part, then `unsent` bytes.
+    pub send_queue: Blob,
+    pub unsent: u32,
+    /// Received but not read.
+    pub recv_queue: Blob,
+    pub mss_clamp: u32,
+    pub snd_wscale: u8,
+    pub rcv_wscale: u8,
+    pub wscale: bool,
+    pub sack: bool,
+    pub timestamps: bool,
+    pub ts_clock: u32,
+    pub window: Option<TcpWindow>,
+}
+
+/// TCP_REPAIR_WINDOW values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpWindow {
+    pub snd_wl1: u32,
+    pub snd_wnd: u32,
+    pub max_window: u32,
+    pub rcv_wnd: u32,
+    pub rcv_wup: u32,
+}
+
+/// A datagram queued on a UDP socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Datagram {
+    pub src_addr: Vec<u8>,
+    pub src_port: u16,
+    /// Where it was sent (empty: the socket's own address).
+    pub dst_addr: Vec<u8>,
+    pub data: Vec<u8>,
 }
 
 impl InetSocket {
@@ -730,9 +862,62 @@ impl InetSocket {
             format!("{local} -> {}", one(&self.remote_addr, self.remote_port))
         }
     }
+
+    /// For `ckpt show`: protocol, addresses and what was saved with it
+    /// ("TCP 127.0.0.1:80 -> 10.0.0.2:5555 (established, live)",
+    /// "UDP [::]:53, 3 datagrams queued", "raw ICMP", ...).
+    pub fn summary(&self) -> String {
+        const STATES: [&str; 12] = [
+            "?",
+            "established",
+            "SYN sent",
+            "SYN received",
+            "FIN wait 1",
+            "FIN wait 2",
+            "TIME wait",
+            "closed",
+            "close wait",
+            "last ACK",
+            "listening",
+            "closing",
+        ];
+        let addrs = if self.local_addr.is_empty() && self.remote_port == 0 {
+            "unbound".to_string()
+        } else {
+            self.describe()
+        };
+        match (self.sock_type as i32, self.protocol as i32) {
+            (1, _) => {
+                let state = STATES.get(self.state as usize).copied().unwrap_or("?");
+                let how = if self.tcp.is_some() {
+                    ", live"
+                } else if self.closed {
+                    ", restored closed"
+                } else {
+                    ""
+                };
+                let pending = if self.pending.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} waiting to be accepted", self.pending.len())
+                };
+                format!("TCP {addrs} ({state}{how}{pending})")
+            }
+            (2, 1) | (2, 58) => format!("ping {addrs}"),
+            (2, p) => {
+                let name = if p == 136 { "UDP-Lite" } else { "UDP" };
+                match self.datagrams.len() {
+                    0 => format!("{name} {addrs}"),
+                    n => format!("{name} {addrs}, {n} datagram(s) queued"),
+                }
+            }
+            (3, p) => format!("raw protocol {p}"),
+            (t, p) => format!("type {t} protocol {p} {addrs}"),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SockOpt {
     pub level: i32,
     pub name: i32,
@@ -856,12 +1041,34 @@ pub struct NsFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetlinkSocket {
     pub protocol: u32,
+    pub sock_type: u32,
+    /// Bound port id (0: unbound).
+    pub port_id: u32,
+    /// Multicast groups joined, by number.
+    pub groups: Vec<u32>,
+    pub dst_port_id: u32,
+    pub dst_group: u32,
+    pub options: Vec<SockOpt>,
+    pub dropped_queue: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PacketSocket {
     pub sock_type: u32,
     pub protocol: u16,
+    pub ifindex: i32,
+    pub version: u32,
+    pub fanout: u32,
+    pub memberships: Vec<PacketMembership>,
+    pub options: Vec<SockOpt>,
+    pub dropped_queue: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PacketMembership {
+    pub ifindex: i32,
+    pub mr_type: u16,
+    pub address: Vec<u8>,
 }
 
 /// A file lock or lease.

@@ -3,7 +3,7 @@
 use crate::container::{find_commit, parse_header};
 use crate::model::*;
 use crate::store::{self, FrameCache};
-use crate::validate::validate;
+use crate::validate::{check_generation, validate};
 use crate::{codec, Error, ReadAt, Result};
 use std::fs::File;
 use std::path::Path;
@@ -46,6 +46,8 @@ pub(crate) fn parse(src: &dyn ReadAt) -> Result<Parsed> {
     let found = find_commit(src, len)?;
     let image = codec::decode(&found.metadata)?;
     validate(&image, found.commit.metadata_offset)?;
+    let commit_offset = found.commit.end - crate::container::COMMIT_RECORD_LEN;
+    check_generation(&image, found.commit.generation, commit_offset)?;
     Ok(Parsed {
         version,
         metadata: found.metadata,

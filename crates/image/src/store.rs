@@ -166,9 +166,10 @@ impl PayloadDecoder {
             }
             Codec::Lz4 => {
                 // Room for exactly the size the metadata gives: a block that
-                // decodes to more fails instead of growing the buffer.
-                self.out.clear();
+                // decodes to more fails instead of growing the buffer. (The
+                // old bytes are overwritten: no need to zero them first.)
                 self.out.resize(size, 0);
+                self.out.truncate(size);
                 let n = lz4_flex::block::decompress_into(stored, &mut self.out)
                     .map_err(|e| dec_err("lz4", std::io::Error::other(e)))?;
                 self.out.truncate(n);
@@ -323,7 +324,11 @@ pub fn read_memory(
                     }
                 }
                 if !unsaved_is_zero(vma) {
-                    return Err(Error::NotSaved { pid, addr: cur });
+                    return Err(Error::NotSaved {
+                        pid,
+                        addr: cur,
+                        why: vma.unsaved_reason(),
+                    });
                 }
                 buf[out_start..out_start + n as usize].fill(0);
             }

@@ -63,48 +63,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-/// Name of a signal number (Linux x86_64).
-pub fn signal_name(signo: i32) -> String {
-    const N: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match signo {
-        1..=31 => N[(signo - 1) as usize].to_string(),
-        32..=64 => format!("SIGRT{}", signo - 32),
-        _ => format!("signal {signo}"),
-    }
-}
-
 /// Saved and stored bytes of a process's memory: (bytes in Data runs, bytes
 /// in Zero runs, stored bytes of the frames its runs use, prorated).
 pub fn memory_sizes(image: &Image, p: &Process) -> (u64, u64, u64) {
@@ -128,15 +86,76 @@ pub fn memory_sizes(image: &Image, p: &Process) -> (u64, u64, u64) {
     (data, zero, stored as u64)
 }
 
-/// A readable multi-line summary of an image.
+/// What `ckpt show` knows about the file an image was read from, beyond
+/// its metadata.
+#[derive(Clone, Copy, Debug)]
+pub struct FileFacts {
+    /// (major, minor) of the file header.
+    pub header_version: (u16, u16),
+    /// How the file's bytes are used.
+    pub usage: crate::compact::Usage,
+}
+
+/// The format version to report: the header's major, and the greater of
+/// the header's minor and `Image.formatMinor` (spec/format.md section 10).
+pub fn reported_version(image: &Image, header: (u16, u16)) -> (u16, u16) {
+    (header.0, header.1.max(image.format_minor))
+}
+
+/// The [`FileFacts`] of an image read from a file (or any source).
+pub fn file_facts<R: crate::ReadAt>(r: &crate::ImageReader<R>) -> crate::Result<FileFacts> {
+    Ok(FileFacts {
+        header_version: r.format_version(),
+        usage: crate::compact::usage(r)?,
+    })
+}
+
+/// A readable multi-line summary of an image (its metadata only).
 pub fn render(image: &Image) -> String {
+    render_with(image, None)
+}
+
+/// [`render`] of an image read from a file: the reported version, and how
+/// much of the file is dead space.
+pub fn render_file(image: &Image, facts: &FileFacts) -> String {
+    render_with(image, Some(facts))
+}
+
+fn render_with(image: &Image, facts: Option<&FileFacts>) -> String {
+    let mut s = header(image, facts);
+    for p in &image.processes {
+        process(&mut s, image, p);
+    }
+    s
+}
+
+/// The lines about the image as a whole.
+fn header(image: &Image, facts: Option<&FileFacts>) -> String {
     let mut s = String::new();
     let h = &image.host;
+    let (major, minor) = match facts {
+        Some(f) => reported_version(image, f.header_version),
+        None => (image.format_major, image.format_minor),
+    };
     let _ = writeln!(
         s,
-        "ckpt image, format {}.{}, generation {}",
-        image.format_major, image.format_minor, image.generation
+        "ckpt image, format {major}.{minor}, generation {}",
+        image.generation
     );
+    if let Some(f) = facts {
+        let u = &f.usage;
+        let _ = write!(s, "  file:      {}", human_bytes(u.file_len));
+        if u.dead() == 0 {
+            let _ = writeln!(s, ", no dead space");
+        } else {
+            let _ = writeln!(
+                s,
+                ", of which {} ({:.0}%) dead space from earlier generations (`ckpt compact` removes it)",
+                human_bytes(u.dead()),
+                u.dead() as f64 * 100.0 / u.file_len.max(1) as f64
+            );
+        }
+    }
     let _ = writeln!(s, "  tool:      {}", image.tool_version);
     let _ = writeln!(s, "  created:   {}", iso8601_utc(image.created_ns));
     let _ = writeln!(s, "  frozen:    {:.3} ms", image.freeze_ns as f64 / 1e6);
@@ -167,139 +186,146 @@ pub fn render(image: &Image) -> String {
     for n in &image.notes {
         let _ = writeln!(s, "  note:      {} = {}", n.key, n.value);
     }
-    for p in &image.processes {
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "process {} (ppid {}, pgid {}, sid {}) \"{}\" state {}",
-            p.pid,
-            p.ppid,
-            p.pgid,
-            p.sid,
-            bytes_str(&p.comm),
-            p.state
-        );
-        let _ = writeln!(
-            s,
-            "  exe:     {}{}",
-            bytes_str(&p.exe.path),
-            if p.exe.deleted { " (deleted)" } else { "" }
-        );
-        let argv: Vec<String> = p
-            .cmdline
-            .iter()
-            .map(|a| {
-                let t = bytes_str(a);
-                if t.is_empty() || t.contains([' ', '\'', '"']) {
-                    format!("'{}'", t.replace('\'', "\\'"))
-                } else {
-                    t
-                }
-            })
-            .collect();
-        let _ = writeln!(s, "  cmdline: {}", argv.join(" "));
-        let _ = writeln!(s, "  cwd:     {}", bytes_str(&p.cwd));
-        let _ = writeln!(
-            s,
-            "  creds:   uid {}/{} gid {}/{}",
-            p.creds.ruid, p.creds.euid, p.creds.rgid, p.creds.egid
-        );
-        let _ = writeln!(s, "  threads: {}", p.threads.len());
-        for t in &p.threads {
-            let (rip, rsp) = match &t.regs {
-                Registers::X8664(r) => (format!("{:#018x}", r.rip), format!("{:#018x}", r.rsp)),
-                Registers::None => ("-".into(), "-".into()),
-            };
-            let _ = writeln!(
-                s,
-                "    tid {:<8} {:<16} state {} rip {} rsp {}",
-                t.tid,
-                format!("\"{}\"", bytes_str(&t.comm)),
-                t.state,
-                rip,
-                rsp
-            );
-            for si in &t.pending {
-                let _ = writeln!(
-                    s,
-                    "      pending {} (code {})",
-                    signal_name(si.signo),
-                    si.code
-                );
-            }
-        }
-        let (data, zero, stored) = memory_sizes(image, p);
-        let vm: u64 = p.vmas.iter().map(|v| v.end.saturating_sub(v.start)).sum();
-        let _ = writeln!(
-            s,
-            "  memory:  {} vmas ({} mapped), {} runs, {} saved + {} zero, {} stored",
-            p.vmas.len(),
-            human_bytes(vm),
-            p.memory.len(),
-            human_bytes(data),
-            human_bytes(zero),
-            human_bytes(stored)
-        );
-        let _ = writeln!(s, "  fds:     {}", p.fds.len());
-        for fd in &p.fds {
-            match image.file(fd.file) {
-                Some(f) => {
-                    let what = match &f.kind {
-                        crate::FileKind::InetSocket(n) => format!(
-                            "{}{}",
-                            n.describe(),
-                            if n.state == 10 { " (listening)" } else { "" }
-                        ),
-                        _ => bytes_str(&f.path),
-                    };
-                    let _ = writeln!(
-                        s,
-                        "    {:>4}  {:<12} {}  offset {}{}",
-                        fd.fd,
-                        f.kind.name(),
-                        what,
-                        f.position,
-                        if fd.cloexec { "  cloexec" } else { "" }
-                    );
-                }
-                None => {
-                    let _ = writeln!(s, "    {:>4}  <unknown file id {}>", fd.fd, fd.file);
-                }
-            }
-        }
-        let handled: Vec<String> = p
-            .sigactions
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.handler != 0)
-            .map(|(i, a)| {
-                let signo = i as i32 + 1;
-                match a.handler {
-                    1 => format!("{} ignored", signal_name(signo)),
-                    h => format!("{} handler {h:#x}", signal_name(signo)),
-                }
-            })
-            .collect();
-        let _ = writeln!(
-            s,
-            "  signals:{}",
-            if handled.is_empty() {
-                " all default"
+    s
+}
+
+/// The lines about one process.
+fn process(s: &mut String, image: &Image, p: &Process) {
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "process {} (ppid {}, pgid {}, sid {}) \"{}\" state {}",
+        p.pid,
+        p.ppid,
+        p.pgid,
+        p.sid,
+        bytes_str(&p.comm),
+        p.state
+    );
+    let _ = writeln!(
+        s,
+        "  exe:     {}{}",
+        bytes_str(&p.exe.path),
+        if p.exe.deleted { " (deleted)" } else { "" }
+    );
+    let argv: Vec<String> = p
+        .cmdline
+        .iter()
+        .map(|a| {
+            let t = bytes_str(a);
+            if t.is_empty() || t.contains([' ', '\'', '"']) {
+                format!("'{}'", t.replace('\'', "\\'"))
             } else {
-                ""
+                t
             }
+        })
+        .collect();
+    let _ = writeln!(s, "  cmdline: {}", argv.join(" "));
+    let _ = writeln!(s, "  cwd:     {}", bytes_str(&p.cwd));
+    let _ = writeln!(
+        s,
+        "  creds:   uid {}/{} gid {}/{}",
+        p.creds.ruid, p.creds.euid, p.creds.rgid, p.creds.egid
+    );
+    let _ = writeln!(s, "  threads: {}", p.threads.len());
+    for t in &p.threads {
+        let (rip, rsp) = match &t.regs {
+            Registers::X8664(r) => (format!("{:#018x}", r.rip), format!("{:#018x}", r.rsp)),
+            Registers::None => ("-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            s,
+            "    tid {:<8} {:<16} state {} rip {} rsp {}",
+            t.tid,
+            format!("\"{}\"", bytes_str(&t.comm)),
+            t.state,
+            rip,
+            rsp
         );
-        for h in handled {
-            let _ = writeln!(s, "    {h}");
-        }
-        for si in &p.shared_pending {
+        for si in &t.pending {
             let _ = writeln!(
                 s,
-                "    pending {} (code {}, process-wide)",
-                signal_name(si.signo),
+                "      pending {} (code {})",
+                crate::signal::name(si.signo),
                 si.code
             );
         }
     }
-    s
+    let (data, zero, stored) = memory_sizes(image, p);
+    let vm: u64 = p.vmas.iter().map(|v| v.end.saturating_sub(v.start)).sum();
+    let _ = writeln!(
+        s,
+        "  memory:  {} vmas ({} mapped), {} runs, {} saved + {} zero, {} stored",
+        p.vmas.len(),
+        human_bytes(vm),
+        p.memory.len(),
+        human_bytes(data),
+        human_bytes(zero),
+        human_bytes(stored)
+    );
+    let _ = writeln!(s, "  fds:     {}", p.fds.len());
+    for fd in &p.fds {
+        match image.file(fd.file) {
+            Some(f) => {
+                let what = match &f.kind {
+                    crate::FileKind::InetSocket(n) => n.summary(),
+                    crate::FileKind::NetlinkSocket(n) => format!(
+                        "protocol {}, port id {}, groups {:?}",
+                        n.protocol, n.port_id, n.groups
+                    ),
+                    crate::FileKind::UnixSocket(u) if !u.local_path.is_empty() => format!(
+                        "{}{}",
+                        bytes_str(&u.local_path).replace('\0', "@"),
+                        if u.listening { " (listening)" } else { "" }
+                    ),
+                    _ => bytes_str(&f.path),
+                };
+                let _ = writeln!(
+                    s,
+                    "    {:>4}  {:<12} {}  offset {}{}",
+                    fd.fd,
+                    f.kind.name(),
+                    what,
+                    f.position,
+                    if fd.cloexec { "  cloexec" } else { "" }
+                );
+            }
+            None => {
+                let _ = writeln!(s, "    {:>4}  <unknown file id {}>", fd.fd, fd.file);
+            }
+        }
+    }
+    let handled: Vec<String> = p
+        .sigactions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.handler != 0)
+        .map(|(i, a)| {
+            let signo = i as i32 + 1;
+            match a.handler {
+                1 => format!("{} ignored", crate::signal::name(signo)),
+                h => format!("{} handler {h:#x}", crate::signal::name(signo)),
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "  signals:{}",
+        if handled.is_empty() {
+            " all default"
+        } else {
+            ""
+        }
+    );
+    for h in handled {
+        let _ = writeln!(s, "    {h}");
+    }
+    for si in &p.shared_pending {
+        let _ = writeln!(
+            s,
+            "    pending {} (code {}, process-wide)",
+            crate::signal::name(si.signo),
+            si.code
+        );
+    }
 }

@@ -19,6 +19,22 @@ fn bad(msg: String) -> Error {
 /// `frames_end` bytes of the file (the offset of the metadata record that
 /// describes it). The writer applies this before writing, the reader after
 /// decoding.
+/// The metadata's `generation` (UInt32) must equal the generation of the
+/// commit record that names it (8 bytes; a value over 2^32 - 1 cannot
+/// match). `commit_offset` is the commit record's file offset.
+pub fn check_generation(image: &Image, commit_generation: u64, commit_offset: u64) -> Result<()> {
+    if u64::from(image.generation) != commit_generation {
+        return Err(crate::Error::Corrupt {
+            offset: commit_offset + 24 + 16,
+            what: format!(
+                "the commit record says generation {commit_generation} but its metadata says {}",
+                image.generation
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
     if image.format_major != FORMAT_MAJOR {
         return Err(bad(format!(
@@ -329,6 +345,66 @@ fn validate_1_2(image: &Image, file_ids: &HashSet<u32>, pids: &HashSet<i32>) -> 
     }
     for (i, o) in image.sysv_shm.iter().enumerate() {
         check_blob(image, &o.contents, &format!("sysvShm[{i}] contents"))?;
+    }
+    for f in &image.files {
+        let at = format!("files (id {})", f.id);
+        match &f.kind {
+            FileKind::InetSocket(s) => check_inet(image, s, &at)?,
+            FileKind::UnixSocket(u) => {
+                for (j, m) in u.messages.iter().enumerate() {
+                    if let Some(id) = m.files.iter().find(|id| !file_ids.contains(id)) {
+                        return Err(bad(format!(
+                            "{at}: messages[{j}] passes open file id {id}, which is not in the image"
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// An inet socket's addresses, its TCP connection and pending connections.
+fn check_inet(image: &Image, s: &InetSocket, at: &str) -> Result<()> {
+    let addr_ok = |a: &[u8]| matches!(a.len(), 0 | 4 | 16);
+    if !addr_ok(&s.local_addr) || !addr_ok(&s.remote_addr) {
+        return Err(bad(format!(
+            "{at}: an address of {} or {} bytes (4 or 16)",
+            s.local_addr.len(),
+            s.remote_addr.len()
+        )));
+    }
+    for (j, d) in s.datagrams.iter().enumerate() {
+        if !matches!(d.src_addr.len(), 4 | 16) || !addr_ok(&d.dst_addr) {
+            return Err(bad(format!(
+                "{at}: datagrams[{j}] has an address of a bad length"
+            )));
+        }
+    }
+    if let Some(t) = &s.tcp {
+        check_blob(image, &t.send_queue, &format!("{at}: tcp sendQueue"))?;
+        check_blob(image, &t.recv_queue, &format!("{at}: tcp recvQueue"))?;
+        if u64::from(t.unsent) > t.send_queue.size {
+            return Err(bad(format!(
+                "{at}: tcp unsent {} is more than the send queue ({} bytes)",
+                t.unsent, t.send_queue.size
+            )));
+        }
+        if t.snd_wscale > 14 || t.rcv_wscale > 14 {
+            return Err(bad(format!(
+                "{at}: tcp window scale {}/{} above 14",
+                t.snd_wscale, t.rcv_wscale
+            )));
+        }
+    }
+    for (j, p) in s.pending.iter().enumerate() {
+        if p.tcp.is_none() || !p.pending.is_empty() {
+            return Err(bad(format!(
+                "{at}: pending[{j}] is not a saved TCP connection"
+            )));
+        }
+        check_inet(image, p, &format!("{at}: pending[{j}]"))?;
     }
     Ok(())
 }

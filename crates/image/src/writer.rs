@@ -292,6 +292,9 @@ pub struct ImageWriter<W: Write> {
     spare_frames: Vec<Vec<u8>>,
     spare_outs: Vec<Vec<u8>>,
     runs: BTreeMap<i32, Vec<MemoryRun>>,
+    /// Guard runs (MADV_GUARD_INSTALL), merged into `runs` by address at
+    /// the end.
+    guards: BTreeMap<i32, Vec<MemoryRun>>,
     coder: Coder,
     max_in_flight: usize,
 }
@@ -349,6 +352,7 @@ impl<W: Write> ImageWriter<W> {
             spare_frames: Vec::new(),
             spare_outs: Vec::new(),
             runs: BTreeMap::new(),
+            guards: BTreeMap::new(),
             coder,
             max_in_flight,
             opts,
@@ -589,6 +593,28 @@ impl<W: Write> ImageWriter<W> {
         Ok(())
     }
 
+    /// Guard pages (MADV_GUARD_INSTALL) of process `pid` at page-aligned
+    /// `addr`, `len` bytes: a run of kind Guard, nothing stored. Calls may
+    /// come in any order relative to [`ImageWriter::add_pages`]; the
+    /// ranges must not overlap saved pages.
+    pub fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
+        let ps = u64::from(self.opts.page_size);
+        let pages = len / ps;
+        if addr % ps != 0 || len % ps != 0 || len == 0 || pages > u64::from(u32::MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "add_guard(pid {pid}, {addr:#x}, {len} bytes): not a run of whole pages"
+            )));
+        }
+        self.guards.entry(pid).or_default().push(MemoryRun {
+            start: addr,
+            pages: pages as u32,
+            kind: RunKind::Guard,
+            frame: 0,
+            frame_offset: 0,
+        });
+        Ok(())
+    }
+
     /// Store a byte string (deleted file contents, memfd contents) in frames;
     /// returns the Blob to put in the model.
     pub fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
@@ -638,6 +664,11 @@ impl<W: Write> ImageWriter<W> {
         }
         image.frames = std::mem::take(&mut self.frames);
         let mut runs = std::mem::take(&mut self.runs);
+        for (pid, guards) in std::mem::take(&mut self.guards) {
+            let r = runs.entry(pid).or_default();
+            r.extend(guards);
+            r.sort_by_key(|m| m.start);
+        }
         for p in &mut image.processes {
             p.memory = runs.remove(&p.pid).unwrap_or_default();
         }

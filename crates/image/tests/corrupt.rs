@@ -111,14 +111,13 @@ fn unknown_major_names_both_versions() {
 
 #[test]
 fn editor_refuses_newer_minor() {
-    let dir = temp_dir("minor");
+    let dir = TempDir::new("minor");
     let path = dir.join("m.ckpt");
     let mut b = small_bytes();
     b[..32].copy_from_slice(&encode_header(1, 3));
     std::fs::write(&path, &b).unwrap();
     let e = ImageEditor::open(&path).err().unwrap();
     assert!(e.to_string().contains("1.3"), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A container with the given metadata message and no frames.

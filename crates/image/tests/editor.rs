@@ -17,7 +17,7 @@ fn mem(path: &Path, pid: i32, addr: u64, len: usize) -> Result<Vec<u8>> {
 
 #[test]
 fn write_memory_commit_reopen() {
-    let dir = temp_dir("edit");
+    let dir = TempDir::new("edit");
     let path = dir.join("e.ckpt");
     write_file(&path);
     let before = std::fs::read(&path).unwrap();
@@ -113,12 +113,11 @@ fn write_memory_commit_reopen() {
     );
     assert_eq!(mem(&path, 100, ANON, expected.len()).unwrap(), expected);
     assert_eq!(ImageReader::open(&path).unwrap().image().generation, 2);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn torn_append_reopens_to_the_old_state() {
-    let dir = temp_dir("torn");
+    let dir = TempDir::new("torn");
     let path = dir.join("t.ckpt");
     // the small image keeps the tail (and so the number of cuts) small
     std::fs::write(&path, small_bytes()).unwrap();
@@ -175,12 +174,11 @@ fn torn_append_reopens_to_the_old_state() {
         assert_eq!(r.committed_len(), std::fs::metadata(&path).unwrap().len());
         assert_eq!(r.image().generation, 1);
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn dropping_an_editor_without_commit_changes_nothing_visible() {
-    let dir = temp_dir("nocommit");
+    let dir = TempDir::new("nocommit");
     let path = dir.join("n.ckpt");
     write_file(&path);
     let mut ed = ImageEditor::open(&path).unwrap();
@@ -192,12 +190,11 @@ fn dropping_an_editor_without_commit_changes_nothing_visible() {
     let mut b = [0u8; 11];
     ed.read_memory(100, ANON, &mut b).unwrap();
     assert_eq!(&b[..], &anon_contents()[..11]);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn commit_refuses_an_invalid_model() {
-    let dir = temp_dir("invalid");
+    let dir = TempDir::new("invalid");
     let path = dir.join("i.ckpt");
     write_file(&path);
     let len = std::fs::metadata(&path).unwrap().len();
@@ -212,5 +209,4 @@ fn commit_refuses_an_invalid_model() {
     assert_eq!(ed.image().generation, 0);
     drop(ed);
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
-    std::fs::remove_dir_all(&dir).unwrap();
 }

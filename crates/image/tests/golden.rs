@@ -185,7 +185,7 @@ fn is_default(v: &serde_json::Value) -> bool {
         V::Null => true,
         V::Bool(b) => !b,
         V::Number(n) => n.as_f64() == Some(0.0) || n.as_i64() == Some(-1),
-        V::String(s) => s.is_empty() || s == "flock" || s == "read",
+        V::String(s) => s.is_empty() || s == "flock" || s == "read" || s == "none",
         V::Array(a) => a.is_empty(),
         V::Object(o) => o.values().all(is_default),
     }
@@ -209,7 +209,7 @@ fn generate_golden() {
     let rich = rich_bytes(Compression::Fast);
     write(&dir, "rich", &rich);
     // rich-edited: one committed edit (generation 1) appended to rich.
-    let tmp = temp_dir("golden");
+    let tmp = TempDir::new("golden");
     let p = tmp.join("e.ckpt");
     std::fs::write(&p, &rich).unwrap();
     let mut ed = ImageEditor::open(&p).unwrap();
@@ -221,5 +221,4 @@ fn generate_golden() {
     ed.commit().unwrap();
     drop(ed);
     write(&dir, "rich-edited", &std::fs::read(&p).unwrap());
-    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -146,7 +146,7 @@ fn read_memory_errors() {
     }
     // file-backed page that was not saved
     match r.read_memory(100, FILEMAP + 2 * PS + 5, &mut b) {
-        Err(e @ Error::NotSaved { pid: 100, addr }) => {
+        Err(e @ Error::NotSaved { pid: 100, addr, .. }) => {
             assert_eq!(addr, FILEMAP + 2 * PS + 5);
             assert!(e.to_string().contains("0x42005"), "{e}");
         }
@@ -310,7 +310,7 @@ fn writer_rejects_bad_input() {
 fn atomic_file_commit_and_drop() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let dir = temp_dir("atomic");
+    let dir = TempDir::new("atomic");
     let path = dir.join("a.ckpt");
     let mut f = AtomicFile::create(&path).unwrap();
     f.write_all(b"partial").unwrap();
@@ -329,7 +329,6 @@ fn atomic_file_commit_and_drop() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     let r = ImageReader::open(&path).unwrap();
     assert_eq!(r.image().root_pid, 100);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

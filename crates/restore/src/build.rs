@@ -6,13 +6,13 @@
 
 use crate::check::{check_and_open_as, root_process, taken_ids};
 use crate::error::{Error, Result, SysContext};
-use crate::fds::{plan_fds, FdEnv, FdPlan};
+use crate::fds::{plan_fds, FdEnv, FdPlan, LateFd};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::{write_pages, Target};
 use crate::mem::{plan_memory, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
-use crate::process::{signals, thread, timers};
+use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::Remote;
 use crate::stub;
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
@@ -134,9 +134,12 @@ fn restore_steps<R: ReadAt + Sync>(
     let p = root_process(reader.image()).map_err(check_error)?;
     let page = setup::page_size();
     let step = Step::begin("plan");
-    let (fdplan, mem) = plan(reader, p, page)?;
+    let (mut fdplan, mem) = plan(reader, p, page, opts.tcp_close)?;
     step.done();
     cancel.check()?;
+    // Sockets the restorer builds itself (TCP_REPAIR, injected packets);
+    // the stub inherits them. Their locks go just before the process runs.
+    let mut net = crate::fds::sockets::prebuild(&mut fdplan)?;
     let mut phases = vec![("plan", t0.elapsed())];
 
     // Paths of the image are opened with the saved user's rights where
@@ -149,16 +152,20 @@ fn restore_steps<R: ReadAt + Sync>(
         })?),
         None => None,
     };
+    // SysV IPC objects, with their saved ids, before anything else uses
+    // ids (removed again if the restore fails).
+    let ipc = sysv::restore(reader)?;
     let step = Step::begin("stub");
     let pid = spawn_stub(&fdplan, switch.as_ref(), p, opts, cancel)?;
     tracing::debug!(pid, fd_ops = fdplan.ops.len(), "stub ready with its fds");
-    step.done();
-    phases.push(("stub", t0.elapsed()));
     let mut guard = Guard {
         pid,
         tids: vec![pid],
         armed: true,
     };
+    cgroup::join(pid, p)?;
+    step.done();
+    phases.push(("stub", t0.elapsed()));
     let mut b = Build {
         reader,
         p,
@@ -175,8 +182,12 @@ fn restore_steps<R: ReadAt + Sync>(
         huge_fill: opts.huge_fill,
         as_saved: switch.as_ref(),
         cancel,
+        late: &fdplan.late,
+        ipc,
+        net: &mut net,
     };
     let tids = b.run()?;
+    b.ipc.keep();
     let stats = RestoreStats {
         total: t0.elapsed(),
         page_bytes: b.page_bytes,
@@ -196,9 +207,18 @@ fn restore_steps<R: ReadAt + Sync>(
 }
 
 /// The fd plan and the memory plan; their errors refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, p: &Process, page: u64) -> Result<(FdPlan, MemPlan)> {
+fn plan<R: ReadAt>(
+    reader: &ImageReader<R>,
+    p: &Process,
+    page: u64,
+    tcp_close: bool,
+) -> Result<(FdPlan, MemPlan)> {
     let image = reader.image();
-    let fdplan = plan_fds(image, p, &FdEnv::current(), &mut |b| {
+    let env = FdEnv {
+        tcp_close,
+        ..FdEnv::current()
+    };
+    let fdplan = plan_fds(image, p, &env, &mut |b| {
         reader.read_blob(b).map_err(|e| e.to_string())
     });
     if !fdplan.errors.is_empty() {
@@ -278,6 +298,12 @@ struct Build<'a, R: ReadAt> {
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
     cancel: &'a crate::Cancel,
+    /// Fds made once the threads exist (pidfds).
+    late: &'a [LateFd],
+    /// The SysV objects made for the process (removed on failure).
+    ipc: sysv::Made,
+    /// The restorer's sockets: locks lifted just before the process runs.
+    net: &'a mut crate::fds::NetGuard,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -319,6 +345,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             scratch,
             self.as_saved,
         )?;
+        // Segments removed at the dump go again once attached.
+        self.ipc.remove_removed()?;
         step.done();
         self.phase("mappings");
         self.cancel.check()?;
@@ -407,7 +435,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         if let Some(fd) = huge_fd {
             hugefill::huge_finish(main, steps, layout, huge, fd, scratch)?;
         }
-        vmas::protect(main, steps)
+        vmas::finish(main, steps, &self.mem.guards)
     }
 
     /// Create the other threads, then give every thread its state, and let go.
@@ -442,8 +470,17 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             thread::set_state(r, p, t, scratch)?;
         }
         timers::posix_timers(&mut main, p, scratch, &tid_map)?;
+        crate::fds::pidfd::late(&mut main, self.late, &tid_map, scratch)?;
         // Every fd is final and no more are opened or closed: locks now.
         crate::fds::locks::take(&mut main, self.reader.image(), p, scratch)?;
+        {
+            // Filters apply once the threads are let go (seccomp is
+            // suspended for them while they are traced).
+            let mut all: Vec<&mut Remote> = std::iter::once(&mut main)
+                .chain(others.iter_mut())
+                .collect();
+            seccomp::install(&mut all, self.reader.image(), p, scratch)?;
+        }
         signals::queue_shared(&mut main, p, scratch)?;
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {
@@ -459,6 +496,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         crate::process::finish(&mut main, p, l, set_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
         self.cancel.check()?;
+        // The last step before it runs: its saved connections live again.
+        self.net.go()?;
         thread::set_registers_and_detach(self.pid, p, &tids)?;
         Ok(tids)
     }

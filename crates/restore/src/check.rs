@@ -165,7 +165,10 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     };
     check_machine(image, p, &mut r);
     check_vdso(reader, p, &mut r);
-    let (fds, mem) = check_files(image, p, opts.force_files, &mut r);
+    let (fds, mem) = check_files(image, p, opts, &mut r);
+    if !opts.tcp_close {
+        fds::check_net(&fds, &mut r);
+    }
     check_ids(p, opts, &mut r);
     check_fd_numbers(p, &mut r);
     crate::mem::vmas::check_addresses(
@@ -192,12 +195,9 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     crate::process::creds::check_requester(p, &who, &own, &mut r);
     let as_saved = open_as(p, &own, || who == Requester::Restorer);
     security(p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
-    if p.creds.seccomp_mode != 0 {
-        r.errors.push(format!(
-            "the process runs under seccomp (mode {}); its filters are not in the image and it would run unconfined",
-            p.creds.seccomp_mode
-        ));
-    }
+    crate::process::seccomp::check(image, p, &mut r);
+    crate::process::cgroup::check(p, &mut r);
+    crate::process::sysv::check(reader, &mut r);
     tracing::debug!(
         errors = r.errors.len(),
         warnings = r.warnings.len(),
@@ -349,7 +349,12 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
 /// The files: the executable, mapped files, the fds' plan (its refusals,
 /// and that the paths it opens exist), the working directory, the root.
 /// Returns the fd and memory plans for the security checks.
-fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPlan, MemPlan) {
+fn check_files(
+    image: &Image,
+    p: &Process,
+    opts: &RestoreOptions,
+    r: &mut Report,
+) -> (FdPlan, MemPlan) {
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -359,7 +364,7 @@ fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPl
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, true, force, r);
+        file_state("executable", &p.exe, true, opts.force_files, r);
     }
     let mem = plan_memory(image, p, setup::page_size());
     r.errors.extend(mem.errors.iter().cloned());
@@ -368,10 +373,14 @@ fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPl
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
             let private = mem.private_files.contains(&id.path);
-            file_state(what, id, private, force, r);
+            file_state(what, id, private, opts.force_files, r);
         }
     }
-    let fds = plan_fds(image, p, &FdEnv::current(), &mut |_| Ok(Vec::new()));
+    let env = FdEnv {
+        tcp_close: opts.tcp_close,
+        ..FdEnv::current()
+    };
+    let fds = plan_fds(image, p, &env, &mut |_| Ok(Vec::new()));
     r.errors.extend(fds.errors.iter().cloned());
     r.warnings.extend(fds.warnings.iter().cloned());
     for (what, path) in &fds.opens {
@@ -380,7 +389,7 @@ fn check_files(image: &Image, p: &Process, force: bool, r: &mut Report) -> (FdPl
             r.errors.push(format!("{what}: {}", os_msg(&e)));
         }
     }
-    if !p.cwd.is_empty() {
+    if !p.cwd.is_empty() && !p.cwd_identity.deleted {
         let cwd = String::from_utf8_lossy(&p.cwd);
         match std::fs::metadata(&*cwd) {
             Ok(m) if m.is_dir() => {}
@@ -495,7 +504,7 @@ fn check_paths(p: &Process, fds: &FdPlan, mem: &MemPlan, r: &mut Report) {
     if !p.exe.path.is_empty() && !p.exe.deleted {
         paths.push(("the executable".into(), &p.exe.path));
     }
-    if !p.cwd.is_empty() {
+    if !p.cwd.is_empty() && !p.cwd_identity.deleted {
         paths.push(("working directory".into(), &p.cwd));
     }
     for (what, path) in &fds.opens {
@@ -555,7 +564,7 @@ fn check_access(
             items.push(("the executable".into(), cs, libc::R_OK | libc::X_OK));
         }
     }
-    if !p.cwd.is_empty() {
+    if !p.cwd.is_empty() && !p.cwd_identity.deleted {
         if let Some(cs) = cstr(&p.cwd) {
             items.push(("working directory".into(), cs, libc::X_OK));
         }
@@ -848,6 +857,14 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
             Err(e.to_string())
         }
     }
+}
+
+/// This boot's id (/proc/sys/kernel/random/boot_id).
+pub(crate) fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 pub(crate) fn kernel_release() -> String {

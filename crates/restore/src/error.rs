@@ -49,6 +49,14 @@ pub enum Error {
     #[error("restore cancelled by {}; nothing was left running", signal_name(*signal))]
     Cancelled { signal: i32 },
 
+    /// The process could not be put back into its cgroup v2 group.
+    #[error("cgroup {path}: {what}")]
+    Cgroup { path: String, what: String },
+
+    /// A SysV IPC object could not be made again or reused.
+    #[error("SysV {what}")]
+    Ipc { what: String },
+
     /// The restore stub or the process being built went away or misbehaved.
     #[error("restore stub (pid {pid}): {what}")]
     Stub { pid: i32, what: String },

@@ -41,16 +41,27 @@
 //! holds that kind's checks, its (pure) planning and its execution:
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
-//!   places the fds; `fds/<kind>.rs` (regular, pipe, unix, inet, tty,
-//!   eventfd, epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
-//!   [`plan::fds::FdOp`]s of their kind and run them in the stub;
+//!   places the fds; `fds/<kind>.rs` (regular, opath, nsfs, pidfd,
+//!   fanotify, pipe, unix, inet, udp, raw, netlink, packet, tty, eventfd,
+//!   epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
+//!   [`plan::fds::FdOp`]s of their kind and run them in the stub. Fds
+//!   that need the process's threads (pidfds of live tasks, and their
+//!   epoll watches) are made by injection once the threads exist
+//!   ([`plan::fds::LateFd`]). `fds/sockets.rs`: the sockets the restorer
+//!   builds itself before forking the stub (TCP with TCP_REPAIR, UDP,
+//!   raw, netlink, packet), which the stub inherits, and the connection
+//!   locks lifted just before the process runs.
 //!   `fds/locks.rs` checks and takes back file locks.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
 //! - `process/`: `creds`, `signals`, `timers`, `rlimits`, `thread`
-//!   (threads, per-thread state, registers), and the rest of the process
-//!   state in `process/mod.rs`.
+//!   (threads, per-thread state, registers), `seccomp` (filters, installed
+//!   last, shared between threads as saved), `cgroup` (the stub joins the
+//!   saved cgroup v2 group), `sysv` (SysV IPC objects made again with
+//!   their ids before the stub, or reused when unchanged), and the rest
+//!   of the process state in `process/mod.rs` (with the deleted cwd,
+//!   membarrier registrations, the login uid).
 //! - `check.rs` (what [`check()`] looks at), `stub.rs` (the forked stub
 //!   running the fd ops), `build.rs` (the steps of [`restore`], each logged
 //!   with `tracing` with its duration).
@@ -132,10 +143,36 @@
 //! such file share one new file (made by the process being built,
 //! `mem/vmas.rs`; filled by the restorer through /proc/PID/fd).
 //!
+//! # Sockets
+//! Internet, netlink and packet sockets are made by the restorer (so that
+//! repairing a TCP connection, which needs CAP_NET_ADMIN, and injecting
+//! the packets a restore needs — a peer's FIN, an accept queue's
+//! handshakes, queued datagrams — happen in a normal Rust process); the
+//! stub inherits them and places them (`FdOp::Prebuilt`). Restored
+//! connections stay in repair mode, their packets dropped by the dump's
+//! lock, until [`restore`] is about to let the process run: then the lock
+//! goes and they leave repair mode with a window probe, which resyncs
+//! both sides at once. A restore that fails before closes them in repair
+//! mode (silently) and leaves the lock, so it can be tried again.
+//! [`RestoreOptions::tcp_close`] restores them aborted instead. Unix
+//! sockets are made by the stub (see `fds/unix.rs`), so that their
+//! credentials and paths are the process's.
+//!
 //! # Not restored (check() says so, as an error or a warning)
-//! - Sockets, inotify, SysV shared memory, unknown special mappings: errors.
-//! - More than one process per image; a chroot; a seccomp filter (not in
-//!   v1 images; restoring without it would drop the sandbox): errors.
+//! - Unknown socket kinds, unknown special mappings: errors.
+//! - Queued packets of raw, ping, netlink and packet sockets (dropped at
+//!   the dump), sender names of queued unix datagrams whose sender is not
+//!   in the image: warnings.
+//! - More than one process per image; a chroot; seccomp strict mode, or a
+//!   seccomp filter of an image that does not hold it (before 1.2;
+//!   restoring without it would drop the sandbox): errors.
+//! - SysV IPC: an object whose id or key is taken by another object, or
+//!   that changed since the dump: an error (remove it with ipcrm). SysV
+//!   semaphore undo values (SEM_UNDO) are not saved.
+//! - A timerfd whose clock is not comparable across boots (monotonic,
+//!   boot time) restored on another boot is re-armed with the time it had
+//!   left (a warning); fanotify and inotify events not read at the dump
+//!   are lost.
 //! - The process joins the restorer's session and process group; terminals
 //!   are the restorer's (reopened), their termios is left alone.
 //! - A pipe end whose other end was outside the image, when no live process
@@ -144,9 +181,9 @@
 //!   refilled where the read end is ours). See [External pipes](#external-pipes).
 //! - An `oom_score_adj` below the restorer's cannot be set without
 //!   CAP_SYS_RESOURCE: a warning.
-//! - mlock()ed ranges come back unlocked; timer overrun counts are lost;
-//!   timerfds are re-armed relative to now (TFD_TIMER_ABSTIME and
-//!   CANCEL_ON_SET are not kept); a job-control stop is not re-applied.
+//! - Timer overrun counts are lost; a job-control stop is not re-applied.
+//! - Namespaces are not made: nsfs fds name the namespaces the restored
+//!   process runs in (the restorer's).
 //! - Capability sets are what the kernel leaves after setting the saved
 //!   uids/gids (they are set only when they differ from the restorer's).
 
@@ -205,6 +242,10 @@ pub struct RestoreOptions {
     /// image file (ckptfs: the user who asked): the process may hold only
     /// credentials and rights that user could (spec/security.md).
     pub requester: Option<u32>,
+    /// Restore live TCP connections of the image closed (aborted: the
+    /// process's next read or write on them fails) instead of live, and
+    /// remove the dump's connection lock (their peers get a reset).
+    pub tcp_close: bool,
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -216,6 +257,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("force_files", &self.force_files)
             .field("cancel", &self.cancel.as_ref().and_then(|c| c.signal()))
             .field("requester", &self.requester)
+            .field("tcp_close", &self.tcp_close)
             .finish()
     }
 }

@@ -6,7 +6,8 @@
 /// The stub's fd table (crate `fds` module).
 pub mod fds {
     pub use crate::fds::{
-        plan_fds, strip_deleted, FdEnv, FdOp, FdPlan, FindPipes, PipeHolder, PipeQuery, SETFL_MASK,
+        plan_fds, strip_deleted, FdEnv, FdOp, FdPlan, FindPipes, LateFd, LateOp, NodeMeta,
+        PipeHolder, PipeQuery, SETFL_MASK,
     };
 }
 

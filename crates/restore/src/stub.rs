@@ -123,6 +123,11 @@ impl Child<'_> {
         self.slots[slot] = fd;
     }
 
+    /// The restorer's socket `index` (`FdPlan::prebuilt`), inherited.
+    pub fn prebuilt(&self, index: usize) -> i32 {
+        self.plan.prebuilt.get(index).copied().unwrap_or(-1)
+    }
+
     /// The restorer's fd `k` (0, 1 or 2), moved up into the staging area.
     pub fn std_fd(&self, k: usize) -> i32 {
         self.std_high[k]
@@ -538,6 +543,11 @@ mod tests {
             dirs: vec![c"/tmp".to_owned()],
             mode: 0o400,
             contents: b"saved".to_vec(),
+            extents: Vec::new(),
+            meta: crate::fds::NodeMeta {
+                size: 5,
+                ..Default::default()
+            },
         })
         .unwrap();
         c.run(&FdOp::Reopen {

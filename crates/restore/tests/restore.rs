@@ -23,17 +23,17 @@ int main(void) {
 #[test]
 fn counter_continues_at_the_same_pid() {
     let dir = TempDir::new("counter");
-    let bin = compile(&dir, "counter", COUNTER);
+    let bin = compile_c("counter", COUNTER);
     let mut p = Proc::spawn(&dir, &bin, &[]);
     p.wait_line(|l| l.starts_with("READY"));
-    p.wait_more(5);
+    p.wait_more_lines(5);
     let image = dump_kill(&mut p, &dir);
     let last = *values(&p.output(), "count=").last().unwrap();
-    let before = p.lines();
+    let before = p.line_count();
     let r = restore(&image, &RestoreOptions::default()).unwrap_or_else(|e| panic!("restore: {e}"));
     eprintln!("restore stats: {:?}", r.stats);
     assert_eq!(r.pid, p.pid);
-    let q = Proc::restored(&r, &p.out);
+    let q = restored(&r, &p.out);
     q.wait_line_after(before, |l| l.starts_with("count="));
     // A direct child of ours, no longer traced.
     let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid)).unwrap();
@@ -42,7 +42,7 @@ fn counter_continues_at_the_same_pid() {
         status.contains(&format!("\nPPid:\t{}\n", std::process::id())),
         "{status}"
     );
-    q.wait_more(5);
+    q.wait_more_lines(5);
     let out = q.output();
     let counts = values(&out, "count=");
     let after: Vec<i64> = values(
@@ -58,93 +58,37 @@ fn counter_continues_at_the_same_pid() {
 
 #[test]
 fn threads_keep_their_tids_and_locks() {
-    let dir = TempDir::new("threads");
-    let bin = fixture(&dir, "threads");
-    let (q, before) = roundtrip(&dir, &bin, &["5"], 12);
-    q.wait_more(12);
-    let totals = values(&q.output(), "total=");
-    assert!(totals.len() > before + 8);
-    for w in totals.windows(2) {
-        assert_eq!(w[1], w[0] + 1, "token passing broken: {totals:?}");
-    }
+    scenarios::threads(&Library);
 }
 
 #[test]
 fn sleeping_syscalls_restart() {
-    for mode in ["sleep", "read", "poll", "futex"] {
-        let dir = TempDir::new(&format!("sleep-{mode}"));
-        let bin = fixture(&dir, "sleeper");
-        let (q, before) = roundtrip(&dir, &bin, &[mode, "40"], 2);
-        q.wait_more(3);
-        let out = q.output();
-        let after: Vec<&str> = out.lines().skip(before).collect();
-        assert!(
-            after.iter().any(|l| l.starts_with("wake")),
-            "{mode}: {}",
-            tail(&out)
-        );
-    }
+    scenarios::sleepers(&Library);
 }
 
 #[test]
 fn pipe_keeps_buffered_data() {
-    let dir = TempDir::new("pipe");
-    let bin = fixture(&dir, "pipe");
-    let (q, _) = roundtrip(&dir, &bin, &["30", "10"], 5);
-    let l = q.wait_line(|l| l.starts_with("pipe_data="));
-    assert!(l.ends_with(" ok"), "{l}");
+    scenarios::pipe_buffer(&Library);
 }
 
 #[test]
 fn file_offsets_and_deleted_files() {
-    let dir = TempDir::new("files");
-    let bin = fixture(&dir, "fileoffset");
-    let data = dir.join("data.txt");
-    let text: String = (0..200).map(|i| format!("line{i:04}|")).collect();
-    std::fs::write(&data, text).unwrap();
-    let (q, before) = roundtrip(&dir, &bin, &[data.to_str().unwrap(), "3", "10"], 10);
-    q.wait_line_after(before, |l| l.starts_with("offset="));
-    q.wait_line_after(before, |l| l.starts_with("deleted_data="));
+    scenarios::file_offsets(&Library);
 }
 
 #[test]
 fn eventfd_epoll_timerfd() {
-    let dir = TempDir::new("fdkinds");
-    let bin = fixture(&dir, "fdkinds");
-    let (q, before) = roundtrip(&dir, &bin, &["20"], 12);
-    q.wait_more(15);
-    q.wait_line_after(before, |l| l.starts_with("drained"));
+    scenarios::fd_kinds(&Library);
 }
 
 #[test]
 fn signals_handlers_altstack_and_pending() {
-    let dir = TempDir::new("signals");
-    let bin = fixture(&dir, "signals");
-    let marker = dir.join("unblock");
-    let (q, _) = roundtrip(&dir, &bin, &["0", marker.to_str().unwrap(), "10"], 12);
-    std::fs::write(&marker, b"").unwrap();
-    q.wait_line(|l| l.starts_with("signals_ok"));
-    let out = q.output();
-    assert!(
-        out.contains("usr2_delivered si_code=-1 si_value=24301"),
-        "{}",
-        tail(&out)
-    );
-    assert!(out.contains("on_altstack=1"), "{}", tail(&out));
+    scenarios::signals(&Library);
 }
 
 #[test]
 fn avx_registers_survive() {
-    let dir = TempDir::new("avx");
-    let bin = fixture(&dir, "avx");
-    for args in [&["200000", "25", "ymm"][..], &["3000000", "0"][..]] {
-        let (q, before) = roundtrip(&dir, &bin, args, 3);
-        q.wait_line_after(before, |l| l.starts_with("avx_ok"));
-        q.wait_more(3);
-        assert!(!q.output().contains("avx_mismatch"));
-        drop(q);
-        let _ = std::fs::remove_file(dir.join("out.txt"));
-    }
+    scenarios::avx(&Library);
 }
 
 fn last_count(p: &Proc) -> i64 {
@@ -154,20 +98,20 @@ fn last_count(p: &Proc) -> i64 {
 #[test]
 fn one_image_restores_twice() {
     let dir = TempDir::new("twice");
-    let bin = compile(&dir, "counter", COUNTER);
+    let bin = compile_c("counter", COUNTER);
     let mut p = Proc::spawn(&dir, &bin, &[]);
-    p.wait_more(5);
+    p.wait_more_lines(5);
     let image = dump_kill(&mut p, &dir);
     let last = last_count(&p);
     for round in 0..2 {
-        let start = p.lines();
+        let start = p.line_count();
         let r = restore(&image, &RestoreOptions::default())
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(r.pid, p.pid);
-        let mut q = Proc::restored(&r, &p.out);
+        let mut q = restored(&r, &p.out);
         let l = q.wait_line_after(start, |l| l.starts_with("count="));
         assert_eq!(values(&l, "count="), vec![last + 1], "round {round}");
-        q.wait_more(3);
+        q.wait_more_lines(3);
         q.kill();
     }
 }
@@ -175,14 +119,14 @@ fn one_image_restores_twice() {
 #[test]
 fn taken_pid_is_reported_and_new_pid_works() {
     let dir = TempDir::new("newpid");
-    let bin = compile(&dir, "counter", COUNTER);
+    let bin = compile_c_in(&dir, "counter", COUNTER);
     let mut p = Proc::spawn(&dir, &bin, &[]);
-    p.wait_more(5);
+    p.wait_more_lines(5);
     let image = dump_kill(&mut p, &dir);
     let last = last_count(&p);
     let first = restore(&image, &RestoreOptions::default()).unwrap();
-    let q1 = Proc::restored(&first, &p.out);
-    q1.wait_more(2);
+    let q1 = restored(&first, &p.out);
+    q1.wait_more_lines(2);
 
     // The pid is now taken by the first copy.
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
@@ -208,10 +152,10 @@ fn taken_pid_is_reported_and_new_pid_works() {
         report.warnings.iter().any(|w| w.contains("new ids")),
         "{report}"
     );
-    let start = q1.lines();
+    let start = q1.line_count();
     let second = restore(&image, &opts).unwrap();
     assert_ne!(second.pid, p.pid);
-    let mut q2 = Proc::restored(&second, &p.out);
+    let mut q2 = restored(&second, &p.out);
     let pid_tag = format!("pid={}", second.pid);
     // glibc's getpid() is a real system call: the new pid shows.
     let l = q2.wait_line_after(start, |l| l.contains(&pid_tag));
@@ -247,10 +191,10 @@ int main(void) {
 #[test]
 fn failed_restores_leave_nothing_behind() {
     let dir = TempDir::new("fail");
-    let bin = compile(&dir, "mapper", MAPPER);
+    let bin = compile_c_in(&dir, "mapper", MAPPER);
     std::fs::write(dir.join("data"), vec![b'x'; 4096]).unwrap();
     let mut p = Proc::spawn(&dir, &bin, &[]);
-    p.wait_more(3);
+    p.wait_more_lines(3);
     let image = dump_kill(&mut p, &dir);
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
     assert!(ckpt_restore::check(&reader, &RestoreOptions::default()).is_ok());
@@ -317,8 +261,8 @@ fn failed_restores_leave_nothing_behind() {
     // And with everything back, it restores (forced: moving the file away
     // and back changed its ctime, which check would take for a change).
     let r = restore(&image, &forced).unwrap();
-    let q = Proc::restored(&r, &p.out);
-    q.wait_more(3);
+    let q = restored(&r, &p.out);
+    q.wait_more_lines(3);
     assert!(q.output().contains("data=x"));
 }
 
@@ -348,17 +292,17 @@ int main(int argc, char **argv) {
 
 fn timed_roundtrip(tag: &str, mb: &str) -> ckpt_restore::RestoreStats {
     let dir = TempDir::new(tag);
-    let bin = compile(&dir, "big", BIG);
+    let bin = compile_c("big", BIG);
     let mut p = Proc::spawn(&dir, &bin, &[mb]);
     p.wait_line(|l| l.starts_with("READY"));
-    p.wait_more(2);
+    p.wait_more_lines(2);
     let image = dump_kill(&mut p, &dir);
-    let before = p.lines();
+    let before = p.line_count();
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
     let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
-    let q = Proc::restored(&r, &p.out);
+    let q = restored(&r, &p.out);
     q.wait_line_after(before, |l| l.starts_with("tick="));
-    q.wait_more(2);
+    q.wait_more_lines(2);
     eprintln!(
         "{tag}: restore of {} MiB touched: {:?} total, {} bytes of pages, {} injected syscalls; phases {:?}",
         mb, r.stats.total, r.stats.page_bytes, r.stats.injected_syscalls, r.stats.phases
@@ -384,28 +328,7 @@ fn big_memory_restore() {
 
 #[test]
 fn interpreters_keep_their_state() {
-    for (interp, script) in [("python3", "state.py"), ("perl", "state.pl")] {
-        let Ok(path) = which(interp) else {
-            eprintln!("skipping {interp}: not installed");
-            continue;
-        };
-        let dir = TempDir::new(interp);
-        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures")
-            .join(script);
-        let (q, before) = roundtrip(&dir, &path, &[src.to_str().unwrap()], 5);
-        q.wait_more(5);
-        assert!(q.lines() > before + 5, "{interp}");
-    }
-}
-
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var("PATH")
-        .unwrap_or_default()
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.exists())
-        .ok_or(())
+    scenarios::interpreters(&Library);
 }
 
 /// Kernel state of many kinds, checked every tick.
@@ -513,10 +436,10 @@ int main(void) {
 #[test]
 fn kernel_state_of_many_kinds() {
     let dir = TempDir::new("state");
-    let bin = compile(&dir, "state", STATE);
+    let bin = compile_c("state", STATE);
     let (q, before) = roundtrip(&dir, &bin, &[], 12);
-    q.wait_more(25);
-    assert!(q.lines() > before + 20);
+    q.wait_more_lines(25);
+    assert!(q.line_count() > before + 20);
 }
 
 const NOBODY: &str = r#"
@@ -548,7 +471,7 @@ int main(void) {
 #[test]
 fn credentials_are_restored() {
     let dir = TempDir::new("creds");
-    let bin = compile(&dir, "nobody", NOBODY);
+    let bin = compile_c("nobody", NOBODY);
     let (q, before) = roundtrip(&dir, &bin, &[], 3);
     let l = q.wait_line_after(before, |l| l.starts_with("count="));
     assert!(
@@ -565,16 +488,16 @@ fn credentials_are_restored() {
 #[test]
 fn restore_waits_for_a_zombie_holding_the_pid() {
     let dir = TempDir::new("zombie");
-    let bin = compile(&dir, "counter", COUNTER);
+    let bin = compile_c("counter", COUNTER);
     let p = Proc::spawn(&dir, &bin, &[]);
-    p.wait_more(3);
+    p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
     ckpt_capture::dump(p.pid, &image, ckpt_capture::DumpOptions::default()).unwrap();
     // Killed but not reaped: a zombie holds the pid for a while.
     let pid = p.pid;
     let reaper = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let _ = ckpt_sys::sys::wait_child_exit(pid);
+        let _ = wait_exit(pid);
     });
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
     let report = ckpt_restore::check(&reader, &RestoreOptions::default());
@@ -587,8 +510,8 @@ fn restore_waits_for_a_zombie_holding_the_pid() {
     reaper.join().unwrap();
     std::mem::forget(p);
     assert_eq!(r.pid, pid);
-    let q = Proc::restored(&r, &dir.join("out.txt"));
-    q.wait_more(3);
+    let q = restored(&r, &dir.join("out.txt"));
+    q.wait_more_lines(3);
 }
 
 /// A periodic ITIMER_REAL whose SIGALRM is blocked (so pending, and the
@@ -629,7 +552,7 @@ int main(int argc, char **argv) {
 #[test]
 fn a_fired_interval_timer_keeps_firing() {
     let dir = TempDir::new("alarm");
-    let bin = compile(&dir, "alarm", ALARM);
+    let bin = compile_c("alarm", ALARM);
     let marker = dir.join("go");
     let (q, before) = roundtrip(&dir, &bin, &[marker.to_str().unwrap()], 3);
     std::fs::write(&marker, b"").unwrap();
@@ -658,8 +581,9 @@ int main(int argc, char **argv) {
 
 #[test]
 fn terminals_attach_to_the_restorers_or_fail_clearly() {
+    require!(require::tool("script", "apt-get install bsdutils"));
     let dir = TempDir::new("tty");
-    let bin = compile(&dir, "ttyprog", TTYPROG);
+    let bin = compile_c("ttyprog", TTYPROG);
     let out = dir.join("out.txt");
     // `script` runs it on a fresh pty; its pid is found through the output.
     let mut script = std::process::Command::new("script")
@@ -672,15 +596,21 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("script(1)");
-    let p = Proc {
-        pid: 0,
-        out: out.clone(),
-        reaped: true,
+    let ready = || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with("READY"))
+            .map(str::to_string)
     };
-    let ready = p.wait_line(|l| l.starts_with("READY"));
+    wait_until("READY from the program on a pty", TIMEOUT, || {
+        ready().is_some()
+    });
+    let ready = ready().unwrap();
     assert!(ready.ends_with("tty=1"), "{ready}");
     let pid: i32 = values(&ready, "pid=")[0] as i32;
-    p.wait_more(3);
+    // Not ours to kill: the dump below does.
+    let p = Proc::watch(pid, &out);
+    p.wait_more_lines(3);
     let image = dir.join("img.ckpt");
     ckpt_capture::dump(pid, &image, ckpt_capture::DumpOptions::default()).unwrap();
     let _ = script.kill();
@@ -690,13 +620,17 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
     }
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
     let report = ckpt_restore::check(&reader, &RestoreOptions::default());
-    let have_tty = (0..3).any(ckpt_sys::sys::isatty) || std::fs::File::open("/dev/tty").is_ok();
+    use std::io::IsTerminal;
+    let have_tty = std::io::stdin().is_terminal()
+        || std::io::stdout().is_terminal()
+        || std::io::stderr().is_terminal()
+        || std::fs::File::open("/dev/tty").is_ok();
     if have_tty {
         // Run from a terminal: the process is attached to it.
         assert!(report.is_ok(), "{report}");
         let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
-        let q = Proc::restored(&r, &out);
-        q.wait_more(3);
+        let q = restored(&r, &out);
+        q.wait_more_lines(3);
     } else {
         let e = report
             .errors
@@ -744,14 +678,14 @@ int main(void) {
 #[test]
 fn threads_get_fresh_tids_with_new_pid() {
     let dir = TempDir::new("workers");
-    let bin = compile(&dir, "workers", WORKERS);
+    let bin = compile_c("workers", WORKERS);
     let mut p = Proc::spawn(&dir, &bin, &[]);
     p.wait_line(|l| l.starts_with("READY"));
-    p.wait_more(6);
+    p.wait_more_lines(6);
     let image = dump_kill(&mut p, &dir);
     let first = restore(&image, &RestoreOptions::default()).unwrap();
     assert_eq!(first.tids.len(), 4);
-    let _q1 = Proc::restored(&first, &p.out);
+    let _q1 = restored(&first, &p.out);
     let second = restore(
         &image,
         &RestoreOptions {
@@ -772,9 +706,9 @@ fn threads_get_fresh_tids_with_new_pid() {
         let st = std::fs::read_to_string(format!("/proc/{}/task/{t}/status", second.pid)).unwrap();
         assert!(st.contains(&format!("Tgid:\t{}\n", second.pid)), "{st}");
     }
-    let q2 = Proc::restored(&second, &p.out);
+    let q2 = restored(&second, &p.out);
     let tag = format!("pid={}", second.pid);
-    let start = q2.lines();
+    let start = q2.line_count();
     for k in 0..3 {
         let want = format!("thread={k} ");
         q2.wait_line_after(start, |l| l.starts_with(&want) && l.ends_with(&tag));
@@ -817,7 +751,7 @@ int main(void) {
 #[test]
 fn fifo_and_directory_fds() {
     let dir = TempDir::new("fifo");
-    let bin = compile(&dir, "fifo", FIFO);
+    let bin = compile_c("fifo", FIFO);
     let (q, before) = roundtrip(&dir, &bin, &[], 3);
     std::fs::write(dir.join("go"), b"").unwrap();
     q.wait_line_after(before, |l| l == "fifo_ok");
@@ -834,12 +768,12 @@ fn memhog_restore() {
     let kind = std::env::var("MEMHOG_KIND").unwrap_or_else(|_| "mixed".into());
     let dir = TempDir::new("memhog");
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/memhog.c");
-    let bin = compile(&dir, "memhog", &std::fs::read_to_string(src).unwrap());
+    let bin = compile_c("memhog", &std::fs::read_to_string(src).unwrap());
     let mut p = Proc::spawn(&dir, &bin, &[&mib, &kind]);
     let ready = p.wait_line(|l| l.starts_with("READY"));
     let sum = ready.split_whitespace().nth(1).unwrap().to_string();
     let image = dump_kill(&mut p, &dir);
-    let before = p.lines();
+    let before = p.line_count();
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
     let r = ckpt_restore::restore(&reader, &RestoreOptions::default()).unwrap();
     eprintln!(
@@ -851,8 +785,8 @@ fn memhog_restore() {
         eprintln!("  {name:>14}: {:>8.1} ms", (*t - prev).as_secs_f64() * 1e3);
         prev = *t;
     }
-    let q = Proc::restored(&r, &p.out);
-    ckpt_sys::sys::kill(q.pid, libc::SIGUSR1).unwrap();
+    let q = restored(&r, &p.out);
+    signal(q.pid, libc::SIGUSR1).unwrap();
     let got = q.wait_line_after(before, |l| l.starts_with("sum="));
     assert_eq!(
         got.split_whitespace().next().unwrap(),
@@ -869,7 +803,7 @@ fn memhog_restore() {
 fn huge_page_fill_and_progress() {
     let dir = TempDir::new("hugefill");
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../benches/memhog.c");
-    let bin = compile(&dir, "memhog", &std::fs::read_to_string(src).unwrap());
+    let bin = compile_c("memhog", &std::fs::read_to_string(src).unwrap());
     let mut p = Proc::spawn(&dir, &bin, &["64", "mixed"]);
     let ready = p.wait_line(|l| l.starts_with("READY"));
     let sum = ready.split_whitespace().nth(1).unwrap().to_string();
@@ -882,7 +816,7 @@ fn huge_page_fill_and_progress() {
     // Through huge pages moved into place, then with UFFDIO_COPY (or
     // process_vm_writev where that is not available).
     for huge_fill in [Some(true), Some(false)] {
-        let before = p.lines();
+        let before = p.line_count();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let mut opts = RestoreOptions {
@@ -893,8 +827,8 @@ fn huge_page_fill_and_progress() {
         let r =
             ckpt_restore::restore(&reader, &mut opts).unwrap_or_else(|e| panic!("restore: {e}"));
         assert!(opts.progress.is_some(), "the callback is given back");
-        let mut q = Proc::restored(&r, &p.out);
-        ckpt_sys::sys::kill(q.pid, libc::SIGUSR1).unwrap();
+        let mut q = restored(&r, &p.out);
+        signal(q.pid, libc::SIGUSR1).unwrap();
         let got = q.wait_line_after(before, |l| l.starts_with("sum="));
         assert_eq!(got.split_whitespace().next().unwrap(), sum);
         let seen = seen.lock().unwrap().clone();

@@ -68,3 +68,51 @@ pub fn fork_with_pid(pid: Option<Pid>) -> Result<Forked> {
         child => Ok(Forked::Parent(child as Pid)),
     }
 }
+
+/// A pidfd of a process that has exited and been reaped: a child is made
+/// (at `pid` when given, see [`fork_with_pid`]) with CLONE_PIDFD, exits at
+/// once with status 0, and is reaped. The pidfd then says "no process"
+/// as the pidfd of any dead process does. `flags`: PIDFD_NONBLOCK is set
+/// on the result (CLONE_PIDFD pidfds are blocking). Async-signal-safe.
+pub fn dead_pidfd(pid: Option<Pid>, nonblock: bool) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    const CLONE_PIDFD: u64 = 0x1000;
+    let tid_arr: [libc::pid_t; 1] = [pid.unwrap_or(0)];
+    let mut pidfd: libc::c_int = -1;
+    let args = CloneArgs {
+        flags: CLONE_PIDFD,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: if pid.is_some() {
+            tid_arr.as_ptr() as u64
+        } else {
+            0
+        },
+        set_tid_size: u64::from(pid.is_some()),
+        ..Default::default()
+    };
+    // SAFETY: clone3 without CLONE_VM behaves like fork; the child only
+    // calls _exit. `args`, `tid_arr` and `pidfd` outlive the call (the
+    // kernel writes the pidfd number into `pidfd` in the parent).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match r {
+        -1 => Err(crate::last_os("clone3(CLONE_PIDFD)", pid.unwrap_or(0))),
+        // SAFETY: the child leaves at once without touching anything.
+        0 => unsafe { libc::_exit(0) },
+        child => {
+            crate::proc::wait::reap_blocking(child as Pid);
+            // SAFETY: CLONE_PIDFD gave us this new fd, owned by nothing else.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
+            if nonblock {
+                crate::fds::set_fl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::O_NONBLOCK)?;
+            }
+            Ok(fd)
+        }
+    }
+}

@@ -67,3 +67,149 @@ pub fn getxattr(path: &std::path::Path, name: &str) -> Result<Vec<u8>> {
     buf.truncate(r as usize);
     Ok(buf)
 }
+
+/// A file type to create with [`mknod`] (S_IFIFO, S_IFSOCK, S_IFCHR,
+/// S_IFBLK, S_IFREG in the `mode` bits) or a directory (S_IFDIR, made
+/// with mkdir). The permission bits are those of `mode` (the umask
+/// applies; see [`chmod_nofollow`]).
+pub fn mknod(path: &CStr, mode: u32, rdev: u64) -> Result<()> {
+    use nix::sys::stat::{Mode, SFlag};
+    let kind = mode & libc::S_IFMT;
+    let perm = Mode::from_bits_retain((mode & 0o7777) as libc::mode_t);
+    if kind == libc::S_IFDIR {
+        return nix::unistd::mkdir(path, perm).op("mkdir");
+    }
+    nix::sys::stat::mknod(path, SFlag::from_bits_retain(kind), perm, rdev).op("mknod")
+}
+
+/// Remove the directory entry `path`: rmdir for a directory (`dir`),
+/// unlink for anything else.
+pub fn remove_entry(path: &CStr, dir: bool) -> Result<()> {
+    use nix::unistd::UnlinkatFlags;
+    let flag = if dir {
+        UnlinkatFlags::RemoveDir
+    } else {
+        UnlinkatFlags::NoRemoveDir
+    };
+    nix::unistd::unlinkat(nix::fcntl::AT_FDCWD, path, flag).op("unlinkat")
+}
+
+/// lchown(2): owner and group of `path` itself (not what a symlink
+/// points to).
+pub fn chown_nofollow(path: &CStr, uid: u32, gid: u32) -> Result<()> {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .op("lchown")
+}
+
+/// chmod(2) of `path` (after a chown, which clears set-id bits).
+pub fn chmod_nofollow(path: &CStr, mode: u32) -> Result<()> {
+    nix::sys::stat::fchmodat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        nix::sys::stat::Mode::from_bits_retain((mode & 0o7777) as libc::mode_t),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .op("chmod")
+}
+
+fn timespec(ns: i64) -> nix::sys::time::TimeSpec {
+    nix::sys::time::TimeSpec::new(
+        ns.div_euclid(1_000_000_000) as libc::time_t,
+        ns.rem_euclid(1_000_000_000) as libc::c_long,
+    )
+}
+
+/// utimensat(2) of `path` itself: access and modification times in
+/// nanoseconds since the epoch.
+pub fn set_times_nofollow(path: &CStr, atime_ns: i64, mtime_ns: i64) -> Result<()> {
+    nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &timespec(atime_ns),
+        &timespec(mtime_ns),
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    )
+    .op("utimensat")
+}
+
+/// futimens(2): access and modification times of an open file.
+pub fn set_times(fd: impl std::os::fd::AsRawFd, atime_ns: i64, mtime_ns: i64) -> Result<()> {
+    let fd = crate::fds::borrow("futimens", fd)?;
+    nix::sys::stat::futimens(&*fd, &timespec(atime_ns), &timespec(mtime_ns)).op("futimens")
+}
+
+/// fchown(2) of an open file.
+pub fn fchown(fd: impl std::os::fd::AsRawFd, uid: u32, gid: u32) -> Result<()> {
+    let fd = crate::fds::borrow("fchown", fd)?;
+    nix::unistd::fchown(
+        &*fd,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .op("fchown")
+}
+
+/// fstat(2) of an open file: (uid, gid, mode).
+pub fn owner_of(fd: impl std::os::fd::AsRawFd) -> Result<(u32, u32, u32)> {
+    let fd = crate::fds::borrow("fstat", fd)?;
+    let st = nix::sys::stat::fstat(&*fd).op("fstat")?;
+    Ok((st.st_uid, st.st_gid, st.st_mode))
+}
+
+/// lstat(2) of `path`: (uid, gid, mode).
+pub fn owner_of_path(path: &CStr) -> Result<(u32, u32, u32)> {
+    let st = nix::sys::stat::lstat(path).op("lstat")?;
+    Ok((st.st_uid, st.st_gid, st.st_mode))
+}
+
+/// lchown(2) (async-signal-safe).
+pub fn lchown(path: &CStr, uid: u32, gid: u32) -> Result<()> {
+    // SAFETY: `path` is a live NUL-terminated string; integer arguments.
+    if unsafe { libc::lchown(path.as_ptr(), uid, gid) } < 0 {
+        return Err(crate::last_os("lchown", 0));
+    }
+    Ok(())
+}
+
+/// chmod(2) (async-signal-safe).
+pub fn chmod(path: &CStr, mode: u32) -> Result<()> {
+    // SAFETY: `path` is a live NUL-terminated string; integer arguments.
+    if unsafe { libc::chmod(path.as_ptr(), mode) } < 0 {
+        return Err(crate::last_os("chmod", 0));
+    }
+    Ok(())
+}
+
+/// unlink(2) (async-signal-safe).
+pub fn unlink(path: &CStr) -> Result<()> {
+    // SAFETY: `path` is a live NUL-terminated string.
+    if unsafe { libc::unlink(path.as_ptr()) } < 0 {
+        return Err(crate::last_os("unlink", 0));
+    }
+    Ok(())
+}
+
+/// fcntl(F_SETOWN_EX) and F_SETSIG: who gets the fd's SIGIO (kind:
+/// F_OWNER_TID 0, PID 1, PGRP 2) and which signal (0: SIGIO).
+/// Async-signal-safe.
+pub fn set_owner(fd: i32, kind: i32, pid: i32, signal: i32) -> Result<()> {
+    const F_SETOWN_EX: i32 = 15;
+    // struct f_owner_ex { int type; pid_t pid; }
+    let own: [i32; 2] = [kind, pid];
+    // SAFETY: F_SETOWN_EX reads one struct f_owner_ex (two ints), a live local.
+    if unsafe { libc::fcntl(fd, F_SETOWN_EX, own.as_ptr()) } < 0 {
+        return Err(crate::last_os("fcntl(F_SETOWN_EX)", 0));
+    }
+    const F_SETSIG: i32 = 10;
+    // SAFETY: integer arguments only.
+    if unsafe { libc::fcntl(fd, F_SETSIG, signal) } < 0 {
+        return Err(crate::last_os("fcntl(F_SETSIG)", 0));
+    }
+    Ok(())
+}

@@ -94,3 +94,45 @@ pub fn kcmp_file_order(pid1: Pid, pid2: Pid, fd1: i32, fd2: i32) -> Result<Order
 pub fn kcmp_same_file(pid1: Pid, pid2: Pid, fd1: i32, fd2: i32) -> Result<bool> {
     Ok(kcmp_file_order(pid1, pid2, fd1, fd2)? == Ordering::Equal)
 }
+
+const KCMP_EPOLL_TFD: libc::c_long = 7;
+
+/// kcmp(KCMP_EPOLL_TFD): the kernel's order of the open file description
+/// of fd `fd1` of `pid1` and the file that epoll instance `epfd` of `pid2`
+/// watches under fd number `tfd` (`toff`: which of several watches with
+/// that number, in the order /proc/PID/fdinfo lists them). `Equal`: the
+/// epoll watches that very description, whatever fd it is at now. ENOENT:
+/// no such watch.
+pub fn kcmp_epoll_target(
+    pid1: Pid,
+    fd1: i32,
+    pid2: Pid,
+    epfd: i32,
+    tfd: i32,
+    toff: u32,
+) -> Result<Ordering> {
+    // struct kcmp_epoll_slot { __u32 efd; __u32 tfd; __u32 toff; }
+    let slot: [u32; 3] = [epfd as u32, tfd as u32, toff];
+    // SAFETY: the kernel reads one struct kcmp_epoll_slot from the pointer,
+    // which points at a live array of that layout for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_kcmp,
+            pid1 as libc::c_long,
+            pid2 as libc::c_long,
+            KCMP_EPOLL_TFD,
+            fd1 as libc::c_long,
+            slot.as_ptr() as libc::c_long,
+        )
+    };
+    match r {
+        0 => Ok(Ordering::Equal),
+        1 => Ok(Ordering::Less),
+        2 => Ok(Ordering::Greater),
+        _ if r < 0 => Err(last_os("kcmp(KCMP_EPOLL_TFD)", pid1)),
+        _ => Err(crate::Error::Unexpected {
+            tid: pid1,
+            what: format!("kcmp(KCMP_EPOLL_TFD) answered {r}"),
+        }),
+    }
+}

@@ -16,8 +16,12 @@
 //!   [`fds::memfd`], [`fds::unix`], [`fds::inet`], [`fds::socket`],
 //!   [`fds::tty`], [`fds::regular`]) and the calls common to all of them;
 //!   [`fs`] for paths.
+//! - [`netlock`]: the netfilter lock that holds live TCP connections while
+//!   they are saved and until they are restored; [`segment`]: packets a
+//!   restore injects (a peer's FIN, an accept-queue handshake, datagrams).
 //! - [`creds`] (fs ids, capabilities), [`sock_diag`] (NETLINK_SOCK_DIAG),
-//!   [`userfaultfd`], [`clone`] (clone3 with set_tid), [`kcmp`].
+//!   [`userfaultfd`], [`clone`] (clone3 with set_tid), [`kcmp`], [`ipc`]
+//!   (System V shared memory, semaphores and message queues).
 //!
 //! Where the `nix` crate has the call, the wrapper is built on it; the
 //! system calls nix lacks are made here by hand (see each module).
@@ -42,14 +46,19 @@
 
 pub mod clone;
 pub mod creds;
+/// libc calls the ckptfs daemon needs (local time).
+pub mod daemon;
 pub mod fds;
 pub mod fs;
 pub mod inject;
+pub mod ipc;
 pub mod kcmp;
 pub mod mm;
+pub mod netlock;
 pub mod proc;
 pub mod ptrace;
 pub mod rseq;
+pub mod segment;
 pub mod sock_diag;
 pub mod userfaultfd;
 
@@ -95,6 +104,10 @@ pub enum Error {
     /// The thread is gone (exited or killed) while we were working on it.
     #[error("tid {tid} exited ({how}) while being traced")]
     Gone { tid: Pid, how: String },
+    /// A program run for us (nft, for the connection lock) failed or is
+    /// missing.
+    #[error("{tool}: {what}")]
+    Tool { tool: &'static str, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

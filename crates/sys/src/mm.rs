@@ -145,3 +145,90 @@ pub fn vm_writev(pid: Pid, local: &[IoSlice<'_>], remote: &[RemoteRange]) -> Res
     nix::sys::uio::process_vm_writev(nix_pid(pid), local, as_remote_iovecs(remote))
         .op_tid("process_vm_writev", pid)
 }
+
+/// struct pm_scan_arg (linux/fs.h).
+#[repr(C)]
+#[derive(Default)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// struct page_region (linux/fs.h).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+const PAGE_IS_GUARD: u64 = 1 << 8;
+/// _IOWR('f', 16, struct pm_scan_arg).
+const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
+/// The top of the user address space on x86_64 (47 bits, 4-level paging,
+/// and what mmap hands out without a hint above it).
+const USER_END: u64 = 0x7fff_ffff_f000;
+
+/// The guard regions (MADV_GUARD_INSTALL) of process `pid`, as sorted
+/// [start, end) ranges, found with the PAGEMAP_SCAN ioctl of its pagemap.
+/// A kernel that does not know guard regions (or PAGEMAP_SCAN) has none
+/// to report: an empty list.
+pub fn guard_regions(pid: Pid) -> Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let pm = File::open(format!("/proc/{pid}/pagemap")).map_err(|source| Error::Os {
+        op: "open /proc/PID/pagemap",
+        tid: pid,
+        source,
+    })?;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    let mut regions = vec![PageRegion::default(); 512];
+    let mut start = 0u64;
+    while start < USER_END {
+        let mut arg = PmScanArg {
+            size: std::mem::size_of::<PmScanArg>() as u64,
+            start,
+            end: USER_END,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            category_mask: PAGE_IS_GUARD,
+            return_mask: PAGE_IS_GUARD,
+            ..Default::default()
+        };
+        // SAFETY: `arg` is a live pm_scan_arg whose `vec` points at
+        // `regions`, room for vec_len page_region entries the kernel fills.
+        let n = unsafe { libc::ioctl(pm.as_raw_fd(), PAGEMAP_SCAN, &mut arg as *mut PmScanArg) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTTY)) {
+                return Ok(Vec::new());
+            }
+            return Err(Error::Os {
+                op: "ioctl(PAGEMAP_SCAN)",
+                tid: pid,
+                source: e,
+            });
+        }
+        for r in &regions[..n as usize] {
+            match out.last_mut() {
+                Some(last) if last.1 == r.start => last.1 = r.end,
+                _ => out.push((r.start, r.end)),
+            }
+        }
+        if (n as usize) < regions.len() || arg.walk_end <= start {
+            break;
+        }
+        start = arg.walk_end;
+    }
+    Ok(out)
+}

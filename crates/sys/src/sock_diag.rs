@@ -1,6 +1,10 @@
-//! NETLINK_SOCK_DIAG: what the kernel tells about unix sockets and
-//! listening TCP sockets. The socket and its I/O are nix's; the messages
-//! are built and parsed here (nix has no sock_diag).
+//! NETLINK_SOCK_DIAG: what the kernel tells about unix, inet (TCP, UDP,
+//! raw) and packet sockets that their fds do not: a TCP connection's
+//! destination in SYN-SENT, shutdown bits, a listener's backlog and the
+//! connections waiting in its accept queue, a unix socket's file and its
+//! pending clients, a packet socket's memberships and rings. The socket
+//! and its I/O are nix's; the messages are built and parsed here (nix has
+//! no sock_diag).
 
 use crate::{os_errno, OsResult, Result};
 use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
@@ -68,10 +72,18 @@ pub struct UnixDiag {
     pub wqueue: u32,
     /// Shutdown bits (1: no more reading, 2: no more writing).
     pub shutdown: u8,
+    /// The socket file of a path name: (inode, device) as the kernel
+    /// encodes it (old_encode_dev); None when unbound or abstract.
+    pub vfs: Option<(u32, u32)>,
+    /// Listening: the inodes of the clients whose connections wait in the
+    /// accept queue, in order (0: a client already closed).
+    pub icons: Vec<u64>,
 }
 
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
 const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
@@ -79,7 +91,9 @@ const UNIX_DIAG_SHUTDOWN: u16 = 6;
 /// namespace (NETLINK_SOCK_DIAG, one exact lookup).
 pub fn unix_diag(ino: u64) -> Result<UnixDiag> {
     const UDIAG_SHOW_NAME: u32 = 1;
+    const UDIAG_SHOW_VFS: u32 = 2;
     const UDIAG_SHOW_PEER: u32 = 4;
+    const UDIAG_SHOW_ICONS: u32 = 8;
     const UDIAG_SHOW_RQLEN: u32 = 0x10;
     let ino32 = u32::try_from(ino).map_err(|_| diag_err(libc::EOVERFLOW))?;
     // struct unix_diag_req
@@ -89,10 +103,13 @@ pub fn unix_diag(ino: u64) -> Result<UnixDiag> {
     body.extend_from_slice(&0u16.to_ne_bytes());
     body.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
     body.extend_from_slice(&ino32.to_ne_bytes());
-    body.extend_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN).to_ne_bytes());
+    let show =
+        UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    body.extend_from_slice(&show.to_ne_bytes());
     body.extend_from_slice(&[0xff; 8]); // no cookie
     let fd = request(libc::NLM_F_REQUEST, &body)?;
-    let mut buf = vec![0u8; 8192];
+    // Room for a long accept queue's client list.
+    let mut buf = vec![0u8; 256 << 10];
     let n = receive(&fd, &mut buf)?;
     parse_unix_diag(&buf[..n])
 }
@@ -143,6 +160,17 @@ fn parse_unix_diag(b: &[u8]) -> Result<UnixDiag> {
                 d.wqueue = u32::from_ne_bytes([data[4], data[5], data[6], data[7]]);
             }
             UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
+            UNIX_DIAG_VFS if data.len() >= 8 => {
+                let w =
+                    |i: usize| u32::from_ne_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+                d.vfs = Some((w(0), w(4)));
+            }
+            UNIX_DIAG_ICONS => {
+                d.icons = data
+                    .chunks_exact(4)
+                    .map(|c| u64::from(u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect();
+            }
             _ => {}
         }
         o += (alen + 3) & !3;
@@ -226,6 +254,255 @@ fn parse_tcp_listeners(b: &[u8], out: &mut Vec<TcpListener>) -> Result<bool> {
                     });
                 }
             }
+        }
+        o += (len + 3) & !3;
+    }
+    Ok(false)
+}
+
+/// An inet socket (TCP, UDP, UDP-Lite, raw) as sock_diag reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InetDiag {
+    /// AF_INET or AF_INET6.
+    pub family: u8,
+    /// TCP state number (UDP: 1 connected, 7 not).
+    pub state: u8,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// Listening TCP: connections in the accept queue; else bytes unread.
+    pub rqueue: u32,
+    /// Listening TCP: the backlog; else bytes not acknowledged or sent.
+    pub wqueue: u32,
+    pub uid: u32,
+    /// 0 for a connection not accepted yet (no file).
+    pub inode: u64,
+    /// sk_shutdown bits (1: no more receiving, 2: no more sending).
+    pub shutdown: u8,
+}
+
+/// Every inet socket of `family` and `protocol` (IPPROTO_TCP, _UDP,
+/// _UDPLITE) in one of `states` (a bit mask of 1 << state), in the
+/// caller's network namespace.
+pub fn inet_sockets(family: i32, protocol: i32, states: u32) -> Result<Vec<InetDiag>> {
+    // struct inet_diag_req_v2 (56 bytes): family, protocol, ext, pad,
+    // states, then a wildcard socket id.
+    let mut body = Vec::with_capacity(56);
+    body.push(family as u8);
+    body.push(protocol as u8);
+    body.push(0); // no extensions: INET_DIAG_SHUTDOWN comes anyway
+    body.push(0);
+    body.extend_from_slice(&states.to_ne_bytes());
+    body.extend_from_slice(&[0u8; 48]);
+    let fd = request(libc::NLM_F_REQUEST | libc::NLM_F_DUMP, &body)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = receive(&fd, &mut buf)?;
+        if n == 0 || parse_inet(&buf[..n], &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+/// The inet socket of `protocol` with inode `ino`, in either family.
+pub fn inet_by_inode(protocol: i32, ino: u64) -> Result<Option<InetDiag>> {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        match inet_sockets(family, protocol, u32::MAX) {
+            Ok(v) => {
+                if let Some(d) = v.into_iter().find(|d| d.inode == ino) {
+                    return Ok(Some(d));
+                }
+            }
+            // A kernel without this protocol's diag module.
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+fn diag_addr(family: u8, raw: &[u8], port: [u8; 2]) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let port = u16::from_be_bytes(port);
+    let ip = if i32::from(family) == libc::AF_INET {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    } else {
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&raw[..16]);
+        IpAddr::V6(Ipv6Addr::from(o))
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// One datagram of an inet dump; true at its end.
+fn parse_inet(b: &[u8], out: &mut Vec<InetDiag>) -> Result<bool> {
+    const INET_DIAG_SHUTDOWN: u16 = 8;
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+            .unwrap_or(0)
+    };
+    let mut o = 0;
+    while o + 16 <= b.len() {
+        let len = u32_at(o) as usize;
+        let ty = u16::from_ne_bytes([b[o + 4], b[o + 5]]);
+        if len < 16 || o + len > b.len() {
+            return Err(diag_err(libc::EPROTO));
+        }
+        match ty as i32 {
+            libc::NLMSG_DONE => return Ok(true),
+            libc::NLMSG_ERROR => return Err(diag_err(nlmsg_errno(b, o))),
+            _ if len >= 16 + 72 => {
+                // inet_diag_msg: family, state, timer, retrans, id (sport,
+                // dport, src[16], dst[16], if, cookie[2]), expires,
+                // rqueue, wqueue, uid, inode; then attributes.
+                let m = o + 16;
+                let family = b[m];
+                let mut d = InetDiag {
+                    family,
+                    state: b[m + 1],
+                    local: diag_addr(family, &b[m + 8..m + 24], [b[m + 4], b[m + 5]]),
+                    remote: diag_addr(family, &b[m + 24..m + 40], [b[m + 6], b[m + 7]]),
+                    rqueue: u32_at(m + 56),
+                    wqueue: u32_at(m + 60),
+                    uid: u32_at(m + 64),
+                    inode: u64::from(u32_at(m + 68)),
+                    shutdown: 0,
+                };
+                let mut a = m + 72;
+                while a + 4 <= o + len {
+                    let alen = u16::from_ne_bytes([b[a], b[a + 1]]) as usize;
+                    let aty = u16::from_ne_bytes([b[a + 2], b[a + 3]]) & 0x3fff;
+                    if alen < 4 || a + alen > o + len {
+                        break;
+                    }
+                    if aty == INET_DIAG_SHUTDOWN && alen >= 5 {
+                        d.shutdown = b[a + 4];
+                    }
+                    a += (alen + 3) & !3;
+                }
+                out.push(d);
+            }
+            _ => {}
+        }
+        o += (len + 3) & !3;
+    }
+    Ok(false)
+}
+
+/// What sock_diag tells of a packet socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PacketDiag {
+    pub sock_type: u8,
+    /// The bound protocol (ethertype, host order).
+    pub protocol: u16,
+    pub ifindex: i32,
+    pub version: u32,
+    pub reserve: u32,
+    pub copy_thresh: u32,
+    pub tstamp: u32,
+    /// PDI_* flags: running, auxdata, origdev, vnet_hdr, loss.
+    pub flags: u32,
+    /// Memberships: (ifindex, count, type, address).
+    pub mclist: Vec<(i32, u32, u16, Vec<u8>)>,
+    pub rx_ring: bool,
+    pub tx_ring: bool,
+    /// PACKET_FANOUT (id | type << 16), when in a group.
+    pub fanout: Option<u32>,
+}
+
+/// sock_diag of the packet socket of inode `ino`.
+pub fn packet_diag(ino: u64) -> Result<Option<PacketDiag>> {
+    // struct packet_diag_req: family, protocol, pad, ino, show, cookie[2].
+    let mut body = Vec::with_capacity(24);
+    body.push(libc::AF_PACKET as u8);
+    body.push(0);
+    body.extend_from_slice(&0u16.to_ne_bytes());
+    body.extend_from_slice(&(ino as u32).to_ne_bytes());
+    body.extend_from_slice(&(1u32 | 2 | 4 | 8).to_ne_bytes());
+    body.extend_from_slice(&[0xff; 8]);
+    let fd = request(libc::NLM_F_REQUEST | libc::NLM_F_DUMP, &body)?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut found = None;
+    loop {
+        let n = receive(&fd, &mut buf)?;
+        if n == 0 || parse_packet(&buf[..n], ino, &mut found)? {
+            return Ok(found);
+        }
+    }
+}
+
+/// One datagram of a packet dump; true at its end.
+fn parse_packet(b: &[u8], ino: u64, found: &mut Option<PacketDiag>) -> Result<bool> {
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+            .unwrap_or(0)
+    };
+    let mut o = 0;
+    while o + 16 <= b.len() {
+        let len = u32_at(o) as usize;
+        let ty = u16::from_ne_bytes([b[o + 4], b[o + 5]]);
+        if len < 16 || o + len > b.len() {
+            return Err(diag_err(libc::EPROTO));
+        }
+        match ty as i32 {
+            libc::NLMSG_DONE => return Ok(true),
+            libc::NLMSG_ERROR => return Err(diag_err(nlmsg_errno(b, o))),
+            _ if len >= 32 && u64::from(u32_at(o + 20)) == ino => {
+                // packet_diag_msg: family, type, num (u16), ino, cookie[2].
+                let m = o + 16;
+                let mut d = PacketDiag {
+                    sock_type: b[m + 1],
+                    protocol: u16::from_ne_bytes([b[m + 2], b[m + 3]]),
+                    ..Default::default()
+                };
+                let mut a = m + 16;
+                while a + 4 <= o + len {
+                    let alen = u16::from_ne_bytes([b[a], b[a + 1]]) as usize;
+                    let aty = u16::from_ne_bytes([b[a + 2], b[a + 3]]) & 0x3fff;
+                    if alen < 4 || a + alen > o + len {
+                        break;
+                    }
+                    let data = &b[a + 4..a + alen];
+                    let w = |i: usize| {
+                        data.get(i..i + 4)
+                            .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+                            .unwrap_or(0)
+                    };
+                    match aty {
+                        0 if data.len() >= 24 => {
+                            d.ifindex = w(0) as i32;
+                            d.version = w(4);
+                            d.reserve = w(8);
+                            d.copy_thresh = w(12);
+                            d.tstamp = w(16);
+                            d.flags = w(20);
+                        }
+                        1 => {
+                            for c in data.chunks_exact(44) {
+                                let cw = |i: usize| {
+                                    u32::from_ne_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]])
+                                };
+                                let alen = (u16::from_ne_bytes([c[10], c[11]]) as usize).min(32);
+                                d.mclist.push((
+                                    cw(0) as i32,
+                                    cw(4),
+                                    u16::from_ne_bytes([c[8], c[9]]),
+                                    c[12..12 + alen].to_vec(),
+                                ));
+                            }
+                        }
+                        2 => d.rx_ring = true,
+                        3 => d.tx_ring = true,
+                        4 if data.len() >= 4 => d.fanout = Some(w(0)),
+                        _ => {}
+                    }
+                    a += (alen + 3) & !3;
+                }
+                *found = Some(d);
+            }
+            _ => {}
         }
         o += (len + 3) & !3;
     }

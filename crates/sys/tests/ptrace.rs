@@ -1,13 +1,24 @@
 //! ckpt-sys against real processes on the running kernel.
 
 use ckpt_sys::{inject, mm, ptrace, Injector, Stop};
-use std::process::{Child, Command};
+use ckpt_testkit::{wait_until, Proc};
+use std::process::Command;
+use std::time::Duration;
 
-fn spawn_sleeper() -> Child {
-    Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn sleep")
+/// `sleep 30`, once it sleeps in clock_nanosleep (not a fixed pause that a
+/// loaded machine outruns); killed and reaped on drop, even on failure.
+fn spawn_sleeper() -> Proc {
+    let p = Proc::start(Command::new("sleep").arg("30"));
+    let nr = libc::SYS_clock_nanosleep.to_string();
+    wait_until(
+        "sleep(1) to block in clock_nanosleep",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(format!("/proc/{}/syscall", p.pid))
+                .is_ok_and(|s| s.split_whitespace().next() == Some(nr.as_str()))
+        },
+    );
+    p
 }
 
 fn vdso_range(pid: i32) -> (u64, u64) {
@@ -30,9 +41,8 @@ fn vdso_range(pid: i32) -> (u64, u64) {
 
 #[test]
 fn seize_read_state_inject_and_release() {
-    let mut child = spawn_sleeper();
-    let pid = child.id() as i32;
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let child = spawn_sleeper();
+    let pid = child.pid;
     let deferred = ptrace::seize_and_stop(pid, ptrace::PTRACE_O_EXITKILL).expect("seize");
     assert!(deferred.is_empty());
 
@@ -70,10 +80,8 @@ fn seize_read_state_inject_and_release() {
 
     ptrace::detach(pid, 0).unwrap();
     // Still alive and well after we let go.
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    assert!(child.try_wait().unwrap().is_none());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(child.alive());
 }
 
 #[test]
@@ -89,8 +97,7 @@ fn exiting_target_is_reported_not_hung() {
 #[test]
 fn read_vm_reads_remote_memory() {
     let child = spawn_sleeper();
-    let pid = child.id() as i32;
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pid = child.pid;
     let (vs, _) = vdso_range(pid);
     let mut buf = vec![0u8; 4096];
     let n = mm::read_vm(
@@ -104,9 +111,7 @@ fn read_vm_reads_remote_memory() {
     .unwrap();
     assert_eq!(n, 4096);
     assert_eq!(&buf[..4], b"\x7fELF");
-    let mut child = child;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
 
 /// Address of an rt_sigreturn sequence in `pid`'s executable mappings.
@@ -154,7 +159,7 @@ fn syscall_and_state(pid: i32) -> (String, String) {
 #[test]
 fn safe_injection_puts_everything_back() {
     let mut child = spawn_sleeper();
-    let pid = child.id() as i32;
+    let pid = child.pid;
     std::thread::sleep(std::time::Duration::from_millis(50));
     let before = syscall_and_state(pid);
     ptrace::seize_and_stop(pid, ptrace::PTRACE_O_TRACESYSGOOD).unwrap();
@@ -192,8 +197,7 @@ fn safe_injection_puts_everything_back() {
         "{after:?}"
     );
     assert_eq!((rest(&after.0), &after.1), (rest(&before.0), &before.1));
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 /// A tracer killed in the middle of safe injection: the thread goes back
@@ -204,7 +208,7 @@ fn safe_injection_survives_the_tracers_death() {
     use ckpt_sys::clone::{fork_with_pid, Forked};
     for calls in [0u32, 1, 3] {
         let mut child = spawn_sleeper();
-        let pid = child.id() as i32;
+        let pid = child.pid;
         std::thread::sleep(std::time::Duration::from_millis(50));
         let before = syscall_and_state(pid);
         let ip = sigreturn_ip(pid);
@@ -239,8 +243,7 @@ fn safe_injection_survives_the_tracers_death() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
         assert_eq!(after, before, "after {calls} injected calls");
-        assert!(child.try_wait().unwrap().is_none(), "the target died");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        assert!(child.try_wait().is_none(), "the target died");
+        child.kill();
     }
 }

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 /// Fail loudly (never skip) when the tests cannot run here.
 pub fn require_root_and_fuse() {
-    // SAFETY: geteuid cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = nix::unistd::geteuid().as_raw();
     assert_eq!(
         uid, 0,
         "the ckptfs tests mount real FUSE filesystems and must run as root"
@@ -143,8 +142,7 @@ impl Mount {
     /// SIGTERM and wait for a clean exit (panics if it is not clean).
     pub fn stop(mut self) {
         let mut c = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
         let st = wait_timeout(&mut c, Duration::from_secs(20))
             .expect("ckptfs did not exit after SIGTERM");
         assert!(
@@ -159,8 +157,7 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            signal(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
             if wait_timeout(&mut c, Duration::from_secs(10)).is_none() {
                 let _ = c.kill();
                 let _ = c.wait();
@@ -183,6 +180,11 @@ pub fn wait_timeout(c: &mut Child, t: Duration) -> Option<std::process::ExitStat
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// kill(2), ignoring errors (the process may be gone).
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 /// Wait until `f` holds, up to `t`.
@@ -218,6 +220,17 @@ pub struct Synth {
     /// Pages of the data mapping.
     pub data_pages: usize,
     pub compression: Compression,
+    /// The file the text mapping maps: made (BACKING_LEN bytes of
+    /// `backing_byte`) and recorded with its identity; None: a path that
+    /// does not exist.
+    pub backing: Option<PathBuf>,
+    /// Also: a [vvar] and a [vdso] mapping, a memfd mapped shared (pages
+    /// from its saved contents), and fds with saved contents: 3 the memfd,
+    /// 4 a pipe's read end with bytes in it, 5 a unix socket with bytes
+    /// queued, 6 a deleted file.
+    pub rich: bool,
+    /// Bytes written into the data mapping at MARKER_OFFSET.
+    pub marker: Option<&'static [u8]>,
 }
 
 impl Default for Synth {
@@ -226,7 +239,54 @@ impl Default for Synth {
             extra_vmas: 0,
             data_pages: DATA_PAGES,
             compression: Compression::Fast,
+            backing: None,
+            rich: false,
+            marker: None,
         }
+    }
+}
+
+/// Where `Synth::marker` goes in the data mapping.
+pub const MARKER_OFFSET: usize = 12345;
+/// Length of the file the text mapping maps (two pages and a bit: the
+/// mapping's last page reads past its end as zeros).
+pub const BACKING_LEN: usize = 4096 + 1000;
+pub const VVAR_ADDR: u64 = 0x7ffc_0100_0000;
+pub const VDSO_ADDR: u64 = 0x7ffc_0100_4000;
+pub const MEMFD_ADDR: u64 = 0x5000_0000;
+pub const MEMFD_ID: u64 = 777;
+pub const PIPE_DATA: &[u8] = b"bytes queued in the pipe\n";
+pub const SOCKET_DATA: &[u8] = b"bytes queued on the socket\n";
+
+/// Byte `i` of the file the text mapping maps.
+pub fn backing_byte(i: usize) -> u8 {
+    (i % 253) as u8 ^ 0x5a
+}
+
+/// The saved contents of the memfd (two pages).
+pub fn memfd_byte(i: usize) -> u8 {
+    (i / 7 % 256) as u8
+}
+
+/// The saved contents of the deleted file.
+pub fn deleted_contents() -> Vec<u8> {
+    (0..3000u32)
+        .map(|i| b"deleted file\n"[i as usize % 13])
+        .collect()
+}
+
+/// The identity of the file at `p` (for a file mapping of it).
+pub fn identity_of(p: &Path) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    FileIdentity {
+        path: p.as_os_str().as_encoded_bytes().to_vec(),
+        dev: m.dev(),
+        inode: m.ino(),
+        size: m.size(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+        mode: m.mode(),
+        ..Default::default()
     }
 }
 
@@ -259,24 +319,35 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
         },
     )
     .unwrap();
-    let data: Vec<u8> = (0..s.data_pages * 4096).map(data_byte).collect();
+    let mut data: Vec<u8> = (0..s.data_pages * 4096).map(data_byte).collect();
+    if let Some(m) = s.marker {
+        data[MARKER_OFFSET..MARKER_OFFSET + m.len()].copy_from_slice(m);
+    }
     w.add_pages(PID, DATA_ADDR, &data).unwrap();
+    let text_file = match &s.backing {
+        Some(p) => {
+            let bytes: Vec<u8> = (0..BACKING_LEN).map(backing_byte).collect();
+            std::fs::write(p, bytes).unwrap();
+            identity_of(p)
+        }
+        None => FileIdentity {
+            path: b"/nonexistent/synthetic".to_vec(),
+            dev: 0x801,
+            inode: 99,
+            ..Default::default()
+        },
+    };
     let mut vmas = vec![
         Vma {
             start: 0x40_0000,
             end: 0x40_2000,
             prot: PROT_READ | PROT_EXEC,
+            name: text_file.path.clone(),
             backing: VmaBacking::File(FileMapping {
-                file: FileIdentity {
-                    path: b"/nonexistent/synthetic".to_vec(),
-                    dev: 0x801,
-                    inode: 99,
-                    ..Default::default()
-                },
+                file: text_file,
                 offset: 0,
                 ..Default::default()
             }),
-            name: b"/nonexistent/synthetic".to_vec(),
             ..Default::default()
         },
         Vma {
@@ -301,6 +372,24 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             ..Default::default()
         });
     }
+    if s.rich {
+        vmas.push(Vma {
+            start: MEMFD_ADDR,
+            end: MEMFD_ADDR + 2 * 4096,
+            prot: PROT_READ | PROT_WRITE,
+            shared: true,
+            backing: VmaBacking::SharedMemory(SharedMemory {
+                kind: ShmKind::Memfd,
+                id: MEMFD_ID,
+                offset: 0,
+                size: 2 * 4096,
+                name: b"/memfd:buf (deleted)".to_vec(),
+            }),
+            name: b"/memfd:buf (deleted)".to_vec(),
+            ..Default::default()
+        });
+        vmas.sort_by_key(|v| v.start);
+    }
     vmas.push(Vma {
         start: 0x7ffc_0000_0000,
         end: 0x7ffc_0002_1000,
@@ -310,6 +399,21 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
         name: b"[stack]".to_vec(),
         ..Default::default()
     });
+    if s.rich {
+        for (start, kind, name) in [
+            (VVAR_ADDR, SpecialMapping::Vvar, &b"[vvar]"[..]),
+            (VDSO_ADDR, SpecialMapping::Vdso, b"[vdso]"),
+        ] {
+            vmas.push(Vma {
+                start,
+                end: start + 2 * 4096,
+                prot: PROT_READ,
+                backing: VmaBacking::Special(kind),
+                name: name.to_vec(),
+                ..Default::default()
+            });
+        }
+    }
     let mut sigactions = vec![SigAction::default(); 64];
     sigactions[9] = SigAction {
         handler: 0x40_1000,
@@ -343,6 +447,89 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
         }),
         owner: FileOwner::default(),
     };
+    let mut files = vec![null, out_file];
+    let mut fds = vec![
+        Fd {
+            fd: 0,
+            cloexec: false,
+            file: 1,
+        },
+        Fd {
+            fd: 1,
+            cloexec: false,
+            file: 2,
+        },
+    ];
+    if s.rich {
+        let memfd: Vec<u8> = (0..2 * 4096).map(memfd_byte).collect();
+        let memfd_blob = w.add_blob(&memfd).unwrap();
+        let deleted_blob = w.add_blob(&deleted_contents()).unwrap();
+        let file = |id: u32, path: &[u8], kind: FileKind| OpenFile {
+            id,
+            flags: 0o2,
+            position: 0,
+            path: path.to_vec(),
+            kind,
+            owner: FileOwner::default(),
+        };
+        files.push(file(
+            3,
+            b"/memfd:buf (deleted)",
+            FileKind::MemFd(MemFd {
+                name: b"buf".to_vec(),
+                id: MEMFD_ID,
+                size: 2 * 4096,
+                seals: 0,
+                contents: memfd_blob,
+                mode: 0o100777,
+            }),
+        ));
+        files.push(file(
+            4,
+            b"pipe:[5555]",
+            FileKind::Pipe(Pipe {
+                id: 5555,
+                end: PipeEnd::Read,
+                data: PIPE_DATA.to_vec(),
+                capacity: 65536,
+                ..Default::default()
+            }),
+        ));
+        files.push(file(
+            5,
+            b"socket:[6666]",
+            FileKind::UnixSocket(UnixSocket {
+                inode: 6666,
+                sock_type: 1,
+                state: 1,
+                queued: SOCKET_DATA.to_vec(),
+                ..Default::default()
+            }),
+        ));
+        files.push(file(
+            6,
+            b"/tmp/gone.txt",
+            FileKind::Regular(RegularFile {
+                file: FileIdentity {
+                    path: b"/tmp/gone.txt".to_vec(),
+                    size: deleted_contents().len() as u64,
+                    deleted: true,
+                    mode: 0o100644,
+                    ..Default::default()
+                },
+                contents: deleted_blob,
+                has_contents: true,
+                ..Default::default()
+            }),
+        ));
+        for fd in 3..=6 {
+            fds.push(Fd {
+                fd,
+                cloexec: false,
+                file: fd as u32,
+            });
+        }
+    }
     let image = Image {
         tool_version: "ckptfs-test".into(),
         created_ns: CREATED_NS,
@@ -353,7 +540,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             ..Default::default()
         },
         root_pid: PID,
-        files: vec![null, out_file],
+        files,
         processes: vec![Process {
             pid: PID,
             ppid: 1,
@@ -361,9 +548,12 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             sid: PID,
             state: "S".into(),
             comm: b"synthetic".to_vec(),
-            exe: FileIdentity {
-                path: b"/nonexistent/synthetic".to_vec(),
-                ..Default::default()
+            exe: match &s.backing {
+                Some(p) => identity_of(p),
+                None => FileIdentity {
+                    path: b"/nonexistent/synthetic".to_vec(),
+                    ..Default::default()
+                },
             },
             cmdline: vec![b"/nonexistent/synthetic".to_vec(), b"--flag".to_vec()],
             environ: vec![b"HOME=/root".to_vec(), b"LANG=C".to_vec()],
@@ -378,18 +568,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
             }],
             vmas,
             sigactions,
-            fds: vec![
-                Fd {
-                    fd: 0,
-                    cloexec: false,
-                    file: 1,
-                },
-                Fd {
-                    fd: 1,
-                    cloexec: false,
-                    file: 2,
-                },
-            ],
+            fds,
             threads: vec![
                 Thread {
                     tid: PID,
@@ -525,8 +704,7 @@ impl Drop for Proc {
 
 /// Kill a process that is not our child (a restored one) and wait until it is gone.
 pub fn kill_pid(pid: i32) {
-    // SAFETY: plain kill.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
     wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| s.contains(") Z ") || s.is_empty())

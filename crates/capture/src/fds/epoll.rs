@@ -1,10 +1,16 @@
-//! epoll instances: every watched fd with its events and data. A watch
-//! whose fd was closed or replaced cannot be restored and is refused.
+//! epoll instances: every watch with its events and data, and the open
+//! file description it watches. A watch is keyed by (file, fd number): the
+//! fd may since have been closed or given to another file while the file
+//! stays open at another fd (dup, fork). kcmp(KCMP_EPOLL_TFD) finds which
+//! of the process's fds holds the watched description; a watch whose file
+//! the process holds at no fd is refused.
 
 use super::{unsupported, Ctx, RawFd};
 use crate::error::Result;
 use crate::procfs::token_after;
 use ckpt_image::{Epoll, EpollTarget, FileKind};
+use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 pub(super) fn matches(f: &RawFd) -> bool {
@@ -13,6 +19,8 @@ pub(super) fn matches(f: &RawFd) -> bool {
 
 pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let mut targets = Vec::new();
+    // Watches with the same fd number, in fdinfo's order (kcmp's toff).
+    let mut seen: HashMap<i32, u32> = HashMap::new();
     for (n, l) in f.info.lines_with("tfd:") {
         let tfd = f.info.token(n, l, "tfd", 10)?;
         let tfd =
@@ -25,18 +33,21 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
             Some(_) => Some(f.info.token(n, l, "ino", 16)?),
             None => None,
         };
-        // The fd must still be open and be the same file.
-        let file = cx
-            .fds
-            .iter()
-            .find(|x| x.fd == tfd && (tino.is_none() || x.md.as_ref().map(|m| m.ino()) == tino))
-            .map(|x| cx.file_ids[&x.fd]);
-        let Some(file) = file else {
+        let toff = seen.entry(tfd).or_default();
+        let off = *toff;
+        *toff += 1;
+        let Some((at, file)) = watched_file(cx, f.fd, tfd, off, tino) else {
             return Err(unsupported(
                 f.fd,
-                format!("epoll watches fd {tfd}, which is closed or replaced; not supported"),
+                format!("epoll watches fd {tfd}, whose file the process no longer holds at any fd (closed, or held only elsewhere); not supported"),
             ));
         };
+        if at != tfd && super::pidfd::matches(&cx.fds[at_index(cx, at)]) {
+            return Err(unsupported(
+                f.fd,
+                format!("epoll watches a pidfd under fd {tfd}, which the process now holds at fd {at}; not supported"),
+            ));
+        }
         targets.push(EpollTarget {
             fd: tfd,
             file,
@@ -45,4 +56,43 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         });
     }
     Ok(Some(FileKind::Epoll(Epoll { targets })))
+}
+
+/// The index in `cx.fds` of fd `fd`.
+fn at_index(cx: &Ctx<'_>, fd: i32) -> usize {
+    cx.fds.iter().position(|x| x.fd == fd).unwrap_or(0)
+}
+
+/// The fd and the id of the description epoll `epfd` watches under fd
+/// number `tfd` (the `toff`th such watch), among the process's fds: the
+/// one at `tfd` first, then any other fd of the same inode.
+fn watched_file(
+    cx: &Ctx<'_>,
+    epfd: i32,
+    tfd: i32,
+    toff: u32,
+    tino: Option<u64>,
+) -> Option<(i32, u32)> {
+    let ino = |x: &RawFd| x.md.as_ref().map(|m| m.ino()).unwrap_or(x.info.ino);
+    let mut candidates: Vec<&RawFd> = cx
+        .fds
+        .iter()
+        .filter(|x| tino.is_none_or(|t| ino(x) == t))
+        .collect();
+    candidates.sort_by_key(|x| x.fd != tfd);
+    for x in candidates {
+        match ckpt_sys::kcmp::kcmp_epoll_target(cx.pid, x.fd, cx.pid, epfd, tfd, toff) {
+            Ok(Ordering::Equal) => return Some((x.fd, cx.file_ids[&x.fd])),
+            Ok(_) => continue,
+            Err(e) if e.errno() == Some(libc::ENOSYS) => {
+                // No kcmp: the fd at that number, if it is the same inode.
+                return (x.fd == tfd).then(|| (x.fd, cx.file_ids[&x.fd]));
+            }
+            Err(e) => {
+                tracing::debug!(epfd, tfd, error = %e, "kcmp(KCMP_EPOLL_TFD)");
+                return None;
+            }
+        }
+    }
+    None
 }

@@ -1,11 +1,18 @@
-//! Internet sockets: listening TCP sockets (address, port, backlog); other
-//! TCP states are refused by name. Also what kind of socket an fd is, for
-//! the message when no kind takes it.
+//! TCP sockets, in every state: unbound, bound, listening (with the
+//! connections waiting in its accept queue), SYN-sent, established and
+//! half-closed. Connections are saved with TCP_REPAIR under the lock of
+//! `net.rs` (`--tcp-established`), or as closed (`--tcp-close`); without
+//! either, `net::Sockets::prepare` refused them by address already. Also
+//! what kind of socket an fd is, for the message when no kind takes it.
 
-use super::{fd_path, unsupported, Ctx, RawFd};
+use super::net::{addr_port, dup, options, proto_name, state_name, sys_fd};
+use super::{unsupported, Ctx, RawFd};
 use crate::error::Result;
-use ckpt_image::{FileKind, InetSocket};
-use ckpt_sys::{query, Pid};
+use ckpt_image::{FileKind, InetSocket, TcpConnection, TcpWindow};
+use ckpt_sys::fds::sockopt::SockKind;
+use ckpt_sys::fds::tcp_repair::{self, Saved};
+use ckpt_sys::Pid;
+use std::os::fd::AsRawFd;
 
 /// TCP state number of a listening socket (as in /proc/net/tcp).
 const TCP_LISTEN: u32 = 10;
@@ -15,35 +22,152 @@ pub(super) fn matches(f: &RawFd) -> bool {
 }
 
 pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
-    match tcp_socket(cx.pid, f.fd, f.ino())? {
-        Some(s) if s.state == TCP_LISTEN => Ok(Some(FileKind::InetSocket(s))),
-        Some(s) => Err(unsupported(
-            f.fd,
-            format!(
-                "TCP socket {} ({}) is not supported yet: only listening TCP sockets are",
-                s.describe(),
-                tcp_state_name(s.state)
-            ),
-        )),
-        None => Ok(None),
+    let Some(d) = cx.net.tcp(f.ino()).cloned() else {
+        // Not seen by sock_diag: not TCP, or in another network namespace
+        // (then only a listener is saved, from /proc/PID/net/tcp).
+        if !proto_name(cx.pid, f.fd).starts_with("TCP") {
+            return Ok(None);
+        }
+        return match tcp_socket(cx.pid, f.fd, f.ino())? {
+            Some(s) if s.state == TCP_LISTEN => Ok(Some(FileKind::InetSocket(s))),
+            Some(s) => Err(unsupported(
+                f.fd,
+                format!(
+                    "TCP socket {} ({}) in another network namespace is not supported: only listening ones are",
+                    s.describe(),
+                    state_name(s.state as u8)
+                ),
+            )),
+            None => Ok(None),
+        };
+    };
+    let sock = dup(cx.pid, f.fd)?;
+    let fd = sock.as_raw_fd();
+    let kind = SockKind {
+        family: i32::from(d.family),
+        ty: libc::SOCK_STREAM,
+        protocol: libc::IPPROTO_TCP,
+    };
+    // Before repair mode, which changes SO_REUSEADDR.
+    let opts = options(fd, &kind, f.fd)?;
+    let (local_addr, local_port) = addr_port(&d.local);
+    let (remote_addr, remote_port) = addr_port(&d.remote);
+    let mut s = InetSocket {
+        family: u32::from(d.family),
+        sock_type: libc::SOCK_STREAM as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        state: u32::from(d.state),
+        local_addr,
+        local_port,
+        remote_addr,
+        remote_port,
+        options: opts,
+        shutdown: u32::from(d.shutdown),
+        ..Default::default()
+    };
+    if d.local.port() == 0 {
+        s.local_addr.clear();
     }
+    match d.state {
+        tcp_repair::TCP_LISTEN => {
+            s.backlog = d.wqueue;
+            s.remote_addr.clear();
+            if d.rqueue > 0 {
+                save_accept_queue(cx, f, sock, &mut s)?;
+            }
+        }
+        st if tcp_repair::is_connection(st) && cx.net.opts.tcp_close => {
+            s.closed = true;
+        }
+        st if tcp_repair::is_connection(st) => {
+            let reuseaddr =
+                ckpt_sys::fds::socket::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR)
+                    .map_err(|e| sys_fd(f.fd, "reading SO_REUSEADDR", e))?;
+            let saved = tcp_repair::save(fd)
+                .map_err(|e| sys_fd(f.fd, "saving the TCP connection (TCP_REPAIR)", e))?;
+            // Out of repair mode until the process is killed (see net.rs).
+            tcp_repair::pause(fd, reuseaddr != 0)
+                .map_err(|e| sys_fd(f.fd, "leaving repair mode", e))?;
+            cx.net.hold(sock, reuseaddr != 0);
+            s.state = u32::from(saved.state);
+            s.lock_tag = cx.net.lock_tag().unwrap_or_default().to_string();
+            s.tcp = Some(connection(cx, &saved)?);
+            tracing::debug!(fd = f.fd, conn = %s.describe(), state = state_name(saved.state), recv = saved.recv_queue.len(), send = saved.send_queue.len(), "TCP connection saved");
+        }
+        tcp_repair::TCP_CLOSE => s.remote_addr.clear(),
+        st => {
+            return Err(unsupported(
+                f.fd,
+                format!("TCP socket {} in state {}", s.describe(), state_name(st)),
+            ))
+        }
+    }
+    Ok(Some(FileKind::InetSocket(s)))
 }
 
-fn tcp_state_name(state: u32) -> &'static str {
-    match state {
-        1 => "established",
-        2 => "SYN sent",
-        3 => "SYN received",
-        4 => "FIN wait 1",
-        5 => "FIN wait 2",
-        6 => "TIME wait",
-        7 => "closed",
-        8 => "close wait",
-        9 => "last ACK",
-        10 => "listening",
-        11 => "closing",
-        _ => "unknown state",
+/// The connections waiting in a listener's accept queue: saved by
+/// accepting them through our duplicate (`--tcp-established`), or left to
+/// be reset (`--tcp-close`).
+fn save_accept_queue(
+    cx: &mut Ctx<'_>,
+    f: &RawFd,
+    sock: std::os::fd::OwnedFd,
+    s: &mut InetSocket,
+) -> Result<()> {
+    if !cx.net.opts.tcp_established {
+        tracing::warn!(fd = f.fd, listener = %s.describe(), "connections waiting in the accept queue are not saved (--tcp-close): their clients see a reset");
+        return Ok(());
     }
+    let conns = cx.net.drain_accept_queue(cx.pid, f.fd, sock)?;
+    for (local, peer, saved) in conns {
+        let (local_addr, local_port) = addr_port(&local);
+        let (remote_addr, remote_port) = addr_port(&peer);
+        s.pending.push(InetSocket {
+            family: s.family,
+            sock_type: s.sock_type,
+            protocol: s.protocol,
+            state: u32::from(saved.state),
+            local_addr,
+            local_port,
+            remote_addr,
+            remote_port,
+            lock_tag: cx.net.lock_tag().unwrap_or_default().to_string(),
+            tcp: Some(connection(cx, &saved)?),
+            ..Default::default()
+        });
+    }
+    s.lock_tag = cx.net.lock_tag().unwrap_or_default().to_string();
+    tracing::debug!(fd = f.fd, pending = s.pending.len(), "accept queue saved");
+    Ok(())
+}
+
+/// A saved connection as the image keeps it (queues as blobs).
+fn connection(cx: &mut Ctx<'_>, s: &Saved) -> Result<TcpConnection> {
+    let (wscale, (snd_wscale, rcv_wscale)) = match s.negotiated.wscale {
+        Some(w) => (true, w),
+        None => (false, (0, 0)),
+    };
+    Ok(TcpConnection {
+        send_seq: s.send_seq,
+        recv_seq: s.recv_seq,
+        send_queue: cx.sink.add_blob(&s.send_queue)?,
+        unsent: s.unsent,
+        recv_queue: cx.sink.add_blob(&s.recv_queue)?,
+        mss_clamp: s.negotiated.mss_clamp,
+        snd_wscale,
+        rcv_wscale,
+        wscale,
+        sack: s.negotiated.sack,
+        timestamps: s.negotiated.timestamps,
+        ts_clock: s.ts_clock.unwrap_or(0),
+        window: s.window.map(|w| TcpWindow {
+            snd_wl1: w.snd_wl1,
+            snd_wnd: w.snd_wnd,
+            max_window: w.max_window,
+            rcv_wnd: w.rcv_wnd,
+            rcv_wup: w.rcv_wup,
+        }),
+    })
 }
 
 /// An address of /proc/net/tcp{,6}: groups of 8 hex digits, each the
@@ -88,33 +212,13 @@ fn parse_tcp_line(
         // Not in /proc/net/tcp (its rx_queue of a listening socket is the
         // current accept queue, not the limit): 0, "not known".
         backlog: 0,
-        options: Vec::new(),
+        ..Default::default()
     }))
 }
 
-/// The TCP socket of inode `ino`: a listening one from sock_diag (cheap),
-/// else from the target's network namespace (/proc/PID/net/tcp and tcp6,
-/// which walk every connection of the system). None when it is not a TCP
-/// socket.
+/// The TCP socket of inode `ino` from the target's network namespace
+/// (/proc/PID/net/tcp and tcp6). None when it is not there.
 fn tcp_socket(pid: Pid, fd: i32, ino: u64) -> Result<Option<InetSocket>> {
-    for family in [libc::AF_INET, libc::AF_INET6] {
-        if let Ok(ls) = query::tcp_listeners(family) {
-            if let Some(l) = ls.into_iter().find(|l| l.inode == ino) {
-                return Ok(Some(InetSocket {
-                    family: family as u32,
-                    sock_type: libc::SOCK_STREAM as u32,
-                    protocol: libc::IPPROTO_TCP as u32,
-                    state: TCP_LISTEN,
-                    local_addr: l.addr,
-                    local_port: l.port,
-                    remote_addr: vec![0; if family == libc::AF_INET { 4 } else { 16 }],
-                    remote_port: 0,
-                    backlog: l.backlog,
-                    options: Vec::new(),
-                }));
-            }
-        }
-    }
     for (file, family) in [("tcp", libc::AF_INET), ("tcp6", libc::AF_INET6)] {
         let path = format!("/proc/{pid}/net/{file}");
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -139,13 +243,8 @@ fn tcp_socket(pid: Pid, fd: i32, ino: u64) -> Result<Option<InetSocket>> {
 /// What kind of socket an fd is (for the error message): the socket's
 /// "system.sockprotoname" attribute, else a look-up in /proc/PID/net.
 pub(super) fn socket_kind(pid: Pid, fd: i32, ino: u64) -> String {
-    if let Ok(name) = query::getxattr(
-        std::path::Path::new(&fd_path(pid, fd)),
-        "system.sockprotoname",
-    ) {
-        let name = String::from_utf8_lossy(&name)
-            .trim_end_matches('\0')
-            .to_string();
+    let name = proto_name(pid, fd);
+    if !name.is_empty() {
         let kind = match name.as_str() {
             "UNIX" | "UNIX-STREAM" | "UNIX-DGRAM" => "unix".to_string(),
             "TCP" | "TCPv6" | "UDP" | "UDPv6" | "UDPLITE" | "UDPLITEv6" | "RAW" | "RAWv6"
@@ -156,9 +255,7 @@ pub(super) fn socket_kind(pid: Pid, fd: i32, ino: u64) -> String {
             "PACKET" => "packet".to_string(),
             _ => name,
         };
-        if !kind.is_empty() {
-            return format!("{kind} socket");
-        }
+        return format!("{kind} socket");
     }
     let ino = ino.to_string();
     for (file, kind) in [

@@ -26,7 +26,7 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         watches.push(InotifyWatch {
             wd: i32::try_from(wd).map_err(|_| f.info.err(n, format!("wd {wd:#x}")))?,
             mask: u32::try_from(mask).map_err(|_| f.info.err(n, format!("mask {mask:#x}")))?,
-            path: inotify_path(dev, l).unwrap_or_default(),
+            path: handle_path(dev, l).unwrap_or_default(),
             inode: hex("ino")?,
             dev,
         });
@@ -34,9 +34,9 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     Ok(Some(FileKind::Inotify(Inotify { watches })))
 }
 
-/// Best effort: the path of an inotify watch, from the file handle in its
+/// Best effort: the path of an inotify watch (or fanotify mark), from the file handle in its
 /// fdinfo line, opened on a mount of the same filesystem (ours).
-fn inotify_path(dev: u64, line: &str) -> Option<Vec<u8>> {
+pub(super) fn handle_path(dev: u64, line: &str) -> Option<Vec<u8>> {
     use std::os::fd::AsRawFd;
     let ty = i32::from_str_radix(token_after(line, "fhandle-type")?, 16).ok()?;
     let hexs = token_after(line, "f_handle")?;
@@ -57,7 +57,7 @@ fn inotify_path(dev: u64, line: &str) -> Option<Vec<u8>> {
 }
 
 /// A mount point (of ours) of the filesystem `dev`, preferring one of its root.
-fn mount_of(dev: u64) -> Option<String> {
+pub(super) fn mount_of(dev: u64) -> Option<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let mut best: Option<(bool, String)> = None;
     for l in mountinfo.lines() {

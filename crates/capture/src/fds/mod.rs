@@ -13,20 +13,29 @@ mod chardev;
 mod descriptions;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod fdinfo;
 mod inet;
 mod inotify;
 mod locks;
 mod memfd;
+pub(crate) mod net;
+mod netlink;
+mod nsfs;
+mod opath;
+mod packet;
+mod pidfd;
 mod pipe;
+mod raw;
 mod regular;
 mod signalfd;
 mod timerfd;
 mod tty;
+mod udp;
 mod unix;
 
 pub(crate) use fdinfo::FdInfo;
-pub(crate) use regular::{add_generation, identity, strip_deleted};
+pub(crate) use regular::{add_generation, identity, relinked, strip_deleted};
 
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -94,15 +103,24 @@ struct Kind {
 }
 
 /// Every kind of open file, first match wins (memfd before regular, tty
-/// before chardev, inet before unix).
+/// before chardev, inet before unix, O_PATH fds before the kinds that
+/// would open them).
 #[rustfmt::skip]
 const KINDS: &[Kind] = &[
     Kind { name: "memfd", matches: memfd::matches, save: memfd::save },
     Kind { name: "regular", matches: regular::matches, save: regular::save },
+    Kind { name: "o_path", matches: opath::matches, save: opath::save },
+    Kind { name: "nsfs", matches: nsfs::matches, save: nsfs::save },
+    Kind { name: "pidfd", matches: pidfd::matches, save: pidfd::save },
+    Kind { name: "fanotify", matches: fanotify::matches, save: fanotify::save },
     Kind { name: "pipe", matches: pipe::matches, save: pipe::save },
     Kind { name: "tty", matches: tty::matches, save: tty::save },
     Kind { name: "chardev", matches: chardev::matches, save: chardev::save },
     Kind { name: "inet", matches: inet::matches, save: inet::save },
+    Kind { name: "udp", matches: udp::matches, save: udp::save },
+    Kind { name: "raw", matches: raw::matches, save: raw::save },
+    Kind { name: "netlink", matches: netlink::matches, save: netlink::save },
+    Kind { name: "packet", matches: packet::matches, save: packet::save },
     Kind { name: "unix", matches: unix::matches, save: unix::save },
     Kind { name: "eventfd", matches: eventfd::matches, save: eventfd::save },
     Kind { name: "epoll", matches: epoll::matches, save: epoll::save },
@@ -126,6 +144,24 @@ pub(crate) struct Ctx<'a> {
     /// Pipes whose buffered data was already saved (on a read end).
     pipes_with_data: HashSet<u64>,
     sink: &'a mut dyn PageSink,
+    /// What the socket kinds share (options, the connection lock).
+    net: &'a mut net::Sockets,
+    /// Files passed in queued unix messages and open nowhere else in the
+    /// process: saved from our copies, with ids after the process's own.
+    inflight: &'a mut Inflight,
+}
+
+/// Files in flight (in queued SCM_RIGHTS messages): our copies and the
+/// open files saved from them.
+#[derive(Default)]
+pub(crate) struct Inflight {
+    /// The next free OpenFile id.
+    next_id: u32,
+    /// Our copies (kept open: later ones are compared with them) and ids.
+    held: Vec<(std::os::fd::OwnedFd, u32)>,
+    files: Vec<OpenFile>,
+    /// Saving an in-flight file (one in flight inside it is refused).
+    nested: bool,
 }
 
 fn fd_path(pid: Pid, fd: i32) -> String {
@@ -190,8 +226,11 @@ pub(crate) fn build(
     remote: &RemoteInfo,
     stat: &procfs::Stat,
     sink: &mut dyn PageSink,
+    sockets: &mut net::Sockets,
 ) -> Result<(Vec<Fd>, Vec<OpenFile>)> {
     let t = Instant::now();
+    // Live connections are found, refused or locked before anything is saved.
+    sockets.prepare(pid, fds)?;
     let desc = descriptions::group(pid, fds)?;
     tracing::debug!(
         fds = fds.len(),
@@ -205,6 +244,10 @@ pub(crate) fn build(
         .zip(&desc.of_fd)
         .map(|(f, &d)| (f.fd, id_of(d)))
         .collect();
+    let mut inflight = Inflight {
+        next_id: id_of(desc.count),
+        ..Default::default()
+    };
     let mut cx = Ctx {
         pid,
         fds,
@@ -214,6 +257,8 @@ pub(crate) fn build(
         tpgid: stat.stat.tpgid,
         pipes_with_data: HashSet::new(),
         sink,
+        net: sockets,
+        inflight: &mut inflight,
     };
     let mut files = Vec::with_capacity(desc.count);
     for (d, &first) in desc.first_fd.iter().enumerate() {
@@ -227,6 +272,8 @@ pub(crate) fn build(
             owner: remote.owners.get(&f.fd).copied().unwrap_or_default(),
         });
     }
+    files.append(&mut inflight.files);
+    unix::check_peers(&mut files, &sockets.opts)?;
     let out_fds = fds
         .iter()
         .map(|f| Fd {
@@ -247,6 +294,88 @@ fn save_kind(cx: &mut Ctx<'_>, f: &RawFd) -> Result<FileKind> {
         }
     }
     Err(unsupported(f.fd, not_supported(cx.pid, f)))
+}
+
+impl Ctx<'_> {
+    /// The OpenFile id of a file passed in a queued message, which we hold
+    /// as `fd`: the process's own description of it when it has one
+    /// (kcmp), one saved before, or a new OpenFile saved from our copy.
+    pub(crate) fn inflight(&mut self, fd: std::os::fd::OwnedFd) -> Result<u32> {
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as Pid;
+        let raw = fd.as_raw_fd();
+        let md = std::fs::metadata(format!("/proc/self/fd/{raw}")).ok();
+        let same_inode = |m: &Option<Metadata>| match (m, &md) {
+            (Some(a), Some(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        let same = |pid: Pid, other: i32| {
+            ckpt_sys::kcmp::kcmp_file_order(pid, me, other, raw).ok()
+                == Some(std::cmp::Ordering::Equal)
+        };
+        for f in self.fds.iter().filter(|f| same_inode(&f.md)) {
+            if same(self.pid, f.fd) {
+                return Ok(self.file_ids[&f.fd]);
+            }
+        }
+        for (held, id) in &self.inflight.held {
+            if same(me, held.as_raw_fd()) {
+                return Ok(*id);
+            }
+        }
+        if self.inflight.nested {
+            return Err(unsupported(
+                -1,
+                "a file in flight in a unix socket that is itself in flight (passed in a message)",
+            ));
+        }
+        let path = format!("/proc/self/fd/{raw}");
+        let rf = RawFd {
+            fd: raw,
+            link: procfs::readlink(me, &path)?,
+            info: FdInfo::parse(
+                me,
+                &format!("/proc/self/fdinfo/{raw}"),
+                procfs::read_string(me, &format!("/proc/self/fdinfo/{raw}"))?,
+            )?,
+            md,
+        };
+        let id = self.inflight.next_id;
+        self.inflight.next_id += 1;
+        let ids: BTreeMap<i32, u32> = [(raw, id)].into_iter().collect();
+        let remote = RemoteInfo::default();
+        self.inflight.nested = true;
+        let kind = {
+            let mut sub = Ctx {
+                pid: me,
+                fds: std::slice::from_ref(&rf),
+                file_ids: &ids,
+                remote: &remote,
+                tty_nr: 0,
+                tpgid: 0,
+                pipes_with_data: std::mem::take(&mut self.pipes_with_data),
+                sink: &mut *self.sink,
+                net: &mut *self.net,
+                inflight: &mut *self.inflight,
+            };
+            let k = save_kind(&mut sub, &rf);
+            self.pipes_with_data = std::mem::take(&mut sub.pipes_with_data);
+            k
+        };
+        self.inflight.nested = false;
+        let kind = kind?;
+        tracing::debug!(id, link = %rf.link_str(), "saved a file in flight");
+        self.inflight.files.push(OpenFile {
+            id,
+            flags: rf.info.flags & !O_CLOEXEC,
+            position: rf.info.pos,
+            path: rf.link.clone(),
+            kind,
+            owner: Default::default(),
+        });
+        self.inflight.held.push((fd, id));
+        Ok(id)
+    }
 }
 
 /// Why no kind took `f`.

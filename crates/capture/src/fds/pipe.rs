@@ -38,7 +38,12 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     if f.link.starts_with(b"pipe:[") {
         return Ok(Some(FileKind::Pipe(p)));
     }
-    p.fifo_path = strip_deleted(&f.link).0.to_vec();
+    let (path, suffix) = strip_deleted(&f.link);
+    p.fifo_path = path.to_vec();
+    if let Some(md) = &f.md {
+        use std::os::unix::fs::MetadataExt;
+        p.fifo = super::identity(path, md, suffix || md.nlink() == 0);
+    }
     Ok(Some(FileKind::Fifo(p)))
 }
 

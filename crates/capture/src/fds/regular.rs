@@ -2,10 +2,10 @@
 //! the identity of a file (path, device, inode, size, mtime, ...) that
 //! other kinds and memory mappings record too.
 
-use super::{read_all, Ctx, RawFd};
+use super::{fd_io, fd_sys, open_via_proc, Ctx, RawFd};
 use crate::error::Result;
-use ckpt_image::{FileIdentity, FileKind, RegularFile};
-use std::os::unix::fs::MetadataExt;
+use ckpt_image::{FileExtent, FileIdentity, FileKind, RegularFile};
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt};
 
 pub(super) fn matches(f: &RawFd) -> bool {
     f.path_type().is_some_and(|t| t.is_file() || t.is_dir())
@@ -14,6 +14,15 @@ pub(super) fn matches(f: &RawFd) -> bool {
 pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let Some(md) = &f.md else { return Ok(None) };
     let (path, deleted_suffix) = strip_deleted(&f.link);
+    // Unlinked under this name, linked under another (a file written under
+    // a temporary name, then linked or renamed: glibc's sem_open).
+    let live = (deleted_suffix && md.nlink() > 0 && !md.is_dir())
+        .then(|| relinked(path, md.dev(), md.ino()))
+        .flatten();
+    let (path, deleted_suffix) = match &live {
+        Some(p) => (p.as_slice(), false),
+        None => (path, deleted_suffix),
+    };
     if md.is_dir() {
         return Ok(Some(FileKind::Directory(identity(
             path,
@@ -27,11 +36,79 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         ..Default::default()
     };
     if deleted {
-        let contents = read_all(cx.pid, f.fd)?;
+        let (contents, extents) = read_data(cx.pid, f.fd, md.size())?;
         r.contents = cx.sink.add_blob(&contents)?;
         r.has_contents = true;
+        r.extents = extents;
     }
     Ok(Some(FileKind::Regular(r)))
+}
+
+/// The data of a file the process has open (a deleted one), without its
+/// holes: the bytes of each data range (SEEK_DATA/SEEK_HOLE), in order,
+/// and the ranges; no ranges when the file is data from 0 to `size`
+/// (or all holes: then no bytes either).
+fn read_data(pid: i32, fd: i32, size: u64) -> Result<(Vec<u8>, Vec<FileExtent>)> {
+    use std::os::fd::AsFd;
+    let f = open_via_proc(pid, fd).map_err(fd_io(fd, "opening it to save its contents"))?;
+    let mut extents = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let seek = |at, hole| {
+            ckpt_sys::fds::regular::seek_data_or_hole(f.as_fd(), at, hole)
+                .map_err(fd_sys(fd, "finding its data (SEEK_DATA/SEEK_HOLE)"))
+        };
+        let Some(start) = seek(pos, false)? else {
+            break;
+        };
+        if start >= size {
+            break;
+        }
+        let end = seek(start, true)?.unwrap_or(size).min(size);
+        extents.push(FileExtent {
+            offset: start,
+            length: end - start,
+        });
+        pos = end.max(start + 1);
+    }
+    let total: u64 = extents.iter().map(|e| e.length).sum();
+    let mut data = vec![0u8; total as usize];
+    let mut at = 0usize;
+    for e in &extents {
+        let buf = &mut data[at..at + e.length as usize];
+        f.read_exact_at(buf, e.offset)
+            .map_err(fd_io(fd, "reading its contents"))?;
+        at += e.length as usize;
+    }
+    if extents.len() == 1 && extents[0].offset == 0 && extents[0].length == size {
+        extents.clear();
+    }
+    Ok((data, extents))
+}
+
+/// The most entries of a directory [`relinked`] looks through.
+const RELINK_SCAN: usize = 10_000;
+
+/// Another name of the file (`dev`, `ino`) whose name `path` was unlinked,
+/// in the same directory: the file is not deleted, it moved (a file made
+/// under a temporary name, then linked under its real one, as glibc's
+/// sem_open does in /dev/shm). None when there is none (among the first
+/// entries of a big directory).
+pub(crate) fn relinked(path: &[u8], dev: u64, ino: u64) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cut = path.iter().rposition(|&c| c == b'/')?;
+    let dir = if cut == 0 { &b"/"[..] } else { &path[..cut] };
+    let entries = std::fs::read_dir(std::ffi::OsStr::from_bytes(dir)).ok()?;
+    for e in entries.take(RELINK_SCAN).flatten() {
+        if e.ino() != ino {
+            continue;
+        }
+        let p = e.path();
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+            return Some(p.as_os_str().as_bytes().to_vec());
+        }
+    }
+    None
 }
 
 /// Identity of a file from its metadata.

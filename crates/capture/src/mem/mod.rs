@@ -2,6 +2,8 @@
 //! model's `Vma`s) and the contents of the pages that must be saved
 //! (pages.rs: pagemap, then fast reads; shmem.rs: shared memory objects,
 //! holes left untouched); deleted files it maps, whole (deleted.rs).
+//! Guard regions (MADV_GUARD_INSTALL, found with PAGEMAP_SCAN) are saved
+//! as runs of kind `guard` and never read.
 
 mod deleted;
 mod pages;
@@ -40,7 +42,15 @@ pub(crate) fn save(
     let entries: Vec<vmas::MapEntry> = areas.iter().map(|(e, _)| e.clone()).collect();
     deleted::save(pid, &entries, &mut out, held, sink)?;
     deleted::generations(pid, &entries, &mut out);
-    let ranges = pages::plan(pid, &areas, page)?;
+    let guards = ckpt_sys::mm::guard_regions(pid).map_err(|source| crate::Error::Sys {
+        pid,
+        what: "finding its guard regions (PAGEMAP_SCAN)".into(),
+        source,
+    })?;
+    let ranges = pages::cut_guards(pages::plan(pid, &areas, page)?, &guards);
+    for &(start, end) in &guards {
+        sink.add_guard(pid, start, end - start)?;
+    }
     tracing::debug!(
         areas = areas.len(),
         ranges = ranges.len(),

@@ -137,6 +137,36 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
     Ok(out)
 }
 
+/// `ranges` (sorted) without the guard regions `guards` (sorted, not
+/// overlapping): guard pages have no contents, and reading them faults.
+pub(crate) fn cut_guards(ranges: Vec<Range>, guards: &[(u64, u64)]) -> Vec<Range> {
+    if guards.is_empty() {
+        return ranges;
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let mut start = r.start;
+        let first = guards.partition_point(|g| g.1 <= r.start);
+        for &(gs, ge) in &guards[first..] {
+            if gs >= r.end {
+                break;
+            }
+            if start < gs {
+                out.push(Range {
+                    start,
+                    end: gs,
+                    ..r
+                });
+            }
+            start = start.max(ge);
+        }
+        if start < r.end {
+            out.push(Range { start, ..r });
+        }
+    }
+    out
+}
+
 /// Read every planned page and hand contiguous runs to the sink, in order.
 /// Returns the number of bytes saved. A reader thread fills buffers ahead
 /// while the sink consumes them.
@@ -345,6 +375,27 @@ mod tests {
         fn add_blob(&mut self, _data: &[u8]) -> Result<Blob> {
             unreachable!("no blobs here")
         }
+    }
+
+    #[test]
+    fn guard_regions_are_cut_out_of_the_ranges() {
+        let r = |start, end| Range {
+            start,
+            end,
+            may_skip: false,
+            zero: false,
+            vma: 0,
+        };
+        let ranges = vec![r(0x1000, 0x5000), r(0x8000, 0x9000), r(0xa000, 0xc000)];
+        let guards = [(0x2000, 0x3000), (0x4000, 0x9000), (0xb000, 0xc000)];
+        let got: Vec<(u64, u64)> = cut_guards(ranges, &guards)
+            .iter()
+            .map(|x| (x.start, x.end))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0x1000, 0x2000), (0x3000, 0x4000), (0xa000, 0xb000)]
+        );
     }
 
     /// save() over `bytes` of this process's own memory: data, a known-zero

@@ -2,7 +2,7 @@
 //! the policy that says which of its pages must be saved.
 
 use crate::error::{Error, Result};
-use crate::fds::{identity, strip_deleted};
+use crate::fds::{identity, relinked, strip_deleted};
 use crate::procfs::{self, makedev};
 use ckpt_image::{
     madvise, FileIdentity, FileMapping, SharedMemory, ShmKind, SpecialMapping, Vma, VmaBacking,
@@ -160,6 +160,7 @@ fn madvise_bits(flags: &[String]) -> u64 {
             "sr" => madvise::SEQUENTIAL,
             "rr" => madvise::RANDOM,
             "lo" => madvise::LOCKED,
+            "lf" => madvise::LOCK_ON_FAULT,
             _ => continue,
         };
         m |= 1 << bit;
@@ -265,6 +266,20 @@ fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)>
 /// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
 fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
     let (path, deleted) = strip_deleted(&e.name);
+    // Unlinked under this name but linked under another one (glibc's
+    // sem_open makes /dev/shm/sem.NAME that way): not deleted.
+    let live = if deleted && !path.starts_with(b"/SYSV") && !path.starts_with(b"/memfd:") {
+        std::fs::metadata(map_files_path(pid, e))
+            .ok()
+            .filter(|m| m.nlink() > 0)
+            .and_then(|m| relinked(path, m.dev(), m.ino()))
+    } else {
+        None
+    };
+    let (path, deleted) = match &live {
+        Some(p) => (p.as_slice(), false),
+        None => (path, deleted),
+    };
     if path == b"/dev/zero" {
         return Ok(if shared {
             (shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem)
@@ -273,14 +288,20 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         });
     }
     if path.starts_with(b"/SYSV") && deleted {
-        return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Shmem));
+        // The segment's contents are saved once, with the segment
+        // (process/sysv.rs), not with each mapping of it.
+        return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Nothing));
     }
     if path.starts_with(b"/memfd:") {
         let policy = if shared { Policy::Shmem } else { Policy::Whole };
         return Ok((shm(pid, e, ShmKind::Memfd), policy));
     }
     if path.starts_with(b"/dev/shm/") && shared && !deleted {
-        return Ok((shm(pid, e, ShmKind::PosixShm), Policy::Shmem));
+        let mut b = shm(pid, e, ShmKind::PosixShm);
+        if let VmaBacking::SharedMemory(s) = &mut b {
+            s.name = path.to_vec();
+        }
+        return Ok((b, Policy::Shmem));
     }
     if path == b"/[aio]" {
         return Err(reject(

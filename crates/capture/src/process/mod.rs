@@ -5,7 +5,9 @@
 
 pub(crate) mod creds;
 pub(crate) mod rlimits;
+pub(crate) mod seccomp;
 pub(crate) mod signals;
+pub(crate) mod sysv;
 pub(crate) mod thread;
 pub(crate) mod timers;
 
@@ -47,6 +49,8 @@ pub(crate) fn process_state(
         cmdline: procfs::split_nul(&procfs::read(pid, &p("cmdline"))?),
         environ: procfs::split_nul(&procfs::read(pid, &p("environ"))?),
         cwd: procfs::readlink(pid, &p("cwd"))?,
+        cwd_identity: dir_identity(pid, &p("cwd"))?,
+        cgroup: cgroup(pid)?,
         root: procfs::readlink(pid, &p("root"))?,
         umask: status.radix("Umask", 8)? as u32,
         creds: creds::credentials(status)?,
@@ -121,6 +125,28 @@ pub(crate) fn merge_remote(
     process.parent_death_signal = remote.pdeathsig;
     process.thp_disabled = remote.thp_disabled;
     process.timer_slack_ns = remote.timer_slack_ns;
+    process.membarrier = remote.membarrier;
+}
+
+/// The cgroup v2 path of the process ("0::PATH" of /proc/PID/cgroup, as
+/// seen from our cgroup namespace); empty without cgroup v2.
+fn cgroup(pid: Pid) -> Result<Vec<u8>> {
+    let raw = procfs::read(pid, &format!("/proc/{pid}/cgroup"))?;
+    Ok(raw
+        .split(|&c| c == b'\n')
+        .find_map(|l| l.strip_prefix(b"0::"))
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default())
+}
+
+/// The identity of a directory a /proc link (cwd) points to: deleted
+/// when the link says so or the directory has no links left (rmdir).
+fn dir_identity(pid: Pid, link: &str) -> Result<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let target = procfs::readlink(pid, link)?;
+    let (path, deleted) = strip_deleted(&target);
+    let md = std::fs::metadata(link).ctx(pid, || format!("stat {link}"))?;
+    Ok(identity(path, &md, deleted || md.nlink() == 0))
 }
 
 /// The identity of the file a /proc link (exe) points to.

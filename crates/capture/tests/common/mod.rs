@@ -1,137 +1,21 @@
-//! Helpers for the capture tests: compile small C programs, run them, read
-//! their output, and keep captured pages in memory.
+//! Helpers of the capture tests that are about ckpt-capture: page sinks
+//! that keep captured pages in memory or drop them. What any test needs
+//! (temp dirs, processes and their waits, C compilation, the skip policy)
+//! is in ckpt-testkit, re-exported here.
 #![allow(dead_code)]
 
 use ckpt_capture::{PageSink, Result};
 use ckpt_image::Blob;
+pub use ckpt_testkit::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh directory for this test (removed on drop).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "ckpt-capture-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Compile C source into `dir/name`.
-pub fn compile(dir: &Path, name: &str, src: &str) -> PathBuf {
-    let c = dir.join(format!("{name}.c"));
-    let bin = dir.join(name);
-    std::fs::write(&c, src).unwrap();
-    let out = Command::new("cc")
-        .args(["-O1", "-g", "-pthread", "-o"])
-        .arg(&bin)
-        .arg(&c)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
-}
-
-/// A running test program whose stdout we read line by line.
-pub struct Proc {
-    pub child: Child,
-    pub out: BufReader<ChildStdout>,
-    pub pid: i32,
-}
-
-impl Proc {
-    pub fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let pid = child.id() as i32;
-        Proc { child, out, pid }
-    }
-
-    pub fn line(&mut self) -> String {
-        let mut s = String::new();
-        let n = self.out.read_line(&mut s).expect("read line");
-        assert!(n > 0, "pid {}: output ended", self.pid);
-        s.trim_end().to_string()
-    }
-
-    /// Read lines until one starts with `prefix`; return it.
-    pub fn wait_for(&mut self, prefix: &str) -> String {
-        loop {
-            let l = self.line();
-            assert!(!l.starts_with("ERROR"), "program reported: {l}");
-            if l.starts_with(prefix) {
-                return l;
-            }
-        }
-    }
-
-    pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// State letter from /proc/PID/stat.
-    pub fn state(&self) -> String {
-        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_string()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// "key=value" from a line of words.
-pub fn field(line: &str, key: &str) -> String {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-        .to_string()
-}
-
-pub fn hex_field(line: &str, key: &str) -> u64 {
-    let v = field(line, key);
-    u64::from_str_radix(v.trim_start_matches("0x"), 16).unwrap()
-}
 
 /// Pages and blobs kept in memory.
 #[derive(Default)]
 pub struct MemSink {
     pub pages: BTreeMap<u64, Vec<u8>>,
     pub blobs: Vec<Vec<u8>>,
+    /// Guard regions: (address, length).
+    pub guards: Vec<(u64, u64)>,
     pub calls: usize,
     pub last_addr: Option<u64>,
 }
@@ -172,6 +56,10 @@ impl PageSink for MemSink {
             frames: vec![self.blobs.len() as u32 - 1],
         })
     }
+    fn add_guard(&mut self, _pid: i32, addr: u64, len: u64) -> Result<()> {
+        self.guards.push((addr, len));
+        Ok(())
+    }
 }
 
 /// A sink that drops everything (for timing).
@@ -191,12 +79,7 @@ impl PageSink for NullSink {
             frames: vec![],
         })
     }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
+    fn add_guard(&mut self, _pid: i32, _addr: u64, _len: u64) -> Result<()> {
+        Ok(())
     }
 }

@@ -20,9 +20,30 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(short, long)]
     quiet: bool,
+    /// Save live TCP connections (and connections waiting in accept
+    /// queues); a netfilter lock (nft) holds them frozen until restored.
+    #[arg(long, conflicts_with = "tcp_close")]
+    tcp_established: bool,
+    /// Save live TCP connections as closed: the restored process finds
+    /// them aborted.
+    #[arg(long)]
+    tcp_close: bool,
+    /// A unix socket whose peer is outside the dump: connect it again to
+    /// the peer's name at restore (reconnect), or restore it as a socket
+    /// whose peer has gone (close). Without it such sockets are refused.
+    #[arg(long, value_enum)]
+    unix_external: Option<UnixExternalArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum UnixExternalArg {
+    Reconnect,
+    Close,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    // Connection locks left by a dump whose processes were all killed.
+    ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
         compression: a.compress.into(),
@@ -30,6 +51,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             None
         } else {
             super::progress_bar("dumping")
+        },
+        sockets: ckpt_capture::SocketOptions {
+            tcp_established: a.tcp_established,
+            tcp_close: a.tcp_close,
+            unix_external: match a.unix_external {
+                None => ckpt_image::UnixExternal::None,
+                Some(UnixExternalArg::Reconnect) => ckpt_image::UnixExternal::Reconnect,
+                Some(UnixExternalArg::Close) => ckpt_image::UnixExternal::Close,
+            },
         },
     };
     let stats = if a.output.as_os_str() == "-" {

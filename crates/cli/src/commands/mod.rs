@@ -1,3 +1,4 @@
+pub mod compact;
 pub mod dump;
 pub mod mount;
 pub mod restore;
@@ -42,9 +43,9 @@ pub fn mib(b: u64) -> String {
 }
 
 /// A progress callback drawing a bar on stderr, shown only when stderr is a
-/// terminal and the work has taken more than a second.
+/// terminal, no `-v` log goes there, and the work has taken more than a second.
 pub fn progress_bar(what: &'static str) -> Option<Box<dyn FnMut(u64, u64) + Send>> {
-    if !ckpt_sys::sys::isatty(2) {
+    if !ckpt_sys::sys::isatty(2) || crate::logging::verbosity() > 0 {
         return None;
     }
     let start = std::time::Instant::now();

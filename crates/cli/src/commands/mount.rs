@@ -16,15 +16,19 @@ pub struct Args {
     /// Read-only: no edits, no ctl commands.
     #[arg(long)]
     read_only: bool,
+    /// Create the store (mode 0700) if it does not exist.
+    #[arg(long)]
+    create: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let store = a.store.unwrap_or_else(ckptfs::default_store);
-    let store = ckptfs::prepare_store(&store)
+    let store = ckptfs::prepare_store(&store, a.create)
         .with_context(|| format!("cannot use store {}", store.display()))?;
     let opts = ckptfs::MountOptions {
         allow_other: a.allow_other,
         read_only: a.read_only,
+        create: a.create,
         ..Default::default()
     };
     eprintln!(

@@ -27,12 +27,15 @@ pub struct Args {
     /// was saved (the process then runs other code or data than it had).
     #[arg(long)]
     force_files: bool,
-    /// Print timing details.
-    #[arg(short, long)]
-    verbose: bool,
+    /// Restore the image's live TCP connections closed (the process finds
+    /// them aborted) and remove the dump's connection lock.
+    #[arg(long)]
+    tcp_close: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
+    // Connection locks left by a dump whose processes were all killed.
+    ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     // SIGINT, SIGTERM and SIGHUP: while the restore runs they cancel it
     // (what was built is killed, exit 128 + signal); once the process
     // runs they are passed on to it (in the foreground; terminal signals
@@ -62,6 +65,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
         force_files: a.force_files,
+        tcp_close: a.tcp_close,
         progress: super::progress_bar("restoring"),
         cancel: Some(cancel.clone()),
         ..Default::default()
@@ -99,7 +103,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     };
     let pid = restored.pid;
     restored_pid.store(pid, Ordering::SeqCst);
-    if a.verbose {
+    if crate::logging::verbosity() > 0 {
         eprintln!("ckpt: restored pid {pid} in {}", ms(restored.stats.total));
     }
     if a.detach {

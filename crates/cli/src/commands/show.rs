@@ -23,7 +23,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         s.push('\n');
         s
     } else {
-        ckpt_image::summary::render(reader.image())
+        let facts = ckpt_image::summary::file_facts(&reader)
+            .with_context(|| format!("cannot stat {}", a.image.display()))?;
+        ckpt_image::summary::render_file(reader.image(), &facts)
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {

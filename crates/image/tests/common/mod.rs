@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use ckpt_image::*;
-use std::path::PathBuf;
+#[allow(unused_imports)] // not every test binary writes files
+pub use ckpt_testkit::TempDir;
 
 pub const PS: u64 = 4096;
 
@@ -391,6 +392,26 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             backlog: 0,
             queued: b"hello".to_vec(),
             shutdown: 0,
+            messages: vec![UnixMessage {
+                data: b"hello".to_vec(),
+                files: vec![1],
+                has_creds: true,
+                pid: 42,
+                uid: 1000,
+                gid: 100,
+                sender: b"\0peer".to_vec(),
+            }],
+            file_mode: 0o140755,
+            file_uid: 1000,
+            file_gid: 100,
+            deleted: true,
+            pending: vec![90, 91],
+            external: UnixExternal::Reconnect,
+            options: vec![SockOpt {
+                level: 1,
+                name: 16,
+                value: 1i32.to_ne_bytes().to_vec(),
+            }],
         }),
         FileKind::InetSocket(InetSocket {
             family: 2,
@@ -407,6 +428,41 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
                 name: 2,
                 value: 1i32.to_le_bytes().to_vec(),
             }],
+            shutdown: 2,
+            pending: vec![InetSocket {
+                family: 2,
+                sock_type: 1,
+                protocol: 6,
+                state: 1,
+                local_addr: vec![127, 0, 0, 1],
+                local_port: 8080,
+                remote_addr: vec![127, 0, 0, 1],
+                remote_port: 40000,
+                tcp: Some(TcpConnection {
+                    send_seq: 1,
+                    recv_seq: u32::MAX,
+                    unsent: 0,
+                    mss_clamp: 65483,
+                    snd_wscale: 7,
+                    rcv_wscale: 7,
+                    wscale: true,
+                    sack: true,
+                    timestamps: true,
+                    ts_clock: 123456,
+                    window: Some(TcpWindow {
+                        snd_wl1: 1,
+                        snd_wnd: 2,
+                        max_window: 3,
+                        rcv_wnd: 4,
+                        rcv_wup: 5,
+                    }),
+                    ..Default::default()
+                }),
+                lock_tag: "t1".into(),
+                ..Default::default()
+            }],
+            lock_tag: "t1".into(),
+            ..Default::default()
         }),
         FileKind::EventFd(EventFd {
             count: 3,
@@ -451,6 +507,47 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             path: b"/dev/null".to_vec(),
         }),
         FileKind::Other(String::from("anon_inode:[bpf-map]")),
+        FileKind::InetSocket(InetSocket {
+            family: 10,
+            sock_type: 2,
+            protocol: 17,
+            state: 7,
+            local_addr: vec![0; 16],
+            local_port: 5353,
+            datagrams: vec![Datagram {
+                src_addr: vec![127, 0, 0, 1],
+                src_port: 9,
+                dst_addr: Vec::new(),
+                data: b"dgram".to_vec(),
+            }],
+            dropped_queue: 3,
+            closed: true,
+            ..Default::default()
+        }),
+        FileKind::NetlinkSocket(NetlinkSocket {
+            protocol: 0,
+            sock_type: 3,
+            port_id: 4242,
+            groups: vec![1, 20],
+            dst_port_id: 0,
+            dst_group: 0,
+            options: Vec::new(),
+            dropped_queue: 100,
+        }),
+        FileKind::PacketSocket(PacketSocket {
+            sock_type: 3,
+            protocol: 0x0300,
+            ifindex: 1,
+            version: 2,
+            fanout: 7,
+            memberships: vec![PacketMembership {
+                ifindex: 1,
+                mr_type: 1,
+                address: Vec::new(),
+            }],
+            options: Vec::new(),
+            dropped_queue: 0,
+        }),
     ];
     let files = kinds
         .into_iter()
@@ -596,20 +693,6 @@ pub fn rich_bytes(compression: Compression) -> Vec<u8> {
             frame_size: 4 * PS as usize,
         },
     )
-}
-
-/// A fresh temporary directory (removed by the caller or left in /tmp).
-pub fn temp_dir(tag: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "ckpt-image-test-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A small image: one process, a few pages (for exhaustive corruption tests).

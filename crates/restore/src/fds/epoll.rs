@@ -1,9 +1,13 @@
 //! epoll instances: made empty with the other descriptions, their targets
-//! registered once every fd is at its final number.
+//! registered once every fd is at its final number. A watch is keyed by
+//! (file, fd number): a watch whose fd number now holds another file (or
+//! none: the fd was closed while a dup of it stays open) is added before
+//! the fds are placed, with the watched description put at that number
+//! for the time of the EPOLL_CTL_ADD (see [`plan_detached`]).
 
 use super::{Builder, FdOp};
 use crate::stub::Child;
-use ckpt_image::FileKind;
+use ckpt_image::{FileKind, Image, Process};
 use ckpt_sys::setup;
 
 pub(super) fn plan(b: &mut Builder, g: usize) {
@@ -13,6 +17,80 @@ pub(super) fn plan(b: &mut Builder, g: usize) {
     b.slot_of[g] = Some(s);
 }
 
+/// Whether the watch of `t` finds its file at its fd number in `proc`.
+fn attached(proc: &Process, fd: i32, file: u32) -> bool {
+    proc.fds.iter().any(|x| x.fd == fd && x.file == file)
+}
+
+/// The highest fd number an epoll watch of `proc` is added under whose fd
+/// holds another file now (-1: none): the stub's staging fds must lie
+/// above it.
+pub(super) fn max_target_fd(image: &Image, proc: &Process) -> i32 {
+    let mut max = -1;
+    for fd in &proc.fds {
+        if let Some(FileKind::Epoll(ep)) = image.file(fd.file).map(|f| &f.kind) {
+            for t in &ep.targets {
+                if !attached(proc, t.fd, t.file) {
+                    max = max.max(t.fd);
+                }
+            }
+        }
+    }
+    max
+}
+
+/// The watches whose fd number holds another file now (or none): each
+/// added under that number, before any fd is placed, with the watched
+/// description (held by the process at another fd) put there meanwhile.
+pub(super) fn plan_detached(b: &mut Builder) {
+    for g in 0..b.groups.len() {
+        let FileKind::Epoll(ep) = &b.groups[g].file.kind else {
+            continue;
+        };
+        let Some(ep_slot) = b.slot_of[g] else {
+            continue;
+        };
+        for t in &ep.targets {
+            if attached(b.proc, t.fd, t.file) {
+                continue;
+            }
+            let what = format!(
+                "{} (watching fd {}, now closed or another file)",
+                b.what(g),
+                t.fd
+            );
+            let held = b.groups.iter().position(|h| h.file.id == t.file);
+            if held.is_some_and(|h| b.late[h]) {
+                b.error(format!(
+                    "{what}: a pidfd watched under another fd number than its own cannot be restored by this version"
+                ));
+                continue;
+            }
+            let Some(file_slot) = held.and_then(|h| b.slot_of[h]) else {
+                b.error(format!(
+                    "{what}: the watched file (open file {}) is not held by the process at any fd",
+                    t.file
+                ));
+                continue;
+            };
+            if t.fd < 0 {
+                b.error(format!("{what}: fd number {} is not valid", t.fd));
+                continue;
+            }
+            b.op(
+                &what,
+                FdOp::EpollAddVia {
+                    ep: ep_slot,
+                    file: file_slot,
+                    fd: t.fd,
+                    events: t.events,
+                    data: t.data,
+                },
+            );
+        }
+    }
+}
+
 /// Each epoll instance's targets, by final fd numbers (after every Place).
 pub(super) fn plan_targets(b: &mut Builder) {
     for g in 0..b.groups.len() {
@@ -20,16 +98,33 @@ pub(super) fn plan_targets(b: &mut Builder) {
         let FileKind::Epoll(ep) = &file.kind else {
             continue;
         };
-        let epfd = b.groups[g].fds[0].fd;
+        let Some(epfd) = b.groups[g].fds.first().map(|f| f.fd) else {
+            b.error(format!(
+                "{}: an epoll instance in flight in a unix socket cannot be restored",
+                b.what(g)
+            ));
+            continue;
+        };
         for t in &ep.targets {
-            let ok = b.proc.fds.iter().any(|x| x.fd == t.fd && x.file == t.file);
-            if !ok {
-                b.error(format!(
-                    "{}: watches fd {} (open file {}) which is not open at that number any more",
-                    b.what(g),
-                    t.fd,
-                    t.file
-                ));
+            if !attached(b.proc, t.fd, t.file) {
+                continue; // plan_detached
+            }
+            let late = b
+                .groups
+                .iter()
+                .position(|h| h.file.id == t.file)
+                .is_some_and(|h| b.late[h]);
+            if late {
+                // Its fd exists once the process has its threads.
+                b.plan.late.push(super::LateFd {
+                    what: format!("{} (watching fd {})", b.what(g), t.fd),
+                    op: super::LateOp::EpollAdd {
+                        epfd,
+                        fd: t.fd,
+                        events: t.events,
+                        data: t.data,
+                    },
+                });
                 continue;
             }
             b.op(
@@ -49,6 +144,21 @@ pub(super) fn plan_targets(b: &mut Builder) {
 pub(super) fn make(c: &mut Child<'_>, slot: usize) -> ckpt_sys::Result<()> {
     c.new_fd(slot, setup::epoll_create1(0)?)?;
     Ok(())
+}
+
+/// FdOp::EpollAddVia: `[ep, file]` slots; fd number `fd` is free (no fd
+/// is placed yet, and the staging fds lie above it).
+pub(super) fn add_via(
+    c: &mut Child<'_>,
+    [ep, file]: [usize; 2],
+    fd: i32,
+    events: u32,
+    data: u64,
+) -> ckpt_sys::Result<()> {
+    setup::dup3(c.slot(file), fd, true)?;
+    let r = setup::epoll_add(c.slot(ep), fd, events, data);
+    setup::close(fd)?;
+    r
 }
 
 #[cfg(test)]
@@ -94,6 +204,79 @@ mod tests {
                 fd: 3,
                 events: 1,
                 data: 0xe0
+            }
+        );
+    }
+
+    #[test]
+    fn watches_of_closed_fds_are_added_under_their_number_before_placement() {
+        let mut img = Image::default();
+        img.files
+            .push(file(1, 0, FileKind::EventFd(EventFd::default())));
+        img.files.push(file(
+            2,
+            0,
+            FileKind::Epoll(Epoll {
+                targets: vec![
+                    // fd 9 was closed; the eventfd stays open at fd 3.
+                    EpollTarget {
+                        fd: 9,
+                        file: 1,
+                        events: 1,
+                        data: 7,
+                    },
+                    // A pidfd (made late) watched at its own number.
+                    EpollTarget {
+                        fd: 5,
+                        file: 3,
+                        events: 1,
+                        data: 8,
+                    },
+                ],
+            }),
+        ));
+        img.files.push(file(
+            3,
+            0,
+            FileKind::Pidfd(Pidfd {
+                pid: 42,
+                ..Default::default()
+            }),
+        ));
+        let p = Process {
+            pid: 42,
+            fds: vec![fd(3, 1), fd(4, 2), fd(5, 3)],
+            ..Default::default()
+        };
+        img.processes.push(p.clone());
+        let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
+        assert!(plan.errors.is_empty(), "{:?}", plan.errors);
+        // Staging fds lie above fd 9.
+        assert_eq!(plan.stage, 10);
+        let via = plan
+            .ops
+            .iter()
+            .position(|o| matches!(o, FdOp::EpollAddVia { fd: 9, data: 7, .. }))
+            .expect("the watch of fd 9");
+        let first_place = plan
+            .ops
+            .iter()
+            .position(|o| matches!(o, FdOp::Place { .. }))
+            .unwrap();
+        assert!(via < first_place, "{:?}", plan.ops);
+        // The pidfd and its watch come once the process has its threads.
+        assert!(!plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, FdOp::Place { fd: 5, .. })));
+        assert_eq!(plan.late.len(), 2, "{:?}", plan.late);
+        assert_eq!(
+            plan.late[1].op,
+            super::super::LateOp::EpollAdd {
+                epfd: 4,
+                fd: 5,
+                events: 1,
+                data: 8
             }
         );
     }

@@ -18,18 +18,31 @@
 mod chardev;
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inet;
 mod inotify;
 pub(crate) mod locks;
 mod memfd;
+mod netlink;
+mod nsfs;
+mod opath;
+mod packet;
+pub(crate) mod pidfd;
 mod pipe;
+mod raw;
 mod regular;
 mod signalfd;
+pub(crate) mod sockets;
 mod timerfd;
 mod tty;
+mod udp;
 mod unix;
 
+pub use pidfd::{LateFd, LateOp};
 pub use pipe::{FindPipes, PipeHolder, PipeQuery};
+pub(crate) use regular::temp_names;
+pub use regular::NodeMeta;
+pub use sockets::{NetGuard, NetPlan, Prebuilt};
 
 use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
@@ -86,15 +99,59 @@ pub enum FdOp {
     /// The restorer's own fd `std` itself (the same description, dup()ed).
     /// (pipe.rs)
     InheritStd { slot: usize, std: usize },
-    /// An unlinked file with `contents`: created at its old `name` and
-    /// unlinked when that is free, else O_TMPFILE in the first directory
-    /// that allows it. (regular.rs)
+    /// An unlinked file with `contents` (at the offsets of `extents`, when
+    /// given: the rest are holes), `meta.size` bytes long, with the saved
+    /// owner, mode and times: created at its old `name` and unlinked when
+    /// that is free, else O_TMPFILE in the first directory that allows
+    /// it. (regular.rs)
     TmpFile {
         slot: usize,
         name: Option<CString>,
         dirs: Vec<CString>,
         mode: u32,
         contents: Vec<u8>,
+        extents: Vec<(u64, u64)>,
+        meta: NodeMeta,
+    },
+    /// A node other than a regular file (directory, FIFO, socket file)
+    /// made at the first free name of `paths`, given the saved owner, mode
+    /// and times, opened with `flags`, then unlinked: an fd on a deleted
+    /// node, as saved. (regular.rs)
+    TmpNode {
+        slot: usize,
+        paths: Vec<CString>,
+        /// S_IFMT bits and permission bits.
+        mode: u32,
+        flags: i32,
+        meta: NodeMeta,
+    },
+    /// Open a file of the stub itself (`/proc/self/ns/net`), with the
+    /// restorer's rights: not a path of the image. (nsfs.rs)
+    OpenOwn {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// A pidfd of a process that has exited and been reaped (a child at
+    /// `pid` when it is free, that exits at once). (pidfd.rs)
+    DeadPidfd {
+        slot: usize,
+        pid: Option<i32>,
+        nonblock: bool,
+    },
+    /// (fanotify.rs)
+    Fanotify {
+        slot: usize,
+        flags: u32,
+        event_flags: u32,
+    },
+    /// fanotify_mark(FAN_MARK_ADD | flags) of a path of the image (with
+    /// the saved user's rights). (fanotify.rs)
+    FanotifyMark {
+        slot: usize,
+        flags: u32,
+        mask: u64,
+        path: CString,
     },
     /// A pipe with `data` buffered in it. (pipe.rs)
     Pipe {
@@ -105,14 +162,15 @@ pub enum FdOp {
     },
     /// (eventfd.rs)
     EventFd { slot: usize, count: u64, flags: i32 },
-    /// (timerfd.rs)
+    /// A timerfd with its unread ticks, armed to expire at `expiry_ns` of
+    /// its clock when `absolute` (the same boot, or a real-time clock),
+    /// else `value_ns` from now; expirations missed meanwhile are added
+    /// to the ticks. `settime` are the saved settime flags. (timerfd.rs)
     TimerFd {
         slot: usize,
         clock: i32,
         flags: i32,
-        value_ns: u64,
-        interval_ns: u64,
-        ticks: u64,
+        timer: timerfd::Arm,
     },
     /// (signalfd.rs)
     SignalFd { slot: usize, mask: u64, flags: i32 },
@@ -143,14 +201,54 @@ pub enum FdOp {
         path: Option<CString>,
         backlog: u32,
     },
-    /// A listening TCP socket bound to `addr`:`port` (see
-    /// ckpt_sys::setup::tcp_listen). (inet.rs)
-    TcpListen {
+    /// A socket the restorer built (`FdPlan::net`), inherited by the stub:
+    /// `FdPlan::prebuilt[index]`. (sockets.rs)
+    Prebuilt { slot: usize, index: usize },
+    /// connect(2) a unix socket to a raw `sockaddr_un` (a path: with the
+    /// saved user's rights). (unix.rs)
+    UnixConnect {
         slot: usize,
         addr: Vec<u8>,
-        port: u16,
-        backlog: u32,
-        flags: i32,
+        path: bool,
+    },
+    /// accept(2) on the listener's slot into `slot`. (unix.rs)
+    UnixAccept { listener: usize, slot: usize },
+    /// sendmsg(2) of one queued message from `slot`, with the files of
+    /// `fds` (slots, SCM_RIGHTS) and credentials (pid, uid, gid:
+    /// SCM_CREDENTIALS), to `to` (raw sockaddr; empty: the peer). (unix.rs)
+    UnixSend {
+        slot: usize,
+        data: Vec<u8>,
+        fds: Vec<usize>,
+        creds: Option<(i32, u32, u32)>,
+        to: Vec<u8>,
+    },
+    /// The mode and owner of a socket file (saved user's rights). (unix.rs)
+    UnixFileMode {
+        path: CString,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// Remove a socket file that was deleted at the dump (saved user's
+    /// rights). (unix.rs)
+    UnixUnlink { path: CString },
+    /// Socket options (level, name, value), each with the table of
+    /// ckpt_sys::fds::sockopt. (unix.rs)
+    SockOpts {
+        slot: usize,
+        opts: Vec<(i32, i32, Vec<u8>)>,
+        phase: ckpt_sys::fds::sockopt::Phase,
+    },
+    /// shutdown(2); ENOTCONN is no error (the bits are set).
+    Shutdown { slot: usize, how: i32 },
+    /// F_SETOWN_EX and F_SETSIG; `pid` 0: the stub itself (the restored
+    /// process).
+    SetOwner {
+        slot: usize,
+        kind: i32,
+        pid: i32,
+        signal: i32,
     },
     /// (memfd.rs)
     MemFd {
@@ -177,6 +275,17 @@ pub enum FdOp {
         events: u32,
         data: u64,
     },
+    /// EPOLL_CTL_ADD of the description in slot `file` under fd number
+    /// `fd` (before any Place: the number is free then), which is closed
+    /// again: a watch whose fd was closed or given to another file since.
+    /// (epoll.rs)
+    EpollAddVia {
+        ep: usize,
+        file: usize,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
 }
 
 /// What the restorer has to offer the stub.
@@ -191,6 +300,8 @@ pub struct FdEnv {
     /// How to find live holders of pipes whose other end is outside the
     /// image (None: there are none).
     pub find_pipes: Option<FindPipes>,
+    /// Restore live TCP connections closed (`--tcp-close`).
+    pub tcp_close: bool,
 }
 
 impl FdEnv {
@@ -225,8 +336,15 @@ pub struct FdPlan {
     pub needs_std: [bool; 3],
     /// Regular files, directories and devices the ops open by path: (what, path).
     pub opens: Vec<(String, Vec<u8>)>,
+    /// Fds made once the process has its threads, by system calls
+    /// injected into it (pidfds of its threads and of live processes).
+    pub late: Vec<LateFd>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Sockets the restorer builds before the stub (sockets.rs).
+    pub net: NetPlan,
+    /// Their fd numbers, filled by `sockets::prebuild` (FdOp::Prebuilt).
+    pub prebuilt: Vec<i32>,
 }
 
 /// A path as a C string (paths never hold NUL; refuse if one does).
@@ -248,11 +366,14 @@ pub(crate) struct Group<'a> {
 /// What the kinds plan with: the process's descriptions, the slot each
 /// one ends in, and the plan being built.
 pub(crate) struct Builder<'a> {
+    pub image: &'a Image,
     pub proc: &'a Process,
     pub env: &'a FdEnv,
     pub groups: Vec<Group<'a>>,
     /// The staging slot each group is set up in (None: not set up).
     pub slot_of: Vec<Option<usize>>,
+    /// Groups made once the process has its threads (see [`LateFd`]).
+    pub late: Vec<bool>,
     pub plan: FdPlan,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
@@ -278,14 +399,61 @@ impl Builder<'_> {
         self.plan.warnings.push(w);
     }
 
-    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`.
+    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`; a file
+    /// in flight (passed in a queued message, at no fd) is "open file N".
     pub fn what(&self, g: usize) -> String {
         let Group { file: f, fds } = &self.groups[g];
         let path = String::from_utf8_lossy(&f.path);
+        let at = match fds.first() {
+            Some(fd) => format!("fd {}", fd.fd),
+            None => format!("open file {} (in flight)", f.id),
+        };
         if path.is_empty() {
-            format!("fd {}: {}", fds[0].fd, f.kind.name())
+            format!("{at}: {}", f.kind.name())
         } else {
-            format!("fd {}: {}", fds[0].fd, path)
+            format!("{at}: {path}")
+        }
+    }
+
+    /// Group `g` is a socket the restorer builds (`p`): a slot that takes
+    /// it, its status flags and owner.
+    pub fn prebuilt(&mut self, g: usize, p: Prebuilt) {
+        let (what, flags) = (self.what(g), self.flags(g));
+        let index = self.plan.net.sockets.len();
+        self.plan.net.sockets.push((what.clone(), p));
+        let s = self.slot();
+        self.op(&what, FdOp::Prebuilt { slot: s, index });
+        self.set_fl(&what, s, flags);
+        self.set_owner(g, s);
+        self.slot_of[g] = Some(s);
+    }
+
+    /// The saved owner of group `g`'s SIGIO (F_SETOWN), when it is the
+    /// process itself; another owner is said in a warning.
+    pub fn set_owner(&mut self, g: usize, slot: usize) {
+        let o = self.groups[g].file.owner;
+        if o.pid == 0 {
+            return;
+        }
+        let what = self.what(g);
+        if o.pid == self.proc.pid
+            || (o.kind == 0 && self.proc.threads.iter().any(|t| t.tid == o.pid))
+        {
+            let pid = if o.pid == self.proc.pid { 0 } else { o.pid };
+            self.op(
+                &what,
+                FdOp::SetOwner {
+                    slot,
+                    kind: o.kind,
+                    pid,
+                    signal: o.signal,
+                },
+            );
+        } else {
+            self.warning(format!(
+                "{what}: its SIGIO owner (pid {}, kind {}) is not the process; it is not set",
+                o.pid, o.kind
+            ));
         }
     }
 
@@ -385,6 +553,8 @@ pub fn plan_fds(
 ) -> FdPlan {
     let mut plan = FdPlan::default();
     let max_fd = proc.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
+    // (Epoll watches of closed fds are added at their numbers too.)
+    let max_fd = max_fd.max(epoll::max_target_fd(image, proc));
     plan.stage = (max_fd + 1).max(3);
 
     // Group fds by open file description, in order of their first fd.
@@ -408,30 +578,64 @@ pub fn plan_fds(
             },
         }
     }
+    inflight_groups(image, &mut groups, &mut by_id);
+    plan.net.tcp_close = env.tcp_close;
     let mut b = Builder {
+        image,
         proc,
         env,
         slot_of: vec![None; groups.len()],
+        late: vec![false; groups.len()],
         groups,
         plan,
         load,
     };
 
-    // Kinds whose descriptions are made together: both ends of a pipe,
-    // both ends of a unix socket pair.
+    // Kinds whose descriptions are made together: both ends of a pipe;
+    // unix sockets (pairs, listeners and their clients, queued messages
+    // with the files in flight they carry) after every other kind.
     let mut pipes = pipe::plan_pipes(&mut b);
-    let unix = unix::plan_pairs(&mut b);
     for g in 0..b.groups.len() {
-        plan_group(&mut b, g, &mut pipes, &unix);
+        plan_group(&mut b, g, &mut pipes);
     }
+    unix::plan_all(&mut b);
+    // Epoll watches of fd numbers that hold another file now.
+    epoll::plan_detached(&mut b);
     place(&mut b);
     // Epoll registrations, by final fd numbers.
     epoll::plan_targets(&mut b);
     b.plan
 }
 
+/// Files passed in queued unix messages that no fd of the process holds
+/// (in flight): groups of their own, placed at no number.
+fn inflight_groups<'a>(
+    image: &'a Image,
+    groups: &mut Vec<Group<'a>>,
+    by_id: &mut HashMap<u32, usize>,
+) {
+    let mut i = 0;
+    while i < groups.len() {
+        if let FileKind::UnixSocket(u) = &groups[i].file.kind {
+            for id in u.messages.iter().flat_map(|m| m.files.iter()) {
+                if by_id.contains_key(id) {
+                    continue;
+                }
+                if let Some(file) = image.file(*id) {
+                    by_id.insert(*id, groups.len());
+                    groups.push(Group {
+                        file,
+                        fds: Vec::new(),
+                    });
+                }
+            }
+        }
+        i += 1;
+    }
+}
+
 /// The ops that set up description `g`, by its kind.
-fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::State) {
+fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State) {
     let f = b.groups[g].file;
     match &f.kind {
         FileKind::Pipe(_) => pipe::plan_pipe_flags(b, g, pipes),
@@ -446,8 +650,15 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State, unix: &unix::S
         FileKind::Epoll(_) => epoll::plan(b, g),
         FileKind::MemFd(m) => memfd::plan(b, g, m),
         FileKind::InetSocket(n) => inet::plan(b, g, n),
-        FileKind::UnixSocket(u) => unix::plan(b, g, u, unix),
+        FileKind::NetlinkSocket(n) => netlink::plan(b, g, n),
+        FileKind::PacketSocket(p) => packet::plan(b, g, p),
+        // Planned together after the other kinds (unix.rs).
+        FileKind::UnixSocket(_) => {}
         FileKind::Inotify(i) => inotify::plan(b, g, i),
+        FileKind::OPath(o) => opath::plan(b, g, o),
+        FileKind::Nsfs(n) => nsfs::plan(b, g, n),
+        FileKind::Pidfd(p) => pidfd::plan(b, g, p),
+        FileKind::Fanotify(f) => fanotify::plan(b, g, f),
         _ => b.refuse(g),
     }
 }
@@ -489,13 +700,13 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
-        FdOp::TmpFile {
-            slot,
-            name,
-            dirs,
-            mode,
-            contents,
-        } => regular::tmpfile(c, *slot, name.as_deref(), dirs, *mode, contents)?,
+        FdOp::TmpFile { .. }
+        | FdOp::TmpNode { .. }
+        | FdOp::OpenOwn { .. }
+        | FdOp::DeadPidfd { .. }
+        | FdOp::Fanotify { .. }
+        | FdOp::FanotifyMark { .. }
+        | FdOp::EpollAddVia { .. } => exec_nodes_and_handles(c, op)?,
         FdOp::Pipe {
             read,
             write,
@@ -507,10 +718,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             slot,
             clock,
             flags,
-            value_ns,
-            interval_ns,
-            ticks,
-        } => timerfd::make(c, *slot, *clock, *flags, [*value_ns, *interval_ns, *ticks])?,
+            timer,
+        } => timerfd::make(c, *slot, *clock, *flags, timer)?,
         FdOp::SignalFd { slot, mask, flags } => signalfd::make(c, *slot, *mask, *flags)?,
         FdOp::Epoll { slot } => epoll::make(c, *slot)?,
         FdOp::EpollAdd {
@@ -534,13 +743,43 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             path,
             backlog,
         } => unix::make(c, *slot, *sock_type, name, path.as_deref(), *backlog)?,
-        FdOp::TcpListen {
+        FdOp::Prebuilt { slot, index } => c.set_slot(*slot, c.prebuilt(*index)),
+        FdOp::UnixConnect { slot, addr, path } => unix::connect(c, *slot, addr, *path)?,
+        FdOp::UnixAccept { listener, slot } => unix::accept(c, *listener, *slot)?,
+        FdOp::UnixSend {
             slot,
-            addr,
-            port,
-            backlog,
-            flags,
-        } => inet::listen(c, *slot, addr, *port, *backlog, *flags)?,
+            data,
+            fds,
+            creds,
+            to,
+        } => unix::send(c, *slot, data, fds, *creds, to)?,
+        FdOp::UnixFileMode {
+            path,
+            mode,
+            uid,
+            gid,
+        } => unix::file_mode(c, path, *mode, *uid, *gid)?,
+        FdOp::UnixUnlink { path } => unix::unlink(c, path)?,
+        FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase)?,
+        FdOp::Shutdown { slot, how } => {
+            match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
+                Err(e) if e.errno() != Some(libc::ENOTCONN) => return Err(e),
+                _ => {}
+            }
+        }
+        FdOp::SetOwner {
+            slot,
+            kind,
+            pid,
+            signal,
+        } => {
+            let pid = if *pid == 0 {
+                ckpt_sys::proc::getpid()
+            } else {
+                *pid
+            };
+            ckpt_sys::fs::set_owner(c.slot(*slot), *kind, pid, *signal)?
+        }
         FdOp::MemFd {
             slot,
             name,
@@ -562,6 +801,67 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::Place { slot, fd, cloexec } => setup::dup3(c.slot(*slot), *fd, *cloexec)?,
     }
     Ok(())
+}
+
+/// The ops of [`exec`] that make deleted files and nodes again, and
+/// handles onto the kernel's objects (namespaces, dead processes,
+/// fanotify groups, epoll watches of other fd numbers).
+fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::TmpFile {
+            slot,
+            name,
+            dirs,
+            mode,
+            contents,
+            extents,
+            meta,
+        } => regular::tmpfile(
+            c,
+            *slot,
+            (name.as_deref(), dirs),
+            *mode,
+            (contents, extents),
+            meta,
+        ),
+        FdOp::TmpNode {
+            slot,
+            paths,
+            mode,
+            flags,
+            meta,
+        } => regular::tmpnode(c, *slot, paths, *mode, *flags, meta),
+        FdOp::OpenOwn { slot, path, flags } => nsfs::open_own(c, *slot, path, *flags),
+        FdOp::DeadPidfd {
+            slot,
+            pid,
+            nonblock,
+        } => pidfd::dead(c, *slot, *pid, *nonblock),
+        FdOp::Fanotify {
+            slot,
+            flags,
+            event_flags,
+        } => fanotify::make(c, *slot, *flags, *event_flags),
+        FdOp::FanotifyMark {
+            slot,
+            flags,
+            mask,
+            path,
+        } => fanotify::mark(c, *slot, *flags, *mask, path),
+        FdOp::EpollAddVia {
+            ep,
+            file,
+            fd,
+            events,
+            data,
+        } => epoll::add_via(c, [*ep, *file], *fd, *events, *data),
+        // exec() gives this function no other op.
+        _ => Err(ckpt_sys::Error::Os {
+            op: "fd op",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
 }
 
 /// The fd ops that check() refuses whoever restores: opens with flags that
@@ -609,11 +909,22 @@ pub(crate) fn access_items(
             }
             FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
             FdOp::UnixSocket { path: Some(p), .. } => unix::access_item(what, p, items),
-            FdOp::TmpFile { mode, .. } if other_user => regular::check_tmpfile(what, *mode, r),
-            FdOp::TcpListen { port, .. } if other_user => inet::check_port(what, *port, creds, r),
+            FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
+            FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
+                regular::check_tmpfile(what, *mode & 0o7777, r)
+            }
             _ => {}
         }
     }
+    for (what, p) in &plan.net.sockets {
+        inet::check(what, p, creds, other_user, r);
+    }
+}
+
+/// What the sockets of the plan need here: the connection locks of the
+/// image (a warning when one is gone), 4-tuples and ports free.
+pub(crate) fn check_net(plan: &FdPlan, r: &mut Report) {
+    inet::check_locks(&plan.net.lock_tags, r);
 }
 
 #[cfg(test)]

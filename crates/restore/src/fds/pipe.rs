@@ -300,7 +300,8 @@ pub(super) fn plan_pipe_flags(b: &mut Builder, g: usize, st: &State) {
     }
 }
 
-/// A FIFO, reopened by path.
+/// A FIFO, reopened by path; a deleted one made again (see
+/// [`plan_deleted_fifo`]).
 pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
     let f = b.groups[g].file;
     let (what, flags) = (b.what(g), b.flags(g));
@@ -309,6 +310,10 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
     } else {
         p.fifo_path.clone()
     };
+    if p.fifo.deleted || f.path.ends_with(b" (deleted)") {
+        plan_deleted_fifo(b, g, p, super::strip_deleted(&path), st);
+        return;
+    }
     let Some(cp) = super::cpath(&path) else {
         b.error(format!("{what}: path holds a NUL byte"));
         return;
@@ -352,6 +357,57 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
             path: cp,
             flags: flags | libc::O_NONBLOCK,
             mode: 0,
+        },
+    );
+    b.set_fl(&what, s, flags);
+    b.slot_of[g] = Some(s);
+}
+
+/// A FIFO whose node was unlinked: made again under a free name next to
+/// where it was (with its owner, mode and times), opened read-write as
+/// the holder (refilled with the saved data) and unlinked; each end is a
+/// new description of it through /proc/self/fd.
+fn plan_deleted_fifo(b: &mut Builder, g: usize, p: &Pipe, path: &[u8], st: &mut State) {
+    let (what, flags) = (b.what(g), b.flags(g));
+    let h = match st.fifo_holders.get(&p.id) {
+        Some(&h) => h,
+        None => {
+            let h = b.slot();
+            let mode = if p.fifo.mode & libc::S_IFMT == libc::S_IFIFO {
+                p.fifo.mode
+            } else {
+                libc::S_IFIFO | 0o600
+            };
+            b.op(
+                &what,
+                FdOp::TmpNode {
+                    slot: h,
+                    paths: super::regular::temp_names(path, p.id),
+                    mode,
+                    flags: libc::O_RDWR | libc::O_NONBLOCK,
+                    meta: super::regular::NodeMeta::of(&p.fifo),
+                },
+            );
+            if !p.data.is_empty() {
+                b.op(
+                    &what,
+                    FdOp::Write {
+                        slot: h,
+                        data: p.data.clone(),
+                    },
+                );
+            }
+            st.fifo_holders.insert(p.id, h);
+            h
+        }
+    };
+    let s = b.slot();
+    b.op(
+        &what,
+        FdOp::Reopen {
+            slot: s,
+            from: h,
+            flags: flags | libc::O_NONBLOCK,
         },
     );
     b.set_fl(&what, s, flags);

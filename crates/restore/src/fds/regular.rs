@@ -1,14 +1,38 @@
 //! Regular files and directories, reopened by path at their saved offset;
 //! deleted files (and O_TMPFILE files) are made again as unlinked files
-//! with their saved contents.
+//! with their saved contents (holes kept), size, owner, mode and times;
+//! deleted directories (and the other deleted nodes of opath.rs and
+//! pipe.rs: FIFOs, socket files) are made under a free name next to where
+//! they were, opened, and unlinked.
 
 use super::{cpath, strip_deleted, Builder, FdOp, O_TMPFILE_BIT};
 use crate::stub::Child;
 use crate::Report;
 use ckpt_image::{FileIdentity, RegularFile};
-use ckpt_sys::setup;
+use ckpt_sys::{fs, setup};
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, IntoRawFd};
+
+/// What a remade node gets besides its contents: its size (regular
+/// files), owner and times, as saved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeMeta {
+    pub size: u64,
+    /// (uid, gid), set where they differ from the creator's.
+    pub owner: Option<(u32, u32)>,
+    /// (atime, mtime) in nanoseconds since the epoch.
+    pub times: Option<(i64, i64)>,
+}
+
+impl NodeMeta {
+    pub(super) fn of(id: &FileIdentity) -> NodeMeta {
+        NodeMeta {
+            size: id.size,
+            owner: Some((id.uid, id.gid)),
+            times: (id.mtime_ns != 0 || id.atime_ns != 0).then_some((id.atime_ns, id.mtime_ns)),
+        }
+    }
+}
 
 /// A regular file: reopened by path, or made again when it was deleted.
 pub(super) fn plan_file(b: &mut Builder, g: usize, rf: &RegularFile) {
@@ -32,6 +56,44 @@ pub(super) fn plan_file(b: &mut Builder, g: usize, rf: &RegularFile) {
     b.slot_of[g] = Some(s);
 }
 
+/// The directory `path` was in (the first choice for a remade node), and
+/// /tmp.
+fn dirs_of(path: &[u8]) -> Vec<CString> {
+    let mut dirs = Vec::new();
+    if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
+        let d = if pos == 0 {
+            b"/".to_vec()
+        } else {
+            path[..pos].to_vec()
+        };
+        if let Some(c) = cpath(&d) {
+            dirs.push(c);
+        }
+    }
+    if dirs.first().is_none_or(|d| d.as_bytes() != b"/tmp") {
+        dirs.push(CString::new("/tmp").expect("no NUL"));
+    }
+    dirs
+}
+
+/// Free names to try for a node remade next to where `path` was:
+/// `DIR/.ckpt-deleted-INODE-K`, then the same in /tmp.
+pub(crate) fn temp_names(path: &[u8], inode: u64) -> Vec<CString> {
+    let mut out = Vec::new();
+    for d in dirs_of(path) {
+        let d = d.as_bytes();
+        let sep = if d.ends_with(b"/") { "" } else { "/" };
+        for k in 0..4 {
+            let mut n = d.to_vec();
+            n.extend_from_slice(format!("{sep}.ckpt-deleted-{inode}-{k}").as_bytes());
+            if let Some(c) = cpath(&n) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 /// A deleted file: an unlinked file with the saved contents, in the
 /// directory it was in (else /tmp).
 fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
@@ -50,49 +112,58 @@ fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
             return;
         }
     };
-    let mut dirs = Vec::new();
-    if let Some(pos) = path.iter().rposition(|&c| c == b'/') {
-        let d = if pos == 0 {
-            b"/".to_vec()
-        } else {
-            path[..pos].to_vec()
-        };
-        if let Some(c) = cpath(&d) {
-            dirs.push(c);
-        }
-    }
-    dirs.push(CString::new("/tmp").expect("no NUL"));
     let mode = if rf.file.mode & 0o7777 != 0 {
         rf.file.mode & 0o7777
     } else {
         0o600
     };
+    let mut meta = NodeMeta::of(&rf.file);
+    // An image from before sizes were used: the contents are the file.
+    if rf.extents.is_empty() && meta.size < contents.len() as u64 {
+        meta.size = contents.len() as u64;
+    }
     b.op(
         &what,
         FdOp::TmpFile {
             slot: s,
             name: cpath(path),
-            dirs,
+            dirs: dirs_of(path),
             mode,
             contents,
+            extents: rf.extents.iter().map(|e| (e.offset, e.length)).collect(),
+            meta,
         },
     );
     let s = b.reopen_unless_rdwr(&what, s, flags & !(O_TMPFILE_BIT | libc::O_DIRECTORY));
-    b.seek(&what, s, b.groups[g].file.position);
+    if flags & libc::O_PATH == 0 {
+        b.seek(&what, s, b.groups[g].file.position);
+    }
     b.slot_of[g] = Some(s);
 }
 
-/// A directory, reopened by path.
+/// A directory, reopened by path; a deleted one made again (empty, as a
+/// deleted directory is) and removed.
 pub(super) fn plan_directory(b: &mut Builder, g: usize, fi: &FileIdentity) {
     let f = b.groups[g].file;
     let (what, flags) = (b.what(g), b.flags(g));
     let path = if fi.path.is_empty() {
-        f.path.clone()
+        strip_deleted(&f.path).to_vec()
     } else {
-        fi.path.clone()
+        strip_deleted(&fi.path).to_vec()
     };
-    if fi.deleted {
-        b.error(format!("{what}: the directory was deleted"));
+    if fi.deleted || f.path.ends_with(b" (deleted)") {
+        let s = b.slot();
+        b.op(
+            &what,
+            FdOp::TmpNode {
+                slot: s,
+                paths: temp_names(&path, fi.inode),
+                mode: libc::S_IFDIR | (fi.mode & 0o7777),
+                flags: flags | libc::O_DIRECTORY,
+                meta: NodeMeta::of(fi),
+            },
+        );
+        b.slot_of[g] = Some(s);
         return;
     }
     let Some(s) = b.open_path(&what, &path, flags | libc::O_DIRECTORY) else {
@@ -106,16 +177,16 @@ pub(super) fn plan_directory(b: &mut Builder, g: usize, fi: &FileIdentity) {
 
 /// FdOp::TmpFile: created with the saved user's ids where the restore
 /// takes them (the file then belongs to that user, in a directory that
-/// user may write to), then filled. At its old `name` when that is free,
-/// unlinked at once (so that /proc/PID/fd names it as before), else
-/// O_TMPFILE in one of `dirs`.
+/// user may write to), then filled, sized, given its owner, mode and
+/// times. At its old `name` when that is free, unlinked at once (so that
+/// /proc/PID/fd names it as before), else O_TMPFILE in one of `dirs`.
 pub(super) fn tmpfile(
     c: &mut Child<'_>,
     slot: usize,
-    name: Option<&CStr>,
-    dirs: &[CString],
+    (name, dirs): (Option<&CStr>, &[CString]),
     mode: u32,
-    contents: &[u8],
+    (contents, extents): (&[u8], &[(u64, u64)]),
+    meta: &NodeMeta,
 ) -> ckpt_sys::Result<()> {
     let fd = c.as_saved(|_| {
         if let Some(name) = name {
@@ -140,7 +211,99 @@ pub(super) fn tmpfile(
         }))
     })?;
     let fd = c.new_fd(slot, fd)?;
-    setup::pwrite_all(fd, contents, 0)
+    if extents.is_empty() {
+        setup::pwrite_all(fd, contents, 0)?;
+    } else {
+        let mut at = 0usize;
+        for &(off, len) in extents {
+            let end = (at + len as usize).min(contents.len());
+            setup::pwrite_all(fd, &contents[at..end], off)?;
+            at = end;
+        }
+    }
+    setup::ftruncate(fd, meta.size)?;
+    if let Some((uid, gid)) = meta.owner {
+        let (u, g, _) = fs::owner_of(fd)?;
+        if (u, g) != (uid, gid) {
+            fs::fchown(fd, uid, gid)?;
+        }
+    }
+    // The umask applied at the creation; a chown clears set-id bits.
+    setup::fchmod(fd, mode)?;
+    if let Some((atime, mtime)) = meta.times {
+        fs::set_times(fd, atime, mtime)?;
+    }
+    Ok(())
+}
+
+/// FdOp::TmpNode: made (with the saved user's ids where the restore
+/// takes them) at the first free name of `paths`, given its owner, mode
+/// and times, opened, and removed again; on a failure after it was made,
+/// removed too.
+pub(super) fn tmpnode(
+    c: &mut Child<'_>,
+    slot: usize,
+    paths: &[CString],
+    mode: u32,
+    flags: i32,
+    meta: &NodeMeta,
+) -> ckpt_sys::Result<()> {
+    let dir = mode & libc::S_IFMT == libc::S_IFDIR;
+    let fd = c.as_saved(|_| {
+        let mut last = ckpt_sys::Error::Os {
+            op: "mknod",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        for p in paths {
+            match fs::mknod(p, mode, 0) {
+                Ok(()) => {
+                    let r = fill_node(p, mode, flags, meta);
+                    let rm = fs::remove_entry(p, dir);
+                    let fd = r?;
+                    if let Err(e) = rm {
+                        let _ = setup::close(fd);
+                        return Err(e);
+                    }
+                    return Ok(fd);
+                }
+                Err(e) => {
+                    let again = matches!(
+                        e.errno(),
+                        Some(
+                            libc::EEXIST | libc::EACCES | libc::EROFS | libc::ENOENT | libc::EPERM
+                        )
+                    );
+                    last = e;
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    })?;
+    c.new_fd(slot, fd)?;
+    Ok(())
+}
+
+/// Owner, mode and times of the node just made at `p`, then open it.
+fn fill_node(p: &std::ffi::CStr, mode: u32, flags: i32, meta: &NodeMeta) -> ckpt_sys::Result<i32> {
+    if let Some((uid, gid)) = meta.owner {
+        let (u, g, _) = fs::owner_of_path(p)?;
+        if (u, g) != (uid, gid) {
+            fs::chown_nofollow(p, uid, gid)?;
+        }
+    }
+    fs::chmod_nofollow(p, mode & 0o7777)?;
+    let fd = setup::open(p, flags | libc::O_NOFOLLOW, 0)?;
+    if let Some((atime, mtime)) = meta.times {
+        if let Err(e) = fs::set_times_nofollow(p, atime, mtime) {
+            let _ = setup::close(fd);
+            return Err(e);
+        }
+    }
+    Ok(fd)
 }
 
 /// An unlinked copy is created by the restorer, so never with set-id bits

@@ -127,6 +127,10 @@ pub struct Layout {
     pub moves: Vec<Move>,
     /// Temporary address of each shared anonymous object (by id), and its size.
     pub shm_temp: BTreeMap<u64, (u64, u64)>,
+    /// Temporary address of each SysV shared memory segment mapped (by
+    /// id), and its size: the segment is attached there, and its mappings
+    /// duplicated from there.
+    pub sysv_temp: BTreeMap<u64, (u64, u64)>,
     /// Temporary address (2 MiB-aligned) of each huge-page fill area, in
     /// the order of the `huge` lengths given to [`plan_layout`].
     pub huge_temp: Vec<u64>,
@@ -258,14 +262,20 @@ pub fn plan_layout(
     }
 
     let mut shm_temp = BTreeMap::new();
+    let mut sysv_temp = BTreeMap::new();
     for v in &proc.vmas {
         if let VmaBacking::SharedMemory(sm) = &v.backing {
-            if sm.kind == ShmKind::AnonymousShared && !shm_temp.contains_key(&sm.id) {
+            let temp = match sm.kind {
+                ShmKind::AnonymousShared => &mut shm_temp,
+                ShmKind::SysvShm => &mut sysv_temp,
+                _ => continue,
+            };
+            if let std::collections::btree_map::Entry::Vacant(e) = temp.entry(sm.id) {
                 let size = sm.size.max(sm.offset + v.len()).div_ceil(page) * page;
                 let at = space
                     .alloc(size)
                     .ok_or("no free address range for a shared memory object")?;
-                shm_temp.insert(sm.id, (at, size));
+                e.insert((at, size));
             }
         }
     }
@@ -283,6 +293,7 @@ pub fn plan_layout(
         unmap,
         moves,
         shm_temp,
+        sysv_temp,
         huge_temp,
     })
 }

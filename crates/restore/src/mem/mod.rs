@@ -24,6 +24,8 @@ pub struct MemPlan {
     pub writes: Vec<PageWrite>,
     /// Deleted files made again for their mappings.
     pub recreate: Vec<RecreatedFile>,
+    /// Guard regions (MADV_GUARD_INSTALL) to install: [start, end).
+    pub guards: Vec<(u64, u64)>,
     /// Files mapped by path: (what, identity) for existence checks.
     pub files: Vec<(String, ckpt_image::FileIdentity)>,
     /// The paths of those mapped private somewhere (their pages that are
@@ -165,7 +167,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn runs_outside_vmas_and_sysv_shm_are_errors() {
+    fn runs_outside_vmas_and_unknown_sysv_shm_are_errors() {
         let p = Process {
             vmas: vec![vma(
                 0x10000,
@@ -185,7 +187,7 @@ pub(crate) mod tests {
         };
         let plan = plan_memory(&Image::default(), &p, 4096);
         assert_eq!(plan.errors.len(), 2, "{:?}", plan.errors);
-        assert!(plan.errors[0].contains("System V"));
+        assert!(plan.errors[0].contains("SysV"), "{:?}", plan.errors);
         assert!(plan.errors[1].contains("50000-51000"));
     }
 }

@@ -53,6 +53,11 @@ pub(super) fn plan_writes(proc: &Process, page: u64, rules: &[PageRule], plan: &
         .collect();
     for (ri, run) in proc.memory.iter().enumerate() {
         let (rs, re) = run_range(run, page);
+        if run.kind == RunKind::Guard {
+            // No contents: installed once the pages are written.
+            plan.guards.push((rs, re));
+            continue;
+        }
         let mut covered = 0u64;
         let first = proc.vmas.partition_point(|v| v.end <= rs);
         for (vi, v) in proc.vmas.iter().enumerate().skip(first) {

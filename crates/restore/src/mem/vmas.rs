@@ -1,8 +1,9 @@
 //! The mappings of the image: how each one is made (planned here, pure:
 //! anonymous memory, a file by path or through an fd of the process, shared
-//! anonymous memory, a memfd) and the injected calls that make them, with
-//! their advice and names; their final protections are set once the pages
-//! are written.
+//! anonymous memory, a memfd, a SysV segment) and the injected calls that
+//! make them, with their advice and names; their final protections, guard
+//! regions and locks (mlock, MLOCK_ONFAULT) are set once the pages are
+//! written.
 
 use super::layout::{Layout, MREMAP_FIXED, MREMAP_MAYMOVE};
 use super::MemPlan;
@@ -20,6 +21,8 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 
 const PR_SET_VMA: u64 = 0x5356_4d41;
+const MLOCK_ONFAULT: u32 = 1;
+const MADV_GUARD_INSTALL: u64 = 102;
 
 /// How one mapping is made.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +47,10 @@ pub enum Backing {
     /// A deleted file no fd holds, made again from its saved contents:
     /// `MemPlan::recreate[file]`.
     Recreated { file: usize, offset: u64 },
+    /// A SysV shared memory segment (made again with its saved id, or
+    /// still there, before the stub: process/sysv.rs), attached at a
+    /// temporary address and duplicated from there.
+    SysvShm { id: i32, offset: u64 },
 }
 
 /// A deleted file that mappings need, made again by the process being
@@ -82,6 +89,9 @@ pub struct MapStep {
     pub advice: Vec<i32>,
     /// prctl(PR_SET_VMA_ANON_NAME) for `[anon:NAME]` mappings.
     pub anon_name: Option<CString>,
+    /// mlock2() flags once the pages are written: None (not locked),
+    /// Some(0) (mlock), Some(MLOCK_ONFAULT).
+    pub lock: Option<u32>,
     /// For messages: "vma 7f..-7f.. /usr/lib/libc.so.6".
     pub what: String,
 }
@@ -167,11 +177,13 @@ pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Ve
     let mut rules = Vec::with_capacity(proc.vmas.len());
     for v in &proc.vmas {
         let what = vma_what(v);
-        let (backing, rule) = backing_of(v, &what, &held, plan);
-        if v.madvise & (1 << madvise::LOCKED) != 0 {
-            plan.warnings
-                .push(format!("{what}: was mlock()ed; restored unlocked"));
-        }
+        let (backing, rule) = backing_of(image, v, &what, &held, plan);
+        let onfault = v.madvise & (1 << madvise::LOCK_ON_FAULT) != 0;
+        let lock = (v.madvise & (1 << madvise::LOCKED) != 0).then_some(if onfault {
+            MLOCK_ONFAULT
+        } else {
+            0
+        });
         rules.push(rule);
         let Some(backing) = backing else {
             continue;
@@ -196,6 +208,7 @@ pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Ve
             backing,
             advice: advice_of(v.madvise),
             anon_name,
+            lock,
             what,
         });
     }
@@ -205,6 +218,7 @@ pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Ve
 /// How vma `v` is made (None: it is not, the kernel's own or refused),
 /// and what happens to its saved pages.
 fn backing_of(
+    image: &Image,
     v: &Vma,
     what: &str,
     held: &HeldFiles,
@@ -229,6 +243,9 @@ fn backing_of(
                 PageRule::All
             };
             (file_backing(v, fm, what, held, plan), rule)
+        }
+        VmaBacking::SharedMemory(sm) if sm.kind == ShmKind::SysvShm => {
+            (sysv_backing(image, sm, what, plan), PageRule::Nothing)
         }
         VmaBacking::SharedMemory(sm) => shm_backing(v, sm, what, held, plan),
     }
@@ -417,14 +434,37 @@ fn shm_backing(
             };
             return (Some(b), PageRule::Nothing);
         }
-        _ => {
+        ShmKind::SysvShm => {
             plan.errors.push(format!(
-                "{what}: System V shared memory cannot be restored by this version"
+                "{what}: SysV shared memory planned as another kind"
             ));
             return (None, PageRule::DataOnly);
         }
     };
     (Some(backing), PageRule::DataOnly)
+}
+
+/// A SysV segment: the image must hold it (its contents, its id).
+fn sysv_backing(
+    image: &Image,
+    sm: &SharedMemory,
+    what: &str,
+    plan: &mut MemPlan,
+) -> Option<Backing> {
+    let id = i32::try_from(sm.id).ok();
+    match id.filter(|id| image.sysv_shm.iter().any(|s| s.perm.id == *id)) {
+        Some(id) => Some(Backing::SysvShm {
+            id,
+            offset: sm.offset,
+        }),
+        None => {
+            plan.errors.push(format!(
+                "{what}: maps SysV shared memory segment {} that the image does not hold",
+                sm.id
+            ));
+            None
+        }
+    }
 }
 
 /// Objects made while mapping, closed or unmapped at the end.
@@ -436,6 +476,8 @@ struct Made {
     memfds: BTreeMap<u64, u64>,
     /// Shared anonymous objects, by id: their temporary address.
     shm: BTreeMap<u64, u64>,
+    /// SysV segments attached, by id: their temporary address.
+    sysv: BTreeMap<u64, u64>,
 }
 
 /// Make every mapping of the image, writable where pages will be written.
@@ -466,6 +508,13 @@ pub(crate) fn map_all(
             "munmap of a temporary shared mapping",
             libc::SYS_munmap,
             &[tmp, l.shm_temp[&id].1],
+        )?;
+    }
+    for (id, tmp) in made.sysv {
+        main.call(
+            "munmap of a temporary SysV attach",
+            libc::SYS_munmap,
+            &[tmp, l.sysv_temp[&id].1],
         )?;
     }
     tracing::debug!(mappings = steps.len(), "mappings made");
@@ -699,6 +748,9 @@ fn map_one(
                 &[s.start, s.len, prot, share | fixed, fd, *offset],
             )?;
         }
+        Backing::SysvShm { id, offset } => {
+            map_sysv(main, s, l, (*id, *offset), made)?;
+        }
         Backing::NewMemfd {
             id,
             name,
@@ -747,6 +799,49 @@ fn map_shared_anon(
                 u64::MAX,
                 0,
             ],
+        )?;
+        e.insert(tmp);
+    }
+    main.call(
+        &format!("mmap of {}", s.what),
+        libc::SYS_mremap,
+        &[
+            tmp + offset,
+            0,
+            s.len,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            s.start,
+        ],
+    )?;
+    main.call(
+        &format!("mprotect of {}", s.what),
+        libc::SYS_mprotect,
+        &[s.start, s.len, u64::from(s.map_prot)],
+    )?;
+    Ok(())
+}
+
+/// A SysV segment mapping: the segment is attached once at its temporary
+/// address (shmat), each of its mappings is a duplicate (mremap of size
+/// 0) of the range at `offset` there; the attach goes at the end. The
+/// mappings keep the segment's attach count and its shmdt() address.
+fn map_sysv(
+    main: &mut Remote,
+    s: &MapStep,
+    l: &Layout,
+    (id, offset): (i32, u64),
+    made: &mut Made,
+) -> Result<()> {
+    let key = id as u64;
+    let (tmp, _) = *l.sysv_temp.get(&key).ok_or_else(|| Error::Stub {
+        pid: main.tid,
+        what: format!("{}: no temporary place for SysV segment {id}", s.what),
+    })?;
+    if let Entry::Vacant(e) = made.sysv.entry(key) {
+        main.call(
+            &format!("shmat of SysV shared memory segment {id}"),
+            libc::SYS_shmat,
+            &[id as u64, tmp, 0],
         )?;
         e.insert(tmp);
     }
@@ -822,15 +917,47 @@ fn advise(main: &mut Remote, s: &MapStep, scratch: u64) -> Result<()> {
     Ok(())
 }
 
-/// The final protections, where pages were written through added
-/// PROT_WRITE.
-pub(crate) fn protect(main: &mut Remote, steps: &[MapStep]) -> Result<()> {
+/// Once the pages are written: the final protections (where pages were
+/// written through added PROT_WRITE), the guard regions (which may not be
+/// installed in locked memory), then the locks (mlock2, which faults the
+/// pages in: after the userfaultfd is gone).
+pub(crate) fn finish(main: &mut Remote, steps: &[MapStep], guards: &[(u64, u64)]) -> Result<()> {
     for s in steps {
         if s.map_prot != s.prot {
             main.call(
                 &format!("mprotect of {}", s.what),
                 libc::SYS_mprotect,
                 &[s.start, s.len, u64::from(s.prot)],
+            )?;
+        }
+    }
+    for &(start, end) in guards {
+        let r = main.raw(
+            "madvise(MADV_GUARD_INSTALL)",
+            libc::SYS_madvise,
+            &[start, end - start, MADV_GUARD_INSTALL],
+        )?;
+        if r < 0 {
+            let why = if r == -(libc::EINVAL as i64) {
+                " (a kernel without guard regions, Linux < 6.13?)"
+            } else {
+                ""
+            };
+            return Err(Error::Io {
+                context: format!(
+                    "thread {}: installing the guard pages at {start:#x}-{end:#x}{why}",
+                    main.tid
+                ),
+                error: std::io::Error::from_raw_os_error(-r as i32),
+            });
+        }
+    }
+    for s in steps {
+        if let Some(flags) = s.lock {
+            main.call(
+                &format!("mlock2 of {}", s.what),
+                libc::SYS_mlock2,
+                &[s.start, s.len, u64::from(flags)],
             )?;
         }
     }

@@ -1,14 +1,20 @@
 //! Process state, set by system calls injected into the process being
 //! built once its memory is in place: /proc/PID/exe and the mm fields,
-//! working directory, umask, personality, per-process prctls (here);
+//! working directory (a deleted one made again), umask, personality,
+//! per-process prctls, membarrier registrations, the audit login uid
+//! (here); seccomp filters (seccomp.rs); cgroup v2 membership
+//! (cgroup.rs); SysV IPC objects (sysv.rs, made before the stub);
 //! credentials (creds.rs), signal handlers and pending signals
 //! (signals.rs), interval and POSIX timers (timers.rs), resource limits
 //! (rlimits.rs), and the threads with their state and registers
 //! (thread.rs).
 
+pub(crate) mod cgroup;
 pub(crate) mod creds;
 pub(crate) mod rlimits;
+pub(crate) mod seccomp;
 pub(crate) mod signals;
+pub(crate) mod sysv;
 pub(crate) mod thread;
 pub(crate) mod timers;
 
@@ -43,6 +49,8 @@ pub(crate) fn set_state(
     signals::set_handlers(main, p, scratch)?;
     timers::set_itimers(main, p, scratch)?;
     set_prctls(main, p)?;
+    set_membarrier(main, p)?;
+    set_login_uid(main, p, scratch)?;
     // Limits, from outside, only where they differ.
     rlimits::set_limits(pid, p)?;
     rlimits::set_oom_score_adj(pid, p);
@@ -60,7 +68,7 @@ fn open_exe_and_chdir(
 ) -> Result<u64> {
     let mut exe_fd = u64::from(u32::MAX);
     let open_exe = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
-    if !open_exe && p.cwd.is_empty() {
+    if !open_exe && p.cwd.is_empty() && !p.cwd_identity.deleted {
         return Ok(exe_fd);
     }
     creds::with_rights(main, as_saved, scratch, |main| {
@@ -79,7 +87,9 @@ fn open_exe_and_chdir(
                 ],
             )?;
         }
-        if !p.cwd.is_empty() {
+        if p.cwd_identity.deleted {
+            deleted_cwd(main, p, scratch)?;
+        } else if !p.cwd.is_empty() {
             main.write_cstr(scratch, &p.cwd)?;
             main.call(
                 &format!("chdir to {}", String::from_utf8_lossy(&p.cwd)),
@@ -90,6 +100,121 @@ fn open_exe_and_chdir(
         Ok(())
     })?;
     Ok(exe_fd)
+}
+
+/// A working directory that was deleted: a directory made again next to
+/// where it was (or in /tmp) under a free name, with its owner, mode and
+/// times, entered, and removed (the process is then in a deleted
+/// directory, as saved).
+fn deleted_cwd(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
+    let id = &p.cwd_identity;
+    let names = crate::fds::temp_names(crate::fds::strip_deleted(&id.path), id.inode);
+    for name in &names {
+        let what = |op: &str| {
+            format!(
+                "{op} of {} (the deleted working directory)",
+                name.to_string_lossy()
+            )
+        };
+        main.write_cstr(scratch, name.as_bytes())?;
+        let r = main.raw(
+            &what("mkdir"),
+            libc::SYS_mkdir,
+            &[scratch, u64::from(id.mode & 0o7777)],
+        )?;
+        if r == -(libc::EEXIST as i64) || r == -(libc::EACCES as i64) || r == -(libc::ENOENT as i64)
+        {
+            continue;
+        }
+        if r < 0 {
+            return Err(crate::error::Error::Io {
+                context: format!("thread {}: {}", main.tid, what("mkdir")),
+                error: std::io::Error::from_raw_os_error(-r as i32),
+            });
+        }
+        let set = (|| {
+            main.call(
+                &what("lchown"),
+                libc::SYS_lchown,
+                &[scratch, u64::from(id.uid), u64::from(id.gid)],
+            )?;
+            main.call(
+                &what("chmod"),
+                libc::SYS_chmod,
+                &[scratch, u64::from(id.mode & 0o7777)],
+            )?;
+            main.call(&what("chdir"), libc::SYS_chdir, &[scratch])?;
+            let times = crate::remote::u64s(&[
+                id.atime_ns.div_euclid(1_000_000_000) as u64,
+                id.atime_ns.rem_euclid(1_000_000_000) as u64,
+                id.mtime_ns.div_euclid(1_000_000_000) as u64,
+                id.mtime_ns.rem_euclid(1_000_000_000) as u64,
+            ]);
+            main.write(scratch + 0x800, &times)?;
+            main.call(
+                &what("utimensat"),
+                libc::SYS_utimensat,
+                &[libc::AT_FDCWD as u64, scratch, scratch + 0x800, 0],
+            )?;
+            Ok(())
+        })();
+        let rm = main.call(&what("rmdir"), libc::SYS_rmdir, &[scratch]);
+        set?;
+        rm?;
+        return Ok(());
+    }
+    Err(crate::error::Error::Stub {
+        pid: main.tid,
+        what: format!(
+            "no free name to make the deleted working directory {} again",
+            String::from_utf8_lossy(&id.path)
+        ),
+    })
+}
+
+/// membarrier registrations (per address space).
+fn set_membarrier(main: &mut Remote, p: &Process) -> Result<()> {
+    // The REGISTER commands, as MEMBARRIER_CMD_GET_REGISTRATIONS reports
+    // them: GLOBAL_EXPEDITED, PRIVATE_EXPEDITED, ..._SYNC_CORE, ..._RSEQ.
+    for cmd in [1u32 << 2, 1 << 4, 1 << 6, 1 << 8] {
+        if p.membarrier & cmd != 0 {
+            main.call(
+                &format!("membarrier(register {cmd:#x})"),
+                libc::SYS_membarrier,
+                &[u64::from(cmd), 0, 0],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The audit login uid, where it differs from the stub's (only the
+/// process itself may write its /proc/self/loginuid, with
+/// CAP_AUDIT_CONTROL to change one already set).
+fn set_login_uid(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
+    let path = format!("/proc/{}/loginuid", main.tid);
+    let Ok(now) = std::fs::read_to_string(&path) else {
+        return Ok(()); // a kernel without audit: no login uid
+    };
+    if now.trim().parse::<u32>().ok() == Some(p.login_uid) {
+        return Ok(());
+    }
+    let what = format!("setting the login uid {}", p.login_uid as i32);
+    main.write_cstr(scratch, b"/proc/self/loginuid")?;
+    let fd = main.call(
+        &what,
+        libc::SYS_openat,
+        &[
+            libc::AT_FDCWD as u64,
+            scratch,
+            (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
+        ],
+    )?;
+    let text = (p.login_uid as i32).to_string();
+    main.write(scratch, text.as_bytes())?;
+    let r = main.call(&what, libc::SYS_write, &[fd, scratch, text.len() as u64]);
+    main.call("close", libc::SYS_close, &[fd])?;
+    r.map(drop)
 }
 
 /// The mm fields (code, data, brk, stack, arguments, environment, auxv)

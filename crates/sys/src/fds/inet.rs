@@ -6,7 +6,7 @@ use nix::sys::socket::{
     sockopt, AddressFamily, SockFlag, SockProtocol, SockType, SockaddrIn, SockaddrIn6,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// A listening TCP socket on `addr` (4 bytes: IPv4, 16: IPv6, network
 /// order) and `port`: socket(2) with `flags` (SOCK_NONBLOCK...),
@@ -36,6 +36,6 @@ pub fn tcp_listen(addr: &[u8], port: u16, backlog: u32, flags: i32) -> Result<Ow
         let sa = SocketAddrV6::new(Ipv6Addr::from(a), port, 0, 0);
         bind(&fd, &SockaddrIn6::from(sa))?;
     }
-    listen(&fd, backlog)?;
+    listen(fd.as_raw_fd(), backlog)?;
     Ok(fd)
 }

@@ -6,6 +6,7 @@
 
 pub mod epoll;
 pub mod eventfd;
+pub mod fanotify;
 pub mod inet;
 pub mod inotify;
 pub mod memfd;
@@ -13,6 +14,8 @@ pub mod pipe;
 pub mod regular;
 pub mod signalfd;
 pub mod socket;
+pub mod sockopt;
+pub mod tcp_repair;
 pub mod timerfd;
 pub mod tty;
 pub mod unix;

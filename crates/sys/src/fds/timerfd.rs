@@ -63,3 +63,34 @@ pub fn timerfd_set_ticks(fd: impl AsRawFd, ticks: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// clock_gettime(2) of `clock` in nanoseconds (CLOCK_REALTIME,
+/// CLOCK_MONOTONIC, CLOCK_BOOTTIME and their alarm variants, whose time
+/// is that of their base clock). Allocates nothing.
+pub fn clock_now_ns(clock: i32) -> Result<i64> {
+    let base = match clock {
+        libc::CLOCK_REALTIME_ALARM => libc::CLOCK_REALTIME,
+        libc::CLOCK_BOOTTIME_ALARM => libc::CLOCK_BOOTTIME,
+        c => c,
+    };
+    let ts = nix::time::clock_gettime(nix::time::ClockId::from_raw(base)).op("clock_gettime")?;
+    Ok(ts.tv_sec() as i64 * 1_000_000_000 + ts.tv_nsec() as i64)
+}
+
+/// timerfd_gettime(2): (time to the next expiry, interval) in
+/// nanoseconds; (0, 0) when disarmed. As a side effect the kernel brings a
+/// periodic timer that expired without being read up to date: the
+/// expirations missed meanwhile are added to its unread ticks and it is
+/// armed for its next period (what a read would do, without consuming).
+pub fn timerfd_gettime(fd: impl AsRawFd) -> Result<(u64, u64)> {
+    const OP: &str = "timerfd_gettime";
+    // SAFETY: as in timerfd_settime: the kernel checks the fd's kind.
+    let t = view(OP, fd, |o| unsafe { TimerFd::from_owned_fd(o) })?;
+    let ns = |ts: &TimeSpec| ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64;
+    Ok(match t.get().op(OP)? {
+        None => (0, 0),
+        Some(Expiration::OneShot(v)) => (ns(&v), 0),
+        Some(Expiration::IntervalDelayed(v, i)) => (ns(&v), ns(&i)),
+        Some(Expiration::Interval(i)) => (ns(&i), ns(&i)),
+    })
+}

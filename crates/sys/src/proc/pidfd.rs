@@ -6,8 +6,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// pidfd_open(2) of `pid`.
 pub fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
+    pidfd_open_flags(pid, 0)
+}
+
+/// pidfd_open(2) of `pid` with `flags` (PIDFD_NONBLOCK, PIDFD_THREAD).
+/// Allocates nothing.
+pub fn pidfd_open_flags(pid: Pid, flags: u32) -> Result<OwnedFd> {
     // SAFETY: integer arguments only.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if r < 0 {
         return Err(last_os("pidfd_open", pid));
     }

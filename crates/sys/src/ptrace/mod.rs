@@ -9,6 +9,7 @@
 //! them).
 
 mod regs;
+pub mod seccomp;
 mod siginfo;
 mod xstate;
 
@@ -28,6 +29,9 @@ use nix::sys::ptrace::Options;
 pub const PTRACE_O_TRACESYSGOOD: u32 = libc::PTRACE_O_TRACESYSGOOD as u32;
 pub const PTRACE_O_TRACECLONE: u32 = libc::PTRACE_O_TRACECLONE as u32;
 pub const PTRACE_O_EXITKILL: u32 = libc::PTRACE_O_EXITKILL as u32;
+/// Seccomp filters do not apply to the tracee while it is traced with this
+/// option (needs CAP_SYS_ADMIN).
+pub const PTRACE_O_SUSPEND_SECCOMP: u32 = 1 << 21;
 
 pub const PTRACE_EVENT_CLONE: i32 = libc::PTRACE_EVENT_CLONE;
 pub const PTRACE_EVENT_STOP: i32 = libc::PTRACE_EVENT_STOP;

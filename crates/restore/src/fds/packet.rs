@@ -1,0 +1,98 @@
+//! Packet sockets: type and protocol, PACKET_VERSION, bound interface
+//! (by index: the interface must exist here), memberships, fanout group,
+//! options and filter. Rings were refused at the dump; queued packets
+//! were dropped.
+
+use super::sockets::{apply_opts, Prebuilt};
+use super::Builder;
+use ckpt_image::{PacketSocket, SockOpt};
+use ckpt_sys::fds::socket;
+use ckpt_sys::fds::sockopt::Phase;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+const SOL_PACKET: i32 = 263;
+const PACKET_ADD_MEMBERSHIP: i32 = 1;
+const PACKET_VERSION: i32 = 10;
+const PACKET_FANOUT: i32 = 18;
+
+/// One packet socket for the restorer to build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PacketSpec {
+    pub ty: i32,
+    /// Ethertype, network order (as socket() and sockaddr_ll take it).
+    pub protocol: u16,
+    pub ifindex: i32,
+    pub version: u32,
+    pub fanout: u32,
+    /// (ifindex, type, address).
+    pub memberships: Vec<(i32, u16, Vec<u8>)>,
+    pub opts: Vec<SockOpt>,
+}
+
+pub(super) fn plan(b: &mut Builder, g: usize, p: &PacketSocket) {
+    let what = b.what(g);
+    if p.dropped_queue > 0 {
+        b.warning(format!(
+            "{what}: {} bytes of queued packets were dropped",
+            p.dropped_queue
+        ));
+    }
+    if p.memberships.iter().any(|m| m.address.len() > 8) {
+        b.error(format!(
+            "{what}: a packet membership address longer than 8 bytes"
+        ));
+        return;
+    }
+    b.prebuilt(
+        g,
+        Prebuilt::Packet(PacketSpec {
+            ty: p.sock_type as i32,
+            protocol: p.protocol,
+            ifindex: p.ifindex,
+            version: p.version,
+            fanout: p.fanout,
+            memberships: p
+                .memberships
+                .iter()
+                .map(|m| (m.ifindex, m.mr_type, m.address.clone()))
+                .collect(),
+            opts: p.options.clone(),
+        }),
+    );
+}
+
+pub(super) fn make(s: &PacketSpec) -> Result<OwnedFd, String> {
+    let sock =
+        socket::socket(libc::AF_PACKET, s.ty, i32::from(s.protocol)).map_err(|e| e.to_string())?;
+    let fd = sock.as_raw_fd();
+    if s.version != 0 {
+        socket::setsockopt_int(fd, SOL_PACKET, PACKET_VERSION, s.version as i32)
+            .map_err(|e| format!("PACKET_VERSION: {e}"))?;
+    }
+    apply_opts(fd, &s.opts, Phase::PreBind)?;
+    if s.ifindex != 0 {
+        // struct sockaddr_ll: family, protocol, ifindex, the rest zero.
+        let mut sa = [0u8; 20];
+        sa[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+        sa[2..4].copy_from_slice(&s.protocol.to_ne_bytes());
+        sa[4..8].copy_from_slice(&s.ifindex.to_ne_bytes());
+        socket::bind_raw(fd, &sa)
+            .map_err(|e| format!("binding to interface {}: {e}", s.ifindex))?;
+    }
+    for (ifindex, ty, addr) in &s.memberships {
+        // struct packet_mreq: ifindex, type, alen, address[8].
+        let mut m = [0u8; 16];
+        m[..4].copy_from_slice(&ifindex.to_ne_bytes());
+        m[4..6].copy_from_slice(&ty.to_ne_bytes());
+        m[6..8].copy_from_slice(&(addr.len() as u16).to_ne_bytes());
+        m[8..8 + addr.len()].copy_from_slice(addr);
+        socket::setsockopt_bytes(fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &m)
+            .map_err(|e| format!("PACKET_ADD_MEMBERSHIP: {e}"))?;
+    }
+    if s.fanout != 0 {
+        socket::setsockopt_int(fd, SOL_PACKET, PACKET_FANOUT, s.fanout as i32)
+            .map_err(|e| format!("PACKET_FANOUT: {e}"))?;
+    }
+    apply_opts(fd, &s.opts, Phase::Post)?;
+    Ok(sock)
+}

@@ -1,0 +1,190 @@
+//! pidfds. One of a process that had exited and been reaped is made by
+//! the stub: a child of its own at the saved pid (when that pid is free;
+//! else anywhere: a dead pidfd shows no pid) that exits at once and is
+//! reaped. One of a live process or thread is made once the restored
+//! process has its threads, by a pidfd_open injected into it ([`late`]):
+//! the process itself, one of its threads (PIDFD_THREAD), or a process
+//! outside the image that still runs under the saved pid.
+
+use super::{Builder, FdOp};
+use crate::error::Result;
+use crate::remote::Remote;
+use crate::stub::Child;
+use ckpt_image::Pidfd;
+use std::collections::BTreeMap;
+use std::os::fd::IntoRawFd;
+
+/// PIDFD_THREAD (O_EXCL) and PIDFD_NONBLOCK (O_NONBLOCK).
+const PIDFD_THREAD: i32 = libc::O_EXCL;
+
+/// What is done by system calls injected into the restored process once
+/// it has its threads, in order (after the stub's fds are all placed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateFd {
+    /// For error messages (`fd 4: anon_inode:[pidfd]`).
+    pub what: String,
+    pub op: LateOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LateOp {
+    /// A pidfd of `pid` (a saved id: the process's own, one of its
+    /// threads', or a process outside the image) with `flags`
+    /// (PIDFD_NONBLOCK, PIDFD_THREAD), placed at each of `fds` (number,
+    /// close-on-exec).
+    Pidfd {
+        pid: i32,
+        flags: u32,
+        fds: Vec<(i32, bool)>,
+    },
+    /// EPOLL_CTL_ADD of fd `fd` (made late) to epoll fd `epfd`.
+    EpollAdd {
+        epfd: i32,
+        fd: i32,
+        events: u32,
+        data: u64,
+    },
+}
+
+pub(super) fn plan(b: &mut Builder, g: usize, p: &Pidfd) {
+    let (what, flags) = (b.what(g), b.flags(g));
+    let nonblock = flags & libc::O_NONBLOCK != 0;
+    if p.dead {
+        let s = b.slot();
+        let pid = (p.pid > 0 && p.pid != b.proc.pid).then_some(p.pid);
+        b.op(
+            &what,
+            FdOp::DeadPidfd {
+                slot: s,
+                pid,
+                nonblock,
+            },
+        );
+        b.slot_of[g] = Some(s);
+        return;
+    }
+    let own = b
+        .image
+        .processes
+        .iter()
+        .any(|q| q.pid == p.pid || q.threads.iter().any(|t| t.tid == p.pid));
+    if !own {
+        match std::fs::metadata(format!("/proc/{}", p.pid)) {
+            Ok(_) => b.warning(format!(
+                "{what}: a pidfd of pid {}, which is not in the image: reopened on the process that runs under that pid now",
+                p.pid
+            )),
+            Err(_) => {
+                b.error(format!(
+                    "{what}: a pidfd of pid {}, which is not in the image and does not run any more",
+                    p.pid
+                ));
+                return;
+            }
+        }
+    }
+    let fds = b.groups[g].fds.iter().map(|f| (f.fd, f.cloexec)).collect();
+    b.plan.late.push(LateFd {
+        what,
+        op: LateOp::Pidfd {
+            pid: p.pid,
+            // (b.flags() drops O_EXCL, which is PIDFD_THREAD here.)
+            flags: (b.groups[g].file.flags as i32 & (libc::O_NONBLOCK | PIDFD_THREAD)) as u32,
+            fds,
+        },
+    });
+    b.late[g] = true;
+    // Not placed by the stub: `late` does it.
+}
+
+/// FdOp::DeadPidfd: at the saved pid when it is free.
+pub(super) fn dead(
+    c: &mut Child<'_>,
+    slot: usize,
+    pid: Option<i32>,
+    nonblock: bool,
+) -> ckpt_sys::Result<()> {
+    let fd = match ckpt_sys::clone::dead_pidfd(pid, nonblock) {
+        Err(e) if pid.is_some() && matches!(e.errno(), Some(libc::EEXIST | libc::EPERM)) => {
+            ckpt_sys::clone::dead_pidfd(None, nonblock)?
+        }
+        r => r?,
+    };
+    c.new_fd(slot, fd.into_raw_fd())?;
+    Ok(())
+}
+
+/// The late fds of the process (see [`LateFd`]), injected through its
+/// main thread; `ids` maps saved pids and tids to the restored ones.
+pub(crate) fn late(
+    main: &mut Remote,
+    late: &[LateFd],
+    ids: &BTreeMap<i32, i32>,
+    scratch: u64,
+) -> Result<()> {
+    for l in late {
+        let (pid, flags, fds) = match &l.op {
+            LateOp::Pidfd { pid, flags, fds } => (*pid, *flags, fds),
+            LateOp::EpollAdd {
+                epfd,
+                fd,
+                events,
+                data,
+            } => {
+                epoll_add(main, &l.what, [*epfd, *fd], (*events, *data), scratch)?;
+                continue;
+            }
+        };
+        let pid = ids.get(&pid).copied().unwrap_or(pid);
+        let fd = main.call(
+            &format!("{}: pidfd_open({pid})", l.what),
+            libc::SYS_pidfd_open,
+            &[pid as u64, u64::from(flags)],
+        )?;
+        for &(n, cloexec) in fds {
+            if n as u64 == fd {
+                // pidfd_open's fds are close-on-exec.
+                let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+                main.call(
+                    &format!("{}: fcntl(F_SETFD) of fd {n}", l.what),
+                    libc::SYS_fcntl,
+                    &[fd, libc::F_SETFD as u64, flags as u64],
+                )?;
+                continue;
+            }
+            main.call(
+                &format!("{}: dup3 to fd {n}", l.what),
+                libc::SYS_dup3,
+                &[
+                    fd,
+                    n as u64,
+                    if cloexec { libc::O_CLOEXEC as u64 } else { 0 },
+                ],
+            )?;
+        }
+        if !fds.iter().any(|&(n, _)| n as u64 == fd) {
+            main.call("close", libc::SYS_close, &[fd])?;
+        }
+    }
+    Ok(())
+}
+
+/// epoll_ctl(EPOLL_CTL_ADD) injected, the struct epoll_event at `scratch`.
+fn epoll_add(
+    main: &mut Remote,
+    what: &str,
+    [epfd, fd]: [i32; 2],
+    (events, data): (u32, u64),
+    at: u64,
+) -> Result<()> {
+    // struct epoll_event is packed on x86_64: u32 events, u64 data.
+    let mut ev = events.to_ne_bytes().to_vec();
+    ev.extend_from_slice(&data.to_ne_bytes());
+    main.write(at, &ev)?;
+    main.call(
+        &format!("{what}: epoll_ctl(EPOLL_CTL_ADD) of fd {fd}"),
+        libc::SYS_epoll_ctl,
+        &[epfd as u64, libc::EPOLL_CTL_ADD as u64, fd as u64, at],
+    )?;
+    Ok(())
+}
