@@ -933,3 +933,118 @@ fn another_users_sockets_get_only_that_users_rights() {
     }
     q.wait_more_lines(2);
 }
+
+/// ckptfs run by root with allow_other, over images of root's that
+/// nobody may write through its group (mode 0660, group nogroup): nobody's
+/// `restore` through an image's ctl gives the process only what nobody
+/// could hold, whoever owns the file. The image of nobody's process
+/// restores (as uid 65534); a copy with a group nobody is not in (shadow,
+/// 42), another gid or capabilities is refused, naming the field.
+#[test]
+fn ckptfs_restores_only_what_the_requester_could_hold() {
+    require!(
+        require::path("/dev/fuse", "the ckptfs tests mount FUSE filesystems"),
+        require::tool("runuser", "apt-get install util-linux")
+    );
+    let dir = TempDir::new("fsrequester");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut q = nobody_target(&dir, true);
+    let pid = q.pid;
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let edits: [(&str, Edit); 4] = [
+        ("asis", Box::new(|_| {})),
+        (
+            "shadow",
+            Box::new(|i| i.processes[0].creds.groups = vec![42]),
+        ),
+        ("egid", Box::new(|i| i.processes[0].creds.egid = 42)),
+        (
+            "caps",
+            Box::new(|i| {
+                i.processes[0].creds.cap_inheritable = 1 << 21;
+                i.processes[0].creds.cap_ambient = 1 << 21;
+            }),
+        ),
+    ];
+    for (name, f) in edits {
+        let img = store.join(format!("{name}.ckpt"));
+        edited_copy(&own, &img, 0, f);
+        std::os::unix::fs::chown(&img, Some(0), Some(65534)).unwrap();
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o660)).unwrap();
+    }
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut fs = ckpt()
+        .args(["mount", "--allow-other", "--store"])
+        .arg(&store)
+        .arg(&mnt)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+    {
+        assert!(t.elapsed() < LIMIT, "ckptfs did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // nobody writes the command and reads its own answer.
+    let restore_as_nobody = |name: &str| {
+        let ctl = mnt.join(name).join("ctl");
+        let o = run_timeout(
+            Command::new("runuser")
+                .args(["-u", "nobody", "--", "sh", "-c"])
+                .arg("exec 3<>\"$1\"; echo restore >&3; cat <&3")
+                .arg("sh")
+                .arg(&ctl),
+            LIMIT,
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let results: Vec<(&str, &str, String)> = [
+        (
+            "shadow",
+            "its supplementary group 42 is not one of uid 65534's",
+        ),
+        ("egid", "its effective gid 42 is not one of uid 65534's"),
+        ("caps", "it has capabilities"),
+    ]
+    .into_iter()
+    .map(|(name, needle)| (name, needle, restore_as_nobody(name)))
+    .collect();
+    let asis = restore_as_nobody("asis");
+    let restored = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let uid = status_field(pid, "Uid");
+    let groups = status_field(pid, "Groups");
+    let _ = signal(pid, libc::SIGKILL);
+    let _ = signal(fs.id() as i32, libc::SIGTERM);
+    let _ = fs.wait();
+    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+    wait_gone(pid);
+    for (name, needle, answer) in results {
+        assert!(
+            answer.contains(needle) && !answer.contains("restored pid"),
+            "{name}: the answer does not refuse with '{needle}':\n{answer}"
+        );
+    }
+    assert!(
+        asis.contains(&format!("restored pid {pid}")) && restored,
+        "nobody's own image: {asis}"
+    );
+    assert_eq!(uid.as_deref(), Some("65534\t65534\t65534\t65534"));
+    assert_eq!(groups.as_deref().map(str::trim), Some(""), "{groups:?}");
+}
