@@ -5,6 +5,7 @@
 
 mod util;
 
+mod apps;
 mod connections;
 mod dump_restore;
 mod faults;
@@ -14,4 +15,5 @@ mod pipes;
 mod security;
 mod show;
 mod sockets;
+mod tree;
 mod trust;

@@ -482,7 +482,7 @@ fn check_predicts_what_the_restore_would_fail_on() {
     let cases: Vec<(&str, &str, Edit)> = vec![
         (
             "fd above the limit",
-            "fd 100000: above the limit of open files",
+            "fds open at once",
             Box::new(|i| i.processes[0].fds.last_mut().unwrap().fd = 100_000),
         ),
         (

@@ -20,6 +20,34 @@ pub enum Error {
     KernelThread { pid: Pid },
     #[error("pid {pid} exited while being dumped")]
     Exited { pid: Pid },
+    /// `--no-tree` on a process with children.
+    #[error("pid {pid} has children {children}: dump the whole tree (without --no-tree), or end them first")]
+    HasChildren { pid: Pid, children: String },
+    /// Two processes of the tree share one address space (vfork, CLONE_VM).
+    #[error("pid {pid} shares its address space with pid {with} (a vfork() child, or a process made with CLONE_VM): ckpt cannot save processes that share memory that way")]
+    SharesMemory { pid: Pid, with: Pid },
+    /// A kernel table shared in a way a restore cannot rebuild.
+    #[error("pid {pid} shares its {table} with pid {with}, which is not its parent: ckpt restores only tables a parent shares with its children")]
+    SharedTable {
+        pid: Pid,
+        with: Pid,
+        table: &'static str,
+    },
+    /// A thread that does not stop (uninterruptible sleep).
+    #[error("pid {pid}: thread {tid} did not stop within {secs} s ({state}); nothing was changed")]
+    WontStop {
+        pid: Pid,
+        tid: Pid,
+        secs: u64,
+        state: String,
+    },
+    /// An error about an fd of a process of the tree other than its root.
+    #[error("pid {pid}: {source}")]
+    InProcess {
+        pid: Pid,
+        #[source]
+        source: Box<Error>,
+    },
     /// The caller may not dump this process (see `check_target`).
     #[error("pid {pid} {why}")]
     NotPermitted { pid: Pid, why: String },
@@ -139,6 +167,20 @@ fn at_line(line: usize) -> String {
         String::new()
     } else {
         format!(" line {line}")
+    }
+}
+
+impl Error {
+    /// This error of process `pid`, said with its pid where it does not
+    /// already name it (fd errors): for a process other than the root.
+    pub(crate) fn of_process(self, pid: Pid) -> Error {
+        match self {
+            Error::Fd { .. } | Error::FdIo { .. } | Error::FdSys { .. } => Error::InProcess {
+                pid,
+                source: Box::new(self),
+            },
+            e => e,
+        }
     }
 }
 

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const PF_KTHREAD: u64 = 0x0020_0000;
+/// How long a thread may take to reach its stop once asked to: longer, and
+/// the dump is refused (a thread in uninterruptible sleep: a vfork parent,
+/// a hung file system).
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// No PTRACE_O_EXITKILL: if we die while only reading the process (most of
 /// a dump), the kernel lets it go on untouched, which is what it should do.
 /// It is set only around system call injection ([`Frozen::set_exit_kill`]),
@@ -35,6 +39,8 @@ pub(crate) struct Frozen {
     pub pid: Pid,
     /// Leader first, then by tid.
     pub threads: Vec<FrozenThread>,
+    /// Threads asked to stop and not waited for yet (see [`Frozen::begin`]).
+    pending: Vec<Pid>,
     pub state_before: String,
     pub started: Instant,
     done: bool,
@@ -128,6 +134,32 @@ fn check_permission(pid: Pid, status: &Status) -> Result<()> {
     Ok(())
 }
 
+/// "state D (disk sleep), in wait_for_vfork_done": what a thread is doing,
+/// for messages.
+pub(crate) fn describe_thread(pid: Pid, tid: Pid) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    let name = match state.as_str() {
+        "R" => "running",
+        "S" => "sleeping",
+        "D" => "disk sleep",
+        "T" => "stopped",
+        "t" => "tracing stop",
+        "Z" => "zombie",
+        _ => "?",
+    };
+    let wchan =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).unwrap_or_default();
+    match wchan.trim() {
+        "" | "0" => format!("state {state} ({name})"),
+        w => format!("state {state} ({name}), in {w}"),
+    }
+}
+
 /// The state letter of a thread before we stop it; empty when it cannot
 /// be read (the thread exited: seizing it fails, and it is skipped).
 fn thread_state(pid: Pid, tid: Pid) -> Result<String> {
@@ -155,29 +187,48 @@ fn any_seccomp(pid: Pid) -> Result<bool> {
 }
 
 impl Frozen {
-    /// Seize and stop every thread of `pid`, including threads created while
-    /// we are at it.
-    pub fn freeze(pid: Pid) -> Result<Frozen> {
+    /// Seize every thread of `pid` there is now and ask each to stop,
+    /// without waiting for the stops ([`Frozen::complete`] does): a tree's
+    /// processes are all asked before any is waited for.
+    pub fn begin(pid: Pid) -> Result<Frozen> {
         let state_before = Stat::read(pid, &format!("/proc/{pid}/stat"))?.state();
         let mut f = Frozen {
             pid,
             threads: Vec::new(),
+            pending: Vec::new(),
             state_before,
             started: Instant::now(),
             done: false,
             seccomp: false,
         };
         f.seccomp = any_seccomp(pid)?;
-        let mut seized: BTreeMap<Pid, FrozenThread> = BTreeMap::new();
-        let mut rounds = 0;
+        let tids = match procfs::list_tids(pid) {
+            Ok(t) => t,
+            Err(Error::Exited { .. }) => return Err(Error::NoSuchProcess { pid }),
+            Err(e) => return Err(e),
+        };
+        let mut seized = BTreeMap::new();
+        let r = f.seize_only(&mut seized, tids);
+        f.threads = seized.into_values().collect();
+        r.map(|pending| {
+            f.pending = pending;
+            f
+        })
+    }
+
+    /// Wait for the stops asked by [`Frozen::begin`], then seize the
+    /// threads created meanwhile, until no new one appears.
+    pub fn complete(&mut self) -> Result<()> {
+        let pid = self.pid;
+        let mut seized: BTreeMap<Pid, FrozenThread> =
+            self.threads.drain(..).map(|t| (t.tid, t)).collect();
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.wait_stops(&mut seized, pending);
+        self.threads = seized.values().cloned().collect();
+        r?;
+        let mut rounds = 1;
         loop {
-            let tids = match procfs::list_tids(pid) {
-                Ok(t) => t,
-                Err(Error::Exited { .. }) if seized.is_empty() => {
-                    return Err(Error::NoSuchProcess { pid })
-                }
-                Err(e) => return Err(e),
-            };
+            let tids = procfs::list_tids(pid)?;
             let new: Vec<Pid> = tids
                 .into_iter()
                 .filter(|t| !seized.contains_key(t))
@@ -196,8 +247,8 @@ impl Frozen {
                     },
                 });
             }
-            let r = f.seize_round(&mut seized, new);
-            f.threads = seized.values().cloned().collect();
+            let r = self.seize_round(&mut seized, new);
+            self.threads = seized.values().cloned().collect();
             r?;
         }
         tracing::debug!(pid, threads = seized.len(), rounds, "threads seized");
@@ -205,11 +256,11 @@ impl Frozen {
         let mut threads: Vec<FrozenThread> = seized.into_values().collect();
         threads.sort_by_key(|t| (t.tid != pid, t.tid));
         let leader_first = threads.first().map(|t| t.tid) == Some(pid);
-        f.threads = threads;
+        self.threads = threads;
         if !leader_first {
             return Err(Error::Exited { pid });
         }
-        Ok(f)
+        Ok(())
     }
 
     /// Seize and interrupt all `new` threads first, then wait for each: the
@@ -220,6 +271,16 @@ impl Frozen {
         seized: &mut BTreeMap<Pid, FrozenThread>,
         new: Vec<Pid>,
     ) -> Result<()> {
+        let pending = self.seize_only(seized, new)?;
+        self.wait_stops(seized, pending)
+    }
+
+    /// Seize and interrupt the `new` threads; the ones to wait for.
+    fn seize_only(
+        &mut self,
+        seized: &mut BTreeMap<Pid, FrozenThread>,
+        new: Vec<Pid>,
+    ) -> Result<Vec<Pid>> {
         let pid = self.pid;
         let mut pending = Vec::new();
         for tid in new {
@@ -244,18 +305,60 @@ impl Frozen {
             }
             pending.push(tid);
         }
-        for tid in pending {
-            match ptrace::wait_interrupt_stop(tid) {
-                Ok(deferred) => {
-                    if let Some(t) = seized.get_mut(&tid) {
-                        t.deferred = deferred;
+        Ok(pending)
+    }
+
+    /// Wait (at most [`STOP_TIMEOUT`]) until every thread of `pending`
+    /// reaches its interrupt stop; signals dequeued on the way are kept in
+    /// its `deferred`. A thread that exits meanwhile is dropped (the leader
+    /// exiting is the process exiting).
+    fn wait_stops(
+        &mut self,
+        seized: &mut BTreeMap<Pid, FrozenThread>,
+        mut pending: Vec<Pid>,
+    ) -> Result<()> {
+        let pid = self.pid;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut rounds = 0u32;
+        while !pending.is_empty() {
+            let mut i = 0;
+            while i < pending.len() {
+                let tid = pending[i];
+                let mut deferred = Vec::new();
+                let r = ptrace::poll_interrupt_stop(tid, &mut deferred);
+                if let Some(t) = seized.get_mut(&tid) {
+                    t.deferred.extend(deferred);
+                }
+                match r {
+                    Ok(true) => {
+                        pending.swap_remove(i);
                     }
+                    Ok(false) => i += 1,
+                    Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
+                        seized.remove(&tid);
+                        pending.swap_remove(i);
+                    }
+                    Err(ckpt_sys::Error::Gone { .. }) => return Err(Error::Exited { pid }),
+                    Err(e) => return Err(e).ctx(pid, || format!("stopping thread {tid}")),
                 }
-                Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
-                    seized.remove(&tid);
-                }
-                Err(ckpt_sys::Error::Gone { .. }) => return Err(Error::Exited { pid }),
-                Err(e) => return Err(e).ctx(pid, || format!("stopping thread {tid}")),
+            }
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let tid = pending[0];
+                return Err(Error::WontStop {
+                    pid,
+                    tid,
+                    secs: STOP_TIMEOUT.as_secs(),
+                    state: describe_thread(pid, tid),
+                });
+            }
+            rounds += 1;
+            if rounds < 50 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
             }
         }
         Ok(())
@@ -279,6 +382,18 @@ impl Frozen {
                 Ok(false)
             }
             Err(e) if e.errno() == Some(libc::EPERM) => {
+                // The thread exited meanwhile (ptrace refuses a zombie
+                // with EPERM): as for ESRCH.
+                let stat = Stat::read(pid, &format!("/proc/{pid}/task/{tid}/stat"));
+                if stat
+                    .as_ref()
+                    .map_or(true, |s| s.state() == "Z" || s.state() == "X")
+                {
+                    if tid == pid {
+                        return Err(Error::NoSuchProcess { pid });
+                    }
+                    return Ok(false);
+                }
                 // Somebody else may have attached between our check and now.
                 if let Ok(st) = Status::read(pid, &format!("/proc/{pid}/task/{tid}/status")) {
                     let tracer: Pid = st.num("TracerPid")?;
@@ -317,11 +432,6 @@ impl Frozen {
             })?;
         }
         Ok(())
-    }
-
-    /// How long the process has been frozen so far.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// The deferred signals of these threads have been queued again (in the
@@ -428,14 +538,22 @@ impl Frozen {
 fn detach_thread(pid: Pid, t: &FrozenThread) -> ckpt_sys::Result<()> {
     let mut deferred = t.deferred.clone();
     let r = match ptrace::detach(t.tid, 0) {
-        Err(e) if e.errno() == Some(libc::ESRCH) => match ptrace::wait_interrupt_stop(t.tid) {
-            Ok(more) => {
-                deferred.extend(more);
-                ptrace::detach(t.tid, 0)
+        Err(e) if e.errno() == Some(libc::ESRCH) => {
+            // Not in a stop yet: wait for it, a bounded time (a thread that
+            // never stops stays ours until we exit, when the kernel lets it
+            // go).
+            let deadline = Instant::now() + Duration::from_secs(1);
+            loop {
+                match ptrace::poll_interrupt_stop(t.tid, &mut deferred) {
+                    Ok(true) => break ptrace::detach(t.tid, 0),
+                    Ok(false) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_micros(200))
+                    }
+                    // Gone, not ours any more, or not stopping.
+                    _ => break Ok(()),
+                }
             }
-            // Gone, or not our tracee any more: nothing to detach.
-            Err(_) => Ok(()),
-        },
+        }
         r => r,
     };
     for si in &deferred {

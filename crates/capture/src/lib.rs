@@ -118,6 +118,7 @@ mod mem;
 mod process;
 mod procfs;
 mod remote;
+mod tree;
 mod worker;
 mod writeback;
 
@@ -133,6 +134,9 @@ use std::time::{Duration, Instant};
 pub struct DumpOptions {
     /// Let the process go on after the dump (default: kill it).
     pub leave_running: bool,
+    /// Save only the process asked for, refusing if it has children
+    /// (default: the process and all its descendants).
+    pub no_tree: bool,
     pub compression: ckpt_image::Compression,
     /// Called with (bytes of memory saved so far, bytes to save in all).
     pub progress: Option<Box<dyn FnMut(u64, u64) + Send>>,
@@ -147,6 +151,7 @@ impl std::fmt::Debug for DumpOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DumpOptions")
             .field("leave_running", &self.leave_running)
+            .field("no_tree", &self.no_tree)
             .field("compression", &self.compression)
             .field("progress", &self.progress.is_some())
             .field("sockets", &self.sockets)
@@ -165,7 +170,10 @@ pub struct DumpStats {
     pub pages_bytes: u64,
     /// Bytes of image written.
     pub image_bytes: u64,
+    /// Threads of every process saved.
     pub threads: usize,
+    /// Processes saved (zombies included).
+    pub processes: usize,
     pub injected_syscalls: u64,
 }
 
@@ -185,6 +193,25 @@ pub trait PageSink {
             message: format!("pid {pid}: this page sink cannot hold guard pages"),
         })
     }
+    /// Whether [`PageSink::add_parent_pages`] works; when it does not (the
+    /// default), pages shared with a parent are read and added again.
+    fn shares_pages(&self) -> bool {
+        false
+    }
+    /// Pages of `pid` at `addr` (`len` bytes) that are the very pages of
+    /// process `parent` at the same addresses (still shared copy-on-write
+    /// since a fork), which were added before: stored once.
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        let _ = (addr, len, parent);
+        Err(Error::Sys {
+            pid,
+            what: "saving pages shared with a parent".into(),
+            source: ckpt_sys::Error::Unexpected {
+                tid: pid,
+                what: "this page sink cannot share pages".into(),
+            },
+        })
+    }
 }
 
 impl<W: Write> PageSink for ImageWriter<W> {
@@ -197,12 +224,19 @@ impl<W: Write> PageSink for ImageWriter<W> {
     fn add_guard(&mut self, pid: i32, addr: u64, len: u64) -> Result<()> {
         ImageWriter::add_guard(self, pid, addr, len).map_err(Error::from)
     }
+    fn shares_pages(&self) -> bool {
+        true
+    }
+    fn add_parent_pages(&mut self, pid: i32, addr: u64, len: u64, parent: i32) -> Result<()> {
+        ImageWriter::add_pages_from(self, pid, addr, len, parent).map_err(Error::from)
+    }
 }
 
-/// Freeze pid (all threads), capture, write `out` crash-safely (AtomicFile:
-/// temp file 0600, fsync, rename), then kill the process (default) or let it
-/// go on exactly as it was (leave_running). On ANY error the process is
-/// resumed untouched and no file appears under `out`.
+/// Freeze pid and its descendants (all threads; only pid with
+/// `opts.no_tree`), capture, write `out` crash-safely (AtomicFile: temp
+/// file 0600, fsync, rename), then kill the processes (default) or let them
+/// go on exactly as they were (leave_running). On ANY error every process
+/// is resumed untouched and no file appears under `out`.
 ///
 /// Called from a single-threaded process (the `ckpt` command), the dump
 /// runs in a forked worker process, so that the caller being killed at any
@@ -280,13 +314,14 @@ pub fn dump_to<W: Write>(pid: i32, w: W, opts: DumpOptions) -> Result<(W, DumpSt
     })
 }
 
-/// A frozen process and its captured state. Dropping it resumes the process.
+/// A frozen tree of processes and its captured state. Dropping it resumes
+/// every process.
 pub struct Captured {
     image: Image,
     /// Dropped before `frozen`: sockets in repair mode are let go while the
     /// process is still stopped.
     sockets: fds::net::Sockets,
-    frozen: freeze::Frozen,
+    frozen: tree::FrozenTree,
     stats: DumpStats,
 }
 
@@ -299,16 +334,17 @@ impl Captured {
     pub fn stats(&self) -> &DumpStats {
         &self.stats
     }
-    /// Let the process go on exactly as it was. Returns how long it was frozen.
+    /// Let the processes go on exactly as they were. Returns how long they
+    /// were frozen.
     pub fn release(self) -> Result<Duration> {
         let sockets = self.sockets.release();
         let d = self.frozen.release()?;
         sockets?;
         Ok(d)
     }
-    /// Kill the process (SIGKILL) and wait until it is dead or a zombie.
-    /// Returns how long it was frozen. Locked TCP connections stay locked
-    /// for their restore.
+    /// Kill the processes (SIGKILL) and wait until each is dead or a
+    /// zombie. Returns how long they were frozen. Locked TCP connections
+    /// stay locked for their restore.
     pub fn kill(self) -> Result<Duration> {
         let d = self.frozen.kill()?;
         self.sockets.dumped();
@@ -323,9 +359,9 @@ impl Captured {
     }
 }
 
-/// Freeze `pid` and capture everything into the model; page contents and
-/// blobs go to `sink`. The process stays frozen until the result is released,
-/// killed or dropped.
+/// Freeze `pid` (and its descendants, unless `opts.no_tree`) and capture
+/// everything into the model; page contents and blobs go to `sink`. The
+/// processes stay frozen until the result is released, killed or dropped.
 pub fn capture(pid: i32, opts: &mut DumpOptions, sink: &mut dyn PageSink) -> Result<Captured> {
     freeze::check_target(pid)?;
     dump::capture_with(pid, host::host_info(pid)?, opts, sink)

@@ -216,6 +216,29 @@ pub(crate) fn list_tids(pid: Pid) -> Result<Vec<Pid>> {
     list_numbered(pid, &path)
 }
 
+/// The children of every thread of a process (/proc/PID/task/*/children),
+/// ascending. A thread that exits meanwhile is skipped.
+pub(crate) fn list_children(pid: Pid) -> Result<Vec<Pid>> {
+    let mut v = Vec::new();
+    for tid in list_tids(pid)? {
+        let path = format!("/proc/{pid}/task/{tid}/children");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(io_err(pid, &path, e)),
+        };
+        for w in text.split_whitespace() {
+            let c = w
+                .parse()
+                .map_err(|_| parse_err(pid, &path, 1, format!("{w:?} is not a pid")))?;
+            v.push(c);
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}
+
 /// The numeric entries of a /proc directory (task, fd), ascending.
 pub(crate) fn list_numbered(pid: Pid, path: &str) -> Result<Vec<i32>> {
     let mut v = Vec::new();

@@ -8,12 +8,15 @@
 //! `rt_sigreturn` sequence of its own libc, with a signal frame holding
 //! its own state on its stack (below the red zone; those bytes are put
 //! back after), so that a vanished tracer leaves every thread going back
-//! through `rt_sigreturn` to where it was. A process without such a
+//! through `rt_sigreturn` to where it was. Each call then costs two stops
+//! (no code of ours runs in the process). A process without such a
 //! sequence (no libc), with user shadow stacks, or whose stacks have no
 //! room, is queried the old way instead: through the vdso's `syscall`
-//! instruction and a scratch page mapped for the time of the queries, with
-//! PTRACE_O_EXITKILL set meanwhile (our death then kills it rather than
-//! let it run with foreign registers).
+//! instruction and a scratch page mapped for the time of the queries,
+//! where each thread runs its queries in one batch (`Injector::batch`),
+//! with PTRACE_O_EXITKILL set meanwhile (our death then kills it rather
+//! than let it run with foreign registers). In a tree each process is
+//! queried in turn, the same way.
 
 use crate::error::{Error, Result, SysCtx};
 use crate::freeze::Frozen;
@@ -22,7 +25,10 @@ use ckpt_image::{FileOwner, ITimer, Rlimit, SigAction, SigAltStack};
 use ckpt_sys::{ptrace, Injector, Pid};
 use std::collections::BTreeMap;
 
-const SCRATCH_LEN: u64 = 4096;
+/// The scratch area: the batch of queries (code and table) first, their
+/// outputs from [`OUT`].
+const SCRATCH_LEN: u64 = 16 << 10;
+const OUT: u64 = 8 << 10;
 
 const TCGETS2: u64 = 0x802c_542a;
 const TERMIOS2_SIZE: usize = 44;
@@ -255,7 +261,161 @@ struct Remote<'a> {
     scratch: u64,
 }
 
+/// Queries asked in one stop of the thread (see `Injector::batch`): each
+/// call names what it asks, and writes its answer, if any, to its own
+/// place of the scratch area. (With safe injection they are asked one
+/// by one, see [`Remote::run`].)
+#[derive(Default)]
+struct Batch {
+    calls: Vec<(&'static str, i64, [u64; 6])>,
+    /// Bytes of output places handed out.
+    out_len: u64,
+    /// The places: (offset, length).
+    places: Vec<(u64, u64)>,
+}
+
+impl Batch {
+    /// Room for `len` bytes of answer: its offset in the output area.
+    fn out(&mut self, len: u64) -> u64 {
+        let at = self.out_len;
+        self.out_len += len.next_multiple_of(8);
+        self.places.push((at, len.next_multiple_of(8)));
+        at
+    }
+
+    fn push(&mut self, name: &'static str, nr: i64, args: [u64; 6]) -> usize {
+        self.calls.push((name, nr, args));
+        self.calls.len() - 1
+    }
+}
+
+/// The answers of a batch: each call's result, and the output area.
+struct Answers {
+    results: Vec<i64>,
+    out: Vec<u8>,
+    names: Vec<&'static str>,
+}
+
+impl Answers {
+    /// The result of call `i`, an error when it failed.
+    fn ok(&self, pid: Pid, tid: Pid, i: usize) -> Result<u64> {
+        let r = self.results[i];
+        if (-4095..0).contains(&r) {
+            return Err(Error::Sys {
+                pid,
+                what: format!("thread {tid}: querying {}", self.names[i]),
+                source: ckpt_sys::Error::Injected {
+                    name: self.names[i].to_string(),
+                    tid,
+                    source: std::io::Error::from_raw_os_error(-r as i32),
+                },
+            });
+        }
+        Ok(r as u64)
+    }
+
+    /// The 8-byte word at `off + 8 * i` of the output area.
+    fn word(&self, off: u64, i: usize) -> u64 {
+        u64_at(&self.out[off as usize..], i)
+    }
+}
+
 impl Remote<'_> {
+    /// Run a batch of queries; its output area is zeroed first.
+    fn run(&mut self, b: Batch) -> Result<Answers> {
+        let (pid, tid) = (self.pid, self.inj.tid());
+        let out_at = self.scratch + OUT;
+        if b.out_len > SCRATCH_LEN - OUT || ckpt_sys::inject::batch_len(b.calls.len()) > OUT {
+            return Err(Error::Sys {
+                pid,
+                what: format!("thread {tid}: too many queries at once ({})", b.calls.len()),
+                source: ckpt_sys::Error::Unexpected {
+                    tid,
+                    what: "scratch area too small".into(),
+                },
+            });
+        }
+        let (results, out) = if self.inj.scratch().is_some() {
+            self.one_by_one(&b, out_at)?
+        } else {
+            self.inj
+                .mem()
+                .write(out_at, &vec![0u8; b.out_len as usize])
+                .ctx(pid, || "writing the scratch page".into())?;
+            let calls: Vec<(i64, [u64; 6])> = b.calls.iter().map(|c| (c.1, c.2)).collect();
+            let results = self
+                .inj
+                .batch(self.scratch, &calls)
+                .ctx(pid, || format!("thread {tid}: querying it"))?;
+            let out = self
+                .inj
+                .mem()
+                .read_vec(out_at, b.out_len as usize)
+                .ctx(pid, || "reading the scratch page".into())?;
+            (results, out)
+        };
+        Ok(Answers {
+            results,
+            out,
+            names: b.calls.iter().map(|c| c.0).collect(),
+        })
+    }
+
+    /// The calls of `b` one at a time, for a safe injector (see
+    /// `Injector::new_safe`: no code of ours may run in the thread). The
+    /// output area at `out_at` is not memory of the thread: each place a
+    /// call's arguments point into is lent room of the injector's scratch
+    /// area for that call, then copied out. Returns the results and the
+    /// output area.
+    fn one_by_one(&mut self, b: &Batch, out_at: u64) -> Result<(Vec<i64>, Vec<u8>)> {
+        let (pid, tid) = (self.pid, self.inj.tid());
+        let room = ckpt_sys::inject::frame::SCRATCH_LEN;
+        let mut out = vec![0u8; b.out_len as usize];
+        let mut results = Vec::with_capacity(b.calls.len());
+        for (name, nr, args) in &b.calls {
+            let mut args = *args;
+            let mut lent: Vec<(u64, u64, u64)> = Vec::new();
+            let mut at = self.scratch;
+            for a in args.iter_mut() {
+                if *a < out_at || *a >= out_at + b.out_len {
+                    continue;
+                }
+                let off = *a - out_at;
+                let Some(&(start, len)) = b.places.iter().find(|(s, l)| *s <= off && off < s + l)
+                else {
+                    continue;
+                };
+                if at + len > self.scratch + room {
+                    return Err(Error::Sys {
+                        pid,
+                        what: format!("thread {tid}: querying {name}"),
+                        source: ckpt_sys::Error::Unexpected {
+                            tid,
+                            what: format!("its answer needs more than {room} bytes of scratch"),
+                        },
+                    });
+                }
+                self.inj
+                    .mem()
+                    .write(at, &vec![0u8; len as usize])
+                    .ctx(pid, || "writing the scratch area".into())?;
+                *a = at + (off - start);
+                lent.push((start, len, at));
+                at += len;
+            }
+            results.push(self.call_raw(name, *nr, &args)?);
+            for (start, len, addr) in lent {
+                let v = self
+                    .inj
+                    .mem()
+                    .read_vec(addr, len as usize)
+                    .ctx(pid, || "reading the scratch area".into())?;
+                out[start as usize..(start + len) as usize].copy_from_slice(&v);
+            }
+        }
+        Ok((results, out))
+    }
+
     fn call(&mut self, name: &str, nr: i64, args: &[u64]) -> Result<u64> {
         let tid = self.inj.tid();
         self.inj
@@ -311,174 +471,219 @@ impl Remote<'_> {
         Ok(())
     }
 
-    fn thread_queries(&mut self) -> Result<ThreadRemote> {
-        let mut t = ThreadRemote::default();
-        self.call("sigaltstack", libc::SYS_sigaltstack, &[0, self.scratch])?;
-        let b = self.read(24)?;
-        t.altstack = SigAltStack {
-            sp: u64_at(&b, 0),
-            flags: u64_at(&b, 1) as u32,
-            size: u64_at(&b, 2),
-        };
-        self.call(
+    /// The thread's own values, asked in batch `b`; read them from the
+    /// answers with [`Remote::thread_answers`].
+    fn thread_queries(&self, b: &mut Batch) -> [(usize, u64); 3] {
+        let o = self.scratch + OUT;
+        let alt = b.out(24);
+        let i_alt = b.push(
+            "sigaltstack",
+            libc::SYS_sigaltstack,
+            [0, o + alt, 0, 0, 0, 0],
+        );
+        let tid = b.out(8);
+        let i_tid = b.push(
             "prctl(PR_GET_TID_ADDRESS)",
             libc::SYS_prctl,
-            &[libc::PR_GET_TID_ADDRESS as u64, self.scratch],
-        )?;
-        t.clear_child_tid = u64_at(&self.read(8)?, 0);
-        let n = self.call(
+            [libc::PR_GET_TID_ADDRESS as u64, o + tid, 0, 0, 0, 0],
+        );
+        let aff = b.out(512);
+        let i_aff = b.push(
             "sched_getaffinity",
             libc::SYS_sched_getaffinity,
-            &[0, 512, self.scratch],
-        )? as usize;
-        let b = self.read(n.min(512))?;
-        t.cpu_affinity = b.chunks_exact(8).map(|c| u64_at(c, 0)).collect();
+            [0, 512, o + aff, 0, 0, 0],
+        );
+        [(i_alt, alt), (i_tid, tid), (i_aff, aff)]
+    }
+
+    fn thread_answers(&self, a: &Answers, q: [(usize, u64); 3]) -> Result<ThreadRemote> {
+        let (pid, tid) = (self.pid, self.inj.tid());
+        let [(i_alt, alt), (i_tid, tidp), (i_aff, aff)] = q;
+        a.ok(pid, tid, i_alt)?;
+        a.ok(pid, tid, i_tid)?;
+        let n = (a.ok(pid, tid, i_aff)? as usize).min(512);
+        Ok(ThreadRemote {
+            altstack: SigAltStack {
+                sp: a.word(alt, 0),
+                flags: a.word(alt, 1) as u32,
+                size: a.word(alt, 2),
+            },
+            clear_child_tid: a.word(tidp, 0),
+            cpu_affinity: (0..n / 8).map(|i| a.word(aff, i)).collect(),
+        })
+    }
+
+    /// A thread other than the leader: its values in one batch.
+    fn other_thread(&mut self) -> Result<ThreadRemote> {
+        let mut b = Batch::default();
+        let q = self.thread_queries(&mut b);
+        let a = self.run(b)?;
+        self.thread_answers(&a, q)
+    }
+
+    /// The process-wide values and the leader's own, in one batch (but
+    /// terminals and fd owners, asked one by one after).
+    fn process_queries(&mut self, q: &Queries, out: &mut RemoteInfo) -> Result<ThreadRemote> {
+        let o = self.scratch + OUT;
+        let mut b = Batch::default();
+        let i_brk = b.push("brk", libc::SYS_brk, [0; 6]);
+        let mut sigs = Vec::new();
+        for sig in (1..=64u64).filter(|s| q.sig_mask & (1 << (s - 1)) != 0) {
+            let at = b.out(32);
+            let i = b.push(
+                "rt_sigaction",
+                libc::SYS_rt_sigaction,
+                [sig, 0, o + at, 8, 0, 0],
+            );
+            sigs.push((sig, i, at));
+        }
+        let mut itimers = Vec::new();
+        for which in 0..3u64 {
+            let at = b.out(32);
+            let i = b.push(
+                "getitimer",
+                libc::SYS_getitimer,
+                [which, o + at, 0, 0, 0, 0],
+            );
+            itimers.push((which, i, at));
+        }
+        let mut timers = Vec::new();
+        for &id in &q.timer_ids {
+            let at = b.out(32);
+            let i = b.push(
+                "timer_gettime",
+                libc::SYS_timer_gettime,
+                [id as u64, o + at, 0, 0, 0, 0],
+            );
+            let j = b.push(
+                "timer_getoverrun",
+                libc::SYS_timer_getoverrun,
+                [id as u64, 0, 0, 0, 0, 0],
+            );
+            timers.push((id, i, j, at));
+        }
+        let prctl = |b: &mut Batch, name, opt: i32, arg: u64| {
+            b.push(name, libc::SYS_prctl, [opt as u64, arg, 0, 0, 0, 0])
+        };
+        let i_sec = prctl(
+            &mut b,
+            "prctl(PR_GET_SECUREBITS)",
+            libc::PR_GET_SECUREBITS,
+            0,
+        );
+        let i_dump = prctl(&mut b, "prctl(PR_GET_DUMPABLE)", libc::PR_GET_DUMPABLE, 0);
+        let sub = b.out(8);
+        let i_sub = prctl(
+            &mut b,
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            libc::PR_GET_CHILD_SUBREAPER,
+            o + sub,
+        );
+        let pds = b.out(8);
+        let i_pds = prctl(
+            &mut b,
+            "prctl(PR_GET_PDEATHSIG)",
+            libc::PR_GET_PDEATHSIG,
+            o + pds,
+        );
+        let i_thp = prctl(
+            &mut b,
+            "prctl(PR_GET_THP_DISABLE)",
+            libc::PR_GET_THP_DISABLE,
+            0,
+        );
+        let i_slack = prctl(
+            &mut b,
+            "prctl(PR_GET_TIMERSLACK)",
+            libc::PR_GET_TIMERSLACK,
+            0,
+        );
+        // Linux 6.3+; before, EINVAL: no registrations can be told.
+        let i_mb = b.push(
+            "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
+            libc::SYS_membarrier,
+            [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0],
+        );
+        let mut limits = Vec::new();
+        if q.rlimits.is_none() {
+            for res in 0..RLIMIT_NAMES.len() as u64 {
+                let at = b.out(16);
+                let i = b.push("prlimit64", libc::SYS_prlimit64, [0, res, 0, o + at, 0, 0]);
+                limits.push((i, at));
+            }
+        }
+        let tq = self.thread_queries(&mut b);
+        let a = self.run(b)?;
+        let (pid, tid) = (self.pid, self.inj.tid());
+        out.brk = a.ok(pid, tid, i_brk)?;
+        let mut actions = vec![SigAction::default(); 64];
+        for (sig, i, at) in sigs {
+            a.ok(pid, tid, i)?;
+            actions[sig as usize - 1] = SigAction {
+                handler: a.word(at, 0),
+                flags: a.word(at, 1),
+                restorer: a.word(at, 2),
+                mask: a.word(at, 3),
+            };
+        }
+        out.sigactions = actions;
+        let tv = |s: u64, us: u64| s.saturating_mul(1_000_000_000).saturating_add(us * 1000);
+        for (which, i, at) in itimers {
+            a.ok(pid, tid, i)?;
+            out.itimers.push(ITimer {
+                which: which as u32,
+                interval_ns: tv(a.word(at, 0), a.word(at, 1)),
+                value_ns: tv(a.word(at, 2), a.word(at, 3)),
+            });
+        }
+        let ts = |s: u64, ns: u64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+        for (id, i, j, at) in timers {
+            a.ok(pid, tid, i)?;
+            let overrun = a.ok(pid, tid, j)? as i32;
+            let times = (
+                ts(a.word(at, 0), a.word(at, 1)),
+                ts(a.word(at, 2), a.word(at, 3)),
+            );
+            out.timer_times.insert(id, (times.0, times.1, overrun));
+        }
+        out.securebits = a.ok(pid, tid, i_sec)? as u32;
+        out.dumpable = a.ok(pid, tid, i_dump)? != 0;
+        a.ok(pid, tid, i_sub)?;
+        out.child_subreaper = a.word(sub, 0) as u32 != 0;
+        a.ok(pid, tid, i_pds)?;
+        out.pdeathsig = a.word(pds, 0) as i32;
+        out.thp_disabled = a.ok(pid, tid, i_thp)? != 0;
+        out.timer_slack_ns = a.ok(pid, tid, i_slack)?;
+        out.membarrier = u32::try_from(a.results[i_mb]).unwrap_or(0);
+        self.limits(q.rlimits.as_deref(), &a, &limits, out)?;
+        let t = self.thread_answers(&a, tq)?;
+        self.ttys(&q.tty_fds, out)?;
+        self.owners(&q.owner_fds, out)?;
         Ok(t)
     }
 
-    /// The process-wide values.
-    fn process_queries(&mut self, q: &Queries, out: &mut RemoteInfo) -> Result<()> {
-        out.brk = self.call("brk", libc::SYS_brk, &[0])?;
-        self.sigactions(q.sig_mask, out)?;
-        self.timers(&q.timer_ids, out)?;
-        self.prctls(out)?;
-        self.rlimits(q.rlimits.as_deref(), out)?;
-        self.ttys(&q.tty_fds, out)?;
-        self.owners(&q.owner_fds, out)?;
-        Ok(())
-    }
-
-    /// The action of every signal in `mask` (bit `sig - 1`); the others are default.
-    fn sigactions(&mut self, mask: u64, out: &mut RemoteInfo) -> Result<()> {
-        for sig in 1..=64u64 {
-            if mask & (1 << (sig - 1)) == 0 {
-                out.sigactions.push(SigAction::default());
-                continue;
-            }
-            self.call(
-                "rt_sigaction",
-                libc::SYS_rt_sigaction,
-                &[sig, 0, self.scratch, 8],
-            )?;
-            let b = self.read(32)?;
-            out.sigactions.push(SigAction {
-                handler: u64_at(&b, 0),
-                flags: u64_at(&b, 1),
-                restorer: u64_at(&b, 2),
-                mask: u64_at(&b, 3),
-            });
-        }
-        Ok(())
-    }
-
-    /// Interval timers, and the times of the POSIX timers `ids`.
-    fn timers(&mut self, ids: &[i32], out: &mut RemoteInfo) -> Result<()> {
-        for which in 0..3u32 {
-            self.call(
-                "getitimer",
-                libc::SYS_getitimer,
-                &[which as u64, self.scratch],
-            )?;
-            let b = self.read(32)?;
-            let tv = |s: u64, us: u64| s.saturating_mul(1_000_000_000).saturating_add(us * 1000);
-            out.itimers.push(ITimer {
-                which,
-                interval_ns: tv(u64_at(&b, 0), u64_at(&b, 1)),
-                value_ns: tv(u64_at(&b, 2), u64_at(&b, 3)),
-            });
-        }
-        for &id in ids {
-            self.call(
-                "timer_gettime",
-                libc::SYS_timer_gettime,
-                &[id as u64, self.scratch],
-            )?;
-            let b = self.read(32)?;
-            let ts = |s: u64, ns: u64| s.saturating_mul(1_000_000_000).saturating_add(ns);
-            let overrun =
-                self.call("timer_getoverrun", libc::SYS_timer_getoverrun, &[id as u64])?;
-            out.timer_times.insert(
-                id,
-                (
-                    ts(u64_at(&b, 0), u64_at(&b, 1)),
-                    ts(u64_at(&b, 2), u64_at(&b, 3)),
-                    overrun as i32,
-                ),
-            );
-        }
-        Ok(())
-    }
-
-    /// securebits, dumpable, child subreaper, parent death signal, THP, timer
-    /// slack, membarrier registrations.
-    fn prctls(&mut self, out: &mut RemoteInfo) -> Result<()> {
-        out.securebits = self.call(
-            "prctl(PR_GET_SECUREBITS)",
-            libc::SYS_prctl,
-            &[libc::PR_GET_SECUREBITS as u64],
-        )? as u32;
-        out.dumpable = self.call(
-            "prctl(PR_GET_DUMPABLE)",
-            libc::SYS_prctl,
-            &[libc::PR_GET_DUMPABLE as u64],
-        )? != 0;
-        self.write(&[0u8; 8])?;
-        self.call(
-            "prctl(PR_GET_CHILD_SUBREAPER)",
-            libc::SYS_prctl,
-            &[libc::PR_GET_CHILD_SUBREAPER as u64, self.scratch],
-        )?;
-        out.child_subreaper = u64_at(&self.read(8)?, 0) as u32 != 0;
-        self.write(&[0u8; 8])?;
-        self.call(
-            "prctl(PR_GET_PDEATHSIG)",
-            libc::SYS_prctl,
-            &[libc::PR_GET_PDEATHSIG as u64, self.scratch],
-        )?;
-        out.pdeathsig = u64_at(&self.read(8)?, 0) as i32;
-        out.thp_disabled = self.call(
-            "prctl(PR_GET_THP_DISABLE)",
-            libc::SYS_prctl,
-            &[libc::PR_GET_THP_DISABLE as u64],
-        )? != 0;
-        out.timer_slack_ns = self.call(
-            "prctl(PR_GET_TIMERSLACK)",
-            libc::SYS_prctl,
-            &[libc::PR_GET_TIMERSLACK as u64],
-        )?;
-        // Linux 6.3+; before, EINVAL: no registrations can be told.
-        let r = self.call_raw(
-            "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
-            libc::SYS_membarrier,
-            &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
-        )?;
-        out.membarrier = u32::try_from(r).unwrap_or(0);
-        Ok(())
-    }
-
-    /// Resource limits: those read from `outside`, else asked.
-    fn rlimits(&mut self, outside: Option<&[(u64, u64)]>, out: &mut RemoteInfo) -> Result<()> {
+    /// Resource limits: those read from `outside`, else the answers.
+    fn limits(
+        &self,
+        outside: Option<&[(u64, u64)]>,
+        a: &Answers,
+        asked: &[(usize, u64)],
+        out: &mut RemoteInfo,
+    ) -> Result<()> {
         for (res, name) in RLIMIT_NAMES.iter().enumerate() {
-            if let Some(&(soft, hard)) = outside.and_then(|l| l.get(res)) {
-                out.rlimits.push(Rlimit {
-                    resource: res as u32,
-                    name: (*name).to_string(),
-                    soft,
-                    hard,
-                });
-                continue;
-            }
-            self.call(
-                "prlimit64",
-                libc::SYS_prlimit64,
-                &[0, res as u64, 0, self.scratch],
-            )?;
-            let b = self.read(16)?;
+            let (soft, hard) = match (outside.and_then(|l| l.get(res)), asked.get(res)) {
+                (Some(&l), _) => l,
+                (None, Some(&(i, at))) => {
+                    a.ok(self.pid, self.inj.tid(), i)?;
+                    (a.word(at, 0), a.word(at, 1))
+                }
+                (None, None) => continue,
+            };
             out.rlimits.push(Rlimit {
                 resource: res as u32,
                 name: (*name).to_string(),
-                soft: u64_at(&b, 0),
-                hard: u64_at(&b, 1),
+                soft,
+                hard,
             });
         }
         Ok(())
@@ -621,12 +826,14 @@ fn query_threads(
             };
             r.requeue(&deferred[&tid])?;
             requeued.push(tid);
-            if tid == pid {
-                r.process_queries(q, out)?;
+            let tr = if tid == pid {
+                let t = r.process_queries(q, out)?;
                 // Test hook: a pause while the registers are the injector's.
                 crate::worker::test_delay();
-            }
-            let tr = r.thread_queries()?;
+                t
+            } else {
+                r.other_thread()?
+            };
             r.requeue_injector_deferred()?;
             Ok(tr)
         })();
@@ -677,7 +884,8 @@ fn query_with_scratch_page(
         &[
             0,
             SCRATCH_LEN,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            // Executable too: batches of queries run there.
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
             (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
             u64::MAX,
             0,

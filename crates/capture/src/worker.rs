@@ -146,7 +146,7 @@ pub(crate) fn run_in_worker(
                     ckpt_sys::netlock::STATE_DIR,
                 ));
             }
-            let result = decode(pid, &buf).unwrap_or_else(|| {
+            let result = decode(&buf).unwrap_or_else(|| {
                 if let Some(stats) = died(child) {
                     return Ok(stats);
                 }
@@ -208,21 +208,23 @@ const MAX_MSG: usize = 16 * 1024;
 fn encode(r: &Result<crate::DumpStats>) -> Vec<u8> {
     let s = match r {
         Ok(s) => format!(
-            "ok {} {} {} {} {} {}",
+            "ok {} {} {} {} {} {} {}",
             s.freeze.as_nanos(),
             s.total.as_nanos(),
             s.pages_bytes,
             s.image_bytes,
             s.threads,
-            s.injected_syscalls
+            s.injected_syscalls,
+            s.processes
         ),
         Err(e) => {
+            // The pid each names: the root's, or another process's of the tree.
             let kind = match e {
-                Error::NoSuchProcess { .. } => "nosuch".to_string(),
-                Error::Exited { .. } => "exited".to_string(),
-                Error::Zombie { .. } => "zombie".to_string(),
-                Error::AlreadyTraced { tracer, .. } => format!("traced:{tracer}"),
-                Error::Cancelled { signal, .. } => format!("cancelled:{signal}"),
+                Error::NoSuchProcess { pid } => format!("nosuch:{pid}"),
+                Error::Exited { pid } => format!("exited:{pid}"),
+                Error::Zombie { pid } => format!("zombie:{pid}"),
+                Error::AlreadyTraced { pid, tracer } => format!("traced:{pid}:{tracer}"),
+                Error::Cancelled { pid, signal } => format!("cancelled:{pid}:{signal}"),
                 _ => "other".to_string(),
             };
             let mut m = e.to_string();
@@ -239,14 +241,14 @@ fn encode(r: &Result<crate::DumpStats>) -> Vec<u8> {
     s.into_bytes()
 }
 
-fn decode(pid: Pid, b: &[u8]) -> Option<Result<crate::DumpStats>> {
+fn decode(b: &[u8]) -> Option<Result<crate::DumpStats>> {
     let s = String::from_utf8_lossy(b);
     if let Some(rest) = s.strip_prefix("ok ") {
         let n: Vec<u64> = rest
             .split_whitespace()
             .map(|x| x.parse().ok())
             .collect::<Option<_>>()?;
-        if n.len() != 6 {
+        if n.len() != 7 {
             return None;
         }
         return Some(Ok(crate::DumpStats {
@@ -256,25 +258,24 @@ fn decode(pid: Pid, b: &[u8]) -> Option<Result<crate::DumpStats>> {
             image_bytes: n[3],
             threads: n[4] as usize,
             injected_syscalls: n[5],
+            processes: n[6] as usize,
         }));
     }
     let rest = s.strip_prefix("err ")?;
     let (kind, message) = rest.split_once(' ').unwrap_or((rest, ""));
-    Some(Err(match kind {
-        "nosuch" => Error::NoSuchProcess { pid },
-        "exited" => Error::Exited { pid },
-        "zombie" => Error::Zombie { pid },
-        k => {
-            if let Some(signal) = k.strip_prefix("cancelled:").and_then(|t| t.parse().ok()) {
-                Error::Cancelled { pid, signal }
-            } else if let Some(tracer) = k.strip_prefix("traced:").and_then(|t| t.parse().ok()) {
-                Error::AlreadyTraced { pid, tracer }
-            } else {
-                Error::Worker {
-                    message: message.to_string(),
-                }
-            }
-        }
+    let mut f = kind.split(':');
+    let name = f.next().unwrap_or("");
+    let mut num = || f.next().and_then(|x| x.parse::<Pid>().ok());
+    let worker = || Error::Worker {
+        message: message.to_string(),
+    };
+    Some(Err(match (name, num(), num()) {
+        ("nosuch", Some(p), _) => Error::NoSuchProcess { pid: p },
+        ("exited", Some(p), _) => Error::Exited { pid: p },
+        ("zombie", Some(p), _) => Error::Zombie { pid: p },
+        ("traced", Some(p), Some(tracer)) => Error::AlreadyTraced { pid: p, tracer },
+        ("cancelled", Some(p), Some(signal)) => Error::Cancelled { pid: p, signal },
+        _ => worker(),
     }))
 }
 
@@ -291,32 +292,33 @@ mod tests {
             image_bytes: 9000,
             threads: 3,
             injected_syscalls: 42,
+            processes: 2,
         };
-        let back = decode(1, &encode(&Ok(s))).unwrap().unwrap();
+        let back = decode(&encode(&Ok(s))).unwrap().unwrap();
         assert_eq!(back.image_bytes, 9000);
         assert_eq!(back.threads, 3);
+        assert_eq!(back.processes, 2);
         assert_eq!(back.freeze, Duration::from_nanos(5));
-        let e = decode(
-            9,
-            &encode(&Err(Error::AlreadyTraced { pid: 9, tracer: 77 })),
-        )
-        .unwrap()
-        .unwrap_err();
+        let e = decode(&encode(&Err(Error::AlreadyTraced { pid: 9, tracer: 77 })))
+            .unwrap()
+            .unwrap_err();
         assert!(
             matches!(e, Error::AlreadyTraced { pid: 9, tracer: 77 }),
             "{e}"
         );
-        let e = decode(
-            9,
-            &encode(&Err(Error::Fd {
-                fd: 3,
-                what: "x y".into(),
-            })),
-        )
+        // A child of the tree keeps its own pid.
+        let e = decode(&encode(&Err(Error::Exited { pid: 13 })))
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(e, Error::Exited { pid: 13 }), "{e}");
+        let e = decode(&encode(&Err(Error::Fd {
+            fd: 3,
+            what: "x y".into(),
+        })))
         .unwrap()
         .unwrap_err();
         assert_eq!(e.to_string(), "fd 3: x y");
-        assert!(decode(9, b"").is_none());
-        assert!(decode(9, b"ok 1 2").is_none());
+        assert!(decode(b"").is_none());
+        assert!(decode(b"ok 1 2").is_none());
     }
 }

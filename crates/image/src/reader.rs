@@ -105,6 +105,13 @@ impl<R: ReadAt> ImageReader<R> {
         store::read_memory(&self.src, &self.image, &self.cache, pid, addr, buf)
     }
 
+    /// Decoded contents of frame `index`, kept in a small cache shared by
+    /// every caller (for frames many small readers take a part of: the
+    /// processes of a tree restored one by one).
+    pub fn cached_frame(&self, index: u32) -> Result<std::sync::Arc<Vec<u8>>> {
+        store::cached_frame(&self.src, &self.image.frames, &self.cache, index)
+    }
+
     /// Decoded contents of frame `index` (CRC-checked, bounded by `Frame.size`).
     pub fn read_frame(&self, index: u32) -> Result<Vec<u8>> {
         store::decode_frame(&self.src, &self.image.frames, index)

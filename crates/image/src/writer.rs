@@ -615,6 +615,61 @@ impl<W: Write> ImageWriter<W> {
         Ok(())
     }
 
+    /// Pages of process `pid` at page-aligned `addr` (`len` bytes) whose
+    /// contents are those of process `from` at the same addresses, added
+    /// before (pages still shared copy-on-write after a fork): `pid`'s runs
+    /// point at the same frames (or are zero runs where `from`'s are), so
+    /// the bytes are stored once. The range must be covered by `from`'s
+    /// runs; calls for one pid come in increasing address order, as for
+    /// [`ImageWriter::add_pages`].
+    pub fn add_pages_from(&mut self, pid: i32, addr: u64, len: u64, from: i32) -> Result<()> {
+        let ps = u64::from(self.opts.page_size);
+        let bad = |what: String| {
+            Error::InvalidArgument(format!(
+                "add_pages_from(pid {pid}, {addr:#x}, {len} bytes, from pid {from}): {what}"
+            ))
+        };
+        if addr % ps != 0 || len % ps != 0 {
+            return Err(bad(format!("not whole pages of {ps} bytes")));
+        }
+        let end = addr
+            .checked_add(len)
+            .ok_or_else(|| bad("range overflows the address space".into()))?;
+        if let Some(last) = self.runs.get(&pid).and_then(|r| r.last()) {
+            if addr < last.start + u64::from(last.pages) * ps {
+                return Err(bad("pages must be added in increasing address order".into()));
+            }
+        }
+        let src = self.runs.get(&from).map(Vec::as_slice).unwrap_or(&[]);
+        let mut i = src.partition_point(|r| r.start + u64::from(r.pages) * ps <= addr);
+        let mut at = addr;
+        let mut out = Vec::new();
+        while at < end {
+            let Some(r) = src.get(i).filter(|r| r.start <= at) else {
+                return Err(bad(format!("pid {from} has no saved page at {at:#x}")));
+            };
+            let r_end = r.start + u64::from(r.pages) * ps;
+            let stop = r_end.min(end);
+            let skip = at - r.start;
+            out.push(MemoryRun {
+                start: at,
+                pages: ((stop - at) / ps) as u32,
+                kind: r.kind,
+                frame: r.frame,
+                frame_offset: match r.kind {
+                    RunKind::Data => r.frame_offset + skip as u32,
+                    _ => 0,
+                },
+            });
+            at = stop;
+            i += 1;
+        }
+        for run in out {
+            self.push_run(pid, run);
+        }
+        Ok(())
+    }
+
     /// Store a byte string (deleted file contents, memfd contents) in frames;
     /// returns the Blob to put in the model.
     pub fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
@@ -708,6 +763,49 @@ impl<W: Write> ImageWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_shared_with_another_process_are_stored_once() {
+        let opts = WriteOptions {
+            page_size: 4096,
+            ..Default::default()
+        };
+        let mut w = ImageWriter::new(Vec::new(), opts).unwrap();
+        let mut data = vec![0u8; 3 * 4096];
+        data[..4096].fill(1);
+        data[2 * 4096..].fill(3);
+        w.add_pages(1, 0x10000, &data).unwrap();
+        let before = w.bytes_in();
+        // The child's copy of the last two pages (one zero, one data).
+        w.add_pages_from(2, 0x11000, 2 * 4096, 1).unwrap();
+        assert_eq!(w.bytes_in(), before, "nothing stored again");
+        assert!(w.add_pages_from(2, 0x20000, 4096, 1).is_err());
+        assert!(w.add_pages_from(3, 0x10000, 4096, 9).is_err());
+        let vma = Vma {
+            start: 0x10000,
+            end: 0x13000,
+            prot: 3,
+            ..Default::default()
+        };
+        let proc_ = |pid| Process {
+            pid,
+            vmas: vec![vma.clone()],
+            ..Default::default()
+        };
+        let mut img = Image {
+            processes: vec![proc_(1), proc_(2), proc_(3)],
+            ..Default::default()
+        };
+        img.host.page_size = 4096;
+        let bytes = w.finish(img).unwrap();
+        let r = crate::ImageReader::new(bytes).unwrap();
+        let runs = &r.image().processes[1].memory;
+        assert_eq!(runs.len(), 2, "{runs:?}");
+        assert_eq!(runs[0].kind, RunKind::Zero);
+        let mut got = vec![0u8; 4096];
+        r.read_memory(2, 0x12000, &mut got).unwrap();
+        assert!(got.iter().all(|&b| b == 3));
+    }
 
     #[test]
     fn zero_detection() {

@@ -4,48 +4,32 @@
 //! in a tracing span and ends with an info event giving its duration
 //! (`RestoreStats::phases` has the same times); details are debug events.
 
-use crate::check::{check_and_open_as, root_process, taken_ids};
+use crate::check::{check_and_open_as, taken_ids};
 use crate::error::{Error, Result, SysContext};
-use crate::fds::{plan_fds, FdEnv, FdPlan, LateFd};
+use crate::fds::place::{self, Scratch};
+use crate::fds::{plan_tree as plan_tree_fds, FdEnv, FdPlan, LateFd, NetGuard};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::{write_pages, Target};
-use crate::mem::{plan_memory, uffd, vmas, MemPlan};
+use crate::mem::{plan_memory_shared, shared_objects, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
 use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::Remote;
-use crate::stub;
+use crate::stub::{self, Shared, Stubs, Work};
+use crate::tree::{plan_tree, TreePlan};
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
-use ckpt_image::{ImageReader, Process, ReadAt};
+use ckpt_image::{Image, ImageReader, Process, ReadAt};
 use ckpt_sys::creds::FsSwitch;
+use ckpt_sys::mm::{self, ProcMem};
+use ckpt_sys::proc::{self, group};
 use ckpt_sys::ptrace;
-use ckpt_sys::remote::ProcMem;
-use ckpt_sys::{setup, sys};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// Scratch memory after the trampoline page: arguments for injected calls.
 const SCRATCH_LEN: u64 = 64 * 1024;
-
-/// Kills and reaps the half-built process unless disarmed.
-struct Guard {
-    pid: i32,
-    tids: Vec<i32>,
-    armed: bool,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let _ = sys::kill(self.pid, libc::SIGKILL);
-        for &t in self.tids.iter().filter(|&&t| t != self.pid) {
-            setup::reap_blocking(t);
-        }
-        setup::reap_blocking(self.pid);
-    }
-}
 
 /// One step of the restore: its span is entered until it ends; `done`
 /// logs its duration (a step left by an error logs that at debug level).
@@ -86,16 +70,20 @@ impl Drop for Step {
     }
 }
 
-fn check_error(e: String) -> Error {
-    Error::Check(Report {
-        errors: vec![e],
-        warnings: Vec::new(),
-    })
+/// Everything planned before anything is touched.
+struct Planned {
+    tree: TreePlan,
+    fds: FdPlan,
+    /// By creation index; None for zombies.
+    mems: Vec<Option<MemPlan>>,
+    /// Creation index of the last process built of each fd table's
+    /// processes: it closes the kept memory objects' fds.
+    closes_keep: Vec<bool>,
 }
 
-/// Restore the image's process (see [`crate::restore`]); stopped by
-/// `opts.cancel` at the next step, or at once where it waits on the
-/// child (which is killed).
+/// Restore the image's processes (see [`crate::restore`]); stopped by
+/// `opts.cancel` at the next step, or at once where it waits on a stub or
+/// a process being built (every one is killed).
 pub fn restore<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
@@ -107,8 +95,10 @@ pub fn restore<R: ReadAt + Sync>(
         .and_then(|()| restore_steps(reader, opts, &cancel, progress));
     match (cancel.finish(), r) {
         (Some(signal), Ok(done)) => {
-            // Cancelled as it ended: it was killed.
-            let _ = ckpt_sys::proc::kill(done.pid, libc::SIGKILL);
+            // Cancelled as it ended: every process of the tree was killed.
+            for &(_, pid) in &done.pids {
+                let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
+            }
             ckpt_sys::proc::wait::reap_blocking(done.pid);
             Err(Error::Cancelled { signal })
         }
@@ -131,20 +121,19 @@ fn restore_steps<R: ReadAt + Sync>(
         return Err(Error::Check(report));
     }
     step.done();
-    let p = root_process(reader.image()).map_err(check_error)?;
-    let page = setup::page_size();
+    let page = mm::page_size();
     let step = Step::begin("plan");
-    let (mut fdplan, mem) = plan(reader, p, page, opts.tcp_close)?;
+    let mut planned = plan(reader, page, opts.tcp_close)?;
     step.done();
     cancel.check()?;
     // Sockets the restorer builds itself (TCP_REPAIR, injected packets);
     // the stub inherits them. Their locks go just before the process runs.
-    let mut net = crate::fds::sockets::prebuild(&mut fdplan)?;
+    let mut net = crate::fds::sockets::prebuild(&mut planned.fds)?;
     let mut phases = vec![("plan", t0.elapsed())];
 
     // Paths of the image are opened with the saved user's rights where
-    // check says so: by the stub and by the process being built, around
-    // each of their opens of such paths.
+    // check says so: by the stubs and by the processes being built,
+    // around each of their opens of such paths.
     let switch = match &as_saved {
         Some(ids) => Some(FsSwitch::new(ids.clone()).map_err(|source| Error::Sys {
             context: "reading the restorer's own file access ids".into(),
@@ -155,118 +144,452 @@ fn restore_steps<R: ReadAt + Sync>(
     // SysV IPC objects, with their saved ids, before anything else uses
     // ids (removed again if the restore fails).
     let ipc = sysv::restore(reader)?;
-    let step = Step::begin("stub");
-    let pid = spawn_stub(&fdplan, switch.as_ref(), p, opts, cancel)?;
-    tracing::debug!(pid, fd_ops = fdplan.ops.len(), "stub ready with its fds");
-    let mut guard = Guard {
-        pid,
-        tids: vec![pid],
-        armed: true,
-    };
-    cgroup::join(pid, p)?;
+    let step = Step::begin("stubs");
+    let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts, cancel)?;
     step.done();
-    phases.push(("stub", t0.elapsed()));
-    let mut b = Build {
+    phases.push(("stubs", t0.elapsed()));
+
+    let step = Step::begin("processes");
+    let b = Builders {
         reader,
-        p,
-        pid,
-        same_ids: pid == p.pid,
+        planned: &planned,
+        stubs: &stubs,
         page,
-        mem: &mem,
-        guard: &mut guard,
-        injected: 0,
-        page_bytes: 0,
-        phases,
-        t0,
-        progress,
         huge_fill: opts.huge_fill,
-        as_saved: switch.as_ref(),
+        switch: switch.as_ref(),
         cancel,
-        late: &fdplan.late,
-        ipc,
-        net: &mut net,
+        t0,
+        next: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+        done_bytes: AtomicU64::new(0),
+        ipc: std::sync::Mutex::new(ipc),
+        net: std::sync::Mutex::new(&mut net),
+        total: planned
+            .mems
+            .iter()
+            .flatten()
+            .flat_map(|m| &m.writes)
+            .filter(|w| !w.zero)
+            .map(|w| w.len)
+            .sum(),
     };
-    let tids = b.run()?;
-    b.ipc.keep();
+    let out = b.build_all(progress)?;
+    b.ipc.lock().unwrap_or_else(|p| p.into_inner()).keep();
+    step.done();
+    let (built, injected, page_bytes) = (out.procs, out.injected, out.page_bytes);
+    if out.phases.is_empty() {
+        phases.push(("processes", t0.elapsed()));
+    } else {
+        phases.extend(out.phases);
+    }
+    stubs.disarm();
+    let pids: Vec<(i32, i32)> = planned
+        .tree
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(c, n)| (n.pid, stubs.pid(c)))
+        .collect();
     let stats = RestoreStats {
         total: t0.elapsed(),
-        page_bytes: b.page_bytes,
-        injected_syscalls: b.injected,
-        phases: b.phases,
+        page_bytes,
+        injected_syscalls: injected,
+        phases,
     };
-    guard.armed = false;
+    let root = stubs.pid(0);
+    let tids = built.first().map(|(_, t)| t.clone()).unwrap_or_default();
     tracing::info!(
-        pid,
-        threads = tids.len(),
+        pid = root,
+        processes = pids.len(),
         page_bytes = stats.page_bytes,
         injected_syscalls = stats.injected_syscalls,
         elapsed = ?stats.total,
         "restored"
     );
-    Ok(Restored { pid, tids, stats })
+    Ok(Restored {
+        pid: root,
+        tids,
+        stats,
+        pids,
+    })
 }
 
-/// The fd plan and the memory plan; their errors refuse the restore.
-fn plan<R: ReadAt>(
-    reader: &ImageReader<R>,
-    p: &Process,
-    page: u64,
-    tcp_close: bool,
-) -> Result<(FdPlan, MemPlan)> {
+/// The kept memory objects' fds a process closes once its mappings are
+/// made (the last built of the processes sharing its fd table), as a
+/// range of fd numbers.
+fn keep_range(planned: &Planned, c: usize) -> Option<(u64, u64)> {
+    let n = planned.fds.keep.len() as u64;
+    if n == 0 || !planned.closes_keep[c] {
+        return None;
+    }
+    let first = (planned.fds.stage + place::CTL_KEEP) as u64;
+    Some((first, first + n - 1))
+}
+
+/// The tree, the fd plan and each process's memory plan; their errors
+/// refuse the restore.
+fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, tcp_close: bool) -> Result<Planned> {
     let image = reader.image();
-    let env = FdEnv {
-        tcp_close,
-        ..FdEnv::current()
-    };
-    let fdplan = plan_fds(image, p, &env, &mut |b| {
-        reader.read_blob(b).map_err(|e| e.to_string())
-    });
+    let tree = plan_tree(image);
+    if !tree.errors.is_empty() {
+        return Err(Error::Check(Report {
+            errors: tree.errors,
+            warnings: tree.warnings,
+        }));
+    }
+    let procs: Vec<&Process> = image.processes.iter().collect();
+    let keep = shared_objects(image);
+    let fdplan = plan_tree_fds(
+        image,
+        &procs,
+        &tree.table_owners(),
+        &keep,
+        &FdEnv {
+            tcp_close,
+            ..FdEnv::current()
+        },
+        &mut |b| reader.read_blob(b).map_err(|e| e.to_string()),
+    );
     if !fdplan.errors.is_empty() {
         return Err(Error::Check(Report {
             errors: fdplan.errors,
             warnings: fdplan.warnings,
         }));
     }
-    let mem = plan_memory(image, p, page);
-    if !mem.errors.is_empty() {
+    let shared: BTreeMap<u64, i32> = fdplan
+        .keep
+        .iter()
+        .enumerate()
+        .map(|(j, &(_, id))| (id, fdplan.stage + place::CTL_KEEP + j as i32))
+        .collect();
+    let mut mems = Vec::with_capacity(tree.nodes.len());
+    let mut errors = Vec::new();
+    for n in &tree.nodes {
+        if n.zombie.is_some() {
+            mems.push(None);
+            continue;
+        }
+        let m = plan_memory_shared(image, &image.processes[n.image], page, &shared);
+        errors.extend(m.errors.iter().cloned());
+        mems.push(Some(m));
+    }
+    if !errors.is_empty() {
         return Err(Error::Check(Report {
-            errors: mem.errors,
-            warnings: mem.warnings,
+            errors,
+            warnings: Vec::new(),
         }));
     }
+    // The last process built of each fd table closes the kept fds.
+    let mut closes_keep = vec![false; tree.nodes.len()];
+    let mut last: BTreeMap<usize, usize> = BTreeMap::new();
+    for (c, n) in tree.nodes.iter().enumerate() {
+        if n.zombie.is_none() {
+            last.insert(n.table, c);
+        }
+    }
+    for c in last.into_values() {
+        closes_keep[c] = true;
+    }
     tracing::debug!(
+        processes = tree.nodes.len(),
         fd_ops = fdplan.ops.len(),
-        mappings = mem.steps.len(),
-        page_writes = mem.writes.len(),
+        kept = fdplan.keep.len(),
         "planned"
     );
-    Ok((fdplan, mem))
+    Ok(Planned {
+        tree,
+        fds: fdplan,
+        mems,
+        closes_keep,
+    })
 }
 
-/// The stub, at the saved pid (or, with new_pid, anywhere when it is taken).
-fn spawn_stub(
-    fdplan: &FdPlan,
+/// The stubs of the whole tree, each at its saved pid (or, with new_pid,
+/// anywhere when its ids are taken), with their fds.
+fn spawn_stubs(
+    image: &Image,
+    planned: &Planned,
     switch: Option<&FsSwitch>,
-    p: &Process,
     opts: &RestoreOptions,
     cancel: &crate::Cancel,
-) -> Result<i32> {
-    let keep_ids = !opts.new_pid || taken_ids(p).is_empty();
-    let watch = |pid| cancel.watch(pid);
-    let spawned = stub::spawn(
-        fdplan,
-        switch,
-        keep_ids.then_some(p.pid),
-        ZOMBIE_WAIT,
-        &watch,
-    );
-    match spawned {
-        Err(Error::PidInUse { .. }) | Err(Error::Sys { .. }) if opts.new_pid && keep_ids => {
-            tracing::debug!(pid = p.pid, "the saved pid is taken: a new one");
-            stub::spawn(fdplan, switch, None, Duration::ZERO, &watch)
-        }
-        r => r,
+) -> Result<Stubs> {
+    let tree = &planned.tree;
+    let want: Vec<Option<i32>> = tree
+        .nodes
+        .iter()
+        .map(|n| {
+            let p = &image.processes[n.image];
+            let free = !opts.new_pid || taken_ids(p).is_empty();
+            free.then_some(p.pid)
+        })
+        .collect();
+    let stubs = Stubs::new(tree.nodes.len())?;
+    let mut slots = vec![-1i32; planned.fds.slots];
+    let mut scratch = Scratch::new(&planned.fds);
+    let mut child_pipes = vec![-1i32; tree.nodes.len()];
+    let sh = Shared {
+        plan: &planned.fds,
+        tree,
+        pids: &stubs.pids,
+        want: &want,
+        new_pid: opts.new_pid,
+        zombie_wait: if opts.new_pid {
+            Duration::ZERO
+        } else {
+            ZOMBIE_WAIT
+        },
+        restorer: proc::getpid(),
+        restorer_pgid: group::getpgid(0).unwrap_or(0),
+        as_saved: switch,
+    };
+    let mut w = Work {
+        slots: &mut slots,
+        scratch: &mut scratch,
+        child_pipes: &mut child_pipes,
+    };
+    stub::spawn_tree(&sh, &mut w, &stubs, &|pid| cancel.watch(pid))?;
+    // A cancel from now on kills every process being built.
+    for c in 0..tree.nodes.len() {
+        cancel.watch(stubs.pid(c));
     }
+    tracing::debug!(
+        processes = tree.nodes.len(),
+        fd_ops = planned.fds.ops.len(),
+        "stubs ready with their fds"
+    );
+    Ok(stubs)
+}
+
+/// Most threads building processes at once. Building is mostly waiting
+/// for the process to run each injected call (a ptrace round trip): several
+/// processes are built at once on few cores.
+const MAX_BUILDERS: usize = 8;
+
+/// What the threads building the processes share.
+struct Builders<'a, R: ReadAt> {
+    reader: &'a ImageReader<R>,
+    planned: &'a Planned,
+    stubs: &'a Stubs,
+    page: u64,
+    huge_fill: Option<bool>,
+    switch: Option<&'a FsSwitch>,
+    cancel: &'a crate::Cancel,
+    t0: Instant,
+    /// The next group of processes to build (index into `groups`).
+    next: AtomicUsize,
+    /// A builder failed: the others stop.
+    failed: AtomicBool,
+    done_bytes: AtomicU64,
+    /// The SysV objects made for the tree (removed on failure).
+    ipc: std::sync::Mutex<sysv::Made>,
+    /// The restorer's sockets: locks lifted just before the processes run.
+    net: std::sync::Mutex<&'a mut NetGuard>,
+    total: u64,
+}
+
+/// What the builders did.
+#[derive(Default)]
+struct BuiltAll {
+    /// (creation index, tids) of each process built.
+    procs: Vec<(usize, Vec<i32>)>,
+    injected: u64,
+    page_bytes: u64,
+    /// Phases of the only process, when there is one.
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl<R: ReadAt + Sync> Builders<'_, R> {
+    /// Build every live process, several at once, then let them all go
+    /// together (each builder lets go of the processes it built, as only
+    /// the thread that traces a process may).
+    fn build_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<BuiltAll> {
+        // Processes sharing an fd table are built by one builder, in order
+        // (the last one closes the kept fds they share).
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (c, n) in self.planned.tree.nodes.iter().enumerate() {
+            if n.zombie.is_none() {
+                groups.entry(n.table).or_default().push(c);
+            }
+        }
+        let groups: Vec<Vec<usize>> = groups.into_values().collect();
+        let n = groups.len().clamp(1, MAX_BUILDERS);
+        let barrier = Barrier::new(n);
+        let results: Vec<(BuiltAll, Option<Error>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..n)
+                .map(|_| s.spawn(|| self.builder(&groups, &barrier, &mut |_, _| {})))
+                .collect();
+            let mine = self.builder(&groups, &barrier, progress);
+            let mut all = vec![mine];
+            for h in handles {
+                all.push(h.join().unwrap_or_else(|_| {
+                    (
+                        BuiltAll::default(),
+                        Some(Error::Stub {
+                            pid: 0,
+                            what: "a builder thread panicked".into(),
+                        }),
+                    )
+                }));
+            }
+            all
+        });
+        let mut out = BuiltAll::default();
+        let mut first: Option<Error> = None;
+        for (b, e) in results {
+            out.procs.extend(b.procs);
+            out.injected += b.injected;
+            out.page_bytes += b.page_bytes;
+            out.phases.extend(b.phases);
+            if first.is_none() {
+                first = e;
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        out.procs.sort_by_key(|(c, _)| *c);
+        if out.procs.len() > 1 {
+            out.phases.clear();
+        }
+        Ok(out)
+    }
+
+    /// One builder: groups of processes until none is left (or one
+    /// failed), then, once every builder is done, let its own go.
+    fn builder(
+        &self,
+        groups: &[Vec<usize>],
+        barrier: &Barrier,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> (BuiltAll, Option<Error>) {
+        let mut out = BuiltAll::default();
+        let mut err = None;
+        'all: while !self.failed.load(Ordering::Relaxed) {
+            let g = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(group) = groups.get(g) else { break };
+            for &c in group {
+                match self.build_one(c, &mut out, progress) {
+                    Ok(tids) => out.procs.push((c, tids)),
+                    Err(e) => {
+                        self.failed.store(true, Ordering::Relaxed);
+                        err = Some(e);
+                        break 'all;
+                    }
+                }
+            }
+        }
+        // Once every process is built, one builder does what the whole
+        // tree needs last: SysV segments removed at the dump go again (all
+        // are attached now), and the saved connections live again.
+        if barrier.wait().is_leader() && !self.failed.load(Ordering::Relaxed) {
+            if let Err(e) = self.cancel.check().and_then(|()| self.last_steps()) {
+                self.failed.store(true, Ordering::Relaxed);
+                err = Some(e);
+            }
+        }
+        barrier.wait();
+        if err.is_none() && !self.failed.load(Ordering::Relaxed) {
+            if let Err(e) = let_go(&self.planned.tree, &out.procs, self.stubs) {
+                err = Some(e);
+            }
+        }
+        (out, err)
+    }
+
+    /// After every process is built, before any runs.
+    fn last_steps(&self) -> Result<()> {
+        self.ipc
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_removed()?;
+        self.net.lock().unwrap_or_else(|p| p.into_inner()).go()
+    }
+
+    /// Turn the stub of process `c` into the saved process (left stopped).
+    fn build_one(
+        &self,
+        c: usize,
+        out: &mut BuiltAll,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Vec<i32>> {
+        let node = &self.planned.tree.nodes[c];
+        let mem = self.planned.mems[c].as_ref().expect("a live process");
+        let pid = self.stubs.pid(c);
+        let p = &self.reader.image().processes[node.image];
+        let _span = tracing::info_span!("process", pid, saved_pid = p.pid).entered();
+        let (done, total) = (&self.done_bytes, self.total);
+        let mut last = 0u64;
+        let mut each = |d: u64, _t: u64| {
+            let all = done.fetch_add(d - last.min(d), Ordering::Relaxed) + d - last.min(d);
+            last = d;
+            progress(all, total);
+        };
+        cgroup::join(pid, p)?;
+        let late = self
+            .planned
+            .fds
+            .late
+            .iter()
+            .filter(|l| l.proc == node.image)
+            .cloned()
+            .collect();
+        let tree_pids = self
+            .planned
+            .tree
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(c, n)| (n.pid, self.stubs.pid(c)))
+            .collect();
+        let mut made = Vec::new();
+        let mut b = Build {
+            reader: self.reader,
+            p,
+            pid,
+            same_ids: pid == p.pid,
+            page: self.page,
+            mem,
+            made: &mut made,
+            injected: 0,
+            page_bytes: 0,
+            phases: Vec::new(),
+            t0: self.t0,
+            progress: &mut each,
+            huge_fill: self.huge_fill,
+            as_saved: self.switch,
+            cancel: self.cancel,
+            keep: keep_range(self.planned, c),
+            late,
+            tree_pids,
+        };
+        let r = b.run();
+        out.injected += b.injected;
+        out.page_bytes += b.page_bytes;
+        out.phases.append(&mut b.phases);
+        self.stubs
+            .tids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(made);
+        r
+    }
+}
+
+/// Let processes go once all are built: their registers were set; a
+/// process that was stopped gets SIGSTOP first (it stops as soon as it
+/// runs); then every thread is detached, the leaders last.
+fn let_go(tree: &TreePlan, built: &[(usize, Vec<i32>)], stubs: &Stubs) -> Result<()> {
+    for (c, _) in built {
+        if tree.nodes[*c].stopped {
+            let pid = stubs.pid(*c);
+            proc::kill(pid, libc::SIGSTOP)
+                .ctx(|| format!("pid {pid}: stopping it again (it was stopped when dumped)"))?;
+        }
+    }
+    for (_, tids) in built {
+        thread::detach_all(tids)?;
+    }
+    Ok(())
 }
 
 /// The stub with its address space ready for the mappings: the main
@@ -287,7 +610,8 @@ struct Build<'a, R: ReadAt> {
     same_ids: bool,
     page: u64,
     mem: &'a MemPlan,
-    guard: &'a mut Guard,
+    /// Threads made in it (to reap after a failure).
+    made: &'a mut Vec<i32>,
     injected: u64,
     page_bytes: u64,
     phases: Vec<(&'static str, Duration)>,
@@ -298,12 +622,12 @@ struct Build<'a, R: ReadAt> {
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
     cancel: &'a crate::Cancel,
-    /// Fds made once the threads exist (pidfds).
-    late: &'a [LateFd],
-    /// The SysV objects made for the process (removed on failure).
-    ipc: sysv::Made,
-    /// The restorer's sockets: locks lifted just before the process runs.
-    net: &'a mut crate::fds::NetGuard,
+    /// Fds made once the threads exist (pidfds), and saved pids -> pids
+    /// now of the tree's processes (for them).
+    late: Vec<LateFd>,
+    tree_pids: BTreeMap<i32, i32>,
+    /// The kept memory objects' fds it closes once its mappings are made.
+    keep: Option<(u64, u64)>,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -345,8 +669,13 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             scratch,
             self.as_saved,
         )?;
-        // Segments removed at the dump go again once attached.
-        self.ipc.remove_removed()?;
+        if let Some((first, last)) = self.keep {
+            main.call(
+                "close_range of the kept memory objects' fds",
+                libc::SYS_close_range,
+                &[first, last, 0],
+            )?;
+        }
         step.done();
         self.phase("mappings");
         self.cancel.check()?;
@@ -438,17 +767,11 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         vmas::finish(main, steps, &self.mem.guards)
     }
 
-    /// Create the other threads, then give every thread its state, and let go.
+    /// Create the other threads, then give every thread its state and its
+    /// registers (they are let go with the rest of the tree).
     fn threads(&mut self, mut main: Remote, l: &Layout, scratch: u64) -> Result<Vec<i32>> {
         let p = self.p;
-        let tids = thread::create(
-            &mut main,
-            p,
-            l,
-            scratch,
-            self.same_ids,
-            &mut self.guard.tids,
-        )?;
+        let tids = thread::create(&mut main, p, l, scratch, self.same_ids, self.made)?;
         let tid_map: BTreeMap<i32, i32> = p
             .threads
             .iter()
@@ -461,6 +784,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             others.push(Remote::new(tid, l.tramp)?);
         }
         let set_creds = creds_differ(p, &own_creds());
+        let thread_creds = p.threads.iter().any(|t| t.creds.is_some());
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {
                 &mut main
@@ -470,7 +794,11 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             thread::set_state(r, p, t, scratch)?;
         }
         timers::posix_timers(&mut main, p, scratch, &tid_map)?;
-        crate::fds::pidfd::late(&mut main, self.late, &tid_map, scratch)?;
+        if !self.late.is_empty() {
+            let mut ids = self.tree_pids.clone();
+            ids.extend(tid_map.iter().map(|(&a, &b)| (a, b)));
+            crate::fds::pidfd::late(&mut main, &self.late, &ids, scratch)?;
+        }
         // Every fd is final and no more are opened or closed: locks now.
         crate::fds::locks::take(&mut main, self.reader.image(), p, scratch)?;
         {
@@ -489,16 +817,14 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                 &mut others[i - 1]
             };
             signals::queue_thread(r, self.pid, t, scratch)?;
-            if set_creds {
-                set_thread_creds(r, p, scratch)?;
+            if set_creds || thread_creds {
+                set_thread_creds(r, t.creds.as_ref().unwrap_or(&p.creds), scratch)?;
             }
         }
-        crate::process::finish(&mut main, p, l, set_creds)?;
+        crate::process::finish(&mut main, p, l, set_creds || thread_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
         self.cancel.check()?;
-        // The last step before it runs: its saved connections live again.
-        self.net.go()?;
-        thread::set_registers_and_detach(self.pid, p, &tids)?;
+        thread::set_registers(self.pid, p, &tids)?;
         Ok(tids)
     }
 }

@@ -2,17 +2,18 @@
 //! anything is touched.
 
 use crate::error::os_msg;
-use crate::fds::{self, plan_fds, strip_deleted, FdEnv, FdPlan};
+use crate::fds::{self, place, plan_tree as plan_tree_fds, strip_deleted, FdEnv, FdPlan};
 use crate::mem::layout::{pair_vdso, parse_maps};
-use crate::mem::{plan_memory, vmas::Backing, MemPlan};
+use crate::mem::{plan_memory_shared, shared_objects, vmas::Backing, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, OwnCreds};
 use crate::process::{rlimits, timers};
 use crate::stub::holder_of;
+use crate::tree::plan_tree;
 use crate::{Report, RestoreOptions};
 use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers};
 use ckpt_sys::creds::{self, FsIds, FsSwitch};
-use ckpt_sys::{setup, sys};
-use std::collections::BTreeSet;
+use ckpt_sys::{mm, proc, ptrace, setup, sys};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::os::unix::fs::MetadataExt;
 
@@ -36,17 +37,6 @@ pub(crate) fn access_mode(flags: i32) -> i32 {
             libc::O_RDWR => libc::R_OK | libc::W_OK,
             _ => libc::R_OK,
         }
-    }
-}
-
-/// The process an image restores: the root of the dump.
-pub fn root_process(image: &Image) -> Result<&Process, String> {
-    match image.processes.len() {
-        0 => Err("the image holds no process".into()),
-        1 => Ok(&image.processes[0]),
-        n => Err(format!(
-            "the image holds {n} processes; this version restores single processes only"
-        )),
     }
 }
 
@@ -149,54 +139,79 @@ pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Repor
 }
 
 /// [`check`], and the ids the restore is to open the image's paths with
-/// (see [`open_as`]).
+/// (see [`open_as`]). Each process of the image is checked; a finding
+/// several processes share is said once, with their pids.
 pub(crate) fn check_and_open_as<R: ReadAt>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
 ) -> (Report, Option<FsIds>) {
     let mut r = Report::default();
     let image = reader.image();
-    let p = match root_process(image) {
-        Ok(p) => p,
-        Err(e) => {
-            r.errors.push(e);
-            return (r, None);
-        }
-    };
-    check_machine(image, p, &mut r);
-    check_vdso(reader, p, &mut r);
-    let (fds, mem) = check_files(image, p, opts, &mut r);
+    let tree = plan_tree(image);
+    r.errors.extend(tree.errors.iter().cloned());
+    r.warnings.extend(tree.warnings.iter().cloned());
+    if tree.nodes.is_empty() || !r.errors.is_empty() {
+        return (r, None);
+    }
+    let live: Vec<&Process> = tree
+        .nodes
+        .iter()
+        .filter(|n| n.zombie.is_none())
+        .map(|n| &image.processes[n.image])
+        .collect();
+    let root = &image.processes[0];
+    let own = own_creds();
+    check_machine(image, &live, &mut r);
+    if let Some(first) = live.first() {
+        check_vdso(reader, first, &mut r);
+    }
+    // The fds of the whole tree, and what the processes map of each other's.
+    let procs: Vec<&Process> = image.processes.iter().collect();
+    let keep = shared_objects(image);
+    let fds = plan_tree_fds(
+        image,
+        &procs,
+        &tree.table_owners(),
+        &keep,
+        &FdEnv {
+            tcp_close: opts.tcp_close,
+            ..FdEnv::current()
+        },
+        &mut |_| Ok(Vec::new()),
+    );
+    check_fds(&fds, &mut r);
     if !opts.tcp_close {
         fds::check_net(&fds, &mut r);
     }
-    check_ids(p, opts, &mut r);
-    check_fd_numbers(p, &mut r);
-    crate::mem::vmas::check_addresses(
-        p,
-        task_size(),
-        mmap_min_addr(),
-        own_creds().has_cap(CAP_SYS_RAWIO),
-        &mut r,
-    );
-    timers::check(p, &mut r);
-    fds::locks::check(image, p, &mut r);
-
-    // Limits and credentials.
-    let own = own_creds();
-    rlimits::check(p, &own, &mut r);
-    if creds_differ(p, &own) && !(own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID)) {
-        let c = &p.creds;
-        r.errors.push(format!(
-            "the process ran as uid {} gid {} (groups {:?}); the restorer (uid {} gid {}) cannot switch to them",
-            c.euid, c.egid, c.groups, own.uids[1], own.gids[1]
-        ));
-    }
+    let shared: BTreeMap<u64, i32> = fds
+        .keep
+        .iter()
+        .enumerate()
+        .map(|(j, &(_, id))| (id, fds.stage + place::CTL_KEEP + j as i32))
+        .collect();
+    // Whose rights bound what the image may ask (spec/security.md §3).
     let who = requester(reader, opts, &own);
-    crate::process::creds::check_requester(p, &who, &own, &mut r);
-    let as_saved = open_as(p, &own, || who == Requester::Restorer);
-    security(p, &own, &fds, &mem, as_saved.as_ref(), &mut r);
-    crate::process::seccomp::check(image, p, &mut r);
-    crate::process::cgroup::check(p, &mut r);
+    let as_saved = open_as(root, &own, || who == Requester::Restorer);
+    let mut each = PerProcess::default();
+    for p in &live {
+        let mut pr = Report::default();
+        check_process(
+            image,
+            p,
+            &fds,
+            &shared,
+            (&own, &who),
+            as_saved.as_ref(),
+            opts,
+            &mut pr,
+        );
+        each.add(p.pid, pr);
+    }
+    each.merge_into(image.processes.len() > 1, &mut r);
+    fds::check_creating(&fds, &mut r);
+    // A unix socket to be bound where a live one listens: the restore
+    // would take its name away (whoever restores).
+    fds::check_names(&fds, &mut r);
     crate::process::sysv::check(reader, &mut r);
     tracing::debug!(
         errors = r.errors.len(),
@@ -206,22 +221,144 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     (r, as_saved)
 }
 
+/// Findings of each process, said once for all the processes that share
+/// one ("pids 12, 13: ...").
+#[derive(Default)]
+struct PerProcess {
+    /// (message, is an error, pids), in the order first found.
+    found: Vec<(String, bool, Vec<i32>)>,
+}
+
+impl PerProcess {
+    fn add(&mut self, pid: i32, r: Report) {
+        let all = r
+            .errors
+            .into_iter()
+            .map(|e| (e, true))
+            .chain(r.warnings.into_iter().map(|w| (w, false)));
+        for (m, err) in all {
+            match self.found.iter_mut().find(|(f, e, _)| *f == m && *e == err) {
+                Some((_, _, pids)) => pids.push(pid),
+                None => self.found.push((m, err, vec![pid])),
+            }
+        }
+    }
+
+    fn merge_into(self, tree: bool, r: &mut Report) {
+        for (m, err, pids) in self.found {
+            let named = pids.len() == 1
+                && (m.starts_with(&format!("pid {} ", pids[0]))
+                    || m.starts_with(&format!("pid {}:", pids[0])));
+            let m = if !tree || named {
+                m
+            } else if pids.len() == 1 {
+                format!("pid {}: {m}", pids[0])
+            } else {
+                let mut list: Vec<String> = pids.iter().take(5).map(|p| p.to_string()).collect();
+                if pids.len() > 5 {
+                    list.push(format!("... ({} processes)", pids.len()));
+                }
+                format!("pids {}: {m}", list.join(", "))
+            };
+            if err {
+                r.errors.push(m);
+            } else {
+                r.warnings.push(m);
+            }
+        }
+    }
+}
+
+/// The fd plan's own findings, the paths it opens, and the fds the stubs
+/// need open at once against RLIMIT_NOFILE (they raise their soft limit
+/// to the hard one).
+fn check_fds(fds: &FdPlan, r: &mut Report) {
+    r.errors.extend(fds.errors.iter().cloned());
+    r.warnings.extend(fds.warnings.iter().cloned());
+    for (what, path) in &fds.opens {
+        let path = String::from_utf8_lossy(path);
+        if let Err(e) = std::fs::metadata(&*path) {
+            r.errors.push(format!("{what}: {}", os_msg(&e)));
+        }
+    }
+    let need = place::fds_needed(fds);
+    if let Ok((_, hard)) = proc::prlimit(0, libc::RLIMIT_NOFILE, None) {
+        if need > hard {
+            let most = fds
+                .procs
+                .iter()
+                .max_by_key(|p| p.places.len())
+                .map(|p| format!(" (pid {} has {} fds)", p.pid, p.places.len()))
+                .unwrap_or_default();
+            r.errors.push(format!(
+                "restoring needs {need} fds open at once{most}, over this restorer's hard limit of {hard} (RLIMIT_NOFILE): raise it (ulimit -Hn) first"
+            ));
+        }
+    }
+}
+
+/// Everything of one live process: files, ids, timers, limits,
+/// credentials, what its image may ask for, seccomp.
+#[allow(clippy::too_many_arguments)]
+fn check_process(
+    image: &Image,
+    p: &Process,
+    fds: &FdPlan,
+    shared: &BTreeMap<u64, i32>,
+    (own, who): (&OwnCreds, &Requester),
+    as_saved: Option<&FsIds>,
+    opts: &RestoreOptions,
+    r: &mut Report,
+) {
+    let mem = check_files(image, p, shared, opts.force_files, r);
+    check_ids(p, opts, r);
+    crate::mem::vmas::check_addresses(
+        p,
+        task_size(),
+        mmap_min_addr(),
+        own.has_cap(CAP_SYS_RAWIO),
+        r,
+    );
+    timers::check(p, r);
+    fds::locks::check(image, p, r);
+    rlimits::check(p, own, r);
+    crate::process::creds::check_requester(p, who, own, r);
+    let threads_differ = p.threads.iter().any(|t| t.creds.is_some());
+    if (creds_differ(p, own) || threads_differ)
+        && !(own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID))
+    {
+        let c = &p.creds;
+        r.errors.push(format!(
+            "the process ran as uid {} gid {} (groups {:?}){}; the restorer (uid {} gid {}) cannot switch to them",
+            c.euid,
+            c.egid,
+            c.groups,
+            if threads_differ { ", some threads with other ids" } else { "" },
+            own.uids[1],
+            own.gids[1]
+        ));
+    }
+    security(p, own, fds, &mem, as_saved, r);
+    crate::process::seccomp::check(image, p, r);
+    crate::process::cgroup::check(p, r);
+}
+
 /// The machine: architecture, page size, XSAVE features, CPU flags.
-fn check_machine(image: &Image, p: &Process, r: &mut Report) {
+fn check_machine(image: &Image, live: &[&Process], r: &mut Report) {
     if image.host.arch != Arch::X8664 {
         r.errors.push(format!(
             "the image is for {:?}; this machine is x86_64",
             image.host.arch
         ));
     }
-    let page = setup::page_size();
+    let page = mm::page_size();
     if image.host.page_size != 0 && u64::from(image.host.page_size) != page {
         r.errors.push(format!(
             "the image has {}-byte pages; this machine has {page}",
             image.host.page_size
         ));
     }
-    let (xcr0, _) = sys::xsave_info();
+    let (xcr0, _) = ptrace::xsave_info();
     let missing = image.host.cpu.xcr0 & !xcr0;
     if missing != 0 {
         r.errors.push(format!(
@@ -230,7 +367,7 @@ fn check_machine(image: &Image, p: &Process, r: &mut Report) {
         ));
     }
     let task_size = task_size();
-    for t in &p.threads {
+    for t in live.iter().flat_map(|p| &p.threads) {
         crate::process::thread::check_registers(t, xcr0, task_size, &mut r.errors);
         match &t.regs {
             Registers::X8664(x) => {
@@ -247,7 +384,7 @@ fn check_machine(image: &Image, p: &Process, r: &mut Report) {
                 .push(format!("thread {}: no registers saved", t.tid)),
         }
     }
-    if p.threads.is_empty() {
+    for p in live.iter().filter(|p| p.threads.is_empty()) {
         r.errors.push(format!("pid {}: no threads saved", p.pid));
     }
     if image.host.cpu.flags.is_empty() {
@@ -294,22 +431,6 @@ pub(crate) fn mmap_min_addr() -> u64 {
         .unwrap_or(65536)
 }
 
-/// Fd numbers the stub cannot make: at or above the restorer's hard limit
-/// of open files (the stub raises its soft limit to it).
-fn check_fd_numbers(p: &Process, r: &mut Report) {
-    let Some(max) = p.fds.iter().map(|f| f.fd).max() else {
-        return;
-    };
-    let hard = ckpt_sys::proc::prlimit(0, libc::RLIMIT_NOFILE, None)
-        .map(|(_, h)| h)
-        .unwrap_or(u64::MAX);
-    if max < 0 || max as u64 >= hard {
-        r.errors.push(format!(
-            "fd {max}: above the limit of open files here (RLIMIT_NOFILE hard limit {hard})"
-        ));
-    }
-}
-
 /// The vdso: same layout as ours (the stub is a fork of us), same code if
 /// saved; and the kernel release.
 fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
@@ -322,8 +443,8 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
                 let len = (saved.end - saved.start) as usize;
                 let mut theirs = vec![0u8; len];
                 if reader.read_memory(p.pid, saved.start, &mut theirs).is_ok() {
-                    let ours = ckpt_sys::remote::ProcMem::open(sys::getpid())
-                        .and_then(|m| m.read_vec(mine.start, len));
+                    let ours =
+                        mm::ProcMem::open(proc::getpid()).and_then(|m| m.read_vec(mine.start, len));
                     if let Ok(ours) = ours {
                         if ours != theirs && theirs.iter().any(|&b| b != 0) {
                             r.errors.push(format!(
@@ -346,15 +467,15 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
     }
 }
 
-/// The files: the executable, mapped files, the fds' plan (its refusals,
-/// and that the paths it opens exist), the working directory, the root.
-/// Returns the fd and memory plans for the security checks.
+/// The files of one process: the executable, mapped files, the working
+/// directory, the root. Returns the memory plan for the security checks.
 fn check_files(
     image: &Image,
     p: &Process,
-    opts: &RestoreOptions,
+    shared: &BTreeMap<u64, i32>,
+    force: bool,
     r: &mut Report,
-) -> (FdPlan, MemPlan) {
+) -> MemPlan {
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -364,29 +485,16 @@ fn check_files(
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, true, opts.force_files, r);
+        file_state("executable", &p.exe, true, force, r);
     }
-    let mem = plan_memory(image, p, setup::page_size());
+    let mem = plan_memory_shared(image, p, mm::page_size(), shared);
     r.errors.extend(mem.errors.iter().cloned());
     r.warnings.extend(mem.warnings.iter().cloned());
     let mut seen = BTreeSet::new();
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
             let private = mem.private_files.contains(&id.path);
-            file_state(what, id, private, opts.force_files, r);
-        }
-    }
-    let env = FdEnv {
-        tcp_close: opts.tcp_close,
-        ..FdEnv::current()
-    };
-    let fds = plan_fds(image, p, &env, &mut |_| Ok(Vec::new()));
-    r.errors.extend(fds.errors.iter().cloned());
-    r.warnings.extend(fds.warnings.iter().cloned());
-    for (what, path) in &fds.opens {
-        let path = String::from_utf8_lossy(path);
-        if let Err(e) = std::fs::metadata(&*path) {
-            r.errors.push(format!("{what}: {}", os_msg(&e)));
+            file_state(what, id, private, force, r);
         }
     }
     if !p.cwd.is_empty() && !p.cwd_identity.deleted {
@@ -407,7 +515,7 @@ fn check_files(
             String::from_utf8_lossy(&p.root)
         ));
     }
-    (fds, mem)
+    mem
 }
 
 /// The saved pid and tids: free, held by a zombie about to go, or taken.
@@ -462,11 +570,7 @@ fn security(
 ) {
     check_id_values(p, r);
     check_paths(p, fds, mem, r);
-    fds::check_creating(fds, r);
     check_caps(p, own, r);
-    // A unix socket to be bound where a live one listens: the restore
-    // would take its name away (whoever restores).
-    fds::check_names(fds, r);
     // Files are opened with the rights of the user the process ran as:
     // - another user's process from an image the restorer did not write
     //   itself: a child takes that user's fs ids and checks each file (the

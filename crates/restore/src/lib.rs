@@ -141,7 +141,16 @@
 //! before), else as an O_TMPFILE file in its directory (else /tmp); with
 //! the saved user's rights where the restore takes them. Mappings of one
 //! such file share one new file (made by the process being built,
-//! `mem/vmas.rs`; filled by the restorer through /proc/PID/fd).
+//! `mem/vmas.rs`; filled by the restorer through /proc/PID/fd). A deleted
+//! POSIX shared memory file (a named semaphore) mapped by one process only
+//! is made again the same way at its /dev/shm name, empty, its pages
+//! written after; mapped by several processes of a tree it is one shared
+//! memory object for all.
+//!
+//! # Cancel
+//! [`RestoreOptions::cancel`] stops a restore: the stubs, then every
+//! process being built, are killed as soon as they exist; the restore
+//! cleans up and returns [`Error::Cancelled`], with none of the tree left.
 //!
 //! # Sockets
 //! Internet, netlink and packet sockets are made by the restorer (so that
@@ -198,6 +207,7 @@ pub mod plan;
 mod process;
 mod remote;
 mod stub;
+mod tree;
 
 pub use check::check;
 pub use error::{Error, Result};
@@ -274,8 +284,9 @@ pub struct Cancel(Arc<Mutex<CancelState>>);
 struct CancelState {
     /// The signal that asked for it (0: not asked).
     signal: i32,
-    /// The child being built (0: none yet).
-    victim: i32,
+    /// The processes being built (the stubs of the tree, as they are
+    /// known).
+    victims: Vec<i32>,
     /// The restore is over (done or failed): nothing to stop any more.
     over: bool,
 }
@@ -300,8 +311,8 @@ impl Cancel {
         if s.signal == 0 {
             s.signal = signal.max(1);
         }
-        if s.victim > 0 {
-            let _ = ckpt_sys::proc::kill(s.victim, libc::SIGKILL);
+        for &v in &s.victims {
+            let _ = ckpt_sys::proc::kill(v, libc::SIGKILL);
         }
         true
     }
@@ -316,9 +327,14 @@ impl Cancel {
 
     /// `pid` is being built: killed if cancelled, now or later.
     pub(crate) fn watch(&self, pid: i32) {
+        if pid <= 0 {
+            return;
+        }
         let mut s = self.state();
-        s.victim = pid;
-        if pid > 0 && s.signal != 0 {
+        if !s.victims.contains(&pid) {
+            s.victims.push(pid);
+        }
+        if s.signal != 0 {
             let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
         }
     }
@@ -336,7 +352,7 @@ impl Cancel {
     pub(crate) fn finish(&self) -> Option<i32> {
         let mut s = self.state();
         s.over = true;
-        s.victim = 0;
+        s.victims.clear();
         (s.signal != 0).then_some(s.signal)
     }
 }
@@ -401,19 +417,24 @@ pub struct RestoreStats {
     pub phases: Vec<(&'static str, Duration)>,
 }
 
-/// A restored, running process.
+/// A restored, running tree of processes.
 #[derive(Clone, Debug)]
 pub struct Restored {
-    /// Its pid: a child of the caller, no longer traced.
+    /// The root's pid: a child of the caller, no longer traced.
     pub pid: i32,
-    /// Its threads' tids, the leader first (the image's order).
+    /// The root's threads' tids, the leader first (the image's order).
     pub tids: Vec<i32>,
     pub stats: RestoreStats,
+    /// Every process of the image: (saved pid, pid now), the root first.
+    /// They differ only with [`RestoreOptions::new_pid`].
+    pub pids: Vec<(i32, i32)>,
 }
 
-/// Recreate the image's process as a child of the calling process, with all
-/// its threads, and let it run. The calling thread must stay alive while
-/// this runs (the stub dies with it). On failure nothing is left running.
+/// Recreate the image's processes, the root as a child of the calling
+/// process and the others under their saved parents, with all their
+/// threads, and let them run (all at once). The calling thread must stay
+/// alive while this runs (the stubs die with it). On failure nothing is
+/// left running.
 pub fn restore<'o, R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: impl Into<OptionsRef<'o>>,

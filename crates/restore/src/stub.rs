@@ -1,11 +1,31 @@
-//! The restore stub: a child forked at the saved pid that builds the saved
-//! fd table with plain system calls, then waits (in pause()) to be seized
-//! and turned into the saved process.
+//! The restore stubs: one child per process of the image, forked at its
+//! saved pid by the stub of its saved parent (the root's by the restorer),
+//! that builds its fd table with plain system calls and waits (in pause())
+//! to be seized and turned into the saved process.
 //!
-//! The child may be forked from a multi-threaded restorer, so it only does
-//! async-signal-safe work: every path, buffer and slot it uses was allocated
-//! before the fork, and it reports failure as (op index, errno) on the
-//! readiness pipe instead of formatting messages.
+//! 1. The root stub moves its pipes to the restorer (and copies of the
+//!    restorer's fds 0-2 it needs) to fixed numbers above every saved fd,
+//!    closes everything else, and makes every open file description of the
+//!    image into staging slots ([`FdPlan::ops`]).
+//! 2. Each stub takes its session and process group ([`tree`]), then forks
+//!    its children one at a time (clone3 set_tid, with CLONE_FILES or
+//!    CLONE_FS where the saved child shared its parent's), each one waiting
+//!    until the child's whole subtree exists. Every stub inherits every
+//!    description, so descriptions the processes shared are shared again.
+//!    A zombie exits with its saved wait status once it has its group.
+//! 3. When the whole tree exists the restorer lets them all go on: each
+//!    stub joins a group whose leader came later, puts its own fds at
+//!    their numbers (fds/place.rs), registers its epoll targets, closes the
+//!    rest and says it is ready. A stub sharing its parent's fd table
+//!    leaves that to the table's owner, which waits for it.
+//!
+//! The stubs report on one pipe shared by all (fixed-size records, written
+//! atomically): the root once the tree exists, every stub when it is ready
+//! or what failed (as codes: a stub may be forked from a multi-threaded
+//! restorer, so it only does async-signal-safe work, never allocating:
+//! every path, buffer and table it uses was made before the first fork).
+//! The restorer reads them with a bounded wait and watches that no stub
+//! dies; on any failure it kills and reaps every stub.
 //!
 //! Paths of the image (files, FIFOs, live pipes reached through
 //! /proc/HOLDER/fd/N, the directories unlinked files are recreated in) are
@@ -19,22 +39,46 @@
 //! fds reopened through /proc/self/fd) are opened with the restorer's ids.
 
 use crate::error::{Error, Result};
+use crate::fds::place::{self, Scratch, CTL_GO, CTL_KEEP, CTL_STATUS, CTL_STD};
 use crate::fds::{self, FdOp, FdPlan};
-use ckpt_sys::clone::{fork_with_pid, Forked};
+use crate::tree::{Group, TreePlan};
+use ckpt_sys::clone::{fork_with, Forked};
 use ckpt_sys::creds::{self, FsSwitch};
-use ckpt_sys::{setup, sys};
+use ckpt_sys::mm::SharedWords;
+use ckpt_sys::proc::group as pg;
+use ckpt_sys::{fds as sfds, proc};
 use std::ffi::CStr;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Failure codes beyond op indices.
+/// Failure codes beyond op indices (the record's `arg` says more).
 const CODE_STD: u32 = 0xffff_ff00; // + k: the restorer's fd k
+const CODE_PLACE: u32 = 0xffff_ff10; // arg: the fd
+const CODE_POST: u32 = 0xffff_ff11; // arg: index of the post op
+const CODE_FORK: u32 = 0xffff_ff12; // arg: creation index of the child
+const CODE_CHILD: u32 = 0xffff_ff13; // arg: creation index of the child
+const CODE_SETSID: u32 = 0xffff_ff14;
+const CODE_GROUP: u32 = 0xffff_ff15; // arg: the group
 const CODE_CREDS: u32 = 0xffff_fffe; // switching the fs ids
 const CODE_SETUP: u32 = 0xffff_ffff;
 
-type ChildResult<T> = std::result::Result<T, (u32, i32)>;
+/// Record kinds on the status pipe.
+const REC_FORKED: u8 = 1;
+const REC_READY: u8 = 2;
+const REC_ERROR: u8 = 3;
+/// kind, 3 bytes of padding, creation index, code, arg, errno.
+const REC_LEN: usize = 20;
+
+/// A failure in a stub: (code, arg, errno).
+type Fail = (u32, i32, i32);
+type ChildResult<T> = std::result::Result<T, Fail>;
 
 fn errno_of(e: &ckpt_sys::Error) -> i32 {
     e.errno().unwrap_or(libc::EIO)
+}
+
+fn setup_err(e: ckpt_sys::Error) -> Fail {
+    (CODE_SETUP, 0, errno_of(&e))
 }
 
 /// "/proc/self/fd/N" in a stack buffer.
@@ -58,11 +102,10 @@ pub(crate) fn proc_fd_path(fd: i32, buf: &mut [u8; 40]) -> &CStr {
     CStr::from_bytes_with_nul(&buf[..PREFIX.len() + d.len() + 1]).unwrap_or(c"/")
 }
 
-/// The stub child's fd table while it runs the plan: the staging slots,
-/// the restorer's fds 0-2 moved up, and the saved user's fs ids. The kind
-/// modules' exec functions (`fds::exec`) work through it.
+/// The root stub's fd table while it runs the plan: the staging slots,
+/// the copies of the restorer's fds 0-2, and the saved user's fs ids. The
+/// kind modules' exec functions (`fds::exec`) work through it.
 pub(crate) struct Child<'a> {
-    plan: &'a FdPlan,
     slots: &'a mut [i32],
     std_high: [i32; 3],
     /// The saved user's fs ids, taken around each open of a path of the
@@ -70,6 +113,8 @@ pub(crate) struct Child<'a> {
     as_saved: Option<&'a FsSwitch>,
     /// Set when switching the fs ids failed (the op's error is then that).
     switch_failed: bool,
+    /// The restorer's sockets, inherited (`FdPlan::prebuilt`).
+    prebuilt: &'a [i32],
 }
 
 impl Child<'_> {
@@ -95,22 +140,18 @@ impl Child<'_> {
         r
     }
 
-    /// Move a fresh fd up into the staging area.
-    fn stage(&self, fd: i32) -> ckpt_sys::Result<i32> {
-        if fd >= self.plan.stage {
-            return Ok(fd);
-        }
-        let n = setup::dup_at_least(fd, self.plan.stage)?;
-        setup::close(fd)?;
-        Ok(n)
-    }
-
-    /// A fresh fd becomes slot `slot` (moved up into the staging area);
-    /// returns its number there.
+    /// A fresh fd becomes slot `slot` (where the kernel put it: it is
+    /// moved to its numbers later); returns it.
     pub fn new_fd(&mut self, slot: usize, fd: i32) -> ckpt_sys::Result<i32> {
-        let fd = self.stage(fd)?;
         self.slots[slot] = fd;
         Ok(fd)
+    }
+
+    /// Every slot at fd `from` is now at fd `to` (the stub moved it).
+    pub fn renumber(&mut self, from: i32, to: i32) {
+        for s in self.slots.iter_mut().filter(|s| **s == from) {
+            *s = to;
+        }
     }
 
     /// The fd of slot `slot`.
@@ -118,17 +159,17 @@ impl Child<'_> {
         self.slots[slot]
     }
 
-    /// Slot `slot` is `fd` (already in the staging area).
+    /// Slot `slot` is `fd` (one of the stub's own fixed numbers).
     pub fn set_slot(&mut self, slot: usize, fd: i32) {
         self.slots[slot] = fd;
     }
 
     /// The restorer's socket `index` (`FdPlan::prebuilt`), inherited.
     pub fn prebuilt(&self, index: usize) -> i32 {
-        self.plan.prebuilt.get(index).copied().unwrap_or(-1)
+        self.prebuilt.get(index).copied().unwrap_or(-1)
     }
 
-    /// The restorer's fd `k` (0, 1 or 2), moved up into the staging area.
+    /// The restorer's fd `k` (0, 1 or 2), copied to a fixed number.
     pub fn std_fd(&self, k: usize) -> i32 {
         self.std_high[k]
     }
@@ -138,48 +179,138 @@ impl Child<'_> {
     }
 }
 
-/// Everything the child does; returns its readiness fd.
-fn child_setup(
-    plan: &FdPlan,
-    slots: &mut [i32],
-    as_saved: Option<&FsSwitch>,
-    ready_w: i32,
-    parent: i32,
-    report_fd: &mut i32,
-) -> ChildResult<i32> {
-    let setup_err = |e: ckpt_sys::Error| (CODE_SETUP, errno_of(&e));
+/// What every stub reads (made before the first fork, never changed).
+pub(crate) struct Shared<'a> {
+    pub plan: &'a FdPlan,
+    pub tree: &'a TreePlan,
+    /// The pid each process was forked at, by creation index (written by
+    /// the stubs as they are made).
+    pub pids: &'a SharedWords,
+    /// The pid to fork each process at (None: any free one).
+    pub want: &'a [Option<i32>],
+    /// A process whose saved pid is taken gets a new one.
+    pub new_pid: bool,
+    /// How long to wait for a zombie holding a saved pid to be reaped.
+    pub zombie_wait: Duration,
+    pub restorer: i32,
+    pub restorer_pgid: i32,
+    pub as_saved: Option<&'a FsSwitch>,
+}
+
+/// What each stub writes (its own copy after the fork).
+pub(crate) struct Work<'a> {
+    pub slots: &'a mut [i32],
+    pub scratch: &'a mut Scratch,
+    /// Per creation index: the read end of the pipe from a child that
+    /// shares the fd table (its "ready" comes later).
+    pub child_pipes: &'a mut [i32],
+}
+
+impl Shared<'_> {
+    fn fixed(&self, off: i32) -> i32 {
+        self.plan.stage + off
+    }
+}
+
+/// Write one record on the status pipe.
+fn record(fd: i32, kind: u8, idx: usize, (code, arg, errno): Fail) {
+    let mut r = [0u8; REC_LEN];
+    r[0] = kind;
+    r[4..8].copy_from_slice(&(idx as u32).to_le_bytes());
+    r[8..12].copy_from_slice(&code.to_le_bytes());
+    r[12..16].copy_from_slice(&arg.to_le_bytes());
+    r[16..20].copy_from_slice(&errno.to_le_bytes());
+    let _ = sfds::write_fd(fd, &r);
+}
+
+/// Report `f` for process `idx` and exit.
+fn fail(status: i32, idx: usize, f: Fail) -> ! {
+    record(status, REC_ERROR, idx, f);
+    proc::exit_now(1)
+}
+
+/// The root stub: its fixed fds, every description, then the tree.
+fn root_main(sh: &Shared<'_>, w: &mut Work<'_>, status_w: i32, go_r: i32) -> ! {
+    if let Err(f) = root_setup(sh, w, status_w, go_r) {
+        // The status pipe is at its fixed number once that is set up.
+        let st = if sfds::get_fl(sh.fixed(CTL_STATUS)).is_ok() {
+            sh.fixed(CTL_STATUS)
+        } else {
+            status_w
+        };
+        fail(st, 0, f)
+    }
+    run_node(sh, w, 0, -1)
+}
+
+/// The root stub's fds: its own at their fixed numbers, everything else
+/// closed, then every description of the image made.
+fn root_setup(sh: &Shared<'_>, w: &mut Work<'_>, status_w: i32, go_r: i32) -> ChildResult<()> {
+    let plan = sh.plan;
     // The restorer's signal handlers (e.g. the ckpt command's, which write
     // to a pipe of its own) must not run here, where its fd numbers are
-    // the saved process's files: SIGINT or SIGTERM now just end the stub.
+    // the saved processes' files: SIGINT or SIGTERM now just end the stub
+    // (and its children, by their parent-death signal).
     ckpt_sys::proc::signals::reset_handlers().map_err(setup_err)?;
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
-    if setup::getppid() != parent {
-        // The restorer is gone already.
-        sys::exit_now(1);
+    proc::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
+    if proc::getppid() != sh.restorer {
+        proc::exit_now(1); // the restorer is gone already
     }
-    // Room for the staging fds above the target numbers.
-    if let Ok((soft, hard)) = setup::prlimit(0, libc::RLIMIT_NOFILE, None) {
+    // Zombies must stay for their parents: SIGCHLD at its default.
+    pg::set_default_action(libc::SIGCHLD).map_err(setup_err)?;
+    if let Ok((soft, hard)) = proc::prlimit(0, libc::RLIMIT_NOFILE, None) {
         if soft < hard {
-            let _ = setup::prlimit(0, libc::RLIMIT_NOFILE, Some((hard, hard)));
+            let _ = proc::prlimit(0, libc::RLIMIT_NOFILE, Some((hard, hard)));
         }
     }
-    let ready = setup::dup_at_least(ready_w, plan.stage).map_err(setup_err)?;
-    *report_fd = ready;
-    let mut std_high = [-1i32; 3];
-    for (k, hi) in std_high.iter_mut().enumerate() {
+    let end = place::ctl_end(plan);
+    // Copies above every fixed number first (a fixed number may hold one
+    // of the sources), then each to its number.
+    let up = |fd: i32| -> ckpt_sys::Result<i32> {
+        sfds::dup_at_least(fd, end).map(IntoRawFd::into_raw_fd)
+    };
+    let st = up(status_w).map_err(setup_err)?;
+    let go = up(go_r).map_err(setup_err)?;
+    let mut std = [st; 3];
+    for (k, s) in std.iter_mut().enumerate() {
         if plan.needs_std[k] {
-            *hi = setup::dup_at_least(k as i32, plan.stage)
-                .map_err(|e| (CODE_STD + k as u32, errno_of(&e)))?;
+            *s = up(k as i32).map_err(|e| (CODE_STD + k as u32, 0, errno_of(&e)))?;
         }
     }
-    sys::close_range(0, plan.stage as u32 - 1).map_err(setup_err)?;
+    let put = |from: i32, off: i32| sfds::dup3(from, sh.fixed(off), true).map_err(setup_err);
+    put(st, CTL_STATUS)?;
+    put(go, CTL_GO)?;
+    for (k, &s) in std.iter().enumerate() {
+        put(s, CTL_STD + k as i32)?;
+    }
+    for j in 0..plan.keep.len() {
+        put(st, CTL_KEEP + j as i32)?;
+    }
+    sfds::close_range(0, plan.stage as u32 - 1).map_err(setup_err)?;
+    // Everything above but the restorer's sockets (FdOp::Prebuilt).
+    let mut from = end;
+    for &fd in &plan.prebuilt_sorted {
+        if fd > from {
+            sfds::close_range(from as u32, fd as u32 - 1).map_err(setup_err)?;
+        }
+        from = from.max(fd + 1);
+    }
+    sfds::close_range(from as u32, u32::MAX).map_err(setup_err)?;
+    make_descriptions(sh, w)
+}
+
+/// Every description of the image, into the staging slots; the kept ones
+/// copied to their fixed numbers.
+fn make_descriptions(sh: &Shared<'_>, w: &mut Work<'_>) -> ChildResult<()> {
+    let plan = sh.plan;
     let dumpable = creds::dumpable().map_err(setup_err)?;
+    let std_high = [0, 1, 2].map(|k| sh.fixed(CTL_STD + k));
     let mut c = Child {
-        plan,
-        slots,
+        slots: w.slots,
         std_high,
-        as_saved,
+        as_saved: sh.as_saved,
         switch_failed: false,
+        prebuilt: &plan.prebuilt,
     };
     for (i, op) in plan.ops.iter().enumerate() {
         c.run(op).map_err(|e| {
@@ -188,52 +319,274 @@ fn child_setup(
             } else {
                 i as u32
             };
-            (code, errno_of(&e))
+            (code, 0, errno_of(&e))
         })?;
     }
-    if as_saved.is_some() {
+    if sh.as_saved.is_some() {
         // Each change of the fs ids cleared the parent-death signal and
         // reset the dumpable flag: set them again, and make sure the
         // restorer did not die while there was no signal to say so.
-        sys::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
-        if setup::getppid() != parent {
-            sys::exit_now(1);
+        proc::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
+        if proc::getppid() != sh.restorer {
+            proc::exit_now(1);
         }
         if dumpable <= 1 && creds::dumpable().map_err(setup_err)? != dumpable {
             creds::set_dumpable(dumpable).map_err(setup_err)?;
         }
     }
-    // Close everything but the target fds and the readiness pipe.
-    if ready > plan.stage {
-        sys::close_range(plan.stage as u32, ready as u32 - 1).map_err(setup_err)?;
+    for (j, &(slot, _)) in plan.keep.iter().enumerate() {
+        sfds::dup3(c.slots[slot], sh.fixed(CTL_KEEP + j as i32), true).map_err(setup_err)?;
     }
-    sys::close_range(ready as u32 + 1, u32::MAX).map_err(setup_err)?;
-    Ok(ready)
+    Ok(())
 }
 
-fn child_main(
-    plan: &FdPlan,
-    slots: &mut [i32],
-    as_saved: Option<&FsSwitch>,
-    ready_w: i32,
-    parent: i32,
-) -> ! {
-    let mut report_fd = ready_w;
-    match child_setup(plan, slots, as_saved, ready_w, parent, &mut report_fd) {
-        Ok(ready) => {
-            let _ = sys::write_fd(ready, &[0]);
-            let _ = setup::close(ready);
-            loop {
-                sys::pause();
+/// Process `i` (creation index), just forked: make its subtree, then
+/// (once the restorer says so) its fd table; then wait to be seized.
+/// `parent_w`: the pipe to its parent's stub (-1 for the root).
+fn run_node(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> ! {
+    let status = sh.fixed(CTL_STATUS);
+    if let Err(f) = fork_phase(sh, w, i, parent_w) {
+        fail(status, i, f)
+    }
+    if let Err(f) = fd_phase(sh, w, i, parent_w) {
+        fail(status, i, f)
+    }
+    loop {
+        proc::pause();
+    }
+}
+
+/// Its session and group, its children (each with its whole subtree, one
+/// after the other), then "done" to its parent (the root: to the
+/// restorer). A zombie then exits.
+fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> ChildResult<()> {
+    let n = &sh.tree.nodes[i];
+    let me = proc::getpid();
+    sh.pids.set(i, me);
+    if n.setsid {
+        pg::setsid().map_err(|e| (CODE_SETSID, 0, errno_of(&e)))?;
+    }
+    if !n.group_late {
+        join_group(sh, i)?;
+    }
+    let end = place::ctl_end(sh.plan);
+    for &c in &n.children {
+        let (r, cw) = sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(setup_err)?;
+        let up = |fd: OwnedFd| {
+            sfds::dup_at_least(fd.as_raw_fd(), end)
+                .map(IntoRawFd::into_raw_fd)
+                .map_err(setup_err)
+        };
+        let (r, cw) = (up(r)?, up(cw)?);
+        let share = sh.tree.nodes[c].share;
+        match fork_child(sh, c, share)? {
+            Forked::Child => {
+                if share & libc::CLONE_FILES as u64 == 0 {
+                    let _ = sfds::close(r);
+                }
+                if proc::set_parent_death_signal(libc::SIGKILL).is_err() || proc::getppid() != me {
+                    proc::exit_now(1);
+                }
+                run_node(sh, w, c, cw)
+            }
+            Forked::Parent(pid) => {
+                sh.pids.set(c, pid);
+                let mut b = [0u8; 1];
+                match sfds::read(r, &mut b) {
+                    Ok(1) => {}
+                    Ok(_) => return Err((CODE_CHILD, c as i32, 0)),
+                    Err(e) => return Err((CODE_CHILD, c as i32, errno_of(&e))),
+                }
+                if share & libc::CLONE_FILES as u64 == 0 {
+                    let _ = sfds::close(r);
+                    let _ = sfds::close(cw);
+                } else {
+                    // Shared with the child: it says "ready" on it later.
+                    w.child_pipes[c] = r;
+                }
             }
         }
-        Err((code, errno)) => {
-            let mut rec = [0u8; 9];
-            rec[0] = 1;
-            rec[1..5].copy_from_slice(&code.to_le_bytes());
-            rec[5..9].copy_from_slice(&errno.to_le_bytes());
-            let _ = sys::write_fd(report_fd, &rec);
-            sys::exit_now(1);
+    }
+    if i == 0 {
+        record(sh.fixed(CTL_STATUS), REC_FORKED, 0, (0, 0, 0));
+    } else {
+        sfds::write_fd(parent_w, &[1]).map_err(setup_err)?;
+    }
+    if let Some(status) = n.zombie {
+        let _ = pg::set_name(&n.comm);
+        pg::exit_with_status(status);
+    }
+    Ok(())
+}
+
+/// Fork child `c` at its pid: a zombie holding it is waited for (its
+/// parent is about to reap it); taken for good, a new pid when allowed.
+fn fork_child(sh: &Shared<'_>, c: usize, share: u64) -> ChildResult<Forked> {
+    let want = sh.want[c];
+    let t0 = Instant::now();
+    loop {
+        match fork_with(want, share) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                if t0.elapsed() < sh.zombie_wait {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                if sh.new_pid {
+                    return fork_with(None, share).map_err(|e| (CODE_FORK, c as i32, errno_of(&e)));
+                }
+                return Err((CODE_FORK, c as i32, libc::EEXIST));
+            }
+            Err(e) => return Err((CODE_FORK, c as i32, errno_of(&e))),
+        }
+    }
+}
+
+/// setpgid for process `i` as planned.
+fn join_group(sh: &Shared<'_>, i: usize) -> ChildResult<()> {
+    let to = match sh.tree.nodes[i].group {
+        Group::Inherit => return Ok(()),
+        Group::Own => 0,
+        Group::Of(l) => sh.pids.get(l),
+        Group::Restorer => sh.restorer_pgid,
+    };
+    pg::setpgid(0, to).map_err(|e| (CODE_GROUP, to, errno_of(&e)))
+}
+
+/// Once every process exists: a late group, then (the owner of an fd
+/// table, once the children sharing it are ready) the fds at their
+/// numbers, the epoll targets, everything else closed; "ready".
+fn fd_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> ChildResult<()> {
+    let n = &sh.tree.nodes[i];
+    let status = sh.fixed(CTL_STATUS);
+    let mut b = [0u8; 16];
+    // The restorer closes its end of "go" when the tree exists.
+    while let Ok(k) = sfds::read(sh.fixed(CTL_GO), &mut b) {
+        if k == 0 {
+            break;
+        }
+    }
+    if n.group_late {
+        join_group(sh, i)?;
+    }
+    for &c in &n.children {
+        if sh.tree.nodes[c].share & libc::CLONE_FILES as u64 != 0 {
+            match sfds::read(w.child_pipes[c], &mut b[..1]) {
+                Ok(1) => {}
+                Ok(_) => return Err((CODE_CHILD, c as i32, 0)),
+                Err(e) => return Err((CODE_CHILD, c as i32, errno_of(&e))),
+            }
+        }
+    }
+    if n.table != i {
+        // The table's owner does the rest, once this one is ready.
+        record(status, REC_READY, i, (0, 0, 0));
+        sfds::write_fd(parent_w, &[1]).map_err(setup_err)?;
+        return Ok(());
+    }
+    let plan = sh.plan;
+    let own = &plan.procs[n.image];
+    let end = place::ctl_end(plan);
+    place::place(w.slots, &own.places, plan.stage, end, w.scratch)
+        .map_err(|(fd, errno)| (CODE_PLACE, fd, errno))?;
+    for (k, op) in own.post.iter().enumerate() {
+        if let FdOp::EpollAdd {
+            epfd,
+            fd,
+            events,
+            data,
+        } = op
+        {
+            sfds::epoll::epoll_add(*epfd, *fd, *events, *data)
+                .map_err(|e| (CODE_POST, k as i32, errno_of(&e)))?;
+        }
+    }
+    let std0 = sh.fixed(CTL_STD) as u32;
+    sfds::close_range(std0, std0 + 2).map_err(setup_err)?;
+    sfds::close_range(end as u32, u32::MAX).map_err(setup_err)?;
+    record(status, REC_READY, i, (0, 0, 0));
+    let _ = sfds::close(sh.fixed(CTL_GO));
+    let _ = sfds::close(status);
+    Ok(())
+}
+
+/// How long the stubs may take to exist and be ready, in all.
+const STUB_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The stubs of a tree. Dropping it (before [`Stubs::disarm`]) kills and
+/// reaps every stub, and every thread made in them.
+pub(crate) struct Stubs {
+    /// Their pids, by creation index (0: not made yet).
+    pub pids: SharedWords,
+    /// Threads made by injection, to reap after a failure.
+    pub tids: std::sync::Mutex<Vec<i32>>,
+    armed: bool,
+    /// We made ourselves a child subreaper (orphaned stubs come to us and
+    /// are reaped); undone when the restore ends.
+    made_subreaper: bool,
+}
+
+impl Stubs {
+    pub fn new(n: usize) -> Result<Stubs> {
+        let pids = SharedWords::new(n).map_err(|source| Error::Sys {
+            context: "making the stubs' shared pid table".into(),
+            source,
+        })?;
+        let made_subreaper =
+            !pg::is_child_subreaper().unwrap_or(true) && pg::set_child_subreaper_to(true).is_ok();
+        Ok(Stubs {
+            pids,
+            tids: std::sync::Mutex::new(Vec::new()),
+            armed: true,
+            made_subreaper,
+        })
+    }
+
+    /// The pid of process `i` (creation index).
+    pub fn pid(&self, i: usize) -> i32 {
+        self.pids.get(i)
+    }
+
+    /// The restore worked: nothing to kill.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+        if self.made_subreaper {
+            let _ = pg::set_child_subreaper_to(false);
+            self.made_subreaper = false;
+        }
+    }
+}
+
+impl Drop for Stubs {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pids: Vec<i32> = (0..self.pids.len())
+            .map(|i| self.pids.get(i))
+            .filter(|&p| p > 0)
+            .collect();
+        for &p in &pids {
+            let _ = proc::kill(p, libc::SIGKILL);
+        }
+        // Reap what is ours (our child, our tracees, orphans that came to
+        // us) until each is gone, a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let tids = std::mem::take(self.tids.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for &t in tids.iter().chain(&pids) {
+            loop {
+                let reaped = proc::wait::reap_nohang(t);
+                let gone = !std::path::Path::new(&format!("/proc/{t}")).exists();
+                if gone || Instant::now() > deadline {
+                    break;
+                }
+                if !reaped {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        if self.made_subreaper {
+            let _ = pg::set_child_subreaper_to(false);
         }
     }
 }
@@ -312,64 +665,61 @@ fn group_or_session_of(id: i32) -> Option<String> {
     ))
 }
 
-/// Fork the stub (at `pid`, or anywhere with None), let it build its fds,
-/// and return its pid once it waits in pause(). With `as_saved`, paths of
-/// the image are opened with those fs ids. `watch` is told the stub's pid
-/// as soon as it exists (a cancelled restore kills it). On failure
-/// nothing is left running.
-pub fn spawn(
-    plan: &FdPlan,
-    as_saved: Option<&FsSwitch>,
-    pid: Option<i32>,
-    zombie_wait: Duration,
+/// Fork the root stub (at its pid, or anywhere with new pids when it is
+/// taken), let the stubs make the tree and their fds, and return once
+/// each waits in pause(). `watch` is told the root stub's pid as soon as
+/// it exists (a cancelled restore kills it, and the other stubs die with
+/// it: their parent-death signal). On failure the caller drops `stubs`.
+pub(crate) fn spawn_tree(
+    sh: &Shared<'_>,
+    w: &mut Work<'_>,
+    stubs: &Stubs,
     watch: &dyn Fn(i32),
-) -> Result<i32> {
-    let (r, w) = setup::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
-        context: "creating the stub's readiness pipe".into(),
-        source,
-    })?;
-    let mut slots = vec![-1i32; plan.slots];
-    let parent = sys::getpid();
+) -> Result<()> {
+    let pipe = |what: &str| {
+        sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
+            context: format!("creating the stubs' {what} pipe"),
+            source,
+        })
+    };
+    let (status_r, status_w) = pipe("status")?;
+    let (go_r, go_w) = pipe("release")?;
     let t0 = Instant::now();
     let mut backoff = Duration::from_millis(1);
-    let child = loop {
-        match fork_with_pid(pid) {
-            Ok(Forked::Child) => {
-                let _ = setup::close(r);
-                child_main(plan, &mut slots, as_saved, w, parent)
-            }
+    let mut want = sh.want[0];
+    let root = loop {
+        match fork_with(want, 0) {
+            Ok(Forked::Child) => root_main(sh, w, status_w.as_raw_fd(), go_r.as_raw_fd()),
             Ok(Forked::Parent(c)) => {
                 watch(c);
                 break c;
             }
-            Err(e) if e.errno() == Some(libc::EEXIST) && pid.is_some() => {
-                let p = pid.unwrap_or(0);
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                let p = want.unwrap_or(0);
                 let waited = t0.elapsed();
                 let holder = holder_of(p);
                 // A zombie about to be reaped, or a holder /proc does not
                 // show yet (or any more): try again a little later, for a
                 // bounded time, without spinning.
                 let retry = match &holder {
-                    Some((_, true)) => waited < zombie_wait,
-                    None => waited < zombie_wait.max(Duration::from_millis(100)),
+                    Some((_, true)) => waited < sh.zombie_wait,
+                    None => waited < sh.zombie_wait.max(Duration::from_millis(100)),
                     Some((_, false)) => false,
                 };
                 if retry {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(50));
-                    continue;
+                } else if sh.new_pid {
+                    want = None;
+                } else {
+                    let holder = holder.map(|h| h.0).unwrap_or_else(|| {
+                        "a task this restorer cannot see (another pid namespace?)".into()
+                    });
+                    return Err(Error::PidInUse { pid: p, holder });
                 }
-                let _ = setup::close(r);
-                let _ = setup::close(w);
-                let holder = holder.map(|h| h.0).unwrap_or_else(|| {
-                    "a task this restorer cannot see (another pid namespace?)".into()
-                });
-                return Err(Error::PidInUse { pid: p, holder });
             }
             Err(source) => {
-                let _ = setup::close(r);
-                let _ = setup::close(w);
-                let context = match (pid, source.errno()) {
+                let context = match (want, source.errno()) {
                     (Some(p), Some(libc::EPERM)) => format!(
                         "creating the process at pid {p} (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; or restore with a new pid)"
                     ),
@@ -380,71 +730,148 @@ pub fn spawn(
             }
         }
     };
-    let _ = setup::close(w);
-    let ready = wait_ready(r, child, plan, as_saved);
-    let _ = setup::close(r);
-    ready.map(|()| child)
+    stubs.pids.set(0, root);
+    drop(status_w);
+    drop(go_r);
+    wait_ready(sh, stubs, status_r, go_w)
 }
 
-/// Read the stub's answer on the readiness pipe `r`: ready, or the op that
-/// failed and why (the stub is then killed and reaped).
-fn wait_ready(r: i32, child: i32, plan: &FdPlan, as_saved: Option<&FsSwitch>) -> Result<()> {
-    let mut rec = [0u8; 9];
-    let mut got = 0;
-    while got < rec.len() {
-        match setup::read(r, &mut rec[got..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                got += n;
-                if rec[0] == 0 {
-                    break;
+/// Read the stubs' records until the tree exists (then release them by
+/// closing `go`), every live one is ready and every one has closed its end.
+fn wait_ready(sh: &Shared<'_>, stubs: &Stubs, r: OwnedFd, go: OwnedFd) -> Result<()> {
+    let nodes = &sh.tree.nodes;
+    let live = nodes.iter().filter(|n| n.zombie.is_none()).count();
+    let deadline = Instant::now() + STUB_TIMEOUT;
+    let (mut go, mut forked, mut ready) = (Some(go), false, 0);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let readable = sfds::wait_readable(r.as_raw_fd(), 100).map_err(|source| Error::Sys {
+            context: "waiting for the restore stubs".into(),
+            source,
+        })?;
+        if !readable {
+            check_alive(sh, stubs)?;
+            if Instant::now() > deadline {
+                return Err(Error::Stub {
+                    pid: stubs.pid(0),
+                    what: format!(
+                        "the stubs were not ready within {} s ({ready} of {live})",
+                        STUB_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            continue;
+        }
+        let n = sfds::read(r.as_raw_fd(), &mut chunk).map_err(|source| Error::Sys {
+            context: "reading the restore stubs' reports".into(),
+            source,
+        })?;
+        if n == 0 {
+            if forked && ready == live {
+                return Ok(());
+            }
+            check_alive(sh, stubs)?;
+            return Err(Error::Stub {
+                pid: stubs.pid(0),
+                what: "a stub died while setting up its files".into(),
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= REC_LEN {
+            let rec: Vec<u8> = buf.drain(..REC_LEN).collect();
+            let num = |at: usize| u32::from_le_bytes(rec[at..at + 4].try_into().expect("4 bytes"));
+            let idx = num(4) as usize;
+            match rec[0] {
+                REC_FORKED => {
+                    forked = true;
+                    go = None; // every stub goes on
+                }
+                REC_READY => ready += 1,
+                _ => {
+                    let f = (num(8), num(12) as i32, num(16) as i32);
+                    return Err(stub_error(sh, stubs, idx.min(nodes.len() - 1), f));
                 }
             }
-            Err(_) => break,
+        }
+        let _ = &go;
+    }
+}
+
+/// A stub that should be alive and is not (gone, or a zombie).
+fn check_alive(sh: &Shared<'_>, stubs: &Stubs) -> Result<()> {
+    for (i, n) in sh.tree.nodes.iter().enumerate() {
+        let pid = stubs.pid(i);
+        if pid <= 0 || n.zombie.is_some() {
+            continue;
+        }
+        let dead = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(s) => s
+                .rfind(')')
+                .and_then(|k| s[k + 1..].split_whitespace().next())
+                .is_some_and(|st| st == "Z" || st == "X"),
+        };
+        if dead {
+            return Err(Error::Stub {
+                pid,
+                what: format!("died while being made (saved pid {})", n.pid),
+            });
         }
     }
-    if got >= 1 && rec[0] == 0 {
-        // The stub closes its end right after saying it is ready: wait for
-        // that (end of file). Seized before, it would keep the fd for good
-        // (its code is replaced), a pipe of the restorer's in the restored
-        // process at a number the saved process may use next.
-        let mut rest = [0u8; 16];
-        while let Ok(n) = setup::read(r, &mut rest) {
-            if n == 0 {
-                break;
+    Ok(())
+}
+
+/// The error a stub reported, said in full.
+fn stub_error(sh: &Shared<'_>, stubs: &Stubs, idx: usize, (code, arg, errno): Fail) -> Error {
+    let node = &sh.tree.nodes[idx];
+    let plan = sh.plan;
+    let source = std::io::Error::from_raw_os_error(errno);
+    let who = format!("pid {}", node.pid);
+    let what = match code {
+        c if (c as usize) < plan.ops.len() => plan.what[c as usize].clone(),
+        c if (CODE_STD..CODE_STD + 3).contains(&c) => {
+            format!("the restorer's own fd {}", c - CODE_STD)
+        }
+        CODE_PLACE => format!("{who}: putting fd {arg} in place"),
+        CODE_POST => plan.procs[node.image]
+            .post_what
+            .get(arg as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("{who}: an epoll registration")),
+        CODE_FORK | CODE_CHILD => {
+            let c = arg.max(0) as usize;
+            let child = sh.tree.nodes.get(c).map_or(0, |n| n.pid);
+            if code == CODE_CHILD {
+                format!("{who}: its child (saved pid {child}) died while being made")
+            } else if errno == libc::EEXIST {
+                let holder = holder_of(child).map_or_else(|| "another task".into(), |h| h.0);
+                return Error::PidInUse { pid: child, holder };
+            } else if errno == libc::EPERM {
+                format!("{who}: creating its child at pid {child} (needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN; or restore with a new pid)")
+            } else {
+                format!("{who}: creating its child at pid {child}")
             }
         }
-        return Ok(());
-    }
-    // The stub failed or died: make sure it is gone, then say why.
-    let _ = sys::kill(child, libc::SIGKILL);
-    setup::reap_blocking(child);
-    if got < rec.len() {
-        return Err(Error::Stub {
-            pid: child,
-            what: "died while setting up its files".into(),
-        });
-    }
-    let code = u32::from_le_bytes(rec[1..5].try_into().expect("4 bytes"));
-    let errno = i32::from_le_bytes(rec[5..9].try_into().expect("4 bytes"));
-    let source = std::io::Error::from_raw_os_error(errno);
-    let what = if (code as usize) < plan.what.len() {
-        plan.what[code as usize].clone()
-    } else if (CODE_STD..CODE_STD + 3).contains(&code) {
-        format!("the restorer's own fd {}", code - CODE_STD)
-    } else if let (CODE_CREDS, Some(sw)) = (code, as_saved) {
-        let ids = sw.ids();
-        format!(
-            "switching to the saved user's file access ids (fs uid {} gid {}, groups {:?}) and back",
-            ids.uid, ids.gid, ids.groups
-        )
-    } else {
-        "setting up the stub".to_string()
+        CODE_SETSID => format!("{who}: setsid (leading its session again)"),
+        CODE_GROUP => format!("{who}: setpgid (joining process group {arg})"),
+        CODE_CREDS => match sh.as_saved {
+            Some(sw) => {
+                let ids = sw.ids();
+                format!(
+                    "switching to the saved user's file access ids (fs uid {} gid {}, groups {:?}) and back",
+                    ids.uid, ids.gid, ids.groups
+                )
+            }
+            None => "switching file access ids".into(),
+        },
+        _ => format!("{who}: setting up its stub"),
     };
-    Err(Error::Fd {
+    tracing::debug!(stub = stubs.pid(idx), code, arg, errno, "stub failed");
+    Error::Fd {
         what,
         error: source,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -453,22 +880,19 @@ mod tests {
 
     #[test]
     fn open_pipe_reaches_ends_without_blocking() {
-        let plan = FdPlan {
-            slots: 2,
-            ..Default::default()
-        };
         let mut slots = vec![-1i32; 2];
         let mut c = Child {
-            plan: &plan,
             slots: &mut slots,
             std_high: [-1; 3],
             as_saved: None,
             switch_failed: false,
+            prebuilt: &[],
         };
         // A pipe whose only end left is the write end: opening another
         // write end would fail (ENXIO, no reader) without the detour.
-        let (r, w) = setup::pipe2(libc::O_CLOEXEC).unwrap();
-        setup::close(r).unwrap();
+        let (r, w) = sfds::pipe::pipe2(libc::O_CLOEXEC).unwrap();
+        let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
+        sfds::close(r).unwrap();
         let path = std::ffi::CString::new(format!("/proc/self/fd/{w}")).unwrap();
         c.run(&FdOp::OpenPipe {
             slot: 0,
@@ -484,14 +908,14 @@ mod tests {
         })
         .unwrap();
         let (nw, nr) = (slots[0], slots[1]);
-        assert_eq!(setup::get_fl(nw).unwrap() & libc::O_ACCMODE, libc::O_WRONLY);
-        assert_eq!(setup::get_fl(nr).unwrap() & libc::O_ACCMODE, libc::O_RDONLY);
-        sys::write_fd(w, b"hi").unwrap();
+        assert_eq!(sfds::get_fl(nw).unwrap() & libc::O_ACCMODE, libc::O_WRONLY);
+        assert_eq!(sfds::get_fl(nr).unwrap() & libc::O_ACCMODE, libc::O_RDONLY);
+        sfds::write_fd(w, b"hi").unwrap();
         let mut b = [0u8; 2];
-        assert_eq!(setup::read(nr, &mut b).unwrap(), 2);
+        assert_eq!(sfds::read(nr, &mut b).unwrap(), 2);
         assert_eq!(&b, b"hi");
         for fd in [w, nw, nr] {
-            setup::close(fd).unwrap();
+            sfds::close(fd).unwrap();
         }
     }
 
@@ -510,17 +934,13 @@ mod tests {
             groups: vec![65534],
         })
         .unwrap();
-        let plan = FdPlan {
-            slots: 3,
-            ..Default::default()
-        };
         let mut slots = vec![-1i32; 3];
         let mut c = Child {
-            plan: &plan,
             slots: &mut slots,
             std_high: [-1; 3],
             as_saved: Some(&switch),
             switch_failed: false,
+            prebuilt: &[],
         };
         // A file nobody may not read: refused at the open, which root
         // alone could have done; and root's ids are back after.
@@ -560,27 +980,25 @@ mod tests {
         let m = std::fs::metadata(format!("/proc/self/fd/{}", slots[1])).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (65534, 65534, 0o400));
         let mut b = [0u8; 5];
-        assert_eq!(setup::read(slots[2], &mut b).unwrap(), 5);
+        assert_eq!(sfds::read(slots[2], &mut b).unwrap(), 5);
         assert_eq!(&b, b"saved");
-        setup::close(slots[1]).unwrap();
-        setup::close(slots[2]).unwrap();
+        sfds::close(slots[1]).unwrap();
+        sfds::close(slots[2]).unwrap();
     }
 
     #[test]
     fn a_pipe_too_small_for_its_data_fails_instead_of_blocking() {
-        let plan = FdPlan {
-            slots: 2,
-            ..Default::default()
-        };
+        fn child(slots: &mut [i32]) -> Child<'_> {
+            Child {
+                slots,
+                std_high: [-1; 3],
+                as_saved: None,
+                switch_failed: false,
+                prebuilt: &[],
+            }
+        }
         let mut slots = vec![-1i32; 2];
-        let mut c = Child {
-            plan: &plan,
-            slots: &mut slots,
-            std_high: [-1; 3],
-            as_saved: None,
-            switch_failed: false,
-        };
-        let e = c
+        let e = child(&mut slots)
             .run(&FdOp::Pipe {
                 read: 0,
                 write: 1,
@@ -590,32 +1008,23 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.errno(), Some(libc::EAGAIN), "{e}");
         for fd in slots.iter().filter(|&&f| f >= 0) {
-            ckpt_sys::fds::close(*fd).unwrap();
+            sfds::close(*fd).unwrap();
         }
         // What fits goes in, and the ends are blocking again.
         let mut slots = vec![-1i32; 2];
-        let mut c = Child {
-            plan: &plan,
-            slots: &mut slots,
-            std_high: [-1; 3],
-            as_saved: None,
-            switch_failed: false,
-        };
-        c.run(&FdOp::Pipe {
-            read: 0,
-            write: 1,
-            capacity: 0,
-            data: b"abc".to_vec(),
-        })
-        .unwrap();
-        assert_eq!(
-            ckpt_sys::fds::get_fl(slots[1]).unwrap() & libc::O_NONBLOCK,
-            0
-        );
+        child(&mut slots)
+            .run(&FdOp::Pipe {
+                read: 0,
+                write: 1,
+                capacity: 0,
+                data: b"abc".to_vec(),
+            })
+            .unwrap();
+        assert_eq!(sfds::get_fl(slots[1]).unwrap() & libc::O_NONBLOCK, 0);
         let mut b = [0u8; 3];
-        assert_eq!(ckpt_sys::fds::read(slots[0], &mut b).unwrap(), 3);
+        assert_eq!(sfds::read(slots[0], &mut b).unwrap(), 3);
         for fd in slots {
-            ckpt_sys::fds::close(fd).unwrap();
+            sfds::close(fd).unwrap();
         }
     }
 

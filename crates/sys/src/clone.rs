@@ -1,6 +1,12 @@
-//! Creating a process with a chosen pid (clone3 with set_tid).
+//! Creating a process with a chosen pid (clone3 with set_tid), optionally
+//! sharing kernel tables with its parent (CLONE_FILES, CLONE_FS,
+//! CLONE_SYSVSEM).
 
 use crate::{Error, Pid, Result};
+
+/// Flags [`fork_with`] accepts: tables a child may share with its parent
+/// without sharing its memory.
+pub const SHARE_FLAGS: u64 = (libc::CLONE_FILES | libc::CLONE_FS | libc::CLONE_SYSVSEM) as u64;
 
 #[repr(C)]
 #[derive(Default)]
@@ -33,8 +39,24 @@ pub enum Forked {
 /// other threads; the child must end with `_exit` or exec, never return into
 /// the caller's normal flow.
 pub fn fork_with_pid(pid: Option<Pid>) -> Result<Forked> {
+    fork_with(pid, 0)
+}
+
+/// [`fork_with_pid`], the child sharing the tables of `share` (a subset of
+/// [`SHARE_FLAGS`]; other bits are refused with `EINVAL`) with the caller.
+/// Allocates nothing (callable from a forked child).
+pub fn fork_with(pid: Option<Pid>, share: u64) -> Result<Forked> {
+    let op = if pid.is_some() {
+        "clone3(set_tid)"
+    } else {
+        "clone3"
+    };
+    if share & !SHARE_FLAGS != 0 {
+        return Err(crate::os_errno(op, pid.unwrap_or(0), libc::EINVAL));
+    }
     let tid_arr: [libc::pid_t; 1] = [pid.unwrap_or(0)];
     let args = CloneArgs {
+        flags: share,
         exit_signal: libc::SIGCHLD as u64,
         set_tid: if pid.is_some() {
             tid_arr.as_ptr() as u64
@@ -44,9 +66,10 @@ pub fn fork_with_pid(pid: Option<Pid>) -> Result<Forked> {
         set_tid_size: u64::from(pid.is_some()),
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork:
-    // the child gets a copy of the address space and continues here. `args`
-    // and `tid_arr` outlive the call.
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork
+    // (the flags allowed above share kernel tables only, never memory): the
+    // child gets a copy of the address space and continues here. `args` and
+    // `tid_arr` outlive the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone3,
@@ -56,11 +79,7 @@ pub fn fork_with_pid(pid: Option<Pid>) -> Result<Forked> {
     };
     match r {
         -1 => Err(Error::Os {
-            op: if pid.is_some() {
-                "clone3(set_tid)"
-            } else {
-                "clone3"
-            },
+            op,
             tid: pid.unwrap_or(0),
             source: std::io::Error::last_os_error(),
         }),

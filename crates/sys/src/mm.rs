@@ -232,3 +232,192 @@ pub fn guard_regions(pid: Pid) -> Result<Vec<(u64, u64)>> {
     }
     Ok(out)
 }
+
+/// A table of `i32`s in memory shared with every process forked after it
+/// was made (MAP_SHARED | MAP_ANONYMOUS): restore's stubs, each a fork of
+/// the restorer or of another stub, tell each other (and the restorer)
+/// their pids through it. Reading and writing allocate nothing.
+pub struct SharedWords {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicI32>,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the memory is only accessed through atomics.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    /// `len` words, all 0.
+    pub fn new(len: usize) -> Result<SharedWords> {
+        let bytes = (len.max(1) * 4).next_multiple_of(page_size() as usize);
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks;
+        // no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(crate::last_os("mmap(MAP_SHARED|MAP_ANONYMOUS)", 0));
+        }
+        let ptr = std::ptr::NonNull::new(p.cast()).ok_or_else(|| crate::Error::Unexpected {
+            tid: 0,
+            what: "mmap returned NULL".into(),
+        })?;
+        Ok(SharedWords { ptr, len, bytes })
+    }
+
+    fn words(&self) -> &[std::sync::atomic::AtomicI32] {
+        // SAFETY: the mapping holds `bytes` >= 4 * len zero-initialised,
+        // page-aligned bytes, valid while `self` lives; AtomicI32 has the
+        // size and alignment of i32 and any bit pattern is valid.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Word `i` (0 when out of range).
+    pub fn get(&self, i: usize) -> i32 {
+        self.words()
+            .get(i)
+            .map_or(0, |w| w.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Set word `i` (ignored when out of range).
+    pub fn set(&self, i: usize, v: i32) {
+        if let Some(w) = self.words().get(i) {
+            w.store(v, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, of `bytes` bytes; no reference into it
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.bytes);
+        }
+    }
+}
+
+/// A new shared anonymous memory object of `size` bytes (what
+/// mmap(MAP_SHARED | MAP_ANONYMOUS) makes), as an fd that mapping it
+/// (MAP_SHARED) or opening /proc/self/fd/N gives the same memory: it is
+/// mapped once, opened through /proc/self/map_files (needs CAP_SYS_ADMIN or
+/// CAP_CHECKPOINT_RESTORE) and unmapped. Allocates nothing (restore's stub
+/// calls it after a fork).
+pub fn shared_anon_fd(size: u64) -> Result<std::os::fd::OwnedFd> {
+    const OP: &str = "mmap(MAP_SHARED|MAP_ANONYMOUS)";
+    let len = (size.max(1)).next_multiple_of(page_size()) as usize;
+    // SAFETY: a fresh mapping at an address the kernel picks.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(crate::last_os(OP, 0));
+    }
+    let start = p as u64;
+    let mut buf = [0u8; 64];
+    let path = map_files_path(start, start + len as u64, &mut buf);
+    let r = crate::fds::open(path, libc::O_RDWR | libc::O_CLOEXEC, 0);
+    // SAFETY: the mapping made above, which nothing else refers to.
+    unsafe {
+        libc::munmap(p, len);
+    }
+    r
+}
+
+/// "/proc/self/map_files/START-END" (lower-case hex) in `buf`.
+fn map_files_path(start: u64, end: u64, buf: &mut [u8; 64]) -> &std::ffi::CStr {
+    const PREFIX: &[u8] = b"/proc/self/map_files/";
+    let mut n = PREFIX.len();
+    buf[..n].copy_from_slice(PREFIX);
+    fn hex(v: u64, buf: &mut [u8; 64], n: &mut usize) {
+        let digits = (64 - v.max(1).leading_zeros()).div_ceil(4) as usize;
+        for i in 0..digits {
+            let d = ((v >> (4 * (digits - 1 - i))) & 0xf) as u8;
+            buf[*n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+            *n += 1;
+        }
+    }
+    hex(start, buf, &mut n);
+    buf[n] = b'-';
+    n += 1;
+    hex(end, buf, &mut n);
+    buf[n] = 0;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..=n]).unwrap_or(c"/")
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+
+    #[test]
+    fn map_files_paths_are_hex() {
+        let mut b = [0u8; 64];
+        assert_eq!(
+            map_files_path(0x7f12_3456_0000, 0x7f12_3457_0000, &mut b).to_bytes(),
+            b"/proc/self/map_files/7f1234560000-7f1234570000"
+        );
+        assert_eq!(
+            map_files_path(0, 0x1000, &mut b).to_bytes(),
+            b"/proc/self/map_files/0-1000"
+        );
+    }
+
+    #[test]
+    fn shared_words_are_seen_by_a_child() {
+        let w = SharedWords::new(3).unwrap();
+        w.set(1, 42);
+        match crate::clone::fork_with_pid(None).unwrap() {
+            crate::clone::Forked::Child => {
+                w.set(2, w.get(1) + 1);
+                crate::proc::exit_now(0)
+            }
+            crate::clone::Forked::Parent(c) => {
+                crate::proc::wait::reap_blocking(c);
+                assert_eq!(w.get(2), 43);
+                assert_eq!(w.get(7), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn shared_anon_fd_maps_one_object() {
+        // Needs CAP_SYS_ADMIN (the tests run as root).
+        use std::os::unix::fs::FileExt;
+        let fd = shared_anon_fd(8192).unwrap();
+        let f = std::fs::File::from(fd);
+        f.write_all_at(b"hello", 4096).unwrap();
+        let again = std::fs::File::open(format!("/proc/self/fd/{}", {
+            use std::os::fd::AsRawFd;
+            f.as_raw_fd()
+        }))
+        .unwrap();
+        let mut b = [0u8; 5];
+        again.read_exact_at(&mut b, 4096).unwrap();
+        assert_eq!(&b, b"hello");
+        assert_eq!(f.metadata().unwrap().len(), 8192);
+    }
+}

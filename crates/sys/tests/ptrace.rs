@@ -74,6 +74,50 @@ fn seize_read_state_inject_and_release() {
     // A failing call is reported with its errno.
     let e = inj.syscall("close", libc::SYS_close, &[9999]).unwrap_err();
     assert_eq!(e.errno(), Some(libc::EBADF));
+    // A batch in one stop: code and table in a page mapped for it (the
+    // thread writes the results into the table).
+    let page = inj
+        .syscall(
+            "mmap",
+            libc::SYS_mmap,
+            &[
+                0,
+                4096,
+                (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )
+        .unwrap();
+    let before = inj.count();
+    let r = inj
+        .batch(
+            page,
+            &[
+                (libc::SYS_getpid, [0; 6]),
+                (libc::SYS_close, [9999, 0, 0, 0, 0, 0]),
+                (libc::SYS_getppid, [0; 6]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        r,
+        [pid as i64, -(libc::EBADF as i64), std::process::id() as i64]
+    );
+    assert_eq!(inj.count(), before + 3);
+    assert!(inj.batch(page, &[]).unwrap().is_empty());
+    // Not writable: the fault is an error, not a hang.
+    inj.syscall(
+        "mprotect",
+        libc::SYS_mprotect,
+        &[page, 4096, (libc::PROT_READ | libc::PROT_EXEC) as u64],
+    )
+    .unwrap();
+    let e = inj.batch(page, &[(libc::SYS_getpid, [0; 6])]).unwrap_err();
+    assert!(e.to_string().contains("signal 11"), "{e}");
+    inj.syscall("munmap", libc::SYS_munmap, &[page, 4096])
+        .unwrap();
     assert!(inj.finish().unwrap().is_empty());
     assert_eq!(ptrace::get_regs(pid).unwrap(), regs);
     assert_eq!(ptrace::get_sigmask(pid).unwrap(), mask);

@@ -1,5 +1,6 @@
 //! Which fds share an open file description (dup, fork, SCM_RIGHTS), in
-//! O(n log n) system calls.
+//! one process or across the processes of a tree, in O(n log n) system
+//! calls.
 //!
 //! Fds that may share one are grouped first by what a description fixes:
 //! its mount and its inode (and, for a file that cannot be stat'ed, the
@@ -12,19 +13,19 @@
 
 use super::{RawFd, O_CLOEXEC};
 use crate::error::Result;
-use ckpt_sys::{query, Pid};
+use ckpt_sys::{kcmp, Pid};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::os::unix::fs::MetadataExt;
 
-/// The open file descriptions of a process's fds.
+/// The open file descriptions of a list of fds.
 #[derive(Debug)]
 pub(crate) struct Descriptions {
     /// For each fd (in the order of the list), the number of its description.
     pub of_fd: Vec<usize>,
-    /// For each description, the index of its lowest fd: descriptions are
-    /// numbered in the order of their lowest fd.
+    /// For each description, the index of its first fd in the list:
+    /// descriptions are numbered in the order of their first fd.
     pub first_fd: Vec<usize>,
     pub count: usize,
 }
@@ -40,10 +41,11 @@ fn key(f: &RawFd) -> Key {
     }
 }
 
-/// Group `fds` (sorted by number) into open file descriptions.
-pub(crate) fn group(pid: Pid, fds: &[RawFd]) -> Result<Descriptions> {
+/// Group fds of one or several processes, each `(pid, fd)`, into open file
+/// descriptions (numbered in the order of the list).
+pub(crate) fn group_all(fds: &[(Pid, &RawFd)]) -> Result<Descriptions> {
     let mut candidates: HashMap<Key, Vec<usize>> = HashMap::new();
-    for (i, f) in fds.iter().enumerate() {
+    for (i, (_, f)) in fds.iter().enumerate() {
         candidates.entry(key(f)).or_default().push(i);
     }
     let mut kcmp_ok = true;
@@ -54,7 +56,7 @@ pub(crate) fn group(pid: Pid, fds: &[RawFd]) -> Result<Descriptions> {
         let classes = if idx.len() == 1 {
             vec![idx]
         } else {
-            split(pid, fds, idx, &mut kcmp_ok, &mut calls)
+            split(fds, idx, &mut kcmp_ok, &mut calls)
         };
         for class in classes {
             let first = class.iter().copied().min().unwrap_or(0);
@@ -83,8 +85,7 @@ pub(crate) fn group(pid: Pid, fds: &[RawFd]) -> Result<Descriptions> {
 
 /// One group of candidates (indices into `fds`) split into descriptions.
 fn split(
-    pid: Pid,
-    fds: &[RawFd],
+    fds: &[(Pid, &RawFd)],
     idx: Vec<usize>,
     kcmp_ok: &mut bool,
     calls: &mut u64,
@@ -92,13 +93,14 @@ fn split(
     if *kcmp_ok {
         let mut kcmp = |a: usize, b: usize| {
             *calls += 1;
-            query::kcmp_file_order(pid, pid, fds[a].fd, fds[b].fd)
+            let ((pa, fa), (pb, fb)) = (fds[a], fds[b]);
+            kcmp::kcmp_file_order(pa, pb, fa.fd, fb.fd)
         };
         match classes(idx.clone(), &mut kcmp) {
             Ok(c) => return c,
             Err(e) => {
                 tracing::warn!(
-                    pid,
+                    pid = fds[0].0,
                     error = %e,
                     "kcmp failed: fds with the same file, position and flags are taken as one open file description"
                 );
@@ -107,7 +109,7 @@ fn split(
         }
     }
     let fallback = |i: usize| {
-        let f = &fds[i];
+        let f = fds[i].1;
         (f.info.pos, f.info.flags & !O_CLOEXEC, &f.link)
     };
     let mut by = |a: usize, b: usize| Ok::<_, Infallible>(fallback(a).cmp(&fallback(b)));
@@ -119,7 +121,7 @@ fn split(
 
 /// Split `v` into classes of equal items by a total order `cmp`: sorted
 /// with it, equal neighbours are one class. About n log2 n + n calls.
-fn classes<E>(
+pub(crate) fn classes<E>(
     v: Vec<usize>,
     cmp: &mut impl FnMut(usize, usize) -> std::result::Result<Ordering, E>,
 ) -> std::result::Result<Vec<Vec<usize>>, E> {

@@ -34,6 +34,7 @@ mod tty;
 mod udp;
 mod unix;
 
+pub(crate) use descriptions::classes;
 pub(crate) use fdinfo::FdInfo;
 pub(crate) use regular::{add_generation, identity, relinked, strip_deleted};
 
@@ -141,8 +142,9 @@ pub(crate) struct Ctx<'a> {
     /// foreground process group (field 8).
     tty_nr: u64,
     tpgid: i32,
-    /// Pipes whose buffered data was already saved (on a read end).
-    pipes_with_data: HashSet<u64>,
+    /// Pipes whose buffered data was already saved (on a read end), in any
+    /// process of the tree.
+    pipes_with_data: &'a mut HashSet<u64>,
     sink: &'a mut dyn PageSink,
     /// What the socket kinds share (options, the connection lock).
     net: &'a mut net::Sockets,
@@ -218,68 +220,103 @@ pub(crate) fn remote_needs(fds: &[RawFd]) -> (Vec<i32>, Vec<i32>) {
     (ttys, owners)
 }
 
-/// The tables: fds sorted by number, open files sorted by id (ids number
-/// the descriptions in the order of their lowest fd, from 1).
+/// The fds of one process of the tree, as listed, with what it told.
+#[derive(Clone, Copy)]
+pub(crate) struct ProcFds<'a> {
+    pub pid: Pid,
+    pub fds: &'a [RawFd],
+    pub remote: &'a RemoteInfo,
+    pub stat: &'a procfs::Stat,
+}
+
+/// The tables of the tree: each process's fds sorted by number, and the
+/// open files sorted by id. Descriptions shared by fds of one process or
+/// of several (dup, fork, SCM_RIGHTS) are saved once, through their first
+/// fd in the order of `procs`; ids number them in that order, from 1.
 pub(crate) fn build(
-    pid: Pid,
-    fds: &[RawFd],
-    remote: &RemoteInfo,
-    stat: &procfs::Stat,
+    procs: &[ProcFds<'_>],
     sink: &mut dyn PageSink,
     sockets: &mut net::Sockets,
-) -> Result<(Vec<Fd>, Vec<OpenFile>)> {
+) -> Result<(Vec<Vec<Fd>>, Vec<OpenFile>)> {
     let t = Instant::now();
+    let items: Vec<(Pid, &RawFd)> = procs
+        .iter()
+        .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
+        .collect();
+    // Which process each item belongs to.
+    let owner: Vec<usize> = procs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| std::iter::repeat_n(i, p.fds.len()))
+        .collect();
     // Live connections are found, refused or locked before anything is saved.
-    sockets.prepare(pid, fds)?;
-    let desc = descriptions::group(pid, fds)?;
+    sockets.dumping(procs.iter().map(|p| p.pid));
+    for p in procs {
+        sockets.prepare(p.pid, p.fds)?;
+    }
+    let desc = descriptions::group_all(&items)?;
     tracing::debug!(
-        fds = fds.len(),
+        fds = items.len(),
         descriptions = desc.count,
         elapsed = ?t.elapsed(),
         "fds grouped into open file descriptions"
     );
     let id_of = |d: usize| d as u32 + 1;
-    let file_ids: BTreeMap<i32, u32> = fds
-        .iter()
-        .zip(&desc.of_fd)
-        .map(|(f, &d)| (f.fd, id_of(d)))
-        .collect();
+    let mut file_ids: Vec<BTreeMap<i32, u32>> = vec![BTreeMap::new(); procs.len()];
+    for (i, &d) in desc.of_fd.iter().enumerate() {
+        file_ids[owner[i]].insert(items[i].1.fd, id_of(d));
+    }
+    let mut pipes_with_data = HashSet::new();
     let mut inflight = Inflight {
         next_id: id_of(desc.count),
         ..Default::default()
     };
-    let mut cx = Ctx {
-        pid,
-        fds,
-        file_ids: &file_ids,
-        remote,
-        tty_nr: stat.stat.tty_nr as u32 as u64,
-        tpgid: stat.stat.tpgid,
-        pipes_with_data: HashSet::new(),
-        sink,
-        net: sockets,
-        inflight: &mut inflight,
-    };
     let mut files = Vec::with_capacity(desc.count);
     for (d, &first) in desc.first_fd.iter().enumerate() {
-        let f = &fds[first];
+        let (pid, f) = items[first];
+        let p = &procs[owner[first]];
+        let mut cx = Ctx {
+            pid,
+            fds: p.fds,
+            file_ids: &file_ids[owner[first]],
+            remote: p.remote,
+            tty_nr: p.stat.stat.tty_nr as u32 as u64,
+            tpgid: p.stat.stat.tpgid,
+            pipes_with_data: &mut pipes_with_data,
+            sink: &mut *sink,
+            net: &mut *sockets,
+            inflight: &mut inflight,
+        };
+        let in_process = |e: Error| {
+            if owner[first] == 0 {
+                e
+            } else {
+                e.of_process(pid)
+            }
+        };
         files.push(OpenFile {
             id: id_of(d),
             flags: f.info.flags & !O_CLOEXEC,
             position: f.info.pos,
             path: f.link.clone(),
-            kind: save_kind(&mut cx, f)?,
-            owner: remote.owners.get(&f.fd).copied().unwrap_or_default(),
+            kind: save_kind(&mut cx, f).map_err(in_process)?,
+            owner: p.remote.owners.get(&f.fd).copied().unwrap_or_default(),
         });
     }
     files.append(&mut inflight.files);
     unix::check_peers(&mut files, &sockets.opts)?;
-    let out_fds = fds
+    let out_fds = procs
         .iter()
-        .map(|f| Fd {
-            fd: f.fd,
-            cloexec: f.info.flags & O_CLOEXEC != 0,
-            file: file_ids[&f.fd],
+        .zip(&file_ids)
+        .map(|(p, ids)| {
+            p.fds
+                .iter()
+                .map(|f| Fd {
+                    fd: f.fd,
+                    cloexec: f.info.flags & O_CLOEXEC != 0,
+                    file: ids[&f.fd],
+                })
+                .collect()
         })
         .collect();
     Ok((out_fds, files))
@@ -353,14 +390,12 @@ impl Ctx<'_> {
                 remote: &remote,
                 tty_nr: 0,
                 tpgid: 0,
-                pipes_with_data: std::mem::take(&mut self.pipes_with_data),
+                pipes_with_data: &mut *self.pipes_with_data,
                 sink: &mut *self.sink,
                 net: &mut *self.net,
                 inflight: &mut *self.inflight,
             };
-            let k = save_kind(&mut sub, &rf);
-            self.pipes_with_data = std::mem::take(&mut sub.pipes_with_data);
-            k
+            save_kind(&mut sub, &rf)
         };
         self.inflight.nested = false;
         let kind = kind?;

@@ -79,6 +79,8 @@ pub(crate) struct Sockets {
     /// Connections in accept queues (no inode yet).
     children: Vec<InetDiag>,
     scanned: bool,
+    /// Socket inodes already prepared.
+    prepared: HashSet<u64>,
     lock: Option<Lock>,
     held: Vec<Held>,
     drained: Vec<Drained>,
@@ -93,6 +95,7 @@ impl Sockets {
             tcp: HashMap::new(),
             children: Vec::new(),
             scanned: false,
+            prepared: HashSet::new(),
             lock: None,
             held: Vec::new(),
             drained: Vec::new(),
@@ -150,15 +153,25 @@ impl Sockets {
         Ok(())
     }
 
+    /// The processes being dumped (all of them, before the first
+    /// [`Sockets::prepare`]: a socket shared within the tree is not held
+    /// "outside" it).
+    pub fn dumping(&mut self, pids: impl IntoIterator<Item = Pid>) {
+        self.pids.extend(pids);
+    }
+
     /// Before the fds of process `pid` are saved: find its live TCP
     /// connections and accept queues, refuse them without an option, lock
     /// them with `--tcp-established`.
     pub fn prepare(&mut self, pid: Pid, fds: &[RawFd]) -> Result<()> {
         self.pids.insert(pid);
+        // A socket shared within the tree (fork, SCM_RIGHTS) is prepared
+        // once, through its first holder.
         let socks: Vec<(i32, u64)> = fds
             .iter()
             .filter(|f| f.link.starts_with(b"socket:["))
             .map(|f| (f.fd, f.ino()))
+            .filter(|&(_, ino)| self.prepared.insert(ino))
             .collect();
         if socks.is_empty() {
             return Ok(());

@@ -18,17 +18,31 @@ use ckpt_sys::Pid;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
+/// The deleted files of a tree saved so far: each file's blob, and the
+/// process that maps it shared (if one does), with whether an fd of that
+/// process holds it.
+#[derive(Default)]
+pub(crate) struct Saved {
+    blobs: HashMap<(u64, u64), Blob>,
+    shared_by: HashMap<(u64, u64), (Pid, bool)>,
+}
+
 /// Fill `contents` of the mappings of deleted files that no fd in `held`
-/// (dev, inode) holds.
+/// (dev, inode) holds; a file already saved (by this process or another
+/// of the tree) gets the same blob. Two processes mapping one such file
+/// shared, not both through fds that hold it (then the tree's one open
+/// file), are refused: each would be restored with its own copy, and
+/// what one writes would no longer reach the other.
 pub(super) fn save(
     pid: Pid,
     entries: &[MapEntry],
     vmas: &mut [Vma],
     held: &HashSet<(u64, u64)>,
+    saved: &mut Saved,
     sink: &mut dyn PageSink,
 ) -> Result<()> {
-    let mut saved: HashMap<(u64, u64), Blob> = HashMap::new();
     for (e, v) in entries.iter().zip(vmas.iter_mut()) {
+        let shared = v.shared;
         let VmaBacking::File(fm) = &mut v.backing else {
             continue;
         };
@@ -36,10 +50,29 @@ pub(super) fn save(
             continue;
         }
         let key = (fm.file.dev, fm.file.inode);
-        if held.contains(&key) {
+        let holds = held.contains(&key);
+        if shared {
+            match saved.shared_by.get(&key) {
+                Some(&(other, other_holds)) if other != pid && !(holds && other_holds) => {
+                    return Err(Error::Vma {
+                        pid,
+                        start: e.start,
+                        end: e.end,
+                        name: String::from_utf8_lossy(&e.name).into_owned(),
+                        what: format!(
+                            "maps a deleted file shared, as pid {other} does: each would be restored with a copy of its own"
+                        ),
+                    })
+                }
+                _ => {
+                    saved.shared_by.insert(key, (pid, holds));
+                }
+            }
+        }
+        if holds {
             continue;
         }
-        let blob = match saved.get(&key) {
+        let blob = match saved.blobs.get(&key) {
             Some(b) => b.clone(),
             None => {
                 let data = read(pid, e)?;
@@ -49,7 +82,7 @@ pub(super) fn save(
                     bytes = data.len(),
                     "deleted mapped file saved"
                 );
-                saved.insert(key, b.clone());
+                saved.blobs.insert(key, b.clone());
                 b
             }
         };

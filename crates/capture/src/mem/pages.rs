@@ -8,6 +8,7 @@ use crate::procfs;
 use crate::PageSink;
 use ckpt_sys::remote::{read_vm, ProcMem, RemoteRange};
 use ckpt_sys::Pid;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -31,36 +32,95 @@ const INLINE_MAX: usize = 4 << 20;
 /// A range of pages to save. `may_skip`: pages that cannot be read are left
 /// out instead of failing (beyond the end of a shared object). `zero`: known
 /// zero (a hole of a shared memory object): saved as zeros, not read.
+/// `parent`: not read either, the very pages of that process (the parent,
+/// saved before) at the same addresses (0: none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Range {
     pub start: u64,
     pub end: u64,
     pub may_skip: bool,
     pub zero: bool,
+    pub parent: Pid,
     /// Index of the vma, for error messages.
     pub vma: usize,
 }
 
-/// Which pages to save, in increasing address order.
-pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<Vec<Range>> {
-    let path = format!("/proc/{pid}/pagemap");
-    let mut pagemap: Option<File> = None;
+/// The parent of the process being saved, saved before it: its pages that
+/// the child still shares copy-on-write are not saved again.
+pub(crate) struct Cow<'a> {
+    pub parent: Pid,
+    pub areas: &'a [(MapEntry, Policy)],
+}
+
+const PFN_MASK: u64 = (1 << 55) - 1;
+
+/// The page frame of a present page (0: not present, or frames hidden from
+/// us: they are shown only with CAP_SYS_ADMIN).
+fn pfn(pm: u64) -> u64 {
+    if pm & PM_PRESENT != 0 {
+        pm & PFN_MASK
+    } else {
+        0
+    }
+}
+
+/// Whether [start, end) of shared memory object `id` is saved already;
+/// records it as saved from now on.
+fn shm_seen(saved: &mut HashMap<u64, Vec<(u64, u64)>>, id: u64, start: u64, end: u64) -> bool {
+    let v = saved.entry(id).or_default();
+    let mut covered = start;
+    let mut sorted = v.clone();
+    sorted.sort_unstable();
+    for &(a, b) in &sorted {
+        if a <= covered && b > covered {
+            covered = b;
+        }
+    }
+    v.push((start, end));
+    covered >= end
+}
+
+/// Which pages to save, in increasing address order. `cow`: the parent's
+/// areas, for pages still shared with it; `shm_saved`: shared memory the
+/// tree saved already (not saved again).
+pub(crate) fn plan(
+    pid: Pid,
+    areas: &[(MapEntry, Policy)],
+    page: u64,
+    cow: Option<&Cow<'_>>,
+    shm_saved: &mut HashMap<u64, Vec<(u64, u64)>>,
+) -> Result<Vec<Range>> {
+    let mut pm = Pagemaps {
+        pid,
+        own: None,
+        parent: None,
+        ents: Vec::new(),
+        parent_ents: Vec::new(),
+    };
     let mut out: Vec<Range> = Vec::new();
-    let mut ents = vec![0u8; PAGEMAP_CHUNK * 8];
     for (idx, (e, pol)) in areas.iter().enumerate() {
+        let whole = Range {
+            start: e.start,
+            end: e.end,
+            may_skip: false,
+            zero: false,
+            parent: 0,
+            vma: idx,
+        };
         let want: fn(u64) -> bool = match pol {
             Policy::Nothing => continue,
             Policy::Whole => {
                 out.push(Range {
-                    start: e.start,
-                    end: e.end,
                     may_skip: true,
-                    zero: false,
-                    vma: idx,
+                    ..whole
                 });
                 continue;
             }
             Policy::Shmem => {
+                let (start, end) = (e.offset, e.offset + (e.end - e.start));
+                if e.inode != 0 && shm_seen(shm_saved, e.inode, start, end) {
+                    continue; // saved by a process before this one
+                }
                 shmem_ranges(pid, idx, e, page, &mut out);
                 continue;
             }
@@ -77,64 +137,151 @@ pub(crate) fn plan(pid: Pid, areas: &[(MapEntry, Policy)], page: u64) -> Result<
             // file's, nothing to save (and no pagemap to walk).
             continue;
         }
-        if matches!(pol, Policy::Anon) && (e.rss_kb + e.swap_kb) * 1024 >= e.end - e.start {
+        // The parent's private anonymous areas over this one: pages still
+        // shared with it are found by their page frames.
+        let shared_with: Vec<(u64, u64)> = match (pol, cow) {
+            (Policy::Anon, Some(c)) => c
+                .areas
+                .iter()
+                .filter(|(pe, pp)| *pp == Policy::Anon && pe.start < e.end && e.start < pe.end)
+                .map(|(pe, _)| (pe.start.max(e.start), pe.end.min(e.end)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if matches!(pol, Policy::Anon)
+            && shared_with.is_empty()
+            && (e.rss_kb + e.swap_kb) * 1024 >= e.end - e.start
+        {
             // Every page resident or swapped: all of it, without reading
             // its pagemap (which walks every page table entry).
-            out.push(Range {
-                start: e.start,
-                end: e.end,
-                may_skip: false,
-                zero: false,
-                vma: idx,
-            });
+            out.push(whole);
             continue;
         }
-        let pm = match &pagemap {
-            Some(f) => f,
-            None => {
-                pagemap.insert(File::open(&path).map_err(|err| procfs::io_err(pid, &path, err))?)
+        let parent = cow.map_or(0, |c| c.parent);
+        pm.walk(e, idx, page, want, &shared_with, parent, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The pagemaps read by [`plan`]: the process's, and its parent's for pages
+/// still shared with it.
+struct Pagemaps {
+    pid: Pid,
+    own: Option<File>,
+    parent: Option<File>,
+    ents: Vec<u8>,
+    parent_ents: Vec<u64>,
+}
+
+impl Pagemaps {
+    fn open(pid: Pid, f: &mut Option<File>) -> Result<&File> {
+        let path = format!("/proc/{pid}/pagemap");
+        match f {
+            Some(f) => Ok(f),
+            None => Ok(f.insert(File::open(&path).map_err(|err| procfs::io_err(pid, &path, err))?)),
+        }
+    }
+
+    /// The pages of area `e` that `want` says to save, as ranges into
+    /// `out`; those at the same page frame as in the parent (within
+    /// `shared_with`) as ranges from the parent.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &mut self,
+        e: &MapEntry,
+        idx: usize,
+        page: u64,
+        want: fn(u64) -> bool,
+        shared_with: &[(u64, u64)],
+        parent: Pid,
+        out: &mut Vec<Range>,
+    ) -> Result<()> {
+        let pid = self.pid;
+        let path = format!("/proc/{pid}/pagemap");
+        let npages = (e.end - e.start) / page;
+        self.ents.resize(PAGEMAP_CHUNK * 8, 0);
+        let mut i = 0u64;
+        // (start address, from the parent) of the current run.
+        let mut run: Option<(u64, bool)> = None;
+        let mut close = |run: &mut Option<(u64, bool)>, end: u64| {
+            if let Some((s, from_parent)) = run.take() {
+                out.push(Range {
+                    start: s,
+                    end,
+                    may_skip: false,
+                    zero: false,
+                    parent: if from_parent { parent } else { 0 },
+                    vma: idx,
+                });
             }
         };
-        let npages = (e.end - e.start) / page;
-        let mut i = 0u64;
-        let mut run: Option<u64> = None; // start address of the current run
         while i < npages {
             let n = (npages - i).min(PAGEMAP_CHUNK as u64) as usize;
             let first = e.start / page + i;
-            let buf = &mut ents[..n * 8];
-            pm.read_exact_at(buf, first * 8)
+            let chunk_start = e.start + i * page;
+            let buf = &mut self.ents[..n * 8];
+            Self::open(pid, &mut self.own)?
+                .read_exact_at(buf, first * 8)
                 .map_err(|err| procfs::io_err(pid, &path, err))?;
+            self.parent_frames(parent, chunk_start, n, page, shared_with)?;
             for k in 0..n {
-                let v = u64::from_ne_bytes(buf[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
-                let addr = e.start + (i + k as u64) * page;
-                match (want(v), run) {
-                    (true, None) => run = Some(addr),
-                    (false, Some(s)) => {
-                        out.push(Range {
-                            start: s,
-                            end: addr,
-                            may_skip: false,
-                            zero: false,
-                            vma: idx,
-                        });
-                        run = None;
+                let v =
+                    u64::from_ne_bytes(self.ents[k * 8..k * 8 + 8].try_into().expect("8 bytes"));
+                let addr = chunk_start + k as u64 * page;
+                let class = if !want(v) {
+                    None
+                } else {
+                    let f = pfn(v);
+                    Some(f != 0 && self.parent_ents.get(k).is_some_and(|&p| pfn(p) == f))
+                };
+                match (class, run) {
+                    (None, Some(_)) => close(&mut run, addr),
+                    (Some(c), Some((_, r))) if c != r => {
+                        close(&mut run, addr);
+                        run = Some((addr, c));
                     }
+                    (Some(c), None) => run = Some((addr, c)),
                     _ => {}
                 }
             }
             i += n as u64;
         }
-        if let Some(s) = run {
-            out.push(Range {
-                start: s,
-                end: e.end,
-                may_skip: false,
-                zero: false,
-                vma: idx,
-            });
-        }
+        close(&mut run, e.end);
+        Ok(())
     }
-    Ok(out)
+
+    /// The parent's pagemap entries for the `n` pages from `start`, where
+    /// they lie in `shared_with` (else 0).
+    fn parent_frames(
+        &mut self,
+        parent: Pid,
+        start: u64,
+        n: usize,
+        page: u64,
+        shared_with: &[(u64, u64)],
+    ) -> Result<()> {
+        self.parent_ents.clear();
+        self.parent_ents.resize(n, 0);
+        let end = start + n as u64 * page;
+        let path = format!("/proc/{parent}/pagemap");
+        let mut raw = Vec::new();
+        for &(a, b) in shared_with {
+            let (a, b) = (a.max(start), b.min(end));
+            if a >= b {
+                continue;
+            }
+            let count = ((b - a) / page) as usize;
+            raw.resize(count * 8, 0);
+            Self::open(parent, &mut self.parent)?
+                .read_exact_at(&mut raw, a / page * 8)
+                .map_err(|err| procfs::io_err(parent, &path, err))?;
+            let at = ((a - start) / page) as usize;
+            for (k, c) in raw.chunks_exact(8).enumerate() {
+                self.parent_ents[at + k] = u64::from_ne_bytes(c.try_into().expect("8 bytes"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `ranges` (sorted) without the guard regions `guards` (sorted, not
@@ -178,15 +325,30 @@ pub(crate) fn save(
     sink: &mut dyn PageSink,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<u64> {
-    let total: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-    progress(0, total);
+    let total: u64 = ranges
+        .iter()
+        .filter(|r| r.parent == 0)
+        .map(|r| r.end - r.start)
+        .sum();
     if total == 0 {
+        // Nothing to read (at most pages shared with the parent).
+        progress(0, 0);
+        for r in ranges.iter().filter(|r| r.parent != 0) {
+            sink.add_parent_pages(pid, r.start, r.end - r.start, r.parent)?;
+        }
         return Ok(0);
     }
+    progress(0, total);
     let mem = ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
     // Split the ranges into batches of at most BATCH bytes.
     let mut batches: Vec<(Vec<Range>, usize)> = vec![(Vec::new(), 0)];
     for r in ranges {
+        if r.parent != 0 {
+            // Read nothing: a marker in the batch, handed to the sink in
+            // address order with the pages around it.
+            batches.last_mut().expect("one batch").0.push(*r);
+            continue;
+        }
         let mut a = r.start;
         while a < r.end {
             let (batch, len) = batches.last_mut().expect("one batch");
@@ -209,6 +371,10 @@ pub(crate) fn save(
     let mut saved = 0u64;
     let mut emit = |buf: &[u8], pieces: &[Piece], len: usize| -> Result<()> {
         for &(addr, off, n) in pieces {
+            if let Some(parent) = from_parent(off) {
+                sink.add_parent_pages(pid, addr, n as u64, parent)?;
+                continue;
+            }
             sink.add_pages(pid, addr, &buf[off..off + n])?;
             saved += n as u64;
         }
@@ -263,8 +429,16 @@ pub(crate) fn save(
     Ok(saved)
 }
 
-/// A contiguous piece of a filled buffer: (address, offset in buffer, bytes).
+/// A contiguous piece of a filled buffer: (address, offset in buffer, bytes);
+/// or pages of the parent: (address, PARENT_PIECE + its pid, bytes).
 type Piece = (u64, usize, usize);
+
+/// Offsets of pieces that are pages of the parent (see [`Piece`]).
+const PARENT_PIECE: usize = 1 << 62;
+
+fn from_parent(off: usize) -> Option<Pid> {
+    (off >= PARENT_PIECE).then(|| (off - PARENT_PIECE) as Pid)
+}
 
 /// Read one batch into `buf`; returns the readable pieces, merged where
 /// contiguous, in address order.
@@ -282,6 +456,13 @@ fn fill(
     let mut off = 0usize;
     let mut i = 0usize;
     while i < batch.len() {
+        if batch[i].parent != 0 {
+            let r = &batch[i];
+            let len = (r.end - r.start) as usize;
+            pieces.push((r.start, PARENT_PIECE + r.parent as usize, len));
+            i += 1;
+            continue;
+        }
         if batch[i].zero {
             let len = (batch[i].end - batch[i].start) as usize;
             buf[off..off + len].fill(0);
@@ -292,7 +473,7 @@ fn fill(
         }
         // A segment of ranges to read: one process_vm_readv series.
         let k = (i..batch.len())
-            .find(|&k| batch[k].zero)
+            .find(|&k| batch[k].zero || batch[k].parent != 0)
             .unwrap_or(batch.len());
         let seg = &batch[i..k];
         let remote: Vec<RemoteRange> = seg
@@ -349,7 +530,14 @@ fn fill(
     let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
     for p in pieces {
         match merged.last_mut() {
-            Some(m) if m.0 + m.2 as u64 == p.0 && m.1 + m.2 == p.1 => m.2 += p.2,
+            Some(m)
+                if m.0 + m.2 as u64 == p.0
+                    && m.1 + m.2 == p.1
+                    && from_parent(m.1).is_none()
+                    && from_parent(p.1).is_none() =>
+            {
+                m.2 += p.2
+            }
             _ => merged.push(p),
         }
     }
@@ -384,6 +572,7 @@ mod tests {
             end,
             may_skip: false,
             zero: false,
+            parent: 0,
             vma: 0,
         };
         let ranges = vec![r(0x1000, 0x5000), r(0x8000, 0x9000), r(0xa000, 0xc000)];
@@ -427,6 +616,7 @@ mod tests {
             end: b,
             may_skip: false,
             zero,
+            parent: 0,
             vma: 0,
         };
         let ranges = [

@@ -17,6 +17,7 @@ pub(super) fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &
         end: e.end,
         may_skip: true,
         zero: false,
+        parent: 0,
         vma: idx,
     };
     let Ok(f) = File::open(map_files_path(pid, e)) else {

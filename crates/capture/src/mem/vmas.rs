@@ -296,10 +296,15 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         let policy = if shared { Policy::Shmem } else { Policy::Whole };
         return Ok((shm(pid, e, ShmKind::Memfd), policy));
     }
-    if path.starts_with(b"/dev/shm/") && shared && !deleted {
+    if path.starts_with(b"/dev/shm/") && shared {
+        // A POSIX shm object (sem_open, shm_open); unlinked ones too (a
+        // named semaphore glibc unlinked at once): shared memory whose
+        // pages are saved, a shmem object whatever its name.
         let mut b = shm(pid, e, ShmKind::PosixShm);
         if let VmaBacking::SharedMemory(s) = &mut b {
-            s.name = path.to_vec();
+            if !deleted {
+                s.name = path.to_vec();
+            }
         }
         return Ok((b, Policy::Shmem));
     }

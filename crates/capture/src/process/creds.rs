@@ -28,3 +28,24 @@ pub(crate) fn credentials(status: &Status) -> Result<Credentials> {
         seccomp_mode: status.num("Seccomp")?,
     })
 }
+
+/// The credentials of each thread but the leader where they differ from
+/// the process's (`process`, the leader's): a thread that changed its ids
+/// with a raw setresuid(2), which glibc would have applied to every thread.
+pub(crate) fn thread_creds(
+    pid: ckpt_sys::Pid,
+    process: &Credentials,
+    threads: &mut [ckpt_image::Thread],
+) -> Result<()> {
+    for t in threads.iter_mut().filter(|t| t.tid != pid) {
+        let path = format!("/proc/{pid}/task/{}/status", t.tid);
+        let mut c = credentials(&Status::read(pid, &path)?)?;
+        // Asked of the process, not in status.
+        c.securebits = process.securebits;
+        if c != *process {
+            tracing::debug!(tid = t.tid, "thread credentials differ from the process's");
+            t.creds = Some(c);
+        }
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@
 pub(crate) mod creds;
 pub(crate) mod rlimits;
 pub(crate) mod seccomp;
+pub(crate) mod shares;
 pub(crate) mod signals;
 pub(crate) mod sysv;
 pub(crate) mod thread;
@@ -59,6 +60,25 @@ pub(crate) fn process_state(
         oom_score_adj: procfs::read_num(pid, &p("oom_score_adj"))?,
         exit_signal: stat.need(s.exit_signal, 38, "exit_signal")?,
         login_uid: login_uid(pid)?,
+        ..Default::default()
+    })
+}
+
+/// A zombie of the tree: what its parent's wait() will want (its wait
+/// status, stat field 52) and where it belongs (pid, parent, process
+/// group, session); it has no memory, threads or files left.
+pub(crate) fn zombie_state(pid: Pid, exit_status: i32) -> Result<Process> {
+    let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
+    let s = &stat.stat;
+    Ok(Process {
+        pid,
+        ppid: s.ppid,
+        pgid: s.pgrp,
+        sid: s.session,
+        state: "Z".into(),
+        comm: stat.comm.clone(),
+        exit_status,
+        exit_signal: s.exit_signal.unwrap_or(libc::SIGCHLD),
         ..Default::default()
     })
 }

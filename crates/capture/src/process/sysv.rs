@@ -63,7 +63,9 @@ pub(crate) fn save(
     page: u64,
     sink: &mut dyn PageSink,
 ) -> Result<Saved> {
-    let pid = pids[0];
+    let Some(&pid) = pids.first() else {
+        return Ok(Saved::default());
+    };
     let ours: BTreeSet<Pid> = pids.iter().copied().collect();
     check_namespace(pid, !attached.is_empty())?;
     let mut out = Saved::default();

@@ -1,4 +1,4 @@
-//! `ckpt dump PID -o FILE`
+//! `ckpt dump PID -o FILE [--no-tree]`
 
 use super::{mib, ms, CompressArg};
 use anyhow::Context;
@@ -11,9 +11,12 @@ pub struct Args {
     /// Image file to write (created 0600; "-" writes to standard output).
     #[arg(short, long)]
     output: PathBuf,
-    /// Let the process go on after the dump instead of killing it.
+    /// Let the processes go on after the dump instead of killing them.
     #[arg(long)]
     leave_running: bool,
+    /// Save only PID, not its descendants (refused if it has children).
+    #[arg(long)]
+    no_tree: bool,
     /// Page compression.
     #[arg(long, value_enum, default_value_t)]
     compress: CompressArg,
@@ -46,6 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     let opts = ckpt_capture::DumpOptions {
         leave_running: a.leave_running,
+        no_tree: a.no_tree,
         compression: a.compress.into(),
         progress: if a.quiet {
             None
@@ -79,9 +83,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
     };
     if !a.quiet {
+        let others = stats.processes.saturating_sub(1);
+        let what = if others == 0 {
+            format!("pid {}", a.pid)
+        } else {
+            format!(
+                "pid {} and {others} descendant{}",
+                a.pid,
+                if others == 1 { "" } else { "s" }
+            )
+        };
         eprintln!(
-            "ckpt: saved pid {} ({} thread{}) to {}: {} of memory, image {}, in {} (frozen {}){}",
-            a.pid,
+            "ckpt: saved {what} ({} thread{}) to {}: {} of memory, image {}, in {} (frozen {}){}",
             stats.threads,
             if stats.threads == 1 { "" } else { "s" },
             a.output.display(),

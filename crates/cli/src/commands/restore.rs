@@ -17,7 +17,8 @@ pub struct Args {
     /// Return as soon as the process runs, printing its pid.
     #[arg(long)]
     detach: bool,
-    /// Restore under a fresh pid when the saved one is taken (see README: glibc caches tids).
+    /// Restore under fresh pids where the saved ones are taken (see README:
+    /// glibc caches tids); each new pid is printed as "pid SAVED -> NEW".
     #[arg(long)]
     new_pid: bool,
     /// Only check that the image can be restored here; change nothing.
@@ -103,8 +104,36 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     };
     let pid = restored.pid;
     restored_pid.store(pid, Ordering::SeqCst);
+    // Processes that got new pids (--new-pid): saved -> now.
+    for (saved, now) in restored.pids.iter().filter(|(s, n)| s != n) {
+        eprintln!("ckpt: pid {saved} -> {now}");
+    }
     if crate::logging::verbosity() > 0 {
-        eprintln!("ckpt: restored pid {pid} in {}", ms(restored.stats.total));
+        let n = restored.pids.len();
+        let what = if n == 1 {
+            format!("pid {pid}")
+        } else {
+            format!("pid {pid} and {} descendants", n - 1)
+        };
+        eprintln!(
+            "ckpt: restored {what} in {} ({} system calls injected, {} of pages)",
+            ms(restored.stats.total),
+            restored.stats.injected_syscalls,
+            super::mib(restored.stats.page_bytes)
+        );
+        // Time spent in each phase (a tree repeats the per-process ones).
+        let mut sums: Vec<(&str, std::time::Duration)> = Vec::new();
+        let mut prev = std::time::Duration::ZERO;
+        for &(name, t) in &restored.stats.phases {
+            match sums.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, d)) => *d += t - prev,
+                None => sums.push((name, t - prev)),
+            }
+            prev = t;
+        }
+        for (name, d) in sums {
+            eprintln!("ckpt:   {name:>14}: {}", ms(d));
+        }
     }
     if a.detach {
         println!("{pid}");

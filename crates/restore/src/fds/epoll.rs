@@ -9,6 +9,7 @@ use super::{Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::{FileKind, Image, Process};
 use ckpt_sys::setup;
+use std::os::fd::IntoRawFd;
 
 pub(super) fn plan(b: &mut Builder, g: usize) {
     let what = b.what(g);
@@ -50,8 +51,9 @@ pub(super) fn plan_detached(b: &mut Builder) {
         let Some(ep_slot) = b.slot_of[g] else {
             continue;
         };
+        let holder = b.groups[g].holders.first().map_or(b.proc, |h| b.procs[h.0]);
         for t in &ep.targets {
-            if attached(b.proc, t.fd, t.file) {
+            if attached(holder, t.fd, t.file) {
                 continue;
             }
             let what = format!(
@@ -91,24 +93,43 @@ pub(super) fn plan_detached(b: &mut Builder) {
     }
 }
 
-/// Each epoll instance's targets, by final fd numbers (after every Place).
+/// Each epoll instance's targets, by final fd numbers (once the fds are
+/// placed): registered by a process holding both the instance and the
+/// target at the saved number (an instance shared by several processes is
+/// registered once: its registrations are the instance's).
 pub(super) fn plan_targets(b: &mut Builder) {
     for g in 0..b.groups.len() {
         let file = b.groups[g].file;
         let FileKind::Epoll(ep) = &file.kind else {
             continue;
         };
-        let Some(epfd) = b.groups[g].fds.first().map(|f| f.fd) else {
-            b.error(format!(
-                "{}: an epoll instance in flight in a unix socket cannot be restored",
-                b.what(g)
-            ));
-            continue;
-        };
         for t in &ep.targets {
-            if !attached(b.proc, t.fd, t.file) {
-                continue; // plan_detached
-            }
+            let by = b.groups[g].holders.iter().find(|(i, _)| {
+                b.procs[*i]
+                    .fds
+                    .iter()
+                    .any(|x| x.fd == t.fd && x.file == t.file)
+            });
+            let Some(&(i, epfd)) = by else {
+                let holder = b.groups[g].holders.first().map_or(b.proc, |h| b.procs[h.0]);
+                if b.groups[g].holders.is_empty() {
+                    b.error(format!(
+                        "{}: an epoll instance in flight in a unix socket cannot be restored",
+                        b.what(g)
+                    ));
+                    break;
+                }
+                if !attached(holder, t.fd, t.file) {
+                    continue; // plan_detached
+                }
+                b.error(format!(
+                    "{}: watches fd {} (open file {}) which is not open at that number any more",
+                    b.what(g),
+                    t.fd,
+                    t.file
+                ));
+                continue;
+            };
             let late = b
                 .groups
                 .iter()
@@ -117,9 +138,10 @@ pub(super) fn plan_targets(b: &mut Builder) {
             if late {
                 // Its fd exists once the process has its threads.
                 b.plan.late.push(super::LateFd {
+                    proc: i,
                     what: format!("{} (watching fd {})", b.what(g), t.fd),
                     op: super::LateOp::EpollAdd {
-                        epfd,
+                        epfd: epfd.fd,
                         fd: t.fd,
                         events: t.events,
                         data: t.data,
@@ -127,15 +149,15 @@ pub(super) fn plan_targets(b: &mut Builder) {
                 });
                 continue;
             }
-            b.op(
-                &format!("{} (watching fd {})", b.what(g), t.fd),
-                FdOp::EpollAdd {
-                    epfd,
-                    fd: t.fd,
-                    events: t.events,
-                    data: t.data,
-                },
-            );
+            let what = format!("{} (watching fd {})", b.what(g), t.fd);
+            let p = &mut b.plan.procs[i];
+            p.post.push(FdOp::EpollAdd {
+                epfd: epfd.fd,
+                fd: t.fd,
+                events: t.events,
+                data: t.data,
+            });
+            p.post_what.push(what);
         }
     }
 }
@@ -146,8 +168,9 @@ pub(super) fn make(c: &mut Child<'_>, slot: usize) -> ckpt_sys::Result<()> {
     Ok(())
 }
 
-/// FdOp::EpollAddVia: `[ep, file]` slots; fd number `fd` is free (no fd
-/// is placed yet, and the staging fds lie above it).
+/// FdOp::EpollAddVia: `[ep, file]` slots; the watch is added under fd
+/// number `fd`. No fd is at its final number yet, but a staging slot may
+/// be at `fd`: it is moved away first (its slot follows it).
 pub(super) fn add_via(
     c: &mut Child<'_>,
     [ep, file]: [usize; 2],
@@ -155,6 +178,14 @@ pub(super) fn add_via(
     events: u32,
     data: u64,
 ) -> ckpt_sys::Result<()> {
+    if c.slot(file) == fd {
+        return setup::epoll_add(c.slot(ep), fd, events, data);
+    }
+    if ckpt_sys::fds::get_fl(fd).is_ok() {
+        let moved = ckpt_sys::fds::dup_at_least(fd, fd + 1)?.into_raw_fd();
+        c.renumber(fd, moved);
+        setup::close(fd)?;
+    }
     setup::dup3(c.slot(file), fd, true)?;
     let r = setup::epoll_add(c.slot(ep), fd, events, data);
     setup::close(fd)?;
@@ -198,7 +229,7 @@ mod tests {
         let plan = plan_fds(&img, &p, &FdEnv::default(), &mut none);
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         assert_eq!(
-            plan.ops.last().unwrap(),
+            plan.procs[0].post.last().unwrap(),
             &FdOp::EpollAdd {
                 epfd: 4,
                 fd: 3,
@@ -258,17 +289,10 @@ mod tests {
             .iter()
             .position(|o| matches!(o, FdOp::EpollAddVia { fd: 9, data: 7, .. }))
             .expect("the watch of fd 9");
-        let first_place = plan
-            .ops
-            .iter()
-            .position(|o| matches!(o, FdOp::Place { .. }))
-            .unwrap();
-        assert!(via < first_place, "{:?}", plan.ops);
+        // (Every op runs before any fd is placed.)
+        let _ = via;
         // The pidfd and its watch come once the process has its threads.
-        assert!(!plan
-            .ops
-            .iter()
-            .any(|o| matches!(o, FdOp::Place { fd: 5, .. })));
+        assert!(!plan.procs[0].places.iter().any(|p| p.fd == 5));
         assert_eq!(plan.late.len(), 2, "{:?}", plan.late);
         assert_eq!(
             plan.late[1].op,

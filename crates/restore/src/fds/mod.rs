@@ -1,11 +1,17 @@
-//! File descriptors: the stub's fd table, planned here (pure) as a list of
-//! [`FdOp`]s that the stub child runs with plain system calls (`stub.rs`).
+//! File descriptors: the stubs' fd tables, planned here (pure) as a list of
+//! [`FdOp`]s that the root stub runs with plain system calls (`stub.rs`),
+//! and for each process the numbers its descriptions go to.
 //!
-//! [`plan_fds`] groups the process's fds by open file description and gives
-//! each description a staging slot (a temporary fd above every saved
-//! number); the module of the description's kind emits the ops that make
-//! it (the dispatch in `plan_group`); then every fd is placed at its number
-//! and epoll registrations are added on the final numbers. Each kind module
+//! [`plan_tree`] groups the fds of every process of the image by open file
+//! description and gives each description a staging slot (a temporary fd,
+//! wherever the kernel puts it); the module of the description's kind
+//! emits the ops that make it (the dispatch in `plan_group`). The root stub
+//! makes every description once, then the tree is forked: each stub
+//! inherits them all, so descriptions shared between processes (one
+//! offset, pipes, socket pairs) come out shared. Each stub then puts its
+//! own at their numbers ([`ProcFds::places`], done by `place.rs` without
+//! needing room for a second copy of its table) and registers its epoll
+//! targets on the final numbers ([`ProcFds::post`]). Each kind module
 //! holds, for its kind, the planning, the refusals found while planning,
 //! what `check()` looks at in its ops, and the stub-side execution of its
 //! ops (called from [`exec`]: async-signal-safe, no allocation, every path
@@ -29,6 +35,7 @@ mod opath;
 mod packet;
 pub(crate) mod pidfd;
 mod pipe;
+pub(crate) mod place;
 mod raw;
 mod regular;
 mod signalfd;
@@ -48,9 +55,10 @@ use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
 use crate::Report;
 use ckpt_image::{Blob, Credentials, Fd, FileKind, Image, OpenFile, Process};
-use ckpt_sys::{setup, sys};
+use ckpt_sys::{fds, mm, setup, sys};
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::os::fd::IntoRawFd;
 
 /// Flags that only matter when a file is created; dropped when reopening.
 const CREATE_FLAGS: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC;
@@ -61,9 +69,9 @@ pub const SETFL_MASK: i32 =
     libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
 
 /// One step of the stub's fd setup. Slots are indices into a table of
-/// temporary ("staging") fds; `Place` puts a slot's description at its
-/// final number. The generic steps (Open, Reopen, Write, SetFl, Seek,
-/// Place) run here; the others in the module of their kind.
+/// temporary ("staging") fds, put at their final numbers afterwards
+/// ([`ProcFds::places`]). The generic steps (Open, Reopen, Write, SetFl,
+/// Seek, SharedAnon) run here; the others in the module of their kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FdOp {
     /// open(path, flags, mode) of a path of the image (with the saved
@@ -266,9 +274,10 @@ pub enum FdOp {
     SetFl { slot: usize, flags: i32 },
     /// lseek(SEEK_SET).
     Seek { slot: usize, pos: u64 },
-    /// dup3 the slot to its final number.
-    Place { slot: usize, fd: i32, cloexec: bool },
-    /// EPOLL_CTL_ADD on final numbers (after every Place). (epoll.rs)
+    /// A shared anonymous memory object of `size` bytes, mapped by several
+    /// processes (see ckpt_sys::mm::shared_anon_fd).
+    SharedAnon { slot: usize, size: u64 },
+    /// EPOLL_CTL_ADD on final numbers (after the fds are placed). (epoll.rs)
     EpollAdd {
         epfd: i32,
         fd: i32,
@@ -322,16 +331,26 @@ impl FdEnv {
     }
 }
 
-/// The stub's fd setup.
+/// The stubs' fd setup.
 #[derive(Debug, Default)]
 pub struct FdPlan {
+    /// What the root stub makes, before it forks the other processes.
     pub ops: Vec<FdOp>,
     /// For each op, what it sets up (for error messages: "fd 3: /tmp/x").
     pub what: Vec<String>,
     /// Number of staging slots.
     pub slots: usize,
-    /// Staging fds live at or above this number (above every target fd).
+    /// One above every saved fd number of every process: the stubs' own
+    /// fds (their pipes to the restorer, the kept slots) live from here.
     pub stage: i32,
+    /// For each process of the image (in its order): its fds. Empty for a
+    /// process that shares another's fd table (that one places them) and
+    /// for zombies.
+    pub procs: Vec<ProcFds>,
+    /// Slots kept open in every stub at `stage + place::CTL_KEEP + i` until
+    /// the mappings are made (memory objects several processes map):
+    /// (slot, shared memory id).
+    pub keep: Vec<(usize, u64)>,
     /// Which of the restorer's fds 0..2 the ops use.
     pub needs_std: [bool; 3],
     /// Regular files, directories and devices the ops open by path: (what, path).
@@ -345,6 +364,41 @@ pub struct FdPlan {
     pub net: NetPlan,
     /// Their fd numbers, filled by `sockets::prebuild` (FdOp::Prebuilt).
     pub prebuilt: Vec<i32>,
+    /// The same, sorted (the root stub keeps them open, closing the rest).
+    pub prebuilt_sorted: Vec<i32>,
+}
+
+/// One fd of a process at its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub slot: usize,
+    pub fd: i32,
+    pub cloexec: bool,
+}
+
+/// Where one process's descriptions go, and what is done on its final
+/// numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProcFds {
+    pub pid: i32,
+    /// Sorted by fd.
+    pub places: Vec<Place>,
+    /// Run once every fd is placed (epoll registrations), with what each
+    /// sets up.
+    pub post: Vec<FdOp>,
+    pub post_what: Vec<String>,
+}
+
+/// A memory object several processes map, which the stubs make or keep
+/// for them (see [`FdPlan::keep`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepReq {
+    /// A description held by a process (a memfd): its slot is kept.
+    File { file: u32, id: u64 },
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS).
+    SharedAnon { id: u64, size: u64 },
+    /// A memfd no process holds an fd of any more.
+    NewMemfd { id: u64, name: CString, size: u64 },
 }
 
 /// A path as a C string (paths never hold NUL; refuse if one does).
@@ -357,17 +411,23 @@ pub fn strip_deleted(p: &[u8]) -> &[u8] {
     p.strip_suffix(b" (deleted)").unwrap_or(p)
 }
 
-/// One open file description of the process, and its fds (first fd first).
+/// One open file description of the image, and its fds.
 pub(crate) struct Group<'a> {
     pub file: &'a OpenFile,
+    /// The fds of its first holder (first fd first).
     pub fds: Vec<&'a Fd>,
+    /// Every fd holding it: (index of the process in the plan's list, fd).
+    pub holders: Vec<(usize, &'a Fd)>,
 }
 
-/// What the kinds plan with: the process's descriptions, the slot each
-/// one ends in, and the plan being built.
+/// What the kinds plan with: the image's descriptions, the slot each one
+/// ends in, and the plan being built.
 pub(crate) struct Builder<'a> {
     pub image: &'a Image,
+    /// The root process (the first of the list).
     pub proc: &'a Process,
+    /// The processes whose fds are planned.
+    pub procs: &'a [&'a Process],
     pub env: &'a FdEnv,
     pub groups: Vec<Group<'a>>,
     /// The staging slot each group is set up in (None: not set up).
@@ -399,13 +459,23 @@ impl Builder<'_> {
         self.plan.warnings.push(w);
     }
 
-    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`; a file
-    /// in flight (passed in a queued message, at no fd) is "open file N".
+    /// "fd 3: /tmp/x" (or the kind, without a path) for group `g`; with
+    /// the pid of its first holder ("pid 12 fd 3: /tmp/x") in a tree; a
+    /// file in flight (passed in a queued message, at no fd) is "open file
+    /// N".
     pub fn what(&self, g: usize) -> String {
-        let Group { file: f, fds } = &self.groups[g];
+        let Group {
+            file: f,
+            fds,
+            holders,
+        } = &self.groups[g];
         let path = String::from_utf8_lossy(&f.path);
+        let who = match holders.first() {
+            Some(h) if self.procs.len() > 1 => format!("pid {} ", self.procs[h.0].pid),
+            _ => String::new(),
+        };
         let at = match fds.first() {
-            Some(fd) => format!("fd {}", fd.fd),
+            Some(fd) => format!("{who}fd {}", fd.fd),
             None => format!("open file {} (in flight)", f.id),
         };
         if path.is_empty() {
@@ -436,10 +506,19 @@ impl Builder<'_> {
             return;
         }
         let what = self.what(g);
-        if o.pid == self.proc.pid
-            || (o.kind == 0 && self.proc.threads.iter().any(|t| t.tid == o.pid))
+        // The process that makes the description (the first holder).
+        let holder = match self.groups[g].holders.first() {
+            Some(h) => self.procs[h.0],
+            None => self.proc,
+        };
+        // The root stub makes every description, before the other
+        // processes exist: only the root's own can be set.
+        let root = std::ptr::eq(holder, self.proc);
+        if root
+            && (o.pid == holder.pid
+                || (o.kind == 0 && holder.threads.iter().any(|t| t.tid == o.pid)))
         {
-            let pid = if o.pid == self.proc.pid { 0 } else { o.pid };
+            let pid = if o.pid == holder.pid { 0 } else { o.pid };
             self.op(
                 &what,
                 FdOp::SetOwner {
@@ -451,7 +530,7 @@ impl Builder<'_> {
             );
         } else {
             self.warning(format!(
-                "{what}: its SIGIO owner (pid {}, kind {}) is not the process; it is not set",
+                "{what}: its SIGIO owner (pid {}, kind {}) is not the root process; it is not set",
                 o.pid, o.kind
             ));
         }
@@ -543,46 +622,95 @@ impl Builder<'_> {
     }
 }
 
-/// Plan the fd table of `proc`. `load` returns the contents of a blob
-/// (deleted files, memfds); check() passes one that returns nothing.
+/// Plan the fd table of `proc` alone. `load` returns the contents of a
+/// blob (deleted files, memfds); check() passes one that returns nothing.
 pub fn plan_fds(
     image: &Image,
     proc: &Process,
     env: &FdEnv,
     load: &mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 ) -> FdPlan {
+    plan_tree(image, &[proc], &[0], &[], env, load)
+}
+
+/// Plan the fd tables of `procs` (the image's processes, the root first):
+/// every description once, and where each process's go. `owners[i]` is the
+/// index of the process whose fd table process `i` uses (itself, or the
+/// one it shares it with: then it has no places of its own); `keep`: the
+/// memory objects to keep for the mappings (see [`FdPlan::keep`]).
+pub fn plan_tree(
+    image: &Image,
+    procs: &[&Process],
+    owners: &[usize],
+    keep: &[KeepReq],
+    env: &FdEnv,
+    load: &mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
+) -> FdPlan {
     let mut plan = FdPlan::default();
-    let max_fd = proc.fds.iter().map(|f| f.fd).max().unwrap_or(-1);
+    let max_fd = procs
+        .iter()
+        .flat_map(|p| p.fds.iter().map(|f| f.fd))
+        .max()
+        .unwrap_or(-1);
     // (Epoll watches of closed fds are added at their numbers too.)
-    let max_fd = max_fd.max(epoll::max_target_fd(image, proc));
+    let max_fd = procs
+        .iter()
+        .map(|p| epoll::max_target_fd(image, p))
+        .fold(max_fd, i32::max);
     plan.stage = (max_fd + 1).max(3);
+    plan.procs = procs
+        .iter()
+        .map(|p| ProcFds {
+            pid: p.pid,
+            ..Default::default()
+        })
+        .collect();
 
     // Group fds by open file description, in order of their first fd.
     let mut groups: Vec<Group> = Vec::new();
     let mut by_id: HashMap<u32, usize> = HashMap::new();
-    for fd in &proc.fds {
-        match by_id.get(&fd.file) {
-            Some(&g) => groups[g].fds.push(fd),
-            None => match image.file(fd.file) {
-                Some(file) => {
-                    by_id.insert(fd.file, groups.len());
-                    groups.push(Group {
-                        file,
-                        fds: vec![fd],
-                    });
+    for (i, p) in procs.iter().enumerate() {
+        if owners.get(i).copied().unwrap_or(i) != i {
+            continue; // its table is another's
+        }
+        for fd in &p.fds {
+            match by_id.get(&fd.file) {
+                Some(&g) => {
+                    let gr = &mut groups[g];
+                    if gr.holders[0].0 == i {
+                        gr.fds.push(fd);
+                    }
+                    gr.holders.push((i, fd));
                 }
-                None => plan.errors.push(format!(
-                    "fd {}: refers to open file {} which is not in the image",
-                    fd.fd, fd.file
-                )),
-            },
+                None => match image.file(fd.file) {
+                    Some(file) => {
+                        by_id.insert(fd.file, groups.len());
+                        groups.push(Group {
+                            file,
+                            fds: vec![fd],
+                            holders: vec![(i, fd)],
+                        });
+                    }
+                    None => plan.errors.push(format!(
+                        "{}fd {}: refers to open file {} which is not in the image",
+                        if procs.len() > 1 {
+                            format!("pid {} ", p.pid)
+                        } else {
+                            String::new()
+                        },
+                        fd.fd,
+                        fd.file
+                    )),
+                },
+            }
         }
     }
     inflight_groups(image, &mut groups, &mut by_id);
     plan.net.tcp_close = env.tcp_close;
     let mut b = Builder {
         image,
-        proc,
+        proc: procs[0],
+        procs,
         env,
         slot_of: vec![None; groups.len()],
         late: vec![false; groups.len()],
@@ -601,6 +729,7 @@ pub fn plan_fds(
     unix::plan_all(&mut b);
     // Epoll watches of fd numbers that hold another file now.
     epoll::plan_detached(&mut b);
+    plan_keep(&mut b, keep, &by_id);
     place(&mut b);
     // Epoll registrations, by final fd numbers.
     epoll::plan_targets(&mut b);
@@ -626,11 +755,54 @@ fn inflight_groups<'a>(
                     groups.push(Group {
                         file,
                         fds: Vec::new(),
+                        holders: Vec::new(),
                     });
                 }
             }
         }
         i += 1;
+    }
+}
+
+/// The memory objects kept for the mappings: a description's slot, or a
+/// new object made for them.
+fn plan_keep(b: &mut Builder, keep: &[KeepReq], by_id: &HashMap<u32, usize>) {
+    for k in keep {
+        match k {
+            KeepReq::File { file, id } => match by_id.get(file).and_then(|&g| b.slot_of[g]) {
+                Some(s) => b.plan.keep.push((s, *id)),
+                None => b.error(format!(
+                    "shared memory {id}: the open file {file} that holds it is not restored"
+                )),
+            },
+            KeepReq::SharedAnon { id, size } => {
+                let s = b.slot();
+                b.op(
+                    &format!("shared memory {id} ({size} bytes)"),
+                    FdOp::SharedAnon {
+                        slot: s,
+                        size: *size,
+                    },
+                );
+                b.plan.keep.push((s, *id));
+            }
+            KeepReq::NewMemfd { id, name, size } => {
+                let s = b.slot();
+                b.op(
+                    &format!("memfd {} (shared memory {id})", name.to_string_lossy()),
+                    FdOp::MemFd {
+                        slot: s,
+                        name: name.clone(),
+                        flags: libc::MFD_CLOEXEC,
+                        mode: 0,
+                        size: *size,
+                        contents: Vec::new(),
+                        seals: 0,
+                    },
+                );
+                b.plan.keep.push((s, *id));
+            }
+        }
     }
 }
 
@@ -663,19 +835,21 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State) {
     }
 }
 
-/// Place every fd at its number, in the order of the numbers.
+/// Where every fd of every process goes, in the order of the numbers.
 fn place(b: &mut Builder) {
-    let mut places: Vec<(i32, usize, bool, String)> = Vec::new();
     for (g, group) in b.groups.iter().enumerate() {
-        if let Some(s) = b.slot_of[g] {
-            for fd in &group.fds {
-                places.push((fd.fd, s, fd.cloexec, b.what(g)));
+        if let Some(slot) = b.slot_of[g] {
+            for &(i, fd) in &group.holders {
+                b.plan.procs[i].places.push(Place {
+                    slot,
+                    fd: fd.fd,
+                    cloexec: fd.cloexec,
+                });
             }
         }
     }
-    places.sort_by_key(|p| p.0);
-    for (fd, slot, cloexec, what) in places {
-        b.op(&what, FdOp::Place { slot, fd, cloexec });
+    for p in &mut b.plan.procs {
+        p.places.sort_by_key(|p| p.fd);
     }
 }
 
@@ -797,8 +971,11 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
                 setup::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
             }
         }
-        FdOp::Seek { slot, pos } => setup::seek(c.slot(*slot), *pos)?,
-        FdOp::Place { slot, fd, cloexec } => setup::dup3(c.slot(*slot), *fd, *cloexec)?,
+        FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,
+        FdOp::SharedAnon { slot, size } => {
+            let fd = mm::shared_anon_fd(*size)?;
+            c.new_fd(*slot, fd.into_raw_fd())?;
+        }
     }
     Ok(())
 }
@@ -987,21 +1164,21 @@ mod tests {
             }
         ));
         assert_eq!(plan.ops[1], FdOp::Seek { slot: 0, pos: 16 });
+        assert_eq!(plan.ops.len(), 2);
         assert_eq!(
-            plan.ops[2],
-            FdOp::Place {
-                slot: 0,
-                fd: 3,
-                cloexec: false
-            }
-        );
-        assert_eq!(
-            plan.ops[3],
-            FdOp::Place {
-                slot: 0,
-                fd: 7,
-                cloexec: true
-            }
+            plan.procs[0].places,
+            [
+                Place {
+                    slot: 0,
+                    fd: 3,
+                    cloexec: false
+                },
+                Place {
+                    slot: 0,
+                    fd: 7,
+                    cloexec: true
+                }
+            ]
         );
         assert_eq!(plan.what[0], "fd 3: /x");
     }

@@ -21,6 +21,8 @@ const PIDFD_THREAD: i32 = libc::O_EXCL;
 /// it has its threads, in order (after the stub's fds are all placed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LateFd {
+    /// The process that makes it (index in the image's processes).
+    pub proc: usize,
     /// For error messages (`fd 4: anon_inode:[pidfd]`).
     pub what: String,
     pub op: LateOp,
@@ -83,16 +85,25 @@ pub(super) fn plan(b: &mut Builder, g: usize, p: &Pidfd) {
             }
         }
     }
-    let fds = b.groups[g].fds.iter().map(|f| (f.fd, f.cloexec)).collect();
-    b.plan.late.push(LateFd {
-        what,
-        op: LateOp::Pidfd {
-            pid: p.pid,
-            // (b.flags() drops O_EXCL, which is PIDFD_THREAD here.)
-            flags: (b.groups[g].file.flags as i32 & (libc::O_NONBLOCK | PIDFD_THREAD)) as u32,
-            fds,
-        },
-    });
+    // Each holder makes its own (in a tree, holders of one pidfd get
+    // pidfds of the same process, not one shared description).
+    let mut by_proc: BTreeMap<usize, Vec<(i32, bool)>> = BTreeMap::new();
+    for &(i, f) in &b.groups[g].holders {
+        by_proc.entry(i).or_default().push((f.fd, f.cloexec));
+    }
+    // (b.flags() drops O_EXCL, which is PIDFD_THREAD here.)
+    let flags = (b.groups[g].file.flags as i32 & (libc::O_NONBLOCK | PIDFD_THREAD)) as u32;
+    for (proc, fds) in by_proc {
+        b.plan.late.push(LateFd {
+            proc,
+            what: what.clone(),
+            op: LateOp::Pidfd {
+                pid: p.pid,
+                flags,
+                fds,
+            },
+        });
+    }
     b.late[g] = true;
     // Not placed by the stub: `late` does it.
 }

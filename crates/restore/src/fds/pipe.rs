@@ -627,12 +627,12 @@ mod tests {
             slot: 0,
             flags: libc::O_NONBLOCK
         }));
-        assert!(plan.ops.contains(&FdOp::Place {
+        assert!(plan.procs[0].places.contains(&super::super::Place {
             slot: 0,
             fd: 3,
             cloexec: false
         }));
-        assert!(plan.ops.contains(&FdOp::Place {
+        assert!(plan.procs[0].places.contains(&super::super::Place {
             slot: 1,
             fd: 4,
             cloexec: false
@@ -718,7 +718,7 @@ mod tests {
             .any(|o| matches!(o, FdOp::Pipe { .. } | FdOp::Write { .. })));
         assert_eq!(plan.needs_std, [false, true, false]);
         assert_eq!(plan.warnings.len(), 0, "{:?}", plan.warnings);
-        assert!(plan.ops.contains(&FdOp::Place {
+        assert!(plan.procs[0].places.contains(&super::super::Place {
             slot: 1,
             fd: 0,
             cloexec: false

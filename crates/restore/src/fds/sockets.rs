@@ -148,7 +148,8 @@ pub(crate) struct Maker {
 }
 
 /// Build the sockets of `plan.net` (see the module doc). Their numbers go
-/// into `plan.prebuilt`, above the fd numbers of the process.
+/// into `plan.prebuilt`, above the fd numbers of the processes and the
+/// stubs' fixed numbers.
 pub fn prebuild(plan: &mut FdPlan) -> crate::Result<NetGuard> {
     let mut g = NetGuard::default();
     g.lock_tags = plan.net.lock_tags.clone();
@@ -161,7 +162,8 @@ pub fn prebuild(plan: &mut FdPlan) -> crate::Result<NetGuard> {
     let mut m = Maker {
         tx: RawSender::new(netlock::LOCK_MARK),
     };
-    let min_fd = plan.stage;
+    // Above the stubs' fixed numbers too (see fds/place.rs).
+    let min_fd = super::place::ctl_end(plan);
     plan.prebuilt.clear();
     for (what, p) in &plan.net.sockets {
         let err = |e: String| {
@@ -188,6 +190,8 @@ pub fn prebuild(plan: &mut FdPlan) -> crate::Result<NetGuard> {
         }
         g.fds.push(high);
     }
+    plan.prebuilt_sorted = plan.prebuilt.clone();
+    plan.prebuilt_sorted.sort_unstable();
     tracing::info!(sockets = g.fds.len(), connections = g.repaired.len(), elapsed = ?t.elapsed(), "sockets built");
     Ok(g)
 }

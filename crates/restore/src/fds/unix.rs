@@ -853,9 +853,6 @@ mod tests {
             plan.ops
         );
         // The eventfd is placed at no fd number.
-        assert!(!plan
-            .ops
-            .iter()
-            .any(|o| matches!(o, FdOp::Place { slot, .. } if Some(*slot) == ev)));
+        assert!(!plan.procs[0].places.iter().any(|p| Some(p.slot) == ev));
     }
 }

@@ -267,6 +267,9 @@ pub fn plan_layout(
         if let VmaBacking::SharedMemory(sm) = &v.backing {
             let temp = match sm.kind {
                 ShmKind::AnonymousShared => &mut shm_temp,
+                // A deleted POSIX shm object is made as shared anonymous
+                // memory (see vmas.rs).
+                ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => &mut shm_temp,
                 ShmKind::SysvShm => &mut sysv_temp,
                 _ => continue,
             };

@@ -15,7 +15,10 @@ pub(crate) mod vmas;
 pub use pages::PageWrite;
 pub use vmas::{Backing, MapStep, RecreatedFile};
 
-use ckpt_image::{Image, MemoryRun, Process};
+use crate::fds::{self, KeepReq};
+use ckpt_image::{FileKind, Image, MemoryRun, Process, ShmKind, VmaBacking};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 
 /// The mappings and page writes of a process.
 #[derive(Debug, Default)]
@@ -37,10 +40,84 @@ pub struct MemPlan {
 
 /// Plan the mappings and page writes of `proc`.
 pub fn plan_memory(image: &Image, proc: &Process, page: u64) -> MemPlan {
+    plan_memory_shared(image, proc, page, &BTreeMap::new())
+}
+
+/// [`plan_memory`], the memory objects several processes map being the
+/// fds `shared` gives (shared memory id -> fd number, kept open by the
+/// stubs): each process maps that one object; its pages are written by the
+/// process whose runs hold them (the first to map it when it was saved).
+pub fn plan_memory_shared(
+    image: &Image,
+    proc: &Process,
+    page: u64,
+    shared: &BTreeMap<u64, i32>,
+) -> MemPlan {
     let mut plan = MemPlan::default();
-    let rules = vmas::plan_vmas(image, proc, &mut plan);
+    let rules = vmas::plan_vmas(image, proc, shared, &mut plan);
     pages::plan_writes(proc, page, &rules, &mut plan);
     plan
+}
+
+/// The memory objects that must be one object for several processes of
+/// the image (shared anonymous memory and memfds mapped by more than one,
+/// a memfd mapped by a process that has no fd of it while another has),
+/// for the stubs to make or keep ([`crate::fds::FdPlan::keep`]).
+pub fn shared_objects(image: &Image) -> Vec<KeepReq> {
+    // id -> (kind, name, size, pids mapping it)
+    let mut objs: BTreeMap<u64, (ShmKind, Vec<u8>, u64, BTreeSet<i32>)> = BTreeMap::new();
+    for p in &image.processes {
+        for v in &p.vmas {
+            let VmaBacking::SharedMemory(sm) = &v.backing else {
+                continue;
+            };
+            let unlinked_posix = sm.kind == ShmKind::PosixShm && sm.name.ends_with(b" (deleted)");
+            if !v.shared
+                || !(matches!(sm.kind, ShmKind::AnonymousShared | ShmKind::Memfd) || unlinked_posix)
+            {
+                continue;
+            }
+            let e = objs
+                .entry(sm.id)
+                .or_insert_with(|| (sm.kind, sm.name.clone(), 0, BTreeSet::new()));
+            e.2 = e.2.max(sm.size).max(sm.offset + v.len());
+            e.3.insert(p.pid);
+        }
+    }
+    // Memfds held by an fd: (file id, holder pids).
+    let mut held: BTreeMap<u64, (u32, BTreeSet<i32>)> = BTreeMap::new();
+    for p in &image.processes {
+        for fd in &p.fds {
+            if let Some(FileKind::MemFd(m)) = image.file(fd.file).map(|f| &f.kind) {
+                let e = held
+                    .entry(m.id)
+                    .or_insert_with(|| (fd.file, BTreeSet::new()));
+                e.1.insert(p.pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (id, (kind, name, size, pids)) in objs {
+        match (kind, held.get(&id)) {
+            (ShmKind::Memfd, Some((file, holders))) => {
+                if !pids.is_subset(holders) {
+                    out.push(KeepReq::File { file: *file, id });
+                }
+            }
+            _ if pids.len() < 2 => {}
+            (ShmKind::Memfd, None) => {
+                let raw = fds::strip_deleted(&name);
+                let n = raw.strip_prefix(b"/memfd:").unwrap_or(raw);
+                out.push(KeepReq::NewMemfd {
+                    id,
+                    name: CString::new(n.to_vec()).unwrap_or_else(|_| c"ckpt".to_owned()),
+                    size,
+                });
+            }
+            _ => out.push(KeepReq::SharedAnon { id, size }),
+        }
+    }
+    out
 }
 
 /// [start, end) of a run.

@@ -208,6 +208,9 @@ fn put_pieces(
 }
 
 /// Number of workers: one per core, at most MAX_WORKERS and the frames.
+/// Up to this many bytes of pages are written by the calling thread alone.
+const SMALL: u64 = 2 << 20;
+
 fn workers(frames: usize) -> usize {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -331,6 +334,22 @@ pub fn write_pages<R: ReadAt + Sync>(
     let done = AtomicU64::new(0);
     write_zeros(to, &work.zeros, &done)?;
 
+    if total <= SMALL {
+        // A few pages (a small process of a tree, whose frames hold the
+        // pages of others too): here, through the reader's frame cache, so
+        // that a frame is decoded once for all the processes it serves.
+        for fw in &work.frames {
+            let data = reader
+                .cached_frame(fw.frame)
+                .ctx(|| format!("reading page frame {} of the image", fw.frame))?;
+            put_pieces(pid, mem, copy, &data, &fw.pieces)?;
+            let n: usize = fw.pieces.iter().map(|p| p.len).sum();
+            done.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        let written = done.load(Ordering::Relaxed);
+        progress(written, total);
+        return Ok(written);
+    }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failed: Mutex<Option<Error>> = Mutex::new(None);

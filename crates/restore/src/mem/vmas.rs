@@ -57,10 +57,14 @@ pub enum Backing {
 /// built: created at its old path (when that is free) and unlinked, so
 /// that /proc/PID/maps names it as before, else as an O_TMPFILE file in
 /// its directory (else /tmp); filled with its saved contents by the
-/// restorer through /proc/PID/fd; one file for all its mappings.
+/// restorer through /proc/PID/fd; one file for all its mappings. A
+/// deleted POSIX shared memory file (a named semaphore) that only this
+/// process maps has no contents here: it is made `size` bytes long, and
+/// its pages are written like those of any shared memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecreatedFile {
-    /// Its (dev, inode) at the dump.
+    /// Its (dev, inode) at the dump (dev u64::MAX: POSIX shared memory,
+    /// by inode).
     pub key: (u64, u64),
     /// Its old path (without " (deleted)").
     pub path: CString,
@@ -68,7 +72,9 @@ pub struct RecreatedFile {
     pub dirs: Vec<CString>,
     /// Permission bits (without set-id bits).
     pub mode: u32,
-    pub contents: ckpt_image::Blob,
+    /// The saved contents (None: `size` bytes of zeros, pages written later).
+    pub contents: Option<ckpt_image::Blob>,
+    pub size: u64,
     /// For messages: the first mapping of it.
     pub what: String,
 }
@@ -136,17 +142,20 @@ fn vma_what(v: &Vma) -> String {
 }
 
 /// fds of the process that hold a file the mappings may need: a deleted
-/// file with saved contents by (dev, inode), a memfd by id.
-struct HeldFiles {
+/// file with saved contents by (dev, inode), a memfd by id; and the fds
+/// the stubs keep for memory objects several processes map, by id.
+struct HeldFiles<'a> {
     deleted: BTreeMap<(u64, u64), i32>,
     memfds: BTreeMap<u64, i32>,
+    shared: &'a BTreeMap<u64, i32>,
 }
 
-impl HeldFiles {
-    fn of(image: &Image, proc: &Process) -> HeldFiles {
+impl<'a> HeldFiles<'a> {
+    fn of(image: &Image, proc: &Process, shared: &'a BTreeMap<u64, i32>) -> HeldFiles<'a> {
         let mut h = HeldFiles {
             deleted: BTreeMap::new(),
             memfds: BTreeMap::new(),
+            shared,
         };
         for fd in &proc.fds {
             match image.file(fd.file).map(|f| &f.kind) {
@@ -171,9 +180,15 @@ fn own_fd_path(fd: i32) -> CString {
 }
 
 /// The mapping steps of `proc` (into `plan`), and what happens to the
-/// saved pages over each of its vmas.
-pub(super) fn plan_vmas(image: &Image, proc: &Process, plan: &mut MemPlan) -> Vec<PageRule> {
-    let held = HeldFiles::of(image, proc);
+/// saved pages over each of its vmas. `shared`: the fds of memory objects
+/// several processes map (id -> fd).
+pub(super) fn plan_vmas(
+    image: &Image,
+    proc: &Process,
+    shared: &BTreeMap<u64, i32>,
+    plan: &mut MemPlan,
+) -> Vec<PageRule> {
+    let held = HeldFiles::of(image, proc, shared);
     let mut rules = Vec::with_capacity(proc.vmas.len());
     for v in &proc.vmas {
         let what = vma_what(v);
@@ -373,7 +388,31 @@ fn recreated(fm: &FileMapping, what: &str, plan: &mut MemPlan) -> Option<usize> 
         path,
         dirs,
         mode,
-        contents: fm.contents.clone(),
+        contents: Some(fm.contents.clone()),
+        size: fm.file.size,
+        what: what.to_string(),
+    });
+    Some(plan.recreate.len() - 1)
+}
+
+/// A deleted POSIX shared memory file (`sm`) mapped by this process only:
+/// made again at its old name, unlinked (see [`RecreatedFile`]).
+fn recreated_shm(sm: &SharedMemory, what: &str, plan: &mut MemPlan) -> Option<usize> {
+    let key = (u64::MAX, sm.id);
+    if let Some(i) = plan.recreate.iter().position(|r| r.key == key) {
+        return Some(i);
+    }
+    let Some(path) = CString::new(strip_deleted(&sm.name).to_vec()).ok() else {
+        plan.errors.push(format!("{what}: path holds a NUL byte"));
+        return None;
+    };
+    plan.recreate.push(RecreatedFile {
+        key,
+        path,
+        dirs: vec![c"/dev/shm".to_owned(), c"/tmp".to_owned()],
+        mode: 0o600,
+        contents: None,
+        size: sm.size,
         what: what.to_string(),
     });
     Some(plan.recreate.len() - 1)
@@ -392,14 +431,19 @@ fn shm_backing(
         id: sm.id,
         offset: sm.offset,
     };
+    let through = |fd: i32| Backing::File {
+        path: own_fd_path(fd),
+        flags: libc::O_RDWR,
+        offset: sm.offset,
+    };
+    let kept = held.shared.get(&sm.id).copied().filter(|_| v.shared);
     let backing = match sm.kind {
-        ShmKind::AnonymousShared => anon,
-        ShmKind::Memfd => match held.memfds.get(&sm.id) {
-            Some(&fd) => Backing::File {
-                path: own_fd_path(fd),
-                flags: libc::O_RDWR,
-                offset: sm.offset,
-            },
+        ShmKind::AnonymousShared => match kept {
+            Some(fd) => through(fd),
+            None => anon,
+        },
+        ShmKind::Memfd => match held.memfds.get(&sm.id).copied().or(kept) {
+            Some(fd) => through(fd),
             None => {
                 let raw = strip_deleted(&sm.name);
                 let name = raw.strip_prefix(b"/memfd:").unwrap_or(raw);
@@ -412,12 +456,26 @@ fn shm_backing(
                 }
             }
         },
-        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => {
-            plan.warnings.push(format!(
-                "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
-            ));
-            anon
-        }
+        ShmKind::PosixShm if sm.name.ends_with(b" (deleted)") => match kept.or_else(|| {
+            // Held open by the process too: its fd, a deleted file made
+            // again from its saved contents, is the object.
+            held.deleted
+                .iter()
+                .find(|((_, ino), _)| *ino == sm.id)
+                .map(|(_, &fd)| fd)
+        }) {
+            // Mapped by several processes: one object for all of them.
+            Some(fd) => through(fd),
+            // This process's alone: made again at its name (a named
+            // semaphore keeps its /proc/PID/maps line).
+            None => match recreated_shm(sm, what, plan) {
+                Some(file) => Backing::Recreated {
+                    file,
+                    offset: sm.offset,
+                },
+                None => return (None, PageRule::DataOnly),
+            },
+        },
         ShmKind::PosixShm => {
             let path = strip_deleted(&sm.name).to_vec();
             plan.files.push((
@@ -545,16 +603,27 @@ pub(crate) fn recreate_files(
     });
     let filled = made.and_then(|()| {
         for (f, &fd) in files.iter().zip(&fds) {
-            let contents = load(&f.contents)?;
-            fill(pid, fd, &contents).map_err(|source| Error::Io {
-                context: format!(
-                    "{}: writing the saved contents of {} ({} bytes)",
-                    f.what,
-                    f.path.to_string_lossy(),
-                    contents.len()
-                ),
-                error: source,
-            })?;
+            match &f.contents {
+                Some(blob) => {
+                    let contents = load(blob)?;
+                    fill(pid, fd, &contents).map_err(|source| Error::Io {
+                        context: format!(
+                            "{}: writing the saved contents of {} ({} bytes)",
+                            f.what,
+                            f.path.to_string_lossy(),
+                            contents.len()
+                        ),
+                        error: source,
+                    })?;
+                }
+                None => {
+                    main.call(
+                        &format!("ftruncate of {}", f.path.to_string_lossy()),
+                        libc::SYS_ftruncate,
+                        &[fd, f.size],
+                    )?;
+                }
+            }
             main.call(
                 &format!("fchmod of the copy of {}", f.path.to_string_lossy()),
                 libc::SYS_fchmod,
@@ -785,7 +854,10 @@ fn map_shared_anon(
     (id, offset): (u64, u64),
     made: &mut Made,
 ) -> Result<()> {
-    let (tmp, size) = l.shm_temp[&id];
+    let (tmp, size) = *l.shm_temp.get(&id).ok_or_else(|| Error::Stub {
+        pid: main.tid,
+        what: format!("{}: no room was planned for shared memory {id}", s.what),
+    })?;
     if let Entry::Vacant(e) = made.shm.entry(id) {
         let flags = (libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
         main.call(

@@ -268,9 +268,9 @@ pub(crate) fn with_rights<T>(
     Ok(t)
 }
 
-/// uids, gids and groups of one thread (credentials are per thread in the kernel).
-pub(crate) fn set_thread_creds(r: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
-    let c = &p.creds;
+/// uids, gids and groups of one thread (credentials are per thread in the
+/// kernel): its own saved ones, or its process's.
+pub(crate) fn set_thread_creds(r: &mut Remote, c: &Credentials, scratch: u64) -> Result<()> {
     let groups: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
     r.write(scratch, &groups)?;
     r.call(

@@ -400,8 +400,8 @@ fn set_sched(tid: i32, t: &Thread) -> Result<()> {
 }
 
 /// Registers, FPU state and signal masks of every thread (`tids`, in the
-/// image's order); then let every thread go, the leader last.
-pub(crate) fn set_registers_and_detach(pid: i32, p: &Process, tids: &[i32]) -> Result<()> {
+/// image's order). They run once let go ([`detach_all`]).
+pub(crate) fn set_registers(pid: i32, p: &Process, tids: &[i32]) -> Result<()> {
     for (t, &tid) in p.threads.iter().zip(tids) {
         let Registers::X8664(x) = &t.regs else {
             return Err(Error::Stub {
@@ -421,6 +421,12 @@ pub(crate) fn set_registers_and_detach(pid: i32, p: &Process, tids: &[i32]) -> R
         ptrace::set_sigmask(tid, t.blocked)
             .ctx(|| format!("thread {tid}: setting the signal mask"))?;
     }
+    Ok(())
+}
+
+/// Let every thread of a process go (`tids`, the leader first), the leader
+/// last.
+pub(crate) fn detach_all(tids: &[i32]) -> Result<()> {
     for &tid in tids.iter().skip(1).chain(tids.first()) {
         ptrace::detach(tid, 0).ctx(|| format!("thread {tid}: detaching"))?;
     }

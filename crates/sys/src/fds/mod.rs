@@ -131,6 +131,14 @@ pub fn seek(fd: impl AsRawFd, off: u64) -> Result<()> {
         .map(drop)
 }
 
+/// The file position of `fd` (lseek(fd, 0, SEEK_CUR)).
+pub fn position(fd: impl AsRawFd) -> Result<u64> {
+    let fd = borrow("lseek", fd)?;
+    nix::unistd::lseek(&*fd, 0, Whence::SeekCur)
+        .op("lseek")
+        .map(|p| p as u64)
+}
+
 /// read(2) into `buf`, retrying on EINTR; 0 at end of file.
 pub fn read(fd: impl AsRawFd, buf: &mut [u8]) -> Result<usize> {
     let fd = borrow("read", fd)?;
@@ -155,4 +163,44 @@ pub fn write_fd(fd: impl AsRawFd, data: &[u8]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// fcntl(F_SETFD): set or clear the fd's close-on-exec flag.
+pub fn set_cloexec(fd: impl AsRawFd, on: bool) -> Result<()> {
+    const OP: &str = "fcntl(F_SETFD)";
+    let fd = borrow(OP, fd)?;
+    let flags = if on {
+        nix::fcntl::FdFlag::FD_CLOEXEC
+    } else {
+        nix::fcntl::FdFlag::empty()
+    };
+    nix::fcntl::fcntl(&*fd, FcntlArg::F_SETFD(flags))
+        .op(OP)
+        .map(drop)
+}
+
+/// Wait up to `timeout_ms` (-1: no limit) until `fd` is readable (or at
+/// its end, or in error): true when it is, false on timeout. Retries on
+/// EINTR with the whole timeout.
+pub fn wait_readable(fd: impl AsRawFd, timeout_ms: i32) -> Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one live pollfd, count 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if r >= 0 {
+            return Ok(r > 0);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(crate::Error::Os {
+                op: "poll",
+                tid: 0,
+                source: e,
+            });
+        }
+    }
 }

@@ -39,6 +39,24 @@ use crate::{Error, Pid, Result};
 /// The bytes of `syscall; int3`, for a trampoline page.
 pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
 
+/// Code that runs a table of system calls in one go ([`Injector::batch`]):
+/// with r15 at the table of 64-byte entries (number, six arguments,
+/// result; number -1 ends it), each call's result is stored in its entry,
+/// then the thread stops on `int3`. (mov rax,[r15]; cmp rax,-1; je done;
+/// mov rdi/rsi/rdx/r10/r8/r9,[r15+8..48]; syscall; mov [r15+56],rax;
+/// add r15,64; jmp start; done: int3)
+pub const BATCH_CODE: [u8; 46] = [
+    0x49, 0x8b, 0x07, 0x48, 0x83, 0xf8, 0xff, 0x74, 0x24, 0x49, 0x8b, 0x7f, 0x08, 0x49, 0x8b, 0x77,
+    0x10, 0x49, 0x8b, 0x57, 0x18, 0x4d, 0x8b, 0x57, 0x20, 0x4d, 0x8b, 0x47, 0x28, 0x4d, 0x8b, 0x4f,
+    0x30, 0x0f, 0x05, 0x49, 0x89, 0x47, 0x38, 0x49, 0x83, 0xc7, 0x40, 0xeb, 0xd3, 0xcc,
+];
+
+/// Bytes [`Injector::batch`] needs at its address for `n` calls: the code,
+/// then the table.
+pub fn batch_len(n: usize) -> u64 {
+    64 + 64 * (n as u64 + 1)
+}
+
 /// Offset of the first `syscall` instruction (0f 05) in `code`.
 pub fn find_syscall_insn(code: &[u8]) -> Option<usize> {
     code.windows(2).position(|w| w == [0x0f, 0x05])
@@ -329,6 +347,100 @@ impl Injector {
             }
         }
         Ok(ptrace::get_regs(self.tid)?[reg::RAX] as i64)
+    }
+
+    /// Run `calls` (number, arguments) one after the other in one stop of
+    /// the thread, and return their raw results (negative errno on
+    /// failure). `at` is where the code and the table go: [`batch_len`]
+    /// bytes of memory the thread may execute and write (the results are
+    /// stored in the table). The calls must not block; each runs whatever
+    /// the others returned. A fault while it runs is an error.
+    ///
+    /// Not for an injector made with [`Injector::new_safe`]: the thread
+    /// would run code of ours, which a vanished tracer leaves it in (and
+    /// its stack is not executable); use [`Injector::syscall_raw`] there.
+    pub fn batch(&mut self, at: u64, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>> {
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        if matches!(self.mode, Mode::Safe(_)) {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "a batch of system calls through a safe injector".into(),
+            });
+        }
+        let mut buf = Vec::with_capacity(batch_len(calls.len()) as usize);
+        buf.extend_from_slice(&BATCH_CODE);
+        buf.resize(64, 0xcc);
+        for (nr, args) in calls {
+            buf.extend_from_slice(&nr.to_ne_bytes());
+            for a in args {
+                buf.extend_from_slice(&a.to_ne_bytes());
+            }
+            buf.extend_from_slice(&[0u8; 8]);
+        }
+        buf.extend_from_slice(&(-1i64).to_ne_bytes());
+        buf.resize(batch_len(calls.len()) as usize, 0);
+        self.mem.write(at, &buf)?;
+        let mut r = self.saved_regs;
+        r[reg::RIP] = at;
+        r[reg::R15] = at + 64;
+        r[reg::ORIG_RAX] = u64::MAX;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::cont(self.tid, 0)?;
+        let end = at + BATCH_CODE.len() as u64;
+        for stops in 0.. {
+            if stops > 1000 {
+                return Err(Error::Unexpected {
+                    tid: self.tid,
+                    what: "injected system calls: the thread keeps stopping".into(),
+                });
+            }
+            match ptrace::wait(self.tid)? {
+                Stop::Signal(libc::SIGTRAP) if ptrace::get_regs(self.tid)?[reg::RIP] == end => {
+                    break
+                }
+                Stop::Signal(
+                    sig @ (libc::SIGSEGV
+                    | libc::SIGBUS
+                    | libc::SIGILL
+                    | libc::SIGFPE
+                    | libc::SIGTRAP),
+                ) => {
+                    let rip = ptrace::get_regs(self.tid)?[reg::RIP];
+                    return Err(Error::Unexpected {
+                        tid: self.tid,
+                        what: format!(
+                            "injected system calls: signal {sig} at {rip:#x} (code at {at:#x})"
+                        ),
+                    });
+                }
+                Stop::Signal(_) => {
+                    // A signal we could not block: keep it for later.
+                    self.deferred.push(ptrace::get_siginfo(self.tid)?);
+                    ptrace::cont(self.tid, 0)?;
+                }
+                Stop::Event { .. } => ptrace::cont(self.tid, 0)?,
+                Stop::Exited(c) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("exit status {c} during injected system calls"),
+                    })
+                }
+                Stop::Killed(s) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("killed by signal {s} during injected system calls"),
+                    })
+                }
+            }
+        }
+        let table = self.mem.read_vec(at + 64, 64 * calls.len())?;
+        self.count += calls.len() as u64;
+        Ok(table
+            .chunks_exact(64)
+            .map(|e| i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect())
     }
 
     /// Run one system call; a failure becomes [`Error::Injected`] naming it.

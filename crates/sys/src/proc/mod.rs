@@ -1,11 +1,13 @@
 //! Processes and threads by pid: ids, signals, the parent-death signal,
-//! subreaping, resource limits, robust futex lists; [`wait`] for waiting
+//! subreaping, resource limits, robust futex lists; [`group`] for sessions
+//! and process groups; [`wait`] for waiting
 //! and reaping, [`sched`] for scheduling, [`pidfd`] for another process's
 //! fds, [`signals`] for this process's own signal mask.
 //!
 //! Calls that take a signal number are made by hand: nix's `Signal` enum
 //! has no realtime signals, and ckpt forwards and re-queues any signal.
 
+pub mod group;
 pub mod pidfd;
 pub mod sched;
 pub mod signals;

@@ -185,6 +185,38 @@ pub fn seize_and_stop(tid: Pid, options: u32) -> Result<Vec<[u8; SIGINFO_SIZE]>>
     wait_interrupt_stop(tid)
 }
 
+/// After `interrupt`, one look (without blocking) at whether the thread
+/// reached its interrupt stop: `Ok(true)` when it did, `Ok(false)` when not
+/// yet. What happens on the way is handled as [`wait_interrupt_stop`] does
+/// (signals held back into `deferred`, other events resumed), so callers
+/// can bound the wait: a thread that never stops (uninterruptible sleep)
+/// is then seen, not waited for forever.
+pub fn poll_interrupt_stop(tid: Pid, deferred: &mut Vec<[u8; SIGINFO_SIZE]>) -> Result<bool> {
+    loop {
+        match try_wait(tid)? {
+            None => return Ok(false),
+            Some(Stop::Event { event, .. }) if event == PTRACE_EVENT_STOP => return Ok(true),
+            Some(Stop::Event { .. }) => cont(tid, 0)?,
+            Some(Stop::Signal(_)) => {
+                deferred.push(get_siginfo(tid)?);
+                cont(tid, 0)?;
+            }
+            Some(Stop::Exited(c)) => {
+                return Err(Error::Gone {
+                    tid,
+                    how: format!("exit status {c}"),
+                })
+            }
+            Some(Stop::Killed(s)) => {
+                return Err(Error::Gone {
+                    tid,
+                    how: format!("killed by signal {s}"),
+                })
+            }
+        }
+    }
+}
+
 /// After `interrupt`, wait for the interrupt stop. Signals whose delivery
 /// stop is seen on the way have already been dequeued by the kernel: they are
 /// suppressed and their siginfos returned, so that the caller can queue them

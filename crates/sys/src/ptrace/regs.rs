@@ -9,6 +9,7 @@ pub type Regs = [u64; 27];
 
 /// Register indices into [`Regs`].
 pub mod reg {
+    pub const R15: usize = 0;
     pub const R10: usize = 7;
     pub const R9: usize = 8;
     pub const R8: usize = 9;

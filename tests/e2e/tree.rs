@@ -1,0 +1,479 @@
+//! Trees of processes: `ckpt dump` saves a process and its descendants,
+//! `ckpt restore` brings them back under the same pids and parents, with
+//! their sessions, groups, zombies, stopped children and everything they
+//! share.
+
+use crate::util::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// pid -> (ppid, pgid, sid, state) from /proc/PID/stat.
+fn stat_of(pid: i32) -> Option<(i32, i32, i32, String)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        f[1].parse().ok()?,
+        f[2].parse().ok()?,
+        f[3].parse().ok()?,
+        f[0].to_string(),
+    ))
+}
+
+/// `root` and its descendants, parents first.
+fn tree_of(root: i32) -> Vec<i32> {
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            let mut kids: Vec<i32> = rd
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .flat_map(|s| {
+                    s.split_whitespace()
+                        .filter_map(|w| w.parse().ok())
+                        .collect::<Vec<i32>>()
+                })
+                .collect();
+            kids.sort_unstable();
+            out.extend(kids);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The layout of a tree: pid -> (ppid, pgid, sid) (the root's ppid left out:
+/// after a restore it is the restorer's, or us once it exited).
+fn layout(root: i32) -> BTreeMap<i32, (i32, i32, i32)> {
+    tree_of(root)
+        .into_iter()
+        .filter_map(|p| stat_of(p).map(|(pp, g, s, _)| (p, (if p == root { 0 } else { pp }, g, s))))
+        .collect()
+}
+
+/// Kills every process of a tree (and reaps the ones that come to us) when
+/// dropped.
+struct Tree(Vec<i32>);
+
+impl Tree {
+    fn of(root: i32) -> Tree {
+        Tree(tree_of(root))
+    }
+    /// After a dump killed them: wait until every one is gone (reaping the
+    /// orphans that were reparented to us); their pids are free for the
+    /// restore, not ours to kill any more.
+    fn wait_gone(mut self) {
+        for &p in &self.0 {
+            wait_gone(p);
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            let _ = ckpt_sys::proc::kill(p, libc::SIGKILL);
+        }
+        for &p in &self.0 {
+            let t = Instant::now();
+            while Path::new(&format!("/proc/{p}")).exists() && t.elapsed() < TIMEOUT {
+                ckpt_sys::sys::try_reap(p);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+/// Dump `p`'s tree (killing it), wait until every process is gone, and
+/// restore it detached: the root comes back at its pid.
+fn dump_and_restore(p: &mut Proc, image: &Path) -> Tree {
+    let before = Tree::of(p.pid);
+    dump_kill(p, image);
+    before.wait_gone();
+    let q = restore_detached(image, &p.out, p.pid);
+    std::mem::forget(q); // the Tree below owns it
+    Tree::of(p.pid)
+}
+
+/// Lines of `out` after the first `skip` whose key=value values must go on
+/// one by one (nothing lost or repeated).
+fn assert_consecutive(out: &str, key: &str) {
+    let v = values(out, key);
+    assert!(v.len() > 3, "too few {key} lines:\n{}", tail(out));
+    for w in v.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "{key} jumped:\n{}", tail(out));
+    }
+}
+
+#[test]
+fn bash_loop_starting_children_goes_on() {
+    let dir = TempDir::new("bashtree");
+    let script = "i=0; while :; do i=$((i+1)); sleep 0.02 & wait $!; echo tick=$i; done";
+    let mut p = Proc::spawn_cmd(&dir, Command::new("bash").args(["-c", script]));
+    p.wait_line(|l| l == "tick=5");
+    let image = dir.join("bash.ckpt");
+    let n = p.line_count();
+    let tree = dump_and_restore(&mut p, &image);
+    p.wait_line_after(n, |l| l == format!("tick={}", n + 10));
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{out}");
+    assert_consecutive(&out, "tick=");
+    drop(tree);
+}
+
+#[test]
+fn python_pipeline_numbers_every_line_once() {
+    let dir = TempDir::new("pipeline");
+    let py = fixture("pipeline.py");
+    let cmd = format!("python3 {0} produce | python3 {0} number", py.display());
+    let mut p = Proc::spawn_cmd(&dir, Command::new("sh").args(["-c", &cmd]));
+    p.wait_line(|l| l == "count=3000");
+    let image = dir.join("pipeline.ckpt");
+    let before = values(&p.output(), "count=").last().copied().unwrap();
+    let n = p.line_count();
+    let tree = dump_and_restore(&mut p, &image);
+    let want = before + 3000;
+    p.wait_line_after(n, |l| l == format!("count={want}"));
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{}", tail(&out));
+    let v = values(&out, "count=");
+    for w in v.windows(2) {
+        assert_eq!(w[1], w[0] + 500, "lines lost or repeated:\n{}", tail(&out));
+    }
+    drop(tree);
+}
+
+#[test]
+fn multiprocessing_pool_with_lock_and_queue() {
+    let dir = TempDir::new("pool");
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        Command::new("python3").arg(fixture("pool.py")).arg("20"),
+    );
+    p.wait_line(|l| l == "round=5 ok=1");
+    let image = dir.join("pool.ckpt");
+    let n = p.line_count();
+    let tree = dump_and_restore(&mut p, &image);
+    assert_eq!(tree.0.len(), 3, "the parent and its 2 workers");
+    p.wait_more_lines(10);
+    let out = p.output();
+    assert!(
+        !out.contains("ERROR") && !out.contains("ok=0"),
+        "{}",
+        tail(&out)
+    );
+    assert_consecutive(&out[out.find("round=").unwrap()..], "round=");
+    assert!(values(&out, "round=").len() > n);
+    drop(tree);
+}
+
+/// `READY k=v ...` values.
+fn ready_field(p: &Proc, key: &str) -> i32 {
+    let l = p.wait_line(|l| l.starts_with("READY"));
+    l.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {l:?}"))
+}
+
+#[test]
+fn zombie_stopped_child_pdeath_subreaper_and_thread_creds() {
+    let dir = TempDir::new("family");
+    let mut p = Proc::spawn(&dir, fixture("family"), &[]);
+    let (zombie, stopped, watch) = (
+        ready_field(&p, "zombie"),
+        ready_field(&p, "stopped"),
+        ready_field(&p, "watch"),
+    );
+    p.wait_line(|l| l == "tick=3");
+    let shape = layout(p.pid);
+    let image = dir.join("family.ckpt");
+    let tree = dump_and_restore(&mut p, &image);
+    assert_eq!(layout(p.pid), shape, "pids, parents, groups and sessions");
+    assert_eq!(stat_of(zombie).unwrap().3, "Z", "the zombie is one again");
+    let comm = std::fs::read_to_string(format!("/proc/{zombie}/comm")).unwrap();
+    assert_eq!(comm.trim(), "family");
+    assert_eq!(
+        stat_of(stopped).unwrap().3,
+        "T",
+        "the stopped child stays stopped"
+    );
+    let n = p.line_count();
+    ckpt_sys::sys::kill(p.pid, libc::SIGUSR1).unwrap();
+    p.wait_line_after(n, |l| l == format!("reaped pid={zombie} status=0x700"));
+    p.wait_line_after(n, |l| l == "subreaper=1");
+    ckpt_sys::sys::kill(watch, libc::SIGUSR1).unwrap();
+    p.wait_line_after(n, |l| l == "pdeath=12 thread_uid=65534");
+    ckpt_sys::sys::kill(stopped, libc::SIGCONT).unwrap();
+    p.wait_line_after(n, |l| l == "continued=2");
+    p.wait_more_lines(5);
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{}", tail(&out));
+    drop(tree);
+}
+
+#[test]
+fn shared_memory_files_and_tables_stay_shared_through_two_restores() {
+    let dir = TempDir::new("sharing");
+    let file = dir.join("shared.txt");
+    let mut p = Proc::spawn(&dir, fixture("sharing"), &[file.to_str().unwrap(), "20"]);
+    let sum = p.wait_line(|l| l.starts_with("READY"));
+    let sum = sum.split_whitespace().last().unwrap();
+    let sum = sum.strip_prefix("sum=").unwrap().to_string();
+    p.wait_line(|l| l.starts_with("p tick=5 "));
+    let kids = (ready_field(&p, "c1"), ready_field(&p, "c2"));
+    let image = dir.join("sharing.ckpt");
+    let mut trees = Vec::new();
+    for round in 0..2 {
+        let n = p.line_count();
+        trees.push(dump_and_restore(&mut p, &image));
+        // The 4 MiB the children never wrote since the fork are stored
+        // once. (A restore gives each process its own copy: the second
+        // image holds three.)
+        let size = std::fs::metadata(&image).unwrap().len();
+        if round == 0 {
+            assert!(size < 6 << 20, "image of {size} bytes");
+        }
+        p.wait_line_after(n, |l| l.starts_with("p tick=") && l.contains(" peer="));
+        let m = p.line_count();
+        // Each sees the others' counters move, in shared anonymous memory
+        // and in the memfd.
+        p.wait_more_lines(30);
+        let out = p.output();
+        let after: Vec<&str> = out.lines().skip(m).collect();
+        for who in ["p", "c1", "c2"] {
+            let peers: Vec<i64> = after
+                .iter()
+                .filter(|l| l.starts_with(&format!("{who} tick=")))
+                .map(|l| values(l, "peer=")[0])
+                .collect();
+            assert!(
+                peers.windows(2).any(|w| w[1] > w[0]),
+                "round {round}: {who} sees no peer progress:\n{}",
+                tail(&out)
+            );
+        }
+        for pid in [p.pid, kids.0, kids.1] {
+            ckpt_sys::sys::kill(pid, libc::SIGUSR1).unwrap();
+        }
+        for who in ["p", "c1", "c2"] {
+            p.wait_line_after(m, |l| l == format!("{who} sum={sum}"));
+        }
+        if round == 0 {
+            p.wait_line_after(n, |l| l == "c2 sees100=1");
+        }
+        // The fd table is one for the parent and c2, another for c1.
+        use ckpt_sys::kcmp::{kcmp, Kind};
+        use std::cmp::Ordering::Equal;
+        assert_eq!(kcmp(Kind::Files, p.pid, kids.1, 0, 0).unwrap(), Equal);
+        assert_ne!(kcmp(Kind::Files, p.pid, kids.0, 0, 0).unwrap(), Equal);
+        assert!(!p.output().contains("ERROR"), "{}", tail(&p.output()));
+    }
+    // One offset for the three writers: every line whole, each writer's
+    // numbers in sequence.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for l in text.lines() {
+        let (who, n) = l
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("bad line {l:?}"));
+        let n: i64 = n.parse().unwrap_or_else(|_| panic!("bad line {l:?}"));
+        let prev = last.insert(who, n).unwrap_or(0);
+        assert_eq!(n, prev + 1, "{who}: lines lost or repeated at {l:?}");
+    }
+    drop(trees);
+}
+
+#[test]
+fn session_leader_whose_parent_is_gone() {
+    // zdtm's layout: the process forks, the child makes a session, the
+    // parent exits; the child (dumped) leads a session, one of its
+    // children a group, the other is in that group.
+    let dir = TempDir::new("sessions");
+    let p0 = Proc::spawn(&dir, fixture("sessions"), &["20"]);
+    let leader = ready_field(&p0, "leader");
+    let (g, h) = (ready_field(&p0, "g"), ready_field(&p0, "h"));
+    let p = Proc::adopt(leader, &p0.out);
+    p.wait_line(|l| l == "h=3");
+    let shape = layout(leader);
+    assert_eq!(shape[&leader], (0, leader, leader));
+    assert_eq!(shape[&g], (leader, g, leader));
+    assert_eq!(shape[&h], (leader, g, leader));
+    let image = dir.join("sessions.ckpt");
+    let before = Tree::of(leader);
+    ckpt_ok(&["dump", &leader.to_string(), "-o", image.to_str().unwrap()]);
+    before.wait_gone();
+    let n = p.line_count();
+    let q = restore_detached(&image, &p.out, leader);
+    std::mem::forget(q);
+    let tree = Tree::of(leader);
+    assert_eq!(layout(leader), shape);
+    p.wait_line_after(n, |l| l.starts_with("h="));
+    p.wait_line_after(n, |l| l.starts_with("g="));
+    drop(tree);
+}
+
+#[test]
+fn new_pid_for_a_tree_maps_pids_groups_and_sessions() {
+    let dir = TempDir::new("newpid");
+    let file = dir.join("shared.txt");
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        Command::new("setsid")
+            .arg(fixture("sharing"))
+            .arg(file.to_str().unwrap())
+            .arg("20"),
+    );
+    p.wait_line(|l| l.starts_with("p tick=3 "));
+    let image = dir.join("newpid.ckpt");
+    // The saved tree goes on running: every saved pid is taken.
+    dump_leave_running(p.pid, &image);
+    let o = ckpt_timeout(
+        &["restore", "--detach", "--new-pid", image.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let root: i32 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let tree = Tree::of(root);
+    assert_ne!(root, p.pid);
+    let err = stderr_of(&o);
+    assert!(err.contains(&format!("pid {} -> {root}", p.pid)), "{err}");
+    let shape = layout(root);
+    assert_eq!(shape.len(), 3, "{shape:?}");
+    for (&pid, &(ppid, pgid, sid)) in &shape {
+        assert_eq!(
+            (pgid, sid),
+            (root, root),
+            "pid {pid}: group and session mapped"
+        );
+        if pid != root {
+            assert_eq!(ppid, root, "pid {pid}: under the new root");
+        }
+    }
+    drop(tree);
+    let old = Tree::of(p.pid);
+    drop(old);
+    p.kill();
+}
+
+#[test]
+fn no_tree_refuses_a_parent_and_changes_nothing() {
+    let dir = TempDir::new("notree");
+    let p = Proc::spawn(&dir, fixture("family"), &[]);
+    let _tree = Tree::of(p.pid);
+    let zombie = ready_field(&p, "zombie");
+    let image = dir.join("x.ckpt");
+    let o = ckpt_timeout(
+        &[
+            "dump",
+            &p.pid.to_string(),
+            "-o",
+            image.to_str().unwrap(),
+            "--no-tree",
+        ],
+        Duration::from_secs(30),
+    );
+    let err = assert_clean_failure(&o, "--no-tree with children");
+    assert!(
+        err.contains(&format!("pid {} has children {zombie}, ", p.pid)),
+        "{err}"
+    );
+    assert!(!image.exists());
+    assert_free(p.pid, "after the refused dump");
+    p.wait_more_lines(3);
+}
+
+#[test]
+fn vfork_is_refused_by_name_and_left_alone() {
+    let dir = TempDir::new("vfork");
+    let p = Proc::spawn(&dir, fixture("vforker"), &[]);
+    let child = ready_field(&p, "child");
+    let _tree = Tree::of(p.pid);
+    let image = dir.join("v.ckpt");
+    let o = ckpt_timeout(
+        &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let err = assert_clean_failure(&o, "a vfork parent");
+    assert!(
+        err.contains(&format!(
+            "pid {child} shares its address space with pid {}",
+            p.pid
+        )),
+        "{err}"
+    );
+    assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
+    assert_eq!(status_field(child, "TracerPid").as_deref(), Some("0"));
+    assert!(stat_of(child).is_some_and(|s| s.3 == "S"));
+}
+
+#[test]
+fn a_stopped_process_comes_back_stopped() {
+    let dir = TempDir::new("stopped");
+    let mut p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
+    p.wait_line(|l| l == "count=3");
+    ckpt_sys::sys::kill(p.pid, libc::SIGSTOP).unwrap();
+    let t = Instant::now();
+    while stat_of(p.pid).unwrap().3 != "T" {
+        assert!(t.elapsed() < TIMEOUT);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let image = dir.join("stopped.ckpt");
+    let n = p.line_count();
+    let tree = dump_and_restore(&mut p, &image);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(stat_of(p.pid).unwrap().3, "T");
+    assert_eq!(p.line_count(), n, "it ran while stopped");
+    ckpt_sys::sys::kill(p.pid, libc::SIGCONT).unwrap();
+    p.wait_more_lines(3);
+    drop(tree);
+}
+
+/// A process with 10,000 fds restores under a hard limit of 20,000 (the
+/// stubs place them in place, without a second copy of the table); with
+/// too low a limit, `--check` says so before anything starts.
+#[test]
+fn ten_thousand_fds_restore_under_twenty_thousand() {
+    let dir = TempDir::new("manyfds");
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        Command::new("prlimit")
+            .arg("--nofile=20000:20000")
+            .arg(fixture("manyfds"))
+            .arg("10000")
+            .arg("20"),
+    );
+    p.wait_line(|l| l == "tick=2");
+    let image = dir.join("many.ckpt");
+    dump_kill(&mut p, &image);
+    let img = image.to_str().unwrap();
+    let low = run_timeout(
+        Command::new("prlimit")
+            .arg("--nofile=10010:10010")
+            .arg(env!("CARGO_BIN_EXE_ckpt"))
+            .args(["restore", "--check", img]),
+        Duration::from_secs(60),
+    );
+    let err = assert_clean_failure(&low, "--check under 10010");
+    assert!(
+        err.contains("fds open at once") && err.contains("hard limit of 10010"),
+        "{err}"
+    );
+    let n = p.line_count();
+    let o = run_timeout(
+        Command::new("prlimit")
+            .arg("--nofile=20000:20000")
+            .arg(env!("CARGO_BIN_EXE_ckpt"))
+            .args(["restore", "--detach", img]),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let q = Proc::adopt(p.pid, &p.out);
+    q.wait_line_after(n, |l| l.starts_with("tick="));
+    assert!(!q.output().contains("ERROR"), "{}", tail(&q.output()));
+}
