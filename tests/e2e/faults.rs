@@ -942,3 +942,188 @@ fn signals_cancel_a_restore_cleanly() {
     let r = restore_detached(&image, &p.out, p.pid);
     r.wait_more_lines(3);
 }
+
+/// The `sharing` fixture: a parent and two children (shared memory, one
+/// open file, an eventfd, a socket pair, one shared fd table), each
+/// checking its invariants; their pids once they run.
+fn start_tree(dir: &TempDir) -> (Proc, [i32; 3]) {
+    let file = dir.join("shared.txt");
+    let p = Proc::spawn(dir, fixture("sharing"), &[file.to_str().unwrap(), "5"]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let field = |k: &str| -> i32 {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k}= in {ready:?}"))
+    };
+    let pids = [field("parent"), field("c1"), field("c2")];
+    p.wait_line(|l| l.starts_with("p tick=3 "));
+    (p, pids)
+}
+
+/// Every process of the tree goes on as before: free (not stopped, not
+/// traced), each still ticking, no ERROR from their checks.
+fn assert_tree_goes_on(p: &Proc, pids: &[i32; 3], what: &str) {
+    for &pid in pids {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid),
+            "{what}: pid {pid} died:\n{}",
+            tail(&p.output())
+        );
+        assert_free(pid, what);
+    }
+    let n = p.line_count();
+    for who in ["p", "c1", "c2"] {
+        p.wait_line_after(n, |l| l.starts_with(&format!("{who} tick=")));
+    }
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
+}
+
+/// A dump of a whole tree cancelled by SIGINT, SIGTERM or SIGHUP to its
+/// process group, or cut by SIGKILL of its worker, at random moments (the
+/// phase hook makes every phase last): every process of the tree goes on
+/// as it was, no temp file is left, and an image that exists is whole.
+#[test]
+fn a_cancelled_or_killed_dump_of_a_tree_leaves_every_process_as_it_was() {
+    let _turn = heavy();
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("treefaults");
+    let (p, pids) = start_tree(&dir);
+    let image = dir.join("t.ckpt");
+    let mut rnd = Rand::new();
+    let hook = 15u64;
+    let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+    let (mut cut, mut completed) = (0, 0);
+    for round in 0..16u64 {
+        let _ = std::fs::remove_file(&image);
+        let mut child = dump_in_own_group(&p, &image, hook);
+        let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
+        let what = if round < 9 {
+            let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+            std::thread::sleep(delay);
+            let _ = signal(-(child.id() as i32), sig);
+            format!("signal {sig} to the group after {delay:?}")
+        } else {
+            let ckpt_pid = child.id();
+            let t = Instant::now();
+            let worker = loop {
+                let kids =
+                    std::fs::read_to_string(format!("/proc/{ckpt_pid}/task/{ckpt_pid}/children"))
+                        .unwrap_or_default();
+                if let Some(w) = kids.split_whitespace().next() {
+                    break w.parse::<i32>().ok();
+                }
+                if t.elapsed() > LIMIT || child.try_wait().unwrap().is_some() {
+                    break None;
+                }
+                std::thread::yield_now();
+            };
+            std::thread::sleep(delay);
+            if let Some(w) = worker {
+                let _ = signal(w, libc::SIGKILL);
+            }
+            format!("worker killed after {delay:?}")
+        };
+        let st = wait_limited(&mut child, &what);
+        assert_no_temp(dir.path(), "t.ckpt", &what);
+        if st.success() {
+            assert_valid_image(&image, &what);
+            completed += 1;
+        } else {
+            assert!(
+                !image.exists(),
+                "{what}: failed ({st:?}, signal {:?}), yet an image exists",
+                st.signal()
+            );
+            cut += 1;
+        }
+        assert_tree_goes_on(&p, &pids, &what);
+    }
+    eprintln!("{cut} dumps cut short, {completed} completed");
+    assert!(cut >= 6, "only {cut} of 16 dumps were cut short");
+}
+
+/// SIGTERM, SIGINT or SIGHUP to the process group of a `ckpt restore
+/// --detach` of a tree at random moments: cancelled (exit 128 + signal)
+/// with none of the tree's pids left (never a part of the tree), or
+/// completed.
+#[test]
+fn signals_cancel_a_tree_restore_cleanly() {
+    let _turn = heavy();
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let dir = TempDir::new("treerestore");
+    let (mut p, pids) = start_tree(&dir);
+    let image = dir.join("t.ckpt");
+    dump_kill(&mut p, &image);
+    for &pid in &pids {
+        wait_gone(pid);
+    }
+    let gone = |pid: i32| {
+        try_reap(pid);
+        !Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let t = Instant::now();
+    let mut r = restore_detached(&image, &p.out, p.pid);
+    let whole = t.elapsed();
+    r.kill();
+    for &pid in &pids {
+        let _ = signal(pid, libc::SIGKILL);
+        wait_gone(pid);
+    }
+    let mut rnd = Rand::new();
+    let (mut cancelled, mut completed) = (0, 0);
+    for round in 0..12u64 {
+        let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+        let mut child = ckpt()
+            .args(["restore", "--detach", image.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
+        std::thread::sleep(delay);
+        let _ = signal(-(child.id() as i32), sig);
+        let what = format!("signal {sig} to the restore's group after {delay:?}");
+        let st = wait_limited(&mut child, &what);
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        match st.code() {
+            Some(0) => {
+                // Restored (the signal may then have reached the tree
+                // too: it is in the restore's process group).
+                completed += 1;
+                for &pid in &pids {
+                    let _ = signal(pid, libc::SIGKILL);
+                }
+            }
+            Some(c) if c == 128 + sig => {
+                assert!(err.contains("cancelled"), "{what}: {err}");
+                cancelled += 1;
+            }
+            None if st.signal() == Some(sig) => cancelled += 1,
+            _ => panic!("{what}: ckpt restore ended with {st:?}: {err}"),
+        }
+        let t = Instant::now();
+        for &pid in &pids {
+            while !gone(pid) {
+                assert!(t.elapsed() < LIMIT, "{what}: pid {pid} left");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    eprintln!("{cancelled} restores cancelled, {completed} completed");
+    assert!(
+        cancelled >= 3,
+        "only {cancelled} of 12 signals cancelled a restore"
+    );
+}

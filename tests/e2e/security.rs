@@ -1048,3 +1048,88 @@ fn ckptfs_restores_only_what_the_requester_could_hold() {
     assert_eq!(uid.as_deref(), Some("65534\t65534\t65534\t65534"));
     assert_eq!(groups.as_deref().map(str::trim), Some(""), "{groups:?}");
 }
+
+/// Root restoring nobody's image of a process tree: the rules bound every
+/// process of it, not only the root. A child's extra group, saved uid 0
+/// or capabilities are refused, naming the child; as it is, the image
+/// passes.
+#[test]
+fn root_restores_only_what_the_owner_could_hold_for_every_process_of_a_tree() {
+    let dir = TempDir::new("treeowner");
+    let out = nobody_dir(&dir, "out");
+    let script = dir.join("tree.py");
+    std::fs::write(
+        &script,
+        "import os,sys,time\n\
+         c=os.fork()\n\
+         if c==0:\n\
+         \x20   while True: time.sleep(0.05)\n\
+         print('READY pid=%d child=%d' % (os.getpid(), c), flush=True)\n\
+         while True: time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let mut cmd = as_nobody(Path::new("/usr/bin/python3"));
+    cmd.arg("-u").arg(&script);
+    let mut q = Proc::spawn_cmd(&dir, &mut cmd);
+    chown_nobody(&q.out);
+    let ready = q.wait_line(|l| l.starts_with("READY"));
+    let child: i32 = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("child="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    wait_gone(child);
+    let o = ckpt_timeout(&["restore", "--check", own.to_str().unwrap()], LIMIT);
+    assert!(o.status.success(), "the unmodified tree: {}", stderr_of(&o));
+    let child_of = move |i: &mut ckpt_image::Image| -> usize {
+        i.processes.iter().position(|p| p.pid == child).unwrap()
+    };
+    let cases: Vec<(&str, String, Edit)> = vec![
+        (
+            "a child's shadow group",
+            format!(
+                "pid {child}: the process: its supplementary group 42 is not one of uid 65534's"
+            ),
+            Box::new(move |i| {
+                let c = child_of(i);
+                i.processes[c].creds.groups = vec![42];
+            }),
+        ),
+        (
+            "a child's saved uid 0",
+            format!("pid {child}: the process: its saved uid 0 is not uid 65534"),
+            Box::new(move |i| {
+                let c = child_of(i);
+                i.processes[c].creds.suid = 0;
+            }),
+        ),
+        (
+            "a child's capabilities",
+            format!("pid {child}: the process: it has capabilities"),
+            Box::new(move |i| {
+                let c = child_of(i);
+                i.processes[c].creds.cap_permitted = 1 << 21;
+            }),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{}.ckpt", name.replace(' ', "-")));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            &needle,
+        );
+        check_refused(
+            &ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT),
+            name,
+            &needle,
+        );
+        wait_gone(q.pid);
+        wait_gone(child);
+    }
+}
