@@ -558,6 +558,9 @@ fn tmux_server_with_two_counting_panes_is_restored_whole() {
         let out = ckpt_ok(&["restore", "--detach", image.to_str().unwrap()]);
         assert_eq!(out.trim(), server.to_string(), "{out}");
     }
+    // Still a daemon leading its own session.
+    let s = stat_line(server).expect("the restored server");
+    assert_eq!((s.sid, s.tty_nr), (server, 0), "{s:?}");
     // Clients reach the restored server through its socket; each pane has
     // its terminal again, as its shell's controlling terminal, and counts
     // on from where it was, in its history (no count lost or repeated).
@@ -710,4 +713,66 @@ fn bash_i_with_jobs_comes_back_as_a_job() {
     // bash exits; the restorer with its status.
     t.line(&w, "exit 5");
     t.wait_for(&w, "rc=5");
+}
+
+/// `expect LOG`: an expect-like parent: bash runs on a pty of its own
+/// (pty.fork) answering each line it reads; the parent sends "pingN",
+/// waits for "got pingN n=N" and logs "count=N".
+const EXPECT_PY: &str = r#"
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp('bash', ['bash', '--norc', '--noprofile', '-c',
+        'i=0; while read -r line; do echo "got $line n=$i"; i=$((i+1)); done'])
+log = open(sys.argv[1], 'ab', buffering=0)
+print('READY pid=%d child=%d' % (os.getpid(), pid), flush=True)
+i = 0
+buf = b''
+while True:
+    os.write(fd, b'ping%d\n' % i)
+    want = b'got ping%d n=%d' % (i, i)
+    while want not in buf:
+        buf += os.read(fd, 4096)
+    buf = buf[buf.index(want) + len(want):]
+    log.write(b'count=%d\n' % i)
+    i += 1
+    time.sleep(0.01)
+"#;
+
+#[test]
+fn expect_like_parent_and_its_child_on_a_pty_go_on_through_dumps() {
+    let dir = TempDir::new("tty-expect");
+    let log = dir.join("log.txt");
+    let opening = ptys::opening();
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        Command::new("python3").args(["-c", EXPECT_PY, log.to_str().unwrap()]),
+    );
+    let ready = p.wait_for("READY");
+    drop(opening);
+    let child: i32 = field(&ready, "child").parse().unwrap();
+    let logged = || values(&std::fs::read_to_string(&log).unwrap_or_default(), "count=");
+    let more = |n: usize| {
+        wait_until("more exchanges", TIMEOUT, || logged().len() >= n + 10);
+    };
+    more(0);
+    // Dumped at any moment, with bytes in flight both ways on the pty:
+    // left running, then killed and restored, three times.
+    let image = dir.join("img.ckpt");
+    for _ in 0..3 {
+        dump_leave_running(p.pid, &image);
+        more(logged().len());
+        let _keep = ptys::keeping();
+        dump_kill(&mut p, &image);
+        ckpt_testkit::wait_gone(child);
+        p = restore_detached(&image, &p.out, p.pid);
+        drop(_keep);
+        more(logged().len());
+    }
+    let all = logged();
+    assert_eq!(all[0], 0);
+    assert_steps(&all, 1, None, "the exchanges");
+    let s = stat_line(child).expect("the child on the pty");
+    assert_eq!((s.sid, s.ppid), (child, p.pid), "{s:?}");
+    assert_ne!(s.tty_nr, 0, "the pty is its controlling terminal: {s:?}");
 }
