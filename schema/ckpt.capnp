@@ -45,6 +45,7 @@ struct Image {
   sysvMsg @16 :List(SysvMsgQueue); # SysV message queues the tree uses
   imageId @17 :Data;             # 16 random bytes naming this dump (kept by edits); empty before 1.2
   parent @18 :ParentRef;         # incremental dump: the image holding the pages of runs of kind `parent`
+  ptys @19 :List(PtyPair);       # pty pairs whose master is in the image (Tty.pair names one)
 }
 
 # The image an incremental dump was taken against (since 1.2).
@@ -255,7 +256,7 @@ struct Rseq {
 }
 
 struct Sched {
-  policy @0 :UInt32;             # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5
+  policy @0 :UInt32;             # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5; | 0x40000000 SCHED_RESET_ON_FORK
   priority @1 :UInt32;           # rt priority
   nice @2 :Int32;
 }
@@ -754,6 +755,48 @@ struct Tty {
   winCols @4 :UInt16;
   foregroundPgrp @5 :Int32;
   rdev @6 :UInt64;
+  # Since 1.2:
+  role @7 :TtyRole;              # which kind of terminal (unknown: older images, tell by rdev)
+  realRdev @8 :UInt64;           # TIOCGDEV: the terminal behind /dev/tty, /dev/console, /dev/tty0 (a pty end: its slave)
+  pair @9 :UInt32;               # PtyPair.id when the pty's master is in the image; 0 = a terminal from outside
+  devpts @10 :UInt64;            # st_dev of the devpts instance of a pty end; 0 = not known
+  winXpixel @11 :UInt16;
+  winYpixel @12 :UInt16;
+  sid @13 :Int32;                # the session whose controlling terminal it is; 0 = none or not known
+}
+
+enum TtyRole {
+  unknown @0;
+  slave @1;                      # /dev/pts/N
+  master @2;                     # /dev/ptmx (one end of a pair, see PtyPair)
+  devTty @3;                     # /dev/tty: the opener's controlling terminal
+  console @4;                    # /dev/console
+  vt @5;                         # /dev/ttyN (N < 64), /dev/tty0 the current one
+  serial @6;                     # serial lines (/dev/ttyS*, ttyUSB*, ...)
+}
+
+# A pty pair whose master is held by a saved process (a tmux server,
+# script, an expect-like parent): everything the kernel keeps for the pair
+# (since 1.2). Its slave, if open, is held by saved processes only.
+struct PtyPair {
+  id @0 :UInt32;                 # > 0, named by Tty.pair
+  index @1 :UInt32;              # /dev/pts/N (TIOCGPTN)
+  devpts @2 :UInt64;             # st_dev of its devpts instance; 0 = not known
+  termios @3 :Data;              # struct termios2 of the slave, raw (44 bytes on x86_64)
+  winRows @4 :UInt16;
+  winCols @5 :UInt16;
+  winXpixel @6 :UInt16;
+  winYpixel @7 :UInt16;
+  packet @8 :Bool;               # TIOCPKT on the master
+  locked @9 :Bool;               # TIOCSPTLCK: the slave cannot be opened
+  slaveExclusive @10 :Bool;      # TIOCEXCL on the slave
+  peerClosed @11 :Bool;          # the slave was opened and every slave description is closed (the master reads EIO)
+  sid @12 :Int32;                # the session whose controlling terminal the slave is; 0 = none
+  foregroundPgrp @13 :Int32;     # its foreground process group; 0 = none
+  inputLines @14 :List(Data);    # input not yet read on the slave side: complete lines (canonical mode), one read() each
+  inputPending @15 :Data;        # ... then the unfinished line (canonical mode), or all of it (other modes)
+  output @16 :Data;              # output not yet read by the master (after output processing)
+  packetStatus @17 :UInt8;       # packet-mode status bits pending at the dump (not restored)
 }
 
 struct EventFd {

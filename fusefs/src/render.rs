@@ -434,6 +434,10 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
             let _ = writeln!(s, "foreground_pgrp: {}", t.foreground_pgrp);
             let (maj, min) = dev_major_minor(t.rdev);
             let _ = writeln!(s, "rdev: {maj}:{min}");
+            let _ = writeln!(s, "role: {:?}", t.role);
+            if t.pair != 0 {
+                let _ = writeln!(s, "pty pair: {}", t.pair);
+            }
         }
         FileKind::EventFd(e) => {
             let _ = writeln!(s, "count: {}", e.count);

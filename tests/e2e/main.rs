@@ -15,5 +15,6 @@ mod pipes;
 mod security;
 mod show;
 mod sockets;
+mod terminals;
 mod tree;
 mod trust;

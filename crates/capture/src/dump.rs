@@ -169,7 +169,9 @@ pub(crate) fn capture_with(
     worker::test_delay();
     worker::check(root)?;
     let mut sockets = fds::net::Sockets::new(opts.sockets);
-    let files = save_fds(&mut parts, sink, &mut sockets)?;
+    // From here on, an error drops `ptys` first, which puts the bytes it
+    // took from pty pairs back before `frozen` lets the processes go.
+    let (files, ptys) = save_fds(&mut parts, sink, &mut sockets)?;
     let mut locks = Vec::new();
     for part in parts.iter().flatten() {
         let pid = part.process.pid;
@@ -193,6 +195,7 @@ pub(crate) fn capture_with(
     image.seccomp_filters = seccomp_filters;
     image.locks = locks;
     (image.sysv_shm, image.sysv_sem, image.sysv_msg) = (ipc.shm, ipc.sem, ipc.msg);
+    image.ptys = ptys.pairs.clone();
     let stats = DumpStats {
         freeze: frozen.elapsed(),
         pages_bytes,
@@ -205,6 +208,7 @@ pub(crate) fn capture_with(
     Ok(Captured {
         image,
         sockets,
+        ptys,
         frozen,
         stats,
     })
@@ -297,10 +301,9 @@ fn ask_process(
 ) -> Result<RemoteInfo> {
     let pid = frozen.pid;
     let t = Instant::now();
-    let (tty_fds, owner_fds) = fds::remote_needs(raw_fds);
+    let owner_fds = fds::remote_needs(raw_fds);
     let queries = remote::Queries {
         timer_ids: posix_timers.iter().map(|t| t.id).collect(),
-        tty_fds,
         owner_fds,
         sig_mask: signals::to_query(status)?,
         rlimits: rlimits::from_outside(pid),
@@ -381,13 +384,15 @@ pub(crate) fn sysv_attached(process: &Process) -> std::collections::BTreeSet<i32
         .collect()
 }
 
-/// The fds step, for the whole tree: each process's fd table into its
-/// model (zombies have no part); the open files.
+/// The fds step, for the whole tree: each process's fd table and
+/// controlling terminal into its model (zombies have no part); the open
+/// files, and the pty pairs (their buffered bytes taken, to be put back
+/// unless the processes are killed).
 fn save_fds(
     parts: &mut [Option<Part>],
     sink: &mut dyn PageSink,
     sockets: &mut fds::net::Sockets,
-) -> Result<Vec<OpenFile>> {
+) -> Result<(Vec<OpenFile>, fds::Ptys)> {
     let t = Instant::now();
     let live: Vec<(usize, fds::ProcFds)> = parts
         .iter()
@@ -407,17 +412,18 @@ fn save_fds(
         })
         .collect();
     let procs: Vec<fds::ProcFds> = live.iter().map(|(_, p)| *p).collect();
-    let (tables, files) = fds::build(&procs, sink, sockets)?;
+    let (tables, files, ptys) = fds::build(&procs, sink, sockets)?;
     let at: Vec<usize> = live.iter().map(|(i, _)| *i).collect();
     let mut n = 0;
     for (i, table) in at.into_iter().zip(tables) {
         n += table.len();
         if let Some(p) = &mut parts[i] {
             p.process.fds = table;
+            p.process.controlling_tty = fds::tty_dev(p.stat.stat.tty_nr);
         }
     }
-    tracing::info!(fds = n, files = files.len(), elapsed = ?t.elapsed(), "fds");
-    Ok(files)
+    tracing::info!(fds = n, files = files.len(), ptys = ptys.pairs.len(), elapsed = ?t.elapsed(), "fds");
+    Ok((files, ptys))
 }
 
 fn new_image(

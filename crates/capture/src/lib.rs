@@ -68,6 +68,14 @@
 //!   (`UnixMessage.files`; ids after the process's own descriptions).
 //!   Queued datagrams of raw, ping, netlink and packet sockets are not
 //!   saved (`droppedQueue` says how much, and a warning is logged).
+//! - Terminals are read through the process's own open file descriptions
+//!   (pidfd_getfd), never reopened. A pty pair whose master a saved process
+//!   holds is in `Image.ptys` with the bytes buffered both ways: they are
+//!   taken while the process is frozen and put back exactly before it runs
+//!   again (a dump that lets it go on, or fails); its slave open in a
+//!   process outside the image is refused by name. Other terminals (the
+//!   shell's, /dev/tty, /dev/console, /dev/ttyN) keep their settings and
+//!   window size; `Process.controllingTty` is stat's tty_nr.
 //!
 //! # Layout
 //!
@@ -94,8 +102,9 @@
 //!   the connection lock, sockets in repair mode), `locks.rs` (file locks
 //!   and leases, from fdinfo), and one module per kind: `regular`,
 //!   `opath`, `nsfs`, `pidfd`, `fanotify`, `pipe`, `unix`, `inet` (TCP),
-//!   `udp`, `raw` (raw and ping), `netlink`, `packet`, `tty`, `eventfd`,
-//!   `epoll`, `timerfd`, `signalfd`, `inotify`, `memfd`, `chardev`.
+//!   `udp`, `raw` (raw and ping), `netlink`, `packet`, `tty`, `pty` (pty
+//!   pairs and their buffered bytes), `eventfd`, `epoll`, `timerfd`,
+//!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
 //!
@@ -321,6 +330,9 @@ pub struct Captured {
     /// Dropped before `frozen`: sockets in repair mode are let go while the
     /// process is still stopped.
     sockets: fds::net::Sockets,
+    /// Declared before `frozen`: dropped first, it puts the bytes taken
+    /// from pty pairs back before the processes run again.
+    ptys: fds::Ptys,
     frozen: tree::FrozenTree,
     stats: DumpStats,
 }
@@ -336,7 +348,10 @@ impl Captured {
     }
     /// Let the processes go on exactly as they were. Returns how long they
     /// were frozen.
-    pub fn release(self) -> Result<Duration> {
+    pub fn release(mut self) -> Result<Duration> {
+        // The bytes taken from their ptys go back first; if some cannot
+        // (the kernel has less room than before), they go on anyway.
+        let _ = self.ptys.put_back();
         let sockets = self.sockets.release();
         let d = self.frozen.release()?;
         sockets?;
@@ -345,13 +360,15 @@ impl Captured {
     /// Kill the processes (SIGKILL) and wait until each is dead or a
     /// zombie. Returns how long they were frozen. Locked TCP connections
     /// stay locked for their restore.
-    pub fn kill(self) -> Result<Duration> {
+    pub fn kill(mut self) -> Result<Duration> {
+        self.ptys.discard();
         let d = self.frozen.kill()?;
         self.sockets.dumped();
         Ok(d)
     }
     /// The model, and the process let go.
-    pub fn into_image(self) -> Result<(Image, Duration)> {
+    pub fn into_image(mut self) -> Result<(Image, Duration)> {
+        let _ = self.ptys.put_back();
         let sockets = self.sockets.release();
         let d = self.frozen.release()?;
         sockets?;

@@ -30,10 +30,6 @@ use std::collections::BTreeMap;
 const SCRATCH_LEN: u64 = 16 << 10;
 const OUT: u64 = 8 << 10;
 
-const TCGETS2: u64 = 0x802c_542a;
-const TERMIOS2_SIZE: usize = 44;
-const TIOCGWINSZ: u64 = 0x5413;
-const TIOCGPGRP: u64 = 0x540f;
 const F_GETOWN_EX: u64 = 16;
 const F_GETSIG: u64 = 11;
 const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
@@ -43,8 +39,6 @@ const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
 pub(crate) struct Queries {
     /// POSIX timer ids (from /proc/PID/timers).
     pub timer_ids: Vec<i32>,
-    /// Fds that are terminals.
-    pub tty_fds: Vec<i32>,
     /// Fds whose owner (F_GETOWN_EX / F_GETSIG) to read.
     pub owner_fds: Vec<i32>,
     /// Signals whose action to read (bit `sig - 1`); the others are at
@@ -61,15 +55,6 @@ pub(crate) struct ThreadRemote {
     pub altstack: SigAltStack,
     pub clear_child_tid: u64,
     pub cpu_affinity: Vec<u64>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub(crate) struct TtyRemote {
-    pub termios: Vec<u8>,
-    pub rows: u16,
-    pub cols: u16,
-    /// TIOCGPGRP, when the terminal is the process's controlling one.
-    pub pgrp: Option<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +74,6 @@ pub(crate) struct RemoteInfo {
     pub membarrier: u32,
     pub rlimits: Vec<Rlimit>,
     pub threads: BTreeMap<Pid, ThreadRemote>,
-    pub ttys: BTreeMap<i32, TtyRemote>,
     pub owners: BTreeMap<i32, FileOwner>,
     pub injected: u64,
 }
@@ -657,7 +641,6 @@ impl Remote<'_> {
         out.membarrier = u32::try_from(a.results[i_mb]).unwrap_or(0);
         self.limits(q.rlimits.as_deref(), &a, &limits, out)?;
         let t = self.thread_answers(&a, tq)?;
-        self.ttys(&q.tty_fds, out)?;
         self.owners(&q.owner_fds, out)?;
         Ok(t)
     }
@@ -685,44 +668,6 @@ impl Remote<'_> {
                 soft,
                 hard,
             });
-        }
-        Ok(())
-    }
-
-    /// Settings, window size and foreground group of terminal fds.
-    fn ttys(&mut self, fds: &[i32], out: &mut RemoteInfo) -> Result<()> {
-        for &fd in fds {
-            let mut t = TtyRemote::default();
-            self.call(
-                "ioctl(TCGETS2)",
-                libc::SYS_ioctl,
-                &[fd as u64, TCGETS2, self.scratch],
-            )
-            .map_err(|e| Error::Fd {
-                fd,
-                what: format!("reading the terminal settings: {e}"),
-            })?;
-            t.termios = self.read(TERMIOS2_SIZE)?;
-            if self.call_raw(
-                "ioctl(TIOCGWINSZ)",
-                libc::SYS_ioctl,
-                &[fd as u64, TIOCGWINSZ, self.scratch],
-            )? == 0
-            {
-                let b = self.read(4)?;
-                t.rows = u16::from_ne_bytes([b[0], b[1]]);
-                t.cols = u16::from_ne_bytes([b[2], b[3]]);
-            }
-            if self.call_raw(
-                "ioctl(TIOCGPGRP)",
-                libc::SYS_ioctl,
-                &[fd as u64, TIOCGPGRP, self.scratch],
-            )? == 0
-            {
-                let b = self.read(4)?;
-                t.pgrp = Some(i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-            }
-            out.ttys.insert(fd, t);
         }
         Ok(())
     }

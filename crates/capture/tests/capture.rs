@@ -1049,6 +1049,114 @@ while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        t
     ckpt_sys::sys::kill(child, libc::SIGKILL).unwrap();
 }
 
+/// A process holding both ends of a pty with bytes buffered both ways:
+/// output "out1" written on the slave, input "line1\npart" written to the
+/// master (echoed into the output). On SIGUSR1 it reads what the master
+/// and the slave have, then ends the unfinished line and reads it.
+const PTY_PAIR_PY: &str = r#"
+import os, sys, time, fcntl, termios, struct, signal
+m, s = os.openpty()
+fcntl.ioctl(m, termios.TIOCSWINSZ, struct.pack('HHHH', 20, 70, 3, 4))
+os.write(s, b'out1\n')
+os.write(m, b'line1\npart')
+time.sleep(0.2)
+def report(*_):
+    os.set_blocking(m, False)
+    out = os.read(m, 4096)
+    line = os.read(s, 4096)
+    os.write(m, b'\n')
+    rest = os.read(s, 4096)
+    print('GOT out=%r line=%r rest=%r' % (out, line, rest), flush=True)
+signal.signal(signal.SIGUSR1, report)
+print('READY tty=%s' % os.ttyname(s), flush=True)
+while True:
+    signal.pause()
+"#;
+
+#[test]
+fn pty_pair_with_buffered_bytes_is_saved_and_put_back() {
+    let p = Proc::start(Command::new("python3").args(["-c", PTY_PAIR_PY]));
+    let ready = p.wait_for("READY");
+    let index: u32 = field(&ready, "tty")
+        .trim_start_matches("/dev/pts/")
+        .parse()
+        .unwrap();
+    let cap = capture(p.pid, &mut opts(), &mut NullSink::default()).expect("capture");
+    let img = cap.image().clone();
+    cap.release().unwrap();
+    assert_eq!(img.ptys.len(), 1, "{:?}", img.ptys);
+    let pair = &img.ptys[0];
+    assert_eq!(pair.index, index);
+    assert_eq!(
+        (
+            pair.win_rows,
+            pair.win_cols,
+            pair.win_xpixel,
+            pair.win_ypixel
+        ),
+        (20, 70, 3, 4)
+    );
+    assert_eq!(pair.input_lines, vec![b"line1\n".to_vec()]);
+    assert_eq!(pair.input_pending, b"part");
+    assert_eq!(pair.output, b"out1\r\nline1\r\npart");
+    assert!(!pair.peer_closed && !pair.locked && !pair.packet);
+    assert_eq!(pair.termios.len(), 44);
+    // Both ends point at the pair.
+    let ends: Vec<_> = img
+        .files
+        .iter()
+        .filter_map(|f| match &f.kind {
+            FileKind::Tty(t) => Some((t.role, t.pair)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (ckpt_image::TtyRole::Master, pair.id),
+            (ckpt_image::TtyRole::Slave, pair.id)
+        ]
+    );
+    // The process finds its bytes as they were.
+    signal(p.pid, libc::SIGUSR1).unwrap();
+    let got = p.wait_for("GOT");
+    assert_eq!(
+        got,
+        "GOT out=b'out1\\r\\nline1\\r\\npart' line=b'line1\\n' rest=b'part\\n'"
+    );
+}
+
+#[test]
+fn pty_master_whose_slave_is_outside_is_refused_by_name() {
+    // The master here, its slave in a process that is not a descendant
+    // (forked twice: its parent exited).
+    let script = "import os, time\n\
+m, s = os.openpty()\n\
+if os.fork() == 0:\n    if os.fork() == 0:\n        print('HOLDER pid=%d' % os.getpid(), flush=True)\n        time.sleep(100)\n    os._exit(0)\n\
+os.wait()\n\
+os.close(s)\n\
+print('READY', flush=True)\n\
+time.sleep(100)\n";
+    let p = Proc::start(Command::new("python3").args(["-c", script]));
+    wait_until("READY and HOLDER", Duration::from_secs(10), || {
+        let o = p.output();
+        o.contains("READY") && o.contains("HOLDER pid=")
+    });
+    let out = p.output();
+    let line = out.lines().find(|l| l.starts_with("HOLDER")).unwrap();
+    let holder: i32 = field(line, "pid").parse().unwrap();
+    let e = capture(p.pid, &mut opts(), &mut NullSink::default())
+        .err()
+        .expect("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("its slave is open in pid {holder} (python3)")),
+        "{msg}"
+    );
+    assert!(p.alive());
+    ckpt_sys::proc::kill(holder, libc::SIGKILL).unwrap();
+}
+
 /// 10,000 fds on one file: separate open()s (different flags, some at the
 /// same position) and dup()s of earlier ones, interleaved. Which fds share
 /// an open file description is decided in n log n kcmp calls (it used to

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod job;
 mod logging;
 
 use clap::{Parser, Subcommand};

@@ -151,10 +151,42 @@ fn enc_image_1_2(m: &Image, mut b: c::image::Builder) {
         }
     }
     b.set_image_id(&m.image_id);
-    let mut p = b.init_parent();
-    p.set_image_id(&m.parent.image_id);
-    p.set_path(&m.parent.path);
-    p.set_created_ns(m.parent.created_ns);
+    {
+        let mut p = b.reborrow().init_parent();
+        p.set_image_id(&m.parent.image_id);
+        p.set_path(&m.parent.path);
+        p.set_created_ns(m.parent.created_ns);
+    }
+    let mut l = b.init_ptys(len32(m.ptys.len()));
+    for (i, p) in m.ptys.iter().enumerate() {
+        enc_pty_pair(p, l.reborrow().get(i as u32));
+    }
+}
+
+fn enc_pty_pair(m: &PtyPair, mut b: c::pty_pair::Builder) {
+    b.set_id(m.id);
+    b.set_index(m.index);
+    b.set_devpts(m.devpts);
+    b.set_termios(&m.termios);
+    b.set_win_rows(m.win_rows);
+    b.set_win_cols(m.win_cols);
+    b.set_win_xpixel(m.win_xpixel);
+    b.set_win_ypixel(m.win_ypixel);
+    b.set_packet(m.packet);
+    b.set_locked(m.locked);
+    b.set_slave_exclusive(m.slave_exclusive);
+    b.set_peer_closed(m.peer_closed);
+    b.set_sid(m.sid);
+    b.set_foreground_pgrp(m.foreground_pgrp);
+    {
+        let mut l = b.reborrow().init_input_lines(len32(m.input_lines.len()));
+        for (i, line) in m.input_lines.iter().enumerate() {
+            l.set(i as u32, line);
+        }
+    }
+    b.set_input_pending(&m.input_pending);
+    b.set_output(&m.output);
+    b.set_packet_status(m.packet_status);
 }
 
 fn enc_ipc_perm(m: &IpcPerm, mut b: c::ipc_perm::Builder) {
@@ -618,6 +650,21 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_win_cols(t.win_cols);
             x.set_foreground_pgrp(t.foreground_pgrp);
             x.set_rdev(t.rdev);
+            x.set_role(match t.role {
+                TtyRole::Unknown => c::TtyRole::Unknown,
+                TtyRole::Slave => c::TtyRole::Slave,
+                TtyRole::Master => c::TtyRole::Master,
+                TtyRole::DevTty => c::TtyRole::DevTty,
+                TtyRole::Console => c::TtyRole::Console,
+                TtyRole::Vt => c::TtyRole::Vt,
+                TtyRole::Serial => c::TtyRole::Serial,
+            });
+            x.set_real_rdev(t.real_rdev);
+            x.set_pair(t.pair);
+            x.set_devpts(t.devpts);
+            x.set_win_xpixel(t.win_xpixel);
+            x.set_win_ypixel(t.win_ypixel);
+            x.set_sid(t.sid);
         }
         FileKind::EventFd(e) => {
             let mut x = k.init_eventfd();
@@ -1076,7 +1123,42 @@ fn dec_image_1_2(r: c::image::Reader, m: &mut Image) -> Result<()> {
         path: data(p.get_path(), &|| "Image.parent.path".into())?,
         created_ns: p.get_created_ns(),
     };
+    for (i, p) in r
+        .get_ptys()
+        .ctx(&|| "Image.ptys".into())?
+        .iter()
+        .enumerate()
+    {
+        m.ptys.push(dec_pty_pair(p, &move || format!("ptys[{i}]"))?);
+    }
     Ok(())
+}
+
+fn dec_pty_pair(r: c::pty_pair::Reader, w: &dyn Fn() -> String) -> Result<PtyPair> {
+    let mut input_lines = Vec::new();
+    for l in r.get_input_lines().ctx(w)?.iter() {
+        input_lines.push(data(l, w)?);
+    }
+    Ok(PtyPair {
+        id: r.get_id(),
+        index: r.get_index(),
+        devpts: r.get_devpts(),
+        termios: data(r.get_termios(), w)?,
+        win_rows: r.get_win_rows(),
+        win_cols: r.get_win_cols(),
+        win_xpixel: r.get_win_xpixel(),
+        win_ypixel: r.get_win_ypixel(),
+        packet: r.get_packet(),
+        locked: r.get_locked(),
+        slave_exclusive: r.get_slave_exclusive(),
+        peer_closed: r.get_peer_closed(),
+        sid: r.get_sid(),
+        foreground_pgrp: r.get_foreground_pgrp(),
+        input_lines,
+        input_pending: data(r.get_input_pending(), w)?,
+        output: data(r.get_output(), w)?,
+        packet_status: r.get_packet_status(),
+    })
 }
 
 fn dec_ipc_perm(r: c::ipc_perm::Reader) -> IpcPerm {
@@ -1658,6 +1740,22 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 win_cols: x.get_win_cols(),
                 foreground_pgrp: x.get_foreground_pgrp(),
                 rdev: x.get_rdev(),
+                role: match x.get_role() {
+                    Ok(c::TtyRole::Unknown) => TtyRole::Unknown,
+                    Ok(c::TtyRole::Slave) => TtyRole::Slave,
+                    Ok(c::TtyRole::Master) => TtyRole::Master,
+                    Ok(c::TtyRole::DevTty) => TtyRole::DevTty,
+                    Ok(c::TtyRole::Console) => TtyRole::Console,
+                    Ok(c::TtyRole::Vt) => TtyRole::Vt,
+                    Ok(c::TtyRole::Serial) => TtyRole::Serial,
+                    Err(e) => return Err(bad_enum(format!("{}.tty.role", what()), e)),
+                },
+                real_rdev: x.get_real_rdev(),
+                pair: x.get_pair(),
+                devpts: x.get_devpts(),
+                win_xpixel: x.get_win_xpixel(),
+                win_ypixel: x.get_win_ypixel(),
+                sid: x.get_sid(),
             })
         }
         Ok(K::Eventfd(x)) => {

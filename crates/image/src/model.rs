@@ -32,6 +32,8 @@ pub struct Image {
     pub image_id: Vec<u8>,
     /// Incremental dump: the image that holds the pages of `RunKind::Parent` runs.
     pub parent: ParentRef,
+    /// Pty pairs whose master is in the image (since 1.2).
+    pub ptys: Vec<PtyPair>,
 }
 
 /// The image an incremental dump was taken against.
@@ -933,6 +935,66 @@ pub struct Tty {
     pub win_cols: u16,
     pub foreground_pgrp: i32,
     pub rdev: u64,
+    /// Which kind of terminal (since 1.2; `Unknown` in older images).
+    pub role: TtyRole,
+    /// TIOCGDEV: the terminal behind /dev/tty, /dev/console, /dev/tty0.
+    pub real_rdev: u64,
+    /// `PtyPair::id` when the pty's master is in the image; 0 = outside.
+    pub pair: u32,
+    /// st_dev of the devpts instance of a pty end; 0 = not known.
+    pub devpts: u64,
+    pub win_xpixel: u16,
+    pub win_ypixel: u16,
+    /// The session whose controlling terminal it is; 0 = none or not known.
+    pub sid: i32,
+}
+
+/// Which kind of terminal a [`Tty`] is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TtyRole {
+    /// Older images: tell by `Tty::rdev`.
+    #[default]
+    Unknown,
+    /// A pty slave, /dev/pts/N.
+    Slave,
+    /// A pty master, /dev/ptmx.
+    Master,
+    /// /dev/tty, the opener's controlling terminal.
+    DevTty,
+    /// /dev/console.
+    Console,
+    /// A virtual console, /dev/ttyN.
+    Vt,
+    /// A serial line.
+    Serial,
+}
+
+/// A pty pair whose master is in the image (see the schema).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PtyPair {
+    /// > 0, named by `Tty::pair`.
+    pub id: u32,
+    pub index: u32,
+    pub devpts: u64,
+    /// struct termios2 of the slave, raw.
+    pub termios: Vec<u8>,
+    pub win_rows: u16,
+    pub win_cols: u16,
+    pub win_xpixel: u16,
+    pub win_ypixel: u16,
+    pub packet: bool,
+    pub locked: bool,
+    pub slave_exclusive: bool,
+    pub peer_closed: bool,
+    pub sid: i32,
+    pub foreground_pgrp: i32,
+    /// Complete input lines (canonical mode), one read() each.
+    pub input_lines: Vec<Vec<u8>>,
+    /// The unfinished input line, or all the input in other modes.
+    pub input_pending: Vec<u8>,
+    /// Output the master has not read.
+    pub output: Vec<u8>,
+    pub packet_status: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -278,6 +278,9 @@ fn process(s: &mut String, image: &Image, p: &Process) {
                         bytes_str(&u.local_path).replace('\0', "@"),
                         if u.listening { " (listening)" } else { "" }
                     ),
+                    crate::FileKind::Tty(t) if t.pair != 0 => {
+                        format!("{} (pty {} of the image)", bytes_str(&f.path), t.index)
+                    }
                     _ => bytes_str(&f.path),
                 };
                 let _ = writeln!(

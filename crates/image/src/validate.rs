@@ -362,7 +362,7 @@ fn validate_1_2(image: &Image, file_ids: &HashSet<u32>, pids: &HashSet<i32>) -> 
             _ => {}
         }
     }
-    Ok(())
+    validate_ptys(image)
 }
 
 /// An inet socket's addresses, its TCP connection and pending connections.
@@ -408,6 +408,44 @@ fn check_inet(image: &Image, s: &InetSocket, at: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Pty pairs: ids > 0 and unique, one pair per (devpts, index), 44-byte
+/// settings; every `Tty.pair` names a pair of the image.
+fn validate_ptys(image: &Image) -> Result<()> {
+    let mut ids = HashSet::new();
+    let mut slots = HashSet::new();
+    for (i, p) in image.ptys.iter().enumerate() {
+        if p.id == 0 || !ids.insert(p.id) {
+            return Err(bad(format!("ptys[{i}]: id {} is 0 or used twice", p.id)));
+        }
+        if !slots.insert((p.devpts, p.index)) {
+            return Err(bad(format!(
+                "ptys[{i}]: pty {} of devpts {:#x} is saved twice",
+                p.index, p.devpts
+            )));
+        }
+        if p.termios.len() != TERMIOS2_SIZE {
+            return Err(bad(format!(
+                "ptys[{i}]: termios of {} bytes, not a struct termios2 ({TERMIOS2_SIZE})",
+                p.termios.len()
+            )));
+        }
+    }
+    for f in &image.files {
+        if let FileKind::Tty(t) = &f.kind {
+            if t.pair != 0 && !ids.contains(&t.pair) {
+                return Err(bad(format!(
+                    "files (id {}): tty pair {} is not in Image.ptys",
+                    f.id, t.pair
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Size of `struct termios2` (x86_64 and aarch64).
+const TERMIOS2_SIZE: usize = 44;
 
 fn check_blob(image: &Image, b: &Blob, what: &str) -> Result<()> {
     let mut total = 0u64;

@@ -251,6 +251,40 @@ fn hostile_counts() {
             }),
         ),
         ("format major", Box::new(|i| i.format_major = 2)),
+        (
+            "pty pair without termios",
+            Box::new(|i| {
+                i.ptys.push(PtyPair {
+                    id: 1,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "tty naming a pair not in the image",
+            Box::new(|i| {
+                i.files.push(OpenFile {
+                    id: 1,
+                    kind: FileKind::Tty(Tty {
+                        pair: 4,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "two pty pairs with one index",
+            Box::new(|i| {
+                let p = PtyPair {
+                    id: 1,
+                    termios: vec![0; 44],
+                    ..Default::default()
+                };
+                i.ptys.push(p.clone());
+                i.ptys.push(PtyPair { id: 2, ..p });
+            }),
+        ),
     ];
     let good = small_bytes();
     let meta_off = read_committed_offset(&good);

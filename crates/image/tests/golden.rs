@@ -185,7 +185,9 @@ fn is_default(v: &serde_json::Value) -> bool {
         V::Null => true,
         V::Bool(b) => !b,
         V::Number(n) => n.as_f64() == Some(0.0) || n.as_i64() == Some(-1),
-        V::String(s) => s.is_empty() || s == "flock" || s == "read" || s == "none",
+        V::String(s) => {
+            s.is_empty() || s == "flock" || s == "read" || s == "none" || s == "unknown"
+        }
         V::Array(a) => a.is_empty(),
         V::Object(o) => o.values().all(is_default),
     }

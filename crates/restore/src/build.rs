@@ -7,7 +7,7 @@
 use crate::check::{check_and_open_as, taken_ids};
 use crate::error::{Error, Result, SysContext};
 use crate::fds::place::{self, Scratch};
-use crate::fds::{plan_tree as plan_tree_fds, FdEnv, FdPlan, LateFd, NetGuard};
+use crate::fds::{self, plan_tree as plan_tree_fds, FdEnv, FdPlan, Handover, LateFd, NetGuard};
 use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
 use crate::mem::pages::{write_pages, Target};
@@ -123,7 +123,7 @@ fn restore_steps<R: ReadAt + Sync>(
     step.done();
     let page = mm::page_size();
     let step = Step::begin("plan");
-    let mut planned = plan(reader, page, opts.tcp_close)?;
+    let mut planned = plan(reader, page, opts)?;
     step.done();
     cancel.check()?;
     // Sockets the restorer builds itself (TCP_REPAIR, injected packets);
@@ -148,6 +148,9 @@ fn restore_steps<R: ReadAt + Sync>(
     let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts, cancel)?;
     step.done();
     phases.push(("stubs", t0.elapsed()));
+    // The terminal goes to the job now that its groups exist (every
+    // process waits to be built; none runs before the terminal is its).
+    let terminal = hand_over(&planned, &stubs, opts)?;
 
     let step = Step::begin("processes");
     let b = Builders {
@@ -211,7 +214,19 @@ fn restore_steps<R: ReadAt + Sync>(
         tids,
         stats,
         pids,
+        terminal,
     })
+}
+
+/// Give the terminal to the restored job (see [`fds::hand_over`]): to the
+/// group that had it at the dump when it is in the image, else the root's.
+fn hand_over(planned: &Planned, stubs: &Stubs, opts: &RestoreOptions) -> Result<Option<Handover>> {
+    let jt = planned.fds.job_terminal.as_ref();
+    let root = stubs.pid(0);
+    let fg = jt
+        .and_then(|j| j.foreground)
+        .map_or(root, |i| stubs.pid(planned.tree.order_of[i]));
+    fds::hand_over(jt, &opts.terminal, root, fg)
 }
 
 /// The kept memory objects' fds a process closes once its mappings are
@@ -228,9 +243,9 @@ fn keep_range(planned: &Planned, c: usize) -> Option<(u64, u64)> {
 
 /// The tree, the fd plan and each process's memory plan; their errors
 /// refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, tcp_close: bool) -> Result<Planned> {
+fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) -> Result<Planned> {
     let image = reader.image();
-    let tree = plan_tree(image);
+    let mut tree = plan_tree(image);
     if !tree.errors.is_empty() {
         return Err(Error::Check(Report {
             errors: tree.errors,
@@ -245,11 +260,12 @@ fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, tcp_close: bool) -> Resul
         &tree.table_owners(),
         &keep,
         &FdEnv {
-            tcp_close,
-            ..FdEnv::current()
+            tcp_close: opts.tcp_close,
+            ..FdEnv::for_restore(opts)
         },
         &mut |b| reader.read_blob(b).map_err(|e| e.to_string()),
     );
+    fds::adjust_tree(&mut tree, &opts.terminal, &fdplan);
     if !fdplan.errors.is_empty() {
         return Err(Error::Check(Report {
             errors: fdplan.errors,

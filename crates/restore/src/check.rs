@@ -175,7 +175,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         &keep,
         &FdEnv {
             tcp_close: opts.tcp_close,
-            ..FdEnv::current()
+            ..FdEnv::for_restore(opts)
         },
         &mut |_| Ok(Vec::new()),
     );
@@ -183,6 +183,13 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     if !opts.tcp_close {
         fds::check_net(&fds, &mut r);
     }
+    for p in &live {
+        fds::check_terminals(image, p, &mut r);
+    }
+    fds::check_image_terminals(image, opts, &mut r);
+    let mut tree = tree;
+    r.warnings
+        .extend(fds::adjust_tree(&mut tree, &opts.terminal, &fds));
     let shared: BTreeMap<u64, i32> = fds
         .keep
         .iter()

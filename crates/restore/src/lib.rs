@@ -42,7 +42,7 @@
 //! - `fds/`: the stub's fd table. `fds/mod.rs` groups fds by open file
 //!   description, gives each a slot, dispatches to the kind modules and
 //!   places the fds; `fds/<kind>.rs` (regular, opath, nsfs, pidfd,
-//!   fanotify, pipe, unix, inet, udp, raw, netlink, packet, tty, eventfd,
+//!   fanotify, pipe, unix, inet, udp, raw, netlink, packet, tty, pty, eventfd,
 //!   epoll, timerfd, signalfd, inotify, memfd, chardev) plan the
 //!   [`plan::fds::FdOp`]s of their kind and run them in the stub. Fds
 //!   that need the process's threads (pidfds of live tasks, and their
@@ -167,12 +167,28 @@
 //! sockets are made by the stub (see `fds/unix.rs`), so that their
 //! credentials and paths are the process's.
 //!
+//! # Terminals
+//! See [`RestoreOptions::terminal`]. A terminal from outside the image
+//! (the shell's pty, /dev/tty) becomes a new description of the
+//! restorer's terminal (its fd 0-2 that is one, else /dev/tty), or of the
+//! terminal given by path. With [`Terminal::Job`] the process leads its own
+//! process group in the restorer's session and, just before it runs, gets
+//! the terminal as its foreground with its saved settings (when the
+//! restorer holds it); [`Restored::terminal`] tells the caller, which does
+//! the job control. With [`Terminal::Path`] it leads a new session with that
+//! terminal as its controlling terminal. /dev/console, /dev/ttyN and serial
+//! lines are reopened by path and must be the same device. Pty pairs whose
+//! master is in the image are made again at their index with their
+//! settings, size, packet mode, lock and buffered bytes (TIOCSTI: needs
+//! CAP_SYS_ADMIN); a session leader whose controlling terminal is one of
+//! them gets it back.
+//!
 //! # Not restored (check() says so, as an error or a warning)
 //! - Unknown socket kinds, unknown special mappings: errors.
 //! - Queued packets of raw, ping, netlink and packet sockets (dropped at
 //!   the dump), sender names of queued unix datagrams whose sender is not
 //!   in the image: warnings.
-//! - More than one process per image; a chroot; seccomp strict mode, or a
+//! - A chroot; seccomp strict mode, or a
 //!   seccomp filter of an image that does not hold it (before 1.2;
 //!   restoring without it would drop the sandbox): errors.
 //! - SysV IPC: an object whose id or key is taken by another object, or
@@ -182,8 +198,10 @@
 //!   boot time) restored on another boot is re-armed with the time it had
 //!   left (a warning); fanotify and inotify events not read at the dump
 //!   are lost.
-//! - The process joins the restorer's session and process group; terminals
-//!   are the restorer's (reopened), their termios is left alone.
+//! - A terminal from outside the image is attached to the restorer's (or
+//!   the one given, see [Terminals](#terminals)); its window size is the
+//!   new terminal's. A process that led its session with such a terminal
+//!   comes back as a job in the restorer's session (getsid() differs).
 //! - A pipe end whose other end was outside the image, when no live process
 //!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
 //!   of those, else a new pipe whose other end is closed (buffered data is
@@ -211,6 +229,7 @@ mod tree;
 
 pub use check::check;
 pub use error::{Error, Result};
+pub use fds::Handover;
 
 use ckpt_image::{ImageReader, ReadAt};
 use std::sync::{Arc, Mutex};
@@ -256,6 +275,30 @@ pub struct RestoreOptions {
     /// process's next read or write on them fails) instead of live, and
     /// remove the dump's connection lock (their peers get a reset).
     pub tcp_close: bool,
+    /// What terminals from outside the image (the shell's) are attached
+    /// to, and whether the process comes back as a job of the caller's.
+    pub terminal: Terminal,
+}
+
+/// Where a restored process's terminals from outside the image go (see
+/// [`RestoreOptions::terminal`] and the crate documentation, "Terminals").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Terminal {
+    /// The caller's terminal (one of its fds 0-2 that is one, else
+    /// /dev/tty), reopened; the process joins the caller's session and,
+    /// unless it led its group, its group. Nothing is handed over.
+    #[default]
+    Caller,
+    /// The same terminal, the process as a shell job of the caller's: it
+    /// leads its own group in the caller's session, and before it runs it
+    /// gets the terminal with its saved settings (when the caller holds
+    /// the terminal): see [`Restored::terminal`]. The caller then acts
+    /// for it towards its own shell (`ckpt restore`'s job control).
+    Job,
+    /// This terminal: the process leads a new session with it as its
+    /// controlling terminal, with its saved settings. It must be no
+    /// session's controlling terminal.
+    Path(std::path::PathBuf),
 }
 
 impl std::fmt::Debug for RestoreOptions {
@@ -268,6 +311,7 @@ impl std::fmt::Debug for RestoreOptions {
             .field("cancel", &self.cancel.as_ref().and_then(|c| c.signal()))
             .field("requester", &self.requester)
             .field("tcp_close", &self.tcp_close)
+            .field("terminal", &self.terminal)
             .finish()
     }
 }
@@ -428,6 +472,9 @@ pub struct Restored {
     /// Every process of the image: (saved pid, pid now), the root first.
     /// They differ only with [`RestoreOptions::new_pid`].
     pub pids: Vec<(i32, i32)>,
+    /// The terminal handed over to it (with `Terminal::Job` or
+    /// `Terminal::Path`).
+    pub terminal: Option<Handover>,
 }
 
 /// Recreate the image's processes, the root as a child of the calling

@@ -59,6 +59,8 @@ const CODE_FORK: u32 = 0xffff_ff12; // arg: creation index of the child
 const CODE_CHILD: u32 = 0xffff_ff13; // arg: creation index of the child
 const CODE_SETSID: u32 = 0xffff_ff14;
 const CODE_GROUP: u32 = 0xffff_ff15; // arg: the group
+const CODE_CTTY: u32 = 0xffff_ff16; // arg: the slot
+const CODE_FOREGROUND: u32 = 0xffff_ff17; // arg: the group
 const CODE_CREDS: u32 = 0xffff_fffe; // switching the fs ids
 const CODE_SETUP: u32 = 0xffff_ffff;
 
@@ -365,6 +367,11 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
     sh.pids.set(i, me);
     if n.setsid {
         pg::setsid().map_err(|e| (CODE_SETSID, 0, errno_of(&e)))?;
+        // Its terminal, before its children: they are born with it.
+        if let Some(slot) = sh.plan.procs[n.image].ctty {
+            sfds::tty::make_controlling(w.slots[slot], false)
+                .map_err(|e| (CODE_CTTY, slot as i32, errno_of(&e)))?;
+        }
     }
     if !n.group_late {
         join_group(sh, i)?;
@@ -486,6 +493,13 @@ fn fd_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Child
     }
     let plan = sh.plan;
     let own = &plan.procs[n.image];
+    // Its session's terminals to the groups that had them (every group
+    // exists now; its own group has them since TIOCSCTTY).
+    for &(slot, leader) in &own.foreground {
+        let pgrp = sh.pids.get(sh.tree.order_of[leader]);
+        sfds::tty::set_foreground(w.slots[slot], pgrp)
+            .map_err(|e| (CODE_FOREGROUND, pgrp, errno_of(&e)))?;
+    }
     let end = place::ctl_end(plan);
     place::place(w.slots, &own.places, plan.stage, end, w.scratch)
         .map_err(|(fd, errno)| (CODE_PLACE, fd, errno))?;
@@ -855,6 +869,8 @@ fn stub_error(sh: &Shared<'_>, stubs: &Stubs, idx: usize, (code, arg, errno): Fa
         }
         CODE_SETSID => format!("{who}: setsid (leading its session again)"),
         CODE_GROUP => format!("{who}: setpgid (joining process group {arg})"),
+        CODE_CTTY => format!("{who}: taking its controlling terminal again (TIOCSCTTY)"),
+        CODE_FOREGROUND => format!("{who}: giving its terminal to process group {arg} (TIOCSPGRP)"),
         CODE_CREDS => match sh.as_saved {
             Some(sw) => {
                 let ids = sw.ids();

@@ -586,6 +586,7 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
     let bin = compile_c("ttyprog", TTYPROG);
     let out = dir.join("out.txt");
     // `script` runs it on a fresh pty; its pid is found through the output.
+    let opening = ckpt_testkit::ptys::opening();
     let mut script = std::process::Command::new("script")
         .args([
             "-qfc",
@@ -605,6 +606,7 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
     wait_until("READY from the program on a pty", TIMEOUT, || {
         ready().is_some()
     });
+    drop(opening);
     let ready = ready().unwrap();
     assert!(ready.ends_with("tty=1"), "{ready}");
     let pid: i32 = values(&ready, "pid=")[0] as i32;
@@ -646,6 +648,140 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
         );
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
+}
+
+/// A process holding both ends of a pty with bytes buffered both ways
+/// (see ckpt-capture's test of the same name); `leader`: it leads its
+/// session with the pty as its controlling terminal, packet mode, the
+/// slave exclusive, the pair locked. On SIGUSR1 it reads both ends and
+/// tells its terminal state.
+const PTY_PAIR_PY: &str = r#"
+import os, sys, time, fcntl, termios, struct, signal, array
+leader = sys.argv[1] == 'leader'
+m, s = os.openpty()
+fcntl.ioctl(m, termios.TIOCSWINSZ, struct.pack('HHHH', 20, 70, 3, 4))
+if leader:
+    os.setsid()
+    fcntl.ioctl(s, termios.TIOCSCTTY, 0)
+    fcntl.ioctl(m, termios.TIOCPKT, struct.pack('i', 1))
+    fcntl.ioctl(s, termios.TIOCEXCL)
+    fcntl.ioctl(m, 0x40045431, struct.pack('i', 1))  # TIOCSPTLCK
+os.write(s, b'out1\n')
+os.write(m, b'line1\npart')
+time.sleep(0.2)
+def ioc(fd, req):
+    b = array.array('i', [0])
+    fcntl.ioctl(fd, req, b, True)
+    return b[0]
+def report(*_):
+    os.set_blocking(m, False)
+    out = os.read(m, 4096)
+    line = os.read(s, 4096)
+    os.write(m, b'\n')
+    rest = os.read(s, 4096)
+    st = open('/proc/self/stat').read().rsplit(') ', 1)[1].split()
+    print('GOT out=%r line=%r rest=%r' % (out, line, rest), flush=True)
+    print('STATE tty=%s sid=%s tty_nr=%s tpgid=%s pkt=%d lock=%d excl=%d size=%r' % (
+        os.ttyname(s), st[3], st[4], st[5], ioc(m, 0x80045438), ioc(m, 0x80045439),
+        ioc(s, 0x80045440), struct.unpack('HHHH', fcntl.ioctl(s, termios.TIOCGWINSZ, b'\0' * 8))), flush=True)
+signal.signal(signal.SIGUSR1, report)
+print('READY pid=%d tty=%s' % (os.getpid(), os.ttyname(s)), flush=True)
+# Not signal.pause(): a pause() re-entered after the restore would not
+# return for a signal handled just before it.
+while True:
+    time.sleep(0.05)
+"#;
+
+fn pty_pair_round_trip(mode: &str) {
+    let dir = TempDir::new(&format!("ptypair-{mode}"));
+    let opening = ckpt_testkit::ptys::opening();
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        std::process::Command::new("python3").args(["-c", PTY_PAIR_PY, mode]),
+    );
+    let ready = p.wait_for("READY");
+    drop(opening);
+    let tty = field(&ready, "tty").to_string();
+    // Its pty index stays free until the pair is made again.
+    let keep = ckpt_testkit::ptys::keeping();
+    let image = dump_kill(&mut p, &dir);
+    if mode == "plain" {
+        index_taken_is_refused_by_name(&image, &tty);
+    }
+    let r = restore(&image, &RestoreOptions::default()).unwrap_or_else(|e| panic!("restore: {e}"));
+    drop(keep);
+    let q = restored(&r, &p.out);
+    signal(r.pid, libc::SIGUSR1).unwrap();
+    let got = q.wait_for("GOT");
+    let pkt = if mode == "leader" { "\\x00" } else { "" };
+    assert_eq!(
+        got,
+        format!("GOT out=b'{pkt}out1\\r\\nline1\\r\\npart' line=b'line1\\n' rest=b'part\\n'")
+    );
+    let state = q.wait_for("STATE");
+    assert_eq!(field(&state, "tty"), tty, "{state}");
+    assert!(state.ends_with("size=(20, 70, 3, 4)"), "{state}");
+    let index: u64 = tty.trim_start_matches("/dev/pts/").parse().unwrap();
+    if mode == "leader" {
+        let nr = (136 + index / 256) << 8 | (index % 256);
+        assert_eq!(field(&state, "sid"), r.pid.to_string(), "{state}");
+        assert_eq!(field(&state, "tty_nr"), nr.to_string(), "{state}");
+        assert_eq!(field(&state, "tpgid"), r.pid.to_string(), "{state}");
+        assert!(state.contains("pkt=1 lock=1 excl=1"), "{state}");
+    } else {
+        assert_eq!(field(&state, "tty_nr"), "0", "{state}");
+        assert!(state.contains("pkt=0 lock=0 excl=0"), "{state}");
+    }
+}
+
+/// With the pair's index taken by a pty of ours, check() refuses the
+/// image, naming the index and who holds it.
+fn index_taken_is_refused_by_name(image: &std::path::Path, tty: &str) {
+    let index: u32 = tty.trim_start_matches("/dev/pts/").parse().unwrap();
+    let index_of = |f: &std::fs::File| {
+        use std::os::fd::AsRawFd;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).unwrap();
+        let v = info.lines().find_map(|l| l.strip_prefix("tty-index:"));
+        v.expect("tty-index in fdinfo")
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    let taken = loop {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/ptmx")
+            .unwrap();
+        match index_of(&f) {
+            i if i == index => break f,
+            i if i > index => panic!("pty {index} was taken by another process"),
+            _ => held.push(f),
+        }
+    };
+    drop(held);
+    let reader = ckpt_image::ImageReader::open(image).unwrap();
+    let report = ckpt_restore::check(&reader, &RestoreOptions::default());
+    let me = format!("whose master pid {} (", std::process::id());
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.starts_with(&format!("pty {tty} (master of pid ")) && e.contains(&me)),
+        "{report}"
+    );
+    drop(taken);
+}
+
+#[test]
+fn pty_pair_comes_back_with_its_bytes_and_index() {
+    pty_pair_round_trip("plain");
+}
+
+#[test]
+fn pty_pair_as_controlling_terminal_of_a_session_leader() {
+    pty_pair_round_trip("leader");
 }
 
 /// Three threads counting under one mutex; no tid checks.

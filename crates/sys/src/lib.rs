@@ -8,8 +8,8 @@
 //!   inside a stopped thread; [`rseq`] reads a thread's rseq registration.
 //! - [`proc`]: processes and threads by pid (signals, limits, parent death
 //!   signal), [`proc::wait`] (waiting for and reaping children),
-//!   [`proc::sched`] (affinity, policy, nice) and [`proc::pidfd`] (another
-//!   process's fds).
+//!   [`proc::sched`] (affinity, policy, nice), [`proc::pidfd`] (another
+//!   process's fds) and [`proc::job`] (job control).
 //! - [`mm`]: the page size and another process's memory.
 //! - [`fds`]: one module per kind of fd ([`fds::pipe`], [`fds::eventfd`],
 //!   [`fds::timerfd`], [`fds::signalfd`], [`fds::epoll`], [`fds::inotify`],

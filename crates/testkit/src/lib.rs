@@ -14,6 +14,10 @@
 //!   show after, run through the binary (e2e) or the libraries (restore).
 //! - [`run_timeout`], [`assert_clean_failure`]: run a command under a
 //!   deadline; check that a failure is a clean one.
+//! - [`tmux`]: a private tmux server driven with send-keys and
+//!   capture-pane, for the terminal tests.
+//! - [`ptys`]: a lock that keeps the pty index a dump freed from being
+//!   taken by another test before the restore.
 #![forbid(unsafe_code)]
 
 pub mod checks;
@@ -21,10 +25,12 @@ mod cmd;
 mod feed;
 mod fixtures;
 mod proc;
+pub mod ptys;
 pub mod require;
 pub mod scenarios;
 mod temp;
 mod text;
+pub mod tmux;
 
 pub use cmd::{assert_clean_failure, run_timeout, spawn_piped, stderr_of, stdout_of, Piped};
 pub use feed::LineFeed;

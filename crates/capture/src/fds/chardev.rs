@@ -15,12 +15,6 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let Some(md) = &f.md else { return Ok(None) };
     let rdev = md.rdev();
     let (ma, mi) = (major(rdev), minor(rdev));
-    if ma == 5 && mi == 2 {
-        return Err(unsupported(
-            f.fd,
-            "pseudo-terminal master (/dev/ptmx) is not supported",
-        ));
-    }
     // mem devices: null, zero, full, random, urandom.
     if ma == 1 && matches!(mi, 3 | 5 | 7 | 8 | 9) {
         let (path, _) = super::strip_deleted(&f.link);

@@ -26,6 +26,7 @@ mod opath;
 mod packet;
 mod pidfd;
 mod pipe;
+mod pty;
 mod raw;
 mod regular;
 mod signalfd;
@@ -36,6 +37,7 @@ mod unix;
 
 pub(crate) use descriptions::classes;
 pub(crate) use fdinfo::FdInfo;
+pub(crate) use pty::Ptys;
 pub(crate) use regular::{add_generation, identity, relinked, strip_deleted};
 
 use crate::error::{Error, Result};
@@ -137,11 +139,13 @@ pub(crate) struct Ctx<'a> {
     fds: &'a [RawFd],
     /// fd number -> id of its open file description.
     file_ids: &'a BTreeMap<i32, u32>,
-    remote: &'a RemoteInfo,
-    /// The process's controlling terminal (stat field 7, dev_t) and its
-    /// foreground process group (field 8).
+    /// The process's controlling terminal (stat field 7, dev_t), its
+    /// foreground process group (field 8) and the session (field 6).
     tty_nr: u64,
     tpgid: i32,
+    sid: i32,
+    /// The pty pairs whose master is in the image.
+    ptys: &'a mut Ptys,
     /// Pipes whose buffered data was already saved (on a read end), in any
     /// process of the tree.
     pipes_with_data: &'a mut HashSet<u64>,
@@ -205,19 +209,20 @@ pub(crate) fn deleted_files(fds: &[RawFd]) -> HashSet<(u64, u64)> {
         .collect()
 }
 
-/// Fds that need injected queries: terminals, and fds with an owner (O_ASYNC).
-pub(crate) fn remote_needs(fds: &[RawFd]) -> (Vec<i32>, Vec<i32>) {
-    let ttys = fds
-        .iter()
-        .filter(|f| tty::matches(f))
-        .map(|f| f.fd)
-        .collect();
-    let owners = fds
-        .iter()
+/// Fds that need injected queries: fds with an owner (O_ASYNC).
+pub(crate) fn remote_needs(fds: &[RawFd]) -> Vec<i32> {
+    fds.iter()
         .filter(|f| f.info.flags & O_ASYNC != 0)
         .map(|f| f.fd)
-        .collect();
-    (ttys, owners)
+        .collect()
+}
+
+/// /proc/PID/stat's tty_nr (the kernel's new_encode_dev) as a dev_t.
+pub(crate) fn tty_dev(tty_nr: i32) -> u64 {
+    let nr = tty_nr as u32 as u64;
+    let major = (nr >> 8) & 0xfff;
+    let minor = (nr & 0xff) | ((nr >> 12) & 0xfff00);
+    procfs::makedev(major, minor)
 }
 
 /// The fds of one process of the tree, as listed, with what it told.
@@ -232,13 +237,17 @@ pub(crate) struct ProcFds<'a> {
 /// The tables of the tree: each process's fds sorted by number, and the
 /// open files sorted by id. Descriptions shared by fds of one process or
 /// of several (dup, fork, SCM_RIGHTS) are saved once, through their first
-/// fd in the order of `procs`; ids number them in that order, from 1.
+/// fd in the order of `procs`; ids number them in that order, from 1. And
+/// the pty pairs whose master a process holds, with their buffered bytes
+/// taken (put back when the result is dropped, see [`Ptys`]).
 pub(crate) fn build(
     procs: &[ProcFds<'_>],
     sink: &mut dyn PageSink,
     sockets: &mut net::Sockets,
-) -> Result<(Vec<Vec<Fd>>, Vec<OpenFile>)> {
+) -> Result<(Vec<Vec<Fd>>, Vec<OpenFile>, Ptys)> {
     let t = Instant::now();
+    let all: Vec<(Pid, &[RawFd])> = procs.iter().map(|p| (p.pid, p.fds)).collect();
+    let mut ptys = Ptys::scan(&all)?;
     let items: Vec<(Pid, &RawFd)> = procs
         .iter()
         .flat_map(|p| p.fds.iter().map(move |f| (p.pid, f)))
@@ -279,9 +288,10 @@ pub(crate) fn build(
             pid,
             fds: p.fds,
             file_ids: &file_ids[owner[first]],
-            remote: p.remote,
-            tty_nr: p.stat.stat.tty_nr as u32 as u64,
+            tty_nr: tty_dev(p.stat.stat.tty_nr),
             tpgid: p.stat.stat.tpgid,
+            sid: p.stat.stat.session,
+            ptys: &mut ptys,
             pipes_with_data: &mut pipes_with_data,
             sink: &mut *sink,
             net: &mut *sockets,
@@ -319,7 +329,7 @@ pub(crate) fn build(
                 .collect()
         })
         .collect();
-    Ok((out_fds, files))
+    Ok((out_fds, files, ptys))
 }
 
 /// The state of one open file description, by the first kind that takes it.
@@ -380,16 +390,16 @@ impl Ctx<'_> {
         let id = self.inflight.next_id;
         self.inflight.next_id += 1;
         let ids: BTreeMap<i32, u32> = [(raw, id)].into_iter().collect();
-        let remote = RemoteInfo::default();
         self.inflight.nested = true;
         let kind = {
             let mut sub = Ctx {
                 pid: me,
                 fds: std::slice::from_ref(&rf),
                 file_ids: &ids,
-                remote: &remote,
                 tty_nr: 0,
                 tpgid: 0,
+                sid: 0,
+                ptys: &mut *self.ptys,
                 pipes_with_data: &mut *self.pipes_with_data,
                 sink: &mut *self.sink,
                 net: &mut *self.net,

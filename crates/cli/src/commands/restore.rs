@@ -1,26 +1,35 @@
-//! `ckpt restore IMAGE [--detach] [--new-pid]`
+//! `ckpt restore IMAGE [--detach] [--new-pid] [--tty PATH] [--check]`
+//!
+//! Run in a terminal, the restored process comes back as a job of the
+//! shell's (see `job.rs`): it gets the terminal with its saved settings,
+//! a SIGWINCH to redraw, and Ctrl-Z, `fg` and Ctrl-C work on it through
+//! the restorer, which ends the way it ends.
 
 use super::ms;
+use crate::job::{self, Job};
 use anyhow::{bail, Context};
-use ckpt_sys::sys::{self, ExitKind};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::exfiltrator::WithOrigin;
-use signal_hook::iterator::SignalsInfo;
+use ckpt_restore::{Cancel, Terminal};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Image file.
     image: PathBuf,
-    /// Return as soon as the process runs, printing its pid.
+    /// Return as soon as the process runs, printing its pid (no job
+    /// control: the process stays in the background of the terminal).
     #[arg(long)]
     detach: bool,
     /// Restore under fresh pids where the saved ones are taken (see README:
     /// glibc caches tids); each new pid is printed as "pid SAVED -> NEW".
     #[arg(long)]
     new_pid: bool,
+    /// Attach the process's terminal to this one (a terminal no session
+    /// has, e.g. a new pty): the process leads a new session there.
+    #[arg(long, value_name = "PATH")]
+    tty: Option<PathBuf>,
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
@@ -37,30 +46,19 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     // Connection locks left by a dump whose processes were all killed.
     ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
-    // SIGINT, SIGTERM and SIGHUP: while the restore runs they cancel it
-    // (what was built is killed, exit 128 + signal); once the process
-    // runs they are passed on to it (in the foreground; terminal signals
-    // reach it anyway: it is in our process group).
-    let mut signals = SignalsInfo::<WithOrigin>::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
-    let cancel = ckpt_restore::Cancel::new();
-    let restored_pid = Arc::new(AtomicI32::new(0));
-    let handle = signals.handle();
-    let forwarder = {
-        let restored_pid = restored_pid.clone();
-        let cancel = cancel.clone();
-        std::thread::spawn(move || {
-            for info in signals.forever() {
-                if cancel.cancel(info.signal) {
-                    continue;
-                }
-                let pid = restored_pid.load(Ordering::SeqCst);
-                if pid > 0 && info.process.is_some() {
-                    let _ = ckpt_sys::proc::kill(pid, info.signal);
-                }
-            }
-        })
+    let terminal = match (&a.tty, a.detach) {
+        (Some(p), _) => Terminal::Path(p.clone()),
+        (None, true) => Terminal::Caller,
+        (None, false) => Terminal::Job,
     };
+    // Before any thread exists: every thread then has them blocked.
+    if !a.detach && !a.check {
+        job::block_signals()?;
+    } else {
+        ckpt_sys::proc::job::block_signals(CANCEL_MASK).context("blocking signals")?;
+    }
+    let cancel = Cancel::new();
+    let canceller = Canceller::start(cancel.clone());
     let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
@@ -68,6 +66,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         force_files: a.force_files,
         tcp_close: a.tcp_close,
         progress: super::progress_bar("restoring"),
+        terminal,
         cancel: Some(cancel.clone()),
         ..Default::default()
     };
@@ -77,6 +76,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             Some(w) => eprintln!("ckpt: WARNING: --force-files: {w}"),
             None => eprintln!("ckpt: warning: {w}"),
         }
+    }
+    if let Some(signal) = cancel.signal() {
+        eprintln!("ckpt: {}", ckpt_restore::Error::Cancelled { signal });
+        return Ok(128 + signal);
     }
     if !report.errors.is_empty() {
         for e in &report.errors {
@@ -93,17 +96,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: {} can be restored here", a.image.display());
         return Ok(0);
     }
-    let restored = match ckpt_restore::restore(&reader, &mut opts) {
+    let restored = ckpt_restore::restore(&reader, &mut opts);
+    // From here on a signal is the job's (or, detached, ends us as usual).
+    canceller.stop();
+    let restored = match restored {
         Err(e @ ckpt_restore::Error::Cancelled { signal }) => {
             eprintln!("ckpt: {e}");
-            handle.close();
-            let _ = forwarder.join();
             return Ok(128 + signal);
         }
         r => r.with_context(|| format!("restore of {} failed", a.image.display()))?,
     };
     let pid = restored.pid;
-    restored_pid.store(pid, Ordering::SeqCst);
     // Processes that got new pids (--new-pid): saved -> now.
     for (saved, now) in restored.pids.iter().filter(|(s, n)| s != n) {
         eprintln!("ckpt: pid {saved} -> {now}");
@@ -139,11 +142,59 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         println!("{pid}");
         return Ok(0);
     }
-    let status = sys::wait_child_exit(pid).context("waiting for the restored process")?;
-    handle.close();
-    let _ = forwarder.join();
-    Ok(match status {
-        ExitKind::Exited(c) => c,
-        ExitKind::Signaled(s) => 128 + s,
-    })
+    let mut j = Job::new(pid, restored.terminal.as_ref());
+    if let Some(h) = &restored.terminal {
+        if h.handed {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            eprintln!("ckpt: restored pid {pid} ({})", comm.trim());
+            j.winch();
+        }
+    }
+    let end = j.run()?;
+    tracing::debug!(?end, "the restored process ended");
+    Ok(job::exit_like(end))
+}
+
+/// SIGINT, SIGTERM and SIGHUP: they cancel the check or the restore (what
+/// was built is killed; exit 128 + signal).
+const CANCEL_MASK: u64 =
+    (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGHUP - 1));
+
+/// The thread that takes SIGINT, SIGTERM and SIGHUP while the check and
+/// the restore run (every thread has them blocked) and cancels the
+/// restore. One that comes once the restore is over is sent to us again,
+/// pending for the job control (or, detached, for no one: we exit).
+struct Canceller {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Canceller {
+    fn start(cancel: Cancel) -> Canceller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let wait =
+                    ckpt_sys::proc::job::wait_signal(CANCEL_MASK, Some(Duration::from_millis(20)));
+                match wait {
+                    Ok(Some(sig)) if !cancel.cancel(sig) => {
+                        let _ = ckpt_sys::proc::kill(ckpt_sys::proc::getpid(), sig);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "waiting for signals");
+                        return;
+                    }
+                }
+            }
+        });
+        Canceller { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
 }

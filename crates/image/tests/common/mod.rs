@@ -346,6 +346,13 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             win_cols: 132,
             foreground_pgrp: 100,
             rdev: 0x8803,
+            role: TtyRole::Slave,
+            real_rdev: 0x8803,
+            pair: 1,
+            devpts: 0x18,
+            win_xpixel: 640,
+            win_ypixel: 480,
+            sid: 100,
         }),
         FileKind::Regular(RegularFile {
             file: FileIdentity {
@@ -636,6 +643,26 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
         }],
         image_id: vec![7; 16],
         parent: ParentRef::default(),
+        ptys: vec![PtyPair {
+            id: 1,
+            index: 3,
+            devpts: 0x18,
+            termios: (0..44).collect(),
+            win_rows: 50,
+            win_cols: 132,
+            win_xpixel: 640,
+            win_ypixel: 480,
+            packet: true,
+            locked: false,
+            slave_exclusive: true,
+            peer_closed: false,
+            sid: 100,
+            foreground_pgrp: 100,
+            input_lines: vec![b"ls\n".to_vec(), Vec::new()],
+            input_pending: b"echo hal".to_vec(),
+            output: b"$ \r\n".to_vec(),
+            packet_status: 1,
+        }],
     }
 }
 

@@ -36,6 +36,7 @@ mod packet;
 pub(crate) mod pidfd;
 mod pipe;
 pub(crate) mod place;
+mod pty;
 mod raw;
 mod regular;
 mod signalfd;
@@ -47,9 +48,12 @@ mod unix;
 
 pub use pidfd::{LateFd, LateOp};
 pub use pipe::{FindPipes, PipeHolder, PipeQuery};
+pub use pty::PtySetup;
 pub(crate) use regular::temp_names;
 pub use regular::NodeMeta;
 pub use sockets::{NetGuard, NetPlan, Prebuilt};
+pub(crate) use tty::{adjust_tree, hand_over};
+pub use tty::{Handover, JobTerminal, TtyTarget};
 
 use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
@@ -91,6 +95,30 @@ pub enum FdOp {
     /// The restorer's controlling terminal (open of /dev/tty): the
     /// restorer's own, not a path of the image. (tty.rs)
     OpenTty { slot: usize, flags: i32 },
+    /// The terminal the restore was given by path, opened with the
+    /// restorer's rights. (tty.rs)
+    OpenTerminal {
+        slot: usize,
+        path: CString,
+        flags: i32,
+    },
+    /// A pty master at its saved index, with its pair's settings and
+    /// buffered bytes. (pty.rs)
+    PtyMaster { slot: usize, setup: Box<PtySetup> },
+    /// A slave description of the pair of master slot `master`. (pty.rs)
+    PtySlave {
+        slot: usize,
+        master: usize,
+        flags: i32,
+    },
+    /// Packet mode, the slave's exclusive flag and the lock of a pair,
+    /// once its slaves are open. (pty.rs)
+    PtyFinish {
+        master: usize,
+        packet: bool,
+        locked: bool,
+        exclusive: Option<usize>,
+    },
     /// A new description of the restorer's own fd `std` (0, 1 or 2), e.g.
     /// its terminal. (tty.rs)
     ReopenStd { slot: usize, std: usize, flags: i32 },
@@ -298,7 +326,7 @@ pub enum FdOp {
 }
 
 /// What the restorer has to offer the stub.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FdEnv {
     /// The restorer's fds 0, 1, 2 are open.
     pub std_open: [bool; 3],
@@ -311,6 +339,11 @@ pub struct FdEnv {
     pub find_pipes: Option<FindPipes>,
     /// Restore live TCP connections closed (`--tcp-close`).
     pub tcp_close: bool,
+    /// The terminal that terminals from outside the image are attached to.
+    pub terminal: TtyTarget,
+    /// The process is restored as a job of the restorer's: it leads its own
+    /// process group.
+    pub job: bool,
 }
 
 impl FdEnv {
@@ -327,6 +360,22 @@ impl FdEnv {
             .open("/dev/tty")
             .is_ok();
         e.find_pipes = Some(pipe::find_pipe_holders);
+        e
+    }
+
+    /// The environment of the calling process, for a restore with `opts`.
+    pub fn for_restore(opts: &crate::RestoreOptions) -> FdEnv {
+        let mut e = FdEnv::current();
+        match &opts.terminal {
+            crate::Terminal::Caller => {}
+            crate::Terminal::Job => e.job = true,
+            crate::Terminal::Path(p) => {
+                e.terminal = TtyTarget::Path(
+                    CString::new(p.as_os_str().as_encoded_bytes().to_vec())
+                        .unwrap_or_else(|_| c"/".to_owned()),
+                );
+            }
+        }
         e
     }
 }
@@ -366,6 +415,9 @@ pub struct FdPlan {
     pub prebuilt: Vec<i32>,
     /// The same, sorted (the root stub keeps them open, closing the rest).
     pub prebuilt_sorted: Vec<i32>,
+    /// The root is attached to the restorer's terminal (or the one
+    /// given): what handing it over needs.
+    pub job_terminal: Option<JobTerminal>,
 }
 
 /// One fd of a process at its number.
@@ -387,6 +439,13 @@ pub struct ProcFds {
     /// sets up.
     pub post: Vec<FdOp>,
     pub post_what: Vec<String>,
+    /// The slot whose terminal becomes its controlling terminal right
+    /// after its setsid (tty.rs).
+    pub ctty: Option<usize>,
+    /// Foreground groups it gives its session's terminals once every
+    /// process exists: (slot of the terminal, image index of the process
+    /// that leads the group) (tty.rs).
+    pub foreground: Vec<(usize, usize)>,
 }
 
 /// A memory object several processes map, which the stubs make or keep
@@ -723,12 +782,17 @@ pub fn plan_tree(
     // unix sockets (pairs, listeners and their clients, queued messages
     // with the files in flight they carry) after every other kind.
     let mut pipes = pipe::plan_pipes(&mut b);
+    // Pty pairs, then the session (which may take one as its terminal),
+    // before descriptions that may open /dev/tty.
+    let ptys = pty::plan_pairs(&mut b);
+    tty::plan_sessions(&mut b, &ptys);
     for g in 0..b.groups.len() {
         plan_group(&mut b, g, &mut pipes);
     }
     unix::plan_all(&mut b);
     // Epoll watches of fd numbers that hold another file now.
     epoll::plan_detached(&mut b);
+    pty::finish(&mut b, ptys);
     plan_keep(&mut b, keep, &by_id);
     place(&mut b);
     // Epoll registrations, by final fd numbers.
@@ -815,7 +879,7 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State) {
         FileKind::Regular(rf) => regular::plan_file(b, g, rf),
         FileKind::Directory(fi) => regular::plan_directory(b, g, fi),
         FileKind::CharDevice(cd) => chardev::plan(b, g, cd),
-        FileKind::Tty(_) => tty::plan(b, g),
+        FileKind::Tty(t) => tty::plan(b, g, t),
         FileKind::EventFd(e) => eventfd::plan(b, g, e),
         FileKind::TimerFd(t) => timerfd::plan(b, g, t),
         FileKind::SignalFd(s) => signalfd::plan(b, g, s),
@@ -871,6 +935,19 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
+        FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags)?,
+        FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup)?,
+        FdOp::PtySlave {
+            slot,
+            master,
+            flags,
+        } => pty::make_slave(c, *slot, *master, *flags)?,
+        FdOp::PtyFinish {
+            master,
+            packet,
+            locked,
+            exclusive,
+        } => pty::finish_pair(c, *master, *packet, *locked, *exclusive)?,
         FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
@@ -1055,6 +1132,22 @@ pub(crate) fn check_creating(plan: &FdPlan, r: &mut Report) {
             }
         }
     }
+}
+
+/// What check() says about the process's terminals: devices reopened by
+/// path are the same.
+pub(crate) fn check_terminals(image: &Image, p: &Process, r: &mut Report) {
+    tty::check(image, p, r);
+}
+
+/// What check() says about the image's terminals, once for the tree: the
+/// terminal given by path is free, the pty pairs' indexes are free and
+/// their bytes can be put back.
+pub(crate) fn check_image_terminals(image: &Image, opts: &crate::RestoreOptions, r: &mut Report) {
+    const CAP_SYS_ADMIN: u32 = 21;
+    tty::check_target(&opts.terminal, r);
+    let admin = crate::process::creds::own_creds().has_cap(CAP_SYS_ADMIN);
+    pty::check(image, admin, r);
 }
 
 /// Names the ops would take from live processes (a unix socket path where
