@@ -97,7 +97,7 @@ pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
                 format!("{range:?} is not an address range"),
             )
         })?;
-    let mem = ckpt_sys::remote::ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
+    let mem = ckpt_sys::mm::ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
     let code = mem
         .read_vec(start, (end - start) as usize)
         .ctx(pid, || "reading [vdso]".into())?;
@@ -584,7 +584,7 @@ pub(crate) fn query(frozen: &mut Frozen, syscall_ip: u64, q: &Queries) -> Result
                 // by sending them again (without their details).
                 for si in left {
                     let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-                    let _ = ckpt_sys::sys::tgkill(pid, tid, signo);
+                    let _ = ckpt_sys::proc::tgkill(pid, tid, signo);
                 }
             }
             out.threads.insert(tid, tr);
@@ -600,7 +600,7 @@ pub(crate) fn query(frozen: &mut Frozen, syscall_ip: u64, q: &Queries) -> Result
         // Caught after the scratch page was gone: send them again (without details).
         for si in left {
             let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+            let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
         }
     }
     result?;

@@ -25,7 +25,9 @@
 
 use crate::error::{Error, Result};
 use ckpt_sys::clone::{fork_with_pid, Forked};
-use ckpt_sys::{setup, sys, Pid};
+use ckpt_sys::fds::pipe;
+use ckpt_sys::proc::{self, wait};
+use ckpt_sys::Pid;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -48,7 +50,7 @@ pub(crate) fn single_threaded() -> bool {
 /// In a worker whose caller is gone: [`Error::Abandoned`].
 pub(crate) fn check(pid: Pid) -> Result<()> {
     let parent = PARENT.load(Ordering::Relaxed);
-    if parent != 0 && setup::getppid() != parent {
+    if parent != 0 && proc::getppid() != parent {
         return Err(Error::Abandoned { pid });
     }
     Ok(())
@@ -76,12 +78,12 @@ pub(crate) fn run_in_worker(
     pid: Pid,
     work: impl FnOnce() -> Result<crate::DumpStats>,
 ) -> Result<crate::DumpStats> {
-    let (r, w) = ckpt_sys::query::pipe_nonblock().map_err(|source| Error::Sys {
+    let (r, w) = pipe::pipe2(libc::O_NONBLOCK | libc::O_CLOEXEC).map_err(|source| Error::Sys {
         pid,
         what: "creating the worker's pipe".into(),
         source,
     })?;
-    let parent = sys::getpid();
+    let parent = proc::getpid();
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
             drop(r);
@@ -90,11 +92,11 @@ pub(crate) fn run_in_worker(
             let mut w = std::fs::File::from(w);
             let _ = w.write_all(&msg);
             drop(w);
-            sys::exit_now(0);
+            proc::exit_now(0);
         }
         Ok(Forked::Parent(child)) => {
             drop(w);
-            let exit = sys::wait_child_exit(child).map_err(|source| Error::Sys {
+            let exit = wait::wait_child_exit(child).map_err(|source| Error::Sys {
                 pid,
                 what: "waiting for the dump worker".into(),
                 source,
