@@ -19,7 +19,7 @@ pub const TRAMPOLINE_CODE: [u8; 3] = [0x0f, 0x05, 0xcc];
 /// Code that runs a table of system calls in one go ([`Injector::batch`]):
 /// with r15 at the table of 64-byte entries (number, six arguments,
 /// result; number -1 ends it), each call's result is stored in its entry,
-/// then the thread stops on `int3`. (mov rax,[r15]; cmp rax,-1; je done;
+/// then the thread stops on `int3`. (mov rax,\[r15\]; cmp rax,-1; je done;
 /// mov rdi/rsi/rdx/r10/r8/r9,[r15+8..48]; syscall; mov [r15+56],rax;
 /// add r15,64; jmp start; done: int3)
 pub const BATCH_CODE: [u8; 46] = [

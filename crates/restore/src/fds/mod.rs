@@ -73,7 +73,7 @@ pub const SETFL_MASK: i32 =
 
 /// One step of the stub's fd setup. Slots are indices into a table of
 /// temporary ("staging") fds, put at their final numbers afterwards
-/// ([`ProcFds::places`]). The generic steps (Open, Reopen, Write, SetFl,
+/// (`ProcFds::places`). The generic steps (Open, Reopen, Write, SetFl,
 /// Seek, SharedAnon) run here; the others in the module of their kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FdOp {
