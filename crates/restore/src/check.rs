@@ -928,10 +928,7 @@ mod tests {
 
     #[test]
     fn access_as_answers_with_the_users_rights() {
-        if creds::geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let item = |p: &std::ffi::CStr, mode| (String::new(), p.to_owned(), mode);
         let items = [
             item(c"/etc/shadow", libc::R_OK),
