@@ -142,8 +142,9 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         fds::check_net(&fds, &mut r);
     }
     for p in &live {
-        fds::check_terminals(image, p, opts, &mut r);
+        fds::check_terminals(image, p, &mut r);
     }
+    fds::check_image_terminals(image, opts, &mut r);
     let mut tree = tree;
     r.warnings
         .extend(fds::adjust_tree(&mut tree, &opts.terminal, &fds));

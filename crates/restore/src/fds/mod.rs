@@ -1124,16 +1124,16 @@ pub(crate) fn check_creating(plan: &FdPlan, r: &mut Report) {
 }
 
 /// What check() says about the process's terminals: devices reopened by
-/// path are the same, pty bytes can be put back, the terminal given by
-/// path is free.
-pub(crate) fn check_terminals(
-    image: &Image,
-    p: &Process,
-    opts: &crate::RestoreOptions,
-    r: &mut Report,
-) {
-    const CAP_SYS_ADMIN: u32 = 21;
+/// path are the same.
+pub(crate) fn check_terminals(image: &Image, p: &Process, r: &mut Report) {
     tty::check(image, p, r);
+}
+
+/// What check() says about the image's terminals, once for the tree: the
+/// terminal given by path is free, the pty pairs' indexes are free and
+/// their bytes can be put back.
+pub(crate) fn check_image_terminals(image: &Image, opts: &crate::RestoreOptions, r: &mut Report) {
+    const CAP_SYS_ADMIN: u32 = 21;
     tty::check_target(&opts.terminal, r);
     let admin = crate::process::creds::own_creds().has_cap(CAP_SYS_ADMIN);
     pty::check(image, admin, r);
