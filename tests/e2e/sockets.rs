@@ -69,7 +69,7 @@ fn unbound_tcp_sockets_keep_their_options() {
     dump_kill(&mut p, &image);
     let r = restore_detached(&image, &p.out, p.pid);
     let before = r.line_count();
-    ckpt_sys::sys::kill(r.pid, libc::SIGUSR1).unwrap();
+    ckpt_sys::proc::kill(r.pid, libc::SIGUSR1).unwrap();
     let opts = r.wait_line_after(before, |l| l.starts_with("OPTS"));
     assert_eq!(opts, "OPTS keepalive=1 nodelay=1 name=0");
     let listen = r.wait_line_after(before, |l| l.starts_with("LISTEN"));

@@ -861,7 +861,7 @@ fn query_with_scratch_page(
     if let Ok(left) = &fin {
         for si in left {
             let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+            let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
         }
     }
     result?;

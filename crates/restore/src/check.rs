@@ -12,9 +12,10 @@ use crate::tree::plan_tree;
 use crate::{Report, RestoreOptions};
 use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers};
 use ckpt_sys::creds::{self, FsIds, FsSwitch};
-use ckpt_sys::{mm, proc, ptrace, setup, sys};
+use ckpt_sys::{mm, proc, ptrace};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::MetadataExt;
 
 /// Capabilities a restorer needs to restore another user's process (which
@@ -422,7 +423,7 @@ fn check_machine(image: &Image, live: &[&Process], r: &mut Report) {
 /// The end of the user address space (TASK_SIZE_MAX): 47 bits, or 56
 /// with 5-level paging (the kernel leaves the CPU's la57 flag only then).
 pub(crate) fn task_size() -> u64 {
-    let page = setup::page_size();
+    let page = mm::page_size();
     if local_cpu_flags().contains("la57") {
         (1u64 << 56) - page
     } else {
@@ -903,20 +904,21 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
     const DONE: u32 = u32::MAX - 1;
     let switch = FsSwitch::new(ids.clone()).map_err(|e| e.to_string())?;
     let (uid, gid) = (ids.uid, ids.gid);
-    let (rfd, wfd) = setup::pipe2(libc::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (rfd, wfd) = ckpt_sys::fds::pipe::pipe2(libc::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (rfd, wfd) = (rfd.into_raw_fd(), wfd.into_raw_fd());
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
             // Only async-signal-safe calls here: the caller may have threads.
-            let _ = setup::close(rfd);
+            let _ = ckpt_sys::fds::close(rfd);
             let report = |i: u32, e: &ckpt_sys::Error| {
                 let mut rec = [0u8; 8];
                 rec[..4].copy_from_slice(&i.to_le_bytes());
                 rec[4..].copy_from_slice(&e.errno().unwrap_or(libc::EACCES).to_le_bytes());
-                let _ = sys::write_fd(wfd, &rec);
+                let _ = ckpt_sys::fds::write_fd(wfd, &rec);
             };
             if let Err(e) = switch.enter() {
                 report(u32::MAX, &e);
-                sys::exit_now(1)
+                proc::exit_now(1)
             }
             for (i, (_, path, mode)) in items.iter().enumerate() {
                 if let Err(e) = creds::eaccess(path, *mode) {
@@ -925,23 +927,23 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
             }
             let mut rec = [0u8; 8];
             rec[..4].copy_from_slice(&DONE.to_le_bytes());
-            let _ = sys::write_fd(wfd, &rec);
-            sys::exit_now(0)
+            let _ = ckpt_sys::fds::write_fd(wfd, &rec);
+            proc::exit_now(0)
         }
         Ok(Forked::Parent(child)) => {
-            let _ = setup::close(wfd);
+            let _ = ckpt_sys::fds::close(wfd);
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             loop {
-                match setup::read(rfd, &mut chunk) {
+                match ckpt_sys::fds::read(rfd, &mut chunk) {
                     Ok(0) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.errno() == Some(libc::EINTR) => continue,
                     Err(_) => break,
                 }
             }
-            let _ = setup::close(rfd);
-            setup::reap_blocking(child);
+            let _ = ckpt_sys::fds::close(rfd);
+            proc::wait::reap_blocking(child);
             let mut denied = Vec::new();
             for rec in buf.chunks_exact(8) {
                 let i = u32::from_le_bytes(rec[..4].try_into().expect("4 bytes"));
@@ -963,8 +965,8 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
             ))
         }
         Err(e) => {
-            let _ = setup::close(rfd);
-            let _ = setup::close(wfd);
+            let _ = ckpt_sys::fds::close(rfd);
+            let _ = ckpt_sys::fds::close(wfd);
             Err(e.to_string())
         }
     }
@@ -1052,10 +1054,7 @@ mod tests {
 
     #[test]
     fn access_as_answers_with_the_users_rights() {
-        if creds::geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let item = |p: &std::ffi::CStr, mode| (String::new(), p.to_owned(), mode);
         let items = [
             item(c"/etc/shadow", libc::R_OK),

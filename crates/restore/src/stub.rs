@@ -939,10 +939,7 @@ mod tests {
     fn image_paths_are_opened_with_the_saved_users_ids() {
         use ckpt_sys::creds::FsIds;
         use std::os::unix::fs::MetadataExt;
-        if creds::geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let own = FsIds::current().unwrap();
         let switch = FsSwitch::new(FsIds {
             uid: 65534,

@@ -391,10 +391,7 @@ mod tests {
 
     #[test]
     fn switch_takes_the_users_rights_and_gives_them_back() {
-        if geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         // Made before the fork: the child of a multi-threaded process may
         // not allocate.
         let sw = FsSwitch::new(FsIds {
@@ -451,10 +448,7 @@ mod tests {
 
     #[test]
     fn switched_threads_have_no_capabilities() {
-        if geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let sw = FsSwitch::new(FsIds {
             uid: 65534,
             gid: 65534,

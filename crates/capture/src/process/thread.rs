@@ -23,10 +23,10 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
     regs.set_gprs(&gprs);
     let blocked =
         ptrace::get_sigmask(tid).ctx(pid, || format!("thread {tid}: reading the signal mask"))?;
-    let rseq = ptrace::get_rseq(tid).ctx(pid, || {
+    let rseq = ckpt_sys::rseq::get_rseq(tid).ctx(pid, || {
         format!("thread {tid}: reading the rseq registration")
     })?;
-    let (head, len) = ptrace::get_robust_list(tid).ctx(pid, || {
+    let (head, len) = ckpt_sys::proc::get_robust_list(tid).ctx(pid, || {
         format!("thread {tid}: reading the robust futex list")
     })?;
     let st = Stat::read(pid, &format!("/proc/{pid}/task/{tid}/stat"))?;

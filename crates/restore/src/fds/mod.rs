@@ -59,7 +59,7 @@ use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
 use crate::Report;
 use ckpt_image::{Blob, Credentials, Fd, FileKind, Image, OpenFile, Process};
-use ckpt_sys::{fds, mm, setup, sys};
+use ckpt_sys::{fds, mm};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::IntoRawFd;
@@ -74,7 +74,7 @@ pub const SETFL_MASK: i32 =
 
 /// One step of the stub's fd setup. Slots are indices into a table of
 /// temporary ("staging") fds, put at their final numbers afterwards
-/// ([`ProcFds::places`]). The generic steps (Open, Reopen, Write, SetFl,
+/// (`ProcFds::places`). The generic steps (Open, Reopen, Write, SetFl,
 /// Seek, SharedAnon) run here; the others in the module of their kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FdOp {
@@ -353,7 +353,7 @@ impl FdEnv {
         for fd in 0..3 {
             e.std_open[fd] = std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok()
                 || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok();
-            e.std_tty[fd] = e.std_open[fd] && ckpt_sys::sys::isatty(fd as i32);
+            e.std_tty[fd] = e.std_open[fd] && fds::tty::isatty(fd as i32);
         }
         e.dev_tty = std::fs::OpenOptions::new()
             .read(true)
@@ -926,12 +926,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             flags,
             mode,
         } => {
-            let fd = c.as_saved(|_| setup::open(path, *flags, *mode))?;
+            let fd = c.as_saved(|_| fds::open(path, *flags, *mode).map(IntoRawFd::into_raw_fd))?;
             c.new_fd(*slot, fd)?;
         }
         FdOp::Reopen { slot, from, flags } => {
             let mut buf = [0u8; 40];
-            let fd = setup::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?;
+            let fd = fds::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?.into_raw_fd();
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
@@ -978,7 +978,7 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             fd,
             events,
             data,
-        } => setup::epoll_add(*epfd, *fd, *events, *data)?,
+        } => fds::epoll::epoll_add(*epfd, *fd, *events, *data)?,
         FdOp::Inotify { slot, flags } => inotify::make(c, *slot, *flags)?,
         FdOp::InotifyWatch {
             slot,
@@ -1040,12 +1040,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             contents,
             seals,
         } => memfd::make(c, *slot, name, [*flags, *mode, *seals], *size, contents)?,
-        FdOp::Write { slot, data } => sys::write_fd(c.slot(*slot), data)?,
+        FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
         FdOp::SetFl { slot, flags } => {
             let fd = c.slot(*slot);
-            let cur = setup::get_fl(fd)?;
+            let cur = fds::get_fl(fd)?;
             if cur & SETFL_MASK != flags & SETFL_MASK {
-                setup::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
+                fds::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
             }
         }
         FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,

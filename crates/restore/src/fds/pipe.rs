@@ -7,9 +7,10 @@
 use super::{Builder, FdOp};
 use crate::stub::{proc_fd_path, Child};
 use ckpt_image::{FileKind, Pipe, PipeEnd};
-use ckpt_sys::{setup, sys};
+use ckpt_sys::fds::{self, pipe};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, CString};
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// A pipe or FIFO the planner wants a live holder of.
@@ -425,14 +426,14 @@ pub(super) fn make(
     // Non-blocking while it is filled: data that does not fit fails
     // (EAGAIN) instead of blocking the stub for good. The saved status
     // flags are set afterwards (SetFl).
-    let (r, w) = setup::pipe2(libc::O_NONBLOCK)?;
-    c.new_fd(slots[0], r)?;
-    let w = c.new_fd(slots[1], w)?;
-    if capacity != 0 && setup::pipe_size(w)? != capacity {
-        setup::set_pipe_size(w, capacity)?;
+    let (r, w) = pipe::pipe2(libc::O_NONBLOCK)?;
+    c.new_fd(slots[0], r.into_raw_fd())?;
+    let w = c.new_fd(slots[1], w.into_raw_fd())?;
+    if capacity != 0 && pipe::pipe_size(w)? != capacity {
+        pipe::set_pipe_size(w, capacity)?;
     }
     if !data.is_empty() {
-        sys::write_fd(w, data)?;
+        fds::write_fd(w, data)?;
     }
     // Both ends blocking again, as pipe(2) makes them.
     for fd in [c.slot(slots[0]), w] {
@@ -450,15 +451,15 @@ pub(super) fn open_live(
     flags: i32,
 ) -> ckpt_sys::Result<()> {
     let nb = flags | libc::O_NONBLOCK;
-    let fd = c.as_saved(|_| match setup::open(path, nb, 0) {
-        Ok(fd) => Ok(fd),
+    let fd = c.as_saved(|_| match fds::open(path, nb, 0) {
+        Ok(fd) => Ok(fd.into_raw_fd()),
         // A write end with no reader: be the reader meanwhile.
         Err(e) if e.errno() == Some(libc::ENXIO) => {
             let mut buf = [0u8; 40];
-            let tmp = setup::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?;
+            let tmp = fds::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?.into_raw_fd();
             let p = proc_fd_path(tmp, &mut buf);
-            let r = setup::open(p, nb, 0);
-            setup::close(tmp)?;
+            let r = fds::open(p, nb, 0).map(IntoRawFd::into_raw_fd);
+            fds::close(tmp)?;
             r
         }
         Err(e) => Err(e),
@@ -767,7 +768,8 @@ mod tests {
 
     #[test]
     fn finds_our_own_pipe_and_not_a_missing_one() {
-        let (r, w) = ckpt_sys::setup::pipe2(libc::O_CLOEXEC).unwrap();
+        let (r, w) = pipe::pipe2(libc::O_CLOEXEC).unwrap();
+        let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
         let ino = std::fs::metadata(format!("/proc/self/fd/{r}"))
             .unwrap()
             .ino();
@@ -793,7 +795,7 @@ mod tests {
         if me == 0 {
             assert_eq!(find_pipe_holders(&q, &[], 65534)[0], None);
         }
-        ckpt_sys::setup::close(r).unwrap();
-        ckpt_sys::setup::close(w).unwrap();
+        fds::close(r).unwrap();
+        fds::close(w).unwrap();
     }
 }

@@ -9,7 +9,8 @@ use super::{cpath, strip_deleted, Builder, FdOp, O_TMPFILE_BIT};
 use crate::stub::Child;
 use crate::Report;
 use ckpt_image::{FileIdentity, RegularFile};
-use ckpt_sys::{fs, setup};
+use ckpt_sys::fds::{self, regular};
+use ckpt_sys::fs;
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, IntoRawFd};
 
@@ -199,8 +200,8 @@ pub(super) fn tmpfile(
         }
         let mut last = None;
         for d in dirs {
-            match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, mode) {
-                Ok(f) => return Ok(f),
+            match fds::open(d, libc::O_TMPFILE | libc::O_RDWR, mode) {
+                Ok(f) => return Ok(f.into_raw_fd()),
                 Err(e) => last = Some(e),
             }
         }
@@ -212,16 +213,16 @@ pub(super) fn tmpfile(
     })?;
     let fd = c.new_fd(slot, fd)?;
     if extents.is_empty() {
-        setup::pwrite_all(fd, contents, 0)?;
+        regular::pwrite_all(fd, contents, 0)?;
     } else {
         let mut at = 0usize;
         for &(off, len) in extents {
             let end = (at + len as usize).min(contents.len());
-            setup::pwrite_all(fd, &contents[at..end], off)?;
+            regular::pwrite_all(fd, &contents[at..end], off)?;
             at = end;
         }
     }
-    setup::ftruncate(fd, meta.size)?;
+    regular::ftruncate(fd, meta.size)?;
     if let Some((uid, gid)) = meta.owner {
         let (u, g, _) = fs::owner_of(fd)?;
         if (u, g) != (uid, gid) {
@@ -229,7 +230,7 @@ pub(super) fn tmpfile(
         }
     }
     // The umask applied at the creation; a chown clears set-id bits.
-    setup::fchmod(fd, mode)?;
+    regular::fchmod(fd, mode)?;
     if let Some((atime, mtime)) = meta.times {
         fs::set_times(fd, atime, mtime)?;
     }
@@ -262,7 +263,7 @@ pub(super) fn tmpnode(
                     let rm = fs::remove_entry(p, dir);
                     let fd = r?;
                     if let Err(e) = rm {
-                        let _ = setup::close(fd);
+                        let _ = fds::close(fd);
                         return Err(e);
                     }
                     return Ok(fd);
@@ -296,10 +297,10 @@ fn fill_node(p: &std::ffi::CStr, mode: u32, flags: i32, meta: &NodeMeta) -> ckpt
         }
     }
     fs::chmod_nofollow(p, mode & 0o7777)?;
-    let fd = setup::open(p, flags | libc::O_NOFOLLOW, 0)?;
+    let fd = fds::open(p, flags | libc::O_NOFOLLOW, 0)?.into_raw_fd();
     if let Some((atime, mtime)) = meta.times {
         if let Err(e) = fs::set_times_nofollow(p, atime, mtime) {
-            let _ = setup::close(fd);
+            let _ = fds::close(fd);
             return Err(e);
         }
     }

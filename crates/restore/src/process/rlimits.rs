@@ -5,7 +5,7 @@ use super::creds::OwnCreds;
 use crate::error::{Result, SysContext};
 use crate::Report;
 use ckpt_image::Process;
-use ckpt_sys::setup;
+use ckpt_sys::proc;
 
 const CAP_SYS_RESOURCE: u32 = 24;
 /// Resources prlimit knows (RLIM_NLIMITS).
@@ -15,10 +15,10 @@ const RLIM_NLIMITS: u32 = 16;
 pub(crate) fn set_limits(pid: i32, p: &Process) -> Result<()> {
     let mut set = 0;
     for l in &p.rlimits {
-        let cur = setup::prlimit(pid, l.resource, None)
+        let cur = proc::prlimit(pid, l.resource, None)
             .ctx(|| format!("pid {pid}: reading RLIMIT_{}", l.name))?;
         if cur != (l.soft, l.hard) {
-            setup::prlimit(pid, l.resource, Some((l.soft, l.hard))).ctx(|| {
+            proc::prlimit(pid, l.resource, Some((l.soft, l.hard))).ctx(|| {
                 format!(
                     "pid {pid}: setting RLIMIT_{} to soft {} hard {}",
                     l.name, l.soft, l.hard
@@ -82,7 +82,7 @@ pub(crate) fn check(p: &Process, own: &OwnCreds, r: &mut Report) {
         } else {
             format!("RLIMIT_{}", l.name.trim_start_matches("RLIMIT_"))
         };
-        match setup::prlimit(0, l.resource, None) {
+        match proc::prlimit(0, l.resource, None) {
             Ok((_, hard)) => {
                 if l.hard > hard && !can_raise {
                     r.errors.push(format!(

@@ -10,8 +10,8 @@ use crate::mem::layout::Layout;
 use crate::remote::{u64s, Remote};
 use crate::stub::holder_of;
 use ckpt_image::{Process, Registers, SigAction, Thread};
+use ckpt_sys::proc::sched;
 use ckpt_sys::ptrace::{self, Stop};
-use ckpt_sys::setup;
 
 pub const ERESTARTSYS: i64 = -512;
 pub const ERESTARTNOINTR: i64 = -513;
@@ -224,7 +224,7 @@ pub fn fit_xsave(saved: &[u8], size: usize) -> Vec<u8> {
 /// write into memory about to be unmapped.
 pub(crate) fn unregister_stub_rseq(main: &mut Remote) -> Result<()> {
     let pid = main.tid;
-    let rseq = ptrace::get_rseq(pid).ctx(|| format!("pid {pid}: reading rseq"))?;
+    let rseq = ckpt_sys::rseq::get_rseq(pid).ctx(|| format!("pid {pid}: reading rseq"))?;
     if rseq.address != 0 {
         main.call(
             "rseq(unregister)",
@@ -362,21 +362,21 @@ pub(crate) fn set_state(r: &mut Remote, p: &Process, t: &Thread, scratch: u64) -
 /// Scheduling, from outside, where it differs.
 fn set_sched(tid: i32, t: &Thread) -> Result<()> {
     let s = &t.sched;
-    if setup::sched_getscheduler(tid).ok() != Some((s.policy, s.priority)) {
-        setup::sched_setscheduler(tid, s.policy, s.priority).ctx(|| {
+    if sched::sched_getscheduler(tid).ok() != Some((s.policy, s.priority)) {
+        sched::sched_setscheduler(tid, s.policy, s.priority).ctx(|| {
             format!(
                 "thread {tid}: sched_setscheduler({}, {})",
                 s.policy, s.priority
             )
         })?;
     }
-    if setup::get_nice(tid).ok() != Some(s.nice) {
-        setup::set_nice(tid, s.nice).ctx(|| format!("thread {tid}: setting nice {}", s.nice))?;
+    if sched::get_nice(tid).ok() != Some(s.nice) {
+        sched::set_nice(tid, s.nice).ctx(|| format!("thread {tid}: setting nice {}", s.nice))?;
     }
     if t.cpu_affinity.is_empty() {
         return Ok(());
     }
-    let Ok(allowed) = setup::sched_getaffinity(0) else {
+    let Ok(allowed) = sched::sched_getaffinity(0) else {
         return Ok(());
     };
     let want: Vec<u64> = t
@@ -385,7 +385,7 @@ fn set_sched(tid: i32, t: &Thread) -> Result<()> {
         .enumerate()
         .map(|(i, w)| w & allowed.get(i).copied().unwrap_or(0))
         .collect();
-    let cur = setup::sched_getaffinity(tid).unwrap_or_default();
+    let cur = sched::sched_getaffinity(tid).unwrap_or_default();
     let trim = |v: &[u64]| -> Vec<u64> {
         let mut v = v.to_vec();
         while v.last() == Some(&0) {
@@ -394,7 +394,7 @@ fn set_sched(tid: i32, t: &Thread) -> Result<()> {
         v
     };
     if want.iter().any(|&w| w != 0) && trim(&want) != trim(&cur) {
-        setup::sched_setaffinity(tid, &want).ctx(|| format!("thread {tid}: sched_setaffinity"))?;
+        sched::sched_setaffinity(tid, &want).ctx(|| format!("thread {tid}: sched_setaffinity"))?;
     }
     Ok(())
 }

@@ -17,12 +17,6 @@ pub use regs::{get_regs, reg, set_regs, Regs};
 pub use siginfo::{get_siginfo, get_sigmask, peek_siginfo, set_sigmask, SIGINFO_SIZE};
 pub use xstate::{get_xstate, set_xstate, xsave_info};
 
-/// Moved to [`crate::rseq`]; shim kept while callers migrate.
-pub use crate::rseq::{get_rseq, RseqConfig};
-
-/// Moved to [`crate::proc::get_robust_list`]; shim kept while callers migrate.
-pub use crate::proc::get_robust_list;
-
 use crate::{nix_pid, Error, OsResult, Pid, Result};
 use nix::sys::ptrace::Options;
 
