@@ -30,7 +30,8 @@ mod incr_lazy;
 #[path = "dumprestore/vs_criu.rs"]
 mod vs_criu;
 
-use ckpt_sys::sys::{self, ExitKind};
+use ckpt_sys::proc;
+use ckpt_sys::proc::wait::{self, ExitKind};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -130,7 +131,7 @@ impl Hog {
     }
     fn ask(&self, pid: i32, sig: i32, prefix: &str) -> String {
         let from = std::fs::metadata(&self.out).map_or(0, |m| m.len() as usize);
-        sys::kill(pid, sig).unwrap();
+        proc::kill(pid, sig).unwrap();
         wait_line(&self.out, prefix, from, Duration::from_secs(60)).0
     }
 }
@@ -223,7 +224,7 @@ fn run_tool(dir: &Path, bin: &Path, args: &[&str], rss: bool) -> Run {
         .stderr(File::create(&se).unwrap())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let (exit, wait_rss) = sys::wait_child_rusage(child.id() as i32).unwrap();
+    let (exit, wait_rss) = wait::wait_child_rusage(child.id() as i32).unwrap();
     let wall = t.elapsed();
     let out = std::fs::read_to_string(&so).unwrap_or_default();
     let err = std::fs::read_to_string(&se).unwrap_or_default();
@@ -367,7 +368,7 @@ impl Fs {
 
 impl Drop for Fs {
     fn drop(&mut self) {
-        let _ = sys::kill(self.child.id() as i32, SIGTERM);
+        let _ = proc::kill(self.child.id() as i32, SIGTERM);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -382,10 +383,10 @@ impl Drop for Fs {
 
 /// Kill a restored process (our descendant: we are a subreaper) and reap it.
 fn kill_restored(rpid: i32) {
-    let _ = sys::kill(rpid, SIGKILL);
+    let _ = proc::kill(rpid, SIGKILL);
     let t = Instant::now();
     while Path::new(&format!("/proc/{rpid}")).exists() && t.elapsed() < Duration::from_secs(10) {
-        sys::reap_any();
+        wait::reap_any();
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -489,7 +490,7 @@ fn main() {
     let o = Opts::parse(&args);
     std::fs::create_dir_all(&o.store).unwrap();
     let hog = compile(&o.dir, "memhog");
-    sys::set_child_subreaper().unwrap();
+    proc::set_child_subreaper().unwrap();
     if !o.criu_only {
         matrix(&o, &hog);
         tiny(&o, &hog);

@@ -256,7 +256,7 @@ struct Rseq {
 }
 
 struct Sched {
-  policy @0 :UInt32;             # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5
+  policy @0 :UInt32;             # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5; | 0x40000000 SCHED_RESET_ON_FORK
   priority @1 :UInt32;           # rt priority
   nice @2 :Int32;
 }

@@ -25,7 +25,7 @@ use super::incr_lazy::IncrLazy;
 use super::{
     kill_restored, load_average, median, parse_frozen, run_tool, wait_line, Hog, Opts, Run, SIGKILL,
 };
-use ckpt_sys::sys;
+use ckpt_sys::proc::{self, wait};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -218,7 +218,7 @@ fn mem_side(tool: &Tool, hog: &Path, mib: u64) -> Outcome<Mem> {
     std::thread::sleep(Duration::from_millis(200));
     let idle = h.ask_gap(pid).mono;
     let fail = |h: &mut Hog, what: &str, r: &Run| {
-        let _ = sys::kill(h.pid(), SIGKILL);
+        let _ = proc::kill(h.pid(), SIGKILL);
         let _ = h.child.wait();
         kill_hog(pid);
         format!("{what}: {}", r.first_err_line())
@@ -323,7 +323,7 @@ impl Tree {
         let _ = self.child.try_wait();
         let t = Instant::now();
         loop {
-            while sys::reap_any().is_some() {}
+            while wait::reap_any().is_some() {}
             let gone = self.pids.iter().all(|&p| !alive_as(p, "proctree"));
             if gone || t.elapsed() > timeout {
                 return gone;
@@ -334,7 +334,7 @@ impl Tree {
     fn kill(&mut self) {
         for &p in &self.pids {
             if alive_as(p, "proctree") {
-                let _ = sys::kill(p, SIGKILL);
+                let _ = proc::kill(p, SIGKILL);
             }
         }
         assert!(

@@ -16,9 +16,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub trait Backend: Send + Sync {
     /// Dump `pid` into a new image file `out`.
     fn checkpoint(&self, pid: i32, out: &Path, leave_running: bool) -> Result<(), String>;
-    /// Restore the image at `image`; the process must end up as a child of
-    /// the caller. Returns its pid and warnings about the restore.
-    fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String>;
+    /// Restore the image at `image` for user `requester` (None: for
+    /// ckptfs's own user); the process must end up as a child of the
+    /// caller and may hold only what `requester` could
+    /// (`ckpt_restore::RestoreOptions::requester`). Returns its pid and
+    /// warnings about the restore.
+    fn restore(
+        &self,
+        image: &Path,
+        new_pid: bool,
+        requester: Option<u32>,
+    ) -> Result<(i32, Vec<String>), String>;
 }
 
 /// ckpt-capture and ckpt-restore.
@@ -35,11 +43,17 @@ impl Backend for Real {
             .map_err(|e| ckpt_image::error_chain(&e))
     }
 
-    fn restore(&self, image: &Path, new_pid: bool) -> Result<(i32, Vec<String>), String> {
+    fn restore(
+        &self,
+        image: &Path,
+        new_pid: bool,
+        requester: Option<u32>,
+    ) -> Result<(i32, Vec<String>), String> {
         let reader =
             ckpt_image::ImageReader::open(image).map_err(|e| ckpt_image::error_chain(&e))?;
         let opts = ckpt_restore::RestoreOptions {
             new_pid,
+            requester,
             ..Default::default()
         };
         let report = ckpt_restore::check(&reader, &opts);
@@ -96,13 +110,18 @@ impl Ops {
         id: ImgId,
         image: &Path,
         new_pid: bool,
+        requester: Option<u32>,
     ) -> Result<(i32, Vec<String>), String> {
         let _g = lock(&self.busy);
-        let _span = tracing::info_span!("restore", image = %image.display(), new_pid).entered();
+        let _span =
+            tracing::info_span!("restore", image = %image.display(), new_pid, ?requester).entered();
         let t = std::time::Instant::now();
-        let (pid, warnings) = self.backend.restore(image, new_pid).inspect_err(|e| {
-            tracing::warn!(ms = ms(t), "restore failed: {e}");
-        })?;
+        let (pid, warnings) = self
+            .backend
+            .restore(image, new_pid, requester)
+            .inspect_err(|e| {
+                tracing::warn!(ms = ms(t), "restore failed: {e}");
+            })?;
         tracing::info!(ms = ms(t), pid, warnings = warnings.len(), "restored");
         lock(&self.children).insert(pid, id);
         Ok((pid, warnings))

@@ -64,7 +64,7 @@ impl Drop for Tree {
         for &p in &self.0 {
             let t = Instant::now();
             while Path::new(&format!("/proc/{p}")).exists() && t.elapsed() < TIMEOUT {
-                ckpt_sys::sys::try_reap(p);
+                ckpt_sys::proc::wait::try_reap(p);
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -156,7 +156,7 @@ fn nginx_master_and_workers_serve_a_file() {
         assert_eq!(body, "hello from a restored nginx\n");
     }
     // A graceful stop goes through the master's channels to its workers.
-    ckpt_sys::sys::kill(p.pid, libc::SIGQUIT).unwrap();
+    ckpt_sys::proc::kill(p.pid, libc::SIGQUIT).unwrap();
     for &q in &tree.0 {
         wait_gone(q);
     }
@@ -263,8 +263,13 @@ fn make_j2_finishes_the_build_after_a_restore() {
     wait_for("two jobs", TIMEOUT, || tree_of(p.pid).len() >= 3);
     let image = dir.join("make.ckpt");
     let tree = dump_and_restore(&mut p, &image);
-    let status = ckpt_sys::sys::wait_child_exit(p.pid).expect("make is ours to wait for");
-    assert_eq!(status, ckpt_sys::sys::ExitKind::Exited(0), "{}", p.output());
+    let status = ckpt_sys::proc::wait::wait_child_exit(p.pid).expect("make is ours to wait for");
+    assert_eq!(
+        status,
+        ckpt_sys::proc::wait::ExitKind::Exited(0),
+        "{}",
+        p.output()
+    );
     let out = Command::new(dir.join("prog")).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),

@@ -320,7 +320,7 @@ fn a_killed_dump_leaves_no_lock_and_the_connection_works() {
         } else {
             worker
         };
-        ckpt_sys::sys::kill(target, libc::SIGKILL).unwrap();
+        ckpt_sys::proc::kill(target, libc::SIGKILL).unwrap();
         let _ = child.wait();
         let t = Instant::now();
         while lock_tables().iter().any(|l| l.contains(&mine)) {

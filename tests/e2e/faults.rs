@@ -36,7 +36,10 @@ fn assert_goes_on(p: &Proc, what: &str) {
     p.wait_more_lines(3);
     let out = p.output();
     assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
-    let counts = values(&out, "count=");
+    // The output file is shared by the targets of the test: the counts of
+    // this one follow its READY line.
+    let mine = out.rsplit_once("READY").map(|x| x.1).unwrap_or(&out);
+    let counts = values(mine, "count=");
     for w in counts.windows(2) {
         assert_eq!(w[1], w[0] + 1, "{what}: count sequence broken");
     }
@@ -316,6 +319,7 @@ fn sweep(whole: Duration, n: u32) -> Vec<Duration> {
 
 #[test]
 fn dump_killed_at_every_point() {
+    let _turn = heavy();
     let dir = TempDir::new("killdump");
     let mut p = start_target(&dir, 8, 5, 0);
     let mut completed = 0;
@@ -412,6 +416,7 @@ fn kill_restore_at(image: &Path, out: &Path, pid: i32, delay: Duration) -> bool 
 
 #[test]
 fn restore_killed_at_every_point() {
+    let _turn = heavy();
     let dir = TempDir::new("killrestore");
     let mut p = start_target(&dir, 16, 5, 0);
     let image = dir.join("img.ckpt");
@@ -687,4 +692,438 @@ fn restore_racing_for_its_pid() {
         assert!(!r.output().contains("ERROR"), "{}", tail(&r.output()));
         r.kill();
     }
+}
+
+/// A small deterministic generator for the moments of the signals.
+struct Rand(u64);
+impl Rand {
+    fn new() -> Rand {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        eprintln!("seed {seed}");
+        Rand(seed | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// `ckpt dump --leave-running` of `p` in a process group of its own
+/// (with the phase hook `hook_ms`), started.
+fn dump_in_own_group(p: &Proc, image: &Path, hook_ms: u64) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = ckpt();
+    cmd.args([
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+        "-q",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    if hook_ms > 0 {
+        cmd.env("CKPT_TEST_DELAY_MS", hook_ms.to_string());
+    }
+    cmd.spawn().unwrap()
+}
+
+/// Wait for a child with a time limit (then kill it and fail).
+fn wait_limited(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        if t.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("{what}: ckpt did not end");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP sent to the process group of a `ckpt dump
+/// --leave-running` of a 300 MB process at random moments (what Ctrl-C,
+/// `timeout` or a service manager do): the dump is cancelled cleanly
+/// (exit 128 + signal, no image, no temp file) or had completed (exit 0,
+/// a whole image); the target always goes on untouched.
+#[test]
+fn signals_to_the_dumps_process_group_cancel_it_cleanly() {
+    let _turn = heavy();
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("groupsig");
+    let p = start_target(&dir, 300, 5, 0);
+    let image = dir.join("g.ckpt");
+    let mut rnd = Rand::new();
+    let (mut cancelled, mut completed) = (0, 0);
+    for hook in [20u64, 0] {
+        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+        for round in 0..12u64 {
+            let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+            let _ = std::fs::remove_file(&image);
+            let mut child = dump_in_own_group(&p, &image, hook);
+            let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
+            std::thread::sleep(delay);
+            let _ = ckpt_sys::proc::kill(-(child.id() as i32), sig);
+            let what = format!("signal {sig} to the group after {delay:?} (hook {hook} ms)");
+            let st = wait_limited(&mut child, &what);
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert_no_temp(dir.path(), "g.ckpt", &what);
+            match st.code() {
+                Some(0) => {
+                    assert_valid_image(&image, &what);
+                    completed += 1;
+                }
+                Some(c) if c == 128 + sig => {
+                    assert!(!image.exists(), "{what}: cancelled, yet an image exists");
+                    assert!(err.contains("cancelled"), "{what}: {err}");
+                    cancelled += 1;
+                }
+                _ => panic!(
+                    "{what}: ckpt ended with {st:?} (signal {:?}): {err}",
+                    st.signal()
+                ),
+            }
+            assert_goes_on(&p, &what);
+        }
+    }
+    eprintln!("{cancelled} dumps cancelled, {completed} completed");
+    assert!(
+        cancelled >= 6,
+        "only {cancelled} of 24 signals cancelled a dump"
+    );
+}
+
+/// The dump worker killed with SIGKILL at random moments (the injected
+/// queries included, with the phase hook): the target is never killed,
+/// stopped or changed, and no temp file is left.
+#[test]
+fn sigkill_of_the_dump_worker_never_harms_the_target() {
+    let _turn = heavy();
+    let dir = TempDir::new("killworker");
+    let p = start_target(&dir, 300, 5, 0);
+    let image = dir.join("w.ckpt");
+    let mut rnd = Rand::new();
+    let mut cut = 0;
+    for hook in [20u64, 0] {
+        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+        for _ in 0..10 {
+            let _ = std::fs::remove_file(&image);
+            let mut child = dump_in_own_group(&p, &image, hook);
+            let ckpt_pid = child.id();
+            // The worker: ckpt's child.
+            let t = Instant::now();
+            let worker = loop {
+                let kids =
+                    std::fs::read_to_string(format!("/proc/{ckpt_pid}/task/{ckpt_pid}/children"))
+                        .unwrap_or_default();
+                if let Some(w) = kids.split_whitespace().next() {
+                    break w.parse::<i32>().ok();
+                }
+                if t.elapsed() > LIMIT || child.try_wait().unwrap().is_some() {
+                    break None;
+                }
+                std::thread::yield_now();
+            };
+            let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
+            std::thread::sleep(delay);
+            if let Some(w) = worker {
+                let _ = ckpt_sys::proc::kill(w, libc::SIGKILL);
+            }
+            let what = format!("worker killed after {delay:?} (hook {hook} ms)");
+            let st = wait_limited(&mut child, &what);
+            assert_no_temp(dir.path(), "w.ckpt", &what);
+            if st.success() {
+                // Killed after its commit: the image is whole.
+                assert_valid_image(&image, &what);
+            } else {
+                assert!(!image.exists(), "{what}: failed, yet an image exists");
+                cut += 1;
+            }
+            assert_goes_on(&p, &what);
+        }
+    }
+    assert!(cut >= 5, "only {cut} of 20 dumps were cut short");
+}
+
+/// SIGTERM, SIGINT or SIGHUP to the process group of a `ckpt restore
+/// --detach` of a 300 MB process at random moments: the restore is
+/// cancelled (exit 128 + signal, nothing left at the pid) or had
+/// completed (exit 0, the process runs); never a hang, never a
+/// half-built process; the image is unchanged.
+#[test]
+fn signals_cancel_a_restore_cleanly() {
+    let _turn = heavy();
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let dir = TempDir::new("sigrestore");
+    let mut p = start_target(&dir, 300, 5, 0);
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    // (Not the bytes: a copy of a 300 MB image in the test process would
+    // count in the peak RSS of every child it spawns meanwhile.)
+    let stamp = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.len(), m.modified().unwrap())
+    };
+    let before = stamp(&image);
+    let t = Instant::now();
+    let mut r = restore_detached(&image, &p.out, p.pid);
+    let whole = t.elapsed();
+    r.kill();
+    let mut rnd = Rand::new();
+    let (mut cancelled, mut completed) = (0, 0);
+    for round in 0..16u64 {
+        let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+        let mut child = ckpt()
+            .args(["restore", "--detach", image.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
+        std::thread::sleep(delay);
+        let _ = ckpt_sys::proc::kill(-(child.id() as i32), sig);
+        let what = format!("signal {sig} to the restore's group after {delay:?}");
+        let st = wait_limited(&mut child, &what);
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        match st.code() {
+            Some(0) => {
+                completed += 1;
+                let mut q = Proc::adopt(p.pid, &p.out);
+                q.kill();
+            }
+            Some(c) if c == 128 + sig => {
+                assert!(err.contains("cancelled"), "{what}: {err}");
+                cancelled += 1;
+            }
+            // Before it could catch anything: it had started nothing.
+            None if st.signal() == Some(sig) => cancelled += 1,
+            _ => panic!("{what}: ckpt restore ended with {st:?}: {err}"),
+        }
+        // Nothing left at the pid (a cancelled one is killed and reaped).
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{}", p.pid)).exists() {
+            ckpt_sys::proc::wait::try_reap(p.pid);
+            assert!(t.elapsed() < LIMIT, "{what}: pid {} left", p.pid);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(stamp(&image), before, "{what}: the image changed");
+    }
+    eprintln!("{cancelled} restores cancelled, {completed} completed");
+    assert!(
+        cancelled >= 4,
+        "only {cancelled} of 16 signals cancelled a restore"
+    );
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+}
+
+/// The `sharing` fixture: a parent and two children (shared memory, one
+/// open file, an eventfd, a socket pair, one shared fd table), each
+/// checking its invariants; their pids once they run.
+fn start_tree(dir: &TempDir) -> (Proc, [i32; 3]) {
+    let file = dir.join("shared.txt");
+    let p = Proc::spawn(dir, fixture("sharing"), &[file.to_str().unwrap(), "5"]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let field = |k: &str| -> i32 {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k}= in {ready:?}"))
+    };
+    let pids = [field("parent"), field("c1"), field("c2")];
+    p.wait_line(|l| l.starts_with("p tick=3 "));
+    (p, pids)
+}
+
+/// Every process of the tree goes on as before: free (not stopped, not
+/// traced), each still ticking, no ERROR from their checks.
+fn assert_tree_goes_on(p: &Proc, pids: &[i32; 3], what: &str) {
+    for &pid in pids {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid),
+            "{what}: pid {pid} died:\n{}",
+            tail(&p.output())
+        );
+        assert_free(pid, what);
+    }
+    let n = p.line_count();
+    for who in ["p", "c1", "c2"] {
+        p.wait_line_after(n, |l| l.starts_with(&format!("{who} tick=")));
+    }
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
+}
+
+/// A dump of a whole tree cancelled by SIGINT, SIGTERM or SIGHUP to its
+/// process group, or cut by SIGKILL of its worker, at random moments (the
+/// phase hook makes every phase last): every process of the tree goes on
+/// as it was, no temp file is left, and an image that exists is whole.
+#[test]
+fn a_cancelled_or_killed_dump_of_a_tree_leaves_every_process_as_it_was() {
+    let _turn = heavy();
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("treefaults");
+    let (p, pids) = start_tree(&dir);
+    let image = dir.join("t.ckpt");
+    let mut rnd = Rand::new();
+    let hook = 15u64;
+    let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+    let (mut cut, mut completed) = (0, 0);
+    for round in 0..16u64 {
+        let _ = std::fs::remove_file(&image);
+        let mut child = dump_in_own_group(&p, &image, hook);
+        let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
+        let what = if round < 9 {
+            let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+            std::thread::sleep(delay);
+            let _ = signal(-(child.id() as i32), sig);
+            format!("signal {sig} to the group after {delay:?}")
+        } else {
+            let ckpt_pid = child.id();
+            let t = Instant::now();
+            let worker = loop {
+                let kids =
+                    std::fs::read_to_string(format!("/proc/{ckpt_pid}/task/{ckpt_pid}/children"))
+                        .unwrap_or_default();
+                if let Some(w) = kids.split_whitespace().next() {
+                    break w.parse::<i32>().ok();
+                }
+                if t.elapsed() > LIMIT || child.try_wait().unwrap().is_some() {
+                    break None;
+                }
+                std::thread::yield_now();
+            };
+            std::thread::sleep(delay);
+            if let Some(w) = worker {
+                let _ = signal(w, libc::SIGKILL);
+            }
+            format!("worker killed after {delay:?}")
+        };
+        let st = wait_limited(&mut child, &what);
+        assert_no_temp(dir.path(), "t.ckpt", &what);
+        if st.success() {
+            assert_valid_image(&image, &what);
+            completed += 1;
+        } else {
+            assert!(
+                !image.exists(),
+                "{what}: failed ({st:?}, signal {:?}), yet an image exists",
+                st.signal()
+            );
+            cut += 1;
+        }
+        assert_tree_goes_on(&p, &pids, &what);
+    }
+    eprintln!("{cut} dumps cut short, {completed} completed");
+    assert!(cut >= 6, "only {cut} of 16 dumps were cut short");
+}
+
+/// SIGTERM, SIGINT or SIGHUP to the process group of a `ckpt restore
+/// --detach` of a tree at random moments: cancelled (exit 128 + signal)
+/// with none of the tree's pids left (never a part of the tree), or
+/// completed.
+#[test]
+fn signals_cancel_a_tree_restore_cleanly() {
+    let _turn = heavy();
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let dir = TempDir::new("treerestore");
+    let (mut p, pids) = start_tree(&dir);
+    let image = dir.join("t.ckpt");
+    dump_kill(&mut p, &image);
+    for &pid in &pids {
+        wait_gone(pid);
+    }
+    let gone = |pid: i32| {
+        try_reap(pid);
+        !Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let t = Instant::now();
+    let mut r = restore_detached(&image, &p.out, p.pid);
+    let whole = t.elapsed();
+    r.kill();
+    for &pid in &pids {
+        let _ = signal(pid, libc::SIGKILL);
+        wait_gone(pid);
+    }
+    let mut rnd = Rand::new();
+    let (mut cancelled, mut completed) = (0, 0);
+    for round in 0..12u64 {
+        let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
+        let mut child = ckpt()
+            .args(["restore", "--detach", image.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
+        std::thread::sleep(delay);
+        let _ = signal(-(child.id() as i32), sig);
+        let what = format!("signal {sig} to the restore's group after {delay:?}");
+        let st = wait_limited(&mut child, &what);
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        match st.code() {
+            Some(0) => {
+                // Restored (the signal may then have reached the tree
+                // too: it is in the restore's process group).
+                completed += 1;
+                for &pid in &pids {
+                    let _ = signal(pid, libc::SIGKILL);
+                }
+            }
+            Some(c) if c == 128 + sig => {
+                assert!(err.contains("cancelled"), "{what}: {err}");
+                cancelled += 1;
+            }
+            None if st.signal() == Some(sig) => cancelled += 1,
+            _ => panic!("{what}: ckpt restore ended with {st:?}: {err}"),
+        }
+        let t = Instant::now();
+        for &pid in &pids {
+            while !gone(pid) {
+                assert!(t.elapsed() < LIMIT, "{what}: pid {pid} left");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    eprintln!("{cancelled} restores cancelled, {completed} completed");
+    assert!(
+        cancelled >= 3,
+        "only {cancelled} of 12 signals cancelled a restore"
+    );
 }

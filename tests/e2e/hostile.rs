@@ -63,7 +63,7 @@ fn run_measured(cmd: &mut Command) -> Measured {
             std::thread::sleep(Duration::from_millis(10));
         }
     });
-    let (kind, rss_kib) = ckpt_sys::sys::wait_child_rusage(pid).expect("wait4");
+    let (kind, rss_kib) = ckpt_sys::proc::wait::wait_child_rusage(pid).expect("wait4");
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     dog.join().unwrap();
     assert!(
@@ -72,8 +72,8 @@ fn run_measured(cmd: &mut Command) -> Measured {
     );
     use std::os::unix::process::ExitStatusExt;
     let status = match kind {
-        ckpt_sys::sys::ExitKind::Exited(c) => std::process::ExitStatus::from_raw(c << 8),
-        ckpt_sys::sys::ExitKind::Signaled(s) => std::process::ExitStatus::from_raw(s),
+        ckpt_sys::proc::wait::ExitKind::Exited(c) => std::process::ExitStatus::from_raw(c << 8),
+        ckpt_sys::proc::wait::ExitKind::Signaled(s) => std::process::ExitStatus::from_raw(s),
     };
     // Reaped above: the Child handle is only dropped.
     let m = Measured {

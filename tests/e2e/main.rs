@@ -19,3 +19,4 @@ mod sockets;
 mod speed;
 mod terminals;
 mod tree;
+mod trust;

@@ -634,6 +634,199 @@ fn fds_of(pid: i32) -> Vec<i32> {
     v
 }
 
+/// Root restoring an image owned by nobody (nobody dumped its own
+/// process): the process may hold only what nobody could. Every field
+/// that asks for more is refused, by name; as it is, the image passes.
+#[test]
+fn root_restores_only_what_the_images_owner_could_hold() {
+    let dir = TempDir::new("owner");
+    let mut q = nobody_target(&dir, true);
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    let o = ckpt_timeout(&["restore", "--check", own.to_str().unwrap()], LIMIT);
+    assert!(
+        o.status.success(),
+        "the unmodified image: {}",
+        stderr_of(&o)
+    );
+    // An executable only root may run, and a set-user-ID copy of one.
+    let private_exe = dir.join("private-exe");
+    std::fs::copy(target_fixture(), &private_exe).unwrap();
+    std::fs::set_permissions(&private_exe, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let setuid_exe = dir.join("setuid-exe");
+    std::fs::copy(target_fixture(), &setuid_exe).unwrap();
+    std::fs::set_permissions(&setuid_exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let exe_at = |p: std::path::PathBuf| {
+        move |i: &mut ckpt_image::Image| {
+            i.processes[0].exe.path = p.to_str().unwrap().as_bytes().to_vec();
+        }
+    };
+    let creds = |f: fn(&mut ckpt_image::Credentials)| -> Edit {
+        Box::new(move |i: &mut ckpt_image::Image| f(&mut i.processes[0].creds))
+    };
+    let cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "uid 0",
+            "the process: its uid 0 is not uid 65534",
+            creds(|c| {
+                (c.ruid, c.euid, c.suid, c.fsuid) = (0, 0, 0, 0);
+            }),
+        ),
+        (
+            "saved uid 0",
+            "its saved uid 0 is not uid 65534",
+            creds(|c| c.suid = 0),
+        ),
+        (
+            "filesystem uid",
+            "its filesystem uid 0 is not uid 65534",
+            creds(|c| c.fsuid = 0),
+        ),
+        (
+            "effective gid",
+            "its effective gid 0 is not one of uid 65534's",
+            creds(|c| c.egid = 0),
+        ),
+        (
+            "shadow group",
+            "its supplementary group 42 is not one of uid 65534's",
+            creds(|c| c.groups = vec![42]),
+        ),
+        (
+            "capabilities",
+            "it has capabilities",
+            creds(|c| c.cap_effective = 1 << 21),
+        ),
+        (
+            "ambient capability",
+            "it has capabilities",
+            creds(|c| c.cap_ambient = 1 << 12),
+        ),
+        (
+            "thread credentials",
+            "its effective uid 0 is not uid 65534",
+            Box::new(|i| {
+                let mut c = i.processes[0].creds.clone();
+                c.euid = 0;
+                let t = &mut i.processes[0].threads[0];
+                t.creds = Some(c);
+            }),
+        ),
+        (
+            "mapping below mmap_min_addr",
+            "is below vm.mmap_min_addr",
+            Box::new(|i| {
+                i.processes[0].vmas.insert(
+                    0,
+                    ckpt_image::Vma {
+                        start: 0,
+                        end: 0x1000,
+                        prot: 3,
+                        ..Default::default()
+                    },
+                )
+            }),
+        ),
+        (
+            "SCHED_FIFO",
+            "real-time priority 10 (SCHED_FIFO) is above uid 65534's RLIMIT_RTPRIO",
+            Box::new(|i| {
+                let s = &mut i.processes[0].threads[0].sched;
+                (s.policy, s.priority) = (1, 10);
+            }),
+        ),
+        (
+            "negative nice",
+            "nice -5 is below what uid 65534's RLIMIT_NICE",
+            Box::new(|i| i.processes[0].threads[0].sched.nice = -5),
+        ),
+        (
+            "oom_score_adj",
+            "oom_score_adj -100 is below the restorer's",
+            Box::new(|i| i.processes[0].oom_score_adj = -100),
+        ),
+        (
+            "set-user-ID executable",
+            "is set-user-ID or set-group-ID",
+            Box::new(exe_at(setuid_exe)),
+        ),
+        (
+            "root's executable",
+            "may not read and execute it",
+            Box::new(exe_at(private_exe)),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{}.ckpt", name.replace(' ', "-")));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+        check_refused(
+            &ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT),
+            name,
+            needle,
+        );
+        wait_gone(q.pid);
+    }
+    // An image others may write: nobody answers for it.
+    let img = out.join("group-writable.ckpt");
+    edited_copy(&own, &img, 65534, |_| {});
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o660)).unwrap();
+    check_refused(
+        &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+        "group-writable image",
+        "is writable by group or others",
+    );
+}
+
+/// A unix socket that nobody's process listened on, moved by the image to
+/// a directory nobody may not create files in: refused before anything
+/// starts (the bind would fail with nobody's rights).
+#[test]
+fn a_socket_path_the_saved_user_cannot_write_is_refused() {
+    let dir = TempDir::new("sockpath");
+    let out = nobody_dir(&dir, "out");
+    let script = dir.join("srv.py");
+    std::fs::write(
+        &script,
+        "import os,socket,sys,time\n\
+         s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)\n\
+         print('READY', flush=True)\n\
+         while True: time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let sock = out.join("s.sock");
+    let mut cmd = as_nobody(Path::new("/usr/bin/python3"));
+    cmd.arg("-u").arg(&script).arg(&sock);
+    let mut q = Proc::spawn_cmd(&dir, &mut cmd);
+    chown_nobody(&q.out);
+    q.wait_line(|l| l == "READY");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    let img = out.join("moved.ckpt");
+    edited_copy(&own, &img, 65534, |i| {
+        for f in &mut i.files {
+            if let ckpt_image::FileKind::UnixSocket(u) = &mut f.kind {
+                u.local_path = b"/root/ckpt-e2e.sock".to_vec();
+                f.path = u.local_path.clone();
+            }
+        }
+    });
+    check_refused(
+        &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+        "socket in /root",
+        "/root: uid 65534 gid 65534 may not create files in it",
+    );
+}
+
 #[test]
 fn another_users_sockets_get_only_that_users_rights() {
     use ckpt_image::{Fd, FileKind, InetSocket, OpenFile, SockOpt, TcpConnection};
@@ -739,4 +932,204 @@ fn another_users_sockets_get_only_that_users_rights() {
         );
     }
     q.wait_more_lines(2);
+}
+
+/// ckptfs run by root with allow_other, over images of root's that
+/// nobody may write through its group (mode 0660, group nogroup): nobody's
+/// `restore` through an image's ctl gives the process only what nobody
+/// could hold, whoever owns the file. The image of nobody's process
+/// restores (as uid 65534); a copy with a group nobody is not in (shadow,
+/// 42), another gid or capabilities is refused, naming the field.
+#[test]
+fn ckptfs_restores_only_what_the_requester_could_hold() {
+    require!(
+        require::path("/dev/fuse", "the ckptfs tests mount FUSE filesystems"),
+        require::tool("runuser", "apt-get install util-linux")
+    );
+    let dir = TempDir::new("fsrequester");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut q = nobody_target(&dir, true);
+    let pid = q.pid;
+    let out = nobody_dir(&dir, "out");
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let edits: [(&str, Edit); 4] = [
+        ("asis", Box::new(|_| {})),
+        (
+            "shadow",
+            Box::new(|i| i.processes[0].creds.groups = vec![42]),
+        ),
+        ("egid", Box::new(|i| i.processes[0].creds.egid = 42)),
+        (
+            "caps",
+            Box::new(|i| {
+                i.processes[0].creds.cap_inheritable = 1 << 21;
+                i.processes[0].creds.cap_ambient = 1 << 21;
+            }),
+        ),
+    ];
+    for (name, f) in edits {
+        let img = store.join(format!("{name}.ckpt"));
+        edited_copy(&own, &img, 0, f);
+        std::os::unix::fs::chown(&img, Some(0), Some(65534)).unwrap();
+        std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o660)).unwrap();
+    }
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mut fs = ckpt()
+        .args(["mount", "--allow-other", "--store"])
+        .arg(&store)
+        .arg(&mnt)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(mnt.to_str().unwrap()))
+    {
+        assert!(t.elapsed() < LIMIT, "ckptfs did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // nobody writes the command and reads its own answer.
+    let restore_as_nobody = |name: &str| {
+        let ctl = mnt.join(name).join("ctl");
+        let o = run_timeout(
+            Command::new("runuser")
+                .args(["-u", "nobody", "--", "sh", "-c"])
+                .arg("exec 3<>\"$1\"; echo restore >&3; cat <&3")
+                .arg("sh")
+                .arg(&ctl),
+            LIMIT,
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let results: Vec<(&str, &str, String)> = [
+        (
+            "shadow",
+            "its supplementary group 42 is not one of uid 65534's",
+        ),
+        ("egid", "its effective gid 42 is not one of uid 65534's"),
+        ("caps", "it has capabilities"),
+    ]
+    .into_iter()
+    .map(|(name, needle)| (name, needle, restore_as_nobody(name)))
+    .collect();
+    let asis = restore_as_nobody("asis");
+    let restored = std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let uid = status_field(pid, "Uid");
+    let groups = status_field(pid, "Groups");
+    let _ = signal(pid, libc::SIGKILL);
+    let _ = signal(fs.id() as i32, libc::SIGTERM);
+    let _ = fs.wait();
+    let _ = Command::new("umount").arg("-l").arg(&mnt).status();
+    wait_gone(pid);
+    for (name, needle, answer) in results {
+        assert!(
+            answer.contains(needle) && !answer.contains("restored pid"),
+            "{name}: the answer does not refuse with '{needle}':\n{answer}"
+        );
+    }
+    assert!(
+        asis.contains(&format!("restored pid {pid}")) && restored,
+        "nobody's own image: {asis}"
+    );
+    assert_eq!(uid.as_deref(), Some("65534\t65534\t65534\t65534"));
+    assert_eq!(groups.as_deref().map(str::trim), Some(""), "{groups:?}");
+}
+
+/// Root restoring nobody's image of a process tree: the rules bound every
+/// process of it, not only the root. A child's extra group, saved uid 0
+/// or capabilities are refused, naming the child; as it is, the image
+/// passes.
+#[test]
+fn root_restores_only_what_the_owner_could_hold_for_every_process_of_a_tree() {
+    let dir = TempDir::new("treeowner");
+    let out = nobody_dir(&dir, "out");
+    let script = dir.join("tree.py");
+    std::fs::write(
+        &script,
+        "import os,sys,time\n\
+         c=os.fork()\n\
+         if c==0:\n\
+         \x20   while True: time.sleep(0.05)\n\
+         print('READY pid=%d child=%d' % (os.getpid(), c), flush=True)\n\
+         while True: time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let mut cmd = as_nobody(Path::new("/usr/bin/python3"));
+    cmd.arg("-u").arg(&script);
+    let mut q = Proc::spawn_cmd(&dir, &mut cmd);
+    chown_nobody(&q.out);
+    let ready = q.wait_line(|l| l.starts_with("READY"));
+    let child: i32 = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("child="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let own = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&["dump", &q.pid.to_string(), "-o", own.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    q.reap();
+    wait_gone(child);
+    let o = ckpt_timeout(&["restore", "--check", own.to_str().unwrap()], LIMIT);
+    assert!(o.status.success(), "the unmodified tree: {}", stderr_of(&o));
+    let child_of = move |i: &mut ckpt_image::Image| -> usize {
+        i.processes.iter().position(|p| p.pid == child).unwrap()
+    };
+    let cases: Vec<(&str, String, Edit)> = vec![
+        (
+            "a child's shadow group",
+            format!(
+                "pid {child}: the process: its supplementary group 42 is not one of uid 65534's"
+            ),
+            Box::new(move |i| {
+                let c = child_of(i);
+                i.processes[c].creds.groups = vec![42];
+            }),
+        ),
+        (
+            "a child's saved uid 0",
+            format!("pid {child}: the process: its saved uid 0 is not uid 65534"),
+            Box::new(move |i| {
+                let c = child_of(i);
+                i.processes[c].creds.suid = 0;
+            }),
+        ),
+        (
+            "a child's capabilities",
+            format!("pid {child}: the process: it has capabilities"),
+            Box::new(move |i| {
+                let c = child_of(i);
+                i.processes[c].creds.cap_permitted = 1 << 21;
+            }),
+        ),
+    ];
+    for (name, needle, f) in cases {
+        let img = out.join(format!("{}.ckpt", name.replace(' ', "-")));
+        edited_copy(&own, &img, 65534, f);
+        check_refused(
+            &ckpt_timeout(&["restore", "--check", img.to_str().unwrap()], LIMIT),
+            name,
+            &needle,
+        );
+        check_refused(
+            &ckpt_timeout(&["restore", "--detach", img.to_str().unwrap()], LIMIT),
+            name,
+            &needle,
+        );
+        wait_gone(q.pid);
+        wait_gone(child);
+    }
 }

@@ -61,6 +61,23 @@ fn listening_tcp_sockets_listen_again() {
 }
 
 #[test]
+fn unbound_tcp_sockets_keep_their_options() {
+    let dir = TempDir::new("tcp-unbound");
+    let mut p = python_fixture(&dir, "unbound.py", &[]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("unbound.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    let before = r.line_count();
+    ckpt_sys::proc::kill(r.pid, libc::SIGUSR1).unwrap();
+    let opts = r.wait_line_after(before, |l| l.starts_with("OPTS"));
+    assert_eq!(opts, "OPTS keepalive=1 nodelay=1 name=0");
+    let listen = r.wait_line_after(before, |l| l.starts_with("LISTEN"));
+    let port = values(&listen, "port=")[0];
+    assert!(port > 0, "{listen}");
+}
+
+#[test]
 fn restore_reports_a_port_in_use() {
     let dir = TempDir::new("tcp-busy");
     let p = python_fixture(&dir, "server.py", &[]);

@@ -5,6 +5,7 @@
 //! reopened by path.
 
 use crate::util::*;
+use ckpt_testkit::ptys;
 use ckpt_testkit::tmux::{pts_tty_nr, stat_line, Tmux, SHELL};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -363,6 +364,7 @@ fn tty_path_makes_the_job_lead_a_session_there() {
         .status()
         .unwrap()
         .success());
+    let opening = ptys::opening();
     let mut holder = Proc::spawn_cmd(
         &dir,
         Command::new("python3").args([
@@ -373,6 +375,7 @@ fn tty_path_makes_the_job_lead_a_session_there() {
         ]),
     );
     let line = holder.wait_for("PTY ");
+    drop(opening);
     let tty = line.trim_start_matches("PTY ").to_string();
     let mut restorer = ckpt()
         .args(["restore", "--tty", &tty, image.to_str().unwrap()])
@@ -486,4 +489,290 @@ fn dev_tty_held_open_follows_the_new_terminal() {
     });
     t.keys(&w, &["C-c"]);
     t.wait_prompt(&w);
+}
+
+/// Dump the tree of `pid` (killing it) into `image`; wait until every
+/// process of the image is gone (reaping those that are ours): a pid a
+/// zombie holds is not free for the restore.
+fn dump_tree(pid: i32, image: &Path) {
+    dump(pid, image);
+    let show = ckpt_ok(&["show", image.to_str().unwrap()]);
+    for l in show.lines() {
+        let Some(p) = l
+            .strip_prefix("process ")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        ckpt_testkit::wait_gone(p);
+    }
+}
+
+/// A counter typed at a pane's shell: "TAG count=N" every 0.2 s.
+fn counter_line(tag: &str) -> String {
+    format!("i=0; while :; do echo \"{tag} count=$i\"; i=$((i+1)); sleep 0.2; done")
+}
+
+/// The counts "TAG count=N" a screen shows at the start of its lines.
+fn counts(screen: &str, tag: &str) -> Vec<i64> {
+    let key = format!("{tag} count=");
+    screen
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(&key)?.parse().ok())
+        .collect()
+}
+
+/// The highest "TAG count=N" a screen shows (-1: none).
+fn last_count(screen: &str, tag: &str) -> i64 {
+    counts(screen, tag).into_iter().max().unwrap_or(-1)
+}
+
+#[test]
+fn tmux_server_with_two_counting_panes_is_restored_whole() {
+    let dir = TempDir::new("tty-tmuxsrv");
+    // The terminal a client attaches from after the restore.
+    let outer = Tmux::start("tmuxsrv-outer", SHELL, 100, 30);
+    outer.wait_prompt("t");
+    // The server under test: two panes, each a shell running a counter.
+    let inner = Tmux::start("tmuxsrv", SHELL, 100, 30);
+    inner.wait_prompt("t");
+    let a = inner.display("t", "#{pane_id}");
+    let b = inner.split(&a, SHELL);
+    inner.wait_prompt(&b);
+    let panes = [(a.as_str(), "A"), (b.as_str(), "B")];
+    for (p, tag) in panes {
+        inner.line(p, &counter_line(tag));
+    }
+    for (p, tag) in panes {
+        inner.wait_until(p, "3 counts", |s| counts(s, tag).len() >= 3);
+    }
+    let server = inner.server_pid();
+    let ttys: Vec<String> = panes.iter().map(|(p, _)| inner.pane_tty(p)).collect();
+    let shells: Vec<i32> = panes.iter().map(|(p, _)| inner.pane_pid(p)).collect();
+    let image = dir.join("tmux.ckpt");
+    {
+        // The panes' pty indexes stay free until the server has them again.
+        let _keep = ptys::keeping();
+        dump_tree(server, &image);
+        let out = ckpt_ok(&["restore", "--detach", image.to_str().unwrap()]);
+        assert_eq!(out.trim(), server.to_string(), "{out}");
+    }
+    // Still a daemon leading its own session.
+    let s = stat_line(server).expect("the restored server");
+    assert_eq!((s.sid, s.tty_nr), (server, 0), "{s:?}");
+    // Clients reach the restored server through its socket; each pane has
+    // its terminal again, as its shell's controlling terminal, and counts
+    // on from where it was, in its history (no count lost or repeated).
+    for (i, (p, tag)) in panes.iter().enumerate() {
+        assert_eq!(inner.pane_tty(p), ttys[i]);
+        let s = stat_line(shells[i]).expect("the pane's shell");
+        assert_eq!(
+            (s.sid, s.tty_nr),
+            (shells[i], pts_tty_nr(&ttys[i])),
+            "{s:?}"
+        );
+        let before = last_count(&inner.capture(p), tag);
+        let s = inner.wait_until(p, "the counter going on", |s| {
+            last_count(s, tag) > before + 2
+        });
+        let seen = counts(&s, tag);
+        assert_eq!(seen[0], 0, "{s}");
+        assert_steps(&seen, 1, None, &format!("pane {tag}"));
+    }
+    // `tmux attach` from another terminal shows both panes counting.
+    outer.line(
+        "t",
+        &format!("tmux -L {} -f /dev/null attach -t t", inner.socket),
+    );
+    let shown = outer.wait_until("t", "both panes attached", |s| {
+        last_count(s, "A") >= 0 && last_count(s, "B") >= 0
+    });
+    let (a0, b0) = (last_count(&shown, "A"), last_count(&shown, "B"));
+    outer.wait_until("t", "both panes counting on", |s| {
+        last_count(s, "A") > a0 + 2 && last_count(s, "B") > b0 + 2
+    });
+    // The panes' shells take keys: Ctrl-C ends pane A's counter, and a
+    // command runs there; pane B counts on.
+    inner.keys(&a, &["C-c"]);
+    inner.wait_prompt(&a);
+    inner.line(&a, "echo after-$((40+2))");
+    outer.wait_screen("t", "after-42");
+    let b1 = last_count(&outer.screen("t"), "B");
+    outer.wait_until("t", "pane B counting on", |s| last_count(s, "B") > b1 + 2);
+    // Detached, the client leaves the terminal to its shell.
+    outer.keys("t", &["C-b", "d"]);
+    outer.wait_for("t", "[detached");
+    outer.wait_prompt("t");
+}
+
+#[test]
+fn script_recording_a_counter_goes_on_recording() {
+    require!(require::tool("script", "apt-get install bsdutils"));
+    const N: i64 = 40;
+    let dir = TempDir::new("tty-script");
+    let ts = dir.join("typescript");
+    let t = Tmux::start("script", SHELL, 100, 30);
+    t.wait_prompt("t");
+    // The pane to restore in, opened while script holds its pty (whose
+    // index comes back with it).
+    let w = shell_window(&t, "restored");
+    t.line(
+        "t",
+        &format!(
+            "script -q -f -c 'for i in $(seq 1 {N}); do echo count=$i; sleep 0.15; done' {}; echo rc=$?",
+            ts.display()
+        ),
+    );
+    let recorded = || values(&std::fs::read_to_string(&ts).unwrap_or_default(), "count=");
+    wait_until("script recording", TIMEOUT, || recorded().len() >= 5);
+    let pid = t.process_on("t", "script");
+    let image = dir.join("script.ckpt");
+    let before;
+    {
+        let _keep = ptys::keeping();
+        dump_tree(pid, &image);
+        before = recorded();
+        restore_in(&t, &w, &image, "");
+        t.wait_for(&w, &format!("ckpt: restored pid {pid} (script)"));
+    }
+    assert!(before.len() < N as usize, "{before:?}");
+    // It records on, into the same file, and copies to its new terminal.
+    t.wait_for(&w, &format!("count={N}"));
+    t.wait_for(&w, "rc=0");
+    let all = recorded();
+    assert_eq!((all[0], all.len() as i64), (1, N), "{all:?}");
+    assert_steps(&all, 1, None, "the typescript");
+    // script set its terminal back; the shell's is in line mode again.
+    t.wait_prompt(&w);
+    t.line(&w, "stty -a | grep -o -- '-\\?icanon' | head -1");
+    t.wait_for(&w, "\nicanon");
+}
+
+#[test]
+fn bash_i_with_jobs_comes_back_as_a_job() {
+    let dir = TempDir::new("tty-bashi");
+    let log = dir.join("bg.txt");
+    let t = Tmux::start("bashi", SHELL, 100, 30);
+    t.wait_prompt("t");
+    // An interactive bash with a job in the background and cat in the
+    // foreground.
+    t.line("t", "env PS1='in$ ' bash --norc --noprofile -i");
+    t.wait_for("t", "\nin$ ");
+    t.line(
+        "t",
+        &format!(
+            "(i=0; while :; do echo count=$i >> {}; i=$((i+1)); sleep 0.1; done) &",
+            log.display()
+        ),
+    );
+    t.wait_for("t", "[1] ");
+    t.line("t", "cat");
+    let cat = t.process_on("t", "cat");
+    let bash = stat_line(cat).expect("cat").ppid;
+    let logged = || values(&std::fs::read_to_string(&log).unwrap_or_default(), "count=");
+    wait_until("the background job counting", TIMEOUT, || {
+        logged().len() >= 3
+    });
+    let image = dir.join("bash.ckpt");
+    dump_tree(bash, &image);
+
+    let w = shell_window(&t, "restored");
+    restore_in(&t, &w, &image, "");
+    t.wait_for(&w, &format!("ckpt: restored pid {bash} (bash)"));
+    // cat has the terminal, as at the dump, in the new pane's session.
+    assert_foreground_job(&t, &w, cat);
+    let s = stat_line(bash).expect("the restored bash");
+    assert_eq!((s.pgrp, s.tpgid), (bash, cat), "{s:?}");
+    t.line(&w, "meow");
+    t.wait_until(&w, "meow twice (echo, then cat)", |s| {
+        s.matches("\nmeow").count() >= 2
+    });
+    // The background job counts on, with no gap.
+    let n = logged().len();
+    wait_until("the background job going on", TIMEOUT, || {
+        logged().len() > n + 3
+    });
+    assert_steps(&logged(), 1, None, "the background job");
+    // Ctrl-C ends cat; bash takes the terminal back and has its job.
+    t.keys(&w, &["C-c"]);
+    t.wait_for(&w, "\nin$ ");
+    t.retry_more(&w, "\nin-42", || t.line(&w, "jobs; echo in-$((40+2))"));
+    assert!(t.capture(&w).contains("Running"), "{}", t.capture(&w));
+    // fg, then Ctrl-C: the job ends.
+    let prompts = t.count(&w, "\nin$ ");
+    t.line(&w, "fg");
+    t.wait_for(&w, "\n( i=0");
+    t.keys(&w, &["C-c"]);
+    t.wait_until(&w, "the prompt after the job", |s| {
+        s.matches("\nin$ ").count() > prompts
+    });
+    let n = logged().len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(logged().len(), n, "the job still counts");
+    // bash exits; the restorer with its status.
+    t.line(&w, "exit 5");
+    t.wait_for(&w, "rc=5");
+}
+
+/// `expect LOG`: an expect-like parent: bash runs on a pty of its own
+/// (pty.fork) answering each line it reads; the parent sends "pingN",
+/// waits for "got pingN n=N" and logs "count=N".
+const EXPECT_PY: &str = r#"
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp('bash', ['bash', '--norc', '--noprofile', '-c',
+        'i=0; while read -r line; do echo "got $line n=$i"; i=$((i+1)); done'])
+log = open(sys.argv[1], 'ab', buffering=0)
+print('READY pid=%d child=%d' % (os.getpid(), pid), flush=True)
+i = 0
+buf = b''
+while True:
+    os.write(fd, b'ping%d\n' % i)
+    want = b'got ping%d n=%d' % (i, i)
+    while want not in buf:
+        buf += os.read(fd, 4096)
+    buf = buf[buf.index(want) + len(want):]
+    log.write(b'count=%d\n' % i)
+    i += 1
+    time.sleep(0.01)
+"#;
+
+#[test]
+fn expect_like_parent_and_its_child_on_a_pty_go_on_through_dumps() {
+    let dir = TempDir::new("tty-expect");
+    let log = dir.join("log.txt");
+    let opening = ptys::opening();
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        Command::new("python3").args(["-c", EXPECT_PY, log.to_str().unwrap()]),
+    );
+    let ready = p.wait_for("READY");
+    drop(opening);
+    let child: i32 = field(&ready, "child").parse().unwrap();
+    let logged = || values(&std::fs::read_to_string(&log).unwrap_or_default(), "count=");
+    let more = |n: usize| {
+        wait_until("more exchanges", TIMEOUT, || logged().len() >= n + 10);
+    };
+    more(0);
+    // Dumped at any moment, with bytes in flight both ways on the pty:
+    // left running, then killed and restored, three times.
+    let image = dir.join("img.ckpt");
+    for _ in 0..3 {
+        dump_leave_running(p.pid, &image);
+        more(logged().len());
+        let _keep = ptys::keeping();
+        dump_kill(&mut p, &image);
+        ckpt_testkit::wait_gone(child);
+        p = restore_detached(&image, &p.out, p.pid);
+        drop(_keep);
+        more(logged().len());
+    }
+    let all = logged();
+    assert_eq!(all[0], 0);
+    assert_steps(&all, 1, None, "the exchanges");
+    let s = stat_line(child).expect("the child on the pty");
+    assert_eq!((s.sid, s.ppid), (child, p.pid), "{s:?}");
+    assert_ne!(s.tty_nr, 0, "the pty is its controlling terminal: {s:?}");
 }

@@ -82,7 +82,7 @@ impl Drop for Tree {
         for &p in &self.0 {
             let t = Instant::now();
             while Path::new(&format!("/proc/{p}")).exists() && t.elapsed() < TIMEOUT {
-                ckpt_sys::sys::try_reap(p);
+                ckpt_sys::proc::wait::try_reap(p);
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -204,12 +204,12 @@ fn zombie_stopped_child_pdeath_subreaper_and_thread_creds() {
         "the stopped child stays stopped"
     );
     let n = p.line_count();
-    ckpt_sys::sys::kill(p.pid, libc::SIGUSR1).unwrap();
+    ckpt_sys::proc::kill(p.pid, libc::SIGUSR1).unwrap();
     p.wait_line_after(n, |l| l == format!("reaped pid={zombie} status=0x700"));
     p.wait_line_after(n, |l| l == "subreaper=1");
-    ckpt_sys::sys::kill(watch, libc::SIGUSR1).unwrap();
+    ckpt_sys::proc::kill(watch, libc::SIGUSR1).unwrap();
     p.wait_line_after(n, |l| l == "pdeath=12 thread_uid=65534");
-    ckpt_sys::sys::kill(stopped, libc::SIGCONT).unwrap();
+    ckpt_sys::proc::kill(stopped, libc::SIGCONT).unwrap();
     p.wait_line_after(n, |l| l == "continued=2");
     p.wait_more_lines(5);
     let out = p.output();
@@ -259,7 +259,7 @@ fn shared_memory_files_and_tables_stay_shared_through_two_restores() {
             );
         }
         for pid in [p.pid, kids.0, kids.1] {
-            ckpt_sys::sys::kill(pid, libc::SIGUSR1).unwrap();
+            ckpt_sys::proc::kill(pid, libc::SIGUSR1).unwrap();
         }
         for who in ["p", "c1", "c2"] {
             p.wait_line_after(m, |l| l == format!("{who} sum={sum}"));
@@ -417,7 +417,7 @@ fn a_stopped_process_comes_back_stopped() {
     let dir = TempDir::new("stopped");
     let mut p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
     p.wait_line(|l| l == "count=3");
-    ckpt_sys::sys::kill(p.pid, libc::SIGSTOP).unwrap();
+    ckpt_sys::proc::kill(p.pid, libc::SIGSTOP).unwrap();
     let t = Instant::now();
     while stat_of(p.pid).unwrap().3 != "T" {
         assert!(t.elapsed() < TIMEOUT);
@@ -429,7 +429,7 @@ fn a_stopped_process_comes_back_stopped() {
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(stat_of(p.pid).unwrap().3, "T");
     assert_eq!(p.line_count(), n, "it ran while stopped");
-    ckpt_sys::sys::kill(p.pid, libc::SIGCONT).unwrap();
+    ckpt_sys::proc::kill(p.pid, libc::SIGCONT).unwrap();
     p.wait_more_lines(3);
     drop(tree);
 }

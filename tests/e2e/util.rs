@@ -32,6 +32,13 @@ pub fn c_fixture(name: &str, src: &str) -> PathBuf {
     compile_c(name, src)
 }
 
+/// Held by the tests that load the machine (300 MB targets) and by those
+/// whose sweeps are timed: they take turns instead of skewing each other.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn ckpt() -> Command {
     setup();
     Command::new(env!("CARGO_BIN_EXE_ckpt"))

@@ -227,6 +227,7 @@ pub(crate) fn capture_with(
         }
         let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
         let own = if m.pid == root { &prep } else { &frozen_prep };
+        mem::before_queries(own, &crate::remote::frame_regions(f));
         let part = capture_process(
             f,
             m.parent,
@@ -241,7 +242,8 @@ pub(crate) fn capture_with(
         processes.push(Process::default());
     }
     // Pages only once every process is planned (see mem::plan).
-    let (pages_bytes, pending) = save_memory(&mut parts, page, opts, &mut prep, sink, root)?;
+    let (pages_bytes, pending) =
+        save_memory(&mut parts, page, &mut mem_tree, opts, &mut prep, sink, root)?;
     let pids: Vec<Pid> = parts.iter().flatten().map(|p| p.process.pid).collect();
     let attached = parts
         .iter()
@@ -258,6 +260,14 @@ pub(crate) fn capture_with(
     // From here on, an error drops `ptys` first, which puts the bytes it
     // took from pty pairs back before `frozen` lets the processes go.
     let (files, ptys) = save_fds(&mut parts, sink, &mut sockets)?;
+    let mut locks = Vec::new();
+    for part in parts.iter().flatten() {
+        let pid = part.process.pid;
+        locks.extend(
+            fds::locks(pid, &part.raw_fds, &part.process.fds)
+                .map_err(|e| in_process(root, pid, e))?,
+        );
+    }
     for (p, part) in processes.iter_mut().zip(&mut parts) {
         if let Some(part) = part {
             *p = std::mem::take(&mut part.process);
@@ -278,6 +288,7 @@ pub(crate) fn capture_with(
         });
     }
     image.seccomp_filters = seccomp_filters;
+    image.locks = locks;
     (image.sysv_shm, image.sysv_sem, image.sysv_msg) = (ipc.shm, ipc.sem, ipc.msg);
     image.ptys = ptys.pairs.clone();
     let stats = DumpStats {
@@ -398,19 +409,13 @@ fn ask_process(
     let pid = frozen.pid;
     let t = Instant::now();
     let owner_fds = fds::remote_needs(raw_fds);
-    let ip = remote::find_syscall_ip(pid)?;
     let queries = remote::Queries {
         timer_ids: posix_timers.iter().map(|t| t.id).collect(),
         owner_fds,
         sig_mask: signals::to_query(status)?,
         rlimits: rlimits::from_outside(pid),
     };
-    // While system calls are injected, our death must kill the process
-    // rather than let it run on with the injector's registers.
-    frozen.set_exit_kill(true)?;
-    let rinfo = remote::query(frozen, ip, &queries);
-    frozen.set_exit_kill(false)?;
-    let rinfo = rinfo?;
+    let rinfo = remote::query(frozen, &queries)?;
     tracing::debug!(injected = rinfo.injected, elapsed = ?t.elapsed(), "asked the process");
     Ok(rinfo)
 }
@@ -430,10 +435,12 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
 
 /// The memory step: every process's pages to `sink`, in the tree's
 /// order (a parent's before its children's), the root's as `prep` says
-/// (for a snapshot: the copy to finish after the freeze); bytes saved.
+/// (for a snapshot: the copy to finish after the freeze), and the deleted
+/// files they map (into their areas); bytes of pages saved.
 fn save_memory(
     parts: &mut [Option<Part>],
     page: u64,
+    mem_tree: &mut TreeMemory,
     opts: &mut DumpOptions,
     prep: &mut mem::Prepared,
     sink: &mut dyn PageSink,
@@ -457,18 +464,30 @@ fn save_memory(
     for part in parts.iter_mut().flatten() {
         let pid = part.process.pid;
         let mut watched = Watched { pid: root, sink };
+        let held = fds::deleted_files(&part.raw_fds);
         let bytes = match &part.memory {
             Some(m) => {
                 let mut each = |d: u64, _: u64| progress(done + d, total);
                 areas += m.vmas.len();
-                mem::save(pid, m, page, &mut watched, &mut each)
+                mem::save(pid, m, page, &mut watched, &mut each).and_then(|b| {
+                    mem::save_deleted(
+                        pid,
+                        m,
+                        &mut part.process.vmas,
+                        &held,
+                        mem_tree,
+                        &mut watched,
+                    )?;
+                    Ok(b)
+                })
             }
             None => {
                 let (vmas, bytes, p) = mem::save_frozen(pid, page, prep, &mut watched, progress)?;
                 areas += vmas.len();
                 part.process.vmas = vmas;
                 pending = p;
-                Ok(bytes)
+                mem::finish_areas(pid, &mut part.process.vmas, &held, mem_tree, &mut watched)
+                    .map(|()| bytes)
             }
         }
         .map_err(|e| in_process(root, pid, e))?;

@@ -137,6 +137,11 @@ pub enum Error {
     /// and the target let go as it was.
     #[error("pid {pid}: dump abandoned: the ckpt process that started it is gone")]
     Abandoned { pid: Pid },
+    /// SIGINT, SIGTERM or SIGHUP reached the dump (see [`crate::dump()`]):
+    /// it was abandoned like any failure, no image written, the target
+    /// let go as it was. Commands exit with 128 + `signal`.
+    #[error("pid {pid}: dump cancelled by {}; no image was written and the process goes on as it was", signal_name(*signal))]
+    Cancelled { pid: Pid, signal: i32 },
     /// The dump ran in a worker process (see [`crate::dump()`]) and failed
     /// there with this message; or the worker itself died.
     #[error("{message}")]
@@ -144,6 +149,27 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An OS error's text without std's " (os error N)" suffix.
+pub(crate) fn os_msg(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match (e.raw_os_error(), s.rfind(" (os error ")) {
+        (Some(_), Some(i)) => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// "SIGTERM" for 15.
+pub(crate) fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        s => format!("signal {s}"),
+    }
+}
 
 fn at_line(line: usize) -> String {
     if line == 0 {

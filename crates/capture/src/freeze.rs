@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result, SysCtx};
 use crate::procfs::{self, Stat, Status};
-use ckpt_sys::{ptrace, query, Pid};
+use ckpt_sys::{proc, ptrace, Pid};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(Error::NoSuchProcess { pid });
     }
-    if pid == ckpt_sys::sys::getpid() {
+    if pid == proc::getpid() {
         return Err(Error::Ourselves { pid });
     }
     let status = match Status::read(pid, &format!("/proc/{pid}/status")) {
@@ -63,7 +63,7 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
     };
     let tgid: Pid = status.num("Tgid")?;
     if tgid != 0 && tgid != pid {
-        if tgid == ckpt_sys::sys::getpid() {
+        if tgid == proc::getpid() {
             return Err(Error::Ourselves { pid });
         }
         return Err(Error::NotProcess { pid, tgid });
@@ -476,7 +476,7 @@ impl Frozen {
     pub fn kill(mut self) -> Result<Duration> {
         self.done = true;
         let pid = self.pid;
-        let _ = ckpt_sys::sys::kill(pid, libc::SIGKILL);
+        let _ = proc::kill(pid, libc::SIGKILL);
         let d = self.started.elapsed();
         // Collect the exit of every traced thread: other threads first (the
         // leader is reported only once the group is empty).
@@ -492,7 +492,7 @@ impl Frozen {
         }
         // Unreadable: the process is gone already.
         let we_are_parent = match Stat::read(pid, &format!("/proc/{pid}/stat")) {
-            Ok(s) => s.stat.ppid == ckpt_sys::sys::getpid(),
+            Ok(s) => s.stat.ppid == proc::getpid(),
             Err(e @ Error::Parse { .. }) => {
                 return Err(Error::Release {
                     pid,
@@ -503,7 +503,7 @@ impl Frozen {
         };
         if we_are_parent {
             // Do not reap our own child: the caller may want its status.
-            let _ = query::wait_exit_nowait(pid);
+            let _ = proc::wait::wait_exit_nowait(pid);
         } else {
             loop {
                 match ptrace::wait(pid) {
@@ -566,7 +566,7 @@ fn detach_thread(pid: Pid, t: &FrozenThread) -> ckpt_sys::Result<()> {
     };
     for si in &deferred {
         let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-        let _ = ckpt_sys::sys::tgkill(pid, t.tid, signo);
+        let _ = proc::tgkill(pid, t.tid, signo);
     }
     r
 }

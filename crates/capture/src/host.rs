@@ -13,7 +13,7 @@ fn read_trim(path: &str) -> String {
 /// architectures lack some); a number that cannot be parsed is an error
 /// (reported for the dump of `pid`).
 pub(crate) fn host_info(pid: ckpt_sys::Pid) -> Result<HostInfo> {
-    let (xcr0, xsave_size) = ckpt_sys::sys::xsave_info();
+    let (xcr0, xsave_size) = ckpt_sys::ptrace::xsave_info();
     let mut cpu = CpuInfo {
         xcr0,
         xsave_size,
@@ -57,7 +57,7 @@ pub(crate) fn host_info(pid: ckpt_sys::Pid) -> Result<HostInfo> {
         } else {
             Arch::Unknown
         },
-        page_size: ckpt_sys::query::page_size(),
+        page_size: ckpt_sys::mm::page_size() as u32,
         cpu,
         boot_id: read_trim("/proc/sys/kernel/random/boot_id"),
     })

@@ -24,13 +24,20 @@
 //!   swapped pages. Private file mappings: the pages no longer the file's
 //!   (COW'd). Shared memory mapped shared (shared anonymous, memfd, SysV,
 //!   /dev/shm): every page up to the object's end, holes as zero pages.
-//!   Deleted files mapped, and memfds mapped private: every readable page.
-//!   Shared mappings of existing files, vdso/vvar/vsyscall/uprobes: none.
-//!   Guard regions (MADV_GUARD_INSTALL) are runs of kind `guard`, never
-//!   read. SysV shared memory: its contents are saved once, with the
-//!   segment (`Image.sysvShm`), not with each mapping.
+//!   Memfds mapped private: every readable page. Shared mappings of
+//!   existing files, vdso/vvar/vsyscall/uprobes: none. Guard regions
+//!   (MADV_GUARD_INSTALL) are runs of kind `guard`, never read. SysV
+//!   shared memory: its contents are saved once, with the segment
+//!   (`Image.sysvShm`), not with each mapping.
+//! - Deleted files mapped: their whole contents once per file in
+//!   `FileMapping.contents` (every mapping of the file has the same blob),
+//!   unless an fd of the process holds the file (then its `RegularFile`
+//!   has them); a dump that cannot read them refuses.
 //! - Pipes: buffered bytes are on the read end's OpenFile only (once per
 //!   pipe); a write end alone carries no data.
+//! - File locks and leases (`Image.locks`): flock, OFD locks and leases
+//!   once per open file description; POSIX locks once, through an fd of
+//!   the file whose access mode allows taking them again.
 //! - `Process.timerSlackNs` is the main thread's. `OpenFile.owner` is read
 //!   for fds with O_ASYNC only. Inotify watch paths are resolved from their
 //!   file handles when possible, else empty.
@@ -82,17 +89,21 @@
 //!   `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
 //!   `seccomp.rs` (filter chains), `sysv.rs` (SysV IPC objects);
 //!   `remote.rs` asks the process what only it can tell (injected system
-//!   calls: also its membarrier registrations).
+//!   calls, made so that the process survives our death at any instant:
+//!   at a syscall stop of its libc's `rt_sigreturn`, with a signal frame
+//!   of its own state on its stack; also its membarrier registrations).
 //! - `mem/`: `vmas.rs` (smaps into areas and page policies), `pages.rs`
-//!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes).
+//!   (pagemap, fast page reads), `shmem.rs` (shared memory data and holes),
+//!   `deleted.rs` (deleted files mapped, whole; inode generations of the
+//!   mapped files).
 //! - `fds/`: `mod.rs` (listing, the kind table, files in flight in unix
 //!   messages), `fdinfo.rs`, `descriptions.rs` (which fds share an open
 //!   file description), `net.rs` (what the socket kinds share: options,
-//!   the connection lock, sockets in repair mode), and one module per
-//!   kind: `regular`, `opath`, `nsfs`, `pidfd`, `fanotify`, `pipe`,
-//!   `unix`, `inet` (TCP), `udp`, `raw` (raw and ping), `netlink`,
-//!   `packet`, `tty`, `pty` (pty pairs and their buffered bytes),
-//!   `eventfd`, `epoll`, `timerfd`,
+//!   the connection lock, sockets in repair mode), `locks.rs` (file locks
+//!   and leases, from fdinfo), and one module per kind: `regular`,
+//!   `opath`, `nsfs`, `pidfd`, `fanotify`, `pipe`, `unix`, `inet` (TCP),
+//!   `udp`, `raw` (raw and ping), `netlink`, `packet`, `tty`, `pty` (pty
+//!   pairs and their buffered bytes), `eventfd`, `epoll`, `timerfd`,
 //!   `signalfd`, `inotify`, `memfd`, `chardev`.
 //! - `procfs.rs`: reading /proc; parsers fail loudly, naming the file and
 //!   the line. `host.rs`: the machine. `error.rs`: the one error type.
@@ -332,15 +343,67 @@ impl<W: Write> PageSink for ImageWriter<W> {
 /// Called from a single-threaded process (the `ckpt` command), the dump
 /// runs in a forked worker process, so that the caller being killed at any
 /// point (SIGKILL included) abandons the dump cleanly: the target goes on
-/// as it was, no image appears and the temp file is removed. See the
+/// as it was, no image appears and the temp file is removed. SIGINT,
+/// SIGTERM and SIGHUP cancel it the same way ([`Error::Cancelled`]); a
+/// worker killed with SIGKILL leaves the target as it was too. See the
 /// `worker` module; errors from the worker keep their message.
 pub fn dump(pid: i32, out: &Path, opts: DumpOptions) -> Result<DumpStats> {
     let t0 = Instant::now();
     freeze::check_target(pid)?;
     if worker::single_threaded() {
-        return worker::run_in_worker(pid, || dump::dump_here(pid, out, opts, t0));
+        let before = file_id(out);
+        let leave_running = opts.leave_running;
+        return worker::run_in_worker(
+            pid,
+            || dump::dump_here(pid, out, opts, t0),
+            |worker| {
+                remove_temp_files(out, worker);
+                // Killed after its commit: the image is whole; finish what
+                // was asked of the process (killed, or let go by the kernel).
+                let id = file_id(out).filter(|&id| Some(id) != before)?;
+                if !leave_running {
+                    let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
+                }
+                tracing::info!(worker, "the dump worker died after its commit");
+                Some(DumpStats {
+                    total: t0.elapsed(),
+                    image_bytes: id.2,
+                    ..Default::default()
+                })
+            },
+        );
     }
     dump::dump_here(pid, out, opts, t0)
+}
+
+/// (device, inode, size) of the file at `p`, if any.
+fn file_id(p: &Path) -> Option<(u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.size()))
+}
+
+/// Remove the temp files a dump worker that died left (AtomicFile names
+/// them NAME.tmp.PID.N after its creator).
+fn remove_temp_files(out: &Path, worker: i32) {
+    let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp.{worker}.", name.to_string_lossy());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                tracing::debug!(file = ?e.path(), "removing the dead worker's temp file");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Same, streaming the image into any Write (pipe/socket).

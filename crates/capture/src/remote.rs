@@ -1,8 +1,22 @@
 //! State only the process itself can tell: queried with system calls
 //! injected into its stopped threads (sigactions, sigaltstack, timers,
-//! prctl values, ...). Uses one scratch page mapped in the target for the
-//! duration of the queries; registers, signal mask and mappings are put back
+//! prctl values, ...); registers, signal mask and memory are put back
 //! exactly as they were, on success and on failure.
+//!
+//! The calls are injected so that the process survives our death at any
+//! instant (`Injector::new_safe`): each thread runs them at an
+//! `rt_sigreturn` sequence of its own libc, with a signal frame holding
+//! its own state on its stack (below the red zone; those bytes are put
+//! back after), so that a vanished tracer leaves every thread going back
+//! through `rt_sigreturn` to where it was. Each call then costs two stops
+//! (no code of ours runs in the process). A process without such a
+//! sequence (no libc), with user shadow stacks, or whose stacks have no
+//! room, is queried the old way instead: through the vdso's `syscall`
+//! instruction and a scratch page mapped for the time of the queries,
+//! where each thread runs its queries in one batch (`Injector::batch`),
+//! with PTRACE_O_EXITKILL set meanwhile (our death then kills it rather
+//! than let it run with foreign registers). In a tree each process is
+//! queried in turn, the same way.
 
 use crate::error::{Error, Result, SysCtx};
 use crate::freeze::Frozen;
@@ -64,10 +78,160 @@ pub(crate) struct RemoteInfo {
     pub injected: u64,
 }
 
-/// Find a `syscall` instruction in the target's `[vdso]`.
-pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
+/// How system calls are injected into a process.
+enum Injection {
+    /// `Injector::new_safe` at this rt_sigreturn sequence; the frames fit
+    /// in these writable private mappings.
+    Safe {
+        sigreturn: u64,
+        writable: Vec<(u64, u64)>,
+    },
+    /// Through this `syscall` instruction of the vdso, with EXITKILL.
+    Fallback { syscall_ip: u64 },
+}
+
+/// The (start, end, perms, name) of each line of /proc/PID/maps.
+fn parse_maps(maps: &str) -> Vec<(u64, u64, &str, &str)> {
+    maps.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(6, ' ');
+            let (a, b) = it.next()?.split_once('-')?;
+            let perms = it.next()?;
+            let name = it.nth(3).unwrap_or("").trim_start();
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+                perms,
+                name,
+            ))
+        })
+        .collect()
+}
+
+/// An rt_sigreturn sequence in the executable mappings of `pid` (libc
+/// first), read 64 KiB at a time until one is found.
+fn find_sigreturn(pid: Pid, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
+    let mem = ckpt_sys::mm::ProcMem::open(pid).ok()?;
+    let mut exec: Vec<&(u64, u64, &str, &str)> = maps
+        .iter()
+        .filter(|m| m.2.as_bytes().get(2) == Some(&b'x') && m.3.starts_with('/'))
+        .collect();
+    exec.sort_by_key(|m| !m.3.contains("/libc"));
+    const CHUNK: u64 = 64 * 1024;
+    for &&(start, end, _, _) in &exec {
+        let mut at = start;
+        while at < end {
+            let len = (end - at).min(CHUNK + 16);
+            let Ok(code) = mem.read_vec(at, len as usize) else {
+                break;
+            };
+            if let Some(off) = ckpt_sys::inject::frame::find_sigreturn(&code) {
+                return Some(at + off as u64);
+            }
+            at += CHUNK;
+        }
+    }
+    None
+}
+
+/// Whether the process uses user shadow stacks (then rt_sigreturn needs a
+/// token ours would not have).
+fn uses_shadow_stack(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("x86_Thread_features:"))
+                .is_some_and(|v| v.split_whitespace().any(|f| f == "shstk"))
+        })
+        .unwrap_or(false)
+}
+
+/// How to inject into the frozen process: safely when it has an
+/// rt_sigreturn sequence and every thread's stack has room for a frame.
+fn injection(frozen: &Frozen) -> Result<Injection> {
+    let pid = frozen.pid;
     let path = format!("/proc/{pid}/maps");
-    let maps = crate::procfs::read_string(pid, &path)?;
+    let text = crate::procfs::read_string(pid, &path)?;
+    let maps = parse_maps(&text);
+    let writable: Vec<(u64, u64)> = maps
+        .iter()
+        .filter(|m| m.2.starts_with("rw") && m.2.ends_with('p'))
+        .map(|m| (m.0, m.1))
+        .collect();
+    let sigreturn = find_sigreturn(pid, &maps).filter(|_| !uses_shadow_stack(pid));
+    if let Some(sigreturn) = sigreturn {
+        let (_, xsave) = ckpt_sys::ptrace::xsave_info();
+        let all_fit = frozen.threads.iter().all(|t| {
+            ckpt_sys::ptrace::get_regs(t.tid).is_ok_and(|r| {
+                let (a, b) = ckpt_sys::inject::frame::region(
+                    r[ckpt_sys::ptrace::reg::RSP],
+                    (xsave as usize).max(512) + 64,
+                );
+                fits(&writable, a, b)
+            })
+        });
+        if all_fit {
+            return Ok(Injection::Safe {
+                sigreturn,
+                writable,
+            });
+        }
+    }
+    tracing::debug!(pid, "no safe injection: through the vdso, with EXITKILL");
+    Ok(Injection::Fallback {
+        syscall_ip: find_syscall_ip(pid, &text)?,
+    })
+}
+
+/// An injector for the main thread of `frozen`, made as [`query`] makes
+/// them: safe where it can be (the process survives our death at any
+/// instant), else through the vdso with EXITKILL set, which the caller
+/// clears after [`Injector::finish`] (`Frozen::set_exit_kill(false)`).
+pub(crate) fn leader_injector(frozen: &mut Frozen) -> Result<Injector> {
+    let pid = frozen.pid;
+    let what = || "preparing system call injection".to_string();
+    if let Injection::Safe {
+        sigreturn,
+        writable,
+    } = injection(frozen)?
+    {
+        let fits = |a: u64, b: u64| fits(&writable, a, b);
+        if let Some(inj) = Injector::new_safe(pid, sigreturn, &fits).ctx(pid, what)? {
+            return Ok(inj);
+        }
+    }
+    let maps = crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?;
+    let ip = find_syscall_ip(pid, &maps)?;
+    frozen.set_exit_kill(true)?;
+    Injector::new_stops(pid, ip).ctx(pid, what)
+}
+
+/// The stack regions that the signal frames of safe injection may take
+/// in the threads of `frozen` ([`query`]), a page wider on each side.
+pub(crate) fn frame_regions(frozen: &Frozen) -> Vec<(u64, u64)> {
+    let (_, xsave) = ckpt_sys::ptrace::xsave_info();
+    frozen
+        .threads
+        .iter()
+        .filter_map(|t| ckpt_sys::ptrace::get_regs(t.tid).ok())
+        .map(|r| {
+            let (a, b) = ckpt_sys::inject::frame::region(
+                r[ckpt_sys::ptrace::reg::RSP],
+                (xsave as usize).max(512) + 64,
+            );
+            ((a & !0xfff).saturating_sub(0x1000), (b + 0x1fff) & !0xfff)
+        })
+        .collect()
+}
+
+/// Whether [a, b) lies inside one of `ranges`.
+fn fits(ranges: &[(u64, u64)], a: u64, b: u64) -> bool {
+    a < b && ranges.iter().any(|&(s, e)| s <= a && b <= e)
+}
+
+/// Find a `syscall` instruction in the target's `[vdso]`.
+fn find_syscall_ip(pid: Pid, maps: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/maps");
     let (n, line) = maps
         .lines()
         .enumerate()
@@ -97,7 +261,7 @@ pub(crate) fn find_syscall_ip(pid: Pid) -> Result<u64> {
                 format!("{range:?} is not an address range"),
             )
         })?;
-    let mem = ckpt_sys::remote::ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
+    let mem = ckpt_sys::mm::ProcMem::open(pid).ctx(pid, || "opening its memory".into())?;
     let code = mem
         .read_vec(start, (end - start) as usize)
         .ctx(pid, || "reading [vdso]".into())?;
@@ -124,12 +288,15 @@ struct Remote<'a> {
 
 /// Queries asked in one stop of the thread (see `Injector::batch`): each
 /// call names what it asks, and writes its answer, if any, to its own
-/// place of the scratch area.
+/// place of the scratch area. (With safe injection they are asked one
+/// by one, see [`Remote::run`].)
 #[derive(Default)]
 struct Batch {
     calls: Vec<(&'static str, i64, [u64; 6])>,
     /// Bytes of output places handed out.
     out_len: u64,
+    /// The places: (offset, length).
+    places: Vec<(u64, u64)>,
 }
 
 impl Batch {
@@ -137,6 +304,7 @@ impl Batch {
     fn out(&mut self, len: u64) -> u64 {
         let at = self.out_len;
         self.out_len += len.next_multiple_of(8);
+        self.places.push((at, len.next_multiple_of(8)));
         at
     }
 
@@ -192,25 +360,85 @@ impl Remote<'_> {
                 },
             });
         }
-        self.inj
-            .mem()
-            .write(out_at, &vec![0u8; b.out_len as usize])
-            .ctx(pid, || "writing the scratch page".into())?;
-        let calls: Vec<(i64, [u64; 6])> = b.calls.iter().map(|c| (c.1, c.2)).collect();
-        let results = self
-            .inj
-            .batch(self.scratch, &calls)
-            .ctx(pid, || format!("thread {tid}: querying it"))?;
-        let out = self
-            .inj
-            .mem()
-            .read_vec(out_at, b.out_len as usize)
-            .ctx(pid, || "reading the scratch page".into())?;
+        let (results, out) = if self.inj.scratch().is_some() {
+            self.one_by_one(&b, out_at)?
+        } else {
+            self.inj
+                .mem()
+                .write(out_at, &vec![0u8; b.out_len as usize])
+                .ctx(pid, || "writing the scratch page".into())?;
+            let calls: Vec<(i64, [u64; 6])> = b.calls.iter().map(|c| (c.1, c.2)).collect();
+            let results = self
+                .inj
+                .batch(self.scratch, &calls)
+                .ctx(pid, || format!("thread {tid}: querying it"))?;
+            let out = self
+                .inj
+                .mem()
+                .read_vec(out_at, b.out_len as usize)
+                .ctx(pid, || "reading the scratch page".into())?;
+            (results, out)
+        };
         Ok(Answers {
             results,
             out,
             names: b.calls.iter().map(|c| c.0).collect(),
         })
+    }
+
+    /// The calls of `b` one at a time, for a safe injector (see
+    /// `Injector::new_safe`: no code of ours may run in the thread). The
+    /// output area at `out_at` is not memory of the thread: each place a
+    /// call's arguments point into is lent room of the injector's scratch
+    /// area for that call, then copied out. Returns the results and the
+    /// output area.
+    fn one_by_one(&mut self, b: &Batch, out_at: u64) -> Result<(Vec<i64>, Vec<u8>)> {
+        let (pid, tid) = (self.pid, self.inj.tid());
+        let room = ckpt_sys::inject::frame::SCRATCH_LEN;
+        let mut out = vec![0u8; b.out_len as usize];
+        let mut results = Vec::with_capacity(b.calls.len());
+        for (name, nr, args) in &b.calls {
+            let mut args = *args;
+            let mut lent: Vec<(u64, u64, u64)> = Vec::new();
+            let mut at = self.scratch;
+            for a in args.iter_mut() {
+                if *a < out_at || *a >= out_at + b.out_len {
+                    continue;
+                }
+                let off = *a - out_at;
+                let Some(&(start, len)) = b.places.iter().find(|(s, l)| *s <= off && off < s + l)
+                else {
+                    continue;
+                };
+                if at + len > self.scratch + room {
+                    return Err(Error::Sys {
+                        pid,
+                        what: format!("thread {tid}: querying {name}"),
+                        source: ckpt_sys::Error::Unexpected {
+                            tid,
+                            what: format!("its answer needs more than {room} bytes of scratch"),
+                        },
+                    });
+                }
+                self.inj
+                    .mem()
+                    .write(at, &vec![0u8; len as usize])
+                    .ctx(pid, || "writing the scratch area".into())?;
+                *a = at + (off - start);
+                lent.push((start, len, at));
+                at += len;
+            }
+            results.push(self.call_raw(name, *nr, &args)?);
+            for (start, len, addr) in lent {
+                let v = self
+                    .inj
+                    .mem()
+                    .read_vec(addr, len as usize)
+                    .ctx(pid, || "reading the scratch area".into())?;
+                out[start as usize..(start + len) as usize].copy_from_slice(&v);
+            }
+        }
+        Ok((results, out))
     }
 
     fn call(&mut self, name: &str, nr: i64, args: &[u64]) -> Result<u64> {
@@ -512,11 +740,130 @@ impl Remote<'_> {
 /// being stopped) are queued again in that thread first, so that they are
 /// pending again: the pending lists read afterwards contain them, and a
 /// process that goes on running receives them.
-pub(crate) fn query(frozen: &mut Frozen, syscall_ip: u64, q: &Queries) -> Result<RemoteInfo> {
+pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
+    match injection(frozen)? {
+        Injection::Safe {
+            sigreturn,
+            writable,
+        } => {
+            let pid = frozen.pid;
+            let fits = |a: u64, b: u64| fits(&writable, a, b);
+            let mut injector = |tid: Pid| -> Result<(Injector, u64)> {
+                let inj = Injector::new_safe(tid, sigreturn, &fits)
+                    .ctx(pid, || {
+                        format!("thread {tid}: preparing system call injection")
+                    })?
+                    .ok_or_else(|| Error::Sys {
+                        pid,
+                        what: format!("thread {tid}: preparing system call injection"),
+                        source: ckpt_sys::Error::Unexpected {
+                            tid,
+                            what: "its stack has no room for the injection frame".into(),
+                        },
+                    })?;
+                let scratch = inj.scratch().expect("a safe injector has scratch memory");
+                Ok((inj, scratch))
+            };
+            let mut out = RemoteInfo::default();
+            let r = query_threads(frozen, q, &mut injector, &mut out);
+            r.map(|()| out)
+        }
+        Injection::Fallback { syscall_ip } => {
+            // While system calls are injected this way, our death must kill
+            // the process rather than let it run with foreign registers.
+            frozen.set_exit_kill(true)?;
+            let r = query_with_scratch_page(frozen, syscall_ip, q);
+            frozen.set_exit_kill(false)?;
+            r
+        }
+    }
+}
+
+/// The queries of every thread, the leader first, each through the
+/// injector (and scratch memory) `injector` makes for it.
+fn query_threads(
+    frozen: &mut Frozen,
+    q: &Queries,
+    injector: &mut dyn FnMut(Pid) -> Result<(Injector, u64)>,
+    out: &mut RemoteInfo,
+) -> Result<()> {
+    let pid = frozen.pid;
+    let deferred: BTreeMap<Pid, _> = frozen
+        .threads
+        .iter()
+        .map(|t| (t.tid, t.deferred.clone()))
+        .collect();
+    let tids: Vec<Pid> = frozen.threads.iter().map(|t| t.tid).collect();
+    let mut requeued: Vec<Pid> = Vec::new();
+    let mut result = Ok(());
+    for tid in tids {
+        let (mut inj, scratch) = match injector(tid) {
+            Ok(x) => x,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        let res = (|| -> Result<ThreadRemote> {
+            let mut r = Remote {
+                pid,
+                inj: &mut inj,
+                scratch,
+            };
+            r.requeue(&deferred[&tid])?;
+            requeued.push(tid);
+            let tr = if tid == pid {
+                let t = r.process_queries(q, out)?;
+                // Test hook: a pause while the registers are the injector's.
+                crate::worker::test_delay();
+                t
+            } else {
+                r.other_thread()?
+            };
+            r.requeue_injector_deferred()?;
+            Ok(tr)
+        })();
+        out.injected += inj.count();
+        let fin = inj.finish();
+        let left = match (res, fin) {
+            (Ok(tr), Ok(left)) => {
+                out.threads.insert(tid, tr);
+                left
+            }
+            (Err(e), fin) => {
+                result = Err(e);
+                fin.unwrap_or_default()
+            }
+            (Ok(_), Err(e)) => {
+                result = Err(e).ctx(pid, || format!("thread {tid}: restoring its registers"));
+                Vec::new()
+            }
+        };
+        // Signals caught between the last check and finish: keep them by
+        // sending them again (without their details).
+        for si in left {
+            let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+            let _ = ckpt_sys::proc::tgkill(pid, tid, signo);
+        }
+        if result.is_err() {
+            break;
+        }
+    }
+    frozen.mark_requeued(&requeued);
+    result
+}
+
+/// The queries through the vdso's `syscall` instruction, with a scratch
+/// page mapped in the process for their time.
+fn query_with_scratch_page(
+    frozen: &mut Frozen,
+    syscall_ip: u64,
+    q: &Queries,
+) -> Result<RemoteInfo> {
     let pid = frozen.pid;
     let mut out = RemoteInfo::default();
-    let mut leader =
-        Injector::new(pid, syscall_ip).ctx(pid, || "preparing system call injection".into())?;
+    let mut leader = Injector::new_stops(pid, syscall_ip)
+        .ctx(pid, || "preparing system call injection".into())?;
     let mapped = leader.syscall(
         "mmap",
         libc::SYS_mmap,
@@ -537,70 +884,25 @@ pub(crate) fn query(frozen: &mut Frozen, syscall_ip: u64, q: &Queries) -> Result
             return Err(e).ctx(pid, || "mapping a scratch page".into());
         }
     };
-    let mut requeued: Vec<Pid> = Vec::new();
-    let result = (|| -> Result<()> {
-        let deferred: BTreeMap<Pid, _> = frozen
-            .threads
-            .iter()
-            .map(|t| (t.tid, t.deferred.clone()))
-            .collect();
-        {
-            let mut r = Remote {
-                pid,
-                inj: &mut leader,
-                scratch,
-            };
-            r.requeue(&deferred[&pid])?;
-            requeued.push(pid);
-            let t = r.process_queries(q, &mut out)?;
-            // Test hook: a pause while the registers are the injector's.
-            crate::worker::test_delay();
-            r.requeue_injector_deferred()?;
-            out.threads.insert(pid, t);
-        }
-        for t in frozen.threads.iter().filter(|t| t.tid != pid) {
-            let tid = t.tid;
-            let mut inj = Injector::new(tid, syscall_ip).ctx(pid, || {
+    // The leader's injector stays for the unmap: the queries use their own.
+    let result = query_threads(
+        frozen,
+        q,
+        &mut |tid| {
+            let inj = Injector::new_stops(tid, syscall_ip).ctx(pid, || {
                 format!("thread {tid}: preparing system call injection")
             })?;
-            let res = (|| -> Result<ThreadRemote> {
-                let mut r = Remote {
-                    pid,
-                    inj: &mut inj,
-                    scratch,
-                };
-                r.requeue(&deferred[&tid])?;
-                requeued.push(tid);
-                let tr = r.other_thread()?;
-                r.requeue_injector_deferred()?;
-                Ok(tr)
-            })();
-            out.injected += inj.count();
-            let fin = inj.finish();
-            let tr = res?;
-            let left = fin.ctx(pid, || format!("thread {tid}: restoring registers"))?;
-            if !left.is_empty() {
-                // Signals caught between the last check and finish: keep them
-                // by sending them again (without their details).
-                for si in left {
-                    let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-                    let _ = ckpt_sys::sys::tgkill(pid, tid, signo);
-                }
-            }
-            out.threads.insert(tid, tr);
-        }
-        Ok(())
-    })();
-    // Always unmap the scratch page and put the leader back.
+            Ok((inj, scratch))
+        },
+        &mut out,
+    );
     let unmap = leader.syscall("munmap", libc::SYS_munmap, &[scratch, SCRATCH_LEN]);
     out.injected += leader.count();
     let fin = leader.finish();
-    frozen.mark_requeued(&requeued);
     if let Ok(left) = &fin {
-        // Caught after the scratch page was gone: send them again (without details).
         for si in left {
             let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+            let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
         }
     }
     result?;

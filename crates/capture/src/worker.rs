@@ -18,6 +18,17 @@
 //! multi-threaded one, e.g. ckptfs, is not safe); other callers run the
 //! dump in-process.
 //!
+//! SIGINT, SIGTERM and SIGHUP (Ctrl-C, `timeout`, a service manager
+//! stopping the job: they reach every process of the group, the worker
+//! too) cancel the dump cleanly: the caller blocks them before forking,
+//! so the worker starts with them blocked; the caller waits for the
+//! worker or one of them, and sends one it receives on to the worker. The
+//! worker finds it pending at its next check and abandons the dump like
+//! any error ([`Error::Cancelled`]). If the worker itself is killed
+//! (SIGKILL), the target is let go by the kernel, as it was (the injected
+//! calls are made so that this is safe at any instant, see `remote.rs`),
+//! and the caller removes the temp file the worker left.
+//!
 //! Test hook: `CKPT_TEST_DELAY_MS=N` (N ≤ 10000) sleeps N ms at each phase
 //! boundary, and once in the middle of the injected queries while the
 //! target's registers are the injector's, so that tests can kill or
@@ -25,7 +36,9 @@
 
 use crate::error::{Error, Result};
 use ckpt_sys::clone::{fork_with_pid, Forked};
-use ckpt_sys::{setup, sys, Pid};
+use ckpt_sys::proc::signals::{self, Woken};
+use ckpt_sys::proc::{self, wait};
+use ckpt_sys::Pid;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -45,11 +58,29 @@ pub(crate) fn single_threaded() -> bool {
         .unwrap_or(false)
 }
 
-/// In a worker whose caller is gone: [`Error::Abandoned`].
+/// The signals that cancel a dump.
+const CANCEL: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+fn cancel_mask() -> u64 {
+    CANCEL
+        .iter()
+        .map(|&s| signals::bit(s))
+        .fold(0, |a, b| a | b)
+}
+
+/// In a worker whose caller is gone: [`Error::Abandoned`]; in a worker
+/// asked to stop: [`Error::Cancelled`].
 pub(crate) fn check(pid: Pid) -> Result<()> {
     let parent = PARENT.load(Ordering::Relaxed);
-    if parent != 0 && setup::getppid() != parent {
+    if parent == 0 {
+        return Ok(());
+    }
+    if proc::getppid() != parent {
         return Err(Error::Abandoned { pid });
+    }
+    let pending = signals::pending().unwrap_or(0) & cancel_mask();
+    if let Some(&signal) = CANCEL.iter().find(|&&s| pending & signals::bit(s) != 0) {
+        return Err(Error::Cancelled { pid, signal });
     }
     Ok(())
 }
@@ -72,16 +103,23 @@ pub(crate) fn test_delay() {
 /// Run `work` in a forked worker and return its result here. The stats
 /// travel back as numbers, an error as its message ([`Error::Worker`]),
 /// except the few kinds callers match on, which keep their variant.
+/// SIGINT, SIGTERM and SIGHUP are blocked meanwhile and passed on to the
+/// worker (see the module doc). `died` is called with the worker's pid if
+/// it dies without an answer; it says whether the dump was complete
+/// nonetheless (killed between its commit and its answer).
 pub(crate) fn run_in_worker(
     pid: Pid,
     work: impl FnOnce() -> Result<crate::DumpStats>,
+    died: impl FnOnce(Pid) -> Option<crate::DumpStats>,
 ) -> Result<crate::DumpStats> {
-    let (r, w) = ckpt_sys::query::pipe_nonblock().map_err(|source| Error::Sys {
-        pid,
-        what: "creating the worker's pipe".into(),
-        source,
-    })?;
-    let parent = sys::getpid();
+    let sys_err = |what: &str| {
+        let what = what.to_string();
+        move |source| Error::Sys { pid, what, source }
+    };
+    let (r, w) = ckpt_sys::fds::pipe::pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .map_err(sys_err("creating the worker's pipe"))?;
+    let blocked = signals::block(cancel_mask()).map_err(sys_err("blocking SIGINT and SIGTERM"))?;
+    let parent = proc::getpid();
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
             drop(r);
@@ -90,15 +128,15 @@ pub(crate) fn run_in_worker(
             let mut w = std::fs::File::from(w);
             let _ = w.write_all(&msg);
             drop(w);
-            sys::exit_now(0);
+            proc::exit_now(0);
         }
         Ok(Forked::Parent(child)) => {
             drop(w);
-            let exit = sys::wait_child_exit(child).map_err(|source| Error::Sys {
-                pid,
-                what: "waiting for the dump worker".into(),
-                source,
-            })?;
+            let (exit, cancelled) = wait_worker(pid, child)?;
+            // A signal that came after the worker's end must not kill us
+            // when the mask comes back: it was for the dump.
+            let late = signals::take_pending(cancel_mask());
+            drop(blocked);
             let mut buf = Vec::new();
             let _ = std::fs::File::from(r).read_to_end(&mut buf);
             if buf.is_empty() {
@@ -108,11 +146,26 @@ pub(crate) fn run_in_worker(
                     ckpt_sys::netlock::STATE_DIR,
                 ));
             }
-            decode(&buf).unwrap_or_else(|| {
+            let result = decode(&buf).unwrap_or_else(|| {
+                if let Some(stats) = died(child) {
+                    return Ok(stats);
+                }
+                let how = match exit {
+                    wait::ExitKind::Exited(c) => format!("exited with status {c}"),
+                    wait::ExitKind::Signaled(s) => {
+                        format!("was killed by {}", crate::error::signal_name(s))
+                    }
+                };
                 Err(Error::Worker {
-                    message: format!("the dump worker (pid {child}) died: {exit:?}"),
+                    message: format!(
+                        "pid {pid}: the dump worker (pid {child}) {how} before it finished; no image was written and the process goes on as it was"
+                    ),
                 })
-            })
+            });
+            match (result, cancelled.or(late)) {
+                (Err(_), Some(signal)) => Err(Error::Cancelled { pid, signal }),
+                (r, _) => r,
+            }
         }
         Err(source) => Err(Error::Sys {
             pid,
@@ -120,6 +173,32 @@ pub(crate) fn run_in_worker(
             source,
         }),
     }
+}
+
+/// Wait for the worker to exit, passing on the signals that cancel; the
+/// exit status and the first such signal.
+fn wait_worker(pid: Pid, child: Pid) -> Result<(wait::ExitKind, Option<i32>)> {
+    let sys_err = |what: &'static str| {
+        move |source| Error::Sys {
+            pid,
+            what: what.into(),
+            source,
+        }
+    };
+    let pidfd =
+        ckpt_sys::proc::pidfd::pidfd_open(child).map_err(sys_err("watching the dump worker"))?;
+    let sigfd = ckpt_sys::fds::signalfd::signalfd(cancel_mask(), libc::SFD_CLOEXEC)
+        .map_err(sys_err("watching for SIGINT and SIGTERM"))?;
+    let mut cancelled = None;
+    while let Woken::Signal(s) = signals::wait_child_or_signal(&pidfd, &sigfd, child)
+        .map_err(sys_err("waiting for the dump worker"))?
+    {
+        tracing::info!(signal = s, "cancelling the dump");
+        cancelled.get_or_insert(s);
+        let _ = proc::kill(child, s);
+    }
+    let exit = wait::wait_child_exit(child).map_err(sys_err("waiting for the dump worker"))?;
+    Ok((exit, cancelled))
 }
 
 /// At most this much of a message goes through the pipe (its buffer is
@@ -147,6 +226,7 @@ fn encode(r: &Result<crate::DumpStats>) -> Vec<u8> {
                 Error::Exited { pid } => format!("exited:{pid}"),
                 Error::Zombie { pid } => format!("zombie:{pid}"),
                 Error::AlreadyTraced { pid, tracer } => format!("traced:{pid}:{tracer}"),
+                Error::Cancelled { pid, signal } => format!("cancelled:{pid}:{signal}"),
                 _ => "other".to_string(),
             };
             let mut m = e.to_string();
@@ -202,6 +282,7 @@ fn decode(b: &[u8]) -> Option<Result<crate::DumpStats>> {
         ("exited", Some(p), _) => Error::Exited { pid: p },
         ("zombie", Some(p), _) => Error::Zombie { pid: p },
         ("traced", Some(p), Some(tracer)) => Error::AlreadyTraced { pid: p, tracer },
+        ("cancelled", Some(p), Some(signal)) => Error::Cancelled { pid: p, signal },
         _ => worker(),
     }))
 }

@@ -65,7 +65,7 @@ impl Writeback {
                         // Failures are not reported here: the final fsync
                         // sees them (and fails the dump).
                         let t = Instant::now();
-                        let _ = ckpt_sys::sys::start_writeback(file.as_fd(), synced, end - synced);
+                        let _ = ckpt_sys::fds::regular::start_writeback(file.as_fd(), synced, end - synced);
                         let _ = file.sync_data();
                         tracing::debug!(bytes = end - synced, elapsed = ?t.elapsed(), "image synced so far");
                         synced = end;

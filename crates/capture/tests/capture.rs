@@ -525,7 +525,7 @@ fn fds_of_every_supported_kind() {
     assert!(matches!(&n.kind, FileKind::CharDevice(c) if c.path == b"/dev/null"));
 
     // The process still has everything: the pipe data was not consumed.
-    ckpt_sys::sys::kill(p.pid, libc::SIGUSR1).unwrap();
+    ckpt_sys::proc::kill(p.pid, libc::SIGUSR1).unwrap();
     let l = p.wait_for("PIPE");
     assert_eq!(l, "PIPE n=10 data=hello pipe eventfd=42 pos=1234");
 }
@@ -758,7 +758,7 @@ fn seccomp_filtered_process_survives_injection() {
 fn stopped_process_stays_stopped() {
     let mut child = Command::new("sleep").arg("100").spawn().unwrap();
     let pid = child.id() as i32;
-    ckpt_sys::sys::kill(pid, libc::SIGSTOP).unwrap();
+    ckpt_sys::proc::kill(pid, libc::SIGSTOP).unwrap();
     let state = || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| {
@@ -778,7 +778,7 @@ fn stopped_process_stays_stopped() {
     cap.release().unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(state(), "T", "still stopped after the dump");
-    ckpt_sys::sys::kill(pid, libc::SIGCONT).unwrap();
+    ckpt_sys::proc::kill(pid, libc::SIGCONT).unwrap();
     wait_until("running again", Duration::from_secs(5), || state() == "S");
     assert!(child.try_wait().unwrap().is_none());
     child.kill().unwrap();
@@ -1046,7 +1046,7 @@ while True:\n    try:\n        os.read(fd, 1024)\n    except OSError:\n        t
     assert_eq!(proc_.sid, child);
     // 0, 1, 2: one open file (dup'ed by pty.fork).
     assert_eq!(proc_.fds[1].file, proc_.fds[0].file);
-    ckpt_sys::sys::kill(child, libc::SIGKILL).unwrap();
+    ckpt_sys::proc::kill(child, libc::SIGKILL).unwrap();
 }
 
 /// A process holding both ends of a pty with bytes buffered both ways:

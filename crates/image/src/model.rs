@@ -848,7 +848,7 @@ pub struct Datagram {
 }
 
 impl InetSocket {
-    /// "127.0.0.1:80 -> 10.0.0.2:5555", "[::]:8080".
+    /// "127.0.0.1:80 -> 10.0.0.2:5555", "\[::\]:8080".
     pub fn describe(&self) -> String {
         let one = |addr: &[u8], port: u16| match <[u8; 4]>::try_from(addr) {
             Ok(a) => format!("{}:{port}", std::net::Ipv4Addr::from(a)),
@@ -867,7 +867,7 @@ impl InetSocket {
 
     /// For `ckpt show`: protocol, addresses and what was saved with it
     /// ("TCP 127.0.0.1:80 -> 10.0.0.2:5555 (established, live)",
-    /// "UDP [::]:53, 3 datagrams queued", "raw ICMP", ...).
+    /// "UDP \[::\]:53, 3 datagrams queued", "raw ICMP", ...).
     pub fn summary(&self) -> String {
         const STATES: [&str; 12] = [
             "?",

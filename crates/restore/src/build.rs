@@ -85,7 +85,9 @@ struct Planned {
     closes_keep: Vec<bool>,
 }
 
-/// Restore the image's processes (see [`crate::restore`]).
+/// Restore the image's processes (see [`crate::restore`]); stopped by
+/// `opts.cancel` at the next step, or at once where it waits on a stub or
+/// a process being built (every one is killed).
 pub fn restore<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
@@ -101,6 +103,32 @@ pub fn restore<R: ReadAt + Sync>(
 pub fn restore_with<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+    lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
+) -> Result<(Restored, Option<lazy::Server>)> {
+    let cancel = opts.cancel.clone().unwrap_or_default();
+    let r = cancel
+        .check()
+        .and_then(|()| restore_steps(reader, opts, &cancel, progress, lazy));
+    match (cancel.finish(), r) {
+        (Some(signal), Ok((done, server))) => {
+            // Cancelled as it ended: every process of the tree was killed.
+            for &(_, pid) in &done.pids {
+                let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
+            }
+            drop(server);
+            ckpt_sys::proc::wait::reap_blocking(done.pid);
+            Err(Error::Cancelled { signal })
+        }
+        (Some(signal), Err(_)) => Err(Error::Cancelled { signal }),
+        (None, r) => r,
+    }
+}
+
+fn restore_steps<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    cancel: &crate::Cancel,
     progress: &mut dyn FnMut(u64, u64),
     lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
 ) -> Result<(Restored, Option<lazy::Server>)> {
@@ -125,6 +153,7 @@ pub fn restore_with<R: ReadAt + Sync>(
             warnings: Vec::new(),
         }));
     }
+    cancel.check()?;
     // Sockets the restorer builds itself (TCP_REPAIR, injected packets);
     // the stub inherits them. Their locks go just before the process runs.
     let mut net = crate::fds::sockets::prebuild(&mut planned.fds)?;
@@ -144,7 +173,7 @@ pub fn restore_with<R: ReadAt + Sync>(
     // ids (removed again if the restore fails).
     let ipc = sysv::restore(reader)?;
     let step = Step::begin("stubs");
-    let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts)?;
+    let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts, cancel)?;
     step.done();
     phases.push(("stubs", t0.elapsed()));
     // The terminal goes to the job now that its groups exist (every
@@ -159,6 +188,7 @@ pub fn restore_with<R: ReadAt + Sync>(
         page,
         huge_fill: opts.huge_fill,
         switch: switch.as_ref(),
+        cancel,
         t0,
         next: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
@@ -337,6 +367,7 @@ fn spawn_stubs(
     planned: &Planned,
     switch: Option<&FsSwitch>,
     opts: &RestoreOptions,
+    cancel: &crate::Cancel,
 ) -> Result<Stubs> {
     let tree = &planned.tree;
     let want: Vec<Option<i32>> = tree
@@ -372,7 +403,11 @@ fn spawn_stubs(
         scratch: &mut scratch,
         child_pipes: &mut child_pipes,
     };
-    stub::spawn_tree(&sh, &mut w, &stubs)?;
+    stub::spawn_tree(&sh, &mut w, &stubs, &|pid| cancel.watch(pid))?;
+    // A cancel from now on kills every process being built.
+    for c in 0..tree.nodes.len() {
+        cancel.watch(stubs.pid(c));
+    }
     tracing::debug!(
         processes = tree.nodes.len(),
         fd_ops = planned.fds.ops.len(),
@@ -394,6 +429,7 @@ struct Builders<'a, R: ReadAt> {
     page: u64,
     huge_fill: Option<bool>,
     switch: Option<&'a FsSwitch>,
+    cancel: &'a crate::Cancel,
     t0: Instant,
     /// The next group of processes to build (index into `groups`).
     next: AtomicUsize,
@@ -506,7 +542,7 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
         // tree needs last: SysV segments removed at the dump go again (all
         // are attached now), and the saved connections live again.
         if barrier.wait().is_leader() && !self.failed.load(Ordering::Relaxed) {
-            if let Err(e) = self.last_steps() {
+            if let Err(e) = self.cancel.check().and_then(|()| self.last_steps()) {
                 self.failed.store(true, Ordering::Relaxed);
                 err = Some(e);
             }
@@ -585,6 +621,7 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             progress: &mut each,
             huge_fill: self.huge_fill,
             as_saved: self.switch,
+            cancel: self.cancel,
             keep: keep_range(self.planned, c),
             late,
             tree_pids,
@@ -655,6 +692,7 @@ struct Build<'a, R: ReadAt> {
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
+    cancel: &'a crate::Cancel,
     /// Fds made once the threads exist (pidfds), and saved pids -> pids
     /// now of the tree's processes (for them).
     late: Vec<LateFd>,
@@ -681,10 +719,30 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         } = self.address_space()?;
         step.done();
         self.phase("address space");
+        self.cancel.check()?;
 
         let step = Step::begin("mappings");
         let scratch = layout.tramp + self.page;
-        vmas::map_all(&mut main, &self.mem.steps, &layout, scratch, self.as_saved)?;
+        let reader = self.reader;
+        let recreated = vmas::recreate_files(
+            &mut main,
+            &self.mem.recreate,
+            scratch,
+            self.as_saved,
+            &mut |b| {
+                reader
+                    .read_blob(b)
+                    .ctx(|| "reading a deleted file's saved contents".into())
+            },
+        )?;
+        vmas::map_all(
+            &mut main,
+            &self.mem.steps,
+            &recreated,
+            &layout,
+            scratch,
+            self.as_saved,
+        )?;
         if let Some((first, last)) = self.keep {
             main.call(
                 "close_range of the kept memory objects' fds",
@@ -694,16 +752,19 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         step.done();
         self.phase("mappings");
+        self.cancel.check()?;
 
         let step = Step::begin("pages");
         self.pages(&mut main, &mem, &layout, &huge, scratch)?;
         step.done_bytes(self.page_bytes);
         self.phase("pages");
+        self.cancel.check()?;
 
         let step = Step::begin("process state");
         crate::process::set_state(&mut main, self.p, scratch, self.as_saved)?;
         step.done();
         self.phase("process");
+        self.cancel.check()?;
 
         let step = Step::begin("threads");
         let tids = self.threads(main, &layout, scratch)?;
@@ -850,6 +911,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             ids.extend(tid_map.iter().map(|(&a, &b)| (a, b)));
             crate::fds::pidfd::late(&mut main, &self.late, &ids, scratch)?;
         }
+        // Every fd is final and no more are opened or closed: locks now.
+        crate::fds::locks::take(&mut main, self.reader.image(), p, scratch)?;
         {
             // Filters apply once the threads are let go (seccomp is
             // suspended for them while they are traced).
@@ -872,6 +935,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         }
         crate::process::finish(&mut main, p, l, set_creds || thread_creds)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
+        self.cancel.check()?;
         thread::set_registers(self.pid, p, &tids)?;
         Ok(tids)
     }

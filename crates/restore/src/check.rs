@@ -7,20 +7,22 @@ use crate::mem::layout::{pair_vdso, parse_maps};
 use crate::mem::{plan_memory_shared, shared_objects, vmas::Backing, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, OwnCreds};
 use crate::process::{rlimits, timers};
-use crate::stub::holder_of;
+use crate::stub::holder_with;
 use crate::tree::plan_tree;
 use crate::{Report, RestoreOptions};
 use ckpt_image::{Arch, FileIdentity, Image, ImageReader, Process, ReadAt, Registers, RunKind};
 use ckpt_sys::creds::{self, FsIds, FsSwitch};
-use ckpt_sys::{mm, proc, ptrace, setup, sys};
+use ckpt_sys::{mm, proc, ptrace};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::MetadataExt;
 
 /// Capabilities a restorer needs to restore another user's process (which
 /// it then opens the files of with that user's rights, see [`open_as`]).
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
+const CAP_SYS_RAWIO: u32 = 17;
 
 /// A path the restore opens, for the access check: (what, path, access(2)
 /// mode).
@@ -39,28 +41,70 @@ pub(crate) fn access_mode(flags: i32) -> i32 {
     }
 }
 
-/// Compare a saved file identity with the file now at its path.
-fn file_state(what: &str, id: &FileIdentity, report: &mut Report) {
+/// Compare a saved file identity with the file now at its path: what
+/// identifies its contents (size, mtime, ctime, which no one can set,
+/// inode and its generation) must be the same, else the restored process
+/// would run other code or data than it had.
+/// A file mapped only shared (`private` false) holds its own data: a
+/// change is a warning, unless it is no regular file any more. Refusals
+/// become loud warnings with `force`.
+fn file_state(what: &str, id: &FileIdentity, private: bool, force: bool, report: &mut Report) {
     let path = String::from_utf8_lossy(strip_deleted(&id.path)).into_owned();
-    match std::fs::metadata(&path) {
-        Err(e) => report
-            .errors
-            .push(format!("{what}: {path}: {}", os_msg(&e))),
-        Ok(m) => {
-            if id.size == 0 && id.mtime_ns == 0 {
-                return;
-            }
-            let mtime = m.mtime() * 1_000_000_000 + m.mtime_nsec();
-            if m.size() != id.size || mtime != id.mtime_ns {
-                report.warnings.push(format!(
-                    "{what}: {path} changed since the dump (size {} -> {}, mtime {} -> {})",
-                    id.size,
-                    m.size(),
-                    id.mtime_ns,
-                    mtime
-                ));
-            }
+    let m = match std::fs::metadata(&path) {
+        Err(e) => {
+            report
+                .errors
+                .push(format!("{what}: {path}: {}", os_msg(&e)));
+            return;
         }
+        Ok(m) => m,
+    };
+    let mut diffs = Vec::new();
+    let mut strict = private;
+    if !m.is_file() {
+        diffs.push("not a regular file now".to_string());
+        strict = true;
+    } else if id.size == 0 && id.mtime_ns == 0 && id.ctime_ns == 0 {
+        return; // nothing saved to compare with
+    }
+    let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+    if m.size() != id.size {
+        diffs.push(format!("size {} -> {}", id.size, m.size()));
+    }
+    if ns(m.mtime(), m.mtime_nsec()) != id.mtime_ns {
+        diffs.push("modification time".to_string());
+    }
+    if id.ctime_ns != 0 && ns(m.ctime(), m.ctime_nsec()) != id.ctime_ns {
+        diffs.push("change time (written or replaced in place)".to_string());
+    }
+    if id.inode != 0 && m.ino() != id.inode {
+        diffs.push(format!("inode {} -> {} (another file)", id.inode, m.ino()));
+    } else if let Some(g) = id.generation {
+        let now = std::fs::File::open(&path)
+            .ok()
+            .and_then(|f| ckpt_sys::fs::inode_generation(std::os::fd::AsRawFd::as_raw_fd(&f)).ok());
+        if now.is_some_and(|n| n != g) {
+            diffs.push("inode generation (another file)".to_string());
+        }
+    }
+    if diffs.is_empty() {
+        return;
+    }
+    let msg = format!(
+        "{what}: {path} is not the file that was saved ({}): the restored process would run with other code or data",
+        diffs.join(", ")
+    );
+    if !strict {
+        report.warnings.push(format!(
+            "{what}: {path} changed since the dump ({}); it is mapped shared: the process sees it as it is now",
+            diffs.join(", ")
+        ));
+    } else if force {
+        report.warnings.push(format!("--force-files: {msg}"));
+    } else {
+        report
+            .errors
+            .push(format!("{msg}; --force-files restores with it anyway"));
     }
 }
 
@@ -76,14 +120,16 @@ fn local_cpu_flags() -> BTreeSet<String> {
 /// Ids the restored process needs, and who holds them now.
 pub(crate) fn taken_ids(p: &Process) -> Vec<(i32, &'static str, String, bool)> {
     let mut out = Vec::new();
+    // /proc is scanned for groups and sessions once, not once per id.
+    let mut groups = None;
     for (i, t) in p.threads.iter().enumerate() {
         let id = if i == 0 { p.pid } else { t.tid };
-        if let Some((holder, zombie)) = holder_of(id) {
+        if let Some((holder, zombie)) = holder_with(id, &mut groups) {
             out.push((id, if i == 0 { "pid" } else { "tid" }, holder, zombie));
         }
     }
     if p.threads.is_empty() {
-        if let Some((holder, zombie)) = holder_of(p.pid) {
+        if let Some((holder, zombie)) = holder_with(p.pid, &mut groups) {
             out.push((p.pid, "pid", holder, zombie));
         }
     }
@@ -141,8 +187,9 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         fds::check_net(&fds, &mut r);
     }
     for p in &live {
-        fds::check_terminals(image, p, opts, &mut r);
+        fds::check_terminals(image, p, &mut r);
     }
+    fds::check_image_terminals(image, opts, &mut r);
     let mut tree = tree;
     r.warnings
         .extend(fds::adjust_tree(&mut tree, &opts.terminal, &fds));
@@ -152,7 +199,9 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         .enumerate()
         .map(|(j, &(_, id))| (id, fds.stage + place::CTL_KEEP + j as i32))
         .collect();
-    let as_saved = open_as(root, &own, || image_is_restorers_own(reader, &own));
+    // Whose rights bound what the image may ask (spec/security.md §3).
+    let who = requester(reader, opts, &own);
+    let as_saved = open_as(root, &own, || who == Requester::Restorer);
     let mut each = PerProcess::default();
     for p in &live {
         let mut pr = Report::default();
@@ -162,7 +211,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             p,
             &fds,
             &shared,
-            &own,
+            (&own, &who),
             as_saved.as_ref(),
             opts,
             &mut pr,
@@ -277,15 +326,24 @@ fn check_process(
     p: &Process,
     fds: &FdPlan,
     shared: &BTreeMap<u64, i32>,
-    own: &OwnCreds,
+    (own, who): (&OwnCreds, &Requester),
     as_saved: Option<&FsIds>,
     opts: &RestoreOptions,
     r: &mut Report,
 ) {
-    let mem = check_files(image, p, shared, r);
+    let mem = check_files(image, p, shared, opts.force_files, r);
     check_ids(p, opts, r);
+    crate::mem::vmas::check_addresses(
+        p,
+        task_size(),
+        mmap_min_addr(),
+        own.has_cap(CAP_SYS_RAWIO),
+        r,
+    );
     timers::check(p, r);
+    fds::locks::check(image, p, r);
     rlimits::check(p, own, r);
+    crate::process::creds::check_requester(p, who, own, r);
     let threads_differ = p.threads.iter().any(|t| t.creds.is_some());
     if (creds_differ(p, own) || threads_differ)
         && !(own.has_cap(CAP_SETUID) && own.has_cap(CAP_SETGID))
@@ -329,7 +387,9 @@ fn check_machine(image: &Image, live: &[&Process], r: &mut Report) {
             missing, image.host.cpu.xcr0
         ));
     }
+    let task_size = task_size();
     for t in live.iter().flat_map(|p| &p.threads) {
+        crate::process::thread::check_registers(t, xcr0, task_size, &mut r.errors);
         match &t.regs {
             Registers::X8664(x) => {
                 if x.xfeatures & !xcr0 != 0 {
@@ -373,6 +433,25 @@ fn check_machine(image: &Image, live: &[&Process], r: &mut Report) {
     }
 }
 
+/// The end of the user address space (TASK_SIZE_MAX): 47 bits, or 56
+/// with 5-level paging (the kernel leaves the CPU's la57 flag only then).
+pub(crate) fn task_size() -> u64 {
+    let page = mm::page_size();
+    if local_cpu_flags().contains("la57") {
+        (1u64 << 56) - page
+    } else {
+        (1u64 << 47) - page
+    }
+}
+
+/// vm.mmap_min_addr: mappings below it need CAP_SYS_RAWIO.
+pub(crate) fn mmap_min_addr() -> u64 {
+    std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65536)
+}
+
 /// The vdso: same layout as ours (the stub is a fork of us), same code if
 /// saved; and the kernel release.
 fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
@@ -411,7 +490,13 @@ fn check_vdso<R: ReadAt>(reader: &ImageReader<R>, p: &Process, r: &mut Report) {
 
 /// The files of one process: the executable, mapped files, the working
 /// directory, the root. Returns the memory plan for the security checks.
-fn check_files(image: &Image, p: &Process, shared: &BTreeMap<u64, i32>, r: &mut Report) -> MemPlan {
+fn check_files(
+    image: &Image,
+    p: &Process,
+    shared: &BTreeMap<u64, i32>,
+    force: bool,
+    r: &mut Report,
+) -> MemPlan {
     if p.exe.path.is_empty() {
         r.warnings
             .push("the image does not name the executable".into());
@@ -421,7 +506,7 @@ fn check_files(image: &Image, p: &Process, shared: &BTreeMap<u64, i32>, r: &mut 
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, r);
+        file_state("executable", &p.exe, true, force, r);
     }
     let mem = plan_memory_shared(image, p, mm::page_size(), shared);
     r.errors.extend(mem.errors.iter().cloned());
@@ -429,7 +514,8 @@ fn check_files(image: &Image, p: &Process, shared: &BTreeMap<u64, i32>, r: &mut 
     let mut seen = BTreeSet::new();
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
-            file_state(what, id, r);
+            let private = mem.private_files.contains(&id.path);
+            file_state(what, id, private, force, r);
         }
     }
     if !p.cwd.is_empty() && !p.cwd_identity.deleted {
@@ -476,7 +562,7 @@ fn check_ids(p: &Process, opts: &RestoreOptions, r: &mut Report) {
 /// restorer's own: the saved process's fs uid, fs gid and groups when it
 /// ran as another user (and the restorer may switch to them) and the image
 /// is not the restorer's own (`restorers_own`, asked only then: see
-/// [`image_is_restorers_own`]). None: the restorer's own ids, for its own
+/// [`Requester`]). None: the restorer's own ids, for its own
 /// process, for an image it wrote itself and vouches for, and for a
 /// restorer without privileges (which cannot restore another user's
 /// process at all). spec/security.md, section 3.
@@ -551,6 +637,9 @@ fn check_paths(p: &Process, fds: &FdPlan, mem: &MemPlan, r: &mut Report) {
     }
     for (what, id) in &mem.files {
         paths.push((what.clone(), strip_deleted(&id.path)));
+    }
+    for f in &mem.recreate {
+        paths.push((f.what.clone(), f.path.as_bytes()));
     }
     for (what, path) in &paths {
         if let Some(why) = path_problem(path) {
@@ -653,28 +742,20 @@ fn access_here(items: &[AccessItem]) -> Vec<(usize, i32)> {
     denied
 }
 
-/// Whether the image being read is a file of the restorer's own: owned by
-/// its effective uid and writable by nobody else. Then the restorer wrote
-/// it (e.g. dumped the process itself) and vouches for its contents; any
-/// other image is only data that its writer could have crafted.
+/// The owner and mode of the image file being read, when it is one.
 ///
 /// The reader does not say which file it reads, so the restorer's open
 /// files are searched for one with the same length and the same trailing
 /// commit record and metadata (an identical copy is equally trustworthy).
-/// Readers of memory buffers are never the restorer's own.
-fn image_is_restorers_own<R: ReadAt>(reader: &ImageReader<R>, own: &OwnCreds) -> bool {
+/// Readers of memory buffers have no file.
+fn image_file<R: ReadAt>(reader: &ImageReader<R>) -> Option<(u32, u32)> {
     use std::os::unix::fs::FileExt;
     let src = reader.source();
-    let Ok(len) = src.len() else { return false };
+    let len = src.len().ok()?;
     let tail_len = len.min(64) as usize;
     let mut tail = vec![0u8; tail_len];
-    if src.read_at(&mut tail, len - tail_len as u64).is_err() {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-        return false;
-    };
-    for e in dir.flatten() {
+    src.read_at(&mut tail, len - tail_len as u64).ok()?;
+    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
         let path = e.path();
         // stat first: opening a pipe or a device could block.
         match std::fs::metadata(&path) {
@@ -704,11 +785,41 @@ fn image_is_restorers_own<R: ReadAt>(reader: &ImageReader<R>, own: &OwnCreds) ->
         if f.read_exact_at(&mut mb, c_off + 24).is_err() || mb != meta {
             continue;
         }
-        if m.uid() == own.uids[1] && m.mode() & 0o022 == 0 {
-            return true;
-        }
+        return Some((m.uid(), m.mode()));
     }
-    false
+    None
+}
+
+/// Who a restore is for: whose rights bound what the image may ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Requester {
+    /// The restorer itself: an image file of its own (owned by its
+    /// effective uid, writable by nobody else: it wrote it and vouches for
+    /// it), or an image its caller gave as bytes.
+    Restorer,
+    /// User `uid`: the owner of the image file, or the user a restore is
+    /// made for ([`RestoreOptions::requester`], ckptfs's caller).
+    User(u32),
+    /// An image file others may have written (group- or world-writable):
+    /// nobody answers for it.
+    Nobody { uid: u32, mode: u32 },
+}
+
+/// Who the restore of `reader` is for (see [`Requester`]).
+pub(crate) fn requester<R: ReadAt>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    own: &OwnCreds,
+) -> Requester {
+    if let Some(uid) = opts.requester {
+        return Requester::User(uid);
+    }
+    match image_file(reader) {
+        None => Requester::Restorer,
+        Some((uid, mode)) if mode & 0o022 != 0 => Requester::Nobody { uid, mode },
+        Some((uid, _)) if uid == own.uids[1] => Requester::Restorer,
+        Some((uid, _)) => Requester::User(uid),
+    }
 }
 
 /// Why `path` is not one the kernel would report for an open file.
@@ -806,20 +917,21 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
     const DONE: u32 = u32::MAX - 1;
     let switch = FsSwitch::new(ids.clone()).map_err(|e| e.to_string())?;
     let (uid, gid) = (ids.uid, ids.gid);
-    let (rfd, wfd) = setup::pipe2(libc::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (rfd, wfd) = ckpt_sys::fds::pipe::pipe2(libc::O_CLOEXEC).map_err(|e| e.to_string())?;
+    let (rfd, wfd) = (rfd.into_raw_fd(), wfd.into_raw_fd());
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
             // Only async-signal-safe calls here: the caller may have threads.
-            let _ = setup::close(rfd);
+            let _ = ckpt_sys::fds::close(rfd);
             let report = |i: u32, e: &ckpt_sys::Error| {
                 let mut rec = [0u8; 8];
                 rec[..4].copy_from_slice(&i.to_le_bytes());
                 rec[4..].copy_from_slice(&e.errno().unwrap_or(libc::EACCES).to_le_bytes());
-                let _ = sys::write_fd(wfd, &rec);
+                let _ = ckpt_sys::fds::write_fd(wfd, &rec);
             };
             if let Err(e) = switch.enter() {
                 report(u32::MAX, &e);
-                sys::exit_now(1)
+                proc::exit_now(1)
             }
             for (i, (_, path, mode)) in items.iter().enumerate() {
                 if let Err(e) = creds::eaccess(path, *mode) {
@@ -828,23 +940,23 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
             }
             let mut rec = [0u8; 8];
             rec[..4].copy_from_slice(&DONE.to_le_bytes());
-            let _ = sys::write_fd(wfd, &rec);
-            sys::exit_now(0)
+            let _ = ckpt_sys::fds::write_fd(wfd, &rec);
+            proc::exit_now(0)
         }
         Ok(Forked::Parent(child)) => {
-            let _ = setup::close(wfd);
+            let _ = ckpt_sys::fds::close(wfd);
             let mut buf = Vec::new();
             let mut chunk = [0u8; 4096];
             loop {
-                match setup::read(rfd, &mut chunk) {
+                match ckpt_sys::fds::read(rfd, &mut chunk) {
                     Ok(0) => break,
                     Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.errno() == Some(libc::EINTR) => continue,
                     Err(_) => break,
                 }
             }
-            let _ = setup::close(rfd);
-            setup::reap_blocking(child);
+            let _ = ckpt_sys::fds::close(rfd);
+            proc::wait::reap_blocking(child);
             let mut denied = Vec::new();
             for rec in buf.chunks_exact(8) {
                 let i = u32::from_le_bytes(rec[..4].try_into().expect("4 bytes"));
@@ -866,8 +978,8 @@ fn access_as(ids: &FsIds, items: &[AccessItem]) -> Result<Vec<(usize, i32)>, Str
             ))
         }
         Err(e) => {
-            let _ = setup::close(rfd);
-            let _ = setup::close(wfd);
+            let _ = ckpt_sys::fds::close(rfd);
+            let _ = ckpt_sys::fds::close(wfd);
             Err(e.to_string())
         }
     }
@@ -936,11 +1048,26 @@ mod tests {
     }
 
     #[test]
+    fn the_requester_is_the_option_or_the_image_files_owner() {
+        let bytes = ckpt_image::fuzzing::sample_image();
+        let reader = ImageReader::new(bytes.as_slice()).unwrap();
+        let own = root();
+        // Bytes of the caller's: the caller answers for them.
+        assert_eq!(
+            requester(&reader, &RestoreOptions::default(), &own),
+            Requester::Restorer
+        );
+        // ckptfs says for whom.
+        let opts = RestoreOptions {
+            requester: Some(65534),
+            ..Default::default()
+        };
+        assert_eq!(requester(&reader, &opts, &own), Requester::User(65534));
+    }
+
+    #[test]
     fn access_as_answers_with_the_users_rights() {
-        if creds::geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let item = |p: &std::ffi::CStr, mode| (String::new(), p.to_owned(), mode);
         let items = [
             item(c"/etc/shadow", libc::R_OK),

@@ -23,12 +23,9 @@ pub enum Error {
     },
 
     /// Setting up one fd of the stub failed (`what` is e.g. `fd 3: /tmp/x`).
-    #[error("{what}: {}", os_msg(.source))]
-    Fd {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The OS error is said in the message, not again as a source.
+    #[error("{what}: {}", os_msg(.error))]
+    Fd { what: String, error: std::io::Error },
 
     /// A system call (direct, or injected into the restored process) failed.
     #[error("{context}: {source}")]
@@ -40,12 +37,17 @@ pub enum Error {
 
     /// A local I/O operation, or a system call injected into the process
     /// being built, failed.
-    #[error("{context}: {}", os_msg(.source))]
+    /// The OS error is said in the message, not again as a source.
+    #[error("{context}: {}", os_msg(.error))]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+
+    /// The restore was stopped ([`crate::Cancel`], e.g. on SIGTERM): what
+    /// was built is gone.
+    #[error("restore cancelled by {}; nothing was left running", signal_name(*signal))]
+    Cancelled { signal: i32 },
 
     /// The process could not be put back into its cgroup v2 group.
     #[error("cgroup {path}: {what}")]
@@ -61,6 +63,16 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// "SIGTERM" for 15.
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        s => format!("signal {s}"),
+    }
+}
 
 /// An OS error's text without std's " (os error N)" suffix.
 pub(crate) fn os_msg(e: &std::io::Error) -> String {
@@ -98,7 +110,30 @@ impl<T> SysContext<T> for std::result::Result<T, std::io::Error> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| Error::Io {
             context: context(),
-            source,
+            error: source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each thing once: an OS error is said in the message, and not again
+    /// as a source that a chain formatter would append
+    /// ("Invalid argument: Invalid argument (os error 22)").
+    #[test]
+    fn os_errors_are_said_once() {
+        let e = Error::Fd {
+            what: "fd 3: /x".into(),
+            error: std::io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        assert_eq!(e.to_string(), "fd 3: /x: Invalid argument");
+        assert!(std::error::Error::source(&e).is_none());
+        let e: Result<()> =
+            Err(std::io::Error::from_raw_os_error(libc::EISDIR)).ctx(|| "opening /y".into());
+        let e = e.unwrap_err();
+        assert_eq!(e.to_string(), "opening /y: Is a directory");
+        assert!(std::error::Error::source(&e).is_none());
     }
 }

@@ -17,7 +17,24 @@
 //!    pending signals, registers and FPU state; then detaches.
 //!
 //! On any failure the half-built process is killed and reaped; the image is
-//! only read.
+//! only read. A [`Cancel`] handle (the `ckpt` command's, on SIGINT,
+//! SIGTERM, SIGHUP) stops a restore from another thread: the stub or the
+//! process being built is killed, which ends whatever step waits on it,
+//! and [`restore`] returns [`Error::Cancelled`].
+//!
+//! # Who the restore is for
+//! [`check()`] bounds what the image may ask by its requester: the owner
+//! of the image file, or [`RestoreOptions::requester`] (ckptfs's caller).
+//! For a requester other than root and the restorer itself, every saved
+//! uid must be the requester's, every gid and group one of its groups,
+//! no capability, and no other right only root has (spec/security.md §3,
+//! `check::Requester`, `process::creds::check_requester`).
+//!
+//! # File locks
+//! flock, POSIX, OFD locks and leases (`Image.locks`) are taken again by
+//! the process being built once its fds are final (`fds/locks.rs`), never
+//! waiting: a lock someone else holds now is refused by check() (from
+//! /proc/locks), naming the file.
 //!
 //! # Where things are
 //! One module per kind of saved object, named as in ckpt-capture; each
@@ -34,6 +51,7 @@
 //!   builds itself before forking the stub (TCP with TCP_REPAIR, UDP,
 //!   raw, netlink, packet), which the stub inherits, and the connection
 //!   locks lifted just before the process runs.
+//!   `fds/locks.rs` checks and takes back file locks.
 //! - `mem/`: the address space: `layout` (trampoline, vdso moves, free
 //!   space), `vmas` (mappings), `pages` (page writes), `uffd`
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
@@ -116,6 +134,24 @@
 //! before; their saved data is refilled only when no live process holds
 //! the FIFO (else it is still in the pipe).
 //!
+//! # Deleted files
+//! A deleted file behind an fd, or mapped with no fd left, is made again
+//! from its saved contents: created at its old path when that is free and
+//! unlinked at once (so that /proc/PID/fd and /proc/PID/maps name it as
+//! before), else as an O_TMPFILE file in its directory (else /tmp); with
+//! the saved user's rights where the restore takes them. Mappings of one
+//! such file share one new file (made by the process being built,
+//! `mem/vmas.rs`; filled by the restorer through /proc/PID/fd). A deleted
+//! POSIX shared memory file (a named semaphore) mapped by one process only
+//! is made again the same way at its /dev/shm name, empty, its pages
+//! written after; mapped by several processes of a tree it is one shared
+//! memory object for all.
+//!
+//! # Cancel
+//! [`RestoreOptions::cancel`] stops a restore: the stubs, then every
+//! process being built, are killed as soon as they exist; the restore
+//! cleans up and returns [`Error::Cancelled`], with none of the tree left.
+//!
 //! # Sockets
 //! Internet, netlink and packet sockets are made by the restorer (so that
 //! repairing a TCP connection, which needs CAP_NET_ADMIN, and injecting
@@ -170,6 +206,8 @@
 //!   holds that pipe any more: the restorer's own fd 0/1/2 when it was one
 //!   of those, else a new pipe whose other end is closed (buffered data is
 //!   refilled where the read end is ours). See [External pipes](#external-pipes).
+//! - An `oom_score_adj` below the restorer's cannot be set without
+//!   CAP_SYS_RESOURCE: a warning.
 //! - Timer overrun counts are lost; a job-control stop is not re-applied.
 //! - Namespaces are not made: nsfs fds name the namespaces the restored
 //!   process runs in (the restorer's).
@@ -194,6 +232,7 @@ pub use error::{Error, Result};
 pub use fds::Handover;
 
 use ckpt_image::{ImageReader, ReadAt};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long a restore waits for a zombie holding the saved pid to be reaped
@@ -221,6 +260,17 @@ pub struct RestoreOptions {
     /// per 4 KiB as it is cleared, slower than reusing the 4 KiB pages the
     /// dumped process just freed).
     pub huge_fill: Option<bool>,
+    /// Restore even when the executable or a mapped file whose pages are
+    /// not in the image is not the file that was saved (its size, times,
+    /// inode or inode generation differ): check() then warns, each warning
+    /// starting with "--force-files: ", instead of refusing.
+    pub force_files: bool,
+    /// Lets another thread stop the restore ([`Cancel::cancel`]).
+    pub cancel: Option<Cancel>,
+    /// The user the restore is made for, when it is not the owner of the
+    /// image file (ckptfs: the user who asked): the process may hold only
+    /// credentials and rights that user could (spec/security.md).
+    pub requester: Option<u32>,
     /// Restore live TCP connections of the image closed (aborted: the
     /// process's next read or write on them fails) instead of live, and
     /// remove the dump's connection lock (their peers get a reset).
@@ -257,9 +307,97 @@ impl std::fmt::Debug for RestoreOptions {
             .field("new_pid", &self.new_pid)
             .field("progress", &self.progress.is_some())
             .field("huge_fill", &self.huge_fill)
+            .field("force_files", &self.force_files)
+            .field("cancel", &self.cancel.as_ref().and_then(|c| c.signal()))
+            .field("requester", &self.requester)
             .field("tcp_close", &self.tcp_close)
             .field("terminal", &self.terminal)
             .finish()
+    }
+}
+
+/// A handle that stops a running [`restore`] from another thread (the
+/// `ckpt` command's, on SIGINT, SIGTERM or SIGHUP): the stub or the
+/// process being built is killed, which ends whatever step waits on it,
+/// and the restore cleans up and returns [`Error::Cancelled`]. Clones
+/// share the request.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<Mutex<CancelState>>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    /// The signal that asked for it (0: not asked).
+    signal: i32,
+    /// The processes being built (the stubs of the tree, as they are
+    /// known).
+    victims: Vec<i32>,
+    /// The restore is over (done or failed): nothing to stop any more.
+    over: bool,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, CancelState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stop the restore (`signal` names why in the error). False when it
+    /// was over already (the process, if restored, runs: the caller may
+    /// pass the signal on to it).
+    pub fn cancel(&self, signal: i32) -> bool {
+        let mut s = self.state();
+        if s.over {
+            return false;
+        }
+        if s.signal == 0 {
+            s.signal = signal.max(1);
+        }
+        for &v in &s.victims {
+            let _ = ckpt_sys::proc::kill(v, libc::SIGKILL);
+        }
+        true
+    }
+
+    /// The signal that cancelled it, if it was.
+    pub fn signal(&self) -> Option<i32> {
+        match self.state().signal {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// `pid` is being built: killed if cancelled, now or later.
+    pub(crate) fn watch(&self, pid: i32) {
+        if pid <= 0 {
+            return;
+        }
+        let mut s = self.state();
+        if !s.victims.contains(&pid) {
+            s.victims.push(pid);
+        }
+        if s.signal != 0 {
+            let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
+        }
+    }
+
+    /// Err(Cancelled) once cancelled.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.signal() {
+            Some(signal) => Err(Error::Cancelled { signal }),
+            None => Ok(()),
+        }
+    }
+
+    /// The restore is over; the signal that cancelled it, if one did
+    /// before (then its victim was killed).
+    pub(crate) fn finish(&self) -> Option<i32> {
+        let mut s = self.state();
+        s.over = true;
+        s.victims.clear();
+        (s.signal != 0).then_some(s.signal)
     }
 }
 

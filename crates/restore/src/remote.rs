@@ -44,7 +44,7 @@ impl Remote {
         if (-4095..0).contains(&r) {
             return Err(Error::Io {
                 context: format!("thread {}: {name}", self.tid),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
         Ok(r as u64)
@@ -172,7 +172,7 @@ impl Batcher {
             if !ok {
                 return Err(Error::Io {
                     context: format!("thread {}: {name}", main.tid),
-                    source: std::io::Error::from_raw_os_error(-r as i32),
+                    error: std::io::Error::from_raw_os_error(-r as i32),
                 });
             }
             return Ok(());
@@ -254,7 +254,7 @@ impl Batcher {
             if !ok {
                 return Err(Error::Io {
                     context: format!("thread {tid}: {}", names[i]),
-                    source: std::io::Error::from_raw_os_error(-r as i32),
+                    error: std::io::Error::from_raw_os_error(-r as i32),
                 });
             }
         }

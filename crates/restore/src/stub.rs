@@ -249,6 +249,11 @@ fn root_main(sh: &Shared<'_>, w: &mut Work<'_>, status_w: i32, go_r: i32) -> ! {
 /// closed, then every description of the image made.
 fn root_setup(sh: &Shared<'_>, w: &mut Work<'_>, status_w: i32, go_r: i32) -> ChildResult<()> {
     let plan = sh.plan;
+    // The restorer's signal handlers (e.g. the ckpt command's, which write
+    // to a pipe of its own) must not run here, where its fd numbers are
+    // the saved processes' files: SIGINT or SIGTERM now just end the stub
+    // (and its children, by their parent-death signal).
+    ckpt_sys::proc::signals::reset_handlers().map_err(setup_err)?;
     proc::set_parent_death_signal(libc::SIGKILL).map_err(setup_err)?;
     if proc::getppid() != sh.restorer {
         proc::exit_now(1); // the restorer is gone already
@@ -600,10 +605,24 @@ impl Drop for Stubs {
     }
 }
 
-/// Who holds `pid`: `"bash" (pid 1234)`, a thread, or a zombie. `None` if
-/// it is gone by now. The bool is true for a zombie.
+/// Who holds `pid`: `"bash" (pid 1234)`, a thread, a zombie, or the
+/// process group or session of live processes (a number stays taken while
+/// a group or session of that id has members, after its leader is gone).
+/// `None` if nothing seems to hold it by now. The bool is true for a zombie.
 pub fn holder_of(pid: i32) -> Option<(String, bool)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    holder_with(pid, &mut None)
+}
+
+/// [`holder_of`], with the groups and sessions of the live processes
+/// scanned once for many ids (`groups`: None until the first id that is no
+/// task needs them).
+pub(crate) fn holder_with(pid: i32, groups: &mut Option<Groups>) -> Option<(String, bool)> {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return groups
+            .get_or_insert_with(Groups::scan)
+            .describe(pid)
+            .map(|s| (s, false));
+    };
     let field = |k: &str| {
         status
             .lines()
@@ -625,10 +644,81 @@ pub fn holder_of(pid: i32) -> Option<(String, bool)> {
     Some((s, zombie))
 }
 
+/// The process groups and sessions of the live processes (one pass over
+/// /proc): id -> its members (pid, comm), in /proc order.
+#[derive(Default)]
+pub(crate) struct Groups {
+    group: std::collections::HashMap<i32, Vec<(i32, String)>>,
+    session: std::collections::HashMap<i32, Vec<(i32, String)>>,
+}
+
+impl Groups {
+    fn scan() -> Groups {
+        let mut g = Groups::default();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return g;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let comm = head.split_once(" (").map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = rest.split(' ').collect();
+            let id = |i: usize| f.get(i).and_then(|v| v.parse::<i32>().ok());
+            if let Some(pgrp) = id(2) {
+                g.group
+                    .entry(pgrp)
+                    .or_default()
+                    .push((pid, comm.to_string()));
+            }
+            if let Some(sid) = id(3) {
+                g.session
+                    .entry(sid)
+                    .or_default()
+                    .push((pid, comm.to_string()));
+            }
+        }
+        g
+    }
+
+    /// "the process group of \"bash\" (pid 12) and 2 other live
+    /// processes", when `id` is the process group or session id of live
+    /// processes.
+    fn describe(&self, id: i32) -> Option<String> {
+        let (what, members) = match (self.group.get(&id), self.session.get(&id)) {
+            (Some(m), _) if !m.is_empty() => ("process group", m),
+            (_, Some(m)) if !m.is_empty() => ("session", m),
+            _ => return None,
+        };
+        let (first, comm) = &members[0];
+        let more = match members.len() - 1 {
+            0 => String::new(),
+            1 => " and 1 other live process".to_string(),
+            n => format!(" and {n} other live processes"),
+        };
+        Some(format!(
+            "the {what} of \"{comm}\" (pid {first}){more}, whose leader is gone"
+        ))
+    }
+}
+
 /// Fork the root stub (at its pid, or anywhere with new pids when it is
 /// taken), let the stubs make the tree and their fds, and return once
-/// each waits in pause(). On failure the caller drops `stubs`.
-pub(crate) fn spawn_tree(sh: &Shared<'_>, w: &mut Work<'_>, stubs: &Stubs) -> Result<()> {
+/// each waits in pause(). `watch` is told the root stub's pid as soon as
+/// it exists (a cancelled restore kills it, and the other stubs die with
+/// it: their parent-death signal). On failure the caller drops `stubs`.
+pub(crate) fn spawn_tree(
+    sh: &Shared<'_>,
+    w: &mut Work<'_>,
+    stubs: &Stubs,
+    watch: &dyn Fn(i32),
+) -> Result<()> {
     let pipe = |what: &str| {
         sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
             context: format!("creating the stubs' {what} pipe"),
@@ -638,27 +728,37 @@ pub(crate) fn spawn_tree(sh: &Shared<'_>, w: &mut Work<'_>, stubs: &Stubs) -> Re
     let (status_r, status_w) = pipe("status")?;
     let (go_r, go_w) = pipe("release")?;
     let t0 = Instant::now();
+    let mut backoff = Duration::from_millis(1);
     let mut want = sh.want[0];
     let root = loop {
         match fork_with(want, 0) {
             Ok(Forked::Child) => root_main(sh, w, status_w.as_raw_fd(), go_r.as_raw_fd()),
-            Ok(Forked::Parent(c)) => break c,
+            Ok(Forked::Parent(c)) => {
+                watch(c);
+                break c;
+            }
             Err(e) if e.errno() == Some(libc::EEXIST) => {
                 let p = want.unwrap_or(0);
-                match holder_of(p) {
-                    // Gone meanwhile: try again (bounded, in case /proc hides it).
-                    None if t0.elapsed() < sh.zombie_wait.max(Duration::from_millis(100)) => {}
-                    Some((_, true)) if t0.elapsed() < sh.zombie_wait => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    _ if sh.new_pid => want = None,
-                    h => {
-                        return Err(Error::PidInUse {
-                            pid: p,
-                            holder: h
-                                .map_or_else(|| "a task this restorer cannot see".into(), |h| h.0),
-                        })
-                    }
+                let waited = t0.elapsed();
+                let holder = holder_of(p);
+                // A zombie about to be reaped, or a holder /proc does not
+                // show yet (or any more): try again a little later, for a
+                // bounded time, without spinning.
+                let retry = match &holder {
+                    Some((_, true)) => waited < sh.zombie_wait,
+                    None => waited < sh.zombie_wait.max(Duration::from_millis(100)),
+                    Some((_, false)) => false,
+                };
+                if retry {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                } else if sh.new_pid {
+                    want = None;
+                } else {
+                    let holder = holder.map(|h| h.0).unwrap_or_else(|| {
+                        "a task this restorer cannot see (another pid namespace?)".into()
+                    });
+                    return Err(Error::PidInUse { pid: p, holder });
                 }
             }
             Err(source) => {
@@ -813,7 +913,10 @@ fn stub_error(sh: &Shared<'_>, stubs: &Stubs, idx: usize, (code, arg, errno): Fa
         _ => format!("{who}: setting up its stub"),
     };
     tracing::debug!(stub = stubs.pid(idx), code, arg, errno, "stub failed");
-    Error::Fd { what, source }
+    Error::Fd {
+        what,
+        error: source,
+    }
 }
 
 #[cfg(test)]
@@ -865,10 +968,7 @@ mod tests {
     fn image_paths_are_opened_with_the_saved_users_ids() {
         use ckpt_sys::creds::FsIds;
         use std::os::unix::fs::MetadataExt;
-        if creds::geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let own = FsIds::current().unwrap();
         let switch = FsSwitch::new(FsIds {
             uid: 65534,
@@ -901,6 +1001,7 @@ mod tests {
         // reopened through /proc/self/fd with the restorer's rights.
         c.run(&FdOp::TmpFile {
             slot: 1,
+            name: None,
             dirs: vec![c"/tmp".to_owned()],
             mode: 0o400,
             contents: b"saved".to_vec(),
@@ -925,6 +1026,48 @@ mod tests {
         assert_eq!(&b, b"saved");
         sfds::close(slots[1]).unwrap();
         sfds::close(slots[2]).unwrap();
+    }
+
+    #[test]
+    fn a_pipe_too_small_for_its_data_fails_instead_of_blocking() {
+        fn child(slots: &mut [i32]) -> Child<'_> {
+            Child {
+                slots,
+                std_high: [-1; 3],
+                as_saved: None,
+                switch_failed: false,
+                prebuilt: &[],
+            }
+        }
+        let mut slots = vec![-1i32; 2];
+        let e = child(&mut slots)
+            .run(&FdOp::Pipe {
+                read: 0,
+                write: 1,
+                capacity: 4096,
+                data: vec![1; 1 << 20],
+            })
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EAGAIN), "{e}");
+        for fd in slots.iter().filter(|&&f| f >= 0) {
+            sfds::close(*fd).unwrap();
+        }
+        // What fits goes in, and the ends are blocking again.
+        let mut slots = vec![-1i32; 2];
+        child(&mut slots)
+            .run(&FdOp::Pipe {
+                read: 0,
+                write: 1,
+                capacity: 0,
+                data: b"abc".to_vec(),
+            })
+            .unwrap();
+        assert_eq!(sfds::get_fl(slots[1]).unwrap() & libc::O_NONBLOCK, 0);
+        let mut b = [0u8; 3];
+        assert_eq!(sfds::read(slots[0], &mut b).unwrap(), 3);
+        for fd in slots {
+            sfds::close(fd).unwrap();
+        }
     }
 
     #[test]

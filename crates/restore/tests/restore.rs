@@ -238,10 +238,17 @@ fn failed_restores_leave_nothing_behind() {
     std::fs::remove_dir(&log).unwrap();
     std::fs::rename(dir.join("log.away"), &log).unwrap();
 
-    // A mapped file replaced by a directory fails while the process is built.
+    // A mapped file replaced by a directory: check refuses it; forced
+    // (--force-files), it fails while the process is built.
     std::fs::rename(dir.join("data"), dir.join("data.away")).unwrap();
     std::fs::create_dir(dir.join("data")).unwrap();
     let e = restore(&image, &RestoreOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("not a regular file now"), "{e}");
+    let forced = RestoreOptions {
+        force_files: true,
+        ..Default::default()
+    };
+    let e = restore(&image, &forced).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("mmap of vma") && msg.contains("/data"),
@@ -251,8 +258,9 @@ fn failed_restores_leave_nothing_behind() {
     std::fs::remove_dir(dir.join("data")).unwrap();
     std::fs::rename(dir.join("data.away"), dir.join("data")).unwrap();
 
-    // And with everything back, it restores.
-    let r = restore(&image, &RestoreOptions::default()).unwrap();
+    // And with everything back, it restores (forced: moving the file away
+    // and back changed its ctime, which check would take for a change).
+    let r = restore(&image, &forced).unwrap();
     let q = restored(&r, &p.out);
     q.wait_more_lines(3);
     assert!(q.output().contains("data=x"));
@@ -578,6 +586,7 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
     let bin = compile_c("ttyprog", TTYPROG);
     let out = dir.join("out.txt");
     // `script` runs it on a fresh pty; its pid is found through the output.
+    let opening = ckpt_testkit::ptys::opening();
     let mut script = std::process::Command::new("script")
         .args([
             "-qfc",
@@ -597,6 +606,7 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
     wait_until("READY from the program on a pty", TIMEOUT, || {
         ready().is_some()
     });
+    drop(opening);
     let ready = ready().unwrap();
     assert!(ready.ends_with("tty=1"), "{ready}");
     let pid: i32 = values(&ready, "pid=")[0] as i32;
@@ -684,14 +694,22 @@ while True:
 
 fn pty_pair_round_trip(mode: &str) {
     let dir = TempDir::new(&format!("ptypair-{mode}"));
+    let opening = ckpt_testkit::ptys::opening();
     let mut p = Proc::spawn_cmd(
         &dir,
         std::process::Command::new("python3").args(["-c", PTY_PAIR_PY, mode]),
     );
     let ready = p.wait_for("READY");
+    drop(opening);
     let tty = field(&ready, "tty").to_string();
+    // Its pty index stays free until the pair is made again.
+    let keep = ckpt_testkit::ptys::keeping();
     let image = dump_kill(&mut p, &dir);
+    if mode == "plain" {
+        index_taken_is_refused_by_name(&image, &tty);
+    }
     let r = restore(&image, &RestoreOptions::default()).unwrap_or_else(|e| panic!("restore: {e}"));
+    drop(keep);
     let q = restored(&r, &p.out);
     signal(r.pid, libc::SIGUSR1).unwrap();
     let got = q.wait_for("GOT");
@@ -714,6 +732,46 @@ fn pty_pair_round_trip(mode: &str) {
         assert_eq!(field(&state, "tty_nr"), "0", "{state}");
         assert!(state.contains("pkt=0 lock=0 excl=0"), "{state}");
     }
+}
+
+/// With the pair's index taken by a pty of ours, check() refuses the
+/// image, naming the index and who holds it.
+fn index_taken_is_refused_by_name(image: &std::path::Path, tty: &str) {
+    let index: u32 = tty.trim_start_matches("/dev/pts/").parse().unwrap();
+    let index_of = |f: &std::fs::File| {
+        use std::os::fd::AsRawFd;
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd())).unwrap();
+        let v = info.lines().find_map(|l| l.strip_prefix("tty-index:"));
+        v.expect("tty-index in fdinfo")
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    let taken = loop {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/ptmx")
+            .unwrap();
+        match index_of(&f) {
+            i if i == index => break f,
+            i if i > index => panic!("pty {index} was taken by another process"),
+            _ => held.push(f),
+        }
+    };
+    drop(held);
+    let reader = ckpt_image::ImageReader::open(image).unwrap();
+    let report = ckpt_restore::check(&reader, &RestoreOptions::default());
+    let me = format!("whose master pid {} (", std::process::id());
+    assert!(
+        report
+            .errors
+            .iter()
+            .any(|e| e.starts_with(&format!("pty {tty} (master of pid ")) && e.contains(&me)),
+        "{report}"
+    );
+    drop(taken);
 }
 
 #[test]

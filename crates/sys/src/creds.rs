@@ -314,6 +314,24 @@ pub fn eaccess(path: &CStr, mode: i32) -> Result<()> {
     Ok(())
 }
 
+/// What the user database says of `uid`: its name and every group it is
+/// in (its primary group first, then getgrouplist(3)); None when it has no
+/// entry. Through NSS (getpwuid_r), so not for a forked child.
+pub fn user_groups(uid: u32) -> Result<Option<(String, Vec<u32>)>> {
+    let Some(user) = nix::unistd::User::from_uid(Uid::from_raw(uid)).op("getpwuid_r")? else {
+        return Ok(None);
+    };
+    let name = std::ffi::CString::new(user.name.as_bytes())
+        .map_err(|_| crate::os_errno("getgrouplist", 0, libc::EINVAL))?;
+    let mut groups = vec![user.gid.as_raw()];
+    for g in nix::unistd::getgrouplist(&name, user.gid).op("getgrouplist")? {
+        if !groups.contains(&g.as_raw()) {
+            groups.push(g.as_raw());
+        }
+    }
+    Ok(Some((user.name, groups)))
+}
+
 /// prctl(PR_GET_DUMPABLE): 0, 1 (SUID_DUMP_USER) or 2 (SUID_DUMP_ROOT).
 /// By hand: nix's `get_dumpable` says only yes or no.
 pub fn dumpable() -> Result<i32> {
@@ -339,6 +357,14 @@ pub fn set_dumpable(value: i32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_database() {
+        let (name, groups) = user_groups(0).unwrap().unwrap();
+        assert_eq!(name, "root");
+        assert_eq!(groups[0], 0);
+        assert_eq!(user_groups(4_000_000_000).unwrap(), None);
+    }
     use crate::clone::{fork_with_pid, Forked};
 
     /// Runs `f` in a forked child (credential changes stay there); its
@@ -365,10 +391,7 @@ mod tests {
 
     #[test]
     fn switch_takes_the_users_rights_and_gives_them_back() {
-        if geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         // Made before the fork: the child of a multi-threaded process may
         // not allocate.
         let sw = FsSwitch::new(FsIds {
@@ -425,10 +448,7 @@ mod tests {
 
     #[test]
     fn switched_threads_have_no_capabilities() {
-        if geteuid() != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
+        ckpt_testkit::require!(ckpt_testkit::require::root());
         let sw = FsSwitch::new(FsIds {
             uid: 65534,
             gid: 65534,

@@ -36,9 +36,6 @@
 //! restore's stub arranges its fd table by number. The calls the stub
 //! makes after its fork allocate nothing and only make their system call
 //! (async-signal-safe).
-//!
-//! The modules `query`, `setup`, `sys` and `remote` are the old paths of
-//! these calls, kept as re-exports while callers migrate.
 
 // The one crate of the workspace allowed `unsafe`: the workspace lints deny
 // it everywhere else (see the root Cargo.toml).
@@ -61,18 +58,6 @@ pub mod rseq;
 pub mod segment;
 pub mod sock_diag;
 pub mod userfaultfd;
-
-/// Moved to [`fds`], [`fs`], [`kcmp`], [`mm`], [`proc`] and [`sock_diag`];
-/// shim kept while callers migrate.
-pub mod query;
-/// Moved to [`mm`]; shim kept while callers migrate.
-pub mod remote;
-/// Moved to [`fds`], [`fs`], [`mm`], [`proc`] and [`userfaultfd`]; shim
-/// kept while callers migrate.
-pub mod setup;
-/// Moved to [`fds`], [`proc`] and [`ptrace`]; shim kept while callers
-/// migrate.
-pub mod sys;
 
 pub use inject::Injector;
 pub use ptrace::{Regs, Stop};

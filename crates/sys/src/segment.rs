@@ -3,7 +3,7 @@
 //! received FIN, to have our FIN acknowledged, or to put a connection into
 //! an accept queue), and UDP datagrams that refill a socket's queue.
 //!
-//! [`tcp`] and [`udp`] build a whole IP packet (pure); [`send_raw`] sends
+//! [`tcp`] and [`udp`] build a whole IP packet (pure); [`RawSender::send`] sends
 //! one on an IPPROTO_RAW socket with SO_MARK set to the mark the
 //! connection lock lets through. Packets only ever go to an address of
 //! this host ([`is_local`]): the caller checks.

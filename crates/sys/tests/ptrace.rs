@@ -244,3 +244,137 @@ fn a_batch_of_injected_calls_runs_in_one_go() {
     std::thread::sleep(Duration::from_millis(20));
     assert!(child.alive());
 }
+
+/// Address of an rt_sigreturn sequence in `pid`'s executable mappings.
+fn sigreturn_ip(pid: i32) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = mm::ProcMem::open(pid).unwrap();
+    for l in maps
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("r-xp"))
+    {
+        let (a, b) = l
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .split_once('-')
+            .unwrap();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap(),
+            u64::from_str_radix(b, 16).unwrap(),
+        );
+        if let Ok(code) = mem.read_vec(a, (b - a) as usize) {
+            if let Some(off) = inject::frame::find_sigreturn(&code) {
+                return a + off as u64;
+            }
+        }
+    }
+    panic!("no rt_sigreturn sequence in pid {pid}");
+}
+
+/// /proc/PID/syscall and the state letter.
+fn syscall_and_state(pid: i32) -> (String, String) {
+    let sc = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let state = st
+        .rsplit_once(") ")
+        .unwrap()
+        .1
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    (sc.trim().to_string(), state)
+}
+
+#[test]
+fn safe_injection_puts_everything_back() {
+    let mut child = spawn_sleeper();
+    let pid = child.pid;
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before = syscall_and_state(pid);
+    ptrace::seize_and_stop(pid, ptrace::PTRACE_O_TRACESYSGOOD).unwrap();
+    let regs = ptrace::get_regs(pid).unwrap();
+    let mask = ptrace::get_sigmask(pid).unwrap();
+    let (lo, hi) = inject::frame::region(
+        regs[ptrace::reg::RSP],
+        ptrace::get_xstate(pid).unwrap().len(),
+    );
+    let mem = mm::ProcMem::open(pid).unwrap();
+    let stack = mem.read_vec(lo, (hi - lo) as usize).unwrap();
+    let ip = sigreturn_ip(pid);
+    let mut inj = Injector::new_safe(pid, ip, &|_, _| true).unwrap().unwrap();
+    let scratch = inj.scratch().unwrap();
+    assert_eq!(
+        inj.syscall("getpid", libc::SYS_getpid, &[]).unwrap(),
+        pid as u64
+    );
+    inj.syscall("sigaltstack", libc::SYS_sigaltstack, &[0, scratch])
+        .unwrap();
+    let e = inj.syscall("close", libc::SYS_close, &[9999]).unwrap_err();
+    assert_eq!(e.errno(), Some(libc::EBADF));
+    assert!(inj.finish().unwrap().is_empty());
+    assert_eq!(ptrace::get_regs(pid).unwrap(), regs);
+    assert_eq!(ptrace::get_sigmask(pid).unwrap(), mask);
+    assert_eq!(mem.read_vec(lo, (hi - lo) as usize).unwrap(), stack);
+    ptrace::detach(pid, 0).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The kernel resumes the interrupted sleep through restart_syscall
+    // (219), as after any stop; from the same place.
+    let after = syscall_and_state(pid);
+    let rest = |s: &str| s.split_once(' ').map(|x| x.1.to_string());
+    assert!(
+        after.0.starts_with("219 ") || after.0.starts_with("230 "),
+        "{after:?}"
+    );
+    assert_eq!((rest(&after.0), &after.1), (rest(&before.0), &before.1));
+    child.kill();
+}
+
+/// A tracer killed in the middle of safe injection: the thread goes back
+/// to exactly where it was (the same system call, from the same place),
+/// running, not stopped.
+#[test]
+fn safe_injection_survives_the_tracers_death() {
+    use ckpt_sys::clone::{fork_with_pid, Forked};
+    for calls in [0u32, 1, 3] {
+        let mut child = spawn_sleeper();
+        let pid = child.pid;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let before = syscall_and_state(pid);
+        let ip = sigreturn_ip(pid);
+        match fork_with_pid(None).unwrap() {
+            Forked::Child => {
+                let ok = (|| {
+                    ptrace::seize_and_stop(pid, ptrace::PTRACE_O_TRACESYSGOOD).ok()?;
+                    let mut inj = Injector::new_safe(pid, ip, &|_, _| true).ok()??;
+                    for _ in 0..calls {
+                        inj.syscall("getpid", libc::SYS_getpid, &[]).ok()?;
+                    }
+                    Some(())
+                })();
+                // Die holding the thread at an injection stop.
+                ckpt_sys::proc::exit_now(if ok.is_some() { 0 } else { 1 });
+            }
+            Forked::Parent(tracer) => {
+                let st = ckpt_sys::proc::wait::wait_child_exit(tracer).unwrap();
+                assert_eq!(
+                    st,
+                    ckpt_sys::proc::wait::ExitKind::Exited(0),
+                    "tracer failed"
+                );
+            }
+        }
+        let t = std::time::Instant::now();
+        let after = loop {
+            let now = syscall_and_state(pid);
+            if now == before || t.elapsed() > std::time::Duration::from_secs(2) {
+                break now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(after, before, "after {calls} injected calls");
+        assert!(child.try_wait().is_none(), "the target died");
+        child.kill();
+    }
+}

@@ -16,6 +16,8 @@
 //!   deadline; check that a failure is a clean one.
 //! - [`tmux`]: a private tmux server driven with send-keys and
 //!   capture-pane, for the terminal tests.
+//! - [`ptys`]: a lock that keeps the pty index a dump freed from being
+//!   taken by another test before the restore.
 #![forbid(unsafe_code)]
 
 pub mod checks;
@@ -23,6 +25,7 @@ mod cmd;
 mod feed;
 mod fixtures;
 mod proc;
+pub mod ptys;
 pub mod require;
 pub mod scenarios;
 mod temp;

@@ -31,6 +31,7 @@ impl Tmux {
             socket: format!("ckpt-{tag}-{}", std::process::id()),
         };
         let _ = t.run(&["kill-server"]);
+        let _ptys = crate::ptys::opening();
         t.ok(&[
             "new-session",
             "-d",
@@ -69,8 +70,27 @@ impl Tmux {
 
     /// A new window `name` running `cmd` (target "t:NAME").
     pub fn window(&self, name: &str, cmd: &str) -> String {
+        let _ptys = crate::ptys::opening();
         self.ok(&["new-window", "-d", "-t", "t:", "-n", name, cmd]);
         format!("t:{name}")
+    }
+
+    /// A new pane running `cmd`, split from `target` (below it); its id
+    /// (`%N`, a target that stays the pane's whatever the layout).
+    pub fn split(&self, target: &str, cmd: &str) -> String {
+        let _ptys = crate::ptys::opening();
+        self.ok(&[
+            "split-window",
+            "-d",
+            "-P",
+            "-F",
+            "#{pane_id}",
+            "-t",
+            target,
+            cmd,
+        ])
+        .trim()
+        .to_string()
     }
 
     /// Keys by name (Enter, C-z, Escape, ...).

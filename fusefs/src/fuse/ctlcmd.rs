@@ -154,9 +154,14 @@ impl CkptFs {
                 format!("uid {uid} may only restore images of processes running as uid {uid} without capabilities"),
             ));
         }
+        // The process gets only what the user who asked could hold (its
+        // uids, its groups from the user database, no capability...),
+        // whoever owns or may write the image file: ckptfs may run as
+        // root, and an image file is only data.
+        let requester = (uid != nix::unistd::geteuid().as_raw()).then_some(uid);
         let (pid, warnings) = self
             .ops
-            .restore(id, &l.path, new_pid)
+            .restore(id, &l.path, new_pid, requester)
             .map_err(|m| Failure::new(libc::EIO, format!("restore failed: {m}")))?;
         let mut s = format!("restored pid {pid}");
         for w in warnings {

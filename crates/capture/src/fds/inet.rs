@@ -38,7 +38,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
                     state_name(s.state as u8)
                 ),
             )),
-            None => Ok(None),
+            None => unhashed(cx, f),
         };
     };
     let sock = dup(cx.pid, f.fd)?;
@@ -103,6 +103,51 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         }
     }
     Ok(Some(FileKind::InetSocket(s)))
+}
+
+/// A TCP socket neither sock_diag nor /proc/PID/net/tcp lists: one never
+/// bound (the kernel hashes a TCP socket only once it has a port). Saved
+/// from the socket itself: its family, options, shutdown state; anything
+/// else (a port after all) is refused by name.
+fn unhashed(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
+    use ckpt_sys::fds::socket as so;
+    let sock = dup(cx.pid, f.fd)?;
+    let fd = sock.as_raw_fd();
+    let int =
+        |level, name, what| so::getsockopt_int(fd, level, name).map_err(|e| sys_fd(f.fd, what, e));
+    let family = int(libc::SOL_SOCKET, libc::SO_DOMAIN, "reading SO_DOMAIN")?;
+    let name = so::sock_name(fd).map_err(|e| sys_fd(f.fd, "getsockname", e))?;
+    let bound = so::inet_addr(&name).is_some_and(|a| a.port() != 0);
+    // struct tcp_info starts with tcpi_state.
+    let mut info = [0u8; 8];
+    so::getsockopt_into(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info)
+        .map_err(|e| sys_fd(f.fd, "reading TCP_INFO", e))?;
+    let state = info[0];
+    if bound || state != tcp_repair::TCP_CLOSE || !matches!(family, libc::AF_INET | libc::AF_INET6)
+    {
+        return Err(unsupported(
+            f.fd,
+            format!(
+                "TCP socket in state {} (family {family}) that sock_diag does not list",
+                state_name(state)
+            ),
+        ));
+    }
+    let kind = SockKind {
+        family,
+        ty: libc::SOCK_STREAM,
+        protocol: libc::IPPROTO_TCP,
+    };
+    let options = options(fd, &kind, f.fd)?;
+    tracing::debug!(fd = f.fd, "unbound TCP socket saved");
+    Ok(Some(FileKind::InetSocket(InetSocket {
+        family: family as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        state: u32::from(tcp_repair::TCP_CLOSE),
+        options,
+        ..Default::default()
+    })))
 }
 
 /// The connections waiting in a listener's accept queue: saved by

@@ -5,7 +5,7 @@ use super::{Ctx, RawFd};
 use crate::error::Result;
 use crate::procfs::{self, token_after};
 use ckpt_image::{FileKind, Inotify, InotifyWatch};
-use ckpt_sys::query;
+use ckpt_sys::fds::inotify::open_by_handle;
 use std::fs::OpenOptions;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -50,7 +50,7 @@ pub(super) fn handle_path(dev: u64, line: &str) -> Option<Vec<u8>> {
         .custom_flags(libc::O_DIRECTORY)
         .open(&mnt)
         .ok()?;
-    let fd = query::open_by_handle(m.as_fd(), ty, &handle).ok()?;
+    let fd = open_by_handle(m.as_fd(), ty, &handle).ok()?;
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .ok()
         .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())

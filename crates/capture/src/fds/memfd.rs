@@ -3,7 +3,7 @@
 use super::{fd_io, fd_sys, open_via_proc, read_all, strip_deleted, Ctx, RawFd};
 use crate::error::Result;
 use ckpt_image::{FileKind, MemFd};
-use ckpt_sys::query;
+use ckpt_sys::fds::memfd::get_seals;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -19,7 +19,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let (path, _) = strip_deleted(&f.link);
     let contents = read_all(cx.pid, f.fd)?;
     let file = open_via_proc(cx.pid, f.fd).map_err(fd_io(f.fd, "opening the memfd"))?;
-    let seals = query::get_seals(file.as_fd()).map_err(fd_sys(f.fd, "reading its seals"))?;
+    let seals = get_seals(file.as_fd()).map_err(fd_sys(f.fd, "reading its seals"))?;
     let blob = cx.sink.add_blob(&contents)?;
     Ok(Some(FileKind::MemFd(MemFd {
         name: path[PREFIX.len()..].to_vec(),

@@ -17,6 +17,7 @@ mod fanotify;
 mod fdinfo;
 mod inet;
 mod inotify;
+mod locks;
 mod memfd;
 pub(crate) mod net;
 mod netlink;
@@ -37,7 +38,7 @@ mod unix;
 pub(crate) use descriptions::classes;
 pub(crate) use fdinfo::FdInfo;
 pub(crate) use pty::Ptys;
-pub(crate) use regular::{identity, relinked, strip_deleted};
+pub(crate) use regular::{add_generation, identity, relinked, strip_deleted};
 
 use crate::error::{Error, Result};
 use crate::procfs;
@@ -188,6 +189,24 @@ pub(crate) fn list(pid: Pid) -> Result<Vec<RawFd>> {
     }
     tracing::debug!(fds = out.len(), elapsed = ?t.elapsed(), "fds listed");
     Ok(out)
+}
+
+/// The file locks and leases the process holds (`fds`: its saved fd table).
+pub(crate) fn locks(pid: Pid, raw: &[RawFd], fds: &[Fd]) -> Result<Vec<ckpt_image::FileLock>> {
+    locks::save(pid, raw, fds)
+}
+
+/// (dev, inode) of the deleted regular files the fds hold (saved with
+/// their contents by the fds step).
+pub(crate) fn deleted_files(fds: &[RawFd]) -> HashSet<(u64, u64)> {
+    fds.iter()
+        .filter(|f| regular::matches(f) && !memfd::matches(f))
+        .filter_map(|f| {
+            let md = f.md.as_ref()?;
+            let deleted = strip_deleted(&f.link).1 || md.nlink() == 0;
+            (md.is_file() && deleted).then(|| (md.dev(), md.ino()))
+        })
+        .collect()
 }
 
 /// Fds that need injected queries: fds with an owner (O_ASYNC).

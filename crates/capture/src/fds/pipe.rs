@@ -4,7 +4,8 @@
 use super::{fd_io, fd_sys, open_via_proc, strip_deleted, Ctx, RawFd};
 use crate::error::{Error, Result};
 use ckpt_image::{FileKind, Pipe, PipeEnd};
-use ckpt_sys::{query, Pid};
+use ckpt_sys::fds::pipe;
+use ckpt_sys::Pid;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -52,22 +53,21 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
 fn pipe_data(pid: Pid, fd: i32) -> Result<(Vec<u8>, u32)> {
     let theirs =
         open_via_proc(pid, fd).map_err(fd_io(fd, "opening the pipe to read its buffer"))?;
-    let cap =
-        query::pipe_capacity(theirs.as_fd()).map_err(fd_sys(fd, "reading the pipe capacity"))?;
+    let cap = pipe::pipe_size(theirs.as_fd()).map_err(fd_sys(fd, "reading the pipe capacity"))?;
     let n =
-        query::bytes_readable(theirs.as_fd()).map_err(fd_sys(fd, "reading the pipe fill level"))?;
+        pipe::bytes_readable(theirs.as_fd()).map_err(fd_sys(fd, "reading the pipe fill level"))?;
     if n == 0 {
-        return Ok((Vec::new(), cap as u32));
+        return Ok((Vec::new(), cap));
     }
-    let (our_r, our_w) = query::pipe_nonblock().map_err(fd_sys(fd, "making a pipe"))?;
-    let our_cap = query::pipe_capacity(our_w.as_fd()).map_err(fd_sys(fd, "making a pipe"))?;
+    let (our_r, our_w) =
+        pipe::pipe2(libc::O_NONBLOCK | libc::O_CLOEXEC).map_err(fd_sys(fd, "making a pipe"))?;
+    let our_cap = pipe::pipe_size(our_w.as_fd()).map_err(fd_sys(fd, "making a pipe"))?;
     if our_cap < cap {
-        query::set_pipe_capacity(our_w.as_fd(), cap).map_err(fd_sys(fd, "growing a pipe"))?;
+        pipe::set_pipe_size(our_w.as_fd(), cap).map_err(fd_sys(fd, "growing a pipe"))?;
     }
     // tee never consumes, so one call must take everything (our pipe is as
     // big as theirs).
-    let k =
-        query::tee(theirs.as_fd(), our_w.as_fd(), n).map_err(fd_sys(fd, "tee from the pipe"))?;
+    let k = pipe::tee(theirs.as_fd(), our_w.as_fd(), n).map_err(fd_sys(fd, "tee from the pipe"))?;
     if k != n {
         return Err(Error::Fd {
             fd,
@@ -79,5 +79,5 @@ fn pipe_data(pid: Pid, fd: i32) -> Result<(Vec<u8>, u32)> {
     File::from(our_r)
         .read_to_end(&mut data)
         .map_err(fd_io(fd, "reading the pipe copy"))?;
-    Ok((data, cap as u32))
+    Ok((data, cap))
 }

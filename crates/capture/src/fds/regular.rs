@@ -138,6 +138,16 @@ pub(crate) fn identity(path: &[u8], md: &std::fs::Metadata, deleted: bool) -> Fi
     }
 }
 
+/// Add the inode generation of the open file `f` (what, with ctime, tells
+/// whether the file at a path is still the one saved) where its
+/// filesystem has one.
+pub(crate) fn add_generation(id: &mut FileIdentity, f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    if let Ok(g) = ckpt_sys::fs::inode_generation(f.as_raw_fd()) {
+        id.generation = Some(g);
+    }
+}
+
 /// Strip the kernel's " (deleted)" suffix; true if it was there.
 pub(crate) fn strip_deleted(name: &[u8]) -> (&[u8], bool) {
     match name.strip_suffix(b" (deleted)") {

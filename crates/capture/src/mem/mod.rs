@@ -2,14 +2,16 @@
 //! model's `Vma`s) and the contents of the pages that must be saved
 //! (pages.rs: which pages, then fast reads; shmem.rs: shared memory
 //! objects, holes left untouched; present.rs: the same found fast enough
-//! for a short freeze). Guard regions (MADV_GUARD_INSTALL, found with
-//! PAGEMAP_SCAN) are saved as runs of kind `guard` and never read.
+//! for a short freeze); deleted files it maps, whole (deleted.rs). Guard
+//! regions (MADV_GUARD_INSTALL, found with PAGEMAP_SCAN) are saved as runs
+//! of kind `guard` and never read.
 //!
 //! Across a tree ([`TreeMemory`]): the pages of a shared memory object are
 //! saved by the first process that maps them, not again by the others; a
 //! child's private pages that are still the very pages of its parent at the
 //! same address (same page frame in both pagemaps: not written since the
-//! fork) are stored once, the child's runs pointing at the parent's.
+//! fork) are stored once, the child's runs pointing at the parent's. The
+//! contents of a deleted file mapped by several processes are saved once.
 //!
 //! How the pages of one process are taken ([`prepare`] decides, before
 //! the freeze):
@@ -27,6 +29,7 @@
 //! - **incremental** (`--parent` of the dump the tracking started from):
 //!   only the pages written since, the others `parent` runs.
 
+mod deleted;
 mod intervals;
 mod pages;
 pub(crate) mod precopy;
@@ -47,6 +50,8 @@ use std::time::Instant;
 /// What the processes of a tree saved so far, for the ones after them.
 #[derive(Default)]
 pub(crate) struct TreeMemory {
+    /// The deleted files mapped so far (see [`save_deleted`]).
+    pub deleted: deleted::Saved,
     /// Ranges [start, end) of shared memory objects (by inode) already saved.
     shm_saved: HashMap<u64, Vec<(u64, u64)>>,
     /// Each saved process's areas (for its children's copy-on-write pages).
@@ -99,6 +104,8 @@ pub(crate) fn plan(
         out.push(vma);
         areas.push((e, policy));
     }
+    let entries: Vec<vmas::MapEntry> = areas.iter().map(|(e, _)| e.clone()).collect();
+    deleted::generations(pid, &entries, &mut out);
     let guards = present::guard_regions(pid)?;
     let cow = match tree.areas.get(&parent) {
         Some(a) if shares_pages => Some(pages::Cow {
@@ -398,6 +405,14 @@ fn save_unfrozen(
     }
 }
 
+/// Before system calls are injected into the frozen process (writing to
+/// `regions` of its stacks): a snapshot lets them be written.
+pub(crate) fn before_queries(prep: &Prepared, regions: &[(u64, u64)]) {
+    if let Plan::Snapshot(armed) = &prep.plan {
+        armed.release(regions);
+    }
+}
+
 /// After the image was committed and the process let go: the tracking
 /// now goes back to this image.
 pub(crate) fn committed(prep: &Prepared, image_id: &[u8]) -> Result<()> {
@@ -405,4 +420,50 @@ pub(crate) fn committed(prep: &Prepared, image_id: &[u8]) -> Result<()> {
         pc.tracking.set_state(Some(image_id))?;
     }
     Ok(())
+}
+
+/// The contents of the deleted files `pid` maps that none of its fds
+/// holds (`held`: (dev, inode) of the deleted files its fds hold), into
+/// `vmas` (its planned areas), each file once across the tree; refused
+/// by name when they cannot be read, or when another process of the tree
+/// maps the same file shared (each would get its own copy).
+pub(crate) fn save_deleted(
+    pid: Pid,
+    planned: &Planned,
+    vmas: &mut [Vma],
+    held: &std::collections::HashSet<(u64, u64)>,
+    tree: &mut TreeMemory,
+    sink: &mut dyn PageSink,
+) -> Result<()> {
+    let entries: Vec<vmas::MapEntry> = planned.areas.iter().map(|(e, _)| e.clone()).collect();
+    deleted::save(pid, &entries, vmas, held, &mut tree.deleted, sink)
+}
+
+/// For the areas of a snapshot or a pre-copy ([`save_frozen`]): the file
+/// generations and the deleted files they map, as [`plan`] and
+/// [`save_deleted`] do for the others (the process is still frozen).
+pub(crate) fn finish_areas(
+    pid: Pid,
+    vmas: &mut [Vma],
+    held: &std::collections::HashSet<(u64, u64)>,
+    tree: &mut TreeMemory,
+    sink: &mut dyn PageSink,
+) -> Result<()> {
+    // maps, not smaps (much faster): what these need is in both.
+    let maps = procfs::read(pid, &format!("/proc/{pid}/maps"))?;
+    let mut by_start: HashMap<u64, vmas::MapEntry> = vmas::parse_smaps(pid, &maps)?
+        .into_iter()
+        .map(|e| (e.start, e))
+        .collect();
+    let entries = vmas
+        .iter()
+        .map(|v| {
+            by_start.remove(&v.start).ok_or_else(|| Error::Snapshot {
+                pid,
+                what: format!("the area at {:#x} changed in the freeze", v.start),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    deleted::generations(pid, &entries, vmas);
+    deleted::save(pid, &entries, vmas, held, &mut tree.deleted, sink)
 }

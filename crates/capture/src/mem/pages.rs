@@ -6,7 +6,7 @@ use super::vmas::{MapEntry, Policy};
 use crate::error::{Error, IoCtx, Result, SysCtx};
 use crate::procfs;
 use crate::PageSink;
-use ckpt_sys::remote::{read_vm, ProcMem, RemoteRange};
+use ckpt_sys::mm::{read_vm, ProcMem, RemoteRange};
 use ckpt_sys::Pid;
 use std::collections::HashMap;
 use std::fs::File;

@@ -30,7 +30,7 @@ pub(super) fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &
     let mut found = Vec::new();
     let mut pos = obj_start;
     while pos < obj_end.min(size) {
-        let data = match ckpt_sys::query::seek_data_or_hole(f.as_fd(), pos, false) {
+        let data = match ckpt_sys::fds::regular::seek_data_or_hole(f.as_fd(), pos, false) {
             Ok(Some(d)) => d / page * page,
             Ok(None) => break,
             Err(_) => {
@@ -41,7 +41,7 @@ pub(super) fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &
         if data >= obj_end {
             break;
         }
-        let hole = match ckpt_sys::query::seek_data_or_hole(f.as_fd(), data.max(pos), true) {
+        let hole = match ckpt_sys::fds::regular::seek_data_or_hole(f.as_fd(), data.max(pos), true) {
             Ok(Some(h)) => h.div_ceil(page) * page,
             _ => obj_end,
         };

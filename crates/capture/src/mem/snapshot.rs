@@ -51,7 +51,7 @@ use crate::{procfs, PageSink};
 use ckpt_image::Vma;
 use ckpt_sys::mm::{page_is, PageRegion, Pagemap, ScanQuery};
 use ckpt_sys::userfaultfd::*;
-use ckpt_sys::{Injector, Pid};
+use ckpt_sys::Pid;
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,10 +188,8 @@ fn protectable(pid: Pid, e: &MapEntry) -> bool {
 /// A userfaultfd made in `pid` (a short stop: one injected call and a
 /// close), now held by us only; None when the process may not make one.
 fn userfaultfd_of(pid: Pid) -> Result<Option<OwnedFd>> {
-    let ip = crate::remote::find_syscall_ip(pid)?;
     let mut f = Frozen::freeze(pid)?;
-    f.set_exit_kill(true)?;
-    let mut inj = Injector::new(pid, ip).ctx(pid, || "preparing system call injection".into())?;
+    let mut inj = crate::remote::leader_injector(&mut f)?;
     let r = (|| -> Result<Option<OwnedFd>> {
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
         let theirs = inj
@@ -211,7 +209,7 @@ fn userfaultfd_of(pid: Pid) -> Result<Option<OwnedFd>> {
     if let Ok(left) = &fin {
         for si in left {
             let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+            let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
         }
     }
     fin.ctx(pid, || "restoring the registers of the main thread".into())?;
@@ -264,6 +262,21 @@ impl Armed {
             .ctx(self.pid, || "starting the write-protect handler".into())?;
         self.thread = Some(t);
         Ok(())
+    }
+
+    /// Lift the protection of `regions` (the stack pages that injected
+    /// calls will write through /proc/PID/mem, which a write-protected
+    /// page refuses) and count them dirty: they are protected again, and
+    /// their contents then taken, in the freeze phase.
+    pub fn release(&self, regions: &[(u64, u64)]) {
+        let page = self.page;
+        for &(a, b) in regions {
+            let (a, b) = (a & !(page - 1), (b + page - 1) & !(page - 1));
+            // ENOENT: not armed there (nothing to lift).
+            if retry_eagain(|| self.uffd.writeprotect(a, b - a, false)).is_ok() {
+                lock(&self.pre).dirty.extend((a..b).step_by(page as usize));
+            }
+        }
     }
 
     /// Protect the dirty pages again while there are many; the rounds made.

@@ -175,17 +175,14 @@ impl Tracking {
     pub fn arm(frozen: &mut Frozen, stale: Option<&Found>) -> Result<Tracking> {
         let pid = frozen.pid;
         let base = high_fd_base(pid)?;
-        let ip = crate::remote::find_syscall_ip(pid)?;
-        frozen.set_exit_kill(true)?;
-        let mut inj =
-            Injector::new(pid, ip).ctx(pid, || "preparing system call injection".into())?;
+        let mut inj = crate::remote::leader_injector(frozen)?;
         let made = make_fds(&mut inj, pid, base, stale);
         let fin = inj.finish();
         frozen.set_exit_kill(false)?;
         if let Ok(left) = &fin {
             for si in left {
                 let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-                let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+                let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
             }
         }
         fin.ctx(pid, || "restoring the registers of the main thread".into())?;

@@ -20,7 +20,7 @@ pub(crate) enum Policy {
     /// Private file mapping: pages that are no longer the file's (COW'd:
     /// present and not a file page, or swapped).
     PrivateFile,
-    /// Every page of the area (deleted files, private memfd mappings).
+    /// Every page of the area (private memfd mappings).
     /// Pages that cannot be read (beyond the end of the object) are left out.
     Whole,
     /// Every page of a shared memory object mapped shared: the object's data
@@ -308,6 +308,13 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         }
         return Ok((b, Policy::Shmem));
     }
+    if path == b"/[aio]" {
+        return Err(reject(
+            pid,
+            e,
+            "an AIO ring (io_setup) cannot be saved by this version",
+        ));
+    }
     let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
         if deleted {
             Err(std::io::Error::from_raw_os_error(libc::ENOENT))
@@ -332,10 +339,9 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
             ..Default::default()
         },
     };
-    let policy = if deleted {
-        // The file is gone: its pages can only come from the image.
-        Policy::Whole
-    } else if shared {
+    // A deleted file's contents are saved whole (deleted.rs, or with the
+    // fd that holds it): its pages are then those of any file.
+    let policy = if shared {
         Policy::Nothing
     } else {
         Policy::PrivateFile

@@ -174,5 +174,9 @@ fn file_identity(pid: Pid, link: &str) -> Result<FileIdentity> {
     let target = procfs::readlink(pid, link)?;
     let (path, deleted) = strip_deleted(&target);
     let md = std::fs::metadata(link).ctx(pid, || format!("stat {link}"))?;
-    Ok(identity(path, &md, deleted))
+    let mut id = identity(path, &md, deleted);
+    if let Ok(f) = std::fs::File::open(link) {
+        crate::fds::add_generation(&mut id, &f);
+    }
+    Ok(id)
 }

@@ -27,6 +27,6 @@ pub(crate) const RLIMIT_NAMES: [&str; 16] = [
 /// when any cannot be (then the process is asked).
 pub(crate) fn from_outside(pid: Pid) -> Option<Vec<(u64, u64)>> {
     (0..RLIMIT_NAMES.len() as u32)
-        .map(|res| ckpt_sys::setup::prlimit(pid, res, None).ok())
+        .map(|res| ckpt_sys::proc::prlimit(pid, res, None).ok())
         .collect()
 }

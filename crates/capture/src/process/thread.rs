@@ -23,10 +23,10 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
     regs.set_gprs(&gprs);
     let blocked =
         ptrace::get_sigmask(tid).ctx(pid, || format!("thread {tid}: reading the signal mask"))?;
-    let rseq = ptrace::get_rseq(tid).ctx(pid, || {
+    let rseq = ckpt_sys::rseq::get_rseq(tid).ctx(pid, || {
         format!("thread {tid}: reading the rseq registration")
     })?;
-    let (head, len) = ptrace::get_robust_list(tid).ctx(pid, || {
+    let (head, len) = ckpt_sys::proc::get_robust_list(tid).ctx(pid, || {
         format!("thread {tid}: reading the robust futex list")
     })?;
     let st = Stat::read(pid, &format!("/proc/{pid}/task/{tid}/stat"))?;
@@ -48,7 +48,12 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
             flags: rseq.flags,
         },
         sched: ckpt_image::Sched {
-            policy: st.need(st.stat.policy, 41, "policy")?,
+            // sched_getscheduler also tells SCHED_RESET_ON_FORK, which
+            // stat's field 41 leaves out.
+            policy: match ckpt_sys::proc::sched::sched_getscheduler(tid) {
+                Ok((policy, _)) => policy,
+                Err(_) => st.need(st.stat.policy, 41, "policy")?,
+            },
             priority: st.need(st.stat.rt_priority, 40, "rt_priority")?,
             nice: i32::try_from(nice).map_err(|_| st.bad(format!("nice {nice}")))?,
         },

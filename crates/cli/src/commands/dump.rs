@@ -94,8 +94,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .with_context(|| format!("dump of pid {} failed", a.pid))?
             .1
     } else {
-        ckpt_capture::dump(a.pid, &a.output, opts)
-            .with_context(|| format!("dump of pid {} failed", a.pid))?
+        match ckpt_capture::dump(a.pid, &a.output, opts) {
+            // SIGINT/SIGTERM/SIGHUP: nothing written, the process goes on;
+            // the exit status says which signal, as if it had killed us.
+            Err(e @ ckpt_capture::Error::Cancelled { signal, .. }) => {
+                eprintln!("ckpt: {e}");
+                return Ok(128 + signal);
+            }
+            r => r.with_context(|| format!("dump of pid {} failed", a.pid))?,
+        }
     };
     if let Some(n) = &stats.note {
         eprintln!("ckpt: note: {n}");

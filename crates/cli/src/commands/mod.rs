@@ -46,7 +46,7 @@ pub fn mib(b: u64) -> String {
 /// A progress callback drawing a bar on stderr, shown only when stderr is a
 /// terminal, no `-v` log goes there, and the work has taken more than a second.
 pub fn progress_bar(what: &'static str) -> Option<Box<dyn FnMut(u64, u64) + Send>> {
-    if !ckpt_sys::sys::isatty(2) || crate::logging::verbosity() > 0 {
+    if !ckpt_sys::fds::tty::isatty(2) || crate::logging::verbosity() > 0 {
         return None;
     }
     let start = std::time::Instant::now();

@@ -9,10 +9,12 @@ use super::ms;
 use crate::job::{self, Job};
 use anyhow::{bail, Context};
 use ckpt_image::ImageReader;
-use ckpt_restore::Terminal;
+use ckpt_restore::{Cancel, Terminal};
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,6 +35,10 @@ pub struct Args {
     /// Only check that the image can be restored here; change nothing.
     #[arg(long)]
     check: bool,
+    /// Restore even if the executable or a mapped file is not the file that
+    /// was saved (the process then runs other code or data than it had).
+    #[arg(long)]
+    force_files: bool,
     /// Restore the image's live TCP connections closed (the process finds
     /// them aborted) and remove the dump's connection lock.
     #[arg(long)]
@@ -55,14 +61,19 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         (None, true) => Terminal::Caller,
         (None, false) => Terminal::Job,
     };
+    // Before any thread exists: every thread then has them blocked.
     if !a.detach && !a.check {
-        // Before any thread exists: every thread then has them blocked.
         job::block_signals()?;
+    } else {
+        ckpt_sys::proc::job::block_signals(CANCEL_MASK).context("blocking signals")?;
     }
+    let cancel = Cancel::new();
+    let canceller = Canceller::start(cancel.clone());
     let reader = ckpt_image::ImageReader::open(&a.image)
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
+        force_files: a.force_files,
         tcp_close: a.tcp_close,
         progress: if a.lazy {
             None
@@ -70,11 +81,19 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             super::progress_bar("restoring")
         },
         terminal,
+        cancel: Some(cancel.clone()),
         ..Default::default()
     };
     let report = ckpt_restore::check(&reader, &opts);
     for w in &report.warnings {
-        eprintln!("ckpt: warning: {w}");
+        match w.strip_prefix("--force-files: ") {
+            Some(w) => eprintln!("ckpt: WARNING: --force-files: {w}"),
+            None => eprintln!("ckpt: warning: {w}"),
+        }
+    }
+    if let Some(signal) = cancel.signal() {
+        eprintln!("ckpt: {}", ckpt_restore::Error::Cancelled { signal });
+        return Ok(128 + signal);
     }
     if !report.errors.is_empty() {
         for e in &report.errors {
@@ -91,14 +110,26 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: {} can be restored here", a.image.display());
         return Ok(0);
     }
-    if a.lazy && a.detach {
-        return detached_lazy(&a, reader, &mut opts);
-    }
     if a.lazy {
-        return lazy(&a, reader, &mut opts);
+        // The lazy restore serves the pages from this thread (or, detached,
+        // from a fork of it, which must be the only thread): no canceller.
+        canceller.stop();
+        return if a.detach {
+            detached_lazy(&a, reader, &mut opts)
+        } else {
+            lazy(&a, reader, &mut opts)
+        };
     }
-    let restored = ckpt_restore::restore(&reader, &mut opts)
-        .with_context(|| format!("restore of {} failed", a.image.display()))?;
+    let restored = ckpt_restore::restore(&reader, &mut opts);
+    // From here on a signal is the job's (or, detached, ends us as usual).
+    canceller.stop();
+    let restored = match restored {
+        Err(e @ ckpt_restore::Error::Cancelled { signal }) => {
+            eprintln!("ckpt: {e}");
+            return Ok(128 + signal);
+        }
+        r => r.with_context(|| format!("restore of {} failed", a.image.display()))?,
+    };
     let pid = restored.pid;
     // Processes that got new pids (--new-pid): saved -> now.
     for (saved, now) in restored.pids.iter().filter(|(s, n)| s != n) {
@@ -247,5 +278,49 @@ fn detached_lazy(
             };
             ckpt_sys::proc::exit_now(code);
         }
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP: they cancel the check or the restore (what
+/// was built is killed; exit 128 + signal).
+const CANCEL_MASK: u64 =
+    (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGHUP - 1));
+
+/// The thread that takes SIGINT, SIGTERM and SIGHUP while the check and
+/// the restore run (every thread has them blocked) and cancels the
+/// restore. One that comes once the restore is over is sent to us again,
+/// pending for the job control (or, detached, for no one: we exit).
+struct Canceller {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Canceller {
+    fn start(cancel: Cancel) -> Canceller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let wait =
+                    ckpt_sys::proc::job::wait_signal(CANCEL_MASK, Some(Duration::from_millis(20)));
+                match wait {
+                    Ok(Some(sig)) if !cancel.cancel(sig) => {
+                        let _ = ckpt_sys::proc::kill(ckpt_sys::proc::getpid(), sig);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "waiting for signals");
+                        return;
+                    }
+                }
+            }
+        });
+        Canceller { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
     }
 }

@@ -8,7 +8,7 @@
 use super::{Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::{FileKind, Image, Process};
-use ckpt_sys::setup;
+use ckpt_sys::fds::{self, epoll};
 use std::os::fd::IntoRawFd;
 
 pub(super) fn plan(b: &mut Builder, g: usize) {
@@ -164,7 +164,7 @@ pub(super) fn plan_targets(b: &mut Builder) {
 
 /// FdOp::Epoll.
 pub(super) fn make(c: &mut Child<'_>, slot: usize) -> ckpt_sys::Result<()> {
-    c.new_fd(slot, setup::epoll_create1(0)?)?;
+    c.new_fd(slot, epoll::epoll_create1(0)?.into_raw_fd())?;
     Ok(())
 }
 
@@ -179,16 +179,16 @@ pub(super) fn add_via(
     data: u64,
 ) -> ckpt_sys::Result<()> {
     if c.slot(file) == fd {
-        return setup::epoll_add(c.slot(ep), fd, events, data);
+        return epoll::epoll_add(c.slot(ep), fd, events, data);
     }
     if ckpt_sys::fds::get_fl(fd).is_ok() {
         let moved = ckpt_sys::fds::dup_at_least(fd, fd + 1)?.into_raw_fd();
         c.renumber(fd, moved);
-        setup::close(fd)?;
+        fds::close(fd)?;
     }
-    setup::dup3(c.slot(file), fd, true)?;
-    let r = setup::epoll_add(c.slot(ep), fd, events, data);
-    setup::close(fd)?;
+    fds::dup3(c.slot(file), fd, true)?;
+    let r = epoll::epoll_add(c.slot(ep), fd, events, data);
+    fds::close(fd)?;
     r
 }
 

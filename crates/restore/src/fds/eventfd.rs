@@ -3,7 +3,8 @@
 use super::{Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::EventFd;
-use ckpt_sys::{setup, sys};
+use ckpt_sys::fds::{self, eventfd};
+use std::os::fd::IntoRawFd;
 
 pub(super) fn plan(b: &mut Builder, g: usize, e: &EventFd) {
     let (what, flags) = (b.what(g), b.flags(g));
@@ -25,9 +26,9 @@ pub(super) fn plan(b: &mut Builder, g: usize, e: &EventFd) {
 
 /// FdOp::EventFd: the eventfd, its counter written back.
 pub(super) fn make(c: &mut Child<'_>, slot: usize, count: u64, flags: i32) -> ckpt_sys::Result<()> {
-    let fd = c.new_fd(slot, setup::eventfd(flags)?)?;
+    let fd = c.new_fd(slot, eventfd::eventfd(flags)?.into_raw_fd())?;
     if count != 0 {
-        sys::write_fd(fd, &count.to_ne_bytes())?;
+        fds::write_fd(fd, &count.to_ne_bytes())?;
     }
     Ok(())
 }

@@ -6,8 +6,9 @@ use super::{cpath, Builder, FdOp};
 use crate::check::AccessItem;
 use crate::stub::Child;
 use ckpt_image::Inotify;
-use ckpt_sys::setup;
+use ckpt_sys::fds::inotify;
 use std::ffi::CStr;
+use std::os::fd::IntoRawFd;
 
 pub(super) fn plan(b: &mut Builder, g: usize, ino: &Inotify) {
     let (what, flags) = (b.what(g), b.flags(g));
@@ -62,7 +63,7 @@ pub(super) fn plan(b: &mut Builder, g: usize, ino: &Inotify) {
 
 /// FdOp::Inotify.
 pub(super) fn make(c: &mut Child<'_>, slot: usize, flags: i32) -> ckpt_sys::Result<()> {
-    c.new_fd(slot, setup::inotify_init1(flags)?)?;
+    c.new_fd(slot, inotify::inotify_init1(flags)?.into_raw_fd())?;
     Ok(())
 }
 
@@ -76,7 +77,7 @@ pub(super) fn add_watch(
     wd: i32,
 ) -> ckpt_sys::Result<()> {
     let fd = c.slot(slot);
-    let got = c.as_saved(|_| setup::inotify_add_watch(fd, path, mask))?;
+    let got = c.as_saved(|_| inotify::inotify_add_watch(fd, path, mask))?;
     if got != wd {
         return Err(ckpt_sys::Error::Os {
             op: "inotify_add_watch (another watch number)",

@@ -4,8 +4,9 @@
 use super::{cpath, Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::MemFd;
-use ckpt_sys::setup;
+use ckpt_sys::fds::{memfd, regular};
 use std::ffi::{CStr, CString};
+use std::os::fd::IntoRawFd;
 
 const F_SEAL_SEAL: u32 = 1;
 const MFD_CLOEXEC: u32 = 1;
@@ -53,15 +54,15 @@ pub(super) fn make(
     size: u64,
     contents: &[u8],
 ) -> ckpt_sys::Result<()> {
-    let fd = c.new_fd(slot, setup::memfd_create(name, flags)?)?;
+    let fd = c.new_fd(slot, memfd::memfd_create(name, flags)?.into_raw_fd())?;
     if mode != 0 {
-        setup::fchmod(fd, mode)?;
+        regular::fchmod(fd, mode)?;
     }
-    setup::ftruncate(fd, size)?;
+    regular::ftruncate(fd, size)?;
     let n = contents.len().min(size as usize);
-    setup::pwrite_all(fd, &contents[..n], 0)?;
+    regular::pwrite_all(fd, &contents[..n], 0)?;
     if seals != 0 {
-        setup::add_seals(fd, seals)?;
+        memfd::add_seals(fd, seals)?;
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ mod eventfd;
 mod fanotify;
 mod inet;
 mod inotify;
+pub(crate) mod locks;
 mod memfd;
 mod netlink;
 mod nsfs;
@@ -58,7 +59,7 @@ use crate::check::{access_mode, AccessItem};
 use crate::stub::{proc_fd_path, Child};
 use crate::Report;
 use ckpt_image::{Blob, Credentials, Fd, FileKind, Image, OpenFile, Process};
-use ckpt_sys::{fds, mm, setup, sys};
+use ckpt_sys::{fds, mm};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::IntoRawFd;
@@ -73,7 +74,7 @@ pub const SETFL_MASK: i32 =
 
 /// One step of the stub's fd setup. Slots are indices into a table of
 /// temporary ("staging") fds, put at their final numbers afterwards
-/// ([`ProcFds::places`]). The generic steps (Open, Reopen, Write, SetFl,
+/// (`ProcFds::places`). The generic steps (Open, Reopen, Write, SetFl,
 /// Seek, SharedAnon) run here; the others in the module of their kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FdOp {
@@ -134,12 +135,14 @@ pub enum FdOp {
     /// The restorer's own fd `std` itself (the same description, dup()ed).
     /// (pipe.rs)
     InheritStd { slot: usize, std: usize },
-    /// An unlinked file (O_TMPFILE in the first directory that allows it)
-    /// with `contents` (at the offsets of `extents`, when given: the rest
-    /// are holes), `meta.size` bytes long, with the saved owner, mode and
-    /// times. (regular.rs)
+    /// An unlinked file with `contents` (at the offsets of `extents`, when
+    /// given: the rest are holes), `meta.size` bytes long, with the saved
+    /// owner, mode and times: created at its old `name` and unlinked when
+    /// that is free, else O_TMPFILE in the first directory that allows
+    /// it. (regular.rs)
     TmpFile {
         slot: usize,
+        name: Option<CString>,
         dirs: Vec<CString>,
         mode: u32,
         contents: Vec<u8>,
@@ -350,7 +353,7 @@ impl FdEnv {
         for fd in 0..3 {
             e.std_open[fd] = std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok()
                 || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok();
-            e.std_tty[fd] = e.std_open[fd] && ckpt_sys::sys::isatty(fd as i32);
+            e.std_tty[fd] = e.std_open[fd] && fds::tty::isatty(fd as i32);
         }
         e.dev_tty = std::fs::OpenOptions::new()
             .read(true)
@@ -923,12 +926,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             flags,
             mode,
         } => {
-            let fd = c.as_saved(|_| setup::open(path, *flags, *mode))?;
+            let fd = c.as_saved(|_| fds::open(path, *flags, *mode).map(IntoRawFd::into_raw_fd))?;
             c.new_fd(*slot, fd)?;
         }
         FdOp::Reopen { slot, from, flags } => {
             let mut buf = [0u8; 40];
-            let fd = setup::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?;
+            let fd = fds::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?.into_raw_fd();
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
@@ -975,7 +978,7 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             fd,
             events,
             data,
-        } => setup::epoll_add(*epfd, *fd, *events, *data)?,
+        } => fds::epoll::epoll_add(*epfd, *fd, *events, *data)?,
         FdOp::Inotify { slot, flags } => inotify::make(c, *slot, *flags)?,
         FdOp::InotifyWatch {
             slot,
@@ -1037,12 +1040,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             contents,
             seals,
         } => memfd::make(c, *slot, name, [*flags, *mode, *seals], *size, contents)?,
-        FdOp::Write { slot, data } => sys::write_fd(c.slot(*slot), data)?,
+        FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
         FdOp::SetFl { slot, flags } => {
             let fd = c.slot(*slot);
-            let cur = setup::get_fl(fd)?;
+            let cur = fds::get_fl(fd)?;
             if cur & SETFL_MASK != flags & SETFL_MASK {
-                setup::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
+                fds::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
             }
         }
         FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,
@@ -1061,12 +1064,20 @@ fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> 
     match op {
         FdOp::TmpFile {
             slot,
+            name,
             dirs,
             mode,
             contents,
             extents,
             meta,
-        } => regular::tmpfile(c, *slot, dirs, *mode, (contents, extents), meta),
+        } => regular::tmpfile(
+            c,
+            *slot,
+            (name.as_deref(), dirs),
+            *mode,
+            (contents, extents),
+            meta,
+        ),
         FdOp::TmpNode {
             slot,
             paths,
@@ -1124,16 +1135,16 @@ pub(crate) fn check_creating(plan: &FdPlan, r: &mut Report) {
 }
 
 /// What check() says about the process's terminals: devices reopened by
-/// path are the same, pty bytes can be put back, the terminal given by
-/// path is free.
-pub(crate) fn check_terminals(
-    image: &Image,
-    p: &Process,
-    opts: &crate::RestoreOptions,
-    r: &mut Report,
-) {
-    const CAP_SYS_ADMIN: u32 = 21;
+/// path are the same.
+pub(crate) fn check_terminals(image: &Image, p: &Process, r: &mut Report) {
     tty::check(image, p, r);
+}
+
+/// What check() says about the image's terminals, once for the tree: the
+/// terminal given by path is free, the pty pairs' indexes are free and
+/// their bytes can be put back.
+pub(crate) fn check_image_terminals(image: &Image, opts: &crate::RestoreOptions, r: &mut Report) {
+    const CAP_SYS_ADMIN: u32 = 21;
     tty::check_target(&opts.terminal, r);
     let admin = crate::process::creds::own_creds().has_cap(CAP_SYS_ADMIN);
     pty::check(image, admin, r);
@@ -1145,6 +1156,7 @@ pub(crate) fn check_names(plan: &FdPlan, r: &mut Report) {
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         if let FdOp::UnixSocket { path: Some(p), .. } = op {
             unix::check_path_free(what, p, r);
+            unix::check_bindable(what, p, r);
         }
     }
 }
@@ -1166,6 +1178,7 @@ pub(crate) fn access_items(
                 items.push((what.clone(), path.clone(), access_mode(*flags)));
             }
             FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
+            FdOp::UnixSocket { path: Some(p), .. } => unix::access_item(what, p, items),
             FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
             FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
                 regular::check_tmpfile(what, *mode & 0o7777, r)

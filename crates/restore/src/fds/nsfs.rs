@@ -6,8 +6,9 @@
 use super::{Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::NsFile;
-use ckpt_sys::setup;
+use ckpt_sys::fds;
 use std::ffi::{CStr, CString};
+use std::os::fd::IntoRawFd;
 
 const KINDS: [&str; 10] = [
     "net",
@@ -54,7 +55,7 @@ pub(super) fn open_own(
     path: &CStr,
     flags: i32,
 ) -> ckpt_sys::Result<()> {
-    let fd = setup::open(path, flags, 0)?;
+    let fd = fds::open(path, flags, 0)?.into_raw_fd();
     c.new_fd(slot, fd)?;
     Ok(())
 }

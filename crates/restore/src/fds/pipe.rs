@@ -7,9 +7,10 @@
 use super::{Builder, FdOp};
 use crate::stub::{proc_fd_path, Child};
 use ckpt_image::{FileKind, Pipe, PipeEnd};
-use ckpt_sys::{setup, sys};
+use ckpt_sys::fds::{self, pipe};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CStr, CString};
+use std::os::fd::IntoRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 /// A pipe or FIFO the planner wants a live holder of.
@@ -147,11 +148,8 @@ fn plan_pipe(
         .unwrap_or(0);
     let first = *ends.iter().flatten().next().expect("pipe group");
     let what = b.what(first);
-    if capacity != 0 && data.len() > capacity as usize {
-        b.error(format!(
-            "{what}: {} bytes buffered in a pipe of capacity {capacity}",
-            data.len()
-        ));
+    if let Err(e) = check_capacity(capacity, data.len()) {
+        b.error(format!("{what}: {e}"));
     }
     let both = !ends[0].is_empty() && !ends[1].is_empty();
     if let (false, Some(h)) = (both, live) {
@@ -198,6 +196,44 @@ fn plan_pipe(
             b.slot_of[g] = Some(s);
         }
     }
+}
+
+/// A new pipe's default capacity (16 pages).
+const DEFAULT_CAPACITY: u64 = 16 * 4096;
+const CAP_SYS_RESOURCE: u64 = 1 << 24;
+
+/// Whether a pipe of `capacity` (0: the default) can be made here with
+/// `queued` bytes in it: F_SETPIPE_SZ refuses more than 2^31, and more
+/// than fs.pipe-max-size without CAP_SYS_RESOURCE; the data must fit in
+/// the capacity the kernel gives (rounded up to a power of two pages).
+fn check_capacity(capacity: u32, queued: usize) -> Result<(), String> {
+    let page = 4096u64;
+    let cap = u64::from(capacity);
+    let max: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let privileged = crate::process::creds::own_creds().cap_eff & CAP_SYS_RESOURCE != 0;
+    if cap > 1 << 31 {
+        return Err(format!(
+            "pipe capacity {cap} is more than the kernel allows (2 GiB)"
+        ));
+    }
+    if cap > max && cap > DEFAULT_CAPACITY && !privileged {
+        return Err(format!(
+            "pipe capacity {cap} is above fs.pipe-max-size ({max}); setting it needs CAP_SYS_RESOURCE"
+        ));
+    }
+    let effective = match cap {
+        0 => DEFAULT_CAPACITY,
+        c => c.max(page).next_power_of_two(),
+    };
+    if queued as u64 > effective {
+        return Err(format!(
+            "{queued} bytes buffered in a pipe that holds {effective} (capacity {cap})"
+        ));
+    }
+    Ok(())
 }
 
 /// The other end was outside the saved process and the pipe is still
@@ -300,6 +336,10 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
             },
         );
         if !p.data.is_empty() && !st.live_fifos.contains_key(&p.id) {
+            // Refilled into the FIFO as the kernel makes it (default size).
+            if let Err(e) = check_capacity(0, p.data.len()) {
+                b.error(format!("{what}: {e}"));
+            }
             b.op(
                 &what,
                 FdOp::Write {
@@ -383,14 +423,22 @@ pub(super) fn make(
     capacity: u32,
     data: &[u8],
 ) -> ckpt_sys::Result<()> {
-    let (r, w) = setup::pipe2(0)?;
-    c.new_fd(slots[0], r)?;
-    let w = c.new_fd(slots[1], w)?;
-    if capacity != 0 && setup::pipe_size(w)? != capacity {
-        setup::set_pipe_size(w, capacity)?;
+    // Non-blocking while it is filled: data that does not fit fails
+    // (EAGAIN) instead of blocking the stub for good. The saved status
+    // flags are set afterwards (SetFl).
+    let (r, w) = pipe::pipe2(libc::O_NONBLOCK)?;
+    c.new_fd(slots[0], r.into_raw_fd())?;
+    let w = c.new_fd(slots[1], w.into_raw_fd())?;
+    if capacity != 0 && pipe::pipe_size(w)? != capacity {
+        pipe::set_pipe_size(w, capacity)?;
     }
     if !data.is_empty() {
-        sys::write_fd(w, data)?;
+        fds::write_fd(w, data)?;
+    }
+    // Both ends blocking again, as pipe(2) makes them.
+    for fd in [c.slot(slots[0]), w] {
+        let fl = ckpt_sys::fds::get_fl(fd)?;
+        ckpt_sys::fds::set_fl(fd, fl & !libc::O_NONBLOCK)?;
     }
     Ok(())
 }
@@ -403,15 +451,15 @@ pub(super) fn open_live(
     flags: i32,
 ) -> ckpt_sys::Result<()> {
     let nb = flags | libc::O_NONBLOCK;
-    let fd = c.as_saved(|_| match setup::open(path, nb, 0) {
-        Ok(fd) => Ok(fd),
+    let fd = c.as_saved(|_| match fds::open(path, nb, 0) {
+        Ok(fd) => Ok(fd.into_raw_fd()),
         // A write end with no reader: be the reader meanwhile.
         Err(e) if e.errno() == Some(libc::ENXIO) => {
             let mut buf = [0u8; 40];
-            let tmp = setup::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?;
+            let tmp = fds::open(path, libc::O_RDWR | libc::O_NONBLOCK, 0)?.into_raw_fd();
             let p = proc_fd_path(tmp, &mut buf);
-            let r = setup::open(p, nb, 0);
-            setup::close(tmp)?;
+            let r = fds::open(p, nb, 0).map(IntoRawFd::into_raw_fd);
+            fds::close(tmp)?;
             r
         }
         Err(e) => Err(e),
@@ -720,7 +768,8 @@ mod tests {
 
     #[test]
     fn finds_our_own_pipe_and_not_a_missing_one() {
-        let (r, w) = ckpt_sys::setup::pipe2(libc::O_CLOEXEC).unwrap();
+        let (r, w) = pipe::pipe2(libc::O_CLOEXEC).unwrap();
+        let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
         let ino = std::fs::metadata(format!("/proc/self/fd/{r}"))
             .unwrap()
             .ino();
@@ -746,7 +795,7 @@ mod tests {
         if me == 0 {
             assert_eq!(find_pipe_holders(&q, &[], 65534)[0], None);
         }
-        ckpt_sys::setup::close(r).unwrap();
-        ckpt_sys::setup::close(w).unwrap();
+        fds::close(r).unwrap();
+        fds::close(w).unwrap();
     }
 }

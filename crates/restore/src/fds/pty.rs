@@ -248,8 +248,26 @@ pub(super) fn extra_slave(b: &mut Builder, st: &State, pair: u32) -> Option<usiz
     Some(s)
 }
 
-/// What `check()` says about pairs: putting bytes back needs CAP_SYS_ADMIN.
+/// What `check()` says about pairs: each comes back at its saved index,
+/// which must be free here (and distinct: pairs of several devpts
+/// instances all go to /dev/pts); putting bytes back needs CAP_SYS_ADMIN.
 pub(crate) fn check(image: &Image, has_sys_admin: bool, r: &mut Report) {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in &image.ptys {
+        if !seen.insert(p.index) {
+            r.errors.push(format!(
+                "pty /dev/pts/{}: two pairs of the image have that index (from two devpts instances), and both would come back in /dev/pts",
+                p.index
+            ));
+        } else if std::path::Path::new(&format!("/dev/pts/{}", p.index)).exists() {
+            r.errors.push(format!(
+                "pty /dev/pts/{} ({}): that index is taken here by another terminal{}; a pair comes back at its saved index (close that terminal, or restore where the index is free)",
+                p.index,
+                master_holder(image, p.id),
+                index_holder(p.index).map_or(String::new(), |h| format!(", {h}"))
+            ));
+        }
+    }
     if has_sys_admin {
         return;
     }
@@ -264,6 +282,56 @@ pub(crate) fn check(image: &Image, has_sys_admin: bool, r: &mut Report) {
             ));
         }
     }
+}
+
+/// Who held pair `id`'s master at the dump: "master of pid P fd F".
+fn master_holder(image: &Image, id: u32) -> String {
+    for p in &image.processes {
+        for fd in &p.fds {
+            let Some(FileKind::Tty(t)) = image.file(fd.file).map(|f| &f.kind) else {
+                continue;
+            };
+            if t.pair == id && role(t) == TtyRole::Master {
+                return format!("master of pid {} fd {}", p.pid, fd.fd);
+            }
+        }
+    }
+    format!("pair {id}")
+}
+
+/// Who holds pty `index` here: a process with its master open (fdinfo's
+/// tty-index), else one with its slave open; "held by pid P (COMM)".
+fn index_holder(index: u32) -> Option<String> {
+    let slave = format!("/dev/pts/{index}");
+    let tag = format!("tty-index:\t{index}\n");
+    let mut slave_holder = None;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let link = link.to_string_lossy();
+            let named = || {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                format!("pid {pid} ({})", comm.trim())
+            };
+            if link.ends_with("ptmx") {
+                let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+                if std::fs::read_to_string(info).is_ok_and(|i| i.contains(&tag)) {
+                    return Some(format!("whose master {} holds", named()));
+                }
+            } else if link == slave && slave_holder.is_none() {
+                slave_holder = Some(format!("open in {}", named()));
+            }
+        }
+    }
+    slave_holder
 }
 
 /// FdOp::PtyMaster.

@@ -9,8 +9,10 @@ use super::{cpath, strip_deleted, Builder, FdOp, O_TMPFILE_BIT};
 use crate::stub::Child;
 use crate::Report;
 use ckpt_image::{FileIdentity, RegularFile};
-use ckpt_sys::{fs, setup};
-use std::ffi::CString;
+use ckpt_sys::fds::{self, regular};
+use ckpt_sys::fs;
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, IntoRawFd};
 
 /// What a remade node gets besides its contents: its size (regular
 /// files), owner and times, as saved.
@@ -125,6 +127,7 @@ fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
         &what,
         FdOp::TmpFile {
             slot: s,
+            name: cpath(path),
             dirs: dirs_of(path),
             mode,
             contents,
@@ -176,20 +179,29 @@ pub(super) fn plan_directory(b: &mut Builder, g: usize, fi: &FileIdentity) {
 /// FdOp::TmpFile: created with the saved user's ids where the restore
 /// takes them (the file then belongs to that user, in a directory that
 /// user may write to), then filled, sized, given its owner, mode and
-/// times.
+/// times. At its old `name` when that is free, unlinked at once (so that
+/// /proc/PID/fd names it as before), else O_TMPFILE in one of `dirs`.
 pub(super) fn tmpfile(
     c: &mut Child<'_>,
     slot: usize,
-    dirs: &[CString],
+    (name, dirs): (Option<&CStr>, &[CString]),
     mode: u32,
     (contents, extents): (&[u8], &[(u64, u64)]),
     meta: &NodeMeta,
 ) -> ckpt_sys::Result<()> {
     let fd = c.as_saved(|_| {
+        if let Some(name) = name {
+            let excl = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            if let Ok(fd) = ckpt_sys::fds::open(name, excl, mode) {
+                if ckpt_sys::fs::unlink_if_same(name, fd.as_raw_fd()).unwrap_or(false) {
+                    return Ok(fd.into_raw_fd());
+                }
+            }
+        }
         let mut last = None;
         for d in dirs {
-            match setup::open(d, libc::O_TMPFILE | libc::O_RDWR, mode) {
-                Ok(f) => return Ok(f),
+            match fds::open(d, libc::O_TMPFILE | libc::O_RDWR, mode) {
+                Ok(f) => return Ok(f.into_raw_fd()),
                 Err(e) => last = Some(e),
             }
         }
@@ -201,16 +213,16 @@ pub(super) fn tmpfile(
     })?;
     let fd = c.new_fd(slot, fd)?;
     if extents.is_empty() {
-        setup::pwrite_all(fd, contents, 0)?;
+        regular::pwrite_all(fd, contents, 0)?;
     } else {
         let mut at = 0usize;
         for &(off, len) in extents {
             let end = (at + len as usize).min(contents.len());
-            setup::pwrite_all(fd, &contents[at..end], off)?;
+            regular::pwrite_all(fd, &contents[at..end], off)?;
             at = end;
         }
     }
-    setup::ftruncate(fd, meta.size)?;
+    regular::ftruncate(fd, meta.size)?;
     if let Some((uid, gid)) = meta.owner {
         let (u, g, _) = fs::owner_of(fd)?;
         if (u, g) != (uid, gid) {
@@ -218,7 +230,7 @@ pub(super) fn tmpfile(
         }
     }
     // The umask applied at the creation; a chown clears set-id bits.
-    setup::fchmod(fd, mode)?;
+    regular::fchmod(fd, mode)?;
     if let Some((atime, mtime)) = meta.times {
         fs::set_times(fd, atime, mtime)?;
     }
@@ -251,7 +263,7 @@ pub(super) fn tmpnode(
                     let rm = fs::remove_entry(p, dir);
                     let fd = r?;
                     if let Err(e) = rm {
-                        let _ = setup::close(fd);
+                        let _ = fds::close(fd);
                         return Err(e);
                     }
                     return Ok(fd);
@@ -285,10 +297,10 @@ fn fill_node(p: &std::ffi::CStr, mode: u32, flags: i32, meta: &NodeMeta) -> ckpt
         }
     }
     fs::chmod_nofollow(p, mode & 0o7777)?;
-    let fd = setup::open(p, flags | libc::O_NOFOLLOW, 0)?;
+    let fd = fds::open(p, flags | libc::O_NOFOLLOW, 0)?.into_raw_fd();
     if let Some((atime, mtime)) = meta.times {
         if let Err(e) = fs::set_times_nofollow(p, atime, mtime) {
-            let _ = setup::close(fd);
+            let _ = fds::close(fd);
             return Err(e);
         }
     }
@@ -364,7 +376,13 @@ mod tests {
         let plan = plan_fds(&img, &p, &FdEnv::default(), &mut |_| Ok(b"abc".to_vec()));
         assert!(plan.errors.is_empty(), "{:?}", plan.errors);
         match &plan.ops[0] {
-            FdOp::TmpFile { dirs, contents, .. } => {
+            FdOp::TmpFile {
+                name,
+                dirs,
+                contents,
+                ..
+            } => {
+                assert_eq!(name.as_deref(), Some(c"/d/f"));
                 assert_eq!(dirs[0].as_bytes(), b"/d");
                 assert_eq!(contents, b"abc");
             }

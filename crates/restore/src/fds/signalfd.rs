@@ -3,7 +3,8 @@
 use super::{Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::SignalFd;
-use ckpt_sys::setup;
+use ckpt_sys::fds::signalfd;
+use std::os::fd::IntoRawFd;
 
 pub(super) fn plan(b: &mut Builder, g: usize, sf: &SignalFd) {
     let (what, flags) = (b.what(g), b.flags(g));
@@ -21,6 +22,6 @@ pub(super) fn plan(b: &mut Builder, g: usize, sf: &SignalFd) {
 
 /// FdOp::SignalFd.
 pub(super) fn make(c: &mut Child<'_>, slot: usize, mask: u64, flags: i32) -> ckpt_sys::Result<()> {
-    c.new_fd(slot, setup::signalfd(mask, flags)?)?;
+    c.new_fd(slot, signalfd::signalfd(mask, flags)?.into_raw_fd())?;
     Ok(())
 }

@@ -8,7 +8,8 @@
 use super::{Builder, FdOp};
 use crate::stub::Child;
 use ckpt_image::TimerFd;
-use ckpt_sys::setup;
+use ckpt_sys::fds::timerfd;
+use std::os::fd::IntoRawFd;
 
 const TFD_TIMER_ABSTIME: i32 = 1;
 const TFD_TIMER_CANCEL_ON_SET: i32 = 2;
@@ -86,7 +87,7 @@ pub(super) fn make(
     flags: i32,
     a: &Arm,
 ) -> ckpt_sys::Result<()> {
-    let fd = c.new_fd(slot, setup::timerfd_create(clock, flags)?)?;
+    let fd = c.new_fd(slot, timerfd::timerfd_create(clock, flags)?.into_raw_fd())?;
     let mut ticks = a.ticks;
     if a.expiry_ns != 0 {
         let now = ckpt_sys::fds::timerfd::clock_now_ns(clock)?;
@@ -94,20 +95,20 @@ pub(super) fn make(
         ticks += missed;
         if next != 0 {
             if a.settime & TFD_TIMER_ABSTIME != 0 {
-                setup::timerfd_settime(fd, a.settime, next as u64, a.interval_ns)?;
+                timerfd::timerfd_settime(fd, a.settime, next as u64, a.interval_ns)?;
             } else {
                 // Relative as saved: the time left now (the settime flags
                 // of the timer stay as they were).
                 let now = ckpt_sys::fds::timerfd::clock_now_ns(clock)?;
                 let left = (next - now).max(1) as u64;
-                setup::timerfd_settime(fd, 0, left, a.interval_ns)?;
+                timerfd::timerfd_settime(fd, 0, left, a.interval_ns)?;
             }
         }
     } else if a.value_ns != 0 {
-        setup::timerfd_settime(fd, 0, a.value_ns, a.interval_ns)?;
+        timerfd::timerfd_settime(fd, 0, a.value_ns, a.interval_ns)?;
     }
     if ticks != 0 {
-        setup::timerfd_set_ticks(fd, ticks)?;
+        timerfd::timerfd_set_ticks(fd, ticks)?;
     }
     Ok(())
 }

@@ -81,10 +81,11 @@ pub(super) fn plan_all(b: &mut Builder) {
     let mut groups: Vec<usize> = cx.sock.keys().copied().collect();
     groups.sort_unstable();
     for &g in &groups {
-        if valid(b, g, cx.sock[&g]) && cx.sock[&g].listening {
-            make_socket(b, &mut cx, g);
-        } else if !valid(b, g, cx.sock[&g]) {
+        // (Checked once: each refusal is said once.)
+        if !valid(b, g, cx.sock[&g]) {
             cx.done[g] = true;
+        } else if cx.sock[&g].listening {
+            make_socket(b, &mut cx, g);
         }
     }
     for &g in &groups {
@@ -665,6 +666,78 @@ pub(super) fn check_path_free(what: &str, path: &CStr, r: &mut Report) {
         r.errors.push(format!(
             "{what}: {}: Address already in use (a process listens on this unix socket)",
             path.to_string_lossy()
+        ));
+    }
+}
+
+/// Why binding a unix socket at `path` would fail here, whoever binds:
+/// a name longer than sun_path, no such directory, a file that is not a
+/// socket in the way (only a stale socket is removed), a directory the
+/// restorer cannot create in (a read-only filesystem). Whether the saved
+/// user may write the directory is asked with the other accesses
+/// ([`access_item`]).
+pub(super) fn check_bindable(what: &str, path: &CStr, r: &mut Report) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::FileTypeExt;
+    let bytes = path.to_bytes();
+    let shown = path.to_string_lossy();
+    if bytes.len() >= 108 {
+        r.errors.push(format!(
+            "{what}: {shown}: the name is longer than a unix socket address holds (107 bytes)"
+        ));
+        return;
+    }
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes));
+    let dir = p.parent().unwrap_or(std::path::Path::new("/"));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            r.errors.push(format!(
+                "{what}: {shown}: {} is not a directory",
+                dir.display()
+            ));
+            return;
+        }
+        Err(e) => {
+            r.errors.push(format!(
+                "{what}: {shown}: its directory {}: {}",
+                dir.display(),
+                crate::error::os_msg(&e)
+            ));
+            return;
+        }
+    }
+    if let Ok(m) = std::fs::symlink_metadata(p) {
+        if !m.file_type().is_socket() {
+            r.errors.push(format!(
+                "{what}: {shown}: a file that is not a socket is in the way"
+            ));
+        }
+    }
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap_or_default();
+    if let Err(e) = ckpt_sys::creds::access(&cdir, libc::W_OK | libc::X_OK) {
+        if e.errno() == Some(libc::EROFS) {
+            r.errors.push(format!(
+                "{what}: {shown}: {} is on a read-only filesystem",
+                dir.display()
+            ));
+        }
+    }
+}
+
+/// The access binding at `path` needs: creating a file in its directory.
+pub(super) fn access_item(what: &str, path: &CStr, items: &mut Vec<crate::check::AccessItem>) {
+    let b = path.to_bytes();
+    let dir = match b.iter().rposition(|&c| c == b'/') {
+        Some(0) => b"/".to_vec(),
+        Some(i) => b[..i].to_vec(),
+        None => return,
+    };
+    if let Ok(d) = std::ffi::CString::new(dir) {
+        items.push((
+            format!("{what} (binding the socket {})", path.to_string_lossy()),
+            d,
+            libc::W_OK | libc::X_OK,
         ));
     }
 }

@@ -289,11 +289,7 @@ pub(crate) fn huge_finish(
                     moved.max(0),
                     h.len
                 ),
-                source: std::io::Error::from_raw_os_error(if r < 0 {
-                    -r as i32
-                } else {
-                    libc::EIO
-                }),
+                error: std::io::Error::from_raw_os_error(if r < 0 { -r as i32 } else { libc::EIO }),
             });
         }
         main.call("munmap of a fill area", libc::SYS_munmap, &[tmp, h.len])?;

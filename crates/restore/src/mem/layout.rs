@@ -338,7 +338,7 @@ pub fn plan_layout(
 /// the first system calls through (before the trampoline exists).
 pub(crate) fn syscall_ip(
     pid: i32,
-    mem: &ckpt_sys::remote::ProcMem,
+    mem: &ckpt_sys::mm::ProcMem,
     stub: &[MapsEntry],
 ) -> crate::Result<u64> {
     let stub_err = |what: &str| Error::Stub {

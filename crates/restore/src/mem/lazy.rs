@@ -279,7 +279,7 @@ pub(crate) fn setup(
         .spawn(move || s2.handle())
         .map_err(|e| Error::Io {
             context: "starting the lazy restore's fault handler".into(),
-            source: e,
+            error: e,
         })?;
     tracing::info!(
         ranges = sh.ranges.len(),
@@ -666,7 +666,7 @@ impl Server {
             .spawn(move || s2.prefetch())
             .map_err(|e| Error::Io {
                 context: "starting the lazy restore's prefetch".into(),
-                source: e,
+                error: e,
             })?;
         let end = self.trace(tids);
         self.sh.stop.store(true, Ordering::Release);
@@ -686,7 +686,7 @@ impl Server {
         let mut last_check = Instant::now();
         loop {
             if let Some(why) = lock(&self.sh.failed).clone() {
-                let _ = ckpt_sys::sys::kill(pid, libc::SIGKILL);
+                let _ = ckpt_sys::proc::kill(pid, libc::SIGKILL);
                 self.reap_all(&mut traced);
                 return Err(Error::Stub {
                     pid,
@@ -815,7 +815,7 @@ impl Server {
         for si in left {
             // Dequeued while we injected: send it again.
             let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-            let _ = ckpt_sys::sys::tgkill(pid, pid, signo);
+            let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
         }
         r.ctx(|| format!("pid {pid}: closing its userfaultfd"))?;
         Ok(Some(pending))
@@ -853,7 +853,7 @@ fn stop_thread(tid: Pid) -> Option<i32> {
             }
             Ok(Stop::Signal(sig)) => {
                 if pending != 0 {
-                    let _ = ckpt_sys::sys::kill(tid, pending);
+                    let _ = ckpt_sys::proc::kill(tid, pending);
                 }
                 pending = sig;
                 if ptrace::cont(tid, 0).is_err() {

@@ -15,7 +15,7 @@ pub(crate) mod uffd;
 pub(crate) mod vmas;
 
 pub use pages::PageWrite;
-pub use vmas::{Backing, MapStep};
+pub use vmas::{Backing, MapStep, RecreatedFile};
 
 use crate::fds::{self, KeepReq};
 use ckpt_image::{FileKind, Image, MemoryRun, Process, ShmKind, VmaBacking};
@@ -27,10 +27,15 @@ use std::ffi::CString;
 pub struct MemPlan {
     pub steps: Vec<MapStep>,
     pub writes: Vec<PageWrite>,
+    /// Deleted files made again for their mappings.
+    pub recreate: Vec<RecreatedFile>,
     /// Guard regions (MADV_GUARD_INSTALL) to install: [start, end).
     pub guards: Vec<(u64, u64)>,
     /// Files mapped by path: (what, identity) for existence checks.
     pub files: Vec<(String, ckpt_image::FileIdentity)>,
+    /// The paths of those mapped private somewhere (their pages that are
+    /// not in the image come from the file: it must be the saved one).
+    pub private_files: std::collections::BTreeSet<Vec<u8>>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
 }

@@ -19,8 +19,7 @@ use super::vmas::PageRule;
 use super::MemPlan;
 use crate::error::{Error, Result, SysContext};
 use ckpt_image::{ImageReader, MemoryRun, Process, ReadAt, RunKind, PROT_WRITE};
-use ckpt_sys::remote::ProcMem;
-use ckpt_sys::setup::{self, RemoteIov};
+use ckpt_sys::mm::{self, ProcMem, RemoteRange};
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -133,14 +132,14 @@ fn redirect(r: &[Redirect], addr: u64, len: u64) -> (u64, u64) {
 
 /// process_vm_writev of local slices to remote ranges of equal total
 /// length. Returns the bytes written (short when a remote page fails).
-fn writev(pid: i32, local: &[IoSlice<'_>], remote: &[RemoteIov]) -> usize {
-    setup::vm_writev(pid, local, remote).unwrap_or(0)
+fn writev(pid: i32, local: &[IoSlice<'_>], remote: &[RemoteRange]) -> usize {
+    mm::vm_writev(pid, local, remote).unwrap_or(0)
 }
 
 /// Write `data` at `addr` of `pid`.
 fn put(pid: i32, mem: &ProcMem, addr: u64, data: &[u8]) -> Result<()> {
     let local = [IoSlice::new(data)];
-    let remote = [RemoteIov {
+    let remote = [RemoteRange {
         addr,
         len: data.len(),
     }];
@@ -181,13 +180,13 @@ fn put_pieces(
         None => pieces,
     };
     let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len().min(IOV_MAX));
-    let mut remote: Vec<RemoteIov> = Vec::with_capacity(pieces.len().min(IOV_MAX));
+    let mut remote: Vec<RemoteRange> = Vec::with_capacity(pieces.len().min(IOV_MAX));
     for batch in pieces.chunks(IOV_MAX) {
         local.clear();
         remote.clear();
         for p in batch {
             local.push(IoSlice::new(&data[p.off..p.off + p.len]));
-            remote.push(RemoteIov {
+            remote.push(RemoteRange {
                 addr: p.addr,
                 len: p.len,
             });

@@ -12,7 +12,8 @@ use super::PageWrite;
 use crate::error::{Error, Result};
 use crate::remote::{u64s, Remote};
 use ckpt_image::PROT_WRITE;
-use ckpt_sys::setup;
+use ckpt_sys::proc;
+use ckpt_sys::userfaultfd::{self, UFFDIO_COPY_MODE_DONTWAKE};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 // userfaultfd(2) ABI (linux/userfaultfd.h; UFFDIO_MOVE since 6.8).
@@ -71,7 +72,7 @@ impl CopyFd {
 
 /// A duplicate of fd `fd` of `pid` (pidfd_getfd), or None.
 fn dup_fd_of(pid: i32, fd: i32) -> Option<OwnedFd> {
-    setup::fd_of(pid, fd).ok()
+    proc::pidfd::fd_of(pid, fd).ok()
 }
 
 /// Which mappings are worth registering: private anonymous mappings (not
@@ -192,8 +193,7 @@ pub(super) fn uffd_copy(fd: i32, addr: u64, data: &[u8]) -> Result<()> {
     let mut done = 0usize;
     while done < data.len() {
         let dst = addr + done as u64;
-        let (copied, r) =
-            setup::uffd_copy(fd, dst, &data[done..], setup::UFFDIO_COPY_MODE_DONTWAKE);
+        let (copied, r) = userfaultfd::uffd_copy(fd, dst, &data[done..], UFFDIO_COPY_MODE_DONTWAKE);
         done += copied as usize;
         match r {
             Ok(()) => continue,
@@ -205,7 +205,7 @@ pub(super) fn uffd_copy(fd: i32, addr: u64, data: &[u8]) -> Result<()> {
                         addr + done as u64,
                         data.len() - done
                     ),
-                    source: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
+                    error: std::io::Error::from_raw_os_error(e.errno().unwrap_or(libc::EIO)),
                 })
             }
         }

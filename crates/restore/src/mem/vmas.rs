@@ -44,10 +44,39 @@ pub enum Backing {
         size: u64,
         offset: u64,
     },
+    /// A deleted file no fd holds, made again from its saved contents:
+    /// `MemPlan::recreate[file]`.
+    Recreated { file: usize, offset: u64 },
     /// A SysV shared memory segment (made again with its saved id, or
     /// still there, before the stub: process/sysv.rs), attached at a
     /// temporary address and duplicated from there.
     SysvShm { id: i32, offset: u64 },
+}
+
+/// A deleted file that mappings need, made again by the process being
+/// built: created at its old path (when that is free) and unlinked, so
+/// that /proc/PID/maps names it as before, else as an O_TMPFILE file in
+/// its directory (else /tmp); filled with its saved contents by the
+/// restorer through /proc/PID/fd; one file for all its mappings. A
+/// deleted POSIX shared memory file (a named semaphore) that only this
+/// process maps has no contents here: it is made `size` bytes long, and
+/// its pages are written like those of any shared memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecreatedFile {
+    /// Its (dev, inode) at the dump (dev u64::MAX: POSIX shared memory,
+    /// by inode).
+    pub key: (u64, u64),
+    /// Its old path (without " (deleted)").
+    pub path: CString,
+    /// Where an O_TMPFILE copy may go: its directory, then /tmp.
+    pub dirs: Vec<CString>,
+    /// Permission bits (without set-id bits).
+    pub mode: u32,
+    /// The saved contents (None: `size` bytes of zeros, pages written later).
+    pub contents: Option<ckpt_image::Blob>,
+    pub size: u64,
+    /// For messages: the first mapping of it.
+    pub what: String,
 }
 
 /// One mapping to create, in address order.
@@ -247,7 +276,8 @@ fn access_of(v: &Vma) -> i32 {
 }
 
 /// A file mapping: the file by path, or a deleted one through the fd of
-/// the process that holds its saved contents.
+/// the process that holds its saved contents, or made again from the
+/// contents saved with the mapping.
 fn file_backing(
     v: &Vma,
     fm: &FileMapping,
@@ -256,23 +286,31 @@ fn file_backing(
     plan: &mut MemPlan,
 ) -> Option<Backing> {
     if fm.file.deleted {
-        return match held.deleted.get(&(fm.file.dev, fm.file.inode)) {
-            Some(&fd) => Some(Backing::File {
+        let key = (fm.file.dev, fm.file.inode);
+        if let Some(&fd) = held.deleted.get(&key) {
+            return Some(Backing::File {
                 path: own_fd_path(fd),
                 flags: access_of(v),
                 offset: fm.offset,
-            }),
-            None => {
-                plan.errors.push(format!(
-                    "{what}: maps a deleted file whose contents are not in the image"
-                ));
-                None
-            }
-        };
+            });
+        }
+        if !fm.has_contents {
+            plan.errors.push(format!(
+                "{what}: maps a deleted file whose contents are not in the image"
+            ));
+            return None;
+        }
+        return recreated(fm, what, plan).map(|file| Backing::Recreated {
+            file,
+            offset: fm.offset,
+        });
     }
     match CString::new(strip_deleted(&fm.file.path).to_vec()) {
         Ok(path) => {
             plan.files.push((what.to_string(), fm.file.clone()));
+            if !v.shared {
+                plan.private_files.insert(fm.file.path.clone());
+            }
             Some(Backing::File {
                 path,
                 flags: access_of(v),
@@ -284,6 +322,100 @@ fn file_backing(
             None
         }
     }
+}
+
+/// Mappings the kernel would refuse to make here: ending above the user
+/// address limit `task_size`, or starting below vm.mmap_min_addr without
+/// CAP_SYS_RAWIO (`rawio`). The kernel's own (vdso, vvar, vsyscall) are
+/// not made.
+pub(crate) fn check_addresses(
+    p: &Process,
+    task_size: u64,
+    mmap_min: u64,
+    rawio: bool,
+    r: &mut crate::Report,
+) {
+    for v in &p.vmas {
+        if matches!(
+            v.backing,
+            VmaBacking::Special(
+                SpecialMapping::Vdso
+                    | SpecialMapping::Vvar
+                    | SpecialMapping::VvarVclock
+                    | SpecialMapping::Vsyscall
+                    | SpecialMapping::Uprobes
+            )
+        ) {
+            continue;
+        }
+        let what = vma_what(v);
+        if v.end > task_size || v.start >= v.end {
+            r.errors.push(format!(
+                "{what}: not inside the user address space (it ends at {task_size:#x} here)"
+            ));
+        } else if v.start < mmap_min && !rawio {
+            r.errors.push(format!(
+                "{what}: below vm.mmap_min_addr ({mmap_min:#x}); mapping it needs CAP_SYS_RAWIO"
+            ));
+        }
+    }
+}
+
+/// The index in `plan.recreate` of the deleted file of `fm` (added on its
+/// first mapping).
+fn recreated(fm: &FileMapping, what: &str, plan: &mut MemPlan) -> Option<usize> {
+    let key = (fm.file.dev, fm.file.inode);
+    if let Some(i) = plan.recreate.iter().position(|r| r.key == key) {
+        return Some(i);
+    }
+    let raw = strip_deleted(&fm.file.path);
+    let Some(path) = CString::new(raw.to_vec()).ok() else {
+        plan.errors.push(format!("{what}: path holds a NUL byte"));
+        return None;
+    };
+    let mut dirs = Vec::new();
+    if let Some(pos) = raw.iter().rposition(|&c| c == b'/') {
+        let d = if pos == 0 { &raw[..1] } else { &raw[..pos] };
+        dirs.extend(CString::new(d.to_vec()).ok());
+    }
+    dirs.push(CString::new("/tmp").expect("no NUL"));
+    let mode = match fm.file.mode & 0o777 {
+        0 => 0o600,
+        m => m,
+    };
+    plan.recreate.push(RecreatedFile {
+        key,
+        path,
+        dirs,
+        mode,
+        contents: Some(fm.contents.clone()),
+        size: fm.file.size,
+        what: what.to_string(),
+    });
+    Some(plan.recreate.len() - 1)
+}
+
+/// A deleted POSIX shared memory file (`sm`) mapped by this process only:
+/// made again at its old name, unlinked (see [`RecreatedFile`]).
+fn recreated_shm(sm: &SharedMemory, what: &str, plan: &mut MemPlan) -> Option<usize> {
+    let key = (u64::MAX, sm.id);
+    if let Some(i) = plan.recreate.iter().position(|r| r.key == key) {
+        return Some(i);
+    }
+    let Some(path) = CString::new(strip_deleted(&sm.name).to_vec()).ok() else {
+        plan.errors.push(format!("{what}: path holds a NUL byte"));
+        return None;
+    };
+    plan.recreate.push(RecreatedFile {
+        key,
+        path,
+        dirs: vec![c"/dev/shm".to_owned(), c"/tmp".to_owned()],
+        mode: 0o600,
+        contents: None,
+        size: sm.size,
+        what: what.to_string(),
+    });
+    Some(plan.recreate.len() - 1)
 }
 
 /// Shared memory: anonymous, a memfd (through the fd of the process that
@@ -334,12 +466,15 @@ fn shm_backing(
         }) {
             // Mapped by several processes: one object for all of them.
             Some(fd) => through(fd),
-            None => {
-                plan.warnings.push(format!(
-                    "{what}: the POSIX shared memory file was deleted; restored as private shared memory"
-                ));
-                anon
-            }
+            // This process's alone: made again at its name (a named
+            // semaphore keeps its /proc/PID/maps line).
+            None => match recreated_shm(sm, what, plan) {
+                Some(file) => Backing::Recreated {
+                    file,
+                    offset: sm.offset,
+                },
+                None => return (None, PageRule::DataOnly),
+            },
         },
         ShmKind::PosixShm => {
             let path = strip_deleted(&sm.name).to_vec();
@@ -404,9 +539,12 @@ struct Made {
 }
 
 /// Make every mapping of the image, writable where pages will be written.
+/// `recreated`: the fds in the target of the deleted files it maps
+/// ([`recreate_files`]), closed here.
 pub(crate) fn map_all(
     main: &mut Remote,
     steps: &[MapStep],
+    recreated: &[u64],
     l: &Layout,
     scratch: u64,
     as_saved: Option<&FsSwitch>,
@@ -418,10 +556,11 @@ pub(crate) fn map_all(
     // The calls go in batches (remote.rs): one round trip for hundreds.
     let mut b = main.batcher();
     for s in steps {
-        map_one(main, &mut b, s, l, scratch, &mut made)?;
+        map_one(main, &mut b, s, l, scratch, recreated, &mut made)?;
         advise(main, &mut b, s)?;
     }
-    for fd in made.files.into_values().chain(made.memfds.into_values()) {
+    let made_fds = made.files.into_values().chain(made.memfds.into_values());
+    for fd in made_fds.chain(recreated.iter().copied()) {
         b.push(main, "close".into(), libc::SYS_close, &[fd], Allow::Nothing)?;
     }
     for (id, tmp) in made.shm {
@@ -445,6 +584,144 @@ pub(crate) fn map_all(
     b.flush(main)?;
     tracing::debug!(mappings = steps.len(), "mappings made");
     Ok(())
+}
+
+/// Make again, in the target, each deleted file its mappings need (see
+/// [`RecreatedFile`]), with the saved user's rights where the restore
+/// takes them; `load` reads a file's saved contents. Returns their fds in
+/// the target, by index.
+pub(crate) fn recreate_files(
+    main: &mut Remote,
+    files: &[RecreatedFile],
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+    load: &mut dyn FnMut(&ckpt_image::Blob) -> Result<Vec<u8>>,
+) -> Result<Vec<u64>> {
+    let mut fds = Vec::with_capacity(files.len());
+    if files.is_empty() {
+        return Ok(fds);
+    }
+    let pid = main.tid;
+    let made = with_rights(main, as_saved, scratch, |main| {
+        for f in files {
+            fds.push(create_unlinked(main, f, scratch)?);
+        }
+        Ok(())
+    });
+    let filled = made.and_then(|()| {
+        for (f, &fd) in files.iter().zip(&fds) {
+            match &f.contents {
+                Some(blob) => {
+                    let contents = load(blob)?;
+                    fill(pid, fd, &contents).map_err(|source| Error::Io {
+                        context: format!(
+                            "{}: writing the saved contents of {} ({} bytes)",
+                            f.what,
+                            f.path.to_string_lossy(),
+                            contents.len()
+                        ),
+                        error: source,
+                    })?;
+                }
+                None => {
+                    main.call(
+                        &format!("ftruncate of {}", f.path.to_string_lossy()),
+                        libc::SYS_ftruncate,
+                        &[fd, f.size],
+                    )?;
+                }
+            }
+            main.call(
+                &format!("fchmod of the copy of {}", f.path.to_string_lossy()),
+                libc::SYS_fchmod,
+                &[fd, u64::from(f.mode)],
+            )?;
+        }
+        Ok(())
+    });
+    if let Err(e) = filled {
+        for &fd in &fds {
+            let _ = main.raw("close", libc::SYS_close, &[fd]);
+        }
+        return Err(e);
+    }
+    tracing::debug!(files = files.len(), "deleted mapped files made again");
+    Ok(fds)
+}
+
+/// The file of `f`, created unlinked in the target: at its old path
+/// (O_EXCL) then unlinked when the path is free, else O_TMPFILE in one of
+/// its directories. Its fd there.
+fn create_unlinked(main: &mut Remote, f: &RecreatedFile, scratch: u64) -> Result<u64> {
+    let pid = main.tid;
+    let name = f.path.to_string_lossy().into_owned();
+    main.write_cstr(scratch, f.path.as_bytes())?;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    let r = main.raw(
+        &format!("creating {name}"),
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, scratch, flags as u64, 0o600],
+    )?;
+    if r >= 0 {
+        let fd = r as u64;
+        // Unlink the name only if it is still ours.
+        let ours = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok();
+        let there = std::fs::symlink_metadata(&name).ok();
+        use std::os::unix::fs::MetadataExt;
+        let same = matches!((&ours, &there), (Some(a), Some(b)) if a.dev() == b.dev() && a.ino() == b.ino());
+        if same {
+            main.write_cstr(scratch, f.path.as_bytes())?;
+            if main.raw(
+                &format!("unlink of {name}"),
+                libc::SYS_unlinkat,
+                &[libc::AT_FDCWD as u64, scratch, 0],
+            )? == 0
+            {
+                return Ok(fd);
+            }
+        }
+        main.call("close", libc::SYS_close, &[fd])?;
+    }
+    let mut last = -r;
+    for d in &f.dirs {
+        main.write_cstr(scratch, d.as_bytes())?;
+        let r = main.raw(
+            &format!("O_TMPFILE in {}", d.to_string_lossy()),
+            libc::SYS_openat,
+            &[
+                libc::AT_FDCWD as u64,
+                scratch,
+                (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                0o600,
+            ],
+        )?;
+        if r >= 0 {
+            return Ok(r as u64);
+        }
+        last = -r;
+    }
+    Err(Error::Io {
+        context: format!(
+            "{}: making the deleted file {name} again (at its path, or unlinked in {})",
+            f.what,
+            f.dirs
+                .iter()
+                .map(|d| d.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+        error: std::io::Error::from_raw_os_error(last as i32),
+    })
+}
+
+/// Write `contents` into fd `fd` of process `pid`, from here.
+fn fill(pid: i32, fd: u64, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/fd/{fd}"))?;
+    f.write_all_at(contents, 0)?;
+    f.set_len(contents.len() as u64)
 }
 
 /// The mapped files, each (path, flags) opened once, all together: with
@@ -495,6 +772,7 @@ fn map_one(
     s: &MapStep,
     l: &Layout,
     scratch: u64,
+    recreated: &[u64],
     made: &mut Made,
 ) -> Result<()> {
     let prot = u64::from(s.map_prot);
@@ -540,6 +818,19 @@ fn map_one(
         Backing::SharedAnon { id, offset } => {
             map_shared_anon(main, b, s, l, (*id, *offset), made)?;
         }
+        Backing::Recreated { file, offset } => {
+            let fd = *recreated.get(*file).ok_or_else(|| Error::Stub {
+                pid: main.tid,
+                what: format!("{}: its deleted file was not made again", s.what),
+            })?;
+            b.push(
+                main,
+                what,
+                libc::SYS_mmap,
+                &[s.start, s.len, prot, share | fixed, fd, *offset],
+                Allow::Nothing,
+            )?;
+        }
         Backing::SysvShm { id, offset } => {
             // Direct calls: what came before first.
             b.flush(main)?;
@@ -565,14 +856,7 @@ fn map_one(
                 main,
                 what,
                 libc::SYS_mmap,
-                &[
-                    s.start,
-                    s.len,
-                    prot,
-                    libc::MAP_SHARED as u64 | fixed,
-                    fd,
-                    *offset,
-                ],
+                &[s.start, s.len, prot, share | fixed, fd, *offset],
                 Allow::Nothing,
             )?;
         }
@@ -771,7 +1055,7 @@ pub(crate) fn finish(main: &mut Remote, steps: &[MapStep], guards: &[(u64, u64)]
                     "thread {}: installing the guard pages at {start:#x}-{end:#x}{why}",
                     main.tid
                 ),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
     }

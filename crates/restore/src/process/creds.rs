@@ -3,11 +3,16 @@
 //! saved user's file access rights taken around opens of the image's
 //! paths by the process being built.
 
+use crate::check::Requester;
 use crate::error::{Error, Result};
 use crate::remote::Remote;
+use crate::Report;
 use ckpt_image::{Credentials, Process};
 use ckpt_sys::creds::{Caps, FsIds, FsSwitch};
 use std::collections::BTreeSet;
+
+const CAP_SETGID: u32 = 6;
+const CAP_SETUID: u32 = 7;
 
 /// Credentials of the calling process, from /proc/self/status.
 pub(crate) struct OwnCreds {
@@ -73,6 +78,116 @@ impl OwnCreds {
     }
 }
 
+/// The rule of spec/security.md §3: the restored process gets only the
+/// credentials and rights its requester U (the owner of the image file,
+/// or the user a restore is made for) could hold. For U other than root:
+/// every uid is U, every gid and group one of U's (user database), no
+/// capability; no mapping below vm.mmap_min_addr, no real-time priority
+/// or negative nice beyond U's RLIMIT_RTPRIO/RLIMIT_NICE, no set-id
+/// executable, no OOM score adjustment below the restorer's. Refusals name
+/// the field.
+pub(crate) fn check_requester(p: &Process, who: &Requester, own: &OwnCreds, r: &mut Report) {
+    let u = match *who {
+        Requester::Restorer | Requester::User(0) => return,
+        Requester::Nobody { uid, mode } => {
+            if own.uids[1] == 0 || own.has_cap(CAP_SETUID) || own.has_cap(CAP_SETGID) {
+                r.errors.push(format!(
+                    "the image file (owner uid {uid}, mode {:o}) is writable by group or others: whoever could write it could have made it ask for anything; a privileged restore refuses it (chmod go-w)",
+                    mode & 0o7777
+                ));
+            }
+            return;
+        }
+        Requester::User(u) => u,
+    };
+    let groups = match ckpt_sys::creds::user_groups(u) {
+        Ok(Some((name, g))) => Ok((name, g)),
+        Ok(None) => Err(format!("uid {u} has no entry in the user database")),
+        Err(e) => Err(format!("looking uid {u} up in the user database: {e}")),
+    };
+    let mut bad = |what: String| {
+        r.errors.push(format!(
+            "{what}; the image is uid {u}'s: its process may hold only what uid {u} could"
+        ))
+    };
+    let mut all = vec![("the process".to_string(), &p.creds)];
+    for t in &p.threads {
+        if let Some(c) = &t.creds {
+            all.push((format!("thread {}", t.tid), c));
+        }
+    }
+    for (who, c) in all {
+        check_ids_of(&who, c, u, &groups, &mut bad);
+    }
+    super::thread::check_priorities(p, u, &mut bad);
+    if p.oom_score_adj < super::rlimits::own_oom_score_adj() {
+        bad(format!(
+            "oom_score_adj {} is below the restorer's {}",
+            p.oom_score_adj,
+            super::rlimits::own_oom_score_adj()
+        ));
+    }
+    let min = crate::check::mmap_min_addr();
+    if let Some(v) = p.vmas.iter().find(|v| v.start < min) {
+        bad(format!(
+            "vma {:x}-{:x} is below vm.mmap_min_addr ({min:#x})",
+            v.start, v.end
+        ));
+    }
+    let exe = String::from_utf8_lossy(&p.exe.path).into_owned();
+    let now = std::fs::metadata(&exe)
+        .map(|m| std::os::unix::fs::MetadataExt::mode(&m))
+        .unwrap_or(0);
+    if !p.exe.path.is_empty() && (p.exe.mode | now) & 0o6000 != 0 {
+        bad(format!(
+            "the executable {exe} is set-user-ID or set-group-ID (mode {:o})",
+            (p.exe.mode | now) & 0o7777
+        ));
+    }
+}
+
+/// The ids and capabilities of one set of credentials against uid `u`'s.
+fn check_ids_of(
+    who: &str,
+    c: &Credentials,
+    u: u32,
+    groups: &std::result::Result<(String, Vec<u32>), String>,
+    bad: &mut dyn FnMut(String),
+) {
+    for (name, id) in [
+        ("uid", c.ruid),
+        ("effective uid", c.euid),
+        ("saved uid", c.suid),
+        ("filesystem uid", c.fsuid),
+    ] {
+        if id != u {
+            bad(format!("{who}: its {name} {id} is not uid {u}"));
+        }
+    }
+    let gids = [
+        ("gid", c.rgid),
+        ("effective gid", c.egid),
+        ("saved gid", c.sgid),
+        ("filesystem gid", c.fsgid),
+    ];
+    let supplementary = c.groups.iter().map(|&g| ("supplementary group", g));
+    for (name, id) in gids.into_iter().chain(supplementary) {
+        match groups {
+            Ok((_, g)) if g.contains(&id) => {}
+            Ok((user, g)) => bad(format!(
+                "{who}: its {name} {id} is not one of uid {u}'s ({user}: groups {g:?})"
+            )),
+            Err(e) => bad(format!("{who}: its {name} {id}: {e}")),
+        }
+    }
+    let caps = c.cap_permitted | c.cap_effective | c.cap_inheritable | c.cap_ambient;
+    if caps != 0 {
+        bad(format!(
+            "{who}: it has capabilities ({caps:#x}) and uid {u} has none"
+        ));
+    }
+}
+
 /// Whether the image's credentials differ from the restorer's.
 pub(crate) fn creds_differ(p: &Process, own: &OwnCreds) -> bool {
     let c = &p.creds;
@@ -92,7 +207,7 @@ fn set_fs_id(r: &mut Remote, name: &str, nr: i64, id: u32) -> Result<()> {
     if now != id {
         return Err(Error::Io {
             context: format!("thread {}: {name}({id}) left it at {now}", r.tid),
-            source: std::io::Error::from_raw_os_error(libc::EPERM),
+            error: std::io::Error::from_raw_os_error(libc::EPERM),
         });
     }
     Ok(())
@@ -176,4 +291,69 @@ pub(crate) fn set_thread_creds(r: &mut Remote, c: &Credentials, scratch: u64) ->
     )?;
     set_fs_id(r, "setfsuid", libc::SYS_setfsuid, c.fsuid)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nobody() -> Process {
+        let mut p = Process::default();
+        let c = &mut p.creds;
+        (c.ruid, c.euid, c.suid, c.fsuid) = (65534, 65534, 65534, 65534);
+        (c.rgid, c.egid, c.sgid, c.fsgid) = (65534, 65534, 65534, 65534);
+        p.oom_score_adj = 1000;
+        p
+    }
+
+    fn errors(p: &Process, who: Requester) -> Vec<String> {
+        let own = OwnCreds {
+            uids: [0; 4],
+            gids: [0; 4],
+            groups: vec![0],
+            cap_eff: u64::MAX >> 23,
+            cap_prm: u64::MAX >> 23,
+        };
+        let mut r = Report::default();
+        check_requester(p, &who, &own, &mut r);
+        r.errors
+    }
+
+    #[test]
+    fn only_what_the_requester_could_hold() {
+        let mut p = nobody();
+        assert!(errors(&p, Requester::User(65534)).is_empty());
+        p.creds.suid = 0;
+        p.creds.groups = vec![65534, 0];
+        p.creds.cap_inheritable = 1;
+        let e = errors(&p, Requester::User(65534));
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("the process: its saved uid 0 is not uid 65534;"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("supplementary group 0 is not one of uid 65534's"),
+            "{e:?}"
+        );
+        assert!(e[2].contains("capabilities (0x1)"), "{e:?}");
+        // Root, and the restorer's own image, may ask for it.
+        assert!(errors(&p, Requester::User(0)).is_empty());
+        assert!(errors(&p, Requester::Restorer).is_empty());
+        // A user with no entry has no groups.
+        let e = errors(&nobody(), Requester::User(4_000_000_000));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("has no entry in the user database")),
+            "{e:?}"
+        );
+        assert!(!errors(
+            &nobody(),
+            Requester::Nobody {
+                uid: 65534,
+                mode: 0o666
+            }
+        )
+        .is_empty());
+    }
 }

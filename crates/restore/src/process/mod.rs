@@ -129,7 +129,7 @@ fn deleted_cwd(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
         if r < 0 {
             return Err(crate::error::Error::Io {
                 context: format!("thread {}: {}", main.tid, what("mkdir")),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
         let set = (|| {

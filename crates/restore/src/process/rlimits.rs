@@ -5,7 +5,7 @@ use super::creds::OwnCreds;
 use crate::error::{Result, SysContext};
 use crate::Report;
 use ckpt_image::Process;
-use ckpt_sys::setup;
+use ckpt_sys::proc;
 
 const CAP_SYS_RESOURCE: u32 = 24;
 /// Resources prlimit knows (RLIM_NLIMITS).
@@ -15,10 +15,10 @@ const RLIM_NLIMITS: u32 = 16;
 pub(crate) fn set_limits(pid: i32, p: &Process) -> Result<()> {
     let mut set = 0;
     for l in &p.rlimits {
-        let cur = setup::prlimit(pid, l.resource, None)
+        let cur = proc::prlimit(pid, l.resource, None)
             .ctx(|| format!("pid {pid}: reading RLIMIT_{}", l.name))?;
         if cur != (l.soft, l.hard) {
-            setup::prlimit(pid, l.resource, Some((l.soft, l.hard))).ctx(|| {
+            proc::prlimit(pid, l.resource, Some((l.soft, l.hard))).ctx(|| {
                 format!(
                     "pid {pid}: setting RLIMIT_{} to soft {} hard {}",
                     l.name, l.soft, l.hard
@@ -31,7 +31,8 @@ pub(crate) fn set_limits(pid: i32, p: &Process) -> Result<()> {
     Ok(())
 }
 
-/// /proc/PID/oom_score_adj, best effort: lowering it needs CAP_SYS_RESOURCE.
+/// /proc/PID/oom_score_adj, best effort: lowering it needs CAP_SYS_RESOURCE
+/// (check() warns when it cannot be).
 pub(crate) fn set_oom_score_adj(pid: i32, p: &Process) {
     let oom = format!("/proc/{pid}/oom_score_adj");
     let cur = std::fs::read_to_string(&oom)
@@ -44,10 +45,30 @@ pub(crate) fn set_oom_score_adj(pid: i32, p: &Process) {
     }
 }
 
+/// The restorer's own oom_score_adj (what the stub starts with).
+pub(crate) fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Limits this kernel does not know, and hard limits above the restorer's
-/// that it may not raise.
+/// that it may not raise; an OOM score adjustment it may not set.
 pub(crate) fn check(p: &Process, own: &OwnCreds, r: &mut Report) {
     let can_raise = own.has_cap(CAP_SYS_RESOURCE);
+    let oom = own_oom_score_adj();
+    if !(-1000..=1000).contains(&p.oom_score_adj) {
+        r.errors.push(format!(
+            "oom_score_adj {} is not a value the kernel takes (-1000..1000)",
+            p.oom_score_adj
+        ));
+    } else if p.oom_score_adj < oom && !can_raise {
+        r.warnings.push(format!(
+            "oom_score_adj {} cannot be restored: lowering it below the restorer's {oom} needs CAP_SYS_RESOURCE; the process gets {oom}",
+            p.oom_score_adj
+        ));
+    }
     for l in &p.rlimits {
         if l.resource >= RLIM_NLIMITS {
             r.errors.push(format!(
@@ -61,7 +82,7 @@ pub(crate) fn check(p: &Process, own: &OwnCreds, r: &mut Report) {
         } else {
             format!("RLIMIT_{}", l.name.trim_start_matches("RLIMIT_"))
         };
-        match setup::prlimit(0, l.resource, None) {
+        match proc::prlimit(0, l.resource, None) {
             Ok((_, hard)) => {
                 if l.hard > hard && !can_raise {
                     r.errors.push(format!(

@@ -147,7 +147,7 @@ fn install_one(r: &mut Remote, f: &SeccompFilter, extra: u64, scratch: u64) -> R
         };
         return Err(Error::Io {
             context: what,
-            source: std::io::Error::from_raw_os_error(if res < 0 {
+            error: std::io::Error::from_raw_os_error(if res < 0 {
                 -res as i32
             } else {
                 libc::ESRCH

@@ -10,8 +10,8 @@ use crate::mem::layout::Layout;
 use crate::remote::{u64s, Remote};
 use crate::stub::holder_of;
 use ckpt_image::{Process, Registers, SigAction, Thread};
+use ckpt_sys::proc::sched;
 use ckpt_sys::ptrace::{self, Stop};
-use ckpt_sys::setup;
 
 pub const ERESTARTSYS: i64 = -512;
 pub const ERESTARTNOINTR: i64 = -513;
@@ -73,6 +73,144 @@ pub fn restart_fixup(gprs: &mut [u64; 27], handler: Option<&SigAction>) {
     gprs[idx::ORIG_RAX] = u64::MAX;
 }
 
+/// The 64-bit user code and stack segment selectors (GDT entries 6 and 5,
+/// RPL 3): any other code segment would fault at the first instruction.
+const USER_CS: u64 = 0x33;
+const USER_DS: u64 = 0x2b;
+/// Offsets in an XSAVE area: MXCSR (legacy area), XSTATE_BV and XCOMP_BV
+/// (header), the header's reserved bytes.
+const XSAVE_MXCSR: usize = 24;
+const XSAVE_HEADER: usize = 512;
+const XSAVE_HEADER_END: usize = 576;
+/// MXCSR bits that may be set (bit 6, DAZ, on every CPU with SSE2+).
+const MXCSR_MASK: u32 = 0xffff;
+
+/// What PTRACE_SETREGS and PTRACE_SETREGSET(NT_X86_XSTATE) would refuse in
+/// a thread's saved registers, or what would kill the thread at once: a
+/// code or stack segment other than the 64-bit user ones, a data segment
+/// selector that is not a user one (RPL 3), an FS/GS base above the user
+/// address limit `task_size`, and an XSAVE area the kernel rejects
+/// (components this CPU lacks, the compacted format, reserved header
+/// bytes, reserved MXCSR bits). `xcr0`: this CPU's user features.
+pub(crate) fn check_registers(t: &Thread, xcr0: u64, task_size: u64, errors: &mut Vec<String>) {
+    let Registers::X8664(x) = &t.regs else {
+        return;
+    };
+    let tid = t.tid;
+    let mut bad = |what: String| errors.push(format!("thread {tid}: {what}"));
+    if x.cs != USER_CS {
+        bad(format!(
+            "its code segment {:#x} is not the 64-bit user one ({USER_CS:#x})",
+            x.cs
+        ));
+    }
+    if x.ss != USER_DS {
+        bad(format!(
+            "its stack segment {:#x} is not the user one ({USER_DS:#x})",
+            x.ss
+        ));
+    }
+    for (name, v) in [("ds", x.ds), ("es", x.es), ("fs", x.fs), ("gs", x.gs)] {
+        if v > 0xffff || (v != 0 && v & 3 != 3) {
+            bad(format!("its {name} selector {v:#x} is not a user one"));
+        }
+    }
+    for (name, v) in [("FS", x.fs_base), ("GS", x.gs_base)] {
+        if v >= task_size {
+            bad(format!(
+                "its {name} base {v:#x} is above the user address limit {task_size:#x}"
+            ));
+        }
+    }
+    if let Some(why) = xsave_problem(&x.xsave, xcr0) {
+        bad(format!("its XSAVE area {why}"));
+    }
+}
+
+/// Why the kernel would refuse this XSAVE area (after [`fit_xsave`]).
+fn xsave_problem(xs: &[u8], xcr0: u64) -> Option<String> {
+    if xs.is_empty() {
+        return None;
+    }
+    let u64_at = |o: usize| {
+        xs.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .unwrap_or(0)
+    };
+    let xstate_bv = u64_at(XSAVE_HEADER);
+    if xstate_bv & !xcr0 != 0 {
+        return Some(format!(
+            "holds components {:#x} this CPU lacks (XSTATE_BV {xstate_bv:#x})",
+            xstate_bv & !xcr0
+        ));
+    }
+    if u64_at(XSAVE_HEADER + 8) != 0 {
+        return Some("is in the compacted format (XCOMP_BV set)".into());
+    }
+    let end = xs.len().min(XSAVE_HEADER_END);
+    if end > XSAVE_HEADER + 16 && xs[XSAVE_HEADER + 16..end].iter().any(|&b| b != 0) {
+        return Some("has reserved header bytes set".into());
+    }
+    // MXCSR counts when FP, SSE or AVX state is present.
+    if xstate_bv & 0b111 != 0 {
+        let mxcsr = xs
+            .get(XSAVE_MXCSR..XSAVE_MXCSR + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .unwrap_or(0);
+        if mxcsr & !MXCSR_MASK != 0 {
+            return Some(format!("has reserved MXCSR bits set ({mxcsr:#x})"));
+        }
+    }
+    None
+}
+
+const SCHED_FIFO: u32 = 1;
+const SCHED_RR: u32 = 2;
+const SCHED_DEADLINE: u32 = 6;
+
+/// Scheduling that only privilege gives, for a process of uid `u` (not
+/// root): a real-time priority above U's RLIMIT_RTPRIO, a nice value
+/// below what U's RLIMIT_NICE allows (20 - limit), SCHED_DEADLINE. U's
+/// limits: the saved hard limits, at most the restorer's (what the
+/// restored process could raise itself to).
+pub(crate) fn check_priorities(p: &Process, u: u32, bad: &mut dyn FnMut(String)) {
+    let limit = |res: u32| {
+        let saved = p
+            .rlimits
+            .iter()
+            .find(|l| l.resource == res)
+            .map(|l| l.hard)
+            .unwrap_or(u64::MAX);
+        let mine = ckpt_sys::proc::prlimit(0, res, None)
+            .map(|(_, h)| h)
+            .unwrap_or(0);
+        saved.min(mine)
+    };
+    let (rtprio, nice) = (limit(libc::RLIMIT_RTPRIO), limit(libc::RLIMIT_NICE));
+    for t in &p.threads {
+        let s = &t.sched;
+        let tid = t.tid;
+        match s.policy {
+            SCHED_FIFO | SCHED_RR if u64::from(s.priority) > rtprio => bad(format!(
+                "thread {tid}: real-time priority {} ({}) is above uid {u}'s RLIMIT_RTPRIO ({rtprio})",
+                s.priority,
+                if s.policy == SCHED_FIFO { "SCHED_FIFO" } else { "SCHED_RR" }
+            )),
+            SCHED_DEADLINE => bad(format!(
+                "thread {tid}: SCHED_DEADLINE needs CAP_SYS_NICE"
+            )),
+            _ => {}
+        }
+        if s.nice < 0 && (20 - i64::from(s.nice)) as u64 > nice {
+            bad(format!(
+                "thread {tid}: nice {} is below what uid {u}'s RLIMIT_NICE ({nice}) allows ({})",
+                s.nice,
+                20 - nice.min(40) as i64
+            ));
+        }
+    }
+}
+
 /// Fit a saved XSAVE area to the size this kernel's regset has: pad with
 /// zeros (components the image lacks are in their init state) or cut bytes
 /// past the end (check() made sure the image uses no component we lack).
@@ -86,7 +224,7 @@ pub fn fit_xsave(saved: &[u8], size: usize) -> Vec<u8> {
 /// write into memory about to be unmapped.
 pub(crate) fn unregister_stub_rseq(main: &mut Remote) -> Result<()> {
     let pid = main.tid;
-    let rseq = ptrace::get_rseq(pid).ctx(|| format!("pid {pid}: reading rseq"))?;
+    let rseq = ckpt_sys::rseq::get_rseq(pid).ctx(|| format!("pid {pid}: reading rseq"))?;
     if rseq.address != 0 {
         main.call(
             "rseq(unregister)",
@@ -148,7 +286,7 @@ pub(crate) fn create(
         if r < 0 {
             return Err(Error::Io {
                 context: format!("thread {pid}: clone3 of thread {}", t.tid),
-                source: std::io::Error::from_raw_os_error(-r as i32),
+                error: std::io::Error::from_raw_os_error(-r as i32),
             });
         }
         let tid = r as i32;
@@ -224,21 +362,21 @@ pub(crate) fn set_state(r: &mut Remote, p: &Process, t: &Thread, scratch: u64) -
 /// Scheduling, from outside, where it differs.
 fn set_sched(tid: i32, t: &Thread) -> Result<()> {
     let s = &t.sched;
-    if setup::sched_getscheduler(tid).ok() != Some((s.policy, s.priority)) {
-        setup::sched_setscheduler(tid, s.policy, s.priority).ctx(|| {
+    if sched::sched_getscheduler(tid).ok() != Some((s.policy, s.priority)) {
+        sched::sched_setscheduler(tid, s.policy, s.priority).ctx(|| {
             format!(
                 "thread {tid}: sched_setscheduler({}, {})",
                 s.policy, s.priority
             )
         })?;
     }
-    if setup::get_nice(tid).ok() != Some(s.nice) {
-        setup::set_nice(tid, s.nice).ctx(|| format!("thread {tid}: setting nice {}", s.nice))?;
+    if sched::get_nice(tid).ok() != Some(s.nice) {
+        sched::set_nice(tid, s.nice).ctx(|| format!("thread {tid}: setting nice {}", s.nice))?;
     }
     if t.cpu_affinity.is_empty() {
         return Ok(());
     }
-    let Ok(allowed) = setup::sched_getaffinity(0) else {
+    let Ok(allowed) = sched::sched_getaffinity(0) else {
         return Ok(());
     };
     let want: Vec<u64> = t
@@ -247,7 +385,7 @@ fn set_sched(tid: i32, t: &Thread) -> Result<()> {
         .enumerate()
         .map(|(i, w)| w & allowed.get(i).copied().unwrap_or(0))
         .collect();
-    let cur = setup::sched_getaffinity(tid).unwrap_or_default();
+    let cur = sched::sched_getaffinity(tid).unwrap_or_default();
     let trim = |v: &[u64]| -> Vec<u64> {
         let mut v = v.to_vec();
         while v.last() == Some(&0) {
@@ -256,7 +394,7 @@ fn set_sched(tid: i32, t: &Thread) -> Result<()> {
         v
     };
     if want.iter().any(|&w| w != 0) && trim(&want) != trim(&cur) {
-        setup::sched_setaffinity(tid, &want).ctx(|| format!("thread {tid}: sched_setaffinity"))?;
+        sched::sched_setaffinity(tid, &want).ctx(|| format!("thread {tid}: sched_setaffinity"))?;
     }
     Ok(())
 }
@@ -293,6 +431,46 @@ pub(crate) fn detach_all(tids: &[i32]) -> Result<()> {
         ptrace::detach(tid, 0).ctx(|| format!("thread {tid}: detaching"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+    use ckpt_image::X8664Regs;
+
+    fn thread(f: impl FnOnce(&mut X8664Regs)) -> Vec<String> {
+        let mut x = X8664Regs {
+            cs: USER_CS,
+            ss: USER_DS,
+            xsave: vec![0u8; 576],
+            ..Default::default()
+        };
+        x.xsave[XSAVE_HEADER] = 3;
+        x.xsave[XSAVE_MXCSR..XSAVE_MXCSR + 4].copy_from_slice(&0x1f80u32.to_le_bytes());
+        f(&mut x);
+        let t = Thread {
+            tid: 7,
+            regs: Registers::X8664(x),
+            ..Default::default()
+        };
+        let mut e = Vec::new();
+        check_registers(&t, 0x7, 0x7fff_ffff_f000, &mut e);
+        e
+    }
+
+    #[test]
+    fn registers_the_kernel_refuses() {
+        assert!(thread(|_| {}).is_empty());
+        assert!(thread(|x| x.cs = 0x23)[0].contains("code segment 0x23"));
+        assert!(thread(|x| x.ss = 0)[0].contains("stack segment"));
+        assert!(thread(|x| x.fs = 0x10)[0].contains("fs selector 0x10"));
+        assert!(thread(|x| x.gs = 0x2b).is_empty());
+        assert!(thread(|x| x.fs_base = 1 << 47)[0].contains("FS base"));
+        assert!(thread(|x| x.xsave[XSAVE_HEADER] = 0x20)[0].contains("components 0x20"));
+        assert!(thread(|x| x.xsave[XSAVE_HEADER + 15] = 0x80)[0].contains("compacted"));
+        assert!(thread(|x| x.xsave[560] = 1)[0].contains("reserved header"));
+        assert!(thread(|x| x.xsave[XSAVE_MXCSR + 2] = 1)[0].contains("MXCSR"));
+    }
 }
 
 #[cfg(test)]

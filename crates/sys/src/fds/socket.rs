@@ -552,7 +552,7 @@ pub fn ip_bytes(ip: &IpAddr) -> Vec<u8> {
     }
 }
 
-/// Inode number of the socket behind `fd` (as in "socket:[INODE]").
+/// Inode number of the socket behind `fd` (as in "socket:\[INODE\]").
 pub fn inode(fd: impl AsRawFd) -> Result<u64> {
     let fd = super::borrow("fstat", fd)?;
     nix::sys::stat::fstat(&*fd).map(|st| st.st_ino).op("fstat")

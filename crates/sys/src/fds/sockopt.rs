@@ -187,6 +187,7 @@ pub const TABLE: &[OptSpec] = &[
     opt!(SOL, libc::SO_LINGER, "SO_LINGER", Bytes(8), any),
     opt!(SOL, libc::SO_BROADCAST, "SO_BROADCAST", Int, inet),
     opt!(SOL, libc::SO_OOBINLINE, "SO_OOBINLINE", Int, tcp),
+    opt!(SOL, libc::SO_NO_CHECK, "SO_NO_CHECK", Int, any),
     opt!(SOL, libc::SO_DONTROUTE, "SO_DONTROUTE", Int, inet),
     opt!(SOL, libc::SO_PRIORITY, "SO_PRIORITY", Int, any, false, Some(CAP_NET_ADMIN)),
     opt!(SOL, libc::SO_RCVLOWAT, "SO_RCVLOWAT", Int, any),

@@ -3,7 +3,7 @@
 //! and process groups; [`wait`] for waiting
 //! and reaping, [`sched`] for scheduling, [`pidfd`] for another process's
 //! fds, [`job`] for job control (groups, sessions, waiting for signals and
-//! for a child's stops).
+//! for a child's stops), [`signals`] for this process's own signal mask.
 //!
 //! Calls that take a signal number are made by hand: nix's `Signal` enum
 //! has no realtime signals, and ckpt forwards and re-queues any signal.
@@ -12,6 +12,7 @@ pub mod group;
 pub mod job;
 pub mod pidfd;
 pub mod sched;
+pub mod signals;
 pub mod wait;
 
 use crate::{last_os, OsResult, Pid, Result};

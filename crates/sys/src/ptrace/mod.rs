@@ -17,12 +17,6 @@ pub use regs::{get_regs, reg, set_regs, Regs};
 pub use siginfo::{get_siginfo, get_sigmask, peek_siginfo, set_sigmask, SIGINFO_SIZE};
 pub use xstate::{get_xstate, set_xstate, xsave_info};
 
-/// Moved to [`crate::rseq`]; shim kept while callers migrate.
-pub use crate::rseq::{get_rseq, RseqConfig};
-
-/// Moved to [`crate::proc::get_robust_list`]; shim kept while callers migrate.
-pub use crate::proc::get_robust_list;
-
 use crate::{nix_pid, Error, OsResult, Pid, Result};
 use nix::sys::ptrace::Options;
 
@@ -121,6 +115,16 @@ pub fn listen(tid: Pid) -> Result<()> {
 pub fn singlestep(tid: Pid) -> Result<()> {
     nix::sys::ptrace::step(nix_pid(tid), None).op_tid("PTRACE_SINGLESTEP", tid)
 }
+
+/// Resume a stopped thread until its next system call entry or exit
+/// (PTRACE_SYSCALL), without delivering a signal.
+pub fn syscall_resume(tid: Pid) -> Result<()> {
+    nix::sys::ptrace::syscall(nix_pid(tid), None).op_tid("PTRACE_SYSCALL", tid)
+}
+
+/// The stop status of a system call entry or exit stop, with
+/// PTRACE_O_TRACESYSGOOD.
+pub const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 
 /// Set ptrace options on an attached thread.
 pub fn set_options(tid: Pid, options: u32) -> Result<()> {

@@ -1,13 +1,36 @@
 //! Running system calls inside a stopped thread.
 //!
-//! The thread must be in a ptrace stop. We point its instruction pointer at
-//! a `syscall` instruction in its own address space (one found in its vdso,
-//! or a trampoline we mapped), load the syscall number and arguments, execute
-//! exactly that instruction with PTRACE_SINGLESTEP, and read the result.
-//! `orig_rax = -1` keeps the kernel from applying syscall-restart fixups meant
-//! for the call the thread was interrupted in. While injecting, every
-//! blockable signal is blocked (PTRACE_SETSIGMASK) so that no handler runs in
-//! the middle; the original mask and registers come back with [`Injector::finish`].
+//! The thread must be in a ptrace stop. Its registers are loaded with the
+//! call's number and arguments, it executes one `syscall` instruction of
+//! its own address space, and the result is read back. `orig_rax = -1`
+//! keeps the kernel from applying syscall-restart fixups meant for the
+//! call the thread was interrupted in. While injecting, every blockable
+//! signal is blocked (PTRACE_SETSIGMASK) so that no handler runs in the
+//! middle; the original mask and registers come back with
+//! [`Injector::finish`].
+//!
+//! Three ways to make the thread execute the call:
+//!
+//! - [`Injector::new`]: PTRACE_SINGLESTEP over a `syscall` instruction (in
+//!   the vdso, or a trampoline the caller mapped). One stop per call. If
+//!   the tracer dies meanwhile, the thread runs on with foreign registers
+//!   (and the single-step flag set): the caller sets PTRACE_O_EXITKILL.
+//!   Restore uses it, on a process that is not yet anyone's.
+//! - [`Injector::new_safe`]: for a process that must survive its tracer's
+//!   death. The call is made at a system call entry stop (PTRACE_SYSCALL)
+//!   of an `rt_sigreturn` sequence of the process (libc's signal
+//!   restorer), and returns to it, with the stack pointer at a signal
+//!   frame holding the thread's own state ([`frame`]): at any instant, a
+//!   vanished tracer leaves a thread that completes the call it is in,
+//!   then returns through `rt_sigreturn` to exactly where it was. Two
+//!   stops per call. The caller must have seized the thread with
+//!   PTRACE_O_TRACESYSGOOD.
+//! - [`Injector::new_stops`]: the same stops over a `syscall` instruction,
+//!   without the frame (when the process has no `rt_sigreturn` sequence):
+//!   no single-step flag is left behind, but a vanished tracer leaves
+//!   foreign registers, as with `new`.
+
+pub mod frame;
 
 use crate::mm::ProcMem;
 use crate::ptrace::{self, reg, Regs, Stop};
@@ -74,6 +97,20 @@ pub fn find_syscall_insn(code: &[u8]) -> Option<usize> {
     code.windows(2).position(|w| w == [0x0f, 0x05])
 }
 
+/// How the injected calls are executed (see the module doc).
+enum Mode {
+    Step,
+    Stops,
+    Safe(Safe),
+}
+
+/// The frame of a [`Mode::Safe`] injector.
+struct Safe {
+    layout: frame::Layout,
+    /// What the frame's region held before (put back at finish).
+    saved_bytes: Vec<u8>,
+}
+
 pub struct Injector {
     tid: Pid,
     ip: u64,
@@ -81,6 +118,10 @@ pub struct Injector {
     saved_mask: u64,
     mem: ProcMem,
     count: u64,
+    mode: Mode,
+    /// In a system call entry stop (modes Stops and Safe): the stops
+    /// alternate between entry and exit.
+    at_entry: bool,
     /// Signals that got dequeued for delivery while we were injecting
     /// (only unblockable ones can): raw siginfos, to be re-queued or saved.
     pub deferred: Vec<[u8; ptrace::SIGINFO_SIZE]>,
@@ -88,20 +129,97 @@ pub struct Injector {
 
 impl Injector {
     /// Prepare to inject into `tid` (already in a ptrace stop), executing
-    /// system calls at `syscall_ip`, the address of a `syscall` instruction.
+    /// system calls at `syscall_ip`, the address of a `syscall` instruction,
+    /// by single steps.
     pub fn new(tid: Pid, syscall_ip: u64) -> Result<Self> {
+        Self::with_mode(tid, syscall_ip, Mode::Step)
+    }
+
+    /// Like [`Injector::new`], with system call stops instead of single
+    /// steps (the thread must have been seized with PTRACE_O_TRACESYSGOOD).
+    pub fn new_stops(tid: Pid, syscall_ip: u64) -> Result<Self> {
+        Self::with_mode(tid, syscall_ip, Mode::Stops)
+    }
+
+    fn with_mode(tid: Pid, syscall_ip: u64, mode: Mode) -> Result<Self> {
         let saved_regs = ptrace::get_regs(tid)?;
         let saved_mask = ptrace::get_sigmask(tid)?;
+        let mem = ProcMem::open(tid)?;
         ptrace::set_sigmask(tid, !0u64)?;
         Ok(Injector {
             tid,
             ip: syscall_ip,
             saved_regs,
             saved_mask,
-            mem: ProcMem::open(tid)?,
+            mem,
             count: 0,
+            mode,
+            at_entry: false,
             deferred: Vec::new(),
         })
+    }
+
+    /// Prepare to inject into `tid` (in a ptrace stop, seized with
+    /// PTRACE_O_TRACESYSGOOD) so that the thread survives our death at
+    /// any instant: `sigreturn_ip` is the address of an `rt_sigreturn`
+    /// sequence in its address space ([`frame::find_sigreturn`]), and the
+    /// frame goes on its stack below the red zone, in a region
+    /// ([`frame::region`]) that `fits` must accept (mapped and writable;
+    /// what it holds is put back at [`Injector::finish`]). `Ok(None)` when
+    /// it does not fit: nothing was changed.
+    pub fn new_safe(
+        tid: Pid,
+        sigreturn_ip: u64,
+        fits: &dyn Fn(u64, u64) -> bool,
+    ) -> Result<Option<Self>> {
+        let saved_regs = ptrace::get_regs(tid)?;
+        let saved_mask = ptrace::get_sigmask(tid)?;
+        let xstate = ptrace::get_xstate(tid)?;
+        let layout = frame::Layout::new(saved_regs[reg::RSP], xstate.len());
+        if layout.scratch >= layout.end || !fits(layout.scratch, layout.end) {
+            return Ok(None);
+        }
+        let mem = ProcMem::open(tid)?;
+        let len = (layout.end - layout.scratch) as usize;
+        let Ok(saved_bytes) = mem.read_vec(layout.scratch, len) else {
+            return Ok(None);
+        };
+        mem.write(
+            layout.scratch,
+            &frame::build(&layout, &saved_regs, saved_mask, &xstate),
+        )?;
+        let mut inj = Injector {
+            tid,
+            ip: sigreturn_ip,
+            saved_regs,
+            saved_mask,
+            mem,
+            count: 0,
+            mode: Mode::Safe(Safe {
+                layout,
+                saved_bytes,
+            }),
+            at_entry: false,
+            deferred: Vec::new(),
+        };
+        // From here on, our death sends the thread through rt_sigreturn.
+        let started = (|| {
+            ptrace::set_sigmask(tid, !0u64)?;
+            let mut r = saved_regs;
+            r[reg::RIP] = sigreturn_ip;
+            r[reg::RSP] = layout.sigreturn_sp();
+            r[reg::ORIG_RAX] = u64::MAX;
+            ptrace::set_regs(tid, &r)?;
+            // To the entry stop of the rt_sigreturn: each call replaces it.
+            inj.run_to_syscall_stop(-1)
+        })();
+        match started {
+            Ok(()) => Ok(Some(inj)),
+            Err(e) => {
+                let _ = inj.finish();
+                Err(e)
+            }
+        }
     }
 
     pub fn tid(&self) -> Pid {
@@ -117,11 +235,24 @@ impl Injector {
     }
 
     /// Use another `syscall` instruction from now on (e.g. a trampoline).
+    /// Not for an injector made with [`Injector::new_safe`].
     pub fn set_syscall_ip(&mut self, ip: u64) {
-        self.ip = ip;
+        if !matches!(self.mode, Mode::Safe(_)) {
+            self.ip = ip;
+        }
     }
     pub fn syscall_ip(&self) -> u64 {
         self.ip
+    }
+
+    /// With [`Injector::new_safe`]: the address of [`frame::SCRATCH_LEN`]
+    /// bytes of the thread's stack, below the frame, for the calls'
+    /// arguments and results.
+    pub fn scratch(&self) -> Option<u64> {
+        match &self.mode {
+            Mode::Safe(s) => Some(s.layout.scratch),
+            _ => None,
+        }
     }
 
     /// Number of system calls injected so far.
@@ -134,8 +265,8 @@ impl Injector {
         &self.mem
     }
 
-    /// Run one system call; returns the raw result (negative errno on failure).
-    pub fn syscall_raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+    /// The registers of one call: number and arguments.
+    fn call_regs(&self, nr: i64, args: &[u64]) -> Regs {
         let mut r = self.saved_regs;
         let arg = |i: usize| args.get(i).copied().unwrap_or(0);
         r[reg::RIP] = self.ip;
@@ -147,7 +278,70 @@ impl Injector {
         r[reg::R10] = arg(3);
         r[reg::R8] = arg(4);
         r[reg::R9] = arg(5);
-        ptrace::set_regs(self.tid, &r)?;
+        r
+    }
+
+    /// Run one system call; returns the raw result (negative errno on failure).
+    pub fn syscall_raw(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        let r = match &self.mode {
+            Mode::Step => self.step_call(nr, args)?,
+            Mode::Stops => {
+                ptrace::set_regs(self.tid, &self.call_regs(nr, args))?;
+                self.run_to_syscall_stop(nr)?; // entry
+                self.run_to_syscall_stop(nr)?; // exit
+                ptrace::get_regs(self.tid)?[reg::RAX] as i64
+            }
+            Mode::Safe(s) => {
+                // At the entry stop of the rt_sigreturn: make it this call,
+                // returning to the rt_sigreturn again.
+                let mut r = self.call_regs(nr, args);
+                r[reg::RSP] = s.layout.sigreturn_sp();
+                r[reg::ORIG_RAX] = nr as u64;
+                ptrace::set_regs(self.tid, &r)?;
+                self.run_to_syscall_stop(nr)?; // exit of the call
+                let rax = ptrace::get_regs(self.tid)?[reg::RAX] as i64;
+                self.run_to_syscall_stop(nr)?; // entry of the rt_sigreturn
+                rax
+            }
+        };
+        self.count += 1;
+        Ok(r)
+    }
+
+    /// PTRACE_SYSCALL until the next system call stop. Signals dequeued on
+    /// the way are held back (kept in `deferred`); other stops are passed.
+    fn run_to_syscall_stop(&mut self, nr: i64) -> Result<()> {
+        ptrace::syscall_resume(self.tid)?;
+        loop {
+            match ptrace::wait(self.tid)? {
+                Stop::Signal(ptrace::SYSCALL_STOP) => {
+                    self.at_entry = !self.at_entry;
+                    return Ok(());
+                }
+                Stop::Signal(_) => {
+                    self.deferred.push(ptrace::get_siginfo(self.tid)?);
+                    ptrace::syscall_resume(self.tid)?;
+                }
+                Stop::Event { .. } => ptrace::syscall_resume(self.tid)?,
+                Stop::Exited(c) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("exit status {c} during injected syscall {nr}"),
+                    })
+                }
+                Stop::Killed(s) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("killed by signal {s} during injected syscall {nr}"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One call by a single step over the `syscall` instruction.
+    fn step_call(&mut self, nr: i64, args: &[u64]) -> Result<i64> {
+        ptrace::set_regs(self.tid, &self.call_regs(nr, args))?;
         ptrace::singlestep(self.tid)?;
         loop {
             match ptrace::wait(self.tid)? {
@@ -187,7 +381,6 @@ impl Injector {
                 }
             }
         }
-        self.count += 1;
         Ok(ptrace::get_regs(self.tid)?[reg::RAX] as i64)
     }
 
@@ -197,9 +390,19 @@ impl Injector {
     /// bytes of memory the thread may execute and write (the results are
     /// stored in the table). The calls must not block; each runs whatever
     /// the others returned. A fault while it runs is an error.
+    ///
+    /// Not for an injector made with [`Injector::new_safe`]: the thread
+    /// would run code of ours, which a vanished tracer leaves it in (and
+    /// its stack is not executable); use [`Injector::syscall_raw`] there.
     pub fn batch(&mut self, at: u64, calls: &[(i64, [u64; 6])]) -> Result<Vec<i64>> {
         if calls.is_empty() {
             return Ok(Vec::new());
+        }
+        if matches!(self.mode, Mode::Safe(_)) {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "a batch of system calls through a safe injector".into(),
+            });
         }
         let mut buf = Vec::with_capacity(batch_len(calls.len()) as usize);
         buf.extend_from_slice(&BATCH_CODE);
@@ -223,6 +426,12 @@ impl Injector {
     ) -> Result<Vec<i64>> {
         if calls.is_empty() {
             return Ok(Vec::new());
+        }
+        if matches!(self.mode, Mode::Safe(_)) {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "a batch of system calls through a safe injector".into(),
+            });
         }
         let mut t = Vec::with_capacity((calls.len() + 1) * BATCH_ENTRY);
         batch_table(calls.iter().map(|c| (c.nr, c.args, !c.may_fail)), &mut t);
@@ -317,10 +526,33 @@ impl Injector {
         Ok(r as u64)
     }
 
-    /// Put back the registers and signal mask the thread had at `new`.
+    /// Put back the registers and signal mask the thread had at `new`
+    /// (and, after [`Injector::new_safe`], the memory the frame took). The
+    /// thread is left in a ptrace stop with its own registers: after
+    /// `new_safe` or `new_stops`, a system call exit stop, from which it
+    /// resumes as from the stop it was in (the kernel's restart of an
+    /// interrupted call included).
     pub fn finish(self) -> Result<Vec<[u8; ptrace::SIGINFO_SIZE]>> {
-        ptrace::set_regs(self.tid, &self.saved_regs)?;
-        ptrace::set_sigmask(self.tid, self.saved_mask)?;
-        Ok(self.deferred)
+        let mut me = self;
+        if me.at_entry {
+            // Skip the call about to be made (the rt_sigreturn would lose
+            // the restart block of an interrupted call): our registers are
+            // only set at the exit stop. After new_safe, the thread still
+            // returns to the rt_sigreturn should we die before then.
+            let mut r = ptrace::get_regs(me.tid)?;
+            r[reg::ORIG_RAX] = u64::MAX;
+            if let Mode::Safe(s) = &me.mode {
+                r[reg::RIP] = me.ip;
+                r[reg::RSP] = s.layout.sigreturn_sp();
+            }
+            ptrace::set_regs(me.tid, &r)?;
+            me.run_to_syscall_stop(-1)?;
+        }
+        ptrace::set_regs(me.tid, &me.saved_regs)?;
+        ptrace::set_sigmask(me.tid, me.saved_mask)?;
+        if let Mode::Safe(s) = &me.mode {
+            me.mem.write(s.layout.scratch, &s.saved_bytes)?;
+        }
+        Ok(me.deferred)
     }
 }
