@@ -157,14 +157,15 @@ fn failed_dump_leaves_no_file_and_process_running() {
     let dir = TempDir::new("fail");
     let p = Proc::start(Command::new("python3").args([
         "-c",
-        "import ctypes,time\nu=ctypes.CDLL(None).syscall(323, 0)\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
+        // An AIO context (io_setup): its ring cannot be saved.
+        "import ctypes,time\nctx=ctypes.c_ulong(0)\nassert ctypes.CDLL(None).syscall(206, 1, ctypes.byref(ctx)) == 0\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
     p.wait_for("tick=");
     let out = dir.path().join("img.ckpt");
-    // A userfaultfd (syscall 323 on x86_64) is not saved.
-    let e = dump(p.pid, &out, DumpOptions::default()).expect_err("userfaultfd refused");
+    let e = dump(p.pid, &out, DumpOptions::default()).expect_err("AIO ring refused");
     assert!(
-        e.to_string().contains("[userfaultfd] is not supported"),
+        e.to_string()
+            .contains("an AIO ring (io_setup) cannot be saved"),
         "{e}"
     );
     assert_eq!(
