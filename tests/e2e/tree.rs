@@ -95,6 +95,13 @@ fn dump_and_restore(p: &mut Proc, image: &Path) -> Tree {
     let before = Tree::of(p.pid);
     dump_kill(p, image);
     before.wait_gone();
+    // And every process the dump saw: a child started after `before` was
+    // read is in the image and was killed with the others (a zombie of
+    // ours now, holding its pid until reaped).
+    let reader = ckpt_image::ImageReader::open(image).unwrap();
+    for q in &reader.image().processes {
+        wait_gone(q.pid);
+    }
     let q = restore_detached(image, &p.out, p.pid);
     std::mem::forget(q); // the Tree below owns it
     Tree::of(p.pid)

@@ -157,13 +157,15 @@ fn failed_dump_leaves_no_file_and_process_running() {
     let dir = TempDir::new("fail");
     let p = Proc::start(Command::new("python3").args([
         "-c",
-        "import socket,time\ns=socket.socket()\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
+        // An AIO context (io_setup): its ring cannot be saved.
+        "import ctypes,time\nctx=ctypes.c_ulong(0)\nassert ctypes.CDLL(None).syscall(206, 1, ctypes.byref(ctx)) == 0\ni=0\nwhile True:\n  i+=1\n  print('tick=%d' % i, flush=True)\n  time.sleep(0.005)\n",
     ]));
     p.wait_for("tick=");
     let out = dir.path().join("img.ckpt");
-    let e = dump(p.pid, &out, DumpOptions::default()).expect_err("socket refused");
+    let e = dump(p.pid, &out, DumpOptions::default()).expect_err("AIO ring refused");
     assert!(
-        e.to_string().contains("TCP socket is not supported yet"),
+        e.to_string()
+            .contains("an AIO ring (io_setup) cannot be saved"),
         "{e}"
     );
     assert_eq!(
