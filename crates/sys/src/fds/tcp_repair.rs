@@ -691,8 +691,24 @@ pub fn restore(
     set_queue(fd, Queue::Send)?;
     set_queue_seq(fd, s.send_seq.wrapping_sub(s.send_queue.len() as u32))?;
     set_queue(fd, Queue::None)?;
-    // In repair mode: no SYN, ESTABLISHED at once.
-    socket::connect_raw(fd, &sockaddr_inet(&peer))?;
+    // In repair mode: no SYN, ESTABLISHED at once. The saved socket's
+    // 4-tuple may still be in the kernel's tables for a moment after its
+    // silent close (EADDRNOTAVAIL): tried again for up to a second.
+    let t0 = std::time::Instant::now();
+    loop {
+        match socket::connect_raw(fd, &sockaddr_inet(&peer)) {
+            Err(e)
+                if e.errno() == Some(libc::EADDRNOTAVAIL)
+                    && t0.elapsed() < std::time::Duration::from_secs(1) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => {
+                r?;
+                break;
+            }
+        }
+    }
     set_negotiated(fd, &s.negotiated)?;
     if let Some(ts) = s.ts_clock {
         set_timestamp(fd, ts)?;
