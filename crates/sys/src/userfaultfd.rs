@@ -510,3 +510,66 @@ mod tests {
         drop(buf);
     }
 }
+
+/// `len` bytes at `orig` (an address at the time tracking began) are now
+/// at `cur`: how a userfaultfd reader follows mremap()s of the process
+/// (UFFD_EVENT_REMAP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seg {
+    pub orig: u64,
+    pub cur: u64,
+    pub len: u64,
+}
+
+/// `segs` after a UFFD_EVENT_REMAP of `len` bytes from `from` to `to`: the
+/// parts inside the moved range follow it, the rest stay.
+pub fn remap(segs: &[Seg], from: u64, to: u64, len: u64) -> Vec<Seg> {
+    let mut out = Vec::with_capacity(segs.len() + 2);
+    for s in segs {
+        let (a, b) = (s.cur.max(from), (s.cur + s.len).min(from + len));
+        if a >= b {
+            out.push(*s);
+            continue;
+        }
+        if s.cur < a {
+            out.push(Seg {
+                len: a - s.cur,
+                ..*s
+            });
+        }
+        out.push(Seg {
+            orig: s.orig + (a - s.cur),
+            cur: to + (a - from),
+            len: b - a,
+        });
+        if b < s.cur + s.len {
+            out.push(Seg {
+                orig: s.orig + (b - s.cur),
+                cur: b,
+                len: s.cur + s.len - b,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod remap_tests {
+    use super::*;
+
+    #[test]
+    fn the_moved_middle_follows_the_remap() {
+        let s = |orig, cur, len| Seg { orig, cur, len };
+        let got = remap(&[s(0x1000, 0x1000, 0x4000)], 0x2000, 0x9000, 0x1000);
+        assert_eq!(
+            got,
+            vec![
+                s(0x1000, 0x1000, 0x1000),
+                s(0x2000, 0x9000, 0x1000),
+                s(0x3000, 0x3000, 0x2000)
+            ]
+        );
+        // Outside the moved range: unchanged.
+        assert_eq!(remap(&got[..1], 0x8000, 0xa000, 0x1000), got[..1].to_vec());
+    }
+}

@@ -69,14 +69,6 @@ impl CopyArea {
     }
 }
 
-/// `len` bytes at `orig` (the freeze's address) are now at `cur`.
-#[derive(Clone, Copy, Debug)]
-struct Seg {
-    orig: u64,
-    cur: u64,
-    len: u64,
-}
-
 struct Shared {
     pid: Pid,
     page: u64,
@@ -462,33 +454,7 @@ impl Shared {
         match m.event {
             UFFD_EVENT_REMAP => {
                 let (from, to, len) = (m.arg[0], m.arg[1], m.arg[2]);
-                let mut out = Vec::new();
-                for s in segs.iter() {
-                    let (a, b) = (s.cur.max(from), (s.cur + s.len).min(from + len));
-                    if a >= b {
-                        out.push(*s);
-                        continue;
-                    }
-                    if s.cur < a {
-                        out.push(Seg {
-                            len: a - s.cur,
-                            ..*s
-                        });
-                    }
-                    out.push(Seg {
-                        orig: s.orig + (a - s.cur),
-                        cur: to + (a - from),
-                        len: b - a,
-                    });
-                    if b < s.cur + s.len {
-                        out.push(Seg {
-                            orig: s.orig + (b - s.cur),
-                            cur: b,
-                            len: s.cur + s.len - b,
-                        });
-                    }
-                }
-                *segs = out;
+                *segs = remap(&segs, from, to, len);
             }
             UFFD_EVENT_REMOVE | UFFD_EVENT_UNMAP => {
                 let (start, end) = (m.arg[0], m.arg[1]);

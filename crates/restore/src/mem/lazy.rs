@@ -77,14 +77,6 @@ struct Piece {
     run: usize,
 }
 
-/// `len` bytes at `orig` (the saved address) are now at `cur`.
-#[derive(Clone, Copy)]
-struct Seg {
-    orig: u64,
-    cur: u64,
-    len: u64,
-}
-
 /// One address space being filled: the restored process, or a child it
 /// forked (with its own userfaultfd).
 struct Space {
@@ -459,33 +451,7 @@ impl Shared {
             UFFD_EVENT_REMAP => {
                 let (from, to, len) = (m.arg[0], m.arg[1], m.arg[2]);
                 let mut segs = space.segs.write().unwrap_or_else(|p| p.into_inner());
-                let mut out = Vec::new();
-                for s in segs.iter() {
-                    let (a, b) = (s.cur.max(from), (s.cur + s.len).min(from + len));
-                    if a >= b {
-                        out.push(*s);
-                        continue;
-                    }
-                    if s.cur < a {
-                        out.push(Seg {
-                            len: a - s.cur,
-                            ..*s
-                        });
-                    }
-                    out.push(Seg {
-                        orig: s.orig + (a - s.cur),
-                        cur: to + (a - from),
-                        len: b - a,
-                    });
-                    if b < s.cur + s.len {
-                        out.push(Seg {
-                            orig: s.orig + (b - s.cur),
-                            cur: b,
-                            len: s.cur + s.len - b,
-                        });
-                    }
-                }
-                *segs = out;
+                *segs = remap(&segs, from, to, len);
                 None
             }
             UFFD_EVENT_REMOVE | UFFD_EVENT_UNMAP => {
