@@ -25,7 +25,12 @@ fn reg(regs: &str, name: &str) -> u64 {
 /// its nanosleep (orig_rax 35), so r12 holds its loop value; returns the
 /// image name.
 fn checkpoint_sleeping(m: &Mount, p: &Proc, tag: &str) -> String {
-    for i in 0..20 {
+    // On a loaded machine a dump can land between the fixture's sleeps
+    // many times in a row: try for a while, with a pause between tries.
+    for i in 0..100 {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
         let name = format!("{tag}{i}");
         std::fs::write(
             m.path("ctl"),
@@ -39,7 +44,7 @@ fn checkpoint_sleeping(m: &Mount, p: &Proc, tag: &str) -> String {
             return name;
         }
     }
-    panic!("20 dumps never caught the fixture in its nanosleep");
+    panic!("100 dumps never caught the fixture in its nanosleep");
 }
 
 /// Kill the original (our child) so its pid is free for the restore.
