@@ -520,6 +520,13 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
             let _ = writeln!(s, "type: {}", p.sock_type);
             let _ = writeln!(s, "protocol: {:#06x}", u16::from_be(p.protocol));
         }
+        other => {
+            let _ = writeln!(
+                s,
+                "fields: not shown (kind {}, which this ckptfs does not know)",
+                other.name()
+            );
+        }
     }
     if f.owner != FileOwner::default() {
         let _ = writeln!(
