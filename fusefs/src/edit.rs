@@ -7,7 +7,7 @@
 use crate::render;
 use crate::tree::{Node, ProcFile, TaskFile};
 use ckpt_image::signal;
-use ckpt_image::{FileKind, Image, Registers, X8664_GPR_NAMES};
+use ckpt_image::{FileKind, Image, OpenFile, Process, Registers, X8664_GPR_NAMES};
 
 /// Apply the text written to `node` to `img`. Returns a short description
 /// of what changed, `Ok(None)` when the text holds no edit at all (e.g. only
@@ -127,6 +127,37 @@ enum SigEdit {
 }
 
 fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, String> {
+    let edits = parse_signals(text)?;
+    if edits.is_empty() {
+        return Ok(None);
+    }
+    let p = img
+        .process_mut(pid)
+        .ok_or_else(|| format!("no process {pid}"))?;
+    // Validate thread ids before changing anything.
+    for e in &edits {
+        if let SigEdit::Blocked { tid: Some(tid), .. } = e {
+            if !p.threads.iter().any(|t| t.tid == *tid) {
+                return Err(format!("no thread {tid} in pid {pid}"));
+            }
+        }
+    }
+    if p.sigactions.len() < 64 {
+        p.sigactions.resize(64, Default::default());
+    }
+    let changed = apply_signals(p, edits)?;
+    Ok(Some(format!(
+        "signals of pid {pid}: {}",
+        if changed.is_empty() {
+            "unchanged".to_string()
+        } else {
+            changed.join(" ")
+        }
+    )))
+}
+
+/// The edits of a written `signals` file, in order.
+fn parse_signals(text: &str) -> Result<Vec<SigEdit>, String> {
     let mut edits = Vec::new();
     for (n, l) in lines(text) {
         let words: Vec<&str> = l.split_whitespace().collect();
@@ -148,62 +179,53 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
                 let mask = parse_u64(mask).map_err(|e| format!("line {n}: {e}"))?;
                 edits.push(SigEdit::Blocked { tid, mask });
             }
-            name => {
-                let signo = signal::parse(name)
-                    .ok_or_else(|| format!("line {n}: unknown signal or keyword '{name}'"))?;
-                if words.len() % 2 != 1 || words.len() < 3 {
-                    return Err(format!(
-                        "line {n}: expected '{name} [handler H] [flags F] [mask M] [restorer R]'"
-                    ));
-                }
-                let (mut handler, mut flags, mut mask, mut restorer) = (None, None, None, None);
-                for kv in words[1..].chunks(2) {
-                    let v = parse_u64(kv[1]).map_err(|e| format!("line {n}: {}: {e}", kv[0]))?;
-                    match kv[0] {
-                        "handler" => handler = Some(v),
-                        "flags" => flags = Some(v),
-                        "mask" => mask = Some(v),
-                        "restorer" => restorer = Some(v),
-                        k => {
-                            return Err(format!(
-                                "line {n}: unknown field '{k}' (handler, flags, mask, restorer)"
-                            ))
-                        }
-                    }
-                }
-                if (signo == 9 || signo == 19) && handler.is_some_and(|h| h != 0) {
-                    return Err(format!(
-                        "line {n}: the action of {} cannot be changed",
-                        signal::name(signo)
-                    ));
-                }
-                edits.push(SigEdit::Action {
-                    signo,
-                    handler,
-                    flags,
-                    mask,
-                    restorer,
-                });
+            name => edits.push(parse_action(n, name, &words)?),
+        }
+    }
+    Ok(edits)
+}
+
+/// A line `NAME [handler H] [flags F] [mask M] [restorer R]` (line `n`).
+fn parse_action(n: usize, name: &str, words: &[&str]) -> Result<SigEdit, String> {
+    let signo = signal::parse(name)
+        .ok_or_else(|| format!("line {n}: unknown signal or keyword '{name}'"))?;
+    if words.len() % 2 != 1 || words.len() < 3 {
+        return Err(format!(
+            "line {n}: expected '{name} [handler H] [flags F] [mask M] [restorer R]'"
+        ));
+    }
+    let (mut handler, mut flags, mut mask, mut restorer) = (None, None, None, None);
+    for kv in words[1..].chunks(2) {
+        let v = parse_u64(kv[1]).map_err(|e| format!("line {n}: {}: {e}", kv[0]))?;
+        match kv[0] {
+            "handler" => handler = Some(v),
+            "flags" => flags = Some(v),
+            "mask" => mask = Some(v),
+            "restorer" => restorer = Some(v),
+            k => {
+                return Err(format!(
+                    "line {n}: unknown field '{k}' (handler, flags, mask, restorer)"
+                ))
             }
         }
     }
-    if edits.is_empty() {
-        return Ok(None);
+    if (signo == 9 || signo == 19) && handler.is_some_and(|h| h != 0) {
+        return Err(format!(
+            "line {n}: the action of {} cannot be changed",
+            signal::name(signo)
+        ));
     }
-    let p = img
-        .process_mut(pid)
-        .ok_or_else(|| format!("no process {pid}"))?;
-    // Validate thread ids before changing anything.
-    for e in &edits {
-        if let SigEdit::Blocked { tid: Some(tid), .. } = e {
-            if !p.threads.iter().any(|t| t.tid == *tid) {
-                return Err(format!("no thread {tid} in pid {pid}"));
-            }
-        }
-    }
-    if p.sigactions.len() < 64 {
-        p.sigactions.resize(64, Default::default());
-    }
+    Ok(SigEdit::Action {
+        signo,
+        handler,
+        flags,
+        mask,
+        restorer,
+    })
+}
+
+/// Apply `edits` to `p`; what changed.
+fn apply_signals(p: &mut Process, edits: Vec<SigEdit>) -> Result<Vec<String>, String> {
     let mut changed = Vec::new();
     for e in edits {
         match e {
@@ -242,14 +264,7 @@ fn signals(img: &mut Image, pid: i32, text: &str) -> Result<Option<String>, Stri
             }
         }
     }
-    Ok(Some(format!(
-        "signals of pid {pid}: {}",
-        if changed.is_empty() {
-            "unchanged".to_string()
-        } else {
-            changed.join(" ")
-        }
-    )))
+    Ok(changed)
 }
 
 fn cwd(img: &mut Image, pid: i32, data: &[u8]) -> Result<Option<String>, String> {
@@ -291,7 +306,55 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
         .find(|f| f.fd == fd)
         .ok_or_else(|| format!("no fd {fd} in pid {pid}"))?;
     let current = render::fd_text(img, &entry);
-    let (mut path, mut offset, mut flags, mut cloexec) = (None, None, None, None);
+    let e = parse_fd_edits(text, &current)?;
+    if e.path.is_none() && e.offset.is_none() && e.flags.is_none() && e.cloexec.is_none() {
+        return Ok(None);
+    }
+    let mut changed = Vec::new();
+    if let Some(c) = e.cloexec {
+        let p = img.process_mut(pid).ok_or("no process")?;
+        let f = p.fds.iter_mut().find(|f| f.fd == fd).ok_or("no fd")?;
+        if f.cloexec != c {
+            f.cloexec = c;
+            changed.push(format!("cloexec={}", if c { "yes" } else { "no" }));
+        }
+    }
+    if e.path.is_some() || e.offset.is_some() || e.flags.is_some() {
+        let file = img
+            .files
+            .iter_mut()
+            .find(|f| f.id == entry.file)
+            .ok_or_else(|| {
+                format!(
+                    "fd {fd} refers to open file {} which is not in the image",
+                    entry.file
+                )
+            })?;
+        edit_open_file(file, e, &mut changed);
+    }
+    Ok(Some(format!(
+        "fd {fd} of pid {pid}: {}",
+        if changed.is_empty() {
+            "unchanged".to_string()
+        } else {
+            changed.join(" ")
+        }
+    )))
+}
+
+/// What a written `fds/N` file changes (None: unchanged).
+#[derive(Default)]
+struct FdEdits {
+    path: Option<Vec<u8>>,
+    offset: Option<u64>,
+    flags: Option<u32>,
+    cloexec: Option<bool>,
+}
+
+/// The edits of a written `fds/N` file whose text is now `current` (a
+/// line as shown now changes nothing).
+fn parse_fd_edits(text: &str, current: &str) -> Result<FdEdits, String> {
+    let mut edits = FdEdits::default();
     for (n, l) in text.lines().enumerate() {
         let n = n + 1;
         if l.trim().is_empty() || l.starts_with('#') {
@@ -322,20 +385,20 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
                 if raw.contains('\0') {
                     return Err(format!("line {n}: the path has a NUL byte"));
                 }
-                path = Some(raw.as_bytes().to_vec());
+                edits.path = Some(raw.as_bytes().to_vec());
             }
             "offset" => {
-                offset = Some(parse_u64(value).map_err(|e| format!("line {n}: offset: {e}"))?)
+                edits.offset = Some(parse_u64(value).map_err(|e| format!("line {n}: offset: {e}"))?)
             }
             "flags" => {
                 let v = parse_u64(value).map_err(|e| format!("line {n}: flags: {e}"))?;
-                flags = Some(
+                edits.flags = Some(
                     u32::try_from(v)
                         .map_err(|_| format!("line {n}: flags {value} out of range"))?,
                 );
             }
             "cloexec" => {
-                cloexec = Some(
+                edits.cloexec = Some(
                     parse_bool(value)
                         .ok_or_else(|| format!("line {n}: cloexec: expected yes or no"))?,
                 )
@@ -347,61 +410,34 @@ fn fd_edit(img: &mut Image, pid: i32, fd: i32, text: &str) -> Result<Option<Stri
             }
         }
     }
-    if path.is_none() && offset.is_none() && flags.is_none() && cloexec.is_none() {
-        return Ok(None);
-    }
-    let mut changed = Vec::new();
-    if let Some(c) = cloexec {
-        let p = img.process_mut(pid).ok_or("no process")?;
-        let f = p.fds.iter_mut().find(|f| f.fd == fd).ok_or("no fd")?;
-        if f.cloexec != c {
-            f.cloexec = c;
-            changed.push(format!("cloexec={}", if c { "yes" } else { "no" }));
-        }
-    }
-    if path.is_some() || offset.is_some() || flags.is_some() {
-        let file = img
-            .files
-            .iter_mut()
-            .find(|f| f.id == entry.file)
-            .ok_or_else(|| {
-                format!(
-                    "fd {fd} refers to open file {} which is not in the image",
-                    entry.file
-                )
-            })?;
-        if let Some(pth) = path {
-            if file.path != pth {
-                match &mut file.kind {
-                    FileKind::Regular(r) => r.file.path = pth.clone(),
-                    FileKind::Directory(d) => d.path = pth.clone(),
-                    _ => {}
-                }
-                changed.push(format!("path={}", String::from_utf8_lossy(&pth)));
-                file.path = pth;
+    Ok(edits)
+}
+
+/// Set the path, offset and flags of `e` on `file`, noting what changed.
+fn edit_open_file(file: &mut OpenFile, e: FdEdits, changed: &mut Vec<String>) {
+    if let Some(pth) = e.path {
+        if file.path != pth {
+            match &mut file.kind {
+                FileKind::Regular(r) => r.file.path = pth.clone(),
+                FileKind::Directory(d) => d.path = pth.clone(),
+                _ => {}
             }
-        }
-        if let Some(o) = offset {
-            if file.position != o {
-                file.position = o;
-                changed.push(format!("offset={o}"));
-            }
-        }
-        if let Some(fl) = flags {
-            if file.flags != fl {
-                file.flags = fl;
-                changed.push(format!("flags={fl:#o}"));
-            }
+            changed.push(format!("path={}", String::from_utf8_lossy(&pth)));
+            file.path = pth;
         }
     }
-    Ok(Some(format!(
-        "fd {fd} of pid {pid}: {}",
-        if changed.is_empty() {
-            "unchanged".to_string()
-        } else {
-            changed.join(" ")
+    if let Some(o) = e.offset {
+        if file.position != o {
+            file.position = o;
+            changed.push(format!("offset={o}"));
         }
-    )))
+    }
+    if let Some(fl) = e.flags {
+        if file.flags != fl {
+            file.flags = fl;
+            changed.push(format!("flags={fl:#o}"));
+        }
+    }
 }
 
 /// The bodies of the `edit` fuzz target (fuzz/) and of the stable

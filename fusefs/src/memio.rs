@@ -130,7 +130,8 @@ fn unsaved<'a>(img: &'a Image, v: &Vma) -> Unsaved<'a> {
                 FileKind::MemFd(x) if x.id == m.id => Some(&x.contents),
                 _ => None,
             })),
-            ShmKind::SysvShm | ShmKind::PosixShm => Unsaved::Missing,
+            // Not in the image: a read names why (Vma::unsaved_reason).
+            _ => Unsaved::Missing,
         },
         _ => Unsaved::Missing,
     }
@@ -236,6 +237,14 @@ fn read_chunk(
                     ),
                 )
             })?,
+            other => {
+                return Err(Failure::new(
+                    libc::EIO,
+                    format!(
+                        "pid {pid}: the page at {a:#x} is in a memory run of kind {other:?}, which this ckptfs does not know"
+                    ),
+                ))
+            }
         }
         return Ok(n);
     }

@@ -370,75 +370,31 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
     let _ = writeln!(s, "offset: {}", f.position);
     let _ = writeln!(s, "cloexec: {}", yes(fd.cloexec));
     let _ = writeln!(s, "file: {}", f.id);
-    match &f.kind {
+    kind_fields(&mut s, &f.kind);
+    if f.owner != FileOwner::default() {
+        let _ = writeln!(
+            s,
+            "owner: pid {} kind {} signal {}",
+            f.owner.pid, f.owner.kind, f.owner.signal
+        );
+    }
+    s
+}
+
+/// The lines of the fields of each kind of open file.
+fn kind_fields(s: &mut String, kind: &FileKind) {
+    match kind {
         FileKind::Regular(r) => {
-            ident(&mut s, &r.file);
+            ident(s, &r.file);
             if r.has_contents {
                 let _ = writeln!(s, "contents: saved, {} bytes", r.contents.size);
             }
         }
-        FileKind::Directory(d) => ident(&mut s, d),
-        FileKind::Pipe(p) | FileKind::Fifo(p) => {
-            let _ = writeln!(s, "pipe: {}", p.id);
-            let _ = writeln!(
-                s,
-                "end: {}",
-                if p.end == PipeEnd::Read {
-                    "read"
-                } else {
-                    "write"
-                }
-            );
-            let _ = writeln!(s, "buffered: {} bytes", p.data.len());
-            let _ = writeln!(s, "capacity: {}", p.capacity);
-            if !p.fifo_path.is_empty() {
-                let _ = writeln!(s, "fifo_path: {}", lossy(&p.fifo_path));
-            }
-        }
-        FileKind::UnixSocket(u) => {
-            let ty = match u.sock_type {
-                1 => "stream".to_string(),
-                2 => "dgram".to_string(),
-                5 => "seqpacket".to_string(),
-                n => n.to_string(),
-            };
-            let _ = writeln!(s, "type: {ty}");
-            let _ = writeln!(s, "state: {}", u.state);
-            let _ = writeln!(s, "inode: {}", u.inode);
-            let _ = writeln!(s, "local: {}", lossy(&u.local_path).replace('\0', "@"));
-            let _ = writeln!(s, "peer: {}", lossy(&u.peer_path).replace('\0', "@"));
-            let _ = writeln!(s, "peer_inode: {}", u.peer_inode);
-            let _ = writeln!(s, "listening: {}", yes(u.listening));
-            let _ = writeln!(s, "backlog: {}", u.backlog);
-            let _ = writeln!(s, "queued: {} bytes", u.queued.len());
-            let _ = writeln!(s, "shutdown: {}", u.shutdown);
-        }
-        FileKind::InetSocket(n) => {
-            let fam = match n.family {
-                2 => "inet".to_string(),
-                10 => "inet6".to_string(),
-                x => x.to_string(),
-            };
-            let _ = writeln!(s, "family: {fam}");
-            let _ = writeln!(s, "type: {}", n.sock_type);
-            let _ = writeln!(s, "protocol: {}", n.protocol);
-            let _ = writeln!(s, "state: {}", n.state);
-            let _ = writeln!(s, "local: {}", addr(&n.local_addr, n.local_port));
-            let _ = writeln!(s, "remote: {}", addr(&n.remote_addr, n.remote_port));
-            let _ = writeln!(s, "backlog: {}", n.backlog);
-        }
-        FileKind::Tty(t) => {
-            let _ = writeln!(s, "index: {}", t.index);
-            let _ = writeln!(s, "controlling: {}", yes(t.is_controller));
-            let _ = writeln!(s, "size: {}x{}", t.win_cols, t.win_rows);
-            let _ = writeln!(s, "foreground_pgrp: {}", t.foreground_pgrp);
-            let (maj, min) = dev_major_minor(t.rdev);
-            let _ = writeln!(s, "rdev: {maj}:{min}");
-            let _ = writeln!(s, "role: {:?}", t.role);
-            if t.pair != 0 {
-                let _ = writeln!(s, "pty pair: {}", t.pair);
-            }
-        }
+        FileKind::Directory(d) => ident(s, d),
+        FileKind::Pipe(p) | FileKind::Fifo(p) => pipe_fields(s, p),
+        FileKind::UnixSocket(u) => unix_fields(s, u),
+        FileKind::InetSocket(n) => inet_fields(s, n),
+        FileKind::Tty(t) => tty_fields(s, t),
         FileKind::EventFd(e) => {
             let _ = writeln!(s, "count: {}", e.count);
             let _ = writeln!(s, "semaphore: {}", yes(e.semaphore));
@@ -507,7 +463,7 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
             }
         }
         FileKind::OPath(o) => {
-            ident(&mut s, &o.file);
+            ident(s, &o.file);
             let _ = writeln!(s, "symlink: {}", yes(o.symlink));
         }
         FileKind::Nsfs(n) => {
@@ -520,15 +476,83 @@ pub fn fd_text(img: &Image, fd: &Fd) -> String {
             let _ = writeln!(s, "type: {}", p.sock_type);
             let _ = writeln!(s, "protocol: {:#06x}", u16::from_be(p.protocol));
         }
+        other => {
+            let _ = writeln!(
+                s,
+                "fields: not shown (kind {}, which this ckptfs does not know)",
+                other.name()
+            );
+        }
     }
-    if f.owner != FileOwner::default() {
-        let _ = writeln!(
-            s,
-            "owner: pid {} kind {} signal {}",
-            f.owner.pid, f.owner.kind, f.owner.signal
-        );
+}
+
+/// The fields of a pipe or FIFO end.
+fn pipe_fields(s: &mut String, p: &Pipe) {
+    let _ = writeln!(s, "pipe: {}", p.id);
+    let _ = writeln!(
+        s,
+        "end: {}",
+        if p.end == PipeEnd::Read {
+            "read"
+        } else {
+            "write"
+        }
+    );
+    let _ = writeln!(s, "buffered: {} bytes", p.data.len());
+    let _ = writeln!(s, "capacity: {}", p.capacity);
+    if !p.fifo_path.is_empty() {
+        let _ = writeln!(s, "fifo_path: {}", lossy(&p.fifo_path));
     }
-    s
+}
+
+/// The fields of a unix socket.
+fn unix_fields(s: &mut String, u: &UnixSocket) {
+    let ty = match u.sock_type {
+        1 => "stream".to_string(),
+        2 => "dgram".to_string(),
+        5 => "seqpacket".to_string(),
+        n => n.to_string(),
+    };
+    let _ = writeln!(s, "type: {ty}");
+    let _ = writeln!(s, "state: {}", u.state);
+    let _ = writeln!(s, "inode: {}", u.inode);
+    let _ = writeln!(s, "local: {}", lossy(&u.local_path).replace('\0', "@"));
+    let _ = writeln!(s, "peer: {}", lossy(&u.peer_path).replace('\0', "@"));
+    let _ = writeln!(s, "peer_inode: {}", u.peer_inode);
+    let _ = writeln!(s, "listening: {}", yes(u.listening));
+    let _ = writeln!(s, "backlog: {}", u.backlog);
+    let _ = writeln!(s, "queued: {} bytes", u.queued.len());
+    let _ = writeln!(s, "shutdown: {}", u.shutdown);
+}
+
+/// The fields of an inet socket.
+fn inet_fields(s: &mut String, n: &InetSocket) {
+    let fam = match n.family {
+        2 => "inet".to_string(),
+        10 => "inet6".to_string(),
+        x => x.to_string(),
+    };
+    let _ = writeln!(s, "family: {fam}");
+    let _ = writeln!(s, "type: {}", n.sock_type);
+    let _ = writeln!(s, "protocol: {}", n.protocol);
+    let _ = writeln!(s, "state: {}", n.state);
+    let _ = writeln!(s, "local: {}", addr(&n.local_addr, n.local_port));
+    let _ = writeln!(s, "remote: {}", addr(&n.remote_addr, n.remote_port));
+    let _ = writeln!(s, "backlog: {}", n.backlog);
+}
+
+/// The fields of a terminal.
+fn tty_fields(s: &mut String, t: &Tty) {
+    let _ = writeln!(s, "index: {}", t.index);
+    let _ = writeln!(s, "controlling: {}", yes(t.is_controller));
+    let _ = writeln!(s, "size: {}x{}", t.win_cols, t.win_rows);
+    let _ = writeln!(s, "foreground_pgrp: {}", t.foreground_pgrp);
+    let (maj, min) = dev_major_minor(t.rdev);
+    let _ = writeln!(s, "rdev: {maj}:{min}");
+    let _ = writeln!(s, "role: {:?}", t.role);
+    if t.pair != 0 {
+        let _ = writeln!(s, "pty pair: {}", t.pair);
+    }
 }
 
 #[cfg(test)]

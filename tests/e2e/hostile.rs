@@ -181,7 +181,7 @@ fn corpus(dir: &TempDir, good: &[u8]) -> Vec<Case> {
     }
     // Garbage.
     add("garbage", noise(8192, 7), Unreadable, "");
-    let mut g = ckpt_image::container::encode_header(1, 0).to_vec();
+    let mut g = ckpt_image::fuzzing::container::encode_header(1, 0).to_vec();
     g.extend(noise(8192, 11));
     add("garbage-after-header", g, Unreadable, "");
     let mut g = good[..meta_off].to_vec();
@@ -206,7 +206,7 @@ fn corpus(dir: &TempDir, good: &[u8]) -> Vec<Case> {
         ("version-65535", 65535, 0),
     ] {
         let mut b = good.to_vec();
-        b[..32].copy_from_slice(&ckpt_image::container::encode_header(major, minor));
+        b[..32].copy_from_slice(&ckpt_image::fuzzing::container::encode_header(major, minor));
         add(name, b, Unreadable, "");
     }
     // Oversized counts: every list pointer of the metadata message in

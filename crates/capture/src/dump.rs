@@ -244,30 +244,14 @@ pub(crate) fn capture_with(
     // Pages only once every process is planned (see mem::plan).
     let (pages_bytes, pending) =
         save_memory(&mut parts, page, &mut mem_tree, opts, &mut prep, sink, root)?;
-    let pids: Vec<Pid> = parts.iter().flatten().map(|p| p.process.pid).collect();
-    let attached = parts
-        .iter()
-        .flatten()
-        .flat_map(|p| sysv_attached(&p.process))
-        .collect();
-    let ipc = {
-        let mut watched = Watched { pid: root, sink };
-        sysv::save(&pids, &attached, page, &mut watched)?
-    };
+    let ipc = save_sysv(&parts, page, root, sink)?;
     worker::test_delay();
     worker::check(root)?;
     let mut sockets = fds::net::Sockets::new(opts.sockets);
     // From here on, an error drops `ptys` first, which puts the bytes it
     // took from pty pairs back before `frozen` lets the processes go.
     let (files, ptys) = save_fds(&mut parts, sink, &mut sockets)?;
-    let mut locks = Vec::new();
-    for part in parts.iter().flatten() {
-        let pid = part.process.pid;
-        locks.extend(
-            fds::locks(pid, &part.raw_fds, &part.process.fds)
-                .map_err(|e| in_process(root, pid, e))?,
-        );
-    }
+    let locks = save_locks(&parts, root)?;
     for (p, part) in processes.iter_mut().zip(&mut parts) {
         if let Some(part) = part {
             *p = std::mem::take(&mut part.process);
@@ -311,6 +295,36 @@ pub(crate) fn capture_with(
         pending,
         prep: Some(prep),
     })
+}
+
+/// The SysV IPC objects the processes of `parts` use.
+fn save_sysv(
+    parts: &[Option<Part>],
+    page: u64,
+    root: Pid,
+    sink: &mut dyn PageSink,
+) -> Result<sysv::Saved> {
+    let pids: Vec<Pid> = parts.iter().flatten().map(|p| p.process.pid).collect();
+    let attached = parts
+        .iter()
+        .flatten()
+        .flat_map(|p| sysv_attached(&p.process))
+        .collect();
+    let mut watched = Watched { pid: root, sink };
+    sysv::save(&pids, &attached, page, &mut watched)
+}
+
+/// The file locks and leases of the processes of `parts`.
+fn save_locks(parts: &[Option<Part>], root: Pid) -> Result<Vec<ckpt_image::FileLock>> {
+    let mut locks = Vec::new();
+    for part in parts.iter().flatten() {
+        let pid = part.process.pid;
+        locks.extend(
+            fds::locks(pid, &part.raw_fds, &part.process.fds)
+                .map_err(|e| in_process(root, pid, e))?,
+        );
+    }
+    Ok(locks)
 }
 
 /// Check and freeze the tree. A vfork that began between the check and

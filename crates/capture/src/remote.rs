@@ -552,41 +552,7 @@ impl Remote<'_> {
         let o = self.scratch + OUT;
         let mut b = Batch::default();
         let i_brk = b.push("brk", libc::SYS_brk, [0; 6]);
-        let mut sigs = Vec::new();
-        for sig in (1..=64u64).filter(|s| q.sig_mask & (1 << (s - 1)) != 0) {
-            let at = b.out(32);
-            let i = b.push(
-                "rt_sigaction",
-                libc::SYS_rt_sigaction,
-                [sig, 0, o + at, 8, 0, 0],
-            );
-            sigs.push((sig, i, at));
-        }
-        let mut itimers = Vec::new();
-        for which in 0..3u64 {
-            let at = b.out(32);
-            let i = b.push(
-                "getitimer",
-                libc::SYS_getitimer,
-                [which, o + at, 0, 0, 0, 0],
-            );
-            itimers.push((which, i, at));
-        }
-        let mut timers = Vec::new();
-        for &id in &q.timer_ids {
-            let at = b.out(32);
-            let i = b.push(
-                "timer_gettime",
-                libc::SYS_timer_gettime,
-                [id as u64, o + at, 0, 0, 0, 0],
-            );
-            let j = b.push(
-                "timer_getoverrun",
-                libc::SYS_timer_getoverrun,
-                [id as u64, 0, 0, 0, 0, 0],
-            );
-            timers.push((id, i, j, at));
-        }
+        let st = sig_timer_queries(&mut b, q, o);
         let prctl = |b: &mut Batch, name, opt: i32, arg: u64| {
             b.push(name, libc::SYS_prctl, [opt as u64, arg, 0, 0, 0, 0])
         };
@@ -641,36 +607,7 @@ impl Remote<'_> {
         let a = self.run(b)?;
         let (pid, tid) = (self.pid, self.inj.tid());
         out.brk = a.ok(pid, tid, i_brk)?;
-        let mut actions = vec![SigAction::default(); 64];
-        for (sig, i, at) in sigs {
-            a.ok(pid, tid, i)?;
-            actions[sig as usize - 1] = SigAction {
-                handler: a.word(at, 0),
-                flags: a.word(at, 1),
-                restorer: a.word(at, 2),
-                mask: a.word(at, 3),
-            };
-        }
-        out.sigactions = actions;
-        let tv = |s: u64, us: u64| s.saturating_mul(1_000_000_000).saturating_add(us * 1000);
-        for (which, i, at) in itimers {
-            a.ok(pid, tid, i)?;
-            out.itimers.push(ITimer {
-                which: which as u32,
-                interval_ns: tv(a.word(at, 0), a.word(at, 1)),
-                value_ns: tv(a.word(at, 2), a.word(at, 3)),
-            });
-        }
-        let ts = |s: u64, ns: u64| s.saturating_mul(1_000_000_000).saturating_add(ns);
-        for (id, i, j, at) in timers {
-            a.ok(pid, tid, i)?;
-            let overrun = a.ok(pid, tid, j)? as i32;
-            let times = (
-                ts(a.word(at, 0), a.word(at, 1)),
-                ts(a.word(at, 2), a.word(at, 3)),
-            );
-            out.timer_times.insert(id, (times.0, times.1, overrun));
-        }
+        sig_timer_answers(&a, (pid, tid), st, out)?;
         out.securebits = a.ok(pid, tid, i_sec)? as u32;
         out.dumpable = a.ok(pid, tid, i_dump)? != 0;
         a.ok(pid, tid, i_sub)?;
@@ -734,6 +671,105 @@ impl Remote<'_> {
         }
         Ok(())
     }
+}
+
+/// Where the answers of the signal and timer queries are in a batch:
+/// (signal, call, out offset), (which, call, out offset), (timer id,
+/// timer_gettime, timer_getoverrun, out offset).
+struct SigTimerAsks {
+    sigs: Vec<(u64, usize, u64)>,
+    itimers: Vec<(u64, usize, u64)>,
+    timers: Vec<(i32, usize, usize, u64)>,
+}
+
+/// Ask for the actions of the signals of `q.sig_mask`, the interval timers
+/// and the POSIX timers of `q` (out buffers at `o`).
+fn sig_timer_queries(b: &mut Batch, q: &Queries, o: u64) -> SigTimerAsks {
+    let mut sigs = Vec::new();
+    for sig in (1..=64u64).filter(|s| q.sig_mask & (1 << (s - 1)) != 0) {
+        let at = b.out(32);
+        let i = b.push(
+            "rt_sigaction",
+            libc::SYS_rt_sigaction,
+            [sig, 0, o + at, 8, 0, 0],
+        );
+        sigs.push((sig, i, at));
+    }
+    let mut itimers = Vec::new();
+    for which in 0..3u64 {
+        let at = b.out(32);
+        let i = b.push(
+            "getitimer",
+            libc::SYS_getitimer,
+            [which, o + at, 0, 0, 0, 0],
+        );
+        itimers.push((which, i, at));
+    }
+    let mut timers = Vec::new();
+    for &id in &q.timer_ids {
+        let at = b.out(32);
+        let i = b.push(
+            "timer_gettime",
+            libc::SYS_timer_gettime,
+            [id as u64, o + at, 0, 0, 0, 0],
+        );
+        let j = b.push(
+            "timer_getoverrun",
+            libc::SYS_timer_getoverrun,
+            [id as u64, 0, 0, 0, 0, 0],
+        );
+        timers.push((id, i, j, at));
+    }
+    SigTimerAsks {
+        sigs,
+        itimers,
+        timers,
+    }
+}
+
+/// The answers of [`sig_timer_queries`] into `out`.
+fn sig_timer_answers(
+    a: &Answers,
+    (pid, tid): (Pid, Pid),
+    asks: SigTimerAsks,
+    out: &mut RemoteInfo,
+) -> Result<()> {
+    let SigTimerAsks {
+        sigs,
+        itimers,
+        timers,
+    } = asks;
+    let mut actions = vec![SigAction::default(); 64];
+    for (sig, i, at) in sigs {
+        a.ok(pid, tid, i)?;
+        actions[sig as usize - 1] = SigAction {
+            handler: a.word(at, 0),
+            flags: a.word(at, 1),
+            restorer: a.word(at, 2),
+            mask: a.word(at, 3),
+        };
+    }
+    out.sigactions = actions;
+    let tv = |s: u64, us: u64| s.saturating_mul(1_000_000_000).saturating_add(us * 1000);
+    for (which, i, at) in itimers {
+        a.ok(pid, tid, i)?;
+        out.itimers.push(ITimer {
+            which: which as u32,
+            interval_ns: tv(a.word(at, 0), a.word(at, 1)),
+            value_ns: tv(a.word(at, 2), a.word(at, 3)),
+        });
+    }
+    let ts = |s: u64, ns: u64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+    for (id, i, j, at) in timers {
+        a.ok(pid, tid, i)?;
+        let overrun = a.ok(pid, tid, j)? as i32;
+        let times = (
+            ts(a.word(at, 0), a.word(at, 1)),
+            ts(a.word(at, 2), a.word(at, 3)),
+        );
+        out.timer_times.insert(id, (times.0, times.1, overrun));
+    }
+    Ok(())
 }
 
 /// Run all queries. Deferred signals of each thread (dequeued while it was

@@ -9,7 +9,7 @@
 //!
 //! Here: finding and checking the parents of an image
 //! ([`crate::ImageReader::open`] does it), the runs of a process with
-//! `parent` runs resolved through the chain ([`resolve`]), and
+//! `parent` runs resolved through the chain (`resolve`), and
 //! [`flatten`], which writes the whole chain as one image.
 
 use crate::model::*;

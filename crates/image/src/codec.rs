@@ -325,49 +325,14 @@ fn enc_creds(cr: &Credentials, mut x: c::credentials::Builder) {
 }
 
 fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
-    {
-        let mm = &m.mm;
-        let mut x = b.reborrow().init_mm();
-        x.set_start_code(mm.start_code);
-        x.set_end_code(mm.end_code);
-        x.set_start_data(mm.start_data);
-        x.set_end_data(mm.end_data);
-        x.set_start_brk(mm.start_brk);
-        x.set_brk(mm.brk);
-        x.set_start_stack(mm.start_stack);
-        x.set_arg_start(mm.arg_start);
-        x.set_arg_end(mm.arg_end);
-        x.set_env_start(mm.env_start);
-        x.set_env_end(mm.env_end);
-        let mut l = x.init_auxv(len32(mm.auxv.len()));
-        for (i, (k, v)) in mm.auxv.iter().enumerate() {
-            let mut e = l.reborrow().get(i as u32);
-            e.set_key(*k);
-            e.set_value(*v);
-        }
-    }
+    enc_mm(&m.mm, b.reborrow().init_mm());
     {
         let mut l = b.reborrow().init_vmas(len32(m.vmas.len()));
         for (i, v) in m.vmas.iter().enumerate() {
             enc_vma(v, l.reborrow().get(i as u32));
         }
     }
-    {
-        let mut l = b.reborrow().init_memory(len32(m.memory.len()));
-        for (i, r) in m.memory.iter().enumerate() {
-            let mut x = l.reborrow().get(i as u32);
-            x.set_start(r.start);
-            x.set_pages(r.pages);
-            x.set_kind(match r.kind {
-                RunKind::Data => c::RunKind::Data,
-                RunKind::Zero => c::RunKind::Zero,
-                RunKind::Guard => c::RunKind::Guard,
-                RunKind::Parent => c::RunKind::Parent,
-            });
-            x.set_frame(r.frame);
-            x.set_frame_offset(r.frame_offset);
-        }
-    }
+    enc_memory(&m.memory, b.reborrow().init_memory(len32(m.memory.len())));
     {
         let mut l = b.reborrow().init_sigactions(len32(m.sigactions.len()));
         for (i, s) in m.sigactions.iter().enumerate() {
@@ -383,30 +348,7 @@ fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
         b.reborrow()
             .init_shared_pending(len32(m.shared_pending.len())),
     );
-    {
-        let mut l = b.reborrow().init_itimers(len32(m.itimers.len()));
-        for (i, t) in m.itimers.iter().enumerate() {
-            let mut x = l.reborrow().get(i as u32);
-            x.set_which(t.which);
-            x.set_interval_ns(t.interval_ns);
-            x.set_value_ns(t.value_ns);
-        }
-    }
-    {
-        let mut l = b.reborrow().init_posix_timers(len32(m.posix_timers.len()));
-        for (i, t) in m.posix_timers.iter().enumerate() {
-            let mut x = l.reborrow().get(i as u32);
-            x.set_id(t.id);
-            x.set_clock(t.clock);
-            x.set_notify(t.notify);
-            x.set_signo(t.signo);
-            x.set_value(t.value);
-            x.set_notify_tid(t.notify_tid);
-            x.set_interval_ns(t.interval_ns);
-            x.set_value_ns(t.value_ns);
-            x.set_overrun(t.overrun);
-        }
-    }
+    enc_timers(m, b.reborrow());
     {
         let mut l = b.reborrow().init_fds(len32(m.fds.len()));
         for (i, f) in m.fds.iter().enumerate() {
@@ -448,6 +390,70 @@ fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
     enc_identity(&m.cwd_identity, b.reborrow().init_cwd_identity());
     b.set_controlling_tty(m.controlling_tty);
     b.set_ckpt_uffd_fd(m.ckpt_uffd_fd.unwrap_or(-1));
+}
+
+fn enc_mm(mm: &MmLayout, mut x: c::mm_layout::Builder) {
+    x.set_start_code(mm.start_code);
+    x.set_end_code(mm.end_code);
+    x.set_start_data(mm.start_data);
+    x.set_end_data(mm.end_data);
+    x.set_start_brk(mm.start_brk);
+    x.set_brk(mm.brk);
+    x.set_start_stack(mm.start_stack);
+    x.set_arg_start(mm.arg_start);
+    x.set_arg_end(mm.arg_end);
+    x.set_env_start(mm.env_start);
+    x.set_env_end(mm.env_end);
+    let mut l = x.init_auxv(len32(mm.auxv.len()));
+    for (i, (k, v)) in mm.auxv.iter().enumerate() {
+        let mut e = l.reborrow().get(i as u32);
+        e.set_key(*k);
+        e.set_value(*v);
+    }
+}
+
+fn enc_memory(runs: &[MemoryRun], mut l: capnp::struct_list::Builder<c::memory_run::Owned>) {
+    for (i, r) in runs.iter().enumerate() {
+        let mut x = l.reborrow().get(i as u32);
+        x.set_start(r.start);
+        x.set_pages(r.pages);
+        x.set_kind(match r.kind {
+            RunKind::Data => c::RunKind::Data,
+            RunKind::Zero => c::RunKind::Zero,
+            RunKind::Guard => c::RunKind::Guard,
+            RunKind::Parent => c::RunKind::Parent,
+        });
+        x.set_frame(r.frame);
+        x.set_frame_offset(r.frame_offset);
+    }
+}
+
+/// The interval timers and POSIX timers of a process.
+fn enc_timers(m: &Process, mut b: c::process::Builder) {
+    {
+        let mut l = b.reborrow().init_itimers(len32(m.itimers.len()));
+        for (i, t) in m.itimers.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            x.set_which(t.which);
+            x.set_interval_ns(t.interval_ns);
+            x.set_value_ns(t.value_ns);
+        }
+    }
+    {
+        let mut l = b.reborrow().init_posix_timers(len32(m.posix_timers.len()));
+        for (i, t) in m.posix_timers.iter().enumerate() {
+            let mut x = l.reborrow().get(i as u32);
+            x.set_id(t.id);
+            x.set_clock(t.clock);
+            x.set_notify(t.notify);
+            x.set_signo(t.signo);
+            x.set_value(t.value);
+            x.set_notify_tid(t.notify_tid);
+            x.set_interval_ns(t.interval_ns);
+            x.set_value_ns(t.value_ns);
+            x.set_overrun(t.overrun);
+        }
+    }
 }
 
 fn enc_thread(m: &Thread, mut b: c::thread::Builder) {
@@ -611,108 +617,23 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
     }
     let mut k = b.init_kind();
     match &m.kind {
-        FileKind::Regular(r) => {
-            let mut x = k.init_regular();
-            x.set_has_contents(r.has_contents);
-            enc_identity(&r.file, x.reborrow().init_file());
-            enc_blob(&r.contents, x.reborrow().init_contents());
-            let mut l = x.init_extents(len32(r.extents.len()));
-            for (i, e) in r.extents.iter().enumerate() {
-                let mut y = l.reborrow().get(i as u32);
-                y.set_offset(e.offset);
-                y.set_length(e.length);
-            }
-        }
+        FileKind::Regular(r) => enc_regular(r, k.init_regular()),
         FileKind::Directory(d) => enc_identity(d, k.init_directory()),
         FileKind::Pipe(p) => enc_pipe(p, k.init_pipe()),
         FileKind::Fifo(p) => enc_pipe(p, k.init_fifo()),
-        FileKind::UnixSocket(u) => {
-            let mut x = k.init_unix_socket();
-            x.set_inode(u.inode);
-            x.set_type(u.sock_type);
-            x.set_state(u.state);
-            x.set_local_path(&u.local_path);
-            x.set_peer_path(&u.peer_path);
-            x.set_peer_inode(u.peer_inode);
-            x.set_listening(u.listening);
-            x.set_backlog(u.backlog);
-            x.set_queued(&u.queued);
-            x.set_shutdown(u.shutdown);
-            enc_unix_1_2(u, x);
-        }
+        FileKind::UnixSocket(u) => enc_unix(u, k.init_unix_socket()),
         FileKind::InetSocket(s) => enc_inet(s, k.init_inet_socket()),
-        FileKind::Tty(t) => {
-            let mut x = k.init_tty();
-            x.set_index(t.index);
-            x.set_is_controller(t.is_controller);
-            x.set_termios(&t.termios);
-            x.set_win_rows(t.win_rows);
-            x.set_win_cols(t.win_cols);
-            x.set_foreground_pgrp(t.foreground_pgrp);
-            x.set_rdev(t.rdev);
-            x.set_role(match t.role {
-                TtyRole::Unknown => c::TtyRole::Unknown,
-                TtyRole::Slave => c::TtyRole::Slave,
-                TtyRole::Master => c::TtyRole::Master,
-                TtyRole::DevTty => c::TtyRole::DevTty,
-                TtyRole::Console => c::TtyRole::Console,
-                TtyRole::Vt => c::TtyRole::Vt,
-                TtyRole::Serial => c::TtyRole::Serial,
-            });
-            x.set_real_rdev(t.real_rdev);
-            x.set_pair(t.pair);
-            x.set_devpts(t.devpts);
-            x.set_win_xpixel(t.win_xpixel);
-            x.set_win_ypixel(t.win_ypixel);
-            x.set_sid(t.sid);
-        }
+        FileKind::Tty(t) => enc_tty(t, k.init_tty()),
         FileKind::EventFd(e) => {
             let mut x = k.init_eventfd();
             x.set_count(e.count);
             x.set_semaphore(e.semaphore);
         }
-        FileKind::Epoll(e) => {
-            let x = k.init_epoll();
-            let mut l = x.init_targets(len32(e.targets.len()));
-            for (i, t) in e.targets.iter().enumerate() {
-                let mut y = l.reborrow().get(i as u32);
-                y.set_fd(t.fd);
-                y.set_file(t.file);
-                y.set_events(t.events);
-                y.set_data(t.data);
-            }
-        }
-        FileKind::TimerFd(t) => {
-            let mut x = k.init_timerfd();
-            x.set_clock(t.clock);
-            x.set_interval_ns(t.interval_ns);
-            x.set_value_ns(t.value_ns);
-            x.set_ticks(t.ticks);
-            x.set_settime_flags(t.settime_flags);
-            x.set_expiry_ns(t.expiry_ns);
-        }
+        FileKind::Epoll(e) => enc_epoll(e, k.init_epoll()),
+        FileKind::TimerFd(t) => enc_timerfd(t, k.init_timerfd()),
         FileKind::SignalFd(s) => k.init_signalfd().set_mask(s.mask),
-        FileKind::Inotify(n) => {
-            let x = k.init_inotify();
-            let mut l = x.init_watches(len32(n.watches.len()));
-            for (i, w) in n.watches.iter().enumerate() {
-                let mut y = l.reborrow().get(i as u32);
-                y.set_wd(w.wd);
-                y.set_mask(w.mask);
-                y.set_path(&w.path);
-                y.set_inode(w.inode);
-                y.set_dev(w.dev);
-            }
-        }
-        FileKind::MemFd(mf) => {
-            let mut x = k.init_memfd();
-            x.set_name(&mf.name);
-            x.set_id(mf.id);
-            x.set_size(mf.size);
-            x.set_seals(mf.seals);
-            x.set_mode(mf.mode);
-            enc_blob(&mf.contents, x.init_contents());
-        }
+        FileKind::Inotify(n) => enc_inotify(n, k.init_inotify()),
+        FileKind::MemFd(mf) => enc_memfd(mf, k.init_memfd()),
         FileKind::CharDevice(d) => {
             let mut x = k.init_char_device();
             x.set_rdev(d.rdev);
@@ -725,22 +646,7 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_dead(p.dead);
             x.set_thread(p.thread);
         }
-        FileKind::Fanotify(f) => {
-            let mut x = k.init_fanotify();
-            x.set_init_flags(f.init_flags);
-            x.set_event_flags(f.event_flags);
-            let mut l = x.init_marks(len32(f.marks.len()));
-            for (i, mk) in f.marks.iter().enumerate() {
-                let mut y = l.reborrow().get(i as u32);
-                y.set_type(mk.mark_type);
-                y.set_mask(mk.mask);
-                y.set_ignored_mask(mk.ignored_mask);
-                y.set_flags(mk.flags);
-                y.set_path(&mk.path);
-                y.set_dev(mk.dev);
-                y.set_inode(mk.inode);
-            }
-        }
+        FileKind::Fanotify(f) => enc_fanotify(f, k.init_fanotify()),
         FileKind::OPath(o) => {
             let mut x = k.init_opath();
             x.set_symlink(o.symlink);
@@ -754,6 +660,114 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
         }
         FileKind::NetlinkSocket(n) => enc_netlink(n, k.init_netlink_socket()),
         FileKind::PacketSocket(p) => enc_packet(p, k.init_packet_socket()),
+    }
+}
+
+fn enc_regular(r: &RegularFile, mut x: c::regular_file::Builder) {
+    x.set_has_contents(r.has_contents);
+    enc_identity(&r.file, x.reborrow().init_file());
+    enc_blob(&r.contents, x.reborrow().init_contents());
+    let mut l = x.init_extents(len32(r.extents.len()));
+    for (i, e) in r.extents.iter().enumerate() {
+        let mut y = l.reborrow().get(i as u32);
+        y.set_offset(e.offset);
+        y.set_length(e.length);
+    }
+}
+
+fn enc_unix(u: &UnixSocket, mut x: c::unix_socket::Builder) {
+    x.set_inode(u.inode);
+    x.set_type(u.sock_type);
+    x.set_state(u.state);
+    x.set_local_path(&u.local_path);
+    x.set_peer_path(&u.peer_path);
+    x.set_peer_inode(u.peer_inode);
+    x.set_listening(u.listening);
+    x.set_backlog(u.backlog);
+    x.set_queued(&u.queued);
+    x.set_shutdown(u.shutdown);
+    enc_unix_1_2(u, x);
+}
+
+fn enc_tty(t: &Tty, mut x: c::tty::Builder) {
+    x.set_index(t.index);
+    x.set_is_controller(t.is_controller);
+    x.set_termios(&t.termios);
+    x.set_win_rows(t.win_rows);
+    x.set_win_cols(t.win_cols);
+    x.set_foreground_pgrp(t.foreground_pgrp);
+    x.set_rdev(t.rdev);
+    x.set_role(match t.role {
+        TtyRole::Unknown => c::TtyRole::Unknown,
+        TtyRole::Slave => c::TtyRole::Slave,
+        TtyRole::Master => c::TtyRole::Master,
+        TtyRole::DevTty => c::TtyRole::DevTty,
+        TtyRole::Console => c::TtyRole::Console,
+        TtyRole::Vt => c::TtyRole::Vt,
+        TtyRole::Serial => c::TtyRole::Serial,
+    });
+    x.set_real_rdev(t.real_rdev);
+    x.set_pair(t.pair);
+    x.set_devpts(t.devpts);
+    x.set_win_xpixel(t.win_xpixel);
+    x.set_win_ypixel(t.win_ypixel);
+    x.set_sid(t.sid);
+}
+
+fn enc_epoll(e: &Epoll, x: c::epoll::Builder) {
+    let mut l = x.init_targets(len32(e.targets.len()));
+    for (i, t) in e.targets.iter().enumerate() {
+        let mut y = l.reborrow().get(i as u32);
+        y.set_fd(t.fd);
+        y.set_file(t.file);
+        y.set_events(t.events);
+        y.set_data(t.data);
+    }
+}
+
+fn enc_timerfd(t: &TimerFd, mut x: c::timer_fd::Builder) {
+    x.set_clock(t.clock);
+    x.set_interval_ns(t.interval_ns);
+    x.set_value_ns(t.value_ns);
+    x.set_ticks(t.ticks);
+    x.set_settime_flags(t.settime_flags);
+    x.set_expiry_ns(t.expiry_ns);
+}
+
+fn enc_inotify(n: &Inotify, x: c::inotify::Builder) {
+    let mut l = x.init_watches(len32(n.watches.len()));
+    for (i, w) in n.watches.iter().enumerate() {
+        let mut y = l.reborrow().get(i as u32);
+        y.set_wd(w.wd);
+        y.set_mask(w.mask);
+        y.set_path(&w.path);
+        y.set_inode(w.inode);
+        y.set_dev(w.dev);
+    }
+}
+
+fn enc_memfd(mf: &MemFd, mut x: c::mem_fd::Builder) {
+    x.set_name(&mf.name);
+    x.set_id(mf.id);
+    x.set_size(mf.size);
+    x.set_seals(mf.seals);
+    x.set_mode(mf.mode);
+    enc_blob(&mf.contents, x.init_contents());
+}
+
+fn enc_fanotify(f: &Fanotify, mut x: c::fanotify::Builder) {
+    x.set_init_flags(f.init_flags);
+    x.set_event_flags(f.event_flags);
+    let mut l = x.init_marks(len32(f.marks.len()));
+    for (i, mk) in f.marks.iter().enumerate() {
+        let mut y = l.reborrow().get(i as u32);
+        y.set_type(mk.mark_type);
+        y.set_mask(mk.mask);
+        y.set_ignored_mask(mk.ignored_mask);
+        y.set_flags(mk.flags);
+        y.set_path(&mk.path);
+        y.set_dev(mk.dev);
+        y.set_inode(mk.inode);
     }
 }
 
@@ -1253,25 +1267,7 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         umask: r.get_umask(),
         personality: r.get_personality(),
         creds: dec_creds(creds, &f("creds"))?,
-        mm: MmLayout {
-            start_code: mm.get_start_code(),
-            end_code: mm.get_end_code(),
-            start_data: mm.get_start_data(),
-            end_data: mm.get_end_data(),
-            start_brk: mm.get_start_brk(),
-            brk: mm.get_brk(),
-            start_stack: mm.get_start_stack(),
-            arg_start: mm.get_arg_start(),
-            arg_end: mm.get_arg_end(),
-            env_start: mm.get_env_start(),
-            env_end: mm.get_env_end(),
-            auxv: mm
-                .get_auxv()
-                .ctx(&f("mm.auxv"))?
-                .iter()
-                .map(|e| (e.get_key(), e.get_value()))
-                .collect(),
-        },
+        mm: dec_mm(mm, &f("mm.auxv"))?,
         shared_pending: dec_siginfos(r.get_shared_pending(), &f("sharedPending"))?,
         children: prims(r.get_children(), &f("children"))?,
         oom_score_adj: r.get_oom_score_adj(),
@@ -1314,8 +1310,62 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
             format!("processes[{i}] (pid {pid}).vmas[{j}]")
         })?);
     }
-    for (j, x) in r.get_memory().ctx(&f("memory"))?.iter().enumerate() {
-        p.memory.push(MemoryRun {
+    p.memory = dec_memory(r.get_memory().ctx(&f("memory"))?, i, pid)?;
+    for x in r.get_sigactions().ctx(&f("sigactions"))?.iter() {
+        p.sigactions.push(SigAction {
+            handler: x.get_handler(),
+            flags: x.get_flags(),
+            restorer: x.get_restorer(),
+            mask: x.get_mask(),
+        });
+    }
+    dec_timers(r, &mut p, &f)?;
+    for x in r.get_fds().ctx(&f("fds"))?.iter() {
+        p.fds.push(Fd {
+            fd: x.get_fd(),
+            cloexec: x.get_cloexec(),
+            file: x.get_file(),
+        });
+    }
+    for (j, t) in r.get_threads().ctx(&f("threads"))?.iter().enumerate() {
+        p.threads.push(dec_thread(t, &|| {
+            format!("processes[{i}] (pid {pid}).threads[{j}]")
+        })?);
+    }
+    Ok(p)
+}
+
+fn dec_mm(mm: c::mm_layout::Reader, what: &dyn Fn() -> String) -> Result<MmLayout> {
+    Ok(MmLayout {
+        start_code: mm.get_start_code(),
+        end_code: mm.get_end_code(),
+        start_data: mm.get_start_data(),
+        end_data: mm.get_end_data(),
+        start_brk: mm.get_start_brk(),
+        brk: mm.get_brk(),
+        start_stack: mm.get_start_stack(),
+        arg_start: mm.get_arg_start(),
+        arg_end: mm.get_arg_end(),
+        env_start: mm.get_env_start(),
+        env_end: mm.get_env_end(),
+        auxv: mm
+            .get_auxv()
+            .ctx(what)?
+            .iter()
+            .map(|e| (e.get_key(), e.get_value()))
+            .collect(),
+    })
+}
+
+/// The memory runs of process `i` (`pid`).
+fn dec_memory(
+    runs: capnp::struct_list::Reader<c::memory_run::Owned>,
+    i: usize,
+    pid: i32,
+) -> Result<Vec<MemoryRun>> {
+    let mut out = Vec::new();
+    for (j, x) in runs.iter().enumerate() {
+        out.push(MemoryRun {
             start: x.get_start(),
             pages: x.get_pages(),
             kind: match x.get_kind() {
@@ -1334,14 +1384,15 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
             frame_offset: x.get_frame_offset(),
         });
     }
-    for x in r.get_sigactions().ctx(&f("sigactions"))?.iter() {
-        p.sigactions.push(SigAction {
-            handler: x.get_handler(),
-            flags: x.get_flags(),
-            restorer: x.get_restorer(),
-            mask: x.get_mask(),
-        });
-    }
+    Ok(out)
+}
+
+/// The interval timers and POSIX timers of a process into `p`; `f` names a field.
+fn dec_timers<F: Fn() -> String>(
+    r: c::process::Reader,
+    p: &mut Process,
+    f: &dyn Fn(&'static str) -> F,
+) -> Result<()> {
     for x in r.get_itimers().ctx(&f("itimers"))?.iter() {
         p.itimers.push(ITimer {
             which: x.get_which(),
@@ -1362,19 +1413,7 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
             overrun: x.get_overrun(),
         });
     }
-    for x in r.get_fds().ctx(&f("fds"))?.iter() {
-        p.fds.push(Fd {
-            fd: x.get_fd(),
-            cloexec: x.get_cloexec(),
-            file: x.get_file(),
-        });
-    }
-    for (j, t) in r.get_threads().ctx(&f("threads"))?.iter().enumerate() {
-        p.threads.push(dec_thread(t, &|| {
-            format!("processes[{i}] (pid {pid}).threads[{j}]")
-        })?);
-    }
-    Ok(p)
+    Ok(())
 }
 
 fn dec_creds(creds: c::credentials::Reader, what: &dyn Fn() -> String) -> Result<Credentials> {
@@ -1681,83 +1720,13 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
     let what: &dyn Fn() -> String = &w;
     use c::open_file::kind::Which as K;
     let kind = match r.get_kind().which() {
-        Ok(K::Regular(x)) => {
-            let x = x.ctx(what)?;
-            FileKind::Regular(RegularFile {
-                file: dec_identity(x.get_file().ctx(what)?, what)?,
-                contents: dec_blob(x.get_contents().ctx(what)?, what)?,
-                has_contents: x.get_has_contents(),
-                extents: x
-                    .get_extents()
-                    .ctx(what)?
-                    .iter()
-                    .map(|e| FileExtent {
-                        offset: e.get_offset(),
-                        length: e.get_length(),
-                    })
-                    .collect(),
-            })
-        }
+        Ok(K::Regular(x)) => FileKind::Regular(dec_regular(x.ctx(what)?, what)?),
         Ok(K::Directory(x)) => FileKind::Directory(dec_identity(x.ctx(what)?, what)?),
         Ok(K::Pipe(x)) => FileKind::Pipe(dec_pipe(x.ctx(what)?, what)?),
         Ok(K::Fifo(x)) => FileKind::Fifo(dec_pipe(x.ctx(what)?, what)?),
-        Ok(K::UnixSocket(x)) => {
-            let x = x.ctx(what)?;
-            FileKind::UnixSocket(UnixSocket {
-                inode: x.get_inode(),
-                sock_type: x.get_type(),
-                state: x.get_state(),
-                local_path: data(x.get_local_path(), what)?,
-                peer_path: data(x.get_peer_path(), what)?,
-                peer_inode: x.get_peer_inode(),
-                listening: x.get_listening(),
-                backlog: x.get_backlog(),
-                queued: data(x.get_queued(), what)?,
-                shutdown: x.get_shutdown(),
-                messages: dec_unix_messages(x, what)?,
-                file_mode: x.get_file_mode(),
-                file_uid: x.get_file_uid(),
-                file_gid: x.get_file_gid(),
-                deleted: x.get_deleted(),
-                pending: x.get_pending().ctx(what)?.iter().collect(),
-                external: match x.get_external() {
-                    Ok(c::UnixExternal::None) => UnixExternal::None,
-                    Ok(c::UnixExternal::Reconnect) => UnixExternal::Reconnect,
-                    Ok(c::UnixExternal::Close) => UnixExternal::Close,
-                    Err(e) => return Err(bad_enum(format!("{}.external", what()), e)),
-                },
-                options: dec_sockopts(x.get_options().ctx(what)?, what)?,
-            })
-        }
+        Ok(K::UnixSocket(x)) => FileKind::UnixSocket(dec_unix(x.ctx(what)?, what)?),
         Ok(K::InetSocket(x)) => FileKind::InetSocket(dec_inet(x.ctx(what)?, what, 0)?),
-        Ok(K::Tty(x)) => {
-            let x = x.ctx(what)?;
-            FileKind::Tty(Tty {
-                index: x.get_index(),
-                is_controller: x.get_is_controller(),
-                termios: data(x.get_termios(), what)?,
-                win_rows: x.get_win_rows(),
-                win_cols: x.get_win_cols(),
-                foreground_pgrp: x.get_foreground_pgrp(),
-                rdev: x.get_rdev(),
-                role: match x.get_role() {
-                    Ok(c::TtyRole::Unknown) => TtyRole::Unknown,
-                    Ok(c::TtyRole::Slave) => TtyRole::Slave,
-                    Ok(c::TtyRole::Master) => TtyRole::Master,
-                    Ok(c::TtyRole::DevTty) => TtyRole::DevTty,
-                    Ok(c::TtyRole::Console) => TtyRole::Console,
-                    Ok(c::TtyRole::Vt) => TtyRole::Vt,
-                    Ok(c::TtyRole::Serial) => TtyRole::Serial,
-                    Err(e) => return Err(bad_enum(format!("{}.tty.role", what()), e)),
-                },
-                real_rdev: x.get_real_rdev(),
-                pair: x.get_pair(),
-                devpts: x.get_devpts(),
-                win_xpixel: x.get_win_xpixel(),
-                win_ypixel: x.get_win_ypixel(),
-                sid: x.get_sid(),
-            })
-        }
+        Ok(K::Tty(x)) => FileKind::Tty(dec_tty(x.ctx(what)?, what)?),
         Ok(K::Eventfd(x)) => {
             let x = x.ctx(what)?;
             FileKind::EventFd(EventFd {
@@ -1765,58 +1734,13 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 semaphore: x.get_semaphore(),
             })
         }
-        Ok(K::Epoll(x)) => {
-            let x = x.ctx(what)?;
-            let mut targets = Vec::new();
-            for t in x.get_targets().ctx(what)?.iter() {
-                targets.push(EpollTarget {
-                    fd: t.get_fd(),
-                    file: t.get_file(),
-                    events: t.get_events(),
-                    data: t.get_data(),
-                });
-            }
-            FileKind::Epoll(Epoll { targets })
-        }
-        Ok(K::Timerfd(x)) => {
-            let x = x.ctx(what)?;
-            FileKind::TimerFd(TimerFd {
-                clock: x.get_clock(),
-                interval_ns: x.get_interval_ns(),
-                value_ns: x.get_value_ns(),
-                ticks: x.get_ticks(),
-                settime_flags: x.get_settime_flags(),
-                expiry_ns: x.get_expiry_ns(),
-            })
-        }
+        Ok(K::Epoll(x)) => FileKind::Epoll(dec_epoll(x.ctx(what)?, what)?),
+        Ok(K::Timerfd(x)) => FileKind::TimerFd(dec_timerfd(x.ctx(what)?)),
         Ok(K::Signalfd(x)) => FileKind::SignalFd(SignalFd {
             mask: x.ctx(what)?.get_mask(),
         }),
-        Ok(K::Inotify(x)) => {
-            let x = x.ctx(what)?;
-            let mut watches = Vec::new();
-            for w in x.get_watches().ctx(what)?.iter() {
-                watches.push(InotifyWatch {
-                    wd: w.get_wd(),
-                    mask: w.get_mask(),
-                    path: data(w.get_path(), what)?,
-                    inode: w.get_inode(),
-                    dev: w.get_dev(),
-                });
-            }
-            FileKind::Inotify(Inotify { watches })
-        }
-        Ok(K::Memfd(x)) => {
-            let x = x.ctx(what)?;
-            FileKind::MemFd(MemFd {
-                name: data(x.get_name(), what)?,
-                id: x.get_id(),
-                size: x.get_size(),
-                seals: x.get_seals(),
-                contents: dec_blob(x.get_contents().ctx(what)?, what)?,
-                mode: x.get_mode(),
-            })
-        }
+        Ok(K::Inotify(x)) => FileKind::Inotify(dec_inotify(x.ctx(what)?, what)?),
+        Ok(K::Memfd(x)) => FileKind::MemFd(dec_memfd(x.ctx(what)?, what)?),
         Ok(K::CharDevice(x)) => {
             let x = x.ctx(what)?;
             FileKind::CharDevice(CharDevice {
@@ -1833,26 +1757,7 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 thread: x.get_thread(),
             })
         }
-        Ok(K::Fanotify(x)) => {
-            let x = x.ctx(what)?;
-            let mut marks = Vec::new();
-            for mk in x.get_marks().ctx(what)?.iter() {
-                marks.push(FanotifyMark {
-                    mark_type: mk.get_type(),
-                    mask: mk.get_mask(),
-                    ignored_mask: mk.get_ignored_mask(),
-                    flags: mk.get_flags(),
-                    path: data(mk.get_path(), what)?,
-                    dev: mk.get_dev(),
-                    inode: mk.get_inode(),
-                });
-            }
-            FileKind::Fanotify(Fanotify {
-                init_flags: x.get_init_flags(),
-                event_flags: x.get_event_flags(),
-                marks,
-            })
-        }
+        Ok(K::Fanotify(x)) => FileKind::Fanotify(dec_fanotify(x.ctx(what)?, what)?),
         Ok(K::Opath(x)) => {
             let x = x.ctx(what)?;
             FileKind::OPath(OPath {
@@ -1868,40 +1773,8 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 pid: x.get_pid(),
             })
         }
-        Ok(K::NetlinkSocket(x)) => {
-            let x = x.ctx(what)?;
-            FileKind::NetlinkSocket(NetlinkSocket {
-                protocol: x.get_protocol(),
-                sock_type: x.get_type(),
-                port_id: x.get_port_id(),
-                groups: x.get_groups().ctx(what)?.iter().collect(),
-                dst_port_id: x.get_dst_port_id(),
-                dst_group: x.get_dst_group(),
-                options: dec_sockopts(x.get_options().ctx(what)?, what)?,
-                dropped_queue: x.get_dropped_queue(),
-            })
-        }
-        Ok(K::PacketSocket(x)) => {
-            let x = x.ctx(what)?;
-            let mut memberships = Vec::new();
-            for m in x.get_memberships().ctx(what)?.iter() {
-                memberships.push(PacketMembership {
-                    ifindex: m.get_ifindex(),
-                    mr_type: m.get_type(),
-                    address: data(m.get_address(), what)?,
-                });
-            }
-            FileKind::PacketSocket(PacketSocket {
-                sock_type: x.get_type(),
-                protocol: x.get_protocol(),
-                ifindex: x.get_ifindex(),
-                version: x.get_version(),
-                fanout: x.get_fanout(),
-                memberships,
-                options: dec_sockopts(x.get_options().ctx(what)?, what)?,
-                dropped_queue: x.get_dropped_queue(),
-            })
-        }
+        Ok(K::NetlinkSocket(x)) => FileKind::NetlinkSocket(dec_netlink(x.ctx(what)?, what)?),
+        Ok(K::PacketSocket(x)) => FileKind::PacketSocket(dec_packet(x.ctx(what)?, what)?),
         // A kind added by a newer minor: keep it inspectable.
         Err(e) => FileKind::Other(format!(
             "unknown file kind {} (written by a newer ckpt)",
@@ -1920,5 +1793,181 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
             kind: owner.get_kind(),
             signal: owner.get_signal(),
         },
+    })
+}
+
+fn dec_regular(x: c::regular_file::Reader, what: &dyn Fn() -> String) -> Result<RegularFile> {
+    Ok(RegularFile {
+        file: dec_identity(x.get_file().ctx(what)?, what)?,
+        contents: dec_blob(x.get_contents().ctx(what)?, what)?,
+        has_contents: x.get_has_contents(),
+        extents: x
+            .get_extents()
+            .ctx(what)?
+            .iter()
+            .map(|e| FileExtent {
+                offset: e.get_offset(),
+                length: e.get_length(),
+            })
+            .collect(),
+    })
+}
+
+fn dec_unix(x: c::unix_socket::Reader, what: &dyn Fn() -> String) -> Result<UnixSocket> {
+    Ok(UnixSocket {
+        inode: x.get_inode(),
+        sock_type: x.get_type(),
+        state: x.get_state(),
+        local_path: data(x.get_local_path(), what)?,
+        peer_path: data(x.get_peer_path(), what)?,
+        peer_inode: x.get_peer_inode(),
+        listening: x.get_listening(),
+        backlog: x.get_backlog(),
+        queued: data(x.get_queued(), what)?,
+        shutdown: x.get_shutdown(),
+        messages: dec_unix_messages(x, what)?,
+        file_mode: x.get_file_mode(),
+        file_uid: x.get_file_uid(),
+        file_gid: x.get_file_gid(),
+        deleted: x.get_deleted(),
+        pending: x.get_pending().ctx(what)?.iter().collect(),
+        external: match x.get_external() {
+            Ok(c::UnixExternal::None) => UnixExternal::None,
+            Ok(c::UnixExternal::Reconnect) => UnixExternal::Reconnect,
+            Ok(c::UnixExternal::Close) => UnixExternal::Close,
+            Err(e) => return Err(bad_enum(format!("{}.external", what()), e)),
+        },
+        options: dec_sockopts(x.get_options().ctx(what)?, what)?,
+    })
+}
+
+fn dec_tty(x: c::tty::Reader, what: &dyn Fn() -> String) -> Result<Tty> {
+    Ok(Tty {
+        index: x.get_index(),
+        is_controller: x.get_is_controller(),
+        termios: data(x.get_termios(), what)?,
+        win_rows: x.get_win_rows(),
+        win_cols: x.get_win_cols(),
+        foreground_pgrp: x.get_foreground_pgrp(),
+        rdev: x.get_rdev(),
+        role: match x.get_role() {
+            Ok(c::TtyRole::Unknown) => TtyRole::Unknown,
+            Ok(c::TtyRole::Slave) => TtyRole::Slave,
+            Ok(c::TtyRole::Master) => TtyRole::Master,
+            Ok(c::TtyRole::DevTty) => TtyRole::DevTty,
+            Ok(c::TtyRole::Console) => TtyRole::Console,
+            Ok(c::TtyRole::Vt) => TtyRole::Vt,
+            Ok(c::TtyRole::Serial) => TtyRole::Serial,
+            Err(e) => return Err(bad_enum(format!("{}.tty.role", what()), e)),
+        },
+        real_rdev: x.get_real_rdev(),
+        pair: x.get_pair(),
+        devpts: x.get_devpts(),
+        win_xpixel: x.get_win_xpixel(),
+        win_ypixel: x.get_win_ypixel(),
+        sid: x.get_sid(),
+    })
+}
+
+fn dec_epoll(x: c::epoll::Reader, what: &dyn Fn() -> String) -> Result<Epoll> {
+    let mut targets = Vec::new();
+    for t in x.get_targets().ctx(what)?.iter() {
+        targets.push(EpollTarget {
+            fd: t.get_fd(),
+            file: t.get_file(),
+            events: t.get_events(),
+            data: t.get_data(),
+        });
+    }
+    Ok(Epoll { targets })
+}
+
+fn dec_timerfd(x: c::timer_fd::Reader) -> TimerFd {
+    TimerFd {
+        clock: x.get_clock(),
+        interval_ns: x.get_interval_ns(),
+        value_ns: x.get_value_ns(),
+        ticks: x.get_ticks(),
+        settime_flags: x.get_settime_flags(),
+        expiry_ns: x.get_expiry_ns(),
+    }
+}
+
+fn dec_inotify(x: c::inotify::Reader, what: &dyn Fn() -> String) -> Result<Inotify> {
+    let mut watches = Vec::new();
+    for w in x.get_watches().ctx(what)?.iter() {
+        watches.push(InotifyWatch {
+            wd: w.get_wd(),
+            mask: w.get_mask(),
+            path: data(w.get_path(), what)?,
+            inode: w.get_inode(),
+            dev: w.get_dev(),
+        });
+    }
+    Ok(Inotify { watches })
+}
+
+fn dec_memfd(x: c::mem_fd::Reader, what: &dyn Fn() -> String) -> Result<MemFd> {
+    Ok(MemFd {
+        name: data(x.get_name(), what)?,
+        id: x.get_id(),
+        size: x.get_size(),
+        seals: x.get_seals(),
+        contents: dec_blob(x.get_contents().ctx(what)?, what)?,
+        mode: x.get_mode(),
+    })
+}
+
+fn dec_fanotify(x: c::fanotify::Reader, what: &dyn Fn() -> String) -> Result<Fanotify> {
+    let mut marks = Vec::new();
+    for mk in x.get_marks().ctx(what)?.iter() {
+        marks.push(FanotifyMark {
+            mark_type: mk.get_type(),
+            mask: mk.get_mask(),
+            ignored_mask: mk.get_ignored_mask(),
+            flags: mk.get_flags(),
+            path: data(mk.get_path(), what)?,
+            dev: mk.get_dev(),
+            inode: mk.get_inode(),
+        });
+    }
+    Ok(Fanotify {
+        init_flags: x.get_init_flags(),
+        event_flags: x.get_event_flags(),
+        marks,
+    })
+}
+
+fn dec_netlink(x: c::netlink_socket::Reader, what: &dyn Fn() -> String) -> Result<NetlinkSocket> {
+    Ok(NetlinkSocket {
+        protocol: x.get_protocol(),
+        sock_type: x.get_type(),
+        port_id: x.get_port_id(),
+        groups: x.get_groups().ctx(what)?.iter().collect(),
+        dst_port_id: x.get_dst_port_id(),
+        dst_group: x.get_dst_group(),
+        options: dec_sockopts(x.get_options().ctx(what)?, what)?,
+        dropped_queue: x.get_dropped_queue(),
+    })
+}
+
+fn dec_packet(x: c::packet_socket::Reader, what: &dyn Fn() -> String) -> Result<PacketSocket> {
+    let mut memberships = Vec::new();
+    for m in x.get_memberships().ctx(what)?.iter() {
+        memberships.push(PacketMembership {
+            ifindex: m.get_ifindex(),
+            mr_type: m.get_type(),
+            address: data(m.get_address(), what)?,
+        });
+    }
+    Ok(PacketSocket {
+        sock_type: x.get_type(),
+        protocol: x.get_protocol(),
+        ifindex: x.get_ifindex(),
+        version: x.get_version(),
+        fanout: x.get_fanout(),
+        memberships,
+        options: dec_sockopts(x.get_options().ctx(what)?, what)?,
+        dropped_queue: x.get_dropped_queue(),
     })
 }

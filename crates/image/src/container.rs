@@ -3,27 +3,27 @@
 
 use crate::{Error, ReadAt, Result, FORMAT_MAJOR};
 
-pub const MAGIC: [u8; 8] = *b"CKPTIMG\0";
+pub(crate) const MAGIC: [u8; 8] = *b"CKPTIMG\0";
 pub const HEADER_LEN: u64 = 32;
-pub const RECORD_MAGIC: [u8; 4] = *b"CKRC";
-pub const RECORD_HEADER_LEN: u64 = 24;
-pub const COMMIT_MAGIC: [u8; 8] = *b"CKPTEND\0";
-pub const COMMIT_PAYLOAD_LEN: u64 = 40;
+pub(crate) const RECORD_MAGIC: [u8; 4] = *b"CKRC";
+pub(crate) const RECORD_HEADER_LEN: u64 = 24;
+pub(crate) const COMMIT_MAGIC: [u8; 8] = *b"CKPTEND\0";
+pub(crate) const COMMIT_PAYLOAD_LEN: u64 = 40;
 pub const COMMIT_RECORD_LEN: u64 = RECORD_HEADER_LEN + COMMIT_PAYLOAD_LEN;
 
-pub const KIND_FRAME: u32 = 1;
+pub(crate) const KIND_FRAME: u32 = 1;
 pub const KIND_METADATA: u32 = 2;
-pub const KIND_COMMIT: u32 = 3;
+pub(crate) const KIND_COMMIT: u32 = 3;
 
 /// Largest metadata message a reader accepts.
-pub const MAX_METADATA: u64 = 1 << 30;
+pub(crate) const MAX_METADATA: u64 = 1 << 30;
 /// Largest frame (stored or decoded) a reader accepts.
-pub const MAX_FRAME: u64 = 64 << 20;
+pub(crate) const MAX_FRAME: u64 = 64 << 20;
 /// Largest payload of a record of an unknown kind that a scan skips over
 /// (larger ones are taken as corruption).
-pub const MAX_RECORD: u64 = 1 << 40;
+pub(crate) const MAX_RECORD: u64 = 1 << 40;
 
-pub fn kind_name(kind: u32) -> &'static str {
+pub(crate) fn kind_name(kind: u32) -> &'static str {
     match kind {
         KIND_FRAME => "frame",
         KIND_METADATA => "metadata",
@@ -61,7 +61,7 @@ pub fn encode_header(major: u16, minor: u16) -> [u8; 32] {
 }
 
 /// Check the file header; returns (major, minor).
-pub fn parse_header(src: &dyn ReadAt, file_len: u64) -> Result<(u16, u16)> {
+pub(crate) fn parse_header(src: &dyn ReadAt, file_len: u64) -> Result<(u16, u16)> {
     if file_len < HEADER_LEN {
         return Err(Error::Truncated {
             what: "file header".into(),
@@ -191,7 +191,7 @@ pub fn read_record_header(src: &dyn ReadAt, offset: u64, file_len: u64) -> Resul
 }
 
 /// Read a record's payload (at most `limit` bytes) and check its CRC.
-pub fn read_payload(src: &dyn ReadAt, r: &RecordHeader, limit: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_payload(src: &dyn ReadAt, r: &RecordHeader, limit: u64) -> Result<Vec<u8>> {
     if r.len > limit {
         return Err(Error::Limit {
             what: format!(
@@ -228,7 +228,7 @@ pub struct Commit {
     pub end: u64,
 }
 
-pub fn encode_commit(c: &Commit) -> [u8; 40] {
+pub(crate) fn encode_commit(c: &Commit) -> [u8; 40] {
     let mut p = [0u8; 40];
     p[0..8].copy_from_slice(&c.metadata_offset.to_le_bytes());
     p[8..16].copy_from_slice(&c.metadata_len.to_le_bytes());
@@ -303,7 +303,11 @@ fn parse_commit(src: &dyn ReadAt, r: &RecordHeader) -> Result<Commit> {
 
 /// The metadata a commit points at: record header checked, payload read and
 /// CRC-checked.
-pub fn read_committed_metadata(src: &dyn ReadAt, c: &Commit, file_len: u64) -> Result<Vec<u8>> {
+pub(crate) fn read_committed_metadata(
+    src: &dyn ReadAt,
+    c: &Commit,
+    file_len: u64,
+) -> Result<Vec<u8>> {
     let r = read_record_header(src, c.metadata_offset, file_len)?;
     if r.kind != KIND_METADATA || r.len != c.metadata_len {
         return Err(Error::Corrupt {
@@ -322,7 +326,7 @@ pub fn read_committed_metadata(src: &dyn ReadAt, c: &Commit, file_len: u64) -> R
 }
 
 /// Where the last complete commit is, and its metadata.
-pub struct Found {
+pub(crate) struct Found {
     pub commit: Commit,
     pub metadata: Vec<u8>,
     /// True when the file ends with the commit (no torn tail).
@@ -332,7 +336,7 @@ pub struct Found {
 /// Find the last complete commit: fast path = the trailing 64 bytes; else a
 /// forward scan over the records keeping the last commit whose metadata is
 /// intact (a torn append after it is ignored).
-pub fn find_commit(src: &dyn ReadAt, file_len: u64) -> Result<Found> {
+pub(crate) fn find_commit(src: &dyn ReadAt, file_len: u64) -> Result<Found> {
     // Fast path.
     if file_len >= HEADER_LEN + COMMIT_RECORD_LEN {
         let off = file_len - COMMIT_RECORD_LEN;

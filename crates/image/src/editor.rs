@@ -195,7 +195,22 @@ impl ImageEditor {
         }
         pages[head..head + data.len()].copy_from_slice(data);
 
-        // New runs for [first, last).
+        let new_runs = self.runs_of_pages(first, ps, &pages)?;
+
+        // Splice: keep the parts of old runs outside [first, last).
+        let p = self
+            .image
+            .process_mut(pid)
+            .ok_or(Error::NoSuchProcess { pid })?;
+        let old = std::mem::take(&mut p.memory);
+        p.memory = splice_runs(old, new_runs, first, last, ps);
+        Ok(())
+    }
+
+    /// Runs for the pages `pages` written at `first` (zero runs for zero
+    /// pages, data runs in newly appended frames for the others).
+    fn runs_of_pages(&mut self, first: u64, ps: u64, pages: &[u8]) -> Result<Vec<MemoryRun>> {
+        let span = pages.len();
         let mut new_runs: Vec<MemoryRun> = Vec::new();
         let mut frame_buf: Vec<u8> = Vec::new();
         let mut pending: Vec<usize> = Vec::new(); // indices of runs in frame_buf
@@ -263,53 +278,7 @@ impl ImageEditor {
             }
         }
 
-        // Splice: keep the parts of old runs outside [first, last).
-        let p = self
-            .image
-            .process_mut(pid)
-            .ok_or(Error::NoSuchProcess { pid })?;
-        let mut out = Vec::with_capacity(p.memory.len() + new_runs.len() + 2);
-        let mut inserted = false;
-        for r in p.memory.drain(..) {
-            let r_end = r.start.saturating_add(u64::from(r.pages) * ps);
-            if r_end <= first {
-                out.push(r);
-                continue;
-            }
-            if r.start >= last {
-                if !inserted {
-                    out.append(&mut new_runs);
-                    inserted = true;
-                }
-                out.push(r);
-                continue;
-            }
-            // overlapping
-            if r.start < first {
-                let mut left = r;
-                left.pages = ((first - r.start) / ps) as u32;
-                out.push(left);
-            }
-            if !inserted {
-                out.append(&mut new_runs);
-                inserted = true;
-            }
-            if r_end > last {
-                let mut right = r;
-                let skip = last - r.start;
-                right.start = last;
-                right.pages = ((r_end - last) / ps) as u32;
-                if right.kind == RunKind::Data {
-                    right.frame_offset = r.frame_offset.wrapping_add(skip as u32);
-                }
-                out.push(right);
-            }
-        }
-        if !inserted {
-            out.append(&mut new_runs);
-        }
-        p.memory = out;
-        Ok(())
+        Ok(new_runs)
     }
 
     /// Append the metadata (generation + 1) and a commit record, fsyncing
@@ -370,4 +339,57 @@ impl ImageEditor {
             .sync_data()
             .map_err(|e| Error::io(format!("fsync of {}", self.path.display()), e))
     }
+}
+
+/// `memory` with the pages of [first, last) replaced by `new_runs`: the
+/// parts of old runs outside the range are kept (split where they straddle
+/// it).
+fn splice_runs(
+    memory: Vec<MemoryRun>,
+    mut new_runs: Vec<MemoryRun>,
+    first: u64,
+    last: u64,
+    ps: u64,
+) -> Vec<MemoryRun> {
+    let mut out = Vec::with_capacity(memory.len() + new_runs.len() + 2);
+    let mut inserted = false;
+    for r in memory {
+        let r_end = r.start.saturating_add(u64::from(r.pages) * ps);
+        if r_end <= first {
+            out.push(r);
+            continue;
+        }
+        if r.start >= last {
+            if !inserted {
+                out.append(&mut new_runs);
+                inserted = true;
+            }
+            out.push(r);
+            continue;
+        }
+        // overlapping
+        if r.start < first {
+            let mut left = r;
+            left.pages = ((first - r.start) / ps) as u32;
+            out.push(left);
+        }
+        if !inserted {
+            out.append(&mut new_runs);
+            inserted = true;
+        }
+        if r_end > last {
+            let mut right = r;
+            let skip = last - r.start;
+            right.start = last;
+            right.pages = ((r_end - last) / ps) as u32;
+            if right.kind == RunKind::Data {
+                right.frame_offset = r.frame_offset.wrapping_add(skip as u32);
+            }
+            out.push(right);
+        }
+    }
+    if !inserted {
+        out.append(&mut new_runs);
+    }
+    out
 }

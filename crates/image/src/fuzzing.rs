@@ -3,6 +3,16 @@
 
 use crate::{json, summary, ImageReader, RunKind};
 
+/// The container's record encoders and record-header reader, for tests
+/// that forge hostile files byte by byte (crates/image/tests, tests/e2e);
+/// the layout itself is private to this crate (spec/format.md documents it).
+pub mod container {
+    pub use crate::container::{
+        encode_commit_record, encode_header, encode_record_header, encode_record_header_crc, pad8,
+        read_record_header, Commit, RecordHeader, COMMIT_RECORD_LEN, HEADER_LEN, KIND_METADATA,
+    };
+}
+
 /// Bytes of memory read per image at most (the VMA sizes are the input's).
 const READ_BUDGET: u64 = 1 << 20;
 /// Frames larger than this in total are not decoded as a whole.

@@ -21,7 +21,7 @@ mod atomic;
 pub mod chain;
 mod codec;
 pub mod compact;
-pub mod container;
+mod container;
 mod editor;
 mod error_text;
 mod frames;
@@ -54,6 +54,7 @@ pub const MAX_PAGE_SIZE: u32 = 65536;
 
 /// Everything that can go wrong reading or writing an image.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed (`context` says which and on what).
     #[error("{context}: {source}")]
@@ -176,6 +177,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// How page frames are compressed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Compression {
     /// Store frames raw.
     None,

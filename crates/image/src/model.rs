@@ -62,6 +62,7 @@ pub struct HostInfo {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Arch {
     #[default]
     Unknown,
@@ -266,10 +267,21 @@ pub struct Sched {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 #[allow(clippy::large_enum_variant)]
+#[non_exhaustive]
 pub enum Registers {
     #[default]
     None,
     X8664(X8664Regs),
+}
+
+impl Registers {
+    /// The name of the register set ("none", "x86_64"), for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Registers::None => "none",
+            Registers::X8664(_) => "x86_64",
+        }
+    }
 }
 
 /// x86_64 general registers in `struct user_regs_struct` order, plus XSAVE.
@@ -464,12 +476,25 @@ pub const PROT_WRITE: u32 = 2;
 pub const PROT_EXEC: u32 = 4;
 
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub enum VmaBacking {
     #[default]
     Anonymous,
     File(FileMapping),
     SharedMemory(SharedMemory),
     Special(SpecialMapping),
+}
+
+impl VmaBacking {
+    /// The name of the kind of backing ("anonymous", "file", ...), for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VmaBacking::Anonymous => "anonymous",
+            VmaBacking::File(_) => "file",
+            VmaBacking::SharedMemory(_) => "shared-memory",
+            VmaBacking::Special(_) => "special",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -491,6 +516,7 @@ pub struct SharedMemory {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ShmKind {
     #[default]
     AnonymousShared,
@@ -500,6 +526,7 @@ pub enum ShmKind {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpecialMapping {
     Heap,
     Stack,
@@ -535,6 +562,7 @@ pub struct MemoryRun {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunKind {
     #[default]
     Data,
@@ -555,6 +583,7 @@ pub struct Frame {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Codec {
     #[default]
     None,
@@ -631,6 +660,7 @@ pub struct FileOwner {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum FileKind {
     Regular(RegularFile),
     Directory(FileIdentity),
@@ -717,6 +747,7 @@ pub struct Pipe {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PipeEnd {
     #[default]
     Read,
@@ -768,6 +799,7 @@ pub struct UnixMessage {
 
 /// What a restore makes of a unix socket whose peer is outside the image.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UnixExternal {
     /// The peer is in the image, or there is none.
     #[default]
@@ -951,6 +983,7 @@ pub struct Tty {
 
 /// Which kind of terminal a [`Tty`] is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TtyRole {
     /// Older images: tell by `Tty::rdev`.
     #[default]
@@ -1148,6 +1181,7 @@ pub struct FileLock {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockKind {
     #[default]
     Flock,
@@ -1157,6 +1191,7 @@ pub enum LockKind {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockType {
     #[default]
     Read,

@@ -239,6 +239,14 @@ fn process(s: &mut String, image: &Image, p: &Process) {
         "  creds:   uid {}/{} gid {}/{}",
         p.creds.ruid, p.creds.euid, p.creds.rgid, p.creds.egid
     );
+    threads(s, p);
+    memory(s, image, p);
+    fds(s, image, p);
+    signals(s, p);
+}
+
+/// The threads of `p`, with their registers and pending signals.
+fn threads(s: &mut String, p: &Process) {
     let _ = writeln!(s, "  threads: {}", p.threads.len());
     for t in &p.threads {
         let (rip, rsp) = match &t.regs {
@@ -263,6 +271,10 @@ fn process(s: &mut String, image: &Image, p: &Process) {
             );
         }
     }
+}
+
+/// The memory line of `p`: mappings, runs, sizes.
+fn memory(s: &mut String, image: &Image, p: &Process) {
     let (data, zero, stored) = memory_sizes(image, p);
     let vm: u64 = p.vmas.iter().map(|v| v.end.saturating_sub(v.start)).sum();
     let in_parent: u64 = p
@@ -286,6 +298,10 @@ fn process(s: &mut String, image: &Image, p: &Process) {
             String::new()
         }
     );
+}
+
+/// The fds of `p`, one line each.
+fn fds(s: &mut String, image: &Image, p: &Process) {
     let _ = writeln!(s, "  fds:     {}", p.fds.len());
     for fd in &p.fds {
         match image.file(fd.file) {
@@ -321,6 +337,10 @@ fn process(s: &mut String, image: &Image, p: &Process) {
             }
         }
     }
+}
+
+/// The signal handlers of `p` and its process-wide pending signals.
+fn signals(s: &mut String, p: &Process) {
     let handled: Vec<String> = p
         .sigactions
         .iter()

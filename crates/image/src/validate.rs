@@ -48,8 +48,27 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
             "host.pageSize {ps} is not a power of two in {MIN_PAGE_SIZE}..={MAX_PAGE_SIZE}"
         )));
     }
-    let ps64 = u64::from(ps);
+    check_frames(image, frames_end)?;
+    let file_ids = check_files(image)?;
+    let mut pids = HashSet::new();
+    let mut tids: HashMap<i32, i32> = HashMap::new();
+    for (pi, p) in image.processes.iter().enumerate() {
+        let pid = p.pid;
+        let at = format!("processes[{pi}] (pid {pid})");
+        if !pids.insert(pid) {
+            return Err(bad(format!("{at}: duplicate pid {pid}")));
+        }
+        check_threads(p, &at, &mut tids)?;
+        check_signals_and_fds(p, &at, &file_ids)?;
+        check_vmas(image, p, &at)?;
+        check_runs(image, p, &at)?;
+        check_vma_contents(image, p, &at)?;
+    }
+    validate_1_2(image, &file_ids, &pids)
+}
 
+/// Frame records: in file order, inside the frame area, within the limits.
+fn check_frames(image: &Image, frames_end: u64) -> Result<()> {
     let mut prev_end = 0u64;
     for (i, f) in image.frames.iter().enumerate() {
         // Frames are appended in order: each record lies after the previous one.
@@ -83,6 +102,11 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
         }
     }
 
+    Ok(())
+}
+
+/// Open files: unique ids, saved contents inside the frames; their ids.
+fn check_files(image: &Image) -> Result<HashSet<u32>> {
     let mut file_ids = HashSet::new();
     for (i, f) in image.files.iter().enumerate() {
         if !file_ids.insert(f.id) {
@@ -98,169 +122,189 @@ pub fn validate(image: &Image, frames_end: u64) -> Result<()> {
         }
     }
 
-    let mut pids = HashSet::new();
-    let mut tids: HashMap<i32, i32> = HashMap::new();
-    for (pi, p) in image.processes.iter().enumerate() {
-        let pid = p.pid;
-        let at = format!("processes[{pi}] (pid {pid})");
-        if !pids.insert(pid) {
-            return Err(bad(format!("{at}: duplicate pid {pid}")));
-        }
-        for t in &p.threads {
-            if let Some(other) = tids.insert(t.tid, pid) {
-                return Err(bad(format!(
-                    "{at}: duplicate tid {} (also a thread of pid {other})",
-                    t.tid
-                )));
-            }
-            if t.pending.len() > 1 << 16 {
-                return Err(bad(format!(
-                    "{at}: thread {} has {} pending signals",
-                    t.tid,
-                    t.pending.len()
-                )));
-            }
-            for s in &t.pending {
-                if s.raw.len() > MAX_SIGINFO {
-                    return Err(bad(format!(
-                        "{at}: thread {} pending siginfo of {} bytes (max {MAX_SIGINFO})",
-                        t.tid,
-                        s.raw.len()
-                    )));
-                }
-            }
-        }
-        if p.sigactions.len() > MAX_SIGACTIONS {
+    Ok(file_ids)
+}
+
+/// Threads of process `p` (`at` names it): tids unique in the image
+/// (`tids`: tid -> pid so far), pending signals within the limits.
+fn check_threads(p: &Process, at: &str, tids: &mut HashMap<i32, i32>) -> Result<()> {
+    let pid = p.pid;
+    for t in &p.threads {
+        if let Some(other) = tids.insert(t.tid, pid) {
             return Err(bad(format!(
-                "{at}: {} sigactions, at most {MAX_SIGACTIONS} (signals 1..=64)",
-                p.sigactions.len()
+                "{at}: duplicate tid {} (also a thread of pid {other})",
+                t.tid
             )));
         }
-        for s in &p.shared_pending {
+        if t.pending.len() > 1 << 16 {
+            return Err(bad(format!(
+                "{at}: thread {} has {} pending signals",
+                t.tid,
+                t.pending.len()
+            )));
+        }
+        for s in &t.pending {
             if s.raw.len() > MAX_SIGINFO {
                 return Err(bad(format!(
-                    "{at}: shared pending siginfo of {} bytes (max {MAX_SIGINFO})",
+                    "{at}: thread {} pending siginfo of {} bytes (max {MAX_SIGINFO})",
+                    t.tid,
                     s.raw.len()
                 )));
             }
         }
-        let mut prev_fd: Option<i32> = None;
-        for fd in &p.fds {
-            if fd.fd < 0 || prev_fd.is_some_and(|x| x >= fd.fd) {
-                return Err(bad(format!(
-                    "{at}: fds not sorted or duplicate at fd {}",
-                    fd.fd
-                )));
-            }
-            prev_fd = Some(fd.fd);
-            if !file_ids.contains(&fd.file) {
-                return Err(bad(format!(
-                    "{at}: fd {} refers to unknown open file id {}",
-                    fd.fd, fd.file
-                )));
-            }
+    }
+    Ok(())
+}
+
+/// Signal state within the limits; fds sorted, on known open files.
+fn check_signals_and_fds(p: &Process, at: &str, file_ids: &HashSet<u32>) -> Result<()> {
+    if p.sigactions.len() > MAX_SIGACTIONS {
+        return Err(bad(format!(
+            "{at}: {} sigactions, at most {MAX_SIGACTIONS} (signals 1..=64)",
+            p.sigactions.len()
+        )));
+    }
+    for s in &p.shared_pending {
+        if s.raw.len() > MAX_SIGINFO {
+            return Err(bad(format!(
+                "{at}: shared pending siginfo of {} bytes (max {MAX_SIGINFO})",
+                s.raw.len()
+            )));
         }
-        // VMAs: sorted, non-overlapping, page-aligned, non-empty.
-        let mut prev_end = 0u64;
-        for (vi, v) in p.vmas.iter().enumerate() {
-            if v.start >= v.end {
-                return Err(bad(format!(
-                    "{at}: vmas[{vi}] start {:#x} >= end {:#x}",
-                    v.start, v.end
-                )));
-            }
-            if v.start % ps64 != 0 || v.end % ps64 != 0 {
-                return Err(bad(format!(
-                    "{at}: vmas[{vi}] {:#x}-{:#x} is not aligned to the page size {ps}",
-                    v.start, v.end
-                )));
-            }
-            if vi > 0 && v.start < prev_end {
-                return Err(bad(format!(
-                    "{at}: vmas[{vi}] at {:#x} overlaps or is before the previous vma ending at {prev_end:#x}",
-                    v.start
-                )));
-            }
-            prev_end = v.end;
+    }
+    let mut prev_fd: Option<i32> = None;
+    for fd in &p.fds {
+        if fd.fd < 0 || prev_fd.is_some_and(|x| x >= fd.fd) {
+            return Err(bad(format!(
+                "{at}: fds not sorted or duplicate at fd {}",
+                fd.fd
+            )));
         }
-        // Runs: sorted, non-overlapping, inside the VMAs, inside their frames.
-        let mut prev_end: Option<u64> = None;
-        let mut vi = 0usize;
-        for (ri, r) in p.memory.iter().enumerate() {
-            let len = u64::from(r.pages) * ps64;
-            let what = || format!("{at}: memory[{ri}] at {:#x} ({} pages)", r.start, r.pages);
-            if r.pages == 0 {
-                return Err(bad(format!("{}: empty run", what())));
-            }
-            if r.start % ps64 != 0 {
-                return Err(bad(format!(
-                    "{}: start not aligned to the page size {ps}",
-                    what()
-                )));
-            }
-            let Some(end) = r.start.checked_add(len) else {
-                return Err(bad(format!("{}: end overflows the address space", what())));
-            };
-            if prev_end.is_some_and(|e| r.start < e) {
-                return Err(bad(format!(
-                    "{}: overlaps or is before the previous run",
-                    what()
-                )));
-            }
-            prev_end = Some(end);
-            // Covered by consecutive, contiguous VMAs.
-            while vi < p.vmas.len() && p.vmas[vi].end <= r.start {
-                vi += 1;
-            }
-            let mut covered = r.start;
-            let mut vj = vi;
-            while covered < end {
-                match p.vmas.get(vj) {
-                    Some(v) if v.start <= covered && covered < v.end => {
-                        covered = v.end;
-                        vj += 1;
-                    }
-                    _ => {
-                        return Err(bad(format!(
+        prev_fd = Some(fd.fd);
+        if !file_ids.contains(&fd.file) {
+            return Err(bad(format!(
+                "{at}: fd {} refers to unknown open file id {}",
+                fd.fd, fd.file
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// VMAs: sorted, non-overlapping, page-aligned, non-empty.
+fn check_vmas(image: &Image, p: &Process, at: &str) -> Result<()> {
+    let ps = image.host.page_size;
+    let ps64 = u64::from(ps);
+    let mut prev_end = 0u64;
+    for (vi, v) in p.vmas.iter().enumerate() {
+        if v.start >= v.end {
+            return Err(bad(format!(
+                "{at}: vmas[{vi}] start {:#x} >= end {:#x}",
+                v.start, v.end
+            )));
+        }
+        if v.start % ps64 != 0 || v.end % ps64 != 0 {
+            return Err(bad(format!(
+                "{at}: vmas[{vi}] {:#x}-{:#x} is not aligned to the page size {ps}",
+                v.start, v.end
+            )));
+        }
+        if vi > 0 && v.start < prev_end {
+            return Err(bad(format!(
+                "{at}: vmas[{vi}] at {:#x} overlaps or is before the previous vma ending at {prev_end:#x}",
+                v.start
+            )));
+        }
+        prev_end = v.end;
+    }
+    Ok(())
+}
+
+/// Memory runs: sorted, non-overlapping, inside the VMAs, inside their frames.
+fn check_runs(image: &Image, p: &Process, at: &str) -> Result<()> {
+    let ps = image.host.page_size;
+    let ps64 = u64::from(ps);
+    let mut prev_end: Option<u64> = None;
+    let mut vi = 0usize;
+    for (ri, r) in p.memory.iter().enumerate() {
+        let len = u64::from(r.pages) * ps64;
+        let what = || format!("{at}: memory[{ri}] at {:#x} ({} pages)", r.start, r.pages);
+        if r.pages == 0 {
+            return Err(bad(format!("{}: empty run", what())));
+        }
+        if r.start % ps64 != 0 {
+            return Err(bad(format!(
+                "{}: start not aligned to the page size {ps}",
+                what()
+            )));
+        }
+        let Some(end) = r.start.checked_add(len) else {
+            return Err(bad(format!("{}: end overflows the address space", what())));
+        };
+        if prev_end.is_some_and(|e| r.start < e) {
+            return Err(bad(format!(
+                "{}: overlaps or is before the previous run",
+                what()
+            )));
+        }
+        prev_end = Some(end);
+        // Covered by consecutive, contiguous VMAs.
+        while vi < p.vmas.len() && p.vmas[vi].end <= r.start {
+            vi += 1;
+        }
+        let mut covered = r.start;
+        let mut vj = vi;
+        while covered < end {
+            match p.vmas.get(vj) {
+                Some(v) if v.start <= covered && covered < v.end => {
+                    covered = v.end;
+                    vj += 1;
+                }
+                _ => {
+                    return Err(bad(format!(
                         "{}: address {covered:#x} of the run is not inside a vma of the process",
                         what()
                     )))
-                    }
-                }
-            }
-            if r.kind == RunKind::Data {
-                let Some(f) = image.frames.get(r.frame as usize) else {
-                    return Err(bad(format!(
-                        "{}: frame index {} out of range (the image has {} frames)",
-                        what(),
-                        r.frame,
-                        image.frames.len()
-                    )));
-                };
-                if u64::from(r.frame_offset) + len > u64::from(f.size) {
-                    return Err(bad(format!(
-                        "{}: frameOffset {} + {len} bytes is beyond the size {} of frame {}",
-                        what(),
-                        r.frame_offset,
-                        f.size,
-                        r.frame
-                    )));
                 }
             }
         }
-        for (vi, v) in p.vmas.iter().enumerate() {
-            if let VmaBacking::File(fm) = &v.backing {
-                if fm.has_contents {
-                    check_blob(
-                        image,
-                        &fm.contents,
-                        &format!("{at}: vmas[{vi}] file contents"),
-                    )?;
-                }
+        if r.kind == RunKind::Data {
+            let Some(f) = image.frames.get(r.frame as usize) else {
+                return Err(bad(format!(
+                    "{}: frame index {} out of range (the image has {} frames)",
+                    what(),
+                    r.frame,
+                    image.frames.len()
+                )));
+            };
+            if u64::from(r.frame_offset) + len > u64::from(f.size) {
+                return Err(bad(format!(
+                    "{}: frameOffset {} + {len} bytes is beyond the size {} of frame {}",
+                    what(),
+                    r.frame_offset,
+                    f.size,
+                    r.frame
+                )));
             }
         }
     }
-    validate_1_2(image, &file_ids, &pids)
+    Ok(())
+}
+
+/// The saved contents of file mappings, inside the frames.
+fn check_vma_contents(image: &Image, p: &Process, at: &str) -> Result<()> {
+    for (vi, v) in p.vmas.iter().enumerate() {
+        if let VmaBacking::File(fm) = &v.backing {
+            if fm.has_contents {
+                check_blob(
+                    image,
+                    &fm.contents,
+                    &format!("{at}: vmas[{vi}] file contents"),
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The fields added in 1.2: indices and references that must resolve.
@@ -343,25 +387,7 @@ fn validate_1_2(image: &Image, file_ids: &HashSet<u32>, pids: &HashSet<i32>) -> 
     }
     for f in &image.files {
         if let FileKind::Regular(r) = &f.kind {
-            let mut end = 0u64;
-            let mut total = 0u64;
-            for (j, e) in r.extents.iter().enumerate() {
-                let stop = e.offset.checked_add(e.length);
-                if e.offset < end || stop.is_none() || stop > Some(r.file.size) {
-                    return Err(bad(format!(
-                        "files (id {}): extents[{j}] at {} ({} bytes) is out of order or past the file size {}",
-                        f.id, e.offset, e.length, r.file.size
-                    )));
-                }
-                end = stop.unwrap_or(u64::MAX);
-                total = total.saturating_add(e.length);
-            }
-            if !r.extents.is_empty() && total != r.contents.size {
-                return Err(bad(format!(
-                    "files (id {}): extents hold {total} bytes, contents {}",
-                    f.id, r.contents.size
-                )));
-            }
+            check_extents(f.id, r)?;
         }
     }
     for (i, o) in image.sysv_shm.iter().enumerate() {
@@ -384,6 +410,31 @@ fn validate_1_2(image: &Image, file_ids: &HashSet<u32>, pids: &HashSet<i32>) -> 
         }
     }
     validate_ptys(image)
+}
+
+/// The extents of a regular file's saved contents: in order, inside the
+/// file, adding up to the contents.
+fn check_extents(id: u32, r: &RegularFile) -> Result<()> {
+    let mut end = 0u64;
+    let mut total = 0u64;
+    for (j, e) in r.extents.iter().enumerate() {
+        let stop = e.offset.checked_add(e.length);
+        if e.offset < end || stop.is_none() || stop > Some(r.file.size) {
+            return Err(bad(format!(
+                "files (id {id}): extents[{j}] at {} ({} bytes) is out of order or past the file size {}",
+                e.offset, e.length, r.file.size
+            )));
+        }
+        end = stop.unwrap_or(u64::MAX);
+        total = total.saturating_add(e.length);
+    }
+    if !r.extents.is_empty() && total != r.contents.size {
+        return Err(bad(format!(
+            "files (id {id}): extents hold {total} bytes, contents {}",
+            r.contents.size
+        )));
+    }
+    Ok(())
 }
 
 /// An inet socket's addresses, its TCP connection and pending connections.

@@ -2,7 +2,7 @@
 
 mod common;
 
-use ckpt_image::container::*;
+use ckpt_image::fuzzing::container::*;
 use ckpt_image::*;
 use common::*;
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use ckpt_image::container::{
+use ckpt_image::fuzzing::container::{
     encode_commit_record, encode_record_header, pad8, Commit, COMMIT_RECORD_LEN, KIND_METADATA,
 };
 use ckpt_image::*;

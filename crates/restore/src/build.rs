@@ -162,13 +162,7 @@ fn restore_steps<R: ReadAt + Sync>(
     // Paths of the image are opened with the saved user's rights where
     // check says so: by the stubs and by the processes being built,
     // around each of their opens of such paths.
-    let switch = match &as_saved {
-        Some(ids) => Some(FsSwitch::new(ids.clone()).map_err(|source| Error::Sys {
-            context: "reading the restorer's own file access ids".into(),
-            source,
-        })?),
-        None => None,
-    };
+    let switch = fs_switch(as_saved.as_ref())?;
     // SysV IPC objects, with their saved ids, before anything else uses
     // ids (removed again if the restore fails).
     let ipc = sysv::restore(reader)?;
@@ -197,14 +191,7 @@ fn restore_steps<R: ReadAt + Sync>(
         net: std::sync::Mutex::new(&mut net),
         lazy,
         server: std::sync::Mutex::new(None),
-        total: planned
-            .mems
-            .iter()
-            .flatten()
-            .flat_map(|m| &m.writes)
-            .filter(|w| !w.zero)
-            .map(|w| w.len)
-            .sum(),
+        total: data_bytes(&planned),
     };
     let out = b.build_all(progress)?;
     b.ipc.lock().unwrap_or_else(|p| p.into_inner()).keep();
@@ -248,6 +235,32 @@ fn restore_steps<R: ReadAt + Sync>(
         terminal,
     };
     Ok((restored, server))
+}
+
+/// The switch to the saved user's file access ids, when check says the
+/// image's paths are opened with them.
+fn fs_switch(as_saved: Option<&ckpt_sys::creds::FsIds>) -> Result<Option<FsSwitch>> {
+    match as_saved {
+        Some(ids) => Ok(Some(FsSwitch::new(ids.clone()).map_err(|source| {
+            Error::Sys {
+                context: "reading the restorer's own file access ids".into(),
+                source,
+            }
+        })?)),
+        None => Ok(None),
+    }
+}
+
+/// The bytes of page data the plan writes (the progress total).
+fn data_bytes(planned: &Planned) -> u64 {
+    planned
+        .mems
+        .iter()
+        .flatten()
+        .flat_map(|m| &m.writes)
+        .filter(|w| !w.zero)
+        .map(|w| w.len)
+        .sum()
 }
 
 /// Give the terminal to the restored job (see [`fds::hand_over`]): to the

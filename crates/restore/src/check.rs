@@ -403,6 +403,11 @@ fn check_machine(image: &Image, live: &[&Process], r: &mut Report) {
             Registers::None => r
                 .errors
                 .push(format!("thread {}: no registers saved", t.tid)),
+            other => r.errors.push(format!(
+                "thread {}: registers of kind {}, which this restore does not know",
+                t.tid,
+                other.name()
+            )),
         }
     }
     for p in live.iter().filter(|p| p.threads.is_empty()) {

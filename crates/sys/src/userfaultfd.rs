@@ -53,7 +53,7 @@ pub const UFFD_EVENT_FORK: u8 = 0x13;
 pub const UFFD_EVENT_REMAP: u8 = 0x14;
 pub const UFFD_EVENT_REMOVE: u8 = 0x15;
 pub const UFFD_EVENT_UNMAP: u8 = 0x16;
-/// Page fault flags (msg.arg[0] of a PAGEFAULT).
+/// Page fault flags (`msg.arg[0]` of a PAGEFAULT).
 pub const UFFD_PAGEFAULT_FLAG_WRITE: u64 = 1;
 pub const UFFD_PAGEFAULT_FLAG_WP: u64 = 2;
 

@@ -19,14 +19,16 @@ const F_SETLEASE: u64 = 1024;
 /// "a POSIX write lock on bytes 0-99" / "... from byte 10 to the end".
 fn describe(kind: LockKind, t: LockType, start: u64, length: u64) -> String {
     let kind = match kind {
-        LockKind::Posix => "POSIX",
-        LockKind::Ofd => "OFD",
-        LockKind::Flock => "flock",
-        LockKind::Lease => "lease",
+        LockKind::Posix => "POSIX".to_string(),
+        LockKind::Ofd => "OFD".to_string(),
+        LockKind::Flock => "flock".to_string(),
+        LockKind::Lease => "lease".to_string(),
+        other => format!("{other:?} (a lock kind this restore does not know)"),
     };
     let t = match t {
-        LockType::Read => "read",
-        LockType::Write => "write",
+        LockType::Read => "read".to_string(),
+        LockType::Write => "write".to_string(),
+        other => format!("{other:?} (a lock type this restore does not know)"),
     };
     if kind == "flock" || kind == "lease" {
         return format!("a {t} {kind}");
@@ -191,35 +193,62 @@ fn holder(pid: i32) -> String {
     format!("pid {pid} ({})", comm.trim())
 }
 
+/// F_RDLCK or F_WRLCK for the type of `l`; an error naming a lock type
+/// this restore does not know (an image of a newer ckpt).
+fn fcntl_type(image: &Image, main: &Remote, l: &FileLock) -> Result<i32> {
+    fcntl_type_of(l.lock_type).ok_or_else(|| Error::Stub {
+        pid: main.tid,
+        what: format!(
+            "{}: a lock of type {:?}, which this restore does not know",
+            what(image, l),
+            l.lock_type
+        ),
+    })
+}
+
+/// F_RDLCK or F_WRLCK; None for a lock type this restore does not know.
+fn fcntl_type_of(t: LockType) -> Option<i32> {
+    match t {
+        LockType::Read => Some(libc::F_RDLCK),
+        LockType::Write => Some(libc::F_WRLCK),
+        _ => None,
+    }
+}
+
 /// Take every saved lock of `p` again, in the process being built (at
 /// `scratch`, room for a struct flock).
 pub(crate) fn take(main: &mut Remote, image: &Image, p: &Process, scratch: u64) -> Result<()> {
     let mut n = 0;
     for l in image.locks.iter().filter(|l| l.pid == p.pid) {
+        let t = fcntl_type(image, main, l)?;
         let (nr, args, flock) = match l.kind {
             LockKind::Flock => {
-                let op = match l.lock_type {
-                    LockType::Read => libc::LOCK_SH,
-                    LockType::Write => libc::LOCK_EX,
+                let op = if t == libc::F_WRLCK {
+                    libc::LOCK_EX
+                } else {
+                    libc::LOCK_SH
                 } | libc::LOCK_NB;
                 (libc::SYS_flock, [l.fd as u64, op as u64, 0], false)
             }
-            LockKind::Lease => {
-                let t = match l.lock_type {
-                    LockType::Read => libc::F_RDLCK,
-                    LockType::Write => libc::F_WRLCK,
-                };
-                (libc::SYS_fcntl, [l.fd as u64, F_SETLEASE, t as u64], false)
-            }
+            LockKind::Lease => (libc::SYS_fcntl, [l.fd as u64, F_SETLEASE, t as u64], false),
             LockKind::Posix => (
                 libc::SYS_fcntl,
                 [l.fd as u64, libc::F_SETLK as u64, scratch],
                 true,
             ),
             LockKind::Ofd => (libc::SYS_fcntl, [l.fd as u64, F_OFD_SETLK, scratch], true),
+            other => {
+                return Err(Error::Stub {
+                    pid: main.tid,
+                    what: format!(
+                        "{}: a lock of kind {other:?}, which this restore does not know",
+                        what(image, l)
+                    ),
+                })
+            }
         };
         if flock {
-            main.write(scratch, &flock_struct(l))?;
+            main.write(scratch, &flock_struct(l, t))?;
         }
         let r = main.raw("taking a file lock", nr, &args)?;
         if r < 0 {
@@ -247,12 +276,9 @@ pub(crate) fn take(main: &mut Remote, image: &Image, p: &Process, scratch: u64) 
 }
 
 /// struct flock (x86_64): l_type, l_whence (shorts), l_start, l_len, l_pid.
-fn flock_struct(l: &FileLock) -> [u8; 32] {
+fn flock_struct(l: &FileLock, fcntl_type: i32) -> [u8; 32] {
     let mut b = [0u8; 32];
-    let t = match l.lock_type {
-        LockType::Read => libc::F_RDLCK,
-        LockType::Write => libc::F_WRLCK,
-    } as i16;
+    let t = fcntl_type as i16;
     b[0..2].copy_from_slice(&t.to_ne_bytes());
     b[2..4].copy_from_slice(&(libc::SEEK_SET as i16).to_ne_bytes());
     b[8..16].copy_from_slice(&l.start.to_ne_bytes());
@@ -336,7 +362,7 @@ mod tests {
             length: 3,
             ..Default::default()
         };
-        let b = flock_struct(&l);
+        let b = flock_struct(&l, fcntl_type_of(l.lock_type).unwrap());
         assert_eq!(i16::from_ne_bytes([b[0], b[1]]), libc::F_WRLCK as i16);
         assert_eq!(u64::from_ne_bytes(b[8..16].try_into().unwrap()), 7);
         assert_eq!(u64::from_ne_bytes(b[16..24].try_into().unwrap()), 3);

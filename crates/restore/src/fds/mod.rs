@@ -934,21 +934,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             let fd = fds::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?.into_raw_fd();
             c.new_fd(*slot, fd)?;
         }
-        FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags)?,
-        FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags)?,
-        FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup)?,
-        FdOp::PtySlave {
-            slot,
-            master,
-            flags,
-        } => pty::make_slave(c, *slot, *master, *flags)?,
-        FdOp::PtyFinish {
-            master,
-            packet,
-            locked,
-            exclusive,
-        } => pty::finish_pair(c, *master, *packet, *locked, *exclusive)?,
-        FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags)?,
+        FdOp::OpenTty { .. }
+        | FdOp::OpenTerminal { .. }
+        | FdOp::PtyMaster { .. }
+        | FdOp::PtySlave { .. }
+        | FdOp::PtyFinish { .. }
+        | FdOp::ReopenStd { .. } => exec_terminals(c, op)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
         FdOp::InheritStd { slot, std } => pipe::inherit_std(c, *slot, *std),
         FdOp::TmpFile { .. }
@@ -986,38 +977,16 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             mask,
             wd,
         } => inotify::add_watch(c, *slot, path, *mask, *wd)?,
-        FdOp::SocketPair { a, b, sock_type } => unix::make_pair(c, [*a, *b], *sock_type)?,
-        FdOp::UnixSocket {
-            slot,
-            sock_type,
-            name,
-            path,
-            backlog,
-        } => unix::make(c, *slot, *sock_type, name, path.as_deref(), *backlog)?,
         FdOp::Prebuilt { slot, index } => c.set_slot(*slot, c.prebuilt(*index)),
-        FdOp::UnixConnect { slot, addr, path } => unix::connect(c, *slot, addr, *path)?,
-        FdOp::UnixAccept { listener, slot } => unix::accept(c, *listener, *slot)?,
-        FdOp::UnixSend {
-            slot,
-            data,
-            fds,
-            creds,
-            to,
-        } => unix::send(c, *slot, data, fds, *creds, to)?,
-        FdOp::UnixFileMode {
-            path,
-            mode,
-            uid,
-            gid,
-        } => unix::file_mode(c, path, *mode, *uid, *gid)?,
-        FdOp::UnixUnlink { path } => unix::unlink(c, path)?,
-        FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase)?,
-        FdOp::Shutdown { slot, how } => {
-            match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
-                Err(e) if e.errno() != Some(libc::ENOTCONN) => return Err(e),
-                _ => {}
-            }
-        }
+        FdOp::SocketPair { .. }
+        | FdOp::UnixSocket { .. }
+        | FdOp::UnixConnect { .. }
+        | FdOp::UnixAccept { .. }
+        | FdOp::UnixSend { .. }
+        | FdOp::UnixFileMode { .. }
+        | FdOp::UnixUnlink { .. }
+        | FdOp::SockOpts { .. }
+        | FdOp::Shutdown { .. } => exec_sockets(c, op)?,
         FdOp::SetOwner {
             slot,
             kind,
@@ -1055,6 +1024,78 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ops of [`exec`] that make terminals: /dev/tty, terminals by path,
+/// pty pairs, the inherited standard terminal.
+fn exec_terminals(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags),
+        FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags),
+        FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup),
+        FdOp::PtySlave {
+            slot,
+            master,
+            flags,
+        } => pty::make_slave(c, *slot, *master, *flags),
+        FdOp::PtyFinish {
+            master,
+            packet,
+            locked,
+            exclusive,
+        } => pty::finish_pair(c, *master, *packet, *locked, *exclusive),
+        FdOp::ReopenStd { slot, std, flags } => tty::reopen_std(c, *slot, *std, *flags),
+        // exec() gives this function no other op.
+        _ => Err(ckpt_sys::Error::Os {
+            op: "fd op",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
+}
+
+/// The ops of [`exec`] that make unix sockets, connect them, queue their
+/// messages and set socket options.
+fn exec_sockets(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
+    match op {
+        FdOp::SocketPair { a, b, sock_type } => unix::make_pair(c, [*a, *b], *sock_type),
+        FdOp::UnixSocket {
+            slot,
+            sock_type,
+            name,
+            path,
+            backlog,
+        } => unix::make(c, *slot, *sock_type, name, path.as_deref(), *backlog),
+        FdOp::UnixConnect { slot, addr, path } => unix::connect(c, *slot, addr, *path),
+        FdOp::UnixAccept { listener, slot } => unix::accept(c, *listener, *slot),
+        FdOp::UnixSend {
+            slot,
+            data,
+            fds,
+            creds,
+            to,
+        } => unix::send(c, *slot, data, fds, *creds, to),
+        FdOp::UnixFileMode {
+            path,
+            mode,
+            uid,
+            gid,
+        } => unix::file_mode(c, path, *mode, *uid, *gid),
+        FdOp::UnixUnlink { path } => unix::unlink(c, path),
+        FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase),
+        FdOp::Shutdown { slot, how } => {
+            match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
+                Err(e) if e.errno() != Some(libc::ENOTCONN) => Err(e),
+                _ => Ok(()),
+            }
+        }
+        // exec() gives this function no other op.
+        _ => Err(ckpt_sys::Error::Os {
+            op: "fd op",
+            tid: 0,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        }),
+    }
 }
 
 /// The ops of [`exec`] that make deleted files and nodes again, and

@@ -91,6 +91,9 @@ pub(super) fn plan(b: &mut Builder, g: usize, t: &Tty) {
         // /dev/tty of a pair of the image: made with the pair.
         TtyRole::DevTty if b.slot_of[g].is_some() => {}
         TtyRole::DevTty | TtyRole::Slave | TtyRole::Unknown => attach(b, g),
+        other => b.error(format!(
+            "{what}: a terminal of role {other:?}, which this restore does not know"
+        )),
     }
 }
 

@@ -208,6 +208,13 @@ fn plan_one(b: &mut Builder, cx: &mut Ctx, g: usize) {
             return;
         }
         UnixExternal::Reconnect | UnixExternal::None => {}
+        other => {
+            b.error(format!(
+                "{what}: an outside peer to treat as {other:?}, which this restore does not know"
+            ));
+            cx.done[g] = true;
+            return;
+        }
     }
     if u.peer_inode != 0
         && u.external == UnixExternal::None

@@ -161,20 +161,10 @@ fn lazy_steps(steps: &[MapStep], writes: &[PageWrite]) -> Vec<bool> {
     want
 }
 
-/// Make the userfaultfd in the process being built (`main`, before its
-/// credentials are set), register the mappings to fill lazily and start
-/// answering faults. Returns the server and the writes to make now (the
-/// others are filled lazily). `nofile`: the process's saved soft fd limit
-/// (where its copy of the userfaultfd goes, below it).
-pub(crate) fn setup(
-    main: &mut Remote,
-    reader: Arc<dyn FrameSource>,
-    runs: &Runs,
-    steps: &[MapStep],
-    writes: &[PageWrite],
-    page: u64,
-    nofile: u64,
-) -> Result<(Server, Vec<PageWrite>)> {
+/// Make the userfaultfd in `main` (at an fd number just below `nofile`)
+/// and take a copy of it; its API checked. Returns it and its number in
+/// the process.
+fn make_uffd(main: &mut Remote, nofile: u64) -> Result<(Uffd, u64)> {
     let pid = main.tid;
     let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
     let fd = main.call(
@@ -201,6 +191,25 @@ pub(crate) fn setup(
             what: "this kernel's userfaultfd lacks the events a lazy restore needs".into(),
         });
     }
+    Ok((uffd, theirs))
+}
+
+/// Make the userfaultfd in the process being built (`main`, before its
+/// credentials are set), register the mappings to fill lazily and start
+/// answering faults. Returns the server and the writes to make now (the
+/// others are filled lazily). `nofile`: the process's saved soft fd limit
+/// (where its copy of the userfaultfd goes, below it).
+pub(crate) fn setup(
+    main: &mut Remote,
+    reader: Arc<dyn FrameSource>,
+    runs: &Runs,
+    steps: &[MapStep],
+    writes: &[PageWrite],
+    page: u64,
+    nofile: u64,
+) -> Result<(Server, Vec<PageWrite>)> {
+    let pid = main.tid;
+    let (uffd, theirs) = make_uffd(main, nofile)?;
     let want = lazy_steps(steps, writes);
     let mut ranges = Vec::new();
     for (s, _) in steps.iter().zip(&want).filter(|(_, &w)| w) {

@@ -263,6 +263,13 @@ fn backing_of(
             (sysv_backing(image, sm, what, plan), PageRule::Nothing)
         }
         VmaBacking::SharedMemory(sm) => shm_backing(v, sm, what, held, plan),
+        other => {
+            plan.errors.push(format!(
+                "{what}: a mapping backed by {}, which this restore does not know",
+                other.name()
+            ));
+            (None, PageRule::DataOnly)
+        }
     }
 }
 
@@ -495,6 +502,12 @@ fn shm_backing(
         ShmKind::SysvShm => {
             plan.errors.push(format!(
                 "{what}: SysV shared memory planned as another kind"
+            ));
+            return (None, PageRule::DataOnly);
+        }
+        other => {
+            plan.errors.push(format!(
+                "{what}: shared memory of kind {other:?}, which this restore does not know"
             ));
             return (None, PageRule::DataOnly);
         }
