@@ -645,13 +645,21 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
 }
 
 /// Let processes go once all are built: their registers were set; a
-/// process that was stopped gets SIGSTOP first (it stops as soon as it
-/// runs); then every thread is detached, the leaders last.
+/// process that was stopped gets its stop signal first (it stops as soon
+/// as it runs; SIGSTOP where a job-control signal would be discarded, in
+/// an orphaned process group); then every thread is detached, the
+/// leaders last.
 fn let_go(tree: &TreePlan, built: &[(usize, Vec<i32>)], stubs: &Stubs) -> Result<()> {
     for (c, _) in built {
-        if tree.nodes[*c].stopped {
+        let node = &tree.nodes[*c];
+        if node.stopped {
             let pid = stubs.pid(*c);
-            proc::kill(pid, libc::SIGSTOP)
+            let sig = if node.stop_signal != libc::SIGSTOP && !orphaned_group(pid) {
+                node.stop_signal
+            } else {
+                libc::SIGSTOP
+            };
+            proc::kill(pid, sig)
                 .ctx(|| format!("pid {pid}: stopping it again (it was stopped when dumped)"))?;
         }
     }
@@ -659,6 +667,39 @@ fn let_go(tree: &TreePlan, built: &[(usize, Vec<i32>)], stubs: &Stubs) -> Result
         thread::detach_all(tids)?;
     }
     Ok(())
+}
+
+/// (parent pid, process group, session) of `pid`, from /proc/PID/stat.
+fn stat_ids(pid: i32) -> Option<(i32, i32, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = s.get(s.rfind(')')? + 1..)?.split_whitespace().skip(1);
+    let mut num = || f.next()?.parse::<i32>().ok();
+    Some((num()?, num()?, num()?))
+}
+
+/// Whether the process group of `pid` is orphaned now (no member has a
+/// parent in another group of the same session): the kernel then discards
+/// SIGTSTP, SIGTTIN and SIGTTOU instead of stopping. When unsure: yes.
+fn orphaned_group(pid: i32) -> bool {
+    let Some((_, pgid, sid)) = stat_ids(pid) else {
+        return true;
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let members = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat_ids)
+        .filter(|&(_, g, _)| g == pgid);
+    for (ppid, _, _) in members {
+        if let Some((_, pg, s)) = stat_ids(ppid).filter(|_| ppid > 0) {
+            if pg != pgid && s == sid {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The stub with its address space ready for the mappings: the main
