@@ -215,7 +215,8 @@ pub fn seize_and_stop(tid: Pid, options: u32) -> Result<Vec<[u8; SIGINFO_SIZE]>>
 /// After `interrupt`, one look (without blocking) at whether the thread
 /// reached its interrupt stop: `Ok(Some(sig))` when it did (`sig` is the
 /// signal that stopped the process when it is in a group-stop, SIGSTOP,
-/// SIGTSTP, SIGTTIN or SIGTTOU, else SIGTRAP), `Ok(None)` when not yet. What happens on the way is handled as [`wait_interrupt_stop`] does
+/// SIGTSTP, SIGTTIN or SIGTTOU, else SIGTRAP), `Ok(None)` when not yet.
+/// What happens on the way is handled as [`wait_interrupt_stop`] does
 /// (signals held back into `deferred`, other events resumed), so callers
 /// can bound the wait: a thread that never stops (uninterruptible sleep)
 /// is then seen, not waited for forever.
