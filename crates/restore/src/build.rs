@@ -818,8 +818,11 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     /// there; unmap its memory and move the vdso to the saved address.
     fn address_space(&mut self) -> Result<Prepared> {
         let pid = self.pid;
-        ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACECLONE)
-            .ctx(|| format!("pid {pid}: seizing the restore stub"))?;
+        // TRACESYSGOOD: the last calls run by system call stops
+        // (Remote::without_traps).
+        let options =
+            ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_TRACESYSGOOD;
+        ptrace::seize(pid, options).ctx(|| format!("pid {pid}: seizing the restore stub"))?;
         ptrace::interrupt(pid).ctx(|| format!("pid {pid}: stopping the restore stub"))?;
         ptrace::wait_interrupt_stop(pid).ctx(|| format!("pid {pid}: stopping the restore stub"))?;
 
@@ -961,6 +964,15 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                 .chain(others.iter_mut())
                 .collect();
             seccomp::install(&mut all, self.reader.image(), p, scratch)?;
+        }
+        // No trap from here on: a forced SIGTRAP would unblock a queued
+        // one and reset its handler.
+        // And every signal blocked until the saved masks are set last, so
+        // that what is queued stays pending.
+        for r in std::iter::once(&mut main).chain(others.iter_mut()) {
+            r.without_traps();
+            ptrace::set_sigmask(r.tid, u64::MAX)
+                .ctx(|| format!("thread {}: blocking signals", r.tid))?;
         }
         signals::queue_shared(&mut main, p, scratch)?;
         for (i, t) in p.threads.iter().enumerate() {
