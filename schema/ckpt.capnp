@@ -132,6 +132,7 @@ struct Process {
   cwdIdentity @37 :FileIdentity; # the current directory (deleted ones are recreated); path = cwd
   controllingTty @38 :UInt64;    # st_rdev of the controlling terminal (stat tty_nr); 0 = none
   ckptUffdFd @39 :Int32 = -1;    # fd ckpt left in the process for dirty-page tracking (not restored); -1 none
+  stopSignal @40 :Int32;         # a stopped process (state "T"): the signal that stopped it; 0 = not known (SIGSTOP)
 }
 
 # Which saved process's kernel table a process shares (clone flags). 0: its

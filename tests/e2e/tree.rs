@@ -441,6 +441,45 @@ fn a_stopped_process_comes_back_stopped() {
     drop(tree);
 }
 
+/// The signal that stopped `pid` (its group-stop signal, as a tracer
+/// seizing it is told).
+fn stop_signal_of(pid: i32) -> i32 {
+    use ckpt_sys::ptrace;
+    ptrace::seize(pid, 0).unwrap();
+    ptrace::interrupt(pid).unwrap();
+    let sig = match ptrace::wait(pid).unwrap() {
+        ptrace::Stop::Event { sig, .. } => sig,
+        s => panic!("{s:?}"),
+    };
+    ptrace::detach(pid, 0).unwrap();
+    sig
+}
+
+/// Stopped by SIGTSTP, it comes back stopped by SIGTSTP (what its
+/// parent's waitid(WSTOPPED) reports), not by SIGSTOP.
+#[test]
+fn a_process_stopped_by_sigtstp_comes_back_stopped_by_it() {
+    let dir = TempDir::new("tstp");
+    let mut p = Proc::spawn(&dir, fixture("counter"), &["0", "10"]);
+    p.wait_line(|l| l == "count=3");
+    ckpt_sys::proc::kill(p.pid, libc::SIGTSTP).unwrap();
+    let t = Instant::now();
+    while stat_of(p.pid).unwrap().3 != "T" {
+        assert!(t.elapsed() < TIMEOUT, "SIGTSTP did not stop the fixture");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(stop_signal_of(p.pid), libc::SIGTSTP);
+    let image = dir.join("tstp.ckpt");
+    let tree = dump_and_restore(&mut p, &image);
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(stat_of(p.pid).unwrap().3, "T");
+    assert_eq!(stop_signal_of(p.pid), libc::SIGTSTP);
+    let n = p.line_count();
+    ckpt_sys::proc::kill(p.pid, libc::SIGCONT).unwrap();
+    p.wait_line_after(n, |l| l.starts_with("count="));
+    drop(tree);
+}
+
 /// A process with 10,000 fds restores under a hard limit of 20,000 (the
 /// stubs place them in place, without a second copy of the table); with
 /// too low a limit, `--check` says so before anything starts.

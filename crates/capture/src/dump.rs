@@ -381,6 +381,16 @@ fn capture_process(
     seccomp::save(pid, status.num("Seccomp")?, &mut threads, seccomp_filters)?;
     let shared_pending = signals::pending(pid, pid, true)?;
     let mut process = process::process_state(pid, &stat, &status, frozen.state_before.clone())?;
+    if process.state == "T" {
+        // The group-stop signal the seize reported (SIGTRAP when none).
+        let sig = frozen.threads.first().map_or(0, |t| t.stop_sig);
+        if matches!(
+            sig,
+            libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+        ) {
+            process.stop_signal = sig;
+        }
+    }
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
 

@@ -31,6 +31,9 @@ pub(crate) struct FrozenThread {
     /// Signals the kernel dequeued for delivery while we stopped the thread
     /// (suppressed by us; they must be queued again).
     pub deferred: Vec<[u8; ptrace::SIGINFO_SIZE]>,
+    /// The signal its interrupt stop reported: for a process in a
+    /// job-control stop, the signal that stopped it; else SIGTRAP.
+    pub stop_sig: i32,
 }
 
 /// All threads of a process in ptrace stops. Dropping it without
@@ -302,6 +305,7 @@ impl Frozen {
                     tid,
                     state_before,
                     deferred: Vec::new(),
+                    stop_sig: 0,
                 },
             );
             if let Err(e) = ptrace::interrupt(tid) {
@@ -338,10 +342,13 @@ impl Frozen {
                     t.deferred.extend(deferred);
                 }
                 match r {
-                    Ok(true) => {
+                    Ok(Some(sig)) => {
+                        if let Some(t) = seized.get_mut(&tid) {
+                            t.stop_sig = sig;
+                        }
                         pending.swap_remove(i);
                     }
-                    Ok(false) => i += 1,
+                    Ok(None) => i += 1,
                     Err(ckpt_sys::Error::Gone { .. }) if tid != pid => {
                         seized.remove(&tid);
                         pending.swap_remove(i);
@@ -553,8 +560,8 @@ fn detach_thread(pid: Pid, t: &FrozenThread) -> ckpt_sys::Result<()> {
             let deadline = Instant::now() + Duration::from_secs(1);
             loop {
                 match ptrace::poll_interrupt_stop(t.tid, &mut deferred) {
-                    Ok(true) => break ptrace::detach(t.tid, 0),
-                    Ok(false) if Instant::now() < deadline => {
+                    Ok(Some(_)) => break ptrace::detach(t.tid, 0),
+                    Ok(None) if Instant::now() < deadline => {
                         std::thread::sleep(Duration::from_micros(200))
                     }
                     // Gone, not ours any more, or not stopping.

@@ -390,6 +390,7 @@ fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
     enc_identity(&m.cwd_identity, b.reborrow().init_cwd_identity());
     b.set_controlling_tty(m.controlling_tty);
     b.set_ckpt_uffd_fd(m.ckpt_uffd_fd.unwrap_or(-1));
+    b.set_stop_signal(m.stop_signal);
 }
 
 fn enc_mm(mm: &MmLayout, mut x: c::mm_layout::Builder) {
@@ -1287,6 +1288,7 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         )?,
         controlling_tty: r.get_controlling_tty(),
         ckpt_uffd_fd: Some(r.get_ckpt_uffd_fd()).filter(|&fd| fd >= 0),
+        stop_signal: r.get_stop_signal(),
         ..Default::default()
     };
     let sh = r.get_shares().ctx(&f("shares"))?;

@@ -130,6 +130,8 @@ pub struct Process {
     pub controlling_tty: u64,
     /// The fd ckpt left in the process for dirty-page tracking (not restored).
     pub ckpt_uffd_fd: Option<i32>,
+    /// A stopped process: the signal that stopped it (0: not known, SIGSTOP).
+    pub stop_signal: i32,
 }
 
 /// Which saved process's kernel table a process shares; 0 = its own.

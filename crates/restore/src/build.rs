@@ -658,13 +658,21 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
 }
 
 /// Let processes go once all are built: their registers were set; a
-/// process that was stopped gets SIGSTOP first (it stops as soon as it
-/// runs); then every thread is detached, the leaders last.
+/// process that was stopped gets its stop signal first (it stops as soon
+/// as it runs; SIGSTOP where a job-control signal would be discarded, in
+/// an orphaned process group); then every thread is detached, the
+/// leaders last.
 fn let_go(tree: &TreePlan, built: &[(usize, Vec<i32>)], stubs: &Stubs) -> Result<()> {
     for (c, _) in built {
-        if tree.nodes[*c].stopped {
+        let node = &tree.nodes[*c];
+        if node.stopped {
             let pid = stubs.pid(*c);
-            proc::kill(pid, libc::SIGSTOP)
+            let sig = if node.stop_signal != libc::SIGSTOP && !orphaned_group(pid) {
+                node.stop_signal
+            } else {
+                libc::SIGSTOP
+            };
+            proc::kill(pid, sig)
                 .ctx(|| format!("pid {pid}: stopping it again (it was stopped when dumped)"))?;
         }
     }
@@ -672,6 +680,39 @@ fn let_go(tree: &TreePlan, built: &[(usize, Vec<i32>)], stubs: &Stubs) -> Result
         thread::detach_all(tids)?;
     }
     Ok(())
+}
+
+/// (parent pid, process group, session) of `pid`, from /proc/PID/stat.
+fn stat_ids(pid: i32) -> Option<(i32, i32, i32)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut f = s.get(s.rfind(')')? + 1..)?.split_whitespace().skip(1);
+    let mut num = || f.next()?.parse::<i32>().ok();
+    Some((num()?, num()?, num()?))
+}
+
+/// Whether the process group of `pid` is orphaned now (no member has a
+/// parent in another group of the same session): the kernel then discards
+/// SIGTSTP, SIGTTIN and SIGTTOU instead of stopping. When unsure: yes.
+fn orphaned_group(pid: i32) -> bool {
+    let Some((_, pgid, sid)) = stat_ids(pid) else {
+        return true;
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let members = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(stat_ids)
+        .filter(|&(_, g, _)| g == pgid);
+    for (ppid, _, _) in members {
+        if let Some((_, pg, s)) = stat_ids(ppid).filter(|_| ppid > 0) {
+            if pg != pgid && s == sid {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The stub with its address space ready for the mappings: the main
@@ -790,8 +831,11 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     /// there; unmap its memory and move the vdso to the saved address.
     fn address_space(&mut self) -> Result<Prepared> {
         let pid = self.pid;
-        ptrace::seize(pid, ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACECLONE)
-            .ctx(|| format!("pid {pid}: seizing the restore stub"))?;
+        // TRACESYSGOOD: the last calls run by system call stops
+        // (Remote::without_traps).
+        let options =
+            ptrace::PTRACE_O_EXITKILL | ptrace::PTRACE_O_TRACECLONE | ptrace::PTRACE_O_TRACESYSGOOD;
+        ptrace::seize(pid, options).ctx(|| format!("pid {pid}: seizing the restore stub"))?;
         ptrace::interrupt(pid).ctx(|| format!("pid {pid}: stopping the restore stub"))?;
         ptrace::wait_interrupt_stop(pid).ctx(|| format!("pid {pid}: stopping the restore stub"))?;
 
@@ -933,6 +977,15 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                 .chain(others.iter_mut())
                 .collect();
             seccomp::install(&mut all, self.reader.image(), p, scratch)?;
+        }
+        // No trap from here on: a forced SIGTRAP would unblock a queued
+        // one and reset its handler.
+        // And every signal blocked until the saved masks are set last, so
+        // that what is queued stays pending.
+        for r in std::iter::once(&mut main).chain(others.iter_mut()) {
+            r.without_traps();
+            ptrace::set_sigmask(r.tid, u64::MAX)
+                .ctx(|| format!("thread {}: blocking signals", r.tid))?;
         }
         signals::queue_shared(&mut main, p, scratch)?;
         for (i, t) in p.threads.iter().enumerate() {

@@ -298,8 +298,12 @@ fn check_fds(fds: &FdPlan, r: &mut Report) {
     r.warnings.extend(fds.warnings.iter().cloned());
     for (what, path) in &fds.opens {
         let path = String::from_utf8_lossy(path);
+        // A dangling symlink is fine to open with O_PATH|O_NOFOLLOW (the
+        // open itself reports any other use).
         if let Err(e) = std::fs::metadata(&*path) {
-            r.errors.push(format!("{what}: {}", os_msg(&e)));
+            if !std::fs::symlink_metadata(&*path).is_ok_and(|m| m.file_type().is_symlink()) {
+                r.errors.push(format!("{what}: {}", os_msg(&e)));
+            }
         }
     }
     let need = place::fds_needed(fds);

@@ -23,6 +23,14 @@ impl Remote {
         })
     }
 
+    /// From now on, calls run without trap signals (no single steps, no
+    /// batches ending in int3): for the calls after pending signals are
+    /// queued again, which a forced SIGTRAP would disturb.
+    pub fn without_traps(&mut self) {
+        self.inj.use_syscall_stops();
+        self.batch = None;
+    }
+
     /// From now on [`Remote::batcher`] runs calls many at a time through
     /// the batch code at `code`, with `len` bytes of scratch at `scratch`.
     pub fn enable_batch(&mut self, code: u64, scratch: u64, len: u64) {

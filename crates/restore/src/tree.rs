@@ -65,6 +65,9 @@ pub struct Node {
     pub comm: Vec<u8>,
     /// Stopped (job control) when it was dumped.
     pub stopped: bool,
+    /// The signal to stop it with: the one that stopped it when that
+    /// still stops it now (default action, not blocked), else SIGSTOP.
+    pub stop_signal: i32,
 }
 
 /// The whole tree.
@@ -117,8 +120,30 @@ pub fn plan_tree(image: &Image) -> TreePlan {
             }
         }
         t.nodes[c].stopped = p.state == "T";
+        t.nodes[c].stop_signal = stop_signal_of(p);
     }
     t
+}
+
+/// The signal that stops `p` again as it was stopped: the saved one when
+/// it is a job-control signal that takes its default action (a handler
+/// would run instead, a blocked one would stay pending), else SIGSTOP.
+fn stop_signal_of(p: &Process) -> i32 {
+    let sig = p.stop_signal;
+    let job = matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
+    let default = p
+        .sigactions
+        .get((sig - 1).max(0) as usize)
+        .is_some_and(|a| a.handler == 0);
+    let blocked = p
+        .threads
+        .first()
+        .is_some_and(|t| t.blocked & (1u64 << ((sig - 1).max(0))) != 0);
+    if job && default && !blocked {
+        sig
+    } else {
+        libc::SIGSTOP
+    }
 }
 
 /// Creation order: depth first from the root, group leaders first among
@@ -154,6 +179,7 @@ fn order(image: &Image, index: &HashMap<i32, usize>, t: &mut TreePlan) {
             zombie: None,
             comm: p.comm.clone(),
             stopped: false,
+            stop_signal: libc::SIGSTOP,
         });
         let mut kids: Vec<usize> = Vec::new();
         for k in &p.children {

@@ -296,6 +296,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
         cwd_identity: identity("/home/rich"),
         controlling_tty: 0x8801,
         ckpt_uffd_fd: Some(900),
+        stop_signal: 20,
     };
     let p200 = Process {
         pid: 200,

@@ -931,7 +931,9 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         }
         FdOp::Reopen { slot, from, flags } => {
             let mut buf = [0u8; 40];
-            let fd = fds::open(proc_fd_path(c.slot(*from), &mut buf), *flags, 0)?.into_raw_fd();
+            // Through the /proc magic link, which O_NOFOLLOW would not pass.
+            let flags = *flags & !libc::O_NOFOLLOW;
+            let fd = fds::open(proc_fd_path(c.slot(*from), &mut buf), flags, 0)?.into_raw_fd();
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { .. }

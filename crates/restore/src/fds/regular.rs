@@ -135,7 +135,23 @@ fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
             meta,
         },
     );
-    let s = b.reopen_unless_rdwr(&what, s, flags & !(O_TMPFILE_BIT | libc::O_DIRECTORY));
+    let flags = flags & !(O_TMPFILE_BIT | libc::O_DIRECTORY);
+    // Made with O_TMPFILE, the new fd would keep that flag in F_GETFL
+    // where the saved one had none: open it again through /proc.
+    let s = if b.flags(g) & O_TMPFILE_BIT == 0 {
+        let r = b.slot();
+        b.op(
+            &what,
+            FdOp::Reopen {
+                slot: r,
+                from: s,
+                flags,
+            },
+        );
+        r
+    } else {
+        b.reopen_unless_rdwr(&what, s, flags)
+    };
     if flags & libc::O_PATH == 0 {
         b.seek(&what, s, b.groups[g].file.position);
     }

@@ -273,9 +273,12 @@ fn backing_of(
     }
 }
 
-/// Read-write for a writable shared mapping, else read-only.
+/// Read-write for a shared mapping that is writable or may become so
+/// (VmFlags "mw": the file was open for writing when it was mapped, so
+/// the process may mprotect it writable later), else read-only.
 fn access_of(v: &Vma) -> i32 {
-    if v.shared && v.prot & PROT_WRITE != 0 {
+    let may_write = v.vm_flags.iter().any(|f| f == "mw");
+    if v.shared && (v.prot & PROT_WRITE != 0 || may_write) {
         libc::O_RDWR
     } else {
         libc::O_RDONLY

@@ -87,6 +87,7 @@ pub(crate) fn install(
             r.tid,
             ptrace::PTRACE_O_EXITKILL
                 | ptrace::PTRACE_O_TRACECLONE
+                | ptrace::PTRACE_O_TRACESYSGOOD
                 | ptrace::PTRACE_O_SUSPEND_SECCOMP,
         )
         .map_err(|source| Error::Sys {

@@ -141,6 +141,18 @@ impl Injector {
         Self::with_mode(tid, syscall_ip, Mode::Stops)
     }
 
+    /// From now on, run each call by system call stops instead of single
+    /// steps (the thread must have been seized with
+    /// PTRACE_O_TRACESYSGOOD): no trap signal is forced on the thread,
+    /// which would unblock a SIGTRAP queued for it, reset its handler to
+    /// the default and have it dequeued. No effect on a [`Mode::Safe`]
+    /// injector (it uses system call stops already).
+    pub fn use_syscall_stops(&mut self) {
+        if matches!(self.mode, Mode::Step) {
+            self.mode = Mode::Stops;
+        }
+    }
+
     fn with_mode(tid: Pid, syscall_ip: u64, mode: Mode) -> Result<Self> {
         let saved_regs = ptrace::get_regs(tid)?;
         let saved_mask = ptrace::get_sigmask(tid)?;

@@ -213,16 +213,21 @@ pub fn seize_and_stop(tid: Pid, options: u32) -> Result<Vec<[u8; SIGINFO_SIZE]>>
 }
 
 /// After `interrupt`, one look (without blocking) at whether the thread
-/// reached its interrupt stop: `Ok(true)` when it did, `Ok(false)` when not
-/// yet. What happens on the way is handled as [`wait_interrupt_stop`] does
+/// reached its interrupt stop: `Ok(Some(sig))` when it did (`sig` is the
+/// signal that stopped the process when it is in a group-stop, SIGSTOP,
+/// SIGTSTP, SIGTTIN or SIGTTOU, else SIGTRAP), `Ok(None)` when not yet.
+/// What happens on the way is handled as [`wait_interrupt_stop`] does
 /// (signals held back into `deferred`, other events resumed), so callers
 /// can bound the wait: a thread that never stops (uninterruptible sleep)
 /// is then seen, not waited for forever.
-pub fn poll_interrupt_stop(tid: Pid, deferred: &mut Vec<[u8; SIGINFO_SIZE]>) -> Result<bool> {
+pub fn poll_interrupt_stop(
+    tid: Pid,
+    deferred: &mut Vec<[u8; SIGINFO_SIZE]>,
+) -> Result<Option<i32>> {
     loop {
         match try_wait(tid)? {
-            None => return Ok(false),
-            Some(Stop::Event { event, .. }) if event == PTRACE_EVENT_STOP => return Ok(true),
+            None => return Ok(None),
+            Some(Stop::Event { event, sig }) if event == PTRACE_EVENT_STOP => return Ok(Some(sig)),
             Some(Stop::Event { .. }) => cont(tid, 0)?,
             Some(Stop::Signal(_)) => {
                 deferred.push(get_siginfo(tid)?);
