@@ -7,6 +7,7 @@
 //! protections set.
 
 pub(crate) mod chain;
+pub(crate) mod cow;
 pub(crate) mod hugefill;
 pub(crate) mod layout;
 pub(crate) mod lazy;
@@ -23,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 
 /// The mappings and page writes of a process.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MemPlan {
     pub steps: Vec<MapStep>,
     pub writes: Vec<PageWrite>,
