@@ -144,7 +144,7 @@ fn restore_steps<R: ReadAt + Sync>(
     step.done();
     let page = mm::page_size();
     let step = Step::begin("plan");
-    let mut planned = plan(reader, page, opts)?;
+    let mut planned = plan(reader, page, opts, as_saved.is_none())?;
     step.done();
     let live = planned.mems.iter().flatten().count();
     if lazy.is_some() && live != 1 {
@@ -285,8 +285,14 @@ fn keep_range(planned: &Planned, c: usize) -> Option<(u64, u64)> {
 }
 
 /// The tree, the fd plan and each process's memory plan; their errors
-/// refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) -> Result<Planned> {
+/// refuse the restore. `own_rights`: the image's paths are opened with the
+/// restorer's own rights (not the saved user's).
+fn plan<R: ReadAt>(
+    reader: &ImageReader<R>,
+    page: u64,
+    opts: &RestoreOptions,
+    own_rights: bool,
+) -> Result<Planned> {
     let image = reader.image();
     let mut tree = plan_tree(image);
     if !tree.errors.is_empty() {
@@ -345,7 +351,7 @@ fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) ->
             warnings: Vec::new(),
         }));
     }
-    let cow = plan_shared_pages(&tree, &mut mems, &runs);
+    let cow = plan_shared_pages(&tree, &mut mems, &runs, own_rights);
     // The last process built of each fd table closes the kept fds.
     let mut closes_keep = vec![false; tree.nodes.len()];
     let mut last: BTreeMap<usize, usize> = BTreeMap::new();
@@ -376,11 +382,12 @@ fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) ->
 /// Pages still shared copy-on-write between parents and children
 /// (mem/cow.rs): their slots, each sharing process's plan changed to
 /// use them. Processes whose runs are spread over a chain of incremental
-/// images share nothing.
+/// images share nothing. `files`: private file mappings too.
 fn plan_shared_pages(
     tree: &TreePlan,
     mems: &mut [Option<MemPlan>],
     runs: &[Option<(chain::Runs, Option<Process>)>],
+    files: bool,
 ) -> cow::CowPlan {
     let (plan, changed) = {
         let members: Vec<cow::Member<'_>> = tree
@@ -396,7 +403,7 @@ fn plan_shared_pages(
                 }
             })
             .collect();
-        cow::plan_cow(&members)
+        cow::plan_cow(&members, files)
     };
     for (c, m) in changed {
         mems[c] = Some(m);

@@ -22,6 +22,9 @@ use crate::error::{Error, Result, SysContext};
 use ckpt_image::{ImageReader, MemoryRun, ReadAt, RunKind};
 use ckpt_sys::mm::{FixedArea, ProcMem};
 use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 
 /// Slots are placed so that their offset in the area is their mapping's
 /// address modulo this (huge pages stay aligned when moved).
@@ -39,6 +42,9 @@ pub struct Slot {
     pub offset: u64,
     /// The owner's page writes over the mapping (its runs).
     pub writes: Vec<PageWrite>,
+    /// A private file mapping: the file's path and the mapping's offset
+    /// in it (None: anonymous memory).
+    pub file: Option<(CString, u64)>,
 }
 
 /// The slots of a tree, and which each process keeps.
@@ -149,11 +155,27 @@ fn minus(x: &[(u64, u64)], y: &[(u64, u64)]) -> Vec<(u64, u64)> {
     out
 }
 
-/// Whether a mapping of a plan may be premapped (private anonymous memory
-/// that does not grow down).
-fn eligible(p: &MemPlan, i: usize) -> bool {
+/// Whether a mapping of a plan may be premapped: private anonymous memory
+/// that does not grow down, or (with `files`) a private mapping of a file
+/// by its path (not one the process reaches through its own fds).
+fn eligible(p: &MemPlan, i: usize, files: bool) -> bool {
     let s = &p.steps[i];
-    s.backing == Backing::Anon && !s.shared && !s.grows_down
+    if s.shared || s.grows_down {
+        return false;
+    }
+    match &s.backing {
+        Backing::Anon => true,
+        Backing::File { path, .. } => files && !path.as_bytes().starts_with(b"/proc/self/fd/"),
+        _ => false,
+    }
+}
+
+/// The file and offset of a file mapping's step (None: anonymous).
+fn file_of(s: &super::vmas::MapStep) -> Option<(CString, u64)> {
+    match &s.backing {
+        Backing::File { path, offset, .. } => Some((path.clone(), *offset)),
+        _ => None,
+    }
 }
 
 /// The process of each creation index: its parent (creation index), its
@@ -167,7 +189,11 @@ pub struct Member<'a> {
 
 /// Which mappings share a slot with the parent's (see the module
 /// documentation): (creation index, step index) -> slot index.
-fn assign(members: &[Member<'_>], slots: &mut Vec<Slot>) -> BTreeMap<(usize, usize), usize> {
+fn assign(
+    members: &[Member<'_>],
+    files: bool,
+    slots: &mut Vec<Slot>,
+) -> BTreeMap<(usize, usize), usize> {
     let mut slot_of: BTreeMap<(usize, usize), usize> = BTreeMap::new();
     for (c, m) in members.iter().enumerate() {
         let (Some(plan), Some(q)) = (m.plan, m.parent) else {
@@ -177,13 +203,14 @@ fn assign(members: &[Member<'_>], slots: &mut Vec<Slot>) -> BTreeMap<(usize, usi
             continue;
         };
         for (si, s) in plan.steps.iter().enumerate() {
-            if !eligible(plan, si) {
+            if !eligible(plan, si, files) {
                 continue;
             }
             let Ok(pi) = pplan.steps.binary_search_by_key(&s.start, |t| t.start) else {
                 continue;
             };
-            if pplan.steps[pi].len != s.len || !eligible(pplan, pi) {
+            let ps = &pplan.steps[pi];
+            if ps.len != s.len || !eligible(pplan, pi, files) || file_of(ps) != file_of(s) {
                 continue;
             }
             let end = s.start + s.len;
@@ -211,6 +238,7 @@ fn assign(members: &[Member<'_>], slots: &mut Vec<Slot>) -> BTreeMap<(usize, usi
                             .filter(|w| w.addr >= s.start && w.addr < end)
                             .copied()
                             .collect(),
+                        file: file_of(s),
                     });
                     slot_of.insert((q, pi), slots.len() - 1);
                     slots.len() - 1
@@ -223,13 +251,16 @@ fn assign(members: &[Member<'_>], slots: &mut Vec<Slot>) -> BTreeMap<(usize, usi
 }
 
 /// Plan the slots of the tree and change each sharing process's plan: its
-/// mapping comes from its slot, with only its own pages written.
-pub fn plan_cow(members: &[Member<'_>]) -> (CowPlan, BTreeMap<usize, MemPlan>) {
+/// mapping comes from its slot, with only its own pages written. `files`:
+/// private file mappings may be premapped too (the restorer opens their
+/// files with its own rights: not when the restore opens the image's
+/// paths with the saved user's).
+pub fn plan_cow(members: &[Member<'_>], files: bool) -> (CowPlan, BTreeMap<usize, MemPlan>) {
     let mut cow = CowPlan {
         kept: vec![Vec::new(); members.len()],
         ..Default::default()
     };
-    let slot_of = assign(members, &mut cow.slots);
+    let slot_of = assign(members, files, &mut cow.slots);
     let mut at = 0u64;
     for s in &mut cow.slots {
         let r = s.start % ALIGN;
@@ -312,8 +343,18 @@ pub(crate) fn premap<R: ReadAt + Sync>(
         })?;
     let mut area = FixedArea::new();
     for s in &cow.slots {
-        area.map(base + s.offset, s.len, None, 0)
-            .ctx(|| format!("premapping {} bytes at {:#x}", s.len, base + s.offset))?;
+        let at = base + s.offset;
+        match &s.file {
+            None => area
+                .map(at, s.len, None, 0)
+                .ctx(|| format!("premapping {} bytes at {at:#x}", s.len))?,
+            Some((path, offset)) => {
+                let f = std::fs::File::open(std::ffi::OsStr::from_bytes(path.as_bytes()))
+                    .ctx(|| format!("opening {} to premap it", path.to_string_lossy()))?;
+                area.map(at, s.len, Some(f.as_raw_fd()), *offset)
+                    .ctx(|| format!("premapping {} at {at:#x}", path.to_string_lossy()))?;
+            }
+        }
     }
     let mem = ProcMem::open(me).ctx(|| "opening the restorer's own memory".into())?;
     let mut owners: BTreeMap<usize, Vec<&Slot>> = BTreeMap::new();
@@ -436,7 +477,7 @@ mod tests {
                 runs: &dr,
             },
         ];
-        let (cow, changed) = plan_cow(&members);
+        let (cow, changed) = plan_cow(&members, true);
         assert_eq!(cow.slots.len(), 1);
         let s = &cow.slots[0];
         assert_eq!((s.owner, s.start, s.len), (0, 0x100000, 8 * P));
@@ -507,13 +548,47 @@ mod tests {
                 runs: &mr,
             },
         ];
-        let (cow, changed) = plan_cow(&members);
+        let (cow, changed) = plan_cow(&members, true);
         assert_eq!(cow.slots.len(), 1);
         assert_eq!(cow.kept.iter().filter(|k| !k.is_empty()).count(), 3);
         for c in [1, 2] {
             let w: Vec<(u64, u64)> = changed[&c].writes.iter().map(|w| (w.addr, w.len)).collect();
             assert_eq!(w, [(0x201000, P)]);
         }
+    }
+
+    #[test]
+    fn private_file_mappings_share_with_the_same_file_and_offset_only() {
+        let file = |start: u64, offset: u64| MapStep {
+            backing: Backing::File {
+                path: c"/lib/x.so".to_owned(),
+                flags: libc::O_RDONLY,
+                offset,
+            },
+            ..step(start, 2 * P)
+        };
+        let r = [run(0x300000, 1, 0, 0), run(0x400000, 1, 0, 0x1000)];
+        let p = plan(vec![file(0x300000, 0), file(0x400000, 0)], &r);
+        let c = plan(vec![file(0x300000, 0), file(0x400000, 0x2000)], &r);
+        let members = [
+            Member {
+                parent: None,
+                plan: Some(&p),
+                runs: &r,
+            },
+            Member {
+                parent: Some(0),
+                plan: Some(&c),
+                runs: &r,
+            },
+        ];
+        let (cow, changed) = plan_cow(&members, true);
+        assert_eq!(cow.slots.len(), 1);
+        assert_eq!(cow.slots[0].file, Some((c"/lib/x.so".to_owned(), 0)));
+        assert_eq!(changed[&1].writes.len(), 1);
+        assert_eq!(changed[&1].steps[1].backing, c.steps[1].backing);
+        let (cow, _) = plan_cow(&members, false);
+        assert!(cow.slots.is_empty());
     }
 
     #[test]
