@@ -544,7 +544,9 @@ fn a_tree_is_copied_in_the_freeze_and_not_restored_lazily() {
 }
 
 /// A parent with 64 MiB of private anonymous memory it filled, and four
-/// children forked after, each of which rewrote 4 pages of it. Everyone
+/// children forked after, each of which rewrote 4 pages of it; and a file
+/// (argv[1], 16 pages) mapped privately, every page written before the
+/// fork. Everyone
 /// checks its own contents every tick; SIGUSR1 to a child makes it write
 /// one more page (copy-on-write must still work after a restore).
 const COW_TREE: &str = r#"
@@ -553,6 +555,7 @@ const COW_TREE: &str = r#"
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #define PAGES 16384
@@ -560,8 +563,14 @@ const COW_TREE: &str = r#"
 static volatile sig_atomic_t usr1;
 static void on_usr1(int s) { (void)s; usr1 = 1; }
 static uint64_t *page(char *m, long i) { return (uint64_t *)(m + i * PG); }
-int main(void) {
+int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) return 2;
+    int fd = open(argv[1], O_RDONLY);
+    char *f = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (f == MAP_FAILED) { perror("mmap file"); return 1; }
+    for (long i = 0; i < 16; i++)
+        f[i * PG] = 'A' + (char)i;
     char *m = mmap(NULL, (size_t)PAGES * PG, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) { perror("mmap"); return 1; }
@@ -585,7 +594,8 @@ int main(void) {
             *page(m, i) = own[i];
         }
     } else {
-        printf("READY addr=%p kids=%d,%d,%d,%d\n", (void *)m, kids[0], kids[1], kids[2], kids[3]);
+        printf("READY addr=%p file=%p kids=%d,%d,%d,%d\n", (void *)m, (void *)f, kids[0], kids[1],
+               kids[2], kids[3]);
     }
     for (long n = 0;; n++) {
         if (usr1) {
@@ -603,6 +613,11 @@ int main(void) {
                 return 1;
             }
         }
+        for (long i = 0; i < 16; i++)
+            if (f[i * PG] != 'A' + i || f[i * PG + 1] != 'x') {
+                printf("ERROR who=%d file page %ld\n", who, i);
+                return 1;
+            }
         printf("ok who=%d n=%ld\n", who, n);
         usleep(30000);
     }
@@ -654,10 +669,14 @@ fn pages_shared_after_fork_are_shared_again_after_restore() {
     let _heavy = heavy();
     let dir = TempDir::new("cowtree");
     let bin = c_fixture("cowtree", COW_TREE);
-    let mut p = Proc::spawn(&dir, &bin, &[]);
+    let data = dir.join("data");
+    std::fs::write(&data, "x".repeat(16 * 4096)).unwrap();
+    let mut p = Proc::spawn(&dir, &bin, &[data.to_str().unwrap()]);
     let ready = p.wait_line(|l| l.starts_with("READY"));
     let addr =
         u64::from_str_radix(ready_value(&ready, "addr").trim_start_matches("0x"), 16).unwrap();
+    let file =
+        u64::from_str_radix(ready_value(&ready, "file").trim_start_matches("0x"), 16).unwrap();
     let kids: Vec<i32> = ready_value(&ready, "kids")
         .split(',')
         .map(|k| k.parse().unwrap())
@@ -685,6 +704,15 @@ fn pages_shared_after_fork_are_shared_again_after_restore() {
     assert!(!f0.1, "page 0 of the parent is exclusive");
     for &k in &kids {
         assert_eq!(frame_of(k, addr), f0, "pid {k}: page 0 not shared");
+    }
+    // The written pages of the private file mapping too.
+    let ff = frame_of(p.pid, file + 5 * 4096);
+    for &k in &kids {
+        assert_eq!(
+            frame_of(k, file + 5 * 4096),
+            ff,
+            "pid {k}: file page 5 not shared"
+        );
     }
     let own = frame_of(kids[0], addr + 16 * 4096);
     assert!(own.1 && own.0 != frame_of(p.pid, addr + 16 * 4096).0);

@@ -324,38 +324,20 @@ pub(crate) fn premap<R: ReadAt + Sync>(
     }
     let t = std::time::Instant::now();
     let me = ckpt_sys::proc::getpid();
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .ctx(|| "reading the restorer's own /proc/self/maps".into())?;
-    let image_vmas = reader
-        .image()
-        .processes
-        .iter()
-        .flat_map(|p| p.vmas.iter().map(|v| (v.start, v.end)));
-    let own = parse_maps(&maps).into_iter().map(|m| (m.start, m.end));
-    let base = FreeSpace::new(image_vmas.chain(own))
-        .alloc(cow.size)
-        .ok_or_else(|| Error::Stub {
-            pid: me,
-            what: format!(
-                "no free address range of {} bytes for the memory the processes share",
-                cow.size
-            ),
-        })?;
-    let mut area = FixedArea::new();
-    for s in &cow.slots {
-        let at = base + s.offset;
-        match &s.file {
-            None => area
-                .map(at, s.len, None, 0)
-                .ctx(|| format!("premapping {} bytes at {at:#x}", s.len))?,
-            Some((path, offset)) => {
-                let f = std::fs::File::open(std::ffi::OsStr::from_bytes(path.as_bytes()))
-                    .ctx(|| format!("opening {} to premap it", path.to_string_lossy()))?;
-                area.map(at, s.len, Some(f.as_raw_fd()), *offset)
-                    .ctx(|| format!("premapping {} at {at:#x}", path.to_string_lossy()))?;
+    // Another thread of the restorer may map memory between the look at
+    // its maps and the mappings (they never replace anything): try again.
+    let mut tries = 0;
+    let (area, base) = loop {
+        let base = free_base(reader, cow.size, me)?;
+        match map_slots(cow, base) {
+            Ok(area) => break (area, base),
+            Err(Error::Sys { source, .. }) if tries < 3 && source.errno() == Some(libc::EEXIST) => {
+                tracing::debug!(error = %source, "premap area taken meanwhile; trying again");
+                tries += 1;
             }
+            Err(e) => return Err(e),
         }
-    }
+    };
     let mem = ProcMem::open(me).ctx(|| "opening the restorer's own memory".into())?;
     let mut owners: BTreeMap<usize, Vec<&Slot>> = BTreeMap::new();
     for s in &cow.slots {
@@ -392,6 +374,48 @@ pub(crate) fn premap<R: ReadAt + Sync>(
         "premapped the memory shared copy-on-write"
     );
     Ok(Some((area, base)))
+}
+
+/// A free range of `size` bytes for the premap area: clear of every
+/// mapping of the image's processes and of the restorer's own.
+fn free_base<R: ReadAt>(reader: &ImageReader<R>, size: u64, me: i32) -> Result<u64> {
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .ctx(|| "reading the restorer's own /proc/self/maps".into())?;
+    let image_vmas = reader
+        .image()
+        .processes
+        .iter()
+        .flat_map(|p| p.vmas.iter().map(|v| (v.start, v.end)));
+    let own = parse_maps(&maps).into_iter().map(|m| (m.start, m.end));
+    FreeSpace::new(image_vmas.chain(own))
+        .alloc(size)
+        .ok_or_else(|| Error::Stub {
+            pid: me,
+            what: format!(
+                "no free address range of {size} bytes for the memory the processes share"
+            ),
+        })
+}
+
+/// Each slot mapped at `base` + its offset (anonymous memory, or its file
+/// privately), not yet filled.
+fn map_slots(cow: &CowPlan, base: u64) -> Result<FixedArea> {
+    let mut area = FixedArea::new();
+    for s in &cow.slots {
+        let at = base + s.offset;
+        match &s.file {
+            None => area
+                .map(at, s.len, None, 0)
+                .ctx(|| format!("premapping {} bytes at {at:#x}", s.len))?,
+            Some((path, offset)) => {
+                let f = std::fs::File::open(std::ffi::OsStr::from_bytes(path.as_bytes()))
+                    .ctx(|| format!("opening {} to premap it", path.to_string_lossy()))?;
+                area.map(at, s.len, Some(f.as_raw_fd()), *offset)
+                    .ctx(|| format!("premapping {} at {at:#x}", path.to_string_lossy()))?;
+            }
+        }
+    }
+    Ok(area)
 }
 
 #[cfg(test)]
