@@ -380,6 +380,9 @@ enum MadviseFlag {
 # A run of consecutive pages of one process with saved contents.
 # Pages of a vma not covered by any run have the contents the vma's backing
 # gives them: zero for anonymous memory, the file's bytes for file mappings.
+# A child's run may point at the same frame bytes as its parent's run at the
+# same address: pages they still shared copy-on-write, stored once (and
+# restored shared; spec/format.md "Pages shared copy-on-write").
 struct MemoryRun {
   start @0 :UInt64;              # page-aligned virtual address
   pages @1 :UInt32;              # number of pages (host.pageSize each)

@@ -581,3 +581,200 @@ fn a_tree_is_copied_in_the_freeze_and_not_restored_lazily() {
     let tree = Tree::of(root);
     assert_eq!(tree.0.len(), 3, "{:?}", tree.0);
 }
+
+/// A parent with 64 MiB of private anonymous memory it filled, and four
+/// children forked after, each of which rewrote 4 pages of it; and a file
+/// (argv[1], 16 pages) mapped privately, every page written before the
+/// fork. Everyone
+/// checks its own contents every tick; SIGUSR1 to a child makes it write
+/// one more page (copy-on-write must still work after a restore).
+const COW_TREE: &str = r#"
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#define PAGES 16384
+#define PG 4096
+static volatile sig_atomic_t usr1;
+static void on_usr1(int s) { (void)s; usr1 = 1; }
+static uint64_t *page(char *m, long i) { return (uint64_t *)(m + i * PG); }
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) return 2;
+    int fd = open(argv[1], O_RDONLY);
+    char *f = mmap(NULL, 16 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (f == MAP_FAILED) { perror("mmap file"); return 1; }
+    for (long i = 0; i < 16; i++)
+        f[i * PG] = 'A' + (char)i;
+    char *m = mmap(NULL, (size_t)PAGES * PG, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) { perror("mmap"); return 1; }
+    for (long i = 0; i < PAGES; i++) {
+        memset(m + i * PG, (int)(i & 0xff), PG);
+        *page(m, i) = (uint64_t)i * 7 + 1;
+    }
+    signal(SIGUSR1, on_usr1);
+    int who = 0;
+    pid_t kids[4];
+    for (int k = 1; k <= 4; k++) {
+        pid_t c = fork();
+        if (c == 0) { who = k; break; }
+        kids[k - 1] = c;
+    }
+    /* own[i]: the value page i holds in this process (0: the parent's). */
+    static uint64_t own[PAGES];
+    if (who) {
+        for (long i = who * 16; i < who * 16 + 4; i++) {
+            own[i] = ((uint64_t)who << 32) | (uint64_t)i;
+            *page(m, i) = own[i];
+        }
+    } else {
+        printf("READY addr=%p file=%p kids=%d,%d,%d,%d\n", (void *)m, (void *)f, kids[0], kids[1],
+               kids[2], kids[3]);
+    }
+    for (long n = 0;; n++) {
+        if (usr1) {
+            usr1 = 0;
+            long i = who * 16 + 8;
+            own[i] = ((uint64_t)who << 40) | (uint64_t)i;
+            *page(m, i) = own[i];
+            printf("wrote who=%d page=%ld\n", who, i);
+        }
+        for (long i = 0; i < PAGES; i++) {
+            uint64_t want = own[i] ? own[i] : (uint64_t)i * 7 + 1;
+            if (*page(m, i) != want || (unsigned char)m[i * PG + 100] != (i & 0xff)) {
+                printf("ERROR who=%d page %ld holds %llx, not %llx\n", who, i,
+                       (unsigned long long)*page(m, i), (unsigned long long)want);
+                return 1;
+            }
+        }
+        for (long i = 0; i < 16; i++)
+            if (f[i * PG] != 'A' + i || f[i * PG + 1] != 'x') {
+                printf("ERROR who=%d file page %ld\n", who, i);
+                return 1;
+            }
+        printf("ok who=%d n=%ld\n", who, n);
+        usleep(30000);
+    }
+}
+"#;
+
+/// (Pss, Shared_Dirty, Private_Dirty) in KiB of the mapping at `addr` of `pid`.
+fn smaps_of(pid: i32, addr: u64) -> (u64, u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut inside = false;
+    let (mut pss, mut shared, mut private) = (0, 0, 0);
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let Some((a, _)) = f.first().and_then(|r| r.split_once('-')) {
+            if f.len() >= 5 && a.len() >= 8 && u64::from_str_radix(a, 16).is_ok() {
+                inside = u64::from_str_radix(a, 16).unwrap() == addr;
+                continue;
+            }
+        }
+        if !inside || f.len() < 2 {
+            continue;
+        }
+        let v: u64 = f[1].parse().unwrap_or(0);
+        match f[0] {
+            "Pss:" => pss = v,
+            "Shared_Dirty:" => shared = v,
+            "Private_Dirty:" => private = v,
+            _ => {}
+        }
+    }
+    (pss, shared, private)
+}
+
+/// The page frame of `addr` in `pid` (pagemap, as root), and whether the
+/// page is mapped by this process alone (PM_MMAP_EXCLUSIVE).
+fn frame_of(pid: i32, addr: u64) -> (u64, bool) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/pagemap")).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, addr / 4096 * 8).unwrap();
+    let v = u64::from_ne_bytes(b);
+    assert!(v & (1 << 63) != 0, "pid {pid}: page {addr:#x} not present");
+    (v & ((1 << 55) - 1), v & (1 << 56) != 0)
+}
+
+#[test]
+fn pages_shared_after_fork_are_shared_again_after_restore() {
+    ckpt_testkit::require!(ckpt_testkit::require::root());
+    let _heavy = heavy();
+    let dir = TempDir::new("cowtree");
+    let bin = c_fixture("cowtree", COW_TREE);
+    let data = dir.join("data");
+    std::fs::write(&data, "x".repeat(16 * 4096)).unwrap();
+    let mut p = Proc::spawn(&dir, &bin, &[data.to_str().unwrap()]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let addr =
+        u64::from_str_radix(ready_value(&ready, "addr").trim_start_matches("0x"), 16).unwrap();
+    let file =
+        u64::from_str_radix(ready_value(&ready, "file").trim_start_matches("0x"), 16).unwrap();
+    let kids: Vec<i32> = ready_value(&ready, "kids")
+        .split(',')
+        .map(|k| k.parse().unwrap())
+        .collect();
+    p.wait_line(|l| l.starts_with("ok who=4 n=2"));
+    let pids: Vec<i32> = std::iter::once(p.pid).chain(kids.iter().copied()).collect();
+    let before: Vec<(u64, u64, u64)> = pids.iter().map(|&q| smaps_of(q, addr)).collect();
+    let image = dir.join("cowtree.ckpt");
+    let n = p.line_count();
+    let _tree = dump_and_restore(&mut p, &image);
+    for who in 0..=4 {
+        p.wait_line_after(n, |l| l.starts_with(&format!("ok who={who} ")));
+    }
+    let after: Vec<(u64, u64, u64)> = pids.iter().map(|&q| smaps_of(q, addr)).collect();
+    eprintln!("(Pss, Shared_Dirty, Private_Dirty) KiB before {before:?} after {after:?}");
+    let total_pss: u64 = after.iter().map(|a| a.0).sum();
+    // 64 MiB once (plus the children's 16 KiB each), not five times.
+    assert!(total_pss < 70 * 1024, "Pss of the five: {total_pss} KiB");
+    for (q, a) in pids.iter().zip(&after) {
+        assert!(a.1 >= 60 * 1024, "pid {q}: Shared_Dirty {} KiB", a.1);
+        assert!(a.2 <= 1024, "pid {q}: Private_Dirty {} KiB", a.2);
+    }
+    // Page 0 is one frame in all five; a child's own page is its own.
+    let f0 = frame_of(p.pid, addr);
+    assert!(!f0.1, "page 0 of the parent is exclusive");
+    for &k in &kids {
+        assert_eq!(frame_of(k, addr), f0, "pid {k}: page 0 not shared");
+    }
+    // The written pages of the private file mapping too.
+    let ff = frame_of(p.pid, file + 5 * 4096);
+    for &k in &kids {
+        assert_eq!(
+            frame_of(k, file + 5 * 4096),
+            ff,
+            "pid {k}: file page 5 not shared"
+        );
+    }
+    let own = frame_of(kids[0], addr + 16 * 4096);
+    assert!(own.1 && own.0 != frame_of(p.pid, addr + 16 * 4096).0);
+    // Copy-on-write still works: a child writes, the others keep theirs.
+    let n2 = p.line_count();
+    signal(kids[1], libc::SIGUSR1).unwrap();
+    p.wait_line_after(n2, |l| l == "wrote who=2 page=40");
+    let n3 = p.line_count();
+    for who in 0..=4 {
+        p.wait_line_after(n3, |l| l.starts_with(&format!("ok who={who} ")));
+    }
+    let out = p.output();
+    assert!(!out.contains("ERROR"), "{}", tail(&out));
+    assert_ne!(
+        frame_of(kids[1], addr + 40 * 4096).0,
+        frame_of(p.pid, addr + 40 * 4096).0
+    );
+}
+
+/// `key=value` of a READY line.
+fn ready_value(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        .to_string()
+}

@@ -9,9 +9,9 @@ use crate::error::{Error, Result, SysContext};
 use crate::fds::place::{self, Scratch};
 use crate::fds::{self, plan_tree as plan_tree_fds, FdEnv, FdPlan, Handover, LateFd, NetGuard};
 use crate::mem::hugefill::{self, plan_huge_fills};
-use crate::mem::layout::{self, parse_maps, plan_layout, Layout};
+use crate::mem::layout::{self, parse_maps, plan_layout_premap, Layout, Premap};
 use crate::mem::pages::Target;
-use crate::mem::{chain, lazy, plan_memory_shared, shared_objects, uffd, vmas, MemPlan};
+use crate::mem::{chain, cow, lazy, plan_memory_shared, shared_objects, uffd, vmas, MemPlan};
 use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
 use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::Remote;
@@ -83,6 +83,8 @@ struct Planned {
     /// Creation index of the last process built of each fd table's
     /// processes: it closes the kept memory objects' fds.
     closes_keep: Vec<bool>,
+    /// Private memory shared copy-on-write (mem/cow.rs).
+    cow: cow::CowPlan,
 }
 
 /// Restore the image's processes (see [`crate::restore`]); stopped by
@@ -142,7 +144,7 @@ fn restore_steps<R: ReadAt + Sync>(
     step.done();
     let page = mm::page_size();
     let step = Step::begin("plan");
-    let mut planned = plan(reader, page, opts)?;
+    let mut planned = plan(reader, page, opts, as_saved.is_none())?;
     step.done();
     let live = planned.mems.iter().flatten().count();
     if lazy.is_some() && live != 1 {
@@ -166,9 +168,17 @@ fn restore_steps<R: ReadAt + Sync>(
     // SysV IPC objects, with their saved ids, before anything else uses
     // ids (removed again if the restore fails).
     let ipc = sysv::restore(reader)?;
+    let step = Step::begin("premap");
+    let premapped = premap(reader, &planned)?;
+    step.done();
     let step = Step::begin("stubs");
     let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts, cancel)?;
     step.done();
+    // The stubs hold the premapped memory now (the restorer's copy goes).
+    let premap_base = premapped.map_or(0, |(area, base)| {
+        drop(area);
+        base
+    });
     phases.push(("stubs", t0.elapsed()));
     // The terminal goes to the job now that its groups exist (every
     // process waits to be built; none runs before the terminal is its).
@@ -191,6 +201,7 @@ fn restore_steps<R: ReadAt + Sync>(
         net: std::sync::Mutex::new(&mut net),
         lazy,
         server: std::sync::Mutex::new(None),
+        premap_base,
         total: data_bytes(&planned),
     };
     let out = b.build_all(progress)?;
@@ -287,8 +298,14 @@ fn keep_range(planned: &Planned, c: usize) -> Option<(u64, u64)> {
 }
 
 /// The tree, the fd plan and each process's memory plan; their errors
-/// refuse the restore.
-fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) -> Result<Planned> {
+/// refuse the restore. `own_rights`: the image's paths are opened with the
+/// restorer's own rights (not the saved user's).
+fn plan<R: ReadAt>(
+    reader: &ImageReader<R>,
+    page: u64,
+    opts: &RestoreOptions,
+    own_rights: bool,
+) -> Result<Planned> {
     let image = reader.image();
     let mut tree = plan_tree(image);
     if !tree.errors.is_empty() {
@@ -347,6 +364,7 @@ fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) ->
             warnings: Vec::new(),
         }));
     }
+    let cow = plan_shared_pages(&tree, &mut mems, &runs, own_rights);
     // The last process built of each fd table closes the kept fds.
     let mut closes_keep = vec![false; tree.nodes.len()];
     let mut last: BTreeMap<usize, usize> = BTreeMap::new();
@@ -370,7 +388,60 @@ fn plan<R: ReadAt>(reader: &ImageReader<R>, page: u64, opts: &RestoreOptions) ->
         mems,
         runs,
         closes_keep,
+        cow,
     })
+}
+
+/// Pages still shared copy-on-write between parents and children
+/// (mem/cow.rs): their slots, each sharing process's plan changed to
+/// use them. Processes whose runs are spread over a chain of incremental
+/// images share nothing. `files`: private file mappings too.
+fn plan_shared_pages(
+    tree: &TreePlan,
+    mems: &mut [Option<MemPlan>],
+    runs: &[Option<(chain::Runs, Option<Process>)>],
+    files: bool,
+) -> cow::CowPlan {
+    let (plan, changed) = {
+        let members: Vec<cow::Member<'_>> = tree
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(c, n)| {
+                let r = runs[c].as_ref().filter(|(r, _)| r.single());
+                cow::Member {
+                    parent: n.parent,
+                    plan: mems[c].as_ref().filter(|_| r.is_some()),
+                    runs: r.map_or(&[], |(r, _)| &r.memory[..]),
+                }
+            })
+            .collect();
+        cow::plan_cow(&members, files)
+    };
+    for (c, m) in changed {
+        mems[c] = Some(m);
+    }
+    if plan.size > 0 {
+        tracing::debug!(
+            slots = plan.slots.len(),
+            bytes = plan.size,
+            "memory shared copy-on-write planned"
+        );
+    }
+    plan
+}
+
+/// The premap area of [`cow::premap`], in the restorer.
+fn premap<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    planned: &Planned,
+) -> Result<Option<(ckpt_sys::mm::FixedArea, u64)>> {
+    let runs: Vec<&[ckpt_image::MemoryRun]> = planned
+        .runs
+        .iter()
+        .map(|r| r.as_ref().map_or(&[][..], |(r, _)| &r.memory[..]))
+        .collect();
+    cow::premap(reader, &planned.cow, &runs)
 }
 
 /// The stubs of the whole tree, each at its saved pid (or, with new_pid,
@@ -457,6 +528,8 @@ struct Builders<'a, R: ReadAt> {
     /// server once made; the process is not let go (the server does it).
     lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
     server: std::sync::Mutex<Option<lazy::Server>>,
+    /// Where the premap area is in every stub (mem/cow.rs; 0: none).
+    premap_base: u64,
     total: u64,
 }
 
@@ -640,6 +713,14 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             tree_pids,
             lazy: self.lazy.clone(),
             server: None,
+            premap: Premap {
+                base: self.premap_base,
+                size: self.planned.cow.size,
+                kept: self.planned.cow.kept[c]
+                    .iter()
+                    .map(|&(off, len)| (self.premap_base + off, self.premap_base + off + len))
+                    .collect(),
+            },
         };
         let r = b.run();
         if let Some(s) = b.server.take() {
@@ -756,6 +837,8 @@ struct Build<'a, R: ReadAt> {
     /// A lazy restore: where its pages come from, and its server once made.
     lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
     server: Option<lazy::Server>,
+    /// The premap area in the stub and the slots it keeps (mem/cow.rs).
+    premap: Premap,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -845,8 +928,15 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         let mode = hugefill::huge_fill_mode(self.huge_fill);
         let huge = plan_huge_fills(self.mem, self.p, self.page, mode);
         let huge_lens: Vec<u64> = huge.iter().map(|h| h.len).collect();
-        let layout = plan_layout(self.p, &stub_maps, SCRATCH_LEN, self.page, &huge_lens)
-            .map_err(|what| Error::Stub { pid, what })?;
+        let layout = plan_layout_premap(
+            self.p,
+            &stub_maps,
+            SCRATCH_LEN,
+            self.page,
+            &huge_lens,
+            &self.premap,
+        )
+        .map_err(|what| Error::Stub { pid, what })?;
         let mem = ProcMem::open(pid).ctx(|| format!("pid {pid}: opening its memory"))?;
         let mut main = Remote::new(pid, layout::syscall_ip(pid, &mem, &stub_maps)?)?;
         thread::unregister_stub_rseq(&mut main)?;

@@ -457,6 +457,69 @@ fn map_files_path(start: u64, end: u64, buf: &mut [u8; 64]) -> &std::ffi::CStr {
     std::ffi::CStr::from_bytes_with_nul(&buf[..=n]).unwrap_or(c"/")
 }
 
+/// Private memory this process maps at fixed addresses that must be free
+/// (MAP_FIXED_NOREPLACE: nothing already mapped is ever replaced), read and
+/// written only through system calls (process_vm_writev), never through
+/// references: restore fills it before forking its stubs, which inherit
+/// it copy-on-write. Unmapped when dropped.
+pub struct FixedArea {
+    maps: Vec<(u64, u64)>,
+}
+
+impl FixedArea {
+    pub fn new() -> FixedArea {
+        FixedArea { maps: Vec::new() }
+    }
+
+    /// Map `len` bytes (page-aligned) at `addr`, read-write: anonymous
+    /// memory (`fd` None) or file `fd` at `offset`, MAP_PRIVATE.
+    pub fn map(&mut self, addr: u64, len: u64, fd: Option<i32>, offset: u64) -> Result<()> {
+        let anon = if fd.is_none() { libc::MAP_ANONYMOUS } else { 0 };
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping:
+        // the call fails instead, so no memory of this process changes.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED_NOREPLACE | anon,
+                fd.unwrap_or(-1),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(crate::last_os("mmap(MAP_FIXED_NOREPLACE)", 0));
+        }
+        self.maps.push((p as u64, len));
+        if p as u64 != addr {
+            // A kernel without MAP_FIXED_NOREPLACE takes it as a hint.
+            return Err(crate::Error::Unexpected {
+                tid: 0,
+                what: format!("mmap at {addr:#x} gave {:#x}", p as u64),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for FixedArea {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for FixedArea {
+    fn drop(&mut self) {
+        for &(a, len) in &self.maps {
+            // SAFETY: mappings this value made; nothing refers into them
+            // (they are only reached through system calls).
+            unsafe {
+                libc::munmap(a as *mut libc::c_void, len as usize);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tree_tests {
     use super::*;

@@ -137,13 +137,15 @@ pub(crate) fn plan(
             // file's, nothing to save (and no pagemap to walk).
             continue;
         }
-        // The parent's private anonymous areas over this one: pages still
-        // shared with it are found by their page frames.
+        // The parent's private areas of the same kind over this one (its
+        // anonymous memory, or the written pages of its private file
+        // mappings): pages still shared with it are found by their page
+        // frames.
         let shared_with: Vec<(u64, u64)> = match (pol, cow) {
-            (Policy::Anon, Some(c)) => c
+            (Policy::Anon | Policy::PrivateFile, Some(c)) => c
                 .areas
                 .iter()
-                .filter(|(pe, pp)| *pp == Policy::Anon && pe.start < e.end && e.start < pe.end)
+                .filter(|(pe, pp)| pp == pol && pe.start < e.end && e.start < pe.end)
                 .map(|(pe, _)| (pe.start.max(e.start), pe.end.min(e.end)))
                 .collect(),
             _ => Vec::new(),

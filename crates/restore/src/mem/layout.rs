@@ -160,6 +160,17 @@ pub struct Layout {
     /// Temporary address (2 MiB-aligned) of each huge-page fill area, in
     /// the order of the `huge` lengths given to [`plan_layout`].
     pub huge_temp: Vec<u64>,
+    /// Address of the premap area the stub inherited (mem/cow.rs; 0: none).
+    pub premap: u64,
+}
+
+/// The premap area (mem/cow.rs) in a stub: where it is, and the slots
+/// this process keeps (absolute ranges); the rest is unmapped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Premap {
+    pub base: u64,
+    pub size: u64,
+    pub kept: Vec<(u64, u64)>,
 }
 
 impl Layout {
@@ -234,13 +245,31 @@ pub fn plan_layout(
     page: u64,
     huge: &[u64],
 ) -> Result<Layout, String> {
+    plan_layout_premap(proc, stub, scratch_len, page, huge, &Premap::default())
+}
+
+/// [`plan_layout`] in a stub holding the premap area `premap`: nothing
+/// temporary goes there, and its kept slots are not unmapped.
+pub fn plan_layout_premap(
+    proc: &Process,
+    stub: &[MapsEntry],
+    scratch_len: u64,
+    page: u64,
+    huge: &[u64],
+    premap: &Premap,
+) -> Result<Layout, String> {
     let pairs = pair_vdso(&proc.vmas, stub)?;
+    let area = (premap.size > 0).then_some((premap.base, premap.base + premap.size));
     let mut space = FreeSpace::new(
-        proc.vmas.iter().map(|v| (v.start, v.end)).chain(
-            stub.iter()
-                .filter(|m| is_vdso_like(&m.name))
-                .map(|m| (m.start, m.end)),
-        ),
+        proc.vmas
+            .iter()
+            .map(|v| (v.start, v.end))
+            .chain(
+                stub.iter()
+                    .filter(|m| is_vdso_like(&m.name))
+                    .map(|m| (m.start, m.end)),
+            )
+            .chain(area),
     );
     let tramp_len = page + scratch_len.div_ceil(page) * page;
     let tramp = space
@@ -249,6 +278,7 @@ pub fn plan_layout(
 
     let mut keep: Vec<(u64, u64)> = vec![(tramp, tramp + tramp_len)];
     keep.extend(pairs.iter().map(|(h, _)| (h.start, h.end)));
+    keep.extend(premap.kept.iter().copied());
     keep.sort();
     let mut unmap = Vec::new();
     let mut at = 0u64;
@@ -331,6 +361,7 @@ pub fn plan_layout(
         shm_temp,
         sysv_temp,
         huge_temp,
+        premap: premap.base,
     })
 }
 

@@ -4,9 +4,12 @@
 //! the trampoline and the kernel's vdso moved (layout.rs), the mappings are
 //! made (vmas.rs), the saved pages written (pages.rs) with UFFDIO_COPY
 //! (uffd.rs) or through huge pages (hugefill.rs), then the final
-//! protections set.
+//! protections set. Private memory a child still shared copy-on-write with
+//! its parent is premapped and filled by the restorer before the stubs are
+//! forked, and moved into place by each process sharing it (cow.rs).
 
 pub(crate) mod chain;
+pub(crate) mod cow;
 pub(crate) mod hugefill;
 pub(crate) mod layout;
 pub(crate) mod lazy;
@@ -23,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 
 /// The mappings and page writes of a process.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MemPlan {
     pub steps: Vec<MapStep>,
     pub writes: Vec<PageWrite>,

@@ -51,6 +51,14 @@ pub enum Backing {
     /// still there, before the stub: process/sysv.rs), attached at a
     /// temporary address and duplicated from there.
     SysvShm { id: i32, offset: u64 },
+    /// Private anonymous memory the restorer premapped and filled before
+    /// forking the stubs (mem/cow.rs): the slot at `offset` in the premap
+    /// area, moved here, its `discard` ranges dropped (MADV_DONTNEED: the
+    /// slot owner's pages this process does not have).
+    Inherited {
+        offset: u64,
+        discard: Vec<(u64, u64)>,
+    },
 }
 
 /// A deleted file that mappings need, made again by the process being
@@ -847,6 +855,9 @@ fn map_one(
                 Allow::Nothing,
             )?;
         }
+        Backing::Inherited { offset, discard } => {
+            map_inherited(main, b, s, l, *offset, discard)?;
+        }
         Backing::SysvShm { id, offset } => {
             // Direct calls: what came before first.
             b.flush(main)?;
@@ -876,6 +887,44 @@ fn map_one(
                 Allow::Nothing,
             )?;
         }
+    }
+    Ok(())
+}
+
+/// A premapped slot (mem/cow.rs) moved to its mapping's address, with
+/// the protection pages are written with; the pages it must not have
+/// dropped.
+fn map_inherited(
+    main: &mut Remote,
+    b: &mut Batcher,
+    s: &MapStep,
+    l: &Layout,
+    offset: u64,
+    discard: &[(u64, u64)],
+) -> Result<()> {
+    let from = l.premap + offset;
+    b.push(
+        main,
+        format!("mremap of its premapped memory to {}", s.what),
+        libc::SYS_mremap,
+        &[from, s.len, s.len, MREMAP_MAYMOVE | MREMAP_FIXED, s.start],
+        Allow::Nothing,
+    )?;
+    b.push(
+        main,
+        format!("mprotect of {}", s.what),
+        libc::SYS_mprotect,
+        &[s.start, s.len, u64::from(s.map_prot)],
+        Allow::Nothing,
+    )?;
+    for &(a, e) in discard {
+        b.push(
+            main,
+            format!("madvise(MADV_DONTNEED) of {} at {a:#x}", s.what),
+            libc::SYS_madvise,
+            &[a, e - a, libc::MADV_DONTNEED as u64],
+            Allow::Nothing,
+        )?;
     }
     Ok(())
 }
