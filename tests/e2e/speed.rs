@@ -476,6 +476,13 @@ fn outcome(r: &Proc, sum: &str, what: &str, killed: bool) {
         }
         if status_field(r.pid, "TracerPid").as_deref() == Some("0") {
             if killed {
+                // The tracer is gone; a SIGKILL may still be on its way
+                // (TracerPid is 0 before the process is a zombie).
+                std::thread::sleep(Duration::from_millis(300));
+                if !r.alive() {
+                    eprintln!("{what}: the process was killed");
+                    return;
+                }
                 // Every page was in before the disturbance (a loaded
                 // machine): it runs on, and its memory must be whole.
                 eprintln!("{what}: the process was let go first, with all its pages");
