@@ -43,7 +43,13 @@ pub(super) fn plan_file(b: &mut Builder, g: usize, rf: &RegularFile) {
     } else {
         strip_deleted(&rf.file.path).to_vec()
     };
-    if rf.file.deleted || f.path.ends_with(b" (deleted)") {
+    // Unlinked under the name the fd shows but saved under another name
+    // it still has (a hard link): reopened there.
+    let relinked = !rf.file.deleted
+        && !rf.has_contents
+        && !rf.file.path.is_empty()
+        && !rf.file.path.ends_with(b" (deleted)");
+    if !relinked && (rf.file.deleted || f.path.ends_with(b" (deleted)")) {
         plan_deleted(b, g, rf, &path);
         return;
     }
