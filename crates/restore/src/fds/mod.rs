@@ -494,6 +494,9 @@ pub(crate) struct Builder<'a> {
     /// Groups made once the process has its threads (see [`LateFd`]).
     pub late: Vec<bool>,
     pub plan: FdPlan,
+    /// Deleted files made again, by saved (dev, inode): the slot of the
+    /// first one (another open of the same file reopens it).
+    pub remade: std::collections::HashMap<(u64, u64), usize>,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
 
@@ -775,6 +778,7 @@ pub fn plan_tree(
         late: vec![false; groups.len()],
         groups,
         plan,
+        remade: std::collections::HashMap::new(),
         load,
     };
 

@@ -105,7 +105,27 @@ pub(crate) fn temp_names(path: &[u8], inode: u64) -> Vec<CString> {
 /// directory it was in (else /tmp).
 fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
     let (what, flags) = (b.what(g), b.flags(g));
+    let key = (rf.file.dev, rf.file.inode);
+    if let Some(&made) = b.remade.get(&key).filter(|_| key != (0, 0)) {
+        // Another open of a file made again already: one file for both.
+        let s = b.slot();
+        let flags = flags & !(O_TMPFILE_BIT | libc::O_DIRECTORY);
+        b.op(
+            &what,
+            FdOp::Reopen {
+                slot: s,
+                from: made,
+                flags,
+            },
+        );
+        if flags & libc::O_PATH == 0 {
+            b.seek(&what, s, b.groups[g].file.position);
+        }
+        b.slot_of[g] = Some(s);
+        return;
+    }
     let s = b.slot();
+    b.remade.insert(key, s);
     if !rf.has_contents {
         b.error(format!(
             "{what}: the file was deleted and the image does not hold its contents"
