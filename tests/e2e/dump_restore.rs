@@ -217,3 +217,46 @@ fn written_pages_of_file_mappings_come_back() {
     );
     assert_eq!(std::fs::read(&data).unwrap()[..6], *b"file c");
 }
+
+/// Two opens of one file, then both its names unlinked; and a file
+/// unlinked under the name it was opened by but still linked under
+/// another: after a restore the two fds are one file again (a write
+/// through one is read through the other), and the linked one is the
+/// file at its other name.
+#[test]
+fn two_opens_of_a_deleted_file_and_a_relinked_file() {
+    let dir = TempDir::new("unlinked");
+    let script = r#"
+import os, sys, time
+d = sys.argv[1]
+a = os.open(d + "/a", os.O_RDWR | os.O_CREAT, 0o644)
+os.link(d + "/a", d + "/a.link")
+b = os.open(d + "/a.link", os.O_RDONLY)
+os.unlink(d + "/a"); os.unlink(d + "/a.link")
+os.write(a, b"0" * 1000)
+c = os.open(d + "/c", os.O_RDWR | os.O_CREAT, 0o644)
+os.link(d + "/c", d + "/c.link")
+os.unlink(d + "/c")
+os.write(c, b"c" * 10)
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+sa, sb = os.fstat(a), os.fstat(b)
+print("same=%d size=%d" % (sa.st_ino == sb.st_ino, sa.st_size), flush=True)
+os.pwrite(a, b"xyz", 0)
+print("through=%s" % os.pread(b, 3, 0).decode(), flush=True)
+sc, sl = os.fstat(c), os.stat(d + "/c.link")
+print("relinked=%d pos=%d" % (sc.st_ino == sl.st_ino, os.lseek(c, 0, os.SEEK_CUR)), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("unlinked.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "same=1 size=1000");
+    r.wait_line(|l| l == "through=xyz");
+    r.wait_line(|l| l == "relinked=1 pos=10");
+}
