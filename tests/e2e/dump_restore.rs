@@ -218,7 +218,8 @@ fn written_pages_of_file_mappings_come_back() {
     assert_eq!(std::fs::read(&data).unwrap()[..6], *b"file c");
 }
 
-/// Two opens of one file, then both its names unlinked; and a file
+/// Two opens of one file (and an inotify watch of it), then both its
+/// names unlinked; and a file
 /// unlinked under the name it was opened by but still linked under
 /// another: after a restore the two fds are one file again (a write
 /// through one is read through the other), and the linked one is the
@@ -232,6 +233,10 @@ d = sys.argv[1]
 a = os.open(d + "/a", os.O_RDWR | os.O_CREAT, 0o644)
 os.link(d + "/a", d + "/a.link")
 b = os.open(d + "/a.link", os.O_RDONLY)
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+ino = libc.inotify_init1(os.O_NONBLOCK)
+assert libc.inotify_add_watch(ino, (d + "/a").encode(), 2) == 1  # IN_MODIFY
 os.unlink(d + "/a"); os.unlink(d + "/a.link")
 os.write(a, b"0" * 1000)
 c = os.open(d + "/c", os.O_RDWR | os.O_CREAT, 0o644)
@@ -245,6 +250,7 @@ sa, sb = os.fstat(a), os.fstat(b)
 print("same=%d size=%d" % (sa.st_ino == sb.st_ino, sa.st_size), flush=True)
 os.pwrite(a, b"xyz", 0)
 print("through=%s" % os.pread(b, 3, 0).decode(), flush=True)
+print("watched=%d" % (len(os.read(ino, 4096)) >= 16), flush=True)
 sc, sl = os.fstat(c), os.stat(d + "/c.link")
 print("relinked=%d pos=%d" % (sc.st_ino == sl.st_ino, os.lseek(c, 0, os.SEEK_CUR)), flush=True)
 time.sleep(600)
@@ -258,5 +264,6 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "same=1 size=1000");
     r.wait_line(|l| l == "through=xyz");
+    r.wait_line(|l| l == "watched=1");
     r.wait_line(|l| l == "relinked=1 pos=10");
 }

@@ -48,11 +48,28 @@ pub(super) fn plan(b: &mut Builder, g: usize, ino: &Inotify) {
             b.error(format!("{what}: an inotify watch path holds a NUL byte"));
             return;
         };
+        // A deleted file: watched through the one made again for an fd.
+        let via = if w.path.ends_with(b" (deleted)") {
+            match b.remade.get(&(w.dev, w.inode)) {
+                Some(&v) => Some(v),
+                None => {
+                    b.error(format!(
+                        "{what}: inotify watch {} is on a deleted file ({}) that no fd of the image holds",
+                        w.wd,
+                        String::from_utf8_lossy(&w.path)
+                    ));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         b.op(
             &what,
             FdOp::InotifyWatch {
                 slot: s,
                 path,
+                via,
                 mask: w.mask,
                 wd: w.wd,
             },
@@ -72,11 +89,16 @@ pub(super) fn make(c: &mut Child<'_>, slot: usize, flags: i32) -> ckpt_sys::Resu
 pub(super) fn add_watch(
     c: &mut Child<'_>,
     slot: usize,
-    path: &CStr,
+    (path, via): (&CStr, Option<usize>),
     mask: u32,
     wd: i32,
 ) -> ckpt_sys::Result<()> {
     let fd = c.slot(slot);
+    let mut buf = [0u8; 40];
+    let path = match via {
+        Some(v) => crate::stub::proc_fd_path(c.slot(v), &mut buf),
+        None => path,
+    };
     let got = c.as_saved(|_| inotify::inotify_add_watch(fd, path, mask))?;
     if got != wd {
         return Err(ckpt_sys::Error::Os {

@@ -215,11 +215,12 @@ pub enum FdOp {
     /// An inotify instance (its watches are added by InotifyWatch). (inotify.rs)
     Inotify { slot: usize, flags: i32 },
     /// inotify_add_watch of a path of the image (with the saved user's
-    /// rights); the kernel must give it watch descriptor `wd` again.
-    /// (inotify.rs)
+    /// rights), or of the file at slot `via` (a deleted file made again);
+    /// the kernel must give it watch descriptor `wd` again. (inotify.rs)
     InotifyWatch {
         slot: usize,
         path: CString,
+        via: Option<usize>,
         mask: u32,
         wd: i32,
     },
@@ -790,8 +791,18 @@ pub fn plan_tree(
     // before descriptions that may open /dev/tty.
     let ptys = pty::plan_pairs(&mut b);
     tty::plan_sessions(&mut b, &ptys);
+    // inotify instances last: a watch of a deleted file is added through
+    // the file made again for an fd.
+    let is_inotify = |b: &Builder, g: usize| matches!(b.groups[g].file.kind, FileKind::Inotify(_));
     for g in 0..b.groups.len() {
-        plan_group(&mut b, g, &mut pipes);
+        if !is_inotify(&b, g) {
+            plan_group(&mut b, g, &mut pipes);
+        }
+    }
+    for g in 0..b.groups.len() {
+        if is_inotify(&b, g) {
+            plan_group(&mut b, g, &mut pipes);
+        }
     }
     unix::plan_all(&mut b);
     // Epoll watches of fd numbers that hold another file now.
@@ -980,9 +991,10 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::InotifyWatch {
             slot,
             path,
+            via,
             mask,
             wd,
-        } => inotify::add_watch(c, *slot, path, *mask, *wd)?,
+        } => inotify::add_watch(c, *slot, (path, *via), *mask, *wd)?,
         FdOp::Prebuilt { slot, index } => c.set_slot(*slot, c.prebuilt(*index)),
         FdOp::SocketPair { .. }
         | FdOp::UnixSocket { .. }
@@ -1224,7 +1236,9 @@ pub(crate) fn access_items(
             FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
                 items.push((what.clone(), path.clone(), access_mode(*flags)));
             }
-            FdOp::InotifyWatch { path, .. } => inotify::access(what, path, items),
+            FdOp::InotifyWatch {
+                path, via: None, ..
+            } => inotify::access(what, path, items),
             FdOp::UnixSocket { path: Some(p), .. } => unix::access_item(what, p, items),
             FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
             FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
