@@ -433,6 +433,7 @@ mod tests {
             map_prot: 3,
             shared: false,
             grows_down: false,
+            map_flags: 0,
             backing: Backing::Anon,
             advice: Vec::new(),
             anon_name: None,

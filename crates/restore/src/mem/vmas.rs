@@ -98,6 +98,9 @@ pub struct MapStep {
     pub map_prot: u32,
     pub shared: bool,
     pub grows_down: bool,
+    /// mmap flags the mapping was made with that its VmFlags show:
+    /// MAP_NORESERVE ("nr"); MAP_DROPPABLE ("dp") replaces MAP_PRIVATE.
+    pub map_flags: u64,
     pub backing: Backing,
     /// madvise() advice values to apply.
     pub advice: Vec<i32>,
@@ -228,6 +231,7 @@ pub(super) fn plan_vmas(
             map_prot: v.prot,
             shared: v.shared,
             grows_down,
+            map_flags: map_flags_of(&v.vm_flags),
             backing,
             advice: advice_of(v.madvise),
             anon_name,
@@ -789,6 +793,22 @@ fn open_files(
     Ok(files)
 }
 
+/// MAP_DROPPABLE (a mapping type, in place of MAP_PRIVATE).
+const MAP_DROPPABLE: u64 = 0x08;
+
+/// The mmap flags that VmFlags `flags` show beyond the sharing type.
+fn map_flags_of(flags: &[String]) -> u64 {
+    let mut m = 0;
+    for f in flags {
+        match f.as_str() {
+            "nr" => m |= libc::MAP_NORESERVE as u64,
+            "dp" => m |= MAP_DROPPABLE,
+            _ => {}
+        }
+    }
+    m
+}
+
 /// The mmap (or mremap) of one mapping.
 fn map_one(
     main: &mut Remote,
@@ -801,10 +821,12 @@ fn map_one(
 ) -> Result<()> {
     let prot = u64::from(s.map_prot);
     let share = if s.shared {
-        libc::MAP_SHARED
+        libc::MAP_SHARED as u64
+    } else if s.map_flags & MAP_DROPPABLE != 0 {
+        MAP_DROPPABLE
     } else {
-        libc::MAP_PRIVATE
-    } as u64;
+        libc::MAP_PRIVATE as u64
+    } | (s.map_flags & libc::MAP_NORESERVE as u64);
     let fixed = libc::MAP_FIXED as u64;
     let what = format!("mmap of {}", s.what);
     match &s.backing {
