@@ -188,7 +188,12 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
             "device (I/O or PFN) mappings are not supported",
         ));
     }
-    let (backing, policy) = backing(pid, e, shared)?;
+    let (backing, mut policy) = backing(pid, e, shared)?;
+    if has("dp") {
+        // MAP_DROPPABLE: the kernel may drop its pages at any time; they
+        // are not saved (the restored area reads zeros), as if dropped.
+        policy = Policy::Nothing;
+    }
     let vma = Vma {
         start: e.start,
         end: e.end,
