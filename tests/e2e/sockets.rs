@@ -431,3 +431,42 @@ time.sleep(600)
     );
     assert!(p.alive());
 }
+
+#[test]
+fn unlinked_socket_names_and_fifos_come_back_unlinked() {
+    // A connection accepted from a listener closed since, its file
+    // unlinked; a FIFO unlinked while open; bytes waiting in both.
+    let dir = TempDir::new("unlinked");
+    let mut p = python_fixture(&dir, "unlinked.py", &[]);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_line(|l| l.starts_with("tick=3 "));
+    let path = dir.join("gone.sock");
+    let image = dir.join("u.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(5);
+    let out = r.output();
+    assert!(!out.contains("ERROR"), "{}", tail(&out));
+    let name = path.to_str().unwrap();
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    assert!(
+        after
+            .iter()
+            .filter(|l| l.starts_with("tick="))
+            .all(|l| l.ends_with(&format!(" sock={name} peer={name}"))),
+        "names changed:\n{}",
+        tail(&out)
+    );
+    assert_consecutive_ticks(&out);
+    assert!(!path.exists(), "the socket file is back");
+    assert!(!dir.join("gone.fifo").exists(), "the FIFO is back");
+}
+
+/// tick=N lines go on one by one (nothing lost or repeated).
+fn assert_consecutive_ticks(out: &str) {
+    let v = values(out, "tick=");
+    for w in v.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "tick jumped:\n{}", tail(out));
+    }
+}

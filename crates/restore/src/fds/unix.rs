@@ -234,21 +234,42 @@ fn plan_pair(b: &mut Builder, cx: &mut Ctx, g: [usize; 2]) {
         let &l = cx.listeners.get(&server.local_path)?;
         (client.peer_path == server.local_path).then_some((i, l))
     });
+    // Or accepted from a listener closed since (its file maybe deleted):
+    // a listener of that name made for the accept, closed with the rest.
+    let gone = || {
+        (0..2).find(|&i| {
+            let (server, client) = (u[i], u[1 - i]);
+            server.sock_type != libc::SOCK_DGRAM as u32
+                && !server.local_path.is_empty()
+                && client.peer_path == server.local_path
+                && !cx
+                    .named
+                    .iter()
+                    .any(|(n, &o)| *n == server.local_path && o != g[i])
+        })
+    };
+    let via = via
+        .map(|(i, l)| (i, Some(l)))
+        .or_else(|| gone().map(|i| (i, None)));
     let slots = match via {
         Some((i, l)) => {
             let (server, client) = (g[i], g[1 - i]);
-            let c = make_socket(b, cx, client);
-            let what = b.what(client);
-            let Some(addr) = sockaddr_un(&cx.sock[&l].local_path) else {
+            let name = l.map_or(&u[i].local_path, |l| &cx.sock[&l].local_path);
+            let Some(addr) = sockaddr_un(name) else {
                 return;
             };
-            let listener = b.slot_of[l].unwrap_or(0);
+            let listener = match l {
+                Some(l) => b.slot_of[l].unwrap_or(0),
+                None => temporary_listener(b, server, u[i]),
+            };
+            let c = make_socket(b, cx, client);
+            let what = b.what(client);
             b.op(
                 &what,
                 FdOp::UnixConnect {
                     slot: c,
                     addr,
-                    path: cx.sock[&l].local_path.first() != Some(&0),
+                    path: name.first() != Some(&0),
                 },
             );
             let s = b.slot();
@@ -279,6 +300,43 @@ fn plan_pair(b: &mut Builder, cx: &mut Ctx, g: [usize; 2]) {
     cx.writer.insert(g[1], slots[0]);
     cx.done[g[0]] = true;
     cx.done[g[1]] = true;
+}
+
+/// A listener bound to `u`'s name (a connection accepted from a listener
+/// the process closed since) in a slot of its own, for `u`'s accept. The
+/// file it makes goes again with the other deleted ones, or stays (as the
+/// closed listener's did) when it was there at the dump.
+fn temporary_listener(b: &mut Builder, server: usize, u: &UnixSocket) -> usize {
+    let abstract_name = u.local_path.first() == Some(&0);
+    let s = b.slot();
+    b.op(
+        &format!("{} (the listener it was accepted from)", b.what(server)),
+        FdOp::UnixSocket {
+            slot: s,
+            sock_type: u.sock_type as i32,
+            name: u.local_path.clone(),
+            path: if abstract_name {
+                None
+            } else {
+                cpath(&u.local_path)
+            },
+            backlog: 1,
+        },
+    );
+    if !abstract_name && u.file_mode != 0 && !u.deleted {
+        if let Some(path) = cpath(&u.local_path) {
+            b.op(
+                &b.what(server),
+                FdOp::UnixFileMode {
+                    path,
+                    mode: u.file_mode & 0o7777,
+                    uid: u.file_uid,
+                    gid: u.file_gid,
+                },
+            );
+        }
+    }
+    s
 }
 
 /// Phase 3: connections to receivers, listeners and outside names; then
