@@ -579,3 +579,27 @@ fn a_tree_is_copied_in_the_freeze_and_not_restored_lazily() {
     let tree = Tree::of(root);
     assert_eq!(tree.0.len(), 3, "{:?}", tree.0);
 }
+
+#[test]
+fn pidfds_of_one_dead_process_share_its_inode() {
+    let dir = TempDir::new("deadpidfds");
+    let mut p = crate::sockets::python_fixture(&dir, "deadpidfds.py", &[]);
+    p.wait_line(|l| l.starts_with("tick=2 "));
+    assert!(
+        p.output().contains("tick=2 same=1 apart=1"),
+        "{}",
+        tail(&p.output())
+    );
+    let image = dir.join("d.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+    let out = r.output();
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|l| l.ends_with(" same=1 apart=1")),
+        "{}",
+        tail(&out)
+    );
+}

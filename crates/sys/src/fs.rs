@@ -4,6 +4,12 @@
 use crate::{last_os, os_errno, OsResult, Result};
 use std::ffi::CStr;
 
+/// The filesystem magic (statfs f_type) of the file `path` leads to.
+pub fn fs_magic(path: &std::path::Path) -> Result<i64> {
+    let st = nix::sys::statfs::statfs(path).op("statfs")?;
+    Ok(st.filesystem_type().0 as i64)
+}
+
 /// chdir(2).
 pub fn chdir(path: &CStr) -> Result<()> {
     nix::unistd::chdir(path).op("chdir")

@@ -174,6 +174,8 @@ pub enum FdOp {
         slot: usize,
         pid: Option<i32>,
         nonblock: bool,
+        /// Other descriptions of the same process (slot, nonblock).
+        more: Vec<(usize, bool)>,
     },
     /// (fanotify.rs)
     Fanotify {
@@ -1090,7 +1092,8 @@ fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> 
             slot,
             pid,
             nonblock,
-        } => pidfd::dead(c, *slot, *pid, *nonblock),
+            more,
+        } => pidfd::dead(c, *slot, *pid, *nonblock, more),
         FdOp::Fanotify {
             slot,
             flags,
