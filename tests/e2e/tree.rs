@@ -603,3 +603,27 @@ fn pidfds_of_one_dead_process_share_its_inode() {
         tail(&out)
     );
 }
+
+#[test]
+fn fds_on_proc_files_of_the_tree_are_opened_once_it_exists() {
+    let dir = TempDir::new("procfds");
+    let mut p = crate::sockets::python_fixture(&dir, "procfds.py", &[]);
+    p.wait_line(|l| l.starts_with("tick=2 "));
+    assert!(
+        p.output().contains("tick=2 child=1 own=1 dir=1"),
+        "{}",
+        tail(&p.output())
+    );
+    let image = dir.join("procfds.ckpt");
+    let tree = dump_and_restore(&mut p, &image);
+    let before = p.line_count();
+    p.wait_more_lines(3);
+    let out = p.output();
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|l| l.ends_with(" child=1 own=1 dir=1")),
+        "{}",
+        tail(&out)
+    );
+    drop(tree);
+}

@@ -41,6 +41,16 @@ pub enum LateOp {
         flags: u32,
         fds: Vec<(i32, bool)>,
     },
+    /// A file under /proc/`pid` (a saved id of the image) at `rest`, opened
+    /// with `flags` (no O_CLOEXEC) at offset `pos`, placed at each of
+    /// `fds` (regular.rs).
+    ProcOpen {
+        pid: i32,
+        rest: Vec<u8>,
+        flags: i32,
+        pos: u64,
+        fds: Vec<(i32, bool)>,
+    },
     /// EPOLL_CTL_ADD of fd `fd` (made late) to epoll fd `epfd`.
     EpollAdd {
         epfd: i32,
@@ -200,6 +210,17 @@ pub(crate) fn late(
                 epoll_add(main, &l.what, [*epfd, *fd], (*events, *data), scratch)?;
                 continue;
             }
+            LateOp::ProcOpen {
+                pid,
+                rest,
+                flags,
+                pos,
+                fds,
+            } => {
+                let args = (*pid, &rest[..], *flags, *pos);
+                super::regular::late_proc_open(main, &l.what, args, fds, ids, scratch)?;
+                continue;
+            }
         };
         let pid = ids.get(&pid).copied().unwrap_or(pid);
         let fd = main.call(
@@ -207,30 +228,41 @@ pub(crate) fn late(
             libc::SYS_pidfd_open,
             &[pid as u64, u64::from(flags)],
         )?;
-        for &(n, cloexec) in fds {
-            if n as u64 == fd {
-                // pidfd_open's fds are close-on-exec.
-                let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
-                main.call(
-                    &format!("{}: fcntl(F_SETFD) of fd {n}", l.what),
-                    libc::SYS_fcntl,
-                    &[fd, libc::F_SETFD as u64, flags as u64],
-                )?;
-                continue;
-            }
+        place_late(main, &l.what, fd, fds)?;
+    }
+    Ok(())
+}
+
+/// The late fd `fd` put at each of `fds` (number, close-on-exec), then
+/// closed unless it is one of them.
+pub(super) fn place_late(
+    main: &mut Remote,
+    what: &str,
+    fd: u64,
+    fds: &[(i32, bool)],
+) -> Result<()> {
+    for &(n, cloexec) in fds {
+        let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        if n as u64 == fd {
             main.call(
-                &format!("{}: dup3 to fd {n}", l.what),
-                libc::SYS_dup3,
-                &[
-                    fd,
-                    n as u64,
-                    if cloexec { libc::O_CLOEXEC as u64 } else { 0 },
-                ],
+                &format!("{what}: fcntl(F_SETFD) of fd {n}"),
+                libc::SYS_fcntl,
+                &[fd, libc::F_SETFD as u64, flags as u64],
             )?;
+            continue;
         }
-        if !fds.iter().any(|&(n, _)| n as u64 == fd) {
-            main.call("close", libc::SYS_close, &[fd])?;
-        }
+        main.call(
+            &format!("{what}: dup3 to fd {n}"),
+            libc::SYS_dup3,
+            &[
+                fd,
+                n as u64,
+                if cloexec { libc::O_CLOEXEC as u64 } else { 0 },
+            ],
+        )?;
+    }
+    if !fds.iter().any(|&(n, _)| n as u64 == fd) {
+        main.call("close", libc::SYS_close, &[fd])?;
     }
     Ok(())
 }
