@@ -435,7 +435,8 @@ time.sleep(600)
 #[test]
 fn unlinked_socket_names_and_fifos_come_back_unlinked() {
     // A connection accepted from a listener closed since, its file
-    // unlinked; a FIFO unlinked while open; bytes waiting in both.
+    // unlinked; a FIFO unlinked while open; a datagram socket whose file
+    // was unlinked and replaced by a FIFO; bytes waiting in the three.
     let dir = TempDir::new("unlinked");
     let mut p = python_fixture(&dir, "unlinked.py", &[]);
     p.wait_line(|l| l.starts_with("READY"));
@@ -449,18 +450,34 @@ fn unlinked_socket_names_and_fifos_come_back_unlinked() {
     let out = r.output();
     assert!(!out.contains("ERROR"), "{}", tail(&out));
     let name = path.to_str().unwrap();
+    let taken = dir.join("taken.sock");
     let after: Vec<&str> = out.lines().skip(before).collect();
     assert!(
         after
             .iter()
             .filter(|l| l.starts_with("tick="))
-            .all(|l| l.ends_with(&format!(" sock={name} peer={name}"))),
+            .all(|l| l.ends_with(&format!(
+                " sock={name} peer={name} dgram={}",
+                taken.display()
+            ))),
         "names changed:\n{}",
         tail(&out)
     );
     assert_consecutive_ticks(&out);
     assert!(!path.exists(), "the socket file is back");
     assert!(!dir.join("gone.fifo").exists(), "the FIFO is back");
+    use std::os::unix::fs::FileTypeExt;
+    let ft = std::fs::symlink_metadata(&taken).unwrap().file_type();
+    assert!(
+        ft.is_fifo(),
+        "the FIFO in the datagram socket's place is gone"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".ckpt-aside-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 /// tick=N lines go on one by one (nothing lost or repeated).

@@ -192,6 +192,29 @@ pub fn chmod(path: &CStr, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// renameat2(RENAME_NOREPLACE) of `from` to `to`; false when nothing is at
+/// `from` (ENOENT). Async-signal-safe.
+pub fn rename_noreplace(from: &CStr, to: &CStr) -> Result<bool> {
+    // SAFETY: both are live NUL-terminated strings; AT_FDCWD dirfds.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r < 0 {
+        let e = crate::last_os("renameat2", 0);
+        if e.errno() == Some(libc::ENOENT) {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(true)
+}
+
 /// unlink(2) (async-signal-safe).
 pub fn unlink(path: &CStr) -> Result<()> {
     // SAFETY: `path` is a live NUL-terminated string.

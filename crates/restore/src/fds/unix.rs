@@ -35,7 +35,7 @@ use ckpt_sys::fds::socket;
 use ckpt_sys::fds::sockopt::{self, Phase};
 use ckpt_sys::fds::unix::sockaddr_un;
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 /// Most fds one queued message may carry back (SCM_RIGHTS).
 pub(crate) const MAX_MSG_FDS: usize = 16;
@@ -139,6 +139,7 @@ fn make_socket(b: &mut Builder, cx: &mut Ctx, g: usize) -> usize {
     let u = cx.sock[&g];
     let what = b.what(g);
     let abstract_name = u.local_path.first() == Some(&0);
+    move_aside(b, &what, u);
     let s = b.slot();
     b.op(
         &what,
@@ -170,6 +171,25 @@ fn make_socket(b: &mut Builder, cx: &mut Ctx, g: usize) -> usize {
     b.slot_of[g] = Some(s);
     cx.done[g] = true;
     s
+}
+
+/// The name next to `u`'s path that what is there now is moved to while a
+/// socket deleted at the dump is bound to that path again.
+fn aside_name(u: &UnixSocket) -> Option<(CString, CString)> {
+    if !u.deleted || u.local_path.first().is_none_or(|&c| c == 0) {
+        return None;
+    }
+    let mut a = u.local_path.clone();
+    a.extend_from_slice(format!(".ckpt-aside-{}", u.inode).as_bytes());
+    Some((cpath(&u.local_path)?, cpath(&a)?))
+}
+
+/// FdOp::UnixMoveAside before a deleted socket is bound (see
+/// [`aside_name`]); [`unlink_deleted`] moves it back.
+fn move_aside(b: &mut Builder, what: &str, u: &UnixSocket) {
+    if let Some((path, aside)) = aside_name(u) {
+        b.op(what, FdOp::UnixMoveAside { path, aside });
+    }
 }
 
 /// The peer group of `u` when both ends are in the image and point at
@@ -308,6 +328,7 @@ fn plan_pair(b: &mut Builder, cx: &mut Ctx, g: [usize; 2]) {
 /// closed listener's did) when it was there at the dump.
 fn temporary_listener(b: &mut Builder, server: usize, u: &UnixSocket) -> usize {
     let abstract_name = u.local_path.first() == Some(&0);
+    move_aside(b, &b.what(server), u);
     let s = b.slot();
     b.op(
         &format!("{} (the listener it was accepted from)", b.what(server)),
@@ -394,6 +415,9 @@ fn unlink_deleted(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
         if u.deleted && b.slot_of[g].is_some() && u.local_path.first().is_some_and(|&c| c != 0) {
             if let Some(path) = cpath(&u.local_path) {
                 b.op(&b.what(g), FdOp::UnixUnlink { path });
+            }
+            if let Some((path, aside)) = aside_name(u) {
+                b.op(&b.what(g), FdOp::UnixMoveBack { path, aside });
             }
         }
     }
@@ -712,6 +736,11 @@ pub(super) fn file_mode(
     })
 }
 
+/// FdOp::UnixMoveAside / UnixMoveBack: nothing at `from` is no error.
+pub(super) fn rename(c: &mut Child<'_>, from: &CStr, to: &CStr) -> ckpt_sys::Result<()> {
+    c.as_saved(|_| ckpt_sys::fs::rename_noreplace(from, to).map(drop))
+}
+
 /// FdOp::UnixUnlink: a socket file that was deleted at the dump.
 pub(super) fn unlink(c: &mut Child<'_>, path: &CStr) -> ckpt_sys::Result<()> {
     c.as_saved(|_| ckpt_sys::fs::unlink(path))
@@ -734,7 +763,9 @@ pub(super) fn check_path_free(what: &str, path: &CStr, r: &mut Report) {
 /// restorer cannot create in (a read-only filesystem). Whether the saved
 /// user may write the directory is asked with the other accesses
 /// ([`access_item`]).
-pub(super) fn check_bindable(what: &str, path: &CStr, r: &mut Report) {
+/// `moved`: what is at the path is moved aside for the bind (a socket
+/// deleted at the dump), not in the way.
+pub(super) fn check_bindable(what: &str, path: &CStr, moved: bool, r: &mut Report) {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::FileTypeExt;
     let bytes = path.to_bytes();
@@ -766,7 +797,7 @@ pub(super) fn check_bindable(what: &str, path: &CStr, r: &mut Report) {
         }
     }
     if let Ok(m) = std::fs::symlink_metadata(p) {
-        if !m.file_type().is_socket() {
+        if !m.file_type().is_socket() && !moved {
             r.errors.push(format!(
                 "{what}: {shown}: a file that is not a socket is in the way"
             ));
