@@ -487,3 +487,40 @@ fn assert_consecutive_ticks(out: &str) {
         assert_eq!(w[1], w[0] + 1, "tick jumped:\n{}", tail(out));
     }
 }
+
+#[test]
+fn a_socket_deleted_with_its_directory_is_refused_by_name() {
+    // zdtm's sk-unix01: the name cannot be bound again where the
+    // directory is gone; the dump says so and leaves the process be.
+    let dir = TempDir::new("unlinked-dir");
+    let script = r#"
+import os, socket, time
+os.mkdir("sub")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(os.path.abspath("sub/s.sock"))
+os.unlink("sub/s.sock")
+os.rmdir("sub")
+print("READY", flush=True)
+n = 0
+while True:
+    n += 1
+    print("tick=%d" % n, flush=True)
+    time.sleep(0.02)
+"#;
+    need(require::tool("python3", "apt-get install python3"));
+    let p = Proc::spawn(&dir, "python3", &["-c", script]);
+    p.wait_line(|l| l == "tick=2");
+    let image = dir.join("x.ckpt");
+    let o = ckpt_timeout(
+        &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "the dump worked");
+    assert!(
+        err.contains("s.sock, deleted with its directory") && err.contains("sub"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    p.wait_more_lines(3);
+}
