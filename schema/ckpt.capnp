@@ -505,6 +505,7 @@ struct Pidfd {
   pid @0 :Int32;                 # the process it refers to
   dead @1 :Bool;                 # that process had exited and was reaped
   thread @2 :Bool;               # PIDFD_THREAD
+  inode @3 :UInt64;              # pidfs inode (0: unknown); pidfds with one inode refer to one process
 }
 
 struct Fanotify {

@@ -431,3 +431,96 @@ time.sleep(600)
     );
     assert!(p.alive());
 }
+
+#[test]
+fn unlinked_socket_names_and_fifos_come_back_unlinked() {
+    // A connection accepted from a listener closed since, its file
+    // unlinked; a FIFO unlinked while open; a datagram socket whose file
+    // was unlinked and replaced by a FIFO; bytes waiting in the three.
+    let dir = TempDir::new("unlinked");
+    let mut p = python_fixture(&dir, "unlinked.py", &[]);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_line(|l| l.starts_with("tick=3 "));
+    let path = dir.join("gone.sock");
+    let image = dir.join("u.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(5);
+    let out = r.output();
+    assert!(!out.contains("ERROR"), "{}", tail(&out));
+    let name = path.to_str().unwrap();
+    let taken = dir.join("taken.sock");
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    assert!(
+        after
+            .iter()
+            .filter(|l| l.starts_with("tick="))
+            .all(|l| l.ends_with(&format!(
+                " sock={name} peer={name} dgram={}",
+                taken.display()
+            ))),
+        "names changed:\n{}",
+        tail(&out)
+    );
+    assert_consecutive_ticks(&out);
+    assert!(!path.exists(), "the socket file is back");
+    assert!(!dir.join("gone.fifo").exists(), "the FIFO is back");
+    use std::os::unix::fs::FileTypeExt;
+    let ft = std::fs::symlink_metadata(&taken).unwrap().file_type();
+    assert!(
+        ft.is_fifo(),
+        "the FIFO in the datagram socket's place is gone"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".ckpt-aside-"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// tick=N lines go on one by one (nothing lost or repeated).
+fn assert_consecutive_ticks(out: &str) {
+    let v = values(out, "tick=");
+    for w in v.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "tick jumped:\n{}", tail(out));
+    }
+}
+
+#[test]
+fn a_socket_deleted_with_its_directory_is_refused_by_name() {
+    // zdtm's sk-unix01: the name cannot be bound again where the
+    // directory is gone; the dump says so and leaves the process be.
+    let dir = TempDir::new("unlinked-dir");
+    let script = r#"
+import os, socket, time
+os.mkdir("sub")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(os.path.abspath("sub/s.sock"))
+os.unlink("sub/s.sock")
+os.rmdir("sub")
+print("READY", flush=True)
+n = 0
+while True:
+    n += 1
+    print("tick=%d" % n, flush=True)
+    time.sleep(0.02)
+"#;
+    need(require::tool("python3", "apt-get install python3"));
+    let p = Proc::spawn(&dir, "python3", &["-c", script]);
+    p.wait_line(|l| l == "tick=2");
+    let image = dir.join("x.ckpt");
+    let o = ckpt_timeout(
+        &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "the dump worked");
+    assert!(
+        err.contains("s.sock, deleted with its directory") && err.contains("sub"),
+        "{err}"
+    );
+    assert!(!image.exists());
+    p.wait_more_lines(3);
+}

@@ -326,6 +326,43 @@ fn session_leader_whose_parent_is_gone() {
 }
 
 #[test]
+fn a_group_whose_leader_is_gone_keeps_its_id_and_its_zombie() {
+    // zdtm's zombie01: L made a group, forked M (live) and Z (a zombie)
+    // as siblings, and was reaped; the group outlives its leader.
+    let dir = TempDir::new("lostgroup");
+    let p0 = Proc::spawn(&dir, fixture("lostgroup"), &["20"]);
+    let s = ready_field(&p0, "s");
+    let (l, m, z) = (
+        ready_field(&p0, "l"),
+        ready_field(&p0, "m"),
+        ready_field(&p0, "z"),
+    );
+    let p = Proc::adopt(s, &p0.out);
+    p.wait_line(|x| x == "m=3");
+    let shape = layout(s);
+    assert_eq!(shape[&m], (s, l, s));
+    assert_eq!(shape[&z], (s, l, s));
+    assert!(!shape.contains_key(&l));
+    let image = dir.join("lostgroup.ckpt");
+    let before = Tree::of(s);
+    ckpt_ok(&["dump", &s.to_string(), "-o", image.to_str().unwrap()]);
+    before.wait_gone();
+    let n = p.line_count();
+    let q = restore_detached(&image, &p.out, s);
+    std::mem::forget(q);
+    let tree = Tree::of(s);
+    assert_eq!(layout(s), shape, "pids, parents, groups and sessions");
+    assert_eq!(stat_of(z).unwrap().3, "Z", "the zombie is one again");
+    assert!(stat_of(l).is_none(), "the group's helper is gone");
+    p.wait_line_after(n, |x| x.starts_with("m="));
+    ckpt_sys::proc::kill(s, libc::SIGUSR1).unwrap();
+    p.wait_line_after(n, |x| x == format!("zombie pgid={l}"));
+    p.wait_line_after(n, |x| x == format!("reaped pid={z} status=0x500"));
+    assert!(!p.output().contains("ERROR"), "{}", tail(&p.output()));
+    drop(tree);
+}
+
+#[test]
 fn new_pid_for_a_tree_maps_pids_groups_and_sessions() {
     let dir = TempDir::new("newpid");
     let file = dir.join("shared.txt");
@@ -777,4 +814,52 @@ fn ready_value(line: &str, key: &str) -> String {
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in {line}"))
         .to_string()
+}
+
+#[test]
+fn pidfds_of_one_dead_process_share_its_inode() {
+    let dir = TempDir::new("deadpidfds");
+    let mut p = crate::sockets::python_fixture(&dir, "deadpidfds.py", &[]);
+    p.wait_line(|l| l.starts_with("tick=2 "));
+    assert!(
+        p.output().contains("tick=2 same=1 apart=1"),
+        "{}",
+        tail(&p.output())
+    );
+    let image = dir.join("d.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+    let out = r.output();
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|l| l.ends_with(" same=1 apart=1")),
+        "{}",
+        tail(&out)
+    );
+}
+
+#[test]
+fn fds_on_proc_files_of_the_tree_are_opened_once_it_exists() {
+    let dir = TempDir::new("procfds");
+    let mut p = crate::sockets::python_fixture(&dir, "procfds.py", &[]);
+    p.wait_line(|l| l.starts_with("tick=2 "));
+    assert!(
+        p.output().contains("tick=2 child=1 own=1 dir=1"),
+        "{}",
+        tail(&p.output())
+    );
+    let image = dir.join("procfds.ckpt");
+    let tree = dump_and_restore(&mut p, &image);
+    let before = p.line_count();
+    p.wait_more_lines(3);
+    let out = p.output();
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|l| l.ends_with(" child=1 own=1 dir=1")),
+        "{}",
+        tail(&out)
+    );
+    drop(tree);
 }

@@ -646,6 +646,7 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             x.set_pid(p.pid);
             x.set_dead(p.dead);
             x.set_thread(p.thread);
+            x.set_inode(p.inode);
         }
         FileKind::Fanotify(f) => enc_fanotify(f, k.init_fanotify()),
         FileKind::OPath(o) => {
@@ -1757,6 +1758,7 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
                 pid: x.get_pid(),
                 dead: x.get_dead(),
                 thread: x.get_thread(),
+                inode: x.get_inode(),
             })
         }
         Ok(K::Fanotify(x)) => FileKind::Fanotify(dec_fanotify(x.ctx(what)?, what)?),

@@ -1102,6 +1102,8 @@ pub struct Pidfd {
     pub pid: i32,
     pub dead: bool,
     pub thread: bool,
+    /// The pidfs inode (0: unknown): pidfds of one process share it.
+    pub inode: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

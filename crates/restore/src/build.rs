@@ -463,7 +463,7 @@ fn spawn_stubs(
             free.then_some(p.pid)
         })
         .collect();
-    let stubs = Stubs::new(tree.nodes.len())?;
+    let stubs = Stubs::new(tree.nodes.len() + tree.helpers.len())?;
     let mut slots = vec![-1i32; planned.fds.slots];
     let mut scratch = Scratch::new(&planned.fds);
     let mut child_pipes = vec![-1i32; tree.nodes.len()];

@@ -61,6 +61,7 @@ const CODE_SETSID: u32 = 0xffff_ff14;
 const CODE_GROUP: u32 = 0xffff_ff15; // arg: the group
 const CODE_CTTY: u32 = 0xffff_ff16; // arg: the slot
 const CODE_FOREGROUND: u32 = 0xffff_ff17; // arg: the group
+const CODE_HELPER: u32 = 0xffff_ff18; // arg: the helper's index
 const CODE_CREDS: u32 = 0xffff_fffe; // switching the fs ids
 const CODE_SETUP: u32 = 0xffff_ffff;
 
@@ -378,6 +379,9 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
     }
     let end = place::ctl_end(sh.plan);
     for &c in &n.children {
+        for k in (0..sh.tree.helpers.len()).filter(|&k| sh.tree.helpers[k].before == c) {
+            fork_helper(sh, k, me)?;
+        }
         let (r, cw) = sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(setup_err)?;
         let up = |fd: OwnedFd| {
             sfds::dup_at_least(fd.as_raw_fd(), end)
@@ -429,7 +433,11 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
 /// Fork child `c` at its pid: a zombie holding it is waited for (its
 /// parent is about to reap it); taken for good, a new pid when allowed.
 fn fork_child(sh: &Shared<'_>, c: usize, share: u64) -> ChildResult<Forked> {
-    let want = sh.want[c];
+    fork_at(sh, sh.want[c], share).map_err(|errno| (CODE_FORK, c as i32, errno))
+}
+
+/// [`fork_child`] at `want`; the errno on failure.
+fn fork_at(sh: &Shared<'_>, want: Option<i32>, share: u64) -> std::result::Result<Forked, i32> {
     let t0 = Instant::now();
     loop {
         match fork_with(want, share) {
@@ -440,11 +448,53 @@ fn fork_child(sh: &Shared<'_>, c: usize, share: u64) -> ChildResult<Forked> {
                     continue;
                 }
                 if sh.new_pid {
-                    return fork_with(None, share).map_err(|e| (CODE_FORK, c as i32, errno_of(&e)));
+                    return fork_with(None, share).map_err(|e| errno_of(&e));
                 }
-                return Err((CODE_FORK, c as i32, libc::EEXIST));
+                return Err(libc::EEXIST);
             }
-            Err(e) => return Err((CODE_FORK, c as i32, errno_of(&e))),
+            Err(e) => return Err(errno_of(&e)),
+        }
+    }
+}
+
+/// Fork helper `k` ([`crate::tree::Helper`]) at its group's id: it makes
+/// the group, says so, and exits once the tree exists (its parent `me`
+/// reaps it in [`fd_phase`]). Its pid goes after the processes' in `pids`.
+fn fork_helper(sh: &Shared<'_>, k: usize, me: i32) -> ChildResult<()> {
+    let h = sh.tree.helpers[k];
+    let fail = |errno: i32| (CODE_HELPER, k as i32, errno);
+    let (r, w) = sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(setup_err)?;
+    let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
+    match fork_at(sh, Some(h.pgid), 0).map_err(fail)? {
+        Forked::Child => {
+            let _ = sfds::close(r);
+            if proc::set_parent_death_signal(libc::SIGKILL).is_err()
+                || proc::getppid() != me
+                || pg::setpgid(0, 0).is_err()
+                || sfds::write_fd(w, &[1]).is_err()
+            {
+                proc::exit_now(1);
+            }
+            let _ = sfds::close(w);
+            let mut b = [0u8; 16];
+            while let Ok(n) = sfds::read(sh.fixed(CTL_GO), &mut b) {
+                if n == 0 {
+                    break;
+                }
+            }
+            proc::exit_now(0)
+        }
+        Forked::Parent(pid) => {
+            sh.pids.set(sh.tree.nodes.len() + k, pid);
+            let _ = sfds::close(w);
+            let mut b = [0u8; 1];
+            let got = sfds::read(r, &mut b);
+            let _ = sfds::close(r);
+            match got {
+                Ok(1) => Ok(()),
+                Ok(_) => Err(fail(0)),
+                Err(e) => Err(fail(errno_of(&e))),
+            }
         }
     }
 }
@@ -456,6 +506,7 @@ fn join_group(sh: &Shared<'_>, i: usize) -> ChildResult<()> {
         Group::Own => 0,
         Group::Of(l) => sh.pids.get(l),
         Group::Restorer => sh.restorer_pgid,
+        Group::Helper(k) => sh.pids.get(sh.tree.nodes.len() + k),
     };
     pg::setpgid(0, to).map_err(|e| (CODE_GROUP, to, errno_of(&e)))
 }
@@ -475,6 +526,12 @@ fn fd_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Child
     }
     if n.group_late {
         join_group(sh, i)?;
+    }
+    // Its helpers' groups have every member: they may go.
+    for (k, h) in sh.tree.helpers.iter().enumerate() {
+        if h.parent == i {
+            proc::wait::reap_blocking(sh.pids.get(sh.tree.nodes.len() + k));
+        }
     }
     for &c in &n.children {
         if sh.tree.nodes[c].share & libc::CLONE_FILES as u64 != 0 {
@@ -895,6 +952,20 @@ fn stub_error(sh: &Shared<'_>, stubs: &Stubs, idx: usize, (code, arg, errno): Fa
             } else {
                 format!("{who}: creating its child at pid {child}")
             }
+        }
+        CODE_HELPER => {
+            let pgid = sh
+                .tree
+                .helpers
+                .get(arg.max(0) as usize)
+                .map_or(0, |h| h.pgid);
+            if errno == libc::EEXIST {
+                let holder = holder_of(pgid).map_or_else(|| "another task".into(), |h| h.0);
+                return Error::PidInUse { pid: pgid, holder };
+            }
+            format!(
+                "{who}: a helper at pid {pgid} remaking process group {pgid}, whose leader is gone"
+            )
         }
         CODE_SETSID => format!("{who}: setsid (leading its session again)"),
         CODE_GROUP => format!("{who}: setpgid (joining process group {arg})"),

@@ -17,8 +17,14 @@
 //!   group whose leader is in the image joins it once the leader exists
 //!   (at once when the leader came first, else after every process is
 //!   forked); a member of a group from outside the image joins the
-//!   restorer's group (the root: it stays in it). A group of a restored
-//!   session whose leader is not in the image cannot be made: refused.
+//!   restorer's group (the root: it stays in it).
+//! - A group of a restored session whose leader is gone (exited and reaped,
+//!   its members alive or zombies) is made by a helper: the parent of its
+//!   first member (in creation order) forks it at the group's id just before
+//!   that member; it makes the group (setpgid(0, 0)), every member joins it
+//!   when forked, and it exits once the tree exists, reaped by that parent
+//!   before the parent's fds are placed. The group outlives it, as it did
+//!   its leader.
 //! - A child that shared its parent's fd table (CLONE_FILES) or fs
 //!   (CLONE_FS) is forked with that flag; other sharing is refused.
 //! - Zombies are forked at their pid, take their session and group, and
@@ -38,6 +44,20 @@ pub enum Group {
     Of(usize),
     /// The restorer's.
     Restorer,
+    /// The group made by helper `k` (`TreePlan::helpers`): its leader is gone.
+    Helper(usize),
+}
+
+/// A short-lived process that makes a process group whose leader is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Helper {
+    /// The group's id: the pid the helper is forked at.
+    pub pgid: i32,
+    /// Creation index of the process that forks it (and reaps it).
+    pub parent: usize,
+    /// Creation index of the child it is forked just before (the group's
+    /// first member).
+    pub before: usize,
 }
 
 /// One process of the tree.
@@ -77,6 +97,8 @@ pub struct TreePlan {
     pub nodes: Vec<Node>,
     /// Image index -> creation index.
     pub order_of: Vec<usize>,
+    /// Helpers making the groups whose leader is gone.
+    pub helpers: Vec<Helper>,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
 }
@@ -252,11 +274,24 @@ fn sessions(image: &Image, index: &HashMap<i32, usize>, t: &mut TreePlan, c: usi
             (Group::Of(lc), lc > c)
         }
     } else if session_inside {
-        t.errors.push(format!(
-            "pid {}: its process group {} lost its leader (pid {} is not in the image); ckpt cannot make a group whose leader is gone",
-            p.pid, p.pgid, p.pgid
-        ));
-        (Group::Inherit, false)
+        match (t.helpers.iter().position(|h| h.pgid == p.pgid), n.parent) {
+            (Some(k), _) => (Group::Helper(k), false),
+            (None, Some(q)) => {
+                t.helpers.push(Helper {
+                    pgid: p.pgid,
+                    parent: q,
+                    before: c,
+                });
+                (Group::Helper(t.helpers.len() - 1), false)
+            }
+            (None, None) => {
+                t.errors.push(format!(
+                    "pid {} (the root): its process group {} lost its leader (pid {} is not in the image); ckpt cannot make that group for the root",
+                    p.pid, p.pgid, p.pgid
+                ));
+                (Group::Inherit, false)
+            }
+        }
     } else {
         // A group from outside the image, in the restorer's session.
         match parent {
@@ -399,8 +434,8 @@ mod tests {
     #[test]
     fn outside_groups_and_refusals() {
         // A child in an outside group other than its parent's joins the
-        // restorer's; a group whose leader is gone in a restored session,
-        // and a session that is not the parent's, are refused.
+        // restorer's; a group whose leader is gone in a restored session
+        // gets a helper; a session that is not the parent's is refused.
         let img = image(vec![
             proc_(30, 5, 1, &[31, 32, 33]),
             proc_(31, 6, 1, &[]),
@@ -412,8 +447,17 @@ mod tests {
         assert_eq!(t.nodes[0].group, Group::Inherit);
         let n31 = &t.nodes[t.order_of[1]];
         assert_eq!(n31.group, Group::Restorer);
-        assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
-        assert!(t.errors[0].contains("lost its leader"), "{}", t.errors[0]);
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+        let n34 = t.order_of[4];
+        assert_eq!(t.nodes[n34].group, Group::Helper(0));
+        assert_eq!(
+            t.helpers,
+            [Helper {
+                pgid: 99,
+                parent: t.order_of[2],
+                before: n34
+            }]
+        );
 
         let mut img = img;
         img.processes[4].sid = 33;

@@ -94,6 +94,18 @@ pub fn fork_with(pid: Option<Pid>, share: u64) -> Result<Forked> {
 /// as the pidfd of any dead process does. `flags`: PIDFD_NONBLOCK is set
 /// on the result (CLONE_PIDFD pidfds are blocking). Async-signal-safe.
 pub fn dead_pidfd(pid: Option<Pid>, nonblock: bool) -> Result<std::os::fd::OwnedFd> {
+    dead_pidfd_with(pid, nonblock, &mut |_| Ok(()))
+}
+
+/// [`dead_pidfd`], calling `more` with the child's pid once it has exited
+/// and before it is reaped (a zombie still has its pid: pidfd_open of it
+/// gives more pidfds of the same process). The child is reaped whatever
+/// `more` returns; its error is returned. Async-signal-safe if `more` is.
+pub fn dead_pidfd_with(
+    pid: Option<Pid>,
+    nonblock: bool,
+    more: &mut dyn FnMut(Pid) -> Result<()>,
+) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     const CLONE_PIDFD: u64 = 0x1000;
     let tid_arr: [libc::pid_t; 1] = [pid.unwrap_or(0)];
@@ -125,9 +137,12 @@ pub fn dead_pidfd(pid: Option<Pid>, nonblock: bool) -> Result<std::os::fd::Owned
         // SAFETY: the child leaves at once without touching anything.
         0 => unsafe { libc::_exit(0) },
         child => {
-            crate::proc::wait::reap_blocking(child as Pid);
             // SAFETY: CLONE_PIDFD gave us this new fd, owned by nothing else.
             let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd) };
+            let extra =
+                crate::proc::wait::wait_exit_nowait(child as Pid).and_then(|_| more(child as Pid));
+            crate::proc::wait::reap_blocking(child as Pid);
+            extra?;
             if nonblock {
                 crate::fds::set_fl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::O_NONBLOCK)?;
             }

@@ -4,6 +4,12 @@
 use crate::{last_os, os_errno, OsResult, Result};
 use std::ffi::CStr;
 
+/// The filesystem magic (statfs f_type) of the file `path` leads to.
+pub fn fs_magic(path: &std::path::Path) -> Result<i64> {
+    let st = nix::sys::statfs::statfs(path).op("statfs")?;
+    Ok(st.filesystem_type().0 as i64)
+}
+
 /// chdir(2).
 pub fn chdir(path: &CStr) -> Result<()> {
     nix::unistd::chdir(path).op("chdir")
@@ -184,6 +190,29 @@ pub fn chmod(path: &CStr, mode: u32) -> Result<()> {
         return Err(crate::last_os("chmod", 0));
     }
     Ok(())
+}
+
+/// renameat2(RENAME_NOREPLACE) of `from` to `to`; false when nothing is at
+/// `from` (ENOENT). Async-signal-safe.
+pub fn rename_noreplace(from: &CStr, to: &CStr) -> Result<bool> {
+    // SAFETY: both are live NUL-terminated strings; AT_FDCWD dirfds.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r < 0 {
+        let e = crate::last_os("renameat2", 0);
+        if e.errno() == Some(libc::ENOENT) {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(true)
 }
 
 /// unlink(2) (async-signal-safe).

@@ -12,7 +12,20 @@ pub(super) fn matches(f: &RawFd) -> bool {
     f.link == b"anon_inode:[pidfd]" || f.link.starts_with(b"pidfd:")
 }
 
-pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
+/// statfs f_type of pidfs.
+const PID_FS_MAGIC: i64 = 0x5049_4446;
+
+/// The pidfd's own inode on pidfs (6.9 on); 0 before, where every pidfd
+/// had the one anon inode.
+fn pidfs_inode(cx: &Ctx<'_>, f: &RawFd) -> u64 {
+    let path = format!("/proc/{}/fd/{}", cx.pid, f.fd);
+    match ckpt_sys::fs::fs_magic(std::path::Path::new(&path)) {
+        Ok(PID_FS_MAGIC) => f.ino(),
+        _ => 0,
+    }
+}
+
+pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let (n, v) = f.info.get("Pid")?;
     let pid: i32 = v
         .parse()
@@ -23,5 +36,6 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         pid: pid.max(0),
         dead: pid <= 0,
         thread: f.info.flags & PIDFD_THREAD != 0,
+        inode: pidfs_inode(cx, f),
     })))
 }

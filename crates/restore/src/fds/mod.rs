@@ -94,7 +94,10 @@ pub enum FdOp {
     },
     /// The restorer's controlling terminal (open of /dev/tty): the
     /// restorer's own, not a path of the image. (tty.rs)
-    OpenTty { slot: usize, flags: i32 },
+    OpenTty {
+        slot: usize,
+        flags: i32,
+    },
     /// The terminal the restore was given by path, opened with the
     /// restorer's rights. (tty.rs)
     OpenTerminal {
@@ -104,7 +107,10 @@ pub enum FdOp {
     },
     /// A pty master at its saved index, with its pair's settings and
     /// buffered bytes. (pty.rs)
-    PtyMaster { slot: usize, setup: Box<PtySetup> },
+    PtyMaster {
+        slot: usize,
+        setup: Box<PtySetup>,
+    },
     /// A slave description of the pair of master slot `master`. (pty.rs)
     PtySlave {
         slot: usize,
@@ -121,7 +127,11 @@ pub enum FdOp {
     },
     /// A new description of the restorer's own fd `std` (0, 1 or 2), e.g.
     /// its terminal. (tty.rs)
-    ReopenStd { slot: usize, std: usize, flags: i32 },
+    ReopenStd {
+        slot: usize,
+        std: usize,
+        flags: i32,
+    },
     /// A new description of a live pipe (or FIFO) held by another process,
     /// opened through `path` (`/proc/HOLDER/fd/N`) without blocking: with
     /// O_NONBLOCK, and for a write end with no reader through a temporary
@@ -134,7 +144,10 @@ pub enum FdOp {
     },
     /// The restorer's own fd `std` itself (the same description, dup()ed).
     /// (pipe.rs)
-    InheritStd { slot: usize, std: usize },
+    InheritStd {
+        slot: usize,
+        std: usize,
+    },
     /// An unlinked file with `contents` (at the offsets of `extents`, when
     /// given: the rest are holes), `meta.size` bytes long, with the saved
     /// owner, mode and times: created at its old `name` and unlinked when
@@ -174,6 +187,8 @@ pub enum FdOp {
         slot: usize,
         pid: Option<i32>,
         nonblock: bool,
+        /// Other descriptions of the same process (slot, nonblock).
+        more: Vec<(usize, bool)>,
     },
     /// (fanotify.rs)
     Fanotify {
@@ -197,7 +212,11 @@ pub enum FdOp {
         data: Vec<u8>,
     },
     /// (eventfd.rs)
-    EventFd { slot: usize, count: u64, flags: i32 },
+    EventFd {
+        slot: usize,
+        count: u64,
+        flags: i32,
+    },
     /// A timerfd with its unread ticks, armed to expire at `expiry_ns` of
     /// its clock when `absolute` (the same boot, or a real-time clock),
     /// else `value_ns` from now; expirations missed meanwhile are added
@@ -209,11 +228,20 @@ pub enum FdOp {
         timer: timerfd::Arm,
     },
     /// (signalfd.rs)
-    SignalFd { slot: usize, mask: u64, flags: i32 },
+    SignalFd {
+        slot: usize,
+        mask: u64,
+        flags: i32,
+    },
     /// (epoll.rs)
-    Epoll { slot: usize },
+    Epoll {
+        slot: usize,
+    },
     /// An inotify instance (its watches are added by InotifyWatch). (inotify.rs)
-    Inotify { slot: usize, flags: i32 },
+    Inotify {
+        slot: usize,
+        flags: i32,
+    },
     /// inotify_add_watch of a path of the image (with the saved user's
     /// rights), or of the file at slot `via` (a deleted file made again);
     /// the kernel must give it watch descriptor `wd` again. (inotify.rs)
@@ -225,7 +253,11 @@ pub enum FdOp {
         wd: i32,
     },
     /// A connected pair of unix sockets (socketpair(2)). (unix.rs)
-    SocketPair { a: usize, b: usize, sock_type: i32 },
+    SocketPair {
+        a: usize,
+        b: usize,
+        sock_type: i32,
+    },
     /// A unix socket, unconnected; bound to `name` (abstract, or a path
     /// of the image: then with the saved user's rights, after removing a
     /// stale socket file nobody listens on) and listening when `backlog` > 0.
@@ -240,7 +272,10 @@ pub enum FdOp {
     },
     /// A socket the restorer built (`FdPlan::net`), inherited by the stub:
     /// `FdPlan::prebuilt[index]`. (sockets.rs)
-    Prebuilt { slot: usize, index: usize },
+    Prebuilt {
+        slot: usize,
+        index: usize,
+    },
     /// connect(2) a unix socket to a raw `sockaddr_un` (a path: with the
     /// saved user's rights). (unix.rs)
     UnixConnect {
@@ -249,7 +284,10 @@ pub enum FdOp {
         path: bool,
     },
     /// accept(2) on the listener's slot into `slot`. (unix.rs)
-    UnixAccept { listener: usize, slot: usize },
+    UnixAccept {
+        listener: usize,
+        slot: usize,
+    },
     /// sendmsg(2) of one queued message from `slot`, with the files of
     /// `fds` (slots, SCM_RIGHTS) and credentials (pid, uid, gid:
     /// SCM_CREDENTIALS), to `to` (raw sockaddr; empty: the peer). (unix.rs)
@@ -269,7 +307,20 @@ pub enum FdOp {
     },
     /// Remove a socket file that was deleted at the dump (saved user's
     /// rights). (unix.rs)
-    UnixUnlink { path: CString },
+    UnixUnlink {
+        path: CString,
+    },
+    /// What is at `path` now (if anything) renamed to `aside`, so that a
+    /// socket deleted at the dump can be bound to its name again; put
+    /// back by `UnixMoveBack` once that socket's file is unlinked. (unix.rs)
+    UnixMoveAside {
+        path: CString,
+        aside: CString,
+    },
+    UnixMoveBack {
+        path: CString,
+        aside: CString,
+    },
     /// Socket options (level, name, value), each with the table of
     /// ckpt_sys::fds::sockopt. (unix.rs)
     SockOpts {
@@ -278,7 +329,10 @@ pub enum FdOp {
         phase: ckpt_sys::fds::sockopt::Phase,
     },
     /// shutdown(2); ENOTCONN is no error (the bits are set).
-    Shutdown { slot: usize, how: i32 },
+    Shutdown {
+        slot: usize,
+        how: i32,
+    },
     /// F_SETOWN_EX and F_SETSIG; `pid` 0: the stub itself (the restored
     /// process).
     SetOwner {
@@ -298,14 +352,26 @@ pub enum FdOp {
         seals: u32,
     },
     /// write(2) `data` to the slot (refilling a FIFO, a socket's queue).
-    Write { slot: usize, data: Vec<u8> },
+    Write {
+        slot: usize,
+        data: Vec<u8>,
+    },
     /// fcntl(F_SETFL).
-    SetFl { slot: usize, flags: i32 },
+    SetFl {
+        slot: usize,
+        flags: i32,
+    },
     /// lseek(SEEK_SET).
-    Seek { slot: usize, pos: u64 },
+    Seek {
+        slot: usize,
+        pos: u64,
+    },
     /// A shared anonymous memory object of `size` bytes, mapped by several
     /// processes (see ckpt_sys::mm::shared_anon_fd).
-    SharedAnon { slot: usize, size: u64 },
+    SharedAnon {
+        slot: usize,
+        size: u64,
+    },
     /// EPOLL_CTL_ADD on final numbers (after the fds are placed). (epoll.rs)
     EpollAdd {
         epfd: i32,
@@ -1003,6 +1069,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         | FdOp::UnixSend { .. }
         | FdOp::UnixFileMode { .. }
         | FdOp::UnixUnlink { .. }
+        | FdOp::UnixMoveAside { .. }
+        | FdOp::UnixMoveBack { .. }
         | FdOp::SockOpts { .. }
         | FdOp::Shutdown { .. } => exec_sockets(c, op)?,
         FdOp::SetOwner {
@@ -1100,6 +1168,8 @@ fn exec_sockets(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             gid,
         } => unix::file_mode(c, path, *mode, *uid, *gid),
         FdOp::UnixUnlink { path } => unix::unlink(c, path),
+        FdOp::UnixMoveAside { path, aside } => unix::rename(c, path, aside),
+        FdOp::UnixMoveBack { path, aside } => unix::rename(c, aside, path),
         FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase),
         FdOp::Shutdown { slot, how } => {
             match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
@@ -1149,7 +1219,8 @@ fn exec_nodes_and_handles(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> 
             slot,
             pid,
             nonblock,
-        } => pidfd::dead(c, *slot, *pid, *nonblock),
+            more,
+        } => pidfd::dead(c, *slot, *pid, *nonblock, more),
         FdOp::Fanotify {
             slot,
             flags,
@@ -1212,10 +1283,18 @@ pub(crate) fn check_image_terminals(image: &Image, opts: &crate::RestoreOptions,
 /// Names the ops would take from live processes (a unix socket path where
 /// one listens).
 pub(crate) fn check_names(plan: &FdPlan, r: &mut Report) {
+    let aside: Vec<&CString> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            FdOp::UnixMoveAside { path, .. } => Some(path),
+            _ => None,
+        })
+        .collect();
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         if let FdOp::UnixSocket { path: Some(p), .. } = op {
             unix::check_path_free(what, p, r);
-            unix::check_bindable(what, p, r);
+            unix::check_bindable(what, p, aside.contains(&p), r);
         }
     }
 }

@@ -54,6 +54,10 @@ pub(super) fn plan_file(b: &mut Builder, g: usize, rf: &RegularFile) {
         return;
     }
     let (what, flags) = (b.what(g), b.flags(g));
+    if let Some((pid, rest)) = proc_of_image(b, &path) {
+        plan_late_open(b, g, pid, rest, flags, f.position);
+        return;
+    }
     let Some(s) = b.open_path(&what, &path, flags) else {
         return;
     };
@@ -209,6 +213,10 @@ pub(super) fn plan_directory(b: &mut Builder, g: usize, fi: &FileIdentity) {
         b.slot_of[g] = Some(s);
         return;
     }
+    if let Some((pid, rest)) = proc_of_image(b, &path) {
+        plan_late_open(b, g, pid, rest, flags | libc::O_DIRECTORY, 0);
+        return;
+    }
     let Some(s) = b.open_path(&what, &path, flags | libc::O_DIRECTORY) else {
         return;
     };
@@ -357,6 +365,86 @@ pub(super) fn check_tmpfile(what: &str, mode: u32, r: &mut Report) {
             "{what}: its unlinked copy would be created set-user/group-id (mode {mode:#o}) by the restorer"
         ));
     }
+}
+
+/// `/proc/PID/REST` where PID is a process or thread of the image: the
+/// pid and REST (empty or starting with '/').
+fn proc_of_image<'p>(b: &Builder, path: &'p [u8]) -> Option<(i32, &'p [u8])> {
+    let tail = path.strip_prefix(b"/proc/")?;
+    let end = tail.iter().position(|&c| c == b'/').unwrap_or(tail.len());
+    let pid: i32 = std::str::from_utf8(&tail[..end]).ok()?.parse().ok()?;
+    let ours = b
+        .image
+        .processes
+        .iter()
+        .any(|q| q.pid == pid || q.threads.iter().any(|t| t.tid == pid));
+    ours.then_some((pid, &tail[end..]))
+}
+
+/// A file under /proc/PID of a process of the image: opened once that
+/// process exists under its restored pid, by an open injected into each
+/// process holding it (`late`; each holder gets a description of its
+/// own), at the saved offset.
+fn plan_late_open(b: &mut Builder, g: usize, pid: i32, rest: &[u8], flags: i32, pos: u64) {
+    let what = b.what(g);
+    if rest.contains(&0) {
+        b.error(format!("{what}: path holds a NUL byte"));
+        return;
+    }
+    let mut by_proc: std::collections::BTreeMap<usize, Vec<(i32, bool)>> = Default::default();
+    for &(i, f) in &b.groups[g].holders {
+        by_proc.entry(i).or_default().push((f.fd, f.cloexec));
+    }
+    if by_proc.len() > 1 {
+        b.warning(format!(
+            "{what}: held by {} processes: each gets a description of its own (offsets no longer shared)",
+            by_proc.len()
+        ));
+    }
+    for (proc, fds) in by_proc {
+        b.plan.late.push(super::LateFd {
+            proc,
+            what: what.clone(),
+            op: super::LateOp::ProcOpen {
+                pid,
+                rest: rest.to_vec(),
+                flags: flags & !libc::O_CLOEXEC,
+                pos,
+                fds,
+            },
+        });
+    }
+    b.late[g] = true;
+}
+
+/// LateOp::ProcOpen injected into `main`: `/proc/PID/REST` with the pid
+/// as restored (`ids`), at `pos`, at each of `fds`.
+pub(crate) fn late_proc_open(
+    main: &mut crate::remote::Remote,
+    what: &str,
+    (pid, rest, flags, pos): (i32, &[u8], i32, u64),
+    fds: &[(i32, bool)],
+    ids: &std::collections::BTreeMap<i32, i32>,
+    scratch: u64,
+) -> crate::error::Result<()> {
+    let pid = ids.get(&pid).copied().unwrap_or(pid);
+    let mut path = format!("/proc/{pid}").into_bytes();
+    path.extend_from_slice(rest);
+    let shown = String::from_utf8_lossy(&path).into_owned();
+    main.write_cstr(scratch, &path)?;
+    let fd = main.call(
+        &format!("{what}: open of {shown}"),
+        libc::SYS_openat,
+        &[libc::AT_FDCWD as u64, scratch, flags as u64, 0],
+    )?;
+    if pos > 0 {
+        main.call(
+            &format!("{what}: lseek of {shown} to {pos}"),
+            libc::SYS_lseek,
+            &[fd, pos, libc::SEEK_SET as u64],
+        )?;
+    }
+    super::pidfd::place_late(main, what, fd, fds)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use ckpt_sys::fds::socket;
 use ckpt_sys::fds::sockopt::{self, Phase};
 use ckpt_sys::fds::unix::sockaddr_un;
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 /// Most fds one queued message may carry back (SCM_RIGHTS).
 pub(crate) const MAX_MSG_FDS: usize = 16;
@@ -139,6 +139,7 @@ fn make_socket(b: &mut Builder, cx: &mut Ctx, g: usize) -> usize {
     let u = cx.sock[&g];
     let what = b.what(g);
     let abstract_name = u.local_path.first() == Some(&0);
+    move_aside(b, &what, u);
     let s = b.slot();
     b.op(
         &what,
@@ -170,6 +171,25 @@ fn make_socket(b: &mut Builder, cx: &mut Ctx, g: usize) -> usize {
     b.slot_of[g] = Some(s);
     cx.done[g] = true;
     s
+}
+
+/// The name next to `u`'s path that what is there now is moved to while a
+/// socket deleted at the dump is bound to that path again.
+fn aside_name(u: &UnixSocket) -> Option<(CString, CString)> {
+    if !u.deleted || u.local_path.first().is_none_or(|&c| c == 0) {
+        return None;
+    }
+    let mut a = u.local_path.clone();
+    a.extend_from_slice(format!(".ckpt-aside-{}", u.inode).as_bytes());
+    Some((cpath(&u.local_path)?, cpath(&a)?))
+}
+
+/// FdOp::UnixMoveAside before a deleted socket is bound (see
+/// [`aside_name`]); [`unlink_deleted`] moves it back.
+fn move_aside(b: &mut Builder, what: &str, u: &UnixSocket) {
+    if let Some((path, aside)) = aside_name(u) {
+        b.op(what, FdOp::UnixMoveAside { path, aside });
+    }
 }
 
 /// The peer group of `u` when both ends are in the image and point at
@@ -241,21 +261,42 @@ fn plan_pair(b: &mut Builder, cx: &mut Ctx, g: [usize; 2]) {
         let &l = cx.listeners.get(&server.local_path)?;
         (client.peer_path == server.local_path).then_some((i, l))
     });
+    // Or accepted from a listener closed since (its file maybe deleted):
+    // a listener of that name made for the accept, closed with the rest.
+    let gone = || {
+        (0..2).find(|&i| {
+            let (server, client) = (u[i], u[1 - i]);
+            server.sock_type != libc::SOCK_DGRAM as u32
+                && !server.local_path.is_empty()
+                && client.peer_path == server.local_path
+                && !cx
+                    .named
+                    .iter()
+                    .any(|(n, &o)| *n == server.local_path && o != g[i])
+        })
+    };
+    let via = via
+        .map(|(i, l)| (i, Some(l)))
+        .or_else(|| gone().map(|i| (i, None)));
     let slots = match via {
         Some((i, l)) => {
             let (server, client) = (g[i], g[1 - i]);
-            let c = make_socket(b, cx, client);
-            let what = b.what(client);
-            let Some(addr) = sockaddr_un(&cx.sock[&l].local_path) else {
+            let name = l.map_or(&u[i].local_path, |l| &cx.sock[&l].local_path);
+            let Some(addr) = sockaddr_un(name) else {
                 return;
             };
-            let listener = b.slot_of[l].unwrap_or(0);
+            let listener = match l {
+                Some(l) => b.slot_of[l].unwrap_or(0),
+                None => temporary_listener(b, server, u[i]),
+            };
+            let c = make_socket(b, cx, client);
+            let what = b.what(client);
             b.op(
                 &what,
                 FdOp::UnixConnect {
                     slot: c,
                     addr,
-                    path: cx.sock[&l].local_path.first() != Some(&0),
+                    path: name.first() != Some(&0),
                 },
             );
             let s = b.slot();
@@ -286,6 +327,44 @@ fn plan_pair(b: &mut Builder, cx: &mut Ctx, g: [usize; 2]) {
     cx.writer.insert(g[1], slots[0]);
     cx.done[g[0]] = true;
     cx.done[g[1]] = true;
+}
+
+/// A listener bound to `u`'s name (a connection accepted from a listener
+/// the process closed since) in a slot of its own, for `u`'s accept. The
+/// file it makes goes again with the other deleted ones, or stays (as the
+/// closed listener's did) when it was there at the dump.
+fn temporary_listener(b: &mut Builder, server: usize, u: &UnixSocket) -> usize {
+    let abstract_name = u.local_path.first() == Some(&0);
+    move_aside(b, &b.what(server), u);
+    let s = b.slot();
+    b.op(
+        &format!("{} (the listener it was accepted from)", b.what(server)),
+        FdOp::UnixSocket {
+            slot: s,
+            sock_type: u.sock_type as i32,
+            name: u.local_path.clone(),
+            path: if abstract_name {
+                None
+            } else {
+                cpath(&u.local_path)
+            },
+            backlog: 1,
+        },
+    );
+    if !abstract_name && u.file_mode != 0 && !u.deleted {
+        if let Some(path) = cpath(&u.local_path) {
+            b.op(
+                &b.what(server),
+                FdOp::UnixFileMode {
+                    path,
+                    mode: u.file_mode & 0o7777,
+                    uid: u.file_uid,
+                    gid: u.file_gid,
+                },
+            );
+        }
+    }
+    s
 }
 
 /// Phase 3: connections to receivers, listeners and outside names; then
@@ -343,6 +422,9 @@ fn unlink_deleted(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
         if u.deleted && b.slot_of[g].is_some() && u.local_path.first().is_some_and(|&c| c != 0) {
             if let Some(path) = cpath(&u.local_path) {
                 b.op(&b.what(g), FdOp::UnixUnlink { path });
+            }
+            if let Some((path, aside)) = aside_name(u) {
+                b.op(&b.what(g), FdOp::UnixMoveBack { path, aside });
             }
         }
     }
@@ -661,6 +743,11 @@ pub(super) fn file_mode(
     })
 }
 
+/// FdOp::UnixMoveAside / UnixMoveBack: nothing at `from` is no error.
+pub(super) fn rename(c: &mut Child<'_>, from: &CStr, to: &CStr) -> ckpt_sys::Result<()> {
+    c.as_saved(|_| ckpt_sys::fs::rename_noreplace(from, to).map(drop))
+}
+
 /// FdOp::UnixUnlink: a socket file that was deleted at the dump.
 pub(super) fn unlink(c: &mut Child<'_>, path: &CStr) -> ckpt_sys::Result<()> {
     c.as_saved(|_| ckpt_sys::fs::unlink(path))
@@ -683,7 +770,9 @@ pub(super) fn check_path_free(what: &str, path: &CStr, r: &mut Report) {
 /// restorer cannot create in (a read-only filesystem). Whether the saved
 /// user may write the directory is asked with the other accesses
 /// ([`access_item`]).
-pub(super) fn check_bindable(what: &str, path: &CStr, r: &mut Report) {
+/// `moved`: what is at the path is moved aside for the bind (a socket
+/// deleted at the dump), not in the way.
+pub(super) fn check_bindable(what: &str, path: &CStr, moved: bool, r: &mut Report) {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::FileTypeExt;
     let bytes = path.to_bytes();
@@ -715,7 +804,7 @@ pub(super) fn check_bindable(what: &str, path: &CStr, r: &mut Report) {
         }
     }
     if let Ok(m) = std::fs::symlink_metadata(p) {
-        if !m.file_type().is_socket() {
+        if !m.file_type().is_socket() && !moved {
             r.errors.push(format!(
                 "{what}: {shown}: a file that is not a socket is in the way"
             ));
