@@ -27,8 +27,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// Bytes of decoded frames kept.
 const CACHE_BYTES: usize = 64 << 20;
 /// Buffers of evicted frames kept for the next decodes (no allocation,
-/// zeroing or page faults per frame).
+/// zeroing or page faults per frame), when not larger than SPARE_MAX (a
+/// frame may be up to 64 MiB; the writer's are 1 MiB).
 const SPARE_BUFFERS: usize = 8;
+const SPARE_MAX: usize = 4 << 20;
 
 type Key = (ImgId, FileKey, u32);
 
@@ -96,7 +98,11 @@ impl FrameCache {
         g.map.insert(key, Slot::Decoding);
         let mut buf = g.spare.pop().unwrap_or_default();
         drop(g);
-        let res = SCRATCH.with_borrow_mut(|s| r.decode_frame_into(index, s, &mut buf));
+        let res = SCRATCH.with_borrow_mut(|s| {
+            let res = r.decode_frame_into(index, s, &mut buf);
+            s.trim(SPARE_MAX);
+            res
+        });
         let mut g = lock(&self.inner);
         let res = match res {
             Ok(range) => {
@@ -110,7 +116,9 @@ impl FrameCache {
             }
             Err(e) => {
                 g.map.remove(&key);
-                g.spare.push(buf);
+                if g.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_MAX {
+                    g.spare.push(buf);
+                }
                 Err(e)
             }
         };
@@ -141,7 +149,7 @@ fn evict(g: &mut Inner, keep: Key) {
         if let Some(Slot::Ready(d, _)) = g.map.remove(&k) {
             g.bytes -= d.buf.len();
             if let Ok(d) = Arc::try_unwrap(d) {
-                if g.spare.len() < SPARE_BUFFERS {
+                if g.spare.len() < SPARE_BUFFERS && d.buf.capacity() <= SPARE_MAX {
                     g.spare.push(d.buf);
                 }
             }
@@ -609,8 +617,8 @@ impl Prefetcher {
                 q.streams.clear();
             }
             let last = q.streams.insert((l.id, pid), end);
-            let sequential = len >= (128 << 10)
-                || last.is_some_and(|e| addr.abs_diff(e) <= STREAM_SLACK && addr > 0);
+            let sequential =
+                len >= (128 << 10) || last.is_some_and(|e| addr.abs_diff(e) <= STREAM_SLACK);
             if !sequential {
                 return;
             }

@@ -131,6 +131,19 @@ pub struct FrameScratch {
     payload: PayloadDecoder,
 }
 
+impl FrameScratch {
+    /// Free the buffers when they have grown past `max` bytes (for a rare
+    /// large frame), so that a thread does not keep them.
+    pub fn trim(&mut self, max: usize) {
+        if self.rec.capacity() > max {
+            self.rec = Vec::new();
+        }
+        if self.payload.out.capacity() > max {
+            self.payload.out = Vec::new();
+        }
+    }
+}
+
 /// Make `v` exactly `n` bytes long, zeroing only bytes it never had.
 fn set_len(v: &mut Vec<u8>, n: usize) {
     if v.len() >= n {
