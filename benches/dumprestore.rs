@@ -24,7 +24,13 @@
 //! argument) and runs with stdout/stderr on /dev/null; ckpt's own output
 //! goes to files too. So no pipe is shared between the benchmark, ckpt and
 //! the restored process, whatever restore does with standard descriptors.
+//!
+//! With --grep it only measures `grep -r` over a freshly mounted image of
+//! --grep-mib MiB (default 1024) of mixed data, cold, next to grep over a
+//! plain copy of the same files (dumprestore/fs_grep.rs).
 
+#[path = "dumprestore/fs_grep.rs"]
+mod fs_grep;
 #[path = "dumprestore/incr_lazy.rs"]
 mod incr_lazy;
 #[path = "dumprestore/vs_criu.rs"]
@@ -409,6 +415,9 @@ struct Opts {
     tree: usize,
     /// `--criu-only`: skip the ckpt-only matrix and tiny line.
     criu_only: bool,
+    /// `--grep`: only the `grep -r` measurement, of `--grep-mib` MiB.
+    grep: bool,
+    grep_mib: u64,
 }
 
 impl Opts {
@@ -452,6 +461,8 @@ impl Opts {
             }),
             tree: opt("--tree").map_or(100, |s| s.parse().expect("--tree N")),
             criu_only: flag("--criu-only"),
+            grep: flag("--grep"),
+            grep_mib: opt("--grep-mib").map_or(1024, |s| s.parse().expect("--grep-mib MIB")),
         }
     }
 }
@@ -489,6 +500,10 @@ fn main() {
     }
     let o = Opts::parse(&args);
     std::fs::create_dir_all(&o.store).unwrap();
+    if o.grep {
+        fs_grep::run(&o, o.grep_mib);
+        return;
+    }
     let hog = compile(&o.dir, "memhog");
     proc::set_child_subreaper().unwrap();
     if !o.criu_only {

@@ -16,22 +16,41 @@
 use crate::store::{errno_of, Failure, FileKey, Loaded};
 use crate::tree::{find_vma, kernel_provided, ImgId};
 use ckpt_image::{
-    Blob, Error as ImgError, FileKind, Image, ImageReader, MemoryRun, Process, RunKind, ShmKind,
-    Vma, VmaBacking,
+    Blob, Error as ImgError, FileKind, FrameScratch, Image, ImageReader, MemoryRun, Process,
+    RunKind, ShmKind, Vma, VmaBacking,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Bytes of decoded frames kept.
-const CACHE_BYTES: usize = 96 << 20;
+const CACHE_BYTES: usize = 64 << 20;
+/// Buffers of evicted frames kept for the next decodes (no allocation,
+/// zeroing or page faults per frame), when not larger than SPARE_MAX (a
+/// frame may be up to 64 MiB; the writer's are 1 MiB).
+const SPARE_BUFFERS: usize = 8;
+const SPARE_MAX: usize = 4 << 20;
 
 type Key = (ImgId, FileKey, u32);
 
+/// One decoded frame: its bytes are `buf[range]` (a raw frame keeps its
+/// record header in front: it was read once, straight into `buf`).
+pub struct Decoded {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Decoded {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
 enum Slot {
     Decoding,
-    Ready(Arc<Vec<u8>>, u64),
+    Ready(Arc<Decoded>, u64),
 }
 
 #[derive(Default)]
@@ -39,9 +58,12 @@ struct Inner {
     map: HashMap<Key, Slot>,
     bytes: usize,
     tick: u64,
+    spare: Vec<Vec<u8>>,
 }
 
-/// Decoded frames of all images, least recently used dropped first.
+/// Decoded frames of all images, least recently used dropped first. Keys
+/// name the version of the image file: a commit (a new generation) or any
+/// other change of the file gives new keys, so nothing stale is served.
 #[derive(Default)]
 pub struct FrameCache {
     inner: Mutex<Inner>,
@@ -52,9 +74,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<FrameScratch> = std::cell::RefCell::default();
+}
+
 impl FrameCache {
     /// Frame `index` of this version of the image, decoding it (once) if needed.
-    pub fn get(&self, l: &Loaded, r: &ImageReader, index: u32) -> Result<Arc<Vec<u8>>, ImgError> {
+    pub fn get(&self, l: &Loaded, r: &ImageReader, index: u32) -> Result<Arc<Decoded>, ImgError> {
         let key = (l.id, l.key, index);
         let mut g = lock(&self.inner);
         loop {
@@ -70,41 +96,64 @@ impl FrameCache {
             }
         }
         g.map.insert(key, Slot::Decoding);
+        let mut buf = g.spare.pop().unwrap_or_default();
         drop(g);
-        let res = r.read_frame(index).map(Arc::new);
+        let res = SCRATCH.with_borrow_mut(|s| {
+            let res = r.decode_frame_into(index, s, &mut buf);
+            s.trim(SPARE_MAX);
+            res
+        });
         let mut g = lock(&self.inner);
-        match &res {
-            Ok(d) => {
+        let res = match res {
+            Ok(range) => {
+                let d = Arc::new(Decoded { buf, range });
                 g.tick += 1;
                 let t = g.tick;
-                g.bytes += d.len();
+                g.bytes += d.buf.len();
                 g.map.insert(key, Slot::Ready(d.clone(), t));
                 evict(&mut g, key);
+                Ok(d)
             }
-            Err(_) => {
+            Err(e) => {
                 g.map.remove(&key);
+                if g.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_MAX {
+                    g.spare.push(buf);
+                }
+                Err(e)
             }
-        }
+        };
         drop(g);
         self.cv.notify_all();
         res
     }
+
+    /// Whether frame `index` of this version is decoded or being decoded.
+    fn has(&self, l: &Loaded, index: u32) -> bool {
+        lock(&self.inner).map.contains_key(&(l.id, l.key, index))
+    }
 }
 
-/// Drop the least recently used frames (but `keep`) until the cache fits.
+/// Drop the least recently used frames (but `keep`) until the cache fits;
+/// their buffers are reused when no reader holds them any more.
 fn evict(g: &mut Inner, keep: Key) {
     while g.bytes > CACHE_BYTES {
         let oldest = g
             .map
             .iter()
             .filter_map(|(k, s)| match s {
-                Slot::Ready(d, t) if *k != keep => Some((*t, *k, d.len())),
+                Slot::Ready(_, t) if *k != keep => Some((*t, *k)),
                 _ => None,
             })
-            .min_by_key(|(t, _, _)| *t);
-        let Some((_, k, n)) = oldest else { break };
-        g.map.remove(&k);
-        g.bytes -= n;
+            .min_by_key(|(t, _)| *t);
+        let Some((_, k)) = oldest else { break };
+        if let Some(Slot::Ready(d, _)) = g.map.remove(&k) {
+            g.bytes -= d.buf.len();
+            if let Ok(d) = Arc::try_unwrap(d) {
+                if g.spare.len() < SPARE_BUFFERS && d.buf.capacity() <= SPARE_MAX {
+                    g.spare.push(d.buf);
+                }
+            }
+        }
     }
 }
 
@@ -287,7 +336,7 @@ pub fn in_one_frame(
     pid: i32,
     addr: u64,
     len: u64,
-) -> Option<(Arc<Vec<u8>>, usize)> {
+) -> Option<(Arc<Decoded>, usize)> {
     let r = l.reader.as_ref().ok()?;
     let img = r.image();
     let p = img.process(pid)?;
@@ -528,34 +577,126 @@ impl ProcIndex {
     }
 }
 
-/// A read-ahead request: decode the frames of `[from, to)` of `pid`.
-pub struct Prefetch {
-    pub loaded: Arc<Loaded>,
-    pub pid: i32,
-    pub from: u64,
-    pub to: u64,
+/// How far ahead of a sequential reader frames are decoded (bytes of
+/// address space), and at most how many frames are queued for that.
+const AHEAD_BYTES: u64 = 8 << 20;
+const AHEAD_QUEUE: usize = 16;
+/// Threads decoding ahead.
+const AHEAD_THREADS: usize = 2;
+/// A read that starts within this distance of where the last read of the
+/// same process ended continues a sequential stream (the kernel sends the
+/// page cache's read-ahead requests on several threads, a little out of
+/// order).
+const STREAM_SLACK: u64 = 4 << 20;
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<(Arc<Loaded>, u32)>,
+    threads: usize,
+    /// Where the last read of each (image, process) ended.
+    streams: HashMap<(ImgId, i32), u64>,
 }
 
-/// The read-ahead thread.
-pub fn prefetcher(cache: Arc<FrameCache>, rx: std::sync::mpsc::Receiver<Prefetch>) {
-    while let Ok(p) = rx.recv() {
-        let Ok(r) = p.loaded.reader.as_ref() else {
-            continue;
-        };
+/// Decodes the frames ahead of sequential readers of memory on a small
+/// pool of threads, into the shared [`FrameCache`], so that reads find
+/// their frames decoded and only copy.
+pub struct Prefetcher {
+    cache: Arc<FrameCache>,
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+impl Prefetcher {
+    pub fn new(cache: Arc<FrameCache>) -> Arc<Prefetcher> {
+        Arc::new(Prefetcher {
+            cache,
+            q: Mutex::default(),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// A read of `[addr, addr + len)` of `pid` was answered: when it
+    /// continues a sequential stream (or is large), queue the frames of
+    /// the next [`AHEAD_BYTES`] that are not decoded yet.
+    pub fn after_read(self: &Arc<Self>, l: &Arc<Loaded>, pid: i32, addr: u64, len: u64) {
+        let end = addr.saturating_add(len);
+        {
+            let mut q = lock(&self.q);
+            if q.streams.len() > 256 {
+                q.streams.clear();
+            }
+            let last = q.streams.insert((l.id, pid), end);
+            let sequential =
+                len >= (128 << 10) || last.is_some_and(|e| addr.abs_diff(e) <= STREAM_SLACK);
+            if !sequential {
+                return;
+            }
+        }
+        let Ok(r) = l.reader.as_ref() else { return };
         let img = r.image();
-        let Some(proc_) = img.process(p.pid) else {
-            continue;
-        };
+        let Some(p) = img.process(pid) else { return };
         let ps = u64::from(img.host.page_size.max(1));
-        let first = proc_.memory.partition_point(|m| run_end(m, ps) <= p.from);
-        let mut last_frame = None;
-        for m in proc_.memory[first..].iter().take_while(|m| m.start < p.to) {
-            if m.kind != RunKind::Data || last_frame == Some(m.frame) {
+        let first = p.memory.partition_point(|m| run_end(m, ps) <= end);
+        let mut want: Vec<u32> = Vec::new();
+        for m in p.memory[first..]
+            .iter()
+            .take_while(|m| m.start < end.saturating_add(AHEAD_BYTES))
+        {
+            if m.kind != RunKind::Data || want.last() == Some(&m.frame) {
                 continue;
             }
-            last_frame = Some(m.frame);
-            if cache.get(&p.loaded, r, m.frame).is_err() {
+            if !self.cache.has(l, m.frame) {
+                want.push(m.frame);
+            }
+            if want.len() >= AHEAD_QUEUE {
                 break;
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        let mut q = lock(&self.q);
+        for f in want {
+            if !q
+                .jobs
+                .iter()
+                .any(|(jl, jf)| *jf == f && jl.key == l.key && jl.id == l.id)
+            {
+                q.jobs.push_back((l.clone(), f));
+            }
+        }
+        // The oldest jobs are the ones a reader has passed by now.
+        while q.jobs.len() > AHEAD_QUEUE {
+            q.jobs.pop_front();
+        }
+        while q.threads < AHEAD_THREADS {
+            let me = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ckptfs-ahead".into())
+                .spawn(move || me.work());
+            if spawned.is_err() {
+                break;
+            }
+            q.threads += 1;
+        }
+        drop(q);
+        self.cv.notify_all();
+    }
+
+    fn work(&self) {
+        loop {
+            let (l, index) = {
+                let mut q = lock(&self.q);
+                loop {
+                    if let Some(j) = q.jobs.pop_front() {
+                        break j;
+                    }
+                    q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            if let Ok(r) = l.reader.as_ref() {
+                // An error is the reader's to report, when it gets there.
+                let _ = self.cache.get(&l, r, index);
             }
         }
     }

@@ -4,7 +4,7 @@
 //! through [`ImageEditor`] and compaction, and the `errors` log of each
 //! image. No FUSE here: everything is testable on a plain directory.
 
-use crate::memio::{self, Backing, FrameCache, Prefetch, ProcIndex};
+use crate::memio::{self, Backing, Decoded, FrameCache, Prefetcher, ProcIndex};
 use crate::render;
 use crate::tree::{fd_data, FdData, ImageState, ImgId, Node};
 use ckpt_image::{Error as ImgError, Image, ImageEditor, ImageReader};
@@ -154,7 +154,7 @@ pub struct Store {
     edit_statuses: Mutex<HashMap<ImgId, String>>,
     errors: Mutex<HashMap<ImgId, VecDeque<String>>>,
     root_status: Mutex<String>,
-    prefetch: Mutex<Option<std::sync::mpsc::SyncSender<Prefetch>>>,
+    ahead: Arc<Prefetcher>,
     frames: Arc<FrameCache>,
     /// Times an image was (re)loaded, for tests and `info`.
     pub loads: std::sync::atomic::AtomicU64,
@@ -213,6 +213,7 @@ fn stamped(what: &str) -> String {
 
 impl Store {
     pub fn new(dir: &Path) -> Store {
+        let frames = Arc::new(FrameCache::default());
         Store {
             dir: dir.to_path_buf(),
             names: Mutex::default(),
@@ -223,8 +224,8 @@ impl Store {
             edit_statuses: Mutex::default(),
             errors: Mutex::default(),
             root_status: Mutex::default(),
-            prefetch: Mutex::default(),
-            frames: Arc::default(),
+            ahead: Prefetcher::new(frames.clone()),
+            frames,
             loads: Default::default(),
         }
     }
@@ -511,7 +512,7 @@ impl Store {
         pid: i32,
         addr: u64,
         len: u64,
-    ) -> Option<(Arc<Vec<u8>>, usize)> {
+    ) -> Option<(Arc<Decoded>, usize)> {
         memio::in_one_frame(&self.frames, l, pid, addr, len)
     }
 
@@ -567,29 +568,10 @@ impl Store {
         }
     }
 
-    /// Decode the frames of `[from, to)` of `pid` in the background, so a
-    /// sequential reader finds them decoded.
-    pub fn prefetch(&self, l: &Arc<Loaded>, pid: i32, from: u64, to: u64) {
-        let mut tx = lock(&self.prefetch);
-        if tx.is_none() {
-            let (s, r) = std::sync::mpsc::sync_channel::<Prefetch>(1);
-            let cache = self.frames.clone();
-            let spawned = std::thread::Builder::new()
-                .name("ckptfs-prefetch".into())
-                .spawn(move || memio::prefetcher(cache, r));
-            if spawned.is_err() {
-                return;
-            }
-            *tx = Some(s);
-        }
-        if let Some(tx) = tx.as_ref() {
-            let _ = tx.try_send(Prefetch {
-                loaded: l.clone(),
-                pid,
-                from,
-                to,
-            });
-        }
+    /// A read of `[addr, addr + len)` of `pid` was answered: decode the
+    /// next frames in the background when it is part of a sequential read.
+    pub fn after_read(&self, l: &Arc<Loaded>, pid: i32, addr: u64, len: u64) {
+        self.ahead.after_read(l, pid, addr, len);
     }
 
     fn editor_slot(&self, id: ImgId) -> EditorSlot {

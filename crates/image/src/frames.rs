@@ -198,6 +198,24 @@ mod tests {
             let want = reader.read_frame(i).unwrap();
             assert_eq!(d.frame(i).unwrap(), &want[..], "frame {i}");
         }
+        // Into reused buffers (each frame's bytes where the range says,
+        // whatever the buffer held before), twice over.
+        let (mut scratch, mut out) = (crate::FrameScratch::default(), vec![7u8; 3 << 20]);
+        for _ in 0..2 {
+            for i in 0..frames.len() as u32 {
+                let want = reader.read_frame(i).unwrap();
+                let r = reader.decode_frame_into(i, &mut scratch, &mut out).unwrap();
+                assert_eq!(&out[r], &want[..], "frame {i}");
+            }
+        }
+        // A damaged frame is an error, not a panic or a wrong frame.
+        for i in 0..frames.len() as u32 {
+            let mut bad = bytes.clone();
+            let f = &frames[i as usize];
+            bad[(f.offset + u64::from(f.stored_size) / 2) as usize] ^= 0x55;
+            let e = crate::store::decode_frame_into(&&bad[..], frames, i, &mut scratch, &mut out);
+            assert!(e.is_err(), "frame {i} ({:?}) damaged decoded", f.codec);
+        }
         // Read as one batch.
         let order: Vec<u32> = (0..frames.len() as u32).collect();
         let b = reader.frame_batches(&order);

@@ -40,6 +40,7 @@ pub use editor::ImageEditor;
 pub use error_text::{chain, error_chain};
 pub use frames::{FrameBatch, FrameBatchReader};
 pub use reader::ImageReader;
+pub use store::FrameScratch;
 pub use validate::validate;
 pub use writer::{is_zero as is_zero_page, ImageWriter};
 

@@ -3,7 +3,7 @@
 use crate::chain::{self, AnyReader, ResolvedRun};
 use crate::container::{find_commit, parse_header};
 use crate::model::*;
-use crate::store::{self, Chain, FrameCache};
+use crate::store::{self, Chain, FrameCache, FrameScratch};
 use crate::validate::{check_generation, validate};
 use crate::{codec, Error, ReadAt, Result};
 use std::fs::File;
@@ -177,6 +177,18 @@ impl<R: ReadAt> ImageReader<R> {
     /// Decoded contents of frame `index` (CRC-checked, bounded by `Frame.size`).
     pub fn read_frame(&self, index: u32) -> Result<Vec<u8>> {
         store::decode_frame(&self.src, &self.image.frames, index)
+    }
+
+    /// Decode frame `index` into `out`, reusing its memory and `scratch`'s
+    /// (the checks of [`ImageReader::read_frame`]); returns the range of
+    /// `out` that holds the frame's bytes.
+    pub fn decode_frame_into(
+        &self,
+        index: u32,
+        scratch: &mut FrameScratch,
+        out: &mut Vec<u8>,
+    ) -> Result<std::ops::Range<usize>> {
+        store::decode_frame_into(&self.src, &self.image.frames, index, scratch, out)
     }
 
     /// Decoded contents of frame `index` of the image `level` steps up the

@@ -122,6 +122,66 @@ pub fn decode_frame(src: &dyn ReadAt, frames: &[Frame], index: u32) -> Result<Ve
     Ok(d.out)
 }
 
+/// Buffers and decoder state kept by one thread from one frame to the
+/// next for [`ImageReader::decode_frame_into`](crate::ImageReader::decode_frame_into):
+/// no allocation or zeroing per frame once they have grown.
+#[derive(Default)]
+pub struct FrameScratch {
+    rec: Vec<u8>,
+    payload: PayloadDecoder,
+}
+
+impl FrameScratch {
+    /// Free the buffers when they have grown past `max` bytes (for a rare
+    /// large frame), so that a thread does not keep them.
+    pub fn trim(&mut self, max: usize) {
+        if self.rec.capacity() > max {
+            self.rec = Vec::new();
+        }
+        if self.payload.out.capacity() > max {
+            self.payload.out = Vec::new();
+        }
+    }
+}
+
+/// Make `v` exactly `n` bytes long, zeroing only bytes it never had.
+fn set_len(v: &mut Vec<u8>, n: usize) {
+    if v.len() >= n {
+        v.truncate(n);
+    } else {
+        v.resize(n, 0);
+    }
+}
+
+/// Decode frame `index` into `out` (its old contents are overwritten) with
+/// the checks of [`decode_frame`]; returns where in `out` the frame's bytes
+/// are. A raw frame's record is read straight into `out` (one copy: its
+/// bytes follow the record header); a compressed one is read into
+/// `scratch` and decompressed into `out`.
+pub fn decode_frame_into(
+    src: &dyn ReadAt,
+    frames: &[Frame],
+    index: u32,
+    scratch: &mut FrameScratch,
+    out: &mut Vec<u8>,
+) -> Result<std::ops::Range<usize>> {
+    let (f, rec_off, end) = frame_record(frames, index)?;
+    let len = (end - rec_off) as usize;
+    if f.codec == Codec::None {
+        set_len(out, len);
+        src.read_at(out, rec_off)?;
+        let stored = check_frame_record(f, index, rec_off, out)?;
+        scratch.payload.decode(index, f, stored)?;
+        let hl = RECORD_HEADER_LEN as usize;
+        return Ok(hl..hl + f.size as usize);
+    }
+    set_len(&mut scratch.rec, len);
+    src.read_at(&mut scratch.rec, rec_off)?;
+    let stored = check_frame_record(f, index, rec_off, &scratch.rec)?;
+    scratch.payload.decode_into(index, f, stored, out)?;
+    Ok(0..f.size as usize)
+}
+
 /// Decodes the stored bytes of frames (their CRC already checked) and
 /// checks that they decode to the size the metadata gives. Keeps its zstd
 /// context and output buffer from one frame to the next.
@@ -136,6 +196,39 @@ impl PayloadDecoder {
     /// stored bytes: `stored` itself for a raw frame, else a buffer of the
     /// decoder's.
     pub fn decode<'a>(&'a mut self, index: u32, f: &Frame, stored: &'a [u8]) -> Result<&'a [u8]> {
+        if f.codec == Codec::None {
+            return Self::check_raw(index, f, stored);
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let r = self.decode_into(index, f, stored, &mut out);
+        self.out = out;
+        r?;
+        Ok(&self.out)
+    }
+
+    fn check_raw<'a>(index: u32, f: &Frame, stored: &'a [u8]) -> Result<&'a [u8]> {
+        if f.stored_size != f.size || stored.len() != f.size as usize {
+            return Err(Error::Frame {
+                index,
+                offset: f.offset,
+                what: format!(
+                    "raw frame with stored size {} != size {}",
+                    f.stored_size, f.size
+                ),
+            });
+        }
+        Ok(stored)
+    }
+
+    /// Decode a compressed frame into `out` (exactly its decoded size
+    /// afterwards); a raw one is only checked and not copied.
+    pub fn decode_into(
+        &mut self,
+        index: u32,
+        f: &Frame,
+        stored: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let err = |what: String| Error::Frame {
             index,
             offset: f.offset,
@@ -150,13 +243,9 @@ impl PayloadDecoder {
         let size = f.size as usize;
         match f.codec {
             Codec::None => {
-                if f.stored_size != f.size || stored.len() != size {
-                    return Err(err(format!(
-                        "raw frame with stored size {} != size {}",
-                        f.stored_size, f.size
-                    )));
-                }
-                return Ok(stored);
+                Self::check_raw(index, f, stored)?;
+                set_len(out, size);
+                out.copy_from_slice(stored);
             }
             Codec::Zstd => {
                 if self.zstd.is_none() {
@@ -164,30 +253,29 @@ impl PayloadDecoder {
                         Some(zstd::bulk::Decompressor::new().map_err(|e| dec_err("zstd", e))?);
                 }
                 let d = self.zstd.as_mut().expect("just made");
-                self.out.clear();
-                self.out.reserve(size);
-                d.decompress_to_buffer(stored, &mut self.out)
+                out.clear();
+                out.reserve(size);
+                d.decompress_to_buffer(stored, out)
                     .map_err(|e| dec_err("zstd", e))?;
             }
             Codec::Lz4 => {
                 // Room for exactly the size the metadata gives: a block that
                 // decodes to more fails instead of growing the buffer. (The
                 // old bytes are overwritten: no need to zero them first.)
-                self.out.resize(size, 0);
-                self.out.truncate(size);
-                let n = lz4_flex::block::decompress_into(stored, &mut self.out)
+                set_len(out, size);
+                let n = lz4_flex::block::decompress_into(stored, out)
                     .map_err(|e| dec_err("lz4", std::io::Error::other(e)))?;
-                self.out.truncate(n);
+                out.truncate(n);
             }
         }
-        if self.out.len() != size {
+        if out.len() != size {
             return Err(err(format!(
                 "decoded to {} bytes, the metadata says {}",
-                self.out.len(),
+                out.len(),
                 f.size
             )));
         }
-        Ok(&self.out)
+        Ok(())
     }
 }
 

@@ -159,11 +159,9 @@ impl CkptFs {
         if let (Node::ProcFile(_, pid, _) | Node::MapFile(_, pid, _, _), None) = (node, &pages) {
             // A read inside one saved run: straight from the decoded frame.
             if let Some((frame, off)) = self.store.in_one_frame(&l, pid, addr, len) {
-                if len >= (128 << 10) {
-                    let end = addr + len;
-                    self.store.prefetch(&l, pid, end, end + 2 * len);
-                }
-                return reply.data(&frame[off..off + len as usize]);
+                reply.data(&frame[off..off + len as usize]);
+                self.store.after_read(&l, pid, addr, len);
+                return;
             }
         }
         BUF.with_borrow_mut(|buf| {
@@ -184,12 +182,9 @@ impl CkptFs {
                     if let Some(p) = &pages {
                         lock(p).overlay(addr, &mut out[..n]);
                     }
-                    if let (Node::ProcFile(_, pid, _) | Node::MapFile(_, pid, _, _), true) =
-                        (node, n == len as usize && len >= (128 << 10))
-                    {
+                    if let Node::ProcFile(_, pid, _) | Node::MapFile(_, pid, _, _) = node {
                         // Streaming: decode the next reads' frames meanwhile.
-                        let end = addr + n as u64;
-                        self.store.prefetch(&l, pid, end, end + 2 * len);
+                        self.store.after_read(&l, pid, addr, n as u64);
                     }
                     reply.data(&out[..n])
                 }
