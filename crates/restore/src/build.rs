@@ -95,7 +95,18 @@ pub fn restore<R: ReadAt + Sync>(
     opts: &RestoreOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored> {
-    restore_with(reader, opts, progress, None).map(|(r, _)| r)
+    restore_with(reader, opts, progress, None, None).map(|(r, _)| r)
+}
+
+/// [`restore`] after a [`crate::Checked`] made by [`crate::check_once`]
+/// for the same image and options (its check is not made again).
+pub fn restore_checked<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+    checked: crate::Checked,
+) -> Result<Restored> {
+    restore_with(reader, opts, progress, None, Some(checked)).map(|(r, _)| r)
 }
 
 /// [`restore`], or with `lazy` (the same image, shared with the lazy
@@ -107,11 +118,12 @@ pub fn restore_with<R: ReadAt + Sync>(
     opts: &RestoreOptions,
     progress: &mut dyn FnMut(u64, u64),
     lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
+    checked: Option<crate::Checked>,
 ) -> Result<(Restored, Option<lazy::Server>)> {
     let cancel = opts.cancel.clone().unwrap_or_default();
     let r = cancel
         .check()
-        .and_then(|()| restore_steps(reader, opts, &cancel, progress, lazy));
+        .and_then(|()| restore_steps(reader, opts, &cancel, progress, (lazy, checked)));
     match (cancel.finish(), r) {
         (Some(signal), Ok((done, server))) => {
             // Cancelled as it ended: every process of the tree was killed.
@@ -132,12 +144,18 @@ fn restore_steps<R: ReadAt + Sync>(
     opts: &RestoreOptions,
     cancel: &crate::Cancel,
     progress: &mut dyn FnMut(u64, u64),
-    lazy: Option<std::sync::Arc<dyn lazy::FrameSource>>,
+    (lazy, checked): (
+        Option<std::sync::Arc<dyn lazy::FrameSource>>,
+        Option<crate::Checked>,
+    ),
 ) -> Result<(Restored, Option<lazy::Server>)> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore").entered();
     let step = Step::begin("check");
-    let (report, as_saved) = check_and_open_as(reader, opts);
+    let (report, as_saved) = match checked {
+        Some(c) => (c.report, c.as_saved),
+        None => check_and_open_as(reader, opts),
+    };
     if !report.errors.is_empty() {
         return Err(Error::Check(report));
     }
@@ -454,12 +472,13 @@ fn spawn_stubs(
     cancel: &crate::Cancel,
 ) -> Result<Stubs> {
     let tree = &planned.tree;
+    let mut groups = None;
     let want: Vec<Option<i32>> = tree
         .nodes
         .iter()
         .map(|n| {
             let p = &image.processes[n.image];
-            let free = !opts.new_pid || taken_ids(p).is_empty();
+            let free = !opts.new_pid || taken_ids(p, &mut groups).is_empty();
             free.then_some(p.pid)
         })
         .collect();

@@ -117,19 +117,22 @@ fn local_cpu_flags() -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Ids the restored process needs, and who holds them now.
-pub(crate) fn taken_ids(p: &Process) -> Vec<(i32, &'static str, String, bool)> {
+/// Ids the restored process needs, and who holds them now. `groups`:
+/// the groups and sessions of /proc, scanned once for all the processes
+/// of a restore (None until needed).
+pub(crate) fn taken_ids(
+    p: &Process,
+    groups: &mut Option<crate::stub::Groups>,
+) -> Vec<(i32, &'static str, String, bool)> {
     let mut out = Vec::new();
-    // /proc is scanned for groups and sessions once, not once per id.
-    let mut groups = None;
     for (i, t) in p.threads.iter().enumerate() {
         let id = if i == 0 { p.pid } else { t.tid };
-        if let Some((holder, zombie)) = holder_with(id, &mut groups) {
+        if let Some((holder, zombie)) = holder_with(id, groups) {
             out.push((id, if i == 0 { "pid" } else { "tid" }, holder, zombie));
         }
     }
     if p.threads.is_empty() {
-        if let Some((holder, zombie)) = holder_with(p.pid, &mut groups) {
+        if let Some((holder, zombie)) = holder_with(p.pid, groups) {
             out.push((p.pid, "pid", holder, zombie));
         }
     }
@@ -139,6 +142,21 @@ pub(crate) fn taken_ids(p: &Process) -> Vec<(i32, &'static str, String, bool)> {
 /// Check the image can be restored here (see [`crate::check()`]).
 pub fn check<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Report {
     check_and_open_as(reader, opts).0
+}
+
+/// The result of [`check_once`]: the report, and what the restore that
+/// follows needs of it ([`crate::restore_checked`]).
+#[derive(Debug)]
+pub struct Checked {
+    pub report: Report,
+    pub(crate) as_saved: Option<FsIds>,
+}
+
+/// [`check`] for a restore that follows at once: its result is handed to
+/// [`crate::restore_checked`], which does not check again.
+pub fn check_once<R: ReadAt>(reader: &ImageReader<R>, opts: &RestoreOptions) -> Checked {
+    let (report, as_saved) = check_and_open_as(reader, opts);
+    Checked { report, as_saved }
 }
 
 /// [`check`], and the ids the restore is to open the image's paths with
@@ -203,9 +221,11 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     let who = requester(reader, opts, &own);
     let as_saved = open_as(root, &own, || who == Requester::Restorer);
     let mut each = PerProcess::default();
+    let mut groups = None;
     for p in &live {
         let mut pr = Report::default();
         check_chain(reader, p, &mut pr);
+        check_ids(p, opts, &mut groups, &mut pr);
         check_process(
             image,
             p,
@@ -336,7 +356,6 @@ fn check_process(
     r: &mut Report,
 ) {
     let mem = check_files(image, p, shared, opts.force_files, r);
-    check_ids(p, opts, r);
     crate::mem::vmas::check_addresses(
         p,
         task_size(),
@@ -549,8 +568,13 @@ fn check_files(
 }
 
 /// The saved pid and tids: free, held by a zombie about to go, or taken.
-fn check_ids(p: &Process, opts: &RestoreOptions, r: &mut Report) {
-    for (id, kind, holder, zombie) in taken_ids(p) {
+fn check_ids(
+    p: &Process,
+    opts: &RestoreOptions,
+    groups: &mut Option<crate::stub::Groups>,
+    r: &mut Report,
+) {
+    for (id, kind, holder, zombie) in taken_ids(p, groups) {
         if opts.new_pid {
             r.warnings.push(format!(
                 "{kind} {id} is in use by {holder}: the process gets new ids (glibc's cached thread ids will then be stale)"

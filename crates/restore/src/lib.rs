@@ -227,7 +227,7 @@ mod remote;
 mod stub;
 mod tree;
 
-pub use check::check;
+pub use check::{check, check_once, Checked};
 pub use error::{Error, Result};
 pub use fds::Handover;
 
@@ -493,8 +493,8 @@ pub fn restore_lazy<R: ReadAt + Send + Sync + 'static>(
     let mut cb = opts.progress.take();
     let source: std::sync::Arc<dyn FrameSource> = reader.clone();
     let r = match cb.as_mut() {
-        Some(f) => build::restore_with(&*reader, opts, &mut |d, t| f(d, t), Some(source)),
-        None => build::restore_with(&*reader, opts, &mut |_, _| {}, Some(source)),
+        Some(f) => build::restore_with(&*reader, opts, &mut |d, t| f(d, t), Some(source), None),
+        None => build::restore_with(&*reader, opts, &mut |_, _| {}, Some(source), None),
     };
     opts.progress = cb;
     let (restored, server) = r?;
@@ -503,6 +503,23 @@ pub fn restore_lazy<R: ReadAt + Send + Sync + 'static>(
         what: "the lazy restore did not start".into(),
     })?;
     Ok((restored, server))
+}
+
+/// [`restore`] of an image already checked with [`check_once`] (same
+/// reader and options): the check is not made twice. `checked` must hold
+/// no errors (else this returns them as [`Error::Check`]).
+pub fn restore_checked<R: ReadAt + Sync>(
+    reader: &ImageReader<R>,
+    opts: &mut RestoreOptions,
+    checked: Checked,
+) -> Result<Restored> {
+    let mut cb = opts.progress.take();
+    let r = match cb.as_mut() {
+        Some(f) => build::restore_checked(reader, opts, &mut |d, t| f(d, t), checked),
+        None => build::restore_checked(reader, opts, &mut |_, _| {}, checked),
+    };
+    opts.progress = cb;
+    r
 }
 
 /// Recreate the image's processes, the root as a child of the calling

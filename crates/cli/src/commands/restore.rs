@@ -84,7 +84,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         cancel: Some(cancel.clone()),
         ..Default::default()
     };
-    let report = ckpt_restore::check(&reader, &opts);
+    let checked = ckpt_restore::check_once(&reader, &opts);
+    let report = &checked.report;
     for w in &report.warnings {
         match w.strip_prefix("--force-files: ") {
             Some(w) => eprintln!("ckpt: WARNING: --force-files: {w}"),
@@ -120,7 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             lazy(&a, reader, &mut opts)
         };
     }
-    let restored = ckpt_restore::restore(&reader, &mut opts);
+    let restored = ckpt_restore::restore_checked(&reader, &mut opts, checked);
     // From here on a signal is the job's (or, detached, ends us as usual).
     canceller.stop();
     let restored = match restored {
