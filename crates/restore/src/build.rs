@@ -139,6 +139,25 @@ pub fn restore_with<R: ReadAt + Sync>(
     }
 }
 
+/// The check (made now, or handed over by [`crate::check_once`]): its
+/// errors end the restore; the ids to open the image's paths with.
+fn checked_step<R: ReadAt>(
+    reader: &ImageReader<R>,
+    opts: &RestoreOptions,
+    checked: Option<crate::Checked>,
+) -> Result<Option<ckpt_sys::creds::FsIds>> {
+    let step = Step::begin("check");
+    let (report, as_saved) = match checked {
+        Some(c) => (c.report, c.as_saved),
+        None => check_and_open_as(reader, opts),
+    };
+    if !report.errors.is_empty() {
+        return Err(Error::Check(report));
+    }
+    step.done();
+    Ok(as_saved)
+}
+
 fn restore_steps<R: ReadAt + Sync>(
     reader: &ImageReader<R>,
     opts: &RestoreOptions,
@@ -151,15 +170,7 @@ fn restore_steps<R: ReadAt + Sync>(
 ) -> Result<(Restored, Option<lazy::Server>)> {
     let t0 = Instant::now();
     let _span = tracing::info_span!("restore").entered();
-    let step = Step::begin("check");
-    let (report, as_saved) = match checked {
-        Some(c) => (c.report, c.as_saved),
-        None => check_and_open_as(reader, opts),
-    };
-    if !report.errors.is_empty() {
-        return Err(Error::Check(report));
-    }
-    step.done();
+    let as_saved = checked_step(reader, opts, checked)?;
     let page = mm::page_size();
     let step = Step::begin("plan");
     let mut planned = plan(reader, page, opts, as_saved.is_none())?;
