@@ -87,10 +87,14 @@ fn dirs_of(path: &[u8]) -> Vec<CString> {
     dirs
 }
 
-/// Free names to try for a node remade next to where `path` was:
+/// Free names to try for a node remade next to where `path` was: `path`
+/// itself (then /proc shows the saved name, " (deleted)"), else
 /// `DIR/.ckpt-deleted-INODE-K`, then the same in /tmp.
 pub(crate) fn temp_names(path: &[u8], inode: u64) -> Vec<CString> {
     let mut out = Vec::new();
+    if path.starts_with(b"/") {
+        out.extend(cpath(path));
+    }
     for d in dirs_of(path) {
         let d = d.as_bytes();
         let sep = if d.ends_with(b"/") { "" } else { "/" };
