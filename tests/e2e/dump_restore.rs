@@ -267,3 +267,33 @@ time.sleep(600)
     r.wait_line(|l| l == "watched=1");
     r.wait_line(|l| l == "relinked=1 pos=10");
 }
+
+/// A deleted working directory comes back deleted under its own name,
+/// and is the directory an fd of the process holds too.
+#[test]
+fn deleted_working_directory_held_at_an_fd() {
+    let dir = TempDir::new("delcwd");
+    let script = r#"
+import os, sys, time
+d = sys.argv[1]
+os.mkdir(d + "/w")
+fd = os.open(d + "/w", os.O_RDONLY)
+os.chdir(d + "/w")
+os.rmdir(d + "/w")
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+print("cwd=%s" % os.readlink("/proc/self/cwd"), flush=True)
+print("same=%d" % (os.fstat(fd).st_ino == os.stat(".").st_ino), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("delcwd.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == format!("cwd={d}/w (deleted)"));
+    r.wait_line(|l| l == "same=1");
+}

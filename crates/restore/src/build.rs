@@ -928,7 +928,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         self.cancel.check()?;
 
         let step = Step::begin("process state");
-        crate::process::set_state(&mut main, self.p, scratch, self.as_saved)?;
+        let image = self.reader.image();
+        crate::process::set_state(&mut main, (image, self.p), scratch, self.as_saved)?;
         step.done();
         self.phase("process");
         self.cancel.check()?;

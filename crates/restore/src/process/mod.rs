@@ -30,12 +30,22 @@ const PR_SET_MM_MAP: u64 = 14;
 /// mm, exe, cwd, umask, personality, handlers, itimers, limits, prctls.
 pub(crate) fn set_state(
     main: &mut Remote,
-    p: &Process,
+    (image, p): (&ckpt_image::Image, &Process),
     scratch: u64,
     as_saved: Option<&FsSwitch>,
 ) -> Result<()> {
     let pid = main.tid;
-    let exe_fd = open_exe_and_chdir(main, p, scratch, as_saved)?;
+    // A deleted working directory the process also holds at an fd: the
+    // one made again for that fd.
+    let held = p.cwd_identity.deleted.then(|| {
+        p.fds.iter().find(|fd| {
+            matches!(image.file(fd.file).map(|f| &f.kind),
+                Some(ckpt_image::FileKind::Directory(d))
+                    if (d.dev, d.inode) == (p.cwd_identity.dev, p.cwd_identity.inode))
+        })
+    });
+    let held = held.flatten().map(|fd| fd.fd);
+    let exe_fd = open_exe_and_chdir(main, (p, held), scratch, as_saved)?;
     set_mm(main, p, scratch, exe_fd)?;
     if exe_fd != u64::from(u32::MAX) {
         main.call("close", libc::SYS_close, &[exe_fd])?;
@@ -62,7 +72,7 @@ pub(crate) fn set_state(
 /// where the restore takes them.
 fn open_exe_and_chdir(
     main: &mut Remote,
-    p: &Process,
+    (p, held): (&Process, Option<i32>),
     scratch: u64,
     as_saved: Option<&FsSwitch>,
 ) -> Result<u64> {
@@ -87,7 +97,13 @@ fn open_exe_and_chdir(
                 ],
             )?;
         }
-        if p.cwd_identity.deleted {
+        if let Some(fd) = held {
+            main.call(
+                "fchdir to the deleted working directory",
+                libc::SYS_fchdir,
+                &[fd as u64],
+            )?;
+        } else if p.cwd_identity.deleted {
             deleted_cwd(main, p, scratch)?;
         } else if !p.cwd.is_empty() {
             main.write_cstr(scratch, &p.cwd)?;
