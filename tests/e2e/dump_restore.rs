@@ -218,7 +218,8 @@ fn written_pages_of_file_mappings_come_back() {
     assert_eq!(std::fs::read(&data).unwrap()[..6], *b"file c");
 }
 
-/// Two opens of one file (and an inotify watch of it), then both its
+/// Two opens of one memfd (the second through /proc); two opens of one
+/// file (and an inotify watch of it), then both its
 /// names unlinked; and a file
 /// unlinked under the name it was opened by but still linked under
 /// another: after a restore the two fds are one file again (a write
@@ -243,9 +244,13 @@ c = os.open(d + "/c", os.O_RDWR | os.O_CREAT, 0o644)
 os.link(d + "/c", d + "/c.link")
 os.unlink(d + "/c")
 os.write(c, b"c" * 10)
+m = os.memfd_create("two")
+m2 = os.open("/proc/self/fd/%d" % m, os.O_RDWR)
 print("READY", flush=True)
 while not os.path.exists(d + "/go"):
     time.sleep(0.01)
+os.pwrite(m, b"memfd", 0)
+print("memfd=%s" % os.pread(m2, 5, 0).decode(), flush=True)
 sa, sb = os.fstat(a), os.fstat(b)
 print("same=%d size=%d" % (sa.st_ino == sb.st_ino, sa.st_size), flush=True)
 os.pwrite(a, b"xyz", 0)
@@ -262,6 +267,7 @@ time.sleep(600)
     dump_kill(&mut p, &image);
     let r = restore_detached(&image, &p.out, p.pid);
     std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "memfd=memfd");
     r.wait_line(|l| l == "same=1 size=1000");
     r.wait_line(|l| l == "through=xyz");
     r.wait_line(|l| l == "watched=1");

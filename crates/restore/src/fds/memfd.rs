@@ -14,6 +14,22 @@ const MFD_ALLOW_SEALING: u32 = 2;
 
 pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
     let (what, flags) = (b.what(g), b.flags(g));
+    if let Some(&made) = b.memfds.get(&m.id).filter(|_| m.id != 0) {
+        // Another open of a memfd made already (opened again through
+        // /proc): one memfd for both.
+        let s = b.slot();
+        b.op(
+            &what,
+            FdOp::Reopen {
+                slot: s,
+                from: made,
+                flags,
+            },
+        );
+        b.seek(&what, s, b.groups[g].file.position);
+        b.slot_of[g] = Some(s);
+        return;
+    }
     let contents = if m.contents.size > 0 {
         match b.load(&m.contents) {
             Ok(c) => c,
@@ -28,6 +44,7 @@ pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
     let name = cpath(&m.name).unwrap_or_else(|| CString::new("ckpt").expect("no NUL"));
     let sealing = m.seals != F_SEAL_SEAL;
     let s = b.slot();
+    b.memfds.insert(m.id, s);
     b.op(
         &what,
         FdOp::MemFd {

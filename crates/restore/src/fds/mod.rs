@@ -564,6 +564,8 @@ pub(crate) struct Builder<'a> {
     /// Deleted files made again, by saved (dev, inode): the slot of the
     /// first one (another open of the same file reopens it).
     pub remade: std::collections::HashMap<(u64, u64), usize>,
+    /// memfds made again, by id: the slot of the first one.
+    pub memfds: std::collections::HashMap<u64, usize>,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
 
@@ -846,6 +848,7 @@ pub fn plan_tree(
         groups,
         plan,
         remade: std::collections::HashMap::new(),
+        memfds: std::collections::HashMap::new(),
         load,
     };
 
