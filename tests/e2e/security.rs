@@ -206,6 +206,37 @@ fn restore_by_root_keeps_unprivileged_credentials() {
     assert!(last.contains("uid=65534"), "{last}");
 }
 
+/// A root process that lowered its capabilities (bounding set without
+/// CAP_CHOWN, an inheritable and ambient CAP_NET_BIND_SERVICE) comes back
+/// with exactly those, not with its restorer's full set.
+#[test]
+fn restore_by_root_keeps_lowered_capabilities() {
+    let dir = TempDir::new("keepcaps");
+    let mut p = Proc::spawn_cmd(
+        &dir,
+        Command::new("setpriv")
+            .args([
+                "--bounding-set=-chown,-sys_module",
+                "--inh-caps=+net_bind_service",
+                "--ambient-caps=+net_bind_service",
+                "--",
+            ])
+            .arg(target_fixture())
+            .args(["0", "20"]),
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    let caps = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"];
+    let before: Vec<Option<String>> = caps.iter().map(|k| status_field(p.pid, k)).collect();
+    assert_ne!(before[3], status_field(std::process::id() as i32, "CapBnd"));
+    let image = dir.join("img.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+    for (k, b) in caps.iter().zip(&before) {
+        assert_eq!(&status_field(r.pid, k), b, "{k} differs after the restore");
+    }
+}
+
 /// A copy of `image` with its model edited, owned by `uid`, mode 0600.
 fn edited_copy(image: &Path, to: &Path, uid: u32, f: impl FnOnce(&mut ckpt_image::Image)) {
     std::fs::copy(image, to).unwrap();

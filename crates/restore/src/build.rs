@@ -12,7 +12,9 @@ use crate::mem::hugefill::{self, plan_huge_fills};
 use crate::mem::layout::{self, parse_maps, plan_layout_premap, Layout, Premap};
 use crate::mem::pages::Target;
 use crate::mem::{chain, cow, lazy, plan_memory_shared, shared_objects, uffd, vmas, MemPlan};
-use crate::process::creds::{creds_differ, own_creds, set_thread_creds};
+use crate::process::creds::{
+    caps_differ, creds_differ, own_creds, set_thread_creds, set_thread_identity,
+};
 use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::Remote;
 use crate::stub::{self, Shared, Stubs, Work};
@@ -1073,7 +1075,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         for &tid in tids.iter().skip(1) {
             others.push(Remote::new(tid, l.tramp)?);
         }
-        let set_creds = creds_differ(p, &own_creds());
+        let own = own_creds();
+        let own_bounding = own.cap_bounding();
+        let set_creds = creds_differ(p, &own);
         let thread_creds = p.threads.iter().any(|t| t.creds.is_some());
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {
@@ -1116,8 +1120,12 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                 &mut others[i - 1]
             };
             signals::queue_thread(r, self.pid, t, scratch)?;
-            if set_creds || thread_creds {
-                set_thread_creds(r, t.creds.as_ref().unwrap_or(&p.creds), scratch)?;
+            let c = t.creds.as_ref().unwrap_or(&p.creds);
+            let ids = set_creds || thread_creds;
+            if caps_differ(c, &own, own_bounding) {
+                set_thread_identity(r, c, (ids, own_bounding), scratch)?;
+            } else if ids {
+                set_thread_creds(r, c, scratch)?;
             }
         }
         crate::process::finish(&mut main, p, l, set_creds || thread_creds)?;

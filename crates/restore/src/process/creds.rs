@@ -198,6 +198,80 @@ pub(crate) fn creds_differ(p: &Process, own: &OwnCreds) -> bool {
         || mine != theirs
 }
 
+/// Whether the saved capabilities (effective, permitted, inheritable,
+/// bounding, ambient) differ from what a stub of this restorer has.
+pub(crate) fn caps_differ(c: &Credentials, own: &OwnCreds, own_bounding: u64) -> bool {
+    c.cap_effective != own.cap_eff
+        || c.cap_permitted != own.cap_prm
+        || c.cap_inheritable != 0
+        || c.cap_ambient != 0
+        || (c.cap_bounding != 0 && c.cap_bounding & own_bounding != own_bounding)
+}
+
+/// The thread's ids and groups ([`set_thread_creds`]) and capabilities as
+/// saved: the bounding set lowered first (PR_CAPBSET_DROP, which needs
+/// CAP_SETPCAP), the permitted set kept across the uid change
+/// (PR_SET_KEEPCAPS), then capset(2) of the saved sets and the ambient
+/// ones raised. Never more than the restorer's own (check.rs refuses an
+/// image that asks for more).
+pub(crate) fn set_thread_identity(
+    r: &mut Remote,
+    c: &Credentials,
+    (ids, own_bounding): (bool, u64),
+    scratch: u64,
+) -> Result<()> {
+    let prctl = |r: &mut Remote, what: &str, args: [u64; 2]| {
+        r.call(what, libc::SYS_prctl, &[args[0], args[1], 0, 0, 0])
+    };
+    // Without CAP_SETPCAP (a restorer that is not root) the bounding set
+    // stays the restorer's: never more than it holds itself.
+    let setpcap = Caps::current().is_ok_and(|k| k.effective & (1 << 8) != 0);
+    if c.cap_bounding != 0 && setpcap {
+        for cap in 0..64u64 {
+            if own_bounding & (1 << cap) != 0 && c.cap_bounding & (1 << cap) == 0 {
+                prctl(
+                    r,
+                    &format!("prctl(PR_CAPBSET_DROP, {cap})"),
+                    [libc::PR_CAPBSET_DROP as u64, cap],
+                )?;
+            }
+        }
+    }
+    if ids {
+        prctl(
+            r,
+            "prctl(PR_SET_KEEPCAPS, 1)",
+            [libc::PR_SET_KEEPCAPS as u64, 1],
+        )?;
+        set_thread_creds(r, c, scratch)?;
+        prctl(
+            r,
+            "prctl(PR_SET_KEEPCAPS, 0)",
+            [libc::PR_SET_KEEPCAPS as u64, 0],
+        )?;
+    }
+    let caps = Caps {
+        effective: c.cap_effective,
+        permitted: c.cap_permitted,
+        inheritable: c.cap_inheritable,
+    };
+    set_caps(r, caps, scratch)?;
+    for cap in (0..64u64).filter(|&k| c.cap_ambient & (1 << k) != 0) {
+        r.call(
+            &format!("prctl(PR_CAP_AMBIENT_RAISE, {cap})"),
+            libc::SYS_prctl,
+            &[
+                libc::PR_CAP_AMBIENT as u64,
+                libc::PR_CAP_AMBIENT_RAISE as u64,
+                cap,
+                0,
+                0,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// setfsuid/setfsgid in the thread, checked: they return the previous id
 /// whether they worked or not, so a second call with an invalid id (which
 /// changes nothing and returns the current one) tells.
