@@ -303,3 +303,39 @@ time.sleep(600)
     r.wait_line(|l| l == format!("cwd={d}/w (deleted)"));
     r.wait_line(|l| l == "same=1");
 }
+
+/// A pipe with O_ASYNC and a SIGIO owner (F_SETOWN, F_SETSIG) still
+/// signals its owner after a restore.
+#[test]
+fn sigio_owner_of_a_pipe_is_kept() {
+    let dir = TempDir::new("sigio");
+    let script = r#"
+import os, fcntl, signal, time, sys
+d = sys.argv[1]
+n = [0]
+signal.signal(signal.SIGIO, lambda s, f: n.__setitem__(0, n[0] + 1))
+r, w = os.pipe()
+for fd in (r, w):
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, 10, signal.SIGIO)  # F_SETSIG
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+k = n[0]
+os.write(w, b"b")
+t = time.time()
+while n[0] == k and time.time() - t < 5:
+    time.sleep(0.01)
+print("sigio=%d owner=%d" % (n[0] > k, fcntl.fcntl(r, fcntl.F_GETOWN) == os.getpid()), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("sigio.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "sigio=1 owner=1");
+}

@@ -566,6 +566,8 @@ pub(crate) struct Builder<'a> {
     pub remade: std::collections::HashMap<(u64, u64), usize>,
     /// memfds made again, by id: the slot of the first one.
     pub memfds: std::collections::HashMap<u64, usize>,
+    /// Groups whose SIGIO owner was planned ([`Builder::set_owner`]).
+    owners: std::collections::HashSet<usize>,
     load: &'a mut dyn FnMut(&Blob) -> Result<Vec<u8>, String>,
 }
 
@@ -633,7 +635,7 @@ impl Builder<'_> {
     /// process itself; another owner is said in a warning.
     pub fn set_owner(&mut self, g: usize, slot: usize) {
         let o = self.groups[g].file.owner;
-        if o.pid == 0 {
+        if o.pid == 0 || !self.owners.insert(g) {
             return;
         }
         let what = self.what(g);
@@ -849,6 +851,7 @@ pub fn plan_tree(
         plan,
         remade: std::collections::HashMap::new(),
         memfds: std::collections::HashMap::new(),
+        owners: std::collections::HashSet::new(),
         load,
     };
 
@@ -874,6 +877,12 @@ pub fn plan_tree(
         }
     }
     unix::plan_all(&mut b);
+    // SIGIO owners of the other kinds (pipes, files, ttys...).
+    for g in 0..b.groups.len() {
+        if let Some(s) = b.slot_of[g] {
+            b.set_owner(g, s);
+        }
+    }
     // Epoll watches of fd numbers that hold another file now.
     epoll::plan_detached(&mut b);
     pty::finish(&mut b, ptys);
@@ -1015,9 +1024,14 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         }
         FdOp::Reopen { slot, from, flags } => {
             let mut buf = [0u8; 40];
-            // Through the /proc magic link, which O_NOFOLLOW would not pass.
+            // Through the /proc magic link, which O_NOFOLLOW would not pass;
+            // O_ASYNC by fcntl (open() records it but arms no SIGIO).
             let flags = *flags & !libc::O_NOFOLLOW;
-            let fd = fds::open(proc_fd_path(c.slot(*from), &mut buf), flags, 0)?.into_raw_fd();
+            let path = proc_fd_path(c.slot(*from), &mut buf);
+            let fd = fds::open(path, flags & !libc::O_ASYNC, 0)?.into_raw_fd();
+            if flags & libc::O_ASYNC != 0 {
+                fds::set_fl(fd, fds::get_fl(fd)? | libc::O_ASYNC)?;
+            }
             c.new_fd(*slot, fd)?;
         }
         FdOp::OpenTty { .. }
@@ -1101,7 +1115,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
         FdOp::SetFl { slot, flags } => {
             let fd = c.slot(*slot);
-            let cur = fds::get_fl(fd)?;
+            let mut cur = fds::get_fl(fd)?;
+            if flags & libc::O_ASYNC != 0 && cur & libc::O_ASYNC != 0 {
+                // Set at an open() (which arms no SIGIO): off, then on.
+                cur &= !libc::O_ASYNC;
+                fds::set_fl(fd, cur)?;
+            }
             if cur & SETFL_MASK != flags & SETFL_MASK {
                 fds::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
             }
