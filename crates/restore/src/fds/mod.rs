@@ -863,26 +863,7 @@ pub fn plan_tree(
     // before descriptions that may open /dev/tty.
     let ptys = pty::plan_pairs(&mut b);
     tty::plan_sessions(&mut b, &ptys);
-    // inotify instances last: a watch of a deleted file is added through
-    // the file made again for an fd.
-    let is_inotify = |b: &Builder, g: usize| matches!(b.groups[g].file.kind, FileKind::Inotify(_));
-    for g in 0..b.groups.len() {
-        if !is_inotify(&b, g) {
-            plan_group(&mut b, g, &mut pipes);
-        }
-    }
-    for g in 0..b.groups.len() {
-        if is_inotify(&b, g) {
-            plan_group(&mut b, g, &mut pipes);
-        }
-    }
-    unix::plan_all(&mut b);
-    // SIGIO owners of the other kinds (pipes, files, ttys...).
-    for g in 0..b.groups.len() {
-        if let Some(s) = b.slot_of[g] {
-            b.set_owner(g, s);
-        }
-    }
+    plan_groups(&mut b, &mut pipes);
     // Epoll watches of fd numbers that hold another file now.
     epoll::plan_detached(&mut b);
     pty::finish(&mut b, ptys);
@@ -891,6 +872,30 @@ pub fn plan_tree(
     // Epoll registrations, by final fd numbers.
     epoll::plan_targets(&mut b);
     b.plan
+}
+
+/// Every group, by its kind; inotify instances last (a watch of a deleted
+/// file is added through the file made again for an fd), unix sockets
+/// after all (unix.rs); then the SIGIO owners of the kinds that did not
+/// set theirs (pipes, files, ttys...).
+fn plan_groups(b: &mut Builder, pipes: &mut pipe::State) {
+    let is_inotify = |b: &Builder, g: usize| matches!(b.groups[g].file.kind, FileKind::Inotify(_));
+    for g in 0..b.groups.len() {
+        if !is_inotify(b, g) {
+            plan_group(b, g, pipes);
+        }
+    }
+    for g in 0..b.groups.len() {
+        if is_inotify(b, g) {
+            plan_group(b, g, pipes);
+        }
+    }
+    unix::plan_all(b);
+    for g in 0..b.groups.len() {
+        if let Some(s) = b.slot_of[g] {
+            b.set_owner(g, s);
+        }
+    }
 }
 
 /// Files passed in queued unix messages that no fd of the process holds
@@ -1022,18 +1027,7 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             let fd = c.as_saved(|_| fds::open(path, *flags, *mode).map(IntoRawFd::into_raw_fd))?;
             c.new_fd(*slot, fd)?;
         }
-        FdOp::Reopen { slot, from, flags } => {
-            let mut buf = [0u8; 40];
-            // Through the /proc magic link, which O_NOFOLLOW would not pass;
-            // O_ASYNC by fcntl (open() records it but arms no SIGIO).
-            let flags = *flags & !libc::O_NOFOLLOW;
-            let path = proc_fd_path(c.slot(*from), &mut buf);
-            let fd = fds::open(path, flags & !libc::O_ASYNC, 0)?.into_raw_fd();
-            if flags & libc::O_ASYNC != 0 {
-                fds::set_fl(fd, fds::get_fl(fd)? | libc::O_ASYNC)?;
-            }
-            c.new_fd(*slot, fd)?;
-        }
+        FdOp::Reopen { slot, from, flags } => reopen(c, *slot, *from, *flags)?,
         FdOp::OpenTty { .. }
         | FdOp::OpenTerminal { .. }
         | FdOp::PtyMaster { .. }
@@ -1113,18 +1107,7 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             seals,
         } => memfd::make(c, *slot, name, [*flags, *mode, *seals], *size, contents)?,
         FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
-        FdOp::SetFl { slot, flags } => {
-            let fd = c.slot(*slot);
-            let mut cur = fds::get_fl(fd)?;
-            if flags & libc::O_ASYNC != 0 && cur & libc::O_ASYNC != 0 {
-                // Set at an open() (which arms no SIGIO): off, then on.
-                cur &= !libc::O_ASYNC;
-                fds::set_fl(fd, cur)?;
-            }
-            if cur & SETFL_MASK != flags & SETFL_MASK {
-                fds::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
-            }
-        }
+        FdOp::SetFl { slot, flags } => set_fl_op(c, *slot, *flags)?,
         FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,
         FdOp::SharedAnon { slot, size } => {
             let fd = mm::shared_anon_fd(*size)?;
@@ -1160,6 +1143,35 @@ fn exec_terminals(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             source: std::io::Error::from_raw_os_error(libc::EINVAL),
         }),
     }
+}
+
+/// FdOp::Reopen: through the /proc magic link, which O_NOFOLLOW would not
+/// pass; O_ASYNC by fcntl (open() records it but arms no SIGIO).
+fn reopen(c: &mut Child<'_>, slot: usize, from: usize, flags: i32) -> ckpt_sys::Result<()> {
+    let mut buf = [0u8; 40];
+    let flags = flags & !libc::O_NOFOLLOW;
+    let path = proc_fd_path(c.slot(from), &mut buf);
+    let fd = fds::open(path, flags & !libc::O_ASYNC, 0)?.into_raw_fd();
+    if flags & libc::O_ASYNC != 0 {
+        fds::set_fl(fd, fds::get_fl(fd)? | libc::O_ASYNC)?;
+    }
+    c.new_fd(slot, fd)?;
+    Ok(())
+}
+
+/// FdOp::SetFl.
+fn set_fl_op(c: &mut Child<'_>, slot: usize, flags: i32) -> ckpt_sys::Result<()> {
+    let fd = c.slot(slot);
+    let mut cur = fds::get_fl(fd)?;
+    if flags & libc::O_ASYNC != 0 && cur & libc::O_ASYNC != 0 {
+        // Set at an open() (which arms no SIGIO): off, then on.
+        cur &= !libc::O_ASYNC;
+        fds::set_fl(fd, cur)?;
+    }
+    if cur & SETFL_MASK != flags & SETFL_MASK {
+        fds::set_fl(fd, (cur & !SETFL_MASK) | (flags & SETFL_MASK))?;
+    }
+    Ok(())
 }
 
 /// The ops of [`exec`] that make unix sockets, connect them, queue their
