@@ -857,4 +857,5 @@ struct MemFd {
 struct CharDevice {
   rdev @0 :UInt64;               # st_rdev
   path @1 :Data;
+  file @2 :FileIdentity;         # since 1.2: mode, owner, times; deleted = the node was unlinked (made again with mknod)
 }

@@ -339,3 +339,32 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "sigio=1 owner=1");
 }
+
+/// A device node (/dev/null's numbers, mode 0700) opened, then unlinked:
+/// it comes back as such a node, deleted.
+#[test]
+fn deleted_device_node_is_made_again() {
+    let dir = TempDir::new("deldev");
+    let script = r#"
+import os, stat, sys, time
+d = sys.argv[1]
+os.mknod(d + "/null", stat.S_IFCHR | 0o700, os.makedev(1, 3))
+fd = os.open(d + "/null", os.O_RDWR)
+os.unlink(d + "/null")
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+st = os.fstat(fd)
+ok = st.st_mode == stat.S_IFCHR | 0o700 and st.st_rdev == os.makedev(1, 3)
+print("node=%d gone=%d" % (ok, not os.path.exists(d + "/null")), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("deldev.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "node=1 gone=1");
+}

@@ -639,6 +639,7 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
             let mut x = k.init_char_device();
             x.set_rdev(d.rdev);
             x.set_path(&d.path);
+            enc_identity(&d.file, x.init_file());
         }
         FileKind::Other(s) => k.set_other(s.as_str()),
         FileKind::Pidfd(p) => {
@@ -1749,6 +1750,11 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
             FileKind::CharDevice(CharDevice {
                 rdev: x.get_rdev(),
                 path: data(x.get_path(), what)?,
+                file: if x.has_file() {
+                    dec_identity(x.get_file().ctx(what)?, what)?
+                } else {
+                    FileIdentity::default()
+                },
             })
         }
         Ok(K::Other(x)) => FileKind::Other(text(x, what)?),

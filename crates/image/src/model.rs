@@ -1091,10 +1091,14 @@ pub struct MemFd {
     pub mode: u32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CharDevice {
     pub rdev: u64,
     pub path: Vec<u8>,
+    /// Mode, owner, times; `deleted`: the device node was unlinked (a
+    /// restore makes it again with mknod, then unlinks it). Default in
+    /// older images.
+    pub file: FileIdentity,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -444,6 +444,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
         kind: FileKind::CharDevice(CharDevice {
             rdev: 0x103,
             path: b"/dev/null".to_vec(),
+            ..Default::default()
         }),
         owner: FileOwner::default(),
     };

@@ -17,10 +17,12 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let (ma, mi) = (major(rdev), minor(rdev));
     // mem devices: null, zero, full, random, urandom.
     if ma == 1 && matches!(mi, 3 | 5 | 7 | 8 | 9) {
-        let (path, _) = super::strip_deleted(&f.link);
+        let (path, deleted) = super::strip_deleted(&f.link);
+        let deleted = deleted || md.nlink() == 0;
         return Ok(Some(FileKind::CharDevice(CharDevice {
             rdev,
             path: path.to_vec(),
+            file: super::regular::identity(path, md, deleted),
         })));
     }
     Err(unsupported(

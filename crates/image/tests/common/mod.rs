@@ -513,6 +513,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
         FileKind::CharDevice(CharDevice {
             rdev: 0x103,
             path: b"/dev/null".to_vec(),
+            ..Default::default()
         }),
         FileKind::Other(String::from("anon_inode:[bpf-map]")),
         FileKind::InetSocket(InetSocket {

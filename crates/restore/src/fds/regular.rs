@@ -23,6 +23,8 @@ pub struct NodeMeta {
     pub owner: Option<(u32, u32)>,
     /// (atime, mtime) in nanoseconds since the epoch.
     pub times: Option<(i64, i64)>,
+    /// The device number of a device node.
+    pub rdev: u64,
 }
 
 impl NodeMeta {
@@ -31,6 +33,7 @@ impl NodeMeta {
             size: id.size,
             owner: Some((id.uid, id.gid)),
             times: (id.mtime_ns != 0 || id.atime_ns != 0).then_some((id.atime_ns, id.mtime_ns)),
+            rdev: 0,
         }
     }
 }
@@ -311,7 +314,7 @@ pub(super) fn tmpnode(
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         };
         for p in paths {
-            match fs::mknod(p, mode, 0) {
+            match fs::mknod(p, mode, meta.rdev) {
                 Ok(()) => {
                     let r = fill_node(p, mode, flags, meta);
                     let rm = fs::remove_entry(p, dir);
