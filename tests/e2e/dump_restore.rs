@@ -368,3 +368,36 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "node=1 gone=1");
 }
+
+/// A datagram queued, with a pipe's read end in it, on an unnamed socket
+/// whose peer was closed: after a restore it is still there, and the
+/// pipe in it is the process's pipe.
+#[test]
+fn datagram_queued_on_a_socket_whose_peer_closed() {
+    let dir = TempDir::new("orphandgram");
+    let script = r#"
+import os, socket, sys, time
+d = sys.argv[1]
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+r, w = os.pipe()
+socket.send_fds(a, [b"hello"], [r])
+os.close(r)
+a.close()
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+b.setblocking(False)
+msg, fds, _, _ = socket.recv_fds(b, 100, 1)
+os.write(w, b"through")
+print("msg=%s pipe=%s" % (msg.decode(), os.read(fds[0], 100).decode()), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("dgram.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "msg=hello pipe=through");
+}

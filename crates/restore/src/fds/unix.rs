@@ -247,6 +247,28 @@ fn plan_one(b: &mut Builder, cx: &mut Ctx, g: usize) {
         cx.done[g] = true;
         return;
     }
+    if u.sock_type == libc::SOCK_DGRAM as u32
+        && u.local_path.is_empty()
+        && !queued(u).is_empty()
+        && !cx.by_inode.contains_key(&u.peer_inode)
+    {
+        // An unnamed datagram socket with datagrams queued (its peer
+        // closed since): nothing could address it, so it is made as one
+        // end of a pair whose other end sends them and is then closed.
+        let (a, other) = (b.slot(), b.slot());
+        b.op(
+            &what,
+            FdOp::SocketPair {
+                a,
+                b: other,
+                sock_type: libc::SOCK_DGRAM,
+            },
+        );
+        b.slot_of[g] = Some(a);
+        cx.writer.insert(g, other);
+        cx.done[g] = true;
+        return;
+    }
     make_socket(b, cx, g);
 }
 
