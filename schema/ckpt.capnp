@@ -802,6 +802,9 @@ struct PtyPair {
   inputPending @15 :Data;        # ... then the unfinished line (canonical mode), or all of it (other modes)
   output @16 :Data;              # output not yet read by the master (after output processing)
   packetStatus @17 :UInt8;       # packet-mode status bits pending at the dump (not restored)
+  slaveMode @18 :UInt32;         # since 1.2: st_mode of /dev/pts/N (0 = not known)
+  slaveUid @19 :UInt32;          # ... and its owner
+  slaveGid @20 :UInt32;
 }
 
 struct EventFd {

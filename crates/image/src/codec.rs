@@ -187,6 +187,9 @@ fn enc_pty_pair(m: &PtyPair, mut b: c::pty_pair::Builder) {
     b.set_input_pending(&m.input_pending);
     b.set_output(&m.output);
     b.set_packet_status(m.packet_status);
+    b.set_slave_mode(m.slave_mode);
+    b.set_slave_uid(m.slave_uid);
+    b.set_slave_gid(m.slave_gid);
 }
 
 fn enc_ipc_perm(m: &IpcPerm, mut b: c::ipc_perm::Builder) {
@@ -1175,6 +1178,9 @@ fn dec_pty_pair(r: c::pty_pair::Reader, w: &dyn Fn() -> String) -> Result<PtyPai
         input_pending: data(r.get_input_pending(), w)?,
         output: data(r.get_output(), w)?,
         packet_status: r.get_packet_status(),
+        slave_mode: r.get_slave_mode(),
+        slave_uid: r.get_slave_uid(),
+        slave_gid: r.get_slave_gid(),
     })
 }
 

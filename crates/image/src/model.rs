@@ -1030,6 +1030,10 @@ pub struct PtyPair {
     /// Output the master has not read.
     pub output: Vec<u8>,
     pub packet_status: u8,
+    /// st_mode of /dev/pts/N (0: not known), and its owner.
+    pub slave_mode: u32,
+    pub slave_uid: u32,
+    pub slave_gid: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

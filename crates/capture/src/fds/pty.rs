@@ -336,6 +336,12 @@ fn read_pair(p: &Pair, id: u32, index: u32, devpts: u64) -> Result<PtyPair> {
         ..Default::default()
     };
     if let Some(s) = &p.slave {
+        // The /dev/pts/N node's mode and owner (grantpt, fchown).
+        if let Ok(st) = std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd())) {
+            use std::os::unix::fs::MetadataExt;
+            pair.slave_mode = st.mode();
+            (pair.slave_uid, pair.slave_gid) = (st.uid(), st.gid());
+        }
         pair.slave_exclusive =
             tty::exclusive(s.as_raw_fd()).map_err(what("reading the exclusive mode"))?;
         let (lines, pending) =

@@ -51,6 +51,8 @@ pub struct PtySetup {
     /// Open (and close) a slave description of its own: to put bytes back,
     /// or to leave the pair "slave closed".
     pub own_slave: bool,
+    /// The mode and owner of /dev/pts/N to set again: (mode, uid, gid).
+    pub owner: Option<(u32, u32, u32)>,
 }
 
 /// The pairs of the image this process's descriptions belong to.
@@ -187,6 +189,7 @@ fn plan_pair(
                 output: p.output.clone(),
                 input,
                 own_slave,
+                owner: slave_owner(b, p),
             }),
         },
     );
@@ -335,9 +338,41 @@ fn index_holder(index: u32) -> Option<String> {
 }
 
 /// FdOp::PtyMaster.
+/// The saved mode and owner of the slave node, when they are known and
+/// the owner is a user the image's processes ran as, or any user when one
+/// of them ran as root (check.rs allows that only for a root requester):
+/// a pty is never handed to a user its requester could not hand it to.
+fn slave_owner(b: &Builder, p: &PtyPair) -> Option<(u32, u32, u32)> {
+    let ours = |uid: u32| {
+        b.procs
+            .iter()
+            .any(|q| q.creds.ruid == uid || q.creds.euid == uid)
+    };
+    (p.slave_mode != 0 && (ours(p.slave_uid) || ours(0))).then_some((
+        p.slave_mode & 0o7777,
+        p.slave_uid,
+        p.slave_gid,
+    ))
+}
+
+/// The mode and owner of /dev/pts/`index` as saved (grantpt and fchown
+/// by the process); where the restorer may not change them, they stay.
+fn set_slave_owner(index: u32, (mode, uid, gid): (u32, u32, u32)) -> ckpt_sys::Result<()> {
+    let path = std::ffi::CString::new(format!("/dev/pts/{index}")).expect("no NUL");
+    let r = ckpt_sys::fs::chown_nofollow(&path, uid, gid)
+        .and_then(|()| ckpt_sys::fs::chmod_nofollow(&path, mode));
+    match r {
+        Err(e) if e.errno() == Some(libc::EPERM) => Ok(()),
+        r => r,
+    }
+}
+
 pub(super) fn make_master(c: &mut Child<'_>, slot: usize, s: &PtySetup) -> ckpt_sys::Result<()> {
     let m = open_at_index(s.index, s.flags)?;
     let m = c.new_fd(slot, m)?;
+    if let Some(o) = s.owner {
+        set_slave_owner(s.index, o)?;
+    }
     tty::tcsets2(m, &s.termios)?;
     tty::set_winsize(m, &s.winsize)?;
     tty::set_pty_locked(m, false)?;
