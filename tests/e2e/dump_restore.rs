@@ -401,3 +401,32 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "msg=hello pipe=through");
 }
+
+/// A pty pair whose slave node was given to another user (as grantpt or a
+/// root process does): after a restore /dev/pts/N has that owner and mode
+/// again.
+#[test]
+fn pty_slave_owner_and_mode_are_kept() {
+    let dir = TempDir::new("ptyowner");
+    let script = r#"
+import os, pty, sys, time
+d = sys.argv[1]
+m, s = pty.openpty()
+os.fchown(s, 65534, 65534)
+os.fchmod(s, 0o640)
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+st = os.stat(os.ttyname(s))
+print("owner=%d:%d mode=%o" % (st.st_uid, st.st_gid, st.st_mode & 0o7777), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("ptyowner.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "owner=65534:65534 mode=640");
+}
