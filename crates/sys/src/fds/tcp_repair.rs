@@ -576,6 +576,15 @@ fn window_for_restore(s: &Saved) -> Option<Window> {
         w.rcv_wup = s.recv_seq;
         w.rcv_wnd = w.rcv_wnd.wrapping_add(ahead as u32);
     }
+    // What the kernel accepts (tcp_repair_set_window): a window update
+    // not beyond what the receive window allows, a largest window at
+    // least the current one. Values read a moment apart at the dump can
+    // disagree by a segment: the update is taken as at the receive point.
+    let limit = s.recv_seq.wrapping_add(w.rcv_wnd);
+    if w.snd_wl1.wrapping_sub(limit) as i32 > 0 {
+        w.snd_wl1 = s.recv_seq;
+    }
+    w.max_window = w.max_window.max(w.snd_wnd);
     Some(w)
 }
 
@@ -739,7 +748,12 @@ pub fn restore(
     }
     set_queue(fd, Queue::None)?;
     if let Some(w) = window_for_restore(s) {
-        set_window(fd, &w)?;
+        // A window the kernel still refuses is left to the kernel (it
+        // computes its own as data flows): the connection is whole.
+        match set_window(fd, &w) {
+            Err(e) if e.errno() == Some(libc::EINVAL) => {}
+            r => r?,
+        }
     }
     if sent < s.send_queue.len() {
         // Never sent: ordinary data, written with repair mode off.
@@ -770,18 +784,24 @@ fn restore_syn_sent(fd: impl AsRawFd + Copy, peer: std::net::SocketAddr, s: &Sav
     r.map(drop)
 }
 
-/// A TCP socket that was connected and is not any more, as after the
-/// connection was aborted: reading and writing fail (ECONNABORTED once,
-/// then end of file and EPIPE), poll says POLLHUP. Made in repair mode
-/// (connect without a SYN, then a disconnect that sends nothing) from
-/// the socket's own address to the peer's.
+/// A TCP socket that was connected and is closed now (TCP_CLOSE, both
+/// directions shut): reading gives end of file, writing EPIPE, poll
+/// POLLHUP. Made in repair mode (connect without a SYN, then a disconnect
+/// that sends nothing) from the socket's own address to the peer's; the
+/// disconnect's ECONNABORTED is taken (SO_ERROR), then both directions
+/// are shut (shutdown on a closed socket marks them, and says ENOTCONN).
 pub fn make_aborted(fd: impl AsRawFd + Copy, peer: std::net::SocketAddr) -> Result<()> {
     use super::socket::{self, sockaddr_inet};
     set_repair(fd, Repair::On)?;
     socket::connect_raw(fd, &sockaddr_inet(&peer))?;
     // connect(AF_UNSPEC): disconnect.
     socket::connect_raw(fd, &(libc::AF_UNSPEC as u16).to_ne_bytes())?;
-    set_repair(fd, Repair::Off)
+    set_repair(fd, Repair::Off)?;
+    socket::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)?;
+    match socket::shutdown(fd, libc::SHUT_RDWR) {
+        Err(e) if e.errno() != Some(libc::ENOTCONN) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
