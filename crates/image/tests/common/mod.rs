@@ -664,6 +664,9 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             input_pending: b"echo hal".to_vec(),
             output: b"$ \r\n".to_vec(),
             packet_status: 1,
+            slave_mode: 0o20620,
+            slave_uid: 1000,
+            slave_gid: 5,
         }],
     }
 }
