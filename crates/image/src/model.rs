@@ -1095,6 +1095,18 @@ pub struct MemFd {
     pub mode: u32,
 }
 
+impl CharDevice {
+    /// One of the memory devices every Linux machine has (1:3 null, 1:5
+    /// zero, 1:7 full, 1:8 random, 1:9 urandom): the only character
+    /// devices a dump saves and a restore may make again. `rdev` in the
+    /// kernel's user-space encoding (glibc's major()/minor()).
+    pub fn is_memory_device(rdev: u64) -> bool {
+        let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+        let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+        major == 1 && matches!(minor, 3 | 5 | 7 | 8 | 9)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CharDevice {
     pub rdev: u64,

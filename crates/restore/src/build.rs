@@ -1076,7 +1076,6 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             others.push(Remote::new(tid, l.tramp)?);
         }
         let own = own_creds();
-        let own_bounding = own.cap_bounding();
         let set_creds = creds_differ(p, &own);
         let thread_creds = p.threads.iter().any(|t| t.creds.is_some());
         for (i, t) in p.threads.iter().enumerate() {
@@ -1122,8 +1121,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             signals::queue_thread(r, self.pid, t, scratch)?;
             let c = t.creds.as_ref().unwrap_or(&p.creds);
             let ids = set_creds || thread_creds;
-            if caps_differ(c, &own, own_bounding) {
-                set_thread_identity(r, c, (ids, own_bounding), scratch)?;
+            if caps_differ(c, &own) {
+                set_thread_identity(r, c, (ids, &own), scratch)?;
             } else if ids {
                 set_thread_creds(r, c, scratch)?;
             }

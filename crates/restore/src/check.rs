@@ -695,7 +695,7 @@ fn check_caps(p: &Process, own: &OwnCreds, r: &mut Report) {
             cap_names(extra)
         ));
     }
-    let bnd_lost = c.cap_bounding & !own.cap_bounding();
+    let bnd_lost = c.cap_bounding & !own.cap_bounding;
     if bnd_lost != 0 && extra == 0 {
         r.warnings.push(format!(
             "the restorer's capability bounding set lacks {} that the process's had",
@@ -1044,6 +1044,7 @@ mod tests {
             groups: vec![0],
             cap_eff: u64::MAX >> 23,
             cap_prm: u64::MAX >> 23,
+            cap_bounding: u64::MAX >> 23,
         }
     }
 

@@ -15,8 +15,7 @@ pub(super) fn save(_cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let Some(md) = &f.md else { return Ok(None) };
     let rdev = md.rdev();
     let (ma, mi) = (major(rdev), minor(rdev));
-    // mem devices: null, zero, full, random, urandom.
-    if ma == 1 && matches!(mi, 3 | 5 | 7 | 8 | 9) {
+    if CharDevice::is_memory_device(rdev) {
         let (path, deleted) = super::strip_deleted(&f.link);
         let deleted = deleted || md.nlink() == 0;
         return Ok(Some(FileKind::CharDevice(CharDevice {

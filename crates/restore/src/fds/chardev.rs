@@ -10,10 +10,10 @@ use ckpt_image::CharDevice;
 pub(super) fn plan(b: &mut Builder, g: usize, cd: &CharDevice) {
     let (what, flags) = (b.what(g), b.flags(g));
     if cd.file.deleted {
-        // Only the devices a dump saves (null, zero, full, random,
-        // urandom): an image must not get any other node made.
-        let (major, minor) = (libc::major(cd.rdev), libc::minor(cd.rdev));
-        if major != 1 || !matches!(minor, 3 | 5 | 7 | 8 | 9) {
+        // Only the devices a dump saves: an image must not get any other
+        // node made.
+        if !CharDevice::is_memory_device(cd.rdev) {
+            let (major, minor) = (libc::major(cd.rdev), libc::minor(cd.rdev));
             b.error(format!(
                 "{what}: a deleted device node {major}:{minor} is not one that can be made again"
             ));

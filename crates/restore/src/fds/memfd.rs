@@ -17,15 +17,7 @@ pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
     if let Some(&made) = b.memfds.get(&m.id).filter(|_| m.id != 0) {
         // Another open of a memfd made already (opened again through
         // /proc): one memfd for both.
-        let s = b.slot();
-        b.op(
-            &what,
-            FdOp::Reopen {
-                slot: s,
-                from: made,
-                flags,
-            },
-        );
+        let s = b.reopen(&what, made, flags);
         b.seek(&what, s, b.groups[g].file.position);
         b.slot_of[g] = Some(s);
         return;

@@ -698,21 +698,27 @@ impl Builder<'_> {
         );
     }
 
+    /// A new description of the file at slot `from` (opened again through
+    /// /proc, with `flags`), in a new slot.
+    pub fn reopen(&mut self, what: &str, from: usize, flags: i32) -> usize {
+        let s = self.slot();
+        self.op(
+            what,
+            FdOp::Reopen {
+                slot: s,
+                from,
+                flags,
+            },
+        );
+        s
+    }
+
     /// A new description of `from` with the access mode of `flags` when it
     /// is not read-write, else `from` itself with the status flags: the
     /// slot to place. (Unlinked files and memfds are made read-write.)
     pub fn reopen_unless_rdwr(&mut self, what: &str, from: usize, flags: i32) -> usize {
         if flags & libc::O_ACCMODE != libc::O_RDWR {
-            let s = self.slot();
-            self.op(
-                what,
-                FdOp::Reopen {
-                    slot: s,
-                    from,
-                    flags,
-                },
-            );
-            s
+            self.reopen(what, from, flags)
         } else {
             self.set_fl(what, from, flags);
             from

@@ -402,15 +402,7 @@ fn plan_deleted_fifo(b: &mut Builder, g: usize, p: &Pipe, path: &[u8], st: &mut 
             h
         }
     };
-    let s = b.slot();
-    b.op(
-        &what,
-        FdOp::Reopen {
-            slot: s,
-            from: h,
-            flags: flags | libc::O_NONBLOCK,
-        },
-    );
+    let s = b.reopen(&what, h, flags | libc::O_NONBLOCK);
     b.set_fl(&what, s, flags);
     b.slot_of[g] = Some(s);
 }

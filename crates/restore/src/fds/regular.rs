@@ -119,16 +119,8 @@ fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
     let key = (rf.file.dev, rf.file.inode);
     if let Some(&made) = b.remade.get(&key).filter(|_| key != (0, 0)) {
         // Another open of a file made again already: one file for both.
-        let s = b.slot();
         let flags = flags & !(O_TMPFILE_BIT | libc::O_DIRECTORY);
-        b.op(
-            &what,
-            FdOp::Reopen {
-                slot: s,
-                from: made,
-                flags,
-            },
-        );
+        let s = b.reopen(&what, made, flags);
         if flags & libc::O_PATH == 0 {
             b.seek(&what, s, b.groups[g].file.position);
         }
@@ -176,16 +168,7 @@ fn plan_deleted(b: &mut Builder, g: usize, rf: &RegularFile, path: &[u8]) {
     // Made with O_TMPFILE, the new fd would keep that flag in F_GETFL
     // where the saved one had none: open it again through /proc.
     let s = if b.flags(g) & O_TMPFILE_BIT == 0 {
-        let r = b.slot();
-        b.op(
-            &what,
-            FdOp::Reopen {
-                slot: r,
-                from: s,
-                flags,
-            },
-        );
-        r
+        b.reopen(&what, s, flags)
     } else {
         b.reopen_unless_rdwr(&what, s, flags)
     };

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 
 const CAP_SETGID: u32 = 6;
 const CAP_SETUID: u32 = 7;
+const CAP_SETPCAP: u32 = 8;
 
 /// Credentials of the calling process, from /proc/self/status.
 pub(crate) struct OwnCreds {
@@ -21,6 +22,8 @@ pub(crate) struct OwnCreds {
     pub groups: Vec<u32>,
     pub cap_eff: u64,
     pub cap_prm: u64,
+    /// The bounding set (CapBnd).
+    pub cap_bounding: u64,
 }
 
 pub(crate) fn own_creds() -> OwnCreds {
@@ -58,23 +61,13 @@ pub(crate) fn own_creds() -> OwnCreds {
         groups: nums("Groups:").into_iter().map(|g| g as u32).collect(),
         cap_eff,
         cap_prm,
+        cap_bounding: cap("CapBnd:"),
     }
 }
 
 impl OwnCreds {
     pub fn has_cap(&self, cap: u32) -> bool {
         self.cap_eff & (1u64 << cap) != 0
-    }
-    /// The bounding set (CapBnd), read when needed.
-    pub fn cap_bounding(&self) -> u64 {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapBnd:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .unwrap_or(u64::MAX)
     }
 }
 
@@ -200,7 +193,8 @@ pub(crate) fn creds_differ(p: &Process, own: &OwnCreds) -> bool {
 
 /// Whether the saved capabilities (effective, permitted, inheritable,
 /// bounding, ambient) differ from what a stub of this restorer has.
-pub(crate) fn caps_differ(c: &Credentials, own: &OwnCreds, own_bounding: u64) -> bool {
+pub(crate) fn caps_differ(c: &Credentials, own: &OwnCreds) -> bool {
+    let own_bounding = own.cap_bounding;
     c.cap_effective != own.cap_eff
         || c.cap_permitted != own.cap_prm
         || c.cap_inheritable != 0
@@ -217,16 +211,16 @@ pub(crate) fn caps_differ(c: &Credentials, own: &OwnCreds, own_bounding: u64) ->
 pub(crate) fn set_thread_identity(
     r: &mut Remote,
     c: &Credentials,
-    (ids, own_bounding): (bool, u64),
+    (ids, own): (bool, &OwnCreds),
     scratch: u64,
 ) -> Result<()> {
+    let own_bounding = own.cap_bounding;
     let prctl = |r: &mut Remote, what: &str, args: [u64; 2]| {
         r.call(what, libc::SYS_prctl, &[args[0], args[1], 0, 0, 0])
     };
     // Without CAP_SETPCAP (a restorer that is not root) the bounding set
     // stays the restorer's: never more than it holds itself.
-    let setpcap = Caps::current().is_ok_and(|k| k.effective & (1 << 8) != 0);
-    if c.cap_bounding != 0 && setpcap {
+    if c.cap_bounding != 0 && own.has_cap(CAP_SETPCAP) {
         for cap in 0..64u64 {
             if own_bounding & (1 << cap) != 0 && c.cap_bounding & (1 << cap) == 0 {
                 prctl(
@@ -387,6 +381,7 @@ mod tests {
             groups: vec![0],
             cap_eff: u64::MAX >> 23,
             cap_prm: u64::MAX >> 23,
+            cap_bounding: u64::MAX >> 23,
         };
         let mut r = Report::default();
         check_requester(p, &who, &own, &mut r);
