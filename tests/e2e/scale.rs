@@ -62,10 +62,18 @@ int main(int argc, char **argv)
         pthread_attr_t at;
         pthread_attr_init(&at);
         pthread_attr_setstacksize(&at, 64 << 10);
+        /* The idle threads block SIGUSR2, so that it always reaches the
+         * main thread's pause(); otherwise an idle thread may take it and
+         * the main thread never wakes. */
+        sigset_t usr2, old;
+        sigemptyset(&usr2);
+        sigaddset(&usr2, SIGUSR2);
+        pthread_sigmask(SIG_BLOCK, &usr2, &old);
         for (long i = 0; i < n; i++) {
             pthread_t t;
             if (pthread_create(&t, &at, idle, NULL)) fail("thread %ld", i);
         }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
     say("READY");
     for (;;) {
