@@ -428,8 +428,10 @@ impl Opts {
                 .and_then(|i| args.get(i + 1).cloned())
         };
         let flag = |name: &str| args.iter().any(|a| a == name);
+        // `--criu-sizes none`: no memory rows (the tree row alone).
         let list = |s: String| -> Vec<u64> {
             s.split(',')
+                .filter(|x| !x.is_empty() && *x != "none")
                 .map(|x| x.parse().expect("a list of MiB like 16,256"))
                 .collect()
         };
