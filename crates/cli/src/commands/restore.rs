@@ -100,6 +100,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         for e in &report.errors {
             eprintln!("ckpt: cannot restore: {e}");
         }
+        if report.errors.iter().any(|e| e.contains(" is in use by ")) {
+            eprintln!(
+                "ckpt: hint: the saved pids are taken (is the process still running?); --new-pid restores it under fresh pids"
+            );
+        }
         bail!(
             "{} cannot be restored here ({} problem{})",
             a.image.display(),
