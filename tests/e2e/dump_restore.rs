@@ -430,3 +430,86 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "owner=65534:65534 mode=640");
 }
+
+/// `rseqspin`: loops in a restartable sequence (glibc's registration of
+/// the thread) that spins ~10 ms; the sequence either commits or is
+/// aborted by the kernel. At its end, still inside, it reads its rseq_cs:
+/// the kernel clears it only when it aborts, so a sequence that ends
+/// normally with rseq_cs cleared was broken (a dump that injected system
+/// calls while the thread stood in it, then let it go on). Prints
+/// `rounds=N aborts=A` every 20 rounds; `ERROR` on a broken sequence.
+const RSEQ_SPIN: &str = r#"
+#include "fixture.h"
+#include <sys/rseq.h>
+
+static int spin(volatile struct rseq *rs, long iters, uint64_t *seen)
+{
+    __asm__ __volatile__ goto(
+        ".pushsection ckpt_rseq_cs, \"aw\"\n\t"
+        ".balign 32\n\t"
+        "3:\n\t"
+        ".long 0, 0\n\t"
+        ".quad 1f, (2f-1f), 4f\n\t"
+        ".popsection\n\t"
+        "leaq 3b(%%rip), %%rax\n\t"
+        "movq %%rax, %[cs]\n\t"
+        "1:\n\t"
+        "movq %[n], %%rcx\n\t"
+        "5:\n\t"
+        "dec %%rcx\n\t"
+        "jnz 5b\n\t"
+        "movq %[cs], %%rax\n\t"
+        "movq %%rax, %[seen]\n\t"
+        "2:\n\t"
+        ".pushsection ckpt_rseq_abort, \"ax\"\n\t"
+        ".byte 0x0f, 0xb9, 0x3d\n\t"
+        ".long 0x53053053\n\t"
+        "4:\n\t"
+        "jmp %l[aborted]\n\t"
+        ".popsection\n\t"
+        :
+        : [cs] "m"(rs->rseq_cs), [n] "r"(iters), [seen] "m"(*seen)
+        : "memory", "cc", "rax", "rcx"
+        : aborted);
+    return 0;
+aborted:
+    return 1;
+}
+
+int main(void)
+{
+    fx_init();
+    if (__rseq_size == 0) fail("glibc registered no rseq area");
+    char *tp;
+    __asm__("mov %%fs:0, %0" : "=r"(tp));
+    volatile struct rseq *rs = (volatile struct rseq *)(tp + __rseq_offset);
+    say("READY");
+    long rounds = 0, aborts = 0;
+    for (;;) {
+        uint64_t seen = 1;
+        if (spin(rs, 20000000, &seen)) aborts++;
+        else if (seen == 0) fail("a critical section ended normally with rseq_cs cleared (round %ld)", rounds);
+        if (++rounds % 20 == 0) say("rounds=%ld aborts=%ld", rounds, aborts);
+    }
+}
+"#;
+
+#[test]
+fn thread_stopped_in_an_rseq_critical_section_is_aborted_not_broken() {
+    let dir = TempDir::new("rseq");
+    let bin = c_fixture("rseqspin", RSEQ_SPIN);
+    let mut p = Proc::spawn(&dir, &bin, &[]);
+    p.wait_for("READY");
+    // The loop spends nearly all its time inside the sequence: each dump
+    // stops the thread there.
+    for i in 0..5 {
+        dump_leave_running(p.pid, &dir.join(format!("lr{i}.ckpt")));
+    }
+    let img = dir.join("img.ckpt");
+    dump_kill(&mut p, &img);
+    let r = restore_detached(&img, &p.out, p.pid);
+    let start = r.line_count();
+    r.wait_line_after(start, |l| l.starts_with("rounds="));
+    let start = r.line_count();
+    r.wait_line_after(start, |l| l.starts_with("rounds="));
+}

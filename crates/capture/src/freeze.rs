@@ -346,6 +346,7 @@ impl Frozen {
                         if let Some(t) = seized.get_mut(&tid) {
                             t.stop_sig = sig;
                         }
+                        crate::process::thread::abort_rseq(pid, tid)?;
                         pending.swap_remove(i);
                     }
                     Ok(None) => i += 1,

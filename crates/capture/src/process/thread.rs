@@ -20,12 +20,12 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
         xfeatures,
         ..Default::default()
     };
-    regs.set_gprs(&gprs);
     let blocked =
         ptrace::get_sigmask(tid).ctx(pid, || format!("thread {tid}: reading the signal mask"))?;
     let rseq = ckpt_sys::rseq::get_rseq(tid).ctx(pid, || {
         format!("thread {tid}: reading the rseq registration")
     })?;
+    regs.set_gprs(&gprs);
     let (head, len) = ckpt_sys::proc::get_robust_list(tid).ctx(pid, || {
         format!("thread {tid}: reading the robust futex list")
     })?;
@@ -61,4 +61,70 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
         creds: None,
         seccomp_filter: 0,
     })
+}
+
+/// A thread just stopped by the freeze inside a restartable sequence is
+/// made to abort it, as the kernel does at its next preemption or signal:
+/// it continues at the sequence's abort handler. Otherwise the system
+/// calls injected later would make the kernel forget the sequence (it
+/// clears rseq_cs when they return, outside it), and the thread would go
+/// on and commit, in the image and (with --leave-running) here.
+pub(crate) fn abort_rseq(pid: Pid, tid: Pid) -> Result<()> {
+    let rseq = ckpt_sys::rseq::get_rseq(tid).ctx(pid, || {
+        format!("thread {tid}: reading the rseq registration")
+    })?;
+    if rseq.address == 0 {
+        return Ok(());
+    }
+    let mut gprs = ptrace::get_regs(tid).ctx(pid, || format!("thread {tid}: reading registers"))?;
+    if let Some(abort_ip) = rseq_abort_ip(tid, &rseq, gprs[ptrace::reg::RIP]) {
+        gprs[ptrace::reg::RIP] = abort_ip;
+        ptrace::set_regs(tid, &gprs).ctx(pid, || {
+            format!("thread {tid}: moving to its rseq abort handler")
+        })?;
+        tracing::debug!(
+            tid,
+            abort_ip,
+            "stopped in an rseq critical section: aborted"
+        );
+    }
+    Ok(())
+}
+
+/// The abort handler of the restartable sequence `ip` is in, if the thread
+/// has one registered and active (rseq_cs set, descriptor version 0, `ip`
+/// in [start_ip, start_ip + post_commit_offset), the registered signature
+/// in the 4 bytes before the handler, as the kernel checks).
+fn rseq_abort_ip(tid: Pid, rseq: &ckpt_sys::rseq::RseqConfig, ip: u64) -> Option<u64> {
+    use ckpt_sys::mm::{read_vm, RemoteRange};
+    let read = |addr: u64, buf: &mut [u8]| {
+        let range = [RemoteRange {
+            addr,
+            len: buf.len(),
+        }];
+        matches!(read_vm(tid, buf, &range), Ok(n) if n == buf.len())
+    };
+    if rseq.address == 0 {
+        return None;
+    }
+    // struct rseq: cpu_id_start u32, cpu_id u32, rseq_cs u64 (offset 8).
+    let mut w = [0u8; 8];
+    if !read(rseq.address + 8, &mut w) {
+        return None;
+    }
+    let cs = u64::from_ne_bytes(w);
+    // struct rseq_cs: version u32, flags u32, start_ip, post_commit_offset,
+    // abort_ip (u64 each).
+    let mut d = [0u8; 32];
+    if cs == 0 || !read(cs, &mut d) {
+        return None;
+    }
+    let word = |i: usize| u64::from_ne_bytes(d[i..i + 8].try_into().expect("8 bytes"));
+    let version = u32::from_ne_bytes(d[0..4].try_into().expect("4 bytes"));
+    let (start, len, abort) = (word(8), word(16), word(24));
+    if version != 0 || ip < start || ip - start >= len || abort < 4 {
+        return None;
+    }
+    let mut sig = [0u8; 4];
+    (read(abort - 4, &mut sig) && u32::from_ne_bytes(sig) == rseq.signature).then_some(abort)
 }
