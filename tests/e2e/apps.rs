@@ -353,3 +353,93 @@ fn postgres_rows_survive_and_more_go_in() {
     assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), "101");
     drop(tree);
 }
+
+/// A JVM (HotSpot, G1, its ~20 threads: compiler, GC, signal dispatcher)
+/// whose worker threads fill a shared map and keep a checksum, and whose
+/// main thread checks the map against the checksum every round: dumped
+/// twice with --leave-running, then killed and restored, it goes on with
+/// the same state, and its threads still work together.
+const JAVA_COUNT: &str = r#"
+import java.util.concurrent.*;
+import java.util.concurrent.atomic.*;
+
+public class Count {
+    public static void main(String[] a) throws Exception {
+        ConcurrentHashMap<Integer, Long> m = new ConcurrentHashMap<>();
+        AtomicLong total = new AtomicLong();
+        ExecutorService pool = Executors.newFixedThreadPool(4);
+        System.out.println("READY");
+        for (long round = 1; ; round++) {
+            final long r = round;
+            CountDownLatch done = new CountDownLatch(4);
+            for (int w = 0; w < 4; w++) {
+                final int id = w;
+                pool.submit(() -> {
+                    for (int i = 0; i < 20000; i++) {
+                        int k = id * 20000 + i;
+                        m.merge(k, 1L, Long::sum);
+                        total.incrementAndGet();
+                        byte[] garbage = new byte[64];
+                        garbage[0] = (byte) i;
+                    }
+                    done.countDown();
+                });
+            }
+            done.await();
+            long sum = 0;
+            for (long v : m.values()) sum += v;
+            if (sum != total.get() || sum != r * 80000L) {
+                System.out.println("ERROR round " + r + ": map " + sum + ", counter " + total.get());
+                System.exit(1);
+            }
+            System.out.println("round=" + r + " sum=" + sum);
+            Thread.sleep(20);
+        }
+    }
+}
+"#;
+
+#[test]
+fn jvm_threads_and_heap_go_on_after_a_restore() {
+    let java = program("java");
+    let javac = program("javac");
+    let dir = TempDir::new("jvm");
+    std::fs::write(dir.join("Count.java"), JAVA_COUNT).unwrap();
+    let st = Command::new(javac)
+        .arg("-d")
+        .arg(dir.path())
+        .arg(dir.join("Count.java"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "javac failed");
+    let mut cmd = Command::new(java);
+    // A small heap keeps the image small; no perf-data file in /tmp (it
+    // would be a shared mapping of a file that changes after the dump).
+    cmd.args(["-Xmx128m", "-XX:-UsePerfData", "-cp"])
+        .arg(dir.path())
+        .arg("Count");
+    let mut p = Proc::spawn_cmd(&dir, &mut cmd);
+    p.wait_for("READY");
+    let round = |p: &Proc| -> u64 {
+        let start = p.line_count();
+        let l = p.wait_line_after(start, |l| l.starts_with("round="));
+        l["round=".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    round(&p);
+    for i in 0..2 {
+        dump_leave_running(p.pid, &dir.join(format!("lr{i}.ckpt")));
+        round(&p);
+    }
+    let image = dir.join("jvm.ckpt");
+    let before = round(&p);
+    let tree = dump_and_restore(&mut p, &image);
+    let a = round(&p);
+    let b = round(&p);
+    assert!(a > before && b > a, "rounds {before} -> {a} -> {b}");
+    drop(tree);
+}
