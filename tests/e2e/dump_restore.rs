@@ -1,6 +1,7 @@
 //! `ckpt dump` then `ckpt restore`: the process must carry on where it was.
 
 use crate::util::*;
+use std::os::unix::fs::OpenOptionsExt;
 
 /// `scenarios::roundtrip` through the ckpt binary, on a fixture.
 fn roundtrip(dir: &TempDir, prog: &str, args: &[&str], warmup: usize) -> (Proc, usize) {
@@ -512,4 +513,69 @@ fn thread_stopped_in_an_rseq_critical_section_is_aborted_not_broken() {
     r.wait_line_after(start, |l| l.starts_with("rounds="));
     let start = r.line_count();
     r.wait_line_after(start, |l| l.starts_with("rounds="));
+}
+
+/// `leases DIR`: a read lease on DIR/r (fd opened read-only) and a write
+/// lease on DIR/w (write-only); counts its lease signals (SIGIO) and every
+/// 20 ms prints `leases=R,W sigio=N` (F_GETLEASE of each: 0 read, 1
+/// write, 2 none).
+const LEASES: &str = r#"
+#include "fixture.h"
+#include <fcntl.h>
+#include <signal.h>
+
+static volatile sig_atomic_t sigio;
+static void on_io(int s) { (void)s; sigio++; }
+
+int main(int argc, char **argv)
+{
+    fx_init();
+    char r[4096], w[4096];
+    snprintf(r, sizeof r, "%s/r", argv[1]);
+    snprintf(w, sizeof w, "%s/w", argv[1]);
+    signal(SIGIO, on_io);
+    int fr = open(r, O_RDONLY | O_CREAT, 0644), fw = open(w, O_WRONLY | O_CREAT, 0644);
+    if (fr < 0 || fw < 0) fail("open: %s", strerror(errno));
+    if (fcntl(fr, F_SETLEASE, F_RDLCK) || fcntl(fw, F_SETLEASE, F_WRLCK)) fail("F_SETLEASE: %s", strerror(errno));
+    say("READY");
+    for (;;) {
+        say("leases=%d,%d sigio=%d", fcntl(fr, F_GETLEASE), fcntl(fw, F_GETLEASE), (int)sigio);
+        usleep(20000);
+    }
+}
+"#;
+
+#[test]
+fn leases_being_broken_stay_broken_to_what_they_were_broken_to() {
+    let dir = TempDir::new("leases");
+    let bin = c_fixture("leases", LEASES);
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, &bin, &[&d]);
+    p.wait_for("READY");
+    // Break both: a writer breaks the read lease (to none), a reader the
+    // write lease (to a read lease); neither waits.
+    for (f, write) in [("r", true), ("w", false)] {
+        let e = std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(dir.join(f))
+            .expect_err("a lease makes the open fail");
+        assert_eq!(e.raw_os_error(), Some(libc::EWOULDBLOCK), "{f}: {e}");
+    }
+    // (The two SIGIOs may arrive as one.)
+    let leases = format!("leases={},{} ", libc::F_UNLCK, libc::F_RDLCK);
+    let start = p.line_count();
+    let want = p.wait_line_after(start, |l| l.starts_with(&leases) && !l.ends_with("sigio=0"));
+    let img = dir.join("img.ckpt");
+    dump_kill(&mut p, &img);
+    let r = restore_detached(&img, &p.out, p.pid);
+    // The same leases, and no lease signal again.
+    let start = r.line_count();
+    let l = r.wait_line_after(start, |l| l.starts_with("leases="));
+    assert_eq!(l, want);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let start = r.line_count();
+    let l = r.wait_line_after(start, |l| l.starts_with("leases="));
+    assert_eq!(l, want);
 }

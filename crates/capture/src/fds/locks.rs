@@ -25,8 +25,15 @@ struct Line {
     length: u64,
 }
 
-/// Parse the part of a lock line after "lock:".
-fn parse(s: &str) -> std::result::Result<Line, String> {
+/// Parse the part of a lock line after "lock:". None: a lease being
+/// broken to no lease at all.
+///
+/// A lease being broken (its holder was told, by its lease signal, to
+/// give it up or downgrade it; the one who broke it waits or was told
+/// EWOULDBLOCK) is saved as the lease it is being broken to, the type the
+/// line shows: what the kernel leaves once the holder downgrades or the
+/// break time runs out. The restored holder is not told again.
+fn parse(s: &str) -> std::result::Result<Option<Line>, String> {
     let t: Vec<&str> = s.split_whitespace().collect();
     // "1:", kind, mode, type, pid, dev:inode, start, end
     if t.len() < 8 {
@@ -37,6 +44,8 @@ fn parse(s: &str) -> std::result::Result<Line, String> {
         ("FLOCK", "ADVISORY") => LockKind::Flock,
         ("OFDLCK", "ADVISORY") => LockKind::Ofd,
         ("LEASE", "ACTIVE") => LockKind::Lease,
+        ("LEASE", "BREAKING") if t[3] == "UNLCK" => return Ok(None),
+        ("LEASE", "BREAKING") => LockKind::Lease,
         ("LEASE", state) => return Err(format!("a lease in state {state} cannot be saved")),
         (k, m) => return Err(format!("a {k} {m} lock cannot be saved")),
     };
@@ -64,13 +73,13 @@ fn parse(s: &str) -> std::result::Result<Line, String> {
                 .ok_or_else(|| format!("range {start}-{end} is empty"))?
         }
     };
-    Ok(Line {
+    Ok(Some(Line {
         kind,
         lock_type,
         inode,
         start,
         length,
-    })
+    }))
 }
 
 /// Whether the access mode of fd `f` allows taking a lock of `t` again.
@@ -99,6 +108,7 @@ pub(crate) fn save(pid: Pid, raw: &[RawFd], fds: &[Fd]) -> Result<Vec<FileLock>>
                     },
                     false => f.info.err(n, what),
                 })?;
+            let Some(line) = line else { continue };
             let file = file_of[&f.fd];
             if line.kind == LockKind::Posix {
                 if !posix.iter().any(|(p, _)| *p == line) {
@@ -151,7 +161,9 @@ mod tests {
 
     #[test]
     fn lock_lines() {
-        let l = parse("\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 1073741824 1073741824").unwrap();
+        let l = parse("\t1: POSIX  ADVISORY  WRITE 1234 fe:00:5678 1073741824 1073741824")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             l,
             Line {
@@ -162,16 +174,31 @@ mod tests {
                 length: 1,
             }
         );
-        let l = parse("\t2: OFDLCK ADVISORY  READ  -1 08:01:99 0 EOF").unwrap();
+        let l = parse("\t2: OFDLCK ADVISORY  READ  -1 08:01:99 0 EOF")
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (l.kind, l.lock_type, l.length),
             (LockKind::Ofd, LockType::Read, 0)
         );
-        let l = parse("\t3: FLOCK  ADVISORY  WRITE 77 08:01:99 0 EOF").unwrap();
+        let l = parse("\t3: FLOCK  ADVISORY  WRITE 77 08:01:99 0 EOF")
+            .unwrap()
+            .unwrap();
         assert_eq!(l.kind, LockKind::Flock);
-        let l = parse("\t4: LEASE  ACTIVE    READ  77 08:01:99 0 EOF").unwrap();
+        let l = parse("\t4: LEASE  ACTIVE    READ  77 08:01:99 0 EOF")
+            .unwrap()
+            .unwrap();
         assert_eq!(l.kind, LockKind::Lease);
-        assert!(parse("\t5: LEASE  BREAKING  UNLCK 77 08:01:99 0 EOF")
+        // Being broken: saved as what it is broken to.
+        assert_eq!(
+            parse("\t5: LEASE  BREAKING  UNLCK 77 08:01:99 0 EOF"),
+            Ok(None)
+        );
+        let l = parse("\t5: LEASE  BREAKING  READ 77 08:01:99 0 EOF")
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.kind, l.lock_type), (LockKind::Lease, LockType::Read));
+        assert!(parse("\t5: LEASE  BREAKER  READ 77 08:01:99 0 EOF")
             .unwrap_err()
             .contains("cannot be saved"));
         assert!(parse("\t6: DELEG  ACTIVE    READ 77 08:01:99 0 EOF")

@@ -11,10 +11,13 @@ use crate::error::{Error, Result};
 use crate::remote::Remote;
 use crate::Report;
 use ckpt_image::{FileKind, FileLock, Image, LockKind, LockType, Process};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 const F_OFD_SETLK: u64 = 37;
 const F_SETLEASE: u64 = 1024;
+const F_SETOWN_EX: u64 = 15;
+const F_GETOWN_EX: u64 = 16;
 
 /// "a POSIX write lock on bytes 0-99" / "... from byte 10 to the end".
 fn describe(kind: LockKind, t: LockType, start: u64, length: u64) -> String {
@@ -250,7 +253,10 @@ pub(crate) fn take(main: &mut Remote, image: &Image, p: &Process, scratch: u64) 
         if flock {
             main.write(scratch, &flock_struct(l, t))?;
         }
-        let r = main.raw("taking a file lock", nr, &args)?;
+        let mut r = main.raw("taking a file lock", nr, &args)?;
+        if r == -(libc::EAGAIN as i64) && l.kind == LockKind::Lease && t == libc::F_RDLCK {
+            r = lease_broken_to_read(main, image, l, scratch)?;
+        }
         if r < 0 {
             let why = match -r as i32 {
                 libc::EAGAIN | libc::EACCES => {
@@ -273,6 +279,62 @@ pub(crate) fn take(main: &mut Remote, image: &Image, p: &Process, scratch: u64) 
         tracing::debug!(locks = n, "file locks taken again");
     }
     Ok(())
+}
+
+/// A read lease the file's opens for writing refuse (its own fd among
+/// them: the process held a write lease that was being broken to a read
+/// lease when it was saved): taken the way it came about. A write lease,
+/// broken by an open for reading from here (ckpt's own, non-blocking:
+/// refused, as the one that broke it was), so that the kernel holds it as
+/// a lease being broken to a read lease. The process is not signalled
+/// again: its fd has no SIGIO owner during the break (the owner it had,
+/// which F_SETLEASE sets to the process itself, is put back). 0 or -errno.
+fn lease_broken_to_read(
+    main: &mut Remote,
+    image: &Image,
+    l: &FileLock,
+    scratch: u64,
+) -> Result<i64> {
+    let fd = l.fd as u64;
+    let r = main.raw(
+        "taking a write lease",
+        libc::SYS_fcntl,
+        &[fd, F_SETLEASE, libc::F_WRLCK as u64],
+    )?;
+    if r < 0 {
+        return Ok(r);
+    }
+    let r = main.raw(
+        "reading the fd's owner",
+        libc::SYS_fcntl,
+        &[fd, F_GETOWN_EX, scratch],
+    )?;
+    if r < 0 {
+        return Ok(r);
+    }
+    let owner = main.read(scratch, 8)?;
+    main.raw(
+        "clearing the fd's owner",
+        libc::SYS_fcntl,
+        &[fd, libc::F_SETOWN as u64, 0],
+    )?;
+    let path = path_of(image, l).map(|p| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+    let broke = path.map(|p| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(p)
+    });
+    main.write(scratch, &owner)?;
+    main.raw(
+        "putting back the fd's owner",
+        libc::SYS_fcntl,
+        &[fd, F_SETOWN_EX, scratch],
+    )?;
+    Ok(match broke {
+        Some(Err(e)) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => 0,
+        _ => -(libc::EAGAIN as i64),
+    })
 }
 
 /// struct flock (x86_64): l_type, l_whence (shorts), l_start, l_len, l_pid.
