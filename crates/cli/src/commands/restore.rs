@@ -96,22 +96,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         eprintln!("ckpt: {}", ckpt_restore::Error::Cancelled { signal });
         return Ok(128 + signal);
     }
-    if !report.errors.is_empty() {
-        for e in &report.errors {
-            eprintln!("ckpt: cannot restore: {e}");
-        }
-        if report.errors.iter().any(|e| e.contains(" is in use by ")) {
-            eprintln!(
-                "ckpt: hint: the saved pids are taken (is the process still running?); --new-pid restores it under fresh pids"
-            );
-        }
-        bail!(
-            "{} cannot be restored here ({} problem{})",
-            a.image.display(),
-            report.errors.len(),
-            if report.errors.len() == 1 { "" } else { "s" }
-        );
-    }
+    refuse_on_errors(&a.image, report)?;
     if a.check {
         eprintln!("ckpt: {} can be restored here", a.image.display());
         return Ok(0);
@@ -329,4 +314,26 @@ impl Canceller {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
     }
+}
+
+/// The check's errors, each on a line, and the refusal (with a hint where
+/// the saved pids are taken).
+fn refuse_on_errors(image: &std::path::Path, report: &ckpt_restore::Report) -> anyhow::Result<()> {
+    if report.errors.is_empty() {
+        return Ok(());
+    }
+    for e in &report.errors {
+        eprintln!("ckpt: cannot restore: {e}");
+    }
+    if report.errors.iter().any(|e| e.contains(" is in use by ")) {
+        eprintln!(
+            "ckpt: hint: the saved pids are taken (is the process still running?); --new-pid restores it under fresh pids"
+        );
+    }
+    bail!(
+        "{} cannot be restored here ({} problem{})",
+        image.display(),
+        report.errors.len(),
+        if report.errors.len() == 1 { "" } else { "s" }
+    );
 }
