@@ -1164,3 +1164,63 @@ fn root_restores_only_what_the_owner_could_hold_for_every_process_of_a_tree() {
         wait_gone(child);
     }
 }
+
+/// `strict DIR`: opens the FIFO DIR/f, enters seccomp strict mode (read,
+/// write, exit, sigreturn only), then answers each byte read from the
+/// FIFO with a line `pong C`.
+const STRICT: &str = r#"
+#include "fixture.h"
+#include <fcntl.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+int main(int argc, char **argv)
+{
+    fx_init();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/f", argv[1]);
+    int fd = open(path, O_RDWR);
+    if (fd < 0) fail("open: %s", strerror(errno));
+    say("READY");
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)) fail("prctl: %s", strerror(errno));
+    char line[8] = "pong ?\n", c;
+    for (;;) {
+        if (read(fd, &c, 1) != 1) syscall(SYS_exit, 3);
+        line[5] = c;
+        write(1, line, 7);
+    }
+}
+"#;
+
+#[test]
+fn seccomp_strict_mode_is_restored() {
+    let dir = TempDir::new("strict");
+    let fifo = dir.join("f");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let bin = c_fixture("strict", STRICT);
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, &bin, &[&d]);
+    p.wait_for("READY");
+    let ping = |p: &Proc, b: u8| {
+        let start = p.line_count();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut f, &[b]).unwrap();
+        let want = format!("pong {}", b as char);
+        p.wait_line_after(start, |l| l == want);
+    };
+    ping(&p, b'a');
+    let img = dir.join("img.ckpt");
+    dump_kill(&mut p, &img);
+    let r = restore_detached(&img, &p.out, p.pid);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", r.pid)).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Seccomp:\t1"),
+        "the restored process is not in strict mode:\n{status}"
+    );
+    ping(&r, b'b');
+}

@@ -56,7 +56,7 @@
 //!   the description they watch with kcmp(KCMP_EPOLL_TFD).
 //! - `Image.seccompFilters`: each thread's chain (PTRACE_SECCOMP_GET_FILTER,
 //!   which needs CAP_SYS_ADMIN), chains equal from their oldest filter up
-//!   sharing entries; seccomp strict mode is refused.
+//!   sharing entries; seccomp strict mode is saved as the mode alone (every thread in it; a process where only some are is refused).
 //! - SysV IPC: see `process/sysv.rs` for which objects of the IPC namespace
 //!   are the process's (those it maps, created, or last used).
 //! - Sockets (see `fds/net.rs`): live TCP connections and accept queues

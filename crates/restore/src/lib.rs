@@ -188,8 +188,7 @@
 //! - Queued packets of raw, ping, netlink and packet sockets (dropped at
 //!   the dump), sender names of queued unix datagrams whose sender is not
 //!   in the image: warnings.
-//! - A chroot; seccomp strict mode, or a
-//!   seccomp filter of an image that does not hold it (before 1.2;
+//! - A chroot; a seccomp filter of an image that does not hold it (before 1.2;
 //!   restoring without it would drop the sandbox): errors.
 //! - SysV IPC: an object whose id or key is taken by another object, or
 //!   that changed since the dump: an error (remove it with ipcrm). SysV

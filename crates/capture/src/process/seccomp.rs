@@ -16,37 +16,39 @@ const MODE_STRICT: u32 = 1;
 
 /// The filters of each thread of `pid` (all stopped) into `table`, each
 /// thread's `seccomp_filter` pointing at its newest one. `mode` is the
-/// process's seccomp mode (/proc/PID/status); strict mode is refused.
+/// process's seccomp mode (/proc/PID/status). Strict mode (a process that
+/// may only read, write, exit and return from signals) is saved as the
+/// mode alone, when every thread is in it; a process where only some
+/// threads are is refused.
 pub(crate) fn save(
     pid: Pid,
     mode: u32,
     threads: &mut [Thread],
     table: &mut Vec<SeccompFilter>,
 ) -> Result<()> {
-    if mode == MODE_STRICT {
-        return Err(Error::NotPermitted {
-            pid,
-            why: "runs in seccomp strict mode (SECCOMP_MODE_STRICT), which cannot be saved".into(),
-        });
-    }
+    let mut strict = 0;
     for t in threads.iter_mut() {
         let status =
             crate::procfs::Status::read(pid, &format!("/proc/{pid}/task/{}/status", t.tid))?;
         let tmode: u32 = status.num("Seccomp")?;
         if tmode == MODE_STRICT {
-            return Err(Error::NotPermitted {
-                pid,
-                why: format!(
-                    "thread {} runs in seccomp strict mode (SECCOMP_MODE_STRICT), which cannot be saved",
-                    t.tid
-                ),
-            });
+            strict += 1;
+            continue;
         }
         if tmode == 0 {
             continue;
         }
         let chain = read_chain(pid, t.tid)?;
         t.seccomp_filter = intern(table, chain);
+    }
+    if strict > 0 && (strict < threads.len() || mode != MODE_STRICT) {
+        return Err(Error::NotPermitted {
+            pid,
+            why: format!(
+                "{strict} of its {} threads run in seccomp strict mode (SECCOMP_MODE_STRICT), the others not: only a process whose threads all do can be saved",
+                threads.len()
+            ),
+        });
     }
     Ok(())
 }

@@ -20,7 +20,10 @@ use crate::Report;
 use ckpt_image::{Image, Process, SeccompFilter};
 use ckpt_sys::ptrace;
 
+const SECCOMP_SET_MODE_STRICT: u64 = 0;
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
+/// Seccomp mode 1 (/proc status, the image's `seccompMode`).
+const MODE_STRICT: u32 = 1;
 const SECCOMP_FILTER_FLAG_TSYNC: u64 = 1;
 /// The flags a filter can be installed with again (LOG, SPEC_ALLOW).
 const KEPT_FLAGS: u64 = 2 | 4;
@@ -48,6 +51,7 @@ pub(crate) fn check(image: &Image, p: &Process, r: &mut Report) {
     let any = p.threads.iter().any(|t| t.seccomp_filter != 0);
     match p.creds.seccomp_mode {
         0 => {}
+        MODE_STRICT if !any => {}
         2 if any => {}
         2 => r.errors.push(
             "the process runs under seccomp, and the image (from a version that did not save filters) does not hold its filters: it would run unconfined".into(),
@@ -79,7 +83,8 @@ pub(crate) fn install(
         .iter()
         .map(|t| chain(image, t.seccomp_filter).unwrap_or_default())
         .collect();
-    if chains.iter().all(Vec::is_empty) {
+    let strict = p.creds.seccomp_mode == MODE_STRICT;
+    if chains.iter().all(Vec::is_empty) && !strict {
         return Ok(());
     }
     for r in threads.iter() {
@@ -97,6 +102,25 @@ pub(crate) fn install(
             ),
             source,
         })?;
+    }
+    if strict {
+        // Every thread (the capture saves no other case): from when it is
+        // let go, only read, write, exit and sigreturn.
+        for r in threads.iter_mut() {
+            let res = r.raw(
+                "seccomp(SECCOMP_SET_MODE_STRICT)",
+                libc::SYS_seccomp,
+                &[SECCOMP_SET_MODE_STRICT, 0, 0],
+            )?;
+            if res != 0 {
+                return Err(Error::Io {
+                    context: format!("thread {}: entering seccomp strict mode", r.tid),
+                    error: std::io::Error::from_raw_os_error(-res as i32),
+                });
+            }
+        }
+        tracing::debug!(threads = threads.len(), "seccomp strict mode");
+        return Ok(());
     }
     let common = chains.iter().skip(1).fold(chains[0].len(), |n, c| {
         n.min(c.iter().zip(&chains[0]).take_while(|(a, b)| a == b).count())
