@@ -211,36 +211,14 @@ pub(crate) fn capture_with(
         });
     }
 
-    let mut mem_tree = TreeMemory::default();
-    let mut parts: Vec<Option<Part>> = Vec::new();
-    let mut processes = Vec::new();
-    let mut injected = 0;
     let mut seccomp_filters = Vec::new();
-    let shares_pages = sink.shares_pages();
-    let frozen_prep = mem::Prepared::frozen_only();
-    for m in frozen.members.clone() {
-        let _span = tracing::info_span!("process", pid = m.pid).entered();
-        if let Some(status) = m.zombie {
-            processes.push(process::zombie_state(m.pid, status)?);
-            parts.push(None);
-            continue;
-        }
-        let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
-        let own = if m.pid == root { &prep } else { &frozen_prep };
-        mem::before_queries(own, &crate::remote::frame_regions(f));
-        let part = capture_process(
-            f,
-            m.parent,
-            page,
-            (shares_pages, own),
-            &mut mem_tree,
-            &mut seccomp_filters,
-        )
-        .map_err(|e| in_process(root, m.pid, e))?;
-        injected += part.rinfo.injected;
-        parts.push(Some(part));
-        processes.push(Process::default());
-    }
+    let (mut parts, mut processes, injected, mut mem_tree) = capture_members(
+        &mut frozen,
+        root,
+        page,
+        (sink.shares_pages(), &prep),
+        &mut seccomp_filters,
+    )?;
     // Pages only once every process is planned (see mem::plan).
     let (pages_bytes, pending) =
         save_memory(&mut parts, page, &mut mem_tree, opts, &mut prep, sink, root)?;
@@ -333,8 +311,8 @@ fn save_locks(parts: &[Option<Part>], root: Pid) -> Result<Vec<ckpt_image::FileL
 fn freeze_tree(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
     let mut tries = 0;
     loop {
-        tree::check(root, whole_tree)?;
-        match FrozenTree::freeze(root, whole_tree) {
+        let checked = tree::check(root, whole_tree)?;
+        match FrozenTree::freeze(root, whole_tree, checked) {
             Err(Error::WontStop { ref state, .. }) if tries < 3 && state.contains("vfork") => {
                 tries += 1;
                 tracing::info!(tries, "a vfork in progress: freezing again");
@@ -344,15 +322,88 @@ fn freeze_tree(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
     }
 }
 
-/// Everything of one frozen process but its fds and its pages: its
-/// threads, what /proc and the process itself tell, its memory areas and
-/// which pages to save.
-fn capture_process(
-    frozen: &mut Frozen,
-    parent: Pid,
+/// The processes of the frozen tree (but their fds and pages), in its
+/// order, zombies included (no part): their parts, their models so far,
+/// the system calls injected, and their memory planned (the pages to save
+/// of each process whose pages are taken in the freeze).
+///
+/// Two threads: this one (which holds the ptrace attachments) asks each
+/// process in turn, while a helper plans the memory of the processes
+/// already asked (/proc reads only: smaps, pagemap), in the tree's order
+/// (a parent's before its children's). A process is planned only once
+/// its queries are over: its mappings are its own again by then.
+#[allow(clippy::type_complexity)]
+fn capture_members(
+    frozen: &mut FrozenTree,
+    root: Pid,
     page: u64,
     (shares_pages, prep): (bool, &mem::Prepared),
-    mem_tree: &mut TreeMemory,
+    seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
+) -> Result<(Vec<Option<Part>>, Vec<Process>, u64, TreeMemory)> {
+    let mut parts: Vec<Option<Part>> = Vec::new();
+    let mut processes = Vec::new();
+    let mut injected = 0;
+    let frozen_prep = mem::Prepared::frozen_only();
+    let span = tracing::Span::current();
+    let (tree, plans) = std::thread::scope(|s| -> Result<_> {
+        // Declared in the scope: an early return drops it, which ends
+        // the helper before the scope waits for it.
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Pid, Pid)>();
+        let helper = s.spawn(move || {
+            let _span = span.entered();
+            let mut tree = TreeMemory::default();
+            let mut plans = Vec::new();
+            for (i, pid, parent) in rx {
+                let _span = tracing::info_span!("process", pid).entered();
+                let r = mem::plan(pid, parent, page, &mut tree, shares_pages);
+                let failed = r.is_err();
+                plans.push((i, pid, r));
+                if failed {
+                    break;
+                }
+            }
+            (tree, plans)
+        });
+        for m in frozen.members.clone() {
+            let _span = tracing::info_span!("process", pid = m.pid).entered();
+            if let Some(status) = m.zombie {
+                processes.push(process::zombie_state(m.pid, status)?);
+                parts.push(None);
+                continue;
+            }
+            let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
+            let own = if m.pid == root { prep } else { &frozen_prep };
+            mem::before_queries(own, &crate::remote::frame_regions(f));
+            let part =
+                capture_process(f, own, seccomp_filters).map_err(|e| in_process(root, m.pid, e))?;
+            injected += part.rinfo.injected;
+            if own.is_frozen() {
+                // A helper gone (it failed) says so at its join.
+                let _ = tx.send((parts.len(), m.pid, m.parent));
+            }
+            parts.push(Some(part));
+            processes.push(Process::default());
+        }
+        drop(tx);
+        helper.join().map_err(|_| Error::Worker {
+            message: "the memory planning thread panicked".into(),
+        })
+    })?;
+    for (i, pid, planned) in plans {
+        let m = planned.map_err(|e| in_process(root, pid, e))?;
+        if let Some(part) = parts.get_mut(i).and_then(|p| p.as_mut()) {
+            part.process.vmas = m.vmas.clone();
+            part.memory = Some(m);
+        }
+    }
+    Ok((parts, processes, injected, tree))
+}
+
+/// Everything of one frozen process but its fds and its memory: its
+/// threads, what /proc and the process itself tell.
+fn capture_process(
+    frozen: &mut Frozen,
+    prep: &mem::Prepared,
     seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
 ) -> Result<Part> {
     let pid = frozen.pid;
@@ -394,14 +445,6 @@ fn capture_process(
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
 
-    // Pages taken another way (snapshot, pre-copy) are planned later.
-    let memory = if prep.is_frozen() {
-        let m = mem::plan(pid, parent, page, mem_tree, shares_pages)?;
-        process.vmas = m.vmas.clone();
-        Some(m)
-    } else {
-        None
-    };
     process.threads = threads;
     tracing::info!(elapsed = ?t0.elapsed(), "process captured");
     Ok(Part {
@@ -409,7 +452,9 @@ fn capture_process(
         raw_fds,
         rinfo,
         stat,
-        memory,
+        // Planned by capture_members; pages taken another way (snapshot,
+        // pre-copy) are planned later.
+        memory: None,
     })
 }
 
@@ -438,6 +483,12 @@ fn ask_process(
         owner_fds,
         sig_mask: signals::to_query(status)?,
         rlimits: rlimits::from_outside(pid),
+        // Without the line (a kernel without shadow stacks): none.
+        shadow_stack: Some(
+            status
+                .get("x86_Thread_features")
+                .is_ok_and(|(_, v)| remote::shadow_stack_in(v)),
+        ),
     };
     let rinfo = remote::query(frozen, &queries)?;
     tracing::debug!(injected = rinfo.injected, elapsed = ?t.elapsed(), "asked the process");
@@ -451,7 +502,6 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
         if let Some(r) = rinfo.threads.get(&t.tid) {
             t.altstack = r.altstack;
             t.clear_child_tid = r.clear_child_tid;
-            t.cpu_affinity = r.cpu_affinity.clone();
         }
     }
     Ok(())

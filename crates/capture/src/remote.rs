@@ -48,13 +48,15 @@ pub(crate) struct Queries {
     /// The resource limits, when read from outside (prlimit of the pid);
     /// None: read by the process itself.
     pub rlimits: Option<Vec<(u64, u64)>>,
+    /// Whether the process uses user shadow stacks, when known (from
+    /// its status); None: read it.
+    pub shadow_stack: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ThreadRemote {
     pub altstack: SigAltStack,
     pub clear_child_tid: u64,
-    pub cpu_affinity: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -108,10 +110,50 @@ fn parse_maps(maps: &str) -> Vec<(u64, u64, &str, &str)> {
         .collect()
 }
 
+/// The rt_sigreturn sequences found so far, with the file mapped where
+/// each was: the processes of a fork tree map the same libc at the same
+/// address, so one scan serves them all.
+static SIGRETURNS: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Longest rt_sigreturn sequence ([`ckpt_sys::inject::frame::find_sigreturn`]).
+const SIGRETURN_MAX: usize = 16;
+
+/// A sequence found in another process at an address where `pid` maps
+/// the same file executable, and whose bytes in `pid` are the sequence
+/// too (read again: its code may differ).
+fn known_sigreturn(mem: &ckpt_sys::mm::ProcMem, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
+    let known = SIGRETURNS.lock().map(|k| k.clone()).unwrap_or_default();
+    known.into_iter().find_map(|(at, file)| {
+        let m = maps.iter().find(|m| m.0 <= at && at < m.1)?;
+        if m.2.as_bytes().get(2) != Some(&b'x') || m.3 != file {
+            return None;
+        }
+        let len = ((m.1 - at) as usize).min(SIGRETURN_MAX);
+        let code = mem.read_vec(at, len).ok()?;
+        (ckpt_sys::inject::frame::find_sigreturn(&code) == Some(0)).then_some(at)
+    })
+}
+
 /// An rt_sigreturn sequence in the executable mappings of `pid` (libc
 /// first), read 64 KiB at a time until one is found.
 fn find_sigreturn(pid: Pid, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
     let mem = ckpt_sys::mm::ProcMem::open(pid).ok()?;
+    if let Some(at) = known_sigreturn(&mem, maps) {
+        return Some(at);
+    }
+    let at = scan_sigreturn(&mem, maps)?;
+    if let Some(m) = maps.iter().find(|m| m.0 <= at && at < m.1) {
+        if let Ok(mut known) = SIGRETURNS.lock() {
+            if known.len() < 16 {
+                known.push((at, m.3.to_string()));
+            }
+        }
+    }
+    Some(at)
+}
+
+/// [`find_sigreturn`] by reading the code.
+fn scan_sigreturn(mem: &ckpt_sys::mm::ProcMem, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
     let mut exec: Vec<&(u64, u64, &str, &str)> = maps
         .iter()
         .filter(|m| m.2.as_bytes().get(2) == Some(&b'x') && m.3.starts_with('/'))
@@ -141,14 +183,21 @@ fn uses_shadow_stack(pid: Pid) -> bool {
         .map(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("x86_Thread_features:"))
-                .is_some_and(|v| v.split_whitespace().any(|f| f == "shstk"))
+                .is_some_and(shadow_stack_in)
         })
         .unwrap_or(false)
 }
 
+/// Whether the value of status's "x86_Thread_features:" has user shadow
+/// stacks.
+pub(crate) fn shadow_stack_in(features: &str) -> bool {
+    features.split_whitespace().any(|f| f == "shstk")
+}
+
 /// How to inject into the frozen process: safely when it has an
 /// rt_sigreturn sequence and every thread's stack has room for a frame.
-fn injection(frozen: &Frozen) -> Result<Injection> {
+/// `shadow_stack`: whether it uses user shadow stacks, when known.
+fn injection(frozen: &Frozen, shadow_stack: Option<bool>) -> Result<Injection> {
     let pid = frozen.pid;
     let path = format!("/proc/{pid}/maps");
     let text = crate::procfs::read_string(pid, &path)?;
@@ -158,7 +207,8 @@ fn injection(frozen: &Frozen) -> Result<Injection> {
         .filter(|m| m.2.starts_with("rw") && m.2.ends_with('p'))
         .map(|m| (m.0, m.1))
         .collect();
-    let sigreturn = find_sigreturn(pid, &maps).filter(|_| !uses_shadow_stack(pid));
+    let shadow_stack = shadow_stack.unwrap_or_else(|| uses_shadow_stack(pid));
+    let sigreturn = find_sigreturn(pid, &maps).filter(|_| !shadow_stack);
     if let Some(sigreturn) = sigreturn {
         let (_, xsave) = ckpt_sys::ptrace::xsave_info();
         let all_fit = frozen.threads.iter().all(|t| {
@@ -193,7 +243,7 @@ pub(crate) fn leader_injector(frozen: &mut Frozen) -> Result<Injector> {
     if let Injection::Safe {
         sigreturn,
         writable,
-    } = injection(frozen)?
+    } = injection(frozen, None)?
     {
         let fits = |a: u64, b: u64| fits(&writable, a, b);
         if let Some(inj) = Injector::new_safe(pid, sigreturn, &fits).ctx(pid, what)? {
@@ -498,7 +548,7 @@ impl Remote<'_> {
 
     /// The thread's own values, asked in batch `b`; read them from the
     /// answers with [`Remote::thread_answers`].
-    fn thread_queries(&self, b: &mut Batch) -> [(usize, u64); 3] {
+    fn thread_queries(&self, b: &mut Batch) -> [(usize, u64); 2] {
         let o = self.scratch + OUT;
         let alt = b.out(24);
         let i_alt = b.push(
@@ -512,21 +562,14 @@ impl Remote<'_> {
             libc::SYS_prctl,
             [libc::PR_GET_TID_ADDRESS as u64, o + tid, 0, 0, 0, 0],
         );
-        let aff = b.out(512);
-        let i_aff = b.push(
-            "sched_getaffinity",
-            libc::SYS_sched_getaffinity,
-            [0, 512, o + aff, 0, 0, 0],
-        );
-        [(i_alt, alt), (i_tid, tid), (i_aff, aff)]
+        [(i_alt, alt), (i_tid, tid)]
     }
 
-    fn thread_answers(&self, a: &Answers, q: [(usize, u64); 3]) -> Result<ThreadRemote> {
+    fn thread_answers(&self, a: &Answers, q: [(usize, u64); 2]) -> Result<ThreadRemote> {
         let (pid, tid) = (self.pid, self.inj.tid());
-        let [(i_alt, alt), (i_tid, tidp), (i_aff, aff)] = q;
+        let [(i_alt, alt), (i_tid, tidp)] = q;
         a.ok(pid, tid, i_alt)?;
         a.ok(pid, tid, i_tid)?;
-        let n = (a.ok(pid, tid, i_aff)? as usize).min(512);
         Ok(ThreadRemote {
             altstack: SigAltStack {
                 sp: a.word(alt, 0),
@@ -534,7 +577,6 @@ impl Remote<'_> {
                 size: a.word(alt, 2),
             },
             clear_child_tid: a.word(tidp, 0),
-            cpu_affinity: (0..n / 8).map(|i| a.word(aff, i)).collect(),
         })
     }
 
@@ -777,7 +819,7 @@ fn sig_timer_answers(
 /// pending again: the pending lists read afterwards contain them, and a
 /// process that goes on running receives them.
 pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
-    match injection(frozen)? {
+    match injection(frozen, q.shadow_stack)? {
         Injection::Safe {
             sigreturn,
             writable,

@@ -30,9 +30,13 @@ pub(crate) fn save(
         });
     }
     for t in threads.iter_mut() {
-        let status =
-            crate::procfs::Status::read(pid, &format!("/proc/{pid}/task/{}/status", t.tid))?;
-        let tmode: u32 = status.num("Seccomp")?;
+        // The process's status is its main thread's.
+        let tmode: u32 = if t.tid == pid {
+            mode
+        } else {
+            crate::procfs::Status::read(pid, &format!("/proc/{pid}/task/{}/status", t.tid))?
+                .num("Seccomp")?
+        };
         if tmode == MODE_STRICT {
             return Err(Error::NotPermitted {
                 pid,
