@@ -364,25 +364,50 @@ fn capture_members(
             }
             (tree, plans)
         });
-        for m in frozen.members.clone() {
-            let _span = tracing::info_span!("process", pid = m.pid).entered();
-            if let Some(status) = m.zombie {
-                processes.push(process::zombie_state(m.pid, status)?);
+        let members = frozen.members.clone();
+        for chunk in members.chunks(LOCKSTEP) {
+            let mut asked = Vec::new();
+            for m in chunk {
+                let _span = tracing::info_span!("process", pid = m.pid).entered();
+                if let Some(status) = m.zombie {
+                    processes.push(process::zombie_state(m.pid, status)?);
+                    parts.push(None);
+                    continue;
+                }
+                let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
+                let own = if m.pid == root { prep } else { &frozen_prep };
+                mem::before_queries(own, &crate::remote::frame_regions(f));
+                let read = read_process(f, own)
+                    .and_then(|r| Ok((queries(m.pid, &r)?, r)))
+                    .map_err(|e| in_process(root, m.pid, e))?;
+                asked.push((parts.len(), m.pid, m.parent, read));
                 parts.push(None);
-                continue;
+                processes.push(Process::default());
             }
-            let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
-            let own = if m.pid == root { prep } else { &frozen_prep };
-            mem::before_queries(own, &crate::remote::frame_regions(f));
-            let part =
-                capture_process(f, own, seccomp_filters).map_err(|e| in_process(root, m.pid, e))?;
-            injected += part.rinfo.injected;
-            if own.is_frozen() {
-                // A helper gone (it failed) says so at its join.
-                let _ = tx.send((parts.len(), m.pid, m.parent));
+            let pids: Vec<Pid> = asked.iter().map(|a| a.1).collect();
+            let qs: Vec<remote::Queries> = asked
+                .iter_mut()
+                .map(|a| std::mem::take(&mut (a.3).0))
+                .collect();
+            let mut fs = frozen_of(frozen, &pids)?;
+            let t = Instant::now();
+            let infos = remote::query_many(&mut fs, &qs);
+            tracing::debug!(processes = pids.len(), elapsed = ?t.elapsed(), "asked the processes");
+            for ((i, pid, parent, (_, read)), (f, info)) in
+                asked.into_iter().zip(fs.iter().zip(infos))
+            {
+                let _span = tracing::info_span!("process", pid).entered();
+                let part = info
+                    .and_then(|rinfo| finish_process(f, read, rinfo, seccomp_filters))
+                    .map_err(|e| in_process(root, pid, e))?;
+                injected += part.rinfo.injected;
+                let own = if pid == root { prep } else { &frozen_prep };
+                if own.is_frozen() {
+                    // A helper gone (it failed) says so at its join.
+                    let _ = tx.send((i, pid, parent));
+                }
+                parts[i] = Some(part);
             }
-            parts.push(Some(part));
-            processes.push(Process::default());
         }
         drop(tx);
         helper.join().map_err(|_| Error::Worker {
@@ -399,17 +424,39 @@ fn capture_members(
     Ok((parts, processes, injected, tree))
 }
 
-/// Everything of one frozen process but its fds and its memory: its
-/// threads, what /proc and the process itself tell.
-fn capture_process(
-    frozen: &mut Frozen,
-    prep: &mem::Prepared,
-    seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
-) -> Result<Part> {
+/// How many processes are asked at once (see [`remote::query_many`]).
+const LOCKSTEP: usize = 16;
+
+/// The frozen processes `pids` of `tree`, in that order.
+fn frozen_of<'a>(tree: &'a mut FrozenTree, pids: &[Pid]) -> Result<Vec<&'a mut Frozen>> {
+    let mut by: std::collections::HashMap<Pid, &mut Frozen> = tree
+        .frozen
+        .iter_mut()
+        .filter(|f| pids.contains(&f.pid))
+        .map(|f| (f.pid, f))
+        .collect();
+    pids.iter()
+        .map(|&pid| by.remove(&pid).ok_or(Error::Exited { pid }))
+        .collect()
+}
+
+/// What is read of a frozen process from outside before it is asked the
+/// rest ([`remote::query_many`]).
+struct Read {
+    t0: Instant,
+    threads: Vec<Thread>,
+    stat: Stat,
+    status: Status,
+    raw_fds: Vec<RawFd>,
+    posix_timers: Vec<PosixTimer>,
+}
+
+/// A frozen process from outside: its threads (before anything is
+/// injected), stat, status, fds and timers.
+fn read_process(frozen: &Frozen, prep: &mem::Prepared) -> Result<Read> {
     let pid = frozen.pid;
     let t0 = Instant::now();
-    // Per-thread state from outside, before anything is injected.
-    let mut threads = frozen
+    let threads = frozen
         .threads
         .iter()
         .map(|t| thread::thread_state(pid, t.tid, &t.state_before))
@@ -423,7 +470,34 @@ fn capture_process(
     // ckpt's own fds (dirty tracking) are not the process's.
     raw_fds.retain(|f| !prep.own_fds.contains(&f.fd));
     let posix_timers = timers::read_posix_timers(pid)?;
-    let rinfo = ask_process(frozen, &raw_fds, &posix_timers, &status)?;
+    Ok(Read {
+        t0,
+        threads,
+        stat,
+        status,
+        raw_fds,
+        posix_timers,
+    })
+}
+
+/// Everything of one frozen process but its fds and its memory, from
+/// what was read of it and what it told: its threads, what /proc and
+/// the process itself tell.
+fn finish_process(
+    frozen: &Frozen,
+    read: Read,
+    rinfo: RemoteInfo,
+    seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
+) -> Result<Part> {
+    let pid = frozen.pid;
+    let Read {
+        t0,
+        mut threads,
+        stat,
+        status,
+        raw_fds,
+        posix_timers,
+    } = read;
     worker::test_delay();
     worker::check(pid)?;
 
@@ -446,7 +520,7 @@ fn capture_process(
     creds::thread_creds(pid, &process.creds, &mut threads)?;
 
     process.threads = threads;
-    tracing::info!(elapsed = ?t0.elapsed(), "process captured");
+    tracing::info!(elapsed = ?t0.elapsed(), injected = rinfo.injected, "process captured");
     Ok(Part {
         process,
         raw_fds,
@@ -468,31 +542,21 @@ fn in_process(root: Pid, pid: Pid, e: Error) -> Error {
     }
 }
 
-/// What only the process can tell, asked with injected system calls.
-fn ask_process(
-    frozen: &mut Frozen,
-    raw_fds: &[RawFd],
-    posix_timers: &[PosixTimer],
-    status: &Status,
-) -> Result<RemoteInfo> {
-    let pid = frozen.pid;
-    let t = Instant::now();
-    let owner_fds = fds::remote_needs(raw_fds);
-    let queries = remote::Queries {
-        timer_ids: posix_timers.iter().map(|t| t.id).collect(),
-        owner_fds,
-        sig_mask: signals::to_query(status)?,
+/// What to ask the process (what only it can tell, asked with injected
+/// system calls), from what was read of it.
+fn queries(pid: Pid, read: &Read) -> Result<remote::Queries> {
+    Ok(remote::Queries {
+        timer_ids: read.posix_timers.iter().map(|t| t.id).collect(),
+        owner_fds: fds::remote_needs(&read.raw_fds),
+        sig_mask: signals::to_query(&read.status)?,
         rlimits: rlimits::from_outside(pid),
         // Without the line (a kernel without shadow stacks): none.
         shadow_stack: Some(
-            status
+            read.status
                 .get("x86_Thread_features")
                 .is_ok_and(|(_, v)| remote::shadow_stack_in(v)),
         ),
-    };
-    let rinfo = remote::query(frozen, &queries)?;
-    tracing::debug!(injected = rinfo.injected, elapsed = ?t.elapsed(), "asked the process");
-    Ok(rinfo)
+    })
 }
 
 /// Each thread's pending signals and what it told of itself.
