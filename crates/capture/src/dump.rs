@@ -211,36 +211,14 @@ pub(crate) fn capture_with(
         });
     }
 
-    let mut mem_tree = TreeMemory::default();
-    let mut parts: Vec<Option<Part>> = Vec::new();
-    let mut processes = Vec::new();
-    let mut injected = 0;
     let mut seccomp_filters = Vec::new();
-    let shares_pages = sink.shares_pages();
-    let frozen_prep = mem::Prepared::frozen_only();
-    for m in frozen.members.clone() {
-        let _span = tracing::info_span!("process", pid = m.pid).entered();
-        if let Some(status) = m.zombie {
-            processes.push(process::zombie_state(m.pid, status)?);
-            parts.push(None);
-            continue;
-        }
-        let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
-        let own = if m.pid == root { &prep } else { &frozen_prep };
-        mem::before_queries(own, &crate::remote::frame_regions(f));
-        let part = capture_process(
-            f,
-            m.parent,
-            page,
-            (shares_pages, own),
-            &mut mem_tree,
-            &mut seccomp_filters,
-        )
-        .map_err(|e| in_process(root, m.pid, e))?;
-        injected += part.rinfo.injected;
-        parts.push(Some(part));
-        processes.push(Process::default());
-    }
+    let (mut parts, mut processes, injected, mut mem_tree) = capture_members(
+        &mut frozen,
+        root,
+        page,
+        (sink.shares_pages(), &prep),
+        &mut seccomp_filters,
+    )?;
     // Pages only once every process is planned (see mem::plan).
     let (pages_bytes, pending) =
         save_memory(&mut parts, page, &mut mem_tree, opts, &mut prep, sink, root)?;
@@ -333,8 +311,8 @@ fn save_locks(parts: &[Option<Part>], root: Pid) -> Result<Vec<ckpt_image::FileL
 fn freeze_tree(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
     let mut tries = 0;
     loop {
-        tree::check(root, whole_tree)?;
-        match FrozenTree::freeze(root, whole_tree) {
+        let checked = tree::check(root, whole_tree)?;
+        match FrozenTree::freeze(root, whole_tree, checked) {
             Err(Error::WontStop { ref state, .. }) if tries < 3 && state.contains("vfork") => {
                 tries += 1;
                 tracing::info!(tries, "a vfork in progress: freezing again");
@@ -344,21 +322,141 @@ fn freeze_tree(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
     }
 }
 
-/// Everything of one frozen process but its fds and its pages: its
-/// threads, what /proc and the process itself tell, its memory areas and
-/// which pages to save.
-fn capture_process(
-    frozen: &mut Frozen,
-    parent: Pid,
+/// The processes of the frozen tree (but their fds and pages), in its
+/// order, zombies included (no part): their parts, their models so far,
+/// the system calls injected, and their memory planned (the pages to save
+/// of each process whose pages are taken in the freeze).
+///
+/// Two threads: this one (which holds the ptrace attachments) asks each
+/// process in turn, while a helper plans the memory of the processes
+/// already asked (/proc reads only: smaps, pagemap), in the tree's order
+/// (a parent's before its children's). A process is planned only once
+/// its queries are over: its mappings are its own again by then.
+#[allow(clippy::type_complexity)]
+fn capture_members(
+    frozen: &mut FrozenTree,
+    root: Pid,
     page: u64,
     (shares_pages, prep): (bool, &mem::Prepared),
-    mem_tree: &mut TreeMemory,
     seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
-) -> Result<Part> {
+) -> Result<(Vec<Option<Part>>, Vec<Process>, u64, TreeMemory)> {
+    let mut parts: Vec<Option<Part>> = Vec::new();
+    let mut processes = Vec::new();
+    let mut injected = 0;
+    let frozen_prep = mem::Prepared::frozen_only();
+    let span = tracing::Span::current();
+    let (tree, plans) = std::thread::scope(|s| -> Result<_> {
+        // Declared in the scope: an early return drops it, which ends
+        // the helper before the scope waits for it.
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Pid, Pid)>();
+        let helper = s.spawn(move || {
+            let _span = span.entered();
+            let mut tree = TreeMemory::default();
+            let mut plans = Vec::new();
+            for (i, pid, parent) in rx {
+                let _span = tracing::info_span!("process", pid).entered();
+                let r = mem::plan(pid, parent, page, &mut tree, shares_pages);
+                let failed = r.is_err();
+                plans.push((i, pid, r));
+                if failed {
+                    break;
+                }
+            }
+            (tree, plans)
+        });
+        let members = frozen.members.clone();
+        for chunk in members.chunks(LOCKSTEP) {
+            let mut asked = Vec::new();
+            for m in chunk {
+                let _span = tracing::info_span!("process", pid = m.pid).entered();
+                if let Some(status) = m.zombie {
+                    processes.push(process::zombie_state(m.pid, status)?);
+                    parts.push(None);
+                    continue;
+                }
+                let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
+                let own = if m.pid == root { prep } else { &frozen_prep };
+                mem::before_queries(own, &crate::remote::frame_regions(f));
+                let read = read_process(f, own)
+                    .and_then(|r| Ok((queries(m.pid, &r)?, r)))
+                    .map_err(|e| in_process(root, m.pid, e))?;
+                asked.push((parts.len(), m.pid, m.parent, read));
+                parts.push(None);
+                processes.push(Process::default());
+            }
+            let pids: Vec<Pid> = asked.iter().map(|a| a.1).collect();
+            let qs: Vec<remote::Queries> = asked
+                .iter_mut()
+                .map(|a| std::mem::take(&mut (a.3).0))
+                .collect();
+            let mut fs = frozen_of(frozen, &pids)?;
+            let t = Instant::now();
+            let infos = remote::query_many(&mut fs, &qs);
+            tracing::debug!(processes = pids.len(), elapsed = ?t.elapsed(), "asked the processes");
+            for ((i, pid, parent, (_, read)), (f, info)) in
+                asked.into_iter().zip(fs.iter().zip(infos))
+            {
+                let _span = tracing::info_span!("process", pid).entered();
+                let part = info
+                    .and_then(|rinfo| finish_process(f, read, rinfo, seccomp_filters))
+                    .map_err(|e| in_process(root, pid, e))?;
+                injected += part.rinfo.injected;
+                let own = if pid == root { prep } else { &frozen_prep };
+                if own.is_frozen() {
+                    // A helper gone (it failed) says so at its join.
+                    let _ = tx.send((i, pid, parent));
+                }
+                parts[i] = Some(part);
+            }
+        }
+        drop(tx);
+        helper.join().map_err(|_| Error::Worker {
+            message: "the memory planning thread panicked".into(),
+        })
+    })?;
+    for (i, pid, planned) in plans {
+        let m = planned.map_err(|e| in_process(root, pid, e))?;
+        if let Some(part) = parts.get_mut(i).and_then(|p| p.as_mut()) {
+            part.process.vmas = m.vmas.clone();
+            part.memory = Some(m);
+        }
+    }
+    Ok((parts, processes, injected, tree))
+}
+
+/// How many processes are asked at once (see [`remote::query_many`]).
+const LOCKSTEP: usize = 16;
+
+/// The frozen processes `pids` of `tree`, in that order.
+fn frozen_of<'a>(tree: &'a mut FrozenTree, pids: &[Pid]) -> Result<Vec<&'a mut Frozen>> {
+    let mut by: std::collections::HashMap<Pid, &mut Frozen> = tree
+        .frozen
+        .iter_mut()
+        .filter(|f| pids.contains(&f.pid))
+        .map(|f| (f.pid, f))
+        .collect();
+    pids.iter()
+        .map(|&pid| by.remove(&pid).ok_or(Error::Exited { pid }))
+        .collect()
+}
+
+/// What is read of a frozen process from outside before it is asked the
+/// rest ([`remote::query_many`]).
+struct Read {
+    t0: Instant,
+    threads: Vec<Thread>,
+    stat: Stat,
+    status: Status,
+    raw_fds: Vec<RawFd>,
+    posix_timers: Vec<PosixTimer>,
+}
+
+/// A frozen process from outside: its threads (before anything is
+/// injected), stat, status, fds and timers.
+fn read_process(frozen: &Frozen, prep: &mem::Prepared) -> Result<Read> {
     let pid = frozen.pid;
     let t0 = Instant::now();
-    // Per-thread state from outside, before anything is injected.
-    let mut threads = frozen
+    let threads = frozen
         .threads
         .iter()
         .map(|t| thread::thread_state(pid, t.tid, &t.state_before))
@@ -372,7 +470,34 @@ fn capture_process(
     // ckpt's own fds (dirty tracking) are not the process's.
     raw_fds.retain(|f| !prep.own_fds.contains(&f.fd));
     let posix_timers = timers::read_posix_timers(pid)?;
-    let rinfo = ask_process(frozen, &raw_fds, &posix_timers, &status)?;
+    Ok(Read {
+        t0,
+        threads,
+        stat,
+        status,
+        raw_fds,
+        posix_timers,
+    })
+}
+
+/// Everything of one frozen process but its fds and its memory, from
+/// what was read of it and what it told: its threads, what /proc and
+/// the process itself tell.
+fn finish_process(
+    frozen: &Frozen,
+    read: Read,
+    rinfo: RemoteInfo,
+    seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
+) -> Result<Part> {
+    let pid = frozen.pid;
+    let Read {
+        t0,
+        mut threads,
+        stat,
+        status,
+        raw_fds,
+        posix_timers,
+    } = read;
     worker::test_delay();
     worker::check(pid)?;
 
@@ -394,22 +519,16 @@ fn capture_process(
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
 
-    // Pages taken another way (snapshot, pre-copy) are planned later.
-    let memory = if prep.is_frozen() {
-        let m = mem::plan(pid, parent, page, mem_tree, shares_pages)?;
-        process.vmas = m.vmas.clone();
-        Some(m)
-    } else {
-        None
-    };
     process.threads = threads;
-    tracing::info!(elapsed = ?t0.elapsed(), "process captured");
+    tracing::info!(elapsed = ?t0.elapsed(), injected = rinfo.injected, "process captured");
     Ok(Part {
         process,
         raw_fds,
         rinfo,
         stat,
-        memory,
+        // Planned by capture_members; pages taken another way (snapshot,
+        // pre-copy) are planned later.
+        memory: None,
     })
 }
 
@@ -423,25 +542,21 @@ fn in_process(root: Pid, pid: Pid, e: Error) -> Error {
     }
 }
 
-/// What only the process can tell, asked with injected system calls.
-fn ask_process(
-    frozen: &mut Frozen,
-    raw_fds: &[RawFd],
-    posix_timers: &[PosixTimer],
-    status: &Status,
-) -> Result<RemoteInfo> {
-    let pid = frozen.pid;
-    let t = Instant::now();
-    let owner_fds = fds::remote_needs(raw_fds);
-    let queries = remote::Queries {
-        timer_ids: posix_timers.iter().map(|t| t.id).collect(),
-        owner_fds,
-        sig_mask: signals::to_query(status)?,
+/// What to ask the process (what only it can tell, asked with injected
+/// system calls), from what was read of it.
+fn queries(pid: Pid, read: &Read) -> Result<remote::Queries> {
+    Ok(remote::Queries {
+        timer_ids: read.posix_timers.iter().map(|t| t.id).collect(),
+        owner_fds: fds::remote_needs(&read.raw_fds),
+        sig_mask: signals::to_query(&read.status)?,
         rlimits: rlimits::from_outside(pid),
-    };
-    let rinfo = remote::query(frozen, &queries)?;
-    tracing::debug!(injected = rinfo.injected, elapsed = ?t.elapsed(), "asked the process");
-    Ok(rinfo)
+        // Without the line (a kernel without shadow stacks): none.
+        shadow_stack: Some(
+            read.status
+                .get("x86_Thread_features")
+                .is_ok_and(|(_, v)| remote::shadow_stack_in(v)),
+        ),
+    })
 }
 
 /// Each thread's pending signals and what it told of itself.
@@ -451,7 +566,6 @@ fn merge_threads(pid: Pid, threads: &mut [Thread], rinfo: &RemoteInfo) -> Result
         if let Some(r) = rinfo.threads.get(&t.tid) {
             t.altstack = r.altstack;
             t.clear_child_tid = r.clear_child_tid;
-            t.cpu_affinity = r.cpu_affinity.clone();
         }
     }
     Ok(())

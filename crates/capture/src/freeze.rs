@@ -175,11 +175,12 @@ fn thread_state(pid: Pid, tid: Pid) -> Result<String> {
 
 /// Whether a thread of `pid` runs under seccomp (a thread may have
 /// filters of its own that the leader does not).
-fn any_seccomp(pid: Pid) -> Result<bool> {
+fn any_seccomp(pid: Pid, tids: &[Pid]) -> Result<bool> {
     if Status::read(pid, &format!("/proc/{pid}/status"))?.num::<u32>("Seccomp")? != 0 {
         return Ok(true);
     }
-    for tid in procfs::list_tids(pid)? {
+    // The process's status is its main thread's.
+    for &tid in tids.iter().filter(|&&t| t != pid) {
         if let Ok(st) = Status::read(pid, &format!("/proc/{pid}/task/{tid}/status")) {
             if st.num::<u32>("Seccomp")? != 0 {
                 return Ok(true);
@@ -212,12 +213,12 @@ impl Frozen {
             done: false,
             seccomp: false,
         };
-        f.seccomp = any_seccomp(pid)?;
         let tids = match procfs::list_tids(pid) {
             Ok(t) => t,
             Err(Error::Exited { .. }) => return Err(Error::NoSuchProcess { pid }),
             Err(e) => return Err(e),
         };
+        f.seccomp = any_seccomp(pid, &tids)?;
         let mut seized = BTreeMap::new();
         let r = f.seize_only(&mut seized, tids);
         f.threads = seized.into_values().collect();
@@ -295,7 +296,12 @@ impl Frozen {
         let pid = self.pid;
         let mut pending = Vec::new();
         for tid in new {
-            let state_before = thread_state(pid, tid)?;
+            // The process's state is its main thread's (read by begin).
+            let state_before = if tid == pid && !self.state_before.is_empty() {
+                self.state_before.clone()
+            } else {
+                thread_state(pid, tid)?
+            };
             if !self.seize(tid)? {
                 continue; // the thread exited meanwhile
             }

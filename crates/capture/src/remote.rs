@@ -48,13 +48,15 @@ pub(crate) struct Queries {
     /// The resource limits, when read from outside (prlimit of the pid);
     /// None: read by the process itself.
     pub rlimits: Option<Vec<(u64, u64)>>,
+    /// Whether the process uses user shadow stacks, when known (from
+    /// its status); None: read it.
+    pub shadow_stack: Option<bool>,
 }
 
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ThreadRemote {
     pub altstack: SigAltStack,
     pub clear_child_tid: u64,
-    pub cpu_affinity: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -108,10 +110,50 @@ fn parse_maps(maps: &str) -> Vec<(u64, u64, &str, &str)> {
         .collect()
 }
 
+/// The rt_sigreturn sequences found so far, with the file mapped where
+/// each was: the processes of a fork tree map the same libc at the same
+/// address, so one scan serves them all.
+static SIGRETURNS: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Longest rt_sigreturn sequence ([`ckpt_sys::inject::frame::find_sigreturn`]).
+const SIGRETURN_MAX: usize = 16;
+
+/// A sequence found in another process at an address where `pid` maps
+/// the same file executable, and whose bytes in `pid` are the sequence
+/// too (read again: its code may differ).
+fn known_sigreturn(mem: &ckpt_sys::mm::ProcMem, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
+    let known = SIGRETURNS.lock().map(|k| k.clone()).unwrap_or_default();
+    known.into_iter().find_map(|(at, file)| {
+        let m = maps.iter().find(|m| m.0 <= at && at < m.1)?;
+        if m.2.as_bytes().get(2) != Some(&b'x') || m.3 != file {
+            return None;
+        }
+        let len = ((m.1 - at) as usize).min(SIGRETURN_MAX);
+        let code = mem.read_vec(at, len).ok()?;
+        (ckpt_sys::inject::frame::find_sigreturn(&code) == Some(0)).then_some(at)
+    })
+}
+
 /// An rt_sigreturn sequence in the executable mappings of `pid` (libc
 /// first), read 64 KiB at a time until one is found.
 fn find_sigreturn(pid: Pid, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
     let mem = ckpt_sys::mm::ProcMem::open(pid).ok()?;
+    if let Some(at) = known_sigreturn(&mem, maps) {
+        return Some(at);
+    }
+    let at = scan_sigreturn(&mem, maps)?;
+    if let Some(m) = maps.iter().find(|m| m.0 <= at && at < m.1) {
+        if let Ok(mut known) = SIGRETURNS.lock() {
+            if known.len() < 16 {
+                known.push((at, m.3.to_string()));
+            }
+        }
+    }
+    Some(at)
+}
+
+/// [`find_sigreturn`] by reading the code.
+fn scan_sigreturn(mem: &ckpt_sys::mm::ProcMem, maps: &[(u64, u64, &str, &str)]) -> Option<u64> {
     let mut exec: Vec<&(u64, u64, &str, &str)> = maps
         .iter()
         .filter(|m| m.2.as_bytes().get(2) == Some(&b'x') && m.3.starts_with('/'))
@@ -141,14 +183,21 @@ fn uses_shadow_stack(pid: Pid) -> bool {
         .map(|s| {
             s.lines()
                 .find_map(|l| l.strip_prefix("x86_Thread_features:"))
-                .is_some_and(|v| v.split_whitespace().any(|f| f == "shstk"))
+                .is_some_and(shadow_stack_in)
         })
         .unwrap_or(false)
 }
 
+/// Whether the value of status's "x86_Thread_features:" has user shadow
+/// stacks.
+pub(crate) fn shadow_stack_in(features: &str) -> bool {
+    features.split_whitespace().any(|f| f == "shstk")
+}
+
 /// How to inject into the frozen process: safely when it has an
 /// rt_sigreturn sequence and every thread's stack has room for a frame.
-fn injection(frozen: &Frozen) -> Result<Injection> {
+/// `shadow_stack`: whether it uses user shadow stacks, when known.
+fn injection(frozen: &Frozen, shadow_stack: Option<bool>) -> Result<Injection> {
     let pid = frozen.pid;
     let path = format!("/proc/{pid}/maps");
     let text = crate::procfs::read_string(pid, &path)?;
@@ -158,7 +207,8 @@ fn injection(frozen: &Frozen) -> Result<Injection> {
         .filter(|m| m.2.starts_with("rw") && m.2.ends_with('p'))
         .map(|m| (m.0, m.1))
         .collect();
-    let sigreturn = find_sigreturn(pid, &maps).filter(|_| !uses_shadow_stack(pid));
+    let shadow_stack = shadow_stack.unwrap_or_else(|| uses_shadow_stack(pid));
+    let sigreturn = find_sigreturn(pid, &maps).filter(|_| !shadow_stack);
     if let Some(sigreturn) = sigreturn {
         let (_, xsave) = ckpt_sys::ptrace::xsave_info();
         let all_fit = frozen.threads.iter().all(|t| {
@@ -193,7 +243,7 @@ pub(crate) fn leader_injector(frozen: &mut Frozen) -> Result<Injector> {
     if let Injection::Safe {
         sigreturn,
         writable,
-    } = injection(frozen)?
+    } = injection(frozen, None)?
     {
         let fits = |a: u64, b: u64| fits(&writable, a, b);
         if let Some(inj) = Injector::new_safe(pid, sigreturn, &fits).ctx(pid, what)? {
@@ -393,52 +443,68 @@ impl Remote<'_> {
     /// area for that call, then copied out. Returns the results and the
     /// output area.
     fn one_by_one(&mut self, b: &Batch, out_at: u64) -> Result<(Vec<i64>, Vec<u8>)> {
-        let (pid, tid) = (self.pid, self.inj.tid());
-        let room = ckpt_sys::inject::frame::SCRATCH_LEN;
         let mut out = vec![0u8; b.out_len as usize];
         let mut results = Vec::with_capacity(b.calls.len());
-        for (name, nr, args) in &b.calls {
-            let mut args = *args;
-            let mut lent: Vec<(u64, u64, u64)> = Vec::new();
-            let mut at = self.scratch;
-            for a in args.iter_mut() {
-                if *a < out_at || *a >= out_at + b.out_len {
-                    continue;
-                }
-                let off = *a - out_at;
-                let Some(&(start, len)) = b.places.iter().find(|(s, l)| *s <= off && off < s + l)
-                else {
-                    continue;
-                };
-                if at + len > self.scratch + room {
-                    return Err(Error::Sys {
-                        pid,
-                        what: format!("thread {tid}: querying {name}"),
-                        source: ckpt_sys::Error::Unexpected {
-                            tid,
-                            what: format!("its answer needs more than {room} bytes of scratch"),
-                        },
-                    });
-                }
-                self.inj
-                    .mem()
-                    .write(at, &vec![0u8; len as usize])
-                    .ctx(pid, || "writing the scratch area".into())?;
-                *a = at + (off - start);
-                lent.push((start, len, at));
-                at += len;
-            }
+        for (c, (name, nr, _)) in b.calls.iter().enumerate() {
+            let (args, lent) = self.lend(b, c, out_at)?;
             results.push(self.call_raw(name, *nr, &args)?);
-            for (start, len, addr) in lent {
-                let v = self
-                    .inj
-                    .mem()
-                    .read_vec(addr, len as usize)
-                    .ctx(pid, || "reading the scratch area".into())?;
-                out[start as usize..(start + len) as usize].copy_from_slice(&v);
-            }
+            self.take_back(&lent, &mut out)?;
         }
         Ok((results, out))
+    }
+
+    /// The arguments of call `c` of `b`, each place of the output area
+    /// (at `out_at`) it points into lent room of the scratch area, zeroed
+    /// (see [`Remote::one_by_one`]); and what was lent: (offset in the
+    /// output area, length, address lent).
+    #[allow(clippy::type_complexity)]
+    fn lend(&self, b: &Batch, c: usize, out_at: u64) -> Result<([u64; 6], Vec<(u64, u64, u64)>)> {
+        let (pid, tid) = (self.pid, self.inj.tid());
+        let room = ckpt_sys::inject::frame::SCRATCH_LEN;
+        let (name, _, mut args) = b.calls[c];
+        let mut lent: Vec<(u64, u64, u64)> = Vec::new();
+        let mut at = self.scratch;
+        for a in args.iter_mut() {
+            if *a < out_at || *a >= out_at + b.out_len {
+                continue;
+            }
+            let off = *a - out_at;
+            let Some(&(start, len)) = b.places.iter().find(|(s, l)| *s <= off && off < s + l)
+            else {
+                continue;
+            };
+            if at + len > self.scratch + room {
+                return Err(Error::Sys {
+                    pid,
+                    what: format!("thread {tid}: querying {name}"),
+                    source: ckpt_sys::Error::Unexpected {
+                        tid,
+                        what: format!("its answer needs more than {room} bytes of scratch"),
+                    },
+                });
+            }
+            self.inj
+                .mem()
+                .write(at, &vec![0u8; len as usize])
+                .ctx(pid, || "writing the scratch area".into())?;
+            *a = at + (off - start);
+            lent.push((start, len, at));
+            at += len;
+        }
+        Ok((args, lent))
+    }
+
+    /// The answers in the room [`Remote::lend`] lent, into the output area.
+    fn take_back(&self, lent: &[(u64, u64, u64)], out: &mut [u8]) -> Result<()> {
+        for &(start, len, addr) in lent {
+            let v = self
+                .inj
+                .mem()
+                .read_vec(addr, len as usize)
+                .ctx(self.pid, || "reading the scratch area".into())?;
+            out[start as usize..(start + len) as usize].copy_from_slice(&v);
+        }
+        Ok(())
     }
 
     fn call(&mut self, name: &str, nr: i64, args: &[u64]) -> Result<u64> {
@@ -498,7 +564,7 @@ impl Remote<'_> {
 
     /// The thread's own values, asked in batch `b`; read them from the
     /// answers with [`Remote::thread_answers`].
-    fn thread_queries(&self, b: &mut Batch) -> [(usize, u64); 3] {
+    fn thread_queries(&self, b: &mut Batch) -> [(usize, u64); 2] {
         let o = self.scratch + OUT;
         let alt = b.out(24);
         let i_alt = b.push(
@@ -512,21 +578,14 @@ impl Remote<'_> {
             libc::SYS_prctl,
             [libc::PR_GET_TID_ADDRESS as u64, o + tid, 0, 0, 0, 0],
         );
-        let aff = b.out(512);
-        let i_aff = b.push(
-            "sched_getaffinity",
-            libc::SYS_sched_getaffinity,
-            [0, 512, o + aff, 0, 0, 0],
-        );
-        [(i_alt, alt), (i_tid, tid), (i_aff, aff)]
+        [(i_alt, alt), (i_tid, tid)]
     }
 
-    fn thread_answers(&self, a: &Answers, q: [(usize, u64); 3]) -> Result<ThreadRemote> {
+    fn thread_answers(&self, a: &Answers, q: [(usize, u64); 2]) -> Result<ThreadRemote> {
         let (pid, tid) = (self.pid, self.inj.tid());
-        let [(i_alt, alt), (i_tid, tidp), (i_aff, aff)] = q;
+        let [(i_alt, alt), (i_tid, tidp)] = q;
         a.ok(pid, tid, i_alt)?;
         a.ok(pid, tid, i_tid)?;
-        let n = (a.ok(pid, tid, i_aff)? as usize).min(512);
         Ok(ThreadRemote {
             altstack: SigAltStack {
                 sp: a.word(alt, 0),
@@ -534,7 +593,6 @@ impl Remote<'_> {
                 size: a.word(alt, 2),
             },
             clear_child_tid: a.word(tidp, 0),
-            cpu_affinity: (0..n / 8).map(|i| a.word(aff, i)).collect(),
         })
     }
 
@@ -549,20 +607,30 @@ impl Remote<'_> {
     /// The process-wide values and the leader's own, in one batch (but
     /// terminals and fd owners, asked one by one after).
     fn process_queries(&mut self, q: &Queries, out: &mut RemoteInfo) -> Result<ThreadRemote> {
+        let (b, asks) = self.process_batch(q);
+        let a = self.run(b)?;
+        let t = self.process_answers(q, &a, asks, out)?;
+        self.owners(&q.owner_fds, out)?;
+        Ok(t)
+    }
+
+    /// The batch of [`Remote::process_queries`] (but the fd owners), and
+    /// where its answers will be.
+    fn process_batch(&self, q: &Queries) -> (Batch, ProcessAsks) {
         let o = self.scratch + OUT;
         let mut b = Batch::default();
-        let i_brk = b.push("brk", libc::SYS_brk, [0; 6]);
-        let st = sig_timer_queries(&mut b, q, o);
+        let brk = b.push("brk", libc::SYS_brk, [0; 6]);
+        let sig_timers = sig_timer_queries(&mut b, q, o);
         let prctl = |b: &mut Batch, name, opt: i32, arg: u64| {
             b.push(name, libc::SYS_prctl, [opt as u64, arg, 0, 0, 0, 0])
         };
-        let i_sec = prctl(
+        let securebits = prctl(
             &mut b,
             "prctl(PR_GET_SECUREBITS)",
             libc::PR_GET_SECUREBITS,
             0,
         );
-        let i_dump = prctl(&mut b, "prctl(PR_GET_DUMPABLE)", libc::PR_GET_DUMPABLE, 0);
+        let dumpable = prctl(&mut b, "prctl(PR_GET_DUMPABLE)", libc::PR_GET_DUMPABLE, 0);
         let sub = b.out(8);
         let i_sub = prctl(
             &mut b,
@@ -577,20 +645,20 @@ impl Remote<'_> {
             libc::PR_GET_PDEATHSIG,
             o + pds,
         );
-        let i_thp = prctl(
+        let thp = prctl(
             &mut b,
             "prctl(PR_GET_THP_DISABLE)",
             libc::PR_GET_THP_DISABLE,
             0,
         );
-        let i_slack = prctl(
+        let slack = prctl(
             &mut b,
             "prctl(PR_GET_TIMERSLACK)",
             libc::PR_GET_TIMERSLACK,
             0,
         );
         // Linux 6.3+; before, EINVAL: no registrations can be told.
-        let i_mb = b.push(
+        let membarrier = b.push(
             "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
             libc::SYS_membarrier,
             [MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0, 0, 0, 0],
@@ -603,24 +671,46 @@ impl Remote<'_> {
                 limits.push((i, at));
             }
         }
-        let tq = self.thread_queries(&mut b);
-        let a = self.run(b)?;
+        let thread = self.thread_queries(&mut b);
+        let asks = ProcessAsks {
+            brk,
+            sig_timers,
+            securebits,
+            dumpable,
+            subreaper: (i_sub, sub),
+            pdeathsig: (i_pds, pds),
+            thp,
+            slack,
+            membarrier,
+            limits,
+            thread,
+        };
+        (b, asks)
+    }
+
+    /// The answers of [`Remote::process_batch`] into `out`; the leader's
+    /// own values.
+    fn process_answers(
+        &self,
+        q: &Queries,
+        a: &Answers,
+        asks: ProcessAsks,
+        out: &mut RemoteInfo,
+    ) -> Result<ThreadRemote> {
         let (pid, tid) = (self.pid, self.inj.tid());
-        out.brk = a.ok(pid, tid, i_brk)?;
-        sig_timer_answers(&a, (pid, tid), st, out)?;
-        out.securebits = a.ok(pid, tid, i_sec)? as u32;
-        out.dumpable = a.ok(pid, tid, i_dump)? != 0;
-        a.ok(pid, tid, i_sub)?;
-        out.child_subreaper = a.word(sub, 0) as u32 != 0;
-        a.ok(pid, tid, i_pds)?;
-        out.pdeathsig = a.word(pds, 0) as i32;
-        out.thp_disabled = a.ok(pid, tid, i_thp)? != 0;
-        out.timer_slack_ns = a.ok(pid, tid, i_slack)?;
-        out.membarrier = u32::try_from(a.results[i_mb]).unwrap_or(0);
-        self.limits(q.rlimits.as_deref(), &a, &limits, out)?;
-        let t = self.thread_answers(&a, tq)?;
-        self.owners(&q.owner_fds, out)?;
-        Ok(t)
+        out.brk = a.ok(pid, tid, asks.brk)?;
+        sig_timer_answers(a, (pid, tid), asks.sig_timers, out)?;
+        out.securebits = a.ok(pid, tid, asks.securebits)? as u32;
+        out.dumpable = a.ok(pid, tid, asks.dumpable)? != 0;
+        a.ok(pid, tid, asks.subreaper.0)?;
+        out.child_subreaper = a.word(asks.subreaper.1, 0) as u32 != 0;
+        a.ok(pid, tid, asks.pdeathsig.0)?;
+        out.pdeathsig = a.word(asks.pdeathsig.1, 0) as i32;
+        out.thp_disabled = a.ok(pid, tid, asks.thp)? != 0;
+        out.timer_slack_ns = a.ok(pid, tid, asks.slack)?;
+        out.membarrier = u32::try_from(a.results[asks.membarrier]).unwrap_or(0);
+        self.limits(q.rlimits.as_deref(), a, &asks.limits, out)?;
+        self.thread_answers(a, asks.thread)
     }
 
     /// Resource limits: those read from `outside`, else the answers.
@@ -671,6 +761,22 @@ impl Remote<'_> {
         }
         Ok(())
     }
+}
+
+/// Where the answers of [`Remote::process_batch`] are: the calls, and
+/// their output places.
+struct ProcessAsks {
+    brk: usize,
+    sig_timers: SigTimerAsks,
+    securebits: usize,
+    dumpable: usize,
+    subreaper: (usize, u64),
+    pdeathsig: (usize, u64),
+    thp: usize,
+    slack: usize,
+    membarrier: usize,
+    limits: Vec<(usize, u64)>,
+    thread: [(usize, u64); 2],
 }
 
 /// Where the answers of the signal and timer queries are in a batch:
@@ -777,7 +883,7 @@ fn sig_timer_answers(
 /// pending again: the pending lists read afterwards contain them, and a
 /// process that goes on running receives them.
 pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
-    match injection(frozen)? {
+    match injection(frozen, q.shadow_stack)? {
         Injection::Safe {
             sigreturn,
             writable,
@@ -945,4 +1051,215 @@ fn query_with_scratch_page(
     unmap.ctx(pid, || "unmapping the scratch page".into())?;
     fin.ctx(pid, || "restoring the registers of the main thread".into())?;
     Ok(out)
+}
+
+/// The queries of several processes (`qs[i]` for `frozen[i]`), one
+/// result each, in order. The processes that allow it (one thread, safe
+/// injection, no signal to queue again, no fd owner to ask) run their
+/// calls in lockstep: each call is started in every one of them before
+/// the tracer waits for any, so that they run while it works (the calls
+/// of one process cost two stops each, see the module doc). The others
+/// are asked one after the other ([`query`]).
+pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Result<RemoteInfo>> {
+    let mut out: Vec<Option<Result<RemoteInfo>>> = (0..frozen.len()).map(|_| None).collect();
+    let mut group: Vec<(usize, Injector)> = Vec::new();
+    for (i, f) in frozen.iter_mut().enumerate() {
+        match lockstep_injector(f, &qs[i]) {
+            Ok(Some(inj)) => group.push((i, inj)),
+            Ok(None) => out[i] = Some(query(f, &qs[i])),
+            Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    let pids: Vec<Pid> = group.iter().map(|(i, _)| frozen[*i].pid).collect();
+    for (i, r) in lockstep(&mut group, &pids, qs) {
+        out[i] = Some(r);
+    }
+    out.into_iter()
+        .map(|o| o.expect("every process was asked"))
+        .collect()
+}
+
+/// A safe injector for the one thread of `frozen`, when it may be asked
+/// in lockstep (see [`query_many`]); None: ask it with [`query`].
+fn lockstep_injector(frozen: &mut Frozen, q: &Queries) -> Result<Option<Injector>> {
+    let pid = frozen.pid;
+    let simple = frozen.threads.len() == 1
+        && frozen.threads[0].tid == pid
+        && frozen.threads[0].deferred.is_empty()
+        && q.owner_fds.is_empty();
+    if !simple {
+        return Ok(None);
+    }
+    let Injection::Safe {
+        sigreturn,
+        writable,
+    } = injection(frozen, q.shadow_stack)?
+    else {
+        return Ok(None);
+    };
+    let fits = |a: u64, b: u64| fits(&writable, a, b);
+    Injector::new_safe(pid, sigreturn, &fits).ctx(pid, || "preparing system call injection".into())
+}
+
+/// The process queries of the main threads of `group` (process `pids[k]`
+/// for `group[k]`, asked `qs[group[k].0]`), each call started in all
+/// before any is waited for; then each injector finished (registers,
+/// mask and stack put back), whatever happened. (index, result) for each.
+fn lockstep(
+    group: &mut Vec<(usize, Injector)>,
+    pids: &[Pid],
+    qs: &[Queries],
+) -> Vec<(usize, Result<RemoteInfo>)> {
+    let mut asked = Vec::new();
+    for (k, (i, inj)) in group.iter_mut().enumerate() {
+        let scratch = inj.scratch().expect("a safe injector has scratch memory");
+        let r = Remote {
+            pid: pids[k],
+            inj,
+            scratch,
+        };
+        let (b, asks) = r.process_batch(&qs[*i]);
+        asked.push((b, Some(asks)));
+    }
+    let batches: Vec<&Batch> = asked.iter().map(|(b, _)| b).collect();
+    let answers = run_lockstep(group, pids, &batches);
+    let mut out = Vec::new();
+    for ((k, (i, mut inj)), a) in group.drain(..).enumerate().zip(answers) {
+        let pid = pids[k];
+        let scratch = inj.scratch().expect("a safe injector has scratch memory");
+        let asks = asked[k].1.take().expect("asked once");
+        let res = a.and_then(|a| {
+            let mut r = Remote {
+                pid,
+                inj: &mut inj,
+                scratch,
+            };
+            let mut info = RemoteInfo::default();
+            let t = r.process_answers(&qs[i], &a, asks, &mut info)?;
+            // Test hook: a pause while the registers are the injector's.
+            crate::worker::test_delay();
+            r.requeue_injector_deferred()?;
+            info.threads.insert(pid, t);
+            Ok(info)
+        });
+        let count = inj.count();
+        let r = match (res, inj.finish()) {
+            (Ok(mut info), Ok(left)) => {
+                info.injected = count;
+                resend(pid, &left);
+                Ok(info)
+            }
+            (Err(e), fin) => {
+                resend(pid, &fin.unwrap_or_default());
+                Err(e)
+            }
+            (Ok(_), Err(e)) => Err(e).ctx(pid, || format!("thread {pid}: restoring its registers")),
+        };
+        out.push((i, r));
+    }
+    out
+}
+
+/// Signals caught between the last check and the end of the injection:
+/// kept by sending them again (without their details).
+fn resend(pid: Pid, left: &[[u8; ptrace::SIGINFO_SIZE]]) {
+    for si in left {
+        let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+        let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
+    }
+}
+
+/// The calls of `batches[k]` in `group[k]`'s thread, call by call: each
+/// step of a call in every thread before the next step in any. A thread
+/// that fails is left out of the later calls (its injector is finished
+/// by the caller).
+fn run_lockstep(
+    group: &mut [(usize, Injector)],
+    pids: &[Pid],
+    batches: &[&Batch],
+) -> Vec<Result<Answers>> {
+    type Done = (Vec<i64>, Vec<u8>);
+    let mut state: Vec<Result<Done>> = batches
+        .iter()
+        .map(|b| Ok((Vec::new(), vec![0u8; b.out_len as usize])))
+        .collect();
+    let steps = batches.iter().map(|b| b.calls.len()).max().unwrap_or(0);
+    let mut lent: Vec<Vec<(u64, u64, u64)>> = vec![Vec::new(); group.len()];
+    for c in 0..steps {
+        let live =
+            |state: &[Result<Done>], k: usize| state[k].is_ok() && c < batches[k].calls.len();
+        for (k, (_, inj)) in group.iter_mut().enumerate() {
+            if !live(&state, k) {
+                continue;
+            }
+            let (name, nr, _) = batches[k].calls[c];
+            let scratch = inj.scratch().expect("a safe injector has scratch memory");
+            let r = Remote {
+                pid: pids[k],
+                inj,
+                scratch,
+            };
+            let started = r.lend(batches[k], c, scratch + OUT).and_then(|(args, l)| {
+                lent[k] = l;
+                let tid = r.inj.tid();
+                r.inj
+                    .call_start(nr, &args)
+                    .ctx(pids[k], || format!("thread {tid}: querying {name}"))
+            });
+            if let Err(e) = started {
+                state[k] = Err(e);
+            }
+        }
+        for (k, (_, inj)) in group.iter_mut().enumerate() {
+            if !live(&state, k) {
+                continue;
+            }
+            let (name, nr, _) = batches[k].calls[c];
+            let tid = inj.tid();
+            match inj.call_result(nr) {
+                Ok(rax) => {
+                    if let Ok((results, _)) = &mut state[k] {
+                        results.push(rax);
+                    }
+                }
+                Err(e) => {
+                    state[k] = Err(e).ctx(pids[k], || format!("thread {tid}: querying {name}"))
+                }
+            }
+        }
+        for (k, (_, inj)) in group.iter_mut().enumerate() {
+            if !live(&state, k) {
+                continue;
+            }
+            let (name, nr, _) = batches[k].calls[c];
+            let scratch = inj.scratch().expect("a safe injector has scratch memory");
+            let tid = inj.tid();
+            let ended = inj
+                .call_end(nr)
+                .ctx(pids[k], || format!("thread {tid}: querying {name}"));
+            let r = Remote {
+                pid: pids[k],
+                inj,
+                scratch,
+            };
+            let taken = ended.and_then(|()| match &mut state[k] {
+                Ok((_, out)) => r.take_back(&lent[k], out),
+                Err(_) => Ok(()),
+            });
+            if let Err(e) = taken {
+                state[k] = Err(e);
+            }
+        }
+    }
+    state
+        .into_iter()
+        .zip(batches)
+        .map(|(s, b)| {
+            s.map(|(results, out)| Answers {
+                results,
+                out,
+                names: b.calls.iter().map(|c| c.0).collect(),
+            })
+        })
+        .collect()
 }

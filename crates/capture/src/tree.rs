@@ -204,15 +204,17 @@ fn check_sleepers(members: &[Member]) -> Result<()> {
 
 impl FrozenTree {
     /// Freeze `root` and (with `whole_tree`) every descendant, top-down,
-    /// until a walk of the frozen tree finds nothing new.
-    pub fn freeze(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
+    /// until a walk of the frozen tree finds nothing new. The first walk
+    /// is `checked`, what [`check`] found and checked just before (when
+    /// not empty): its processes are not checked again.
+    pub fn freeze(root: Pid, whole_tree: bool, checked: Vec<Member>) -> Result<FrozenTree> {
         let mut t = FrozenTree {
             members: Vec::new(),
             frozen: Vec::new(),
             started: Instant::now(),
         };
         let mut frozen: BTreeMap<Pid, Frozen> = BTreeMap::new();
-        let r = t.freeze_rounds(root, whole_tree, &mut frozen);
+        let r = t.freeze_rounds(root, whole_tree, &mut frozen, checked);
         // In the members' order, whatever happened: dropping `t` lets
         // every one go.
         t.frozen = t
@@ -234,19 +236,24 @@ impl FrozenTree {
         root: Pid,
         whole_tree: bool,
         frozen: &mut BTreeMap<Pid, Frozen>,
+        checked: Vec<Member>,
     ) -> Result<()> {
+        let pre_checked: BTreeSet<Pid> = checked.iter().map(|m| m.pid).collect();
+        let mut first = Some(checked).filter(|c| !c.is_empty());
         for _ in 0..MAX_ROUNDS {
-            let found = if whole_tree {
-                walk(root)?
-            } else {
-                walk(root)?.into_iter().take(1).collect()
+            let found = match first.take() {
+                Some(c) if whole_tree => c,
+                Some(c) => c.into_iter().take(1).collect(),
+                None if whole_tree => walk(root)?,
+                None => walk(root)?.into_iter().take(1).collect(),
             };
             let mut begun: Vec<Pid> = Vec::new();
             for m in found.iter().filter(|m| m.zombie.is_none()) {
                 if frozen.contains_key(&m.pid) {
                     continue;
                 }
-                if let Some(f) = self.begin_one(m.pid, root)? {
+                let checked = pre_checked.contains(&m.pid);
+                if let Some(f) = self.begin_one(m.pid, root, checked)? {
                     frozen.insert(m.pid, f);
                     begun.push(m.pid);
                 }
@@ -284,9 +291,11 @@ impl FrozenTree {
     }
 
     /// Start freezing one process found by the walk: None when it is a
-    /// zombie or gone by now (not an error, but for the root).
-    fn begin_one(&self, pid: Pid, root: Pid) -> Result<Option<Frozen>> {
-        if pid != root {
+    /// zombie or gone by now (not an error, but for the root). `checked`:
+    /// [`check`] checked it just before (seizing a zombie fails as it
+    /// does for a process gone).
+    fn begin_one(&self, pid: Pid, root: Pid, checked: bool) -> Result<Option<Frozen>> {
+        if pid != root && !checked {
             match state_of(pid) {
                 None => return Ok(None),
                 Some((s, _)) if s == "Z" || s == "X" => return Ok(None),

@@ -25,6 +25,8 @@ pub(crate) struct Writeback {
     pos: u64,
     /// Writeback requested up to here.
     started: u64,
+    /// Writeback started (not waited for) up to here, by `write`.
+    kicked: u64,
     tx: Option<std::sync::mpsc::Sender<u64>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Whether starting the thread was tried.
@@ -37,6 +39,7 @@ impl Writeback {
             file,
             pos: 0,
             started: 0,
+            kicked: 0,
             tx: None,
             thread: None,
             tried: false,
@@ -102,6 +105,23 @@ impl Write for Writeback {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
         self.pos += n as u64;
+        // The disk starts on each MiB as soon as it is written (without
+        // waiting for it): the final fsync of an image smaller than the
+        // writer's flushes then waits only for the rest.
+        const KICK: u64 = 1 << 20;
+        if self.pos >= self.kicked + KICK {
+            use std::os::fd::AsFd;
+            let start = self.kicked.max(self.started);
+            if self.pos > start {
+                // Failures show at the final fsync.
+                let _ = ckpt_sys::fds::regular::start_writeback(
+                    self.file.as_fd(),
+                    start,
+                    self.pos - start,
+                );
+            }
+            self.kicked = self.pos;
+        }
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -201,7 +201,12 @@ impl Pagemaps {
         let pid = self.pid;
         let path = format!("/proc/{pid}/pagemap");
         let npages = (e.end - e.start) / page;
-        self.ents.resize(PAGEMAP_CHUNK * 8, 0);
+        // Only as much as the largest chunk read: zeroing the whole
+        // chunk size for each small process cost more than its reads.
+        let need = npages.min(PAGEMAP_CHUNK as u64) as usize * 8;
+        if self.ents.len() < need {
+            self.ents.resize(need, 0);
+        }
         let mut i = 0u64;
         // (start address, from the parent) of the current run.
         let mut run: Option<(u64, bool)> = None;

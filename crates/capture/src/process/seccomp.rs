@@ -28,9 +28,13 @@ pub(crate) fn save(
 ) -> Result<()> {
     let mut strict = 0;
     for t in threads.iter_mut() {
-        let status =
-            crate::procfs::Status::read(pid, &format!("/proc/{pid}/task/{}/status", t.tid))?;
-        let tmode: u32 = status.num("Seccomp")?;
+        // The process's status is its main thread's.
+        let tmode: u32 = if t.tid == pid {
+            mode
+        } else {
+            crate::procfs::Status::read(pid, &format!("/proc/{pid}/task/{}/status", t.tid))?
+                .num("Seccomp")?
+        };
         if tmode == MODE_STRICT {
             strict += 1;
             continue;

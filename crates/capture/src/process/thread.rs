@@ -57,7 +57,9 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
             priority: st.need(st.stat.rt_priority, 40, "rt_priority")?,
             nice: i32::try_from(nice).map_err(|_| st.bad(format!("nice {nice}")))?,
         },
-        cpu_affinity: Vec::new(),
+        // From outside: one system call fewer injected per thread.
+        cpu_affinity: ckpt_sys::proc::sched::sched_getaffinity(tid)
+            .ctx(pid, || format!("thread {tid}: reading its CPU affinity"))?,
         creds: None,
         seccomp_filter: 0,
     })

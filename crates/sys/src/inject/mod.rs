@@ -303,27 +303,66 @@ impl Injector {
                 self.run_to_syscall_stop(nr)?; // exit
                 ptrace::get_regs(self.tid)?[reg::RAX] as i64
             }
-            Mode::Safe(s) => {
-                // At the entry stop of the rt_sigreturn: make it this call,
-                // returning to the rt_sigreturn again.
-                let mut r = self.call_regs(nr, args);
-                r[reg::RSP] = s.layout.sigreturn_sp();
-                r[reg::ORIG_RAX] = nr as u64;
-                ptrace::set_regs(self.tid, &r)?;
-                self.run_to_syscall_stop(nr)?; // exit of the call
-                let rax = ptrace::get_regs(self.tid)?[reg::RAX] as i64;
-                self.run_to_syscall_stop(nr)?; // entry of the rt_sigreturn
-                rax
+            Mode::Safe(_) => {
+                self.call_start(nr, args)?;
+                let rax = self.call_result(nr)?;
+                self.call_end(nr)?;
+                return Ok(rax);
             }
         };
         self.count += 1;
         Ok(r)
     }
 
+    /// A call of a safe injector ([`Injector::new_safe`]) in three steps,
+    /// so that a tracer can have calls run in several threads at once
+    /// (each step of each thread before the next step of any): start the
+    /// call (the thread runs it); [`Injector::call_result`] waits for it
+    /// to end and starts the thread back to the rt_sigreturn;
+    /// [`Injector::call_end`] waits for it there. After an error of any
+    /// step, only [`Injector::finish`].
+    pub fn call_start(&mut self, nr: i64, args: &[u64]) -> Result<()> {
+        let Mode::Safe(s) = &self.mode else {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "a call in steps through an injector that is not safe".into(),
+            });
+        };
+        // At the entry stop of the rt_sigreturn: make it this call,
+        // returning to the rt_sigreturn again.
+        let mut r = self.call_regs(nr, args);
+        r[reg::RSP] = s.layout.sigreturn_sp();
+        r[reg::ORIG_RAX] = nr as u64;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::syscall_resume(self.tid)
+    }
+
+    /// See [`Injector::call_start`]: the call's raw result (negative
+    /// errno on failure).
+    pub fn call_result(&mut self, nr: i64) -> Result<i64> {
+        self.wait_syscall_stop(nr)?; // exit of the call
+        let rax = ptrace::get_regs(self.tid)?[reg::RAX] as i64;
+        ptrace::syscall_resume(self.tid)?;
+        Ok(rax)
+    }
+
+    /// See [`Injector::call_start`].
+    pub fn call_end(&mut self, nr: i64) -> Result<()> {
+        self.wait_syscall_stop(nr)?; // entry of the rt_sigreturn
+        self.count += 1;
+        Ok(())
+    }
+
     /// PTRACE_SYSCALL until the next system call stop. Signals dequeued on
     /// the way are held back (kept in `deferred`); other stops are passed.
     fn run_to_syscall_stop(&mut self, nr: i64) -> Result<()> {
         ptrace::syscall_resume(self.tid)?;
+        self.wait_syscall_stop(nr)
+    }
+
+    /// Wait for the next system call stop of the resumed thread (see
+    /// [`Injector::run_to_syscall_stop`]).
+    fn wait_syscall_stop(&mut self, nr: i64) -> Result<()> {
         loop {
             match ptrace::wait(self.tid)? {
                 Stop::Signal(ptrace::SYSCALL_STOP) => {

@@ -26,7 +26,8 @@ pub fn sched_setaffinity(tid: Pid, mask: &[u64]) -> Result<()> {
 /// sched_getaffinity(2) of a thread, 64 cpus per word (as many words as
 /// the kernel's CPU mask has).
 pub fn sched_getaffinity(tid: Pid) -> Result<Vec<u64>> {
-    let mut mask = vec![0u64; 16];
+    // 4096 CPUs: as much as a query from inside the process reads.
+    let mut mask = vec![0u64; 64];
     // SAFETY: the kernel writes at most `len` bytes into the live buffer.
     let r = unsafe {
         libc::syscall(
