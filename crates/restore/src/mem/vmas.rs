@@ -767,27 +767,46 @@ fn open_files(
     {
         return Ok(files);
     }
+    // Every open in one round trip (an open that fails stops the batch
+    // and names its file).
+    let mut keys = Vec::new();
     with_rights(main, as_saved, scratch, |main| {
+        let mut b = main.batcher();
+        b.keep_results();
         for s in steps {
             let Backing::File { path, flags, .. } = &s.backing else {
                 continue;
             };
             let key = (path.as_bytes().to_vec(), *flags);
-            if files.contains_key(&key) {
+            if files.contains_key(&key) || keys.contains(&key) {
                 continue;
             }
-            main.write_cstr(scratch, path.as_bytes())?;
-            let fd = main.call(
-                &format!("open of {} for {}", path.to_string_lossy(), s.what),
-                libc::SYS_openat,
-                &[
-                    libc::AT_FDCWD as u64,
-                    scratch,
-                    (*flags | libc::O_CLOEXEC) as u64,
-                ],
-            )?;
-            files.insert(key, fd);
+            let name = format!("open of {} for {}", path.to_string_lossy(), s.what);
+            let at = match b.string(main, path.as_bytes()) {
+                Ok(at) => at,
+                Err(_) => {
+                    // No batch code (or too long for it): one call.
+                    b.flush(main)?;
+                    main.write_cstr(scratch, path.as_bytes())?;
+                    let fd = main.call(
+                        &name,
+                        libc::SYS_openat,
+                        &[
+                            libc::AT_FDCWD as u64,
+                            scratch,
+                            (*flags | libc::O_CLOEXEC) as u64,
+                        ],
+                    )?;
+                    files.insert(key, fd);
+                    continue;
+                }
+            };
+            let args = [libc::AT_FDCWD as u64, at, (*flags | libc::O_CLOEXEC) as u64];
+            b.push(main, name, libc::SYS_openat, &args, Allow::Nothing)?;
+            keys.push(key);
         }
+        let fds = b.results(main)?;
+        files.extend(keys.drain(..).zip(fds.into_iter().map(|fd| fd as u64)));
         Ok(())
     })?;
     Ok(files)
@@ -1110,9 +1129,14 @@ fn advise(main: &mut Remote, b: &mut Batcher, s: &MapStep) -> Result<()> {
 /// Once the pages are written: the final protections (where pages were
 /// written through added PROT_WRITE), the guard regions (which may not be
 /// installed in locked memory), then the locks (mlock2, which faults the
-/// pages in: after the userfaultfd is gone).
-pub(crate) fn finish(main: &mut Remote, steps: &[MapStep], guards: &[(u64, u64)]) -> Result<()> {
-    let mut b = main.batcher();
+/// pages in: after the userfaultfd is gone). The protections go into `b`,
+/// run with what the caller adds to it unless guards or locks follow.
+pub(crate) fn finish(
+    main: &mut Remote,
+    b: &mut Batcher,
+    steps: &[MapStep],
+    guards: &[(u64, u64)],
+) -> Result<()> {
     for s in steps {
         if s.map_prot != s.prot {
             b.push(
@@ -1123,6 +1147,9 @@ pub(crate) fn finish(main: &mut Remote, steps: &[MapStep], guards: &[(u64, u64)]
                 Allow::Nothing,
             )?;
         }
+    }
+    if guards.is_empty() && steps.iter().all(|s| s.lock.is_none()) {
+        return Ok(());
     }
     b.flush(main)?;
     for &(start, end) in guards {
