@@ -202,9 +202,7 @@ fn restore_steps<R: ReadAt + Sync>(
     let step = Step::begin("premap");
     let premapped = premap(reader, &planned)?;
     step.done();
-    let step = Step::begin("stubs");
-    let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts, cancel)?;
-    step.done();
+    let mut stubs = stubs_step(reader, &planned, switch.as_ref(), opts, cancel)?;
     // The stubs hold the premapped memory now (the restorer's copy goes).
     let premap_base = premapped.map_or(0, |(area, base)| {
         drop(area);
@@ -474,6 +472,29 @@ fn premap<R: ReadAt + Sync>(
         .map(|r| r.as_ref().map_or(&[][..], |(r, _)| &r.memory[..]))
         .collect();
     cow::premap(reader, &planned.cow, &runs)
+}
+
+/// The "stubs" step: [`spawn_stubs`], with as little of the restorer's
+/// memory as it can leave them (each stub copies what the restorer has
+/// resident at its fork, and unmaps it when it is built).
+fn stubs_step<R: ReadAt>(
+    reader: &ImageReader<R>,
+    planned: &Planned,
+    switch: Option<&FsSwitch>,
+    opts: &RestoreOptions,
+    cancel: &crate::Cancel,
+) -> Result<Stubs> {
+    let step = Step::begin("stubs");
+    // What the check and the plan freed is still resident.
+    mm::release_free_memory();
+    // The stubs never read the image's raw metadata (the largest
+    // allocation): left out of their forks.
+    let no_fork = mm::exclude_from_forks(reader.metadata_bytes());
+    let stubs = spawn_stubs(reader.image(), planned, switch, opts, cancel);
+    drop(no_fork);
+    let stubs = stubs?;
+    step.done();
+    Ok(stubs)
 }
 
 /// The stubs of the whole tree, each at its saved pid (or, with new_pid,
@@ -919,13 +940,15 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                     .ctx(|| "reading a deleted file's saved contents".into())
             },
         )?;
-        vmas::map_all(
+        // The executable (for /proc/PID/exe) is opened with the files.
+        let exe = crate::process::exe_to_open(self.p);
+        let exe_fd = vmas::map_all(
             &mut main,
             &self.mem.steps,
             &recreated,
             &layout,
             scratch,
-            self.as_saved,
+            (self.as_saved, exe),
         )?;
         if let Some((first, last)) = self.keep {
             main.call(
@@ -955,7 +978,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             &mut b,
             (image, self.p),
             scratch,
-            (self.as_saved, last_now),
+            (self.as_saved, last_now, exe_fd),
         )?;
         // The main thread's own state (threads made after keep none of it).
         if let Some(t) = self.p.threads.first() {

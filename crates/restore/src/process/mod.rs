@@ -37,7 +37,7 @@ pub(crate) fn set_state(
     b: &mut Batcher,
     (image, p): (&ckpt_image::Image, &Process),
     scratch: u64,
-    (as_saved, last_now): (Option<&FsSwitch>, bool),
+    (as_saved, last_now, exe_fd): (Option<&FsSwitch>, bool, Option<u64>),
 ) -> Result<()> {
     let pid = main.tid;
     // A deleted working directory the process also holds at an fd: the
@@ -50,7 +50,8 @@ pub(crate) fn set_state(
         })
     });
     let held = held.flatten().map(|fd| fd.fd);
-    let (exe_fd, chdir) = open_exe_and_chdir(main, (p, held), scratch, as_saved)?;
+    let (opened, chdir) = open_exe_and_chdir(main, (p, held, exe_fd), scratch, as_saved)?;
+    let exe_fd = exe_fd.unwrap_or(opened);
     // The rest into the caller's batch (one round trip).
     if chdir {
         let at = b.string(main, &p.cwd)?;
@@ -109,12 +110,12 @@ pub(crate) fn set_state(
 /// rights and batches of calls).
 fn open_exe_and_chdir(
     main: &mut Remote,
-    (p, held): (&Process, Option<i32>),
+    (p, held, opened): (&Process, Option<i32>, Option<u64>),
     scratch: u64,
     as_saved: Option<&FsSwitch>,
 ) -> Result<(u64, bool)> {
     let mut exe_fd = u64::from(u32::MAX);
-    let open_exe = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
+    let open_exe = opened.is_none() && exe_to_open(p).is_some();
     let plain_cwd = !p.cwd.is_empty() && !p.cwd_identity.deleted && held.is_none();
     let later = plain_cwd && as_saved.is_none() && main.batched();
     if !open_exe && (later || (p.cwd.is_empty() && !p.cwd_identity.deleted)) {
@@ -390,6 +391,13 @@ pub(crate) fn last_prctls(p: &Process, set_creds: bool) -> Vec<(&'static str, [u
         [libc::PR_SET_PDEATHSIG as u64, p.parent_death_signal as u64],
     ));
     v
+}
+
+/// The executable to open for /proc/PID/exe (PR_SET_MM_MAP): none when
+/// it was deleted, or is the restorer's own (already the stub's).
+pub(crate) fn exe_to_open(p: &Process) -> Option<&[u8]> {
+    let open = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
+    open.then_some(&p.exe.path[..])
 }
 
 /// Whether `path` is the restorer's own executable (then /proc/PID/exe is
