@@ -13,10 +13,10 @@ use crate::mem::layout::{self, parse_maps, plan_layout_premap, Layout, Premap};
 use crate::mem::pages::Target;
 use crate::mem::{chain, cow, lazy, plan_memory_shared, shared_objects, uffd, vmas, MemPlan};
 use crate::process::creds::{
-    caps_differ, creds_differ, own_creds, set_thread_creds, set_thread_identity,
+    caps_differ, creds_differ, own_creds, set_thread_creds, set_thread_identity, OwnCreds,
 };
 use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
-use crate::remote::Remote;
+use crate::remote::{Batcher, Remote};
 use crate::stub::{self, Shared, Stubs, Work};
 use crate::tree::{plan_tree, TreePlan};
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
@@ -202,9 +202,7 @@ fn restore_steps<R: ReadAt + Sync>(
     let step = Step::begin("premap");
     let premapped = premap(reader, &planned)?;
     step.done();
-    let step = Step::begin("stubs");
-    let mut stubs = spawn_stubs(reader.image(), &planned, switch.as_ref(), opts, cancel)?;
-    step.done();
+    let mut stubs = stubs_step(reader, &planned, switch.as_ref(), opts, cancel)?;
     // The stubs hold the premapped memory now (the restorer's copy goes).
     let premap_base = premapped.map_or(0, |(area, base)| {
         drop(area);
@@ -234,6 +232,7 @@ fn restore_steps<R: ReadAt + Sync>(
         server: std::sync::Mutex::new(None),
         premap_base,
         total: data_bytes(&planned),
+        own: own_creds(),
     };
     let out = b.build_all(progress)?;
     b.ipc.lock().unwrap_or_else(|p| p.into_inner()).keep();
@@ -475,6 +474,29 @@ fn premap<R: ReadAt + Sync>(
     cow::premap(reader, &planned.cow, &runs)
 }
 
+/// The "stubs" step: [`spawn_stubs`], with as little of the restorer's
+/// memory as it can leave them (each stub copies what the restorer has
+/// resident at its fork, and unmaps it when it is built).
+fn stubs_step<R: ReadAt>(
+    reader: &ImageReader<R>,
+    planned: &Planned,
+    switch: Option<&FsSwitch>,
+    opts: &RestoreOptions,
+    cancel: &crate::Cancel,
+) -> Result<Stubs> {
+    let step = Step::begin("stubs");
+    // What the check and the plan freed is still resident.
+    mm::release_free_memory();
+    // The stubs never read the image's raw metadata (the largest
+    // allocation): left out of their forks.
+    let no_fork = mm::exclude_from_forks(reader.metadata_bytes());
+    let stubs = spawn_stubs(reader.image(), planned, switch, opts, cancel);
+    drop(no_fork);
+    let stubs = stubs?;
+    step.done();
+    Ok(stubs)
+}
+
 /// The stubs of the whole tree, each at its saved pid (or, with new_pid,
 /// anywhere when its ids are taken), with their fds.
 fn spawn_stubs(
@@ -563,6 +585,8 @@ struct Builders<'a, R: ReadAt> {
     /// Where the premap area is in every stub (mem/cow.rs; 0: none).
     premap_base: u64,
     total: u64,
+    /// The restorer's credentials (the stubs').
+    own: OwnCreds,
 }
 
 /// What the builders did.
@@ -753,6 +777,7 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
                     .map(|&(off, len)| (self.premap_base + off, self.premap_base + off + len))
                     .collect(),
             },
+            own: &self.own,
         };
         let r = b.run();
         if let Some(s) = b.server.take() {
@@ -828,6 +853,15 @@ fn orphaned_group(pid: i32) -> bool {
     true
 }
 
+/// No thread of `p` gets credentials or capabilities set (the stub's are
+/// kept): the dumpable flag and parent-death signal, which a change
+/// would reset, can be set with the process state.
+fn creds_unchanged(p: &Process, own: &crate::process::creds::OwnCreds) -> bool {
+    !creds_differ(p, own)
+        && p.threads.iter().all(|t| t.creds.is_none())
+        && !caps_differ(&p.creds, own)
+}
+
 /// The stub with its address space ready for the mappings: the main
 /// thread's injector, the stub's memory, the layout and the huge-page fills
 /// it has room for.
@@ -871,6 +905,8 @@ struct Build<'a, R: ReadAt> {
     server: Option<lazy::Server>,
     /// The premap area in the stub and the slots it keeps (mem/cow.rs).
     premap: Premap,
+    /// The restorer's credentials (the stub's).
+    own: &'a OwnCreds,
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -904,13 +940,15 @@ impl<R: ReadAt + Sync> Build<'_, R> {
                     .ctx(|| "reading a deleted file's saved contents".into())
             },
         )?;
-        vmas::map_all(
+        // The executable (for /proc/PID/exe) is opened with the files.
+        let exe = crate::process::exe_to_open(self.p);
+        let exe_fd = vmas::map_all(
             &mut main,
             &self.mem.steps,
             &recreated,
             &layout,
             scratch,
-            self.as_saved,
+            (self.as_saved, exe),
         )?;
         if let Some((first, last)) = self.keep {
             main.call(
@@ -923,15 +961,30 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         self.phase("mappings");
         self.cancel.check()?;
 
+        // The calls from the final protections to the main thread's own
+        // state go in one batch (one round trip for a small process).
+        let mut b = main.batcher();
         let step = Step::begin("pages");
-        self.pages(&mut main, &mem, &layout, &huge, scratch)?;
+        self.pages(&mut main, &mut b, (&mem, &layout, &huge), scratch)?;
         step.done_bytes(self.page_bytes);
         self.phase("pages");
         self.cancel.check()?;
 
         let step = Step::begin("process state");
         let image = self.reader.image();
-        crate::process::set_state(&mut main, (image, self.p), scratch, self.as_saved)?;
+        let last_now = creds_unchanged(self.p, self.own);
+        crate::process::set_state(
+            &mut main,
+            &mut b,
+            (image, self.p),
+            scratch,
+            (self.as_saved, last_now, exe_fd),
+        )?;
+        // The main thread's own state (threads made after keep none of it).
+        if let Some(t) = self.p.threads.first() {
+            thread::push_state(&mut main, &mut b, self.p, t, scratch)?;
+        }
+        b.flush(&mut main)?;
         step.done();
         self.phase("process");
         self.cancel.check()?;
@@ -972,8 +1025,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         .map_err(|what| Error::Stub { pid, what })?;
         let mem = ProcMem::open(pid).ctx(|| format!("pid {pid}: opening its memory"))?;
         let mut main = Remote::new(pid, layout::syscall_ip(pid, &mem, &stub_maps)?)?;
-        thread::unregister_stub_rseq(&mut main)?;
-        layout::address_space(&mut main, &layout, self.page)?;
+        let rseq = thread::stub_rseq(pid)?;
+        layout::address_space(&mut main, &layout, self.page, rseq)?;
         Ok(Prepared {
             main,
             mem,
@@ -987,14 +1040,13 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     fn pages(
         &mut self,
         main: &mut Remote,
-        mem: &ProcMem,
-        layout: &Layout,
-        huge: &[hugefill::HugeFill],
+        b: &mut Batcher,
+        (mem, layout, huge): (&ProcMem, &Layout, &[hugefill::HugeFill]),
         scratch: u64,
     ) -> Result<()> {
         let steps = &self.mem.steps;
         if let Some(source) = self.lazy.clone() {
-            return self.lazy_pages(main, mem, source);
+            return self.lazy_pages(main, b, mem, source);
         }
         let (redirects, huge_fd) = hugefill::huge_setup(main, steps, layout, huge, scratch)?;
         let copy = if huge_fd.is_none() {
@@ -1021,7 +1073,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         if let Some(fd) = huge_fd {
             hugefill::huge_finish(main, steps, layout, huge, fd, scratch)?;
         }
-        vmas::finish(main, steps, &self.mem.guards)
+        vmas::finish(main, b, steps, &self.mem.guards)
     }
 
     /// A lazy restore's pages: the anonymous ones registered with the
@@ -1029,6 +1081,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
     fn lazy_pages(
         &mut self,
         main: &mut Remote,
+        b: &mut Batcher,
         mem: &ProcMem,
         source: std::sync::Arc<dyn lazy::FrameSource>,
     ) -> Result<()> {
@@ -1056,7 +1109,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         };
         self.page_bytes =
             chain::write_chain(self.reader, self.runs, &eager, &target, self.progress)?;
-        vmas::finish(main, &self.mem.steps, &self.mem.guards)
+        vmas::finish(main, b, &self.mem.steps, &self.mem.guards)
     }
 
     /// Create the other threads, then give every thread its state and its
@@ -1075,8 +1128,8 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         for &tid in tids.iter().skip(1) {
             others.push(Remote::new(tid, l.tramp)?);
         }
-        let own = own_creds();
-        let set_creds = creds_differ(p, &own);
+        let own = self.own;
+        let set_creds = creds_differ(p, own);
         let thread_creds = p.threads.iter().any(|t| t.creds.is_some());
         for (i, t) in p.threads.iter().enumerate() {
             let r = if i == 0 {
@@ -1084,7 +1137,12 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             } else {
                 &mut others[i - 1]
             };
-            thread::set_state(r, p, t, scratch)?;
+            if i == 0 {
+                // Its state went with the process's.
+                thread::set_sched(r.tid, t)?;
+            } else {
+                thread::set_state(r, p, t, scratch)?;
+            }
         }
         timers::posix_timers(&mut main, p, scratch, &tid_map)?;
         if !self.late.is_empty() {
@@ -1121,13 +1179,14 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             signals::queue_thread(r, self.pid, t, scratch)?;
             let c = t.creds.as_ref().unwrap_or(&p.creds);
             let ids = set_creds || thread_creds;
-            if caps_differ(c, &own) {
-                set_thread_identity(r, c, (ids, &own), scratch)?;
+            if caps_differ(c, own) {
+                set_thread_identity(r, c, (ids, own), scratch)?;
             } else if ids {
                 set_thread_creds(r, c, scratch)?;
             }
         }
-        crate::process::finish(&mut main, p, l, set_creds || thread_creds)?;
+        let set_early = creds_unchanged(p, own);
+        crate::process::finish(&mut main, p, l, set_creds || thread_creds, set_early)?;
         self.injected = main.count() + others.iter().map(|r| r.count()).sum::<u64>();
         self.cancel.check()?;
         thread::set_registers(self.pid, p, &tids)?;

@@ -108,13 +108,19 @@ fn file_state(what: &str, id: &FileIdentity, private: bool, force: bool, report:
     }
 }
 
-fn local_cpu_flags() -> BTreeSet<String> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("flags"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, f)| f.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
+fn local_cpu_flags() -> &'static BTreeSet<String> {
+    // Read once: the flags do not change while the machine runs, and
+    // /proc/cpuinfo is slow to read (a check of a tree needs it per
+    // process, for the address space size).
+    static FLAGS: std::sync::OnceLock<BTreeSet<String>> = std::sync::OnceLock::new();
+    FLAGS.get_or_init(|| {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        info.lines()
+            .find_map(|l| l.strip_prefix("flags"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, f)| f.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
+    })
 }
 
 /// Ids the restored process needs, and who holds them now. `groups`:

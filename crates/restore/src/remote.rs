@@ -37,6 +37,11 @@ impl Remote {
         self.batch = Some((code, scratch, len));
     }
 
+    /// Whether [`Remote::batcher`] runs calls in batches.
+    pub fn batched(&self) -> bool {
+        self.batch.is_some()
+    }
+
     /// A batcher of calls for this thread (one call at a time until
     /// [`Remote::enable_batch`]).
     pub fn batcher(&self) -> Batcher {
@@ -131,6 +136,9 @@ pub(crate) struct Batcher {
     strings: Vec<u8>,
     /// No batch code: each call runs at once.
     direct: bool,
+    /// The results of the calls run so far, when kept
+    /// ([`Batcher::keep_results`]).
+    kept: Option<Vec<i64>>,
 }
 
 impl Batcher {
@@ -157,7 +165,22 @@ impl Batcher {
             allow: Vec::new(),
             strings: Vec::new(),
             direct: false,
+            kept: None,
         }
+    }
+
+    /// From now on keep the raw result of every call, for
+    /// [`Batcher::results`] (calls whose result the next ones need, such as
+    /// opens, run in one round trip and are read back after).
+    pub fn keep_results(&mut self) {
+        self.kept.get_or_insert_with(Vec::new);
+    }
+
+    /// Run what is collected; the raw results of every call pushed since
+    /// [`Batcher::keep_results`], in order (and stop keeping them).
+    pub fn results(&mut self, main: &mut Remote) -> Result<Vec<i64>> {
+        self.flush(main)?;
+        Ok(self.kept.take().unwrap_or_default())
     }
 
     /// Add a call (run at the next flush, or now when the batch is full).
@@ -171,6 +194,9 @@ impl Batcher {
     ) -> Result<()> {
         if self.direct {
             let r = main.raw(&name, nr, args)?;
+            if let Some(k) = self.kept.as_mut() {
+                k.push(r);
+            }
             let ok = !(-4095..0).contains(&r)
                 || match allow {
                     Allow::Nothing => false,
@@ -228,6 +254,36 @@ impl Batcher {
         Ok(at)
     }
 
+    /// Bytes a call of this batch reads (a struct, a table), 8-aligned in
+    /// the batch's scratch: their address. Direct calls have no scratch
+    /// of the batch: then they are written at `direct_at` (which must be
+    /// free until the call that uses them has run).
+    pub fn data(&mut self, main: &mut Remote, bytes: &[u8], direct_at: u64) -> Result<u64> {
+        if self.direct {
+            main.write(direct_at, bytes)?;
+            return Ok(direct_at);
+        }
+        let pad = self.strings.len().next_multiple_of(8) - self.strings.len();
+        if self.strings.len() + pad + bytes.len() > self.strings_cap || self.calls.len() >= self.cap
+        {
+            self.flush(main)?;
+        }
+        if bytes.len() > self.strings_cap {
+            return Err(Error::Stub {
+                pid: main.tid,
+                what: format!(
+                    "{} bytes of arguments for an injected call are too many",
+                    bytes.len()
+                ),
+            });
+        }
+        let pad = self.strings.len().next_multiple_of(8) - self.strings.len();
+        self.strings.resize(self.strings.len() + pad, 0);
+        let at = self.strings_at + self.strings.len() as u64;
+        self.strings.extend_from_slice(bytes);
+        Ok(at)
+    }
+
     /// Run the calls collected; the first failure not allowed is the error.
     pub fn flush(&mut self, main: &mut Remote) -> Result<()> {
         if self.calls.is_empty() {
@@ -250,6 +306,9 @@ impl Batcher {
         let names = std::mem::take(&mut self.names);
         let allow = std::mem::take(&mut self.allow);
         self.strings.clear();
+        if let Some(k) = self.kept.as_mut() {
+            k.extend_from_slice(&results);
+        }
         for (i, &r) in results.iter().enumerate() {
             if !(-4095..0).contains(&r) {
                 continue;

@@ -8,9 +8,12 @@
 //!    closes everything else, and makes every open file description of the
 //!    image into staging slots ([`FdPlan::ops`]).
 //! 2. Each stub takes its session and process group ([`tree`]), then forks
-//!    its children one at a time (clone3 set_tid, with CLONE_FILES or
-//!    CLONE_FS where the saved child shared its parent's), each one waiting
-//!    until the child's whole subtree exists. Every stub inherits every
+//!    its children one after the other (clone3 set_tid, with CLONE_FILES or
+//!    CLONE_FS where the saved child shared its parent's), without waiting
+//!    for a child's subtree unless a later child's subtree joins a group
+//!    made there (`Node::wait_before`) or the child shares its fd table;
+//!    it waits for all of them before saying its own subtree exists.
+//!    Every stub inherits every
 //!    description, so descriptions the processes shared are shared again.
 //!    A zombie exits with its saved wait status once it has its group.
 //! 3. When the whole tree exists the restorer lets them all go on: each
@@ -378,21 +381,41 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
         join_group(sh, i)?;
     }
     let end = place::ctl_end(sh.plan);
+    let up = |fd: OwnedFd| {
+        sfds::dup_at_least(fd.as_raw_fd(), end)
+            .map(IntoRawFd::into_raw_fd)
+            .map_err(setup_err)
+    };
+    // Children not sharing its fd table say "done" on one pipe, read once
+    // a later child depends on them (or at the end): they are forked one
+    // after the other while the earlier ones set themselves up.
+    let mut done: Option<(i32, i32)> = None;
+    let mut waiting = 0usize;
+    let mut last = 0usize;
     for &c in &n.children {
+        let node = &sh.tree.nodes[c];
+        if node.wait_before {
+            wait_done(done, &mut waiting, last)?;
+        }
         for k in (0..sh.tree.helpers.len()).filter(|&k| sh.tree.helpers[k].before == c) {
             fork_helper(sh, k, me)?;
         }
-        let (r, cw) = sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(setup_err)?;
-        let up = |fd: OwnedFd| {
-            sfds::dup_at_least(fd.as_raw_fd(), end)
-                .map(IntoRawFd::into_raw_fd)
-                .map_err(setup_err)
+        let share = node.share;
+        let files = share & libc::CLONE_FILES as u64 != 0;
+        let (r, cw) = match done {
+            Some(p) if !files => p,
+            _ => {
+                let (r, cw) = sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(setup_err)?;
+                let p = (up(r)?, up(cw)?);
+                if !files {
+                    done = Some(p);
+                }
+                p
+            }
         };
-        let (r, cw) = (up(r)?, up(cw)?);
-        let share = sh.tree.nodes[c].share;
         match fork_child(sh, c, share)? {
             Forked::Child => {
-                if share & libc::CLONE_FILES as u64 == 0 {
+                if !files {
                     let _ = sfds::close(r);
                 }
                 if proc::set_parent_death_signal(libc::SIGKILL).is_err() || proc::getppid() != me {
@@ -402,21 +425,21 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
             }
             Forked::Parent(pid) => {
                 sh.pids.set(c, pid);
-                let mut b = [0u8; 1];
-                match sfds::read(r, &mut b) {
-                    Ok(1) => {}
-                    Ok(_) => return Err((CODE_CHILD, c as i32, 0)),
-                    Err(e) => return Err((CODE_CHILD, c as i32, errno_of(&e))),
-                }
-                if share & libc::CLONE_FILES as u64 == 0 {
-                    let _ = sfds::close(r);
-                    let _ = sfds::close(cw);
-                } else {
+                last = c;
+                if files {
                     // Shared with the child: it says "ready" on it later.
+                    read_done(r, c)?;
                     w.child_pipes[c] = r;
+                } else {
+                    waiting += 1;
                 }
             }
         }
+    }
+    wait_done(done, &mut waiting, last)?;
+    if let Some((r, cw)) = done {
+        let _ = sfds::close(r);
+        let _ = sfds::close(cw);
     }
     if i == 0 {
         record(sh.fixed(CTL_STATUS), REC_FORKED, 0, (0, 0, 0));
@@ -426,6 +449,35 @@ fn fork_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Chi
     if let Some(status) = n.zombie {
         let _ = pg::set_name(&n.comm);
         pg::exit_with_status(status);
+    }
+    Ok(())
+}
+
+/// One "done" byte from child `c` on `r`.
+fn read_done(r: i32, c: usize) -> ChildResult<()> {
+    let mut b = [0u8; 1];
+    match sfds::read(r, &mut b) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err((CODE_CHILD, c as i32, 0)),
+        Err(e) => Err((CODE_CHILD, c as i32, errno_of(&e))),
+    }
+}
+
+/// Wait until the `waiting` children forked on the shared "done" pipe
+/// `done` have their subtrees (`last`: the last child forked, named on
+/// failure).
+fn wait_done(done: Option<(i32, i32)>, waiting: &mut usize, last: usize) -> ChildResult<()> {
+    let Some((r, _)) = done else {
+        return Ok(());
+    };
+    let mut b = [0u8; 64];
+    while *waiting > 0 {
+        let want = (*waiting).min(b.len());
+        match sfds::read(r, &mut b[..want]) {
+            Ok(0) => return Err((CODE_CHILD, last as i32, 0)),
+            Ok(k) => *waiting -= k,
+            Err(e) => return Err((CODE_CHILD, last as i32, errno_of(&e))),
+        }
     }
     Ok(())
 }

@@ -4,10 +4,12 @@
 //! each process gets its session and process group back.
 //!
 //! Creation order is depth first from the root, children in the saved
-//! order but group leaders first; each stub forks its children one at a
-//! time and waits until a child's whole subtree exists before the next, so
-//! everything earlier in the order exists (and has its session and group)
-//! when a process is made.
+//! order but group leaders first; each stub forks its children one after
+//! the other. A child whose subtree joins a group made in an earlier
+//! sibling's subtree is forked once those subtrees exist
+//! (`Node::wait_before`), so everything a process depends on exists (and
+//! has its session and group) when it is made; independent siblings set
+//! themselves up at the same time.
 //!
 //! - Sessions: a process that led its session calls setsid() as soon as it
 //!   is forked (before its children, which inherit it). Any other process
@@ -88,6 +90,11 @@ pub struct Node {
     /// The signal to stop it with: the one that stopped it when that
     /// still stops it now (default action, not blocked), else SIGSTOP.
     pub stop_signal: i32,
+    /// Its parent forks it only once the subtrees of its earlier siblings
+    /// exist: a process of its subtree joins a group made in one of them.
+    /// Otherwise siblings are forked one after the other without waiting,
+    /// and their parent waits for all of them at the end.
+    pub wait_before: bool,
 }
 
 /// The whole tree.
@@ -144,7 +151,37 @@ pub fn plan_tree(image: &Image) -> TreePlan {
         t.nodes[c].stopped = p.state == "T";
         t.nodes[c].stop_signal = stop_signal_of(p);
     }
+    plan_waits(&mut t);
     t
+}
+
+/// [`Node::wait_before`] of every process. Subtrees are contiguous in
+/// creation order; a process of `c`'s subtree depends on an earlier
+/// sibling's subtree when it joins (not late) a group whose leader, or
+/// whose helper's first member, is there.
+fn plan_waits(t: &mut TreePlan) {
+    let n = t.nodes.len();
+    let mut end = vec![0; n];
+    for c in (0..n).rev() {
+        end[c] = t.nodes[c].children.last().map_or(c + 1, |&k| end[k]);
+    }
+    for i in 0..n {
+        let Some(&first) = t.nodes[i].children.first() else {
+            continue;
+        };
+        for j in 1..t.nodes[i].children.len() {
+            let c = t.nodes[i].children[j];
+            let needs = (c..end[c]).any(|d| {
+                let dep = match t.nodes[d].group {
+                    Group::Of(l) if !t.nodes[d].group_late => Some(l),
+                    Group::Helper(k) => Some(t.helpers[k].before),
+                    _ => None,
+                };
+                dep.is_some_and(|l| (first..c).contains(&l))
+            });
+            t.nodes[c].wait_before = needs;
+        }
+    }
 }
 
 /// The signal that stops `p` again as it was stopped: the saved one when
@@ -202,6 +239,7 @@ fn order(image: &Image, index: &HashMap<i32, usize>, t: &mut TreePlan) {
             comm: p.comm.clone(),
             stopped: false,
             stop_signal: libc::SIGSTOP,
+            wait_before: false,
         });
         let mut kids: Vec<usize> = Vec::new();
         for k in &p.children {
@@ -411,6 +449,34 @@ mod tests {
         assert_eq!(t.nodes[2].group, Group::Of(1));
         assert!(!t.nodes[2].group_late);
         assert_eq!(t.nodes[0].children, [1, 2]);
+        // 11 joins the group of its earlier sibling 12: forked once 12's
+        // subtree exists.
+        assert!(t.nodes[2].wait_before);
+        assert!(!t.nodes[1].wait_before);
+    }
+
+    #[test]
+    fn independent_siblings_are_forked_without_waiting() {
+        // Children in the root's group, and one leading its own group with
+        // a child of its own in it: nobody waits for an earlier sibling.
+        let img = image(vec![
+            proc_(50, 50, 1, &[51, 52, 53]),
+            proc_(51, 50, 1, &[]),
+            proc_(52, 52, 1, &[54]),
+            proc_(53, 50, 1, &[]),
+            proc_(54, 52, 1, &[]),
+        ]);
+        let t = plan_tree(&img);
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+        assert!(t.nodes.iter().all(|n| !n.wait_before), "{:?}", t.nodes);
+        // A later sibling's child joining 52's group waits for 52.
+        let mut img = img;
+        img.processes[3].children = vec![55];
+        img.processes.push(proc_(55, 52, 1, &[]));
+        let t = plan_tree(&img);
+        assert!(t.errors.is_empty(), "{:?}", t.errors);
+        let c53 = t.order_of[3];
+        assert!(t.nodes[c53].wait_before);
     }
 
     #[test]

@@ -16,6 +16,95 @@ pub fn page_size() -> u64 {
     }
 }
 
+/// Give the kernel back the free memory of the allocator's heaps
+/// (glibc's malloc_trim(0)): pages freed but still resident stop
+/// counting, so that a fork copies and its child unmaps fewer pages.
+/// True when some memory was released.
+pub fn release_free_memory() -> bool {
+    // SAFETY: malloc_trim takes the allocator's own locks and only
+    // releases memory no allocation holds.
+    unsafe { libc::malloc_trim(0) != 0 }
+}
+
+/// One large heap allocation left out of the processes this one forks
+/// (MADV_DONTFORK) until dropped: a fork then neither copies its page
+/// table entries nor makes its pages copy-on-write, and the child has
+/// nothing of it to unmap. The child must never touch it (its addresses
+/// are unmapped there).
+pub struct NoFork {
+    start: u64,
+    len: u64,
+}
+
+/// Leave the allocation holding `data` out of forks ([`NoFork`]), when it
+/// is one glibc malloc served with a mapping of its own (large ones): the
+/// whole mapping, checked against /proc/self/maps to be private anonymous
+/// memory. None (nothing done) otherwise.
+pub fn exclude_from_forks(data: &[u8]) -> Option<NoFork> {
+    let page = page_size();
+    let ptr = data.as_ptr() as u64;
+    // glibc puts a large allocation 16 bytes into a fresh mapping, after
+    // the chunk header (previous size, then size | IS_MMAPPED).
+    if !cfg!(target_env = "gnu")
+        || data.len() < (1 << 20)
+        || !ptr.wrapping_sub(16).is_multiple_of(page)
+    {
+        return None;
+    }
+    // SAFETY: ptr - 8 is in the same page as `data` (ptr - 16 starts it),
+    // so it is mapped and readable; it is read as plain bits.
+    let size_word = unsafe { std::ptr::read_volatile((ptr - 8) as *const u64) };
+    const IS_MMAPPED: u64 = 2;
+    let len = size_word & !7;
+    let (start, end) = (ptr - 16, (ptr - 16).checked_add(len)?);
+    if size_word & IS_MMAPPED == 0 || !len.is_multiple_of(page) || end < ptr + data.len() as u64 {
+        return None;
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let anonymous = maps.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (Some(range), Some(perms), _, _, Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            return false;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            return false;
+        };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            return false;
+        };
+        a <= start && end <= b && perms == "rw-p" && inode == "0" && f.next().is_none()
+    });
+    if !anonymous {
+        return None;
+    }
+    // SAFETY: the range is the allocation's own private anonymous mapping
+    // (checked above); MADV_DONTFORK changes no byte of it here.
+    let r = unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            len as usize,
+            libc::MADV_DONTFORK,
+        )
+    };
+    (r == 0).then_some(NoFork { start, len })
+}
+
+impl Drop for NoFork {
+    fn drop(&mut self) {
+        // SAFETY: the range this guard excluded, still the allocation's
+        // (the guard is dropped before it is freed).
+        unsafe {
+            libc::madvise(
+                self.start as *mut libc::c_void,
+                self.len as usize,
+                libc::MADV_DOFORK,
+            );
+        }
+    }
+}
+
 /// /proc/PID/mem of a process: positional reads and writes that ignore page
 /// protections (the kernel uses FOLL_FORCE for a ptracer).
 pub struct ProcMem {

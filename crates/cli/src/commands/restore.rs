@@ -12,7 +12,7 @@ use ckpt_image::ImageReader;
 use ckpt_restore::{Cancel, Terminal};
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -283,18 +283,33 @@ const CANCEL_MASK: u64 =
 /// pending for the job control (or, detached, for no one: we exit).
 struct Canceller {
     stop: Arc<AtomicBool>,
+    /// The thread's id once it waits for [`WAKE`] too (0 before).
+    tid: Arc<AtomicI32>,
     thread: std::thread::JoinHandle<()>,
 }
+
+/// The signal that wakes the canceller when it is to stop (so that the
+/// command does not wait for its next timeout to exit). Its default action
+/// is to be ignored: sent before the thread blocks it, it does nothing.
+const WAKE: i32 = libc::SIGURG;
 
 impl Canceller {
     fn start(cancel: Cancel) -> Canceller {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let tid = Arc::new(AtomicI32::new(0));
+        let (flag, me) = (stop.clone(), tid.clone());
         let thread = std::thread::spawn(move || {
+            let wake = 1u64 << (WAKE - 1);
+            if ckpt_sys::proc::job::block_signals(wake).is_ok() {
+                me.store(ckpt_sys::proc::gettid(), Ordering::SeqCst);
+            }
             while !flag.load(Ordering::SeqCst) {
-                let wait =
-                    ckpt_sys::proc::job::wait_signal(CANCEL_MASK, Some(Duration::from_millis(20)));
+                let wait = ckpt_sys::proc::job::wait_signal(
+                    CANCEL_MASK | wake,
+                    Some(Duration::from_millis(20)),
+                );
                 match wait {
+                    Ok(Some(WAKE)) => {}
                     Ok(Some(sig)) if !cancel.cancel(sig) => {
                         let _ = ckpt_sys::proc::kill(ckpt_sys::proc::getpid(), sig);
                         return;
@@ -307,11 +322,15 @@ impl Canceller {
                 }
             }
         });
-        Canceller { stop, thread }
+        Canceller { stop, tid, thread }
     }
 
     fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        let tid = self.tid.load(Ordering::SeqCst);
+        if tid > 0 {
+            let _ = ckpt_sys::proc::tgkill(ckpt_sys::proc::getpid(), tid, WAKE);
+        }
         let _ = self.thread.join();
     }
 }

@@ -4,7 +4,7 @@
 //! pure), and the injected calls that do it.
 
 use crate::error::{Error, SysContext};
-use crate::remote::Remote;
+use crate::remote::{Allow, Remote};
 use ckpt_image::{Process, ShmKind, SpecialMapping, Vma, VmaBacking, PROT_READ, PROT_WRITE};
 use ckpt_sys::inject::{find_syscall_insn, TRAMPOLINE_CODE};
 use std::collections::BTreeMap;
@@ -389,16 +389,27 @@ pub(crate) fn syscall_ip(
 }
 
 /// Map the trampoline and switch injection to it, unmap the stub's
-/// memory, move the vdso.
-pub(crate) fn address_space(main: &mut Remote, l: &Layout, page: u64) -> crate::Result<()> {
+/// memory, move the vdso. `stub_rseq`: the arguments of the rseq call
+/// that unregisters the stub's rseq area, if it has one.
+pub(crate) fn address_space(
+    main: &mut Remote,
+    l: &Layout,
+    page: u64,
+    stub_rseq: Option<[u64; 4]>,
+) -> crate::Result<()> {
     let pid = main.tid;
     let stub_err = |what: String| Error::Stub { pid, what };
     let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64;
     let rw = u64::from(PROT_READ | PROT_WRITE);
+    // Mapped read and execute, the code written through /proc/PID/mem
+    // (which ignores protections); the scratch after the code page is
+    // made writable by the first call of the first batch, which stores its
+    // result there only after the call.
+    let rx = u64::from(PROT_READ) | PROT_EXEC;
     let got = main.call(
         "mmap of the trampoline",
         libc::SYS_mmap,
-        &[l.tramp, l.tramp_len, rw, flags, u64::MAX, 0],
+        &[l.tramp, l.tramp_len, rx, flags, u64::MAX, 0],
     )?;
     if got != l.tramp {
         return Err(stub_err(format!(
@@ -409,32 +420,46 @@ pub(crate) fn address_space(main: &mut Remote, l: &Layout, page: u64) -> crate::
     main.write(l.tramp, &TRAMPOLINE_CODE)?;
     main.write(l.batch_ip(), &ckpt_sys::inject::BATCH_CODE)?;
     main.enable_batch(l.batch_ip(), l.tramp + page, l.tramp_len - page);
-    main.call(
-        "mprotect of the trampoline",
-        libc::SYS_mprotect,
-        &[l.tramp, page, u64::from(PROT_READ) | PROT_EXEC],
-    )?;
     main.inj.set_syscall_ip(l.tramp);
+    // The rest in one round trip: the stub's rseq area goes with its
+    // memory, so it is unregistered first; MREMAP_FIXED moves to its
+    // address or fails.
+    let mut b = main.batcher();
+    b.push(
+        main,
+        "mprotect of the trampoline's scratch".into(),
+        libc::SYS_mprotect,
+        &[l.tramp + page, l.tramp_len - page, rw],
+        Allow::Nothing,
+    )?;
+    if let Some(r) = stub_rseq {
+        b.push(
+            main,
+            "rseq(unregister) of the stub".into(),
+            libc::SYS_rseq,
+            &r,
+            Allow::Nothing,
+        )?;
+    }
     for &(start, len) in &l.unmap {
-        main.call(
-            "munmap of the stub's memory",
+        b.push(
+            main,
+            "munmap of the stub's memory".into(),
             libc::SYS_munmap,
             &[start, len],
+            Allow::Nothing,
         )?;
     }
     for m in &l.moves {
-        let got = main.call(
-            &format!("mremap of {} to {:#x}", m.name, m.to),
+        b.push(
+            main,
+            format!("mremap of {} to {:#x}", m.name, m.to),
             libc::SYS_mremap,
             &[m.from, m.len, m.len, MREMAP_MAYMOVE | MREMAP_FIXED, m.to],
+            Allow::Nothing,
         )?;
-        if got != m.to {
-            return Err(stub_err(format!(
-                "{} moved to {got:#x}, not {:#x}",
-                m.name, m.to
-            )));
-        }
     }
+    b.flush(main)?;
     tracing::debug!(
         trampoline = format_args!("{:#x}", l.tramp),
         unmapped = l.unmap.len(),

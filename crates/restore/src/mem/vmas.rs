@@ -568,19 +568,21 @@ struct Made {
 
 /// Make every mapping of the image, writable where pages will be written.
 /// `recreated`: the fds in the target of the deleted files it maps
-/// ([`recreate_files`]), closed here.
+/// ([`recreate_files`]), closed here. `exe`: the executable, opened (read
+/// only) with the mapped files: its fd in the target, left open.
 pub(crate) fn map_all(
     main: &mut Remote,
     steps: &[MapStep],
     recreated: &[u64],
     l: &Layout,
     scratch: u64,
-    as_saved: Option<&FsSwitch>,
-) -> Result<()> {
+    (as_saved, exe): (Option<&FsSwitch>, Option<&[u8]>),
+) -> Result<Option<u64>> {
     let mut made = Made {
-        files: open_files(main, steps, scratch, as_saved)?,
+        files: open_files(main, steps, scratch, (as_saved, exe))?,
         ..Default::default()
     };
+    let exe_fd = exe.and_then(|e| made.files.remove(&(e.to_vec(), EXE_KEY)));
     // The calls go in batches (remote.rs): one round trip for hundreds.
     let mut b = main.batcher();
     for s in steps {
@@ -611,7 +613,7 @@ pub(crate) fn map_all(
     }
     b.flush(main)?;
     tracing::debug!(mappings = steps.len(), "mappings made");
-    Ok(())
+    Ok(exe_fd)
 }
 
 /// Make again, in the target, each deleted file its mappings need (see
@@ -752,46 +754,69 @@ fn fill(pid: i32, fd: u64, contents: &[u8]) -> std::io::Result<()> {
     f.set_len(contents.len() as u64)
 }
 
-/// The mapped files, each (path, flags) opened once, all together: with
-/// the saved user's rights where the restore takes them.
+/// The mapped files, each (path, flags) opened once, and the executable
+/// (`exe`), all together: with the saved user's rights where the restore
+/// takes them.
 fn open_files(
     main: &mut Remote,
     steps: &[MapStep],
     scratch: u64,
-    as_saved: Option<&FsSwitch>,
+    (as_saved, exe): (Option<&FsSwitch>, Option<&[u8]>),
 ) -> Result<BTreeMap<(Vec<u8>, i32), u64>> {
     let mut files: BTreeMap<(Vec<u8>, i32), u64> = BTreeMap::new();
-    if !steps
-        .iter()
-        .any(|s| matches!(s.backing, Backing::File { .. }))
-    {
+    // (key, open flags, what for): each file once; the executable apart.
+    let mut opens: Vec<((Vec<u8>, i32), i32, String)> = Vec::new();
+    for s in steps {
+        let Backing::File { path, flags, .. } = &s.backing else {
+            continue;
+        };
+        let key = (path.as_bytes().to_vec(), *flags);
+        if !opens.iter().any(|(k, _, _)| *k == key) {
+            let name = format!("open of {} for {}", path.to_string_lossy(), s.what);
+            opens.push((key, *flags, name));
+        }
+    }
+    if let Some(exe) = exe {
+        let name = format!("open of the executable {}", String::from_utf8_lossy(exe));
+        opens.push(((exe.to_vec(), EXE_KEY), libc::O_RDONLY, name));
+    }
+    if opens.is_empty() {
         return Ok(files);
     }
+    // Every open in one round trip (an open that fails stops the batch
+    // and names its file).
+    let mut keys = Vec::new();
     with_rights(main, as_saved, scratch, |main| {
-        for s in steps {
-            let Backing::File { path, flags, .. } = &s.backing else {
-                continue;
+        let mut b = main.batcher();
+        b.keep_results();
+        for (key, flags, name) in opens {
+            let flags = (flags | libc::O_CLOEXEC) as u64;
+            let at = match b.string(main, &key.0) {
+                Ok(at) => at,
+                Err(_) => {
+                    // No batch code (or too long for it): one call.
+                    b.flush(main)?;
+                    main.write_cstr(scratch, &key.0)?;
+                    let args = [libc::AT_FDCWD as u64, scratch, flags];
+                    let fd = main.call(&name, libc::SYS_openat, &args)?;
+                    files.insert(key, fd);
+                    continue;
+                }
             };
-            let key = (path.as_bytes().to_vec(), *flags);
-            if files.contains_key(&key) {
-                continue;
-            }
-            main.write_cstr(scratch, path.as_bytes())?;
-            let fd = main.call(
-                &format!("open of {} for {}", path.to_string_lossy(), s.what),
-                libc::SYS_openat,
-                &[
-                    libc::AT_FDCWD as u64,
-                    scratch,
-                    (*flags | libc::O_CLOEXEC) as u64,
-                ],
-            )?;
-            files.insert(key, fd);
+            let args = [libc::AT_FDCWD as u64, at, flags];
+            b.push(main, name, libc::SYS_openat, &args, Allow::Nothing)?;
+            keys.push(key);
         }
+        let fds = b.results(main)?;
+        files.extend(keys.drain(..).zip(fds.into_iter().map(|fd| fd as u64)));
         Ok(())
     })?;
     Ok(files)
 }
+
+/// The key of the executable's open among the mapped files' (no mapping
+/// has these open flags).
+const EXE_KEY: i32 = -1;
 
 /// MAP_DROPPABLE (a mapping type, in place of MAP_PRIVATE).
 const MAP_DROPPABLE: u64 = 0x08;
@@ -1110,9 +1135,14 @@ fn advise(main: &mut Remote, b: &mut Batcher, s: &MapStep) -> Result<()> {
 /// Once the pages are written: the final protections (where pages were
 /// written through added PROT_WRITE), the guard regions (which may not be
 /// installed in locked memory), then the locks (mlock2, which faults the
-/// pages in: after the userfaultfd is gone).
-pub(crate) fn finish(main: &mut Remote, steps: &[MapStep], guards: &[(u64, u64)]) -> Result<()> {
-    let mut b = main.batcher();
+/// pages in: after the userfaultfd is gone). The protections go into `b`,
+/// run with what the caller adds to it unless guards or locks follow.
+pub(crate) fn finish(
+    main: &mut Remote,
+    b: &mut Batcher,
+    steps: &[MapStep],
+    guards: &[(u64, u64)],
+) -> Result<()> {
     for s in steps {
         if s.map_prot != s.prot {
             b.push(
@@ -1123,6 +1153,9 @@ pub(crate) fn finish(main: &mut Remote, steps: &[MapStep], guards: &[(u64, u64)]
                 Allow::Nothing,
             )?;
         }
+    }
+    if guards.is_empty() && steps.iter().all(|s| s.lock.is_none()) {
+        return Ok(());
     }
     b.flush(main)?;
     for &(start, end) in guards {

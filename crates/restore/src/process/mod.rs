@@ -20,7 +20,7 @@ pub(crate) mod timers;
 
 use crate::error::Result;
 use crate::mem::layout::Layout;
-use crate::remote::{u64s, Remote};
+use crate::remote::{u64s, Allow, Batcher, Remote};
 use ckpt_image::Process;
 use ckpt_sys::creds::FsSwitch;
 
@@ -28,11 +28,16 @@ const PR_SET_MM: u64 = 35;
 const PR_SET_MM_MAP: u64 = 14;
 
 /// mm, exe, cwd, umask, personality, handlers, itimers, limits, prctls.
+/// The calls that need no result go into `b` (the caller runs it); the
+/// executable is opened and a working directory made before. `last_now`:
+/// no credential is changed later, so the flags [`finish`] would set go
+/// with these.
 pub(crate) fn set_state(
     main: &mut Remote,
+    b: &mut Batcher,
     (image, p): (&ckpt_image::Image, &Process),
     scratch: u64,
-    as_saved: Option<&FsSwitch>,
+    (as_saved, last_now, exe_fd): (Option<&FsSwitch>, bool, Option<u64>),
 ) -> Result<()> {
     let pid = main.tid;
     // A deleted working directory the process also holds at an fd: the
@@ -45,21 +50,52 @@ pub(crate) fn set_state(
         })
     });
     let held = held.flatten().map(|fd| fd.fd);
-    let exe_fd = open_exe_and_chdir(main, (p, held), scratch, as_saved)?;
-    set_mm(main, p, scratch, exe_fd)?;
-    if exe_fd != u64::from(u32::MAX) {
-        main.call("close", libc::SYS_close, &[exe_fd])?;
+    let (opened, chdir) = open_exe_and_chdir(main, (p, held, exe_fd), scratch, as_saved)?;
+    let exe_fd = exe_fd.unwrap_or(opened);
+    // The rest into the caller's batch (one round trip).
+    if chdir {
+        let at = b.string(main, &p.cwd)?;
+        b.push(
+            main,
+            format!("chdir to {}", String::from_utf8_lossy(&p.cwd)),
+            libc::SYS_chdir,
+            &[at],
+            Allow::Nothing,
+        )?;
     }
-    main.call("umask", libc::SYS_umask, &[u64::from(p.umask)])?;
-    main.call(
-        "personality",
+    set_mm(main, b, p, scratch, exe_fd)?;
+    if exe_fd != u64::from(u32::MAX) {
+        b.push(
+            main,
+            "close".into(),
+            libc::SYS_close,
+            &[exe_fd],
+            Allow::Nothing,
+        )?;
+    }
+    b.push(
+        main,
+        "umask".into(),
+        libc::SYS_umask,
+        &[u64::from(p.umask)],
+        Allow::Nothing,
+    )?;
+    b.push(
+        main,
+        "personality".into(),
         libc::SYS_personality,
         &[u64::from(p.personality)],
+        Allow::Nothing,
     )?;
-    signals::set_handlers(main, p, scratch)?;
-    timers::set_itimers(main, p, scratch)?;
-    set_prctls(main, p)?;
-    set_membarrier(main, p)?;
+    signals::set_handlers(main, b, p, scratch)?;
+    timers::set_itimers(main, b, p, scratch)?;
+    set_prctls(main, b, p)?;
+    set_membarrier(main, b, p)?;
+    if last_now {
+        for (name, args) in last_prctls(p, false) {
+            b.push(main, name.into(), libc::SYS_prctl, &args, Allow::Nothing)?;
+        }
+    }
     set_login_uid(main, p, scratch)?;
     // Limits, from outside, only where they differ.
     rlimits::set_limits(pid, p)?;
@@ -69,17 +105,21 @@ pub(crate) fn set_state(
 
 /// /proc/PID/exe: an fd of the executable, opened in the target (u32::MAX
 /// for none); and the working directory. Both with the saved user's rights
-/// where the restore takes them.
+/// where the restore takes them. True when the plain chdir to the saved
+/// working directory is left to the caller's batch (with the restorer's
+/// rights and batches of calls).
 fn open_exe_and_chdir(
     main: &mut Remote,
-    (p, held): (&Process, Option<i32>),
+    (p, held, opened): (&Process, Option<i32>, Option<u64>),
     scratch: u64,
     as_saved: Option<&FsSwitch>,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let mut exe_fd = u64::from(u32::MAX);
-    let open_exe = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
-    if !open_exe && p.cwd.is_empty() && !p.cwd_identity.deleted {
-        return Ok(exe_fd);
+    let open_exe = opened.is_none() && exe_to_open(p).is_some();
+    let plain_cwd = !p.cwd.is_empty() && !p.cwd_identity.deleted && held.is_none();
+    let later = plain_cwd && as_saved.is_none() && main.batched();
+    if !open_exe && (later || (p.cwd.is_empty() && !p.cwd_identity.deleted)) {
+        return Ok((exe_fd, later));
     }
     creds::with_rights(main, as_saved, scratch, |main| {
         if open_exe {
@@ -105,7 +145,7 @@ fn open_exe_and_chdir(
             )?;
         } else if p.cwd_identity.deleted {
             deleted_cwd(main, p, scratch)?;
-        } else if !p.cwd.is_empty() {
+        } else if !p.cwd.is_empty() && !later {
             main.write_cstr(scratch, &p.cwd)?;
             main.call(
                 &format!("chdir to {}", String::from_utf8_lossy(&p.cwd)),
@@ -115,7 +155,7 @@ fn open_exe_and_chdir(
         }
         Ok(())
     })?;
-    Ok(exe_fd)
+    Ok((exe_fd, later))
 }
 
 /// A working directory that was deleted: a directory made again next to
@@ -189,15 +229,17 @@ fn deleted_cwd(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
 }
 
 /// membarrier registrations (per address space).
-fn set_membarrier(main: &mut Remote, p: &Process) -> Result<()> {
+fn set_membarrier(main: &mut Remote, b: &mut Batcher, p: &Process) -> Result<()> {
     // The REGISTER commands, as MEMBARRIER_CMD_GET_REGISTRATIONS reports
     // them: GLOBAL_EXPEDITED, PRIVATE_EXPEDITED, ..._SYNC_CORE, ..._RSEQ.
     for cmd in [1u32 << 2, 1 << 4, 1 << 6, 1 << 8] {
         if p.membarrier & cmd != 0 {
-            main.call(
-                &format!("membarrier(register {cmd:#x})"),
+            b.push(
+                main,
+                format!("membarrier(register {cmd:#x})"),
                 libc::SYS_membarrier,
                 &[u64::from(cmd), 0, 0],
+                Allow::Nothing,
             )?;
         }
     }
@@ -235,11 +277,20 @@ fn set_login_uid(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
 
 /// The mm fields (code, data, brk, stack, arguments, environment, auxv)
 /// and /proc/PID/exe, with PR_SET_MM_MAP.
-fn set_mm(main: &mut Remote, p: &Process, scratch: u64, exe_fd: u64) -> Result<()> {
+fn set_mm(
+    main: &mut Remote,
+    b: &mut Batcher,
+    p: &Process,
+    scratch: u64,
+    exe_fd: u64,
+) -> Result<()> {
     let m = &p.mm;
     let auxv: Vec<u64> = m.auxv.iter().flat_map(|&(k, v)| [k, v]).collect();
-    let auxv_at = scratch + 0x1000;
-    main.write(auxv_at, &u64s(&auxv))?;
+    let auxv_at = if auxv.is_empty() {
+        0
+    } else {
+        b.data(main, &u64s(&auxv), scratch + 0x1000)?
+    };
     let mut map = u64s(&[
         m.start_code,
         m.end_code,
@@ -252,48 +303,49 @@ fn set_mm(main: &mut Remote, p: &Process, scratch: u64, exe_fd: u64) -> Result<(
         m.arg_end,
         m.env_start,
         m.env_end,
-        if auxv.is_empty() { 0 } else { auxv_at },
+        auxv_at,
     ]);
     map.extend_from_slice(&((auxv.len() * 8) as u32).to_ne_bytes());
     map.extend_from_slice(&(exe_fd as u32).to_ne_bytes());
-    main.write(scratch, &map)?;
-    main.call(
-        "prctl(PR_SET_MM_MAP)",
+    let at = b.data(main, &map, scratch)?;
+    b.push(
+        main,
+        "prctl(PR_SET_MM_MAP)".into(),
         libc::SYS_prctl,
-        &[PR_SET_MM, PR_SET_MM_MAP, scratch, map.len() as u64, 0],
-    )?;
-    Ok(())
+        &[PR_SET_MM, PR_SET_MM_MAP, at, map.len() as u64, 0],
+        Allow::Nothing,
+    )
 }
 
-/// Per-process prctls that threads inherit or share.
-fn set_prctls(main: &mut Remote, p: &Process) -> Result<()> {
+/// Timer slack, child subreaper, THP disabled, no_new_privs, where set.
+fn set_prctls(main: &mut Remote, b: &mut Batcher, p: &Process) -> Result<()> {
+    let mut calls = Vec::new();
     if p.timer_slack_ns != 0 {
-        main.call(
+        calls.push((
             "prctl(PR_SET_TIMERSLACK)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_TIMERSLACK as u64, p.timer_slack_ns],
-        )?;
+            [libc::PR_SET_TIMERSLACK as u64, p.timer_slack_ns, 0, 0, 0],
+        ));
     }
     if p.child_subreaper {
-        main.call(
+        calls.push((
             "prctl(PR_SET_CHILD_SUBREAPER)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_CHILD_SUBREAPER as u64, 1],
-        )?;
+            [libc::PR_SET_CHILD_SUBREAPER as u64, 1, 0, 0, 0],
+        ));
     }
     if p.thp_disabled {
-        main.call(
+        calls.push((
             "prctl(PR_SET_THP_DISABLE)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0],
-        )?;
+            [libc::PR_SET_THP_DISABLE as u64, 1, 0, 0, 0],
+        ));
     }
     if p.creds.no_new_privs {
-        main.call(
+        calls.push((
             "prctl(PR_SET_NO_NEW_PRIVS)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
-        )?;
+            [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0],
+        ));
+    }
+    for (name, args) in calls {
+        b.push(main, name.into(), libc::SYS_prctl, &args, Allow::Nothing)?;
     }
     Ok(())
 }
@@ -302,26 +354,50 @@ fn set_prctls(main: &mut Remote, p: &Process) -> Result<()> {
 /// flag and the parent-death signal (credential changes reset both; a
 /// change of ids leaves the process dumpable only if fs.suid_dumpable
 /// says so: a process saved dumpable is made so again); then the
-/// trampoline goes.
-pub(crate) fn finish(main: &mut Remote, p: &Process, l: &Layout, set_creds: bool) -> Result<()> {
-    if !p.dumpable || set_creds {
-        main.call(
-            "prctl(PR_SET_DUMPABLE)",
-            libc::SYS_prctl,
-            &[libc::PR_SET_DUMPABLE as u64, u64::from(p.dumpable)],
-        )?;
+/// trampoline goes. `set_early`: no credential is changed, and the flags
+/// were set with the process state ([`last_prctls`]).
+pub(crate) fn finish(
+    main: &mut Remote,
+    p: &Process,
+    l: &Layout,
+    set_creds: bool,
+    set_early: bool,
+) -> Result<()> {
+    if !set_early {
+        for (name, args) in last_prctls(p, set_creds) {
+            main.call(name, libc::SYS_prctl, &args)?;
+        }
     }
-    main.call(
-        "prctl(PR_SET_PDEATHSIG)",
-        libc::SYS_prctl,
-        &[libc::PR_SET_PDEATHSIG as u64, p.parent_death_signal as u64],
-    )?;
     main.call(
         "munmap of the trampoline",
         libc::SYS_munmap,
         &[l.tramp, l.tramp_len],
     )?;
     Ok(())
+}
+
+/// The dumpable flag (when it was not, or credentials are set) and the
+/// parent-death signal: prctl arguments.
+pub(crate) fn last_prctls(p: &Process, set_creds: bool) -> Vec<(&'static str, [u64; 2])> {
+    let mut v = Vec::new();
+    if !p.dumpable || set_creds {
+        v.push((
+            "prctl(PR_SET_DUMPABLE)",
+            [libc::PR_SET_DUMPABLE as u64, u64::from(p.dumpable)],
+        ));
+    }
+    v.push((
+        "prctl(PR_SET_PDEATHSIG)",
+        [libc::PR_SET_PDEATHSIG as u64, p.parent_death_signal as u64],
+    ));
+    v
+}
+
+/// The executable to open for /proc/PID/exe (PR_SET_MM_MAP): none when
+/// it was deleted, or is the restorer's own (already the stub's).
+pub(crate) fn exe_to_open(p: &Process) -> Option<&[u8]> {
+    let open = !p.exe.path.is_empty() && !p.exe.deleted && !same_file_as_ours(&p.exe.path);
+    open.then_some(&p.exe.path[..])
 }
 
 /// Whether `path` is the restorer's own executable (then /proc/PID/exe is

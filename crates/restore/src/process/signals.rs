@@ -4,7 +4,7 @@
 //! thread resumes (for the syscall-restart fixup, thread.rs).
 
 use crate::error::{Result, SysContext};
-use crate::remote::{u64s, Remote};
+use crate::remote::{u64s, Allow, Batcher, Remote};
 use ckpt_image::{Process, SigAction, Thread};
 
 const SS_DISABLE: u32 = 2;
@@ -13,14 +13,18 @@ const SS_AUTODISARM: u32 = 1 << 31;
 /// Handlers for every signal but SIGKILL and SIGSTOP. Signals the stub has
 /// at their default (neither caught nor ignored: an all-zero action, as
 /// after exec) need no call when the image's action is all-zero too.
-pub(crate) fn set_handlers(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
+pub(crate) fn set_handlers(
+    main: &mut Remote,
+    b: &mut Batcher,
+    p: &Process,
+    scratch: u64,
+) -> Result<()> {
     let pid = main.tid;
     let acts: Vec<u64> = p
         .sigactions
         .iter()
         .flat_map(|a| [a.handler, a.flags, a.restorer, a.mask])
         .collect();
-    main.write(scratch, &u64s(&acts))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ctx(|| format!("reading /proc/{pid}/status"))?;
     let mask_of = |k: &str| {
@@ -32,6 +36,7 @@ pub(crate) fn set_handlers(main: &mut Remote, p: &Process, scratch: u64) -> Resu
     };
     let not_default = mask_of("SigCgt:") | mask_of("SigIgn:");
     let mut set = 0;
+    let mut table = None;
     for (i, a) in p.sigactions.iter().enumerate().take(64) {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
@@ -41,10 +46,13 @@ pub(crate) fn set_handlers(main: &mut Remote, p: &Process, scratch: u64) -> Resu
         if zero && not_default & (1 << i) == 0 {
             continue;
         }
-        main.call(
-            &format!("rt_sigaction({sig})"),
+        let table = *table.get_or_insert(b.data(main, &u64s(&acts), scratch)?);
+        b.push(
+            main,
+            format!("rt_sigaction({sig})"),
             libc::SYS_rt_sigaction,
-            &[sig, scratch + i as u64 * 32, 0, 8],
+            &[sig, table + i as u64 * 32, 0, 8],
+            Allow::Nothing,
         )?;
         set += 1;
     }
@@ -53,16 +61,26 @@ pub(crate) fn set_handlers(main: &mut Remote, p: &Process, scratch: u64) -> Resu
 }
 
 /// The thread's alternate signal stack (disabled when it had none).
-pub(crate) fn set_altstack(r: &mut Remote, t: &Thread, scratch: u64) -> Result<()> {
+pub(crate) fn set_altstack(
+    r: &mut Remote,
+    b: &mut Batcher,
+    t: &Thread,
+    scratch: u64,
+) -> Result<()> {
     let a = &t.altstack;
     let ss: [u64; 3] = if a.flags & SS_DISABLE != 0 || a.size == 0 {
         [0, u64::from(SS_DISABLE), 0]
     } else {
         [a.sp, u64::from(a.flags & SS_AUTODISARM), a.size]
     };
-    r.write(scratch, &u64s(&ss))?;
-    r.call("sigaltstack", libc::SYS_sigaltstack, &[scratch, 0])?;
-    Ok(())
+    let at = b.data(r, &u64s(&ss), scratch)?;
+    b.push(
+        r,
+        "sigaltstack".into(),
+        libc::SYS_sigaltstack,
+        &[at, 0],
+        Allow::Nothing,
+    )
 }
 
 /// Signals pending for the whole process: all are blocked while injecting,

@@ -7,7 +7,7 @@
 use super::signals::{first_handler, set_altstack};
 use crate::error::{Error, Result, SysContext};
 use crate::mem::layout::Layout;
-use crate::remote::{u64s, Remote};
+use crate::remote::{u64s, Allow, Batcher, Remote};
 use crate::stub::holder_of;
 use ckpt_image::{Process, Registers, SigAction, Thread};
 use ckpt_sys::proc::sched;
@@ -221,23 +221,18 @@ pub fn fit_xsave(saved: &[u8], size: usize) -> Vec<u8> {
 }
 
 /// The stub inherited the restorer's rseq registration: the kernel would
-/// write into memory about to be unmapped.
-pub(crate) fn unregister_stub_rseq(main: &mut Remote) -> Result<()> {
-    let pid = main.tid;
+/// write into memory about to be unmapped. The arguments of the rseq call
+/// that unregisters it (made with the unmapping), if it has one.
+pub(crate) fn stub_rseq(pid: i32) -> Result<Option<[u64; 4]>> {
     let rseq = ckpt_sys::rseq::get_rseq(pid).ctx(|| format!("pid {pid}: reading rseq"))?;
-    if rseq.address != 0 {
-        main.call(
-            "rseq(unregister)",
-            libc::SYS_rseq,
-            &[
-                rseq.address,
-                u64::from(rseq.length),
-                RSEQ_FLAG_UNREGISTER,
-                u64::from(rseq.signature),
-            ],
-        )?;
-    }
-    Ok(())
+    Ok((rseq.address != 0).then(|| {
+        [
+            rseq.address,
+            u64::from(rseq.length),
+            RSEQ_FLAG_UNREGISTER,
+            u64::from(rseq.signature),
+        ]
+    }))
 }
 
 /// Create the other threads (at their saved tids with `same_ids`), each
@@ -317,24 +312,45 @@ fn wait_first_stop(pid: i32, tid: i32) -> Result<()> {
 /// Per-thread kernel state, injected in the thread itself (scheduling from
 /// outside).
 pub(crate) fn set_state(r: &mut Remote, p: &Process, t: &Thread, scratch: u64) -> Result<()> {
-    r.call(
-        "set_tid_address",
+    // In one round trip where the thread runs batches.
+    let mut b = r.batcher();
+    push_state(r, &mut b, p, t, scratch)?;
+    b.flush(r)?;
+    set_sched(r.tid, t)
+}
+
+/// The calls of [`set_state`] made in the thread, into `b` (the caller
+/// flushes it; [`set_sched`] is left to it too).
+pub(crate) fn push_state(
+    r: &mut Remote,
+    b: &mut Batcher,
+    p: &Process,
+    t: &Thread,
+    scratch: u64,
+) -> Result<()> {
+    b.push(
+        r,
+        "set_tid_address".into(),
         libc::SYS_set_tid_address,
         &[t.clear_child_tid],
+        Allow::Nothing,
     )?;
     let len = if t.robust_list.len != 0 {
         t.robust_list.len
     } else {
         24
     };
-    r.call(
-        "set_robust_list",
+    b.push(
+        r,
+        "set_robust_list".into(),
         libc::SYS_set_robust_list,
         &[t.robust_list.head, len],
+        Allow::Nothing,
     )?;
     if t.rseq.address != 0 {
-        r.call(
-            "rseq",
+        b.push(
+            r,
+            "rseq".into(),
             libc::SYS_rseq,
             &[
                 t.rseq.address,
@@ -342,25 +358,29 @@ pub(crate) fn set_state(r: &mut Remote, p: &Process, t: &Thread, scratch: u64) -
                 0,
                 u64::from(t.rseq.signature),
             ],
+            Allow::Nothing,
         )?;
     }
-    set_altstack(r, t, scratch)?;
+    set_altstack(r, b, t, scratch)?;
     let comm = if t.comm.is_empty() { &p.comm } else { &t.comm };
     if !comm.is_empty() {
         let mut c = comm.clone();
         c.truncate(15);
-        r.write_cstr(scratch, &c)?;
-        r.call(
-            "prctl(PR_SET_NAME)",
+        c.push(0);
+        let at = b.data(r, &c, scratch + 0x100)?;
+        b.push(
+            r,
+            "prctl(PR_SET_NAME)".into(),
             libc::SYS_prctl,
-            &[libc::PR_SET_NAME as u64, scratch],
+            &[libc::PR_SET_NAME as u64, at],
+            Allow::Nothing,
         )?;
     }
-    set_sched(r.tid, t)
+    Ok(())
 }
 
 /// Scheduling, from outside, where it differs.
-fn set_sched(tid: i32, t: &Thread) -> Result<()> {
+pub(crate) fn set_sched(tid: i32, t: &Thread) -> Result<()> {
     let s = &t.sched;
     if sched::sched_getscheduler(tid).ok() != Some((s.policy, s.priority)) {
         sched::sched_setscheduler(tid, s.policy, s.priority).ctx(|| {

@@ -2,7 +2,7 @@
 //! with the saved ids, then armed); overrun counts are lost.
 
 use crate::error::{Error, Result};
-use crate::remote::{u64s, Remote};
+use crate::remote::{u64s, Allow, Batcher, Remote};
 use crate::Report;
 use ckpt_image::Process;
 use std::collections::BTreeMap;
@@ -24,7 +24,12 @@ pub fn itimer_setting(p: &Process, t: &ckpt_image::ITimer) -> Option<(u64, u64)>
 }
 
 /// The interval timers (setitimer), where armed.
-pub(crate) fn set_itimers(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
+pub(crate) fn set_itimers(
+    main: &mut Remote,
+    b: &mut Batcher,
+    p: &Process,
+    scratch: u64,
+) -> Result<()> {
     for t in &p.itimers {
         let Some((value, interval)) = itimer_setting(p, t) else {
             continue;
@@ -32,11 +37,13 @@ pub(crate) fn set_itimers(main: &mut Remote, p: &Process, scratch: u64) -> Resul
         let tv = |ns: u64| [ns / 1_000_000_000, (ns % 1_000_000_000).div_ceil(1000)];
         let mut v = tv(interval).to_vec();
         v.extend(tv(value));
-        main.write(scratch, &u64s(&v))?;
-        main.call(
-            &format!("setitimer({})", t.which),
+        let at = b.data(main, &u64s(&v), scratch)?;
+        b.push(
+            main,
+            format!("setitimer({})", t.which),
             libc::SYS_setitimer,
-            &[u64::from(t.which), scratch, 0],
+            &[u64::from(t.which), at, 0],
+            Allow::Nothing,
         )?;
     }
     Ok(())

@@ -23,6 +23,11 @@ pub fn getpid() -> Pid {
     nix::unistd::getpid().as_raw()
 }
 
+/// gettid(2): the calling thread's id.
+pub fn gettid() -> Pid {
+    nix::unistd::gettid().as_raw()
+}
+
 /// getppid(2).
 pub fn getppid() -> Pid {
     nix::unistd::getppid().as_raw()
