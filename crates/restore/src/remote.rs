@@ -284,6 +284,21 @@ impl Batcher {
         Ok(at)
     }
 
+    /// Make room for `bytes` of [`Batcher::data`] (in pieces, 8-aligned
+    /// each) and a call: flushed now if they would not all fit, so that no
+    /// flush comes between the pieces (a flush frees the data of the calls
+    /// it ran, and later data would take its place).
+    pub fn room(&mut self, main: &mut Remote, pieces: &[usize]) -> Result<()> {
+        if self.direct {
+            return Ok(());
+        }
+        let need: usize = pieces.iter().map(|n| n.next_multiple_of(8)).sum::<usize>() + 8;
+        if self.strings.len() + need > self.strings_cap || self.calls.len() + 1 >= self.cap {
+            self.flush(main)?;
+        }
+        Ok(())
+    }
+
     /// Run the calls collected; the first failure not allowed is the error.
     pub fn flush(&mut self, main: &mut Remote) -> Result<()> {
         if self.calls.is_empty() {

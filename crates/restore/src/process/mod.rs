@@ -286,6 +286,8 @@ fn set_mm(
 ) -> Result<()> {
     let m = &p.mm;
     let auxv: Vec<u64> = m.auxv.iter().flat_map(|&(k, v)| [k, v]).collect();
+    // The map points at the auxv: both in one batch.
+    b.room(main, &[auxv.len() * 8, 13 * 8])?;
     let auxv_at = if auxv.is_empty() {
         0
     } else {

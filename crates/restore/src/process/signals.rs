@@ -36,7 +36,6 @@ pub(crate) fn set_handlers(
     };
     let not_default = mask_of("SigCgt:") | mask_of("SigIgn:");
     let mut set = 0;
-    let mut table = None;
     for (i, a) in p.sigactions.iter().enumerate().take(64) {
         let sig = i as u64 + 1;
         if sig == libc::SIGKILL as u64 || sig == libc::SIGSTOP as u64 {
@@ -46,12 +45,14 @@ pub(crate) fn set_handlers(
         if zero && not_default & (1 << i) == 0 {
             continue;
         }
-        let table = *table.get_or_insert(b.data(main, &u64s(&acts), scratch)?);
+        // Each action right before its call: a flush between two calls
+        // frees the data of the first (later data takes its place).
+        let at = b.data(main, &u64s(&acts[i * 4..i * 4 + 4]), scratch)?;
         b.push(
             main,
             format!("rt_sigaction({sig})"),
             libc::SYS_rt_sigaction,
-            &[sig, table + i as u64 * 32, 0, 8],
+            &[sig, at, 0, 8],
             Allow::Nothing,
         )?;
         set += 1;
