@@ -77,6 +77,30 @@ fn unbound_tcp_sockets_keep_their_options() {
     assert!(port > 0, "{listen}");
 }
 
+/// Options a bind needed and the process turned off since: IP_FREEBIND
+/// (addresses of no interface, zdtm sk-freebind-false) and SO_REUSEPORT
+/// (two listeners on one port, zdtm socket-tcp-reuseport). The restore
+/// binds with them and leaves the saved values.
+#[test]
+fn binds_that_needed_options_turned_off_since() {
+    let dir = TempDir::new("bindopts");
+    let mut p = python_fixture(&dir, "bindopts.py", &[]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let port = values(&ready, "port=")[0];
+    let image = dir.join("bindopts.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    let before = r.line_count();
+    ckpt_sys::proc::kill(r.pid, libc::SIGUSR1).unwrap();
+    let opts = r.wait_line_after(before, |l| l.starts_with("OPTS"));
+    assert_eq!(
+        opts,
+        "OPTS freebind=0,0 udp4=192.0.2.7 udp6=2001:db8::7 reuseport=0,1"
+    );
+    r.wait_line_after(before, |l| l.starts_with("ACCEPTED"));
+    assert!(port > 0);
+}
+
 #[test]
 fn restore_reports_a_port_in_use() {
     let dir = TempDir::new("tcp-busy");
