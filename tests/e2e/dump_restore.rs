@@ -430,3 +430,53 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "owner=65534:65534 mode=640");
 }
+
+/// Private mappings of shared memory objects (a memfd held at an fd, and
+/// shared anonymous memory opened through /proc/self/map_files, as zdtm
+/// memfd02 and shmemfd-priv do): after a restore the pages the process
+/// wrote over them are its own, the others still show the object, also
+/// what is written to it after the restore.
+#[test]
+fn private_mappings_of_shared_memory_see_the_object() {
+    let dir = TempDir::new("privshm");
+    let script = r#"
+import ctypes, mmap, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+P = 4096
+RW = mmap.PROT_READ | mmap.PROT_WRITE
+def raw_map(fd, size, flags, off=0):
+    a = libc.mmap(None, size, RW, flags, fd, off)
+    assert a and a != ctypes.c_void_p(-1).value
+    return a, (ctypes.c_char * size).from_address(a)
+m = os.memfd_create("privshm")
+os.ftruncate(m, 3 * P)
+os.pwrite(m, b"A" * P + b"B" * P + b"C" * P, 0)
+_, mpriv = raw_map(m, 3 * P, mmap.MAP_PRIVATE)
+mpriv[P:P + 5] = b"mine1"
+a, anon = raw_map(-1, 3 * P, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+anon[0:5] = b"page0"; anon[P:P + 5] = b"page1"
+f = os.open("/proc/self/map_files/%x-%x" % (a, a + 3 * P), os.O_RDWR)
+_, apriv = raw_map(f, 2 * P, mmap.MAP_PRIVATE, P)
+os.close(f)
+apriv[P:P + 5] = b"mine2"
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+os.pwrite(m, b"later", 0)
+anon[P:P + 5] = b"later"
+print("memfd=%s,%s,%s" % (mpriv[0:5].decode(), mpriv[P:P + 5].decode(), mpriv[2 * P:2 * P + 5].decode()), flush=True)
+print("anon=%s,%s" % (apriv[0:5].decode(), apriv[P:P + 5].decode()), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("privshm.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "memfd=later,mine1,CCCCC");
+    r.wait_line(|l| l == "anon=later,mine2");
+}
