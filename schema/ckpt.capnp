@@ -527,6 +527,7 @@ struct FanotifyMark {
 struct OPath {
   file @0 :FileIdentity;
   symlink @1 :Bool;              # opened with O_PATH|O_NOFOLLOW on a symlink
+  target @2 :Data;               # a deleted symlink's target (empty otherwise)
 }
 
 struct NsFile {

@@ -480,3 +480,41 @@ time.sleep(600)
     r.wait_line(|l| l == "memfd=later,mine1,CCCCC");
     r.wait_line(|l| l == "anon=later,mine2");
 }
+
+/// An O_PATH fd on a symlink deleted since (zdtm symlink01): the dump
+/// saves its target, the restore makes it again, deleted, and
+/// readlinkat(fd, "") still reads the target.
+#[test]
+fn o_path_fd_of_a_deleted_symlink() {
+    let dir = TempDir::new("delsymlink");
+    let script = r#"
+import ctypes, os, stat, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+d = sys.argv[1]
+os.symlink("/nowhere/target-of-it", d + "/l")
+fd = os.open(d + "/l", os.O_PATH | os.O_NOFOLLOW)
+os.unlink(d + "/l")
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+buf = ctypes.create_string_buffer(4096)
+n = libc.readlinkat(fd, b"", buf, 4096)
+link = os.readlink("/proc/self/fd/%d" % fd)
+print("target=%s islnk=%d deleted=%d" % (buf.raw[:n].decode(), stat.S_ISLNK(os.fstat(fd).st_mode), link.endswith(" (deleted)")), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("delsymlink.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "target=/nowhere/target-of-it islnk=1 deleted=1");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .collect();
+    assert!(left.is_empty(), "symlinks left behind: {left:?}");
+}
