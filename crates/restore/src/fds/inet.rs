@@ -219,6 +219,12 @@ fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
                 }
             }
         }
+        // A connection closed before the dump (its port given back): made
+        // as a closed connection (repair mode sends nothing; the peer it
+        // is made with cannot be asked: getpeername says ENOTCONN).
+        tcp_repair::TCP_CLOSE if n.closed => TcpShape::Aborted {
+            peer: loopback(family),
+        },
         tcp_repair::TCP_CLOSE => match local {
             Some(l) => TcpShape::Bound(l),
             None => TcpShape::Unbound,
@@ -238,6 +244,15 @@ fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
             shape,
         }),
     );
+}
+
+/// The loopback address of `family`, port 9 (discard).
+fn loopback(family: i32) -> SocketAddr {
+    if family == libc::AF_INET6 {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9))
+    }
 }
 
 /// Build one TCP socket (in the restorer): the fd, and for a connection
