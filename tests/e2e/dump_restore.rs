@@ -518,3 +518,39 @@ time.sleep(600)
         .collect();
     assert!(left.is_empty(), "symlinks left behind: {left:?}");
 }
+
+/// A process that chrooted into a directory (zdtm chroot, chroot-file):
+/// restored with the same root directory, its fds (opened before the
+/// chroot, by their full paths) as they were.
+#[test]
+fn chrooted_process_keeps_its_root() {
+    let dir = TempDir::new("chroot");
+    let script = r#"
+import os, sys, time
+r = sys.argv[1] + "/r"
+os.mkdir(r)
+with open(r + "/inside", "w") as f:
+    f.write("in the root")
+with open(sys.argv[1] + "/outside", "w") as f:
+    f.write("outside")
+fd = os.open(sys.argv[1] + "/outside", os.O_RDONLY)
+os.chroot(r)
+print("READY", flush=True)
+while not os.path.exists("/go"):
+    time.sleep(0.01)
+print("inside=%s outside=%s fd=%s" % (open("/inside").read(), os.path.exists(sys.argv[1] + "/outside"), os.pread(fd, 7, 0).decode()), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("chroot.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/root", r.pid)).unwrap(),
+        dir.join("r")
+    );
+    std::fs::write(dir.join("r/go"), b"").unwrap();
+    r.wait_line(|l| l == "inside=in the root outside=False fd=outside");
+}
