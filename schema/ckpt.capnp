@@ -527,6 +527,7 @@ struct FanotifyMark {
 struct OPath {
   file @0 :FileIdentity;
   symlink @1 :Bool;              # opened with O_PATH|O_NOFOLLOW on a symlink
+  target @2 :Data;               # a deleted symlink's target (empty otherwise)
 }
 
 struct NsFile {
@@ -711,7 +712,7 @@ struct InetSocket {
   pending @13 :List(InetSocket); # listening TCP: connections that waited in the accept queue, in order
   datagrams @14 :List(Datagram); # UDP / UDP-Lite: queued datagrams, in order
   lockTag @15 :Text;             # the netfilter lock (nft table inet ckpt_lock_<tag>) holding this connection
-  closed @16 :Bool;              # a live connection saved without its state (--tcp-close): restored closed
+  closed @16 :Bool;              # a live connection saved without its state (--tcp-close), or (state close) one closed before the dump: restored closed
   droppedQueue @17 :UInt32;      # bytes queued for reading that were not saved (raw and ping sockets)
 }
 

@@ -400,3 +400,43 @@ fn a_connection_in_syn_sent_completes_after_the_restore() {
     conn.write_all(b"welcome").unwrap();
     r.wait_line(|l| l.starts_with("got welcome"));
 }
+
+/// A connection both sides shut before the dump (zdtm socket-tcp-close2):
+/// its sockets are closed, their ports given back (sock_diag lists them no
+/// more). A plain dump saves them as closed connections: after the restore
+/// reads give end of file, writes EPIPE.
+#[test]
+fn connections_closed_before_the_dump_stay_closed() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("tcp-closed");
+    let script = r#"
+import errno, os, signal, socket, sys, time
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname())
+s, _ = l.accept()
+l.close()
+c.shutdown(socket.SHUT_WR); s.shutdown(socket.SHUT_WR)
+time.sleep(0.3)
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+out = []
+for x in (s, c):
+    out.append(len(x.recv(1)))
+    try:
+        x.send(b"x"); out.append("sent")
+    except OSError as e:
+        out.append(errno.errorcode[e.errno])
+print("closed=%s" % out, flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("closed.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "closed=[0, 'EPIPE', 0, 'EPIPE']");
+}

@@ -656,3 +656,127 @@ fn every_signal_handler_comes_back() {
     let r = restore_detached(&img, &p.out, p.pid);
     check(&r);
 }
+
+/// Private mappings of shared memory objects (a memfd held at an fd, and
+/// shared anonymous memory opened through /proc/self/map_files, as zdtm
+/// memfd02 and shmemfd-priv do): after a restore the pages the process
+/// wrote over them are its own, the others still show the object, also
+/// what is written to it after the restore.
+#[test]
+fn private_mappings_of_shared_memory_see_the_object() {
+    let dir = TempDir::new("privshm");
+    let script = r#"
+import ctypes, mmap, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+P = 4096
+RW = mmap.PROT_READ | mmap.PROT_WRITE
+def raw_map(fd, size, flags, off=0):
+    a = libc.mmap(None, size, RW, flags, fd, off)
+    assert a and a != ctypes.c_void_p(-1).value
+    return a, (ctypes.c_char * size).from_address(a)
+m = os.memfd_create("privshm")
+os.ftruncate(m, 3 * P)
+os.pwrite(m, b"A" * P + b"B" * P + b"C" * P, 0)
+_, mpriv = raw_map(m, 3 * P, mmap.MAP_PRIVATE)
+mpriv[P:P + 5] = b"mine1"
+a, anon = raw_map(-1, 3 * P, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+anon[0:5] = b"page0"; anon[P:P + 5] = b"page1"
+f = os.open("/proc/self/map_files/%x-%x" % (a, a + 3 * P), os.O_RDWR)
+_, apriv = raw_map(f, 2 * P, mmap.MAP_PRIVATE, P)
+os.close(f)
+apriv[P:P + 5] = b"mine2"
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+os.pwrite(m, b"later", 0)
+anon[P:P + 5] = b"later"
+print("memfd=%s,%s,%s" % (mpriv[0:5].decode(), mpriv[P:P + 5].decode(), mpriv[2 * P:2 * P + 5].decode()), flush=True)
+print("anon=%s,%s" % (apriv[0:5].decode(), apriv[P:P + 5].decode()), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("privshm.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "memfd=later,mine1,CCCCC");
+    r.wait_line(|l| l == "anon=later,mine2");
+}
+
+/// An O_PATH fd on a symlink deleted since (zdtm symlink01): the dump
+/// saves its target, the restore makes it again, deleted, and
+/// readlinkat(fd, "") still reads the target.
+#[test]
+fn o_path_fd_of_a_deleted_symlink() {
+    let dir = TempDir::new("delsymlink");
+    let script = r#"
+import ctypes, os, stat, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+d = sys.argv[1]
+os.symlink("/nowhere/target-of-it", d + "/l")
+fd = os.open(d + "/l", os.O_PATH | os.O_NOFOLLOW)
+os.unlink(d + "/l")
+print("READY", flush=True)
+while not os.path.exists(d + "/go"):
+    time.sleep(0.01)
+buf = ctypes.create_string_buffer(4096)
+n = libc.readlinkat(fd, b"", buf, 4096)
+link = os.readlink("/proc/self/fd/%d" % fd)
+print("target=%s islnk=%d deleted=%d" % (buf.raw[:n].decode(), stat.S_ISLNK(os.fstat(fd).st_mode), link.endswith(" (deleted)")), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("delsymlink.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "target=/nowhere/target-of-it islnk=1 deleted=1");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_symlink()))
+        .collect();
+    assert!(left.is_empty(), "symlinks left behind: {left:?}");
+}
+
+/// A process that chrooted into a directory (zdtm chroot, chroot-file):
+/// restored with the same root directory, its fds (opened before the
+/// chroot, by their full paths) as they were.
+#[test]
+fn chrooted_process_keeps_its_root() {
+    let dir = TempDir::new("chroot");
+    let script = r#"
+import os, sys, time
+r = sys.argv[1] + "/r"
+os.mkdir(r)
+with open(r + "/inside", "w") as f:
+    f.write("in the root")
+with open(sys.argv[1] + "/outside", "w") as f:
+    f.write("outside")
+fd = os.open(sys.argv[1] + "/outside", os.O_RDONLY)
+os.chroot(r)
+print("READY", flush=True)
+while not os.path.exists("/go"):
+    time.sleep(0.01)
+print("inside=%s outside=%s fd=%s" % (open("/inside").read(), os.path.exists(sys.argv[1] + "/outside"), os.pread(fd, 7, 0).decode()), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("chroot.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{}/root", r.pid)).unwrap(),
+        dir.join("r")
+    );
+    std::fs::write(dir.join("r/go"), b"").unwrap();
+    r.wait_line(|l| l == "inside=in the root outside=False fd=outside");
+}

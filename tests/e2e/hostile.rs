@@ -308,7 +308,9 @@ fn corpus(dir: &TempDir, good: &[u8]) -> Vec<Case> {
     );
     add(
         "chroot",
-        e("chroot", &|i| i.processes[0].root = b"/tmp".to_vec()),
+        e("chroot", &|i| {
+            i.processes[0].root = b"/nonexistent-ckpt-root".to_vec()
+        }),
         Refused,
         "root directory",
     );

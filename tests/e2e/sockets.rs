@@ -77,6 +77,30 @@ fn unbound_tcp_sockets_keep_their_options() {
     assert!(port > 0, "{listen}");
 }
 
+/// Options a bind needed and the process turned off since: IP_FREEBIND
+/// (addresses of no interface, zdtm sk-freebind-false) and SO_REUSEPORT
+/// (two listeners on one port, zdtm socket-tcp-reuseport). The restore
+/// binds with them and leaves the saved values.
+#[test]
+fn binds_that_needed_options_turned_off_since() {
+    let dir = TempDir::new("bindopts");
+    let mut p = python_fixture(&dir, "bindopts.py", &[]);
+    let ready = p.wait_line(|l| l.starts_with("READY"));
+    let port = values(&ready, "port=")[0];
+    let image = dir.join("bindopts.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    let before = r.line_count();
+    ckpt_sys::proc::kill(r.pid, libc::SIGUSR1).unwrap();
+    let opts = r.wait_line_after(before, |l| l.starts_with("OPTS"));
+    assert_eq!(
+        opts,
+        "OPTS freebind=0,0 udp4=192.0.2.7 udp6=2001:db8::7 reuseport=0,1"
+    );
+    r.wait_line_after(before, |l| l.starts_with("ACCEPTED"));
+    assert!(port > 0);
+}
+
 #[test]
 fn restore_reports_a_port_in_use() {
     let dir = TempDir::new("tcp-busy");
@@ -523,4 +547,37 @@ while True:
     );
     assert!(!image.exists());
     p.wait_more_lines(3);
+}
+
+/// An epoll instance in flight (passed in a queued unix message, its fd
+/// closed) that watches an fd the process still holds (zdtm scm05): it
+/// comes back in the message, with its watch.
+#[test]
+fn an_epoll_in_flight_keeps_its_watch() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("epoll-inflight");
+    let script = r#"
+import os, select, socket, sys, time
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+ep = select.epoll()
+ep.register(b.fileno(), select.EPOLLIN)
+socket.send_fds(a, [b"x"], [ep.fileno()])
+ep.close()
+a.send(b"data")
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+_, fds, _, _ = socket.recv_fds(b, 1, 1)
+got = select.epoll.fromfd(fds[0]).poll(0)
+print("events=%s" % [(fd == b.fileno(), ev) for fd, ev in got], flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("epoll.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "events=[(True, 1)]");
 }

@@ -656,6 +656,9 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
         FileKind::OPath(o) => {
             let mut x = k.init_opath();
             x.set_symlink(o.symlink);
+            if !o.target.is_empty() {
+                x.set_target(&o.target);
+            }
             enc_identity(&o.file, x.init_file());
         }
         FileKind::Nsfs(n) => {
@@ -1779,6 +1782,11 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
             FileKind::OPath(OPath {
                 file: dec_identity(x.get_file().ctx(what)?, what)?,
                 symlink: x.get_symlink(),
+                target: if x.has_target() {
+                    data(x.get_target(), what)?
+                } else {
+                    Vec::new()
+                },
             })
         }
         Ok(K::Nsfs(x)) => {

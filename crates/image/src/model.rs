@@ -1148,6 +1148,8 @@ pub struct FanotifyMark {
 pub struct OPath {
     pub file: FileIdentity,
     pub symlink: bool,
+    /// A deleted symlink's target (empty otherwise).
+    pub target: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -565,10 +565,16 @@ fn check_files(
         }
     }
     if !p.root.is_empty() && p.root != b"/" {
-        r.errors.push(format!(
-            "the process ran with root directory {}; this version does not restore a chroot",
-            String::from_utf8_lossy(&p.root)
-        ));
+        let root = String::from_utf8_lossy(&p.root);
+        match std::fs::metadata(&*root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => r
+                .errors
+                .push(format!("root directory {root} (chroot): not a directory")),
+            Err(e) => r
+                .errors
+                .push(format!("root directory {root} (chroot): {}", os_msg(&e))),
+        }
     }
     mem
 }
@@ -690,6 +696,8 @@ fn check_paths(p: &Process, fds: &FdPlan, mem: &MemPlan, r: &mut Report) {
     }
 }
 
+const CAP_SYS_CHROOT: u32 = 18;
+
 /// Capabilities: never more than the restorer holds.
 fn check_caps(p: &Process, own: &OwnCreds, r: &mut Report) {
     let c = &p.creds;
@@ -699,6 +707,12 @@ fn check_caps(p: &Process, own: &OwnCreds, r: &mut Report) {
         r.errors.push(format!(
             "the process had capabilities {} ({extra:#x}) that the restorer does not have",
             cap_names(extra)
+        ));
+    }
+    if !p.root.is_empty() && p.root != b"/" && own.cap_eff & (1 << CAP_SYS_CHROOT) == 0 {
+        r.errors.push(format!(
+            "the process ran with root directory {}: putting it back (chroot) needs CAP_SYS_CHROOT, which the restorer does not have",
+            String::from_utf8_lossy(&p.root)
         ));
     }
     let bnd_lost = c.cap_bounding & !own.cap_bounding;

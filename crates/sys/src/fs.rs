@@ -88,6 +88,26 @@ pub fn mknod(path: &CStr, mode: u32, rdev: u64) -> Result<()> {
     nix::sys::stat::mknod(path, SFlag::from_bits_retain(kind), perm, rdev).op("mknod")
 }
 
+/// Make a symlink at `path` to `target`.
+pub fn symlink(target: &CStr, path: &CStr) -> Result<()> {
+    nix::unistd::symlinkat(target, nix::fcntl::AT_FDCWD, path).op("symlink")
+}
+
+/// The target of the symlink fd `fd` of process `pid` holds (an O_PATH fd
+/// on a symlink, deleted ones too): /proc/PID/fd/N opened O_PATH (which
+/// gives that symlink itself) and read with readlinkat(fd, "").
+pub fn symlink_target_of(pid: crate::Pid, fd: i32) -> Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStringExt;
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let f = nix::fcntl::open(
+        path.as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .op("open")?;
+    Ok(nix::fcntl::readlinkat(&f, "").op("readlinkat")?.into_vec())
+}
+
 /// Remove the directory entry `path`: rmdir for a directory (`dir`),
 /// unlink for anything else.
 pub fn remove_entry(path: &CStr, dir: bool) -> Result<()> {

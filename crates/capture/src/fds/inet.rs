@@ -123,8 +123,11 @@ fn unhashed(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     so::getsockopt_into(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info)
         .map_err(|e| sys_fd(f.fd, "reading TCP_INFO", e))?;
     let state = info[0];
-    if bound || state != tcp_repair::TCP_CLOSE || !matches!(family, libc::AF_INET | libc::AF_INET6)
-    {
+    let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
+    if bound && state == tcp_repair::TCP_CLOSE && inet {
+        return former_connection(fd, f, family, &name);
+    }
+    if bound || state != tcp_repair::TCP_CLOSE || !inet {
         return Err(unsupported(
             f.fd,
             format!(
@@ -146,6 +149,43 @@ fn unhashed(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         protocol: libc::IPPROTO_TCP as u32,
         state: u32::from(tcp_repair::TCP_CLOSE),
         options,
+        ..Default::default()
+    })))
+}
+
+/// A TCP socket with a port that sock_diag does not list in state closed:
+/// one that was connected and is closed now (both sides shut it, or a
+/// reset), its port given back. Saved as a closed connection (reads give
+/// end of file, writes EPIPE), with its last address; one with unread
+/// data is refused (a closed socket cannot be given data again).
+fn former_connection(fd: i32, f: &RawFd, family: i32, name: &[u8]) -> Result<Option<FileKind>> {
+    use ckpt_sys::fds::socket as so;
+    let unread = so::ioctl_int(fd, so::SIOCINQ).map_err(|e| sys_fd(f.fd, "SIOCINQ", e))?;
+    if unread > 0 {
+        return Err(unsupported(
+            f.fd,
+            format!("a closed TCP connection with {unread} unread byte(s) cannot be saved"),
+        ));
+    }
+    let kind = SockKind {
+        family,
+        ty: libc::SOCK_STREAM,
+        protocol: libc::IPPROTO_TCP,
+    };
+    let options = options(fd, &kind, f.fd)?;
+    let local = so::inet_addr(name);
+    let (local_addr, local_port) = local.as_ref().map(addr_port).unwrap_or_default();
+    tracing::debug!(fd = f.fd, ?local, "closed TCP connection saved");
+    Ok(Some(FileKind::InetSocket(InetSocket {
+        family: family as u32,
+        sock_type: libc::SOCK_STREAM as u32,
+        protocol: libc::IPPROTO_TCP as u32,
+        state: u32::from(tcp_repair::TCP_CLOSE),
+        local_addr,
+        local_port,
+        options,
+        closed: true,
+        shutdown: 3,
         ..Default::default()
     })))
 }

@@ -155,6 +155,9 @@ pub(crate) struct Ctx<'a> {
     /// Files passed in queued unix messages and open nowhere else in the
     /// process: saved from our copies, with ids after the process's own.
     inflight: &'a mut Inflight,
+    /// Saving a file in flight (our copy): the process whose queue holds
+    /// it, with its fds and their ids (an epoll's watches are its fds).
+    owner: Option<(Pid, &'a [RawFd], &'a BTreeMap<i32, u32>)>,
 }
 
 /// Files in flight (in queued SCM_RIGHTS messages): our copies and the
@@ -296,6 +299,7 @@ pub(crate) fn build(
             sink: &mut *sink,
             net: &mut *sockets,
             inflight: &mut inflight,
+            owner: None,
         };
         let in_process = |e: Error| {
             if owner[first] == 0 {
@@ -404,6 +408,7 @@ impl Ctx<'_> {
                 sink: &mut *self.sink,
                 net: &mut *self.net,
                 inflight: &mut *self.inflight,
+                owner: Some((self.pid, self.fds, self.file_ids)),
             };
             save_kind(&mut sub, &rf)
         };

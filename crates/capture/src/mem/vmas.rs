@@ -288,6 +288,11 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
     if path == b"/dev/zero" {
         return Ok(if shared {
             (shm(pid, e, ShmKind::AnonymousShared), Policy::Shmem)
+        } else if deleted && shared_elsewhere(pid, e, false) {
+            // A private mapping of shared anonymous memory (opened through
+            // /proc/PID/map_files): the object, with the pages the process
+            // wrote over it.
+            (shm(pid, e, ShmKind::AnonymousShared), Policy::PrivateFile)
         } else {
             (VmaBacking::Anonymous, Policy::Anon)
         });
@@ -298,7 +303,13 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         return Ok((shm(pid, e, ShmKind::SysvShm), Policy::Nothing));
     }
     if path.starts_with(b"/memfd:") {
-        let policy = if shared { Policy::Shmem } else { Policy::Whole };
+        let policy = if shared {
+            Policy::Shmem
+        } else if shared_elsewhere(pid, e, true) {
+            Policy::PrivateFile
+        } else {
+            Policy::Whole
+        };
         return Ok((shm(pid, e, ShmKind::Memfd), policy));
     }
     if path.starts_with(b"/dev/shm/") && shared {
@@ -359,6 +370,49 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         }),
         policy,
     ))
+}
+
+/// Whether the image will hold the contents of the shared memory object a
+/// private mapping `e` maps, so that the mapping can be made of the object
+/// again with only the pages written over it saved: the process maps every
+/// page of it that `e` covers shared, or (`by_fd`: a memfd, saved whole
+/// with its fd) holds it at an fd. Otherwise the private mapping is saved
+/// whole, as a copy.
+fn shared_elsewhere(pid: Pid, e: &MapEntry, by_fd: bool) -> bool {
+    let same = |m: &std::fs::Metadata| m.ino() == e.inode && m.dev() == e.dev;
+    if by_fd {
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            let held = dir.flatten().any(|d| {
+                std::fs::read_link(d.path())
+                    .is_ok_and(|l| l.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"))
+                    && std::fs::metadata(d.path()).is_ok_and(|m| same(&m))
+            });
+            if held {
+                return true;
+            }
+        }
+    }
+    let Ok(maps) = std::fs::read(format!("/proc/{pid}/maps")) else {
+        return false;
+    };
+    let size = std::fs::metadata(map_files_path(pid, e)).map_or(0, |m| m.size());
+    // The object's ranges mapped shared, then whether they cover
+    // [offset, end) of `e` (within the object).
+    let mut covered: Vec<(u64, u64)> = maps
+        .split(|&c| c == b'\n')
+        .filter_map(parse_header)
+        .filter(|m| m.perms[3] == b's' && m.inode == e.inode && m.dev == e.dev)
+        .map(|m| (m.offset, m.offset + (m.end - m.start)))
+        .collect();
+    covered.sort_unstable();
+    let (mut at, end) = (e.offset, size.min(e.offset + (e.end - e.start)));
+    for (s, t) in covered {
+        if s > at {
+            break;
+        }
+        at = at.max(t);
+    }
+    at >= end
 }
 
 pub(crate) fn map_files_path(pid: Pid, e: &MapEntry) -> String {

@@ -3,7 +3,8 @@
 //! (file, fd number): a watch whose fd number now holds another file (or
 //! none: the fd was closed while a dup of it stays open) is added before
 //! the fds are placed, with the watched description put at that number
-//! for the time of the EPOLL_CTL_ADD (see [`plan_detached`]).
+//! for the time of the EPOLL_CTL_ADD (see [`plan_detached`]), and so is
+//! every watch of an instance in flight (passed in a queued message).
 
 use super::{Builder, FdOp};
 use crate::stub::Child;
@@ -52,8 +53,11 @@ pub(super) fn plan_detached(b: &mut Builder) {
             continue;
         };
         let holder = b.groups[g].holders.first().map_or(b.proc, |h| b.procs[h.0]);
+        // In flight (in a queued message, at no fd): every watch is added
+        // here, through the instance's slot (also once it was sent).
+        let in_flight = b.groups[g].holders.is_empty();
         for t in &ep.targets {
-            if attached(holder, t.fd, t.file) {
+            if !in_flight && attached(holder, t.fd, t.file) {
                 continue;
             }
             let what = format!(
@@ -113,11 +117,7 @@ pub(super) fn plan_targets(b: &mut Builder) {
             let Some(&(i, epfd)) = by else {
                 let holder = b.groups[g].holders.first().map_or(b.proc, |h| b.procs[h.0]);
                 if b.groups[g].holders.is_empty() {
-                    b.error(format!(
-                        "{}: an epoll instance in flight in a unix socket cannot be restored",
-                        b.what(g)
-                    ));
-                    break;
+                    break; // in flight: plan_detached
                 }
                 if !attached(holder, t.fd, t.file) {
                     continue; // plan_detached

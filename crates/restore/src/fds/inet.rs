@@ -219,6 +219,12 @@ fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
                 }
             }
         }
+        // A connection closed before the dump (its port given back): made
+        // as a closed connection (repair mode sends nothing; the peer it
+        // is made with cannot be asked: getpeername says ENOTCONN).
+        tcp_repair::TCP_CLOSE if n.closed => TcpShape::Aborted {
+            peer: loopback(family),
+        },
         tcp_repair::TCP_CLOSE => match local {
             Some(l) => TcpShape::Bound(l),
             None => TcpShape::Unbound,
@@ -240,6 +246,15 @@ fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
     );
 }
 
+/// The loopback address of `family`, port 9 (discard).
+fn loopback(family: i32) -> SocketAddr {
+    if family == libc::AF_INET6 {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 9))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 9))
+    }
+}
+
 /// Build one TCP socket (in the restorer): the fd, and for a connection
 /// left in repair mode its SO_REUSEADDR.
 pub(super) fn make(s: &TcpSpec, m: &mut Maker) -> Result<(OwnedFd, Option<bool>), String> {
@@ -249,13 +264,13 @@ pub(super) fn make(s: &TcpSpec, m: &mut Maker) -> Result<(OwnedFd, Option<bool>)
     let mut repaired = None;
     match &s.shape {
         TcpShape::Unbound => {}
-        TcpShape::Bound(a) => bind_again(fd, a, &s.opts)?,
+        TcpShape::Bound(a) => bind_again(fd, a)?,
         TcpShape::Listen {
             local,
             backlog,
             pending,
         } => {
-            bind_again(fd, local, &s.opts)?;
+            bind_again(fd, local)?;
             socket::listen(fd, *backlog).map_err(|e| format!("listening on {local}: {e}"))?;
             replay(s.family, fd, local, pending, m)?;
         }
@@ -279,20 +294,59 @@ pub(super) fn make(s: &TcpSpec, m: &mut Maker) -> Result<(OwnedFd, Option<bool>)
     Ok((sock, repaired))
 }
 
-/// Bind to the saved address again, with SO_REUSEADDR for the bind
+/// Bind to the saved address again, with SO_REUSEADDR and SO_REUSEPORT
 /// (connections of the saved socket may have left TIME-WAIT sockets on
-/// its port), then the saved value.
-fn bind_again(fd: i32, a: &SocketAddr, opts: &[SockOpt]) -> Result<(), String> {
-    socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)
-        .map_err(|e| e.to_string())?;
+/// its port; another saved socket may share the port, having turned
+/// SO_REUSEPORT off after its bind): [`reuse_back`] sets their saved
+/// values once every socket is built.
+fn bind_again(fd: i32, a: &SocketAddr) -> Result<(), String> {
+    for name in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        socket::setsockopt_int(fd, libc::SOL_SOCKET, name, 1).map_err(|e| e.to_string())?;
+    }
+    bind_free(fd, a)
+}
+
+/// Bind `fd` to `a` with IP_FREEBIND for the bind when it is off: the
+/// saved process may have bound with it and turned it off since, and an
+/// IPv6 address may still be tentative here. Its saved value is set again
+/// after the bind.
+pub(super) fn bind_free(fd: i32, a: &SocketAddr) -> Result<(), String> {
+    let free = socket::getsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND)
+        .map_err(|e| format!("reading IP_FREEBIND: {e}"))?;
+    if free == 0 {
+        socket::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 1)
+            .map_err(|e| format!("setting IP_FREEBIND for the bind: {e}"))?;
+    }
     socket::bind_raw(fd, &sockaddr_inet(a)).map_err(|e| format!("binding to {a}: {e}"))?;
-    socket::setsockopt_int(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_REUSEADDR,
-        reuseaddr(opts) as i32,
-    )
-    .map_err(|e| e.to_string())
+    if free == 0 {
+        socket::setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_FREEBIND, 0)
+            .map_err(|e| format!("clearing IP_FREEBIND after the bind: {e}"))?;
+    }
+    Ok(())
+}
+
+fn saved_int(opts: &[SockOpt], level: i32, name: i32) -> i32 {
+    opts.iter()
+        .find(|o| o.level == level && o.name == name)
+        .and_then(|o| o.value.get(..4))
+        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Once every socket is built: the saved SO_REUSEADDR and SO_REUSEPORT of
+/// a socket [`bind_again`] bound.
+pub(super) fn reuse_back(fd: i32, s: &TcpSpec) -> Result<(), String> {
+    if !matches!(s.shape, TcpShape::Bound(_) | TcpShape::Listen { .. }) {
+        return Ok(());
+    }
+    for (name, label) in [
+        (libc::SO_REUSEADDR, "SO_REUSEADDR"),
+        (libc::SO_REUSEPORT, "SO_REUSEPORT"),
+    ] {
+        let v = saved_int(&s.opts, libc::SOL_SOCKET, name);
+        socket::setsockopt_int(fd, libc::SOL_SOCKET, name, v)
+            .map_err(|e| format!("setting {label} back: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Put the saved accept queue back into the new listener `fd`.

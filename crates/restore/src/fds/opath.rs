@@ -25,7 +25,22 @@ pub(super) fn plan(b: &mut Builder, g: usize, o: &OPath) {
         return;
     }
     let kind = o.file.mode & libc::S_IFMT;
-    if !matches!(kind, libc::S_IFIFO | libc::S_IFSOCK) {
+    let mut meta = NodeMeta::of(&o.file);
+    if o.symlink && kind == libc::S_IFLNK {
+        let Ok(target) = std::ffi::CString::new(o.target.clone()) else {
+            b.error(format!(
+                "{what}: the deleted symlink's target holds a NUL byte"
+            ));
+            return;
+        };
+        if o.target.is_empty() {
+            b.error(format!(
+                "{what}: an O_PATH fd of a deleted symlink whose target the image does not hold"
+            ));
+            return;
+        }
+        meta.target = Some(target);
+    } else if !matches!(kind, libc::S_IFIFO | libc::S_IFSOCK) {
         b.error(format!(
             "{what}: an O_PATH fd of a deleted file of type {kind:#o} cannot be restored"
         ));
@@ -39,7 +54,7 @@ pub(super) fn plan(b: &mut Builder, g: usize, o: &OPath) {
             paths: temp_names(&path, o.file.inode),
             mode: o.file.mode,
             flags,
-            meta: NodeMeta::of(&o.file),
+            meta,
         },
     );
     b.slot_of[g] = Some(s);

@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, IntoRawFd};
 
 /// What a remade node gets besides its contents: its size (regular
 /// files), owner and times, as saved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeMeta {
     pub size: u64,
     /// (uid, gid), set where they differ from the creator's.
@@ -25,6 +25,8 @@ pub struct NodeMeta {
     pub times: Option<(i64, i64)>,
     /// The device number of a device node.
     pub rdev: u64,
+    /// The target of a symlink.
+    pub target: Option<CString>,
 }
 
 impl NodeMeta {
@@ -34,6 +36,7 @@ impl NodeMeta {
             owner: Some((id.uid, id.gid)),
             times: (id.mtime_ns != 0 || id.atime_ns != 0).then_some((id.atime_ns, id.mtime_ns)),
             rdev: 0,
+            target: None,
         }
     }
 }
@@ -297,7 +300,11 @@ pub(super) fn tmpnode(
             source: std::io::Error::from_raw_os_error(libc::ENOENT),
         };
         for p in paths {
-            match fs::mknod(p, mode, meta.rdev) {
+            let made = match &meta.target {
+                Some(t) if mode & libc::S_IFMT == libc::S_IFLNK => fs::symlink(t, p),
+                _ => fs::mknod(p, mode, meta.rdev),
+            };
+            match made {
                 Ok(()) => {
                     let r = fill_node(p, mode, flags, meta);
                     let rm = fs::remove_entry(p, dir);
@@ -336,7 +343,10 @@ fn fill_node(p: &std::ffi::CStr, mode: u32, flags: i32, meta: &NodeMeta) -> ckpt
             fs::chown_nofollow(p, uid, gid)?;
         }
     }
-    fs::chmod_nofollow(p, mode & 0o7777)?;
+    if mode & libc::S_IFMT != libc::S_IFLNK {
+        // (A symlink has no mode of its own.)
+        fs::chmod_nofollow(p, mode & 0o7777)?;
+    }
     let fd = fds::open(p, flags | libc::O_NOFOLLOW, 0)?.into_raw_fd();
     if let Some((atime, mtime)) = meta.times {
         if let Err(e) = fs::set_times_nofollow(p, atime, mtime) {

@@ -190,6 +190,16 @@ pub fn prebuild(plan: &mut FdPlan) -> crate::Result<NetGuard> {
         }
         g.fds.push(high);
     }
+    for ((what, p), fd) in plan.net.sockets.iter().zip(&g.fds) {
+        if let Prebuilt::Tcp(s) = p {
+            inet::reuse_back(fd.as_raw_fd(), s).map_err(|e| {
+                crate::Error::Check(crate::Report {
+                    errors: vec![format!("{what}: {e}")],
+                    warnings: Vec::new(),
+                })
+            })?;
+        }
+    }
     plan.prebuilt_sorted = plan.prebuilt.clone();
     plan.prebuilt_sorted.sort_unstable();
     tracing::info!(sockets = g.fds.len(), connections = g.repaired.len(), elapsed = ?t.elapsed(), "sockets built");

@@ -74,7 +74,7 @@ pub(super) fn make(s: &UdpSpec, m: &mut Maker) -> Result<OwnedFd, String> {
     let fd = sock.as_raw_fd();
     apply_opts(fd, &s.opts, Phase::PreBind)?;
     if let Some(l) = s.local {
-        socket::bind_raw(fd, &sockaddr_inet(&l)).map_err(|e| format!("binding to {l}: {e}"))?;
+        super::inet::bind_free(fd, &l)?;
     }
     if let Some(p) = s.peer {
         socket::connect_raw(fd, &sockaddr_inet(&p))

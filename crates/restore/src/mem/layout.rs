@@ -182,7 +182,8 @@ impl Layout {
 
 /// Pair the image's vdso-like mappings with the stub's (the same kernel's
 /// as ours): same names, sizes and relative layout, or an error saying how
-/// they differ.
+/// they differ. The stub's that the image lacks (the process unmapped
+/// them) are left unpaired: the restore unmaps them.
 pub fn pair_vdso<'a>(
     image_vmas: &'a [Vma],
     stub: &'a [MapsEntry],
@@ -216,19 +217,22 @@ pub fn pair_vdso<'a>(
             describe_here(&here)
         )
     };
-    if img.len() != here.len() {
-        return Err(mismatch());
-    }
-    let mut out = Vec::new();
-    for (h, v) in here.iter().zip(img.iter()) {
+    // Each of the image's is one of ours by name, in the same order; ours
+    // that the process had unmapped are not paired (the stub unmaps them).
+    let mut out: Vec<(&MapsEntry, &Vma)> = Vec::new();
+    let mut rest = here.iter();
+    for v in &img {
         let name = match &v.backing {
             VmaBacking::Special(k) => special_name(*k).unwrap_or(""),
             _ => "",
         };
-        if name != h.name
-            || h.end - h.start != v.len()
-            || h.start - here[0].start != v.start - img[0].start
-        {
+        let Some(h) = rest.find(|h| h.name == name) else {
+            return Err(mismatch());
+        };
+        let same_place = out.first().is_none_or(|(h0, v0)| {
+            h.start.wrapping_sub(h0.start) == v.start.wrapping_sub(v0.start)
+        });
+        if h.end - h.start != v.len() || !same_place {
             return Err(mismatch());
         }
         out.push((*h, *v));
@@ -581,6 +585,37 @@ mod tests {
             .unwrap()
             .moves
             .is_empty());
+    }
+
+    /// A process that unmapped its vdso (zdtm vdso02): the stub's are not
+    /// kept, so the restored process has none either.
+    #[test]
+    fn vdso_the_process_unmapped_is_unmapped() {
+        let mut p = image_with_vdso(0x7fff_0000_0000);
+        p.vmas
+            .retain(|v| !matches!(v.backing, VmaBacking::Special(_)));
+        let stub = maps(&[
+            (0x7ffe_0000_0000, 0x7ffe_0000_4000, "[vvar]"),
+            (0x7ffe_0000_4000, 0x7ffe_0000_5000, "[vvar_vclock]"),
+            (0x7ffe_0000_5000, 0x7ffe_0000_7000, "[vdso]"),
+        ]);
+        let l = plan_layout(&p, &stub, 0x10000, 4096, &[]).unwrap();
+        assert!(l.moves.is_empty());
+        for m in &stub {
+            assert!(
+                l.unmap.iter().any(|&(s, n)| s <= m.start && m.end <= s + n),
+                "{} is not unmapped: {:x?}",
+                m.name,
+                l.unmap
+            );
+        }
+        // Only the vdso unmapped: the two others are kept and paired.
+        let mut p = image_with_vdso(0x7fff_0000_0000);
+        p.vmas
+            .retain(|v| v.backing != VmaBacking::Special(SpecialMapping::Vdso));
+        let pairs = pair_vdso(&p.vmas, &stub).unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[1].0.name, "[vvar_vclock]");
     }
 
     #[test]

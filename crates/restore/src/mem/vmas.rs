@@ -458,7 +458,9 @@ fn shm_backing(
         flags: libc::O_RDWR,
         offset: sm.offset,
     };
-    let kept = held.shared.get(&sm.id).copied().filter(|_| v.shared);
+    // (A private mapping maps the object too: the pages the process wrote
+    // over it are written on top.)
+    let kept = held.shared.get(&sm.id).copied();
     let backing = match sm.kind {
         ShmKind::AnonymousShared => match kept {
             Some(fd) => through(fd),
@@ -527,7 +529,12 @@ fn shm_backing(
             return (None, PageRule::DataOnly);
         }
     };
-    (Some(backing), PageRule::DataOnly)
+    let rule = if v.shared {
+        PageRule::DataOnly
+    } else {
+        PageRule::All
+    };
+    (Some(backing), rule)
 }
 
 /// A SysV segment: the image must hold it (its contents, its id).
@@ -887,7 +894,15 @@ fn map_one(
             )?;
         }
         Backing::SharedAnon { id, offset } => {
-            map_shared_anon(main, b, s, l, (*id, *offset), made)?;
+            map_shared_anon(
+                main,
+                b,
+                (s, share | fixed),
+                l,
+                (*id, *offset),
+                made,
+                scratch,
+            )?;
         }
         Backing::Recreated { file, offset } => {
             let fd = *recreated.get(*file).ok_or_else(|| Error::Stub {
@@ -982,10 +997,11 @@ fn map_inherited(
 fn map_shared_anon(
     main: &mut Remote,
     b: &mut Batcher,
-    s: &MapStep,
+    (s, flags): (&MapStep, u64),
     l: &Layout,
     (id, offset): (u64, u64),
     made: &mut Made,
+    scratch: u64,
 ) -> Result<()> {
     let (tmp, size) = *l.shm_temp.get(&id).ok_or_else(|| Error::Stub {
         pid: main.tid,
@@ -1009,6 +1025,9 @@ fn map_shared_anon(
         )?;
         e.insert(tmp);
     }
+    if !s.shared {
+        return map_private_of(main, b, (s, flags), (tmp, size), offset, scratch);
+    }
     b.push(
         main,
         format!("mmap of {}", s.what),
@@ -1029,6 +1048,41 @@ fn map_shared_anon(
         &[s.start, s.len, u64::from(s.map_prot)],
         Allow::Nothing,
     )
+}
+
+/// A private mapping of the shared anonymous object at `tmp` (`size`
+/// bytes): the object opened through /proc/self/map_files (as the saved
+/// process did), mapped MAP_PRIVATE at `offset`, the fd closed.
+fn map_private_of(
+    main: &mut Remote,
+    b: &mut Batcher,
+    (s, flags): (&MapStep, u64),
+    (tmp, size): (u64, u64),
+    offset: u64,
+    scratch: u64,
+) -> Result<()> {
+    // Its fd is needed now: what came before (the object's mmap) first.
+    b.flush(main)?;
+    let path = format!("/proc/self/map_files/{tmp:x}-{:x}", tmp + size);
+    main.write_cstr(scratch, path.as_bytes())?;
+    let fd = main.call(
+        &format!("open of shared memory {path} for {}", s.what),
+        libc::SYS_openat,
+        &[
+            libc::AT_FDCWD as i64 as u64,
+            scratch,
+            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
+            0,
+        ],
+    )?;
+    b.push(
+        main,
+        format!("mmap of {}", s.what),
+        libc::SYS_mmap,
+        &[s.start, s.len, u64::from(s.map_prot), flags, fd, offset],
+        Allow::Nothing,
+    )?;
+    b.push(main, "close".into(), libc::SYS_close, &[fd], Allow::Nothing)
 }
 
 /// A SysV segment mapping: the segment is attached once at its temporary

@@ -63,6 +63,12 @@ pub(crate) fn set_state(
             Allow::Nothing,
         )?;
     }
+    if !p.root.is_empty() && p.root != b"/" {
+        // The root after the working directory, whose path is from the
+        // old root (the batch so far runs first).
+        b.flush(main)?;
+        set_root(main, p, scratch, as_saved)?;
+    }
     set_mm(main, b, p, scratch, exe_fd)?;
     if exe_fd != u64::from(u32::MAX) {
         b.push(
@@ -156,6 +162,37 @@ fn open_exe_and_chdir(
         Ok(())
     })?;
     Ok((exe_fd, later))
+}
+
+/// The root directory (chroot), once the files, the executable and the
+/// working directory were opened by their paths here; with the saved
+/// user's rights where the restore takes them. Nothing to do when the
+/// process already has it (one shares it: CLONE_FS).
+fn set_root(
+    main: &mut Remote,
+    p: &Process,
+    scratch: u64,
+    as_saved: Option<&FsSwitch>,
+) -> Result<()> {
+    if p.root.is_empty() || p.root == b"/" {
+        return Ok(());
+    }
+    let now = std::fs::read_link(format!("/proc/{}/root", main.tid)).ok();
+    if now.is_some_and(|r| r.as_os_str().as_encoded_bytes() == p.root.as_slice()) {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    creds::with_rights(main, as_saved, scratch, |main| {
+        main.write_cstr(scratch, &p.root)?;
+        main.call(
+            &format!("chroot to {}", String::from_utf8_lossy(&p.root)),
+            libc::SYS_chroot,
+            &[scratch],
+        )?;
+        Ok(())
+    })?;
+    tracing::debug!(root = %String::from_utf8_lossy(&p.root), elapsed = ?t.elapsed(), "root directory set");
+    Ok(())
 }
 
 /// A working directory that was deleted: a directory made again next to
