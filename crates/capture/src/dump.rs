@@ -393,6 +393,7 @@ fn capture_process(
     }
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
+    process::cgroup::save(pid, &mut process, &mut threads)?;
 
     // Pages taken another way (snapshot, pre-copy) are planned later.
     let memory = if prep.is_frozen() {

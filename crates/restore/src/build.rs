@@ -197,8 +197,9 @@ fn restore_steps<R: ReadAt + Sync>(
     // around each of their opens of such paths.
     let switch = fs_switch(as_saved.as_ref())?;
     // SysV IPC objects, with their saved ids, before anything else uses
-    // ids (removed again if the restore fails).
+    // ids (removed again if the restore fails); missing cgroup dirs.
     let ipc = sysv::restore(reader)?;
+    cgroup::prepare(reader.image(), &planned.tree, opts.ignore_cgroups)?;
     let step = Step::begin("premap");
     let premapped = premap(reader, &planned)?;
     step.done();
@@ -222,6 +223,7 @@ fn restore_steps<R: ReadAt + Sync>(
         stubs: &stubs,
         page,
         huge_fill: opts.huge_fill,
+        ignore_cgroups: opts.ignore_cgroups,
         switch: switch.as_ref(),
         cancel,
         t0,
@@ -544,6 +546,7 @@ struct Builders<'a, R: ReadAt> {
     stubs: &'a Stubs,
     page: u64,
     huge_fill: Option<bool>,
+    ignore_cgroups: bool,
     switch: Option<&'a FsSwitch>,
     cancel: &'a crate::Cancel,
     t0: Instant,
@@ -705,7 +708,9 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             last = d;
             progress(all, total);
         };
-        cgroup::join(pid, p)?;
+        if !self.ignore_cgroups {
+            cgroup::join(pid, p)?;
+        }
         let late = self
             .planned
             .fds
@@ -738,6 +743,7 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             t0: self.t0,
             progress: &mut each,
             huge_fill: self.huge_fill,
+            ignore_cgroups: self.ignore_cgroups,
             as_saved: self.switch,
             cancel: self.cancel,
             keep: keep_range(self.planned, c),
@@ -856,6 +862,7 @@ struct Build<'a, R: ReadAt> {
     t0: Instant,
     progress: &'a mut dyn FnMut(u64, u64),
     huge_fill: Option<bool>,
+    ignore_cgroups: bool,
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
@@ -886,6 +893,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             layout,
             huge,
         } = self.address_space()?;
+        if !self.ignore_cgroups {
+            cgroup::enter_ns(&mut main, self.pid, self.p)?;
+        }
         step.done();
         self.phase("address space");
         self.cancel.check()?;
@@ -1070,6 +1080,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             .map(|t| t.tid)
             .zip(tids.iter().copied())
             .collect();
+        if !self.ignore_cgroups {
+            cgroup::join_threads(p, &tid_map)?;
+        }
         // Injectors for the other threads; the main thread's stays `main`.
         let mut others: Vec<Remote> = Vec::new();
         for &tid in tids.iter().skip(1) {

@@ -278,6 +278,9 @@ pub struct RestoreOptions {
     /// What terminals from outside the image (the shell's) are attached
     /// to, and whether the process comes back as a job of the caller's.
     pub terminal: Terminal,
+    /// Leave the processes in the restorer's cgroups: the saved cgroup
+    /// membership (v1 and v2), directories and namespace are not used.
+    pub ignore_cgroups: bool,
 }
 
 /// Where a restored process's terminals from outside the image go (see

@@ -60,5 +60,6 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
         cpu_affinity: Vec::new(),
         creds: None,
         seccomp_filter: 0,
+        cgroups_v1: Vec::new(),
     })
 }

@@ -43,6 +43,11 @@ pub struct Args {
     /// them aborted) and remove the dump's connection lock.
     #[arg(long)]
     tcp_close: bool,
+    /// Leave the processes in ckpt's own cgroups: the saved cgroup
+    /// membership (v1 and v2), cgroup directories and cgroup namespace are
+    /// not restored.
+    #[arg(long)]
+    ignore_cgroups: bool,
     /// Let the process run before its memory is written: pages are filled
     /// when it touches them and in the background, from the image (kept
     /// open). Until the last page is in, ckpt stays the process's tracer
@@ -75,6 +80,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         new_pid: a.new_pid,
         force_files: a.force_files,
         tcp_close: a.tcp_close,
+        ignore_cgroups: a.ignore_cgroups,
         progress: if a.lazy {
             None
         } else {
