@@ -55,11 +55,21 @@ impl Here {
         }
         cgroupfs::find_dir(&self.mounts, &c.hierarchy, &c.path).ok_or_else(|| {
             format!(
-                "cgroup {}:{path}: the process was in this cgroup, and the hierarchy {} is not mounted here: mount it first",
-                c.hierarchy,
+                "cgroup {}: the process was in this cgroup, and the hierarchy {} is not mounted here: mount it first",
+                shown(c),
                 name(&c.hierarchy)
             )
         })
+    }
+}
+
+/// How a cgroup is named in messages: "/a/b" (v2), "name=x:/a/b" (v1).
+fn shown(c: &CgroupPath) -> String {
+    let path = String::from_utf8_lossy(&c.path);
+    if c.hierarchy.is_empty() {
+        path.into_owned()
+    } else {
+        format!("{}:{path}", c.hierarchy)
     }
 }
 
@@ -148,9 +158,8 @@ pub(crate) fn check(p: &Process, requester: Option<u32>, r: &mut Report) {
         match here.dir(&c) {
             Err(e) => r.errors.push(e),
             Ok(dir) if !dir.exists() && !made.iter().any(|m| m.path == dir) => r.errors.push(format!(
-                "cgroup {}:{}: the process was in this cgroup, which does not exist here ({} is missing) and was not saved",
-                c.hierarchy,
-                String::from_utf8_lossy(&c.path),
+                "cgroup {}: the process was in this cgroup, which does not exist here ({} is missing) and was not saved",
+                shown(&c),
                 dir.display()
             )),
             Ok(_) => {}
@@ -290,7 +299,7 @@ fn move_into(here: &Here, c: &CgroupPath, id: i32, file: &str) -> Result<()> {
     if here.is_own(c) {
         return Ok(());
     }
-    let whole = || format!("{}:{}", c.hierarchy, String::from_utf8_lossy(&c.path));
+    let whole = || shown(c);
     let dir = here.dir(c).map_err(|what| Error::Cgroup {
         path: whole(),
         what,
