@@ -57,8 +57,9 @@
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
 //! - `process/`: `creds`, `signals`, `timers`, `rlimits`, `thread`
 //!   (threads, per-thread state, registers), `seccomp` (filters, installed
-//!   last, shared between threads as saved), `cgroup` (the stub joins the
-//!   saved cgroup v2 group), `sysv` (SysV IPC objects made again with
+//!   last, shared between threads as saved), `cgroup` (missing saved cgroup
+//!   directories made before the stubs; the stub joins its saved v2 and v1
+//!   cgroups and cgroup namespace, threads their own v1 cgroups), `sysv` (SysV IPC objects made again with
 //!   their ids before the stub, or reused when unchanged), and the rest
 //!   of the process state in `process/mod.rs` (with the deleted cwd,
 //!   membarrier registrations, the login uid).
