@@ -200,7 +200,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         },
         &mut |_| Ok(Vec::new()),
     );
-    let cgroup_dirs = crate::process::cgroup::will_make(image, opts.ignore_cgroups);
+    let cgroup_dirs = crate::process::cgroup::will_make(image, opts);
     check_fds(&fds, &cgroup_dirs, &mut r);
     if !opts.tcp_close {
         fds::check_net(&fds, &mut r);
@@ -395,7 +395,7 @@ fn check_process(
             Requester::Restorer => None,
             Requester::User(u) | Requester::Nobody { uid: u, .. } => Some(*u),
         };
-        crate::process::cgroup::check(p, for_user, r);
+        crate::process::cgroup::check(p, &opts.cgroup_roots, for_user, r);
     }
 }
 

@@ -282,6 +282,20 @@ pub struct RestoreOptions {
     /// Leave the processes in the restorer's cgroups: the saved cgroup
     /// membership (v1 and v2), directories and namespace are not used.
     pub ignore_cgroups: bool,
+    /// Move the saved cgroups under other roots (`--cgroup-root`): a saved
+    /// cgroup /a/b of a hierarchy goes to ROOT/a/b, the missing
+    /// directories on its way being made.
+    pub cgroup_roots: Vec<CgroupRoot>,
+}
+
+/// Where a restore puts the saved cgroups of one hierarchy, or of every
+/// v1 hierarchy no other [`CgroupRoot`] names (`hierarchy` None; cgroup v2
+/// only by its name, ""). `hierarchy` as /proc/PID/cgroup names it ("cpu,cpuacct",
+/// "name=x"; "" for cgroup v2); `path` absolute ("/" changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRoot {
+    pub hierarchy: Option<String>,
+    pub path: Vec<u8>,
 }
 
 /// Where a restored process's terminals from outside the image go (see

@@ -48,6 +48,13 @@ pub struct Args {
     /// not restored.
     #[arg(long)]
     ignore_cgroups: bool,
+    /// Put the saved cgroups of a hierarchy under another cgroup: a saved
+    /// cgroup /a/b goes to ROOT/a/b (missing directories are made).
+    /// HIERARCHY as /proc/PID/cgroup names it ("cpu,cpuacct",
+    /// "name=systemd", "" for cgroup v2); without it, every v1 hierarchy
+    /// no other --cgroup-root names. Repeatable.
+    #[arg(long, value_name = "[HIERARCHY:]ROOT", value_parser = parse_cgroup_root, conflicts_with = "ignore_cgroups")]
+    cgroup_root: Vec<ckpt_restore::CgroupRoot>,
     /// Let the process run before its memory is written: pages are filled
     /// when it touches them and in the background, from the image (kept
     /// open). Until the last page is in, ckpt stays the process's tracer
@@ -81,6 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         force_files: a.force_files,
         tcp_close: a.tcp_close,
         ignore_cgroups: a.ignore_cgroups,
+        cgroup_roots: a.cgroup_root.clone(),
         progress: if a.lazy {
             None
         } else {
@@ -330,4 +338,21 @@ impl Canceller {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
     }
+}
+
+/// `[HIERARCHY:]ROOT` of --cgroup-root.
+fn parse_cgroup_root(s: &str) -> Result<ckpt_restore::CgroupRoot, String> {
+    let (hierarchy, path) = match s.split_once(':') {
+        Some((h, p)) if !s.starts_with('/') => (Some(h.to_string()), p),
+        _ => (None, s),
+    };
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{path:?}: the root must be an absolute cgroup path without .."
+        ));
+    }
+    Ok(ckpt_restore::CgroupRoot {
+        hierarchy,
+        path: path.as_bytes().to_vec(),
+    })
 }

@@ -16,30 +16,69 @@
 
 use crate::error::{os_msg, Error, Result};
 use crate::remote::Remote;
-use crate::Report;
+use crate::{CgroupRoot, Report};
 use ckpt_image::{CgroupDir, CgroupPath, Process};
 use ckpt_sys::cgroupfs::{self, CgroupMount};
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// What the restorer sees: its cgroups and the mounted hierarchies.
-pub(crate) struct Here {
+/// What the restorer sees: its cgroups and the mounted hierarchies (read
+/// when first needed: most processes are in the restorer's own cgroups).
+pub(crate) struct Here<'r> {
     own: Vec<(String, Vec<u8>)>,
-    mounts: Vec<CgroupMount>,
+    mounts: std::cell::OnceCell<Vec<CgroupMount>>,
+    roots: &'r [CgroupRoot],
 }
 
-impl Here {
-    pub(crate) fn read() -> Here {
+impl Here<'_> {
+    pub(crate) fn read(roots: &[CgroupRoot]) -> Here<'_> {
         Here {
+            roots,
             own: cgroupfs::parse_cgroup_file(
                 &std::fs::read("/proc/self/cgroup").unwrap_or_default(),
             ),
-            mounts: cgroupfs::cgroup_mounts(),
+            mounts: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn mounts(&self) -> &[CgroupMount] {
+        self.mounts.get_or_init(cgroupfs::cgroup_mounts)
+    }
+
+    /// The root `c`'s hierarchy is moved under, if any.
+    fn root_of(&self, h: &str) -> Option<&[u8]> {
+        let named = self.roots.iter().find(|r| {
+            r.hierarchy
+                .as_deref()
+                .is_some_and(|x| cgroupfs::same_hierarchy(x, h) && x.is_empty() == h.is_empty())
+        });
+        named
+            .or_else(|| {
+                let v1 = !h.is_empty();
+                self.roots.iter().find(|r| v1 && r.hierarchy.is_none())
+            })
+            .map(|r| &r.path[..])
+            .filter(|p| *p != b"/")
+    }
+
+    /// Where saved cgroup `c` goes here (under its --cgroup-root).
+    fn place(&self, c: &CgroupPath) -> CgroupPath {
+        let Some(root) = self.root_of(&c.hierarchy) else {
+            return c.clone();
+        };
+        let mut path = root.strip_suffix(b"/").unwrap_or(root).to_vec();
+        if c.path != b"/" {
+            path.extend_from_slice(&c.path);
+        }
+        CgroupPath {
+            hierarchy: c.hierarchy.clone(),
+            path,
         }
     }
 
     fn is_own(&self, c: &CgroupPath) -> bool {
+        let c = &self.place(c);
         self.own.iter().any(|(h, p)| {
             cgroupfs::same_hierarchy(h, &c.hierarchy)
                 && h.is_empty() == c.hierarchy.is_empty()
@@ -49,11 +88,12 @@ impl Here {
 
     /// The directory of `c` here.
     fn dir(&self, c: &CgroupPath) -> std::result::Result<PathBuf, String> {
+        let c = &self.place(c);
         let path = String::from_utf8_lossy(&c.path);
         if !path.starts_with('/') || path.split('/').any(|x| x == "..") {
             return Err(format!("cgroup {path:?}: not a cgroup path"));
         }
-        cgroupfs::find_dir(&self.mounts, &c.hierarchy, &c.path).ok_or_else(|| {
+        cgroupfs::find_dir(self.mounts(), &c.hierarchy, &c.path).ok_or_else(|| {
             format!(
                 "cgroup {}: the process was in this cgroup, and the hierarchy {} is not mounted here: mount it first",
                 shown(c),
@@ -114,7 +154,8 @@ fn all_joins(p: &Process) -> Vec<CgroupPath> {
 #[derive(Debug)]
 pub(crate) struct Make<'a> {
     pub(crate) path: PathBuf,
-    pub(crate) saved: &'a CgroupDir,
+    /// None: a directory on the way to a cgroup moved by --cgroup-root.
+    pub(crate) saved: Option<&'a CgroupDir>,
 }
 
 /// The saved directories of the processes missing here (parents first,
@@ -127,19 +168,41 @@ pub(crate) fn plan_dirs<'a>(procs: &[&'a Process], here: &Here) -> Vec<Make<'a>>
         if out.iter().any(|m| m.path == path) || path.exists() {
             continue;
         }
-        out.push(Make { path, saved: d });
+        out.push(Make {
+            path,
+            saved: Some(d),
+        });
     }
+    // Under a --cgroup-root: the directories on the way to each cgroup.
+    for c in procs.iter().flat_map(|p| all_joins(p)) {
+        if here.root_of(&c.hierarchy).is_none() || here.is_own(&c) {
+            continue;
+        }
+        let Ok(dir) = here.dir(&c) else { continue };
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
+        for path in missing {
+            if !out.iter().any(|m| m.path == path) {
+                out.push(Make { path, saved: None });
+            }
+        }
+    }
+    out.sort_by_key(|m| m.path.components().count());
     out
 }
 
 /// The directories the restore will make (paths under them need not
 /// exist yet when checked).
-pub(crate) fn will_make(image: &ckpt_image::Image, ignore: bool) -> Vec<PathBuf> {
-    if ignore {
+pub(crate) fn will_make(image: &ckpt_image::Image, opts: &crate::RestoreOptions) -> Vec<PathBuf> {
+    if opts.ignore_cgroups {
         return Vec::new();
     }
     let procs: Vec<&Process> = image.processes.iter().collect();
-    plan_dirs(&procs, &Here::read())
+    plan_dirs(&procs, &Here::read(&opts.cgroup_roots))
         .into_iter()
         .map(|m| m.path)
         .collect()
@@ -148,8 +211,8 @@ pub(crate) fn will_make(image: &ckpt_image::Image, ignore: bool) -> Vec<PathBuf>
 /// Each cgroup to join is in a hierarchy mounted here, and exists or is
 /// made; saved owners other than root and the requester are refused for
 /// a requester other than root.
-pub(crate) fn check(p: &Process, requester: Option<u32>, r: &mut Report) {
-    let here = Here::read();
+pub(crate) fn check(p: &Process, roots: &[CgroupRoot], requester: Option<u32>, r: &mut Report) {
+    let here = Here::read(roots);
     let made = plan_dirs(&[p], &here);
     for c in all_joins(p) {
         if here.is_own(&c) {
@@ -169,7 +232,7 @@ pub(crate) fn check(p: &Process, requester: Option<u32>, r: &mut Report) {
         return;
     };
     for m in &made {
-        let d = m.saved;
+        let Some(d) = m.saved else { continue };
         let owners = std::iter::once(d.uid).chain(d.files.iter().map(|f| f.uid));
         if owners.into_iter().any(|o| o != 0 && o != uid) {
             r.errors.push(format!(
@@ -185,9 +248,9 @@ pub(crate) fn check(p: &Process, requester: Option<u32>, r: &mut Report) {
 pub(crate) fn prepare(
     image: &ckpt_image::Image,
     tree: &crate::tree::TreePlan,
-    ignore: bool,
+    opts: &crate::RestoreOptions,
 ) -> Result<()> {
-    if ignore {
+    if opts.ignore_cgroups {
         return Ok(());
     }
     let t0 = std::time::Instant::now();
@@ -197,7 +260,7 @@ pub(crate) fn prepare(
         .filter(|n| n.zombie.is_none())
         .map(|n| &image.processes[n.image])
         .collect();
-    let here = Here::read();
+    let here = Here::read(&opts.cgroup_roots);
     let made = plan_dirs(&procs, &here);
     for m in &made {
         make_dir(m)?;
@@ -215,14 +278,16 @@ fn cg_err(path: &Path, what: String) -> Error {
 
 /// One directory: mkdir, its control files' values, owners and modes.
 fn make_dir(m: &Make) -> Result<()> {
-    let d = m.saved;
     let io = |what: &str, e: std::io::Error| cg_err(&m.path, format!("{what}: {}", os_msg(&e)));
     match std::fs::create_dir(&m.path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(io("making it again", e)),
     }
-    tracing::debug!(dir = %m.path.display(), "made a saved cgroup directory");
+    tracing::debug!(dir = %m.path.display(), "made a cgroup directory");
+    let Some(d) = m.saved else {
+        return inherit_cpuset(&m.path);
+    };
     // cpuset's cpus and mems first: a cpuset without them takes no task.
     let mut files: Vec<_> = d.files.iter().filter(|f| f.value.is_some()).collect();
     files.sort_by_key(|f| !f.name.starts_with("cpuset."));
@@ -235,6 +300,20 @@ fn make_dir(m: &Make) -> Result<()> {
             .map_err(|e| io(&format!("{}: owner and mode", f.name), e))?;
     }
     set_owner(&m.path, d.uid, d.gid, d.mode).map_err(|e| io("owner and mode", e))
+}
+
+/// A cpuset made on the way to a moved cgroup takes no task without cpus
+/// and mems: its parent's.
+fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        if let Ok(v) = std::fs::read(parent.join(f)) {
+            write_value(dir, f, &v)?;
+        }
+    }
+    Ok(())
 }
 
 fn set_owner(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
@@ -299,7 +378,7 @@ fn move_into(here: &Here, c: &CgroupPath, id: i32, file: &str) -> Result<()> {
     if here.is_own(c) {
         return Ok(());
     }
-    let whole = || shown(c);
+    let whole = || shown(&here.place(c));
     let dir = here.dir(c).map_err(|what| Error::Cgroup {
         path: whole(),
         what,
@@ -317,8 +396,8 @@ fn move_into(here: &Here, c: &CgroupPath, id: i32, file: &str) -> Result<()> {
 }
 
 /// Move `pid` (the stub, one thread) into its first cgroups.
-pub(crate) fn join(pid: i32, p: &Process) -> Result<()> {
-    let here = Here::read();
+pub(crate) fn join(pid: i32, p: &Process, roots: &[CgroupRoot]) -> Result<()> {
+    let here = Here::read(roots);
     for c in first_cgroups(p) {
         move_into(&here, &c, pid, "cgroup.procs")?;
     }
@@ -327,7 +406,12 @@ pub(crate) fn join(pid: i32, p: &Process) -> Result<()> {
 
 /// A process that had its own cgroup namespace: make it (in the
 /// namespace's roots, joined first) and move into its own cgroups.
-pub(crate) fn enter_ns(main: &mut Remote, pid: i32, p: &Process) -> Result<()> {
+pub(crate) fn enter_ns(
+    main: &mut Remote,
+    pid: i32,
+    p: &Process,
+    roots: &[CgroupRoot],
+) -> Result<()> {
     if p.cgroup_ns_roots.is_empty() {
         return Ok(());
     }
@@ -336,7 +420,7 @@ pub(crate) fn enter_ns(main: &mut Remote, pid: i32, p: &Process) -> Result<()> {
         libc::SYS_unshare,
         &[libc::CLONE_NEWCGROUP as u64],
     )?;
-    let here = Here::read();
+    let here = Here::read(roots);
     for c in final_cgroups(p) {
         if !p.cgroup_ns_roots.contains(&c) {
             move_into(&here, &c, pid, "cgroup.procs")?;
@@ -346,8 +430,12 @@ pub(crate) fn enter_ns(main: &mut Remote, pid: i32, p: &Process) -> Result<()> {
 }
 
 /// Move the threads saved in other v1 cgroups than their process's.
-pub(crate) fn join_threads(p: &Process, tids: &BTreeMap<i32, i32>) -> Result<()> {
-    let here = Here::read();
+pub(crate) fn join_threads(
+    p: &Process,
+    tids: &BTreeMap<i32, i32>,
+    roots: &[CgroupRoot],
+) -> Result<()> {
+    let here = Here::read(roots);
     for t in p.threads.iter().filter(|t| !t.cgroups_v1.is_empty()) {
         let Some(&tid) = tids.get(&t.tid) else {
             continue;
@@ -378,7 +466,9 @@ mod tests {
                 hierarchy: "name=a".into(),
                 root: b"/".to_vec(),
                 mount_point: PathBuf::from("/nonexistent-ckpt-test"),
-            }],
+            }]
+            .into(),
+            roots: &[],
         };
         let dir = |p: &str| CgroupDir {
             dir: cg("name=a", p),
@@ -412,5 +502,29 @@ mod tests {
             .contains("\"name=b\" is not mounted here"));
         assert!(here.is_own(&cg("name=a", "/")));
         assert!(!here.is_own(&cg("", "/")));
+    }
+
+    #[test]
+    fn roots_move_v1_cgroups_and_name_v2_only_by_name() {
+        let roots = [
+            CgroupRoot {
+                hierarchy: None,
+                path: b"/new".to_vec(),
+            },
+            CgroupRoot {
+                hierarchy: Some("name=a".into()),
+                path: b"/".to_vec(),
+            },
+        ];
+        let here = Here {
+            own: vec![("cpu".into(), b"/new/x".to_vec())],
+            mounts: Vec::new().into(),
+            roots: &roots,
+        };
+        assert_eq!(here.place(&cg("cpu", "/x")), cg("cpu", "/new/x"));
+        assert_eq!(here.place(&cg("cpu", "/")), cg("cpu", "/new"));
+        assert_eq!(here.place(&cg("name=a", "/x")), cg("name=a", "/x"));
+        assert_eq!(here.place(&cg("", "/x")), cg("", "/x"));
+        assert!(here.is_own(&cg("cpu", "/x")));
     }
 }
