@@ -63,8 +63,9 @@ fn mount(name: &str, at: &Path) -> std::io::Result<std::process::Output> {
 }
 
 impl Hierarchy {
-    fn mount(dir: &TempDir) -> Hierarchy {
-        let name = format!("ckpte2e{}", std::process::id());
+    /// `tag` makes the name unique among the tests of this run.
+    fn mount(dir: &TempDir, tag: &str) -> Hierarchy {
+        let name = format!("ckpte2e{tag}{}", std::process::id());
         let at = dir.join("cg");
         std::fs::create_dir_all(&at).unwrap();
         let o = mount(&name, &at).expect("running mount");
@@ -128,9 +129,28 @@ impl Hierarchy {
 }
 
 impl Drop for Hierarchy {
+    /// The kernel keeps an unmounted v1 hierarchy while it still has
+    /// cgroups (removed ones go away asynchronously), and ends an empty
+    /// one asynchronously: it is waited for, mounted and unmounted again
+    /// now and then, until it is gone from /proc/self/cgroup, so that no
+    /// test leaves a hierarchy behind (it would show in every process's
+    /// /proc/PID/cgroup).
     fn drop(&mut self) {
         self.clear();
         let _ = Command::new("umount").arg(&self.at).output();
+        let key = format!(":name={}:", self.name);
+        for i in 1..=60 {
+            let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            if !text.contains(&key) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            // Its end is asynchronous too: remount only now and then.
+            if i % 20 == 0 && mount(&self.name, &self.at).is_ok_and(|o| o.status.success()) {
+                let _ = Command::new("umount").arg(&self.at).output();
+            }
+        }
+        eprintln!("cgroup hierarchy name={} is still there", self.name);
     }
 }
 
@@ -138,7 +158,7 @@ impl Drop for Hierarchy {
 fn v1_process_and_thread_cgroups_and_empty_dirs_come_back() {
     let dir = TempDir::new("cgroupv1");
     let bin = c_fixture("cgthreads", THREADED);
-    let h = Hierarchy::mount(&dir);
+    let h = Hierarchy::mount(&dir, "v1");
     let (a, t, empty) = (h.at.join("a"), h.at.join("a/t"), h.at.join("a/empty"));
     for d in [&a, &t, &empty] {
         std::fs::create_dir(d).unwrap();
@@ -192,5 +212,84 @@ fn v1_process_and_thread_cgroups_and_empty_dirs_come_back() {
         65534
     );
     assert!(!q.output().contains("ERROR"), "{}", tail(&q.output()));
+    drop(q);
+}
+
+/// Joins the cgroup whose tasks file is argv[1], makes a cgroup namespace
+/// there, and prints the line of /proc/self/cgroup containing argv[2]
+/// (what it sees inside) every tick.
+const NS: &str = r#"
+#include "fixture.h"
+#include <sched.h>
+
+static void seen(const char *key, char *out, size_t n)
+{
+    char line[512];
+    FILE *f = fopen("/proc/self/cgroup", "r");
+    out[0] = 0;
+    if (!f)
+        fail("open /proc/self/cgroup");
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, key)) {
+            line[strcspn(line, "\n")] = 0;
+            snprintf(out, n, "%s", strrchr(line, ':') + 1);
+        }
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    char cg[512];
+    FILE *t;
+    fx_init();
+    if (argc < 3 || !(t = fopen(argv[1], "w")))
+        fail("open %s", argc > 1 ? argv[1] : "?");
+    fprintf(t, "%d\n", getpid());
+    if (fclose(t))
+        fail("joining the cgroup");
+    if (unshare(CLONE_NEWCGROUP))
+        fail("unshare: %s", strerror(errno));
+    say("READY");
+    for (long n = 0;; n++) {
+        seen(argv[2], cg, sizeof cg);
+        say("tick=%ld cg=%s", n, cg);
+        usleep(30000);
+    }
+}
+"#;
+
+#[test]
+fn a_cgroup_namespace_comes_back_rooted_at_its_cgroup() {
+    let dir = TempDir::new("cgroupns");
+    let bin = c_fixture("cgns", NS);
+    let h = Hierarchy::mount(&dir, "ns");
+    let ns = h.at.join("ns");
+    std::fs::create_dir(&ns).unwrap();
+    let key = format!("name={}", h.name);
+    let tasks = ns.join("tasks");
+    let mut p = Proc::spawn(&dir, &bin, &[tasks.to_str().unwrap(), &key]);
+    p.wait_line(|l| l.starts_with("READY"));
+    p.wait_line(|l| l.ends_with("cg=/"));
+    let file = format!("/proc/{}/cgroup", p.pid);
+    assert_eq!(h.cgroup_of(&file), "/ns");
+    let image = dir.join("ns.ckpt");
+    dump_kill(&mut p, &image);
+    h.clear();
+
+    let q = restore_detached(&image, &p.out, p.pid);
+    let n = q.line_count();
+    q.wait_more_lines(2);
+    assert_eq!(h.cgroup_of(&file), "/ns", "its cgroup, from outside");
+    let after = q.output().lines().skip(n).collect::<Vec<_>>().join("\n");
+    assert!(
+        after.contains("cg=/") && !after.contains("cg=/ns"),
+        "inside: {after}"
+    );
+    let ino = |p: &str| std::fs::metadata(p).unwrap().ino();
+    assert_ne!(
+        ino(&format!("/proc/{}/ns/cgroup", q.pid)),
+        ino("/proc/self/ns/cgroup"),
+        "its own cgroup namespace"
+    );
     drop(q);
 }
