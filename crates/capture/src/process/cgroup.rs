@@ -74,7 +74,6 @@ pub(crate) fn save(pid: Pid, process: &mut Process, threads: &mut [Thread]) -> R
     }
     let own = std::fs::read("/proc/self/cgroup").ctx(pid, || "reading /proc/self/cgroup".into())?;
     let own = v1_of(&own);
-    let mounts = cgroupfs::cgroup_mounts();
     let mut wanted: Vec<&CgroupPath> = process
         .cgroups_v1
         .iter()
@@ -84,6 +83,12 @@ pub(crate) fn save(pid: Pid, process: &mut Process, threads: &mut [Thread]) -> R
     wanted.sort();
     wanted.dedup();
     let mut dirs = Vec::new();
+    // Our mounts only for a process outside our cgroups (most are not).
+    let mounts = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        cgroupfs::cgroup_mounts()
+    };
     for c in wanted {
         dirs_of(pid, c, &mounts, &mut dirs)?;
     }
