@@ -133,6 +133,35 @@ struct Process {
   controllingTty @38 :UInt64;    # st_rdev of the controlling terminal (stat tty_nr); 0 = none
   ckptUffdFd @39 :Int32 = -1;    # fd ckpt left in the process for dirty-page tracking (not restored); -1 none
   stopSignal @40 :Int32;         # a stopped process (state "T"): the signal that stopped it; 0 = not known (SIGSTOP)
+  cgroupsV1 @41 :List(CgroupPath);      # cgroup v1 membership, one per v1 hierarchy of /proc/PID/cgroup
+  cgroupDirs @42 :List(CgroupDir);      # cgroup directories to make again where missing (see CgroupDir)
+  cgroupNsRoots @43 :List(CgroupPath);  # its own cgroup namespace: the namespace's root per hierarchy; empty = the dumper's namespace
+}
+
+# A cgroup of one hierarchy, as the dumper's cgroup namespace sees it.
+struct CgroupPath {
+  hierarchy @0 :Text;            # the controllers field of /proc/PID/cgroup ("cpu,cpuacct", "name=zdtmtst"); "" = cgroup v2
+  path @1 :Data;                 # absolute path in that hierarchy ("/a/b")
+}
+
+# A cgroup directory of a hierarchy the process is in, outside the dumper's
+# own cgroup there: the ancestors of the process's cgroup, that cgroup and
+# its descendants (parents before children). Made again where missing.
+struct CgroupDir {
+  dir @0 :CgroupPath;
+  mode @1 :UInt32;               # permission bits
+  uid @2 :UInt32;
+  gid @3 :UInt32;
+  files @4 :List(CgroupFile);    # control files with a saved value or owner/mode other than the default
+}
+
+struct CgroupFile {
+  name @0 :Text;                 # e.g. "memory.limit_in_bytes", "devices.list", "cgroup.procs"
+  value @1 :Data;                # what reading it gave, when hasValue
+  hasValue @2 :Bool;
+  mode @3 :UInt32;               # permission bits
+  uid @4 :UInt32;
+  gid @5 :UInt32;
 }
 
 # Which saved process's kernel table a process shares (clone flags). 0: its
@@ -227,6 +256,7 @@ struct Thread {
   creds @12 :Credentials;        # the thread's own credentials, when hasCreds (they differ from the process's)
   hasCreds @13 :Bool;
   seccompFilter @14 :UInt32;     # 1 + index into Image.seccompFilters of the newest filter; 0 = none
+  cgroupsV1 @15 :List(CgroupPath);  # the thread's cgroup v1 membership where it differs from its process's; empty = the process's
 }
 
 # One seccomp filter (since 1.2). Filters form chains: a thread runs its

@@ -6,6 +6,7 @@
 mod util;
 
 mod apps;
+mod cgroups;
 mod connections;
 mod dump_restore;
 mod faults;

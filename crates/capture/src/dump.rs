@@ -518,6 +518,7 @@ fn finish_process(
     }
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
+    process::cgroup::save(pid, &mut process, &mut threads)?;
 
     process.threads = threads;
     tracing::info!(elapsed = ?t0.elapsed(), injected = rinfo.injected, "process captured");

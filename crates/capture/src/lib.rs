@@ -85,8 +85,9 @@
 //!   write, release or kill); `writeback.rs`: the image file synced while
 //!   it is written; `worker.rs`: the forked worker that survives its
 //!   caller's death; `freeze.rs`: checks, seizing every thread, letting go.
-//! - `process/`: `mod.rs` (identity, memory layout, cwd, cgroup, ...),
-//!   `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
+//! - `process/`: `mod.rs` (identity, memory layout, cwd, ...),
+//!   `cgroup.rs` (v2 and v1 membership, cgroup directories, cgroup
+//!   namespace), `creds.rs`, `signals.rs`, `timers.rs`, `rlimits.rs`, `thread.rs`,
 //!   `seccomp.rs` (filter chains), `sysv.rs` (SysV IPC objects);
 //!   `remote.rs` asks the process what only it can tell (injected system
 //!   calls, made so that the process survives our death at any instant:

@@ -394,6 +394,49 @@ fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
     b.set_controlling_tty(m.controlling_tty);
     b.set_ckpt_uffd_fd(m.ckpt_uffd_fd.unwrap_or(-1));
     b.set_stop_signal(m.stop_signal);
+    enc_cgroup_paths(
+        &m.cgroups_v1,
+        b.reborrow().init_cgroups_v1(len32(m.cgroups_v1.len())),
+    );
+    let mut dirs = b.reborrow().init_cgroup_dirs(len32(m.cgroup_dirs.len()));
+    for (i, d) in m.cgroup_dirs.iter().enumerate() {
+        enc_cgroup_dir(d, dirs.reborrow().get(len32(i)));
+    }
+    enc_cgroup_paths(
+        &m.cgroup_ns_roots,
+        b.init_cgroup_ns_roots(len32(m.cgroup_ns_roots.len())),
+    );
+}
+
+fn enc_cgroup_paths(v: &[CgroupPath], mut l: capnp::struct_list::Builder<c::cgroup_path::Owned>) {
+    for (i, x) in v.iter().enumerate() {
+        let mut e = l.reborrow().get(len32(i));
+        e.set_hierarchy(x.hierarchy.as_str());
+        e.set_path(&x.path);
+    }
+}
+
+fn enc_cgroup_dir(d: &CgroupDir, mut b: c::cgroup_dir::Builder) {
+    {
+        let mut p = b.reborrow().init_dir();
+        p.set_hierarchy(d.dir.hierarchy.as_str());
+        p.set_path(&d.dir.path);
+    }
+    b.set_mode(d.mode);
+    b.set_uid(d.uid);
+    b.set_gid(d.gid);
+    let mut l = b.init_files(len32(d.files.len()));
+    for (i, f) in d.files.iter().enumerate() {
+        let mut e = l.reborrow().get(len32(i));
+        e.set_name(f.name.as_str());
+        if let Some(v) = &f.value {
+            e.set_value(v);
+        }
+        e.set_has_value(f.value.is_some());
+        e.set_mode(f.mode);
+        e.set_uid(f.uid);
+        e.set_gid(f.gid);
+    }
 }
 
 fn enc_mm(mm: &MmLayout, mut x: c::mm_layout::Builder) {
@@ -541,6 +584,7 @@ fn enc_thread(m: &Thread, mut b: c::thread::Builder) {
     }
     b.set_has_creds(m.creds.is_some());
     b.set_seccomp_filter(m.seccomp_filter);
+    enc_cgroup_paths(&m.cgroups_v1, b.init_cgroups_v1(len32(m.cgroups_v1.len())));
 }
 
 fn enc_vma(m: &Vma, mut b: c::vma::Builder) {
@@ -1300,6 +1344,9 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         controlling_tty: r.get_controlling_tty(),
         ckpt_uffd_fd: Some(r.get_ckpt_uffd_fd()).filter(|&fd| fd >= 0),
         stop_signal: r.get_stop_signal(),
+        cgroups_v1: dec_cgroup_paths(r.get_cgroups_v1(), &f("cgroupsV1"))?,
+        cgroup_dirs: dec_cgroup_dirs(r, &f("cgroupDirs"))?,
+        cgroup_ns_roots: dec_cgroup_paths(r.get_cgroup_ns_roots(), &f("cgroupNsRoots"))?,
         ..Default::default()
     };
     let sh = r.get_shares().ctx(&f("shares"))?;
@@ -1529,7 +1576,53 @@ fn dec_thread(r: c::thread::Reader, what: &dyn Fn() -> String) -> Result<Thread>
             false => None,
         },
         seccomp_filter: r.get_seccomp_filter(),
+        cgroups_v1: dec_cgroup_paths(r.get_cgroups_v1(), what)?,
     })
+}
+
+fn dec_cgroup_paths(
+    r: capnp::Result<capnp::struct_list::Reader<c::cgroup_path::Owned>>,
+    what: &dyn Fn() -> String,
+) -> Result<Vec<CgroupPath>> {
+    let mut v = Vec::new();
+    for x in r.ctx(what)?.iter() {
+        v.push(CgroupPath {
+            hierarchy: text(x.get_hierarchy(), what)?,
+            path: data(x.get_path(), what)?,
+        });
+    }
+    Ok(v)
+}
+
+fn dec_cgroup_dirs(r: c::process::Reader, what: &dyn Fn() -> String) -> Result<Vec<CgroupDir>> {
+    let mut v = Vec::new();
+    for d in r.get_cgroup_dirs().ctx(what)?.iter() {
+        let p = d.get_dir().ctx(what)?;
+        let mut files = Vec::new();
+        for f in d.get_files().ctx(what)?.iter() {
+            files.push(CgroupFile {
+                name: text(f.get_name(), what)?,
+                value: match f.get_has_value() {
+                    true => Some(data(f.get_value(), what)?),
+                    false => None,
+                },
+                mode: f.get_mode(),
+                uid: f.get_uid(),
+                gid: f.get_gid(),
+            });
+        }
+        v.push(CgroupDir {
+            dir: CgroupPath {
+                hierarchy: text(p.get_hierarchy(), what)?,
+                path: data(p.get_path(), what)?,
+            },
+            mode: d.get_mode(),
+            uid: d.get_uid(),
+            gid: d.get_gid(),
+            files,
+        });
+    }
+    Ok(v)
 }
 
 fn dec_vma(r: c::vma::Reader, what: &dyn Fn() -> String) -> Result<Vma> {

@@ -132,6 +132,44 @@ pub struct Process {
     pub ckpt_uffd_fd: Option<i32>,
     /// A stopped process: the signal that stopped it (0: not known, SIGSTOP).
     pub stop_signal: i32,
+    /// cgroup v1 membership, one per v1 hierarchy.
+    pub cgroups_v1: Vec<CgroupPath>,
+    /// cgroup directories to make again where missing (parents first).
+    pub cgroup_dirs: Vec<CgroupDir>,
+    /// In its own cgroup namespace: the namespace's root per hierarchy
+    /// ("" = v2); empty = the dumper's namespace.
+    pub cgroup_ns_roots: Vec<CgroupPath>,
+}
+
+/// A cgroup of one hierarchy, as the dumper's cgroup namespace sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CgroupPath {
+    /// The controllers field of /proc/PID/cgroup ("cpu,cpuacct",
+    /// "name=zdtmtst"); "" = cgroup v2.
+    pub hierarchy: String,
+    /// Absolute path in the hierarchy.
+    pub path: Vec<u8>,
+}
+
+/// A cgroup directory to make again where missing, with its owner, mode
+/// and the control files saved with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupDir {
+    pub dir: CgroupPath,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub files: Vec<CgroupFile>,
+}
+
+/// A control file of a cgroup directory: its value (when saved), owner and mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupFile {
+    pub name: String,
+    pub value: Option<Vec<u8>>,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Which saved process's kernel table a process shares; 0 = its own.
@@ -228,6 +266,9 @@ pub struct Thread {
     pub creds: Option<Credentials>,
     /// 1 + index into `Image::seccomp_filters` of the newest filter; 0 = none.
     pub seccomp_filter: u32,
+    /// The thread's cgroup v1 membership where it differs from its
+    /// process's; empty = the process's.
+    pub cgroups_v1: Vec<CgroupPath>,
 }
 
 /// One seccomp filter; `parent` is 1 + the index of the filter below it (0 = none).

@@ -197,8 +197,9 @@ fn restore_steps<R: ReadAt + Sync>(
     // around each of their opens of such paths.
     let switch = fs_switch(as_saved.as_ref())?;
     // SysV IPC objects, with their saved ids, before anything else uses
-    // ids (removed again if the restore fails).
+    // ids (removed again if the restore fails); missing cgroup dirs.
     let ipc = sysv::restore(reader)?;
+    cgroup::prepare(reader.image(), &planned.tree, opts)?;
     let step = Step::begin("premap");
     let premapped = premap(reader, &planned)?;
     step.done();
@@ -220,6 +221,7 @@ fn restore_steps<R: ReadAt + Sync>(
         stubs: &stubs,
         page,
         huge_fill: opts.huge_fill,
+        cgroups: (!opts.ignore_cgroups).then_some(&opts.cgroup_roots[..]),
         switch: switch.as_ref(),
         cancel,
         t0,
@@ -566,6 +568,8 @@ struct Builders<'a, R: ReadAt> {
     stubs: &'a Stubs,
     page: u64,
     huge_fill: Option<bool>,
+    /// The --cgroup-root roots; None: cgroups left alone (--ignore-cgroups).
+    cgroups: Option<&'a [crate::CgroupRoot]>,
     switch: Option<&'a FsSwitch>,
     cancel: &'a crate::Cancel,
     t0: Instant,
@@ -729,7 +733,9 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             last = d;
             progress(all, total);
         };
-        cgroup::join(pid, p)?;
+        if let Some(roots) = self.cgroups {
+            cgroup::join(pid, p, roots)?;
+        }
         let late = self
             .planned
             .fds
@@ -762,6 +768,7 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             t0: self.t0,
             progress: &mut each,
             huge_fill: self.huge_fill,
+            cgroups: self.cgroups,
             as_saved: self.switch,
             cancel: self.cancel,
             keep: keep_range(self.planned, c),
@@ -890,6 +897,8 @@ struct Build<'a, R: ReadAt> {
     t0: Instant,
     progress: &'a mut dyn FnMut(u64, u64),
     huge_fill: Option<bool>,
+    /// The --cgroup-root roots; None: cgroups left alone (--ignore-cgroups).
+    cgroups: Option<&'a [crate::CgroupRoot]>,
     /// The saved user's rights, which the process takes around its opens
     /// of the image's paths (None: it keeps the restorer's).
     as_saved: Option<&'a FsSwitch>,
@@ -922,6 +931,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             layout,
             huge,
         } = self.address_space()?;
+        if let Some(roots) = self.cgroups {
+            cgroup::enter_ns(&mut main, self.pid, self.p, roots)?;
+        }
         step.done();
         self.phase("address space");
         self.cancel.check()?;
@@ -1123,6 +1135,9 @@ impl<R: ReadAt + Sync> Build<'_, R> {
             .map(|t| t.tid)
             .zip(tids.iter().copied())
             .collect();
+        if let Some(roots) = self.cgroups {
+            cgroup::join_threads(p, &tid_map, roots)?;
+        }
         // Injectors for the other threads; the main thread's stays `main`.
         let mut others: Vec<Remote> = Vec::new();
         for &tid in tids.iter().skip(1) {

@@ -206,7 +206,8 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
         },
         &mut |_| Ok(Vec::new()),
     );
-    check_fds(&fds, &mut r);
+    let cgroup_dirs = crate::process::cgroup::will_make(image, opts);
+    check_fds(&fds, &cgroup_dirs, &mut r);
     if !opts.tcp_close {
         fds::check_net(&fds, &mut r);
     }
@@ -319,7 +320,7 @@ impl PerProcess {
 /// The fd plan's own findings, the paths it opens, and the fds the stubs
 /// need open at once against RLIMIT_NOFILE (they raise their soft limit
 /// to the hard one).
-fn check_fds(fds: &FdPlan, r: &mut Report) {
+fn check_fds(fds: &FdPlan, cgroup_dirs: &[std::path::PathBuf], r: &mut Report) {
     r.errors.extend(fds.errors.iter().cloned());
     r.warnings.extend(fds.warnings.iter().cloned());
     for (what, path) in &fds.opens {
@@ -327,7 +328,12 @@ fn check_fds(fds: &FdPlan, r: &mut Report) {
         // A dangling symlink is fine to open with O_PATH|O_NOFOLLOW (the
         // open itself reports any other use).
         if let Err(e) = std::fs::metadata(&*path) {
-            if !std::fs::symlink_metadata(&*path).is_ok_and(|m| m.file_type().is_symlink()) {
+            // In a cgroup directory the restore makes first.
+            let made = cgroup_dirs
+                .iter()
+                .any(|d| std::path::Path::new(&*path).starts_with(d));
+            if !made && !std::fs::symlink_metadata(&*path).is_ok_and(|m| m.file_type().is_symlink())
+            {
                 r.errors.push(format!("{what}: {}", os_msg(&e)));
             }
         }
@@ -390,7 +396,13 @@ fn check_process(
     }
     security(p, own, fds, &mem, as_saved, r);
     crate::process::seccomp::check(image, p, r);
-    crate::process::cgroup::check(p, r);
+    if !opts.ignore_cgroups {
+        let for_user = match who {
+            Requester::Restorer => None,
+            Requester::User(u) | Requester::Nobody { uid: u, .. } => Some(*u),
+        };
+        crate::process::cgroup::check(p, &opts.cgroup_roots, for_user, r);
+    }
 }
 
 /// The machine: architecture, page size, XSAVE features, CPU flags.

@@ -57,8 +57,9 @@
 //!   (UFFDIO_COPY), `hugefill` (huge-page fills).
 //! - `process/`: `creds`, `signals`, `timers`, `rlimits`, `thread`
 //!   (threads, per-thread state, registers), `seccomp` (filters, installed
-//!   last, shared between threads as saved), `cgroup` (the stub joins the
-//!   saved cgroup v2 group), `sysv` (SysV IPC objects made again with
+//!   last, shared between threads as saved), `cgroup` (missing saved cgroup
+//!   directories made before the stubs; the stub joins its saved v2 and v1
+//!   cgroups and cgroup namespace, threads their own v1 cgroups), `sysv` (SysV IPC objects made again with
 //!   their ids before the stub, or reused when unchanged), and the rest
 //!   of the process state in `process/mod.rs` (with the deleted cwd,
 //!   membarrier registrations, the login uid).
@@ -277,6 +278,23 @@ pub struct RestoreOptions {
     /// What terminals from outside the image (the shell's) are attached
     /// to, and whether the process comes back as a job of the caller's.
     pub terminal: Terminal,
+    /// Leave the processes in the restorer's cgroups: the saved cgroup
+    /// membership (v1 and v2), directories and namespace are not used.
+    pub ignore_cgroups: bool,
+    /// Move the saved cgroups under other roots (`--cgroup-root`): a saved
+    /// cgroup /a/b of a hierarchy goes to ROOT/a/b, the missing
+    /// directories on its way being made.
+    pub cgroup_roots: Vec<CgroupRoot>,
+}
+
+/// Where a restore puts the saved cgroups of one hierarchy, or of every
+/// v1 hierarchy no other [`CgroupRoot`] names (`hierarchy` None; cgroup v2
+/// only by its name, ""). `hierarchy` as /proc/PID/cgroup names it ("cpu,cpuacct",
+/// "name=x"; "" for cgroup v2); `path` absolute ("/" changes nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupRoot {
+    pub hierarchy: Option<String>,
+    pub path: Vec<u8>,
 }
 
 /// Where a restored process's terminals from outside the image go (see

@@ -3,6 +3,7 @@
 //! (timers.rs), resource limits (rlimits.rs), threads (thread.rs), and the
 //! values only the process itself can tell (remote.rs), merged in.
 
+pub(crate) mod cgroup;
 pub(crate) mod creds;
 pub(crate) mod rlimits;
 pub(crate) mod seccomp;
@@ -51,7 +52,7 @@ pub(crate) fn process_state(
         environ: procfs::split_nul(&procfs::read(pid, &p("environ"))?),
         cwd: procfs::readlink(pid, &p("cwd"))?,
         cwd_identity: dir_identity(pid, &p("cwd"))?,
-        cgroup: cgroup(pid)?,
+        cgroup: cgroup::v2_path(pid)?,
         root: procfs::readlink(pid, &p("root"))?,
         umask: status.radix("Umask", 8)? as u32,
         creds: creds::credentials(status)?,
@@ -146,17 +147,6 @@ pub(crate) fn merge_remote(
     process.thp_disabled = remote.thp_disabled;
     process.timer_slack_ns = remote.timer_slack_ns;
     process.membarrier = remote.membarrier;
-}
-
-/// The cgroup v2 path of the process ("0::PATH" of /proc/PID/cgroup, as
-/// seen from our cgroup namespace); empty without cgroup v2.
-fn cgroup(pid: Pid) -> Result<Vec<u8>> {
-    let raw = procfs::read(pid, &format!("/proc/{pid}/cgroup"))?;
-    Ok(raw
-        .split(|&c| c == b'\n')
-        .find_map(|l| l.strip_prefix(b"0::"))
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default())
 }
 
 /// The identity of a directory a /proc link (cwd) points to: deleted

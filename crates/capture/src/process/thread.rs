@@ -62,6 +62,7 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
             .ctx(pid, || format!("thread {tid}: reading its CPU affinity"))?,
         creds: None,
         seccomp_filter: 0,
+        cgroups_v1: Vec::new(),
     })
 }
 

@@ -43,6 +43,18 @@ pub struct Args {
     /// them aborted) and remove the dump's connection lock.
     #[arg(long)]
     tcp_close: bool,
+    /// Leave the processes in ckpt's own cgroups: the saved cgroup
+    /// membership (v1 and v2), cgroup directories and cgroup namespace are
+    /// not restored.
+    #[arg(long)]
+    ignore_cgroups: bool,
+    /// Put the saved cgroups of a hierarchy under another cgroup: a saved
+    /// cgroup /a/b goes to ROOT/a/b (missing directories are made).
+    /// HIERARCHY as /proc/PID/cgroup names it ("cpu,cpuacct",
+    /// "name=systemd", "" for cgroup v2); without it, every v1 hierarchy
+    /// no other --cgroup-root names. Repeatable.
+    #[arg(long, value_name = "[HIERARCHY:]ROOT", value_parser = parse_cgroup_root, conflicts_with = "ignore_cgroups")]
+    cgroup_root: Vec<ckpt_restore::CgroupRoot>,
     /// Let the process run before its memory is written: pages are filled
     /// when it touches them and in the background, from the image (kept
     /// open). Until the last page is in, ckpt stays the process's tracer
@@ -75,6 +87,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         new_pid: a.new_pid,
         force_files: a.force_files,
         tcp_close: a.tcp_close,
+        ignore_cgroups: a.ignore_cgroups,
+        cgroup_roots: a.cgroup_root.clone(),
         progress: if a.lazy {
             None
         } else {
@@ -355,4 +369,21 @@ fn refuse_on_errors(image: &std::path::Path, report: &ckpt_restore::Report) -> a
         report.errors.len(),
         if report.errors.len() == 1 { "" } else { "s" }
     );
+}
+
+/// `[HIERARCHY:]ROOT` of --cgroup-root.
+fn parse_cgroup_root(s: &str) -> Result<ckpt_restore::CgroupRoot, String> {
+    let (hierarchy, path) = match s.split_once(':') {
+        Some((h, p)) if !s.starts_with('/') => (Some(h.to_string()), p),
+        _ => (None, s),
+    };
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "{path:?}: the root must be an absolute cgroup path without .."
+        ));
+    }
+    Ok(ckpt_restore::CgroupRoot {
+        hierarchy,
+        path: path.as_bytes().to_vec(),
+    })
 }

@@ -125,6 +125,14 @@ fn thread(tid: i32, xsave_len: usize) -> Thread {
             ..Default::default()
         }),
         seccomp_filter: 1,
+        cgroups_v1: if tid % 2 == 1 {
+            vec![CgroupPath {
+                hierarchy: "name=t".into(),
+                path: format!("/thread{tid}").into_bytes(),
+            }]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -297,6 +305,45 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
         controlling_tty: 0x8801,
         ckpt_uffd_fd: Some(900),
         stop_signal: 20,
+        cgroups_v1: vec![
+            CgroupPath {
+                hierarchy: "cpu,cpuacct".into(),
+                path: b"/rich".to_vec(),
+            },
+            CgroupPath {
+                hierarchy: "name=t".into(),
+                path: b"/a".to_vec(),
+            },
+        ],
+        cgroup_dirs: vec![CgroupDir {
+            dir: CgroupPath {
+                hierarchy: "name=t".into(),
+                path: b"/a".to_vec(),
+            },
+            mode: 0o755,
+            uid: 1000,
+            gid: 1000,
+            files: vec![
+                CgroupFile {
+                    name: "notify_on_release".into(),
+                    value: Some(b"1\n".to_vec()),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                },
+                CgroupFile {
+                    name: "tasks".into(),
+                    value: None,
+                    mode: 0o666,
+                    uid: 1000,
+                    gid: 1000,
+                },
+            ],
+        }],
+        cgroup_ns_roots: vec![CgroupPath {
+            hierarchy: String::new(),
+            path: b"/user.slice".to_vec(),
+        }],
     };
     let p200 = Process {
         pid: 200,

@@ -2,8 +2,8 @@
 //! built once its memory is in place: /proc/PID/exe and the mm fields,
 //! working directory (a deleted one made again), umask, personality,
 //! per-process prctls, membarrier registrations, the audit login uid
-//! (here); seccomp filters (seccomp.rs); cgroup v2 membership
-//! (cgroup.rs); SysV IPC objects (sysv.rs, made before the stub);
+//! (here); seccomp filters (seccomp.rs); cgroup membership, v2 and v1,
+//! and cgroup namespace (cgroup.rs); SysV IPC objects (sysv.rs, made before the stub);
 //! credentials (creds.rs), signal handlers and pending signals
 //! (signals.rs), interval and POSIX timers (timers.rs), resource limits
 //! (rlimits.rs), and the threads with their state and registers

@@ -15,7 +15,7 @@ pub mod sched;
 pub mod signals;
 pub mod wait;
 
-use crate::{last_os, OsResult, Pid, Result};
+use crate::{last_os, Error, OsResult, Pid, Result};
 
 /// getpid(2). (glibc keeps no pid cache, so this is right in a child
 /// made by a raw clone3 too.)
@@ -158,4 +158,32 @@ pub fn ignore_signal(sig: i32) -> Result<()> {
     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
         .map(drop)
         .map_err(|e| crate::os_errno("sigaction", 0, e as i32))
+}
+
+/// /proc/`pid`/cgroup as the process itself sees it (from inside its
+/// cgroup namespace): read by a short-lived thread of ours that joins that
+/// namespace first (the rest of this process keeps its own).
+pub fn cgroup_in_own_ns(pid: Pid) -> Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/cgroup")).map_err(|e| Error::Os {
+        op: "open /proc/PID/ns/cgroup",
+        tid: pid,
+        source: e,
+    })?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: plain syscall on an fd we hold open; it changes only
+            // this thread's cgroup namespace, and the thread ends here.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWCGROUP) } < 0 {
+                return Err(last_os("setns(CLONE_NEWCGROUP)", pid));
+            }
+            std::fs::read(format!("/proc/{pid}/cgroup")).map_err(|e| Error::Os {
+                op: "read /proc/PID/cgroup in its cgroup namespace",
+                tid: pid,
+                source: e,
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(last_os("a thread reading /proc/PID/cgroup", pid)))
+    })
 }
