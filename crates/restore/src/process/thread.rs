@@ -448,9 +448,41 @@ pub(crate) fn set_registers(pid: i32, p: &Process, tids: &[i32]) -> Result<()> {
 /// last.
 pub(crate) fn detach_all(tids: &[i32]) -> Result<()> {
     for &tid in tids.iter().skip(1).chain(tids.first()) {
-        ptrace::detach(tid, 0).ctx(|| format!("thread {tid}: detaching"))?;
+        let sig = into_next_syscall(tid);
+        ptrace::detach(tid, sig).ctx(|| format!("thread {tid}: detaching"))?;
     }
     Ok(())
+}
+
+/// A thread whose next instruction is `syscall` (a system call it was in
+/// when saved, restarted) is let into it before it is let go: a signal
+/// that comes right after the restore then interrupts the call, as it
+/// would have interrupted the saved one, instead of running its handler
+/// just before the call starts again (a program that sleeps in pause()
+/// until a handler sets a flag would sleep on). The signal to detach with:
+/// one that the thread met first (pending, or a stop signal), else 0.
+fn into_next_syscall(tid: i32) -> i32 {
+    let Ok(regs) = ptrace::get_regs(tid) else {
+        return 0;
+    };
+    let mut insn = [0u8; 2];
+    let range = [ckpt_sys::mm::RemoteRange {
+        addr: regs[ptrace::reg::RIP],
+        len: 2,
+    }];
+    if !matches!(ckpt_sys::mm::read_vm(tid, &mut insn, &range), Ok(2)) || insn != [0x0f, 0x05] {
+        return 0;
+    }
+    if ptrace::syscall_resume(tid).is_err() {
+        return 0;
+    }
+    match ptrace::wait(tid) {
+        // At the entry of the call: detached, it goes on into it.
+        Ok(Stop::Signal(ptrace::SYSCALL_STOP)) => 0,
+        // A signal first (a pending one, a stop): delivered at the detach.
+        Ok(Stop::Signal(sig)) => sig,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
