@@ -459,7 +459,7 @@ fn read_process(frozen: &Frozen, prep: &mem::Prepared) -> Result<Read> {
     let threads = frozen
         .threads
         .iter()
-        .map(|t| thread::thread_state(pid, t.tid, &t.state_before))
+        .map(|t| thread::thread_state(pid, t.tid, &t.state_before, t.rseq))
         .collect::<Result<Vec<Thread>>>()?;
     worker::test_delay();
     worker::check(pid)?;

@@ -34,6 +34,8 @@ pub(crate) struct FrozenThread {
     /// The signal its interrupt stop reported: for a process in a
     /// job-control stop, the signal that stopped it; else SIGTRAP.
     pub stop_sig: i32,
+    /// Its rseq registration, read at the stop (address 0: none).
+    pub rseq: ckpt_sys::rseq::RseqConfig,
 }
 
 /// All threads of a process in ptrace stops. Dropping it without
@@ -312,6 +314,7 @@ impl Frozen {
                     state_before,
                     deferred: Vec::new(),
                     stop_sig: 0,
+                    rseq: Default::default(),
                 },
             );
             if let Err(e) = ptrace::interrupt(tid) {
@@ -349,10 +352,11 @@ impl Frozen {
                 }
                 match r {
                     Ok(Some(sig)) => {
+                        let rseq = crate::process::thread::abort_rseq(pid, tid)?;
                         if let Some(t) = seized.get_mut(&tid) {
                             t.stop_sig = sig;
+                            t.rseq = rseq;
                         }
-                        crate::process::thread::abort_rseq(pid, tid)?;
                         pending.swap_remove(i);
                     }
                     Ok(None) => i += 1,

@@ -565,30 +565,23 @@ fn check_files(
         }
     }
     if !p.cwd.is_empty() && !p.cwd_identity.deleted {
-        let cwd = String::from_utf8_lossy(&p.cwd);
-        match std::fs::metadata(&*cwd) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => r
-                .errors
-                .push(format!("working directory {cwd}: not a directory")),
-            Err(e) => r
-                .errors
-                .push(format!("working directory {cwd}: {}", os_msg(&e))),
-        }
+        existing_dir("working directory", &p.cwd, r);
     }
     if !p.root.is_empty() && p.root != b"/" {
-        let root = String::from_utf8_lossy(&p.root);
-        match std::fs::metadata(&*root) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => r
-                .errors
-                .push(format!("root directory {root} (chroot): not a directory")),
-            Err(e) => r
-                .errors
-                .push(format!("root directory {root} (chroot): {}", os_msg(&e))),
-        }
+        existing_dir("(chroot) root directory", &p.root, r);
     }
     mem
+}
+
+/// An error unless `path` is a directory here ("working directory /x:
+/// not a directory").
+fn existing_dir(what: &str, path: &[u8], r: &mut Report) {
+    let path = String::from_utf8_lossy(path);
+    match std::fs::metadata(&*path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => r.errors.push(format!("{what} {path}: not a directory")),
+        Err(e) => r.errors.push(format!("{what} {path}: {}", os_msg(&e))),
+    }
 }
 
 /// The saved pid and tids: free, held by a zombie about to go, or taken.

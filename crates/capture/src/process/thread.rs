@@ -7,7 +7,12 @@ use crate::procfs::Stat;
 use ckpt_image::{Registers, RobustList, Thread, X8664Regs};
 use ckpt_sys::{ptrace, Pid};
 
-pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thread> {
+pub(crate) fn thread_state(
+    pid: Pid,
+    tid: Pid,
+    state_before: &str,
+    rseq: ckpt_sys::rseq::RseqConfig,
+) -> Result<Thread> {
     let gprs = ptrace::get_regs(tid).ctx(pid, || format!("thread {tid}: reading registers"))?;
     let xsave =
         ptrace::get_xstate(tid).ctx(pid, || format!("thread {tid}: reading the XSAVE area"))?;
@@ -22,9 +27,6 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
     };
     let blocked =
         ptrace::get_sigmask(tid).ctx(pid, || format!("thread {tid}: reading the signal mask"))?;
-    let rseq = ckpt_sys::rseq::get_rseq(tid).ctx(pid, || {
-        format!("thread {tid}: reading the rseq registration")
-    })?;
     regs.set_gprs(&gprs);
     let (head, len) = ckpt_sys::proc::get_robust_list(tid).ctx(pid, || {
         format!("thread {tid}: reading the robust futex list")
@@ -71,13 +73,14 @@ pub(crate) fn thread_state(pid: Pid, tid: Pid, state_before: &str) -> Result<Thr
 /// it continues at the sequence's abort handler. Otherwise the system
 /// calls injected later would make the kernel forget the sequence (it
 /// clears rseq_cs when they return, outside it), and the thread would go
-/// on and commit, in the image and (with --leave-running) here.
-pub(crate) fn abort_rseq(pid: Pid, tid: Pid) -> Result<()> {
+/// on and commit, in the image and (with --leave-running) here. Returns
+/// the thread's rseq registration (saved with the thread).
+pub(crate) fn abort_rseq(pid: Pid, tid: Pid) -> Result<ckpt_sys::rseq::RseqConfig> {
     let rseq = ckpt_sys::rseq::get_rseq(tid).ctx(pid, || {
         format!("thread {tid}: reading the rseq registration")
     })?;
     if rseq.address == 0 {
-        return Ok(());
+        return Ok(rseq);
     }
     let mut gprs = ptrace::get_regs(tid).ctx(pid, || format!("thread {tid}: reading registers"))?;
     if let Some(abort_ip) = rseq_abort_ip(tid, &rseq, gprs[ptrace::reg::RIP]) {
@@ -91,7 +94,7 @@ pub(crate) fn abort_rseq(pid: Pid, tid: Pid) -> Result<()> {
             "stopped in an rseq critical section: aborted"
         );
     }
-    Ok(())
+    Ok(rseq)
 }
 
 /// The abort handler of the restartable sequence `ip` is in, if the thread

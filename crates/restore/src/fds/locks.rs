@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::remote::Remote;
 use crate::Report;
 use ckpt_image::{FileKind, FileLock, Image, LockKind, LockType, Process};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 const F_OFD_SETLK: u64 = 37;
@@ -255,7 +254,7 @@ pub(crate) fn take(main: &mut Remote, image: &Image, p: &Process, scratch: u64) 
         }
         let mut r = main.raw("taking a file lock", nr, &args)?;
         if r == -(libc::EAGAIN as i64) && l.kind == LockKind::Lease && t == libc::F_RDLCK {
-            r = lease_broken_to_read(main, image, l, scratch)?;
+            r = lease_broken_to_read(main, l, scratch)?;
         }
         if r < 0 {
             let why = match -r as i32 {
@@ -289,12 +288,7 @@ pub(crate) fn take(main: &mut Remote, image: &Image, p: &Process, scratch: u64) 
 /// a lease being broken to a read lease. The process is not signalled
 /// again: its fd has no SIGIO owner during the break (the owner it had,
 /// which F_SETLEASE sets to the process itself, is put back). 0 or -errno.
-fn lease_broken_to_read(
-    main: &mut Remote,
-    image: &Image,
-    l: &FileLock,
-    scratch: u64,
-) -> Result<i64> {
+fn lease_broken_to_read(main: &mut Remote, l: &FileLock, scratch: u64) -> Result<i64> {
     let fd = l.fd as u64;
     let r = main.raw(
         "taking a write lease",
@@ -318,13 +312,11 @@ fn lease_broken_to_read(
         libc::SYS_fcntl,
         &[fd, libc::F_SETOWN as u64, 0],
     )?;
-    let path = path_of(image, l).map(|p| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(p)));
-    let broke = path.map(|p| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(p)
-    });
+    // The very file the fd holds (its /proc link), not the image's path.
+    let broke = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{}/fd/{fd}", main.tid));
     main.write(scratch, &owner)?;
     main.raw(
         "putting back the fd's owner",
@@ -332,7 +324,7 @@ fn lease_broken_to_read(
         &[fd, F_SETOWN_EX, scratch],
     )?;
     Ok(match broke {
-        Some(Err(e)) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => 0,
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => 0,
         _ => -(libc::EAGAIN as i64),
     })
 }
