@@ -33,7 +33,16 @@ pub(crate) fn dump_here(
 ) -> Result<DumpStats> {
     loop {
         let file = ckpt_image::AtomicFile::create(out)?;
-        let file = Writeback::new(file);
+        // A checkpoint of a process that goes on is for later: written
+        // around the page cache (no copy into it, nothing of the running
+        // process's cache evicted). A dump that ends the process keeps its
+        // image in the cache, where the restore that usually follows
+        // reads it.
+        let file = if opts.leave_running {
+            Writeback::direct(file)
+        } else {
+            Writeback::new(file)
+        };
         match run(pid, file, &mut opts, t0, |w| w.commit()) {
             Err(e @ Error::Snapshot { .. }) if !opts.no_snapshot => {
                 tracing::warn!("{e}; dumping again with the memory copied in the freeze");

@@ -52,6 +52,21 @@ pub fn seek_data_or_hole(fd: impl AsRawFd, off: u64, hole: bool) -> Result<Optio
     }
 }
 
+/// Turn O_DIRECT on or off for the open file description of `fd`
+/// (fcntl(F_SETFL), keeping its other status flags). With it on, writes go
+/// to the device without passing through the page cache: the buffer, the
+/// file offset and the length must be aligned to the device's logical block
+/// size. Fails (EINVAL) on a file system without direct I/O.
+pub fn set_direct(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    const OP: &str = "fcntl(F_SETFL, O_DIRECT)";
+    let flags = fcntl(fd, FcntlArg::F_GETFL).op(OP)?;
+    let mut flags = OFlag::from_bits_retain(flags);
+    flags.set(OFlag::O_DIRECT, on);
+    fcntl(fd, FcntlArg::F_SETFL(flags)).op(OP)?;
+    Ok(())
+}
+
 /// Start writing back the dirty pages of `fd` in `offset..offset+len`
 /// (sync_file_range(2) with SYNC_FILE_RANGE_WRITE, which nix lacks): the
 /// disk works while the caller goes on, so a later fsync has little left
