@@ -527,8 +527,25 @@ struct OpenFile {
     nsfs @23 :NsFile;            # a namespace file (/proc/PID/ns/*)
     netlinkSocket @24 :NetlinkSocket;
     packetSocket @25 :PacketSocket;
+    bpfMap @26 :BpfMap;          # since 1.2, later: a BPF map (bpf(BPF_MAP_CREATE))
   }
   owner @19 :FileOwner;          # F_GETOWN_EX / F_GETSIG
+}
+
+# A BPF map: its definition as BPF_OBJ_GET_INFO_BY_FD gives it, and its
+# entries. Hash, array and LRU hash maps without BTF and not offloaded to a
+# device; the restore makes a new map (with a new map id) and fills it.
+struct BpfMap {
+  mapType @0 :UInt32;            # BPF_MAP_TYPE_*: 1 hash, 2 array, 9 LRU hash
+  keySize @1 :UInt32;
+  valueSize @2 :UInt32;
+  maxEntries @3 :UInt32;
+  mapFlags @4 :UInt32;           # BPF_F_* as created (BPF_F_NUMA_NODE: made on node 0, the kernel does not tell which)
+  name @5 :Data;                 # up to 15 bytes
+  frozen @6 :Bool;               # BPF_MAP_FREEZE was applied (fdinfo "frozen")
+  mapExtra @7 :UInt64;
+  keys @8 :Data;                 # the keys, keySize bytes each, in iteration order
+  values @9 :Data;               # their values, valueSize bytes each, in the same order
 }
 
 struct Pidfd {

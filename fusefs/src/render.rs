@@ -476,6 +476,17 @@ fn kind_fields(s: &mut String, kind: &FileKind) {
             let _ = writeln!(s, "type: {}", p.sock_type);
             let _ = writeln!(s, "protocol: {:#06x}", u16::from_be(p.protocol));
         }
+        FileKind::BpfMap(m) => {
+            let _ = writeln!(s, "map type: {}", m.map_type);
+            let _ = writeln!(s, "map name: {}", String::from_utf8_lossy(&m.name));
+            let _ = writeln!(s, "key size: {}", m.key_size);
+            let _ = writeln!(s, "value size: {}", m.value_size);
+            let _ = writeln!(s, "max entries: {}", m.max_entries);
+            let _ = writeln!(s, "map flags: {:#x}", m.map_flags);
+            let _ = writeln!(s, "frozen: {}", yes(m.frozen));
+            let n = m.keys.len().checked_div(m.key_size as usize).unwrap_or(0);
+            let _ = writeln!(s, "entries: {n}");
+        }
         other => {
             let _ = writeln!(
                 s,

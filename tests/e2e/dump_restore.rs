@@ -780,3 +780,29 @@ time.sleep(600)
     std::fs::write(dir.join("r/go"), b"").unwrap();
     r.wait_line(|l| l == "inside=in the root outside=False fd=outside");
 }
+
+#[test]
+fn bpf_maps_keep_their_entries_and_frozen_state() {
+    let dir = TempDir::new("bpfmaps");
+    let mut p = crate::sockets::python_fixture(&dir, "bpfmaps.py", &[]);
+    p.wait_line(|l| l.starts_with("tick=3 "));
+    assert!(
+        p.output().contains("tick=3 ok=1 keys=13"),
+        "{}",
+        tail(&p.output())
+    );
+    let image = dir.join("bpf.ckpt");
+    dump_kill(&mut p, &image);
+    let before = p.line_count();
+    let r = restore_detached(&image, &p.out, p.pid);
+    r.wait_more_lines(3);
+    let out = r.output();
+    let after: Vec<&str> = out.lines().skip(before).collect();
+    // Each tick after the restore still sees every entry (old and new),
+    // the definitions, and the array frozen.
+    assert!(
+        !after.is_empty() && after.iter().all(|l| l.contains(" ok=1 ")),
+        "{}",
+        tail(&out)
+    );
+}

@@ -15583,7 +15583,7 @@ pub mod open_file {
     }
 
     pub mod kind {
-        pub use self::Which::{Regular,Directory,Pipe,Fifo,UnixSocket,InetSocket,Tty,Eventfd,Epoll,Timerfd,Signalfd,Inotify,Memfd,CharDevice,Other,Pidfd,Fanotify,Opath,Nsfs,NetlinkSocket,PacketSocket};
+        pub use self::Which::{Regular,Directory,Pipe,Fifo,UnixSocket,InetSocket,Tty,Eventfd,Epoll,Timerfd,Signalfd,Inotify,Memfd,CharDevice,Other,Pidfd,Fanotify,Opath,Nsfs,NetlinkSocket,PacketSocket,BpfMap};
 
         #[derive(Copy, Clone)]
         pub struct Owned(());
@@ -15751,6 +15751,11 @@ pub mod open_file {
                 !self.reader.get_pointer_field(1).is_null()
             }
             #[inline]
+            pub fn has_bpf_map(&self) -> bool {
+                if self.reader.get_data_field::<u16>(8) != 21 { return false; }
+                !self.reader.get_pointer_field(1).is_null()
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichReader<'a,>, ::capnp::NotInSchema> {
                 match self.reader.get_data_field::<u16>(8) {
                     0 => {
@@ -15855,6 +15860,11 @@ pub mod open_file {
                     }
                     20 => {
                         ::core::result::Result::Ok(PacketSocket(
+                            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(1), ::core::option::Option::None)
+                        ))
+                    }
+                    21 => {
+                        ::core::result::Result::Ok(BpfMap(
                             ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(1), ::core::option::Option::None)
                         ))
                     }
@@ -16231,6 +16241,21 @@ pub mod open_file {
                 !self.builder.is_pointer_field_null(1)
             }
             #[inline]
+            pub fn set_bpf_map(&mut self, value: crate::ckpt_capnp::bpf_map::Reader<'_>) -> ::capnp::Result<()> {
+                self.builder.set_data_field::<u16>(8, 21);
+                ::capnp::traits::SetterInput::set_pointer_builder(self.builder.reborrow().get_pointer_field(1), value, false)
+            }
+            #[inline]
+            pub fn init_bpf_map(self, ) -> crate::ckpt_capnp::bpf_map::Builder<'a> {
+                self.builder.set_data_field::<u16>(8, 21);
+                ::capnp::traits::FromPointerBuilder::init_pointer(self.builder.get_pointer_field(1), 0)
+            }
+            #[inline]
+            pub fn has_bpf_map(&self) -> bool {
+                if self.builder.get_data_field::<u16>(8) != 21 { return false; }
+                !self.builder.is_pointer_field_null(1)
+            }
+            #[inline]
             pub fn which(self) -> ::core::result::Result<WhichBuilder<'a,>, ::capnp::NotInSchema> {
                 match self.builder.get_data_field::<u16>(8) {
                     0 => {
@@ -16338,6 +16363,11 @@ pub mod open_file {
                             ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(1), ::core::option::Option::None)
                         ))
                     }
+                    21 => {
+                        ::core::result::Result::Ok(BpfMap(
+                            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(1), ::core::option::Option::None)
+                        ))
+                    }
                     x => ::core::result::Result::Err(::capnp::NotInSchema(x))
                 }
             }
@@ -16352,171 +16382,178 @@ pub mod open_file {
         impl Pipeline  {
         }
         mod _private {
-            pub(crate) static ENCODED_NODE: [::capnp::Word; 340] = [
+            pub(crate) static ENCODED_NODE: [::capnp::Word; 355] = [
                 ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
                 ::capnp::word(24, 135, 80, 148, 244, 68, 46, 188),
                 ::capnp::word(20, 0, 0, 0, 1, 0, 3, 0),
                 ::capnp::word(155, 70, 69, 9, 219, 204, 21, 220),
-                ::capnp::word(3, 0, 7, 0, 1, 0, 21, 0),
+                ::capnp::word(3, 0, 7, 0, 1, 0, 22, 0),
                 ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(21, 0, 0, 0, 202, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(25, 0, 0, 0, 159, 4, 0, 0),
+                ::capnp::word(25, 0, 0, 0, 215, 4, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(99, 107, 112, 116, 46, 99, 97, 112),
                 ::capnp::word(110, 112, 58, 79, 112, 101, 110, 70),
                 ::capnp::word(105, 108, 101, 46, 107, 105, 110, 100),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(84, 0, 0, 0, 3, 0, 4, 0),
+                ::capnp::word(88, 0, 0, 0, 3, 0, 4, 0),
                 ::capnp::word(0, 0, 255, 255, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(61, 2, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(89, 2, 0, 0, 66, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(56, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(68, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(84, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(96, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(1, 0, 254, 255, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(65, 2, 0, 0, 82, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(64, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(76, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(2, 0, 253, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(73, 2, 0, 0, 42, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(68, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(80, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(3, 0, 252, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(77, 2, 0, 0, 42, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(72, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(84, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(4, 0, 251, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(81, 2, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(80, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(92, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(5, 0, 250, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(89, 2, 0, 0, 90, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(88, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(100, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(6, 0, 249, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(97, 2, 0, 0, 34, 0, 0, 0),
+                ::capnp::word(93, 2, 0, 0, 82, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(92, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(104, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(7, 0, 248, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
+                ::capnp::word(2, 0, 253, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(101, 2, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(101, 2, 0, 0, 42, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(96, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(108, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(8, 0, 247, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
+                ::capnp::word(3, 0, 252, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(105, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(105, 2, 0, 0, 42, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(100, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(112, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(9, 0, 246, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
+                ::capnp::word(4, 0, 251, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(109, 2, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(109, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(104, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(116, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(10, 0, 245, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
+                ::capnp::word(108, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(120, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(5, 0, 250, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(113, 2, 0, 0, 74, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(112, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(124, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(11, 0, 244, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
-                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(121, 2, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(117, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(116, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(128, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(12, 0, 243, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
+                ::capnp::word(6, 0, 249, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 10, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(125, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(125, 2, 0, 0, 34, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(120, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(132, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(13, 0, 242, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
+                ::capnp::word(7, 0, 248, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 11, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(129, 2, 0, 0, 90, 0, 0, 0),
+                ::capnp::word(129, 2, 0, 0, 66, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(124, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(136, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(8, 0, 247, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 12, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(133, 2, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(128, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(140, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(14, 0, 241, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
+                ::capnp::word(9, 0, 246, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 13, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(137, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(137, 2, 0, 0, 66, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(132, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(144, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(15, 0, 240, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(10, 0, 245, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 14, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(141, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(141, 2, 0, 0, 74, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(136, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(148, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(16, 0, 239, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
+                ::capnp::word(140, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(152, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(11, 0, 244, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 15, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(145, 2, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(149, 2, 0, 0, 66, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(144, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(156, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(17, 0, 238, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
+                ::capnp::word(12, 0, 243, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 16, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(153, 2, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(148, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(160, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(18, 0, 237, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(13, 0, 242, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 17, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(157, 2, 0, 0, 42, 0, 0, 0),
+                ::capnp::word(157, 2, 0, 0, 90, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(152, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(164, 2, 0, 0, 2, 0, 1, 0),
-                ::capnp::word(19, 0, 236, 255, 1, 0, 0, 0),
-                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
+                ::capnp::word(156, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(168, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(14, 0, 241, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 18, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(161, 2, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(165, 2, 0, 0, 50, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(160, 2, 0, 0, 3, 0, 1, 0),
                 ::capnp::word(172, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(15, 0, 240, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 20, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(169, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(164, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(176, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(16, 0, 239, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 21, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(173, 2, 0, 0, 74, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(172, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(184, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(17, 0, 238, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 22, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(181, 2, 0, 0, 50, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(176, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(188, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(18, 0, 237, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 23, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(185, 2, 0, 0, 42, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(180, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(192, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(19, 0, 236, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 24, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(189, 2, 0, 0, 114, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(188, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(200, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(20, 0, 235, 255, 1, 0, 0, 0),
                 ::capnp::word(0, 0, 1, 0, 25, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(169, 2, 0, 0, 106, 0, 0, 0),
+                ::capnp::word(197, 2, 0, 0, 106, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-                ::capnp::word(168, 2, 0, 0, 3, 0, 1, 0),
-                ::capnp::word(180, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(196, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(208, 2, 0, 0, 2, 0, 1, 0),
+                ::capnp::word(21, 0, 234, 255, 1, 0, 0, 0),
+                ::capnp::word(0, 0, 1, 0, 26, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(205, 2, 0, 0, 58, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(200, 2, 0, 0, 3, 0, 1, 0),
+                ::capnp::word(212, 2, 0, 0, 2, 0, 1, 0),
                 ::capnp::word(114, 101, 103, 117, 108, 97, 114, 0),
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(149, 4, 252, 61, 62, 66, 8, 137),
@@ -16693,6 +16730,14 @@ pub mod open_file {
                 ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
                 ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(98, 112, 102, 77, 97, 112, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(116, 181, 177, 223, 181, 37, 21, 137),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(16, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+                ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
             ];
             pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
                 match index {
@@ -16717,6 +16762,7 @@ pub mod open_file {
                     18 => <crate::ckpt_capnp::ns_file::Owned as ::capnp::introspect::Introspect>::introspect(),
                     19 => <crate::ckpt_capnp::netlink_socket::Owned as ::capnp::introspect::Introspect>::introspect(),
                     20 => <crate::ckpt_capnp::packet_socket::Owned as ::capnp::introspect::Introspect>::introspect(),
+                    21 => <crate::ckpt_capnp::bpf_map::Owned as ::capnp::introspect::Introspect>::introspect(),
                     _ => ::capnp::introspect::panic_invalid_field_index(index),
                 }
             }
@@ -16731,11 +16777,11 @@ pub mod open_file {
                 MEMBERS_BY_NAME
             );
             pub(crate) static NONUNION_MEMBERS : &[u16] = &[];
-            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20];
-            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[13,1,8,7,16,3,5,11,12,19,18,17,14,20,15,2,0,10,9,6,4];
+            pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21];
+            pub(crate) static MEMBERS_BY_NAME : &[u16] = &[21,13,1,8,7,16,3,5,11,12,19,18,17,14,20,15,2,0,10,9,6,4];
             pub(crate) const TYPE_ID: u64 = 0xbc2e_44f4_9450_8718;
         }
-        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20> {
+        pub enum Which<A0,A1,A2,A3,A4,A5,A6,A7,A8,A9,A10,A11,A12,A13,A14,A15,A16,A17,A18,A19,A20,A21> {
             Regular(A0),
             Directory(A1),
             Pipe(A2),
@@ -16757,9 +16803,497 @@ pub mod open_file {
             Nsfs(A18),
             NetlinkSocket(A19),
             PacketSocket(A20),
+            BpfMap(A21),
         }
-        pub type WhichReader<'a,> = Which<::capnp::Result<crate::ckpt_capnp::regular_file::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::file_identity::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::unix_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::inet_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::tty::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::event_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::epoll::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::timer_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::signal_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::inotify::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::mem_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::char_device::Reader<'a>>,::capnp::Result<::capnp::text::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::pidfd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::fanotify::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::o_path::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::ns_file::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::netlink_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::packet_socket::Reader<'a>>>;
-        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::ckpt_capnp::regular_file::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::file_identity::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::unix_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::inet_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::tty::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::event_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::epoll::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::timer_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::signal_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::inotify::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::mem_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::char_device::Builder<'a>>,::capnp::Result<::capnp::text::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::pidfd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::fanotify::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::o_path::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::ns_file::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::netlink_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::packet_socket::Builder<'a>>>;
+        pub type WhichReader<'a,> = Which<::capnp::Result<crate::ckpt_capnp::regular_file::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::file_identity::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::unix_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::inet_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::tty::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::event_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::epoll::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::timer_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::signal_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::inotify::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::mem_fd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::char_device::Reader<'a>>,::capnp::Result<::capnp::text::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::pidfd::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::fanotify::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::o_path::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::ns_file::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::netlink_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::packet_socket::Reader<'a>>,::capnp::Result<crate::ckpt_capnp::bpf_map::Reader<'a>>>;
+        pub type WhichBuilder<'a,> = Which<::capnp::Result<crate::ckpt_capnp::regular_file::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::file_identity::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::pipe::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::unix_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::inet_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::tty::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::event_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::epoll::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::timer_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::signal_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::inotify::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::mem_fd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::char_device::Builder<'a>>,::capnp::Result<::capnp::text::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::pidfd::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::fanotify::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::o_path::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::ns_file::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::netlink_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::packet_socket::Builder<'a>>,::capnp::Result<crate::ckpt_capnp::bpf_map::Builder<'a>>>;
+    }
+}
+
+pub mod bpf_map {
+    #[derive(Copy, Clone)]
+    pub struct Owned(());
+    impl ::capnp::introspect::Introspect for Owned { fn introspect() -> ::capnp::introspect::Type { ::capnp::introspect::TypeVariant::Struct(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types, annotation_types: _private::get_annotation_types, type_id: ::core::any::TypeId::of::<Owned>() }).into() } }
+    impl ::capnp::traits::Owned for Owned { type Reader<'a> = Reader<'a>; type Builder<'a> = Builder<'a>; }
+    impl ::capnp::traits::OwnedStruct for Owned { type Reader<'a> = Reader<'a>; type Builder<'a> = Builder<'a>; }
+    impl ::capnp::traits::Pipelined for Owned { type Pipeline = Pipeline; }
+
+    pub struct Reader<'a> { reader: ::capnp::private::layout::StructReader<'a> }
+    impl <> ::core::marker::Copy for Reader<'_,>  {}
+    impl <> ::core::clone::Clone for Reader<'_,>  {
+        fn clone(&self) -> Self { *self }
+    }
+
+    impl <> ::capnp::traits::HasTypeId for Reader<'_,>  {
+        const TYPE_ID: u64 = _private::TYPE_ID;
+    }
+    impl <'a,> ::core::convert::From<::capnp::private::layout::StructReader<'a>> for Reader<'a,>  {
+        fn from(reader: ::capnp::private::layout::StructReader<'a>) -> Self {
+            Self { reader,  }
+        }
+    }
+
+    impl <'a,> ::core::convert::From<Reader<'a,>> for ::capnp::dynamic_value::Reader<'a>  {
+        fn from(reader: Reader<'a,>) -> Self {
+            Self::Struct(::capnp::dynamic_struct::Reader::new(reader.reader, ::capnp::schema::StructSchema::new(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types::<>, annotation_types: _private::get_annotation_types::<>, type_id: ::core::any::TypeId::of::<Owned<>>()})))
+        }
+    }
+
+    impl <> ::core::fmt::Debug for Reader<'_,>  {
+        fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::result::Result<(), ::core::fmt::Error> {
+            core::fmt::Debug::fmt(&::core::convert::Into::<::capnp::dynamic_value::Reader<'_>>::into(*self), f)
+        }
+    }
+
+    impl <'a,> ::capnp::traits::FromPointerReader<'a> for Reader<'a,>  {
+        fn get_from_pointer(reader: &::capnp::private::layout::PointerReader<'a>, default: ::core::option::Option<&'a [::capnp::Word]>) -> ::capnp::Result<Self> {
+            ::core::result::Result::Ok(reader.get_struct(default)?.into())
+        }
+    }
+
+    impl <'a,> ::capnp::traits::IntoInternalStructReader<'a> for Reader<'a,>  {
+        fn into_internal_struct_reader(self) -> ::capnp::private::layout::StructReader<'a> {
+            self.reader
+        }
+    }
+
+    impl <'a,> ::capnp::traits::Imbue<'a> for Reader<'a,>  {
+        fn imbue(&mut self, cap_table: &'a ::capnp::private::layout::CapTable) {
+            self.reader.imbue(::capnp::private::layout::CapTableReader::from_ref(cap_table))
+        }
+    }
+
+    impl <'a,> Reader<'a,>  {
+        pub fn reborrow(&self) -> Reader<'_,> {
+            Self { .. *self }
+        }
+
+        pub fn total_size(&self) -> ::capnp::Result<::capnp::MessageSize> {
+            self.reader.total_size()
+        }
+        #[inline]
+        pub fn get_map_type(self) -> u32 {
+            self.reader.get_data_field::<u32>(0)
+        }
+        #[inline]
+        pub fn get_key_size(self) -> u32 {
+            self.reader.get_data_field::<u32>(1)
+        }
+        #[inline]
+        pub fn get_value_size(self) -> u32 {
+            self.reader.get_data_field::<u32>(2)
+        }
+        #[inline]
+        pub fn get_max_entries(self) -> u32 {
+            self.reader.get_data_field::<u32>(3)
+        }
+        #[inline]
+        pub fn get_map_flags(self) -> u32 {
+            self.reader.get_data_field::<u32>(4)
+        }
+        #[inline]
+        pub fn get_name(self) -> ::capnp::Result<::capnp::data::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(0), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_name(&self) -> bool {
+            !self.reader.get_pointer_field(0).is_null()
+        }
+        #[inline]
+        pub fn get_frozen(self) -> bool {
+            self.reader.get_bool_field(160)
+        }
+        #[inline]
+        pub fn get_map_extra(self) -> u64 {
+            self.reader.get_data_field::<u64>(3)
+        }
+        #[inline]
+        pub fn get_keys(self) -> ::capnp::Result<::capnp::data::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(1), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_keys(&self) -> bool {
+            !self.reader.get_pointer_field(1).is_null()
+        }
+        #[inline]
+        pub fn get_values(self) -> ::capnp::Result<::capnp::data::Reader<'a>> {
+            ::capnp::traits::FromPointerReader::get_from_pointer(&self.reader.get_pointer_field(2), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn has_values(&self) -> bool {
+            !self.reader.get_pointer_field(2).is_null()
+        }
+    }
+
+    pub struct Builder<'a> { builder: ::capnp::private::layout::StructBuilder<'a> }
+    impl <> ::capnp::traits::HasStructSize for Builder<'_,>  {
+        const STRUCT_SIZE: ::capnp::private::layout::StructSize = ::capnp::private::layout::StructSize { data: 4, pointers: 3 };
+    }
+    impl <> ::capnp::traits::HasTypeId for Builder<'_,>  {
+        const TYPE_ID: u64 = _private::TYPE_ID;
+    }
+    impl <'a,> ::core::convert::From<::capnp::private::layout::StructBuilder<'a>> for Builder<'a,>  {
+        fn from(builder: ::capnp::private::layout::StructBuilder<'a>) -> Self {
+            Self { builder,  }
+        }
+    }
+
+    impl <'a,> ::core::convert::From<Builder<'a,>> for ::capnp::dynamic_value::Builder<'a>  {
+        fn from(builder: Builder<'a,>) -> Self {
+            Self::Struct(::capnp::dynamic_struct::Builder::new(builder.builder, ::capnp::schema::StructSchema::new(::capnp::introspect::RawBrandedStructSchema { generic: &_private::RAW_SCHEMA, field_types: _private::get_field_types::<>, annotation_types: _private::get_annotation_types::<>, type_id: ::core::any::TypeId::of::<Owned<>>()})))
+        }
+    }
+
+    impl <'a,> ::capnp::traits::ImbueMut<'a> for Builder<'a,>  {
+        fn imbue_mut(&mut self, cap_table: &'a mut ::capnp::private::layout::CapTable) {
+            self.builder.imbue(::capnp::private::layout::CapTableBuilder::from_ref(cap_table))
+        }
+    }
+
+    impl <'a,> ::capnp::traits::FromPointerBuilder<'a> for Builder<'a,>  {
+        fn init_pointer(builder: ::capnp::private::layout::PointerBuilder<'a>, _size: u32) -> Self {
+            builder.init_struct(<Self as ::capnp::traits::HasStructSize>::STRUCT_SIZE).into()
+        }
+        fn get_from_pointer(builder: ::capnp::private::layout::PointerBuilder<'a>, default: ::core::option::Option<&'a [::capnp::Word]>) -> ::capnp::Result<Self> {
+            ::core::result::Result::Ok(builder.get_struct(<Self as ::capnp::traits::HasStructSize>::STRUCT_SIZE, default)?.into())
+        }
+    }
+
+    impl <> ::capnp::traits::SetterInput<Owned<>> for Reader<'_,>  {
+        fn set_pointer_builder(mut pointer: ::capnp::private::layout::PointerBuilder<'_>, value: Self, canonicalize: bool) -> ::capnp::Result<()> { pointer.set_struct(&value.reader, canonicalize) }
+    }
+
+    impl <'a,> Builder<'a,>  {
+        pub fn into_reader(self) -> Reader<'a,> {
+            self.builder.into_reader().into()
+        }
+        pub fn reborrow(&mut self) -> Builder<'_,> {
+            Builder { builder: self.builder.reborrow() }
+        }
+        pub fn reborrow_as_reader(&self) -> Reader<'_,> {
+            self.builder.as_reader().into()
+        }
+
+        pub fn total_size(&self) -> ::capnp::Result<::capnp::MessageSize> {
+            self.builder.as_reader().total_size()
+        }
+        #[inline]
+        pub fn get_map_type(self) -> u32 {
+            self.builder.get_data_field::<u32>(0)
+        }
+        #[inline]
+        pub fn set_map_type(&mut self, value: u32)  {
+            self.builder.set_data_field::<u32>(0, value);
+        }
+        #[inline]
+        pub fn get_key_size(self) -> u32 {
+            self.builder.get_data_field::<u32>(1)
+        }
+        #[inline]
+        pub fn set_key_size(&mut self, value: u32)  {
+            self.builder.set_data_field::<u32>(1, value);
+        }
+        #[inline]
+        pub fn get_value_size(self) -> u32 {
+            self.builder.get_data_field::<u32>(2)
+        }
+        #[inline]
+        pub fn set_value_size(&mut self, value: u32)  {
+            self.builder.set_data_field::<u32>(2, value);
+        }
+        #[inline]
+        pub fn get_max_entries(self) -> u32 {
+            self.builder.get_data_field::<u32>(3)
+        }
+        #[inline]
+        pub fn set_max_entries(&mut self, value: u32)  {
+            self.builder.set_data_field::<u32>(3, value);
+        }
+        #[inline]
+        pub fn get_map_flags(self) -> u32 {
+            self.builder.get_data_field::<u32>(4)
+        }
+        #[inline]
+        pub fn set_map_flags(&mut self, value: u32)  {
+            self.builder.set_data_field::<u32>(4, value);
+        }
+        #[inline]
+        pub fn get_name(self) -> ::capnp::Result<::capnp::data::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(0), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_name(&mut self, value: ::capnp::data::Reader<'_>)  {
+            self.builder.reborrow().get_pointer_field(0).set_data(value);
+        }
+        #[inline]
+        pub fn init_name(self, size: u32) -> ::capnp::data::Builder<'a> {
+            self.builder.get_pointer_field(0).init_data(size)
+        }
+        #[inline]
+        pub fn has_name(&self) -> bool {
+            !self.builder.is_pointer_field_null(0)
+        }
+        #[inline]
+        pub fn get_frozen(self) -> bool {
+            self.builder.get_bool_field(160)
+        }
+        #[inline]
+        pub fn set_frozen(&mut self, value: bool)  {
+            self.builder.set_bool_field(160, value);
+        }
+        #[inline]
+        pub fn get_map_extra(self) -> u64 {
+            self.builder.get_data_field::<u64>(3)
+        }
+        #[inline]
+        pub fn set_map_extra(&mut self, value: u64)  {
+            self.builder.set_data_field::<u64>(3, value);
+        }
+        #[inline]
+        pub fn get_keys(self) -> ::capnp::Result<::capnp::data::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(1), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_keys(&mut self, value: ::capnp::data::Reader<'_>)  {
+            self.builder.reborrow().get_pointer_field(1).set_data(value);
+        }
+        #[inline]
+        pub fn init_keys(self, size: u32) -> ::capnp::data::Builder<'a> {
+            self.builder.get_pointer_field(1).init_data(size)
+        }
+        #[inline]
+        pub fn has_keys(&self) -> bool {
+            !self.builder.is_pointer_field_null(1)
+        }
+        #[inline]
+        pub fn get_values(self) -> ::capnp::Result<::capnp::data::Builder<'a>> {
+            ::capnp::traits::FromPointerBuilder::get_from_pointer(self.builder.get_pointer_field(2), ::core::option::Option::None)
+        }
+        #[inline]
+        pub fn set_values(&mut self, value: ::capnp::data::Reader<'_>)  {
+            self.builder.reborrow().get_pointer_field(2).set_data(value);
+        }
+        #[inline]
+        pub fn init_values(self, size: u32) -> ::capnp::data::Builder<'a> {
+            self.builder.get_pointer_field(2).init_data(size)
+        }
+        #[inline]
+        pub fn has_values(&self) -> bool {
+            !self.builder.is_pointer_field_null(2)
+        }
+    }
+
+    pub struct Pipeline { _typeless: ::capnp::any_pointer::Pipeline }
+    impl ::capnp::capability::FromTypelessPipeline for Pipeline {
+        fn new(typeless: ::capnp::any_pointer::Pipeline) -> Self {
+            Self { _typeless: typeless,  }
+        }
+    }
+    impl Pipeline  {
+    }
+    mod _private {
+        pub(crate) static ENCODED_NODE: [::capnp::Word; 171] = [
+            ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
+            ::capnp::word(116, 181, 177, 223, 181, 37, 21, 137),
+            ::capnp::word(11, 0, 0, 0, 1, 0, 4, 0),
+            ::capnp::word(181, 171, 253, 97, 178, 109, 18, 212),
+            ::capnp::word(3, 0, 7, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(21, 0, 0, 0, 146, 0, 0, 0),
+            ::capnp::word(29, 0, 0, 0, 7, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(25, 0, 0, 0, 55, 2, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(99, 107, 112, 116, 46, 99, 97, 112),
+            ::capnp::word(110, 112, 58, 66, 112, 102, 77, 97),
+            ::capnp::word(112, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
+            ::capnp::word(40, 0, 0, 0, 3, 0, 4, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(9, 1, 0, 0, 66, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(4, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(16, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(1, 0, 0, 0, 1, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 1, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(13, 1, 0, 0, 66, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(20, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(2, 0, 0, 0, 2, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 2, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(17, 1, 0, 0, 82, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(16, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(28, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(3, 0, 0, 0, 3, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 3, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(25, 1, 0, 0, 90, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(24, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(36, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(4, 0, 0, 0, 4, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 4, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(33, 1, 0, 0, 74, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(32, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(44, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(5, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 5, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(41, 1, 0, 0, 42, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(36, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(48, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(6, 0, 0, 0, 160, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 6, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(45, 1, 0, 0, 58, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(40, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(52, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(7, 0, 0, 0, 3, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 7, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(49, 1, 0, 0, 74, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(48, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(60, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(8, 0, 0, 0, 1, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 8, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(57, 1, 0, 0, 42, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(52, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(64, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(9, 0, 0, 0, 2, 0, 0, 0),
+            ::capnp::word(0, 0, 1, 0, 9, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(61, 1, 0, 0, 58, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(56, 1, 0, 0, 3, 0, 1, 0),
+            ::capnp::word(68, 1, 0, 0, 2, 0, 1, 0),
+            ::capnp::word(109, 97, 112, 84, 121, 112, 101, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(107, 101, 121, 83, 105, 122, 101, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(118, 97, 108, 117, 101, 83, 105, 122),
+            ::capnp::word(101, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(109, 97, 120, 69, 110, 116, 114, 105),
+            ::capnp::word(101, 115, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(109, 97, 112, 70, 108, 97, 103, 115),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(8, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(110, 97, 109, 101, 0, 0, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(102, 114, 111, 122, 101, 110, 0, 0),
+            ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(109, 97, 112, 69, 120, 116, 114, 97),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(9, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(9, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(107, 101, 121, 115, 0, 0, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(118, 97, 108, 117, 101, 115, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(13, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+            ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+        ];
+        pub(crate) fn get_field_types(index: u16) -> ::capnp::introspect::Type {
+            match index {
+                0 => <u32 as ::capnp::introspect::Introspect>::introspect(),
+                1 => <u32 as ::capnp::introspect::Introspect>::introspect(),
+                2 => <u32 as ::capnp::introspect::Introspect>::introspect(),
+                3 => <u32 as ::capnp::introspect::Introspect>::introspect(),
+                4 => <u32 as ::capnp::introspect::Introspect>::introspect(),
+                5 => <::capnp::data::Owned as ::capnp::introspect::Introspect>::introspect(),
+                6 => <bool as ::capnp::introspect::Introspect>::introspect(),
+                7 => <u64 as ::capnp::introspect::Introspect>::introspect(),
+                8 => <::capnp::data::Owned as ::capnp::introspect::Introspect>::introspect(),
+                9 => <::capnp::data::Owned as ::capnp::introspect::Introspect>::introspect(),
+                _ => ::capnp::introspect::panic_invalid_field_index(index),
+            }
+        }
+        pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
+            ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)
+        }
+        pub(crate) static ARENA: ::capnp::private::arena::GeneratedCodeArena = ::capnp::private::arena::GeneratedCodeArena::new(&ENCODED_NODE);
+        pub(crate) static RAW_SCHEMA: ::capnp::introspect::RawStructSchema = ::capnp::introspect::RawStructSchema::new(
+            &ARENA,
+            NONUNION_MEMBERS,
+            MEMBERS_BY_DISCRIMINANT,
+            MEMBERS_BY_NAME
+        );
+        pub(crate) static NONUNION_MEMBERS : &[u16] = &[0,1,2,3,4,5,6,7,8,9];
+        pub(crate) static MEMBERS_BY_DISCRIMINANT : &[u16] = &[];
+        pub(crate) static MEMBERS_BY_NAME : &[u16] = &[6,1,8,7,4,0,3,5,2,9];
+        pub(crate) const TYPE_ID: u64 = 0x8915_25b5_dfb1_b574;
     }
 }
 

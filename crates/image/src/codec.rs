@@ -713,7 +713,21 @@ fn enc_open_file(m: &OpenFile, mut b: c::open_file::Builder) {
         }
         FileKind::NetlinkSocket(n) => enc_netlink(n, k.init_netlink_socket()),
         FileKind::PacketSocket(p) => enc_packet(p, k.init_packet_socket()),
+        FileKind::BpfMap(m) => enc_bpf_map(m, k.init_bpf_map()),
     }
+}
+
+fn enc_bpf_map(m: &BpfMap, mut x: c::bpf_map::Builder) {
+    x.set_map_type(m.map_type);
+    x.set_key_size(m.key_size);
+    x.set_value_size(m.value_size);
+    x.set_max_entries(m.max_entries);
+    x.set_map_flags(m.map_flags);
+    x.set_name(&m.name);
+    x.set_frozen(m.frozen);
+    x.set_map_extra(m.map_extra);
+    x.set_keys(&m.keys);
+    x.set_values(&m.values);
 }
 
 fn enc_regular(r: &RegularFile, mut x: c::regular_file::Builder) {
@@ -1892,6 +1906,7 @@ fn dec_open_file(r: c::open_file::Reader, i: usize) -> Result<OpenFile> {
         }
         Ok(K::NetlinkSocket(x)) => FileKind::NetlinkSocket(dec_netlink(x.ctx(what)?, what)?),
         Ok(K::PacketSocket(x)) => FileKind::PacketSocket(dec_packet(x.ctx(what)?, what)?),
+        Ok(K::BpfMap(x)) => FileKind::BpfMap(dec_bpf_map(x.ctx(what)?, what)?),
         // A kind added by a newer minor: keep it inspectable.
         Err(e) => FileKind::Other(format!(
             "unknown file kind {} (written by a newer ckpt)",
@@ -2065,6 +2080,21 @@ fn dec_netlink(x: c::netlink_socket::Reader, what: &dyn Fn() -> String) -> Resul
         dst_group: x.get_dst_group(),
         options: dec_sockopts(x.get_options().ctx(what)?, what)?,
         dropped_queue: x.get_dropped_queue(),
+    })
+}
+
+fn dec_bpf_map(x: c::bpf_map::Reader, what: &dyn Fn() -> String) -> Result<BpfMap> {
+    Ok(BpfMap {
+        map_type: x.get_map_type(),
+        key_size: x.get_key_size(),
+        value_size: x.get_value_size(),
+        max_entries: x.get_max_entries(),
+        map_flags: x.get_map_flags(),
+        name: data(x.get_name(), what)?,
+        frozen: x.get_frozen(),
+        map_extra: x.get_map_extra(),
+        keys: data(x.get_keys(), what)?,
+        values: data(x.get_values(), what)?,
     })
 }
 

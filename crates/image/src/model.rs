@@ -726,6 +726,7 @@ pub enum FileKind {
     Nsfs(NsFile),
     NetlinkSocket(NetlinkSocket),
     PacketSocket(PacketSocket),
+    BpfMap(BpfMap),
 }
 
 impl Default for FileKind {
@@ -759,6 +760,7 @@ impl FileKind {
             FileKind::Nsfs(_) => "nsfs",
             FileKind::NetlinkSocket(_) => "netlink-socket",
             FileKind::PacketSocket(_) => "packet-socket",
+            FileKind::BpfMap(_) => "bpf-map",
         }
     }
 }
@@ -1224,6 +1226,23 @@ pub struct PacketSocket {
     pub memberships: Vec<PacketMembership>,
     pub options: Vec<SockOpt>,
     pub dropped_queue: u32,
+}
+
+/// A BPF map (schema `BpfMap`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BpfMap {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub name: Vec<u8>,
+    pub frozen: bool,
+    pub map_extra: u64,
+    /// The keys, key_size bytes each, in iteration order.
+    pub keys: Vec<u8>,
+    /// Their values, value_size bytes each.
+    pub values: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -41,6 +41,7 @@
 // it everywhere else (see the root Cargo.toml).
 #![allow(unsafe_code)]
 
+pub mod bpf;
 pub mod cgroupfs;
 pub mod clone;
 pub mod creds;

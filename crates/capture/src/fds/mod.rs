@@ -9,6 +9,7 @@
 //! `fds/<kind>.rs` with a `matches` (cheap, from the /proc link and stat)
 //! and a `save`, and add one line to [`KINDS`].
 
+mod bpf;
 mod chardev;
 mod descriptions;
 mod epoll;
@@ -123,6 +124,7 @@ const KINDS: &[Kind] = &[
     Kind { name: "udp", matches: udp::matches, save: udp::save },
     Kind { name: "raw", matches: raw::matches, save: raw::save },
     Kind { name: "netlink", matches: netlink::matches, save: netlink::save },
+    Kind { name: "bpf-map", matches: bpf::matches, save: bpf::save },
     Kind { name: "packet", matches: packet::matches, save: packet::save },
     Kind { name: "unix", matches: unix::matches, save: unix::save },
     Kind { name: "eventfd", matches: eventfd::matches, save: eventfd::save },

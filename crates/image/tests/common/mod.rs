@@ -604,6 +604,18 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             options: Vec::new(),
             dropped_queue: 0,
         }),
+        FileKind::BpfMap(BpfMap {
+            map_type: 1,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 16,
+            map_flags: 4,
+            name: b"counts".to_vec(),
+            frozen: true,
+            map_extra: 0,
+            keys: vec![1, 0, 0, 0, 2, 0, 0, 0],
+            values: (0..16).collect(),
+        }),
     ];
     let files = kinds
         .into_iter()

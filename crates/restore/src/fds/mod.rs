@@ -21,6 +21,7 @@
 //! and, if it needs system calls of its own, an [`FdOp`] variant with an
 //! arm in [`exec`].
 
+mod bpf;
 mod chardev;
 mod epoll;
 mod eventfd;
@@ -992,6 +993,7 @@ fn plan_group(b: &mut Builder, g: usize, pipes: &mut pipe::State) {
         FileKind::InetSocket(n) => inet::plan(b, g, n),
         FileKind::NetlinkSocket(n) => netlink::plan(b, g, n),
         FileKind::PacketSocket(p) => packet::plan(b, g, p),
+        FileKind::BpfMap(m) => bpf::plan(b, g, m),
         // Planned together after the other kinds (unix.rs).
         FileKind::UnixSocket(_) => {}
         FileKind::Inotify(i) => inotify::plan(b, g, i),

@@ -38,6 +38,8 @@ pub enum Prebuilt {
     Raw(raw::RawSpec),
     Netlink(netlink::NetlinkSpec),
     Packet(packet::PacketSpec),
+    /// Not a socket: a BPF map the restorer makes and fills (bpf.rs).
+    BpfMap(super::bpf::BpfSpec),
 }
 
 /// What the restorer builds, and the locks it removes.
@@ -178,6 +180,7 @@ pub fn prebuild(plan: &mut FdPlan) -> crate::Result<NetGuard> {
             Prebuilt::Raw(s) => (raw::make(s).map_err(err)?, None),
             Prebuilt::Netlink(s) => (netlink::make(s).map_err(err)?, None),
             Prebuilt::Packet(s) => (packet::make(s).map_err(err)?, None),
+            Prebuilt::BpfMap(s) => (super::bpf::make(s).map_err(err)?, None),
         };
         let high = above(fd.as_raw_fd(), min_fd).map_err(|source| crate::Error::Sys {
             context: format!("{what}: moving the socket above the stub's fds"),
