@@ -14,6 +14,8 @@ const SOL_PACKET: i32 = 263;
 const PACKET_ADD_MEMBERSHIP: i32 = 1;
 const PACKET_VERSION: i32 = 10;
 const PACKET_FANOUT: i32 = 18;
+/// The obsolete socket type of AF_PACKET bound by device name.
+const SOCK_PACKET: i32 = 10;
 
 /// One packet socket for the restorer to build.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +72,18 @@ pub(super) fn make(s: &PacketSpec) -> Result<OwnedFd, String> {
             .map_err(|e| format!("PACKET_VERSION: {e}"))?;
     }
     apply_opts(fd, &s.opts, Phase::PreBind)?;
-    if s.ifindex != 0 {
+    if s.ifindex != 0 && s.ty == SOCK_PACKET {
+        // The obsolete SOCK_PACKET binds by name (struct sockaddr_pkt:
+        // family, device name in 14 bytes, protocol).
+        let name = socket::interface_name(s.ifindex as u32)
+            .filter(|n| n.len() < 14)
+            .ok_or_else(|| format!("interface {} does not exist here", s.ifindex))?;
+        let mut sa = [0u8; 16];
+        sa[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());
+        sa[2..2 + name.len()].copy_from_slice(&name);
+        socket::bind_raw(fd, &sa)
+            .map_err(|e| format!("binding to interface {}: {e}", s.ifindex))?;
+    } else if s.ifindex != 0 {
         // struct sockaddr_ll: family, protocol, ifindex, the rest zero.
         let mut sa = [0u8; 20];
         sa[..2].copy_from_slice(&(libc::AF_PACKET as u16).to_ne_bytes());

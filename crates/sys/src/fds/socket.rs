@@ -170,6 +170,15 @@ pub fn peer_name(fd: impl AsRawFd) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The name of network interface `index` in this network namespace
+/// (if_indextoname), None when there is none.
+pub fn interface_name(index: u32) -> Option<Vec<u8>> {
+    let list = nix::net::if_::if_nameindex().ok()?;
+    list.iter()
+        .find(|i| i.index() == index)
+        .map(|i| i.name().to_bytes().to_vec())
+}
+
 /// bind(2) to a raw sockaddr (async-signal-safe).
 pub fn bind_raw(fd: impl AsRawFd, addr: &[u8]) -> Result<()> {
     // SAFETY: `addr` is live and its length is passed; the kernel copies it.
