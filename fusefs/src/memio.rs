@@ -582,8 +582,10 @@ impl ProcIndex {
 /// address space), and at most how many frames are queued for that.
 const AHEAD_BYTES: u64 = 8 << 20;
 const AHEAD_QUEUE: usize = 16;
-/// Threads decoding ahead.
-const AHEAD_THREADS: usize = 2;
+/// Threads decoding ahead. Frames not in the page cache are read with
+/// O_DIRECT (synchronously): the threads mostly wait for the disk, and
+/// more of them keep more reads in flight (8: up to the 8 MiB ahead).
+const AHEAD_THREADS: usize = 8;
 /// A read that starts within this distance of where the last read of the
 /// same process ended continues a sequential stream (the kernel sends the
 /// page cache's read-ahead requests on several threads, a little out of
