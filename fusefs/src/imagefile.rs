@@ -166,4 +166,79 @@ mod tests {
         assert_eq!(&buf[r], &data[56..56 + (1 << 20)]);
         std::fs::remove_file(&path).unwrap();
     }
+
+    /// An image on disk, read cold (O_DIRECT): the same frames as through
+    /// the page cache, and a damaged frame is an error, never other bytes.
+    #[test]
+    fn cold_frames_are_checked() {
+        use ckpt_image::{FrameScratch, Image, ImageReader, ImageWriter, Process, Vma};
+        let mut w = ImageWriter::new(Vec::new(), Default::default()).unwrap();
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..(2 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let text: Vec<u8> = b"checkpoint "
+            .iter()
+            .copied()
+            .cycle()
+            .take(1 << 20)
+            .collect();
+        w.add_pages(1, 0x10_0000, &random).unwrap();
+        w.add_pages(1, 0x30_0000, &text).unwrap();
+        let img = Image {
+            processes: vec![Process {
+                pid: 1,
+                vmas: vec![Vma {
+                    start: 0x10_0000,
+                    end: 0x40_0000,
+                    prot: 3,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let bytes = w.finish(img).unwrap();
+        let want = ImageReader::new(bytes.clone()).unwrap();
+        let path = std::env::temp_dir().join(format!("ckptfs-cold-{}.ckpt", std::process::id()));
+        let write_cold = |b: &[u8]| {
+            let mut f = File::create(&path).unwrap();
+            f.write_all(b).unwrap();
+            f.sync_all().unwrap();
+            posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        };
+        write_cold(&bytes);
+        let r = Reader::open_as(&path, ImageFile::new).unwrap();
+        let frames = r.image().frames.clone();
+        assert!(frames.len() >= 3);
+        let (mut scratch, mut out) = (FrameScratch::default(), Vec::new());
+        for i in 0..frames.len() as u32 {
+            let got = r.decode_frame_into(i, &mut scratch, &mut out).unwrap();
+            assert_eq!(&out[got], &want.read_frame(i).unwrap()[..], "frame {i}");
+        }
+        // The raw (random) frames were read around the page cache.
+        let raw = frames
+            .iter()
+            .find(|f| f.codec == ckpt_image::Codec::None)
+            .unwrap();
+        let fd = File::open(&path).unwrap();
+        let cached =
+            ckpt_sys::fs::cached_pages(fd.as_raw_fd(), raw.offset, raw.size.into()).unwrap();
+        assert!(cached < 8, "{cached} pages of a raw frame cached");
+        // Each frame damaged in turn, read cold again.
+        for (i, f) in frames.iter().enumerate() {
+            let mut bad = bytes.clone();
+            bad[(f.offset + u64::from(f.stored_size) / 2) as usize] ^= 0x55;
+            write_cold(&bad);
+            let r = Reader::open_as(&path, ImageFile::new).unwrap();
+            let e = r.decode_frame_into(i as u32, &mut scratch, &mut out);
+            assert!(e.is_err(), "damaged frame {i} ({:?}) decoded", f.codec);
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
 }
