@@ -22,6 +22,7 @@
 pub mod ctl;
 pub mod edit;
 pub mod fuse;
+pub mod imagefile;
 pub mod memio;
 pub mod ops;
 pub mod pages;

@@ -13,11 +13,12 @@
 //! (for SEEK_DATA/SEEK_HOLE) and how much of each mapping is stored (for
 //! st_blocks).
 
+use crate::imagefile::Reader;
 use crate::store::{errno_of, Failure, FileKey, Loaded};
 use crate::tree::{find_vma, kernel_provided, ImgId};
 use ckpt_image::{
-    Blob, Error as ImgError, FileKind, FrameScratch, Image, ImageReader, MemoryRun, Process,
-    RunKind, ShmKind, Vma, VmaBacking,
+    Blob, Error as ImgError, FileKind, FrameScratch, Image, MemoryRun, Process, RunKind, ShmKind,
+    Vma, VmaBacking,
 };
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -80,7 +81,7 @@ thread_local! {
 
 impl FrameCache {
     /// Frame `index` of this version of the image, decoding it (once) if needed.
-    pub fn get(&self, l: &Loaded, r: &ImageReader, index: u32) -> Result<Arc<Decoded>, ImgError> {
+    pub fn get(&self, l: &Loaded, r: &Reader, index: u32) -> Result<Arc<Decoded>, ImgError> {
         let key = (l.id, l.key, index);
         let mut g = lock(&self.inner);
         loop {
@@ -247,7 +248,7 @@ pub fn read(
 fn read_chunk(
     cache: &FrameCache,
     l: &Loaded,
-    r: &ImageReader,
+    r: &Reader,
     p: &Process,
     ps: u64,
     a: u64,
@@ -358,7 +359,7 @@ pub fn in_one_frame(
 fn copy_from_frame(
     cache: &FrameCache,
     l: &Loaded,
-    r: &ImageReader,
+    r: &Reader,
     pid: i32,
     m: &MemoryRun,
     a: u64,
@@ -467,7 +468,7 @@ fn same_file(fm: &ckpt_image::FileMapping, m: &std::fs::Metadata) -> Result<(), 
 pub fn read_blob(
     cache: &FrameCache,
     l: &Loaded,
-    r: &ImageReader,
+    r: &Reader,
     blob: &Blob,
     off: u64,
     out: &mut [u8],
@@ -581,8 +582,10 @@ impl ProcIndex {
 /// address space), and at most how many frames are queued for that.
 const AHEAD_BYTES: u64 = 8 << 20;
 const AHEAD_QUEUE: usize = 16;
-/// Threads decoding ahead.
-const AHEAD_THREADS: usize = 2;
+/// Threads decoding ahead. Frames not in the page cache are read with
+/// O_DIRECT (synchronously): the threads mostly wait for the disk, and
+/// more of them keep more reads in flight (8: up to the 8 MiB ahead).
+const AHEAD_THREADS: usize = 8;
 /// A read that starts within this distance of where the last read of the
 /// same process ended continues a sequential stream (the kernel sends the
 /// page cache's read-ahead requests on several threads, a little out of

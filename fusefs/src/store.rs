@@ -4,10 +4,11 @@
 //! through [`ImageEditor`] and compaction, and the `errors` log of each
 //! image. No FUSE here: everything is testable on a plain directory.
 
+use crate::imagefile::{ImageFile, Reader};
 use crate::memio::{self, Backing, Decoded, FrameCache, Prefetcher, ProcIndex};
 use crate::render;
 use crate::tree::{fd_data, FdData, ImageState, ImgId, Node};
-use ckpt_image::{Error as ImgError, Image, ImageEditor, ImageReader};
+use ckpt_image::{Error as ImgError, Image, ImageEditor};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -90,7 +91,7 @@ pub struct Loaded {
     pub uid: u32,
     pub gid: u32,
     pub mtime_ns: i64,
-    pub reader: Result<ImageReader, String>,
+    pub reader: Result<Reader, String>,
     rendered: Mutex<HashMap<Node, Arc<Vec<u8>>>>,
     indexes: Mutex<HashMap<i32, Arc<ProcIndex>>>,
     backings: Mutex<HashMap<(i32, u64), Backing>>,
@@ -359,7 +360,8 @@ impl Store {
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = std::time::Instant::now();
-        let reader = ImageReader::open(&path).map_err(|e| ckpt_image::error_chain(&e));
+        let reader =
+            Reader::open_as(&path, ImageFile::new).map_err(|e| ckpt_image::error_chain(&e));
         match &reader {
             Ok(r) => tracing::debug!(
                 image = %self.name(id),

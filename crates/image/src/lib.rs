@@ -234,6 +234,21 @@ pub trait ReadAt {
     fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// Read `len` bytes at `off` into `buf` (its old contents are
+    /// overwritten, it may grow), at a place in it the source chooses;
+    /// returns where. A source that reads around the page cache
+    /// (O_DIRECT) puts them where its alignment wants; by default they
+    /// are at the start.
+    fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<std::ops::Range<usize>> {
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            // Zeroes only bytes the buffer never had.
+            buf.resize(len, 0);
+        }
+        self.read_at(buf, off)?;
+        Ok(0..len)
+    }
 }
 
 impl ReadAt for File {
@@ -302,6 +317,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         (**self).read_at(buf, off)
     }
+    fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<std::ops::Range<usize>> {
+        (**self).read_into(buf, off, len)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for &T {
@@ -310,5 +328,8 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         (**self).read_at(buf, off)
+    }
+    fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<std::ops::Range<usize>> {
+        (**self).read_into(buf, off, len)
     }
 }

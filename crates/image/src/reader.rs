@@ -36,9 +36,17 @@ impl ImageReader<File> {
     /// Open and parse the image at `path`, and its chain of parents if it
     /// is incremental (see [`ImageReader::chain_error`]).
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_as(path, |f| f)
+    }
+}
+
+impl<R: ReadAt> ImageReader<R> {
+    /// [`ImageReader::open`], reading the image (not its parents) through
+    /// the source `wrap` makes of the opened file.
+    pub fn open_as(path: &Path, wrap: impl FnOnce(File) -> R) -> Result<Self> {
         let f =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-        let mut r = Self::new(f)?;
+        let mut r = Self::new(wrap(f))?;
         if !r.image.parent.image_id.is_empty() {
             let (ancestors, err) = chain::open_ancestors(path, &r.image);
             r.ancestors = ancestors;

@@ -168,16 +168,14 @@ pub fn decode_frame_into(
     let (f, rec_off, end) = frame_record(frames, index)?;
     let len = (end - rec_off) as usize;
     if f.codec == Codec::None {
-        set_len(out, len);
-        src.read_at(out, rec_off)?;
-        let stored = check_frame_record(f, index, rec_off, out)?;
+        let at = src.read_into(out, rec_off, len)?;
+        let stored = check_frame_record(f, index, rec_off, &out[at.clone()])?;
         scratch.payload.decode(index, f, stored)?;
-        let hl = RECORD_HEADER_LEN as usize;
-        return Ok(hl..hl + f.size as usize);
+        let start = at.start + RECORD_HEADER_LEN as usize;
+        return Ok(start..start + f.size as usize);
     }
-    set_len(&mut scratch.rec, len);
-    src.read_at(&mut scratch.rec, rec_off)?;
-    let stored = check_frame_record(f, index, rec_off, &scratch.rec)?;
+    let at = src.read_into(&mut scratch.rec, rec_off, len)?;
+    let stored = check_frame_record(f, index, rec_off, &scratch.rec[at])?;
     scratch.payload.decode_into(index, f, stored, out)?;
     Ok(0..f.size as usize)
 }
