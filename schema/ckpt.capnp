@@ -603,6 +603,23 @@ struct PacketSocket {
   memberships @5 :List(PacketMembership);
   options @6 :List(SockOpt);     # SOL_PACKET and socket options set
   droppedQueue @7 :UInt32;       # bytes of packets queued for reading at the dump, not saved
+  # Added after the first 1.2 images (absent: no ring):
+  rxRing @8 :PacketRing;         # PACKET_RX_RING as set (blockNr 0: none)
+  txRing @9 :PacketRing;         # PACKET_TX_RING as set
+}
+
+# A packet socket's ring as sock_diag shows it (struct packet_diag_ring);
+# set again with PACKET_RX_RING/PACKET_TX_RING (tpacket_req3 for
+# TPACKET_V3, tpacket_req otherwise). Its frames are not saved; a socket
+# whose ring is mapped into the process is refused at the dump.
+struct PacketRing {
+  blockSize @0 :UInt32;
+  blockNr @1 :UInt32;
+  frameSize @2 :UInt32;
+  frameNr @3 :UInt32;
+  retireTmo @4 :UInt32;          # TPACKET_V3: tp_retire_blk_tov
+  sizeofPriv @5 :UInt32;         # TPACKET_V3: tp_sizeof_priv
+  features @6 :UInt32;           # TPACKET_V3: tp_feature_req_word
 }
 
 struct PacketMembership {

@@ -962,6 +962,12 @@ fn enc_netlink(n: &NetlinkSocket, mut x: c::netlink_socket::Builder) {
 }
 
 fn enc_packet(p: &PacketSocket, mut x: c::packet_socket::Builder) {
+    if let Some(r) = &p.rx_ring {
+        enc_packet_ring(r, x.reborrow().init_rx_ring());
+    }
+    if let Some(r) = &p.tx_ring {
+        enc_packet_ring(r, x.reborrow().init_tx_ring());
+    }
     x.set_type(p.sock_type);
     x.set_protocol(p.protocol);
     x.set_ifindex(p.ifindex);
@@ -2098,6 +2104,30 @@ fn dec_bpf_map(x: c::bpf_map::Reader, what: &dyn Fn() -> String) -> Result<BpfMa
     })
 }
 
+/// A ring of a packet socket; None when it has no blocks (not set).
+fn dec_packet_ring(x: c::packet_ring::Reader) -> Option<PacketRing> {
+    let r = PacketRing {
+        block_size: x.get_block_size(),
+        block_nr: x.get_block_nr(),
+        frame_size: x.get_frame_size(),
+        frame_nr: x.get_frame_nr(),
+        retire_tmo: x.get_retire_tmo(),
+        sizeof_priv: x.get_sizeof_priv(),
+        features: x.get_features(),
+    };
+    (r.block_nr != 0).then_some(r)
+}
+
+fn enc_packet_ring(r: &PacketRing, mut x: c::packet_ring::Builder) {
+    x.set_block_size(r.block_size);
+    x.set_block_nr(r.block_nr);
+    x.set_frame_size(r.frame_size);
+    x.set_frame_nr(r.frame_nr);
+    x.set_retire_tmo(r.retire_tmo);
+    x.set_sizeof_priv(r.sizeof_priv);
+    x.set_features(r.features);
+}
+
 fn dec_packet(x: c::packet_socket::Reader, what: &dyn Fn() -> String) -> Result<PacketSocket> {
     let mut memberships = Vec::new();
     for m in x.get_memberships().ctx(what)?.iter() {
@@ -2116,5 +2146,15 @@ fn dec_packet(x: c::packet_socket::Reader, what: &dyn Fn() -> String) -> Result<
         memberships,
         options: dec_sockopts(x.get_options().ctx(what)?, what)?,
         dropped_queue: x.get_dropped_queue(),
+        rx_ring: if x.has_rx_ring() {
+            dec_packet_ring(x.get_rx_ring().ctx(what)?)
+        } else {
+            None
+        },
+        tx_ring: if x.has_tx_ring() {
+            dec_packet_ring(x.get_tx_ring().ctx(what)?)
+        } else {
+            None
+        },
     })
 }

@@ -1226,6 +1226,21 @@ pub struct PacketSocket {
     pub memberships: Vec<PacketMembership>,
     pub options: Vec<SockOpt>,
     pub dropped_queue: u32,
+    /// PACKET_RX_RING / PACKET_TX_RING, when set.
+    pub rx_ring: Option<PacketRing>,
+    pub tx_ring: Option<PacketRing>,
+}
+
+/// A packet socket's ring (schema `PacketRing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketRing {
+    pub block_size: u32,
+    pub block_nr: u32,
+    pub frame_size: u32,
+    pub frame_nr: u32,
+    pub retire_tmo: u32,
+    pub sizeof_priv: u32,
+    pub features: u32,
 }
 
 /// A BPF map (schema `BpfMap`).

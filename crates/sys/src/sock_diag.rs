@@ -405,8 +405,11 @@ pub struct PacketDiag {
     pub flags: u32,
     /// Memberships: (ifindex, count, type, address).
     pub mclist: Vec<(i32, u32, u16, Vec<u8>)>,
-    pub rx_ring: bool,
-    pub tx_ring: bool,
+    /// PACKET_RX_RING / PACKET_TX_RING as set (struct packet_diag_ring:
+    /// block size, block count, frame size, frame count, retire timeout,
+    /// sizeof_priv, features).
+    pub rx_ring: Option<[u32; 7]>,
+    pub tx_ring: Option<[u32; 7]>,
     /// PACKET_FANOUT (id | type << 16), when in a group.
     pub fanout: Option<u32>,
 }
@@ -493,8 +496,14 @@ fn parse_packet(b: &[u8], ino: u64, found: &mut Option<PacketDiag>) -> Result<bo
                                 ));
                             }
                         }
-                        2 => d.rx_ring = true,
-                        3 => d.tx_ring = true,
+                        2 | 3 if data.len() >= 28 => {
+                            let r = [w(0), w(4), w(8), w(12), w(16), w(20), w(24)];
+                            if aty == 2 {
+                                d.rx_ring = Some(r);
+                            } else {
+                                d.tx_ring = Some(r);
+                            }
+                        }
                         4 if data.len() >= 4 => d.fanout = Some(w(0)),
                         _ => {}
                     }

@@ -1,18 +1,31 @@
 //! Packet sockets (AF_PACKET): type, bound protocol and interface,
 //! PACKET_VERSION, fanout group, memberships (promiscuous, multicast...),
-//! options and filter, from sock_diag and getsockopt. A socket with an
-//! RX or TX ring (PACKET_RX_RING / PACKET_TX_RING, mapped into the
-//! process) is refused by name: the mapping is not restored. Queued
-//! packets are dropped (`droppedQueue`, and a warning).
+//! options and filter, and its RX and TX rings' geometry
+//! (PACKET_RX_RING / PACKET_TX_RING), from sock_diag and getsockopt. A
+//! ring mapped into the process is refused by the memory capture (its
+//! mapping is not restored). Queued packets, and the frames in the rings,
+//! are dropped (`droppedQueue`, and a warning).
 
 use super::net::{dup, options, proto_name, sys_fd};
 use super::{unsupported, Ctx, RawFd};
 use crate::error::Result;
-use ckpt_image::{FileKind, PacketMembership, PacketSocket};
+use ckpt_image::{FileKind, PacketMembership, PacketRing, PacketSocket};
 use std::os::fd::AsRawFd;
 
 pub(super) fn matches(f: &RawFd) -> bool {
     f.link.starts_with(b"socket:[")
+}
+
+fn ring(r: [u32; 7]) -> PacketRing {
+    PacketRing {
+        block_size: r[0],
+        block_nr: r[1],
+        frame_size: r[2],
+        frame_nr: r[3],
+        retire_tmo: r[4],
+        sizeof_priv: r[5],
+        features: r[6],
+    }
 }
 
 pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
@@ -27,16 +40,6 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
                 "packet socket not found by sock_diag (another network namespace?)",
             )
         })?;
-    if d.rx_ring || d.tx_ring {
-        return Err(unsupported(
-            f.fd,
-            format!(
-                "packet socket with a mapped {} ring (PACKET_{}_RING) cannot be saved: its mapping is not restored",
-                if d.rx_ring { "receive" } else { "transmit" },
-                if d.rx_ring { "RX" } else { "TX" }
-            ),
-        ));
-    }
     let sock = dup(cx.pid, f.fd)?;
     let fd = sock.as_raw_fd();
     let kind =
@@ -66,6 +69,8 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
             .collect(),
         options: options(fd, &kind, f.fd)?,
         dropped_queue: dropped,
+        rx_ring: d.rx_ring.map(ring),
+        tx_ring: d.tx_ring.map(ring),
     };
     tracing::debug!(fd = f.fd, ifindex = s.ifindex, "packet socket saved");
     Ok(Some(FileKind::PacketSocket(s)))

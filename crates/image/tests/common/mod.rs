@@ -603,6 +603,16 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             }],
             options: Vec::new(),
             dropped_queue: 0,
+            rx_ring: Some(PacketRing {
+                block_size: 4096,
+                block_nr: 1,
+                frame_size: 1024,
+                frame_nr: 4,
+                retire_tmo: 0,
+                sizeof_priv: 0,
+                features: 0,
+            }),
+            tx_ring: None,
         }),
         FileKind::BpfMap(BpfMap {
             map_type: 1,

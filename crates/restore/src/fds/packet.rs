@@ -5,7 +5,7 @@
 
 use super::sockets::{apply_opts, Prebuilt};
 use super::Builder;
-use ckpt_image::{PacketSocket, SockOpt};
+use ckpt_image::{PacketRing, PacketSocket, SockOpt};
 use ckpt_sys::fds::socket;
 use ckpt_sys::fds::sockopt::Phase;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,6 +14,8 @@ const SOL_PACKET: i32 = 263;
 const PACKET_ADD_MEMBERSHIP: i32 = 1;
 const PACKET_VERSION: i32 = 10;
 const PACKET_FANOUT: i32 = 18;
+const PACKET_RX_RING: i32 = 5;
+const PACKET_TX_RING: i32 = 13;
 /// The obsolete socket type of AF_PACKET bound by device name.
 const SOCK_PACKET: i32 = 10;
 
@@ -29,6 +31,8 @@ pub struct PacketSpec {
     /// (ifindex, type, address).
     pub memberships: Vec<(i32, u16, Vec<u8>)>,
     pub opts: Vec<SockOpt>,
+    pub rx_ring: Option<PacketRing>,
+    pub tx_ring: Option<PacketRing>,
 }
 
 pub(super) fn plan(b: &mut Builder, g: usize, p: &PacketSocket) {
@@ -59,8 +63,22 @@ pub(super) fn plan(b: &mut Builder, g: usize, p: &PacketSocket) {
                 .map(|m| (m.ifindex, m.mr_type, m.address.clone()))
                 .collect(),
             opts: p.options.clone(),
+            rx_ring: p.rx_ring,
+            tx_ring: p.tx_ring,
         }),
     );
+}
+
+/// PACKET_RX_RING / PACKET_TX_RING with the saved geometry: a
+/// tpacket_req3 for TPACKET_V3, a tpacket_req before.
+fn set_ring(fd: i32, opt: i32, r: &PacketRing, version: u32) -> ckpt_sys::Result<()> {
+    const TPACKET_V3: u32 = 2;
+    let mut words = vec![r.block_size, r.block_nr, r.frame_size, r.frame_nr];
+    if version == TPACKET_V3 {
+        words.extend([r.retire_tmo, r.sizeof_priv, r.features]);
+    }
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    socket::setsockopt_bytes(fd, SOL_PACKET, opt, &bytes)
 }
 
 pub(super) fn make(s: &PacketSpec) -> Result<OwnedFd, String> {
@@ -107,5 +125,15 @@ pub(super) fn make(s: &PacketSpec) -> Result<OwnedFd, String> {
             .map_err(|e| format!("PACKET_FANOUT: {e}"))?;
     }
     apply_opts(fd, &s.opts, Phase::Post)?;
+    // Last: a ring fixes PACKET_VERSION, PACKET_RESERVE and
+    // PACKET_TX_HAS_OFF (EBUSY once it is set).
+    for (name, opt, ring) in [
+        ("RX", PACKET_RX_RING, &s.rx_ring),
+        ("TX", PACKET_TX_RING, &s.tx_ring),
+    ] {
+        if let Some(r) = ring {
+            set_ring(fd, opt, r, s.version).map_err(|e| format!("PACKET_{name}_RING: {e}"))?;
+        }
+    }
     Ok(sock)
 }
