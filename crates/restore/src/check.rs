@@ -28,6 +28,59 @@ const CAP_SYS_RAWIO: u32 = 17;
 /// mode).
 pub(crate) type AccessItem = (String, CString, i32);
 
+/// What the check reads of this machine and of the restorer once for all
+/// the processes of an image (each process of a tree would read the
+/// same), and the files compared so far with their findings (a tree's
+/// processes map the same files).
+struct Host<'r> {
+    mmap_min_addr: u64,
+    pid_max: i64,
+    limits: rlimits::OwnLimits,
+    cgroups: crate::process::cgroup::Here<'r>,
+    /// (what, identity, mapped privately) -> what [`file_state`] found.
+    files: Vec<((String, FileIdentity, bool), Report)>,
+}
+
+impl<'r> Host<'r> {
+    fn read(opts: &'r RestoreOptions) -> Host<'r> {
+        Host {
+            mmap_min_addr: mmap_min_addr(),
+            pid_max: pid_max(),
+            limits: rlimits::OwnLimits::read(),
+            cgroups: crate::process::cgroup::Here::read(&opts.cgroup_roots),
+            files: Vec::new(),
+        }
+    }
+
+    /// [`file_state`], once per file (its findings repeated for the
+    /// processes after the first).
+    fn file_state(
+        &mut self,
+        what: &str,
+        id: &FileIdentity,
+        private: bool,
+        force: bool,
+        r: &mut Report,
+    ) {
+        let known = self
+            .files
+            .iter()
+            .find(|((w, i, p), _)| w == what && *p == private && i == id);
+        let found = match known {
+            Some((_, found)) => found,
+            None => {
+                let mut found = Report::default();
+                file_state(what, id, private, force, &mut found);
+                self.files
+                    .push(((what.to_string(), id.clone(), private), found));
+                &self.files[self.files.len() - 1].1
+            }
+        };
+        r.errors.extend(found.errors.iter().cloned());
+        r.warnings.extend(found.warnings.iter().cloned());
+    }
+}
+
 /// The access(2) mode an open with `flags` needs.
 pub(crate) fn access_mode(flags: i32) -> i32 {
     if flags & libc::O_PATH != 0 {
@@ -229,6 +282,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     let as_saved = open_as(root, &own, || who == Requester::Restorer);
     let mut each = PerProcess::default();
     let mut groups = None;
+    let mut host = Host::read(opts);
     for p in &live {
         let mut pr = Report::default();
         check_chain(reader, p, &mut pr);
@@ -240,7 +294,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
             &shared,
             (&own, &who),
             as_saved.as_ref(),
-            opts,
+            (opts, &mut host),
             &mut pr,
         );
         each.add(p.pid, pr);
@@ -364,20 +418,20 @@ fn check_process(
     shared: &BTreeMap<u64, i32>,
     (own, who): (&OwnCreds, &Requester),
     as_saved: Option<&FsIds>,
-    opts: &RestoreOptions,
+    (opts, host): (&RestoreOptions, &mut Host<'_>),
     r: &mut Report,
 ) {
-    let mem = check_files(image, p, shared, opts.force_files, r);
+    let mem = check_files(image, p, shared, (opts.force_files, host), r);
     crate::mem::vmas::check_addresses(
         p,
         task_size(),
-        mmap_min_addr(),
+        host.mmap_min_addr,
         own.has_cap(CAP_SYS_RAWIO),
         r,
     );
     timers::check(p, r);
     fds::locks::check(image, p, r);
-    rlimits::check(p, own, r);
+    rlimits::check(p, own, &host.limits, r);
     crate::process::creds::check_requester(p, who, own, r);
     let threads_differ = p.threads.iter().any(|t| t.creds.is_some());
     if (creds_differ(p, own) || threads_differ)
@@ -394,14 +448,14 @@ fn check_process(
             own.gids[1]
         ));
     }
-    security(p, own, fds, &mem, as_saved, r);
+    security(p, own, fds, &mem, (as_saved, host.pid_max), r);
     crate::process::seccomp::check(image, p, r);
     if !opts.ignore_cgroups {
         let for_user = match who {
             Requester::Restorer => None,
             Requester::User(u) | Requester::Nobody { uid: u, .. } => Some(*u),
         };
-        crate::process::cgroup::check(p, &opts.cgroup_roots, for_user, r);
+        crate::process::cgroup::check(p, &host.cgroups, for_user, r);
     }
 }
 
@@ -490,6 +544,14 @@ pub(crate) fn task_size() -> u64 {
     }
 }
 
+/// kernel.pid_max: the largest pid (the kernel's limit when unreadable).
+fn pid_max() -> i64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
+}
+
 /// vm.mmap_min_addr: mappings below it need CAP_SYS_RAWIO.
 pub(crate) fn mmap_min_addr() -> u64 {
     std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
@@ -540,7 +602,7 @@ fn check_files(
     image: &Image,
     p: &Process,
     shared: &BTreeMap<u64, i32>,
-    force: bool,
+    (force, host): (bool, &mut Host<'_>),
     r: &mut Report,
 ) -> MemPlan {
     if p.exe.path.is_empty() {
@@ -552,7 +614,7 @@ fn check_files(
             String::from_utf8_lossy(&p.exe.path)
         ));
     } else {
-        file_state("executable", &p.exe, true, force, r);
+        host.file_state("executable", &p.exe, true, force, r);
     }
     let mem = plan_memory_shared(image, p, mm::page_size(), shared);
     r.errors.extend(mem.errors.iter().cloned());
@@ -561,7 +623,7 @@ fn check_files(
     for (what, id) in &mem.files {
         if seen.insert(id.path.clone()) {
             let private = mem.private_files.contains(&id.path);
-            file_state(what, id, private, force, r);
+            host.file_state(what, id, private, force, r);
         }
     }
     if !p.cwd.is_empty() && !p.cwd_identity.deleted {
@@ -636,10 +698,10 @@ fn security(
     own: &OwnCreds,
     fds: &FdPlan,
     mem: &MemPlan,
-    as_saved: Option<&FsIds>,
+    (as_saved, pid_max): (Option<&FsIds>, i64),
     r: &mut Report,
 ) {
-    check_id_values(p, r);
+    check_id_values(p, pid_max, r);
     check_paths(p, fds, mem, r);
     check_caps(p, own, r);
     // Files are opened with the rights of the user the process ran as:
@@ -657,11 +719,7 @@ fn security(
 }
 
 /// Ids: real pids, not 0, negative or past pid_max.
-fn check_id_values(p: &Process, r: &mut Report) {
-    let pid_max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(4_194_304);
+fn check_id_values(p: &Process, pid_max: i64, r: &mut Report) {
     let ids =
         std::iter::once(("pid", p.pid)).chain(p.threads.iter().skip(1).map(|t| ("tid", t.tid)));
     for (kind, id) in ids {

@@ -211,9 +211,8 @@ pub(crate) fn will_make(image: &ckpt_image::Image, opts: &crate::RestoreOptions)
 /// Each cgroup to join is in a hierarchy mounted here, and exists or is
 /// made; saved owners other than root and the requester are refused for
 /// a requester other than root.
-pub(crate) fn check(p: &Process, roots: &[CgroupRoot], requester: Option<u32>, r: &mut Report) {
-    let here = Here::read(roots);
-    let made = plan_dirs(&[p], &here);
+pub(crate) fn check(p: &Process, here: &Here<'_>, requester: Option<u32>, r: &mut Report) {
+    let made = plan_dirs(&[p], here);
     for c in all_joins(p) {
         if here.is_own(&c) {
             continue;
@@ -435,6 +434,10 @@ pub(crate) fn join_threads(
     tids: &BTreeMap<i32, i32>,
     roots: &[CgroupRoot],
 ) -> Result<()> {
+    let elsewhere = |t: &ckpt_image::Thread| t.cgroups_v1.iter().any(|c| !p.cgroups_v1.contains(c));
+    if !p.threads.iter().any(elsewhere) {
+        return Ok(());
+    }
     let here = Here::read(roots);
     for t in p.threads.iter().filter(|t| !t.cgroups_v1.is_empty()) {
         let Some(&tid) = tids.get(&t.tid) else {

@@ -53,11 +53,33 @@ pub(crate) fn own_oom_score_adj() -> i32 {
         .unwrap_or(0)
 }
 
+/// The restorer's own OOM score adjustment and hard limits (or why a
+/// limit could not be read), read once for all the processes checked.
+pub(crate) struct OwnLimits {
+    oom: i32,
+    hard: Vec<std::result::Result<u64, String>>,
+}
+
+impl OwnLimits {
+    pub(crate) fn read() -> OwnLimits {
+        OwnLimits {
+            oom: own_oom_score_adj(),
+            hard: (0..RLIM_NLIMITS)
+                .map(|res| {
+                    proc::prlimit(0, res, None)
+                        .map(|(_, hard)| hard)
+                        .map_err(|e| e.to_string())
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Limits this kernel does not know, and hard limits above the restorer's
-/// that it may not raise; an OOM score adjustment it may not set.
-pub(crate) fn check(p: &Process, own: &OwnCreds, r: &mut Report) {
+/// (`mine`) that it may not raise; an OOM score adjustment it may not set.
+pub(crate) fn check(p: &Process, own: &OwnCreds, mine: &OwnLimits, r: &mut Report) {
     let can_raise = own.has_cap(CAP_SYS_RESOURCE);
-    let oom = own_oom_score_adj();
+    let oom = mine.oom;
     if !(-1000..=1000).contains(&p.oom_score_adj) {
         r.errors.push(format!(
             "oom_score_adj {} is not a value the kernel takes (-1000..1000)",
@@ -82,8 +104,8 @@ pub(crate) fn check(p: &Process, own: &OwnCreds, r: &mut Report) {
         } else {
             format!("RLIMIT_{}", l.name.trim_start_matches("RLIMIT_"))
         };
-        match proc::prlimit(0, l.resource, None) {
-            Ok((_, hard)) => {
+        match &mine.hard[l.resource as usize] {
+            &Ok(hard) => {
                 if l.hard > hard && !can_raise {
                     r.errors.push(format!(
                         "{name}: the saved hard limit {} is above this user's {} (raising it needs CAP_SYS_RESOURCE)",
