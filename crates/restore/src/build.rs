@@ -1020,7 +1020,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         ptrace::interrupt(pid).ctx(|| format!("pid {pid}: stopping the restore stub"))?;
         ptrace::wait_interrupt_stop(pid).ctx(|| format!("pid {pid}: stopping the restore stub"))?;
 
-        let maps_text = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        let maps_text = ckpt_sys::proc::read_text(&format!("/proc/{pid}/maps"))
             .ctx(|| format!("reading /proc/{pid}/maps"))?;
         let stub_maps = parse_maps(&maps_text);
         let mode = hugefill::huge_fill_mode(self.huge_fill);

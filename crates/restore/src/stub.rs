@@ -726,7 +726,7 @@ pub fn holder_of(pid: i32) -> Option<(String, bool)> {
 /// scanned once for many ids (`groups`: None until the first id that is no
 /// task needs them).
 pub(crate) fn holder_with(pid: i32, groups: &mut Option<Groups>) -> Option<(String, bool)> {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+    let Ok(status) = proc::read_text(&format!("/proc/{pid}/status")) else {
         return groups
             .get_or_insert_with(Groups::scan)
             .describe(pid)
@@ -771,7 +771,7 @@ impl Groups {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
                 continue;
             };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            let Ok(stat) = proc::read_text(&format!("/proc/{pid}/stat")) else {
                 continue;
             };
             let Some((head, rest)) = stat.rsplit_once(") ") else {

@@ -25,7 +25,7 @@ pub(crate) fn set_handlers(
         .iter()
         .flat_map(|a| [a.handler, a.flags, a.restorer, a.mask])
         .collect();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let status = ckpt_sys::proc::read_text(&format!("/proc/{pid}/status"))
         .ctx(|| format!("reading /proc/{pid}/status"))?;
     let mask_of = |k: &str| {
         status

@@ -17,6 +17,29 @@ pub mod wait;
 
 use crate::{last_os, Error, OsResult, Pid, Result};
 
+/// A /proc text file (stat, status, maps) read in as few reads as its
+/// size allows: procfs files report no size, and a plain read_to_string
+/// stats the file and then grows its buffer from 32 bytes, one read each.
+pub fn read_text(path: &str) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// getpid(2). (glibc keeps no pid cache, so this is right in a child
 /// made by a raw clone3 too.)
 pub fn getpid() -> Pid {
