@@ -559,7 +559,7 @@ fn spawn_stubs(
 /// Most threads building processes at once. Building is mostly waiting
 /// for the process to run each injected call (a ptrace round trip): several
 /// processes are built at once on few cores.
-const MAX_BUILDERS: usize = 8;
+const MAX_BUILDERS: usize = 16;
 
 /// What the threads building the processes share.
 struct Builders<'a, R: ReadAt> {
