@@ -780,3 +780,56 @@ time.sleep(600)
     std::fs::write(dir.join("r/go"), b"").unwrap();
     r.wait_line(|l| l == "inside=in the root outside=False fd=outside");
 }
+
+/// An AIO context (zdtm aio00, aio01): its ring comes back at its address
+/// with its head, its tail (here behind the head: the events wrap round the
+/// ring's end) and the events not yet taken; the context works on.
+#[test]
+fn aio_ring_keeps_its_events_head_and_tail() {
+    let dir = TempDir::new("aio");
+    let script = r#"
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ctx = ctypes.c_ulong(0)
+assert libc.syscall(206, 64, ctypes.byref(ctx)) == 0
+ctx = ctx.value
+fd = os.open("/dev/null", os.O_WRONLY)
+buf = ctypes.create_string_buffer(b"x")
+iocb = (ctypes.c_ubyte * 64)()
+ptr = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
+events = (ctypes.c_ubyte * (32 * 16))()
+def header():
+    return struct.unpack_from("=IIII", (ctypes.c_char * 16).from_address(ctx))[1:4]
+def submit(data):
+    struct.pack_into("=QIiHhIQQqQII", iocb, 0, data, 0, 0, 1, 0, fd, ctypes.addressof(buf), 1, 0, 0, 0, 0)
+    assert libc.syscall(209, ctypes.c_ulong(ctx), 1, ptr) == 1
+def get(n):
+    got = libc.syscall(208, ctypes.c_ulong(ctx), 0, n, events, None)
+    return [struct.unpack_from("=Q", events, 32 * i)[0] for i in range(got)]
+nr = header()[0]
+# Round the ring once (head = tail = nr - 2), then 5 events across its end.
+for i in range(nr - 2):
+    submit(i)
+    assert get(1) == [i]
+for i in range(5):
+    submit(1000 + i)
+before = header()
+print("READY nr=%d head=%d tail=%d" % before, flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+after = header()
+pending = get(16)
+submit(99)
+print("same=%d events=%s next=%s" % (before == after, pending, get(16)), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("aio.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "same=1 events=[1000, 1001, 1002, 1003, 1004] next=[99]");
+}

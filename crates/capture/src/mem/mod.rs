@@ -29,6 +29,7 @@
 //! - **incremental** (`--parent` of the dump the tracking started from):
 //!   only the pages written since, the others `parent` runs.
 
+mod aio;
 mod deleted;
 mod intervals;
 mod pages;

@@ -204,6 +204,7 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
         madvise: madvise_bits(&e.vm_flags),
         vm_flags: e.vm_flags.clone(),
         name: e.name.clone(),
+        huge_page_size: 0,
     };
     Ok((vma, policy))
 }
@@ -271,6 +272,11 @@ fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)>
 /// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
 fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
     let (path, deleted) = strip_deleted(&e.name);
+    if path == b"/[aio]" && deleted && shared {
+        // An AIO context's ring: its header now, all its pages.
+        let ring = super::aio::ring(pid, e).map_err(|what| reject(pid, e, &what))?;
+        return Ok((VmaBacking::AioRing(ring), Policy::Whole));
+    }
     // Unlinked under this name but linked under another one (glibc's
     // sem_open makes /dev/shm/sem.NAME that way): not deleted.
     let live = if deleted && !path.starts_with(b"/SYSV") && !path.starts_with(b"/memfd:") {
@@ -323,13 +329,6 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
             }
         }
         return Ok((b, Policy::Shmem));
-    }
-    if path == b"/[aio]" {
-        return Err(reject(
-            pid,
-            e,
-            "an AIO ring (io_setup) cannot be saved by this version",
-        ));
     }
     let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
         if deleted {

@@ -8,6 +8,7 @@
 //! its parent is premapped and filled by the restorer before the stubs are
 //! forked, and moved into place by each process sharing it (cow.rs).
 
+pub(crate) mod aio;
 pub(crate) mod chain;
 pub(crate) mod cow;
 pub(crate) mod hugefill;

@@ -59,6 +59,9 @@ pub enum Backing {
         offset: u64,
         discard: Vec<(u64, u64)>,
     },
+    /// The ring of an AIO context, made by io_setup and moved here
+    /// (mem/aio.rs).
+    AioRing(ckpt_image::AioRing),
 }
 
 /// A deleted file that mappings need, made again by the process being
@@ -122,6 +125,9 @@ pub(super) enum PageRule {
     All,
     /// Nothing is written (shared file mappings: the file holds the data; specials).
     Nothing,
+    /// Data and zero runs are written past the first `aio::HEADER_LEN`
+    /// bytes (an AIO ring: its header is the new context's own).
+    AioRing,
 }
 
 fn advice_of(bits: u64) -> Vec<i32> {
@@ -275,6 +281,7 @@ fn backing_of(
             (sysv_backing(image, sm, what, plan), PageRule::Nothing)
         }
         VmaBacking::SharedMemory(sm) => shm_backing(v, sm, what, held, plan),
+        VmaBacking::AioRing(ring) => (Some(Backing::AioRing(*ring)), PageRule::AioRing),
         other => {
             plan.errors.push(format!(
                 "{what}: a mapping backed by {}, which this restore does not know",
@@ -924,6 +931,10 @@ fn map_one(
             // Direct calls: what came before first.
             b.flush(main)?;
             map_sysv(main, s, l, (*id, *offset), made)?;
+        }
+        Backing::AioRing(ring) => {
+            b.flush(main)?;
+            super::aio::make_ring(main, s, *ring, scratch)?;
         }
         Backing::NewMemfd {
             id,
