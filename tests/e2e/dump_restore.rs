@@ -833,3 +833,49 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "same=1 events=[1000, 1001, 1002, 1003, 1004] next=[99]");
 }
+
+/// hugetlb memory (zdtm maps09, maps10, memfd02-hugetlb): private and
+/// shared MAP_HUGETLB areas and a hugetlb memfd held at an fd and mapped
+/// come back as hugetlb memory, with their contents; the memfd is still
+/// one object with its mapping.
+#[test]
+fn hugetlb_memory_stays_hugetlb_with_its_contents() {
+    ckpt_testkit::require!(require::huge_pages(8));
+    let dir = TempDir::new("hugetlb");
+    let script = r#"
+import mmap, os, sys, time
+H = 2 << 20
+HUGETLB = 0x40000
+priv = mmap.mmap(-1, 2 * H, flags=mmap.MAP_PRIVATE | HUGETLB)
+shared = mmap.mmap(-1, H, flags=mmap.MAP_SHARED | HUGETLB)
+m = os.memfd_create("hugefd", os.MFD_HUGETLB)
+os.ftruncate(m, H)
+mfd = mmap.mmap(m, H, flags=mmap.MAP_SHARED)
+priv[0:5] = b"priv0"; priv[H + 100:H + 105] = b"priv1"
+shared[4096:4102] = b"shared"
+mfd[7:12] = b"memfd"
+def huge_areas():
+    n, cur = 0, None
+    for line in open("/proc/self/smaps"):
+        if line.startswith("VmFlags:") and " ht" in line:
+            n += 1
+    return n
+before = huge_areas()
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+shared2 = mmap.mmap(m, H, flags=mmap.MAP_SHARED)
+print("priv=%s,%s shared=%s memfd=%s,%s areas=%d" % (
+    priv[0:5].decode(), priv[H + 100:H + 105].decode(), shared[4096:4102].decode(),
+    mfd[7:12].decode(), shared2[7:12].decode(), huge_areas() - before), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("hugetlb.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "priv=priv0,priv1 shared=shared memfd=memfd,memfd areas=1");
+}

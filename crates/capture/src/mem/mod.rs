@@ -31,6 +31,7 @@
 
 mod aio;
 mod deleted;
+mod hugetlb;
 mod intervals;
 mod pages;
 pub(crate) mod precopy;

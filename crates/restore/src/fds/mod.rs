@@ -367,10 +367,12 @@ pub enum FdOp {
         pos: u64,
     },
     /// A shared anonymous memory object of `size` bytes, mapped by several
-    /// processes (see ckpt_sys::mm::shared_anon_fd).
+    /// processes (see ckpt_sys::mm::shared_anon_fd); `huge`: hugetlb
+    /// memory of pages of that size (0: ordinary).
     SharedAnon {
         slot: usize,
         size: u64,
+        huge: u64,
     },
     /// EPOLL_CTL_ADD on final numbers (after the fds are placed). (epoll.rs)
     EpollAdd {
@@ -521,8 +523,9 @@ pub struct ProcFds {
 pub enum KeepReq {
     /// A description held by a process (a memfd): its slot is kept.
     File { file: u32, id: u64 },
-    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS).
-    SharedAnon { id: u64, size: u64 },
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS; `huge`: with
+    /// MAP_HUGETLB, of pages of that size).
+    SharedAnon { id: u64, size: u64, huge: u64 },
     /// A memfd no process holds an fd of any more.
     NewMemfd { id: u64, name: CString, size: u64 },
 }
@@ -943,13 +946,14 @@ fn plan_keep(b: &mut Builder, keep: &[KeepReq], by_id: &HashMap<u32, usize>) {
                     "shared memory {id}: the open file {file} that holds it is not restored"
                 )),
             },
-            KeepReq::SharedAnon { id, size } => {
+            KeepReq::SharedAnon { id, size, huge } => {
                 let s = b.slot();
                 b.op(
                     &format!("shared memory {id} ({size} bytes)"),
                     FdOp::SharedAnon {
                         slot: s,
                         size: *size,
+                        huge: *huge,
                     },
                 );
                 b.plan.keep.push((s, *id));
@@ -1115,8 +1119,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
         FdOp::SetFl { slot, flags } => set_fl_op(c, *slot, *flags)?,
         FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,
-        FdOp::SharedAnon { slot, size } => {
-            let fd = mm::shared_anon_fd(*size)?;
+        FdOp::SharedAnon { slot, size, huge } => {
+            let fd = mm::shared_anon_fd(*size, *huge)?;
             c.new_fd(*slot, fd.into_raw_fd())?;
         }
     }

@@ -59,6 +59,8 @@ pub enum Backing {
         offset: u64,
         discard: Vec<(u64, u64)>,
     },
+    /// Private hugetlb memory (MAP_HUGETLB) of pages of this size.
+    HugeAnon { page_size: u64 },
     /// The ring of an AIO context, made by io_setup and moved here
     /// (mem/aio.rs).
     AioRing(ckpt_image::AioRing),
@@ -258,6 +260,12 @@ fn backing_of(
     plan: &mut MemPlan,
 ) -> (Option<Backing>, PageRule) {
     match &v.backing {
+        VmaBacking::Anonymous if v.huge_page_size != 0 => (
+            Some(Backing::HugeAnon {
+                page_size: v.huge_page_size,
+            }),
+            PageRule::DataOnly,
+        ),
         VmaBacking::Anonymous => (Some(Backing::Anon), PageRule::DataOnly),
         VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => {
             (Some(Backing::Anon), PageRule::DataOnly)
@@ -468,6 +476,9 @@ fn shm_backing(
     // (A private mapping maps the object too: the pages the process wrote
     // over it are written on top.)
     let kept = held.shared.get(&sm.id).copied();
+    if v.huge_page_size != 0 {
+        return huge_shm_backing(v, sm, what, held, plan);
+    }
     let backing = match sm.kind {
         ShmKind::AnonymousShared => match kept {
             Some(fd) => through(fd),
@@ -535,6 +546,41 @@ fn shm_backing(
             ));
             return (None, PageRule::DataOnly);
         }
+    };
+    let rule = if v.shared {
+        PageRule::DataOnly
+    } else {
+        PageRule::All
+    };
+    (Some(backing), rule)
+}
+
+/// hugetlb shared memory: anonymous (always an object the stubs keep:
+/// mem/mod.rs) or a memfd an fd of the process holds, mapped through its
+/// fd (which is of hugetlbfs: the mapping is hugetlb memory again).
+fn huge_shm_backing(
+    v: &Vma,
+    sm: &SharedMemory,
+    what: &str,
+    held: &HeldFiles,
+    plan: &mut MemPlan,
+) -> (Option<Backing>, PageRule) {
+    let fd = match sm.kind {
+        ShmKind::AnonymousShared => held.shared.get(&sm.id).copied(),
+        ShmKind::Memfd => held.memfds.get(&sm.id).copied(),
+        _ => None,
+    };
+    let Some(fd) = fd else {
+        plan.errors.push(format!(
+            "{what}: hugetlb memory ({:?}) that no fd of the restore holds cannot be made again",
+            sm.kind
+        ));
+        return (None, PageRule::DataOnly);
+    };
+    let backing = Backing::File {
+        path: own_fd_path(fd),
+        flags: libc::O_RDWR,
+        offset: sm.offset,
     };
     let rule = if v.shared {
         PageRule::DataOnly
@@ -931,6 +977,19 @@ fn map_one(
             // Direct calls: what came before first.
             b.flush(main)?;
             map_sysv(main, s, l, (*id, *offset), made)?;
+        }
+        Backing::HugeAnon { page_size } => {
+            let flags = share
+                | fixed
+                | libc::MAP_ANONYMOUS as u64
+                | ckpt_sys::mm::hugetlb_flags(*page_size) as u64;
+            b.push(
+                main,
+                what,
+                libc::SYS_mmap,
+                &[s.start, s.len, prot, flags, u64::MAX, 0],
+                Allow::Nothing,
+            )?;
         }
         Backing::AioRing(ring) => {
             b.flush(main)?;
