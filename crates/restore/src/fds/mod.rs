@@ -321,6 +321,15 @@ pub enum FdOp {
         path: CString,
         aside: CString,
     },
+    /// A directory that a socket deleted at the dump is bound in, gone
+    /// with it: made for the bind (saved user's rights), removed by
+    /// `UnixRmdir` once the socket's file is unlinked again. (unix.rs)
+    UnixMkdir {
+        path: CString,
+    },
+    UnixRmdir {
+        path: CString,
+    },
     /// Socket options (level, name, value), each with the table of
     /// ckpt_sys::fds::sockopt. (unix.rs)
     SockOpts {
@@ -1092,6 +1101,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         | FdOp::UnixUnlink { .. }
         | FdOp::UnixMoveAside { .. }
         | FdOp::UnixMoveBack { .. }
+        | FdOp::UnixMkdir { .. }
+        | FdOp::UnixRmdir { .. }
         | FdOp::SockOpts { .. }
         | FdOp::Shutdown { .. } => exec_sockets(c, op)?,
         FdOp::SetOwner {
@@ -1214,6 +1225,8 @@ fn exec_sockets(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::UnixUnlink { path } => unix::unlink(c, path),
         FdOp::UnixMoveAside { path, aside } => unix::rename(c, path, aside),
         FdOp::UnixMoveBack { path, aside } => unix::rename(c, aside, path),
+        FdOp::UnixMkdir { path } => unix::mkdir(c, path),
+        FdOp::UnixRmdir { path } => unix::rmdir(c, path),
         FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase),
         FdOp::Shutdown { slot, how } => {
             match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
@@ -1335,8 +1348,14 @@ pub(crate) fn check_names(plan: &FdPlan, r: &mut Report) {
             _ => None,
         })
         .collect();
+    let made = unix::made_dirs(&plan.ops);
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         if let FdOp::UnixSocket { path: Some(p), .. } = op {
+            if unix::in_made_dir(p, &made) {
+                // Its directory is made for it: only its length matters.
+                unix::check_length(what, p, r);
+                continue;
+            }
             unix::check_path_free(what, p, r);
             unix::check_bindable(what, p, aside.contains(&p), r);
         }
@@ -1354,6 +1373,7 @@ pub(crate) fn access_items(
     items: &mut Vec<AccessItem>,
     r: &mut Report,
 ) {
+    let made = unix::made_dirs(&plan.ops);
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         match op {
             FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
@@ -1362,7 +1382,13 @@ pub(crate) fn access_items(
             FdOp::InotifyWatch {
                 path, via: None, ..
             } => inotify::access(what, path, items),
-            FdOp::UnixSocket { path: Some(p), .. } => unix::access_item(what, p, items),
+            FdOp::UnixSocket { path: Some(p), .. } if !unix::in_made_dir(p, &made) => {
+                unix::access_item(what, p, items)
+            }
+            // (The first one made is in a directory that is there.)
+            FdOp::UnixMkdir { path } if !unix::in_made_dir(path, &made) => {
+                unix::access_item(what, path, items)
+            }
             FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
             FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
                 regular::check_tmpfile(what, *mode & 0o7777, r)
