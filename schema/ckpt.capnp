@@ -813,6 +813,7 @@ struct Tty {
   winXpixel @11 :UInt16;
   winYpixel @12 :UInt16;
   sid @13 :Int32;                # the session whose controlling terminal it is; 0 = none or not known
+  hungUp @14 :Bool;              # hung up (its pty master closed, vhangup): every call on it but close fails; no settings saved
 }
 
 enum TtyRole {

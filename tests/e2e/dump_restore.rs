@@ -879,3 +879,38 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "priv=priv0,priv1 shared=shared memfd=memfd,memfd areas=1");
 }
+
+/// A pty slave whose master was closed (zdtm pty04): it comes back hung
+/// up, a pty slave on which settings and writes fail with EIO and reads
+/// see the end.
+#[test]
+fn hung_up_pty_slave_stays_hung_up() {
+    let dir = TempDir::new("hungup");
+    let script = r#"
+import errno, os, stat, sys, termios, time
+m, s = os.openpty()
+os.close(m)
+def err(f):
+    try:
+        f()
+        return "ok"
+    except (OSError, termios.error) as e:
+        return errno.errorcode[e.args[0]]
+print("READY %s" % err(lambda: termios.tcgetattr(s)), flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+st = os.fstat(s)
+print("pts=%d tcgetattr=%s read=%r write=%s" % (
+    stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in range(136, 144),
+    err(lambda: termios.tcgetattr(s)), os.read(s, 10), err(lambda: os.write(s, b"x"))), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY EIO");
+    let image = dir.join("hungup.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "pts=1 tcgetattr=EIO read=b'' write=EIO");
+}

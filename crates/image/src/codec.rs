@@ -772,6 +772,7 @@ fn enc_tty(t: &Tty, mut x: c::tty::Builder) {
     x.set_win_xpixel(t.win_xpixel);
     x.set_win_ypixel(t.win_ypixel);
     x.set_sid(t.sid);
+    x.set_hung_up(t.hung_up);
 }
 
 fn enc_epoll(e: &Epoll, x: c::epoll::Builder) {
@@ -2000,6 +2001,7 @@ fn dec_tty(x: c::tty::Reader, what: &dyn Fn() -> String) -> Result<Tty> {
         win_xpixel: x.get_win_xpixel(),
         win_ypixel: x.get_win_ypixel(),
         sid: x.get_sid(),
+        hung_up: x.get_hung_up(),
     })
 }
 

@@ -1037,6 +1037,9 @@ pub struct Tty {
     pub win_ypixel: u16,
     /// The session whose controlling terminal it is; 0 = none or not known.
     pub sid: i32,
+    /// Hung up (its pty master closed, vhangup): only closing it works
+    /// (since 1.2).
+    pub hung_up: bool,
 }
 
 /// Which kind of terminal a [`Tty`] is.

@@ -111,6 +111,12 @@ pub enum FdOp {
         slot: usize,
         setup: Box<PtySetup>,
     },
+    /// A hung-up pty slave description: a slave of a new pair (access
+    /// mode and O_NONBLOCK of `flags`) whose master is then closed. (pty.rs)
+    PtyHungUp {
+        slot: usize,
+        flags: i32,
+    },
     /// A slave description of the pair of master slot `master`. (pty.rs)
     PtySlave {
         slot: usize,
@@ -1051,6 +1057,7 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         | FdOp::OpenTerminal { .. }
         | FdOp::PtyMaster { .. }
         | FdOp::PtySlave { .. }
+        | FdOp::PtyHungUp { .. }
         | FdOp::PtyFinish { .. }
         | FdOp::ReopenStd { .. } => exec_terminals(c, op)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
@@ -1145,6 +1152,7 @@ fn exec_terminals(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags),
         FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags),
         FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup),
+        FdOp::PtyHungUp { slot, flags } => pty::make_hung_up(c, *slot, *flags),
         FdOp::PtySlave {
             slot,
             master,
