@@ -491,6 +491,17 @@ impl Drop for SharedWords {
     }
 }
 
+/// The mmap (and memfd_create) flags of hugetlb memory of `huge`-byte
+/// pages: MAP_HUGETLB with the page size's log2 at MAP_HUGE_SHIFT; 0 for
+/// ordinary memory.
+pub fn hugetlb_flags(huge: u64) -> i32 {
+    if huge == 0 {
+        0
+    } else {
+        libc::MAP_HUGETLB | ((huge.trailing_zeros() as i32) << libc::MAP_HUGE_SHIFT)
+    }
+}
+
 /// A new shared anonymous memory object of `size` bytes (what
 /// mmap(MAP_SHARED | MAP_ANONYMOUS) makes), as an fd that mapping it
 /// (MAP_SHARED) or opening /proc/self/fd/N gives the same memory: it is
@@ -648,7 +659,7 @@ mod tree_tests {
     fn shared_anon_fd_maps_one_object() {
         // Needs CAP_SYS_ADMIN (the tests run as root).
         use std::os::unix::fs::FileExt;
-        let fd = shared_anon_fd(8192).unwrap();
+        let fd = shared_anon_fd(8192, 0).unwrap();
         let f = std::fs::File::from(fd);
         f.write_all_at(b"hello", 4096).unwrap();
         let again = std::fs::File::open(format!("/proc/self/fd/{}", {
@@ -660,16 +671,5 @@ mod tree_tests {
         again.read_exact_at(&mut b, 4096).unwrap();
         assert_eq!(&b, b"hello");
         assert_eq!(f.metadata().unwrap().len(), 8192);
-    }
-}
-
-/// The mmap (and memfd_create) flags of hugetlb memory of `huge`-byte
-/// pages: MAP_HUGETLB with the page size's log2 at MAP_HUGE_SHIFT; 0 for
-/// ordinary memory.
-pub fn hugetlb_flags(huge: u64) -> i32 {
-    if huge == 0 {
-        0
-    } else {
-        libc::MAP_HUGETLB | ((huge.trailing_zeros() as i32) << libc::MAP_HUGE_SHIFT)
     }
 }

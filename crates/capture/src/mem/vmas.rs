@@ -224,7 +224,7 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
 fn hugetlb(pid: Pid, e: &MapEntry, prot: u32, shared: bool) -> Result<(Vma, Policy)> {
     let (path, deleted) = strip_deleted(&e.name);
     let huge = e.kernel_page_kb * 1024;
-    if huge == 0 || e.start % huge != 0 || e.end % huge != 0 {
+    if huge == 0 || !e.start.is_multiple_of(huge) || !e.end.is_multiple_of(huge) {
         return Err(reject(
             pid,
             e,

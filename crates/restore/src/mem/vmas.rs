@@ -915,19 +915,7 @@ fn map_one(
     let fixed = libc::MAP_FIXED as u64;
     let what = format!("mmap of {}", s.what);
     match &s.backing {
-        Backing::Anon => {
-            let mut flags = share | fixed | libc::MAP_ANONYMOUS as u64;
-            if s.grows_down {
-                flags |= libc::MAP_GROWSDOWN as u64;
-            }
-            b.push(
-                main,
-                what,
-                libc::SYS_mmap,
-                &[s.start, s.len, prot, flags, u64::MAX, 0],
-                Allow::Nothing,
-            )?;
-        }
+        Backing::Anon => map_anon(main, b, s, what, (prot, share | fixed), 0)?,
         Backing::File {
             path,
             flags,
@@ -979,17 +967,7 @@ fn map_one(
             map_sysv(main, s, l, (*id, *offset), made)?;
         }
         Backing::HugeAnon { page_size } => {
-            let flags = share
-                | fixed
-                | libc::MAP_ANONYMOUS as u64
-                | ckpt_sys::mm::hugetlb_flags(*page_size) as u64;
-            b.push(
-                main,
-                what,
-                libc::SYS_mmap,
-                &[s.start, s.len, prot, flags, u64::MAX, 0],
-                Allow::Nothing,
-            )?;
+            map_anon(main, b, s, what, (prot, share | fixed), *page_size)?
         }
         Backing::AioRing(ring) => {
             b.flush(main)?;
@@ -1021,6 +999,28 @@ fn map_one(
         }
     }
     Ok(())
+}
+
+/// Anonymous memory (`huge`: hugetlb memory of pages of that size).
+fn map_anon(
+    main: &mut Remote,
+    b: &mut Batcher,
+    s: &MapStep,
+    what: String,
+    (prot, flags): (u64, u64),
+    huge: u64,
+) -> Result<()> {
+    let mut flags = flags | libc::MAP_ANONYMOUS as u64 | ckpt_sys::mm::hugetlb_flags(huge) as u64;
+    if s.grows_down {
+        flags |= libc::MAP_GROWSDOWN as u64;
+    }
+    b.push(
+        main,
+        what,
+        libc::SYS_mmap,
+        &[s.start, s.len, prot, flags, u64::MAX, 0],
+        Allow::Nothing,
+    )
 }
 
 /// A premapped slot (mem/cow.rs) moved to its mapping's address, with
