@@ -873,8 +873,11 @@ time.sleep(600)
     let d = dir.path().to_str().unwrap().to_string();
     let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
     p.wait_for("READY");
+    // Restored from a dump that left it running (its areas read from
+    // /proc/PID/maps, which shows no page sizes).
     let image = dir.join("hugetlb.ckpt");
-    dump_kill(&mut p, &image);
+    dump_leave_running(p.pid, &image);
+    dump_kill(&mut p, &dir.join("killed.ckpt"));
     let r = restore_detached(&image, &p.out, p.pid);
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "priv=priv0,priv1 shared=shared memfd=memfd,memfd areas=1");

@@ -30,6 +30,8 @@ pub(super) fn shared_ranges(pid: Pid, idx: usize, e: &MapEntry, huge: u64, out: 
     };
     let size = f.metadata().map(|m| m.len()).unwrap_or(0);
     let end = e.end.min(e.start + size.saturating_sub(e.offset));
+    // (Never 0: the area is read a page at a time at worst.)
+    let huge = huge.max(4096);
     let mut buf = vec![0u8; huge as usize];
     let mut at = e.start;
     while at < end {

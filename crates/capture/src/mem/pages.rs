@@ -124,12 +124,12 @@ pub(crate) fn plan(
                 shmem_ranges(pid, idx, e, page, &mut out);
                 continue;
             }
-            Policy::HugeShared => {
+            Policy::HugeShared { page_size } => {
                 let (start, end) = (e.offset, e.offset + (e.end - e.start));
                 if e.inode != 0 && shm_seen(shm_saved, e.inode, start, end) {
                     continue; // saved by a process before this one
                 }
-                super::hugetlb::shared_ranges(pid, idx, e, e.kernel_page_kb * 1024, &mut out);
+                super::hugetlb::shared_ranges(pid, idx, e, *page_size, &mut out);
                 continue;
             }
             Policy::Anon | Policy::HugePrivate { file: false } => {

@@ -129,8 +129,8 @@ pub(crate) fn plan(
             Policy::Nothing => {}
             Policy::Whole => out.push(range(e.start, e.end, true)),
             Policy::Shmem => shmem_ranges(pid, idx, e, page, &mut out),
-            Policy::HugeShared => {
-                super::hugetlb::shared_ranges(pid, idx, e, e.kernel_page_kb * 1024, &mut out)
+            Policy::HugeShared { page_size } => {
+                super::hugetlb::shared_ranges(pid, idx, e, *page_size, &mut out)
             }
             Policy::Anon | Policy::PrivateFile | Policy::HugePrivate { .. } => {
                 let pol = match pol {

@@ -32,9 +32,9 @@ pub(crate) enum Policy {
     /// (`file`: those that are no longer the file's). Never shared
     /// copy-on-write with a parent's saved pages.
     HugePrivate { file: bool },
-    /// A hugetlb object mapped shared: its huge pages that are not all
-    /// zeros (mem/hugetlb.rs).
-    HugeShared,
+    /// A hugetlb object mapped shared, of pages of `page_size` bytes:
+    /// its huge pages that are not all zeros (mem/hugetlb.rs).
+    HugeShared { page_size: u64 },
 }
 
 /// One line of /proc/PID/smaps with the fields we use.
@@ -223,7 +223,15 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
 /// hugetlb memfd's; other hugetlbfs files are refused.
 fn hugetlb(pid: Pid, e: &MapEntry, prot: u32, shared: bool) -> Result<(Vma, Policy)> {
     let (path, deleted) = strip_deleted(&e.name);
-    let huge = e.kernel_page_kb * 1024;
+    // smaps says; /proc/PID/maps (a dump that leaves the process
+    // running) does not: then the filesystem's block size says.
+    let huge = match e.kernel_page_kb * 1024 {
+        0 => ckpt_sys::fs::hugetlb_page_size(std::path::Path::new(&map_files_path(pid, e)))
+            .ok()
+            .flatten()
+            .unwrap_or(0),
+        n => n,
+    };
     if huge == 0 || !e.start.is_multiple_of(huge) || !e.end.is_multiple_of(huge) {
         return Err(reject(
             pid,
@@ -235,13 +243,14 @@ fn hugetlb(pid: Pid, e: &MapEntry, prot: u32, shared: bool) -> Result<(Vma, Poli
         (b"/anon_hugepage", true, false) => {
             (VmaBacking::Anonymous, Policy::HugePrivate { file: false })
         }
-        (b"/anon_hugepage", true, true) => {
-            (shm(pid, e, ShmKind::AnonymousShared), Policy::HugeShared)
-        }
+        (b"/anon_hugepage", true, true) => (
+            shm(pid, e, ShmKind::AnonymousShared),
+            Policy::HugeShared { page_size: huge },
+        ),
         (p, true, _) if p.starts_with(b"/memfd:") => (
             shm(pid, e, ShmKind::Memfd),
             if shared {
-                Policy::HugeShared
+                Policy::HugeShared { page_size: huge }
             } else {
                 Policy::HugePrivate { file: true }
             },
