@@ -349,6 +349,8 @@ struct Vma {
   madvise @6 :UInt64;            # bit set of MadviseFlag ordinals, from smaps VmFlags
   vmFlags @7 :List(Text);        # smaps VmFlags, verbatim (informative)
   name @8 :Data;                 # the last field of /proc/PID/maps, verbatim
+  # Since 1.2:
+  hugePageSize @9 :UInt64;       # hugetlb memory (MAP_HUGETLB, a hugetlbfs file): its page size; 0 = not hugetlb
 }
 
 struct VmaBacking {
@@ -357,7 +359,19 @@ struct VmaBacking {
     file @1 :FileMapping;
     sharedMemory @2 :SharedMemory;
     special @3 :SpecialMapping;
+    # Since 1.2:
+    aioRing @4 :AioRing;         # an AIO context's ring (io_setup)
   }
+}
+
+# The ring of an AIO context (io_setup(2)), mapped at vma.start: its pages
+# are saved like any memory's (runs); the fields below are its header as
+# the kernel and the process left it, which the restore needs before it
+# writes the pages (a new context's ring is made to match them).
+struct AioRing {
+  nr @0 :UInt32;                 # number of io_event slots of the ring
+  head @1 :UInt32;               # next event the process will take
+  tail @2 :UInt32;               # next slot the kernel fills
 }
 
 struct FileMapping {
@@ -833,6 +847,7 @@ struct Tty {
   winXpixel @11 :UInt16;
   winYpixel @12 :UInt16;
   sid @13 :Int32;                # the session whose controlling terminal it is; 0 = none or not known
+  hungUp @14 :Bool;              # hung up (its pty master closed, vhangup): every call on it but close fails; no settings saved
 }
 
 enum TtyRole {
@@ -920,6 +935,8 @@ struct MemFd {
   seals @3 :UInt32;
   contents @4 :Blob;             # file contents
   mode @5 :UInt32;
+  # Since 1.2:
+  hugePageSize @6 :UInt64;       # made with MFD_HUGETLB: its page size; 0 = an ordinary memfd
 }
 
 struct CharDevice {

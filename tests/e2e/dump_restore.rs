@@ -805,4 +805,140 @@ fn bpf_maps_keep_their_entries_and_frozen_state() {
         "{}",
         tail(&out)
     );
+
+/// An AIO context (zdtm aio00, aio01): its ring comes back at its address
+/// with its head, its tail (here behind the head: the events wrap round the
+/// ring's end) and the events not yet taken; the context works on.
+#[test]
+fn aio_ring_keeps_its_events_head_and_tail() {
+    let dir = TempDir::new("aio");
+    let script = r#"
+import ctypes, os, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+ctx = ctypes.c_ulong(0)
+assert libc.syscall(206, 64, ctypes.byref(ctx)) == 0
+ctx = ctx.value
+fd = os.open("/dev/null", os.O_WRONLY)
+buf = ctypes.create_string_buffer(b"x")
+iocb = (ctypes.c_ubyte * 64)()
+ptr = (ctypes.c_void_p * 1)(ctypes.addressof(iocb))
+events = (ctypes.c_ubyte * (32 * 16))()
+def header():
+    return struct.unpack_from("=IIII", (ctypes.c_char * 16).from_address(ctx))[1:4]
+def submit(data):
+    struct.pack_into("=QIiHhIQQqQII", iocb, 0, data, 0, 0, 1, 0, fd, ctypes.addressof(buf), 1, 0, 0, 0, 0)
+    assert libc.syscall(209, ctypes.c_ulong(ctx), 1, ptr) == 1
+def get(n):
+    got = libc.syscall(208, ctypes.c_ulong(ctx), 0, n, events, None)
+    return [struct.unpack_from("=Q", events, 32 * i)[0] for i in range(got)]
+nr = header()[0]
+# Round the ring once (head = tail = nr - 2), then 5 events across its end.
+for i in range(nr - 2):
+    submit(i)
+    assert get(1) == [i]
+for i in range(5):
+    submit(1000 + i)
+before = header()
+print("READY nr=%d head=%d tail=%d" % before, flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+after = header()
+pending = get(16)
+submit(99)
+print("same=%d events=%s next=%s" % (before == after, pending, get(16)), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("aio.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "same=1 events=[1000, 1001, 1002, 1003, 1004] next=[99]");
+}
+
+/// hugetlb memory (zdtm maps09, maps10, memfd02-hugetlb): private and
+/// shared MAP_HUGETLB areas and a hugetlb memfd held at an fd and mapped
+/// come back as hugetlb memory, with their contents; the memfd is still
+/// one object with its mapping.
+#[test]
+fn hugetlb_memory_stays_hugetlb_with_its_contents() {
+    ckpt_testkit::require!(require::huge_pages(8));
+    let dir = TempDir::new("hugetlb");
+    let script = r#"
+import mmap, os, sys, time
+H = 2 << 20
+HUGETLB = 0x40000
+priv = mmap.mmap(-1, 2 * H, flags=mmap.MAP_PRIVATE | HUGETLB)
+shared = mmap.mmap(-1, H, flags=mmap.MAP_SHARED | HUGETLB)
+m = os.memfd_create("hugefd", os.MFD_HUGETLB)
+os.ftruncate(m, H)
+mfd = mmap.mmap(m, H, flags=mmap.MAP_SHARED)
+priv[0:5] = b"priv0"; priv[H + 100:H + 105] = b"priv1"
+shared[4096:4102] = b"shared"
+mfd[7:12] = b"memfd"
+def huge_areas():
+    n, cur = 0, None
+    for line in open("/proc/self/smaps"):
+        if line.startswith("VmFlags:") and " ht" in line:
+            n += 1
+    return n
+before = huge_areas()
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+shared2 = mmap.mmap(m, H, flags=mmap.MAP_SHARED)
+print("priv=%s,%s shared=%s memfd=%s,%s areas=%d" % (
+    priv[0:5].decode(), priv[H + 100:H + 105].decode(), shared[4096:4102].decode(),
+    mfd[7:12].decode(), shared2[7:12].decode(), huge_areas() - before), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    // Restored from a dump that left it running (its areas read from
+    // /proc/PID/maps, which shows no page sizes).
+    let image = dir.join("hugetlb.ckpt");
+    dump_leave_running(p.pid, &image);
+    dump_kill(&mut p, &dir.join("killed.ckpt"));
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "priv=priv0,priv1 shared=shared memfd=memfd,memfd areas=1");
+}
+
+/// A pty slave whose master was closed (zdtm pty04): it comes back hung
+/// up, a pty slave on which settings and writes fail with EIO and reads
+/// see the end.
+#[test]
+fn hung_up_pty_slave_stays_hung_up() {
+    let dir = TempDir::new("hungup");
+    let script = r#"
+import errno, os, stat, sys, termios, time
+m, s = os.openpty()
+os.close(m)
+def err(f):
+    try:
+        f()
+        return "ok"
+    except (OSError, termios.error) as e:
+        return errno.errorcode[e.args[0]]
+print("READY %s" % err(lambda: termios.tcgetattr(s)), flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+st = os.fstat(s)
+print("pts=%d tcgetattr=%s read=%r write=%s" % (
+    stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in range(136, 144),
+    err(lambda: termios.tcgetattr(s)), os.read(s, 10), err(lambda: os.write(s, b"x"))), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY EIO");
+    let image = dir.join("hungup.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l == "pts=1 tcgetattr=EIO read=b'' write=EIO");
 }

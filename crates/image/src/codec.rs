@@ -595,6 +595,7 @@ fn enc_vma(m: &Vma, mut b: c::vma::Builder) {
     b.set_grows_down(m.grows_down);
     b.set_madvise(m.madvise);
     b.set_name(&m.name);
+    b.set_huge_page_size(m.huge_page_size);
     enc_texts(
         &m.vm_flags,
         b.reborrow().init_vm_flags(len32(m.vm_flags.len())),
@@ -632,6 +633,12 @@ fn enc_vma(m: &Vma, mut b: c::vma::Builder) {
             SpecialMapping::Uprobes => c::SpecialMapping::Uprobes,
             SpecialMapping::Other => c::SpecialMapping::Other,
         }),
+        VmaBacking::AioRing(a) => {
+            let mut x = bk.init_aio_ring();
+            x.set_nr(a.nr);
+            x.set_head(a.head);
+            x.set_tail(a.tail);
+        }
     }
 }
 
@@ -779,6 +786,7 @@ fn enc_tty(t: &Tty, mut x: c::tty::Builder) {
     x.set_win_xpixel(t.win_xpixel);
     x.set_win_ypixel(t.win_ypixel);
     x.set_sid(t.sid);
+    x.set_hung_up(t.hung_up);
 }
 
 fn enc_epoll(e: &Epoll, x: c::epoll::Builder) {
@@ -819,6 +827,7 @@ fn enc_memfd(mf: &MemFd, mut x: c::mem_fd::Builder) {
     x.set_size(mf.size);
     x.set_seals(mf.seals);
     x.set_mode(mf.mode);
+    x.set_huge_page_size(mf.huge_page_size);
     enc_blob(&mf.contents, x.init_contents());
 }
 
@@ -1686,6 +1695,14 @@ fn dec_vma(r: c::vma::Reader, what: &dyn Fn() -> String) -> Result<Vma> {
             // a special mapping added by a newer minor: see Vma.name
             Ok(c::SpecialMapping::Other) | Err(_) => SpecialMapping::Other,
         }),
+        Ok(c::vma_backing::AioRing(a)) => {
+            let a = a.ctx(what)?;
+            VmaBacking::AioRing(AioRing {
+                nr: a.get_nr(),
+                head: a.get_head(),
+                tail: a.get_tail(),
+            })
+        }
         Err(e) => {
             return Err(Error::Invalid(format!(
                 "{}.backing: unknown backing kind {} (written by a newer ckpt?)",
@@ -1704,6 +1721,7 @@ fn dec_vma(r: c::vma::Reader, what: &dyn Fn() -> String) -> Result<Vma> {
         madvise: r.get_madvise(),
         vm_flags: texts(r.get_vm_flags(), what)?,
         name: data(r.get_name(), what)?,
+        huge_page_size: r.get_huge_page_size(),
     })
 }
 
@@ -2004,6 +2022,7 @@ fn dec_tty(x: c::tty::Reader, what: &dyn Fn() -> String) -> Result<Tty> {
         win_xpixel: x.get_win_xpixel(),
         win_ypixel: x.get_win_ypixel(),
         sid: x.get_sid(),
+        hung_up: x.get_hung_up(),
     })
 }
 
@@ -2053,6 +2072,7 @@ fn dec_memfd(x: c::mem_fd::Reader, what: &dyn Fn() -> String) -> Result<MemFd> {
         seals: x.get_seals(),
         contents: dec_blob(x.get_contents().ctx(what)?, what)?,
         mode: x.get_mode(),
+        huge_page_size: x.get_huge_page_size(),
     })
 }
 

@@ -464,6 +464,8 @@ pub struct Vma {
     pub madvise: u64,
     pub vm_flags: Vec<String>,
     pub name: Vec<u8>,
+    /// hugetlb memory: its page size (0: not hugetlb; since 1.2).
+    pub huge_page_size: u64,
 }
 
 impl Vma {
@@ -510,6 +512,7 @@ impl Vma {
             VmaBacking::Special(SpecialMapping::Other) => {
                 format!("the special mapping {name} is not saved")
             }
+            VmaBacking::AioRing(_) => "an AIO ring page without a run reads as zeros".into(),
         }
     }
 }
@@ -526,6 +529,17 @@ pub enum VmaBacking {
     File(FileMapping),
     SharedMemory(SharedMemory),
     Special(SpecialMapping),
+    /// The ring of an AIO context (since 1.2).
+    AioRing(AioRing),
+}
+
+/// The header of an AIO context's ring (io_setup): its number of event
+/// slots, and where the process and the kernel are in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AioRing {
+    pub nr: u32,
+    pub head: u32,
+    pub tail: u32,
 }
 
 impl VmaBacking {
@@ -536,6 +550,7 @@ impl VmaBacking {
             VmaBacking::File(_) => "file",
             VmaBacking::SharedMemory(_) => "shared-memory",
             VmaBacking::Special(_) => "special",
+            VmaBacking::AioRing(_) => "aio-ring",
         }
     }
 }
@@ -1024,6 +1039,9 @@ pub struct Tty {
     pub win_ypixel: u16,
     /// The session whose controlling terminal it is; 0 = none or not known.
     pub sid: i32,
+    /// Hung up (its pty master closed, vhangup): only closing it works
+    /// (since 1.2).
+    pub hung_up: bool,
 }
 
 /// Which kind of terminal a [`Tty`] is.
@@ -1136,6 +1154,8 @@ pub struct MemFd {
     pub seals: u32,
     pub contents: Blob,
     pub mode: u32,
+    /// Made with MFD_HUGETLB: its page size (0: an ordinary memfd; since 1.2).
+    pub huge_page_size: u64,
 }
 
 impl CharDevice {

@@ -385,6 +385,7 @@ pub fn unsaved_is_zero(v: &Vma) -> bool {
         VmaBacking::Anonymous => true,
         VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => true,
         VmaBacking::SharedMemory(s) => s.kind == ShmKind::AnonymousShared,
+        VmaBacking::AioRing(_) => true,
         VmaBacking::File(_) | VmaBacking::Special(_) => false,
     }
 }

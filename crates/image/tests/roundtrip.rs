@@ -376,3 +376,70 @@ fn iso_dates() {
     let _ = summary::iso8601_utc(i64::MIN);
     let _ = summary::iso8601_utc(i64::MAX);
 }
+
+/// The AIO ring backing, hugetlb page sizes and hung-up terminals (1.2)
+/// come back as written.
+#[test]
+fn aio_rings_hugetlb_and_hung_up_ttys_round_trip() {
+    let mut w = ImageWriter::new(Vec::new(), WriteOptions::default()).unwrap();
+    w.add_pages(7, 0x1000, &[7u8; 4096]).unwrap();
+    let img = Image {
+        processes: vec![Process {
+            pid: 7,
+            vmas: vec![
+                Vma {
+                    start: 0x1000,
+                    end: 0x2000,
+                    prot: 3,
+                    shared: true,
+                    backing: VmaBacking::AioRing(AioRing {
+                        nr: 127,
+                        head: 3,
+                        tail: 120,
+                    }),
+                    ..Default::default()
+                },
+                Vma {
+                    start: 0x20_0000,
+                    end: 0x40_0000,
+                    prot: 3,
+                    huge_page_size: 2 << 20,
+                    ..Default::default()
+                },
+            ],
+            threads: vec![Thread {
+                tid: 7,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        files: vec![
+            OpenFile {
+                id: 1,
+                kind: FileKind::Tty(Tty {
+                    index: 4,
+                    rdev: 0x8804,
+                    role: TtyRole::Slave,
+                    hung_up: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            OpenFile {
+                id: 2,
+                kind: FileKind::MemFd(MemFd {
+                    name: b"big".to_vec(),
+                    huge_page_size: 2 << 20,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ],
+        root_pid: 7,
+        ..Default::default()
+    };
+    let bytes = w.finish(img.clone()).unwrap();
+    let back = reader(&bytes).image().clone();
+    assert_eq!(back.processes[0].vmas, img.processes[0].vmas);
+    assert_eq!(back.files, img.files);
+}

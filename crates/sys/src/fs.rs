@@ -10,6 +10,16 @@ pub fn fs_magic(path: &std::path::Path) -> Result<i64> {
     Ok(st.filesystem_type().0 as i64)
 }
 
+/// statfs f_type of hugetlbfs.
+const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+
+/// The page size of the hugetlbfs file `path` leads to; None when it is on
+/// another filesystem.
+pub fn hugetlb_page_size(path: &std::path::Path) -> Result<Option<u64>> {
+    let st = nix::sys::statfs::statfs(path).op("statfs")?;
+    Ok((st.filesystem_type().0 as i64 == HUGETLBFS_MAGIC).then(|| st.block_size() as u64))
+}
+
 /// chdir(2).
 pub fn chdir(path: &CStr) -> Result<()> {
     nix::unistd::chdir(path).op("chdir")

@@ -491,22 +491,34 @@ impl Drop for SharedWords {
     }
 }
 
+/// The mmap (and memfd_create) flags of hugetlb memory of `huge`-byte
+/// pages: MAP_HUGETLB with the page size's log2 at MAP_HUGE_SHIFT; 0 for
+/// ordinary memory.
+pub fn hugetlb_flags(huge: u64) -> i32 {
+    if huge == 0 {
+        0
+    } else {
+        libc::MAP_HUGETLB | ((huge.trailing_zeros() as i32) << libc::MAP_HUGE_SHIFT)
+    }
+}
+
 /// A new shared anonymous memory object of `size` bytes (what
 /// mmap(MAP_SHARED | MAP_ANONYMOUS) makes), as an fd that mapping it
 /// (MAP_SHARED) or opening /proc/self/fd/N gives the same memory: it is
 /// mapped once, opened through /proc/self/map_files (needs CAP_SYS_ADMIN or
-/// CAP_CHECKPOINT_RESTORE) and unmapped. Allocates nothing (restore's stub
-/// calls it after a fork).
-pub fn shared_anon_fd(size: u64) -> Result<std::os::fd::OwnedFd> {
+/// CAP_CHECKPOINT_RESTORE) and unmapped. `huge`: hugetlb memory of pages
+/// of that size (MAP_HUGETLB), 0: ordinary. Allocates nothing (restore's
+/// stub calls it after a fork).
+pub fn shared_anon_fd(size: u64, huge: u64) -> Result<std::os::fd::OwnedFd> {
     const OP: &str = "mmap(MAP_SHARED|MAP_ANONYMOUS)";
-    let len = (size.max(1)).next_multiple_of(page_size()) as usize;
+    let len = (size.max(1)).next_multiple_of(page_size().max(huge)) as usize;
     // SAFETY: a fresh mapping at an address the kernel picks.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | hugetlb_flags(huge),
             -1,
             0,
         )
@@ -647,7 +659,7 @@ mod tree_tests {
     fn shared_anon_fd_maps_one_object() {
         // Needs CAP_SYS_ADMIN (the tests run as root).
         use std::os::unix::fs::FileExt;
-        let fd = shared_anon_fd(8192).unwrap();
+        let fd = shared_anon_fd(8192, 0).unwrap();
         let f = std::fs::File::from(fd);
         f.write_all_at(b"hello", 4096).unwrap();
         let again = std::fs::File::open(format!("/proc/self/fd/{}", {

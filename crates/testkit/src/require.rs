@@ -172,6 +172,26 @@ pub fn capability(bit: u32, name: &str) -> Check {
     }
 }
 
+/// At least `n` free huge pages of 2 MiB (hugetlb: /proc/meminfo
+/// HugePages_Free, the default huge page size being 2 MiB).
+pub fn huge_pages(n: u64) -> Check {
+    let info = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| Missing(format!("cannot read /proc/meminfo: {e}")))?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+    };
+    let (free, size) = (field("HugePages_Free:"), field("Hugepagesize:"));
+    if size == Some(2048) && free.is_some_and(|f| f >= n) {
+        Ok(())
+    } else {
+        Err(Missing(format!(
+            "needs {n} free 2 MiB huge pages (HugePages_Free {free:?}, Hugepagesize {size:?} kB): sysctl vm.nr_hugepages=20"
+        )))
+    }
+}
+
 /// The CPU has `flag` (as /proc/cpuinfo names it: "avx", "avx512f", ...).
 pub fn cpu_flag(flag: &str) -> Check {
     let info = std::fs::read_to_string("/proc/cpuinfo")

@@ -483,6 +483,7 @@ pub fn write_synthetic(path: &Path, s: &Synth) -> Image {
                 seals: 0,
                 contents: memfd_blob,
                 mode: 0o100777,
+                huge_page_size: 0,
             }),
         ));
         files.push(file(

@@ -28,5 +28,14 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         seals,
         contents: blob,
         mode: md.mode(),
+        huge_page_size: huge_page_size(cx.pid, f.fd)?,
     })))
+}
+
+/// The page size of a memfd made with MFD_HUGETLB (0: an ordinary one).
+fn huge_page_size(pid: ckpt_sys::Pid, fd: i32) -> Result<u64> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    let size = ckpt_sys::fs::hugetlb_page_size(std::path::Path::new(&path))
+        .map_err(fd_sys(fd, "reading its filesystem (statfs)"))?;
+    Ok(size.unwrap_or(0))
 }

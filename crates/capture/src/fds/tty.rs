@@ -84,8 +84,18 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     }
     let d = ckpt_sys::proc::pidfd::fd_of(cx.pid, f.fd)
         .map_err(fd_sys(f.fd, "taking the terminal (pidfd_getfd)"))?;
-    let termios =
-        tty::tcgets2(d.as_raw_fd()).map_err(fd_sys(f.fd, "reading the terminal settings"))?;
+    let termios = match tty::tcgets2(d.as_raw_fd()) {
+        Err(e) if e.errno() == Some(libc::EIO) && index.is_some() => {
+            // Hung up (its master closed): nothing to read, nothing to
+            // control any more.
+            t.hung_up = true;
+            t.is_controller = false;
+            t.foreground_pgrp = 0;
+            t.sid = 0;
+            return Ok(Some(FileKind::Tty(t)));
+        }
+        r => r.map_err(fd_sys(f.fd, "reading the terminal settings"))?,
+    };
     t.termios = termios.to_bytes().to_vec();
     if let Ok(w) = tty::winsize(d.as_raw_fd()) {
         (t.win_rows, t.win_cols, t.win_xpixel, t.win_ypixel) = (w.rows, w.cols, w.xpixel, w.ypixel);

@@ -202,20 +202,9 @@ fn socket_file(
             u.file_gid = m.gid();
         }
         _ => {
+            // Bound again at restore (in its directory, made again if it
+            // is gone too), then unlinked.
             u.deleted = true;
-            // Its name is bound again at restore (then unlinked): in a
-            // directory that is gone too, it cannot be.
-            let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-            if !dir.is_dir() {
-                return Err(unsupported(
-                    fd,
-                    format!(
-                        "unix socket bound to {}, deleted with its directory {}: ckpt cannot bind a socket name again in a directory that is gone",
-                        show(&u.local_path),
-                        dir.display()
-                    ),
-                ));
-            }
         }
     }
     Ok(())

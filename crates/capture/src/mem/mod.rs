@@ -29,7 +29,9 @@
 //! - **incremental** (`--parent` of the dump the tracking started from):
 //!   only the pages written since, the others `parent` runs.
 
+mod aio;
 mod deleted;
+mod hugetlb;
 mod intervals;
 mod pages;
 pub(crate) mod precopy;

@@ -124,15 +124,26 @@ pub(crate) fn plan(
                 shmem_ranges(pid, idx, e, page, &mut out);
                 continue;
             }
-            Policy::Anon => |pm| pm & (PM_PRESENT | PM_SWAPPED) != 0,
-            Policy::PrivateFile => {
+            Policy::HugeShared { page_size } => {
+                let (start, end) = (e.offset, e.offset + (e.end - e.start));
+                if e.inode != 0 && shm_seen(shm_saved, e.inode, start, end) {
+                    continue; // saved by a process before this one
+                }
+                super::hugetlb::shared_ranges(pid, idx, e, *page_size, &mut out);
+                continue;
+            }
+            Policy::Anon | Policy::HugePrivate { file: false } => {
+                |pm| pm & (PM_PRESENT | PM_SWAPPED) != 0
+            }
+            Policy::PrivateFile | Policy::HugePrivate { file: true } => {
                 |pm| (pm & PM_PRESENT != 0 && pm & PM_FILE == 0) || pm & PM_SWAPPED != 0
             }
         };
-        if e.rss_kb == 0 && e.swap_kb == 0 {
+        let huge = matches!(pol, Policy::HugePrivate { .. });
+        if e.rss_kb == 0 && e.swap_kb == 0 && !huge {
             continue; // nothing resident or swapped: nothing to save
         }
-        if matches!(pol, Policy::PrivateFile) && e.anon_kb == Some(0) && e.swap_kb == 0 {
+        if matches!(pol, Policy::PrivateFile) && e.anon_kb == Some(0) && e.swap_kb == 0 && !huge {
             // A file mapping never written to: all its pages are the
             // file's, nothing to save (and no pagemap to walk).
             continue;

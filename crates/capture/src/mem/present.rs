@@ -129,8 +129,16 @@ pub(crate) fn plan(
             Policy::Nothing => {}
             Policy::Whole => out.push(range(e.start, e.end, true)),
             Policy::Shmem => shmem_ranges(pid, idx, e, page, &mut out),
-            Policy::Anon | Policy::PrivateFile => {
-                for (a, b) in saved_regions(&pm, pid, e.start, e.end, *pol)? {
+            Policy::HugeShared { page_size } => {
+                super::hugetlb::shared_ranges(pid, idx, e, *page_size, &mut out)
+            }
+            Policy::Anon | Policy::PrivateFile | Policy::HugePrivate { .. } => {
+                let pol = match pol {
+                    Policy::HugePrivate { file: true } => Policy::PrivateFile,
+                    Policy::HugePrivate { file: false } => Policy::Anon,
+                    p => *p,
+                };
+                for (a, b) in saved_regions(&pm, pid, e.start, e.end, pol)? {
                     out.push(range(a, b, false));
                 }
             }

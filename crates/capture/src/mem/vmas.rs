@@ -28,6 +28,13 @@ pub(crate) enum Policy {
     /// touching them (reading would allocate them). Pages beyond the end of
     /// the object are left out.
     Shmem,
+    /// hugetlb memory mapped private: the pages its pagemap shows
+    /// (`file`: those that are no longer the file's). Never shared
+    /// copy-on-write with a parent's saved pages.
+    HugePrivate { file: bool },
+    /// A hugetlb object mapped shared, of pages of `page_size` bytes:
+    /// its huge pages that are not all zeros (mem/hugetlb.rs).
+    HugeShared { page_size: u64 },
 }
 
 /// One line of /proc/PID/smaps with the fields we use.
@@ -46,6 +53,8 @@ pub(crate) struct MapEntry {
     /// smaps "Anonymous": anonymous (for a file mapping: copied on write)
     /// pages; None when the kernel does not say.
     pub anon_kb: Option<u64>,
+    /// smaps "KernelPageSize" (the huge page size of hugetlb memory).
+    pub kernel_page_kb: u64,
 }
 
 impl MapEntry {
@@ -140,6 +149,7 @@ pub(crate) fn parse_smaps(pid: Pid, text: &[u8]) -> Result<Vec<MapEntry>> {
             "Rss" => cur.rss_kb = kb()?,
             "Swap" => cur.swap_kb = kb()?,
             "Anonymous" => cur.anon_kb = Some(kb()?),
+            "KernelPageSize" => cur.kernel_page_kb = kb()?,
             "VmFlags" => cur.vm_flags = v.split_whitespace().map(str::to_string).collect(),
             _ => {}
         }
@@ -177,7 +187,7 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
     let shared = e.perms[3] == b's';
     let has = |f: &str| e.vm_flags.iter().any(|x| x == f);
     if has("ht") {
-        return Err(reject(pid, e, "hugetlb memory is not supported"));
+        return hugetlb(pid, e, prot, shared);
     }
     let special_name = e.name.starts_with(b"[") && !e.name.starts_with(b"[anon");
     if (has("io") || has("pf")) && !special_name {
@@ -204,6 +214,66 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
         madvise: madvise_bits(&e.vm_flags),
         vm_flags: e.vm_flags.clone(),
         name: e.name.clone(),
+        huge_page_size: 0,
+    };
+    Ok((vma, policy))
+}
+
+/// A hugetlb area: anonymous (MAP_HUGETLB, private or shared) or a
+/// hugetlb memfd's; other hugetlbfs files are refused.
+fn hugetlb(pid: Pid, e: &MapEntry, prot: u32, shared: bool) -> Result<(Vma, Policy)> {
+    let (path, deleted) = strip_deleted(&e.name);
+    // smaps says; /proc/PID/maps (a dump that leaves the process
+    // running) does not: then the filesystem's block size says.
+    let huge = match e.kernel_page_kb * 1024 {
+        0 => ckpt_sys::fs::hugetlb_page_size(std::path::Path::new(&map_files_path(pid, e)))
+            .ok()
+            .flatten()
+            .unwrap_or(0),
+        n => n,
+    };
+    if huge == 0 || !e.start.is_multiple_of(huge) || !e.end.is_multiple_of(huge) {
+        return Err(reject(
+            pid,
+            e,
+            &format!("hugetlb memory whose page size is not known (KernelPageSize {huge})"),
+        ));
+    }
+    let (backing, policy) = match (path, deleted, shared) {
+        (b"/anon_hugepage", true, false) => {
+            (VmaBacking::Anonymous, Policy::HugePrivate { file: false })
+        }
+        (b"/anon_hugepage", true, true) => (
+            shm(pid, e, ShmKind::AnonymousShared),
+            Policy::HugeShared { page_size: huge },
+        ),
+        (p, true, _) if p.starts_with(b"/memfd:") => (
+            shm(pid, e, ShmKind::Memfd),
+            if shared {
+                Policy::HugeShared { page_size: huge }
+            } else {
+                Policy::HugePrivate { file: true }
+            },
+        ),
+        _ => {
+            return Err(reject(
+                pid,
+                e,
+                "hugetlbfs files other than anonymous memory and memfds are not supported",
+            ))
+        }
+    };
+    let vma = Vma {
+        start: e.start,
+        end: e.end,
+        prot,
+        shared,
+        grows_down: false,
+        backing,
+        madvise: madvise_bits(&e.vm_flags),
+        vm_flags: e.vm_flags.clone(),
+        name: e.name.clone(),
+        huge_page_size: huge,
     };
     Ok((vma, policy))
 }
@@ -271,6 +341,11 @@ fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)>
 /// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
 fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
     let (path, deleted) = strip_deleted(&e.name);
+    if path == b"/[aio]" && deleted && shared {
+        // An AIO context's ring: its header now, all its pages.
+        let ring = super::aio::ring(pid, e).map_err(|what| reject(pid, e, &what))?;
+        return Ok((VmaBacking::AioRing(ring), Policy::Whole));
+    }
     // Unlinked under this name but linked under another one (glibc's
     // sem_open makes /dev/shm/sem.NAME that way): not deleted.
     let live = if deleted && !path.starts_with(b"/SYSV") && !path.starts_with(b"/memfd:") {
@@ -323,13 +398,6 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
             }
         }
         return Ok((b, Policy::Shmem));
-    }
-    if path == b"/[aio]" {
-        return Err(reject(
-            pid,
-            e,
-            "an AIO ring (io_setup) cannot be saved by this version",
-        ));
     }
     let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
         if deleted {
@@ -460,5 +528,24 @@ VmFlags: rd wr sh\n";
         );
         assert_eq!(vma.prot, 3);
         assert_eq!(v[2].name, b"");
+    }
+
+    #[test]
+    fn hugetlb_areas() {
+        let text = b"7f0000000000-7f0000400000 rw-p 00000000 00:10 3 /anon_hugepage (deleted)\n\
+KernelPageSize:     2048 kB\n\
+Rss:                   0 kB\n\
+VmFlags: rd wr mr mw me de ht\n\
+7f0000400000-7f0000600000 rw-p 00000000 00:10 4 /hugepages/file\n\
+KernelPageSize:     2048 kB\n\
+VmFlags: rd wr mr mw me de ht\n";
+        let v = parse_smaps(1, text).unwrap();
+        assert_eq!(v[0].kernel_page_kb, 2048);
+        let (vma, pol) = classify(1, &v[0]).unwrap();
+        assert_eq!(vma.backing, VmaBacking::Anonymous);
+        assert_eq!(vma.huge_page_size, 2 << 20);
+        assert_eq!(pol, Policy::HugePrivate { file: false });
+        let e = classify(1, &v[1]).unwrap_err().to_string();
+        assert!(e.contains("hugetlbfs files"), "{e}");
     }
 }

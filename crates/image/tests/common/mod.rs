@@ -74,6 +74,7 @@ fn vma(start: u64, pages: u64, prot: u32, backing: VmaBacking, name: &str) -> Vm
         madvise: 1 << madvise::DONT_FORK,
         vm_flags: vec!["rd".into(), "wr".into(), "mr".into()],
         name: name.as_bytes().to_vec(),
+        huge_page_size: 0,
     }
 }
 
@@ -401,6 +402,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             win_xpixel: 640,
             win_ypixel: 480,
             sid: 100,
+            hung_up: false,
         }),
         FileKind::Regular(RegularFile {
             file: FileIdentity {
@@ -556,6 +558,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             seals: 0,
             contents: memfd_blob,
             mode: 0o600,
+            huge_page_size: 0,
         }),
         FileKind::CharDevice(CharDevice {
             rdev: 0x103,

@@ -11,6 +11,8 @@ use std::os::fd::IntoRawFd;
 const F_SEAL_SEAL: u32 = 1;
 const MFD_CLOEXEC: u32 = 1;
 const MFD_ALLOW_SEALING: u32 = 2;
+const MFD_HUGETLB: u32 = 4;
+const MFD_HUGE_SHIFT: u32 = 26;
 
 pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
     let (what, flags) = (b.what(g), b.flags(g));
@@ -35,6 +37,11 @@ pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
     };
     let name = cpath(&m.name).unwrap_or_else(|| CString::new("ckpt").expect("no NUL"));
     let sealing = m.seals != F_SEAL_SEAL;
+    let huge = if m.huge_page_size != 0 {
+        MFD_HUGETLB | (m.huge_page_size.trailing_zeros() << MFD_HUGE_SHIFT)
+    } else {
+        0
+    };
     let s = b.slot();
     b.memfds.insert(m.id, s);
     b.op(
@@ -42,7 +49,7 @@ pub(super) fn plan(b: &mut Builder, g: usize, m: &MemFd) {
         FdOp::MemFd {
             slot: s,
             name,
-            flags: MFD_CLOEXEC | if sealing { MFD_ALLOW_SEALING } else { 0 },
+            flags: MFD_CLOEXEC | huge | if sealing { MFD_ALLOW_SEALING } else { 0 },
             mode: m.mode & 0o7777,
             size: m.size,
             contents,
@@ -69,7 +76,12 @@ pub(super) fn make(
     }
     regular::ftruncate(fd, size)?;
     let n = contents.len().min(size as usize);
-    regular::pwrite_all(fd, &contents[..n], 0)?;
+    if flags & MFD_HUGETLB != 0 {
+        // hugetlbfs has no write(2): through a mapping.
+        memfd::write_hugetlb(fd, &contents[..n], 1 << (flags >> MFD_HUGE_SHIFT))?;
+    } else {
+        regular::pwrite_all(fd, &contents[..n], 0)?;
+    }
     if seals != 0 {
         memfd::add_seals(fd, seals)?;
     }

@@ -112,6 +112,12 @@ pub enum FdOp {
         slot: usize,
         setup: Box<PtySetup>,
     },
+    /// A hung-up pty slave description: a slave of a new pair (access
+    /// mode and O_NONBLOCK of `flags`) whose master is then closed. (pty.rs)
+    PtyHungUp {
+        slot: usize,
+        flags: i32,
+    },
     /// A slave description of the pair of master slot `master`. (pty.rs)
     PtySlave {
         slot: usize,
@@ -322,6 +328,15 @@ pub enum FdOp {
         path: CString,
         aside: CString,
     },
+    /// A directory that a socket deleted at the dump is bound in, gone
+    /// with it: made for the bind (saved user's rights), removed by
+    /// `UnixRmdir` once the socket's file is unlinked again. (unix.rs)
+    UnixMkdir {
+        path: CString,
+    },
+    UnixRmdir {
+        path: CString,
+    },
     /// Socket options (level, name, value), each with the table of
     /// ckpt_sys::fds::sockopt. (unix.rs)
     SockOpts {
@@ -368,10 +383,12 @@ pub enum FdOp {
         pos: u64,
     },
     /// A shared anonymous memory object of `size` bytes, mapped by several
-    /// processes (see ckpt_sys::mm::shared_anon_fd).
+    /// processes (see ckpt_sys::mm::shared_anon_fd); `huge`: hugetlb
+    /// memory of pages of that size (0: ordinary).
     SharedAnon {
         slot: usize,
         size: u64,
+        huge: u64,
     },
     /// EPOLL_CTL_ADD on final numbers (after the fds are placed). (epoll.rs)
     EpollAdd {
@@ -522,8 +539,9 @@ pub struct ProcFds {
 pub enum KeepReq {
     /// A description held by a process (a memfd): its slot is kept.
     File { file: u32, id: u64 },
-    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS).
-    SharedAnon { id: u64, size: u64 },
+    /// Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS; `huge`: with
+    /// MAP_HUGETLB, of pages of that size).
+    SharedAnon { id: u64, size: u64, huge: u64 },
     /// A memfd no process holds an fd of any more.
     NewMemfd { id: u64, name: CString, size: u64 },
 }
@@ -944,13 +962,14 @@ fn plan_keep(b: &mut Builder, keep: &[KeepReq], by_id: &HashMap<u32, usize>) {
                     "shared memory {id}: the open file {file} that holds it is not restored"
                 )),
             },
-            KeepReq::SharedAnon { id, size } => {
+            KeepReq::SharedAnon { id, size, huge } => {
                 let s = b.slot();
                 b.op(
                     &format!("shared memory {id} ({size} bytes)"),
                     FdOp::SharedAnon {
                         slot: s,
                         size: *size,
+                        huge: *huge,
                     },
                 );
                 b.plan.keep.push((s, *id));
@@ -1040,6 +1059,7 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         | FdOp::OpenTerminal { .. }
         | FdOp::PtyMaster { .. }
         | FdOp::PtySlave { .. }
+        | FdOp::PtyHungUp { .. }
         | FdOp::PtyFinish { .. }
         | FdOp::ReopenStd { .. } => exec_terminals(c, op)?,
         FdOp::OpenPipe { slot, path, flags } => pipe::open_live(c, *slot, path, *flags)?,
@@ -1090,6 +1110,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         | FdOp::UnixUnlink { .. }
         | FdOp::UnixMoveAside { .. }
         | FdOp::UnixMoveBack { .. }
+        | FdOp::UnixMkdir { .. }
+        | FdOp::UnixRmdir { .. }
         | FdOp::SockOpts { .. }
         | FdOp::Shutdown { .. } => exec_sockets(c, op)?,
         FdOp::SetOwner {
@@ -1117,8 +1139,8 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
         FdOp::SetFl { slot, flags } => set_fl_op(c, *slot, *flags)?,
         FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,
-        FdOp::SharedAnon { slot, size } => {
-            let fd = mm::shared_anon_fd(*size)?;
+        FdOp::SharedAnon { slot, size, huge } => {
+            let fd = mm::shared_anon_fd(*size, *huge)?;
             c.new_fd(*slot, fd.into_raw_fd())?;
         }
     }
@@ -1132,6 +1154,7 @@ fn exec_terminals(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::OpenTty { slot, flags } => tty::open_tty(c, *slot, *flags),
         FdOp::OpenTerminal { slot, path, flags } => tty::open_terminal(c, *slot, path, *flags),
         FdOp::PtyMaster { slot, setup } => pty::make_master(c, *slot, setup),
+        FdOp::PtyHungUp { slot, flags } => pty::make_hung_up(c, *slot, *flags),
         FdOp::PtySlave {
             slot,
             master,
@@ -1212,6 +1235,8 @@ fn exec_sockets(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
         FdOp::UnixUnlink { path } => unix::unlink(c, path),
         FdOp::UnixMoveAside { path, aside } => unix::rename(c, path, aside),
         FdOp::UnixMoveBack { path, aside } => unix::rename(c, aside, path),
+        FdOp::UnixMkdir { path } => unix::mkdir(c, path),
+        FdOp::UnixRmdir { path } => unix::rmdir(c, path),
         FdOp::SockOpts { slot, opts, phase } => unix::set_opts(c, *slot, opts, *phase),
         FdOp::Shutdown { slot, how } => {
             match ckpt_sys::fds::socket::shutdown(c.slot(*slot), *how) {
@@ -1333,8 +1358,14 @@ pub(crate) fn check_names(plan: &FdPlan, r: &mut Report) {
             _ => None,
         })
         .collect();
+    let made = unix::made_dirs(&plan.ops);
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         if let FdOp::UnixSocket { path: Some(p), .. } = op {
+            if unix::in_made_dir(p, &made) {
+                // Its directory is made for it: only its length matters.
+                unix::check_length(what, p, r);
+                continue;
+            }
             unix::check_path_free(what, p, r);
             unix::check_bindable(what, p, aside.contains(&p), r);
         }
@@ -1352,6 +1383,7 @@ pub(crate) fn access_items(
     items: &mut Vec<AccessItem>,
     r: &mut Report,
 ) {
+    let made = unix::made_dirs(&plan.ops);
     for (op, what) in plan.ops.iter().zip(&plan.what) {
         match op {
             FdOp::Open { path, flags, .. } | FdOp::OpenPipe { path, flags, .. } => {
@@ -1360,7 +1392,13 @@ pub(crate) fn access_items(
             FdOp::InotifyWatch {
                 path, via: None, ..
             } => inotify::access(what, path, items),
-            FdOp::UnixSocket { path: Some(p), .. } => unix::access_item(what, p, items),
+            FdOp::UnixSocket { path: Some(p), .. } if !unix::in_made_dir(p, &made) => {
+                unix::access_item(what, p, items)
+            }
+            // (The first one made is in a directory that is there.)
+            FdOp::UnixMkdir { path } if !unix::in_made_dir(path, &made) => {
+                unix::access_item(what, path, items)
+            }
             FdOp::FanotifyMark { path, .. } => items.push((what.clone(), path.clone(), libc::R_OK)),
             FdOp::TmpFile { mode, .. } | FdOp::TmpNode { mode, .. } if other_user => {
                 regular::check_tmpfile(what, *mode & 0o7777, r)

@@ -27,7 +27,7 @@ use crate::Report;
 use ckpt_image::{FileKind, Image, PtyPair, TtyRole};
 use ckpt_sys::fds::tty::{self, InputPutBack, Termios, Winsize};
 use std::collections::BTreeMap;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::time::{Duration, Instant};
 
 /// How long the stub waits for a pty index another process holds for a
@@ -462,6 +462,23 @@ fn close_all(fds: &[i32]) {
     for &f in fds {
         let _ = ckpt_sys::fds::close(f);
     }
+}
+
+/// FdOp::PtyHungUp: the slave of a new pair (any index: the saved one
+/// is of no use to a hung-up terminal), its master closed, which hangs
+/// the slave up. O_NOCTTY: it never becomes the stub's terminal.
+pub(super) fn make_hung_up(c: &mut Child<'_>, slot: usize, flags: i32) -> ckpt_sys::Result<()> {
+    let m = ckpt_sys::fds::open(
+        c"/dev/ptmx",
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        0,
+    )?;
+    tty::set_pty_locked(m.as_raw_fd(), false)?;
+    let keep = flags & (libc::O_ACCMODE | libc::O_NONBLOCK);
+    let fd = tty::open_peer(m.as_raw_fd(), keep | libc::O_NOCTTY | libc::O_CLOEXEC)?.into_raw_fd();
+    drop(m);
+    c.new_fd(slot, fd)?;
+    Ok(())
 }
 
 /// FdOp::PtySlave: a slave description, opened through its master.

@@ -87,6 +87,12 @@ pub(super) fn plan(b: &mut Builder, g: usize, t: &Tty) {
         TtyRole::Master => b.error(format!(
             "{what}: a pty master whose pair is not in the image"
         )),
+        TtyRole::Slave if t.hung_up => {
+            let (flags, s) = (b.flags(g), b.slot());
+            b.op(&what, FdOp::PtyHungUp { slot: s, flags });
+            b.set_fl(&what, s, flags);
+            b.slot_of[g] = Some(s);
+        }
         TtyRole::Console | TtyRole::Vt | TtyRole::Serial => by_path(b, g),
         // /dev/tty of a pair of the image: made with the pair.
         TtyRole::DevTty if b.slot_of[g].is_some() => {}

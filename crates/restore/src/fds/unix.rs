@@ -185,11 +185,57 @@ fn aside_name(u: &UnixSocket) -> Option<(CString, CString)> {
 }
 
 /// FdOp::UnixMoveAside before a deleted socket is bound (see
-/// [`aside_name`]); [`unlink_deleted`] moves it back.
+/// [`aside_name`]); [`unlink_deleted`] moves it back. The directories of
+/// its name that are gone (deleted with it) are made for the bind
+/// (FdOp::UnixMkdir, each once, outermost first).
 fn move_aside(b: &mut Builder, what: &str, u: &UnixSocket) {
     if let Some((path, aside)) = aside_name(u) {
+        for dir in missing_dirs(&u.local_path) {
+            let made = b
+                .plan
+                .ops
+                .iter()
+                .any(|op| matches!(op, FdOp::UnixMkdir { path } if *path == dir));
+            if !made {
+                b.op(what, FdOp::UnixMkdir { path: dir });
+            }
+        }
         b.op(what, FdOp::UnixMoveAside { path, aside });
     }
+}
+
+/// The directories above `path` that do not exist, outermost first.
+fn missing_dirs(path: &[u8]) -> Vec<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    let mut dir = std::path::Path::new(std::ffi::OsStr::from_bytes(path)).parent();
+    while let Some(d) = dir {
+        if d.as_os_str().is_empty() || std::fs::symlink_metadata(d).is_ok() {
+            break;
+        }
+        out.extend(CString::new(d.as_os_str().as_bytes()).ok());
+        dir = d.parent();
+    }
+    out.reverse();
+    out
+}
+
+/// The directories the ops make for deleted sockets.
+pub(super) fn made_dirs(ops: &[FdOp]) -> Vec<&CStr> {
+    ops.iter()
+        .filter_map(|op| match op {
+            FdOp::UnixMkdir { path } => Some(path.as_c_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `path`'s directory is one of `made`.
+pub(super) fn in_made_dir(path: &CStr, made: &[&CStr]) -> bool {
+    let b = path.to_bytes();
+    b.iter()
+        .rposition(|&c| c == b'/')
+        .is_some_and(|i| made.iter().any(|d| d.to_bytes() == &b[..i]))
 }
 
 /// The peer group of `u` when both ends are in the image and point at
@@ -411,7 +457,7 @@ fn connect_phase(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
             let Some(&cg) = cx.by_inode.get(c) else {
                 continue;
             };
-            connect_to(b, cg, &lu.local_path);
+            connect_to(b, cg, &current_name(b, cx, l));
         }
     }
     for &g in groups {
@@ -421,7 +467,7 @@ fn connect_phase(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
         }
         if let Some(&pg) = cx.by_inode.get(&u.peer_inode) {
             // A datagram socket connected to a receiver of the image.
-            let name = &cx.sock[&pg].local_path;
+            let name = &current_name(b, cx, pg);
             if name.is_empty() {
                 b.error(format!(
                     "{}: connected to an unnamed socket that is not its peer",
@@ -438,18 +484,76 @@ fn connect_phase(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
 
 /// Socket files deleted at the dump go again (once nothing needs their
 /// name any more).
+/// Several bound to one name were bound in turn, each moving the one
+/// before aside: they go in the reverse order, each putting back the one
+/// before. Only the sockets bound here have a file to remove.
 fn unlink_deleted(b: &mut Builder, cx: &Ctx, groups: &[usize]) {
+    // (position of its move aside, group) of each, the last bound first.
+    let mut order: Vec<(usize, usize)> = Vec::new();
     for &g in groups {
         let u = cx.sock[&g];
         if u.deleted && b.slot_of[g].is_some() && u.local_path.first().is_some_and(|&c| c != 0) {
-            if let Some(path) = cpath(&u.local_path) {
-                b.op(&b.what(g), FdOp::UnixUnlink { path });
-            }
-            if let Some((path, aside)) = aside_name(u) {
-                b.op(&b.what(g), FdOp::UnixMoveBack { path, aside });
+            let at = aside_name(u).and_then(|(_, aside)| {
+                b.plan.ops.iter().position(
+                    |op| matches!(op, FdOp::UnixMoveAside { aside: a, .. } if *a == aside),
+                )
+            });
+            // (None: it was not bound here: a connection accepted, an end
+            // of a pair: its name's file is its listener's.)
+            if let Some(at) = at {
+                order.push((at, g));
             }
         }
     }
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    for (_, g) in order {
+        let u = cx.sock[&g];
+        if let Some(path) = cpath(&u.local_path) {
+            b.op(&b.what(g), FdOp::UnixUnlink { path });
+        }
+        if let Some((path, aside)) = aside_name(u) {
+            b.op(&b.what(g), FdOp::UnixMoveBack { path, aside });
+        }
+    }
+    // The directories made for them go again, innermost first.
+    let made: Vec<CString> = made_dirs(&b.plan.ops)
+        .into_iter()
+        .rev()
+        .map(CStr::to_owned)
+        .collect();
+    for path in made {
+        let what = format!(
+            "the directory {} of deleted sockets",
+            path.to_string_lossy()
+        );
+        b.op(&what, FdOp::UnixRmdir { path });
+    }
+}
+
+/// Where the file of socket `g` is in phases 3 and 4 (connecting by name
+/// finds a socket by its file): at its name, or, for a socket deleted at
+/// the dump that another one bound to that name after it (moving its file
+/// aside), at that aside name.
+fn current_name(b: &Builder, cx: &Ctx, g: usize) -> Vec<u8> {
+    let u = cx.sock[&g];
+    let Some((path, mine)) = aside_name(u) else {
+        return u.local_path.clone();
+    };
+    let ops = &b.plan.ops;
+    let Some(at) = ops
+        .iter()
+        .position(|op| matches!(op, FdOp::UnixMoveAside { aside, .. } if *aside == mine))
+    else {
+        return u.local_path.clone();
+    };
+    ops[at + 1..]
+        .iter()
+        .find_map(|op| match op {
+            FdOp::UnixMoveAside { path: p, aside } if *p == path => Some(aside.as_bytes().to_vec()),
+            _ => None,
+        })
+        .filter(|n| sockaddr_un(n).is_some())
+        .unwrap_or_else(|| u.local_path.clone())
 }
 
 fn connect_to(b: &mut Builder, g: usize, name: &[u8]) {
@@ -500,7 +604,7 @@ fn messages(b: &mut Builder, cx: &Ctx, g: usize) {
         return;
     }
     let to = if writer.is_none() {
-        match sockaddr_un(&u.local_path).filter(|_| !u.local_path.is_empty()) {
+        match sockaddr_un(&current_name(b, cx, g)).filter(|_| !u.local_path.is_empty()) {
             Some(a) => a,
             None => {
                 b.warning(format!(
@@ -770,9 +874,36 @@ pub(super) fn rename(c: &mut Child<'_>, from: &CStr, to: &CStr) -> ckpt_sys::Res
     c.as_saved(|_| ckpt_sys::fs::rename_noreplace(from, to).map(drop))
 }
 
+/// FdOp::UnixMkdir: a directory of deleted sockets, gone at the dump
+/// (mode 0755 while it lives: removed again by FdOp::UnixRmdir).
+pub(super) fn mkdir(c: &mut Child<'_>, path: &CStr) -> ckpt_sys::Result<()> {
+    c.as_saved(|_| ckpt_sys::fs::mknod(path, libc::S_IFDIR | 0o755, 0))
+}
+
+/// FdOp::UnixRmdir: a directory FdOp::UnixMkdir made. One that is not
+/// empty (something else was put in it meanwhile) stays.
+pub(super) fn rmdir(c: &mut Child<'_>, path: &CStr) -> ckpt_sys::Result<()> {
+    c.as_saved(|_| match ckpt_sys::fs::remove_entry(path, true) {
+        Err(e) if e.errno() == Some(libc::ENOTEMPTY) => Ok(()),
+        r => r,
+    })
+}
+
 /// FdOp::UnixUnlink: a socket file that was deleted at the dump.
 pub(super) fn unlink(c: &mut Child<'_>, path: &CStr) -> ckpt_sys::Result<()> {
     c.as_saved(|_| ckpt_sys::fs::unlink(path))
+}
+
+/// Whether `path` fits in a unix socket address; else an error in `r`.
+pub(super) fn check_length(what: &str, path: &CStr, r: &mut Report) -> bool {
+    if path.to_bytes().len() >= 108 {
+        r.errors.push(format!(
+            "{what}: {}: the name is longer than a unix socket address holds (107 bytes)",
+            path.to_string_lossy()
+        ));
+        return false;
+    }
+    true
 }
 
 /// A unix socket to be bound where a live one listens: the restore would
@@ -799,10 +930,7 @@ pub(super) fn check_bindable(what: &str, path: &CStr, moved: bool, r: &mut Repor
     use std::os::unix::fs::FileTypeExt;
     let bytes = path.to_bytes();
     let shown = path.to_string_lossy();
-    if bytes.len() >= 108 {
-        r.errors.push(format!(
-            "{what}: {shown}: the name is longer than a unix socket address holds (107 bytes)"
-        ));
+    if !check_length(what, path, r) {
         return;
     }
     let p = std::path::Path::new(std::ffi::OsStr::from_bytes(bytes));

@@ -8,6 +8,7 @@
 //! its parent is premapped and filled by the restorer before the stubs are
 //! forked, and moved into place by each process sharing it (cow.rs).
 
+pub(crate) mod aio;
 pub(crate) mod chain;
 pub(crate) mod cow;
 pub(crate) mod hugefill;
@@ -71,6 +72,9 @@ pub fn plan_memory_shared(
 pub fn shared_objects(image: &Image) -> Vec<KeepReq> {
     // id -> (kind, name, size, pids mapping it)
     let mut objs: BTreeMap<u64, (ShmKind, Vec<u8>, u64, BTreeSet<i32>)> = BTreeMap::new();
+    // Shared hugetlb anonymous memory, always kept (one object however
+    // many map it): id -> page size.
+    let mut huge: BTreeMap<u64, u64> = BTreeMap::new();
     for p in &image.processes {
         for v in &p.vmas {
             let VmaBacking::SharedMemory(sm) = &v.backing else {
@@ -87,6 +91,9 @@ pub fn shared_objects(image: &Image) -> Vec<KeepReq> {
                 .or_insert_with(|| (sm.kind, sm.name.clone(), 0, BTreeSet::new()));
             e.2 = e.2.max(sm.size).max(sm.offset + v.len());
             e.3.insert(p.pid);
+            if sm.kind == ShmKind::AnonymousShared && v.huge_page_size != 0 {
+                huge.insert(sm.id, v.huge_page_size);
+            }
         }
     }
     // Memfds held by an fd: (file id, holder pids).
@@ -109,6 +116,13 @@ pub fn shared_objects(image: &Image) -> Vec<KeepReq> {
                     out.push(KeepReq::File { file: *file, id });
                 }
             }
+            (ShmKind::AnonymousShared, _) if huge.contains_key(&id) => {
+                out.push(KeepReq::SharedAnon {
+                    id,
+                    size,
+                    huge: huge[&id],
+                });
+            }
             _ if pids.len() < 2 => {}
             (ShmKind::Memfd, None) => {
                 let raw = fds::strip_deleted(&name);
@@ -119,7 +133,7 @@ pub fn shared_objects(image: &Image) -> Vec<KeepReq> {
                     size,
                 });
             }
-            _ => out.push(KeepReq::SharedAnon { id, size }),
+            _ => out.push(KeepReq::SharedAnon { id, size, huge: 0 }),
         }
     }
     out

@@ -63,13 +63,17 @@ pub(super) fn plan_writes(proc: &Process, page: u64, rules: &[PageRule], plan: &
             if v.start >= re {
                 break;
             }
-            let (s, e) = (rs.max(v.start), re.min(v.end));
+            let (mut s, e) = (rs.max(v.start), re.min(v.end));
             covered += e - s;
             let zero = run.kind == RunKind::Zero;
             let write = match rules[vi] {
                 PageRule::Nothing => false,
                 PageRule::DataOnly => !zero,
                 PageRule::All => true,
+                PageRule::AioRing => {
+                    s = s.max(v.start + super::aio::HEADER_LEN);
+                    s < e
+                }
             };
             if !write {
                 continue;

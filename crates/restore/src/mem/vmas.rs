@@ -59,6 +59,11 @@ pub enum Backing {
         offset: u64,
         discard: Vec<(u64, u64)>,
     },
+    /// Private hugetlb memory (MAP_HUGETLB) of pages of this size.
+    HugeAnon { page_size: u64 },
+    /// The ring of an AIO context, made by io_setup and moved here
+    /// (mem/aio.rs).
+    AioRing(ckpt_image::AioRing),
 }
 
 /// A deleted file that mappings need, made again by the process being
@@ -122,6 +127,9 @@ pub(super) enum PageRule {
     All,
     /// Nothing is written (shared file mappings: the file holds the data; specials).
     Nothing,
+    /// Data and zero runs are written past the first `aio::HEADER_LEN`
+    /// bytes (an AIO ring: its header is the new context's own).
+    AioRing,
 }
 
 fn advice_of(bits: u64) -> Vec<i32> {
@@ -252,6 +260,12 @@ fn backing_of(
     plan: &mut MemPlan,
 ) -> (Option<Backing>, PageRule) {
     match &v.backing {
+        VmaBacking::Anonymous if v.huge_page_size != 0 => (
+            Some(Backing::HugeAnon {
+                page_size: v.huge_page_size,
+            }),
+            PageRule::DataOnly,
+        ),
         VmaBacking::Anonymous => (Some(Backing::Anon), PageRule::DataOnly),
         VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => {
             (Some(Backing::Anon), PageRule::DataOnly)
@@ -275,6 +289,7 @@ fn backing_of(
             (sysv_backing(image, sm, what, plan), PageRule::Nothing)
         }
         VmaBacking::SharedMemory(sm) => shm_backing(v, sm, what, held, plan),
+        VmaBacking::AioRing(ring) => (Some(Backing::AioRing(*ring)), PageRule::AioRing),
         other => {
             plan.errors.push(format!(
                 "{what}: a mapping backed by {}, which this restore does not know",
@@ -461,6 +476,9 @@ fn shm_backing(
     // (A private mapping maps the object too: the pages the process wrote
     // over it are written on top.)
     let kept = held.shared.get(&sm.id).copied();
+    if v.huge_page_size != 0 {
+        return huge_shm_backing(v, sm, what, held, plan);
+    }
     let backing = match sm.kind {
         ShmKind::AnonymousShared => match kept {
             Some(fd) => through(fd),
@@ -528,6 +546,41 @@ fn shm_backing(
             ));
             return (None, PageRule::DataOnly);
         }
+    };
+    let rule = if v.shared {
+        PageRule::DataOnly
+    } else {
+        PageRule::All
+    };
+    (Some(backing), rule)
+}
+
+/// hugetlb shared memory: anonymous (always an object the stubs keep:
+/// mem/mod.rs) or a memfd an fd of the process holds, mapped through its
+/// fd (which is of hugetlbfs: the mapping is hugetlb memory again).
+fn huge_shm_backing(
+    v: &Vma,
+    sm: &SharedMemory,
+    what: &str,
+    held: &HeldFiles,
+    plan: &mut MemPlan,
+) -> (Option<Backing>, PageRule) {
+    let fd = match sm.kind {
+        ShmKind::AnonymousShared => held.shared.get(&sm.id).copied(),
+        ShmKind::Memfd => held.memfds.get(&sm.id).copied(),
+        _ => None,
+    };
+    let Some(fd) = fd else {
+        plan.errors.push(format!(
+            "{what}: hugetlb memory ({:?}) that no fd of the restore holds cannot be made again",
+            sm.kind
+        ));
+        return (None, PageRule::DataOnly);
+    };
+    let backing = Backing::File {
+        path: own_fd_path(fd),
+        flags: libc::O_RDWR,
+        offset: sm.offset,
     };
     let rule = if v.shared {
         PageRule::DataOnly
@@ -862,19 +915,7 @@ fn map_one(
     let fixed = libc::MAP_FIXED as u64;
     let what = format!("mmap of {}", s.what);
     match &s.backing {
-        Backing::Anon => {
-            let mut flags = share | fixed | libc::MAP_ANONYMOUS as u64;
-            if s.grows_down {
-                flags |= libc::MAP_GROWSDOWN as u64;
-            }
-            b.push(
-                main,
-                what,
-                libc::SYS_mmap,
-                &[s.start, s.len, prot, flags, u64::MAX, 0],
-                Allow::Nothing,
-            )?;
-        }
+        Backing::Anon => map_anon(main, b, s, what, (prot, share | fixed), 0)?,
         Backing::File {
             path,
             flags,
@@ -925,6 +966,13 @@ fn map_one(
             b.flush(main)?;
             map_sysv(main, s, l, (*id, *offset), made)?;
         }
+        Backing::HugeAnon { page_size } => {
+            map_anon(main, b, s, what, (prot, share | fixed), *page_size)?
+        }
+        Backing::AioRing(ring) => {
+            b.flush(main)?;
+            super::aio::make_ring(main, s, *ring, scratch)?;
+        }
         Backing::NewMemfd {
             id,
             name,
@@ -951,6 +999,28 @@ fn map_one(
         }
     }
     Ok(())
+}
+
+/// Anonymous memory (`huge`: hugetlb memory of pages of that size).
+fn map_anon(
+    main: &mut Remote,
+    b: &mut Batcher,
+    s: &MapStep,
+    what: String,
+    (prot, flags): (u64, u64),
+    huge: u64,
+) -> Result<()> {
+    let mut flags = flags | libc::MAP_ANONYMOUS as u64 | ckpt_sys::mm::hugetlb_flags(huge) as u64;
+    if s.grows_down {
+        flags |= libc::MAP_GROWSDOWN as u64;
+    }
+    b.push(
+        main,
+        what,
+        libc::SYS_mmap,
+        &[s.start, s.len, prot, flags, u64::MAX, 0],
+        Allow::Nothing,
+    )
 }
 
 /// A premapped slot (mem/cow.rs) moved to its mapping's address, with
