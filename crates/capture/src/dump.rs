@@ -557,6 +557,7 @@ fn queries(pid: Pid, read: &Read) -> Result<remote::Queries> {
                 .get("x86_Thread_features")
                 .is_ok_and(|(_, v)| remote::shadow_stack_in(v)),
         ),
+        batch_signals: signals::batch_signals(&read.status)?,
     })
 }
 

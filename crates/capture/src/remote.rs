@@ -9,7 +9,12 @@
 //! its own state on its stack (below the red zone; those bytes are put
 //! back after), so that a vanished tracer leaves every thread going back
 //! through `rt_sigreturn` to where it was. Each call then costs two stops
-//! (no code of ours runs in the process). A process without such a
+//! (no code of ours runs in the process), but for the single-threaded
+//! processes of a tree without seccomp filters, which run their queries
+//! in one go from a page mapped for that time, ending in that same
+//! `rt_sigreturn` ([`Injector::safe_batch_start`]: three calls' worth of
+//! stops instead of two per query; a vanished tracer leaves the page
+//! mapped). A process without such a
 //! sequence (no libc), with user shadow stacks, or whose stacks have no
 //! room, is queried the old way instead: through the vdso's `syscall`
 //! instruction and a scratch page mapped for the time of the queries,
@@ -51,6 +56,11 @@ pub(crate) struct Queries {
     /// Whether the process uses user shadow stacks, when known (from
     /// its status); None: read it.
     pub shadow_stack: Option<bool>,
+    /// The signals that may end a batch of its queries run in one go
+    /// (bit `sig - 1`, see [`Injector::safe_batch_start`]): ignored by
+    /// default, neither caught nor blocked nor pending, in a process
+    /// without seccomp filters. 0: asked call by call.
+    pub batch_signals: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -1058,8 +1068,10 @@ fn query_with_scratch_page(
 /// injection, no signal to queue again, no fd owner to ask) run their
 /// calls in lockstep: each call is started in every one of them before
 /// the tracer waits for any, so that they run while it works (the calls
-/// of one process cost two stops each, see the module doc). The others
-/// are asked one after the other ([`query`]).
+/// of one process cost two stops each, see the module doc); those with
+/// a signal to end a batch ([`Queries::batch_signals`]) run them all in
+/// one go instead, in a page mapped (and unmapped) by calls made in
+/// lockstep. The others are asked one after the other ([`query`]).
 pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Result<RemoteInfo>> {
     let mut out: Vec<Option<Result<RemoteInfo>>> = (0..frozen.len()).map(|_| None).collect();
     let mut group: Vec<(usize, Injector)> = Vec::new();
@@ -1110,19 +1122,47 @@ fn lockstep(
     pids: &[Pid],
     qs: &[Queries],
 ) -> Vec<(usize, Result<RemoteInfo>)> {
+    // A page for each process whose queries can run in one go.
+    let (mapped, mut failed) = map_pages(group, pids, qs);
     let mut asked = Vec::new();
+    let mut paged: Vec<Option<(u64, i32)>> = Vec::new();
     for (k, (i, inj)) in group.iter_mut().enumerate() {
-        let scratch = inj.scratch().expect("a safe injector has scratch memory");
-        let r = Remote {
-            pid: pids[k],
-            inj,
-            scratch,
+        let stack = inj.scratch().expect("a safe injector has scratch memory");
+        let mut ask = |scratch: u64| {
+            let r = Remote {
+                pid: pids[k],
+                inj: &mut *inj,
+                scratch,
+            };
+            r.process_batch(&qs[*i])
         };
-        let (b, asks) = r.process_batch(&qs[*i]);
+        let mut route = mapped[k];
+        let (b, asks) = match route {
+            Some((page, _)) => {
+                let (b, asks) = ask(page);
+                if fits_page(&b) {
+                    (b, asks)
+                } else {
+                    route = None;
+                    ask(stack)
+                }
+            }
+            None => ask(stack),
+        };
+        paged.push(route);
         asked.push((b, Some(asks)));
     }
     let batches: Vec<&Batch> = asked.iter().map(|(b, _)| b).collect();
-    let answers = run_lockstep(group, pids, &batches);
+    let mut answers = run_batches(group, pids, &batches, &paged);
+    // Not where a batch failed: its thread may not be back at the
+    // rt_sigreturn (the page stays, unused).
+    let ran: Vec<bool> = answers.iter().map(|a| a.is_ok()).collect();
+    unmap_pages(group, pids, &mapped, &ran, &mut failed);
+    for (k, e) in failed.into_iter().enumerate() {
+        if let Some(e) = e {
+            answers[k] = Err(e);
+        }
+    }
     let mut out = Vec::new();
     for ((k, (i, mut inj)), a) in group.drain(..).enumerate().zip(answers) {
         let pid = pids[k];
@@ -1156,6 +1196,175 @@ fn lockstep(
             (Ok(_), Err(e)) => Err(e).ctx(pid, || format!("thread {pid}: restoring its registers")),
         };
         out.push((i, r));
+    }
+    out
+}
+
+/// Map a page (rwx, private, anonymous) in each process of `group` whose
+/// queries may run in one go ([`Queries::batch_signals`], the signal not
+/// blocked by its thread), each mmap in all before any is waited for:
+/// (page, signal to end its batch) for each, None where not (or where the
+/// mmap failed); and the errors of the processes that failed.
+#[allow(clippy::type_complexity)]
+fn map_pages(
+    group: &mut [(usize, Injector)],
+    pids: &[Pid],
+    qs: &[Queries],
+) -> (Vec<Option<(u64, i32)>>, Vec<Option<Error>>) {
+    let signals: Vec<Option<i32>> = group
+        .iter()
+        .map(|(i, inj)| {
+            let free = qs[*i].batch_signals & !inj.saved_mask();
+            [libc::SIGURG, libc::SIGWINCH, libc::SIGCHLD]
+                .into_iter()
+                .find(|s| free & (1 << (s - 1)) != 0)
+        })
+        .collect();
+    let mut batches: Vec<Batch> = Vec::new();
+    for sig in &signals {
+        let mut b = Batch::default();
+        if sig.is_some() {
+            b.push(
+                "mmap",
+                libc::SYS_mmap,
+                [
+                    0,
+                    SCRATCH_LEN,
+                    (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            );
+        }
+        batches.push(b);
+    }
+    let refs: Vec<&Batch> = batches.iter().collect();
+    let mut failed = Vec::new();
+    let mut pages = Vec::new();
+    for (a, sig) in run_lockstep(group, pids, &refs).into_iter().zip(signals) {
+        let page = match (a, sig) {
+            (Ok(a), Some(sig)) => a
+                .results
+                .first()
+                .filter(|&&r| !(-4095..0).contains(&r))
+                .map(|&r| (r as u64, sig)),
+            (Ok(_), None) => None,
+            (Err(e), _) => {
+                failed.push(Some(e));
+                pages.push(None);
+                continue;
+            }
+        };
+        failed.push(None);
+        pages.push(page);
+    }
+    (pages, failed)
+}
+
+/// Whether batch `b` fits a page of [`map_pages`]: its code and table
+/// below [`OUT`], its answers above.
+fn fits_page(b: &Batch) -> bool {
+    b.out_len <= SCRATCH_LEN - OUT && ckpt_sys::inject::safe_batch_len(b.calls.len()) <= OUT
+}
+
+/// Unmap the pages of [`map_pages`] (where `ran`), each munmap in all
+/// before any is waited for; a failure is the process's error (in
+/// `failed`, unless it has one).
+fn unmap_pages(
+    group: &mut [(usize, Injector)],
+    pids: &[Pid],
+    mapped: &[Option<(u64, i32)>],
+    ran: &[bool],
+    failed: &mut [Option<Error>],
+) {
+    let batches: Vec<Batch> = mapped
+        .iter()
+        .zip(failed.iter())
+        .zip(ran)
+        .map(|((m, f), ran)| {
+            let mut b = Batch::default();
+            if let (Some((page, _)), None, true) = (m, f, ran) {
+                b.push("munmap", libc::SYS_munmap, [*page, SCRATCH_LEN, 0, 0, 0, 0]);
+            }
+            b
+        })
+        .collect();
+    let refs: Vec<&Batch> = batches.iter().collect();
+    for (k, a) in run_lockstep(group, pids, &refs).into_iter().enumerate() {
+        let tid = group[k].1.tid();
+        let r = a.and_then(|a| match a.results.first() {
+            Some(_) => a.ok(pids[k], tid, 0).map(drop),
+            None => Ok(()),
+        });
+        if let (Err(e), None) = (r, &failed[k]) {
+            failed[k] = Some(e);
+        }
+    }
+}
+
+/// The calls of `batches[k]` in `group[k]`'s thread: in one go in the
+/// page `paged[k]` names (see [`Injector::safe_batch_start`]), else call
+/// by call ([`run_lockstep`]); each step in every thread before the next
+/// step in any.
+fn run_batches(
+    group: &mut [(usize, Injector)],
+    pids: &[Pid],
+    batches: &[&Batch],
+    paged: &[Option<(u64, i32)>],
+) -> Vec<Result<Answers>> {
+    let none = Batch::default();
+    let by_call: Vec<&Batch> = batches
+        .iter()
+        .zip(paged)
+        .map(|(b, p)| if p.is_some() { &none } else { *b })
+        .collect();
+    let mut out = run_lockstep(group, pids, &by_call);
+    let ctx = |k: usize, tid: Pid| {
+        move |e: ckpt_sys::Error| Error::Sys {
+            pid: pids[k],
+            what: format!("thread {tid}: querying it"),
+            source: e,
+        }
+    };
+    let mut started = vec![false; group.len()];
+    for (k, (_, inj)) in group.iter_mut().enumerate() {
+        let Some((page, sig)) = paged[k] else {
+            continue;
+        };
+        let calls: Vec<(i64, [u64; 6])> = batches[k].calls.iter().map(|c| (c.1, c.2)).collect();
+        let tid = inj.tid();
+        match inj.safe_batch_start(page, &calls, sig) {
+            Ok(()) => started[k] = true,
+            Err(e) => out[k] = Err(ctx(k, tid)(e)),
+        }
+    }
+    let mut back = vec![false; group.len()];
+    for (k, (_, inj)) in group.iter_mut().enumerate() {
+        let Some((page, _)) = paged[k].filter(|_| started[k]) else {
+            continue;
+        };
+        let tid = inj.tid();
+        let r = inj.safe_batch_result().and_then(|results| {
+            back[k] = true;
+            let out = inj
+                .mem()
+                .read_vec(page + OUT, batches[k].out_len as usize)?;
+            Ok(Answers {
+                results,
+                out,
+                names: batches[k].calls.iter().map(|c| c.0).collect(),
+            })
+        });
+        out[k] = r.map_err(ctx(k, tid));
+    }
+    for (k, (_, inj)) in group.iter_mut().enumerate() {
+        if back[k] {
+            let tid = inj.tid();
+            if let Err(e) = inj.safe_batch_end() {
+                out[k] = Err(ctx(k, tid)(e));
+            }
+        }
     }
     out
 }
