@@ -344,6 +344,7 @@ fn capture_members(
     let mut processes = Vec::new();
     let mut injected = 0;
     let frozen_prep = mem::Prepared::frozen_only();
+    let own_cgroups = process::cgroup::Own::read(root)?;
     let span = tracing::Span::current();
     let (tree, plans) = std::thread::scope(|s| -> Result<_> {
         // Declared in the scope: an early return drops it, which ends
@@ -398,7 +399,7 @@ fn capture_members(
             {
                 let _span = tracing::info_span!("process", pid).entered();
                 let part = info
-                    .and_then(|rinfo| finish_process(f, read, rinfo, seccomp_filters))
+                    .and_then(|rinfo| finish_process(f, read, rinfo, seccomp_filters, &own_cgroups))
                     .map_err(|e| in_process(root, pid, e))?;
                 injected += part.rinfo.injected;
                 let own = if pid == root { prep } else { &frozen_prep };
@@ -488,6 +489,7 @@ fn finish_process(
     read: Read,
     rinfo: RemoteInfo,
     seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
+    own_cgroups: &process::cgroup::Own,
 ) -> Result<Part> {
     let pid = frozen.pid;
     let Read {
@@ -518,7 +520,7 @@ fn finish_process(
     }
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
-    process::cgroup::save(pid, &mut process, &mut threads)?;
+    process::cgroup::save(pid, &mut process, &mut threads, own_cgroups)?;
 
     process.threads = threads;
     tracing::info!(elapsed = ?t0.elapsed(), injected = rinfo.injected, "process captured");

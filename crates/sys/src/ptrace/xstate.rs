@@ -56,6 +56,13 @@ pub fn set_xstate(tid: Pid, xstate: &[u8]) -> Result<()> {
 /// The size of the XSAVE area for the features enabled by the OS, and XCR0
 /// itself, from CPUID leaf 0xD (x86_64): (XCR0, size).
 pub fn xsave_info() -> (u64, u32) {
+    // CPUID traps to the hypervisor in a virtual machine (microseconds
+    // each), and the answer does not change while we run: asked once.
+    static INFO: std::sync::OnceLock<(u64, u32)> = std::sync::OnceLock::new();
+    *INFO.get_or_init(read_xsave_info)
+}
+
+fn read_xsave_info() -> (u64, u32) {
     #[cfg(target_arch = "x86_64")]
     {
         // CPUID leaf 0xD, sub-leaf 0: EBX = XSAVE area size for the
