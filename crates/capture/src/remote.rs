@@ -1074,12 +1074,24 @@ fn query_with_scratch_page(
 /// lockstep. The others are asked one after the other ([`query`]).
 pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Result<RemoteInfo>> {
     let mut out: Vec<Option<Result<RemoteInfo>>> = (0..frozen.len()).map(|_| None).collect();
-    let mut group: Vec<(usize, Injector)> = Vec::new();
+    let mut started: Vec<(usize, Injector)> = Vec::new();
     for (i, f) in frozen.iter_mut().enumerate() {
         match lockstep_injector(f, &qs[i]) {
-            Ok(Some(inj)) => group.push((i, inj)),
+            Ok(Some(inj)) => started.push((i, inj)),
             Ok(None) => out[i] = Some(query(f, &qs[i])),
             Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    // Each thread started to its rt_sigreturn before any is waited for.
+    let mut group: Vec<(usize, Injector)> = Vec::new();
+    for (i, mut inj) in started {
+        match inj.started() {
+            Ok(()) => group.push((i, inj)),
+            Err(e) => {
+                let pid = frozen[i].pid;
+                let _ = inj.finish();
+                out[i] = Some(Err(e).ctx(pid, || "preparing system call injection".into()));
+            }
         }
     }
     let pids: Vec<Pid> = group.iter().map(|(i, _)| frozen[*i].pid).collect();
@@ -1092,7 +1104,8 @@ pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Resu
 }
 
 /// A safe injector for the one thread of `frozen`, when it may be asked
-/// in lockstep (see [`query_many`]); None: ask it with [`query`].
+/// in lockstep (see [`query_many`]), started (`Injector::new_safe_start`);
+/// None: ask it with [`query`].
 fn lockstep_injector(frozen: &mut Frozen, q: &Queries) -> Result<Option<Injector>> {
     let pid = frozen.pid;
     let simple = frozen.threads.len() == 1
@@ -1110,7 +1123,8 @@ fn lockstep_injector(frozen: &mut Frozen, q: &Queries) -> Result<Option<Injector
         return Ok(None);
     };
     let fits = |a: u64, b: u64| fits(&writable, a, b);
-    Injector::new_safe(pid, sigreturn, &fits).ctx(pid, || "preparing system call injection".into())
+    Injector::new_safe_start(pid, sigreturn, &fits)
+        .ctx(pid, || "preparing system call injection".into())
 }
 
 /// The process queries of the main threads of `group` (process `pids[k]`
@@ -1163,7 +1177,7 @@ fn lockstep(
             answers[k] = Err(e);
         }
     }
-    let mut out = Vec::new();
+    let mut done = Vec::new();
     for ((k, (i, mut inj)), a) in group.drain(..).enumerate().zip(answers) {
         let pid = pids[k];
         let scratch = inj.scratch().expect("a safe injector has scratch memory");
@@ -1182,6 +1196,14 @@ fn lockstep(
             info.threads.insert(pid, t);
             Ok(info)
         });
+        // Every thread started on its way out before any is waited for
+        // (a failure here is finish's again).
+        let _ = inj.finish_start();
+        done.push((k, i, inj, res));
+    }
+    let mut out = Vec::new();
+    for (k, i, inj, res) in done {
+        let pid = pids[k];
         let count = inj.count();
         let r = match (res, inj.finish()) {
             (Ok(mut info), Ok(left)) => {

@@ -156,6 +156,8 @@ pub struct Injector {
     /// A safe batch started and not waited for yet: its address, number
     /// of calls and signal (see [`Injector::safe_batch_start`]).
     batch: Option<(u64, usize, i32)>,
+    /// [`Injector::finish_start`] started the thread to its exit stop.
+    finishing: bool,
 }
 
 impl Injector {
@@ -200,6 +202,7 @@ impl Injector {
             at_entry: false,
             deferred: Vec::new(),
             batch: None,
+            finishing: false,
         })
     }
 
@@ -212,6 +215,27 @@ impl Injector {
     /// what it holds is put back at [`Injector::finish`]). `Ok(None)` when
     /// it does not fit: nothing was changed.
     pub fn new_safe(
+        tid: Pid,
+        sigreturn_ip: u64,
+        fits: &dyn Fn(u64, u64) -> bool,
+    ) -> Result<Option<Self>> {
+        let Some(mut inj) = Self::new_safe_start(tid, sigreturn_ip, fits)? else {
+            return Ok(None);
+        };
+        match inj.started() {
+            Ok(()) => Ok(Some(inj)),
+            Err(e) => {
+                let _ = inj.finish();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Injector::new_safe`] in two steps, so that a tracer can have
+    /// several threads get ready at once: this one starts the thread to
+    /// the rt_sigreturn; [`Injector::started`] waits for it there (after
+    /// its error, only [`Injector::finish`]).
+    pub fn new_safe_start(
         tid: Pid,
         sigreturn_ip: u64,
         fits: &dyn Fn(u64, u64) -> bool,
@@ -232,7 +256,7 @@ impl Injector {
             layout.scratch,
             &frame::build(&layout, &saved_regs, saved_mask, &xstate),
         )?;
-        let mut inj = Injector {
+        let inj = Injector {
             tid,
             ip: sigreturn_ip,
             saved_regs,
@@ -246,6 +270,7 @@ impl Injector {
             at_entry: false,
             deferred: Vec::new(),
             batch: None,
+            finishing: false,
         };
         // From here on, our death sends the thread through rt_sigreturn.
         let started = (|| {
@@ -256,7 +281,7 @@ impl Injector {
             r[reg::ORIG_RAX] = u64::MAX;
             ptrace::set_regs(tid, &r)?;
             // To the entry stop of the rt_sigreturn: each call replaces it.
-            inj.run_to_syscall_stop(-1)
+            ptrace::syscall_resume(tid)
         })();
         match started {
             Ok(()) => Ok(Some(inj)),
@@ -265,6 +290,11 @@ impl Injector {
                 Err(e)
             }
         }
+    }
+
+    /// See [`Injector::new_safe_start`].
+    pub fn started(&mut self) -> Result<()> {
+        self.wait_syscall_stop(-1)
     }
 
     pub fn tid(&self) -> Pid {
@@ -763,6 +793,29 @@ impl Injector {
         Ok(r as u64)
     }
 
+    /// The first step of [`Injector::finish`], so that a tracer can have
+    /// several threads finish at once: a thread in a system call entry
+    /// stop is started to the exit stop, which `finish` waits for.
+    pub fn finish_start(&mut self) -> Result<()> {
+        if !self.at_entry || self.finishing {
+            return Ok(());
+        }
+        // Skip the call about to be made (the rt_sigreturn would lose
+        // the restart block of an interrupted call): our registers are
+        // only set at the exit stop. After new_safe, the thread still
+        // returns to the rt_sigreturn should we die before then.
+        let mut r = ptrace::get_regs(self.tid)?;
+        r[reg::ORIG_RAX] = u64::MAX;
+        if let Mode::Safe(s) = &self.mode {
+            r[reg::RIP] = self.ip;
+            r[reg::RSP] = s.layout.sigreturn_sp();
+        }
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::syscall_resume(self.tid)?;
+        self.finishing = true;
+        Ok(())
+    }
+
     /// Put back the registers and signal mask the thread had at `new`
     /// (and, after [`Injector::new_safe`], the memory the frame took). The
     /// thread is left in a ptrace stop with its own registers: after
@@ -771,19 +824,11 @@ impl Injector {
     /// interrupted call included).
     pub fn finish(self) -> Result<Vec<[u8; ptrace::SIGINFO_SIZE]>> {
         let mut me = self;
-        if me.at_entry {
-            // Skip the call about to be made (the rt_sigreturn would lose
-            // the restart block of an interrupted call): our registers are
-            // only set at the exit stop. After new_safe, the thread still
-            // returns to the rt_sigreturn should we die before then.
-            let mut r = ptrace::get_regs(me.tid)?;
-            r[reg::ORIG_RAX] = u64::MAX;
-            if let Mode::Safe(s) = &me.mode {
-                r[reg::RIP] = me.ip;
-                r[reg::RSP] = s.layout.sigreturn_sp();
-            }
-            ptrace::set_regs(me.tid, &r)?;
-            me.run_to_syscall_stop(-1)?;
+        if !me.finishing {
+            me.finish_start()?;
+        }
+        if me.finishing {
+            me.wait_syscall_stop(-1)?;
         }
         ptrace::set_regs(me.tid, &me.saved_regs)?;
         ptrace::set_sigmask(me.tid, me.saved_mask)?;
