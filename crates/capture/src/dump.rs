@@ -460,6 +460,8 @@ struct Read {
     posix_timers: Vec<PosixTimer>,
     /// Its model from /proc ([`process::process_state`]).
     process: Process,
+    /// Its /proc/PID/maps.
+    maps: String,
 }
 
 /// What /proc alone tells of a frozen process (no ptrace request: any
@@ -471,6 +473,7 @@ struct Outside {
     raw_fds: Vec<RawFd>,
     posix_timers: Vec<PosixTimer>,
     process: Process,
+    maps: String,
 }
 
 /// [`Outside`] of process `pid`, which was in state `state_before`.
@@ -480,12 +483,14 @@ fn read_outside(pid: Pid, state_before: String) -> Result<Outside> {
     let raw_fds = fds::list(pid)?;
     let posix_timers = timers::read_posix_timers(pid)?;
     let process = process::process_state(pid, &stat, &status, state_before)?;
+    let maps = crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?;
     Ok(Outside {
         stat,
         status,
         raw_fds,
         posix_timers,
         process,
+        maps,
     })
 }
 
@@ -538,6 +543,7 @@ fn read_process(frozen: &Frozen, prep: &mem::Prepared, outside: Outside) -> Resu
         mut raw_fds,
         posix_timers,
         process,
+        maps,
     } = outside;
     // ckpt's own fds (dirty tracking) are not the process's.
     raw_fds.retain(|f| !prep.own_fds.contains(&f.fd));
@@ -549,6 +555,7 @@ fn read_process(frozen: &Frozen, prep: &mem::Prepared, outside: Outside) -> Resu
         raw_fds,
         posix_timers,
         process,
+        maps,
     })
 }
 
@@ -571,6 +578,7 @@ fn finish_process(
         raw_fds,
         posix_timers,
         mut process,
+        maps: _,
     } = read;
     worker::test_delay();
     worker::check(pid)?;
@@ -631,6 +639,7 @@ fn queries(pid: Pid, read: &Read) -> Result<remote::Queries> {
                 .is_ok_and(|(_, v)| remote::shadow_stack_in(v)),
         ),
         batch_signals: signals::batch_signals(&read.status)?,
+        maps: Some(read.maps.clone()),
     })
 }
 

@@ -61,6 +61,8 @@ pub(crate) struct Queries {
     /// default, neither caught nor blocked nor pending, in a process
     /// without seccomp filters. 0: asked call by call.
     pub batch_signals: u64,
+    /// Its /proc/PID/maps, read since the freeze (None: read it).
+    pub maps: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -207,10 +209,13 @@ pub(crate) fn shadow_stack_in(features: &str) -> bool {
 /// How to inject into the frozen process: safely when it has an
 /// rt_sigreturn sequence and every thread's stack has room for a frame.
 /// `shadow_stack`: whether it uses user shadow stacks, when known.
-fn injection(frozen: &Frozen, shadow_stack: Option<bool>) -> Result<Injection> {
+/// `maps`: its /proc/PID/maps, when read already (since the freeze).
+fn injection(frozen: &Frozen, shadow_stack: Option<bool>, maps: Option<&str>) -> Result<Injection> {
     let pid = frozen.pid;
-    let path = format!("/proc/{pid}/maps");
-    let text = crate::procfs::read_string(pid, &path)?;
+    let text = match maps {
+        Some(m) => m.to_string(),
+        None => crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?,
+    };
     let maps = parse_maps(&text);
     let writable: Vec<(u64, u64)> = maps
         .iter()
@@ -253,7 +258,7 @@ pub(crate) fn leader_injector(frozen: &mut Frozen) -> Result<Injector> {
     if let Injection::Safe {
         sigreturn,
         writable,
-    } = injection(frozen, None)?
+    } = injection(frozen, None, None)?
     {
         let fits = |a: u64, b: u64| fits(&writable, a, b);
         if let Some(inj) = Injector::new_safe(pid, sigreturn, &fits).ctx(pid, what)? {
@@ -893,7 +898,7 @@ fn sig_timer_answers(
 /// pending again: the pending lists read afterwards contain them, and a
 /// process that goes on running receives them.
 pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
-    match injection(frozen, q.shadow_stack)? {
+    match injection(frozen, q.shadow_stack, q.maps.as_deref())? {
         Injection::Safe {
             sigreturn,
             writable,
@@ -1118,7 +1123,7 @@ fn lockstep_injector(frozen: &mut Frozen, q: &Queries) -> Result<Option<Injector
     let Injection::Safe {
         sigreturn,
         writable,
-    } = injection(frozen, q.shadow_stack)?
+    } = injection(frozen, q.shadow_stack, q.maps.as_deref())?
     else {
         return Ok(None);
     };
