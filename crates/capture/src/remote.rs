@@ -12,9 +12,9 @@
 //! (no code of ours runs in the process), but for the single-threaded
 //! processes of a tree without seccomp filters, which run their queries
 //! in one go from a page mapped for that time, ending in that same
-//! `rt_sigreturn` ([`Injector::safe_batch_start`]: three calls' worth of
-//! stops instead of two per query; a vanished tracer leaves the page
-//! mapped). A process without such a
+//! `rt_sigreturn` ([`Injector::safe_batch_start`]: two calls' worth of
+//! stops instead of two per query, the page unmapped by the last call, on
+//! the way out; a vanished tracer leaves the page mapped). A process without such a
 //! sequence (no libc), with user shadow stacks, or whose stacks have no
 //! room, is queried the old way instead: through the vdso's `syscall`
 //! instruction and a scratch page mapped for the time of the queries,
@@ -1075,8 +1075,9 @@ fn query_with_scratch_page(
 /// the tracer waits for any, so that they run while it works (the calls
 /// of one process cost two stops each, see the module doc); those with
 /// a signal to end a batch ([`Queries::batch_signals`]) run them all in
-/// one go instead, in a page mapped (and unmapped) by calls made in
-/// lockstep. The others are asked one after the other ([`query`]).
+/// one go instead, in a page mapped by a call made in lockstep (and
+/// unmapped by the last call, on the way out). The others are asked one
+/// after the other ([`query`]).
 pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Result<RemoteInfo>> {
     let mut out: Vec<Option<Result<RemoteInfo>>> = (0..frozen.len()).map(|_| None).collect();
     let mut started: Vec<(usize, Injector)> = Vec::new();
@@ -1142,7 +1143,7 @@ fn lockstep(
     qs: &[Queries],
 ) -> Vec<(usize, Result<RemoteInfo>)> {
     // A page for each process whose queries can run in one go.
-    let (mapped, mut failed) = map_pages(group, pids, qs);
+    let (mapped, failed) = map_pages(group, pids, qs);
     let mut asked = Vec::new();
     let mut paged: Vec<Option<(u64, i32)>> = Vec::new();
     for (k, (i, inj)) in group.iter_mut().enumerate() {
@@ -1173,10 +1174,14 @@ fn lockstep(
     }
     let batches: Vec<&Batch> = asked.iter().map(|(b, _)| b).collect();
     let mut answers = run_batches(group, pids, &batches, &paged);
-    // Not where a batch failed: its thread may not be back at the
-    // rt_sigreturn (the page stays, unused).
-    let ran: Vec<bool> = answers.iter().map(|a| a.is_ok()).collect();
-    unmap_pages(group, pids, &mapped, &ran, &mut failed);
+    // Each page is unmapped on the thread's way out; not where a batch
+    // failed: its thread may not be back at the rt_sigreturn (the page
+    // stays, unused).
+    let unmap: Vec<Option<u64>> = mapped
+        .iter()
+        .zip(&answers)
+        .map(|(m, a)| m.filter(|_| a.is_ok()).map(|(page, _)| page))
+        .collect();
     for (k, e) in failed.into_iter().enumerate() {
         if let Some(e) = e {
             answers[k] = Err(e);
@@ -1202,13 +1207,35 @@ fn lockstep(
             Ok(info)
         });
         // Every thread started on its way out before any is waited for
-        // (a failure here is finish's again).
-        let _ = inj.finish_start();
-        done.push((k, i, inj, res));
+        // (a failure here is finish's again), its page unmapped then.
+        let page = unmap[k].filter(|&page| {
+            inj.finish_start_calling(libc::SYS_munmap, &[page, SCRATCH_LEN])
+                .is_ok()
+        });
+        if page.is_none() {
+            let _ = inj.finish_start();
+        }
+        done.push((k, i, inj, res, page));
     }
     let mut out = Vec::new();
-    for (k, i, inj, res) in done {
+    for (k, i, mut inj, res, page) in done {
         let pid = pids[k];
+        let unmapped = inj
+            .finish_wait()
+            .ctx(pid, || format!("thread {pid}: unmapping its scratch page"))
+            .and_then(|r| match (page, r) {
+                (Some(_), Some(r)) if (-4095..0).contains(&r) => Err(Error::Sys {
+                    pid,
+                    what: "unmapping the page of its queries".into(),
+                    source: ckpt_sys::Error::Injected {
+                        name: "munmap".into(),
+                        tid: pid,
+                        source: std::io::Error::from_raw_os_error(-r as i32),
+                    },
+                }),
+                _ => Ok(()),
+            });
+        let res = res.and_then(|info| unmapped.map(|()| info));
         let count = inj.count();
         let r = match (res, inj.finish()) {
             (Ok(mut info), Ok(left)) => {
@@ -1293,41 +1320,6 @@ fn map_pages(
 /// below [`OUT`], its answers above.
 fn fits_page(b: &Batch) -> bool {
     b.out_len <= SCRATCH_LEN - OUT && ckpt_sys::inject::safe_batch_len(b.calls.len()) <= OUT
-}
-
-/// Unmap the pages of [`map_pages`] (where `ran`), each munmap in all
-/// before any is waited for; a failure is the process's error (in
-/// `failed`, unless it has one).
-fn unmap_pages(
-    group: &mut [(usize, Injector)],
-    pids: &[Pid],
-    mapped: &[Option<(u64, i32)>],
-    ran: &[bool],
-    failed: &mut [Option<Error>],
-) {
-    let batches: Vec<Batch> = mapped
-        .iter()
-        .zip(failed.iter())
-        .zip(ran)
-        .map(|((m, f), ran)| {
-            let mut b = Batch::default();
-            if let (Some((page, _)), None, true) = (m, f, ran) {
-                b.push("munmap", libc::SYS_munmap, [*page, SCRATCH_LEN, 0, 0, 0, 0]);
-            }
-            b
-        })
-        .collect();
-    let refs: Vec<&Batch> = batches.iter().collect();
-    for (k, a) in run_lockstep(group, pids, &refs).into_iter().enumerate() {
-        let tid = group[k].1.tid();
-        let r = a.and_then(|a| match a.results.first() {
-            Some(_) => a.ok(pids[k], tid, 0).map(drop),
-            None => Ok(()),
-        });
-        if let (Err(e), None) = (r, &failed[k]) {
-            failed[k] = Some(e);
-        }
-    }
 }
 
 /// The calls of `batches[k]` in `group[k]`'s thread: in one go in the

@@ -158,6 +158,8 @@ pub struct Injector {
     batch: Option<(u64, usize, i32)>,
     /// [`Injector::finish_start`] started the thread to its exit stop.
     finishing: bool,
+    /// [`Injector::finish_start_calling`] made a call on the way out.
+    last_call: bool,
 }
 
 impl Injector {
@@ -203,6 +205,7 @@ impl Injector {
             deferred: Vec::new(),
             batch: None,
             finishing: false,
+            last_call: false,
         })
     }
 
@@ -271,6 +274,7 @@ impl Injector {
             deferred: Vec::new(),
             batch: None,
             finishing: false,
+            last_call: false,
         };
         // From here on, our death sends the thread through rt_sigreturn.
         let started = (|| {
@@ -814,6 +818,48 @@ impl Injector {
         ptrace::syscall_resume(self.tid)?;
         self.finishing = true;
         Ok(())
+    }
+
+    /// [`Injector::finish_start`] of a safe injector at its rt_sigreturn
+    /// entry stop, making the call `nr` (arguments `args`) on the way out
+    /// instead of skipping the rt_sigreturn: a last call that costs no
+    /// stop of its own. [`Injector::finish_wait`] tells its result.
+    pub fn finish_start_calling(&mut self, nr: i64, args: &[u64]) -> Result<()> {
+        let sp = match &self.mode {
+            Mode::Safe(s) if self.at_entry && !self.finishing && self.batch.is_none() => {
+                s.layout.sigreturn_sp()
+            }
+            _ => {
+                return Err(Error::Unexpected {
+                    tid: self.tid,
+                    what: "a last call made out of turn".into(),
+                })
+            }
+        };
+        let mut r = self.call_regs(nr, args);
+        r[reg::RSP] = sp;
+        r[reg::ORIG_RAX] = nr as u64;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::syscall_resume(self.tid)?;
+        self.finishing = true;
+        self.last_call = true;
+        Ok(())
+    }
+
+    /// Wait for the exit stop [`Injector::finish_start`] (or
+    /// [`Injector::finish_start_calling`]) started the thread to: the raw
+    /// result of the last call, if one was made. Then [`Injector::finish`].
+    pub fn finish_wait(&mut self) -> Result<Option<i64>> {
+        if !self.finishing {
+            return Ok(None);
+        }
+        self.wait_syscall_stop(-1)?;
+        self.finishing = false;
+        if !std::mem::take(&mut self.last_call) {
+            return Ok(None);
+        }
+        self.count += 1;
+        Ok(Some(ptrace::get_regs(self.tid)?[reg::RAX] as i64))
     }
 
     /// Put back the registers and signal mask the thread had at `new`
