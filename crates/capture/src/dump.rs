@@ -336,11 +336,14 @@ fn freeze_tree(root: Pid, whole_tree: bool) -> Result<FrozenTree> {
 /// the system calls injected, and their memory planned (the pages to save
 /// of each process whose pages are taken in the freeze).
 ///
-/// Two threads: this one (which holds the ptrace attachments) asks each
-/// process in turn, while a helper plans the memory of the processes
-/// already asked (/proc reads only: smaps, pagemap), in the tree's order
-/// (a parent's before its children's). A process is planned only once
-/// its queries are over: its mappings are its own again by then.
+/// Three threads: this one (which holds the ptrace attachments) asks
+/// each process in turn; ahead of it, a reader reads what /proc alone
+/// tells of each ([`read_outside`]); behind it, a helper plans the memory
+/// of the processes already asked (/proc reads only: smaps, pagemap), in
+/// the tree's order (a parent's before its children's). A process is
+/// read before it is asked (its status shows its own signal mask), and
+/// planned only once its queries are over (its mappings are its own
+/// again by then).
 #[allow(clippy::type_complexity)]
 fn capture_members(
     frozen: &mut FrozenTree,
@@ -353,6 +356,7 @@ fn capture_members(
     let mut processes = Vec::new();
     let mut injected = 0;
     let frozen_prep = mem::Prepared::frozen_only();
+    let own_cgroups = process::cgroup::Own::read(root)?;
     let span = tracing::Span::current();
     let (tree, plans) = std::thread::scope(|s| -> Result<_> {
         // Declared in the scope: an early return drops it, which ends
@@ -374,6 +378,7 @@ fn capture_members(
             (tree, plans)
         });
         let members = frozen.members.clone();
+        let outside = spawn_reader(s, frozen, tracing::Span::current());
         for chunk in members.chunks(LOCKSTEP) {
             let mut asked = Vec::new();
             for m in chunk {
@@ -386,7 +391,11 @@ fn capture_members(
                 let f = frozen.get_mut(m.pid).ok_or(Error::Exited { pid: m.pid })?;
                 let own = if m.pid == root { prep } else { &frozen_prep };
                 mem::before_queries(own, &crate::remote::frame_regions(f));
-                let read = read_process(f, own)
+                let out = outside.recv().map_err(|_| Error::Worker {
+                    message: "the /proc reading thread stopped".into(),
+                })?;
+                let read = out
+                    .and_then(|o| read_process(f, own, o))
                     .and_then(|r| Ok((queries(m.pid, &r)?, r)))
                     .map_err(|e| in_process(root, m.pid, e))?;
                 asked.push((parts.len(), m.pid, m.parent, read));
@@ -407,7 +416,7 @@ fn capture_members(
             {
                 let _span = tracing::info_span!("process", pid).entered();
                 let part = info
-                    .and_then(|rinfo| finish_process(f, read, rinfo, seccomp_filters))
+                    .and_then(|rinfo| finish_process(f, read, rinfo, seccomp_filters, &own_cgroups))
                     .map_err(|e| in_process(root, pid, e))?;
                 injected += part.rinfo.injected;
                 let own = if pid == root { prep } else { &frozen_prep };
@@ -458,11 +467,75 @@ struct Read {
     status: Status,
     raw_fds: Vec<RawFd>,
     posix_timers: Vec<PosixTimer>,
+    /// Its model from /proc ([`process::process_state`]).
+    process: Process,
+    /// Its /proc/PID/maps.
+    maps: String,
+}
+
+/// What /proc alone tells of a frozen process (no ptrace request: any
+/// thread may read it): stat, status, fds, timers, and its model from
+/// /proc.
+struct Outside {
+    stat: Stat,
+    status: Status,
+    raw_fds: Vec<RawFd>,
+    posix_timers: Vec<PosixTimer>,
+    process: Process,
+    maps: String,
+}
+
+/// [`Outside`] of process `pid`, which was in state `state_before`.
+fn read_outside(pid: Pid, state_before: String) -> Result<Outside> {
+    let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
+    let status = Status::read(pid, &format!("/proc/{pid}/status"))?;
+    let raw_fds = fds::list(pid)?;
+    let posix_timers = timers::read_posix_timers(pid)?;
+    let process = process::process_state(pid, &stat, &status, state_before)?;
+    let maps = crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?;
+    Ok(Outside {
+        stat,
+        status,
+        raw_fds,
+        posix_timers,
+        process,
+        maps,
+    })
+}
+
+/// A thread of scope `s` that reads [`Outside`] of each live process of
+/// `frozen`, in the tree's order, into the channel it returns; it stops
+/// when the receiver is dropped.
+fn spawn_reader<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    frozen: &FrozenTree,
+    span: tracing::Span,
+) -> std::sync::mpsc::Receiver<Result<Outside>> {
+    let live: Vec<(Pid, String)> = frozen
+        .members
+        .iter()
+        .filter(|m| m.zombie.is_none())
+        .map(|m| {
+            let f = frozen.frozen.iter().find(|f| f.pid == m.pid);
+            (m.pid, f.map(|f| f.state_before.clone()).unwrap_or_default())
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    s.spawn(move || {
+        let _span = span.entered();
+        for (pid, state_before) in live {
+            let _span = tracing::info_span!("process", pid).entered();
+            if tx.send(read_outside(pid, state_before)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// A frozen process from outside: its threads (before anything is
-/// injected), stat, status, fds and timers.
-fn read_process(frozen: &Frozen, prep: &mem::Prepared) -> Result<Read> {
+/// injected), and what /proc told of it (`outside`).
+fn read_process(frozen: &Frozen, prep: &mem::Prepared, outside: Outside) -> Result<Read> {
     let pid = frozen.pid;
     let t0 = Instant::now();
     let threads = frozen
@@ -473,12 +546,16 @@ fn read_process(frozen: &Frozen, prep: &mem::Prepared) -> Result<Read> {
     worker::test_delay();
     worker::check(pid)?;
 
-    let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
-    let status = Status::read(pid, &format!("/proc/{pid}/status"))?;
-    let mut raw_fds = fds::list(pid)?;
+    let Outside {
+        stat,
+        status,
+        mut raw_fds,
+        posix_timers,
+        process,
+        maps,
+    } = outside;
     // ckpt's own fds (dirty tracking) are not the process's.
     raw_fds.retain(|f| !prep.own_fds.contains(&f.fd));
-    let posix_timers = timers::read_posix_timers(pid)?;
     Ok(Read {
         t0,
         threads,
@@ -486,6 +563,8 @@ fn read_process(frozen: &Frozen, prep: &mem::Prepared) -> Result<Read> {
         status,
         raw_fds,
         posix_timers,
+        process,
+        maps,
     })
 }
 
@@ -497,6 +576,7 @@ fn finish_process(
     read: Read,
     rinfo: RemoteInfo,
     seccomp_filters: &mut Vec<ckpt_image::SeccompFilter>,
+    own_cgroups: &process::cgroup::Own,
 ) -> Result<Part> {
     let pid = frozen.pid;
     let Read {
@@ -506,6 +586,8 @@ fn finish_process(
         status,
         raw_fds,
         posix_timers,
+        mut process,
+        maps: _,
     } = read;
     worker::test_delay();
     worker::check(pid)?;
@@ -514,7 +596,6 @@ fn finish_process(
     merge_threads(pid, &mut threads, &rinfo)?;
     seccomp::save(pid, status.num("Seccomp")?, &mut threads, seccomp_filters)?;
     let shared_pending = signals::pending(pid, pid, true)?;
-    let mut process = process::process_state(pid, &stat, &status, frozen.state_before.clone())?;
     if process.state == "T" {
         // The group-stop signal the seize reported (SIGTRAP when none).
         let sig = frozen.threads.first().map_or(0, |t| t.stop_sig);
@@ -527,7 +608,7 @@ fn finish_process(
     }
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
     creds::thread_creds(pid, &process.creds, &mut threads)?;
-    process::cgroup::save(pid, &mut process, &mut threads)?;
+    process::cgroup::save(pid, &mut process, &mut threads, own_cgroups)?;
 
     process.threads = threads;
     tracing::info!(elapsed = ?t0.elapsed(), injected = rinfo.injected, "process captured");
@@ -566,6 +647,8 @@ fn queries(pid: Pid, read: &Read) -> Result<remote::Queries> {
                 .get("x86_Thread_features")
                 .is_ok_and(|(_, v)| remote::shadow_stack_in(v)),
         ),
+        batch_signals: signals::batch_signals(&read.status)?,
+        maps: Some(read.maps.clone()),
     })
 }
 

@@ -55,6 +55,32 @@ pub(crate) struct Frozen {
 
 /// Refuse targets we must not or cannot dump, with a clear reason.
 pub(crate) fn check_target(pid: Pid) -> Result<()> {
+    check_target_as(pid, &Me::read(pid)?)
+}
+
+/// What [`check_permission`] needs of the dumper itself: read once for a
+/// whole tree.
+pub(crate) struct Me {
+    caps: u64,
+    uid: u32,
+    gid: u32,
+}
+
+impl Me {
+    /// Our own effective capabilities and ids (`pid`: the process being
+    /// checked, for errors).
+    pub(crate) fn read(pid: Pid) -> Result<Me> {
+        let me = Status::read(pid, "/proc/self/status")?;
+        Ok(Me {
+            caps: me.radix("CapEff", 16)?,
+            uid: me.ids("Uid")?[1],
+            gid: me.ids("Gid")?[1],
+        })
+    }
+}
+
+/// [`check_target`], for a dumper that is `me`.
+pub(crate) fn check_target_as(pid: Pid, me: &Me) -> Result<()> {
     if pid <= 0 || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         return Err(Error::NoSuchProcess { pid });
     }
@@ -85,7 +111,7 @@ pub(crate) fn check_target(pid: Pid) -> Result<()> {
     if tracer != 0 {
         return Err(Error::AlreadyTraced { pid, tracer });
     }
-    check_permission(pid, &status)
+    check_permission(pid, &status, me)
 }
 
 const CAP_SYS_PTRACE: u32 = 19;
@@ -97,14 +123,11 @@ const CAP_SYS_PTRACE: u32 = 19;
 /// setuid program) or says so (PR_SET_DUMPABLE 0): it may hold what its
 /// user must not read. /proc would still show some of it, so we check this
 /// ourselves rather than rely on a later ptrace failing.
-fn check_permission(pid: Pid, status: &Status) -> Result<()> {
-    let me = Status::read(pid, "/proc/self/status")?;
-    let caps = me.radix("CapEff", 16)?;
-    if caps & (1 << CAP_SYS_PTRACE) != 0 {
+fn check_permission(pid: Pid, status: &Status, me: &Me) -> Result<()> {
+    if me.caps & (1 << CAP_SYS_PTRACE) != 0 {
         return Ok(());
     }
-    let my_uid = me.ids("Uid")?[1];
-    let my_gid = me.ids("Gid")?[1];
+    let (my_uid, my_gid) = (me.uid, me.gid);
     let uids = status.ids("Uid")?;
     let gids = status.ids("Gid")?;
     let three = |v: &[u32]| {

@@ -9,7 +9,12 @@
 //! its own state on its stack (below the red zone; those bytes are put
 //! back after), so that a vanished tracer leaves every thread going back
 //! through `rt_sigreturn` to where it was. Each call then costs two stops
-//! (no code of ours runs in the process). A process without such a
+//! (no code of ours runs in the process), but for the single-threaded
+//! processes of a tree without seccomp filters, which run their queries
+//! in one go from a page mapped for that time, ending in that same
+//! `rt_sigreturn` ([`Injector::safe_batch_start`]: two calls' worth of
+//! stops instead of two per query, the page unmapped by the last call, on
+//! the way out; a vanished tracer leaves the page mapped). A process without such a
 //! sequence (no libc), with user shadow stacks, or whose stacks have no
 //! room, is queried the old way instead: through the vdso's `syscall`
 //! instruction and a scratch page mapped for the time of the queries,
@@ -51,6 +56,13 @@ pub(crate) struct Queries {
     /// Whether the process uses user shadow stacks, when known (from
     /// its status); None: read it.
     pub shadow_stack: Option<bool>,
+    /// The signals that may end a batch of its queries run in one go
+    /// (bit `sig - 1`, see [`Injector::safe_batch_start`]): ignored by
+    /// default, neither caught nor blocked nor pending, in a process
+    /// without seccomp filters. 0: asked call by call.
+    pub batch_signals: u64,
+    /// Its /proc/PID/maps, read since the freeze (None: read it).
+    pub maps: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -197,10 +209,13 @@ pub(crate) fn shadow_stack_in(features: &str) -> bool {
 /// How to inject into the frozen process: safely when it has an
 /// rt_sigreturn sequence and every thread's stack has room for a frame.
 /// `shadow_stack`: whether it uses user shadow stacks, when known.
-fn injection(frozen: &Frozen, shadow_stack: Option<bool>) -> Result<Injection> {
+/// `maps`: its /proc/PID/maps, when read already (since the freeze).
+fn injection(frozen: &Frozen, shadow_stack: Option<bool>, maps: Option<&str>) -> Result<Injection> {
     let pid = frozen.pid;
-    let path = format!("/proc/{pid}/maps");
-    let text = crate::procfs::read_string(pid, &path)?;
+    let text = match maps {
+        Some(m) => m.to_string(),
+        None => crate::procfs::read_string(pid, &format!("/proc/{pid}/maps"))?,
+    };
     let maps = parse_maps(&text);
     let writable: Vec<(u64, u64)> = maps
         .iter()
@@ -243,7 +258,7 @@ pub(crate) fn leader_injector(frozen: &mut Frozen) -> Result<Injector> {
     if let Injection::Safe {
         sigreturn,
         writable,
-    } = injection(frozen, None)?
+    } = injection(frozen, None, None)?
     {
         let fits = |a: u64, b: u64| fits(&writable, a, b);
         if let Some(inj) = Injector::new_safe(pid, sigreturn, &fits).ctx(pid, what)? {
@@ -883,7 +898,7 @@ fn sig_timer_answers(
 /// pending again: the pending lists read afterwards contain them, and a
 /// process that goes on running receives them.
 pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
-    match injection(frozen, q.shadow_stack)? {
+    match injection(frozen, q.shadow_stack, q.maps.as_deref())? {
         Injection::Safe {
             sigreturn,
             writable,
@@ -1058,16 +1073,31 @@ fn query_with_scratch_page(
 /// injection, no signal to queue again, no fd owner to ask) run their
 /// calls in lockstep: each call is started in every one of them before
 /// the tracer waits for any, so that they run while it works (the calls
-/// of one process cost two stops each, see the module doc). The others
-/// are asked one after the other ([`query`]).
+/// of one process cost two stops each, see the module doc); those with
+/// a signal to end a batch ([`Queries::batch_signals`]) run them all in
+/// one go instead, in a page mapped by a call made in lockstep (and
+/// unmapped by the last call, on the way out). The others are asked one
+/// after the other ([`query`]).
 pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Result<RemoteInfo>> {
     let mut out: Vec<Option<Result<RemoteInfo>>> = (0..frozen.len()).map(|_| None).collect();
-    let mut group: Vec<(usize, Injector)> = Vec::new();
+    let mut started: Vec<(usize, Injector)> = Vec::new();
     for (i, f) in frozen.iter_mut().enumerate() {
         match lockstep_injector(f, &qs[i]) {
-            Ok(Some(inj)) => group.push((i, inj)),
+            Ok(Some(inj)) => started.push((i, inj)),
             Ok(None) => out[i] = Some(query(f, &qs[i])),
             Err(e) => out[i] = Some(Err(e)),
+        }
+    }
+    // Each thread started to its rt_sigreturn before any is waited for.
+    let mut group: Vec<(usize, Injector)> = Vec::new();
+    for (i, mut inj) in started {
+        match inj.started() {
+            Ok(()) => group.push((i, inj)),
+            Err(e) => {
+                let pid = frozen[i].pid;
+                let _ = inj.finish();
+                out[i] = Some(Err(e).ctx(pid, || "preparing system call injection".into()));
+            }
         }
     }
     let pids: Vec<Pid> = group.iter().map(|(i, _)| frozen[*i].pid).collect();
@@ -1080,7 +1110,8 @@ pub(crate) fn query_many(frozen: &mut [&mut Frozen], qs: &[Queries]) -> Vec<Resu
 }
 
 /// A safe injector for the one thread of `frozen`, when it may be asked
-/// in lockstep (see [`query_many`]); None: ask it with [`query`].
+/// in lockstep (see [`query_many`]), started (`Injector::new_safe_start`);
+/// None: ask it with [`query`].
 fn lockstep_injector(frozen: &mut Frozen, q: &Queries) -> Result<Option<Injector>> {
     let pid = frozen.pid;
     let simple = frozen.threads.len() == 1
@@ -1093,12 +1124,13 @@ fn lockstep_injector(frozen: &mut Frozen, q: &Queries) -> Result<Option<Injector
     let Injection::Safe {
         sigreturn,
         writable,
-    } = injection(frozen, q.shadow_stack)?
+    } = injection(frozen, q.shadow_stack, q.maps.as_deref())?
     else {
         return Ok(None);
     };
     let fits = |a: u64, b: u64| fits(&writable, a, b);
-    Injector::new_safe(pid, sigreturn, &fits).ctx(pid, || "preparing system call injection".into())
+    Injector::new_safe_start(pid, sigreturn, &fits)
+        .ctx(pid, || "preparing system call injection".into())
 }
 
 /// The process queries of the main threads of `group` (process `pids[k]`
@@ -1110,20 +1142,52 @@ fn lockstep(
     pids: &[Pid],
     qs: &[Queries],
 ) -> Vec<(usize, Result<RemoteInfo>)> {
+    // A page for each process whose queries can run in one go.
+    let (mapped, failed) = map_pages(group, pids, qs);
     let mut asked = Vec::new();
+    let mut paged: Vec<Option<(u64, i32)>> = Vec::new();
     for (k, (i, inj)) in group.iter_mut().enumerate() {
-        let scratch = inj.scratch().expect("a safe injector has scratch memory");
-        let r = Remote {
-            pid: pids[k],
-            inj,
-            scratch,
+        let stack = inj.scratch().expect("a safe injector has scratch memory");
+        let mut ask = |scratch: u64| {
+            let r = Remote {
+                pid: pids[k],
+                inj: &mut *inj,
+                scratch,
+            };
+            r.process_batch(&qs[*i])
         };
-        let (b, asks) = r.process_batch(&qs[*i]);
+        let mut route = mapped[k];
+        let (b, asks) = match route {
+            Some((page, _)) => {
+                let (b, asks) = ask(page);
+                if fits_page(&b) {
+                    (b, asks)
+                } else {
+                    route = None;
+                    ask(stack)
+                }
+            }
+            None => ask(stack),
+        };
+        paged.push(route);
         asked.push((b, Some(asks)));
     }
     let batches: Vec<&Batch> = asked.iter().map(|(b, _)| b).collect();
-    let answers = run_lockstep(group, pids, &batches);
-    let mut out = Vec::new();
+    let mut answers = run_batches(group, pids, &batches, &paged);
+    // Each page is unmapped on the thread's way out; not where a batch
+    // failed: its thread may not be back at the rt_sigreturn (the page
+    // stays, unused).
+    let unmap: Vec<Option<u64>> = mapped
+        .iter()
+        .zip(&answers)
+        .map(|(m, a)| m.filter(|_| a.is_ok()).map(|(page, _)| page))
+        .collect();
+    for (k, e) in failed.into_iter().enumerate() {
+        if let Some(e) = e {
+            answers[k] = Err(e);
+        }
+    }
+    let mut done = Vec::new();
     for ((k, (i, mut inj)), a) in group.drain(..).enumerate().zip(answers) {
         let pid = pids[k];
         let scratch = inj.scratch().expect("a safe injector has scratch memory");
@@ -1142,6 +1206,36 @@ fn lockstep(
             info.threads.insert(pid, t);
             Ok(info)
         });
+        // Every thread started on its way out before any is waited for
+        // (a failure here is finish's again), its page unmapped then.
+        let page = unmap[k].filter(|&page| {
+            inj.finish_start_calling(libc::SYS_munmap, &[page, SCRATCH_LEN])
+                .is_ok()
+        });
+        if page.is_none() {
+            let _ = inj.finish_start();
+        }
+        done.push((k, i, inj, res, page));
+    }
+    let mut out = Vec::new();
+    for (k, i, mut inj, res, page) in done {
+        let pid = pids[k];
+        let unmapped = inj
+            .finish_wait()
+            .ctx(pid, || format!("thread {pid}: unmapping its scratch page"))
+            .and_then(|r| match (page, r) {
+                (Some(_), Some(r)) if (-4095..0).contains(&r) => Err(Error::Sys {
+                    pid,
+                    what: "unmapping the page of its queries".into(),
+                    source: ckpt_sys::Error::Injected {
+                        name: "munmap".into(),
+                        tid: pid,
+                        source: std::io::Error::from_raw_os_error(-r as i32),
+                    },
+                }),
+                _ => Ok(()),
+            });
+        let res = res.and_then(|info| unmapped.map(|()| info));
         let count = inj.count();
         let r = match (res, inj.finish()) {
             (Ok(mut info), Ok(left)) => {
@@ -1156,6 +1250,140 @@ fn lockstep(
             (Ok(_), Err(e)) => Err(e).ctx(pid, || format!("thread {pid}: restoring its registers")),
         };
         out.push((i, r));
+    }
+    out
+}
+
+/// Map a page (rwx, private, anonymous) in each process of `group` whose
+/// queries may run in one go ([`Queries::batch_signals`], the signal not
+/// blocked by its thread), each mmap in all before any is waited for:
+/// (page, signal to end its batch) for each, None where not (or where the
+/// mmap failed); and the errors of the processes that failed.
+#[allow(clippy::type_complexity)]
+fn map_pages(
+    group: &mut [(usize, Injector)],
+    pids: &[Pid],
+    qs: &[Queries],
+) -> (Vec<Option<(u64, i32)>>, Vec<Option<Error>>) {
+    let signals: Vec<Option<i32>> = group
+        .iter()
+        .map(|(i, inj)| {
+            let free = qs[*i].batch_signals & !inj.saved_mask();
+            [libc::SIGURG, libc::SIGWINCH, libc::SIGCHLD]
+                .into_iter()
+                .find(|s| free & (1 << (s - 1)) != 0)
+        })
+        .collect();
+    let mut batches: Vec<Batch> = Vec::new();
+    for sig in &signals {
+        let mut b = Batch::default();
+        if sig.is_some() {
+            b.push(
+                "mmap",
+                libc::SYS_mmap,
+                [
+                    0,
+                    SCRATCH_LEN,
+                    (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            );
+        }
+        batches.push(b);
+    }
+    let refs: Vec<&Batch> = batches.iter().collect();
+    let mut failed = Vec::new();
+    let mut pages = Vec::new();
+    for (a, sig) in run_lockstep(group, pids, &refs).into_iter().zip(signals) {
+        let page = match (a, sig) {
+            (Ok(a), Some(sig)) => a
+                .results
+                .first()
+                .filter(|&&r| !(-4095..0).contains(&r))
+                .map(|&r| (r as u64, sig)),
+            (Ok(_), None) => None,
+            (Err(e), _) => {
+                failed.push(Some(e));
+                pages.push(None);
+                continue;
+            }
+        };
+        failed.push(None);
+        pages.push(page);
+    }
+    (pages, failed)
+}
+
+/// Whether batch `b` fits a page of [`map_pages`]: its code and table
+/// below [`OUT`], its answers above.
+fn fits_page(b: &Batch) -> bool {
+    b.out_len <= SCRATCH_LEN - OUT && ckpt_sys::inject::safe_batch_len(b.calls.len()) <= OUT
+}
+
+/// The calls of `batches[k]` in `group[k]`'s thread: in one go in the
+/// page `paged[k]` names (see [`Injector::safe_batch_start`]), else call
+/// by call ([`run_lockstep`]); each step in every thread before the next
+/// step in any.
+fn run_batches(
+    group: &mut [(usize, Injector)],
+    pids: &[Pid],
+    batches: &[&Batch],
+    paged: &[Option<(u64, i32)>],
+) -> Vec<Result<Answers>> {
+    let none = Batch::default();
+    let by_call: Vec<&Batch> = batches
+        .iter()
+        .zip(paged)
+        .map(|(b, p)| if p.is_some() { &none } else { *b })
+        .collect();
+    let mut out = run_lockstep(group, pids, &by_call);
+    let ctx = |k: usize, tid: Pid| {
+        move |e: ckpt_sys::Error| Error::Sys {
+            pid: pids[k],
+            what: format!("thread {tid}: querying it"),
+            source: e,
+        }
+    };
+    let mut started = vec![false; group.len()];
+    for (k, (_, inj)) in group.iter_mut().enumerate() {
+        let Some((page, sig)) = paged[k] else {
+            continue;
+        };
+        let calls: Vec<(i64, [u64; 6])> = batches[k].calls.iter().map(|c| (c.1, c.2)).collect();
+        let tid = inj.tid();
+        match inj.safe_batch_start(page, &calls, sig) {
+            Ok(()) => started[k] = true,
+            Err(e) => out[k] = Err(ctx(k, tid)(e)),
+        }
+    }
+    let mut back = vec![false; group.len()];
+    for (k, (_, inj)) in group.iter_mut().enumerate() {
+        let Some((page, _)) = paged[k].filter(|_| started[k]) else {
+            continue;
+        };
+        let tid = inj.tid();
+        let r = inj.safe_batch_result().and_then(|results| {
+            back[k] = true;
+            let out = inj
+                .mem()
+                .read_vec(page + OUT, batches[k].out_len as usize)?;
+            Ok(Answers {
+                results,
+                out,
+                names: batches[k].calls.iter().map(|c| c.0).collect(),
+            })
+        });
+        out[k] = r.map_err(ctx(k, tid));
+    }
+    for (k, (_, inj)) in group.iter_mut().enumerate() {
+        if back[k] {
+            let tid = inj.tid();
+            if let Err(e) = inj.safe_batch_end() {
+                out[k] = Err(ctx(k, tid)(e));
+            }
+        }
     }
     out
 }

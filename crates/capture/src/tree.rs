@@ -101,8 +101,9 @@ pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
         }
         return Ok(members);
     }
+    let me = freeze::Me::read(root)?;
     for m in members.iter().skip(1).filter(|m| m.zombie.is_none()) {
-        match check_target(m.pid) {
+        match freeze::check_target_as(m.pid, &me) {
             Err(Error::NoSuchProcess { .. }) | Err(Error::Zombie { .. }) => {}
             r => r?,
         }

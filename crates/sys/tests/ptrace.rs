@@ -378,3 +378,105 @@ fn safe_injection_survives_the_tracers_death() {
         child.kill();
     }
 }
+
+/// Map a page for a safe batch in the thread of `inj`.
+fn batch_page(inj: &mut Injector) -> u64 {
+    inj.syscall(
+        "mmap",
+        libc::SYS_mmap,
+        &[
+            0,
+            4096,
+            (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )
+    .unwrap()
+}
+
+/// A safe batch runs its calls in one go, gives their results, and puts
+/// everything back, as calls one by one do.
+#[test]
+fn safe_batch_runs_the_calls_and_puts_everything_back() {
+    let mut child = spawn_sleeper();
+    let pid = child.pid;
+    let before = syscall_and_state(pid);
+    ptrace::seize_and_stop(pid, ptrace::PTRACE_O_TRACESYSGOOD).unwrap();
+    let regs = ptrace::get_regs(pid).unwrap();
+    let mask = ptrace::get_sigmask(pid).unwrap();
+    let ip = sigreturn_ip(pid);
+    let mut inj = Injector::new_safe(pid, ip, &|_, _| true).unwrap().unwrap();
+    let page = batch_page(&mut inj);
+    let out = page + 2048;
+    let calls = [
+        (libc::SYS_getpid, [0; 6]),
+        (libc::SYS_sigaltstack, [0, out, 0, 0, 0, 0]),
+        (libc::SYS_close, [9999, 0, 0, 0, 0, 0]),
+    ];
+    assert!(inject::safe_batch_len(calls.len()) <= 2048);
+    inj.safe_batch_start(page, &calls, libc::SIGURG).unwrap();
+    let results = inj.safe_batch_result().unwrap();
+    inj.safe_batch_end().unwrap();
+    assert_eq!(results, vec![pid as i64, 0, -(libc::EBADF as i64)]);
+    // sigaltstack's answer: ss_flags SS_DISABLE (2).
+    let ss = inj.mem().read_vec(out, 24).unwrap();
+    assert_eq!(i32::from_ne_bytes(ss[8..12].try_into().unwrap()), 2);
+    inj.syscall("munmap", libc::SYS_munmap, &[page, 4096])
+        .unwrap();
+    assert!(inj.finish().unwrap().is_empty());
+    assert_eq!(ptrace::get_regs(pid).unwrap(), regs);
+    assert_eq!(ptrace::get_sigmask(pid).unwrap(), mask);
+    ptrace::detach(pid, 0).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let rest = |s: &str| s.split_once(' ').map(|x| x.1.to_string());
+    let after = syscall_and_state(pid);
+    assert_eq!((rest(&after.0), &after.1), (rest(&before.0), &before.1));
+    assert!(child.try_wait().is_none(), "the target died");
+    child.kill();
+}
+
+/// A tracer that dies while a safe batch runs: the thread ends the calls,
+/// drops the signal that was to stop it, and goes back to exactly where
+/// it was, running (the page stays mapped).
+#[test]
+fn safe_batch_survives_the_tracers_death() {
+    use ckpt_sys::clone::{fork_with_pid, Forked};
+    let mut child = spawn_sleeper();
+    let pid = child.pid;
+    let before = syscall_and_state(pid);
+    let ip = sigreturn_ip(pid);
+    match fork_with_pid(None).unwrap() {
+        Forked::Child => {
+            let ok = (|| {
+                ptrace::seize_and_stop(pid, ptrace::PTRACE_O_TRACESYSGOOD).ok()?;
+                let mut inj = Injector::new_safe(pid, ip, &|_, _| true).ok()??;
+                let page = batch_page(&mut inj);
+                let calls = [(libc::SYS_getpid, [0; 6]); 8];
+                inj.safe_batch_start(page, &calls, libc::SIGURG).ok()
+            })();
+            // Die while the batch runs (or just after).
+            ckpt_sys::proc::exit_now(if ok.is_some() { 0 } else { 1 });
+        }
+        Forked::Parent(tracer) => {
+            let st = ckpt_sys::proc::wait::wait_child_exit(tracer).unwrap();
+            assert_eq!(
+                st,
+                ckpt_sys::proc::wait::ExitKind::Exited(0),
+                "tracer failed"
+            );
+        }
+    }
+    let t = std::time::Instant::now();
+    let after = loop {
+        let now = syscall_and_state(pid);
+        if now == before || t.elapsed() > Duration::from_secs(2) {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(after, before);
+    assert!(child.try_wait().is_none(), "the target died");
+    child.kill();
+}

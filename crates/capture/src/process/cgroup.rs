@@ -62,7 +62,34 @@ fn v1_of(raw: &[u8]) -> Vec<CgroupPath> {
 
 /// Save the v1 membership of the process and its threads, the
 /// directories to make again and its cgroup namespace's root.
-pub(crate) fn save(pid: Pid, process: &mut Process, threads: &mut [Thread]) -> Result<()> {
+/// The dumper's own v1 cgroups and cgroup namespace, read once for a
+/// whole tree ([`save`] compares each process with them).
+pub(crate) struct Own {
+    v1: Vec<CgroupPath>,
+    /// The inode of our cgroup namespace (None: unreadable).
+    ns: Option<u64>,
+}
+
+impl Own {
+    /// Ours now (`pid`: the process dumped, for errors).
+    pub(crate) fn read(pid: Pid) -> Result<Own> {
+        let own =
+            std::fs::read("/proc/self/cgroup").ctx(pid, || "reading /proc/self/cgroup".into())?;
+        Ok(Own {
+            v1: v1_of(&own),
+            ns: std::fs::metadata("/proc/self/ns/cgroup")
+                .map(|m| m.ino())
+                .ok(),
+        })
+    }
+}
+
+pub(crate) fn save(
+    pid: Pid,
+    process: &mut Process,
+    threads: &mut [Thread],
+    own: &Own,
+) -> Result<()> {
     let raw = procfs::read(pid, &format!("/proc/{pid}/cgroup"))?;
     process.cgroups_v1 = v1_of(&raw);
     for t in threads.iter_mut().filter(|t| t.tid != pid) {
@@ -72,13 +99,11 @@ pub(crate) fn save(pid: Pid, process: &mut Process, threads: &mut [Thread]) -> R
             t.cgroups_v1 = mine;
         }
     }
-    let own = std::fs::read("/proc/self/cgroup").ctx(pid, || "reading /proc/self/cgroup".into())?;
-    let own = v1_of(&own);
     let mut wanted: Vec<&CgroupPath> = process
         .cgroups_v1
         .iter()
         .chain(threads.iter().flat_map(|t| t.cgroups_v1.iter()))
-        .filter(|c| !own.contains(c))
+        .filter(|c| !own.v1.contains(c))
         .collect();
     wanted.sort();
     wanted.dedup();
@@ -93,7 +118,7 @@ pub(crate) fn save(pid: Pid, process: &mut Process, threads: &mut [Thread]) -> R
         dirs_of(pid, c, &mounts, &mut dirs)?;
     }
     process.cgroup_dirs = dirs;
-    process.cgroup_ns_roots = ns_roots(pid, &raw)?;
+    process.cgroup_ns_roots = ns_roots(pid, &raw, own.ns)?;
     Ok(())
 }
 
@@ -214,11 +239,11 @@ fn files_of(dir: &Path, hierarchy: &str) -> Vec<CgroupFile> {
 
 /// In a cgroup namespace other than ours: the namespace's root in each
 /// hierarchy (its path from here, less what the process sees inside).
-fn ns_roots(pid: Pid, outside: &[u8]) -> Result<Vec<CgroupPath>> {
-    let ns = |p: &str| std::fs::metadata(p).map(|m| m.ino());
-    let theirs =
-        ns(&format!("/proc/{pid}/ns/cgroup")).ctx(pid, || "stat /proc/PID/ns/cgroup".into())?;
-    if ns("/proc/self/ns/cgroup").is_ok_and(|ours| ours == theirs) {
+fn ns_roots(pid: Pid, outside: &[u8], ours: Option<u64>) -> Result<Vec<CgroupPath>> {
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/cgroup"))
+        .map(|m| m.ino())
+        .ctx(pid, || "stat /proc/PID/ns/cgroup".into())?;
+    if ours == Some(theirs) {
         return Ok(Vec::new());
     }
     let inside = ckpt_sys::proc::cgroup_in_own_ns(pid).ctx(pid, || {

@@ -15,6 +15,25 @@ pub(crate) fn to_query(status: &Status) -> Result<u64> {
     Ok(caught | ignored | (1 << (libc::SIGCHLD - 1)))
 }
 
+/// The signals that may end a batch of injected calls
+/// (`remote::Queries::batch_signals`), from the process's status: SIGURG,
+/// SIGWINCH and SIGCHLD (ignored at their default action) when not caught,
+/// blocked or pending; none with a seccomp filter (it may refuse the calls
+/// that end the batch).
+pub(crate) fn batch_signals(status: &Status) -> Result<u64> {
+    if status.num::<u32>("Seccomp")? != 0 {
+        return Ok(0);
+    }
+    let busy = status.radix("SigCgt", 16)?
+        | status.radix("SigBlk", 16)?
+        | status.radix("SigPnd", 16)?
+        | status.radix("ShdPnd", 16)?;
+    let ignored_by_default = [libc::SIGURG, libc::SIGWINCH, libc::SIGCHLD]
+        .iter()
+        .fold(0u64, |m, &s| m | 1 << (s - 1));
+    Ok(ignored_by_default & !busy)
+}
+
 /// The signals pending for thread `tid` (`shared`: for the whole process).
 pub(crate) fn pending(pid: Pid, tid: Pid, shared: bool) -> Result<Vec<SigInfo>> {
     let what = || {

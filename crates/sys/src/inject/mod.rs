@@ -64,6 +64,34 @@ pub const BATCH_CODE: [u8; 60] = [
 /// Bytes of one entry of a batch table.
 pub const BATCH_ENTRY: usize = 64;
 
+/// Where the batch code loops back after each call: the instruction
+/// after its `syscall` (see [`BATCH_CODE`]).
+const BATCH_AFTER_SYSCALL: u64 = 38;
+/// Where [`BATCH_CODE`] ends (its `int3`).
+const BATCH_END: usize = 59;
+/// `mov $15, %eax; syscall`: rt_sigreturn.
+const SIGRETURN_TAIL: [u8; 7] = [0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
+/// Bytes of code (and the signal set) before the table of a safe batch.
+const SAFE_BATCH_CODE_ROOM: u64 = 128;
+/// Offset of the signal set a safe batch unblocks, in its code room.
+const SAFE_BATCH_SIGSET: usize = 120;
+/// Calls a safe batch adds to the caller's: tkill and rt_sigprocmask.
+const SAFE_BATCH_EXTRA: usize = 2;
+
+/// Bytes [`Injector::safe_batch_start`] needs at its address for `n`
+/// calls: the code, then the table.
+pub fn safe_batch_len(n: usize) -> u64 {
+    SAFE_BATCH_CODE_ROOM + BATCH_ENTRY as u64 * (n + SAFE_BATCH_EXTRA + 1) as u64
+}
+
+/// The code of a safe batch: [`BATCH_CODE`], ending in rt_sigreturn
+/// instead of `int3`.
+fn safe_batch_code() -> Vec<u8> {
+    let mut c = BATCH_CODE[..BATCH_END].to_vec();
+    c.extend_from_slice(&SIGRETURN_TAIL);
+    c
+}
+
 /// Bytes [`Injector::batch`] needs at its address for `n` calls: the code
 /// (padded to 64 bytes), then the table.
 pub fn batch_len(n: usize) -> u64 {
@@ -125,6 +153,13 @@ pub struct Injector {
     /// Signals that got dequeued for delivery while we were injecting
     /// (only unblockable ones can): raw siginfos, to be re-queued or saved.
     pub deferred: Vec<[u8; ptrace::SIGINFO_SIZE]>,
+    /// A safe batch started and not waited for yet: its address, number
+    /// of calls and signal (see [`Injector::safe_batch_start`]).
+    batch: Option<(u64, usize, i32)>,
+    /// [`Injector::finish_start`] started the thread to its exit stop.
+    finishing: bool,
+    /// [`Injector::finish_start_calling`] made a call on the way out.
+    last_call: bool,
 }
 
 impl Injector {
@@ -168,6 +203,9 @@ impl Injector {
             mode,
             at_entry: false,
             deferred: Vec::new(),
+            batch: None,
+            finishing: false,
+            last_call: false,
         })
     }
 
@@ -180,6 +218,27 @@ impl Injector {
     /// what it holds is put back at [`Injector::finish`]). `Ok(None)` when
     /// it does not fit: nothing was changed.
     pub fn new_safe(
+        tid: Pid,
+        sigreturn_ip: u64,
+        fits: &dyn Fn(u64, u64) -> bool,
+    ) -> Result<Option<Self>> {
+        let Some(mut inj) = Self::new_safe_start(tid, sigreturn_ip, fits)? else {
+            return Ok(None);
+        };
+        match inj.started() {
+            Ok(()) => Ok(Some(inj)),
+            Err(e) => {
+                let _ = inj.finish();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Injector::new_safe`] in two steps, so that a tracer can have
+    /// several threads get ready at once: this one starts the thread to
+    /// the rt_sigreturn; [`Injector::started`] waits for it there (after
+    /// its error, only [`Injector::finish`]).
+    pub fn new_safe_start(
         tid: Pid,
         sigreturn_ip: u64,
         fits: &dyn Fn(u64, u64) -> bool,
@@ -200,7 +259,7 @@ impl Injector {
             layout.scratch,
             &frame::build(&layout, &saved_regs, saved_mask, &xstate),
         )?;
-        let mut inj = Injector {
+        let inj = Injector {
             tid,
             ip: sigreturn_ip,
             saved_regs,
@@ -213,6 +272,9 @@ impl Injector {
             }),
             at_entry: false,
             deferred: Vec::new(),
+            batch: None,
+            finishing: false,
+            last_call: false,
         };
         // From here on, our death sends the thread through rt_sigreturn.
         let started = (|| {
@@ -223,7 +285,7 @@ impl Injector {
             r[reg::ORIG_RAX] = u64::MAX;
             ptrace::set_regs(tid, &r)?;
             // To the entry stop of the rt_sigreturn: each call replaces it.
-            inj.run_to_syscall_stop(-1)
+            ptrace::syscall_resume(tid)
         })();
         match started {
             Ok(()) => Ok(Some(inj)),
@@ -232,6 +294,11 @@ impl Injector {
                 Err(e)
             }
         }
+    }
+
+    /// See [`Injector::new_safe_start`].
+    pub fn started(&mut self) -> Result<()> {
+        self.wait_syscall_stop(-1)
     }
 
     pub fn tid(&self) -> Pid {
@@ -351,6 +418,159 @@ impl Injector {
         self.wait_syscall_stop(nr)?; // entry of the rt_sigreturn
         self.count += 1;
         Ok(())
+    }
+
+    /// Run `calls` (number, arguments) in one go through a safe injector
+    /// ([`Injector::new_safe`]) standing at its rt_sigreturn entry stop
+    /// (as after [`Injector::call_end`]), in three steps like a call (so
+    /// that a tracer can have batches run in several threads at once):
+    /// start it; [`Injector::safe_batch_result`] waits for its end and
+    /// starts the thread back to the rt_sigreturn;
+    /// [`Injector::safe_batch_end`] waits for it there.
+    ///
+    /// `at` is [`safe_batch_len`] bytes of memory the thread may execute
+    /// and write (mapped for the batch by the caller; the calls' output
+    /// places may be there too). The thread runs [`BATCH_CODE`] over the
+    /// table, with PTRACE_CONT: no stop per call. After the calls it sends
+    /// itself `sig` (tkill) and unblocks it (rt_sigprocmask), and stops on
+    /// its delivery. `sig` must be a signal the thread neither catches nor
+    /// blocks nor has pending, whose default action is to ignore it
+    /// (SIGURG, SIGWINCH, SIGCHLD), and the thread must have no seccomp
+    /// filter: should the tracer vanish at any instant, the thread ends
+    /// the calls, the signal is dropped at its delivery, and the code ends
+    /// in the rt_sigreturn of the frame, back where the thread was (the
+    /// memory at `at` stays the caller's mapping).
+    pub fn safe_batch_start(&mut self, at: u64, calls: &[(i64, [u64; 6])], sig: i32) -> Result<()> {
+        let Mode::Safe(s) = &self.mode else {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "a safe batch through an injector that is not safe".into(),
+            });
+        };
+        if !self.at_entry || self.batch.is_some() || !(1..=64).contains(&sig) {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "a safe batch started out of turn".into(),
+            });
+        }
+        let sp = s.layout.sigreturn_sp();
+        let mut buf = safe_batch_code();
+        buf.resize(SAFE_BATCH_CODE_ROOM as usize, 0xcc);
+        let set = 1u64 << (sig - 1);
+        buf[SAFE_BATCH_SIGSET..SAFE_BATCH_SIGSET + 8].copy_from_slice(&set.to_ne_bytes());
+        let sigset = at + SAFE_BATCH_SIGSET as u64;
+        let tail = [
+            (libc::SYS_tkill, [self.tid as u64, sig as u64, 0, 0, 0, 0]),
+            (
+                libc::SYS_rt_sigprocmask,
+                [libc::SIG_UNBLOCK as u64, sigset, 0, 8, 0, 0],
+            ),
+        ];
+        let table = calls.iter().chain(&tail).map(|&(nr, a)| (nr, a, false));
+        batch_table(table, &mut buf);
+        self.mem.write(at, &buf)?;
+        // At the rt_sigreturn's entry stop: skip it (orig_rax -1), and go
+        // on in the code, the stack pointer at the frame.
+        let mut r = self.saved_regs;
+        r[reg::RIP] = at;
+        r[reg::R15] = at + SAFE_BATCH_CODE_ROOM;
+        r[reg::RSP] = sp;
+        r[reg::ORIG_RAX] = u64::MAX;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::cont(self.tid, 0)?;
+        self.at_entry = false;
+        self.batch = Some((at, calls.len(), sig));
+        Ok(())
+    }
+
+    /// See [`Injector::safe_batch_start`]: the raw results of its calls
+    /// (negative errno on failure). A thread that faults in the batch is
+    /// left in that stop (only [`Injector::finish`] then).
+    pub fn safe_batch_result(&mut self) -> Result<Vec<i64>> {
+        let Some((at, n, sig)) = self.batch.take() else {
+            return Err(Error::Unexpected {
+                tid: self.tid,
+                what: "no safe batch to wait for".into(),
+            });
+        };
+        let end = at + BATCH_AFTER_SYSCALL;
+        self.wait_batch_signal(sig, end)?;
+        let table = self
+            .mem
+            .read_vec(at + SAFE_BATCH_CODE_ROOM, BATCH_ENTRY * n)?;
+        // Back to the rt_sigreturn's entry stop, every signal blocked
+        // again (the one of the batch was let through).
+        ptrace::set_sigmask(self.tid, !0u64)?;
+        let mut r = self.saved_regs;
+        if let Mode::Safe(s) = &self.mode {
+            r[reg::RSP] = s.layout.sigreturn_sp();
+        }
+        r[reg::RIP] = self.ip;
+        r[reg::ORIG_RAX] = u64::MAX;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::syscall_resume(self.tid)?;
+        self.count += n as u64;
+        Ok(table
+            .chunks_exact(BATCH_ENTRY)
+            .map(|e| i64::from_ne_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect())
+    }
+
+    /// See [`Injector::safe_batch_start`].
+    pub fn safe_batch_end(&mut self) -> Result<()> {
+        self.wait_syscall_stop(-1) // entry of the rt_sigreturn
+    }
+
+    /// Wait for the stop on the delivery of `sig` at `end` that ends a
+    /// safe batch; other signals are held back (kept in `deferred`).
+    fn wait_batch_signal(&mut self, sig: i32, end: u64) -> Result<()> {
+        for _ in 0..1000 {
+            match ptrace::wait(self.tid)? {
+                Stop::Signal(s) if s == sig => {
+                    let rip = ptrace::get_regs(self.tid)?[reg::RIP];
+                    if rip == end {
+                        return Ok(());
+                    }
+                    return Err(Error::Unexpected {
+                        tid: self.tid,
+                        what: format!(
+                            "injected system calls: signal {s} at {rip:#x}, not at {end:#x}"
+                        ),
+                    });
+                }
+                Stop::Signal(
+                    s
+                    @ (libc::SIGSEGV | libc::SIGBUS | libc::SIGILL | libc::SIGFPE | libc::SIGTRAP),
+                ) => {
+                    let rip = ptrace::get_regs(self.tid)?[reg::RIP];
+                    return Err(Error::Unexpected {
+                        tid: self.tid,
+                        what: format!("injected system calls: signal {s} at {rip:#x}"),
+                    });
+                }
+                Stop::Signal(_) => {
+                    self.deferred.push(ptrace::get_siginfo(self.tid)?);
+                    ptrace::cont(self.tid, 0)?;
+                }
+                Stop::Event { .. } => ptrace::cont(self.tid, 0)?,
+                Stop::Exited(c) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("exit status {c} during injected system calls"),
+                    })
+                }
+                Stop::Killed(s) => {
+                    return Err(Error::Gone {
+                        tid: self.tid,
+                        how: format!("killed by signal {s} during injected system calls"),
+                    })
+                }
+            }
+        }
+        Err(Error::Unexpected {
+            tid: self.tid,
+            what: "injected system calls: the thread keeps stopping".into(),
+        })
     }
 
     /// PTRACE_SYSCALL until the next system call stop. Signals dequeued on
@@ -577,6 +797,71 @@ impl Injector {
         Ok(r as u64)
     }
 
+    /// The first step of [`Injector::finish`], so that a tracer can have
+    /// several threads finish at once: a thread in a system call entry
+    /// stop is started to the exit stop, which `finish` waits for.
+    pub fn finish_start(&mut self) -> Result<()> {
+        if !self.at_entry || self.finishing {
+            return Ok(());
+        }
+        // Skip the call about to be made (the rt_sigreturn would lose
+        // the restart block of an interrupted call): our registers are
+        // only set at the exit stop. After new_safe, the thread still
+        // returns to the rt_sigreturn should we die before then.
+        let mut r = ptrace::get_regs(self.tid)?;
+        r[reg::ORIG_RAX] = u64::MAX;
+        if let Mode::Safe(s) = &self.mode {
+            r[reg::RIP] = self.ip;
+            r[reg::RSP] = s.layout.sigreturn_sp();
+        }
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::syscall_resume(self.tid)?;
+        self.finishing = true;
+        Ok(())
+    }
+
+    /// [`Injector::finish_start`] of a safe injector at its rt_sigreturn
+    /// entry stop, making the call `nr` (arguments `args`) on the way out
+    /// instead of skipping the rt_sigreturn: a last call that costs no
+    /// stop of its own. [`Injector::finish_wait`] tells its result.
+    pub fn finish_start_calling(&mut self, nr: i64, args: &[u64]) -> Result<()> {
+        let sp = match &self.mode {
+            Mode::Safe(s) if self.at_entry && !self.finishing && self.batch.is_none() => {
+                s.layout.sigreturn_sp()
+            }
+            _ => {
+                return Err(Error::Unexpected {
+                    tid: self.tid,
+                    what: "a last call made out of turn".into(),
+                })
+            }
+        };
+        let mut r = self.call_regs(nr, args);
+        r[reg::RSP] = sp;
+        r[reg::ORIG_RAX] = nr as u64;
+        ptrace::set_regs(self.tid, &r)?;
+        ptrace::syscall_resume(self.tid)?;
+        self.finishing = true;
+        self.last_call = true;
+        Ok(())
+    }
+
+    /// Wait for the exit stop [`Injector::finish_start`] (or
+    /// [`Injector::finish_start_calling`]) started the thread to: the raw
+    /// result of the last call, if one was made. Then [`Injector::finish`].
+    pub fn finish_wait(&mut self) -> Result<Option<i64>> {
+        if !self.finishing {
+            return Ok(None);
+        }
+        self.wait_syscall_stop(-1)?;
+        self.finishing = false;
+        if !std::mem::take(&mut self.last_call) {
+            return Ok(None);
+        }
+        self.count += 1;
+        Ok(Some(ptrace::get_regs(self.tid)?[reg::RAX] as i64))
+    }
+
     /// Put back the registers and signal mask the thread had at `new`
     /// (and, after [`Injector::new_safe`], the memory the frame took). The
     /// thread is left in a ptrace stop with its own registers: after
@@ -585,19 +870,11 @@ impl Injector {
     /// interrupted call included).
     pub fn finish(self) -> Result<Vec<[u8; ptrace::SIGINFO_SIZE]>> {
         let mut me = self;
-        if me.at_entry {
-            // Skip the call about to be made (the rt_sigreturn would lose
-            // the restart block of an interrupted call): our registers are
-            // only set at the exit stop. After new_safe, the thread still
-            // returns to the rt_sigreturn should we die before then.
-            let mut r = ptrace::get_regs(me.tid)?;
-            r[reg::ORIG_RAX] = u64::MAX;
-            if let Mode::Safe(s) = &me.mode {
-                r[reg::RIP] = me.ip;
-                r[reg::RSP] = s.layout.sigreturn_sp();
-            }
-            ptrace::set_regs(me.tid, &r)?;
-            me.run_to_syscall_stop(-1)?;
+        if !me.finishing {
+            me.finish_start()?;
+        }
+        if me.finishing {
+            me.wait_syscall_stop(-1)?;
         }
         ptrace::set_regs(me.tid, &me.saved_regs)?;
         ptrace::set_sigmask(me.tid, me.saved_mask)?;

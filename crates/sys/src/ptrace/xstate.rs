@@ -9,7 +9,22 @@ const NT_X86_XSTATE: usize = 0x202;
 
 /// The XSAVE area (NT_X86_XSTATE).
 pub fn get_xstate(tid: Pid) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 64 * 1024];
+    // The size CPUID tells, with room to spare (so that a full buffer
+    // means a cut answer: then asked again with the most there can be).
+    let len = (xsave_info().1 as usize + 64).clamp(1024, MAX_XSTATE);
+    let x = get_xstate_max(tid, len)?;
+    if x.len() < len || len == MAX_XSTATE {
+        return Ok(x);
+    }
+    get_xstate_max(tid, MAX_XSTATE)
+}
+
+/// The largest XSAVE area asked for.
+const MAX_XSTATE: usize = 64 * 1024;
+
+/// NT_X86_XSTATE into a buffer of `len` bytes (the answer is cut there).
+fn get_xstate_max(tid: Pid, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -56,6 +71,13 @@ pub fn set_xstate(tid: Pid, xstate: &[u8]) -> Result<()> {
 /// The size of the XSAVE area for the features enabled by the OS, and XCR0
 /// itself, from CPUID leaf 0xD (x86_64): (XCR0, size).
 pub fn xsave_info() -> (u64, u32) {
+    // CPUID traps to the hypervisor in a virtual machine (microseconds
+    // each), and the answer does not change while we run: asked once.
+    static INFO: std::sync::OnceLock<(u64, u32)> = std::sync::OnceLock::new();
+    *INFO.get_or_init(read_xsave_info)
+}
+
+fn read_xsave_info() -> (u64, u32) {
     #[cfg(target_arch = "x86_64")]
     {
         // CPUID leaf 0xD, sub-leaf 0: EBX = XSAVE area size for the
