@@ -805,6 +805,7 @@ fn bpf_maps_keep_their_entries_and_frozen_state() {
         "{}",
         tail(&out)
     );
+}
 
 /// An AIO context (zdtm aio00, aio01): its ring comes back at its address
 /// with its head, its tail (here behind the head: the events wrap round the
