@@ -795,6 +795,12 @@ fn signals_to_the_dumps_process_group_cancel_it_cleanly() {
                     assert!(err.contains("cancelled"), "{what}: {err}");
                     cancelled += 1;
                 }
+                // A signal that comes before ckpt has started handling
+                // them (in the first milliseconds: exec, loading) ends it
+                // the default way, before it touched anything.
+                None if st.signal() == Some(sig) && delay < Duration::from_millis(20) => {
+                    assert!(!image.exists(), "{what}: killed, yet an image exists");
+                }
                 _ => panic!(
                     "{what}: ckpt ended with {st:?} (signal {:?}): {err}",
                     st.signal()
