@@ -201,7 +201,8 @@ fn restore_steps<R: ReadAt + Sync>(
     let ipc = sysv::restore(reader)?;
     cgroup::prepare(reader.image(), &planned.tree, opts)?;
     let step = Step::begin("premap");
-    let premapped = premap(reader, &planned)?;
+    // Its frames decoded and cached for the builders, out of the forks.
+    let premapped = ckpt_sys::heap::fork_private(|| premap(reader, &planned))?;
     step.done();
     let mut stubs = stubs_step(reader, &planned, switch.as_ref(), opts, cancel)?;
     // The stubs hold the premapped memory now (the restorer's copy goes).
@@ -372,31 +373,10 @@ fn plan<R: ReadAt>(
         .enumerate()
         .map(|(j, &(_, id))| (id, fdplan.stage + place::CTL_KEEP + j as i32))
         .collect();
-    let mut mems = Vec::with_capacity(tree.nodes.len());
-    let mut runs = Vec::with_capacity(tree.nodes.len());
-    let mut errors = Vec::new();
-    for n in &tree.nodes {
-        if n.zombie.is_some() {
-            mems.push(None);
-            runs.push(None);
-            continue;
-        }
-        // An incremental image: the runs resolved through its parents.
-        let p = &image.processes[n.image];
-        let r = chain::Runs::of(reader, p)?;
-        let resolved = (!r.single()).then(|| r.process(p));
-        let m = plan_memory_shared(image, resolved.as_ref().unwrap_or(p), page, &shared);
-        errors.extend(m.errors.iter().cloned());
-        mems.push(Some(m));
-        runs.push(Some((r, resolved)));
-    }
-    if !errors.is_empty() {
-        return Err(Error::Check(Report {
-            errors,
-            warnings: Vec::new(),
-        }));
-    }
-    let cow = plan_shared_pages(&tree, &mut mems, &runs, own_rights);
+    // The memory plans are the builders' alone: left out of the stubs'
+    // forks (ckpt_sys::heap), as the decoded image is.
+    let (mems, runs, cow) =
+        ckpt_sys::heap::fork_private(|| plan_memories(reader, &tree, page, &shared, own_rights))?;
     // The last process built of each fd table closes the kept fds.
     let mut closes_keep = vec![false; tree.nodes.len()];
     let mut last: BTreeMap<usize, usize> = BTreeMap::new();
@@ -422,6 +402,49 @@ fn plan<R: ReadAt>(
         closes_keep,
         cow,
     })
+}
+
+/// Each live process's memory plan and runs (None for zombies), and the
+/// pages shared copy-on-write between them (see [`plan`]).
+#[allow(clippy::type_complexity)]
+fn plan_memories<R: ReadAt>(
+    reader: &ImageReader<R>,
+    tree: &TreePlan,
+    page: u64,
+    shared: &BTreeMap<u64, i32>,
+    own_rights: bool,
+) -> Result<(
+    Vec<Option<MemPlan>>,
+    Vec<Option<(chain::Runs, Option<Process>)>>,
+    cow::CowPlan,
+)> {
+    let image = reader.image();
+    let mut mems = Vec::with_capacity(tree.nodes.len());
+    let mut runs = Vec::with_capacity(tree.nodes.len());
+    let mut errors = Vec::new();
+    for n in &tree.nodes {
+        if n.zombie.is_some() {
+            mems.push(None);
+            runs.push(None);
+            continue;
+        }
+        // An incremental image: the runs resolved through its parents.
+        let p = &image.processes[n.image];
+        let r = chain::Runs::of(reader, p)?;
+        let resolved = (!r.single()).then(|| r.process(p));
+        let m = plan_memory_shared(image, resolved.as_ref().unwrap_or(p), page, shared);
+        errors.extend(m.errors.iter().cloned());
+        mems.push(Some(m));
+        runs.push(Some((r, resolved)));
+    }
+    if !errors.is_empty() {
+        return Err(Error::Check(Report {
+            errors,
+            warnings: Vec::new(),
+        }));
+    }
+    let cow = plan_shared_pages(tree, &mut mems, &runs, own_rights);
+    Ok((mems, runs, cow))
 }
 
 /// Pages still shared copy-on-write between parents and children
@@ -492,6 +515,10 @@ fn stubs_step<R: ReadAt>(
     // The stubs never read the image's raw metadata (the largest
     // allocation): left out of their forks.
     let no_fork = mm::exclude_from_forks(reader.metadata_bytes());
+    tracing::debug!(
+        bytes = ckpt_sys::heap::fork_private_bytes(),
+        "memory left out of the stubs' forks"
+    );
     let stubs = spawn_stubs(reader.image(), planned, switch, opts, cancel);
     drop(no_fork);
     let stubs = stubs?;

@@ -49,6 +49,7 @@ pub mod creds;
 pub mod daemon;
 pub mod fds;
 pub mod fs;
+pub mod heap;
 pub mod inject;
 pub mod ipc;
 pub mod kcmp;

@@ -45,7 +45,9 @@ pub fn exclude_from_forks(data: &[u8]) -> Option<NoFork> {
     let ptr = data.as_ptr() as u64;
     // glibc puts a large allocation 16 bytes into a fresh mapping, after
     // the chunk header (previous size, then size | IS_MMAPPED).
+    // Already out of forks (crate::heap): nothing to do.
     if !cfg!(target_env = "gnu")
+        || crate::heap::is_fork_private(data.as_ptr())
         || data.len() < (1 << 20)
         || !ptr.wrapping_sub(16).is_multiple_of(page)
     {

@@ -81,7 +81,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     let cancel = Cancel::new();
     let canceller = Canceller::start(cancel.clone());
-    let reader = ckpt_image::ImageReader::open(&a.image)
+    // The decoded image is left out of the stubs' forks (they never read
+    // it): each stub then neither copies nor unmaps it.
+    let reader = ckpt_sys::heap::fork_private(|| ckpt_image::ImageReader::open(&a.image))
         .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
