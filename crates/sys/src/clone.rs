@@ -83,7 +83,10 @@ pub fn fork_with(pid: Option<Pid>, share: u64) -> Result<Forked> {
             tid: pid.unwrap_or(0),
             source: std::io::Error::last_os_error(),
         }),
-        0 => Ok(Forked::Child),
+        0 => {
+            crate::heap::forked_child();
+            Ok(Forked::Child)
+        }
         child => Ok(Forked::Parent(child as Pid)),
     }
 }

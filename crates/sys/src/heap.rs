@@ -19,7 +19,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Address space reserved for the region (MAP_NORESERVE: only what is
 /// used counts).
@@ -32,6 +32,10 @@ const MIN_ALIGN: usize = 16;
 /// could not be made).
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// This process is a fork of the one that made the region, which it does
+/// not have: nothing more is allocated there (blocks inherited from
+/// before the fork are still recognised, and never touched).
+static LOST: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// This thread is inside [`fork_private`].
@@ -60,7 +64,7 @@ fn private() -> bool {
 /// `layout` from the region, or None when it is full or not made.
 fn bump(layout: Layout) -> Option<*mut u8> {
     let base = BASE.load(Ordering::Acquire);
-    if base <= 1 {
+    if base <= 1 || LOST.load(Ordering::Relaxed) {
         return None;
     }
     let end = base + REGION_LEN;
@@ -83,6 +87,9 @@ fn bump(layout: Layout) -> Option<*mut u8> {
 /// Grow or shrink the region's last allocation `p` (of `old` bytes) in
 /// place to `new` bytes: true when done.
 fn resize_last(p: *mut u8, old: usize, new: usize) -> bool {
+    if LOST.load(Ordering::Relaxed) {
+        return false;
+    }
     let base = BASE.load(Ordering::Acquire);
     let a = p as usize;
     let Some(stop) = a.checked_add(new.max(1)) else {
@@ -95,9 +102,15 @@ fn resize_last(p: *mut u8, old: usize, new: usize) -> bool {
         .is_ok()
 }
 
+/// Called in the child of a fork (crate::clone does): the region is not
+/// mapped here. Async-signal-safe.
+pub fn forked_child() {
+    LOST.store(true, Ordering::Relaxed);
+}
+
 /// Make the region (once): reserved, private, left out of forks.
 fn make_region() {
-    if BASE.load(Ordering::Acquire) != 0 {
+    if BASE.load(Ordering::Acquire) != 0 || LOST.load(Ordering::Relaxed) {
         return;
     }
     // SAFETY: a fresh anonymous mapping at an address the kernel picks;
@@ -138,8 +151,9 @@ fn make_region() {
 }
 
 /// Run `f` with this thread's allocations in the region left out of forks
-/// (when [`Allocator`] is the global allocator; otherwise it only runs
-/// `f`). Whatever it allocates must never be touched by a forked child.
+/// (when [`Allocator`] is the global allocator, and this process is no
+/// fork of the one that made the region; otherwise it only runs `f`).
+/// Whatever it allocates must never be touched by a forked child.
 pub fn fork_private<T>(f: impl FnOnce() -> T) -> T {
     make_region();
     let was = PRIVATE.with(|c| c.replace(true));

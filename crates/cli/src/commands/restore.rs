@@ -82,9 +82,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let cancel = Cancel::new();
     let canceller = Canceller::start(cancel.clone());
     // The decoded image is left out of the stubs' forks (they never read
-    // it): each stub then neither copies nor unmaps it.
-    let reader = ckpt_sys::heap::fork_private(|| ckpt_image::ImageReader::open(&a.image))
-        .with_context(|| format!("cannot read image {}", a.image.display()))?;
+    // it): each stub then neither copies nor unmaps it. Not for --lazy: a
+    // detached lazy restore's server is a fork that reads it.
+    let open = || ckpt_image::ImageReader::open(&a.image);
+    let reader = if a.lazy {
+        open()
+    } else {
+        ckpt_sys::heap::fork_private(open)
+    }
+    .with_context(|| format!("cannot read image {}", a.image.display()))?;
     let mut opts = ckpt_restore::RestoreOptions {
         new_pid: a.new_pid,
         force_files: a.force_files,
