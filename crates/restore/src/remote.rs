@@ -97,6 +97,14 @@ impl Remote {
         self.write(addr, &v)
     }
 
+    /// openat(AT_FDCWD, path, flags) in the thread, `path` written at
+    /// `addr` first; the new fd. A failure names the thread and `name`.
+    pub fn open(&mut self, name: &str, addr: u64, path: &[u8], flags: i32) -> Result<u64> {
+        self.write_cstr(addr, path)?;
+        let args = [libc::AT_FDCWD as u64, addr, flags as u64, 0];
+        self.call(name, libc::SYS_openat, &args)
+    }
+
     /// Number of system calls injected through this thread.
     pub fn count(&self) -> u64 {
         self.inj.count()

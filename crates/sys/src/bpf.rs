@@ -130,6 +130,8 @@ pub const READABLE_TYPES: [u32; 3] = [MAP_TYPE_HASH, MAP_TYPE_ARRAY, MAP_TYPE_LR
 pub const MAP_TYPE_HASH: u32 = 1;
 pub const MAP_TYPE_ARRAY: u32 = 2;
 pub const MAP_TYPE_LRU_HASH: u32 = 9;
+/// Map flag BPF_F_RDONLY: system calls cannot change the entries.
+pub const F_RDONLY: u32 = 1 << 3;
 
 /// Every entry of the map `fd`, as (keys, values) laid end to end, in the
 /// map's iteration order. Entries deleted while iterating are skipped.

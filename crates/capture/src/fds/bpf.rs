@@ -74,12 +74,11 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         bpf::map_entries(fd.as_fd()).map_err(fd_sys(f.fd, "reading the BPF map's entries"))?;
     // Made read-only for system calls, it cannot be filled again (an array
     // of zeros is what a new one holds anyway).
-    const BPF_F_RDONLY: u32 = 1 << 3;
     let empty = match info.map_type {
         bpf::MAP_TYPE_ARRAY => values.iter().all(|&b| b == 0),
         _ => keys.is_empty(),
     };
-    if info.map_flags & BPF_F_RDONLY != 0 && !empty {
+    if info.map_flags & bpf::F_RDONLY != 0 && !empty {
         return Err(what(
             "it was created read-only for system calls (BPF_F_RDONLY), so its entries could not be written again".into(),
         ));

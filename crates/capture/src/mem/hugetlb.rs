@@ -16,14 +16,7 @@ use std::os::unix::fs::FileExt;
 /// Without access to the object, the whole area is read, pages that
 /// cannot be left out.
 pub(super) fn shared_ranges(pid: Pid, idx: usize, e: &MapEntry, huge: u64, out: &mut Vec<Range>) {
-    let whole = Range {
-        start: e.start,
-        end: e.end,
-        may_skip: true,
-        zero: false,
-        parent: 0,
-        vma: idx,
-    };
+    let whole = Range::whole(e, idx, true);
     let Ok(f) = File::open(map_files_path(pid, e)) else {
         out.push(whole);
         return;

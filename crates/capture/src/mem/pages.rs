@@ -45,6 +45,20 @@ pub(crate) struct Range {
     pub vma: usize,
 }
 
+impl Range {
+    /// All of area `e` (vma `idx`), read as it is.
+    pub(crate) fn whole(e: &MapEntry, idx: usize, may_skip: bool) -> Range {
+        Range {
+            start: e.start,
+            end: e.end,
+            may_skip,
+            zero: false,
+            parent: 0,
+            vma: idx,
+        }
+    }
+}
+
 /// The parent of the process being saved, saved before it: its pages that
 /// the child still shares copy-on-write are not saved again.
 pub(crate) struct Cow<'a> {
@@ -99,21 +113,11 @@ pub(crate) fn plan(
     };
     let mut out: Vec<Range> = Vec::new();
     for (idx, (e, pol)) in areas.iter().enumerate() {
-        let whole = Range {
-            start: e.start,
-            end: e.end,
-            may_skip: false,
-            zero: false,
-            parent: 0,
-            vma: idx,
-        };
+        let whole = Range::whole(e, idx, false);
         let want: fn(u64) -> bool = match pol {
             Policy::Nothing => continue,
             Policy::Whole => {
-                out.push(Range {
-                    may_skip: true,
-                    ..whole
-                });
+                out.push(Range::whole(e, idx, true));
                 continue;
             }
             Policy::Shmem => {

@@ -12,14 +12,7 @@ use std::fs::File;
 /// holes are zeros. Without access to the object, the whole range is read.
 pub(super) fn shmem_ranges(pid: Pid, idx: usize, e: &MapEntry, page: u64, out: &mut Vec<Range>) {
     use std::os::fd::AsFd;
-    let whole = Range {
-        start: e.start,
-        end: e.end,
-        may_skip: true,
-        zero: false,
-        parent: 0,
-        vma: idx,
-    };
+    let whole = Range::whole(e, idx, true);
     let Ok(f) = File::open(map_files_path(pid, e)) else {
         out.push(whole);
         return;

@@ -4,12 +4,10 @@
 
 use super::sockets::Prebuilt;
 use super::Builder;
-use ckpt_image::BpfMap;
+use crate::Report;
+use ckpt_image::{BpfMap, Credentials};
 use ckpt_sys::bpf::{self, MapDef};
 use std::os::fd::{AsFd, OwnedFd};
-
-/// BPF_F_RDONLY: system calls cannot change the entries.
-const BPF_F_RDONLY: u32 = 1 << 3;
 
 /// One map for the restorer to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,12 +68,25 @@ pub(super) fn plan(b: &mut Builder, g: usize, m: &BpfMap) {
     );
 }
 
+/// Whether the saved user could have made the map: CAP_BPF or
+/// CAP_SYS_ADMIN, when the restore is for another user.
+pub(super) fn check(what: &str, c: &Credentials, other_user: bool, r: &mut Report) {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    if other_user && c.cap_effective & (1 << CAP_BPF | 1 << CAP_SYS_ADMIN) == 0 {
+        r.errors.push(format!(
+            "{what}: a BPF map needs CAP_BPF or CAP_SYS_ADMIN, which uid {} did not have",
+            c.euid
+        ));
+    }
+}
+
 /// Make the map and fill it. A map made read-only for system calls holds
 /// nothing written by them (the dump refused one with entries), so it is
 /// left as made.
 pub(super) fn make(s: &BpfSpec) -> Result<OwnedFd, String> {
     let fd = bpf::map_create(&s.def).map_err(|e| e.to_string())?;
-    if s.def.map_flags & BPF_F_RDONLY == 0 {
+    if s.def.map_flags & bpf::F_RDONLY == 0 {
         bpf::map_fill(fd.as_fd(), &s.def, &s.keys, &s.values)
             .map_err(|e| format!("writing its entries back: {e}"))?;
     }

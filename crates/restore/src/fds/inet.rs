@@ -450,16 +450,7 @@ pub(crate) fn check(what: &str, p: &Prebuilt, c: &Credentials, other_user: bool,
             check_opts(what, &s.opts, caps, other_user, r);
             need(CAP_NET_RAW, "a packet socket", r);
         }
-        Prebuilt::BpfMap(_) => {
-            const CAP_SYS_ADMIN: u32 = 21;
-            const CAP_BPF: u32 = 39;
-            if other_user && caps & (1 << CAP_BPF | 1 << CAP_SYS_ADMIN) == 0 {
-                r.errors.push(format!(
-                    "{what}: a BPF map needs CAP_BPF or CAP_SYS_ADMIN, which uid {} did not have",
-                    c.euid
-                ));
-            }
-        }
+        Prebuilt::BpfMap(_) => super::bpf::check(what, c, other_user, r),
     }
 }
 

@@ -431,12 +431,7 @@ pub(crate) fn late_proc_open(
     let mut path = format!("/proc/{pid}").into_bytes();
     path.extend_from_slice(rest);
     let shown = String::from_utf8_lossy(&path).into_owned();
-    main.write_cstr(scratch, &path)?;
-    let fd = main.call(
-        &format!("{what}: open of {shown}"),
-        libc::SYS_openat,
-        &[libc::AT_FDCWD as u64, scratch, flags as u64, 0],
-    )?;
+    let fd = main.open(&format!("{what}: open of {shown}"), scratch, &path, flags)?;
     if pos > 0 {
         main.call(
             &format!("{what}: lseek of {shown} to {pos}"),

@@ -84,17 +84,11 @@ fn fill(main: &mut Remote, s: &MapStep, ring: AioRing, ctx: u64, scratch: u64) -
 /// when the saved tail is behind the head, so that the kernel counts the
 /// events as the saved context did), then set the saved head.
 fn advance(main: &mut Remote, s: &MapStep, ring: AioRing, ctx: u64, scratch: u64) -> Result<()> {
-    let null = scratch + 64;
-    main.write_cstr(null, b"/dev/null")?;
-    let fd = main.call(
+    let fd = main.open(
         &format!("open of /dev/null to move the tail of {}", s.what),
-        libc::SYS_openat,
-        &[
-            libc::AT_FDCWD as i64 as u64,
-            null,
-            (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
-            0,
-        ],
+        scratch + 64,
+        b"/dev/null",
+        libc::O_WRONLY | libc::O_CLOEXEC,
     )?;
     let done = submit_all(main, s, ring, (ctx, fd), scratch);
     let _ = main.raw("close", libc::SYS_close, &[fd]);

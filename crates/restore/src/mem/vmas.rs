@@ -547,12 +547,17 @@ fn shm_backing(
             return (None, PageRule::DataOnly);
         }
     };
-    let rule = if v.shared {
+    (Some(backing), shm_rule(v))
+}
+
+/// The pages written over a mapping of shared memory: all of them for a
+/// private mapping (its copy-on-write view), else only the object's data.
+fn shm_rule(v: &Vma) -> PageRule {
+    if v.shared {
         PageRule::DataOnly
     } else {
         PageRule::All
-    };
-    (Some(backing), rule)
+    }
 }
 
 /// hugetlb shared memory: anonymous (always an object the stubs keep:
@@ -582,12 +587,7 @@ fn huge_shm_backing(
         flags: libc::O_RDWR,
         offset: sm.offset,
     };
-    let rule = if v.shared {
-        PageRule::DataOnly
-    } else {
-        PageRule::All
-    };
-    (Some(backing), rule)
+    (Some(backing), shm_rule(v))
 }
 
 /// A SysV segment: the image must hold it (its contents, its id).
@@ -1134,16 +1134,11 @@ fn map_private_of(
     // Its fd is needed now: what came before (the object's mmap) first.
     b.flush(main)?;
     let path = format!("/proc/self/map_files/{tmp:x}-{:x}", tmp + size);
-    main.write_cstr(scratch, path.as_bytes())?;
-    let fd = main.call(
+    let fd = main.open(
         &format!("open of shared memory {path} for {}", s.what),
-        libc::SYS_openat,
-        &[
-            libc::AT_FDCWD as i64 as u64,
-            scratch,
-            (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-            0,
-        ],
+        scratch,
+        path.as_bytes(),
+        libc::O_RDONLY | libc::O_CLOEXEC,
     )?;
     b.push(
         main,

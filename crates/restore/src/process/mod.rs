@@ -129,18 +129,14 @@ fn open_exe_and_chdir(
     }
     creds::with_rights(main, as_saved, scratch, |main| {
         if open_exe {
-            main.write_cstr(scratch, &p.exe.path)?;
-            exe_fd = main.call(
+            exe_fd = main.open(
                 &format!(
                     "open of the executable {}",
                     String::from_utf8_lossy(&p.exe.path)
                 ),
-                libc::SYS_openat,
-                &[
-                    libc::AT_FDCWD as u64,
-                    scratch,
-                    (libc::O_RDONLY | libc::O_CLOEXEC) as u64,
-                ],
+                scratch,
+                &p.exe.path,
+                libc::O_RDONLY | libc::O_CLOEXEC,
             )?;
         }
         if let Some(fd) = held {
@@ -295,15 +291,11 @@ fn set_login_uid(main: &mut Remote, p: &Process, scratch: u64) -> Result<()> {
         return Ok(());
     }
     let what = format!("setting the login uid {}", p.login_uid as i32);
-    main.write_cstr(scratch, b"/proc/self/loginuid")?;
-    let fd = main.call(
+    let fd = main.open(
         &what,
-        libc::SYS_openat,
-        &[
-            libc::AT_FDCWD as u64,
-            scratch,
-            (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
-        ],
+        scratch,
+        b"/proc/self/loginuid",
+        libc::O_WRONLY | libc::O_CLOEXEC,
     )?;
     let text = (p.login_uid as i32).to_string();
     main.write(scratch, text.as_bytes())?;
