@@ -12,6 +12,7 @@ pub(crate) mod aio;
 pub(crate) mod chain;
 pub(crate) mod cow;
 pub(crate) mod hugefill;
+pub(crate) mod hugetlb;
 pub(crate) mod layout;
 pub(crate) mod lazy;
 pub(crate) mod pages;

@@ -163,10 +163,10 @@ fn vma_what(v: &Vma) -> String {
 /// fds of the process that hold a file the mappings may need: a deleted
 /// file with saved contents by (dev, inode), a memfd by id; and the fds
 /// the stubs keep for memory objects several processes map, by id.
-struct HeldFiles<'a> {
+pub(super) struct HeldFiles<'a> {
     deleted: BTreeMap<(u64, u64), i32>,
-    memfds: BTreeMap<u64, i32>,
-    shared: &'a BTreeMap<u64, i32>,
+    pub(super) memfds: BTreeMap<u64, i32>,
+    pub(super) shared: &'a BTreeMap<u64, i32>,
 }
 
 impl<'a> HeldFiles<'a> {
@@ -194,7 +194,7 @@ impl<'a> HeldFiles<'a> {
 }
 
 /// `/proc/self/fd/N`: a file the process itself holds at fd N.
-fn own_fd_path(fd: i32) -> CString {
+pub(super) fn own_fd_path(fd: i32) -> CString {
     CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL")
 }
 
@@ -477,7 +477,7 @@ fn shm_backing(
     // over it are written on top.)
     let kept = held.shared.get(&sm.id).copied();
     if v.huge_page_size != 0 {
-        return huge_shm_backing(v, sm, what, held, plan);
+        return super::hugetlb::shared_backing(v, sm, what, held, plan);
     }
     let backing = match sm.kind {
         ShmKind::AnonymousShared => match kept {
@@ -552,42 +552,12 @@ fn shm_backing(
 
 /// The pages written over a mapping of shared memory: all of them for a
 /// private mapping (its copy-on-write view), else only the object's data.
-fn shm_rule(v: &Vma) -> PageRule {
+pub(super) fn shm_rule(v: &Vma) -> PageRule {
     if v.shared {
         PageRule::DataOnly
     } else {
         PageRule::All
     }
-}
-
-/// hugetlb shared memory: anonymous (always an object the stubs keep:
-/// mem/mod.rs) or a memfd an fd of the process holds, mapped through its
-/// fd (which is of hugetlbfs: the mapping is hugetlb memory again).
-fn huge_shm_backing(
-    v: &Vma,
-    sm: &SharedMemory,
-    what: &str,
-    held: &HeldFiles,
-    plan: &mut MemPlan,
-) -> (Option<Backing>, PageRule) {
-    let fd = match sm.kind {
-        ShmKind::AnonymousShared => held.shared.get(&sm.id).copied(),
-        ShmKind::Memfd => held.memfds.get(&sm.id).copied(),
-        _ => None,
-    };
-    let Some(fd) = fd else {
-        plan.errors.push(format!(
-            "{what}: hugetlb memory ({:?}) that no fd of the restore holds cannot be made again",
-            sm.kind
-        ));
-        return (None, PageRule::DataOnly);
-    };
-    let backing = Backing::File {
-        path: own_fd_path(fd),
-        flags: libc::O_RDWR,
-        offset: sm.offset,
-    };
-    (Some(backing), shm_rule(v))
 }
 
 /// A SysV segment: the image must hold it (its contents, its id).
