@@ -351,6 +351,14 @@ fn postgres_rows_survive_and_more_go_in() {
     assert!(sql("insert into t values (101)").status.success());
     let n = sql("select count(*) from t");
     assert_eq!(String::from_utf8_lossy(&n.stdout).trim(), "101");
+    // A fast shutdown, which removes the interlock segment: killed, the
+    // postmaster would leave it behind, naming a pid the kernel gives to
+    // another test's process later.
+    ckpt_sys::proc::kill(p.pid, libc::SIGINT).unwrap();
+    wait_for("postgres to shut down", Duration::from_secs(30), || {
+        std::fs::read_to_string(format!("/proc/{}/stat", p.pid))
+            .map_or(true, |s| s.contains(") Z "))
+    });
     drop(tree);
 }
 

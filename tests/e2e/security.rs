@@ -1224,3 +1224,73 @@ fn seccomp_strict_mode_is_restored() {
     );
     ping(&r, b'b');
 }
+
+/// A SysV segment of root's, 0600, left by a process that exited (a killed
+/// postmaster leaves its interlock segment so), whose pid the kernel later
+/// gave to nobody's process: the segment is not that process's, so a dump
+/// as nobody neither fails on it nor saves it (nor does root's dump).
+#[test]
+fn a_segment_naming_a_recycled_pid_is_not_the_dumped_process() {
+    need(require::tool("ipcmk", "apt-get install util-linux"));
+    let dir = TempDir::new("sysvreuse");
+    let mk = Command::new("ipcmk")
+        .args(["-M", "4096", "-p", "0600"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let maker = mk.id() as i32;
+    let out = mk.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let id: i32 = text
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ipcmk said {text:?}"));
+    struct Remove(i32);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = Command::new("ipcrm")
+                .args(["-m", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _segment = Remove(id);
+    // Later than the segment's last change by more than the grain of
+    // the clocks compared (seconds, and a start time that can lag by one).
+    std::thread::sleep(Duration::from_millis(3500));
+    let q = (0..200)
+        .find_map(|_| {
+            std::fs::write("/proc/sys/kernel/ns_last_pid", (maker - 1).to_string()).ok()?;
+            let q = nobody_target(&dir, true);
+            (q.pid == maker).then_some(q)
+        })
+        .expect("could not start nobody's process at the segment maker's pid");
+    let out = nobody_dir(&dir, "out");
+    let image = out.join("own.ckpt");
+    let o = ckpt_as_nobody(&[
+        "dump",
+        &q.pid.to_string(),
+        "-o",
+        image.to_str().unwrap(),
+        "--leave-running",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let rooted = dir.join("root.ckpt");
+    ckpt_ok(&[
+        "dump",
+        &q.pid.to_string(),
+        "-o",
+        rooted.to_str().unwrap(),
+        "--leave-running",
+        "-q",
+    ]);
+    for img in [&image, &rooted] {
+        let r = ckpt_image::ImageReader::open(img).unwrap();
+        assert!(
+            r.image().sysv_shm.iter().all(|s| s.perm.id != id),
+            "{}: saved the segment of a process that exited",
+            img.display()
+        );
+    }
+}

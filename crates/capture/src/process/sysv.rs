@@ -66,13 +66,29 @@ pub(crate) fn save(
     let Some(&pid) = pids.first() else {
         return Ok(Saved::default());
     };
-    let ours: BTreeSet<Pid> = pids.iter().copied().collect();
+    let ours = Ours::new(pids);
     check_namespace(pid, !attached.is_empty())?;
     let mut out = Saved::default();
     for row in table(pid, Kind::Shm)? {
         let (id, cpid, lpid) = (row.get("shmid")?, row.get("cpid")?, row.get("lpid")?);
-        if attached.contains(&id) || ours.contains(&cpid) || ours.contains(&lpid) {
+        let last = row.latest(&["atime", "dtime", "ctime"]);
+        if attached.contains(&id) {
             out.shm.push(save_shm(pid, id, page, sink)?);
+        } else if ours.named(cpid, last) || ours.named(lpid, last) {
+            // A segment the processes made or last attached, not mapped
+            // now: one we may not read is not one they (running as us, or
+            // we could not dump them) can attach again either.
+            match save_shm(pid, id, page, sink) {
+                Err(Error::Sys { source, .. })
+                    if matches!(
+                        source.errno(),
+                        Some(libc::EACCES | libc::EPERM | libc::EINVAL | libc::EIDRM)
+                    ) =>
+                {
+                    tracing::debug!(id, "SysV segment not saved: {source}");
+                }
+                r => out.shm.push(r?),
+            }
         }
     }
     for id in attached {
@@ -93,7 +109,8 @@ pub(crate) fn save(
             Err(e) if matches!(e.errno(), Some(libc::EINVAL | libc::EIDRM)) => continue,
             r => r.map_err(sys_err(pid, format!("reading SysV semaphore set {id}")))?,
         };
-        if set.pids.iter().any(|p| ours.contains(p)) {
+        let last = row.latest(&["otime", "ctime"]);
+        if set.pids.iter().any(|&p| ours.named(p, last)) {
             out.sem.push(SysvSem {
                 perm: perm(&set.perm),
                 values: set.values,
@@ -102,13 +119,26 @@ pub(crate) fn save(
     }
     for row in table(pid, Kind::Msg)? {
         let (id, lspid, lrpid) = (row.get("msqid")?, row.get("lspid")?, row.get("lrpid")?);
-        if !ours.contains(&lspid) && !ours.contains(&lrpid) {
+        let last = row.latest(&["stime", "rtime", "ctime"]);
+        if !ours.named(lspid, last) && !ours.named(lrpid, last) {
             continue;
         }
-        let q = ipc::msg_read(id).map_err(sys_err(
-            pid,
-            format!("reading SysV message queue {id} (MSG_COPY)"),
-        ))?;
+        let q = match ipc::msg_read(id) {
+            // As for segments: not one the processes can use again.
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(libc::EACCES | libc::EPERM | libc::EINVAL | libc::EIDRM)
+                ) =>
+            {
+                tracing::debug!(id, "SysV message queue not saved: {e}");
+                continue;
+            }
+            r => r.map_err(sys_err(
+                pid,
+                format!("reading SysV message queue {id} (MSG_COPY)"),
+            ))?,
+        };
         out.msg.push(SysvMsgQueue {
             perm: perm(&q.perm),
             qbytes: q.qbytes,
@@ -126,6 +156,36 @@ pub(crate) fn save(
         "SysV IPC objects"
     );
     Ok(out)
+}
+
+/// The dumped processes, as the pid columns of /proc/sysvipc name them.
+struct Ours {
+    /// Each pid with when it started (seconds since the epoch, if known).
+    started: std::collections::HashMap<Pid, Option<u64>>,
+}
+
+impl Ours {
+    fn new(pids: &[Pid]) -> Ours {
+        Ours {
+            started: pids
+                .iter()
+                .map(|&p| (p, ckpt_sys::proc::started_at(p)))
+                .collect(),
+        }
+    }
+
+    /// Whether `pid`, named by an object whose last event (creation,
+    /// operation, change) was at `last`, is one of ours: not when our
+    /// process with that pid started after that event, for then the pid
+    /// was recycled and the object belongs to a process that has exited
+    /// (postgres' segment outliving a killed postmaster, say).
+    fn named(&self, pid: Pid, last: u64) -> bool {
+        match self.started.get(&pid) {
+            None => false,
+            Some(Some(start)) => *start <= last.saturating_add(1),
+            Some(None) => true,
+        }
+    }
 }
 
 /// The objects of /proc/sysvipc are those of the dumper's IPC namespace:
@@ -204,6 +264,24 @@ impl Row {
                 format!("{name}: {v:?} is not a number"),
             )
         })
+    }
+}
+
+impl Row {
+    /// The latest of the time columns `names` (seconds since the epoch);
+    /// the far future when one is missing or not a number, which makes
+    /// nothing look older than it is.
+    fn latest(&self, names: &[&str]) -> u64 {
+        names
+            .iter()
+            .map(|n| {
+                self.cols
+                    .get(*n)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(u64::MAX)
+            })
+            .max()
+            .unwrap_or(u64::MAX)
     }
 }
 

@@ -210,3 +210,22 @@ pub fn cgroup_in_own_ns(pid: Pid) -> Result<Vec<u8>> {
         .unwrap_or_else(|_| Err(last_os("a thread reading /proc/PID/cgroup", pid)))
     })
 }
+
+/// When `pid` started, in whole seconds since the epoch (field 22 of
+/// /proc/PID/stat over the clock tick, plus the boot time of /proc/stat),
+/// rounded down; None if it is gone or the files cannot be read.
+pub fn started_at(pid: i32) -> Option<u64> {
+    let ticks = crate::netlock::start_time(pid)?;
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&t| t > 0)? as u64;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let boot: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(boot + ticks / per_sec)
+}
