@@ -361,6 +361,11 @@ struct VmaBacking {
     special @3 :SpecialMapping;
     # Since 1.2:
     aioRing @4 :AioRing;         # an AIO context's ring (io_setup)
+    packetRing @5 :Void;         # since 1.2, later: the rings of a packet socket
+                                 # (PACKET_RX_RING/TX_RING), mapped whole from offset 0;
+                                 # Vma.name is the socket's "socket:[INODE]", which an
+                                 # fd of the same process holds (OpenFile.path). The
+                                 # frames are not saved: the restored rings start empty.
   }
 }
 
@@ -624,8 +629,8 @@ struct PacketSocket {
 
 # A packet socket's ring as sock_diag shows it (struct packet_diag_ring);
 # set again with PACKET_RX_RING/PACKET_TX_RING (tpacket_req3 for
-# TPACKET_V3, tpacket_req otherwise). Its frames are not saved; a socket
-# whose ring is mapped into the process is refused at the dump.
+# TPACKET_V3, tpacket_req otherwise). Its frames are not saved; a mapping
+# of the rings is a Vma with VmaBacking.packetRing.
 struct PacketRing {
   blockSize @0 :UInt32;
   blockNr @1 :UInt32;

@@ -388,7 +388,7 @@ fn unix_peers_outside_the_dump_need_an_option() {
 }
 
 #[test]
-fn packet_sockets_keep_receiving_and_rings_are_refused() {
+fn packet_sockets_keep_receiving() {
     let dir = TempDir::new("packet");
     // A packet socket bound to lo for UDP to one port; prints what it
     // reads once "go" exists.
@@ -427,19 +427,85 @@ time.sleep(600)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
 
-    // A socket with a mapped receive ring is refused by name.
+/// A packet socket's receive ring mapped into the process (zdtm
+/// packet_sock_mmap): the mapping comes back at its address, on the
+/// restored socket's new ring, which takes packets again; what is left
+/// of the rings after a partial munmap is refused by name.
+#[test]
+fn packet_ring_mappings_come_back_and_parts_are_refused() {
+    let dir = TempDir::new("packet-ring");
+    // All of lo's traffic into a ring of 8 frames of 2 KiB (TPACKET_V1);
+    // each frame the kernel hands over (tp_status & TP_STATUS_USER) is
+    // counted, looked at and given back.
     let ring = r#"
-import mmap, socket, struct, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+import ctypes, mmap, os, socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind(("lo", 3))
 # PACKET_RX_RING (5): tp_block_size, tp_block_nr, tp_frame_size, tp_frame_nr
 s.setsockopt(263, 5, struct.pack("IIII", 4096, 4, 2048, 8))
+if sys.argv[1:] == ["closed"]:
+    # Python's mmap keeps a dup of the fd: a mapping of libc's, and no fd.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    addr = libc.mmap(None, 4096 * 4, 3, 1, s.fileno(), 0)
+    s.close()
+    print(f"READY addr={addr:x}", flush=True)
+    time.sleep(600)
 m = mmap.mmap(s.fileno(), 4096 * 4)
-print("READY", flush=True)
-time.sleep(600)
+addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+frames = 8
+if sys.argv[1:] == ["part"]:
+    frames = 6
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    assert libc.munmap(addr + 3 * 4096, 4096) == 0
+print(f"READY addr={addr:x}", flush=True)
+seen = 0
+while True:
+    for i in range(frames):
+        off = i * 2048
+        if struct.unpack_from("Q", m, off)[0] & 1:
+            if b"ring-probe" in m[off:off + 2048]:
+                seen += 1
+                print(f"probe in ring {seen}", flush=True)
+            struct.pack_into("Q", m, off, 0)
+    time.sleep(0.01)
 "#;
-    let dir2 = TempDir::new("packet-ring");
-    let p = Proc::spawn(&dir2, std::path::Path::new("python3"), &["-c", ring]);
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", ring]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let maps = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let ring_line = |pid: i32| {
+        maps(pid)
+            .lines()
+            .find(|l| l.contains("socket:["))
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+    };
+    let before = ring_line(p.pid).expect("the ring is mapped");
+    let image = dir.join("ring.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    assert_eq!(ring_line(p.pid).as_deref(), Some(before.as_str()));
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let t = std::time::Instant::now();
+    while !r.output().contains("probe in ring") {
+        u.send_to(b"ring-probe", "127.0.0.1:9").unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no packet reached the restored ring: {}",
+            tail(&r.output())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let dir2 = TempDir::new("packet-ring-part");
+    let p = Proc::spawn(
+        &dir2,
+        std::path::Path::new("python3"),
+        &["-c", ring, "part"],
+    );
     p.wait_line(|l| l.starts_with("READY"));
     let o = ckpt_run(&[
         "dump",
@@ -447,12 +513,29 @@ time.sleep(600)
         "-o",
         dir2.join("ring.ckpt").to_str().unwrap(),
     ]);
-    let err = assert_clean_failure(&o, "dump of a packet socket with a ring");
-    // Refused by its mapping (the memory step comes first) or by the socket.
+    let err = assert_clean_failure(&o, "dump of a packet ring mapped in part");
     assert!(
-        err.contains("PACKET_RX_RING") || err.contains("(socket:["),
+        err.contains("a part of a packet socket's rings") && err.contains("(socket:["),
         "{err}"
     );
+    assert!(p.alive());
+
+    // The rings of a socket whose fd was closed: refused by name too.
+    let dir3 = TempDir::new("packet-ring-closed");
+    let p = Proc::spawn(
+        &dir3,
+        std::path::Path::new("python3"),
+        &["-c", ring, "closed"],
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    let o = ckpt_run(&[
+        "dump",
+        &p.pid.to_string(),
+        "-o",
+        dir3.join("closed.ckpt").to_str().unwrap(),
+    ]);
+    let err = assert_clean_failure(&o, "dump of a packet ring whose socket fd was closed");
+    assert!(err.contains("no fd of the process holds"), "{err}");
     assert!(p.alive());
 }
 

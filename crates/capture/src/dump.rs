@@ -244,6 +244,9 @@ pub(crate) fn capture_with(
             *p = std::mem::take(&mut part.process);
         }
     }
+    for p in &processes {
+        mem::vmas::check_ring_holders(p.pid, p, &files)?;
+    }
     worker::test_delay();
     worker::check(root)?;
     shares::detect(&frozen.members, &mut processes)?;

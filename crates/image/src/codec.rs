@@ -639,6 +639,7 @@ fn enc_vma(m: &Vma, mut b: c::vma::Builder) {
             x.set_head(a.head);
             x.set_tail(a.tail);
         }
+        VmaBacking::PacketRing => bk.set_packet_ring(()),
     }
 }
 
@@ -1703,6 +1704,7 @@ fn dec_vma(r: c::vma::Reader, what: &dyn Fn() -> String) -> Result<Vma> {
                 tail: a.get_tail(),
             })
         }
+        Ok(c::vma_backing::PacketRing(())) => VmaBacking::PacketRing,
         Err(e) => {
             return Err(Error::Invalid(format!(
                 "{}.backing: unknown backing kind {} (written by a newer ckpt?)",

@@ -513,6 +513,9 @@ impl Vma {
                 format!("the special mapping {name} is not saved")
             }
             VmaBacking::AioRing(_) => "an AIO ring page without a run reads as zeros".into(),
+            VmaBacking::PacketRing => {
+                "a packet socket's ring is the socket's memory, never saved in an image".into()
+            }
         }
     }
 }
@@ -531,6 +534,11 @@ pub enum VmaBacking {
     Special(SpecialMapping),
     /// The ring of an AIO context (since 1.2).
     AioRing(AioRing),
+    /// The rings of a packet socket, mapped whole from offset 0 (since
+    /// 1.2, later): `Vma::name` is the socket's "socket:[INODE]", which
+    /// an fd of the same process holds (`OpenFile::path`). Its frames
+    /// are not saved.
+    PacketRing,
 }
 
 /// The header of an AIO context's ring (io_setup): its number of event
@@ -551,6 +559,7 @@ impl VmaBacking {
             VmaBacking::SharedMemory(_) => "shared-memory",
             VmaBacking::Special(_) => "special",
             VmaBacking::AioRing(_) => "aio-ring",
+            VmaBacking::PacketRing => "packet-ring",
         }
     }
 }

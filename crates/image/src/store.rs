@@ -386,7 +386,7 @@ pub fn unsaved_is_zero(v: &Vma) -> bool {
         VmaBacking::Special(SpecialMapping::Heap | SpecialMapping::Stack) => true,
         VmaBacking::SharedMemory(s) => s.kind == ShmKind::AnonymousShared,
         VmaBacking::AioRing(_) => true,
-        VmaBacking::File(_) | VmaBacking::Special(_) => false,
+        VmaBacking::File(_) | VmaBacking::Special(_) | VmaBacking::PacketRing => false,
     }
 }
 

@@ -377,8 +377,8 @@ fn iso_dates() {
     let _ = summary::iso8601_utc(i64::MAX);
 }
 
-/// The AIO ring backing, hugetlb page sizes and hung-up terminals (1.2)
-/// come back as written.
+/// The AIO ring and packet ring backings, hugetlb page sizes and hung-up
+/// terminals (1.2) come back as written.
 #[test]
 fn aio_rings_hugetlb_and_hung_up_ttys_round_trip() {
     let mut w = ImageWriter::new(Vec::new(), WriteOptions::default()).unwrap();
@@ -404,6 +404,15 @@ fn aio_rings_hugetlb_and_hung_up_ttys_round_trip() {
                     end: 0x40_0000,
                     prot: 3,
                     huge_page_size: 2 << 20,
+                    ..Default::default()
+                },
+                Vma {
+                    start: 0x50_0000,
+                    end: 0x50_4000,
+                    prot: 3,
+                    shared: true,
+                    backing: VmaBacking::PacketRing,
+                    name: b"socket:[1234]".to_vec(),
                     ..Default::default()
                 },
             ],

@@ -2,8 +2,8 @@
 //! PACKET_VERSION, fanout group, memberships (promiscuous, multicast...),
 //! options and filter, and its RX and TX rings' geometry
 //! (PACKET_RX_RING / PACKET_TX_RING), from sock_diag and getsockopt. A
-//! ring mapped into the process is refused by the memory capture (its
-//! mapping is not restored). Queued packets, and the frames in the rings,
+//! mapping of the rings is saved by the memory capture (mem/vmas.rs,
+//! `VmaBacking::PacketRing`). Queued packets, and the frames in the rings,
 //! are dropped (`droppedQueue`, and a warning).
 
 use super::net::{dup, options, proto_name, sys_fd};

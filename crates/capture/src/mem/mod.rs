@@ -40,7 +40,7 @@ mod shmem;
 pub(crate) mod snapcopy;
 mod snapshot;
 pub(crate) mod tracking;
-mod vmas;
+pub(crate) mod vmas;
 
 use crate::error::{Error, Result};
 use crate::{procfs, worker, DumpMode, DumpOptions, PageSink};

@@ -328,6 +328,8 @@ fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)>
         Ok((VmaBacking::Special(sp), policy))
     } else if name.starts_with(b"/") {
         path_backing(pid, e, shared)
+    } else if name.starts_with(b"socket:[") {
+        packet_ring(pid, e)
     } else {
         Err(reject(
             pid,
@@ -335,6 +337,69 @@ fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)>
             "mappings of this kind of object are not supported",
         ))
     }
+}
+
+/// The rings of a packet socket mapped into the process (shared or
+/// private, as the kernel allows both): restorable when mapped whole,
+/// from offset 0, as mmap(2) of the socket makes them (the kernel refuses
+/// any other mapping of them); a part left after a munmap is refused. Which fd holds the socket is checked with the fds
+/// (`check_ring_holders`). The frames are the socket's, not saved.
+fn packet_ring(pid: Pid, e: &MapEntry) -> Result<(VmaBacking, Policy)> {
+    let d = ckpt_sys::sock_diag::packet_diag(e.inode)
+        .ok()
+        .flatten()
+        .ok_or_else(|| {
+            reject(
+                pid,
+                e,
+                "mappings of sockets other than packet sockets (of this network namespace) are not supported",
+            )
+        })?;
+    let ring_len = |r: Option<[u32; 7]>| r.map_or(0, |r| u64::from(r[0]) * u64::from(r[1]));
+    let whole = ring_len(d.rx_ring) + ring_len(d.tx_ring);
+    if e.offset != 0 || e.end - e.start != whole {
+        return Err(reject(
+            pid,
+            e,
+            &format!(
+                "a part of a packet socket's rings ({whole} bytes mapped from offset 0 when whole) cannot be restored"
+            ),
+        ));
+    }
+    Ok((VmaBacking::PacketRing, Policy::Nothing))
+}
+
+/// Every packet-ring mapping of `p` names a packet socket one of its fds
+/// holds (the restore maps the rings through that fd).
+pub(crate) fn check_ring_holders(
+    pid: Pid,
+    p: &ckpt_image::Process,
+    files: &[ckpt_image::OpenFile],
+) -> Result<()> {
+    for v in p
+        .vmas
+        .iter()
+        .filter(|v| v.backing == VmaBacking::PacketRing)
+    {
+        let held = p.fds.iter().any(|fd| {
+            files.iter().any(|f| {
+                f.id == fd.file
+                    && f.path == v.name
+                    && matches!(f.kind, ckpt_image::FileKind::PacketSocket(_))
+            })
+        });
+        if !held {
+            return Err(Error::Vma {
+                pid,
+                start: v.start,
+                end: v.end,
+                name: String::from_utf8_lossy(&v.name).into_owned(),
+                what: "the rings of a packet socket no fd of the process holds cannot be restored"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The backing of an area whose name is a path: shared memory under a

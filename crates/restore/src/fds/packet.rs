@@ -1,7 +1,8 @@
 //! Packet sockets: type and protocol, PACKET_VERSION, bound interface
 //! (by index: the interface must exist here), memberships, fanout group,
-//! options and filter. Rings were refused at the dump; queued packets
-//! were dropped.
+//! options and filter, then its rings' geometry (mem/vmas.rs maps them
+//! again where the process had them); queued packets and the frames in
+//! the rings were dropped.
 
 use super::sockets::{apply_opts, Prebuilt};
 use super::Builder;

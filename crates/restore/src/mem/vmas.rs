@@ -64,6 +64,9 @@ pub enum Backing {
     /// The ring of an AIO context, made by io_setup and moved here
     /// (mem/aio.rs).
     AioRing(ckpt_image::AioRing),
+    /// The rings of the packet socket at this fd of the process (made
+    /// with their saved geometry by fds/packet.rs), mapped from offset 0.
+    PacketRing { fd: i32 },
 }
 
 /// A deleted file that mappings need, made again by the process being
@@ -166,6 +169,8 @@ fn vma_what(v: &Vma) -> String {
 pub(super) struct HeldFiles<'a> {
     deleted: BTreeMap<(u64, u64), i32>,
     pub(super) memfds: BTreeMap<u64, i32>,
+    /// Packet sockets by their "socket:[INODE]" name.
+    packet: BTreeMap<Vec<u8>, i32>,
     pub(super) shared: &'a BTreeMap<u64, i32>,
 }
 
@@ -174,9 +179,16 @@ impl<'a> HeldFiles<'a> {
         let mut h = HeldFiles {
             deleted: BTreeMap::new(),
             memfds: BTreeMap::new(),
+            packet: BTreeMap::new(),
             shared,
         };
         for fd in &proc.fds {
+            if let Some(f) = image
+                .file(fd.file)
+                .filter(|f| matches!(f.kind, FileKind::PacketSocket(_)))
+            {
+                h.packet.entry(f.path.clone()).or_insert(fd.fd);
+            }
             match image.file(fd.file).map(|f| &f.kind) {
                 Some(FileKind::Regular(rf)) if rf.has_contents => {
                     h.deleted
@@ -290,6 +302,15 @@ fn backing_of(
         }
         VmaBacking::SharedMemory(sm) => shm_backing(v, sm, what, held, plan),
         VmaBacking::AioRing(ring) => (Some(Backing::AioRing(*ring)), PageRule::AioRing),
+        VmaBacking::PacketRing => match held.packet.get(&v.name) {
+            Some(&fd) => (Some(Backing::PacketRing { fd }), PageRule::Nothing),
+            None => {
+                plan.errors.push(format!(
+                    "{what}: the rings of a packet socket no fd of the process holds"
+                ));
+                (None, PageRule::Nothing)
+            }
+        },
         other => {
             plan.errors.push(format!(
                 "{what}: a mapping backed by {}, which this restore does not know",
@@ -943,6 +964,13 @@ fn map_one(
             b.flush(main)?;
             super::aio::make_ring(main, s, *ring, scratch)?;
         }
+        Backing::PacketRing { fd } => b.push(
+            main,
+            what,
+            libc::SYS_mmap,
+            &[s.start, s.len, prot, share | fixed, *fd as u64, 0],
+            Allow::Nothing,
+        )?,
         Backing::NewMemfd {
             id,
             name,
