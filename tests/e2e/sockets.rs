@@ -539,6 +539,61 @@ while True:
     assert!(p.alive());
 }
 
+/// Datagram receivers bound in turn to one long name, each unlinked
+/// before the next bind, each with a client connected to it (zdtm
+/// sk-unix01 in a deep directory): every client still reaches its own
+/// receiver, not the one bound at the name last. The restore binds them
+/// in turn too, moving each file aside meanwhile; a name near the 107
+/// bytes of a socket address must not make it connect by the plain name.
+#[test]
+fn clients_of_receivers_rebound_at_one_long_name_reach_their_own() {
+    let dir = TempDir::new("longname");
+    let deep = dir.join("d".repeat(40)).join("e".repeat(20));
+    std::fs::create_dir_all(&deep).unwrap();
+    let script = r#"
+import os, socket, sys, time
+name = os.path.join(sys.argv[1], "sk-dt")
+pairs = []
+for i in range(3):
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(name)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    c.connect(name)
+    os.unlink(name)
+    pairs.append((r, c))
+print(f"READY len={len(name)}", flush=True)
+while not os.path.exists(os.path.join(sys.argv[1], "..", "go")):
+    time.sleep(0.02)
+for i, (r, c) in enumerate(pairs):
+    c.send(b"to %d" % i)
+for i, (r, c) in enumerate(pairs):
+    r.settimeout(5)
+    print("receiver", i, "got", r.recv(100).decode(), flush=True)
+time.sleep(600)
+"#;
+    let mut p = Proc::spawn(
+        &dir,
+        std::path::Path::new("python3"),
+        &["-c", script, deep.to_str().unwrap()],
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    let image = dir.join("long.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(deep.join("..").join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("receiver 2 "));
+    let out = r.output();
+    for i in 0..3 {
+        assert!(
+            out.contains(&format!("receiver {i} got to {i}")),
+            "{}",
+            tail(&out)
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&deep).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn unlinked_socket_names_and_fifos_come_back_unlinked() {
     // A connection accepted from a listener closed since, its file
@@ -582,7 +637,7 @@ fn unlinked_socket_names_and_fifos_come_back_unlinked() {
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".ckpt-aside-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".ck"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -173,14 +173,21 @@ fn make_socket(b: &mut Builder, cx: &mut Ctx, g: usize) -> usize {
     s
 }
 
-/// The name next to `u`'s path that what is there now is moved to while a
-/// socket deleted at the dump is bound to that path again.
+/// The name in the directory of `u`'s path that what is there now is
+/// moved to while a socket deleted at the dump is bound to that path
+/// again: ".ck" and the inode in hex, short, since sockets are connected
+/// to it by name in phase 3 (a unix socket address holds 107 bytes).
 fn aside_name(u: &UnixSocket) -> Option<(CString, CString)> {
     if !u.deleted || u.local_path.first().is_none_or(|&c| c == 0) {
         return None;
     }
-    let mut a = u.local_path.clone();
-    a.extend_from_slice(format!(".ckpt-aside-{}", u.inode).as_bytes());
+    let dir_len = u
+        .local_path
+        .iter()
+        .rposition(|&c| c == b'/')
+        .map_or(0, |i| i + 1);
+    let mut a = u.local_path[..dir_len].to_vec();
+    a.extend_from_slice(format!(".ck{:x}", u.inode).as_bytes());
     Some((cpath(&u.local_path)?, cpath(&a)?))
 }
 
@@ -552,13 +559,20 @@ fn current_name(b: &Builder, cx: &Ctx, g: usize) -> Vec<u8> {
             FdOp::UnixMoveAside { path: p, aside } if *p == path => Some(aside.as_bytes().to_vec()),
             _ => None,
         })
-        .filter(|n| sockaddr_un(n).is_some())
         .unwrap_or_else(|| u.local_path.clone())
 }
 
 fn connect_to(b: &mut Builder, g: usize, name: &[u8]) {
     let what = b.what(g);
-    let (Some(slot), Some(addr)) = (b.slot_of[g], sockaddr_un(name)) else {
+    let Some(slot) = b.slot_of[g] else {
+        return;
+    };
+    let Some(addr) = sockaddr_un(name) else {
+        // Never the socket now bound at the saved name instead: an error.
+        b.error(format!(
+            "{what}: its peer can only be reached at {}, longer than a unix socket address holds (107 bytes)",
+            String::from_utf8_lossy(name)
+        ));
         return;
     };
     b.op(
