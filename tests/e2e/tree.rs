@@ -456,6 +456,55 @@ fn vfork_is_refused_by_name_and_left_alone() {
     assert!(stat_of(child).is_some_and(|s| s.3 == "S"));
 }
 
+/// Time namespaces are not saved: a child in its own (zdtm timens_nested)
+/// and a process that made one for its children (timens_for_kids) are
+/// refused by name, before anything is stopped, and go on.
+#[test]
+fn time_namespaces_are_refused_by_name() {
+    // A parent whose child lives in a new time namespace (the child made
+    // by unshare after CLONE_NEWTIME: its time namespace is new).
+    let script = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWTIME = 0x80
+assert libc.unshare(CLONE_NEWTIME) == 0, ctypes.get_errno()
+if sys.argv[1] == "kids":
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(600)
+        os._exit(0)
+    print(f"READY child={pid}", flush=True)
+else:
+    print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+    print("tick", flush=True)
+"#;
+    for (arg, needle) in [
+        ("kids", "is in a time namespace"),
+        ("own", "made a time namespace for its children"),
+    ] {
+        let dir = TempDir::new(&format!("timens-{arg}"));
+        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
+        p.wait_line(|l| l.starts_with("READY"));
+        let _tree = Tree::of(p.pid);
+        let image = dir.join(format!("{arg}.ckpt"));
+        let o = ckpt_timeout(
+            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        let err = assert_clean_failure(&o, "a time namespace");
+        assert!(
+            err.contains(needle)
+                && err.contains("time namespaces and their clock offsets are not saved"),
+            "{err}"
+        );
+        assert!(!image.exists());
+        assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
+        p.wait_more_lines(2);
+    }
+}
+
 #[test]
 fn a_stopped_process_comes_back_stopped() {
     let dir = TempDir::new("stopped");

@@ -90,6 +90,7 @@ fn walk(root: Pid) -> Result<Vec<Member>> {
 /// threads in uninterruptible sleep that do not leave it.
 pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
     let members = walk(root)?;
+    check_time_namespaces(&members[..if whole_tree { members.len() } else { 1 }])?;
     if !whole_tree {
         let kids = &members[0].children;
         if !kids.is_empty() {
@@ -111,6 +112,42 @@ pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
     check_shared_memory(&members)?;
     check_sleepers(&members)?;
     Ok(members)
+}
+
+/// Time namespaces are not saved: a process in one other than ckpt's, or
+/// that made one for its children (unshare(CLONE_NEWTIME) before a fork),
+/// would come back with other clocks, or children without theirs. Refused
+/// by name. (A kernel without time namespaces has no links to compare.)
+fn check_time_namespaces(members: &[Member]) -> Result<()> {
+    let Ok(ours) = std::fs::read_link("/proc/self/ns/time") else {
+        return Ok(());
+    };
+    // Each process's own namespace first: a child in one says so, not
+    // its parent that made it.
+    for (link, what) in [
+        ("time", "is in a time namespace"),
+        (
+            "time_for_children",
+            "made a time namespace for its children (unshare CLONE_NEWTIME)",
+        ),
+    ] {
+        for m in members.iter().filter(|m| m.zombie.is_none()) {
+            match std::fs::read_link(format!("/proc/{}/ns/{link}", m.pid)) {
+                Ok(t) if t != ours => {
+                    return Err(Error::NotPermitted {
+                        pid: m.pid,
+                        why: format!(
+                            "{what} ({}) other than ckpt's ({}): time namespaces and their clock offsets are not saved",
+                            t.display(),
+                            ours.display()
+                        ),
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Two live members sharing one mm (kcmp KCMP_VM): a vfork child and its
