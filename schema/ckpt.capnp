@@ -790,7 +790,9 @@ struct InetSocket {
   options @9 :List(SockOpt);
   # Since 1.2:
   shutdown @10 :UInt32;          # sk_shutdown: 1 = no more receiving, 2 = no more sending
-  tcp @11 :TcpConnection;        # hasTcp: a TCP connection saved with TCP_REPAIR
+  tcp @11 :TcpConnection;        # hasTcp: a TCP connection saved with TCP_REPAIR; with state
+                                 # close and `closed` (added later in 1.2): only recvQueue, the
+                                 # bytes a reset connection had not given the process yet
   hasTcp @12 :Bool;
   pending @13 :List(InetSocket); # listening TCP: connections that waited in the accept queue, in order
   datagrams @14 :List(Datagram); # UDP / UDP-Lite: queued datagrams, in order

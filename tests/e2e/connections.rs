@@ -440,3 +440,59 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "closed=[0, 'EPIPE', 0, 'EPIPE']");
 }
+
+/// A connection reset by its peer after the peer sent bytes the process
+/// has not read yet (zdtm socket-tcp-reseted): a plain dump saves the
+/// bytes; after the restore they are read first, then the reset shows
+/// (ECONNRESET), and writes fail.
+#[test]
+fn a_reset_connection_keeps_its_unread_bytes() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("tcp-reset");
+    let script = r#"
+import errno, os, signal, socket, struct, sys, time
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname())
+s, _ = l.accept()
+l.close()
+s.sendall(b"unread bytes " * 1000)
+time.sleep(0.1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+time.sleep(0.2)
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+got = b""
+try:
+    while True:
+        b = c.recv(100000)
+        if not b:
+            got += b"<eof>"
+            break
+        got += b
+except OSError as e:
+    got += b"<" + errno.errorcode[e.errno].encode() + b">"
+try:
+    c.send(b"x"); w = "sent"
+except OSError as e:
+    w = errno.errorcode[e.errno]
+print("read %d bytes, ok=%s, then %s, write %s" % (got.count(b"unread bytes "), got.startswith(b"unread bytes " * 1000), got[13000:].decode(), w), flush=True)
+time.sleep(600)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("reset.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r.wait_line(|l| l.starts_with("read "));
+    assert!(
+        r.output()
+            .contains("read 1000 bytes, ok=True, then <ECONNRESET>, write EPIPE"),
+        "{}",
+        r.output()
+    );
+}

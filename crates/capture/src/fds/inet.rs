@@ -125,7 +125,7 @@ fn unhashed(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let state = info[0];
     let inet = matches!(family, libc::AF_INET | libc::AF_INET6);
     if bound && state == tcp_repair::TCP_CLOSE && inet {
-        return former_connection(fd, f, family, &name);
+        return former_connection(cx, (fd, f), family, &name);
     }
     if bound || state != tcp_repair::TCP_CLOSE || !inet {
         return Err(unsupported(
@@ -156,17 +156,39 @@ fn unhashed(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
 /// A TCP socket with a port that sock_diag does not list in state closed:
 /// one that was connected and is closed now (both sides shut it, or a
 /// reset), its port given back. Saved as a closed connection (reads give
-/// end of file, writes EPIPE), with its last address; one with unread
-/// data is refused (a closed socket cannot be given data again).
-fn former_connection(fd: i32, f: &RawFd, family: i32, name: &[u8]) -> Result<Option<FileKind>> {
+/// end of file, writes EPIPE), with its last address; bytes it received
+/// and the process has not read yet (a connection reset after its peer
+/// sent them) are saved too, as `tcp.recvQueue` (the rest of `tcp` unused):
+/// the restore makes a connection that holds them and is then reset.
+fn former_connection(
+    cx: &mut Ctx<'_>,
+    (fd, f): (i32, &RawFd),
+    family: i32,
+    name: &[u8],
+) -> Result<Option<FileKind>> {
     use ckpt_sys::fds::socket as so;
     let unread = so::ioctl_int(fd, so::SIOCINQ).map_err(|e| sys_fd(f.fd, "SIOCINQ", e))?;
-    if unread > 0 {
-        return Err(unsupported(
-            f.fd,
-            format!("a closed TCP connection with {unread} unread byte(s) cannot be saved"),
-        ));
-    }
+    let unread_bytes = if unread > 0 {
+        let b = so::peek_stream(fd, unread as usize).map_err(|e| {
+            sys_fd(
+                f.fd,
+                "reading the unread bytes of a closed TCP connection",
+                e,
+            )
+        })?;
+        if b.len() != unread as usize {
+            return Err(unsupported(
+                f.fd,
+                format!(
+                    "a closed TCP connection with {unread} unread byte(s), of which only {} could be read",
+                    b.len()
+                ),
+            ));
+        }
+        Some(b)
+    } else {
+        None
+    };
     let kind = SockKind {
         family,
         ty: libc::SOCK_STREAM,
@@ -175,7 +197,14 @@ fn former_connection(fd: i32, f: &RawFd, family: i32, name: &[u8]) -> Result<Opt
     let options = options(fd, &kind, f.fd)?;
     let local = so::inet_addr(name);
     let (local_addr, local_port) = local.as_ref().map(addr_port).unwrap_or_default();
-    tracing::debug!(fd = f.fd, ?local, "closed TCP connection saved");
+    let tcp = match &unread_bytes {
+        Some(b) => Some(ckpt_image::TcpConnection {
+            recv_queue: cx.sink.add_blob(b)?,
+            ..Default::default()
+        }),
+        None => None,
+    };
+    tracing::debug!(fd = f.fd, ?local, unread, "closed TCP connection saved");
     Ok(Some(FileKind::InetSocket(InetSocket {
         family: family as u32,
         sock_type: libc::SOCK_STREAM as u32,
@@ -186,6 +215,7 @@ fn former_connection(fd: i32, f: &RawFd, family: i32, name: &[u8]) -> Result<Opt
         options,
         closed: true,
         shutdown: 3,
+        tcp,
         ..Default::default()
     })))
 }

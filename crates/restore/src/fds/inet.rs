@@ -43,6 +43,11 @@ pub enum TcpShape {
     Aborted {
         peer: SocketAddr,
     },
+    /// A connection reset with bytes the process had not read: they are
+    /// readable again, then the reset.
+    Reset {
+        unread: Vec<u8>,
+    },
 }
 
 /// One TCP socket for the restorer to build.
@@ -222,8 +227,17 @@ fn plan_tcp(b: &mut Builder, g: usize, n: &InetSocket) {
         // A connection closed before the dump (its port given back): made
         // as a closed connection (repair mode sends nothing; the peer it
         // is made with cannot be asked: getpeername says ENOTCONN).
-        tcp_repair::TCP_CLOSE if n.closed => TcpShape::Aborted {
-            peer: loopback(family),
+        tcp_repair::TCP_CLOSE if n.closed => match &n.tcp {
+            Some(t) if t.recv_queue.size > 0 => {
+                let Ok(unread) = b.load(&t.recv_queue) else {
+                    b.error(format!("{what}: reading its unread bytes"));
+                    return;
+                };
+                TcpShape::Reset { unread }
+            }
+            _ => TcpShape::Aborted {
+                peer: loopback(family),
+            },
         },
         tcp_repair::TCP_CLOSE => match local {
             Some(l) => TcpShape::Bound(l),
@@ -289,6 +303,8 @@ pub(super) fn make(s: &TcpSpec, m: &mut Maker) -> Result<(OwnedFd, Option<bool>)
         }
         TcpShape::Aborted { peer } => tcp_repair::make_aborted(fd, *peer)
             .map_err(|e| format!("making a closed TCP connection: {e}"))?,
+        TcpShape::Reset { unread } => tcp_repair::make_reset(fd, s.family, unread)
+            .map_err(|e| format!("making a reset TCP connection: {e}"))?,
     }
     apply_opts(fd, &s.opts, Phase::Post)?;
     Ok((sock, repaired))
@@ -421,7 +437,7 @@ pub(crate) fn check(what: &str, p: &Prebuilt, c: &Credentials, other_user: bool,
                         ));
                     }
                 }
-                TcpShape::Unbound | TcpShape::Aborted { .. } => {}
+                TcpShape::Unbound | TcpShape::Aborted { .. } | TcpShape::Reset { .. } => {}
             }
         }
         Prebuilt::Udp(s) => {

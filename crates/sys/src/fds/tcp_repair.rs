@@ -804,6 +804,83 @@ pub fn make_aborted(fd: impl AsRawFd + Copy, peer: std::net::SocketAddr) -> Resu
     }
 }
 
+/// Make `fd` (a fresh TCP socket of `family`) a connection that was reset
+/// after its peer sent `unread`: state closed, `unread` readable, then
+/// ECONNRESET; writes fail (EPIPE). Made over loopback: connected to a
+/// listener of ours, given the bytes by the accepted end, which then
+/// closes with a zero linger (a reset).
+pub fn make_reset(fd: impl AsRawFd + Copy, family: i32, unread: &[u8]) -> Result<()> {
+    use super::socket::{self, sockaddr_inet};
+    use std::time::{Duration, Instant};
+    let any = if family == libc::AF_INET6 {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+    };
+    let l = socket::socket(family, libc::SOCK_STREAM, 0)?;
+    socket::bind_raw(l.as_raw_fd(), &sockaddr_inet(&any))?;
+    socket::listen(l.as_raw_fd(), 1)?;
+    let at = socket::inet_addr(&socket::sock_name(l.as_raw_fd())?).ok_or_else(|| {
+        crate::Error::Unexpected {
+            tid: 0,
+            what: "the loopback listener has no address".into(),
+        }
+    })?;
+    // Room for every byte (the saved options set the buffer size again
+    // afterwards).
+    let room = i32::try_from(unread.len().saturating_mul(2)).unwrap_or(i32::MAX);
+    socket::setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, room.max(4096))?;
+    socket::connect_raw(fd, &sockaddr_inet(&at))?;
+    let limit = Instant::now() + Duration::from_secs(5);
+    let timeout = |what: &str| crate::Error::Unexpected {
+        tid: 0,
+        what: format!("making a reset TCP connection: {what} took more than 5 s"),
+    };
+    let peer = loop {
+        if let Some(p) = socket::accept(l.as_raw_fd())? {
+            break p;
+        }
+        if Instant::now() > limit {
+            return Err(timeout("the loopback accept"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut sent = 0;
+    while sent < unread.len() {
+        match socket::send(peer.as_raw_fd(), &unread[sent..], libc::MSG_DONTWAIT) {
+            Ok(n) => sent += n,
+            Err(e) if e.errno() == Some(libc::EAGAIN) => {
+                if Instant::now() > limit {
+                    return Err(timeout("sending the unread bytes"));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    while socket::ioctl_int(fd, socket::SIOCINQ)? < unread.len() as i32 {
+        if Instant::now() > limit {
+            return Err(timeout("receiving the unread bytes"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // struct linger { l_onoff = 1, l_linger = 0 }: close sends a reset.
+    let linger: Vec<u8> = [1i32, 0].iter().flat_map(|v| v.to_ne_bytes()).collect();
+    socket::setsockopt_bytes(peer.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
+    drop(peer);
+    loop {
+        let mut info = [0u8; 8];
+        socket::getsockopt_into(fd, libc::IPPROTO_TCP, libc::TCP_INFO, &mut info)?;
+        if info[0] == TCP_CLOSE {
+            return Ok(());
+        }
+        if Instant::now() > limit {
+            return Err(timeout("the reset"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
