@@ -912,3 +912,48 @@ fn fds_on_proc_files_of_the_tree_are_opened_once_it_exists() {
     );
     drop(tree);
 }
+
+/// io_uring is not saved: a process whose ring has a kernel thread (an
+/// SQPOLL thread, listed among its threads but never stopping for a
+/// tracer; the dump used to wait for it forever) is refused by name before
+/// anything is stopped, and so is a ring with no thread yet (by its fd).
+#[test]
+fn io_uring_is_refused_by_name_without_hanging() {
+    // io_uring_setup(4 entries, params): flags at byte 8,
+    // IORING_SETUP_SQPOLL = 2.
+    let script = r#"
+import ctypes, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+params = (ctypes.c_ubyte * 120)()
+if sys.argv[1] == "sqpoll":
+    struct.pack_into("I", params, 8, 2)
+fd = libc.syscall(425, 4, ctypes.byref(params))
+assert fd >= 0, ctypes.get_errno()
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+    print("tick", flush=True)
+"#;
+    for (arg, needle) in [
+        (
+            "sqpoll",
+            "is an io_uring kernel thread: io_uring instances cannot be saved",
+        ),
+        ("plain", "anon_inode:[io_uring] is not supported"),
+    ] {
+        let dir = TempDir::new(&format!("uring-{arg}"));
+        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
+        p.wait_line(|l| l.starts_with("READY"));
+        let image = dir.join("u.ckpt");
+        let o = ckpt_timeout(
+            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        let err = assert_clean_failure(&o, "an io_uring");
+        assert!(err.contains(needle), "{err}");
+        assert!(!image.exists());
+        assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
+        p.wait_more_lines(2);
+    }
+}

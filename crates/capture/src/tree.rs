@@ -100,6 +100,7 @@ pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
                 children: list.join(", "),
             });
         }
+        check_sleepers(&members)?;
         return Ok(members);
     }
     let me = freeze::Me::read(root)?;
@@ -113,6 +114,9 @@ pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
     check_sleepers(&members)?;
     Ok(members)
 }
+
+/// PF_IO_WORKER: a thread the kernel runs for an io_uring instance.
+const PF_IO_WORKER: u64 = 0x10;
 
 /// Time namespaces are not saved: a process in one other than ckpt's, or
 /// that made one for its children (unshare(CLONE_NEWTIME) before a fork),
@@ -221,7 +225,22 @@ fn check_sleepers(members: &[Member]) -> Result<()> {
         for tid in tids {
             loop {
                 let path = format!("/proc/{}/task/{tid}/stat", m.pid);
-                let asleep = Stat::read(m.pid, &path).is_ok_and(|s| s.state() == "D");
+                let stat = Stat::read(m.pid, &path).ok();
+                if let Some(st) = stat
+                    .as_ref()
+                    .filter(|s| u64::from(s.stat.flags) & PF_IO_WORKER != 0)
+                {
+                    // The kernel's io_uring threads (SQPOLL, io-wq
+                    // workers) never stop for a tracer.
+                    return Err(Error::NotPermitted {
+                        pid: m.pid,
+                        why: format!(
+                            "thread {tid} ({}) is an io_uring kernel thread: io_uring instances cannot be saved",
+                            st.stat.comm
+                        ),
+                    });
+                }
+                let asleep = stat.is_some_and(|s| s.state() == "D");
                 if !asleep {
                     break;
                 }
