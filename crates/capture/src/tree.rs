@@ -90,7 +90,7 @@ fn walk(root: Pid) -> Result<Vec<Member>> {
 /// threads in uninterruptible sleep that do not leave it.
 pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
     let members = walk(root)?;
-    check_time_namespaces(&members[..if whole_tree { members.len() } else { 1 }])?;
+    check_namespaces(&members[..if whole_tree { members.len() } else { 1 }])?;
     if !whole_tree {
         let kids = &members[0].children;
         if !kids.is_empty() {
@@ -118,30 +118,53 @@ pub(crate) fn check(root: Pid, whole_tree: bool) -> Result<Vec<Member>> {
 /// PF_IO_WORKER: a thread the kernel runs for an io_uring instance.
 const PF_IO_WORKER: u64 = 0x10;
 
-/// Time namespaces are not saved: a process in one other than ckpt's, or
-/// that made one for its children (unshare(CLONE_NEWTIME) before a fork),
-/// would come back with other clocks, or children without theirs. Refused
-/// by name. (A kernel without time namespaces has no links to compare.)
-fn check_time_namespaces(members: &[Member]) -> Result<()> {
-    let Ok(ours) = std::fs::read_link("/proc/self/ns/time") else {
-        return Ok(());
-    };
-    // Each process's own namespace first: a child in one says so, not
-    // its parent that made it.
-    for (link, what) in [
-        ("time", "is in a time namespace"),
+/// Namespaces are not saved; the processes come back in the restorer's.
+/// Where that would change what a process sees of itself, it is refused
+/// by name: another pid namespace (its own pids, and pid 1's duties;
+/// ckpt's injected calls would also name it by pids it does not know),
+/// another user namespace (its ids as it sees them), another time
+/// namespace (its clocks); or one of these made for its children
+/// (unshare before a fork). Checked for each process's own namespaces
+/// first: a child in one says so, not its parent that made it. (A kernel
+/// without a kind of namespace has no links to compare.)
+fn check_namespaces(members: &[Member]) -> Result<()> {
+    const KINDS: [(&str, &str, &str); 5] = [
+        ("pid", "is in a pid namespace", "pid namespaces"),
+        (
+            "user",
+            "is in a user namespace",
+            "user namespaces and their id maps",
+        ),
+        (
+            "time",
+            "is in a time namespace",
+            "time namespaces and their clock offsets",
+        ),
+        (
+            "pid_for_children",
+            "made a pid namespace for its children (unshare CLONE_NEWPID)",
+            "pid namespaces",
+        ),
         (
             "time_for_children",
             "made a time namespace for its children (unshare CLONE_NEWTIME)",
+            "time namespaces and their clock offsets",
         ),
-    ] {
+    ];
+    for (link, what, kind) in KINDS {
+        // Compared with ckpt's own namespace of that kind (its pid
+        // namespace for pid_for_children).
+        let own = link.trim_end_matches("_for_children");
+        let Ok(ours) = std::fs::read_link(format!("/proc/self/ns/{own}")) else {
+            continue;
+        };
         for m in members.iter().filter(|m| m.zombie.is_none()) {
             match std::fs::read_link(format!("/proc/{}/ns/{link}", m.pid)) {
                 Ok(t) if t != ours => {
                     return Err(Error::NotPermitted {
                         pid: m.pid,
                         why: format!(
-                            "{what} ({}) other than ckpt's ({}): time namespaces and their clock offsets are not saved",
+                            "{what} ({}) other than ckpt's ({}): {kind} are not saved",
                             t.display(),
                             ours.display()
                         ),
