@@ -175,9 +175,44 @@ pub(crate) fn plan(
             continue;
         }
         let parent = cow.map_or(0, |c| c.parent);
-        pm.walk(e, idx, page, want, &shared_with, parent, &mut out)?;
+        match sparse_regions(pid, e, *pol) {
+            // Only the populated parts' pagemap entries.
+            Some(regions) => {
+                for (start, end) in regions {
+                    let sub = MapEntry {
+                        start,
+                        end,
+                        ..e.clone()
+                    };
+                    pm.walk(&sub, idx, page, want, &shared_with, parent, &mut out)?;
+                }
+            }
+            None => pm.walk(e, idx, page, want, &shared_with, parent, &mut out)?,
+        }
     }
     Ok(out)
+}
+
+/// Areas at least this large whose resident and swapped pages are at most
+/// an eighth of them are looked at through PAGEMAP_SCAN first.
+const SPARSE_MIN: u64 = 64 << 20;
+
+/// The populated parts of a large, sparsely populated area (a heap
+/// reserved with MAP_NORESERVE, a sanitizer's shadow): PAGEMAP_SCAN skips
+/// the holes, where reading /proc/PID/pagemap gives 8 bytes for every page
+/// (16 GiB of entries for a reservation of 8 TiB). None: read the whole
+/// area's pagemap (small or dense areas, or a kernel without PAGEMAP_SCAN).
+fn sparse_regions(pid: Pid, e: &MapEntry, pol: Policy) -> Option<Vec<(u64, u64)>> {
+    let len = e.end - e.start;
+    let used = (e.rss_kb + e.swap_kb).saturating_mul(1024);
+    if !matches!(pol, Policy::Anon | Policy::PrivateFile)
+        || len < SPARSE_MIN
+        || used.saturating_mul(8) > len
+    {
+        return None;
+    }
+    let pm = ckpt_sys::mm::Pagemap::open(pid).ok()?;
+    super::present::saved_regions(&pm, pid, e.start, e.end, pol).ok()
 }
 
 /// The pagemaps read by [`plan`]: the process's, and its parent's for pages
