@@ -181,13 +181,16 @@ pub(crate) fn arm(pid: Pid, page: u64) -> Result<Option<Armed>> {
 }
 
 /// Areas of the snapshot: private anonymous memory that can be read, at
-/// most `MAX_PROTECTED` long: protecting an unpopulated page makes its page
-/// table (8 bytes a page), so protecting a 1 TiB reservation took 20 s
-/// and 512 MiB of page tables. Larger areas (reservations that are mostly
-/// holes) are copied in the freeze, which reads only their populated pages.
+/// most `MAX_PROTECTED` long unless an eighth of it is in memory:
+/// protecting an unpopulated page makes its page table (8 bytes a page),
+/// so protecting a 1 TiB reservation took 20 s and 512 MiB of page
+/// tables. Larger sparse areas (reservations that are mostly holes) are
+/// copied in the freeze, which reads only their populated pages.
 fn protectable(pid: Pid, e: &MapEntry) -> bool {
+    let len = e.end - e.start;
+    let used = (e.rss_kb + e.swap_kb).saturating_mul(1024);
     e.perms[0] == b'r'
-        && e.end - e.start <= MAX_PROTECTED
+        && (len <= MAX_PROTECTED || used.saturating_mul(8) >= len)
         && matches!(vmas::classify(pid, e), Ok((_, Policy::Anon)))
 }
 
