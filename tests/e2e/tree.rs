@@ -960,3 +960,51 @@ while True:
         p.wait_more_lines(2);
     }
 }
+
+/// A process whose main thread called pthread_exit while another thread
+/// runs shows as a zombie; it is alive and cannot be saved: refused by
+/// name, as the root or as a child (it was taken for a zombie and saved as
+/// one, losing its threads), and left running.
+#[test]
+fn a_process_without_its_main_thread_is_refused_not_taken_for_a_zombie() {
+    let script = r#"
+import ctypes, os, sys, threading, time
+def headless():
+    def run():
+        while True:
+            print("tick", flush=True)
+            time.sleep(0.05)
+    threading.Thread(target=run).start()
+    time.sleep(0.2)
+    ctypes.CDLL(None).pthread_exit(None)
+if sys.argv[1] == "child":
+    pid = os.fork()
+    if pid == 0:
+        headless()
+    time.sleep(0.5)
+    print(f"READY child={pid}", flush=True)
+    time.sleep(600)
+else:
+    print("READY", flush=True)
+    headless()
+"#;
+    for arg in ["root", "child"] {
+        let dir = TempDir::new(&format!("headless-{arg}"));
+        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
+        p.wait_line(|l| l.starts_with("READY"));
+        std::thread::sleep(Duration::from_millis(400));
+        let _tree = Tree::of(p.pid);
+        let image = dir.join("h.ckpt");
+        let o = ckpt_timeout(
+            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        let err = assert_clean_failure(&o, "a process without its main thread");
+        assert!(
+            err.contains("has a main thread that exited (pthread_exit)"),
+            "{err}"
+        );
+        assert!(!image.exists());
+        p.wait_more_lines(2);
+    }
+}

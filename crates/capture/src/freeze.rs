@@ -101,7 +101,7 @@ pub(crate) fn check_target_as(pid: Pid, me: &Me) -> Result<()> {
     }
     let (_, state) = status.get("State")?;
     if state.starts_with('Z') || state.starts_with('X') {
-        return Err(Error::Zombie { pid });
+        return Err(headless(pid).unwrap_or(Error::Zombie { pid }));
     }
     let stat = Stat::read(pid, &format!("/proc/{pid}/stat"))?;
     if u64::from(stat.stat.flags) & PF_KTHREAD != 0 {
@@ -112,6 +112,20 @@ pub(crate) fn check_target_as(pid: Pid, me: &Me) -> Result<()> {
         return Err(Error::AlreadyTraced { pid, tracer });
     }
     check_permission(pid, &status, me)
+}
+
+/// The error for a process in state Z whose main thread exited
+/// (pthread_exit) while other threads run: a live process, which ckpt
+/// cannot save (None: a real zombie).
+pub(crate) fn headless(pid: Pid) -> Option<Error> {
+    let threads = crate::procfs::list_tids(pid).map_or(0, |t| t.len());
+    (threads > 1).then(|| Error::NotPermitted {
+        pid,
+        why: format!(
+            "has a main thread that exited (pthread_exit) while its {} other thread(s) run: a process without its main thread cannot be saved",
+            threads - 1
+        ),
+    })
 }
 
 const CAP_SYS_PTRACE: u32 = 19;

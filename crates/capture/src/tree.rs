@@ -59,7 +59,12 @@ fn walk(root: Pid) -> Result<Vec<Member>> {
         let zombie = match state_of(pid) {
             None if pid == root => return Err(Error::NoSuchProcess { pid }),
             None => continue, // gone meanwhile
-            Some((s, code)) if s == "Z" || s == "X" => Some(code),
+            Some((s, code)) if s == "Z" || s == "X" => {
+                if let Some(e) = freeze::headless(pid) {
+                    return Err(e);
+                }
+                Some(code)
+            }
             Some(_) => None,
         };
         let children = if zombie.is_some() {
