@@ -1008,3 +1008,51 @@ else:
         p.wait_more_lines(2);
     }
 }
+
+/// Secret memory (memfd_secret) cannot be read from outside the process:
+/// refused by name, mapped or only held by an fd, and left running.
+#[test]
+fn secret_memory_is_refused_by_name() {
+    let script = r#"
+import ctypes, mmap, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+fd = libc.syscall(447, 0)
+if fd < 0:
+    print("NOSECRETMEM", ctypes.get_errno(), flush=True)
+    time.sleep(600)
+os.ftruncate(fd, 4096)
+if sys.argv[1] == "mapped":
+    m = mmap.mmap(fd, 4096)
+    m[0:6] = b"secret"
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+    print("tick", flush=True)
+"#;
+    for (arg, needle) in [
+        (
+            "mapped",
+            "(/secretmem (deleted)): secret memory (memfd_secret) cannot be saved",
+        ),
+        ("fd", "fd 3: secret memory (memfd_secret) cannot be saved"),
+    ] {
+        let dir = TempDir::new(&format!("secretmem-{arg}"));
+        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
+        p.wait_line(|l| l.starts_with("READY") || l.starts_with("NOSECRETMEM"));
+        assert!(
+            !p.output().contains("NOSECRETMEM"),
+            "memfd_secret is not available on this kernel: {}",
+            p.output()
+        );
+        let image = dir.join("s.ckpt");
+        let o = ckpt_timeout(
+            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+            Duration::from_secs(30),
+        );
+        let err = assert_clean_failure(&o, "secret memory");
+        assert!(err.contains(needle), "{err}");
+        assert!(!image.exists());
+        p.wait_more_lines(2);
+    }
+}

@@ -29,7 +29,7 @@ mod pidfd;
 mod pipe;
 mod pty;
 mod raw;
-mod regular;
+pub(crate) mod regular;
 mod signalfd;
 mod timerfd;
 mod tty;

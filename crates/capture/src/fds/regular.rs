@@ -13,6 +13,9 @@ pub(super) fn matches(f: &RawFd) -> bool {
 
 pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let Some(md) = &f.md else { return Ok(None) };
+    if is_secretmem(&f.link, md.dev()) {
+        return Err(super::unsupported(f.fd, SECRETMEM));
+    }
     let (path, deleted_suffix) = strip_deleted(&f.link);
     // Unlinked under this name, linked under another (a file written under
     // a temporary name, then linked or renamed: glibc's sem_open).
@@ -154,4 +157,14 @@ pub(crate) fn strip_deleted(name: &[u8]) -> (&[u8], bool) {
         Some(n) => (n, true),
         None => (name, false),
     }
+}
+
+/// Why secret memory is refused (fds here, mappings in mem/vmas.rs).
+pub(crate) const SECRETMEM: &str =
+    "secret memory (memfd_secret) cannot be saved: the kernel lets no other process read it";
+
+/// A memfd_secret file: "/secretmem (deleted)" on the kernel's internal
+/// mount (major device 0), not a deleted file of that name on a disk.
+pub(crate) fn is_secretmem(link: &[u8], dev: u64) -> bool {
+    link == b"/secretmem (deleted)" && libc::major(dev) == 0
 }

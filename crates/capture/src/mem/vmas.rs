@@ -405,6 +405,9 @@ pub(crate) fn check_ring_holders(
 /// The backing of an area whose name is a path: shared memory under a
 /// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
 fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
+    if crate::fds::regular::is_secretmem(&e.name, e.dev) {
+        return Err(reject(pid, e, crate::fds::regular::SECRETMEM));
+    }
     let (path, deleted) = strip_deleted(&e.name);
     if path == b"/[aio]" && deleted && shared {
         // An AIO context's ring: its header now, all its pages.
