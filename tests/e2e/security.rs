@@ -1233,20 +1233,20 @@ fn seccomp_strict_mode_is_restored() {
 fn a_segment_naming_a_recycled_pid_is_not_the_dumped_process() {
     need(require::tool("ipcmk", "apt-get install util-linux"));
     let dir = TempDir::new("sysvreuse");
-    let mk = Command::new("ipcmk")
-        .args(["-M", "4096", "-p", "0600"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let maker = mk.id() as i32;
-    let out = mk.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let id: i32 = text
+    // The segment is made by a process at a pid near the top of the pid
+    // range, which nobody's process then takes (ns_last_pid): far from
+    // the pids other tests just freed and restore at (setting the next
+    // pid back among them would hand theirs to other processes).
+    let pid_max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
         .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("ipcmk said {text:?}"));
+        .parse()
+        .unwrap();
+    let at_pid = |pid: i32, cmd: &mut dyn FnMut() -> (i32, Box<dyn std::any::Any>)| {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+        let (got, keep) = cmd();
+        (got == pid).then_some(keep)
+    };
     struct Remove(i32);
     impl Drop for Remove {
         fn drop(&mut self) {
@@ -1255,17 +1255,64 @@ fn a_segment_naming_a_recycled_pid_is_not_the_dumped_process() {
                 .status();
         }
     }
-    let _segment = Remove(id);
+    let mut made = None;
+    for k in 0..50 {
+        let pid = pid_max - 2000 + 13 * k;
+        let mut mk = || {
+            let c = Command::new("ipcmk")
+                .args(["-M", "4096", "-p", "0600"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let got = c.id() as i32;
+            let out = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            let id: i32 = text
+                .trim()
+                .rsplit(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("ipcmk said {text:?}"));
+            (got, Box::new(Remove(id)) as Box<dyn std::any::Any>)
+        };
+        if let Some(seg) = at_pid(pid, &mut mk) {
+            made = Some((pid, seg));
+            break;
+        }
+    }
+    let (maker, _segment) = made.expect("could not run ipcmk at a chosen pid");
+    let id = {
+        let shm = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+        shm.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(4) == Some(&maker.to_string().as_str())).then(|| f[1].parse::<i32>().ok())?
+            })
+            .next()
+            .expect("the segment ipcmk made")
+    };
     // Later than the segment's last change by more than the grain of
     // the clocks compared (seconds, and a start time that can lag by one).
     std::thread::sleep(Duration::from_millis(3500));
-    let q = (0..200)
-        .find_map(|_| {
-            std::fs::write("/proc/sys/kernel/ns_last_pid", (maker - 1).to_string()).ok()?;
-            let q = nobody_target(&dir, true);
-            (q.pid == maker).then_some(q)
-        })
-        .expect("could not start nobody's process at the segment maker's pid");
+    // Each try in a directory of its own: the processes of a TempDir share
+    // one output file, and a try that misses the pid can give its pid to
+    // the next (whose READY line must not be taken for the old one's).
+    let mut tries = 0;
+    let (_try_dir, q) = loop {
+        tries += 1;
+        assert!(
+            tries <= 50,
+            "could not start nobody's process at pid {maker}"
+        );
+        let d = TempDir::new(&format!("sysvreuse-{tries}"));
+        let mut spawn = || {
+            let q = nobody_target(&d, true);
+            (q.pid, Box::new(q) as Box<dyn std::any::Any>)
+        };
+        if let Some(q) = at_pid(maker, &mut spawn) {
+            break (d, q.downcast::<Proc>().unwrap());
+        }
+    };
     let out = nobody_dir(&dir, "out");
     let image = out.join("own.ckpt");
     let o = ckpt_as_nobody(&[
