@@ -492,20 +492,28 @@ while True:
         let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
         p.wait_line(|l| l.starts_with("READY"));
         let _tree = Tree::of(p.pid);
-        let image = dir.join(format!("{arg}.ckpt"));
-        let o = ckpt_timeout(
-            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
-            Duration::from_secs(30),
-        );
-        let err = assert_clean_failure(&o, "a time or pid namespace");
+        let err = assert_dump_refused(&dir, &p, needle);
         assert!(
-            err.contains(needle) && err.contains("namespaces") && err.contains("are not saved"),
+            err.contains("namespaces") && err.contains("are not saved"),
             "{err}"
         );
-        assert!(!image.exists());
-        assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
-        p.wait_more_lines(2);
     }
+}
+
+/// Dump `p` (of `dir`): refused, saying `needle`, no image left, and the
+/// process untraced and going on (two more lines of output). The error.
+fn assert_dump_refused(dir: &TempDir, p: &Proc, needle: &str) -> String {
+    let image = dir.join("refused.ckpt");
+    let o = ckpt_timeout(
+        &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
+        Duration::from_secs(30),
+    );
+    let err = assert_clean_failure(&o, needle);
+    assert!(err.contains(needle), "{err}");
+    assert!(!image.exists());
+    assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
+    p.wait_more_lines(2);
+    err
 }
 
 #[test]
@@ -948,16 +956,7 @@ while True:
         let dir = TempDir::new(&format!("uring-{arg}"));
         let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
         p.wait_line(|l| l.starts_with("READY"));
-        let image = dir.join("u.ckpt");
-        let o = ckpt_timeout(
-            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
-            Duration::from_secs(30),
-        );
-        let err = assert_clean_failure(&o, "an io_uring");
-        assert!(err.contains(needle), "{err}");
-        assert!(!image.exists());
-        assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
-        p.wait_more_lines(2);
+        assert_dump_refused(&dir, &p, needle);
     }
 }
 
@@ -994,18 +993,7 @@ else:
         p.wait_line(|l| l.starts_with("READY"));
         std::thread::sleep(Duration::from_millis(400));
         let _tree = Tree::of(p.pid);
-        let image = dir.join("h.ckpt");
-        let o = ckpt_timeout(
-            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
-            Duration::from_secs(30),
-        );
-        let err = assert_clean_failure(&o, "a process without its main thread");
-        assert!(
-            err.contains("has a main thread that exited (pthread_exit)"),
-            "{err}"
-        );
-        assert!(!image.exists());
-        p.wait_more_lines(2);
+        assert_dump_refused(&dir, &p, "has a main thread that exited (pthread_exit)");
     }
 }
 
@@ -1045,14 +1033,6 @@ while True:
             "memfd_secret is not available on this kernel: {}",
             p.output()
         );
-        let image = dir.join("s.ckpt");
-        let o = ckpt_timeout(
-            &["dump", &p.pid.to_string(), "-o", image.to_str().unwrap()],
-            Duration::from_secs(30),
-        );
-        let err = assert_clean_failure(&o, "secret memory");
-        assert!(err.contains(needle), "{err}");
-        assert!(!image.exists());
-        p.wait_more_lines(2);
+        assert_dump_refused(&dir, &p, needle);
     }
 }

@@ -233,13 +233,6 @@ pub struct Record {
     pub sockets: Vec<Repaired>,
 }
 
-/// Start time of `pid` (field 22 of /proc/PID/stat), None if gone.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 impl Record {
     /// A record of a lock this process is making.
     pub fn new(tag: &str) -> Record {
@@ -247,7 +240,7 @@ impl Record {
         Record {
             tag: tag.to_string(),
             dumper_pid: pid,
-            dumper_start: start_time(pid).unwrap_or(0),
+            dumper_start: crate::proc::start_time(pid).unwrap_or(0),
             status: "locking".into(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -330,7 +323,7 @@ impl Record {
     }
 
     fn dumper_alive(&self) -> bool {
-        start_time(self.dumper_pid) == Some(self.dumper_start)
+        crate::proc::start_time(self.dumper_pid) == Some(self.dumper_start)
     }
 }
 

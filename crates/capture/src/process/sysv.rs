@@ -51,6 +51,16 @@ fn perm(p: &Perm) -> IpcPerm {
     }
 }
 
+/// An object we may not read (another user's: not one the processes,
+/// which run as us or we could not dump them, can use either), or removed
+/// meanwhile: not saved.
+fn unusable(e: &ckpt_sys::Error) -> bool {
+    matches!(
+        e.errno(),
+        Some(libc::EACCES | libc::EPERM | libc::EINVAL | libc::EIDRM)
+    )
+}
+
 fn sys_err(pid: Pid, what: String) -> impl FnOnce(ckpt_sys::Error) -> Error {
     move |source| Error::Sys { pid, what, source }
 }
@@ -79,12 +89,7 @@ pub(crate) fn save(
             // now: one we may not read is not one they (running as us, or
             // we could not dump them) can attach again either.
             match save_shm(pid, id, page, sink) {
-                Err(Error::Sys { source, .. })
-                    if matches!(
-                        source.errno(),
-                        Some(libc::EACCES | libc::EPERM | libc::EINVAL | libc::EIDRM)
-                    ) =>
-                {
+                Err(Error::Sys { source, .. }) if unusable(&source) => {
                     tracing::debug!(id, "SysV segment not saved: {source}");
                 }
                 r => out.shm.push(r?),
@@ -102,11 +107,7 @@ pub(crate) fn save(
     for row in table(pid, Kind::Sem)? {
         let id = row.get("semid")?;
         let set = match ipc::sem_read(id) {
-            // Another user's set we may not read: not one the processes
-            // (which run as us, or we could not dump them) can use either.
-            Err(e) if matches!(e.errno(), Some(libc::EACCES | libc::EPERM)) => continue,
-            // Removed meanwhile.
-            Err(e) if matches!(e.errno(), Some(libc::EINVAL | libc::EIDRM)) => continue,
+            Err(e) if unusable(&e) => continue,
             r => r.map_err(sys_err(pid, format!("reading SysV semaphore set {id}")))?,
         };
         let last = row.latest(&["otime", "ctime"]);
@@ -125,12 +126,7 @@ pub(crate) fn save(
         }
         let q = match ipc::msg_read(id) {
             // As for segments: not one the processes can use again.
-            Err(e)
-                if matches!(
-                    e.errno(),
-                    Some(libc::EACCES | libc::EPERM | libc::EINVAL | libc::EIDRM)
-                ) =>
-            {
+            Err(e) if unusable(&e) => {
                 tracing::debug!(id, "SysV message queue not saved: {e}");
                 continue;
             }

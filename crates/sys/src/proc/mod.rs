@@ -211,11 +211,19 @@ pub fn cgroup_in_own_ns(pid: Pid) -> Result<Vec<u8>> {
     })
 }
 
+/// Start time of `pid` (field 22 of /proc/PID/stat, in clock ticks since
+/// boot), None if gone.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// When `pid` started, in whole seconds since the epoch (field 22 of
 /// /proc/PID/stat over the clock tick, plus the boot time of /proc/stat),
 /// rounded down; None if it is gone or the files cannot be read.
 pub fn started_at(pid: i32) -> Option<u64> {
-    let ticks = crate::netlock::start_time(pid)?;
+    let ticks = start_time(pid)?;
     let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
