@@ -101,6 +101,10 @@ impl ReadAt for ImageFile {
         ReadAt::read_at(&self.file, buf, off)
     }
 
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        self.file.file_owner()
+    }
+
     fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<Range<usize>> {
         match self.read_direct(buf, off, len) {
             Some(r) => Ok(r),

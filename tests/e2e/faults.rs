@@ -1133,3 +1133,76 @@ fn signals_cancel_a_tree_restore_cleanly() {
         "only {cancelled} of 12 signals cancelled a restore"
     );
 }
+
+/// A process of the tree killed while the tree is restored (processes are
+/// built while the rest of the tree is still being made): the restore
+/// fails at once, saying why, with none of the tree's pids left; or, when
+/// the process was already built, it completes.
+#[test]
+fn a_process_killed_while_its_tree_is_restored_fails_it_cleanly() {
+    let _turn = heavy();
+    let dir = TempDir::new("treekill");
+    let (mut p, pids) = start_tree(&dir);
+    let image = dir.join("t.ckpt");
+    dump_kill(&mut p, &image);
+    for &pid in &pids {
+        wait_gone(pid);
+    }
+    let gone = |pid: i32| {
+        try_reap(pid);
+        !Path::new(&format!("/proc/{pid}")).exists()
+    };
+    let mut rnd = Rand::new();
+    let (mut failed, mut completed) = (0, 0);
+    for round in 0..12u64 {
+        let victim = pids[1 + (round % 2) as usize];
+        let mut child = ckpt()
+            .args(["restore", "--detach", image.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while gone(victim) && child.try_wait().unwrap().is_none() && t.elapsed() < LIMIT {
+            std::thread::yield_now();
+        }
+        let delay = Duration::from_micros(rnd.below(3000));
+        std::thread::sleep(delay);
+        let _ = signal(victim, libc::SIGKILL);
+        let what = format!("pid {victim} killed {delay:?} after it appeared");
+        let t = Instant::now();
+        let st = wait_limited(&mut child, &what);
+        let took = t.elapsed();
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        if st.success() {
+            completed += 1;
+            for &pid in &pids {
+                let _ = signal(pid, libc::SIGKILL);
+            }
+        } else {
+            assert!(
+                took < Duration::from_secs(10),
+                "{what}: the restore took {took:?} to fail: {err}"
+            );
+            assert!(err.contains("restore of"), "{what}: {err}");
+            failed += 1;
+        }
+        let t = Instant::now();
+        for &pid in &pids {
+            while !gone(pid) {
+                assert!(t.elapsed() < LIMIT, "{what}: pid {pid} left");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    eprintln!("{failed} restores failed, {completed} completed");
+    assert!(failed >= 3, "only {failed} of 12 kills failed a restore");
+}

@@ -242,12 +242,20 @@ pub trait ReadAt {
     fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<std::ops::Range<usize>> {
         if buf.len() >= len {
             buf.truncate(len);
+        } else if buf.capacity() == 0 {
+            // Allocated zeroed: fresh memory is not written before the read.
+            *buf = vec![0u8; len];
         } else {
             // Zeroes only bytes the buffer never had.
             buf.resize(len, 0);
         }
         self.read_at(buf, off)?;
         Ok(0..len)
+    }
+    /// The owner (uid) and mode of the file this source reads, when it
+    /// reads one (None: bytes in memory, or not known).
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        None
     }
 }
 
@@ -257,6 +265,11 @@ impl ReadAt for File {
             .metadata()
             .map_err(|e| Error::io("stat of the image file", e))?
             .len())
+    }
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.metadata().ok()?;
+        m.is_file().then(|| (m.uid(), m.mode()))
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
@@ -317,6 +330,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Box<T> {
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         (**self).read_at(buf, off)
     }
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        (**self).file_owner()
+    }
     fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<std::ops::Range<usize>> {
         (**self).read_into(buf, off, len)
     }
@@ -328,6 +344,9 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     }
     fn read_at(&self, buf: &mut [u8], off: u64) -> Result<()> {
         (**self).read_at(buf, off)
+    }
+    fn file_owner(&self) -> Option<(u32, u32)> {
+        (**self).file_owner()
     }
     fn read_into(&self, buf: &mut Vec<u8>, off: u64, len: usize) -> Result<std::ops::Range<usize>> {
         (**self).read_into(buf, off, len)

@@ -144,10 +144,14 @@ impl FrameScratch {
     }
 }
 
-/// Make `v` exactly `n` bytes long, zeroing only bytes it never had.
+/// Make `v` exactly `n` bytes long, zeroing only bytes it never had (an
+/// empty buffer is allocated zeroed: fresh memory from the allocator is
+/// not written, so it is not faulted in before it is filled).
 fn set_len(v: &mut Vec<u8>, n: usize) {
     if v.len() >= n {
         v.truncate(n);
+    } else if v.capacity() == 0 {
+        *v = vec![0u8; n];
     } else {
         v.resize(n, 0);
     }

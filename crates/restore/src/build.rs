@@ -17,16 +17,16 @@ use crate::process::creds::{
 };
 use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::{Batcher, Remote};
-use crate::stub::{self, Shared, Stubs, Work};
+use crate::stub::{self, Readiness, Shared, Stubs, Work};
 use crate::tree::{plan_tree, TreePlan};
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
-use ckpt_image::{Image, ImageReader, Process, ReadAt};
+use ckpt_image::{ImageReader, Process, ReadAt};
 use ckpt_sys::creds::FsSwitch;
 use ckpt_sys::mm::{self, ProcMem};
 use ckpt_sys::proc::{self, group};
 use ckpt_sys::ptrace;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -204,43 +204,64 @@ fn restore_steps<R: ReadAt + Sync>(
     // Its frames decoded and cached for the builders, out of the forks.
     let premapped = ckpt_sys::heap::fork_private(|| premap(reader, &planned))?;
     step.done();
-    let mut stubs = stubs_step(reader, &planned, switch.as_ref(), opts, cancel)?;
-    // The stubs hold the premapped memory now (the restorer's copy goes).
-    let premap_base = premapped.map_or(0, |(area, base)| {
-        drop(area);
-        base
-    });
-    phases.push(("stubs", t0.elapsed()));
-    // The terminal goes to the job now that its groups exist (every
-    // process waits to be built; none runs before the terminal is its).
-    let terminal = hand_over(&planned, &stubs, opts)?;
-
-    let step = Step::begin("processes");
+    let stubs = Stubs::new(planned.tree.nodes.len() + planned.tree.helpers.len())?;
+    let groups = build_groups(&planned);
+    let ready = Readiness::new(planned.tree.nodes.len(), groups.len());
     let b = Builders {
         reader,
         planned: &planned,
         stubs: &stubs,
+        ready: &ready,
         page,
         huge_fill: opts.huge_fill,
         cgroups: (!opts.ignore_cgroups).then_some(&opts.cgroup_roots[..]),
         switch: switch.as_ref(),
         cancel,
         t0,
-        next: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
         done_bytes: AtomicU64::new(0),
         ipc: std::sync::Mutex::new(ipc),
         net: std::sync::Mutex::new(&mut net),
         lazy,
         server: std::sync::Mutex::new(None),
-        premap_base,
+        premap_base: premapped.as_ref().map_or(0, |&(_, base)| base),
         total: data_bytes(&planned),
         own: own_creds(),
     };
-    let out = b.build_all(progress)?;
+    // The processes are built as their stubs get ready, while the rest of
+    // the tree is made.
+    let mut terminal = None;
+    let out = stubs_step(
+        (reader, &planned, switch.as_ref()),
+        (opts, cancel),
+        (&b, &groups),
+        premapped.map(|(area, _)| area),
+        &mut || {
+            phases.push(("stubs", t0.elapsed()));
+            // The terminal goes to the job now that its groups exist
+            // (every process waits to be built, or is built and stopped;
+            // none runs before the terminal is its).
+            terminal = hand_over(&planned, &stubs, opts)?;
+            Ok(())
+        },
+        progress,
+    )?;
     b.ipc.lock().unwrap_or_else(|p| p.into_inner()).keep();
     let server = b.server.lock().unwrap_or_else(|p| p.into_inner()).take();
-    step.done();
+    drop(b);
+    let restored = finish(&planned, stubs, out, (phases, t0), terminal);
+    Ok((restored, server))
+}
+
+/// The restore done: the stubs are the processes now (nothing to kill),
+/// and what it did.
+fn finish(
+    planned: &Planned,
+    mut stubs: Stubs,
+    out: BuiltAll,
+    (mut phases, t0): (Vec<(&'static str, Duration)>, Instant),
+    terminal: Option<Handover>,
+) -> Restored {
     let (built, injected, page_bytes) = (out.procs, out.injected, out.page_bytes);
     if out.phases.is_empty() {
         phases.push(("processes", t0.elapsed()));
@@ -271,14 +292,13 @@ fn restore_steps<R: ReadAt + Sync>(
         elapsed = ?stats.total,
         "restored"
     );
-    let restored = Restored {
+    Restored {
         pid: root,
         tids,
         stats,
         pids,
         terminal,
-    };
-    Ok((restored, server))
+    }
 }
 
 /// The switch to the saved user's file access ids, when check says the
@@ -499,61 +519,42 @@ fn premap<R: ReadAt + Sync>(
     cow::premap(reader, &planned.cow, &runs)
 }
 
-/// The "stubs" step: [`spawn_stubs`], with as little of the restorer's
-/// memory as it can leave them (each stub copies what the restorer has
-/// resident at its fork, and unmaps it when it is built).
-fn stubs_step<R: ReadAt>(
-    reader: &ImageReader<R>,
-    planned: &Planned,
-    switch: Option<&FsSwitch>,
-    opts: &RestoreOptions,
-    cancel: &crate::Cancel,
-) -> Result<Stubs> {
-    let step = Step::begin("stubs");
-    // What the check and the plan freed is still resident.
-    mm::release_free_memory();
-    // The stubs never read the image's raw metadata (the largest
-    // allocation): left out of their forks.
-    let no_fork = mm::exclude_from_forks(reader.metadata_bytes());
-    tracing::debug!(
-        bytes = ckpt_sys::heap::fork_private_bytes(),
-        "memory left out of the stubs' forks"
-    );
-    let stubs = spawn_stubs(reader.image(), planned, switch, opts, cancel);
-    drop(no_fork);
-    let stubs = stubs?;
-    step.done();
-    Ok(stubs)
-}
-
 /// The stubs of the whole tree, each at its saved pid (or, with new_pid,
-/// anywhere when its ids are taken), with their fds.
-fn spawn_stubs(
-    image: &Image,
-    planned: &Planned,
-    switch: Option<&FsSwitch>,
-    opts: &RestoreOptions,
-    cancel: &crate::Cancel,
-) -> Result<Stubs> {
+/// anywhere when its ids are taken), with their fds, and the processes
+/// built from them as they get ready (`b`); `all_ready` runs once every
+/// stub is. The stubs are forked with as little of the restorer's memory
+/// as it can leave them (each copies what the restorer has resident at
+/// its fork, and unmaps it when it is built); the premap area goes from
+/// the restorer once the root stub has it.
+#[allow(clippy::type_complexity)]
+fn stubs_step<R: ReadAt + Sync>(
+    (reader, planned, switch): (&ImageReader<R>, &Planned, Option<&FsSwitch>),
+    (opts, cancel): (&RestoreOptions, &crate::Cancel),
+    (b, groups): (&Builders<'_, R>, &[Vec<usize>]),
+    premap_area: Option<ckpt_sys::mm::FixedArea>,
+    all_ready: &mut dyn FnMut() -> Result<()>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<BuiltAll> {
+    let step = Step::begin("stubs");
     let tree = &planned.tree;
-    let mut groups = None;
+    let image = reader.image();
+    let mut taken = None;
     let want: Vec<Option<i32>> = tree
         .nodes
         .iter()
         .map(|n| {
             let p = &image.processes[n.image];
-            let free = !opts.new_pid || taken_ids(p, &mut groups).is_empty();
+            let free = !opts.new_pid || taken_ids(p, &mut taken).is_empty();
             free.then_some(p.pid)
         })
         .collect();
-    let stubs = Stubs::new(tree.nodes.len() + tree.helpers.len())?;
     let mut slots = vec![-1i32; planned.fds.slots];
     let mut scratch = Scratch::new(&planned.fds);
     let mut child_pipes = vec![-1i32; tree.nodes.len()];
     let sh = Shared {
         plan: &planned.fds,
         tree,
-        pids: &stubs.pids,
+        pids: &b.stubs.pids,
         want: &want,
         new_pid: opts.new_pid,
         zombie_wait: if opts.new_pid {
@@ -570,17 +571,43 @@ fn spawn_stubs(
         scratch: &mut scratch,
         child_pipes: &mut child_pipes,
     };
-    stub::spawn_tree(&sh, &mut w, &stubs, &|pid| cancel.watch(pid))?;
-    // A cancel from now on kills every process being built.
-    for c in 0..tree.nodes.len() {
-        cancel.watch(stubs.pid(c));
-    }
+    // What the check and the plan freed is still resident.
+    mm::release_free_memory();
+    // The stubs never read the image's raw metadata (the largest
+    // allocation): left out of their forks.
+    let no_fork = mm::exclude_from_forks(reader.metadata_bytes());
     tracing::debug!(
-        processes = tree.nodes.len(),
-        fd_ops = planned.fds.ops.len(),
-        "stubs ready with their fds"
+        bytes = ckpt_sys::heap::fork_private_bytes(),
+        "memory left out of the stubs' forks"
     );
-    Ok(stubs)
+    let watch = |pid| cancel.watch(pid);
+    let started = stub::start_tree(&sh, &mut w, b.stubs, &watch);
+    drop(no_fork);
+    drop(premap_area);
+    let started = started?;
+    b.build_all(progress, groups, || {
+        stub::wait_ready(&sh, b.stubs, started, b.ready, &watch)?;
+        step.done();
+        tracing::debug!(
+            processes = tree.nodes.len(),
+            fd_ops = planned.fds.ops.len(),
+            "stubs ready with their fds"
+        );
+        all_ready()
+    })
+}
+
+/// The processes by the fd table they share (one group per table, in
+/// creation order): each group is built by one builder, in order (the
+/// last one closes the kept fds they share). Zombies are not built.
+fn build_groups(planned: &Planned) -> Vec<Vec<usize>> {
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (c, n) in planned.tree.nodes.iter().enumerate() {
+        if n.zombie.is_none() {
+            groups.entry(n.table).or_default().push(c);
+        }
+    }
+    groups.into_values().collect()
 }
 
 /// Most threads building processes at once. Building is mostly waiting
@@ -600,8 +627,8 @@ struct Builders<'a, R: ReadAt> {
     switch: Option<&'a FsSwitch>,
     cancel: &'a crate::Cancel,
     t0: Instant,
-    /// The next group of processes to build (index into `groups`).
-    next: AtomicUsize,
+    /// Which stubs are ready to be built (and groups taken).
+    ready: &'a Readiness,
     /// A builder failed: the others stop.
     failed: AtomicBool,
     done_bytes: AtomicU64,
@@ -635,23 +662,38 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
     /// Build every live process, several at once, then let them all go
     /// together (each builder lets go of the processes it built, as only
     /// the thread that traces a process may).
-    fn build_all(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<BuiltAll> {
-        // Processes sharing an fd table are built by one builder, in order
-        // (the last one closes the kept fds they share).
-        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        for (c, n) in self.planned.tree.nodes.iter().enumerate() {
-            if n.zombie.is_none() {
-                groups.entry(n.table).or_default().push(c);
-            }
-        }
-        let groups: Vec<Vec<usize>> = groups.into_values().collect();
+    ///
+    /// `first` runs on this thread while the other builders start (the
+    /// stubs' reports: processes are built as their stubs get ready); this
+    /// thread builds too once it returns. Its error comes first.
+    fn build_all(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+        groups: &[Vec<usize>],
+        first: impl FnOnce() -> Result<()>,
+    ) -> Result<BuiltAll> {
         let n = groups.len().clamp(1, MAX_BUILDERS);
         let barrier = Barrier::new(n);
+        let whole: Vec<bool> = groups
+            .iter()
+            .map(|g| {
+                g.iter().any(|&c| {
+                    let image = self.planned.tree.nodes[c].image;
+                    self.planned.fds.late.iter().any(|l| l.proc == image)
+                })
+            })
+            .collect();
+        let (groups, whole) = (groups, &whole[..]);
         let results: Vec<(BuiltAll, Option<Error>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..n)
-                .map(|_| s.spawn(|| self.builder(&groups, &barrier, &mut |_, _| {})))
+                .map(|_| s.spawn(|| self.builder((groups, whole), &barrier, &mut |_, _| {})))
                 .collect();
-            let mine = self.builder(&groups, &barrier, progress);
+            let before = first();
+            let step = Step::begin("processes");
+            if before.is_err() {
+                self.fail();
+            }
+            let mine = self.builder((groups, whole), &barrier, progress);
             let mut all = vec![mine];
             for h in handles {
                 all.push(h.join().unwrap_or_else(|_| {
@@ -664,6 +706,9 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
                     )
                 }));
             }
+            step.done();
+            // A builder's error first: the stubs' reports stop on it.
+            all.push((BuiltAll::default(), before.err()));
             all
         });
         let mut out = BuiltAll::default();
@@ -691,20 +736,18 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
     /// failed), then, once every builder is done, let its own go.
     fn builder(
         &self,
-        groups: &[Vec<usize>],
+        (groups, whole): (&[Vec<usize>], &[bool]),
         barrier: &Barrier,
         progress: &mut dyn FnMut(u64, u64),
     ) -> (BuiltAll, Option<Error>) {
         let mut out = BuiltAll::default();
         let mut err = None;
-        'all: while !self.failed.load(Ordering::Relaxed) {
-            let g = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(group) = groups.get(g) else { break };
-            for &c in group {
+        'all: while let Some(g) = self.ready.take(groups, whole, &self.failed) {
+            for &c in &groups[g] {
                 match self.build_one(c, &mut out, progress) {
                     Ok(tids) => out.procs.push((c, tids)),
                     Err(e) => {
-                        self.failed.store(true, Ordering::Relaxed);
+                        self.fail();
                         err = Some(e);
                         break 'all;
                     }
@@ -716,7 +759,7 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
         // are attached now), and the saved connections live again.
         if barrier.wait().is_leader() && !self.failed.load(Ordering::Relaxed) {
             if let Err(e) = self.cancel.check().and_then(|()| self.last_steps()) {
-                self.failed.store(true, Ordering::Relaxed);
+                self.fail();
                 err = Some(e);
             }
         }
@@ -727,6 +770,12 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
             }
         }
         (out, err)
+    }
+
+    /// Stop every builder (each at the end of the process it builds).
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+        self.ready.fail();
     }
 
     /// After every process is built, before any runs.
@@ -812,6 +861,10 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
                     .collect(),
             },
             own: &self.own,
+            reports: (
+                (self.planned.fds.stage + place::CTL_STATUS) as u64,
+                (self.planned.fds.stage + place::CTL_GO) as u64,
+            ),
         };
         let r = b.run();
         if let Some(s) = b.server.take() {
@@ -943,6 +996,8 @@ struct Build<'a, R: ReadAt> {
     premap: Premap,
     /// The restorer's credentials (the stub's).
     own: &'a OwnCreds,
+    /// The stub's report pipes' fds (first, last), closed when it is seized.
+    reports: (u64, u64),
 }
 
 impl<R: ReadAt + Sync> Build<'_, R> {
@@ -1065,7 +1120,7 @@ impl<R: ReadAt + Sync> Build<'_, R> {
         let mem = ProcMem::open(pid).ctx(|| format!("pid {pid}: opening its memory"))?;
         let mut main = Remote::new(pid, layout::syscall_ip(pid, &mem, &stub_maps)?)?;
         let rseq = thread::stub_rseq(pid)?;
-        layout::address_space(&mut main, &layout, self.page, rseq)?;
+        layout::address_space(&mut main, &layout, self.page, rseq, self.reports)?;
         Ok(Prepared {
             main,
             mem,

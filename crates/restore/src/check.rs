@@ -860,13 +860,17 @@ fn access_here(items: &[AccessItem]) -> Vec<(usize, i32)> {
 
 /// The owner and mode of the image file being read, when it is one.
 ///
-/// The reader does not say which file it reads, so the restorer's open
-/// files are searched for one with the same length and the same trailing
-/// commit record and metadata (an identical copy is equally trustworthy).
-/// Readers of memory buffers have no file.
+/// A reader of a file says whose it is ([`ReadAt::file_owner`]). One that
+/// does not is taken for one of the restorer's open files when one has the
+/// same length and the same trailing commit record and metadata (an
+/// identical copy is equally trustworthy). Readers of memory buffers have
+/// no file.
 fn image_file<R: ReadAt>(reader: &ImageReader<R>) -> Option<(u32, u32)> {
     use std::os::unix::fs::FileExt;
     let src = reader.source();
+    if let Some(owner) = src.file_owner() {
+        return Some(owner);
+    }
     let len = src.len().ok()?;
     let tail_len = len.min(64) as usize;
     let mut tail = vec![0u8; tail_len];

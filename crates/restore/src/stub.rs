@@ -16,11 +16,16 @@
 //!    Every stub inherits every
 //!    description, so descriptions the processes shared are shared again.
 //!    A zombie exits with its saved wait status once it has its group.
-//! 3. When the whole tree exists the restorer lets them all go on: each
-//!    stub joins a group whose leader came later, puts its own fds at
-//!    their numbers (fds/place.rs), registers its epoll targets, closes the
-//!    rest and says it is ready. A stub sharing its parent's fd table
-//!    leaves that to the table's owner, which waits for it.
+//! 3. Once its own subtree exists, a stub puts its own fds at their
+//!    numbers (fds/place.rs), registers its epoll targets, closes the rest
+//!    and says it is ready; the restorer builds it while the rest of the
+//!    tree is made ([`Readiness`]). A stub that needs other processes (it
+//!    joins a group whose leader comes later, reaps its helpers, or gives
+//!    its session's terminals to groups) first waits until the whole tree
+//!    exists, when the restorer lets them go on. A stub sharing its
+//!    parent's fd table leaves that to the table's owner, which waits for
+//!    it. A stub may be seized before it closed its report pipes: the
+//!    builder closes them (mem/layout.rs).
 //!
 //! The stubs report on one pipe shared by all (fixed-size records, written
 //! atomically): the root once the tree exists, every stub when it is ready
@@ -52,6 +57,8 @@ use ckpt_sys::proc::group as pg;
 use ckpt_sys::{fds as sfds, proc};
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Failure codes beyond op indices (the record's `arg` says more).
@@ -570,10 +577,13 @@ fn fd_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Child
     let n = &sh.tree.nodes[i];
     let status = sh.fixed(CTL_STATUS);
     let mut b = [0u8; 16];
-    // The restorer closes its end of "go" when the tree exists.
-    while let Ok(k) = sfds::read(sh.fixed(CTL_GO), &mut b) {
-        if k == 0 {
-            break;
+    // The restorer closes its end of "go" when the tree exists; only a
+    // stub that needs other processes waits for it (its subtree exists).
+    if needs_whole_tree(sh, i) {
+        while let Ok(k) = sfds::read(sh.fixed(CTL_GO), &mut b) {
+            if k == 0 {
+                break;
+            }
         }
     }
     if n.group_late {
@@ -631,6 +641,17 @@ fn fd_phase(sh: &Shared<'_>, w: &mut Work<'_>, i: usize, parent_w: i32) -> Child
     let _ = sfds::close(sh.fixed(CTL_GO));
     let _ = sfds::close(status);
     Ok(())
+}
+
+/// Whether stub `i` can only finish its fds once every process exists:
+/// it joins a group whose leader comes later, reaps its helpers (which
+/// wait for the whole tree), or gives its session's terminals to groups.
+/// The others do at once, and are built while the tree is still made.
+fn needs_whole_tree(sh: &Shared<'_>, i: usize) -> bool {
+    let n = &sh.tree.nodes[i];
+    n.group_late
+        || sh.tree.helpers.iter().any(|h| h.parent == i)
+        || (n.table == i && !sh.plan.procs[n.image].foreground.is_empty())
 }
 
 /// How long the stubs may take to exist and be ready, in all.
@@ -817,17 +838,24 @@ impl Groups {
     }
 }
 
+/// The root stub forked and making the tree: its reports and the
+/// release ("go") to read and give in [`wait_ready`].
+pub(crate) struct Started {
+    status: OwnedFd,
+    go: OwnedFd,
+}
+
 /// Fork the root stub (at its pid, or anywhere with new pids when it is
-/// taken), let the stubs make the tree and their fds, and return once
-/// each waits in pause(). `watch` is told the root stub's pid as soon as
-/// it exists (a cancelled restore kills it, and the other stubs die with
-/// it: their parent-death signal). On failure the caller drops `stubs`.
-pub(crate) fn spawn_tree(
+/// taken), which goes on to make the tree and their fds: [`wait_ready`]
+/// follows it. `watch` is told the root stub's pid as soon as it exists
+/// (a cancelled restore kills it, and the other stubs die with it: their
+/// parent-death signal). On failure the caller drops `stubs`.
+pub(crate) fn start_tree(
     sh: &Shared<'_>,
     w: &mut Work<'_>,
     stubs: &Stubs,
     watch: &dyn Fn(i32),
-) -> Result<()> {
+) -> Result<Started> {
     let pipe = |what: &str| {
         sfds::pipe::pipe2(libc::O_CLOEXEC).map_err(|source| Error::Sys {
             context: format!("creating the stubs' {what} pipe"),
@@ -885,12 +913,116 @@ pub(crate) fn spawn_tree(
     stubs.pids.set(0, root);
     drop(status_w);
     drop(go_r);
-    wait_ready(sh, stubs, status_r, go_w)
+    Ok(Started {
+        status: status_r,
+        go: go_w,
+    })
+}
+
+/// What the restorer knows of the stubs while they are made, for the
+/// threads building the processes: which stubs are ready to be built,
+/// whether the whole tree exists, and which groups of processes builders
+/// have taken.
+pub(crate) struct Readiness {
+    st: Mutex<ReadyState>,
+    cv: Condvar,
+}
+
+struct ReadyState {
+    /// By creation index.
+    ready: Vec<bool>,
+    /// Every process exists (their pids are known).
+    whole: bool,
+    /// The stubs failed: nothing more will be ready.
+    failed: bool,
+    /// By group index: a builder has it.
+    taken: Vec<bool>,
+}
+
+impl Readiness {
+    pub fn new(nodes: usize, groups: usize) -> Readiness {
+        Readiness {
+            st: Mutex::new(ReadyState {
+                ready: vec![false; nodes],
+                whole: false,
+                failed: false,
+                taken: vec![false; groups],
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ReadyState)) {
+        f(&mut self.st.lock().unwrap_or_else(|p| p.into_inner()));
+        self.cv.notify_all();
+    }
+
+    /// Nothing more will be ready: builders waiting for a group stop.
+    pub fn fail(&self) {
+        self.update(|s| s.failed = true);
+    }
+
+    fn failed(&self) -> bool {
+        self.st.lock().unwrap_or_else(|p| p.into_inner()).failed
+    }
+
+    /// Take the first group (of creation indices) not taken yet whose
+    /// stubs are all ready, and, where `whole[g]`, once every process
+    /// exists; wait for one. None once every group is taken, or when the
+    /// stubs failed or `stop` is set.
+    pub fn take(&self, groups: &[Vec<usize>], whole: &[bool], stop: &AtomicBool) -> Option<usize> {
+        let mut s = self.st.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if s.failed || stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let mut left = false;
+            for (g, members) in groups.iter().enumerate() {
+                if s.taken[g] {
+                    continue;
+                }
+                left = true;
+                if (s.whole || !whole[g]) && members.iter().all(|&c| s.ready[c]) {
+                    s.taken[g] = true;
+                    return Some(g);
+                }
+            }
+            if !left {
+                return None;
+            }
+            s = match self.cv.wait_timeout(s, Duration::from_millis(50)) {
+                Ok((s, _)) => s,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
 }
 
 /// Read the stubs' records until the tree exists (then release them by
-/// closing `go`), every live one is ready and every one has closed its end.
-fn wait_ready(sh: &Shared<'_>, stubs: &Stubs, r: OwnedFd, go: OwnedFd) -> Result<()> {
+/// closing `go`), every live one is ready and every one has closed its
+/// end, telling `ready` of each (and `watch` of each ready pid) as it
+/// comes. On failure `ready` is told so and the caller drops `stubs`.
+pub(crate) fn wait_ready(
+    sh: &Shared<'_>,
+    stubs: &Stubs,
+    started: Started,
+    ready: &Readiness,
+    watch: &dyn Fn(i32),
+) -> Result<()> {
+    let r = read_reports(sh, stubs, started, ready, watch);
+    if r.is_err() {
+        ready.fail();
+    }
+    r
+}
+
+fn read_reports(
+    sh: &Shared<'_>,
+    stubs: &Stubs,
+    Started { status: r, go }: Started,
+    readiness: &Readiness,
+    watch: &dyn Fn(i32),
+) -> Result<()> {
     let nodes = &sh.tree.nodes;
     let live = nodes.iter().filter(|n| n.zombie.is_none()).count();
     let deadline = Instant::now() + STUB_TIMEOUT;
@@ -898,6 +1030,14 @@ fn wait_ready(sh: &Shared<'_>, stubs: &Stubs, r: OwnedFd, go: OwnedFd) -> Result
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
+        if readiness.failed() {
+            // A builder failed (its error is the one to report): the
+            // stubs are killed.
+            return Err(Error::Stub {
+                pid: stubs.pid(0),
+                what: "stopped: a process of the tree could not be built".into(),
+            });
+        }
         let readable = sfds::wait_readable(r.as_raw_fd(), 100).map_err(|source| Error::Sys {
             context: "waiting for the restore stubs".into(),
             source,
@@ -938,8 +1078,13 @@ fn wait_ready(sh: &Shared<'_>, stubs: &Stubs, r: OwnedFd, go: OwnedFd) -> Result
                 REC_FORKED => {
                     forked = true;
                     go = None; // every stub goes on
+                    readiness.update(|s| s.whole = true);
                 }
-                REC_READY => ready += 1,
+                REC_READY if idx < nodes.len() => {
+                    ready += 1;
+                    watch(stubs.pid(idx));
+                    readiness.update(|s| s.ready[idx] = true);
+                }
                 _ => {
                     let f = (num(8), num(12) as i32, num(16) as i32);
                     return Err(stub_error(sh, stubs, idx.min(nodes.len() - 1), f));

@@ -32,6 +32,9 @@ const MIN_ALIGN: usize = 16;
 /// could not be made).
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// The end of the highest block ever handed out (0: none): the region
+/// above it was never written, and reads as zeros (a fresh mapping).
+static TOUCHED: AtomicUsize = AtomicUsize::new(0);
 /// This process is a fork of the one that made the region, which it does
 /// not have: nothing more is allocated there (blocks inherited from
 /// before the fork are still recognised, and never touched).
@@ -61,8 +64,9 @@ fn private() -> bool {
     PRIVATE.try_with(Cell::get).unwrap_or(false)
 }
 
-/// `layout` from the region, or None when it is full or not made.
-fn bump(layout: Layout) -> Option<*mut u8> {
+/// `layout` from the region, or None when it is full or not made; with
+/// the end of what was handed out before (what may not be zero).
+fn bump(layout: Layout) -> Option<(*mut u8, usize)> {
     let base = BASE.load(Ordering::Acquire);
     if base <= 1 || LOST.load(Ordering::Relaxed) {
         return None;
@@ -78,7 +82,7 @@ fn bump(layout: Layout) -> Option<*mut u8> {
             return None;
         }
         match NEXT.compare_exchange_weak(cur, stop, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return Some(start as *mut u8),
+            Ok(_) => return Some((start as *mut u8, TOUCHED.fetch_max(stop, Ordering::AcqRel))),
             Err(now) => cur = now,
         }
     }
@@ -98,8 +102,13 @@ fn resize_last(p: *mut u8, old: usize, new: usize) -> bool {
     if stop > base + REGION_LEN {
         return false;
     }
-    NEXT.compare_exchange(a + old.max(1), stop, Ordering::AcqRel, Ordering::Relaxed)
-        .is_ok()
+    let done = NEXT
+        .compare_exchange(a + old.max(1), stop, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok();
+    if done {
+        TOUCHED.fetch_max(stop, Ordering::AcqRel);
+    }
+    done
 }
 
 /// Called in the child of a fork (crate::clone does): the region is not
@@ -184,7 +193,7 @@ pub fn fork_private_bytes() -> usize {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if private() {
-            if let Some(p) = bump(layout) {
+            if let Some((p, _)) = bump(layout) {
                 return p;
             }
         }
@@ -194,11 +203,13 @@ unsafe impl GlobalAlloc for Allocator {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if private() {
-            if let Some(p) = bump(layout) {
+            if let Some((p, touched)) = bump(layout) {
                 // Room given back by the last block (freed or shrunk) is
-                // handed out again: not necessarily zero any more.
+                // handed out again: not necessarily zero any more. Above
+                // `touched` it is (and stays untouched: no page faults).
+                let dirty = touched.saturating_sub(p as usize).min(layout.size());
                 // SAFETY: p is a fresh block of layout.size() bytes.
-                unsafe { p.write_bytes(0, layout.size()) };
+                unsafe { p.write_bytes(0, dirty) };
                 return p;
             }
         }

@@ -395,11 +395,15 @@ pub(crate) fn syscall_ip(
 /// Map the trampoline and switch injection to it, unmap the stub's
 /// memory, move the vdso. `stub_rseq`: the arguments of the rseq call
 /// that unregisters the stub's rseq area, if it has one.
+/// `reports`: the first and last fd of the stub's report pipes, closed in
+/// the first batch (a stub is built as soon as it says it is ready, which
+/// may be before it closed them itself).
 pub(crate) fn address_space(
     main: &mut Remote,
     l: &Layout,
     page: u64,
     stub_rseq: Option<[u64; 4]>,
+    reports: (u64, u64),
 ) -> crate::Result<()> {
     let pid = main.tid;
     let stub_err = |what: String| Error::Stub { pid, what };
@@ -434,6 +438,13 @@ pub(crate) fn address_space(
         "mprotect of the trampoline's scratch".into(),
         libc::SYS_mprotect,
         &[l.tramp + page, l.tramp_len - page, rw],
+        Allow::Nothing,
+    )?;
+    b.push(
+        main,
+        "close_range of the stub's report pipes".into(),
+        libc::SYS_close_range,
+        &[reports.0, reports.1, 0],
         Allow::Nothing,
     )?;
     if let Some(r) = stub_rseq {

@@ -155,12 +155,14 @@ fn advice_of(bits: u64) -> Vec<i32> {
 }
 
 fn vma_what(v: &Vma) -> String {
-    let name = String::from_utf8_lossy(&v.name);
-    if name.is_empty() {
-        format!("vma {:x}-{:x}", v.start, v.end)
-    } else {
-        format!("vma {:x}-{:x} {name}", v.start, v.end)
+    use std::fmt::Write;
+    let mut s = String::with_capacity(40 + v.name.len());
+    let _ = write!(s, "vma {:x}-{:x}", v.start, v.end);
+    if !v.name.is_empty() {
+        s.push(' ');
+        s.push_str(&String::from_utf8_lossy(&v.name));
     }
+    s
 }
 
 /// fds of the process that hold a file the mappings may need: a deleted

@@ -80,9 +80,9 @@ impl Here<'_> {
     fn is_own(&self, c: &CgroupPath) -> bool {
         let c = &self.place(c);
         self.own.iter().any(|(h, p)| {
-            cgroupfs::same_hierarchy(h, &c.hierarchy)
+            *p == c.path
                 && h.is_empty() == c.hierarchy.is_empty()
-                && *p == c.path
+                && cgroupfs::same_hierarchy(h, &c.hierarchy)
         })
     }
 
