@@ -227,6 +227,12 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
 ) -> (Report, Option<FsIds>) {
     let mut r = Report::default();
     let image = reader.image();
+    // The groups and sessions of live processes (one pass over /proc, for
+    // saved ids that are free as pids): read meanwhile.
+    let scan = std::thread::Builder::new()
+        .name("ckpt-groups".into())
+        .spawn(crate::stub::Groups::scan)
+        .ok();
     let tree = plan_tree(image);
     r.errors.extend(tree.errors.iter().cloned());
     r.warnings.extend(tree.warnings.iter().cloned());
@@ -281,7 +287,7 @@ pub(crate) fn check_and_open_as<R: ReadAt>(
     let who = requester(reader, opts, &own);
     let as_saved = open_as(root, &own, || who == Requester::Restorer);
     let mut each = PerProcess::default();
-    let mut groups = None;
+    let mut groups = scan.and_then(|h| h.join().ok());
     let mut host = Host::read(opts);
     for p in &live {
         let mut pr = Report::default();

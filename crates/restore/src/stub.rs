@@ -783,7 +783,7 @@ pub(crate) struct Groups {
 }
 
 impl Groups {
-    fn scan() -> Groups {
+    pub(crate) fn scan() -> Groups {
         let mut g = Groups::default();
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return g;

@@ -104,10 +104,13 @@ pub fn same_hierarchy(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
-    fn set(s: &str) -> BTreeSet<&str> {
-        s.split(',').filter(|x| !x.is_empty()).collect()
-    }
-    set(a) == set(b)
+    // Each item of one among the other's (a handful each: no sets made).
+    let within = |x: &str, y: &str| {
+        x.split(',')
+            .filter(|i| !i.is_empty())
+            .all(|i| y.split(',').any(|j| j == i))
+    };
+    within(a, b) && within(b, a)
 }
 
 /// Where cgroup `path` of `hierarchy` is in our mounts: the mount whose
@@ -142,6 +145,16 @@ pub fn find_dir(mounts: &[CgroupMount], hierarchy: &str, path: &[u8]) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hierarchies_are_sets_of_names() {
+        assert!(same_hierarchy("cpu,cpuacct", "cpuacct,cpu"));
+        assert!(same_hierarchy("name=a", "name=a,"));
+        assert!(same_hierarchy("", ""));
+        assert!(!same_hierarchy("cpu", "cpuacct"));
+        assert!(!same_hierarchy("cpu,cpuacct", "cpu"));
+        assert!(!same_hierarchy("", "cpu"));
+    }
 
     #[test]
     fn mounts_and_dirs() {
