@@ -776,3 +776,47 @@ fn expect_like_parent_and_its_child_on_a_pty_go_on_through_dumps() {
     assert_eq!((s.sid, s.ppid), (child, p.pid), "{s:?}");
     assert_ne!(s.tty_nr, 0, "the pty is its controlling terminal: {s:?}");
 }
+
+/// The terminals of a tree are saved together: each pair's queues are
+/// watched until they stay quiet, and a tmux server with six panes is
+/// frozen hardly longer than one with a single pane (it was frozen that
+/// wait once per pane: about 60 ms each).
+#[test]
+fn many_terminals_are_saved_at_once() {
+    let dir = TempDir::new("tty-many");
+    let frozen = |panes: usize| -> f64 {
+        let t = Tmux::start(&format!("many{panes}"), SHELL, 100, 40);
+        t.wait_prompt("t");
+        let first = t.display("t", "#{pane_id}");
+        for _ in 1..panes {
+            let p = t.split(&first, SHELL);
+            t.wait_prompt(&p);
+            let _ = Command::new("tmux")
+                .args(["-L", &t.socket, "select-layout", "-t", "t", "tiled"])
+                .status();
+        }
+        let image = dir.join(format!("many{panes}.ckpt"));
+        let out = ckpt()
+            .args(["dump", &t.server_pid().to_string(), "-o"])
+            .arg(&image)
+            .arg("--leave-running")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let ms = err
+            .split("(frozen ")
+            .nth(1)
+            .and_then(|r| r.split(" ms").next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no frozen time in {err:?}"));
+        ms
+    };
+    let one = frozen(1);
+    let six = frozen(6);
+    eprintln!("frozen: one pane {one:.1} ms, six panes {six:.1} ms");
+    assert!(
+        six < one + 150.0,
+        "six panes frozen {six:.1} ms, one pane {one:.1} ms"
+    );
+}

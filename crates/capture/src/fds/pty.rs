@@ -151,7 +151,51 @@ impl Ptys {
         }
         p.find_slaves(procs)?;
         p.refuse_outside_holders(procs)?;
+        p.read_all()?;
         Ok(p)
+    }
+
+    /// Save every pair (settings and queues) at once: each waits until its
+    /// queues stay quiet, so a tree with many terminals (tmux, screen)
+    /// waits once, not once per terminal. The first failure (the pairs
+    /// read are put back when `self` is dropped).
+    fn read_all(&mut self) -> Result<()> {
+        const AT_ONCE: usize = 64;
+        let t = Instant::now();
+        let mut results: Vec<Result<PtyPair>> = Vec::with_capacity(self.found.len());
+        for (c, chunk) in self.found.chunks(AT_ONCE).enumerate() {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(k, p)| {
+                        let id = (c * AT_ONCE + k) as u32 + 1;
+                        s.spawn(move || read_pair(p, id, p.index, p.devpts))
+                    })
+                    .collect();
+                for (h, p) in handles.into_iter().zip(chunk) {
+                    results.push(h.join().unwrap_or_else(|_| {
+                        Err(Error::Fd {
+                            fd: p.fd,
+                            what: format!("pty master of /dev/pts/{}: reading it failed", p.index),
+                        })
+                    }));
+                }
+            });
+        }
+        let mut first = Ok(());
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(pair) => {
+                    self.found[i].saved = Some(self.pairs.len());
+                    self.pairs.push(pair);
+                }
+                Err(e) if first.is_ok() => first = Err(e),
+                Err(_) => {}
+            }
+        }
+        tracing::debug!(pairs = self.pairs.len(), elapsed = ?t.elapsed(), "pty pairs saved");
+        first
     }
 
     /// A slave description of each pair held by a saved process.
@@ -238,8 +282,8 @@ impl Ptys {
         self.by_key.get(&(devpts, index)).map(|&i| i as u32 + 1)
     }
 
-    /// Save the pair whose master is fd `f` of `pid` (once per pair):
-    /// settings and queues. Returns (pair id, index, devpts).
+    /// The pair whose master is fd `f` of `pid` (saved by [`Ptys::scan`],
+    /// else now): (pair id, index, devpts).
     pub fn save_master(&mut self, pid: Pid, f: &RawFd) -> Result<(u32, u32, u64)> {
         let Some(&i) = self.by_fd.get(&(pid, f.fd)) else {
             return Err(Error::Fd {
