@@ -517,6 +517,13 @@ fn refusal(live: &[(i32, InetDiag)], queues: &[(i32, InetDiag, usize)]) -> Error
         .map(|l| l.0)
         .or(queues.first().map(|q| q.0))
         .unwrap_or(-1);
+    // A server with thousands of clients: the first few, and how many.
+    const SHOWN: usize = 5;
+    let more = parts.len().saturating_sub(SHOWN);
+    parts.truncate(SHOWN);
+    if more > 0 {
+        parts.push(format!("and {more} more"));
+    }
     Error::Fd {
         fd,
         what: format!(
