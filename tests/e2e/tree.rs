@@ -1036,3 +1036,41 @@ while True:
         assert_dump_refused(&dir, &p, needle);
     }
 }
+
+/// A POSIX message queue (mq_open) is no file of its name: its messages
+/// and attributes are not saved, so the dump refuses it by name (it used
+/// to be saved as a regular file "/name", which a restore then opened,
+/// or failed to), and the process goes on.
+#[test]
+fn posix_message_queues_are_refused_by_name() {
+    let script = r#"
+import ctypes, os, sys, time
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+class Attr(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_long), ("maxmsg", ctypes.c_long),
+                ("msgsize", ctypes.c_long), ("curmsgs", ctypes.c_long),
+                ("pad", ctypes.c_long * 4)]
+name = sys.argv[1].encode()
+a = Attr(0, 4, 64, 0)
+q = rt.mq_open(name, os.O_CREAT | os.O_RDWR, 0o600, ctypes.byref(a))
+if q < 0:
+    print("ERROR mq_open", ctypes.get_errno(), flush=True)
+    sys.exit(1)
+rt.mq_unlink(name)
+rt.mq_send(q, b"kept", 4, 0)
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+    print("tick", flush=True)
+"#;
+    let dir = TempDir::new("mqueue");
+    let name = format!("/ckpt-test-{}", std::process::id());
+    let p = Proc::spawn(
+        &dir,
+        std::path::Path::new("python3"),
+        &["-c", script, &name],
+    );
+    p.wait_line(|l| l.starts_with("READY"));
+    let err = assert_dump_refused(&dir, &p, &format!("fd 3: POSIX message queue {name}"));
+    assert!(err.contains("not supported"), "{err}");
+}

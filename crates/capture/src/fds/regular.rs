@@ -16,6 +16,15 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     if is_secretmem(&f.link, md.dev()) {
         return Err(super::unsupported(f.fd, SECRETMEM));
     }
+    if libc::major(md.dev()) == 0 && is_mqueue(cx.pid, f.fd) {
+        return Err(super::unsupported(
+            f.fd,
+            format!(
+                "POSIX message queue {}: not supported (its messages and attributes cannot be saved)",
+                String::from_utf8_lossy(&f.link)
+            ),
+        ));
+    }
     let (path, deleted_suffix) = strip_deleted(&f.link);
     // Unlinked under this name, linked under another (a file written under
     // a temporary name, then linked or renamed: glibc's sem_open).
@@ -157,6 +166,16 @@ pub(crate) fn strip_deleted(name: &[u8]) -> (&[u8], bool) {
         Some(n) => (n, true),
         None => (name, false),
     }
+}
+
+/// statfs f_type of the mqueue filesystem.
+const MQUEUE_MAGIC: i64 = 0x1980_0202;
+
+/// Fd `fd` of `pid` is a POSIX message queue (mq_open): its link names the
+/// queue ("/name"), not a file of that path.
+fn is_mqueue(pid: ckpt_sys::Pid, fd: i32) -> bool {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    ckpt_sys::fs::fs_magic(std::path::Path::new(&path)).is_ok_and(|m| m == MQUEUE_MAGIC)
 }
 
 /// Why secret memory is refused (fds here, mappings in mem/vmas.rs).
