@@ -33,15 +33,15 @@ pub(crate) struct Saved {
 /// shared, not both through fds that hold it (then the tree's one open
 /// file), are refused: each would be restored with its own copy, and
 /// what one writes would no longer reach the other.
-pub(super) fn save(
+pub(super) fn save<'e>(
     pid: Pid,
-    entries: &[MapEntry],
+    entries: impl IntoIterator<Item = &'e MapEntry>,
     vmas: &mut [Vma],
     held: &HashSet<(u64, u64)>,
     saved: &mut Saved,
     sink: &mut dyn PageSink,
 ) -> Result<()> {
-    for (e, v) in entries.iter().zip(vmas.iter_mut()) {
+    for (e, v) in entries.into_iter().zip(vmas.iter_mut()) {
         let shared = v.shared;
         let VmaBacking::File(fm) = &mut v.backing else {
             continue;
@@ -95,10 +95,14 @@ pub(super) fn save(
 /// The inode generation of every file mapped (not deleted), once per file:
 /// opened through /proc/PID/map_files, else by its path when that is
 /// still the same inode.
-pub(super) fn generations(pid: Pid, entries: &[MapEntry], vmas: &mut [Vma]) {
+pub(super) fn generations<'e>(
+    pid: Pid,
+    entries: impl IntoIterator<Item = &'e MapEntry>,
+    vmas: &mut [Vma],
+    seen: &mut HashMap<(u64, u64), Option<u64>>,
+) {
     use std::os::unix::fs::MetadataExt;
-    let mut seen: HashMap<(u64, u64), Option<u64>> = HashMap::new();
-    for (e, v) in entries.iter().zip(vmas.iter_mut()) {
+    for (e, v) in entries.into_iter().zip(vmas.iter_mut()) {
         let VmaBacking::File(fm) = &mut v.backing else {
             continue;
         };

@@ -58,6 +58,8 @@ pub(crate) struct TreeMemory {
     shm_saved: HashMap<u64, Vec<(u64, u64)>>,
     /// Each saved process's areas (for its children's copy-on-write pages).
     areas: HashMap<Pid, Vec<(vmas::MapEntry, vmas::Policy)>>,
+    /// The files mapped so far (their metadata and generations).
+    files: vmas::FileStats,
 }
 
 /// The memory of one process, planned: its areas for the model, and the
@@ -102,12 +104,16 @@ pub(crate) fn plan(
     let mut out = Vec::with_capacity(entries.len());
     let mut areas = Vec::with_capacity(entries.len());
     for e in entries {
-        let (vma, policy) = vmas::classify(pid, &e)?;
+        let (vma, policy) = vmas::classify_with(pid, &e, &mut tree.files)?;
         out.push(vma);
         areas.push((e, policy));
     }
-    let entries: Vec<vmas::MapEntry> = areas.iter().map(|(e, _)| e.clone()).collect();
-    deleted::generations(pid, &entries, &mut out);
+    deleted::generations(
+        pid,
+        areas.iter().map(|(e, _)| e),
+        &mut out,
+        &mut tree.files.generations,
+    );
     let guards = present::guard_regions(pid)?;
     let cow = match tree.areas.get(&parent) {
         Some(a) if shares_pages => Some(pages::Cow {
@@ -437,8 +443,14 @@ pub(crate) fn save_deleted(
     tree: &mut TreeMemory,
     sink: &mut dyn PageSink,
 ) -> Result<()> {
-    let entries: Vec<vmas::MapEntry> = planned.areas.iter().map(|(e, _)| e.clone()).collect();
-    deleted::save(pid, &entries, vmas, held, &mut tree.deleted, sink)
+    deleted::save(
+        pid,
+        planned.areas.iter().map(|(e, _)| e),
+        vmas,
+        held,
+        &mut tree.deleted,
+        sink,
+    )
 }
 
 /// For the areas of a snapshot or a pre-copy ([`save_frozen`]): the file
@@ -466,6 +478,6 @@ pub(crate) fn finish_areas(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    deleted::generations(pid, &entries, vmas);
+    deleted::generations(pid, &entries, vmas, &mut tree.files.generations);
     deleted::save(pid, &entries, vmas, held, &mut tree.deleted, sink)
 }

@@ -8,6 +8,7 @@ use ckpt_image::{
     madvise, FileIdentity, FileMapping, SharedMemory, ShmKind, SpecialMapping, Vma, VmaBacking,
 };
 use ckpt_sys::Pid;
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 /// Which pages of an area to save.
@@ -178,8 +179,42 @@ fn madvise_bits(flags: &[String]) -> u64 {
     m
 }
 
+/// What was learned of the files a dump's processes map, by (device,
+/// inode): a tree's processes map the same few files (their program, libc)
+/// many times over.
+#[derive(Default)]
+pub(crate) struct FileStats {
+    /// Their metadata, read through /proc/PID/map_files (the very inode).
+    meta: HashMap<(u64, u64), std::fs::Metadata>,
+    /// Their inode generations (deleted.rs).
+    pub(super) generations: HashMap<(u64, u64), Option<u64>>,
+}
+
+impl FileStats {
+    /// The metadata of the file `e` maps, through /proc/PID/map_files.
+    fn map_files_meta(&mut self, pid: Pid, e: &MapEntry) -> std::io::Result<std::fs::Metadata> {
+        if let Some(m) = self.meta.get(&(e.dev, e.inode)) {
+            return Ok(m.clone());
+        }
+        let m = std::fs::metadata(map_files_path(pid, e))?;
+        if m.ino() == e.inode {
+            self.meta.insert((e.dev, e.inode), m.clone());
+        }
+        Ok(m)
+    }
+}
+
 /// Turn a smaps entry into a model Vma and the policy for its pages.
 pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
+    classify_with(pid, e, &mut FileStats::default())
+}
+
+/// [`classify`], with what is known of the files mapped so far.
+pub(crate) fn classify_with(
+    pid: Pid,
+    e: &MapEntry,
+    files: &mut FileStats,
+) -> Result<(Vma, Policy)> {
     let bit = |i: usize, c: u8, v: u32| if e.perms[i] == c { v } else { 0 };
     let prot = bit(0, b'r', ckpt_image::PROT_READ)
         | bit(1, b'w', ckpt_image::PROT_WRITE)
@@ -198,7 +233,7 @@ pub(crate) fn classify(pid: Pid, e: &MapEntry) -> Result<(Vma, Policy)> {
             "device (I/O or PFN) mappings are not supported",
         ));
     }
-    let (backing, mut policy) = backing(pid, e, shared)?;
+    let (backing, mut policy) = backing(pid, e, shared, files)?;
     if has("dp") {
         // MAP_DROPPABLE: the kernel may drop its pages at any time; they
         // are not saved (the restored area reads zeros), as if dropped.
@@ -303,7 +338,12 @@ fn shm(pid: Pid, e: &MapEntry, kind: ShmKind) -> VmaBacking {
 }
 
 /// What backs an area, by its name, and which of its pages to save.
-fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
+fn backing(
+    pid: Pid,
+    e: &MapEntry,
+    shared: bool,
+    files: &mut FileStats,
+) -> Result<(VmaBacking, Policy)> {
     let name = e.name.as_slice();
     if name.is_empty() || name.starts_with(b"[anon:") {
         Ok(if shared {
@@ -327,7 +367,7 @@ fn backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)>
         };
         Ok((VmaBacking::Special(sp), policy))
     } else if name.starts_with(b"/") {
-        path_backing(pid, e, shared)
+        path_backing(pid, e, shared, files)
     } else if name.starts_with(b"socket:[") {
         packet_ring(pid, e)
     } else {
@@ -404,7 +444,12 @@ pub(crate) fn check_ring_holders(
 
 /// The backing of an area whose name is a path: shared memory under a
 /// path name (/dev/zero, SysV, memfd, /dev/shm), else a file.
-fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Policy)> {
+fn path_backing(
+    pid: Pid,
+    e: &MapEntry,
+    shared: bool,
+    files: &mut FileStats,
+) -> Result<(VmaBacking, Policy)> {
     if crate::fds::regular::is_secretmem(&e.name, e.dev) {
         return Err(reject(pid, e, crate::fds::regular::SECRETMEM));
     }
@@ -467,7 +512,7 @@ fn path_backing(pid: Pid, e: &MapEntry, shared: bool) -> Result<(VmaBacking, Pol
         }
         return Ok((b, Policy::Shmem));
     }
-    let md = std::fs::metadata(map_files_path(pid, e)).or_else(|_| {
+    let md = files.map_files_meta(pid, e).or_else(|_| {
         if deleted {
             Err(std::io::Error::from_raw_os_error(libc::ENOENT))
         } else {
