@@ -198,6 +198,13 @@ fn alive_as(pid: i32, comm: &str) -> bool {
     }
 }
 
+/// Whether `pid` is a task named `comm`, alive or a zombie.
+fn held_as(pid: i32, comm: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let name = stat.find('(').zip(stat.rfind(')'));
+    name.is_some_and(|(a, b)| stat.get(a + 1..b) == Some(comm))
+}
+
 /// The parent pid of `pid`, from /proc.
 fn ppid_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -319,14 +326,16 @@ impl Tree {
             .filter(|&&p| alive_as(p, "proctree") && ppid_of(p) == Some(root));
         kids.count() + usize::from(alive_as(root, "proctree"))
     }
-    /// Reap what ended, until none of the tree's processes is alive
-    /// (the killed ones become ours: this benchmark is a subreaper).
+    /// Reap what ended, until none of the tree's processes is left, not
+    /// even as a zombie (the killed ones become ours: this benchmark is a
+    /// subreaper). A zombie left would hold its pid: the next restore
+    /// waits for it, and gives up after 2 s.
     fn wait_gone(&mut self, timeout: Duration) -> bool {
         let _ = self.child.try_wait();
         let t = Instant::now();
         loop {
             while wait::reap_any().is_some() {}
-            let gone = self.pids.iter().all(|&p| !alive_as(p, "proctree"));
+            let gone = self.pids.iter().all(|&p| !held_as(p, "proctree"));
             if gone || t.elapsed() > timeout {
                 return gone;
             }
