@@ -1051,6 +1051,60 @@ fn a_cancelled_or_killed_dump_of_a_tree_leaves_every_process_as_it_was() {
     assert!(cut >= 6, "only {cut} of 16 dumps were cut short");
 }
 
+/// The `sharing` tree dumped (killed) into `dir`/t.ckpt, and gone: the
+/// fixture (its output file), the tree's pids, and the image.
+fn killed_tree(dir: &TempDir) -> (Proc, [i32; 3], std::path::PathBuf) {
+    let (mut p, pids) = start_tree(dir);
+    let image = dir.join("t.ckpt");
+    dump_kill(&mut p, &image);
+    for &pid in &pids {
+        wait_gone(pid);
+    }
+    (p, pids, image)
+}
+
+/// `ckpt restore --detach IMAGE`, its stderr piped.
+fn restore_cmd(image: &Path) -> Command {
+    let mut c = ckpt();
+    c.args(["restore", "--detach", image.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The exit status and stderr of a restore started by [`restore_cmd`].
+fn finish_restore(
+    child: &mut std::process::Child,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let st = wait_limited(child, what);
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (st, err)
+}
+
+/// None of `pids` is left, not even as a zombie (reaped where ours).
+fn assert_pids_gone(pids: &[i32], what: &str) {
+    let t = Instant::now();
+    for &pid in pids {
+        loop {
+            try_reap(pid);
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            assert!(t.elapsed() < LIMIT, "{what}: pid {pid} left");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 /// SIGTERM, SIGINT or SIGHUP to the process group of a `ckpt restore
 /// --detach` of a tree at random moments: cancelled (exit 128 + signal)
 /// with none of the tree's pids left (never a part of the tree), or
@@ -1060,16 +1114,7 @@ fn signals_cancel_a_tree_restore_cleanly() {
     let _turn = heavy();
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let dir = TempDir::new("treerestore");
-    let (mut p, pids) = start_tree(&dir);
-    let image = dir.join("t.ckpt");
-    dump_kill(&mut p, &image);
-    for &pid in &pids {
-        wait_gone(pid);
-    }
-    let gone = |pid: i32| {
-        try_reap(pid);
-        !Path::new(&format!("/proc/{pid}")).exists()
-    };
+    let (p, pids, image) = killed_tree(&dir);
     let t = Instant::now();
     let mut r = restore_detached(&image, &p.out, p.pid);
     let whole = t.elapsed();
@@ -1082,27 +1127,12 @@ fn signals_cancel_a_tree_restore_cleanly() {
     let (mut cancelled, mut completed) = (0, 0);
     for round in 0..12u64 {
         let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
-        let mut child = ckpt()
-            .args(["restore", "--detach", image.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        let mut child = restore_cmd(&image).process_group(0).spawn().unwrap();
         let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
         std::thread::sleep(delay);
         let _ = signal(-(child.id() as i32), sig);
         let what = format!("signal {sig} to the restore's group after {delay:?}");
-        let st = wait_limited(&mut child, &what);
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (st, err) = finish_restore(&mut child, &what);
         match st.code() {
             Some(0) => {
                 // Restored (the signal may then have reached the tree
@@ -1119,13 +1149,7 @@ fn signals_cancel_a_tree_restore_cleanly() {
             None if st.signal() == Some(sig) => cancelled += 1,
             _ => panic!("{what}: ckpt restore ended with {st:?}: {err}"),
         }
-        let t = Instant::now();
-        for &pid in &pids {
-            while !gone(pid) {
-                assert!(t.elapsed() < LIMIT, "{what}: pid {pid} left");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
+        assert_pids_gone(&pids, &what);
     }
     eprintln!("{cancelled} restores cancelled, {completed} completed");
     assert!(
@@ -1142,29 +1166,17 @@ fn signals_cancel_a_tree_restore_cleanly() {
 fn a_process_killed_while_its_tree_is_restored_fails_it_cleanly() {
     let _turn = heavy();
     let dir = TempDir::new("treekill");
-    let (mut p, pids) = start_tree(&dir);
-    let image = dir.join("t.ckpt");
-    dump_kill(&mut p, &image);
-    for &pid in &pids {
-        wait_gone(pid);
-    }
-    let gone = |pid: i32| {
-        try_reap(pid);
-        !Path::new(&format!("/proc/{pid}")).exists()
-    };
+    let (_p, pids, image) = killed_tree(&dir);
     let mut rnd = Rand::new();
     let (mut failed, mut completed) = (0, 0);
     for round in 0..12u64 {
         let victim = pids[1 + (round % 2) as usize];
-        let mut child = ckpt()
-            .args(["restore", "--detach", image.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = restore_cmd(&image).spawn().unwrap();
         let t = Instant::now();
-        while gone(victim) && child.try_wait().unwrap().is_none() && t.elapsed() < LIMIT {
+        while !Path::new(&format!("/proc/{victim}")).exists()
+            && child.try_wait().unwrap().is_none()
+            && t.elapsed() < LIMIT
+        {
             std::thread::yield_now();
         }
         let delay = Duration::from_micros(rnd.below(3000));
@@ -1172,16 +1184,8 @@ fn a_process_killed_while_its_tree_is_restored_fails_it_cleanly() {
         let _ = signal(victim, libc::SIGKILL);
         let what = format!("pid {victim} killed {delay:?} after it appeared");
         let t = Instant::now();
-        let st = wait_limited(&mut child, &what);
+        let (st, err) = finish_restore(&mut child, &what);
         let took = t.elapsed();
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
         if st.success() {
             completed += 1;
             for &pid in &pids {
@@ -1195,13 +1199,7 @@ fn a_process_killed_while_its_tree_is_restored_fails_it_cleanly() {
             assert!(err.contains("restore of"), "{what}: {err}");
             failed += 1;
         }
-        let t = Instant::now();
-        for &pid in &pids {
-            while !gone(pid) {
-                assert!(t.elapsed() < LIMIT, "{what}: pid {pid} left");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
+        assert_pids_gone(&pids, &what);
     }
     eprintln!("{failed} restores failed, {completed} completed");
     assert!(failed >= 3, "only {failed} of 12 kills failed a restore");
