@@ -775,15 +775,7 @@ fn signals_to_the_dumps_process_group_cancel_it_cleanly() {
             std::thread::sleep(delay);
             let _ = ckpt_sys::proc::kill(-(child.id() as i32), sig);
             let what = format!("signal {sig} to the group after {delay:?} (hook {hook} ms)");
-            let st = wait_limited(&mut child, &what);
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let (st, err) = wait_with_stderr(&mut child, &what);
             assert_no_temp(dir.path(), "g.ckpt", &what);
             match st.code() {
                 Some(0) => {
@@ -896,27 +888,12 @@ fn signals_cancel_a_restore_cleanly() {
     let (mut cancelled, mut completed) = (0, 0);
     for round in 0..16u64 {
         let sig = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP][(round % 3) as usize];
-        let mut child = ckpt()
-            .args(["restore", "--detach", image.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        let mut child = restore_cmd(&image).process_group(0).spawn().unwrap();
         let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64 * 11 / 10));
         std::thread::sleep(delay);
         let _ = ckpt_sys::proc::kill(-(child.id() as i32), sig);
         let what = format!("signal {sig} to the restore's group after {delay:?}");
-        let st = wait_limited(&mut child, &what);
-        let mut err = String::new();
-        use std::io::Read;
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (st, err) = wait_with_stderr(&mut child, &what);
         match st.code() {
             Some(0) => {
                 completed += 1;
@@ -1073,8 +1050,9 @@ fn restore_cmd(image: &Path) -> Command {
     c
 }
 
-/// The exit status and stderr of a restore started by [`restore_cmd`].
-fn finish_restore(
+/// The exit status and stderr (piped) of a ckpt command, waited for with
+/// a time limit.
+fn wait_with_stderr(
     child: &mut std::process::Child,
     what: &str,
 ) -> (std::process::ExitStatus, String) {
@@ -1132,7 +1110,7 @@ fn signals_cancel_a_tree_restore_cleanly() {
         std::thread::sleep(delay);
         let _ = signal(-(child.id() as i32), sig);
         let what = format!("signal {sig} to the restore's group after {delay:?}");
-        let (st, err) = finish_restore(&mut child, &what);
+        let (st, err) = wait_with_stderr(&mut child, &what);
         match st.code() {
             Some(0) => {
                 // Restored (the signal may then have reached the tree
@@ -1184,7 +1162,7 @@ fn a_process_killed_while_its_tree_is_restored_fails_it_cleanly() {
         let _ = signal(victim, libc::SIGKILL);
         let what = format!("pid {victim} killed {delay:?} after it appeared");
         let t = Instant::now();
-        let (st, err) = finish_restore(&mut child, &what);
+        let (st, err) = wait_with_stderr(&mut child, &what);
         let took = t.elapsed();
         if st.success() {
             completed += 1;
