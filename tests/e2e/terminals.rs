@@ -783,6 +783,8 @@ fn expect_like_parent_and_its_child_on_a_pty_go_on_through_dumps() {
 /// wait once per pane: about 60 ms each).
 #[test]
 fn many_terminals_are_saved_at_once() {
+    // Frozen times are compared: not beside other heavy tests.
+    let _turn = heavy();
     let dir = TempDir::new("tty-many");
     let frozen = |panes: usize| -> f64 {
         let t = Tmux::start(&format!("many{panes}"), SHELL, 100, 40);
@@ -815,8 +817,9 @@ fn many_terminals_are_saved_at_once() {
     let one = frozen(1);
     let six = frozen(6);
     eprintln!("frozen: one pane {one:.1} ms, six panes {six:.1} ms");
+    // One wait per pane would add five more (about 300 ms).
     assert!(
-        six < one + 150.0,
+        six < one + 200.0,
         "six panes frozen {six:.1} ms, one pane {one:.1} ms"
     );
 }
