@@ -401,6 +401,32 @@ fn a_connection_in_syn_sent_completes_after_the_restore() {
     r.wait_line(|l| l.starts_with("got welcome"));
 }
 
+/// The start of the connection tests' Python scripts: a TCP connection
+/// over loopback, `c` its client end and `s` the accepted one (the
+/// listener closed), SIGPIPE ignored.
+const LOOPBACK_PAIR: &str = r#"
+import errno, os, signal, socket, struct, sys, time
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+c = socket.create_connection(l.getsockname())
+s, _ = l.accept()
+l.close()
+"#;
+
+/// `python3 -c SCRIPT DIR` once it says READY, dumped (killed) and
+/// restored; then told to go on (the file DIR/go, which the script waits
+/// for: what it checks happens after the restore).
+fn restored_then_go(dir: &TempDir, script: &str) -> Proc {
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(dir, Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("image.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    r
+}
+
 /// A connection both sides shut before the dump (zdtm socket-tcp-close2):
 /// its sockets are closed, their ports given back (sock_diag lists them no
 /// more). A plain dump saves them as closed connections: after the restore
@@ -409,13 +435,9 @@ fn a_connection_in_syn_sent_completes_after_the_restore() {
 fn connections_closed_before_the_dump_stay_closed() {
     need(require::tool("python3", "apt-get install python3"));
     let dir = TempDir::new("tcp-closed");
-    let script = r#"
-import errno, os, signal, socket, sys, time
-signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
-c = socket.create_connection(l.getsockname())
-s, _ = l.accept()
-l.close()
+    let script = format!(
+        "{LOOPBACK_PAIR}{}",
+        r#"
 c.shutdown(socket.SHUT_WR); s.shutdown(socket.SHUT_WR)
 time.sleep(0.3)
 print("READY", flush=True)
@@ -430,14 +452,9 @@ for x in (s, c):
         out.append(errno.errorcode[e.errno])
 print("closed=%s" % out, flush=True)
 time.sleep(600)
-"#;
-    let d = dir.path().to_str().unwrap().to_string();
-    let mut p = Proc::spawn(&dir, Path::new("python3"), &["-c", script, &d]);
-    p.wait_for("READY");
-    let image = dir.join("closed.ckpt");
-    dump_kill(&mut p, &image);
-    let r = restore_detached(&image, &p.out, p.pid);
-    std::fs::write(dir.join("go"), b"").unwrap();
+"#
+    );
+    let r = restored_then_go(&dir, &script);
     r.wait_line(|l| l == "closed=[0, 'EPIPE', 0, 'EPIPE']");
 }
 
@@ -449,13 +466,9 @@ time.sleep(600)
 fn a_reset_connection_keeps_its_unread_bytes() {
     need(require::tool("python3", "apt-get install python3"));
     let dir = TempDir::new("tcp-reset");
-    let script = r#"
-import errno, os, signal, socket, struct, sys, time
-signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
-c = socket.create_connection(l.getsockname())
-s, _ = l.accept()
-l.close()
+    let script = format!(
+        "{LOOPBACK_PAIR}{}",
+        r#"
 s.sendall(b"unread bytes " * 1000)
 time.sleep(0.1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -480,14 +493,9 @@ except OSError as e:
     w = errno.errorcode[e.errno]
 print("read %d bytes, ok=%s, then %s, write %s" % (got.count(b"unread bytes "), got.startswith(b"unread bytes " * 1000), got[13000:].decode(), w), flush=True)
 time.sleep(600)
-"#;
-    let d = dir.path().to_str().unwrap().to_string();
-    let mut p = Proc::spawn(&dir, Path::new("python3"), &["-c", script, &d]);
-    p.wait_for("READY");
-    let image = dir.join("reset.ckpt");
-    dump_kill(&mut p, &image);
-    let r = restore_detached(&image, &p.out, p.pid);
-    std::fs::write(dir.join("go"), b"").unwrap();
+"#
+    );
+    let r = restored_then_go(&dir, &script);
     r.wait_line(|l| l.starts_with("read "));
     assert!(
         r.output()

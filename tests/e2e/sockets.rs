@@ -416,13 +416,19 @@ time.sleep(600)
     assert!(show.contains("packet-socket"), "{show}");
     let r = restore_detached(&image, &p.out, p.pid);
     std::fs::write(dir.join("go"), b"").unwrap();
+    probe_until_seen(&r, b"packet-probe", "seen probe");
+}
+
+/// Send `probe` in UDP datagrams on lo (to the discard port) every 50 ms
+/// until the output of `r` says `seen`; at most 10 s.
+fn probe_until_seen(r: &Proc, probe: &[u8], seen: &str) {
     let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let t = std::time::Instant::now();
-    while !r.output().contains("seen probe") {
-        u.send_to(b"packet-probe", "127.0.0.1:9").unwrap();
+    while !r.output().contains(seen) {
+        u.send_to(probe, "127.0.0.1:9").unwrap();
         assert!(
             t.elapsed() < Duration::from_secs(10),
-            "{}",
+            "no {seen:?} after 10 s of probes: {}",
             tail(&r.output())
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -488,17 +494,7 @@ while True:
     dump_kill(&mut p, &image);
     let r = restore_detached(&image, &p.out, p.pid);
     assert_eq!(ring_line(p.pid).as_deref(), Some(before.as_str()));
-    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let t = std::time::Instant::now();
-    while !r.output().contains("probe in ring") {
-        u.send_to(b"ring-probe", "127.0.0.1:9").unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no packet reached the restored ring: {}",
-            tail(&r.output())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    probe_until_seen(&r, b"ring-probe", "probe in ring");
 
     // What is left of the rings after a munmap, and the rings of a socket
     // whose fd was closed: refused by name, the process left running.
@@ -518,6 +514,20 @@ while True:
     }
 }
 
+/// Python: three unix datagram receivers bound in turn at `name`, each
+/// with a client connected by the name, the name unlinked after each
+/// (`pairs`: the (receiver, client) sockets).
+const THREE_BOUND_IN_TURN: &str = r#"
+pairs = []
+for i in range(3):
+    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    r.bind(name)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    c.connect(name)
+    os.unlink(name)
+    pairs.append((r, c))
+"#;
+
 /// Datagram receivers bound in turn to one long name, each unlinked
 /// before the next bind, each with a client connected to it (zdtm
 /// sk-unix01 in a deep directory): every client still reaches its own
@@ -529,17 +539,13 @@ fn clients_of_receivers_rebound_at_one_long_name_reach_their_own() {
     let dir = TempDir::new("longname");
     let deep = dir.join("d".repeat(40)).join("e".repeat(20));
     std::fs::create_dir_all(&deep).unwrap();
-    let script = r#"
+    let script = format!(
+        "{}{THREE_BOUND_IN_TURN}{}",
+        r#"
 import os, socket, sys, time
 name = os.path.join(sys.argv[1], "sk-dt")
-pairs = []
-for i in range(3):
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(name)
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    c.connect(name)
-    os.unlink(name)
-    pairs.append((r, c))
+"#,
+        r#"
 print(f"READY len={len(name)}", flush=True)
 while not os.path.exists(os.path.join(sys.argv[1], "..", "go")):
     time.sleep(0.02)
@@ -549,11 +555,12 @@ for i, (r, c) in enumerate(pairs):
     r.settimeout(5)
     print("receiver", i, "got", r.recv(100).decode(), flush=True)
 time.sleep(600)
-"#;
+"#
+    );
     let mut p = Proc::spawn(
         &dir,
         std::path::Path::new("python3"),
-        &["-c", script, deep.to_str().unwrap()],
+        &["-c", &script, deep.to_str().unwrap()],
     );
     p.wait_line(|l| l.starts_with("READY"));
     let image = dir.join("long.ckpt");
@@ -636,18 +643,14 @@ fn assert_consecutive_ticks(out: &str) {
 #[test]
 fn sockets_deleted_with_their_directory_come_back() {
     let dir = TempDir::new("unlinked-dir");
-    let script = r#"
+    let script = format!(
+        "{}{THREE_BOUND_IN_TURN}{}",
+        r#"
 import os, socket, sys, time
 os.mkdir("sub")
 name = os.path.abspath("sub/s.sock")
-pairs = []
-for i in range(3):
-    r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    r.bind(name)
-    c = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    c.connect(name)
-    os.unlink(name)
-    pairs.append((r, c))
+"#,
+        r#"
 os.rmdir("sub")
 print("READY", flush=True)
 while not os.path.exists("go"):
@@ -658,9 +661,10 @@ for i, (r, c) in enumerate(pairs):
     got.append(r.recv(10).decode())
 print("got=%s sub=%s" % (",".join(got), os.path.exists("sub")), flush=True)
 time.sleep(600)
-"#;
+"#
+    );
     need(require::tool("python3", "apt-get install python3"));
-    let mut p = Proc::spawn(&dir, "python3", &["-c", script]);
+    let mut p = Proc::spawn(&dir, "python3", &["-c", &script]);
     p.wait_line(|l| l == "READY");
     let image = dir.join("x.ckpt");
     dump_kill(&mut p, &image);

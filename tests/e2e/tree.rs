@@ -488,11 +488,7 @@ while True:
         ("own", "made a time namespace for its children"),
         ("pidkids", "is in a pid namespace"),
     ] {
-        let dir = TempDir::new(&format!("timens-{arg}"));
-        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
-        p.wait_line(|l| l.starts_with("READY"));
-        let _tree = Tree::of(p.pid);
-        let err = assert_dump_refused(&dir, &p, needle);
+        let err = python_dump_refused(&format!("timens-{arg}"), script, arg, needle);
         assert!(
             err.contains("namespaces") && err.contains("are not saved"),
             "{err}"
@@ -514,6 +510,26 @@ fn assert_dump_refused(dir: &TempDir, p: &Proc, needle: &str) -> String {
     assert_eq!(status_field(p.pid, "TracerPid").as_deref(), Some("0"));
     p.wait_more_lines(2);
     err
+}
+
+/// The end of the refusal tests' Python scripts: READY, then a tick every
+/// 50 ms ([`assert_dump_refused`] checks that it goes on).
+const READY_THEN_TICK: &str = r#"
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+    print("tick", flush=True)
+"#;
+
+/// `python3 -c SCRIPT ARG` (its own temp dir `tag`; a line starting with
+/// ERROR fails the test) once it says READY, with its descendants: its
+/// dump is refused, saying `needle` ([`assert_dump_refused`]); the error.
+fn python_dump_refused(tag: &str, script: &str, arg: &str, needle: &str) -> String {
+    let dir = TempDir::new(tag);
+    let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
+    p.wait_line(|l| l.starts_with("READY"));
+    let _tree = Tree::of(p.pid);
+    assert_dump_refused(&dir, &p, needle)
 }
 
 #[test]
@@ -940,12 +956,11 @@ params = (ctypes.c_ubyte * 120)()
 if sys.argv[1] == "sqpoll":
     struct.pack_into("I", params, 8, 2)
 fd = libc.syscall(425, 4, ctypes.byref(params))
-assert fd >= 0, ctypes.get_errno()
-print("READY", flush=True)
-while True:
-    time.sleep(0.05)
-    print("tick", flush=True)
+if fd < 0:
+    print("ERROR io_uring_setup", ctypes.get_errno(), flush=True)
+    sys.exit(1)
 "#;
+    let script = format!("{script}{READY_THEN_TICK}");
     for (arg, needle) in [
         (
             "sqpoll",
@@ -953,10 +968,7 @@ while True:
         ),
         ("plain", "anon_inode:[io_uring] is not supported"),
     ] {
-        let dir = TempDir::new(&format!("uring-{arg}"));
-        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
-        p.wait_line(|l| l.starts_with("READY"));
-        assert_dump_refused(&dir, &p, needle);
+        python_dump_refused(&format!("uring-{arg}"), &script, arg, needle);
     }
 }
 
@@ -1007,17 +1019,14 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 fd = libc.syscall(447, 0)
 if fd < 0:
-    print("NOSECRETMEM", ctypes.get_errno(), flush=True)
+    print("ERROR memfd_secret is not available on this kernel:", ctypes.get_errno(), flush=True)
     time.sleep(600)
 os.ftruncate(fd, 4096)
 if sys.argv[1] == "mapped":
     m = mmap.mmap(fd, 4096)
     m[0:6] = b"secret"
-print("READY", flush=True)
-while True:
-    time.sleep(0.05)
-    print("tick", flush=True)
 "#;
+    let script = format!("{script}{READY_THEN_TICK}");
     for (arg, needle) in [
         (
             "mapped",
@@ -1025,15 +1034,7 @@ while True:
         ),
         ("fd", "fd 3: secret memory (memfd_secret) cannot be saved"),
     ] {
-        let dir = TempDir::new(&format!("secretmem-{arg}"));
-        let p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, arg]);
-        p.wait_line(|l| l.starts_with("READY") || l.starts_with("NOSECRETMEM"));
-        assert!(
-            !p.output().contains("NOSECRETMEM"),
-            "memfd_secret is not available on this kernel: {}",
-            p.output()
-        );
-        assert_dump_refused(&dir, &p, needle);
+        python_dump_refused(&format!("secretmem-{arg}"), &script, arg, needle);
     }
 }
 
@@ -1058,19 +1059,10 @@ if q < 0:
     sys.exit(1)
 rt.mq_unlink(name)
 rt.mq_send(q, b"kept", 4, 0)
-print("READY", flush=True)
-while True:
-    time.sleep(0.05)
-    print("tick", flush=True)
 "#;
-    let dir = TempDir::new("mqueue");
+    let script = format!("{script}{READY_THEN_TICK}");
     let name = format!("/ckpt-test-{}", std::process::id());
-    let p = Proc::spawn(
-        &dir,
-        std::path::Path::new("python3"),
-        &["-c", script, &name],
-    );
-    p.wait_line(|l| l.starts_with("READY"));
-    let err = assert_dump_refused(&dir, &p, &format!("fd 3: POSIX message queue {name}"));
+    let needle = format!("fd 3: POSIX message queue {name}");
+    let err = python_dump_refused("mqueue", &script, &name, &needle);
     assert!(err.contains("not supported"), "{err}");
 }
