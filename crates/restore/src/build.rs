@@ -17,7 +17,7 @@ use crate::process::creds::{
 };
 use crate::process::{cgroup, seccomp, signals, sysv, thread, timers};
 use crate::remote::{Batcher, Remote};
-use crate::stub::{self, Readiness, Shared, Stubs, Work};
+use crate::stub::{self, BuildGroup, Readiness, Shared, Stubs, Work};
 use crate::tree::{plan_tree, TreePlan};
 use crate::{Report, RestoreOptions, RestoreStats, Restored, ZOMBIE_WAIT};
 use ckpt_image::{ImageReader, Process, ReadAt};
@@ -530,7 +530,7 @@ fn premap<R: ReadAt + Sync>(
 fn stubs_step<R: ReadAt + Sync>(
     (reader, planned, switch): (&ImageReader<R>, &Planned, Option<&FsSwitch>),
     (opts, cancel): (&RestoreOptions, &crate::Cancel),
-    (b, groups): (&Builders<'_, R>, &[Vec<usize>]),
+    (b, groups): (&Builders<'_, R>, &[BuildGroup]),
     premap_area: Option<ckpt_sys::mm::FixedArea>,
     all_ready: &mut dyn FnMut() -> Result<()>,
     progress: &mut dyn FnMut(u64, u64),
@@ -600,14 +600,24 @@ fn stubs_step<R: ReadAt + Sync>(
 /// The processes by the fd table they share (one group per table, in
 /// creation order): each group is built by one builder, in order (the
 /// last one closes the kept fds they share). Zombies are not built.
-fn build_groups(planned: &Planned) -> Vec<Vec<usize>> {
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+fn build_groups(planned: &Planned) -> Vec<BuildGroup> {
+    let mut by_table: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (c, n) in planned.tree.nodes.iter().enumerate() {
         if n.zombie.is_none() {
-            groups.entry(n.table).or_default().push(c);
+            by_table.entry(n.table).or_default().push(c);
         }
     }
-    groups.into_values().collect()
+    let late = |c: usize| {
+        let image = planned.tree.nodes[c].image;
+        planned.fds.late.iter().any(|l| l.proc == image)
+    };
+    by_table
+        .into_values()
+        .map(|members| BuildGroup {
+            whole: members.iter().any(|&c| late(c)),
+            members,
+        })
+        .collect()
 }
 
 /// Most threads building processes at once. Building is mostly waiting
@@ -669,31 +679,21 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
     fn build_all(
         &self,
         progress: &mut dyn FnMut(u64, u64),
-        groups: &[Vec<usize>],
+        groups: &[BuildGroup],
         first: impl FnOnce() -> Result<()>,
     ) -> Result<BuiltAll> {
         let n = groups.len().clamp(1, MAX_BUILDERS);
         let barrier = Barrier::new(n);
-        let whole: Vec<bool> = groups
-            .iter()
-            .map(|g| {
-                g.iter().any(|&c| {
-                    let image = self.planned.tree.nodes[c].image;
-                    self.planned.fds.late.iter().any(|l| l.proc == image)
-                })
-            })
-            .collect();
-        let (groups, whole) = (groups, &whole[..]);
         let results: Vec<(BuiltAll, Option<Error>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..n)
-                .map(|_| s.spawn(|| self.builder((groups, whole), &barrier, &mut |_, _| {})))
+                .map(|_| s.spawn(|| self.builder(groups, &barrier, &mut |_, _| {})))
                 .collect();
             let before = first();
             let step = Step::begin("processes");
             if before.is_err() {
                 self.fail();
             }
-            let mine = self.builder((groups, whole), &barrier, progress);
+            let mine = self.builder(groups, &barrier, progress);
             let mut all = vec![mine];
             for h in handles {
                 all.push(h.join().unwrap_or_else(|_| {
@@ -736,14 +736,14 @@ impl<R: ReadAt + Sync> Builders<'_, R> {
     /// failed), then, once every builder is done, let its own go.
     fn builder(
         &self,
-        (groups, whole): (&[Vec<usize>], &[bool]),
+        groups: &[BuildGroup],
         barrier: &Barrier,
         progress: &mut dyn FnMut(u64, u64),
     ) -> (BuiltAll, Option<Error>) {
         let mut out = BuiltAll::default();
         let mut err = None;
-        'all: while let Some(g) = self.ready.take(groups, whole, &self.failed) {
-            for &c in &groups[g] {
+        'all: while let Some(g) = self.ready.take(groups, &self.failed) {
+            for &c in &groups[g].members {
                 match self.build_one(c, &mut out, progress) {
                     Ok(tids) => out.procs.push((c, tids)),
                     Err(e) => {

@@ -864,56 +864,11 @@ fn access_here(items: &[AccessItem]) -> Vec<(usize, i32)> {
     denied
 }
 
-/// The owner and mode of the image file being read, when it is one.
-///
-/// A reader of a file says whose it is ([`ReadAt::file_owner`]). One that
-/// does not is taken for one of the restorer's open files when one has the
-/// same length and the same trailing commit record and metadata (an
-/// identical copy is equally trustworthy). Readers of memory buffers have
+/// The owner and mode of the image file being read, when it is one (the
+/// reader says: [`ReadAt::file_owner`]); readers of memory buffers have
 /// no file.
 fn image_file<R: ReadAt>(reader: &ImageReader<R>) -> Option<(u32, u32)> {
-    use std::os::unix::fs::FileExt;
-    let src = reader.source();
-    if let Some(owner) = src.file_owner() {
-        return Some(owner);
-    }
-    let len = src.len().ok()?;
-    let tail_len = len.min(64) as usize;
-    let mut tail = vec![0u8; tail_len];
-    src.read_at(&mut tail, len - tail_len as u64).ok()?;
-    for e in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let path = e.path();
-        // stat first: opening a pipe or a device could block.
-        match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() && m.len() == len => {}
-            _ => continue,
-        }
-        let Ok(f) = std::fs::File::open(&path) else {
-            continue;
-        };
-        let Ok(m) = f.metadata() else { continue };
-        if !m.is_file() || m.len() != len {
-            continue;
-        }
-        let mut t = vec![0u8; tail_len];
-        if f.read_exact_at(&mut t, len - tail_len as u64).is_err() || t != tail {
-            continue;
-        }
-        let meta = reader.metadata_bytes();
-        // Same commit record (it holds the metadata's offset, length and
-        // generation) and same metadata bytes at that offset.
-        let c_off = u64::from_le_bytes(
-            tail[tail_len.saturating_sub(40)..][..8]
-                .try_into()
-                .unwrap_or([0; 8]),
-        );
-        let mut mb = vec![0u8; meta.len()];
-        if f.read_exact_at(&mut mb, c_off + 24).is_err() || mb != meta {
-            continue;
-        }
-        return Some((m.uid(), m.mode()));
-    }
-    None
+    reader.source().file_owner()
 }
 
 /// Who a restore is for: whose rights bound what the image may ask.

@@ -919,6 +919,15 @@ pub(crate) fn start_tree(
     })
 }
 
+/// Processes built by one builder, in order: those sharing an fd table
+/// (creation indices).
+pub(crate) struct BuildGroup {
+    pub members: Vec<usize>,
+    /// One of them needs every process to exist first (its late fds name
+    /// others: pidfds, epoll targets of other processes).
+    pub whole: bool,
+}
+
 /// What the restorer knows of the stubs while they are made, for the
 /// threads building the processes: which stubs are ready to be built,
 /// whether the whole tree exists, and which groups of processes builders
@@ -966,23 +975,23 @@ impl Readiness {
         self.st.lock().unwrap_or_else(|p| p.into_inner()).failed
     }
 
-    /// Take the first group (of creation indices) not taken yet whose
-    /// stubs are all ready, and, where `whole[g]`, once every process
-    /// exists; wait for one. None once every group is taken, or when the
-    /// stubs failed or `stop` is set.
-    pub fn take(&self, groups: &[Vec<usize>], whole: &[bool], stop: &AtomicBool) -> Option<usize> {
+    /// Take the first group not taken yet whose stubs are all ready (and,
+    /// for one that needs it, once every process exists); wait for one.
+    /// None once every group is taken, or when the stubs failed or `stop`
+    /// is set.
+    pub fn take(&self, groups: &[BuildGroup], stop: &AtomicBool) -> Option<usize> {
         let mut s = self.st.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if s.failed || stop.load(Ordering::Relaxed) {
                 return None;
             }
             let mut left = false;
-            for (g, members) in groups.iter().enumerate() {
+            for (g, group) in groups.iter().enumerate() {
                 if s.taken[g] {
                     continue;
                 }
                 left = true;
-                if (s.whole || !whole[g]) && members.iter().all(|&c| s.ready[c]) {
+                if (s.whole || !group.whole) && group.members.iter().all(|&c| s.ready[c]) {
                     s.taken[g] = true;
                     return Some(g);
                 }

@@ -66,9 +66,9 @@ struct Pair {
     saved: Option<usize>,
 }
 
-/// The pty pairs of the image: found by [`Ptys::scan`], each saved once
-/// (with its queues) by [`Ptys::save_master`], and put back when dropped
-/// unless [`Ptys::discard`] says the processes are gone.
+/// The pty pairs of the image: found and saved (with their queues) by
+/// [`Ptys::scan`], and put back when dropped unless [`Ptys::discard`]
+/// says the processes are gone.
 #[derive(Default)]
 pub(crate) struct Ptys {
     /// (devpts, index) -> pair.
@@ -187,6 +187,13 @@ impl Ptys {
         for (i, r) in results.into_iter().enumerate() {
             match r {
                 Ok(pair) => {
+                    tracing::debug!(
+                        index = pair.index,
+                        input = pair.input_lines.iter().map(Vec::len).sum::<usize>()
+                            + pair.input_pending.len(),
+                        output = pair.output.len(),
+                        "pty pair saved"
+                    );
                     self.found[i].saved = Some(self.pairs.len());
                     self.pairs.push(pair);
                 }
@@ -282,9 +289,9 @@ impl Ptys {
         self.by_key.get(&(devpts, index)).map(|&i| i as u32 + 1)
     }
 
-    /// The pair whose master is fd `f` of `pid` (saved by [`Ptys::scan`],
-    /// else now): (pair id, index, devpts).
-    pub fn save_master(&mut self, pid: Pid, f: &RawFd) -> Result<(u32, u32, u64)> {
+    /// The pair whose master is fd `f` of `pid` (saved by [`Ptys::scan`]):
+    /// (pair id, index, devpts).
+    pub fn master_of(&self, pid: Pid, f: &RawFd) -> Result<(u32, u32, u64)> {
         let Some(&i) = self.by_fd.get(&(pid, f.fd)) else {
             return Err(Error::Fd {
                 fd: f.fd,
@@ -292,19 +299,6 @@ impl Ptys {
             });
         };
         let (devpts, index) = (self.found[i].devpts, self.found[i].index);
-        if self.found[i].saved.is_none() {
-            let t = Instant::now();
-            let pair = read_pair(&self.found[i], i as u32 + 1, index, devpts)?;
-            tracing::debug!(
-                index,
-                input = pair.input_lines.iter().map(Vec::len).sum::<usize>() + pair.input_pending.len(),
-                output = pair.output.len(),
-                elapsed = ?t.elapsed(),
-                "pty pair saved"
-            );
-            self.found[i].saved = Some(self.pairs.len());
-            self.pairs.push(pair);
-        }
         Ok((i as u32 + 1, index, devpts))
     }
 

@@ -54,7 +54,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         return Ok(None);
     };
     if is_master_dev(rdev) {
-        let (pair, index, devpts) = cx.ptys.save_master(cx.pid, f)?;
+        let (pair, index, devpts) = cx.ptys.master_of(cx.pid, f)?;
         return Ok(Some(FileKind::Tty(Tty {
             index: index as i32,
             rdev,

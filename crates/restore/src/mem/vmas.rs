@@ -185,20 +185,20 @@ impl<'a> HeldFiles<'a> {
             shared,
         };
         for fd in &proc.fds {
-            if let Some(f) = image
-                .file(fd.file)
-                .filter(|f| matches!(f.kind, FileKind::PacketSocket(_)))
-            {
-                h.packet.entry(f.path.clone()).or_insert(fd.fd);
-            }
-            match image.file(fd.file).map(|f| &f.kind) {
-                Some(FileKind::Regular(rf)) if rf.has_contents => {
+            let Some(f) = image.file(fd.file) else {
+                continue;
+            };
+            match &f.kind {
+                FileKind::Regular(rf) if rf.has_contents => {
                     h.deleted
                         .entry((rf.file.dev, rf.file.inode))
                         .or_insert(fd.fd);
                 }
-                Some(FileKind::MemFd(m)) => {
+                FileKind::MemFd(m) => {
                     h.memfds.entry(m.id).or_insert(fd.fd);
+                }
+                FileKind::PacketSocket(_) => {
+                    h.packet.entry(f.path.clone()).or_insert(fd.fd);
                 }
                 _ => {}
             }
