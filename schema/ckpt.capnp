@@ -729,6 +729,8 @@ struct Pipe {
   capacity @3 :UInt32;           # F_GETPIPE_SZ
   fifoPath @4 :Data;             # for FIFOs: the path of the node
   fifo @5 :FileIdentity;         # since 1.2: the FIFO node (deleted, mode, owner)
+  peerClosed @6 :Bool;           # since 1.2: at the dump no process held the other end
+                                 # (no writer of a read end, no reader of a write end)
 }
 
 enum PipeEnd {

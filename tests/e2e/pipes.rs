@@ -76,3 +76,42 @@ fn pipes_to_the_parent_survive_and_detach_returns() {
     assert_eq!(got, ["two"], "{}", feed.seen.join("\n"));
     r.kill();
 }
+
+/// Pipe ends whose other end no process held at the dump (the writer gone,
+/// the reader gone) come back so, without a warning: the reader at fd 0
+/// gets the buffered bytes and then end of file (not the restorer's stdin,
+/// as for a pipe to a live process outside the image), the writer EPIPE.
+#[test]
+fn pipe_ends_whose_other_end_was_closed_stay_so_without_a_warning() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("pipe-peer-closed");
+    let script = r#"
+import os, signal, sys, time
+signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+r, w = os.pipe(); os.write(w, b"left"); os.close(w); os.dup2(r, 0); os.close(r)
+r2, w2 = os.pipe(); os.close(r2)
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+print("read", os.read(0, 100), os.read(0, 100), flush=True)
+try:
+    os.write(w2, b"x")
+    print("wrote", flush=True)
+except BrokenPipeError:
+    print("EPIPE", flush=True)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("image.ckpt");
+    dump_kill(&mut p, &image);
+    let out = ckpt_run(&["restore", "--detach", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore failed: {err}");
+    assert!(!err.contains("warning"), "the restore warned: {err}");
+    let r = Proc::adopt(p.pid, &p.out);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert_eq!(r.wait_for("read"), "read b'left' b''");
+    let last = r.wait_line(|l| l == "EPIPE" || l == "wrote");
+    assert_eq!(last, "EPIPE", "{}", r.output());
+}

@@ -657,6 +657,7 @@ fn enc_pipe(m: &Pipe, mut b: c::pipe::Builder) {
     b.set_data(&m.data);
     b.set_capacity(m.capacity);
     b.set_fifo_path(&m.fifo_path);
+    b.set_peer_closed(m.peer_closed);
     enc_identity(&m.fifo, b.init_fifo());
 }
 
@@ -1746,6 +1747,7 @@ fn dec_pipe(r: c::pipe::Reader, what: &dyn Fn() -> String) -> Result<Pipe> {
         capacity: r.get_capacity(),
         fifo_path: data(r.get_fifo_path(), what)?,
         fifo: dec_identity(r.get_fifo().ctx(what)?, what)?,
+        peer_closed: r.get_peer_closed(),
     })
 }
 

@@ -813,6 +813,9 @@ pub struct Pipe {
     pub fifo_path: Vec<u8>,
     /// The FIFO node (since 1.2).
     pub fifo: FileIdentity,
+    /// At the dump no process held the other end: no writer of a read
+    /// end, no reader of a write end (since 1.2).
+    pub peer_closed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -35,8 +35,10 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         capacity,
         fifo_path: Vec::new(),
         fifo: Default::default(),
+        peer_closed: false,
     };
     if f.link.starts_with(b"pipe:[") {
+        p.peer_closed = peer_closed(cx.pid, f.fd, end);
         return Ok(Some(FileKind::Pipe(p)));
     }
     let (path, suffix) = strip_deleted(&f.link);
@@ -46,6 +48,20 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         p.fifo = super::identity(path, md, suffix || md.nlink() == 0);
     }
     Ok(Some(FileKind::Fifo(p)))
+}
+
+/// Whether no process held the other end of the pipe (the restore then
+/// knows that a pipe it makes with that end closed is what was there). Seen
+/// on the process's own description: one opened again through /proc would
+/// count as a reader itself. Unknown (false) if that description cannot be
+/// had.
+fn peer_closed(pid: Pid, fd: i32, end: PipeEnd) -> bool {
+    let closed = ckpt_sys::proc::pidfd::fd_of(pid, fd)
+        .and_then(|ours| pipe::peer_closed(ours, end == PipeEnd::Write));
+    closed.unwrap_or_else(|e| {
+        tracing::debug!(fd, "whether the pipe's other end is held: {e}");
+        false
+    })
 }
 
 /// Bytes buffered in a pipe, without consuming them (tee into a pipe of

@@ -420,6 +420,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             capacity: 65536,
             fifo_path: vec![],
             fifo: FileIdentity::default(),
+            peer_closed: false,
         }),
         FileKind::Pipe(Pipe {
             id: 5555,
@@ -428,6 +429,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             capacity: 65536,
             fifo_path: vec![],
             fifo: FileIdentity::default(),
+            peer_closed: false,
         }),
         FileKind::Directory(identity("/tmp")),
         FileKind::Fifo(Pipe {
@@ -437,6 +439,7 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
             capacity: 4096,
             fifo_path: b"/tmp/fifo".to_vec(),
             fifo: identity("/tmp/fifo"),
+            peer_closed: false,
         }),
         FileKind::UnixSocket(UnixSocket {
             inode: 77,

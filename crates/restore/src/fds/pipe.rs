@@ -157,14 +157,22 @@ fn plan_pipe(
         return;
     }
     if !both {
-        // The other end was outside the saved process and no live
-        // process holds the pipe any more.
-        if inherit(b, first, ends, &data, st) {
-            return;
+        // The other end is not in the image. If no process held it at the
+        // dump, the pipe made below, with that end closed, is what was
+        // there (EOF for a reader, EPIPE for a writer).
+        let closed_then = ends
+            .iter()
+            .flatten()
+            .any(|&g| matches!(&b.groups[g].file.kind, FileKind::Pipe(p) if p.peer_closed));
+        if !closed_then {
+            // Held outside the saved processes, and by no live process now.
+            if inherit(b, first, ends, &data, st) {
+                return;
+            }
+            b.warning(format!(
+                "pipe {id} ({what}): its other end was outside the image and no live process holds the pipe; a new pipe is made whose other end is closed"
+            ));
         }
-        b.warning(format!(
-            "pipe {id} ({what}): its other end was outside the image and no live process holds the pipe; a new pipe is made whose other end is closed"
-        ));
     }
     let (r, w) = (b.slot(), b.slot());
     b.op(

@@ -54,3 +54,17 @@ pub fn bytes_readable(fd: impl AsRawFd) -> Result<usize> {
     }
     Ok(n.max(0) as usize)
 }
+
+/// Whether no process holds the other end of the pipe that `fd` is one
+/// end of: no writer left for a read end (POLLHUP), no reader for a write
+/// end (POLLERR). `fd` must be the process's own description (pidfd_getfd):
+/// one opened again through /proc counts as a reader or writer itself.
+pub fn peer_closed(fd: impl AsRawFd, write_end: bool) -> Result<bool> {
+    let events = super::tty::poll_one(fd, 0, 0)?;
+    let gone = if write_end {
+        libc::POLLERR
+    } else {
+        libc::POLLHUP
+    };
+    Ok(events & gone != 0)
+}
