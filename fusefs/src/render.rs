@@ -511,6 +511,9 @@ fn pipe_fields(s: &mut String, p: &Pipe) {
     );
     let _ = writeln!(s, "buffered: {} bytes", p.data.len());
     let _ = writeln!(s, "capacity: {}", p.capacity);
+    if p.peer_closed {
+        let _ = writeln!(s, "other_end: closed");
+    }
     if !p.fifo_path.is_empty() {
         let _ = writeln!(s, "fifo_path: {}", lossy(&p.fifo_path));
     }
