@@ -943,3 +943,40 @@ time.sleep(600)
     std::fs::write(dir.join("go"), b"").unwrap();
     r.wait_line(|l| l == "pts=1 tcgetattr=EIO read=b'' write=EIO");
 }
+
+/// A file truncated after the dump to less than a saved fd's offset: the
+/// restore goes on (the file may be meant to shrink) but warns, naming the
+/// fd, both sizes and the offset. An fd whose file did not shrink, or that
+/// appends, gets no warning.
+#[test]
+fn a_file_shrunk_below_a_saved_offset_is_named_at_restore() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("shrunk");
+    let (data, log) = (dir.join("data"), dir.join("log"));
+    std::fs::write(&data, vec![7u8; 10000]).unwrap();
+    std::fs::write(&log, vec![b'x'; 300]).unwrap();
+    let script = r#"
+import os, sys, time
+f = os.open(sys.argv[1], os.O_RDONLY); os.read(f, 5000)
+g = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND); os.write(g, b"y")
+print("READY", flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+    let (d, l) = (data.to_str().unwrap(), log.to_str().unwrap());
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, d, l]);
+    p.wait_for("READY");
+    let image = dir.join("image.ckpt");
+    dump_kill(&mut p, &image);
+    std::fs::write(&data, vec![7u8; 100]).unwrap();
+    std::fs::write(&log, b"").unwrap();
+    let out = ckpt_run(&["restore", "--detach", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore failed: {err}");
+    let _r = Proc::adopt(p.pid, &p.out);
+    let want = format!(
+        "{d}: the file is 100 bytes now and was 10000 at the dump: the fd's offset 5000 is past its end"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(err.matches("warning").count(), 1, "{err}");
+}

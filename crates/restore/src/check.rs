@@ -398,6 +398,15 @@ fn check_fds(fds: &FdPlan, cgroup_dirs: &[std::path::PathBuf], r: &mut Report) {
             }
         }
     }
+    for (what, path, size, pos) in &fds.offsets {
+        let now = std::fs::metadata(&*String::from_utf8_lossy(path));
+        if let Some(m) = now.ok().filter(|m| m.is_file() && m.len() < *pos) {
+            r.warnings.push(format!(
+                "{what}: the file is {} bytes now and was {size} at the dump: the fd's offset {pos} is past its end (truncated or replaced since the dump)",
+                m.len()
+            ));
+        }
+    }
     let need = place::fds_needed(fds);
     if let Ok((_, hard)) = proc::prlimit(0, libc::RLIMIT_NOFILE, None) {
         if need > hard {

@@ -489,6 +489,10 @@ pub struct FdPlan {
     pub needs_std: [bool; 3],
     /// Regular files, directories and devices the ops open by path: (what, path).
     pub opens: Vec<(String, Vec<u8>)>,
+    /// Regular files opened by path whose saved offset was inside the file
+    /// at the dump (not O_APPEND): (what, path, its size then, the offset).
+    /// The check warns when the file is shorter than the offset now.
+    pub offsets: Vec<(String, Vec<u8>, u64, u64)>,
     /// Fds made once the process has its threads, by system calls
     /// injected into it (pidfds of its threads and of live processes).
     pub late: Vec<LateFd>,

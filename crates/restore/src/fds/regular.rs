@@ -69,6 +69,9 @@ pub(super) fn plan_file(b: &mut Builder, g: usize, rf: &RegularFile) {
     };
     if flags & libc::O_PATH == 0 {
         b.seek(&what, s, f.position);
+        if flags & libc::O_APPEND == 0 && f.position > 0 && f.position <= rf.file.size {
+            b.plan.offsets.push((what, path, rf.file.size, f.position));
+        }
     }
     b.slot_of[g] = Some(s);
 }
