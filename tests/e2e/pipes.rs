@@ -108,8 +108,8 @@ except BrokenPipeError:
     let out = ckpt_run(&["restore", "--detach", image.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "restore failed: {err}");
-    assert!(!err.contains("warning"), "the restore warned: {err}");
     let r = Proc::adopt(p.pid, &p.out);
+    assert!(!err.contains("warning"), "the restore warned: {err}");
     std::fs::write(dir.join("go"), b"").unwrap();
     assert_eq!(r.wait_for("read"), "read b'left' b''");
     let last = r.wait_line(|l| l == "EPIPE" || l == "wrote");
