@@ -290,6 +290,9 @@ struct Sched {
   policy @0 :UInt32;             # SCHED_OTHER=0, FIFO=1, RR=2, BATCH=3, IDLE=5; | 0x40000000 SCHED_RESET_ON_FORK
   priority @1 :UInt32;           # rt priority
   nice @2 :Int32;
+  ioprio @3 :UInt32;             # since 1.2: I/O priority, ioprio_get(IOPRIO_WHO_PROCESS, tid):
+                                 # class << 13 | level (class 1 realtime, 2 best-effort, 3 idle);
+                                 # 0 = none (follows nice)
 }
 
 # Architecture-specific register state. New architectures are new union

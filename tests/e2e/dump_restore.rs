@@ -980,3 +980,54 @@ while True:
     assert!(err.contains(&want), "{err}");
     assert_eq!(err.matches("warning").count(), 1, "{err}");
 }
+
+/// I/O priorities (ionice) are kept per thread: best-effort 2 on one, the
+/// idle class on another, none on the main thread (threads cloned by the
+/// restore get their cloner's: it is set back to none too).
+#[test]
+fn io_priorities_are_kept_per_thread() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("ioprio");
+    let script = r#"
+import ctypes, os, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+def ioprio_set(v):
+    if libc.syscall(251, 1, 0, v) != 0:
+        print("ERROR ioprio_set", ctypes.get_errno(), flush=True)
+tids = {}
+def worker(v):
+    ioprio_set(v)
+    tids[v] = threading.get_native_id()
+    while True:
+        time.sleep(0.05)
+for v in ((2 << 13) | 2, 3 << 13):
+    threading.Thread(target=worker, args=(v,), daemon=True).start()
+while len(tids) < 2:
+    time.sleep(0.01)
+print("READY", tids[(2 << 13) | 2], tids[3 << 13], flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script]);
+    let ready = p.wait_for("READY");
+    assert!(!p.output().contains("ERROR"), "{}", p.output());
+    let tids: Vec<i32> = ready
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let want = [(p.pid, 0), (tids[0], (2 << 13) | 2), (tids[1], 3 << 13)];
+    for (tid, ioprio) in want {
+        assert_eq!(ckpt_sys::proc::sched::ioprio_get(tid).unwrap(), ioprio);
+    }
+    let image = dir.join("image.ckpt");
+    dump_kill(&mut p, &image);
+    let _r = restore_detached(&image, &p.out, p.pid);
+    for (tid, ioprio) in want {
+        assert_eq!(
+            ckpt_sys::proc::sched::ioprio_get(tid).unwrap(),
+            ioprio,
+            "thread {tid}"
+        );
+    }
+}

@@ -775,6 +775,11 @@ fn root_restores_only_what_the_images_owner_could_hold() {
             Box::new(|i| i.processes[0].threads[0].sched.nice = -5),
         ),
         (
+            "realtime IO class",
+            "the I/O priority realtime 3 needs CAP_SYS_NICE or CAP_SYS_ADMIN",
+            Box::new(|i| i.processes[0].threads[0].sched.ioprio = (1 << 13) | 3),
+        ),
+        (
             "oom_score_adj",
             "oom_score_adj -100 is below the restorer's",
             Box::new(|i| i.processes[0].oom_score_adj = -100),

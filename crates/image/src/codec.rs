@@ -574,6 +574,7 @@ fn enc_thread(m: &Thread, mut b: c::thread::Builder) {
         x.set_policy(m.sched.policy);
         x.set_priority(m.sched.priority);
         x.set_nice(m.sched.nice);
+        x.set_ioprio(m.sched.ioprio);
     }
     enc_prims(
         &m.cpu_affinity,
@@ -1600,6 +1601,7 @@ fn dec_thread(r: c::thread::Reader, what: &dyn Fn() -> String) -> Result<Thread>
             policy: sc.get_policy(),
             priority: sc.get_priority(),
             nice: sc.get_nice(),
+            ioprio: sc.get_ioprio(),
         },
         cpu_affinity: prims(r.get_cpu_affinity(), what)?,
         creds: match r.get_has_creds() {

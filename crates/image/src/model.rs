@@ -306,6 +306,8 @@ pub struct Sched {
     pub policy: u32,
     pub priority: u32,
     pub nice: i32,
+    /// I/O priority: class << 13 | level; 0 = none, from nice (since 1.2).
+    pub ioprio: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -58,6 +58,8 @@ pub(crate) fn thread_state(
             },
             priority: st.need(st.stat.rt_priority, 40, "rt_priority")?,
             nice: i32::try_from(nice).map_err(|_| st.bad(format!("nice {nice}")))?,
+            ioprio: ckpt_sys::proc::sched::ioprio_get(tid)
+                .ctx(pid, || format!("thread {tid}: reading its I/O priority"))?,
         },
         // From outside: one system call fewer injected per thread.
         cpu_affinity: ckpt_sys::proc::sched::sched_getaffinity(tid)

@@ -117,6 +117,7 @@ fn thread(tid: i32, xsave_len: usize) -> Thread {
             policy: 0,
             priority: 0,
             nice: -2,
+            ioprio: (2 << 13) | 6,
         },
         cpu_affinity: vec![0b11, u64::MAX],
         creds: (tid % 2 == 1).then(|| Credentials {

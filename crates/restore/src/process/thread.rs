@@ -167,10 +167,26 @@ fn xsave_problem(xs: &[u8], xcr0: u64) -> Option<String> {
 const SCHED_FIFO: u32 = 1;
 const SCHED_RR: u32 = 2;
 const SCHED_DEADLINE: u32 = 6;
+/// The I/O priority class in the top bits of an ioprio value.
+const IOPRIO_CLASS_SHIFT: u32 = 13;
+const IOPRIO_CLASS_RT: u32 = 1;
+
+/// An I/O priority for messages: "realtime 4", "best-effort 6", "idle".
+pub(crate) fn ioprio_name(ioprio: u32) -> String {
+    let level = ioprio & ((1 << IOPRIO_CLASS_SHIFT) - 1);
+    match ioprio >> IOPRIO_CLASS_SHIFT {
+        0 => "none".into(),
+        IOPRIO_CLASS_RT => format!("realtime {level}"),
+        2 => format!("best-effort {level}"),
+        3 => "idle".into(),
+        c => format!("class {c} level {level}"),
+    }
+}
 
 /// Scheduling that only privilege gives, for a process of uid `u` (not
 /// root): a real-time priority above U's RLIMIT_RTPRIO, a nice value
-/// below what U's RLIMIT_NICE allows (20 - limit), SCHED_DEADLINE. U's
+/// below what U's RLIMIT_NICE allows (20 - limit), SCHED_DEADLINE, the
+/// realtime I/O class. U's
 /// limits: the saved hard limits, at most the restorer's (what the
 /// restored process could raise itself to).
 pub(crate) fn check_priorities(p: &Process, u: u32, bad: &mut dyn FnMut(String)) {
@@ -200,6 +216,12 @@ pub(crate) fn check_priorities(p: &Process, u: u32, bad: &mut dyn FnMut(String))
                 "thread {tid}: SCHED_DEADLINE needs CAP_SYS_NICE"
             )),
             _ => {}
+        }
+        if s.ioprio >> IOPRIO_CLASS_SHIFT == IOPRIO_CLASS_RT {
+            bad(format!(
+                "thread {tid}: the I/O priority {} needs CAP_SYS_NICE or CAP_SYS_ADMIN",
+                ioprio_name(s.ioprio)
+            ));
         }
         if s.nice < 0 && (20 - i64::from(s.nice)) as u64 > nice {
             bad(format!(
@@ -392,6 +414,16 @@ pub(crate) fn set_sched(tid: i32, t: &Thread) -> Result<()> {
     }
     if sched::get_nice(tid).ok() != Some(s.nice) {
         sched::set_nice(tid, s.nice).ctx(|| format!("thread {tid}: setting nice {}", s.nice))?;
+    }
+    // Also to none (0): a thread gets the I/O priority of the one that
+    // cloned it.
+    if sched::ioprio_get(tid).ok() != Some(s.ioprio) {
+        sched::ioprio_set(tid, s.ioprio).ctx(|| {
+            format!(
+                "thread {tid}: setting the I/O priority {}",
+                ioprio_name(s.ioprio)
+            )
+        })?;
     }
     if t.cpu_affinity.is_empty() {
         return Ok(());

@@ -91,3 +91,36 @@ pub fn get_nice(tid: Pid) -> Result<i32> {
     }
     Ok(20 - r as i32)
 }
+
+/// IOPRIO_WHO_PROCESS: `which` of ioprio_get/ioprio_set for one thread.
+const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+
+/// The I/O priority of one thread (ioprio_get(2)): class << 13 | level; 0
+/// when it has none of its own (it follows its nice value).
+pub fn ioprio_get(tid: Pid) -> Result<u32> {
+    // SAFETY: integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid) };
+    if r < 0 {
+        return Err(last_os("ioprio_get", tid));
+    }
+    Ok(r as u32)
+}
+
+/// Set the I/O priority of one thread (ioprio_set(2)), as [`ioprio_get`]
+/// gives it. The kernel checks the caller's rights (the realtime class
+/// needs CAP_SYS_NICE or CAP_SYS_ADMIN).
+pub fn ioprio_set(tid: Pid, ioprio: u32) -> Result<()> {
+    // SAFETY: integer arguments only.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            tid,
+            ioprio as libc::c_long,
+        )
+    };
+    if r < 0 {
+        return Err(last_os("ioprio_set", tid));
+    }
+    Ok(())
+}
