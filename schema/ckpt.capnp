@@ -136,6 +136,8 @@ struct Process {
   cgroupsV1 @41 :List(CgroupPath);      # cgroup v1 membership, one per v1 hierarchy of /proc/PID/cgroup
   cgroupDirs @42 :List(CgroupDir);      # cgroup directories to make again where missing (see CgroupDir)
   cgroupNsRoots @43 :List(CgroupPath);  # its own cgroup namespace: the namespace's root per hierarchy; empty = the dumper's namespace
+  mdwe @44 :UInt32;              # since 1.2: prctl(PR_GET_MDWE) flags (memory-deny-write-execute); 0 = none
+  coredumpFilter @45 :UInt32;    # since 1.2: /proc/PID/coredump_filter; 0 = not saved (left as the kernel makes it)
 }
 
 # A cgroup of one hierarchy, as the dumper's cgroup namespace sees it.

@@ -1031,3 +1031,43 @@ while True:
         );
     }
 }
+
+/// Memory-deny-write-execute (PR_SET_MDWE) still holds after the restore:
+/// a writable and executable mapping is refused; and coredump_filter is
+/// kept.
+#[test]
+fn memory_deny_write_execute_and_coredump_filter_are_kept() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("mdwe");
+    let script = r#"
+import ctypes, mmap, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
+if libc.prctl(65, 1, 0, 0, 0) != 0:
+    print("ERROR PR_SET_MDWE", ctypes.get_errno(), flush=True)
+open("/proc/self/coredump_filter", "w").write("0x7f")
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+print("mdwe", libc.prctl(66, 0, 0, 0, 0), flush=True)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("wx mapped", flush=True)
+except OSError:
+    print("wx refused", flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    assert!(!p.output().contains("ERROR"), "{}", p.output());
+    let image = dir.join("image.ckpt");
+    dump_kill(&mut p, &image);
+    let r = restore_detached(&image, &p.out, p.pid);
+    let filter = std::fs::read_to_string(format!("/proc/{}/coredump_filter", r.pid)).unwrap();
+    assert_eq!(filter.trim(), "0000007f");
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert_eq!(r.wait_for("mdwe"), "mdwe 1");
+    assert_eq!(r.wait_for("wx"), "wx refused");
+}

@@ -38,6 +38,8 @@ const OUT: u64 = 8 << 10;
 const F_GETOWN_EX: u64 = 16;
 const F_GETSIG: u64 = 11;
 const MEMBARRIER_CMD_GET_REGISTRATIONS: u64 = 1 << 9;
+/// prctl(PR_GET_MDWE) (Linux 6.3), which libc may lack.
+const PR_GET_MDWE: i32 = 66;
 
 /// What to ask about besides the fixed set.
 #[derive(Debug, Default)]
@@ -84,6 +86,8 @@ pub(crate) struct RemoteInfo {
     pub pdeathsig: i32,
     pub thp_disabled: bool,
     pub timer_slack_ns: u64,
+    /// prctl(PR_GET_MDWE) flags; 0 where the kernel has none (before 6.3).
+    pub mdwe: u32,
     /// MEMBARRIER_CMD_GET_REGISTRATIONS (0 on a kernel without it).
     pub membarrier: u32,
     pub rlimits: Vec<Rlimit>,
@@ -672,6 +676,8 @@ impl Remote<'_> {
             libc::PR_GET_TIMERSLACK,
             0,
         );
+        // Linux 6.3+; before, EINVAL: no memory-deny-write-execute.
+        let mdwe = prctl(&mut b, "prctl(PR_GET_MDWE)", PR_GET_MDWE, 0);
         // Linux 6.3+; before, EINVAL: no registrations can be told.
         let membarrier = b.push(
             "membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)",
@@ -696,6 +702,7 @@ impl Remote<'_> {
             pdeathsig: (i_pds, pds),
             thp,
             slack,
+            mdwe,
             membarrier,
             limits,
             thread,
@@ -723,6 +730,7 @@ impl Remote<'_> {
         out.pdeathsig = a.word(asks.pdeathsig.1, 0) as i32;
         out.thp_disabled = a.ok(pid, tid, asks.thp)? != 0;
         out.timer_slack_ns = a.ok(pid, tid, asks.slack)?;
+        out.mdwe = u32::try_from(a.results[asks.mdwe]).unwrap_or(0);
         out.membarrier = u32::try_from(a.results[asks.membarrier]).unwrap_or(0);
         self.limits(q.rlimits.as_deref(), a, &asks.limits, out)?;
         self.thread_answers(a, asks.thread)
@@ -789,6 +797,7 @@ struct ProcessAsks {
     pdeathsig: (usize, u64),
     thp: usize,
     slack: usize,
+    mdwe: usize,
     membarrier: usize,
     limits: Vec<(usize, u64)>,
     thread: [(usize, u64); 2],

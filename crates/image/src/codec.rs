@@ -390,6 +390,8 @@ fn enc_process_rest(m: &Process, mut b: c::process::Builder) {
     }
     b.set_cgroup(&m.cgroup);
     b.set_membarrier(m.membarrier);
+    b.set_mdwe(m.mdwe);
+    b.set_coredump_filter(m.coredump_filter);
     enc_identity(&m.cwd_identity, b.reborrow().init_cwd_identity());
     b.set_controlling_tty(m.controlling_tty);
     b.set_ckpt_uffd_fd(m.ckpt_uffd_fd.unwrap_or(-1));
@@ -1369,6 +1371,8 @@ fn dec_process(r: c::process::Reader, i: usize) -> Result<Process> {
         exit_status: r.get_exit_status(),
         cgroup: data(r.get_cgroup(), &f("cgroup"))?,
         membarrier: r.get_membarrier(),
+        mdwe: r.get_mdwe(),
+        coredump_filter: r.get_coredump_filter(),
         cwd_identity: dec_identity(
             r.get_cwd_identity().ctx(&f("cwdIdentity"))?,
             &f("cwdIdentity"),

@@ -124,6 +124,10 @@ pub struct Process {
     /// cgroup v2 path; empty = unknown.
     pub cgroup: Vec<u8>,
     pub membarrier: u32,
+    /// prctl(PR_GET_MDWE) flags; 0 = none (since 1.2).
+    pub mdwe: u32,
+    /// /proc/PID/coredump_filter; 0 = not saved (since 1.2).
+    pub coredump_filter: u32,
     /// The current directory (path = `cwd`); deleted ones are recreated.
     pub cwd_identity: FileIdentity,
     /// st_rdev of the controlling terminal; 0 = none.

@@ -61,6 +61,7 @@ pub(crate) fn process_state(
         oom_score_adj: procfs::read_num(pid, &p("oom_score_adj"))?,
         exit_signal: stat.need(s.exit_signal, 38, "exit_signal")?,
         login_uid: login_uid(pid)?,
+        coredump_filter: coredump_filter(pid)?,
         ..Default::default()
     })
 }
@@ -126,6 +127,19 @@ fn login_uid(pid: Pid) -> Result<u32> {
     procfs::read_num(pid, &path)
 }
 
+/// /proc/PID/coredump_filter (hexadecimal); 0 if the kernel has none
+/// (a process without memory, as the file then reads empty).
+fn coredump_filter(pid: Pid) -> Result<u32> {
+    let path = format!("/proc/{pid}/coredump_filter");
+    let text = procfs::read_string(pid, &path)?;
+    let v = text.trim();
+    if v.is_empty() {
+        return Ok(0);
+    }
+    u32::from_str_radix(v, 16)
+        .map_err(|_| procfs::parse_err(pid, &path, 1, format!("{v:?} is not a hexadecimal number")))
+}
+
 /// What the process told of itself (remote.rs), its POSIX timers and the
 /// signals pending for it as a whole, merged into `process`.
 pub(crate) fn merge_remote(
@@ -146,6 +160,7 @@ pub(crate) fn merge_remote(
     process.parent_death_signal = remote.pdeathsig;
     process.thp_disabled = remote.thp_disabled;
     process.timer_slack_ns = remote.timer_slack_ns;
+    process.mdwe = remote.mdwe;
     process.membarrier = remote.membarrier;
 }
 

@@ -106,6 +106,7 @@ pub(crate) fn set_state(
     // Limits, from outside, only where they differ.
     rlimits::set_limits(pid, p)?;
     rlimits::set_oom_score_adj(pid, p);
+    rlimits::set_coredump_filter(pid, p);
     Ok(())
 }
 
@@ -399,6 +400,15 @@ pub(crate) fn finish(
             main.call(name, libc::SYS_prctl, &args)?;
         }
     }
+    // Memory-deny-write-execute once the memory is made: it refuses new
+    // executable mappings, and no process can lift it.
+    if p.mdwe != 0 {
+        main.call(
+            "prctl(PR_SET_MDWE)",
+            libc::SYS_prctl,
+            &[PR_SET_MDWE, u64::from(p.mdwe), 0, 0, 0],
+        )?;
+    }
     main.call(
         "munmap of the trampoline",
         libc::SYS_munmap,
@@ -406,6 +416,9 @@ pub(crate) fn finish(
     )?;
     Ok(())
 }
+
+/// prctl(PR_SET_MDWE) (Linux 6.3), which libc may lack.
+const PR_SET_MDWE: u64 = 65;
 
 /// The dumpable flag (when it was not, or credentials are set) and the
 /// parent-death signal: prctl arguments.
