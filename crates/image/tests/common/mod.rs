@@ -299,6 +299,8 @@ pub fn rich_model(deleted_blob: Blob, memfd_blob: Blob) -> Image {
         login_uid: u32::MAX,
         timer_slack_ns: 50_000,
         thp_disabled: false,
+        mdwe: 1,
+        coredump_filter: 0x7f,
         exit_status: 0,
         shares: SharedTables::default(),
         cgroup: b"/user.slice/rich".to_vec(),
