@@ -284,12 +284,16 @@ pub fn label(level: i32, name: i32) -> String {
         SNDBUF => "SO_SNDBUF".into(),
         RCVBUF => "SO_RCVBUF".into(),
         BUF_LOCK => "SO_BUF_LOCK".into(),
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => "TCP_MAXSEG".into(),
         _ => spec(level, name).map_or_else(
             || format!("level {level} option {name}"),
             |s| s.label.into(),
         ),
     }
 }
+
+/// The MSS of a TCP socket whose user asked for none, not connected.
+const TCP_MSS_DEFAULT: i32 = 536;
 
 /// One saved option: (level, name, value).
 pub type Saved = (i32, i32, Vec<u8>);
@@ -327,6 +331,22 @@ pub fn save(
             }
         }
         out.push((o.level, o.name, v));
+    }
+    // TCP_MAXSEG of a listener (inherited by the connections it accepts)
+    // is the MSS its user asked for, else TCP_MSS_DEFAULT. Elsewhere it may
+    // be the MSS in use (a connection's, which its repair sets; a closed
+    // one's).
+    let listening = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    if kind.tcp() && listening {
+        let mss =
+            getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG).unwrap_or(TCP_MSS_DEFAULT);
+        if mss != TCP_MSS_DEFAULT {
+            out.push((
+                libc::IPPROTO_TCP,
+                libc::TCP_MAXSEG,
+                mss.to_ne_bytes().to_vec(),
+            ));
+        }
     }
     let filter = get_filter(fd)?;
     if !filter.is_empty() {
@@ -367,7 +387,11 @@ pub fn apply(
     phase: Phase,
     force_bufs: bool,
 ) -> std::result::Result<(), (usize, crate::Error)> {
-    for (i, (level, name, v)) in opts.iter().enumerate() {
+    // SO_PRIORITY last: setting IP_TOS sets the priority from the TOS too.
+    let prio = |o: &&(i32, i32, &[u8])| (o.0, o.1) == (libc::SOL_SOCKET, libc::SO_PRIORITY);
+    let others = opts.iter().enumerate().filter(|(_, o)| !prio(o));
+    let last = opts.iter().enumerate().filter(|(_, o)| prio(o));
+    for (i, (level, name, v)) in others.chain(last) {
         let pre = spec(*level, *name).is_some_and(|s| s.pre_bind);
         if (phase == Phase::PreBind) != pre {
             continue;
@@ -446,7 +470,7 @@ pub fn check(opts: &[(i32, i32, &[u8])], caps: u64, other_user: bool) -> Vec<Str
                     ));
                 }
             }
-            SNDBUF | RCVBUF | BUF_LOCK => {
+            SNDBUF | RCVBUF | BUF_LOCK | (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
                 if v.len() != 4 {
                     out.push(format!("{} of {} bytes", label(*level, *name), v.len()));
                 }
