@@ -132,6 +132,10 @@ pub fn set_queue_seq(fd: impl AsRawFd, seq: u32) -> Result<()> {
     setsockopt_bytes(fd, libc::IPPROTO_TCP, TCP_QUEUE_SEQ, &seq.to_ne_bytes())
 }
 
+/// The smallest and largest TCP_MAXSEG a user may set.
+const TCP_MIN_MSS: u32 = 88;
+const MAX_USER_MSS: u32 = 32767;
+
 /// The negotiated options. `mss_clamp` is TCP_MAXSEG, which repair mode
 /// makes report the clamp (call it in repair mode).
 pub fn negotiated(fd: impl AsRawFd + Copy, info: &TcpInfo) -> Result<Negotiated> {
@@ -700,6 +704,13 @@ pub fn restore(
     set_queue(fd, Queue::Send)?;
     set_queue_seq(fd, s.send_seq.wrapping_sub(s.send_queue.len() as u32))?;
     set_queue(fd, Queue::None)?;
+    // The connect computes the MSS in use from the clamp it has then, and
+    // the kernel does not compute it again when the negotiated clamp is
+    // set after (TCP_REPAIR_OPTIONS): from the default clamp (536) every
+    // segment would carry 524 bytes. The user's clamp (TCP_MAXSEG, at most
+    // 32767) stands in for it during the connect, and is cleared after.
+    let user_mss = s.negotiated.mss_clamp.clamp(TCP_MIN_MSS, MAX_USER_MSS) as i32;
+    socket::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, user_mss)?;
     // In repair mode: no SYN, ESTABLISHED at once. The saved socket's
     // 4-tuple may still be in the kernel's tables for a moment after its
     // silent close (EADDRNOTAVAIL): tried again for up to a second.
@@ -718,6 +729,7 @@ pub fn restore(
             }
         }
     }
+    socket::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0)?;
     set_negotiated(fd, &s.negotiated)?;
     if let Some(ts) = s.ts_clock {
         set_timestamp(fd, ts)?;
