@@ -708,9 +708,13 @@ pub fn restore(
     // the kernel does not compute it again when the negotiated clamp is
     // set after (TCP_REPAIR_OPTIONS): from the default clamp (536) every
     // segment would carry 524 bytes. The user's clamp (TCP_MAXSEG, at most
-    // 32767) stands in for it during the connect, and is cleared after.
-    let user_mss = s.negotiated.mss_clamp.clamp(TCP_MIN_MSS, MAX_USER_MSS) as i32;
-    socket::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, user_mss)?;
+    // 32767) stands in for it during the connect, and is cleared after
+    // (none below the smallest MSS: an image without a clamp).
+    let stand_in = s.negotiated.mss_clamp >= TCP_MIN_MSS;
+    if stand_in {
+        let user_mss = s.negotiated.mss_clamp.min(MAX_USER_MSS) as i32;
+        socket::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, user_mss)?;
+    }
     // In repair mode: no SYN, ESTABLISHED at once. The saved socket's
     // 4-tuple may still be in the kernel's tables for a moment after its
     // silent close (EADDRNOTAVAIL): tried again for up to a second.
@@ -729,7 +733,9 @@ pub fn restore(
             }
         }
     }
-    socket::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0)?;
+    if stand_in {
+        socket::setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, 0)?;
+    }
     set_negotiated(fd, &s.negotiated)?;
     if let Some(ts) = s.ts_clock {
         set_timestamp(fd, ts)?;
