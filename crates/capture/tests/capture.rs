@@ -1143,7 +1143,10 @@ time.sleep(100)\n";
         o.contains("READY") && o.contains("HOLDER pid=")
     });
     let out = p.output();
-    let line = out.lines().find(|l| l.starts_with("HOLDER")).unwrap();
+    // Two processes print: Python writes a line's text and its newline
+    // apart, so READY may fall inside the holder's line, or before it.
+    let at = out.find("HOLDER").unwrap();
+    let line = out[at..].lines().next().unwrap().trim_end_matches("READY");
     let holder: i32 = field(line, "pid").parse().unwrap();
     let e = capture(p.pid, &mut opts(), &mut NullSink::default())
         .err()
