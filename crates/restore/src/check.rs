@@ -383,27 +383,34 @@ impl PerProcess {
 fn check_fds(fds: &FdPlan, cgroup_dirs: &[std::path::PathBuf], r: &mut Report) {
     r.errors.extend(fds.errors.iter().cloned());
     r.warnings.extend(fds.warnings.iter().cloned());
-    for (what, path) in &fds.opens {
-        let path = String::from_utf8_lossy(path);
+    // Sizes of the regular files opened, for the offsets below.
+    let mut sizes: std::collections::HashMap<&[u8], u64> = Default::default();
+    for (what, raw) in &fds.opens {
+        let path = String::from_utf8_lossy(raw);
         // A dangling symlink is fine to open with O_PATH|O_NOFOLLOW (the
         // open itself reports any other use).
-        if let Err(e) = std::fs::metadata(&*path) {
-            // In a cgroup directory the restore makes first.
-            let made = cgroup_dirs
-                .iter()
-                .any(|d| std::path::Path::new(&*path).starts_with(d));
-            if !made && !std::fs::symlink_metadata(&*path).is_ok_and(|m| m.file_type().is_symlink())
-            {
-                r.errors.push(format!("{what}: {}", os_msg(&e)));
+        match std::fs::metadata(&*path) {
+            Ok(m) if m.is_file() => {
+                sizes.insert(raw, m.len());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // In a cgroup directory the restore makes first.
+                let made = cgroup_dirs
+                    .iter()
+                    .any(|d| std::path::Path::new(&*path).starts_with(d));
+                if !made
+                    && !std::fs::symlink_metadata(&*path).is_ok_and(|m| m.file_type().is_symlink())
+                {
+                    r.errors.push(format!("{what}: {}", os_msg(&e)));
+                }
             }
         }
     }
     for (what, path, size, pos) in &fds.offsets {
-        let now = std::fs::metadata(&*String::from_utf8_lossy(path));
-        if let Some(m) = now.ok().filter(|m| m.is_file() && m.len() < *pos) {
+        if let Some(&now) = sizes.get(&path[..]).filter(|&&now| now < *pos) {
             r.warnings.push(format!(
-                "{what}: the file is {} bytes now and was {size} at the dump: the fd's offset {pos} is past its end (truncated or replaced since the dump)",
-                m.len()
+                "{what}: the file is {now} bytes now and was {size} at the dump: the fd's offset {pos} is past its end (truncated or replaced since the dump)"
             ));
         }
     }

@@ -41,7 +41,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
             None => unhashed(cx, f),
         };
     };
-    let sock = dup(cx.pid, f.fd)?;
+    let sock = dup(cx, f.fd)?;
     let fd = sock.as_raw_fd();
     let kind = SockKind {
         family: i32::from(d.family),
@@ -111,7 +111,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
 /// else (a port after all) is refused by name.
 fn unhashed(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     use ckpt_sys::fds::socket as so;
-    let sock = dup(cx.pid, f.fd)?;
+    let sock = dup(cx, f.fd)?;
     let fd = sock.as_raw_fd();
     let int =
         |level, name, what| so::getsockopt_int(fd, level, name).map_err(|e| sys_fd(f.fd, what, e));

@@ -160,6 +160,10 @@ pub(crate) struct Ctx<'a> {
     /// Saving a file in flight (our copy): the process whose queue holds
     /// it, with its fds and their ids (an epoll's watches are its fds).
     owner: Option<(Pid, &'a [RawFd], &'a BTreeMap<i32, u32>)>,
+    /// The pidfd of the process whose fds were duplicated last (the fds
+    /// come process by process: one is opened per process, and only one
+    /// is held at a time).
+    pidfd: &'a mut Option<(Pid, std::os::fd::OwnedFd)>,
 }
 
 /// Files in flight (in queued SCM_RIGHTS messages): our copies and the
@@ -281,6 +285,7 @@ pub(crate) fn build(
         file_ids[owner[i]].insert(items[i].1.fd, id_of(d));
     }
     let mut pipes_with_data = HashSet::new();
+    let mut pidfd = None;
     let mut inflight = Inflight {
         next_id: id_of(desc.count),
         ..Default::default()
@@ -302,6 +307,7 @@ pub(crate) fn build(
             net: &mut *sockets,
             inflight: &mut inflight,
             owner: None,
+            pidfd: &mut pidfd,
         };
         let in_process = |e: Error| {
             if owner[first] == 0 {
@@ -350,6 +356,17 @@ fn save_kind(cx: &mut Ctx<'_>, f: &RawFd) -> Result<FileKind> {
 }
 
 impl Ctx<'_> {
+    /// Our duplicate of the process's fd `fd` (pidfd_getfd), through its
+    /// pidfd, opened once for its fds.
+    fn dup_fd(&mut self, fd: i32) -> ckpt_sys::Result<std::os::fd::OwnedFd> {
+        use ckpt_sys::proc::pidfd;
+        if self.pidfd.as_ref().is_none_or(|(p, _)| *p != self.pid) {
+            *self.pidfd = Some((self.pid, pidfd::pidfd_open(self.pid)?));
+        }
+        let (_, pfd) = self.pidfd.as_ref().expect("just set");
+        pidfd::pidfd_getfd(pfd, self.pid, fd)
+    }
+
     /// The OpenFile id of a file passed in a queued message, which we hold
     /// as `fd`: the process's own description of it when it has one
     /// (kcmp), one saved before, or a new OpenFile saved from our copy.
@@ -411,6 +428,7 @@ impl Ctx<'_> {
                 net: &mut *self.net,
                 inflight: &mut *self.inflight,
                 owner: Some((self.pid, self.fds, self.file_ids)),
+                pidfd: &mut *self.pidfd,
             };
             save_kind(&mut sub, &rf)
         };

@@ -560,8 +560,8 @@ pub(crate) fn sys_fd(fd: i32, what: &str, source: ckpt_sys::Error) -> Error {
 }
 
 /// Our duplicate of fd `fd` of `pid` (pidfd_getfd).
-pub(crate) fn dup(pid: Pid, fd: i32) -> Result<OwnedFd> {
-    ckpt_sys::proc::pidfd::fd_of(pid, fd)
+pub(crate) fn dup(cx: &mut super::Ctx<'_>, fd: i32) -> Result<OwnedFd> {
+    cx.dup_fd(fd)
         .map_err(|source| sys_fd(fd, "duplicating the socket (pidfd_getfd)", source))
 }
 

@@ -33,7 +33,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     if proto_name(cx.pid, f.fd) != "NETLINK" {
         return Ok(None);
     }
-    let sock = dup(cx.pid, f.fd)?;
+    let sock = dup(cx, f.fd)?;
     let fd = sock.as_raw_fd();
     let sys = |what: &'static str| move |e| sys_fd(f.fd, what, e);
     let kind = ckpt_sys::fds::sockopt::kind_of(fd).map_err(sys("reading its kind"))?;

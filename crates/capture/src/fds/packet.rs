@@ -40,7 +40,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
                 "packet socket not found by sock_diag (another network namespace?)",
             )
         })?;
-    let sock = dup(cx.pid, f.fd)?;
+    let sock = dup(cx, f.fd)?;
     let fd = sock.as_raw_fd();
     let kind =
         ckpt_sys::fds::sockopt::kind_of(fd).map_err(|e| sys_fd(f.fd, "reading its kind", e))?;

@@ -38,7 +38,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
         peer_closed: false,
     };
     if f.link.starts_with(b"pipe:[") {
-        p.peer_closed = peer_closed(cx.pid, f.fd, end);
+        p.peer_closed = peer_closed(cx, f.fd, end);
         return Ok(Some(FileKind::Pipe(p)));
     }
     let (path, suffix) = strip_deleted(&f.link);
@@ -55,8 +55,9 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
 /// on the process's own description: one opened again through /proc would
 /// count as a reader itself. Unknown (false) if that description cannot be
 /// had.
-fn peer_closed(pid: Pid, fd: i32, end: PipeEnd) -> bool {
-    let closed = ckpt_sys::proc::pidfd::fd_of(pid, fd)
+fn peer_closed(cx: &mut Ctx<'_>, fd: i32, end: PipeEnd) -> bool {
+    let closed = cx
+        .dup_fd(fd)
         .and_then(|ours| pipe::peer_closed(ours, end == PipeEnd::Write));
     closed.unwrap_or_else(|e| {
         tracing::debug!(fd, "whether the pipe's other end is held: {e}");

@@ -39,7 +39,7 @@ pub(super) fn save(cx: &mut Ctx<'_>, f: &RawFd) -> Result<Option<FileKind>> {
     let ty = i32::from(d.sock_type);
     let stream = ty == libc::SOCK_STREAM || ty == libc::SOCK_SEQPACKET;
     let listening = d.state == TCP_LISTEN;
-    let sock = dup(cx.pid, f.fd)?;
+    let sock = dup(cx, f.fd)?;
     let fd = sock.as_raw_fd();
     // A path name comes with its terminating NUL (the kernel keeps the
     // address length given to bind); an abstract one starts with NUL and

@@ -336,8 +336,8 @@ pub fn save(
     // is the MSS its user asked for, else TCP_MSS_DEFAULT. Elsewhere it may
     // be the MSS in use (a connection's, which its repair sets; a closed
     // one's).
-    let listening = getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
-    if kind.tcp() && listening {
+    let listening = || getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).unwrap_or(0) != 0;
+    if kind.tcp() && listening() {
         let mss =
             getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG).unwrap_or(TCP_MSS_DEFAULT);
         if mss != TCP_MSS_DEFAULT {
