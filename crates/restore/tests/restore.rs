@@ -617,7 +617,11 @@ fn terminals_attach_to_the_restorers_or_fail_clearly() {
     ckpt_capture::dump(pid, &image, ckpt_capture::DumpOptions::default()).unwrap();
     let _ = script.kill();
     let _ = script.wait();
+    // Killed before it reaped the program, `script` leaves it to a
+    // subreaper: this process, when a test before made it one. Reaped here
+    // then (else the wait below would never end).
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let _ = ckpt_sys::ptrace::try_wait(pid);
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let reader = ckpt_image::ImageReader::open(&image).unwrap();
