@@ -60,10 +60,26 @@ pub enum UnixExternalArg {
     Close,
 }
 
+/// The signals that cancel a dump to a file.
+const CANCEL: u64 =
+    (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGHUP - 1));
+
 pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.track && !a.leave_running {
         anyhow::bail!("--track needs --leave-running (a killed process has nothing to track)");
     }
+    // SIGINT, SIGTERM and SIGHUP are held from here to the end when the
+    // image goes to a file: until the dump worker starts they wait, then
+    // they cancel it (see ckpt-capture's worker); one that comes after the
+    // image is complete is too late to cancel anything and is dropped.
+    let held = if a.output.as_os_str() == "-" {
+        None
+    } else {
+        Some(
+            ckpt_sys::proc::signals::block(CANCEL)
+                .context("blocking SIGINT, SIGTERM and SIGHUP")?,
+        )
+    };
     // Connection locks left by a dump whose processes were all killed.
     ckpt_sys::netlock::cleanup_stale(std::path::Path::new(ckpt_sys::netlock::STATE_DIR));
     let opts = ckpt_capture::DumpOptions {
@@ -104,6 +120,11 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             r => r.with_context(|| format!("dump of pid {} failed", a.pid))?,
         }
     };
+    if let Some(held) = held {
+        // Kept blocked to the exit: later ones are dropped too.
+        std::mem::forget(held);
+        while ckpt_sys::proc::signals::take_pending(CANCEL).is_some() {}
+    }
     if let Some(n) = &stats.note {
         eprintln!("ckpt: note: {n}");
     }
