@@ -852,6 +852,15 @@ impl PageSink for Watched<'_> {
         worker::check(self.pid)?;
         self.sink.add_pages(pid, addr, data)
     }
+    fn add_page_buffer(
+        &mut self,
+        pid: i32,
+        buf: Vec<u8>,
+        pieces: &[(u64, usize, usize)],
+    ) -> Result<Vec<u8>> {
+        worker::check(self.pid)?;
+        self.sink.add_page_buffer(pid, buf, pieces)
+    }
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         worker::check(self.pid)?;
         self.sink.add_blob(data)

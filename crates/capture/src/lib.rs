@@ -132,6 +132,7 @@ mod tree;
 mod worker;
 mod writeback;
 
+pub use ckpt_image::PAGE_BUFFER_HEAD;
 pub use error::{Error, Result};
 
 use ckpt_image::{Blob, Image, ImageWriter};
@@ -257,6 +258,22 @@ pub trait PageSink {
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()>;
     /// A byte string (file contents); returns the Blob for the model.
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob>;
+    /// `add_pages` for each of `pieces` (address, offset in `buf`, bytes),
+    /// which lie in address order after the first [`PAGE_BUFFER_HEAD`]
+    /// bytes of `buf`. A sink may keep `buf` (the image writer makes it a
+    /// frame: no copy) and return another buffer to fill next, of any
+    /// length (an empty one when it has none to spare).
+    fn add_page_buffer(
+        &mut self,
+        pid: i32,
+        buf: Vec<u8>,
+        pieces: &[(u64, usize, usize)],
+    ) -> Result<Vec<u8>> {
+        for &(addr, off, len) in pieces {
+            self.add_pages(pid, addr, &buf[off..off + len])?;
+        }
+        Ok(buf)
+    }
     /// Like `add_pages`, replacing what was added for these pages before.
     fn replace_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
         let _ = (pid, addr, data);
@@ -311,6 +328,14 @@ pub trait PageSink {
 impl<W: Write> PageSink for ImageWriter<W> {
     fn add_pages(&mut self, pid: i32, addr: u64, data: &[u8]) -> Result<()> {
         ImageWriter::add_pages(self, pid, addr, data).map_err(Error::from)
+    }
+    fn add_page_buffer(
+        &mut self,
+        pid: i32,
+        buf: Vec<u8>,
+        pieces: &[(u64, usize, usize)],
+    ) -> Result<Vec<u8>> {
+        ImageWriter::add_page_buffer(self, pid, buf, pieces).map_err(Error::from)
     }
     fn add_blob(&mut self, data: &[u8]) -> Result<Blob> {
         ImageWriter::add_blob(self, data).map_err(Error::from)

@@ -42,7 +42,7 @@ pub use frames::{FrameBatch, FrameBatchReader};
 pub use reader::ImageReader;
 pub use store::FrameScratch;
 pub use validate::validate;
-pub use writer::{is_zero as is_zero_page, ImageWriter};
+pub use writer::{is_zero as is_zero_page, ImageWriter, PAGE_BUFFER_HEAD};
 
 /// Container format major version written by this crate (and the only one it reads).
 pub const FORMAT_MAJOR: u16 = 1;

@@ -24,6 +24,8 @@ const PAGEMAP_CHUNK: usize = 64 * 1024;
 /// batches, 0.86-0.90 s with 2 MiB, 0.93 s with 16 MiB) and lets the sink
 /// find the batch still cached.
 const BATCH: usize = 256 << 10;
+/// Room left in front of each batch read (see `PageSink::add_page_buffer`).
+const HEAD: usize = ckpt_image::PAGE_BUFFER_HEAD;
 /// Batch buffers: one being filled, the others read ahead or being consumed.
 const BUFFERS: usize = 8;
 /// Up to this many bytes, memory is read without a reader thread.
@@ -423,28 +425,31 @@ pub(crate) fn save(
         }
     }
     batches.retain(|(b, _)| !b.is_empty());
-    let buf_len = BATCH.min(total as usize);
+    // Each buffer keeps room in front (see PageSink::add_page_buffer).
+    let buf_len = HEAD + BATCH.min(total as usize);
     let mut done = 0u64;
     let mut saved = 0u64;
-    let mut emit = |buf: &[u8], pieces: &[Piece], len: usize| -> Result<()> {
-        for &(addr, off, n) in pieces {
-            if let Some(parent) = from_parent(off) {
-                sink.add_parent_pages(pid, addr, n as u64, parent)?;
-                continue;
-            }
-            sink.add_pages(pid, addr, &buf[off..off + n])?;
-            saved += n as u64;
+    // Hand a filled buffer to the sink; a buffer to fill next.
+    let mut emit = |buf: Vec<u8>, pieces: Vec<Piece>, len: usize| -> Result<Vec<u8>> {
+        let (parents, pieces): (Vec<Piece>, Vec<Piece>) =
+            pieces.into_iter().partition(|p| from_parent(p.1).is_some());
+        for (addr, off, n) in parents {
+            let parent = from_parent(off).expect("partitioned");
+            sink.add_parent_pages(pid, addr, n as u64, parent)?;
         }
+        saved += pieces.iter().map(|p| p.2 as u64).sum::<u64>();
+        let mut buf = sink.add_page_buffer(pid, buf, &pieces)?;
+        buf.resize(buf_len, 0);
         done += len as u64;
         progress(done, total);
-        Ok(())
+        Ok(buf)
     };
     if total <= INLINE_MAX as u64 {
         // Little to read: no reader thread (starting one costs more).
         let mut buf = vec![0u8; buf_len];
         for (batch, len) in &batches {
-            let pieces = fill(pid, areas, &mem, batch, &mut buf[..*len], page)?;
-            emit(&buf, &pieces, *len)?;
+            let pieces = fill(pid, areas, &mem, batch, &mut buf, *len, page)?;
+            buf = emit(buf, pieces, *len)?;
         }
         return Ok(saved);
     }
@@ -466,8 +471,8 @@ pub(crate) fn save(
             .spawn_scoped(s, move || {
                 for (batch, len) in batches {
                     let Ok(mut buf) = free_rx.recv() else { return };
-                    let r = fill(pid, areas, mem, batch, &mut buf[..*len], page)
-                        .map(|p| (buf, p, *len));
+                    let r =
+                        fill(pid, areas, mem, batch, &mut buf, *len, page).map(|p| (buf, p, *len));
                     let failed = r.is_err();
                     if full_tx.send(r).is_err() || failed {
                         return;
@@ -477,8 +482,7 @@ pub(crate) fn save(
             .ctx(pid, || "starting the memory reader thread".into())?;
         for _ in 0..batches.len() {
             let (buf, pieces, len) = full_rx.recv().expect("reader sends every batch")?;
-            emit(&buf, &pieces, len)?;
-            let _ = free_tx.send(buf);
+            let _ = free_tx.send(emit(buf, pieces, len)?);
         }
         Ok::<(), Error>(())
         // On an error, dropping full_rx/free_tx makes the reader stop.
@@ -497,7 +501,8 @@ fn from_parent(off: usize) -> Option<Pid> {
     (off >= PARENT_PIECE).then(|| (off - PARENT_PIECE) as Pid)
 }
 
-/// Read one batch into `buf`; returns the readable pieces, merged where
+/// Read one batch (`len` bytes) into `buf` after its first HEAD bytes;
+/// returns the readable pieces (offsets in `buf`), merged where
 /// contiguous, in address order.
 fn fill(
     pid: Pid,
@@ -505,12 +510,14 @@ fn fill(
     mem: &ProcMem,
     batch: &[Range],
     buf: &mut [u8],
+    len: usize,
     page: u64,
 ) -> Result<Vec<Piece>> {
     let page = page as usize;
+    let buf = &mut buf[..HEAD + len];
     // Pieces that are valid in `buf`: (addr, offset in buf, len).
     let mut pieces: Vec<Piece> = Vec::with_capacity(batch.len());
-    let mut off = 0usize;
+    let mut off = HEAD;
     let mut i = 0usize;
     while i < batch.len() {
         if batch[i].parent != 0 {

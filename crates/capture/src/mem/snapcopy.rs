@@ -37,6 +37,8 @@ const ABSENT: u8 = 4;
 const BLOCK_PAGES: u64 = 16;
 /// Pages read at once by the reader thread.
 const CHUNK_PAGES: u64 = 64;
+/// Room left in front of each chunk read (see `PageSink::add_page_buffer`).
+const HEAD: usize = ckpt_image::PAGE_BUFFER_HEAD;
 /// Chunks the reader may have read ahead of the sink.
 const READ_AHEAD: usize = 8;
 
@@ -180,8 +182,9 @@ impl Pending {
         // this one hands them to the sink (compression, writing).
         let (full_tx, full_rx) = sync_channel::<(Vec<u8>, Pieces)>(READ_AHEAD);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let chunk_len = HEAD + (CHUNK_PAGES * page) as usize;
         for _ in 0..READ_AHEAD + 2 {
-            let _ = free_tx.send(vec![0u8; (CHUNK_PAGES * page) as usize]);
+            let _ = free_tx.send(vec![0u8; chunk_len]);
         }
         std::thread::scope(|s| {
             // Dropped when this closure returns (also on an error): the
@@ -193,10 +196,11 @@ impl Pending {
                 .spawn_scoped(s, move || read_chunks(sh2, &free_rx, &full_tx))
                 .ctx(pid, || "starting the snapshot reader thread".into())?;
             for (buf, pieces) in full_rx.iter() {
-                for &(addr, off, len) in &pieces {
-                    sink.add_pages(pid, addr, &buf[off..off + len])?;
-                    done += len as u64;
-                }
+                done += pieces.iter().map(|p| p.2 as u64).sum::<u64>();
+                // The sink may keep the buffer (the image writer makes it
+                // a frame) and give another one back.
+                let mut buf = sink.add_page_buffer(pid, buf, &pieces)?;
+                buf.resize(chunk_len, 0);
                 let _ = free_tx.send(buf);
                 drain(sink, &mut done)?;
                 progress(done, total);
@@ -261,8 +265,11 @@ fn read_chunks(sh: &Shared, free: &Receiver<Vec<u8>>, full: &SyncSender<(Vec<u8>
         while p < a.end {
             let n = CHUNK_PAGES.min((a.end - p) / page);
             let Ok(mut buf) = free.recv() else { return };
-            let pieces = match sh.copy_run(ai, p, n, &mut buf) {
-                Ok(pieces) => {
+            let pieces = match sh.copy_run(ai, p, n, &mut buf[HEAD..]) {
+                Ok(mut pieces) => {
+                    for piece in &mut pieces {
+                        piece.1 += HEAD;
+                    }
                     if p == a.start && ai == 0 {
                         // Test hook: a pause in the middle of the copy.
                         crate::worker::test_delay();
