@@ -713,6 +713,69 @@ impl Rand {
     }
 }
 
+/// The dump worker of a `ckpt dump` just started (its child), once it
+/// exists; None if ckpt ended first.
+fn dump_worker(child: &mut std::process::Child) -> Option<i32> {
+    let ckpt_pid = child.id();
+    let t = Instant::now();
+    loop {
+        let kids = std::fs::read_to_string(format!("/proc/{ckpt_pid}/task/{ckpt_pid}/children"))
+            .unwrap_or_default();
+        if let Some(w) = kids.split_whitespace().next() {
+            return w.parse::<i32>().ok();
+        }
+        if t.elapsed() > LIMIT || child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The dump worker killed with SIGKILL at random moments of the dump of a
+/// process of several threads, which are asked together (each system
+/// call started in every thread before any is waited for; the phase hook
+/// holds them there on the injector's registers): every thread goes on
+/// as it was (the fixture checks its token order, counts and tids on
+/// every turn), and no temp file is left.
+#[test]
+fn sigkill_of_the_worker_while_threads_are_asked_together() {
+    let _turn = heavy();
+    let dir = TempDir::new("killthreads");
+    let p = Proc::spawn(&dir, &fixture("threads"), &["5"]);
+    p.wait_line(|l| l.contains("round="));
+    let image = dir.join("t.ckpt");
+    let mut rnd = Rand::new();
+    let mut cut = 0;
+    for hook in [20u64, 0] {
+        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
+        for _ in 0..8 {
+            let _ = std::fs::remove_file(&image);
+            let mut child = dump_in_own_group(&p, &image, hook);
+            let worker = dump_worker(&mut child);
+            let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
+            std::thread::sleep(delay);
+            if let Some(w) = worker {
+                let _ = ckpt_sys::proc::kill(w, libc::SIGKILL);
+            }
+            let what = format!("worker killed after {delay:?} (hook {hook} ms)");
+            let st = wait_limited(&mut child, &what);
+            assert_no_temp(dir.path(), "t.ckpt", &what);
+            if st.success() {
+                assert_valid_image(&image, &what);
+            } else {
+                assert!(!image.exists(), "{what}: failed, yet an image exists");
+                cut += 1;
+            }
+            assert!(p.alive(), "{what}: the target died:\n{}", tail(&p.output()));
+            assert_free(p.pid, &what);
+            p.wait_more_lines(8);
+            let out = p.output();
+            assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
+        }
+    }
+    assert!(cut >= 4, "only {cut} of 16 dumps were cut short");
+}
+
 /// `ckpt dump --leave-running` of `p` in a process group of its own
 /// (with the phase hook `hook_ms`), started.
 fn dump_in_own_group(p: &Proc, image: &Path, hook_ms: u64) -> std::process::Child {
@@ -843,21 +906,7 @@ fn sigkill_of_the_dump_worker_never_harms_the_target() {
         for _ in 0..10 {
             let _ = std::fs::remove_file(&image);
             let mut child = dump_in_own_group(&p, &image, hook);
-            let ckpt_pid = child.id();
-            // The worker: ckpt's child.
-            let t = Instant::now();
-            let worker = loop {
-                let kids =
-                    std::fs::read_to_string(format!("/proc/{ckpt_pid}/task/{ckpt_pid}/children"))
-                        .unwrap_or_default();
-                if let Some(w) = kids.split_whitespace().next() {
-                    break w.parse::<i32>().ok();
-                }
-                if t.elapsed() > LIMIT || child.try_wait().unwrap().is_some() {
-                    break None;
-                }
-                std::thread::yield_now();
-            };
+            let worker = dump_worker(&mut child);
             let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
             std::thread::sleep(delay);
             if let Some(w) = worker {

@@ -597,7 +597,22 @@ fn finish_process(
 
     // Pending signals (after the re-queue of the ones we dequeued).
     merge_threads(pid, &mut threads, &rinfo)?;
-    seccomp::save(pid, status.num("Seccomp")?, &mut threads, seccomp_filters)?;
+    // Each thread's status but the leader's (that is `status`), read once.
+    let thread_status = threads
+        .iter()
+        .filter(|t| t.tid != pid)
+        .map(|t| {
+            let path = format!("/proc/{pid}/task/{}/status", t.tid);
+            Ok((t.tid, Status::read(pid, &path)?))
+        })
+        .collect::<Result<std::collections::BTreeMap<Pid, Status>>>()?;
+    seccomp::save(
+        pid,
+        status.num("Seccomp")?,
+        &thread_status,
+        &mut threads,
+        seccomp_filters,
+    )?;
     let shared_pending = signals::pending(pid, pid, true)?;
     if process.state == "T" {
         // The group-stop signal the seize reported (SIGTRAP when none).
@@ -610,7 +625,7 @@ fn finish_process(
         }
     }
     process::merge_remote(&mut process, &rinfo, posix_timers, shared_pending);
-    creds::thread_creds(pid, &process.creds, &mut threads)?;
+    creds::thread_creds(&process.creds, &thread_status, &mut threads)?;
     process::cgroup::save(pid, &mut process, &mut threads, own_cgroups)?;
 
     process.threads = threads;

@@ -931,8 +931,28 @@ pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
                 Ok((inj, scratch))
             };
             let mut out = RemoteInfo::default();
-            let r = query_threads(frozen, q, &mut injector, &mut out);
-            r.map(|()| out)
+            // The threads but the leader that have no signal to queue
+            // again are asked together, in lockstep; the others (the
+            // leader first) one by one.
+            let together: Vec<Pid> = frozen
+                .threads
+                .iter()
+                .filter(|t| t.tid != pid && t.deferred.is_empty())
+                .map(|t| t.tid)
+                .collect();
+            let alone: Vec<Pid> = frozen
+                .threads
+                .iter()
+                .map(|t| t.tid)
+                .filter(|t| !together.contains(t))
+                .collect();
+            query_threads(frozen, &alone, q, &mut injector, &mut out)?;
+            if together.len() > 1 {
+                query_threads_lockstep(pid, &together, sigreturn, &fits, &mut out)?;
+            } else {
+                query_threads(frozen, &together, q, &mut injector, &mut out)?;
+            }
+            Ok(out)
         }
         Injection::Fallback { syscall_ip } => {
             // While system calls are injected this way, our death must kill
@@ -945,10 +965,12 @@ pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
     }
 }
 
-/// The queries of every thread, the leader first, each through the
-/// injector (and scratch memory) `injector` makes for it.
+/// The queries of threads `tids` of `frozen` (the leader's process
+/// queries with its own), each through the injector (and scratch memory)
+/// `injector` makes for it, one after the other.
 fn query_threads(
     frozen: &mut Frozen,
+    tids: &[Pid],
     q: &Queries,
     injector: &mut dyn FnMut(Pid) -> Result<(Injector, u64)>,
     out: &mut RemoteInfo,
@@ -959,10 +981,9 @@ fn query_threads(
         .iter()
         .map(|t| (t.tid, t.deferred.clone()))
         .collect();
-    let tids: Vec<Pid> = frozen.threads.iter().map(|t| t.tid).collect();
     let mut requeued: Vec<Pid> = Vec::new();
     let mut result = Ok(());
-    for tid in tids {
+    for &tid in tids {
         let (mut inj, scratch) = match injector(tid) {
             Ok(x) => x,
             Err(e) => {
@@ -1019,6 +1040,112 @@ fn query_threads(
     result
 }
 
+/// The thread queries of threads `tids` of process `pid` (none the
+/// leader, none with a signal to queue again), by safe injection, each
+/// step started in every thread before any is waited for: a process of
+/// 2,000 threads is asked in a fraction of the time one by one takes.
+/// Every injector is finished (registers, mask and stack put back)
+/// whatever happened; the first error is returned.
+fn query_threads_lockstep(
+    pid: Pid,
+    tids: &[Pid],
+    sigreturn: u64,
+    fits: &dyn Fn(u64, u64) -> bool,
+    out: &mut RemoteInfo,
+) -> Result<()> {
+    let mut result: Result<()> = Ok(());
+    let mut group: Vec<(usize, Injector)> = Vec::new();
+    for (k, &tid) in tids.iter().enumerate() {
+        let prep = || format!("thread {tid}: preparing system call injection");
+        match Injector::new_safe_start(tid, sigreturn, fits) {
+            Ok(Some(inj)) => group.push((k, inj)),
+            Ok(None) => {
+                result = Err(Error::Sys {
+                    pid,
+                    what: prep(),
+                    source: ckpt_sys::Error::Unexpected {
+                        tid,
+                        what: "its stack has no room for the injection frame".into(),
+                    },
+                });
+                break;
+            }
+            Err(e) => {
+                result = Err(e).ctx(pid, prep);
+                break;
+            }
+        }
+    }
+    // Each thread started to its rt_sigreturn before any is waited for.
+    let mut ready: Vec<(usize, Injector)> = Vec::new();
+    for (k, mut inj) in group {
+        match inj.started() {
+            Ok(()) => ready.push((k, inj)),
+            Err(e) => {
+                let tid = inj.tid();
+                resend(pid, tid, &inj.finish().unwrap_or_default());
+                if result.is_ok() {
+                    result = Err(e).ctx(pid, || {
+                        format!("thread {tid}: preparing system call injection")
+                    });
+                }
+            }
+        }
+    }
+    if result.is_ok() {
+        let mut asked = Vec::with_capacity(ready.len());
+        for (_, inj) in ready.iter_mut() {
+            let scratch = inj.scratch().expect("a safe injector has scratch memory");
+            let r = Remote { pid, inj, scratch };
+            let mut b = Batch::default();
+            let q = r.thread_queries(&mut b);
+            asked.push((b, q));
+        }
+        let batches: Vec<&Batch> = asked.iter().map(|(b, _)| b).collect();
+        let pids = vec![pid; ready.len()];
+        let answers = run_lockstep(&mut ready, &pids, &batches);
+        // Test hook: a pause while these threads run on the injector's
+        // registers.
+        crate::worker::test_delay();
+        for (((_, inj), a), (_, q)) in ready.iter_mut().zip(answers).zip(&asked) {
+            let scratch = inj.scratch().expect("a safe injector has scratch memory");
+            let tid = inj.tid();
+            let mut r = Remote { pid, inj, scratch };
+            let got = a.and_then(|a| {
+                let t = r.thread_answers(&a, *q)?;
+                r.requeue_injector_deferred()?;
+                Ok(t)
+            });
+            match got {
+                Ok(t) => {
+                    out.threads.insert(tid, t);
+                }
+                Err(e) => {
+                    if result.is_ok() {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+    }
+    // Every thread started on its way out before any is waited for.
+    for (_, inj) in ready.iter_mut() {
+        let _ = inj.finish_start();
+    }
+    for (_, mut inj) in ready {
+        let tid = inj.tid();
+        let waited = inj.finish_wait();
+        out.injected += inj.count();
+        let fin = inj.finish();
+        resend(pid, tid, fin.as_deref().unwrap_or_default());
+        let r = waited.map(|_| ()).and(fin.map(|_| ()));
+        if let (Err(e), true) = (r, result.is_ok()) {
+            result = Err(e).ctx(pid, || format!("thread {tid}: restoring its registers"));
+        }
+    }
+    result
+}
+
 /// The queries through the vdso's `syscall` instruction, with a scratch
 /// page mapped in the process for their time.
 fn query_with_scratch_page(
@@ -1051,8 +1178,10 @@ fn query_with_scratch_page(
         }
     };
     // The leader's injector stays for the unmap: the queries use their own.
+    let tids: Vec<Pid> = frozen.threads.iter().map(|t| t.tid).collect();
     let result = query_threads(
         frozen,
+        &tids,
         q,
         &mut |tid| {
             let inj = Injector::new_stops(tid, syscall_ip).ctx(pid, || {
@@ -1249,11 +1378,11 @@ fn lockstep(
         let r = match (res, inj.finish()) {
             (Ok(mut info), Ok(left)) => {
                 info.injected = count;
-                resend(pid, &left);
+                resend(pid, pid, &left);
                 Ok(info)
             }
             (Err(e), fin) => {
-                resend(pid, &fin.unwrap_or_default());
+                resend(pid, pid, &fin.unwrap_or_default());
                 Err(e)
             }
             (Ok(_), Err(e)) => Err(e).ctx(pid, || format!("thread {pid}: restoring its registers")),
@@ -1399,10 +1528,10 @@ fn run_batches(
 
 /// Signals caught between the last check and the end of the injection:
 /// kept by sending them again (without their details).
-fn resend(pid: Pid, left: &[[u8; ptrace::SIGINFO_SIZE]]) {
+fn resend(pid: Pid, tid: Pid, left: &[[u8; ptrace::SIGINFO_SIZE]]) {
     for si in left {
         let signo = i32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
-        let _ = ckpt_sys::proc::tgkill(pid, pid, signo);
+        let _ = ckpt_sys::proc::tgkill(pid, tid, signo);
     }
 }
 

@@ -32,14 +32,17 @@ pub(crate) fn credentials(status: &Status) -> Result<Credentials> {
 /// The credentials of each thread but the leader where they differ from
 /// the process's (`process`, the leader's): a thread that changed its ids
 /// with a raw setresuid(2), which glibc would have applied to every thread.
+/// `thread_status`: the /proc status of each thread but the leader.
 pub(crate) fn thread_creds(
-    pid: ckpt_sys::Pid,
     process: &Credentials,
+    thread_status: &std::collections::BTreeMap<ckpt_sys::Pid, Status>,
     threads: &mut [ckpt_image::Thread],
 ) -> Result<()> {
-    for t in threads.iter_mut().filter(|t| t.tid != pid) {
-        let path = format!("/proc/{pid}/task/{}/status", t.tid);
-        let mut c = credentials(&Status::read(pid, &path)?)?;
+    for t in threads.iter_mut() {
+        let Some(st) = thread_status.get(&t.tid) else {
+            continue;
+        };
+        let mut c = credentials(st)?;
         // Asked of the process, not in status.
         c.securebits = process.securebits;
         if c != *process {

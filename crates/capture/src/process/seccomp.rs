@@ -16,24 +16,24 @@ const MODE_STRICT: u32 = 1;
 
 /// The filters of each thread of `pid` (all stopped) into `table`, each
 /// thread's `seccomp_filter` pointing at its newest one. `mode` is the
-/// process's seccomp mode (/proc/PID/status). Strict mode (a process that
+/// process's seccomp mode (/proc/PID/status), `thread_status` the status
+/// of each other thread. Strict mode (a process that
 /// may only read, write, exit and return from signals) is saved as the
 /// mode alone, when every thread is in it; a process where only some
 /// threads are is refused.
 pub(crate) fn save(
     pid: Pid,
     mode: u32,
+    thread_status: &std::collections::BTreeMap<Pid, crate::procfs::Status>,
     threads: &mut [Thread],
     table: &mut Vec<SeccompFilter>,
 ) -> Result<()> {
     let mut strict = 0;
     for t in threads.iter_mut() {
         // The process's status is its main thread's.
-        let tmode: u32 = if t.tid == pid {
-            mode
-        } else {
-            crate::procfs::Status::read(pid, &format!("/proc/{pid}/task/{}/status", t.tid))?
-                .num("Seccomp")?
+        let tmode: u32 = match thread_status.get(&t.tid) {
+            Some(st) if t.tid != pid => st.num("Seccomp")?,
+            _ => mode,
         };
         if tmode == MODE_STRICT {
             strict += 1;
