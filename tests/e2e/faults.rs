@@ -741,7 +741,7 @@ fn dump_worker(child: &mut std::process::Child) -> Option<i32> {
 fn sigkill_of_the_worker_while_threads_are_asked_together() {
     let _turn = heavy();
     let dir = TempDir::new("killthreads");
-    let p = Proc::spawn(&dir, &fixture("threads"), &["5"]);
+    let p = Proc::spawn(&dir, fixture("threads"), &["5"]);
     p.wait_line(|l| l.contains("round="));
     let image = dir.join("t.ckpt");
     let mut rnd = Rand::new();
