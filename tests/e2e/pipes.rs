@@ -115,3 +115,47 @@ except BrokenPipeError:
     let last = r.wait_line(|l| l == "EPIPE" || l == "wrote");
     assert_eq!(last, "EPIPE", "{}", r.output());
 }
+
+/// A FIFO opened by path, its write end first, grown to 1 MiB and holding
+/// 300 KB at the dump, comes back with its capacity and every byte in
+/// order, whichever end the restore opens first.
+#[test]
+fn a_grown_fifo_keeps_its_capacity_and_its_data() {
+    need(require::tool("python3", "apt-get install python3"));
+    let dir = TempDir::new("fifo-grown");
+    let script = r#"
+import fcntl, os, sys, time
+path = sys.argv[1] + "/f"
+os.mkfifo(path)
+r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+w = os.open(path, os.O_WRONLY)
+fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ
+os.dup2(w, 5); os.dup2(r, 6); os.close(w); os.close(r)
+data = bytes(i % 251 for i in range(300000))
+assert os.write(5, data) == len(data)
+print("READY", flush=True)
+while not os.path.exists(sys.argv[1] + "/go"):
+    time.sleep(0.01)
+size = fcntl.fcntl(5, 1032)  # F_GETPIPE_SZ
+got = b""
+while len(got) < len(data):
+    got += os.read(6, 1 << 20)
+print("size", size, "same", got == data, flush=True)
+"#;
+    let d = dir.path().to_str().unwrap().to_string();
+    let mut p = Proc::spawn(&dir, std::path::Path::new("python3"), &["-c", script, &d]);
+    p.wait_for("READY");
+    let image = dir.join("image.ckpt");
+    dump_kill(&mut p, &image);
+    let out = ckpt_run(&["restore", "--detach", image.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore failed: {err}");
+    let r = Proc::adopt(p.pid, &p.out);
+    std::fs::write(dir.join("go"), b"").unwrap();
+    assert_eq!(
+        r.wait_for("size"),
+        "size 1048576 same True",
+        "{}",
+        r.output()
+    );
+}

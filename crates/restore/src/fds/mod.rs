@@ -367,6 +367,12 @@ pub enum FdOp {
         contents: Vec<u8>,
         seals: u32,
     },
+    /// fcntl(F_SETPIPE_SZ) of the pipe behind the slot, where it differs
+    /// (a FIFO opened by path: its saved capacity).
+    PipeSize {
+        slot: usize,
+        capacity: u32,
+    },
     /// write(2) `data` to the slot (refilling a FIFO, a socket's queue).
     Write {
         slot: usize,
@@ -1140,6 +1146,12 @@ pub(crate) fn exec(c: &mut Child<'_>, op: &FdOp) -> ckpt_sys::Result<()> {
             contents,
             seals,
         } => memfd::make(c, *slot, name, [*flags, *mode, *seals], *size, contents)?,
+        FdOp::PipeSize { slot, capacity } => {
+            let fd = c.slot(*slot);
+            if ckpt_sys::fds::pipe::pipe_size(fd)? != *capacity {
+                ckpt_sys::fds::pipe::set_pipe_size(fd, *capacity)?;
+            }
+        }
         FdOp::Write { slot, data } => fds::write_fd(c.slot(*slot), data)?,
         FdOp::SetFl { slot, flags } => set_fl_op(c, *slot, *flags)?,
         FdOp::Seek { slot, pos } => fds::seek(c.slot(*slot), *pos)?,

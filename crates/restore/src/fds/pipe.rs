@@ -332,31 +332,31 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
     // either end does not block, and refills the data unless a live
     // process still holds the FIFO (then its pipe, with the data, never
     // went away).
-    if !st.fifo_holders.contains_key(&p.id) {
-        let h = b.slot();
-        b.op(
-            &what,
-            FdOp::Open {
-                slot: h,
-                path: cp.clone(),
-                flags: libc::O_RDWR | libc::O_NONBLOCK,
-                mode: 0,
-            },
-        );
-        if !p.data.is_empty() && !st.live_fifos.contains_key(&p.id) {
-            // Refilled into the FIFO as the kernel makes it (default size).
-            if let Err(e) = check_capacity(0, p.data.len()) {
-                b.error(format!("{what}: {e}"));
-            }
+    let live = st.live_fifos.contains_key(&p.id);
+    let h = match st.fifo_holders.get(&p.id) {
+        Some(&h) => h,
+        None => {
+            let h = b.slot();
             b.op(
                 &what,
-                FdOp::Write {
+                FdOp::Open {
                     slot: h,
-                    data: p.data.clone(),
+                    path: cp.clone(),
+                    flags: libc::O_RDWR | libc::O_NONBLOCK,
+                    mode: 0,
                 },
             );
+            if !live {
+                // Made again by the kernel at the default size: given its own.
+                fifo_capacity(b, &what, h, p);
+            }
+            st.fifo_holders.insert(p.id, h);
+            h
         }
-        st.fifo_holders.insert(p.id, h);
+    };
+    // The data came with one read end, not necessarily the first end.
+    if !p.data.is_empty() && !live {
+        fifo_refill(b, &what, h, p);
     }
     let s = b.slot();
     b.op(
@@ -370,6 +370,34 @@ pub(super) fn plan_fifo(b: &mut Builder, g: usize, p: &Pipe, st: &mut State) {
     );
     b.set_fl(&what, s, flags);
     b.slot_of[g] = Some(s);
+}
+
+/// The saved capacity of the FIFO `p` (its holder in slot `h`).
+fn fifo_capacity(b: &mut Builder, what: &str, h: usize, p: &Pipe) {
+    if p.capacity != 0 {
+        b.op(
+            what,
+            FdOp::PipeSize {
+                slot: h,
+                capacity: p.capacity,
+            },
+        );
+    }
+}
+
+/// The bytes buffered in the FIFO `p`, written into it through its holder
+/// (slot `h`), checked against its capacity.
+fn fifo_refill(b: &mut Builder, what: &str, h: usize, p: &Pipe) {
+    if let Err(e) = check_capacity(p.capacity, p.data.len()) {
+        b.error(format!("{what}: {e}"));
+    }
+    b.op(
+        what,
+        FdOp::Write {
+            slot: h,
+            data: p.data.clone(),
+        },
+    );
 }
 
 /// A FIFO whose node was unlinked: made again under a free name next to
@@ -397,19 +425,14 @@ fn plan_deleted_fifo(b: &mut Builder, g: usize, p: &Pipe, path: &[u8], st: &mut 
                     meta: super::regular::NodeMeta::of(&p.fifo),
                 },
             );
-            if !p.data.is_empty() {
-                b.op(
-                    &what,
-                    FdOp::Write {
-                        slot: h,
-                        data: p.data.clone(),
-                    },
-                );
-            }
+            fifo_capacity(b, &what, h, p);
             st.fifo_holders.insert(p.id, h);
             h
         }
     };
+    if !p.data.is_empty() {
+        fifo_refill(b, &what, h, p);
+    }
     let s = b.reopen(&what, h, flags | libc::O_NONBLOCK);
     b.set_fl(&what, s, flags);
     b.slot_of[g] = Some(s);
