@@ -743,36 +743,13 @@ fn sigkill_of_the_worker_while_threads_are_asked_together() {
     let dir = TempDir::new("killthreads");
     let p = Proc::spawn(&dir, fixture("threads"), &["5"]);
     p.wait_line(|l| l.contains("round="));
-    let image = dir.join("t.ckpt");
-    let mut rnd = Rand::new();
-    let mut cut = 0;
-    for hook in [20u64, 0] {
-        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
-        for _ in 0..8 {
-            let _ = std::fs::remove_file(&image);
-            let mut child = dump_in_own_group(&p, &image, hook);
-            let worker = dump_worker(&mut child);
-            let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
-            std::thread::sleep(delay);
-            if let Some(w) = worker {
-                let _ = ckpt_sys::proc::kill(w, libc::SIGKILL);
-            }
-            let what = format!("worker killed after {delay:?} (hook {hook} ms)");
-            let st = wait_limited(&mut child, &what);
-            assert_no_temp(dir.path(), "t.ckpt", &what);
-            if st.success() {
-                assert_valid_image(&image, &what);
-            } else {
-                assert!(!image.exists(), "{what}: failed, yet an image exists");
-                cut += 1;
-            }
-            assert!(p.alive(), "{what}: the target died:\n{}", tail(&p.output()));
-            assert_free(p.pid, &what);
-            p.wait_more_lines(8);
-            let out = p.output();
-            assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
-        }
-    }
+    let cut = kill_workers(&p, &dir, 8, &|what| {
+        assert!(p.alive(), "{what}: the target died:\n{}", tail(&p.output()));
+        assert_free(p.pid, what);
+        p.wait_more_lines(8);
+        let out = p.output();
+        assert!(!out.contains("ERROR"), "{what}: {}", tail(&out));
+    });
     assert!(cut >= 4, "only {cut} of 16 dumps were cut short");
 }
 
@@ -898,14 +875,25 @@ fn sigkill_of_the_dump_worker_never_harms_the_target() {
     let _turn = heavy();
     let dir = TempDir::new("killworker");
     let p = start_target(&dir, 300, 5, 0);
+    let cut = kill_workers(&p, &dir, 10, &|what| assert_goes_on(&p, what));
+    assert!(cut >= 5, "only {cut} of 20 dumps were cut short");
+}
+
+/// `rounds` dumps (`--leave-running`) of `p` with the phase hook and as
+/// many without, each with its worker SIGKILLed at a random moment of a
+/// whole dump's time; after each, no temp file is left, an image exists
+/// only if the dump succeeded (killed after its commit: then it is
+/// whole), and `check` holds for the target. The number of dumps cut
+/// short.
+fn kill_workers(p: &Proc, dir: &TempDir, rounds: u32, check: &dyn Fn(&str)) -> u32 {
     let image = dir.join("w.ckpt");
     let mut rnd = Rand::new();
     let mut cut = 0;
     for hook in [20u64, 0] {
-        let whole = (0..2).map(|_| dump_time(&p, &dir, hook)).min().unwrap();
-        for _ in 0..10 {
+        let whole = (0..2).map(|_| dump_time(p, dir, hook)).min().unwrap();
+        for _ in 0..rounds {
             let _ = std::fs::remove_file(&image);
-            let mut child = dump_in_own_group(&p, &image, hook);
+            let mut child = dump_in_own_group(p, &image, hook);
             let worker = dump_worker(&mut child);
             let delay = Duration::from_micros(rnd.below(whole.as_micros() as u64));
             std::thread::sleep(delay);
@@ -916,16 +904,15 @@ fn sigkill_of_the_dump_worker_never_harms_the_target() {
             let st = wait_limited(&mut child, &what);
             assert_no_temp(dir.path(), "w.ckpt", &what);
             if st.success() {
-                // Killed after its commit: the image is whole.
                 assert_valid_image(&image, &what);
             } else {
                 assert!(!image.exists(), "{what}: failed, yet an image exists");
                 cut += 1;
             }
-            assert_goes_on(&p, &what);
+            check(&what);
         }
     }
-    assert!(cut >= 5, "only {cut} of 20 dumps were cut short");
+    cut
 }
 
 /// SIGTERM, SIGINT or SIGHUP to the process group of a `ckpt restore

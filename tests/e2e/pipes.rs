@@ -147,10 +147,7 @@ print("size", size, "same", got == data, flush=True)
     p.wait_for("READY");
     let image = dir.join("image.ckpt");
     dump_kill(&mut p, &image);
-    let out = ckpt_run(&["restore", "--detach", image.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "restore failed: {err}");
-    let r = Proc::adopt(p.pid, &p.out);
+    let r = restore_detached(&image, &p.out, p.pid);
     std::fs::write(dir.join("go"), b"").unwrap();
     assert_eq!(
         r.wait_for("size"),
