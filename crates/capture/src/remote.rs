@@ -934,23 +934,15 @@ pub(crate) fn query(frozen: &mut Frozen, q: &Queries) -> Result<RemoteInfo> {
             // The threads but the leader that have no signal to queue
             // again are asked together, in lockstep; the others (the
             // leader first) one by one.
-            let together: Vec<Pid> = frozen
-                .threads
-                .iter()
-                .filter(|t| t.tid != pid && t.deferred.is_empty())
-                .map(|t| t.tid)
-                .collect();
-            let alone: Vec<Pid> = frozen
-                .threads
-                .iter()
-                .map(|t| t.tid)
-                .filter(|t| !together.contains(t))
-                .collect();
+            let simple = |t: &&crate::freeze::FrozenThread| t.tid != pid && t.deferred.is_empty();
+            let tids = |keep: bool| -> Vec<Pid> {
+                let ts = frozen.threads.iter().filter(|t| simple(t) == keep);
+                ts.map(|t| t.tid).collect()
+            };
+            let (together, alone) = (tids(true), tids(false));
             query_threads(frozen, &alone, q, &mut injector, &mut out)?;
-            if together.len() > 1 {
+            if !together.is_empty() {
                 query_threads_lockstep(pid, &together, sigreturn, &fits, &mut out)?;
-            } else {
-                query_threads(frozen, &together, q, &mut injector, &mut out)?;
             }
             Ok(out)
         }
@@ -1084,11 +1076,12 @@ fn query_threads_lockstep(
             Err(e) => {
                 let tid = inj.tid();
                 resend(pid, tid, &inj.finish().unwrap_or_default());
-                if result.is_ok() {
-                    result = Err(e).ctx(pid, || {
+                keep_first(
+                    &mut result,
+                    Err(e).ctx(pid, || {
                         format!("thread {tid}: preparing system call injection")
-                    });
-                }
+                    }),
+                );
             }
         }
     }
@@ -1120,11 +1113,7 @@ fn query_threads_lockstep(
                 Ok(t) => {
                     out.threads.insert(tid, t);
                 }
-                Err(e) => {
-                    if result.is_ok() {
-                        result = Err(e);
-                    }
-                }
+                Err(e) => keep_first(&mut result, Err(e)),
             }
         }
     }
@@ -1139,11 +1128,19 @@ fn query_threads_lockstep(
         let fin = inj.finish();
         resend(pid, tid, fin.as_deref().unwrap_or_default());
         let r = waited.map(|_| ()).and(fin.map(|_| ()));
-        if let (Err(e), true) = (r, result.is_ok()) {
-            result = Err(e).ctx(pid, || format!("thread {tid}: restoring its registers"));
-        }
+        keep_first(
+            &mut result,
+            r.ctx(pid, || format!("thread {tid}: restoring its registers")),
+        );
     }
     result
+}
+
+/// `r` as the result, unless `result` already holds an error.
+fn keep_first(result: &mut Result<()>, r: Result<()>) {
+    if result.is_ok() {
+        *result = r;
+    }
 }
 
 /// The queries through the vdso's `syscall` instruction, with a scratch

@@ -36,7 +36,7 @@
 
 use crate::error::{Error, Result};
 use ckpt_sys::clone::{fork_with_pid, Forked};
-use ckpt_sys::proc::signals::{self, Woken};
+use ckpt_sys::proc::signals::{self, Woken, CANCEL, CANCEL_MASK};
 use ckpt_sys::proc::{self, wait};
 use ckpt_sys::Pid;
 use std::io::{Read, Write};
@@ -58,16 +58,6 @@ pub(crate) fn single_threaded() -> bool {
         .unwrap_or(false)
 }
 
-/// The signals that cancel a dump.
-const CANCEL: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-fn cancel_mask() -> u64 {
-    CANCEL
-        .iter()
-        .map(|&s| signals::bit(s))
-        .fold(0, |a, b| a | b)
-}
-
 /// In a worker whose caller is gone: [`Error::Abandoned`]; in a worker
 /// asked to stop: [`Error::Cancelled`].
 pub(crate) fn check(pid: Pid) -> Result<()> {
@@ -78,7 +68,7 @@ pub(crate) fn check(pid: Pid) -> Result<()> {
     if proc::getppid() != parent {
         return Err(Error::Abandoned { pid });
     }
-    let pending = signals::pending().unwrap_or(0) & cancel_mask();
+    let pending = signals::pending().unwrap_or(0) & CANCEL_MASK;
     if let Some(&signal) = CANCEL.iter().find(|&&s| pending & signals::bit(s) != 0) {
         return Err(Error::Cancelled { pid, signal });
     }
@@ -118,7 +108,7 @@ pub(crate) fn run_in_worker(
     };
     let (r, w) = ckpt_sys::fds::pipe::pipe2(libc::O_CLOEXEC | libc::O_NONBLOCK)
         .map_err(sys_err("creating the worker's pipe"))?;
-    let blocked = signals::block(cancel_mask()).map_err(sys_err("blocking SIGINT and SIGTERM"))?;
+    let blocked = signals::block(CANCEL_MASK).map_err(sys_err("blocking SIGINT and SIGTERM"))?;
     let parent = proc::getpid();
     match fork_with_pid(None) {
         Ok(Forked::Child) => {
@@ -135,7 +125,7 @@ pub(crate) fn run_in_worker(
             let (exit, cancelled) = wait_worker(pid, child)?;
             // A signal that came after the worker's end must not kill us
             // when the mask comes back: it was for the dump.
-            let late = signals::take_pending(cancel_mask());
+            let late = signals::take_pending(CANCEL_MASK);
             drop(blocked);
             let mut buf = Vec::new();
             let _ = std::fs::File::from(r).read_to_end(&mut buf);
@@ -187,7 +177,7 @@ fn wait_worker(pid: Pid, child: Pid) -> Result<(wait::ExitKind, Option<i32>)> {
     };
     let pidfd =
         ckpt_sys::proc::pidfd::pidfd_open(child).map_err(sys_err("watching the dump worker"))?;
-    let sigfd = ckpt_sys::fds::signalfd::signalfd(cancel_mask(), libc::SFD_CLOEXEC)
+    let sigfd = ckpt_sys::fds::signalfd::signalfd(CANCEL_MASK, libc::SFD_CLOEXEC)
         .map_err(sys_err("watching for SIGINT and SIGTERM"))?;
     let mut cancelled = None;
     while let Woken::Signal(s) = signals::wait_child_or_signal(&pidfd, &sigfd, child)

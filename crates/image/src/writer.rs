@@ -31,6 +31,25 @@ pub fn is_zero(b: &[u8]) -> bool {
 
 mod pool;
 
+/// The maximal spans of whole pages (`ps` bytes) of `data` that are all
+/// zero or all not: (start, end, zero), in order.
+fn page_spans(data: &[u8], ps: usize) -> impl Iterator<Item = (usize, usize, bool)> + '_ {
+    let mut i = 0usize;
+    std::iter::from_fn(move || {
+        if i >= data.len() {
+            return None;
+        }
+        let zero = is_zero(&data[i..i + ps]);
+        let mut j = i + ps;
+        while j < data.len() && is_zero(&data[j..j + ps]) == zero {
+            j += ps;
+        }
+        let span = (i, j, zero);
+        i = j;
+        Some(span)
+    })
+}
+
 /// Bytes kept free in front of a frame's payload for its record header, so
 /// that header, payload and padding go out in one write.
 const HEAD: usize = RECORD_HEADER_LEN as usize;
@@ -719,14 +738,7 @@ impl<W: Write> ImageWriter<W> {
         let ps = self.opts.page_size as usize;
         self.check_range("add_pages", pid, addr, data.len() as u64)?;
         self.bytes_in += data.len() as u64;
-        let mut i = 0usize;
-        while i < data.len() {
-            // A maximal span of pages of one class (zero / data).
-            let zero = is_zero(&data[i..i + ps]);
-            let mut j = i + ps;
-            while j < data.len() && is_zero(&data[j..j + ps]) == zero {
-                j += ps;
-            }
+        for (i, j, zero) in page_spans(data, ps) {
             if zero {
                 self.push_zero_run(pid, addr + i as u64, ((j - i) / ps) as u64);
             } else {
@@ -753,7 +765,6 @@ impl<W: Write> ImageWriter<W> {
                     }
                 }
             }
-            i = j;
         }
         Ok(())
     }
@@ -796,23 +807,17 @@ impl<W: Write> ImageWriter<W> {
         let mut w = HEAD;
         for &(addr, off, len) in pieces {
             self.bytes_in += len as u64;
-            let mut i = 0usize;
-            while i < len {
-                let zero = is_zero(&buf[off + i..off + i + ps]);
-                let mut j = i + ps;
-                while j < len && is_zero(&buf[off + j..off + j + ps]) == zero {
-                    j += ps;
-                }
+            let classes: Vec<_> = page_spans(&buf[off..off + len], ps).collect();
+            for (i, j, zero) in classes {
                 if zero {
                     self.push_zero_run(pid, addr + i as u64, ((j - i) / ps) as u64);
-                } else {
-                    if w != off + i {
-                        buf.copy_within(off + i..off + j, w);
-                    }
-                    spans.push((addr + i as u64, w, j - i));
-                    w += j - i;
+                    continue;
                 }
-                i = j;
+                if w != off + i {
+                    buf.copy_within(off + i..off + j, w);
+                }
+                spans.push((addr + i as u64, w, j - i));
+                w += j - i;
             }
         }
         if spans.is_empty() {

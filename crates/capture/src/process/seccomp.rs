@@ -32,8 +32,8 @@ pub(crate) fn save(
     for t in threads.iter_mut() {
         // The process's status is its main thread's.
         let tmode: u32 = match thread_status.get(&t.tid) {
-            Some(st) if t.tid != pid => st.num("Seccomp")?,
-            _ => mode,
+            Some(st) => st.num("Seccomp")?,
+            None => mode,
         };
         if tmode == MODE_STRICT {
             strict += 1;

@@ -2,6 +2,7 @@
 
 use super::{mib, ms, CompressArg};
 use anyhow::Context;
+use ckpt_sys::proc::signals::CANCEL_MASK;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -60,10 +61,6 @@ pub enum UnixExternalArg {
     Close,
 }
 
-/// The signals that cancel a dump to a file.
-const CANCEL: u64 =
-    (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGHUP - 1));
-
 pub fn run(a: Args) -> anyhow::Result<i32> {
     if a.track && !a.leave_running {
         anyhow::bail!("--track needs --leave-running (a killed process has nothing to track)");
@@ -76,7 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         None
     } else {
         Some(
-            ckpt_sys::proc::signals::block(CANCEL)
+            ckpt_sys::proc::signals::block(CANCEL_MASK)
                 .context("blocking SIGINT, SIGTERM and SIGHUP")?,
         )
     };
@@ -123,7 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(held) = held {
         // Kept blocked to the exit: later ones are dropped too.
         std::mem::forget(held);
-        while ckpt_sys::proc::signals::take_pending(CANCEL).is_some() {}
+        while ckpt_sys::proc::signals::take_pending(CANCEL_MASK).is_some() {}
     }
     if let Some(n) = &stats.note {
         eprintln!("ckpt: note: {n}");

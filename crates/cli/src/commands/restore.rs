@@ -10,6 +10,9 @@ use crate::job::{self, Job};
 use anyhow::{bail, Context};
 use ckpt_image::ImageReader;
 use ckpt_restore::{Cancel, Terminal};
+// SIGINT, SIGTERM and SIGHUP cancel the check or the restore (what was
+// built is killed; exit 128 + signal).
+use ckpt_sys::proc::signals::CANCEL_MASK;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -293,11 +296,6 @@ fn detached_lazy(
         }
     }
 }
-
-/// SIGINT, SIGTERM and SIGHUP: they cancel the check or the restore (what
-/// was built is killed; exit 128 + signal).
-const CANCEL_MASK: u64 =
-    (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGTERM - 1)) | (1 << (libc::SIGHUP - 1));
 
 /// The thread that takes SIGINT, SIGTERM and SIGHUP while the check and
 /// the restore run (every thread has them blocked) and cancels the

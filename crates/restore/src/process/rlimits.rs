@@ -45,20 +45,14 @@ pub(crate) fn set_oom_score_adj(pid: i32, p: &Process) {
     }
 }
 
-/// /proc/PID/coredump_filter, from outside, when saved and it differs.
+/// /proc/PID/coredump_filter, from outside, when saved.
 pub(crate) fn set_coredump_filter(pid: i32, p: &Process) {
     if p.coredump_filter == 0 {
         return;
     }
     let path = format!("/proc/{pid}/coredump_filter");
-    let cur = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|s| u32::from_str_radix(s.trim(), 16).ok());
-    if cur != Some(p.coredump_filter) {
-        let v = format!("{:#x}", p.coredump_filter);
-        if let Err(e) = std::fs::write(&path, v) {
-            tracing::debug!(error = %e, value = p.coredump_filter, "coredump_filter not set");
-        }
+    if let Err(e) = std::fs::write(&path, format!("{:#x}", p.coredump_filter)) {
+        tracing::debug!(error = %e, value = p.coredump_filter, "coredump_filter not set");
     }
 }
 

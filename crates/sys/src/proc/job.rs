@@ -10,10 +10,7 @@
 use crate::{last_os, nix_pid, OsResult, Pid, Result};
 use std::time::Duration;
 
-/// The bit of `sig` in a mask.
-pub fn bit(sig: i32) -> u64 {
-    1u64 << (sig - 1)
-}
+pub use super::signals::bit;
 
 /// getpgrp(2).
 pub fn getpgrp() -> Pid {

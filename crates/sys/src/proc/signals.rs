@@ -10,9 +10,15 @@ use crate::{last_os, Pid, Result};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The bit of `sig` in a mask.
-pub fn bit(sig: i32) -> u64 {
+pub const fn bit(sig: i32) -> u64 {
     1u64 << (sig - 1)
 }
+
+/// SIGINT, SIGTERM and SIGHUP: how a user (Ctrl-C), `timeout` or a service
+/// manager ask a job to stop. ckpt's dump and restore take them as "cancel".
+pub const CANCEL: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+/// [`CANCEL`] as a mask.
+pub const CANCEL_MASK: u64 = bit(libc::SIGINT) | bit(libc::SIGTERM) | bit(libc::SIGHUP);
 
 /// rt_sigprocmask(how, set): the previous mask.
 fn sigprocmask(how: i32, set: u64) -> Result<u64> {
